@@ -1,0 +1,160 @@
+// The builder API: one function per op (and a few compositions such as gelu, rmsNorm and the
+// causal-LM loss), each a thin call into Graph.op so shape checks and names happen in one place.
+
+import type { Value } from './ir.js';
+import { type DType, type Dim, type Shape, GraphShapeError, isFloat, normalizeAxis } from './types.js';
+import { INT_MAX } from './shape.js';
+
+type Operand = Value | number;
+
+function lift(a: Operand, like: Value): Value {
+  return typeof a === 'number' ? like.graph.scalar(a, like.dtype) : a;
+}
+function pair(a: Operand, b: Operand): [Value, Value] {
+  if (typeof a === 'number' && typeof b === 'number') throw new GraphShapeError('at least one operand must be a graph value');
+  const va = typeof a === 'number' ? lift(a, b as Value) : a;
+  const vb = typeof b === 'number' ? lift(b, va) : b;
+  return [va, vb];
+}
+function one(v: Value, op: Parameters<Value['graph']['op']>[0], attrs: unknown = {}): Value {
+  return v.graph.op(op, [v], attrs as never)[0]!;
+}
+
+export const add = (a: Operand, b: Operand): Value => { const [x, y] = pair(a, b); return x.graph.op('Add', [x, y], {})[0]!; };
+export const sub = (a: Operand, b: Operand): Value => { const [x, y] = pair(a, b); return x.graph.op('Sub', [x, y], {})[0]!; };
+export const mul = (a: Operand, b: Operand): Value => { const [x, y] = pair(a, b); return x.graph.op('Mul', [x, y], {})[0]!; };
+export const div = (a: Operand, b: Operand): Value => { const [x, y] = pair(a, b); return x.graph.op('Div', [x, y], {})[0]!; };
+export const pow = (a: Operand, b: Operand): Value => { const [x, y] = pair(a, b); return x.graph.op('Pow', [x, y], {})[0]!; };
+export const equal = (a: Operand, b: Operand): Value => { const [x, y] = pair(a, b); return x.graph.op('Equal', [x, y], {})[0]!; };
+export const less = (a: Operand, b: Operand): Value => { const [x, y] = pair(a, b); return x.graph.op('Less', [x, y], {})[0]!; };
+export const greater = (a: Operand, b: Operand): Value => { const [x, y] = pair(a, b); return x.graph.op('Greater', [x, y], {})[0]!; };
+export const and = (a: Value, b: Value): Value => a.graph.op('And', [a, b], {})[0]!;
+export const or = (a: Value, b: Value): Value => a.graph.op('Or', [a, b], {})[0]!;
+export const not = (a: Value): Value => one(a, 'Not');
+
+export const neg = (x: Value): Value => one(x, 'Neg');
+export const sqrt = (x: Value): Value => one(x, 'Sqrt');
+export const reciprocal = (x: Value): Value => one(x, 'Reciprocal');
+export const exp = (x: Value): Value => one(x, 'Exp');
+export const log = (x: Value): Value => one(x, 'Log');
+export const tanh = (x: Value): Value => one(x, 'Tanh');
+export const erf = (x: Value): Value => one(x, 'Erf');
+export const sigmoid = (x: Value): Value => one(x, 'Sigmoid');
+export const relu = (x: Value): Value => one(x, 'Relu');
+export const cos = (x: Value): Value => one(x, 'Cos');
+export const sin = (x: Value): Value => one(x, 'Sin');
+export const identity = (x: Value): Value => one(x, 'Identity');
+
+export const softmax = (x: Value, axis = -1): Value => one(x, 'Softmax', { axis });
+export const logSoftmax = (x: Value, axis = -1): Value => one(x, 'LogSoftmax', { axis });
+
+function axesOf(x: Value, axes: number | readonly number[] | undefined): number[] {
+  const list = axes === undefined ? x.shape.map((_, i) => i) : typeof axes === 'number' ? [axes] : [...axes];
+  return list.map((a) => normalizeAxis(a, x.rank)).sort((p, q) => p - q);
+}
+export const sum = (x: Value, axes?: number | readonly number[], keepdims = false): Value => one(x, 'ReduceSum', { axes: axesOf(x, axes), keepdims });
+export const mean = (x: Value, axes?: number | readonly number[], keepdims = false): Value => one(x, 'ReduceMean', { axes: axesOf(x, axes), keepdims });
+export const max = (x: Value, axes?: number | readonly number[], keepdims = false): Value => one(x, 'ReduceMax', { axes: axesOf(x, axes), keepdims });
+
+export const layerNorm = (x: Value, weight: Value, bias: Value, epsilon: number): Value => x.graph.op('LayerNorm', [x, weight, bias], { epsilon })[0]!;
+export const matmul = (a: Value, b: Value): Value => a.graph.op('MatMul', [a, b], {})[0]!;
+
+/** ONNX Reshape semantics: 0 copies the input dim at that position, -1 is inferred. */
+export const reshape = (x: Value, shape: readonly number[]): Value => one(x, 'Reshape', { shape: [...shape] });
+export const reshapeLike = (x: Value, like: Value): Value => x.graph.op('ReshapeLike', [x, like], {})[0]!;
+export const transpose = (x: Value, perm: readonly number[]): Value => one(x, 'Transpose', { perm: [...perm] });
+/** Swaps the last two axes (matrix transpose of a batch of matrices). */
+export function transposeLast2(x: Value): Value {
+  const perm = x.shape.map((_, i) => i);
+  [perm[x.rank - 2], perm[x.rank - 1]] = [perm[x.rank - 1]!, perm[x.rank - 2]!];
+  return transpose(x, perm);
+}
+export const concat = (xs: readonly Value[], axis: number): Value => {
+  if (xs.length === 0) throw new GraphShapeError('concat of no values');
+  return xs[0]!.graph.op('Concat', xs, { axis: normalizeAxis(axis, xs[0]!.rank) })[0]!;
+};
+/** x[start:end] along one axis, Python semantics, step 1; end defaults to the end of the axis. */
+export const slice = (x: Value, axis: number, start: number, end: number = INT_MAX): Value =>
+  one(x, 'Slice', { axis: normalizeAxis(axis, x.rank), start, end });
+export const split = (x: Value, axis: number, sizes: readonly number[]): Value[] =>
+  x.graph.op('Split', [x], { axis: normalizeAxis(axis, x.rank), sizes: [...sizes] });
+export const pad = (x: Value, pads: readonly number[]): Value => one(x, 'Pad', { pads: [...pads] });
+export const gather = (data: Value, indices: Value, axis = 0): Value => data.graph.op('Gather', [data, indices], { axis: normalizeAxis(axis, data.rank) })[0]!;
+export const where = (cond: Value, a: Operand, b: Operand): Value => {
+  const [x, y] = pair(a, b);
+  return cond.graph.op('Where', [cond, x, y], {})[0]!;
+};
+export const expandLike = (x: Value, like: Value): Value => x.graph.op('ExpandLike', [x, like], {})[0]!;
+export const unsqueeze = (x: Value, axes: number | readonly number[]): Value => {
+  const list = typeof axes === 'number' ? [axes] : [...axes];
+  const rank = x.rank + list.length;
+  return one(x, 'Unsqueeze', { axes: list.map((a) => normalizeAxis(a, rank)).sort((p, q) => p - q) });
+};
+export const squeeze = (x: Value, axes: number | readonly number[]): Value => {
+  const list = typeof axes === 'number' ? [axes] : [...axes];
+  return one(x, 'Squeeze', { axes: list.map((a) => normalizeAxis(a, x.rank)).sort((p, q) => p - q) });
+};
+export const cast = (x: Value, to: DType): Value => (x.dtype === to ? x : one(x, 'Cast', { to }));
+/** Inverted dropout with an explicit keep-mask input (bool, same shape as x), so runs are reproducible. */
+export const dropout = (x: Value, keepMask: Value, ratio: number): Value => x.graph.op('Dropout', [x, keepMask], { ratio })[0]!;
+/** Per-row cross-entropy of logits [N, C] against int64 labels [N]; rows labelled ignoreIndex give 0. */
+export const softmaxCrossEntropy = (logits: Value, labels: Value, ignoreIndex = -100): Value =>
+  logits.graph.op('SoftmaxCrossEntropy', [logits, labels], { ignoreIndex })[0]!;
+
+export const dimOf = (x: Value, axis: number): Value => one(x, 'DimOf', { axis: normalizeAxis(axis, x.rank) });
+export const arangeOfDim = (x: Value, axis: number): Value => one(x, 'ArangeOfDim', { axis: normalizeAxis(axis, x.rank) });
+export const sizeOf = (x: Value): Value => one(x, 'Size');
+export const zerosLike = (x: Value): Value => one(x, 'ZerosLike');
+export const scatterAddRows = (zeros: Value, indices: Value, updates: Value): Value =>
+  zeros.graph.op('ScatterAddRows', [zeros, indices, updates], {})[0]!;
+export const bitShift = (x: Value, amount: Value, direction: 'LEFT' | 'RIGHT'): Value => x.graph.op('BitShift', [x, amount], { direction })[0]!;
+export const bitwiseAnd = (a: Value, b: Value): Value => a.graph.op('BitwiseAnd', [a, b], {})[0]!;
+
+// ---- compositions -------------------------------------------------------------------------
+
+/** Exact (erf) GELU, as torch.nn.GELU() and BERT's "gelu". */
+export function gelu(x: Value): Value {
+  return mul(mul(x, 0.5), add(erf(mul(x, Math.SQRT1_2)), 1));
+}
+/** The tanh approximation ("gelu_new", "gelu_pytorch_tanh") GPT-2 uses. */
+export function geluTanh(x: Value): Value {
+  const inner = mul(add(x, mul(pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
+  return mul(mul(x, 0.5), add(tanh(inner), 1));
+}
+export function silu(x: Value): Value {
+  return mul(x, sigmoid(x));
+}
+/** RMSNorm as Llama computes it: x * rsqrt(mean(x^2) + eps) * weight. */
+export function rmsNorm(x: Value, weight: Value, eps: number): Value {
+  const variance = mean(mul(x, x), -1, true);
+  return mul(weight, mul(x, reciprocal(sqrt(add(variance, eps)))));
+}
+/** x @ W^T + b with a torch nn.Linear weight [out, in] held as given. */
+export function linear(x: Value, weightT: Value, bias?: Value): Value {
+  const y = matmul(x, weightT);
+  return bias ? add(y, bias) : y;
+}
+
+/** Mean cross-entropy over positions whose label is not ignoreIndex, as transformers computes it. */
+export function crossEntropyMean(logits2d: Value, labels1d: Value, ignoreIndex = -100): Value {
+  const perRow = softmaxCrossEntropy(logits2d, labels1d, ignoreIndex);
+  const valid = cast(not(equal(labels1d, labels1d.graph.scalar(ignoreIndex, labels1d.dtype))), logits2d.dtype);
+  return div(sum(perRow), sum(valid));
+}
+
+/** Sum g over the axes along which `shape` was broadcast to g's shape (gradient of broadcasting). */
+export function unbroadcast(g: Value, shape: Shape): Value {
+  let out = g;
+  const extra = g.rank - shape.length;
+  if (extra > 0) out = sum(out, Array.from({ length: extra }, (_, i) => i), false);
+  const axes: number[] = [];
+  shape.forEach((d: Dim, i) => {
+    if (d === 1 && out.shape[i] !== 1) axes.push(i);
+  });
+  if (axes.length) out = sum(out, axes, true);
+  return out;
+}
+
+export function assertFloat(v: Value, what: string): void {
+  if (!isFloat(v.dtype)) throw new GraphShapeError(`${what} needs a float tensor, got ${v.dtype}`);
+}

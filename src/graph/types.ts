@@ -1,0 +1,108 @@
+// Core value types of the graph IR: dtypes, symbolic shapes, and the errors shape inference raises.
+// Dimensions are numbers when known at build time and strings ("batch", "seq", "past+seq") when
+// they are only known when a session runs, so one compiled session serves every batch shape.
+
+export type DType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'uint8' | 'bool';
+export type Dim = number | string;
+export type Shape = readonly Dim[];
+
+export const FLOAT_DTYPES: readonly DType[] = ['float32', 'float16', 'float64'];
+export function isFloat(d: DType): boolean {
+  return d === 'float32' || d === 'float16' || d === 'float64';
+}
+
+export type TypedArrayOf<D extends DType> = D extends 'float32'
+  ? Float32Array
+  : D extends 'float64'
+    ? Float64Array
+    : D extends 'int64'
+      ? BigInt64Array
+      : D extends 'int32'
+        ? Int32Array
+        : D extends 'float16'
+          ? Uint16Array
+          : Uint8Array;
+
+export type HostArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint16Array | Uint8Array;
+
+/** Raised when a node is built with inputs whose shapes or dtypes its op rejects. */
+export class GraphShapeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'GraphShapeError';
+  }
+}
+
+export function shapeToString(s: Shape): string {
+  return `[${s.join(', ')}]`;
+}
+
+export function dimsEqual(a: Dim, b: Dim): boolean {
+  return a === b;
+}
+
+export function shapesEqual(a: Shape, b: Shape): boolean {
+  return a.length === b.length && a.every((d, i) => dimsEqual(d, b[i]!));
+}
+
+/** Number of elements when every dim is static, else undefined. */
+export function staticSize(s: Shape): number | undefined {
+  let n = 1;
+  for (const d of s) {
+    if (typeof d !== 'number') return undefined;
+    n *= d;
+  }
+  return n;
+}
+
+/** Product of two dims, kept symbolic when either is unknown ("batch*seq"). */
+export function mulDims(a: Dim, b: Dim): Dim {
+  if (typeof a === 'number' && typeof b === 'number') return a * b;
+  if (a === 1) return b;
+  if (b === 1) return a;
+  return `${a}*${b}`;
+}
+
+export function addDims(a: Dim, b: Dim): Dim {
+  if (typeof a === 'number' && typeof b === 'number') return a + b;
+  if (a === 0) return b;
+  if (b === 0) return a;
+  return `${a}+${b}`;
+}
+
+/** NumPy-style broadcast of two shapes; undefined when they are incompatible. */
+export function broadcastShapes(a: Shape, b: Shape): Dim[] | undefined {
+  const n = Math.max(a.length, b.length);
+  const out: Dim[] = [];
+  for (let i = 0; i < n; i++) {
+    const da = i < n - a.length ? 1 : a[i - (n - a.length)]!;
+    const db = i < n - b.length ? 1 : b[i - (n - b.length)]!;
+    if (dimsEqual(da, db)) out.push(da);
+    else if (da === 1) out.push(db);
+    else if (db === 1) out.push(da);
+    else return undefined;
+  }
+  return out;
+}
+
+export function normalizeAxis(axis: number, rank: number): number {
+  const a = axis < 0 ? axis + rank : axis;
+  if (a < 0 || a >= rank) throw new GraphShapeError(`axis ${axis} is out of range for rank ${rank}`);
+  return a;
+}
+
+export function dtypeByteSize(d: DType): number {
+  switch (d) {
+    case 'float64':
+    case 'int64':
+      return 8;
+    case 'float32':
+    case 'int32':
+      return 4;
+    case 'float16':
+      return 2;
+    case 'uint8':
+    case 'bool':
+      return 1;
+  }
+}

@@ -67,7 +67,7 @@ export function addDims(a: Dim, b: Dim): Dim {
   if (typeof a === 'number' && typeof b === 'number') return a + b;
   if (a === 0) return b;
   if (b === 0) return a;
-  return `${a}+${b}`;
+  return typeof a === 'number' ? `${b}+${a}` : `${a}+${b}`;
 }
 
 /** NumPy-style broadcast of two shapes; undefined when they are incompatible. */

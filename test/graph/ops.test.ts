@@ -1,0 +1,103 @@
+// Every registered op, one row each: differentiable ops are checked against central finite
+// differences in float64 (with broadcasting where the op broadcasts); the others by value.
+// The table is keyed by OpName, so a new op without a test here does not compile.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Graph, type Value } from '../../src/graph/ir.js';
+import * as o from '../../src/graph/ops.js';
+import type { OpName } from '../../src/graph/registry.js';
+import { RuntimeSession, type HostTensor } from '../../src/runtime/session.js';
+import { gradCheck } from '../helpers/gradcheck.js';
+
+const pos = (n: number, lo = 0.5) => Float64Array.from({ length: n }, (_, i) => lo + ((i * 37) % 11) / 7);
+
+async function evalGraph(build: (g: Graph) => Value, feeds: Record<string, HostTensor> = {}): Promise<HostTensor> {
+  const g = new Graph();
+  const y = build(g);
+  const s = await RuntimeSession.fromGraph(g, { y }, { threads: 1 });
+  const r = await s.run(feeds);
+  await s.dispose();
+  return r.y!;
+}
+const i64 = (g: Graph, name: string, shape: number[], v: number[]) => g.tensor(name, 'int64', shape, v);
+
+const cases: Record<OpName, () => Promise<void>> = {
+  Add: () => gradCheck({ a: { shape: [2, 3, 4] }, b: { shape: [3, 1] } }, ({ a, b }) => o.add(a!, b!)),
+  Sub: () => gradCheck({ a: { shape: [4] }, b: { shape: [2, 3, 4] } }, ({ a, b }) => o.sub(a!, b!)),
+  Mul: () => gradCheck({ a: { shape: [2, 1, 4] }, b: { shape: [3, 1] } }, ({ a, b }) => o.mul(a!, b!)),
+  Div: () => gradCheck({ a: { shape: [2, 3] }, b: { shape: [1, 3], init: pos(3) } }, ({ a, b }) => o.div(a!, b!)),
+  Pow: () => gradCheck({ a: { shape: [2, 3], init: pos(6) }, b: { shape: [3] } }, ({ a, b }) => o.pow(a!, b!)),
+  Neg: () => gradCheck({ a: { shape: [5] } }, ({ a }) => o.neg(a!)),
+  Sqrt: () => gradCheck({ a: { shape: [5], init: pos(5) } }, ({ a }) => o.sqrt(a!)),
+  Reciprocal: () => gradCheck({ a: { shape: [5], init: pos(5) } }, ({ a }) => o.reciprocal(a!)),
+  Exp: () => gradCheck({ a: { shape: [2, 3] } }, ({ a }) => o.exp(a!)),
+  Log: () => gradCheck({ a: { shape: [5], init: pos(5) } }, ({ a }) => o.log(a!)),
+  Tanh: () => gradCheck({ a: { shape: [2, 3] } }, ({ a }) => o.tanh(a!)),
+  // Erf runs in float32 inside ONNX Runtime even in a float64 graph: a coarser check.
+  Erf: () => gradCheck({ a: { shape: [2, 3] } }, ({ a }) => o.erf(a!), { eps: 1e-3, rtol: 2e-3, atol: 1e-4 }),
+  Sigmoid: () => gradCheck({ a: { shape: [2, 3] } }, ({ a }) => o.sigmoid(a!)),
+  Relu: () => gradCheck({ a: { shape: [6], init: Float64Array.from([-1.5, -0.3, 0.2, 0.7, 1.1, -2]) } }, ({ a }) => o.relu(a!)),
+  Cos: () => gradCheck({ a: { shape: [2, 3] } }, ({ a }) => o.cos(a!)),
+  Sin: () => gradCheck({ a: { shape: [2, 3] } }, ({ a }) => o.sin(a!)),
+  Identity: () => gradCheck({ a: { shape: [2, 3] } }, ({ a }) => o.identity(a!)),
+  Softmax: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.softmax(a!, 1)),
+  LogSoftmax: () => gradCheck({ a: { shape: [3, 5] } }, ({ a }) => o.logSoftmax(a!, -1)),
+  ReduceSum: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.add(o.sum(a!, [0, 2]), o.sum(o.sum(a!, 1, true)))),
+  ReduceMean: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.mul(o.mean(a!, 1, true), o.sum(o.mean(a!, [0, 2], false)))),
+  ReduceMax: () => gradCheck({ a: { shape: [3, 4] } }, ({ a }) => o.max(a!, -1)),
+  LayerNorm: () => gradCheck({ x: { shape: [2, 3, 5] }, w: { shape: [5] }, b: { shape: [5] } }, ({ x, w, b }) => o.layerNorm(x!, w!, b!, 1e-5)),
+  MatMul: async () => {
+    await gradCheck({ a: { shape: [2, 3, 4] }, b: { shape: [4, 5] } }, ({ a, b }) => o.matmul(a!, b!));
+    await gradCheck({ a: { shape: [2, 1, 3, 4] }, b: { shape: [3, 4, 2] } }, ({ a, b }) => o.matmul(a!, b!));
+  },
+  Reshape: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.mul(o.reshape(a!, [0, -1]), o.reshape(a!, [2, 12]))),
+  ReshapeLike: () => gradCheck({ a: { shape: [2, 6] }, b: { shape: [3, 4] } }, ({ a, b }) => o.mul(o.reshapeLike(a!, b!), b!)),
+  Transpose: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.transpose(a!, [2, 0, 1])),
+  Concat: () => gradCheck({ a: { shape: [2, 1, 3] }, b: { shape: [2, 2, 3] } }, ({ a, b }) => o.concat([a!, b!, a!], 1)),
+  Slice: () => gradCheck({ a: { shape: [3, 5] } }, ({ a }) => o.add(o.slice(a!, 1, 1, -1), o.slice(a!, 1, 0, 3))),
+  Split: () => gradCheck({ a: { shape: [2, 5] } }, ({ a }) => {
+    const [p, q] = o.split(a!, 1, [2, 3]);
+    return o.concat([o.mul(p!, 2), o.slice(q!, 1, 0, 2)], 1);
+  }),
+  Pad: () => gradCheck({ a: { shape: [2, 3] } }, ({ a }) => o.pad(a!, [1, 0, 0, 2])),
+  Gather: () => gradCheck({ t: { shape: [5, 3] } }, ({ t }, g) => o.gather(t!, i64(g, 'ids', [2, 3], [0, 4, 4, 2, 0, 1]))),
+  Where: () => gradCheck({ a: { shape: [2, 3] }, b: { shape: [3] } }, ({ a, b }, g) =>
+    o.where(o.greater(g.tensor('c', 'float64', [2, 3], [1, -1, 1, -1, -1, 1]), 0), a!, b!)),
+  ExpandLike: () => gradCheck({ a: { shape: [3, 1] }, b: { shape: [2, 3, 4] } }, ({ a, b }) => o.mul(o.expandLike(a!, b!), b!)),
+  Unsqueeze: () => gradCheck({ a: { shape: [2, 3] } }, ({ a }) => o.unsqueeze(a!, [0, 3])),
+  Squeeze: () => gradCheck({ a: { shape: [2, 1, 3] } }, ({ a }) => o.squeeze(a!, 1)),
+  Cast: () => gradCheck({ a: { shape: [4] } }, ({ a }) => o.cast(o.mul(o.cast(a!, 'float32'), 1), 'float64'), { eps: 1e-2, rtol: 1e-5, atol: 1e-5 }),
+  Dropout: () => gradCheck({ a: { shape: [2, 3] } }, ({ a }, g) => o.dropout(a!, g.tensor('keep', 'bool', [2, 3], [1, 0, 1, 1, 0, 1]), 0.25)),
+  SoftmaxCrossEntropy: () => gradCheck({ z: { shape: [4, 5] } }, ({ z }, g) => o.softmaxCrossEntropy(z!, i64(g, 'labels', [4], [1, -100, 4, 0]))),
+  Equal: async () => assert.deepEqual([...(await evalGraph((g) => o.equal(i64(g, 'a', [3], [1, 2, 3]), i64(g, 'b', [1], [2])))).data], [0, 1, 0]),
+  Less: async () => assert.deepEqual([...(await evalGraph((g) => o.less(i64(g, 'a', [3], [1, 2, 3]), 2))).data], [1, 0, 0]),
+  Greater: async () => assert.deepEqual([...(await evalGraph((g) => o.greater(i64(g, 'a', [3], [1, 2, 3]), 2))).data], [0, 0, 1]),
+  And: async () => assert.deepEqual([...(await evalGraph((g) => o.and(g.tensor('a', 'bool', [4], [0, 1, 0, 1]), g.tensor('b', 'bool', [4], [0, 0, 1, 1])))).data], [0, 0, 0, 1]),
+  Or: async () => assert.deepEqual([...(await evalGraph((g) => o.or(g.tensor('a', 'bool', [4], [0, 1, 0, 1]), g.tensor('b', 'bool', [4], [0, 0, 1, 1])))).data], [0, 1, 1, 1]),
+  Not: async () => assert.deepEqual([...(await evalGraph((g) => o.not(g.tensor('a', 'bool', [2], [0, 1])))).data], [1, 0]),
+  DimOf: async () => {
+    const y = await evalGraph((g) => o.dimOf(g.input('x', 'float32', ['batch', 'seq']), 1), { x: { dtype: 'float32', shape: [2, 7], data: new Float32Array(14) } });
+    assert.equal(y.data[0], 7n);
+  },
+  ArangeOfDim: async () => {
+    const y = await evalGraph((g) => o.arangeOfDim(g.input('x', 'float32', ['batch', 'seq']), 1), { x: { dtype: 'float32', shape: [1, 4], data: new Float32Array(4) } });
+    assert.deepEqual([...y.data], [0n, 1n, 2n, 3n]);
+  },
+  Size: async () => assert.equal((await evalGraph((g) => o.sizeOf(g.tensor('a', 'float32', [2, 3], [1, 2, 3, 4, 5, 6])))).data[0], 6n),
+  ZerosLike: async () => assert.deepEqual([...(await evalGraph((g) => o.zerosLike(g.tensor('a', 'float32', [2], [3, 4])))).data], [0, 0]),
+  ScatterAddRows: async () => {
+    const y = await evalGraph((g) => o.scatterAddRows(o.zerosLike(g.tensor('z', 'float32', [3, 2], [9, 9, 9, 9, 9, 9])), i64(g, 'i', [3], [2, 0, 2]), g.tensor('u', 'float32', [3, 2], [1, 2, 3, 4, 5, 6])));
+    assert.deepEqual([...y.data], [3, 4, 0, 0, 6, 8]);
+  },
+  BitShift: async () => {
+    const y = await evalGraph((g) => o.bitShift(g.tensor('a', 'uint8', [3], [0xab, 0x10, 0xff]), g.tensor('s', 'uint8', [], [4]), 'RIGHT'));
+    assert.deepEqual([...y.data], [0xa, 0x1, 0xf]);
+  },
+  BitwiseAnd: async () => {
+    const y = await evalGraph((g) => o.bitwiseAnd(g.tensor('a', 'uint8', [3], [0xab, 0x10, 0xff]), g.tensor('m', 'uint8', [], [0x0f])));
+    assert.deepEqual([...y.data], [0xb, 0x0, 0xf]);
+  },
+};
+
+for (const [name, run] of Object.entries(cases)) test(`op ${name}`, run);

@@ -1,0 +1,109 @@
+// One helper for every gradient test: builds f over float64 params, compiles loss + autodiff
+// gradients into one ORT session, and compares them with central finite differences.
+
+import assert from 'node:assert/strict';
+import { Graph, type Value } from '../../src/graph/ir.js';
+import * as o from '../../src/graph/ops.js';
+import type { Shape } from '../../src/graph/types.js';
+import { grad } from '../../src/autodiff/grad.js';
+import { RuntimeSession, type HostTensor } from '../../src/runtime/session.js';
+
+/** Deterministic PRNG (mulberry32) so failures reproduce. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function randn(rand: () => number, n: number, scale = 1): Float64Array {
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = Math.max(rand(), 1e-12);
+    out[i] = Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand()) * scale;
+  }
+  return out;
+}
+
+export interface ParamSpec {
+  shape: number[];
+  /** initial values; random normal by default */
+  init?: Float64Array;
+}
+
+export interface GradCheckOptions {
+  eps?: number;
+  rtol?: number;
+  atol?: number;
+  seed?: number;
+  /** extra non-differentiated inputs fed at run time */
+  inputs?: Record<string, { value: HostTensor; shape?: Shape }>;
+}
+
+/**
+ * Checks d/dp sum(w * f(p)) computed by autodiff against central differences, for every param.
+ * w is a fixed random weighting so that every output element matters with a different weight.
+ */
+export async function gradCheck(
+  params: Record<string, ParamSpec>,
+  f: (p: Record<string, Value>, g: Graph, inputs: Record<string, Value>) => Value,
+  opts: GradCheckOptions = {},
+): Promise<void> {
+  const rand = rng(opts.seed ?? 7);
+  const g = new Graph();
+  const pv: Record<string, Value> = {};
+  for (const [k, s] of Object.entries(params)) pv[k] = g.param(k, 'float64', s.shape);
+  const iv: Record<string, Value> = {};
+  for (const [k, s] of Object.entries(opts.inputs ?? {})) iv[k] = g.input(k, s.value.dtype, s.shape ?? s.value.shape);
+  const y = f(pv, g, iv);
+  assert.equal(y.dtype, 'float64', 'gradCheck needs a float64 output');
+  // A scalar output is the loss itself (symbolic-shape graphs); otherwise weight every element.
+  let loss = y;
+  if (y.rank > 0) {
+    const yShape = y.shape.map((d) => {
+      if (typeof d !== 'number') throw new Error('gradCheck: a non-scalar output must have a static shape');
+      return d;
+    });
+    const w = g.tensor('weights', 'float64', yShape, randn(rand, yShape.reduce((a, b) => a * b, 1)));
+    loss = o.sum(o.mul(y, w));
+  }
+  const keys = Object.keys(params);
+  const grads = grad(loss, keys.map((k) => pv[k]!));
+  const outputs: Record<string, Value> = { loss };
+  keys.forEach((k, i) => (outputs[`grad_${k}`] = grads[i]!));
+  const sess = await RuntimeSession.fromGraph(g, outputs, { threads: 1 });
+
+  const values: Record<string, Float64Array> = {};
+  for (const [k, s] of Object.entries(params)) values[k] = s.init ?? randn(rand, s.shape.reduce((a, b) => a * b, 1));
+  const feeds = (): Record<string, HostTensor> => {
+    const f: Record<string, HostTensor> = {};
+    for (const [k, s] of Object.entries(params)) f[k] = { dtype: 'float64', shape: s.shape, data: values[k]! };
+    for (const [k, s] of Object.entries(opts.inputs ?? {})) f[k] = s.value;
+    return f;
+  };
+  const base = await sess.run(feeds());
+  const eps = opts.eps ?? 1e-6;
+  const rtol = opts.rtol ?? 1e-6;
+  const atol = opts.atol ?? 1e-8;
+  for (const k of keys) {
+    const analytic = base[`grad_${k}`]!.data as Float64Array;
+    const x = values[k]!;
+    for (let i = 0; i < x.length; i++) {
+      const orig = x[i]!;
+      x[i] = orig + eps;
+      const up = (await sess.run(feeds(), ['loss'])).loss!.data[0] as number;
+      x[i] = orig - eps;
+      const down = (await sess.run(feeds(), ['loss'])).loss!.data[0] as number;
+      x[i] = orig;
+      const numeric = (up - down) / (2 * eps);
+      const a = analytic[i]!;
+      const tol = atol + rtol * Math.max(Math.abs(a), Math.abs(numeric));
+      assert.ok(Math.abs(a - numeric) <= tol, `d/d${k}[${i}]: autodiff ${a} vs finite difference ${numeric} (|diff| ${Math.abs(a - numeric)} > ${tol})`);
+    }
+  }
+  await sess.dispose();
+}

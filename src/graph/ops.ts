@@ -58,6 +58,8 @@ export const max = (x: Value, axes?: number | readonly number[], keepdims = fals
 
 export const layerNorm = (x: Value, weight: Value, bias: Value, epsilon: number): Value => x.graph.op('LayerNorm', [x, weight, bias], { epsilon })[0]!;
 export const matmul = (a: Value, b: Value): Value => a.graph.op('MatMul', [a, b], {})[0]!;
+/** a @ b^T for a weight b stored [out, in] (torch nn.Linear layout). */
+export const matmulT = (a: Value, b: Value): Value => a.graph.op('MatMulT', [a, b], {})[0]!;
 
 /** ONNX Reshape semantics: 0 copies the input dim at that position, -1 is inferred. */
 export const reshape = (x: Value, shape: readonly number[]): Value => one(x, 'Reshape', { shape: [...shape] });
@@ -130,8 +132,8 @@ export function rmsNorm(x: Value, weight: Value, eps: number): Value {
   return mul(weight, mul(x, reciprocal(sqrt(add(variance, eps)))));
 }
 /** x @ W^T + b with a torch nn.Linear weight [out, in] held as given. */
-export function linear(x: Value, weightT: Value, bias?: Value): Value {
-  const y = matmul(x, weightT);
+export function linear(x: Value, weight: Value, bias?: Value): Value {
+  const y = matmulT(x, weight);
   return bias ? add(y, bias) : y;
 }
 

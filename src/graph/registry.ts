@@ -25,7 +25,7 @@ export interface OpAttrs {
   Softmax: { axis: number }; LogSoftmax: { axis: number };
   ReduceSum: { axes: number[]; keepdims: boolean }; ReduceMean: { axes: number[]; keepdims: boolean }; ReduceMax: { axes: number[]; keepdims: boolean };
   LayerNorm: { epsilon: number };
-  MatMul: {};
+  MatMul: {}; MatMulT: {};
   Reshape: { shape: number[] }; ReshapeLike: {};
   Transpose: { perm: number[] };
   Concat: { axis: number };
@@ -299,6 +299,32 @@ export const OPS: { [K in OpName]: OpDef<OpAttrs[K]> } = {
     },
   },
 
+  // a @ b^T with b a torch nn.Linear weight [out, in]: lowered to com.microsoft FusedMatMul
+  // (transB) for float32, which MLAS prepacks like MatMul, so no transposed copy is ever made.
+  MatMulT: {
+    infer: ([a, b]) => {
+      sameDtype(a!, b!);
+      if (a!.rank < 2 || b!.rank !== 2) fail('needs a of rank >= 2 and a weight b of rank 2');
+      if (a!.shape[a!.rank - 1] !== b!.shape[1]) fail(`inner dimensions differ: ${a!.shape[a!.rank - 1]} vs ${b!.shape[1]}`);
+      return [{ dtype: a!.dtype, shape: [...a!.shape.slice(0, -1), b!.shape[0]!] }];
+    },
+    lower: (ctx, ins, outs, _a, node) => {
+      if (node.inputs[0]!.dtype === 'float32') return ctx.emit('FusedMatMul', ins, outs, { transB: int(1), alpha: float(1) }, 'com.microsoft');
+      const t = ctx.tmp('wT');
+      ctx.emit('Transpose', [ins[1]!], [t], { perm: ints([1, 0]) });
+      ctx.emit('MatMul', [ins[0]!, t], outs);
+    },
+    grad: (n, [g], need) => {
+      const [a, b] = n.inputs as [Value, Value];
+      let db: Value | undefined;
+      if (need[1]) {
+        const a2 = a.rank > 2 ? o.reshape(a, [-1, a.shape[a.rank - 1] as number]) : a;
+        const g2 = g!.rank > 2 ? o.reshape(g!, [-1, g!.shape[g!.rank - 1] as number]) : g!;
+        db = o.matmul(o.transposeLast2(g2), a2);
+      }
+      return [need[0] ? o.matmul(g!, b) : undefined, db];
+    },
+  },
   Reshape: {
     infer: ([x], { shape }) => {
       const out: Dim[] = shape.map((s, i) => {

@@ -128,7 +128,7 @@ export function lowerGraph(graph: Graph, outputs: Record<string, Value>, name = 
       inputs: feeds.map((v) => info(v)),
       outputs: outputInfos,
       initializers,
-      opsets: [{ domain: '', version: OPSET }],
+      opsets: [{ domain: '', version: OPSET }, { domain: 'com.microsoft', version: 1 }],
     },
     feeds,
     outputNames,

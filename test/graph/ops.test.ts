@@ -51,6 +51,16 @@ const cases: Record<OpName, () => Promise<void>> = {
     await gradCheck({ a: { shape: [2, 3, 4] }, b: { shape: [4, 5] } }, ({ a, b }) => o.matmul(a!, b!));
     await gradCheck({ a: { shape: [2, 1, 3, 4] }, b: { shape: [3, 4, 2] } }, ({ a, b }) => o.matmul(a!, b!));
   },
+  MatMulT: async () => {
+    await gradCheck({ a: { shape: [2, 3, 4] }, b: { shape: [5, 4] } }, ({ a, b }) => o.matmulT(a!, b!));
+    // float32 takes the FusedMatMul lowering: compare with MatMul of the transposed weight
+    const y = await evalGraph((g) => {
+      const a = g.tensor('a', 'float32', [2, 3], [1, 2, 3, 4, 5, 6]);
+      const b = g.tensor('b', 'float32', [2, 3], [1, 0, -1, 2, 1, 0]);
+      return o.sub(o.matmulT(a, b), o.matmul(a, o.transpose(b, [1, 0])));
+    });
+    assert.deepEqual([...y.data], [0, 0, 0, 0]);
+  },
   Reshape: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.mul(o.reshape(a!, [0, -1]), o.reshape(a!, [2, 12]))),
   ReshapeLike: () => gradCheck({ a: { shape: [2, 6] }, b: { shape: [3, 4] } }, ({ a, b }) => o.mul(o.reshapeLike(a!, b!), b!)),
   Transpose: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.transpose(a!, [2, 0, 1])),

@@ -82,8 +82,9 @@ export const split = (x: Value, axis: number, sizes: readonly number[]): Value[]
   x.graph.op('Split', [x], { axis: normalizeAxis(axis, x.rank), sizes: [...sizes] });
 export const pad = (x: Value, pads: readonly number[]): Value => one(x, 'Pad', { pads: [...pads] });
 export const gather = (data: Value, indices: Value, axis = 0): Value => data.graph.op('Gather', [data, indices], { axis: normalizeAxis(axis, data.rank) })[0]!;
+/** Elementwise cond ? a : b; two plain numbers make float32 scalars. */
 export const where = (cond: Value, a: Operand, b: Operand): Value => {
-  const [x, y] = pair(a, b);
+  const [x, y] = typeof a === 'number' && typeof b === 'number' ? [cond.graph.scalar(a), cond.graph.scalar(b)] : pair(a, b);
   return cond.graph.op('Where', [cond, x, y], {})[0]!;
 };
 export const expandLike = (x: Value, like: Value): Value => x.graph.op('ExpandLike', [x, like], {})[0]!;

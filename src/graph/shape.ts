@@ -19,15 +19,32 @@ function factorsOf(d: Dim): Factors {
   return f;
 }
 
-/** Splits "a*b*(c+d)" at top-level '*' only; sums stay atomic symbols. */
+/** Splits "a*b*(c+d)" at top-level '*' only; a bare sum or difference stays one atomic symbol. */
 function splitTopLevelProduct(s: string): string[] {
-  if (/[+\-]/.test(s)) return [s];
-  return s.split('*');
+  const parts: string[] = [];
+  let depth = 0;
+  let cur = '';
+  for (const ch of s) {
+    if (ch === '(') depth++;
+    if (ch === ')') depth--;
+    if (ch === '*' && depth === 0) {
+      parts.push(cur);
+      cur = '';
+    } else cur += ch;
+  }
+  parts.push(cur);
+  if (parts.length === 1) return parts;
+  return parts.map((p) => (p.startsWith('(') && p.endsWith(')') ? p.slice(1, -1) : p));
+}
+
+function wrap(sym: string): string {
+  return /[+\-]/.test(sym) ? `(${sym})` : sym;
 }
 
 function fromFactors(f: Factors): Dim {
   if (f.syms.length === 0) return f.coef;
-  const syms = [...f.syms].sort();
+  if (f.syms.length === 1 && f.coef === 1) return f.syms[0]!;
+  const syms = [...f.syms].sort().map(wrap);
   return f.coef === 1 ? syms.join('*') : `${f.coef}*${syms.join('*')}`;
 }
 

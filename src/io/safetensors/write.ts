@@ -1,0 +1,103 @@
+// Writing safetensors files in the reference layout. Files are replaced atomically (temp file in
+// the same folder, fsync, rename) so a crash mid-save never leaves a truncated checkpoint where a
+// good one used to be.
+
+import { randomBytes } from 'node:crypto';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { ioError } from './errors.js';
+import { type TensorInput, layout } from './header.js';
+
+/** The whole file as one buffer: header then every tensor's bytes. */
+export function serializeSafetensors(tensors: TensorInput, metadata?: Record<string, string>): Uint8Array {
+  const { header, tensors: ordered, dataSize } = layout(tensors, metadata, '<memory>');
+  const out = new Uint8Array(header.byteLength + dataSize);
+  out.set(header, 0);
+  let pos = header.byteLength;
+  for (const [, t] of ordered) {
+    out.set(t.data, pos);
+    pos += t.data.byteLength;
+  }
+  return out;
+}
+
+// Small tensors are gathered into one buffer so a file of thousands of biases is a few writes.
+const STAGING_BYTES = 8 << 20;
+const WRITE_CHUNK = 1 << 30;
+
+async function writeAll(fh: FileHandle, data: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.byteLength) {
+    const length = Math.min(WRITE_CHUNK, data.byteLength - done);
+    const { bytesWritten } = await fh.write(data, done, length, position + done);
+    if (bytesWritten === 0) throw new Error(`no progress writing at byte ${position + done}`);
+    done += bytesWritten;
+  }
+}
+
+/**
+ * Runs `fill` against a temp file next to `path` and, once it is complete and synced, renames it
+ * over `path`. On failure the temp file is removed and `path` is untouched.
+ */
+export async function writeAtomically(path: string, fill: (fh: FileHandle) => Promise<void>): Promise<void> {
+  const dir = dirname(path);
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(tmp, 'wx');
+    await fill(fh);
+    await fh.sync();
+    await fh.close();
+    fh = undefined;
+    await rename(tmp, path);
+  } catch (e) {
+    if (fh) await fh.close().catch(() => undefined);
+    await unlink(tmp).catch(() => undefined);
+    throw ioError(path, 'write', e);
+  }
+  // Persist the rename itself; directories cannot be opened for syncing on every platform.
+  try {
+    const d = await open(dir, 'r');
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
+  } catch {
+    // The file is complete either way; only durability across a power cut is weaker.
+  }
+}
+
+/**
+ * Writes `tensors` to `path` atomically. Accepts a record or a Map; tensors are laid out by dtype
+ * then name whatever their input order, as the reference writer does.
+ */
+export async function writeSafetensors(
+  path: string,
+  tensors: TensorInput,
+  metadata?: Record<string, string>,
+): Promise<void> {
+  const { header, tensors: ordered, dataSize } = layout(tensors, metadata, path);
+  await writeAtomically(path, async (fh) => {
+    const staging = new Uint8Array(Math.min(STAGING_BYTES, header.byteLength + dataSize));
+    let staged = 0;
+    let pos = 0;
+    const flush = async (): Promise<void> => {
+      await writeAll(fh, staging.subarray(0, staged), pos);
+      pos += staged;
+      staged = 0;
+    };
+    for (const data of [header, ...ordered.map(([, t]) => t.data)]) {
+      if (data.byteLength >= staging.byteLength) {
+        await flush();
+        await writeAll(fh, data, pos);
+        pos += data.byteLength;
+        continue;
+      }
+      if (staged + data.byteLength > staging.byteLength) await flush();
+      staging.set(data, staged);
+      staged += data.byteLength;
+    }
+    await flush();
+  });
+}

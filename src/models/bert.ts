@@ -1,0 +1,147 @@
+// BERT (BertModel, BertForSequenceClassification, BertForMaskedLM): absolute positions, token
+// type ids, post-layer-norm blocks, GELU, pooler + classifier or the tied masked-LM head.
+
+import type { Value } from '../graph/ir.js';
+import * as o from '../graph/ops.js';
+import type { ModelConfig } from '../io/hfconfig.js';
+import type { BuildContext, LinearSpec } from '../nn/context.js';
+import { attention, attentionBias, embedding, layerNorm, linear, mergeHeads, splitHeads } from '../nn/layers.js';
+import type { WeightStore } from '../nn/weights.js';
+import { activation } from './activations.js';
+import { maskedLmLoss, modulePaths, sequenceClassificationLoss } from './common.js';
+import { applySublayer } from './gpt2.js';
+import { type ForwardArgs, type ForwardResult, type KV, ModelError, type ModelTask, type PretrainedModel } from './types.js';
+
+export class BertModel implements PretrainedModel {
+  readonly family = 'bert' as const;
+  readonly causal = false;
+  readonly numLayers: number;
+  readonly numKVHeads: number;
+  readonly headDim: number;
+  readonly hiddenSize: number;
+  readonly vocabSize: number;
+  readonly embeddingName = 'bert.embeddings.word_embeddings';
+  private readonly specs: LinearSpec[] = [];
+  private readonly byName = new Map<string, LinearSpec>();
+
+  constructor(readonly config: ModelConfig, readonly weights: WeightStore, readonly dir: string, readonly task: ModelTask) {
+    this.numLayers = config.numHiddenLayers;
+    this.numKVHeads = config.numAttentionHeads;
+    this.headDim = config.headDim;
+    this.hiddenSize = config.hiddenSize;
+    this.vocabSize = config.vocabSize;
+    if ((config.positionEmbeddingType ?? 'absolute') !== 'absolute') {
+      throw new ModelError(`BERT position_embedding_type "${config.positionEmbeddingType}" is not supported (only "absolute")`);
+    }
+    const C = this.hiddenSize;
+    const F = config.intermediateSize;
+    const lin = (name: string, i: number, o: number) => this.specs.push({ name, inFeatures: i, outFeatures: o, bias: true, layout: 'linear' });
+    for (let i = 0; i < this.numLayers; i++) {
+      const p = `bert.encoder.layer.${i}`;
+      lin(`${p}.attention.self.query`, C, C);
+      lin(`${p}.attention.self.key`, C, C);
+      lin(`${p}.attention.self.value`, C, C);
+      lin(`${p}.attention.output.dense`, C, C);
+      lin(`${p}.intermediate.dense`, C, F);
+      lin(`${p}.output.dense`, F, C);
+    }
+    if (task === 'seq-cls' || task === 'base') lin('bert.pooler.dense', C, C);
+    if (task === 'seq-cls') lin('classifier', C, config.numLabels);
+    if (task === 'masked-lm') {
+      lin('cls.predictions.transform.dense', C, C);
+      this.specs.push({ name: 'cls.predictions.decoder', inFeatures: C, outFeatures: this.vocabSize, bias: false, layout: 'linear' });
+    }
+    for (const s of this.specs) this.byName.set(s.name, s);
+  }
+
+  linears(): LinearSpec[] {
+    return this.specs;
+  }
+
+  expectedWeights(): string[] {
+    const names: string[] = [];
+    for (const e of ['word_embeddings', 'position_embeddings', 'token_type_embeddings']) names.push(`bert.embeddings.${e}.weight`);
+    names.push('bert.embeddings.LayerNorm.weight', 'bert.embeddings.LayerNorm.bias');
+    for (let i = 0; i < this.numLayers; i++) {
+      for (const ln of ['attention.output.LayerNorm', 'output.LayerNorm']) names.push(`bert.encoder.layer.${i}.${ln}.weight`, `bert.encoder.layer.${i}.${ln}.bias`);
+    }
+    for (const s of this.specs) {
+      if (s.name === 'cls.predictions.decoder') continue;
+      names.push(`${s.name}.weight`, `${s.name}.bias`);
+    }
+    if (this.task === 'masked-lm') names.push('cls.predictions.bias', 'cls.predictions.transform.LayerNorm.weight', 'cls.predictions.transform.LayerNorm.bias');
+    return names;
+  }
+
+  moduleNames(): string[] {
+    return modulePaths(this.expectedWeights());
+  }
+
+  embedTokens(ctx: BuildContext, ids: Value): Value {
+    return embedding(ctx, 'bert.embeddings.word_embeddings', ids);
+  }
+
+  forward(ctx: BuildContext, args: ForwardArgs): ForwardResult {
+    const cfg = this.config;
+    const H = cfg.numAttentionHeads;
+    const D = this.headDim;
+    const eps = cfg.normEps;
+    if (args.past?.length && this.task !== 'seq-cls' && this.task !== 'base') throw new ModelError('BERT masked-LM does not take past keys/values');
+    const words = args.inputsEmbeds ?? this.embedTokens(ctx, args.inputIds ?? fail('inputIds or inputsEmbeds is required'));
+    const h0 = ctx.graph.scope('bert.embeddings', () => {
+      const positions = args.positionIds ?? o.unsqueeze(o.arangeOfDim(words, 1), 0);
+      const pos = embedding(ctx, 'bert.embeddings.position_embeddings', positions);
+      const types = args.tokenTypeIds
+        ? embedding(ctx, 'bert.embeddings.token_type_embeddings', args.tokenTypeIds)
+        : o.slice(ctx.weight('bert.embeddings.token_type_embeddings.weight'), 0, 0, 1);
+      return layerNorm(ctx, 'bert.embeddings.LayerNorm', o.add(o.add(words, types), pos), eps);
+    });
+    const bias = attentionBias(args.attentionMask, words, false);
+    let h = h0;
+    const hidden: Value[] = [h];
+    const presents: KV[] = [];
+    const spec = (n: string) => this.byName.get(n)!;
+    for (let i = 0; i < this.numLayers; i++) {
+      const p = `bert.encoder.layer.${i}`;
+      h = ctx.graph.scope(p, () => {
+        const x = h;
+        const q = splitHeads(linear(ctx, spec(`${p}.attention.self.query`), x), H, D);
+        const k = splitHeads(linear(ctx, spec(`${p}.attention.self.key`), x), H, D);
+        const v = splitHeads(linear(ctx, spec(`${p}.attention.self.value`), x), H, D);
+        const past = args.past?.[i];
+        const key = past ? o.concat([past.key, k], 2) : k;
+        const value = past ? o.concat([past.value, v], 2) : v;
+        presents.push({ key, value });
+        const attnOut = linear(ctx, spec(`${p}.attention.output.dense`), mergeHeads(attention(q, key, value, bias, D), H, D));
+        const attnNorm = (t: Value) => layerNorm(ctx, `${p}.attention.output.LayerNorm`, t, eps);
+        const a = applySublayer(ctx, `${i}.attn`, i, attnOut, x, attnNorm);
+        const inter = activation(cfg.hiddenAct, linear(ctx, spec(`${p}.intermediate.dense`), a));
+        const out = linear(ctx, spec(`${p}.output.dense`), inter);
+        return applySublayer(ctx, `${i}.ffn`, i, out, a, (t: Value) => layerNorm(ctx, `${p}.output.LayerNorm`, t, eps));
+      });
+      hidden.push(h);
+    }
+    let logits: Value;
+    if (this.task === 'masked-lm') {
+      const t = layerNorm(ctx, 'cls.predictions.transform.LayerNorm', activation(cfg.hiddenAct, linear(ctx, spec('cls.predictions.transform.dense'), h)), eps);
+      logits = o.add(linear(ctx, spec('cls.predictions.decoder'), t), ctx.weight('cls.predictions.bias'));
+    } else if (this.task === 'base') {
+      logits = h;
+    } else {
+      const cls = o.squeeze(o.slice(h, 1, 0, 1), 1);
+      const pooled = o.tanh(linear(ctx, spec('bert.pooler.dense'), cls));
+      logits = linear(ctx, spec('classifier'), pooled);
+    }
+    return { logits, hiddenStates: hidden, presents };
+  }
+
+  loss(logits: Value, labels: Value): Value {
+    if (this.task === 'masked-lm') return maskedLmLoss(logits, labels);
+    if (this.task === 'seq-cls') return sequenceClassificationLoss(logits, labels);
+    throw new ModelError('BertModel has no head and no loss; load BertForSequenceClassification or BertForMaskedLM');
+  }
+}
+
+function fail(msg: string): never {
+  throw new ModelError(msg);
+}

@@ -1,0 +1,121 @@
+// GPT-2 (GPT2LMHeadModel): learned positions, fused c_attn in Conv1D layout ([in, out]),
+// tanh-GELU MLP, pre-norm blocks, final ln_f and an LM head tied to the token embeddings.
+
+import type { Value } from '../graph/ir.js';
+import * as o from '../graph/ops.js';
+import type { ModelConfig } from '../io/hfconfig.js';
+import type { BuildContext, LinearSpec } from '../nn/context.js';
+import { attention, attentionBias, embedding, layerNorm, linear, mergeHeads, splitHeads } from '../nn/layers.js';
+import type { WeightStore } from '../nn/weights.js';
+import { activation } from './activations.js';
+import { causalLmLoss, defaultPositions, modulePaths } from './common.js';
+import { type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
+
+export class GPT2Model implements PretrainedModel {
+  readonly family = 'gpt2' as const;
+  readonly task = 'causal-lm' as const;
+  readonly causal = true;
+  readonly numLayers: number;
+  readonly numKVHeads: number;
+  readonly headDim: number;
+  readonly hiddenSize: number;
+  readonly vocabSize: number;
+  readonly embeddingName = 'transformer.wte';
+  private readonly specs: LinearSpec[] = [];
+
+  constructor(readonly config: ModelConfig, readonly weights: WeightStore, readonly dir: string) {
+    this.numLayers = config.numHiddenLayers;
+    this.numKVHeads = config.numAttentionHeads;
+    this.headDim = config.headDim;
+    this.hiddenSize = config.hiddenSize;
+    this.vocabSize = config.vocabSize;
+    if (config.raw.scale_attn_by_inverse_layer_idx || config.raw.reorder_and_upcast_attn) {
+      throw new ModelError('GPT-2 options scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported');
+    }
+    const C = this.hiddenSize;
+    const F = config.intermediateSize;
+    for (let i = 0; i < this.numLayers; i++) {
+      const p = `transformer.h.${i}`;
+      this.specs.push(
+        { name: `${p}.attn.c_attn`, inFeatures: C, outFeatures: 3 * C, bias: true, layout: 'conv1d' },
+        { name: `${p}.attn.c_proj`, inFeatures: C, outFeatures: C, bias: true, layout: 'conv1d' },
+        { name: `${p}.mlp.c_fc`, inFeatures: C, outFeatures: F, bias: true, layout: 'conv1d' },
+        { name: `${p}.mlp.c_proj`, inFeatures: F, outFeatures: C, bias: true, layout: 'conv1d' },
+      );
+    }
+    this.specs.push({ name: 'lm_head', inFeatures: C, outFeatures: this.vocabSize, bias: false, layout: 'linear' });
+  }
+
+  linears(): LinearSpec[] {
+    return this.specs;
+  }
+
+  expectedWeights(): string[] {
+    const names = ['transformer.wte.weight', 'transformer.wpe.weight', 'transformer.ln_f.weight', 'transformer.ln_f.bias'];
+    for (let i = 0; i < this.numLayers; i++) {
+      for (const ln of ['ln_1', 'ln_2']) names.push(`transformer.h.${i}.${ln}.weight`, `transformer.h.${i}.${ln}.bias`);
+    }
+    for (const s of this.specs) if (s.name !== 'lm_head') names.push(`${s.name}.weight`, `${s.name}.bias`);
+    return names;
+  }
+
+  moduleNames(): string[] {
+    return ['transformer', ...modulePaths([...this.expectedWeights(), 'lm_head.weight']).filter((n) => n !== 'transformer')];
+  }
+
+  embedTokens(ctx: BuildContext, ids: Value): Value {
+    return embedding(ctx, 'transformer.wte', ids);
+  }
+
+  forward(ctx: BuildContext, args: ForwardArgs): ForwardResult {
+    const cfg = this.config;
+    const H = cfg.numAttentionHeads;
+    const D = this.headDim;
+    const tokens = args.inputsEmbeds ?? this.embedTokens(ctx, args.inputIds ?? fail('inputIds or inputsEmbeds is required'));
+    const { positions, pastLength } = defaultPositions(tokens, args.past);
+    const pos = embedding(ctx, 'transformer.wpe', args.positionIds ?? positions);
+    let h = o.add(tokens, pos);
+    const bias = attentionBias(args.attentionMask, tokens, true, pastLength);
+    const hidden: Value[] = [h];
+    const presents: KV[] = [];
+    const spec = (name: string) => this.specs.find((s) => s.name === name)!;
+    for (let i = 0; i < this.numLayers; i++) {
+      const p = `transformer.h.${i}`;
+      h = ctx.graph.scope(p, () => {
+        const residual = h;
+        const x = layerNorm(ctx, `${p}.ln_1`, h, cfg.normEps);
+        const qkv = linear(ctx, spec(`${p}.attn.c_attn`), x);
+        const [q, k, v] = o.split(qkv, -1, [H * D, H * D, H * D]).map((t) => splitHeads(t, H, D)) as [Value, Value, Value];
+        const past = args.past?.[i];
+        const key = past ? o.concat([past.key, k], 2) : k;
+        const value = past ? o.concat([past.value, v], 2) : v;
+        presents.push({ key, value });
+        const attnOut = linear(ctx, spec(`${p}.attn.c_proj`), mergeHeads(attention(q, key, value, bias, D), H, D));
+        const afterAttn = applySublayer(ctx, `${i}.attn`, i, attnOut, residual);
+        const y = layerNorm(ctx, `${p}.ln_2`, afterAttn, cfg.normEps);
+        const m = linear(ctx, spec(`${p}.mlp.c_proj`), activation(cfg.hiddenAct, linear(ctx, spec(`${p}.mlp.c_fc`), y)));
+        return applySublayer(ctx, `${i}.ffn`, i, m, afterAttn);
+      });
+      hidden.push(h);
+    }
+    h = layerNorm(ctx, 'transformer.ln_f', h, cfg.normEps);
+    hidden[hidden.length - 1] = h;
+    const logits = linear(ctx, spec('lm_head'), h);
+    return { logits, hiddenStates: hidden, presents };
+  }
+
+  loss(logits: Value, labels: Value): Value {
+    return causalLmLoss(logits, labels);
+  }
+}
+
+/** residual + output, unless a tuner hooks this sub-layer (bottleneck adapters). */
+export function applySublayer(ctx: BuildContext, key: string, layer: number, output: Value, residual: Value, norm?: (x: Value) => Value): Value {
+  const hook = ctx.sublayerHooks.get(key);
+  if (hook) return hook({ layer, output, residual, norm, ctx });
+  return norm ? norm(o.add(output, residual)) : o.add(output, residual);
+}
+
+function fail(msg: string): never {
+  throw new ModelError(msg);
+}

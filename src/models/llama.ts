@@ -1,0 +1,180 @@
+// Llama family (LlamaForCausalLM; also Qwen2 with q/k/v biases, Mistral, SmolLM): RMSNorm,
+// rotary position embeddings (default, linear and llama3 scaling), SwiGLU MLP, grouped-query
+// attention, tied or untied LM head.
+
+import type { Value } from '../graph/ir.js';
+import * as o from '../graph/ops.js';
+import type { ModelConfig } from '../io/hfconfig.js';
+import type { BuildContext, LinearSpec } from '../nn/context.js';
+import { attention, attentionBias, embedding, linear, mergeHeads, repeatKV, rmsNorm, splitHeads } from '../nn/layers.js';
+import type { WeightStore } from '../nn/weights.js';
+import { activation } from './activations.js';
+import { causalLmLoss, defaultPositions, modulePaths } from './common.js';
+import { applySublayer } from './gpt2.js';
+import { type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
+
+/** Rotary inverse frequencies, with the rope_scaling variants transformers implements. */
+export function ropeInvFreq(config: ModelConfig, headDim: number): { invFreq: Float32Array; positionScale: number } {
+  const theta = config.ropeTheta ?? 10000;
+  const half = headDim / 2;
+  // transformers: 1 / base ** (arange(0, dim, 2).float() / dim), computed in float32
+  const inv = new Float32Array(half);
+  for (let i = 0; i < half; i++) inv[i] = 1 / Math.pow(theta, Math.fround((2 * i) / headDim));
+  const sc = config.ropeScaling;
+  if (!sc) return { invFreq: inv, positionScale: 1 };
+  switch (sc.ropeType) {
+    case 'default':
+      return { invFreq: inv, positionScale: 1 };
+    case 'linear':
+      return { invFreq: inv, positionScale: 1 / (sc.factor ?? 1) };
+    case 'llama3': {
+      const factor = sc.factor ?? 8;
+      const low = sc.lowFreqFactor ?? 1;
+      const high = sc.highFreqFactor ?? 4;
+      const oldCtx = sc.originalMaxPositionEmbeddings ?? 8192;
+      const lowWavelen = oldCtx / low;
+      const highWavelen = oldCtx / high;
+      const out = new Float32Array(half);
+      for (let i = 0; i < half; i++) {
+        const f = inv[i]!;
+        const wavelen = (2 * Math.PI) / f;
+        if (wavelen < highWavelen) out[i] = f;
+        else if (wavelen > lowWavelen) out[i] = f / factor;
+        else {
+          const smooth = (oldCtx / wavelen - low) / (high - low);
+          out[i] = (1 - smooth) * (f / factor) + smooth * f;
+        }
+      }
+      return { invFreq: out, positionScale: 1 };
+    }
+    default:
+      throw new ModelError(`rope_scaling type "${sc.ropeType}" is not supported (supported: default, linear, llama3)`);
+  }
+}
+
+function rotateHalf(x: Value, half: number): Value {
+  const [a, b] = o.split(x, -1, [half, half]) as [Value, Value];
+  return o.concat([o.neg(b), a], -1);
+}
+
+export class LlamaModel implements PretrainedModel {
+  readonly family = 'llama' as const;
+  readonly task = 'causal-lm' as const;
+  readonly causal = true;
+  readonly numLayers: number;
+  readonly numKVHeads: number;
+  readonly headDim: number;
+  readonly hiddenSize: number;
+  readonly vocabSize: number;
+  readonly embeddingName = 'model.embed_tokens';
+  private readonly specs: LinearSpec[] = [];
+  private readonly byName = new Map<string, LinearSpec>();
+
+  constructor(readonly config: ModelConfig, readonly weights: WeightStore, readonly dir: string) {
+    this.numLayers = config.numHiddenLayers;
+    this.numKVHeads = config.numKeyValueHeads;
+    this.headDim = config.headDim;
+    this.hiddenSize = config.hiddenSize;
+    this.vocabSize = config.vocabSize;
+    const C = this.hiddenSize;
+    const H = config.numAttentionHeads;
+    const D = this.headDim;
+    const KVd = this.numKVHeads * D;
+    const F = config.intermediateSize;
+    if (H % this.numKVHeads !== 0) throw new ModelError(`num_attention_heads ${H} is not a multiple of num_key_value_heads ${this.numKVHeads}`);
+    for (let i = 0; i < this.numLayers; i++) {
+      const p = `model.layers.${i}`;
+      this.specs.push(
+        { name: `${p}.self_attn.q_proj`, inFeatures: C, outFeatures: H * D, bias: config.qkvBias, layout: 'linear' },
+        { name: `${p}.self_attn.k_proj`, inFeatures: C, outFeatures: KVd, bias: config.qkvBias, layout: 'linear' },
+        { name: `${p}.self_attn.v_proj`, inFeatures: C, outFeatures: KVd, bias: config.qkvBias, layout: 'linear' },
+        { name: `${p}.self_attn.o_proj`, inFeatures: H * D, outFeatures: C, bias: config.attnOutputBias, layout: 'linear' },
+        { name: `${p}.mlp.gate_proj`, inFeatures: C, outFeatures: F, bias: config.mlpBias, layout: 'linear' },
+        { name: `${p}.mlp.up_proj`, inFeatures: C, outFeatures: F, bias: config.mlpBias, layout: 'linear' },
+        { name: `${p}.mlp.down_proj`, inFeatures: F, outFeatures: C, bias: config.mlpBias, layout: 'linear' },
+      );
+    }
+    this.specs.push({ name: 'lm_head', inFeatures: C, outFeatures: this.vocabSize, bias: false, layout: 'linear' });
+    for (const s of this.specs) this.byName.set(s.name, s);
+  }
+
+  linears(): LinearSpec[] {
+    return this.specs;
+  }
+
+  expectedWeights(): string[] {
+    const names = ['model.embed_tokens.weight', 'model.norm.weight'];
+    if (!this.config.tieWordEmbeddings) names.push('lm_head.weight');
+    for (let i = 0; i < this.numLayers; i++) names.push(`model.layers.${i}.input_layernorm.weight`, `model.layers.${i}.post_attention_layernorm.weight`);
+    for (const s of this.specs) {
+      if (s.name === 'lm_head') continue;
+      names.push(`${s.name}.weight`);
+      if (s.bias) names.push(`${s.name}.bias`);
+    }
+    return names;
+  }
+
+  moduleNames(): string[] {
+    return modulePaths([...this.expectedWeights(), 'lm_head.weight']);
+  }
+
+  embedTokens(ctx: BuildContext, ids: Value): Value {
+    return embedding(ctx, 'model.embed_tokens', ids);
+  }
+
+  forward(ctx: BuildContext, args: ForwardArgs): ForwardResult {
+    const cfg = this.config;
+    const H = cfg.numAttentionHeads;
+    const D = this.headDim;
+    const KVH = this.numKVHeads;
+    const eps = cfg.normEps;
+    const spec = (n: string) => this.byName.get(n)!;
+    let h = args.inputsEmbeds ?? this.embedTokens(ctx, args.inputIds ?? fail('inputIds or inputsEmbeds is required'));
+    const { positions, pastLength } = defaultPositions(h, args.past);
+    const { cos, sin } = ctx.graph.scope('rotary_emb', () => {
+      const { invFreq, positionScale } = ropeInvFreq(cfg, D);
+      let pos = o.cast(args.positionIds ?? positions, 'float32');
+      if (positionScale !== 1) pos = o.mul(pos, positionScale);
+      const freqs = o.mul(o.unsqueeze(pos, -1), ctx.graph.tensor('rope_inv_freq', 'float32', [D / 2], invFreq));
+      const emb = o.concat([freqs, freqs], -1);
+      return { cos: o.unsqueeze(o.cos(emb), 1), sin: o.unsqueeze(o.sin(emb), 1) };
+    });
+    const rope = (x: Value) => o.add(o.mul(x, cos), o.mul(rotateHalf(x, D / 2), sin));
+    const bias = attentionBias(args.attentionMask, h, true, pastLength);
+    const hidden: Value[] = [h];
+    const presents: KV[] = [];
+    for (let i = 0; i < this.numLayers; i++) {
+      const p = `model.layers.${i}`;
+      h = ctx.graph.scope(p, () => {
+        const residual = h;
+        const x = rmsNorm(ctx, `${p}.input_layernorm`, h, eps);
+        const q = rope(splitHeads(linear(ctx, spec(`${p}.self_attn.q_proj`), x), H, D));
+        const k = rope(splitHeads(linear(ctx, spec(`${p}.self_attn.k_proj`), x), KVH, D));
+        const v = splitHeads(linear(ctx, spec(`${p}.self_attn.v_proj`), x), KVH, D);
+        const past = args.past?.[i];
+        const key = past ? o.concat([past.key, k], 2) : k;
+        const value = past ? o.concat([past.value, v], 2) : v;
+        presents.push({ key, value });
+        const ctxOut = attention(q, repeatKV(key, H / KVH), repeatKV(value, H / KVH), bias, D);
+        const attnOut = linear(ctx, spec(`${p}.self_attn.o_proj`), mergeHeads(ctxOut, H, D));
+        const afterAttn = applySublayer(ctx, `${i}.attn`, i, attnOut, residual);
+        const y = rmsNorm(ctx, `${p}.post_attention_layernorm`, afterAttn, eps);
+        const gate = activation(cfg.hiddenAct, linear(ctx, spec(`${p}.mlp.gate_proj`), y));
+        const m = linear(ctx, spec(`${p}.mlp.down_proj`), o.mul(gate, linear(ctx, spec(`${p}.mlp.up_proj`), y)));
+        return applySublayer(ctx, `${i}.ffn`, i, m, afterAttn);
+      });
+      hidden.push(h);
+    }
+    h = rmsNorm(ctx, 'model.norm', h, eps);
+    hidden[hidden.length - 1] = h;
+    return { logits: linear(ctx, spec('lm_head'), h), hiddenStates: hidden, presents };
+  }
+
+  loss(logits: Value, labels: Value): Value {
+    return causalLmLoss(logits, labels);
+  }
+}
+
+function fail(msg: string): never {
+  throw new ModelError(msg);
+}

@@ -1,0 +1,114 @@
+// loadModel: a local Hugging Face model folder (config.json, model.safetensors or a sharded
+// index) to a PretrainedModel, choosing the architecture from config.json and checking that the
+// checkpoint has exactly the weights it needs, as transformers reports missing/unexpected keys.
+
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadConfig, type ModelConfig } from '../io/hfconfig.js';
+import { ShardedSafetensors, openCheckpoint } from '../io/safetensors.js';
+import { WeightStore } from '../nn/weights.js';
+import { BertModel } from './bert.js';
+import { GPT2Model } from './gpt2.js';
+import { LlamaModel } from './llama.js';
+import { ModelError, type PretrainedModel } from './types.js';
+
+const ARCHITECTURES: Record<string, (c: ModelConfig, w: WeightStore, dir: string) => PretrainedModel> = {
+  GPT2LMHeadModel: (c, w, d) => new GPT2Model(c, w, d),
+  LlamaForCausalLM: (c, w, d) => new LlamaModel(c, w, d),
+  MistralForCausalLM: (c, w, d) => new LlamaModel(c, w, d),
+  Qwen2ForCausalLM: (c, w, d) => new LlamaModel(c, w, d),
+  BertForSequenceClassification: (c, w, d) => new BertModel(c, w, d, 'seq-cls'),
+  BertForMaskedLM: (c, w, d) => new BertModel(c, w, d, 'masked-lm'),
+  BertModel: (c, w, d) => new BertModel(c, w, d, 'base'),
+};
+const BY_MODEL_TYPE: Record<string, string> = { gpt2: 'GPT2LMHeadModel', llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM', bert: 'BertModel' };
+
+/** Buffers some checkpoints carry that are not parameters (transformers ignores them too). */
+const IGNORED = [/\.attn\.bias$/, /\.attn\.masked_bias$/, /\.rotary_emb\.inv_freq$/, /position_ids$/];
+/** Prefix the task model adds in front of the base model's names. */
+const BASE_PREFIX: Record<string, string> = { gpt2: 'transformer.', llama: 'model.', bert: 'bert.' };
+
+export interface LoadModelOptions {
+  /** override the architecture (e.g. "BertForSequenceClassification" for a BertModel checkpoint) */
+  architecture?: string;
+}
+
+export function supportedArchitectures(): string[] {
+  return Object.keys(ARCHITECTURES);
+}
+
+export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<PretrainedModel> {
+  if (!existsSync(join(dir, 'config.json'))) throw new ModelError(`${dir} is not a model folder: config.json is missing`);
+  const config = await loadConfig(dir);
+  const arch = opts.architecture ?? config.architectures.find((a) => a in ARCHITECTURES) ?? BY_MODEL_TYPE[config.modelType];
+  if (!arch || !(arch in ARCHITECTURES)) {
+    throw new ModelError(
+      `unsupported architecture ${JSON.stringify(config.architectures)} (model_type "${config.modelType}") in ${dir}; supported: ${supportedArchitectures().join(', ')}`,
+    );
+  }
+  const hasSingle = existsSync(join(dir, 'model.safetensors'));
+  if (!hasSingle && !existsSync(join(dir, 'model.safetensors.index.json'))) {
+    throw new ModelError(`${dir} has no model.safetensors or model.safetensors.index.json (PyTorch .bin checkpoints are not read; convert with safetensors' convert script)`);
+  }
+  const source = await openCheckpoint(dir);
+  let weights: WeightStore;
+  try {
+    weights = await WeightStore.fromSource(source, (name) => {
+      if (source instanceof ShardedSafetensors) return source.shardOf(name);
+      return hasSingle ? join(dir, 'model.safetensors') : undefined;
+    });
+  } finally {
+    await source.close();
+  }
+  const model = ARCHITECTURES[arch]!(config, weights, dir);
+  reconcileWeights(model, weights, arch);
+  return model;
+}
+
+function reconcileWeights(model: PretrainedModel, weights: WeightStore, arch: string): void {
+  const prefix = BASE_PREFIX[model.family]!;
+  // A base-model checkpoint (GPT2Model, LlamaModel, BertModel) names weights without the prefix.
+  const expected = model.expectedWeights();
+  for (const name of weights.names()) {
+    if (!name.startsWith(prefix) && expected.includes(prefix + name) && !weights.has(prefix + name)) {
+      weights.set(prefix + name, weights.get(name));
+      weights.delete(name);
+    }
+  }
+  for (const name of weights.names()) if (IGNORED.some((r) => r.test(name))) weights.delete(name);
+  // Tied output embeddings are saved once; point the head at the embedding matrix.
+  const tied: [string, string][] = [
+    ['lm_head.weight', `${model.embeddingName}.weight`],
+    ['cls.predictions.decoder.weight', `${model.embeddingName}.weight`],
+  ];
+  for (const [head, emb] of tied) {
+    if (!weights.has(head) && weights.has(emb) && model.linears().some((s) => `${s.name}.weight` === head)) weights.alias(head, emb);
+  }
+  const have = new Set(weights.names());
+  const missing = expected.filter((n) => !have.has(n) && !weights.isAlias(n));
+  const known = new Set([...expected, ...model.linears().map((s) => `${s.name}.weight`)]);
+  const unexpected = [...have].filter((n) => !known.has(n) && n !== 'cls.predictions.decoder.bias');
+  if (missing.length || unexpected.length) {
+    const list = (xs: string[]) => xs.slice(0, 20).join(', ') + (xs.length > 20 ? `, ... (${xs.length} in all)` : '');
+    throw new ModelError(
+      `weights of ${model.dir} do not match ${arch}:` +
+        (missing.length ? ` missing keys: ${list(missing)};` : '') +
+        (unexpected.length ? ` unexpected keys: ${list(unexpected)};` : '') +
+        ' check that config.json belongs to these weights, or pass the right architecture',
+    );
+  }
+  for (const name of expected) {
+    const w = weights.get(name);
+    const shape = expectedShape(model, name);
+    if (shape && (shape.length !== w.shape.length || shape.some((d, i) => d !== w.shape[i]))) {
+      throw new ModelError(`weight ${name} has shape [${w.shape}] but config.json implies [${shape}]`);
+    }
+  }
+}
+
+function expectedShape(model: PretrainedModel, name: string): number[] | undefined {
+  const spec = model.linears().find((s) => name === `${s.name}.weight` || name === `${s.name}.bias`);
+  if (!spec) return undefined;
+  if (name.endsWith('.bias')) return [spec.outFeatures];
+  return spec.layout === 'conv1d' ? [spec.inFeatures, spec.outFeatures] : [spec.outFeatures, spec.inFeatures];
+}

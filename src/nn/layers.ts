@@ -1,0 +1,73 @@
+// The building blocks models share: linear layers (with tuner hooks), embeddings, norms, rotary
+// embeddings and attention with transformers' masking rules.
+
+import type { Value } from '../graph/ir.js';
+import * as o from '../graph/ops.js';
+import type { BuildContext, LinearSpec } from './context.js';
+
+/** Runs a linear module, through its tuner hook when one is installed. */
+export function linear(ctx: BuildContext, spec: LinearSpec, x: Value): Value {
+  const base = (inp: Value): Value => {
+    const w = ctx.weight(`${spec.name}.weight`);
+    const y = spec.layout === 'conv1d' ? o.matmul(inp, w) : o.matmulT(inp, w);
+    return spec.bias ? o.add(y, ctx.weight(`${spec.name}.bias`)) : y;
+  };
+  const hook = ctx.linearHooks.get(spec.name);
+  return ctx.graph.scope(spec.name, () => (hook ? hook(x, base, spec, ctx) : base(x)));
+}
+
+export function embedding(ctx: BuildContext, name: string, ids: Value): Value {
+  return ctx.graph.scope(name, () => o.gather(ctx.weight(`${name}.weight`), ids, 0));
+}
+
+export function layerNorm(ctx: BuildContext, name: string, x: Value, eps: number): Value {
+  return ctx.graph.scope(name, () => o.layerNorm(x, ctx.weight(`${name}.weight`), ctx.weight(`${name}.bias`), eps));
+}
+
+export function rmsNorm(ctx: BuildContext, name: string, x: Value, eps: number): Value {
+  return ctx.graph.scope(name, () => o.rmsNorm(x, ctx.weight(`${name}.weight`), eps));
+}
+
+/** float32's most negative finite value: what transformers adds at masked attention positions. */
+export const MASK_MIN = -3.4028234663852886e38;
+
+/**
+ * Additive attention bias [batch, 1, q, k]: 0 where query i may attend to key j, MASK_MIN elsewhere.
+ * `attentionMask` is [batch, k] (1 = token, 0 = padding) over past + current keys; with `causal`,
+ * key j is visible to query i when j <= i + past.
+ */
+export function attentionBias(attentionMask: Value, queries: Value, causal: boolean, pastLength?: Value): Value {
+  const keyOk = o.unsqueeze(o.equal(attentionMask, o.cast(attentionMask.graph.scalar(1, 'int64'), attentionMask.dtype)), [1, 2]);
+  let ok = keyOk;
+  if (causal) {
+    let qPos = o.arangeOfDim(queries, 1);
+    if (pastLength) qPos = o.add(qPos, pastLength);
+    const kPos = o.arangeOfDim(attentionMask, 1);
+    ok = o.and(keyOk, o.not(o.greater(o.unsqueeze(kPos, 0), o.unsqueeze(qPos, 1))));
+  }
+  return o.where(ok, 0, MASK_MIN);
+}
+
+/** [batch, seq, heads*dim] -> [batch, heads, seq, dim] */
+export function splitHeads(x: Value, heads: number, dim: number): Value {
+  return o.transpose(o.reshape(x, [0, 0, heads, dim]), [0, 2, 1, 3]);
+}
+/** [batch, heads, seq, dim] -> [batch, seq, heads*dim] */
+export function mergeHeads(x: Value, heads: number, dim: number): Value {
+  return o.reshape(o.transpose(x, [0, 2, 1, 3]), [0, 0, heads * dim]);
+}
+
+/** Repeats each key/value head for grouped-query attention: [b, kv, s, d] -> [b, kv*n, s, d]. */
+export function repeatKV(x: Value, nRep: number): Value {
+  if (nRep === 1) return x;
+  const kv = x.shape[1] as number;
+  const d = x.shape[3] as number;
+  const copies = o.concat(Array.from({ length: nRep }, () => o.unsqueeze(x, 2)), 2);
+  return o.reshape(copies, [0, kv * nRep, -1, d]);
+}
+
+/** Eager attention as transformers computes it: (q k^T) / sqrt(d) + bias, softmax, @ v. */
+export function attention(q: Value, k: Value, v: Value, bias: Value, headDim: number): Value {
+  const scores = o.add(o.div(o.matmul(q, o.transposeLast2(k)), Math.sqrt(headDim)), bias);
+  return o.matmul(o.softmax(scores, -1), v);
+}

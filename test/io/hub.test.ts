@@ -1,0 +1,406 @@
+// Exercises the Hub downloader against a real HTTP server on 127.0.0.1 that speaks the Hub's API
+// (repo info, resolve with ETags, LFS-style redirects to a "CDN" route, Range requests) and serves
+// the fixture gpt2 files, checking the huggingface_hub cache layout, resume and offline behaviour.
+
+import { test, after, before } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import {
+  HubAuthError,
+  HubNotFoundError,
+  HubOfflineError,
+  ModelPathError,
+  hubCacheDir,
+  repoFolderName,
+  resolveModelDir,
+  snapshotDownload,
+} from "../../src/io/hub.js";
+
+const FIXTURES = process.env.PEFT_FIXTURES ?? path.resolve(process.cwd(), "../shared/fixtures");
+const SOURCE_DIR = path.join(FIXTURES, "models", "gpt2");
+const REPO = "fixture-org/tiny-gpt2";
+const GATED = "fixture-org/gated-gpt2";
+const TOKEN = "hf_fixture_token";
+const COMMIT = createHash("sha1").update("peft-ts fixture commit").digest("hex");
+// Files above this size are served the way the Hub serves LFS files: a redirect to a CDN URL.
+const LFS_THRESHOLD = 100_000;
+
+// Keep the developer's environment out of these tests.
+for (const key of ["HF_HUB_OFFLINE", "HF_TOKEN", "HF_ENDPOINT", "HF_HUB_CACHE", "HF_HOME"]) delete process.env[key];
+
+interface ServedFile {
+  name: string;
+  data: Buffer;
+  lfs: boolean;
+  gitSha1: string;
+  sha256: string;
+}
+
+interface RequestLog {
+  method: string;
+  url: string;
+  range?: string;
+  authorization?: string;
+}
+
+let server: http.Server;
+let endpoint: string;
+// LFS downloads go to a separate origin, as the Hub's CDN is a different host.
+let cdnServer: http.Server;
+let cdnEndpoint: string;
+let files: ServedFile[];
+const log: RequestLog[] = [];
+
+function sendBytes(req: http.IncomingMessage, res: http.ServerResponse, data: Buffer, headers: Record<string, string>): void {
+  const range = req.headers.range;
+  const base = { ...headers, "accept-ranges": "bytes" };
+  if (range !== undefined) {
+    const m = /^bytes=(\d+)-(\d*)$/.exec(range);
+    const start = m ? Number(m[1]) : NaN;
+    const end = m && m[2] !== "" ? Math.min(Number(m[2]), data.length - 1) : data.length - 1;
+    if (!m || start >= data.length || start > end) {
+      res.writeHead(416, { ...base, "content-range": `bytes */${data.length}` }).end();
+      return;
+    }
+    res.writeHead(206, { ...base, "content-length": String(end - start + 1), "content-range": `bytes ${start}-${end}/${data.length}` });
+    res.end(req.method === "HEAD" ? undefined : data.subarray(start, end + 1));
+    return;
+  }
+  res.writeHead(200, { ...base, "content-length": String(data.length) });
+  res.end(req.method === "HEAD" ? undefined : data);
+}
+
+function handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+  const url = new URL(req.url ?? "/", endpoint);
+  log.push({ method: req.method ?? "", url: url.pathname, range: req.headers.range, authorization: req.headers.authorization });
+  const notFound = (code: string) => res.writeHead(404, { "x-error-code": code, "x-error-message": `${code} (fake hub)` }).end();
+  const segments = url.pathname.split("/").slice(1).map(decodeURIComponent);
+
+  if (segments[0] === "cdn" && segments.length === 2) {
+    const f = files.find((x) => x.sha256 === segments[1]);
+    if (!f) return void notFound("EntryNotFound");
+    return sendBytes(req, res, f.data, { etag: `"${f.sha256}"` });
+  }
+
+  const isApi = segments[0] === "api" && segments[1] === "models";
+  const repo = isApi ? `${segments[2]}/${segments[3]}` : `${segments[0]}/${segments[1]}`;
+  if (repo !== REPO && repo !== GATED) return void notFound("RepoNotFound");
+  if (repo === GATED && req.headers.authorization !== `Bearer ${TOKEN}`) {
+    return void res.writeHead(403, { "x-error-code": "GatedRepo", "x-error-message": "Access to this model is restricted." }).end();
+  }
+
+  if (isApi && segments[4] === "revision" && segments.length === 6) {
+    if (segments[5] !== "main" && segments[5] !== COMMIT) return void notFound("RevisionNotFound");
+    const body = JSON.stringify({ id: repo, sha: COMMIT, siblings: files.map((f) => ({ rfilename: f.name })) });
+    return void res.writeHead(200, { "content-type": "application/json" }).end(body);
+  }
+
+  if (segments[2] === "resolve" && segments.length >= 5) {
+    if (segments[3] !== "main" && segments[3] !== COMMIT) return void notFound("RevisionNotFound");
+    const f = files.find((x) => x.name === segments.slice(4).join("/"));
+    if (!f) return void notFound("EntryNotFound");
+    if (f.lfs) {
+      // The Hub answers LFS files with a redirect to its CDN and puts the real metadata in X-Linked-*.
+      return void res
+        .writeHead(302, {
+          location: `${cdnEndpoint}/cdn/${f.sha256}`,
+          "x-repo-commit": COMMIT,
+          "x-linked-etag": `"${f.sha256}"`,
+          "x-linked-size": String(f.data.length),
+          etag: `"${f.gitSha1}"`,
+          "content-length": "0",
+        })
+        .end();
+    }
+    return sendBytes(req, res, f.data, { "x-repo-commit": COMMIT, etag: `"${f.gitSha1}"` });
+  }
+  notFound("EntryNotFound");
+}
+
+before(async () => {
+  const names = (await readdir(SOURCE_DIR)).sort();
+  files = [];
+  for (const name of names) {
+    const data = await readFile(path.join(SOURCE_DIR, name));
+    const gitSha1 = createHash("sha1").update(`blob ${data.length}\0`).update(data).digest("hex");
+    const sha256 = createHash("sha256").update(data).digest("hex");
+    files.push({ name, data, lfs: data.length > LFS_THRESHOLD, gitSha1, sha256 });
+  }
+  assert.ok(files.some((f) => f.lfs) && files.some((f) => !f.lfs), "fixture needs both small and LFS-sized files");
+  // Real repos also hold empty files and files in sub-folders.
+  for (const [name, data] of [["empty.txt", Buffer.alloc(0)], ["onnx/notes.md", Buffer.from("# nested file\n")]] as const) {
+    const gitSha1 = createHash("sha1").update(`blob ${data.length}\0`).update(data).digest("hex");
+    files.push({ name, data, lfs: false, gitSha1, sha256: createHash("sha256").update(data).digest("hex") });
+  }
+  files.sort((a, b) => (a.name < b.name ? -1 : 1));
+  server = http.createServer(handle);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  cdnServer = http.createServer(handle);
+  await new Promise<void>((resolve) => cdnServer.listen(0, "127.0.0.1", resolve));
+  cdnEndpoint = `http://127.0.0.1:${(cdnServer.address() as AddressInfo).port}`;
+});
+
+after(async () => {
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  await new Promise<void>((resolve) => cdnServer.close(() => resolve()));
+});
+
+async function tempCache(): Promise<string> {
+  return mkdtemp(path.join(os.tmpdir(), "peft-hub-cache-"));
+}
+
+/** A port nothing listens on: bind one, then close it. */
+async function closedPortEndpoint(): Promise<string> {
+  const s = http.createServer();
+  await new Promise<void>((resolve) => s.listen(0, "127.0.0.1", resolve));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return `http://127.0.0.1:${port}`;
+}
+
+async function withEnv<T>(vars: Record<string, string>, fn: () => Promise<T>): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, vars);
+  try {
+    return await fn();
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
+test("full download: byte-identical files, huggingface_hub cache layout, progress reports", async () => {
+  const cacheDir = await tempCache();
+  try {
+    const progress = new Map<string, { done: number; total: number | undefined; calls: number }>();
+    const snapshot = await snapshotDownload(REPO, {
+      cacheDir,
+      endpoint,
+      onProgress: (done, total, file) => {
+        const prev = progress.get(file);
+        assert.ok(prev === undefined || done >= prev.done, "progress never goes backwards");
+        progress.set(file, { done, total, calls: (prev?.calls ?? 0) + 1 });
+      },
+    });
+    const repoDir = path.join(cacheDir, "models--fixture-org--tiny-gpt2");
+    assert.equal(snapshot, path.join(repoDir, "snapshots", COMMIT));
+    assert.equal(await readFile(path.join(repoDir, "refs", "main"), "utf8"), COMMIT);
+    assert.deepEqual((await readdir(snapshot, { recursive: true })).filter((n) => n !== "onnx").sort(), files.map((f) => f.name));
+    for (const f of files) {
+      const pointer = path.join(snapshot, f.name);
+      assert.ok(Buffer.from(await readFile(pointer)).equals(f.data), `${f.name} differs`);
+      const etag = f.lfs ? f.sha256 : f.gitSha1;
+      assert.ok((await lstat(pointer)).isSymbolicLink());
+      assert.equal(await readlink(pointer), path.relative(path.dirname(pointer), path.join(repoDir, "blobs", etag)));
+      assert.equal((await stat(path.join(repoDir, "blobs", etag))).size, f.data.length);
+      const p = progress.get(f.name);
+      assert.deepEqual([p?.done, p?.total], [f.data.length, f.data.length], `${f.name} final progress`);
+    }
+    const blobs = await readdir(path.join(repoDir, "blobs"));
+    assert.ok(!blobs.some((b) => b.endsWith(".incomplete")));
+    // The token-free CDN route served the LFS files.
+    assert.ok(log.some((r) => r.method === "GET" && r.url.startsWith("/cdn/")));
+
+    // A second call reuses the snapshot: only the repo-info request goes out.
+    const before = log.length;
+    assert.equal(await snapshotDownload(REPO, { cacheDir, endpoint, revision: COMMIT }), snapshot);
+    assert.deepEqual(log.slice(before).map((r) => r.url), [`/api/models/${REPO}/revision/${COMMIT}`]);
+  } finally {
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+});
+
+test("allowPatterns limits the files", async () => {
+  const cacheDir = await tempCache();
+  try {
+    const snapshot = await snapshotDownload(REPO, { cacheDir, endpoint, allowPatterns: ["*.json", "merges.txt"], ignorePatterns: "tokenizer_cases*" });
+    const expected = files.map((f) => f.name).filter((n) => (n.endsWith(".json") || n === "merges.txt") && !n.startsWith("tokenizer_cases"));
+    assert.deepEqual((await readdir(snapshot)).sort(), expected);
+  } finally {
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+});
+
+test("resume: an existing .incomplete file is continued with a Range request", async () => {
+  const cacheDir = await tempCache();
+  try {
+    const big = files.find((f) => f.lfs) as ServedFile;
+    const blobsDir = path.join(cacheDir, repoFolderName(REPO), "blobs");
+    await mkdir(blobsDir, { recursive: true });
+    const partial = 12_345;
+    await writeFile(path.join(blobsDir, `${big.sha256}.incomplete`), big.data.subarray(0, partial));
+    const firstProgress: number[] = [];
+    const before = log.length;
+    const snapshot = await snapshotDownload(REPO, {
+      cacheDir,
+      endpoint,
+      allowPatterns: big.name,
+      onProgress: (done) => {
+        if (firstProgress.length === 0) firstProgress.push(done);
+      },
+    });
+    const gets = log.slice(before).filter((r) => r.method === "GET" && r.url === `/cdn/${big.sha256}`);
+    assert.deepEqual(gets.map((r) => r.range), [`bytes=${partial}-`]);
+    assert.equal(firstProgress[0], partial);
+    assert.ok(Buffer.from(await readFile(path.join(snapshot, big.name))).equals(big.data));
+    assert.deepEqual(await readdir(blobsDir), [big.sha256]);
+  } finally {
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+});
+
+test("resume also works for small files served directly by resolve", async () => {
+  const cacheDir = await tempCache();
+  try {
+    const small = files.find((f) => f.name === "vocab.json") as ServedFile;
+    const blobsDir = path.join(cacheDir, repoFolderName(REPO), "blobs");
+    await mkdir(blobsDir, { recursive: true });
+    await writeFile(path.join(blobsDir, `${small.gitSha1}.incomplete`), small.data.subarray(0, 100));
+    const before = log.length;
+    const snapshot = await snapshotDownload(REPO, { cacheDir, endpoint, allowPatterns: "vocab.json" });
+    const gets = log.slice(before).filter((r) => r.method === "GET" && r.url.endsWith("/vocab.json"));
+    assert.deepEqual(gets.map((r) => r.range), ["bytes=100-"]);
+    assert.ok(Buffer.from(await readFile(path.join(snapshot, "vocab.json"))).equals(small.data));
+  } finally {
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+});
+
+test("unreachable endpoint with an empty cache: HubOfflineError explaining what to do", async () => {
+  const cacheDir = await tempCache();
+  try {
+    await assert.rejects(snapshotDownload(REPO, { cacheDir, endpoint: await closedPortEndpoint() }), (err: unknown) => {
+      assert.ok(err instanceof HubOfflineError);
+      assert.match(err.message, /connection refused/);
+      assert.match(err.message, /local model folder/);
+      assert.match(err.message, /HF_HUB_OFFLINE/);
+      return true;
+    });
+    await assert.rejects(
+      withEnv({ HF_HUB_OFFLINE: "1" }, () => snapshotDownload(REPO, { cacheDir, endpoint })),
+      HubOfflineError,
+    );
+  } finally {
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+});
+
+test("offline (HF_HUB_OFFLINE=1 or unreachable Hub) returns a complete cached snapshot, not an incomplete one", async () => {
+  const cacheDir = await tempCache();
+  try {
+    const snapshot = await snapshotDownload(REPO, { cacheDir, endpoint, allowPatterns: ["*.json", "*.txt"] });
+    const closed = await closedPortEndpoint();
+    const before = log.length;
+    await withEnv({ HF_HUB_OFFLINE: "1", HF_ENDPOINT: closed }, async () => {
+      assert.equal(await snapshotDownload(REPO, { cacheDir, allowPatterns: ["*.json", "*.txt"] }), snapshot);
+      assert.equal(await snapshotDownload(REPO, { cacheDir, revision: COMMIT, allowPatterns: "config.json" }), snapshot);
+      // The cache lacks the .safetensors files, so asking for everything is not satisfied offline.
+      await assert.rejects(snapshotDownload(REPO, { cacheDir }), HubOfflineError);
+      await assert.rejects(snapshotDownload(REPO, { cacheDir, revision: "v2" }), HubOfflineError);
+    });
+    assert.equal(await snapshotDownload(REPO, { cacheDir, endpoint: closed, allowPatterns: "*.json" }), snapshot);
+    assert.equal(log.length, before, "offline calls must not reach the server");
+
+    // A snapshot written by Python huggingface_hub (no manifest of ours) is trusted as it is.
+    await rm(path.join(cacheDir, repoFolderName(REPO), ".peft-ts"), { recursive: true });
+    await withEnv({ HF_HUB_OFFLINE: "true" }, async () => {
+      assert.equal(await snapshotDownload(REPO, { cacheDir, endpoint: closed }), snapshot);
+    });
+  } finally {
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+});
+
+test("a Hub that goes away after the repo info call: HubOfflineError, finished files kept", async () => {
+  const cacheDir = await tempCache();
+  // Answers repo info like the fake Hub, then closes every other connection without a response.
+  const flaky = http.createServer((req, res) => {
+    if (req.url?.startsWith("/api/")) return handle(req, res);
+    req.socket.destroy();
+  });
+  await new Promise<void>((resolve) => flaky.listen(0, "127.0.0.1", resolve));
+  const flakyEndpoint = `http://127.0.0.1:${(flaky.address() as AddressInfo).port}`;
+  try {
+    await assert.rejects(snapshotDownload(REPO, { cacheDir, endpoint: flakyEndpoint, allowPatterns: "config.json" }), (err: unknown) => {
+      assert.ok(err instanceof HubOfflineError);
+      assert.match(err.message, /config\.json/);
+      return true;
+    });
+  } finally {
+    await new Promise<void>((resolve) => flaky.close(() => resolve()));
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+});
+
+test("unknown repo, revision or file: HubNotFoundError", async () => {
+  const cacheDir = await tempCache();
+  try {
+    await assert.rejects(snapshotDownload("fixture-org/missing", { cacheDir, endpoint }), (err: unknown) => {
+      assert.ok(err instanceof HubNotFoundError);
+      assert.equal(err.kind, "repo");
+      assert.match(err.message, /HF_TOKEN/);
+      return true;
+    });
+    await assert.rejects(snapshotDownload(REPO, { cacheDir, endpoint, revision: "no-such-branch" }), (err: unknown) => {
+      assert.ok(err instanceof HubNotFoundError);
+      assert.equal(err.kind, "revision");
+      return true;
+    });
+  } finally {
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+});
+
+test("gated repo: HubAuthError without a token, download with HF_TOKEN (never sent to the CDN)", async () => {
+  const cacheDir = await tempCache();
+  try {
+    await assert.rejects(snapshotDownload(GATED, { cacheDir, endpoint }), (err: unknown) => {
+      assert.ok(err instanceof HubAuthError);
+      assert.equal(err.status, 403);
+      assert.match(err.message, /HF_TOKEN/);
+      return true;
+    });
+    const before = log.length;
+    const snapshot = await withEnv({ HF_TOKEN: TOKEN }, () => snapshotDownload(GATED, { cacheDir, endpoint, allowPatterns: ["config.json", "model.safetensors"] }));
+    const big = files.find((f) => f.name === "model.safetensors") as ServedFile;
+    assert.ok(Buffer.from(await readFile(path.join(snapshot, "model.safetensors"))).equals(big.data));
+    const requests = log.slice(before);
+    assert.ok(requests.filter((r) => !r.url.startsWith("/cdn/")).every((r) => r.authorization === `Bearer ${TOKEN}`));
+    assert.ok(requests.filter((r) => r.url.startsWith("/cdn/")).every((r) => r.authorization === undefined));
+  } finally {
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+});
+
+test("resolveModelDir: local folders pass through unchanged, repo ids download", async () => {
+  const cacheDir = await tempCache();
+  try {
+    assert.equal(await resolveModelDir(SOURCE_DIR, { cacheDir, endpoint }), SOURCE_DIR);
+    const snapshot = await resolveModelDir(REPO, { cacheDir, endpoint, allowPatterns: "config.json" });
+    assert.equal(snapshot, path.join(cacheDir, repoFolderName(REPO), "snapshots", COMMIT));
+    await assert.rejects(resolveModelDir("./no/such/folder", { cacheDir, endpoint }), ModelPathError);
+    await assert.rejects(resolveModelDir(path.join(SOURCE_DIR, "config.json"), { cacheDir, endpoint }), ModelPathError);
+    await assert.rejects(resolveModelDir("bad--id/x", { cacheDir, endpoint }), ModelPathError);
+  } finally {
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+});
+
+test("cache location follows HF_HUB_CACHE, then HF_HOME", async () => {
+  await withEnv({ HF_HUB_CACHE: "/tmp/x-hub-cache", HF_HOME: "/tmp/x-hf-home" }, async () => {
+    assert.equal(hubCacheDir(), "/tmp/x-hub-cache");
+    assert.equal(hubCacheDir("/explicit"), "/explicit");
+  });
+  await withEnv({ HF_HOME: "/tmp/x-hf-home" }, async () => {
+    assert.equal(hubCacheDir(), path.join("/tmp/x-hf-home", "hub"));
+  });
+  assert.equal(repoFolderName("gpt2"), "models--gpt2");
+});

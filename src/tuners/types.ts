@@ -1,0 +1,45 @@
+// The contract between tuners (LoRA, IA3, prompt methods, adapters, full fine-tuning) and the
+// rest of the library: an adapted model builds its forward pass and loss in a BuildContext,
+// owns its trainable tensors by name, and saves/loads them in the Hugging Face layout.
+
+import type { Value } from '../graph/ir.js';
+import type { BuildContext } from '../nn/context.js';
+import type { ForwardArgs, ForwardResult, PretrainedModel } from '../models/types.js';
+
+/** A trainable tensor held on the host between steps (the optimizer updates it in place). */
+export interface TrainableTensor {
+  shape: number[];
+  data: Float32Array;
+}
+
+export interface AdaptedModel {
+  readonly base: PretrainedModel;
+  /** "LORA", "IA3", "PROMPT_TUNING", ... or "FULL" */
+  readonly peftType: string;
+  /** Builds the forward pass with the active adapter(s); creates a graph param per trainable tensor via ctx.param/ctx.weight. */
+  forward(ctx: BuildContext, args: ForwardArgs): ForwardResult;
+  /** The task loss, adjusting labels where the method changes the sequence (virtual tokens). */
+  loss(logits: Value, labels: Value): Value;
+  /** Trainable tensors by their graph param names (the in-memory peft names). */
+  parameters(): Map<string, TrainableTensor>;
+  /** Parameter names AdamW applies weight decay to (transformers: not biases, not norm weights). */
+  decayParameters(): Set<string>;
+  /** Base-model weights that become trainable params in the graph (modules_to_save, full fine-tuning). */
+  trainableBaseWeights(): Set<string>;
+  /** Writes the adapter folder in the Hugging Face layout (atomically, file by file). */
+  savePretrained(dir: string): Promise<void>;
+}
+
+export class PeftConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'PeftConfigError';
+  }
+}
+
+export class AdapterError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AdapterError';
+  }
+}

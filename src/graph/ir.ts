@@ -17,7 +17,15 @@ export type ValueKind = 'input' | 'param' | 'const' | 'node';
 
 /** Where the bytes of a constant come from: in memory, or a byte range of a file on disk. */
 export type ConstSource =
-  | { kind: 'array'; data: HostArray }
+  | {
+      kind: 'array';
+      data: HostArray;
+      /**
+       * Always fed to the session as an input from `data`, never an initializer, so ONNX Runtime
+       * cannot constant-fold what is computed from it (4-bit weights dequantized in the graph).
+       */
+      feed?: boolean;
+    }
   | { kind: 'file'; path: string; offset: number; length: number };
 
 export class Value {

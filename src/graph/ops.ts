@@ -44,6 +44,8 @@ export const relu = (x: Value): Value => one(x, 'Relu');
 export const cos = (x: Value): Value => one(x, 'Cos');
 export const sin = (x: Value): Value => one(x, 'Sin');
 export const identity = (x: Value): Value => one(x, 'Identity');
+/** x, treated as a constant by autodiff (torch's `.detach()`). */
+export const stopGradient = (x: Value): Value => one(x, 'StopGradient');
 
 export const softmax = (x: Value, axis = -1): Value => one(x, 'Softmax', { axis });
 export const logSoftmax = (x: Value, axis = -1): Value => one(x, 'LogSoftmax', { axis });

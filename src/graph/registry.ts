@@ -42,6 +42,7 @@ export interface OpAttrs {
   DimOf: { axis: number }; ArangeOfDim: { axis: number }; Size: {}; ZerosLike: {};
   ScatterAddRows: {};
   BitShift: { direction: 'LEFT' | 'RIGHT' }; BitwiseAnd: {};
+  StopGradient: {};
 }
 export type OpName = keyof OpAttrs;
 
@@ -409,8 +410,17 @@ export const OPS: { [K in OpName]: OpDef<OpAttrs[K]> } = {
       const x = n.inputs[0]!;
       const { axis, start, end } = n.attrs;
       const d = x.shape[axis]!;
-      const before = start >= 0 ? start : typeof d === 'number' ? Math.max(0, d + start) : fail('cannot differentiate a slice from the end of a symbolic dim');
-      const after = end >= INT_MAX ? 0 : end < 0 ? -end : typeof d === 'number' ? Math.max(0, d - end) : fail('cannot differentiate a slice with a positive end on a symbolic dim');
+      const before = start >= 0 ? start : typeof d === 'number' ? Math.max(0, d + start) : undefined;
+      const after = end >= INT_MAX ? 0 : end < 0 ? -end : typeof d === 'number' ? Math.max(0, d - end) : undefined;
+      if (before === undefined || after === undefined) {
+        // A symbolic dim with a run-time-sized remainder (x[:, :1] of a [batch, seq] value): zeros
+        // shaped like the untouched parts, concatenated around g.
+        const parts: Value[] = [];
+        if (start !== 0) parts.push(o.zerosLike(o.slice(x, axis, 0, start)));
+        parts.push(g!);
+        if (end < INT_MAX) parts.push(o.zerosLike(o.slice(x, axis, end)));
+        return [o.concat(parts, axis)];
+      }
       const pads = new Array<number>(2 * x.rank).fill(0);
       pads[axis] = before;
       pads[x.rank + axis] = after;
@@ -581,4 +591,11 @@ export const OPS: { [K in OpName]: OpDef<OpAttrs[K]> } = {
     grad: null,
   },
   BitwiseAnd: binary('BitwiseAnd', null),
+  // x in the forward pass, a constant to autodiff (torch's .detach()): grad null stops the
+  // dependency sweep here, so nothing behind it gets a gradient through this path.
+  StopGradient: {
+    infer: ([x]) => [{ dtype: x!.dtype, shape: [...x!.shape] }],
+    lower: passThroughLower('Identity'),
+    grad: null,
+  },
 };

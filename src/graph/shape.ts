@@ -78,6 +78,12 @@ export function subDim(d: Dim, k: number): Dim {
   if (k === 0) return d;
   const m = /^(.*)-(\d+)$/.exec(d);
   if (m) return subDim(m[1]!, k + Number(m[2]));
+  // "seq+4" - 4 is "seq" again (the gradient of a concat behind a static prefix), as addDims folds.
+  const p = /^(.*)\+(\d+)$/.exec(d);
+  if (p && !/[*()]/.test(p[1]!)) {
+    const n = Number(p[2]);
+    return n === k ? p[1]! : n > k ? `${p[1]}+${n - k}` : subDim(p[1]!, k - n);
+  }
   return `${d}-${k}`;
 }
 

@@ -67,6 +67,16 @@ export function addDims(a: Dim, b: Dim): Dim {
   if (typeof a === 'number' && typeof b === 'number') return a + b;
   if (a === 0) return b;
   if (b === 0) return a;
+  // A symbol with a constant offset ("seq-1") plus a number folds the offset, so padding back a
+  // slice (the gradient of logits[:, :-1]) gives "seq" again and not "seq-1+1".
+  const sym = typeof a === 'number' ? (b as string) : a;
+  const k = typeof a === 'number' ? a : typeof b === 'number' ? b : undefined;
+  if (k !== undefined) {
+    const m = /^(.*?)([+-])(\d+)$/.exec(sym);
+    const base = m && !/[*()]/.test(m[1]!) ? m[1]! : sym;
+    const off = (m && base !== sym ? (m[2] === '-' ? -Number(m[3]) : Number(m[3])) : 0) + k;
+    return off === 0 ? base : off > 0 ? `${base}+${off}` : `${base}-${-off}`;
+  }
   return typeof a === 'number' ? `${b}+${a}` : `${a}+${b}`;
 }
 

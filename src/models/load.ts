@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { loadConfig, type ModelConfig } from '../io/hfconfig.js';
 import { ShardedSafetensors, openCheckpoint } from '../io/safetensors.js';
 import { WeightStore } from '../nn/weights.js';
+import { type QuantizationConfig, quantizationPlan } from '../quant/plan.js';
 import { BertModel } from './bert.js';
 import { GPT2Model } from './gpt2.js';
 import { LlamaModel } from './llama.js';
@@ -31,6 +32,12 @@ const BASE_PREFIX: Record<string, string> = { gpt2: 'transformer.', llama: 'mode
 export interface LoadModelOptions {
   /** override the architecture (e.g. "BertForSequenceClassification" for a BertModel checkpoint) */
   architecture?: string;
+  /**
+   * Hold the linear layers' weights 4-bit quantized (bitsandbytes NF4/FP4, double quantization),
+   * all but the output head, as transformers' load_in_4bit does; quantized while reading, tensor by
+   * tensor. Checkpoints saved 4-bit (config.json quantization_config) load quantized without it.
+   */
+  quantization?: QuantizationConfig;
 }
 
 export function supportedArchitectures(): string[] {
@@ -50,17 +57,24 @@ export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promi
   if (!hasSingle && !existsSync(join(dir, 'model.safetensors.index.json'))) {
     throw new ModelError(`${dir} has no model.safetensors or model.safetensors.index.json (PyTorch .bin checkpoints are not read; convert with safetensors' convert script)`);
   }
+  // The model is built first (constructors only read config.json) so its linear modules decide
+  // which tensors are quantized as they are read.
+  const weights = new WeightStore();
+  const model = ARCHITECTURES[arch]!(config, weights, dir);
+  const plan = quantizationPlan(model.linears(), BASE_PREFIX[model.family]!, opts.quantization, config.raw.quantization_config);
   const source = await openCheckpoint(dir);
-  let weights: WeightStore;
   try {
-    weights = await WeightStore.fromSource(source, (name) => {
-      if (source instanceof ShardedSafetensors) return source.shardOf(name);
-      return hasSingle ? join(dir, 'model.safetensors') : undefined;
-    });
+    await weights.load(
+      source,
+      (name) => {
+        if (source instanceof ShardedSafetensors) return source.shardOf(name);
+        return hasSingle ? join(dir, 'model.safetensors') : undefined;
+      },
+      plan,
+    );
   } finally {
     await source.close();
   }
-  const model = ARCHITECTURES[arch]!(config, weights, dir);
   reconcileWeights(model, weights, arch);
   return model;
 }
@@ -71,8 +85,7 @@ function reconcileWeights(model: PretrainedModel, weights: WeightStore, arch: st
   const expected = model.expectedWeights();
   for (const name of weights.names()) {
     if (!name.startsWith(prefix) && expected.includes(prefix + name) && !weights.has(prefix + name)) {
-      weights.set(prefix + name, weights.get(name));
-      weights.delete(name);
+      weights.rename(name, prefix + name);
     }
   }
   for (const name of weights.names()) if (IGNORED.some((r) => r.test(name))) weights.delete(name);
@@ -98,10 +111,10 @@ function reconcileWeights(model: PretrainedModel, weights: WeightStore, arch: st
     );
   }
   for (const name of expected) {
-    const w = weights.get(name);
+    const got = weights.shapeOf(name);
     const shape = expectedShape(model, name);
-    if (shape && (shape.length !== w.shape.length || shape.some((d, i) => d !== w.shape[i]))) {
-      throw new ModelError(`weight ${name} has shape [${w.shape}] but config.json implies [${shape}]`);
+    if (shape && (shape.length !== got.length || shape.some((d, i) => d !== got[i]))) {
+      throw new ModelError(`weight ${name} has shape [${got}] but config.json implies [${shape}]`);
     }
   }
 }

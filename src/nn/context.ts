@@ -3,6 +3,10 @@
 // as functions the model calls where the wrapped module would run).
 
 import type { Graph, Value } from '../graph/ir.js';
+import * as o from '../graph/ops.js';
+import type { Dim } from '../graph/types.js';
+import { QuantizationError } from '../quant/errors.js';
+import { dequantizeInGraph } from '../quant/graph.js';
 import type { WeightStore } from './weights.js';
 
 /** A linear-like module of the base model, named as in the Hugging Face state dict. */
@@ -41,17 +45,46 @@ export class BuildContext {
     this.training = opts.training ?? false;
   }
 
-  /** The graph value of a base-model weight: a frozen constant, or a param if it is trainable. */
+  /**
+   * The graph value of a base-model weight: a frozen constant, or a param if it is trainable. A
+   * 4-bit quantized weight is dequantized in the graph, in its state-dict layout.
+   */
   weight(name: string): Value {
     name = this.weights.resolve(name);
     const hit = this.cache.get(name);
     if (hit) return hit;
+    const q = this.weights.getQuantized(name);
+    if (q) {
+      const m = this.quantizedWeight(name);
+      const v = q.transposed ? o.transpose(m, [1, 0]) : m;
+      this.cache.set(name, v);
+      return v;
+    }
     const w = this.weights.get(name);
     const v = this.trainable.has(name)
       ? this.graph.param(name, 'float32', w.shape)
       : this.graph.constant(name, 'float32', w.shape, { kind: 'array', data: w.data });
     if (this.trainable.has(name)) this.params.set(name, v);
     this.cache.set(name, v);
+    return v;
+  }
+
+  /**
+   * A 4-bit quantized weight as bitsandbytes' Linear4bit uses it: the float32 matrix in its quantized
+   * layout ([out, in], also for GPT-2's Conv1D), rebuilt in the graph from the 4-bit constants.
+   */
+  quantizedWeight(name: string): Value {
+    name = this.weights.resolve(name);
+    const key = `${name}#4bit`;
+    const hit = this.cache.get(key);
+    if (hit) return hit;
+    const q = this.weights.getQuantized(name);
+    if (!q) throw new QuantizationError(`weight "${name}" is not quantized`);
+    if (this.trainable.has(name)) {
+      throw new QuantizationError(`weight "${name}" is 4-bit quantized and cannot be trained; keep it in full precision (skipModules) or load the model without quantization`);
+    }
+    const v = dequantizeInGraph(this.graph, name, q.quant);
+    this.cache.set(key, v);
     return v;
   }
 
@@ -63,4 +96,70 @@ export class BuildContext {
     this.params.set(name, v);
     return v;
   }
+
+  /** Keep-mask inputs that dropout() created, by graph input name: the caller feeds each one on every run. */
+  readonly dropoutMasks = new Map<string, { ratio: number; like: Value }>();
+
+  /**
+   * Inverted dropout of x while training, identity otherwise. The keep mask is a bool graph input
+   * `name` shaped like x, drawn by the caller from its seeded RNG (P(keep) = 1 - ratio), so runs
+   * and resumed runs are reproducible; dropoutMaskShape() gives its concrete shape for a batch.
+   */
+  dropout(x: Value, ratio: number, name: string): Value {
+    if (!this.training || ratio <= 0) return x;
+    const mask = this.graph.input(name, 'bool', x.shape);
+    this.dropoutMasks.set(name, { ratio, like: x });
+    return o.dropout(x, mask, ratio);
+  }
+
+  /** The shape a dropout mask has when the graph inputs are fed tensors of these shapes. */
+  dropoutMaskShape(name: string, feedShapes: Readonly<Record<string, readonly number[]>>): number[] {
+    const m = this.dropoutMasks.get(name);
+    if (!m) throw new Error(`no dropout mask named "${name}"`);
+    const sym = new Map<string, number>();
+    for (const v of this.graph.inputs) {
+      const s = feedShapes[v.name];
+      if (!s) continue;
+      v.shape.forEach((d, i) => {
+        if (typeof d === 'string' && /^[A-Za-z_]\w*$/.test(d) && s[i] !== undefined) sym.set(d, s[i]!);
+      });
+    }
+    return m.like.shape.map((d) => evalDim(d, sym));
+  }
+}
+
+/** Evaluates a symbolic dim ("batch", "seq+5", "4*batch*seq", "(seq-1)*batch") with bound symbols. */
+export function evalDim(d: Dim, sym: ReadonlyMap<string, number>): number {
+  if (typeof d === 'number') return d;
+  const tokens = d.match(/\d+|[A-Za-z_]\w*|[-+*()]/g) ?? [];
+  let i = 0;
+  const atom = (): number => {
+    const t = tokens[i++];
+    if (t === '(') {
+      const v = sum();
+      i++;
+      return v;
+    }
+    if (t !== undefined && /^\d+$/.test(t)) return Number(t);
+    const v = t === undefined ? undefined : sym.get(t);
+    if (v === undefined) throw new Error(`dimension "${d}": symbol "${t}" is not bound by any fed input`);
+    return v;
+  };
+  const product = (): number => {
+    let v = atom();
+    while (tokens[i] === '*') {
+      i++;
+      v *= atom();
+    }
+    return v;
+  };
+  const sum = (): number => {
+    let v = product();
+    while (tokens[i] === '+' || tokens[i] === '-') {
+      const op = tokens[i++];
+      v = op === '+' ? v + product() : v - product();
+    }
+    return v;
+  };
+  return sum();
 }

@@ -8,8 +8,13 @@ import type { BuildContext, LinearSpec } from './context.js';
 /** Runs a linear module, through its tuner hook when one is installed. */
 export function linear(ctx: BuildContext, spec: LinearSpec, x: Value): Value {
   const base = (inp: Value): Value => {
-    const w = ctx.weight(`${spec.name}.weight`);
-    const y = spec.layout === 'conv1d' ? o.matmul(inp, w) : o.matmulT(inp, w);
+    const name = `${spec.name}.weight`;
+    // A 4-bit weight is held [out, in] whatever the module's layout, as bitsandbytes' Linear4bit.
+    const y = ctx.weights.isQuantized(name)
+      ? o.matmulT(inp, ctx.quantizedWeight(name))
+      : spec.layout === 'conv1d'
+        ? o.matmul(inp, ctx.weight(name))
+        : o.matmulT(inp, ctx.weight(name));
     return spec.bias ? o.add(y, ctx.weight(`${spec.name}.bias`)) : y;
   };
   const hook = ctx.linearHooks.get(spec.name);

@@ -1,10 +1,14 @@
 // Frozen model weights as the process holds them: float32 host arrays keyed by their Hugging Face
 // state-dict names, upcast once from float16/bfloat16 checkpoints, plus where each came from on
-// disk so a session can map float32 tensors straight from the file instead of copying them.
+// disk so a session can map float32 tensors straight from the file instead of copying them; and
+// 4-bit quantized weights (bitsandbytes NF4/FP4), quantized tensor by tensor while loading.
 
-import type { TensorSource } from '../io/safetensors.js';
+import type { RawTensor, TensorSource } from '../io/safetensors.js';
 import { toFloat32 } from '../io/safetensors.js';
 import type { ConstSource } from '../graph/ir.js';
+import { type QuantizeOptions, type Quantized4bit, dequantize4bit, numel as numelOf, quantize4bit, quantizedBytes } from '../quant/blockwise.js';
+import { BNB_COMPONENTS, fromBnbTensors, quantStateKey } from '../quant/bnb.js';
+import { QuantizationError } from '../quant/errors.js';
 
 export interface WeightTensor {
   shape: number[];
@@ -13,24 +17,77 @@ export interface WeightTensor {
   file?: { path: string; offset: number; length: number };
 }
 
+/** A weight held 4-bit quantized. */
+export interface QuantizedWeightTensor {
+  /** its shape in the state dict (what the float32 weight would have) */
+  shape: number[];
+  quant: Quantized4bit;
+  /**
+   * The quantized matrix is the transpose of the state-dict weight: GPT-2's Conv1D stores [in, out]
+   * and transformers quantizes it as an nn.Linear weight [out, in].
+   */
+  transposed: boolean;
+}
+
+/** How weights are held while they are read. */
+export interface WeightLoadOptions {
+  /** quantization for a tensor (by checkpoint name and shape), or undefined to keep it float32 */
+  quantize?: (name: string, shape: readonly number[]) => (QuantizeOptions & { transpose?: boolean }) | undefined;
+  /** for weights the checkpoint already holds quantized (bitsandbytes layout): is the matrix transposed (Conv1D)? */
+  transposed?: (name: string) => boolean;
+}
+
+const DTYPE_NAMES: Record<string, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16', F64: 'float64' };
+
 export class WeightStore {
   private readonly map = new Map<string, WeightTensor>();
+  private readonly quantized = new Map<string, QuantizedWeightTensor>();
   /** tied weights: lm_head.weight -> transformer.wte.weight, held once */
   private readonly aliases = new Map<string, string>();
 
-  static async fromSource(source: TensorSource, path: (name: string) => string | undefined = () => undefined): Promise<WeightStore> {
+  static async fromSource(source: TensorSource, path: (name: string) => string | undefined = () => undefined, opts: WeightLoadOptions = {}): Promise<WeightStore> {
     const store = new WeightStore();
-    for (const name of source.names()) {
+    await store.load(source, path, opts);
+    return store;
+  }
+
+  /**
+   * Reads every tensor of `source` into this store. Weights the checkpoint holds in the
+   * bitsandbytes 4-bit layout stay quantized; others that `opts.quantize` selects are quantized
+   * as they are read, so only one tensor is ever held in full precision.
+   */
+  async load(source: TensorSource, path: (name: string) => string | undefined = () => undefined, opts: WeightLoadOptions = {}): Promise<void> {
+    const names = source.names();
+    const has = (k: string) => source.has(k);
+    const companions = new Set<string>();
+    const prequantized = new Set<string>();
+    for (const name of names) {
+      if (!quantStateKey(name, has)) continue;
+      prequantized.add(name);
+      for (const c of BNB_COMPONENTS) companions.add(`${name}.${c}`);
+    }
+    for (const name of names) {
+      if (companions.has(name)) continue;
+      if (prequantized.has(name)) {
+        const quant = await fromBnbTensors(name, async (k) => (source.has(k) ? source.read(k) : undefined));
+        const transposed = (opts.transposed?.(name) ?? false) && quant.shape.length === 2;
+        this.setQuantized(name, { shape: transposed ? [...quant.shape].reverse() : [...quant.shape], quant, transposed });
+        continue;
+      }
       const info = source.info(name);
+      const spec = opts.quantize?.(name, info.shape);
       const raw = await source.read(name);
+      if (spec) {
+        this.setQuantized(name, quantizeRaw(name, raw, spec));
+        continue;
+      }
       const file = path(name);
-      store.set(name, {
+      this.set(name, {
         shape: [...raw.shape],
         data: toFloat32(raw),
         file: info.dtype === 'F32' && file ? { path: file, offset: info.byteOffset, length: info.byteLength } : undefined,
       });
     }
-    return store;
   }
 
   alias(name: string, target: string): void {
@@ -44,30 +101,108 @@ export class WeightStore {
     return this.aliases.has(name);
   }
   has(name: string): boolean {
-    return this.map.has(this.resolve(name));
+    const r = this.resolve(name);
+    return this.map.has(r) || this.quantized.has(r);
   }
+  /** The float32 weight. A quantized weight has none: use dequantized() or getQuantized(). */
   get(name: string): WeightTensor {
     const w = this.map.get(this.resolve(name));
-    if (!w) throw new Error(`weight "${name}" is not loaded`);
+    if (!w) {
+      if (this.isQuantized(name)) {
+        throw new QuantizationError(`weight "${name}" is held 4-bit quantized; use dequantized() for a float32 copy, or load the model without quantization to change or train it`);
+      }
+      throw new Error(`weight "${name}" is not loaded`);
+    }
     return w;
   }
   set(name: string, w: WeightTensor): void {
     this.aliases.delete(name);
+    this.quantized.delete(name);
     this.map.set(name, w);
   }
+  isQuantized(name: string): boolean {
+    return this.quantized.has(this.resolve(name));
+  }
+  getQuantized(name: string): QuantizedWeightTensor | undefined {
+    return this.quantized.get(this.resolve(name));
+  }
+  setQuantized(name: string, w: QuantizedWeightTensor): void {
+    this.aliases.delete(name);
+    this.map.delete(name);
+    this.quantized.set(name, w);
+  }
+  /** Names of the weights held quantized. */
+  quantizedNames(): string[] {
+    return [...this.quantized.keys()];
+  }
+  /** A float32 copy of any weight in its state-dict layout (the 4-bit round trip for quantized ones). */
+  dequantized(name: string): WeightTensor {
+    const q = this.getQuantized(name);
+    if (!q) return this.get(name);
+    const flat = dequantize4bit(q.quant);
+    return { shape: [...q.shape], data: q.transposed ? transpose2d(flat, q.quant.shape[0]!, q.quant.shape[1]!) : flat };
+  }
+  /** The state-dict shape of a float or quantized weight. */
+  shapeOf(name: string): number[] {
+    const q = this.getQuantized(name);
+    return q ? [...q.shape] : [...this.get(name).shape];
+  }
+  /** Moves a weight (float or quantized) to a new name. */
+  rename(from: string, to: string): void {
+    const q = this.quantized.get(from);
+    if (q) this.setQuantized(to, q);
+    else this.set(to, this.get(from));
+    this.delete(from);
+  }
   delete(name: string): boolean {
-    return this.map.delete(name);
+    const a = this.map.delete(name);
+    const b = this.quantized.delete(name);
+    return a || b;
   }
   names(): string[] {
-    return [...this.map.keys()];
+    return [...this.map.keys(), ...this.quantized.keys()];
   }
-  /** Number of float parameters held. */
+  /** Number of parameters held (a quantized weight counts its logical elements). */
   numel(filter: (name: string) => boolean = () => true): number {
     let n = 0;
     for (const [k, w] of this.map) if (filter(k)) n += w.data.length;
+    for (const [k, w] of this.quantized) if (filter(k)) n += numelOf(w.shape);
+    return n;
+  }
+  /** Bytes held for the weights: float32 arrays, and packed codes plus scales for quantized ones. */
+  heldBytes(filter: (name: string) => boolean = () => true): number {
+    let n = 0;
+    for (const [k, w] of this.map) if (filter(k)) n += w.data.byteLength;
+    for (const [k, w] of this.quantized) if (filter(k)) n += quantizedBytes(w.quant);
     return n;
   }
   constSource(name: string): ConstSource {
     return { kind: 'array', data: this.get(name).data };
   }
+}
+
+function quantizeRaw(name: string, raw: RawTensor, spec: QuantizeOptions & { transpose?: boolean }): QuantizedWeightTensor {
+  const shape = [...raw.shape];
+  const transposed = spec.transpose === true;
+  if (transposed && shape.length !== 2) throw new QuantizationError(`${name}: only a matrix can be quantized transposed, got shape [${shape.join(', ')}]`);
+  let data = toFloat32(raw);
+  if (transposed) data = transpose2d(data, shape[0]!, shape[1]!);
+  const qshape = transposed ? [shape[1]!, shape[0]!] : shape;
+  try {
+    const quant = quantize4bit(data, qshape, { ...spec, dtype: spec.dtype ?? DTYPE_NAMES[raw.dtype] ?? 'float32' });
+    return { shape, quant, transposed };
+  } catch (e) {
+    if (e instanceof QuantizationError) throw new QuantizationError(`${name}: ${e.message}`);
+    throw e;
+  }
+}
+
+/** [rows, cols] row-major -> [cols, rows] row-major. */
+export function transpose2d(a: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(a.length);
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    for (let c = 0; c < cols; c++) out[c * rows + r] = a[base + c]!;
+  }
+  return out;
 }

@@ -1,20 +1,59 @@
 // Lowers an IR graph to an ONNX model description: keeps only the nodes the requested outputs
 // need, runs each op's registered lowering, turns constants into initializers (inline bytes or
 // references into the files they were read from) and names the outputs as asked.
+//
+// Where a constant's bytes go (see docs/MEMORY.md for the measurements behind the choices):
+// - file-backed constants ({kind:'file'}) are always external data pointing into the file they were
+//   read from, so ONNX Runtime memory-maps them and several sessions share the page cache;
+// - small in-memory constants are inlined into the ModelProto;
+// - large in-memory constants (>= largeConstantBytes) either become graph inputs that the runtime
+//   feeds from the one JS array (largeConstants: 'input', zero copies), or in-memory external data
+//   handed to ONNX Runtime next to the model bytes ('external'; keeps the ModelProto far below its
+//   2 GB protobuf limit), or stay inline ('inline', the old behaviour).
 
 import type { Graph, Value } from '../graph/ir.js';
 import { OPS, type LowerContext, type OnnxAttr, onnxDtype } from '../graph/registry.js';
-import { type DType, GraphShapeError } from '../graph/types.js';
+import { type DType, GraphShapeError, dtypeByteSize, shapeToString, staticSize } from '../graph/types.js';
 import { hostArrayOf } from '../graph/ir.js';
 import type { AttrValue, ModelSpec, NodeSpec, TensorSpec, ValueInfoSpec } from './model.js';
 
 export const OPSET = 18;
+
+/** A ModelProto must stay below 2 GiB (protobuf limit); inline bytes above this are refused. */
+export const MAX_INLINE_BYTES = 2 ** 31 - 64 * 2 ** 20;
+/** Default size from which an in-memory constant leaves the ModelProto. */
+export const DEFAULT_LARGE_CONSTANT_BYTES = 1 << 20;
+
+export interface LowerOptions {
+  /** in-memory constants of at least this many bytes are "large" (default 1 MiB) */
+  largeConstantBytes?: number;
+  /**
+   * where large in-memory constants go (default 'external'). 'external' falls back to 'inline' in a
+   * graph that also has file-backed constants (ONNX Runtime cannot mix in-memory blobs and files),
+   * and to 'input' where inlining would pass the 2 GB ModelProto limit.
+   */
+  largeConstants?: 'inline' | 'external' | 'input';
+}
+
+/** In-memory external data: an initializer's location names one of these blobs. */
+export interface ExternalBlob {
+  path: string;
+  data: Uint8Array;
+}
 
 export interface LoweredGraph {
   spec: ModelSpec;
   /** graph inputs and trainable params the session must be fed, in declaration order */
   feeds: Value[];
   outputNames: string[];
+  /** large in-memory constants lowered as graph inputs; the runtime feeds them from their arrays */
+  constantInputs: Value[];
+  /** in-memory external data referenced by initializers (largeConstants: 'external') */
+  externalData: ExternalBlob[];
+  /** files (as given in the constants' sources) that external initializers point into */
+  externalFiles: string[];
+  /** bytes of constants inlined into the ModelProto */
+  inlineBytes: number;
 }
 
 function bytesOf(v: Value): Uint8Array | undefined {
@@ -34,7 +73,9 @@ function dimInfo(d: number | string): number | string | null {
   return /^[A-Za-z_][A-Za-z0-9_]*$/.test(d) ? d : null;
 }
 
-export function lowerGraph(graph: Graph, outputs: Record<string, Value>, name = 'peft'): LoweredGraph {
+export function lowerGraph(graph: Graph, outputs: Record<string, Value>, name = 'peft', opts: LowerOptions = {}): LoweredGraph {
+  const largeBytes = opts.largeConstantBytes ?? DEFAULT_LARGE_CONSTANT_BYTES;
+  const largeMode = opts.largeConstants ?? 'external';
   const outs = Object.entries(outputs);
   if (outs.length === 0) throw new GraphShapeError('a session needs at least one output');
 
@@ -97,16 +138,56 @@ export function lowerGraph(graph: Graph, outputs: Record<string, Value>, name = 
     def.lower(ctx, n.inputs.map((v) => v.name), n.outputs.map((v) => v.name), n.attrs as never, n);
   }
 
+  const constantInputs: Value[] = [];
+  const externalData: ExternalBlob[] = [];
+  const externalFiles = new Set<string>();
+  let inlineBytes = 0;
+  const hasFiles = graph.consts.some((c) => needed.has(c.id) && c.source?.kind === 'file');
   for (const c of graph.consts) {
     if (!needed.has(c.id)) continue;
     const s = c.source!;
     const t: TensorSpec = { name: c.name, dataType: onnxDtype(c.dtype), dims: c.shape as number[] };
-    if (s.kind === 'file') t.external = { location: s.path, offset: s.offset, length: s.length };
-    else t.raw = bytesOf(c);
+    if (s.kind === 'file') {
+      const expected = (staticSize(c.shape) ?? 0) * dtypeByteSize(c.dtype);
+      if (s.length !== expected) {
+        throw new GraphShapeError(`constant "${c.name}" reads ${s.length} bytes of ${s.path} but ${c.dtype}${shapeToString(c.shape)} needs ${expected}`);
+      }
+      externalFiles.add(s.path);
+      // the path as given; the runtime rewrites it relative to the folder ONNX Runtime is told about
+      t.external = { location: s.path, offset: s.offset, length: s.length };
+    } else {
+      const raw = bytesOf(c)!;
+      let mode = s.feed ? 'input' : raw.byteLength >= largeBytes ? largeMode : 'inline';
+      // ONNX Runtime takes in-memory external data only when it then finds *every* external
+      // location among the blobs, so next to file-backed constants a large array is inlined while
+      // the ModelProto has room, and fed as an input beyond that.
+      if (mode === 'external' && hasFiles) mode = inlineBytes + raw.byteLength <= MAX_INLINE_BYTES ? 'inline' : 'input';
+      if (mode === 'inline' && inlineBytes + raw.byteLength > MAX_INLINE_BYTES && largeMode !== 'inline') mode = 'input';
+      if (mode === 'input') {
+        constantInputs.push(c);
+        continue;
+      }
+      if (mode === 'external') {
+        // One blob per constant: ONNX Runtime matches the location string to the blob, so the
+        // JS array is handed over as it is, never concatenated into a second buffer.
+        const path = `__peft_const_${externalData.length}.bin`;
+        externalData.push({ path, data: raw });
+        t.external = { location: path, offset: 0, length: raw.byteLength };
+      } else {
+        t.raw = raw;
+        inlineBytes += raw.byteLength;
+      }
+    }
     initializers.push(t);
+  }
+  if (inlineBytes > MAX_INLINE_BYTES) {
+    throw new GraphShapeError(
+      `${inlineBytes} bytes of constants would be inlined, above the 2 GB ModelProto limit; lower largeConstantBytes or use largeConstants 'external' or 'input'`,
+    );
   }
 
   const info = (v: Value, nameAs = v.name): ValueInfoSpec => ({ name: nameAs, elemType: onnxDtype(v.dtype), shape: v.shape.map(dimInfo) });
+  // Constants fed as inputs keep their (static) shapes; they follow the user's feeds.
   const feeds = [...graph.inputs, ...graph.params].filter((v) => needed.has(v.id)).sort((a, b) => a.id - b.id);
   const outputNames: string[] = [];
   const outputInfos: ValueInfoSpec[] = [];
@@ -125,12 +206,16 @@ export function lowerGraph(graph: Graph, outputs: Record<string, Value>, name = 
     spec: {
       graphName: name,
       nodes,
-      inputs: feeds.map((v) => info(v)),
+      inputs: [...feeds, ...constantInputs].map((v) => info(v)),
       outputs: outputInfos,
       initializers,
       opsets: [{ domain: '', version: OPSET }, { domain: 'com.microsoft', version: 1 }],
     },
     feeds,
     outputNames,
+    constantInputs,
+    externalData,
+    externalFiles: [...externalFiles],
+    inlineBytes,
   };
 }

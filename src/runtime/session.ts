@@ -1,13 +1,28 @@
 // The only module that imports onnxruntime: creates a session from a lowered graph, picks the
 // execution provider and threads, converts host tensors to and from ORT tensors, and disposes.
 
+import { realpathSync } from 'node:fs';
+import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { Graph, Value } from '../graph/ir.js';
 import { type DType, type HostArray, shapeToString } from '../graph/types.js';
-import { lowerGraph, type LoweredGraph } from '../onnx/export.js';
+import { DEFAULT_LARGE_CONSTANT_BYTES, lowerGraph, type LoweredGraph, type LowerOptions } from '../onnx/export.js';
 import { encodeModel } from '../onnx/model.js';
 
 export type ExecutionProvider = 'cpu' | 'cuda' | 'webgpu';
+
+/**
+ * How frozen constants (Graph.constant) are held; docs/MEMORY.md has the measurements.
+ * - 'shared' (default): each weight is resident once per process, however many sessions use it.
+ *   File-backed constants are memory-mapped by ONNX Runtime straight from the file they were read
+ *   from (the page cache is shared by every session, and every process), with weight prepacking
+ *   turned off for sessions that have them; large in-memory constants are fed as inputs straight
+ *   from their JS arrays (no copy).
+ * - 'prepacked': ONNX Runtime prepacks every constant weight for MLAS in each session and for each
+ *   MatMul that uses it (faster GEMMs, about 4 bytes per parameter per use, per session). Large
+ *   in-memory constants go in as in-memory external data, never through the ModelProto.
+ */
+export type WeightMode = 'shared' | 'prepacked';
 
 export interface RuntimeOptions {
   executionProvider?: ExecutionProvider;
@@ -16,12 +31,51 @@ export interface RuntimeOptions {
   graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all';
   /** name for logs and errors */
   name?: string;
+  /** how frozen constants are held (default 'shared') */
+  weights?: WeightMode;
+  /** in-memory constants of at least this many bytes are handled as weights (default 1 MiB) */
+  largeConstantBytes?: number;
+  /** where large in-memory constants go; overrides what `weights` picks (the bench uses 'inline') */
+  largeConstants?: LowerOptions['largeConstants'];
+  /** ONNX Runtime's CPU memory arena for activations (default true) */
+  cpuMemArena?: boolean;
+  /** ONNX Runtime's memory-pattern planning (default true) */
+  memPattern?: boolean;
+  /** extra ONNX Runtime session config entries, e.g. { 'session.disable_prepacking': '1' } */
+  sessionConfig?: Record<string, string>;
+}
+
+/** What a session holds and how, for memory reports. */
+export interface SessionMemoryInfo {
+  weights: WeightMode;
+  prepacking: boolean;
+  /** real paths of the files ONNX Runtime maps external initializers from */
+  mappedFiles: string[];
+  /** the folder those locations are relative to (ONNX Runtime refuses absolute locations) */
+  externalFolder: string | null;
+  /** constants fed as inputs from their JS arrays */
+  constantInputs: number;
+  /** in-memory external data blobs (ONNX Runtime copies these) */
+  externalBlobs: number;
+  /** bytes of the encoded ModelProto */
+  modelBytes: number;
 }
 
 export interface HostTensor {
   dtype: DType;
   shape: readonly number[];
   data: HostArray;
+}
+
+/** {'session.a': '1', 'session.b.c': '2'} -> {session: {a: '1', 'b.c': '2'}} (onnxruntime-node's `extra`). */
+function nestConfig(config: Record<string, string>): Record<string, unknown> {
+  const out: Record<string, Record<string, string>> = {};
+  for (const [k, v] of Object.entries(config)) {
+    const dot = k.indexOf('.');
+    if (dot < 0) throw new RuntimeError(`session config key "${k}" needs a prefix such as "session."`);
+    (out[k.slice(0, dot)] ??= {})[k.slice(dot + 1)] = v;
+  }
+  return out;
 }
 
 export class RuntimeError extends Error {
@@ -58,21 +112,80 @@ export function availableProviders(): ExecutionProvider[] {
   return (['cpu', 'cuda', 'webgpu'] as const).filter((p) => names.has(p));
 }
 
+/**
+ * ONNX Runtime resolves external-data locations against one folder and refuses absolute paths,
+ * '..' escapes and symlinks that leave it. So the folder is the deepest common ancestor of the
+ * files' real paths and each location is the real path relative to it (with '/').
+ */
+export function externalDataFolder(files: readonly string[]): { folder: string; location: (file: string) => string } {
+  const real = new Map<string, string>();
+  for (const f of files) {
+    try {
+      real.set(f, realpathSync(path.resolve(f)));
+    } catch (e) {
+      throw new RuntimeError(`a constant reads from ${f}, which cannot be opened (${(e as Error).message}); check the weights path`);
+    }
+  }
+  let folder: string | null = null;
+  for (const r of real.values()) {
+    const dir = path.dirname(r);
+    if (folder === null) folder = dir;
+    while (folder !== null && path.relative(folder, dir).startsWith('..')) {
+      const up: string = path.dirname(folder);
+      folder = up === folder ? null : up;
+    }
+    if (folder === null || path.isAbsolute(path.relative(folder, dir))) {
+      throw new RuntimeError(`constants read from files on different drives (${[...real.values()].join(', ')}); put the weights on one drive`);
+    }
+  }
+  const base = folder ?? process.cwd();
+  return {
+    folder: base,
+    location: (file: string) => {
+      const r = real.get(file) ?? realpathSync(path.resolve(file));
+      return path.relative(base, r).split(path.sep).join('/');
+    },
+  };
+}
+
 export class RuntimeSession {
   private constructor(
     private readonly session: ort.InferenceSession,
     readonly feeds: readonly Value[],
     readonly outputNames: readonly string[],
     readonly name: string,
+    /** constants fed from their JS arrays at every run (weights: 'shared') */
+    private readonly constantFeeds: Readonly<Record<string, ort.Tensor>>,
+    readonly memory: SessionMemoryInfo,
   ) {}
 
   /** Compiles the graph's outputs into one session. */
   static async fromGraph(graph: Graph, outputs: Record<string, Value>, opts: RuntimeOptions = {}): Promise<RuntimeSession> {
-    return RuntimeSession.fromLowered(lowerGraph(graph, outputs, opts.name), opts);
+    const weights = opts.weights ?? 'shared';
+    const lowered = lowerGraph(graph, outputs, opts.name, {
+      largeConstantBytes: opts.largeConstantBytes ?? DEFAULT_LARGE_CONSTANT_BYTES,
+      largeConstants: opts.largeConstants ?? (weights === 'shared' ? 'input' : 'external'),
+    });
+    return RuntimeSession.fromLowered(lowered, { ...opts, weights });
   }
 
+  /** Creates a session from an already lowered graph (see fromGraph). */
   static async fromLowered(lowered: LoweredGraph, opts: RuntimeOptions = {}): Promise<RuntimeSession> {
-    const bytes = encodeModel(lowered.spec);
+    // File-backed initializers: rewrite their locations relative to one folder ONNX Runtime accepts.
+    let externalFolder: string | null = null;
+    let spec = lowered.spec;
+    if (lowered.externalFiles.length) {
+      const ext = externalDataFolder(lowered.externalFiles);
+      externalFolder = ext.folder;
+      const files = new Set(lowered.externalFiles);
+      spec = {
+        ...spec,
+        initializers: spec.initializers.map((t) =>
+          t.external && files.has(t.external.location) ? { ...t, external: { ...t.external, location: ext.location(t.external.location) } } : t,
+        ),
+      };
+    }
+    const bytes = encodeModel(spec);
     const ep = opts.executionProvider ?? 'cpu';
     if (ep !== 'cpu' && !availableProviders().includes(ep)) {
       const hint =
@@ -90,18 +203,53 @@ export class RuntimeSession {
       options.intraOpNumThreads = opts.threads;
       options.interOpNumThreads = 1;
     }
+    if (opts.cpuMemArena !== undefined) options.enableCpuMemArena = opts.cpuMemArena;
+    if (opts.memPattern !== undefined) options.enableMemPattern = opts.memPattern;
+    const weights = opts.weights ?? 'shared';
+    const config: Record<string, string> = {};
+    // Prepacking copies each mapped weight into per-session packed buffers (and unmaps it): off
+    // when weights are to be held once and some come from files.
+    const mapped = lowered.externalFiles.length > 0;
+    if (weights === 'shared' && mapped) config['session.disable_prepacking'] = '1';
+    if (externalFolder) config['session.model_external_initializers_file_folder_path'] = externalFolder;
+    Object.assign(config, opts.sessionConfig ?? {});
+    if (Object.keys(config).length) options.extra = nestConfig(config);
+    if (lowered.externalData.length) {
+      (options as { externalData?: { path: string; data: Uint8Array }[] }).externalData = lowered.externalData.map((b) => ({ path: b.path, data: b.data }));
+    }
+    const constantFeeds: Record<string, ort.Tensor> = {};
+    for (const c of lowered.constantInputs) {
+      const src = c.source;
+      if (src?.kind !== 'array') throw new RuntimeError(`constant "${c.name}" is fed as an input but has no array`);
+      constantFeeds[c.name] = toOrtTensor({ dtype: c.dtype, shape: c.shape as number[], data: src.data });
+    }
     let session: ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(bytes, options);
     } catch (e) {
       throw new RuntimeError(`ONNX Runtime rejected the ${opts.name ?? 'graph'} (${lowered.spec.nodes.length} nodes): ${(e as Error).message}`);
     }
-    return new RuntimeSession(session, lowered.feeds, lowered.outputNames, opts.name ?? 'session');
+    const memory: SessionMemoryInfo = {
+      weights,
+      prepacking: config['session.disable_prepacking'] !== '1',
+      mappedFiles: lowered.externalFiles.map((f) => {
+        try {
+          return realpathSync(f);
+        } catch {
+          return f;
+        }
+      }),
+      externalFolder,
+      constantInputs: lowered.constantInputs.length,
+      externalBlobs: lowered.externalData.length,
+      modelBytes: bytes.byteLength,
+    };
+    return new RuntimeSession(session, lowered.feeds, lowered.outputNames, opts.name ?? 'session', constantFeeds, memory);
   }
 
   /** Runs with host tensors keyed by value name; returns the requested outputs (all by default). */
   async run(feeds: Record<string, HostTensor | ort.Tensor>, fetches?: readonly string[]): Promise<Record<string, HostTensor>> {
-    const ortFeeds: Record<string, ort.Tensor> = {};
+    const ortFeeds: Record<string, ort.Tensor> = { ...this.constantFeeds };
     for (const v of this.feeds) {
       const t = feeds[v.name];
       if (!t) throw new RuntimeError(`${this.name}: missing input "${v.name}" (${v.dtype}${shapeToString(v.shape)})`);

@@ -43,3 +43,19 @@ export class AdapterError extends Error {
     this.name = 'AdapterError';
   }
 }
+
+/** adapter_config.json names a peft_type no registered tuner implements. */
+export class UnknownPeftTypeError extends AdapterError {
+  constructor(readonly peftType: string, readonly known: string[], source: string) {
+    super(`${source}: peft_type ${JSON.stringify(peftType)} is not supported; supported types: ${known.join(', ')}`);
+    this.name = 'UnknownPeftTypeError';
+  }
+}
+
+/** An adapter whose tensors or target modules do not fit the model it is loaded into. */
+export class AdapterMismatchError extends AdapterError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AdapterMismatchError';
+  }
+}

@@ -9,6 +9,7 @@ import * as o from '../../src/graph/ops.js';
 import type { OpName } from '../../src/graph/registry.js';
 import { RuntimeSession, type HostTensor } from '../../src/runtime/session.js';
 import { gradCheck } from '../helpers/gradcheck.js';
+import { grad } from '../../src/autodiff/grad.js';
 
 const pos = (n: number, lo = 0.5) => Float64Array.from({ length: n }, (_, i) => lo + ((i * 37) % 11) / 7);
 
@@ -107,6 +108,18 @@ const cases: Record<OpName, () => Promise<void>> = {
   BitwiseAnd: async () => {
     const y = await evalGraph((g) => o.bitwiseAnd(g.tensor('a', 'uint8', [3], [0xab, 0x10, 0xff]), g.tensor('m', 'uint8', [], [0x0f])));
     assert.deepEqual([...y.data], [0xb, 0x0, 0xf]);
+  },
+  // Forward is identity; autodiff sees a constant: d/da sum(a * sg(a)) = a, not 2a.
+  StopGradient: async () => {
+    const g = new Graph();
+    const a = g.param('a', 'float32', [3]);
+    const y = o.sum(o.mul(a, o.stopGradient(a)));
+    const [da] = grad(y, [a]);
+    const s = await RuntimeSession.fromGraph(g, { y, da: da! }, { threads: 1 });
+    const r = await s.run({ a: { dtype: 'float32', shape: [3], data: Float32Array.from([1, -2, 3]) } });
+    await s.dispose();
+    assert.deepEqual([...r.y!.data], [14]);
+    assert.deepEqual([...r.da!.data], [1, -2, 3]);
   },
 };
 

@@ -1,10 +1,17 @@
 // One line per subcommand: adding a command touches only its file and this list.
 
 import type { Command } from 'commander';
+import { register as forward } from './forward.js';
+import { register as generate } from './generate.js';
+import { register as train } from './train.js';
 
 type Register = (program: Command) => void;
 
-const COMMANDS: Register[] = [];
+const COMMANDS: Register[] = [
+  generate,
+  forward,
+  train,
+];
 
 export function registerCommands(program: Command): void {
   for (const register of COMMANDS) register(program);

@@ -1,0 +1,613 @@
+// Benchmark: forward + backward of a stack of L linear layers with FROZEN weights and a trainable
+// low-rank pair per layer (y = x W^T + (x A^T) B^T * scale, loss = mean(y_L^2)), compiled by our IR
+// into one ONNX Runtime session (loss + gradients of every A and B), against the same computation
+// in PyTorch (bench/lowrank_stack_torch.py, spawned in the same run). Also measures where resident
+// memory goes for each way of holding the frozen weights (RuntimeOptions.weights and friends).
+//
+//   npm run bench                                   # every weight mode once, then PyTorch
+//   node dist/bench/lowrank_stack.js --modes mmap-shared,mmap-prepacked --repeat 3
+//   node dist/bench/lowrank_stack.js --help
+//
+// Each weight mode runs in its own child process (so resident-memory numbers do not mix); the
+// parent prints a table and, with --out FILE, writes every measurement as JSON lines.
+
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import { Graph, type Value } from '../src/graph/ir.js';
+import * as o from '../src/graph/ops.js';
+import { grad } from '../src/autodiff/grad.js';
+import { RuntimeSession, type HostTensor, type RuntimeOptions } from '../src/runtime/session.js';
+
+// ---------------------------------------------------------------------------------- options
+interface Options {
+  layers: number;
+  d: number;
+  rank: number;
+  alpha: number;
+  batch: number;
+  seq: number;
+  threads: number;
+  warmup: number;
+  steps: number;
+  modes: string[];
+  repeat: number;
+  torch: boolean;
+  python: string;
+  out: string | null;
+  dir: string | null;
+  child: boolean;
+  arena: boolean;
+}
+
+const MODES: Record<string, { source: 'file' | 'array'; desc: string; opts: RuntimeOptions }> = {
+  // the library default: file-backed weights memory-mapped, no prepacking
+  'mmap-shared': { source: 'file', desc: 'file-backed constants, mmapped external data, no prepacking (default for files)', opts: { weights: 'shared' } },
+  'mmap-prepacked': { source: 'file', desc: 'file-backed constants, mmapped then prepacked per session', opts: { weights: 'prepacked' } },
+  // weights read into JS arrays first
+  'input-shared': { source: 'array', desc: 'JS arrays fed as graph inputs, zero-copy (default for arrays)', opts: { weights: 'shared' } },
+  'extmem-prepacked': { source: 'array', desc: 'JS arrays as in-memory external data, prepacked', opts: { weights: 'prepacked', largeConstants: 'external' } },
+  inline: { source: 'array', desc: 'JS arrays inlined in the ModelProto, prepacked (the old behaviour)', opts: { weights: 'prepacked', largeConstants: 'inline' } },
+  'inline-noprepack': { source: 'array', desc: 'JS arrays inlined, prepacking off', opts: { weights: 'prepacked', largeConstants: 'inline', sessionConfig: { 'session.disable_prepacking': '1' } } },
+};
+const DEFAULT_MODES = ['mmap-shared', 'mmap-prepacked', 'input-shared', 'extmem-prepacked', 'inline'];
+
+const HELP = `usage: node dist/bench/lowrank_stack.js [options]
+  --layers N      frozen linear layers (12)         --d N        width (768)
+  --rank N        low-rank r (8)                    --alpha X    scale = alpha / r (16)
+  --batch N       (4)   --seq N (256): batch*seq tokens per step
+  --threads N     intra-op threads for ORT and torch (2)
+  --warmup N      untimed steps (2)                 --steps N    timed steps, median reported (10)
+  --modes a,b     weight modes (${DEFAULT_MODES.join(',')}); all: ${Object.keys(MODES).join(',')}
+  --repeat N      run the mode list N times, interleaved (1)
+  --no-torch      skip the PyTorch peer             --python P   interpreter (/usr/bin/python3)
+  --no-arena      ORT enableCpuMemArena false
+  --out FILE      append every measurement as a JSON line
+  --dir DIR       where to write the weights file (a fresh temp dir)`;
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = {
+    layers: 12, d: 768, rank: 8, alpha: 16, batch: 4, seq: 256, threads: 2, warmup: 2, steps: 10,
+    modes: DEFAULT_MODES, repeat: 1, torch: true, python: '/usr/bin/python3', out: null, dir: null, child: false, arena: true,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    const num = (): number => {
+      const v = Number(next());
+      if (!Number.isFinite(v) || v < 0) throw new Error(`${a} needs a non-negative number`);
+      return v;
+    };
+    switch (a) {
+      case '--layers': o.layers = num(); break;
+      case '--d': o.d = num(); break;
+      case '--rank': o.rank = num(); break;
+      case '--alpha': o.alpha = num(); break;
+      case '--batch': o.batch = num(); break;
+      case '--seq': o.seq = num(); break;
+      case '--threads': o.threads = num(); break;
+      case '--warmup': o.warmup = num(); break;
+      case '--steps': o.steps = Math.max(1, num()); break;
+      case '--modes': o.modes = next() === 'all' ? Object.keys(MODES) : argv[i]!.split(','); break;
+      case '--repeat': o.repeat = Math.max(1, num()); break;
+      case '--no-torch': o.torch = false; break;
+      case '--python': o.python = next(); break;
+      case '--out': o.out = next(); break;
+      case '--dir': o.dir = next(); break;
+      case '--child': o.child = true; break;
+      case '--no-arena': o.arena = false; break;
+      case '--help': case '-h': console.log(HELP); process.exit(0);
+      default: throw new Error(`unknown option ${a}\n${HELP}`);
+    }
+  }
+  for (const m of o.modes) if (!MODES[m]) throw new Error(`unknown mode ${m}; known: ${Object.keys(MODES).join(', ')}`);
+  return o;
+}
+
+// ------------------------------------------------------------------------------ the data
+// Deterministic data shared with the Python peer through two files in one directory:
+//   weights.safetensors: layers.{l}.weight [d, d] float32 (torch nn.Linear layout [out, in])
+//   inputs.bin: x [batch*seq*d], then per layer A [r*d] and B [d*r], float32 little-endian
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+function uniform(n: number, seed: number, bound: number): Float32Array {
+  const r = mulberry32(seed);
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * bound;
+  return a;
+}
+
+interface TensorLoc {
+  offset: number;
+  length: number;
+}
+
+function writeData(dir: string, opt: Options): void {
+  const { layers: L, d, rank: r } = opt;
+  const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
+  const bytes = d * d * 4;
+  for (let l = 0; l < L; l++) header[`layers.${l}.weight`] = { dtype: 'F32', shape: [d, d], data_offsets: [l * bytes, (l + 1) * bytes] };
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const fd = fs.openSync(path.join(dir, 'weights.safetensors'), 'w');
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  fs.writeSync(fd, len);
+  fs.writeSync(fd, Buffer.from(json, 'utf8'));
+  // W uniform(+-sqrt(3/d)): variance 1/d keeps activations at unit scale through the stack
+  for (let l = 0; l < L; l++) fs.writeSync(fd, uniform(d * d, 1000 + l, Math.sqrt(3 / d)));
+  fs.closeSync(fd);
+  const fi = fs.openSync(path.join(dir, 'inputs.bin'), 'w');
+  fs.writeSync(fi, uniform(opt.batch * opt.seq * d, 7, Math.sqrt(3)));
+  // A kaiming-uniform-like, B small and non-zero (peft starts B at 0, which would zero A's gradient)
+  for (let l = 0; l < L; l++) {
+    fs.writeSync(fi, uniform(r * d, 2000 + l, 1 / Math.sqrt(d)));
+    fs.writeSync(fi, uniform(d * r, 3000 + l, 0.02));
+  }
+  fs.closeSync(fi);
+}
+
+function safetensorsIndex(file: string): Map<string, TensorLoc> {
+  const fd = fs.openSync(file, 'r');
+  const len = Buffer.alloc(8);
+  fs.readSync(fd, len, 0, 8, 0);
+  const n = Number(len.readBigUInt64LE());
+  const hb = Buffer.alloc(n);
+  fs.readSync(fd, hb, 0, n, 8);
+  fs.closeSync(fd);
+  const header = JSON.parse(hb.toString('utf8')) as Record<string, { data_offsets: [number, number] }>;
+  const out = new Map<string, TensorLoc>();
+  for (const [k, v] of Object.entries(header)) {
+    if (k === '__metadata__') continue;
+    out.set(k, { offset: 8 + n + v.data_offsets[0], length: v.data_offsets[1] - v.data_offsets[0] });
+  }
+  return out;
+}
+
+function readF32(file: string, offset: number, count: number): Float32Array {
+  const a = new Float32Array(count);
+  const fd = fs.openSync(file, 'r');
+  let done = 0;
+  const u8 = new Uint8Array(a.buffer);
+  while (done < u8.byteLength) {
+    const n = fs.readSync(fd, u8, done, Math.min(1 << 30, u8.byteLength - done), offset + done);
+    if (n === 0) throw new Error(`${file} is truncated`);
+    done += n;
+  }
+  fs.closeSync(fd);
+  return a;
+}
+
+// ----------------------------------------------------------------------------- memory
+interface Mem {
+  rss: number; // MiB, VmRSS
+  anon: number;
+  file: number;
+  hwm: number;
+  pss: number; // proportional: pages mapped twice in this process count once
+  pssAnon: number;
+  pssFile: number;
+  jsRss: number; // process.memoryUsage().rss
+  /** mappings of the weights file: resident, proportional, number of mappings */
+  wfile: { rss: number; pss: number; maps: number };
+}
+let WEIGHTS_FILE = '';
+function weightsMapping(): { rss: number; pss: number; maps: number } {
+  const out = { rss: 0, pss: 0, maps: 0 };
+  if (!WEIGHTS_FILE) return out;
+  let inside = false;
+  for (const line of fs.readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) {
+      inside = line.endsWith(WEIGHTS_FILE);
+      if (inside) out.maps++;
+    } else if (inside) {
+      const m = /^(Rss|Pss):\s+(\d+) kB/.exec(line);
+      if (m) out[m[1] === 'Rss' ? 'rss' : 'pss'] += Number(m[2]) / 1024;
+    }
+  }
+  return out;
+}
+function readMem(): Mem {
+  const st = fs.readFileSync('/proc/self/status', 'utf8');
+  const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(st)?.[1] ?? NaN) / 1024;
+  const roll = fs.readFileSync('/proc/self/smaps_rollup', 'utf8');
+  const rk = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(roll)?.[1] ?? NaN) / 1024;
+  return {
+    rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile'), hwm: kb('VmHWM'),
+    pss: rk('Pss'), pssAnon: rk('Pss_Anon'), pssFile: rk('Pss_File'),
+    jsRss: process.memoryUsage().rss / 2 ** 20, wfile: weightsMapping(),
+  };
+}
+const gc = (): void => (globalThis as { gc?: () => void }).gc?.();
+
+// ------------------------------------------------------------------------------ child: one mode
+interface ChildResult {
+  kind: 'ts';
+  mode: string;
+  desc: string;
+  frozen_params: number;
+  trainable_params: number;
+  threads: number;
+  tokens: number;
+  warmup: number;
+  steps: number;
+  median_ms: number;
+  min_ms: number;
+  max_ms: number;
+  fwd_median_ms: number;
+  step_ms: number[];
+  /** median over the steps during which other processes used < CLEAN_OTHER cores (NaN if none) */
+  clean_median_ms: number;
+  clean_steps: number;
+  step_other_cpu: number[];
+  loss: number;
+  grad_sq: { A0: number; BLast: number };
+  mem: Record<string, Mem>;
+  sampled_peak_rss_mib: number;
+  session_memory: unknown;
+  create_ms: { train: number; fwd: number };
+  other_cpu: number;
+  cpu_util: number;
+  arena: boolean;
+}
+
+function buildGraph(opt: Options, W: (g: Graph, l: number) => Value, withGrads: boolean): { g: Graph; outputs: Record<string, Value>; params: Value[] } {
+  const { layers: L, d, rank: r } = opt;
+  const g = new Graph();
+  const x = g.input('x', 'float32', ['batch', 'seq', d]);
+  const params: Value[] = [];
+  let h = x;
+  const scale = opt.alpha / r;
+  for (let l = 0; l < L; l++) {
+    g.scope(`layers.${l}`, () => {
+      const w = W(g, l);
+      const A = g.param(`layers.${l}.lora_A`, 'float32', [r, d]);
+      const B = g.param(`layers.${l}.lora_B`, 'float32', [d, r]);
+      params.push(A, B);
+      h = o.add(o.linear(h, w), o.mul(o.linear(o.linear(h, A), B), scale));
+    });
+  }
+  const loss = o.mean(o.mul(h, h));
+  const outputs: Record<string, Value> = { loss };
+  if (withGrads) grad(loss, params).forEach((gv, i) => (outputs[`grad.${params[i]!.name}`] = gv));
+  return { g, outputs, params };
+}
+
+function cpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+function busySeconds(): number {
+  const v = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  return (v.reduce((a, b) => a + b, 0) - v[3]! - v[4]!) / 100; // USER_HZ is 100 on Linux
+}
+/** A step is "clean" when other processes used less than this many cores meanwhile. */
+const CLEAN_OTHER = 0.25;
+function cleanStats(times: number[], other: number[]): { clean_median_ms: number; clean_steps: number } {
+  const clean = times.filter((_, i) => other[i]! < CLEAN_OTHER);
+  return { clean_median_ms: clean.length ? median(clean) : NaN, clean_steps: clean.length };
+}
+const median = (xs: number[]): number => {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+async function child(opt: Options, dir: string): Promise<void> {
+  const mode = opt.modes[0]!;
+  const spec = MODES[mode]!;
+  const { layers: L, d, rank: r } = opt;
+  const N = opt.batch * opt.seq;
+  const wfile = path.join(dir, 'weights.safetensors');
+  WEIGHTS_FILE = fs.realpathSync(wfile);
+  const index = safetensorsIndex(wfile);
+  const mem: Record<string, Mem> = {};
+  let peak = 0;
+  // V8 releases ArrayBuffer backing stores (the ModelProto bytes, for one) off the main thread
+  // after a collection, so collect, let it finish, collect again, then read.
+  const mark = async (k: string): Promise<void> => {
+    gc();
+    await new Promise((r) => setTimeout(r, 100));
+    gc();
+    mem[k] = readMem();
+    peak = Math.max(peak, mem[k]!.jsRss);
+  };
+
+  // ORT's library and allocators warm up on a throwaway session, so the baseline holds them
+  {
+    const g = new Graph();
+    const x = g.input('x', 'float32', [1, 4]);
+    const s = await RuntimeSession.fromGraph(g, { y: o.mul(x, 2) }, { threads: opt.threads });
+    await s.run({ x: { dtype: 'float32', shape: [1, 4], data: new Float32Array(4) } });
+    await s.dispose();
+  }
+  // the trainable tensors and the batch (small: 2*L*r*d + N*d floats)
+  const inputs = readF32(path.join(dir, 'inputs.bin'), 0, N * d + L * 2 * r * d);
+  await mark('baseline');
+
+  // frozen weights: file byte ranges (no JS copy) or JS arrays read from the file
+  const arrays: Float32Array[] = [];
+  if (spec.source === 'array') for (let l = 0; l < L; l++) arrays.push(readF32(wfile, index.get(`layers.${l}.weight`)!.offset, d * d));
+  await mark('js_weights');
+  const W = (g: Graph, l: number): Value => {
+    const loc = index.get(`layers.${l}.weight`)!;
+    return spec.source === 'file'
+      ? g.constant(`layers.${l}.weight`, 'float32', [d, d], { kind: 'file', path: wfile, offset: loc.offset, length: loc.length })
+      : g.constant(`layers.${l}.weight`, 'float32', [d, d], arrays[l]!);
+  };
+  const ropts: RuntimeOptions = { ...spec.opts, threads: opt.threads, cpuMemArena: opt.arena };
+
+  let t0 = performance.now();
+  const train = buildGraph(opt, W, true);
+  const trainSess = await RuntimeSession.fromGraph(train.g, train.outputs, { ...ropts, name: 'train' });
+  const createTrain = performance.now() - t0;
+  await mark('train_session');
+  t0 = performance.now();
+  const fwd = buildGraph(opt, W, false);
+  const fwdSess = await RuntimeSession.fromGraph(fwd.g, fwd.outputs, { ...ropts, name: 'forward' });
+  const createFwd = performance.now() - t0;
+  await mark('fwd_session');
+
+  const feeds: Record<string, HostTensor | ort.Tensor> = { x: new ort.Tensor('float32', inputs.subarray(0, N * d), [opt.batch, opt.seq, d]) };
+  let off = N * d;
+  for (const p of train.params) {
+    const n = (p.shape[0] as number) * (p.shape[1] as number);
+    feeds[p.name] = new ort.Tensor('float32', inputs.subarray(off, off + n), p.shape as number[]);
+    off += n;
+  }
+  const times: number[] = [];
+  const stepOther: number[] = []; // cores other processes used during each step
+  let last: Record<string, HostTensor> = {};
+  let cpu0 = 0, wall0 = 0, busy0 = 0;
+  for (let i = 0; i < opt.warmup + opt.steps; i++) {
+    if (i === opt.warmup) {
+      cpu0 = cpuSeconds();
+      busy0 = busySeconds();
+      wall0 = performance.now();
+    }
+    const b0 = busySeconds(), c0 = cpuSeconds();
+    const s = performance.now();
+    last = await trainSess.run(feeds);
+    const e = performance.now() - s;
+    if (i >= opt.warmup) {
+      times.push(e);
+      stepOther.push(Math.max(0, busySeconds() - b0 - (cpuSeconds() - c0)) / (e / 1000));
+    }
+    peak = Math.max(peak, process.memoryUsage().rss / 2 ** 20);
+  }
+  const wall = (performance.now() - wall0) / 1000;
+  const cpu = cpuSeconds() - cpu0;
+  const otherCpu = Math.max(0, busySeconds() - busy0 - cpu) / wall;
+  await mark('after_train_steps');
+  const fwdTimes: number[] = []; // the forward-only session (loss only), first run excluded
+  for (let i = 0; i <= opt.steps; i++) {
+    const s = performance.now();
+    await fwdSess.run({ x: feeds.x!, ...Object.fromEntries(train.params.map((p) => [p.name, feeds[p.name]!])) });
+    if (i > 0) fwdTimes.push(performance.now() - s);
+    peak = Math.max(peak, process.memoryUsage().rss / 2 ** 20);
+  }
+  await mark('after_fwd_runs');
+  const sq = (t: HostTensor): number => (t.data as Float32Array).reduce((a, v) => a + v * v, 0);
+  const res: ChildResult = {
+    kind: 'ts', mode, desc: spec.desc, frozen_params: L * d * d, trainable_params: L * 2 * r * d, threads: opt.threads, tokens: N,
+    warmup: opt.warmup, steps: opt.steps,
+    median_ms: median(times), ...cleanStats(times, stepOther), step_other_cpu: stepOther, min_ms: Math.min(...times), max_ms: Math.max(...times), fwd_median_ms: median(fwdTimes), step_ms: times,
+    loss: last.loss!.data[0] as number,
+    grad_sq: { A0: sq(last['grad.layers.0.lora_A']!), BLast: sq(last[`grad.layers.${L - 1}.lora_B`]!) },
+    mem, sampled_peak_rss_mib: peak, session_memory: { train: trainSess.memory, forward: fwdSess.memory },
+    create_ms: { train: createTrain, fwd: createFwd }, other_cpu: otherCpu, cpu_util: cpu / wall, arena: opt.arena,
+  };
+  await trainSess.dispose();
+  await fwdSess.dispose();
+  process.stdout.write(JSON.stringify(res) + '\n');
+}
+
+// ------------------------------------------------------------------------------ parent
+function runChild(script: string, opt: Options, dir: string, mode: string): Promise<ChildResult> {
+  const args = ['--expose-gc', script, '--child', '--dir', dir, '--modes', mode, '--layers', String(opt.layers), '--d', String(opt.d),
+    '--rank', String(opt.rank), '--alpha', String(opt.alpha), '--batch', String(opt.batch), '--seq', String(opt.seq),
+    '--threads', String(opt.threads), '--warmup', String(opt.warmup), '--steps', String(opt.steps)];
+  if (!opt.arena) args.push('--no-arena');
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    p.on('error', reject);
+    p.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`mode ${mode}: child exited with ${code}`));
+      try {
+        resolve(JSON.parse(out.trim().split('\n').pop()!) as ChildResult);
+      } catch (e) {
+        reject(new Error(`mode ${mode}: unreadable child output: ${out.slice(-500)}`));
+      }
+    });
+  });
+}
+
+interface TorchResult {
+  kind: 'torch';
+  step_ms: number[];
+  step_other_cpu: number[];
+  torch: string;
+  median_ms: number;
+  min_ms: number;
+  max_ms: number;
+  fwd_median_ms: number;
+  loss: number;
+  grad_sq: { A0: number; BLast: number };
+  peak_rss_mib: number;
+  mem: Record<string, { rss: number; hwm: number }>;
+  other_cpu: number;
+  cpu_util: number;
+  [k: string]: unknown;
+}
+
+function runTorch(opt: Options, dir: string): Promise<TorchResult | string> {
+  const probe = spawnSync(opt.python, ['-c', 'import torch'], { stdio: 'ignore' });
+  if (probe.error || probe.status !== 0) {
+    return Promise.resolve(`PyTorch peer skipped: \`${opt.python} -c "import torch"\` failed (install: apt-get install -y python3-torch libopenblas0-pthread)`);
+  }
+  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'lowrank_stack_torch.py');
+  const args = [script, '--dir', dir, '--layers', String(opt.layers), '--d', String(opt.d), '--rank', String(opt.rank), '--alpha', String(opt.alpha),
+    '--batch', String(opt.batch), '--seq', String(opt.seq), '--threads', String(opt.threads), '--warmup', String(opt.warmup), '--steps', String(opt.steps)];
+  return new Promise((resolve) => {
+    // OMP_WAIT_POLICY=PASSIVE: without it the OpenMP and OpenBLAS pools busy-wait against each
+    // other on 2 cores (see ../shared/bench/README.md); PASSIVE is the stronger, fair baseline
+    const p = spawn(opt.python, args, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' } });
+    let out = '';
+    p.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    p.on('error', (e) => resolve(`PyTorch peer failed to start: ${e.message}`));
+    p.on('close', (code) => {
+      if (code !== 0) return resolve(`PyTorch peer exited with ${code}`);
+      try {
+        resolve(JSON.parse(out.trim().split('\n').pop()!) as TorchResult);
+      } catch {
+        resolve(`PyTorch peer printed no result: ${out.slice(-300)}`);
+      }
+    });
+  });
+}
+
+const f1 = (x: number): string => x.toFixed(1);
+const f2 = (x: number): string => x.toFixed(2);
+const pad = (s: string, n: number): string => (s.length >= n ? s : s + ' '.repeat(n - s.length));
+const relDiff = (a: number, b: number): number => Math.abs(a - b) / Math.max(Math.abs(a), Math.abs(b), 1e-30);
+
+async function parent(opt: Options): Promise<void> {
+  const script = fileURLToPath(import.meta.url);
+  const dir = opt.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'peft-bench-'));
+  const own = opt.dir === null;
+  const { layers: L, d, rank: r } = opt;
+  const P = L * d * d;
+  console.log(`lowrank stack: L=${L} d=${d} r=${r} tokens=${opt.batch}x${opt.seq}=${opt.batch * opt.seq} fp32, threads=${opt.threads}, ` +
+    `warmup ${opt.warmup}, median of ${opt.steps} steps; frozen ${P} params (${f1((P * 4) / 2 ** 20)} MiB), trainable ${L * 2 * r * d}`);
+  console.log(`machine: ${os.cpus().length} cpus, ${os.cpus()[0]?.model ?? '?'}; node ${process.version}; onnxruntime-node ${(ort.env as { versions?: { common?: string } }).versions?.common ?? '?'}; loadavg ${os.loadavg()[0]!.toFixed(2)}`);
+  writeData(dir, opt);
+  if (own) {
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+      process.once(sig, () => {
+        fs.rmSync(dir, { recursive: true, force: true });
+        process.exit(130);
+      });
+    }
+  }
+  const results: ChildResult[] = [];
+  const torchRuns: TorchResult[] = [];
+  let torchNote = opt.torch ? '' : 'PyTorch peer skipped (--no-torch)';
+  try {
+    for (let rep = 0; rep < opt.repeat; rep++) {
+      for (const mode of opt.modes) {
+        const res = await runChild(script, opt, dir, mode);
+        results.push(res);
+        const m = res.mem;
+        console.log(`  [${rep + 1}/${opt.repeat}] ${pad(mode, 17)} ${f1(res.median_ms)} ms/step (min ${f1(res.min_ms)} max ${f1(res.max_ms)}), fwd ${f1(res.fwd_median_ms)} ms, ` +
+          `rss ${f1(m.baseline!.rss)} -> ${f1(m.fwd_session!.rss)} -> ${f1(m.after_fwd_runs!.rss)} MiB, hwm ${f1(m.after_fwd_runs!.hwm)}, other_cpu ${f2(res.other_cpu)}`);
+        if (opt.out) fs.appendFileSync(opt.out, JSON.stringify({ ...res, config: { ...opt, child: undefined } }) + '\n');
+      }
+      // the peer runs in every repetition too, so that both sides see the same spells of noise
+      if (opt.torch && !torchNote) {
+        const t = await runTorch(opt, dir);
+        if (typeof t === 'string') torchNote = t;
+        else {
+          torchRuns.push(t);
+          console.log(`  [${rep + 1}/${opt.repeat}] ${pad(`torch ${t.torch}`, 17)} ${f1(t.median_ms)} ms/step (min ${f1(t.min_ms)} max ${f1(t.max_ms)}), fwd ${f1(t.fwd_median_ms)} ms, peak maxrss ${f1(t.peak_rss_mib)} MiB, other_cpu ${f2(t.other_cpu)}`);
+          if (opt.out) fs.appendFileSync(opt.out, JSON.stringify({ ...t, config: { ...opt, child: undefined } }) + '\n');
+        }
+      }
+    }
+    report(opt, results, torchRuns.length ? torchRuns : torchNote);
+  } finally {
+    if (own) fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function report(opt: Options, results: ChildResult[], torch: TorchResult[] | string): void {
+  const P = opt.layers * opt.d * opt.d;
+  const perParam = (mib: number): string => f2((mib * 2 ** 20) / P);
+  const byMode = new Map<string, ChildResult[]>();
+  for (const r of results) byMode.set(r.mode, [...(byMode.get(r.mode) ?? []), r]);
+  // Pooled over every run of a mode: all timed steps, and the "clean" ones during which other
+  // processes used < CLEAN_OTHER cores (this machine is shared; see other_cpu).
+  const pooled = (rs: { step_ms: number[]; step_other_cpu?: number[] }[], clean: boolean): number[] =>
+    rs.flatMap((r) => r.step_ms.filter((_, i) => !clean || (r.step_other_cpu?.[i] ?? 0) < CLEAN_OTHER));
+  console.log(`\nspeed, ms per training step (forward + backward), median of the timed steps pooled over runs; clean: steps with other processes < ${CLEAN_OTHER} cores`);
+  console.log('| engine / weights | ms/step (all steps) | ms/step (clean steps) | steps/s (clean) | clean/all steps | per-run medians | fwd-only ms |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- |');
+  const med: Record<string, number> = {};
+  const medAll: Record<string, number> = {};
+  const row = (name: string, rs: { step_ms: number[]; step_other_cpu?: number[]; median_ms: number; fwd_median_ms: number }[]): void => {
+    const all = pooled(rs, false), clean = pooled(rs, true);
+    med[name] = median(clean);
+    medAll[name] = median(all);
+    console.log(`| ${name} | ${f1(medAll[name]!)} | ${f1(med[name]!)} | ${f2(1000 / med[name]!)} | ${clean.length}/${all.length} | ${rs.map((r) => f1(r.median_ms)).join(', ')} | ${f1(median(rs.map((r) => r.fwd_median_ms)))} |`);
+  };
+  for (const [mode, rs] of byMode) row(mode, rs);
+  if (typeof torch !== 'string') {
+    const t = `torch ${torch[0]!.torch}`;
+    row(t, torch);
+    for (const mode of byMode.keys()) {
+      console.log(`  speed-up over torch, ${mode}: ${f2(med[t]! / med[mode]!)}x on clean steps, ${f2(medAll[t]! / medAll[mode]!)}x on all steps (>1: ours faster)`);
+    }
+  } else console.log(torch);
+
+  // Memory that is ours: private anonymous pages (RssAnon: JS heap and arrays, ONNX Runtime's
+  // copies, packed weights, arenas) plus this process's proportional share of the weights file's
+  // mapped pages (two sessions mapping the same page count it once). Shared-library pages are left
+  // out: their Pss moves whenever other processes on the machine map or unmap the same libraries.
+  const own = (x: Mem): number => x.anon + x.wfile.pss;
+  // Non-weight session overhead (graph, kernels, plans): the 'input-shared' sessions hold no weight
+  // bytes (the weights are inputs read from the JS arrays); else 'mmap-shared' before its pages fault in.
+  const ctlMode = byMode.has('input-shared') ? 'input-shared' : byMode.has('mmap-shared') ? 'mmap-shared' : null;
+  const overhead = ctlMode ? median(byMode.get(ctlMode)!.map((r) => own(r.mem.fwd_session!) - own(r.mem.js_weights!) - r.mem.fwd_session!.wfile.pss)) : NaN;
+  console.log(`\nresident memory (MiB): private anonymous + proportional share of the mapped weights file; plain RSS deltas in brackets`);
+  console.log(`  bytes per frozen parameter = (growth up to both sessions - non-weight session overhead + weight pages faulted in by the runs) / ${P}; fp32 ideal: 4`);
+  console.log(`  non-weight overhead of the two sessions: ${f1(overhead)} MiB (from ${ctlMode ?? 'n/a'})`);
+  console.log('| mode | JS weights | + train session | + 2nd (fwd) session | weights file after runs: Pss [RSS], maps | bytes/param | runs: + anon (activations, arena) | VmHWM | sampled peak rss |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const [mode, rs] of byMode) {
+    const m = (k: string, f: (x: Mem) => number): number => median(rs.map((r) => f(r.mem[k]!)));
+    const d1 = (a: string, b: string): string => `${f1(m(b, own) - m(a, own))} [${f1(m(b, (x) => x.rss) - m(a, (x) => x.rss))}]`;
+    const mapped = m('after_fwd_runs', (x) => x.wfile.pss) - m('fwd_session', (x) => x.wfile.pss);
+    const weightBytes = m('fwd_session', own) - m('baseline', own) - overhead + mapped;
+    const runsAnon = m('after_fwd_runs', (x) => x.anon) - m('fwd_session', (x) => x.anon);
+    const w = rs[0]!.mem.after_fwd_runs!.wfile;
+    console.log(`| ${mode} | ${d1('baseline', 'js_weights')} | ${d1('js_weights', 'train_session')} | ${d1('train_session', 'fwd_session')} | ` +
+      `${f1(w.pss)} [${f1(w.rss)}], ${w.maps} | ${perParam(weightBytes)} | ${f1(runsAnon)} | ` +
+      `${f1(m('after_fwd_runs', (x) => x.hwm))} | ${f1(median(rs.map((r) => r.sampled_peak_rss_mib)))} |`);
+  }
+  if (typeof torch !== 'string') {
+    const tm = (f: (r: TorchResult) => number): number => median(torch.map(f));
+    console.log(`  torch: rss baseline ${f1(tm((r) => r.mem.baseline!.rss))}, + weights ${f1(tm((r) => r.mem.weights!.rss - r.mem.baseline!.rss))} ` +
+      `(${f2(((tm((r) => r.mem.weights!.rss - r.mem.baseline!.rss)) * 2 ** 20) / P)} bytes/param), after steps ${f1(tm((r) => r.mem.after_steps!.rss))}, ` +
+      `peak maxrss ${f1(tm((r) => r.peak_rss_mib))} MiB`);
+    const tr = torch[0]!;
+    const ref = results[0];
+    if (ref) {
+      console.log(`  check vs torch: loss ${ref.loss.toPrecision(7)} vs ${tr.loss.toPrecision(7)} (rel ${relDiff(ref.loss, tr.loss).toExponential(1)}), ` +
+        `|grad A0|^2 rel ${relDiff(ref.grad_sq.A0, tr.grad_sq.A0).toExponential(1)}, |grad B_last|^2 rel ${relDiff(ref.grad_sq.BLast, tr.grad_sq.BLast).toExponential(1)}`);
+    }
+  }
+  const noisy = results.filter((r) => r.other_cpu > 0.25).length;
+  if (noisy) console.log(`  note: ${noisy} of ${results.length} runs shared the cores with other processes (other_cpu > 0.25): compare with care`);
+}
+
+const opt = parseArgs(process.argv.slice(2));
+if (opt.child) await child(opt, opt.dir!);
+else await parent(opt);

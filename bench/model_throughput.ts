@@ -1,0 +1,328 @@
+// Benchmark: whole-model inference on ONNX Runtime through our graph compiler, against PyTorch in
+// the same run. Forward throughput (batch 4 x seq 256, logits for every position) and KV-cache
+// greedy decoding (batch 1, 32-token prompt, 64 new tokens) for a GPT-2-small-shaped (124M) and a
+// SmolLM-135M-shaped Llama with random weights built in memory (nothing is written to disk).
+//
+//   npm run build && node dist/bench/model_throughput.js              # both models, peer, RESULTS.md
+//   node dist/bench/model_throughput.js --models llama --runs 5 --no-write
+//   node dist/bench/model_throughput.js --help
+//
+// The peer is ../shared/bench/peer_torch.py --infer (decode) and bench/forward_torch.py (forward),
+// run one after the other with OMP_WAIT_POLICY=PASSIVE, never at the same time as ours.
+
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseConfig } from '../src/io/hfconfig.js';
+import { WeightStore } from '../src/nn/weights.js';
+import { GPT2Model } from '../src/models/gpt2.js';
+import { LlamaModel } from '../src/models/llama.js';
+import type { PretrainedModel } from '../src/models/types.js';
+import { ForwardSession, Generator } from '../src/generate/index.js';
+import type { RuntimeOptions } from '../src/runtime/session.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '../..');
+const HEADING = '## Models: forward and KV-cache decode';
+
+// Shapes of peer_torch.py's SHAPES (the Hugging Face checkpoints' configs).
+const CONFIGS: Record<string, Record<string, unknown>> = {
+  gpt2: {
+    model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], vocab_size: 50257, n_embd: 768, n_layer: 12, n_head: 12,
+    n_positions: 1024, activation_function: 'gelu_new', layer_norm_epsilon: 1e-5, tie_word_embeddings: true,
+  },
+  llama: {
+    model_type: 'llama', architectures: ['LlamaForCausalLM'], vocab_size: 49152, hidden_size: 576, num_hidden_layers: 30,
+    num_attention_heads: 9, num_key_value_heads: 3, intermediate_size: 1536, max_position_embeddings: 2048, rms_norm_eps: 1e-5,
+    rope_theta: 10000, hidden_act: 'silu', tie_word_embeddings: true,
+  },
+  tiny: {
+    model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], vocab_size: 1000, n_embd: 64, n_layer: 2, n_head: 4,
+    n_positions: 512, activation_function: 'gelu_new', layer_norm_epsilon: 1e-5, tie_word_embeddings: true,
+  },
+};
+
+interface Options {
+  models: string[];
+  runs: number;
+  warmup: number;
+  threads: number;
+  weights: 'shared' | 'prepacked';
+  peer: boolean;
+  python: string;
+  write: boolean;
+  results: string;
+}
+
+const HELP = `usage: node dist/bench/model_throughput.js [options]
+  --models a,b     gpt2, llama (default both); tiny for a smoke test
+  --runs N         timed runs per measurement, median reported (3)
+  --warmup N       untimed runs first (1)
+  --threads N      ONNX Runtime intra-op threads and torch threads (2)
+  --weights M      shared (default: weights fed from JS arrays) or prepacked
+  --no-peer        skip PyTorch                  --python P   interpreter (/usr/bin/python3)
+  --no-write       do not update bench/RESULTS.md`;
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { models: ['gpt2', 'llama'], runs: 3, warmup: 1, threads: 2, weights: 'shared', peer: true, python: '/usr/bin/python3', write: true, results: path.join(REPO, 'bench', 'RESULTS.md') };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    switch (a) {
+      case '--models': o.models = next().split(','); break;
+      case '--runs': o.runs = Number(next()); break;
+      case '--warmup': o.warmup = Number(next()); break;
+      case '--threads': o.threads = Number(next()); break;
+      case '--weights': o.weights = next() as Options['weights']; break;
+      case '--no-peer': o.peer = false; break;
+      case '--python': o.python = next(); break;
+      case '--no-write': o.write = false; break;
+      case '--help': console.log(HELP); process.exit(0); break;
+      default: throw new Error(`unknown option ${a}\n${HELP}`);
+    }
+  }
+  for (const m of o.models) if (!(m in CONFIGS)) throw new Error(`unknown model ${m}; choose from ${Object.keys(CONFIGS).join(', ')}`);
+  return o;
+}
+
+// ------------------------------------------------------------------------ random model in memory
+
+/** Uniform noise with standard deviation `std` (xorshift32), fast enough for 135M values. */
+function noise(n: number, std: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  const scale = (std * Math.sqrt(12)) / 4294967296;
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = ((x >>> 0) - 2147483648) * scale;
+  }
+  return out;
+}
+
+function randomModel(name: string): PretrainedModel {
+  const config = parseConfig(CONFIGS[name]!, `${name} (bench)`);
+  const weights = new WeightStore();
+  const model = config.family === 'gpt2' ? new GPT2Model(config, weights, '') : new LlamaModel(config, weights, '');
+  const specs = new Map(model.linears().map((s) => [s.name, s]));
+  const C = config.hiddenSize;
+  let seed = 1;
+  for (const w of model.expectedWeights()) {
+    const module = w.slice(0, w.lastIndexOf('.'));
+    const spec = specs.get(module);
+    let shape: number[];
+    if (spec) shape = w.endsWith('.bias') ? [spec.outFeatures] : spec.layout === 'conv1d' ? [spec.inFeatures, spec.outFeatures] : [spec.outFeatures, spec.inFeatures];
+    else if (w === `${model.embeddingName}.weight`) shape = [config.vocabSize, C];
+    else if (w === 'transformer.wpe.weight') shape = [config.maxPositionEmbeddings, C];
+    else shape = [C];
+    const n = shape.reduce((p, q) => p * q, 1);
+    // Norm weights 1, biases 0, matrices N(0, 0.02)-sized noise, as a fresh transformers init.
+    const data = spec || shape.length === 2 ? noise(n, 0.02, seed++) : w.endsWith('.bias') ? new Float32Array(n) : new Float32Array(n).fill(1);
+    weights.set(w, { shape, data });
+  }
+  if (config.tieWordEmbeddings) weights.alias('lm_head.weight', `${model.embeddingName}.weight`);
+  return model;
+}
+
+// ------------------------------------------------------------------------------- measurement
+
+/** Cores used by other processes while fn ran (from /proc/stat minus our own CPU time). */
+async function withOtherLoad<T>(fn: () => Promise<T>): Promise<{ value: T; otherCpu: number }> {
+  const busy = (): number => {
+    try {
+      const v = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+      return (v.slice(0, 8).reduce((p, q) => p + q, 0) - v[3]! - v[4]!) / 100;
+    } catch {
+      return NaN;
+    }
+  };
+  const t0 = performance.now();
+  const b0 = busy();
+  const c0 = process.cpuUsage();
+  const value = await fn();
+  const wall = (performance.now() - t0) / 1000;
+  const c = process.cpuUsage(c0);
+  const own = (c.user + c.system) / 1e6;
+  return { value, otherCpu: Math.max(0, (busy() - b0 - own) / wall) };
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const randomIds = (n: number, vocab: number, seed: number): number[] => Array.from(noise(n, 1, seed), (x) => Math.floor((x / Math.sqrt(12) + 0.5) * vocab) % vocab);
+
+interface ForwardResult { medianS: number; tokensPerS: number; timesS: number[]; compileS: number; otherCpu: number }
+interface DecodeResult { medianS: number; tokensPerS: number; decodeTokensPerS: number; prefillMs: number; timesS: number[]; compileS: number; otherCpu: number }
+
+async function benchForward(model: PretrainedModel, opt: Options, runtime: RuntimeOptions): Promise<ForwardResult> {
+  const B = 4;
+  const S = 256;
+  const t0 = performance.now();
+  const session = await ForwardSession.create(model, { runtime });
+  const compileS = (performance.now() - t0) / 1000;
+  const ids = BigInt64Array.from(randomIds(B * S, model.vocabSize, 7).map(BigInt));
+  const batch = { inputIds: { dtype: 'int64' as const, shape: [B, S], data: ids }, attentionMask: { dtype: 'int64' as const, shape: [B, S], data: new BigInt64Array(B * S).fill(1n) } };
+  for (let i = 0; i < opt.warmup; i++) await session.run(batch);
+  const { value: times, otherCpu } = await withOtherLoad(async () => {
+    const ts: number[] = [];
+    for (let i = 0; i < opt.runs; i++) {
+      const t = performance.now();
+      await session.run(batch);
+      ts.push((performance.now() - t) / 1000);
+    }
+    return ts;
+  });
+  await session.dispose();
+  const m = median(times);
+  return { medianS: m, tokensPerS: (B * S) / m, timesS: times, compileS, otherCpu };
+}
+
+async function benchDecode(model: PretrainedModel, opt: Options, runtime: RuntimeOptions): Promise<DecodeResult> {
+  const NEW = 64;
+  const t0 = performance.now();
+  const gen = await Generator.create(model, { runtime });
+  const compileS = (performance.now() - t0) / 1000;
+  const prompt = randomIds(32, model.vocabSize, 11);
+  const once = () => gen.generate([prompt], { maxNewTokens: NEW, stopTokenIds: [] });
+  for (let i = 0; i < opt.warmup; i++) await once();
+  const { value: runs, otherCpu } = await withOtherLoad(async () => {
+    const rs: { total: number; prefill: number; tokens: number }[] = [];
+    for (let i = 0; i < opt.runs; i++) {
+      const r = await once();
+      rs.push({ total: (r.stats.prefillMs + r.stats.decodeMs) / 1000, prefill: r.stats.prefillMs / 1000, tokens: r.sequences[0]!.tokenIds.length });
+    }
+    return rs;
+  });
+  await gen.dispose();
+  if (runs.some((r) => r.tokens !== NEW)) throw new Error('a decode run stopped early');
+  const m = median(runs.map((r) => r.total));
+  const pre = median(runs.map((r) => r.prefill));
+  return { medianS: m, tokensPerS: NEW / m, decodeTokensPerS: (NEW - 1) / (m - pre), prefillMs: pre * 1000, timesS: runs.map((r) => r.total), compileS, otherCpu };
+}
+
+// ---------------------------------------------------------------------------------------- peer
+
+interface PeerRun { json: Record<string, unknown> | null; command: string; note?: string }
+
+function torchAvailable(opt: Options): string | null {
+  const probe = spawnSync(opt.python, ['-c', 'import torch'], { stdio: 'ignore' });
+  return probe.status === 0 ? null : `PyTorch peer skipped: \`${opt.python} -c "import torch"\` failed (install: apt-get update && apt-get install -y python3-torch libopenblas0-pthread)`;
+}
+
+function runPeer(opt: Options, script: string, args: string[], pick: (j: Record<string, unknown>) => boolean): PeerRun {
+  const command = `OMP_WAIT_POLICY=PASSIVE ${opt.python} ${path.relative(REPO, script)} ${args.join(' ')}`;
+  const r = spawnSync(opt.python, [script, ...args], { cwd: REPO, encoding: 'utf8', env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' }, maxBuffer: 1 << 24 });
+  if (r.status !== 0) return { json: null, command, note: `failed (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}` };
+  const lines = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  return { json: lines.find(pick) ?? null, command };
+}
+
+// ------------------------------------------------------------------------------------ report
+
+function versions(peerTorch: string | undefined): string[] {
+  const ortVersion = (JSON.parse(fs.readFileSync(path.join(REPO, 'node_modules/onnxruntime-node/package.json'), 'utf8')) as { version: string }).version;
+  const cpu = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/) ?? [])[1] ?? os.cpus()[0]?.model ?? 'unknown';
+  const flags = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/flags\s*:\s*(.*)/) ?? [])[1] ?? '';
+  const isa = ['avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile'].filter((f) => flags.split(' ').includes(f)).join(', ');
+  return [
+    `- machine: ${os.cpus().length} logical CPUs (nproc ${spawnSync('nproc', { encoding: 'utf8' }).stdout.trim()}), ${cpu} (${isa}), ${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, shared with other jobs`,
+    `- node ${process.version}, onnxruntime-node ${ortVersion}${peerTorch ? `, torch ${peerTorch} (Debian python3-torch, OpenBLAS)` : ', torch not run'}`,
+  ];
+}
+
+function fmt(x: number | undefined, digits = 1): string {
+  return x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits);
+}
+
+async function main(): Promise<void> {
+  const opt = parseArgs(process.argv.slice(2));
+  const runtime: RuntimeOptions = { threads: opt.threads, weights: opt.weights };
+  const skip = opt.peer ? torchAvailable(opt) : 'PyTorch peer skipped (--no-peer)';
+  if (skip) console.log(skip);
+  const rows: string[] = [];
+  const commands: string[] = [`node dist/bench/model_throughput.js ${process.argv.slice(2).join(' ')}`.trim()];
+  let torchVersion: string | undefined;
+  const started = new Date();
+  for (const name of opt.models) {
+    const t0 = performance.now();
+    const model = randomModel(name);
+    const params = model.weights.numel();
+    console.log(`${name}: ${params.toLocaleString('en-US')} parameters, random weights built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const fwd = await benchForward(model, opt, runtime);
+    console.log(`  ours  forward 4x256: ${fmt(fwd.tokensPerS)} tok/s (median ${fwd.medianS.toFixed(3)} s of [${fwd.timesS.map((t) => t.toFixed(3))}]; compile ${fwd.compileS.toFixed(1)} s; other cpu ${fwd.otherCpu.toFixed(2)})`);
+    const dec = await benchDecode(model, opt, runtime);
+    console.log(`  ours  decode 32+64: ${fmt(dec.tokensPerS, 2)} new tok/s, decode-only ${fmt(dec.decodeTokensPerS, 2)} tok/s, prefill ${fmt(dec.prefillMs)} ms (median of [${dec.timesS.map((t) => t.toFixed(3))}] s; compile ${dec.compileS.toFixed(1)} s; other cpu ${dec.otherCpu.toFixed(2)})`);
+    let pf: PeerRun | undefined;
+    let pd: PeerRun | undefined;
+    if (!skip && name !== 'tiny') {
+      pf = runPeer(opt, path.join(REPO, 'bench', 'forward_torch.py'), ['--model', name, '--batch', '4', '--seq', '256', '--warmup', String(opt.warmup), '--steps', String(opt.runs), '--threads', String(opt.threads)], () => true);
+      pd = runPeer(opt, path.resolve(REPO, '../shared/bench/peer_torch.py'), ['--model', name, '--method', 'full', '--infer', '--warmup', String(opt.warmup), '--steps', String(opt.runs), '--threads', String(opt.threads)], (j) => j.mode === 'infer');
+      commands.push(pf.command, pd.command);
+      torchVersion ??= (pf.json?.torch ?? pd.json?.torch) as string | undefined;
+      const n = (j: Record<string, unknown> | null | undefined, k: string): number | undefined => (j && typeof j[k] === 'number' ? (j[k] as number) : undefined);
+      console.log(`  torch forward 4x256: ${pf.json ? `${fmt(n(pf.json, 'tokens_per_s'))} tok/s (median ${fmt(n(pf.json, 'median_s'), 3)} s; other cpu ${fmt(n(pf.json, 'other_cpu'), 2)})` : pf.note}`);
+      console.log(`  torch decode 32+64: ${pd.json ? `${fmt(n(pd.json, 'tokens_per_s'), 2)} new tok/s, decode-only ${fmt(n(pd.json, 'decode_tokens_per_s'), 2)} tok/s, prefill ${fmt(n(pd.json, 'prefill_ms'))} ms (other cpu ${fmt(n(pd.json, 'other_cpu'), 2)})` : pd.note}`);
+      const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? `${(a / b).toFixed(2)}x` : '-');
+      console.log(`  ratio ours/torch: forward ${ratio(fwd.tokensPerS, n(pf.json, 'tokens_per_s'))}, decode ${ratio(dec.tokensPerS, n(pd.json, 'tokens_per_s'))}`);
+      rows.push(
+        `| ${name} | forward 4x256 (tok/s) | ${fmt(fwd.tokensPerS)} | ${fmt(n(pf.json, 'tokens_per_s'))} | ${ratio(fwd.tokensPerS, n(pf.json, 'tokens_per_s'))} | ours ${fwd.timesS.map((t) => t.toFixed(2)).join('/')} s, torch ${((pf.json?.times_s as number[] | undefined) ?? []).map((t) => t.toFixed(2)).join('/') || '-'} s | ${fwd.otherCpu.toFixed(2)} / ${fmt(n(pf.json, 'other_cpu'), 2)} |`,
+        `| ${name} | decode 32+64, new tok/s | ${fmt(dec.tokensPerS, 2)} | ${fmt(n(pd.json, 'tokens_per_s'), 2)} | ${ratio(dec.tokensPerS, n(pd.json, 'tokens_per_s'))} | prefill ${fmt(dec.prefillMs)} vs ${fmt(n(pd.json, 'prefill_ms'))} ms | ${dec.otherCpu.toFixed(2)} / ${fmt(n(pd.json, 'other_cpu'), 2)} |`,
+        `| ${name} | decode-only tok/s | ${fmt(dec.decodeTokensPerS, 2)} | ${fmt(n(pd.json, 'decode_tokens_per_s'), 2)} | ${ratio(dec.decodeTokensPerS, n(pd.json, 'decode_tokens_per_s'))} | median of ${opt.runs} generations each | |`,
+      );
+    } else {
+      rows.push(
+        `| ${name} | forward 4x256 (tok/s) | ${fmt(fwd.tokensPerS)} | - | - | ours ${fwd.timesS.map((t) => t.toFixed(2)).join('/')} s | ${fwd.otherCpu.toFixed(2)} / - |`,
+        `| ${name} | decode 32+64, new tok/s | ${fmt(dec.tokensPerS, 2)} | - | - | prefill ${fmt(dec.prefillMs)} ms | ${dec.otherCpu.toFixed(2)} / - |`,
+        `| ${name} | decode-only tok/s | ${fmt(dec.decodeTokensPerS, 2)} | - | - | | |`,
+      );
+    }
+  }
+  const section = [
+    HEADING,
+    '',
+    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC. Random-weight models of the Hugging Face shapes (gpt2 = GPT-2 small, 124M; llama = SmolLM-135M: hidden 576, 30 layers, 9 heads / 3 KV heads, tied), float32, ${opt.threads} threads on both sides (ONNX Runtime intra-op threads; torch.set_num_threads with OMP_WAIT_POLICY=PASSIVE), weights mode '${opt.weights}'. Medians of ${opt.runs} timed runs after ${opt.warmup} warm-up. Forward = one inference pass over 4 x 256 random tokens with logits for every position. Decode = greedy, batch 1, 32-token random prompt, 64 new tokens with the KV cache (prefill + 63 one-token steps; "new tok/s" = 64 / total time, "decode-only" excludes the prefill), as peer_torch.py --infer. "other cpu" = cores other processes used while timing (ours / torch); above ~0.2 the numbers are disturbed.`,
+    '',
+    ...versions(torchVersion),
+    ...(skip ? [`- ${skip}`] : []),
+    '',
+    '| model | measurement | ours | torch | ours / torch | detail | other cpu |',
+    '|---|---|---:|---:|---:|---|---|',
+    ...rows,
+    '',
+    'Commands (from the repository root, after `npx tsc -p .`):',
+    '',
+    ...commands.map((c) => `    ${c}`),
+    '',
+  ].join('\n');
+  console.log('\n' + section);
+  if (opt.write) {
+    writeSection(opt.results, section);
+    console.log(`updated ${path.relative(REPO, opt.results)} (section "${HEADING.slice(3)}")`);
+  }
+}
+
+/** Replaces this benchmark's section of RESULTS.md (from its heading to the next '## '), or appends it. */
+function writeSection(file: string, section: string): void {
+  const old = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '# Benchmark results\n';
+  const start = old.indexOf(HEADING + '\n');
+  let text: string;
+  if (start < 0) text = old.replace(/\n*$/, '\n\n') + section;
+  else {
+    const after = old.indexOf('\n## ', start + HEADING.length);
+    text = old.slice(0, start) + section + (after < 0 ? '' : old.slice(after + 1).replace(/^/, '\n'));
+  }
+  fs.writeFileSync(file, text);
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? (e.stack ?? e.message) : e);
+  process.exit(1);
+});

@@ -1,0 +1,236 @@
+// `peft train`: fine-tune a causal LM on a jsonl dataset with LoRA or full fine-tuning. A thin
+// shell over the library: flags are checked and data tokenized before the output folder is
+// touched; Ctrl-C stops after the current step with a checkpoint; --resume continues exactly.
+
+import { existsSync, statSync } from 'node:fs';
+import { copyFile, readFile, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { resolveModelDir } from '../../io/hub.js';
+import { Tokenizer } from '../../io/tokenizer.js';
+import { loadModel } from '../../models/load.js';
+import type { PretrainedModel } from '../../models/types.js';
+import { type TokenizedExample, loadDataset, prepareExamples, splitForEval } from '../../train/data.js';
+import { progressFor } from '../../train/progress.js';
+import { SCHEDULES, type ScheduleName } from '../../train/schedule.js';
+import { METRICS_FILE, PLOT_FILE, Trainer, totalStepsFor } from '../../train/trainer.js';
+import { fullConfig, getFullFineTuneModel } from '../../tuners/full/index.js';
+import { getPeftModel } from '../../tuners/lora/index.js';
+import type { AdaptedModel } from '../../tuners/types.js';
+import { CliError } from '../errors.js';
+import { intArg, numberArg } from './generate.js';
+
+interface TrainFlags {
+  model: string;
+  data: string;
+  out: string;
+  method: 'lora' | 'full';
+  r?: number;
+  alpha?: number;
+  dropout?: number;
+  target?: string[];
+  epochs: number;
+  steps?: number;
+  lr?: number;
+  weightDecay: number;
+  batch: number;
+  gradAccum: number;
+  maxLen?: number;
+  packing?: boolean;
+  evalData?: string;
+  evalSplit?: number;
+  evalEvery?: number;
+  evalAtStart: boolean;
+  saveEvery: number;
+  warmup?: number;
+  schedule: ScheduleName;
+  maxGradNorm: number;
+  seed: number;
+  resume?: string;
+  overwrite?: boolean;
+  chatTemplate?: string;
+  threads?: number;
+  logEvery: number;
+}
+
+const listArg = (v: string): string[] => {
+  const items = v.split(',').map((s) => s.trim()).filter(Boolean);
+  if (items.length === 0) throw new InvalidArgumentError('--target needs module names separated by commas.');
+  return items;
+};
+
+function fractionArg(flag: string): (v: string) => number {
+  return (v: string) => {
+    const n = Number(v);
+    if (v.trim() === '' || !(n > 0 && n < 1)) throw new InvalidArgumentError(`${flag} needs a fraction between 0 and 1.`);
+    return n;
+  };
+}
+
+export function register(program: Command): void {
+  program
+    .command('train')
+    .description('fine-tune a causal language model on a jsonl dataset (LoRA or full fine-tuning)')
+    .requiredOption('--model <dir|repo>', 'base model folder (config.json, model.safetensors, tokenizer.json) or Hub repo id')
+    .requiredOption('--data <file.jsonl>', 'training data: one {"text"}, {"prompt","completion"} or {"messages"} object per line')
+    .requiredOption('--out <dir>', 'output folder: final adapter, metrics.jsonl, loss.svg, checkpoints/')
+    .addOption(new Option('--method <method>', 'fine-tuning method').choices(['lora', 'full']).default('lora'))
+    .option('--r <n>', 'LoRA rank (default 8)', intArg('--r', 1))
+    .option('--alpha <n>', 'LoRA alpha (default 16)', numberArg('--alpha'))
+    .option('--dropout <p>', 'LoRA dropout (default 0.05)', numberArg('--dropout'))
+    .option('--target <modules>', 'comma-separated module names to adapt (LoRA default: peft\'s for the model type; full: every weight)', listArg)
+    .option('--epochs <n>', 'passes over the training data', numberArg('--epochs'), 3)
+    .option('--steps <n>', 'optimizer steps (overrides --epochs)', intArg('--steps', 1))
+    .option('--lr <rate>', 'peak learning rate (default 2e-4 for LoRA, 5e-5 for full)', numberArg('--lr'))
+    .option('--weight-decay <w>', 'AdamW weight decay (not on biases and norm weights)', numberArg('--weight-decay'), 0)
+    .option('--batch <n>', 'examples per micro-batch', intArg('--batch', 1), 8)
+    .option('--grad-accum <n>', 'micro-batches per optimizer step', intArg('--grad-accum', 1), 1)
+    .option('--max-len <n>', 'tokens per sequence at most (default: the model\'s limit, at most 1024)', intArg('--max-len', 2))
+    .option('--packing', 'concatenate examples and cut them into --max-len blocks instead of padding')
+    .option('--eval-data <file.jsonl>', 'evaluation data (same formats)')
+    .option('--eval-split <fraction>', 'hold out this fraction of --data for evaluation', fractionArg('--eval-split'))
+    .option('--eval-every <n>', 'evaluate every n steps (default: 10 times per run)', intArg('--eval-every', 1))
+    .option('--no-eval-at-start', 'skip evaluating the untrained model')
+    .option('--save-every <n>', 'write a checkpoint every n steps (0: only when stopped)', intArg('--save-every', 0), 500)
+    .option('--warmup <n>', 'warmup steps, or a fraction of the run when below 1', numberArg('--warmup'))
+    .addOption(new Option('--schedule <name>', 'learning-rate schedule').choices([...SCHEDULES]).default('linear'))
+    .option('--max-grad-norm <x>', 'clip the gradient norm to this (0: no clipping)', numberArg('--max-grad-norm'), 1)
+    .option('--seed <s>', 'seed of data order, adapter init and dropout', intArg('--seed', 0), 42)
+    .option('--resume <dir|latest>', 'continue from a checkpoint folder, or the latest one under --out')
+    .option('--overwrite', 'start over in an --out folder that holds an earlier run')
+    .option('--chat-template <file>', 'Jinja chat template for {"messages"} data (default: the tokenizer\'s)')
+    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
+    .option('--log-every <n>', 'without a terminal: print a line every n steps', intArg('--log-every', 1), 10)
+    .action(async (flags: TrainFlags) => {
+      await runTrain(flags);
+    });
+}
+
+function checkFlags(f: TrainFlags): void {
+  if (f.method === 'full') {
+    const lora = (['r', 'alpha', 'dropout'] as const).filter((k) => f[k] !== undefined);
+    if (lora.length) throw new CliError(`--${lora.join(', --')} ${lora.length > 1 ? 'are' : 'is'} for --method lora; remove ${lora.length > 1 ? 'them' : 'it'} for full fine-tuning`);
+  }
+  if (f.dropout !== undefined && !(f.dropout >= 0 && f.dropout < 1)) throw new CliError(`--dropout must be in [0, 1), got ${f.dropout}`);
+  if (f.evalData !== undefined && f.evalSplit !== undefined) throw new CliError('give either --eval-data or --eval-split, not both');
+  if (!(f.epochs > 0)) throw new CliError(`--epochs must be above 0, got ${f.epochs}`);
+  if (f.lr !== undefined && !(f.lr >= 0)) throw new CliError(`--lr must be >= 0, got ${f.lr}`);
+  if (f.warmup !== undefined && !(f.warmup >= 0 && (f.warmup < 1 || Number.isInteger(f.warmup)))) {
+    throw new CliError(`--warmup takes a number of steps (an integer) or a fraction below 1, got ${f.warmup}`);
+  }
+  if (!(f.maxGradNorm >= 0)) throw new CliError(`--max-grad-norm must be >= 0, got ${f.maxGradNorm}`);
+  for (const [flag, file] of [['--data', f.data], ['--eval-data', f.evalData], ['--chat-template', f.chatTemplate]] as const) {
+    if (file !== undefined && !existsSync(file)) throw new CliError(`${flag} ${file} does not exist`);
+  }
+  if (existsSync(f.out) && !statSync(f.out).isDirectory()) throw new CliError(`--out ${f.out} is a file; pass a folder`);
+}
+
+function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer): number {
+  return Math.min(1024, tokenizer.modelMaxLength ?? Infinity, model.config.maxPositionEmbeddings || Infinity);
+}
+
+async function adapt(f: TrainFlags, model: PretrainedModel): Promise<AdaptedModel> {
+  if (f.method === 'full') return getFullFineTuneModel(model, fullConfig({ targetModules: f.target }));
+  return getPeftModel(
+    model,
+    { r: f.r ?? 8, loraAlpha: f.alpha ?? 16, loraDropout: f.dropout ?? 0.05, targetModules: f.target ?? null, taskType: 'CAUSAL_LM', baseModelNameOrPath: f.model },
+    { seed: f.seed },
+  );
+}
+
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'added_tokens.json', 'chat_template.jinja'];
+
+/** Copies the tokenizer next to the adapter (as transformers' Trainer saves it), each file atomically. */
+async function copyTokenizer(from: string, to: string): Promise<void> {
+  for (const name of TOKENIZER_FILES) {
+    const src = join(from, name);
+    if (!existsSync(src)) continue;
+    const tmp = join(to, `.${name}.${process.pid}.tmp`);
+    await copyFile(src, tmp);
+    await rename(tmp, join(to, name));
+  }
+}
+
+async function runTrain(f: TrainFlags): Promise<void> {
+  checkFlags(f);
+  const say = (s: string) => process.stderr.write(`${s}\n`);
+  const dir = await resolveModelDir(f.model);
+  const model = await loadModel(dir);
+  const tokenizer = await Tokenizer.fromDir(dir);
+  const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId;
+  if (padId === undefined) throw new CliError(`the tokenizer in ${dir} has neither a pad nor an EOS token; set "pad_token" in tokenizer_config.json`);
+  const maxLength = f.maxLen ?? defaultMaxLen(model, tokenizer);
+  if (model.config.maxPositionEmbeddings && maxLength > model.config.maxPositionEmbeddings) {
+    throw new CliError(`--max-len ${maxLength} is above the model's max_position_embeddings (${model.config.maxPositionEmbeddings}); lower it`);
+  }
+  const chatTemplate = f.chatTemplate ? await readFile(f.chatTemplate, 'utf8') : undefined;
+
+  const train = await loadDataset(f.data, tokenizer, { chatTemplate });
+  let trainRows: TokenizedExample[] = train.examples;
+  let evalRows: TokenizedExample[] | undefined;
+  if (f.evalData) evalRows = (await loadDataset(f.evalData, tokenizer, { chatTemplate })).examples;
+  else if (f.evalSplit !== undefined) ({ train: trainRows, eval: evalRows } = splitForEval(trainRows, f.evalSplit, f.seed));
+  const prepared = prepareExamples(trainRows, { maxLength, packing: f.packing, file: f.data });
+  const preparedEval = evalRows ? prepareExamples(evalRows, { maxLength, packing: f.packing, file: f.evalData ?? f.data }) : undefined;
+  say(
+    `data: ${prepared.examples.length} training ${f.packing ? `blocks of ${maxLength} tokens` : 'examples'} (${train.format}` +
+      `${prepared.dropped ? `, ${prepared.dropped} left out: no label within --max-len ${maxLength}` : ''})` +
+      (preparedEval ? `, ${preparedEval.examples.length} for evaluation` : ', no evaluation set'),
+  );
+
+  const adapted = await adapt(f, model);
+  let trainable = 0;
+  for (const t of adapted.parameters().values()) trainable += t.data.length;
+  const total = model.weights.numel();
+  say(`${adapted.peftType}: ${trainable.toLocaleString('en-US')} trainable parameters of ${total.toLocaleString('en-US')} (${((100 * trainable) / total).toFixed(3)}%)`);
+
+  const steps = totalStepsFor(prepared.examples.length, { maxSteps: f.steps, epochs: f.epochs, batchSize: f.batch, gradAccum: f.gradAccum });
+  const trainer = new Trainer(adapted, prepared.examples, preparedEval?.examples, {
+    outputDir: f.out,
+    padTokenId: padId,
+    learningRate: f.lr ?? (f.method === 'full' ? 5e-5 : 2e-4),
+    weightDecay: f.weightDecay,
+    batchSize: f.batch,
+    gradAccum: f.gradAccum,
+    epochs: f.epochs,
+    maxSteps: f.steps,
+    schedule: f.schedule,
+    warmupSteps: f.warmup !== undefined && f.warmup >= 1 ? f.warmup : undefined,
+    warmupRatio: f.warmup !== undefined && f.warmup < 1 ? f.warmup : undefined,
+    maxGradNorm: f.maxGradNorm,
+    evalEvery: f.evalEvery ?? Math.max(1, Math.round(steps / 10)),
+    evalAtStart: f.evalAtStart,
+    saveEvery: f.saveEvery,
+    seed: f.seed,
+    resume: f.resume,
+    overwrite: f.overwrite,
+    progress: progressFor(process.stderr, f.logEvery),
+    runtime: { threads: f.threads },
+  });
+
+  let interrupts = 0;
+  const onSigint = (): void => {
+    interrupts += 1;
+    if (interrupts > 1) {
+      say('interrupted again: exiting now without a checkpoint for the current step');
+      process.exit(130);
+    }
+    say('stopping after the current step and writing a checkpoint (Ctrl-C again to quit at once)');
+    trainer.requestStop();
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    const r = await trainer.train();
+    if (r.interrupted) {
+      process.exitCode = 130;
+      return;
+    }
+    await copyTokenizer(dir, f.out);
+    const evalText = r.initialEvalLoss !== undefined && r.finalEvalLoss !== undefined ? `; eval loss ${r.initialEvalLoss.toFixed(4)} -> ${r.finalEvalLoss.toFixed(4)}` : r.finalEvalLoss !== undefined ? `; eval loss ${r.finalEvalLoss.toFixed(4)}` : '';
+    const saved = f.method === 'full' ? 'model (config.json, model.safetensors)' : 'adapter (adapter_config.json, adapter_model.safetensors)';
+    say(`done: ${r.globalStep} steps, final loss ${r.finalLoss?.toFixed(4)}${evalText}`);
+    say(`saved the ${saved}, ${METRICS_FILE} and ${PLOT_FILE} to ${f.out}`);
+  } finally {
+    process.removeListener('SIGINT', onSigint);
+  }
+}

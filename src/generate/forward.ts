@@ -1,0 +1,86 @@
+// One full forward pass over a batch, without a cache: logits for every position (and the task
+// loss when labels are given). `peft forward` runs it on a batch file; tests use it as the
+// recompute-everything reference for the cached decoder.
+
+import { Graph, type Value } from '../graph/ir.js';
+import { RuntimeSession, type HostTensor, type RuntimeOptions } from '../runtime/session.js';
+import { GenerationError } from './config.js';
+import { type InferenceModel, baseModel, inferenceContext, paramFeeds } from './model.js';
+
+export interface ForwardSessionOptions {
+  /** also compute the task loss from a `labels` input */
+  loss?: boolean;
+  /** take position ids as an input instead of arange(seq) (left-padded batches) */
+  positionIds?: boolean;
+  runtime?: RuntimeOptions;
+}
+
+export interface ForwardBatch {
+  /** int64 [batch, seq] */
+  inputIds: HostTensor;
+  /** int64 [batch, seq] */
+  attentionMask: HostTensor;
+  /** int64, [batch, seq] for language models, [batch] for sequence classification */
+  labels?: HostTensor;
+  /** int64 [batch, seq], when the session was compiled with positionIds */
+  positionIds?: HostTensor;
+}
+
+export interface ForwardOutput {
+  /** float32 [batch, seq, vocab] (language models) or [batch, numLabels] */
+  logits: HostTensor;
+  /** the task loss, when compiled with loss and labels were given */
+  loss?: number;
+}
+
+export class ForwardSession {
+  private constructor(
+    private readonly session: RuntimeSession,
+    private readonly params: () => Record<string, HostTensor>,
+    readonly withLoss: boolean,
+    readonly withPositionIds: boolean,
+  ) {}
+
+  static async create(model: InferenceModel, opts: ForwardSessionOptions = {}): Promise<ForwardSession> {
+    const base = baseModel(model);
+    const g = new Graph();
+    const ctx = inferenceContext(model, g);
+    const inputIds = g.input('input_ids', 'int64', ['batch', 'seq']);
+    const attentionMask = g.input('attention_mask', 'int64', ['batch', 'seq']);
+    const positionIds = opts.positionIds ? g.input('position_ids', 'int64', ['batch', 'seq']) : undefined;
+    const out = model.forward(ctx, { inputIds, attentionMask, positionIds });
+    const outputs: Record<string, Value> = { logits: out.logits };
+    if (opts.loss) {
+      const labels = g.input('labels', 'int64', base.task === 'seq-cls' ? ['batch'] : ['batch', 'seq']);
+      outputs.loss = model.loss(out.logits, labels);
+    }
+    const session = await RuntimeSession.fromGraph(g, outputs, { name: 'forward', ...opts.runtime });
+    return new ForwardSession(session, paramFeeds(model, ctx), opts.loss ?? false, opts.positionIds ?? false);
+  }
+
+  async run(batch: ForwardBatch): Promise<ForwardOutput> {
+    const [b, s] = batch.inputIds.shape;
+    if (batch.inputIds.shape.length !== 2) throw new GenerationError(`input_ids must be [batch, seq], got [${batch.inputIds.shape}]`);
+    if (batch.attentionMask.shape.length !== 2 || batch.attentionMask.shape[0] !== b || batch.attentionMask.shape[1] !== s) {
+      throw new GenerationError(`attention_mask must have the shape of input_ids [${b}, ${s}], got [${batch.attentionMask.shape}]`);
+    }
+    const feeds: Record<string, HostTensor> = { ...this.params(), input_ids: batch.inputIds, attention_mask: batch.attentionMask };
+    if (this.withPositionIds) {
+      if (!batch.positionIds) throw new GenerationError('this forward session was compiled to take position ids; pass positionIds');
+      feeds.position_ids = batch.positionIds;
+    }
+    const fetches = ['logits'];
+    if (this.withLoss && batch.labels) {
+      feeds.labels = batch.labels;
+      fetches.push('loss');
+    } else if (this.withLoss) {
+      throw new GenerationError('this forward session computes a loss; pass labels');
+    }
+    const r = await this.session.run(feeds, fetches);
+    return { logits: r.logits!, loss: r.loss ? Number(r.loss.data[0]) : undefined };
+  }
+
+  async dispose(): Promise<void> {
+    await this.session.dispose();
+  }
+}

@@ -1,0 +1,209 @@
+// Cached autoregressive decoding over a batch of prompts: left padding with position ids derived
+// from the attention mask (as transformers' generate), one prefill run, then one-token decode
+// steps until every row has stopped. Sessions are compiled once per Generator and reused.
+
+import type { Tokenizer } from '../io/tokenizer.js';
+import type { RuntimeOptions } from '../runtime/session.js';
+import { type GenerateOptions, type GenerationDefaults, GenerationError, type GenerationPlan, defaultsFrom, loadGenerationDefaults, resolvePlan } from './config.js';
+import { type InferenceModel, baseModel } from './model.js';
+import { argmax, sampleToken, SeededRandom } from './sampling.js';
+import { DecoderSessions, type KVCache } from './sessions.js';
+import { RowText } from './streaming.js';
+
+/** A text prompt (encoded with the generator's tokenizer) or token ids. */
+export type Prompt = string | readonly number[];
+
+export interface GenerationResult {
+  promptIds: number[];
+  /** the new tokens, up to and including a stop token; no padding */
+  tokenIds: number[];
+  /** the new tokens as text (special tokens skipped), cut before a stop string; with a tokenizer only */
+  text?: string;
+  /** 'stop': a stop token or stop string ended the row; 'length': maxNewTokens was reached */
+  finishReason: 'stop' | 'length';
+  /** the stop string that ended the row, if one did */
+  stopString?: string;
+}
+
+export interface GenerationStats {
+  batch: number;
+  /** padded prompt length */
+  promptLength: number;
+  /** decoding steps run (the prefill's token included) */
+  steps: number;
+  /** new tokens kept over all rows (padding of finished rows not counted) */
+  newTokens: number;
+  prefillMs: number;
+  decodeMs: number;
+}
+
+export interface Generation {
+  sequences: GenerationResult[];
+  stats: GenerationStats;
+}
+
+export interface GeneratorOptions {
+  /** needed for text prompts, stop strings and streamed text */
+  tokenizer?: Tokenizer;
+  runtime?: RuntimeOptions;
+  /** defaults instead of the model folder's generation_config.json */
+  defaults?: GenerationDefaults;
+}
+
+interface Row {
+  promptIds: number[];
+  tokens: number[];
+  finished: boolean;
+  finishReason: 'stop' | 'length';
+  text?: RowText;
+}
+
+export class Generator {
+  private constructor(
+    readonly model: InferenceModel,
+    private readonly sessions: DecoderSessions,
+    readonly defaults: GenerationDefaults,
+    readonly tokenizer: Tokenizer | undefined,
+  ) {}
+
+  /** Compiles the prefill and decode sessions of a causal LM (base or adapted). */
+  static async create(model: InferenceModel, opts: GeneratorOptions = {}): Promise<Generator> {
+    const base = baseModel(model);
+    const defaults = opts.defaults ?? (base.dir ? await loadGenerationDefaults(base.dir, base.config) : defaultsFrom({}, base.config));
+    const sessions = await DecoderSessions.create(model, opts.runtime);
+    return new Generator(model, sessions, defaults, opts.tokenizer);
+  }
+
+  get vocabSize(): number {
+    return this.sessions.vocabSize;
+  }
+
+  async generate(prompts: Prompt | readonly Prompt[], options: GenerateOptions = {}): Promise<Generation> {
+    const list: readonly Prompt[] = typeof prompts === 'string' || isIdList(prompts) ? [prompts as Prompt] : (prompts as readonly Prompt[]);
+    if (list.length === 0) throw new GenerationError('no prompts given');
+    const plan = resolvePlan(options, this.defaults, this.vocabSize);
+    const tok = this.tokenizer;
+    if (plan.stopStrings.length && !tok) throw new GenerationError('stop strings need a tokenizer: pass one to Generator.create');
+    const rows: Row[] = list.map((p, i) => {
+      const ids = this.encode(p, i, options.addSpecialTokens ?? true);
+      const decode = tok ? (x: readonly number[]) => tok.decode(x, { skipSpecialTokens: true }) : undefined;
+      return { promptIds: ids, tokens: [], finished: false, finishReason: 'length', text: decode ? new RowText(decode, plan.stopStrings) : undefined };
+    });
+    this.checkLengths(rows, plan);
+    return this.run(rows, plan, options.onToken);
+  }
+
+  private encode(p: Prompt, i: number, addSpecialTokens: boolean): number[] {
+    let ids: number[];
+    if (typeof p === 'string') {
+      if (!this.tokenizer) throw new GenerationError('text prompts need a tokenizer: pass one to Generator.create, or give token ids');
+      ids = this.tokenizer.encode(p, { addSpecialTokens });
+    } else ids = [...p];
+    if (ids.length === 0) throw new GenerationError(`prompt ${i} is empty (no tokens); give at least one token`);
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) throw new GenerationError(`prompt ${i} has token id ${id}, outside the model's vocabulary [0, ${this.vocabSize})`);
+    }
+    return ids;
+  }
+
+  private checkLengths(rows: Row[], plan: GenerationPlan): void {
+    const base = baseModel(this.model);
+    const maxPos = base.config.maxPositionEmbeddings;
+    const longest = Math.max(...rows.map((r) => r.promptIds.length));
+    if (longest > maxPos) {
+      throw new GenerationError(`a prompt is ${longest} tokens, longer than the model's ${maxPos} positions (max_position_embeddings); shorten it`);
+    }
+    // Learned absolute positions have no row beyond max_position_embeddings; rotary ones extrapolate.
+    if (base.family === 'gpt2' && longest + plan.maxNewTokens - 1 > maxPos) {
+      throw new GenerationError(
+        `${longest} prompt tokens + ${plan.maxNewTokens} new tokens exceed the model's ${maxPos} positions; lower maxNewTokens to ${maxPos - longest + 1} or shorten the prompt`,
+      );
+    }
+  }
+
+  private async run(rows: Row[], plan: GenerationPlan, onToken: GenerateOptions['onToken']): Promise<Generation> {
+    const batch = rows.length;
+    const width = Math.max(...rows.map((r) => r.promptIds.length));
+    const rng = new SeededRandom(plan.seed);
+    // masks[r] covers every position the cache holds for row r (left padding included).
+    const masks: number[][] = rows.map((r) => [...new Array<number>(width - r.promptIds.length).fill(0), ...new Array<number>(r.promptIds.length).fill(1)]);
+    const inputIds = new BigInt64Array(batch * width);
+    const positions = new BigInt64Array(batch * width);
+    rows.forEach((r, b) => {
+      const pad = width - r.promptIds.length;
+      for (let t = 0; t < width; t++) {
+        inputIds[b * width + t] = BigInt(t < pad ? plan.padTokenId : r.promptIds[t - pad]!);
+        // transformers: cumsum(mask) - 1, with padding positions set to 1
+        positions[b * width + t] = BigInt(t < pad ? 1 : t - pad);
+      }
+    });
+    const t0 = performance.now();
+    let out = await this.sessions.prefill({ batch, seq: width, inputIds, attentionMask: flatMask(masks, 0), positionIds: positions });
+    const prefillMs = performance.now() - t0;
+    let steps = 0;
+    let cache: KVCache = out.cache;
+    const vocab = this.vocabSize;
+    for (;;) {
+      steps++;
+      const next = new BigInt64Array(batch);
+      for (let b = 0; b < batch; b++) {
+        const row = rows[b]!;
+        if (row.finished) {
+          next[b] = BigInt(plan.padTokenId);
+          continue;
+        }
+        const logits = out.logits.subarray(b * vocab, (b + 1) * vocab);
+        const id = plan.doSample ? sampleToken(logits, plan.sampling, rng) : argmax(logits);
+        next[b] = BigInt(id);
+        row.tokens.push(id);
+        const piece = row.text && (onToken || plan.stopStrings.length) ? row.text.update(row.tokens) : '';
+        if (plan.stopTokenIds.has(id) || row.text?.stopped) {
+          row.finished = true;
+          row.finishReason = 'stop';
+        }
+        if (onToken) onToken({ row: b, tokenId: id, text: piece + (row.finished && row.text ? row.text.flush() : ''), step: row.tokens.length - 1 });
+      }
+      if (steps >= plan.maxNewTokens || rows.every((r) => r.finished)) break;
+      // Every row attends to its new token, finished ones too (they feed padding), as transformers does.
+      for (const m of masks) m.push(1);
+      // A method that adds positions of its own (virtual tokens) grows the cache beyond our masks.
+      const extra = cache.length + 1 - masks[0]!.length;
+      const pos = new BigInt64Array(batch);
+      masks.forEach((m, b) => (pos[b] = BigInt(extra + m.reduce((s, x) => s + x, 0) - 1)));
+      out = await this.sessions.decode({ batch, seq: 1, inputIds: next, attentionMask: flatMask(masks, extra), positionIds: pos }, cache);
+      cache = out.cache;
+    }
+    const decodeMs = performance.now() - t0 - prefillMs;
+    const sequences = rows.map((r, b): GenerationResult => {
+      let text: string | undefined;
+      if (r.text) {
+        if (!r.text.stopped) r.text.update(r.tokens);
+        const rest = r.text.flush();
+        if (onToken && rest && !r.finished) onToken({ row: b, tokenId: r.tokens[r.tokens.length - 1]!, text: rest, step: r.tokens.length - 1 });
+        text = r.text.text;
+      }
+      return { promptIds: r.promptIds, tokenIds: r.tokens, text, finishReason: r.finishReason, stopString: r.text?.stopString };
+    });
+    const newTokens = rows.reduce((s, r) => s + r.tokens.length, 0);
+    return { sequences, stats: { batch, promptLength: width, steps, newTokens, prefillMs, decodeMs } };
+  }
+
+  async dispose(): Promise<void> {
+    await this.sessions.dispose();
+  }
+}
+
+function isIdList(p: unknown): p is readonly number[] {
+  return Array.isArray(p) && p.every((x) => typeof x === 'number');
+}
+
+/** [batch, extra + width] int64: `extra` leading ones (positions a method added), then each row's mask. */
+function flatMask(masks: number[][], extra: number): BigInt64Array {
+  const width = masks[0]!.length + extra;
+  const out = new BigInt64Array(masks.length * width);
+  masks.forEach((m, b) => {
+    for (let t = 0; t < extra; t++) out[b * width + t] = 1n;
+    for (let t = 0; t < m.length; t++) out[b * width + extra + t] = BigInt(m[t]!);
+  });
+  return out;
+}

@@ -1,0 +1,42 @@
+// What inference runs on: a base model or a model with adapters. Both build their forward pass in a
+// BuildContext; an adapted model's trainable tensors become graph params, fed from their live host
+// arrays at every run so a generation during training sees the current adapter values.
+
+import type { Graph } from '../graph/ir.js';
+import { BuildContext } from '../nn/context.js';
+import type { HostTensor } from '../runtime/session.js';
+import type { PretrainedModel } from '../models/types.js';
+import type { AdaptedModel } from '../tuners/types.js';
+import { GenerationError } from './config.js';
+
+export type InferenceModel = PretrainedModel | AdaptedModel;
+
+export function isAdapted(m: InferenceModel): m is AdaptedModel {
+  return 'base' in m && 'peftType' in m;
+}
+
+export function baseModel(m: InferenceModel): PretrainedModel {
+  return isAdapted(m) ? m.base : m;
+}
+
+/** A build context over the base weights, with the adapted model's trainable base weights as params. */
+export function inferenceContext(m: InferenceModel, graph: Graph): BuildContext {
+  const base = baseModel(m);
+  return new BuildContext(graph, base.weights, { trainable: isAdapted(m) ? m.trainableBaseWeights() : undefined, training: false });
+}
+
+/** Host tensors for every graph param the forward pass created, by name. */
+export function paramFeeds(m: InferenceModel, ctx: BuildContext): () => Record<string, HostTensor> {
+  const names = [...ctx.params.keys()];
+  const base = baseModel(m);
+  return () => {
+    const own = isAdapted(m) ? m.parameters() : new Map();
+    const feeds: Record<string, HostTensor> = {};
+    for (const name of names) {
+      const t = own.get(name) ?? (base.weights.has(name) ? base.weights.get(name) : undefined);
+      if (!t) throw new GenerationError(`the adapted model built a parameter "${name}" but parameters() does not hold it`);
+      feeds[name] = { dtype: 'float32', shape: t.shape, data: t.data };
+    }
+    return feeds;
+  };
+}

@@ -1,0 +1,127 @@
+// The two compiled sessions behind cached decoding: "prefill" runs the prompt and returns every
+// layer's keys/values; "decode" takes those as inputs (symbolic 'past' length) and returns them
+// grown by the new positions. Both slice the last position's logits in the graph, so one
+// vocabulary row per sequence leaves ONNX Runtime per step. The cache tensors come back from a
+// run and are fed to the next as they are (the same buffers, never copied element by element).
+
+import { Graph, type Value } from '../graph/ir.js';
+import * as o from '../graph/ops.js';
+import type { KV } from '../models/types.js';
+import { RuntimeSession, type HostTensor, type RuntimeOptions } from '../runtime/session.js';
+import { GenerationError } from './config.js';
+import { type InferenceModel, baseModel, inferenceContext, paramFeeds } from './model.js';
+
+/** Every layer's keys and values, [batch, kvHeads, length, headDim], as the last run returned them. */
+export interface KVCache {
+  keys: HostTensor[];
+  values: HostTensor[];
+  /** positions held (the tensors' third dim) */
+  length: number;
+}
+
+export interface StepInputs {
+  batch: number;
+  /** new positions per row */
+  seq: number;
+  /** int64 [batch, seq] */
+  inputIds: BigInt64Array;
+  /** int64 [batch, cache length + seq]: 1 = token, 0 = padding */
+  attentionMask: BigInt64Array;
+  /** int64 [batch, seq] */
+  positionIds: BigInt64Array;
+}
+
+export interface StepOutput {
+  /** float32 [batch, vocab]: the logits of each row's last position */
+  logits: Float32Array;
+  cache: KVCache;
+}
+
+const keyName = (prefix: string, i: number): string => `${prefix}.${i}.key`;
+const valueName = (prefix: string, i: number): string => `${prefix}.${i}.value`;
+
+function buildStep(model: InferenceModel, withPast: boolean): { graph: Graph; outputs: Record<string, Value>; params: () => Record<string, HostTensor> } {
+  const base = baseModel(model);
+  const g = new Graph();
+  const ctx = inferenceContext(model, g);
+  const kvShape = ['batch', base.numKVHeads, 'past', base.headDim];
+  const past: KV[] | undefined = withPast
+    ? Array.from({ length: base.numLayers }, (_, i) => ({
+        key: g.input(keyName('past', i), 'float32', kvShape),
+        value: g.input(valueName('past', i), 'float32', kvShape),
+      }))
+    : undefined;
+  const inputIds = g.input('input_ids', 'int64', ['batch', 'seq']);
+  // Named like the concatenated keys' length, so shape inference sees mask and keys agree.
+  const attentionMask = g.input('attention_mask', 'int64', ['batch', withPast ? 'past+seq' : 'seq']);
+  const positionIds = g.input('position_ids', 'int64', ['batch', 'seq']);
+  const out = model.forward(ctx, { inputIds, attentionMask, positionIds, past });
+  const outputs: Record<string, Value> = { logits: o.squeeze(o.slice(out.logits, 1, -1), 1) };
+  out.presents.forEach((kv, i) => {
+    outputs[keyName('present', i)] = kv.key;
+    outputs[valueName('present', i)] = kv.value;
+  });
+  return { graph: g, outputs, params: paramFeeds(model, ctx) };
+}
+
+export class DecoderSessions {
+  private constructor(
+    private readonly prefillSession: RuntimeSession,
+    private readonly decodeSession: RuntimeSession,
+    private readonly prefillParams: () => Record<string, HostTensor>,
+    private readonly decodeParams: () => Record<string, HostTensor>,
+    readonly numLayers: number,
+    readonly vocabSize: number,
+  ) {}
+
+  static async create(model: InferenceModel, runtime: RuntimeOptions = {}): Promise<DecoderSessions> {
+    const base = baseModel(model);
+    if (!base.causal || base.task !== 'causal-lm') {
+      throw new GenerationError(`${base.dir} is a ${base.family} ${base.task} model; text generation needs a causal language model (GPT-2, Llama, ...)`);
+    }
+    const prefill = buildStep(model, false);
+    const decode = buildStep(model, true);
+    const vocab = prefill.outputs.logits!.shape[1];
+    if (typeof vocab !== 'number') throw new GenerationError('the model does not give a static vocabulary size for its logits');
+    const [ps, ds] = await Promise.all([
+      RuntimeSession.fromGraph(prefill.graph, prefill.outputs, { ...runtime, name: 'prefill' }),
+      RuntimeSession.fromGraph(decode.graph, decode.outputs, { ...runtime, name: 'decode' }),
+    ]);
+    return new DecoderSessions(ps, ds, prefill.params, decode.params, base.numLayers, vocab);
+  }
+
+  /** Runs the prompt (no cache yet). */
+  prefill(step: StepInputs): Promise<StepOutput> {
+    return this.run(this.prefillSession, this.prefillParams(), step);
+  }
+
+  /** Runs new positions on top of a cache. */
+  decode(step: StepInputs, cache: KVCache): Promise<StepOutput> {
+    const feeds = this.decodeParams();
+    for (let i = 0; i < this.numLayers; i++) {
+      feeds[keyName('past', i)] = cache.keys[i]!;
+      feeds[valueName('past', i)] = cache.values[i]!;
+    }
+    return this.run(this.decodeSession, feeds, step);
+  }
+
+  private async run(session: RuntimeSession, feeds: Record<string, HostTensor>, step: StepInputs): Promise<StepOutput> {
+    const { batch, seq } = step;
+    const total = step.attentionMask.length / batch;
+    feeds.input_ids = { dtype: 'int64', shape: [batch, seq], data: step.inputIds };
+    feeds.attention_mask = { dtype: 'int64', shape: [batch, total], data: step.attentionMask };
+    feeds.position_ids = { dtype: 'int64', shape: [batch, seq], data: step.positionIds };
+    const r = await session.run(feeds);
+    const keys: HostTensor[] = [];
+    const values: HostTensor[] = [];
+    for (let i = 0; i < this.numLayers; i++) {
+      keys.push(r[keyName('present', i)]!);
+      values.push(r[valueName('present', i)]!);
+    }
+    return { logits: r.logits!.data as Float32Array, cache: { keys, values, length: keys[0]!.shape[2]! } };
+  }
+
+  async dispose(): Promise<void> {
+    await Promise.all([this.prefillSession.dispose(), this.decodeSession.dispose()]);
+  }
+}

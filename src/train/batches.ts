@@ -1,0 +1,103 @@
+// Batches for the step: examples right-padded to the longest row (pad positions masked out and
+// labelled -100), drawn in a seeded per-epoch shuffled order. The stream's position (epoch, index
+// into that order) is all a checkpoint needs to continue with the very next batch.
+
+import { IGNORE_INDEX, type TokenizedExample } from './data.js';
+import { Rng, permutation } from './rng.js';
+
+/** One batch as the step session takes it: [batch, seq] int64 tensors, row-major. */
+export interface Batch {
+  size: number;
+  seq: number;
+  inputIds: BigInt64Array;
+  attentionMask: BigInt64Array;
+  labels: BigInt64Array;
+  /** real (unpadded) tokens */
+  tokens: number;
+}
+
+/** Right-pads rows to the longest one: pad id where there is no token, mask 0, label -100. */
+export function collate(rows: readonly TokenizedExample[], padId: number): Batch {
+  if (rows.length === 0) throw new Error('collate needs at least one example');
+  const seq = rows.reduce((m, r) => Math.max(m, r.inputIds.length), 0);
+  const n = rows.length * seq;
+  const inputIds = new BigInt64Array(n).fill(BigInt(padId));
+  const attentionMask = new BigInt64Array(n);
+  const labels = new BigInt64Array(n).fill(BigInt(IGNORE_INDEX));
+  let tokens = 0;
+  rows.forEach((r, b) => {
+    const off = b * seq;
+    for (let i = 0; i < r.inputIds.length; i++) {
+      inputIds[off + i] = BigInt(r.inputIds[i]!);
+      attentionMask[off + i] = 1n;
+      labels[off + i] = BigInt(r.labels[i]!);
+    }
+    tokens += r.inputIds.length;
+  });
+  return { size: rows.length, seq, inputIds, attentionMask, labels, tokens };
+}
+
+/** Where a batch stream stands: the epoch, and how many examples of its order were consumed. */
+export interface DataPosition {
+  epoch: number;
+  index: number;
+}
+
+/**
+ * An endless stream of training batches: epoch e visits every example once in the order of a
+ * permutation seeded by (seed, e); the last batch of an epoch may be smaller.
+ */
+export class BatchStream {
+  private order: Uint32Array;
+  private pos: DataPosition;
+
+  constructor(
+    private readonly examples: readonly TokenizedExample[],
+    private readonly batchSize: number,
+    private readonly padId: number,
+    private readonly seed: number,
+    private readonly shuffle = true,
+    start: DataPosition = { epoch: 0, index: 0 },
+  ) {
+    if (examples.length === 0) throw new Error('a batch stream needs examples');
+    if (!(Number.isInteger(batchSize) && batchSize > 0)) throw new Error(`batch size must be a positive integer, got ${batchSize}`);
+    if (start.index < 0 || start.index > examples.length) throw new Error(`data position ${start.index} is outside an epoch of ${examples.length} examples`);
+    this.pos = { ...start };
+    this.order = this.orderOf(start.epoch);
+  }
+
+  get batchesPerEpoch(): number {
+    return Math.ceil(this.examples.length / this.batchSize);
+  }
+
+  get position(): DataPosition {
+    return { ...this.pos };
+  }
+
+  /** Fractional epochs consumed, as transformers logs "epoch". */
+  get epochProgress(): number {
+    return this.pos.epoch + this.pos.index / this.examples.length;
+  }
+
+  private orderOf(epoch: number): Uint32Array {
+    if (!this.shuffle) return Uint32Array.from(this.examples.keys());
+    return permutation(this.examples.length, Rng.fromSeed(this.seed, 1000 + epoch));
+  }
+
+  next(): Batch {
+    if (this.pos.index >= this.examples.length) {
+      this.pos = { epoch: this.pos.epoch + 1, index: 0 };
+      this.order = this.orderOf(this.pos.epoch);
+    }
+    const end = Math.min(this.pos.index + this.batchSize, this.examples.length);
+    const rows: TokenizedExample[] = [];
+    for (let i = this.pos.index; i < end; i++) rows.push(this.examples[this.order[i]!]!);
+    this.pos.index = end;
+    return collate(rows, this.padId);
+  }
+}
+
+/** Evaluation batches: every example once, in file order. */
+export function* evalBatches(examples: readonly TokenizedExample[], batchSize: number, padId: number): Generator<Batch> {
+  for (let s = 0; s < examples.length; s += batchSize) yield collate(examples.slice(s, s + batchSize), padId);
+}

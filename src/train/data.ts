@@ -1,0 +1,266 @@
+// Training data from jsonl files: {"text"}, {"prompt","completion"} (loss on the completion only)
+// and {"messages"} conversations rendered with the tokenizer's chat template (loss on assistant
+// turns only), tokenized the way TRL's SFTTrainer does, then truncated or packed to max-len.
+
+import { readFile } from 'node:fs/promises';
+import type { ChatMessage, Tokenizer } from '../io/tokenizer.js';
+import { DatasetError } from './errors.js';
+import { Rng, permutation } from './rng.js';
+
+/** Label of a position that takes no part in the loss (transformers' ignore_index). */
+export const IGNORE_INDEX = -100;
+
+export type DatasetFormat = 'text' | 'prompt-completion' | 'messages';
+
+/** One tokenized training sequence; labels are input ids, or IGNORE_INDEX where no loss is taken. */
+export interface TokenizedExample {
+  inputIds: number[];
+  labels: number[];
+}
+
+export interface JsonlRecord {
+  /** 1-based line number in the file */
+  line: number;
+  value: Record<string, unknown>;
+}
+
+export interface TokenizeOptions {
+  /** file name for error messages */
+  file?: string;
+  /** a Jinja chat template to use instead of the tokenizer's own (messages datasets) */
+  chatTemplate?: string;
+}
+
+export interface PrepareOptions {
+  /** longest sequence (tokens); longer examples are cut on the right, packed blocks have this length */
+  maxLength: number;
+  /** concatenate every example and cut the stream into maxLength blocks instead of one example per row */
+  packing?: boolean;
+}
+
+export interface PreparedExamples {
+  examples: TokenizedExample[];
+  /** examples (or packed blocks) left out because no position of theirs carries a label */
+  dropped: number;
+}
+
+/** Reads a jsonl file: one JSON object per non-blank line. */
+export async function readJsonl(file: string): Promise<JsonlRecord[]> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'the file does not exist' : code === 'EISDIR' ? 'it is a folder, not a file' : (e as Error).message;
+    throw new DatasetError(`cannot read the dataset: ${why}; pass a .jsonl file with one JSON object per line`, { file });
+  }
+  return parseJsonl(text, file);
+}
+
+/** Parses jsonl text (the part of readJsonl that does not touch the disk). */
+export function parseJsonl(text: string, file?: string): JsonlRecord[] {
+  const records: JsonlRecord[] = [];
+  const lines = text.split('\n');
+  lines.forEach((raw, i) => {
+    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    if (line.trim() === '') return;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (e) {
+      throw new DatasetError(`not valid JSON (${(e as Error).message}); each line must be one JSON object`, { file, line: i + 1 });
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      throw new DatasetError(`expected a JSON object, found ${Array.isArray(value) ? 'an array' : JSON.stringify(value)}`, { file, line: i + 1 });
+    }
+    records.push({ line: i + 1, value: value as Record<string, unknown> });
+  });
+  if (records.length === 0) throw new DatasetError('the dataset is empty: it has no JSON lines', { file });
+  return records;
+}
+
+function formatOf(r: JsonlRecord, file?: string): DatasetFormat {
+  const v = r.value;
+  if ('messages' in v) return 'messages';
+  if ('prompt' in v || 'completion' in v) {
+    if (!('prompt' in v) || !('completion' in v)) {
+      throw new DatasetError(`a prompt/completion record needs both fields, found only "${'prompt' in v ? 'prompt' : 'completion'}"`, { file, line: r.line });
+    }
+    return 'prompt-completion';
+  }
+  if ('text' in v) return 'text';
+  const keys = Object.keys(v);
+  throw new DatasetError(
+    `unrecognized record with fields ${keys.length ? keys.map((k) => `"${k}"`).join(', ') : '(none)'}; ` +
+      'each line needs {"text": ...}, {"prompt": ..., "completion": ...} or {"messages": [{"role": ..., "content": ...}, ...]}',
+    { file, line: r.line },
+  );
+}
+
+function stringField(r: JsonlRecord, key: string, file?: string): string {
+  const x = r.value[key];
+  if (typeof x !== 'string') throw new DatasetError(`field "${key}" must be a string, found ${x === null ? 'null' : typeof x}`, { file, line: r.line });
+  return x;
+}
+
+function messagesField(r: JsonlRecord, file?: string): ChatMessage[] {
+  const m = r.value.messages;
+  if (!Array.isArray(m) || m.length === 0) throw new DatasetError('field "messages" must be a non-empty array of {"role", "content"} objects', { file, line: r.line });
+  m.forEach((msg, i) => {
+    if (typeof msg !== 'object' || msg === null || typeof (msg as ChatMessage).role !== 'string' || typeof (msg as ChatMessage).content !== 'string') {
+      throw new DatasetError(`messages[${i}] must be an object with string "role" and "content"`, { file, line: r.line });
+    }
+  });
+  if (!m.some((msg: ChatMessage) => msg.role === 'assistant')) {
+    throw new DatasetError('the conversation has no "assistant" message, so there is nothing to train on', { file, line: r.line });
+  }
+  return m as ChatMessage[];
+}
+
+function withEos(ids: number[], eos: number | undefined): number[] {
+  return eos !== undefined && ids[ids.length - 1] !== eos ? [...ids, eos] : ids;
+}
+
+/**
+ * Tokenizes records of one format (a file mixing formats is an error), as TRL's SFTTrainer does:
+ * text and prompt/completion get the tokenizer's special tokens and an EOS at the end; a
+ * conversation is its chat template's rendering, whose own end-of-turn tokens end it.
+ */
+export function tokenizeRecords(records: readonly JsonlRecord[], tokenizer: Tokenizer, opts: TokenizeOptions = {}): { format: DatasetFormat; examples: TokenizedExample[] } {
+  const file = opts.file;
+  if (records.length === 0) throw new DatasetError('the dataset is empty', { file });
+  const format = formatOf(records[0]!, file);
+  const eos = tokenizer.eosTokenId;
+  if (format === 'messages' && opts.chatTemplate === undefined && tokenizer.chatTemplate === undefined) {
+    throw new DatasetError(
+      `the dataset holds conversations ("messages") but the tokenizer in ${tokenizer.dir} has no chat template; ` +
+        'use the tokenizer of a chat model or pass a template file with --chat-template',
+      { file },
+    );
+  }
+  const examples = records.map((r) => {
+    const f = formatOf(r, file);
+    if (f !== format) throw new DatasetError(`this record is ${f} but earlier ones are ${format}; use one format per file`, { file, line: r.line });
+    switch (format) {
+      case 'text': {
+        const ids = withEos(tokenizer.encode(stringField(r, 'text', file)), eos);
+        return { inputIds: ids, labels: [...ids] };
+      }
+      case 'prompt-completion': {
+        const prompt = stringField(r, 'prompt', file);
+        const completion = stringField(r, 'completion', file);
+        const promptIds = tokenizer.encode(prompt);
+        const ids = withEos(tokenizer.encode(prompt + completion), eos);
+        const cut = Math.min(promptIds.length, ids.length);
+        return { inputIds: ids, labels: ids.map((t, i) => (i < cut ? IGNORE_INDEX : t)) };
+      }
+      case 'messages':
+        return tokenizeConversation(messagesField(r, file), tokenizer, opts.chatTemplate, r.line, file);
+    }
+  });
+  return { format, examples };
+}
+
+/**
+ * Renders a conversation and labels its assistant turns. The span of assistant turn i is what
+ * rendering messages[0..i] adds to rendering messages[0..i) with the generation prompt; the text is
+ * tokenized span by span so every label boundary falls on a token boundary.
+ */
+function tokenizeConversation(messages: ChatMessage[], tokenizer: Tokenizer, chatTemplate: string | undefined, line: number, file?: string): TokenizedExample {
+  const render = (upTo: number, addGenerationPrompt: boolean): string => {
+    try {
+      return tokenizer.applyChatTemplate(messages.slice(0, upTo), { chatTemplate, addGenerationPrompt });
+    } catch (e) {
+      throw new DatasetError(`the chat template cannot render this conversation: ${(e as Error).message}`, { file, line });
+    }
+  };
+  const full = render(messages.length, false);
+  const spans: [number, number][] = [];
+  messages.forEach((m, i) => {
+    if (m.role !== 'assistant') return;
+    const before = render(i, true);
+    const through = render(i + 1, false);
+    if (!through.startsWith(before) || !full.startsWith(through)) {
+      throw new DatasetError(
+        `the chat template does not render conversations prefix by prefix (turn ${i} changes earlier text), so assistant turns cannot be located; ` +
+          'use a template whose output for the first k messages is a prefix of its output for all of them',
+        { file, line },
+      );
+    }
+    if (through.length > before.length) spans.push([before.length, through.length]);
+  });
+  const inputIds: number[] = [];
+  const labels: number[] = [];
+  let pos = 0;
+  const emit = (end: number, learn: boolean): void => {
+    if (end <= pos) return;
+    const ids = tokenizer.encode(full.slice(pos, end), { addSpecialTokens: false });
+    inputIds.push(...ids);
+    labels.push(...(learn ? ids : ids.map(() => IGNORE_INDEX)));
+    pos = end;
+  };
+  for (const [start, end] of spans) {
+    emit(Math.max(start, pos), false);
+    emit(end, true);
+  }
+  emit(full.length, false);
+  return { inputIds, labels };
+}
+
+/** True when some position after the first carries a label (causal LMs predict token t from t-1). */
+export function hasLearnableLabel(ex: TokenizedExample): boolean {
+  for (let i = 1; i < ex.labels.length; i++) if (ex.labels[i] !== IGNORE_INDEX) return true;
+  return false;
+}
+
+/**
+ * Cuts examples to maxLength (right side), or with packing concatenates them in order and splits
+ * the stream into maxLength blocks (the last one shorter); drops rows with nothing to learn.
+ */
+export function prepareExamples(examples: readonly TokenizedExample[], opts: PrepareOptions & { file?: string }): PreparedExamples {
+  const { maxLength } = opts;
+  if (!Number.isInteger(maxLength) || maxLength < 2) throw new DatasetError(`max length must be an integer of at least 2, got ${maxLength}`, { file: opts.file });
+  let rows: TokenizedExample[];
+  if (opts.packing) {
+    const ids: number[] = [];
+    const labels: number[] = [];
+    for (const ex of examples) {
+      for (let i = 0; i < ex.inputIds.length; i++) {
+        ids.push(ex.inputIds[i]!);
+        labels.push(ex.labels[i]!);
+      }
+    }
+    rows = [];
+    for (let s = 0; s < ids.length; s += maxLength) rows.push({ inputIds: ids.slice(s, s + maxLength), labels: labels.slice(s, s + maxLength) });
+  } else {
+    rows = examples.map((ex) => (ex.inputIds.length > maxLength ? { inputIds: ex.inputIds.slice(0, maxLength), labels: ex.labels.slice(0, maxLength) } : ex));
+  }
+  const kept = rows.filter(hasLearnableLabel);
+  if (kept.length === 0) {
+    throw new DatasetError(
+      `no example has a token to learn from after ${opts.packing ? 'packing' : 'truncation'} to max length ${maxLength} ` +
+        '(prompts fill the whole window, or examples are one token long); raise --max-len or shorten the prompts',
+      { file: opts.file },
+    );
+  }
+  return { examples: kept, dropped: rows.length - kept.length };
+}
+
+/** Splits off ceil(fraction * n) examples for evaluation, chosen by a seeded shuffle. */
+export function splitForEval<T>(examples: readonly T[], fraction: number, seed: number): { train: T[]; eval: T[] } {
+  if (!(fraction > 0 && fraction < 1)) throw new DatasetError(`the eval split must be a fraction between 0 and 1 (exclusive), got ${fraction}`);
+  const n = examples.length;
+  const nEval = Math.ceil(n * fraction);
+  if (n - nEval < 1) throw new DatasetError(`the dataset has ${n} example(s), too few to split off ${fraction * 100}% for evaluation; add examples or pass --eval-data`);
+  const order = permutation(n, Rng.fromSeed(seed, 0x5e1));
+  const evalIdx = new Set(Array.from(order.subarray(0, nEval)));
+  const train: T[] = [];
+  const ev: T[] = [];
+  examples.forEach((ex, i) => (evalIdx.has(i) ? ev : train).push(ex));
+  return { train, eval: ev };
+}
+
+/** readJsonl + tokenizeRecords. */
+export async function loadDataset(file: string, tokenizer: Tokenizer, opts: Omit<TokenizeOptions, 'file'> = {}): Promise<{ format: DatasetFormat; examples: TokenizedExample[] }> {
+  return tokenizeRecords(await readJsonl(file), tokenizer, { ...opts, file });
+}

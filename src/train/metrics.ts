@@ -1,0 +1,63 @@
+// The machine-readable log of a run: one JSON object per optimizer step and per evaluation in
+// metrics.jsonl, named as transformers' log_history names them. On resume the file is rewritten
+// from the checkpoint's history, so steps redone after the checkpoint are not logged twice.
+
+import { appendFile, writeFile, rename } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+export interface TrainRecord {
+  kind: 'train';
+  step: number;
+  /** fractional epochs consumed */
+  epoch: number;
+  /** mean loss over the step's micro-batches */
+  loss: number;
+  learning_rate: number;
+  /** global gradient norm before clipping */
+  grad_norm: number;
+  /** real tokens in the step's micro-batches */
+  tokens: number;
+  tokens_per_second: number;
+  elapsed_s: number;
+}
+
+export interface EvalRecord {
+  kind: 'eval';
+  step: number;
+  epoch: number;
+  /** token-weighted mean loss over the eval set */
+  eval_loss: number;
+  eval_perplexity: number;
+  eval_tokens: number;
+}
+
+export type MetricRecord = TrainRecord | EvalRecord;
+
+export class MetricsLog {
+  constructor(readonly path: string) {}
+
+  /** Replaces the file with `records` (atomically: temp file, then rename). */
+  async reset(records: readonly MetricRecord[]): Promise<void> {
+    const tmp = join(dirname(this.path), `.${basename(this.path)}.${process.pid}.tmp`);
+    await writeFile(tmp, records.map((r) => JSON.stringify(r) + '\n').join(''));
+    await rename(tmp, this.path);
+  }
+
+  async append(record: MetricRecord): Promise<void> {
+    await appendFile(this.path, JSON.stringify(record) + '\n');
+  }
+}
+
+/** Reads metrics.jsonl back (skipping a torn last line a crash may leave). */
+export function parseMetrics(text: string): MetricRecord[] {
+  const out: MetricRecord[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      out.push(JSON.parse(line) as MetricRecord);
+    } catch {
+      break;
+    }
+  }
+  return out;
+}

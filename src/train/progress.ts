@@ -1,0 +1,98 @@
+// What a run shows while it trains: a cli-progress bar (step, loss, lr, tokens/s, ETA) on a
+// terminal, plain log lines when the output is a file or a pipe, or nothing at all.
+
+import cliProgress from 'cli-progress';
+import type { EvalRecord, TrainRecord } from './metrics.js';
+
+export interface ProgressReporter {
+  /** training begins (or resumes) at `startStep` of `totalSteps` */
+  start(totalSteps: number, startStep: number): void;
+  step(record: TrainRecord, etaSeconds: number): void;
+  eval(record: EvalRecord): void;
+  /** a line of text outside the bar */
+  message(text: string): void;
+  stop(): void;
+}
+
+export const silentProgress: ProgressReporter = { start() {}, step() {}, eval() {}, message() {}, stop() {} };
+
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return '?';
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+const fmtLoss = (x: number): string => (Number.isFinite(x) ? x.toFixed(4) : String(x));
+const fmtLr = (x: number): string => x.toExponential(2);
+
+/** One line per `every` steps (and the last), one per evaluation. */
+export class LineProgress implements ProgressReporter {
+  private total = 0;
+  constructor(
+    private readonly out: NodeJS.WritableStream = process.stderr,
+    private readonly every = 1,
+  ) {}
+  start(totalSteps: number, startStep: number): void {
+    this.total = totalSteps;
+    this.out.write(startStep > 0 ? `resuming at step ${startStep}/${totalSteps}\n` : `training for ${totalSteps} steps\n`);
+  }
+  step(r: TrainRecord, eta: number): void {
+    if (r.step % this.every !== 0 && r.step !== this.total) return;
+    this.out.write(
+      `step ${r.step}/${this.total} | loss ${fmtLoss(r.loss)} | lr ${fmtLr(r.learning_rate)} | grad_norm ${r.grad_norm.toFixed(3)} | ` +
+        `${Math.round(r.tokens_per_second)} tok/s | epoch ${r.epoch.toFixed(2)} | ETA ${formatDuration(eta)}\n`,
+    );
+  }
+  eval(r: EvalRecord): void {
+    this.out.write(`eval @ step ${r.step} | eval_loss ${fmtLoss(r.eval_loss)} | perplexity ${r.eval_perplexity.toFixed(3)}\n`);
+  }
+  message(text: string): void {
+    this.out.write(`${text}\n`);
+  }
+  stop(): void {}
+}
+
+/** A live bar for terminals. */
+export class BarProgress implements ProgressReporter {
+  private bar: cliProgress.SingleBar | null = null;
+  private evalText = '-';
+  constructor(private readonly out: NodeJS.WritableStream = process.stderr) {}
+  start(totalSteps: number, startStep: number): void {
+    this.bar = new cliProgress.SingleBar(
+      {
+        format: 'train |{bar}| {value}/{total} | loss {loss} | lr {lr} | {tps} tok/s | eval {eval} | ETA {eta}',
+        stream: this.out,
+        hideCursor: true,
+        barsize: 24,
+        etaBuffer: 20,
+      },
+      cliProgress.Presets.shades_classic,
+    );
+    this.bar.start(totalSteps, startStep, { loss: '-', lr: '-', tps: '-', eval: this.evalText, eta: '?' });
+  }
+  step(r: TrainRecord, eta: number): void {
+    this.bar?.update(r.step, { loss: fmtLoss(r.loss), lr: fmtLr(r.learning_rate), tps: String(Math.round(r.tokens_per_second)), eval: this.evalText, eta: formatDuration(eta) });
+  }
+  eval(r: EvalRecord): void {
+    this.evalText = fmtLoss(r.eval_loss);
+    this.bar?.update({ eval: this.evalText });
+  }
+  message(text: string): void {
+    if (this.bar) {
+      // Print above the bar: clear its line, write, and let the next update redraw it.
+      this.out.write(`\r\x1b[2K${text}\n`);
+      this.bar.render();
+    } else this.out.write(`${text}\n`);
+  }
+  stop(): void {
+    this.bar?.stop();
+    this.bar = null;
+  }
+}
+
+/** The bar on a TTY, log lines otherwise. */
+export function progressFor(stream: NodeJS.WriteStream = process.stderr, every = 1): ProgressReporter {
+  return stream.isTTY ? new BarProgress(stream) : new LineProgress(stream, every);
+}

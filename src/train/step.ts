@@ -1,0 +1,190 @@
+// The step compiler: builds an adapted model's forward pass, loss and the gradients of every
+// trainable tensor it created into ONE ONNX Runtime session with symbolic batch/seq dims, so a
+// training step is one session.run; plus a loss-only session (no dropout) for evaluation.
+
+import { grad } from '../autodiff/grad.js';
+import { Graph, type Value } from '../graph/ir.js';
+import type { DType, HostArray } from '../graph/types.js';
+import { BuildContext, evalDim } from '../nn/context.js';
+import { type HostTensor, type RuntimeOptions, RuntimeSession } from '../runtime/session.js';
+import type { AdaptedModel, TrainableTensor } from '../tuners/types.js';
+import type { Batch } from './batches.js';
+import { IGNORE_INDEX } from './data.js';
+import { TrainError } from './errors.js';
+import type { Rng } from './rng.js';
+
+export type StepOptions = Pick<RuntimeOptions, 'threads' | 'executionProvider' | 'graphOptimization'>;
+
+/** A Dropout whose keep-mask is a graph input: the step draws the mask from the trainer's RNG. */
+interface DropoutFeed {
+  name: string;
+  shape: readonly (number | string)[];
+  ratio: number;
+}
+
+const BATCH_INPUTS = ['input_ids', 'attention_mask', 'labels'] as const;
+const LOSS_SCALE = 'loss_scale';
+export const gradName = (param: string): string => `grad.${param}`;
+
+interface BuiltGraph {
+  graph: Graph;
+  loss: Value;
+  params: Map<string, Value>;
+  dropouts: DropoutFeed[];
+}
+
+function buildLossGraph(model: AdaptedModel, training: boolean): BuiltGraph {
+  if (model.base.task !== 'causal-lm') {
+    throw new TrainError(`the trainer fine-tunes causal language models; ${model.base.family} is loaded as a ${model.base.task} model`);
+  }
+  const graph = new Graph();
+  const ctx = new BuildContext(graph, model.base.weights, { trainable: model.trainableBaseWeights(), training });
+  const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
+  const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
+  const labels = graph.input('labels', 'int64', ['batch', 'seq']);
+  const out = model.forward(ctx, { inputIds, attentionMask });
+  const loss = model.loss(out.logits, labels);
+  if (loss.rank !== 0 || loss.dtype !== 'float32') throw new TrainError(`the ${model.peftType} model's loss must be a float32 scalar, got ${loss.toString()}`);
+
+  const tensors = model.parameters();
+  const params = new Map(ctx.params);
+  for (const [name, v] of params) {
+    const t = tensors.get(name);
+    if (!t) throw new TrainError(`the ${model.peftType} model created the trainable tensor "${name}" in its graph but parameters() does not hold it`);
+    if (t.shape.length !== v.rank || t.shape.some((d, i) => d !== v.shape[i])) {
+      throw new TrainError(`trainable tensor "${name}" is [${t.shape}] in parameters() but [${v.shape}] in the graph`);
+    }
+  }
+  if (params.size === 0) throw new TrainError(`the ${model.peftType} model has no trainable tensors in its graph; check the target modules`);
+
+  // Masks made with ctx.dropout, or any Dropout whose keep-mask is a graph input.
+  const dropouts: DropoutFeed[] = [];
+  for (const n of graph.nodes) {
+    if (n.op !== 'Dropout') continue;
+    const mask = n.inputs[1]!;
+    if (mask.kind === 'input' && !dropouts.some((d) => d.name === mask.name)) dropouts.push({ name: mask.name, shape: mask.shape, ratio: (n.attrs as { ratio: number }).ratio });
+  }
+  for (const v of graph.inputs) {
+    if ((BATCH_INPUTS as readonly string[]).includes(v.name) || dropouts.some((d) => d.name === v.name)) continue;
+    throw new TrainError(`the ${model.peftType} model's graph needs an input "${v.name}" the trainer cannot feed (it feeds input_ids, attention_mask, labels and dropout masks)`);
+  }
+  return { graph, loss, params, dropouts };
+}
+
+/** The size of a symbolic dim ("batch", "seq", "batch*seq", "seq-1", ...) for one batch. */
+export function resolveDim(d: number | string, vars: Record<string, number>): number {
+  try {
+    return evalDim(d, new Map(Object.entries(vars)));
+  } catch (e) {
+    throw new TrainError(`cannot size a dropout mask for this batch: ${(e as Error).message}`);
+  }
+}
+
+function batchFeeds(batch: Batch): Record<string, HostTensor> {
+  const shape = [batch.size, batch.seq];
+  return {
+    input_ids: { dtype: 'int64', shape, data: batch.inputIds },
+    attention_mask: { dtype: 'int64', shape, data: batch.attentionMask },
+    labels: { dtype: 'int64', shape, data: batch.labels },
+  };
+}
+
+function paramFeeds(names: Iterable<string>, params: Map<string, TrainableTensor>, into: Record<string, HostTensor>): void {
+  for (const name of names) {
+    const p = params.get(name);
+    if (!p) throw new TrainError(`trainable tensor "${name}" is missing from the model's parameters`);
+    into[name] = { dtype: 'float32' as DType, shape: p.shape, data: p.data as HostArray };
+  }
+}
+
+/** Label positions that count in a causal-LM loss: labels[:, 1:] != -100. */
+export function countLossTokens(batch: Batch): number {
+  let n = 0;
+  const ignore = BigInt(IGNORE_INDEX);
+  for (let b = 0; b < batch.size; b++) for (let i = 1; i < batch.seq; i++) if (batch.labels[b * batch.seq + i] !== ignore) n++;
+  return n;
+}
+
+export interface StepResult {
+  /** the unscaled mean loss of the batch */
+  loss: number;
+  /** gradients of loss * lossScale, by parameter name */
+  grads: Map<string, Float32Array>;
+}
+
+/** Forward + loss + backward of an adapted model as one session. */
+export class TrainStep {
+  private constructor(
+    private readonly session: RuntimeSession,
+    readonly paramNames: readonly string[],
+    private readonly dropouts: readonly DropoutFeed[],
+  ) {}
+
+  static async compile(model: AdaptedModel, opts: StepOptions = {}): Promise<TrainStep> {
+    const { graph, loss, params, dropouts } = buildLossGraph(model, true);
+    const scale = graph.input(LOSS_SCALE, 'float32', []);
+    const names = [...params.keys()];
+    const grads = grad(loss, [...params.values()], scale);
+    const outputs: Record<string, Value> = { loss };
+    names.forEach((n, i) => (outputs[gradName(n)] = grads[i]!));
+    const session = await RuntimeSession.fromGraph(graph, outputs, { ...opts, name: `${model.peftType} train step` });
+    return new TrainStep(session, names, dropouts);
+  }
+
+  /** Dropout ratios of the masks this step draws (empty when the model has no dropout). */
+  get dropoutRatios(): number[] {
+    return this.dropouts.map((d) => d.ratio);
+  }
+
+  async run(batch: Batch, params: Map<string, TrainableTensor>, opts: { lossScale?: number; rng?: Rng } = {}): Promise<StepResult> {
+    const feeds: Record<string, HostTensor> = batchFeeds(batch);
+    feeds[LOSS_SCALE] = { dtype: 'float32', shape: [], data: Float32Array.of(opts.lossScale ?? 1) };
+    paramFeeds(this.paramNames, params, feeds);
+    for (const d of this.dropouts) {
+      if (!opts.rng) throw new TrainError('this model uses dropout, so the train step needs an rng to draw masks from');
+      const shape = d.shape.map((x) => resolveDim(x, { batch: batch.size, seq: batch.seq }));
+      const n = shape.reduce((p, q) => p * q, 1);
+      const keep = new Uint8Array(n);
+      for (let i = 0; i < n; i++) keep[i] = opts.rng.nextFloat() >= d.ratio ? 1 : 0;
+      feeds[d.name] = { dtype: 'bool', shape, data: keep };
+    }
+    const out = await this.session.run(feeds);
+    const grads = new Map<string, Float32Array>();
+    for (const name of this.paramNames) grads.set(name, out[gradName(name)]!.data as Float32Array);
+    return { loss: out.loss!.data[0] as number, grads };
+  }
+
+  async dispose(): Promise<void> {
+    await this.session.dispose();
+  }
+}
+
+/** The loss of an adapted model without dropout, for evaluation. */
+export class EvalStep {
+  private constructor(
+    private readonly session: RuntimeSession,
+    readonly paramNames: readonly string[],
+  ) {}
+
+  static async compile(model: AdaptedModel, opts: StepOptions = {}): Promise<EvalStep> {
+    const { graph, loss, params, dropouts } = buildLossGraph(model, false);
+    if (dropouts.length) throw new TrainError(`the ${model.peftType} model draws dropout masks even when built for evaluation`);
+    const session = await RuntimeSession.fromGraph(graph, { loss }, { ...opts, name: `${model.peftType} eval step` });
+    return new EvalStep(session, [...params.keys()]);
+  }
+
+  /** The mean loss of the batch and how many label tokens it averages over. */
+  async run(batch: Batch, params: Map<string, TrainableTensor>): Promise<{ loss: number; tokens: number }> {
+    const feeds: Record<string, HostTensor> = batchFeeds(batch);
+    paramFeeds(this.paramNames, params, feeds);
+    const out = await this.session.run(feeds, ['loss']);
+    return { loss: out.loss!.data[0] as number, tokens: countLossTokens(batch) };
+  }
+
+  async dispose(): Promise<void> {
+    await this.session.dispose();
+  }
+}
+
+export const compileTrainStep = TrainStep.compile;
+export const compileEvalStep = EvalStep.compile;

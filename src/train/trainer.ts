@@ -1,0 +1,417 @@
+// The training loop: AdamW with a learning-rate schedule, gradient accumulation (each micro-batch
+// loss divided by the accumulation steps, as transformers does), norm clipping, periodic eval and
+// checkpoints, exact resume, a metrics log and loss plot, and a clean stop on request or NaN.
+
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { AdaptedModel } from '../tuners/types.js';
+import { AdamW, clipGradNorm } from './adamw.js';
+import { BatchStream, evalBatches } from './batches.js';
+import { CHECKPOINTS_DIR, type Checkpoint, type RunSignature, listCheckpoints, loadCheckpoint, removeStaleTemps, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
+import type { TokenizedExample } from './data.js';
+import { CheckpointError, TrainError } from './errors.js';
+import { type EvalRecord, type MetricRecord, MetricsLog, type TrainRecord } from './metrics.js';
+import { writeLossPlot } from './plot.js';
+import { type ProgressReporter, silentProgress } from './progress.js';
+import { Rng } from './rng.js';
+import { LrSchedule, type ScheduleName, warmupStepsFor } from './schedule.js';
+import { EvalStep, type StepOptions, TrainStep } from './step.js';
+
+export const METRICS_FILE = 'metrics.jsonl';
+export const PLOT_FILE = 'loss.svg';
+
+export interface TrainerOptions {
+  /** where the final adapter, metrics.jsonl, loss.svg and checkpoints/ go */
+  outputDir: string;
+  /** pad token id for right padding (the tokenizer's pad token, else its EOS) */
+  padTokenId: number;
+  /** peak learning rate (default 5e-5, transformers' default) */
+  learningRate?: number;
+  /** AdamW decoupled weight decay on decayParameters() (default 0) */
+  weightDecay?: number;
+  adamBetas?: [number, number];
+  adamEps?: number;
+  /** examples per micro-batch (default 8) */
+  batchSize?: number;
+  /** micro-batches per optimizer step (default 1) */
+  gradAccum?: number;
+  /** passes over the data when maxSteps is not set (default 3) */
+  epochs?: number;
+  /** optimizer steps; overrides epochs */
+  maxSteps?: number;
+  schedule?: ScheduleName;
+  warmupSteps?: number;
+  warmupRatio?: number;
+  /** clip the global gradient norm to this (default 1.0; 0 turns clipping off) */
+  maxGradNorm?: number;
+  /** evaluate every this many steps (0: only at the start and the end) */
+  evalEvery?: number;
+  /** evaluate the untrained model first (default true) */
+  evalAtStart?: boolean;
+  /** write a checkpoint every this many steps (0: none, except when stopped) */
+  saveEvery?: number;
+  /** seeds the data order and dropout masks (default 42) */
+  seed?: number;
+  /** a checkpoint folder or "latest" */
+  resume?: string;
+  /** start over in an output folder that holds an earlier run's checkpoints and metrics */
+  overwrite?: boolean;
+  progress?: ProgressReporter;
+  /** called after every optimizer step (tests use it to stop a run part-way) */
+  onStep?: (record: TrainRecord) => void | Promise<void>;
+  /** runtime options for the step sessions */
+  runtime?: StepOptions;
+}
+
+export interface EvalResult {
+  loss: number;
+  perplexity: number;
+  tokens: number;
+}
+
+export interface TrainResult {
+  outputDir: string;
+  globalStep: number;
+  totalSteps: number;
+  /** stopped by requestStop() (Ctrl-C) before totalSteps */
+  interrupted: boolean;
+  /** the mean loss of the last step */
+  finalLoss?: number;
+  /** eval loss of the untrained model, and at the end */
+  initialEvalLoss?: number;
+  finalEvalLoss?: number;
+  /** the last checkpoint this run wrote */
+  lastCheckpoint?: string;
+  metrics: MetricRecord[];
+}
+
+type Resolved = Required<Omit<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'runtime' | 'progress'>> &
+  Pick<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'runtime'> & { progress: ProgressReporter };
+
+function positiveInt(name: string, v: number): void {
+  if (!(Number.isInteger(v) && v > 0)) throw new TrainError(`${name} must be a positive integer, got ${v}`);
+}
+function nonNegative(name: string, v: number): void {
+  if (!(Number.isFinite(v) && v >= 0)) throw new TrainError(`${name} must be a finite number >= 0, got ${v}`);
+}
+
+/** A digest of tokenized examples: a resumed run must see the same data in the same order. */
+export function fingerprintExamples(examples: readonly TokenizedExample[]): string {
+  const h = createHash('sha256');
+  for (const ex of examples) {
+    h.update(Int32Array.from(ex.inputIds));
+    h.update(Int32Array.from(ex.labels));
+    h.update('|');
+  }
+  return h.digest('hex').slice(0, 16);
+}
+
+/** Optimizer steps of a run over `examples` training rows: maxSteps, or ceil(epochs * batches per epoch / accumulation). */
+export function totalStepsFor(examples: number, o: Pick<TrainerOptions, 'maxSteps' | 'epochs' | 'batchSize' | 'gradAccum'>): number {
+  if (o.maxSteps !== undefined) return o.maxSteps;
+  const batches = Math.ceil(examples / (o.batchSize ?? 8));
+  return Math.max(1, Math.ceil(((o.epochs ?? 3) * batches) / (o.gradAccum ?? 1)));
+}
+
+export class Trainer {
+  private readonly opts: Resolved;
+  private stop = false;
+  private readonly history: MetricRecord[] = [];
+
+  constructor(
+    readonly model: AdaptedModel,
+    readonly trainData: readonly TokenizedExample[],
+    readonly evalData: readonly TokenizedExample[] | undefined,
+    options: TrainerOptions,
+  ) {
+    this.opts = {
+      learningRate: 5e-5,
+      weightDecay: 0,
+      adamBetas: [0.9, 0.999],
+      adamEps: 1e-8,
+      batchSize: 8,
+      gradAccum: 1,
+      epochs: 3,
+      schedule: 'linear',
+      maxGradNorm: 1,
+      evalEvery: 0,
+      evalAtStart: true,
+      saveEvery: 0,
+      seed: 42,
+      overwrite: false,
+      ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
+      progress: options.progress ?? silentProgress,
+    } as Resolved;
+    const o = this.opts;
+    if (!o.outputDir) throw new TrainError('an output folder is required');
+    positiveInt('batch size', o.batchSize);
+    positiveInt('gradient accumulation steps', o.gradAccum);
+    nonNegative('learning rate', o.learningRate);
+    nonNegative('weight decay', o.weightDecay);
+    nonNegative('max grad norm', o.maxGradNorm);
+    nonNegative('eval every', o.evalEvery);
+    nonNegative('save every', o.saveEvery);
+    if (o.maxSteps !== undefined) positiveInt('steps', o.maxSteps);
+    else if (!(o.epochs > 0 && Number.isFinite(o.epochs))) throw new TrainError(`epochs must be a number > 0, got ${o.epochs}`);
+    if (o.warmupSteps !== undefined && !(Number.isInteger(o.warmupSteps) && o.warmupSteps >= 0)) throw new TrainError(`warmup steps must be an integer >= 0, got ${o.warmupSteps}`);
+    if (!Number.isInteger(o.seed)) throw new TrainError(`the seed must be an integer, got ${o.seed}`);
+    if (trainData.length === 0) throw new TrainError('the training set is empty');
+    if (evalData && evalData.length === 0) throw new TrainError('the evaluation set is empty; leave it out or give it examples');
+  }
+
+  /** Asks the run to stop after the step in progress, with a checkpoint written (Ctrl-C). */
+  requestStop(): void {
+    this.stop = true;
+  }
+
+  get stopRequested(): boolean {
+    return this.stop;
+  }
+
+  /** Optimizer steps the run makes: maxSteps, or ceil(epochs * batches per epoch / accumulation). */
+  get totalSteps(): number {
+    return totalStepsFor(this.trainData.length, this.opts);
+  }
+
+  private signature(totalSteps: number, warmupSteps: number): RunSignature {
+    const o = this.opts;
+    const params = [...this.model.parameters()].map(([n, t]) => `${n}:${t.shape.join('x')}`).join(',');
+    return {
+      method: this.model.peftType,
+      params: createHash('sha256').update(params).digest('hex').slice(0, 16),
+      train_data: fingerprintExamples(this.trainData),
+      learning_rate: o.learningRate,
+      weight_decay: o.weightDecay,
+      adam_beta1: o.adamBetas[0],
+      adam_beta2: o.adamBetas[1],
+      adam_epsilon: o.adamEps,
+      batch_size: o.batchSize,
+      gradient_accumulation_steps: o.gradAccum,
+      max_steps: totalSteps,
+      lr_scheduler_type: o.schedule,
+      warmup_steps: warmupSteps,
+      max_grad_norm: o.maxGradNorm,
+      seed: o.seed,
+      pad_token_id: o.padTokenId,
+    };
+  }
+
+  /** Token-weighted mean loss of the eval set with the current parameters. */
+  async evaluate(step?: EvalStep): Promise<EvalResult> {
+    if (!this.evalData) throw new TrainError('no evaluation set was given');
+    const own = step ?? (await EvalStep.compile(this.model, this.opts.runtime));
+    try {
+      let sum = 0;
+      let tokens = 0;
+      const params = this.model.parameters();
+      for (const batch of evalBatches(this.evalData, this.opts.batchSize, this.opts.padTokenId)) {
+        const r = await own.run(batch, params);
+        if (r.tokens === 0) continue;
+        sum += r.loss * r.tokens;
+        tokens += r.tokens;
+      }
+      const loss = sum / tokens;
+      return { loss, perplexity: Math.exp(loss), tokens };
+    } finally {
+      if (!step) await own.dispose();
+    }
+  }
+
+  async train(): Promise<TrainResult> {
+    const o = this.opts;
+    const out = o.outputDir;
+    const ckptDir = join(out, CHECKPOINTS_DIR);
+    const totalSteps = this.totalSteps;
+    const warmupSteps = warmupStepsFor(totalSteps, { warmupSteps: o.warmupSteps, warmupRatio: o.warmupRatio });
+    const signature = this.signature(totalSteps, warmupSteps);
+    const params = this.model.parameters();
+
+    // Everything that can be refused is checked before the output folder is touched.
+    let resumed: Checkpoint | undefined;
+    if (o.resume) {
+      const path = await resolveCheckpoint(out, o.resume);
+      resumed = await loadCheckpoint(path);
+      const diffs = Object.keys({ ...signature, ...resumed.state.signature })
+        .filter((k) => signature[k] !== resumed!.state.signature[k])
+        .map((k) => `${k}: checkpoint ${JSON.stringify(resumed!.state.signature[k])}, now ${JSON.stringify(signature[k])}`);
+      if (diffs.length) throw new CheckpointError(`cannot resume exactly from ${path}: the run settings differ (${diffs.join('; ')}); use the original settings`);
+      for (const [n, t] of params) {
+        const saved = resumed.params.get(n);
+        if (!saved || saved.length !== t.data.length) throw new CheckpointError(`checkpoint ${path} has no tensor "${n}" of ${t.data.length} values; it belongs to another model or method`);
+      }
+      if (resumed.state.globalStep >= totalSteps) throw new CheckpointError(`checkpoint ${path} is at step ${resumed.state.globalStep}, already the end of a ${totalSteps}-step run`);
+    } else if (!o.overwrite && ((await listCheckpoints(ckptDir)).length > 0 || existsSync(join(out, METRICS_FILE)))) {
+      throw new TrainError(`${out} already holds a run (checkpoints or ${METRICS_FILE}); continue it with --resume latest, or start over with --overwrite`);
+    }
+    const trainStep = await TrainStep.compile(this.model, o.runtime);
+    let evalStep: EvalStep | undefined;
+    try {
+      evalStep = this.evalData ? await EvalStep.compile(this.model, o.runtime) : undefined;
+      return await this.loop({ trainStep, evalStep, totalSteps, warmupSteps, signature, resumed, ckptDir });
+    } finally {
+      await trainStep.dispose();
+      await evalStep?.dispose();
+    }
+  }
+
+  private async loop(a: {
+    trainStep: TrainStep;
+    evalStep?: EvalStep;
+    totalSteps: number;
+    warmupSteps: number;
+    signature: RunSignature;
+    resumed?: Checkpoint;
+    ckptDir: string;
+  }): Promise<TrainResult> {
+    const o = this.opts;
+    const out = o.outputDir;
+    const { trainStep, evalStep, totalSteps, resumed } = a;
+    const params = this.model.parameters();
+    const decay = this.model.decayParameters();
+    const optimizer = new AdamW({ lr: o.learningRate, betas: o.adamBetas, eps: o.adamEps, weightDecay: o.weightDecay });
+    const schedule = new LrSchedule({ name: o.schedule, baseLr: o.learningRate, totalSteps, warmupSteps: a.warmupSteps });
+    let rng = Rng.fromSeed(o.seed, 7);
+    let step = 0;
+    let tokensSeen = 0;
+    let position = { epoch: 0, index: 0 };
+
+    await mkdir(out, { recursive: true });
+    if (o.overwrite && !resumed) {
+      await rm(a.ckptDir, { recursive: true, force: true });
+      await rm(join(out, METRICS_FILE), { force: true });
+    }
+    await removeStaleTemps(a.ckptDir);
+    this.history.length = 0;
+    if (resumed) {
+      for (const [n, t] of params) t.data.set(resumed.params.get(n)!);
+      optimizer.state = resumed.optimizer;
+      rng = Rng.fromState(resumed.rng);
+      step = resumed.state.globalStep;
+      tokensSeen = resumed.state.tokensSeen;
+      position = resumed.state.dataPosition;
+      this.history.push(...resumed.state.logHistory);
+    }
+    const metrics = new MetricsLog(join(out, METRICS_FILE));
+    await metrics.reset(this.history);
+    const stream = new BatchStream(this.trainData, o.batchSize, o.padTokenId, o.seed, true, position);
+    const startStep = step;
+    let lastCheckpoint: string | undefined;
+    let lastEvalStep = -1;
+    const record = async (r: MetricRecord): Promise<void> => {
+      this.history.push(r);
+      await metrics.append(r);
+    };
+    const runEval = async (): Promise<void> => {
+      if (!evalStep) return;
+      const e = await this.evaluate(evalStep);
+      const r: EvalRecord = { kind: 'eval', step, epoch: stream.epochProgress, eval_loss: e.loss, eval_perplexity: e.perplexity, eval_tokens: e.tokens };
+      await record(r);
+      o.progress.eval(r);
+      lastEvalStep = step;
+    };
+    const checkpoint = async (): Promise<void> => {
+      lastCheckpoint = await saveCheckpoint(
+        a.ckptDir,
+        {
+          state: { globalStep: step, totalSteps, dataPosition: stream.position, epoch: stream.epochProgress, tokensSeen, signature: a.signature, logHistory: [...this.history] },
+          params: new Map([...params].map(([n, t]) => [n, t.data])),
+          optimizer: optimizer.state,
+          schedule: schedule.toJSON(),
+          rng: rng.state(),
+        },
+        this.model,
+      );
+    };
+    const lastGood = (): string => {
+      const where = lastCheckpoint ?? (resumed ? 'the checkpoint this run resumed from' : undefined);
+      return where ? `the last good checkpoint (${where}) is kept; resume from it with a lower --lr` : 'no checkpoint was written yet; restart with a lower --lr or a smaller --max-grad-norm';
+    };
+
+    o.progress.start(totalSteps, step);
+    const t0 = performance.now();
+    let finalLoss: number | undefined;
+    try {
+      if (o.evalAtStart && step === 0) await runEval();
+      while (step < totalSteps && !this.stop) {
+        const ts = performance.now();
+        const lr = schedule.lrAt(step);
+        let acc: Map<string, Float32Array> | undefined;
+        let lossSum = 0;
+        let tokens = 0;
+        for (let k = 0; k < o.gradAccum; k++) {
+          const batch = stream.next();
+          const r = await trainStep.run(batch, params, { lossScale: 1 / o.gradAccum, rng });
+          if (!Number.isFinite(r.loss)) {
+            throw new TrainError(`the loss is ${r.loss} at step ${step + 1} (micro-batch ${k + 1} of ${o.gradAccum}); training stopped without applying it, and ${lastGood()}`);
+          }
+          lossSum += r.loss;
+          tokens += batch.tokens;
+          if (!acc) acc = r.grads;
+          else {
+            for (const [n, g] of r.grads) {
+              const dst = acc.get(n)!;
+              for (let i = 0; i < g.length; i++) dst[i]! += g[i]!;
+            }
+          }
+        }
+        const gradNorm = o.maxGradNorm > 0 ? clipGradNorm(acc!, o.maxGradNorm) : clipGradNorm(acc!, Infinity);
+        if (!Number.isFinite(gradNorm)) {
+          throw new TrainError(`the gradient norm is ${gradNorm} at step ${step + 1} (the loss was finite); training stopped without applying it, and ${lastGood()}`);
+        }
+        optimizer.step(params, acc!, { lr, decay });
+        step += 1;
+        tokensSeen += tokens;
+        finalLoss = lossSum / o.gradAccum;
+        const now = performance.now();
+        const r: TrainRecord = {
+          kind: 'train',
+          step,
+          epoch: stream.epochProgress,
+          loss: finalLoss,
+          learning_rate: lr,
+          grad_norm: gradNorm,
+          tokens,
+          tokens_per_second: tokens / Math.max(1e-9, (now - ts) / 1000),
+          elapsed_s: (now - t0) / 1000,
+        };
+        await record(r);
+        const perStep = (now - t0) / 1000 / (step - startStep);
+        o.progress.step(r, perStep * (totalSteps - step));
+        if (o.evalEvery > 0 && step % o.evalEvery === 0 && step < totalSteps) await runEval();
+        if (o.saveEvery > 0 && step % o.saveEvery === 0 && step < totalSteps) await checkpoint();
+        if (o.onStep) await o.onStep(r);
+      }
+      const interrupted = step < totalSteps;
+      if (interrupted) {
+        if (step > startStep) await checkpoint();
+        o.progress.stop();
+        o.progress.message(
+          step > startStep
+            ? `stopped at step ${step}/${totalSteps}; checkpoint written to ${lastCheckpoint}; continue with --resume latest`
+            : `stopped before step ${step + 1}; nothing new to save`,
+        );
+      } else {
+        if (lastEvalStep !== step) await runEval();
+        await this.model.savePretrained(out);
+        o.progress.stop();
+      }
+      const evals = this.history.filter((m): m is EvalRecord => m.kind === 'eval');
+      return {
+        outputDir: out,
+        globalStep: step,
+        totalSteps,
+        interrupted,
+        finalLoss,
+        initialEvalLoss: evals.find((e) => e.step === 0)?.eval_loss,
+        finalEvalLoss: evals.length ? evals[evals.length - 1]!.eval_loss : undefined,
+        lastCheckpoint,
+        metrics: [...this.history],
+      };
+    } finally {
+      o.progress.stop();
+      await writeLossPlot(join(out, PLOT_FILE), this.history, { title: `${this.model.peftType} fine-tuning loss` }).catch(() => undefined);
+    }
+  }
+}

@@ -1,0 +1,31 @@
+// IA3 (Liu et al. 2022, "Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper than
+// In-Context Learning") as peft implements it, plus the additive variant: the public surface.
+
+import type { PretrainedModel } from '../../models/types.js';
+import { ia3OptionsFromFields } from './config.js';
+import { loadIA3 } from './load.js';
+import { IA3Model } from './model.js';
+
+export {
+  type IA3Config,
+  type IA3Options,
+  type IA3Variant,
+  IA3_DEFAULT_FEEDFORWARD,
+  IA3_DEFAULT_TARGETS,
+  ia3ConfigFromJson,
+  ia3ConfigToJson,
+  ia3OptionsFromFields,
+  resolveIA3Config,
+} from './config.js';
+export { type IA3Target, ia3Hook, ia3VectorShape } from './layer.js';
+export { type CreateIA3Options, IA3Model } from './model.js';
+export { ia3ParamName, ia3SavedName, parseIa3SavedName } from './names.js';
+export { IA3_CONFIG_FILE, IA3_WEIGHTS_FILE, ia3StateDict, saveIA3 } from './save.js';
+export { loadIA3, readIA3Config } from './load.js';
+
+/** The registry entry (src/tuners/registry.ts): a new IA3 model from adapter_config.json-style fields, or a saved one. */
+export const ia3Tuner = {
+  create: async (base: PretrainedModel, fields: Record<string, unknown>, opts: { adapterName?: string; seed?: number } = {}): Promise<IA3Model> =>
+    IA3Model.create(base, { ...ia3OptionsFromFields(fields), seed: opts.seed, adapterName: opts.adapterName }),
+  fromPretrained: (base: PretrainedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}): Promise<IA3Model> => loadIA3(base, dir, opts),
+};

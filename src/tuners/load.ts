@@ -1,0 +1,49 @@
+// Loading any saved adapter: reads adapter_config.json, dispatches on its peft_type through the
+// registry, and reports an unknown type or a folder that is not an adapter as a typed error
+// before any weights are read. createAdapter is the same dispatch for a new adapter.
+
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { PretrainedModel } from '../models/types.js';
+import { TUNERS, type TunerOptions } from './registry.js';
+import { AdapterError, PeftConfigError, UnknownPeftTypeError, type AdaptedModel } from './types.js';
+
+/** adapter_config.json of `dir` as a plain object. */
+export async function readAdapterConfig(dir: string): Promise<Record<string, unknown>> {
+  const path = join(dir, 'adapter_config.json');
+  if (!existsSync(dir)) throw new AdapterError(`adapter folder ${dir} does not exist`);
+  if (!existsSync(path)) throw new AdapterError(`${dir} is not an adapter folder: adapter_config.json is missing`);
+  let obj: unknown;
+  try {
+    obj = JSON.parse(await readFile(path, 'utf8'));
+  } catch (e) {
+    throw new AdapterError(`${path} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new AdapterError(`${path} must hold a JSON object`);
+  return obj as Record<string, unknown>;
+}
+
+function tunerFor(peftType: unknown, source: string) {
+  if (typeof peftType !== 'string') throw new AdapterError(`${source}: peft_type is missing or not a string`);
+  const t = TUNERS[peftType];
+  if (!t) throw new UnknownPeftTypeError(peftType, Object.keys(TUNERS), source);
+  return t;
+}
+
+/** The adapter saved in `dir`, on `base` (peft's PeftModel.from_pretrained). */
+export async function loadAdapter(base: PretrainedModel, dir: string, opts: TunerOptions = {}): Promise<AdaptedModel> {
+  const config = await readAdapterConfig(dir);
+  return tunerFor(config.peft_type, join(dir, 'adapter_config.json')).fromPretrained(base, dir, opts);
+}
+
+/** A new adapter from adapter_config.json-style fields, `peft_type` included (peft's get_peft_model). */
+export async function createAdapter(base: PretrainedModel, fields: Record<string, unknown>, opts: TunerOptions = {}): Promise<AdaptedModel> {
+  if (fields.peft_type === undefined) throw new PeftConfigError('the adapter config needs a peft_type (e.g. "LORA")');
+  return tunerFor(fields.peft_type, 'adapter config').create(base, fields, opts);
+}
+
+/** peft's entry point, spelled as in Python. */
+export const PeftModel = {
+  fromPretrained: loadAdapter,
+};

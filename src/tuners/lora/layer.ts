@@ -1,0 +1,117 @@
+// The LoRA layer: what a wrapped linear module computes, as graph. y = base(x) + B(A(dropout(x))) * s,
+// with variants (plain LoRA, DoRA) as strategy objects that say what extra tensors they train, how
+// they change the forward pass, and how they fold into the base weight when merged.
+
+import type { Value } from '../../graph/ir.js';
+import * as o from '../../graph/ops.js';
+import type { LinearSpec } from '../../nn/context.js';
+import type { TrainableTensor } from '../types.js';
+
+/** One wrapped module of one adapter: its rank, scaling and tensors (host copies, updated in place by training). */
+export interface LoraModuleState {
+  spec: LinearSpec;
+  r: number;
+  alpha: number;
+  scaling: number;
+  dropout: number;
+  variant: LoraVariant;
+  /** lora_A.weight [r, in] */
+  A: TrainableTensor;
+  /** lora_B.weight [out, r] */
+  B: TrainableTensor;
+  /** DoRA's lora_magnitude_vector [out] */
+  magnitude?: TrainableTensor;
+}
+
+/** The graph values of one module's adapter tensors. */
+export interface LoraValues {
+  A: Value;
+  B: Value;
+  magnitude?: Value;
+}
+
+export interface VariantForwardArgs {
+  /** the module's output so far (base output plus earlier adapters) */
+  result: Value;
+  /** the module input, and after this adapter's dropout */
+  x: Value;
+  xDropped: Value;
+  /** x @ W (no bias), the base layer's matmul on the un-dropped input */
+  baseMatmul: Value;
+  /** the base weight as stored (Conv1D: [in, out]) */
+  weight: Value;
+  spec: LinearSpec;
+  t: LoraValues;
+  scaling: number;
+}
+
+/** A LoRA variant (peft's LoraVariant): plain LoRA or DoRA. */
+export interface LoraVariant {
+  readonly name: 'lora' | 'dora';
+  /** whether the module trains lora_magnitude_vector */
+  readonly hasMagnitude: boolean;
+  forward(a: VariantForwardArgs): Value;
+  /** The merged weight, in the stored layout. */
+  merge(weight: Value, spec: LinearSpec, t: LoraValues, scaling: number): Value;
+}
+
+/** x @ W for a base weight in its stored layout. */
+export function baseMatmul(x: Value, weight: Value, spec: LinearSpec): Value {
+  return spec.layout === 'conv1d' ? o.matmul(x, weight) : o.matmulT(x, weight);
+}
+
+/** lora_B(lora_A(x)): two thin matmuls, never the [out, in] product. */
+export function loraPath(x: Value, t: LoraValues): Value {
+  return o.matmulT(o.matmulT(x, t.A), t.B);
+}
+
+/** scaling * B @ A in the stored layout of the base weight (peft's get_delta_weight). */
+export function deltaWeight(spec: LinearSpec, t: LoraValues, scaling: number): Value {
+  const d = o.mul(o.matmul(t.B, t.A), scaling);
+  return spec.layout === 'conv1d' ? o.transpose(d, [1, 0]) : d;
+}
+
+/** Row norms of W + scaling * B @ A per output feature (peft DoraLinearLayer.get_weight_norm), shape [out]. */
+export function doraWeightNorm(weight: Value, spec: LinearSpec, loraWeight: Value, scaling: number): Value {
+  // In the stored layout: Conv1D keeps outputs in columns, so reduce over rows instead of transposing W.
+  const lw = spec.layout === 'conv1d' ? o.transpose(loraWeight, [1, 0]) : loraWeight;
+  const w = o.add(weight, o.mul(lw, scaling));
+  return o.sqrt(o.sum(o.mul(w, w), spec.layout === 'conv1d' ? 0 : 1));
+}
+
+export const PLAIN_LORA: LoraVariant = {
+  name: 'lora',
+  hasMagnitude: false,
+  forward: ({ result, xDropped, t, scaling }) => o.add(result, o.mul(loraPath(xDropped, t), scaling)),
+  merge: (weight, spec, t, scaling) => o.add(weight, deltaWeight(spec, t, scaling)),
+};
+
+/**
+ * DoRA (peft 0.13.2): result + (m/||W + sBA|| - 1) * (x W) + (m/||W + sBA||) * s B(A(x)).
+ * The norm is detached (DoRA paper, section 4.3): a constant to autodiff, so A and B get no
+ * gradient through it while it still follows their current values in the forward pass.
+ */
+export const DORA: LoraVariant = {
+  name: 'dora',
+  hasMagnitude: true,
+  forward: ({ result, x, xDropped, baseMatmul: xw, weight, spec, t, scaling }) => {
+    const norm = o.stopGradient(doraWeightNorm(weight, spec, o.matmul(t.B, t.A), scaling));
+    const mag = o.div(t.magnitude!, norm);
+    // With dropout active peft recomputes the base matmul on the dropped input.
+    const base = xDropped === x ? xw : baseMatmul(xDropped, weight, spec);
+    const lora = o.mul(o.mul(mag, loraPath(xDropped, t)), scaling);
+    return o.add(result, o.add(o.mul(o.sub(mag, 1), base), lora));
+  },
+  merge: (weight, spec, t, scaling) => {
+    const delta = deltaWeight(spec, t, scaling);
+    const merged = o.add(weight, delta);
+    // delta already carries the scaling: the norm of W + delta (peft passes scaling=1 here).
+    const w2 = o.mul(merged, merged);
+    const norm = o.sqrt(o.sum(w2, spec.layout === 'conv1d' ? 0 : 1, true));
+    return o.mul(o.div(spec.layout === 'conv1d' ? o.reshape(t.magnitude!, [1, -1]) : o.reshape(t.magnitude!, [-1, 1]), norm), merged);
+  },
+};
+
+export function variantFor(useDora: boolean): LoraVariant {
+  return useDora ? DORA : PLAIN_LORA;
+}

@@ -1,0 +1,151 @@
+// One-off weight computations that LoRA does outside training — merged weights (W + s·BA, DoRA's
+// rescaling), PiSSA residuals, DoRA's initial magnitudes — built as IR graphs and run once in ONNX
+// Runtime rather than as JS loops over model-sized matrices; and saving a merged model as a
+// Hugging Face model folder that transformers (and loadModel) read back.
+
+import { existsSync, statSync } from 'node:fs';
+import { copyFile, mkdir, rename, unlink } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { Graph, type Value } from '../../graph/ir.js';
+import { type RawTensor, fromTypedArray, writeShardedSafetensors } from '../../io/safetensors.js';
+import type { PretrainedModel } from '../../models/types.js';
+import type { LinearSpec } from '../../nn/context.js';
+import { WeightStore, type WeightTensor } from '../../nn/weights.js';
+import { RuntimeSession } from '../../runtime/session.js';
+import { AdapterError } from '../types.js';
+import type { LoraModuleState, LoraValues } from './layer.js';
+import { doraWeightNorm } from './layer.js';
+import * as o from '../../graph/ops.js';
+
+/** Bytes of constants one evaluation session may hold; larger jobs run in several sessions. */
+const SESSION_BYTES = 512 << 20;
+
+/**
+ * Evaluates `build` for every item, each output a float32 array, running as few ORT sessions as
+ * the byte budget allows. `bytes` estimates the constant bytes an item brings into the graph.
+ */
+export async function evaluateOnce<T>(items: readonly T[], bytes: (item: T) => number, build: (g: Graph, item: T) => Value): Promise<Float32Array[]> {
+  const results: Float32Array[] = new Array(items.length);
+  let start = 0;
+  while (start < items.length) {
+    let end = start;
+    let total = 0;
+    do {
+      total += bytes(items[end]!);
+      end++;
+    } while (end < items.length && total + bytes(items[end]!) <= SESSION_BYTES);
+    const g = new Graph();
+    const outputs: Record<string, Value> = {};
+    for (let i = start; i < end; i++) outputs[`out_${i}`] = build(g, items[i]!);
+    const sess = await RuntimeSession.fromGraph(g, outputs, { name: 'lora-merge', graphOptimization: 'basic' });
+    try {
+      const r = await sess.run({});
+      for (let i = start; i < end; i++) results[i] = Float32Array.from(r[`out_${i}`]!.data as Float32Array);
+    } finally {
+      await sess.dispose();
+    }
+    start = end;
+  }
+  return results;
+}
+
+/** Graph constants for a module's LoRA tensors. */
+export function loraConstants(g: Graph, s: LoraModuleState): LoraValues {
+  return {
+    A: g.constant('lora_A', 'float32', s.A.shape, s.A.data),
+    B: g.constant('lora_B', 'float32', s.B.shape, s.B.data),
+    magnitude: s.magnitude ? g.constant('lora_magnitude', 'float32', s.magnitude.shape, s.magnitude.data) : undefined,
+  };
+}
+
+export interface MergeJob {
+  spec: LinearSpec;
+  weight: WeightTensor;
+  /** applied in order, as peft merges active adapters one after another */
+  states: LoraModuleState[];
+  /** overrides the scaling of every state (PiSSA's residual uses -scaling) */
+  scaling?: number;
+}
+
+/** The merged base weight of each job, in its stored layout. */
+export function mergeWeights(jobs: readonly MergeJob[]): Promise<Float32Array[]> {
+  return evaluateOnce(
+    jobs,
+    (j) => 4 * (j.weight.data.length + j.states.reduce((n, s) => n + s.A.data.length + s.B.data.length, 0)),
+    (g, j) => {
+      let w: Value = g.constant('weight', 'float32', j.weight.shape, j.weight.data);
+      for (const s of j.states) w = s.variant.merge(w, j.spec, loraConstants(g, s), j.scaling ?? s.scaling);
+      return w;
+    },
+  );
+}
+
+/** DoRA's magnitude at initialisation: the row norms of W + s·BA (peft DoraLinearLayer.update_layer). */
+export function doraInitialMagnitudes(jobs: readonly { spec: LinearSpec; weight: WeightTensor; state: LoraModuleState }[]): Promise<Float32Array[]> {
+  return evaluateOnce(
+    jobs,
+    (j) => 4 * j.weight.data.length,
+    (g, j) => {
+      const t = loraConstants(g, j.state);
+      return doraWeightNorm(g.constant('weight', 'float32', j.weight.shape, j.weight.data), j.spec, o.matmul(t.B, t.A), j.state.scaling);
+    },
+  );
+}
+
+/** A model of the same architecture and config as `base` over other weights (merge_and_unload's result). */
+export function withWeights(base: PretrainedModel, weights: WeightStore): PretrainedModel {
+  // Every architecture class takes (config, weights, dir[, task]); extra arguments are ignored.
+  const Ctor = base.constructor as new (...args: unknown[]) => PretrainedModel;
+  return new Ctor(base.config, weights, base.dir, base.task);
+}
+
+/** A new store sharing `base`'s tensors (never mutated in place) and tied-weight aliases. */
+export function copyWeightStore(model: PretrainedModel): WeightStore {
+  const src = model.weights;
+  const store = new WeightStore();
+  for (const n of src.names()) store.set(n, src.get(n));
+  const candidates = new Set([...model.expectedWeights(), ...model.linears().flatMap((s) => [`${s.name}.weight`, `${s.name}.bias`])]);
+  for (const n of candidates) if (src.isAlias(n)) store.alias(n, src.resolve(n));
+  return store;
+}
+
+export interface SaveModelOptions {
+  /** shard size limit, as transformers' max_shard_size (default 5 GB) */
+  maxShardBytes?: number;
+  /** also copy tokenizer files from the model's folder (transformers' model.save_pretrained does not) */
+  copyTokenizer?: boolean;
+}
+
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'tokenizer.model', 'added_tokens.json'];
+
+/**
+ * Saves a model as transformers' save_pretrained does: config.json (and generation_config.json)
+ * from the model's folder, weights as float32 model.safetensors (sharded above the limit) under
+ * their Hugging Face names; tied weights are stored once (GPT-2's lm_head is not written).
+ */
+export async function saveModelPretrained(model: PretrainedModel, dir: string, opts: SaveModelOptions = {}): Promise<void> {
+  if (existsSync(dir) && !statSync(dir).isDirectory()) throw new AdapterError(`cannot save the model to ${dir}: it exists and is not a folder`);
+  if (resolve(dir) === resolve(model.dir)) throw new AdapterError(`cannot save the model over its own folder ${dir}; choose another output folder`);
+  const configPath = join(model.dir, 'config.json');
+  if (!existsSync(configPath)) throw new AdapterError(`cannot save the model: ${configPath} (its config.json) is missing`);
+  const tensors = new Map<string, RawTensor>();
+  for (const name of model.weights.names()) {
+    const w = model.weights.get(name);
+    tensors.set(name, fromTypedArray(w.data, w.shape));
+  }
+  await mkdir(dir, { recursive: true });
+  await writeShardedSafetensors(dir, tensors, { metadata: { format: 'pt' }, maxShardBytes: opts.maxShardBytes });
+  const extra = ['generation_config.json', ...(opts.copyTokenizer ? TOKENIZER_FILES : [])];
+  for (const f of ['config.json', ...extra]) {
+    const src = join(model.dir, f);
+    if (!existsSync(src) || src === join(dir, f)) continue;
+    const tmp = join(dir, `.${f}.${process.pid}.tmp`);
+    try {
+      await copyFile(src, tmp);
+      await rename(tmp, join(dir, f));
+    } catch (e) {
+      await unlink(tmp).catch(() => undefined);
+      throw e;
+    }
+  }
+}

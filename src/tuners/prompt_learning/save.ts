@@ -1,0 +1,31 @@
+// Writing a prompt-learning adapter folder as peft's save_pretrained does: adapter_model.safetensors
+// (metadata {"format": "pt"}) and adapter_config.json (json.dumps(indent=2, sort_keys=True)), each
+// replaced atomically, with everything computed and checked before the first byte is written.
+
+import { mkdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fromTypedArray, writeSafetensors, type RawTensor } from '../../io/safetensors.js';
+import { writeAtomically } from '../../io/safetensors/write.js';
+import { AdapterError, type TrainableTensor } from '../types.js';
+import { pythonJsonDumps, type PyJson } from './pyjson.js';
+
+export const CONFIG_FILE = 'adapter_config.json';
+export const WEIGHTS_FILE = 'adapter_model.safetensors';
+
+export async function writeAdapterFolder(dir: string, config: Record<string, PyJson>, tensors: ReadonlyMap<string, TrainableTensor>): Promise<void> {
+  const info = await stat(dir).catch(() => undefined);
+  if (info && !info.isDirectory()) throw new AdapterError(`cannot save the adapter to ${dir}: it is a file, not a folder; pass a folder path`);
+  const raw = new Map<string, RawTensor>();
+  for (const [name, t] of tensors) {
+    for (let i = 0; i < t.data.length; i++) {
+      if (!Number.isFinite(t.data[i]!)) throw new AdapterError(`tensor "${name}" holds a non-finite value at element ${i}; the adapter was not saved (lower the learning rate or clip gradients and retrain)`);
+    }
+    raw.set(name, fromTypedArray(t.data, t.shape, 'F32'));
+  }
+  const json = Buffer.from(pythonJsonDumps(config), 'utf8');
+  await mkdir(dir, { recursive: true });
+  await writeSafetensors(join(dir, WEIGHTS_FILE), raw, { format: 'pt' });
+  await writeAtomically(join(dir, CONFIG_FILE), async (fh) => {
+    await fh.write(json, 0, json.byteLength, 0);
+  });
+}

@@ -60,9 +60,10 @@ export class BarProgress implements ProgressReporter {
   private evalText = '-';
   constructor(private readonly out: NodeJS.WritableStream = process.stderr) {}
   start(totalSteps: number, startStep: number): void {
+    // {eta} is cli-progress's own token; the estimate from whole steps is {remaining}.
     this.bar = new cliProgress.SingleBar(
       {
-        format: 'train |{bar}| {value}/{total} | loss {loss} | lr {lr} | {tps} tok/s | eval {eval} | ETA {eta}',
+        format: 'train |{bar}| {value}/{total} | loss {loss} | lr {lr} | {tps} tok/s | eval {eval} | ETA {remaining}',
         stream: this.out,
         hideCursor: true,
         barsize: 24,
@@ -70,10 +71,10 @@ export class BarProgress implements ProgressReporter {
       },
       cliProgress.Presets.shades_classic,
     );
-    this.bar.start(totalSteps, startStep, { loss: '-', lr: '-', tps: '-', eval: this.evalText, eta: '?' });
+    this.bar.start(totalSteps, startStep, { loss: '-', lr: '-', tps: '-', eval: this.evalText, remaining: '?' });
   }
   step(r: TrainRecord, eta: number): void {
-    this.bar?.update(r.step, { loss: fmtLoss(r.loss), lr: fmtLr(r.learning_rate), tps: String(Math.round(r.tokens_per_second)), eval: this.evalText, eta: formatDuration(eta) });
+    this.bar?.update(r.step, { loss: fmtLoss(r.loss), lr: fmtLr(r.learning_rate), tps: String(Math.round(r.tokens_per_second)), eval: this.evalText, remaining: formatDuration(eta) });
   }
   eval(r: EvalRecord): void {
     this.evalText = fmtLoss(r.eval_loss);

@@ -2,6 +2,7 @@
 // registry, and reports an unknown type or a folder that is not an adapter as a typed error
 // before any weights are read. createAdapter is the same dispatch for a new adapter.
 
+import { isAdapterHubFolder, loadBottleneck } from './bottleneck/index.js';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -33,6 +34,8 @@ function tunerFor(peftType: unknown, source: string) {
 
 /** The adapter saved in `dir`, on `base` (peft's PeftModel.from_pretrained). */
 export async function loadAdapter(base: PretrainedModel, dir: string, opts: TunerOptions = {}): Promise<AdaptedModel> {
+  // AdapterHub bottleneck adapters carry their own config layout (no peft_type).
+  if (await isAdapterHubFolder(dir)) return loadBottleneck(base, dir, { loadAs: opts.adapterName });
   const config = await readAdapterConfig(dir);
   return tunerFor(config.peft_type, join(dir, 'adapter_config.json')).fromPretrained(base, dir, opts);
 }

@@ -5,6 +5,9 @@ import type { PretrainedModel } from '../models/types.js';
 import type { AdaptedModel } from './types.js';
 import { loraTuner } from './lora/index.js';
 import { ia3Tuner } from './ia3/index.js';
+import { promptTuningTuner } from './prompt_tuning/index.js';
+import { prefixTuningTuner } from './prefix_tuning/index.js';
+import { pTuningTuner } from './p_tuning/index.js';
 
 export interface TunerOptions {
   /** name of the adapter (peft's adapter_name; default "default") */
@@ -25,4 +28,7 @@ export interface Tuner {
 export const TUNERS: Readonly<Record<string, Tuner>> = {
   LORA: loraTuner,
   IA3: ia3Tuner,
+  PROMPT_TUNING: promptTuningTuner,
+  PREFIX_TUNING: prefixTuningTuner,
+  P_TUNING: pTuningTuner,
 };

@@ -126,6 +126,43 @@ test('lookup-table rounding equals the exact rules, also right at and next to ev
   }
 });
 
+test('quantize4bit (fast path) packs exactly what the reference rule gives, values on boundaries included', () => {
+  // blocks whose absmax is 1 or 0.75 put values exactly on, and one ulp around, every decision point
+  const vals: number[] = [];
+  const around = (x: number) => {
+    if (x === 0) return void vals.push(0, -0, 1e-45, -1e-45, 3e-45, -3e-45);
+    const f = new Float32Array([x]);
+    const u = new Int32Array(f.buffer);
+    const b = u[0]!;
+    for (let d = -2; d <= 2; d++) {
+      u[0] = b + d;
+      vals.push(f[0]!);
+    }
+  };
+  for (const t of [...NF4_CODE, ...FP4_CODE]) for (const v of [...NF4_CODE, ...FP4_CODE]) around((t + v) / 2);
+  for (let i = 0; i < 3000; i++) vals.push(Math.fround(Math.random() * 2 - 1));
+  const blocks: number[] = [];
+  for (let i = 0; i < vals.length; i += 63) {
+    const scale = (i / 63) % 2 ? 1 : 0.75;
+    blocks.push(scale, ...vals.slice(i, i + 63).map((v) => Math.fround(Math.max(-1, Math.min(1, v)) * scale)));
+  }
+  const data = Float32Array.from(blocks.slice(0, blocks.length - (blocks.length % 2) - 1));
+  for (const type of ['nf4', 'fp4'] as const) {
+    for (const rounding of ['argmin', 'midpoint'] as const) {
+      const q = quantize4bit(data, [data.length], { type, rounding, doubleQuant: false });
+      const exact = rounderFor(type, rounding).exact;
+      const absmax = blockAbsmax(q.absmax);
+      for (let i = 0; i < data.length; i++) {
+        const inv = Math.fround(1 / absmax[Math.floor(i / 64)]!);
+        const s = Math.max(-1, Math.min(1, Math.fround(data[i]! * inv)));
+        const nib = i % 2 ? q.packed[i >> 1]! & 15 : q.packed[i >> 1]! >> 4;
+        assert.equal(nib, exact(s), `${type}/${rounding} element ${i} (${data[i]})`);
+      }
+      assert.equal(q.packed[q.packed.length - 1]! & 15, exact(0), 'padding');
+    }
+  }
+});
+
 test('rounding rules: argmin ties go to the lowest index, the CUDA trees compare with ">"', () => {
   const argmin = rounderFor('nf4', 'argmin').exact;
   for (let j = 0; j < 16; j++) assert.equal(argmin(NF4_CODE[j]!), j);

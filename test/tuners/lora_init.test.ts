@@ -116,6 +116,15 @@ test('PiSSA: principal factors, residual base weights, unchanged outputs; reload
   }
 });
 
+test('pissa_niter_<n>: a fixed number of block iterations, still an exact residual', async () => {
+  const base = await loadModel(fixturePath('models', 'llama'));
+  const batch = await fixtureBatch('llama');
+  const before = await forwardOnce(base, batch);
+  const lm = await getPeftModel(base, { r: 2, initLoraWeights: 'pissa_niter_2', targetModules: ['q_proj', 'down_proj'] });
+  assert.equal(lm.peftConfig().initLoraWeights, 'pissa_niter_2');
+  assertClose((await forwardOnce(lm, batch)).logits, before.logits, 2e-5, 0, 'outputs at init');
+});
+
 test("DoRA's initial magnitude is the row norm of the base weight", async () => {
   const gpt2 = await loadModel(fixturePath('models', 'gpt2'));
   const lm = await getPeftModel(gpt2, { r: 4, useDora: true, targetModules: ['c_attn'] });

@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import { register as forward } from './forward.js';
 import { register as generate } from './generate.js';
+import { register as quantize } from './quantize.js';
 import { register as train } from './train.js';
 
 type Register = (program: Command) => void;
@@ -11,6 +12,7 @@ const COMMANDS: Register[] = [
   generate,
   forward,
   train,
+  quantize,
 ];
 
 export function registerCommands(program: Command): void {

@@ -185,6 +185,7 @@ async function runTrain(f: TrainFlags): Promise<void> {
   say(`${adapted.peftType}: ${trainable.toLocaleString('en-US')} trainable parameters of ${total.toLocaleString('en-US')} (${((100 * trainable) / total).toFixed(3)}%)`);
 
   const steps = totalStepsFor(prepared.examples.length, { maxSteps: f.steps, epochs: f.epochs, batchSize: f.batch, gradAccum: f.gradAccum });
+  const progress = progressFor(process.stderr, f.logEvery);
   const trainer = new Trainer(adapted, prepared.examples, preparedEval?.examples, {
     outputDir: f.out,
     padTokenId: padId,
@@ -204,7 +205,7 @@ async function runTrain(f: TrainFlags): Promise<void> {
     seed: f.seed,
     resume: f.resume,
     overwrite: f.overwrite,
-    progress: progressFor(process.stderr, f.logEvery),
+    progress,
     runtime: { threads: f.threads },
   });
 
@@ -215,7 +216,7 @@ async function runTrain(f: TrainFlags): Promise<void> {
       say('interrupted again: exiting now without a checkpoint for the current step');
       process.exit(130);
     }
-    say('stopping after the current step and writing a checkpoint (Ctrl-C again to quit at once)');
+    progress.message('stopping after the current step and writing a checkpoint (Ctrl-C again to quit at once)');
     trainer.requestStop();
   };
   process.on('SIGINT', onSigint);

@@ -25,9 +25,9 @@ export { PEFT_PREFIX, type TensorSlot, tensorNames } from './save.js';
 export { type SaveModelOptions, saveModelPretrained } from './merge.js';
 export { TopSvd } from './init.js';
 
-/** peft's get_peft_model(model, LoraConfig(...), adapter_name) for LoRA. */
-export function getPeftModel(model: PretrainedModel, config: Partial<LoraConfig> = {}, opts: CreateLoraOptions = {}): Promise<LoraModel> {
-  return LoraModel.create(model, config, opts);
+/** peft's get_peft_model(model, LoraConfig(...), adapter_name) for LoRA; the third argument is the adapter name or options. */
+export function getPeftModel(model: PretrainedModel, config: Partial<LoraConfig> = {}, opts: CreateLoraOptions | string = {}): Promise<LoraModel> {
+  return LoraModel.create(model, config, typeof opts === 'string' ? { adapterName: opts } : opts);
 }
 
 /** The registry entry: a LoRA model from adapter_config.json-style fields, or from a saved folder. */

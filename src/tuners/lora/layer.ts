@@ -36,10 +36,11 @@ export interface VariantForwardArgs {
   /** the module input, and after this adapter's dropout */
   x: Value;
   xDropped: Value;
-  /** x @ W (no bias), the base layer's matmul on the un-dropped input */
-  baseMatmul: Value;
-  /** the base weight as stored (Conv1D: [in, out]) */
-  weight: Value;
+  /** x @ W (no bias), the base layer's matmul on the un-dropped input; built on first use */
+  baseMatmul: () => Value;
+  /** the base weight as stored (Conv1D: [in, out]); built on first use, so a variant that does not
+   * need it works over any base layer (e.g. a quantized one another hook computes) */
+  weight: () => Value;
   spec: LinearSpec;
   t: LoraValues;
   scaling: number;
@@ -94,11 +95,12 @@ export const PLAIN_LORA: LoraVariant = {
 export const DORA: LoraVariant = {
   name: 'dora',
   hasMagnitude: true,
-  forward: ({ result, x, xDropped, baseMatmul: xw, weight, spec, t, scaling }) => {
+  forward: ({ result, x, xDropped, baseMatmul: xw, weight: w, spec, t, scaling }) => {
+    const weight = w();
     const norm = o.stopGradient(doraWeightNorm(weight, spec, o.matmul(t.B, t.A), scaling));
     const mag = o.div(t.magnitude!, norm);
     // With dropout active peft recomputes the base matmul on the dropped input.
-    const base = xDropped === x ? xw : baseMatmul(xDropped, weight, spec);
+    const base = xDropped === x ? xw() : baseMatmul(xDropped, weight, spec);
     const lora = o.mul(o.mul(mag, loraPath(xDropped, t)), scaling);
     return o.add(result, o.add(o.mul(o.sub(mag, 1), base), lora));
   },

@@ -146,7 +146,7 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
           ` the adapter was made for ${config.baseModelNameOrPath ?? 'another model'} with target_modules ${JSON.stringify(config.targetModules)}`,
       );
     }
-    if (pissa) await applyPissaResidual(base, [...modules.values()], false);
+    if (pissa) await applyPissaResidual(base, [...modules.values()], false, config.initLoraWeights as string);
     return { name, config, modules, overrides, modulesToSave: targets.modulesToSave, trainable };
   }
 
@@ -165,7 +165,7 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
       B: { shape: [spec.outFeatures, r], data: B },
     });
   }
-  if (pissa) await applyPissaResidual(base, [...modules.values()], true);
+  if (pissa) await applyPissaResidual(base, [...modules.values()], true, config.initLoraWeights as string);
   if (variant.hasMagnitude) {
     const states = [...modules.values()];
     const mags = await doraInitialMagnitudes(states.map((s) => ({ spec: s.spec, weight: base.weights.get(`${s.spec.name}.weight`), state: s })));
@@ -184,10 +184,13 @@ function inMtsModule(mts: readonly string[], weight: string): boolean {
 
 /**
  * PiSSA (peft pissa_init): A and B from the top-r singular triplets of W, and W replaced by the
- * residual W - s·BA in the base model. On load the residual is rebuilt the same way (the SVD is
+ * residual W - s·BA in the base model (the SVD's cost is documented on TopSvd). On load the residual is rebuilt the same way (the SVD is
  * deterministic up to signs, which cancel in BA) and the saved A and B are kept.
  */
-async function applyPissaResidual(base: PretrainedModel, states: LoraModuleState[], setAB: boolean): Promise<void> {
+async function applyPissaResidual(base: PretrainedModel, states: LoraModuleState[], setAB: boolean, mode: string): Promise<void> {
+  // "pissa_niter_<n>": peft's fast SVD (torch.svd_lowrank, n power iterations) -> n + 1 block iterations.
+  const niter = /^pissa_niter_(\d+)$/.exec(mode);
+  const maxIterations = niter ? Number(niter[1]) + 1 : undefined;
   const svd = new TopSvd();
   try {
     for (const s of states) {
@@ -196,7 +199,7 @@ async function applyPissaResidual(base: PretrainedModel, states: LoraModuleState
       const conv = s.spec.layout === 'conv1d';
       // SVD of the stored matrix; for Conv1D ([in, out]) the roles of U and V swap.
       const [rows, cols] = w.shape as [number, number];
-      const d = await svd.compute(w.data, rows, cols, s.r);
+      const d = await svd.compute(w.data, rows, cols, s.r, { maxIterations });
       const U = conv ? transposeRM(d.Vt, s.r, cols) : d.U;
       const Vt = conv ? transposeRM(d.U, rows, s.r) : d.Vt;
       const { A, B } = pissaFactors({ U, S: d.S, Vt }, s.spec.outFeatures, s.spec.inFeatures, s.r, s.scaling);
@@ -401,12 +404,15 @@ export class LoraModel implements AdaptedModel {
     const bName = `${spec.name}.bias`;
     const wOv = overrides.get(wName);
     const bOv = overrides.get(bName);
-    const W = wOv ? ctx.param(wName, wOv.shape) : ctx.weight(wName);
-    const b = spec.bias ? (bOv ? ctx.param(bName, bOv.shape) : ctx.weight(bName)) : undefined;
-    const xw = baseMatmul(x, W, spec);
+    // Built on first use: plain LoRA under another tuner's hook never touches the base weight here.
+    let W: Value | undefined;
+    const weight = (): Value => (W ??= wOv ? ctx.param(wName, wOv.shape) : ctx.weight(wName));
+    let xw: Value | undefined;
+    const xW = (): Value => (xw ??= baseMatmul(x, weight(), spec));
     const baseFn = (inp: Value): Value => {
-      const y = inp === x ? xw : baseMatmul(inp, W, spec);
-      return b ? o.add(y, b) : y;
+      const y = inp === x ? xW() : baseMatmul(inp, weight(), spec);
+      if (!spec.bias) return y;
+      return o.add(y, bOv ? ctx.param(bName, bOv.shape) : ctx.weight(bName));
     };
     let result = outer ? outer(x, baseFn, spec, ctx) : baseFn(x);
     for (const { adapter, state } of entries) {
@@ -418,7 +424,7 @@ export class LoraModel implements AdaptedModel {
       let maskName = `${PEFT_PREFIX}${spec.name}.lora_dropout.${adapter}.keep_mask`;
       for (let i = 1; ctx.dropoutMasks.has(maskName); i++) maskName = `${PEFT_PREFIX}${spec.name}.lora_dropout.${adapter}.keep_mask_${i}`;
       const xDropped = ctx.dropout(x, state.dropout, maskName);
-      result = state.variant.forward({ result, x, xDropped, baseMatmul: xw, weight: W, spec, t, scaling: state.scaling });
+      result = state.variant.forward({ result, x, xDropped, baseMatmul: xW, weight, spec, t, scaling: state.scaling });
     }
     return result;
   }
@@ -514,7 +520,8 @@ export class LoraModel implements AdaptedModel {
   numParameters(): { trainable: number; all: number } {
     let all = this.base.weights.numel();
     let trainable = 0;
-    const activeNames = new Set(this.disabled ? [] : this.active);
+    // As in peft, disabling adapters (a forward-pass switch) does not change requires_grad.
+    const activeNames = new Set(this.active);
     const trainedBiases = new Set<string>();
     for (const a of this.adapters.values()) {
       const counts = a.trainable && activeNames.has(a.name);

@@ -63,7 +63,7 @@ export function prefixTuningConfigToDisk(cfg: PrefixTuningConfig): Record<string
   return configToDisk(cfg, PREFIX_TUNING_FIELDS);
 }
 
-export function prefixTuningConfigFromDisk(raw: Record<string, unknown>, file = 'adapter_config.json'): PrefixTuningConfigInput {
-  const { peftType: _ignored, ...rest } = configFromDisk(raw, PREFIX_TUNING_FIELDS, file);
+export function prefixTuningConfigFromDisk(raw: Record<string, unknown>, file = 'adapter_config.json', opts: { strict?: boolean } = {}): PrefixTuningConfigInput {
+  const { peftType: _ignored, ...rest } = configFromDisk(raw, PREFIX_TUNING_FIELDS, file, opts);
   return rest;
 }

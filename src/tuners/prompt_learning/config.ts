@@ -69,9 +69,15 @@ export function configToDisk<C>(config: C, fields: readonly FieldSpec<C>[]): Rec
 
 /**
  * Reads the known keys of an adapter_config.json object, checking their types; keys a later peft
- * added are ignored, as peft itself ignores them when loading a newer config.
+ * added are ignored, as peft itself ignores them when loading a newer config. `strict` (a config a
+ * user writes for a new adapter) rejects unknown keys instead, so a misspelt field is not lost.
  */
-export function configFromDisk<C>(raw: Record<string, unknown>, fields: readonly FieldSpec<C>[], file: string): Partial<C> {
+export function configFromDisk<C>(raw: Record<string, unknown>, fields: readonly FieldSpec<C>[], file: string, opts: { strict?: boolean } = {}): Partial<C> {
+  if (opts.strict) {
+    const known = new Set(fields.map((f) => f.key));
+    const unknown = Object.keys(raw).filter((k) => !known.has(k));
+    if (unknown.length) throw new PeftConfigError(`${file}: unknown field${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}; known fields: ${[...known].sort().join(', ')}`);
+  }
   const out: Record<string, unknown> = {};
   for (const f of fields) {
     if (!(f.key in raw)) continue;

@@ -42,7 +42,7 @@ export async function readAdapterFolder(dir: string, peftType: string): Promise<
   const config = await readAdapterConfig(dir);
   const found = config.peft_type;
   if (found !== peftType) {
-    const hint = typeof found === 'string' && LOADER_OF[found] ? `; load it with ${LOADER_OF[found]}` : typeof found === 'string' ? '; load it with the loader of that method' : '';
+    const hint = typeof found === 'string' && LOADER_OF[found] ? `; load it with ${LOADER_OF[found]} (or loadAdapter, which picks the method from peft_type)` : typeof found === 'string' ? '; load it with loadAdapter, which picks the method from peft_type' : '';
     throw new PeftConfigError(`${join(dir, CONFIG_FILE)} has peft_type ${JSON.stringify(found)}, not ${peftType}${hint}`);
   }
   const weights = join(dir, WEIGHTS_FILE);

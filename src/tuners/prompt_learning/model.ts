@@ -6,7 +6,7 @@ import { Graph, type Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
 import type { RawTensor } from '../../io/safetensors.js';
 import { toFloat32 } from '../../io/safetensors.js';
-import type { ForwardArgs, ForwardResult, PretrainedModel } from '../../models/types.js';
+import { type ForwardArgs, type ForwardResult, ModelError, type PretrainedModel } from '../../models/types.js';
 import { BuildContext } from '../../nn/context.js';
 import { RuntimeSession } from '../../runtime/session.js';
 import { AdapterError, type AdaptedModel, type TrainableTensor } from '../types.js';
@@ -79,6 +79,38 @@ export abstract class PromptLearningModel<C extends PromptLearningConfig> implem
   protected abstract savedPromptTensors(prompt: TrainableTensor): Map<string, TrainableTensor>;
 
   loss(logits: Value, labels: Value): Value {
+    return this.base.loss(logits, labels);
+  }
+
+  /**
+   * The forward pass of the methods that put virtual tokens in the input (prompt tuning, P-tuning).
+   * Prefill (no `past`): `prompt` [P, hidden] goes in front of the token embeddings, and the mask,
+   * position ids and token types get P leading entries. Decode steps (`past` given, already holding
+   * the virtual tokens) pass through; the caller's mask then covers past (virtual tokens included)
+   * + current tokens, and its position ids, if any, count the virtual tokens too.
+   */
+  protected forwardWithVirtualTokens(ctx: BuildContext, args: ForwardArgs, prompt: () => Value): ForwardResult {
+    this.installClassifier(ctx);
+    const words = args.inputsEmbeds ?? this.base.embedTokens(ctx, args.inputIds ?? failModel('inputIds or inputsEmbeds is required'));
+    if (args.past && args.past.length) return this.base.forward(ctx, { ...args, inputIds: undefined, inputsEmbeds: words });
+    const P = this.config.numVirtualTokens;
+    const prompts = repeatOverBatch(o.unsqueeze(prompt(), 0), words);
+    let positionIds: Value | undefined;
+    if (args.positionIds) {
+      const virtual = ctx.graph.tensor('virtual_positions', args.positionIds.dtype, [1, P], Array.from({ length: P }, (_, i) => i));
+      positionIds = o.concat([repeatOverBatch(virtual, args.positionIds), shiftPositions(args.positionIds, P)], 1);
+    }
+    return this.base.forward(ctx, {
+      inputsEmbeds: o.concat([prompts, words], 1),
+      attentionMask: prependOnes(args.attentionMask, P),
+      positionIds,
+      tokenTypeIds: args.tokenTypeIds ? prependConstant(args.tokenTypeIds, P, 0) : undefined,
+    });
+  }
+
+  /** Causal LM with virtual tokens: labels [batch, T] get P leading -100 to line up with logits [batch, P + T, vocab], as peft does. */
+  protected lossWithVirtualTokens(logits: Value, labels: Value, count: number): Value {
+    if (this.config.taskType === 'CAUSAL_LM' && count > 0) return this.base.loss(logits, prependConstant(labels, count, -100));
     return this.base.loss(logits, labels);
   }
 
@@ -217,4 +249,8 @@ export function positionsFrom(tokens: Value, offset: Value | number): Value {
   const ar = o.arangeOfDim(tokens, 1);
   const off = typeof offset === 'number' ? tokens.graph.scalar(offset, 'int64') : offset;
   return o.unsqueeze(o.add(ar, off), 0);
+}
+
+function failModel(msg: string): never {
+  throw new ModelError(msg);
 }

@@ -90,8 +90,8 @@ export function promptTuningConfigToDisk(cfg: PromptTuningConfig): Record<string
 }
 
 /** Parses adapter_config.json of a PROMPT_TUNING adapter into a config input. */
-export function promptTuningConfigFromDisk(raw: Record<string, unknown>, file = 'adapter_config.json'): PromptTuningConfigInput {
-  const parsed = configFromDisk(raw, [...PROMPT_TUNING_FIELDS, COMBINATION_FIELD], file);
+export function promptTuningConfigFromDisk(raw: Record<string, unknown>, file = 'adapter_config.json', opts: { strict?: boolean } = {}): PromptTuningConfigInput {
+  const parsed = configFromDisk(raw, [...PROMPT_TUNING_FIELDS, COMBINATION_FIELD], file, opts);
   const { peftType: _ignored, ...rest } = parsed;
   return rest;
 }

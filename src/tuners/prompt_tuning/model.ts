@@ -9,14 +9,7 @@ import { type ForwardArgs, type ForwardResult, ModelError, type PretrainedModel 
 import type { BuildContext } from '../../nn/context.js';
 import { PeftConfigError, type TrainableTensor } from '../types.js';
 import { SeededRandom, normalTensor } from '../prompt_learning/init.js';
-import {
-  PromptLearningModel,
-  type PromptLearningOptions,
-  prependConstant,
-  prependOnes,
-  repeatOverBatch,
-  shiftPositions,
-} from '../prompt_learning/model.js';
+import { PromptLearningModel, type PromptLearningOptions } from '../prompt_learning/model.js';
 import type { PyJson } from '../prompt_learning/pyjson.js';
 import { type PromptTuningConfig, type PromptTuningConfigInput, promptTuningConfigToDisk, resolvePromptTuningConfig } from './config.js';
 import { savedPromptTuningTensors } from './save.js';
@@ -54,38 +47,16 @@ export class PromptTuningModel extends PromptLearningModel<PromptTuningConfig> {
     return this.param(ctx, this.embeddingName);
   }
 
-  /**
-   * Prefill (no `past`): the prompt goes in front of the tokens and the mask, position ids and token
-   * types get P leading entries. Decode steps (`past` given, already holding the virtual tokens)
-   * pass through; the caller's mask then covers past (virtual tokens included) + current tokens.
-   */
+  /** CONCAT: the prompt in front of the input (see forwardWithVirtualTokens); ADD: p + x_i at every position, prefill and decode alike. */
   forward(ctx: BuildContext, args: ForwardArgs): ForwardResult {
+    if (this.config.promptCombination === 'CONCAT') return this.forwardWithVirtualTokens(ctx, args, () => this.promptGraph(ctx));
     this.installClassifier(ctx);
-    const base = this.base;
-    const words = args.inputsEmbeds ?? base.embedTokens(ctx, args.inputIds ?? fail('inputIds or inputsEmbeds is required'));
-    if (this.config.promptCombination === 'ADD') {
-      return base.forward(ctx, { ...args, inputIds: undefined, inputsEmbeds: o.add(words, this.promptGraph(ctx)) });
-    }
-    if (args.past && args.past.length) return base.forward(ctx, { ...args, inputIds: undefined, inputsEmbeds: words });
-    const P = this.config.numVirtualTokens;
-    const prompts = repeatOverBatch(o.unsqueeze(this.promptGraph(ctx), 0), words);
-    const positionIds = args.positionIds
-      ? o.concat([repeatOverBatch(ctx.graph.tensor('virtual_positions', args.positionIds.dtype, [1, P], Array.from({ length: P }, (_, i) => i)), args.positionIds), shiftPositions(args.positionIds, P)], 1)
-      : undefined;
-    return base.forward(ctx, {
-      inputsEmbeds: o.concat([prompts, words], 1),
-      attentionMask: prependOnes(args.attentionMask, P),
-      positionIds,
-      tokenTypeIds: args.tokenTypeIds ? prependConstant(args.tokenTypeIds, P, 0) : undefined,
-    });
+    const words = args.inputsEmbeds ?? this.base.embedTokens(ctx, args.inputIds ?? fail('inputIds or inputsEmbeds is required'));
+    return this.base.forward(ctx, { ...args, inputIds: undefined, inputsEmbeds: o.add(words, this.promptGraph(ctx)) });
   }
 
-  /** Causal LM: labels [batch, T] get P leading -100 to line up with logits [batch, P + T, vocab], as peft does. */
   override loss(logits: Value, labels: Value): Value {
-    if (this.config.taskType === 'CAUSAL_LM' && this.numVirtualTokens > 0) {
-      return this.base.loss(logits, prependConstant(labels, this.numVirtualTokens, -100));
-    }
-    return this.base.loss(logits, labels);
+    return this.lossWithVirtualTokens(logits, labels, this.numVirtualTokens);
   }
 
   configToDisk(): Record<string, PyJson> {

@@ -49,7 +49,8 @@ interface Options {
   runs: number;
   warmup: number;
   threads: number;
-  weights: 'shared' | 'prepacked';
+  /** weight modes to measure; 'default' is what the library picks (forward: shared; generate: shared prefill, prepacked decode) */
+  weights: ('default' | 'shared' | 'prepacked')[];
   peer: boolean;
   python: string;
   write: boolean;
@@ -61,12 +62,13 @@ const HELP = `usage: node dist/bench/model_throughput.js [options]
   --runs N         timed runs per measurement, median reported (3)
   --warmup N       untimed runs first (1)
   --threads N      ONNX Runtime intra-op threads and torch threads (2)
-  --weights M      shared (default: weights fed from JS arrays) or prepacked
+  --weights a,b    weight modes to time (default,prepacked for forward; default,shared for decode):
+                   default = the library's choice, shared = fed from JS arrays, prepacked = MLAS-packed
   --no-peer        skip PyTorch                  --python P   interpreter (/usr/bin/python3)
   --no-write       do not update bench/RESULTS.md`;
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { models: ['gpt2', 'llama'], runs: 3, warmup: 1, threads: 2, weights: 'shared', peer: true, python: '/usr/bin/python3', write: true, results: path.join(REPO, 'bench', 'RESULTS.md') };
+  const o: Options = { models: ['gpt2', 'llama'], runs: 3, warmup: 1, threads: 2, weights: ['default', 'shared', 'prepacked'], peer: true, python: '/usr/bin/python3', write: true, results: path.join(REPO, 'bench', 'RESULTS.md') };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const next = (): string => {
@@ -79,7 +81,7 @@ function parseArgs(argv: string[]): Options {
       case '--runs': o.runs = Number(next()); break;
       case '--warmup': o.warmup = Number(next()); break;
       case '--threads': o.threads = Number(next()); break;
-      case '--weights': o.weights = next() as Options['weights']; break;
+      case '--weights': o.weights = next().split(',') as Options['weights']; break;
       case '--no-peer': o.peer = false; break;
       case '--python': o.python = next(); break;
       case '--no-write': o.write = false; break;
@@ -242,24 +244,27 @@ function fmt(x: number | undefined, digits = 1): string {
   return x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits);
 }
 
+const MODE_LABEL: Record<Options['weights'][number], { forward: string; decode: string }> = {
+  default: { forward: 'weights shared (default)', decode: 'prefill shared, decode prepacked (default)' },
+  shared: { forward: 'weights shared', decode: 'all weights shared' },
+  prepacked: { forward: 'weights prepacked', decode: 'all weights prepacked' },
+};
+
 async function main(): Promise<void> {
   const opt = parseArgs(process.argv.slice(2));
-  const runtime: RuntimeOptions = { threads: opt.threads, weights: opt.weights };
   const skip = opt.peer ? torchAvailable(opt) : 'PyTorch peer skipped (--no-peer)';
   if (skip) console.log(skip);
   const rows: string[] = [];
   const commands: string[] = [`node dist/bench/model_throughput.js ${process.argv.slice(2).join(' ')}`.trim()];
   let torchVersion: string | undefined;
   const started = new Date();
+  const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? `${(a / b).toFixed(2)}x` : '-');
+  const num = (j: Record<string, unknown> | null | undefined, k: string): number | undefined => (j && typeof j[k] === 'number' ? (j[k] as number) : undefined);
   for (const name of opt.models) {
     const t0 = performance.now();
     const model = randomModel(name);
-    const params = model.weights.numel();
-    console.log(`${name}: ${params.toLocaleString('en-US')} parameters, random weights built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    const fwd = await benchForward(model, opt, runtime);
-    console.log(`  ours  forward 4x256: ${fmt(fwd.tokensPerS)} tok/s (median ${fwd.medianS.toFixed(3)} s of [${fwd.timesS.map((t) => t.toFixed(3))}]; compile ${fwd.compileS.toFixed(1)} s; other cpu ${fwd.otherCpu.toFixed(2)})`);
-    const dec = await benchDecode(model, opt, runtime);
-    console.log(`  ours  decode 32+64: ${fmt(dec.tokensPerS, 2)} new tok/s, decode-only ${fmt(dec.decodeTokensPerS, 2)} tok/s, prefill ${fmt(dec.prefillMs)} ms (median of [${dec.timesS.map((t) => t.toFixed(3))}] s; compile ${dec.compileS.toFixed(1)} s; other cpu ${dec.otherCpu.toFixed(2)})`);
+    console.log(`${name}: ${model.weights.numel().toLocaleString('en-US')} parameters, random weights built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    // The peer first, while our process holds only the JS weights (it runs alone, never beside ours).
     let pf: PeerRun | undefined;
     let pd: PeerRun | undefined;
     if (!skip && name !== 'tiny') {
@@ -267,34 +272,37 @@ async function main(): Promise<void> {
       pd = runPeer(opt, path.resolve(REPO, '../shared/bench/peer_torch.py'), ['--model', name, '--method', 'full', '--infer', '--warmup', String(opt.warmup), '--steps', String(opt.runs), '--threads', String(opt.threads)], (j) => j.mode === 'infer');
       commands.push(pf.command, pd.command);
       torchVersion ??= (pf.json?.torch ?? pd.json?.torch) as string | undefined;
-      const n = (j: Record<string, unknown> | null | undefined, k: string): number | undefined => (j && typeof j[k] === 'number' ? (j[k] as number) : undefined);
-      console.log(`  torch forward 4x256: ${pf.json ? `${fmt(n(pf.json, 'tokens_per_s'))} tok/s (median ${fmt(n(pf.json, 'median_s'), 3)} s; other cpu ${fmt(n(pf.json, 'other_cpu'), 2)})` : pf.note}`);
-      console.log(`  torch decode 32+64: ${pd.json ? `${fmt(n(pd.json, 'tokens_per_s'), 2)} new tok/s, decode-only ${fmt(n(pd.json, 'decode_tokens_per_s'), 2)} tok/s, prefill ${fmt(n(pd.json, 'prefill_ms'))} ms (other cpu ${fmt(n(pd.json, 'other_cpu'), 2)})` : pd.note}`);
-      const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? `${(a / b).toFixed(2)}x` : '-');
-      console.log(`  ratio ours/torch: forward ${ratio(fwd.tokensPerS, n(pf.json, 'tokens_per_s'))}, decode ${ratio(dec.tokensPerS, n(pd.json, 'tokens_per_s'))}`);
+      console.log(`  torch forward 4x256: ${pf.json ? `${fmt(num(pf.json, 'tokens_per_s'))} tok/s (median ${fmt(num(pf.json, 'median_s'), 3)} s of [${(pf.json.times_s as number[]).map((t) => t.toFixed(3))}]; other cpu ${fmt(num(pf.json, 'other_cpu'), 2)})` : pf.note}`);
+      console.log(`  torch decode 32+64: ${pd.json ? `${fmt(num(pd.json, 'tokens_per_s'), 2)} new tok/s, decode-only ${fmt(num(pd.json, 'decode_tokens_per_s'), 2)} tok/s, prefill ${fmt(num(pd.json, 'prefill_ms'))} ms (median ${fmt(num(pd.json, 'median_s'), 3)} s; other cpu ${fmt(num(pd.json, 'other_cpu'), 2)})` : pd.note}`);
+    }
+    const tf = num(pf?.json, 'tokens_per_s');
+    const td = num(pd?.json, 'tokens_per_s');
+    const tdo = num(pd?.json, 'decode_tokens_per_s');
+    for (const mode of opt.weights.filter((m) => m !== 'shared')) {
+      const runtime: RuntimeOptions = mode === 'default' ? { threads: opt.threads } : { threads: opt.threads, weights: mode };
+      const fwd = await benchForward(model, opt, runtime);
+      console.log(`  ours  forward 4x256 [${MODE_LABEL[mode].forward}]: ${fmt(fwd.tokensPerS)} tok/s (median ${fwd.medianS.toFixed(3)} s of [${fwd.timesS.map((t) => t.toFixed(3))}]; compile ${fwd.compileS.toFixed(1)} s; other cpu ${fwd.otherCpu.toFixed(2)}) = ${ratio(fwd.tokensPerS, tf)} torch`);
+      rows.push(`| ${name} | forward 4x256, tok/s | ${MODE_LABEL[mode].forward} | ${fmt(fwd.tokensPerS)} | ${fmt(tf)} | ${ratio(fwd.tokensPerS, tf)} | ours ${fwd.timesS.map((t) => t.toFixed(2)).join('/')} s; torch ${((pf?.json?.times_s as number[] | undefined) ?? []).map((t) => t.toFixed(2)).join('/') || '-'} s | ${fwd.otherCpu.toFixed(2)} / ${fmt(num(pf?.json, 'other_cpu'), 2)} |`);
+    }
+    for (const mode of opt.weights.filter((m) => m !== 'prepacked' || !opt.weights.includes('default'))) {
+      const runtime: RuntimeOptions = mode === 'default' ? { threads: opt.threads } : { threads: opt.threads, weights: mode };
+      const dec = await benchDecode(model, opt, runtime);
+      console.log(`  ours  decode 32+64 [${MODE_LABEL[mode].decode}]: ${fmt(dec.tokensPerS, 2)} new tok/s, decode-only ${fmt(dec.decodeTokensPerS, 2)} tok/s, prefill ${fmt(dec.prefillMs)} ms (median of [${dec.timesS.map((t) => t.toFixed(3))}] s; compile ${dec.compileS.toFixed(1)} s; other cpu ${dec.otherCpu.toFixed(2)}) = ${ratio(dec.tokensPerS, td)} torch`);
       rows.push(
-        `| ${name} | forward 4x256 (tok/s) | ${fmt(fwd.tokensPerS)} | ${fmt(n(pf.json, 'tokens_per_s'))} | ${ratio(fwd.tokensPerS, n(pf.json, 'tokens_per_s'))} | ours ${fwd.timesS.map((t) => t.toFixed(2)).join('/')} s, torch ${((pf.json?.times_s as number[] | undefined) ?? []).map((t) => t.toFixed(2)).join('/') || '-'} s | ${fwd.otherCpu.toFixed(2)} / ${fmt(n(pf.json, 'other_cpu'), 2)} |`,
-        `| ${name} | decode 32+64, new tok/s | ${fmt(dec.tokensPerS, 2)} | ${fmt(n(pd.json, 'tokens_per_s'), 2)} | ${ratio(dec.tokensPerS, n(pd.json, 'tokens_per_s'))} | prefill ${fmt(dec.prefillMs)} vs ${fmt(n(pd.json, 'prefill_ms'))} ms | ${dec.otherCpu.toFixed(2)} / ${fmt(n(pd.json, 'other_cpu'), 2)} |`,
-        `| ${name} | decode-only tok/s | ${fmt(dec.decodeTokensPerS, 2)} | ${fmt(n(pd.json, 'decode_tokens_per_s'), 2)} | ${ratio(dec.decodeTokensPerS, n(pd.json, 'decode_tokens_per_s'))} | median of ${opt.runs} generations each | |`,
-      );
-    } else {
-      rows.push(
-        `| ${name} | forward 4x256 (tok/s) | ${fmt(fwd.tokensPerS)} | - | - | ours ${fwd.timesS.map((t) => t.toFixed(2)).join('/')} s | ${fwd.otherCpu.toFixed(2)} / - |`,
-        `| ${name} | decode 32+64, new tok/s | ${fmt(dec.tokensPerS, 2)} | - | - | prefill ${fmt(dec.prefillMs)} ms | ${dec.otherCpu.toFixed(2)} / - |`,
-        `| ${name} | decode-only tok/s | ${fmt(dec.decodeTokensPerS, 2)} | - | - | | |`,
+        `| ${name} | decode 32+64, new tok/s | ${MODE_LABEL[mode].decode} | ${fmt(dec.tokensPerS, 2)} | ${fmt(td, 2)} | ${ratio(dec.tokensPerS, td)} | prefill ${fmt(dec.prefillMs)} ms vs ${fmt(num(pd?.json, 'prefill_ms'))} ms; decode-only ${fmt(dec.decodeTokensPerS, 2)} vs ${fmt(tdo, 2)} tok/s (${ratio(dec.decodeTokensPerS, tdo)}) | ${dec.otherCpu.toFixed(2)} / ${fmt(num(pd?.json, 'other_cpu'), 2)} |`,
       );
     }
   }
   const section = [
     HEADING,
     '',
-    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC. Random-weight models of the Hugging Face shapes (gpt2 = GPT-2 small, 124M; llama = SmolLM-135M: hidden 576, 30 layers, 9 heads / 3 KV heads, tied), float32, ${opt.threads} threads on both sides (ONNX Runtime intra-op threads; torch.set_num_threads with OMP_WAIT_POLICY=PASSIVE), weights mode '${opt.weights}'. Medians of ${opt.runs} timed runs after ${opt.warmup} warm-up. Forward = one inference pass over 4 x 256 random tokens with logits for every position. Decode = greedy, batch 1, 32-token random prompt, 64 new tokens with the KV cache (prefill + 63 one-token steps; "new tok/s" = 64 / total time, "decode-only" excludes the prefill), as peer_torch.py --infer. "other cpu" = cores other processes used while timing (ours / torch); above ~0.2 the numbers are disturbed.`,
+    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC by bench/model_throughput.ts. Random-weight models of the Hugging Face shapes (gpt2 = GPT-2 small, 124M; llama = SmolLM-135M: hidden 576, 30 layers, 9 heads / 3 KV heads, tied), float32, ${opt.threads} threads on both sides (ONNX Runtime intra-op threads; torch.set_num_threads with OMP_WAIT_POLICY=PASSIVE). Medians of ${opt.runs} timed runs after ${opt.warmup} warm-up. Forward = one inference pass over 4 x 256 random tokens with logits for every position (torch: bench/forward_torch.py, the peer_torch.py model under inference_mode). Decode = greedy, batch 1, 32-token random prompt, 64 new tokens with the KV cache: "new tok/s" = 64 / (prefill + 63 one-token steps), "decode-only" leaves the prefill out; torch: peer_torch.py --infer --method full (the plain model; its loop only computes the last position's logits). Weights: "shared" = frozen weights fed to ONNX Runtime from the JS arrays (one copy per process), "prepacked" = ONNX Runtime packs them for MLAS per session (one more copy). "other cpu" = cores other processes used while timing (ours / torch); above ~0.2 the machine was busy and the numbers are disturbed.`,
     '',
     ...versions(torchVersion),
     ...(skip ? [`- ${skip}`] : []),
     '',
-    '| model | measurement | ours | torch | ours / torch | detail | other cpu |',
-    '|---|---|---:|---:|---:|---|---|',
+    '| model | measurement | our weights | ours | torch | ours / torch | detail | other cpu |',
+    '|---|---|---|---:|---:|---:|---|---|',
     ...rows,
     '',
     'Commands (from the repository root, after `npx tsc -p .`):',

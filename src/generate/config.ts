@@ -24,7 +24,6 @@ export interface GenerationDefaults {
   topK: number;
   topP: number;
   maxNewTokens?: number;
-  maxLength?: number;
 }
 
 /** A streamed piece of one row's output. */
@@ -117,7 +116,6 @@ export function defaultsFrom(raw: Record<string, unknown>, config: ModelConfig):
     topK: num(raw.top_k) ?? 50,
     topP: num(raw.top_p) ?? 1,
     maxNewTokens: num(raw.max_new_tokens),
-    maxLength: num(raw.max_length),
   };
 }
 

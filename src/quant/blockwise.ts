@@ -208,14 +208,9 @@ export function quantize4bit(data: Float32Array, shape: readonly number[], opts:
     const start = b * blockSize;
     const end = Math.min(n, start + blockSize);
     let m = 0;
-    let probe = 0;
-    for (let i = start; i < end; i++) {
-      const x = data[i]!;
-      probe += x * 0; // NaN once any value is NaN or infinite
-      const a = x < 0 ? -x : x;
-      if (a > m) m = a;
-    }
-    if (probe !== 0) {
+    // Math.max propagates NaN, so a NaN or an infinity leaves m non-finite
+    for (let i = start; i < end; i++) m = Math.max(m, Math.abs(data[i]!));
+    if (!(m < Infinity)) {
       throw new QuantizationError(`value ${firstNonFinite(data, start, end)} at flat index ${start}..${end - 1} cannot be quantized; the weights contain NaN or infinity (check the checkpoint)`);
     }
     absmax[b] = m;

@@ -3,6 +3,9 @@
 // seed, and turns user mistakes into one-line errors with exit code 1.
 
 import { test } from 'node:test';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { Tokenizer } from '../../src/io/tokenizer.js';
 import { toBigInt64 } from '../../src/io/safetensors.js';
@@ -54,9 +57,13 @@ test('peft generate --adapter: LoRA on the fly and merged print the same greedy 
 
 test('peft generate: user mistakes are one-line errors with exit code 1', async () => {
   const gpt2 = fixturePath('models', 'gpt2');
+  const noTokenizer = mkdtempSync(join(tmpdir(), 'peft-no-tokenizer-'));
+  for (const f of ['config.json', 'model.safetensors']) symlinkSync(join(gpt2, f), join(noTokenizer, f));
   const cases: [string[], RegExp][] = [
     [['generate', '--model', fixturePath('models', 'missing'), '--prompt', 'hi'], /neither an existing local folder nor a Hub repo id/],
     [['generate', '--model', gpt2], /at least one --prompt/],
+    [['generate', '--model', noTokenizer, '--prompt', 'hi'], /tokenizer\.json/],
+    [['generate', '--model', gpt2, '--prompt', 'hi', '--merged'], /--merged needs at least one --adapter/],
     [['generate', '--model', gpt2, '--prompt', 'hi', '--chat'], /no chat template/],
     [['generate', '--model', gpt2, '--prompt', ' robot'.repeat(200)], /longer than the model's 128 positions/],
     [['generate', '--model', gpt2, '--prompt', 'hi', '--top-p', '2'], /topP must be in/],
@@ -64,6 +71,7 @@ test('peft generate: user mistakes are one-line errors with exit code 1', async 
     [['generate', '--model', fixturePath('models', 'bert'), '--prompt', 'hi'], /causal language model/],
   ];
   const results = await Promise.all(cases.map(([args]) => peft(args)));
+  rmSync(noTokenizer, { recursive: true, force: true });
   results.forEach((r, i) => {
     assert.equal(r.code, 1, `${cases[i]![0].join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, cases[i]![1]);

@@ -8,6 +8,10 @@ import { join } from 'node:path';
 import { loadModel } from '../../src/models/load.js';
 import { PTuningModel, encoderShapes, loadPTuning, promptEncoderConfigFromDisk } from '../../src/tuners/p_tuning/index.js';
 import { PeftConfigError } from '../../src/tuners/types.js';
+import { AdamW } from '../../src/train/adamw.js';
+import type { Batch } from '../../src/train/batches.js';
+import { Rng } from '../../src/train/rng.js';
+import { EvalStep, TrainStep } from '../../src/train/step.js';
 import { fixturePath, maxAbsDiff } from '../helpers/fixtures.js';
 import {
   checkOutputs,
@@ -74,11 +78,30 @@ test('generation contract: P-tuning prefill prepends the encoded prompt once (gp
   assert.ok((await prefillDecodeMatches(await loadPTuning(llama, fixturePath('adapters', 'llama', 'p_tuning_mlp')), [5, 77, 300, 12, 9])) < 1e-4);
 });
 
-test('P-tuning lowers eval loss on tiny tasks (gpt2 LSTM encoder, bert MLP encoder)', async () => {
+test('P-tuning lowers eval loss on tiny tasks (gpt2 LSTM encoder with dropout through the train step, bert MLP encoder)', async () => {
   const gpt2 = await loadModel(fixturePath('models', 'gpt2'));
-  const lm = PTuningModel.create(gpt2, { numVirtualTokens: 4, encoderReparameterizationType: 'LSTM', encoderHiddenSize: 16 }, { seed: 31 });
-  const a = await trainAndEval(lm, repeatedTokenBatch(gpt2, 16, 1), repeatedTokenBatch(gpt2, 16, 2), 25, 0.01);
-  assert.ok(a.after < a.before - 0.1, `gpt2 eval loss ${a.before} -> ${a.after}`);
+  const lm = PTuningModel.create(gpt2, { numVirtualTokens: 4, encoderReparameterizationType: 'LSTM', encoderHiddenSize: 16, encoderDropout: 0.1 }, { seed: 31 });
+  const toStep = (b: ReturnType<typeof repeatedTokenBatch>): Batch => ({
+    size: b.input_ids.shape[0]!,
+    seq: b.input_ids.shape[1]!,
+    inputIds: b.input_ids.data as BigInt64Array,
+    attentionMask: b.attention_mask.data as BigInt64Array,
+    labels: b.labels.data as BigInt64Array,
+    tokens: b.input_ids.data.length,
+  });
+  const train = toStep(repeatedTokenBatch(gpt2, 16, 1));
+  const evalBatch = toStep(repeatedTokenBatch(gpt2, 16, 2));
+  const step = await TrainStep.compile(lm, { threads: 1 });
+  const evaluate = await EvalStep.compile(lm, { threads: 1 });
+  assert.deepEqual(step.dropoutRatios, [0.1], 'one mask between the two LSTM layers');
+  const before = (await evaluate.run(evalBatch, lm.parameters())).loss;
+  const opt = new AdamW({ lr: 0.01, weightDecay: 0 });
+  const rng = Rng.fromSeed(7);
+  for (let s = 0; s < 25; s++) opt.step(lm.parameters(), (await step.run(train, lm.parameters(), { rng })).grads, { decay: lm.decayParameters() });
+  const after = (await evaluate.run(evalBatch, lm.parameters())).loss;
+  await step.dispose();
+  await evaluate.dispose();
+  assert.ok(after < before - 0.1, `gpt2 eval loss ${before} -> ${after}`);
   const bert = await loadModel(fixturePath('models', 'bert'));
   const cls = PTuningModel.create(bert, { numVirtualTokens: 4, encoderHiddenSize: 32 }, { seed: 32 });
   const b = await trainAndEval(cls, markerBatch(bert, 32, 3), markerBatch(bert, 32, 4), 120, 0.1);

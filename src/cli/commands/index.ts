@@ -3,6 +3,8 @@
 import type { Command } from 'commander';
 import { register as forward } from './forward.js';
 import { register as generate } from './generate.js';
+import { register as info } from './info.js';
+import { register as merge } from './merge.js';
 import { register as quantize } from './quantize.js';
 import { register as train } from './train.js';
 
@@ -13,6 +15,8 @@ const COMMANDS: Register[] = [
   forward,
   train,
   quantize,
+  merge,
+  info,
 ];
 
 export function registerCommands(program: Command): void {

@@ -22,7 +22,7 @@ export interface PromptEncoderConfig extends PromptLearningConfig {
   encoderReparameterizationType: EncoderReparameterizationType;
   encoderHiddenSize: number;
   encoderNumLayers: number;
-  /** dropout between LSTM layers in training; kept in the config, not applied (see README.md) */
+  /** dropout between LSTM layers while training (ctx.dropout; the MLP has none, as in peft) */
   encoderDropout: number;
 }
 

@@ -71,8 +71,11 @@ function lstmDirection(x: Value, w: { ih: Value; hh: Value; bih: Value; bhh: Val
   return o.concat(outs, 0);
 }
 
-/** The encoder output [P, token_dim] from the virtual-token embeddings [P, token_dim]. */
-export function encode(cfg: PromptEncoderConfig, embeddings: Value, param: (name: string) => Value): Value {
+/**
+ * The encoder output [P, token_dim] from the virtual-token embeddings [P, token_dim]. `dropout`
+ * applies encoder_dropout to each LSTM layer's output but the last, as torch's nn.LSTM does.
+ */
+export function encode(cfg: PromptEncoderConfig, embeddings: Value, param: (name: string) => Value, dropout: (x: Value, layer: number) => Value = (x) => x): Value {
   const lin = (x: Value, name: string) => o.linear(x, param(`${name}.weight`), param(`${name}.bias`));
   if (cfg.encoderReparameterizationType === 'MLP') {
     return lin(o.relu(lin(o.relu(lin(embeddings, 'mlp_head.0')), 'mlp_head.2')), 'mlp_head.4');
@@ -87,6 +90,7 @@ export function encode(cfg: PromptEncoderConfig, embeddings: Value, param: (name
       bhh: param(`lstm_head.bias_hh_l${l}${sfx}`),
     });
     x = o.concat([lstmDirection(x, dir(''), H, false), lstmDirection(x, dir('_reverse'), H, true)], 1);
+    if (l < cfg.encoderNumLayers - 1) x = dropout(x, l);
   }
   return lin(o.relu(lin(x, 'mlp_head.0')), 'mlp_head.2');
 }

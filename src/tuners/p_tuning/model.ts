@@ -42,7 +42,14 @@ export class PTuningModel extends PromptLearningModel<PromptEncoderConfig> {
   promptGraph(ctx: BuildContext): Value {
     const emb = this.param(ctx, this.encoderName('embedding.weight'));
     if (!this.encoded) return emb;
-    return ctx.graph.scope(`prompt_encoder.${this.adapterName}`, () => encode(this.config, emb, (n) => this.param(ctx, this.encoderName(n))));
+    return ctx.graph.scope(`prompt_encoder.${this.adapterName}`, () =>
+      encode(
+        this.config,
+        emb,
+        (n) => this.param(ctx, this.encoderName(n)),
+        (x, l) => ctx.dropout(x, this.config.encoderDropout, `dropout.${this.encoderName(`lstm_head.l${l}`)}`),
+      ),
+    );
   }
 
   forward(ctx: BuildContext, args: ForwardArgs): ForwardResult {

@@ -1,0 +1,163 @@
+// `peft merge`: folds a saved adapter (LoRA, IA3) into its base model (peft's merge_and_unload)
+// and writes a plain Hugging Face model folder (config.json, model.safetensors, tokenizer files).
+// Everything is checked and merged in memory first; the folder is written beside --out and renamed.
+
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { chmod, copyFile, mkdir, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { type Command, InvalidArgumentError } from 'commander';
+import { resolveModelDir } from '../../io/hub.js';
+import { loadModel } from '../../models/load.js';
+import type { PretrainedModel } from '../../models/types.js';
+import { isAdapterHubFolder } from '../../tuners/bottleneck/index.js';
+import { loadAdapter, readAdapterConfig } from '../../tuners/load.js';
+import { saveModelPretrained } from '../../tuners/lora/index.js';
+import { AdapterError, type AdaptedModel } from '../../tuners/types.js';
+import { CliError } from '../errors.js';
+
+interface MergeFlags {
+  model: string;
+  adapter: string;
+  out: string;
+  overwrite?: boolean;
+  maxShardSize?: number;
+}
+
+/** An adapter whose method has no weights to fold into the base model. */
+export class NotMergeableError extends AdapterError {
+  constructor(
+    readonly method: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'NotMergeableError';
+  }
+}
+
+/** Methods that change the input or add layers: why they cannot be merged, and what to do instead. */
+const NOT_MERGEABLE: Record<string, string> = {
+  PROMPT_TUNING: 'prompt tuning learns virtual input tokens, not a change of the weights',
+  PREFIX_TUNING: "prefix tuning learns extra keys and values for every attention layer, not a change of the weights",
+  P_TUNING: 'P-tuning learns virtual input tokens (through its prompt encoder), not a change of the weights',
+  BOTTLENECK: 'a bottleneck adapter adds a non-linear block (down-projection, activation, up-projection) that no base weight can absorb',
+};
+const LABELS: Record<string, string> = {
+  PROMPT_TUNING: 'a prompt tuning (PROMPT_TUNING)',
+  PREFIX_TUNING: 'a prefix tuning (PREFIX_TUNING)',
+  P_TUNING: 'a P-tuning (P_TUNING)',
+  BOTTLENECK: 'an AdapterHub bottleneck',
+};
+const INSTEAD = 'so there is nothing to merge; keep it as a separate adapter and apply it at run time (`peft generate --adapter DIR`, `peft forward --adapter DIR`)';
+
+/** Files copied from the base model folder besides config.json and the weights. */
+const EXTRA_FILES = ['generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'tokenizer.model', 'added_tokens.json', 'chat_template.jinja'];
+
+const shardSizeArg = (v: string): number => {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$/i.exec(v);
+  if (!m) throw new InvalidArgumentError(`--max-shard-size needs a size such as 2GB or 500MB, got ${JSON.stringify(v)}`);
+  const unit = (m[2] ?? 'B').toUpperCase();
+  const mult: Record<string, number> = { B: 1, KB: 1e3, MB: 1e6, GB: 1e9, KIB: 2 ** 10, MIB: 2 ** 20, GIB: 2 ** 30 };
+  const n = Math.floor(Number(m[1]) * mult[unit]!);
+  if (n < 1) throw new InvalidArgumentError('--max-shard-size must be at least 1 byte.');
+  return n;
+};
+
+export function register(program: Command): void {
+  program
+    .command('merge')
+    .description('merge a LoRA or IA3 adapter into its base model and write a Hugging Face model folder (peft merge_and_unload)')
+    .requiredOption('--model <dir|repo>', 'base model folder (config.json, model.safetensors) or Hub repo id')
+    .requiredOption('--adapter <dir>', 'adapter folder (adapter_config.json + adapter_model.safetensors)')
+    .requiredOption('--out <dir>', 'folder to write: config.json, model.safetensors, tokenizer files')
+    .option('--overwrite', 'replace an --out folder that is not empty')
+    .option('--max-shard-size <size>', 'split model.safetensors into shards of at most this size (default 5GB, as transformers)', shardSizeArg)
+    .action(async (flags: MergeFlags) => {
+      await runMerge(flags);
+    });
+}
+
+/** Which method a folder holds, read from its config alone (before any weights are loaded). */
+async function adapterMethod(dir: string): Promise<string> {
+  if (await isAdapterHubFolder(dir)) return 'BOTTLENECK';
+  const config = await readAdapterConfig(dir);
+  if (typeof config.peft_type !== 'string') throw new AdapterError(`${join(dir, 'adapter_config.json')}: peft_type is missing or not a string`);
+  return config.peft_type;
+}
+
+function checkOut(out: string, flags: MergeFlags, modelDir: string, adapterDir: string): void {
+  const abs = resolve(out);
+  if (abs === resolve(modelDir)) throw new CliError(`--out ${out} is the base model folder; write the merged model to another folder`);
+  if (abs === resolve(adapterDir)) throw new CliError(`--out ${out} is the adapter folder; write the merged model to another folder`);
+  if (!existsSync(abs)) return;
+  if (!statSync(abs).isDirectory()) throw new CliError(`--out ${out} exists and is a file; pass a folder`);
+  if (readdirSync(abs).length > 0 && !flags.overwrite) {
+    throw new CliError(`--out ${out} is not empty; pass --overwrite to replace it, or choose a new folder`);
+  }
+}
+
+/** Moves the finished temp folder to `out`, replacing an existing folder only once the new one is complete. */
+async function publish(tmp: string, out: string): Promise<void> {
+  if (!existsSync(out)) {
+    await rename(tmp, out);
+    return;
+  }
+  const old = join(dirname(out), `.${basename(out)}.old-${process.pid}-${randomBytes(4).toString('hex')}`);
+  await rename(out, old);
+  try {
+    await rename(tmp, out);
+  } catch (e) {
+    await rename(old, out).catch(() => undefined);
+    throw e;
+  }
+  await rm(old, { recursive: true, force: true });
+}
+
+export async function runMerge(flags: MergeFlags): Promise<void> {
+  const say = (s: string) => process.stderr.write(`${s}\n`);
+  const out = resolve(flags.out);
+  const adapterDir = flags.adapter;
+  if (!existsSync(adapterDir) || !statSync(adapterDir).isDirectory()) throw new CliError(`--adapter ${adapterDir} is not a folder`);
+  const method = await adapterMethod(adapterDir);
+  const why = NOT_MERGEABLE[method];
+  if (why) throw new NotMergeableError(method, `${adapterDir} is ${LABELS[method]} adapter: ${why}, ${INSTEAD}`);
+  const modelDir = await resolveModelDir(flags.model);
+  checkOut(flags.out, flags, modelDir, adapterDir);
+
+  const t0 = performance.now();
+  const base = await loadModel(modelDir);
+  const quantized = base.weights.quantizedNames();
+  if (quantized.length) {
+    throw new CliError(
+      `the base model in ${modelDir} is stored 4-bit quantized (${quantized.length} weights); merging into 4-bit weights would lose the adapter's update in the rounding. Merge into the unquantized base model, then quantize the result with \`peft quantize\``,
+    );
+  }
+  const adapted: AdaptedModel = await loadAdapter(base, adapterDir);
+  const mergeable = adapted as AdaptedModel & { mergeAndUnload?: () => PretrainedModel | Promise<PretrainedModel> };
+  if (typeof mergeable.mergeAndUnload !== 'function') {
+    throw new NotMergeableError(adapted.peftType, `${adapterDir} is a ${adapted.peftType} adapter, which cannot be merged into the weights; ${INSTEAD}`);
+  }
+  const merged = await mergeable.mergeAndUnload();
+  say(`merged the ${adapted.peftType} adapter ${adapterDir} into ${modelDir} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+
+  // Nothing was written so far: every check above runs before the output folder is touched.
+  const parent = dirname(out);
+  await mkdir(parent, { recursive: true });
+  const tmp = join(parent, `.${basename(out)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  try {
+    await saveModelPretrained(merged, tmp, { maxShardBytes: flags.maxShardSize });
+    for (const f of EXTRA_FILES) {
+      const src = join(modelDir, f);
+      if (existsSync(src) && !existsSync(join(tmp, f))) await copyFile(src, join(tmp, f));
+    }
+    // Copies keep the source's mode; the merged folder is the user's to edit (read-only fixtures, Hub cache).
+    for (const f of readdirSync(tmp)) await chmod(join(tmp, f), 0o644);
+    await publish(tmp, out);
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  const files = readdirSync(out).sort();
+  const bytes = files.reduce((n, f) => n + statSync(join(out, f)).size, 0);
+  say(`wrote ${files.join(', ')} (${(bytes / 2 ** 20).toFixed(1)} MiB) to ${flags.out}`);
+}

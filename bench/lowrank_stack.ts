@@ -41,6 +41,9 @@ interface Options {
   dir: string | null;
   child: boolean;
   arena: boolean;
+  memPattern: boolean;
+  /** re-report the JSON lines of earlier --out runs (pooled) instead of running */
+  from: string | null;
 }
 
 const MODES: Record<string, { source: 'file' | 'array'; desc: string; opts: RuntimeOptions }> = {
@@ -64,14 +67,15 @@ const HELP = `usage: node dist/bench/lowrank_stack.js [options]
   --modes a,b     weight modes (${DEFAULT_MODES.join(',')}); all: ${Object.keys(MODES).join(',')}
   --repeat N      run the mode list N times, interleaved (1)
   --no-torch      skip the PyTorch peer             --python P   interpreter (/usr/bin/python3)
-  --no-arena      ORT enableCpuMemArena false
+  --no-arena      ORT enableCpuMemArena false    --no-mem-pattern   ORT enableMemPattern false
   --out FILE      append every measurement as a JSON line
+  --from FILE     print the report for the JSON lines of earlier --out runs, pooled (same shape flags)
   --dir DIR       where to write the weights file (a fresh temp dir)`;
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     layers: 12, d: 768, rank: 8, alpha: 16, batch: 4, seq: 256, threads: 2, warmup: 2, steps: 10,
-    modes: DEFAULT_MODES, repeat: 1, torch: true, python: '/usr/bin/python3', out: null, dir: null, child: false, arena: true,
+    modes: DEFAULT_MODES, repeat: 1, torch: true, python: '/usr/bin/python3', out: null, dir: null, child: false, arena: true, memPattern: true, from: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -103,6 +107,8 @@ function parseArgs(argv: string[]): Options {
       case '--dir': o.dir = next(); break;
       case '--child': o.child = true; break;
       case '--no-arena': o.arena = false; break;
+      case '--no-mem-pattern': o.memPattern = false; break;
+      case '--from': o.from = next(); break;
       case '--help': case '-h': console.log(HELP); process.exit(0);
       default: throw new Error(`unknown option ${a}\n${HELP}`);
     }
@@ -352,7 +358,7 @@ async function child(opt: Options, dir: string): Promise<void> {
       ? g.constant(`layers.${l}.weight`, 'float32', [d, d], { kind: 'file', path: wfile, offset: loc.offset, length: loc.length })
       : g.constant(`layers.${l}.weight`, 'float32', [d, d], arrays[l]!);
   };
-  const ropts: RuntimeOptions = { ...spec.opts, threads: opt.threads, cpuMemArena: opt.arena };
+  const ropts: RuntimeOptions = { ...spec.opts, threads: opt.threads, cpuMemArena: opt.arena, memPattern: opt.memPattern };
 
   let t0 = performance.now();
   const train = buildGraph(opt, W, true);
@@ -425,6 +431,7 @@ function runChild(script: string, opt: Options, dir: string, mode: string): Prom
     '--rank', String(opt.rank), '--alpha', String(opt.alpha), '--batch', String(opt.batch), '--seq', String(opt.seq),
     '--threads', String(opt.threads), '--warmup', String(opt.warmup), '--steps', String(opt.steps)];
   if (!opt.arena) args.push('--no-arena');
+  if (!opt.memPattern) args.push('--no-mem-pattern');
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
@@ -548,22 +555,24 @@ function report(opt: Options, results: ChildResult[], torch: TorchResult[] | str
   const pooled = (rs: { step_ms: number[]; step_other_cpu?: number[] }[], clean: boolean): number[] =>
     rs.flatMap((r) => r.step_ms.filter((_, i) => !clean || (r.step_other_cpu?.[i] ?? 0) < CLEAN_OTHER));
   console.log(`\nspeed, ms per training step (forward + backward), median of the timed steps pooled over runs; clean: steps with other processes < ${CLEAN_OTHER} cores`);
-  console.log('| engine / weights | ms/step (all steps) | ms/step (clean steps) | steps/s (clean) | clean/all steps | per-run medians | fwd-only ms |');
-  console.log('| --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| engine / weights | ms/step (all steps) | ms/step (clean steps) | steps/s (clean) | clean/all steps | min ms | per-run medians | fwd-only ms (median of runs) |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
   const med: Record<string, number> = {};
   const medAll: Record<string, number> = {};
+  const minAll: Record<string, number> = {};
   const row = (name: string, rs: { step_ms: number[]; step_other_cpu?: number[]; median_ms: number; fwd_median_ms: number }[]): void => {
     const all = pooled(rs, false), clean = pooled(rs, true);
     med[name] = median(clean);
     medAll[name] = median(all);
-    console.log(`| ${name} | ${f1(medAll[name]!)} | ${f1(med[name]!)} | ${f2(1000 / med[name]!)} | ${clean.length}/${all.length} | ${rs.map((r) => f1(r.median_ms)).join(', ')} | ${f1(median(rs.map((r) => r.fwd_median_ms)))} |`);
+    minAll[name] = Math.min(...all);
+    console.log(`| ${name} | ${f1(medAll[name]!)} | ${f1(med[name]!)} | ${f2(1000 / med[name]!)} | ${clean.length}/${all.length} | ${f1(minAll[name]!)} | ${rs.map((r) => f1(r.median_ms)).join(', ')} | ${f1(median(rs.map((r) => r.fwd_median_ms)))} |`);
   };
   for (const [mode, rs] of byMode) row(mode, rs);
   if (typeof torch !== 'string') {
     const t = `torch ${torch[0]!.torch}`;
     row(t, torch);
     for (const mode of byMode.keys()) {
-      console.log(`  speed-up over torch, ${mode}: ${f2(med[t]! / med[mode]!)}x on clean steps, ${f2(medAll[t]! / medAll[mode]!)}x on all steps (>1: ours faster)`);
+      console.log(`  speed-up over torch, ${mode}: ${f2(med[t]! / med[mode]!)}x on clean steps, ${f2(medAll[t]! / medAll[mode]!)}x on all steps, ${f2(minAll[t]! / minAll[mode]!)}x on the fastest step (>1: ours faster)`);
     }
   } else console.log(torch);
 
@@ -608,6 +617,25 @@ function report(opt: Options, results: ChildResult[], torch: TorchResult[] | str
   if (noisy) console.log(`  note: ${noisy} of ${results.length} runs shared the cores with other processes (other_cpu > 0.25): compare with care`);
 }
 
+/** Pools the results of several invocations (each appended with --out) into one report. */
+function reportFrom(opt: Options): void {
+  const same = (c: Partial<Options> | undefined): boolean =>
+    !!c && c.layers === opt.layers && c.d === opt.d && c.rank === opt.rank && c.batch === opt.batch && c.seq === opt.seq && c.threads === opt.threads && c.arena === opt.arena && (c.memPattern ?? true) === opt.memPattern;
+  const ts: ChildResult[] = [];
+  const tr: TorchResult[] = [];
+  for (const line of fs.readFileSync(opt.from!, 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    const r = JSON.parse(line) as (ChildResult | TorchResult) & { config?: Partial<Options> };
+    if (!same(r.config)) continue;
+    if (r.kind === 'ts') ts.push(r as ChildResult);
+    else tr.push(r as TorchResult);
+  }
+  const modes = new Set(ts.map((r) => r.mode));
+  console.log(`pooled from ${opt.from}: ${ts.length} runs of ${[...modes].join(', ')}; ${tr.length} torch runs; L=${opt.layers} d=${opt.d} r=${opt.rank} tokens=${opt.batch}x${opt.seq} threads=${opt.threads}`);
+  report(opt, ts, tr.length ? tr : 'no torch runs in the file');
+}
+
 const opt = parseArgs(process.argv.slice(2));
 if (opt.child) await child(opt, opt.dir!);
+else if (opt.from) reportFrom(opt);
 else await parent(opt);

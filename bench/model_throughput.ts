@@ -49,8 +49,8 @@ interface Options {
   runs: number;
   warmup: number;
   threads: number;
-  /** weight modes to measure; 'default' is what the library picks (forward: shared; generate: shared prefill, prepacked decode) */
-  weights: ('default' | 'shared' | 'prepacked')[];
+  /** weight modes to measure: shared (the library default) and prepacked */
+  weights: ('shared' | 'prepacked')[];
   peer: boolean;
   python: string;
   write: boolean;
@@ -62,13 +62,13 @@ const HELP = `usage: node dist/bench/model_throughput.js [options]
   --runs N         timed runs per measurement, median reported (3)
   --warmup N       untimed runs first (1)
   --threads N      ONNX Runtime intra-op threads and torch threads (2)
-  --weights a,b    weight modes to time (default,prepacked for forward; default,shared for decode):
-                   default = the library's choice, shared = fed from JS arrays, prepacked = MLAS-packed
+  --weights a,b    weight modes to time (shared,prepacked): shared = fed from the JS arrays
+                   (the library default), prepacked = packed for MLAS in each session
   --no-peer        skip PyTorch                  --python P   interpreter (/usr/bin/python3)
   --no-write       do not update bench/RESULTS.md`;
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { models: ['gpt2', 'llama'], runs: 3, warmup: 1, threads: 2, weights: ['default', 'shared', 'prepacked'], peer: true, python: '/usr/bin/python3', write: true, results: path.join(REPO, 'bench', 'RESULTS.md') };
+  const o: Options = { models: ['gpt2', 'llama'], runs: 3, warmup: 1, threads: 2, weights: ['shared', 'prepacked'], peer: true, python: '/usr/bin/python3', write: true, results: path.join(REPO, 'bench', 'RESULTS.md') };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const next = (): string => {
@@ -89,6 +89,7 @@ function parseArgs(argv: string[]): Options {
       default: throw new Error(`unknown option ${a}\n${HELP}`);
     }
   }
+  for (const w of o.weights) if (w !== 'shared' && w !== 'prepacked') throw new Error(`unknown weights mode ${w}; choose shared or prepacked`);
   for (const m of o.models) if (!(m in CONFIGS)) throw new Error(`unknown model ${m}; choose from ${Object.keys(CONFIGS).join(', ')}`);
   return o;
 }
@@ -244,11 +245,7 @@ function fmt(x: number | undefined, digits = 1): string {
   return x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits);
 }
 
-const MODE_LABEL: Record<Options['weights'][number], { forward: string; decode: string }> = {
-  default: { forward: 'weights shared (default)', decode: 'prefill shared, decode prepacked (default)' },
-  shared: { forward: 'weights shared', decode: 'all weights shared' },
-  prepacked: { forward: 'weights prepacked', decode: 'all weights prepacked' },
-};
+const MODE_LABEL: Record<Options['weights'][number], string> = { shared: 'shared (default)', prepacked: 'prepacked' };
 
 async function main(): Promise<void> {
   const opt = parseArgs(process.argv.slice(2));
@@ -278,18 +275,18 @@ async function main(): Promise<void> {
     const tf = num(pf?.json, 'tokens_per_s');
     const td = num(pd?.json, 'tokens_per_s');
     const tdo = num(pd?.json, 'decode_tokens_per_s');
-    for (const mode of opt.weights.filter((m) => m !== 'shared')) {
-      const runtime: RuntimeOptions = mode === 'default' ? { threads: opt.threads } : { threads: opt.threads, weights: mode };
+    for (const mode of opt.weights) {
+      const runtime: RuntimeOptions = { threads: opt.threads, weights: mode };
       const fwd = await benchForward(model, opt, runtime);
-      console.log(`  ours  forward 4x256 [${MODE_LABEL[mode].forward}]: ${fmt(fwd.tokensPerS)} tok/s (median ${fwd.medianS.toFixed(3)} s of [${fwd.timesS.map((t) => t.toFixed(3))}]; compile ${fwd.compileS.toFixed(1)} s; other cpu ${fwd.otherCpu.toFixed(2)}) = ${ratio(fwd.tokensPerS, tf)} torch`);
-      rows.push(`| ${name} | forward 4x256, tok/s | ${MODE_LABEL[mode].forward} | ${fmt(fwd.tokensPerS)} | ${fmt(tf)} | ${ratio(fwd.tokensPerS, tf)} | ours ${fwd.timesS.map((t) => t.toFixed(2)).join('/')} s; torch ${((pf?.json?.times_s as number[] | undefined) ?? []).map((t) => t.toFixed(2)).join('/') || '-'} s | ${fwd.otherCpu.toFixed(2)} / ${fmt(num(pf?.json, 'other_cpu'), 2)} |`);
+      console.log(`  ours  forward 4x256 [${MODE_LABEL[mode]}]: ${fmt(fwd.tokensPerS)} tok/s (median ${fwd.medianS.toFixed(3)} s of [${fwd.timesS.map((t) => t.toFixed(3))}]; compile ${fwd.compileS.toFixed(1)} s; other cpu ${fwd.otherCpu.toFixed(2)}) = ${ratio(fwd.tokensPerS, tf)} torch`);
+      rows.push(`| ${name} | forward 4x256, tok/s | ${MODE_LABEL[mode]} | ${fmt(fwd.tokensPerS)} | ${fmt(tf)} | ${ratio(fwd.tokensPerS, tf)} | ours ${fwd.timesS.map((t) => t.toFixed(2)).join('/')} s; torch ${((pf?.json?.times_s as number[] | undefined) ?? []).map((t) => t.toFixed(2)).join('/') || '-'} s; session setup ${fwd.compileS.toFixed(1)} s | ${fwd.otherCpu.toFixed(2)} / ${fmt(num(pf?.json, 'other_cpu'), 2)} |`);
     }
-    for (const mode of opt.weights.filter((m) => m !== 'prepacked' || !opt.weights.includes('default'))) {
-      const runtime: RuntimeOptions = mode === 'default' ? { threads: opt.threads } : { threads: opt.threads, weights: mode };
+    for (const mode of opt.weights) {
+      const runtime: RuntimeOptions = { threads: opt.threads, weights: mode };
       const dec = await benchDecode(model, opt, runtime);
-      console.log(`  ours  decode 32+64 [${MODE_LABEL[mode].decode}]: ${fmt(dec.tokensPerS, 2)} new tok/s, decode-only ${fmt(dec.decodeTokensPerS, 2)} tok/s, prefill ${fmt(dec.prefillMs)} ms (median of [${dec.timesS.map((t) => t.toFixed(3))}] s; compile ${dec.compileS.toFixed(1)} s; other cpu ${dec.otherCpu.toFixed(2)}) = ${ratio(dec.tokensPerS, td)} torch`);
+      console.log(`  ours  decode 32+64 [${MODE_LABEL[mode]}]: ${fmt(dec.tokensPerS, 2)} new tok/s, decode-only ${fmt(dec.decodeTokensPerS, 2)} tok/s, prefill ${fmt(dec.prefillMs)} ms (median of [${dec.timesS.map((t) => t.toFixed(3))}] s; compile ${dec.compileS.toFixed(1)} s; other cpu ${dec.otherCpu.toFixed(2)}) = ${ratio(dec.tokensPerS, td)} torch`);
       rows.push(
-        `| ${name} | decode 32+64, new tok/s | ${MODE_LABEL[mode].decode} | ${fmt(dec.tokensPerS, 2)} | ${fmt(td, 2)} | ${ratio(dec.tokensPerS, td)} | prefill ${fmt(dec.prefillMs)} ms vs ${fmt(num(pd?.json, 'prefill_ms'))} ms; decode-only ${fmt(dec.decodeTokensPerS, 2)} vs ${fmt(tdo, 2)} tok/s (${ratio(dec.decodeTokensPerS, tdo)}) | ${dec.otherCpu.toFixed(2)} / ${fmt(num(pd?.json, 'other_cpu'), 2)} |`,
+        `| ${name} | decode 32+64, new tok/s | ${MODE_LABEL[mode]} | ${fmt(dec.tokensPerS, 2)} | ${fmt(td, 2)} | ${ratio(dec.tokensPerS, td)} | prefill ${fmt(dec.prefillMs)} ms vs ${fmt(num(pd?.json, 'prefill_ms'))} ms; decode-only ${fmt(dec.decodeTokensPerS, 2)} vs ${fmt(tdo, 2)} tok/s (${ratio(dec.decodeTokensPerS, tdo)}); session setup ${dec.compileS.toFixed(1)} s | ${dec.otherCpu.toFixed(2)} / ${fmt(num(pd?.json, 'other_cpu'), 2)} |`,
       );
     }
   }

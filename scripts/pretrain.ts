@@ -38,7 +38,7 @@ const USAGE = `usage: node dist/scripts/pretrain.js [options]
   --batch <n>          packed blocks per step (default 8)
   --block <n>          tokens per block (default 256)
   --lr <x>             peak learning rate (default 0.002), cosine decay after --warmup steps (default 100)
-  --vocab <n>          tokenizer vocabulary incl. special tokens and 256 bytes (default 1024)
+  --vocab <n>          tokenizer vocabulary incl. special tokens and 256 bytes (default 1536)
   --hidden <n> --layers <n> --heads <n> --kv-heads <n> --intermediate <n>   model shape (192, 4, 4, 2, 576)
   --threads <n>        ONNX Runtime threads (default: all cores)
   --resume             continue the run in --work from its latest checkpoint
@@ -80,7 +80,7 @@ function parseOptions(argv: string[]): Options | undefined {
       block: { type: 'string', default: '256' },
       lr: { type: 'string', default: '0.002' },
       warmup: { type: 'string', default: '100' },
-      vocab: { type: 'string', default: '1024' },
+      vocab: { type: 'string', default: '1536' },
       hidden: { type: 'string', default: '192' },
       layers: { type: 'string', default: '4' },
       heads: { type: 'string', default: '4' },

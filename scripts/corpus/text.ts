@@ -195,13 +195,49 @@ function listDoc(p: Picker): string {
   return Array.from({ length: k }, () => p.pick(frames)()).join(p.chance(0.5) ? '\n' : ' ');
 }
 
+const WORD_POOLS: readonly (readonly string[])[] = [NAMES, CITIES, COLORS, FOODS, JOBS, ANIMALS, OBJECTS, DAYS, SPORTS];
+
+/**
+ * Words shown quoted and bare in one context. Byte-level BPE gives `"Alice"` and ` Alice` different
+ * tokens; reading both forms side by side is how the model learns they spell the same word.
+ */
+function quotedDoc(p: Picker): string {
+  const word = (): string => p.pick(p.pick<readonly string[]>(WORD_POOLS));
+  const frames = [
+    () => {
+      const w = p.pick(NAMES);
+      return `The label on the ${p.pick(OBJECTS)} says "${w}", so it belongs to ${w}.`;
+    },
+    () => {
+      const w = word();
+      return `${p.pick(NAMES)} wrote "${w}" on the board, and everyone read ${w}.`;
+    },
+    () => {
+      const items = p.sample(p.pick<readonly string[]>([NAMES, CITIES, COLORS, FOODS]), 3);
+      const k = p.int(0, 2);
+      return `In the list [${items.map((x) => JSON.stringify(x)).join(', ')}], item ${k + 1} is ${items[k]}.`;
+    },
+    () => {
+      const w = word();
+      return `Say "${w}" twice: ${w}, ${w}.`;
+    },
+    () => {
+      const c = p.pick(CITIES);
+      return `The ticket shows "${c}" because the train goes to ${c}.`;
+    },
+  ];
+  const k = p.int(1, 3);
+  return Array.from({ length: k }, () => p.pick(frames)()).join(' ');
+}
+
 const KINDS: [number, (p: Picker) => string][] = [
-  [0.24, story],
+  [0.22, story],
   [0.2, reviewDoc],
-  [0.14, recordDoc],
+  [0.13, recordDoc],
   [0.08, jsonDoc],
-  [0.22, arithmetic],
-  [0.12, listDoc],
+  [0.07, quotedDoc],
+  [0.2, arithmetic],
+  [0.1, listDoc],
 ];
 
 /** One document of the corpus. */

@@ -6,7 +6,8 @@ import type { Tokenizer } from '../io/tokenizer.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 import { type GenerateOptions, type GenerationDefaults, GenerationError, type GenerationPlan, defaultsFrom, loadGenerationDefaults, resolvePlan } from './config.js';
 import { type InferenceModel, baseModel } from './model.js';
-import { argmax, sampleToken, SeededRandom } from './sampling.js';
+import { Rng } from '../train/rng.js';
+import { argmax, sampleToken } from './sampling.js';
 import { DecoderSessions, type KVCache } from './sessions.js';
 import { RowText } from './streaming.js';
 
@@ -124,7 +125,7 @@ export class Generator {
   private async run(rows: Row[], plan: GenerationPlan, onToken: GenerateOptions['onToken']): Promise<Generation> {
     const batch = rows.length;
     const width = Math.max(...rows.map((r) => r.promptIds.length));
-    const rng = new SeededRandom(plan.seed);
+    const rng = Rng.fromSeed(plan.seed);
     // masks[r] covers every position the cache holds for row r (left padding included).
     const masks: number[][] = rows.map((r) => [...new Array<number>(width - r.promptIds.length).fill(0), ...new Array<number>(r.promptIds.length).fill(1)]);
     const inputIds = new BigInt64Array(batch * width);

@@ -11,7 +11,8 @@ export { GenerationError, loadGenerationDefaults, type GenerateOptions, type Gen
 export { Generator, type Generation, type GenerationResult, type GenerationStats, type GeneratorOptions, type Prompt } from './generator.js';
 export { ForwardSession, type ForwardBatch, type ForwardOutput, type ForwardSessionOptions } from './forward.js';
 export { type InferenceModel } from './model.js';
-export { SeededRandom, argmax, sampleToken, samplingProbabilities, type SamplingParams } from './sampling.js';
+export { DecoderSessions, type KVCache, type StepInputs, type StepOutput } from './sessions.js';
+export { argmax, sampleToken, samplingProbabilities, type SamplingParams, type UniformSource } from './sampling.js';
 
 /** Generates continuations of one or several prompts (batched with left padding), then frees the sessions. */
 export async function generate(

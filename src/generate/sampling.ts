@@ -1,54 +1,10 @@
 // Choosing the next token from one row of logits on the host: greedy argmax, or sampling with
-// transformers' warpers in their order (temperature, top-k, top-p) from a seeded generator, so a
-// seed reproduces a generation on any machine.
+// transformers' warpers in their order (temperature, top-k, top-p) from a seeded generator (the
+// project's xoshiro128** Rng), so a seed reproduces a generation on any machine.
 
-/** Seeded uniform random numbers: xoshiro128** with its state filled by splitmix32. */
-export class SeededRandom {
-  private s0: number;
-  private s1: number;
-  private s2: number;
-  private s3: number;
-
-  constructor(seed: number) {
-    let x = seed >>> 0;
-    const next = (): number => {
-      x = (x + 0x9e3779b9) >>> 0;
-      let z = x;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-      return (z ^ (z >>> 16)) >>> 0;
-    };
-    this.s0 = next();
-    this.s1 = next();
-    this.s2 = next();
-    this.s3 = next();
-    // An all-zero state would stay zero; splitmix32 never gives four zeros, but keep the guard.
-    if ((this.s0 | this.s1 | this.s2 | this.s3) === 0) this.s0 = 1;
-  }
-
-  /** Next 32 random bits as an unsigned integer. */
-  nextUint32(): number {
-    const result = Math.imul(rotl(Math.imul(this.s1, 5) >>> 0, 7), 9) >>> 0;
-    const t = (this.s1 << 9) >>> 0;
-    this.s2 = (this.s2 ^ this.s0) >>> 0;
-    this.s3 = (this.s3 ^ this.s1) >>> 0;
-    this.s1 = (this.s1 ^ this.s2) >>> 0;
-    this.s0 = (this.s0 ^ this.s3) >>> 0;
-    this.s2 = (this.s2 ^ t) >>> 0;
-    this.s3 = rotl(this.s3, 11);
-    return result;
-  }
-
-  /** Uniform in [0, 1) with 53 random bits. */
-  next(): number {
-    const hi = this.nextUint32() >>> 5; // 27 bits
-    const lo = this.nextUint32() >>> 6; // 26 bits
-    return (hi * 67108864 + lo) / 9007199254740992;
-  }
-}
-
-function rotl(x: number, k: number): number {
-  return ((x << k) | (x >>> (32 - k))) >>> 0;
+/** Where sampling draws its uniform numbers in [0, 1) from (train/rng.ts's seeded Rng). */
+export interface UniformSource {
+  nextFloat(): number;
 }
 
 export interface SamplingParams {
@@ -120,9 +76,9 @@ export function samplingProbabilities(row: ArrayLike<number>, p: SamplingParams)
 }
 
 /** Draws one token from a logits row (torch.multinomial on the warped softmax). */
-export function sampleToken(row: ArrayLike<number>, p: SamplingParams, rng: SeededRandom): number {
+export function sampleToken(row: ArrayLike<number>, p: SamplingParams, rng: UniformSource): number {
   const probs = samplingProbabilities(row, p);
-  const u = rng.next();
+  const u = rng.nextFloat();
   let cum = 0;
   let last = 0;
   for (let i = 0; i < probs.length; i++) {

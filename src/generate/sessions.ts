@@ -75,10 +75,9 @@ export class DecoderSessions {
   ) {}
 
   /**
-   * Compiles both sessions. Unless `runtime.weights` says otherwise, the decode session prepacks its
-   * weights: a one-token step is a matrix-vector product per weight, which ran 1.8x faster per token
-   * on GPT-2 small from MLAS's packed layout than from weights fed as inputs (one packed copy of the
-   * weights more in memory); the prefill session keeps the shared weights, its products are wide.
+   * Compiles both sessions with the same runtime options. With the default shared weights the two
+   * sessions hold no copy of the weights; `weights: 'prepacked'` gives each session MLAS-packed
+   * copies (bench/RESULTS.md has what that buys and costs for decoding).
    */
   static async create(model: InferenceModel, runtime: RuntimeOptions = {}): Promise<DecoderSessions> {
     const base = baseModel(model);
@@ -91,7 +90,7 @@ export class DecoderSessions {
     if (typeof vocab !== 'number') throw new GenerationError('the model does not give a static vocabulary size for its logits');
     const [ps, ds] = await Promise.all([
       RuntimeSession.fromGraph(prefill.graph, prefill.outputs, { ...runtime, name: 'prefill' }),
-      RuntimeSession.fromGraph(decode.graph, decode.outputs, { weights: 'prepacked', ...runtime, name: 'decode' }),
+      RuntimeSession.fromGraph(decode.graph, decode.outputs, { ...runtime, name: 'decode' }),
     ]);
     return new DecoderSessions(ps, ds, prefill.params, decode.params, base.numLayers, vocab);
   }

@@ -72,8 +72,10 @@ export class BuildContext {
   /**
    * A 4-bit quantized weight as bitsandbytes' Linear4bit uses it: the float32 matrix in its quantized
    * layout ([out, in], also for GPT-2's Conv1D), rebuilt in the graph from the 4-bit constants.
+   * `after` (the layer's input) makes ONNX Runtime rebuild it right before its use instead of
+   * holding every dequantized weight from the start of the run.
    */
-  quantizedWeight(name: string): Value {
+  quantizedWeight(name: string, after?: Value): Value {
     name = this.weights.resolve(name);
     const key = `${name}#4bit`;
     const hit = this.cache.get(key);
@@ -83,7 +85,7 @@ export class BuildContext {
     if (this.trainable.has(name)) {
       throw new QuantizationError(`weight "${name}" is 4-bit quantized and cannot be trained; keep it in full precision (skipModules) or load the model without quantization`);
     }
-    const v = dequantizeInGraph(this.graph, name, q.quant);
+    const v = dequantizeInGraph(this.graph, name, q.quant, { after });
     this.cache.set(key, v);
     return v;
   }

@@ -11,7 +11,7 @@ export function linear(ctx: BuildContext, spec: LinearSpec, x: Value): Value {
     const name = `${spec.name}.weight`;
     // A 4-bit weight is held [out, in] whatever the module's layout, as bitsandbytes' Linear4bit.
     const y = ctx.weights.isQuantized(name)
-      ? o.matmulT(inp, ctx.quantizedWeight(name))
+      ? o.matmulT(inp, ctx.quantizedWeight(name, inp))
       : spec.layout === 'conv1d'
         ? o.matmul(inp, ctx.weight(name))
         : o.matmulT(inp, ctx.weight(name));

@@ -17,6 +17,21 @@ export type UnpackMode = 'bitops' | 'pairs';
 
 export interface DequantizeInGraphOptions {
   unpack?: UnpackMode;
+  /**
+   * A value the dequantization must wait for (the layer's input). Nothing else orders it: ONNX
+   * Runtime would otherwise run every weight's dequantization up front and hold all the float32
+   * weights at once. See orderAfter().
+   */
+  after?: Value;
+}
+
+/**
+ * A uint8 scalar 255 that ONNX Runtime can only compute once `after` exists (it is derived from its
+ * element count, which depends on symbolic dims): AND-ing it into the packed codes makes the
+ * dequantization run right before its use, without changing a bit.
+ */
+export function orderAfter(after: Value): Value {
+  return o.cast(o.add(o.mul(o.sizeOf(after), 0), 255), 'uint8');
 }
 
 // Code tables are shared by every weight of a graph that uses the same table.
@@ -54,11 +69,12 @@ export function pairTable(code: Float32Array): Float32Array {
 }
 
 /** The per-block absmax as a float32 [blocks] value: a constant, or rebuilt from its 8-bit codes. */
-export function absmaxInGraph(g: Graph, name: string, state: AbsmaxState, blocks: number): Value {
+export function absmaxInGraph(g: Graph, name: string, state: AbsmaxState, blocks: number, gate?: Value): Value {
   if (state.kind === 'plain') return g.constant(`${name}.absmax`, 'float32', [blocks], fed(state.absmax));
   const nbs = state.nestedBlockSize;
   const nested = state.nestedAbsmax.length;
-  const codes = g.constant(`${name}.absmax`, 'uint8', [blocks], fed(state.codes));
+  let codes = g.constant(`${name}.absmax`, 'uint8', [blocks], fed(state.codes));
+  if (gate) codes = o.bitwiseAnd(codes, gate);
   const table = sharedTable(g, 'nested_quant_map', state.code, [state.code.length]);
   let a = o.gather(table, o.cast(codes, 'int32'), 0);
   const padded = nested * nbs;
@@ -81,7 +97,9 @@ export function dequantizeInGraph(g: Graph, name: string, q: Quantized4bit, opts
   const bs = q.blockSize;
   const blocks = Math.ceil(n / bs);
   return g.scope(`${name}.dequant`, () => {
-    const packed = g.constant(name, 'uint8', [bytes], fed(q.packed));
+    let packed = g.constant(name, 'uint8', [bytes], fed(q.packed));
+    const gate = opts.after ? orderAfter(opts.after) : undefined;
+    if (gate) packed = o.bitwiseAnd(packed, gate);
     let values: Value;
     if ((opts.unpack ?? 'pairs') === 'pairs') {
       const table = sharedTable(g, `${q.type}_pairs`, pairTable(q.code), [256, 2]);
@@ -93,7 +111,7 @@ export function dequantizeInGraph(g: Graph, name: string, q: Quantized4bit, opts
       const idx = o.reshape(o.concat([o.unsqueeze(hi, 1), o.unsqueeze(lo, 1)], 1), [2 * bytes]);
       values = o.gather(code, o.cast(idx, 'int32'), 0);
     }
-    const absmax = absmaxInGraph(g, name, q.absmax, blocks);
+    const absmax = absmaxInGraph(g, name, q.absmax, blocks, gate);
     const padded = blocks * bs;
     if (padded !== 2 * bytes) values = o.pad(values, [0, padded - 2 * bytes]);
     let w = o.reshape(o.mul(o.reshape(values, [blocks, bs]), o.unsqueeze(absmax, 1)), [padded]);

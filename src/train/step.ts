@@ -13,7 +13,7 @@ import { IGNORE_INDEX } from './data.js';
 import { TrainError } from './errors.js';
 import type { Rng } from './rng.js';
 
-export type StepOptions = Pick<RuntimeOptions, 'threads' | 'executionProvider' | 'graphOptimization'>;
+export type StepOptions = Pick<RuntimeOptions, 'threads' | 'executionProvider' | 'graphOptimization' | 'weights' | 'memPattern' | 'cpuMemArena'>;
 
 /** A Dropout whose keep-mask is a graph input: the step draws the mask from the trainer's RNG. */
 interface DropoutFeed {

@@ -3,7 +3,9 @@
 // seed, and turns user mistakes into one-line errors with exit code 1.
 
 import { test } from 'node:test';
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
@@ -53,6 +55,40 @@ test('peft generate --adapter: LoRA on the fly and merged print the same greedy 
   assert.equal(merged.code, 0, merged.stderr);
   assert.ok(live.stdout.length > 1);
   assert.equal(live.stdout, merged.stdout);
+});
+
+test('peft generate --model org/name fetches the model through the Hub client (local server)', async () => {
+  const dir = fixturePath('models', 'llama');
+  const files = readdirSync(dir).filter((f) => f !== 'expected_outputs.safetensors' && f !== 'batch.safetensors');
+  const commit = 'c0ffee'.padEnd(40, '0');
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (url.pathname === '/api/models/fixture-org/tiny-llama/revision/main') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ sha: commit, siblings: files.map((rfilename) => ({ rfilename })) }));
+      return;
+    }
+    const m = /^\/fixture-org\/tiny-llama\/resolve\/[0-9a-f]{40}\/(.+)$/.exec(url.pathname);
+    if (!m || !files.includes(m[1]!)) {
+      res.writeHead(404).end();
+      return;
+    }
+    const data = readFileSync(join(dir, m[1]!));
+    res.writeHead(200, { etag: `"${m[1]!.replace(/[^\w]/g, '')}${data.length}"`, 'content-length': String(data.length) });
+    res.end(req.method === 'HEAD' ? undefined : data);
+  });
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+  const cache = mkdtempSync(join(tmpdir(), 'peft-hub-'));
+  try {
+    const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const env = { HF_ENDPOINT: endpoint, HF_HUB_CACHE: cache, HF_HUB_OFFLINE: undefined, HF_TOKEN: undefined };
+    const r = await peft(['generate', '--model', 'fixture-org/tiny-llama', '--prompt', 'The robot walked', '--max-new-tokens', '8', '--threads', '1'], env);
+    assert.equal(r.code, 0, r.stderr);
+    const local = await peft(['generate', '--model', dir, '--prompt', 'The robot walked', '--max-new-tokens', '8', '--threads', '1']);
+    assert.equal(r.stdout, local.stdout);
+  } finally {
+    server.close();
+    rmSync(cache, { recursive: true, force: true });
+  }
 });
 
 test('peft generate: user mistakes are one-line errors with exit code 1', async () => {

@@ -6,10 +6,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadModel } from '../../src/models/load.js';
 import { ForwardSession, Generator } from '../../src/generate/index.js';
-import { SeededRandom, argmax } from '../../src/generate/sampling.js';
+import { argmax } from '../../src/generate/sampling.js';
+import { Rng } from '../../src/train/rng.js';
 import { DecoderSessions } from '../../src/generate/sessions.js';
 import type { PretrainedModel } from '../../src/models/types.js';
 import { loadAdapter } from '../../src/tuners/load.js';
+import { loadPromptTuning } from '../../src/tuners/prompt_tuning/index.js';
 import type { InferenceModel } from '../../src/generate/index.js';
 import { toBigInt64 } from '../../src/io/safetensors.js';
 import { fixturePath, readTensors } from '../helpers/fixtures.js';
@@ -79,7 +81,7 @@ for (const name of ['gpt2', 'llama']) {
     const decoder = await DecoderSessions.create(model, runtime);
     const fwd = await ForwardSession.create(model, { positionIds: true, runtime });
     const vocab = model.vocabSize;
-    const rng = new SeededRandom(7);
+    const rng = Rng.fromSeed(7);
     try {
       const first = padLeft(seqs, pad);
       const width = first.shape[1]!;
@@ -102,7 +104,7 @@ for (const name of ['gpt2', 'llama']) {
         assert.ok(worst < 1e-4, `step ${step}: max |cached - full| logits ${worst}`);
         // Force the next token of every row, then decode one step on the cache.
         const next = seqs.map((s) => {
-          const id = Math.floor(rng.next() * vocab);
+          const id = Math.floor(rng.nextFloat() * vocab);
           s.push(id);
           return id;
         });
@@ -185,3 +187,31 @@ for (const [name, adapter] of [['gpt2', 'lora_attn'], ['llama', 'lora_dora'], ['
     }
   });
 }
+
+test('llama + prompt_tuning_text: virtual tokens grow the cache; the padded batch gives each row its no-cache greedy tokens', async () => {
+  const base = await loadModel(fixturePath('models', 'llama'));
+  const adapted = await loadPromptTuning(base, fixturePath('adapters', 'llama', 'prompt_tuning_text'));
+  const rows = await prompts('llama');
+  const gen = await Generator.create(adapted, { runtime });
+  const fwd = await ForwardSession.create(adapted, { runtime });
+  try {
+    const cached = await gen.generate(rows, { maxNewTokens: 10, stopTokenIds: [] });
+    for (const [r, row] of rows.entries()) {
+      // The reference runs each prompt alone (no padding), recomputing virtual + real tokens every step.
+      const seq = [...row];
+      for (let step = 0; step < 10; step++) {
+        const shape = [1, seq.length];
+        const { logits } = await fwd.run({
+          inputIds: { dtype: 'int64', shape, data: BigInt64Array.from(seq.map(BigInt)) },
+          attentionMask: { dtype: 'int64', shape, data: new BigInt64Array(seq.length).fill(1n) },
+        });
+        const [, t, v] = logits.shape as [number, number, number];
+        seq.push(argmax((logits.data as Float32Array).subarray((t - 1) * v, t * v)));
+      }
+      assert.deepEqual(cached.sequences[r]!.tokenIds, seq.slice(row.length), `row ${r}`);
+    }
+  } finally {
+    await gen.dispose();
+    await fwd.dispose();
+  }
+});

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadModel } from '../../src/models/load.js';
 import { Tokenizer } from '../../src/io/tokenizer.js';
-import { Generator, GenerationError, SeededRandom, generate, loadGenerationDefaults, samplingProbabilities, type TokenEvent } from '../../src/generate/index.js';
+import { Generator, GenerationError, generate, loadGenerationDefaults, samplingProbabilities, type TokenEvent } from '../../src/generate/index.js';
 import { fixturePath } from '../helpers/fixtures.js';
 
 const runtime = { threads: 1 };
@@ -16,18 +16,6 @@ async function llamaGenerator(): Promise<Generator> {
   const dir = fixturePath('models', 'llama');
   return Generator.create(await loadModel(dir), { tokenizer: await Tokenizer.fromDir(dir), runtime });
 }
-
-test('SeededRandom: the same seed gives the same stream, in [0, 1)', () => {
-  const a = new SeededRandom(42);
-  const b = new SeededRandom(42);
-  const c = new SeededRandom(43);
-  const xs = Array.from({ length: 1000 }, () => a.next());
-  assert.deepEqual(xs, Array.from({ length: 1000 }, () => b.next()));
-  assert.notDeepEqual(xs.slice(0, 10), Array.from({ length: 10 }, () => c.next()));
-  assert.ok(xs.every((x) => x >= 0 && x < 1));
-  const mean = xs.reduce((s, x) => s + x, 0) / xs.length;
-  assert.ok(Math.abs(mean - 0.5) < 0.05, `mean ${mean}`);
-});
 
 test('samplingProbabilities: temperature, top-k and top-p keep the sets transformers keeps', () => {
   const logits = [2, 1, 0, 3, -1];

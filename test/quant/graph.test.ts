@@ -59,7 +59,7 @@ test('ONNX Runtime (graph optimization "all") keeps only the 4-bit data: no fold
     for (const unpack of ['pairs', 'bitops'] as const) {
       const g = new Graph();
       const x = g.input('x', 'float32', ['batch', K]);
-      const y = o.matmulT(x, dequantizeInGraph(g, 'w', q, { unpack }));
+      const y = o.matmulT(x, dequantizeInGraph(g, 'w', q, { unpack, after: x }));
       const path = join(dir, `${unpack}.onnx`);
       const s = await RuntimeSession.fromGraph(g, { y }, { threads: 1, graphOptimization: 'all', sessionConfig: { 'session.optimized_model_filepath': path } });
       // a folded weight would be N*K*4 = 1 MiB of initializer in the optimized model

@@ -19,27 +19,23 @@ import { CliError } from '../errors.js';
  * one stays a live adapter unless `merged` asks for it to be merged too (peft merge_and_unload).
  */
 export async function loadModelArg(idOrPath: string, adapters: readonly string[] = [], merged = false): Promise<{ dir: string; base: PretrainedModel; model: InferenceModel }> {
+  if (merged && adapters.length === 0) throw new CliError('--merged needs at least one --adapter to merge');
   const dir = await resolveModelDir(idOrPath);
   const base = await loadModel(dir);
-  if (merged && adapters.length === 0) throw new CliError('--merged needs at least one --adapter to merge');
-  let model: InferenceModel = base;
+  let current = base;
   for (const [i, a] of adapters.entries()) {
-    const adapterDir = await resolveModelDir(a);
-    const adapted = await loadAdapter(model as PretrainedModel, adapterDir);
+    const adapted = await loadAdapter(current, await resolveModelDir(a));
     const last = i === adapters.length - 1;
-    if (last && !merged) {
-      model = adapted;
-      break;
-    }
+    if (last && !merged) return { dir, base, model: adapted };
     const mergeable = adapted as AdaptedModel & { mergeAndUnload?: () => PretrainedModel | Promise<PretrainedModel> };
     if (typeof mergeable.mergeAndUnload !== 'function') {
       throw new CliError(
         `adapter ${a} (${adapted.peftType}) cannot be merged into the weights${last ? '; drop --merged' : '; only the last --adapter may be of a method that does not merge'}`,
       );
     }
-    model = await mergeable.mergeAndUnload();
+    current = await mergeable.mergeAndUnload();
   }
-  return { dir, base, model };
+  return { dir, base, model: current };
 }
 
 export function intArg(flag: string, min: number): (v: string) => number {
@@ -89,7 +85,7 @@ export function register(program: Command): void {
     .option('--prompt <text>', 'prompt text; repeat for a batch (left-padded)', collect)
     .option('--max-new-tokens <n>', 'new tokens per prompt at most (default: generation_config.json, else 20)', intArg('--max-new-tokens', 1))
     .option('--temperature <t>', 'sample with this temperature (0 = greedy)', numberArg('--temperature'))
-    .option('--top-k <k>', 'sample from the k most likely tokens (0 = off)', intArg('--top-k', 0))
+    .option('--top-k <k>', 'sample from the k most likely tokens (0 = off; default: generation_config.json, else 50 as transformers)', intArg('--top-k', 0))
     .option('--top-p <p>', 'nucleus sampling: smallest token set reaching probability p', numberArg('--top-p'))
     .option('--seed <s>', 'sampling seed (the same seed gives the same text)', intArg('--seed', 0))
     .option('--stop <text>', 'stop a prompt when its output contains this text; repeatable', collect)

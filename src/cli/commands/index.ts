@@ -6,6 +6,7 @@ import { register as generate } from './generate.js';
 import { register as info } from './info.js';
 import { register as merge } from './merge.js';
 import { register as quantize } from './quantize.js';
+import { register as quickstart } from './quickstart.js';
 import { register as train } from './train.js';
 
 type Register = (program: Command) => void;
@@ -17,6 +18,7 @@ const COMMANDS: Register[] = [
   quantize,
   merge,
   info,
+  quickstart,
 ];
 
 export function registerCommands(program: Command): void {

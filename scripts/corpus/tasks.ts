@@ -1,0 +1,58 @@
+// The bundled downstream tasks as prompt/completion pairs: sentiment (a review -> its label word),
+// json (a "key: value; ..." record -> the same record as JSON) and arith (an addition question ->
+// the sum). Inputs use the pretraining corpus's vocabulary; the prompt formats appear only here.
+
+import { Picker } from './lexicon.js';
+import { jsonText, recordFields, recordText, review } from './text.js';
+
+export interface TaskExample {
+  prompt: string;
+  completion: string;
+}
+
+export const TASK_NAMES = ['sentiment', 'json', 'arith'] as const;
+export type TaskName = (typeof TASK_NAMES)[number];
+
+function sentiment(p: Picker): TaskExample {
+  const label = p.chance(0.5) ? 'positive' : 'negative';
+  return { prompt: `Review: ${review(p, label)}\nSentiment:`, completion: ` ${label}` };
+}
+
+function json(p: Picker): TaskExample {
+  const fields = recordFields(p, p.int(2, 3));
+  return { prompt: `Record: ${recordText(fields)}\nJSON:`, completion: ` ${jsonText(fields)}` };
+}
+
+function arith(p: Picker): TaskExample {
+  const terms = p.chance(0.6) ? [p.int(0, 50), p.int(0, 50)] : [p.int(0, 20), p.int(0, 20), p.int(0, 20)];
+  const sum = terms.reduce((a, b) => a + b, 0);
+  return { prompt: `Question: what is ${terms.join(' plus ')}?\nAnswer:`, completion: ` ${sum}` };
+}
+
+const MAKERS: Record<TaskName, (p: Picker) => TaskExample> = { sentiment, json, arith };
+
+/** Random streams per task and split, so adding a task never changes another one's files. */
+const STREAMS: Record<TaskName, number> = { sentiment: 101, json: 102, arith: 103 };
+
+/**
+ * `train` and `eval` examples of a task, with distinct prompts: duplicates within a split and eval
+ * prompts that also occur in train are drawn again.
+ */
+export function taskSplits(task: TaskName, seed: number, sizes: { train: number; eval: number }): { train: TaskExample[]; eval: TaskExample[] } {
+  const make = MAKERS[task];
+  const p = new Picker(seed, STREAMS[task]);
+  const seen = new Set<string>();
+  const draw = (n: number): TaskExample[] => {
+    const out: TaskExample[] = [];
+    for (let tries = 0; out.length < n; tries++) {
+      if (tries > n * 50) throw new Error(`task ${task} cannot produce ${n} distinct prompts; its generator repeats too often`);
+      const ex = make(p);
+      if (seen.has(ex.prompt)) continue;
+      seen.add(ex.prompt);
+      out.push(ex);
+    }
+    return out;
+  };
+  const train = draw(sizes.train);
+  return { train, eval: draw(sizes.eval) };
+}

@@ -12,7 +12,7 @@ import { readSafetensors, toFloat32 } from '../../src/io/safetensors.js';
 import { loadModel } from '../../src/models/load.js';
 import { PeftModel, createAdapter } from '../../src/tuners/load.js';
 import { LoraModel, TargetModulesNotFoundError, getPeftModel, saveModelPretrained } from '../../src/tuners/lora/index.js';
-import { pythonFloat, pythonJson } from '../../src/tuners/lora/config.js';
+import { pythonFloatRepr as pythonFloat, pythonJsonDumps } from '../../src/io/pyjson.js';
 import { AdapterError, AdapterMismatchError, PeftConfigError, UnknownPeftTypeError } from '../../src/tuners/types.js';
 import { fixturePath, readTensors } from '../helpers/fixtures.js';
 import { assertClose, fixtureBatch, forwardOnce, withTmp } from './lora_support.js';
@@ -21,7 +21,7 @@ const modules = (lm: LoraModel, name = 'default') => [...lm.adapter(name).module
 
 test('Python float and JSON spelling', () => {
   assert.deepEqual([0, 0.05, 1e-5, 1e-4, 123.5, 1e16, 2.5e-7, -3, 0.1 + 0.2].map(pythonFloat), ['0.0', '0.05', '1e-05', '0.0001', '123.5', '1e+16', '2.5e-07', '-3.0', '0.30000000000000004']);
-  assert.equal(pythonJson({ b: [], a: { y: 1, x: 'é' }, c: [1, 'z'] }, ''), '{\n  "a": {\n    "x": "\\u00e9",\n    "y": 1\n  },\n  "b": [],\n  "c": [\n    1,\n    "z"\n  ]\n}');
+  assert.equal(pythonJsonDumps({ b: [], a: { y: 1, x: 'é' }, c: [1, 'z'] }), '{\n  "a": {\n    "x": "\\u00e9",\n    "y": 1\n  },\n  "b": [],\n  "c": [\n    1,\n    "z"\n  ]\n}');
 });
 
 test('target_modules: exact names, suffixes, regex full match, layer filters and defaults', async () => {

@@ -11,7 +11,7 @@ import { loadModel } from '../../src/models/load.js';
 import { createAdapter, loadAdapter } from '../../src/tuners/load.js';
 import { PTuningModel } from '../../src/tuners/p_tuning/index.js';
 import { PrefixTuningModel } from '../../src/tuners/prefix_tuning/index.js';
-import { pyFloatRepr, pythonJsonDumps, PyFloat } from '../../src/tuners/prompt_learning/pyjson.js';
+import { pyFloatRepr, pythonJsonDumps, PyFloat } from '../../src/io/pyjson.js';
 import { PromptTuningModel } from '../../src/tuners/prompt_tuning/index.js';
 import { PeftConfigError } from '../../src/tuners/types.js';
 import { fixturePath, maxAbsDiff } from '../helpers/fixtures.js';

@@ -3,7 +3,7 @@
 // parallel), and the checks that reject options this implementation does not compute.
 
 import { PeftConfigError } from '../types.js';
-import { PyFloat, type PyJson } from './pyjson.js';
+import { PyFloat, type PyJson } from '../../io/pyjson.js';
 
 /** Where the pretrained residual comes back in: true = the sub-layer output h, 'post_add' = h + x, false = the adapter input. */
 export type ResidualBeforeLn = boolean | 'post_add';

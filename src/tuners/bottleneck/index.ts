@@ -19,4 +19,4 @@ export { type AdapterHubMeta, type BnSite, type CreateBottleneckOptions, Bottlen
 export { type BnLocation, type BnTensor, BN_LOCATIONS, bnTensorName, parseBnTensorName } from './names.js';
 export { type SaveBottleneckOptions, adapterHubConfigJson, bottleneckStateDict, saveBottleneck } from './save.js';
 export { type AdapterHubConfigFile, type LoadBottleneckOptions, AdapterFormatError, isAdapterHubFolder, loadBottleneck, readAdapterHubConfig } from './load.js';
-export { PyFloat, pythonFloatRepr, pythonJsonDumps } from './pyjson.js';
+export { PyFloat, pythonFloatRepr, pythonJsonDumps } from '../../io/pyjson.js';

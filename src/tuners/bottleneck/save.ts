@@ -10,7 +10,7 @@ import { bnConfigToJson } from './config.js';
 import type { BottleneckModel } from './model.js';
 import { headWeightNames } from './model.js';
 import type { BnTensor } from './names.js';
-import { type PyJson, writePythonJson } from './pyjson.js';
+import { type PyJson, writePythonJson } from '../../io/pyjson.js';
 
 export const BN_CONFIG_FILE = 'adapter_config.json';
 export const BN_WEIGHTS_FILE = 'adapter.safetensors';

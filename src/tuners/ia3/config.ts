@@ -4,7 +4,7 @@
 
 import type { PretrainedModel } from '../../models/types.js';
 import { PeftConfigError } from '../types.js';
-import type { PyJson } from '../bottleneck/pyjson.js';
+import type { PyJson } from '../../io/pyjson.js';
 
 /**
  * 'scale': peft's IA3, a learned vector multiplies the module output (input for feedforward

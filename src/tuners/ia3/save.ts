@@ -5,7 +5,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fromTypedArray, writeSafetensors, type RawTensor } from '../../io/safetensors.js';
-import { writePythonJson } from '../bottleneck/pyjson.js';
+import { writePythonJson } from '../../io/pyjson.js';
 import { AdapterError, type TrainableTensor } from '../types.js';
 import { type IA3Config, ia3ConfigToJson } from './config.js';
 import { ia3SavedName, savedWeightName } from './names.js';

@@ -2,6 +2,7 @@
 // them, and one table that maps the camelCase API to adapter_config.json (snake_case keys, sorted,
 // two-space indent, Python's float spelling) in both directions, so saved files match peft's.
 
+import { PyFloat, type PyJson, pythonJsonDumps } from '../../io/pyjson.js';
 import { PeftConfigError } from '../types.js';
 
 export type InitLoraWeights = boolean | 'gaussian' | 'pissa' | `pissa_niter_${number}`;
@@ -186,49 +187,9 @@ export function loraConfigToJson(c: LoraConfig): Record<string, unknown> {
 /** adapter_config.json text exactly as peft writes it: json.dumps(indent=2, sort_keys=True), no trailing newline. */
 export function loraConfigFileText(c: LoraConfig): string {
   const kinds = new Map(FIELDS.map((f) => [f.json, f.kind]));
-  return pythonJson(loraConfigToJson(c), '', (key) => kinds.get(key) === 'float');
-}
-
-/**
- * Python's json.dumps(obj, indent=2, sort_keys=True): ASCII-only strings, floats spelled as
- * repr() spells them ("0.0", "1e-05"); `isFloat(key)` says which top-level numbers are floats.
- */
-export function pythonJson(v: unknown, indent: string, isFloat: (key: string) => boolean = () => false, key = ''): string {
-  const inner = indent + '  ';
-  if (v === null || v === undefined) return 'null';
-  if (typeof v === 'boolean') return v ? 'true' : 'false';
-  if (typeof v === 'number') return isFloat(key) ? pythonFloat(v) : Number.isInteger(v) ? String(v) : pythonFloat(v);
-  if (typeof v === 'string') return JSON.stringify(v).replace(/[\u007f-\uffff]/g, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`);
-  if (Array.isArray(v)) {
-    if (v.length === 0) return '[]';
-    return `[\n${v.map((x) => inner + pythonJson(x, inner)).join(',\n')}\n${indent}]`;
-  }
-  const entries = Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  if (entries.length === 0) return '{}';
-  return `{\n${entries.map(([k, x]) => `${inner}${pythonJson(k, inner)}: ${pythonJson(x, inner, isFloat, k)}`).join(',\n')}\n${indent}}`;
-}
-
-/** repr() of a Python float: shortest round-trip digits, exponent form below 1e-4 and from 1e16. */
-export function pythonFloat(x: number): string {
-  if (Number.isNaN(x)) return 'NaN';
-  if (!Number.isFinite(x)) return x > 0 ? 'Infinity' : '-Infinity';
-  if (x === 0) return Object.is(x, -0) ? '-0.0' : '0.0';
-  const [mant, expStr] = x.toExponential().split('e') as [string, string];
-  const exp = Number(expStr);
-  const neg = mant.startsWith('-');
-  const digits = mant.replace('-', '').replace('.', '');
-  let body: string;
-  if (exp < -4 || exp >= 16) {
-    const m = digits.length > 1 ? `${digits[0]}.${digits.slice(1)}` : digits;
-    body = `${m}e${exp < 0 ? '-' : '+'}${String(Math.abs(exp)).padStart(2, '0')}`;
-  } else if (exp < 0) {
-    body = `0.${'0'.repeat(-exp - 1)}${digits}`;
-  } else if (digits.length <= exp + 1) {
-    body = `${digits}${'0'.repeat(exp + 1 - digits.length)}.0`;
-  } else {
-    body = `${digits.slice(0, exp + 1)}.${digits.slice(exp + 1)}`;
-  }
-  return neg ? `-${body}` : body;
+  const json: Record<string, PyJson> = {};
+  for (const [k, v] of Object.entries(loraConfigToJson(c))) json[k] = kinds.get(k) === 'float' && typeof v === 'number' ? new PyFloat(v) : (v as PyJson);
+  return pythonJsonDumps(json);
 }
 
 /** peft's constants table: default LoRA targets per model_type when target_modules is null. */

@@ -13,7 +13,7 @@ import {
   resolveCommon,
   validateCommon,
 } from '../prompt_learning/config.js';
-import type { PyJson } from '../prompt_learning/pyjson.js';
+import type { PyJson } from '../../io/pyjson.js';
 
 export type EncoderReparameterizationType = 'MLP' | 'LSTM';
 

@@ -8,7 +8,7 @@ import type { BuildContext } from '../../nn/context.js';
 import type { TrainableTensor } from '../types.js';
 import { SeededRandom, normalTensor } from '../prompt_learning/init.js';
 import { PromptLearningModel, type PromptLearningOptions } from '../prompt_learning/model.js';
-import type { PyJson } from '../prompt_learning/pyjson.js';
+import type { PyJson } from '../../io/pyjson.js';
 import { type PromptEncoderConfig, type PromptEncoderConfigInput, promptEncoderConfigToDisk, resolvePromptEncoderConfig } from './config.js';
 import { encode, initialEncoder } from './encoder.js';
 import { savedPTuningTensors } from './save.js';

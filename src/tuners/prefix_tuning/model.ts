@@ -9,7 +9,7 @@ import type { BuildContext } from '../../nn/context.js';
 import type { TrainableTensor } from '../types.js';
 import { SeededRandom, linearInit, normalTensor } from '../prompt_learning/init.js';
 import { PromptLearningModel, type PromptLearningOptions, positionsFrom, prependOnes, repeatOverBatch, shiftPositions } from '../prompt_learning/model.js';
-import type { PyJson } from '../prompt_learning/pyjson.js';
+import type { PyJson } from '../../io/pyjson.js';
 import { type PrefixTuningConfig, type PrefixTuningConfigInput, prefixTuningConfigToDisk, resolvePrefixTuningConfig } from './config.js';
 import { savedPrefixTuningTensors } from './save.js';
 

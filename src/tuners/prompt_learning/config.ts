@@ -4,7 +4,7 @@
 
 import type { PretrainedModel } from '../../models/types.js';
 import { PeftConfigError } from '../types.js';
-import { PyFloat, type PyJson } from './pyjson.js';
+import { PyFloat, type PyJson } from '../../io/pyjson.js';
 
 export type PromptPeftType = 'PROMPT_TUNING' | 'PREFIX_TUNING' | 'P_TUNING';
 /** The peft task types prompt learning supports here: decoders and BERT sequence classification. */

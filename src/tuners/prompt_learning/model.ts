@@ -11,7 +11,7 @@ import { BuildContext } from '../../nn/context.js';
 import { RuntimeSession } from '../../runtime/session.js';
 import { AdapterError, type AdaptedModel, type TrainableTensor } from '../types.js';
 import type { PromptLearningConfig, PromptPeftType } from './config.js';
-import type { PyJson } from './pyjson.js';
+import type { PyJson } from '../../io/pyjson.js';
 import { type AdapterFolder, takeTensor } from './load.js';
 import { writeAdapterFolder } from './save.js';
 

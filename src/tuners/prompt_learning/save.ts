@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fromTypedArray, writeSafetensors, type RawTensor } from '../../io/safetensors.js';
 import { writeAtomically } from '../../io/safetensors/write.js';
 import { AdapterError, type TrainableTensor } from '../types.js';
-import { pythonJsonDumps, type PyJson } from './pyjson.js';
+import { pythonJsonDumps, type PyJson } from '../../io/pyjson.js';
 
 export const CONFIG_FILE = 'adapter_config.json';
 export const WEIGHTS_FILE = 'adapter_model.safetensors';

@@ -13,7 +13,7 @@ import {
   resolveCommon,
   validateCommon,
 } from '../prompt_learning/config.js';
-import type { PyJson } from '../prompt_learning/pyjson.js';
+import type { PyJson } from '../../io/pyjson.js';
 
 export type PromptTuningInit = 'RANDOM' | 'TEXT' | 'SAMPLE_VOCAB';
 /** 'CONCAT': P learned virtual tokens in front of the input (peft); 'ADD': one learned vector added to every input embedding. */

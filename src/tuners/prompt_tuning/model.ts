@@ -10,7 +10,7 @@ import type { BuildContext } from '../../nn/context.js';
 import { PeftConfigError, type TrainableTensor } from '../types.js';
 import { SeededRandom, normalTensor } from '../prompt_learning/init.js';
 import { PromptLearningModel, type PromptLearningOptions } from '../prompt_learning/model.js';
-import type { PyJson } from '../prompt_learning/pyjson.js';
+import type { PyJson } from '../../io/pyjson.js';
 import { type PromptTuningConfig, type PromptTuningConfigInput, promptTuningConfigToDisk, resolvePromptTuningConfig } from './config.js';
 import { savedPromptTuningTensors } from './save.js';
 

@@ -2,7 +2,7 @@
 // peft and AdapterHub write their config files: sorted keys, ASCII-only escapes, and floats that
 // stay floats ("1.0", "0.0001", "1e-05"), marked here by wrapping them in PyFloat.
 
-import { writeAtomically } from '../../io/safetensors/write.js';
+import { writeAtomically } from './safetensors/write.js';
 
 /** A number Python holds as a float: written with a decimal point or exponent even when integral. */
 export class PyFloat {
@@ -79,6 +79,8 @@ function dump(v: PyJson, indent: string): string {
 export function pythonJsonDumps(value: PyJson): string {
   return dump(value, '');
 }
+
+export { pythonFloatRepr as pyFloatRepr };
 
 /** Writes `value` as Python's json.dumps(indent=2, sort_keys=True) text, atomically (temp file + rename). */
 export async function writePythonJson(path: string, value: PyJson): Promise<void> {

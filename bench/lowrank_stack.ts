@@ -262,6 +262,7 @@ interface ChildResult {
   clean_median_ms: number;
   clean_steps: number;
   step_other_cpu: number[];
+  step_cpu_ms: number[];
   loss: number;
   grad_sq: { A0: number; BLast: number };
   mem: Record<string, Mem>;
@@ -380,6 +381,7 @@ async function child(opt: Options, dir: string): Promise<void> {
   }
   const times: number[] = [];
   const stepOther: number[] = []; // cores other processes used during each step
+  const stepCpu: number[] = []; // CPU ms this process used per step (all its threads)
   let last: Record<string, HostTensor> = {};
   let cpu0 = 0, wall0 = 0, busy0 = 0;
   for (let i = 0; i < opt.warmup + opt.steps; i++) {
@@ -394,7 +396,9 @@ async function child(opt: Options, dir: string): Promise<void> {
     const e = performance.now() - s;
     if (i >= opt.warmup) {
       times.push(e);
-      stepOther.push(Math.max(0, busySeconds() - b0 - (cpuSeconds() - c0)) / (e / 1000));
+      const c = cpuSeconds() - c0;
+      stepCpu.push(c * 1000);
+      stepOther.push(Math.max(0, busySeconds() - b0 - c) / (e / 1000));
     }
     peak = Math.max(peak, process.memoryUsage().rss / 2 ** 20);
   }
@@ -414,7 +418,7 @@ async function child(opt: Options, dir: string): Promise<void> {
   const res: ChildResult = {
     kind: 'ts', mode, desc: spec.desc, frozen_params: L * d * d, trainable_params: L * 2 * r * d, threads: opt.threads, tokens: N,
     warmup: opt.warmup, steps: opt.steps,
-    median_ms: median(times), ...cleanStats(times, stepOther), step_other_cpu: stepOther, min_ms: Math.min(...times), max_ms: Math.max(...times), fwd_median_ms: median(fwdTimes), step_ms: times,
+    median_ms: median(times), ...cleanStats(times, stepOther), step_other_cpu: stepOther, step_cpu_ms: stepCpu, min_ms: Math.min(...times), max_ms: Math.max(...times), fwd_median_ms: median(fwdTimes), step_ms: times,
     loss: last.loss!.data[0] as number,
     grad_sq: { A0: sq(last['grad.layers.0.lora_A']!), BLast: sq(last[`grad.layers.${L - 1}.lora_B`]!) },
     mem, sampled_peak_rss_mib: peak, session_memory: { train: trainSess.memory, forward: fwdSess.memory },
@@ -452,6 +456,7 @@ interface TorchResult {
   kind: 'torch';
   step_ms: number[];
   step_other_cpu: number[];
+  step_cpu_ms: number[];
   torch: string;
   median_ms: number;
   min_ms: number;
@@ -555,17 +560,18 @@ function report(opt: Options, results: ChildResult[], torch: TorchResult[] | str
   const pooled = (rs: { step_ms: number[]; step_other_cpu?: number[] }[], clean: boolean): number[] =>
     rs.flatMap((r) => r.step_ms.filter((_, i) => !clean || (r.step_other_cpu?.[i] ?? 0) < CLEAN_OTHER));
   console.log(`\nspeed, ms per training step (forward + backward), median of the timed steps pooled over runs; clean: steps with other processes < ${CLEAN_OTHER} cores`);
-  console.log('| engine / weights | ms/step (all steps) | ms/step (clean steps) | steps/s (clean) | clean/all steps | min ms | per-run medians | fwd-only ms (median of runs) |');
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| engine / weights | ms/step (all steps) | ms/step (clean steps) | steps/s (clean) | clean/all steps | min ms | CPU ms/step | per-run medians | fwd-only ms (median of runs) |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   const med: Record<string, number> = {};
   const medAll: Record<string, number> = {};
   const minAll: Record<string, number> = {};
-  const row = (name: string, rs: { step_ms: number[]; step_other_cpu?: number[]; median_ms: number; fwd_median_ms: number }[]): void => {
+  const row = (name: string, rs: { step_ms: number[]; step_other_cpu?: number[]; step_cpu_ms?: number[]; median_ms: number; fwd_median_ms: number }[]): void => {
+    const cpu = median(rs.flatMap((r) => r.step_cpu_ms ?? []));
     const all = pooled(rs, false), clean = pooled(rs, true);
     med[name] = median(clean);
     medAll[name] = median(all);
     minAll[name] = Math.min(...all);
-    console.log(`| ${name} | ${f1(medAll[name]!)} | ${f1(med[name]!)} | ${f2(1000 / med[name]!)} | ${clean.length}/${all.length} | ${f1(minAll[name]!)} | ${rs.map((r) => f1(r.median_ms)).join(', ')} | ${f1(median(rs.map((r) => r.fwd_median_ms)))} |`);
+    console.log(`| ${name} | ${f1(medAll[name]!)} | ${f1(med[name]!)} | ${f2(1000 / med[name]!)} | ${clean.length}/${all.length} | ${f1(minAll[name]!)} | ${f1(cpu)} | ${rs.map((r) => f1(r.median_ms)).join(', ')} | ${f1(median(rs.map((r) => r.fwd_median_ms)))} |`);
   };
   for (const [mode, rs] of byMode) row(mode, rs);
   if (typeof torch !== 'string') {

@@ -97,7 +97,7 @@ def main():
             h = F.linear(h, W) + F.linear(F.linear(h, A), B) * scale
         return (h * h).mean()
 
-    times, step_other, loss = [], [], None  # step_other: cores other processes used per step
+    times, step_other, step_cpu, loss = [], [], [], None  # step_other: cores other processes used per step
     cpu0 = wall0 = busy0 = None
     for i in range(args.warmup + args.steps):
         if i == args.warmup:
@@ -109,7 +109,9 @@ def main():
         t1 = time.perf_counter()
         if i >= args.warmup:
             times.append(t1 - t0)
-            step_other.append(max(0.0, busy_seconds() - b0 - (time.process_time() - c0)) / (t1 - t0))
+            c = time.process_time() - c0
+            step_cpu.append(c * 1000)
+            step_other.append(max(0.0, busy_seconds() - b0 - c) / (t1 - t0))
         if i < args.warmup + args.steps - 1:
             for A, B in params:
                 A.grad = None
@@ -135,7 +137,7 @@ def main():
                median_ms=med * 1000, min_ms=min(times) * 1000, max_ms=max(times) * 1000,
                fwd_median_ms=statistics.median(fwd) * 1000, step_ms=[t * 1000 for t in times],
                clean_median_ms=statistics.median(clean) * 1000 if clean else None, clean_steps=len(clean),
-               step_other_cpu=[round(o, 2) for o in step_other],
+               step_other_cpu=[round(o, 2) for o in step_other], step_cpu_ms=step_cpu,
                loss=float(loss), grad_sq=grad_sq, mem=mem,
                peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                other_cpu=round(other, 2), cpu_util=round(cpu / wall, 2))

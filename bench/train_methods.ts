@@ -49,7 +49,7 @@ const HELP = `usage: node dist/bench/train_methods.js [options]
   --models a,b      gpt2, llama (default both); tiny, tiny-llama for a smoke test
   --methods a,b     ${METHODS.join(', ')} (default all)
   --steps N         timed steps per run, median reported (default 3)
-  --warmup N        untimed steps first (default 1)
+  --warmup N        untimed steps first (default 2: ONNX Runtime's arena grows over the first two runs)
   --threads N       ONNX Runtime intra-op threads and torch threads (default 2)
   --batch N --seq N batch shape (default 4 x 256)
   --timeout S       give up on one run after S seconds (default 600)
@@ -60,7 +60,7 @@ const HELP = `usage: node dist/bench/train_methods.js [options]
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
-    models: ['gpt2', 'llama'], methods: [...METHODS], steps: 3, warmup: 1, threads: 2, batch: 4, seq: 256,
+    models: ['gpt2', 'llama'], methods: [...METHODS], steps: 3, warmup: 2, threads: 2, batch: 4, seq: 256,
     peer: true, python: '/usr/bin/python3', write: true, results: path.join(REPO, 'bench', 'RESULTS.md'), timeout: 600,
     memPattern: false, weights: 'shared',
   };

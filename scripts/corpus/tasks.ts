@@ -24,7 +24,7 @@ function json(p: Picker): TaskExample {
 }
 
 function arith(p: Picker): TaskExample {
-  const terms = p.chance(0.6) ? [p.int(0, 50), p.int(0, 50)] : [p.int(0, 20), p.int(0, 20), p.int(0, 20)];
+  const terms = p.chance(0.6) ? [p.int(0, 30), p.int(0, 30)] : [p.int(0, 12), p.int(0, 12), p.int(0, 12)];
   const sum = terms.reduce((a, b) => a + b, 0);
   return { prompt: `Question: what is ${terms.join(' plus ')}?\nAnswer:`, completion: ` ${sum}` };
 }

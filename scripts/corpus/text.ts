@@ -12,8 +12,8 @@ export type Sentiment = 'positive' | 'negative';
 
 /**
  * A review whose sentiment is fixed by construction: an opener or a closer of that sentiment and
- * aspects judged that way, at most one judged the other way (after "but") and only when at least
- * three judgements of the stated sentiment outweigh it.
+ * aspects judged that way; at most one aspect judged the other way (led by "Only", "Sadly," or
+ * "At least"), and only when at least three judgements of the stated sentiment outweigh it.
  */
 export function review(p: Picker, sentiment: Sentiment): string {
   const key = sentiment === 'positive' ? 'pos' : 'neg';
@@ -80,6 +80,11 @@ function story(p: Picker): string {
     () => `${a} paid ${p.int(1, 99)} dollars for ${article(obj)} ${obj}.`,
     () => `${a} was born in ${p.int(1950, 2020)} in ${p.pick(CITIES)}.`,
     () => `Every ${p.pick(DAYS)}, ${a} walks the ${p.pick(ANIMALS)} to the ${p.pick(PLACES)}.`,
+    () => `${a} met ${b} at the ${p.pick(PLACES)}. ${b} gave ${a} ${article(obj)} ${obj}, and ${a} thanked ${b}.`,
+    () => {
+      const city = p.pick(CITIES);
+      return `${a} lost the ${obj} in ${city}, and ${b} found the ${obj} in ${city} a day later.`;
+    },
   ];
   const k = p.int(2, 5);
   return Array.from({ length: k }, () => p.pick(templates)()).join(' ');
@@ -107,14 +112,23 @@ function recordDoc(p: Picker): string {
     (r: string) => `Entry ${p.int(1, 500)} reads ${r}.`,
     (r: string) => `The form said ${r}.`,
     (r: string) => `- ${r}`,
+    (r: string) => `The form said ${r}, and the copy also said ${r}.`,
   ];
   for (let i = 0; i < k; i++) lines.push(p.pick(frames)(recordText(recordFields(p, p.int(2, 5)))));
   return lines.join('\n');
 }
 
+/** "the city is Oslo and the age is 34" */
+function factsText(fields: readonly [string, string | number][]): string {
+  return listPhrase(fields.map(([k, v]) => `the ${k} is ${v}`));
+}
+
 function jsonDoc(p: Picker): string {
-  const j = jsonText(recordFields(p, p.int(1, 4)));
+  const fields = recordFields(p, p.int(1, 4));
+  const j = jsonText(fields);
   const frames = [
+    () => `${capitalize(factsText(fields))}, so the app stored ${j}.`,
+    () => `The server sent back ${j}, which means ${factsText(fields)}.`,
     () => `The server sent back ${j}.`,
     () => `${j}`,
     () => `Saved object ${p.int(1, 99)}: ${j}`,
@@ -125,14 +139,14 @@ function jsonDoc(p: Picker): string {
 }
 
 function arithmetic(p: Picker): string {
-  const n = () => (p.chance(0.5) ? p.int(0, 20) : p.int(0, 99));
+  const n = () => (p.chance(0.7) ? p.int(0, 20) : p.int(0, 60));
   const statements = [
     () => {
       const [a, b] = [n(), n()];
       return `${a} plus ${b} is ${a + b}.`;
     },
     () => {
-      const [a, b, c] = [p.int(0, 30), p.int(0, 30), p.int(0, 30)];
+      const [a, b, c] = [p.int(0, 12), p.int(0, 12), p.int(0, 12)];
       return `${a} plus ${b} plus ${c} is ${a + b + c}.`;
     },
     () => {
@@ -140,7 +154,7 @@ function arithmetic(p: Picker): string {
       return `The sum of ${a} and ${b} is ${a + b}.`;
     },
     () => {
-      const [a, b, c] = [p.int(0, 30), p.int(0, 30), p.int(0, 30)];
+      const [a, b, c] = [p.int(0, 12), p.int(0, 12), p.int(0, 12)];
       return `The sum of ${a}, ${b} and ${c} is ${a + b + c}.`;
     },
     () => {
@@ -161,6 +175,10 @@ function arithmetic(p: Picker): string {
     () => {
       const [a, b] = [p.int(0, 12), p.int(0, 12)];
       return `${a} times ${b} is ${a * b}.`;
+    },
+    () => {
+      const [a, b] = [n(), p.int(0, 20)];
+      return `Adding to ${a}: ${Array.from({ length: 4 }, (_, i) => `${a} plus ${b + i} is ${a + b + i}`).join(', ')}.`;
     },
     () => {
       const x = p.int(-50, 50);
@@ -185,7 +203,10 @@ function listDoc(p: Picker): string {
   const frames = [
     () => `${who}'s shopping list: ${p.sample(FOODS, p.int(2, 5)).join(', ')}.`,
     () => `The ${p.pick(PLACES)} sells ${listPhrase(p.sample(OBJECTS, p.int(2, 4)).map((o) => plural(o)))}.`,
-    () => `Colors in the box: ${p.sample(COLORS, p.int(2, 5)).join(', ')}.`,
+    () => {
+      const colors = p.sample(COLORS, p.int(2, 5));
+      return `Colors in the box: ${colors.join(', ')}. The first one is ${colors[0]} and the last one is ${colors[colors.length - 1]}.`;
+    },
     () => `${who} has visited ${listPhrase(p.sample(CITIES, p.int(2, 4)))}.`,
     () => `Things to pack:\n${p.sample(OBJECTS, p.int(2, 5)).map((o, i) => `${i + 1}. ${o}`).join('\n')}`,
     () => `Team members: ${listPhrase(p.sample(NAMES, p.int(2, 5)))}.`,
@@ -231,13 +252,13 @@ function quotedDoc(p: Picker): string {
 }
 
 const KINDS: [number, (p: Picker) => string][] = [
-  [0.22, story],
-  [0.2, reviewDoc],
-  [0.13, recordDoc],
-  [0.08, jsonDoc],
-  [0.07, quotedDoc],
-  [0.2, arithmetic],
-  [0.1, listDoc],
+  [0.18, story],
+  [0.17, reviewDoc],
+  [0.12, recordDoc],
+  [0.12, jsonDoc],
+  [0.08, quotedDoc],
+  [0.25, arithmetic],
+  [0.08, listDoc],
 ];
 
 /** One document of the corpus. */

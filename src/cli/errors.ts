@@ -5,7 +5,7 @@ const USER_ERRORS = new Set([
   'GraphShapeError', 'AutodiffError', 'RuntimeError', 'SafetensorsError', 'ConfigError', 'ModelError', 'TokenizerError',
   'TokenizerLoadError', 'ChatTemplateError', 'MissingChatTemplateError', 'HubError', 'HubOfflineError', 'HubNotFoundError',
   'HubAuthError', 'HubHttpError', 'ModelPathError', 'CliError', 'PeftConfigError', 'AdapterError', 'DatasetError', 'TrainError',
-  'CheckpointError', 'QuantizationError', 'GenerationError', 'UnknownPeftTypeError', 'AdapterMismatchError', 'TaskError', 'NotMergeableError',
+  'CheckpointError', 'QuantizationError', 'GenerationError', 'UnknownPeftTypeError', 'AdapterMismatchError', 'TaskError', 'NotMergeableError', 'CompareError',
 ]);
 
 export class CliError extends Error {

@@ -259,7 +259,7 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
     const ref = reference!.measured!;
     log(
       `${tag}: ${r.trainableParams.toLocaleString('en-US')} trainable (${pct(r.trainableParams / base.totalParams)}) | step ${ms(m.medianStepS)} (${(m.medianStepS / ref.medianStepS).toFixed(2)}x full) | ` +
-        `latency ${ms(m.latency.medianS)} (${(m.latency.medianS / baseLatency.medianS).toFixed(2)}x base) | peak RSS ${formatBytes(m.peakRssBytes)} | stored ${formatBytes(m.storedBytes)} | ` +
+        `latency ${ms(m.latency.medianS)} (${(m.latency.medianS / m.baseLatency.medianS).toFixed(2)}x base) | peak RSS ${formatBytes(m.peakRssBytes)} | stored ${formatBytes(m.storedBytes)} | ` +
         `${formatQuality(r.quality)} | ${r.seconds.toFixed(0)} s`,
     );
     const asFlex = (o: WorkerOutput, task: string, scale: number, learningRate: number): FlexRun =>
@@ -306,7 +306,7 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
     const inputs = {
       trainableShare: r.trainableParams / base.totalParams,
       stepVsFull: m.medianStepS / ref.measured!.medianStepS,
-      latencyVsBase: m.latency.medianS / baseLatency.medianS,
+      latencyVsBase: m.latency.medianS / m.baseLatency.medianS,
       storedVsFull: m.storedBytes / ref.measured!.storedBytes,
       peakVsFull: m.peakRssBytes / ref.measured!.peakRssBytes,
       relativeGain,
@@ -326,6 +326,7 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
       step_time_ms: 1000 * m.medianStepS,
       step_time_vs_full: inputs.stepVsFull,
       inference_latency_ms: 1000 * m.latency.medianS,
+      base_latency_ms: 1000 * m.baseLatency.medianS,
       latency_vs_base: inputs.latencyVsBase,
       peak_train_rss_bytes: m.peakRssBytes,
       peak_vs_full: inputs.peakVsFull,

@@ -109,6 +109,8 @@ export interface TrainResult {
     storedBytes: number;
     storedFiles: string[];
     latency: Latency;
+    /** the untuned base model timed interleaved with it, in the same process */
+    baseLatency: Latency;
     /** train loss per step and eval loss per evaluation */
     metrics: MetricRecord[];
   };

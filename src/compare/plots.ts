@@ -67,19 +67,40 @@ function axes(out: string[], fr: Frame, xTicks: { v: number; x: number; label: s
   out.push(`<rect x="${m.left}" y="${m.top}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`);
 }
 
-function legend(out: string[], fr: Frame, items: { label: string; color: string; dash?: boolean }[]): void {
+function legend(out: string[], fr: Frame, items: { label: string; color: string; dash?: boolean; marker?: boolean }[]): void {
   const x = fr.m.left + fr.pw + 16;
   items.forEach((it, i) => {
     const y = fr.m.top + 12 + 20 * i;
-    out.push(`<line x1="${x}" y1="${y}" x2="${x + 24}" y2="${y}" stroke="${it.color}" stroke-width="2.5"${it.dash ? ' stroke-dasharray="5 4"' : ''}/>`);
+    if (it.marker) out.push(`<circle cx="${x + 12}" cy="${y}" r="5" fill="${it.color}" stroke="#222" stroke-width="0.8"/>`);
+    else out.push(`<line x1="${x}" y1="${y}" x2="${x + 24}" y2="${y}" stroke="${it.color}" stroke-width="2.5"${it.dash ? ' stroke-dasharray="5 4"' : ''}/>`);
     out.push(`<text x="${x + 30}" y="${y}" dominant-baseline="middle">${esc(it.label)}</text>`);
+  });
+}
+
+/** Where each point's label goes: above right, else the first nearby slot that overlaps no label placed so far. */
+function placeLabels(points: { x: number; y: number; text: string }[], top: number, bottom: number): { x: number; y: number }[] {
+  const boxes: { x0: number; x1: number; y0: number; y1: number }[] = [];
+  const offsets = [-10, 18, -24, 32, -38, 46, -52];
+  return points.map((p) => {
+    const w = 6.2 * p.text.length;
+    let pick = { x: p.x + 9, y: p.y + offsets[0]! };
+    for (const dy of offsets) {
+      const y = Math.min(bottom - 2, Math.max(top + 12, p.y + dy));
+      const box = { x0: p.x + 9, x1: p.x + 9 + w, y0: y - 11, y1: y + 2 };
+      if (!boxes.some((b) => b.x0 < box.x1 && box.x0 < b.x1 && b.y0 < box.y1 && box.y0 < b.y1)) {
+        pick = { x: box.x0, y };
+        boxes.push(box);
+        return pick;
+      }
+    }
+    boxes.push({ x0: pick.x, x1: pick.x + w, y0: pick.y - 11, y1: pick.y + 2 });
+    return pick;
   });
 }
 
 /** Train loss (thin) and eval loss (markers) of every method against the step. */
 export function lossCurvesSvg(series: readonly LossSeries[], opts: { title?: string; width?: number; height?: number } = {}): string {
-  const fr = frame(opts.width ?? 860, opts.height ?? 480, 170);
-  const out = header(fr, opts.title ?? 'Loss per method', 'step', 'loss (thin: train, markers: eval)');
+  const fr = frame(opts.width ?? 860, opts.height ?? 480, 180);
   const curves = series.map((s, i) => ({
     ...s,
     color: COLORS[i % COLORS.length]!,
@@ -87,6 +108,10 @@ export function lossCurvesSvg(series: readonly LossSeries[], opts: { title?: str
     evals: s.records.filter((r) => r.kind === 'eval' && Number.isFinite(r.eval_loss)).map((r) => [r.step, (r as { eval_loss: number }).eval_loss] as [number, number]),
   }));
   const pts = curves.flatMap((c) => [...c.train, ...c.evals]);
+  const all = pts.map((p) => p[1]);
+  // A loss that falls by more than 20x is drawn on a log scale, so the end of training stays readable.
+  const logY = all.length > 0 && Math.min(...all) > 0 && Math.max(...all) / Math.min(...all) > 20;
+  const out = header(fr, opts.title ?? 'Loss per method', 'step', `loss${logY ? ', log scale' : ''} (thin: train, markers: eval)`);
   if (pts.length === 0) {
     out.push(`<text x="${fr.W / 2}" y="${fr.H / 2}" text-anchor="middle" fill="#666">no finite loss values logged</text></svg>`);
     return out.join('\n') + '\n';
@@ -94,14 +119,32 @@ export function lossCurvesSvg(series: readonly LossSeries[], opts: { title?: str
   const xs = pts.map((p) => p[0]);
   const ys = pts.map((p) => p[1]);
   const xt = niceTicks(Math.min(0, ...xs), Math.max(...xs), 7, true);
-  const yt = niceTicks(Math.min(...ys), Math.max(...ys), 6);
   const x0 = Math.min(xt[0]!, ...xs);
   const x1 = Math.max(xt[xt.length - 1]!, ...xs);
-  const y0 = Math.min(yt[0]!, ...ys);
-  const y1 = Math.max(yt[yt.length - 1]!, ...ys);
   const sx = (x: number) => fr.m.left + ((x - x0) / (x1 - x0 || 1)) * fr.pw;
-  const sy = (y: number) => fr.m.top + fr.ph - ((y - y0) / (y1 - y0 || 1)) * fr.ph;
-  axes(out, fr, xt.map((v) => ({ v, x: sx(v), label: tickLabel(v) })), yt.map((v) => ({ v, y: sy(v), label: tickLabel(v) })));
+  const yMin = Math.min(...ys);
+  const yMax = Math.max(...ys);
+  let sy: (y: number) => number;
+  let yTicks: number[];
+  if (logY) {
+    const lo = Math.log10(yMin) - 0.05;
+    const hi = Math.log10(yMax) + 0.05;
+    const mantissas = hi - lo > 3 ? [1] : [1, 2, 5];
+    yTicks = [];
+    for (let e = Math.floor(lo); e <= Math.ceil(hi); e++) {
+      for (const m of mantissas) {
+        const v = Number((m * 10 ** e).toPrecision(3));
+        if (Math.log10(v) >= lo && Math.log10(v) <= hi) yTicks.push(v);
+      }
+    }
+    sy = (y: number) => fr.m.top + fr.ph - ((Math.log10(y) - lo) / (hi - lo)) * fr.ph;
+  } else {
+    yTicks = niceTicks(yMin, yMax, 6);
+    const y0 = Math.min(yTicks[0]!, yMin);
+    const y1 = Math.max(yTicks[yTicks.length - 1]!, yMax);
+    sy = (y: number) => fr.m.top + fr.ph - ((y - y0) / (y1 - y0 || 1)) * fr.ph;
+  }
+  axes(out, fr, xt.map((v) => ({ v, x: sx(v), label: tickLabel(v) })), yTicks.map((v) => ({ v, y: sy(v), label: tickLabel(v) })));
   const path = (p: [number, number][]) => p.map(([x, y], i) => `${i ? 'L' : 'M'}${f(sx(x))},${f(sy(y))}`).join(' ');
   for (const c of curves) {
     if (c.train.length > 1) out.push(`<path d="${path(c.train)}" fill="none" stroke="${c.color}" stroke-width="1" stroke-opacity="0.45"/>`);
@@ -119,7 +162,7 @@ export function qualityVsParamsSvg(
   points: readonly QualityPoint[],
   opts: { base?: number; metric: string; title?: string; width?: number; height?: number },
 ): string {
-  const fr = frame(opts.width ?? 860, opts.height ?? 480, 170);
+  const fr = frame(opts.width ?? 860, opts.height ?? 480, 180);
   const out = header(fr, opts.title ?? `${opts.metric} vs trainable parameters`, 'trainable parameters (log scale)', `${opts.metric} (%)`);
   const good = points.filter((p) => p.trainableParams > 0 && Number.isFinite(p.quality));
   if (good.length === 0) {
@@ -130,7 +173,16 @@ export function qualityVsParamsSvg(
   const lo = Math.floor(Math.min(...logs) - 0.15);
   const hi = Math.ceil(Math.max(...logs) + 0.15);
   const ysAll = [...good.map((p) => 100 * p.quality), ...(opts.base !== undefined ? [100 * opts.base] : [])];
-  const yt = niceTicks(Math.max(0, Math.min(...ysAll) - 5), Math.min(100, Math.max(...ysAll) + 5), 6);
+  // at least 20 points of the metric tall, inside [0, 100]
+  let ylo = Math.max(0, Math.min(...ysAll) - 5);
+  let yhi = Math.min(100, Math.max(...ysAll) + 5);
+  if (yhi - ylo < 20) {
+    const mid = (ylo + yhi) / 2;
+    ylo = Math.max(0, mid - 10);
+    yhi = Math.min(100, ylo + 20);
+    ylo = Math.max(0, yhi - 20);
+  }
+  const yt = niceTicks(ylo, yhi, 6);
   const y0 = yt[0]!;
   const y1 = yt[yt.length - 1]!;
   const sx = (l: number) => fr.m.left + ((l - lo) / (hi - lo || 1)) * fr.pw;
@@ -138,19 +190,18 @@ export function qualityVsParamsSvg(
   const xt: { v: number; x: number; label: string }[] = [];
   for (let e = lo; e <= hi; e++) xt.push({ v: e, x: sx(e), label: e >= 3 && e < 6 ? `${10 ** (e - 3)}k` : e >= 6 ? `${10 ** (e - 6)}M` : String(10 ** e) });
   axes(out, fr, xt, yt.map((v) => ({ v, y: sy(v), label: tickLabel(v) })));
-  const items: { label: string; color: string; dash?: boolean }[] = [];
+  const items: { label: string; color: string; dash?: boolean; marker?: boolean }[] = [];
   if (opts.base !== undefined) {
     const y = f(sy(100 * opts.base));
     out.push(`<line x1="${fr.m.left}" y1="${y}" x2="${fr.m.left + fr.pw}" y2="${y}" stroke="#555" stroke-width="1.5" stroke-dasharray="5 4"/>`);
-    items.push({ label: 'base model (untuned)', color: '#555', dash: true });
+    items.push({ label: 'base model', color: '#555', dash: true });
   }
-  good.forEach((p, i) => {
-    const color = COLORS[i % COLORS.length]!;
-    const x = sx(Math.log10(p.trainableParams));
-    const y = sy(100 * p.quality);
-    out.push(`<circle cx="${f(x)}" cy="${f(y)}" r="6" fill="${color}" stroke="#222" stroke-width="0.8"/>`);
-    out.push(`<text x="${f(x + 9)}" y="${f(y - 9)}" font-size="11">${esc(p.label)}</text>`);
-    items.push({ label: p.label, color });
+  const placed = good.map((p, i) => ({ ...p, color: COLORS[i % COLORS.length]!, x: sx(Math.log10(p.trainableParams)), y: sy(100 * p.quality), text: p.label }));
+  for (const p of placed) out.push(`<circle cx="${f(p.x)}" cy="${f(p.y)}" r="6" fill="${p.color}" stroke="#222" stroke-width="0.8" fill-opacity="0.9"/>`);
+  const spots = placeLabels(placed, fr.m.top, fr.m.top + fr.ph);
+  placed.forEach((p, i) => {
+    out.push(`<text x="${f(spots[i]!.x)}" y="${f(spots[i]!.y)}" font-size="11">${esc(p.label)}</text>`);
+    items.push({ label: p.label, color: p.color, marker: true });
   });
   legend(out, fr, items);
   out.push('</svg>');

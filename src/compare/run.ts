@@ -15,6 +15,7 @@ import type { TrainRecord } from '../train/metrics.js';
 import { LineProgress } from '../train/progress.js';
 import { EvalStep } from '../train/step.js';
 import { Trainer } from '../train/trainer.js';
+import { BottleneckModel } from '../tuners/bottleneck/index.js';
 import { getFullFineTuneModel } from '../tuners/full/index.js';
 import type { AdaptedModel } from '../tuners/types.js';
 import { promptIds, tokenizedRows } from './data.js';
@@ -72,22 +73,26 @@ async function scoreQuality(
   return { task: task.name, metric: task.spec.metric, value: e.score, correct: e.correct, total: e.total, evalLoss, lossQuality };
 }
 
-/** Median time to generate a fixed number of tokens for one prompt at a time (one untimed warm-up). */
-async function timeLatency(model: InferenceModel, tokenizer: Tokenizer, rows: readonly TokenizedExample[], settings: RunSettings): Promise<Latency> {
+/** Median time to generate a fixed number of tokens for one prompt at a time (one untimed warm-up each). */
+async function timeLatency(models: readonly InferenceModel[], tokenizer: Tokenizer, rows: readonly TokenizedExample[], settings: RunSettings): Promise<Latency[]> {
   const prompts = rows.slice(0, settings.latencyPrompts).map(promptIds);
-  const generator = await Generator.create(model, { tokenizer, runtime: { threads: settings.threads } });
   const opts = { maxNewTokens: settings.latencyTokens, doSample: false, stopTokenIds: [], stopStrings: [] };
+  const generators: Generator[] = [];
   try {
-    await generator.generate(prompts[0]!, opts);
-    const times: number[] = [];
+    for (const m of models) generators.push(await Generator.create(m, { tokenizer, runtime: { threads: settings.threads } }));
+    for (const g of generators) await g.generate(prompts[0]!, opts);
+    // Interleaved prompt by prompt, so a change in machine load hits every model alike.
+    const times = generators.map(() => [] as number[]);
     for (const p of prompts) {
-      const t0 = performance.now();
-      await generator.generate(p, opts);
-      times.push((performance.now() - t0) / 1000);
+      for (const [i, g] of generators.entries()) {
+        const t0 = performance.now();
+        await g.generate(p, opts);
+        times[i]!.push((performance.now() - t0) / 1000);
+      }
     }
-    return { medianS: median(times), prompts: prompts.length, tokens: settings.latencyTokens };
+    return times.map((t) => ({ medianS: median(t), prompts: prompts.length, tokens: settings.latencyTokens }));
   } finally {
-    await generator.dispose();
+    for (const g of generators) await g.dispose();
   }
 }
 
@@ -121,7 +126,7 @@ async function runBase(job: BaseJob): Promise<BaseResult> {
   for (const task of job.tasks) {
     const rows = await tokenizedRows(task.evalFile, tokenizer, settings.maxLength);
     qualities.push(await scoreQuality(base, lossModel, task, { settings, tokenizer, padId, rows }));
-    if (job.timeLatency && !latency) latency = await timeLatency(base, tokenizer, rows, settings);
+    if (job.timeLatency && !latency) [latency] = await timeLatency([base], tokenizer, rows, settings);
   }
   return { kind: 'base', totalParams: base.weights.numel(), qualities, latency, seconds: (performance.now() - t0) / 1000 };
 }
@@ -164,8 +169,13 @@ async function runTrain(job: TrainJob): Promise<TrainResult> {
     const steps = r.metrics.filter((m): m is TrainRecord => m.kind === 'train');
     const stepTimesS = steps.map((m) => m.tokens / m.tokens_per_second);
     const adapterDir = join(job.outDir, 'adapter');
-    await adapted.savePretrained(adapterDir);
+    // AdapterHub also writes the static head by default; a head that did not train is the base's, not the task's.
+    if (adapted instanceof BottleneckModel && adapted.trainableBaseWeights().size === 0) await adapted.savePretrained(adapterDir, { withHead: false });
+    else await adapted.savePretrained(adapterDir);
     const stored = await folderSize(adapterDir);
+    // The untuned base (full precision, fresh weights) timed alongside, as the latency reference.
+    const reference = await loadBaseFor('base', settings.modelDir);
+    const [latency, baseLatency] = await timeLatency([inference, reference], tokenizer, evalRows, settings);
     measured = {
       stepTimesS,
       // the first step pays one-time costs (session warm-up, allocations)
@@ -173,7 +183,8 @@ async function runTrain(job: TrainJob): Promise<TrainResult> {
       peakRssBytes,
       storedBytes: stored.bytes,
       storedFiles: stored.files,
-      latency: await timeLatency(inference, tokenizer, evalRows, settings),
+      latency: latency!,
+      baseLatency: baseLatency!,
       metrics: r.metrics,
     };
   }

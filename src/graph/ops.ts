@@ -4,6 +4,7 @@
 import type { Value } from './ir.js';
 import { type DType, type Dim, type Shape, GraphShapeError, isFloat, normalizeAxis } from './types.js';
 import { INT_MAX } from './shape.js';
+import type { QuantMatMulAttrs } from './registry.js';
 
 type Operand = Value | number;
 
@@ -63,6 +64,12 @@ export const matmul = (a: Value, b: Value): Value => a.graph.op('MatMul', [a, b]
 /** a @ b^T for a weight b stored [out, in] (torch nn.Linear layout). */
 export const matmulT = (a: Value, b: Value): Value => a.graph.op('MatMulT', [a, b], {})[0]!;
 
+/**
+ * x @ W^T (transB) or x @ W for a 4-bit quantized W given by its packed operands (see
+ * QuantMatMulAttrs; src/quant/matmul.ts builds them from a Quantized4bit).
+ */
+export const quantMatmul = (x: Value, operands: readonly Value[], attrs: QuantMatMulAttrs): Value => x.graph.op('QuantMatMul', [x, ...operands], attrs)[0]!;
+
 /** ONNX Reshape semantics: 0 copies the input dim at that position, -1 is inferred. */
 export const reshape = (x: Value, shape: readonly number[]): Value => one(x, 'Reshape', { shape: [...shape] });
 export const reshapeLike = (x: Value, like: Value): Value => x.graph.op('ReshapeLike', [x, like], {})[0]!;
@@ -105,6 +112,9 @@ export const dropout = (x: Value, keepMask: Value, ratio: number): Value => x.gr
 /** Per-row cross-entropy of logits [N, C] against int64 labels [N]; rows labelled ignoreIndex give 0. */
 export const softmaxCrossEntropy = (logits: Value, labels: Value, ignoreIndex = -100): Value =>
   logits.graph.op('SoftmaxCrossEntropy', [logits, labels], { ignoreIndex })[0]!;
+/** (softmax(logits) - onehot(labels)) * scale[:, None]: the cross-entropy gradient; labels [N] must be valid class ids. */
+export const softmaxCrossEntropyGrad = (logits: Value, labels: Value, scale: Value): Value =>
+  logits.graph.op('SoftmaxCrossEntropyGrad', [logits, labels, scale], {})[0]!;
 
 export const dimOf = (x: Value, axis: number): Value => one(x, 'DimOf', { axis: normalizeAxis(axis, x.rank) });
 export const arangeOfDim = (x: Value, axis: number): Value => one(x, 'ArangeOfDim', { axis: normalizeAxis(axis, x.rank) });

@@ -26,6 +26,7 @@ export interface OpAttrs {
   ReduceSum: { axes: number[]; keepdims: boolean }; ReduceMean: { axes: number[]; keepdims: boolean }; ReduceMax: { axes: number[]; keepdims: boolean };
   LayerNorm: { epsilon: number };
   MatMul: {}; MatMulT: {};
+  QuantMatMul: QuantMatMulAttrs;
   Reshape: { shape: number[] }; ReshapeLike: {};
   Transpose: { perm: number[] };
   Concat: { axis: number };
@@ -38,13 +39,38 @@ export interface OpAttrs {
   Unsqueeze: { axes: number[] }; Squeeze: { axes: number[] };
   Cast: { to: DType };
   Dropout: { ratio: number };
-  SoftmaxCrossEntropy: { ignoreIndex: number };
+  SoftmaxCrossEntropy: { ignoreIndex: number }; SoftmaxCrossEntropyGrad: {};
   DimOf: { axis: number }; ArangeOfDim: { axis: number }; Size: {}; ZerosLike: {};
   ScatterAddRows: {};
   BitShift: { direction: 'LEFT' | 'RIGHT' }; BitwiseAnd: {};
   StopGradient: {};
 }
 export type OpName = keyof OpAttrs;
+
+/**
+ * A matmul against a 4-bit blockwise-quantized matrix W [rows, cols] (bitsandbytes NF4/FP4 layout,
+ * see src/quant). Inputs: x, packed codes uint8 [ceil(n/2)] (element 2k in the high nibble), the
+ * code table (float32 [256, 2] pair table or [16]), the absmax (float32 [blocks], or uint8 codes
+ * [blocks] with `nested`), and with `nested` the nested absmax float32 [ceil(blocks/nbs), 1] and the
+ * nested code table float32 [256]. W is rebuilt from the packed data inside the op, after x exists,
+ * and dies with it: a backward pass rebuilds it again (after the incoming gradient) instead of
+ * keeping the forward's float32 copy alive.
+ */
+export interface QuantMatMulAttrs {
+  /** true: x @ W^T (torch Linear, W [out, in]); false: x @ W */
+  transB: boolean;
+  /** W's shape [rows, cols] */
+  shape: [number, number];
+  blockSize: number;
+  /** double quantization: absmax = nested_code[codes] * nested_absmax + offset */
+  nested?: { blockSize: number; offset: number };
+  /**
+   * With transB, lower the product to ONNX Runtime's com.microsoft.MatMulBnb4 kernel (0: FP4,
+   * 1: NF4), which dequantizes into a transient buffer itself; only valid when the code table is
+   * bitsandbytes' own. Without it (or without transB) the dequantization is a chain of ONNX ops.
+   */
+  bnb4?: 0 | 1;
+}
 
 export type OnnxAttr =
   | { type: 'int'; value: number }
@@ -158,6 +184,103 @@ function dimScalar(ctx: LowerContext, name: string, axis: number): string {
   const d = ctx.tmp('dim');
   ctx.emit('Squeeze', [s, ctx.int64s([0])], [d]);
   return d;
+}
+
+// ---- 4-bit dequantization (QuantMatMul) ------------------------------------------------------
+
+/**
+ * A uint8 255 that exists only once `x` does (derived from its element count, a run-time value):
+ * AND-ed into the packed codes it orders the dequantization after x without changing a bit.
+ */
+function lowerAfterGate(ctx: LowerContext, x: string): string {
+  const size = ctx.tmp('q_size');
+  ctx.emit('Size', [x], [size]);
+  const zero = ctx.tmp('q_zero');
+  ctx.emit('Mul', [size, ctx.scalar(0, 'int64')], [zero]);
+  const full = ctx.tmp('q_full');
+  ctx.emit('Add', [zero, ctx.scalar(255, 'int64')], [full]);
+  const gate = ctx.tmp('q_gate');
+  ctx.emit('Cast', [full], [gate], { to: int(onnxDtype('uint8')) });
+  return gate;
+}
+
+function lowerReshape(ctx: LowerContext, x: string, shape: number[], hint: string): string {
+  const y = ctx.tmp(hint);
+  ctx.emit('Reshape', [x, ctx.int64s(shape)], [y]);
+  return y;
+}
+function lowerPadTail(ctx: LowerContext, x: string, extra: number): string {
+  const y = ctx.tmp('q_pad');
+  ctx.emit('Pad', [x, ctx.int64s([0, extra])], [y], { mode: { type: 'string', value: 'constant' } });
+  return y;
+}
+function lowerHead(ctx: LowerContext, x: string, n: number): string {
+  const y = ctx.tmp('q_head');
+  ctx.emit('Slice', [x, ctx.int64s([0]), ctx.int64s([n]), ctx.int64s([0])], [y]);
+  return y;
+}
+function lowerGather(ctx: LowerContext, table: string, idx: string, hint: string): string {
+  const i32 = ctx.tmp(`${hint}_idx`);
+  ctx.emit('Cast', [idx], [i32], { to: int(onnxDtype('int32')) });
+  const y = ctx.tmp(hint);
+  ctx.emit('Gather', [table, i32], [y], { axis: int(0) });
+  return y;
+}
+
+/** float32 [blocks]: nested_code[codes & gate] * nested_absmax + offset (bitsandbytes double quantization). */
+function lowerNestedAbsmax(ctx: LowerContext, ins: string[], a: QuantMatMulAttrs, gate: string): string {
+  const nested = a.nested!;
+  const blocks = Math.ceil((a.shape[0] * a.shape[1]) / a.blockSize);
+  const count = Math.ceil(blocks / nested.blockSize);
+  const codes = ctx.tmp('q_absmax_codes');
+  ctx.emit('BitwiseAnd', [ins[3]!, gate], [codes]);
+  let v = lowerGather(ctx, ins[5]!, codes, 'q_absmax_centered');
+  const padded = count * nested.blockSize;
+  if (padded !== blocks) v = lowerPadTail(ctx, v, padded - blocks);
+  const scaled = ctx.tmp('q_absmax_scaled');
+  ctx.emit('Mul', [lowerReshape(ctx, v, [count, nested.blockSize], 'q_absmax_rows'), ins[4]!], [scaled]);
+  v = lowerReshape(ctx, scaled, [padded], 'q_absmax_flat');
+  if (padded !== blocks) v = lowerHead(ctx, v, blocks);
+  const out = ctx.tmp('q_absmax');
+  ctx.emit('Add', [v, ctx.scalar(Math.fround(nested.offset), 'float32')], [out]);
+  return out;
+}
+
+/** The float32 matrix [rows, cols], op for op what src/quant/graph.ts dequantizeInGraph builds. */
+function lowerDequant4(ctx: LowerContext, ins: string[], a: QuantMatMulAttrs, gate: string, pairs: boolean): string {
+  const [rows, cols] = a.shape;
+  const n = rows * cols;
+  const bytes = Math.ceil(n / 2);
+  const bs = a.blockSize;
+  const blocks = Math.ceil(n / bs);
+  const packed = ctx.tmp('q_packed');
+  ctx.emit('BitwiseAnd', [ins[1]!, gate], [packed]);
+  let values: string;
+  if (pairs) {
+    values = lowerReshape(ctx, lowerGather(ctx, ins[2]!, packed, 'q_pairs'), [2 * bytes], 'q_values');
+  } else {
+    const hi = ctx.tmp('q_hi');
+    ctx.emit('BitShift', [packed, ctx.scalar(4, 'uint8')], [hi], { direction: { type: 'string', value: 'RIGHT' } });
+    const lo = ctx.tmp('q_lo');
+    ctx.emit('BitwiseAnd', [packed, ctx.scalar(15, 'uint8')], [lo]);
+    const hi1 = ctx.tmp('q_hi1');
+    ctx.emit('Unsqueeze', [hi, ctx.int64s([1])], [hi1]);
+    const lo1 = ctx.tmp('q_lo1');
+    ctx.emit('Unsqueeze', [lo, ctx.int64s([1])], [lo1]);
+    const both = ctx.tmp('q_nibbles');
+    ctx.emit('Concat', [hi1, lo1], [both], { axis: int(1) });
+    values = lowerGather(ctx, ins[2]!, lowerReshape(ctx, both, [2 * bytes], 'q_nibbles_flat'), 'q_values');
+  }
+  const absmax = a.nested ? lowerNestedAbsmax(ctx, ins, a, gate) : ins[3]!;
+  const padded = blocks * bs;
+  if (padded !== 2 * bytes) values = lowerPadTail(ctx, values, padded - 2 * bytes);
+  const scale = ctx.tmp('q_scale');
+  ctx.emit('Unsqueeze', [absmax, ctx.int64s([1])], [scale]);
+  const scaled = ctx.tmp('q_scaled');
+  ctx.emit('Mul', [lowerReshape(ctx, values, [blocks, bs], 'q_blocks'), scale], [scaled]);
+  let w = lowerReshape(ctx, scaled, [padded], 'q_flat');
+  if (padded !== n) w = lowerHead(ctx, w, n);
+  return lowerReshape(ctx, w, [rows, cols], 'q_weight');
 }
 
 // ---- the table ------------------------------------------------------------------------------
@@ -324,6 +447,72 @@ export const OPS: { [K in OpName]: OpDef<OpAttrs[K]> } = {
         db = o.matmul(o.transposeLast2(g2), a2);
       }
       return [need[0] ? o.matmul(g!, b) : undefined, db];
+    },
+  },
+  // x @ W (or x @ W^T) with W held 4-bit: the dequantization is part of the op's lowering, gated
+  // on x, so ONNX Runtime rebuilds W right before the product and frees it right after. The
+  // gradient w.r.t. x is the same op on g with transB flipped: W is rebuilt again in the backward
+  // pass, gated on g, instead of the forward's float32 copy being kept alive until then.
+  QuantMatMul: {
+    infer: (ins, a) => {
+      const [x, packed, code, absmax, nestedAbsmax, nestedCode] = ins;
+      needFloat(x!);
+      const [rows, cols] = a.shape;
+      if (!(Number.isInteger(rows) && Number.isInteger(cols) && rows > 0 && cols > 0)) fail(`weight shape [${a.shape}] must be two positive integers`);
+      if (!(Number.isInteger(a.blockSize) && a.blockSize > 0 && a.blockSize % 2 === 0)) fail(`block size ${a.blockSize} must be a positive even integer`);
+      if (x!.rank < 2) fail('x needs rank >= 2');
+      const n = rows * cols;
+      const blocks = Math.ceil(n / a.blockSize);
+      const k = a.transB ? cols : rows;
+      if (x!.shape[x!.rank - 1] !== k) fail(`inner dimensions differ: ${x!.shape[x!.rank - 1]} vs ${k}`);
+      const want = (v: Value | undefined, what: string, dtype: DType, shape: Dim[]): void => {
+        if (!v || v.dtype !== dtype || !shapesEqual(v.shape, shape)) fail(`${what} must be ${dtype}${shapeToString(shape)}, got ${v ? `${v.dtype}${shapeToString(v.shape)}` : 'nothing'}`);
+      };
+      want(packed, 'packed codes', 'uint8', [Math.ceil(n / 2)]);
+      if (!code || code.dtype !== 'float32' || !(shapesEqual(code.shape, [256, 2]) || shapesEqual(code.shape, [16]))) fail('the code table must be float32 [256, 2] (pairs) or [16]');
+      if (a.nested) {
+        if (ins.length !== 6) fail(`needs 6 inputs with double quantization, got ${ins.length}`);
+        want(absmax, 'absmax codes', 'uint8', [blocks]);
+        want(nestedAbsmax, 'nested absmax', 'float32', [Math.ceil(blocks / a.nested.blockSize), 1]);
+        want(nestedCode, 'nested code table', 'float32', [256]);
+        if (!Number.isFinite(a.nested.offset)) fail(`nested offset ${a.nested.offset} is not finite`);
+      } else {
+        if (ins.length !== 4) fail(`needs 4 inputs without double quantization, got ${ins.length}`);
+        want(absmax, 'absmax', 'float32', [blocks]);
+      }
+      if (a.bnb4 !== undefined && !a.transB) fail('the MatMulBnb4 kernel computes x @ W^T only (transB)');
+      return [{ dtype: x!.dtype, shape: [...x!.shape.slice(0, -1), a.transB ? rows : cols] }];
+    },
+    lower: (ctx, ins, outs, a, node) => {
+      const x = ins[0]!;
+      const dtype = node.inputs[0]!.dtype;
+      const gate = lowerAfterGate(ctx, x);
+      if (a.bnb4 !== undefined && dtype === 'float32') {
+        const absmax = a.nested ? lowerNestedAbsmax(ctx, ins, a, gate) : ins[3]!;
+        ctx.emit('MatMulBnb4', [x, ins[1]!, absmax], outs, { K: int(a.shape[1]), N: int(a.shape[0]), block_size: int(a.blockSize), quant_type: int(a.bnb4) }, 'com.microsoft');
+        return;
+      }
+      const w = lowerDequant4(ctx, ins, a, gate, node.inputs[2]!.rank === 2);
+      if (dtype === 'float32') {
+        if (a.transB) ctx.emit('FusedMatMul', [x, w], outs, { transB: int(1), alpha: float(1) }, 'com.microsoft');
+        else ctx.emit('MatMul', [x, w], outs);
+        return;
+      }
+      // float64 graphs (gradient checks): the float32 weight is cast up.
+      let wc = ctx.tmp('q_wcast');
+      ctx.emit('Cast', [w], [wc], { to: int(onnxDtype(dtype)) });
+      if (a.transB) {
+        const t = ctx.tmp('q_wT');
+        ctx.emit('Transpose', [wc], [t], { perm: ints([1, 0]) });
+        wc = t;
+      }
+      ctx.emit('MatMul', [x, wc], outs);
+    },
+    grad: (n, [g], need) => {
+      const rest = n.inputs.slice(1).map(() => undefined);
+      if (!need[0]) return [undefined, ...rest];
+      const { bnb4: _kernel, ...attrs } = n.attrs;
+      return [o.quantMatmul(g!, n.inputs.slice(1), { ...attrs, transB: !attrs.transB }), ...rest];
     },
   },
   Reshape: {
@@ -536,15 +725,59 @@ export const OPS: { [K in OpName]: OpDef<OpAttrs[K]> } = {
       if (logits!.shape[0] !== labels!.shape[0]) fail('logits and labels disagree on N');
       return [{ dtype: logits!.dtype, shape: [logits!.shape[0]!] }];
     },
-    lower: (ctx, ins, outs, { ignoreIndex }) =>
-      ctx.emit('SoftmaxCrossEntropyLoss', ins, outs, { ignore_index: int(ignoreIndex), reduction: { type: 'string', value: 'none' } }),
+    // -log_softmax(logits)[label], 0 where label == ignoreIndex. Spelled out rather than ONNX's
+    // SoftmaxCrossEntropyLoss, whose ORT function body runs LogSoftmax over axis 1 of an [N, C, 1]
+    // view (a transposing kernel, ~40x slower than the last-axis one at LM-head sizes).
+    lower: (ctx, [logits, labels], outs, { ignoreIndex }, node) => {
+      const dt = node.inputs[0]!.dtype;
+      const logp = ctx.tmp('logp');
+      ctx.emit('LogSoftmax', [logits!], [logp], { axis: int(1) });
+      const ignored = ctx.tmp('ignored');
+      ctx.emit('Equal', [labels!, ctx.scalar(ignoreIndex, 'int64')], [ignored]);
+      const safe = ctx.tmp('label');
+      ctx.emit('Where', [ignored, ctx.scalar(0, 'int64'), labels!], [safe]);
+      const idx = ctx.tmp('label_col');
+      ctx.emit('Unsqueeze', [safe, ctx.int64s([1])], [idx]);
+      const picked = ctx.tmp('picked');
+      ctx.emit('GatherElements', [logp, idx], [picked], { axis: int(1) });
+      const row = ctx.tmp('picked_row');
+      ctx.emit('Squeeze', [picked, ctx.int64s([1])], [row]);
+      const nll = ctx.tmp('nll');
+      ctx.emit('Neg', [row], [nll]);
+      ctx.emit('Where', [ignored, ctx.scalar(0, dt), nll], outs);
+    },
     grad: (n, [g]) => {
       const [logits, labels] = n.inputs as [Value, Value];
       const valid = o.not(o.equal(labels, labels.graph.scalar(n.attrs.ignoreIndex, 'int64')));
-      const onehot = o.cast(o.equal(o.arangeOfDim(logits, 1), o.unsqueeze(labels, 1)), logits.dtype);
-      const scale = o.unsqueeze(o.mul(g!, o.cast(valid, logits.dtype)), 1);
-      return [o.mul(o.sub(o.softmax(logits, 1), onehot), scale), undefined];
+      const scale = o.mul(g!, o.cast(valid, logits.dtype));
+      const safe = o.where(valid, labels, labels.graph.scalar(0, 'int64'));
+      return [o.softmaxCrossEntropyGrad(logits, safe, scale), undefined];
     },
+  },
+  // (softmax(logits) - onehot(labels)) * scale[:, None] without a one-hot matrix: the softmax is
+  // scaled, then -scale is scattered into each row's label column (one [N, C] pass, not four).
+  SoftmaxCrossEntropyGrad: {
+    infer: ([logits, labels, scale]) => {
+      needFloat(logits!);
+      if (logits!.rank !== 2 || labels!.rank !== 1 || scale!.rank !== 1) fail('expects logits [N, C], labels [N] and scale [N]');
+      if (labels!.dtype !== 'int64') fail(`labels must be int64, got ${labels!.dtype}`);
+      sameDtype(logits!, scale!);
+      return [{ dtype: logits!.dtype, shape: [...logits!.shape] }];
+    },
+    lower: (ctx, [logits, labels, scale], outs) => {
+      const p = ctx.tmp('softmax');
+      ctx.emit('Softmax', [logits!], [p], { axis: int(1) });
+      const col = ctx.tmp('scale_col');
+      ctx.emit('Unsqueeze', [scale!, ctx.int64s([1])], [col]);
+      const scaled = ctx.tmp('scaled');
+      ctx.emit('Mul', [p, col], [scaled]);
+      const idx = ctx.tmp('label_col');
+      ctx.emit('Unsqueeze', [labels!, ctx.int64s([1])], [idx]);
+      const neg = ctx.tmp('neg_scale');
+      ctx.emit('Neg', [col], [neg]);
+      ctx.emit('ScatterElements', [scaled, idx, neg], outs, { axis: int(1), reduction: { type: 'string', value: 'add' } });
+    },
+    grad: null,
   },
   DimOf: {
     infer: () => [{ dtype: 'int64', shape: [] }],

@@ -12,12 +12,15 @@ export function defaultPositions(tokens: Value, past?: KV[]): { positions: Value
   return { positions: o.unsqueeze(pos, 0), pastLength };
 }
 
-/** Causal-LM loss: logits[:, :-1] against labels[:, 1:], mean over labels != -100. */
+/**
+ * Causal-LM loss: logits[:, :-1] against labels[:, 1:], mean over labels != -100. As transformers'
+ * ForCausalLMLoss, the labels are shifted left and padded with -100 rather than the logits sliced,
+ * so the largest tensor of a training step is never copied.
+ */
 export function causalLmLoss(logits: Value, labels: Value): Value {
   const vocab = logits.shape[2] as number;
-  const shifted = o.reshape(o.slice(logits, 1, 0, -1), [-1, vocab]);
-  const targets = o.reshape(o.slice(labels, 1, 1), [-1]);
-  return o.crossEntropyMean(shifted, targets);
+  const shifted = o.sub(o.pad(o.add(o.slice(labels, 1, 1), 100), [0, 0, 0, 1]), 100);
+  return o.crossEntropyMean(o.reshape(logits, [-1, vocab]), o.reshape(shifted, [-1]));
 }
 
 /** Masked-LM loss: every position, mean over labels != -100. */

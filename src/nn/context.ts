@@ -7,6 +7,7 @@ import * as o from '../graph/ops.js';
 import type { Dim } from '../graph/types.js';
 import { QuantizationError } from '../quant/errors.js';
 import { dequantizeInGraph } from '../quant/graph.js';
+import { type QuantKernel, type QuantOperands, quantOperands } from '../quant/matmul.js';
 import type { WeightStore } from './weights.js';
 
 /** A linear-like module of the base model, named as in the Hugging Face state dict. */
@@ -28,6 +29,8 @@ export interface BuildOptions {
   /** weight names that are trainable params instead of frozen constants (full fine-tuning, modules_to_save) */
   trainable?: ReadonlySet<string>;
   training?: boolean;
+  /** how products with 4-bit weights are computed (default 'ops'; see src/quant/matmul.ts) */
+  quantKernel?: QuantKernel;
 }
 
 export class BuildContext {
@@ -39,10 +42,13 @@ export class BuildContext {
   private readonly cache = new Map<string, Value>();
   readonly trainable: ReadonlySet<string>;
   readonly training: boolean;
+  readonly quantKernel: QuantKernel;
+  private readonly operands = new Map<string, QuantOperands>();
 
   constructor(readonly graph: Graph, readonly weights: WeightStore, opts: BuildOptions = {}) {
     this.trainable = opts.trainable ?? new Set();
     this.training = opts.training ?? false;
+    this.quantKernel = opts.quantKernel ?? 'ops';
   }
 
   /**
@@ -87,6 +93,25 @@ export class BuildContext {
     }
     const v = dequantizeInGraph(this.graph, name, q.quant, { after });
     this.cache.set(key, v);
+    return v;
+  }
+
+  /**
+   * A 4-bit quantized weight as QuantMatMul operands (its [out, in] matrix, also for GPT-2's
+   * Conv1D), created once per graph: every product with it (forward, and the backward that
+   * autodiff derives) rebuilds the float32 matrix from these constants when it runs.
+   */
+  quantizedOperands(name: string): QuantOperands {
+    name = this.weights.resolve(name);
+    const hit = this.operands.get(name);
+    if (hit) return hit;
+    const q = this.weights.getQuantized(name);
+    if (!q) throw new QuantizationError(`weight "${name}" is not quantized`);
+    if (this.trainable.has(name)) {
+      throw new QuantizationError(`weight "${name}" is 4-bit quantized and cannot be trained; keep it in full precision (skipModules) or load the model without quantization`);
+    }
+    const v = quantOperands(this.graph, name, q.quant, { kernel: this.quantKernel });
+    this.operands.set(name, v);
     return v;
   }
 

@@ -3,18 +3,26 @@
 
 import type { Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
+import { quantLinear } from '../quant/matmul.js';
 import type { BuildContext, LinearSpec } from './context.js';
+
+/**
+ * x @ W of a linear module's frozen base weight, without the bias. A 4-bit weight is held [out, in]
+ * whatever the module's layout (as bitsandbytes' Linear4bit) and multiplied through QuantMatMul, so
+ * its float32 matrix exists only while the product runs, in the forward and again in the backward.
+ */
+export function baseProduct(ctx: BuildContext, spec: LinearSpec, x: Value): Value {
+  const name = `${spec.name}.weight`;
+  if (ctx.weights.isQuantized(name)) {
+    return ctx.quantKernel === 'dequantize' ? o.matmulT(x, ctx.quantizedWeight(name, x)) : quantLinear(x, ctx.quantizedOperands(name));
+  }
+  return spec.layout === 'conv1d' ? o.matmul(x, ctx.weight(name)) : o.matmulT(x, ctx.weight(name));
+}
 
 /** Runs a linear module, through its tuner hook when one is installed. */
 export function linear(ctx: BuildContext, spec: LinearSpec, x: Value): Value {
   const base = (inp: Value): Value => {
-    const name = `${spec.name}.weight`;
-    // A 4-bit weight is held [out, in] whatever the module's layout, as bitsandbytes' Linear4bit.
-    const y = ctx.weights.isQuantized(name)
-      ? o.matmulT(inp, ctx.quantizedWeight(name, inp))
-      : spec.layout === 'conv1d'
-        ? o.matmul(inp, ctx.weight(name))
-        : o.matmulT(inp, ctx.weight(name));
+    const y = baseProduct(ctx, spec, inp);
     return spec.bias ? o.add(y, ctx.weight(`${spec.name}.bias`)) : y;
   };
   const hook = ctx.linearHooks.get(spec.name);

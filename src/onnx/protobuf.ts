@@ -63,7 +63,8 @@ export class PbWriter {
     this.tag(field, 2);
     this.rawVarint(m.length);
     this.flushScratch();
-    this.chunks.push(...m.chunks);
+    // a loop, not push(...chunks): a large graph has more chunks than a call may take arguments
+    for (const c of m.chunks) this.chunks.push(c);
     this.length += m.length;
     return this;
   }

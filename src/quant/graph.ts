@@ -37,7 +37,7 @@ export function orderAfter(after: Value): Value {
 // Code tables are shared by every weight of a graph that uses the same table.
 const tables = new WeakMap<Graph, Map<string, Value>>();
 
-function sharedTable(g: Graph, kind: string, values: Float32Array, shape: number[]): Value {
+export function sharedTable(g: Graph, kind: string, values: Float32Array, shape: number[]): Value {
   let m = tables.get(g);
   if (!m) tables.set(g, (m = new Map()));
   const key = `${kind}:${Buffer.from(values.buffer, values.byteOffset, values.byteLength).toString('base64')}`;
@@ -54,7 +54,7 @@ function sharedTable(g: Graph, kind: string, values: Float32Array, shape: number
  * would otherwise constant-fold the whole dequantization at session creation and hold the float32
  * weight, which is what quantizing is meant to avoid.
  */
-function fed(data: Uint8Array | Float32Array): ConstSource {
+export function fed(data: Uint8Array | Float32Array): ConstSource {
   return { kind: 'array', data, feed: true };
 }
 

@@ -35,3 +35,5 @@ export {
 } from './bnb.js';
 export { type QuantizationConfig, type QuantizationPlan, HEAD_MODULES, quantizationPlan } from './plan.js';
 export { type WriteQuantizedOptions, type WriteQuantizedResult, writeQuantizedCheckpoint } from './save.js';
+export { type QuantKernel, type QuantOperandOptions, type QuantOperands, bnb4QuantType, quantLinear, quantMatmul, quantOperands } from './matmul.js';
+export { type Int8Granularity, type Int8Quantized, dequantizeInt8, quantizeInt8 } from './int8.js';

@@ -61,6 +61,25 @@ test('llama + ia3: the merged folder reproduces merged_logits', async () => {
   assert.ok(d < 1e-4, `merged_logits: max abs diff ${d}`);
 });
 
+test('--max-shard-size writes a sharded folder that peft info and peft forward read', async () => {
+  const out = join(tmp, 'llama-lora-sharded');
+  const adapter = fixturePath('adapters', 'llama', 'lora_all_linear_rslora');
+  const r = await peft(['merge', '--model', fixturePath('models', 'llama'), '--adapter', adapter, '--out', out, '--max-shard-size', '200KB']);
+  assert.equal(r.code, 0, r.stderr);
+  const shards = readdirSync(out).filter((f) => /^model-\d+-of-\d+\.safetensors$/.test(f));
+  assert.ok(shards.length > 1, `shards: ${readdirSync(out).join(', ')}`);
+  assert.ok(existsSync(join(out, 'model.safetensors.index.json')));
+  const info = await peft(['info', out, '--json']);
+  assert.equal(info.code, 0, info.stderr);
+  const parsed = JSON.parse(info.stdout) as { weights: { parameters: number; files: string[] } };
+  assert.equal(parsed.weights.parameters, 145_728);
+  assert.equal(parsed.weights.files.length, shards.length);
+  const expected = await readTensors('adapters', 'llama', 'lora_all_linear_rslora', 'expected_outputs.safetensors');
+  const { logits } = await forwardLogits(out, 'llama');
+  const d = maxAbsDiff(logits, toFloat32(expected.get('merged_logits')!));
+  assert.ok(d < 1e-4, `merged_logits: max abs diff ${d}`);
+});
+
 test('peft merge: methods that cannot merge and occupied or wrong --out folders are one-line errors before any write', async () => {
   const gpt2 = fixturePath('models', 'gpt2');
   const lora = fixturePath('adapters', 'gpt2', 'lora_attn');

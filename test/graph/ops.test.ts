@@ -8,7 +8,9 @@ import { Graph, type Value } from '../../src/graph/ir.js';
 import * as o from '../../src/graph/ops.js';
 import type { OpName } from '../../src/graph/registry.js';
 import { RuntimeSession, type HostTensor } from '../../src/runtime/session.js';
-import { gradCheck } from '../helpers/gradcheck.js';
+import { gradCheck, randn, rng } from '../helpers/gradcheck.js';
+import { dequantize4bit, quantize4bit } from '../../src/quant/blockwise.js';
+import { quantLinear, quantMatmul, quantOperands } from '../../src/quant/matmul.js';
 import { grad } from '../../src/autodiff/grad.js';
 
 const pos = (n: number, lo = 0.5) => Float64Array.from({ length: n }, (_, i) => lo + ((i * 37) % 11) / 7);
@@ -62,6 +64,43 @@ const cases: Record<OpName, () => Promise<void>> = {
     });
     assert.deepEqual([...y.data], [0, 0, 0, 0]);
   },
+  // x @ W^T and y @ W with W 4-bit (odd size, a partial block, padded nested blocks): gradients in
+  // float64, values in float32 against the host dequantization with every lowering, and the
+  // backward rebuilds W from the packed data (a second QuantMatMul on the incoming gradient).
+  QuantMatMul: async () => {
+    const w = Float32Array.from(randn(rng(3), 35));
+    for (const doubleQuant of [true, false]) {
+      const q = quantize4bit(w, [5, 7], { blockSize: 16, doubleQuant });
+      await gradCheck({ x: { shape: [2, 3, 7] }, y: { shape: [2, 3, 5] } }, ({ x, y }, g) => {
+        const ops = quantOperands(g, 'w', q);
+        return o.concat([quantLinear(x!, ops), quantMatmul(y!, ops)], -1);
+      });
+      const xs = Array.from({ length: 15 }, (_, i) => Math.sin(i));
+      for (const opts of [{ unpack: 'pairs' as const }, { unpack: 'bitops' as const }, { kernel: 'bnb4' as const }]) {
+        const y = await evalGraph((g) => {
+          const x = g.tensor('x', 'float32', [2, 7], xs.slice(0, 14));
+          const ref = g.tensor('wref', 'float32', [5, 7], dequantize4bit(q));
+          const ops = quantOperands(g, 'w', q, opts);
+          assert.equal(ops.attrs.bnb4, opts.kernel ? 1 : undefined);
+          const z = g.tensor('z', 'float32', [3, 5], xs);
+          const d1 = o.reshape(o.sub(quantLinear(x, ops), o.matmulT(x, ref)), [-1]);
+          const d2 = o.reshape(o.sub(quantMatmul(z, ops), o.matmul(z, ref)), [-1]);
+          return o.concat([d1, d2], 0);
+        });
+        const d = Math.max(...[...y.data].map((v) => Math.abs(v as number)));
+        assert.ok(d <= (opts.kernel ? 1e-6 : 0), `${JSON.stringify(opts)}, double ${doubleQuant}: differs by ${d}`);
+      }
+    }
+    const g = new Graph();
+    const x = g.param('x', 'float32', [3, 7]);
+    const loss = o.sum(quantLinear(x, quantOperands(g, 'w', quantize4bit(w, [5, 7], { blockSize: 16 }), { kernel: 'bnb4' })));
+    grad(loss, [x]);
+    const qm = g.nodes.filter((n) => n.op === 'QuantMatMul');
+    assert.equal(qm.length, 2);
+    assert.deepEqual([(qm[0]!.attrs as { transB: boolean }).transB, (qm[1]!.attrs as { transB: boolean }).transB], [true, false]);
+    assert.equal((qm[1]!.attrs as { bnb4?: number }).bnb4, undefined);
+    assert.deepEqual(qm[1]!.inputs.slice(1), qm[0]!.inputs.slice(1));
+  },
   Reshape: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.mul(o.reshape(a!, [0, -1]), o.reshape(a!, [2, 12]))),
   ReshapeLike: () => gradCheck({ a: { shape: [2, 6] }, b: { shape: [3, 4] } }, ({ a, b }) => o.mul(o.reshapeLike(a!, b!), b!)),
   Transpose: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.transpose(a!, [2, 0, 1])),
@@ -81,6 +120,18 @@ const cases: Record<OpName, () => Promise<void>> = {
   Cast: () => gradCheck({ a: { shape: [4] } }, ({ a }) => o.cast(o.mul(o.cast(a!, 'float32'), 1), 'float64'), { eps: 1e-2, rtol: 1e-5, atol: 1e-5 }),
   Dropout: () => gradCheck({ a: { shape: [2, 3] } }, ({ a }, g) => o.dropout(a!, g.tensor('keep', 'bool', [2, 3], [1, 0, 1, 1, 0, 1]), 0.25)),
   SoftmaxCrossEntropy: () => gradCheck({ z: { shape: [4, 5] } }, ({ z }, g) => o.softmaxCrossEntropy(z!, i64(g, 'labels', [4], [1, -100, 4, 0]))),
+  SoftmaxCrossEntropyGrad: async () => {
+    const z = [0.5, -1, 2, 0.25, 0.25, -3];
+    const got = await evalGraph((g) => o.softmaxCrossEntropyGrad(g.tensor('z', 'float32', [2, 3], z), i64(g, 'labels', [2], [2, 0]), g.tensor('s', 'float32', [2], [0.5, -2])));
+    const want: number[] = [];
+    for (const [r, label, scale] of [[0, 2, 0.5], [1, 0, -2]] as const) {
+      const row = z.slice(3 * r, 3 * r + 3);
+      const e = row.map((v) => Math.exp(v - Math.max(...row)));
+      const sum = e.reduce((a, b) => a + b, 0);
+      e.forEach((v, c) => want.push((v / sum - (c === label ? 1 : 0)) * scale));
+    }
+    [...got.data].forEach((v, i) => assert.ok(Math.abs(Number(v) - want[i]!) < 1e-6, `${i}: ${v} vs ${want[i]}`));
+  },
   Equal: async () => assert.deepEqual([...(await evalGraph((g) => o.equal(i64(g, 'a', [3], [1, 2, 3]), i64(g, 'b', [1], [2])))).data], [0, 1, 0]),
   Less: async () => assert.deepEqual([...(await evalGraph((g) => o.less(i64(g, 'a', [3], [1, 2, 3]), 2))).data], [1, 0, 0]),
   Greater: async () => assert.deepEqual([...(await evalGraph((g) => o.greater(i64(g, 'a', [3], [1, 2, 3]), 2))).data], [0, 0, 1]),

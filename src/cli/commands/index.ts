@@ -1,6 +1,7 @@
 // One line per subcommand: adding a command touches only its file and this list.
 
 import type { Command } from 'commander';
+import { register as compare } from './compare.js';
 import { register as forward } from './forward.js';
 import { register as generate } from './generate.js';
 import { register as info } from './info.js';
@@ -19,6 +20,7 @@ const COMMANDS: Register[] = [
   merge,
   info,
   quickstart,
+  compare,
 ];
 
 export function registerCommands(program: Command): void {

@@ -12,7 +12,9 @@ import { loadModel } from '../../models/load.js';
 import type { PretrainedModel } from '../../models/types.js';
 import { isAdapterHubFolder } from '../../tuners/bottleneck/index.js';
 import { loadAdapter, readAdapterConfig } from '../../tuners/load.js';
-import { saveModelPretrained } from '../../tuners/lora/index.js';
+import { BASE_QUANTIZATION_METADATA_KEY, saveModelPretrained } from '../../tuners/lora/index.js';
+import { adapterMetadata } from '../../tuners/lora/save.js';
+import type { QuantizationConfig } from '../../quant/plan.js';
 import { AdapterError, type AdaptedModel } from '../../tuners/types.js';
 import { CliError } from '../errors.js';
 
@@ -22,6 +24,10 @@ interface MergeFlags {
   out: string;
   overwrite?: boolean;
   maxShardSize?: number;
+  /** QLoRA: write the merged model 4-bit again (the base's own quantization) instead of dequantized */
+  quantize?: string;
+  /** the adapter was trained on --model quantized to NF4 (bitsandbytes defaults) */
+  qlora?: boolean;
 }
 
 /** An adapter whose method has no weights to fold into the base model. */
@@ -72,6 +78,8 @@ export function register(program: Command): void {
     .requiredOption('--out <dir>', 'folder to write: config.json, model.safetensors, tokenizer files')
     .option('--overwrite', 'replace an --out folder that is not empty')
     .option('--max-shard-size <size>', 'split model.safetensors into shards of at most this size (default 5GB, as transformers)', shardSizeArg)
+    .option('--quantize <type>', 'QLoRA adapters: re-quantize the merged weights to 4-bit (nf4 or fp4, as the base) instead of writing the dequantized full-precision model')
+    .option('--qlora', 'the LoRA adapter was trained on --model quantized to NF4 (double quant, blocks of 64): merge into that base (recorded in adapters this tool trained)')
     .action(async (flags: MergeFlags) => {
       await runMerge(flags);
     });
@@ -113,6 +121,25 @@ async function publish(tmp: string, out: string): Promise<void> {
   await rm(old, { recursive: true, force: true });
 }
 
+/** The 4-bit quantization a LoRA adapter was trained on: recorded in its file (QLoRA by this tool), or NF4 defaults with --qlora. */
+async function qloraBase(adapterDir: string, qlora: boolean): Promise<QuantizationConfig | undefined> {
+  const file = join(adapterDir, 'adapter_model.safetensors');
+  const recorded = existsSync(file) ? (await adapterMetadata(adapterDir))?.[BASE_QUANTIZATION_METADATA_KEY] : undefined;
+  if (recorded !== undefined) {
+    let r: { type?: unknown; double_quant?: unknown; block_size?: unknown };
+    try {
+      r = JSON.parse(recorded) as typeof r;
+    } catch {
+      throw new AdapterError(`${file}: metadata "${BASE_QUANTIZATION_METADATA_KEY}" is not JSON; the file is damaged`);
+    }
+    if ((r.type !== 'nf4' && r.type !== 'fp4') || typeof r.double_quant !== 'boolean' || typeof r.block_size !== 'number') {
+      throw new AdapterError(`${file}: metadata "${BASE_QUANTIZATION_METADATA_KEY}" ${recorded} is not a 4-bit quantization this tool wrote`);
+    }
+    return { bits: 4, type: r.type, doubleQuant: r.double_quant, blockSize: r.block_size };
+  }
+  return qlora ? { bits: 4, type: 'nf4', doubleQuant: true, blockSize: 64 } : undefined;
+}
+
 export async function runMerge(flags: MergeFlags): Promise<void> {
   const say = (s: string) => process.stderr.write(`${s}\n`);
   const out = resolve(flags.out);
@@ -124,21 +151,41 @@ export async function runMerge(flags: MergeFlags): Promise<void> {
   const modelDir = await resolveModelDir(flags.model);
   checkOut(flags.out, flags, modelDir, adapterDir);
 
+  if (flags.quantize !== undefined && flags.quantize !== 'nf4' && flags.quantize !== 'fp4') throw new CliError(`--quantize takes nf4 or fp4, got ${JSON.stringify(flags.quantize)}`);
+  if ((flags.quantize !== undefined || flags.qlora) && method !== 'LORA') throw new CliError(`--quantize and --qlora are for LoRA adapters (QLoRA); ${adapterDir} holds a ${method} adapter`);
+  // QLoRA: the adapter was trained against the 4-bit base, so the base is loaded 4-bit (a checkpoint
+  // saved so, or --model quantized as recorded in the adapter / asked with --qlora).
+  const trainedOn = method === 'LORA' ? await qloraBase(adapterDir, flags.qlora === true) : undefined;
+
   const t0 = performance.now();
-  const base = await loadModel(modelDir);
+  const base = await loadModel(modelDir, trainedOn ? { quantization: trainedOn } : {});
   const quantized = base.weights.quantizedNames();
-  if (quantized.length) {
+  if (quantized.length && method !== 'LORA') {
     throw new CliError(
-      `the base model in ${modelDir} is stored 4-bit quantized (${quantized.length} weights); merging into 4-bit weights would lose the adapter's update in the rounding. Merge into the unquantized base model, then quantize the result with \`peft quantize\``,
+      `the base model in ${modelDir} is stored 4-bit quantized (${quantized.length} weights); a ${method} adapter cannot be merged into 4-bit weights. Merge into the unquantized base model, then quantize the result with \`peft quantize\``,
     );
   }
+  if (flags.quantize !== undefined) {
+    const types = new Set(quantized.map((n) => base.weights.getQuantized(n)!.quant.type));
+    if (!quantized.length) {
+      throw new CliError(`--quantize re-quantizes a QLoRA merge, but ${adapterDir} was not trained on a 4-bit base (pass --qlora if it was trained on ${modelDir} quantized to NF4); otherwise merge without it and run \`peft quantize\` on the result`);
+    }
+    if (!types.has(flags.quantize as 'nf4' | 'fp4') || types.size > 1) throw new CliError(`--quantize ${flags.quantize}: the base is quantized as ${[...types].join(', ')}; re-quantizing keeps the base's own type, pass --quantize ${[...types][0]}`);
+  }
   const adapted: AdaptedModel = await loadAdapter(base, adapterDir);
-  const mergeable = adapted as AdaptedModel & { mergeAndUnload?: () => PretrainedModel | Promise<PretrainedModel> };
+  const mergeable = adapted as AdaptedModel & { mergeAndUnload?: (opts?: { requantize?: boolean }) => PretrainedModel | Promise<PretrainedModel> };
   if (typeof mergeable.mergeAndUnload !== 'function') {
     throw new NotMergeableError(adapted.peftType, `${adapterDir} is a ${adapted.peftType} adapter, which cannot be merged into the weights; ${INSTEAD}`);
   }
-  const merged = await mergeable.mergeAndUnload();
+  const merged = await mergeable.mergeAndUnload(quantized.length ? { requantize: flags.quantize !== undefined } : undefined);
   say(`merged the ${adapted.peftType} adapter ${adapterDir} into ${modelDir} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  if (quantized.length) {
+    say(
+      flags.quantize !== undefined
+        ? `QLoRA: the merged weights were re-quantized to ${flags.quantize} (adds one 4-bit rounding of W + BA; untouched weights keep their 4-bit data)`
+        : `QLoRA: the ${quantized.length} 4-bit weights were dequantized and the adapter merged in float32 (the model the adapter was trained on, exactly); pass --quantize ${base.weights.getQuantized(quantized[0]!)!.quant.type} for a 4-bit result`,
+    );
+  }
 
   // Nothing was written so far: every check above runs before the output folder is touched.
   const parent = dirname(out);

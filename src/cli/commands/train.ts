@@ -24,7 +24,8 @@ interface TrainFlags {
   model: string;
   data: string;
   out: string;
-  method: 'lora' | 'full';
+  method: 'lora' | 'qlora' | 'full';
+  quantize?: string;
   r?: number;
   alpha?: number;
   dropout?: number;
@@ -74,7 +75,8 @@ export function register(program: Command): void {
     .requiredOption('--model <dir|repo>', 'base model folder (config.json, model.safetensors, tokenizer.json) or Hub repo id')
     .requiredOption('--data <file.jsonl>', 'training data: one {"text"}, {"prompt","completion"} or {"messages"} object per line')
     .requiredOption('--out <dir>', 'output folder: final adapter, metrics.jsonl, loss.svg, checkpoints/')
-    .addOption(new Option('--method <method>', 'fine-tuning method').choices(['lora', 'full']).default('lora'))
+    .addOption(new Option('--method <method>', 'fine-tuning method (qlora: LoRA on the base quantized to NF4)').choices(['lora', 'qlora', 'full']).default('lora'))
+    .addOption(new Option('--quantize <type>', 'hold the frozen base 4-bit while training (bitsandbytes NF4/FP4, double quantization); --method qlora implies nf4').choices(['nf4', 'fp4']))
     .option('--r <n>', 'LoRA rank (default 8)', intArg('--r', 1))
     .option('--alpha <n>', 'LoRA alpha (default 16)', numberArg('--alpha'))
     .option('--dropout <p>', 'LoRA dropout (default 0.05)', numberArg('--dropout'))
@@ -107,6 +109,7 @@ export function register(program: Command): void {
 }
 
 function checkFlags(f: TrainFlags): void {
+  if (f.method === 'full' && f.quantize !== undefined) throw new CliError('--quantize freezes the base in 4 bits, which full fine-tuning trains; use --method lora (QLoRA) or drop --quantize');
   if (f.method === 'full') {
     const lora = (['r', 'alpha', 'dropout'] as const).filter((k) => f[k] !== undefined);
     if (lora.length) throw new CliError(`--${lora.join(', --')} ${lora.length > 1 ? 'are' : 'is'} for --method lora; remove ${lora.length > 1 ? 'them' : 'it'} for full fine-tuning`);
@@ -155,7 +158,9 @@ async function runTrain(f: TrainFlags): Promise<void> {
   checkFlags(f);
   const say = (s: string) => process.stderr.write(`${s}\n`);
   const dir = await resolveModelDir(f.model);
-  const model = await loadModel(dir);
+  const quantize = f.quantize ?? (f.method === 'qlora' ? 'nf4' : undefined);
+  const model = await loadModel(dir, quantize ? { quantization: { bits: 4, type: quantize as 'nf4' | 'fp4', doubleQuant: true, blockSize: 64 } } : {});
+  if (quantize) say(`base held 4-bit (${quantize}, double quantization): ${model.weights.quantizedNames().length} linear weights, ${(model.weights.heldBytes() / 2 ** 20).toFixed(1)} MiB of frozen weights`);
   const tokenizer = await Tokenizer.fromDir(dir);
   const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId;
   if (padId === undefined) throw new CliError(`the tokenizer in ${dir} has neither a pad nor an EOS token; set "pad_token" in tokenizer_config.json`);

@@ -18,7 +18,18 @@ export {
   loraConfigFileText,
   loraScaling,
 } from './config.js';
-export { type LoraAdapter, type CreateLoraOptions, type LoadLoraOptions, LoraModel } from './model.js';
+export { type LoraAdapter, type CreateLoraOptions, type LoadLoraOptions, type MergeAndUnloadOptions, type SaveLoraOptions, LoraModel } from './model.js';
+export {
+  type AdapterCompression,
+  type CompressionReport,
+  type CompressionSpec,
+  BASE_QUANTIZATION_METADATA_KEY,
+  COMPRESSION_CONFIG_KEY,
+  COMPRESSION_METADATA_KEY,
+  COMPRESSION_METHODS,
+  compressionSpec,
+  parseCompressionReport,
+} from './compress.js';
 export { type LoraModuleState, type LoraVariant, PLAIN_LORA, DORA, variantFor } from './layer.js';
 export { TargetModulesNotFoundError, targetModuleMatches, isModuleToSave, resolveTargetModules, findTargets } from './targets.js';
 export { PEFT_PREFIX, type TensorSlot, tensorNames } from './save.js';

@@ -38,6 +38,8 @@ export interface VariantForwardArgs {
   xDropped: Value;
   /** x @ W (no bias), the base layer's matmul on the un-dropped input; built on first use */
   baseMatmul: () => Value;
+  /** inp @ W (no bias) for another input; a 4-bit base weight goes through QuantMatMul (default: baseMatmul(inp, weight())) */
+  product?: (inp: Value) => Value;
   /** the base weight as stored (Conv1D: [in, out]); built on first use, so a variant that does not
    * need it works over any base layer (e.g. a quantized one another hook computes) */
   weight: () => Value;
@@ -95,12 +97,12 @@ export const PLAIN_LORA: LoraVariant = {
 export const DORA: LoraVariant = {
   name: 'dora',
   hasMagnitude: true,
-  forward: ({ result, x, xDropped, baseMatmul: xw, weight: w, spec, t, scaling }) => {
+  forward: ({ result, x, xDropped, baseMatmul: xw, product, weight: w, spec, t, scaling }) => {
     const weight = w();
     const norm = o.stopGradient(doraWeightNorm(weight, spec, o.matmul(t.B, t.A), scaling));
     const mag = o.div(t.magnitude!, norm);
     // With dropout active peft recomputes the base matmul on the dropped input.
-    const base = xDropped === x ? xw() : baseMatmul(xDropped, weight, spec);
+    const base = xDropped === x ? xw() : product ? product(xDropped) : baseMatmul(xDropped, weight, spec);
     const lora = o.mul(o.mul(mag, loraPath(xDropped, t)), scaling);
     return o.add(result, o.add(o.mul(o.sub(mag, 1), base), lora));
   },

@@ -4,13 +4,19 @@
 // Hugging Face model folder that transformers (and loadModel) read back.
 
 import { existsSync, statSync } from 'node:fs';
-import { copyFile, mkdir, rename, unlink } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Graph, type Value } from '../../graph/ir.js';
 import { type RawTensor, fromTypedArray, writeShardedSafetensors } from '../../io/safetensors.js';
 import type { PretrainedModel } from '../../models/types.js';
 import type { LinearSpec } from '../../nn/context.js';
-import { WeightStore, type WeightTensor } from '../../nn/weights.js';
+import { type QuantizedWeightTensor, WeightStore, type WeightTensor, transpose2d } from '../../nn/weights.js';
+import { type Quantized4bit, quantize4bit } from '../../quant/blockwise.js';
+import { bnbQuantizationConfig, toBnbTensors } from '../../quant/bnb.js';
+import { HEAD_MODULES, isSkipped } from '../../quant/plan.js';
+import { type RawJson, dumpRawJson, parseRawJson } from '../../quant/pyjson.js';
+import { writeAtomically } from '../../io/safetensors/write.js';
+import { QuantizationError } from '../../quant/errors.js';
 import { RuntimeSession } from '../../runtime/session.js';
 import { AdapterError } from '../types.js';
 import type { LoraModuleState, LoraValues } from './layer.js';
@@ -99,14 +105,35 @@ export function withWeights(base: PretrainedModel, weights: WeightStore): Pretra
   return new Ctor(base.config, weights, base.dir, base.task);
 }
 
-/** A new store sharing `base`'s tensors (never mutated in place) and tied-weight aliases. */
+/** A new store sharing `base`'s tensors (never mutated in place; 4-bit ones stay 4-bit) and tied-weight aliases. */
 export function copyWeightStore(model: PretrainedModel): WeightStore {
   const src = model.weights;
   const store = new WeightStore();
-  for (const n of src.names()) store.set(n, src.get(n));
+  for (const n of src.names()) {
+    const q = src.getQuantized(n);
+    if (q) store.setQuantized(n, q);
+    else store.set(n, src.get(n));
+  }
   const candidates = new Set([...model.expectedWeights(), ...model.linears().flatMap((s) => [`${s.name}.weight`, `${s.name}.bias`])]);
   for (const n of candidates) if (src.isAlias(n)) store.alias(n, src.resolve(n));
   return store;
+}
+
+/**
+ * A merged float32 weight (state-dict layout) quantized as `like` was: same type, block size and
+ * double quantization, transposed the same way (GPT-2's Conv1D is quantized as [out, in]).
+ */
+export function requantizeLike(name: string, w: WeightTensor, like: QuantizedWeightTensor): QuantizedWeightTensor {
+  const [rows, cols] = w.shape as [number, number];
+  const data = like.transposed ? transpose2d(w.data, rows, cols) : w.data;
+  const q = like.quant;
+  try {
+    const quant = quantize4bit(data, q.shape, { type: q.type, blockSize: q.blockSize, doubleQuant: q.absmax.kind === 'double', dtype: q.dtype });
+    return { shape: [...w.shape], quant, transposed: like.transposed };
+  } catch (e) {
+    if (e instanceof QuantizationError) throw new QuantizationError(`${name}: ${e.message}`);
+    throw e;
+  }
 }
 
 export interface SaveModelOptions {
@@ -114,6 +141,28 @@ export interface SaveModelOptions {
   maxShardBytes?: number;
   /** also copy tokenizer files from the model's folder (transformers' model.save_pretrained does not) */
   copyTokenizer?: boolean;
+}
+
+/**
+ * config.json for a saved model: the source's bytes when nothing changes; with 4-bit weights, the
+ * bitsandbytes quantization_config transformers writes (full-precision linears listed in
+ * llm_int8_skip_modules); a full-precision model saved from a 4-bit checkpoint loses that entry.
+ * Other values keep their exact spelling.
+ */
+async function configFor(model: PretrainedModel, configPath: string, quantized: readonly Quantized4bit[]): Promise<Uint8Array> {
+  const text = await readFile(configPath, 'utf8');
+  const hadQuantization = model.config.raw.quantization_config !== undefined;
+  if (!quantized.length && !hadQuantization) return new TextEncoder().encode(text);
+  const config = parseRawJson(text, configPath) as { [key: string]: RawJson };
+  if (!quantized.length) {
+    delete config.quantization_config;
+  } else {
+    const kinds = new Set(quantized.map((q) => `${q.type}/${q.absmax.kind}`));
+    if (kinds.size > 1) throw new AdapterError(`cannot save the model: its 4-bit weights mix quantizations (${[...kinds].join(', ')}), which one quantization_config cannot describe`);
+    const skip = model.linears().filter((s) => !model.weights.isQuantized(`${s.name}.weight`) && !isSkipped(s.name, HEAD_MODULES)).map((s) => s.name);
+    config.quantization_config = bnbQuantizationConfig({ type: quantized[0]!.type, doubleQuant: quantized[0]!.absmax.kind === 'double', skipModules: skip });
+  }
+  return new TextEncoder().encode(dumpRawJson(config) + '\n');
 }
 
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'tokenizer.model', 'added_tokens.json'];
@@ -129,14 +178,26 @@ export async function saveModelPretrained(model: PretrainedModel, dir: string, o
   const configPath = join(model.dir, 'config.json');
   if (!existsSync(configPath)) throw new AdapterError(`cannot save the model: ${configPath} (its config.json) is missing`);
   const tensors = new Map<string, RawTensor>();
+  const quantized: Quantized4bit[] = [];
   for (const name of model.weights.names()) {
+    const q = model.weights.getQuantized(name);
+    if (q) {
+      // 4-bit weights in the layout transformers saves for load_in_4bit models
+      for (const [k, t] of toBnbTensors(name, q.quant)) tensors.set(k, t);
+      quantized.push(q.quant);
+      continue;
+    }
     const w = model.weights.get(name);
     tensors.set(name, fromTypedArray(w.data, w.shape));
   }
+  const configBytes = await configFor(model, configPath, quantized);
   await mkdir(dir, { recursive: true });
   await writeShardedSafetensors(dir, tensors, { metadata: { format: 'pt' }, maxShardBytes: opts.maxShardBytes });
+  await writeAtomically(join(dir, 'config.json'), async (fh) => {
+    await fh.writeFile(configBytes);
+  });
   const extra = ['generation_config.json', ...(opts.copyTokenizer ? TOKENIZER_FILES : [])];
-  for (const f of ['config.json', ...extra]) {
+  for (const f of extra) {
     const src = join(model.dir, f);
     if (!existsSync(src) || src === join(dir, f)) continue;
     const tmp = join(dir, `.${f}.${process.pid}.tmp`);

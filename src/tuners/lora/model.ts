@@ -6,14 +6,19 @@ import { join } from 'node:path';
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
 import type { ForwardArgs, ForwardResult, PretrainedModel } from '../../models/types.js';
-import type { BuildContext, LinearHook, LinearSpec } from '../../nn/context.js';
-import type { WeightTensor } from '../../nn/weights.js';
+import type { LinearHook, LinearSpec } from '../../nn/context.js';
+import type { QuantizedWeightTensor, WeightTensor } from '../../nn/weights.js';
+import { baseProduct } from '../../nn/layers.js';
 import { AdapterError, AdapterMismatchError, PeftConfigError, type AdaptedModel, type TrainableTensor } from '../types.js';
 import { type LoraConfig, TASK_MODULES_TO_SAVE, loraConfig, loraConfigFromJson, loraScaling } from './config.js';
 import { SeededRandom, TopSvd, pissaFactors, randomLoraInit } from './init.js';
 import { type LoraModuleState, baseMatmul, variantFor } from './layer.js';
-import { copyWeightStore, doraInitialMagnitudes, mergeWeights, withWeights } from './merge.js';
-import { PEFT_PREFIX, type TensorSlot, checkOutputDir, readAdapterConfigFile, readAdapterTensors, tensorNames, writeAdapterFolder } from './save.js';
+import { copyWeightStore, doraInitialMagnitudes, mergeWeights, requantizeLike, withWeights } from './merge.js';
+import { PEFT_PREFIX, type TensorSlot, type WriteAdapterOptions, checkOutputDir, compressionReport, isCompressible, readAdapterConfigFile, readAdapterTensors, tensorNames, writeAdapterFolder } from './save.js';
+import { type AdapterCompression, BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_CONFIG_KEY, type CompressionSpec, compressionSpec, roundTrip } from './compress.js';
+import { Graph } from '../../graph/ir.js';
+import { BuildContext } from '../../nn/context.js';
+import { type HostTensor, RuntimeSession } from '../../runtime/session.js';
 import { TargetModulesNotFoundError, findTargets, resolveTargetModules } from './targets.js';
 
 /** One named adapter: its config (as it will be saved) and its tensors. */
@@ -34,6 +39,22 @@ export interface CreateLoraOptions {
   adapterName?: string;
   /** seed of the generator that draws initial A (and B) */
   seed?: number;
+}
+
+export interface SaveLoraOptions {
+  selectedAdapters?: string[];
+  /**
+   * Store lora_A/lora_B quantized ('int8-row', 'int8-block', 'nf4'; block size 64 by default).
+   * The folder then needs this library (or `peft decompress`) to load; see compress.ts.
+   */
+  compression?: AdapterCompression | { method: AdapterCompression; blockSize?: number };
+  /** token ids the output drift of a compressed adapter is measured on (default: 2 x 32 fixed ids) */
+  driftSample?: readonly (readonly number[])[];
+}
+
+export interface MergeAndUnloadOptions {
+  /** over a 4-bit base: quantize the merged weights again (default false: a full-precision model) */
+  requantize?: boolean;
 }
 
 export interface LoadLoraOptions {
@@ -101,6 +122,12 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
   const modules = new Map<string, LoraModuleState>();
   const overrides = new Map<string, TrainableTensor>();
   const pissa = typeof config.initLoraWeights === 'string' && config.initLoraWeights.startsWith('pissa');
+  const quantizedTargets = targets.lora.filter(({ spec }) => base.weights.isQuantized(`${spec.name}.weight`));
+  if (pissa && quantizedTargets.length) {
+    throw new PeftConfigError(
+      `init_lora_weights="${String(config.initLoraWeights)}" rewrites the base weights to the PiSSA residual, but ${quantizedTargets[0]!.spec.name} is held 4-bit quantized; load the model in full precision to use PiSSA`,
+    );
+  }
 
   if (src.kind === 'load') {
     const used = new Set<string>();
@@ -168,7 +195,7 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
   if (pissa) await applyPissaResidual(base, [...modules.values()], true, config.initLoraWeights as string);
   if (variant.hasMagnitude) {
     const states = [...modules.values()];
-    const mags = await doraInitialMagnitudes(states.map((s) => ({ spec: s.spec, weight: base.weights.get(`${s.spec.name}.weight`), state: s })));
+    const mags = await doraInitialMagnitudes(states.map((s) => ({ spec: s.spec, weight: base.weights.dequantized(`${s.spec.name}.weight`), state: s })));
     states.forEach((s, i) => (s.magnitude = { shape: [s.spec.outFeatures], data: mags[i]! }));
   }
   for (const ov of overrideNames) {
@@ -229,6 +256,12 @@ function isNormWeight(name: string): boolean {
   return /norm/i.test(last) || /^ln_/.test(last);
 }
 
+/** A 4-bit base weight dequantized in the graph after `after`, in its state-dict layout. */
+function storedLayout(ctx: BuildContext, name: string, after: Value): Value {
+  const m = ctx.quantizedWeight(name, after);
+  return ctx.weights.getQuantized(name)!.transposed ? o.transpose(m, [1, 0]) : m;
+}
+
 const OWNER = Symbol('loraOwner');
 
 export class LoraModel implements AdaptedModel {
@@ -238,8 +271,8 @@ export class LoraModel implements AdaptedModel {
   private disabled = false;
   /** adapters folded into the base weights by merge(), in merge order */
   private merged: string[] = [];
-  /** base weights as they were before merge(), restored exactly by unmerge() */
-  private readonly originals = new Map<string, WeightTensor>();
+  /** base weights as they were before merge() (float32, or the 4-bit data), restored exactly by unmerge() */
+  private readonly originals = new Map<string, WeightTensor | QuantizedWeightTensor>();
 
   private constructor(readonly base: PretrainedModel) {}
 
@@ -271,7 +304,9 @@ export class LoraModel implements AdaptedModel {
   /** Loads an adapter folder under `name`; it is not activated (peft's load_adapter). */
   async loadAdapter(dir: string, name: string, opts: { isTrainable?: boolean } = {}): Promise<void> {
     this.checkNewName(name);
-    const json = await readAdapterConfigFile(dir);
+    // A compressed adapter's extra "compression" entry (compress.ts) is not a LoRA setting; its
+    // tensors are dequantized by readAdapterTensors.
+    const { [COMPRESSION_CONFIG_KEY]: _compression, ...json } = await readAdapterConfigFile(dir);
     if (json.peft_type !== 'LORA') throw new AdapterError(`${join(dir, 'adapter_config.json')}: peft_type is ${JSON.stringify(json.peft_type)}; only LORA adapters can be added to a LoRA model`);
     const config = loraConfigFromJson(json, join(dir, 'adapter_config.json'));
     const tensors = await readAdapterTensors(dir);
@@ -405,12 +440,17 @@ export class LoraModel implements AdaptedModel {
     const wOv = overrides.get(wName);
     const bOv = overrides.get(bName);
     // Built on first use: plain LoRA under another tuner's hook never touches the base weight here.
+    // A 4-bit base weight (QLoRA) is multiplied through QuantMatMul (baseProduct), which rebuilds
+    // it from the 4-bit data for the product and again for the backward pass; a variant that needs
+    // the matrix itself (DoRA's norm) gets a dequantization ordered after this layer's input.
+    const quantized = !wOv && ctx.weights.isQuantized(wName);
     let W: Value | undefined;
-    const weight = (): Value => (W ??= wOv ? ctx.param(wName, wOv.shape) : ctx.weight(wName));
+    const weight = (): Value => (W ??= wOv ? ctx.param(wName, wOv.shape) : quantized ? storedLayout(ctx, wName, x) : ctx.weight(wName));
+    const product = (inp: Value): Value => (quantized ? baseProduct(ctx, spec, inp) : baseMatmul(inp, weight(), spec));
     let xw: Value | undefined;
-    const xW = (): Value => (xw ??= baseMatmul(x, weight(), spec));
+    const xW = (): Value => (xw ??= product(x));
     const baseFn = (inp: Value): Value => {
-      const y = inp === x ? xW() : baseMatmul(inp, weight(), spec);
+      const y = inp === x ? xW() : product(inp);
       if (!spec.bias) return y;
       return o.add(y, bOv ? ctx.param(bName, bOv.shape) : ctx.weight(bName));
     };
@@ -424,7 +464,7 @@ export class LoraModel implements AdaptedModel {
       let maskName = `${PEFT_PREFIX}${spec.name}.lora_dropout.${adapter}.keep_mask`;
       for (let i = 1; ctx.dropoutMasks.has(maskName); i++) maskName = `${PEFT_PREFIX}${spec.name}.lora_dropout.${adapter}.keep_mask_${i}`;
       const xDropped = ctx.dropout(x, state.dropout, maskName);
-      result = state.variant.forward({ result, x, xDropped, baseMatmul: xW, weight, spec, t, scaling: state.scaling });
+      result = state.variant.forward({ result, x, xDropped, baseMatmul: xW, product, weight, spec, t, scaling: state.scaling });
     }
     return result;
   }
@@ -498,21 +538,90 @@ export class LoraModel implements AdaptedModel {
    * Saves every adapter as peft does: "default" into `dir`, any other into `dir/<name>`; each folder
    * holds adapter_config.json and adapter_model.safetensors.
    */
-  async savePretrained(dir: string, opts: { selectedAdapters?: string[] } = {}): Promise<void> {
+  async savePretrained(dir: string, opts: SaveLoraOptions = {}): Promise<void> {
     const names = opts.selectedAdapters ?? this.adapterNames;
     for (const n of names) this.adapter(n);
     const folders = names.map((n) => (n === 'default' ? dir : join(dir, n)));
     checkOutputDir(dir);
     folders.forEach((f) => checkOutputDir(f));
+    const spec = opts.compression === undefined ? undefined : typeof opts.compression === 'string' ? compressionSpec(opts.compression) : compressionSpec(opts.compression.method, opts.compression.blockSize);
     for (const n of names) {
       const a = this.adapter(n);
       if (a.config.bias === 'lora_only' && a.overrides.size) {
         warn(`adapter "${n}" has bias="lora_only": as in peft 0.13.2 its trained biases are not written to adapter_model.safetensors`);
       }
+      if (spec && this.merged.includes(n)) throw new AdapterError(`adapter "${n}" is merged into the base weights; unmerge() before saving it compressed (its output drift is measured through the unmerged model)`);
     }
+    // Everything that can fail (drift measurement included) runs before the first file is written.
+    const writes: { dir: string; config: LoraConfig; slots: TensorSlot[]; opts: WriteAdapterOptions }[] = [];
     for (let i = 0; i < names.length; i++) {
       const a = this.adapter(names[i]!);
-      await writeAdapterFolder(folders[i]!, a.config, this.slots(a.name));
+      const slots = this.slots(a.name);
+      const metadata: Record<string, string> = {};
+      const q = [...a.modules.values()].map((m) => this.base.weights.getQuantized(`${m.spec.name}.weight`)).find((x) => x !== undefined);
+      if (q) metadata[BASE_QUANTIZATION_METADATA_KEY] = JSON.stringify({ bits: 4, type: q.quant.type, double_quant: q.quant.absmax.kind === 'double', block_size: q.quant.blockSize });
+      let compression: WriteAdapterOptions['compression'];
+      if (spec) {
+        const report = compressionReport(slots, spec);
+        const drift = await this.compressionDrift(a.name, spec, opts.driftSample);
+        report.max_abs_logit_diff = drift.maxAbsDiff;
+        report.sample = drift.sample;
+        compression = { spec, report };
+      }
+      writes.push({ dir: folders[i]!, config: a.config, slots, opts: { metadata, compression } });
+    }
+    for (const w of writes) await writeAdapterFolder(w.dir, w.config, w.slots, w.opts);
+  }
+
+  /**
+   * The largest |logit difference| between the model with adapter `name` as it is (float32) and with
+   * its lora_A/lora_B replaced by what their compressed form loads back as, on `sample` token ids
+   * (default: 2 x 32 fixed pseudo-random ids). Both runs share one session; only the fed tensors differ.
+   */
+  async compressionDrift(name: string, spec: CompressionSpec, sample?: readonly (readonly number[])[]): Promise<{ maxAbsDiff: number; sample: string }> {
+    const a = this.adapter(name);
+    const vocab = this.base.config.vocabSize;
+    const rows = sample ?? Array.from({ length: 2 }, (_, b) => Array.from({ length: 32 }, (_, i) => (7919 * b + 104729 * i + 13) % vocab));
+    const seq = rows[0]?.length ?? 0;
+    if (!rows.length || !seq || rows.some((r) => r.length !== seq || r.some((t) => !(Number.isInteger(t) && t >= 0 && t < vocab)))) {
+      throw new AdapterError(`the drift sample must be rows of equal length holding token ids below the vocabulary size ${vocab}`);
+    }
+    const saved = { active: this.active, disabled: this.disabled };
+    this.active = [name];
+    this.disabled = false;
+    try {
+      const g = new Graph();
+      const ctx = new BuildContext(g, this.base.weights, { trainable: this.trainableBaseWeights() });
+      const out = this.forward(ctx, { inputIds: g.input('input_ids', 'int64', ['batch', 'seq']), attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']) });
+      const session = await RuntimeSession.fromGraph(g, { logits: out.logits }, { name: 'lora compression drift' });
+      try {
+        const shape = [rows.length, seq];
+        const base: Record<string, HostTensor> = {
+          input_ids: { dtype: 'int64', shape, data: BigInt64Array.from(rows.flat(), (t) => BigInt(t)) },
+          attention_mask: { dtype: 'int64', shape, data: new BigInt64Array(rows.length * seq).fill(1n) },
+        };
+        const params = this.parameters();
+        const compressed = new Map<string, Float32Array>();
+        for (const s of this.slots(a.name)) if (isCompressible(s)) compressed.set(s.param, roundTrip(s.tensor, spec));
+        const feeds = (useCompressed: boolean): Record<string, HostTensor> => {
+          const f = { ...base };
+          for (const k of ctx.params.keys()) {
+            const t = params.get(k)!;
+            f[k] = { dtype: 'float32', shape: t.shape, data: (useCompressed ? compressed.get(k) : undefined) ?? t.data };
+          }
+          return f;
+        };
+        const x = (await session.run(feeds(false))).logits!.data as Float32Array;
+        const y = (await session.run(feeds(true))).logits!.data as Float32Array;
+        let m = 0;
+        for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!));
+        return { maxAbsDiff: m, sample: sample ? `${rows.length} x ${seq} given token ids` : `${rows.length} x ${seq} fixed pseudo-random token ids` };
+      } finally {
+        await session.dispose();
+      }
+    } finally {
+      this.active = saved.active;
+      this.disabled = saved.disabled;
     }
   }
 
@@ -554,14 +663,18 @@ export class LoraModel implements AdaptedModel {
     return line;
   }
 
-  /** Folds the active (or named) adapters' LoRA updates into the base weights; forward then skips them. */
+  /**
+   * Folds the active (or named) adapters' LoRA updates into the base weights; forward then skips
+   * them. A 4-bit base weight (QLoRA) becomes its float32 dequantization plus the update (exact:
+   * the model computes what it computed with the adapter); unmerge() restores the 4-bit data.
+   */
   async merge(adapterNames: string[] = this.active): Promise<void> {
     const todo = adapterNames.filter((n) => !this.merged.includes(n));
     if (todo.length < adapterNames.length) warn(`already merged: ${adapterNames.filter((n) => this.merged.includes(n)).join(', ')}`);
     const jobs = this.mergeJobs(todo.map((n) => this.adapter(n)));
     const results = await mergeWeights(jobs.map((j) => j.job));
     jobs.forEach(({ name, job }, i) => {
-      if (!this.originals.has(name)) this.originals.set(name, job.weight);
+      if (!this.originals.has(name)) this.originals.set(name, this.base.weights.getQuantized(name) ?? job.weight);
       this.base.weights.set(name, { shape: [...job.weight.shape], data: results[i]! });
     });
     this.merged.push(...todo);
@@ -569,7 +682,10 @@ export class LoraModel implements AdaptedModel {
 
   /** Restores the base weights exactly as they were before merge(). */
   unmerge(): void {
-    for (const [name, w] of this.originals) this.base.weights.set(name, w);
+    for (const [name, w] of this.originals) {
+      if ('quant' in w) this.base.weights.setQuantized(name, w);
+      else this.base.weights.set(name, w);
+    }
     this.originals.clear();
     this.merged = [];
   }
@@ -583,20 +699,37 @@ export class LoraModel implements AdaptedModel {
         byWeight.get(name)!.states.push(s);
       }
     }
-    return [...byWeight].map(([name, { spec, states }]) => ({ name, job: { spec, weight: this.base.weights.get(name), states } }));
+    // A 4-bit weight merges into its float32 dequantization (what the forward pass multiplied by).
+    return [...byWeight].map(([name, { spec, states }]) => ({ name, job: { spec, weight: this.base.weights.dequantized(name), states } }));
   }
 
   /**
    * peft's merge_and_unload: a plain model whose weights have the active adapters merged in and
    * their modules_to_save copies and trained biases in place. This LoraModel and its base are left
    * as they are.
+   *
+   * Over a 4-bit base (QLoRA), by default every quantized weight is dequantized and the result is a
+   * full-precision model that computes exactly what the QLoRA model computes (W_nf4 + s·BA, float32
+   * rounding only). With `requantize` the merged weights are quantized again with their own options
+   * (type, block size, double quantization), which adds one 4-bit rounding of W_nf4 + s·BA, and the
+   * weights no adapter touches keep their 4-bit data bit for bit (docs/QUANTIZATION.md measures both).
    */
-  async mergeAndUnload(): Promise<PretrainedModel> {
+  async mergeAndUnload(opts: MergeAndUnloadOptions = {}): Promise<PretrainedModel> {
+    const quantizedBase = this.base.weights.quantizedNames().length > 0;
+    if (opts.requantize && !quantizedBase) {
+      throw new AdapterError('requantize needs a 4-bit base model (QLoRA); this base is full precision: merge without it, then quantize the merged model (`peft quantize`)');
+    }
     const store = copyWeightStore(this.base);
+    if (!opts.requantize) for (const n of store.quantizedNames()) store.set(n, this.base.weights.dequantized(n));
     const adapters = this.activeList().filter((a) => !this.merged.includes(a.name));
     const jobs = this.mergeJobs(adapters);
     const results = await mergeWeights(jobs.map((j) => j.job));
-    jobs.forEach(({ name, job }, i) => store.set(name, { shape: [...job.weight.shape], data: results[i]! }));
+    jobs.forEach(({ name, job }, i) => {
+      const merged = { shape: [...job.weight.shape], data: results[i]! };
+      const q = opts.requantize ? this.base.weights.getQuantized(name) : undefined;
+      if (q) store.setQuantized(name, requantizeLike(name, merged, q));
+      else store.set(name, merged);
+    });
     // set() on the name itself unties a tied head, as peft's copy is a module of its own.
     for (const [w, t] of this.activeOverrides()) store.set(w, { shape: [...t.shape], data: Float32Array.from(t.data) });
     return withWeights(this.base, store);

@@ -5,9 +5,10 @@
 import { existsSync, statSync } from 'node:fs';
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type RawTensor, fromTypedArray, readSafetensors, toFloat32, writeSafetensors } from '../../io/safetensors.js';
+import { type RawTensor, SafetensorsFile, fromTypedArray, readSafetensors, toFloat32, writeSafetensors } from '../../io/safetensors.js';
+import { COMPRESSION_CONFIG_KEY, COMPRESSION_METADATA_KEY, type CompressionReport, type CompressionSpec, compressTensor, decompressTensors, parseCompressionReport, withCompressionEntry } from './compress.js';
 import { AdapterError, type TrainableTensor } from '../types.js';
-import { type LoraConfig, loraConfigFileText } from './config.js';
+import { type LoraConfig, loraConfigFileText, loraConfigFromJson } from './config.js';
 
 export type TensorKind = 'lora_A' | 'lora_B' | 'lora_magnitude_vector' | 'base';
 
@@ -67,19 +68,53 @@ export function checkOutputDir(dir: string): void {
   if (existsSync(dir) && !statSync(dir).isDirectory()) throw new AdapterError(`cannot save the adapter to ${dir}: it exists and is not a folder`);
 }
 
+export interface WriteAdapterOptions {
+  /** store lora_A/lora_B quantized (compress.ts); the report goes into the file's metadata */
+  compression?: { spec: CompressionSpec; report: CompressionReport };
+  /** extra __metadata__ entries (peft ignores them) */
+  metadata?: Record<string, string>;
+}
+
+/** Whether a slot is stored compressed when the adapter is saved with compression. */
+export function isCompressible(s: TensorSlot): boolean {
+  return s.saved !== null && (s.kind === 'lora_A' || s.kind === 'lora_B');
+}
+
+/** Counts, bytes and shapes of what compression stores (the drift is measured by the caller). */
+export function compressionReport(slots: readonly TensorSlot[], spec: CompressionSpec): CompressionReport {
+  const r: CompressionReport = { method: spec.method, block_size: spec.method === 'int8-row' ? null : spec.blockSize, tensors: 0, parameters: 0, float32_bytes: 0, stored_bytes: 0, max_abs_logit_diff: null, sample: null, shapes: {} };
+  for (const s of slots) {
+    if (!isCompressible(s)) continue;
+    r.tensors++;
+    r.parameters += s.tensor.data.length;
+    r.float32_bytes += s.tensor.data.byteLength;
+    for (const t of compressTensor(s.saved!, s.tensor, spec).values()) r.stored_bytes += t.data.byteLength;
+    r.shapes[s.saved!] = [...s.tensor.shape];
+  }
+  return r;
+}
+
 /** Writes adapter_model.safetensors, adapter_config.json (and a model card if none) in peft's layout. */
-export async function writeAdapterFolder(dir: string, config: LoraConfig, slots: readonly TensorSlot[]): Promise<void> {
+export async function writeAdapterFolder(dir: string, config: LoraConfig, slots: readonly TensorSlot[], opts: WriteAdapterOptions = {}): Promise<void> {
   checkOutputDir(dir);
   const tensors = new Map<string, RawTensor>();
+  const compression = opts.compression;
   for (const s of slots) {
     if (s.saved === null) continue;
     if (tensors.has(s.saved)) throw new AdapterError(`two adapter tensors would be saved as ${s.saved}`);
+    if (compression && isCompressible(s)) {
+      for (const [k, t] of compressTensor(s.saved, s.tensor, compression.spec)) tensors.set(k, t);
+      continue;
+    }
     tensors.set(s.saved, fromTypedArray(s.tensor.data, s.tensor.shape));
   }
   // peft always writes inference_mode=true.
-  const text = loraConfigFileText({ ...config, inferenceMode: true });
+  let text = loraConfigFileText({ ...config, inferenceMode: true });
+  if (compression) text = withCompressionEntry(text, compression.spec);
+  const metadata: Record<string, string> = { format: 'pt', ...opts.metadata };
+  if (compression) metadata[COMPRESSION_METADATA_KEY] = JSON.stringify(compression.report);
   await mkdir(dir, { recursive: true });
-  await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
+  await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, metadata);
   await writeTextAtomically(join(dir, 'adapter_config.json'), text);
   const card = join(dir, 'README.md');
   if (!existsSync(card)) await writeTextAtomically(card, modelCard(config));
@@ -131,10 +166,54 @@ export async function readAdapterTensors(dir: string): Promise<Map<string, Train
     );
   }
   const raw = await readSafetensors(path);
-  const out = new Map<string, TrainableTensor>();
-  for (const [k, t] of raw) {
+  const toFloat = (t: RawTensor, k: string): Float32Array => {
     if (!['F32', 'F16', 'BF16', 'F64'].includes(t.dtype)) throw new AdapterError(`${path}: tensor ${k} has dtype ${t.dtype}; adapter tensors must be floating point`);
-    out.set(k, { shape: [...t.shape], data: toFloat32(t) });
-  }
+    return toFloat32(t);
+  };
+  // A compressed adapter (compress.ts) is dequantized here, so loading it is transparent.
+  const metadata = await adapterMetadata(dir);
+  const packed = metadata?.[COMPRESSION_METADATA_KEY];
+  if (packed !== undefined) return decompressTensors(raw, parseCompressionReport(packed, path), path, toFloat);
+  const out = new Map<string, TrainableTensor>();
+  for (const [k, t] of raw) out.set(k, { shape: [...t.shape], data: toFloat(t, k) });
   return out;
+}
+
+/** The __metadata__ map of adapter_model.safetensors (undefined when it has none). */
+export async function adapterMetadata(dir: string): Promise<Record<string, string> | undefined> {
+  const f = await SafetensorsFile.open(join(dir, 'adapter_model.safetensors'));
+  try {
+    return f.metadata;
+  } finally {
+    await f.close();
+  }
+}
+
+/**
+ * Writes the standard peft form of a compressed adapter folder `src` into `out` (float32 tensors
+ * under their peft keys, adapter_config.json without the "compression" entry, metadata kept but
+ * the compression report), so Python peft can load it. A folder that is not compressed is refused.
+ */
+export async function decompressAdapterFolder(src: string, out: string): Promise<{ tensors: number; bytes: number }> {
+  const json = await readAdapterConfigFile(src);
+  const metadata = await adapterMetadata(src);
+  if (metadata?.[COMPRESSION_METADATA_KEY] === undefined) throw new AdapterError(`${src} is not a compressed adapter (its adapter_model.safetensors has no "${COMPRESSION_METADATA_KEY}" metadata); it already loads in peft`);
+  if (json.peft_type !== 'LORA') throw new AdapterError(`${join(src, 'adapter_config.json')}: peft_type is ${JSON.stringify(json.peft_type)}; only LoRA adapters are compressed`);
+  const { [COMPRESSION_CONFIG_KEY]: _entry, ...plain } = json;
+  const config = loraConfigFromJson(plain, join(src, 'adapter_config.json'));
+  const tensors = await readAdapterTensors(src);
+  checkOutputDir(out);
+  const raw = new Map<string, RawTensor>();
+  let bytes = 0;
+  for (const [k, t] of tensors) {
+    raw.set(k, fromTypedArray(t.data, t.shape));
+    bytes += t.data.byteLength;
+  }
+  const { [COMPRESSION_METADATA_KEY]: _report, ...rest } = metadata;
+  await mkdir(out, { recursive: true });
+  await writeSafetensors(join(out, 'adapter_model.safetensors'), raw, { format: 'pt', ...rest });
+  await writeTextAtomically(join(out, 'adapter_config.json'), loraConfigFileText({ ...config, inferenceMode: true }));
+  const card = join(src, 'README.md');
+  if (existsSync(card) && !existsSync(join(out, 'README.md'))) await writeTextAtomically(join(out, 'README.md'), await readFile(card, 'utf8'));
+  return { tensors: raw.size, bytes };
 }

@@ -1,0 +1,257 @@
+// QLoRA vs LoRA: one training step (forward + backward, one session.run) of LoRA over a float32
+// base and over a 4-bit NF4 (double quant) base, on random-weight models of real shapes: bytes held
+// for the frozen weights, peak RSS during the steps, and tokens/s. Each run is a fresh process.
+//
+//   npm run build && node dist/bench/qlora.js [smollm|qwen|all] [--batch 4] [--seq 256] [--steps 2]
+//        [--modes lora,qlora,qlora-bnb4,qlora-dequantize] [--threads 2] [--vocab N]
+//
+// Modes: lora (float32 base), qlora (QuantMatMul, dequantization as ONNX ops), qlora-bnb4 (forward
+// through ONNX Runtime's MatMulBnb4 kernel), qlora-dequantize (the pre-QuantMatMul graph: each
+// weight dequantized once and multiplied with MatMulT, so its float32 copy lives until the backward).
+
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type RawTensor, fromTypedArray, writeSafetensors } from '../src/io/safetensors.js';
+import { loadModel } from '../src/models/load.js';
+import type { QuantKernel } from '../src/quant/matmul.js';
+import { collate } from '../src/train/batches.js';
+import { TrainStep } from '../src/train/step.js';
+import { getPeftModel } from '../src/tuners/lora/index.js';
+
+const SELF = fileURLToPath(import.meta.url);
+
+interface Shape {
+  label: string;
+  config: Record<string, unknown>;
+}
+
+const SHAPES: Record<string, Shape> = {
+  smollm: {
+    label: 'SmolLM-135M shape (30 layers, hidden 576, MLP 1536, GQA 9/3, vocab 49152, tied)',
+    config: {
+      architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 576, intermediate_size: 1536, num_hidden_layers: 30,
+      num_attention_heads: 9, num_key_value_heads: 3, vocab_size: 49152, max_position_embeddings: 2048, rms_norm_eps: 1e-5,
+      rope_theta: 10000.0, hidden_act: 'silu', tie_word_embeddings: true, torch_dtype: 'bfloat16', attention_bias: false, mlp_bias: false,
+    },
+  },
+  qwen: {
+    label: 'Qwen2-0.5B shape (24 layers, hidden 896, MLP 4864, GQA 14/2, tied; vocab cut to 32000)',
+    config: {
+      architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24,
+      num_attention_heads: 14, num_key_value_heads: 2, vocab_size: 32000, max_position_embeddings: 32768, rms_norm_eps: 1e-6,
+      rope_theta: 1000000.0, hidden_act: 'silu', tie_word_embeddings: true, torch_dtype: 'bfloat16', use_sliding_window: false,
+    },
+  },
+};
+
+function normals(n: number, std: number, seed: number): Float32Array {
+  let s = seed >>> 0 || 1;
+  const next = () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return (s + 0.5) / 4294967296;
+  };
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i += 2) {
+    const r = Math.sqrt(-2 * Math.log(next())) * std;
+    const t = 2 * Math.PI * next();
+    out[i] = r * Math.cos(t);
+    if (i + 1 < n) out[i + 1] = r * Math.sin(t);
+  }
+  return out;
+}
+
+/** A random N(0, 0.02) bf16 checkpoint of the shape (written once, reused by every run). */
+async function writeModel(dir: string, c: Record<string, number | unknown>): Promise<void> {
+  if (existsSync(join(dir, 'model.safetensors'))) return;
+  mkdirSync(dir, { recursive: true });
+  const H = c.hidden_size as number;
+  const F = c.intermediate_size as number;
+  const KV = (H / (c.num_attention_heads as number)) * (c.num_key_value_heads as number);
+  const qwen = c.model_type === 'qwen2';
+  const t = new Map<string, RawTensor>();
+  let seed = 1;
+  const add = (name: string, shape: number[], std: number, ones = false) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    t.set(name, fromTypedArray(ones ? new Float32Array(n).fill(1) : normals(n, std, seed++), shape, 'BF16'));
+  };
+  add('model.embed_tokens.weight', [c.vocab_size as number, H], 0.02);
+  add('model.norm.weight', [H], 0, true);
+  for (let i = 0; i < (c.num_hidden_layers as number); i++) {
+    const p = `model.layers.${i}`;
+    add(`${p}.input_layernorm.weight`, [H], 0, true);
+    add(`${p}.post_attention_layernorm.weight`, [H], 0, true);
+    add(`${p}.self_attn.q_proj.weight`, [H, H], 0.02);
+    add(`${p}.self_attn.k_proj.weight`, [KV, H], 0.02);
+    add(`${p}.self_attn.v_proj.weight`, [KV, H], 0.02);
+    if (qwen) {
+      add(`${p}.self_attn.q_proj.bias`, [H], 0.02);
+      add(`${p}.self_attn.k_proj.bias`, [KV], 0.02);
+      add(`${p}.self_attn.v_proj.bias`, [KV], 0.02);
+    }
+    add(`${p}.self_attn.o_proj.weight`, [H, H], 0.02);
+    add(`${p}.mlp.gate_proj.weight`, [F, H], 0.02);
+    add(`${p}.mlp.up_proj.weight`, [F, H], 0.02);
+    add(`${p}.mlp.down_proj.weight`, [H, F], 0.02);
+  }
+  await writeSafetensors(join(dir, 'model.safetensors'), t, { format: 'pt' });
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(c, null, 2) + '\n');
+}
+
+const MIB = 2 ** 20;
+
+/** VmHWM (peak RSS) and VmRSS of this process, in bytes. */
+function procMemory(): { hwm: number; rss: number } {
+  const s = readFileSync('/proc/self/status', 'utf8');
+  const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(s)?.[1] ?? NaN) * 1024;
+  return { hwm: kb('VmHWM'), rss: kb('VmRSS') };
+}
+
+/** Resets VmHWM to the current RSS (Linux clear_refs 5), so the next peak is the steps' own. */
+function resetPeak(): boolean {
+  try {
+    writeFileSync('/proc/self/clear_refs', '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+interface Args {
+  batch: number;
+  seq: number;
+  steps: number;
+  threads: number;
+  r: number;
+}
+
+async function child(dir: string, mode: string, a: Args): Promise<void> {
+  const quantized = mode !== 'lora';
+  const kernel: QuantKernel = mode === 'qlora-bnb4' ? 'bnb4' : mode === 'qlora-dequantize' ? 'dequantize' : 'ops';
+  const t0 = performance.now();
+  const base = await loadModel(dir, quantized ? { quantization: { bits: 4, type: 'nf4', doubleQuant: true, blockSize: 64 } } : {});
+  const loadS = (performance.now() - t0) / 1000;
+  const linear = (n: string) => /layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight$/.test(n);
+  const frozenBytes = base.weights.heldBytes();
+  const linearBytes = base.weights.heldBytes(linear);
+  const model = await getPeftModel(base, {
+    r: a.r, loraAlpha: 2 * a.r, loraDropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+  }, { seed: 0 });
+  let trainable = 0;
+  for (const t of model.parameters().values()) trainable += t.data.length;
+  const vocab = base.config.vocabSize;
+  const rows = Array.from({ length: a.batch }, (_, b) => {
+    const ids = Array.from({ length: a.seq }, (_, i) => (7919 * b + 104729 * i + 13) % vocab);
+    return { inputIds: ids, labels: ids };
+  });
+  const batch = collate(rows, 0);
+  const t1 = performance.now();
+  const step = await TrainStep.compile(model, { threads: a.threads, quantKernel: kernel });
+  const compileS = (performance.now() - t1) / 1000;
+  const params = model.parameters();
+  globalThis.gc?.();
+  // one warm-up step (ORT's first run plans memory and allocates its arena)
+  const w0 = performance.now();
+  await step.run(batch, params);
+  const warmS = (performance.now() - w0) / 1000;
+  globalThis.gc?.();
+  const before = procMemory();
+  const reset = resetPeak();
+  let wall = 0;
+  let cpu = 0;
+  let loss = NaN;
+  for (let i = 0; i < a.steps; i++) {
+    const c0 = process.cpuUsage();
+    const s0 = performance.now();
+    loss = (await step.run(batch, params)).loss;
+    wall += performance.now() - s0;
+    const c = process.cpuUsage(c0);
+    cpu += (c.user + c.system) / 1000;
+  }
+  const after = procMemory();
+  const maxRss = process.resourceUsage().maxRSS * 1024;
+  await step.dispose();
+  const tokens = a.batch * a.seq;
+  console.log(
+    JSON.stringify({
+      mode,
+      kernel: quantized ? kernel : null,
+      frozenMiB: +(frozenBytes / MIB).toFixed(1),
+      linearFrozenMiB: +(linearBytes / MIB).toFixed(1),
+      trainable,
+      loadS: +loadS.toFixed(1),
+      compileS: +compileS.toFixed(1),
+      warmupStepS: +warmS.toFixed(1),
+      rssBeforeStepsMiB: +(before.rss / MIB).toFixed(0),
+      peakRssStepsMiB: reset ? +(after.hwm / MIB).toFixed(0) : null,
+      peakRssProcessMiB: +(maxRss / MIB).toFixed(0),
+      stepS: +(wall / a.steps / 1000).toFixed(2),
+      stepCpuS: +(cpu / a.steps / 1000).toFixed(2),
+      tokensPerS: +((tokens * a.steps) / (wall / 1000)).toFixed(1),
+      tokensPerCpuS: +((tokens * a.steps) / (cpu / 1000)).toFixed(1),
+      loss: +loss.toFixed(4),
+    }),
+  );
+}
+
+function parseArgs(argv: string[]): { models: string[]; modes: string[]; a: Args; vocab?: number } {
+  const get = (flag: string): string | undefined => {
+    const i = argv.indexOf(flag);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const num = (flag: string, d: number) => (get(flag) !== undefined ? Number(get(flag)) : d);
+  const which = argv[0] && !argv[0].startsWith('--') ? argv[0] : 'all';
+  return {
+    models: which === 'all' ? ['smollm', 'qwen'] : [which],
+    modes: (get('--modes') ?? 'lora,qlora,qlora-bnb4,qlora-dequantize').split(','),
+    a: { batch: num('--batch', 4), seq: num('--seq', 256), steps: num('--steps', 2), threads: num('--threads', 2), r: num('--r', 16) },
+    vocab: get('--vocab') !== undefined ? Number(get('--vocab')) : undefined,
+  };
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (argv[0] === '--child') {
+    await child(argv[1]!, argv[2]!, JSON.parse(argv[3]!) as Args);
+    return;
+  }
+  const { models, modes, a, vocab } = parseArgs(argv);
+  console.log(`machine: ${cpus().length} x ${cpus()[0]?.model}, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  console.log(`LoRA r=${a.r} on q,k,v,o,gate,up,down; batch ${a.batch} x seq ${a.seq}; ${a.steps} timed steps after one warm-up; ${a.threads} ORT threads`);
+  for (const m of models) {
+    const shape = SHAPES[m];
+    if (!shape) throw new Error(`unknown model "${m}"; use smollm, qwen or all`);
+    const config = { ...shape.config, ...(vocab ? { vocab_size: vocab } : {}) };
+    const dir = join(process.env.QLORA_BENCH_DIR ?? tmpdir(), `peft-qlora-bench-${m}-v${config.vocab_size}`);
+    await writeModel(dir, config);
+    console.log(`\n${shape.label}${vocab ? ` (vocab ${vocab})` : ''}: ${dir}`);
+    const results: Record<string, Record<string, number>> = {};
+    for (const mode of modes) {
+      const r = spawnSync(process.execPath, ['--expose-gc', SELF, '--child', dir, mode, JSON.stringify(a)], { encoding: 'utf8', maxBuffer: 1 << 24 });
+      if (r.status !== 0) {
+        process.stderr.write(r.stderr);
+        console.log(`${mode}: failed (exit ${r.status})`);
+        continue;
+      }
+      const line = r.stdout.trim().split('\n').pop()!;
+      console.log(line);
+      results[mode] = JSON.parse(line) as Record<string, number>;
+    }
+    const ref = results.lora;
+    if (!ref) continue;
+    for (const [mode, r] of Object.entries(results)) {
+      if (mode === 'lora') continue;
+      const ratio = (k: string) => (r[k]! / ref[k]!).toFixed(2);
+      console.log(`${mode} / lora: frozen bytes ${ratio('frozenMiB')}x, peak RSS (steps) ${ratio('peakRssStepsMiB')}x, tokens/s ${ratio('tokensPerS')}x, tokens per CPU-s ${ratio('tokensPerCpuS')}x`);
+    }
+  }
+  console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+}
+
+await main();

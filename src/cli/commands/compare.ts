@@ -1,0 +1,134 @@
+// `peft compare`: trains every method with the same step budget on one task and prints the table of
+// the five criteria with measured numbers; writes compare.md, compare.json and the SVG figures.
+// A thin shell over runComparison (src/compare/), which runs each method in its own process.
+
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { COMPARE_DEFAULTS, COMPARE_FILES, COMPARE_METHODS, type CompareMethod, comparisonSummary, runComparison } from '../../compare/index.js';
+import { TASK_NAMES } from '../../tasks/tasks.js';
+import { intArg } from './generate.js';
+
+interface CompareFlags {
+  model?: string;
+  data?: string;
+  eval?: string;
+  task?: string;
+  methods?: string[];
+  budget: number;
+  batch: number;
+  maxLen?: number;
+  lr?: Partial<Record<CompareMethod, number>>;
+  flexLrs: number[];
+  flexTasks?: string[];
+  evalLimit?: number;
+  flexEvalLimit?: number;
+  latencyPrompts: number;
+  latencyTokens: number;
+  seed: number;
+  threads?: number;
+  runTimeout: number;
+  out: string;
+}
+
+const list = (flag: string) => (v: string): string[] => {
+  const items = v.split(',').map((s) => s.trim()).filter(Boolean);
+  if (items.length === 0) throw new InvalidArgumentError(`${flag} needs a comma-separated list.`);
+  return items;
+};
+
+function scalesArg(v: string): number[] {
+  const xs = list('--flex-lrs')(v).map(Number);
+  if (xs.some((x) => !(x > 0 && Number.isFinite(x)))) throw new InvalidArgumentError('--flex-lrs needs multiples above 0, e.g. 0.5,1,2 (1 alone skips the grid).');
+  return xs;
+}
+
+function flexTasksArg(v: string): string[] {
+  if (v === 'none') return [];
+  if (v === 'all') return [...TASK_NAMES];
+  const names = list('--flex-tasks')(v);
+  const bad = names.filter((n) => !TASK_NAMES.includes(n));
+  if (bad.length) throw new InvalidArgumentError(`--flex-tasks: unknown task ${bad.join(', ')}; bundled tasks: ${TASK_NAMES.join(', ')} (or all, none).`);
+  return names;
+}
+
+function lrArg(v: string, prev: Partial<Record<CompareMethod, number>> | undefined): Partial<Record<CompareMethod, number>> {
+  const out = { ...prev };
+  for (const item of list('--lr')(v)) {
+    const [m, rate] = item.split('=');
+    const n = Number(rate);
+    if (!m || !COMPARE_METHODS.includes(m as CompareMethod) || !(n > 0 && Number.isFinite(n))) {
+      throw new InvalidArgumentError(`--lr takes METHOD=RATE pairs (e.g. lora=1e-3,full=1e-4); methods: ${COMPARE_METHODS.join(', ')}.`);
+    }
+    out[m as CompareMethod] = n;
+  }
+  return out;
+}
+
+export function register(program: Command): void {
+  const d = COMPARE_DEFAULTS;
+  program
+    .command('compare')
+    .description('train every PEFT method (and full fine-tuning as the reference) with the same step budget and measure the five criteria')
+    .option('--model <dir>', 'base model folder (default: the bundled models/tiny-llama)')
+    .option('--data <train.jsonl>', 'training data (default: the --task\'s bundled train.jsonl)')
+    .option('--eval <eval.jsonl>', 'evaluation data: prompt/completion rows are scored by greedy generation, text or chat rows by eval loss')
+    .addOption(new Option('--task <name>', `bundled task whose data and metric to use (default ${d.task} when --data is not given)`).choices(TASK_NAMES))
+    .option('--methods <list>', `methods to compare, comma-separated (default all: ${COMPARE_METHODS.join(', ')}); full fine-tuning always runs as the reference`, list('--methods'))
+    .option('--budget <steps>', 'optimizer steps per run, the same for every method', intArg('--budget', 1), d.budget)
+    .option('--batch <n>', 'examples per step', intArg('--batch', 1), d.batchSize)
+    .option('--max-len <n>', 'tokens per training sequence at most (default: the model\'s positions, at most 1024)', intArg('--max-len', 2))
+    .option('--lr <method=rate,...>', 'learning rate of a method instead of its default (repeatable)', lrArg)
+    .option('--flex-lrs <list>', 'learning-rate multiples for the flexibility grid (1 alone skips it)', scalesArg, [...d.flexLrs])
+    .option('--flex-tasks <list>', 'bundled tasks each method also trains on for flexibility: names, all, or none (default: all but the primary task)', flexTasksArg)
+    .option('--eval-limit <n>', 'score only the first n eval examples (default all)', intArg('--eval-limit', 1))
+    .option('--flex-eval-limit <n>', 'eval examples scored on the other tasks\' flexibility runs', intArg('--flex-eval-limit', 1), d.flexEvalLimit)
+    .option('--latency-prompts <n>', 'eval prompts timed one at a time for the inference latency', intArg('--latency-prompts', 1), d.latencyPrompts)
+    .option('--latency-tokens <n>', 'tokens generated per timed prompt', intArg('--latency-tokens', 1), d.latencyTokens)
+    .option('--seed <s>', 'seed of data order and adapter init', intArg('--seed', 0), d.seed)
+    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
+    .option('--run-timeout <s>', 'give up on one run after this many seconds', intArg('--run-timeout', 1), 1800)
+    .option('--out <dir>', `output folder for ${COMPARE_FILES.markdown}, ${COMPARE_FILES.json}, the SVG figures and runs/ (replaced)`, 'out/compare')
+    .action(async (flags: CompareFlags) => {
+      await compare(flags);
+    });
+}
+
+async function compare(f: CompareFlags): Promise<void> {
+  const say = (s: string) => process.stderr.write(`${s}\n`);
+  const controller = new AbortController();
+  const onSigint = (): void => {
+    say('interrupted: stopping the run in progress');
+    controller.abort();
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    const { report, files } = await runComparison({
+      modelDir: f.model,
+      task: f.task,
+      trainFile: f.data,
+      evalFile: f.eval,
+      methods: f.methods,
+      budget: f.budget,
+      batchSize: f.batch,
+      maxLength: f.maxLen,
+      seed: f.seed,
+      threads: f.threads,
+      evalLimit: f.evalLimit,
+      flexLrs: f.flexLrs,
+      flexTasks: f.flexTasks,
+      flexEvalLimit: f.flexEvalLimit,
+      learningRates: f.lr,
+      latencyPrompts: f.latencyPrompts,
+      latencyTokens: f.latencyTokens,
+      outDir: f.out,
+      runTimeoutS: f.runTimeout,
+      command: ['peft', ...process.argv.slice(2)].join(' '),
+      log: say,
+      signal: controller.signal,
+    });
+    process.stdout.write(`\n${comparisonSummary(report)}\n`);
+    say(`wrote ${files.markdown}, ${files.json}, ${files.lossCurves} and ${files.qualityVsParams}`);
+    if (report.methods.some((m) => m.status === 'failed')) process.exitCode = 1;
+  } finally {
+    process.removeListener('SIGINT', onSigint);
+  }
+}

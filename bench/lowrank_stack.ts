@@ -11,7 +11,8 @@
 // Each weight mode runs in its own child process (so resident-memory numbers do not mix); the
 // parent prints a table and, with --out FILE, writes every measurement as JSON lines.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import * as readline from 'node:readline';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -42,6 +43,11 @@ interface Options {
   child: boolean;
   arena: boolean;
   memPattern: boolean;
+  /** keep every process alive and interleave their timed steps round by round */
+  paired: boolean;
+  gapMs: number;
+  /** child: wait for a line on stdin before each timed run, answer "done" */
+  serve: boolean;
   /** re-report the JSON lines of earlier --out runs (pooled) instead of running */
   from: string | null;
 }
@@ -68,6 +74,9 @@ const HELP = `usage: node dist/bench/lowrank_stack.js [options]
   --repeat N      run the mode list N times, interleaved (1)
   --no-torch      skip the PyTorch peer             --python P   interpreter (/usr/bin/python3)
   --no-arena      ORT enableCpuMemArena false    --no-mem-pattern   ORT enableMemPattern false
+  --paired        all modes and torch stay alive and take turns, one timed step each per round
+                  (adjacent steps see the same background load: use on a busy machine)
+  --gap MS        pause between turns in --paired (150), so idle BLAS/ORT threads stop spinning
   --out FILE      append every measurement as a JSON line
   --from FILE     print the report for the JSON lines of earlier --out runs, pooled (same shape flags)
   --dir DIR       where to write the weights file (a fresh temp dir)`;
@@ -75,7 +84,7 @@ const HELP = `usage: node dist/bench/lowrank_stack.js [options]
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     layers: 12, d: 768, rank: 8, alpha: 16, batch: 4, seq: 256, threads: 2, warmup: 2, steps: 10,
-    modes: DEFAULT_MODES, repeat: 1, torch: true, python: '/usr/bin/python3', out: null, dir: null, child: false, arena: true, memPattern: true, from: null,
+    modes: DEFAULT_MODES, repeat: 1, torch: true, python: '/usr/bin/python3', out: null, dir: null, child: false, arena: true, memPattern: true, paired: false, gapMs: 150, serve: false, from: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -108,6 +117,9 @@ function parseArgs(argv: string[]): Options {
       case '--child': o.child = true; break;
       case '--no-arena': o.arena = false; break;
       case '--no-mem-pattern': o.memPattern = false; break;
+      case '--paired': o.paired = true; break;
+      case '--gap': o.gapMs = num(); break;
+      case '--serve': o.serve = true; break;
       case '--from': o.from = next(); break;
       case '--help': case '-h': console.log(HELP); process.exit(0);
       default: throw new Error(`unknown option ${a}\n${HELP}`);
@@ -379,6 +391,14 @@ async function child(opt: Options, dir: string): Promise<void> {
     feeds[p.name] = new ort.Tensor('float32', inputs.subarray(off, off + n), p.shape as number[]);
     off += n;
   }
+  // --serve: the parent says when to run each timed step (see --paired)
+  const lines = opt.serve ? readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]() : null;
+  const gate = async (): Promise<void> => {
+    if (lines) await lines.next();
+  };
+  const done = (ms: number): void => {
+    if (lines) process.stdout.write(`done ${ms}\n`);
+  };
   const times: number[] = [];
   const stepOther: number[] = []; // cores other processes used during each step
   const stepCpu: number[] = []; // CPU ms this process used per step (all its threads)
@@ -390,11 +410,14 @@ async function child(opt: Options, dir: string): Promise<void> {
       busy0 = busySeconds();
       wall0 = performance.now();
     }
+    if (i === opt.warmup && lines) process.stdout.write('ready\n');
+    if (i >= opt.warmup) await gate();
     const b0 = busySeconds(), c0 = cpuSeconds();
     const s = performance.now();
     last = await trainSess.run(feeds);
     const e = performance.now() - s;
     if (i >= opt.warmup) {
+      done(e);
       times.push(e);
       const c = cpuSeconds() - c0;
       stepCpu.push(c * 1000);
@@ -408,9 +431,12 @@ async function child(opt: Options, dir: string): Promise<void> {
   await mark('after_train_steps');
   const fwdTimes: number[] = []; // the forward-only session (loss only), first run excluded
   for (let i = 0; i <= opt.steps; i++) {
+    await gate();
     const s = performance.now();
     await fwdSess.run({ x: feeds.x!, ...Object.fromEntries(train.params.map((p) => [p.name, feeds[p.name]!])) });
-    if (i > 0) fwdTimes.push(performance.now() - s);
+    const e = performance.now() - s;
+    done(e);
+    if (i > 0) fwdTimes.push(e);
     peak = Math.max(peak, process.memoryUsage().rss / 2 ** 20);
   }
   await mark('after_fwd_runs');
@@ -427,6 +453,7 @@ async function child(opt: Options, dir: string): Promise<void> {
   await trainSess.dispose();
   await fwdSess.dispose();
   process.stdout.write(JSON.stringify(res) + '\n');
+  if (lines) process.exit(0); // the stdin reader would keep the process alive
 }
 
 // ------------------------------------------------------------------------------ parent
@@ -523,6 +550,22 @@ async function parent(opt: Options): Promise<void> {
   const results: ChildResult[] = [];
   const torchRuns: TorchResult[] = [];
   let torchNote = opt.torch ? '' : 'PyTorch peer skipped (--no-torch)';
+  if (opt.paired) {
+    try {
+      for (let rep = 0; rep < opt.repeat; rep++) {
+        const r = await runPaired(opt, dir, script);
+        results.push(...r.ts);
+        torchRuns.push(...r.torch);
+        torchNote = r.note;
+        console.log(`  [${rep + 1}/${opt.repeat}] paired: ${[...r.ts, ...r.torch].map((x) => `${x.kind === 'ts' ? (x as ChildResult).mode : 'torch'} ${f1(x.median_ms)}`).join(', ')} ms/step`);
+      }
+      report(opt, results, torchRuns.length ? torchRuns : torchNote);
+      pairedRatios(results, torchRuns);
+    } finally {
+      if (own) fs.rmSync(dir, { recursive: true, force: true });
+    }
+    return;
+  }
   try {
     for (let rep = 0; rep < opt.repeat; rep++) {
       for (const mode of opt.modes) {
@@ -621,6 +664,103 @@ function report(opt: Options, results: ChildResult[], torch: TorchResult[] | str
   }
   const noisy = results.filter((r) => r.other_cpu > 0.25).length;
   if (noisy) console.log(`  note: ${noisy} of ${results.length} runs shared the cores with other processes (other_cpu > 0.25): compare with care`);
+}
+
+/** A child process that answers line by line. */
+class Peer {
+  private readonly queue: string[] = [];
+  private waiter: ((l: string) => void) | null = null;
+  private exited = false;
+  constructor(readonly name: string, readonly proc: ChildProcess) {
+    readline.createInterface({ input: proc.stdout! }).on('line', (l) => {
+      if (this.waiter) {
+        const w = this.waiter;
+        this.waiter = null;
+        w(l);
+      } else this.queue.push(l);
+    });
+    proc.on('close', (code) => {
+      this.exited = true;
+      if (this.waiter) this.waiter(`exit ${code}`);
+    });
+  }
+  next(): Promise<string> {
+    const l = this.queue.shift();
+    if (l !== undefined) return Promise.resolve(l);
+    if (this.exited) return Promise.resolve('exit');
+    return new Promise((r) => (this.waiter = r));
+  }
+  async expect(prefix: string): Promise<string> {
+    const l = await this.next();
+    if (!l.startsWith(prefix)) throw new Error(`${this.name}: expected "${prefix}", got "${l.slice(0, 300)}"`);
+    return l;
+  }
+  go(): void {
+    this.proc.stdin!.write('go\n');
+  }
+}
+
+/**
+ * Paired timing for a busy machine: every mode and the PyTorch peer stay alive and take turns, one
+ * timed step each per round (the order rotates every round), so the k-th steps of all engines ran
+ * within a second or two of each other under about the same background load.
+ */
+async function runPaired(opt: Options, dir: string, script: string): Promise<{ ts: ChildResult[]; torch: TorchResult[]; note: string }> {
+  const shape = ['--layers', String(opt.layers), '--d', String(opt.d), '--rank', String(opt.rank), '--alpha', String(opt.alpha), '--batch', String(opt.batch),
+    '--seq', String(opt.seq), '--threads', String(opt.threads), '--warmup', String(opt.warmup), '--steps', String(opt.steps)];
+  const peers: Peer[] = [];
+  for (const mode of opt.modes) {
+    const args = ['--expose-gc', script, '--child', '--serve', '--dir', dir, '--modes', mode, ...shape];
+    if (!opt.arena) args.push('--no-arena');
+    if (!opt.memPattern) args.push('--no-mem-pattern');
+    peers.push(new Peer(mode, spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'] })));
+  }
+  let note = opt.torch ? '' : 'PyTorch peer skipped (--no-torch)';
+  if (opt.torch) {
+    const probe = spawnSync(opt.python, ['-c', 'import torch'], { stdio: 'ignore' });
+    if (probe.error || probe.status !== 0) note = `PyTorch peer skipped: \`${opt.python} -c "import torch"\` failed`;
+    else {
+      const py = path.join(path.dirname(script), '..', '..', 'bench', 'lowrank_stack_torch.py');
+      peers.push(new Peer('torch', spawn(opt.python, [py, '--serve', '--dir', dir, ...shape], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' } })));
+    }
+  }
+  // set-up and warm-up run concurrently (untimed); the timed part starts when all are ready
+  for (const p of peers) await p.expect('ready');
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  for (const [phase, runs] of [['train', opt.steps], ['fwd', opt.steps + 1]] as const) {
+    for (let round = 0; round < runs; round++) {
+      for (let k = 0; k < peers.length; k++) {
+        const p = peers[(round + k) % peers.length]!;
+        await sleep(opt.gapMs);
+        p.go();
+        await p.expect('done');
+      }
+      if (phase === 'train' && (round + 1) % 5 === 0) console.log(`  paired: ${round + 1}/${runs} rounds`);
+    }
+  }
+  const ts: ChildResult[] = [];
+  const torch: TorchResult[] = [];
+  for (const p of peers) {
+    const l = await p.expect('{');
+    const r = JSON.parse(l) as ChildResult | TorchResult;
+    if (r.kind === 'ts') ts.push(r as ChildResult);
+    else torch.push(r as TorchResult);
+    if (opt.out) fs.appendFileSync(opt.out, JSON.stringify({ ...r, paired: true, config: { ...opt, child: undefined } }) + '\n');
+  }
+  return { ts, torch, note };
+}
+
+/** Per-round ratios torch / mode over paired runs: the k-th step of each ran back to back. */
+function pairedRatios(ts: ChildResult[], torch: TorchResult[]): void {
+  if (!torch.length) return;
+  console.log('\npaired speed-up over torch (median and quartiles of the per-round ratio torch step / our step; >1: ours faster)');
+  for (const r of ts) {
+    const t = torch.find((x) => x.step_ms.length === r.step_ms.length);
+    if (!t) continue;
+    const ratios = r.step_ms.map((ms, i) => t.step_ms[i]! / ms).sort((a, b) => a - b);
+    const q = (f: number): number => ratios[Math.min(ratios.length - 1, Math.floor(f * ratios.length))]!;
+    console.log(`  ${pad(r.mode, 17)} ${f2(median(ratios))}x  (q1 ${f2(q(0.25))}, q3 ${f2(q(0.75))}, ${ratios.length} rounds)`);
+  }
 }
 
 /** Pools the results of several invocations (each appended with --out) into one report. */

@@ -74,7 +74,17 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--serve", action="store_true",
+                    help="paired mode: print 'ready' after warm-up, then wait for a line on stdin before each timed run")
     args = ap.parse_args()
+
+    def gate():
+        if args.serve:
+            sys.stdin.readline()
+
+    def done(sec):
+        if args.serve:
+            print("done %.3f" % (sec * 1000), flush=True)
     torch.set_num_threads(args.threads)
     L, d, r, N = args.layers, args.d, args.rank, args.batch * args.seq
     scale = args.alpha / r
@@ -101,13 +111,18 @@ def main():
     cpu0 = wall0 = busy0 = None
     for i in range(args.warmup + args.steps):
         if i == args.warmup:
+            if args.serve:
+                print("ready", flush=True)
             cpu0, wall0, busy0 = time.process_time(), time.perf_counter(), busy_seconds()
+        if i >= args.warmup:
+            gate()
         b0, c0 = busy_seconds(), time.process_time()
         t0 = time.perf_counter()
         loss = forward(x)
         loss.backward()
         t1 = time.perf_counter()
         if i >= args.warmup:
+            done(t1 - t0)
             times.append(t1 - t0)
             c = time.process_time() - c0
             step_cpu.append(c * 1000)
@@ -124,10 +139,13 @@ def main():
     fwd = []
     with torch.no_grad():
         for i in range(args.steps + 1):
+            gate()
             t0 = time.perf_counter()
             forward(x)
+            e = time.perf_counter() - t0
+            done(e)
             if i > 0:
-                fwd.append(time.perf_counter() - t0)
+                fwd.append(e)
     med = statistics.median(times)
     clean = [t for t, o in zip(times, step_other) if o < 0.25]  # same threshold as the TS bench
     res = dict(kind="torch", torch=torch.__version__, threads=args.threads, torch_threads=torch.get_num_threads(),

@@ -252,6 +252,7 @@ async function main(): Promise<void> {
   const skip = opt.peer ? torchAvailable(opt) : 'PyTorch peer skipped (--no-peer)';
   if (skip) console.log(skip);
   const rows: string[] = [];
+  const others: number[] = [];
   const commands: string[] = [`node dist/bench/model_throughput.js ${process.argv.slice(2).join(' ')}`.trim()];
   let torchVersion: string | undefined;
   const started = new Date();
@@ -269,6 +270,7 @@ async function main(): Promise<void> {
       pd = runPeer(opt, path.resolve(REPO, '../shared/bench/peer_torch.py'), ['--model', name, '--method', 'full', '--infer', '--warmup', String(opt.warmup), '--steps', String(opt.runs), '--threads', String(opt.threads)], (j) => j.mode === 'infer');
       commands.push(pf.command, pd.command);
       torchVersion ??= (pf.json?.torch ?? pd.json?.torch) as string | undefined;
+      for (const j of [pf.json, pd.json]) if (typeof j?.other_cpu === 'number') others.push(j.other_cpu);
       console.log(`  torch forward 4x256: ${pf.json ? `${fmt(num(pf.json, 'tokens_per_s'))} tok/s (median ${fmt(num(pf.json, 'median_s'), 3)} s of [${(pf.json.times_s as number[]).map((t) => t.toFixed(3))}]; other cpu ${fmt(num(pf.json, 'other_cpu'), 2)})` : pf.note}`);
       console.log(`  torch decode 32+64: ${pd.json ? `${fmt(num(pd.json, 'tokens_per_s'), 2)} new tok/s, decode-only ${fmt(num(pd.json, 'decode_tokens_per_s'), 2)} tok/s, prefill ${fmt(num(pd.json, 'prefill_ms'))} ms (median ${fmt(num(pd.json, 'median_s'), 3)} s; other cpu ${fmt(num(pd.json, 'other_cpu'), 2)})` : pd.note}`);
     }
@@ -279,12 +281,14 @@ async function main(): Promise<void> {
       const runtime: RuntimeOptions = { threads: opt.threads, weights: mode };
       const fwd = await benchForward(model, opt, runtime);
       console.log(`  ours  forward 4x256 [${MODE_LABEL[mode]}]: ${fmt(fwd.tokensPerS)} tok/s (median ${fwd.medianS.toFixed(3)} s of [${fwd.timesS.map((t) => t.toFixed(3))}]; compile ${fwd.compileS.toFixed(1)} s; other cpu ${fwd.otherCpu.toFixed(2)}) = ${ratio(fwd.tokensPerS, tf)} torch`);
+      others.push(fwd.otherCpu);
       rows.push(`| ${name} | forward 4x256, tok/s | ${MODE_LABEL[mode]} | ${fmt(fwd.tokensPerS)} | ${fmt(tf)} | ${ratio(fwd.tokensPerS, tf)} | ours ${fwd.timesS.map((t) => t.toFixed(2)).join('/')} s; torch ${((pf?.json?.times_s as number[] | undefined) ?? []).map((t) => t.toFixed(2)).join('/') || '-'} s; session setup ${fwd.compileS.toFixed(1)} s | ${fwd.otherCpu.toFixed(2)} / ${fmt(num(pf?.json, 'other_cpu'), 2)} |`);
     }
     for (const mode of opt.weights) {
       const runtime: RuntimeOptions = { threads: opt.threads, weights: mode };
       const dec = await benchDecode(model, opt, runtime);
       console.log(`  ours  decode 32+64 [${MODE_LABEL[mode]}]: ${fmt(dec.tokensPerS, 2)} new tok/s, decode-only ${fmt(dec.decodeTokensPerS, 2)} tok/s, prefill ${fmt(dec.prefillMs)} ms (median of [${dec.timesS.map((t) => t.toFixed(3))}] s; compile ${dec.compileS.toFixed(1)} s; other cpu ${dec.otherCpu.toFixed(2)}) = ${ratio(dec.tokensPerS, td)} torch`);
+      others.push(dec.otherCpu);
       rows.push(
         `| ${name} | decode 32+64, new tok/s | ${MODE_LABEL[mode]} | ${fmt(dec.tokensPerS, 2)} | ${fmt(td, 2)} | ${ratio(dec.tokensPerS, td)} | prefill ${fmt(dec.prefillMs)} ms vs ${fmt(num(pd?.json, 'prefill_ms'))} ms; decode-only ${fmt(dec.decodeTokensPerS, 2)} vs ${fmt(tdo, 2)} tok/s (${ratio(dec.decodeTokensPerS, tdo)}); session setup ${dec.compileS.toFixed(1)} s | ${dec.otherCpu.toFixed(2)} / ${fmt(num(pd?.json, 'other_cpu'), 2)} |`,
       );
@@ -297,6 +301,9 @@ async function main(): Promise<void> {
     '',
     ...versions(torchVersion),
     ...(skip ? [`- ${skip}`] : []),
+    ...(others.length && Math.max(...others) > 0.2
+      ? [`- **Disturbed run:** other processes used ${median(others).toFixed(2)} of the ${os.cpus().length} cores while timing (median; up to ${Math.max(...others).toFixed(2)}). Absolute numbers are far below a quiet machine's (compare ../shared/bench/peer_results.md) and the ratios carry that noise (the two runtimes need not suffer equally from it).`]
+      : []),
     '',
     '| model | measurement | our weights | ours | torch | ours / torch | detail | other cpu |',
     '|---|---|---|---:|---:|---:|---|---|',

@@ -4,13 +4,14 @@
 //
 //   npm run build && node dist/bench/qlora.js [smollm|qwen|all] [--batch 4] [--seq 256] [--steps 2]
 //        [--modes lora,qlora,qlora-bnb4,qlora-dequantize] [--threads 2] [--vocab N]
+//   node dist/bench/qlora.js merge     # errors of the two QLoRA merges and of adapter compression
 //
 // Modes: lora (float32 base), qlora (QuantMatMul, dequantization as ONNX ops), qlora-bnb4 (forward
 // through ONNX Runtime's MatMulBnb4 kernel), qlora-dequantize (the pre-QuantMatMul graph: each
 // weight dequantized once and multiplied with MatMulT, so its float32 copy lives until the backward).
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,7 +20,16 @@ import { loadModel } from '../src/models/load.js';
 import type { QuantKernel } from '../src/quant/matmul.js';
 import { collate } from '../src/train/batches.js';
 import { TrainStep } from '../src/train/step.js';
-import { getPeftModel } from '../src/tuners/lora/index.js';
+import { COMPRESSION_METADATA_KEY, COMPRESSION_METHODS, LoraModel, getPeftModel, parseCompressionReport } from '../src/tuners/lora/index.js';
+import { adapterMetadata } from '../src/tuners/lora/save.js';
+import { Graph } from '../src/graph/ir.js';
+import { Tokenizer } from '../src/io/tokenizer.js';
+import type { PretrainedModel } from '../src/models/types.js';
+import { BuildContext } from '../src/nn/context.js';
+import { type HostTensor, RuntimeSession } from '../src/runtime/session.js';
+import { type Batch } from '../src/train/batches.js';
+import { parseJsonl, prepareExamples, tokenizeRecords } from '../src/train/data.js';
+import { Trainer } from '../src/train/trainer.js';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -215,10 +225,111 @@ function parseArgs(argv: string[]): { models: string[]; modes: string[]; a: Args
   };
 }
 
+// ---- merge and compression errors (fixture models, adapters fine-tuned with QLoRA) ----------------
+
+type Runnable = Pick<PretrainedModel, 'forward' | 'loss'> & { parameters?: () => Map<string, { shape: number[]; data: Float32Array }> };
+
+/** Logits and mean loss of `m` on one batch. */
+async function evaluate(m: Runnable, weights: PretrainedModel['weights'], batch: Batch): Promise<{ logits: Float32Array; loss: number }> {
+  const g = new Graph();
+  const ctx = new BuildContext(g, weights);
+  const out = m.forward(ctx, { inputIds: g.input('input_ids', 'int64', ['batch', 'seq']), attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']) });
+  const loss = m.loss(out.logits, g.input('labels', 'int64', ['batch', 'seq']));
+  const s = await RuntimeSession.fromGraph(g, { logits: out.logits, loss }, { threads: 2 });
+  try {
+    const shape = [batch.size, batch.seq];
+    const feeds: Record<string, HostTensor> = {
+      input_ids: { dtype: 'int64', shape, data: batch.inputIds },
+      attention_mask: { dtype: 'int64', shape, data: batch.attentionMask },
+      labels: { dtype: 'int64', shape, data: batch.labels },
+    };
+    for (const [k, t] of m.parameters?.() ?? []) if (ctx.params.has(k)) feeds[k] = { dtype: 'float32', shape: t.shape, data: t.data };
+    const r = await s.run(feeds);
+    return { logits: r.logits!.data as Float32Array, loss: r.loss!.data[0] as number };
+  } finally {
+    await s.dispose();
+  }
+}
+
+function diff(a: Float32Array, b: Float32Array): string {
+  let max = 0;
+  let sum = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    max = Math.max(max, d);
+    sum += d;
+  }
+  return `max ${max.toExponential(2)}, mean ${(sum / a.length).toExponential(2)}`;
+}
+
+async function mergeSection(): Promise<void> {
+  const fixtures = process.env.PEFT_FIXTURES ?? join(process.cwd(), '../shared/fixtures');
+  const targets: Record<string, string[]> = { llama: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], gpt2: ['c_attn', 'c_proj', 'c_fc'] };
+  console.log('QLoRA adapters (r 8, alpha 16) fine-tuned 30 steps on the swap task over the NF4 fixture models; logits and loss on 16 held-out examples:');
+  for (const family of ['llama', 'gpt2']) {
+    const dir = join(fixtures, 'models', family);
+    const tok = await Tokenizer.fromDir(dir);
+    const { examples } = tokenizeRecords(parseJsonl(swapJsonl()), tok);
+    const rows = prepareExamples(examples, { maxLength: 32 }).examples;
+    const pad = tok.padTokenId ?? tok.eosTokenId!;
+    const base = await loadModel(dir, { quantization: { bits: 4, type: 'nf4', doubleQuant: true, blockSize: 64 } });
+    const model = await getPeftModel(base, { r: 8, loraAlpha: 16, targetModules: targets[family]! }, { seed: 0 });
+    const out = mkdtempSync(join(tmpdir(), 'peft-qlora-merge-bench-'));
+    await new Trainer(model, rows.slice(0, 48), undefined, { outputDir: out, padTokenId: pad, learningRate: 1e-2, maxSteps: 30, batchSize: 8, evalAtStart: false, runtime: { threads: 2 } }).train();
+    const batch = collate(rows.slice(48), pad);
+    const ref = await evaluate(model, base.weights, batch);
+    const a = await model.mergeAndUnload();
+    const b = await model.mergeAndUnload({ requantize: true });
+    // what merging into the original weights (not their NF4 round trip) would give
+    const original = await loadModel(dir);
+    const lora = await getPeftModel(original, { r: 8, loraAlpha: 16, targetModules: targets[family]! }, { seed: 0 });
+    for (const [k, t] of model.parameters()) lora.parameters().get(k)!.data.set(t.data);
+    const c = await lora.mergeAndUnload();
+    const ra = await evaluate(a, a.weights, batch);
+    const rb = await evaluate(b, b.weights, batch);
+    const rc = await evaluate(c, c.weights, batch);
+    console.log(`  ${family}: QLoRA model loss ${ref.loss.toFixed(4)}`);
+    console.log(`    (a) merged into the dequantized base (float32): logits ${diff(ra.logits, ref.logits)}, loss ${ra.loss.toFixed(4)}`);
+    console.log(`    (b) merged and re-quantized to NF4:              logits ${diff(rb.logits, ref.logits)}, loss ${rb.loss.toFixed(4)}`);
+    console.log(`    (c) merged into the original float32 weights:   logits ${diff(rc.logits, ref.logits)}, loss ${rc.loss.toFixed(4)}`);
+    const plain = mkdtempSync(join(tmpdir(), 'peft-qlora-compress-bench-'));
+    await model.savePretrained(plain);
+    const bytes = statSync(join(plain, 'adapter_model.safetensors')).size;
+    for (const method of COMPRESSION_METHODS) {
+      const dir2 = mkdtempSync(join(tmpdir(), 'peft-qlora-compress-bench-'));
+      await model.savePretrained(dir2, { compression: method });
+      const back = await LoraModel.fromPretrained(base, dir2);
+      const rr = await evaluate(back, base.weights, batch);
+      const report = parseCompressionReport((await adapterMetadata(dir2))![COMPRESSION_METADATA_KEY]!, dir2);
+      console.log(
+        `    adapter ${method}: LoRA matrices ${(report.float32_bytes / 1024).toFixed(1)} -> ${(report.stored_bytes / 1024).toFixed(1)} KiB (${(report.float32_bytes / report.stored_bytes).toFixed(2)}x), ` +
+          `file ${(bytes / 1024).toFixed(1)} -> ${(statSync(join(dir2, 'adapter_model.safetensors')).size / 1024).toFixed(1)} KiB; ` +
+          `recorded drift ${report.max_abs_logit_diff!.toExponential(2)}; held-out logits ${diff(rr.logits, ref.logits)}, loss ${rr.loss.toFixed(4)}`,
+      );
+    }
+  }
+}
+
+function swapJsonl(): string {
+  const words = ['apple', 'banana', 'cherry', 'grape', 'lemon', 'mango', 'peach', 'plum'];
+  const out: string[] = [];
+  for (let i = 0; i < 64; i++) {
+    const k = (i * 37 + 11) % 64;
+    const a = words[k >> 3]!;
+    const b = words[k & 7]!;
+    out.push(JSON.stringify({ prompt: `${a} ${b} ->`, completion: ` ${b} ${a}` }));
+  }
+  return out.join('\n') + '\n';
+}
+
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   if (argv[0] === '--child') {
     await child(argv[1]!, argv[2]!, JSON.parse(argv[3]!) as Args);
+    return;
+  }
+  if (argv[0] === 'merge') {
+    await mergeSection();
     return;
   }
   const { models, modes, a, vocab } = parseArgs(argv);

@@ -263,7 +263,9 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
         `${formatQuality(r.quality)} | ${r.seconds.toFixed(0)} s`,
     );
     const asFlex = (o: WorkerOutput, task: string, scale: number, learningRate: number): FlexRun =>
-      o.ok ? { task, scale, learningRate, quality: (o.result as TrainResult).quality } : { task, scale, learningRate, failure: `${o.error.name}: ${o.error.message}` };
+      o.ok
+        ? { task, scale, learningRate, quality: (o.result as TrainResult).quality }
+        : { task, scale, learningRate, failure: `${o.error.name}: ${o.error.message}`, diverged: o.error.name === 'TrainError' };
     const input: FlexInput = { method, lrGrid: [], tasks: [asFlex(out, primary.name, 1, lr)] };
     if (scales.length > 1) {
       for (const scale of scales) {

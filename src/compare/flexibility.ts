@@ -12,8 +12,10 @@ export interface FlexRun {
   scale: number;
   learningRate: number;
   quality?: Quality;
-  /** the run diverged or failed: it counts as no gain */
+  /** why the run has no quality */
   failure?: string;
+  /** the failure is the training diverging (non-finite loss or gradient): it counts as no gain; other failures are left out */
+  diverged?: boolean;
 }
 
 export interface FlexInput {
@@ -36,6 +38,7 @@ export interface FlexPoint {
   ratio: number | null;
   basis: GainBasis;
   failure?: string;
+  diverged?: boolean;
 }
 
 export interface Flexibility {
@@ -67,7 +70,7 @@ export function flexibilityDefinition(scales: readonly number[], primary: string
   return (
     `flexibility = the mean of ${scales.length > 1 ? '(a) and (b)' : '(b)'}. ${lr}${taskText}. ` +
     'gain = quality − the untuned base model\'s quality on the same task; quality is the task metric, or exp(−eval loss) where no run of the set improved the metric ' +
-    '(a diverged or failed run gains 0). 1 = the method keeps its best quality at every rate and on every task without tuning.'
+    '(a run whose loss diverges gains 0; a run that fails otherwise is left out). 1 = the method keeps its best quality at every rate and on every task without tuning.'
   );
 }
 
@@ -86,7 +89,7 @@ export function computeFlexibility(inputs: readonly FlexInput[], base: ReadonlyM
   const reference = new Map<string, { basis: GainBasis; best: number }>();
   for (const task of taskNames) {
     const runs = inputs.flatMap((i) => i.tasks.filter((t) => t.task === task));
-    const best = (basis: GainBasis) => Math.max(...runs.map((r) => (r.failure ? 0 : gainOf(r.quality, baseOf(task), basis))));
+    const best = (basis: GainBasis) => Math.max(0, ...runs.filter((r) => !r.failure || r.diverged).map((r) => (r.failure ? 0 : gainOf(r.quality, baseOf(task), basis))));
     const metricBest = best('metric');
     reference.set(task, metricBest > 0 ? { basis: 'metric', best: metricBest } : { basis: 'eval loss', best: best('eval loss') });
   }
@@ -98,36 +101,42 @@ export function computeFlexibility(inputs: readonly FlexInput[], base: ReadonlyM
     let lrGrid: FlexPoint[] = [];
     if (input.lrGrid.length > 1) {
       const task = input.lrGrid[0]!.task;
+      const counted = (r: FlexRun) => !r.failure || r.diverged === true;
       const gains = (basis: GainBasis) => input.lrGrid.map((r) => (r.failure ? 0 : gainOf(r.quality, baseOf(task), basis)));
       let basis: GainBasis = 'metric';
       let g = gains(basis);
-      if (Math.max(...g) <= 0) {
+      const maxCounted = (xs: number[]) => Math.max(0, ...xs.filter((_, i) => counted(input.lrGrid[i]!)));
+      if (maxCounted(g) <= 0) {
         basis = 'eval loss';
         g = gains(basis);
       }
-      const best = Math.max(...g);
+      const best = maxCounted(g);
       lrGrid = input.lrGrid.map((r, i) => ({
         task, scale: r.scale, learningRate: r.learningRate, gain: g[i]!, basis,
-        ratio: best > 0 ? Math.min(1, Math.max(0, g[i]! / best)) : 0,
-        ...(r.failure ? { failure: r.failure } : {}),
+        ratio: !counted(r) ? null : best > 0 ? Math.min(1, Math.max(0, g[i]! / best)) : 0,
+        ...(r.failure ? { failure: r.failure, diverged: r.diverged === true } : {}),
       }));
-      lrStability = lrGrid.reduce((s, p) => s + p.ratio!, 0) / lrGrid.length;
+      const kept = lrGrid.filter((p) => p.ratio !== null);
+      lrStability = kept.length ? kept.reduce((s, p) => s + p.ratio!, 0) / kept.length : 0;
       if (best <= 0) notes.push(`no rate of the grid improved on the base model on ${task}`);
       else if (basis === 'eval loss') notes.push(`LR grid scored by eval loss (no rate improved the ${task} metric)`);
+      for (const p of lrGrid.filter((x) => x.failure)) notes.push(p.diverged ? `lr x${p.scale} diverged (counted as no gain)` : `lr x${p.scale} failed and is left out: ${p.failure}`);
     }
     // (b) tasks at the default rate, against the best method on each
     const tasks: FlexPoint[] = input.tasks.map((r) => {
       const ref = reference.get(r.task)!;
       const gain = r.failure ? 0 : gainOf(r.quality, baseOf(r.task), ref.basis);
+      const left = (r.failure && !r.diverged) || !(ref.best > 0);
       return {
         task: r.task, scale: r.scale, learningRate: r.learningRate, gain, basis: ref.basis,
-        ratio: ref.best > 0 ? Math.min(1, Math.max(0, gain / ref.best)) : null,
-        ...(r.failure ? { failure: r.failure } : {}),
+        ratio: left ? null : Math.min(1, Math.max(0, gain / ref.best)),
+        ...(r.failure ? { failure: r.failure, diverged: r.diverged === true } : {}),
       };
     });
     const counted = tasks.filter((t) => t.ratio !== null);
-    const left = tasks.filter((t) => t.ratio === null).map((t) => t.task);
+    const left = tasks.filter((t) => t.ratio === null && !t.failure).map((t) => t.task);
     if (left.length) notes.push(`left out ${left.join(', ')}: no method improved on the base model there`);
+    for (const t of tasks.filter((x) => x.failure)) notes.push(t.diverged ? `${t.task} diverged (counted as no gain)` : `${t.task} failed and is left out: ${t.failure}`);
     const lossTasks = counted.filter((t) => t.basis === 'eval loss').map((t) => t.task);
     if (lossTasks.length) notes.push(`scored by eval loss on ${lossTasks.join(', ')} (no method improved the metric)`);
     const taskRetention = counted.length ? counted.reduce((s, t) => s + t.ratio!, 0) / counted.length : 0;

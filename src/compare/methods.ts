@@ -51,7 +51,7 @@ export const METHOD_SPECS: Readonly<Record<CompareMethod, MethodSpec>> = {
     settings: 'LoRA as above over the base held 4-bit (NF4, double quantization, block 64; head kept float32)',
   },
   ia3: {
-    name: 'ia3', label: 'IA3', learningRate: 1e-2, quantizedBase: false, fields: { peft_type: 'IA3', task_type: 'CAUSAL_LM' },
+    name: 'ia3', label: 'IA3', learningRate: 3e-2, quantizedBase: false, fields: { peft_type: 'IA3', task_type: 'CAUSAL_LM' },
     settings: "peft's defaults: scaling vectors on k_proj, v_proj and down_proj (feed-forward)",
   },
   prompt: {

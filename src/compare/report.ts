@@ -199,8 +199,8 @@ export function comparisonMarkdown(r: ComparisonReport, figures: { lossCurves: s
       ['method', ...gridHeader, ...tasks.map((t) => `${t} (default lr)`), 'LR stability', 'task retention', 'flexibility'],
       ok.map((m) => {
         const f = m.flexibility!;
-        const cell = (p: { gain: number; ratio: number | null; basis: string; failure?: string }) =>
-          p.failure ? 'diverged' : `${p.basis === 'metric' ? `${(100 * p.gain >= 0 ? '+' : '')}${(100 * p.gain).toFixed(1)} pt` : `${p.gain >= 0 ? '+' : ''}${p.gain.toFixed(3)} exp(-loss)`}${p.ratio === null ? ' (left out)' : ''}`;
+        const cell = (p: { gain: number; ratio: number | null; basis: string; failure?: string; diverged?: boolean }) =>
+          p.failure ? (p.diverged ? 'diverged' : 'failed (left out)') : `${p.basis === 'metric' ? `${(100 * p.gain >= 0 ? '+' : '')}${(100 * p.gain).toFixed(1)} pt` : `${p.gain >= 0 ? '+' : ''}${p.gain.toFixed(3)} exp(-loss)`}${p.ratio === null ? ' (left out)' : ''}`;
         return [
           m.label,
           ...(scales.length > 1 ? f.lrGrid.map(cell) : []),

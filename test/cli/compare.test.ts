@@ -10,13 +10,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ComparisonReport } from '../../src/compare/index.js';
 import { bundledModelDir, taskDataDir } from '../../src/tasks/tasks.js';
-import { fixturePath } from '../helpers/fixtures.js';
 import { peft } from './peft.js';
 
-/** The bundled model and a slice of its sentiment task; the llama fixture stands in while the bundled model is not built. */
+/** The bundled model and a slice of its sentiment task. */
 async function setup(): Promise<{ dir: string; model: string; train: string; eval: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'peft-compare-'));
-  const model = existsSync(join(bundledModelDir(), 'config.json')) ? bundledModelDir() : fixturePath('models', 'llama');
+  const model = bundledModelDir();
   const lines = async (file: string, n: number) => (await readFile(join(taskDataDir('sentiment'), file), 'utf8')).split('\n').filter(Boolean).slice(0, n).join('\n') + '\n';
   const train = join(dir, 'train.jsonl');
   const ev = join(dir, 'eval.jsonl');

@@ -13,7 +13,7 @@ test('flexibility: LR grid against the own best rate, tasks against the best met
   const flex = computeFlexibility(
     [
       // gains on a: 0.2, 0.4, (diverged) 0 -> ratios 0.5, 1, 0 -> 0.5; tasks: a 0.4/0.4 = 1, b 0.1/0.4 = 0.25 -> 0.625
-      { method: 'lora', lrGrid: [run('a', 0.5, 0.7), run('a', 1, 0.9), { task: 'a', scale: 2, learningRate: 2e-3, failure: 'TrainError: NaN' }], tasks: [run('a', 1, 0.9), run('b', 1, 0.2)] },
+      { method: 'lora', lrGrid: [run('a', 0.5, 0.7), run('a', 1, 0.9), { task: 'a', scale: 2, learningRate: 2e-3, failure: 'TrainError: NaN', diverged: true }], tasks: [run('a', 1, 0.9), run('b', 1, 0.2)] },
       // tasks: a 0.2/0.4 = 0.5, b 0.4/0.4 = 1
       { method: 'ia3', lrGrid: [run('a', 0.5, 0.7), run('a', 1, 0.7), run('a', 2, 0.7)], tasks: [run('a', 1, 0.7), run('b', 1, 0.5)] },
     ],
@@ -27,6 +27,16 @@ test('flexibility: LR grid against the own best rate, tasks against the best met
   const ia3 = flex.get('ia3')!;
   assert.equal(ia3.lrStability, 1);
   assert.equal(ia3.taskRetention, 0.75);
+});
+
+test('flexibility leaves out a run that failed for another reason than divergence', () => {
+  const base = new Map([['a', q('a', 0.5)]]);
+  const crash = { task: 'a', scale: 2, learningRate: 2e-3, failure: 'WorkerError: killed' };
+  const flex = computeFlexibility([{ method: 'lora', lrGrid: [run('a', 0.5, 0.7), run('a', 1, 0.9), crash], tasks: [run('a', 1, 0.9)] }], base);
+  const lora = flex.get('lora')!;
+  assert.equal(lora.lrGrid[2]!.ratio, null);
+  assert.equal(lora.lrStability, 0.75);
+  assert.ok(lora.notes.some((n) => n.includes('failed and is left out')));
 });
 
 test('flexibility falls back to eval loss where no run improved the metric, and leaves out tasks nobody improved', () => {

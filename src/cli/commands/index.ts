@@ -2,6 +2,7 @@
 
 import type { Command } from 'commander';
 import { register as compare } from './compare.js';
+import { register as compress } from './compress.js';
 import { register as forward } from './forward.js';
 import { register as generate } from './generate.js';
 import { register as info } from './info.js';
@@ -21,6 +22,7 @@ const COMMANDS: Register[] = [
   info,
   quickstart,
   compare,
+  compress,
 ];
 
 export function registerCommands(program: Command): void {

@@ -8,7 +8,8 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parseConfig } from '../../io/hfconfig.js';
 import { hubCacheDir, isValidRepoId, snapshotDownload } from '../../io/hub.js';
-import { openCheckpoint } from '../../io/safetensors.js';
+import { SafetensorsFile, openCheckpoint } from '../../io/safetensors.js';
+import { BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_METADATA_KEY, type CompressionReport, parseCompressionReport } from '../../tuners/lora/compress.js';
 import { isBnbComponent, parseBnbQuantizationConfig, quantStateKey } from '../../quant/bnb.js';
 import { bottleneckSize, isAdapterHubFolder, readAdapterHubConfig, type BnConfig } from '../../tuners/bottleneck/index.js';
 import { CliError } from '../errors.js';
@@ -77,6 +78,10 @@ export interface AdapterInfo {
   weights: WeightsSummary | null;
   folder_bytes: number;
   note?: string;
+  /** a compressed LoRA adapter (peft compress): method, sizes and the output drift measured when it was written */
+  compression?: { method: string; block_size: number | null; tensors: number; float32_bytes: number; stored_bytes: number; ratio: number; max_abs_logit_diff: number | null; sample: string | null };
+  /** the 4-bit base a QLoRA adapter was trained on, as recorded in its file */
+  base_quantization?: { bits: number; type: string; double_quant: boolean; block_size: number };
 }
 
 /** Buffers some checkpoints carry that are not parameters (transformers does not count them). */
@@ -322,7 +327,12 @@ async function describePeftAdapter(dir: string, flags: InfoFlags): Promise<Adapt
   }
   const file = join(dir, 'adapter_model.safetensors');
   const weights = existsSync(file) ? await summarizeWeights(file) : null;
-  const stored = weights?.parameters ?? null;
+  const meta = weights ? await safetensorsMetadata(file) : undefined;
+  const packed = meta?.[COMPRESSION_METADATA_KEY];
+  const report = packed !== undefined ? parseCompressionReport(packed, file) : undefined;
+  // A compressed file holds codes and scales; count the parameters they stand for.
+  const stored = weights && report ? weights.parameters - countCompressedStorage(weights, report) + report.parameters : (weights?.parameters ?? null);
+  const baseQuant = meta?.[BASE_QUANTIZATION_METADATA_KEY];
   const trainable = promptMethodTrainable(type, c, stored);
   const base = await findBase(typeof c.base_model_name_or_path === 'string' ? c.base_model_name_or_path : null, dir, flags.model);
   let note: string | undefined;
@@ -343,7 +353,43 @@ async function describePeftAdapter(dir: string, flags: InfoFlags): Promise<Adapt
     weights,
     folder_bytes: folderBytes(dir),
     ...(note ? { note } : {}),
+    ...(report
+      ? {
+          compression: {
+            method: report.method,
+            block_size: report.block_size,
+            tensors: report.tensors,
+            float32_bytes: report.float32_bytes,
+            stored_bytes: report.stored_bytes,
+            ratio: report.float32_bytes / report.stored_bytes,
+            max_abs_logit_diff: report.max_abs_logit_diff,
+            sample: report.sample,
+          },
+        }
+      : {}),
+    ...(baseQuant ? { base_quantization: JSON.parse(baseQuant) as AdapterInfo['base_quantization'] } : {}),
   };
+}
+
+async function safetensorsMetadata(file: string): Promise<Record<string, string> | undefined> {
+  const f = await SafetensorsFile.open(file);
+  try {
+    return f.metadata;
+  } finally {
+    await f.close();
+  }
+}
+
+/** Elements summarizeWeights counted for the codes and scales of compressed tensors. */
+function countCompressedStorage(w: WeightsSummary, r: CompressionReport): number {
+  // codes: int8 one per parameter, NF4 one byte per two; scales: one float per row or block
+  let n = 0;
+  for (const shape of Object.values(r.shapes)) {
+    const p = shape.reduce((a, b) => a * b, 1);
+    const groups = r.method === 'int8-row' ? p / shape[shape.length - 1]! : Math.ceil(p / (r.block_size ?? 64));
+    n += (r.method === 'nf4' ? Math.ceil(p / 2) : p) + groups;
+  }
+  return Math.min(n, w.parameters);
 }
 
 async function describeAdapterHub(dir: string, flags: InfoFlags): Promise<AdapterInfo> {
@@ -479,6 +525,13 @@ export function render(info: ModelInfo | AdapterInfo): string {
     rows.push(['trainable parameters', `${count(a.trainable_parameters)}${share}`]);
   }
   if (a.weights) rows.push(['weights', `${size(a.weights.bytes)} in ${a.weights.files.join(', ')} (${dtypes(a.weights)}, ${a.weights.tensors} tensors)`]);
+  if (a.base_quantization) rows.push(['trained on', `a 4-bit base (${a.base_quantization.type}${a.base_quantization.double_quant ? ', double quantization' : ''}, blocks of ${a.base_quantization.block_size}): QLoRA`]);
+  if (a.compression) {
+    const c = a.compression;
+    rows.push(['compression', `${c.method}${c.block_size ? ` (blocks of ${c.block_size})` : ' (absmax per row)'}: ${c.tensors} LoRA matrices ${size(c.float32_bytes)} -> ${size(c.stored_bytes)}, ${c.ratio.toFixed(2)}x smaller`]);
+    rows.push(['output drift', c.max_abs_logit_diff === null ? 'not measured' : `max |logit diff| ${c.max_abs_logit_diff.toExponential(2)} vs the float32 adapter, on ${c.sample}`]);
+    rows.push(['peft compatibility', 'Python peft cannot load this compressed form; `peft decompress --adapter DIR --out DIR` writes the standard one']);
+  }
   rows.push(['folder size', size(a.folder_bytes)]);
   if (a.note) rows.push(['note', a.note]);
   return table(`${a.path}: ${a.format === 'adapterhub' ? 'AdapterHub bottleneck adapter' : `${a.method} adapter`}`, rows);

@@ -43,6 +43,8 @@ interface Options {
   child: boolean;
   arena: boolean;
   memPattern: boolean;
+  /** byte alignment of the tensor data in the weights file (safetensors itself guarantees 8) */
+  align: number;
   /** keep every process alive and interleave their timed steps round by round */
   paired: boolean;
   gapMs: number;
@@ -58,6 +60,7 @@ const MODES: Record<string, { source: 'file' | 'array'; desc: string; opts: Runt
   'mmap-prepacked': { source: 'file', desc: 'file-backed constants, mmapped then prepacked per session', opts: { weights: 'prepacked' } },
   // weights read into JS arrays first
   'input-shared': { source: 'array', desc: 'JS arrays fed as graph inputs, zero-copy (default for arrays)', opts: { weights: 'shared' } },
+  'input-noprepack': { source: 'array', desc: 'JS arrays fed as inputs, prepacking off session-wide (isolates that switch)', opts: { weights: 'shared', sessionConfig: { 'session.disable_prepacking': '1' } } },
   'extmem-prepacked': { source: 'array', desc: 'JS arrays as in-memory external data, prepacked', opts: { weights: 'prepacked', largeConstants: 'external' } },
   inline: { source: 'array', desc: 'JS arrays inlined in the ModelProto, prepacked (the old behaviour)', opts: { weights: 'prepacked', largeConstants: 'inline' } },
   'inline-noprepack': { source: 'array', desc: 'JS arrays inlined, prepacking off', opts: { weights: 'prepacked', largeConstants: 'inline', sessionConfig: { 'session.disable_prepacking': '1' } } },
@@ -74,6 +77,7 @@ const HELP = `usage: node dist/bench/lowrank_stack.js [options]
   --repeat N      run the mode list N times, interleaved (1)
   --no-torch      skip the PyTorch peer             --python P   interpreter (/usr/bin/python3)
   --no-arena      ORT enableCpuMemArena false    --no-mem-pattern   ORT enableMemPattern false
+  --align N       pad the safetensors header so tensor data starts at a multiple of N bytes (8)
   --paired        all modes and torch stay alive and take turns, one timed step each per round
                   (adjacent steps see the same background load: use on a busy machine)
   --gap MS        pause between turns in --paired (150), so idle BLAS/ORT threads stop spinning
@@ -84,7 +88,7 @@ const HELP = `usage: node dist/bench/lowrank_stack.js [options]
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     layers: 12, d: 768, rank: 8, alpha: 16, batch: 4, seq: 256, threads: 2, warmup: 2, steps: 10,
-    modes: DEFAULT_MODES, repeat: 1, torch: true, python: '/usr/bin/python3', out: null, dir: null, child: false, arena: true, memPattern: true, paired: false, gapMs: 150, serve: false, from: null,
+    modes: DEFAULT_MODES, repeat: 1, torch: true, python: '/usr/bin/python3', out: null, dir: null, child: false, arena: true, memPattern: true, align: 8, paired: false, gapMs: 150, serve: false, from: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -118,6 +122,7 @@ function parseArgs(argv: string[]): Options {
       case '--no-arena': o.arena = false; break;
       case '--no-mem-pattern': o.memPattern = false; break;
       case '--paired': o.paired = true; break;
+      case '--align': o.align = num(); break;
       case '--gap': o.gapMs = num(); break;
       case '--serve': o.serve = true; break;
       case '--from': o.from = next(); break;
@@ -162,7 +167,10 @@ function writeData(dir: string, opt: Options): void {
   const bytes = d * d * 4;
   for (let l = 0; l < L; l++) header[`layers.${l}.weight`] = { dtype: 'F32', shape: [d, d], data_offsets: [l * bytes, (l + 1) * bytes] };
   let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  // safetensors pads the header with spaces to 8 bytes; --align N pads so that 8 + header is a
+  // multiple of N (N=64: every tensor starts on a cache line, as the bench's weights are 4-KiB multiples)
+  const align = Math.max(8, opt.align);
+  json += ' '.repeat((align - ((8 + json.length) % align)) % align);
   const fd = fs.openSync(path.join(dir, 'weights.safetensors'), 'w');
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(json.length));
@@ -275,6 +283,7 @@ interface ChildResult {
   clean_steps: number;
   step_other_cpu: number[];
   step_cpu_ms: number[];
+  step_faults: number[];
   loss: number;
   grad_sq: { A0: number; BLast: number };
   mem: Record<string, Mem>;
@@ -402,6 +411,7 @@ async function child(opt: Options, dir: string): Promise<void> {
   const times: number[] = [];
   const stepOther: number[] = []; // cores other processes used during each step
   const stepCpu: number[] = []; // CPU ms this process used per step (all its threads)
+  const stepFaults: number[] = []; // page faults (minor + major) per step
   let last: Record<string, HostTensor> = {};
   let cpu0 = 0, wall0 = 0, busy0 = 0;
   for (let i = 0; i < opt.warmup + opt.steps; i++) {
@@ -413,9 +423,12 @@ async function child(opt: Options, dir: string): Promise<void> {
     if (i === opt.warmup && lines) process.stdout.write('ready\n');
     if (i >= opt.warmup) await gate();
     const b0 = busySeconds(), c0 = cpuSeconds();
+    const ru0 = process.resourceUsage();
     const s = performance.now();
     last = await trainSess.run(feeds);
     const e = performance.now() - s;
+    const ru1 = process.resourceUsage();
+    if (i >= opt.warmup) stepFaults.push(ru1.minorPageFault - ru0.minorPageFault + ru1.majorPageFault - ru0.majorPageFault);
     if (i >= opt.warmup) {
       done(e);
       times.push(e);
@@ -444,7 +457,7 @@ async function child(opt: Options, dir: string): Promise<void> {
   const res: ChildResult = {
     kind: 'ts', mode, desc: spec.desc, frozen_params: L * d * d, trainable_params: L * 2 * r * d, threads: opt.threads, tokens: N,
     warmup: opt.warmup, steps: opt.steps,
-    median_ms: median(times), ...cleanStats(times, stepOther), step_other_cpu: stepOther, step_cpu_ms: stepCpu, min_ms: Math.min(...times), max_ms: Math.max(...times), fwd_median_ms: median(fwdTimes), step_ms: times,
+    median_ms: median(times), ...cleanStats(times, stepOther), step_other_cpu: stepOther, step_cpu_ms: stepCpu, step_faults: stepFaults, min_ms: Math.min(...times), max_ms: Math.max(...times), fwd_median_ms: median(fwdTimes), step_ms: times,
     loss: last.loss!.data[0] as number,
     grad_sq: { A0: sq(last['grad.layers.0.lora_A']!), BLast: sq(last[`grad.layers.${L - 1}.lora_B`]!) },
     mem, sampled_peak_rss_mib: peak, session_memory: { train: trainSess.memory, forward: fwdSess.memory },
@@ -557,7 +570,8 @@ async function parent(opt: Options): Promise<void> {
         results.push(...r.ts);
         torchRuns.push(...r.torch);
         torchNote = r.note;
-        console.log(`  [${rep + 1}/${opt.repeat}] paired: ${[...r.ts, ...r.torch].map((x) => `${x.kind === 'ts' ? (x as ChildResult).mode : 'torch'} ${f1(x.median_ms)}`).join(', ')} ms/step`);
+        console.log(`  [${rep + 1}/${opt.repeat}] paired: ${[...r.ts, ...r.torch].map((x) => `${x.kind === 'ts' ? (x as ChildResult).mode : 'torch'} ${f1(x.median_ms)}`).join(', ')} ms/step; ` +
+          `page faults/step ${r.ts.map((x) => `${x.mode} ${median(x.step_faults)}`).join(', ')}`);
       }
       report(opt, results, torchRuns.length ? torchRuns : torchNote);
       pairedRatios(results, torchRuns);
@@ -572,7 +586,7 @@ async function parent(opt: Options): Promise<void> {
         const res = await runChild(script, opt, dir, mode);
         results.push(res);
         const m = res.mem;
-        console.log(`  [${rep + 1}/${opt.repeat}] ${pad(mode, 17)} ${f1(res.median_ms)} ms/step (min ${f1(res.min_ms)} max ${f1(res.max_ms)}), fwd ${f1(res.fwd_median_ms)} ms, ` +
+        console.log(`  [${rep + 1}/${opt.repeat}] ${pad(mode, 17)} ${f1(res.median_ms)} ms/step (min ${f1(res.min_ms)} max ${f1(res.max_ms)}), fwd ${f1(res.fwd_median_ms)} ms, faults/step ${median(res.step_faults)}, ` +
           `rss ${f1(m.baseline!.rss)} -> ${f1(m.fwd_session!.rss)} -> ${f1(m.after_fwd_runs!.rss)} MiB, hwm ${f1(m.after_fwd_runs!.hwm)}, other_cpu ${f2(res.other_cpu)}`);
         if (opt.out) fs.appendFileSync(opt.out, JSON.stringify({ ...res, config: { ...opt, child: undefined } }) + '\n');
       }

@@ -48,6 +48,7 @@ interface Options {
   models: string[];
   runs: number;
   warmup: number;
+  repeat: number;
   threads: number;
   /** weight modes to measure: shared (the library default) and prepacked */
   weights: ('shared' | 'prepacked')[];
@@ -61,6 +62,7 @@ const HELP = `usage: node dist/bench/model_throughput.js [options]
   --models a,b     gpt2, llama (default both); tiny for a smoke test
   --runs N         timed runs per measurement, median reported (3)
   --warmup N       untimed runs first (1)
+  --repeat N       run the whole set N times, torch and ours alternating; medians over repeats (1)
   --threads N      ONNX Runtime intra-op threads and torch threads (2)
   --weights a,b    weight modes to time (shared,prepacked): shared = fed from the JS arrays
                    (the library default), prepacked = packed for MLAS in each session
@@ -68,7 +70,7 @@ const HELP = `usage: node dist/bench/model_throughput.js [options]
   --no-write       do not update bench/RESULTS.md`;
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { models: ['gpt2', 'llama'], runs: 3, warmup: 1, threads: 2, weights: ['shared', 'prepacked'], peer: true, python: '/usr/bin/python3', write: true, results: path.join(REPO, 'bench', 'RESULTS.md') };
+  const o: Options = { models: ['gpt2', 'llama'], runs: 3, warmup: 1, repeat: 1, threads: 2, weights: ['shared', 'prepacked'], peer: true, python: '/usr/bin/python3', write: true, results: path.join(REPO, 'bench', 'RESULTS.md') };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const next = (): string => {
@@ -80,6 +82,7 @@ function parseArgs(argv: string[]): Options {
       case '--models': o.models = next().split(','); break;
       case '--runs': o.runs = Number(next()); break;
       case '--warmup': o.warmup = Number(next()); break;
+      case '--repeat': o.repeat = Number(next()); break;
       case '--threads': o.threads = Number(next()); break;
       case '--weights': o.weights = next().split(',') as Options['weights']; break;
       case '--no-peer': o.peer = false; break;
@@ -258,46 +261,80 @@ async function main(): Promise<void> {
   const started = new Date();
   const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? `${(a / b).toFixed(2)}x` : '-');
   const num = (j: Record<string, unknown> | null | undefined, k: string): number | undefined => (j && typeof j[k] === 'number' ? (j[k] as number) : undefined);
-  for (const name of opt.models) {
-    const t0 = performance.now();
-    const model = randomModel(name);
-    console.log(`${name}: ${model.weights.numel().toLocaleString('en-US')} parameters, random weights built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    // The peer first, while our process holds only the JS weights (it runs alone, never beside ours).
-    let pf: PeerRun | undefined;
-    let pd: PeerRun | undefined;
-    if (!skip && name !== 'tiny') {
-      pf = runPeer(opt, path.join(REPO, 'bench', 'forward_torch.py'), ['--model', name, '--batch', '4', '--seq', '256', '--warmup', String(opt.warmup), '--steps', String(opt.runs), '--threads', String(opt.threads)], () => true);
-      pd = runPeer(opt, path.resolve(REPO, '../shared/bench/peer_torch.py'), ['--model', name, '--method', 'full', '--infer', '--warmup', String(opt.warmup), '--steps', String(opt.runs), '--threads', String(opt.threads)], (j) => j.mode === 'infer');
-      commands.push(pf.command, pd.command);
-      torchVersion ??= (pf.json?.torch ?? pd.json?.torch) as string | undefined;
-      for (const j of [pf.json, pd.json]) if (typeof j?.other_cpu === 'number') others.push(j.other_cpu);
-      console.log(`  torch forward 4x256: ${pf.json ? `${fmt(num(pf.json, 'tokens_per_s'))} tok/s (median ${fmt(num(pf.json, 'median_s'), 3)} s of [${(pf.json.times_s as number[]).map((t) => t.toFixed(3))}]; other cpu ${fmt(num(pf.json, 'other_cpu'), 2)})` : pf.note}`);
-      console.log(`  torch decode 32+64: ${pd.json ? `${fmt(num(pd.json, 'tokens_per_s'), 2)} new tok/s, decode-only ${fmt(num(pd.json, 'decode_tokens_per_s'), 2)} tok/s, prefill ${fmt(num(pd.json, 'prefill_ms'))} ms (median ${fmt(num(pd.json, 'median_s'), 3)} s; other cpu ${fmt(num(pd.json, 'other_cpu'), 2)})` : pd.note}`);
+  // Per (model, measurement, weights mode): one value per repeat, ours and torch side by side.
+  const cells = new Map<string, { name: string; what: 'forward' | 'decode'; mode: string; ours: number[]; torch: number[]; oursOnly: number[]; torchOnly: number[]; prefill: number[]; torchPrefill: number[]; setup: number[]; other: number[]; torchOther: number[] }>();
+  const cell = (name: string, what: 'forward' | 'decode', mode: string) => {
+    const key = `${name}|${what}|${mode}`;
+    if (!cells.has(key)) cells.set(key, { name, what, mode, ours: [], torch: [], oursOnly: [], torchOnly: [], prefill: [], torchPrefill: [], setup: [], other: [], torchOther: [] });
+    return cells.get(key)!;
+  };
+  const push = (xs: number[], x: number | undefined) => x !== undefined && xs.push(x);
+  for (let rep = 0; rep < opt.repeat; rep++) {
+    if (opt.repeat > 1) console.log(`--- repeat ${rep + 1} of ${opt.repeat}`);
+    for (const name of opt.models) {
+      const t0 = performance.now();
+      const model = randomModel(name);
+      console.log(`${name}: ${model.weights.numel().toLocaleString('en-US')} parameters, random weights built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      // The peer first, while our process holds only the JS weights (it runs alone, never beside ours).
+      let pf: PeerRun | undefined;
+      let pd: PeerRun | undefined;
+      if (!skip && name !== 'tiny') {
+        pf = runPeer(opt, path.join(REPO, 'bench', 'forward_torch.py'), ['--model', name, '--batch', '4', '--seq', '256', '--warmup', String(opt.warmup), '--steps', String(opt.runs), '--threads', String(opt.threads)], () => true);
+        pd = runPeer(opt, path.resolve(REPO, '../shared/bench/peer_torch.py'), ['--model', name, '--method', 'full', '--infer', '--warmup', String(opt.warmup), '--steps', String(opt.runs), '--threads', String(opt.threads)], (j) => j.mode === 'infer');
+        if (rep === 0) commands.push(pf.command, pd.command);
+        torchVersion ??= (pf.json?.torch ?? pd.json?.torch) as string | undefined;
+        for (const j of [pf.json, pd.json]) if (typeof j?.other_cpu === 'number') others.push(j.other_cpu);
+        console.log(`  torch forward 4x256: ${pf.json ? `${fmt(num(pf.json, 'tokens_per_s'))} tok/s (median ${fmt(num(pf.json, 'median_s'), 3)} s of [${(pf.json.times_s as number[]).map((t) => t.toFixed(3))}]; other cpu ${fmt(num(pf.json, 'other_cpu'), 2)})` : pf.note}`);
+        console.log(`  torch decode 32+64: ${pd.json ? `${fmt(num(pd.json, 'tokens_per_s'), 2)} new tok/s, decode-only ${fmt(num(pd.json, 'decode_tokens_per_s'), 2)} tok/s, prefill ${fmt(num(pd.json, 'prefill_ms'))} ms (median ${fmt(num(pd.json, 'median_s'), 3)} s; other cpu ${fmt(num(pd.json, 'other_cpu'), 2)})` : pd.note}`);
+      }
+      const tf = num(pf?.json, 'tokens_per_s');
+      const td = num(pd?.json, 'tokens_per_s');
+      for (const mode of opt.weights) {
+        const fwd = await benchForward(model, opt, { threads: opt.threads, weights: mode });
+        console.log(`  ours  forward 4x256 [${MODE_LABEL[mode]}]: ${fmt(fwd.tokensPerS)} tok/s (median ${fwd.medianS.toFixed(3)} s of [${fwd.timesS.map((t) => t.toFixed(3))}]; compile ${fwd.compileS.toFixed(1)} s; other cpu ${fwd.otherCpu.toFixed(2)}) = ${ratio(fwd.tokensPerS, tf)} torch`);
+        others.push(fwd.otherCpu);
+        const c = cell(name, 'forward', mode);
+        c.ours.push(fwd.tokensPerS);
+        push(c.torch, tf);
+        c.setup.push(fwd.compileS);
+        c.other.push(fwd.otherCpu);
+        push(c.torchOther, num(pf?.json, 'other_cpu'));
+      }
+      for (const mode of opt.weights) {
+        const dec = await benchDecode(model, opt, { threads: opt.threads, weights: mode });
+        console.log(`  ours  decode 32+64 [${MODE_LABEL[mode]}]: ${fmt(dec.tokensPerS, 2)} new tok/s, decode-only ${fmt(dec.decodeTokensPerS, 2)} tok/s, prefill ${fmt(dec.prefillMs)} ms (median of [${dec.timesS.map((t) => t.toFixed(3))}] s; compile ${dec.compileS.toFixed(1)} s; other cpu ${dec.otherCpu.toFixed(2)}) = ${ratio(dec.tokensPerS, td)} torch`);
+        others.push(dec.otherCpu);
+        const c = cell(name, 'decode', mode);
+        c.ours.push(dec.tokensPerS);
+        push(c.torch, td);
+        c.oursOnly.push(dec.decodeTokensPerS);
+        push(c.torchOnly, num(pd?.json, 'decode_tokens_per_s'));
+        c.prefill.push(dec.prefillMs);
+        push(c.torchPrefill, num(pd?.json, 'prefill_ms'));
+        c.setup.push(dec.compileS);
+        c.other.push(dec.otherCpu);
+        push(c.torchOther, num(pd?.json, 'other_cpu'));
+      }
     }
-    const tf = num(pf?.json, 'tokens_per_s');
-    const td = num(pd?.json, 'tokens_per_s');
-    const tdo = num(pd?.json, 'decode_tokens_per_s');
-    for (const mode of opt.weights) {
-      const runtime: RuntimeOptions = { threads: opt.threads, weights: mode };
-      const fwd = await benchForward(model, opt, runtime);
-      console.log(`  ours  forward 4x256 [${MODE_LABEL[mode]}]: ${fmt(fwd.tokensPerS)} tok/s (median ${fwd.medianS.toFixed(3)} s of [${fwd.timesS.map((t) => t.toFixed(3))}]; compile ${fwd.compileS.toFixed(1)} s; other cpu ${fwd.otherCpu.toFixed(2)}) = ${ratio(fwd.tokensPerS, tf)} torch`);
-      others.push(fwd.otherCpu);
-      rows.push(`| ${name} | forward 4x256, tok/s | ${MODE_LABEL[mode]} | ${fmt(fwd.tokensPerS)} | ${fmt(tf)} | ${ratio(fwd.tokensPerS, tf)} | ours ${fwd.timesS.map((t) => t.toFixed(2)).join('/')} s; torch ${((pf?.json?.times_s as number[] | undefined) ?? []).map((t) => t.toFixed(2)).join('/') || '-'} s; session setup ${fwd.compileS.toFixed(1)} s | ${fwd.otherCpu.toFixed(2)} / ${fmt(num(pf?.json, 'other_cpu'), 2)} |`);
-    }
-    for (const mode of opt.weights) {
-      const runtime: RuntimeOptions = { threads: opt.threads, weights: mode };
-      const dec = await benchDecode(model, opt, runtime);
-      console.log(`  ours  decode 32+64 [${MODE_LABEL[mode]}]: ${fmt(dec.tokensPerS, 2)} new tok/s, decode-only ${fmt(dec.decodeTokensPerS, 2)} tok/s, prefill ${fmt(dec.prefillMs)} ms (median of [${dec.timesS.map((t) => t.toFixed(3))}] s; compile ${dec.compileS.toFixed(1)} s; other cpu ${dec.otherCpu.toFixed(2)}) = ${ratio(dec.tokensPerS, td)} torch`);
-      others.push(dec.otherCpu);
-      rows.push(
-        `| ${name} | decode 32+64, new tok/s | ${MODE_LABEL[mode]} | ${fmt(dec.tokensPerS, 2)} | ${fmt(td, 2)} | ${ratio(dec.tokensPerS, td)} | prefill ${fmt(dec.prefillMs)} ms vs ${fmt(num(pd?.json, 'prefill_ms'))} ms; decode-only ${fmt(dec.decodeTokensPerS, 2)} vs ${fmt(tdo, 2)} tok/s (${ratio(dec.decodeTokensPerS, tdo)}); session setup ${dec.compileS.toFixed(1)} s | ${dec.otherCpu.toFixed(2)} / ${fmt(num(pd?.json, 'other_cpu'), 2)} |`,
-      );
-    }
+  }
+  const med = (xs: number[]): number | undefined => (xs.length ? median(xs) : undefined);
+  const list = (xs: number[], d: number) => xs.map((x) => x.toFixed(d)).join('/') || '-';
+  for (const c of cells.values()) {
+    const d = c.what === 'forward' ? 1 : 2;
+    const o = med(c.ours);
+    const t = med(c.torch);
+    const each = opt.repeat > 1 ? `per repeat: ours ${list(c.ours, d)}, torch ${list(c.torch, d)}; ` : '';
+    const extra =
+      c.what === 'decode'
+        ? `prefill ${fmt(med(c.prefill))} vs ${fmt(med(c.torchPrefill))} ms; decode-only ${fmt(med(c.oursOnly), 2)} vs ${fmt(med(c.torchOnly), 2)} tok/s (${ratio(med(c.oursOnly), med(c.torchOnly))}); `
+        : '';
+    const label = c.what === 'forward' ? 'forward 4x256, tok/s' : 'decode 32+64, new tok/s';
+    rows.push(`| ${c.name} | ${label} | ${MODE_LABEL[c.mode as Options['weights'][number]]} | ${fmt(o, d)} | ${fmt(t, d)} | ${ratio(o, t)} | ${each}${extra}session setup ${fmt(med(c.setup))} s | ${list(c.other, 2)} / ${list(c.torchOther, 2)} |`);
   }
   const section = [
     HEADING,
     '',
-    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC by bench/model_throughput.ts. Random-weight models of the Hugging Face shapes (gpt2 = GPT-2 small, 124M; llama = SmolLM-135M: hidden 576, 30 layers, 9 heads / 3 KV heads, tied), float32, ${opt.threads} threads on both sides (ONNX Runtime intra-op threads; torch.set_num_threads with OMP_WAIT_POLICY=PASSIVE). Medians of ${opt.runs} timed runs after ${opt.warmup} warm-up. Forward = one inference pass over 4 x 256 random tokens with logits for every position (torch: bench/forward_torch.py, the peer_torch.py model under inference_mode). Decode = greedy, batch 1, 32-token random prompt, 64 new tokens with the KV cache: "new tok/s" = 64 / (prefill + 63 one-token steps), "decode-only" leaves the prefill out; torch: peer_torch.py --infer --method full (the plain model; its loop only computes the last position's logits). Weights: "shared" = frozen weights fed to ONNX Runtime from the JS arrays (one copy per process), "prepacked" = ONNX Runtime packs them for MLAS per session (one more copy). "other cpu" = cores other processes used while timing (ours / torch); above ~0.2 the machine was busy and the numbers are disturbed.`,
+    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC by bench/model_throughput.ts. Random-weight models of the Hugging Face shapes (gpt2 = GPT-2 small, 124M; llama = SmolLM-135M: hidden 576, 30 layers, 9 heads / 3 KV heads, tied), float32, ${opt.threads} threads on both sides (ONNX Runtime intra-op threads; torch.set_num_threads with OMP_WAIT_POLICY=PASSIVE). Medians of ${opt.runs} timed runs after ${opt.warmup} warm-up${opt.repeat > 1 ? `, the whole set repeated ${opt.repeat} times (torch, then ours, per model) and the median over repeats shown` : ''}. Forward = one inference pass over 4 x 256 random tokens with logits for every position (torch: bench/forward_torch.py, the peer_torch.py model under inference_mode). Decode = greedy, batch 1, 32-token random prompt, 64 new tokens with the KV cache: "new tok/s" = 64 / (prefill + 63 one-token steps), "decode-only" leaves the prefill out; torch: peer_torch.py --infer --method full (the plain model; its loop only computes the last position's logits). Weights: "shared" = frozen weights fed to ONNX Runtime from the JS arrays (one copy per process), "prepacked" = ONNX Runtime packs them for MLAS per session (one more copy). "other cpu" = cores other processes used while timing (ours / torch); above ~0.2 the machine was busy and the numbers are disturbed.`,
     '',
     ...versions(torchVersion),
     ...(skip ? [`- ${skip}`] : []),

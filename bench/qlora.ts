@@ -8,7 +8,8 @@
 //
 // Modes: lora (float32 base), qlora (QuantMatMul, dequantization as ONNX ops), qlora-bnb4 (forward
 // through ONNX Runtime's MatMulBnb4 kernel), qlora-dequantize (the pre-QuantMatMul graph: each
-// weight dequantized once and multiplied with MatMulT, so its float32 copy lives until the backward).
+// weight dequantized once and multiplied with MatMulT, so its float32 copy lives until the backward);
+// any mode with "+ckpt" (lora+ckpt, qlora+ckpt) adds gradient checkpointing.
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -142,8 +143,11 @@ interface Args {
 }
 
 async function child(dir: string, mode: string, a: Args): Promise<void> {
-  const quantized = mode !== 'lora';
-  const kernel: QuantKernel = mode === 'qlora-bnb4' ? 'bnb4' : mode === 'qlora-dequantize' ? 'dequantize' : 'ops';
+  // "<mode>+ckpt": the same with gradient checkpointing (each decoder layer recomputed in the backward pass)
+  const ckpt = mode.endsWith('+ckpt');
+  const base_ = ckpt ? mode.slice(0, -'+ckpt'.length) : mode;
+  const quantized = base_ !== 'lora';
+  const kernel: QuantKernel = base_ === 'qlora-bnb4' ? 'bnb4' : base_ === 'qlora-dequantize' ? 'dequantize' : 'ops';
   const t0 = performance.now();
   const base = await loadModel(dir, quantized ? { quantization: { bits: 4, type: 'nf4', doubleQuant: true, blockSize: 64 } } : {});
   const loadS = (performance.now() - t0) / 1000;
@@ -162,7 +166,7 @@ async function child(dir: string, mode: string, a: Args): Promise<void> {
   });
   const batch = collate(rows, 0);
   const t1 = performance.now();
-  const step = await TrainStep.compile(model, { threads: a.threads, quantKernel: kernel });
+  const step = await TrainStep.compile(model, { threads: a.threads, quantKernel: kernel, gradientCheckpointing: ckpt });
   const compileS = (performance.now() - t1) / 1000;
   const params = model.parameters();
   globalThis.gc?.();
@@ -192,6 +196,7 @@ async function child(dir: string, mode: string, a: Args): Promise<void> {
     JSON.stringify({
       mode,
       kernel: quantized ? kernel : null,
+      gradientCheckpointing: ckpt,
       frozenMiB: +(frozenBytes / MIB).toFixed(1),
       linearFrozenMiB: +(linearBytes / MIB).toFixed(1),
       trainable,
@@ -354,10 +359,10 @@ async function main(): Promise<void> {
       console.log(line);
       results[mode] = JSON.parse(line) as Record<string, number>;
     }
-    const ref = results.lora;
-    if (!ref) continue;
     for (const [mode, r] of Object.entries(results)) {
-      if (mode === 'lora') continue;
+      // each mode against float32 LoRA with the same checkpointing setting
+      const ref = results[mode.endsWith('+ckpt') ? 'lora+ckpt' : 'lora'];
+      if (!ref || mode === 'lora' || mode === 'lora+ckpt') continue;
       const ratio = (k: string) => (r[k]! / ref[k]!).toFixed(2);
       console.log(`${mode} / lora: frozen bytes ${ratio('frozenMiB')}x, peak RSS (steps) ${ratio('peakRssStepsMiB')}x, tokens/s ${ratio('tokensPerS')}x, tokens per CPU-s ${ratio('tokensPerCpuS')}x`);
     }

@@ -113,6 +113,7 @@ function recordDoc(p: Picker): string {
     (r: string) => `The form said ${r}.`,
     (r: string) => `- ${r}`,
     (r: string) => `The form said ${r}, and the copy also said ${r}.`,
+    (r: string) => `Old entry: ${r}\nNew entry: ${r}`,
   ];
   for (let i = 0; i < k; i++) lines.push(p.pick(frames)(recordText(recordFields(p, p.int(2, 5)))));
   return lines.join('\n');
@@ -251,14 +252,34 @@ function quotedDoc(p: Picker): string {
   return Array.from({ length: k }, () => p.pick(frames)()).join(' ');
 }
 
+/**
+ * A random sequence of words or numbers said twice. Nothing but the first mention predicts the
+ * second, so these documents reward attending back and copying (what induction heads do), which
+ * templated text alone rewards too little for a small model to learn it.
+ */
+function repeatDoc(p: Picker): string {
+  const words = Array.from({ length: p.int(3, 6) }, () => p.pick(p.pick(WORD_POOLS)));
+  const seq = words.join(', ');
+  const nums = Array.from({ length: p.int(3, 6) }, () => p.int(0, 99)).join(', ');
+  const frames = [
+    () => `Roll call: ${seq}. Once more: ${seq}.`,
+    () => `${p.pick(NAMES)} read out ${seq}, and ${p.pick(NAMES)} repeated ${seq}.`,
+    () => `The code words are ${seq}. Again, the code words are ${seq}.`,
+    () => `The numbers were ${nums}. Written again: ${nums}.`,
+    () => `The note lists [${words.map((w) => JSON.stringify(w)).join(', ')}], that is ${listPhrase(words)}.`,
+  ];
+  return p.pick(frames)();
+}
+
 const KINDS: [number, (p: Picker) => string][] = [
-  [0.18, story],
-  [0.17, reviewDoc],
-  [0.12, recordDoc],
+  [0.16, story],
+  [0.16, reviewDoc],
+  [0.11, recordDoc],
   [0.12, jsonDoc],
   [0.08, quotedDoc],
-  [0.25, arithmetic],
-  [0.08, listDoc],
+  [0.08, repeatDoc],
+  [0.22, arithmetic],
+  [0.07, listDoc],
 ];
 
 /** One document of the corpus. */

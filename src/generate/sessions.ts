@@ -1,8 +1,6 @@
 // The two compiled sessions behind cached decoding: "prefill" runs the prompt and returns every
-// layer's keys/values; "decode" takes those as inputs (symbolic 'past' length) and returns them
-// grown by the new positions. Both slice the last position's logits in the graph, so one
-// vocabulary row per sequence leaves ONNX Runtime per step. The cache tensors come back from a
-// run and are fed to the next as they are (the same buffers, never copied element by element).
+// layer's keys/values; "decode" takes them as inputs (symbolic 'past' length) and returns them grown,
+// fed back as the same buffers. Both slice the last position's logits in the graph.
 
 import { Graph, type Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';

@@ -44,6 +44,16 @@ export interface OpAttrs {
   ScatterAddRows: {};
   BitShift: { direction: 'LEFT' | 'RIGHT' }; BitwiseAnd: {};
   StopGradient: {};
+  Checkpoint: CheckpointAttrs;
+}
+
+/**
+ * Activation checkpointing (src/autodiff/checkpoint.ts): input 0 is a region's output, passed
+ * through; the other inputs are the values the region reads, listed so autodiff routes their
+ * gradients here. `vjp` replays the region after the incoming gradient and differentiates it.
+ */
+export interface CheckpointAttrs {
+  vjp: (gOut: Value, need: readonly boolean[]) => (Value | undefined)[];
 }
 export type OpName = keyof OpAttrs;
 
@@ -830,5 +840,12 @@ export const OPS: { [K in OpName]: OpDef<OpAttrs[K]> } = {
     infer: ([x]) => [{ dtype: x!.dtype, shape: [...x!.shape] }],
     lower: passThroughLower('Identity'),
     grad: null,
+  },
+  // The forward pass is the region's own nodes; this is an Identity of their output, and its
+  // gradient is the replay that checkpoint() built (the region's saved values are never read).
+  Checkpoint: {
+    infer: ([x]) => [{ dtype: x!.dtype, shape: [...x!.shape] }],
+    lower: (ctx, ins, outs) => ctx.emit('Identity', [ins[0]!], outs),
+    grad: (n, [g], need) => (g ? n.attrs.vjp(g, need) : n.inputs.map(() => undefined)),
   },
 };

@@ -81,7 +81,8 @@ export class GPT2Model implements PretrainedModel {
     const spec = (name: string) => this.specs.find((s) => s.name === name)!;
     for (let i = 0; i < this.numLayers; i++) {
       const p = `transformer.h.${i}`;
-      h = ctx.graph.scope(p, () => {
+      // a decoder layer; with gradient checkpointing its activations are recomputed in the backward pass
+      h = ctx.layer(h, (h) => ctx.graph.scope(p, () => {
         const residual = h;
         const x = layerNorm(ctx, `${p}.ln_1`, h, cfg.normEps);
         const qkv = linear(ctx, spec(`${p}.attn.c_attn`), x);
@@ -95,7 +96,7 @@ export class GPT2Model implements PretrainedModel {
         const y = layerNorm(ctx, `${p}.ln_2`, afterAttn, cfg.normEps);
         const m = linear(ctx, spec(`${p}.mlp.c_proj`), activation(cfg.hiddenAct, linear(ctx, spec(`${p}.mlp.c_fc`), y)));
         return applySublayer(ctx, `${i}.ffn`, i, m, afterAttn);
-      });
+      }));
       hidden.push(h);
     }
     h = layerNorm(ctx, 'transformer.ln_f', h, cfg.normEps);

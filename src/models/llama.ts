@@ -145,7 +145,8 @@ export class LlamaModel implements PretrainedModel {
     const presents: KV[] = [];
     for (let i = 0; i < this.numLayers; i++) {
       const p = `model.layers.${i}`;
-      h = ctx.graph.scope(p, () => {
+      // a decoder layer; with gradient checkpointing its activations are recomputed in the backward pass
+      h = ctx.layer(h, (h) => ctx.graph.scope(p, () => {
         const residual = h;
         const x = rmsNorm(ctx, `${p}.input_layernorm`, h, eps);
         const q = rope(splitHeads(linear(ctx, spec(`${p}.self_attn.q_proj`), x), H, D));
@@ -162,7 +163,7 @@ export class LlamaModel implements PretrainedModel {
         const gate = activation(cfg.hiddenAct, linear(ctx, spec(`${p}.mlp.gate_proj`), y));
         const m = linear(ctx, spec(`${p}.mlp.down_proj`), o.mul(gate, linear(ctx, spec(`${p}.mlp.up_proj`), y)));
         return applySublayer(ctx, `${i}.ffn`, i, m, afterAttn);
-      });
+      }));
       hidden.push(h);
     }
     h = rmsNorm(ctx, 'model.norm', h, eps);

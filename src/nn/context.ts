@@ -2,6 +2,7 @@
 // trainable, and the hooks tuners install on named modules (peft's module injection, expressed
 // as functions the model calls where the wrapped module would run).
 
+import { checkpoint } from '../autodiff/checkpoint.js';
 import type { Graph, Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
 import type { Dim } from '../graph/types.js';
@@ -31,6 +32,8 @@ export interface BuildOptions {
   training?: boolean;
   /** how products with 4-bit weights are computed (default 'ops'; see src/quant/matmul.ts) */
   quantKernel?: QuantKernel;
+  /** while training, recompute each decoder layer's activations in the backward pass instead of keeping them */
+  gradientCheckpointing?: boolean;
 }
 
 export class BuildContext {
@@ -43,12 +46,22 @@ export class BuildContext {
   readonly trainable: ReadonlySet<string>;
   readonly training: boolean;
   readonly quantKernel: QuantKernel;
+  readonly gradientCheckpointing: boolean;
   private readonly operands = new Map<string, QuantOperands>();
 
   constructor(readonly graph: Graph, readonly weights: WeightStore, opts: BuildOptions = {}) {
     this.trainable = opts.trainable ?? new Set();
     this.training = opts.training ?? false;
     this.quantKernel = opts.quantKernel ?? 'ops';
+    this.gradientCheckpointing = opts.gradientCheckpointing ?? false;
+  }
+
+  /**
+   * One decoder layer, fn(x). Training with gradientCheckpointing, it is a checkpointed region
+   * (src/autodiff/checkpoint.ts): only x is kept for the backward pass, which recomputes the layer.
+   */
+  layer(x: Value, fn: (x: Value) => Value): Value {
+    return this.training && this.gradientCheckpointing ? checkpoint([x], ([h]) => fn(h!)) : fn(x);
   }
 
   /**

@@ -17,6 +17,8 @@ import type { Rng } from './rng.js';
 export type StepOptions = Pick<RuntimeOptions, 'threads' | 'executionProvider' | 'graphOptimization' | 'weights' | 'memPattern' | 'cpuMemArena'> & {
   /** how products with a 4-bit base weight are computed (QLoRA; default 'ops', see src/quant/matmul.ts) */
   quantKernel?: QuantKernel;
+  /** recompute each decoder layer in the backward pass instead of keeping its activations (default false) */
+  gradientCheckpointing?: boolean;
 };
 
 /** A Dropout whose keep-mask is a graph input: the step draws the mask from the trainer's RNG. */
@@ -37,12 +39,12 @@ interface BuiltGraph {
   dropouts: DropoutFeed[];
 }
 
-function buildLossGraph(model: AdaptedModel, training: boolean, quantKernel?: QuantKernel): BuiltGraph {
+function buildLossGraph(model: AdaptedModel, training: boolean, quantKernel?: QuantKernel, gradientCheckpointing?: boolean): BuiltGraph {
   if (model.base.task !== 'causal-lm') {
     throw new TrainError(`the trainer fine-tunes causal language models; ${model.base.family} is loaded as a ${model.base.task} model`);
   }
   const graph = new Graph();
-  const ctx = new BuildContext(graph, model.base.weights, { trainable: model.trainableBaseWeights(), training, quantKernel });
+  const ctx = new BuildContext(graph, model.base.weights, { trainable: model.trainableBaseWeights(), training, quantKernel, gradientCheckpointing });
   const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
   const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
   const labels = graph.input('labels', 'int64', ['batch', 'seq']);
@@ -125,7 +127,7 @@ export class TrainStep {
   ) {}
 
   static async compile(model: AdaptedModel, opts: StepOptions = {}): Promise<TrainStep> {
-    const { graph, loss, params, dropouts } = buildLossGraph(model, true, opts.quantKernel);
+    const { graph, loss, params, dropouts } = buildLossGraph(model, true, opts.quantKernel, opts.gradientCheckpointing);
     const scale = graph.input(LOSS_SCALE, 'float32', []);
     const names = [...params.keys()];
     const grads = grad(loss, [...params.values()], scale);

@@ -20,7 +20,7 @@ const json = (p: string) => JSON.parse(readFileSync(p, 'utf8')) as Record<string
 test('peft train --method qlora, then merge (dequantized and --quantize nf4), compress, info, decompress', async () => {
   const task = await writeSwapTask();
   const adapter = join(tmp, 'adapter');
-  const t = await peft(['train', '--model', llama, '--data', task.train, '--out', adapter, '--method', 'qlora', '--steps', '3', '--batch', '4', '--max-len', '32', '--lr', '1e-2', '--no-eval-at-start', '--threads', '2', '--target', 'q_proj,v_proj']);
+  const t = await peft(['train', '--model', llama, '--data', task.train, '--out', adapter, '--method', 'qlora', '--gradient-checkpointing', '--steps', '3', '--batch', '4', '--max-len', '32', '--lr', '1e-2', '--no-eval-at-start', '--threads', '2', '--target', 'q_proj,v_proj']);
   assert.equal(t.code, 0, t.stderr);
   assert.match(t.stderr, /base held 4-bit \(nf4, double quantization\)/);
 

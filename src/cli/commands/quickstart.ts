@@ -2,7 +2,7 @@
 // bundled task with a progress bar, the task metric and three sample generations before and after,
 // and the adapter saved in the peft format. A thin shell over runQuickstart.
 
-import { relative } from 'node:path';
+import { isAbsolute, relative } from 'node:path';
 import { type Command, Option } from 'commander';
 import { progressFor } from '../../train/progress.js';
 import { QUICKSTART_DEFAULTS, type QuickstartResult, TASK_NAMES, formatScore, getTask, runQuickstart } from '../../tasks/index.js';
@@ -105,13 +105,26 @@ async function quickstart(f: QuickstartFlags): Promise<void> {
   r.samples.forEach((s, i) => {
     lines.push(`  [${i + 1}] ${show(s.prompt)}`, `      expected ${show(s.reference.trim())}`, `      before   ${show(s.before)}`, `      after    ${show(s.after)}`);
   });
-  const out = relative(process.cwd(), r.outDir) || '.';
-  const model = relative(process.cwd(), r.modelDir) || '.';
+  const out = displayPath(r.outDir);
+  const model = displayPath(r.modelDir);
   lines.push(
     '',
     `saved the LoRA adapter to ${out}/ (adapter_config.json, adapter_model.safetensors: the peft format), with metrics.jsonl, loss.svg and eval_results.json`,
-    `try it: node dist/src/cli/main.js generate --model ${model} --adapter ${out} --max-new-tokens ${spec.maxNewTokens} --prompt ${show(r.samples[0]?.prompt ?? 'Hello')}`,
+    `try it: node dist/src/cli/main.js generate --model ${shellQuote(model)} --adapter ${shellQuote(out)} --max-new-tokens ${spec.maxNewTokens} --prompt ${shellQuote(r.samples[0]?.prompt ?? 'Hello')}`,
     '',
   );
   process.stdout.write(lines.join('\n'));
+}
+
+/** A path relative to the working folder when it lies inside it, else absolute. */
+function displayPath(p: string): string {
+  const rel = relative(process.cwd(), p);
+  return rel === '' ? '.' : rel.startsWith('..') || isAbsolute(rel) ? p : rel;
+}
+
+/** A POSIX shell word: single quotes, or bash's $'...' when the text has a newline. */
+function shellQuote(s: string): string {
+  if (/^[\w./:=-]+$/.test(s)) return s;
+  if (!s.includes('\n')) return `'${s.replace(/'/g, `'\\''`)}'`;
+  return `$'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'").replace(/\n/g, '\\n')}'`;
 }

@@ -2,6 +2,7 @@
 // shell over the library: flags are checked and data tokenized before the output folder is
 // touched; Ctrl-C stops after the current step with a checkpoint; --resume continues exactly.
 
+import { METHOD_SPECS, adaptForComparison } from '../../compare/methods.js';
 import { existsSync, statSync } from 'node:fs';
 import { copyFile, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -24,7 +25,7 @@ interface TrainFlags {
   model: string;
   data: string;
   out: string;
-  method: 'lora' | 'qlora' | 'full';
+  method: 'lora' | 'qlora' | 'full' | 'ia3' | 'prompt' | 'prefix' | 'ptuning' | 'adapter';
   quantize?: string;
   gradientCheckpointing?: boolean;
   r?: number;
@@ -76,7 +77,11 @@ export function register(program: Command): void {
     .requiredOption('--model <dir|repo>', 'base model folder (config.json, model.safetensors, tokenizer.json) or Hub repo id')
     .requiredOption('--data <file.jsonl>', 'training data: one {"text"}, {"prompt","completion"} or {"messages"} object per line')
     .requiredOption('--out <dir>', 'output folder: final adapter, metrics.jsonl, loss.svg, checkpoints/')
-    .addOption(new Option('--method <method>', 'fine-tuning method (qlora: LoRA on the base quantized to NF4)').choices(['lora', 'qlora', 'full']).default('lora'))
+    .addOption(
+      new Option('--method <method>', 'fine-tuning method (qlora: LoRA on the base quantized to NF4; ia3/prompt/prefix/ptuning/adapter use the defaults `peft compare` documents)')
+        .choices(['lora', 'qlora', 'full', 'ia3', 'prompt', 'prefix', 'ptuning', 'adapter'])
+        .default('lora'),
+    )
     .option('--gradient-checkpointing', 'recompute each decoder layer in the backward pass instead of keeping its activations (less memory, about a third more compute)')
     .addOption(new Option('--quantize <type>', 'hold the frozen base 4-bit while training (bitsandbytes NF4/FP4, double quantization); --method qlora implies nf4').choices(['nf4', 'fp4']))
     .option('--r <n>', 'LoRA rank (default 8)', intArg('--r', 1))
@@ -112,9 +117,12 @@ export function register(program: Command): void {
 
 function checkFlags(f: TrainFlags): void {
   if (f.method === 'full' && f.quantize !== undefined) throw new CliError('--quantize freezes the base in 4 bits, which full fine-tuning trains; use --method lora (QLoRA) or drop --quantize');
-  if (f.method === 'full') {
+  if (f.method !== 'lora' && f.method !== 'qlora') {
     const lora = (['r', 'alpha', 'dropout'] as const).filter((k) => f[k] !== undefined);
-    if (lora.length) throw new CliError(`--${lora.join(', --')} ${lora.length > 1 ? 'are' : 'is'} for --method lora; remove ${lora.length > 1 ? 'them' : 'it'} for full fine-tuning`);
+    if (lora.length) throw new CliError(`--${lora.join(', --')} ${lora.length > 1 ? 'are' : 'is'} for --method lora; remove ${lora.length > 1 ? 'them' : 'it'} for --method ${f.method}`);
+  }
+  if (f.target !== undefined && !['lora', 'qlora', 'full'].includes(f.method)) {
+    throw new CliError(`--target is for --method lora, qlora or full; --method ${f.method} uses peft's default modules`);
   }
   if (f.dropout !== undefined && !(f.dropout >= 0 && f.dropout < 1)) throw new CliError(`--dropout must be in [0, 1), got ${f.dropout}`);
   if (f.evalData !== undefined && f.evalSplit !== undefined) throw new CliError('give either --eval-data or --eval-split, not both');
@@ -136,6 +144,9 @@ function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer): number {
 
 async function adapt(f: TrainFlags, model: PretrainedModel): Promise<AdaptedModel> {
   if (f.method === 'full') return getFullFineTuneModel(model, fullConfig({ targetModules: f.target }));
+  if (f.method !== 'lora' && f.method !== 'qlora') {
+    return adaptForComparison(model, f.method, f.seed, f.model);
+  }
   return getPeftModel(
     model,
     { r: f.r ?? 8, loraAlpha: f.alpha ?? 16, loraDropout: f.dropout ?? 0.05, targetModules: f.target ?? null, taskType: 'CAUSAL_LM', baseModelNameOrPath: f.model },
@@ -196,7 +207,7 @@ async function runTrain(f: TrainFlags): Promise<void> {
   const trainer = new Trainer(adapted, prepared.examples, preparedEval?.examples, {
     outputDir: f.out,
     padTokenId: padId,
-    learningRate: f.lr ?? (f.method === 'full' ? 5e-5 : 2e-4),
+    learningRate: f.lr ?? (f.method === 'full' ? 5e-5 : f.method === 'lora' || f.method === 'qlora' ? 2e-4 : METHOD_SPECS[f.method].learningRate),
     weightDecay: f.weightDecay,
     batchSize: f.batch,
     gradAccum: f.gradAccum,

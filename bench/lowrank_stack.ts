@@ -4,7 +4,7 @@
 // in PyTorch (bench/lowrank_stack_torch.py, spawned in the same run). Also measures where resident
 // memory goes for each way of holding the frozen weights (RuntimeOptions.weights and friends).
 //
-//   npm run bench                                   # every weight mode once, then PyTorch
+//   npm run bench                                   # the five main weight modes once, then PyTorch
 //   node dist/bench/lowrank_stack.js --modes mmap-shared,mmap-prepacked --repeat 3
 //   node dist/bench/lowrank_stack.js --help
 //
@@ -62,6 +62,7 @@ const MODES: Record<string, { source: 'file' | 'array'; desc: string; opts: Runt
   'input-shared': { source: 'array', desc: 'JS arrays fed as graph inputs, zero-copy (default for arrays)', opts: { weights: 'shared' } },
   'input-noprepack': { source: 'array', desc: 'JS arrays fed as inputs, prepacking off session-wide (isolates that switch)', opts: { weights: 'shared', sessionConfig: { 'session.disable_prepacking': '1' } } },
   'extmem-prepacked': { source: 'array', desc: 'JS arrays as in-memory external data, prepacked', opts: { weights: 'prepacked', largeConstants: 'external' } },
+  'extmem-noprepack': { source: 'array', desc: 'JS arrays as in-memory external data, prepacking off (shows ORT copying the blobs)', opts: { weights: 'prepacked', largeConstants: 'external', sessionConfig: { 'session.disable_prepacking': '1' } } },
   inline: { source: 'array', desc: 'JS arrays inlined in the ModelProto, prepacked (the old behaviour)', opts: { weights: 'prepacked', largeConstants: 'inline' } },
   'inline-noprepack': { source: 'array', desc: 'JS arrays inlined, prepacking off', opts: { weights: 'prepacked', largeConstants: 'inline', sessionConfig: { 'session.disable_prepacking': '1' } } },
 };
@@ -537,8 +538,8 @@ function runTorch(opt: Options, dir: string): Promise<TorchResult | string> {
   });
 }
 
-const f1 = (x: number): string => x.toFixed(1);
-const f2 = (x: number): string => x.toFixed(2);
+const f1 = (x: number): string => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
+const f2 = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
 const pad = (s: string, n: number): string => (s.length >= n ? s : s + ' '.repeat(n - s.length));
 const relDiff = (a: number, b: number): number => Math.abs(a - b) / Math.max(Math.abs(a), Math.abs(b), 1e-30);
 
@@ -793,6 +794,11 @@ function reportFrom(opt: Options): void {
   const modes = new Set(ts.map((r) => r.mode));
   console.log(`pooled from ${opt.from}: ${ts.length} runs of ${[...modes].join(', ')}; ${tr.length} torch runs; L=${opt.layers} d=${opt.d} r=${opt.rank} tokens=${opt.batch}x${opt.seq} threads=${opt.threads}`);
   report(opt, ts, tr.length ? tr : 'no torch runs in the file');
+  // paired runs: ratios within each invocation (records of one --paired run are consecutive)
+  const paired = ts.filter((r) => (r as { paired?: boolean }).paired);
+  const pairedTorch = tr.filter((r) => (r as { paired?: boolean }).paired);
+  if (paired.length && pairedTorch.length === 1) pairedRatios(paired, pairedTorch);
+  else if (paired.length) console.log(`(${pairedTorch.length} paired torch runs in the file: run --paired again for per-round ratios)`);
 }
 
 const opt = parseArgs(process.argv.slice(2));

@@ -77,9 +77,9 @@ function legend(out: string[], fr: Frame, items: { label: string; color: string;
   });
 }
 
-/** Where each point's label goes: above right, else the first nearby slot that overlaps no label placed so far. */
+/** Where each point's label goes: above right, else the first nearby slot that overlaps no marker and no label placed so far. */
 function placeLabels(points: { x: number; y: number; text: string }[], top: number, bottom: number): { x: number; y: number }[] {
-  const boxes: { x0: number; x1: number; y0: number; y1: number }[] = [];
+  const boxes: { x0: number; x1: number; y0: number; y1: number }[] = points.map((p) => ({ x0: p.x - 7, x1: p.x + 7, y0: p.y - 7, y1: p.y + 7 }));
   const offsets = [-10, 18, -24, 32, -38, 46, -52];
   return points.map((p) => {
     const w = 6.2 * p.text.length;

@@ -7,6 +7,7 @@ import * as o from '../graph/ops.js';
 import type { QuantMatMulAttrs } from '../graph/registry.js';
 import { type Quantized4bit, numel, validateQuantized } from './blockwise.js';
 import { FP4_CODE, NF4_CODE } from './codes.js';
+import { QuantizationError } from './errors.js';
 import { type UnpackMode, fed, pairTable, sharedTable } from './graph.js';
 
 /**
@@ -54,7 +55,7 @@ export function bnb4QuantType(q: Quantized4bit): 0 | 1 | undefined {
 export function quantOperands(g: Graph, name: string, q: Quantized4bit, opts: QuantOperandOptions = {}): QuantOperands {
   validateQuantized(q, name);
   const n = numel(q.shape);
-  if (q.shape.length !== 2) throw new Error(`${name}: QuantMatMul needs a matrix, got shape [${q.shape.join(', ')}]`);
+  if (q.shape.length !== 2) throw new QuantizationError(`${name}: only a 4-bit matrix can be multiplied, got shape [${q.shape.join(', ')}]`);
   const blocks = Math.ceil(n / q.blockSize);
   const pairs = (opts.unpack ?? 'pairs') === 'pairs';
   const code = pairs ? sharedTable(g, `${q.type}_pairs`, pairTable(q.code), [256, 2]) : sharedTable(g, `${q.type}_quant_map`, q.code, [16]);

@@ -8,8 +8,8 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import { resolveModelDir } from '../../io/hub.js';
 import { loadModel } from '../../models/load.js';
 import { COMPRESSION_METHODS, LoraModel, compressionSpec } from '../../tuners/lora/index.js';
-import { adapterMetadata, decompressAdapterFolder, readAdapterConfigFile } from '../../tuners/lora/save.js';
-import { BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_METADATA_KEY, type AdapterCompression, parseCompressionReport } from '../../tuners/lora/compress.js';
+import { adapterBaseQuantization, adapterMetadata, decompressAdapterFolder, readAdapterConfigFile } from '../../tuners/lora/save.js';
+import { COMPRESSION_METADATA_KEY, type AdapterCompression, parseCompressionReport } from '../../tuners/lora/compress.js';
 import { CliError } from '../errors.js';
 
 interface CompressFlags {
@@ -52,9 +52,8 @@ export function register(program: Command): void {
       if (!name) throw new CliError('the adapter does not record its base model (base_model_name_or_path); pass --model DIR');
       const dir = await resolveModelDir(name);
       // A QLoRA adapter is measured on the 4-bit base it was trained on.
-      const recorded = (await adapterMetadata(flags.adapter))?.[BASE_QUANTIZATION_METADATA_KEY];
-      const q = recorded ? (JSON.parse(recorded) as { type: 'nf4' | 'fp4'; double_quant: boolean; block_size: number }) : undefined;
-      const base = await loadModel(dir, q ? { quantization: { bits: 4, type: q.type, doubleQuant: q.double_quant, blockSize: q.block_size } } : {});
+      const quantization = await adapterBaseQuantization(flags.adapter);
+      const base = await loadModel(dir, quantization ? { quantization } : {});
       const model = await LoraModel.fromPretrained(base, flags.adapter);
       await model.savePretrained(flags.out, { compression: spec });
       const report = parseCompressionReport((await adapterMetadata(flags.out))![COMPRESSION_METADATA_KEY]!, flags.out);

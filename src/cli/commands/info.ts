@@ -367,8 +367,16 @@ async function describePeftAdapter(dir: string, flags: InfoFlags): Promise<Adapt
           },
         }
       : {}),
-    ...(baseQuant ? { base_quantization: JSON.parse(baseQuant) as AdapterInfo['base_quantization'] } : {}),
+    ...(baseQuant ? { base_quantization: parseOr(baseQuant) as AdapterInfo['base_quantization'] } : {}),
   };
+}
+
+function parseOr(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 async function safetensorsMetadata(file: string): Promise<Record<string, string> | undefined> {

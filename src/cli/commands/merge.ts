@@ -12,8 +12,8 @@ import { loadModel } from '../../models/load.js';
 import type { PretrainedModel } from '../../models/types.js';
 import { isAdapterHubFolder } from '../../tuners/bottleneck/index.js';
 import { loadAdapter, readAdapterConfig } from '../../tuners/load.js';
-import { BASE_QUANTIZATION_METADATA_KEY, saveModelPretrained } from '../../tuners/lora/index.js';
-import { adapterMetadata } from '../../tuners/lora/save.js';
+import { saveModelPretrained } from '../../tuners/lora/index.js';
+import { adapterBaseQuantization } from '../../tuners/lora/save.js';
 import type { QuantizationConfig } from '../../quant/plan.js';
 import { AdapterError, type AdaptedModel } from '../../tuners/types.js';
 import { CliError } from '../errors.js';
@@ -123,21 +123,7 @@ async function publish(tmp: string, out: string): Promise<void> {
 
 /** The 4-bit quantization a LoRA adapter was trained on: recorded in its file (QLoRA by this tool), or NF4 defaults with --qlora. */
 async function qloraBase(adapterDir: string, qlora: boolean): Promise<QuantizationConfig | undefined> {
-  const file = join(adapterDir, 'adapter_model.safetensors');
-  const recorded = existsSync(file) ? (await adapterMetadata(adapterDir))?.[BASE_QUANTIZATION_METADATA_KEY] : undefined;
-  if (recorded !== undefined) {
-    let r: { type?: unknown; double_quant?: unknown; block_size?: unknown };
-    try {
-      r = JSON.parse(recorded) as typeof r;
-    } catch {
-      throw new AdapterError(`${file}: metadata "${BASE_QUANTIZATION_METADATA_KEY}" is not JSON; the file is damaged`);
-    }
-    if ((r.type !== 'nf4' && r.type !== 'fp4') || typeof r.double_quant !== 'boolean' || typeof r.block_size !== 'number') {
-      throw new AdapterError(`${file}: metadata "${BASE_QUANTIZATION_METADATA_KEY}" ${recorded} is not a 4-bit quantization this tool wrote`);
-    }
-    return { bits: 4, type: r.type, doubleQuant: r.double_quant, blockSize: r.block_size };
-  }
-  return qlora ? { bits: 4, type: 'nf4', doubleQuant: true, blockSize: 64 } : undefined;
+  return (await adapterBaseQuantization(adapterDir)) ?? (qlora ? { bits: 4, type: 'nf4', doubleQuant: true, blockSize: 64 } : undefined);
 }
 
 export async function runMerge(flags: MergeFlags): Promise<void> {

@@ -6,7 +6,8 @@ import { existsSync, statSync } from 'node:fs';
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type RawTensor, SafetensorsFile, fromTypedArray, readSafetensors, toFloat32, writeSafetensors } from '../../io/safetensors.js';
-import { COMPRESSION_CONFIG_KEY, COMPRESSION_METADATA_KEY, type CompressionReport, type CompressionSpec, compressTensor, decompressTensors, parseCompressionReport, withCompressionEntry } from './compress.js';
+import type { QuantizationConfig } from '../../quant/plan.js';
+import { BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_CONFIG_KEY, COMPRESSION_METADATA_KEY, type CompressionReport, type CompressionSpec, compressTensor, decompressTensors, parseCompressionReport, withCompressionEntry } from './compress.js';
 import { AdapterError, type TrainableTensor } from '../types.js';
 import { type LoraConfig, loraConfigFileText, loraConfigFromJson } from './config.js';
 
@@ -177,6 +178,27 @@ export async function readAdapterTensors(dir: string): Promise<Map<string, Train
   const out = new Map<string, TrainableTensor>();
   for (const [k, t] of raw) out.set(k, { shape: [...t.shape], data: toFloat(t, k) });
   return out;
+}
+
+/**
+ * The 4-bit base a LoRA adapter was trained on, as savePretrained records it for QLoRA adapters
+ * (metadata "peft_ts.base_quantization"); undefined for any other adapter.
+ */
+export async function adapterBaseQuantization(dir: string): Promise<QuantizationConfig | undefined> {
+  const file = join(dir, 'adapter_model.safetensors');
+  if (!existsSync(file)) return undefined;
+  const recorded = (await adapterMetadata(dir))?.[BASE_QUANTIZATION_METADATA_KEY];
+  if (recorded === undefined) return undefined;
+  let r: { type?: unknown; double_quant?: unknown; block_size?: unknown };
+  try {
+    r = JSON.parse(recorded) as typeof r;
+  } catch {
+    throw new AdapterError(`${file}: metadata "${BASE_QUANTIZATION_METADATA_KEY}" is not JSON; the file is damaged`);
+  }
+  if ((r.type !== 'nf4' && r.type !== 'fp4') || typeof r.double_quant !== 'boolean' || typeof r.block_size !== 'number') {
+    throw new AdapterError(`${file}: metadata "${BASE_QUANTIZATION_METADATA_KEY}" ${recorded} is not a 4-bit quantization this library wrote`);
+  }
+  return { bits: 4, type: r.type, doubleQuant: r.double_quant, blockSize: r.block_size };
 }
 
 /** The __metadata__ map of adapter_model.safetensors (undefined when it has none). */

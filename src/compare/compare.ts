@@ -13,7 +13,7 @@ import { Tokenizer } from '../io/tokenizer.js';
 import { TASK_NAMES, bundledModelDir, packageRoot } from '../tasks/tasks.js';
 import { bundledTask, resolveTask } from './data.js';
 import { CompareError } from './errors.js';
-import { type FlexInput, type FlexRun, computeFlexibility, flexibilityDefinition } from './flexibility.js';
+import { type FlexInput, type FlexRun, computeFlexibility, flexibilityDefinition, metricNoise, metricZero } from './flexibility.js';
 import type { BaseJob, BaseResult, CompareJob, Quality, RunSettings, TaskRef, TrainJob, TrainResult, WorkerOutput } from './job.js';
 import { type CompareMethod, COMPARE_METHODS, METHOD_SPECS, REFERENCE_METHOD, parseMethods } from './methods.js';
 import { lossCurvesSvg, qualityVsParamsSvg } from './plots.js';
@@ -385,6 +385,7 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
     files.qualityVsParams,
     qualityVsParamsSvg(okRows.map((r) => ({ label: r.label, trainableParams: r.trainable_params!, quality: r.quality!.value })), {
       base: baseQ.value,
+      chance: baseQ.chance,
       metric: metricName,
       title: `${primary.name}: ${metricName} vs trainable parameters`,
     }),
@@ -397,15 +398,17 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
 /**
  * The zero point and scale of "performance": gain over the base relative to full fine-tuning's gain
  * (the best method's where full fine-tuning gained nothing), on the task metric, or on exp(-eval
- * loss) when no method improved the metric.
+ * loss) when no method improved the metric beyond its noise (1/sqrt(n) on n examples).
  */
 function pickGainBasis(qualities: readonly Quality[], base: Quality, full: Quality): { basis: 'metric' | 'eval loss'; relative: (q: Quality) => number } {
   for (const basis of ['metric', 'eval loss'] as const) {
     const v = (q: Quality) => (basis === 'metric' ? q.value : q.lossQuality);
-    const fullGain = v(full) - v(base);
-    const best = Math.max(...qualities.map((q) => v(q) - v(base)));
-    const refGain = fullGain > 0 ? fullGain : best;
-    if (refGain > 0) return { basis, relative: (q) => (v(q) - v(base)) / refGain };
+    const zero = basis === 'metric' ? metricZero(base) : base.lossQuality;
+    const fullGain = v(full) - zero;
+    const best = Math.max(...qualities.map((q) => v(q) - zero));
+    const floor = basis === 'metric' ? metricNoise([base, full, ...qualities]) : 0;
+    const refGain = fullGain > floor ? fullGain : best;
+    if (refGain > floor) return { basis, relative: (q) => (v(q) - zero) / refGain };
   }
   return { basis: 'metric', relative: () => 0 };
 }

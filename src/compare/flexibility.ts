@@ -53,8 +53,26 @@ export interface Flexibility {
   notes: string[];
 }
 
+/**
+ * The zero point of a gain on the metric: the untuned base model's score, or for a classification
+ * task always answering the most common label, whichever is higher (an untuned model that does not
+ * even answer with a label word would otherwise credit learning the format as learning the task).
+ */
+export function metricZero(base: Quality): number {
+  return Math.max(base.value, base.chance ?? 0);
+}
+
+/**
+ * The smallest metric gain taken as real: 1/sqrt(n) on n scored examples, two standard errors of a
+ * proportion near 50%. Below it the eval loss, which moves smoothly, decides instead.
+ */
+export function metricNoise(qualities: readonly (Quality | undefined)[]): number {
+  const totals = qualities.map((q) => q?.total).filter((n): n is number => n !== undefined && n > 0);
+  return totals.length ? 1 / Math.sqrt(Math.min(...totals)) : 0;
+}
+
 const gainOf = (q: Quality | undefined, base: Quality, basis: GainBasis): number =>
-  q === undefined ? 0 : basis === 'metric' ? q.value - base.value : q.lossQuality - base.lossQuality;
+  q === undefined ? 0 : basis === 'metric' ? q.value - metricZero(base) : q.lossQuality - base.lossQuality;
 
 /** The words the report prints, for the grid and tasks of this comparison. */
 export function flexibilityDefinition(scales: readonly number[], primary: string, tasks: readonly string[]): string {
@@ -69,7 +87,7 @@ export function flexibilityDefinition(scales: readonly number[], primary: string
       : `(b) task retention: on ${primary} only (no other tasks were run; pass --flex-tasks), gain / the largest gain any compared method reached, clipped to [0, 1]`;
   return (
     `flexibility = the mean of ${scales.length > 1 ? '(a) and (b)' : '(b)'}. ${lr}${taskText}. ` +
-    'gain = quality − the untuned base model\'s quality on the same task; quality is the task metric, or exp(−eval loss) where no run of the set improved the metric ' +
+    'gain = quality − the untuned base model\'s quality on the same task (for a classification task, the higher of that and the score of always answering the most common label); quality is the task metric, or exp(−eval loss) where no run of the set improved the metric by more than its noise, 1/√n on n scored examples ' +
     '(a run whose loss diverges gains 0; a run that fails otherwise is left out). 1 = the method keeps its best quality at every rate and on every task without tuning.'
   );
 }
@@ -91,7 +109,8 @@ export function computeFlexibility(inputs: readonly FlexInput[], base: ReadonlyM
     const runs = inputs.flatMap((i) => i.tasks.filter((t) => t.task === task));
     const best = (basis: GainBasis) => Math.max(0, ...runs.filter((r) => !r.failure || r.diverged).map((r) => (r.failure ? 0 : gainOf(r.quality, baseOf(task), basis))));
     const metricBest = best('metric');
-    reference.set(task, metricBest > 0 ? { basis: 'metric', best: metricBest } : { basis: 'eval loss', best: best('eval loss') });
+    const noise = metricNoise([baseOf(task), ...runs.map((r) => r.quality)]);
+    reference.set(task, metricBest > noise ? { basis: 'metric', best: metricBest } : { basis: 'eval loss', best: best('eval loss') });
   }
   const out = new Map<CompareMethod, Flexibility>();
   for (const input of inputs) {
@@ -106,7 +125,7 @@ export function computeFlexibility(inputs: readonly FlexInput[], base: ReadonlyM
       let basis: GainBasis = 'metric';
       let g = gains(basis);
       const maxCounted = (xs: number[]) => Math.max(0, ...xs.filter((_, i) => counted(input.lrGrid[i]!)));
-      if (maxCounted(g) <= 0) {
+      if (maxCounted(g) <= metricNoise(input.lrGrid.map((r) => r.quality))) {
         basis = 'eval loss';
         g = gains(basis);
       }
@@ -119,7 +138,7 @@ export function computeFlexibility(inputs: readonly FlexInput[], base: ReadonlyM
       const kept = lrGrid.filter((p) => p.ratio !== null);
       lrStability = kept.length ? kept.reduce((s, p) => s + p.ratio!, 0) / kept.length : 0;
       if (best <= 0) notes.push(`no rate of the grid improved on the base model on ${task}`);
-      else if (basis === 'eval loss') notes.push(`LR grid scored by eval loss (no rate improved the ${task} metric)`);
+      else if (basis === 'eval loss') notes.push(`LR grid scored by eval loss (no rate improved the ${task} metric beyond its noise)`);
       for (const p of lrGrid.filter((x) => x.failure)) notes.push(p.diverged ? `lr x${p.scale} diverged (counted as no gain)` : `lr x${p.scale} failed and is left out: ${p.failure}`);
     }
     // (b) tasks at the default rate, against the best method on each
@@ -138,7 +157,7 @@ export function computeFlexibility(inputs: readonly FlexInput[], base: ReadonlyM
     if (left.length) notes.push(`left out ${left.join(', ')}: no method improved on the base model there`);
     for (const t of tasks.filter((x) => x.failure)) notes.push(t.diverged ? `${t.task} diverged (counted as no gain)` : `${t.task} failed and is left out: ${t.failure}`);
     const lossTasks = counted.filter((t) => t.basis === 'eval loss').map((t) => t.task);
-    if (lossTasks.length) notes.push(`scored by eval loss on ${lossTasks.join(', ')} (no method improved the metric)`);
+    if (lossTasks.length) notes.push(`scored by eval loss on ${lossTasks.join(', ')} (no method improved the metric beyond its noise)`);
     const taskRetention = counted.length ? counted.reduce((s, t) => s + t.ratio!, 0) / counted.length : 0;
     const value = lrStability === undefined ? taskRetention : (lrStability + taskRetention) / 2;
     out.set(input.method, { value, lrStability, taskRetention, lrGrid, tasks, notes });

@@ -65,6 +65,8 @@ export interface Quality {
   value: number;
   correct?: number;
   total?: number;
+  /** accuracy tasks: the share of the most common label among the scored references (what always answering it scores) */
+  chance?: number;
   evalLoss: number;
   /** exp(-eval loss): the per-token geometric-mean probability of the references */
   lossQuality: number;

@@ -1,6 +1,6 @@
-// The comparison's figures as self-contained SVG: loss curves of every method on one chart (train
-// loss thin, eval loss with markers), and task quality against trainable parameters (log scale)
-// with the untuned base model as a dashed line. Axis ticks come from the training plot's helper.
+// The comparison's figures as self-contained SVG: every method's train and eval loss on one chart,
+// and task quality against trainable parameters (log scale) with the untuned base dashed and the
+// most-common-label score dotted. Axis ticks come from the training plot's helper.
 
 import { niceTicks } from '../train/plot.js';
 import type { MetricRecord } from '../train/metrics.js';
@@ -67,26 +67,28 @@ function axes(out: string[], fr: Frame, xTicks: { v: number; x: number; label: s
   out.push(`<rect x="${m.left}" y="${m.top}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`);
 }
 
-function legend(out: string[], fr: Frame, items: { label: string; color: string; dash?: boolean; marker?: boolean }[]): void {
+function legend(out: string[], fr: Frame, items: { label: string; color: string; dash?: string; marker?: boolean }[]): void {
   const x = fr.m.left + fr.pw + 16;
   items.forEach((it, i) => {
     const y = fr.m.top + 12 + 20 * i;
     if (it.marker) out.push(`<circle cx="${x + 12}" cy="${y}" r="5" fill="${it.color}" stroke="#222" stroke-width="0.8"/>`);
-    else out.push(`<line x1="${x}" y1="${y}" x2="${x + 24}" y2="${y}" stroke="${it.color}" stroke-width="2.5"${it.dash ? ' stroke-dasharray="5 4"' : ''}/>`);
+    else out.push(`<line x1="${x}" y1="${y}" x2="${x + 24}" y2="${y}" stroke="${it.color}" stroke-width="2"${it.dash ? ` stroke-dasharray="${it.dash}"` : ''}/>`);
     out.push(`<text x="${x + 30}" y="${y}" dominant-baseline="middle">${esc(it.label)}</text>`);
   });
 }
 
 /** Where each point's label goes: above right, else the first nearby slot that overlaps no marker and no label placed so far. */
-function placeLabels(points: { x: number; y: number; text: string }[], top: number, bottom: number): { x: number; y: number }[] {
+function placeLabels(points: { x: number; y: number; text: string }[], top: number, bottom: number, right: number): { x: number; y: number }[] {
   const boxes: { x0: number; x1: number; y0: number; y1: number }[] = points.map((p) => ({ x0: p.x - 7, x1: p.x + 7, y0: p.y - 7, y1: p.y + 7 }));
-  const offsets = [-10, 18, -24, 32, -38, 46, -52];
+  const offsets = [4, -10, 18, -24, 32, -38, 46];
   return points.map((p) => {
     const w = 6.2 * p.text.length;
-    let pick = { x: p.x + 9, y: p.y + offsets[0]! };
+    // to the right of the point, or to its left where the plot ends first
+    const x0 = p.x + 9 + w > right ? p.x - 9 - w : p.x + 9;
+    let pick = { x: x0, y: p.y + offsets[0]! };
     for (const dy of offsets) {
       const y = Math.min(bottom - 2, Math.max(top + 12, p.y + dy));
-      const box = { x0: p.x + 9, x1: p.x + 9 + w, y0: y - 11, y1: y + 2 };
+      const box = { x0, x1: x0 + w, y0: y - 11, y1: y + 2 };
       if (!boxes.some((b) => b.x0 < box.x1 && box.x0 < b.x1 && b.y0 < box.y1 && box.y0 < b.y1)) {
         pick = { x: box.x0, y };
         boxes.push(box);
@@ -160,7 +162,7 @@ export function lossCurvesSvg(series: readonly LossSeries[], opts: { title?: str
 /** Task quality against trainable parameters (log scale), one labelled point per method, the base as a dashed line. */
 export function qualityVsParamsSvg(
   points: readonly QualityPoint[],
-  opts: { base?: number; metric: string; title?: string; width?: number; height?: number },
+  opts: { base?: number; chance?: number; metric: string; title?: string; width?: number; height?: number },
 ): string {
   const fr = frame(opts.width ?? 860, opts.height ?? 480, 180);
   const out = header(fr, opts.title ?? `${opts.metric} vs trainable parameters`, 'trainable parameters (log scale)', `${opts.metric} (%)`);
@@ -172,7 +174,7 @@ export function qualityVsParamsSvg(
   const logs = good.map((p) => Math.log10(p.trainableParams));
   const lo = Math.floor(Math.min(...logs) - 0.15);
   const hi = Math.ceil(Math.max(...logs) + 0.15);
-  const ysAll = [...good.map((p) => 100 * p.quality), ...(opts.base !== undefined ? [100 * opts.base] : [])];
+  const ysAll = [...good.map((p) => 100 * p.quality), ...[opts.base, opts.chance].filter((v): v is number => v !== undefined).map((v) => 100 * v)];
   // at least 20 points of the metric tall, inside [0, 100]
   let ylo = Math.max(0, Math.min(...ysAll) - 5);
   let yhi = Math.min(100, Math.max(...ysAll) + 5);
@@ -190,15 +192,20 @@ export function qualityVsParamsSvg(
   const xt: { v: number; x: number; label: string }[] = [];
   for (let e = lo; e <= hi; e++) xt.push({ v: e, x: sx(e), label: e >= 3 && e < 6 ? `${10 ** (e - 3)}k` : e >= 6 ? `${10 ** (e - 6)}M` : String(10 ** e) });
   axes(out, fr, xt, yt.map((v) => ({ v, y: sy(v), label: tickLabel(v) })));
-  const items: { label: string; color: string; dash?: boolean; marker?: boolean }[] = [];
+  const items: { label: string; color: string; dash?: string; marker?: boolean }[] = [];
   if (opts.base !== undefined) {
     const y = f(sy(100 * opts.base));
     out.push(`<line x1="${fr.m.left}" y1="${y}" x2="${fr.m.left + fr.pw}" y2="${y}" stroke="#555" stroke-width="1.5" stroke-dasharray="5 4"/>`);
-    items.push({ label: 'base model', color: '#555', dash: true });
+    items.push({ label: 'base model', color: '#555', dash: '5 4' });
+  }
+  if (opts.chance !== undefined) {
+    const y = f(sy(100 * opts.chance));
+    out.push(`<line x1="${fr.m.left}" y1="${y}" x2="${fr.m.left + fr.pw}" y2="${y}" stroke="#999" stroke-width="1.5" stroke-dasharray="2 3"/>`);
+    items.push({ label: 'most common label', color: '#999', dash: '2 3' });
   }
   const placed = good.map((p, i) => ({ ...p, color: COLORS[i % COLORS.length]!, x: sx(Math.log10(p.trainableParams)), y: sy(100 * p.quality), text: p.label }));
   for (const p of placed) out.push(`<circle cx="${f(p.x)}" cy="${f(p.y)}" r="6" fill="${p.color}" stroke="#222" stroke-width="0.8" fill-opacity="0.9"/>`);
-  const spots = placeLabels(placed, fr.m.top, fr.m.top + fr.ph);
+  const spots = placeLabels(placed, fr.m.top, fr.m.top + fr.ph, fr.m.left + fr.pw);
   placed.forEach((p, i) => {
     out.push(`<text x="${f(spots[i]!.x)}" y="${f(spots[i]!.y)}" font-size="11">${esc(p.label)}</text>`);
     items.push({ label: p.label, color: p.color, marker: true });

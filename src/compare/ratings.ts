@@ -37,7 +37,7 @@ export const RATING_RULES: Readonly<Record<Criterion, string>> = {
   parameter: 'trainable share of the model: High < 1%, Medium < 10%, Low otherwise',
   compute: 'training step time / full fine-tuning\'s: High <= 0.7, Medium <= 0.95, Low otherwise; one level lower when inference latency is above 1.5x the base model\'s',
   space: 'stored bytes per task / full fine-tuning\'s: High <= 1%, Medium <= 10%, Low otherwise; one level lower when peak training memory is more than 5% above full fine-tuning\'s',
-  performance: 'gain over the base model / full fine-tuning\'s gain (the best method\'s where full fine-tuning gained nothing): High >= 0.9, Medium >= 0.6, Low otherwise',
+  performance: 'gain / full fine-tuning\'s gain (the best method\'s where full fine-tuning gained nothing), gains measured from the untuned base model, or from always answering the most common label where that scores higher, on exp(-eval loss) when no method beat the metric\'s noise: High >= 0.9, Medium >= 0.6, Low otherwise',
   flexibility: 'the flexibility score: High >= 0.85, Medium >= 0.6, Low otherwise',
 };
 

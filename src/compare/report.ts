@@ -111,7 +111,7 @@ function summaryLines(r: ComparisonReport): string[] {
   L.push(`# PEFT methods compared on ${r.task.name}`, '');
   L.push(
     `- model: \`${r.model.dir}\`, ${fmtInt(r.model.total_params)} parameters`,
-    `- task: ${r.task.name}, ${r.task.metric === 'eval_loss' ? 'scored by eval loss' : `${metricName} of greedy generations`} on ${r.task.eval_examples_scored ?? 'all'} eval examples (\`${r.task.eval_file}\`, trained on \`${r.task.train_file}\`); untuned base model: ${formatQuality(r.base.quality)}`,
+    `- task: ${r.task.name}, ${r.task.metric === 'eval_loss' ? 'scored by eval loss' : `${metricName} of greedy generations`} on ${r.task.eval_examples_scored ?? 'all'} eval examples (\`${r.task.eval_file}\`, trained on \`${r.task.train_file}\`); untuned base model: ${formatQuality(r.base.quality)}${r.base.quality.chance !== undefined ? `; always answering the most common label: ${(100 * r.base.quality.chance).toFixed(1)}%` : ''}`,
     `- budget: ${r.budget.steps} optimizer steps x batch ${r.budget.batch_size} per run, ${r.budget.schedule}, max length ${r.budget.max_length}, seed ${r.budget.seed}`,
     `- machine: nproc ${r.machine.nproc}, ${r.machine.cpu}, ${r.machine.memory_gib} GiB RAM, ${r.machine.platform}; load average ${r.machine.loadavg_start.join(' / ')} at start, ${r.machine.loadavg_end.join(' / ')} at the end; node ${r.machine.node}, onnxruntime-node ${r.machine.onnxruntime_node}`,
     ...(r.command ? [`- command: \`${r.command}\``] : []),
@@ -181,7 +181,7 @@ export function comparisonMarkdown(r: ComparisonReport, figures: { lossCurves: s
     `- **inference latency**: median time to generate ${r.base.latency_tokens} tokens for one eval prompt (batch 1, greedy, KV cache, no early stop) over ${r.base.latency_prompts} prompts, with the adapter applied as trained (unmerged; LoRA and IA3 can be merged into the base for no overhead); **vs base**: divided by the untuned base model's, timed prompt by prompt in turn with it in the same process so machine load affects both alike (${fmtMs(r.base.latency_ms)} in the base-model run) (computational efficiency, inference).`,
     '- **peak train RSS**: peak resident memory of the run\'s own process at the end of training: runtime, model, compiled sessions, optimizer state (space efficiency, training). On a model this small the runtime itself dominates.',
     '- **stored per task**: bytes of the folder `savePretrained` writes, i.e. what must be kept per task (adapter_config.json + weights; for full fine-tuning the whole model in float32); **vs full FT**: as a share of full fine-tuning\'s (space efficiency, storage).',
-    `- **${metricName}**: ${r.task.metric === 'eval_loss' ? 'token-weighted eval loss of the trained model' : `the task metric on the eval set after training, by greedy generation cut at the first newline (performance); the untuned base model scores ${formatQuality(r.base.quality)}`}.`,
+    `- **${metricName}**: ${r.task.metric === 'eval_loss' ? 'token-weighted eval loss of the trained model' : `the task metric on the eval set after training, by greedy generation cut at the first newline (performance); the untuned base model scores ${formatQuality(r.base.quality)}${r.base.quality.chance !== undefined ? `, always answering the most common label ${(100 * r.base.quality.chance).toFixed(1)}%` : ''}`}.`,
     `- **flexibility**: ${r.flexibility_definition}`,
     '',
   );
@@ -212,7 +212,7 @@ export function comparisonMarkdown(r: ComparisonReport, figures: { lossCurves: s
       }),
     ),
     '',
-    `Cells are gains over the untuned base model (points of the metric, or of exp(-eval loss) where no run improved the metric). ${r.flex_tasks.length ? `Tasks other than ${r.task.name} are scored on ${r.budget.flex_eval_limit ?? 'all'} eval examples each; base model there: ${r.base.flex_tasks.map((q) => `${q.task} ${formatQuality(q)}`).join(', ')}.` : ''}`,
+    `Cells are gains over the untuned base model, or over always answering the most common label where that scores higher (points of the metric, or of exp(-eval loss) where no run improved the metric beyond its noise, 1/sqrt(n) on n scored examples). ${r.flex_tasks.length ? `Tasks other than ${r.task.name} are scored on ${r.budget.flex_eval_limit ?? 'all'} eval examples each; base model there: ${r.base.flex_tasks.map((q) => `${q.task} ${formatQuality(q)}`).join(', ')}.` : ''}`,
     '',
   );
   const notes = ok.flatMap((m) => m.flexibility!.notes.map((n) => `- ${m.label}: ${n}`));

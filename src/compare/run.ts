@@ -8,6 +8,7 @@ import { Generator, type InferenceModel } from '../generate/index.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import type { PretrainedModel } from '../models/types.js';
 import { evaluateTask } from '../tasks/evaluate.js';
+import { labelOf } from '../tasks/metrics.js';
 import { readTaskExamples } from '../tasks/tasks.js';
 import { evalBatches } from '../train/batches.js';
 import type { TokenizedExample } from '../train/data.js';
@@ -70,7 +71,16 @@ async function scoreQuality(
   if (!task.spec) return { task: task.name, metric: 'eval_loss', value: lossQuality, evalLoss, lossQuality };
   const examples = await readTaskExamples(task.evalFile);
   const e = await evaluateTask(inference, tokenizer, task.spec, examples, { limit: settings.evalLimit && Math.min(settings.evalLimit, examples.length), runtime: { threads: settings.threads } });
-  return { task: task.name, metric: task.spec.metric, value: e.score, correct: e.correct, total: e.total, evalLoss, lossQuality };
+  const q: Quality = { task: task.name, metric: task.spec.metric, value: e.score, correct: e.correct, total: e.total, evalLoss, lossQuality };
+  if (task.spec.metric === 'accuracy') q.chance = majorityShare(e.predictions.map((p) => labelOf(p.reference, task.spec!.labels ?? [])));
+  return q;
+}
+
+/** The share of the most common value (undefined counts as its own value). */
+function majorityShare(labels: readonly (string | undefined)[]): number {
+  const counts = new Map<string | undefined, number>();
+  for (const l of labels) counts.set(l, (counts.get(l) ?? 0) + 1);
+  return labels.length ? Math.max(...counts.values()) / labels.length : 0;
 }
 
 /** Median time to generate a fixed number of tokens for one prompt at a time (one untimed warm-up each). */

@@ -69,3 +69,29 @@ test('measured ratings follow the stated thresholds', () => {
   const full = measuredRatings({ trainableShare: 1, stepVsFull: 1, latencyVsBase: 1, storedVsFull: 1, peakVsFull: 1, relativeGain: 1, flexibility: 1 });
   assert.deepEqual(full, { parameter: 'Low', compute: 'Low', space: 'Low', performance: 'High', flexibility: 'High' });
 });
+
+test('gains on a classification task start from always answering the most common label when that beats the base', () => {
+  const base = new Map([['s', { ...q('s', 0), chance: 0.5 }]]);
+  const flex = computeFlexibility(
+    [
+      { method: 'prompt', lrGrid: [run('s', 0.5, 0.5), run('s', 1, 0.55), run('s', 2, 0.45)], tasks: [run('s', 1, 0.55)] },
+      { method: 'full', lrGrid: [run('s', 1, 0.95)], tasks: [run('s', 1, 0.95)] },
+    ],
+    base,
+  );
+  const p = flex.get('prompt')!;
+  assert.ok(Math.abs(p.tasks[0]!.gain - 0.05) < 1e-12);
+  assert.ok(Math.abs(p.taskRetention - 0.05 / 0.45) < 1e-12);
+  assert.deepEqual(p.lrGrid.map((x) => x.ratio !== null && Math.round(100 * x.ratio)), [0, 100, 0]);
+});
+
+test('a metric gain within the noise of n scored examples (1/sqrt(n)) hands the decision to the eval loss', () => {
+  const withTotal = (x: Quality): Quality => ({ ...x, correct: Math.round(100 * x.value), total: 100 });
+  const base = new Map([['s', withTotal({ ...q('s', 0, 0.2), chance: 0.5 })]]);
+  const r = (scale: number, value: number, lossQuality: number): FlexRun => ({ ...run('s', scale, value, lossQuality), quality: withTotal(q('s', value, lossQuality)) });
+  const flex = computeFlexibility([{ method: 'prompt', lrGrid: [r(0.5, 0.5, 0.3), r(1, 0.55, 0.4), r(2, 0.45, 0.2)], tasks: [r(1, 0.55, 0.4)] }], base);
+  const p = flex.get('prompt')!;
+  assert.equal(p.lrGrid[0]!.basis, 'eval loss');
+  assert.deepEqual(p.lrGrid.map((x) => Math.round(100 * x.ratio!)), [50, 100, 0]);
+  assert.equal(p.tasks[0]!.basis, 'eval loss');
+});

@@ -361,10 +361,11 @@ async function main(): Promise<void> {
     }
     for (const [mode, r] of Object.entries(results)) {
       // each mode against float32 LoRA with the same checkpointing setting
-      const ref = results[mode.endsWith('+ckpt') ? 'lora+ckpt' : 'lora'];
+      const refMode = mode.endsWith('+ckpt') ? 'lora+ckpt' : 'lora';
+      const ref = results[refMode];
       if (!ref || mode === 'lora' || mode === 'lora+ckpt') continue;
       const ratio = (k: string) => (r[k]! / ref[k]!).toFixed(2);
-      console.log(`${mode} / lora: frozen bytes ${ratio('frozenMiB')}x, peak RSS (steps) ${ratio('peakRssStepsMiB')}x, tokens/s ${ratio('tokensPerS')}x, tokens per CPU-s ${ratio('tokensPerCpuS')}x`);
+      console.log(`${mode} / ${refMode}: frozen bytes ${ratio('frozenMiB')}x, peak RSS (steps) ${ratio('peakRssStepsMiB')}x, tokens/s ${ratio('tokensPerS')}x, tokens per CPU-s ${ratio('tokensPerCpuS')}x`);
     }
   }
   console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);

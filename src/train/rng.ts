@@ -41,6 +41,11 @@ export class Rng {
     return [this.s[0]!, this.s[1]!, this.s[2]!, this.s[3]!];
   }
 
+  /** Continues from a state taken by state() (for generators that run the recurrence in bulk). */
+  setState(state: readonly number[]): void {
+    this.s = Rng.fromState(state).s;
+  }
+
   /** The next unsigned 32-bit integer. */
   nextUint32(): number {
     const s = this.s;

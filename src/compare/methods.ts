@@ -97,7 +97,7 @@ export async function loadBaseFor(method: CompareMethod | 'base', modelDir: stri
   return loadModel(modelDir);
 }
 
-/** Wraps `base` for `method` with the defaults of METHOD_SPECS. */
+/** Wraps `base` for `method` with the defaults of METHOD_SPECS (task type SEQ_CLS for a sequence classifier). */
 export async function adaptForComparison(base: PretrainedModel, method: CompareMethod, seed: number, baseName: string): Promise<AdaptedModel> {
   const spec = METHOD_SPECS[method];
   switch (method) {
@@ -106,6 +106,7 @@ export async function adaptForComparison(base: PretrainedModel, method: CompareM
     case 'adapter':
       return BottleneckModel.create(base, { config: seqBnConfig({ reductionFactor: 16 }), seed, modelName: baseName });
     default:
-      return createAdapter(base, { ...spec.fields, base_model_name_or_path: baseName }, { seed });
+      // The table's task type is CAUSAL_LM; a sequence classifier gets SEQ_CLS (its classifier then trains too, as peft's modules_to_save).
+      return createAdapter(base, { ...spec.fields, ...(base.task === 'seq-cls' ? { task_type: 'SEQ_CLS' } : {}), base_model_name_or_path: baseName }, { seed });
   }
 }

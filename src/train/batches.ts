@@ -1,8 +1,10 @@
 // Batches for the step: examples right-padded to the longest row (pad positions masked out and
-// labelled -100), drawn in a seeded per-epoch shuffled order. The stream's position (epoch, index
+// labelled -100; classification examples keep one class id per row), drawn in a seeded per-epoch
+// shuffled order. The stream's position (epoch, index
 // into that order) is all a checkpoint needs to continue with the very next batch.
 
-import { IGNORE_INDEX, type TokenizedExample } from './data.js';
+import { type Example, IGNORE_INDEX, type TokenizedExample, isClassificationExample } from './data.js';
+import { TrainError } from './errors.js';
 import { Rng, permutation } from './rng.js';
 
 /** One batch as the step session takes it: [batch, seq] int64 tensors, row-major. */
@@ -11,14 +13,27 @@ export interface Batch {
   seq: number;
   inputIds: BigInt64Array;
   attentionMask: BigInt64Array;
+  /** [batch, seq] token labels, or with labelKind 'classes' [batch] class ids */
   labels: BigInt64Array;
+  /** 'classes': one class id per row (sequence classification); absent or 'tokens': a label per position */
+  labelKind?: 'tokens' | 'classes';
   /** real (unpadded) tokens */
   tokens: number;
 }
 
-/** Right-pads rows to the longest one: pad id where there is no token, mask 0, label -100. */
-export function collate(rows: readonly TokenizedExample[], padId: number): Batch {
+/**
+ * Right-pads rows to the longest one: pad id where there is no token, mask 0, label -100.
+ * Classification rows give labels [batch] (their class ids) instead.
+ */
+export function collate(rows: readonly Example[], padId: number): Batch {
   if (rows.length === 0) throw new Error('collate needs at least one example');
+  const classes = rows.filter(isClassificationExample);
+  if (classes.length === rows.length) return collateClasses(classes, padId);
+  if (classes.length > 0) throw new TrainError('a batch mixes classification examples ({"text","label"}) with language-modelling ones; use one kind per run');
+  return collateTokens(rows as readonly TokenizedExample[], padId);
+}
+
+function collateTokens(rows: readonly TokenizedExample[], padId: number): Batch {
   const seq = rows.reduce((m, r) => Math.max(m, r.inputIds.length), 0);
   const n = rows.length * seq;
   const inputIds = new BigInt64Array(n).fill(BigInt(padId));
@@ -37,6 +52,22 @@ export function collate(rows: readonly TokenizedExample[], padId: number): Batch
   return { size: rows.length, seq, inputIds, attentionMask, labels, tokens };
 }
 
+function collateClasses(rows: readonly { inputIds: number[]; label: number }[], padId: number): Batch {
+  const seq = rows.reduce((m, r) => Math.max(m, r.inputIds.length), 0);
+  const inputIds = new BigInt64Array(rows.length * seq).fill(BigInt(padId));
+  const attentionMask = new BigInt64Array(rows.length * seq);
+  let tokens = 0;
+  rows.forEach((r, b) => {
+    for (let i = 0; i < r.inputIds.length; i++) {
+      inputIds[b * seq + i] = BigInt(r.inputIds[i]!);
+      attentionMask[b * seq + i] = 1n;
+    }
+    tokens += r.inputIds.length;
+  });
+  const labels = BigInt64Array.from(rows, (r) => BigInt(r.label));
+  return { size: rows.length, seq, inputIds, attentionMask, labels, labelKind: 'classes', tokens };
+}
+
 /** Where a batch stream stands: the epoch, and how many examples of its order were consumed. */
 export interface DataPosition {
   epoch: number;
@@ -52,7 +83,7 @@ export class BatchStream {
   private pos: DataPosition;
 
   constructor(
-    private readonly examples: readonly TokenizedExample[],
+    private readonly examples: readonly Example[],
     private readonly batchSize: number,
     private readonly padId: number,
     private readonly seed: number,
@@ -90,7 +121,7 @@ export class BatchStream {
       this.order = this.orderOf(this.pos.epoch);
     }
     const end = Math.min(this.pos.index + this.batchSize, this.examples.length);
-    const rows: TokenizedExample[] = [];
+    const rows: Example[] = [];
     for (let i = this.pos.index; i < end; i++) rows.push(this.examples[this.order[i]!]!);
     this.pos.index = end;
     return collate(rows, this.padId);
@@ -98,6 +129,6 @@ export class BatchStream {
 }
 
 /** Evaluation batches: every example once, in file order. */
-export function* evalBatches(examples: readonly TokenizedExample[], batchSize: number, padId: number): Generator<Batch> {
+export function* evalBatches(examples: readonly Example[], batchSize: number, padId: number): Generator<Batch> {
   for (let s = 0; s < examples.length; s += batchSize) yield collate(examples.slice(s, s + batchSize), padId);
 }

@@ -1,6 +1,8 @@
 // Training data from jsonl files: {"text"}, {"prompt","completion"} (loss on the completion only)
 // and {"messages"} conversations rendered with the tokenizer's chat template (loss on assistant
-// turns only), tokenized the way TRL's SFTTrainer does, then truncated or packed to max-len.
+// turns only), tokenized the way TRL's SFTTrainer does, then truncated or packed to max-len; and,
+// for sequence classifiers, {"text","label"} rows tokenized as transformers' tokenizer(text,
+// truncation=True, max_length=N) does ([CLS] text [SEP] for BERT).
 
 import { readFile } from 'node:fs/promises';
 import type { ChatMessage, Tokenizer } from '../io/tokenizer.js';
@@ -16,6 +18,19 @@ export type DatasetFormat = 'text' | 'prompt-completion' | 'messages';
 export interface TokenizedExample {
   inputIds: number[];
   labels: number[];
+}
+
+/** One tokenized sequence-classification example: ids with the special tokens, and the class id. */
+export interface ClassificationExample {
+  inputIds: number[];
+  label: number;
+}
+
+/** What the trainer takes: language-modelling sequences or classification examples (one kind per run). */
+export type Example = TokenizedExample | ClassificationExample;
+
+export function isClassificationExample(ex: Example): ex is ClassificationExample {
+  return 'label' in ex;
 }
 
 export interface JsonlRecord {
@@ -263,4 +278,94 @@ export function splitForEval<T>(examples: readonly T[], fraction: number, seed: 
 /** readJsonl + tokenizeRecords. */
 export async function loadDataset(file: string, tokenizer: Tokenizer, opts: Omit<TokenizeOptions, 'file'> = {}): Promise<{ format: DatasetFormat; examples: TokenizedExample[] }> {
   return tokenizeRecords(await readJsonl(file), tokenizer, { ...opts, file });
+}
+
+// ---- sequence classification ------------------------------------------------------------------
+
+/** The classes of a sequence-classification head, as config.json's id2label/label2id give them. */
+export interface ClassLabels {
+  numLabels: number;
+  id2label: Readonly<Record<number, string>>;
+  label2id: Readonly<Record<string, number>>;
+}
+
+export interface ClassificationOptions {
+  labels: ClassLabels;
+  /** longest sequence in tokens, special tokens included; the text is cut on the right, as transformers' truncation=True */
+  maxLength: number;
+  /** file name for error messages */
+  file?: string;
+}
+
+export interface ClassificationData {
+  examples: ClassificationExample[];
+  /** examples whose text was cut to fit maxLength */
+  truncated: number;
+}
+
+/** How a class-id list reads in messages: 0 = "NEG", 1 = "POS" (or 0..N-1 for the generic LABEL_i names). */
+export function describeLabels(labels: ClassLabels): string {
+  const ids = Array.from({ length: labels.numLabels }, (_, i) => i);
+  const generic = ids.every((i) => labels.id2label[i] === `LABEL_${i}`);
+  if (generic) return `a class id 0..${labels.numLabels - 1} (or its name LABEL_0..LABEL_${labels.numLabels - 1})`;
+  return `a class id or name: ${ids.map((i) => `${i} = ${JSON.stringify(labels.id2label[i])}`).join(', ')}`;
+}
+
+function classOf(r: JsonlRecord, labels: ClassLabels, file?: string): number {
+  if (!('label' in r.value)) {
+    throw new DatasetError(`the record has no "label"; a sequence classifier trains on {"text": ..., "label": ...} rows, where the label is ${describeLabels(labels)}`, { file, line: r.line });
+  }
+  const v = r.value.label;
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < labels.numLabels) return v;
+  if (typeof v === 'string' && Object.prototype.hasOwnProperty.call(labels.label2id, v)) return labels.label2id[v]!;
+  throw new DatasetError(
+    `label ${JSON.stringify(v)} is not a class of this model; use ${describeLabels(labels)} (config.json's id2label)`,
+    { file, line: r.line },
+  );
+}
+
+/**
+ * Tokenizes {"text", "label"} rows for a sequence classifier: the tokenizer's special tokens
+ * around the text ([CLS] text [SEP] for BERT) and the text cut so the whole fits maxLength, as
+ * transformers' tokenizer(text, truncation=True, max_length=maxLength) does.
+ */
+export function tokenizeClassification(records: readonly JsonlRecord[], tokenizer: Tokenizer, opts: ClassificationOptions): ClassificationData {
+  const { file, labels, maxLength } = opts;
+  if (records.length === 0) throw new DatasetError('the dataset is empty', { file });
+  if (labels.numLabels < 2) {
+    throw new DatasetError(`the model has ${labels.numLabels} output (a regression head); the trainer fine-tunes classifiers with 2 or more classes (num_labels / id2label in config.json)`, { file });
+  }
+  const { prefix, suffix } = tokenizer.specialTokenAffixes;
+  const budget = maxLength - prefix.length - suffix.length;
+  if (!Number.isInteger(maxLength) || budget < 1) {
+    throw new DatasetError(`max length ${maxLength} leaves no room for text beside the ${prefix.length + suffix.length} special tokens; raise --max-len`, { file });
+  }
+  let truncated = 0;
+  const examples = records.map((r) => {
+    const v = r.value;
+    for (const pair of ['text_pair', 'text_b']) {
+      if (pair in v) throw new DatasetError(`field "${pair}": sentence pairs are not supported; join the two texts into "text"`, { file, line: r.line });
+    }
+    if (!('text' in v)) {
+      const keys = Object.keys(v);
+      throw new DatasetError(
+        `a sequence classifier trains on {"text": ..., "label": ...} rows; this record has ${keys.length ? keys.map((k) => `"${k}"`).join(', ') : 'no fields'}`,
+        { file, line: r.line },
+      );
+    }
+    const text = stringField(r, 'text', file);
+    const label = classOf(r, labels, file);
+    let content = tokenizer.encode(text, { addSpecialTokens: false });
+    if (content.length > budget) {
+      content = content.slice(0, budget);
+      truncated++;
+    }
+    return { inputIds: [...prefix, ...content, ...suffix], label };
+  });
+  return { examples, truncated };
+}
+
+/** readJsonl + tokenizeClassification. */
+export async function loadClassificationDataset(file: string, tokenizer: Tokenizer, opts: Omit<ClassificationOptions, 'file'>): Promise<ClassificationData> {
+  return tokenizeClassification(await readJsonl(file), tokenizer, { ...opts, file });
 }

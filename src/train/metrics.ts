@@ -25,10 +25,16 @@ export interface EvalRecord {
   kind: 'eval';
   step: number;
   epoch: number;
-  /** token-weighted mean loss over the eval set */
+  /** mean loss over the eval set, weighted by label tokens (causal LM) or examples (classification) */
   eval_loss: number;
-  eval_perplexity: number;
-  eval_tokens: number;
+  /** causal LM: exp(eval_loss) */
+  eval_perplexity?: number;
+  /** causal LM: label tokens the loss averages over */
+  eval_tokens?: number;
+  /** classification: fraction of examples whose argmax logit is their label */
+  eval_accuracy?: number;
+  /** classification: examples evaluated */
+  eval_examples?: number;
 }
 
 export type MetricRecord = TrainRecord | EvalRecord;

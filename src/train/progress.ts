@@ -26,6 +26,8 @@ export function formatDuration(seconds: number): string {
 
 const fmtLoss = (x: number): string => (Number.isFinite(x) ? x.toFixed(4) : String(x));
 const fmtLr = (x: number): string => x.toExponential(2);
+/** An accuracy as a percentage with one decimal: 0.875 -> "87.5%". */
+export const fmtAccuracy = (x: number): string => `${(100 * x).toFixed(1)}%`;
 
 /** One line per `every` steps (and the last), one per evaluation. */
 export class LineProgress implements ProgressReporter {
@@ -46,7 +48,8 @@ export class LineProgress implements ProgressReporter {
     );
   }
   eval(r: EvalRecord): void {
-    this.out.write(`eval @ step ${r.step} | eval_loss ${fmtLoss(r.eval_loss)} | perplexity ${r.eval_perplexity.toFixed(3)}\n`);
+    const metric = r.eval_accuracy !== undefined ? `accuracy ${fmtAccuracy(r.eval_accuracy)}` : `perplexity ${r.eval_perplexity?.toFixed(3) ?? '-'}`;
+    this.out.write(`eval @ step ${r.step} | eval_loss ${fmtLoss(r.eval_loss)} | ${metric}\n`);
   }
   message(text: string): void {
     this.out.write(`${text}\n`);
@@ -77,7 +80,7 @@ export class BarProgress implements ProgressReporter {
     this.bar?.update(r.step, { loss: fmtLoss(r.loss), lr: fmtLr(r.learning_rate), tps: String(Math.round(r.tokens_per_second)), eval: this.evalText, remaining: formatDuration(eta) });
   }
   eval(r: EvalRecord): void {
-    this.evalText = fmtLoss(r.eval_loss);
+    this.evalText = fmtLoss(r.eval_loss) + (r.eval_accuracy !== undefined ? ` acc ${fmtAccuracy(r.eval_accuracy)}` : '');
     this.bar?.update({ eval: this.evalText });
   }
   message(text: string): void {

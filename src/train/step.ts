@@ -1,6 +1,7 @@
 // The step compiler: builds an adapted model's forward pass, loss and the gradients of every
 // trainable tensor it created into ONE ONNX Runtime session with symbolic batch/seq dims, so a
 // training step is one session.run; plus a loss-only session (no dropout) for evaluation.
+// Causal LMs take labels [batch, seq]; sequence classifiers labels [batch] (class ids).
 
 import { grad } from '../autodiff/grad.js';
 import { Graph, type Value } from '../graph/ir.js';
@@ -35,19 +36,19 @@ export const gradName = (param: string): string => `grad.${param}`;
 interface BuiltGraph {
   graph: Graph;
   loss: Value;
+  /** the model's output: [batch, numLabels] for a sequence classifier */
+  logits: Value;
   params: Map<string, Value>;
   dropouts: DropoutFeed[];
 }
 
 function buildLossGraph(model: AdaptedModel, training: boolean, quantKernel?: QuantKernel, gradientCheckpointing?: boolean): BuiltGraph {
-  if (model.base.task !== 'causal-lm') {
-    throw new TrainError(`the trainer fine-tunes causal language models; ${model.base.family} is loaded as a ${model.base.task} model`);
-  }
+  const classes = labelKindOf(model) === 'classes';
   const graph = new Graph();
   const ctx = new BuildContext(graph, model.base.weights, { trainable: model.trainableBaseWeights(), training, quantKernel, gradientCheckpointing });
   const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
   const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
-  const labels = graph.input('labels', 'int64', ['batch', 'seq']);
+  const labels = graph.input('labels', 'int64', classes ? ['batch'] : ['batch', 'seq']);
   const out = model.forward(ctx, { inputIds, attentionMask });
   const loss = model.loss(out.logits, labels);
   if (loss.rank !== 0 || loss.dtype !== 'float32') throw new TrainError(`the ${model.peftType} model's loss must be a float32 scalar, got ${loss.toString()}`);
@@ -74,7 +75,26 @@ function buildLossGraph(model: AdaptedModel, training: boolean, quantKernel?: Qu
     if ((BATCH_INPUTS as readonly string[]).includes(v.name) || dropouts.some((d) => d.name === v.name)) continue;
     throw new TrainError(`the ${model.peftType} model's graph needs an input "${v.name}" the trainer cannot feed (it feeds input_ids, attention_mask, labels and dropout masks)`);
   }
-  return { graph, loss, params, dropouts };
+  return { graph, loss, logits: out.logits, params, dropouts };
+}
+
+/**
+ * The labels a model trains on: a token per position (causal LM) or a class per row (sequence
+ * classifier with 2+ classes); a TrainError saying what to load for anything else.
+ */
+export function labelKindOf(model: AdaptedModel): 'tokens' | 'classes' {
+  const base = model.base;
+  if (base.task === 'causal-lm') return 'tokens';
+  if (base.task === 'seq-cls') {
+    if (base.config.numLabels < 2) {
+      throw new TrainError(`the ${base.family} model in ${base.dir} has a regression head (num_labels ${base.config.numLabels}); the trainer fine-tunes classifiers with 2 or more classes`);
+    }
+    return 'classes';
+  }
+  throw new TrainError(
+    `the trainer fine-tunes causal language models and sequence classifiers; the ${base.family} model in ${base.dir} is loaded as a ${base.task} model` +
+      (base.family === 'bert' ? ' (set "architectures": ["BertForSequenceClassification"] and num_labels/id2label in config.json to train a classifier)' : ''),
+  );
 }
 
 /** The size of a symbolic dim ("batch", "seq", "batch*seq", "seq-1", ...) for one batch. */
@@ -86,12 +106,19 @@ export function resolveDim(d: number | string, vars: Record<string, number>): nu
   }
 }
 
-function batchFeeds(batch: Batch): Record<string, HostTensor> {
+function batchFeeds(batch: Batch, kind: 'tokens' | 'classes'): Record<string, HostTensor> {
   const shape = [batch.size, batch.seq];
+  if ((batch.labelKind ?? 'tokens') !== kind) {
+    throw new TrainError(
+      kind === 'classes'
+        ? 'this model is a sequence classifier, but the batch holds a label per token; train it on {"text", "label"} rows'
+        : 'this model is a causal language model, but the batch holds one class label per row; train it on {"text"}, {"prompt","completion"} or {"messages"} rows',
+    );
+  }
   return {
     input_ids: { dtype: 'int64', shape, data: batch.inputIds },
     attention_mask: { dtype: 'int64', shape, data: batch.attentionMask },
-    labels: { dtype: 'int64', shape, data: batch.labels },
+    labels: { dtype: 'int64', shape: kind === 'classes' ? [batch.size] : shape, data: batch.labels },
   };
 }
 
@@ -103,12 +130,34 @@ function paramFeeds(names: Iterable<string>, params: Map<string, TrainableTensor
   }
 }
 
-/** Label positions that count in a causal-LM loss: labels[:, 1:] != -100. */
-export function countLossTokens(batch: Batch): number {
+/**
+ * Labels a batch's loss averages over. Classes: rows whose label is not -100. Causal LM: the
+ * shifted labels, labels[:, 1:] != -100; when the loss puts `prependedLabels` -100 labels in front
+ * (prompt tuning, P-tuning: AdaptedModel.prependedLabels), the shift lands on those, and every
+ * position counts: labels[:, 0:] != -100.
+ */
+export function countLossTokens(batch: Batch, prependedLabels = 0): number {
   let n = 0;
   const ignore = BigInt(IGNORE_INDEX);
-  for (let b = 0; b < batch.size; b++) for (let i = 1; i < batch.seq; i++) if (batch.labels[b * batch.seq + i] !== ignore) n++;
+  if (batch.labelKind === 'classes') {
+    for (const l of batch.labels) if (l !== ignore) n++;
+    return n;
+  }
+  const first = prependedLabels > 0 ? 0 : 1;
+  for (let b = 0; b < batch.size; b++) for (let i = first; i < batch.seq; i++) if (batch.labels[b * batch.seq + i] !== ignore) n++;
   return n;
+}
+
+/** Rows of a classification batch whose largest logit (the first, on a tie) is their label. */
+export function countCorrect(logits: Float32Array, batch: Batch): number {
+  const classes = logits.length / batch.size;
+  let correct = 0;
+  for (let b = 0; b < batch.size; b++) {
+    let best = 0;
+    for (let c = 1; c < classes; c++) if (logits[b * classes + c]! > logits[b * classes + best]!) best = c;
+    if (BigInt(best) === batch.labels[b]) correct++;
+  }
+  return correct;
 }
 
 export interface StepResult {
@@ -124,6 +173,7 @@ export class TrainStep {
     private readonly session: RuntimeSession,
     readonly paramNames: readonly string[],
     private readonly dropouts: readonly DropoutFeed[],
+    private readonly labelKind: 'tokens' | 'classes' = 'tokens',
   ) {}
 
   static async compile(model: AdaptedModel, opts: StepOptions = {}): Promise<TrainStep> {
@@ -136,7 +186,7 @@ export class TrainStep {
     // No memory-pattern planning: with symbolic batch/seq dims it allocates a second, per-shape block
     // beside the arena on the second run (+1.4 GiB peak for GPT-2 small at 4 x 256) for no speed gain.
     const session = await RuntimeSession.fromGraph(graph, outputs, { memPattern: false, ...opts, name: `${model.peftType} train step` });
-    return new TrainStep(session, names, dropouts);
+    return new TrainStep(session, names, dropouts, labelKindOf(model));
   }
 
   /** Dropout ratios of the masks this step draws (empty when the model has no dropout). */
@@ -145,7 +195,7 @@ export class TrainStep {
   }
 
   async run(batch: Batch, params: Map<string, TrainableTensor>, opts: { lossScale?: number; rng?: Rng } = {}): Promise<StepResult> {
-    const feeds: Record<string, HostTensor> = batchFeeds(batch);
+    const feeds: Record<string, HostTensor> = batchFeeds(batch, this.labelKind);
     feeds[LOSS_SCALE] = { dtype: 'float32', shape: [], data: Float32Array.of(opts.lossScale ?? 1) };
     paramFeeds(this.paramNames, params, feeds);
     for (const d of this.dropouts) {
@@ -167,26 +217,43 @@ export class TrainStep {
   }
 }
 
-/** The loss of an adapted model without dropout, for evaluation. */
+export interface EvalStepResult {
+  /** the mean loss of the batch */
+  loss: number;
+  /** how many labels it averages over: label tokens (causal LM) or examples (classification) */
+  tokens: number;
+  /** classification: examples whose argmax logit is their label */
+  correct?: number;
+}
+
+/** The loss of an adapted model without dropout, for evaluation (and the logits of a classifier, for accuracy). */
 export class EvalStep {
   private constructor(
     private readonly session: RuntimeSession,
     readonly paramNames: readonly string[],
+    private readonly labelKind: 'tokens' | 'classes',
+    private readonly prependedLabels: number,
   ) {}
 
   static async compile(model: AdaptedModel, opts: StepOptions = {}): Promise<EvalStep> {
-    const { graph, loss, params, dropouts } = buildLossGraph(model, false, opts.quantKernel);
+    const { graph, loss, logits, params, dropouts } = buildLossGraph(model, false, opts.quantKernel);
     if (dropouts.length) throw new TrainError(`the ${model.peftType} model draws dropout masks even when built for evaluation`);
-    const session = await RuntimeSession.fromGraph(graph, { loss }, { memPattern: false, ...opts, name: `${model.peftType} eval step` });
-    return new EvalStep(session, [...params.keys()]);
+    const kind = labelKindOf(model);
+    const outputs: Record<string, Value> = kind === 'classes' ? { loss, logits } : { loss };
+    const session = await RuntimeSession.fromGraph(graph, outputs, { memPattern: false, ...opts, name: `${model.peftType} eval step` });
+    return new EvalStep(session, [...params.keys()], kind, model.prependedLabels ?? 0);
   }
 
-  /** The mean loss of the batch and how many label tokens it averages over. */
-  async run(batch: Batch, params: Map<string, TrainableTensor>): Promise<{ loss: number; tokens: number }> {
-    const feeds: Record<string, HostTensor> = batchFeeds(batch);
+  /** The mean loss of the batch, how many labels it averages over, and for a classifier how many rows it gets right. */
+  async run(batch: Batch, params: Map<string, TrainableTensor>): Promise<EvalStepResult> {
+    const feeds: Record<string, HostTensor> = batchFeeds(batch, this.labelKind);
     paramFeeds(this.paramNames, params, feeds);
+    if (this.labelKind === 'classes') {
+      const out = await this.session.run(feeds, ['loss', 'logits']);
+      return { loss: out.loss!.data[0] as number, tokens: countLossTokens(batch), correct: countCorrect(out.logits!.data as Float32Array, batch) };
+    }
     const out = await this.session.run(feeds, ['loss']);
-    return { loss: out.loss!.data[0] as number, tokens: countLossTokens(batch) };
+    return { loss: out.loss!.data[0] as number, tokens: countLossTokens(batch, this.prependedLabels) };
   }
 
   async dispose(): Promise<void> {

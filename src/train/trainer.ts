@@ -1,6 +1,8 @@
 // The training loop: AdamW with a learning-rate schedule, gradient accumulation (each micro-batch
 // loss divided by the accumulation steps, as transformers does), norm clipping, periodic eval and
 // checkpoints, exact resume, a metrics log and loss plot, and a clean stop on request or NaN.
+// Causal LMs evaluate to a token-weighted loss and perplexity; sequence classifiers to an
+// example-weighted loss and accuracy.
 
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -10,14 +12,14 @@ import type { AdaptedModel } from '../tuners/types.js';
 import { AdamW, clipGradNorm } from './adamw.js';
 import { BatchStream, evalBatches } from './batches.js';
 import { CHECKPOINTS_DIR, type Checkpoint, type RunSignature, listCheckpoints, loadCheckpoint, removeStaleTemps, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
-import type { TokenizedExample } from './data.js';
+import { type Example, IGNORE_INDEX, isClassificationExample } from './data.js';
 import { CheckpointError, TrainError } from './errors.js';
 import { type EvalRecord, type MetricRecord, MetricsLog, type TrainRecord } from './metrics.js';
 import { writeLossPlot } from './plot.js';
 import { type ProgressReporter, silentProgress } from './progress.js';
 import { Rng } from './rng.js';
 import { LrSchedule, type ScheduleName, warmupStepsFor } from './schedule.js';
-import { EvalStep, type StepOptions, TrainStep } from './step.js';
+import { EvalStep, type StepOptions, TrainStep, labelKindOf } from './step.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
 export const PLOT_FILE = 'loss.svg';
@@ -66,8 +68,13 @@ export interface TrainerOptions {
 }
 
 export interface EvalResult {
+  /** mean loss: weighted by label tokens (causal LM) or examples (classification) */
   loss: number;
-  perplexity: number;
+  /** causal LM: exp(loss) */
+  perplexity?: number;
+  /** classification: the fraction of examples whose argmax logit is their label */
+  accuracy?: number;
+  /** label tokens (causal LM) or examples (classification) the loss averages over */
   tokens: number;
 }
 
@@ -82,6 +89,9 @@ export interface TrainResult {
   /** eval loss of the untrained model, and at the end */
   initialEvalLoss?: number;
   finalEvalLoss?: number;
+  /** classification: eval accuracy of the untrained model, and at the end */
+  initialEvalAccuracy?: number;
+  finalEvalAccuracy?: number;
   /** the last checkpoint this run wrote */
   lastCheckpoint?: string;
   metrics: MetricRecord[];
@@ -98,12 +108,17 @@ function nonNegative(name: string, v: number): void {
 }
 
 /** A digest of tokenized examples: a resumed run must see the same data in the same order. */
-export function fingerprintExamples(examples: readonly TokenizedExample[]): string {
+export function fingerprintExamples(examples: readonly Example[]): string {
   const h = createHash('sha256');
   for (const ex of examples) {
     h.update(Int32Array.from(ex.inputIds));
-    h.update(Int32Array.from(ex.labels));
-    h.update('|');
+    if (isClassificationExample(ex)) {
+      h.update(Int32Array.of(ex.label));
+      h.update('#');
+    } else {
+      h.update(Int32Array.from(ex.labels));
+      h.update('|');
+    }
   }
   return h.digest('hex').slice(0, 16);
 }
@@ -115,6 +130,24 @@ export function totalStepsFor(examples: number, o: Pick<TrainerOptions, 'maxStep
   return Math.max(1, Math.ceil(((o.epochs ?? 3) * batches) / (o.gradAccum ?? 1)));
 }
 
+/** Every example fits the model: token sequences for a causal LM, class ids in range for a classifier. */
+function checkExamples(model: AdaptedModel, examples: readonly Example[], which: string): void {
+  const classes = labelKindOf(model) === 'classes';
+  const n = model.base.config.numLabels;
+  examples.forEach((ex, i) => {
+    if (isClassificationExample(ex) !== classes) {
+      throw new TrainError(
+        classes
+          ? `${which} example ${i} has token labels, but the ${model.base.family} model is a sequence classifier; give it {"text", "label"} rows (loadClassificationDataset)`
+          : `${which} example ${i} has a class label, but the ${model.base.family} model is a causal language model; give it {"text"}, {"prompt","completion"} or {"messages"} rows`,
+      );
+    }
+    if (isClassificationExample(ex) && ex.label !== IGNORE_INDEX && !(Number.isInteger(ex.label) && ex.label >= 0 && ex.label < n)) {
+      throw new TrainError(`${which} example ${i} has class ${ex.label}, but the model has ${n} classes (0..${n - 1}); fix the label or num_labels/id2label in config.json`);
+    }
+  });
+}
+
 export class Trainer {
   private readonly opts: Resolved;
   private stop = false;
@@ -122,8 +155,8 @@ export class Trainer {
 
   constructor(
     readonly model: AdaptedModel,
-    readonly trainData: readonly TokenizedExample[],
-    readonly evalData: readonly TokenizedExample[] | undefined,
+    readonly trainData: readonly Example[],
+    readonly evalData: readonly Example[] | undefined,
     options: TrainerOptions,
   ) {
     this.opts = {
@@ -159,6 +192,8 @@ export class Trainer {
     if (!Number.isInteger(o.seed)) throw new TrainError(`the seed must be an integer, got ${o.seed}`);
     if (trainData.length === 0) throw new TrainError('the training set is empty');
     if (evalData && evalData.length === 0) throw new TrainError('the evaluation set is empty; leave it out or give it examples');
+    checkExamples(model, trainData, 'training');
+    if (evalData) checkExamples(model, evalData, 'evaluation');
   }
 
   /** Asks the run to stop after the step in progress, with a checkpoint written (Ctrl-C). */
@@ -198,21 +233,24 @@ export class Trainer {
     };
   }
 
-  /** Token-weighted mean loss of the eval set with the current parameters. */
+  /** Mean loss of the eval set with the current parameters (token-weighted; example-weighted with accuracy for a classifier). */
   async evaluate(step?: EvalStep): Promise<EvalResult> {
     if (!this.evalData) throw new TrainError('no evaluation set was given');
     const own = step ?? (await EvalStep.compile(this.model, this.opts.runtime));
     try {
       let sum = 0;
       let tokens = 0;
+      let correct: number | undefined;
       const params = this.model.parameters();
       for (const batch of evalBatches(this.evalData, this.opts.batchSize, this.opts.padTokenId)) {
         const r = await own.run(batch, params);
         if (r.tokens === 0) continue;
         sum += r.loss * r.tokens;
         tokens += r.tokens;
+        if (r.correct !== undefined) correct = (correct ?? 0) + r.correct;
       }
       const loss = sum / tokens;
+      if (correct !== undefined) return { loss, accuracy: correct / tokens, tokens };
       return { loss, perplexity: Math.exp(loss), tokens };
     } finally {
       if (!step) await own.dispose();
@@ -306,7 +344,10 @@ export class Trainer {
     const runEval = async (): Promise<void> => {
       if (!evalStep) return;
       const e = await this.evaluate(evalStep);
-      const r: EvalRecord = { kind: 'eval', step, epoch: stream.epochProgress, eval_loss: e.loss, eval_perplexity: e.perplexity, eval_tokens: e.tokens };
+      const r: EvalRecord =
+        e.accuracy !== undefined
+          ? { kind: 'eval', step, epoch: stream.epochProgress, eval_loss: e.loss, eval_accuracy: e.accuracy, eval_examples: e.tokens }
+          : { kind: 'eval', step, epoch: stream.epochProgress, eval_loss: e.loss, eval_perplexity: e.perplexity, eval_tokens: e.tokens };
       await record(r);
       o.progress.eval(r);
       lastEvalStep = step;
@@ -406,6 +447,8 @@ export class Trainer {
         finalLoss,
         initialEvalLoss: evals.find((e) => e.step === 0)?.eval_loss,
         finalEvalLoss: evals.length ? evals[evals.length - 1]!.eval_loss : undefined,
+        initialEvalAccuracy: evals.find((e) => e.step === 0)?.eval_accuracy,
+        finalEvalAccuracy: evals.length ? evals[evals.length - 1]!.eval_accuracy : undefined,
         lastCheckpoint,
         metrics: [...this.history],
       };

@@ -20,6 +20,12 @@ export interface AdaptedModel {
   forward(ctx: BuildContext, args: ForwardArgs): ForwardResult;
   /** The task loss, adjusting labels where the method changes the sequence (virtual tokens). */
   loss(logits: Value, labels: Value): Value;
+  /**
+   * Causal LMs: how many -100 labels loss() puts in front of the caller's labels to line them up
+   * with virtual-token positions in the logits (prompt tuning and P-tuning, one per virtual token,
+   * as peft does); absent means none. The trainer counts the label tokens a loss averages over with it.
+   */
+  readonly prependedLabels?: number;
   /** Trainable tensors by their graph param names (the in-memory peft names). */
   parameters(): Map<string, TrainableTensor>;
   /** Parameter names AdamW applies weight decay to (transformers: not biases, not norm weights). */

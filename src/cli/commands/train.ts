@@ -1,8 +1,10 @@
-// `peft train`: fine-tune a causal LM on a jsonl dataset with LoRA or full fine-tuning. A thin
-// shell over the library: flags are checked and data tokenized before the output folder is
-// touched; Ctrl-C stops after the current step with a checkpoint; --resume continues exactly.
+// `peft train`: fine-tune a causal LM, or a sequence classifier (BERT) on {"text","label"} rows
+// (the task is the loaded model's), with LoRA, QLoRA, IA3, prompt/prefix/P-tuning, adapters or full
+// fine-tuning. A thin shell over the library: flags are checked and data tokenized before the
+// output folder is touched; Ctrl-C stops after the current step with a checkpoint; --resume
+// continues exactly.
 
-import { METHOD_SPECS, adaptForComparison } from '../../compare/methods.js';
+import { METHOD_SPECS, VIRTUAL_TOKENS, adaptForComparison } from '../../compare/methods.js';
 import { existsSync, statSync } from 'node:fs';
 import { copyFile, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -11,8 +13,8 @@ import { resolveModelDir } from '../../io/hub.js';
 import { Tokenizer } from '../../io/tokenizer.js';
 import { loadModel } from '../../models/load.js';
 import type { PretrainedModel } from '../../models/types.js';
-import { type TokenizedExample, loadDataset, prepareExamples, splitForEval } from '../../train/data.js';
-import { progressFor } from '../../train/progress.js';
+import { type Example, loadClassificationDataset, loadDataset, prepareExamples, splitForEval } from '../../train/data.js';
+import { fmtAccuracy, progressFor } from '../../train/progress.js';
 import { SCHEDULES, type ScheduleName } from '../../train/schedule.js';
 import { METRICS_FILE, PLOT_FILE, Trainer, totalStepsFor } from '../../train/trainer.js';
 import { fullConfig, getFullFineTuneModel } from '../../tuners/full/index.js';
@@ -73,9 +75,12 @@ function fractionArg(flag: string): (v: string) => number {
 export function register(program: Command): void {
   program
     .command('train')
-    .description('fine-tune a causal language model on a jsonl dataset (LoRA or full fine-tuning)')
+    .description('fine-tune a causal language model, or a sequence classifier (BertForSequenceClassification), on a jsonl dataset')
     .requiredOption('--model <dir|repo>', 'base model folder (config.json, model.safetensors, tokenizer.json) or Hub repo id')
-    .requiredOption('--data <file.jsonl>', 'training data: one {"text"}, {"prompt","completion"} or {"messages"} object per line')
+    .requiredOption(
+      '--data <file.jsonl>',
+      'training data: one {"text"}, {"prompt","completion"} or {"messages"} object per line; for a sequence classifier {"text","label"} (label: class id or config.json id2label name)',
+    )
     .requiredOption('--out <dir>', 'output folder: final adapter, metrics.jsonl, loss.svg, checkpoints/')
     .addOption(
       new Option('--method <method>', 'fine-tuning method (qlora: LoRA on the base quantized to NF4; ia3/prompt/prefix/ptuning/adapter use the defaults `peft compare` documents)')
@@ -96,7 +101,7 @@ export function register(program: Command): void {
     .option('--grad-accum <n>', 'micro-batches per optimizer step', intArg('--grad-accum', 1), 1)
     .option('--max-len <n>', 'tokens per sequence at most (default: the model\'s limit, at most 1024)', intArg('--max-len', 2))
     .option('--packing', 'concatenate examples and cut them into --max-len blocks instead of padding')
-    .option('--eval-data <file.jsonl>', 'evaluation data (same formats)')
+    .option('--eval-data <file.jsonl>', 'evaluation data (same formats; a classifier reports eval accuracy)')
     .option('--eval-split <fraction>', 'hold out this fraction of --data for evaluation', fractionArg('--eval-split'))
     .option('--eval-every <n>', 'evaluate every n steps (default: 10 times per run)', intArg('--eval-every', 1))
     .option('--no-eval-at-start', 'skip evaluating the untrained model')
@@ -138,8 +143,14 @@ function checkFlags(f: TrainFlags): void {
   if (existsSync(f.out) && !statSync(f.out).isDirectory()) throw new CliError(`--out ${f.out} is a file; pass a folder`);
 }
 
-function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer): number {
-  return Math.min(1024, tokenizer.modelMaxLength ?? Infinity, model.config.maxPositionEmbeddings || Infinity);
+/** Positions the method puts in front of the real tokens (prompt/prefix/P-tuning), which share the model's learned positions. */
+function virtualPositions(f: TrainFlags, model: PretrainedModel): number {
+  // Llama-family models use rotary positions, with no table to run out of.
+  return ['prompt', 'prefix', 'ptuning'].includes(f.method) && model.family !== 'llama' ? VIRTUAL_TOKENS : 0;
+}
+
+function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer, virtual: number): number {
+  return Math.min(1024, tokenizer.modelMaxLength ?? Infinity, (model.config.maxPositionEmbeddings || Infinity) - virtual);
 }
 
 async function adapt(f: TrainFlags, model: PretrainedModel): Promise<AdaptedModel> {
@@ -149,7 +160,14 @@ async function adapt(f: TrainFlags, model: PretrainedModel): Promise<AdaptedMode
   }
   return getPeftModel(
     model,
-    { r: f.r ?? 8, loraAlpha: f.alpha ?? 16, loraDropout: f.dropout ?? 0.05, targetModules: f.target ?? null, taskType: 'CAUSAL_LM', baseModelNameOrPath: f.model },
+    {
+      r: f.r ?? 8,
+      loraAlpha: f.alpha ?? 16,
+      loraDropout: f.dropout ?? 0.05,
+      targetModules: f.target ?? null,
+      taskType: model.task === 'seq-cls' ? 'SEQ_CLS' : 'CAUSAL_LM',
+      baseModelNameOrPath: f.model,
+    },
     { seed: f.seed },
   );
 }
@@ -177,24 +195,48 @@ async function runTrain(f: TrainFlags): Promise<void> {
   const tokenizer = await Tokenizer.fromDir(dir);
   const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId;
   if (padId === undefined) throw new CliError(`the tokenizer in ${dir} has neither a pad nor an EOS token; set "pad_token" in tokenizer_config.json`);
-  const maxLength = f.maxLen ?? defaultMaxLen(model, tokenizer);
-  if (model.config.maxPositionEmbeddings && maxLength > model.config.maxPositionEmbeddings) {
-    throw new CliError(`--max-len ${maxLength} is above the model's max_position_embeddings (${model.config.maxPositionEmbeddings}); lower it`);
+  const virtual = virtualPositions(f, model);
+  const maxLength = f.maxLen ?? defaultMaxLen(model, tokenizer, virtual);
+  if (model.config.maxPositionEmbeddings && maxLength + virtual > model.config.maxPositionEmbeddings) {
+    throw new CliError(
+      `--max-len ${maxLength}${virtual ? ` plus the method's ${virtual} virtual tokens` : ''} is above the model's max_position_embeddings (${model.config.maxPositionEmbeddings}); lower it`,
+    );
   }
+  const classifier = model.task === 'seq-cls';
+  if (classifier && f.packing) throw new CliError('--packing concatenates language-modelling text; a sequence classifier trains on one {"text","label"} row per example, so drop --packing');
+  if (classifier && f.chatTemplate !== undefined) throw new CliError('--chat-template is for {"messages"} data of a causal language model; a sequence classifier trains on {"text","label"} rows');
   const chatTemplate = f.chatTemplate ? await readFile(f.chatTemplate, 'utf8') : undefined;
 
-  const train = await loadDataset(f.data, tokenizer, { chatTemplate });
-  let trainRows: TokenizedExample[] = train.examples;
-  let evalRows: TokenizedExample[] | undefined;
-  if (f.evalData) evalRows = (await loadDataset(f.evalData, tokenizer, { chatTemplate })).examples;
-  else if (f.evalSplit !== undefined) ({ train: trainRows, eval: evalRows } = splitForEval(trainRows, f.evalSplit, f.seed));
-  const prepared = prepareExamples(trainRows, { maxLength, packing: f.packing, file: f.data });
-  const preparedEval = evalRows ? prepareExamples(evalRows, { maxLength, packing: f.packing, file: f.evalData ?? f.data }) : undefined;
-  say(
-    `data: ${prepared.examples.length} training ${f.packing ? `blocks of ${maxLength} tokens` : 'examples'} (${train.format}` +
-      `${prepared.dropped ? `, ${prepared.dropped} left out: no label within --max-len ${maxLength}` : ''})` +
-      (preparedEval ? `, ${preparedEval.examples.length} for evaluation` : ', no evaluation set'),
-  );
+  let trainExamples: Example[];
+  let evalExamples: Example[] | undefined;
+  if (classifier) {
+    const labels = model.config;
+    const train = await loadClassificationDataset(f.data, tokenizer, { labels, maxLength });
+    const ev = f.evalData ? await loadClassificationDataset(f.evalData, tokenizer, { labels, maxLength }) : undefined;
+    trainExamples = train.examples;
+    if (ev) evalExamples = ev.examples;
+    else if (f.evalSplit !== undefined) ({ train: trainExamples, eval: evalExamples } = splitForEval(trainExamples, f.evalSplit, f.seed));
+    const cut = train.truncated + (ev?.truncated ?? 0);
+    say(
+      `data: ${trainExamples.length} training examples ({"text","label"}, ${labels.numLabels} classes` +
+        `${cut ? `; ${cut} cut to --max-len ${maxLength}` : ''})` +
+        (evalExamples ? `, ${evalExamples.length} for evaluation` : ', no evaluation set'),
+    );
+  } else {
+    const train = await loadDataset(f.data, tokenizer, { chatTemplate });
+    let trainRows = train.examples;
+    let evalRows = f.evalData ? (await loadDataset(f.evalData, tokenizer, { chatTemplate })).examples : undefined;
+    if (!f.evalData && f.evalSplit !== undefined) ({ train: trainRows, eval: evalRows } = splitForEval(trainRows, f.evalSplit, f.seed));
+    const prepared = prepareExamples(trainRows, { maxLength, packing: f.packing, file: f.data });
+    const preparedEval = evalRows ? prepareExamples(evalRows, { maxLength, packing: f.packing, file: f.evalData ?? f.data }) : undefined;
+    say(
+      `data: ${prepared.examples.length} training ${f.packing ? `blocks of ${maxLength} tokens` : 'examples'} (${train.format}` +
+        `${prepared.dropped ? `, ${prepared.dropped} left out: no label within --max-len ${maxLength}` : ''})` +
+        (preparedEval ? `, ${preparedEval.examples.length} for evaluation` : ', no evaluation set'),
+    );
+    trainExamples = prepared.examples;
+    evalExamples = preparedEval?.examples;
+  }
 
   const adapted = await adapt(f, model);
   let trainable = 0;
@@ -202,9 +244,9 @@ async function runTrain(f: TrainFlags): Promise<void> {
   const total = model.weights.numel();
   say(`${adapted.peftType}: ${trainable.toLocaleString('en-US')} trainable parameters of ${total.toLocaleString('en-US')} (${((100 * trainable) / total).toFixed(3)}%)`);
 
-  const steps = totalStepsFor(prepared.examples.length, { maxSteps: f.steps, epochs: f.epochs, batchSize: f.batch, gradAccum: f.gradAccum });
+  const steps = totalStepsFor(trainExamples.length, { maxSteps: f.steps, epochs: f.epochs, batchSize: f.batch, gradAccum: f.gradAccum });
   const progress = progressFor(process.stderr, f.logEvery);
-  const trainer = new Trainer(adapted, prepared.examples, preparedEval?.examples, {
+  const trainer = new Trainer(adapted, trainExamples, evalExamples, {
     outputDir: f.out,
     padTokenId: padId,
     learningRate: f.lr ?? (f.method === 'full' ? 5e-5 : f.method === 'lora' || f.method === 'qlora' ? 2e-4 : METHOD_SPECS[f.method].learningRate),
@@ -247,7 +289,9 @@ async function runTrain(f: TrainFlags): Promise<void> {
     await copyTokenizer(dir, f.out);
     const evalText = r.initialEvalLoss !== undefined && r.finalEvalLoss !== undefined ? `; eval loss ${r.initialEvalLoss.toFixed(4)} -> ${r.finalEvalLoss.toFixed(4)}` : r.finalEvalLoss !== undefined ? `; eval loss ${r.finalEvalLoss.toFixed(4)}` : '';
     const saved = f.method === 'full' ? 'model (config.json, model.safetensors)' : 'adapter (adapter_config.json, adapter_model.safetensors)';
-    say(`done: ${r.globalStep} steps, final loss ${r.finalLoss?.toFixed(4)}${evalText}`);
+    const accText =
+      r.finalEvalAccuracy === undefined ? '' : r.initialEvalAccuracy !== undefined ? `; eval accuracy ${fmtAccuracy(r.initialEvalAccuracy)} -> ${fmtAccuracy(r.finalEvalAccuracy)}` : `; eval accuracy ${fmtAccuracy(r.finalEvalAccuracy)}`;
+    say(`done: ${r.globalStep} steps, final loss ${r.finalLoss?.toFixed(4)}${evalText}${accText}`);
     say(`saved the ${saved}, ${METRICS_FILE} and ${PLOT_FILE} to ${f.out}`);
   } finally {
     process.removeListener('SIGINT', onSigint);

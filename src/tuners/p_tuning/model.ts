@@ -56,8 +56,9 @@ export class PTuningModel extends PromptLearningModel<PromptEncoderConfig> {
     return this.forwardWithVirtualTokens(ctx, args, () => this.promptGraph(ctx));
   }
 
-  override loss(logits: Value, labels: Value): Value {
-    return this.lossWithVirtualTokens(logits, labels, this.numVirtualTokens);
+  /** Causal LM: one -100 label per virtual token in front of the labels, as peft does (the additive prompt inserts none). */
+  override get prependedLabels(): number {
+    return this.config.taskType === 'CAUSAL_LM' ? this.numVirtualTokens : 0;
   }
 
   configToDisk(): Record<string, PyJson> {

@@ -78,8 +78,18 @@ export abstract class PromptLearningModel<C extends PromptLearningConfig> implem
   /** Saved tensor names of adapter_model.safetensors, from the prompt embeddings (peft's layout). */
   protected abstract savedPromptTensors(prompt: TrainableTensor): Map<string, TrainableTensor>;
 
+  /**
+   * Causal LM: the -100 labels loss() puts in front of the caller's labels (AdaptedModel.prependedLabels).
+   * None here: prefix tuning adds no logit positions; prompt tuning and P-tuning override it.
+   */
+  get prependedLabels(): number {
+    return 0;
+  }
+
+  /** The base model's loss; labels [batch, T] get prependedLabels leading -100 to line up with logits [batch, P + T, vocab], as peft does. */
   loss(logits: Value, labels: Value): Value {
-    return this.base.loss(logits, labels);
+    const count = this.prependedLabels;
+    return this.base.loss(logits, count > 0 ? prependConstant(labels, count, -100) : labels);
   }
 
   /**
@@ -106,12 +116,6 @@ export abstract class PromptLearningModel<C extends PromptLearningConfig> implem
       positionIds,
       tokenTypeIds: args.tokenTypeIds ? prependConstant(args.tokenTypeIds, P, 0) : undefined,
     });
-  }
-
-  /** Causal LM with virtual tokens: labels [batch, T] get P leading -100 to line up with logits [batch, P + T, vocab], as peft does. */
-  protected lossWithVirtualTokens(logits: Value, labels: Value, count: number): Value {
-    if (this.config.taskType === 'CAUSAL_LM' && count > 0) return this.base.loss(logits, prependConstant(labels, count, -100));
-    return this.base.loss(logits, labels);
   }
 
   parameters(): Map<string, TrainableTensor> {

@@ -13,6 +13,7 @@ import type { AdaptedModel, TrainableTensor } from '../tuners/types.js';
 import type { Batch } from './batches.js';
 import { IGNORE_INDEX } from './data.js';
 import { TrainError } from './errors.js';
+import { drawKeepMask } from './keepmask.js';
 import type { Rng } from './rng.js';
 
 export type StepOptions = Pick<RuntimeOptions, 'threads' | 'executionProvider' | 'graphOptimization' | 'weights' | 'memPattern' | 'cpuMemArena'> & {
@@ -202,8 +203,7 @@ export class TrainStep {
       if (!opts.rng) throw new TrainError('this model uses dropout, so the train step needs an rng to draw masks from');
       const shape = d.shape.map((x) => resolveDim(x, { batch: batch.size, seq: batch.seq }));
       const n = shape.reduce((p, q) => p * q, 1);
-      const keep = new Uint8Array(n);
-      for (let i = 0; i < n; i++) keep[i] = opts.rng.nextFloat() >= d.ratio ? 1 : 0;
+      const keep = drawKeepMask(opts.rng, n, d.ratio);
       feeds[d.name] = { dtype: 'bool', shape, data: keep };
     }
     const out = await this.session.run(feeds);

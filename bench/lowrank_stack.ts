@@ -21,6 +21,7 @@ import * as ort from 'onnxruntime-node';
 import { Graph, type Value } from '../src/graph/ir.js';
 import * as o from '../src/graph/ops.js';
 import { grad } from '../src/autodiff/grad.js';
+import { mulberry32 } from '../src/nn/random.js';
 import { RuntimeSession, type HostTensor, type RuntimeOptions } from '../src/runtime/session.js';
 
 // ---------------------------------------------------------------------------------- options
@@ -140,16 +141,6 @@ function parseArgs(argv: string[]): Options {
 //   weights.safetensors: layers.{l}.weight [d, d] float32 (torch nn.Linear layout [out, in])
 //   inputs.bin: x [batch*seq*d], then per layer A [r*d] and B [d*r], float32 little-endian
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 function uniform(n: number, seed: number, bound: number): Float32Array {
   const r = mulberry32(seed);
   const a = new Float32Array(n);

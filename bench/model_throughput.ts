@@ -15,34 +15,17 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseConfig } from '../src/io/hfconfig.js';
-import { WeightStore } from '../src/nn/weights.js';
-import { GPT2Model } from '../src/models/gpt2.js';
-import { LlamaModel } from '../src/models/llama.js';
 import type { PretrainedModel } from '../src/models/types.js';
 import { ForwardSession, Generator } from '../src/generate/index.js';
 import type { RuntimeOptions } from '../src/runtime/session.js';
+import { noise, randomBenchModel } from './train_models.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '../..');
 const HEADING = '## Models: forward and KV-cache decode';
 
-// Shapes of peer_torch.py's SHAPES (the Hugging Face checkpoints' configs).
-const CONFIGS: Record<string, Record<string, unknown>> = {
-  gpt2: {
-    model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], vocab_size: 50257, n_embd: 768, n_layer: 12, n_head: 12,
-    n_positions: 1024, activation_function: 'gelu_new', layer_norm_epsilon: 1e-5, tie_word_embeddings: true,
-  },
-  llama: {
-    model_type: 'llama', architectures: ['LlamaForCausalLM'], vocab_size: 49152, hidden_size: 576, num_hidden_layers: 30,
-    num_attention_heads: 9, num_key_value_heads: 3, intermediate_size: 1536, max_position_embeddings: 2048, rms_norm_eps: 1e-5,
-    rope_theta: 10000, hidden_act: 'silu', tie_word_embeddings: true,
-  },
-  tiny: {
-    model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], vocab_size: 1000, n_embd: 64, n_layer: 2, n_head: 4,
-    n_positions: 512, activation_function: 'gelu_new', layer_norm_epsilon: 1e-5, tie_word_embeddings: true,
-  },
-};
+// The models of train_models.ts's BENCH_CONFIGS (peer_torch.py's SHAPES) this benchmark offers.
+const MODELS = ['gpt2', 'llama', 'tiny'];
 
 interface Options {
   models: string[];
@@ -93,48 +76,8 @@ function parseArgs(argv: string[]): Options {
     }
   }
   for (const w of o.weights) if (w !== 'shared' && w !== 'prepacked') throw new Error(`unknown weights mode ${w}; choose shared or prepacked`);
-  for (const m of o.models) if (!(m in CONFIGS)) throw new Error(`unknown model ${m}; choose from ${Object.keys(CONFIGS).join(', ')}`);
+  for (const m of o.models) if (!MODELS.includes(m)) throw new Error(`unknown model ${m}; choose from ${MODELS.join(', ')}`);
   return o;
-}
-
-// ------------------------------------------------------------------------ random model in memory
-
-/** Uniform noise with standard deviation `std` (xorshift32), fast enough for 135M values. */
-function noise(n: number, std: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  const scale = (std * Math.sqrt(12)) / 4294967296;
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = ((x >>> 0) - 2147483648) * scale;
-  }
-  return out;
-}
-
-function randomModel(name: string): PretrainedModel {
-  const config = parseConfig(CONFIGS[name]!, `${name} (bench)`);
-  const weights = new WeightStore();
-  const model = config.family === 'gpt2' ? new GPT2Model(config, weights, '') : new LlamaModel(config, weights, '');
-  const specs = new Map(model.linears().map((s) => [s.name, s]));
-  const C = config.hiddenSize;
-  let seed = 1;
-  for (const w of model.expectedWeights()) {
-    const module = w.slice(0, w.lastIndexOf('.'));
-    const spec = specs.get(module);
-    let shape: number[];
-    if (spec) shape = w.endsWith('.bias') ? [spec.outFeatures] : spec.layout === 'conv1d' ? [spec.inFeatures, spec.outFeatures] : [spec.outFeatures, spec.inFeatures];
-    else if (w === `${model.embeddingName}.weight`) shape = [config.vocabSize, C];
-    else if (w === 'transformer.wpe.weight') shape = [config.maxPositionEmbeddings, C];
-    else shape = [C];
-    const n = shape.reduce((p, q) => p * q, 1);
-    // Norm weights 1, biases 0, matrices N(0, 0.02)-sized noise, as a fresh transformers init.
-    const data = spec || shape.length === 2 ? noise(n, 0.02, seed++) : w.endsWith('.bias') ? new Float32Array(n) : new Float32Array(n).fill(1);
-    weights.set(w, { shape, data });
-  }
-  if (config.tieWordEmbeddings) weights.alias('lm_head.weight', `${model.embeddingName}.weight`);
-  return model;
 }
 
 // ------------------------------------------------------------------------------- measurement
@@ -273,7 +216,7 @@ async function main(): Promise<void> {
     if (opt.repeat > 1) console.log(`--- repeat ${rep + 1} of ${opt.repeat}`);
     for (const name of opt.models) {
       const t0 = performance.now();
-      const model = randomModel(name);
+      const model = randomBenchModel(name);
       console.log(`${name}: ${model.weights.numel().toLocaleString('en-US')} parameters, random weights built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
       // The peer first, while our process holds only the JS weights (it runs alone, never beside ours).
       let pf: PeerRun | undefined;

@@ -31,6 +31,7 @@ import { type HostTensor, RuntimeSession } from '../src/runtime/session.js';
 import { type Batch } from '../src/train/batches.js';
 import { parseJsonl, prepareExamples, tokenizeRecords } from '../src/train/data.js';
 import { Trainer } from '../src/train/trainer.js';
+import { normals } from './random_weights.js';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -57,26 +58,6 @@ const SHAPES: Record<string, Shape> = {
     },
   },
 };
-
-function normals(n: number, std: number, seed: number): Float32Array {
-  let s = seed >>> 0 || 1;
-  const next = () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return (s + 0.5) / 4294967296;
-  };
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i += 2) {
-    const r = Math.sqrt(-2 * Math.log(next())) * std;
-    const t = 2 * Math.PI * next();
-    out[i] = r * Math.cos(t);
-    if (i + 1 < n) out[i + 1] = r * Math.sin(t);
-  }
-  return out;
-}
 
 /** A random N(0, 0.02) bf16 checkpoint of the shape (written once, reused by every run). */
 async function writeModel(dir: string, c: Record<string, number | unknown>): Promise<void> {

@@ -20,29 +20,10 @@ import { RuntimeSession } from '../src/runtime/session.js';
 import { dequantize4bit, quantize4bit } from '../src/quant/blockwise.js';
 import { dequantizeInGraph } from '../src/quant/graph.js';
 import type { QuantizationConfig } from '../src/quant/plan.js';
+import { normals } from './random_weights.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const FIXTURES = process.env.PEFT_FIXTURES ?? resolve(process.cwd(), '../shared/fixtures');
-
-function normals(n: number, std: number, seed: number): Float32Array {
-  let s = seed >>> 0 || 1;
-  const next = () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return (s + 0.5) / 4294967296;
-  };
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i += 2) {
-    const r = Math.sqrt(-2 * Math.log(next())) * std;
-    const t = 2 * Math.PI * next();
-    out[i] = r * Math.cos(t);
-    if (i + 1 < n) out[i + 1] = r * Math.sin(t);
-  }
-  return out;
-}
 
 function cpuMs<T>(f: () => T): [T, number] {
   const c0 = process.cpuUsage();

@@ -1,6 +1,7 @@
 // The models and methods of the training benchmarks: random-weight GPT-2-small- and
 // SmolLM-135M-shaped models built in memory (shapes of peer_torch.py's SHAPES), and each method
-// applied the way peer_torch.py applies it. Shared by train_methods.ts and profile_train_step.ts.
+// applied the way peer_torch.py applies it. Shared by train_methods.ts and profile_train_step.ts;
+// model_throughput.ts builds its inference models here too.
 
 import { parseConfig } from '../src/io/hfconfig.js';
 import { GPT2Model } from '../src/models/gpt2.js';
@@ -12,7 +13,7 @@ import { getFullFineTuneModel } from '../src/tuners/full/index.js';
 import { createAdapter } from '../src/tuners/load.js';
 import type { AdaptedModel } from '../src/tuners/types.js';
 
-// Shapes of peer_torch.py's SHAPES (the Hugging Face checkpoints' configs), as bench/model_throughput.ts.
+// Shapes of peer_torch.py's SHAPES (the Hugging Face checkpoints' configs); bench/model_throughput.ts uses gpt2, llama and tiny.
 export const BENCH_CONFIGS: Record<string, Record<string, unknown>> = {
   gpt2: {
     model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], vocab_size: 50257, n_embd: 768, n_layer: 12, n_head: 12,

@@ -5,24 +5,15 @@
 import { Graph } from '../src/graph/ir.js';
 import * as o from '../src/graph/ops.js';
 import { grad } from '../src/autodiff/grad.js';
+import { mulberry32 } from '../src/nn/random.js';
 import { RuntimeSession } from '../src/runtime/session.js';
 import { AdamW } from '../src/train/adamw.js';
 import type { TrainableTensor } from '../src/tuners/types.js';
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 async function main(): Promise<void> {
   const hidden = 64;
   const steps = Number(process.argv[2] ?? 300);
-  const rand = rng(0);
+  const rand = mulberry32(0);
   const g = new Graph();
   const x = g.input('x', 'float32', ['batch', 2]);
   const y = g.input('y', 'float32', ['batch', 1]);

@@ -8,7 +8,7 @@ import type { BuildContext, LinearSpec } from '../nn/context.js';
 import { attention, attentionBias, embedding, layerNorm, linear, mergeHeads, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
-import { maskedLmLoss, modulePaths, sequenceClassificationLoss } from './common.js';
+import { appendPast, inputEmbeddings, maskedLmLoss, modulePaths, sequenceClassificationLoss } from './common.js';
 import { applySublayer } from './gpt2.js';
 import { type ForwardArgs, type ForwardResult, type KV, ModelError, type ModelTask, type PretrainedModel } from './types.js';
 
@@ -87,7 +87,7 @@ export class BertModel implements PretrainedModel {
     const D = this.headDim;
     const eps = cfg.normEps;
     if (args.past?.length && this.task !== 'seq-cls' && this.task !== 'base') throw new ModelError('BERT masked-LM does not take past keys/values');
-    const words = args.inputsEmbeds ?? this.embedTokens(ctx, args.inputIds ?? fail('inputIds or inputsEmbeds is required'));
+    const words = inputEmbeddings(this, ctx, args);
     const h0 = ctx.graph.scope('bert.embeddings', () => {
       const positions = args.positionIds ?? o.unsqueeze(o.arangeOfDim(words, 1), 0);
       const pos = embedding(ctx, 'bert.embeddings.position_embeddings', positions);
@@ -108,10 +108,7 @@ export class BertModel implements PretrainedModel {
         const q = splitHeads(linear(ctx, spec(`${p}.attention.self.query`), x), H, D);
         const k = splitHeads(linear(ctx, spec(`${p}.attention.self.key`), x), H, D);
         const v = splitHeads(linear(ctx, spec(`${p}.attention.self.value`), x), H, D);
-        const past = args.past?.[i];
-        const key = past ? o.concat([past.key, k], 2) : k;
-        const value = past ? o.concat([past.value, v], 2) : v;
-        presents.push({ key, value });
+        const { key, value } = appendPast(args.past?.[i], k, v, presents);
         const attnOut = linear(ctx, spec(`${p}.attention.output.dense`), mergeHeads(attention(q, key, value, bias, D), H, D));
         const attnNorm = (t: Value) => layerNorm(ctx, `${p}.attention.output.LayerNorm`, t, eps);
         const a = applySublayer(ctx, `${i}.attn`, i, attnOut, x, attnNorm);
@@ -140,8 +137,4 @@ export class BertModel implements PretrainedModel {
     if (this.task === 'seq-cls') return sequenceClassificationLoss(logits, labels);
     throw new ModelError('BertModel has no head and no loss; load BertForSequenceClassification or BertForMaskedLM');
   }
-}
-
-function fail(msg: string): never {
-  throw new ModelError(msg);
 }

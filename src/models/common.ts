@@ -1,8 +1,17 @@
-// Pieces shared by the architecture files: position ids, losses and module-name listings.
+// Pieces shared by the architecture files: input embeddings, position ids, the key/value cache,
+// losses and module-name listings.
 
 import type { Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
-import type { KV } from './types.js';
+import type { BuildContext } from '../nn/context.js';
+import { type ForwardArgs, type KV, ModelError, type PretrainedModel } from './types.js';
+
+/** inputs_embeds when given, else the token embeddings of input_ids. */
+export function inputEmbeddings(model: PretrainedModel, ctx: BuildContext, args: ForwardArgs): Value {
+  if (args.inputsEmbeds != null) return args.inputsEmbeds;
+  if (args.inputIds == null) throw new ModelError('inputIds or inputsEmbeds is required');
+  return model.embedTokens(ctx, args.inputIds);
+}
 
 /** arange(past, past + seq) for every row, as transformers builds position ids without a mask. */
 export function defaultPositions(tokens: Value, past?: KV[]): { positions: Value; pastLength?: Value } {
@@ -10,6 +19,17 @@ export function defaultPositions(tokens: Value, past?: KV[]): { positions: Value
   let pos = o.arangeOfDim(tokens, 1);
   if (pastLength) pos = o.add(pos, pastLength);
   return { positions: o.unsqueeze(pos, 0), pastLength };
+}
+
+/**
+ * One layer's keys and values [batch, heads, past + seq, headDim]: the cached `past` (if any) in
+ * front of this step's `k` and `v`, recorded in `presents` for the next decode step.
+ */
+export function appendPast(past: KV | undefined, k: Value, v: Value, presents: KV[]): KV {
+  const key = past ? o.concat([past.key, k], 2) : k;
+  const value = past ? o.concat([past.value, v], 2) : v;
+  presents.push({ key, value });
+  return { key, value };
 }
 
 /**

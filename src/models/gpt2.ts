@@ -8,7 +8,7 @@ import type { BuildContext, LinearSpec } from '../nn/context.js';
 import { attention, attentionBias, embedding, layerNorm, linear, mergeHeads, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
-import { causalLmLoss, defaultPositions, modulePaths } from './common.js';
+import { appendPast, causalLmLoss, defaultPositions, inputEmbeddings, modulePaths } from './common.js';
 import { type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
 
 export class GPT2Model implements PretrainedModel {
@@ -71,7 +71,7 @@ export class GPT2Model implements PretrainedModel {
     const cfg = this.config;
     const H = cfg.numAttentionHeads;
     const D = this.headDim;
-    const tokens = args.inputsEmbeds ?? this.embedTokens(ctx, args.inputIds ?? fail('inputIds or inputsEmbeds is required'));
+    const tokens = inputEmbeddings(this, ctx, args);
     const { positions, pastLength } = defaultPositions(tokens, args.past);
     const pos = embedding(ctx, 'transformer.wpe', args.positionIds ?? positions);
     let h = o.add(tokens, pos);
@@ -87,10 +87,7 @@ export class GPT2Model implements PretrainedModel {
         const x = layerNorm(ctx, `${p}.ln_1`, h, cfg.normEps);
         const qkv = linear(ctx, spec(`${p}.attn.c_attn`), x);
         const [q, k, v] = o.split(qkv, -1, [H * D, H * D, H * D]).map((t) => splitHeads(t, H, D)) as [Value, Value, Value];
-        const past = args.past?.[i];
-        const key = past ? o.concat([past.key, k], 2) : k;
-        const value = past ? o.concat([past.value, v], 2) : v;
-        presents.push({ key, value });
+        const { key, value } = appendPast(args.past?.[i], k, v, presents);
         const attnOut = linear(ctx, spec(`${p}.attn.c_proj`), mergeHeads(attention(q, key, value, bias, D), H, D));
         const afterAttn = applySublayer(ctx, `${i}.attn`, i, attnOut, residual);
         const y = layerNorm(ctx, `${p}.ln_2`, afterAttn, cfg.normEps);
@@ -115,8 +112,4 @@ export function applySublayer(ctx: BuildContext, key: string, layer: number, out
   const hook = ctx.sublayerHooks.get(key);
   if (hook) return hook({ layer, output, residual, norm, ctx });
   return norm ? norm(o.add(output, residual)) : o.add(output, residual);
-}
-
-function fail(msg: string): never {
-  throw new ModelError(msg);
 }

@@ -9,7 +9,7 @@ import type { BuildContext, LinearSpec } from '../nn/context.js';
 import { attention, attentionBias, embedding, linear, mergeHeads, repeatKV, rmsNorm, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
-import { causalLmLoss, defaultPositions, modulePaths } from './common.js';
+import { appendPast, causalLmLoss, defaultPositions, inputEmbeddings, modulePaths } from './common.js';
 import { applySublayer } from './gpt2.js';
 import { type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
 
@@ -129,7 +129,7 @@ export class LlamaModel implements PretrainedModel {
     const KVH = this.numKVHeads;
     const eps = cfg.normEps;
     const spec = (n: string) => this.byName.get(n)!;
-    let h = args.inputsEmbeds ?? this.embedTokens(ctx, args.inputIds ?? fail('inputIds or inputsEmbeds is required'));
+    let h = inputEmbeddings(this, ctx, args);
     const { positions, pastLength } = defaultPositions(h, args.past);
     const { cos, sin } = ctx.graph.scope('rotary_emb', () => {
       const { invFreq, positionScale } = ropeInvFreq(cfg, D);
@@ -152,10 +152,7 @@ export class LlamaModel implements PretrainedModel {
         const q = rope(splitHeads(linear(ctx, spec(`${p}.self_attn.q_proj`), x), H, D));
         const k = rope(splitHeads(linear(ctx, spec(`${p}.self_attn.k_proj`), x), KVH, D));
         const v = splitHeads(linear(ctx, spec(`${p}.self_attn.v_proj`), x), KVH, D);
-        const past = args.past?.[i];
-        const key = past ? o.concat([past.key, k], 2) : k;
-        const value = past ? o.concat([past.value, v], 2) : v;
-        presents.push({ key, value });
+        const { key, value } = appendPast(args.past?.[i], k, v, presents);
         const ctxOut = attention(q, repeatKV(key, H / KVH), repeatKV(value, H / KVH), bias, D);
         const attnOut = linear(ctx, spec(`${p}.self_attn.o_proj`), mergeHeads(ctxOut, H, D));
         const afterAttn = applySublayer(ctx, `${i}.attn`, i, attnOut, residual);
@@ -174,8 +171,4 @@ export class LlamaModel implements PretrainedModel {
   loss(logits: Value, labels: Value): Value {
     return causalLmLoss(logits, labels);
   }
-}
-
-function fail(msg: string): never {
-  throw new ModelError(msg);
 }

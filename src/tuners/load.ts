@@ -3,27 +3,11 @@
 // before any weights are read. createAdapter is the same dispatch for a new adapter.
 
 import { isAdapterHubFolder, loadBottleneck } from './bottleneck/index.js';
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { PretrainedModel } from '../models/types.js';
+import { readAdapterConfigFile } from './lora/save.js';
 import { TUNERS, type TunerOptions } from './registry.js';
 import { AdapterError, PeftConfigError, UnknownPeftTypeError, type AdaptedModel } from './types.js';
-
-/** adapter_config.json of `dir` as a plain object. */
-export async function readAdapterConfig(dir: string): Promise<Record<string, unknown>> {
-  const path = join(dir, 'adapter_config.json');
-  if (!existsSync(dir)) throw new AdapterError(`adapter folder ${dir} does not exist`);
-  if (!existsSync(path)) throw new AdapterError(`${dir} is not an adapter folder: adapter_config.json is missing`);
-  let obj: unknown;
-  try {
-    obj = JSON.parse(await readFile(path, 'utf8'));
-  } catch (e) {
-    throw new AdapterError(`${path} is not valid JSON: ${(e as Error).message}`);
-  }
-  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new AdapterError(`${path} must hold a JSON object`);
-  return obj as Record<string, unknown>;
-}
 
 function tunerFor(peftType: unknown, source: string) {
   if (typeof peftType !== 'string') throw new AdapterError(`${source}: peft_type is missing or not a string`);
@@ -36,7 +20,7 @@ function tunerFor(peftType: unknown, source: string) {
 export async function loadAdapter(base: PretrainedModel, dir: string, opts: TunerOptions = {}): Promise<AdaptedModel> {
   // AdapterHub bottleneck adapters carry their own config layout (no peft_type).
   if (await isAdapterHubFolder(dir)) return loadBottleneck(base, dir, { loadAs: opts.adapterName });
-  const config = await readAdapterConfig(dir);
+  const config = await readAdapterConfigFile(dir);
   return tunerFor(config.peft_type, join(dir, 'adapter_config.json')).fromPretrained(base, dir, opts);
 }
 

@@ -6,19 +6,11 @@ import { Graph, type Value } from '../../src/graph/ir.js';
 import * as o from '../../src/graph/ops.js';
 import type { Shape } from '../../src/graph/types.js';
 import { grad } from '../../src/autodiff/grad.js';
+import { mulberry32 } from '../../src/nn/random.js';
 import { RuntimeSession, type HostTensor } from '../../src/runtime/session.js';
 
 /** Deterministic PRNG (mulberry32) so failures reproduce. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 export function randn(rand: () => number, n: number, scale = 1): Float64Array {
   const out = new Float64Array(n);

@@ -31,6 +31,7 @@ import {
   writeSafetensors,
   writeShardedSafetensors,
 } from '../../src/io/safetensors.js';
+import { mulberry32 } from '../../src/nn/random.js';
 
 const FIXTURES = process.env.PEFT_FIXTURES ?? resolve(process.cwd(), '../shared/fixtures');
 const HAVE_FIXTURES = existsSync(join(FIXTURES, 'MANIFEST.json'));
@@ -401,20 +402,9 @@ test('file-level failures are typed too: missing file, folder, unknown tensor, c
   }
 });
 
-/** Small deterministic PRNG (mulberry32), so fuzz failures reproduce. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
+/** Damaged variants of a safetensors file, drawn from a seeded generator so fuzz failures reproduce. */
 function mutations(base: Uint8Array, seed: number): Array<{ label: string; bytes: Uint8Array }> {
-  const rand = prng(seed);
+  const rand = mulberry32(seed);
   const int = (n: number): number => Math.floor(rand() * n);
   const n = Number(new DataView(base.buffer, base.byteOffset, 8).getBigUint64(0, true));
   const out: Array<{ label: string; bytes: Uint8Array }> = [];

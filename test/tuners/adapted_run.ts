@@ -4,16 +4,14 @@
 import { Graph, type Value } from '../../src/graph/ir.js';
 import { grad } from '../../src/autodiff/grad.js';
 import { BuildContext } from '../../src/nn/context.js';
+import { mulberry32 } from '../../src/nn/random.js';
 import { RuntimeSession, type HostTensor } from '../../src/runtime/session.js';
 import { AdamW } from '../../src/train/adamw.js';
 import type { PretrainedModel } from '../../src/models/types.js';
 import type { AdaptedModel, TrainableTensor } from '../../src/tuners/types.js';
+import type { Batch } from '../helpers/fixtures.js';
 
-export interface Batch {
-  input_ids: HostTensor;
-  attention_mask: HostTensor;
-  labels: HostTensor;
-}
+export type { Batch };
 
 interface Compiled {
   sess: RuntimeSession;
@@ -126,14 +124,7 @@ export async function trainAndEval(m: AdaptedModel, train: Batch[], evalBatch: B
 
 /** Causal-LM batches of a counting task: token t+1 = token t + step (mod span) from random starts. */
 export function countingBatches(seedStart: number, n: number, rows: number, seq: number, lo: number, span: number, step = 1): Batch[] {
-  let a = seedStart >>> 0;
-  const rand = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rand = mulberry32(seedStart);
   const out: Batch[] = [];
   for (let b = 0; b < n; b++) {
     const ids = new BigInt64Array(rows * seq);
@@ -153,14 +144,7 @@ export function countingBatches(seedStart: number, n: number, rows: number, seq:
 
 /** Sequence-classification batches: label 1 when the first token comes from the upper half of a range. */
 export function classificationBatches(seedStart: number, n: number, rows: number, seq: number, lo: number, span: number): Batch[] {
-  let a = seedStart >>> 0;
-  const rand = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rand = mulberry32(seedStart);
   const out: Batch[] = [];
   for (let b = 0; b < n; b++) {
     const ids = new BigInt64Array(rows * seq);

@@ -5,8 +5,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadModel } from '../../src/models/load.js';
 import * as o from '../../src/graph/ops.js';
@@ -27,25 +26,15 @@ import {
   seqBnConfig,
 } from '../../src/tuners/bottleneck/index.js';
 import { PeftConfigError } from '../../src/tuners/types.js';
-import { fixturePath, host, maxAbsDiff, readTensors } from '../helpers/fixtures.js';
+import { fixtureBatch, fixturePath, inTempDir, maxAbsDiff, readTensors } from '../helpers/fixtures.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 import { Trainer } from '../../src/train/trainer.js';
 import { type Batch, classificationBatches, countingExamples, runAdapted, runBase, trainAndEval } from './adapted_run.js';
 
 const CASES = ['gpt2', 'llama', 'bert'].flatMap((m) => ['bn_seq', 'bn_double_seq', 'bn_par'].map((c) => [m, c] as const));
 
-async function fixtureBatch(model: string): Promise<Batch> {
-  const b = await readTensors('models', model, 'batch.safetensors');
-  return { input_ids: host(b.get('input_ids')!), attention_mask: host(b.get('attention_mask')!), labels: host(b.get('labels')!) };
-}
-
-async function withTmp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), 'bn-'));
-  try {
-    return await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+function withTmp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  return inTempDir('bn-', fn);
 }
 
 for (const [model, name] of CASES) {

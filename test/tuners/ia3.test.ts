@@ -4,34 +4,23 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadModel } from '../../src/models/load.js';
 import { readSafetensors, toFloat32 } from '../../src/io/safetensors.js';
 import { IA3Model, loadIA3 } from '../../src/tuners/ia3/index.js';
 import { PeftConfigError, AdapterError } from '../../src/tuners/types.js';
-import { fixturePath, host, maxAbsDiff, readTensors } from '../helpers/fixtures.js';
+import { fixtureBatch, fixturePath, inTempDir, maxAbsDiff, readTensors } from '../helpers/fixtures.js';
 import { Trainer } from '../../src/train/trainer.js';
 import { createAdapter, loadAdapter } from '../../src/tuners/load.js';
 import { type Batch, classificationBatches, countingExamples, runAdapted, runBase, trainAndEval } from './adapted_run.js';
-
-async function fixtureBatch(model: string): Promise<Batch> {
-  const b = await readTensors('models', model, 'batch.safetensors');
-  return { input_ids: host(b.get('input_ids')!), attention_mask: host(b.get('attention_mask')!), labels: host(b.get('labels')!) };
-}
 
 function relDiff(a: number, b: number): number {
   return Math.abs(a - b) / Math.abs(b);
 }
 
-async function withTmp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), 'ia3-'));
-  try {
-    return await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+function withTmp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  return inTempDir('ia3-', fn);
 }
 
 for (const name of ['gpt2', 'llama', 'bert']) {

@@ -2,27 +2,15 @@
 // gradients of every graph param) fed from an adapted model's parameters, and comparisons.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { grad } from '../../src/autodiff/grad.js';
 import { Graph, type Value } from '../../src/graph/ir.js';
 import type { PretrainedModel } from '../../src/models/types.js';
 import { BuildContext } from '../../src/nn/context.js';
 import { RuntimeSession, type HostTensor } from '../../src/runtime/session.js';
 import type { AdaptedModel, TrainableTensor } from '../../src/tuners/types.js';
-import { host, readTensors } from '../helpers/fixtures.js';
+import { type Batch, fixtureBatch, inTempDir } from '../helpers/fixtures.js';
 
-export interface Batch {
-  input_ids: HostTensor;
-  attention_mask: HostTensor;
-  labels: HostTensor;
-}
-
-export async function fixtureBatch(model: string): Promise<Batch> {
-  const b = await readTensors('models', model, 'batch.safetensors');
-  return { input_ids: host(b.get('input_ids')!), attention_mask: host(b.get('attention_mask')!), labels: host(b.get('labels')!) };
-}
+export { type Batch, fixtureBatch };
 
 export interface Compiled {
   sess: RuntimeSession;
@@ -96,11 +84,6 @@ export function assertClose(a: ArrayLike<number>, b: ArrayLike<number>, atol: nu
   assert.ok(at < 0, `${what}: element ${at} is ${a[at]} vs ${b[at]} (beyond atol ${atol} + rtol ${rtol})`);
 }
 
-export async function withTmp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), 'lora-'));
-  try {
-    return await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+export function withTmp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  return inTempDir('lora-', fn);
 }

@@ -14,9 +14,8 @@ import { Rng } from '../../src/train/rng.js';
 import { EvalStep, TrainStep } from '../../src/train/step.js';
 import { fixturePath, maxAbsDiff } from '../helpers/fixtures.js';
 import {
+  checkFixtureCase,
   checkOutputs,
-  checkSavedMatchesFixture,
-  expectedPrompt,
   fixtureBatch,
   fixtureConfig,
   markerBatch,
@@ -24,7 +23,6 @@ import {
   repeatedTokenBatch,
   trainAndEval,
   trainableState,
-  withTempDir,
 } from './prompt_learning_support.js';
 
 for (const name of ['gpt2', 'llama', 'bert']) {
@@ -33,15 +31,7 @@ for (const name of ['gpt2', 'llama', 'bert']) {
     const batch = await fixtureBatch(name);
     for (const c of ['p_tuning_mlp', 'p_tuning_lstm']) {
       const caseDir = join('adapters', name, c);
-      const model = await loadPTuning(base, fixturePath(caseDir));
-      assert.equal(model.numVirtualTokens, 5);
-      const used = await expectedPrompt(caseDir);
-      assert.equal(maxAbsDiff((await model.promptEmbeddings()).data, used), 0, `${caseDir}: prompt used`);
-      await checkOutputs(model, caseDir, batch);
-      await withTempDir(async (dir) => {
-        await checkSavedMatchesFixture(model, caseDir, dir);
-        await checkOutputs(await loadPTuning(base, dir), caseDir, batch);
-      });
+      const { used } = await checkFixtureCase(base, caseDir, batch, loadPTuning);
       // The encoder (MLP, or the LSTM unrolled in the graph) on peft's trained weights gives the saved prompt.
       const fresh = PTuningModel.create(base, promptEncoderConfigFromDisk(await fixtureConfig(caseDir)), { seed: 9 });
       const state = await trainableState(caseDir);

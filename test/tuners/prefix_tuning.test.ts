@@ -10,9 +10,8 @@ import { PrefixTuningModel, loadPrefixTuning, prefixTuningConfigFromDisk } from 
 import { PeftConfigError } from '../../src/tuners/types.js';
 import { fixturePath, maxAbsDiff } from '../helpers/fixtures.js';
 import {
+  checkFixtureCase,
   checkOutputs,
-  checkSavedMatchesFixture,
-  expectedPrompt,
   fixtureBatch,
   fixtureConfig,
   markerBatch,
@@ -20,7 +19,6 @@ import {
   repeatedTokenBatch,
   trainAndEval,
   trainableState,
-  withTempDir,
 } from './prompt_learning_support.js';
 
 for (const name of ['gpt2', 'llama', 'bert']) {
@@ -29,16 +27,8 @@ for (const name of ['gpt2', 'llama', 'bert']) {
     const batch = await fixtureBatch(name);
     for (const c of ['prefix_tuning', 'prefix_tuning_projection']) {
       const caseDir = join('adapters', name, c);
-      const model = await loadPrefixTuning(base, fixturePath(caseDir));
-      assert.equal(model.numVirtualTokens, 5);
+      const { model, used } = await checkFixtureCase(base, caseDir, batch, loadPrefixTuning, 'prefix');
       assert.equal(model.projected, false, 'a loaded adapter uses the saved prefix');
-      const used = await expectedPrompt(caseDir);
-      assert.equal(maxAbsDiff((await model.promptEmbeddings()).data, used), 0, `${caseDir}: prefix used`);
-      await checkOutputs(model, caseDir, batch);
-      await withTempDir(async (dir) => {
-        await checkSavedMatchesFixture(model, caseDir, dir);
-        await checkOutputs(await loadPrefixTuning(base, dir), caseDir, batch);
-      });
       // From the in-memory peft state: the projection MLP recomputes the saved prefix.
       const fresh = PrefixTuningModel.create(base, prefixTuningConfigFromDisk(await fixtureConfig(caseDir)), { seed: 5 });
       assert.equal(fresh.projected, c === 'prefix_tuning_projection');

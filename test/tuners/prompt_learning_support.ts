@@ -3,8 +3,7 @@
 // trip), and a tiny training loop with AdamW that reports eval loss before and after.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { grad } from '../../src/autodiff/grad.js';
 import { Graph, type Value } from '../../src/graph/ir.js';
@@ -13,19 +12,10 @@ import type { PretrainedModel } from '../../src/models/types.js';
 import { BuildContext } from '../../src/nn/context.js';
 import { type HostTensor, RuntimeSession } from '../../src/runtime/session.js';
 import { AdamW } from '../../src/train/adamw.js';
-import type { AdaptedModel } from '../../src/tuners/types.js';
-import { fixturePath, host, maxAbsDiff, readTensors } from '../helpers/fixtures.js';
+import type { AdaptedModel, TrainableTensor } from '../../src/tuners/types.js';
+import { type Batch, fixtureBatch, fixturePath, inTempDir, maxAbsDiff, readTensors } from '../helpers/fixtures.js';
 
-export interface Batch {
-  input_ids: HostTensor;
-  attention_mask: HostTensor;
-  labels: HostTensor;
-}
-
-export async function fixtureBatch(model: string): Promise<Batch> {
-  const b = await readTensors('models', model, 'batch.safetensors');
-  return { input_ids: host(b.get('input_ids')!), attention_mask: host(b.get('attention_mask')!), labels: host(b.get('labels')!) };
-}
+export { type Batch, fixtureBatch };
 
 /** One session computing logits, loss and (optionally) the gradient of the loss for every trainable tensor. */
 export class AdaptedRunner {
@@ -98,13 +88,8 @@ export async function expectedPrompt(caseDir: string): Promise<Float32Array> {
   return toFloat32(expected.get('prompt_embeddings_used')!);
 }
 
-export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), 'peft-prompt-'));
-  try {
-    return await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+export function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  return inTempDir('peft-prompt-', fn);
 }
 
 /**
@@ -126,6 +111,33 @@ export async function checkSavedMatchesFixture(model: AdaptedModel, caseDir: str
   const bytesA = await readFile(join(dir, 'adapter_model.safetensors'));
   const bytesB = await readFile(fixturePath(caseDir, 'adapter_model.safetensors'));
   assert.ok(bytesA.equals(bytesB), `${caseDir}: adapter_model.safetensors bytes differ from peft's`);
+}
+
+/** A prompt-learning adapter as the fixture checks see it. */
+type PromptModel = AdaptedModel & { numVirtualTokens: number; promptEmbeddings(): Promise<TrainableTensor> };
+
+/**
+ * The checks every fixture case starts with: the adapter `load` reads from `caseDir` has 5 virtual
+ * tokens, uses exactly the fixture's prompt (`what` names it in the message), gives its logits and
+ * loss, saves byte-exact and reloads to the same outputs. Returns the model and the prompt used.
+ */
+export async function checkFixtureCase<M extends PromptModel>(
+  base: PretrainedModel,
+  caseDir: string,
+  batch: Batch,
+  load: (base: PretrainedModel, dir: string) => Promise<M>,
+  what = 'prompt',
+): Promise<{ model: M; used: Float32Array }> {
+  const model = await load(base, fixturePath(caseDir));
+  assert.equal(model.numVirtualTokens, 5);
+  const used = await expectedPrompt(caseDir);
+  assert.equal(maxAbsDiff((await model.promptEmbeddings()).data, used), 0, `${caseDir}: ${what} used`);
+  await checkOutputs(model, caseDir, batch);
+  await withTempDir(async (dir) => {
+    await checkSavedMatchesFixture(model, caseDir, dir);
+    await checkOutputs(await load(base, dir), caseDir, batch);
+  });
+  return { model, used };
 }
 
 export async function fixtureConfig(caseDir: string): Promise<Record<string, unknown>> {

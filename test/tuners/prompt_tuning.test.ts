@@ -19,11 +19,10 @@ import { AdapterError, PeftConfigError } from '../../src/tuners/types.js';
 import { fixturePath, maxAbsDiff, readTensors } from '../helpers/fixtures.js';
 import {
   AdaptedRunner,
+  checkFixtureCase,
   checkOutputs,
   prefillDecodeMatches,
-  checkSavedMatchesFixture,
   repeatedTokenBatch,
-  expectedPrompt,
   fixtureBatch,
   fixtureConfig,
   markerBatch,
@@ -44,16 +43,7 @@ for (const name of ['gpt2', 'llama', 'bert']) {
     const batch = await fixtureBatch(name);
     for (const c of ['prompt_tuning_random', 'prompt_tuning_text']) {
       const caseDir = join('adapters', name, c);
-      const model = await loadPromptTuning(base, fixturePath(caseDir));
-      assert.equal(model.numVirtualTokens, 5);
-      const used = await expectedPrompt(caseDir);
-      assert.equal(maxAbsDiff((await model.promptEmbeddings()).data, used), 0, `${caseDir}: prompt used`);
-      await checkOutputs(model, caseDir, batch);
-      await withTempDir(async (dir) => {
-        await checkSavedMatchesFixture(model, caseDir, dir);
-        const again = await loadPromptTuning(base, dir);
-        await checkOutputs(again, caseDir, batch);
-      });
+      const { used } = await checkFixtureCase(base, caseDir, batch, loadPromptTuning);
       // The in-memory state peft trains (trainable_state) gives the same prompt.
       const raw = await fixtureConfig(caseDir);
       const input = promptTuningConfigFromDisk(raw);

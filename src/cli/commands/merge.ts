@@ -11,9 +11,9 @@ import { resolveModelDir } from '../../io/hub.js';
 import { loadModel } from '../../models/load.js';
 import type { PretrainedModel } from '../../models/types.js';
 import { isAdapterHubFolder } from '../../tuners/bottleneck/index.js';
-import { loadAdapter, readAdapterConfig } from '../../tuners/load.js';
+import { loadAdapter } from '../../tuners/load.js';
 import { saveModelPretrained } from '../../tuners/lora/index.js';
-import { adapterBaseQuantization } from '../../tuners/lora/save.js';
+import { adapterBaseQuantization, readAdapterConfigFile } from '../../tuners/lora/save.js';
 import type { QuantizationConfig } from '../../quant/plan.js';
 import { AdapterError, type AdaptedModel } from '../../tuners/types.js';
 import { CliError } from '../errors.js';
@@ -88,7 +88,7 @@ export function register(program: Command): void {
 /** Which method a folder holds, read from its config alone (before any weights are loaded). */
 async function adapterMethod(dir: string): Promise<string> {
   if (await isAdapterHubFolder(dir)) return 'BOTTLENECK';
-  const config = await readAdapterConfig(dir);
+  const config = await readAdapterConfigFile(dir);
   if (typeof config.peft_type !== 'string') throw new AdapterError(`${join(dir, 'adapter_config.json')}: peft_type is missing or not a string`);
   return config.peft_type;
 }

@@ -2,19 +2,8 @@
 // and 'mam_adapter' init (Kaiming-uniform down-projection), zero biases, and a zero up-projection
 // by default so a fresh adapter computes exactly the base model.
 
+import { mulberry32 } from '../../nn/random.js';
 import type { TrainableTensor } from '../types.js';
-
-/** mulberry32: small, fast, reproducible. */
-function uniform(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function normal(n: number, std: number, rand: () => number): Float32Array {
   const out = new Float32Array(n);
@@ -31,7 +20,7 @@ export interface BnInitOptions {
 
 /** The four tensors of one adapter: down [bottleneck, hidden], up [hidden, bottleneck]. */
 export function initBottleneck(hidden: number, bottleneck: number, opts: BnInitOptions): Record<'down' | 'downBias' | 'up' | 'upBias', TrainableTensor> {
-  const rand = uniform(opts.seed);
+  const rand = mulberry32(opts.seed);
   let down: Float32Array;
   let up: Float32Array;
   if (opts.initWeights === 'mam_adapter') {

@@ -4,6 +4,7 @@
 
 import type { Value } from '../../graph/ir.js';
 import type { BuildContext } from '../../nn/context.js';
+import { mulberry32 } from '../../nn/random.js';
 import type { ForwardArgs, ForwardResult, PretrainedModel } from '../../models/types.js';
 import { AdapterError, PeftConfigError, type AdaptedModel, type TrainableTensor } from '../types.js';
 import { type IA3Config, type IA3Options, isFeedforward, matchesTarget, resolveIA3Config, validateIA3Config } from './config.js';
@@ -21,14 +22,7 @@ export interface CreateIA3Options extends IA3Options {
 
 /** Box-Muller over mulberry32: torch.randn's distribution, reproducibly seeded. */
 function randomNormal(n: number, seed: number): Float32Array {
-  let a = seed >>> 0;
-  const next = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(Math.max(next(), 1e-12))) * Math.cos(2 * Math.PI * next());
   return out;

@@ -4,20 +4,17 @@
 
 import { Graph } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
+import { mulberry32 } from '../../nn/random.js';
 import { RuntimeSession } from '../../runtime/session.js';
 
-/** SplitMix64-style seeded generator over 32-bit halves (mulberry32); uniform in [0, 1). */
+/** The seeded mulberry32 stream (nn/random.ts), uniform in [0, 1), with standard normals drawn from it. */
 export class SeededRandom {
-  private a: number;
+  private readonly draw: () => number;
   constructor(seed: number) {
-    this.a = seed >>> 0;
+    this.draw = mulberry32(seed);
   }
   next(): number {
-    this.a = (this.a + 0x6d2b79f5) >>> 0;
-    let t = this.a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.draw();
   }
   /** Standard normal (Box-Muller). */
   normal(): number {

@@ -140,7 +140,7 @@ function modelCard(config: LoraConfig): string {
   ].join('\n');
 }
 
-/** Reads adapter_config.json as a plain object, with errors that say which file is wrong. */
+/** Reads any adapter's adapter_config.json as a plain object, with errors that say which file is wrong. */
 export async function readAdapterConfigFile(dir: string): Promise<Record<string, unknown>> {
   const path = join(dir, 'adapter_config.json');
   if (!existsSync(dir)) throw new AdapterError(`adapter folder ${dir} does not exist`);

@@ -1,0 +1,14 @@
+// mulberry32: the small seeded generator behind weight initialisation (LoRA, IA3, bottleneck
+// adapters) and the reproducible random data of tests, benchmarks and examples.
+
+/** mulberry32: uniform floats in [0, 1), the same stream for the same 32-bit seed. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -1,59 +1,34 @@
 // Dropout keep-masks drawn from the trainer's RNG in bulk. A mask is one Bernoulli(1 - ratio) byte
 // per element of the dropped tensor: 150M bytes a step for LoRA with dropout on every linear layer
-// of a 135M-parameter model at 4 x 256 tokens. Drawn one `Rng.nextFloat()` call at a time that was
-// ~8 ns an element (1.3 s a step); this file runs the same xoshiro128** recurrence in a 200-byte
-// WebAssembly function (~1 ns an element), drawing exactly the numbers the per-element loop draws,
-// in the same order, so masks, checkpoints and resumed runs are unchanged.
+// of a 135M-parameter model at 4 x 256 tokens, far too many for a per-element JavaScript loop
+// (~12 ns an element on the 2-core development machine: 1.8 s a step; ~0.4 ns here).
+//
+// The masks come from 16 xoshiro128** streams run side by side in WebAssembly SIMD (four vectors of
+// four 32-bit lanes), 16 mask bytes per loop turn. Each mask seeds its 16 streams with 64 draws from
+// the trainer's Rng, so the trainer's stream advances by a fixed 64 draws per mask whatever its
+// size, and masks, checkpoints (which store that Rng's state) and resumed runs are reproducible.
+// Byte 16k + s of a mask is 1 when stream s's k-th draw is >= ceil(ratio * 2^32), i.e. when that
+// draw / 2^32 >= ratio, the same test as Rng.nextFloat() >= ratio (ratio * 2^32 is exact in
+// float64, so the ceiling is the exact threshold for an integer draw). referenceKeepMask() is the
+// same computation written plainly in JavaScript, which the tests compare the module against.
 //
 // The module is written out below byte by byte (no toolchain): one exported function
-//   fill(out: i32, n: i32, threshold: i32, state: i32)
-// that for i in [0, n) steps xoshiro128** from the four u32 words at `state` and stores
-// out[i] = (draw >=u threshold), then writes the advanced state back; plus an exported memory.
-// draw / 2^32 >= ratio  <=>  draw >= ratio * 2^32  <=>  draw >= ceil(ratio * 2^32) for an integer
-// draw (ratio * 2^32 is exact in float64), so the byte equals the loop's `nextFloat() >= ratio`.
+//   fill(out: i32, n: i32, threshold: i32, state: i32)   n a multiple of 16
+// that steps the 16 streams whose state sits at `state` (256 bytes: vector 4g + w holds word w of
+// streams 4g..4g+3), writes n mask bytes at `out` and stores the advanced state back; plus an
+// exported memory.
 
-import type { Rng } from './rng.js';
+import { Rng } from './rng.js';
 
+const STREAMS = 16;
 const I32 = 0x7f;
+const V128 = 0x7b;
 const get = (i: number) => [0x20, i];
 const set = (i: number) => [0x21, i];
 const tee = (i: number) => [0x22, i];
-const c32 = (v: number) => [0x41, v]; // i32.const, 0 <= v < 64 (one LEB128 byte)
-const [ADD, MUL, SHL, ROTL, XOR, GE_U, NE, EQZ] = [0x6a, 0x6c, 0x74, 0x77, 0x73, 0x4f, 0x47, 0x45];
-const load = (off: number) => [0x28, 2, off]; // i32.load align=4
-const store = (off: number) => [0x36, 2, off]; // i32.store align=4
-const STORE8 = [0x3a, 0, 0];
+const c32 = (v: number) => [0x41, v]; // i32.const, 0 <= v < 64 (one signed-LEB128 byte)
+const [ADD, NE, EQZ] = [0x6a, 0x47, 0x45];
 
-// params 0 out, 1 n, 2 threshold, 3 state; locals 4 s0, 5 s1, 6 s2, 7 s3, 8 i, 9 m, 10 t, 11 end
-const [OUT, N, THR, ST, S0, S1, S2, S3, I, M, T, END] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
-const xor = (into: number, other: number) => [...get(into), ...get(other), XOR, ...set(into)];
-const BODY = [
-  1, 8, I32, // 8 i32 locals
-  ...get(ST), ...load(0), ...set(S0),
-  ...get(ST), ...load(4), ...set(S1),
-  ...get(ST), ...load(8), ...set(S2),
-  ...get(ST), ...load(12), ...set(S3),
-  ...get(OUT), ...get(N), ADD, ...set(END),
-  ...get(OUT), ...set(I),
-  0x02, 0x40, // block
-  ...get(N), EQZ, 0x0d, 0, // n == 0: skip the loop
-  0x03, 0x40, // loop
-  ...get(S1), ...c32(5), MUL, ...set(M), // m = s1 * 5
-  ...get(S1), ...c32(9), SHL, ...set(T), // t = s1 << 9
-  ...get(I), ...get(M), ...c32(7), ROTL, ...c32(9), MUL, ...get(THR), GE_U, ...STORE8, // out[i] = rotl(m, 7) * 9 >=u thr
-  ...xor(S2, S0), ...xor(S3, S1), ...xor(S1, S2), ...xor(S0, S3), ...xor(S2, T),
-  ...get(S3), ...c32(11), ROTL, ...set(S3),
-  ...get(I), ...c32(1), ADD, ...tee(I), ...get(END), NE, 0x0d, 0, // while (++i != end)
-  0x0b, // end loop
-  0x0b, // end block
-  ...get(ST), ...get(S0), ...store(0),
-  ...get(ST), ...get(S1), ...store(4),
-  ...get(ST), ...get(S2), ...store(8),
-  ...get(ST), ...get(S3), ...store(12),
-  0x0b,
-];
-
-const section = (id: number, content: number[]): number[] => [id, ...leb(content.length), ...content];
 function leb(v: number): number[] {
   const out: number[] = [];
   do {
@@ -64,6 +39,66 @@ function leb(v: number): number[] {
   } while (v);
   return out;
 }
+const simd = (op: number, ...imm: number[]) => [0xfd, ...leb(op), ...imm];
+const LOAD = (off: number) => simd(0x00, 0, ...leb(off)); // v128.load align=1
+const STORE = (off: number) => simd(0x0b, 0, ...leb(off)); // v128.store align=1
+const I8_SPLAT = simd(0x0f);
+const I32_SPLAT = simd(0x11);
+const I32_GE_U = simd(0x40);
+const AND = simd(0x4e);
+const OR = simd(0x50);
+const XOR = simd(0x51);
+const I8_NARROW_I16_S = simd(0x65);
+const I16_NARROW_I32_S = simd(0x85);
+const I32_SHL = simd(0xab);
+const I32_SHR_U = simd(0xad);
+const I32_MUL = simd(0xb5);
+
+// params 0 out, 1 n, 2 threshold, 3 state; i32 locals 4 i, 5 end; v128 locals from 6
+const [OUT, N, THR, ST, I, END] = [0, 1, 2, 3, 4, 5];
+const [THRV, ONE, FIVE, NINE] = [6, 7, 8, 9];
+const S = (g: number, w: number) => 10 + 4 * g + w; // state word w of group g: 10..25
+const M = (g: number) => 26 + g;
+const T = (g: number) => 30 + g;
+const CMP = (g: number) => 34 + g;
+const V128_LOCALS = 38 - 6;
+const GROUPS = [0, 1, 2, 3];
+
+/** Every 32-bit lane of the v128 local x rotated left by k. */
+const rotl = (x: number, k: number) => [...get(x), ...c32(k), ...I32_SHL, ...get(x), ...c32(32 - k), ...I32_SHR_U, ...OR];
+const xorInto = (into: number, other: number) => [...get(into), ...get(other), ...XOR, ...set(into)];
+
+const BODY = [
+  2, 2, I32, V128_LOCALS, V128,
+  ...get(THR), ...I32_SPLAT, ...set(THRV),
+  ...c32(1), ...I8_SPLAT, ...set(ONE),
+  ...c32(5), ...I32_SPLAT, ...set(FIVE),
+  ...c32(9), ...I32_SPLAT, ...set(NINE),
+  ...GROUPS.flatMap((g) => [0, 1, 2, 3].flatMap((w) => [...get(ST), ...LOAD(16 * (4 * g + w)), ...set(S(g, w))])),
+  ...get(OUT), ...get(N), ADD, ...set(END),
+  ...get(OUT), ...set(I),
+  0x02, 0x40, // block
+  ...get(N), EQZ, 0x0d, 0, // n == 0: skip the loop
+  0x03, 0x40, // loop
+  ...GROUPS.flatMap((g) => [
+    ...get(S(g, 1)), ...get(FIVE), ...I32_MUL, ...set(M(g)), // m = s1 * 5
+    ...get(S(g, 1)), ...c32(9), ...I32_SHL, ...set(T(g)), // t = s1 << 9
+    ...rotl(M(g), 7), ...get(NINE), ...I32_MUL, ...get(THRV), ...I32_GE_U, ...set(CMP(g)), // draw = rotl(m, 7) * 9; draw >=u thr
+    ...xorInto(S(g, 2), S(g, 0)), ...xorInto(S(g, 3), S(g, 1)), ...xorInto(S(g, 1), S(g, 2)), ...xorInto(S(g, 0), S(g, 3)), ...xorInto(S(g, 2), T(g)),
+    ...rotl(S(g, 3), 11), ...set(S(g, 3)),
+  ]),
+  // 16 lanes of 0 / -1 -> 16 bytes of 0 / 1, stream order 0..15
+  ...get(I),
+  ...get(CMP(0)), ...get(CMP(1)), ...I16_NARROW_I32_S, ...get(CMP(2)), ...get(CMP(3)), ...I16_NARROW_I32_S, ...I8_NARROW_I16_S,
+  ...get(ONE), ...AND, ...STORE(0),
+  ...get(I), ...c32(16), ADD, ...tee(I), ...get(END), NE, 0x0d, 0, // while ((i += 16) != end)
+  0x0b, // end loop
+  0x0b, // end block
+  ...GROUPS.flatMap((g) => [0, 1, 2, 3].flatMap((w) => [...get(ST), ...get(S(g, w)), ...STORE(16 * (4 * g + w))])),
+  0x0b,
+];
+
+const section = (id: number, content: number[]): number[] => [id, ...leb(content.length), ...content];
 const name = (s: string) => [s.length, ...Array.from(s, (ch) => ch.charCodeAt(0))];
 
 const MODULE = Uint8Array.from([
@@ -87,34 +122,68 @@ function instance(): Filler {
 }
 
 const PAGE = 65536;
-/** Bytes filled per call: bounds the module's memory whatever the mask size. */
+/** Bytes filled per call: bounds the module's memory whatever the mask size (a multiple of 16). */
 const CHUNK = 1 << 20;
 const STATE_AT = 0;
-const OUT_AT = 16;
+const OUT_AT = 16 * STREAMS;
+
+type NodeBuffer = { from(b: ArrayBuffer, at: number, len: number): { copy(to: Uint8Array, at: number): number } };
+const NODE_BUFFER = (globalThis as { Buffer?: NodeBuffer }).Buffer;
 
 /**
- * A dropout keep-mask of n bytes drawn from rng: byte i is 1 with probability 1 - ratio, exactly as
- * `rng.nextFloat() >= ratio` drawn n times in order, and rng advances by n draws.
+ * Copies len bytes out of the module's memory. TypedArray.set from a WebAssembly memory takes
+ * ~3 ns a byte in V8 (more than drawing the mask); Node's Buffer.copy is a memcpy (~0.06 ns).
  */
-export function drawKeepMask(rng: Rng, n: number, ratio: number): Uint8Array {
+function copyOut(from: ArrayBuffer, at: number, len: number, to: Uint8Array, toAt: number): void {
+  if (NODE_BUFFER) NODE_BUFFER.from(from, at, len).copy(to, toAt);
+  else to.set(new Uint8Array(from, at, len), toAt);
+}
+
+/** The 16 streams' states for one mask, drawn from rng (64 draws; an all-zero state is moved off zero by Rng). */
+function streamStates(rng: Rng): Rng[] {
+  const out: Rng[] = [];
+  for (let s = 0; s < STREAMS; s++) out.push(Rng.fromState([rng.nextUint32(), rng.nextUint32(), rng.nextUint32(), rng.nextUint32()]));
+  return out;
+}
+
+function checkRatio(ratio: number): number {
   if (!(ratio >= 0 && ratio < 1)) throw new RangeError(`a dropout ratio is in [0, 1), got ${ratio}`);
-  const keep = new Uint8Array(n);
-  const threshold = Math.ceil(ratio * 4294967296);
-  if (threshold > 0xffffffff) {
-    // ratio within 2^-32 of 1: no draw reaches it; every byte stays 0, the stream still advances
-    for (let i = 0; i < n; i++) rng.nextUint32();
-    return keep;
-  }
+  return Math.ceil(ratio * 4294967296);
+}
+
+/**
+ * A dropout keep-mask of n bytes drawn from rng: each byte is 1 with probability 1 - ratio.
+ * rng advances by 64 draws whatever n is. Pass the previous step's mask of the same size as `into`
+ * to refill it: on a fresh allocation the first touch of every page costs more than drawing the
+ * mask (about 3 ns a byte on the development VM, against 0.4 ns for the draw).
+ */
+export function drawKeepMask(rng: Rng, n: number, ratio: number, into?: Uint8Array): Uint8Array {
+  const threshold = checkRatio(ratio);
+  if (into && into.length !== n) throw new RangeError(`a keep-mask buffer of ${into.length} bytes cannot hold a mask of ${n}`);
+  const streams = streamStates(rng);
+  const keep = into ?? new Uint8Array(n);
+  // ratio within 2^-32 of 1: no draw reaches the threshold, every byte is 0
+  if (threshold > 0xffffffff || n === 0) return keep.fill(0);
   const f = instance();
-  const need = OUT_AT + Math.min(n, CHUNK);
+  const need = OUT_AT + Math.min(CHUNK, Math.ceil(n / STREAMS) * STREAMS);
   if (f.mem.buffer.byteLength < need) f.mem.grow(Math.ceil((need - f.mem.buffer.byteLength) / PAGE));
-  const words = new Uint32Array(f.mem.buffer, STATE_AT, 4);
-  words.set(rng.state());
+  const words = new Uint32Array(f.mem.buffer, STATE_AT, 4 * STREAMS);
+  streams.forEach((r, s) => r.state().forEach((x, w) => (words[4 * (4 * (s >> 2) + w) + (s & 3)] = x)));
   for (let at = 0; at < n; at += CHUNK) {
     const len = Math.min(CHUNK, n - at);
-    f.fill(OUT_AT, len, threshold | 0, STATE_AT);
-    keep.set(new Uint8Array(f.mem.buffer, OUT_AT, len), at);
+    f.fill(OUT_AT, Math.ceil(len / STREAMS) * STREAMS, threshold | 0, STATE_AT);
+    copyOut(f.mem.buffer, OUT_AT, len, keep, at);
   }
-  rng.setState([words[0]!, words[1]!, words[2]!, words[3]!]);
+  return keep;
+}
+
+/** drawKeepMask in plain JavaScript, one draw at a time (for tests; same bytes, same rng advance). */
+export function referenceKeepMask(rng: Rng, n: number, ratio: number): Uint8Array {
+  const threshold = checkRatio(ratio);
+  const streams = streamStates(rng);
+  const keep = new Uint8Array(n);
+  if (threshold > 0xffffffff) return keep;
+  // byte 16k + s is stream s's k-th draw (drawKeepMask's chunks are multiples of 16, so they keep this order)
+  for (let i = 0; i < n; i++) keep[i] = streams[i % STREAMS]!.nextUint32() >= threshold ? 1 : 0;
   return keep;
 }

@@ -170,6 +170,9 @@ export interface StepResult {
 
 /** Forward + loss + backward of an adapted model as one session. */
 export class TrainStep {
+  /** each dropout's keep-mask of the last run, refilled in place while the batch shape stays */
+  private readonly masks = new Map<string, Uint8Array>();
+
   private constructor(
     private readonly session: RuntimeSession,
     readonly paramNames: readonly string[],
@@ -203,7 +206,10 @@ export class TrainStep {
       if (!opts.rng) throw new TrainError('this model uses dropout, so the train step needs an rng to draw masks from');
       const shape = d.shape.map((x) => resolveDim(x, { batch: batch.size, seq: batch.seq }));
       const n = shape.reduce((p, q) => p * q, 1);
-      const keep = drawKeepMask(opts.rng, n, d.ratio);
+      // refill last step's mask when the batch shape is the same (fresh pages cost more than the draw)
+      const last = this.masks.get(d.name);
+      const keep = drawKeepMask(opts.rng, n, d.ratio, last?.length === n ? last : undefined);
+      this.masks.set(d.name, keep);
       feeds[d.name] = { dtype: 'bool', shape, data: keep };
     }
     const out = await this.session.run(feeds);

@@ -1,41 +1,59 @@
-// The bulk keep-mask generator against the per-element loop it replaces: the same bytes and the
-// same generator state afterwards, for ratios and lengths that cross its chunking and edge cases.
+// The SIMD keep-mask generator against the same computation written plainly in JavaScript: the same
+// bytes and the same trainer-RNG state afterwards, for ratios and lengths that cross its 16-byte
+// steps, its chunking and the edge cases; and the kept share is 1 - ratio.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { drawKeepMask } from '../../src/train/keepmask.js';
+import { drawKeepMask, referenceKeepMask } from '../../src/train/keepmask.js';
 import { Rng } from '../../src/train/rng.js';
 
-function loopMask(rng: Rng, n: number, ratio: number): Uint8Array {
-  const keep = new Uint8Array(n);
-  for (let i = 0; i < n; i++) keep[i] = rng.nextFloat() >= ratio ? 1 : 0;
-  return keep;
-}
+const same = (a: Uint8Array, b: Uint8Array) => Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length));
 
-test('drawKeepMask draws exactly what nextFloat() >= ratio draws, in order', () => {
-  const cases: [number, number][] = [[0, 0.1], [1, 0.5], [7, 0.05], [1000, 0], [4097, 0.1], [100003, 0.3], [(1 << 24) + 5, 0.05], [333, 0.999999]];
+test('drawKeepMask draws what the plain JavaScript reference draws', () => {
+  const cases: [number, number][] = [[0, 0.1], [1, 0.5], [15, 0.05], [16, 0.05], [17, 0.05], [1000, 0], [4097, 0.1], [100003, 0.3], [(1 << 20) + 5, 0.05], [(1 << 21) + 32, 0.5], [333, 0.999999]];
   for (const [n, ratio] of cases) {
     const a = Rng.fromSeed(42, 3);
     const b = Rng.fromSeed(42, 3);
-    const want = loopMask(a, n, ratio);
+    const want = referenceKeepMask(a, n, ratio);
     const got = drawKeepMask(b, n, ratio);
     assert.equal(got.length, n);
-    assert.ok(Buffer.from(got.buffer, got.byteOffset, n).equals(Buffer.from(want.buffer, want.byteOffset, n)), `n=${n} ratio=${ratio}`);
-    assert.deepEqual(b.state(), a.state(), `state after n=${n}`);
-    // consecutive masks continue the same stream
-    assert.deepEqual(drawKeepMask(b, 17, ratio), loopMask(a, 17, ratio));
+    assert.ok(same(got, want), `n=${n} ratio=${ratio}`);
+    assert.deepEqual(b.state(), a.state(), `trainer RNG state after n=${n}`);
+    // the next mask continues from the advanced trainer RNG
+    assert.ok(same(drawKeepMask(b, 37, ratio), referenceKeepMask(a, 37, ratio)));
   }
 });
 
-test('drawKeepMask keeps about 1 - ratio and handles ratios next to 1', () => {
-  const keep = drawKeepMask(Rng.fromSeed(7), 1_000_000, 0.25);
-  const share = keep.reduce((s, x) => s + x, 0) / keep.length;
-  assert.ok(Math.abs(share - 0.75) < 0.003, `kept ${share}`);
+test('drawKeepMask keeps 1 - ratio, advances the trainer RNG by a fixed count, handles ratios next to 1', () => {
+  for (const ratio of [0.05, 0.25, 0.5]) {
+    const keep = drawKeepMask(Rng.fromSeed(7), 2_000_000, ratio);
+    const share = keep.reduce((s, x) => s + x, 0) / keep.length;
+    assert.ok(Math.abs(share - (1 - ratio)) < 0.002, `ratio ${ratio}: kept ${share}`);
+    // no lane or position pattern: every one of the 16 byte positions keeps about the same share
+    for (let s = 0; s < 16; s++) {
+      let k = 0;
+      for (let i = s; i < keep.length; i += 16) k += keep[i]!;
+      assert.ok(Math.abs(k / (keep.length / 16) - (1 - ratio)) < 0.006, `ratio ${ratio} position ${s}`);
+    }
+  }
   const a = Rng.fromSeed(9);
   const b = Rng.fromSeed(9);
-  const almostOne = 1 - 2 ** -40;
-  assert.deepEqual(drawKeepMask(a, 50, almostOne), loopMask(b, 50, almostOne));
+  drawKeepMask(a, 10, 0.1);
+  drawKeepMask(b, 1_000_000, 0.1);
   assert.deepEqual(a.state(), b.state());
+  assert.ok(drawKeepMask(a, 50, 1 - 2 ** -40).every((x) => x === 0));
+  assert.ok(drawKeepMask(a, 50, 0).every((x) => x === 1));
   assert.throws(() => drawKeepMask(a, 4, 1), RangeError);
   assert.throws(() => drawKeepMask(a, 4, -0.1), RangeError);
+});
+
+test('drawKeepMask refills a buffer in place with what a fresh draw gives', () => {
+  const a = Rng.fromSeed(5);
+  const b = Rng.fromSeed(5);
+  const buf = new Uint8Array(1001).fill(7);
+  const got = drawKeepMask(a, 1001, 0.2, buf);
+  assert.equal(got, buf);
+  assert.ok(same(got, drawKeepMask(b, 1001, 0.2)));
+  assert.ok(drawKeepMask(a, 1001, 1 - 2 ** -40, buf).every((x) => x === 0));
+  assert.throws(() => drawKeepMask(a, 1000, 0.2, buf), RangeError);
 });

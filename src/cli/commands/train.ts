@@ -87,7 +87,7 @@ export function register(program: Command): void {
         .choices(['lora', 'qlora', 'full', 'ia3', 'prompt', 'prefix', 'ptuning', 'adapter'])
         .default('lora'),
     )
-    .option('--gradient-checkpointing', 'recompute each decoder layer in the backward pass instead of keeping its activations (less memory, about a third more compute)')
+    .option('--gradient-checkpointing', 'recompute each decoder layer in the backward pass instead of keeping its activations (far less memory; a second forward pass of each layer, measured 0-15% slower: bench/RESULTS.md)')
     .addOption(new Option('--quantize <type>', 'hold the frozen base 4-bit while training (bitsandbytes NF4/FP4, double quantization); --method qlora implies nf4').choices(['nf4', 'fp4']))
     .option('--r <n>', 'LoRA rank (default 8)', intArg('--r', 1))
     .option('--alpha <n>', 'LoRA alpha (default 16)', numberArg('--alpha'))

@@ -8,6 +8,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { loadConfig } from '../io/hfconfig.js';
 import { writeAtomically } from '../io/safetensors/write.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import { TASK_NAMES, bundledModelDir, packageRoot } from '../tasks/tasks.js';
@@ -15,7 +16,7 @@ import { bundledTask, resolveTask } from './data.js';
 import { CompareError } from './errors.js';
 import { type FlexInput, type FlexRun, computeFlexibility, flexibilityDefinition, metricNoise, metricZero } from './flexibility.js';
 import type { BaseJob, BaseResult, CompareJob, Quality, RunSettings, TaskRef, TrainJob, TrainResult, WorkerOutput } from './job.js';
-import { type CompareMethod, COMPARE_METHODS, METHOD_SPECS, REFERENCE_METHOD, parseMethods } from './methods.js';
+import { type CompareMethod, COMPARE_METHODS, METHOD_SPECS, REFERENCE_METHOD, VIRTUAL_TOKENS, parseMethods, usesVirtualTokens } from './methods.js';
 import { lossCurvesSvg, qualityVsParamsSvg } from './plots.js';
 import { CRITERIA, FOLKLORE, RATING_RULES, measuredRatings } from './ratings.js';
 import { type ComparisonReport, type MethodRow, comparisonMarkdown, formatBytes, formatQuality } from './report.js';
@@ -46,7 +47,7 @@ export interface CompareOptions {
   /** optimizer steps per run (default 100) */
   budget?: number;
   batchSize?: number;
-  /** tokens per training sequence at most (default: the model's positions, at most 1024) */
+  /** tokens per training sequence at most (default: the model's positions, less VIRTUAL_TOKENS when a soft-prompt method runs on a model with a position table, at most 1024) */
   maxLength?: number;
   seed?: number;
   threads?: number;
@@ -146,6 +147,9 @@ async function runWorker(job: CompareJob, dir: string, timeoutS: number, signal?
   return { ok: false, error: { name: 'WorkerError', message: `${reason ?? 'the worker wrote no result'}${tail ? `; its log ends: ${tail}` : ''} (full log: ${logFile})` } };
 }
 
+/** Model types whose positions are rotary (no table of positions to run out of). */
+const ROTARY_MODEL_TYPES = ['llama', 'mistral', 'qwen2'];
+
 const pct = (x: number): string => `${(100 * x).toFixed(x < 0.01 ? 3 : 2)}%`;
 const ms = (s: number): string => `${(1000 * s).toFixed(1)} ms`;
 
@@ -186,12 +190,22 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
 
   // Everything that can be refused is checked before the output folder is touched.
   const tokenizer = await Tokenizer.fromDir(modelDir);
-  const primary = await resolveTask({ task: opts.task, trainFile: opts.trainFile, evalFile: opts.evalFile }, tokenizer);
-  const flexNames = opts.flexTasks ?? TASK_NAMES.filter((t) => t !== primary.name);
-  const flexTasks: TaskRef[] = [...new Set(flexNames)].filter((t) => t !== primary.name).map((t) => bundledTask(t));
-  const config = JSON.parse(await readFile(join(modelDir, 'config.json'), 'utf8')) as { max_position_embeddings?: number; n_positions?: number };
+  const config = JSON.parse(await readFile(join(modelDir, 'config.json'), 'utf8')) as { max_position_embeddings?: number; n_positions?: number; architectures?: unknown; model_type?: unknown };
   const positions = config.max_position_embeddings ?? config.n_positions ?? 1024;
-  const maxLength = opts.maxLength ?? Math.min(1024, positions, tokenizer.modelMaxLength ?? Infinity);
+  // A position-embedding table (BERT, GPT-2; not Llama's rotary positions) must also hold the virtual tokens of the soft-prompt methods.
+  const virtual = chosen.some(usesVirtualTokens) && !ROTARY_MODEL_TYPES.includes(String(config.model_type)) ? VIRTUAL_TOKENS : 0;
+  const maxLength = opts.maxLength ?? Math.min(1024, positions - virtual, tokenizer.modelMaxLength ?? Infinity);
+  // A sequence classifier (e.g. BertForSequenceClassification) trains on {"text","label"} rows and is scored by accuracy.
+  const classifier = Array.isArray(config.architectures) && config.architectures.some((a) => typeof a === 'string' && a.endsWith('ForSequenceClassification'));
+  const classes = classifier ? { labels: await loadConfig(modelDir), maxLength } : undefined;
+  const primary = await resolveTask({ task: opts.task, trainFile: opts.trainFile, evalFile: opts.evalFile }, tokenizer, classes);
+  const flexNames = [...new Set(opts.flexTasks ?? TASK_NAMES)].filter((t) => t !== primary.name);
+  // The bundled tasks are prompt/completion data for a causal LM: a classifier's flexibility is its LR grid and its own task.
+  const flexTasks: TaskRef[] = classifier ? [] : flexNames.map((t) => bundledTask(t));
+  const skippedFlexNote = classifier && flexNames.length
+    ? `bundled task${flexNames.length > 1 ? 's' : ''} ${flexNames.join(', ')} not run: they are prompt/completion tasks for causal language models, and this model is a sequence classifier`
+    : undefined;
+  const metric = primary.classification ? 'accuracy' : (primary.spec?.metric ?? 'eval_loss');
   const lrOf = (m: CompareMethod): number => opts.learningRates?.[m] ?? METHOD_SPECS[m].learningRate;
   const settings: RunSettings = {
     modelDir,
@@ -214,9 +228,10 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
   await rm(runsDir, { recursive: true, force: true });
   const extraRuns = (scales.length - 1) + flexTasks.length;
   log(
-    `comparing ${chosen.map((m) => METHOD_SPECS[m].label).join(', ')} on ${primary.name} (${primary.spec ? primary.spec.metric : 'eval loss'}) with ${modelDir}: ` +
+    `comparing ${chosen.map((m) => METHOD_SPECS[m].label).join(', ')} on ${primary.name} (${metric === 'eval_loss' ? 'eval loss' : metric}${primary.classification ? ' of a sequence classifier' : ''}) with ${modelDir}: ` +
       `${budget} steps x batch ${batchSize} per run, ${extraRuns} flexibility run${extraRuns === 1 ? '' : 's'} per method`,
   );
+  if (skippedFlexNote) log(`flexibility: ${skippedFlexNote}`);
 
   // 1. The untuned base: quality on every task (the zero point of every gain) and the latency reference.
   const flexQualityTasks = [primary, ...flexTasks];
@@ -233,7 +248,7 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
   const baseQ = base.qualities[0]!;
   if (!base.latency) throw new CompareError('the base-model run did not time its inference');
   const baseLatency = base.latency;
-  log(`base model: ${base.totalParams.toLocaleString('en-US')} parameters, ${formatQuality(baseQ)}, latency ${ms(baseLatency.medianS)} (${baseLatency.tokens} tokens)`);
+  log(`base model: ${base.totalParams.toLocaleString('en-US')} parameters, ${formatQuality(baseQ)}, latency ${ms(baseLatency.medianS)} (${primary.classification ? 'one forward pass' : `${baseLatency.tokens} tokens`})`);
   const baseQualities = new Map(base.qualities.map((q) => [q.task, q]));
 
   // 2. Every method: the measured run at the default rate, then the flexibility runs.
@@ -293,6 +308,7 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
   for (const [m, o] of main) if (o.ok) results.set(m, o.result as TrainResult);
   const ok = order.filter((m) => results.has(m));
   const flexibility = computeFlexibility(ok.map((m) => flex.get(m)!), baseQualities);
+  if (skippedFlexNote) for (const fx of flexibility.values()) fx.notes.push(skippedFlexNote);
   const ref = reference!;
   const gainBasis = pickGainBasis([...results.values()].map((r) => r.quality), baseQ, ref.quality);
   const rows: MethodRow[] = chosen.map((method) => {
@@ -355,14 +371,15 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
     model: { dir: settings.baseName, total_params: base.totalParams },
     task: {
       name: primary.name,
-      metric: primary.spec?.metric ?? 'eval_loss',
+      metric,
+      ...(primary.classification ? { classification: true } : {}),
       train_file: baseName(primary.trainFile),
       eval_file: baseName(primary.evalFile),
       eval_examples_scored: baseQ.total ?? null,
     },
     budget: { steps: budget, batch_size: batchSize, max_length: maxLength, seed, schedule: 'linear decay after 5% warmup', eval_limit: opts.evalLimit ?? null, flex_eval_limit: flexTasks.length || scales.length > 1 ? flexEvalLimit : null },
     base: { quality: baseQ, latency_ms: 1000 * baseLatency.medianS, latency_prompts: baseLatency.prompts, latency_tokens: baseLatency.tokens, flex_tasks: base.qualities.slice(1) },
-    flexibility_definition: flexibilityDefinition(scales, primary.name, flexQualityTasks.map((t) => t.name)),
+    flexibility_definition: flexibilityDefinition(scales, primary.name, flexQualityTasks.map((t) => t.name), primary.classification ? 'the bundled tasks are for causal language models, not this sequence classifier' : undefined),
     flex_lr_scales: scales,
     flex_tasks: flexTasks.map((t) => t.name),
     rating_rules: RATING_RULES,
@@ -380,7 +397,7 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
   await put(files.json, `${JSON.stringify(report, null, 2)}\n`);
   await put(files.markdown, comparisonMarkdown(report, { lossCurves: COMPARE_FILES.lossCurves, qualityVsParams: COMPARE_FILES.qualityVsParams }));
   await put(files.lossCurves, lossCurvesSvg(okRows.map((r) => ({ label: r.label, records: r.loss_curve! })), { title: `Loss per method on ${primary.name} (${budget} steps)` }));
-  const metricName = primary.spec ? (primary.spec.metric === 'accuracy' ? 'accuracy' : 'exact match') : 'exp(-eval loss)';
+  const metricName = metric === 'accuracy' ? 'accuracy' : metric === 'exact_match' ? 'exact match' : 'exp(-eval loss)';
   await put(
     files.qualityVsParams,
     qualityVsParamsSvg(okRows.map((r) => ({ label: r.label, trainableParams: r.trainable_params!, quality: r.quality!.value })), {

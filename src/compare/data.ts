@@ -1,12 +1,13 @@
 // Which task a comparison trains on and how its eval set is scored: a bundled task by name or by
 // its files, a prompt/completion file scored by exact match (or by accuracy when completions are
-// a few label words), or text/chat data scored by eval loss. Also the token-level data of a run.
+// a few label words), text/chat data scored by eval loss, or a sequence classifier's {"text","label"}
+// rows scored by accuracy. Also the token-level data of a run.
 
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Tokenizer } from '../io/tokenizer.js';
 import { TASK_NAMES, type TaskSpec, getTask, taskDataDir } from '../tasks/tasks.js';
-import { type TokenizedExample, IGNORE_INDEX, prepareExamples, readJsonl, tokenizeRecords } from '../train/data.js';
+import { type ClassLabels, type ClassificationExample, type TokenizedExample, IGNORE_INDEX, prepareExamples, readJsonl, tokenizeClassification, tokenizeRecords } from '../train/data.js';
 import { CompareError } from './errors.js';
 import type { TaskRef } from './job.js';
 
@@ -53,8 +54,24 @@ export interface TaskChoice {
   evalFile?: string;
 }
 
-/** The task of a comparison: checked, its files read and tokenized once so bad data fails before anything runs. */
-export async function resolveTask(choice: TaskChoice, tokenizer: Tokenizer): Promise<TaskRef> {
+/** A sequence-classification model's classes and the longest row it takes (special tokens included). */
+export interface ClassifierInfo {
+  labels: ClassLabels;
+  maxLength: number;
+}
+
+const CLASSIFIER_DATA = 'pass --data TRAIN.jsonl (and --eval EVAL.jsonl) with {"text","label"} rows; the bundled tasks are prompt/completion tasks for causal language models';
+
+/**
+ * The task of a comparison: checked, its files read and tokenized once so bad data fails before
+ * anything runs. With `classifier` (the model is a sequence classifier) the files must hold
+ * {"text","label"} rows, scored by accuracy.
+ */
+export async function resolveTask(choice: TaskChoice, tokenizer: Tokenizer, classifier?: ClassifierInfo): Promise<TaskRef> {
+  if (classifier) {
+    if (choice.task !== undefined) throw new CompareError(`--task ${choice.task} is for a causal language model, but this model is a sequence classifier; ${CLASSIFIER_DATA}`);
+    if (choice.trainFile === undefined) throw new CompareError(`this model is a sequence classifier: ${CLASSIFIER_DATA}`);
+  }
   if (choice.task === undefined && choice.trainFile === undefined) {
     if (choice.evalFile !== undefined) throw new CompareError('--eval needs --data (the training file) or --task');
     return bundledTask('sentiment');
@@ -71,16 +88,30 @@ export async function resolveTask(choice: TaskChoice, tokenizer: Tokenizer): Pro
   }
   checkFile('--data', trainFile);
   checkFile('--eval', evalFile);
+  if (classifier) {
+    for (const file of [trainFile, evalFile]) tokenizeClassification(await readJsonl(file), tokenizer, { ...classifier, file });
+    return { name: taskNameOf(trainFile), trainFile, evalFile, spec: null, classification: true };
+  }
   const train = tokenizeRecords(await readJsonl(trainFile), tokenizer, { file: trainFile });
   const evalRecords = await readJsonl(evalFile);
   const ev = tokenizeRecords(evalRecords, tokenizer, { file: evalFile });
   if (train.format !== ev.format) throw new CompareError(`${trainFile} holds ${train.format} records but ${evalFile} holds ${ev.format}; use one format for both`);
   const bundled = named?.name ?? bundledTaskOf(trainFile);
   if (bundled) return { name: bundled, trainFile, evalFile, spec: getTask(bundled) };
-  const folder = basename(dirname(trainFile));
-  const name = folder && folder !== '.' ? folder : basename(trainFile, '.jsonl');
+  const name = taskNameOf(trainFile);
   if (ev.format !== 'prompt-completion') return { name, trainFile, evalFile, spec: null };
   return { name, trainFile, evalFile, spec: inferTaskSpec(name, evalRecords.map((r) => String(r.value.completion)), tokenizer) };
+}
+
+/** A user's task is named by its data file's folder (or the file, at the root). */
+function taskNameOf(trainFile: string): string {
+  const folder = basename(dirname(trainFile));
+  return folder && folder !== '.' ? folder : basename(trainFile, '.jsonl');
+}
+
+/** {"text","label"} rows of a jsonl file, tokenized for a sequence classifier and cut to maxLength. */
+export async function classificationRows(file: string, tokenizer: Tokenizer, classifier: ClassifierInfo): Promise<ClassificationExample[]> {
+  return tokenizeClassification(await readJsonl(file), tokenizer, { ...classifier, file }).examples;
 }
 
 /** Tokenized, truncated rows of a jsonl file. */

@@ -75,7 +75,7 @@ const gainOf = (q: Quality | undefined, base: Quality, basis: GainBasis): number
   q === undefined ? 0 : basis === 'metric' ? q.value - metricZero(base) : q.lossQuality - base.lossQuality;
 
 /** The words the report prints, for the grid and tasks of this comparison. */
-export function flexibilityDefinition(scales: readonly number[], primary: string, tasks: readonly string[]): string {
+export function flexibilityDefinition(scales: readonly number[], primary: string, tasks: readonly string[], noOtherTasks?: string): string {
   const grid = scales.map((s) => `×${s}`).join(', ');
   const lr =
     scales.length > 1
@@ -84,7 +84,7 @@ export function flexibilityDefinition(scales: readonly number[], primary: string
   const taskText =
     tasks.length > 1
       ? `(b) task retention: over the tasks ${tasks.join(', ')}, each trained with the same default settings (no per-task tuning), the mean of gain / the largest gain any compared method reached on that task, clipped to [0, 1] (tasks where no method gained are left out)`
-      : `(b) task retention: on ${primary} only (no other tasks were run; pass --flex-tasks), gain / the largest gain any compared method reached, clipped to [0, 1]`;
+      : `(b) task retention: on ${primary} only (no other tasks were run; ${noOtherTasks ?? 'pass --flex-tasks'}), gain / the largest gain any compared method reached, clipped to [0, 1]`;
   return (
     `flexibility = the mean of ${scales.length > 1 ? '(a) and (b)' : '(b)'}. ${lr}${taskText}. ` +
     'gain = quality − the untuned base model\'s quality on the same task (for a classification task, the higher of that and the score of always answering the most common label); quality is the task metric, or exp(−eval loss) where no run of the set improved the metric by more than its noise, 1/√n on n scored examples ' +

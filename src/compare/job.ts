@@ -12,8 +12,10 @@ export interface TaskRef {
   name: string;
   trainFile: string;
   evalFile: string;
-  /** greedy generation scored by the task metric; null: scored by eval loss (text or chat data) */
+  /** greedy generation scored by the task metric; null: scored by eval loss (text or chat data), or by `classification` */
   spec: TaskSpec | null;
+  /** {"text","label"} rows for a sequence classifier, scored by the accuracy of the argmax of its logits */
+  classification?: boolean;
 }
 
 export interface RunSettings {
@@ -73,9 +75,10 @@ export interface Quality {
 }
 
 export interface Latency {
-  /** median seconds to generate latencyTokens tokens for one prompt (batch 1, greedy, prefill included) */
+  /** median seconds to generate latencyTokens tokens for one prompt (batch 1, greedy, prefill included); for a classifier, of one forward pass of one eval example */
   medianS: number;
   prompts: number;
+  /** tokens generated per prompt (0 for a classifier: one forward pass, no generation) */
   tokens: number;
 }
 

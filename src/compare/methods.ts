@@ -79,6 +79,11 @@ export const METHOD_SPECS: Readonly<Record<CompareMethod, MethodSpec>> = {
   },
 };
 
+/** Prompt tuning, prefix tuning and P-tuning put VIRTUAL_TOKENS positions in front of every row. */
+export function usesVirtualTokens(method: CompareMethod): boolean {
+  return METHOD_SPECS[method].fields?.num_virtual_tokens !== undefined;
+}
+
 /** Parses and checks a list of method names (`--methods lora,ia3`), in table order, without repeats. */
 export function parseMethods(names: readonly string[]): CompareMethod[] {
   const known = new Set<string>(COMPARE_METHODS);

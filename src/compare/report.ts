@@ -58,7 +58,8 @@ export interface ComparisonReport {
     loadavg_end: number[];
   };
   model: { dir: string; total_params: number };
-  task: { name: string; metric: string; train_file: string; eval_file: string; eval_examples_scored: number | null };
+  /** classification: a sequence classifier on {"text","label"} rows, scored by the argmax of its logits, its latency one forward pass */
+  task: { name: string; metric: string; classification?: boolean; train_file: string; eval_file: string; eval_examples_scored: number | null };
   budget: { steps: number; batch_size: number; max_length: number; seed: number; schedule: string; eval_limit: number | null; flex_eval_limit: number | null };
   base: { quality: Quality; latency_ms: number; latency_prompts: number; latency_tokens: number; flex_tasks: Quality[] };
   flexibility_definition: string;
@@ -111,7 +112,7 @@ function summaryLines(r: ComparisonReport): string[] {
   L.push(`# PEFT methods compared on ${r.task.name}`, '');
   L.push(
     `- model: \`${r.model.dir}\`, ${fmtInt(r.model.total_params)} parameters`,
-    `- task: ${r.task.name}, ${r.task.metric === 'eval_loss' ? 'scored by eval loss' : `${metricName} of greedy generations`} on ${r.task.eval_examples_scored ?? 'all'} eval examples (\`${r.task.eval_file}\`, trained on \`${r.task.train_file}\`); untuned base model: ${formatQuality(r.base.quality)}${r.base.quality.chance !== undefined ? `; always answering the most common label: ${(100 * r.base.quality.chance).toFixed(1)}%` : ''}`,
+    `- task: ${r.task.name}, ${r.task.metric === 'eval_loss' ? 'scored by eval loss' : r.task.classification ? `${metricName} of a sequence classifier (argmax of its logits vs the label)` : `${metricName} of greedy generations`} on ${r.task.eval_examples_scored ?? 'all'} eval examples (\`${r.task.eval_file}\`, trained on \`${r.task.train_file}\`); untuned base model: ${formatQuality(r.base.quality)}${r.base.quality.chance !== undefined ? `; always answering the most common label: ${(100 * r.base.quality.chance).toFixed(1)}%` : ''}`,
     `- budget: ${r.budget.steps} optimizer steps x batch ${r.budget.batch_size} per run, ${r.budget.schedule}, max length ${r.budget.max_length}, seed ${r.budget.seed}`,
     `- machine: nproc ${r.machine.nproc}, ${r.machine.cpu}, ${r.machine.memory_gib} GiB RAM, ${r.machine.platform}; load average ${r.machine.loadavg_start.join(' / ')} at start, ${r.machine.loadavg_end.join(' / ')} at the end; node ${r.machine.node}, onnxruntime-node ${r.machine.onnxruntime_node}`,
     ...(r.command ? [`- command: \`${r.command}\``] : []),
@@ -178,10 +179,10 @@ export function comparisonMarkdown(r: ComparisonReport, figures: { lossCurves: s
   L.push(
     '- **trainable params, share of model**: values the optimizer updates, and their share of the base model\'s parameters (parameter efficiency).',
     '- **train step**: median wall time of one optimizer step (forward, backward and AdamW; the first step is left out), at the same batch; **vs full FT**: divided by full fine-tuning\'s (computational efficiency, training).',
-    `- **inference latency**: median time to generate ${r.base.latency_tokens} tokens for one eval prompt (batch 1, greedy, KV cache, no early stop) over ${r.base.latency_prompts} prompts, with the adapter applied as trained (unmerged; LoRA and IA3 can be merged into the base for no overhead); **vs base**: divided by the untuned base model's, timed prompt by prompt in turn with it in the same process so machine load affects both alike (${fmtMs(r.base.latency_ms)} in the base-model run) (computational efficiency, inference).`,
+    `- **inference latency**: ${r.task.classification ? `median time of one forward pass of one eval example through the classifier (batch 1, logits only; no generation) over ${r.base.latency_prompts} examples` : `median time to generate ${r.base.latency_tokens} tokens for one eval prompt (batch 1, greedy, KV cache, no early stop) over ${r.base.latency_prompts} prompts`}, with the adapter applied as trained (unmerged; LoRA and IA3 can be merged into the base for no overhead); **vs base**: divided by the untuned base model's, timed prompt by prompt in turn with it in the same process so machine load affects both alike (${fmtMs(r.base.latency_ms)} in the base-model run) (computational efficiency, inference).`,
     '- **peak train RSS**: peak resident memory of the run\'s own process at the end of training: runtime, model, compiled sessions, optimizer state (space efficiency, training). On a model this small the runtime itself dominates.',
     '- **stored per task**: bytes of the folder `savePretrained` writes, i.e. what must be kept per task (adapter_config.json + weights; for full fine-tuning the whole model in float32); **vs full FT**: as a share of full fine-tuning\'s (space efficiency, storage).',
-    `- **${metricName}**: ${r.task.metric === 'eval_loss' ? 'token-weighted eval loss of the trained model' : `the task metric on the eval set after training, by greedy generation cut at the first newline (performance); the untuned base model scores ${formatQuality(r.base.quality)}${r.base.quality.chance !== undefined ? `, always answering the most common label ${(100 * r.base.quality.chance).toFixed(1)}%` : ''}`}.`,
+    `- **${metricName}**: ${r.task.metric === 'eval_loss' ? 'token-weighted eval loss of the trained model' : `the task metric on the eval set after training, ${r.task.classification ? 'the share of examples whose largest logit is their label' : 'by greedy generation cut at the first newline'} (performance); the untuned base model scores ${formatQuality(r.base.quality)}${r.base.quality.chance !== undefined ? `, always answering the most common label ${(100 * r.base.quality.chance).toFixed(1)}%` : ''}`}.`,
     `- **flexibility**: ${r.flexibility_definition}`,
     '',
   );

@@ -1,17 +1,18 @@
 // One run of a comparison, as a worker process executes it: score the untuned base, or train one
 // method with the Trainer and measure it (median step time, peak RSS, stored adapter bytes, eval
-// loss, the task metric by greedy generation, batch-1 generation latency).
+// loss, the task metric by greedy generation, batch-1 generation latency). A sequence classifier's
+// task is scored by the accuracy of its logits' argmax, and its latency is one batch-1 forward pass.
 
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Generator, type InferenceModel } from '../generate/index.js';
+import { ForwardSession, Generator, type InferenceModel } from '../generate/index.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import type { PretrainedModel } from '../models/types.js';
 import { evaluateTask } from '../tasks/evaluate.js';
 import { labelOf } from '../tasks/metrics.js';
 import { readTaskExamples } from '../tasks/tasks.js';
 import { evalBatches } from '../train/batches.js';
-import type { TokenizedExample } from '../train/data.js';
+import { type Example, type TokenizedExample, isClassificationExample } from '../train/data.js';
 import type { TrainRecord } from '../train/metrics.js';
 import { LineProgress } from '../train/progress.js';
 import { EvalStep } from '../train/step.js';
@@ -19,10 +20,10 @@ import { Trainer } from '../train/trainer.js';
 import { BottleneckModel } from '../tuners/bottleneck/index.js';
 import { getFullFineTuneModel } from '../tuners/full/index.js';
 import type { AdaptedModel } from '../tuners/types.js';
-import { promptIds, tokenizedRows } from './data.js';
+import { classificationRows, promptIds, tokenizedRows } from './data.js';
 import { CompareError } from './errors.js';
 import type { BaseJob, BaseResult, CompareJob, JobResult, Latency, Quality, RunSettings, TaskRef, TrainJob, TrainResult } from './job.js';
-import { adaptForComparison, loadBaseFor } from './methods.js';
+import { VIRTUAL_TOKENS, adaptForComparison, loadBaseFor, usesVirtualTokens } from './methods.js';
 
 export function median(xs: readonly number[]): number {
   if (xs.length === 0) return NaN;
@@ -38,35 +39,65 @@ async function tokenizerFor(settings: RunSettings): Promise<{ tokenizer: Tokeniz
   return { tokenizer, padId };
 }
 
-/** Token-weighted mean loss of `rows` (as Trainer.evaluate computes it). */
-async function meanLoss(model: AdaptedModel, rows: readonly TokenizedExample[], settings: RunSettings, padId: number): Promise<number> {
+/** The eval rows of `task` for `base`: token rows, or {"text","label"} rows for a sequence classifier. */
+async function evalRowsOf(file: string, task: TaskRef, base: PretrainedModel, tokenizer: Tokenizer, settings: RunSettings): Promise<Example[]> {
+  if (!task.classification) return tokenizedRows(file, tokenizer, settings.maxLength);
+  if (base.task !== 'seq-cls') throw new CompareError(`the task ${task.name} holds {"text","label"} rows for a sequence classifier, but ${settings.modelDir} is a ${base.task} model`);
+  return classificationRows(file, tokenizer, { labels: base.config, maxLength: settings.maxLength });
+}
+
+/**
+ * Mean loss of `rows` (weighted by label tokens, or by examples for a classifier, as
+ * Trainer.evaluate computes it), and for a classifier the rows its argmax gets right.
+ */
+async function evaluateRows(model: AdaptedModel, rows: readonly Example[], settings: RunSettings, padId: number): Promise<{ loss: number; correct: number; examples: number }> {
   const step = await EvalStep.compile(model, { threads: settings.threads });
   try {
     let sum = 0;
     let tokens = 0;
+    let correct = 0;
     const params = model.parameters();
     for (const batch of evalBatches(rows, settings.batchSize, padId)) {
       const r = await step.run(batch, params);
+      correct += r.correct ?? 0;
       if (r.tokens === 0) continue;
       sum += r.loss * r.tokens;
       tokens += r.tokens;
     }
-    return sum / tokens;
+    return { loss: sum / tokens, correct, examples: rows.length };
   } finally {
     await step.dispose();
   }
 }
 
-/** The eval loss, and the task metric by greedy generation when the task has one. */
+/** A classifier's quality: accuracy of the argmax of its logits on the first evalLimit rows (all by default), and the eval loss over every row. */
+async function classifierQuality(model: AdaptedModel, task: TaskRef, rows: readonly Example[], settings: RunSettings, padId: number): Promise<Quality> {
+  const all = await evaluateRows(model, rows, settings, padId);
+  const limit = settings.evalLimit ? Math.min(settings.evalLimit, rows.length) : rows.length;
+  const scored = limit < rows.length ? await evaluateRows(model, rows.slice(0, limit), settings, padId) : all;
+  const labels = rows.slice(0, limit).map((r) => (isClassificationExample(r) ? String(r.label) : undefined));
+  return {
+    task: task.name,
+    metric: 'accuracy',
+    value: scored.correct / scored.examples,
+    correct: scored.correct,
+    total: scored.examples,
+    chance: majorityShare(labels),
+    evalLoss: all.loss,
+    lossQuality: Math.exp(-all.loss),
+  };
+}
+
+/** The eval loss, and the task metric by greedy generation when the task has one (for a classifier, its accuracy). */
 async function scoreQuality(
   inference: InferenceModel,
   lossModel: AdaptedModel,
   task: TaskRef,
-  ctx: { settings: RunSettings; tokenizer: Tokenizer; padId: number; rows?: TokenizedExample[] },
+  ctx: { settings: RunSettings; tokenizer: Tokenizer; padId: number; rows: Example[] },
 ): Promise<Quality> {
-  const { settings, tokenizer, padId } = ctx;
-  const rows = ctx.rows ?? (await tokenizedRows(task.evalFile, tokenizer, settings.maxLength));
-  const evalLoss = await meanLoss(lossModel, rows, settings, padId);
+  const { settings, tokenizer, padId, rows } = ctx;
+  if (task.classification) return classifierQuality(lossModel, task, rows, settings, padId);
+  const evalLoss = (await evaluateRows(lossModel, rows, settings, padId)).loss;
   const lossQuality = Math.exp(-evalLoss);
   if (!task.spec) return { task: task.name, metric: 'eval_loss', value: lossQuality, evalLoss, lossQuality };
   const examples = await readTaskExamples(task.evalFile);
@@ -83,9 +114,37 @@ function majorityShare(labels: readonly (string | undefined)[]): number {
   return labels.length ? Math.max(...counts.values()) / labels.length : 0;
 }
 
-/** Median time to generate a fixed number of tokens for one prompt at a time (one untimed warm-up each). */
-async function timeLatency(models: readonly InferenceModel[], tokenizer: Tokenizer, rows: readonly TokenizedExample[], settings: RunSettings): Promise<Latency[]> {
-  const prompts = rows.slice(0, settings.latencyPrompts).map(promptIds);
+/**
+ * Median time of one forward pass of one eval example (batch 1, logits only) for each model, a
+ * classifier's inference (one untimed warm-up each, interleaved example by example).
+ */
+async function timeForward(models: readonly InferenceModel[], rows: readonly Example[], settings: RunSettings): Promise<Latency[]> {
+  const examples = rows.slice(0, settings.latencyPrompts).map((r) => {
+    const n = r.inputIds.length;
+    return { inputIds: { dtype: 'int64' as const, shape: [1, n], data: BigInt64Array.from(r.inputIds, BigInt) }, attentionMask: { dtype: 'int64' as const, shape: [1, n], data: new BigInt64Array(n).fill(1n) } };
+  });
+  const sessions: ForwardSession[] = [];
+  try {
+    for (const m of models) sessions.push(await ForwardSession.create(m, { runtime: { threads: settings.threads } }));
+    for (const s of sessions) await s.run(examples[0]!);
+    const times = sessions.map(() => [] as number[]);
+    for (const x of examples) {
+      for (const [i, s] of sessions.entries()) {
+        const t0 = performance.now();
+        await s.run(x);
+        times[i]!.push((performance.now() - t0) / 1000);
+      }
+    }
+    return times.map((t) => ({ medianS: median(t), prompts: examples.length, tokens: 0 }));
+  } finally {
+    for (const s of sessions) await s.dispose();
+  }
+}
+
+/** Median time to generate a fixed number of tokens for one prompt at a time (one untimed warm-up each); a classifier's: timeForward. */
+async function timeLatency(models: readonly InferenceModel[], tokenizer: Tokenizer, rows: readonly Example[], settings: RunSettings): Promise<Latency[]> {
+  if (rows.some(isClassificationExample)) return timeForward(models, rows, settings);
+  const prompts = (rows as readonly TokenizedExample[]).slice(0, settings.latencyPrompts).map(promptIds);
   const opts = { maxNewTokens: settings.latencyTokens, doSample: false, stopTokenIds: [], stopStrings: [] };
   const generators: Generator[] = [];
   try {
@@ -134,7 +193,7 @@ async function runBase(job: BaseJob): Promise<BaseResult> {
   const qualities: Quality[] = [];
   let latency: Latency | undefined;
   for (const task of job.tasks) {
-    const rows = await tokenizedRows(task.evalFile, tokenizer, settings.maxLength);
+    const rows = await evalRowsOf(task.evalFile, task, base, tokenizer, settings);
     qualities.push(await scoreQuality(base, lossModel, task, { settings, tokenizer, padId, rows }));
     if (job.timeLatency && !latency) [latency] = await timeLatency([base], tokenizer, rows, settings);
   }
@@ -146,8 +205,15 @@ async function runTrain(job: TrainJob): Promise<TrainResult> {
   const { settings, task } = job;
   const base = await loadBaseFor(job.method, settings.modelDir);
   const { tokenizer, padId } = await tokenizerFor(settings);
-  const train = await tokenizedRows(task.trainFile, tokenizer, settings.maxLength);
-  const evalRows = await tokenizedRows(task.evalFile, tokenizer, settings.maxLength);
+  const train = await evalRowsOf(task.trainFile, task, base, tokenizer, settings);
+  const evalRows = await evalRowsOf(task.evalFile, task, base, tokenizer, settings);
+  if (usesVirtualTokens(job.method) && base.family !== 'llama') {
+    const longest = Math.max(...train.map((r) => r.inputIds.length), ...evalRows.map((r) => r.inputIds.length));
+    const positions = base.config.maxPositionEmbeddings;
+    if (positions && longest + VIRTUAL_TOKENS > positions) {
+      throw new CompareError(`the method's ${VIRTUAL_TOKENS} virtual tokens plus the longest row (${longest} tokens) exceed the model's ${positions} positions (max_position_embeddings); pass --max-len ${positions - VIRTUAL_TOKENS} or less`);
+    }
+  }
   const adapted = await adaptForComparison(base, job.method, settings.seed, settings.baseName);
   let trainable = 0;
   for (const t of adapted.parameters().values()) trainable += t.data.length;

@@ -31,6 +31,10 @@ for (const [method, file, peftType] of cases) {
     const r = spawnSync(process.execPath, [CLI, 'train', '--model', gpt2, '--method', method, '--data', task.train, '--eval-data', task.eval, '--out', out, '--steps', '3', '--threads', '1', '--log-every', '1'], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     assert.ok(existsSync(join(out, file)), file);
+    // the closing line names the weights file this method actually wrote
+    const saved = /saved the adapter \(([^)]*)\)/.exec(r.stdout + r.stderr);
+    assert.ok(saved, r.stdout + r.stderr);
+    for (const named of saved[1].split(/[,:]/).map((x) => x.trim()).filter((x) => x.endsWith('.json') || x.endsWith('.safetensors'))) assert.ok(existsSync(join(out, named)), named);
     if (peftType) assert.equal(JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8')).peft_type, peftType);
     const adapted = await loadAdapter(await loadModel(gpt2), out);
     assert.ok(adapted.parameters().size > 0);

@@ -288,7 +288,12 @@ async function runTrain(f: TrainFlags): Promise<void> {
     }
     await copyTokenizer(dir, f.out);
     const evalText = r.initialEvalLoss !== undefined && r.finalEvalLoss !== undefined ? `; eval loss ${r.initialEvalLoss.toFixed(4)} -> ${r.finalEvalLoss.toFixed(4)}` : r.finalEvalLoss !== undefined ? `; eval loss ${r.finalEvalLoss.toFixed(4)}` : '';
-    const saved = f.method === 'full' ? 'model (config.json, model.safetensors)' : 'adapter (adapter_config.json, adapter_model.safetensors)';
+    const saved =
+      f.method === 'full'
+        ? 'model (config.json, model.safetensors)'
+        : f.method === 'adapter'
+          ? 'adapter (adapter_config.json, adapter.safetensors: the AdapterHub format)'
+          : 'adapter (adapter_config.json, adapter_model.safetensors)';
     const accText =
       r.finalEvalAccuracy === undefined ? '' : r.initialEvalAccuracy !== undefined ? `; eval accuracy ${fmtAccuracy(r.initialEvalAccuracy)} -> ${fmtAccuracy(r.finalEvalAccuracy)}` : `; eval accuracy ${fmtAccuracy(r.finalEvalAccuracy)}`;
     say(`done: ${r.globalStep} steps, final loss ${r.finalLoss?.toFixed(4)}${evalText}${accText}`);

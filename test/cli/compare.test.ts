@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ComparisonReport } from '../../src/compare/index.js';
 import { bundledModelDir, taskDataDir } from '../../src/tasks/tasks.js';
+import { filledMeasuredTable } from './compare_support.js';
 import { peft } from './peft.js';
 
 /** The bundled model and a slice of its sentiment task. */
@@ -46,17 +47,7 @@ test('peft compare with two methods and a tiny budget fills every column', async
 
   for (const f of ['compare.md', 'compare.json', 'loss_curves.svg', 'quality_vs_params.svg']) assert.ok(existsSync(join(out, f)), f);
   const md = await readFile(join(out, 'compare.md'), 'utf8');
-  const measured = md.slice(md.indexOf('## Measured'), md.indexOf('## Ratings'));
-  const rows = measured.split('\n').filter((l) => l.startsWith('|'));
-  const header = rows[0]!.split('|').slice(1, -1).map((c) => c.trim());
-  assert.equal(header.length, 12);
-  const body = rows.slice(2);
-  assert.deepEqual(body.map((l) => l.split('|')[1]!.trim()), ['LoRA', 'IA3', 'Full fine-tuning']);
-  for (const line of body) {
-    const cells = line.split('|').slice(1, -1).map((c) => c.trim());
-    assert.equal(cells.length, header.length, line);
-    for (const [i, c] of cells.entries()) assert.ok(c !== '' && !/NaN|undefined|null|Infinity|failed|^-$/.test(c), `${header[i]} of ${cells[0]}: "${c}"`);
-  }
+  filledMeasuredTable(md, ['LoRA', 'IA3', 'Full fine-tuning']);
   const ratings = md.slice(md.indexOf('## Ratings'), md.indexOf('## What the columns mean'));
   assert.equal((ratings.match(/(High|Medium|Low)\*{0,2} \/ (High|Medium|Low)/g) ?? []).length, 15);
   assert.match(md, /## Flexibility runs/);

@@ -9,6 +9,7 @@ import os from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../io/hfconfig.js';
+import { architectureOf } from '../models/load.js';
 import { writeAtomically } from '../io/safetensors/write.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import { TASK_NAMES, bundledModelDir, packageRoot } from '../tasks/tasks.js';
@@ -196,8 +197,10 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
   const virtual = chosen.some(usesVirtualTokens) && !ROTARY_MODEL_TYPES.includes(String(config.model_type)) ? VIRTUAL_TOKENS : 0;
   const maxLength = opts.maxLength ?? Math.min(1024, positions - virtual, tokenizer.modelMaxLength ?? Infinity);
   // A sequence classifier (e.g. BertForSequenceClassification) trains on {"text","label"} rows and is scored by accuracy.
-  const classifier = Array.isArray(config.architectures) && config.architectures.some((a) => typeof a === 'string' && a.endsWith('ForSequenceClassification'));
-  const classes = classifier ? { labels: await loadConfig(modelDir), maxLength } : undefined;
+  // the class loadModel will build (refused here, before --out is touched, when it cannot)
+  const hfConfig = await loadConfig(modelDir);
+  const classifier = architectureOf(hfConfig, modelDir).endsWith('ForSequenceClassification');
+  const classes = classifier ? { labels: hfConfig, maxLength } : undefined;
   const primary = await resolveTask({ task: opts.task, trainFile: opts.trainFile, evalFile: opts.evalFile }, tokenizer, classes);
   const flexNames = [...new Set(opts.flexTasks ?? TASK_NAMES)].filter((t) => t !== primary.name);
   // The bundled tasks are prompt/completion data for a causal LM: a classifier's flexibility is its LR grid and its own task.

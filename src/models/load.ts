@@ -40,19 +40,46 @@ export interface LoadModelOptions {
   quantization?: QuantizationConfig;
 }
 
+/** Architecture class names of task heads other than language modelling. */
+const TASK_HEAD = /For(SequenceClassification|TokenClassification|QuestionAnswering|MultipleChoice)$/;
+/** Fallback classes that would put a language-model head on such a checkpoint. */
+const LM_HEAD = /(ForCausalLM|LMHeadModel)$/;
+
 export function supportedArchitectures(): string[] {
   return Object.keys(ARCHITECTURES);
 }
 
-export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<PretrainedModel> {
-  if (!existsSync(join(dir, 'config.json'))) throw new ModelError(`${dir} is not a model folder: config.json is missing`);
-  const config = await loadConfig(dir);
-  const arch = opts.architecture ?? config.architectures.find((a) => a in ARCHITECTURES) ?? BY_MODEL_TYPE[config.modelType];
+/**
+ * The architecture class loadModel builds for a config.json: `override`, else the first listed
+ * class this library implements, else the model_type's default class; a ModelError when none
+ * applies, or when the checkpoint carries a task head that the default would silently replace.
+ */
+export function architectureOf(config: ModelConfig, dir: string, override?: string): string {
+  const listed = config.architectures.find((a) => a in ARCHITECTURES);
+  // Falling back on model_type loads the family's default (language-model) head: fine for an
+  // unlisted LM class name, wrong for a task head this library does not build, whose checkpoint
+  // would then silently train and save as a causal LM.
+  const otherHead = config.architectures.find((a) => TASK_HEAD.test(a));
+  const fallback = BY_MODEL_TYPE[config.modelType];
+  if (!override && !listed && otherHead && fallback && LM_HEAD.test(fallback)) {
+    throw new ModelError(
+      `${dir} is a ${otherHead} checkpoint; that task head is not implemented (supported: ${supportedArchitectures().join(', ')}). ` +
+        `To use its backbone as a language model anyway, load it with { architecture: "<one of those>" }.`,
+    );
+  }
+  const arch = override ?? listed ?? fallback;
   if (!arch || !(arch in ARCHITECTURES)) {
     throw new ModelError(
       `unsupported architecture ${JSON.stringify(config.architectures)} (model_type "${config.modelType}") in ${dir}; supported: ${supportedArchitectures().join(', ')}`,
     );
   }
+  return arch;
+}
+
+export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<PretrainedModel> {
+  if (!existsSync(join(dir, 'config.json'))) throw new ModelError(`${dir} is not a model folder: config.json is missing`);
+  const config = await loadConfig(dir);
+  const arch = architectureOf(config, dir, opts.architecture);
   const hasSingle = existsSync(join(dir, 'model.safetensors'));
   if (!hasSingle && !existsSync(join(dir, 'model.safetensors.index.json'))) {
     throw new ModelError(`${dir} has no model.safetensors or model.safetensors.index.json (PyTorch .bin checkpoints are not read; convert with safetensors' convert script)`);

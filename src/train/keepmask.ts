@@ -115,9 +115,16 @@ interface Filler {
   mem: WebAssembly.Memory;
 }
 
-let filler: Filler | undefined;
-function instance(): Filler {
-  if (!filler) filler = new WebAssembly.Instance(new WebAssembly.Module(MODULE)).exports as unknown as Filler;
+let filler: Filler | null | undefined;
+/** The compiled module, or null where WebAssembly or its SIMD extension is not available. */
+function instance(): Filler | null {
+  if (filler === undefined) {
+    try {
+      filler = new WebAssembly.Instance(new WebAssembly.Module(MODULE)).exports as unknown as Filler;
+    } catch {
+      filler = null;
+    }
+  }
   return filler;
 }
 
@@ -153,18 +160,26 @@ function checkRatio(ratio: number): number {
 
 /**
  * A dropout keep-mask of n bytes drawn from rng: each byte is 1 with probability 1 - ratio.
- * rng advances by 64 draws whatever n is. Pass the previous step's mask of the same size as `into`
- * to refill it: on a fresh allocation the first touch of every page costs more than drawing the
- * mask (about 3 ns a byte on the development VM, against 0.4 ns for the draw).
+ * rng advances by 64 draws whatever n is. Pass a buffer of at least n bytes (the previous step's)
+ * as `into` to draw into its first n bytes (the returned view): on a fresh allocation the first
+ * touch of every page costs more than drawing the mask (about 3 ns a byte on the development VM,
+ * against 0.4 ns for the draw). Without WebAssembly SIMD the same bytes come from the JavaScript
+ * reference, ~25x slower.
  */
 export function drawKeepMask(rng: Rng, n: number, ratio: number, into?: Uint8Array): Uint8Array {
   const threshold = checkRatio(ratio);
-  if (into && into.length !== n) throw new RangeError(`a keep-mask buffer of ${into.length} bytes cannot hold a mask of ${n}`);
+  if (into && into.length < n) throw new RangeError(`a keep-mask buffer of ${into.length} bytes cannot hold a mask of ${n}`);
+  const f = instance();
+  if (!f) {
+    const keep = referenceKeepMask(rng, n, ratio);
+    if (!into) return keep;
+    into.set(keep);
+    return into.subarray(0, n);
+  }
   const streams = streamStates(rng);
-  const keep = into ?? new Uint8Array(n);
+  const keep = into ? into.subarray(0, n) : new Uint8Array(n);
   // ratio within 2^-32 of 1: no draw reaches the threshold, every byte is 0
   if (threshold > 0xffffffff || n === 0) return keep.fill(0);
-  const f = instance();
   const need = OUT_AT + Math.min(CHUNK, Math.ceil(n / STREAMS) * STREAMS);
   if (f.mem.buffer.byteLength < need) f.mem.grow(Math.ceil((need - f.mem.buffer.byteLength) / PAGE));
   const words = new Uint32Array(f.mem.buffer, STATE_AT, 4 * STREAMS);

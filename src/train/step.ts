@@ -170,7 +170,7 @@ export interface StepResult {
 
 /** Forward + loss + backward of an adapted model as one session. */
 export class TrainStep {
-  /** each dropout's keep-mask of the last run, refilled in place while the batch shape stays */
+  /** each dropout's keep-mask buffer (as large as its largest mask so far), refilled every run */
   private readonly masks = new Map<string, Uint8Array>();
 
   private constructor(
@@ -206,10 +206,16 @@ export class TrainStep {
       if (!opts.rng) throw new TrainError('this model uses dropout, so the train step needs an rng to draw masks from');
       const shape = d.shape.map((x) => resolveDim(x, { batch: batch.size, seq: batch.seq }));
       const n = shape.reduce((p, q) => p * q, 1);
-      // refill last step's mask when the batch shape is the same (fresh pages cost more than the draw)
-      const last = this.masks.get(d.name);
-      const keep = drawKeepMask(opts.rng, n, d.ratio, last?.length === n ? last : undefined);
-      this.masks.set(d.name, keep);
+      // one grow-only buffer per mask, refilled each step (fresh pages cost more than the draw)
+      let buf = this.masks.get(d.name);
+      if (!buf || buf.length < n) this.masks.set(d.name, (buf = new Uint8Array(n)));
+      let keep: Uint8Array;
+      try {
+        keep = drawKeepMask(opts.rng, n, d.ratio, buf);
+      } catch (e) {
+        if (e instanceof RangeError) throw new TrainError(`dropout "${d.name}": ${e.message}; set the dropout below 1`);
+        throw e;
+      }
       feeds[d.name] = { dtype: 'bool', shape, data: keep };
     }
     const out = await this.session.run(feeds);

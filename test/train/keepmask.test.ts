@@ -47,13 +47,32 @@ test('drawKeepMask keeps 1 - ratio, advances the trainer RNG by a fixed count, h
   assert.throws(() => drawKeepMask(a, 4, -0.1), RangeError);
 });
 
-test('drawKeepMask refills a buffer in place with what a fresh draw gives', () => {
+test('drawKeepMask draws into the first n bytes of a larger buffer, the same bytes as a fresh draw', () => {
   const a = Rng.fromSeed(5);
   const b = Rng.fromSeed(5);
-  const buf = new Uint8Array(1001).fill(7);
-  const got = drawKeepMask(a, 1001, 0.2, buf);
-  assert.equal(got, buf);
-  assert.ok(same(got, drawKeepMask(b, 1001, 0.2)));
+  const buf = new Uint8Array(5000).fill(7);
+  for (const n of [1001, 4999, 17, 5000]) {
+    const got = drawKeepMask(a, n, 0.2, buf);
+    assert.equal(got.buffer, buf.buffer);
+    assert.equal(got.byteOffset, 0);
+    assert.equal(got.length, n);
+    assert.ok(same(got, drawKeepMask(b, n, 0.2)), `n=${n}`);
+  }
   assert.ok(drawKeepMask(a, 1001, 1 - 2 ** -40, buf).every((x) => x === 0));
-  assert.throws(() => drawKeepMask(a, 1000, 0.2, buf), RangeError);
+  assert.throws(() => drawKeepMask(a, 5001, 0.2, buf), RangeError);
+});
+
+test('without WebAssembly (node --jitless) drawKeepMask falls back to the same bytes', async () => {
+  const { execFileSync } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const here = fileURLToPath(new URL('../../src/train/', import.meta.url));
+  const script = `
+    const { drawKeepMask, referenceKeepMask } = await import(${JSON.stringify(here + 'keepmask.js')});
+    const { Rng } = await import(${JSON.stringify(here + 'rng.js')});
+    if (typeof WebAssembly !== 'undefined') throw new Error('WebAssembly is available under --jitless');
+    const a = Rng.fromSeed(3), b = Rng.fromSeed(3);
+    const got = drawKeepMask(a, 777, 0.3, new Uint8Array(800)), want = referenceKeepMask(b, 777, 0.3);
+    process.stdout.write(String(got.length === 777 && got.every((x, i) => x === want[i]) && a.state().join() === b.state().join()));`;
+  const out = execFileSync(process.execPath, ['--jitless', '--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.equal(out, 'true');
 });

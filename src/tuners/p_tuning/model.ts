@@ -56,7 +56,7 @@ export class PTuningModel extends PromptLearningModel<PromptEncoderConfig> {
     return this.forwardWithVirtualTokens(ctx, args, () => this.promptGraph(ctx));
   }
 
-  /** Causal LM: one -100 label per virtual token in front of the labels, as peft does (the additive prompt inserts none). */
+  /** Causal LM: one -100 label per virtual token in front of the labels, as peft does. */
   override get prependedLabels(): number {
     return this.config.taskType === 'CAUSAL_LM' ? this.numVirtualTokens : 0;
   }

@@ -20,6 +20,9 @@
 
 import { Rng } from './rng.js';
 
+/** Names how masks are drawn from the trainer's Rng; runs record it so a resume never mixes two schemes. */
+export const KEEP_MASK_SCHEME = 'xoshiro128** x16, 64 seed draws per mask';
+
 const STREAMS = 16;
 const I32 = 0x7f;
 const V128 = 0x7b;

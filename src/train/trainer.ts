@@ -14,6 +14,7 @@ import { BatchStream, evalBatches } from './batches.js';
 import { CHECKPOINTS_DIR, type Checkpoint, type RunSignature, listCheckpoints, loadCheckpoint, removeStaleTemps, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { type Example, IGNORE_INDEX, isClassificationExample } from './data.js';
 import { CheckpointError, TrainError } from './errors.js';
+import { KEEP_MASK_SCHEME } from './keepmask.js';
 import { type EvalRecord, type MetricRecord, MetricsLog, type TrainRecord } from './metrics.js';
 import { writeLossPlot } from './plot.js';
 import { type ProgressReporter, silentProgress } from './progress.js';
@@ -228,6 +229,7 @@ export class Trainer {
       lr_scheduler_type: o.schedule,
       warmup_steps: warmupSteps,
       max_grad_norm: o.maxGradNorm,
+      dropout_masks: KEEP_MASK_SCHEME,
       seed: o.seed,
       pad_token_id: o.padTokenId,
     };

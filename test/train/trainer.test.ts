@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Value } from '../../src/graph/ir.js';
 import * as o from '../../src/graph/ops.js';
@@ -191,6 +191,15 @@ test('runs that cannot continue exactly are refused before anything on disk chan
   await assert.rejects(new Trainer(await make(), train, undefined, opts).train(), (e: unknown) => e instanceof TrainError && /--resume latest.*--overwrite/.test(e.message));
   await assert.rejects(new Trainer(await make(), train, undefined, { ...opts, resume: 'latest', learningRate: 2e-3 }).train(), (e: unknown) => e instanceof CheckpointError && /learning_rate: checkpoint 0.001, now 0.002/.test(e.message));
   await assert.rejects(new Trainer(await make(), train.slice(1), undefined, { ...opts, resume: 'latest' }).train(), (e: unknown) => e instanceof CheckpointError && /train_data/.test(e.message));
+  // a checkpoint that does not name the keep-mask scheme (written before it was recorded) would resume with other masks
+  const [ckpt] = await readdir(join(out, 'checkpoints'));
+  const stateFile = join(out, 'checkpoints', ckpt!, 'trainer_state.json');
+  const state = JSON.parse(await readFile(stateFile, 'utf8')) as { run_signature: Record<string, unknown> };
+  const { dropout_masks: scheme, ...older } = state.run_signature;
+  assert.equal(typeof scheme, 'string');
+  await writeFile(stateFile, JSON.stringify({ ...state, run_signature: older }));
+  await assert.rejects(new Trainer(await make(), train, undefined, { ...opts, resume: 'latest' }).train(), (e: unknown) => e instanceof CheckpointError && /dropout_masks: checkpoint undefined/.test(e.message));
+  await writeFile(stateFile, JSON.stringify(state));
   assert.equal(await readFile(join(out, 'metrics.jsonl'), 'utf8'), before);
   assert.throws(() => new Trainer({} as AdaptedModel, train, undefined, { ...opts, batchSize: 0 }), (e: unknown) => e instanceof TrainError && /batch size/.test(e.message));
   const over = await new Trainer(await make(), train, undefined, { ...opts, overwrite: true }).train();

@@ -10,7 +10,7 @@ import { drawKeepMask } from '../src/train/keepmask.js';
 import { Rng } from '../src/train/rng.js';
 import { TrainStep } from '../src/train/step.js';
 import { createAdapter } from '../src/tuners/load.js';
-import { noise, randomBenchModel } from './train_models.js';
+import { allLinearTargets, noise, randomBenchModel } from './train_models.js';
 
 const args = process.argv.slice(2);
 const opt = (k: string, d: string) => (args.includes(`--${k}`) ? args[args.indexOf(`--${k}`) + 1]! : d);
@@ -20,7 +20,7 @@ const threads = Number(opt('threads', '2'));
 const [B, S] = [4, 256];
 
 const base = randomBenchModel(model);
-const targets = base.family === 'llama' ? ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] : ['c_attn', 'c_proj', 'c_fc'];
+const targets = allLinearTargets(base);
 const ids = BigInt64Array.from(noise(B * S, 1, 3), (x) => BigInt(Math.floor((x / Math.sqrt(12) + 0.5) * base.vocabSize) % base.vocabSize));
 const batch: Batch = { size: B, seq: S, inputIds: ids, attentionMask: new BigInt64Array(B * S).fill(1n), labels: ids, tokens: B * S };
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

@@ -79,13 +79,18 @@ export function randomBenchModel(name: string): PretrainedModel {
   return model;
 }
 
+/** The linear layers 'lora-all' adapts (every attention and MLP projection, as peer_torch.py). */
+export function allLinearTargets(base: PretrainedModel): string[] {
+  return base.family === 'llama' ? ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] : ['c_attn', 'c_proj', 'c_fc'];
+}
+
 /** The method applied the way peer_torch.py applies it (same targets, r 8 / alpha 16, 20 virtual tokens, d/16 bottleneck). */
 export async function adaptForBench(base: PretrainedModel, method: string): Promise<AdaptedModel> {
   const llama = base.family === 'llama';
   switch (method) {
     case 'lora-qv':
     case 'lora-all': {
-      const targets = method === 'lora-qv' ? (llama ? ['q_proj', 'v_proj'] : ['c_attn']) : llama ? ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] : ['c_attn', 'c_proj', 'c_fc'];
+      const targets = method === 'lora-qv' ? (llama ? ['q_proj', 'v_proj'] : ['c_attn']) : allLinearTargets(base);
       return createAdapter(base, { peft_type: 'LORA', r: 8, lora_alpha: 16, lora_dropout: 0, target_modules: targets, task_type: 'CAUSAL_LM' });
     }
     case 'ia3':

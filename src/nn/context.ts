@@ -9,6 +9,7 @@ import type { Dim } from '../graph/types.js';
 import { QuantizationError } from '../quant/errors.js';
 import { dequantizeInGraph } from '../quant/graph.js';
 import { type QuantKernel, type QuantOperands, quantOperands } from '../quant/matmul.js';
+import type { Quantized4bit } from '../quant/blockwise.js';
 import type { WeightStore } from './weights.js';
 
 /** A linear-like module of the base model, named as in the Hugging Face state dict. */
@@ -88,6 +89,16 @@ export class BuildContext {
     return v;
   }
 
+  /** The 4-bit data of a resolved weight name, which must be quantized and frozen. */
+  private frozenQuantized(name: string): Quantized4bit {
+    const q = this.weights.getQuantized(name);
+    if (!q) throw new QuantizationError(`weight "${name}" is not quantized`);
+    if (this.trainable.has(name)) {
+      throw new QuantizationError(`weight "${name}" is 4-bit quantized and cannot be trained; keep it in full precision (skipModules) or load the model without quantization`);
+    }
+    return q.quant;
+  }
+
   /**
    * A 4-bit quantized weight as bitsandbytes' Linear4bit uses it: the float32 matrix in its quantized
    * layout ([out, in], also for GPT-2's Conv1D), rebuilt in the graph from the 4-bit constants.
@@ -99,12 +110,7 @@ export class BuildContext {
     const key = `${name}#4bit`;
     const hit = this.cache.get(key);
     if (hit) return hit;
-    const q = this.weights.getQuantized(name);
-    if (!q) throw new QuantizationError(`weight "${name}" is not quantized`);
-    if (this.trainable.has(name)) {
-      throw new QuantizationError(`weight "${name}" is 4-bit quantized and cannot be trained; keep it in full precision (skipModules) or load the model without quantization`);
-    }
-    const v = dequantizeInGraph(this.graph, name, q.quant, { after });
+    const v = dequantizeInGraph(this.graph, name, this.frozenQuantized(name), { after });
     this.cache.set(key, v);
     return v;
   }
@@ -118,12 +124,7 @@ export class BuildContext {
     name = this.weights.resolve(name);
     const hit = this.operands.get(name);
     if (hit) return hit;
-    const q = this.weights.getQuantized(name);
-    if (!q) throw new QuantizationError(`weight "${name}" is not quantized`);
-    if (this.trainable.has(name)) {
-      throw new QuantizationError(`weight "${name}" is 4-bit quantized and cannot be trained; keep it in full precision (skipModules) or load the model without quantization`);
-    }
-    const v = quantOperands(this.graph, name, q.quant, { kernel: this.quantKernel });
+    const v = quantOperands(this.graph, name, this.frozenQuantized(name), { kernel: this.quantKernel });
     this.operands.set(name, v);
     return v;
   }

@@ -1,7 +1,7 @@
 // Dropout keep-masks drawn from the trainer's RNG in bulk. A mask is one Bernoulli(1 - ratio) byte
 // per element of the dropped tensor: 150M bytes a step for LoRA with dropout on every linear layer
 // of a 135M-parameter model at 4 x 256 tokens, far too many for a per-element JavaScript loop
-// (~12 ns an element on the 2-core development machine: 1.8 s a step; ~0.4 ns here).
+// (12.7 ns an element on the 2-core development machine: 1.95 s a step; 0.5 ns here).
 //
 // The masks come from 16 xoshiro128** streams run side by side in WebAssembly SIMD (four vectors of
 // four 32-bit lanes), 16 mask bytes per loop turn. Each mask seeds its 16 streams with 64 draws from
@@ -166,23 +166,18 @@ function checkRatio(ratio: number): number {
  * rng advances by 64 draws whatever n is. Pass a buffer of at least n bytes (the previous step's)
  * as `into` to draw into its first n bytes (the returned view): on a fresh allocation the first
  * touch of every page costs more than drawing the mask (about 3 ns a byte on the development VM,
- * against 0.4 ns for the draw). Without WebAssembly SIMD the same bytes come from the JavaScript
- * reference, ~25x slower.
+ * against 0.5 ns for the draw). Without WebAssembly SIMD the same bytes come from the JavaScript
+ * reference, ~20x slower.
  */
 export function drawKeepMask(rng: Rng, n: number, ratio: number, into?: Uint8Array): Uint8Array {
   const threshold = checkRatio(ratio);
   if (into && into.length < n) throw new RangeError(`a keep-mask buffer of ${into.length} bytes cannot hold a mask of ${n}`);
-  const f = instance();
-  if (!f) {
-    const keep = referenceKeepMask(rng, n, ratio);
-    if (!into) return keep;
-    into.set(keep);
-    return into.subarray(0, n);
-  }
   const streams = streamStates(rng);
   const keep = into ? into.subarray(0, n) : new Uint8Array(n);
   // ratio within 2^-32 of 1: no draw reaches the threshold, every byte is 0
   if (threshold > 0xffffffff || n === 0) return keep.fill(0);
+  const f = instance();
+  if (!f) return fillReference(streams, threshold, keep);
   const need = OUT_AT + Math.min(CHUNK, Math.ceil(n / STREAMS) * STREAMS);
   if (f.mem.buffer.byteLength < need) f.mem.grow(Math.ceil((need - f.mem.buffer.byteLength) / PAGE));
   const words = new Uint32Array(f.mem.buffer, STATE_AT, 4 * STREAMS);
@@ -195,13 +190,16 @@ export function drawKeepMask(rng: Rng, n: number, ratio: number, into?: Uint8Arr
   return keep;
 }
 
+/** Byte 16k + s is stream s's k-th draw >= threshold (drawKeepMask's chunks are multiples of 16, so they keep this order). */
+function fillReference(streams: readonly Rng[], threshold: number, keep: Uint8Array): Uint8Array {
+  for (let i = 0; i < keep.length; i++) keep[i] = streams[i % STREAMS]!.nextUint32() >= threshold ? 1 : 0;
+  return keep;
+}
+
 /** drawKeepMask in plain JavaScript, one draw at a time (for tests; same bytes, same rng advance). */
 export function referenceKeepMask(rng: Rng, n: number, ratio: number): Uint8Array {
   const threshold = checkRatio(ratio);
   const streams = streamStates(rng);
   const keep = new Uint8Array(n);
-  if (threshold > 0xffffffff) return keep;
-  // byte 16k + s is stream s's k-th draw (drawKeepMask's chunks are multiples of 16, so they keep this order)
-  for (let i = 0; i < n; i++) keep[i] = streams[i % STREAMS]!.nextUint32() >= threshold ? 1 : 0;
-  return keep;
+  return threshold > 0xffffffff ? keep : fillReference(streams, threshold, keep);
 }

@@ -70,7 +70,10 @@ function buildLossGraph(model: AdaptedModel, training: boolean, quantKernel?: Qu
   for (const n of graph.nodes) {
     if (n.op !== 'Dropout') continue;
     const mask = n.inputs[1]!;
-    if (mask.kind === 'input' && !dropouts.some((d) => d.name === mask.name)) dropouts.push({ name: mask.name, shape: mask.shape, ratio: (n.attrs as { ratio: number }).ratio });
+    if (mask.kind !== 'input' || dropouts.some((d) => d.name === mask.name)) continue;
+    const ratio = (n.attrs as { ratio: number }).ratio;
+    if (!(ratio >= 0 && ratio < 1)) throw new TrainError(`dropout "${mask.name}" has ratio ${ratio}; a dropout ratio is in [0, 1): set the dropout below 1`);
+    dropouts.push({ name: mask.name, shape: mask.shape, ratio });
   }
   for (const v of graph.inputs) {
     if ((BATCH_INPUTS as readonly string[]).includes(v.name) || dropouts.some((d) => d.name === v.name)) continue;
@@ -209,14 +212,7 @@ export class TrainStep {
       // one grow-only buffer per mask, refilled each step (fresh pages cost more than the draw)
       let buf = this.masks.get(d.name);
       if (!buf || buf.length < n) this.masks.set(d.name, (buf = new Uint8Array(n)));
-      let keep: Uint8Array;
-      try {
-        keep = drawKeepMask(opts.rng, n, d.ratio, buf);
-      } catch (e) {
-        if (e instanceof RangeError) throw new TrainError(`dropout "${d.name}": ${e.message}; set the dropout below 1`);
-        throw e;
-      }
-      feeds[d.name] = { dtype: 'bool', shape, data: keep };
+      feeds[d.name] = { dtype: 'bool', shape, data: drawKeepMask(opts.rng, n, d.ratio, buf) };
     }
     const out = await this.session.run(feeds);
     const grads = new Map<string, Float32Array>();

@@ -249,7 +249,7 @@ function diff(a: Float32Array, b: Float32Array): string {
 }
 
 async function mergeSection(): Promise<void> {
-  const fixtures = process.env.PEFT_FIXTURES ?? join(process.cwd(), '../shared/fixtures');
+  const fixtures = process.env.PEFT_FIXTURES ?? join(process.cwd(), 'test/fixtures/fixtures');
   const targets: Record<string, string[]> = { llama: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], gpt2: ['c_attn', 'c_proj', 'c_fc'] };
   console.log('QLoRA adapters (r 8, alpha 16) fine-tuned 30 steps on the swap task over the NF4 fixture models; logits and loss on 16 held-out examples:');
   for (const family of ['llama', 'gpt2']) {

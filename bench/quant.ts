@@ -23,7 +23,7 @@ import type { QuantizationConfig } from '../src/quant/plan.js';
 import { normals } from './random_weights.js';
 
 const SELF = fileURLToPath(import.meta.url);
-const FIXTURES = process.env.PEFT_FIXTURES ?? resolve(process.cwd(), '../shared/fixtures');
+const FIXTURES = process.env.PEFT_FIXTURES ?? resolve(process.cwd(), 'test/fixtures/fixtures');
 
 function cpuMs<T>(f: () => T): [T, number] {
   const c0 = process.cpuUsage();

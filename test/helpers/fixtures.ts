@@ -1,13 +1,19 @@
-// Where the shared reference fixtures live (../shared/fixtures from the repo root, or
-// PEFT_FIXTURES), small readers for their tensors and batches, and a temp folder for a test.
+// Where the reference fixtures live (test/fixtures/ in the repository: fixtures = transformers 4.40 /
+// peft 0.13.2, fixtures-2026 = transformers 4.57.6 / peft 0.20.0; PEFT_FIXTURES and
+// PEFT_FIXTURES_2026 override), small readers for their tensors and batches, and a temp folder.
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { resolve, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { readSafetensors, toFloat32, toBigInt64, type RawTensor } from '../../src/io/safetensors.js';
 import type { HostTensor } from '../../src/runtime/session.js';
 
-export const FIXTURES = process.env.PEFT_FIXTURES ?? resolve(process.cwd(), '../shared/fixtures');
+/** The repository root, found from this file (src and dist/test both sit two levels below it). */
+const REPO_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), import.meta.url.includes('/dist/') ? '../../..' : '../..');
+export const FIXTURES = process.env.PEFT_FIXTURES ?? join(REPO_ROOT, 'test/fixtures/fixtures');
+export const FIXTURES_2026 = process.env.PEFT_FIXTURES_2026 ?? join(REPO_ROOT, 'test/fixtures/fixtures-2026');
+export const fixture2026Path = (...parts: string[]): string => join(FIXTURES_2026, ...parts);
 export const fixturePath = (...parts: string[]): string => join(FIXTURES, ...parts);
 
 export async function readTensors(...parts: string[]): Promise<Map<string, RawTensor>> {

@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { ConfigError, loadConfig, parseConfig } from "../../src/io/hfconfig.js";
 
-const FIXTURES = process.env.PEFT_FIXTURES ?? path.resolve(process.cwd(), "../shared/fixtures");
+import { FIXTURES } from '../helpers/fixtures.js';
 const modelDir = (name: string) => path.join(FIXTURES, "models", name);
 
 async function withTempConfig(contents: string, fn: (dir: string) => Promise<void>): Promise<void> {

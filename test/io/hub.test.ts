@@ -21,7 +21,7 @@ import {
   snapshotDownload,
 } from "../../src/io/hub.js";
 
-const FIXTURES = process.env.PEFT_FIXTURES ?? path.resolve(process.cwd(), "../shared/fixtures");
+import { FIXTURES } from '../helpers/fixtures.js';
 const SOURCE_DIR = path.join(FIXTURES, "models", "gpt2");
 const REPO = "fixture-org/tiny-gpt2";
 const GATED = "fixture-org/gated-gpt2";

@@ -33,7 +33,7 @@ import {
 } from '../../src/io/safetensors.js';
 import { mulberry32 } from '../../src/nn/random.js';
 
-const FIXTURES = process.env.PEFT_FIXTURES ?? resolve(process.cwd(), '../shared/fixtures');
+import { FIXTURES } from '../helpers/fixtures.js';
 const HAVE_FIXTURES = existsSync(join(FIXTURES, 'MANIFEST.json'));
 const NO_FIXTURES = HAVE_FIXTURES ? false : `fixtures not found at ${FIXTURES}`;
 

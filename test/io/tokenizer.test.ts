@@ -15,7 +15,7 @@ import {
   TokenizerLoadError,
 } from "../../src/io/tokenizer.js";
 
-const FIXTURES = process.env.PEFT_FIXTURES ?? path.resolve(process.cwd(), "../shared/fixtures");
+import { FIXTURES } from '../helpers/fixtures.js';
 const MODELS = ["gpt2", "llama", "bert"] as const;
 
 interface TokenizerCase {

@@ -3,6 +3,7 @@
 // underneath. Deeper modules stay importable by path (dist/src/...), but what is listed here is
 // what the README and docs/ use.
 
+export { PeftError } from './errors.js';
 // models and Hugging Face I/O
 export { type LoadModelOptions, loadModel, supportedArchitectures } from './models/load.js';
 export { type ModelTask, type PretrainedModel, ModelError } from './models/types.js';

@@ -6,8 +6,9 @@ import type { Node, Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
 import { OPS } from '../graph/registry.js';
 import { GraphShapeError, isFloat, shapeToString, shapesEqual } from '../graph/types.js';
+import { PeftError } from '../errors.js';
 
-export class AutodiffError extends Error {
+export class AutodiffError extends PeftError {
   constructor(message: string) {
     super(message);
     this.name = 'AutodiffError';

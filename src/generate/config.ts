@@ -6,8 +6,9 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ModelConfig } from '../io/hfconfig.js';
 import type { SamplingParams } from './sampling.js';
+import { PeftError } from '../errors.js';
 
-export class GenerationError extends Error {
+export class GenerationError extends PeftError {
   constructor(message: string) {
     super(message);
     this.name = 'GenerationError';

@@ -2,6 +2,8 @@
 // Dimensions are numbers when known at build time and strings ("batch", "seq", "past+seq") when
 // they are only known when a session runs, so one compiled session serves every batch shape.
 
+import { PeftError } from '../errors.js';
+
 export type DType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'uint8' | 'bool';
 export type Dim = number | string;
 export type Shape = readonly Dim[];
@@ -26,7 +28,7 @@ export type TypedArrayOf<D extends DType> = D extends 'float32'
 export type HostArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint16Array | Uint8Array;
 
 /** Raised when a node is built with inputs whose shapes or dtypes its op rejects. */
-export class GraphShapeError extends Error {
+export class GraphShapeError extends PeftError {
   constructor(message: string) {
     super(message);
     this.name = 'GraphShapeError';

@@ -4,8 +4,9 @@
 
 import { readFile } from "node:fs/promises";
 import path from "node:path";
+import { PeftError } from '../errors.js';
 
-export class ConfigError extends Error {
+export class ConfigError extends PeftError {
   readonly file: string;
   readonly field?: string;
   constructor(file: string, message: string, field?: string) {

@@ -6,8 +6,9 @@ import { randomUUID } from "node:crypto";
 import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat, symlink, unlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { PeftError } from '../errors.js';
 
-export class HubError extends Error {
+export class HubError extends PeftError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "HubError";

@@ -6,8 +6,9 @@ import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
+import { PeftError } from '../errors.js';
 
-export class TokenizerError extends Error {
+export class TokenizerError extends PeftError {
   constructor(message: string) {
     super(message);
     this.name = "TokenizerError";

@@ -5,6 +5,7 @@ import type { Value } from '../graph/ir.js';
 import type { ModelConfig } from '../io/hfconfig.js';
 import type { BuildContext, LinearSpec } from '../nn/context.js';
 import type { WeightStore } from '../nn/weights.js';
+import { PeftError } from '../errors.js';
 
 export type ModelTask = 'causal-lm' | 'seq-cls' | 'masked-lm' | 'base';
 
@@ -38,7 +39,7 @@ export interface ForwardResult {
   presents: KV[];
 }
 
-export class ModelError extends Error {
+export class ModelError extends PeftError {
   constructor(message: string) {
     super(message);
     this.name = 'ModelError';

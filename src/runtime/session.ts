@@ -8,6 +8,7 @@ import type { Graph, Value } from '../graph/ir.js';
 import { type DType, type HostArray, shapeToString } from '../graph/types.js';
 import { DEFAULT_LARGE_CONSTANT_BYTES, lowerGraph, type LoweredGraph, type LowerOptions } from '../onnx/export.js';
 import { encodeModel } from '../onnx/model.js';
+import { PeftError } from '../errors.js';
 
 export type ExecutionProvider = 'cpu' | 'cuda' | 'webgpu';
 
@@ -78,7 +79,7 @@ function nestConfig(config: Record<string, string>): Record<string, unknown> {
   return out;
 }
 
-export class RuntimeError extends Error {
+export class RuntimeError extends PeftError {
   constructor(message: string) {
     super(message);
     this.name = 'RuntimeError';

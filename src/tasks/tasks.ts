@@ -7,6 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readJsonl } from '../train/data.js';
 import { DatasetError } from '../train/errors.js';
+import { PeftError } from '../errors.js';
 
 /** accuracy: the label word of the output is the reference's; exact_match: output == reference, whitespace stripped. */
 export type TaskMetric = 'accuracy' | 'exact_match';
@@ -26,7 +27,7 @@ export interface TaskExample {
   completion: string;
 }
 
-export class TaskError extends Error {
+export class TaskError extends PeftError {
   constructor(message: string) {
     super(message);
     this.name = 'TaskError';

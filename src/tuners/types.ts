@@ -5,6 +5,7 @@
 import type { Value } from '../graph/ir.js';
 import type { BuildContext } from '../nn/context.js';
 import type { ForwardArgs, ForwardResult, PretrainedModel } from '../models/types.js';
+import { PeftError } from '../errors.js';
 
 /** A trainable tensor held on the host between steps (the optimizer updates it in place). */
 export interface TrainableTensor {
@@ -36,14 +37,14 @@ export interface AdaptedModel {
   savePretrained(dir: string): Promise<void>;
 }
 
-export class PeftConfigError extends Error {
+export class PeftConfigError extends PeftError {
   constructor(message: string) {
     super(message);
     this.name = 'PeftConfigError';
   }
 }
 
-export class AdapterError extends Error {
+export class AdapterError extends PeftError {
   constructor(message: string) {
     super(message);
     this.name = 'AdapterError';

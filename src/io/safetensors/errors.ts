@@ -2,7 +2,9 @@
 // I/O call can fail, surfaces as a SafetensorsError naming the file (and tensor when known), so
 // callers loading untrusted checkpoints need a single catch clause.
 
-export class SafetensorsError extends Error {
+import { PeftError } from '../../errors.js';
+
+export class SafetensorsError extends PeftError {
   /** The file (or '<memory>' for in-memory buffers) the problem was found in. */
   readonly file: string;
   /** The tensor concerned, when the problem is specific to one. */

@@ -8,7 +8,7 @@ import { PeftError } from '../src/errors.js';
 import { reportError, CliError } from '../src/cli/errors.js';
 
 test('every exported *Error class extends PeftError', () => {
-  const classes = Object.entries(api).filter(([name, v]) => name.endsWith('Error') && typeof v === 'function');
+  const classes = Object.entries(api).filter(([name, v]) => name.endsWith('Error') && name !== 'PeftError' && typeof v === 'function');
   assert.ok(classes.length >= 20, `found ${classes.length} error classes`);
   for (const [name, cls] of classes) {
     assert.ok((cls as { prototype: unknown }).prototype instanceof PeftError, `${name} does not extend PeftError`);

@@ -1,0 +1,6 @@
+// Exports for other runtimes: transformers.js (ONNX folder) and llama.cpp / Ollama (GGUF).
+
+export { ExportError } from './errors.js';
+export { loadExportSource, type ExportSource } from './source.js';
+export { buildTransformersJsGraph, writeTransformersJs, TOKENIZER_FILES, type ExportedFile } from './transformersjs.js';
+export { applyDtype, ONNX_DTYPES, ONNX_FILE_NAMES, type OnnxDtype } from './onnx_dtypes.js';

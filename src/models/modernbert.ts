@@ -76,6 +76,22 @@ export function modernBertOptions(config: ModelConfig): ModernBertOptions {
   };
 }
 
+/** One line for `peft info`: which layers are local, the window, the rotary bases and the pooling; null when config.json is invalid. */
+export function describeModernBert(config: ModelConfig): string | null {
+  let m: ModernBertOptions;
+  try {
+    m = modernBertOptions(config);
+  } catch {
+    return null;
+  }
+  const n = m.globalAttnEveryNLayers;
+  const layers = Array.from({ length: config.numHiddenLayers }, (_, i) => i).filter((i) => i % n === 0);
+  return (
+    `global on layers ${layers.join(', ')} (every ${n}), local |i-j| <= ${Math.floor(m.localAttention / 2)} elsewhere; ` +
+    `RoPE base ${m.globalRopeTheta} global / ${m.localRopeTheta} local; ${m.classifierPooling} pooling`
+  );
+}
+
 /** 1 / theta^(2i / dim) for i < dim / 2, as transformers' default RoPE init (float32). */
 function invFreq(theta: number, dim: number): Float32Array {
   const out = new Float32Array(dim / 2);

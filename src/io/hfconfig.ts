@@ -63,6 +63,8 @@ export interface ModelConfig {
   attentionBias: boolean;
   ropeTheta?: number;
   ropeScaling?: RopeScaling;
+  /** Qwen3: RMSNorms q_norm/k_norm over head_dim applied per head to queries and keys before RoPE. */
+  qkNorm?: boolean;
   /** Mistral/Qwen2 sliding-window attention size, when enabled. */
   slidingWindow?: number;
   /** BERT token type (segment) vocabulary. */
@@ -86,6 +88,7 @@ const FAMILY_OF: Record<string, ModelFamily> = {
   llama: "llama",
   mistral: "llama",
   qwen2: "llama",
+  qwen3: "llama",
   bert: "bert",
   roberta: "bert",
 };
@@ -316,6 +319,7 @@ export function parseConfig(raw: unknown, file = "config.json"): ModelConfig {
         attentionBias,
         ropeTheta: ropeTheta(f),
         ropeScaling: ropeScaling(f),
+        ...(modelType === "qwen3" ? { qkNorm: true } : {}),
         ...(slidingWindow === undefined ? {} : { slidingWindow }),
       };
     }

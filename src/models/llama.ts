@@ -105,7 +105,10 @@ export class LlamaModel implements PretrainedModel {
   expectedWeights(): string[] {
     const names = ['model.embed_tokens.weight', 'model.norm.weight'];
     if (!this.config.tieWordEmbeddings) names.push('lm_head.weight');
-    for (let i = 0; i < this.numLayers; i++) names.push(`model.layers.${i}.input_layernorm.weight`, `model.layers.${i}.post_attention_layernorm.weight`);
+    for (let i = 0; i < this.numLayers; i++) {
+      names.push(`model.layers.${i}.input_layernorm.weight`, `model.layers.${i}.post_attention_layernorm.weight`);
+      if (this.config.qkNorm) names.push(`model.layers.${i}.self_attn.q_norm.weight`, `model.layers.${i}.self_attn.k_norm.weight`);
+    }
     for (const s of this.specs) {
       if (s.name === 'lm_head') continue;
       names.push(`${s.name}.weight`);
@@ -149,8 +152,10 @@ export class LlamaModel implements PretrainedModel {
       h = ctx.layer(h, (h) => ctx.graph.scope(p, () => {
         const residual = h;
         const x = rmsNorm(ctx, `${p}.input_layernorm`, h, eps);
-        const q = rope(splitHeads(linear(ctx, spec(`${p}.self_attn.q_proj`), x), H, D));
-        const k = rope(splitHeads(linear(ctx, spec(`${p}.self_attn.k_proj`), x), KVH, D));
+        // Qwen3 normalizes each head of q and k over head_dim before the rotation.
+        const qkNorm = (t: Value, n: string) => (cfg.qkNorm ? rmsNorm(ctx, `${p}.self_attn.${n}`, t, eps) : t);
+        const q = rope(qkNorm(splitHeads(linear(ctx, spec(`${p}.self_attn.q_proj`), x), H, D), 'q_norm'));
+        const k = rope(qkNorm(splitHeads(linear(ctx, spec(`${p}.self_attn.k_proj`), x), KVH, D), 'k_norm'));
         const v = splitHeads(linear(ctx, spec(`${p}.self_attn.v_proj`), x), KVH, D);
         const { key, value } = appendPast(args.past?.[i], k, v, presents);
         const ctxOut = attention(q, repeatKV(key, H / KVH), repeatKV(value, H / KVH), bias, D);

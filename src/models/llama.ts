@@ -142,7 +142,7 @@ export class LlamaModel implements PretrainedModel {
       const emb = o.concat([freqs, freqs], -1);
       return { cos: o.unsqueeze(o.cos(emb), 1), sin: o.unsqueeze(o.sin(emb), 1) };
     });
-    const rope = (x: Value) => o.add(o.mul(x, cos), o.mul(rotateHalf(x, D / 2), sin));
+    const rotate = (x: Value) => o.add(o.mul(x, cos), o.mul(rotateHalf(x, D / 2), sin));
     const bias = attentionBias(args.attentionMask, h, true, pastLength);
     const hidden: Value[] = [h];
     const presents: KV[] = [];
@@ -151,6 +151,8 @@ export class LlamaModel implements PretrainedModel {
       // a decoder layer; with gradient checkpointing its activations are recomputed in the backward pass
       h = ctx.layer(h, (h) => ctx.graph.scope(p, () => {
         const residual = h;
+        // SmolLM3's NoPE layers attend without rotary positions.
+        const rope = cfg.ropeLayers && !cfg.ropeLayers[i] ? (t: Value) => t : rotate;
         const x = rmsNorm(ctx, `${p}.input_layernorm`, h, eps);
         // Qwen3 normalizes each head of q and k over head_dim before the rotation.
         const qkNorm = (t: Value, n: string) => (cfg.qkNorm ? rmsNorm(ctx, `${p}.self_attn.${n}`, t, eps) : t);

@@ -12,6 +12,8 @@ export interface DecoderFixture {
 
 export const DECODERS_2026: Record<string, DecoderFixture> = {
   qwen3: { adapters: ['lora_attn', 'lora_all_linear_rslora', 'lora_dora'], trace: 'qwen3_lora', trainTargets: null },
+  llama3: { adapters: ['lora_attn', 'lora_all_linear_rslora', 'lora_dora'], trace: 'llama3_lora', trainTargets: null },
+  smollm3: { adapters: ['lora_attn', 'lora_all_linear_rslora', 'lora_dora'], trace: 'smollm3_lora', trainTargets: ['q_proj', 'v_proj'] },
 };
 
 /**

@@ -42,6 +42,9 @@ export { quantize4bit, dequantize4bit, type Quantized4bit, type QuantizeOptions 
 export { runQuickstart, evaluateTask, bundledModelDir, taskDataDir, TASK_NAMES, TaskError } from './tasks/index.js';
 export { runComparison, type CompareOptions, type ComparisonReport, CompareError, COMPARE_METHODS } from './compare/index.js';
 
+// export for other runtimes (transformers.js ONNX folders, GGUF models and LoRA adapters)
+export { loadExportSource, writeTransformersJs, buildTransformersJsGraph, ggufModel, ggufLora, modelfile, encodeGguf, ExportError, type OnnxDtype, type GgufType } from './export/index.js';
+
 // the engine underneath (graph IR, autodiff, ONNX Runtime sessions)
 export { Graph, type Value } from './graph/ir.js';
 export * as ops from './graph/ops.js';

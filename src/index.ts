@@ -8,7 +8,7 @@ export { PeftError } from './errors.js';
 export { type LoadModelOptions, loadModel, supportedArchitectures } from './models/load.js';
 export { type ModelTask, type PretrainedModel, ModelError } from './models/types.js';
 export { Tokenizer, TokenizerError, TokenizerLoadError, ChatTemplateError, MissingChatTemplateError, type ChatMessage } from './io/tokenizer.js';
-export { type HubOptions, HubError, HubOfflineError, HubNotFoundError, HubAuthError, HubHttpError, ModelPathError, resolveModelDir, snapshotDownload, hubCacheDir } from './io/hub.js';
+export { type HubOptions, HubError, HubOfflineError, HubNotFoundError, HubAuthError, HubHttpError, HubUnsafePathError, HubTimeoutError, HubSizeError, ModelPathError, resolveModelDir, snapshotDownload, hubCacheDir } from './io/hub.js';
 export { SafetensorsError, SafetensorsFile, readSafetensors, deserializeSafetensors, serializeSafetensors, writeSafetensors } from './io/safetensors.js';
 
 // adapters: any peft folder, and each method

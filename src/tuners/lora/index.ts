@@ -17,8 +17,9 @@ export {
   loraConfigToJson,
   loraConfigFileText,
   loraScaling,
+  UnsupportedLoraFeatureError,
 } from './config.js';
-export { type LoraAdapter, type CreateLoraOptions, type LoadLoraOptions, type MergeAndUnloadOptions, type SaveLoraOptions, LoraModel } from './model.js';
+export { type LoraAdapter, type TokenState, type CreateLoraOptions, type LoadLoraOptions, type MergeAndUnloadOptions, type SaveLoraOptions, LoraModel } from './model.js';
 export {
   type AdapterCompression,
   type CompressionReport,
@@ -30,11 +31,11 @@ export {
   compressionSpec,
   parseCompressionReport,
 } from './compress.js';
-export { type LoraModuleState, type LoraVariant, PLAIN_LORA, DORA, variantFor } from './layer.js';
+export { type LoraModuleState, type LoraEmbeddingState, type LoraVariant, PLAIN_LORA, DORA, variantFor } from './layer.js';
 export { TargetModulesNotFoundError, targetModuleMatches, isModuleToSave, resolveTargetModules, findTargets } from './targets.js';
 export { PEFT_PREFIX, type TensorSlot, tensorNames } from './save.js';
 export { type SaveModelOptions, saveModelPretrained } from './merge.js';
-export { TopSvd } from './init.js';
+export { TopSvd, oloraFactors } from './init.js';
 
 /** peft's get_peft_model(model, LoraConfig(...), adapter_name) for LoRA; the third argument is the adapter name or options. */
 export function getPeftModel(model: PretrainedModel, config: Partial<LoraConfig> = {}, opts: CreateLoraOptions | string = {}): Promise<LoraModel> {

@@ -11,7 +11,16 @@ import { BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_CONFIG_KEY, COMPRESSION_MET
 import { AdapterError, type TrainableTensor } from '../types.js';
 import { type LoraConfig, loraConfigFileText, loraConfigFromJson } from './config.js';
 
-export type TensorKind = 'lora_A' | 'lora_B' | 'lora_magnitude_vector' | 'base';
+export type TensorKind =
+  | 'lora_A'
+  | 'lora_B'
+  | 'lora_B_bias'
+  | 'lora_magnitude_vector'
+  | 'lora_embedding_A'
+  | 'lora_embedding_B'
+  | 'trainable_tokens_delta'
+  | 'base_layer'
+  | 'base';
 
 /** The prefix peft's PeftModel puts in front of the base model's module names. */
 export const PEFT_PREFIX = 'base_model.model.';
@@ -26,9 +35,21 @@ export function tensorNames(kind: TensorKind, module: string, adapter: string, o
     case 'lora_A':
     case 'lora_B':
       return { param: `${PEFT_PREFIX}${module}.${kind}.${adapter}.weight`, saved: `${PEFT_PREFIX}${module}.${kind}.weight` };
+    case 'lora_B_bias':
+      // lora_bias=true: lora_B is an nn.Linear with a bias
+      return { param: `${PEFT_PREFIX}${module}.lora_B.${adapter}.bias`, saved: `${PEFT_PREFIX}${module}.lora_B.bias` };
     case 'lora_magnitude_vector':
       // peft keeps the pre-refactor key without ".weight" on disk.
       return { param: `${PEFT_PREFIX}${module}.${kind}.${adapter}.weight`, saved: `${PEFT_PREFIX}${module}.${kind}` };
+    case 'lora_embedding_A':
+    case 'lora_embedding_B':
+      // nn.Parameters in a ParameterDict: no ".weight"
+      return { param: `${PEFT_PREFIX}${module}.${kind}.${adapter}`, saved: `${PEFT_PREFIX}${module}.${kind}` };
+    case 'trainable_tokens_delta':
+      return { param: `${PEFT_PREFIX}${module}.token_adapter.trainable_tokens_delta.${adapter}`, saved: `${PEFT_PREFIX}${module}.token_adapter.trainable_tokens_delta` };
+    case 'base_layer':
+      // the base embedding peft saves next to an embedding LoRA (save_embedding_layers="auto"); never trained
+      return { param: `${module}.weight`, saved: `${PEFT_PREFIX}${module}.base_layer.weight` };
     case 'base': {
       const weight = opts.weight ?? `${module}.weight`;
       const saved = opts.wrapped && weight === `${module}.bias` ? `${PEFT_PREFIX}${module}.base_layer.bias` : `${PEFT_PREFIX}${weight}`;

@@ -289,8 +289,6 @@ export function loraConfigFileText(c: LoraConfig): string {
 export const DEFAULT_TARGET_MODULES: Readonly<Record<string, readonly string[]>> = {
   gpt2: ['c_attn'],
   llama: ['q_proj', 'v_proj'],
-  qwen3: ['q_proj', 'v_proj'],
-  gemma3_text: ['q_proj', 'v_proj'],
   mistral: ['q_proj', 'v_proj'],
   qwen2: ['q_proj', 'v_proj'],
   bert: ['query', 'value'],

@@ -257,6 +257,7 @@ export function loraConfigFromJson(obj: Record<string, unknown>, source = 'adapt
   try {
     return loraConfig(fields as Partial<LoraConfig>);
   } catch (e) {
+    if (e instanceof UnsupportedLoraFeatureError) throw new UnsupportedLoraFeatureError(e.field, `${source}: ${e.message}`);
     if (e instanceof PeftConfigError) throw new PeftConfigError(`${source}: ${e.message}`);
     throw e;
   }

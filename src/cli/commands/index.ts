@@ -8,6 +8,7 @@ import { register as forward } from './forward.js';
 import { register as generate } from './generate.js';
 import { register as info } from './info.js';
 import { register as merge } from './merge.js';
+import { register as mergeAdapters } from './merge_adapters.js';
 import { register as quantize } from './quantize.js';
 import { register as quickstart } from './quickstart.js';
 import { register as train } from './train.js';
@@ -20,6 +21,7 @@ const COMMANDS: Register[] = [
   train,
   quantize,
   merge,
+  mergeAdapters,
   info,
   quickstart,
   compare,

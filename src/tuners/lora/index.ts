@@ -48,3 +48,5 @@ export const loraTuner = {
     LoraModel.create(base, loraConfigFromJson(fields, 'LoRA config'), opts),
   fromPretrained: (base: PretrainedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}) => LoraModel.fromPretrained(base, dir, opts),
 };
+export { type CombinationType, type MajoritySignMethod, type WeightedAdapterOptions, COMBINATION_TYPES, jacobiSvd } from './weighted.js';
+export { type MlxConversion, AdapterConversionError, mlxToPeft, peftToMlx } from './mlx.js';

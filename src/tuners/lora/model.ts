@@ -20,6 +20,7 @@ import { Graph } from '../../graph/ir.js';
 import { BuildContext } from '../../nn/context.js';
 import { type HostTensor, RuntimeSession } from '../../runtime/session.js';
 import { TargetModulesNotFoundError, findTargets, resolveTargetModules } from './targets.js';
+import { COMBINATION_TYPES, type CombinationType, type WeightedAdapterOptions, combiner, svdFactors } from './weighted.js';
 
 /** One named adapter: its config (as it will be saved) and its tensors. */
 export interface LoraAdapter {
@@ -78,6 +79,8 @@ export interface SaveLoraOptions {
    * with rsLoRA), init_lora_weights=true. Unlike peft, the initial folder is only read, never rewritten.
    */
   pathInitialModelForWeightConversion?: string;
+  /** write the one selected adapter into `dir` itself, whatever its name (default: non-default names go to dir/<name>) */
+  flat?: boolean;
 }
 
 export interface MergeAndUnloadOptions {
@@ -515,6 +518,119 @@ export class LoraModel implements AdaptedModel {
     }
   }
 
+  /**
+   * peft's add_weighted_adapter: a new (frozen, inactive) adapter `name` combining `adapters` with
+   * `weights` (src/tuners/lora/weighted.ts says how each combination type computes). Sources with
+   * DoRA, lora_bias, modules_to_save or trainable tokens are refused (peft would combine only their
+   * A/B and silently drop the rest).
+   */
+  async addWeightedAdapter(adapters: string[], weights: number[], name: string, combinationType: CombinationType = 'svd', opts: WeightedAdapterOptions = {}): Promise<void> {
+    this.checkNewName(name);
+    if (!COMBINATION_TYPES.includes(combinationType)) throw new PeftConfigError(`combination type ${JSON.stringify(combinationType)} is not one of ${COMBINATION_TYPES.join(', ')}`);
+    if (!adapters.length) throw new PeftConfigError('add_weighted_adapter needs at least one source adapter');
+    if (weights.length !== adapters.length || !weights.every(Number.isFinite)) throw new PeftConfigError(`give one finite weight per source adapter (${adapters.length} adapters, ${weights.length} weights)`);
+    if (opts.majoritySignMethod !== undefined && opts.majoritySignMethod !== 'total' && opts.majoritySignMethod !== 'frequency') throw new PeftConfigError(`majority_sign_method must be "total" or "frequency", got ${JSON.stringify(opts.majoritySignMethod)}`);
+    if (opts.svdClamp !== undefined && !(opts.svdClamp >= 0 && opts.svdClamp <= 1)) throw new PeftConfigError(`svd_clamp is a quantile in [0, 1], got ${opts.svdClamp}`);
+    if (opts.svdRank !== undefined && !(Number.isInteger(opts.svdRank) && opts.svdRank > 0)) throw new PeftConfigError(`svd_rank must be a positive integer, got ${opts.svdRank}`);
+    const srcs = adapters.map((n) => this.adapter(n));
+    for (const a of srcs) {
+      const c = a.config;
+      const what = c.useDora ? 'DoRA' : c.loraBias ? 'lora_bias' : a.modulesToSave.length ? 'modules_to_save' : a.tokens.size ? 'trainable tokens' : null;
+      if (what) throw new PeftConfigError(`adapter "${a.name}" uses ${what}; weighted merging combines plain lora_A/lora_B only (peft would drop the rest), so it is refused`);
+    }
+    const type: CombinationType = srcs.length === 1 ? 'linear' : combinationType;
+    const ranks = srcs.map((a) => Math.max(a.config.r, ...Object.values(a.config.rankPattern)));
+    let newRank: number;
+    if (type === 'cat') newRank = ranks.reduce((x, y) => x + y, 0);
+    else if (type.endsWith('svd')) newRank = opts.svdRank ?? Math.max(...ranks);
+    else {
+      if (new Set(ranks).size !== 1) throw new PeftConfigError(`all adapters must have the same r for combination type "${type}" (got ${ranks.join(', ')}); use cat or an *_svd type`);
+      newRank = ranks[0]!;
+    }
+    const tms = srcs.map((a) => a.config.targetModules);
+    let targetModules: string[] | string;
+    if (tms.every((t) => typeof t === 'string')) targetModules = tms.map((t) => `(${t as string})`).join('|');
+    else if (tms.every((t) => Array.isArray(t))) targetModules = [...new Set(tms.flatMap((t) => t as string[]))];
+    else throw new PeftConfigError('the source adapters mix list and regex target_modules; peft cannot combine them');
+    const first = srcs[0]!.config;
+    const init = first.initLoraWeights;
+    const config = loraConfig({
+      ...structuredClone(first),
+      r: newRank,
+      loraAlpha: newRank,
+      targetModules,
+      alphaPattern: {},
+      rankPattern: {},
+      // the base weights are not mutated again for the new adapter
+      initLoraWeights: init === 'olora' || (typeof init === 'string' && init.startsWith('pissa')) ? true : init,
+      inferenceMode: true,
+    });
+    const rng = new SeededRandom(opts.seed ?? 0);
+    const a = await buildAdapter(this.base, config, name, { kind: 'create', rng: new SeededRandom(0) }, false);
+    const combine = combiner(type, opts, rng);
+    const svd = new TopSvd();
+    try {
+      const fill = async (module: string, target: { A: TrainableTensor; B: TrainableTensor }, sources: { A: TrainableTensor; B: TrainableTensor; scaling: number; w: number }[]) => {
+        if (!sources.length) throw new AdapterError(`no source adapter has a LoRA on ${module}, which the combined target_modules select (as in peft: "No matching LoRAs found")`);
+        const [rows, cols] = [target.B.shape[0]!, target.A.shape[1]!];
+        if (type === 'cat') {
+          const A = new Float32Array(newRank * cols);
+          const B = new Float32Array(rows * newRank);
+          let off = 0;
+          for (const s of sources) {
+            const r = s.A.shape[0]!;
+            for (let i = 0; i < r * cols; i++) A[off * cols + i] = s.A.data[i]! * s.w * s.scaling;
+            for (let i = 0; i < rows; i++) for (let j = 0; j < r; j++) B[i * newRank + off + j] = s.B.data[i * r + j]!;
+            off += r;
+          }
+          target.A.data.set(A);
+          target.B.data.set(B);
+        } else if (type.endsWith('svd')) {
+          const deltas = sources.map((s) => {
+            const r = s.A.shape[0]!;
+            const d = new Float64Array(rows * cols);
+            for (let i = 0; i < rows; i++) {
+              for (let k = 0; k < r; k++) {
+                const b = s.B.data[i * r + k]! * s.scaling;
+                if (b === 0) continue;
+                for (let j = 0; j < cols; j++) d[i * cols + j] += b * s.A.data[k * cols + j]!;
+              }
+            }
+            return d;
+          });
+          const delta = combine(deltas, sources.map((s) => s.w * s.scaling));
+          const { A, B } = await svdFactors(delta, rows, cols, newRank, opts.svdClamp, svd);
+          target.A.data.set(A);
+          target.B.data.set(B);
+        } else {
+          if (sources.some((s) => s.A.shape[0] !== newRank)) throw new PeftConfigError(`combination type "${type}" needs every source LoRA on ${module} to have rank ${newRank}`);
+          const ws = sources.map((s) => s.w * s.scaling);
+          const A = combine(sources.map((s) => Float64Array.from(s.A.data)), ws.map((x) => (x >= 0 ? 1 : -1) * Math.sqrt(Math.abs(x))));
+          const B = combine(sources.map((s) => Float64Array.from(s.B.data)), ws.map((x) => Math.sqrt(Math.abs(x))));
+          target.A.data.set(Float32Array.from(A));
+          target.B.data.set(Float32Array.from(B));
+        }
+      };
+      for (const [m, st] of a.modules) {
+        const sources = srcs.flatMap((s, i) => {
+          const x = s.modules.get(m);
+          return x ? [{ A: x.A, B: x.B, scaling: x.scaling, w: weights[i]! }] : [];
+        });
+        await fill(m, st, sources);
+      }
+      for (const [m, st] of a.embeddings) {
+        const sources = srcs.flatMap((s, i) => {
+          const x = s.embeddings.get(m);
+          return x ? [{ A: x.A, B: x.B, scaling: x.scaling, w: weights[i]! }] : [];
+        });
+        await fill(m, st, sources);
+      }
+    } finally {
+      await svd.dispose();
+    }
+    this.adapters.set(name, a);
+  }
+
   private checkNewName(name: string): void {
     if (!name || /[\s/\\]/.test(name)) throw new PeftConfigError(`adapter name ${JSON.stringify(name)} must be non-empty without spaces or slashes`);
     if (this.adapters.has(name)) throw new PeftConfigError(`an adapter named "${name}" already exists; pick another name or delete it first`);
@@ -810,7 +926,8 @@ export class LoraModel implements AdaptedModel {
   async savePretrained(dir: string, opts: SaveLoraOptions = {}): Promise<void> {
     const names = opts.selectedAdapters ?? this.adapterNames;
     for (const n of names) this.adapter(n);
-    const folders = names.map((n) => (n === 'default' ? dir : join(dir, n)));
+    if (opts.flat && names.length !== 1) throw new AdapterError('flat saving writes one adapter; select exactly one');
+    const folders = names.map((n) => (n === 'default' || opts.flat ? dir : join(dir, n)));
     checkOutputDir(dir);
     folders.forEach((f) => checkOutputDir(f));
     const spec = opts.compression === undefined ? undefined : typeof opts.compression === 'string' ? compressionSpec(opts.compression) : compressionSpec(opts.compression.method, opts.compression.blockSize);

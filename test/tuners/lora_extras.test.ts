@@ -142,3 +142,29 @@ for (const method of ['pissa', 'olora'] as const) {
     });
   });
 }
+
+test('LoRA and DoRA on an untied embedding (llama): fresh adapters are the identity, merged equals unmerged, save/load round-trips', async () => {
+  const { fixtureBatch, fixturePath } = await import('../helpers/fixtures.js');
+  const b = await fixtureBatch('llama');
+  for (const useDora of [false, true]) {
+    const base = await loadModel(fixturePath('models', 'llama'));
+    const plain = (await forwardOnce(base, b)).logits;
+    const lm = await getPeftModel(base, { r: 4, loraAlpha: 8, targetModules: ['embed_tokens', 'q_proj'], useDora, taskType: 'CAUSAL_LM' }, { seed: 5 });
+    assertClose((await forwardOnce(lm, b)).logits, plain, 1e-5, 0, `fresh ${useDora ? 'DoRA' : 'LoRA'} on embed_tokens`);
+    // "train": non-zero A everywhere, magnitudes moved
+    let s = 17;
+    for (const [, t] of lm.parameters()) for (let i = 0; i < t.data.length; i++) t.data[i] += (((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) - 0.5) * 0.2;
+    const r = (await forwardOnce(lm, b)).logits;
+    assert.ok(maxAbsDiff(r, plain) > 1e-3, 'the adapter changes the outputs');
+    assertClose((await forwardOnce(await lm.mergeAndUnload(), b)).logits, r, 1e-4, 1e-4, `${useDora ? 'DoRA' : 'LoRA'} embedding merged`);
+    await withTmp(async (dir) => {
+      await lm.savePretrained(dir);
+      const keys = [...(await readSafetensors(join(dir, 'adapter_model.safetensors'))).keys()];
+      assert.ok(keys.includes('base_model.model.model.embed_tokens.lora_embedding_A'));
+      assert.ok(keys.includes('base_model.model.model.embed_tokens.base_layer.weight'));
+      assert.equal(keys.includes('base_model.model.model.embed_tokens.lora_magnitude_vector'), useDora);
+      const again = await PeftModel.fromPretrained(await loadModel(fixturePath('models', 'llama')), dir);
+      assertClose((await forwardOnce(again, b)).logits, r, 0, 0, 'reloaded');
+    });
+  }
+});

@@ -16,6 +16,7 @@ export { type AdaptedModel, type TrainableTensor, PeftConfigError, AdapterError,
 export { loadAdapter, createAdapter, PeftModel } from './tuners/load.js';
 export { getPeftModel, LoraModel, TargetModulesNotFoundError, type MergeAndUnloadOptions, type SaveLoraOptions } from './tuners/lora/index.js';
 export { IA3Model, loadIA3 } from './tuners/ia3/index.js';
+export { BASE_ADAPTER, MixedBatchError, MultiAdapterModel, type MixedStrategy, type MultiAdapterOptions } from './tuners/multi/index.js';
 export { PromptTuningModel, loadPromptTuning } from './tuners/prompt_tuning/index.js';
 export { PrefixTuningModel, loadPrefixTuning } from './tuners/prefix_tuning/index.js';
 export { PTuningModel, loadPTuning } from './tuners/p_tuning/index.js';

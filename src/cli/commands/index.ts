@@ -9,6 +9,7 @@ import { register as info } from './info.js';
 import { register as merge } from './merge.js';
 import { register as quantize } from './quantize.js';
 import { register as quickstart } from './quickstart.js';
+import { register as serve } from './serve.js';
 import { register as train } from './train.js';
 
 type Register = (program: Command) => void;
@@ -23,6 +24,7 @@ const COMMANDS: Register[] = [
   quickstart,
   compare,
   compress,
+  serve,
 ];
 
 export function registerCommands(program: Command): void {

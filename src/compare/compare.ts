@@ -21,6 +21,7 @@ import { type CompareMethod, COMPARE_METHODS, METHOD_SPECS, REFERENCE_METHOD, VI
 import { lossCurvesSvg, qualityVsParamsSvg } from './plots.js';
 import { CRITERIA, FOLKLORE, RATING_RULES, measuredRatings } from './ratings.js';
 import { type ComparisonReport, type MethodRow, comparisonMarkdown, formatBytes, formatQuality } from './report.js';
+import { type Constraints, DEFAULT_CONSTRAINTS, recommend } from './recommend.js';
 
 export const COMPARE_FILES = { json: 'compare.json', markdown: 'compare.md', lossCurves: 'loss_curves.svg', qualityVsParams: 'quality_vs_params.svg', runs: 'runs' } as const;
 
@@ -72,6 +73,8 @@ export interface CompareOptions {
   runTimeoutS?: number;
   log?: (line: string) => void;
   signal?: AbortSignal;
+  /** the user's constraints for the recommendations (default: quality first, one task, no budgets) */
+  constraints?: Constraints;
 }
 
 export interface ComparisonResult {
@@ -389,6 +392,7 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
     methods: rows,
     wall_seconds: (performance.now() - t0) / 1000,
   };
+  report.recommendations = recommend(report, opts.constraints ?? DEFAULT_CONSTRAINTS);
   const files = {
     json: join(outDir, COMPARE_FILES.json),
     markdown: join(outDir, COMPARE_FILES.markdown),

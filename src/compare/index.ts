@@ -11,3 +11,4 @@ export { CRITERIA, CRITERION_LABELS, type Criterion, FOLKLORE, RATING_RULES, typ
 export { type LossSeries, type QualityPoint, lossCurvesSvg, qualityVsParamsSvg } from './plots.js';
 export { type ComparisonReport, type MethodRow, comparisonMarkdown, comparisonSummary, formatBytes, formatQuality } from './report.js';
 export { COMPARE_DEFAULTS, COMPARE_FILES, type CompareOptions, type ComparisonResult, runComparison } from './compare.js';
+export { type Advice, type Constraints, DEFAULT_CONSTRAINTS, type Objective, adviceMarkdown, parseBytes, parseDurationMs, recommend, withinNoise } from './recommend.js';

@@ -8,7 +8,8 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readSafetensors, toFloat32 } from '../../src/io/safetensors.js';
-import { fixturePath, maxAbsDiff, readTensors } from '../helpers/fixtures.js';
+import { readFileSync } from 'node:fs';
+import { fixture2026Path, fixturePath, maxAbsDiff, readTensors } from '../helpers/fixtures.js';
 import { peft } from './peft.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'peft-forward-mixed-'));
@@ -51,4 +52,27 @@ test('peft forward --row-adapters: unknown names and wrong row counts are one-li
   const dora = await peft(['forward', '--model', model, '--adapter', `d=${fixturePath('adapters', 'llama', 'lora_dora')}`, '--row-adapters', 'd,d,d', '--batch', batch, '--out', out]);
   assert.equal(dora.code, 1);
   assert.match(dora.stderr, /^error: .*DoRA/m);
+});
+
+test('qwen3/mixed_batch: peft forward --adapter NAME=DIR --row-adapters reproduces peft adapter_names (logits and loss)', async () => {
+  const dir = fixture2026Path('adapters', 'qwen3', 'mixed_batch');
+  const spec = JSON.parse(readFileSync(join(dir, 'mixed_batch.json'), 'utf8')) as { adapters: Record<string, string>; adapter_names: string[] };
+  const out = join(tmp, 'qwen3-mixed.safetensors');
+  const r = await peft([
+    'forward', '--model', fixture2026Path('models', 'qwen3'),
+    ...Object.entries(spec.adapters).flatMap(([n, d]) => ['--adapter', `${n}=${join(dir, d)}`]),
+    '--row-adapters', spec.adapter_names.join(','),
+    '--batch', fixture2026Path('models', 'qwen3', 'batch.safetensors'), '--out', out, '--threads', '1',
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const got = await readSafetensors(out);
+  const want = await readSafetensors(join(dir, 'expected_outputs.safetensors'));
+  const g = toFloat32(got.get('logits')!);
+  const w = toFloat32(want.get('logits')!);
+  let worst = 0;
+  for (let i = 0; i < w.length; i++) worst = Math.max(worst, Math.abs(g[i]! - w[i]!) - 1e-4 * Math.abs(w[i]!));
+  assert.ok(worst <= 1e-4, `logits beyond atol+rtol 1e-4 by ${worst}`);
+  const loss = toFloat32(got.get('loss')!)[0]!;
+  const wantLoss = toFloat32(want.get('loss')!)[0]!;
+  assert.ok(Math.abs(loss - wantLoss) / wantLoss < 1e-5, `loss ${loss} vs ${wantLoss}`);
 });

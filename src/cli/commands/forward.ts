@@ -21,6 +21,7 @@ interface ForwardFlags {
   adapter?: string[];
   merged?: boolean;
   rowAdapters?: string;
+  hiddenStates?: boolean;
 }
 
 export function register(program: Command): void {
@@ -33,6 +34,7 @@ export function register(program: Command): void {
     .option('--adapter <[name=]dir|repo>', 'adapter folder to apply; repeatable (earlier ones are merged; with --row-adapters, all are loaded side by side under their names)', collect)
     .option('--row-adapters <names>', 'one adapter name per batch row, comma-separated ("__base__" = none): one forward over a mixed-adapter batch (peft adapter_names)')
     .option('--merged', 'merge the adapters into the weights (peft merge_and_unload) before running')
+    .option('--hidden-states', 'also write every hidden state as hidden_states.<i> (embeddings output, each layer, the final norm), as output_hidden_states')
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
     .action(async (flags: ForwardFlags) => {
       await runForward(flags);
@@ -87,13 +89,14 @@ async function runForward(flags: ForwardFlags): Promise<void> {
     const names = parseRowAdapters(flags.rowAdapters!, model.adapterNames, batch.inputIds.shape[0]!, 'batch row');
     batch.adapterIndex = { dtype: 'int64', shape: [names.length], data: model.rowIndex(names) };
   }
-  const session = await ForwardSession.create(model, { loss: batch.labels !== undefined, runtime: { threads: flags.threads } });
+  const session = await ForwardSession.create(model, { loss: batch.labels !== undefined, hiddenStates: flags.hiddenStates ?? false, runtime: { threads: flags.threads } });
   try {
     const t0 = performance.now();
     const out = await session.run(batch);
     const ms = performance.now() - t0;
     const tensors: Record<string, RawTensor> = { logits: fromTypedArray(out.logits.data as Float32Array, out.logits.shape) };
     if (out.loss !== undefined) tensors.loss = fromTypedArray(Float32Array.of(out.loss), [1]);
+    out.hiddenStates?.forEach((h, i) => (tensors[`hidden_states.${i}`] = fromTypedArray(h.data as Float32Array, h.shape)));
     await writeSafetensors(outFile, tensors);
     const [b, s] = batch.inputIds.shape as [number, number];
     process.stderr.write(`logits [${out.logits.shape}]${out.loss !== undefined ? `, loss ${out.loss.toFixed(6)}` : ''} for ${b}x${s} tokens in ${ms.toFixed(0)} ms -> ${flags.out}\n`);

@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parseConfig } from '../../io/hfconfig.js';
+import { describeModernBert } from '../../models/modernbert.js';
 import { hubCacheDir, isValidRepoId, snapshotDownload } from '../../io/hub.js';
 import { SafetensorsFile, openCheckpoint } from '../../io/safetensors.js';
 import { BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_METADATA_KEY, type CompressionReport, parseCompressionReport } from '../../tuners/lora/compress.js';
@@ -45,6 +46,8 @@ export interface ModelInfo {
   max_positions: number | null;
   tied_embeddings: boolean | null;
   num_labels: number | null;
+  /** attention layout beyond plain full attention (ModernBERT's local/global layers), else null */
+  attention: string | null;
   torch_dtype: string | null;
   quantization: string | null;
   weights: WeightsSummary | null;
@@ -229,6 +232,7 @@ export async function describeModel(dir: string): Promise<ModelInfo> {
     max_positions: parsed?.maxPositionEmbeddings ?? num(raw, 'max_position_embeddings', 'n_positions'),
     tied_embeddings: parsed ? parsed.tieWordEmbeddings : typeof raw.tie_word_embeddings === 'boolean' ? raw.tie_word_embeddings : null,
     num_labels: /ForSequenceClassification|ForTokenClassification/.test(task) ? (parsed?.numLabels ?? null) : null,
+    attention: parsed?.family === 'modernbert' ? describeModernBert(parsed) : null,
     torch_dtype: typeof raw.torch_dtype === 'string' ? raw.torch_dtype : null,
     quantization,
     weights: hasWeights(dir) ? await summarizeWeights(dir) : null,
@@ -511,6 +515,7 @@ export function render(info: ModelInfo | AdapterInfo): string {
     if (m.max_positions !== null) rows.push(['max positions', group(m.max_positions)]);
     if (m.tied_embeddings !== null) rows.push(['tied embeddings', m.tied_embeddings ? 'yes' : 'no']);
     if (m.num_labels !== null) rows.push(['labels', String(m.num_labels)]);
+    if (m.attention !== null) rows.push(['attention', m.attention]);
     if (m.quantization) rows.push(['quantization', m.quantization]);
     if (m.weights) {
       rows.push(['parameters', count(m.weights.parameters)]);

@@ -17,7 +17,7 @@ export class ConfigError extends PeftError {
   }
 }
 
-export type ModelFamily = "gpt2" | "llama" | "bert";
+export type ModelFamily = "gpt2" | "llama" | "bert" | "modernbert";
 export type NormType = "layernorm" | "rmsnorm";
 
 export interface RopeScaling {
@@ -106,6 +106,7 @@ const FAMILY_OF: Record<string, ModelFamily> = {
   phi3: "llama",
   bert: "bert",
   roberta: "bert",
+  modernbert: "modernbert",
 };
 
 type Raw = Record<string, unknown>;
@@ -374,6 +375,34 @@ export function parseConfig(raw: unknown, file = "config.json"): ModelConfig {
         attentionBias: true,
         typeVocabSize: f.int("type_vocab_size", 2),
         positionEmbeddingType: f.str("position_embedding_type", "absolute"),
+      };
+    }
+    case "modernbert": {
+      // ModernBertConfig (transformers 4.57); its own fields (local_attention, rope bases,
+      // norm_bias, classifier_*) are read by src/models/modernbert.ts.
+      const hidden = f.requiredInt("hidden_size");
+      const heads = f.requiredInt("num_attention_heads");
+      checkDivisible(f, hidden, heads, "hidden_size", "num_attention_heads");
+      const attentionBias = f.bool("attention_bias", false);
+      return {
+        ...common,
+        padTokenId: common.padTokenId ?? 50283,
+        vocabSize: f.requiredInt("vocab_size"),
+        hiddenSize: hidden,
+        numHiddenLayers: f.requiredInt("num_hidden_layers"),
+        numAttentionHeads: heads,
+        numKeyValueHeads: heads,
+        headDim: hidden / heads,
+        intermediateSize: f.requiredInt("intermediate_size"),
+        maxPositionEmbeddings: f.int("max_position_embeddings", 8192),
+        hiddenAct: f.str("hidden_activation", "gelu"),
+        normType: "layernorm",
+        normEps: f.num("norm_eps", 1e-5),
+        tieWordEmbeddings: f.bool("tie_word_embeddings", true),
+        qkvBias: attentionBias,
+        attnOutputBias: attentionBias,
+        mlpBias: f.bool("mlp_bias", false),
+        attentionBias,
       };
     }
   }

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { register as compare } from './compare.js';
 import { register as compress } from './compress.js';
 import { register as evaluate } from './eval.js';
+import { register as exportCmd } from './export.js';
 import { register as forward } from './forward.js';
 import { register as generate } from './generate.js';
 import { register as info } from './info.js';
@@ -25,6 +26,7 @@ const COMMANDS: Register[] = [
   compare,
   compress,
   evaluate,
+  exportCmd,
 ];
 
 export function registerCommands(program: Command): void {

@@ -4,11 +4,14 @@
 // output folder is touched; Ctrl-C stops after the current step with a checkpoint; --resume
 // continues exactly.
 
-import { METHOD_SPECS, VIRTUAL_TOKENS, adaptForComparison } from '../../compare/methods.js';
 import { existsSync, statSync } from 'node:fs';
 import { copyFile, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import { writeAtomically } from '../../io/safetensors/write.js';
+import { RunConfigError, asFlagText, checkPeftFields, readRunConfig } from '../../train/runconfig.js';
 import { resolveModelDir } from '../../io/hub.js';
 import { Tokenizer } from '../../io/tokenizer.js';
 import { loadModel } from '../../models/load.js';
@@ -17,17 +20,19 @@ import { type Example, loadClassificationDataset, loadDataset, prepareExamples, 
 import { fmtAccuracy, progressFor } from '../../train/progress.js';
 import { SCHEDULES, type ScheduleName } from '../../train/schedule.js';
 import { METRICS_FILE, PLOT_FILE, Trainer, totalStepsFor } from '../../train/trainer.js';
-import { fullConfig, getFullFineTuneModel } from '../../tuners/full/index.js';
-import { getPeftModel } from '../../tuners/lora/index.js';
+import { createAdapter } from '../../tuners/load.js';
+import { type MethodPreset, type TrainFlag, type Tuner, methodNames, methodPreset } from '../../tuners/registry.js';
 import type { AdaptedModel } from '../../tuners/types.js';
 import { CliError } from '../errors.js';
 import { intArg, numberArg } from './generate.js';
 
 interface TrainFlags {
+  config?: string;
   model: string;
   data: string;
   out: string;
-  method: 'lora' | 'qlora' | 'full' | 'ia3' | 'prompt' | 'prefix' | 'ptuning' | 'adapter';
+  /** a registered method preset (src/tuners/registry.ts) */
+  method: string;
   quantize?: string;
   gradientCheckpointing?: boolean;
   r?: number;
@@ -76,26 +81,27 @@ export function register(program: Command): void {
   program
     .command('train')
     .description('fine-tune a causal language model, or a sequence classifier (BertForSequenceClassification), on a jsonl dataset')
-    .requiredOption('--model <dir|repo>', 'base model folder (config.json, model.safetensors, tokenizer.json) or Hub repo id')
-    .requiredOption(
+    .option('--config <file>', 'a YAML or JSON file describing the run: any of these options (kebab- or snake_case) and a "peft" section of adapter_config.json fields in peft\'s names; flags given here override it')
+    .option('--model <dir|repo>', 'base model folder (config.json, model.safetensors, tokenizer.json) or Hub repo id (required, here or in --config)')
+    .option(
       '--data <file.jsonl>',
       'training data: one {"text"}, {"prompt","completion"} or {"messages"} object per line; for a sequence classifier {"text","label"} (label: class id or config.json id2label name)',
     )
-    .requiredOption('--out <dir>', 'output folder: final adapter, metrics.jsonl, loss.svg, checkpoints/')
+    .option('--out <dir>', 'output folder: final adapter, metrics.jsonl, loss.svg, checkpoints/, run_config.json (required, here or in --config)')
     .addOption(
-      new Option('--method <method>', 'fine-tuning method (qlora: LoRA on the base quantized to NF4; ia3/prompt/prefix/ptuning/adapter use the defaults `peft compare` documents)')
-        .choices(['lora', 'qlora', 'full', 'ia3', 'prompt', 'prefix', 'ptuning', 'adapter'])
+      new Option('--method <method>', 'fine-tuning method (qlora: LoRA on the base quantized to NF4; each method starts from the defaults `peft compare` documents)')
+        .choices(methodNames())
         .default('lora'),
     )
     .option('--gradient-checkpointing', 'recompute each decoder layer in the backward pass instead of keeping its activations (far less memory; a second forward pass of each layer, measured 0-15% slower: bench/RESULTS.md)')
     .addOption(new Option('--quantize <type>', 'hold the frozen base 4-bit while training (bitsandbytes NF4/FP4, double quantization); --method qlora implies nf4').choices(['nf4', 'fp4']))
-    .option('--r <n>', 'LoRA rank (default 8)', intArg('--r', 1))
-    .option('--alpha <n>', 'LoRA alpha (default 16)', numberArg('--alpha'))
-    .option('--dropout <p>', 'LoRA dropout (default 0.05)', numberArg('--dropout'))
-    .option('--target <modules>', 'comma-separated module names to adapt (LoRA default: peft\'s for the model type; full: every weight)', listArg)
+    .option('--r <n>', `rank, for ${flagMethods('r')} (default 8)`, intArg('--r', 1))
+    .option('--alpha <n>', `alpha, for ${flagMethods('alpha')} (default 16)`, numberArg('--alpha'))
+    .option('--dropout <p>', `dropout, for ${flagMethods('dropout')} (default 0.05)`, numberArg('--dropout'))
+    .option('--target <modules>', `comma-separated module names to adapt, for ${flagMethods('target')} (default: peft's for the model type; full: every weight)`, listArg)
     .option('--epochs <n>', 'passes over the training data', numberArg('--epochs'), 3)
     .option('--steps <n>', 'optimizer steps (overrides --epochs)', intArg('--steps', 1))
-    .option('--lr <rate>', 'peak learning rate (default 2e-4 for LoRA, 5e-5 for full)', numberArg('--lr'))
+    .option('--lr <rate>', 'peak learning rate (default: the method\'s, e.g. 2e-4 for LoRA, 5e-5 for full)', numberArg('--lr'))
     .option('--weight-decay <w>', 'AdamW weight decay (not on biases and norm weights)', numberArg('--weight-decay'), 0)
     .option('--batch <n>', 'examples per micro-batch', intArg('--batch', 1), 8)
     .option('--grad-accum <n>', 'micro-batches per optimizer step', intArg('--grad-accum', 1), 1)
@@ -115,19 +121,82 @@ export function register(program: Command): void {
     .option('--chat-template <file>', 'Jinja chat template for {"messages"} data (default: the tokenizer\'s)')
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
     .option('--log-every <n>', 'without a terminal: print a line every n steps', intArg('--log-every', 1), 10)
-    .action(async (flags: TrainFlags) => {
-      await runTrain(flags);
+    .action(async (flags: TrainFlags, cmd: Command) => {
+      const peft = flags.config !== undefined ? applyConfigFile(flags, cmd) : {};
+      for (const k of ['model', 'data', 'out'] as const) {
+        if (flags[k] === undefined) throw new CliError(`--${k} is required (as a flag or as "${k}:" in --config)`);
+      }
+      await runTrain(flags, peft);
     });
 }
 
-function checkFlags(f: TrainFlags): void {
-  if (f.method === 'full' && f.quantize !== undefined) throw new CliError('--quantize freezes the base in 4 bits, which full fine-tuning trains; use --method lora (QLoRA) or drop --quantize');
-  if (f.method !== 'lora' && f.method !== 'qlora') {
-    const lora = (['r', 'alpha', 'dropout'] as const).filter((k) => f[k] !== undefined);
-    if (lora.length) throw new CliError(`--${lora.join(', --')} ${lora.length > 1 ? 'are' : 'is'} for --method lora; remove ${lora.length > 1 ? 'them' : 'it'} for --method ${f.method}`);
+/**
+ * Fills `flags` from --config where the command line did not give the option (CLI flags override
+ * the file), parsing each value with the flag's own parser; returns the file's "peft" section.
+ */
+function applyConfigFile(flags: TrainFlags, cmd: Command): Record<string, unknown> {
+  const options = cmd.options.filter((o) => o.long !== '--config');
+  const keys = options.map((o) => o.long!.replace(/^--(no-)?/, ''));
+  const cfg = readRunConfig(flags.config!, keys);
+  const target = flags as unknown as Record<string, unknown>;
+  for (const [attr, value] of Object.entries(cfg.options)) {
+    const opt = options.find((o) => o.attributeName() === attr)!;
+    if (cmd.getOptionValueSource(attr) === 'cli') continue;
+    const key = opt.long!.replace(/^--(no-)?/, '');
+    if (opt.isBoolean() || opt.negate) {
+      if (typeof value !== 'boolean') throw new RunConfigError(`${cfg.file}: "${key}" must be true or false, found ${JSON.stringify(value)}`);
+      target[attr] = value;
+      continue;
+    }
+    const text = asFlagText(key, value, cfg.file);
+    if (opt.argChoices && !opt.argChoices.includes(text)) throw new RunConfigError(`${cfg.file}: "${key}" must be one of ${opt.argChoices.join(', ')}, found "${text}"`);
+    try {
+      target[attr] = opt.parseArg ? opt.parseArg(text, undefined) : text;
+    } catch (e) {
+      throw new RunConfigError(`${cfg.file}: "${key}": ${(e as Error).message}`);
+    }
   }
-  if (f.target !== undefined && !['lora', 'qlora', 'full'].includes(f.method)) {
-    throw new CliError(`--target is for --method lora, qlora or full; --method ${f.method} uses peft's default modules`);
+  return cfg.peft;
+}
+
+/** The fields the method's adapter_config.json holds: the preset's and those a saved adapter writes. */
+async function peftFieldsOf(f: TrainFlags, model: PretrainedModel): Promise<string[]> {
+  const { preset } = presetOf(f.method);
+  const fields = new Set(Object.keys(preset.trainFields ?? preset.fields));
+  const adapted = await createAdapter(model, { ...(preset.trainFields ?? preset.fields) }, { seed: f.seed });
+  const dir = await mkdtemp(join(tmpdir(), 'peft-fields-'));
+  try {
+    await adapted.savePretrained(dir);
+    const file = join(dir, 'adapter_config.json');
+    if (existsSync(file)) {
+      const saved = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+      for (const k of Object.keys(saved)) fields.add(k);
+      if (saved.config && typeof saved.config === 'object') for (const k of Object.keys(saved.config)) fields.add(k);
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  return [...fields];
+}
+
+/** The methods whose preset takes a flag, for the help text. */
+function flagMethods(flag: TrainFlag): string {
+  return methodNames().filter((n) => methodPreset(n)!.preset.flags?.[flag] !== undefined).join(', ');
+}
+
+function presetOf(method: string): { tuner: Tuner; preset: MethodPreset } {
+  const found = methodPreset(method);
+  if (!found) throw new CliError(`unknown --method ${method}; choose from ${methodNames().join(', ')}`);
+  return found;
+}
+
+function checkFlags(f: TrainFlags): void {
+  const { preset } = presetOf(f.method);
+  if (f.method === 'full' && f.quantize !== undefined) throw new CliError('--quantize freezes the base in 4 bits, which full fine-tuning trains; use --method lora (QLoRA) or drop --quantize');
+  const unused = (['r', 'alpha', 'dropout', 'target'] as const).filter((k) => f[k] !== undefined && preset.flags?.[k] === undefined);
+  if (unused.length) {
+    const many = unused.length > 1;
+    throw new CliError(`--${unused.join(', --')} ${many ? 'are' : 'is'} for --method ${flagMethods(unused[0]!)}; remove ${many ? 'them' : 'it'} for --method ${f.method}`);
   }
   if (f.dropout !== undefined && !(f.dropout >= 0 && f.dropout < 1)) throw new CliError(`--dropout must be in [0, 1), got ${f.dropout}`);
   if (f.evalData !== undefined && f.evalSplit !== undefined) throw new CliError('give either --eval-data or --eval-split, not both');
@@ -145,31 +214,24 @@ function checkFlags(f: TrainFlags): void {
 
 /** Positions the method puts in front of the real tokens (prompt/prefix/P-tuning), which share the model's learned positions. */
 function virtualPositions(f: TrainFlags, model: PretrainedModel): number {
+  const { preset } = presetOf(f.method);
+  const n = (preset.trainFields ?? preset.fields).num_virtual_tokens;
   // Llama-family models use rotary positions, with no table to run out of.
-  return ['prompt', 'prefix', 'ptuning'].includes(f.method) && model.family !== 'llama' ? VIRTUAL_TOKENS : 0;
+  return typeof n === 'number' && model.family !== 'llama' ? n : 0;
 }
 
 function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer, virtual: number): number {
   return Math.min(1024, tokenizer.modelMaxLength ?? Infinity, (model.config.maxPositionEmbeddings || Infinity) - virtual);
 }
 
-async function adapt(f: TrainFlags, model: PretrainedModel): Promise<AdaptedModel> {
-  if (f.method === 'full') return getFullFineTuneModel(model, fullConfig({ targetModules: f.target }));
-  if (f.method !== 'lora' && f.method !== 'qlora') {
-    return adaptForComparison(model, f.method, f.seed, f.model);
-  }
-  return getPeftModel(
-    model,
-    {
-      r: f.r ?? 8,
-      loraAlpha: f.alpha ?? 16,
-      loraDropout: f.dropout ?? 0.05,
-      targetModules: f.target ?? null,
-      taskType: model.task === 'seq-cls' ? 'SEQ_CLS' : 'CAUSAL_LM',
-      baseModelNameOrPath: f.model,
-    },
-    { seed: f.seed },
-  );
+/** The method's preset fields, the method flags given, and the task of the model. */
+async function adapt(f: TrainFlags, model: PretrainedModel, peft: Record<string, unknown> = {}): Promise<AdaptedModel> {
+  const { preset } = presetOf(f.method);
+  const fields: Record<string, unknown> = { ...(preset.trainFields ?? preset.fields), ...peft };
+  for (const [flag, field] of Object.entries(preset.flags ?? {}) as [TrainFlag, string][]) if (f[flag] !== undefined) fields[field] = f[flag];
+  if (model.task === 'seq-cls' && fields.task_type !== undefined) fields.task_type = 'SEQ_CLS';
+  fields.base_model_name_or_path = f.model;
+  return createAdapter(model, fields, { seed: f.seed });
 }
 
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'added_tokens.json', 'chat_template.jinja'];
@@ -185,13 +247,18 @@ async function copyTokenizer(from: string, to: string): Promise<void> {
   }
 }
 
-async function runTrain(f: TrainFlags): Promise<void> {
+async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Promise<void> {
   checkFlags(f);
+  if (Object.keys(peft).length && f.method === 'full') throw new RunConfigError(`${f.config}: full fine-tuning has no adapter_config.json; remove the "peft" section or choose another method`);
+  if (peft.peft_type !== undefined && peft.peft_type !== presetOf(f.method).tuner.peftType) {
+    throw new RunConfigError(`${f.config}: peft.peft_type is ${String(peft.peft_type)} but method ${f.method} is ${presetOf(f.method).tuner.peftType}; set "method" to match or drop peft_type`);
+  }
   const say = (s: string) => process.stderr.write(`${s}\n`);
   const dir = await resolveModelDir(f.model);
-  const quantize = f.quantize ?? (f.method === 'qlora' ? 'nf4' : undefined);
+  const quantize = f.quantize ?? (presetOf(f.method).preset.quantizedBase ? 'nf4' : undefined);
   const model = await loadModel(dir, quantize ? { quantization: { bits: 4, type: quantize as 'nf4' | 'fp4', doubleQuant: true, blockSize: 64 } } : {});
   if (quantize) say(`base held 4-bit (${quantize}, double quantization): ${model.weights.quantizedNames().length} linear weights, ${(model.weights.heldBytes() / 2 ** 20).toFixed(1)} MiB of frozen weights`);
+  if (Object.keys(peft).length) checkPeftFields(peft, await peftFieldsOf(f, model), f.method, f.config!);
   const tokenizer = await Tokenizer.fromDir(dir);
   const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId;
   if (padId === undefined) throw new CliError(`the tokenizer in ${dir} has neither a pad nor an EOS token; set "pad_token" in tokenizer_config.json`);
@@ -238,7 +305,7 @@ async function runTrain(f: TrainFlags): Promise<void> {
     evalExamples = preparedEval?.examples;
   }
 
-  const adapted = await adapt(f, model);
+  const adapted = await adapt(f, model, peft);
   let trainable = 0;
   for (const t of adapted.parameters().values()) trainable += t.data.length;
   const total = model.weights.numel();
@@ -249,7 +316,7 @@ async function runTrain(f: TrainFlags): Promise<void> {
   const trainer = new Trainer(adapted, trainExamples, evalExamples, {
     outputDir: f.out,
     padTokenId: padId,
-    learningRate: f.lr ?? (f.method === 'full' ? 5e-5 : f.method === 'lora' || f.method === 'qlora' ? 2e-4 : METHOD_SPECS[f.method].learningRate),
+    learningRate: f.lr ?? presetOf(f.method).preset.trainLearningRate ?? presetOf(f.method).preset.learningRate,
     weightDecay: f.weightDecay,
     batchSize: f.batch,
     gradAccum: f.gradAccum,
@@ -287,13 +354,13 @@ async function runTrain(f: TrainFlags): Promise<void> {
       return;
     }
     await copyTokenizer(dir, f.out);
+    // the run as resolved (file, defaults and flags together): `peft train --config run_config.json` repeats it
+    const { config: _file, resume: _resume, overwrite: _overwrite, ...resolved } = f;
+    void [_file, _resume, _overwrite];
+    const runConfig = { ...resolved, ...(Object.keys(peft).length ? { peft } : {}) };
+    await writeAtomically(join(f.out, 'run_config.json'), async (fh) => void (await fh.writeFile(`${JSON.stringify(runConfig, null, 2)}\n`)));
     const evalText = r.initialEvalLoss !== undefined && r.finalEvalLoss !== undefined ? `; eval loss ${r.initialEvalLoss.toFixed(4)} -> ${r.finalEvalLoss.toFixed(4)}` : r.finalEvalLoss !== undefined ? `; eval loss ${r.finalEvalLoss.toFixed(4)}` : '';
-    const saved =
-      f.method === 'full'
-        ? 'model (config.json, model.safetensors)'
-        : f.method === 'adapter'
-          ? 'adapter (adapter_config.json, adapter.safetensors: the AdapterHub format)'
-          : 'adapter (adapter_config.json, adapter_model.safetensors)';
+    const saved = presetOf(f.method).tuner.saves ?? 'adapter';
     const accText =
       r.finalEvalAccuracy === undefined ? '' : r.initialEvalAccuracy !== undefined ? `; eval accuracy ${fmtAccuracy(r.initialEvalAccuracy)} -> ${fmtAccuracy(r.finalEvalAccuracy)}` : `; eval accuracy ${fmtAccuracy(r.finalEvalAccuracy)}`;
     say(`done: ${r.globalStep} steps, final loss ${r.finalLoss?.toFixed(4)}${evalText}${accText}`);

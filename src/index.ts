@@ -17,6 +17,7 @@ export { loadAdapter, createAdapter, getPeftModel, printTrainableParameters, num
 export { registerTuner, tuners, methodNames, type Tuner, type MethodPreset } from './tuners/registry.js';
 export { LoraModel, TargetModulesNotFoundError, type MergeAndUnloadOptions, type SaveLoraOptions } from './tuners/lora/index.js';
 export { IA3Model, loadIA3 } from './tuners/ia3/index.js';
+export { BASE_ADAPTER, MixedBatchError, MultiAdapterModel, type MixedStrategy, type MultiAdapterOptions } from './tuners/multi/index.js';
 export { PromptTuningModel, loadPromptTuning } from './tuners/prompt_tuning/index.js';
 export { PrefixTuningModel, loadPrefixTuning } from './tuners/prefix_tuning/index.js';
 export { PTuningModel, loadPTuning } from './tuners/p_tuning/index.js';

@@ -2,7 +2,11 @@
 // need to know that GPT-2 says n_embd where Llama says hidden_size. Missing optional fields get the
 // defaults of the matching transformers config class; fields that fix tensor shapes must be present.
 
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
+import { regularFileSize } from './files.js';
+
+/** config.json files are a few KB (with large id2label maps, a few MB). */
+const MAX_CONFIG_BYTES = 64 * 1024 * 1024;
 import path from "node:path";
 import { PeftError } from '../errors.js';
 
@@ -203,8 +207,13 @@ export async function loadConfig(dir: string): Promise<ModelConfig> {
   const file = path.join(dir, "config.json");
   let text: string;
   try {
+    // A FIFO, device or folder named config.json is refused before it is opened (it would block or never end).
+    await regularFileSize(file, (reason) => new ConfigError(file, `${reason}; config.json must be a regular file.`), true);
+    const size = (await stat(file)).size;
+    if (size > MAX_CONFIG_BYTES) throw new ConfigError(file, `${file} is ${size} bytes, above the ${MAX_CONFIG_BYTES}-byte limit for a config.json; it is not a model config.`);
     text = await readFile(file, "utf8");
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR") {
       throw new ConfigError(
@@ -227,8 +236,59 @@ export async function loadConfig(dir: string): Promise<ModelConfig> {
   return parseConfig(raw, file);
 }
 
+/**
+ * Upper bounds on the sizes a config.json may declare, checked before anything is built from it
+ * (a config is untrusted input: `num_hidden_layers: 1e9` must be an error, not a hang). Each is far
+ * above any published model (the largest have ~128 layers, 32k hidden, 262k vocabulary); the real
+ * check is against the weight files (models/validate.ts), these keep even a config without weights
+ * (`peft info`) bounded.
+ */
+export const CONFIG_LIMITS = {
+  num_hidden_layers: 4096,
+  hidden_size: 1 << 18,
+  num_attention_heads: 1 << 14,
+  num_key_value_heads: 1 << 14,
+  head_dim: 1 << 14,
+  intermediate_size: 1 << 21,
+  vocab_size: 1 << 24,
+  max_position_embeddings: 1 << 30,
+  num_labels: 1 << 20,
+  type_vocab_size: 1 << 20,
+  sliding_window: 1 << 30,
+} as const;
+
 /** Normalizes an already parsed config.json; `file` only labels error messages. */
 export function parseConfig(raw: unknown, file = "config.json"): ModelConfig {
+  return checkConfigLimits(parseConfigFields(raw, file), file);
+}
+
+function checkConfigLimits(c: ModelConfig, file: string): ModelConfig {
+  const sizes: [keyof typeof CONFIG_LIMITS, number | undefined][] = [
+    ["num_hidden_layers", c.numHiddenLayers],
+    ["hidden_size", c.hiddenSize],
+    ["num_attention_heads", c.numAttentionHeads],
+    ["num_key_value_heads", c.numKeyValueHeads],
+    ["head_dim", c.headDim],
+    ["intermediate_size", c.intermediateSize],
+    ["vocab_size", c.vocabSize],
+    ["max_position_embeddings", c.maxPositionEmbeddings],
+    ["num_labels", c.numLabels],
+    ["type_vocab_size", c.typeVocabSize],
+    ["sliding_window", c.slidingWindow],
+  ];
+  for (const [field, v] of sizes) {
+    if (v !== undefined && !(v <= CONFIG_LIMITS[field])) {
+      throw new ConfigError(
+        file,
+        `${file}: ${field} is ${v}, above the limit of ${CONFIG_LIMITS[field]} (no published model comes near it); the file is corrupt or not a model config.`,
+        field,
+      );
+    }
+  }
+  return c;
+}
+
+function parseConfigFields(raw: unknown, file: string): ModelConfig {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
     throw new ConfigError(file, `${file} must hold a JSON object.`);
   }
@@ -428,7 +488,7 @@ function labels(f: Fields): { id2label: Record<number, string>; label2id: Record
     }
     for (const [k, v] of Object.entries(raw as Raw)) {
       const id = Number(k);
-      if (!Number.isInteger(id) || id < 0 || typeof v !== "string") {
+      if (!Number.isInteger(id) || id < 0 || id > CONFIG_LIMITS.num_labels || typeof v !== "string") {
         throw new ConfigError(f.file, `${f.file}: id2label entry ${JSON.stringify(k)}: ${JSON.stringify(v)} must map an integer id to a name.`, "id2label");
       }
       id2label[id] = v;
@@ -436,6 +496,9 @@ function labels(f: Fields): { id2label: Record<number, string>; label2id: Record
   } else {
     // PretrainedConfig's default: num_labels (2 unless given) generic labels.
     const n = f.int("num_labels", 2);
+    if (n > CONFIG_LIMITS.num_labels) {
+      throw new ConfigError(f.file, `${f.file}: num_labels is ${n}, above the limit of ${CONFIG_LIMITS.num_labels}; the file is corrupt or not a model config.`, "num_labels");
+    }
     for (let i = 0; i < n; i++) id2label[i] = `LABEL_${i}`;
   }
   const numLabels = Object.keys(id2label).length;

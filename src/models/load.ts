@@ -15,6 +15,7 @@ import { LlamaModel } from './llama.js';
 import { ModernBertModel } from './modernbert.js';
 import { Phi3Model } from './phi3.js';
 import { ModelError, type PretrainedModel } from './types.js';
+import { validateCheckpointAgainstConfig } from './validate.js';
 
 const ARCHITECTURES: Record<string, (c: ModelConfig, w: WeightStore, dir: string) => PretrainedModel> = {
   GPT2LMHeadModel: (c, w, d) => new GPT2Model(c, w, d),
@@ -92,6 +93,7 @@ export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promi
   if (!hasSingle && !existsSync(join(dir, 'model.safetensors.index.json'))) {
     throw new ModelError(`${dir} has no model.safetensors or model.safetensors.index.json (PyTorch .bin checkpoints are not read; convert with safetensors' convert script)`);
   }
+  await validateCheckpointAgainstConfig(config, dir); // config.json vs header shapes, before anything is built (models/validate.ts)
   // The model is built first (constructors only read config.json) so its linear modules decide
   // which tensors are quantized as they are read.
   const weights = new WeightStore();

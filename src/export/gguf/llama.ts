@@ -2,7 +2,7 @@
 // hyperparameters as GGUF metadata, and each state-dict tensor's GGUF name and layout. Follows
 // llama.cpp's convert_hf_to_gguf.py: Llama and Mistral are the "llama" architecture, whose
 // rotary embedding pairs interleaved dims (rope type NORM), so q_proj/k_proj rows are permuted
-// from transformers' rotate-half order; Qwen2 ("qwen2") uses the NEOX order and is kept as stored.
+// from transformers' rotate-half order; Qwen2 and Qwen3 use the NEOX order and are kept as stored.
 
 import type { PretrainedModel } from '../../models/types.js';
 import { ropeFrequencies } from '../../models/rope.js';
@@ -11,7 +11,7 @@ import { type MetaValue, f32, str, u32 } from './writer.js';
 
 export interface GgufArch {
   /** general.architecture */
-  name: 'llama' | 'qwen2';
+  name: 'llama' | 'qwen2' | 'qwen3';
   /** q/k rows permuted to llama.cpp's interleaved rotary order */
   permuteQK: boolean;
 }
@@ -21,6 +21,8 @@ export const GGUF_ARCHITECTURES: Record<string, GgufArch> = {
   llama: { name: 'llama', permuteQK: true },
   mistral: { name: 'llama', permuteQK: true },
   qwen2: { name: 'qwen2', permuteQK: false },
+  // per-head q/k RMSNorm before the rotary embedding (attn_q_norm / attn_k_norm)
+  qwen3: { name: 'qwen3', permuteQK: false },
 };
 
 export function ggufArchOf(model: PretrainedModel, flag: string): GgufArch {
@@ -87,6 +89,8 @@ const LAYER_TENSORS: Record<string, string> = {
   'self_attn.k_proj.bias': 'attn_k.bias',
   'self_attn.v_proj.bias': 'attn_v.bias',
   'self_attn.o_proj.bias': 'attn_output.bias',
+  'self_attn.q_norm.weight': 'attn_q_norm.weight',
+  'self_attn.k_norm.weight': 'attn_k_norm.weight',
   'mlp.gate_proj.weight': 'ffn_gate.weight',
   'mlp.up_proj.weight': 'ffn_up.weight',
   'mlp.down_proj.weight': 'ffn_down.weight',

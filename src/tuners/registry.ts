@@ -15,6 +15,12 @@ import { prefixTuningTuner } from './prefix_tuning/index.js';
 import { pTuningTuner } from './p_tuning/index.js';
 import { bottleneckTuner } from './bottleneck/index.js';
 import { fullTuner } from './full/index.js';
+import { lohaTuner } from './loha/index.js';
+import { lokrTuner } from './lokr/index.js';
+import { veraTuner } from './vera/index.js';
+import { adaloraTuner } from './adalora/index.js';
+import { oftTuner } from './oft/index.js';
+import { lnTuningTuner } from './ln_tuning/index.js';
 
 export interface TunerOptions {
   /** name of the adapter (peft's adapter_name; default "default") */
@@ -83,6 +89,8 @@ export interface Tuner {
    * prefix projections are trained but not saved, so they count them here.
    */
   trainableParameters?(config: Record<string, unknown>, stored: number | null): number | null;
+  /** saved tensors that are frozen buffers, not trained parameters (VeRA's shared projections) */
+  readonly frozenTensors?: RegExp;
   /** presets offered as `peft train --method` / `peft compare --methods` names */
   readonly presets: readonly MethodPreset[];
   /** A new adapter from config fields named as in adapter_config.json (peft's get_peft_model). */
@@ -94,7 +102,7 @@ export interface Tuner {
 }
 
 /** Every method, in the order tables list them (full fine-tuning, the reference, last). */
-const TUNER_LIST: Tuner[] = [loraTuner, ia3Tuner, promptTuningTuner, prefixTuningTuner, pTuningTuner, bottleneckTuner, fullTuner];
+const TUNER_LIST: Tuner[] = [loraTuner, ia3Tuner, promptTuningTuner, prefixTuningTuner, pTuningTuner, bottleneckTuner, lohaTuner, lokrTuner, veraTuner, adaloraTuner, oftTuner, lnTuningTuner, fullTuner];
 
 const byType = new Map<string, Tuner>();
 const byPreset = new Map<string, { tuner: Tuner; preset: MethodPreset }>();

@@ -20,6 +20,7 @@ import { lokrTuner } from './lokr/index.js';
 import { veraTuner } from './vera/index.js';
 import { adaloraTuner } from './adalora/index.js';
 import { oftTuner } from './oft/index.js';
+import { boftTuner } from './boft/index.js';
 import { lnTuningTuner } from './ln_tuning/index.js';
 
 export interface TunerOptions {
@@ -102,7 +103,7 @@ export interface Tuner {
 }
 
 /** Every method, in the order tables list them (full fine-tuning, the reference, last). */
-const TUNER_LIST: Tuner[] = [loraTuner, ia3Tuner, promptTuningTuner, prefixTuningTuner, pTuningTuner, bottleneckTuner, lohaTuner, lokrTuner, veraTuner, adaloraTuner, oftTuner, lnTuningTuner, fullTuner];
+const TUNER_LIST: Tuner[] = [loraTuner, ia3Tuner, promptTuningTuner, prefixTuningTuner, pTuningTuner, bottleneckTuner, lohaTuner, lokrTuner, veraTuner, adaloraTuner, oftTuner, boftTuner, lnTuningTuner, fullTuner];
 
 const byType = new Map<string, Tuner>();
 const byPreset = new Map<string, { tuner: Tuner; preset: MethodPreset }>();

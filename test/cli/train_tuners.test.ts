@@ -1,4 +1,4 @@
-// `peft train --method loha|lokr|vera|adalora|oft|lntuning` end to end on the Llama fixture: each
+// `peft train --method loha|lokr|vera|adalora|oft|boft|lntuning` end to end on the Llama fixture: each
 // writes a peft adapter folder of its type that loads back through loadAdapter, and `peft merge`
 // folds it into a model folder.
 
@@ -22,6 +22,7 @@ const cases: [string, string, string[]][] = [
   ['vera', 'VERA', ['--r', '8', '--target', 'q_proj,v_proj']],
   ['adalora', 'ADALORA', ['--target', 'q_proj,v_proj']],
   ['oft', 'OFT', ['--target', 'q_proj,o_proj']],
+  ['boft', 'BOFT', ['--target', 'q_proj']],
   ['lntuning', 'LN_TUNING', []],
 ];
 

@@ -40,6 +40,8 @@ export interface ForwardInput<C> {
   base: (x: Value) => Value;
   /** the frozen weight [out, in] (for methods that transform the weight itself) */
   weight: () => Value;
+  /** the frozen bias [out], if the layer has one */
+  bias: () => Value | undefined;
   spec: LinearSpec;
   t: Tensors;
   shared: Tensors;
@@ -231,7 +233,8 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
           const w = ctx.weight(`${spec.name}.weight`);
           return spec.layout === 'conv1d' ? o.transpose(w, [1, 0]) : w;
         };
-        return this.method.forward({ x, base, weight, spec, t, shared, config: this.config, ctx, dropout });
+        const bias = (): Value | undefined => (spec.bias ? ctx.weight(`${spec.name}.bias`) : undefined);
+        return this.method.forward({ x, base, weight, bias, spec, t, shared, config: this.config, ctx, dropout });
       });
     }
     return this.base.forward(ctx, args);

@@ -62,6 +62,8 @@ export interface MethodPreset {
   trainFields?: Record<string, unknown>;
   /** `peft train` flags the method takes, each with the config field it sets (e.g. { r: 'r', alpha: 'lora_alpha' }) */
   flags?: Readonly<Partial<Record<TrainFlag, string>>>;
+  /** a config field that takes the run's number of optimizer steps when the fields leave it unset (AdaLoRA's total_step) */
+  stepsField?: string;
   /** false: `peft compare` runs it only when --methods names it (default true) */
   compareByDefault?: boolean;
   /** the usual claims of the PEFT literature about the method (the report prints them beside the measured ratings) */

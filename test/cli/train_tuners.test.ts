@@ -36,6 +36,16 @@ for (const [method, peftType, extra] of cases) {
     assert.ok(existsSync(join(out, 'adapter_model.safetensors')));
     const adapted = await loadAdapter(await loadModel(llama), out);
     assert.equal(adapted.peftType, peftType);
+    if (method === 'adalora') {
+      // total_step took the run's 2 steps; the allocator pruned at step 1 (budget 1 - 1/2 of the way:
+      // trunc((48 - 32) · 0.5³ + 32) = 34 of 4 layers x init_r 12) and the file keeps only those ranks
+      const config = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
+      assert.equal(config.total_step, 2);
+      const kept = Object.values(config.rank_pattern as Record<string, boolean[]>).map((v) => v.filter(Boolean).length);
+      assert.equal(kept.reduce((a, b) => a + b, 0), 34);
+      const ranks = [...adapted.parameters().entries()].filter(([n]) => n.includes('.lora_E.')).map(([, t]) => t.shape[0]!);
+      assert.deepEqual(ranks.sort(), kept.sort());
+    }
     const merged = join(task.dir, `merged-${method}`);
     const m = spawnSync(process.execPath, [CLI, 'merge', '--model', llama, '--adapter', out, '--out', merged], { encoding: 'utf8' });
     assert.equal(m.status, 0, m.stderr);

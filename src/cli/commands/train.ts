@@ -166,9 +166,10 @@ function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer, virtual: nu
 }
 
 /** The method's preset fields, the method flags given, and the task of the model. */
-async function adapt(f: TrainFlags, model: PretrainedModel): Promise<AdaptedModel> {
+async function adapt(f: TrainFlags, model: PretrainedModel, steps: number): Promise<AdaptedModel> {
   const { preset } = presetOf(f.method);
   const fields: Record<string, unknown> = { ...(preset.trainFields ?? preset.fields) };
+  if (preset.stepsField && (fields[preset.stepsField] ?? null) === null) fields[preset.stepsField] = steps;
   for (const [flag, field] of Object.entries(preset.flags ?? {}) as [TrainFlag, string][]) if (f[flag] !== undefined) fields[field] = f[flag];
   if (model.task === 'seq-cls' && fields.task_type !== undefined) fields.task_type = 'SEQ_CLS';
   fields.base_model_name_or_path = f.model;
@@ -241,13 +242,13 @@ async function runTrain(f: TrainFlags): Promise<void> {
     evalExamples = preparedEval?.examples;
   }
 
-  const adapted = await adapt(f, model);
+  const steps = totalStepsFor(trainExamples.length, { maxSteps: f.steps, epochs: f.epochs, batchSize: f.batch, gradAccum: f.gradAccum });
+  const adapted = await adapt(f, model, steps);
   let trainable = 0;
   for (const t of adapted.parameters().values()) trainable += t.data.length;
   const total = model.weights.numel();
   say(`${adapted.peftType}: ${trainable.toLocaleString('en-US')} trainable parameters of ${total.toLocaleString('en-US')} (${((100 * trainable) / total).toFixed(3)}%)`);
 
-  const steps = totalStepsFor(trainExamples.length, { maxSteps: f.steps, epochs: f.epochs, batchSize: f.batch, gradAccum: f.gradAccum });
   const progress = progressFor(process.stderr, f.logEvery);
   const trainer = new Trainer(adapted, trainExamples, evalExamples, {
     outputDir: f.out,

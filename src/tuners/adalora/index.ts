@@ -14,6 +14,7 @@ import { FieldReader, type LinearTunerConfig, commonFields, commonJson } from '.
 import { type LinearMethod, LinearTunerModel, type Tensors } from '../linear_tuner/model.js';
 import type { Tuner } from '../registry.js';
 import { PeftConfigError } from '../types.js';
+import { type AllocatorLayer, RankAllocator } from './allocator.js';
 
 export interface AdaloraConfig extends LinearTunerConfig {
   initR: number;
@@ -135,6 +136,46 @@ export const ADALORA: LinearMethod<AdaloraConfig> = {
   mergedWeight(W, _spec, t, _shared, config) {
     return o.add(W, adaloraDelta(t, config));
   },
+  trainingHook(model) {
+    const c = model.config;
+    if (c.totalStep === null) return undefined;
+    if (c.rankPattern !== null) {
+      throw new PeftConfigError('AdaLoRA: this adapter was already pruned (rank_pattern is set); continuing the rank allocation from a pruned adapter is not implemented. Train it with total_step unset (no allocation), or start from a new adapter');
+    }
+    const layers: AllocatorLayer[] = [...model.modules].map(([module, m]) => ({
+      module,
+      A: m.tensors.get('lora_A')!,
+      B: m.tensors.get('lora_B')!,
+      E: m.tensors.get('lora_E')!,
+      names: { A: model.paramName(module, 'lora_A'), B: model.paramName(module, 'lora_B'), E: model.paramName(module, 'lora_E') },
+    }));
+    const allocator = new RankAllocator({ initR: c.initR, targetR: c.targetR, tinit: c.tinit, tfinal: c.tfinal, deltaT: c.deltaT, beta1: c.beta1, beta2: c.beta2, totalStep: c.totalStep }, layers);
+    let fixed: Record<string, boolean[]> | null = null;
+    return (step, grads) => {
+      const pattern = allocator.step(step, grads, fixed);
+      if (pattern) {
+        c.rankPattern = pattern;
+        if (step === c.totalStep! - c.tfinal) fixed = pattern;
+      }
+    };
+  },
+  savedTensor(kind, t, module, config) {
+    // peft's resize_state_dict_by_rank_pattern: keep the rows of A and E and the columns of B the pattern kept.
+    const keep = config.rankPattern?.[`${module}.lora_E`];
+    const r = kind === 'lora_B' ? t.shape[1]! : t.shape[0]!;
+    if (!keep || keep.length !== r) return t;
+    const idx = keep.flatMap((k, i) => (k ? [i] : []));
+    if (kind === 'lora_B') {
+      const out = t.shape[0]!;
+      const data = new Float32Array(out * idx.length);
+      for (let o = 0; o < out; o++) idx.forEach((j, c) => (data[o * idx.length + c] = t.data[o * r + j]!));
+      return { shape: [out, idx.length], data };
+    }
+    const cols = t.shape[1]!;
+    const data = new Float32Array(idx.length * cols);
+    idx.forEach((j, row) => data.set(t.data.subarray(j * cols, (j + 1) * cols), row * cols));
+    return { shape: [idx.length, cols], data };
+  },
   regularizer(modules, config) {
     return orthogonalRegularizer(modules, config.orthRegWeight);
   },
@@ -173,10 +214,10 @@ export const adaloraTuner = {
   },
   presets: [
     {
-      name: 'adalora', label: 'AdaLoRA', learningRate: 2e-3, trainLearningRate: 2e-4, compareByDefault: false, flags: { dropout: 'lora_dropout', target: 'target_modules' },
+      name: 'adalora', label: 'AdaLoRA', learningRate: 2e-3, trainLearningRate: 2e-4, compareByDefault: false, flags: { dropout: 'lora_dropout', target: 'target_modules' }, stepsField: 'total_step',
       fields: { peft_type: 'ADALORA', init_r: 12, target_r: 8, lora_alpha: 16, target_modules: 'all-linear', task_type: 'CAUSAL_LM' },
       trainFields: { peft_type: 'ADALORA', init_r: 12, target_r: 8, lora_alpha: 16, task_type: 'CAUSAL_LM' },
-      settings: 'init_r=12 singular-value triplets per layer, lora_alpha=16, every linear layer but the head (rank allocator not run)',
+      settings: 'init_r=12 singular-value triplets per layer, lora_alpha=16, every linear layer but the head; the rank allocator prunes to target_r=8 over the run (tinit 0, tfinal 0)',
       folklore: { parameter: 'High', compute: 'Medium', space: 'High', performance: 'High', flexibility: 'High' },
     },
   ],

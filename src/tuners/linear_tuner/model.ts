@@ -79,6 +79,10 @@ export interface LinearMethod<C extends LinearTunerConfig> {
    * (AdaLoRA's orthogonal regularizer); undefined for none.
    */
   regularizer?(modules: readonly Tensors[], config: C): Value | undefined;
+  /** The hook run after every optimizer step while training (AdaLoRA's rank allocator), built once per model. */
+  trainingHook?(model: LinearTunerModel<C>): ((step: number, grads: ReadonlyMap<string, Float32Array>) => void) | undefined;
+  /** A module tensor as saved (AdaLoRA keeps only the rows its rank pattern kept). */
+  savedTensor?(kind: string, t: TrainableTensor, module: string, config: C): TrainableTensor;
   /** Whether a module with these tensors changes nothing and is left out (AdaLoRA layers pruned to rank 0). */
   isEmpty?(decls: readonly TensorDecl[]): boolean;
   /** Config fields as saved (the parsed config back to adapter_config.json). */
@@ -125,6 +129,7 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
   private merged = false;
   private unloaded = false;
   private readonly originals = new Map<string, WeightTensor>();
+  private hook: ((step: number, grads: ReadonlyMap<string, Float32Array>) => void) | undefined | null = null;
   /** the module tensors' graph values of each graph forward() built, for loss() */
   private readonly built = new WeakMap<Graph, Tensors[]>();
 
@@ -271,11 +276,27 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
     return { trainable: this.trainable ? n : 0, all: this.base.weights.numel() + n };
   }
 
+  /** The graph param name of a module tensor. */
+  paramName(module: string, kind: string): string {
+    return paramName(module, kind, this.adapterName);
+  }
+
+  afterOptimizerStep(step: number, grads: ReadonlyMap<string, Float32Array>): void {
+    if (this.merged) return;
+    if (this.hook === null) this.hook = this.method.trainingHook?.(this);
+    this.hook?.(step, grads);
+  }
+
   /** The module tensors and shared tensors under their adapter_model.safetensors keys. */
   stateDict(): Map<string, TrainableTensor> {
     const out = new Map<string, TrainableTensor>();
     for (const [kind, t] of this.shared) out.set(sharedSaved(kind), t);
-    for (const [name, m] of this.modules) for (const d of m.decls) out.set(savedName(name, d.kind), m.tensors.get(d.kind)!);
+    for (const [name, m] of this.modules) {
+      for (const d of m.decls) {
+        const t = m.tensors.get(d.kind)!;
+        out.set(savedName(name, d.kind), this.method.savedTensor ? this.method.savedTensor(d.kind, t, name, this.config) : t);
+      }
+    }
     return out;
   }
 

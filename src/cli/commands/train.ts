@@ -269,9 +269,10 @@ function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer, virtual: nu
 }
 
 /** The method's preset fields, the method flags given, and the task of the model. */
-async function adapt(f: TrainFlags, model: PretrainedModel, peft: Record<string, unknown> = {}): Promise<AdaptedModel> {
+async function adapt(f: TrainFlags, model: PretrainedModel, steps: number, peft: Record<string, unknown> = {}): Promise<AdaptedModel> {
   const { preset } = presetOf(f.method);
   const fields: Record<string, unknown> = { ...(preset.trainFields ?? preset.fields), ...peft };
+  if (preset.stepsField && (fields[preset.stepsField] ?? null) === null) fields[preset.stepsField] = steps;
   for (const [flag, field] of Object.entries(preset.flags ?? {}) as [TrainFlag, string][]) if (f[flag] !== undefined) fields[field] = f[flag];
   if (model.task === 'seq-cls' && fields.task_type !== undefined) fields.task_type = 'SEQ_CLS';
   fields.base_model_name_or_path = f.model;
@@ -350,7 +351,8 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
     evalExamples = preparedEval?.examples;
   }
 
-  const adapted = await adapt(f, model, peft);
+  const steps = totalStepsFor(trainExamples.length, { maxSteps: f.steps, epochs: f.epochs, batchSize: f.batch, gradAccum: f.gradAccum });
+  const adapted = await adapt(f, model, steps, peft);
   let trainable = 0;
   for (const t of adapted.parameters().values()) trainable += t.data.length;
   const total = model.weights.numel();
@@ -379,7 +381,6 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
     const logged = ['eval_loss', classifier ? 'eval_accuracy' : 'eval_perplexity', ...(f.evalMetric ? [`eval_${f.evalMetric}`] : [])];
     if (!logged.includes(f.metricForBestModel)) throw new CliError(`--metric-for-best-model ${f.metricForBestModel} is not logged by this run; choose from ${logged.join(', ')}`);
   }
-  const steps = totalStepsFor(trainExamples.length, { maxSteps: f.steps, epochs: f.epochs, batchSize: f.batch, gradAccum: f.gradAccum });
   const progress = progressFor(process.stderr, f.logEvery);
   const trainer = new Trainer(adapted, trainExamples, evalExamples, {
     outputDir: f.out,

@@ -4,7 +4,7 @@
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadConfig, type ModelConfig } from '../io/hfconfig.js';
+import { loadConfig, type ModelConfig, parseConfig } from '../io/hfconfig.js';
 import { ShardedSafetensors, openCheckpoint } from '../io/safetensors.js';
 import { WeightStore } from '../nn/weights.js';
 import { type QuantizationConfig, quantizationPlan } from '../quant/plan.js';
@@ -114,6 +114,51 @@ export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promi
   }
   reconcileWeights(model, weights, arch);
   return model;
+}
+
+/**
+ * The model with `length` token rows (transformers' resize_token_embeddings(length), growing only):
+ * the input embedding and an untied output head get new rows, each the mean of the old rows.
+ * transformers >= 4.46 samples them from a normal around that mean with 1e-9 times the old rows'
+ * covariance (the plain mean when that is not positive definite); the plain mean is used here
+ * always, so that training, `peft merge` and loading the adapter again all rebuild the same rows
+ * (the noise it leaves out is ~3e-5 of the rows' spread). The weights are taken over: `model` must
+ * not be used afterwards. config.vocab_size of the returned model (and a merged model's
+ * config.json) is `length`.
+ */
+export function resizeTokenEmbeddings(model: PretrainedModel, length: number): PretrainedModel {
+  const old = model.vocabSize;
+  if (!Number.isInteger(length) || length < old) throw new ModelError(`resizeTokenEmbeddings(${length}): ${model.dir} has ${old} token rows; only growing the vocabulary is supported`);
+  if (length === old) return model;
+  const arch = architectureOf(model.config, model.dir);
+  const raw = { ...model.config.raw };
+  const text = raw.text_config;
+  if (raw.vocab_size === undefined && text && typeof text === 'object') raw.text_config = { ...(text as Record<string, unknown>), vocab_size: length };
+  else raw.vocab_size = length;
+  const config = parseConfig(raw, join(model.dir, 'config.json'));
+  const w = model.weights;
+  const grow = (name: string): void => {
+    if (w.isQuantized(name)) throw new ModelError(`cannot add tokens: ${name} is held 4-bit quantized; add tokens to the unquantized model`);
+    const t = w.get(name);
+    const [rows, cols] = t.shape as [number, number];
+    if (rows !== old) throw new ModelError(`cannot add tokens: ${name} has ${rows} rows, not the ${old} of vocab_size`);
+    const data = new Float32Array(length * cols);
+    data.set(t.data.subarray(0, rows * cols));
+    const mean = new Float64Array(cols);
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) mean[c]! += t.data[r * cols + c]!;
+    for (let c = 0; c < cols; c++) mean[c]! /= rows;
+    for (let r = rows; r < length; r++) data.set(mean, r * cols);
+    w.set(name, { shape: [length, cols], data });
+  };
+  grow(`${model.embeddingName}.weight`);
+  for (const head of ['lm_head.weight', 'cls.predictions.decoder.weight']) if (w.has(head) && !w.isAlias(head)) grow(head);
+  if (w.has('cls.predictions.decoder.bias')) {
+    const b = w.get('cls.predictions.decoder.bias');
+    const data = new Float32Array(length);
+    data.set(b.data);
+    w.set('cls.predictions.decoder.bias', { shape: [length], data });
+  }
+  return ARCHITECTURES[arch]!(config, w, model.dir);
 }
 
 function reconcileWeights(model: PretrainedModel, weights: WeightStore, arch: string): void {

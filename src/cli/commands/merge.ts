@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { type Command, InvalidArgumentError } from 'commander';
 import { resolveModelDir } from '../../io/hub.js';
 import { loadModel } from '../../models/load.js';
+import { baseForAdapter } from '../../train/add_tokens.js';
 import { adapterPeftType, loadAdapter } from '../../tuners/load.js';
 import { tunerOf } from '../../tuners/registry.js';
 import { saveModelPretrained } from '../../tuners/lora/index.js';
@@ -139,7 +140,9 @@ export async function runMerge(flags: MergeFlags): Promise<void> {
     }
     if (!types.has(flags.quantize as 'nf4' | 'fp4') || types.size > 1) throw new CliError(`--quantize ${flags.quantize}: the base is quantized as ${[...types].join(', ')}; re-quantizing keeps the base's own type, pass --quantize ${[...types][0]}`);
   }
-  const adapted: AdaptedModel = await loadAdapter(base, adapterDir);
+  // an adapter trained with --add-tokens: the base grown to its tokenizer, whose files the merged folder takes
+  const grown = await baseForAdapter(base, adapterDir);
+  const adapted: AdaptedModel = await loadAdapter(grown.model, adapterDir);
   if (!adapted.mergeAndUnload) {
     throw new NotMergeableError(adapted.peftType, `${adapterDir} is a ${adapted.peftType} adapter, which cannot be merged into the weights; ${INSTEAD}`);
   }
@@ -160,7 +163,7 @@ export async function runMerge(flags: MergeFlags): Promise<void> {
   try {
     await saveModelPretrained(merged, tmp, { maxShardBytes: flags.maxShardSize });
     for (const f of EXTRA_FILES) {
-      const src = join(modelDir, f);
+      const src = join(grown.addedTokens && existsSync(join(adapterDir, f)) ? adapterDir : modelDir, f);
       if (existsSync(src) && !existsSync(join(tmp, f))) await copyFile(src, join(tmp, f));
     }
     // Copies keep the source's mode; the merged folder is the user's to edit (read-only fixtures, Hub cache).

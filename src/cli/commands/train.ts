@@ -15,6 +15,7 @@ import { RunConfigError, asFlagText, checkPeftFields, readRunConfig } from '../.
 import { TensorBoardWriter } from '../../train/tfevents.js';
 import { EVAL_METRICS, type EvalMetric, evalRows, evaluateRows } from '../../tasks/eval.js';
 import { readJsonl } from '../../train/data.js';
+import { type AddedTokens, addTokensToTokenizer, growModelFor, parseAddTokens, saveTokenizerFiles } from '../../train/add_tokens.js';
 import type { MetricRecord } from '../../train/metrics.js';
 import { mkdirSync } from 'node:fs';
 import { resolveModelDir } from '../../io/hub.js';
@@ -77,6 +78,7 @@ interface TrainFlags {
   metricForBestModel?: string;
   earlyStoppingPatience?: number;
   saveBest?: boolean;
+  addTokens?: string;
 }
 
 const REPORTERS = ['jsonl', 'tensorboard'] as const;
@@ -156,6 +158,7 @@ export function register(program: Command): void {
     .option('--metric-for-best-model <field>', 'eval record field that picks the best model (default: eval_<--eval-metric>, else eval_loss)')
     .option('--save-best', 'keep the adapter of the best evaluation in --out/best (implied by --early-stopping-patience)')
     .option('--early-stopping-patience <n>', 'stop after n evaluations in a row without improvement of the best-model metric', intArg('--early-stopping-patience', 1))
+    .option('--add-tokens <list>', 'comma-separated new tokens, e.g. "<tool_call>,</tool_call>": added to the tokenizer, the embeddings grown (new rows the mean of the old ones) and the new rows trained with peft\'s trainable tokens besides LoRA; the resized tokenizer is saved with the adapter (LoRA methods)')
     .action(async (flags: TrainFlags, cmd: Command) => {
       const peft = flags.config !== undefined ? applyConfigFile(flags, cmd) : {};
       for (const k of ['model', 'data', 'out'] as const) {
@@ -292,7 +295,8 @@ async function copyTokenizer(from: string, to: string): Promise<void> {
   }
 }
 
-async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Promise<void> {
+async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}): Promise<void> {
+  let peft = peftSection;
   checkFlags(f);
   if (Object.keys(peft).length && f.method === 'full') throw new RunConfigError(`${f.config}: full fine-tuning has no adapter_config.json; remove the "peft" section or choose another method`);
   if (peft.peft_type !== undefined && peft.peft_type !== presetOf(f.method).tuner.peftType) {
@@ -301,10 +305,23 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
   const say = (s: string) => process.stderr.write(`${s}\n`);
   const dir = await resolveModelDir(f.model);
   const quantize = f.quantize ?? (presetOf(f.method).preset.quantizedBase ? 'nf4' : undefined);
-  const model = await loadModel(dir, quantize ? { quantization: { bits: 4, type: quantize as 'nf4' | 'fp4', doubleQuant: true, blockSize: 64 } } : {});
+  const newTokens = f.addTokens !== undefined ? parseAddTokens(f.addTokens) : undefined;
+  if (newTokens && presetOf(f.method).tuner.peftType !== 'LORA') throw new CliError(`--add-tokens trains the new rows with LoRA's trainable tokens; use --method lora or qlora, not ${f.method}`);
+  if (newTokens && peft.trainable_token_indices !== undefined) throw new RunConfigError(`${f.config}: --add-tokens sets peft.trainable_token_indices to the new tokens; remove one of the two`);
+  let model = await loadModel(dir, quantize ? { quantization: { bits: 4, type: quantize as 'nf4' | 'fp4', doubleQuant: true, blockSize: 64 } } : {});
   if (quantize) say(`base held 4-bit (${quantize}, double quantization): ${model.weights.quantizedNames().length} linear weights, ${(model.weights.heldBytes() / 2 ** 20).toFixed(1)} MiB of frozen weights`);
   if (Object.keys(peft).length) checkPeftFields(peft, await peftFieldsOf(f, model), f.method, f.config!);
-  const tokenizer = await Tokenizer.fromDir(dir);
+  // --add-tokens: the tokenizer with the tokens (its files saved to --out at the end) and the model grown to it
+  let added: AddedTokens | undefined;
+  if (newTokens) {
+    added = await addTokensToTokenizer(dir, newTokens);
+    model = growModelFor(model, added.length);
+    const tied = !model.weights.has('lm_head.weight') || model.weights.isAlias('lm_head.weight');
+    // peft's trainable tokens: the input embedding's new rows (a tied head follows them); an untied head's new rows too
+    peft = { ...peft, trainable_token_indices: tied ? added.ids : { [model.embeddingName.split('.').pop()!]: added.ids, lm_head: added.ids } };
+    say(`added ${newTokens.length} token${newTokens.length > 1 ? 's' : ''} (ids ${added.ids.join(', ')}): vocabulary ${added.length}, new embedding rows mean-initialised and trained as trainable tokens`);
+  }
+  const tokenizer = added?.tokenizer ?? (await Tokenizer.fromDir(dir));
   const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId;
   if (padId === undefined) throw new CliError(`the tokenizer in ${dir} has neither a pad nor an EOS token; set "pad_token" in tokenizer_config.json`);
   const virtual = virtualPositions(f, model);
@@ -436,11 +453,12 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
       process.exitCode = 130;
       return;
     }
-    await copyTokenizer(dir, f.out);
+    if (added) await saveTokenizerFiles(added.files, f.out);
+    else await copyTokenizer(dir, f.out);
     // the run as resolved (file, defaults and flags together): `peft train --config run_config.json` repeats it
     const { config: _file, resume: _resume, overwrite: _overwrite, ...resolved } = f;
     void [_file, _resume, _overwrite];
-    const runConfig = { ...resolved, ...(Object.keys(peft).length ? { peft } : {}) };
+    const runConfig = { ...resolved, ...(Object.keys(peftSection).length ? { peft: peftSection } : {}) };
     await writeAtomically(join(f.out, 'run_config.json'), async (fh) => void (await fh.writeFile(`${JSON.stringify(runConfig, null, 2)}\n`)));
     const evalText = r.initialEvalLoss !== undefined && r.finalEvalLoss !== undefined ? `; eval loss ${r.initialEvalLoss.toFixed(4)} -> ${r.finalEvalLoss.toFixed(4)}` : r.finalEvalLoss !== undefined ? `; eval loss ${r.finalEvalLoss.toFixed(4)}` : '';
     const saved = presetOf(f.method).tuner.saves ?? 'adapter';

@@ -10,12 +10,13 @@ import { join, resolve } from 'node:path';
 import { Graph, type Value } from '../../graph/ir.js';
 import { type RawTensor, fromTypedArray, writeShardedSafetensors } from '../../io/safetensors.js';
 import type { PretrainedModel } from '../../models/types.js';
+import { loadConfig } from '../../io/hfconfig.js';
 import type { LinearSpec } from '../../nn/context.js';
 import { type QuantizedWeightTensor, WeightStore, type WeightTensor, transpose2d } from '../../nn/weights.js';
 import { type Quantized4bit, quantize4bit } from '../../quant/blockwise.js';
 import { bnbQuantizationConfig, toBnbTensors } from '../../quant/bnb.js';
 import { HEAD_MODULES, isSkipped } from '../../quant/plan.js';
-import { type RawJson, dumpRawJson, parseRawJson } from '../../quant/pyjson.js';
+import { type RawJson, RawNumber, dumpRawJson, parseRawJson } from '../../quant/pyjson.js';
 import { writeAtomically } from '../../io/safetensors/write.js';
 import { QuantizationError } from '../../quant/errors.js';
 import { RuntimeSession } from '../../runtime/session.js';
@@ -154,8 +155,14 @@ export interface SaveModelOptions {
 async function configFor(model: PretrainedModel, configPath: string, quantized: readonly Quantized4bit[]): Promise<Uint8Array> {
   const text = await readFile(configPath, 'utf8');
   const hadQuantization = model.config.raw.quantization_config !== undefined;
-  if (!quantized.length && !hadQuantization) return new TextEncoder().encode(text);
+  const resized = model.vocabSize !== (await loadConfig(model.dir)).vocabSize; // tokens added (resizeTokenEmbeddings)
+  if (!quantized.length && !hadQuantization && !resized) return new TextEncoder().encode(text);
   const config = parseRawJson(text, configPath) as { [key: string]: RawJson };
+  if (resized) {
+    const textConfig = config.text_config;
+    if (config.vocab_size === undefined && textConfig && typeof textConfig === 'object' && !Array.isArray(textConfig)) (textConfig as { [key: string]: RawJson }).vocab_size = new RawNumber(String(model.vocabSize));
+    else config.vocab_size = new RawNumber(String(model.vocabSize));
+  }
   if (!quantized.length) {
     delete config.quantization_config;
   } else {

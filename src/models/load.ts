@@ -156,6 +156,7 @@ export function resizeTokenEmbeddings(model: PretrainedModel, length: number): P
     const b = w.get('cls.predictions.decoder.bias');
     const data = new Float32Array(length);
     data.set(b.data);
+    data.fill(b.data.reduce((a, x) => a + x, 0) / b.data.length, b.data.length); // transformers: the mean of the old bias
     w.set('cls.predictions.decoder.bias', { shape: [length], data });
   }
   return ARCHITECTURES[arch]!(config, w, model.dir);

@@ -14,7 +14,7 @@ import type { InferenceModel } from '../../src/generate/index.js';
 import { Tokenizer } from '../../src/io/tokenizer.js';
 import { loadModel, resizeTokenEmbeddings } from '../../src/models/load.js';
 import { loadAdapter } from '../../src/tuners/load.js';
-import { maxAbsDiff } from '../helpers/fixtures.js';
+import { fixturePath, maxAbsDiff } from '../helpers/fixtures.js';
 import { peft } from './peft.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'peft-add-tokens-'));
@@ -107,6 +107,31 @@ test('peft train --add-tokens: single-token encoding, trainable new rows, adapte
 
   const g = await peft(['generate', '--model', merged, '--prompt', 'Weather in city 3?', '--max-new-tokens', '4', '--threads', '1']);
   assert.equal(g.code, 0, g.stderr);
+});
+
+test('peft train --add-tokens on an untied lm_head: the head\'s new rows train too, and the merged model gives the adapter\'s logits', async () => {
+  const model = fixturePath('models', 'llama');
+  const out = join(tmp, 'untied');
+  const r = await peft(['train', '--model', model, '--data', DATA, '--steps', '3', '--batch', '4', '--max-len', '64', '--lr', '1e-2', '--threads', '1', '--no-eval-at-start', '--out', out, '--add-tokens', '<tool_call>,</tool_call>']);
+  assert.equal(r.code, 0, r.stderr);
+  const tok = await Tokenizer.fromDir(out);
+  const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')) as { trainable_token_indices: Record<string, number[]> };
+  const ids = [tok.vocabSize - 2, tok.vocabSize - 1];
+  assert.deepEqual(config.trainable_token_indices, { embed_tokens: ids, lm_head: ids });
+  const base = await loadModel(model);
+  const head = Float32Array.from(base.weights.get('lm_head.weight').data);
+  const adapted = await loadAdapter(resizeTokenEmbeddings(base, tok.vocabSize), out);
+  const merged = join(tmp, 'untied-merged');
+  const m = await peft(['merge', '--model', model, '--adapter', out, '--out', merged]);
+  assert.equal(m.code, 0, m.stderr);
+  const mergedModel = await loadModel(merged);
+  assert.equal(mergedModel.vocabSize, tok.vocabSize);
+  const mhead = mergedModel.weights.get('lm_head.weight').data;
+  assert.deepEqual(mhead.subarray(0, head.length), head);
+  const probe = tok.encode('Weather in city 3? <tool_call>{"name":"weather"}</tool_call>');
+  assert.ok(probe.includes(ids[0]!) && probe.includes(ids[1]!));
+  const d = maxAbsDiff(await logits(mergedModel, probe), await logits(adapted, probe));
+  assert.ok(d < 1e-4, `merged vs adapter logits: max abs diff ${d}`);
 });
 
 test('peft train --add-tokens: an empty token, a token already in the vocabulary or a non-LoRA method is one line before any output', async () => {

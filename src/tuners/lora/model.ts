@@ -122,7 +122,7 @@ function tokenTargets(base: PretrainedModel, config: LoraConfig): Map<string, nu
     if (!module) throw new PeftConfigError(`trainable_token_indices: no embedding or linear module of ${base.dir} is named ${JSON.stringify(key)} (the input embedding is ${base.embeddingName})`);
     const rows = module === base.embeddingName ? base.weights.shapeOf(`${module}.weight`)[0]! : base.linears().find((s) => s.name === module)!.outFeatures;
     const bad = indices.find((i) => i >= rows);
-    if (bad !== undefined) throw new PeftConfigError(`trainable_token_indices: token ${bad} is out of range for ${module} (${rows} rows)`);
+    if (bad !== undefined) throw new PeftConfigError(`trainable_token_indices: token ${bad} is out of range for ${module} (${rows} rows); an adapter trained with added tokens (peft train --add-tokens) needs the base grown to its tokenizer first: resizeTokenEmbeddings(base, length of the adapter folder's tokenizer), or peft merge`);
     if (new Set(indices).size !== indices.length) throw new PeftConfigError(`trainable_token_indices for ${module} lists a token twice; give each token once`);
     out.set(module, [...indices]);
   }

@@ -39,6 +39,12 @@ export interface BuildOptions {
 
 export class BuildContext {
   readonly linearHooks = new Map<string, LinearHook>();
+  /**
+   * Input transforms applied before a module (and its tuner hook) runs, by module name: the decoding
+   * sessions narrow lm_head's input to the last position, so the prompt's other positions never go
+   * through the vocabulary projection.
+   */
+  readonly linearInputs = new Map<string, (x: Value) => Value>();
   /** keys like "3.attn" / "3.ffn": bottleneck adapters and other residual-stream methods */
   readonly sublayerHooks = new Map<string, SublayerHook>();
   /** extra trainable tensors tuners created, by name */

@@ -31,8 +31,11 @@ export function linear(ctx: BuildContext, spec: LinearSpec, x: Value): Value {
   return ctx.graph.scope(spec.name, () => (hook ? hook(x, base, spec, ctx) : base(x)));
 }
 
+/** An embedding lookup, through the module's tuner hook when one is installed. */
 export function embedding(ctx: BuildContext, name: string, ids: Value): Value {
-  return ctx.graph.scope(name, () => o.gather(ctx.weight(`${name}.weight`), ids, 0));
+  const base = (): Value => o.gather(ctx.weight(`${name}.weight`), ids, 0);
+  const hook = ctx.embeddingHooks.get(name);
+  return ctx.graph.scope(name, () => (hook ? hook(ids, base, ctx) : base()));
 }
 
 export function layerNorm(ctx: BuildContext, name: string, x: Value, eps: number): Value {
@@ -51,14 +54,17 @@ export const MASK_MIN = -3.4028234663852886e38;
  * `attentionMask` is [batch, k] (1 = token, 0 = padding) over past + current keys; with `causal`,
  * key j is visible to query i when j <= i + past.
  */
-export function attentionBias(attentionMask: Value, queries: Value, causal: boolean, pastLength?: Value): Value {
+export function attentionBias(attentionMask: Value, queries: Value, causal: boolean, pastLength?: Value, slidingWindow?: number): Value {
   const keyOk = o.unsqueeze(o.equal(attentionMask, o.cast(attentionMask.graph.scalar(1, 'int64'), attentionMask.dtype)), [1, 2]);
   let ok = keyOk;
   if (causal) {
     let qPos = o.arangeOfDim(queries, 1);
     if (pastLength) qPos = o.add(qPos, pastLength);
-    const kPos = o.arangeOfDim(attentionMask, 1);
-    ok = o.and(keyOk, o.not(o.greater(o.unsqueeze(kPos, 0), o.unsqueeze(qPos, 1))));
+    const kPos = o.unsqueeze(o.arangeOfDim(attentionMask, 1), 0);
+    const q = o.unsqueeze(qPos, 1);
+    ok = o.and(keyOk, o.not(o.greater(kPos, q)));
+    // transformers' sliding window: key j is visible to query i iff i - window < j <= i (cache positions)
+    if (slidingWindow !== undefined) ok = o.and(ok, o.greater(kPos, o.sub(q, slidingWindow)));
   }
   return o.where(ok, 0, MASK_MIN);
 }

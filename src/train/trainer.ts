@@ -5,13 +5,13 @@
 // example-weighted loss and accuracy.
 
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { type OutputDir, type OutputDirState, checkOutputDir, claimOutputDir, readOutputMarker } from '../io/outdir.js';
+import { copyTokenizerFiles } from '../io/modelfiles.js';
 import type { AdaptedModel } from '../tuners/types.js';
 import { AdamW, clipGradNorm } from './adamw.js';
 import { BatchStream, evalBatches } from './batches.js';
-import { CHECKPOINTS_DIR, type Checkpoint, type RunSignature, listCheckpoints, loadCheckpoint, removeStaleTemps, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { CHECKPOINTS_DIR, type Checkpoint, type RunSignature, listCheckpoints, loadCheckpoint, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { type Example, IGNORE_INDEX, isClassificationExample } from './data.js';
 import { CheckpointError, TrainError } from './errors.js';
 import { KEEP_MASK_SCHEME } from './keepmask.js';
@@ -59,8 +59,10 @@ export interface TrainerOptions {
   seed?: number;
   /** a checkpoint folder or "latest" */
   resume?: string;
-  /** start over in an output folder that holds an earlier run's checkpoints and metrics */
+  /** start over in an output folder that holds an earlier run (its files are removed first) */
   overwrite?: boolean;
+  /** copy this folder's tokenizer files (and generation_config.json) next to the final adapter */
+  tokenizerDir?: string;
   progress?: ProgressReporter;
   /** called after every optimizer step (tests use it to stop a run part-way) */
   onStep?: (record: TrainRecord) => void | Promise<void>;
@@ -98,8 +100,8 @@ export interface TrainResult {
   metrics: MetricRecord[];
 }
 
-type Resolved = Required<Omit<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'runtime' | 'progress'>> &
-  Pick<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'runtime'> & { progress: ProgressReporter };
+type Resolved = Required<Omit<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'runtime' | 'progress' | 'tokenizerDir'>> &
+  Pick<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'runtime' | 'tokenizerDir'> & { progress: ProgressReporter };
 
 function positiveInt(name: string, v: number): void {
   if (!(Number.isInteger(v) && v > 0)) throw new TrainError(`${name} must be a positive integer, got ${v}`);
@@ -122,6 +124,25 @@ export function fingerprintExamples(examples: readonly Example[]): string {
     }
   }
   return h.digest('hex').slice(0, 16);
+}
+
+/**
+ * Whether a training run may use `outputDir`, writing nothing: a new or empty folder, or one an
+ * earlier run wrote (see src/io/outdir.ts), which a run continues with `resume`, replaces with
+ * `overwrite`, or restarts when it holds nothing to keep (stopped before its first checkpoint,
+ * never finished). Returns the folder's state; throws a PeftError saying what to do otherwise.
+ */
+export async function checkRunFolder(outputDir: string, o: { resume?: string; overwrite?: boolean; inputs?: { path: string; what: string }[] }): Promise<OutputDirState> {
+  const state = checkOutputDir(outputDir, { command: 'train', continueOwn: true, overwrite: o.overwrite, inputs: o.inputs });
+  if (state !== 'own' || o.resume || o.overwrite) return state;
+  const checkpoints = (await listCheckpoints(join(outputDir, CHECKPOINTS_DIR))).length;
+  if (checkpoints > 0) {
+    throw new TrainError(`${outputDir} already holds a run with ${checkpoints} checkpoint${checkpoints > 1 ? 's' : ''}; continue it with --resume latest, or start over with --overwrite`);
+  }
+  if (readOutputMarker(outputDir)?.status === 'complete') {
+    throw new TrainError(`${outputDir} already holds a finished run; start over with --overwrite, or choose a new folder`);
+  }
+  return state; // a run that stopped before its first checkpoint: nothing to keep, so it is restarted
 }
 
 /** Optimizer steps of a run over `examples` training rows: maxSteps, or ceil(epochs * batches per epoch / accumulation). */
@@ -269,6 +290,7 @@ export class Trainer {
     const params = this.model.parameters();
 
     // Everything that can be refused is checked before the output folder is touched.
+    const state = await checkRunFolder(out, o);
     let resumed: Checkpoint | undefined;
     if (o.resume) {
       const path = await resolveCheckpoint(out, o.resume);
@@ -282,17 +304,23 @@ export class Trainer {
         if (!saved || saved.length !== t.data.length) throw new CheckpointError(`checkpoint ${path} has no tensor "${n}" of ${t.data.length} values; it belongs to another model or method`);
       }
       if (resumed.state.globalStep >= totalSteps) throw new CheckpointError(`checkpoint ${path} is at step ${resumed.state.globalStep}, already the end of a ${totalSteps}-step run`);
-    } else if (!o.overwrite && ((await listCheckpoints(ckptDir)).length > 0 || existsSync(join(out, METRICS_FILE)))) {
-      throw new TrainError(`${out} already holds a run (checkpoints or ${METRICS_FILE}); continue it with --resume latest, or start over with --overwrite`);
     }
-    const trainStep = await TrainStep.compile(this.model, o.runtime);
-    let evalStep: EvalStep | undefined;
+    // One run at a time per folder (a second one fails here at once); a run that is not resumed
+    // starts from an empty folder, so nothing of an earlier run (its adapter, metrics, checkpoints)
+    // is left to be mistaken for this one's.
+    const folder = await claimOutputDir(out, { command: 'train', continueOwn: true, overwrite: o.overwrite, clear: state === 'own' && !resumed });
     try {
-      evalStep = this.evalData ? await EvalStep.compile(this.model, o.runtime) : undefined;
-      return await this.loop({ trainStep, evalStep, totalSteps, warmupSteps, signature, resumed, ckptDir });
+      const trainStep = await TrainStep.compile(this.model, o.runtime);
+      let evalStep: EvalStep | undefined;
+      try {
+        evalStep = this.evalData ? await EvalStep.compile(this.model, o.runtime) : undefined;
+        return await this.loop({ trainStep, evalStep, totalSteps, warmupSteps, signature, resumed, ckptDir, folder });
+      } finally {
+        await trainStep.dispose();
+        await evalStep?.dispose();
+      }
     } finally {
-      await trainStep.dispose();
-      await evalStep?.dispose();
+      await folder.release();
     }
   }
 
@@ -304,6 +332,7 @@ export class Trainer {
     signature: RunSignature;
     resumed?: Checkpoint;
     ckptDir: string;
+    folder: OutputDir;
   }): Promise<TrainResult> {
     const o = this.opts;
     const out = o.outputDir;
@@ -317,12 +346,6 @@ export class Trainer {
     let tokensSeen = 0;
     let position = { epoch: 0, index: 0 };
 
-    await mkdir(out, { recursive: true });
-    if (o.overwrite && !resumed) {
-      await rm(a.ckptDir, { recursive: true, force: true });
-      await rm(join(out, METRICS_FILE), { force: true });
-    }
-    await removeStaleTemps(a.ckptDir);
     this.history.length = 0;
     if (resumed) {
       for (const [n, t] of params) t.data.set(resumed.params.get(n)!);
@@ -438,6 +461,8 @@ export class Trainer {
       } else {
         if (lastEvalStep !== step) await runEval();
         await this.model.savePretrained(out);
+        if (o.tokenizerDir) await copyTokenizerFiles(o.tokenizerDir, out);
+        await a.folder.complete();
         o.progress.stop();
       }
       const evals = this.history.filter((m): m is EvalRecord => m.kind === 'eval');

@@ -12,6 +12,7 @@ import { SafetensorsFile, openCheckpoint } from '../../io/safetensors.js';
 import { BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_METADATA_KEY, type CompressionReport, parseCompressionReport } from '../../tuners/lora/compress.js';
 import { isBnbComponent, parseBnbQuantizationConfig, quantStateKey } from '../../quant/bnb.js';
 import { bottleneckSize, isAdapterHubFolder, readAdapterHubConfig, type BnConfig } from '../../tuners/bottleneck/index.js';
+import { TOKENIZER_FILES } from '../../io/modelfiles.js';
 import { CliError } from '../errors.js';
 
 interface InfoFlags {
@@ -86,7 +87,6 @@ export interface AdapterInfo {
 
 /** Buffers some checkpoints carry that are not parameters (transformers does not count them). */
 const BUFFERS = [/\.attn\.bias$/, /\.attn\.masked_bias$/, /\.rotary_emb\.inv_freq$/, /position_ids$/];
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'tokenizer.model', 'added_tokens.json', 'chat_template.jinja'];
 
 const METHOD_NAMES: Record<string, string> = {
   LORA: 'LoRA',

@@ -5,9 +5,8 @@
 // continues exactly.
 
 import { METHOD_SPECS, VIRTUAL_TOKENS, adaptForComparison } from '../../compare/methods.js';
-import { existsSync, statSync } from 'node:fs';
-import { copyFile, readFile, rename } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { resolveModelDir } from '../../io/hub.js';
 import { Tokenizer } from '../../io/tokenizer.js';
@@ -16,7 +15,7 @@ import type { PretrainedModel } from '../../models/types.js';
 import { type Example, loadClassificationDataset, loadDataset, prepareExamples, splitForEval } from '../../train/data.js';
 import { fmtAccuracy, progressFor } from '../../train/progress.js';
 import { SCHEDULES, type ScheduleName } from '../../train/schedule.js';
-import { METRICS_FILE, PLOT_FILE, Trainer, totalStepsFor } from '../../train/trainer.js';
+import { METRICS_FILE, PLOT_FILE, Trainer, checkRunFolder, totalStepsFor } from '../../train/trainer.js';
 import { fullConfig, getFullFineTuneModel } from '../../tuners/full/index.js';
 import { getPeftModel } from '../../tuners/lora/index.js';
 import type { AdaptedModel } from '../../tuners/types.js';
@@ -140,7 +139,6 @@ function checkFlags(f: TrainFlags): void {
   for (const [flag, file] of [['--data', f.data], ['--eval-data', f.evalData], ['--chat-template', f.chatTemplate]] as const) {
     if (file !== undefined && !existsSync(file)) throw new CliError(`${flag} ${file} does not exist`);
   }
-  if (existsSync(f.out) && !statSync(f.out).isDirectory()) throw new CliError(`--out ${f.out} is a file; pass a folder`);
 }
 
 /** Positions the method puts in front of the real tokens (prompt/prefix/P-tuning), which share the model's learned positions. */
@@ -172,23 +170,13 @@ async function adapt(f: TrainFlags, model: PretrainedModel): Promise<AdaptedMode
   );
 }
 
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'added_tokens.json', 'chat_template.jinja'];
-
-/** Copies the tokenizer next to the adapter (as transformers' Trainer saves it), each file atomically. */
-async function copyTokenizer(from: string, to: string): Promise<void> {
-  for (const name of TOKENIZER_FILES) {
-    const src = join(from, name);
-    if (!existsSync(src)) continue;
-    const tmp = join(to, `.${name}.${process.pid}.tmp`);
-    await copyFile(src, tmp);
-    await rename(tmp, join(to, name));
-  }
-}
-
 async function runTrain(f: TrainFlags): Promise<void> {
   checkFlags(f);
   const say = (s: string) => process.stderr.write(`${s}\n`);
   const dir = await resolveModelDir(f.model);
+  // The output folder is checked (never a model or adapter the run did not write, nor one another
+  // run is writing) before the model is loaded; the trainer takes its lock when training starts.
+  await checkRunFolder(f.out, { resume: f.resume, overwrite: f.overwrite, inputs: [{ path: dir, what: 'base model' }] });
   const quantize = f.quantize ?? (f.method === 'qlora' ? 'nf4' : undefined);
   const model = await loadModel(dir, quantize ? { quantization: { bits: 4, type: quantize as 'nf4' | 'fp4', doubleQuant: true, blockSize: 64 } } : {});
   if (quantize) say(`base held 4-bit (${quantize}, double quantization): ${model.weights.quantizedNames().length} linear weights, ${(model.weights.heldBytes() / 2 ** 20).toFixed(1)} MiB of frozen weights`);
@@ -265,6 +253,7 @@ async function runTrain(f: TrainFlags): Promise<void> {
     seed: f.seed,
     resume: f.resume,
     overwrite: f.overwrite,
+    tokenizerDir: dir, // saved next to the adapter, as transformers' Trainer does
     progress,
     runtime: { threads: f.threads, gradientCheckpointing: f.gradientCheckpointing },
   });
@@ -286,7 +275,6 @@ async function runTrain(f: TrainFlags): Promise<void> {
       process.exitCode = 130;
       return;
     }
-    await copyTokenizer(dir, f.out);
     const evalText = r.initialEvalLoss !== undefined && r.finalEvalLoss !== undefined ? `; eval loss ${r.initialEvalLoss.toFixed(4)} -> ${r.finalEvalLoss.toFixed(4)}` : r.finalEvalLoss !== undefined ? `; eval loss ${r.finalEvalLoss.toFixed(4)}` : '';
     const saved =
       f.method === 'full'

@@ -14,7 +14,7 @@ import { type LoraConfig, TASK_MODULES_TO_SAVE, loraConfig, loraConfigFromJson, 
 import { SeededRandom, TopSvd, pissaFactors, randomLoraInit } from './init.js';
 import { type LoraModuleState, baseMatmul, variantFor } from './layer.js';
 import { copyWeightStore, doraInitialMagnitudes, mergeWeights, requantizeLike, withWeights } from './merge.js';
-import { PEFT_PREFIX, type TensorSlot, type WriteAdapterOptions, checkOutputDir, compressionReport, isCompressible, readAdapterConfigFile, readAdapterTensors, tensorNames, writeAdapterFolder } from './save.js';
+import { PEFT_PREFIX, type TensorSlot, type WriteAdapterOptions, checkSaveDir, compressionReport, isCompressible, readAdapterConfigFile, readAdapterTensors, tensorNames, writeAdapterFolder } from './save.js';
 import { type AdapterCompression, BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_CONFIG_KEY, type CompressionSpec, compressionSpec, roundTrip } from './compress.js';
 import { Graph } from '../../graph/ir.js';
 import { BuildContext } from '../../nn/context.js';
@@ -542,8 +542,8 @@ export class LoraModel implements AdaptedModel {
     const names = opts.selectedAdapters ?? this.adapterNames;
     for (const n of names) this.adapter(n);
     const folders = names.map((n) => (n === 'default' ? dir : join(dir, n)));
-    checkOutputDir(dir);
-    folders.forEach((f) => checkOutputDir(f));
+    checkSaveDir(dir);
+    folders.forEach((f) => checkSaveDir(f));
     const spec = opts.compression === undefined ? undefined : typeof opts.compression === 'string' ? compressionSpec(opts.compression) : compressionSpec(opts.compression.method, opts.compression.blockSize);
     for (const n of names) {
       const a = this.adapter(n);

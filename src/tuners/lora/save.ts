@@ -3,7 +3,8 @@
 // it forwards and loading inverts the very same table, so the two cannot drift apart.
 
 import { existsSync, statSync } from 'node:fs';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../../io/atomic.js';
 import { join } from 'node:path';
 import { type RawTensor, SafetensorsFile, fromTypedArray, readSafetensors, toFloat32, writeSafetensors } from '../../io/safetensors.js';
 import type { QuantizationConfig } from '../../quant/plan.js';
@@ -47,25 +48,8 @@ export interface TensorSlot {
   tensor: TrainableTensor;
 }
 
-async function writeTextAtomically(path: string, text: string): Promise<void> {
-  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
-  const fh = await open(tmp, 'wx');
-  try {
-    await fh.writeFile(text, 'utf8');
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, path);
-  } catch (e) {
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-}
-
 /** Checks that `dir` can hold an adapter before anything is written. */
-export function checkOutputDir(dir: string): void {
+export function checkSaveDir(dir: string): void {
   if (existsSync(dir) && !statSync(dir).isDirectory()) throw new AdapterError(`cannot save the adapter to ${dir}: it exists and is not a folder`);
 }
 
@@ -97,7 +81,7 @@ export function compressionReport(slots: readonly TensorSlot[], spec: Compressio
 
 /** Writes adapter_model.safetensors, adapter_config.json (and a model card if none) in peft's layout. */
 export async function writeAdapterFolder(dir: string, config: LoraConfig, slots: readonly TensorSlot[], opts: WriteAdapterOptions = {}): Promise<void> {
-  checkOutputDir(dir);
+  checkSaveDir(dir);
   const tensors = new Map<string, RawTensor>();
   const compression = opts.compression;
   for (const s of slots) {
@@ -116,9 +100,9 @@ export async function writeAdapterFolder(dir: string, config: LoraConfig, slots:
   if (compression) metadata[COMPRESSION_METADATA_KEY] = JSON.stringify(compression.report);
   await mkdir(dir, { recursive: true });
   await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, metadata);
-  await writeTextAtomically(join(dir, 'adapter_config.json'), text);
+  await writeFileAtomic(join(dir, 'adapter_config.json'), text);
   const card = join(dir, 'README.md');
-  if (!existsSync(card)) await writeTextAtomically(card, modelCard(config));
+  if (!existsSync(card)) await writeFileAtomic(card, modelCard(config));
 }
 
 function modelCard(config: LoraConfig): string {
@@ -224,7 +208,7 @@ export async function decompressAdapterFolder(src: string, out: string): Promise
   const { [COMPRESSION_CONFIG_KEY]: _entry, ...plain } = json;
   const config = loraConfigFromJson(plain, join(src, 'adapter_config.json'));
   const tensors = await readAdapterTensors(src);
-  checkOutputDir(out);
+  checkSaveDir(out);
   const raw = new Map<string, RawTensor>();
   let bytes = 0;
   for (const [k, t] of tensors) {
@@ -234,8 +218,8 @@ export async function decompressAdapterFolder(src: string, out: string): Promise
   const { [COMPRESSION_METADATA_KEY]: _report, ...rest } = metadata;
   await mkdir(out, { recursive: true });
   await writeSafetensors(join(out, 'adapter_model.safetensors'), raw, { format: 'pt', ...rest });
-  await writeTextAtomically(join(out, 'adapter_config.json'), loraConfigFileText({ ...config, inferenceMode: true }));
+  await writeFileAtomic(join(out, 'adapter_config.json'), loraConfigFileText({ ...config, inferenceMode: true }));
   const card = join(src, 'README.md');
-  if (existsSync(card) && !existsSync(join(out, 'README.md'))) await writeTextAtomically(join(out, 'README.md'), await readFile(card, 'utf8'));
+  if (existsSync(card) && !existsSync(join(out, 'README.md'))) await writeFileAtomic(join(out, 'README.md'), await readFile(card, 'utf8'));
   return { tensors: raw.size, bytes };
 }

@@ -133,7 +133,7 @@ export function readOutputMarker(dir: string): OutputMarker | null {
 }
 
 /** What a folder that is not ours looks like, for the error message. */
-function describeForeign(dir: string, entries: string[]): string {
+function describeForeign(entries: string[]): string {
   const has = (f: string) => entries.includes(f);
   const weights = entries.some((f) => /\.(safetensors|bin|gguf|pt|pth|onnx)$/.test(f));
   if (has('config.json') && weights) return 'a model';
@@ -141,7 +141,7 @@ function describeForeign(dir: string, entries: string[]): string {
   if (has('pytorch_adapter.bin') || has('adapter.safetensors') || has('adapter_config.json')) return 'an adapter';
   if (weights) return 'model weights';
   const shown = entries.slice(0, 3).join(', ') + (entries.length > 3 ? `, ... (${entries.length} entries)` : '');
-  return `files it did not write (${shown})`;
+  return `other files (${shown})`;
 }
 
 const within = (parent: string, child: string): boolean => {
@@ -175,7 +175,7 @@ export function checkOutputDir(dir: string, opts: OutputDirOptions): OutputDirSt
   if (!markerExists) {
     if (entries.length === 0) return 'empty';
     throw new OutputFolderError(
-      `${flag} ${dir} holds ${describeForeign(abs, entries)}, which peft ${opts.command} did not write; choose a new or empty folder (--overwrite only replaces a folder's own earlier peft ${opts.command} output)`,
+      `${flag} ${dir} holds ${describeForeign(entries)}, which peft ${opts.command} did not write; choose a new or empty folder (--overwrite only replaces a folder's own earlier peft ${opts.command} output)`,
     );
   }
   if (!marker || marker.command !== opts.command) {

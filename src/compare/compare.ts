@@ -3,7 +3,7 @@
 // writes compare.json, compare.md, loss_curves.svg and quality_vs_params.svg into the output folder.
 
 import { spawn } from 'node:child_process';
-import { existsSync, openSync, closeSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
@@ -22,6 +22,7 @@ import { type CompareMethod, COMPARE_METHODS, METHOD_SPECS, REFERENCE_METHOD, VI
 import { lossCurvesSvg, qualityVsParamsSvg } from './plots.js';
 import { CRITERIA, FOLKLORE, RATING_RULES, measuredRatings } from './ratings.js';
 import { type ComparisonReport, type MethodRow, comparisonMarkdown, formatBytes, formatQuality } from './report.js';
+import { checkPositiveInt } from '../errors.js';
 
 export const COMPARE_FILES = { json: 'compare.json', markdown: 'compare.md', lossCurves: 'loss_curves.svg', qualityVsParams: 'quality_vs_params.svg', runs: 'runs' } as const;
 
@@ -80,9 +81,7 @@ export interface ComparisonResult {
   files: { json: string; markdown: string; lossCurves: string; qualityVsParams: string };
 }
 
-function positiveInt(name: string, v: number | undefined): void {
-  if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new CompareError(`${name} must be a positive integer, got ${v}`);
-}
+const positiveInt = (name: string, v: number | undefined): void => checkPositiveInt(name, v, CompareError);
 
 /** How a saved adapter names its base: relative to the working folder when inside it. */
 function baseName(dir: string): string {

@@ -13,6 +13,7 @@ import { Trainer, checkRunFolder } from '../train/trainer.js';
 import { getPeftModel } from '../tuners/lora/index.js';
 import { type TaskEvaluation, evaluateTask, formatScore } from './evaluate.js';
 import { type TaskExample, TaskError, bundledModelDir, getTask, loadTaskData } from './tasks.js';
+import { checkPositiveInt } from '../errors.js';
 
 /** The defaults `npm start` runs with; measured in docs/QUICKSTART.md. */
 export const QUICKSTART_DEFAULTS = {
@@ -87,9 +88,7 @@ export interface QuickstartResult {
   samples: QuickstartSample[];
 }
 
-function positiveInt(name: string, v: number | undefined): void {
-  if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new TaskError(`${name} must be a positive integer, got ${v}`);
-}
+const positiveInt = (name: string, v: number | undefined): void => checkPositiveInt(name, v, TaskError);
 
 /** How the adapter config names its base: a path relative to the working folder when it lies inside it. */
 function baseName(dir: string): string {

@@ -21,6 +21,7 @@ import { type ProgressReporter, silentProgress } from './progress.js';
 import { Rng } from './rng.js';
 import { LrSchedule, type ScheduleName, warmupStepsFor } from './schedule.js';
 import { EvalStep, type StepOptions, TrainStep, labelKindOf } from './step.js';
+import { checkPositiveInt } from '../errors.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
 export const PLOT_FILE = 'loss.svg';
@@ -103,9 +104,7 @@ export interface TrainResult {
 type Resolved = Required<Omit<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'runtime' | 'progress' | 'tokenizerDir'>> &
   Pick<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'runtime' | 'tokenizerDir'> & { progress: ProgressReporter };
 
-function positiveInt(name: string, v: number): void {
-  if (!(Number.isInteger(v) && v > 0)) throw new TrainError(`${name} must be a positive integer, got ${v}`);
-}
+const positiveInt = (name: string, v: number | undefined): void => checkPositiveInt(name, v, TrainError);
 function nonNegative(name: string, v: number): void {
   if (!(Number.isFinite(v) && v >= 0)) throw new TrainError(`${name} must be a finite number >= 0, got ${v}`);
 }
@@ -215,7 +214,12 @@ export class Trainer {
     if (trainData.length === 0) throw new TrainError('the training set is empty');
     if (evalData && evalData.length === 0) throw new TrainError('the evaluation set is empty; leave it out or give it examples');
     checkExamples(model, trainData, 'training');
-    if (evalData) checkExamples(model, evalData, 'evaluation');
+    if (evalData) {
+      checkExamples(model, evalData, 'evaluation');
+      if (evalData.every((ex) => (isClassificationExample(ex) ? ex.label === IGNORE_INDEX : ex.labels.every((l) => l === IGNORE_INDEX)))) {
+        throw new TrainError('no evaluation example has a label (every label is -100), so there would be no eval loss; give evaluation rows with completions, or leave the evaluation set out');
+      }
+    }
   }
 
   /** Asks the run to stop after the step in progress, with a checkpoint written (Ctrl-C). */
@@ -271,6 +275,11 @@ export class Trainer {
         sum += r.loss * r.tokens;
         tokens += r.tokens;
         if (r.correct !== undefined) correct = (correct ?? 0) + r.correct;
+      }
+      if (tokens === 0) {
+        throw new TrainError(
+          `no evaluation example has a label ${labelKindOf(this.model) === 'classes' ? 'to score' : 'token left after --max-len truncation'} (every label is -100), so there is no eval loss; give evaluation rows with completions, or a larger --max-len`,
+        );
       }
       const loss = sum / tokens;
       if (correct !== undefined) return { loss, accuracy: correct / tokens, tokens };

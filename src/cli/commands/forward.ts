@@ -10,7 +10,8 @@ import type { HostTensor } from '../../runtime/session.js';
 import { ForwardSession } from '../../generate/index.js';
 import type { PretrainedModel } from '../../models/types.js';
 import { CliError } from '../errors.js';
-import { collect, intArg, loadModelArg } from './generate.js';
+import { collect, positiveInt } from '../args.js';
+import { loadModelArg } from './generate.js';
 
 interface ForwardFlags {
   model: string;
@@ -30,7 +31,7 @@ export function register(program: Command): void {
     .requiredOption('--out <file>', 'safetensors file to write: logits (float32), loss [1] when labels are given')
     .option('--adapter <dir|repo>', 'adapter folder to apply; repeatable (earlier ones are merged)', collect)
     .option('--merged', 'merge the adapters into the weights (peft merge_and_unload) before running')
-    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
+    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', positiveInt('--threads'))
     .action(async (flags: ForwardFlags) => {
       await runForward(flags);
     });

@@ -3,6 +3,7 @@
 // models, so `loadModel` (and transformers) load it back without a full-precision detour.
 
 import { type Command, InvalidArgumentError } from 'commander';
+import { collect } from '../args.js';
 import { resolveModelDir } from '../../io/hub.js';
 import { checkOutputDir, withOutputDir } from '../../io/outdir.js';
 import { loadModel } from '../../models/load.js';
@@ -20,8 +21,6 @@ interface QuantizeFlags {
   skipModules?: string[];
   overwrite?: boolean;
 }
-
-const collect = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), v];
 
 function blockSizeArg(v: string): number {
   const n = Number(v);

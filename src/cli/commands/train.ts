@@ -18,9 +18,11 @@ import { SCHEDULES, type ScheduleName } from '../../train/schedule.js';
 import { METRICS_FILE, PLOT_FILE, Trainer, checkRunFolder, totalStepsFor } from '../../train/trainer.js';
 import { fullConfig, getFullFineTuneModel } from '../../tuners/full/index.js';
 import { getPeftModel } from '../../tuners/lora/index.js';
+import type { LoraConfig } from '../../tuners/lora/config.js';
+import { resolveTargetModules } from '../../tuners/lora/targets.js';
 import type { AdaptedModel } from '../../tuners/types.js';
 import { CliError } from '../errors.js';
-import { intArg, numberArg } from './generate.js';
+import { intArg, listArg, numberArg, positiveInt } from '../args.js';
 
 interface TrainFlags {
   model: string;
@@ -57,12 +59,6 @@ interface TrainFlags {
   logEvery: number;
 }
 
-const listArg = (v: string): string[] => {
-  const items = v.split(',').map((s) => s.trim()).filter(Boolean);
-  if (items.length === 0) throw new InvalidArgumentError('--target needs module names separated by commas.');
-  return items;
-};
-
 function fractionArg(flag: string): (v: string) => number {
   return (v: string) => {
     const n = Number(v);
@@ -88,21 +84,21 @@ export function register(program: Command): void {
     )
     .option('--gradient-checkpointing', 'recompute each decoder layer in the backward pass instead of keeping its activations (far less memory; a second forward pass of each layer, measured 0-15% slower: bench/RESULTS.md)')
     .addOption(new Option('--quantize <type>', 'hold the frozen base 4-bit while training (bitsandbytes NF4/FP4, double quantization); --method qlora implies nf4').choices(['nf4', 'fp4']))
-    .option('--r <n>', 'LoRA rank (default 8)', intArg('--r', 1))
+    .option('--r <n>', 'LoRA rank (default 8)', positiveInt('--r'))
     .option('--alpha <n>', 'LoRA alpha (default 16)', numberArg('--alpha'))
     .option('--dropout <p>', 'LoRA dropout (default 0.05)', numberArg('--dropout'))
-    .option('--target <modules>', 'comma-separated module names to adapt (LoRA default: peft\'s for the model type; full: every weight)', listArg)
+    .option('--target <modules>', 'comma-separated module names to adapt, or all-linear (every linear layer but the output head); LoRA default: peft\'s for the model type; full: every weight', listArg('--target', 'module names'))
     .option('--epochs <n>', 'passes over the training data', numberArg('--epochs'), 3)
-    .option('--steps <n>', 'optimizer steps (overrides --epochs)', intArg('--steps', 1))
+    .option('--steps <n>', 'optimizer steps (overrides --epochs)', positiveInt('--steps'))
     .option('--lr <rate>', 'peak learning rate (default 2e-4 for LoRA, 5e-5 for full)', numberArg('--lr'))
     .option('--weight-decay <w>', 'AdamW weight decay (not on biases and norm weights)', numberArg('--weight-decay'), 0)
-    .option('--batch <n>', 'examples per micro-batch', intArg('--batch', 1), 8)
-    .option('--grad-accum <n>', 'micro-batches per optimizer step', intArg('--grad-accum', 1), 1)
+    .option('--batch <n>', 'examples per micro-batch', positiveInt('--batch'), 8)
+    .option('--grad-accum <n>', 'micro-batches per optimizer step', positiveInt('--grad-accum'), 1)
     .option('--max-len <n>', 'tokens per sequence at most (default: the model\'s limit, at most 1024)', intArg('--max-len', 2))
     .option('--packing', 'concatenate examples and cut them into --max-len blocks instead of padding')
     .option('--eval-data <file.jsonl>', 'evaluation data (same formats; a classifier reports eval accuracy)')
     .option('--eval-split <fraction>', 'hold out this fraction of --data for evaluation', fractionArg('--eval-split'))
-    .option('--eval-every <n>', 'evaluate every n steps (default: 10 times per run)', intArg('--eval-every', 1))
+    .option('--eval-every <n>', 'evaluate every n steps (default: 10 times per run)', positiveInt('--eval-every'))
     .option('--no-eval-at-start', 'skip evaluating the untrained model')
     .option('--save-every <n>', 'write a checkpoint every n steps (0: only when stopped)', intArg('--save-every', 0), 500)
     .option('--warmup <n>', 'warmup steps, or a fraction of the run when below 1', numberArg('--warmup'))
@@ -112,8 +108,8 @@ export function register(program: Command): void {
     .option('--resume <dir|latest>', 'continue from a checkpoint folder, or the latest one under --out')
     .option('--overwrite', 'start over in an --out folder that holds an earlier run')
     .option('--chat-template <file>', 'Jinja chat template for {"messages"} data (default: the tokenizer\'s)')
-    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
-    .option('--log-every <n>', 'without a terminal: print a line every n steps', intArg('--log-every', 1), 10)
+    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', positiveInt('--threads'))
+    .option('--log-every <n>', 'without a terminal: print a line every n steps', positiveInt('--log-every'), 10)
     .action(async (flags: TrainFlags) => {
       await runTrain(flags);
     });
@@ -151,8 +147,22 @@ function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer, virtual: nu
   return Math.min(1024, tokenizer.modelMaxLength ?? Infinity, (model.config.maxPositionEmbeddings || Infinity) - virtual);
 }
 
+/**
+ * --target as the config takes it: "all-linear" is peft's shorthand only as a string (every linear
+ * layer but the output head); a list names modules.
+ */
+function targetModules(f: TrainFlags, model: PretrainedModel): string[] | string | undefined {
+  const t = f.target;
+  if (!t?.some((n) => n.toLowerCase() === 'all-linear')) return t;
+  if (t.length > 1) throw new CliError(`--target all-linear already means every linear layer but the output head; give it alone, or list module names without it`);
+  if (f.method !== 'full') return 'all-linear';
+  // full fine-tuning selects weights by module name: the same linear layers LoRA's all-linear wraps
+  return resolveTargetModules(model, { targetModules: 'all-linear', taskType: model.task === 'seq-cls' ? 'SEQ_CLS' : 'CAUSAL_LM' } as LoraConfig);
+}
+
 async function adapt(f: TrainFlags, model: PretrainedModel): Promise<AdaptedModel> {
-  if (f.method === 'full') return getFullFineTuneModel(model, fullConfig({ targetModules: f.target }));
+  const target = targetModules(f, model);
+  if (f.method === 'full') return getFullFineTuneModel(model, fullConfig({ targetModules: target }));
   if (f.method !== 'lora' && f.method !== 'qlora') {
     return adaptForComparison(model, f.method, f.seed, f.model);
   }
@@ -162,7 +172,7 @@ async function adapt(f: TrainFlags, model: PretrainedModel): Promise<AdaptedMode
       r: f.r ?? 8,
       loraAlpha: f.alpha ?? 16,
       loraDropout: f.dropout ?? 0.05,
-      targetModules: f.target ?? null,
+      targetModules: target ?? null,
       taskType: model.task === 'seq-cls' ? 'SEQ_CLS' : 'CAUSAL_LM',
       baseModelNameOrPath: f.model,
     },

@@ -12,17 +12,18 @@ import { loadConfig } from '../io/hfconfig.js';
 import { architectureOf } from '../models/load.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { checkOutputDir, claimOutputDir } from '../io/outdir.js';
+import { checkPositiveInt } from '../errors.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import { TASK_NAMES, bundledModelDir, packageRoot } from '../tasks/tasks.js';
 import { bundledTask, resolveTask } from './data.js';
 import { CompareError } from './errors.js';
 import { type FlexInput, type FlexRun, computeFlexibility, flexibilityDefinition, metricNoise, metricZero } from './flexibility.js';
 import type { BaseJob, BaseResult, CompareJob, Quality, RunSettings, TaskRef, TrainJob, TrainResult, WorkerOutput } from './job.js';
-import { type CompareMethod, COMPARE_METHODS, METHOD_SPECS, REFERENCE_METHOD, VIRTUAL_TOKENS, parseMethods, usesVirtualTokens } from './methods.js';
+import { type CompareMethod, METHOD_SPECS, defaultCompareMethods, REFERENCE_METHOD, VIRTUAL_TOKENS, parseMethods, usesVirtualTokens } from './methods.js';
 import { lossCurvesSvg, qualityVsParamsSvg } from './plots.js';
-import { CRITERIA, FOLKLORE, RATING_RULES, measuredRatings } from './ratings.js';
+import { CRITERIA, RATING_RULES, measuredRatings } from './ratings.js';
 import { type ComparisonReport, type MethodRow, comparisonMarkdown, formatBytes, formatQuality } from './report.js';
-import { checkPositiveInt } from '../errors.js';
+import { type Constraints, DEFAULT_CONSTRAINTS, recommend } from './recommend.js';
 
 export const COMPARE_FILES = { json: 'compare.json', markdown: 'compare.md', lossCurves: 'loss_curves.svg', qualityVsParams: 'quality_vs_params.svg', runs: 'runs' } as const;
 
@@ -74,6 +75,8 @@ export interface CompareOptions {
   runTimeoutS?: number;
   log?: (line: string) => void;
   signal?: AbortSignal;
+  /** the user's constraints for the recommendations (default: quality first, one task, no budgets) */
+  constraints?: Constraints;
 }
 
 export interface ComparisonResult {
@@ -177,7 +180,7 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
     parseMethods([m]);
     if (!(typeof lr === 'number' && lr > 0 && Number.isFinite(lr))) throw new CompareError(`the learning rate for ${m} must be a number above 0, got ${lr}`);
   }
-  const chosen = parseMethods([...(opts.methods ?? COMPARE_METHODS), REFERENCE_METHOD]);
+  const chosen = parseMethods([...(opts.methods ?? defaultCompareMethods()), REFERENCE_METHOD]);
   const outDir = resolve(opts.outDir);
   const modelDir = resolve(opts.modelDir ?? bundledModelDir());
   checkOutputDir(outDir, { command: 'compare', replaceOwn: true, inputs: [{ path: modelDir, what: 'base model' }] });
@@ -360,7 +363,7 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
         relative_gain: relativeGain,
         gain_basis: gainBasis.basis,
         flexibility: fx,
-        ratings: Object.fromEntries(CRITERIA.map((c) => [c, { measured: measuredR[c], folklore: FOLKLORE[method][c] }])) as MethodRow['ratings'],
+        ratings: Object.fromEntries(CRITERIA.map((c) => [c, { measured: measuredR[c], folklore: spec.folklore[c] }])) as MethodRow['ratings'],
         final_loss: r.finalLoss ?? null,
         train_seconds: r.trainSeconds,
         run_seconds: r.seconds,
@@ -391,6 +394,7 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
       methods: rows,
       wall_seconds: (performance.now() - t0) / 1000,
     };
+    report.recommendations = recommend(report, opts.constraints ?? DEFAULT_CONSTRAINTS);
     const files = {
       json: join(outDir, COMPARE_FILES.json),
       markdown: join(outDir, COMPARE_FILES.markdown),

@@ -7,6 +7,7 @@ import type { Quality } from './job.js';
 import type { CompareMethod } from './methods.js';
 import { CRITERIA, CRITERION_LABELS, type Criterion, type Rating } from './ratings.js';
 import type { MetricRecord } from '../train/metrics.js';
+import { type Advice, adviceMarkdown } from './recommend.js';
 
 export interface MethodRow {
   method: CompareMethod;
@@ -68,6 +69,8 @@ export interface ComparisonReport {
   rating_rules: Readonly<Record<Criterion, string>>;
   methods: MethodRow[];
   wall_seconds: number;
+  /** "which method for you": advice from these measurements under the user's constraints */
+  recommendations?: Advice;
 }
 
 export function formatBytes(n: number): string {
@@ -174,6 +177,8 @@ export function comparisonMarkdown(r: ComparisonReport, figures: { lossCurves: s
   const metricName = METRIC_NAMES[r.task.metric] ?? r.task.metric;
   const ok = r.methods.filter((m) => m.status === 'ok');
   const L = summaryLines(r);
+
+  if (r.recommendations) L.push(adviceMarkdown(r.recommendations));
 
   L.push('## What the columns mean', '');
   L.push(

@@ -12,6 +12,8 @@ export interface ForwardSessionOptions {
   loss?: boolean;
   /** take position ids as an input instead of arange(seq) (left-padded batches) */
   positionIds?: boolean;
+  /** also return every hidden state (transformers' output_hidden_states) */
+  hiddenStates?: boolean;
   runtime?: RuntimeOptions;
 }
 
@@ -31,6 +33,8 @@ export interface ForwardOutput {
   logits: HostTensor;
   /** the task loss, when compiled with loss and labels were given */
   loss?: number;
+  /** embeddings output, then every layer's (the last after the final norm), when compiled with hiddenStates */
+  hiddenStates?: HostTensor[];
 }
 
 export class ForwardSession {
@@ -39,6 +43,7 @@ export class ForwardSession {
     private readonly params: () => Record<string, HostTensor>,
     readonly withLoss: boolean,
     readonly withPositionIds: boolean,
+    readonly numHiddenStates: number,
   ) {}
 
   static async create(model: InferenceModel, opts: ForwardSessionOptions = {}): Promise<ForwardSession> {
@@ -54,8 +59,9 @@ export class ForwardSession {
       const labels = g.input('labels', 'int64', base.task === 'seq-cls' ? ['batch'] : ['batch', 'seq']);
       outputs.loss = model.loss(out.logits, labels);
     }
+    if (opts.hiddenStates) out.hiddenStates.forEach((h, i) => (outputs[`hidden_states.${i}`] = h));
     const session = await RuntimeSession.fromGraph(g, outputs, { name: 'forward', ...opts.runtime });
-    return new ForwardSession(session, paramFeeds(model, ctx), opts.loss ?? false, opts.positionIds ?? false);
+    return new ForwardSession(session, paramFeeds(model, ctx), opts.loss ?? false, opts.positionIds ?? false, opts.hiddenStates ? out.hiddenStates.length : 0);
   }
 
   async run(batch: ForwardBatch): Promise<ForwardOutput> {
@@ -76,8 +82,10 @@ export class ForwardSession {
     } else if (this.withLoss) {
       throw new GenerationError('this forward session computes a loss; pass labels');
     }
+    for (let i = 0; i < this.numHiddenStates; i++) fetches.push(`hidden_states.${i}`);
     const r = await this.session.run(feeds, fetches);
-    return { logits: r.logits!, loss: r.loss ? Number(r.loss.data[0]) : undefined };
+    const hiddenStates = this.numHiddenStates ? Array.from({ length: this.numHiddenStates }, (_, i) => r[`hidden_states.${i}`]!) : undefined;
+    return { logits: r.logits!, loss: r.loss ? Number(r.loss.data[0]) : undefined, ...(hiddenStates ? { hiddenStates } : {}) };
   }
 
   async dispose(): Promise<void> {

@@ -17,7 +17,7 @@ export class ConfigError extends PeftError {
   }
 }
 
-export type ModelFamily = "gpt2" | "llama" | "bert";
+export type ModelFamily = "gpt2" | "llama" | "bert" | "modernbert";
 export type NormType = "layernorm" | "rmsnorm";
 
 export interface RopeScaling {
@@ -63,6 +63,10 @@ export interface ModelConfig {
   attentionBias: boolean;
   ropeTheta?: number;
   ropeScaling?: RopeScaling;
+  /** Qwen3: RMSNorms q_norm/k_norm over head_dim applied per head to queries and keys before RoPE. */
+  qkNorm?: boolean;
+  /** SmolLM3: per layer, whether it applies RoPE (no_rope_layers[i] == 1) or is a NoPE layer (0). */
+  ropeLayers?: boolean[];
   /** Mistral/Qwen2 sliding-window attention size, when enabled. */
   slidingWindow?: number;
   /** BERT token type (segment) vocabulary. */
@@ -86,8 +90,11 @@ const FAMILY_OF: Record<string, ModelFamily> = {
   llama: "llama",
   mistral: "llama",
   qwen2: "llama",
+  qwen3: "llama",
+  smollm3: "llama",
   bert: "bert",
   roberta: "bert",
+  modernbert: "modernbert",
 };
 
 type Raw = Record<string, unknown>;
@@ -316,6 +323,8 @@ export function parseConfig(raw: unknown, file = "config.json"): ModelConfig {
         attentionBias,
         ropeTheta: ropeTheta(f),
         ropeScaling: ropeScaling(f),
+        ...(modelType === "qwen3" ? { qkNorm: true } : {}),
+        ...(modelType === "smollm3" ? { ropeLayers: ropeLayersOf(f, f.requiredInt("num_hidden_layers")) } : {}),
         ...(slidingWindow === undefined ? {} : { slidingWindow }),
       };
     }
@@ -345,6 +354,34 @@ export function parseConfig(raw: unknown, file = "config.json"): ModelConfig {
         attentionBias: true,
         typeVocabSize: f.int("type_vocab_size", 2),
         positionEmbeddingType: f.str("position_embedding_type", "absolute"),
+      };
+    }
+    case "modernbert": {
+      // ModernBertConfig (transformers 4.57); its own fields (local_attention, rope bases,
+      // norm_bias, classifier_*) are read by src/models/modernbert.ts.
+      const hidden = f.requiredInt("hidden_size");
+      const heads = f.requiredInt("num_attention_heads");
+      checkDivisible(f, hidden, heads, "hidden_size", "num_attention_heads");
+      const attentionBias = f.bool("attention_bias", false);
+      return {
+        ...common,
+        padTokenId: common.padTokenId ?? 50283,
+        vocabSize: f.requiredInt("vocab_size"),
+        hiddenSize: hidden,
+        numHiddenLayers: f.requiredInt("num_hidden_layers"),
+        numAttentionHeads: heads,
+        numKeyValueHeads: heads,
+        headDim: hidden / heads,
+        intermediateSize: f.requiredInt("intermediate_size"),
+        maxPositionEmbeddings: f.int("max_position_embeddings", 8192),
+        hiddenAct: f.str("hidden_activation", "gelu"),
+        normType: "layernorm",
+        normEps: f.num("norm_eps", 1e-5),
+        tieWordEmbeddings: f.bool("tie_word_embeddings", true),
+        qkvBias: attentionBias,
+        attnOutputBias: attentionBias,
+        mlpBias: f.bool("mlp_bias", false),
+        attentionBias,
       };
     }
   }
@@ -454,4 +491,22 @@ function slidingWindowOf(f: Fields, modelType: string): number | undefined {
   // An absent key means the config class default (4096); an explicit null turns the window off.
   if (!(Object.prototype.hasOwnProperty.call(f.raw, "sliding_window"))) return 4096;
   return f.optionalInt("sliding_window");
+}
+
+/** SmolLM3's no_rope_layers (1 = the layer uses RoPE, 0 = NoPE); the config class default is every
+ * no_rope_layer_interval-th layer (1-based) without RoPE. */
+function ropeLayersOf(f: Fields, layers: number): boolean[] {
+  const raw = f.raw.no_rope_layers;
+  if (raw === undefined || raw === null) {
+    const interval = f.int("no_rope_layer_interval", 4);
+    return Array.from({ length: layers }, (_, i) => (i + 1) % interval !== 0);
+  }
+  if (!Array.isArray(raw) || raw.length !== layers || !raw.every((v) => v === 0 || v === 1)) {
+    throw new ConfigError(
+      f.file,
+      `${f.file}: field "no_rope_layers" must list 0 or 1 for each of the ${layers} layers (1 = RoPE, 0 = NoPE), found ${JSON.stringify(raw)}.`,
+      "no_rope_layers",
+    );
+  }
+  return raw.map((v) => v === 1);
 }

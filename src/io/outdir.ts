@@ -310,3 +310,30 @@ export async function withOutputDir<T>(dir: string, opts: OutputDirOptions, writ
     await folder.release();
   }
 }
+
+/**
+ * The same rule for a command that writes one file: a new file, or (with --overwrite) a file that
+ * `isOwn` recognises as the command's earlier output; never any other file. Writes nothing.
+ */
+export function checkOutputFile(file: string, opts: { command: string; flag?: string; overwrite?: boolean; isOwn: (path: string) => boolean; inputs?: string[] }): void {
+  const flag = opts.flag ?? '--out';
+  const abs = resolve(file);
+  if ((opts.inputs ?? []).some((p) => resolve(p) === abs)) throw new OutputFolderError(`${flag} ${file} is an input of peft ${opts.command}; write to another file`);
+  if (!existsSync(abs)) {
+    const parent = resolve(abs, '..');
+    if (!existsSync(parent) || !statSync(parent).isDirectory()) throw new OutputFolderError(`the folder of ${flag} (${parent}) does not exist; create it or choose another file`);
+    return;
+  }
+  if (statSync(abs).isDirectory()) throw new OutputFolderError(`${flag} ${file} is a folder; give a file name inside it`);
+  if (!opts.overwrite) throw new OutputFolderError(`${flag} ${file} already exists; pass --overwrite to replace an earlier peft ${opts.command} output, or choose another file`);
+  if (statSync(abs).size > 0 && !opts.isOwn(abs)) {
+    throw new OutputFolderError(`${flag} ${file} is not an earlier peft ${opts.command} output, so --overwrite does not replace it; choose another file`);
+  }
+}
+
+/** The first line of a file (at most 64 KiB read), for `isOwn` checks. */
+export function firstLine(path: string): string {
+  const text = readText(path) ?? '';
+  const nl = text.indexOf('\n');
+  return (nl < 0 ? text : text.slice(0, nl)).slice(0, 65536);
+}

@@ -105,7 +105,10 @@ export class LlamaModel implements PretrainedModel {
   expectedWeights(): string[] {
     const names = ['model.embed_tokens.weight', 'model.norm.weight'];
     if (!this.config.tieWordEmbeddings) names.push('lm_head.weight');
-    for (let i = 0; i < this.numLayers; i++) names.push(`model.layers.${i}.input_layernorm.weight`, `model.layers.${i}.post_attention_layernorm.weight`);
+    for (let i = 0; i < this.numLayers; i++) {
+      names.push(`model.layers.${i}.input_layernorm.weight`, `model.layers.${i}.post_attention_layernorm.weight`);
+      if (this.config.qkNorm) names.push(`model.layers.${i}.self_attn.q_norm.weight`, `model.layers.${i}.self_attn.k_norm.weight`);
+    }
     for (const s of this.specs) {
       if (s.name === 'lm_head') continue;
       names.push(`${s.name}.weight`);
@@ -139,7 +142,7 @@ export class LlamaModel implements PretrainedModel {
       const emb = o.concat([freqs, freqs], -1);
       return { cos: o.unsqueeze(o.cos(emb), 1), sin: o.unsqueeze(o.sin(emb), 1) };
     });
-    const rope = (x: Value) => o.add(o.mul(x, cos), o.mul(rotateHalf(x, D / 2), sin));
+    const rotate = (x: Value) => o.add(o.mul(x, cos), o.mul(rotateHalf(x, D / 2), sin));
     const bias = attentionBias(args.attentionMask, h, true, pastLength);
     const hidden: Value[] = [h];
     const presents: KV[] = [];
@@ -148,9 +151,13 @@ export class LlamaModel implements PretrainedModel {
       // a decoder layer; with gradient checkpointing its activations are recomputed in the backward pass
       h = ctx.layer(h, (h) => ctx.graph.scope(p, () => {
         const residual = h;
+        // SmolLM3's NoPE layers attend without rotary positions.
+        const rope = cfg.ropeLayers && !cfg.ropeLayers[i] ? (t: Value) => t : rotate;
         const x = rmsNorm(ctx, `${p}.input_layernorm`, h, eps);
-        const q = rope(splitHeads(linear(ctx, spec(`${p}.self_attn.q_proj`), x), H, D));
-        const k = rope(splitHeads(linear(ctx, spec(`${p}.self_attn.k_proj`), x), KVH, D));
+        // Qwen3 normalizes each head of q and k over head_dim before the rotation.
+        const qkNorm = (t: Value, n: string) => (cfg.qkNorm ? rmsNorm(ctx, `${p}.self_attn.${n}`, t, eps) : t);
+        const q = rope(qkNorm(splitHeads(linear(ctx, spec(`${p}.self_attn.q_proj`), x), H, D), 'q_norm'));
+        const k = rope(qkNorm(splitHeads(linear(ctx, spec(`${p}.self_attn.k_proj`), x), KVH, D), 'k_norm'));
         const v = splitHeads(linear(ctx, spec(`${p}.self_attn.v_proj`), x), KVH, D);
         const { key, value } = appendPast(args.past?.[i], k, v, presents);
         const ctxOut = attention(q, repeatKV(key, H / KVH), repeatKV(value, H / KVH), bias, D);

@@ -11,6 +11,7 @@ import { type QuantizationConfig, quantizationPlan } from '../quant/plan.js';
 import { BertModel } from './bert.js';
 import { GPT2Model } from './gpt2.js';
 import { LlamaModel } from './llama.js';
+import { ModernBertModel } from './modernbert.js';
 import { ModelError, type PretrainedModel } from './types.js';
 
 const ARCHITECTURES: Record<string, (c: ModelConfig, w: WeightStore, dir: string) => PretrainedModel> = {
@@ -18,16 +19,19 @@ const ARCHITECTURES: Record<string, (c: ModelConfig, w: WeightStore, dir: string
   LlamaForCausalLM: (c, w, d) => new LlamaModel(c, w, d),
   MistralForCausalLM: (c, w, d) => new LlamaModel(c, w, d),
   Qwen2ForCausalLM: (c, w, d) => new LlamaModel(c, w, d),
+  Qwen3ForCausalLM: (c, w, d) => new LlamaModel(c, w, d),
+  SmolLM3ForCausalLM: (c, w, d) => new LlamaModel(c, w, d),
   BertForSequenceClassification: (c, w, d) => new BertModel(c, w, d, 'seq-cls'),
   BertForMaskedLM: (c, w, d) => new BertModel(c, w, d, 'masked-lm'),
   BertModel: (c, w, d) => new BertModel(c, w, d, 'base'),
+  ModernBertForSequenceClassification: (c, w, d) => new ModernBertModel(c, w, d),
 };
-const BY_MODEL_TYPE: Record<string, string> = { gpt2: 'GPT2LMHeadModel', llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM', bert: 'BertModel' };
+const BY_MODEL_TYPE: Record<string, string> = { gpt2: 'GPT2LMHeadModel', llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', smollm3: 'SmolLM3ForCausalLM', bert: 'BertModel' };
 
 /** Buffers some checkpoints carry that are not parameters (transformers ignores them too). */
 const IGNORED = [/\.attn\.bias$/, /\.attn\.masked_bias$/, /\.rotary_emb\.inv_freq$/, /position_ids$/];
 /** Prefix the task model adds in front of the base model's names. */
-const BASE_PREFIX: Record<string, string> = { gpt2: 'transformer.', llama: 'model.', bert: 'bert.' };
+const BASE_PREFIX: Record<string, string> = { gpt2: 'transformer.', llama: 'model.', bert: 'bert.', modernbert: 'model.' };
 
 export interface LoadModelOptions {
   /** override the architecture (e.g. "BertForSequenceClassification" for a BertModel checkpoint) */

@@ -47,7 +47,7 @@ export class ModelError extends PeftError {
 }
 
 export interface PretrainedModel {
-  readonly family: 'gpt2' | 'llama' | 'bert';
+  readonly family: 'gpt2' | 'llama' | 'bert' | 'modernbert';
   readonly task: ModelTask;
   readonly config: ModelConfig;
   readonly weights: WeightStore;

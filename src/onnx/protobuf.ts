@@ -43,6 +43,14 @@ export class PbWriter {
     return this;
   }
 
+  double(field: number, v: number): this {
+    this.tag(field, 1);
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setFloat64(0, v, true);
+    this.scratch.push(...b);
+    return this;
+  }
+
   bytes(field: number, data: Uint8Array): this {
     this.tag(field, 2);
     this.rawVarint(data.length);

@@ -71,6 +71,12 @@ test('peft compare with two methods and a tiny budget fills every column', async
   assert.equal(full.step_time_vs_full, 1);
   assert.ok(report.flexibility_definition.length > 100);
   assert.ok(report.machine.nproc >= 1);
+  // the recommendations come from these rows: the pick is one of the measured methods, with evidence
+  const advice = report.recommendations!;
+  assert.ok(['lora', 'ia3', 'full'].includes(advice.pick!.method), JSON.stringify(advice.pick));
+  assert.ok(advice.pick!.evidence.length >= 4);
+  assert.equal(advice.guidelines.length, 8);
+  assert.match(await readFile(join(out, 'compare.md'), 'utf8'), /## Which method for you/);
 
   const curves = await readFile(join(out, 'loss_curves.svg'), 'utf8');
   const scatter = await readFile(join(out, 'quality_vs_params.svg'), 'utf8');

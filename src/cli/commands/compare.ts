@@ -3,7 +3,15 @@
 // A thin shell over runComparison (src/compare/), which runs each method in its own process.
 
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { COMPARE_DEFAULTS, COMPARE_FILES, COMPARE_METHODS, type CompareMethod, comparisonSummary, runComparison } from '../../compare/index.js';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  COMPARE_DEFAULTS, COMPARE_FILES, type CompareMethod, type ComparisonReport, type Constraints, type Objective,
+  adviceMarkdown, compareMethods, comparisonMarkdown, comparisonSummary, defaultCompareMethods, parseBytes, parseDurationMs, recommend, runComparison,
+} from '../../compare/index.js';
+import { writeFileAtomic } from '../../io/atomic.js';
+import { CliError } from '../errors.js';
 import { TASK_NAMES } from '../../tasks/tasks.js';
 import { intArg, positiveInt } from '../args.js';
 
@@ -27,6 +35,11 @@ interface CompareFlags {
   threads?: number;
   runTimeout: number;
   out: string;
+  objective: Objective;
+  tasks: number;
+  memoryBudget?: number;
+  latencyBudget?: number;
+  from?: string;
 }
 
 const list = (flag: string) => (v: string): string[] => {
@@ -55,8 +68,8 @@ function lrArg(v: string, prev: Partial<Record<CompareMethod, number>> | undefin
   for (const item of list('--lr')(v)) {
     const [m, rate] = item.split('=');
     const n = Number(rate);
-    if (!m || !COMPARE_METHODS.includes(m as CompareMethod) || !(n > 0 && Number.isFinite(n))) {
-      throw new InvalidArgumentError(`--lr takes METHOD=RATE pairs (e.g. lora=1e-3,full=1e-4); methods: ${COMPARE_METHODS.join(', ')}.`);
+    if (!m || !compareMethods().includes(m) || !(n > 0 && Number.isFinite(n))) {
+      throw new InvalidArgumentError(`--lr takes METHOD=RATE pairs (e.g. lora=1e-3,full=1e-4); methods: ${compareMethods().join(', ')}.`);
     }
     out[m as CompareMethod] = n;
   }
@@ -72,7 +85,7 @@ export function register(program: Command): void {
     .option('--data <train.jsonl>', 'training data (default: the --task\'s bundled train.jsonl); {"text","label"} rows for a sequence classifier')
     .option('--eval <eval.jsonl>', 'evaluation data: prompt/completion rows are scored by greedy generation, text or chat rows by eval loss, a sequence classifier\'s {"text","label"} rows by accuracy')
     .addOption(new Option('--task <name>', `bundled task whose data and metric to use (default ${d.task} when --data is not given)`).choices(TASK_NAMES))
-    .option('--methods <list>', `methods to compare, comma-separated (default all: ${COMPARE_METHODS.join(', ')}); full fine-tuning always runs as the reference`, list('--methods'))
+    .option('--methods <list>', `methods to compare, comma-separated (default: ${defaultCompareMethods().join(', ')}${compareMethods().some((m) => !defaultCompareMethods().includes(m)) ? `; also ${compareMethods().filter((m) => !defaultCompareMethods().includes(m)).join(', ')}` : ''}); full fine-tuning always runs as the reference`, list('--methods'))
     .option('--budget <steps>', 'optimizer steps per run, the same for every method', positiveInt('--budget'), d.budget)
     .option('--batch <n>', 'examples per step', positiveInt('--batch'), d.batchSize)
     .option('--max-len <n>', 'tokens per training sequence at most (default: the model\'s positions, less the 20 virtual tokens of prompt/prefix/P-tuning where positions are a table (BERT, GPT-2), at most 1024)', intArg('--max-len', 2))
@@ -87,9 +100,58 @@ export function register(program: Command): void {
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', positiveInt('--threads'))
     .option('--run-timeout <s>', 'give up on one run after this many seconds', positiveInt('--run-timeout'), 1800)
     .option('--out <dir>', `output folder for ${COMPARE_FILES.markdown}, ${COMPARE_FILES.json}, the SVG figures and runs/ (replaced)`, 'out/compare')
+    .addOption(new Option('--objective <what>', 'what the recommendation optimises: quality (best score, cheapest among ties) or efficiency (cheapest within 90% of the best gain)').choices(['quality', 'efficiency']).default('quality'))
+    .option('--tasks <n>', 'adapters you will keep per base model (storage counts n times)', intArg('--tasks', 1), 1)
+    .option('--memory-budget <size>', 'peak training memory you have, e.g. 4GiB (methods above it are ruled out)', bytesArg)
+    .option('--latency-budget <time>', 'inference latency you accept, e.g. 50ms (as the comparison measures it)', durationArg)
+    .option('--from <dir>', 'recompute the recommendations of an earlier comparison folder under new constraints, without training')
     .action(async (flags: CompareFlags) => {
-      await compare(flags);
+      if (flags.from !== undefined) await recommendFrom(flags);
+      else await compare(flags);
     });
+}
+
+function bytesArg(v: string): number {
+  try {
+    return parseBytes(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
+function durationArg(v: string): number {
+  try {
+    return parseDurationMs(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
+const constraintsOf = (f: CompareFlags): Constraints => ({ objective: f.objective, tasks: f.tasks, memoryBudgetBytes: f.memoryBudget, latencyBudgetMs: f.latencyBudget });
+
+/** `--from DIR`: new advice from an earlier comparison's compare.json; rewrites its compare.json/compare.md. */
+async function recommendFrom(f: CompareFlags): Promise<void> {
+  const jsonFile = join(f.from!, COMPARE_FILES.json);
+  if (!existsSync(jsonFile)) throw new CliError(`${f.from} holds no ${COMPARE_FILES.json}; pass the --out folder of an earlier peft compare run`);
+  let report: ComparisonReport;
+  try {
+    report = JSON.parse(await readFile(jsonFile, 'utf8')) as ComparisonReport;
+  } catch (e) {
+    throw new CliError(`${jsonFile} is not valid JSON (${(e as Error).message}); rerun peft compare`);
+  }
+  if (typeof report !== 'object' || report === null || !Array.isArray(report.methods) || typeof report.task !== 'object') {
+    throw new CliError(`${jsonFile} is not a peft compare report (no "methods"/"task"); rerun peft compare`);
+  }
+  const fields = ['quality', 'peak_train_rss_bytes', 'stored_bytes', 'step_time_ms', 'inference_latency_ms', 'trainable_share', 'ratings', 'flexibility'] as const;
+  for (const m of report.methods) {
+    const missing = m.status === 'ok' ? fields.filter((k) => m[k] === undefined || m[k] === null) : [];
+    if (missing.length) throw new CliError(`${jsonFile}: method ${String(m.method)} lacks ${missing.join(', ')}; it is not a complete peft compare report, rerun peft compare`);
+  }
+  report.recommendations = recommend(report, constraintsOf(f));
+  const put = (path: string, text: string) => writeFileAtomic(path, text);
+  await put(jsonFile, `${JSON.stringify(report, null, 2)}\n`);
+  await put(join(f.from!, COMPARE_FILES.markdown), comparisonMarkdown(report, { lossCurves: COMPARE_FILES.lossCurves, qualityVsParams: COMPARE_FILES.qualityVsParams }));
+  process.stdout.write(`${adviceMarkdown(report.recommendations)}\n`);
 }
 
 async function compare(f: CompareFlags): Promise<void> {
@@ -124,8 +186,10 @@ async function compare(f: CompareFlags): Promise<void> {
       command: ['peft', ...process.argv.slice(2)].join(' '),
       log: say,
       signal: controller.signal,
+      constraints: constraintsOf(f),
     });
     process.stdout.write(`\n${comparisonSummary(report)}\n`);
+    if (report.recommendations) process.stdout.write(`${adviceMarkdown(report.recommendations)}\n`);
     say(`wrote ${files.markdown}, ${files.json}, ${files.lossCurves} and ${files.qualityVsParams}`);
     if (report.methods.some((m) => m.status === 'failed')) process.exitCode = 1;
   } finally {

@@ -20,6 +20,7 @@ interface ForwardFlags {
   threads?: number;
   adapter?: string[];
   merged?: boolean;
+  hiddenStates?: boolean;
 }
 
 export function register(program: Command): void {
@@ -31,6 +32,7 @@ export function register(program: Command): void {
     .requiredOption('--out <file>', 'safetensors file to write: logits (float32), loss [1] when labels are given')
     .option('--adapter <dir|repo>', 'adapter folder to apply; repeatable (earlier ones are merged)', collect)
     .option('--merged', 'merge the adapters into the weights (peft merge_and_unload) before running')
+    .option('--hidden-states', 'also write every hidden state as hidden_states.<i> (embeddings output, each layer, the final norm), as output_hidden_states')
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', positiveInt('--threads'))
     .action(async (flags: ForwardFlags) => {
       await runForward(flags);
@@ -81,13 +83,14 @@ async function runForward(flags: ForwardFlags): Promise<void> {
   if (!existsSync(dirname(outFile))) throw new CliError(`the folder of --out (${dirname(outFile)}) does not exist`);
   const { base, model } = await loadModelArg(flags.model, flags.adapter, flags.merged);
   const batch = batchFromFile(flags.batch, await readSafetensors(batchFile), base);
-  const session = await ForwardSession.create(model, { loss: batch.labels !== undefined, runtime: { threads: flags.threads } });
+  const session = await ForwardSession.create(model, { loss: batch.labels !== undefined, hiddenStates: flags.hiddenStates ?? false, runtime: { threads: flags.threads } });
   try {
     const t0 = performance.now();
     const out = await session.run(batch);
     const ms = performance.now() - t0;
     const tensors: Record<string, RawTensor> = { logits: fromTypedArray(out.logits.data as Float32Array, out.logits.shape) };
     if (out.loss !== undefined) tensors.loss = fromTypedArray(Float32Array.of(out.loss), [1]);
+    out.hiddenStates?.forEach((h, i) => (tensors[`hidden_states.${i}`] = fromTypedArray(h.data as Float32Array, h.shape)));
     await writeSafetensors(outFile, tensors);
     const [b, s] = batch.inputIds.shape as [number, number];
     process.stderr.write(`logits [${out.logits.shape}]${out.loss !== undefined ? `, loss ${out.loss.toFixed(6)}` : ''} for ${b}x${s} tokens in ${ms.toFixed(0)} ms -> ${flags.out}\n`);

@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import { register as compare } from './compare.js';
 import { register as compress } from './compress.js';
+import { register as evaluate } from './eval.js';
 import { register as forward } from './forward.js';
 import { register as generate } from './generate.js';
 import { register as info } from './info.js';
@@ -23,6 +24,7 @@ const COMMANDS: Register[] = [
   quickstart,
   compare,
   compress,
+  evaluate,
 ];
 
 export function registerCommands(program: Command): void {

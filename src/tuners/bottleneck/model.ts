@@ -10,7 +10,7 @@ import { AdapterError, PeftConfigError, type AdaptedModel, type TrainableTensor 
 import { type BnConfig, bottleneckSize, seqBnConfig, validateBnConfig } from './config.js';
 import { initBottleneck } from './init.js';
 import { adapterFunction, bottleneckLocation } from './layer.js';
-import { BASE_PREFIX, BN_LOCATIONS, type BnLocation, type BnTensor, bnTensorName, sublayerKey } from './names.js';
+import { BASE_PREFIX, BN_UNSUPPORTED_MODERNBERT, BN_LOCATIONS, type BnLocation, type BnTensor, bnTensorName, sublayerKey } from './names.js';
 import { saveBottleneck, type SaveBottleneckOptions } from './save.js';
 
 /** One adapter instance: a (layer, location) with its four tensors. */
@@ -104,6 +104,7 @@ export class BottleneckModel implements AdaptedModel {
   /** The sites of `config` on `base` with zero tensors (loading fills them). */
   static fromConfig(base: PretrainedModel, config: BnConfig, opts: { name?: string; trainHead?: boolean; meta: AdapterHubMeta; head?: Map<string, TrainableTensor> }): BottleneckModel {
     validateBnConfig(config);
+    if (base.family === 'modernbert') throw new PeftConfigError(BN_UNSUPPORTED_MODERNBERT);
     const name = opts.name ?? 'default';
     if (!/^[^.\s]+$/.test(name)) throw new PeftConfigError(`adapter name "${name}" must be non-empty without dots or spaces (it becomes part of every tensor name)`);
     for (const i of config.leaveOut) {

@@ -4,6 +4,7 @@
 // same names without the base-model prefix (an adapter saved from a bare GPT2Model).
 
 import type { PretrainedModel } from '../../models/types.js';
+import { PeftConfigError } from '../types.js';
 
 /** adapters' two locations: after attention (mh_adapter) and after the feed-forward block (output_adapter). */
 export type BnLocation = 'mh_adapter' | 'output_adapter';
@@ -14,8 +15,10 @@ export const BN_TENSORS: readonly BnTensor[] = ['adapter_down.0.weight', 'adapte
 
 type Family = PretrainedModel['family'];
 
+export const BN_UNSUPPORTED_MODERNBERT = 'bottleneck adapters are not implemented for ModernBERT; use LoRA, DoRA, IA3 or prompt tuning';
+
 /** The base-model prefix of the task model's state dict. */
-export const BASE_PREFIX: Record<Family, string> = { gpt2: 'transformer.', llama: 'model.', bert: 'bert.' };
+export const BASE_PREFIX: Record<Family, string> = { gpt2: 'transformer.', llama: 'model.', bert: 'bert.', modernbert: 'model.' };
 
 /** The module holding the adapter at (layer, location), without the ".adapters.<name>" part. */
 export function locationModule(family: Family, layer: number, location: BnLocation): string {
@@ -26,6 +29,8 @@ export function locationModule(family: Family, layer: number, location: BnLocati
       return `model.layers.${layer}.${location === 'mh_adapter' ? 'attention_adapters' : 'output_adapters'}`;
     case 'bert':
       return `bert.encoder.layer.${layer}.${location === 'mh_adapter' ? 'attention.output' : 'output'}`;
+    case 'modernbert':
+      throw new PeftConfigError(BN_UNSUPPORTED_MODERNBERT);
   }
 }
 
@@ -33,7 +38,8 @@ export function bnTensorName(family: Family, layer: number, location: BnLocation
   return `${locationModule(family, layer, location)}.adapters.${adapterName}.${tensor}`;
 }
 
-const PATTERNS: Record<Family, RegExp> = {
+/** Families AdapterHub's layout is implemented for (ModernBERT has none here). */
+const PATTERNS: Partial<Record<Family, RegExp>> = {
   gpt2: /^(?:transformer\.)?h\.(\d+)\.(attention_adapters|output_adapters)\.adapters\.(.+)\.(adapter_down\.0\.weight|adapter_down\.0\.bias|adapter_up\.weight|adapter_up\.bias)$/,
   llama: /^(?:model\.)?layers\.(\d+)\.(attention_adapters|output_adapters)\.adapters\.(.+)\.(adapter_down\.0\.weight|adapter_down\.0\.bias|adapter_up\.weight|adapter_up\.bias)$/,
   bert: /^(?:bert\.)?encoder\.layer\.(\d+)\.(attention\.output|output)\.adapters\.(.+)\.(adapter_down\.0\.weight|adapter_down\.0\.bias|adapter_up\.weight|adapter_up\.bias)$/,
@@ -41,7 +47,7 @@ const PATTERNS: Record<Family, RegExp> = {
 
 /** A saved key back to (layer, location, adapter name, tensor); null when it is not a bottleneck tensor of this family. */
 export function parseBnTensorName(family: Family, key: string): { layer: number; location: BnLocation; adapterName: string; tensor: BnTensor } | null {
-  const m = PATTERNS[family].exec(key);
+  const m = PATTERNS[family]?.exec(key);
   if (!m) return null;
   const location: BnLocation = m[2] === 'attention_adapters' || m[2] === 'attention.output' ? 'mh_adapter' : 'output_adapter';
   return { layer: Number(m[1]), location, adapterName: m[3]!, tensor: m[4] as BnTensor };

@@ -42,6 +42,8 @@ export const IA3_DEFAULT_TARGETS: Readonly<Record<string, readonly string[]>> = 
   llama: ['k_proj', 'v_proj', 'down_proj'],
   mistral: ['k_proj', 'v_proj', 'down_proj'],
   qwen2: ['k_proj', 'v_proj', 'down_proj'],
+  // peft 0.20's mapping (qwen3 postdates 0.13): queries, not keys.
+  qwen3: ['q_proj', 'v_proj', 'down_proj'],
   bert: ['key', 'value', 'output.dense'],
 };
 /** peft 0.13's TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING. */
@@ -50,6 +52,7 @@ export const IA3_DEFAULT_FEEDFORWARD: Readonly<Record<string, readonly string[]>
   llama: ['down_proj'],
   mistral: ['down_proj'],
   qwen2: ['down_proj'],
+  qwen3: ['down_proj'],
   bert: ['output.dense'],
 };
 /** What PeftModelForSequenceClassification adds to modules_to_save. */

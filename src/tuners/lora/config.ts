@@ -198,6 +198,7 @@ export const DEFAULT_TARGET_MODULES: Readonly<Record<string, readonly string[]>>
   llama: ['q_proj', 'v_proj'],
   mistral: ['q_proj', 'v_proj'],
   qwen2: ['q_proj', 'v_proj'],
+  qwen3: ['q_proj', 'v_proj'],
   bert: ['query', 'value'],
 };
 

@@ -41,6 +41,13 @@ export async function syncDir(dir: string): Promise<void> {
 
 /** Why a write failed, in words, with what to do when the user can do something (disk full). */
 export function writeFailure(e: unknown): string {
+  // the system error under any wrapping (a SafetensorsError around a WriteError around ENOSPC)
+  for (let c = e, depth = 0; c instanceof Error && depth < 8; c = c.cause, depth++) {
+    if (typeof (c as NodeJS.ErrnoException).code === 'string') {
+      e = c;
+      break;
+    }
+  }
   const code = (e as NodeJS.ErrnoException)?.code;
   const fix = code === 'ENOSPC' || code === 'EDQUOT' ? '; free some space (nothing partial was kept) and run it again' : '';
   return describe(e) + fix;

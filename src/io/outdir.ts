@@ -16,7 +16,7 @@ import { link, mkdir, readdir, rm, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { PeftError } from '../errors.js';
-import { isTempName, removeTempFiles, tempPathFor, writeFileAtomic } from './atomic.js';
+import { isTempName, removeTempFiles, tempPathFor, writeError, writeFileAtomic } from './atomic.js';
 
 /** The file that says which command wrote a folder. */
 export const OUTPUT_MARKER = '.peft-output.json';
@@ -271,8 +271,13 @@ async function acquireLock(dir: string, opts: OutputDirOptions): Promise<string>
 export async function claimOutputDir(dir: string, opts: OutputDirOptions & { clear?: boolean }): Promise<OutputDir> {
   const state = checkOutputDir(dir, opts);
   const abs = resolve(dir);
-  await mkdir(abs, { recursive: true });
-  const lockPath = await acquireLock(abs, opts);
+  let lockPath: string;
+  try {
+    await mkdir(abs, { recursive: true });
+    lockPath = await acquireLock(abs, opts);
+  } catch (e) {
+    throw writeError(abs, e); // a PeftError (the folder is locked) passes through
+  }
   const handle = new OutputDir(abs, state, opts.command, lockPath);
   try {
     // Re-checked under the lock: another process may have written the folder since.
@@ -284,7 +289,7 @@ export async function claimOutputDir(dir: string, opts: OutputDirOptions & { cle
     await writeMarker(abs, opts.command, 'running');
   } catch (e) {
     await handle.release();
-    throw e;
+    throw writeError(abs, e);
   }
   return handle;
 }

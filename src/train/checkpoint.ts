@@ -54,11 +54,11 @@ async function writeJson(path: string, value: unknown): Promise<void> {
 
 /** Writes checkpoint-<step> under `checkpointsDir`; returns its path. */
 export async function saveCheckpoint(checkpointsDir: string, ckpt: Checkpoint, model: AdaptedModel): Promise<string> {
-  await mkdir(checkpointsDir, { recursive: true });
   const name = `${PREFIX}${ckpt.state.globalStep}`;
   const final = join(checkpointsDir, name);
   const tmp = tempPathFor(final);
   try {
+    await mkdir(checkpointsDir, { recursive: true });
     await mkdir(tmp);
     await model.savePretrained(tmp);
     const params = new Map<string, RawTensor>();
@@ -88,7 +88,7 @@ export async function saveCheckpoint(checkpointsDir: string, ckpt: Checkpoint, m
     } else await rename(tmp, final);
   } catch (e) {
     await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-    throw new CheckpointError(`writing checkpoint ${final} failed: ${writeFailure((e as Error).cause ?? e)}; earlier checkpoints are untouched`);
+    throw new CheckpointError(`writing checkpoint ${final} failed: ${writeFailure(e)}; earlier checkpoints are untouched`);
   }
   return final;
 }

@@ -3,7 +3,7 @@
 // from the checkpoint's history, so steps redone after the checkpoint are not logged twice.
 
 import { appendFile } from 'node:fs/promises';
-import { writeFileAtomic } from '../io/atomic.js';
+import { writeError, writeFileAtomic } from '../io/atomic.js';
 
 export interface TrainRecord {
   kind: 'train';
@@ -48,7 +48,9 @@ export class MetricsLog {
   }
 
   async append(record: MetricRecord): Promise<void> {
-    await appendFile(this.path, JSON.stringify(record) + '\n');
+    await appendFile(this.path, JSON.stringify(record) + '\n').catch((e: unknown) => {
+      throw writeError(this.path, e);
+    });
   }
 }
 

@@ -67,6 +67,6 @@ export async function writeSafetensors(
     await flush();
   }).catch((e: unknown) => {
     if (e instanceof SafetensorsError) throw e;
-    throw new SafetensorsError(path, `write failed: ${writeFailure((e as Error).cause ?? e)}`, undefined, { cause: e });
+    throw new SafetensorsError(path, `write failed: ${writeFailure(e)}`, undefined, { cause: e });
   });
 }

@@ -67,6 +67,8 @@ export interface TrainerOptions {
   progress?: ProgressReporter;
   /** called after every optimizer step (tests use it to stop a run part-way) */
   onStep?: (record: TrainRecord) => void | Promise<void>;
+  /** called with every record written to metrics.jsonl (train steps and evaluations), e.g. to mirror them to TensorBoard */
+  onRecord?: (record: MetricRecord) => void | Promise<void>;
   /** runtime options for the step sessions */
   runtime?: StepOptions;
 }
@@ -101,8 +103,8 @@ export interface TrainResult {
   metrics: MetricRecord[];
 }
 
-type Resolved = Required<Omit<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'runtime' | 'progress' | 'tokenizerDir'>> &
-  Pick<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'runtime' | 'tokenizerDir'> & { progress: ProgressReporter };
+type Resolved = Required<Omit<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'onRecord' | 'runtime' | 'progress' | 'tokenizerDir'>> &
+  Pick<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'onRecord' | 'runtime' | 'tokenizerDir'> & { progress: ProgressReporter };
 
 const positiveInt = (name: string, v: number | undefined): void => checkPositiveInt(name, v, TrainError);
 function nonNegative(name: string, v: number): void {
@@ -374,6 +376,7 @@ export class Trainer {
     const record = async (r: MetricRecord): Promise<void> => {
       this.history.push(r);
       await metrics.append(r);
+      if (o.onRecord) await o.onRecord(r);
     };
     const runEval = async (): Promise<void> => {
       if (!evalStep) return;

@@ -14,7 +14,7 @@ import { loadModel } from '../../src/models/load.js';
 import { loadAdapter } from '../../src/tuners/load.js';
 import { permuteRotaryRows } from '../../src/export/gguf/llama.js';
 import { encodeTensor, GgmlType } from '../../src/export/gguf/writer.js';
-import { fixturePath } from '../helpers/fixtures.js';
+import { fixture2026Path, fixturePath } from '../helpers/fixtures.js';
 import { peft } from '../cli/peft.js';
 import { TINY_LLAMA, tempDir, trainTinyAdapter } from './support.js';
 
@@ -43,7 +43,8 @@ async function openLlamaCpp(modelPath: string, lora?: string) {
     /** greedy decoding of `prompt` (BOS + llama.cpp's tokenization): prompt ids, new tokens, next-token probabilities of the first `keep` steps */
     async greedy(prompt: string, keep = 3, n = 20): Promise<{ promptIds: number[]; tokens: number[]; probs: Map<number, number>[] }> {
       await sequence.clearHistory();
-      const promptIds = [model.tokens.bos!, ...model.tokenize(prompt)].map(Number);
+      // node-llama-cpp's tokenize() leaves BOS to the caller; the GGUF's add_bos_token says whether to add it
+      const promptIds = [...(model.tokens.shouldPrependBosToken ? [model.tokens.bos!] : []), ...model.tokenize(prompt)].map(Number);
       const tokens: number[] = [];
       const probs: Map<number, number>[] = [];
       for await (const o of sequence.evaluateWithMetadata(promptIds as never[], { probabilities: true }, { temperature: 0 })) {
@@ -180,6 +181,44 @@ test('tiny Llama + trained LoRA: llama.cpp runs the merged GGUF and base GGUF + 
   const sizes = Object.fromEntries([merged, base, lora, f16, q8].map((f) => [f.split('/').pop(), statSync(f).size]));
   console.log(`llama.cpp vs peft, max |Δp|: ${report.join('; ')}; sizes ${JSON.stringify(sizes)}`);
 });
+
+/** Fixture models with LoRA adapters: rotary permutation (llama, llama3 with llama3 rope scaling) or none (qwen3, q/k norms), peft scales llama.cpp's alpha / r cannot express (rsLoRA, rank/alpha patterns) folded into B. */
+const FIXTURE_CASES: [string, string, string][] = [
+  ['llama', fixturePath('models', 'llama'), fixturePath('adapters', 'llama', 'lora_all_linear_rslora')],
+  ['qwen3', fixture2026Path('models', 'qwen3'), fixture2026Path('adapters', 'qwen3', 'lora_rank_alpha_pattern')],
+  ['llama3', fixture2026Path('models', 'llama3'), fixture2026Path('adapters', 'llama3', 'lora_all_linear_rslora')],
+];
+for (const [family, modelDir, adapterDir] of FIXTURE_CASES) {
+  test(`${family} fixture + ${adapterDir.split('/').pop()}: llama.cpp runs the merged GGUF and base + GGUF LoRA as peft does`, async () => {
+    const dir = join(tmp, family);
+    await import('node:fs/promises').then((f) => f.mkdir(dir));
+    const merged = await exportCli(['--format', 'gguf', '--model', modelDir, '--adapter', adapterDir, '--type', 'f32'], join(dir, 'merged.gguf'));
+    const base = await exportCli(['--format', 'gguf', '--model', modelDir, '--type', 'f32'], join(dir, 'base.gguf'));
+    const lora = await exportCli(['--format', 'gguf-lora', '--model', modelDir, '--adapter', adapterDir, '--base-gguf', base], join(dir, 'lora.gguf'));
+    const tokenizer = await Tokenizer.fromDir(modelDir);
+    const adapted = await loadAdapter(await loadModel(modelDir), adapterDir);
+    const gen = await Generator.create(adapted, { tokenizer, runtime: { threads: 1 } });
+    const fwd = await ForwardSession.create(adapted, { runtime: { threads: 1 } });
+    const runtimes = [['merged', await openLlamaCpp(merged)], ['base + LoRA', await openLlamaCpp(base, lora)]] as const;
+    try {
+      for (const prompt of ['hello world', 'The quick brown fox']) {
+        const ours = await peftGreedy(gen, prompt);
+        for (const [what, rt] of runtimes) {
+          const theirs = await rt.greedy(prompt, 3, 10);
+          assert.deepEqual(theirs.promptIds, ours.promptIds, `${what}: prompt ids`);
+          assert.deepEqual(theirs.tokens, ours.tokens.slice(0, 10), `${what}: greedy tokens`);
+          const d = await probDiff(fwd, [...ours.promptIds, ...ours.tokens], theirs.probs, ours.promptIds.length);
+          assert.ok(d < 2e-3, `${what}: next-token probabilities differ by ${d}`);
+          console.log(`${family} ${what} ${JSON.stringify(prompt)}: max |Δp| ${d.toExponential(2)}`);
+        }
+      }
+    } finally {
+      for (const [, rt] of runtimes) await rt.dispose();
+      await gen.dispose();
+      await fwd.dispose();
+    }
+  });
+}
 
 test('bad input is one line and writes nothing: GPT-2 and BERT as GGUF, DoRA and prompt tuning as GGUF LoRA, existing --out', async () => {
   const out = join(tmp, 'never.gguf');

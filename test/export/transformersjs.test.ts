@@ -15,7 +15,8 @@ import { loadModel } from '../../src/models/load.js';
 import { loadAdapter } from '../../src/tuners/load.js';
 import type { HostTensor } from '../../src/runtime/session.js';
 import { toFloat32 } from '../../src/io/safetensors.js';
-import { fixtureBatch, fixturePath, readTensors } from '../helpers/fixtures.js';
+import { fixture2026Path, fixtureBatch, fixturePath, host, readTensors } from '../helpers/fixtures.js';
+import { readSafetensors } from '../../src/io/safetensors.js';
 import { peft } from '../cli/peft.js';
 import { TINY_LLAMA, assertClose, maxAbs, tempDir, trainTinyAdapter, transformersJs } from './support.js';
 
@@ -76,6 +77,37 @@ for (const [family, adapter] of [['llama', 'lora_attn'], ['gpt2', 'lora_all_line
     assertClose(got.logits, want, 1e-4, 1e-4, 'logits vs peft forward');
     const expected = await readTensors('adapters', family, adapter, 'expected_outputs.safetensors');
     assertClose(got.logits, toFloat32(expected.get('merged_logits')!), 1e-4, 1e-4, "logits vs peft's merged_logits");
+  });
+}
+
+/** transformers 4.57 fixtures: decoders added on main (Qwen3, Llama 3 rope scaling, SmolLM3 NoPE layers) and ModernBERT. */
+for (const [family, adapter, classifier] of [['qwen3', 'lora_attn', false], ['llama3', 'lora_all_linear_rslora', false], ['smollm3', 'lora_attn', false], ['modernbert', 'lora_attn', true]] as const) {
+  test(`2026 ${family} + ${adapter}: transformers.js runs the merged export as peft forward runs the live adapter`, async () => {
+    const modelDir = fixture2026Path('models', family);
+    const adapterDir = fixture2026Path('adapters', family, adapter);
+    const out = await exportCli(['--model', modelDir, '--adapter', adapterDir]);
+    const b = await readSafetensors(fixture2026Path('models', family, 'batch.safetensors'));
+    const batch = { input_ids: host(b.get('input_ids')!), attention_mask: host(b.get('attention_mask')!) };
+    const got = await tjsForward(out, batch, { classifier });
+    assertClose(got.logits, await peftForward(modelDir, adapterDir, batch), 1e-4, 1e-4, 'logits vs peft forward');
+    const expected = await readSafetensors(fixture2026Path('adapters', family, adapter, 'expected_outputs.safetensors'));
+    if (expected.has('merged_logits')) assertClose(got.logits, toFloat32(expected.get('merged_logits')!), 1e-4, 1e-4, "logits vs peft's merged_logits");
+    if (classifier) return;
+    // the cached path: 10 greedy tokens through transformers.js' KV cache vs peft generate
+    const t = await transformersJs();
+    const model = await t.AutoModelForCausalLM.from_pretrained(out, { local_files_only: true, dtype: 'fp32' });
+    const tokenizer = await Tokenizer.fromDir(modelDir);
+    const gen = await Generator.create(await loadAdapter(await loadModel(modelDir), adapterDir), { tokenizer, runtime: { threads: 1 } });
+    try {
+      const ours = (await gen.generate(['hello world'], { maxNewTokens: 10, stopTokenIds: [] })).sequences[0]!;
+      const ids = new t.Tensor('int64', BigInt64Array.from(ours.promptIds.map(BigInt)), [1, ours.promptIds.length]);
+      const mask = new t.Tensor('int64', new BigInt64Array(ours.promptIds.length).fill(1n), [1, ours.promptIds.length]);
+      const theirs = (await model.generate({ input_ids: ids, attention_mask: mask, max_new_tokens: 10, min_new_tokens: 10, do_sample: false, eos_token_id: [] } as never)) as { tolist(): bigint[][] };
+      assert.deepEqual(theirs.tolist()[0]!.map(Number).slice(ours.promptIds.length), ours.tokenIds, 'greedy tokens');
+    } finally {
+      await gen.dispose();
+      await model.dispose();
+    }
   });
 }
 

@@ -36,14 +36,16 @@ Formats:
   transformers.js  a folder @huggingface/transformers loads with from_pretrained(dir) /
                    pipeline('text-generation', dir): config.json, generation_config.json, tokenizer
                    files, onnx/model.onnx (+ model_fp16.onnx, model_quantized.onnx, model_q4.onnx for
-                   --dtype fp16, q8, q4). Decoders (GPT-2, Llama, Qwen2, Mistral) take input_ids,
+                   --dtype fp16, q8, q4). Decoders (GPT-2, Llama/Llama 3, Mistral, Qwen2, Qwen3,
+                   SmolLM3) take input_ids,
                    attention_mask, position_ids, past_key_values.N.key/value and return logits,
-                   present.N.key/value; BERT classifiers load as AutoModelForSequenceClassification.
+                   present.N.key/value; BERT and ModernBERT classifiers load as
+                   AutoModelForSequenceClassification.
                    Adapters (LoRA, IA3) are merged unless --unmerged (the last adapter's tensors,
                    e.g. LoRA A/B, stay separate initializers).
   gguf             one GGUF file for llama.cpp / Ollama / node-llama-cpp with the adapters merged:
-                   Llama, Mistral (architecture "llama", q/k rows in llama.cpp's rotary order) and
-                   Qwen2, weights in --type f32, f16 or q8_0 (norms stay f32), the byte-level BPE
+                   Llama/Llama 3, Mistral (architecture "llama", q/k rows in llama.cpp's rotary
+                   order), Qwen2 and Qwen3; weights in --type f32, f16 or q8_0 (norms stay f32), the byte-level BPE
                    tokenizer and chat template in the metadata.
   gguf-lora        the LoRA adapter alone as a GGUF adapter (general.type adapter, adapter.lora.alpha,
                    blk.N.<tensor>.weight.lora_a/lora_b) that llama.cpp applies to the base model's GGUF
@@ -151,8 +153,8 @@ async function exportGgufLora(flags: ExportFlags): Promise<void> {
   const base = await loadModel(modelDir);
   for (const name of base.weights.quantizedNames()) base.weights.set(name, base.weights.dequantized(name));
   // Loading the adapter checks it against the base (targets, shapes) as training and merging do.
-  await loadAdapter(base, adapterDir);
-  const { chunks, alpha, tensors } = await ggufLora(base, adapterDir);
+  const adapted = await loadAdapter(base, adapterDir);
+  const { chunks, alpha, tensors } = ggufLora(base, adapted, adapterDir);
   const tok = await Tokenizer.fromDir(modelDir).catch(() => undefined);
   const template = typeof tok?.chatTemplate === 'string' ? tok.chatTemplate : tok?.chatTemplate?.default;
   const baseGguf = flags.baseGguf ?? join(dirname(out), `${basename(resolve(modelDir))}.gguf`);

@@ -6,7 +6,15 @@
 
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import { writeFileAtomic } from '../../io/atomic.js';
+import { RunConfigError, asFlagText, checkPeftFields, readRunConfig } from '../../train/runconfig.js';
+import { TensorBoardWriter } from '../../train/tfevents.js';
+import type { MetricRecord } from '../../train/metrics.js';
+import { mkdirSync } from 'node:fs';
 import { resolveModelDir } from '../../io/hub.js';
 import { Tokenizer } from '../../io/tokenizer.js';
 import { loadModel } from '../../models/load.js';
@@ -24,6 +32,7 @@ import { CliError } from '../errors.js';
 import { intArg, listArg, numberArg, positiveInt } from '../args.js';
 
 interface TrainFlags {
+  config?: string;
   model: string;
   data: string;
   out: string;
@@ -57,6 +66,21 @@ interface TrainFlags {
   chatTemplate?: string;
   threads?: number;
   logEvery: number;
+  reportTo: string[];
+  runName?: string;
+  maxExamples?: number;
+  promptKey?: string;
+  completionKey?: string;
+  messagesKey?: string;
+  textKey?: string;
+}
+
+const REPORTERS = ['jsonl', 'tensorboard'] as const;
+function reportToArg(v: string): string[] {
+  const items = v.split(',').map((x) => x.trim()).filter(Boolean);
+  const bad = items.filter((x) => !(REPORTERS as readonly string[]).includes(x));
+  if (items.length === 0 || bad.length) throw new InvalidArgumentError(`--report-to takes ${REPORTERS.join(', ')} (comma-separated); metrics.jsonl is always written.`);
+  return items;
 }
 
 function fractionArg(flag: string): (v: string) => number {
@@ -71,12 +95,13 @@ export function register(program: Command): void {
   program
     .command('train')
     .description('fine-tune a causal language model, or a sequence classifier (BertForSequenceClassification), on a jsonl dataset')
-    .requiredOption('--model <dir|repo>', 'base model folder (config.json, model.safetensors, tokenizer.json) or Hub repo id')
-    .requiredOption(
+    .option('--config <file>', 'a YAML or JSON file describing the run: any of these options (kebab- or snake_case) and a "peft" section of adapter_config.json fields in peft\'s names; flags given here override it')
+    .option('--model <dir|repo>', 'base model folder (config.json, model.safetensors, tokenizer.json) or Hub repo id (required, here or in --config)')
+    .option(
       '--data <file.jsonl>',
       'training data: one {"text"}, {"prompt","completion"} or {"messages"} object per line; for a sequence classifier {"text","label"} (label: class id or config.json id2label name)',
     )
-    .requiredOption('--out <dir>', 'output folder: final adapter, metrics.jsonl, loss.svg, checkpoints/')
+    .option('--out <dir>', 'output folder: final adapter, metrics.jsonl, loss.svg, checkpoints/, run_config.json (required, here or in --config)')
     .addOption(
       new Option('--method <method>', 'fine-tuning method (qlora: LoRA on the base quantized to NF4; each method starts from the defaults `peft compare` documents)')
         .choices(methodNames())
@@ -110,9 +135,78 @@ export function register(program: Command): void {
     .option('--chat-template <file>', 'Jinja chat template for {"messages"} data (default: the tokenizer\'s)')
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', positiveInt('--threads'))
     .option('--log-every <n>', 'without a terminal: print a line every n steps', positiveInt('--log-every'), 10)
-    .action(async (flags: TrainFlags) => {
-      await runTrain(flags);
+    .option('--report-to <list>', 'where metrics go besides the terminal: jsonl (metrics.jsonl, always) and tensorboard (event files under --out/runs/<run name>)', reportToArg, ['jsonl'])
+    .option('--run-name <name>', 'name of the run in TensorBoard and run_config.json (default: the date and time)')
+    .option('--max-examples <n>', 'train on the first n rows of --data only', positiveInt('--max-examples'))
+    .option('--prompt-key <field>', 'the data\'s field holding the prompt (default "prompt")')
+    .option('--completion-key <field>', 'the data\'s field holding the completion (default "completion")')
+    .option('--messages-key <field>', 'the data\'s field holding a conversation (default "messages")')
+    .option('--text-key <field>', 'the data\'s field holding plain text (default "text")')
+    .action(async (flags: TrainFlags, cmd: Command) => {
+      const peft = flags.config !== undefined ? applyConfigFile(flags, cmd) : {};
+      for (const k of ['model', 'data', 'out'] as const) {
+        if (flags[k] === undefined) throw new CliError(`--${k} is required (as a flag or as "${k}:" in --config)`);
+      }
+      await runTrain(flags, peft);
     });
+}
+
+/**
+ * Fills `flags` from --config where the command line did not give the option (CLI flags override
+ * the file), parsing each value with the flag's own parser; returns the file's "peft" section.
+ */
+function applyConfigFile(flags: TrainFlags, cmd: Command): Record<string, unknown> {
+  const options = cmd.options.filter((o) => o.long !== '--config');
+  const keys = options.map((o) => o.long!.replace(/^--(no-)?/, ''));
+  const cfg = readRunConfig(flags.config!, keys);
+  const target = flags as unknown as Record<string, unknown>;
+  for (const [attr, value] of Object.entries(cfg.options)) {
+    const opt = options.find((o) => o.attributeName() === attr)!;
+    if (cmd.getOptionValueSource(attr) === 'cli') continue;
+    const key = opt.long!.replace(/^--(no-)?/, '');
+    if (opt.isBoolean() || opt.negate) {
+      if (typeof value !== 'boolean') throw new RunConfigError(`${cfg.file}: "${key}" must be true or false, found ${JSON.stringify(value)}`);
+      target[attr] = value;
+      continue;
+    }
+    const text = asFlagText(key, value, cfg.file);
+    if (opt.argChoices && !opt.argChoices.includes(text)) throw new RunConfigError(`${cfg.file}: "${key}" must be one of ${opt.argChoices.join(', ')}, found "${text}"`);
+    try {
+      target[attr] = opt.parseArg ? opt.parseArg(text, undefined) : text;
+    } catch (e) {
+      throw new RunConfigError(`${cfg.file}: "${key}": ${(e as Error).message}`);
+    }
+  }
+  return cfg.peft;
+}
+
+/** A metrics.jsonl record as TensorBoard scalars, named as transformers' TensorBoardCallback names them. */
+function tensorBoardScalars(r: MetricRecord): Record<string, number> {
+  if (r.kind === 'train') return { 'train/loss': r.loss, 'train/learning_rate': r.learning_rate, 'train/grad_norm': r.grad_norm, 'train/tokens_per_second': r.tokens_per_second, 'train/epoch': r.epoch };
+  const s: Record<string, number> = { 'eval/loss': r.eval_loss };
+  if (r.eval_perplexity !== undefined) s['eval/perplexity'] = r.eval_perplexity;
+  if (r.eval_accuracy !== undefined) s['eval/accuracy'] = r.eval_accuracy;
+  return s;
+}
+
+/** The fields the method's adapter_config.json holds: the preset's and those a saved adapter writes. */
+async function peftFieldsOf(f: TrainFlags, model: PretrainedModel): Promise<string[]> {
+  const { preset } = presetOf(f.method);
+  const fields = new Set(Object.keys(preset.trainFields ?? preset.fields));
+  const adapted = await createAdapter(model, { ...(preset.trainFields ?? preset.fields) }, { seed: f.seed });
+  const dir = await mkdtemp(join(tmpdir(), 'peft-fields-'));
+  try {
+    await adapted.savePretrained(dir);
+    const file = join(dir, 'adapter_config.json');
+    if (existsSync(file)) {
+      const saved = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+      for (const k of Object.keys(saved)) fields.add(k);
+      if (saved.config && typeof saved.config === 'object') for (const k of Object.keys(saved.config)) fields.add(k);
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  return [...fields];
 }
 
 /** The methods whose preset takes a flag, for the help text. */
@@ -159,6 +253,7 @@ function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer, virtual: nu
   return Math.min(1024, tokenizer.modelMaxLength ?? Infinity, (model.config.maxPositionEmbeddings || Infinity) - virtual);
 }
 
+/** The method's preset fields, the method flags given, and the task of the model. */
 /**
  * --target as a config takes it: "all-linear" is peft's shorthand only as a string (every linear
  * layer but the output head); a list names modules. Full fine-tuning selects weights by module
@@ -172,10 +267,9 @@ function targetModules(f: TrainFlags, model: PretrainedModel, peftType: unknown)
   return resolveTargetModules(model, { targetModules: 'all-linear', taskType: model.task === 'seq-cls' ? 'SEQ_CLS' : 'CAUSAL_LM' } as LoraConfig);
 }
 
-/** The method's preset fields, the method flags given, and the task of the model. */
-async function adapt(f: TrainFlags, model: PretrainedModel): Promise<AdaptedModel> {
+async function adapt(f: TrainFlags, model: PretrainedModel, peft: Record<string, unknown> = {}): Promise<AdaptedModel> {
   const { preset } = presetOf(f.method);
-  const fields: Record<string, unknown> = { ...(preset.trainFields ?? preset.fields) };
+  const fields: Record<string, unknown> = { ...(preset.trainFields ?? preset.fields), ...peft };
   for (const [flag, field] of Object.entries(preset.flags ?? {}) as [TrainFlag, string][]) {
     if (f[flag] !== undefined) fields[field] = flag === 'target' ? targetModules(f, model, fields.peft_type) : f[flag];
   }
@@ -184,8 +278,12 @@ async function adapt(f: TrainFlags, model: PretrainedModel): Promise<AdaptedMode
   return createAdapter(model, fields, { seed: f.seed });
 }
 
-async function runTrain(f: TrainFlags): Promise<void> {
+async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Promise<void> {
   checkFlags(f);
+  if (Object.keys(peft).length && f.method === 'full') throw new RunConfigError(`${f.config}: full fine-tuning has no adapter_config.json; remove the "peft" section or choose another method`);
+  if (peft.peft_type !== undefined && peft.peft_type !== presetOf(f.method).tuner.peftType) {
+    throw new RunConfigError(`${f.config}: peft.peft_type is ${String(peft.peft_type)} but method ${f.method} is ${presetOf(f.method).tuner.peftType}; set "method" to match or drop peft_type`);
+  }
   const say = (s: string) => process.stderr.write(`${s}\n`);
   const dir = await resolveModelDir(f.model);
   // The output folder is checked (never a model or adapter the run did not write, nor one another
@@ -194,6 +292,7 @@ async function runTrain(f: TrainFlags): Promise<void> {
   const quantize = f.quantize ?? (presetOf(f.method).preset.quantizedBase ? 'nf4' : undefined);
   const model = await loadModel(dir, quantize ? { quantization: { bits: 4, type: quantize as 'nf4' | 'fp4', doubleQuant: true, blockSize: 64 } } : {});
   if (quantize) say(`base held 4-bit (${quantize}, double quantization): ${model.weights.quantizedNames().length} linear weights, ${(model.weights.heldBytes() / 2 ** 20).toFixed(1)} MiB of frozen weights`);
+  if (Object.keys(peft).length) checkPeftFields(peft, await peftFieldsOf(f, model), f.method, f.config!);
   const tokenizer = await Tokenizer.fromDir(dir);
   const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId;
   if (padId === undefined) throw new CliError(`the tokenizer in ${dir} has neither a pad nor an EOS token; set "pad_token" in tokenizer_config.json`);
@@ -225,9 +324,10 @@ async function runTrain(f: TrainFlags): Promise<void> {
         (evalExamples ? `, ${evalExamples.length} for evaluation` : ', no evaluation set'),
     );
   } else {
-    const train = await loadDataset(f.data, tokenizer, { chatTemplate });
+    const keys = { prompt: f.promptKey, completion: f.completionKey, messages: f.messagesKey, text: f.textKey };
+    const train = await loadDataset(f.data, tokenizer, { chatTemplate, keys, maxExamples: f.maxExamples });
     let trainRows = train.examples;
-    let evalRows = f.evalData ? (await loadDataset(f.evalData, tokenizer, { chatTemplate })).examples : undefined;
+    let evalRows = f.evalData ? (await loadDataset(f.evalData, tokenizer, { chatTemplate, keys })).examples : undefined;
     if (!f.evalData && f.evalSplit !== undefined) ({ train: trainRows, eval: evalRows } = splitForEval(trainRows, f.evalSplit, f.seed));
     const prepared = prepareExamples(trainRows, { maxLength, packing: f.packing, file: f.data });
     const preparedEval = evalRows ? prepareExamples(evalRows, { maxLength, packing: f.packing, file: f.evalData ?? f.data }) : undefined;
@@ -240,12 +340,17 @@ async function runTrain(f: TrainFlags): Promise<void> {
     evalExamples = preparedEval?.examples;
   }
 
-  const adapted = await adapt(f, model);
+  const adapted = await adapt(f, model, peft);
   let trainable = 0;
   for (const t of adapted.parameters().values()) trainable += t.data.length;
   const total = model.weights.numel();
   say(`${adapted.peftType}: ${trainable.toLocaleString('en-US')} trainable parameters of ${total.toLocaleString('en-US')} (${((100 * trainable) / total).toFixed(3)}%)`);
 
+  f.runName ??= new Date().toISOString().replace(/[:.]/g, '-');
+  if (!/^[A-Za-z0-9._-]{1,100}$/.test(f.runName)) throw new CliError(`--run-name "${f.runName}" must be 1-100 letters, digits, '.', '_' or '-' (it names a folder)`);
+  // TensorBoard's writer starts once the trainer has claimed --out (it creates the folder)
+  let tensorboard: TensorBoardWriter | undefined;
+  const wantTensorboard = f.reportTo.includes('tensorboard');
   const steps = totalStepsFor(trainExamples.length, { maxSteps: f.steps, epochs: f.epochs, batchSize: f.batch, gradAccum: f.gradAccum });
   const progress = progressFor(process.stderr, f.logEvery);
   const trainer = new Trainer(adapted, trainExamples, evalExamples, {
@@ -270,6 +375,16 @@ async function runTrain(f: TrainFlags): Promise<void> {
     tokenizerDir: dir, // saved next to the adapter, as transformers' Trainer does
     progress,
     runtime: { threads: f.threads, gradientCheckpointing: f.gradientCheckpointing },
+    onRecord: wantTensorboard
+      ? (r) => {
+          if (!tensorboard) {
+            const tbDir = join(f.out, 'runs', f.runName!);
+            mkdirSync(tbDir, { recursive: true });
+            tensorboard = new TensorBoardWriter(tbDir);
+          }
+          tensorboard.add(r.step, tensorBoardScalars(r));
+        }
+      : undefined,
   });
 
   let interrupts = 0;
@@ -289,6 +404,11 @@ async function runTrain(f: TrainFlags): Promise<void> {
       process.exitCode = 130;
       return;
     }
+    // the run as resolved (file, defaults and flags together): `peft train --config run_config.json` repeats it
+    const { config: _file, resume: _resume, overwrite: _overwrite, ...resolved } = f;
+    void [_file, _resume, _overwrite];
+    const runConfig = { ...resolved, ...(Object.keys(peft).length ? { peft } : {}) };
+    await writeFileAtomic(join(f.out, 'run_config.json'), `${JSON.stringify(runConfig, null, 2)}\n`);
     const evalText = r.initialEvalLoss !== undefined && r.finalEvalLoss !== undefined ? `; eval loss ${r.initialEvalLoss.toFixed(4)} -> ${r.finalEvalLoss.toFixed(4)}` : r.finalEvalLoss !== undefined ? `; eval loss ${r.finalEvalLoss.toFixed(4)}` : '';
     const saved = presetOf(f.method).tuner.saves ?? 'adapter';
     const accText =

@@ -2,16 +2,16 @@
 // hyperparameters as GGUF metadata, and each state-dict tensor's GGUF name and layout. Follows
 // llama.cpp's convert_hf_to_gguf.py: Llama and Mistral are the "llama" architecture, whose
 // rotary embedding pairs interleaved dims (rope type NORM), so q_proj/k_proj rows are permuted
-// from transformers' rotate-half order; Qwen2 ("qwen2") uses the NEOX order and is kept as stored.
+// from transformers' rotate-half order; Qwen2 and Qwen3 use the NEOX order and are kept as stored.
 
 import type { PretrainedModel } from '../../models/types.js';
-import { ropeInvFreq } from '../../models/llama.js';
+import { ropeFrequencies } from '../../models/rope.js';
 import { ExportError } from '../errors.js';
 import { type MetaValue, f32, str, u32 } from './writer.js';
 
 export interface GgufArch {
   /** general.architecture */
-  name: 'llama' | 'qwen2';
+  name: 'llama' | 'qwen2' | 'qwen3';
   /** q/k rows permuted to llama.cpp's interleaved rotary order */
   permuteQK: boolean;
 }
@@ -21,6 +21,8 @@ export const GGUF_ARCHITECTURES: Record<string, GgufArch> = {
   llama: { name: 'llama', permuteQK: true },
   mistral: { name: 'llama', permuteQK: true },
   qwen2: { name: 'qwen2', permuteQK: false },
+  // per-head q/k RMSNorm before the rotary embedding (attn_q_norm / attn_k_norm)
+  qwen3: { name: 'qwen3', permuteQK: false },
 };
 
 export function ggufArchOf(model: PretrainedModel, flag: string): GgufArch {
@@ -70,8 +72,9 @@ export function archMetadata(model: PretrainedModel, arch: GgufArch): Map<string
 export function ropeFreqs(model: PretrainedModel): Float32Array | undefined {
   const c = model.config;
   if (!c.ropeScaling || c.ropeScaling.ropeType !== 'llama3') return undefined;
-  const scaled = ropeInvFreq(c, c.headDim).invFreq;
-  const plain = ropeInvFreq({ ...c, ropeScaling: undefined } as typeof c, c.headDim).invFreq;
+  const spec = { theta: c.ropeTheta ?? 10000, rotaryDim: c.headDim, maxPositionEmbeddings: c.maxPositionEmbeddings };
+  const scaled = ropeFrequencies({ ...spec, scaling: c.ropeScaling }).invFreq;
+  const plain = ropeFrequencies(spec).invFreq;
   return Float32Array.from(plain, (f, i) => f / scaled[i]!);
 }
 
@@ -86,6 +89,8 @@ const LAYER_TENSORS: Record<string, string> = {
   'self_attn.k_proj.bias': 'attn_k.bias',
   'self_attn.v_proj.bias': 'attn_v.bias',
   'self_attn.o_proj.bias': 'attn_output.bias',
+  'self_attn.q_norm.weight': 'attn_q_norm.weight',
+  'self_attn.k_norm.weight': 'attn_k_norm.weight',
   'mlp.gate_proj.weight': 'ffn_gate.weight',
   'mlp.up_proj.weight': 'ffn_up.weight',
   'mlp.down_proj.weight': 'ffn_down.weight',

@@ -3,10 +3,8 @@
 
 import { basename } from 'node:path';
 import type { PretrainedModel } from '../../models/types.js';
-import { readAdapterConfigFile } from '../../tuners/lora/save.js';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { readSafetensors, toFloat32 } from '../../io/safetensors.js';
+import { LoraModel } from '../../tuners/lora/model.js';
+import type { AdaptedModel } from '../../tuners/types.js';
 import { ExportError } from '../errors.js';
 import { archMetadata, ggufArchOf, ggufTensorName, permuteRotaryRows, qkHeads, ropeFreqs } from './llama.js';
 import { tokenizerMetadata } from './tokenizer.js';
@@ -53,75 +51,50 @@ export async function ggufModel(model: PretrainedModel, modelDir: string, type: 
   return encodeGguf(meta, tensors);
 }
 
-const LORA_TENSOR = /^(?:base_model\.model\.)?(.+)\.lora_([AB])\.weight$/;
-
 /**
  * A LoRA adapter as a GGUF adapter: A [r, in] as `<tensor>.lora_a` and B [out, r] as `.lora_b`
  * (ggml ne [in, r] and [r, out], what llama.cpp checks against the base tensor), q/k B rows in
  * the same rotary order as the base GGUF. llama.cpp scales every pair by adapter.lora.alpha / r;
  * where peft's scale differs (rsLoRA, per-module rank or alpha patterns) B carries the difference.
+ * `adapted` is the adapter loaded on `base` (so every per-module rank, alpha and shape is peft's).
  */
-export async function ggufLora(base: PretrainedModel, adapterDir: string): Promise<{ chunks: Uint8Array[]; alpha: number; tensors: number }> {
+export function ggufLora(base: PretrainedModel, adapted: AdaptedModel, adapterDir: string): { chunks: Uint8Array[]; alpha: number; tensors: number } {
   const arch = ggufArchOf(base, '--format gguf-lora');
-  const config = await readAdapterConfigFile(adapterDir);
-  const where = `${adapterDir}/adapter_config.json`;
-  if (config.peft_type !== 'LORA') throw new ExportError(`${adapterDir} is a ${String(config.peft_type)} adapter; a GGUF adapter holds LoRA only: export the merged model with --format gguf`);
-  if (config.use_dora === true) throw new ExportError(`${adapterDir} is a DoRA adapter (use_dora), which llama.cpp cannot apply as LoRA; export the merged model with --format gguf`);
-  if (config.bias !== undefined && config.bias !== 'none') throw new ExportError(`${adapterDir} trains biases (bias "${String(config.bias)}"), which a GGUF LoRA cannot hold; export the merged model with --format gguf`);
-  const mts = config.modules_to_save;
-  if (Array.isArray(mts) && mts.length > 0) throw new ExportError(`${adapterDir} saves whole modules (modules_to_save ${JSON.stringify(mts)}), which a GGUF LoRA cannot hold; export the merged model with --format gguf`);
-  if (config.use_rslora !== true && config.use_rslora !== false && config.use_rslora !== undefined) throw new ExportError(`${where}: use_rslora must be true or false`);
-  const r0 = Number(config.r);
-  const alpha0 = Number(config.lora_alpha ?? 8);
-  const rankPattern = (config.rank_pattern ?? {}) as Record<string, number>;
-  const alphaPattern = (config.alpha_pattern ?? {}) as Record<string, number>;
-  const pick = (pattern: Record<string, number>, module: string, dflt: number) => {
-    const key = Object.keys(pattern).find((k) => module === k || module.endsWith(`.${k}`) || new RegExp(`(^|\\.)${k}$`).test(module));
-    return key === undefined ? dflt : Number(pattern[key]);
-  };
-
-  const file = join(adapterDir, 'adapter_model.safetensors');
-  if (!existsSync(file)) throw new ExportError(`${adapterDir} has no adapter_model.safetensors`);
-  const pairs = new Map<string, { A?: Float32Array; B?: Float32Array; aShape?: number[]; bShape?: number[] }>();
-  for (const [name, t] of await readSafetensors(file)) {
-    const m = LORA_TENSOR.exec(name);
-    if (!m) throw new ExportError(`${adapterDir}: tensor ${name} is not a LoRA A/B weight of a linear layer (embedding LoRA and other extras have no GGUF adapter form); export the merged model with --format gguf`);
-    const p = pairs.get(m[1]!) ?? {};
-    if (m[2] === 'A') [p.A, p.aShape] = [toFloat32(t), [...t.shape]];
-    else [p.B, p.bShape] = [toFloat32(t), [...t.shape]];
-    pairs.set(m[1]!, p);
+  if (!(adapted instanceof LoraModel)) throw new ExportError(`${adapterDir} is a ${adapted.peftType} adapter; a GGUF adapter holds LoRA only: export the merged model with --format gguf`);
+  const a = adapted.adapter(adapted.activeAdapter!);
+  const c = a.config;
+  const merged = '; export the merged model with --format gguf';
+  if (c.useDora) throw new ExportError(`${adapterDir} is a DoRA adapter (use_dora), which llama.cpp cannot apply as LoRA${merged}`);
+  if (c.bias !== 'none') throw new ExportError(`${adapterDir} trains biases (bias "${c.bias}"), which a GGUF LoRA cannot hold${merged}`);
+  if (a.modulesToSave.length > 0 || a.overrides.size > 0) {
+    throw new ExportError(`${adapterDir} replaces whole base weights (modules_to_save ${JSON.stringify(a.modulesToSave)}), which a GGUF LoRA cannot hold${merged}`);
   }
+  if (typeof c.initLoraWeights === 'string' && /pissa|olora|corda|loftq|eva/i.test(c.initLoraWeights)) {
+    throw new ExportError(`${adapterDir} was initialized with ${c.initLoraWeights}, which changes the base weights it applies to${merged}`);
+  }
+  const alpha0 = c.loraAlpha;
   const meta = new Map<string, MetaValue>();
   meta.set('general.architecture', str(arch.name));
   meta.set('general.type', str('adapter'));
   meta.set('general.name', str(basename(adapterDir)));
   meta.set('adapter.type', str('lora'));
   meta.set('adapter.lora.alpha', f32(alpha0));
+  const tied = base.weights.isAlias('lm_head.weight') || base.config.tieWordEmbeddings;
   const tensors: GgufTensor[] = [];
-  for (const [module, p] of [...pairs].sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true }))) {
-    if (!p.A || !p.B) throw new ExportError(`${adapterDir}: ${module} has lora_${p.A ? 'B' : 'A'} missing`);
+  for (const [module, m] of a.modules) {
     const hf = `${module}.weight`;
-    if (hf === 'lm_head.weight' && (base.weights.isAlias('lm_head.weight') || base.config.tieWordEmbeddings)) {
-      throw new ExportError(`${adapterDir} adapts lm_head, which this model ties to its embedding (llama.cpp has no separate output tensor to apply it to); export the merged model with --format gguf`);
-    }
+    if (hf === 'lm_head.weight' && tied) throw new ExportError(`${adapterDir} adapts lm_head, which this model ties to its embedding (llama.cpp has no separate output tensor to apply it to)${merged}`);
     const gg = ggufTensorName(hf);
-    if (!gg || !base.expectedWeights().includes(hf) && hf !== 'lm_head.weight') throw new ExportError(`${adapterDir}: ${module} is not a linear layer of ${base.dir} that llama.cpp names; export the merged model with --format gguf`);
-    const [out, inF] = base.weights.shapeOf(hf) as [number, number];
-    const r = p.aShape![0]!;
-    if (p.aShape![1] !== inF || p.bShape![0] !== out || p.bShape![1] !== r) {
-      throw new ExportError(`${adapterDir}: ${module} has A [${p.aShape}] and B [${p.bShape}], which do not fit its weight [${out}, ${inF}]; is --model the base this adapter was trained on?`);
-    }
-    const rank = pick(rankPattern, module, r0);
-    const alpha = pick(alphaPattern, module, alpha0);
-    if (rank !== r) throw new ExportError(`${adapterDir}: ${module} has rank ${r} but the config gives ${rank}`);
-    const scale = config.use_rslora === true ? alpha / Math.sqrt(r) : alpha / r;
+    if (!gg || m.spec.layout !== 'linear' || hf === 'model.embed_tokens.weight') throw new ExportError(`${adapterDir} adapts ${module}, which has no GGUF LoRA form${merged}`);
+    const { r, scaling } = m;
     const applied = alpha0 !== 0 ? alpha0 / r : 1;
-    let B = p.B;
-    if (Math.abs(scale - applied) > 1e-7 * Math.abs(scale)) B = Float32Array.from(B, (x) => (x * scale) / applied);
+    let B = m.B.data;
+    if (Math.abs(scaling - applied) > 1e-7 * Math.abs(scaling)) B = Float32Array.from(B, (x) => (x * scaling) / applied);
     const heads = arch.permuteQK ? qkHeads(hf, base) : undefined;
     if (heads !== undefined) B = permuteRotaryRows(B, heads, r);
-    tensors.push({ name: `${gg}.lora_a`, shape: [r, inF], type: GgmlType.F32, data: new Uint8Array(p.A.buffer, p.A.byteOffset, p.A.byteLength) });
-    tensors.push({ name: `${gg}.lora_b`, shape: [out, r], type: GgmlType.F32, data: new Uint8Array(B.buffer, B.byteOffset, B.byteLength) });
+    const A = m.A.data;
+    tensors.push({ name: `${gg}.lora_a`, shape: [r, m.spec.inFeatures], type: GgmlType.F32, data: new Uint8Array(A.buffer, A.byteOffset, A.byteLength) });
+    tensors.push({ name: `${gg}.lora_b`, shape: [m.spec.outFeatures, r], type: GgmlType.F32, data: new Uint8Array(B.buffer, B.byteOffset, B.byteLength) });
   }
   if (tensors.length === 0) throw new ExportError(`${adapterDir} holds no LoRA tensors`);
   return { chunks: encodeGguf(meta, tensors), alpha: alpha0, tensors: tensors.length / 2 };

@@ -79,7 +79,8 @@ test('Ctrl-C before step 1: starting again without --resume works (and --resume 
     let sent = false;
     child.stderr.on('data', (d) => {
       stderr += d;
-      if (!sent && /trainable parameters/.test(stderr)) {
+      // the first line of the training loop: Ctrl-C handling is set up, the untrained model is being evaluated
+      if (!sent && /training for 3 steps/.test(stderr)) {
         sent = true;
         child.kill('SIGINT');
       }

@@ -439,6 +439,7 @@ export class Trainer {
           throw new TrainError(`the gradient norm is ${gradNorm} at step ${step + 1} (the loss was finite); training stopped without applying it, and ${lastGood()}`);
         }
         optimizer.step(params, acc!, { lr, decay });
+        this.model.afterOptimizerStep?.(step, acc!);
         step += 1;
         tokensSeen += tokens;
         finalLoss = lossSum / o.gradAccum;

@@ -10,7 +10,6 @@ import { checkOutputDir, markOutputDir } from '../../io/outdir.js';
 import { type Command, InvalidArgumentError } from 'commander';
 import { resolveModelDir } from '../../io/hub.js';
 import { loadModel } from '../../models/load.js';
-import type { PretrainedModel } from '../../models/types.js';
 import { adapterPeftType, loadAdapter } from '../../tuners/load.js';
 import { tunerOf } from '../../tuners/registry.js';
 import { saveModelPretrained } from '../../tuners/lora/index.js';

@@ -267,9 +267,10 @@ function targetModules(f: TrainFlags, model: PretrainedModel, peftType: unknown)
   return resolveTargetModules(model, { targetModules: 'all-linear', taskType: model.task === 'seq-cls' ? 'SEQ_CLS' : 'CAUSAL_LM' } as LoraConfig);
 }
 
-async function adapt(f: TrainFlags, model: PretrainedModel, peft: Record<string, unknown> = {}): Promise<AdaptedModel> {
+async function adapt(f: TrainFlags, model: PretrainedModel, steps: number, peft: Record<string, unknown> = {}): Promise<AdaptedModel> {
   const { preset } = presetOf(f.method);
   const fields: Record<string, unknown> = { ...(preset.trainFields ?? preset.fields), ...peft };
+  if (preset.stepsField && (fields[preset.stepsField] ?? null) === null) fields[preset.stepsField] = steps;
   for (const [flag, field] of Object.entries(preset.flags ?? {}) as [TrainFlag, string][]) {
     if (f[flag] !== undefined) fields[field] = flag === 'target' ? targetModules(f, model, fields.peft_type) : f[flag];
   }
@@ -340,7 +341,8 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
     evalExamples = preparedEval?.examples;
   }
 
-  const adapted = await adapt(f, model, peft);
+  const steps = totalStepsFor(trainExamples.length, { maxSteps: f.steps, epochs: f.epochs, batchSize: f.batch, gradAccum: f.gradAccum });
+  const adapted = await adapt(f, model, steps, peft);
   let trainable = 0;
   for (const t of adapted.parameters().values()) trainable += t.data.length;
   const total = model.weights.numel();
@@ -351,7 +353,6 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
   // TensorBoard's writer starts once the trainer has claimed --out (it creates the folder)
   let tensorboard: TensorBoardWriter | undefined;
   const wantTensorboard = f.reportTo.includes('tensorboard');
-  const steps = totalStepsFor(trainExamples.length, { maxSteps: f.steps, epochs: f.epochs, batchSize: f.batch, gradAccum: f.gradAccum });
   const progress = progressFor(process.stderr, f.logEvery);
   const trainer = new Trainer(adapted, trainExamples, evalExamples, {
     outputDir: f.out,

@@ -35,6 +35,8 @@ export interface EvalRecord {
   eval_accuracy?: number;
   /** classification: examples evaluated */
   eval_examples?: number;
+  /** extra metrics (TrainerOptions.evalMetrics), e.g. eval_exact from generation */
+  [metric: `eval_${string}`]: number | undefined;
 }
 
 export type MetricRecord = TrainRecord | EvalRecord;

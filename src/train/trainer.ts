@@ -64,6 +64,16 @@ export interface TrainerOptions {
   progress?: ProgressReporter;
   /** called after every optimizer step (tests use it to stop a run part-way) */
   onStep?: (record: TrainRecord) => void | Promise<void>;
+  /** extra metrics computed at every evaluation (e.g. a task metric by generation), stored in the eval record as eval_<name> */
+  evalMetrics?: () => Promise<Record<string, number>>;
+  /** the eval record field that picks the best model (default eval_loss) */
+  metricForBestModel?: string;
+  /** higher metricForBestModel is better (default: false for a loss, true otherwise) */
+  greaterIsBetter?: boolean;
+  /** keep the adapter of the best evaluation in <outputDir>/best (default: when earlyStoppingPatience is set) */
+  saveBest?: boolean;
+  /** stop after this many evaluations in a row without an improvement of metricForBestModel */
+  earlyStoppingPatience?: number;
   /** called with every record written to metrics.jsonl (train steps and evaluations), e.g. to mirror them to TensorBoard */
   onRecord?: (record: MetricRecord) => void | Promise<void>;
   /** runtime options for the step sessions */
@@ -97,11 +107,18 @@ export interface TrainResult {
   finalEvalAccuracy?: number;
   /** the last checkpoint this run wrote */
   lastCheckpoint?: string;
+  /** stopped by early stopping (earlyStoppingPatience evaluations without improvement) */
+  earlyStopped?: boolean;
+  /** the best evaluation by metricForBestModel, when tracked */
+  best?: { step: number; metric: string; value: number };
   metrics: MetricRecord[];
 }
 
-type Resolved = Required<Omit<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'onRecord' | 'runtime' | 'progress'>> &
-  Pick<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'onRecord' | 'runtime'> & { progress: ProgressReporter };
+type Optional = 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'onRecord' | 'runtime' | 'evalMetrics' | 'metricForBestModel' | 'greaterIsBetter' | 'saveBest' | 'earlyStoppingPatience';
+type Resolved = Required<Omit<TrainerOptions, Optional | 'progress'>> & Pick<TrainerOptions, Optional> & { progress: ProgressReporter };
+
+/** The folder under the output folder that holds the best evaluation's adapter. */
+export const BEST_DIR = 'best';
 
 function positiveInt(name: string, v: number): void {
   if (!(Number.isInteger(v) && v > 0)) throw new TrainError(`${name} must be a positive integer, got ${v}`);
@@ -346,6 +363,25 @@ export class Trainer {
       await metrics.append(r);
       if (o.onRecord) await o.onRecord(r);
     };
+    // the best evaluation so far and evaluations since it, rebuilt from the history on resume
+    const bestMetric = o.metricForBestModel ?? 'eval_loss';
+    const greater = o.greaterIsBetter ?? !/loss|perplexity/.test(bestMetric);
+    const trackBest = o.saveBest === true || o.earlyStoppingPatience !== undefined || o.metricForBestModel !== undefined;
+    let best: { step: number; value: number } | undefined;
+    let sinceBest = 0;
+    let earlyStopped = false;
+    const noteEval = (r: EvalRecord): boolean => {
+      const v = (r as unknown as Record<string, unknown>)[bestMetric];
+      if (typeof v !== 'number' || !Number.isFinite(v)) return false;
+      if (best === undefined || (greater ? v > best.value : v < best.value)) {
+        best = { step: r.step, value: v };
+        sinceBest = 0;
+        return true;
+      }
+      sinceBest += 1;
+      return false;
+    };
+    if (trackBest) for (const m of this.history) if (m.kind === 'eval') noteEval(m);
     const runEval = async (): Promise<void> => {
       if (!evalStep) return;
       const e = await this.evaluate(evalStep);
@@ -353,9 +389,19 @@ export class Trainer {
         e.accuracy !== undefined
           ? { kind: 'eval', step, epoch: stream.epochProgress, eval_loss: e.loss, eval_accuracy: e.accuracy, eval_examples: e.tokens }
           : { kind: 'eval', step, epoch: stream.epochProgress, eval_loss: e.loss, eval_perplexity: e.perplexity, eval_tokens: e.tokens };
+      if (o.evalMetrics) for (const [k, v] of Object.entries(await o.evalMetrics())) r[`eval_${k}`] = v;
+      if (trackBest && !(bestMetric in r)) throw new TrainError(`the metric for the best model, ${bestMetric}, is not among this run's eval metrics (${Object.keys(r).filter((k) => k.startsWith('eval_')).join(', ')})`);
       await record(r);
       o.progress.eval(r);
       lastEvalStep = step;
+      if (trackBest) {
+        const improved = noteEval(r);
+        if (improved && (o.saveBest ?? o.earlyStoppingPatience !== undefined)) await this.model.savePretrained(join(out, BEST_DIR));
+        if (o.earlyStoppingPatience !== undefined && sinceBest >= o.earlyStoppingPatience) {
+          earlyStopped = true;
+          o.progress.message(`early stopping: ${bestMetric} has not improved for ${sinceBest} evaluations (best ${best!.value.toFixed(4)} at step ${best!.step})`);
+        }
+      }
     };
     const checkpoint = async (): Promise<void> => {
       lastCheckpoint = await saveCheckpoint(
@@ -380,7 +426,7 @@ export class Trainer {
     let finalLoss: number | undefined;
     try {
       if (o.evalAtStart && step === 0) await runEval();
-      while (step < totalSteps && !this.stop) {
+      while (step < totalSteps && !this.stop && !earlyStopped) {
         const ts = performance.now();
         const lr = schedule.lrAt(step);
         let acc: Map<string, Float32Array> | undefined;
@@ -430,7 +476,7 @@ export class Trainer {
         if (o.saveEvery > 0 && step % o.saveEvery === 0 && step < totalSteps) await checkpoint();
         if (o.onStep) await o.onStep(r);
       }
-      const interrupted = step < totalSteps;
+      const interrupted = step < totalSteps && !earlyStopped;
       if (interrupted) {
         if (step > startStep) await checkpoint();
         o.progress.stop();
@@ -456,6 +502,8 @@ export class Trainer {
         initialEvalAccuracy: evals.find((e) => e.step === 0)?.eval_accuracy,
         finalEvalAccuracy: evals.length ? evals[evals.length - 1]!.eval_accuracy : undefined,
         lastCheckpoint,
+        ...(earlyStopped ? { earlyStopped } : {}),
+        ...(trackBest && best ? { best: { step: best.step, metric: bestMetric, value: best.value } } : {}),
         metrics: [...this.history],
       };
     } finally {

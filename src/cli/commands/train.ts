@@ -13,6 +13,8 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import { writeAtomically } from '../../io/safetensors/write.js';
 import { RunConfigError, asFlagText, checkPeftFields, readRunConfig } from '../../train/runconfig.js';
 import { TensorBoardWriter } from '../../train/tfevents.js';
+import { EVAL_METRICS, type EvalMetric, evalRows, evaluateRows } from '../../tasks/eval.js';
+import { readJsonl } from '../../train/data.js';
 import type { MetricRecord } from '../../train/metrics.js';
 import { mkdirSync } from 'node:fs';
 import { resolveModelDir } from '../../io/hub.js';
@@ -71,6 +73,10 @@ interface TrainFlags {
   completionKey?: string;
   messagesKey?: string;
   textKey?: string;
+  evalMetric?: Exclude<EvalMetric, 'perplexity'>;
+  metricForBestModel?: string;
+  earlyStoppingPatience?: number;
+  saveBest?: boolean;
 }
 
 const REPORTERS = ['jsonl', 'tensorboard'] as const;
@@ -146,6 +152,10 @@ export function register(program: Command): void {
     .option('--completion-key <field>', 'the data\'s field holding the completion (default "completion")')
     .option('--messages-key <field>', 'the data\'s field holding a conversation (default "messages")')
     .option('--text-key <field>', 'the data\'s field holding plain text (default "text")')
+    .addOption(new Option('--eval-metric <name>', 'also score --eval-data by greedy generation at every evaluation (the first 200 rows; stops at a newline when no reference has one), logged as eval_<name>').choices(EVAL_METRICS.filter((m) => m !== 'perplexity')))
+    .option('--metric-for-best-model <field>', 'eval record field that picks the best model (default: eval_<--eval-metric>, else eval_loss)')
+    .option('--save-best', 'keep the adapter of the best evaluation in --out/best (implied by --early-stopping-patience)')
+    .option('--early-stopping-patience <n>', 'stop after n evaluations in a row without improvement of the best-model metric', intArg('--early-stopping-patience', 1))
     .action(async (flags: TrainFlags, cmd: Command) => {
       const peft = flags.config !== undefined ? applyConfigFile(flags, cmd) : {};
       for (const k of ['model', 'data', 'out'] as const) {
@@ -353,6 +363,24 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
   // TensorBoard's writer starts once the trainer has claimed --out (it creates the folder)
   let tensorboard: TensorBoardWriter | undefined;
   const wantTensorboard = f.reportTo.includes('tensorboard');
+  // --eval-metric: generation-scored rows of --eval-data, decoded at every evaluation with the adapter as it is then
+  let evalMetrics: (() => Promise<Record<string, number>>) | undefined;
+  if (f.evalMetric !== undefined) {
+    if (classifier) throw new CliError('--eval-metric scores generations; a sequence classifier already reports eval accuracy');
+    if (f.evalData === undefined) throw new CliError('--eval-metric needs --eval-data with {"prompt","completion"} or {"messages"} rows to generate from');
+    const metric = f.evalMetric;
+    const records = (await readJsonl(f.evalData)).slice(0, 200);
+    const rows = evalRows(records, tokenizer, metric, { promptKey: f.promptKey, completionKey: f.completionKey, messagesKey: f.messagesKey }, f.evalData);
+    const stopStrings = rows.some((r) => r.reference.includes('\n')) ? [] : ['\n'];
+    evalMetrics = async () => ({ [metric]: (await evaluateRows(adapted, tokenizer, rows, { metric, stopStrings, runtime: { threads: f.threads } })).score });
+  }
+  if ((f.earlyStoppingPatience !== undefined || f.saveBest || f.metricForBestModel !== undefined) && f.evalData === undefined && f.evalSplit === undefined) {
+    throw new CliError('--early-stopping-patience, --save-best and --metric-for-best-model need an evaluation set (--eval-data or --eval-split)');
+  }
+  if (f.metricForBestModel !== undefined) {
+    const logged = ['eval_loss', classifier ? 'eval_accuracy' : 'eval_perplexity', ...(f.evalMetric ? [`eval_${f.evalMetric}`] : [])];
+    if (!logged.includes(f.metricForBestModel)) throw new CliError(`--metric-for-best-model ${f.metricForBestModel} is not logged by this run; choose from ${logged.join(', ')}`);
+  }
   const progress = progressFor(process.stderr, f.logEvery);
   const trainer = new Trainer(adapted, trainExamples, evalExamples, {
     outputDir: f.out,
@@ -375,6 +403,10 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
     overwrite: f.overwrite,
     progress,
     runtime: { threads: f.threads, gradientCheckpointing: f.gradientCheckpointing },
+    evalMetrics,
+    metricForBestModel: f.metricForBestModel ?? (f.evalMetric ? `eval_${f.evalMetric}` : undefined),
+    saveBest: f.saveBest || f.earlyStoppingPatience !== undefined || undefined,
+    earlyStoppingPatience: f.earlyStoppingPatience,
     onRecord: wantTensorboard
       ? (r) => {
           if (!tensorboard) {
@@ -414,7 +446,8 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
     const saved = presetOf(f.method).tuner.saves ?? 'adapter';
     const accText =
       r.finalEvalAccuracy === undefined ? '' : r.initialEvalAccuracy !== undefined ? `; eval accuracy ${fmtAccuracy(r.initialEvalAccuracy)} -> ${fmtAccuracy(r.finalEvalAccuracy)}` : `; eval accuracy ${fmtAccuracy(r.finalEvalAccuracy)}`;
-    say(`done: ${r.globalStep} steps, final loss ${r.finalLoss?.toFixed(4)}${evalText}${accText}`);
+    say(`done: ${r.globalStep} steps${r.earlyStopped ? ' (early stopping)' : ''}, final loss ${r.finalLoss?.toFixed(4)}${evalText}${accText}`);
+    if (r.best) say(`best ${r.best.metric} ${r.best.value.toFixed(4)} at step ${r.best.step}${f.saveBest || f.earlyStoppingPatience !== undefined ? `; its adapter is in ${join(f.out, 'best')}` : ''}`);
     say(`saved the ${saved}, ${METRICS_FILE} and ${PLOT_FILE} to ${f.out}`);
   } finally {
     process.removeListener('SIGINT', onSigint);

@@ -6,13 +6,14 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { chmod, copyFile, mkdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { type Command, InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { resolveModelDir } from '../../io/hub.js';
 import { loadModel } from '../../models/load.js';
 import type { PretrainedModel } from '../../models/types.js';
 import { isAdapterHubFolder } from '../../tuners/bottleneck/index.js';
 import { loadAdapter } from '../../tuners/load.js';
-import { saveModelPretrained } from '../../tuners/lora/index.js';
+import { saveModelPretrained, savedDtype } from '../../tuners/lora/merge.js';
+import type { CheckpointDtype } from '../../nn/weights.js';
 import { adapterBaseQuantization, readAdapterConfigFile } from '../../tuners/lora/save.js';
 import type { QuantizationConfig } from '../../quant/plan.js';
 import { AdapterError, type AdaptedModel } from '../../tuners/types.js';
@@ -28,6 +29,8 @@ interface MergeFlags {
   quantize?: string;
   /** the adapter was trained on --model quantized to NF4 (bitsandbytes defaults) */
   qlora?: boolean;
+  /** dtype of the written weights (default: the base checkpoint's) */
+  dtype?: CheckpointDtype;
 }
 
 /** An adapter whose method has no weights to fold into the base model. */
@@ -79,6 +82,7 @@ export function register(program: Command): void {
     .option('--overwrite', 'replace an --out folder that is not empty')
     .option('--max-shard-size <size>', 'split model.safetensors into shards of at most this size (default 5GB, as transformers)', shardSizeArg)
     .option('--quantize <type>', 'QLoRA adapters: re-quantize the merged weights to 4-bit (nf4 or fp4, as the base) instead of writing the dequantized full-precision model')
+    .addOption(new Option('--dtype <dtype>', "dtype of the written weights, recorded in config.json (default: the base checkpoint's, so a float16/bfloat16 model stays half precision)").choices(['float32', 'float16', 'bfloat16']))
     .option('--qlora', 'the LoRA adapter was trained on --model quantized to NF4 (double quant, blocks of 64): merge into that base (recorded in adapters this tool trained)')
     .action(async (flags: MergeFlags) => {
       await runMerge(flags);
@@ -173,12 +177,13 @@ export async function runMerge(flags: MergeFlags): Promise<void> {
     );
   }
 
+  const dtype = flags.dtype ?? savedDtype(merged);
   // Nothing was written so far: every check above runs before the output folder is touched.
   const parent = dirname(out);
   await mkdir(parent, { recursive: true });
   const tmp = join(parent, `.${basename(out)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
-    await saveModelPretrained(merged, tmp, { maxShardBytes: flags.maxShardSize });
+    await saveModelPretrained(merged, tmp, { maxShardBytes: flags.maxShardSize, dtype });
     for (const f of EXTRA_FILES) {
       const src = join(modelDir, f);
       if (existsSync(src) && !existsSync(join(tmp, f))) await copyFile(src, join(tmp, f));
@@ -192,5 +197,5 @@ export async function runMerge(flags: MergeFlags): Promise<void> {
   }
   const files = readdirSync(out).sort();
   const bytes = files.reduce((n, f) => n + statSync(join(out, f)).size, 0);
-  say(`wrote ${files.join(', ')} (${(bytes / 2 ** 20).toFixed(1)} MiB) to ${flags.out}`);
+  say(`wrote ${files.join(', ')} (${(bytes / 2 ** 20).toFixed(1)} MiB, ${dtype}${flags.dtype ? '' : ' as the base checkpoint'}) to ${flags.out}`);
 }

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { Value } from '../../graph/ir.js';
 import { fromTypedArray, writeSafetensors, type RawTensor } from '../../io/safetensors.js';
 import { writeAtomically } from '../../io/safetensors/write.js';
+import { setConfigDtype } from '../../io/hfconfig.js';
 import type { ForwardArgs, ForwardResult, PretrainedModel } from '../../models/types.js';
 import type { BuildContext } from '../../nn/context.js';
 import { type AdaptedModel, AdapterError, PeftConfigError, type TrainableTensor } from '../types.js';
@@ -65,7 +66,7 @@ export class FullFineTuneModel implements AdaptedModel {
     return { trainable, total: this.base.weights.numel() };
   }
 
-  /** A Hugging Face model folder: config.json, generation_config.json when the base has one, model.safetensors. */
+  /** A Hugging Face model folder: config.json, generation_config.json when the base has one, model.safetensors (float32, recorded as the config's dtype). */
   async savePretrained(dir: string): Promise<void> {
     try {
       await mkdir(dir, { recursive: true });
@@ -78,7 +79,11 @@ export class FullFineTuneModel implements AdaptedModel {
       tensors.set(name, fromTypedArray(w.data, w.shape));
     }
     await writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
-    const config = JSON.stringify(this.base.config.raw, null, 2) + '\n';
+    // The trained weights are float32 (a bfloat16 copy would round away most fine-tuning updates),
+    // and config.json says so whatever dtype the base checkpoint was.
+    const raw = { ...this.base.config.raw };
+    setConfigDtype(raw, 'float32');
+    const config = JSON.stringify(raw, null, 2) + '\n';
     await writeAtomically(join(dir, 'config.json'), async (fh) => void (await fh.writeFile(config)));
     const gen = join(this.base.dir, 'generation_config.json');
     if (existsSync(gen)) {

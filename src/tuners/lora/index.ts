@@ -33,7 +33,7 @@ export {
 export { type LoraModuleState, type LoraVariant, PLAIN_LORA, DORA, variantFor } from './layer.js';
 export { TargetModulesNotFoundError, targetModuleMatches, isModuleToSave, resolveTargetModules, findTargets } from './targets.js';
 export { PEFT_PREFIX, type TensorSlot, tensorNames } from './save.js';
-export { type SaveModelOptions, saveModelPretrained } from './merge.js';
+export { type SaveModelOptions, saveModelPretrained, savedDtype } from './merge.js';
 export { TopSvd } from './init.js';
 
 /** peft's get_peft_model(model, LoraConfig(...), adapter_name) for LoRA; the third argument is the adapter name or options. */

@@ -8,13 +8,14 @@ export { PeftError } from './errors.js';
 export { type LoadModelOptions, loadModel, supportedArchitectures } from './models/load.js';
 export { type ModelTask, type PretrainedModel, ModelError } from './models/types.js';
 export { Tokenizer, TokenizerError, TokenizerLoadError, ChatTemplateError, MissingChatTemplateError, type ChatMessage } from './io/tokenizer.js';
-export { type HubOptions, HubError, HubOfflineError, HubNotFoundError, HubAuthError, HubHttpError, ModelPathError, resolveModelDir, snapshotDownload, hubCacheDir } from './io/hub.js';
+export { type HubOptions, HubError, HubOfflineError, HubNotFoundError, HubAuthError, HubHttpError, HubUnsafePathError, HubTimeoutError, HubSizeError, ModelPathError, resolveModelDir, snapshotDownload, hubCacheDir } from './io/hub.js';
 export { SafetensorsError, SafetensorsFile, readSafetensors, deserializeSafetensors, serializeSafetensors, writeSafetensors } from './io/safetensors.js';
 
 // adapters: any peft folder, and each method
 export { type AdaptedModel, type TrainableTensor, PeftConfigError, AdapterError, UnknownPeftTypeError, AdapterMismatchError } from './tuners/types.js';
-export { loadAdapter, createAdapter, PeftModel } from './tuners/load.js';
-export { getPeftModel, LoraModel, TargetModulesNotFoundError, type MergeAndUnloadOptions, type SaveLoraOptions } from './tuners/lora/index.js';
+export { loadAdapter, createAdapter, getPeftModel, printTrainableParameters, numParameters, PeftModel, type PeftConfig } from './tuners/load.js';
+export { registerTuner, tuners, methodNames, type Tuner, type MethodPreset } from './tuners/registry.js';
+export { LoraModel, TargetModulesNotFoundError, type MergeAndUnloadOptions, type SaveLoraOptions } from './tuners/lora/index.js';
 export { IA3Model, loadIA3 } from './tuners/ia3/index.js';
 export { PromptTuningModel, loadPromptTuning } from './tuners/prompt_tuning/index.js';
 export { PrefixTuningModel, loadPrefixTuning } from './tuners/prefix_tuning/index.js';
@@ -40,7 +41,7 @@ export { quantize4bit, dequantize4bit, type Quantized4bit, type QuantizeOptions 
 
 // bundled tasks, quickstart and method comparison
 export { runQuickstart, evaluateTask, bundledModelDir, taskDataDir, TASK_NAMES, TaskError } from './tasks/index.js';
-export { runComparison, type CompareOptions, type ComparisonReport, CompareError, COMPARE_METHODS } from './compare/index.js';
+export { runComparison, type CompareOptions, type ComparisonReport, CompareError, compareMethods } from './compare/index.js';
 
 // the engine underneath (graph IR, autodiff, ONNX Runtime sessions)
 export { Graph, type Value } from './graph/ir.js';

@@ -17,9 +17,9 @@ import { bundledTask, resolveTask } from './data.js';
 import { CompareError } from './errors.js';
 import { type FlexInput, type FlexRun, computeFlexibility, flexibilityDefinition, metricNoise, metricZero } from './flexibility.js';
 import type { BaseJob, BaseResult, CompareJob, Quality, RunSettings, TaskRef, TrainJob, TrainResult, WorkerOutput } from './job.js';
-import { type CompareMethod, COMPARE_METHODS, METHOD_SPECS, REFERENCE_METHOD, VIRTUAL_TOKENS, parseMethods, usesVirtualTokens } from './methods.js';
+import { type CompareMethod, METHOD_SPECS, defaultCompareMethods, REFERENCE_METHOD, VIRTUAL_TOKENS, parseMethods, usesVirtualTokens } from './methods.js';
 import { lossCurvesSvg, qualityVsParamsSvg } from './plots.js';
-import { CRITERIA, FOLKLORE, RATING_RULES, measuredRatings } from './ratings.js';
+import { CRITERIA, RATING_RULES, measuredRatings } from './ratings.js';
 import { type ComparisonReport, type MethodRow, comparisonMarkdown, formatBytes, formatQuality } from './report.js';
 import { type Constraints, DEFAULT_CONSTRAINTS, recommend } from './recommend.js';
 
@@ -180,7 +180,7 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
     parseMethods([m]);
     if (!(typeof lr === 'number' && lr > 0 && Number.isFinite(lr))) throw new CompareError(`the learning rate for ${m} must be a number above 0, got ${lr}`);
   }
-  const chosen = parseMethods([...(opts.methods ?? COMPARE_METHODS), REFERENCE_METHOD]);
+  const chosen = parseMethods([...(opts.methods ?? defaultCompareMethods()), REFERENCE_METHOD]);
   const outDir = resolve(opts.outDir);
   if (existsSync(outDir) && !statSync(outDir).isDirectory()) throw new CompareError(`the output ${outDir} is a file; pass a folder`);
   const modelDir = resolve(opts.modelDir ?? bundledModelDir());
@@ -361,7 +361,7 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
       relative_gain: relativeGain,
       gain_basis: gainBasis.basis,
       flexibility: fx,
-      ratings: Object.fromEntries(CRITERIA.map((c) => [c, { measured: measuredR[c], folklore: FOLKLORE[method][c] }])) as MethodRow['ratings'],
+      ratings: Object.fromEntries(CRITERIA.map((c) => [c, { measured: measuredR[c], folklore: spec.folklore[c] }])) as MethodRow['ratings'],
       final_loss: r.finalLoss ?? null,
       train_seconds: r.trainSeconds,
       run_seconds: r.seconds,

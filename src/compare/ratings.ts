@@ -2,11 +2,11 @@
 // in RATING_RULES, and the folklore rating the PEFT literature usually gives each method, so the
 // report can show where a measurement on this model agrees with the common claim and where not.
 
-import type { CompareMethod } from './methods.js';
+import type { Criterion, Rating } from '../tuners/registry.js';
 
-export type Rating = 'High' | 'Medium' | 'Low';
-export const CRITERIA = ['parameter', 'compute', 'space', 'performance', 'flexibility'] as const;
-export type Criterion = (typeof CRITERIA)[number];
+export type { Criterion, Rating };
+/** The criteria in report order; the literature's rating of each method lives on its preset (src/tuners/registry.ts). */
+export const CRITERIA: readonly Criterion[] = ['parameter', 'compute', 'space', 'performance', 'flexibility'];
 
 export const CRITERION_LABELS: Readonly<Record<Criterion, string>> = {
   parameter: 'parameter efficiency',
@@ -16,21 +16,6 @@ export const CRITERION_LABELS: Readonly<Record<Criterion, string>> = {
   flexibility: 'flexibility',
 };
 
-/**
- * The usual claims (surveys and method papers: LoRA and QLoRA cheap and strong; soft prompts the
- * fewest parameters but weaker and touchy about the learning rate on small models; adapters a
- * middle ground with extra inference latency; full fine-tuning the quality reference at full cost).
- */
-export const FOLKLORE: Readonly<Record<CompareMethod, Record<Criterion, Rating>>> = {
-  lora: { parameter: 'High', compute: 'High', space: 'High', performance: 'High', flexibility: 'High' },
-  qlora: { parameter: 'High', compute: 'Medium', space: 'High', performance: 'High', flexibility: 'High' },
-  ia3: { parameter: 'High', compute: 'High', space: 'High', performance: 'Medium', flexibility: 'Medium' },
-  prompt: { parameter: 'High', compute: 'High', space: 'High', performance: 'Low', flexibility: 'Low' },
-  prefix: { parameter: 'High', compute: 'High', space: 'High', performance: 'Medium', flexibility: 'Medium' },
-  ptuning: { parameter: 'High', compute: 'High', space: 'High', performance: 'Medium', flexibility: 'Medium' },
-  adapter: { parameter: 'Medium', compute: 'Medium', space: 'Medium', performance: 'High', flexibility: 'High' },
-  full: { parameter: 'Low', compute: 'Low', space: 'Low', performance: 'High', flexibility: 'High' },
-};
 
 /** The thresholds, in words, as the report prints them. */
 export const RATING_RULES: Readonly<Record<Criterion, string>> = {

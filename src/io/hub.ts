@@ -73,6 +73,43 @@ export class ModelPathError extends HubError {
   }
 }
 
+/**
+ * The Hub (or whatever answers at HF_ENDPOINT) sent a commit hash, ETag, revision or file name that
+ * would put a file outside the cache, or is not what huggingface_hub accepts. Nothing is written.
+ */
+export class HubUnsafePathError extends HubError {
+  readonly value: string;
+  constructor(value: string, message: string) {
+    super(message);
+    this.name = "HubUnsafePathError";
+    this.value = value;
+  }
+}
+
+/** The server stopped sending (no bytes within the read timeout). The partial file is kept for resuming. */
+export class HubTimeoutError extends HubError {
+  readonly url: string;
+  readonly timeoutMs: number;
+  constructor(url: string, timeoutMs: number, message: string) {
+    super(message);
+    this.name = "HubTimeoutError";
+    this.url = url;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** A file (or the repo listing) is larger than the server declared, or than the size cap. Nothing is kept. */
+export class HubSizeError extends HubError {
+  readonly file: string;
+  readonly limit: number;
+  constructor(file: string, limit: number, message: string) {
+    super(message);
+    this.name = "HubSizeError";
+    this.file = file;
+    this.limit = limit;
+  }
+}
+
 export type ProgressCallback = (bytesDone: number, bytesTotal: number | undefined, file: string) => void;
 
 export interface HubOptions {
@@ -90,9 +127,27 @@ export interface HubOptions {
   onProgress?: ProgressCallback;
   /** Never touch the network; default: env HF_HUB_OFFLINE. */
   offline?: boolean;
-  /** Limit for each metadata request (repo info, HEAD), in milliseconds; default 10000. */
+  /** Limit for each metadata request (repo info, HEAD), in milliseconds; default env HF_HUB_ETAG_TIMEOUT (seconds), else 10000. */
   timeoutMs?: number;
+  /**
+   * Longest wait for the next bytes of a download (headers or body), in milliseconds; default env
+   * HF_HUB_DOWNLOAD_TIMEOUT (seconds), else 10000, as huggingface_hub. A stalled download fails with
+   * HubTimeoutError and keeps its partial file for the next run to resume.
+   */
+  readTimeoutMs?: number;
+  /**
+   * Largest file accepted when the server declares no size; a declared size above it is refused
+   * before downloading. Default 50 GB, the Hub's own per-file limit. A file is never accepted past
+   * its declared size (X-Linked-Size / Content-Length).
+   */
+  maxFileBytes?: number;
 }
+
+/** The Hub's per-file limit: bigger files cannot be uploaded there, so bigger downloads are refused. */
+export const DEFAULT_MAX_FILE_BYTES = 50_000_000_000;
+/** Repo info (the file listing) is JSON of a few KB to a few MB; more is not a Hub answer. */
+const MAX_REPO_INFO_BYTES = 64 * 1024 * 1024;
+const MAX_REPO_FILES = 100_000;
 
 const DEFAULT_ENDPOINT = "https://huggingface.co";
 const COMMIT_RE = /^[0-9a-f]{40}$/;
@@ -140,8 +195,54 @@ interface Settings {
   token?: string;
   offline: boolean;
   timeoutMs: number;
+  readTimeoutMs: number;
+  maxFileBytes: number;
   matches: (file: string) => boolean;
   onProgress?: ProgressCallback;
+}
+
+function positiveMs(v: number | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  if (!Number.isFinite(v) || v <= 0) throw new HubError(`${name} must be a positive number, got ${v}.`);
+  return v;
+}
+
+function envSeconds(name: string): number | undefined {
+  const raw = process.env[name];
+  if (raw === undefined || raw.trim() === "") return undefined;
+  const v = Number(raw);
+  if (!Number.isFinite(v) || v <= 0) throw new HubError(`${name}=${raw} is not a positive number of seconds; fix or unset it.`);
+  return v * 1000;
+}
+
+/** huggingface_hub's REGEX_COMMIT_HASH: what the server's `sha` must be before it names a folder. */
+export function isCommitHash(s: string): boolean {
+  return COMMIT_RE.test(s);
+}
+
+/**
+ * An ETag, once normalised as huggingface_hub does (W/ prefix and quotes removed), names a blob
+ * file: it must be one safe file name (the Hub sends 40 or 64 hex digits; mirrors may send other
+ * tokens), never ".", "..", a hidden name, or anything with a separator.
+ */
+export function normalizeEtag(raw: string): string | undefined {
+  const etag = raw.trim().replace(/^W\//, "").replace(/^"|"$/g, "");
+  return /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(etag) && !etag.endsWith(".incomplete") ? etag : undefined;
+}
+
+/** A revision names a file under refs/: branch/tag names may hold "/", but never "..", ".", empty or hidden segments. */
+function isSafeRevision(rev: string): boolean {
+  return rev.length > 0 && rev.length <= 256 && !/[\\\0:]/.test(rev) && rev.split("/").every((seg) => seg !== "" && !seg.startsWith("."));
+}
+
+/** `path.join(root, ...parts)`, refused unless it resolves strictly inside `root`. */
+function inside(root: string, parts: string[], what: string, value: string): string {
+  const base = path.resolve(root);
+  const p = path.resolve(base, ...parts);
+  if (!p.startsWith(base + path.sep)) {
+    throw new HubUnsafePathError(value, `refusing ${what} ${JSON.stringify(value)}: it would put a file outside the cache folder ${base}.`);
+  }
+  return p;
 }
 
 function settingsFor(repoId: string, opts: HubOptions): Settings {
@@ -152,15 +253,21 @@ function settingsFor(repoId: string, opts: HubOptions): Settings {
     );
   }
   const cacheDir = hubCacheDir(opts.cacheDir);
+  const revision = opts.revision ?? "main";
+  if (!isSafeRevision(revision)) {
+    throw new HubUnsafePathError(revision, `revision ${JSON.stringify(revision)} is not a valid branch, tag or commit name (no "..", hidden or empty parts).`);
+  }
   return {
     repoId,
-    revision: opts.revision ?? "main",
+    revision,
     endpoint: (opts.endpoint ?? process.env.HF_ENDPOINT ?? DEFAULT_ENDPOINT).replace(/\/+$/, ""),
     cacheDir,
     repoDir: path.join(cacheDir, repoFolderName(repoId)),
     token: opts.token ?? (process.env.HF_TOKEN || undefined),
     offline: opts.offline ?? envFlag(process.env.HF_HUB_OFFLINE),
-    timeoutMs: opts.timeoutMs ?? 10_000,
+    timeoutMs: positiveMs(opts.timeoutMs, "timeoutMs") ?? envSeconds("HF_HUB_ETAG_TIMEOUT") ?? 10_000,
+    readTimeoutMs: positiveMs(opts.readTimeoutMs, "readTimeoutMs") ?? envSeconds("HF_HUB_DOWNLOAD_TIMEOUT") ?? 10_000,
+    maxFileBytes: positiveMs(opts.maxFileBytes, "maxFileBytes") ?? DEFAULT_MAX_FILE_BYTES,
     matches: patternFilter(opts.allowPatterns, opts.ignorePatterns),
     onProgress: opts.onProgress,
   };
@@ -201,18 +308,22 @@ export async function snapshotDownload(repoId: string, opts: HubOptions = {}): P
     );
   }
 
+  // fetchRepoInfo checked the commit hash and every file name; every path is still resolved and
+  // checked against its folder before anything is created, so no answer can write outside the cache.
   const commit = info.sha;
+  const snapshotDir = inside(s.repoDir, ["snapshots", commit], "commit hash", commit);
+  const wanted = info.files.filter(s.matches);
+  for (const file of wanted) inside(snapshotDir, file.split("/"), "file name", file);
   if (s.revision !== commit) {
     // refs/<revision> lets later offline runs map "main" to the commit, as in huggingface_hub.
-    const refFile = path.join(s.repoDir, "refs", ...s.revision.split("/"));
+    const refFile = inside(s.repoDir, ["refs", ...s.revision.split("/")], "revision", s.revision);
     await mkdir(path.dirname(refFile), { recursive: true });
     await writeFile(refFile, commit);
   }
-  const snapshotDir = path.join(s.repoDir, "snapshots", commit);
   await mkdir(snapshotDir, { recursive: true });
   await writeManifest(s.repoDir, commit, info.files);
 
-  for (const file of info.files.filter(s.matches)) {
+  for (const file of wanted) {
     try {
       await downloadFile(s, commit, snapshotDir, file);
     } catch (err) {
@@ -264,29 +375,68 @@ async function fetchRepoInfo(s: Settings): Promise<RepoInfo> {
   }
   let body: unknown;
   try {
-    body = await res.json();
+    const text = await readLimited(res, MAX_REPO_INFO_BYTES, url);
+    body = JSON.parse(text);
   } catch (err) {
-    if (isNetworkError(err)) throw err;
+    if (err instanceof HubError || isNetworkError(err)) throw err;
     throw new HubError(`${url} did not return JSON; is ${s.endpoint} a Hugging Face Hub endpoint?`, { cause: err });
   }
-  const b = body as { sha?: unknown; siblings?: unknown };
+  const b = (typeof body === "object" && body !== null ? body : {}) as { sha?: unknown; siblings?: unknown };
   if (typeof b.sha !== "string" || !Array.isArray(b.siblings)) {
     throw new HubError(`${url} returned repo info without "sha" and "siblings"; is ${s.endpoint} a Hugging Face Hub endpoint?`);
   }
+  if (!isCommitHash(b.sha)) {
+    throw new HubUnsafePathError(
+      b.sha,
+      `${url} returned the commit hash ${JSON.stringify(b.sha.slice(0, 100))}, not 40 hexadecimal digits; refusing to use it as a cache folder. Check HF_ENDPOINT.`,
+    );
+  }
+  if (b.siblings.length > MAX_REPO_FILES) {
+    throw new HubSizeError("(repo listing)", MAX_REPO_FILES, `${url} lists ${b.siblings.length} files (more than ${MAX_REPO_FILES}); refusing it. Check HF_ENDPOINT.`);
+  }
   const files: string[] = [];
   for (const sib of b.siblings) {
-    const name = (sib as { rfilename?: unknown }).rfilename;
+    const name = (sib as { rfilename?: unknown } | null)?.rfilename;
     if (typeof name !== "string" || !isSafeRelativePath(name)) {
-      throw new HubError(`${url} lists an invalid file name ${JSON.stringify(name)}; refusing to write outside the cache.`);
+      throw new HubUnsafePathError(
+        String(name),
+        `${url} lists an invalid file name ${JSON.stringify(name)} (absolute, "..", or empty parts); refusing to write outside the cache. Check HF_ENDPOINT.`,
+      );
     }
     files.push(name);
   }
   return { sha: b.sha, files };
 }
 
+/** The body as text, refused past `limit` bytes (a listing is small; a hostile server could stream forever). */
+async function readLimited(res: Response, limit: number, url: string): Promise<string> {
+  const declared = res.headers.get("content-length");
+  if (declared !== null && Number(declared) > limit) {
+    await res.body?.cancel();
+    throw new HubSizeError(url, limit, `${url} declares ${declared} bytes of repo info, more than ${limit}; refusing it. Check HF_ENDPOINT.`);
+  }
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  const reader = res.body?.getReader();
+  if (reader !== undefined) {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      n += value.byteLength;
+      if (n > limit) {
+        await reader.cancel();
+        throw new HubSizeError(url, limit, `${url} sent more than ${limit} bytes of repo info; refusing it. Check HF_ENDPOINT.`);
+      }
+      chunks.push(value);
+    }
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
 function isSafeRelativePath(p: string): boolean {
-  if (p.length === 0 || p.startsWith("/") || p.includes("\\") || p.includes("\0")) return false;
-  return p.split("/").every((seg) => seg !== "" && seg !== "." && seg !== "..");
+  if (p.length === 0 || p.length > 1024 || p.startsWith("/") || p.includes("\\") || p.includes("\0")) return false;
+  if (/^[A-Za-z]:/.test(p)) return false;
+  return p.split("/").every((seg) => seg !== "" && seg !== "." && seg !== ".." && seg.length <= 255);
 }
 
 interface FileMeta {
@@ -296,7 +446,7 @@ interface FileMeta {
 }
 
 async function downloadFile(s: Settings, commit: string, snapshotDir: string, file: string): Promise<void> {
-  const pointer = path.join(snapshotDir, ...file.split("/"));
+  const pointer = inside(snapshotDir, file.split("/"), "file name", file);
   const existing = await stat(pointer).catch(() => undefined);
   if (existing?.isFile()) {
     // A snapshot pointer only appears after its blob is complete, so it needs no re-check.
@@ -305,7 +455,7 @@ async function downloadFile(s: Settings, commit: string, snapshotDir: string, fi
   }
   const url = `${s.endpoint}/${s.repoId}/resolve/${encodeURIComponent(commit)}/${file.split("/").map(encodeURIComponent).join("/")}`;
   const meta = await fileMetadata(s, url, file);
-  const blob = path.join(s.repoDir, "blobs", meta.etag);
+  const blob = inside(s.repoDir, ["blobs", meta.etag], "ETag", meta.etag);
   const blobInfo = await stat(blob).catch(() => undefined);
   if (blobInfo === undefined) {
     await mkdir(path.dirname(blob), { recursive: true });
@@ -340,18 +490,34 @@ async function fileMetadata(s: Settings, url: string, file: string): Promise<Fil
           `Hugging Face Hub endpoint (proxies must pass the ETag and X-Linked-Etag headers through).`,
       );
     }
-    const etag = rawEtag.replace(/^W\//, "").replace(/^"|"$/g, "");
-    if (!/^[\w.-]+$/.test(etag)) {
-      throw new HubError(`${current} returned an unusable ETag ${JSON.stringify(rawEtag)} for ${file}.`);
+    const etag = normalizeEtag(rawEtag);
+    if (etag === undefined) {
+      throw new HubUnsafePathError(
+        rawEtag,
+        `${current} returned the ETag ${JSON.stringify(rawEtag.slice(0, 100))} for ${file}, which is not a safe blob file name; refusing it. Check HF_ENDPOINT.`,
+      );
     }
     const sizeHeader = res.headers.get("x-linked-size") ?? res.headers.get("content-length");
-    const size = sizeHeader !== null && /^\d+$/.test(sizeHeader) ? Number(sizeHeader) : undefined;
+    const size = sizeHeader !== null && /^\d{1,16}$/.test(sizeHeader.trim()) ? Number(sizeHeader.trim()) : undefined;
+    if (size !== undefined && size > s.maxFileBytes) {
+      throw new HubSizeError(
+        file,
+        s.maxFileBytes,
+        `${file} is declared as ${size} bytes, more than the ${s.maxFileBytes}-byte cap (maxFileBytes); refusing to download it.`,
+      );
+    }
     return { etag, size, downloadUrl: isRedirect ? new URL(location, current).toString() : current };
   }
   throw new HubError(`too many redirects resolving ${url}.`);
 }
 
-/** Streams the file into `<blob>.incomplete`, resuming with a Range request when part of it is already there. */
+/**
+ * Streams the file into `<blob>.incomplete`, resuming with a Range request when part of it is
+ * already there. Every wait for the server (headers, each chunk) is bounded by the read timeout; a
+ * stall keeps the partial file for the next run. The file may never grow past its declared size
+ * (or the size cap when none is declared): a server sending more is refused and the partial file
+ * deleted. Only a complete file is renamed to its blob name, so snapshots/ never links a partial one.
+ */
 async function downloadBlob(s: Settings, meta: FileMeta, blob: string, file: string): Promise<void> {
   const incomplete = `${blob}.incomplete`;
   let offset = (await stat(incomplete).catch(() => undefined))?.size ?? 0;
@@ -364,58 +530,85 @@ async function downloadBlob(s: Settings, meta: FileMeta, blob: string, file: str
     // The token is for the Hub only, never for the CDN host an LFS file redirects to.
     const headers: Record<string, string> = { ...(sameOrigin ? authHeaders(s) : {}), "accept-encoding": "identity" };
     if (offset > 0) headers.range = `bytes=${offset}-`;
-    let res = await fetch(meta.downloadUrl, { headers });
-    if (res.status === 416 && offset > 0) {
-      // The server rejects the resume point: start over.
-      await res.body?.cancel();
-      await rm(incomplete, { force: true });
-      offset = 0;
-      delete headers.range;
-      res = await fetch(meta.downloadUrl, { headers });
-    }
-    if (!res.ok) {
-      await res.body?.cancel();
-      throw errorForResponse(res, s, meta.downloadUrl, file);
-    }
-    let flags = "a";
-    if (res.status === 206) {
-      const start = /^bytes (\d+)-/.exec(res.headers.get("content-range") ?? "")?.[1];
-      if (start === undefined || Number(start) !== offset) {
-        await res.body?.cancel();
-        throw new HubError(`${meta.downloadUrl} answered the resume request for ${file} with a different byte range; delete ${incomplete} and retry.`);
-      }
-    } else {
-      // A 200 means the server ignored the Range header and sends the whole file.
-      flags = "w";
-      offset = 0;
-    }
-    const lengthHeader = res.headers.get("content-length");
-    const total = meta.size ?? (lengthHeader !== null && /^\d+$/.test(lengthHeader) ? offset + Number(lengthHeader) : undefined);
-    s.onProgress?.(offset, total, file);
-    const fh = await open(incomplete, flags);
+    const stall = new StallTimer(s.readTimeoutMs);
     try {
-      const reader = res.body?.getReader();
-      if (reader !== undefined) {
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          await fh.write(value);
-          offset += value.byteLength;
-          s.onProgress?.(offset, total, file);
-        }
+      let res = await stall.guard(fetch(meta.downloadUrl, { headers, signal: stall.signal }), meta.downloadUrl, file);
+      if (res.status === 416 && offset > 0) {
+        // The server rejects the resume point: start over.
+        await res.body?.cancel();
+        await rm(incomplete, { force: true });
+        offset = 0;
+        delete headers.range;
+        res = await stall.guard(fetch(meta.downloadUrl, { headers, signal: stall.signal }), meta.downloadUrl, file);
       }
-    } catch (err) {
-      if (isNetworkError(err)) {
-        throw new HubOfflineError(
-          s.repoId,
-          `connection lost while downloading ${file} from ${s.endpoint} (${networkReason(err)}); ${offset} bytes are ` +
-            `kept in ${incomplete} and the next run resumes from there.`,
-          { cause: err },
+      if (!res.ok) {
+        await res.body?.cancel();
+        throw errorForResponse(res, s, meta.downloadUrl, file);
+      }
+      let flags = "a";
+      if (res.status === 206) {
+        const start = /^bytes (\d+)-/.exec(res.headers.get("content-range") ?? "")?.[1];
+        if (start === undefined || Number(start) !== offset) {
+          await res.body?.cancel();
+          throw new HubError(`${meta.downloadUrl} answered the resume request for ${file} with a different byte range; delete ${incomplete} and retry.`);
+        }
+      } else {
+        // A 200 means the server ignored the Range header and sends the whole file.
+        flags = "w";
+        offset = 0;
+      }
+      const lengthHeader = res.headers.get("content-length");
+      const declaredTotal = lengthHeader !== null && /^\d{1,16}$/.test(lengthHeader.trim()) ? offset + Number(lengthHeader.trim()) : undefined;
+      const total = meta.size ?? declaredTotal;
+      const limit = total ?? s.maxFileBytes;
+      if (limit > s.maxFileBytes) {
+        await res.body?.cancel();
+        throw new HubSizeError(file, s.maxFileBytes, `${file} is declared as ${limit} bytes, more than the ${s.maxFileBytes}-byte cap (maxFileBytes); refusing to download it.`);
+      }
+      s.onProgress?.(offset, total, file);
+      const fh = await open(incomplete, flags);
+      let tooBig = false;
+      try {
+        const reader = res.body?.getReader();
+        if (reader !== undefined) {
+          for (;;) {
+            const { done, value } = await stall.guard(reader.read(), meta.downloadUrl, file, offset, incomplete);
+            if (done) break;
+            if (offset + value.byteLength > limit) {
+              tooBig = true;
+              await reader.cancel().catch(() => undefined);
+              break;
+            }
+            await fh.write(value);
+            offset += value.byteLength;
+            s.onProgress?.(offset, total, file);
+          }
+        }
+      } catch (err) {
+        if (err instanceof HubError) throw err;
+        if (isNetworkError(err)) {
+          throw new HubOfflineError(
+            s.repoId,
+            `connection lost while downloading ${file} from ${s.endpoint} (${networkReason(err)}); ${offset} bytes are ` +
+              `kept in ${incomplete} and the next run resumes from there.`,
+            { cause: err },
+          );
+        }
+        throw err;
+      } finally {
+        await fh.close();
+      }
+      if (tooBig) {
+        await rm(incomplete, { force: true });
+        throw new HubSizeError(
+          file,
+          limit,
+          `${meta.downloadUrl} sent more than the ${limit} bytes ${total !== undefined ? "it declared" : "allowed (maxFileBytes)"} for ${file}; ` +
+            `the partial file was deleted. Check HF_ENDPOINT, or run again to download it afresh.`,
         );
       }
-      throw err;
     } finally {
-      await fh.close();
+      stall.clear();
     }
   } else {
     s.onProgress?.(offset, meta.size, file);
@@ -430,6 +623,52 @@ async function downloadBlob(s: Settings, meta: FileMeta, blob: string, file: str
   }
   // rename is atomic, so a blob path never exposes a partly written file.
   await rename(incomplete, blob);
+}
+
+/**
+ * A read timeout: each guarded wait (response headers, one body chunk) must finish within `ms`,
+ * otherwise the request is aborted and the wait rejects with HubTimeoutError. The total download
+ * time is unbounded as long as bytes keep coming, as with huggingface_hub's read timeout.
+ */
+class StallTimer {
+  private readonly controller = new AbortController();
+  private timer: NodeJS.Timeout | undefined;
+  constructor(private readonly ms: number) {}
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+  async guard<T>(p: Promise<T>, url: string, file: string, kept?: number, incomplete?: string): Promise<T> {
+    let fired = false;
+    const timeout = new Promise<never>((_, reject) => {
+      this.timer = setTimeout(() => {
+        fired = true;
+        this.controller.abort();
+        const keptNote = kept !== undefined && kept > 0 ? `; ${kept} bytes are kept in ${incomplete} and the next run resumes from there` : "";
+        reject(
+          new HubTimeoutError(
+            url,
+            this.ms,
+            `${url} sent nothing for ${this.ms / 1000} s while downloading ${file}${keptNote}. Run again, or raise the ` +
+              `read timeout (HF_HUB_DOWNLOAD_TIMEOUT, in seconds) on a slow connection.`,
+          ),
+        );
+      }, this.ms);
+    });
+    try {
+      return await Promise.race([p, timeout]);
+    } catch (err) {
+      if (fired && !(err instanceof HubTimeoutError)) throw await timeout.catch((e: unknown) => e);
+      throw err;
+    } finally {
+      clearTimeout(this.timer);
+      // The losing promise must not become an unhandled rejection.
+      p.catch(() => undefined);
+      timeout.catch(() => undefined);
+    }
+  }
+  clear(): void {
+    clearTimeout(this.timer);
+  }
 }
 
 async function linkPointer(blob: string, pointer: string): Promise<void> {

@@ -11,7 +11,7 @@ import { loadModel } from '../models/load.js';
 import { prepareExamples, tokenizeRecords, type TokenizedExample } from '../train/data.js';
 import { type ProgressReporter, silentProgress } from '../train/progress.js';
 import { Trainer } from '../train/trainer.js';
-import { getPeftModel } from '../tuners/lora/index.js';
+import { getPeftModel } from '../tuners/load.js';
 import { type TaskEvaluation, evaluateTask, formatScore } from './evaluate.js';
 import { type TaskExample, TaskError, bundledModelDir, getTask, loadTaskData } from './tasks.js';
 

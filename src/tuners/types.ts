@@ -35,6 +35,14 @@ export interface AdaptedModel {
   trainableBaseWeights(): Set<string>;
   /** Writes the adapter folder in the Hugging Face layout (atomically, file by file). */
   savePretrained(dir: string): Promise<void>;
+  /**
+   * Methods whose adapters fold into the base weights (peft's merge_and_unload): a plain model
+   * computing what the adapted one computes. Absent for methods that cannot merge (the registry
+   * says why).
+   */
+  mergeAndUnload?(opts?: { requantize?: boolean }): PretrainedModel | Promise<PretrainedModel>;
+  /** peft's get_nb_trainable_parameters where the generic count (parameters() over the base) would be wrong. */
+  numParameters?(): { trainable: number; all: number };
 }
 
 export class PeftConfigError extends PeftError {

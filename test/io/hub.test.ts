@@ -14,6 +14,9 @@ import {
   HubAuthError,
   HubNotFoundError,
   HubOfflineError,
+  HubSizeError,
+  HubTimeoutError,
+  HubUnsafePathError,
   ModelPathError,
   hubCacheDir,
   repoFolderName,
@@ -403,4 +406,264 @@ test("cache location follows HF_HUB_CACHE, then HF_HOME", async () => {
     assert.equal(hubCacheDir(), path.join("/tmp/x-hf-home", "hub"));
   });
   assert.equal(repoFolderName("gpt2"), "models--gpt2");
+});
+
+// ---- A hostile or broken server: every answer below comes from a server we do not trust. ----
+
+type Hostile = (req: http.IncomingMessage, res: http.ServerResponse, segments: string[]) => void;
+
+/** Runs `fn` against a server whose answers `behave` decides; closes it (and any stalled sockets) afterwards. */
+async function withHostile<T>(behave: Hostile, fn: (endpoint: string) => Promise<T>): Promise<T> {
+  const sockets = new Set<import("node:net").Socket>();
+  const srv = http.createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://x");
+    behave(req, res, url.pathname.split("/").slice(1).map(decodeURIComponent));
+  });
+  srv.on("connection", (s) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
+  try {
+    return await fn(`http://127.0.0.1:${(srv.address() as AddressInfo).port}`);
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => srv.close(() => resolve()));
+  }
+}
+
+const PAYLOAD = Buffer.from("0123456789".repeat(100));
+
+/** A well-formed repo-info answer with the given sha and files, and per-file resolve answers from `file`. */
+function hubLike(opts: { sha?: unknown; names?: unknown[]; file?: (req: http.IncomingMessage, res: http.ServerResponse) => void }): Hostile {
+  return (req, res, seg) => {
+    if (seg[0] === "api") {
+      const body = JSON.stringify({ sha: opts.sha ?? COMMIT, siblings: (opts.names ?? ["config.json"]).map((n) => ({ rfilename: n })) });
+      return void res.writeHead(200, { "content-type": "application/json" }).end(body);
+    }
+    if (opts.file) return opts.file(req, res);
+    res.writeHead(200, { etag: `"${"a".repeat(40)}"`, "content-length": String(PAYLOAD.length) }).end(req.method === "HEAD" ? undefined : PAYLOAD);
+  };
+}
+
+/** A cache folder two levels inside a scratch folder, so writes that escape it can be seen. */
+async function nestedCache(): Promise<{ root: string; cacheDir: string }> {
+  const root = await mkdtemp(path.join(os.tmpdir(), "peft-hub-hostile-"));
+  const cacheDir = path.join(root, "a", "b", "cache");
+  await mkdir(cacheDir, { recursive: true });
+  return { root, cacheDir };
+}
+
+/** Every file under `dir`, relative. */
+async function listAll(dir: string): Promise<string[]> {
+  return (await readdir(dir, { recursive: true })).map(String).sort();
+}
+
+test("hostile Hub: a commit sha like ../../../../x is refused before anything is written", async () => {
+  const { root, cacheDir } = await nestedCache();
+  try {
+    for (const sha of ["../../../../x", "..", `${COMMIT}/../../x`, COMMIT.toUpperCase(), COMMIT.slice(1), "", 42]) {
+      await withHostile(hubLike({ sha }), async (ep) => {
+        await assert.rejects(snapshotDownload(REPO, { cacheDir, endpoint: ep }), (err: unknown) => {
+          assert.ok(err instanceof HubUnsafePathError || (typeof sha !== "string" && err instanceof Error && err.name === "HubError"), String(err));
+          return true;
+        });
+      });
+    }
+    // Nothing at all was created: not in the cache, and not beside it.
+    assert.deepEqual(await listAll(root), ["a", path.join("a", "b"), path.join("a", "b", "cache")]);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test("hostile Hub: file names with traversal, absolute paths or empty parts are refused, nothing written", async () => {
+  const { root, cacheDir } = await nestedCache();
+  try {
+    for (const name of ["../../x", "a/../../x", "/etc/passwd", "a//b", "./x", "a\\..\\x", "x\0y", ""]) {
+      await withHostile(hubLike({ names: ["config.json", name] }), async (ep) => {
+        await assert.rejects(snapshotDownload(REPO, { cacheDir, endpoint: ep }), HubUnsafePathError);
+      });
+    }
+    assert.deepEqual(await listAll(root), ["a", path.join("a", "b"), path.join("a", "b", "cache")]);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test("hostile Hub: an ETag of '..' (or with a separator) is refused; a revision with '..' too", async () => {
+  const { root, cacheDir } = await nestedCache();
+  try {
+    for (const etag of ['".."', "..", '"."', '"../x"', '"a/b"', '"x.incomplete"', '""', '".hidden"']) {
+      await withHostile(
+        hubLike({ file: (req, res) => res.writeHead(200, { etag, "content-length": "4" }).end(req.method === "HEAD" ? undefined : "abcd") }),
+        async (ep) => {
+          await assert.rejects(snapshotDownload(REPO, { cacheDir, endpoint: ep }), (err: unknown) => {
+            assert.ok(err instanceof HubUnsafePathError, `${etag}: ${String(err)}`);
+            return true;
+          });
+        },
+      );
+    }
+    const repoDir = path.join(cacheDir, repoFolderName(REPO));
+    // No blob was written and nothing escaped the repo folder.
+    assert.deepEqual(await readdir(path.join(repoDir, "blobs")).catch(() => []), []);
+    assert.deepEqual(await readdir(root), ["a"]);
+    assert.deepEqual(await readdir(cacheDir), [repoFolderName(REPO)]);
+    await assert.rejects(snapshotDownload(REPO, { cacheDir, endpoint, revision: "../../../x" }), HubUnsafePathError);
+    await assert.rejects(snapshotDownload(REPO, { cacheDir, endpoint, revision: "a/../../b" }), HubUnsafePathError);
+    // Weak ETags and quoted ones are normalised as huggingface_hub does.
+    await withHostile(
+      hubLike({ file: (req, res) => res.writeHead(200, { etag: `W/"${"b".repeat(40)}"`, "content-length": "4" }).end(req.method === "HEAD" ? undefined : "abcd") }),
+      async (ep) => {
+        const snap = await snapshotDownload(REPO, { cacheDir, endpoint: ep });
+        assert.equal(await readFile(path.join(snap, "config.json"), "utf8"), "abcd");
+        assert.equal(await readlink(path.join(snap, "config.json")), path.join("..", "..", "blobs", "b".repeat(40)));
+      },
+    );
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test("hostile Hub: a server that stalls mid-file fails with HubTimeoutError in bounded time; the partial file is resumed later", async () => {
+  const { root, cacheDir } = await nestedCache();
+  try {
+    // Headers and the first 100 bytes, then silence with the connection held open.
+    const stallBody = hubLike({
+      file: (req, res) => {
+        res.writeHead(200, { etag: `"${"c".repeat(40)}"`, "content-length": String(PAYLOAD.length) });
+        if (req.method === "HEAD") return void res.end();
+        res.write(PAYLOAD.subarray(0, 100));
+      },
+    });
+    const t0 = Date.now();
+    await withHostile(stallBody, async (ep) => {
+      await assert.rejects(snapshotDownload(REPO, { cacheDir, endpoint: ep, readTimeoutMs: 300 }), (err: unknown) => {
+        assert.ok(err instanceof HubTimeoutError, String(err));
+        assert.match(err.message, /100 bytes are kept/);
+        return true;
+      });
+    });
+    assert.ok(Date.now() - t0 < 5000, `timeout took ${Date.now() - t0} ms`);
+    const repoDir = path.join(cacheDir, repoFolderName(REPO));
+    assert.deepEqual(await readdir(path.join(repoDir, "blobs")), [`${"c".repeat(40)}.incomplete`]);
+    assert.deepEqual(await readdir(path.join(repoDir, "snapshots", COMMIT)), [], "no partial file in snapshots/");
+
+    // A server that accepts the request and never answers it (not even headers), on the env variable.
+    const t1 = Date.now();
+    await withHostile(
+      hubLike({ file: (req, res) => (req.method === "HEAD" ? res.writeHead(200, { etag: `"${"d".repeat(40)}"`, "content-length": "10" }).end() : undefined) }),
+      async (ep) => {
+        await withEnv({ HF_HUB_DOWNLOAD_TIMEOUT: "0.3" }, async () => {
+          await assert.rejects(snapshotDownload(REPO, { cacheDir, endpoint: ep }), HubTimeoutError);
+        });
+      },
+    );
+    assert.ok(Date.now() - t1 < 5000);
+    // And one that never answers the repo-info or HEAD request: the metadata timeout.
+    await withHostile(
+      (req, res, seg) => (seg[0] === "api" ? undefined : res.end()),
+      async (ep) => {
+        const t2 = Date.now();
+        await assert.rejects(snapshotDownload(REPO, { cacheDir, endpoint: ep, timeoutMs: 300 }), HubOfflineError);
+        assert.ok(Date.now() - t2 < 5000);
+      },
+    );
+
+    // The honest server later serves the rest: the partial file is resumed with a Range request.
+    const ranges: (string | undefined)[] = [];
+    await withHostile(
+      hubLike({
+        file: (req, res) => {
+          if (req.method === "GET") ranges.push(req.headers.range);
+          sendBytes(req, res, PAYLOAD, { etag: `"${"c".repeat(40)}"` });
+        },
+      }),
+      async (ep) => {
+        const snap = await snapshotDownload(REPO, { cacheDir, endpoint: ep });
+        assert.ok((await readFile(path.join(snap, "config.json"))).equals(PAYLOAD));
+      },
+    );
+    assert.deepEqual(ranges, ["bytes=100-"]);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test("hostile Hub: more bytes than declared are refused and discarded; a declared size over the cap is refused unread", async () => {
+  const { root, cacheDir } = await nestedCache();
+  try {
+    const etag = `"${"e".repeat(40)}"`;
+    // HEAD declares 1000 bytes; the GET streams (chunked, no length) 1 MB.
+    let sent = 0;
+    await withHostile(
+      hubLike({
+        file: (req, res) => {
+          if (req.method === "HEAD") return void res.writeHead(200, { etag, "content-length": String(PAYLOAD.length) }).end();
+          res.writeHead(200, { etag });
+          const chunk = Buffer.alloc(64 * 1024, 7);
+          const pump = () => {
+            while (sent < 1 << 20) {
+              sent += chunk.length;
+              if (!res.write(chunk)) return void res.once("drain", pump);
+            }
+            res.end();
+          };
+          pump();
+        },
+      }),
+      async (ep) => {
+        await assert.rejects(snapshotDownload(REPO, { cacheDir, endpoint: ep }), (err: unknown) => {
+          assert.ok(err instanceof HubSizeError, String(err));
+          assert.match(err.message, /more than the 1000 bytes it declared/);
+          return true;
+        });
+      },
+    );
+    const repoDir = path.join(cacheDir, repoFolderName(REPO));
+    assert.deepEqual(await readdir(path.join(repoDir, "blobs")), [], "the oversized partial file is deleted");
+    assert.deepEqual(await readdir(path.join(repoDir, "snapshots", COMMIT)), []);
+
+    // No declared size at all: the cap (maxFileBytes) bounds it.
+    await withHostile(
+      hubLike({
+        file: (req, res) => {
+          res.writeHead(200, { etag: `"${"f".repeat(40)}"` });
+          res.end(req.method === "HEAD" ? undefined : Buffer.alloc(5000));
+        },
+      }),
+      async (ep) => {
+        await assert.rejects(snapshotDownload(REPO, { cacheDir, endpoint: ep, maxFileBytes: 4096 }), HubSizeError);
+      },
+    );
+    // A declared size above the cap: refused before any GET.
+    let gets = 0;
+    await withHostile(
+      hubLike({
+        file: (req, res) => {
+          if (req.method === "GET") gets++;
+          res.writeHead(200, { etag: `"${"9".repeat(40)}"`, "x-linked-size": "999999999999", "content-length": "0" }).end();
+        },
+      }),
+      async (ep) => {
+        await assert.rejects(snapshotDownload(REPO, { cacheDir, endpoint: ep, maxFileBytes: 1 << 20 }), HubSizeError);
+      },
+    );
+    assert.equal(gets, 0);
+    assert.deepEqual(await readdir(path.join(repoDir, "blobs")), []);
+    // An endless repo listing is cut off too (not read into memory without bound).
+    await withHostile(
+      (req, res, seg) => {
+        if (seg[0] !== "api") return void res.end();
+        res.writeHead(200, { "content-type": "application/json", "content-length": String(1 << 30) });
+        res.write("{");
+      },
+      async (ep) => {
+        await assert.rejects(snapshotDownload(REPO, { cacheDir, endpoint: ep }), HubSizeError);
+      },
+    );
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
 });

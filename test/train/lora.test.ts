@@ -10,7 +10,8 @@ import { Tokenizer } from '../../src/io/tokenizer.js';
 import { loadModel } from '../../src/models/load.js';
 import { parseJsonl, prepareExamples, tokenizeRecords } from '../../src/train/data.js';
 import { Trainer, type TrainerOptions } from '../../src/train/trainer.js';
-import { LoraModel, getPeftModel, type LoraConfig } from '../../src/tuners/lora/index.js';
+import { LoraModel, type LoraConfig } from '../../src/tuners/lora/index.js';
+import { getPeftModel } from '../../src/tuners/load.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { jsonl, swapRecords, tempDir } from './synthetic.js';
 

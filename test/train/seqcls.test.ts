@@ -21,8 +21,7 @@ import { parseMetrics, type EvalRecord } from '../../src/train/metrics.js';
 import { EvalStep, TrainStep, countLossTokens } from '../../src/train/step.js';
 import { Trainer } from '../../src/train/trainer.js';
 import { getFullFineTuneModel } from '../../src/tuners/full/index.js';
-import { getPeftModel } from '../../src/tuners/lora/index.js';
-import { createAdapter } from '../../src/tuners/load.js';
+import { createAdapter, getPeftModel } from '../../src/tuners/load.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { classRecords, jsonl, tempDir } from './synthetic.js';
 

@@ -9,7 +9,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readSafetensors, SafetensorsFile } from '../../src/io/safetensors.js';
 import { loadModel } from '../../src/models/load.js';
-import { type LoraConfig, LoraModel, getPeftModel } from '../../src/tuners/lora/index.js';
+import { type LoraConfig, LoraModel } from '../../src/tuners/lora/index.js';
+import { getPeftModel } from '../../src/tuners/load.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { assertClose, fixtureBatch, forwardOnce, withTmp } from './lora_support.js';
 

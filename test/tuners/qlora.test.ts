@@ -16,7 +16,8 @@ import { parseJsonl, prepareExamples, tokenizeRecords } from '../../src/train/da
 import { Rng } from '../../src/train/rng.js';
 import { TrainStep } from '../../src/train/step.js';
 import { Trainer } from '../../src/train/trainer.js';
-import { type LoraConfig, getPeftModel } from '../../src/tuners/lora/index.js';
+import { type LoraConfig } from '../../src/tuners/lora/index.js';
+import { getPeftModel } from '../../src/tuners/load.js';
 import type { LoraModel } from '../../src/tuners/lora/model.js';
 import { fixturePath, host, maxAbsDiff, readTensors } from '../helpers/fixtures.js';
 import { jsonl, swapRecords, tempDir } from '../train/synthetic.js';

@@ -7,8 +7,8 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  COMPARE_DEFAULTS, COMPARE_FILES, COMPARE_METHODS, type CompareMethod, type ComparisonReport, type Constraints, type Objective,
-  adviceMarkdown, comparisonMarkdown, comparisonSummary, parseBytes, parseDurationMs, recommend, runComparison,
+  COMPARE_DEFAULTS, COMPARE_FILES, type CompareMethod, type ComparisonReport, type Constraints, type Objective,
+  adviceMarkdown, compareMethods, comparisonMarkdown, comparisonSummary, defaultCompareMethods, parseBytes, parseDurationMs, recommend, runComparison,
 } from '../../compare/index.js';
 import { writeAtomically } from '../../io/safetensors/write.js';
 import { CliError } from '../errors.js';
@@ -68,8 +68,8 @@ function lrArg(v: string, prev: Partial<Record<CompareMethod, number>> | undefin
   for (const item of list('--lr')(v)) {
     const [m, rate] = item.split('=');
     const n = Number(rate);
-    if (!m || !COMPARE_METHODS.includes(m as CompareMethod) || !(n > 0 && Number.isFinite(n))) {
-      throw new InvalidArgumentError(`--lr takes METHOD=RATE pairs (e.g. lora=1e-3,full=1e-4); methods: ${COMPARE_METHODS.join(', ')}.`);
+    if (!m || !compareMethods().includes(m) || !(n > 0 && Number.isFinite(n))) {
+      throw new InvalidArgumentError(`--lr takes METHOD=RATE pairs (e.g. lora=1e-3,full=1e-4); methods: ${compareMethods().join(', ')}.`);
     }
     out[m as CompareMethod] = n;
   }
@@ -85,7 +85,7 @@ export function register(program: Command): void {
     .option('--data <train.jsonl>', 'training data (default: the --task\'s bundled train.jsonl); {"text","label"} rows for a sequence classifier')
     .option('--eval <eval.jsonl>', 'evaluation data: prompt/completion rows are scored by greedy generation, text or chat rows by eval loss, a sequence classifier\'s {"text","label"} rows by accuracy')
     .addOption(new Option('--task <name>', `bundled task whose data and metric to use (default ${d.task} when --data is not given)`).choices(TASK_NAMES))
-    .option('--methods <list>', `methods to compare, comma-separated (default all: ${COMPARE_METHODS.join(', ')}); full fine-tuning always runs as the reference`, list('--methods'))
+    .option('--methods <list>', `methods to compare, comma-separated (default: ${defaultCompareMethods().join(', ')}${compareMethods().some((m) => !defaultCompareMethods().includes(m)) ? `; also ${compareMethods().filter((m) => !defaultCompareMethods().includes(m)).join(', ')}` : ''}); full fine-tuning always runs as the reference`, list('--methods'))
     .option('--budget <steps>', 'optimizer steps per run, the same for every method', intArg('--budget', 1), d.budget)
     .option('--batch <n>', 'examples per step', intArg('--batch', 1), d.batchSize)
     .option('--max-len <n>', 'tokens per training sequence at most (default: the model\'s positions, less the 20 virtual tokens of prompt/prefix/P-tuning where positions are a table (BERT, GPT-2), at most 1024)', intArg('--max-len', 2))

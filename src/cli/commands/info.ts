@@ -12,6 +12,7 @@ import { hubCacheDir, isValidRepoId, snapshotDownload } from '../../io/hub.js';
 import { SafetensorsFile, openCheckpoint } from '../../io/safetensors.js';
 import { BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_METADATA_KEY, type CompressionReport, parseCompressionReport } from '../../tuners/lora/compress.js';
 import { isBnbComponent, parseBnbQuantizationConfig, quantStateKey } from '../../quant/bnb.js';
+import { tunerOf } from '../../tuners/registry.js';
 import { bottleneckSize, isAdapterHubFolder, readAdapterHubConfig, type BnConfig } from '../../tuners/bottleneck/index.js';
 import { CliError } from '../errors.js';
 
@@ -90,27 +91,6 @@ export interface AdapterInfo {
 /** Buffers some checkpoints carry that are not parameters (transformers does not count them). */
 const BUFFERS = [/\.attn\.bias$/, /\.attn\.masked_bias$/, /\.rotary_emb\.inv_freq$/, /position_ids$/];
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'tokenizer.model', 'added_tokens.json', 'chat_template.jinja'];
-
-const METHOD_NAMES: Record<string, string> = {
-  LORA: 'LoRA',
-  IA3: 'IA3',
-  PROMPT_TUNING: 'prompt tuning',
-  PREFIX_TUNING: 'prefix tuning',
-  P_TUNING: 'P-tuning',
-  ADALORA: 'AdaLoRA',
-  LOHA: 'LoHa',
-  LOKR: 'LoKr',
-  BOTTLENECK: 'bottleneck adapter',
-};
-
-/** Config fields worth showing per peft_type, in display order. */
-const SETTINGS: Record<string, string[]> = {
-  LORA: ['r', 'lora_alpha', 'lora_dropout', 'use_rslora', 'use_dora', 'bias', 'init_lora_weights', 'target_modules', 'modules_to_save', 'rank_pattern', 'alpha_pattern', 'layers_to_transform', 'fan_in_fan_out'],
-  IA3: ['target_modules', 'feedforward_modules', 'modules_to_save', 'init_ia3_weights', 'fan_in_fan_out'],
-  PROMPT_TUNING: ['num_virtual_tokens', 'token_dim', 'num_transformer_submodules', 'prompt_tuning_init', 'prompt_tuning_init_text', 'prompt_tuning_combination'],
-  PREFIX_TUNING: ['num_virtual_tokens', 'num_layers', 'num_attention_heads', 'token_dim', 'prefix_projection', 'encoder_hidden_size'],
-  P_TUNING: ['num_virtual_tokens', 'token_dim', 'encoder_reparameterization_type', 'encoder_hidden_size', 'encoder_num_layers', 'encoder_dropout'],
-};
 
 export function register(program: Command): void {
   program
@@ -278,37 +258,6 @@ async function findBase(name: string | null, adapterDir: string, explicit: strin
 
 // ---------------------------------------------------------------------------------- adapters
 
-/** Parameters peft trains for a prompt method beyond the saved prompt embeddings (encoders, projections). */
-function promptMethodTrainable(type: string, c: Record<string, unknown>, stored: number | null): number | null {
-  const n = (k: string): number => (typeof c[k] === 'number' ? (c[k] as number) : NaN);
-  const P = n('num_virtual_tokens') * (typeof c.num_transformer_submodules === 'number' ? (c.num_transformer_submodules as number) : 1);
-  const D = n('token_dim');
-  const H = n('encoder_hidden_size');
-  let total: number;
-  if (type === 'P_TUNING') {
-    const enc = c.encoder_reparameterization_type === 'LSTM' ? 'LSTM' : 'MLP';
-    if (enc === 'MLP') total = P * D + (D * H + H) + (H * H + H) + (H * D + D);
-    else {
-      let lstm = 0;
-      const layers = n('encoder_num_layers');
-      for (let l = 0; l < layers; l++) lstm += 2 * (4 * H * (l === 0 ? D : 2 * H) + 4 * H * H + 8 * H);
-      total = P * D + lstm + (2 * H * 2 * H + 2 * H) + (2 * H * D + D);
-    }
-  } else if (type === 'PREFIX_TUNING' && c.prefix_projection === true) {
-    const out = n('num_layers') * 2 * D;
-    total = P * D + (D * H + H) + (H * out + out);
-  } else {
-    return stored;
-  }
-  return Number.isFinite(total) ? total : stored;
-}
-
-function loraScalingText(c: Record<string, unknown>): string | null {
-  if (typeof c.r !== 'number' || typeof c.lora_alpha !== 'number') return null;
-  const s = c.use_rslora === true ? c.lora_alpha / Math.sqrt(c.r) : c.lora_alpha / c.r;
-  return `${Number(s.toPrecision(6))} (${c.use_rslora === true ? 'alpha / sqrt(r)' : 'alpha / r'})`;
-}
-
 function bnPreset(c: BnConfig): string {
   if (c.isParallel) return 'parallel (ParBn)';
   if (c.mhAdapter && c.outputAdapter) return 'Houlsby (DoubleSeqBn)';
@@ -319,17 +268,15 @@ function bnPreset(c: BnConfig): string {
 async function describePeftAdapter(dir: string, flags: InfoFlags): Promise<AdapterInfo> {
   const c = await readJson(join(dir, 'adapter_config.json'));
   const type = typeof c.peft_type === 'string' ? c.peft_type : 'unknown';
+  const tuner = tunerOf(type);
   const settings: Record<string, unknown> = {};
-  for (const k of SETTINGS[type] ?? Object.keys(c).filter((k) => !['peft_type', 'task_type', 'base_model_name_or_path', 'revision', 'inference_mode', 'auto_mapping'].includes(k)).sort()) {
+  for (const k of tuner?.infoSettings ?? Object.keys(c).filter((k) => !['peft_type', 'task_type', 'base_model_name_or_path', 'revision', 'inference_mode', 'auto_mapping'].includes(k)).sort()) {
     const v = c[k];
     if (v === undefined || v === null) continue;
     if (typeof v === 'object' && !Array.isArray(v) && Object.keys(v as object).length === 0) continue;
     settings[k] = v;
   }
-  if (type === 'LORA') {
-    const s = loraScalingText(c);
-    if (s) settings.scaling = s;
-  }
+  Object.assign(settings, tuner?.infoExtras?.(c) ?? {});
   const file = join(dir, 'adapter_model.safetensors');
   const weights = existsSync(file) ? await summarizeWeights(file) : null;
   const meta = weights ? await safetensorsMetadata(file) : undefined;
@@ -338,7 +285,7 @@ async function describePeftAdapter(dir: string, flags: InfoFlags): Promise<Adapt
   // A compressed file holds codes and scales; count the parameters they stand for.
   const stored = weights && report ? weights.parameters - countCompressedStorage(weights, report) + report.parameters : (weights?.parameters ?? null);
   const baseQuant = meta?.[BASE_QUANTIZATION_METADATA_KEY];
-  const trainable = promptMethodTrainable(type, c, stored);
+  const trainable = tuner?.trainableParameters ? tuner.trainableParameters(c, stored) : stored;
   const base = await findBase(typeof c.base_model_name_or_path === 'string' ? c.base_model_name_or_path : null, dir, flags.model);
   let note: string | undefined;
   if (!weights) note = existsSync(join(dir, 'adapter_model.bin')) ? 'weights are in adapter_model.bin (a pickle, not read); convert it to adapter_model.safetensors to load it' : 'no adapter_model.safetensors in the folder';
@@ -348,7 +295,7 @@ async function describePeftAdapter(dir: string, flags: InfoFlags): Promise<Adapt
     path: dir,
     format: 'peft',
     peft_type: type,
-    method: METHOD_NAMES[type] ?? type,
+    method: tuner?.label ?? type,
     task_type: typeof c.task_type === 'string' ? c.task_type : null,
     settings,
     stored_parameters: stored,

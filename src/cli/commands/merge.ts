@@ -1,4 +1,4 @@
-// `peft merge`: folds a saved adapter (LoRA, IA3) into its base model (peft's merge_and_unload)
+// `peft merge`: folds a saved adapter (any method the registry marks mergeable) into its base model (peft's merge_and_unload)
 // and writes a plain Hugging Face model folder (config.json, model.safetensors, tokenizer files).
 // Everything is checked and merged in memory first; the folder is written beside --out and renamed.
 
@@ -10,11 +10,11 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import { resolveModelDir } from '../../io/hub.js';
 import { loadModel } from '../../models/load.js';
 import type { PretrainedModel } from '../../models/types.js';
-import { isAdapterHubFolder } from '../../tuners/bottleneck/index.js';
-import { loadAdapter } from '../../tuners/load.js';
+import { adapterPeftType, loadAdapter } from '../../tuners/load.js';
+import { tunerOf } from '../../tuners/registry.js';
 import { saveModelPretrained, savedDtype } from '../../tuners/lora/merge.js';
 import type { CheckpointDtype } from '../../nn/weights.js';
-import { adapterBaseQuantization, readAdapterConfigFile } from '../../tuners/lora/save.js';
+import { adapterBaseQuantization } from '../../tuners/lora/save.js';
 import type { QuantizationConfig } from '../../quant/plan.js';
 import { AdapterError, type AdaptedModel } from '../../tuners/types.js';
 import { CliError } from '../errors.js';
@@ -44,19 +44,6 @@ export class NotMergeableError extends AdapterError {
   }
 }
 
-/** Methods that change the input or add layers: why they cannot be merged, and what to do instead. */
-const NOT_MERGEABLE: Record<string, string> = {
-  PROMPT_TUNING: 'prompt tuning learns virtual input tokens, not a change of the weights',
-  PREFIX_TUNING: "prefix tuning learns extra keys and values for every attention layer, not a change of the weights",
-  P_TUNING: 'P-tuning learns virtual input tokens (through its prompt encoder), not a change of the weights',
-  BOTTLENECK: 'a bottleneck adapter adds a non-linear block (down-projection, activation, up-projection) that no base weight can absorb',
-};
-const LABELS: Record<string, string> = {
-  PROMPT_TUNING: 'a prompt tuning (PROMPT_TUNING)',
-  PREFIX_TUNING: 'a prefix tuning (PREFIX_TUNING)',
-  P_TUNING: 'a P-tuning (P_TUNING)',
-  BOTTLENECK: 'an AdapterHub bottleneck',
-};
 const INSTEAD = 'so there is nothing to merge; keep it as a separate adapter and apply it at run time (`peft generate --adapter DIR`, `peft forward --adapter DIR`)';
 
 /** Files copied from the base model folder besides config.json and the weights. */
@@ -75,7 +62,7 @@ const shardSizeArg = (v: string): number => {
 export function register(program: Command): void {
   program
     .command('merge')
-    .description('merge a LoRA or IA3 adapter into its base model and write a Hugging Face model folder (peft merge_and_unload)')
+    .description('merge an adapter (LoRA, IA3, ... any mergeable method) into its base model and write a Hugging Face model folder (peft merge_and_unload)')
     .requiredOption('--model <dir|repo>', 'base model folder (config.json, model.safetensors) or Hub repo id')
     .requiredOption('--adapter <dir>', 'adapter folder (adapter_config.json + adapter_model.safetensors)')
     .requiredOption('--out <dir>', 'folder to write: config.json, model.safetensors, tokenizer files')
@@ -87,14 +74,6 @@ export function register(program: Command): void {
     .action(async (flags: MergeFlags) => {
       await runMerge(flags);
     });
-}
-
-/** Which method a folder holds, read from its config alone (before any weights are loaded). */
-async function adapterMethod(dir: string): Promise<string> {
-  if (await isAdapterHubFolder(dir)) return 'BOTTLENECK';
-  const config = await readAdapterConfigFile(dir);
-  if (typeof config.peft_type !== 'string') throw new AdapterError(`${join(dir, 'adapter_config.json')}: peft_type is missing or not a string`);
-  return config.peft_type;
 }
 
 function checkOut(out: string, flags: MergeFlags, modelDir: string, adapterDir: string): void {
@@ -135,9 +114,12 @@ export async function runMerge(flags: MergeFlags): Promise<void> {
   const out = resolve(flags.out);
   const adapterDir = flags.adapter;
   if (!existsSync(adapterDir) || !statSync(adapterDir).isDirectory()) throw new CliError(`--adapter ${adapterDir} is not a folder`);
-  const method = await adapterMethod(adapterDir);
-  const why = NOT_MERGEABLE[method];
-  if (why) throw new NotMergeableError(method, `${adapterDir} is ${LABELS[method]} adapter: ${why}, ${INSTEAD}`);
+  const method = await adapterPeftType(adapterDir);
+  const tuner = tunerOf(method)!;
+  if (tuner.mergeable !== true) {
+    const folder = tuner.mergeable.folder ?? `${/^[aeiou]/i.test(tuner.label) ? 'an' : 'a'} ${tuner.label} (${method})`;
+    throw new NotMergeableError(method, `${adapterDir} is ${folder} adapter: ${tuner.mergeable.why}, ${INSTEAD}`);
+  }
   const modelDir = await resolveModelDir(flags.model);
   checkOut(flags.out, flags, modelDir, adapterDir);
 
@@ -163,11 +145,10 @@ export async function runMerge(flags: MergeFlags): Promise<void> {
     if (!types.has(flags.quantize as 'nf4' | 'fp4') || types.size > 1) throw new CliError(`--quantize ${flags.quantize}: the base is quantized as ${[...types].join(', ')}; re-quantizing keeps the base's own type, pass --quantize ${[...types][0]}`);
   }
   const adapted: AdaptedModel = await loadAdapter(base, adapterDir);
-  const mergeable = adapted as AdaptedModel & { mergeAndUnload?: (opts?: { requantize?: boolean }) => PretrainedModel | Promise<PretrainedModel> };
-  if (typeof mergeable.mergeAndUnload !== 'function') {
+  if (!adapted.mergeAndUnload) {
     throw new NotMergeableError(adapted.peftType, `${adapterDir} is a ${adapted.peftType} adapter, which cannot be merged into the weights; ${INSTEAD}`);
   }
-  const merged = await mergeable.mergeAndUnload(quantized.length ? { requantize: flags.quantize !== undefined } : undefined);
+  const merged = await adapted.mergeAndUnload(quantized.length ? { requantize: flags.quantize !== undefined } : undefined);
   say(`merged the ${adapted.peftType} adapter ${adapterDir} into ${modelDir} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   if (quantized.length) {
     say(

@@ -4,7 +4,6 @@
 // output folder is touched; Ctrl-C stops after the current step with a checkpoint; --resume
 // continues exactly.
 
-import { METHOD_SPECS, VIRTUAL_TOKENS, adaptForComparison } from '../../compare/methods.js';
 import { existsSync, statSync } from 'node:fs';
 import { copyFile, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -17,8 +16,8 @@ import { type Example, loadClassificationDataset, loadDataset, prepareExamples, 
 import { fmtAccuracy, progressFor } from '../../train/progress.js';
 import { SCHEDULES, type ScheduleName } from '../../train/schedule.js';
 import { METRICS_FILE, PLOT_FILE, Trainer, totalStepsFor } from '../../train/trainer.js';
-import { fullConfig, getFullFineTuneModel } from '../../tuners/full/index.js';
-import { getPeftModel } from '../../tuners/lora/index.js';
+import { createAdapter } from '../../tuners/load.js';
+import { type MethodPreset, type TrainFlag, type Tuner, methodNames, methodPreset } from '../../tuners/registry.js';
 import type { AdaptedModel } from '../../tuners/types.js';
 import { CliError } from '../errors.js';
 import { intArg, numberArg } from './generate.js';
@@ -27,7 +26,8 @@ interface TrainFlags {
   model: string;
   data: string;
   out: string;
-  method: 'lora' | 'qlora' | 'full' | 'ia3' | 'prompt' | 'prefix' | 'ptuning' | 'adapter';
+  /** a registered method preset (src/tuners/registry.ts) */
+  method: string;
   quantize?: string;
   gradientCheckpointing?: boolean;
   r?: number;
@@ -83,19 +83,19 @@ export function register(program: Command): void {
     )
     .requiredOption('--out <dir>', 'output folder: final adapter, metrics.jsonl, loss.svg, checkpoints/')
     .addOption(
-      new Option('--method <method>', 'fine-tuning method (qlora: LoRA on the base quantized to NF4; ia3/prompt/prefix/ptuning/adapter use the defaults `peft compare` documents)')
-        .choices(['lora', 'qlora', 'full', 'ia3', 'prompt', 'prefix', 'ptuning', 'adapter'])
+      new Option('--method <method>', 'fine-tuning method (qlora: LoRA on the base quantized to NF4; each method starts from the defaults `peft compare` documents)')
+        .choices(methodNames())
         .default('lora'),
     )
     .option('--gradient-checkpointing', 'recompute each decoder layer in the backward pass instead of keeping its activations (far less memory; a second forward pass of each layer, measured 0-15% slower: bench/RESULTS.md)')
     .addOption(new Option('--quantize <type>', 'hold the frozen base 4-bit while training (bitsandbytes NF4/FP4, double quantization); --method qlora implies nf4').choices(['nf4', 'fp4']))
-    .option('--r <n>', 'LoRA rank (default 8)', intArg('--r', 1))
-    .option('--alpha <n>', 'LoRA alpha (default 16)', numberArg('--alpha'))
-    .option('--dropout <p>', 'LoRA dropout (default 0.05)', numberArg('--dropout'))
-    .option('--target <modules>', 'comma-separated module names to adapt (LoRA default: peft\'s for the model type; full: every weight)', listArg)
+    .option('--r <n>', `rank, for ${flagMethods('r')} (default 8)`, intArg('--r', 1))
+    .option('--alpha <n>', `alpha, for ${flagMethods('alpha')} (default 16)`, numberArg('--alpha'))
+    .option('--dropout <p>', `dropout, for ${flagMethods('dropout')} (default 0.05)`, numberArg('--dropout'))
+    .option('--target <modules>', `comma-separated module names to adapt, for ${flagMethods('target')} (default: peft's for the model type; full: every weight)`, listArg)
     .option('--epochs <n>', 'passes over the training data', numberArg('--epochs'), 3)
     .option('--steps <n>', 'optimizer steps (overrides --epochs)', intArg('--steps', 1))
-    .option('--lr <rate>', 'peak learning rate (default 2e-4 for LoRA, 5e-5 for full)', numberArg('--lr'))
+    .option('--lr <rate>', 'peak learning rate (default: the method\'s, e.g. 2e-4 for LoRA, 5e-5 for full)', numberArg('--lr'))
     .option('--weight-decay <w>', 'AdamW weight decay (not on biases and norm weights)', numberArg('--weight-decay'), 0)
     .option('--batch <n>', 'examples per micro-batch', intArg('--batch', 1), 8)
     .option('--grad-accum <n>', 'micro-batches per optimizer step', intArg('--grad-accum', 1), 1)
@@ -120,14 +120,24 @@ export function register(program: Command): void {
     });
 }
 
+/** The methods whose preset takes a flag, for the help text. */
+function flagMethods(flag: TrainFlag): string {
+  return methodNames().filter((n) => methodPreset(n)!.preset.flags?.[flag] !== undefined).join(', ');
+}
+
+function presetOf(method: string): { tuner: Tuner; preset: MethodPreset } {
+  const found = methodPreset(method);
+  if (!found) throw new CliError(`unknown --method ${method}; choose from ${methodNames().join(', ')}`);
+  return found;
+}
+
 function checkFlags(f: TrainFlags): void {
+  const { preset } = presetOf(f.method);
   if (f.method === 'full' && f.quantize !== undefined) throw new CliError('--quantize freezes the base in 4 bits, which full fine-tuning trains; use --method lora (QLoRA) or drop --quantize');
-  if (f.method !== 'lora' && f.method !== 'qlora') {
-    const lora = (['r', 'alpha', 'dropout'] as const).filter((k) => f[k] !== undefined);
-    if (lora.length) throw new CliError(`--${lora.join(', --')} ${lora.length > 1 ? 'are' : 'is'} for --method lora; remove ${lora.length > 1 ? 'them' : 'it'} for --method ${f.method}`);
-  }
-  if (f.target !== undefined && !['lora', 'qlora', 'full'].includes(f.method)) {
-    throw new CliError(`--target is for --method lora, qlora or full; --method ${f.method} uses peft's default modules`);
+  const unused = (['r', 'alpha', 'dropout', 'target'] as const).filter((k) => f[k] !== undefined && preset.flags?.[k] === undefined);
+  if (unused.length) {
+    const many = unused.length > 1;
+    throw new CliError(`--${unused.join(', --')} ${many ? 'are' : 'is'} for --method ${flagMethods(unused[0]!)}; remove ${many ? 'them' : 'it'} for --method ${f.method}`);
   }
   if (f.dropout !== undefined && !(f.dropout >= 0 && f.dropout < 1)) throw new CliError(`--dropout must be in [0, 1), got ${f.dropout}`);
   if (f.evalData !== undefined && f.evalSplit !== undefined) throw new CliError('give either --eval-data or --eval-split, not both');
@@ -145,31 +155,24 @@ function checkFlags(f: TrainFlags): void {
 
 /** Positions the method puts in front of the real tokens (prompt/prefix/P-tuning), which share the model's learned positions. */
 function virtualPositions(f: TrainFlags, model: PretrainedModel): number {
+  const { preset } = presetOf(f.method);
+  const n = (preset.trainFields ?? preset.fields).num_virtual_tokens;
   // Llama-family models use rotary positions, with no table to run out of.
-  return ['prompt', 'prefix', 'ptuning'].includes(f.method) && model.family !== 'llama' ? VIRTUAL_TOKENS : 0;
+  return typeof n === 'number' && model.family !== 'llama' ? n : 0;
 }
 
 function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer, virtual: number): number {
   return Math.min(1024, tokenizer.modelMaxLength ?? Infinity, (model.config.maxPositionEmbeddings || Infinity) - virtual);
 }
 
+/** The method's preset fields, the method flags given, and the task of the model. */
 async function adapt(f: TrainFlags, model: PretrainedModel): Promise<AdaptedModel> {
-  if (f.method === 'full') return getFullFineTuneModel(model, fullConfig({ targetModules: f.target }));
-  if (f.method !== 'lora' && f.method !== 'qlora') {
-    return adaptForComparison(model, f.method, f.seed, f.model);
-  }
-  return getPeftModel(
-    model,
-    {
-      r: f.r ?? 8,
-      loraAlpha: f.alpha ?? 16,
-      loraDropout: f.dropout ?? 0.05,
-      targetModules: f.target ?? null,
-      taskType: model.task === 'seq-cls' ? 'SEQ_CLS' : 'CAUSAL_LM',
-      baseModelNameOrPath: f.model,
-    },
-    { seed: f.seed },
-  );
+  const { preset } = presetOf(f.method);
+  const fields: Record<string, unknown> = { ...(preset.trainFields ?? preset.fields) };
+  for (const [flag, field] of Object.entries(preset.flags ?? {}) as [TrainFlag, string][]) if (f[flag] !== undefined) fields[field] = f[flag];
+  if (model.task === 'seq-cls' && fields.task_type !== undefined) fields.task_type = 'SEQ_CLS';
+  fields.base_model_name_or_path = f.model;
+  return createAdapter(model, fields, { seed: f.seed });
 }
 
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'added_tokens.json', 'chat_template.jinja'];
@@ -189,7 +192,7 @@ async function runTrain(f: TrainFlags): Promise<void> {
   checkFlags(f);
   const say = (s: string) => process.stderr.write(`${s}\n`);
   const dir = await resolveModelDir(f.model);
-  const quantize = f.quantize ?? (f.method === 'qlora' ? 'nf4' : undefined);
+  const quantize = f.quantize ?? (presetOf(f.method).preset.quantizedBase ? 'nf4' : undefined);
   const model = await loadModel(dir, quantize ? { quantization: { bits: 4, type: quantize as 'nf4' | 'fp4', doubleQuant: true, blockSize: 64 } } : {});
   if (quantize) say(`base held 4-bit (${quantize}, double quantization): ${model.weights.quantizedNames().length} linear weights, ${(model.weights.heldBytes() / 2 ** 20).toFixed(1)} MiB of frozen weights`);
   const tokenizer = await Tokenizer.fromDir(dir);
@@ -249,7 +252,7 @@ async function runTrain(f: TrainFlags): Promise<void> {
   const trainer = new Trainer(adapted, trainExamples, evalExamples, {
     outputDir: f.out,
     padTokenId: padId,
-    learningRate: f.lr ?? (f.method === 'full' ? 5e-5 : f.method === 'lora' || f.method === 'qlora' ? 2e-4 : METHOD_SPECS[f.method].learningRate),
+    learningRate: f.lr ?? presetOf(f.method).preset.trainLearningRate ?? presetOf(f.method).preset.learningRate,
     weightDecay: f.weightDecay,
     batchSize: f.batch,
     gradAccum: f.gradAccum,
@@ -288,12 +291,7 @@ async function runTrain(f: TrainFlags): Promise<void> {
     }
     await copyTokenizer(dir, f.out);
     const evalText = r.initialEvalLoss !== undefined && r.finalEvalLoss !== undefined ? `; eval loss ${r.initialEvalLoss.toFixed(4)} -> ${r.finalEvalLoss.toFixed(4)}` : r.finalEvalLoss !== undefined ? `; eval loss ${r.finalEvalLoss.toFixed(4)}` : '';
-    const saved =
-      f.method === 'full'
-        ? 'model (config.json, model.safetensors)'
-        : f.method === 'adapter'
-          ? 'adapter (adapter_config.json, adapter.safetensors: the AdapterHub format)'
-          : 'adapter (adapter_config.json, adapter_model.safetensors)';
+    const saved = presetOf(f.method).tuner.saves ?? 'adapter';
     const accText =
       r.finalEvalAccuracy === undefined ? '' : r.initialEvalAccuracy !== undefined ? `; eval accuracy ${fmtAccuracy(r.initialEvalAccuracy)} -> ${fmtAccuracy(r.finalEvalAccuracy)}` : `; eval accuracy ${fmtAccuracy(r.finalEvalAccuracy)}`;
     say(`done: ${r.globalStep} steps, final loss ${r.finalLoss?.toFixed(4)}${evalText}${accText}`);

@@ -60,6 +60,12 @@ export class FullFineTuneModel implements AdaptedModel {
     return new Set(this.names);
   }
 
+  /** peft's get_nb_trainable_parameters: the trained weights are the model's own, so all = the model's size. */
+  numParameters(): { trainable: number; all: number } {
+    const { trainable, total } = this.parameterCounts();
+    return { trainable, all: total };
+  }
+
   /** Number of trainable and of all parameters (the first of the efficiency criteria). */
   parameterCounts(): { trainable: number; total: number } {
     const trainable = this.names.reduce((s, n) => s + this.tensors.get(n)!.data.length, 0);

@@ -6,6 +6,7 @@ import type { PromptLearningOptions } from '../prompt_learning/model.js';
 import { promptTuningConfigFromDisk } from './config.js';
 import { loadPromptTuning } from './load.js';
 import { PromptTuningModel } from './model.js';
+import type { Tuner } from '../registry.js';
 
 export {
   type PromptTuningConfig,
@@ -24,7 +25,20 @@ export type { PromptLearningOptions } from '../prompt_learning/model.js';
 
 /** The registry entry: a new adapter from adapter_config.json-style fields, or a saved one. */
 export const promptTuningTuner = {
-  create: (base: PretrainedModel, fields: Record<string, unknown>, opts: PromptLearningOptions = {}) =>
+  peftType: 'PROMPT_TUNING',
+  label: 'prompt tuning',
+  mergeable: { why: 'prompt tuning learns virtual input tokens, not a change of the weights' },
+  saves: 'adapter (adapter_config.json, adapter_model.safetensors)',
+  infoSettings: ['num_virtual_tokens', 'token_dim', 'num_transformer_submodules', 'prompt_tuning_init', 'prompt_tuning_init_text', 'prompt_tuning_combination'],
+  presets: [
+    {
+      name: 'prompt', label: 'Prompt tuning', learningRate: 3e-2,
+      fields: { peft_type: 'PROMPT_TUNING', num_virtual_tokens: 20, prompt_tuning_init: 'SAMPLE_VOCAB', task_type: 'CAUSAL_LM' },
+      settings: '20 virtual tokens, initialized from sampled vocabulary embeddings',
+      folklore: { parameter: 'High', compute: 'High', space: 'High', performance: 'Low', flexibility: 'Low' },
+    },
+  ],
+  create: async (base: PretrainedModel, fields: Record<string, unknown>, opts: PromptLearningOptions = {}) =>
     PromptTuningModel.create(base, promptTuningConfigFromDisk(fields, 'prompt tuning config', { strict: true }), opts),
   fromPretrained: (base: PretrainedModel, dir: string, opts: PromptLearningOptions = {}) => loadPromptTuning(base, dir, opts),
-};
+} satisfies Tuner;

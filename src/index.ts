@@ -17,6 +17,7 @@ export { loadAdapter, createAdapter, getPeftModel, printTrainableParameters, num
 export { registerTuner, tuners, methodNames, type Tuner, type MethodPreset } from './tuners/registry.js';
 export { LoraModel, TargetModulesNotFoundError, type MergeAndUnloadOptions, type SaveLoraOptions } from './tuners/lora/index.js';
 export { IA3Model, loadIA3 } from './tuners/ia3/index.js';
+export { BASE_ADAPTER, MixedBatchError, MultiAdapterModel, type MixedStrategy, type MultiAdapterOptions } from './tuners/multi/index.js';
 export { PromptTuningModel, loadPromptTuning } from './tuners/prompt_tuning/index.js';
 export { PrefixTuningModel, loadPrefixTuning } from './tuners/prefix_tuning/index.js';
 export { PTuningModel, loadPTuning } from './tuners/p_tuning/index.js';
@@ -42,6 +43,9 @@ export { quantize4bit, dequantize4bit, type Quantized4bit, type QuantizeOptions 
 // bundled tasks, quickstart and method comparison
 export { runQuickstart, evaluateTask, bundledModelDir, taskDataDir, TASK_NAMES, TaskError } from './tasks/index.js';
 export { runComparison, type CompareOptions, type ComparisonReport, CompareError, compareMethods } from './compare/index.js';
+
+// export for other runtimes (transformers.js ONNX folders, GGUF models and LoRA adapters)
+export { loadExportSource, writeTransformersJs, buildTransformersJsGraph, ggufModel, ggufLora, modelfile, encodeGguf, ExportError, type OnnxDtype, type GgufType } from './export/index.js';
 
 // the engine underneath (graph IR, autodiff, ONNX Runtime sessions)
 export { Graph, type Value } from './graph/ir.js';

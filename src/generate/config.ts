@@ -59,6 +59,8 @@ export interface GenerateOptions {
   padTokenId?: number;
   /** add the tokenizer's special tokens (e.g. BOS) when encoding text prompts; default true */
   addSpecialTokens?: boolean;
+  /** a mixed-adapter model (MultiAdapterModel): one adapter name per prompt, "__base__" for none (peft's adapter_names) */
+  adapters?: readonly string[];
   /** called for every new token of every unfinished row, in row order, as soon as it is chosen */
   onToken?: (event: TokenEvent) => void;
 }

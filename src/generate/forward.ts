@@ -5,6 +5,7 @@
 import { Graph, type Value } from '../graph/ir.js';
 import { RuntimeSession, type HostTensor, type RuntimeOptions } from '../runtime/session.js';
 import { GenerationError } from './config.js';
+import { ADAPTER_INDEX_INPUT } from '../tuners/multi/model.js';
 import { type InferenceModel, baseModel, inferenceContext, paramFeeds } from './model.js';
 
 export interface ForwardSessionOptions {
@@ -26,6 +27,8 @@ export interface ForwardBatch {
   labels?: HostTensor;
   /** int64 [batch, seq], when the session was compiled with positionIds */
   positionIds?: HostTensor;
+  /** int64 [batch]: each row's adapter slot, for a mixed-adapter model (MultiAdapterModel.rowIndex) */
+  adapterIndex?: HostTensor;
 }
 
 export interface ForwardOutput {
@@ -74,6 +77,12 @@ export class ForwardSession {
     if (this.withPositionIds) {
       if (!batch.positionIds) throw new GenerationError('this forward session was compiled to take position ids; pass positionIds');
       feeds.position_ids = batch.positionIds;
+    }
+    if (this.session.feeds.some((v) => v.name === ADAPTER_INDEX_INPUT)) {
+      if (!batch.adapterIndex || batch.adapterIndex.shape.length !== 1 || batch.adapterIndex.shape[0] !== b) {
+        throw new GenerationError(`a mixed-adapter model needs one adapter per row: pass adapterIndex, int64 [${b}]`);
+      }
+      feeds[ADAPTER_INDEX_INPUT] = batch.adapterIndex;
     }
     const fetches = ['logits'];
     if (this.withLoss && batch.labels) {

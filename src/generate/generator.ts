@@ -10,6 +10,7 @@ import { Rng } from '../train/rng.js';
 import { argmax, sampleToken } from './sampling.js';
 import { DecoderSessions, type KVCache } from './sessions.js';
 import { RowText } from './streaming.js';
+import { BASE_ADAPTER, isMultiAdapter } from '../tuners/multi/model.js';
 
 /** A text prompt (encoded with the generator's tokenizer) or token ids. */
 export type Prompt = string | readonly number[];
@@ -91,6 +92,20 @@ export class Generator {
       return { promptIds: ids, tokens: [], finished: false, finishReason: 'length', text: decode ? new RowText(decode, plan.stopStrings) : undefined };
     });
     this.checkLengths(rows, plan);
+    const multi = isMultiAdapter(this.model) ? this.model : undefined;
+    if (options.adapters && !multi) throw new GenerationError('per-row adapters need a mixed-adapter model (MultiAdapterModel)');
+    if (multi) {
+      const names = options.adapters ?? rows.map(() => BASE_ADAPTER);
+      if (names.length !== rows.length) throw new GenerationError(`${names.length} adapter names for ${rows.length} prompts; give one per prompt ("${BASE_ADAPTER}" for none)`);
+      multi.rowIndex(names);
+      // Held for the whole run: a swap meanwhile does not change these rows.
+      const slots = names.map((n) => multi.acquire(n));
+      try {
+        return await this.run(rows, plan, options.onToken, BigInt64Array.from(slots.map(BigInt)));
+      } finally {
+        slots.forEach((s) => multi.release(s));
+      }
+    }
     return this.run(rows, plan, options.onToken);
   }
 
@@ -122,7 +137,7 @@ export class Generator {
     }
   }
 
-  private async run(rows: Row[], plan: GenerationPlan, onToken: GenerateOptions['onToken']): Promise<Generation> {
+  private async run(rows: Row[], plan: GenerationPlan, onToken: GenerateOptions['onToken'], adapterIndex?: BigInt64Array): Promise<Generation> {
     const batch = rows.length;
     const width = Math.max(...rows.map((r) => r.promptIds.length));
     const rng = Rng.fromSeed(plan.seed);
@@ -139,7 +154,7 @@ export class Generator {
       }
     });
     const t0 = performance.now();
-    let out = await this.sessions.prefill({ batch, seq: width, inputIds, attentionMask: flatMask(masks, 0), positionIds: positions });
+    let out = await this.sessions.prefill({ batch, seq: width, inputIds, attentionMask: flatMask(masks, 0), positionIds: positions, adapterIndex });
     const prefillMs = performance.now() - t0;
     let steps = 0;
     let cache: KVCache = out.cache;
@@ -171,7 +186,7 @@ export class Generator {
       const extra = cache.length + 1 - masks[0]!.length;
       const pos = new BigInt64Array(batch);
       masks.forEach((m, b) => (pos[b] = BigInt(extra + m.reduce((s, x) => s + x, 0) - 1)));
-      out = await this.sessions.decode({ batch, seq: 1, inputIds: next, attentionMask: flatMask(masks, extra), positionIds: pos }, cache);
+      out = await this.sessions.decode({ batch, seq: 1, inputIds: next, attentionMask: flatMask(masks, extra), positionIds: pos, adapterIndex }, cache);
       cache = out.cache;
     }
     const decodeMs = performance.now() - t0 - prefillMs;

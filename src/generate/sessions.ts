@@ -7,6 +7,7 @@ import * as o from '../graph/ops.js';
 import type { KV } from '../models/types.js';
 import { RuntimeSession, type HostTensor, type RuntimeOptions } from '../runtime/session.js';
 import { GenerationError } from './config.js';
+import { ADAPTER_INDEX_INPUT } from '../tuners/multi/model.js';
 import { type InferenceModel, baseModel, inferenceContext, paramFeeds } from './model.js';
 
 /** Every layer's keys and values, [batch, kvHeads, length, headDim], as the last run returned them. */
@@ -27,6 +28,8 @@ export interface StepInputs {
   attentionMask: BigInt64Array;
   /** int64 [batch, seq] */
   positionIds: BigInt64Array;
+  /** int64 [batch]: each row's adapter slot, for a mixed-adapter model (MultiAdapterModel.rowIndex) */
+  adapterIndex?: BigInt64Array;
 }
 
 export interface StepOutput {
@@ -114,6 +117,10 @@ export class DecoderSessions {
     feeds.input_ids = { dtype: 'int64', shape: [batch, seq], data: step.inputIds };
     feeds.attention_mask = { dtype: 'int64', shape: [batch, total], data: step.attentionMask };
     feeds.position_ids = { dtype: 'int64', shape: [batch, seq], data: step.positionIds };
+    if (session.feeds.some((v) => v.name === ADAPTER_INDEX_INPUT)) {
+      if (!step.adapterIndex || step.adapterIndex.length !== batch) throw new GenerationError(`a mixed-adapter model needs one adapter per row (${batch} rows)`);
+      feeds[ADAPTER_INDEX_INPUT] = { dtype: 'int64', shape: [batch], data: step.adapterIndex };
+    }
     const r = await session.run(feeds);
     const keys: HostTensor[] = [];
     const values: HostTensor[] = [];

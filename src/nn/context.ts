@@ -24,6 +24,9 @@ export interface LinearSpec {
 
 export type LinearHook = (x: Value, base: (x: Value) => Value, spec: LinearSpec, ctx: BuildContext) => Value;
 
+/** An embedding lookup through a tuner: `base()` is the plain lookup of `ids` in the module's weight. */
+export type EmbeddingHook = (ids: Value, base: () => Value, ctx: BuildContext) => Value;
+
 /** Called with a sub-layer's output and its residual input; returns the new residual stream. */
 export type SublayerHook = (args: { layer: number; output: Value; residual: Value; norm?: (x: Value) => Value; ctx: BuildContext }) => Value;
 
@@ -39,6 +42,8 @@ export interface BuildOptions {
 
 export class BuildContext {
   readonly linearHooks = new Map<string, LinearHook>();
+  /** by embedding module name (e.g. "model.embed_tokens"): LoRA on embeddings, trainable tokens */
+  readonly embeddingHooks = new Map<string, EmbeddingHook>();
   /** keys like "3.attn" / "3.ffn": bottleneck adapters and other residual-stream methods */
   readonly sublayerHooks = new Map<string, SublayerHook>();
   /** extra trainable tensors tuners created, by name */

@@ -29,8 +29,11 @@ export function linear(ctx: BuildContext, spec: LinearSpec, x: Value): Value {
   return ctx.graph.scope(spec.name, () => (hook ? hook(x, base, spec, ctx) : base(x)));
 }
 
+/** An embedding lookup, through the module's tuner hook when one is installed. */
 export function embedding(ctx: BuildContext, name: string, ids: Value): Value {
-  return ctx.graph.scope(name, () => o.gather(ctx.weight(`${name}.weight`), ids, 0));
+  const base = (): Value => o.gather(ctx.weight(`${name}.weight`), ids, 0);
+  const hook = ctx.embeddingHooks.get(name);
+  return ctx.graph.scope(name, () => (hook ? hook(ids, base, ctx) : base()));
 }
 
 export function layerNorm(ctx: BuildContext, name: string, x: Value, eps: number): Value {

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { readSafetensors, toFloat32 } from '../../src/io/safetensors.js';
 import { loadModel } from '../../src/models/load.js';
 import { PeftModel, createAdapter, getPeftModel } from '../../src/tuners/load.js';
-import { LoraModel, TargetModulesNotFoundError, saveModelPretrained } from '../../src/tuners/lora/index.js';
+import { LoraModel, TargetModulesNotFoundError, UnsupportedLoraFeatureError, saveModelPretrained } from '../../src/tuners/lora/index.js';
 import { pythonFloatRepr as pythonFloat, pythonJsonDumps } from '../../src/io/pyjson.js';
 import { AdapterError, AdapterMismatchError, PeftConfigError, UnknownPeftTypeError } from '../../src/tuners/types.js';
 import { fixturePath, readTensors } from '../helpers/fixtures.js';
@@ -146,7 +146,11 @@ test('typed errors: unknown peft_type, not an adapter, adapters that do not fit,
     const cfg = JSON.parse(await readFile(join(bad, 'adapter_config.json'), 'utf8'));
     await writeFile(join(bad, 'adapter_config.json'), JSON.stringify({ ...cfg, r: 4 }));
     await assert.rejects(PeftModel.fromPretrained(llama, bad), (e: unknown) => e instanceof AdapterMismatchError && /shape/.test((e as Error).message));
-    await writeFile(join(bad, 'adapter_config.json'), JSON.stringify({ ...cfg, exclude_modules: 'q_proj' }));
+    // A peft 0.20 setting that changes the math and is not implemented is refused by name.
+    await writeFile(join(bad, 'adapter_config.json'), JSON.stringify({ ...cfg, use_qalora: true }));
+    await assert.rejects(PeftModel.fromPretrained(llama, bad), (e: unknown) => e instanceof UnsupportedLoraFeatureError && e.field === 'use_qalora' && /use_qalora/.test(e.message));
+    // An unknown (future) key with a non-default value is refused too.
+    await writeFile(join(bad, 'adapter_config.json'), JSON.stringify({ ...cfg, lora_magic: 'on' }));
     await assert.rejects(PeftModel.fromPretrained(llama, bad), PeftConfigError);
     // Newer peft keys at their neutral values are accepted.
     await writeFile(join(bad, 'adapter_config.json'), JSON.stringify({ ...cfg, lora_bias: false, exclude_modules: null, peft_version: '0.17.0' }));

@@ -7,10 +7,11 @@ import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { fromTypedArray, readSafetensors, toBigInt64, writeSafetensors, type RawTensor } from '../../io/safetensors.js';
 import type { HostTensor } from '../../runtime/session.js';
-import { ForwardSession } from '../../generate/index.js';
+import { ForwardSession, type ForwardBatch } from '../../generate/index.js';
+import { MultiAdapterModel } from '../../tuners/multi/index.js';
 import type { PretrainedModel } from '../../models/types.js';
 import { CliError } from '../errors.js';
-import { collect, intArg, loadModelArg } from './generate.js';
+import { collect, intArg, loadMixedModelArg, loadModelArg, parseRowAdapters } from './generate.js';
 
 interface ForwardFlags {
   model: string;
@@ -19,6 +20,7 @@ interface ForwardFlags {
   threads?: number;
   adapter?: string[];
   merged?: boolean;
+  rowAdapters?: string;
   hiddenStates?: boolean;
 }
 
@@ -29,7 +31,8 @@ export function register(program: Command): void {
     .requiredOption('--model <dir|repo>', 'model folder or Hub repo id')
     .requiredOption('--batch <file>', 'safetensors with input_ids [batch, seq], optional attention_mask and labels (integer tensors)')
     .requiredOption('--out <file>', 'safetensors file to write: logits (float32), loss [1] when labels are given')
-    .option('--adapter <dir|repo>', 'adapter folder to apply; repeatable (earlier ones are merged)', collect)
+    .option('--adapter <[name=]dir|repo>', 'adapter folder to apply; repeatable (earlier ones are merged; with --row-adapters, all are loaded side by side under their names)', collect)
+    .option('--row-adapters <names>', 'one adapter name per batch row, comma-separated ("__base__" = none): one forward over a mixed-adapter batch (peft adapter_names)')
     .option('--merged', 'merge the adapters into the weights (peft merge_and_unload) before running')
     .option('--hidden-states', 'also write every hidden state as hidden_states.<i> (embeddings output, each layer, the final norm), as output_hidden_states')
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
@@ -80,8 +83,12 @@ async function runForward(flags: ForwardFlags): Promise<void> {
   if (outFile === batchFile) throw new CliError('--out must not be the batch file itself');
   if (existsSync(outFile) && statSync(outFile).isDirectory()) throw new CliError(`--out ${flags.out} is a folder; give a file name such as ${flags.out}/logits.safetensors`);
   if (!existsSync(dirname(outFile))) throw new CliError(`the folder of --out (${dirname(outFile)}) does not exist`);
-  const { base, model } = await loadModelArg(flags.model, flags.adapter, flags.merged);
-  const batch = batchFromFile(flags.batch, await readSafetensors(batchFile), base);
+  const { base, model } = flags.rowAdapters !== undefined ? await loadMixedModelArg(flags.model, flags.adapter, flags.merged) : await loadModelArg(flags.model, flags.adapter, flags.merged);
+  const batch: ForwardBatch = batchFromFile(flags.batch, await readSafetensors(batchFile), base);
+  if (model instanceof MultiAdapterModel) {
+    const names = parseRowAdapters(flags.rowAdapters!, model.adapterNames, batch.inputIds.shape[0]!, 'batch row');
+    batch.adapterIndex = { dtype: 'int64', shape: [names.length], data: model.rowIndex(names) };
+  }
   const session = await ForwardSession.create(model, { loss: batch.labels !== undefined, hiddenStates: flags.hiddenStates ?? false, runtime: { threads: flags.threads } });
   try {
     const t0 = performance.now();

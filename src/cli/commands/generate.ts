@@ -12,6 +12,9 @@ import { loadAdapter } from '../../tuners/load.js';
 import type { AdaptedModel } from '../../tuners/types.js';
 import { Generator, type GenerateOptions, type GenerationResult, type InferenceModel } from '../../generate/index.js';
 import { CliError } from '../errors.js';
+import { existsSync } from 'node:fs';
+import { basename } from 'node:path';
+import { BASE_ADAPTER, MultiAdapterModel } from '../../tuners/multi/index.js';
 
 /**
  * A local model folder or Hub repo id, loaded, with the --adapter folders applied in order. Every
@@ -24,7 +27,7 @@ export async function loadModelArg(idOrPath: string, adapters: readonly string[]
   const base = await loadModel(dir);
   let current = base;
   for (const [i, a] of adapters.entries()) {
-    const adapted = await loadAdapter(current, await resolveModelDir(a));
+    const adapted = await loadAdapter(current, await resolveModelDir(parseAdapterArg(a).dir));
     const last = i === adapters.length - 1;
     if (last && !merged) return { dir, base, model: adapted };
     const mergeable = adapted as AdaptedModel & { mergeAndUnload?: () => PretrainedModel | Promise<PretrainedModel> };
@@ -36,6 +39,44 @@ export async function loadModelArg(idOrPath: string, adapters: readonly string[]
     current = await mergeable.mergeAndUnload();
   }
   return { dir, base, model: current };
+}
+
+/** One --adapter value: "DIR", or "NAME=DIR" (a name for --row-adapters). */
+export function parseAdapterArg(v: string): { name?: string; dir: string } {
+  const m = /^([^=/\\\s,]+)=(.+)$/.exec(v);
+  if (m && !existsSync(v)) return { name: m[1]!, dir: m[2]! };
+  return { dir: v };
+}
+
+/** "a,b,__base__" -> names, checked against the loaded adapters and the row count. */
+export function parseRowAdapters(v: string, known: readonly string[], rows: number, what: string): string[] {
+  const names = v.split(',').map((x) => x.trim());
+  if (names.some((n) => n === '')) throw new CliError(`--row-adapters has an empty name in "${v}"; give one name per ${what}, comma-separated`);
+  for (const n of names) {
+    if (n !== BASE_ADAPTER && !known.includes(n)) throw new CliError(`--row-adapters names "${n}", which no --adapter NAME=DIR loads; loaded: ${[BASE_ADAPTER, ...known].join(', ')}`);
+  }
+  if (names.length !== rows) throw new CliError(`--row-adapters gives ${names.length} names for ${rows} ${what}s; give exactly one per ${what} ("${BASE_ADAPTER}" for none)`);
+  return names;
+}
+
+/**
+ * The model and its adapters for --row-adapters: every --adapter NAME=DIR (a bare DIR is named by
+ * its folder) loaded side by side into one mixed-adapter model.
+ */
+export async function loadMixedModelArg(idOrPath: string, adapters: readonly string[] = [], merged = false): Promise<{ dir: string; base: PretrainedModel; model: MultiAdapterModel }> {
+  if (merged) throw new CliError('--merged cannot be combined with --row-adapters (each row keeps its own adapter)');
+  if (adapters.length === 0) throw new CliError('--row-adapters needs at least one --adapter NAME=DIR');
+  const dir = await resolveModelDir(idOrPath);
+  const base = await loadModel(dir);
+  const model = new MultiAdapterModel(base);
+  for (const a of adapters) {
+    const { name, dir: adir } = parseAdapterArg(a);
+    const resolved = await resolveModelDir(adir);
+    const n = name ?? basename(resolved.replace(/[\\/]+$/, ''));
+    if (model.hasAdapter(n)) throw new CliError(`two --adapter flags use the name "${n}"; give each NAME=DIR a different name`);
+    await model.loadAdapter(n, resolved);
+  }
+  return { dir, base, model };
 }
 
 export function intArg(flag: string, min: number): (v: string) => number {
@@ -73,6 +114,7 @@ interface GenerateFlags {
   specialTokens: boolean;
   adapter?: string[];
   merged?: boolean;
+  rowAdapters?: string;
 }
 
 export function register(program: Command): void {
@@ -80,7 +122,8 @@ export function register(program: Command): void {
     .command('generate')
     .description('generate text from a causal language model (KV cache; greedy unless sampling options are given)')
     .requiredOption('--model <dir|repo>', 'model folder (config.json, model.safetensors, tokenizer.json) or Hub repo id')
-    .option('--adapter <dir|repo>', 'adapter folder (adapter_config.json + adapter_model.safetensors) to apply; repeatable (earlier ones are merged)', collect)
+    .option('--adapter <[name=]dir|repo>', 'adapter folder (adapter_config.json + adapter_model.safetensors) to apply; repeatable (earlier ones are merged; with --row-adapters, all are loaded side by side under their names)', collect)
+    .option('--row-adapters <names>', 'one adapter name per prompt, comma-separated ("__base__" = none): a mixed-adapter batch over the --adapter NAME=DIR adapters')
     .option('--merged', 'merge the adapters into the weights first (peft merge_and_unload); same outputs, base-model speed')
     .option('--prompt <text>', 'prompt text; repeat for a batch (left-padded)', collect)
     .option('--max-new-tokens <n>', 'new tokens per prompt at most (default: generation_config.json, else 20)', intArg('--max-new-tokens', 1))
@@ -112,7 +155,8 @@ async function runGenerate(flags: GenerateFlags): Promise<void> {
       throw new CliError(`cannot read the chat template ${flags.chatTemplate}: ${(e as Error).message}`);
     }
   }
-  const { dir, model } = await loadModelArg(flags.model, flags.adapter, flags.merged);
+  const { dir, model } = flags.rowAdapters !== undefined ? await loadMixedModelArg(flags.model, flags.adapter, flags.merged) : await loadModelArg(flags.model, flags.adapter, flags.merged);
+  const rowAdapters = model instanceof MultiAdapterModel ? parseRowAdapters(flags.rowAdapters!, model.adapterNames, given.length, 'prompt') : undefined;
   const tokenizer = await Tokenizer.fromDir(dir);
   const prompts = given.map((p) => {
     if (!flags.chat) return p;
@@ -135,6 +179,7 @@ async function runGenerate(flags: GenerateFlags): Promise<void> {
     topP: flags.topP,
     seed: flags.seed,
     stopStrings: flags.stop,
+    adapters: rowAdapters,
     // A chat template writes the special tokens itself, as transformers' apply_chat_template.
     addSpecialTokens: flags.chat ? false : flags.specialTokens,
     onToken: stream ? (e) => e.text && process.stdout.write(e.text) : undefined,

@@ -7,7 +7,11 @@
 import { existsSync, statSync } from 'node:fs';
 import { copyFile, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import { writeAtomically } from '../../io/safetensors/write.js';
+import { RunConfigError, asFlagText, checkPeftFields, readRunConfig } from '../../train/runconfig.js';
 import { resolveModelDir } from '../../io/hub.js';
 import { Tokenizer } from '../../io/tokenizer.js';
 import { loadModel } from '../../models/load.js';
@@ -23,6 +27,7 @@ import { CliError } from '../errors.js';
 import { intArg, numberArg } from './generate.js';
 
 interface TrainFlags {
+  config?: string;
   model: string;
   data: string;
   out: string;
@@ -76,12 +81,13 @@ export function register(program: Command): void {
   program
     .command('train')
     .description('fine-tune a causal language model, or a sequence classifier (BertForSequenceClassification), on a jsonl dataset')
-    .requiredOption('--model <dir|repo>', 'base model folder (config.json, model.safetensors, tokenizer.json) or Hub repo id')
-    .requiredOption(
+    .option('--config <file>', 'a YAML or JSON file describing the run: any of these options (kebab- or snake_case) and a "peft" section of adapter_config.json fields in peft\'s names; flags given here override it')
+    .option('--model <dir|repo>', 'base model folder (config.json, model.safetensors, tokenizer.json) or Hub repo id (required, here or in --config)')
+    .option(
       '--data <file.jsonl>',
       'training data: one {"text"}, {"prompt","completion"} or {"messages"} object per line; for a sequence classifier {"text","label"} (label: class id or config.json id2label name)',
     )
-    .requiredOption('--out <dir>', 'output folder: final adapter, metrics.jsonl, loss.svg, checkpoints/')
+    .option('--out <dir>', 'output folder: final adapter, metrics.jsonl, loss.svg, checkpoints/, run_config.json (required, here or in --config)')
     .addOption(
       new Option('--method <method>', 'fine-tuning method (qlora: LoRA on the base quantized to NF4; each method starts from the defaults `peft compare` documents)')
         .choices(methodNames())
@@ -115,9 +121,62 @@ export function register(program: Command): void {
     .option('--chat-template <file>', 'Jinja chat template for {"messages"} data (default: the tokenizer\'s)')
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
     .option('--log-every <n>', 'without a terminal: print a line every n steps', intArg('--log-every', 1), 10)
-    .action(async (flags: TrainFlags) => {
-      await runTrain(flags);
+    .action(async (flags: TrainFlags, cmd: Command) => {
+      const peft = flags.config !== undefined ? applyConfigFile(flags, cmd) : {};
+      for (const k of ['model', 'data', 'out'] as const) {
+        if (flags[k] === undefined) throw new CliError(`--${k} is required (as a flag or as "${k}:" in --config)`);
+      }
+      await runTrain(flags, peft);
     });
+}
+
+/**
+ * Fills `flags` from --config where the command line did not give the option (CLI flags override
+ * the file), parsing each value with the flag's own parser; returns the file's "peft" section.
+ */
+function applyConfigFile(flags: TrainFlags, cmd: Command): Record<string, unknown> {
+  const options = cmd.options.filter((o) => o.long !== '--config');
+  const keys = options.map((o) => o.long!.replace(/^--(no-)?/, ''));
+  const cfg = readRunConfig(flags.config!, keys);
+  const target = flags as unknown as Record<string, unknown>;
+  for (const [attr, value] of Object.entries(cfg.options)) {
+    const opt = options.find((o) => o.attributeName() === attr)!;
+    if (cmd.getOptionValueSource(attr) === 'cli') continue;
+    const key = opt.long!.replace(/^--(no-)?/, '');
+    if (opt.isBoolean() || opt.negate) {
+      if (typeof value !== 'boolean') throw new RunConfigError(`${cfg.file}: "${key}" must be true or false, found ${JSON.stringify(value)}`);
+      target[attr] = value;
+      continue;
+    }
+    const text = asFlagText(key, value, cfg.file);
+    if (opt.argChoices && !opt.argChoices.includes(text)) throw new RunConfigError(`${cfg.file}: "${key}" must be one of ${opt.argChoices.join(', ')}, found "${text}"`);
+    try {
+      target[attr] = opt.parseArg ? opt.parseArg(text, undefined) : text;
+    } catch (e) {
+      throw new RunConfigError(`${cfg.file}: "${key}": ${(e as Error).message}`);
+    }
+  }
+  return cfg.peft;
+}
+
+/** The fields the method's adapter_config.json holds: the preset's and those a saved adapter writes. */
+async function peftFieldsOf(f: TrainFlags, model: PretrainedModel): Promise<string[]> {
+  const { preset } = presetOf(f.method);
+  const fields = new Set(Object.keys(preset.trainFields ?? preset.fields));
+  const adapted = await createAdapter(model, { ...(preset.trainFields ?? preset.fields) }, { seed: f.seed });
+  const dir = await mkdtemp(join(tmpdir(), 'peft-fields-'));
+  try {
+    await adapted.savePretrained(dir);
+    const file = join(dir, 'adapter_config.json');
+    if (existsSync(file)) {
+      const saved = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+      for (const k of Object.keys(saved)) fields.add(k);
+      if (saved.config && typeof saved.config === 'object') for (const k of Object.keys(saved.config)) fields.add(k);
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  return [...fields];
 }
 
 /** The methods whose preset takes a flag, for the help text. */
@@ -166,9 +225,9 @@ function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer, virtual: nu
 }
 
 /** The method's preset fields, the method flags given, and the task of the model. */
-async function adapt(f: TrainFlags, model: PretrainedModel): Promise<AdaptedModel> {
+async function adapt(f: TrainFlags, model: PretrainedModel, peft: Record<string, unknown> = {}): Promise<AdaptedModel> {
   const { preset } = presetOf(f.method);
-  const fields: Record<string, unknown> = { ...(preset.trainFields ?? preset.fields) };
+  const fields: Record<string, unknown> = { ...(preset.trainFields ?? preset.fields), ...peft };
   for (const [flag, field] of Object.entries(preset.flags ?? {}) as [TrainFlag, string][]) if (f[flag] !== undefined) fields[field] = f[flag];
   if (model.task === 'seq-cls' && fields.task_type !== undefined) fields.task_type = 'SEQ_CLS';
   fields.base_model_name_or_path = f.model;
@@ -188,13 +247,18 @@ async function copyTokenizer(from: string, to: string): Promise<void> {
   }
 }
 
-async function runTrain(f: TrainFlags): Promise<void> {
+async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Promise<void> {
   checkFlags(f);
+  if (Object.keys(peft).length && f.method === 'full') throw new RunConfigError(`${f.config}: full fine-tuning has no adapter_config.json; remove the "peft" section or choose another method`);
+  if (peft.peft_type !== undefined && peft.peft_type !== presetOf(f.method).tuner.peftType) {
+    throw new RunConfigError(`${f.config}: peft.peft_type is ${String(peft.peft_type)} but method ${f.method} is ${presetOf(f.method).tuner.peftType}; set "method" to match or drop peft_type`);
+  }
   const say = (s: string) => process.stderr.write(`${s}\n`);
   const dir = await resolveModelDir(f.model);
   const quantize = f.quantize ?? (presetOf(f.method).preset.quantizedBase ? 'nf4' : undefined);
   const model = await loadModel(dir, quantize ? { quantization: { bits: 4, type: quantize as 'nf4' | 'fp4', doubleQuant: true, blockSize: 64 } } : {});
   if (quantize) say(`base held 4-bit (${quantize}, double quantization): ${model.weights.quantizedNames().length} linear weights, ${(model.weights.heldBytes() / 2 ** 20).toFixed(1)} MiB of frozen weights`);
+  if (Object.keys(peft).length) checkPeftFields(peft, await peftFieldsOf(f, model), f.method, f.config!);
   const tokenizer = await Tokenizer.fromDir(dir);
   const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId;
   if (padId === undefined) throw new CliError(`the tokenizer in ${dir} has neither a pad nor an EOS token; set "pad_token" in tokenizer_config.json`);
@@ -241,7 +305,7 @@ async function runTrain(f: TrainFlags): Promise<void> {
     evalExamples = preparedEval?.examples;
   }
 
-  const adapted = await adapt(f, model);
+  const adapted = await adapt(f, model, peft);
   let trainable = 0;
   for (const t of adapted.parameters().values()) trainable += t.data.length;
   const total = model.weights.numel();
@@ -290,6 +354,11 @@ async function runTrain(f: TrainFlags): Promise<void> {
       return;
     }
     await copyTokenizer(dir, f.out);
+    // the run as resolved (file, defaults and flags together): `peft train --config run_config.json` repeats it
+    const { config: _file, resume: _resume, overwrite: _overwrite, ...resolved } = f;
+    void [_file, _resume, _overwrite];
+    const runConfig = { ...resolved, ...(Object.keys(peft).length ? { peft } : {}) };
+    await writeAtomically(join(f.out, 'run_config.json'), async (fh) => void (await fh.writeFile(`${JSON.stringify(runConfig, null, 2)}\n`)));
     const evalText = r.initialEvalLoss !== undefined && r.finalEvalLoss !== undefined ? `; eval loss ${r.initialEvalLoss.toFixed(4)} -> ${r.finalEvalLoss.toFixed(4)}` : r.finalEvalLoss !== undefined ? `; eval loss ${r.finalEvalLoss.toFixed(4)}` : '';
     const saved = presetOf(f.method).tuner.saves ?? 'adapter';
     const accText =

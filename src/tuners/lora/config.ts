@@ -5,7 +5,7 @@
 import { PyFloat, type PyJson, pythonJsonDumps } from '../../io/pyjson.js';
 import { PeftConfigError } from '../types.js';
 
-export type InitLoraWeights = boolean | 'gaussian' | 'pissa' | `pissa_niter_${number}`;
+export type InitLoraWeights = boolean | 'gaussian' | 'pissa' | `pissa_niter_${number}` | 'olora' | 'eva' | 'orthogonal' | 'corda' | 'loftq' | 'mica' | 'lora_ga';
 export type LoraBias = 'none' | 'all' | 'lora_only';
 export type TaskType = 'SEQ_CLS' | 'SEQ_2_SEQ_LM' | 'CAUSAL_LM' | 'TOKEN_CLS' | 'QUESTION_ANS' | 'FEATURE_EXTRACTION';
 
@@ -40,6 +40,27 @@ export interface LoraConfig {
   revision: string | null;
   inferenceMode: boolean;
   autoMapping: Record<string, unknown> | null;
+  // peft 0.20 fields (written only when the config came from a peft 0.20 file or holds a non-default value)
+  /** modules never wrapped: a regex full-matched against the module name, or names / '.'-suffixes */
+  excludeModules: string[] | string | null;
+  /** lora_B has a bias (saved as lora_B.bias) */
+  loraBias: boolean;
+  /** peft's TrainableTokens: embedding rows trained and saved alone (a list for the input embedding, or module name -> rows) */
+  trainableTokenIndices: number[] | Record<string, number[]> | null;
+  /** peft version that wrote the file (null: a peft 0.13-style file) */
+  peftVersion: string | null;
+  evaConfig: Record<string, unknown> | null;
+  cordaConfig: Record<string, unknown> | null;
+  loraGaConfig: Record<string, unknown> | null;
+  veloraConfig: Record<string, unknown> | null;
+  aloraInvocationTokens: number[] | null;
+  useQalora: boolean;
+  qaloraGroupSize: number;
+  monteCloraConfig: Record<string, unknown> | null;
+  targetParameters: string[] | null;
+  useBdlora: Record<string, unknown> | null;
+  arrowConfig: Record<string, unknown> | null;
+  ensureWeightTying: boolean;
 }
 
 type Kind = 'int' | 'float' | 'number' | 'bool' | 'string' | 'any';
@@ -50,6 +71,8 @@ interface Field<K extends keyof LoraConfig = keyof LoraConfig> {
   default: LoraConfig[K];
   /** how a number is spelled on disk: peft stores lora_dropout as a Python float */
   kind: Kind;
+  /** first written by peft 0.20 */
+  v020?: boolean;
 }
 
 // The one table: API name, adapter_config.json name, peft 0.13.2 default, on-disk kind.
@@ -78,10 +101,51 @@ const FIELDS: Field[] = [
   { key: 'taskType', json: 'task_type', default: null, kind: 'string' },
   { key: 'useDora', json: 'use_dora', default: false, kind: 'bool' },
   { key: 'useRslora', json: 'use_rslora', default: false, kind: 'bool' },
+  { key: 'excludeModules', json: 'exclude_modules', default: null, kind: 'any', v020: true },
+  { key: 'loraBias', json: 'lora_bias', default: false, kind: 'bool', v020: true },
+  { key: 'trainableTokenIndices', json: 'trainable_token_indices', default: null, kind: 'any', v020: true },
+  { key: 'peftVersion', json: 'peft_version', default: null, kind: 'string', v020: true },
+  { key: 'evaConfig', json: 'eva_config', default: null, kind: 'any', v020: true },
+  { key: 'cordaConfig', json: 'corda_config', default: null, kind: 'any', v020: true },
+  { key: 'loraGaConfig', json: 'lora_ga_config', default: null, kind: 'any', v020: true },
+  { key: 'veloraConfig', json: 'velora_config', default: null, kind: 'any', v020: true },
+  { key: 'aloraInvocationTokens', json: 'alora_invocation_tokens', default: null, kind: 'any', v020: true },
+  { key: 'useQalora', json: 'use_qalora', default: false, kind: 'bool', v020: true },
+  { key: 'qaloraGroupSize', json: 'qalora_group_size', default: 16, kind: 'int', v020: true },
+  { key: 'monteCloraConfig', json: 'monteclora_config', default: null, kind: 'any', v020: true },
+  { key: 'targetParameters', json: 'target_parameters', default: null, kind: 'any', v020: true },
+  { key: 'useBdlora', json: 'use_bdlora', default: null, kind: 'any', v020: true },
+  { key: 'arrowConfig', json: 'arrow_config', default: null, kind: 'any', v020: true },
+  { key: 'ensureWeightTying', json: 'ensure_weight_tying', default: false, kind: 'bool', v020: true },
 ];
 
-/** Informational keys whose value never matters here. */
-const IGNORED_KEYS = new Set(['peft_version', 'qalora_group_size', 'runtime_config']);
+/**
+ * peft 0.20 settings that change what the adapter computes and that this library does not
+ * implement: refused by name (UnsupportedLoraFeatureError) whenever they hold a non-default value.
+ */
+const UNIMPLEMENTED: readonly { key: keyof LoraConfig; what: string }[] = [
+  { key: 'veloraConfig', what: 'VeLoRA (velora_config)' },
+  { key: 'aloraInvocationTokens', what: 'activated LoRA (alora_invocation_tokens)' },
+  { key: 'useQalora', what: 'QA-LoRA (use_qalora)' },
+  { key: 'monteCloraConfig', what: 'MonteCLoRA (monteclora_config)' },
+  { key: 'targetParameters', what: 'LoRA on parameters (target_parameters)' },
+  { key: 'useBdlora', what: 'block-diagonal LoRA (use_bdlora)' },
+  { key: 'arrowConfig', what: 'Arrow routing (arrow_config)' },
+  { key: 'ensureWeightTying', what: 'tied LoRA on tied layers (ensure_weight_tying=true)' },
+];
+
+/** A LoRA setting that changes the adapter's math and is not implemented here; `field` is its adapter_config.json name. */
+export class UnsupportedLoraFeatureError extends PeftConfigError {
+  constructor(readonly field: string, message: string) {
+    super(message);
+    this.name = 'UnsupportedLoraFeatureError';
+  }
+}
+
+/** Informational keys whose value never matters here (runtime_config is never saved by peft). */
+const IGNORED_KEYS = new Set(['runtime_config']);
+
+const INIT_STRINGS: readonly string[] = ['gaussian', 'pissa', 'olora', 'eva', 'orthogonal', 'corda', 'loftq', 'mica', 'lora_ga'];
 
 const TASK_TYPES: readonly TaskType[] = ['SEQ_CLS', 'SEQ_2_SEQ_LM', 'CAUSAL_LM', 'TOKEN_CLS', 'QUESTION_ANS', 'FEATURE_EXTRACTION'];
 
@@ -134,15 +198,36 @@ function validate(c: LoraConfig): void {
     }
   }
   const init = c.initLoraWeights;
-  if (init === 'loftq' as unknown || init === 'olora' as unknown) {
-    fail(`init_lora_weights="${String(init)}" is not supported here; use true, false, "gaussian", "pissa" or "pissa_niter_<n>"`);
+  if (!(typeof init === 'boolean' || (typeof init === 'string' && (INIT_STRINGS.includes(init) || /^pissa_niter_\d+$/.test(init))))) {
+    fail(`init_lora_weights must be true, false, ${INIT_STRINGS.map((x) => `"${x}"`).join(', ')} or "pissa_niter_<n>", got ${JSON.stringify(init)}`);
   }
-  if (!(typeof init === 'boolean' || init === 'gaussian' || init === 'pissa' || (typeof init === 'string' && /^pissa_niter_\d+$/.test(init)))) {
-    fail(`init_lora_weights must be true, false, "gaussian", "pissa" or "pissa_niter_<n>", got ${JSON.stringify(init)}`);
+  if (init === 'loftq' || init === 'corda' || init === 'lora_ga' || init === 'mica') {
+    throw new UnsupportedLoraFeatureError('init_lora_weights', `init_lora_weights="${init}" is not implemented here (it needs ${init === 'loftq' ? 'LoftQ quantization' : init === 'mica' ? 'the MiCA variant (frozen B)' : 'data-driven preprocessing'}); use true, false, "gaussian", "pissa", "pissa_niter_<n>" or "olora"`);
+  }
+  for (const u of UNIMPLEMENTED) {
+    const f = FIELDS.find((x) => x.key === u.key)!;
+    const v = c[u.key];
+    if (v !== undefined && JSON.stringify(v) !== JSON.stringify(f.default)) {
+      throw new UnsupportedLoraFeatureError(f.json, `${f.json}=${JSON.stringify(v)}: ${u.what} is not implemented here; remove it (or set it to ${JSON.stringify(f.default)}) to load this adapter`);
+    }
+  }
+  if (typeof c.loraBias !== 'boolean') fail(`lora_bias must be true or false, got ${JSON.stringify(c.loraBias)}`);
+  if (c.loraBias && typeof init !== 'boolean') fail(`lora_bias=true is only supported with init_lora_weights=true or false, got ${JSON.stringify(init)}`);
+  if (c.loraBias && c.useDora) fail('lora_bias=true is not supported for DoRA; set use_dora=false');
+  const em = c.excludeModules;
+  if (em !== null && typeof em !== 'string' && !(Array.isArray(em) && em.every((t) => typeof t === 'string'))) fail(`exclude_modules must be a list of module names, a regex string or null, got ${JSON.stringify(em)}`);
+  const tti = c.trainableTokenIndices;
+  const isIdxList = (x: unknown) => Array.isArray(x) && x.every((i) => Number.isInteger(i) && i >= 0);
+  if (tti !== null && !isIdxList(tti) && !(typeof tti === 'object' && !Array.isArray(tti) && Object.values(tti).every(isIdxList))) {
+    fail(`trainable_token_indices must be a list of token ids, an object {module name: [token ids]} or null, got ${JSON.stringify(tti)}`);
+  }
+  if (c.layersPattern && (c.layersToTransform === null || (Array.isArray(c.layersToTransform) && c.layersToTransform.length === 0))) {
+    fail('when layers_pattern is given, layers_to_transform must be given too');
   }
   if (c.useDora && c.megatronConfig) fail('DoRA does not support megatron_core; set use_dora=false or drop megatron_config');
-  if (c.layerReplication !== null) fail('layer_replication is not supported; remove it from the config');
-  if (c.loftqConfig && Object.keys(c.loftqConfig).length > 0) fail('LoftQ (loftq_config) is not supported; remove it from the config');
+  if (c.layerReplication !== null) throw new UnsupportedLoraFeatureError('layer_replication', 'layer_replication is not implemented here; remove it from the config');
+  // peft drops loftq_config unless init_lora_weights is "loftq" (which is refused above).
+  if (c.loftqConfig && Object.keys(c.loftqConfig).length > 0) c.loftqConfig = {};
   if (c.taskType !== null && !TASK_TYPES.includes(c.taskType)) fail(`task_type must be one of ${TASK_TYPES.join(', ')} or null, got ${JSON.stringify(c.taskType)}`);
   if (typeof c.inferenceMode !== 'boolean' || typeof c.useDora !== 'boolean' || typeof c.useRslora !== 'boolean' || typeof c.fanInFanOut !== 'boolean') {
     fail('inference_mode, use_dora, use_rslora and fan_in_fan_out must be true or false');
@@ -172,15 +257,24 @@ export function loraConfigFromJson(obj: Record<string, unknown>, source = 'adapt
   try {
     return loraConfig(fields as Partial<LoraConfig>);
   } catch (e) {
+    if (e instanceof UnsupportedLoraFeatureError) throw new UnsupportedLoraFeatureError(e.field, `${source}: ${e.message}`);
     if (e instanceof PeftConfigError) throw new PeftConfigError(`${source}: ${e.message}`);
     throw e;
   }
 }
 
-/** The snake_case object peft writes, keys in peft's (sorted) order. */
+/**
+ * The snake_case object peft writes, keys in peft's (sorted) order. A config read from a peft 0.20
+ * file (peft_version set) writes every 0.20 key; otherwise the peft 0.13.2 key set, plus any 0.20
+ * key that holds a non-default value.
+ */
 export function loraConfigToJson(c: LoraConfig): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const f of [...FIELDS].sort((a, b) => (a.json < b.json ? -1 : 1))) out[f.json] = c[f.key];
+  for (const f of [...FIELDS].sort((a, b) => (a.json < b.json ? -1 : 1))) {
+    const v = c[f.key];
+    if (f.v020 && c.peftVersion === null && (v === undefined || JSON.stringify(v) === JSON.stringify(f.default))) continue;
+    out[f.json] = v === undefined ? f.default : v;
+  }
   return out;
 }
 

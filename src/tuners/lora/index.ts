@@ -18,8 +18,9 @@ export {
   loraConfigToJson,
   loraConfigFileText,
   loraScaling,
+  UnsupportedLoraFeatureError,
 } from './config.js';
-export { type LoraAdapter, type CreateLoraOptions, type LoadLoraOptions, type MergeAndUnloadOptions, type SaveLoraOptions, LoraModel } from './model.js';
+export { type LoraAdapter, type TokenState, type CreateLoraOptions, type LoadLoraOptions, type MergeAndUnloadOptions, type SaveLoraOptions, LoraModel } from './model.js';
 export {
   type AdapterCompression,
   type CompressionReport,
@@ -31,11 +32,11 @@ export {
   compressionSpec,
   parseCompressionReport,
 } from './compress.js';
-export { type LoraModuleState, type LoraVariant, PLAIN_LORA, DORA, variantFor } from './layer.js';
+export { type LoraModuleState, type LoraEmbeddingState, type LoraVariant, PLAIN_LORA, DORA, variantFor } from './layer.js';
 export { TargetModulesNotFoundError, targetModuleMatches, isModuleToSave, resolveTargetModules, findTargets } from './targets.js';
 export { PEFT_PREFIX, type TensorSlot, tensorNames } from './save.js';
 export { type SaveModelOptions, saveModelPretrained, savedDtype } from './merge.js';
-export { TopSvd } from './init.js';
+export { TopSvd, oloraFactors } from './init.js';
 
 
 function loraScalingText(c: Record<string, unknown>): string | null {
@@ -75,3 +76,5 @@ export const loraTuner = {
     LoraModel.create(base, loraConfigFromJson(fields, 'LoRA config'), opts),
   fromPretrained: (base: PretrainedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}) => LoraModel.fromPretrained(base, dir, opts),
 } satisfies Tuner;
+export { type CombinationType, type MajoritySignMethod, type WeightedAdapterOptions, COMBINATION_TYPES, jacobiSvd } from './weighted.js';
+export { type MlxConversion, AdapterConversionError, mlxToPeft, peftToMlx } from './mlx.js';

@@ -261,3 +261,63 @@ export function symmetricEigen(h: Float64Array, p: number): { values: Float64Arr
   });
   return { values, vectors };
 }
+
+// ---- OLoRA --------------------------------------------------------------------------------------
+
+/**
+ * OLoRA (peft olora_init): Q, R = torch.linalg.qr(W) for W [out, in]; lora_A = R[:r] [r, in],
+ * lora_B = Q[:, :r] [out, r] (no scaling), and the base weight becomes W - s·BA. Householder QR in
+ * float64 with LAPACK's sign convention (dlarfg: R's diagonal is -sign(x0)·||x||), computing only the
+ * r reflectors the factors need: O(r·out·in), a one-off at adapter creation.
+ */
+export function oloraFactors(w: Float32Array, outF: number, inF: number, r: number): { A: Float32Array; B: Float32Array } {
+  if (r > Math.min(outF, inF)) throw new RangeError(`OLoRA needs r <= min(out, in) = ${Math.min(outF, inF)}, got ${r}`);
+  const M = Float64Array.from(w);
+  const vs: Float64Array[] = [];
+  const taus: number[] = [];
+  for (let j = 0; j < r; j++) {
+    const alpha = M[j * inF + j]!;
+    let xnorm2 = 0;
+    for (let i = j + 1; i < outF; i++) xnorm2 += M[i * inF + j]! ** 2;
+    const v = new Float64Array(outF - j);
+    v[0] = 1;
+    if (xnorm2 === 0) {
+      vs.push(v);
+      taus.push(0);
+      continue;
+    }
+    const norm = Math.hypot(alpha, Math.sqrt(xnorm2));
+    const beta = alpha >= 0 ? -norm : norm;
+    const tau = (beta - alpha) / beta;
+    const scale = 1 / (alpha - beta);
+    for (let i = j + 1; i < outF; i++) v[i - j] = M[i * inF + j]! * scale;
+    // apply H = I - tau v v^T to columns j.. of rows j..
+    for (let c = j; c < inF; c++) {
+      let dot = 0;
+      for (let i = j; i < outF; i++) dot += v[i - j]! * M[i * inF + c]!;
+      const f = tau * dot;
+      if (f !== 0) for (let i = j; i < outF; i++) M[i * inF + c] -= f * v[i - j]!;
+    }
+    M[j * inF + j] = beta;
+    for (let i = j + 1; i < outF; i++) M[i * inF + j] = 0;
+    vs.push(v);
+    taus.push(tau);
+  }
+  const A = new Float32Array(r * inF);
+  for (let i = 0; i < r; i++) for (let c = i; c < inF; c++) A[i * inF + c] = M[i * inF + c]!;
+  // Q[:, :r] = H_0 ... H_{r-1} [I_r; 0]
+  const Q = new Float64Array(outF * r);
+  for (let i = 0; i < r; i++) Q[i * r + i] = 1;
+  for (let j = r - 1; j >= 0; j--) {
+    const v = vs[j]!;
+    const tau = taus[j]!;
+    if (tau === 0) continue;
+    for (let c = 0; c < r; c++) {
+      let dot = 0;
+      for (let i = j; i < outF; i++) dot += v[i - j]! * Q[i * r + c]!;
+      const f = tau * dot;
+      if (f !== 0) for (let i = j; i < outF; i++) Q[i * r + c] -= f * v[i - j]!;
+    }
+  }
+  return { A, B: Float32Array.from(Q) };
+}

@@ -21,6 +21,8 @@ export interface LoraModuleState {
   B: TrainableTensor;
   /** DoRA's lora_magnitude_vector [out] */
   magnitude?: TrainableTensor;
+  /** lora_bias=true: lora_B.bias [out] */
+  bias?: TrainableTensor;
 }
 
 /** The graph values of one module's adapter tensors. */
@@ -28,6 +30,8 @@ export interface LoraValues {
   A: Value;
   B: Value;
   magnitude?: Value;
+  /** lora_B.bias (lora_bias=true) */
+  bias?: Value;
 }
 
 export interface VariantForwardArgs {
@@ -63,9 +67,10 @@ export function baseMatmul(x: Value, weight: Value, spec: LinearSpec): Value {
   return spec.layout === 'conv1d' ? o.matmul(x, weight) : o.matmulT(x, weight);
 }
 
-/** lora_B(lora_A(x)): two thin matmuls, never the [out, in] product. */
+/** lora_B(lora_A(x)): two thin matmuls, never the [out, in] product (plus lora_B's bias with lora_bias). */
 export function loraPath(x: Value, t: LoraValues): Value {
-  return o.matmulT(o.matmulT(x, t.A), t.B);
+  const y = o.matmulT(o.matmulT(x, t.A), t.B);
+  return t.bias ? o.add(y, t.bias) : y;
 }
 
 /** scaling * B @ A in the stored layout of the base weight (peft's get_delta_weight). */
@@ -118,4 +123,71 @@ export const DORA: LoraVariant = {
 
 export function variantFor(useDora: boolean): LoraVariant {
   return useDora ? DORA : PLAIN_LORA;
+}
+
+/** One LoRA on an nn.Embedding of one adapter (peft lora.Embedding). */
+export interface LoraEmbeddingState {
+  /** module name of the embedding (e.g. model.embed_tokens) */
+  name: string;
+  numEmbeddings: number;
+  embeddingDim: number;
+  r: number;
+  alpha: number;
+  scaling: number;
+  /** lora_embedding_A [r, num_embeddings] */
+  A: TrainableTensor;
+  /** lora_embedding_B [embedding_dim, r] */
+  B: TrainableTensor;
+  /** DoRA: lora_magnitude_vector [embedding_dim] (one magnitude per embedding column) */
+  magnitude?: TrainableTensor;
+}
+
+/** scaling * (B @ A)^T: the embedding LoRA's delta in the weight's [num_embeddings, dim] layout. */
+export function embeddingDelta(A: Value, B: Value, scaling: number): Value {
+  return o.mul(o.transpose(o.matmul(B, A), [1, 0]), scaling);
+}
+
+/**
+ * peft's Embedding forward for one adapter: `result` is the lookup so far (base rows), `ids` the
+ * token ids, `weight()` the base matrix [V, H]. Plain: result + (A^T[ids] @ B^T) * s (no dropout, as
+ * peft). DoRA (DoraEmbeddingVariant): m/||E^T + s (BA)||_row (detached) scales the base lookup and the
+ * LoRA path; the magnitude is per embedding column.
+ */
+export function embeddingForward(result: Value, ids: Value, weight: () => Value, t: { A: Value; B: Value; magnitude?: Value }, scaling: number): Value {
+  const afterA = o.gather(o.transpose(t.A, [1, 0]), ids, 0);
+  const lora = o.mul(o.matmulT(afterA, t.B), scaling);
+  if (!t.magnitude) return o.add(result, lora);
+  const merged = o.add(weight(), embeddingDelta(t.A, t.B, scaling));
+  const norm = o.stopGradient(o.sqrt(o.sum(o.mul(merged, merged), 0)));
+  const scale = o.div(t.magnitude, norm);
+  return o.add(o.mul(scale, result), o.mul(scale, lora));
+}
+
+/** The merged embedding matrix: E + s(BA)^T, DoRA: (m/||E + s(BA)^T||_col) * (E + s(BA)^T). */
+export function embeddingMerge(weight: Value, t: { A: Value; B: Value; magnitude?: Value }, scaling: number): Value {
+  const merged = o.add(weight, embeddingDelta(t.A, t.B, scaling));
+  if (!t.magnitude) return merged;
+  const norm = o.sqrt(o.sum(o.mul(merged, merged), 0, true));
+  return o.mul(o.div(o.reshape(t.magnitude, [1, -1]), norm), merged);
+}
+
+/** DoRA's initial embedding magnitude: column norms of E + s(BA)^T, [dim]. */
+export function embeddingDoraNorm(weight: Value, t: { A: Value; B: Value }, scaling: number): Value {
+  const merged = o.add(weight, embeddingDelta(t.A, t.B, scaling));
+  return o.sqrt(o.sum(o.mul(merged, merged), 0));
+}
+
+/**
+ * peft's TrainableTokens: the rows `indices` of a [V, H] matrix replaced by `delta` (which holds the
+ * replacement rows, despite its name). For a lookup: result + onehot(ids ∈ indices) @ (delta - W[indices]);
+ * `baseRows` is W[indices] as a constant.
+ */
+export function tokensLookup(result: Value, ids: Value, indices: Value, delta: Value, baseRows: Value): Value {
+  const hit = o.cast(o.equal(o.unsqueeze(ids, [-1]), indices), 'float32');
+  return o.add(result, o.matmul(hit, o.sub(delta, baseRows)));
+}
+
+/** The same replacement for an output projection x @ W^T: result + (x @ (delta - W[indices])^T) @ onehot [n, V]. */
+export function tokensProjection(result: Value, x: Value, delta: Value, baseRows: Value, onehot: Value): Value {
+  return o.add(result, o.matmul(o.matmulT(x, o.sub(delta, baseRows)), onehot));
 }

@@ -20,8 +20,8 @@ import { writeAtomically } from '../../io/safetensors/write.js';
 import { QuantizationError } from '../../quant/errors.js';
 import { RuntimeSession } from '../../runtime/session.js';
 import { AdapterError } from '../types.js';
-import type { LoraModuleState, LoraValues } from './layer.js';
-import { doraWeightNorm } from './layer.js';
+import type { LoraEmbeddingState, LoraModuleState, LoraValues } from './layer.js';
+import { doraWeightNorm, embeddingDoraNorm, embeddingMerge } from './layer.js';
 import * as o from '../../graph/ops.js';
 
 /** Bytes of constants one evaluation session may hold; larger jobs run in several sessions. */
@@ -62,6 +62,7 @@ export function loraConstants(g: Graph, s: LoraModuleState): LoraValues {
     A: g.constant('lora_A', 'float32', s.A.shape, s.A.data),
     B: g.constant('lora_B', 'float32', s.B.shape, s.B.data),
     magnitude: s.magnitude ? g.constant('lora_magnitude', 'float32', s.magnitude.shape, s.magnitude.data) : undefined,
+    bias: s.bias ? g.constant('lora_B_bias', 'float32', s.bias.shape, s.bias.data) : undefined,
   };
 }
 
@@ -237,4 +238,36 @@ export async function saveModelPretrained(model: PretrainedModel, dir: string, o
       throw e;
     }
   }
+}
+
+/** DoRA's initial magnitude of embedding LoRAs: column norms of E + s(BA)^T, [dim] each. */
+export function embeddingDoraMagnitudes(jobs: readonly { weight: WeightTensor; state: LoraEmbeddingState }[]): Promise<Float32Array[]> {
+  return evaluateOnce(
+    jobs,
+    (j) => 4 * j.weight.data.length,
+    (g, j) => {
+      const s = j.state;
+      return embeddingDoraNorm(g.constant('weight', 'float32', j.weight.shape, j.weight.data), { A: g.constant('A', 'float32', s.A.shape, s.A.data), B: g.constant('B', 'float32', s.B.shape, s.B.data) }, s.scaling);
+    },
+  );
+}
+
+/** Merged embedding matrices: each job's LoRAs folded in order into the [V, H] weight. */
+export function mergeEmbeddings(jobs: readonly { weight: WeightTensor; states: LoraEmbeddingState[] }[]): Promise<Float32Array[]> {
+  return evaluateOnce(
+    jobs,
+    (j) => 4 * j.weight.data.length,
+    (g, j) => {
+      let w: Value = g.constant('weight', 'float32', j.weight.shape, j.weight.data);
+      for (const s of j.states) {
+        const t = {
+          A: g.constant('A', 'float32', s.A.shape, s.A.data),
+          B: g.constant('B', 'float32', s.B.shape, s.B.data),
+          magnitude: s.magnitude ? g.constant('m', 'float32', s.magnitude.shape, s.magnitude.data) : undefined,
+        };
+        w = embeddingMerge(w, t, s.scaling);
+      }
+      return w;
+    },
+  );
 }

@@ -10,16 +10,17 @@ import type { LinearHook, LinearSpec } from '../../nn/context.js';
 import type { QuantizedWeightTensor, WeightTensor } from '../../nn/weights.js';
 import { baseProduct } from '../../nn/layers.js';
 import { AdapterError, AdapterMismatchError, PeftConfigError, type AdaptedModel, type TrainableTensor } from '../types.js';
-import { type LoraConfig, TASK_MODULES_TO_SAVE, loraConfig, loraConfigFromJson, loraScaling } from './config.js';
-import { SeededRandom, TopSvd, pissaFactors, randomLoraInit } from './init.js';
-import { type LoraModuleState, baseMatmul, variantFor } from './layer.js';
-import { copyWeightStore, doraInitialMagnitudes, mergeWeights, requantizeLike, withWeights } from './merge.js';
-import { PEFT_PREFIX, type TensorSlot, type WriteAdapterOptions, checkOutputDir, compressionReport, isCompressible, readAdapterConfigFile, readAdapterTensors, tensorNames, writeAdapterFolder } from './save.js';
+import { type LoraConfig, TASK_MODULES_TO_SAVE, UnsupportedLoraFeatureError, loraConfig, loraConfigFromJson, loraScaling } from './config.js';
+import { SeededRandom, TopSvd, gaussian, kaimingUniform, oloraFactors, pissaFactors, randomLoraInit } from './init.js';
+import { type LoraEmbeddingState, type LoraModuleState, baseMatmul, embeddingForward, tokensLookup, tokensProjection, variantFor } from './layer.js';
+import { copyWeightStore, doraInitialMagnitudes, embeddingDoraMagnitudes, mergeEmbeddings, mergeWeights, requantizeLike, withWeights } from './merge.js';
+import { PEFT_PREFIX, type TensorKind, type TensorSlot, type WriteAdapterOptions, checkOutputDir, compressionReport, isCompressible, readAdapterConfigFile, readAdapterTensors, tensorNames, writeAdapterFolder } from './save.js';
 import { type AdapterCompression, BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_CONFIG_KEY, type CompressionSpec, compressionSpec, roundTrip } from './compress.js';
 import { Graph } from '../../graph/ir.js';
 import { BuildContext } from '../../nn/context.js';
 import { type HostTensor, RuntimeSession } from '../../runtime/session.js';
 import { TargetModulesNotFoundError, findTargets, resolveTargetModules } from './targets.js';
+import { COMBINATION_TYPES, type CombinationType, type WeightedAdapterOptions, combiner, svdFactors } from './weighted.js';
 
 /** One named adapter: its config (as it will be saved) and its tensors. */
 export interface LoraAdapter {
@@ -33,6 +34,27 @@ export interface LoraAdapter {
   readonly modulesToSave: string[];
   /** false for adapters loaded for inference (peft's is_trainable=False) */
   readonly trainable: boolean;
+  /** LoRA on embedding modules, by module name */
+  readonly embeddings: Map<string, LoraEmbeddingState>;
+  /** peft's TrainableTokens, by module name (the input embedding, or a linear output projection) */
+  readonly tokens: Map<string, TokenState>;
+  /**
+   * PiSSA/OLoRA: lora_A/lora_B as initialised (A0, B0), by module; what
+   * savePretrained's pathInitialModelForWeightConversion folder is checked against.
+   */
+  readonly initial?: Map<string, { A: Float32Array; B: Float32Array }>;
+}
+
+/** Rows of an embedding matrix an adapter replaces (peft TrainableTokensLayer). */
+export interface TokenState {
+  /** the module holding the tensor (the embedding) */
+  module: string;
+  /** token ids, in the order of trainable_token_indices */
+  indices: number[];
+  /** the replacement rows [n, dim] (peft's trainable_tokens_delta) */
+  delta: TrainableTensor;
+  /** linear modules whose weight is tied to this embedding: their rows follow (tied lm_head) */
+  tiedLinears: string[];
 }
 
 export interface CreateLoraOptions {
@@ -50,6 +72,15 @@ export interface SaveLoraOptions {
   compression?: AdapterCompression | { method: AdapterCompression; blockSize?: number };
   /** token ids the output drift of a compressed adapter is measured on (default: 2 x 32 fixed ids) */
   driftSample?: readonly (readonly number[])[];
+  /**
+   * peft's path_initial_model_for_weight_conversion: the folder holding this PiSSA/OLoRA adapter as
+   * initialised (saved right after creation). The adapter is written as a plain LoRA for the ORIGINAL
+   * base: lora_A = cat([A, A0]), lora_B = cat([B, -B0]), r and lora_alpha doubled (alpha x sqrt(2)
+   * with rsLoRA), init_lora_weights=true. Unlike peft, the initial folder is only read, never rewritten.
+   */
+  pathInitialModelForWeightConversion?: string;
+  /** write the one selected adapter into `dir` itself, whatever its name (default: non-default names go to dir/<name>) */
+  flat?: boolean;
 }
 
 export interface MergeAndUnloadOptions {
@@ -79,10 +110,43 @@ function allWeightNames(model: PretrainedModel): string[] {
 
 type Source = { kind: 'create'; rng: SeededRandom } | { kind: 'load'; tensors: Map<string, TrainableTensor>; dir: string };
 
+/** peft's trainable_token_indices resolved to modules: a list is for the input embedding; object keys match module names by suffix. */
+function tokenTargets(base: PretrainedModel, config: LoraConfig): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  const tti = config.trainableTokenIndices;
+  if (tti === null) return out;
+  const entries: [string, number[]][] = Array.isArray(tti) ? [[base.embeddingName, tti]] : Object.entries(tti);
+  const linears = new Set(base.linears().map((s) => s.name));
+  for (const [key, indices] of entries) {
+    const module = key === base.embeddingName || linears.has(key) ? key : [base.embeddingName, ...linears].find((m) => m.endsWith(key));
+    if (!module) throw new PeftConfigError(`trainable_token_indices: no embedding or linear module of ${base.dir} is named ${JSON.stringify(key)} (the input embedding is ${base.embeddingName})`);
+    const rows = module === base.embeddingName ? base.weights.shapeOf(`${module}.weight`)[0]! : base.linears().find((s) => s.name === module)!.outFeatures;
+    const bad = indices.find((i) => i >= rows);
+    if (bad !== undefined) throw new PeftConfigError(`trainable_token_indices: token ${bad} is out of range for ${module} (${rows} rows)`);
+    if (new Set(indices).size !== indices.length) throw new PeftConfigError(`trainable_token_indices for ${module} lists a token twice; give each token once`);
+    out.set(module, [...indices]);
+  }
+  return out;
+}
+
+/** Linear modules whose weight is the same stored tensor as `module`'s (a tied lm_head). */
+function tiedLinears(base: PretrainedModel, module: string): string[] {
+  const w = base.weights.resolve(`${module}.weight`);
+  return base.linears().filter((s) => s.name !== module && base.weights.has(`${s.name}.weight`) && base.weights.resolve(`${s.name}.weight`) === w).map((s) => s.name);
+}
+
+/** Rows `indices` of a [rows, cols] matrix, as a new [n, cols] array. */
+function gatherRows(w: WeightTensor, indices: readonly number[]): Float32Array {
+  const cols = w.shape[1]!;
+  const out = new Float32Array(indices.length * cols);
+  indices.forEach((r, i) => out.set(w.data.subarray(r * cols, (r + 1) * cols), i * cols));
+  return out;
+}
+
 /**
- * Builds one adapter for `base`. With `create`, tensors are initialised as peft does (and PiSSA
- * rewrites the base weights to the residual, as peft does); with `load` every tensor comes from the
- * file, all of it checked against the model before the base is touched.
+ * Builds one adapter for `base`. With `create`, tensors are initialised as peft does (and PiSSA /
+ * OLoRA rewrite the base weights to the residual, as peft does); with `load` every tensor comes from
+ * the file, all of it checked against the model before the base is touched.
  */
 async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: string, src: Source, trainable: boolean): Promise<LoraAdapter> {
   const config = structuredClone(input);
@@ -102,9 +166,18 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
       config.fanInFanOut = false;
     }
   }
+  const tokenMods = tokenTargets(base, config);
+  for (const e of targets.embeddings) {
+    if (tokenMods.has(e.name)) throw new PeftConfigError(`${e.name} is both a LoRA target and in trainable_token_indices; use one of the two for it`);
+    if (config.loraBias) throw new PeftConfigError(`lora_bias=true is not supported for the embedding ${e.name} (as in peft); leave the embedding out of target_modules`);
+  }
   const variant = variantFor(config.useDora);
   const weightNames = allWeightNames(base);
   const wrapped = new Set(targets.lora.map((t) => t.spec.name));
+  if (config.loraBias) {
+    const noBias = targets.lora.filter((t) => !t.spec.bias).map((t) => t.spec.name);
+    if (noBias.length && src.kind === 'create') warn(`lora_bias=true but ${noBias[0]}${noBias.length > 1 ? ` and ${noBias.length - 1} other targets have` : ' has'} no bias: merging this adapter will not be possible (as in peft)`);
+  }
 
   // Base weights the adapter replaces, and under which saved key each lives.
   const overrideNames: { weight: string; module: string; saved: boolean }[] = [];
@@ -120,14 +193,23 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
   }
 
   const modules = new Map<string, LoraModuleState>();
+  const embeddings = new Map<string, LoraEmbeddingState>();
+  const tokens = new Map<string, TokenState>();
   const overrides = new Map<string, TrainableTensor>();
-  const pissa = typeof config.initLoraWeights === 'string' && config.initLoraWeights.startsWith('pissa');
+  const init = config.initLoraWeights;
+  const pissa = typeof init === 'string' && init.startsWith('pissa');
+  const olora = init === 'olora';
   const quantizedTargets = targets.lora.filter(({ spec }) => base.weights.isQuantized(`${spec.name}.weight`));
-  if (pissa && quantizedTargets.length) {
+  if ((pissa || olora) && quantizedTargets.length) {
     throw new PeftConfigError(
-      `init_lora_weights="${String(config.initLoraWeights)}" rewrites the base weights to the PiSSA residual, but ${quantizedTargets[0]!.spec.name} is held 4-bit quantized; load the model in full precision to use PiSSA`,
+      `init_lora_weights="${String(init)}" rewrites the base weights to the residual, but ${quantizedTargets[0]!.spec.name} is held 4-bit quantized; load the model in full precision to use it`,
     );
   }
+  if ((pissa || olora) && targets.embeddings.length) throw new PeftConfigError(`init_lora_weights="${String(init)}" initialises linear layers only; leave ${targets.embeddings[0]!.name} out of target_modules`);
+  if (src.kind === 'create' && (init === 'orthogonal' || init === 'eva')) {
+    throw new UnsupportedLoraFeatureError('init_lora_weights', `init_lora_weights="${init}" is not implemented for new adapters here; use true, false, "gaussian", "pissa", "pissa_niter_<n>" or "olora" (adapters saved with it load)`);
+  }
+  const embShape = (e: string) => base.weights.shapeOf(`${e}.weight`) as [number, number];
 
   if (src.kind === 'load') {
     const used = new Set<string>();
@@ -143,17 +225,33 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
       return t;
     };
     const missing: string[] = [];
+    const need = (kind: TensorKind, module: string, shape: number[]): TrainableTensor => {
+      const key = tensorNames(kind, module, name).saved;
+      const t = take(key, shape, `${kind} of ${module}`);
+      if (!t) missing.push(key);
+      return t ?? { shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)) };
+    };
     for (const { spec, r, alpha } of targets.lora) {
-      const need = (kind: 'lora_A' | 'lora_B' | 'lora_magnitude_vector', shape: number[]): TrainableTensor => {
-        const key = tensorNames(kind, spec.name, name).saved;
-        const t = take(key, shape, `${kind} of ${spec.name}`);
-        if (!t) missing.push(key);
-        return t ?? { shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)) };
-      };
-      const A = need('lora_A', [r, spec.inFeatures]);
-      const B = need('lora_B', [spec.outFeatures, r]);
-      const magnitude = variant.hasMagnitude ? need('lora_magnitude_vector', [spec.outFeatures]) : undefined;
-      modules.set(spec.name, { spec, r, alpha, scaling: loraScaling(alpha, r, config.useRslora), dropout: config.loraDropout, variant, A, B, magnitude });
+      const A = need('lora_A', spec.name, [r, spec.inFeatures]);
+      const B = need('lora_B', spec.name, [spec.outFeatures, r]);
+      const magnitude = variant.hasMagnitude ? need('lora_magnitude_vector', spec.name, [spec.outFeatures]) : undefined;
+      const bias = config.loraBias ? need('lora_B_bias', spec.name, [spec.outFeatures]) : undefined;
+      modules.set(spec.name, { spec, r, alpha, scaling: loraScaling(alpha, r, config.useRslora), dropout: config.loraDropout, variant, A, B, magnitude, bias });
+    }
+    const savedBase: [string, TrainableTensor][] = [];
+    for (const { name: e, r, alpha } of targets.embeddings) {
+      const [V, H] = embShape(e);
+      const A = need('lora_embedding_A', e, [r, V]);
+      const B = need('lora_embedding_B', e, [H, r]);
+      const magnitude = variant.hasMagnitude ? need('lora_magnitude_vector', e, [H]) : undefined;
+      embeddings.set(e, { name: e, numEmbeddings: V, embeddingDim: H, r, alpha, scaling: loraScaling(alpha, r, config.useRslora), A, B, magnitude });
+      // peft saves the base embedding next to it and loads it back into the base layer.
+      const b = take(tensorNames('base_layer', e, name).saved, [V, H], `the base weight of ${e}`);
+      if (b) savedBase.push([e, b]);
+    }
+    for (const [m, indices] of tokenMods) {
+      const cols = m === base.embeddingName ? embShape(m)[1] : base.linears().find((s) => s.name === m)!.inFeatures;
+      tokens.set(m, { module: m, indices, delta: need('trainable_tokens_delta', m, [indices.length, cols]), tiedLinears: tiedLinears(base, m) });
     }
     for (const ov of overrideNames) {
       const shape = base.weights.get(ov.weight).shape;
@@ -173,14 +271,17 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
           ` the adapter was made for ${config.baseModelNameOrPath ?? 'another model'} with target_modules ${JSON.stringify(config.targetModules)}`,
       );
     }
-    if (pissa) await applyPissaResidual(base, [...modules.values()], false, config.initLoraWeights as string);
-    return { name, config, modules, overrides, modulesToSave: targets.modulesToSave, trainable };
+    for (const [e, b] of savedBase) base.weights.set(base.weights.resolve(`${e}.weight`), { shape: [...b.shape], data: Float32Array.from(b.data) });
+    if (pissa) await applyPissaResidual(base, [...modules.values()], false, init as string);
+    if (olora) await applyOloraResidual(base, [...modules.values()], false);
+    return { name, config, modules, overrides, modulesToSave: targets.modulesToSave, trainable, embeddings, tokens };
   }
 
   for (const { spec, r, alpha } of targets.lora) {
     const scaling = loraScaling(alpha, r, config.useRslora);
-    const init = config.initLoraWeights;
-    const { A, B } = pissa ? { A: new Float32Array(r * spec.inFeatures), B: new Float32Array(spec.outFeatures * r) } : randomLoraInit(init as boolean | 'gaussian', src.rng, r, spec.inFeatures, spec.outFeatures);
+    const { A, B } = pissa || olora ? { A: new Float32Array(r * spec.inFeatures), B: new Float32Array(spec.outFeatures * r) } : randomLoraInit(init === false ? false : init === 'gaussian' ? 'gaussian' : true, src.rng, r, spec.inFeatures, spec.outFeatures);
+    // lora_B's bias: zero with the default init (peft reset_lora_parameters), nn.Linear's default otherwise.
+    const bias = config.loraBias ? { shape: [spec.outFeatures], data: init === false ? kaimingUniform(src.rng, spec.outFeatures, r) : new Float32Array(spec.outFeatures) } : undefined;
     modules.set(spec.name, {
       spec,
       r,
@@ -190,19 +291,38 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
       variant,
       A: { shape: [r, spec.inFeatures], data: A },
       B: { shape: [spec.outFeatures, r], data: B },
+      bias,
     });
   }
-  if (pissa) await applyPissaResidual(base, [...modules.values()], true, config.initLoraWeights as string);
+  for (const { name: e, r, alpha } of targets.embeddings) {
+    const [V, H] = embShape(e);
+    // peft Embedding.reset_lora_parameters: A zero and B ~ N(0, 1) (init true / gaussian); false keeps both ~ N(0, 1).
+    const A = init === false ? gaussian(src.rng, r * V, 1) : new Float32Array(r * V);
+    const B = gaussian(src.rng, H * r, 1);
+    embeddings.set(e, { name: e, numEmbeddings: V, embeddingDim: H, r, alpha, scaling: loraScaling(alpha, r, config.useRslora), A: { shape: [r, V], data: A }, B: { shape: [H, r], data: B } });
+  }
+  for (const [m, indices] of tokenMods) {
+    // TrainableTokensLayer starts from the current rows.
+    const w = base.weights.dequantized(`${m}.weight`);
+    tokens.set(m, { module: m, indices, delta: { shape: [indices.length, w.shape[1]!], data: gatherRows(w, indices) }, tiedLinears: tiedLinears(base, m) });
+  }
+  let initial: Map<string, { A: Float32Array; B: Float32Array }> | undefined;
+  if (pissa) await applyPissaResidual(base, [...modules.values()], true, init as string);
+  if (olora) await applyOloraResidual(base, [...modules.values()], true);
+  if (pissa || olora) initial = new Map([...modules].map(([m, st]) => [m, { A: Float32Array.from(st.A.data), B: Float32Array.from(st.B.data) }]));
   if (variant.hasMagnitude) {
     const states = [...modules.values()];
     const mags = await doraInitialMagnitudes(states.map((s) => ({ spec: s.spec, weight: base.weights.dequantized(`${s.spec.name}.weight`), state: s })));
     states.forEach((s, i) => (s.magnitude = { shape: [s.spec.outFeatures], data: mags[i]! }));
+    const embs = [...embeddings.values()];
+    const emags = await embeddingDoraMagnitudes(embs.map((e) => ({ weight: base.weights.dequantized(`${e.name}.weight`), state: e })));
+    embs.forEach((e, i) => (e.magnitude = { shape: [e.embeddingDim], data: emags[i]! }));
   }
   for (const ov of overrideNames) {
     const w = base.weights.get(ov.weight);
     overrides.set(ov.weight, { shape: [...w.shape], data: Float32Array.from(w.data) });
   }
-  return { name, config, modules, overrides, modulesToSave: targets.modulesToSave, trainable };
+  return { name, config, modules, overrides, modulesToSave: targets.modulesToSave, trainable, embeddings, tokens, initial };
 }
 
 function inMtsModule(mts: readonly string[], weight: string): boolean {
@@ -243,10 +363,84 @@ async function applyPissaResidual(base: PretrainedModel, states: LoraModuleState
   }
 }
 
+/**
+ * OLoRA (peft olora_init): A = R[:r], B = Q[:, :r] from the QR of W [out, in], and W replaced by
+ * W - s·BA in the base model. On load the residual is rebuilt the same way and the saved A, B kept
+ * (peft reruns olora_init when it loads an adapter whose config still says "olora").
+ */
+async function applyOloraResidual(base: PretrainedModel, states: LoraModuleState[], setAB: boolean): Promise<void> {
+  for (const s of states) {
+    if (s.spec.layout === 'conv1d') throw new PeftConfigError(`init_lora_weights="olora" needs nn.Linear weights; ${s.spec.name} is a Conv1D (as peft, which does not transpose it)`);
+  }
+  for (const s of states) {
+    const name = base.weights.resolve(`${s.spec.name}.weight`);
+    const w = base.weights.get(name);
+    const { A, B } = oloraFactors(w.data, s.spec.outFeatures, s.spec.inFeatures, s.r);
+    const fresh: LoraModuleState = { ...s, bias: undefined, A: { shape: s.A.shape, data: A }, B: { shape: s.B.shape, data: B } };
+    const [residual] = await mergeWeights([{ spec: s.spec, weight: w, states: [fresh], scaling: -s.scaling }]);
+    base.weights.set(name, { shape: [...w.shape], data: residual! });
+    if (setAB) {
+      s.A.data.set(A);
+      s.B.data.set(B);
+    }
+  }
+}
+
 function transposeRM(a: Float64Array, rows: number, cols: number): Float64Array {
   const t = new Float64Array(a.length);
   for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) t[j * rows + i] = a[i * cols + j]!;
   return t;
+}
+
+/**
+ * peft's save_mutated_as_lora + subtract_mutated_init: a PiSSA/OLoRA adapter as a plain LoRA for
+ * the original base weights, from its initial A0/B0 saved in `initDir`.
+ */
+async function convertMutatedToLora(a: LoraAdapter, slots: TensorSlot[], initDir: string): Promise<{ slots: TensorSlot[]; config: LoraConfig }> {
+  const c = a.config;
+  if (c.useRslora && (Object.keys(c.rankPattern).length || Object.keys(c.alphaPattern).length)) {
+    throw new PeftConfigError('pathInitialModelForWeightConversion is not supported with rank_pattern or alpha_pattern together with use_rslora=true (as in peft)');
+  }
+  const init = c.initLoraWeights;
+  if (!(init === true || init === 'olora' || (typeof init === 'string' && init.startsWith('pissa')))) {
+    warn('pathInitialModelForWeightConversion only converts a PiSSA/OLoRA adapter to a LoRA adapter');
+  }
+  const initial = await readAdapterTensors(initDir);
+  const out: TensorSlot[] = [];
+  for (const sl of slots) {
+    if (sl.kind !== 'lora_A' && sl.kind !== 'lora_B') continue; // peft keeps only lora_A / lora_B
+    const t0 = initial.get(sl.saved!);
+    if (!t0 || t0.shape.join() !== sl.tensor.shape.join()) {
+      throw new AdapterMismatchError(`${initDir} is not this adapter's initial state: ${sl.saved} is ${t0 ? `[${t0.shape}]` : 'missing'} there, [${sl.tensor.shape}] here`);
+    }
+    const [rows, cols] = sl.tensor.shape as [number, number];
+    let tensor: TrainableTensor;
+    if (sl.kind === 'lora_A') {
+      // cat([A, A0], dim 0)
+      const d = new Float32Array(2 * rows * cols);
+      d.set(sl.tensor.data);
+      d.set(t0.data, rows * cols);
+      tensor = { shape: [2 * rows, cols], data: d };
+    } else {
+      // cat([B, -B0], dim 1)
+      const d = new Float32Array(rows * 2 * cols);
+      for (let i = 0; i < rows; i++) {
+        for (let j = 0; j < cols; j++) {
+          d[i * 2 * cols + j] = sl.tensor.data[i * cols + j]!;
+          d[i * 2 * cols + cols + j] = -t0.data[i * cols + j]!;
+        }
+      }
+      tensor = { shape: [rows, 2 * cols], data: d };
+    }
+    out.push({ ...sl, tensor });
+  }
+  const config = structuredClone(c);
+  config.initLoraWeights = true;
+  config.r *= 2;
+  config.loraAlpha = c.useRslora ? c.loraAlpha * 2 ** 0.5 : c.loraAlpha * 2;
+  config.rankPattern = Object.fromEntries(Object.entries(c.rankPattern).map(([k, v]) => [k, 2 * v]));
+  config.alphaPattern = Object.fromEntries(Object.entries(c.alphaPattern).map(([k, v]) => [k, 2 * v]));
+  return { slots: out, config };
 }
 
 /** Module weights that belong to norms: transformers applies no weight decay to them. */
@@ -322,6 +516,119 @@ export class LoraModel implements AdaptedModel {
       }
       throw e;
     }
+  }
+
+  /**
+   * peft's add_weighted_adapter: a new (frozen, inactive) adapter `name` combining `adapters` with
+   * `weights` (src/tuners/lora/weighted.ts says how each combination type computes). Sources with
+   * DoRA, lora_bias, modules_to_save or trainable tokens are refused (peft would combine only their
+   * A/B and silently drop the rest).
+   */
+  async addWeightedAdapter(adapters: string[], weights: number[], name: string, combinationType: CombinationType = 'svd', opts: WeightedAdapterOptions = {}): Promise<void> {
+    this.checkNewName(name);
+    if (!COMBINATION_TYPES.includes(combinationType)) throw new PeftConfigError(`combination type ${JSON.stringify(combinationType)} is not one of ${COMBINATION_TYPES.join(', ')}`);
+    if (!adapters.length) throw new PeftConfigError('add_weighted_adapter needs at least one source adapter');
+    if (weights.length !== adapters.length || !weights.every(Number.isFinite)) throw new PeftConfigError(`give one finite weight per source adapter (${adapters.length} adapters, ${weights.length} weights)`);
+    if (opts.majoritySignMethod !== undefined && opts.majoritySignMethod !== 'total' && opts.majoritySignMethod !== 'frequency') throw new PeftConfigError(`majority_sign_method must be "total" or "frequency", got ${JSON.stringify(opts.majoritySignMethod)}`);
+    if (opts.svdClamp !== undefined && !(opts.svdClamp >= 0 && opts.svdClamp <= 1)) throw new PeftConfigError(`svd_clamp is a quantile in [0, 1], got ${opts.svdClamp}`);
+    if (opts.svdRank !== undefined && !(Number.isInteger(opts.svdRank) && opts.svdRank > 0)) throw new PeftConfigError(`svd_rank must be a positive integer, got ${opts.svdRank}`);
+    const srcs = adapters.map((n) => this.adapter(n));
+    for (const a of srcs) {
+      const c = a.config;
+      const what = c.useDora ? 'DoRA' : c.loraBias ? 'lora_bias' : a.modulesToSave.length ? 'modules_to_save' : a.tokens.size ? 'trainable tokens' : null;
+      if (what) throw new PeftConfigError(`adapter "${a.name}" uses ${what}; weighted merging combines plain lora_A/lora_B only (peft would drop the rest), so it is refused`);
+    }
+    const type: CombinationType = srcs.length === 1 ? 'linear' : combinationType;
+    const ranks = srcs.map((a) => Math.max(a.config.r, ...Object.values(a.config.rankPattern)));
+    let newRank: number;
+    if (type === 'cat') newRank = ranks.reduce((x, y) => x + y, 0);
+    else if (type.endsWith('svd')) newRank = opts.svdRank ?? Math.max(...ranks);
+    else {
+      if (new Set(ranks).size !== 1) throw new PeftConfigError(`all adapters must have the same r for combination type "${type}" (got ${ranks.join(', ')}); use cat or an *_svd type`);
+      newRank = ranks[0]!;
+    }
+    const tms = srcs.map((a) => a.config.targetModules);
+    let targetModules: string[] | string;
+    if (tms.every((t) => typeof t === 'string')) targetModules = tms.map((t) => `(${t as string})`).join('|');
+    else if (tms.every((t) => Array.isArray(t))) targetModules = [...new Set(tms.flatMap((t) => t as string[]))];
+    else throw new PeftConfigError('the source adapters mix list and regex target_modules; peft cannot combine them');
+    const first = srcs[0]!.config;
+    const init = first.initLoraWeights;
+    const config = loraConfig({
+      ...structuredClone(first),
+      r: newRank,
+      loraAlpha: newRank,
+      targetModules,
+      alphaPattern: {},
+      rankPattern: {},
+      // the base weights are not mutated again for the new adapter
+      initLoraWeights: init === 'olora' || (typeof init === 'string' && init.startsWith('pissa')) ? true : init,
+      inferenceMode: true,
+    });
+    const rng = new SeededRandom(opts.seed ?? 0);
+    const a = await buildAdapter(this.base, config, name, { kind: 'create', rng: new SeededRandom(0) }, false);
+    const combine = combiner(type, opts, rng);
+    const svd = new TopSvd();
+    try {
+      const fill = async (module: string, target: { A: TrainableTensor; B: TrainableTensor }, sources: { A: TrainableTensor; B: TrainableTensor; scaling: number; w: number }[]) => {
+        if (!sources.length) throw new AdapterError(`no source adapter has a LoRA on ${module}, which the combined target_modules select (as in peft: "No matching LoRAs found")`);
+        const [rows, cols] = [target.B.shape[0]!, target.A.shape[1]!];
+        if (type === 'cat') {
+          const A = new Float32Array(newRank * cols);
+          const B = new Float32Array(rows * newRank);
+          let off = 0;
+          for (const s of sources) {
+            const r = s.A.shape[0]!;
+            for (let i = 0; i < r * cols; i++) A[off * cols + i] = s.A.data[i]! * s.w * s.scaling;
+            for (let i = 0; i < rows; i++) for (let j = 0; j < r; j++) B[i * newRank + off + j] = s.B.data[i * r + j]!;
+            off += r;
+          }
+          target.A.data.set(A);
+          target.B.data.set(B);
+        } else if (type.endsWith('svd')) {
+          const deltas = sources.map((s) => {
+            const r = s.A.shape[0]!;
+            const d = new Float64Array(rows * cols);
+            for (let i = 0; i < rows; i++) {
+              for (let k = 0; k < r; k++) {
+                const b = s.B.data[i * r + k]! * s.scaling;
+                if (b === 0) continue;
+                for (let j = 0; j < cols; j++) d[i * cols + j] += b * s.A.data[k * cols + j]!;
+              }
+            }
+            return d;
+          });
+          const delta = combine(deltas, sources.map((s) => s.w * s.scaling));
+          const { A, B } = await svdFactors(delta, rows, cols, newRank, opts.svdClamp, svd);
+          target.A.data.set(A);
+          target.B.data.set(B);
+        } else {
+          if (sources.some((s) => s.A.shape[0] !== newRank)) throw new PeftConfigError(`combination type "${type}" needs every source LoRA on ${module} to have rank ${newRank}`);
+          const ws = sources.map((s) => s.w * s.scaling);
+          const A = combine(sources.map((s) => Float64Array.from(s.A.data)), ws.map((x) => (x >= 0 ? 1 : -1) * Math.sqrt(Math.abs(x))));
+          const B = combine(sources.map((s) => Float64Array.from(s.B.data)), ws.map((x) => Math.sqrt(Math.abs(x))));
+          target.A.data.set(Float32Array.from(A));
+          target.B.data.set(Float32Array.from(B));
+        }
+      };
+      for (const [m, st] of a.modules) {
+        const sources = srcs.flatMap((s, i) => {
+          const x = s.modules.get(m);
+          return x ? [{ A: x.A, B: x.B, scaling: x.scaling, w: weights[i]! }] : [];
+        });
+        await fill(m, st, sources);
+      }
+      for (const [m, st] of a.embeddings) {
+        const sources = srcs.flatMap((s, i) => {
+          const x = s.embeddings.get(m);
+          return x ? [{ A: x.A, B: x.B, scaling: x.scaling, w: weights[i]! }] : [];
+        });
+        await fill(m, st, sources);
+      }
+    } finally {
+      await svd.dispose();
+    }
+    this.adapters.set(name, a);
   }
 
   private checkNewName(name: string): void {
@@ -417,6 +724,30 @@ export class LoraModel implements AdaptedModel {
         );
       }
     }
+    const perEmbedding = new Map<string, { adapter: string; state: LoraEmbeddingState }[]>();
+    const perTokens = new Map<string, { adapter: string; state: TokenState }[]>();
+    const projTokens = new Map<string, { adapter: string; state: TokenState }[]>();
+    const push = <T>(map: Map<string, T[]>, k: string, v: T) => (map.get(k) ?? map.set(k, []).get(k)!).push(v);
+    for (const a of adapters) {
+      if (this.merged.includes(a.name)) continue;
+      for (const [m, state] of a.embeddings) push(perEmbedding, m, { adapter: a.name, state });
+      for (const [m, state] of a.tokens) {
+        if (m === this.base.embeddingName) push(perTokens, m, { adapter: a.name, state });
+        else push(projTokens, m, { adapter: a.name, state });
+        for (const l of state.tiedLinears) push(projTokens, l, { adapter: a.name, state });
+      }
+    }
+    for (const m of new Set([...perEmbedding.keys(), ...perTokens.keys()])) {
+      ctx.embeddingHooks.set(m, (ids, baseLookup, c) => this.embeddingForward(ids, baseLookup, m, c, perEmbedding.get(m) ?? [], perTokens.get(m) ?? []));
+    }
+    for (const [m, entries] of projTokens) {
+      const prev = ctx.linearHooks.get(m);
+      ctx.linearHooks.set(m, (x, baseFn, spec, c) => {
+        let y = prev ? prev(x, baseFn, spec, c) : baseFn(x);
+        for (const { adapter, state } of entries) y = this.tokensOnProjection(y, x, c, adapter, state, spec);
+        return y;
+      });
+    }
     for (const [m, entries] of perModule) {
       const prev = ctx.linearHooks.get(m);
       const outer = prev && (prev as { [OWNER]?: unknown })[OWNER] === this ? undefined : prev;
@@ -460,6 +791,7 @@ export class LoraModel implements AdaptedModel {
         A: ctx.param(tensorNames('lora_A', spec.name, adapter).param, state.A.shape),
         B: ctx.param(tensorNames('lora_B', spec.name, adapter).param, state.B.shape),
         magnitude: state.magnitude ? ctx.param(tensorNames('lora_magnitude_vector', spec.name, adapter).param, state.magnitude.shape) : undefined,
+        bias: state.bias ? ctx.param(tensorNames('lora_B_bias', spec.name, adapter).param, state.bias.shape) : undefined,
       };
       let maskName = `${PEFT_PREFIX}${spec.name}.lora_dropout.${adapter}.keep_mask`;
       for (let i = 1; ctx.dropoutMasks.has(maskName); i++) maskName = `${PEFT_PREFIX}${spec.name}.lora_dropout.${adapter}.keep_mask_${i}`;
@@ -467,6 +799,45 @@ export class LoraModel implements AdaptedModel {
       result = state.variant.forward({ result, x, xDropped, baseMatmul: xW, product, weight, spec, t, scaling: state.scaling });
     }
     return result;
+  }
+
+  private embeddingForward(
+    ids: Value,
+    baseLookup: () => Value,
+    module: string,
+    ctx: BuildContext,
+    loras: { adapter: string; state: LoraEmbeddingState }[],
+    toks: { adapter: string; state: TokenState }[],
+  ): Value {
+    let result = baseLookup();
+    const wName = `${module}.weight`;
+    for (const { adapter, state } of toks) {
+      const n = tensorNames('trainable_tokens_delta', module, adapter).param;
+      const delta = ctx.param(n, state.delta.shape);
+      const idx = ctx.graph.constant(`${n}.indices`, 'int64', [state.indices.length], BigInt64Array.from(state.indices, (i) => BigInt(i)));
+      const rows = ctx.graph.constant(`${n}.base_rows`, 'float32', state.delta.shape, gatherRows(ctx.weights.dequantized(wName), state.indices));
+      result = tokensLookup(result, ids, idx, delta, rows);
+    }
+    for (const { adapter, state } of loras) {
+      const t = {
+        A: ctx.param(tensorNames('lora_embedding_A', module, adapter).param, state.A.shape),
+        B: ctx.param(tensorNames('lora_embedding_B', module, adapter).param, state.B.shape),
+        magnitude: state.magnitude ? ctx.param(tensorNames('lora_magnitude_vector', module, adapter).param, state.magnitude.shape) : undefined,
+      };
+      result = embeddingForward(result, ids, () => ctx.weight(wName), t, state.scaling);
+    }
+    return result;
+  }
+
+  /** Trainable tokens on an output projection (a tied lm_head, or a linear module named in trainable_token_indices). */
+  private tokensOnProjection(y: Value, x: Value, ctx: BuildContext, adapter: string, state: TokenState, spec: LinearSpec): Value {
+    const n = tensorNames('trainable_tokens_delta', state.module, adapter).param;
+    const delta = ctx.param(n, state.delta.shape);
+    const rows = gatherRows(ctx.weights.dequantized(`${spec.name}.weight`), state.indices);
+    const onehot = new Float32Array(state.indices.length * spec.outFeatures);
+    state.indices.forEach((t, i) => (onehot[i * spec.outFeatures + t] = 1));
+    const key = `${n}.${spec.name}`;
+    return tokensProjection(y, x, delta, ctx.graph.constant(`${key}.base_rows`, 'float32', state.delta.shape, rows), ctx.graph.constant(`${key}.onehot`, 'float32', [state.indices.length, spec.outFeatures], onehot));
   }
 
   loss(logits: Value, labels: Value): Value {
@@ -478,13 +849,27 @@ export class LoraModel implements AdaptedModel {
     const a = this.adapter(name);
     const out: TensorSlot[] = [];
     for (const [m, s] of a.modules) {
-      const add = (kind: 'lora_A' | 'lora_B' | 'lora_magnitude_vector', tensor: TrainableTensor) => {
+      const add = (kind: TensorKind, tensor: TrainableTensor) => {
         const n = tensorNames(kind, m, name);
         out.push({ kind, module: m, param: n.param, saved: n.saved, tensor });
       };
       add('lora_A', s.A);
       add('lora_B', s.B);
+      if (s.bias) add('lora_B_bias', s.bias);
       if (s.magnitude) add('lora_magnitude_vector', s.magnitude);
+    }
+    for (const [m, e] of a.embeddings) {
+      const add = (kind: TensorKind, tensor: TrainableTensor) => {
+        const n = tensorNames(kind, m, name);
+        out.push({ kind, module: m, param: n.param, saved: n.saved, tensor });
+      };
+      add('lora_embedding_A', e.A);
+      add('lora_embedding_B', e.B);
+      if (e.magnitude) add('lora_magnitude_vector', e.magnitude);
+    }
+    for (const [m, t] of a.tokens) {
+      const n = tensorNames('trainable_tokens_delta', m, name);
+      out.push({ kind: 'trainable_tokens_delta', module: m, param: n.param, saved: n.saved, tensor: t.delta });
     }
     const mts = a.modulesToSave;
     for (const [w, tensor] of a.overrides) {
@@ -541,7 +926,8 @@ export class LoraModel implements AdaptedModel {
   async savePretrained(dir: string, opts: SaveLoraOptions = {}): Promise<void> {
     const names = opts.selectedAdapters ?? this.adapterNames;
     for (const n of names) this.adapter(n);
-    const folders = names.map((n) => (n === 'default' ? dir : join(dir, n)));
+    if (opts.flat && names.length !== 1) throw new AdapterError('flat saving writes one adapter; select exactly one');
+    const folders = names.map((n) => (n === 'default' || opts.flat ? dir : join(dir, n)));
     checkOutputDir(dir);
     folders.forEach((f) => checkOutputDir(f));
     const spec = opts.compression === undefined ? undefined : typeof opts.compression === 'string' ? compressionSpec(opts.compression) : compressionSpec(opts.compression.method, opts.compression.blockSize);
@@ -556,7 +942,17 @@ export class LoraModel implements AdaptedModel {
     const writes: { dir: string; config: LoraConfig; slots: TensorSlot[]; opts: WriteAdapterOptions }[] = [];
     for (let i = 0; i < names.length; i++) {
       const a = this.adapter(names[i]!);
-      const slots = this.slots(a.name);
+      let slots = this.slots(a.name);
+      let config = a.config;
+      // peft's save_embedding_layers="auto": an adapter with LoRA on an embedding also stores the base embedding.
+      for (const m of a.embeddings.keys()) {
+        const n = tensorNames('base_layer', m, a.name);
+        slots.push({ kind: 'base_layer', module: m, param: n.param, saved: n.saved, tensor: this.base.weights.dequantized(`${m}.weight`) });
+      }
+      if (opts.pathInitialModelForWeightConversion !== undefined) {
+        if (spec) throw new AdapterError('compression and pathInitialModelForWeightConversion cannot be combined; save the converted adapter first, then compress it');
+        ({ slots, config } = await convertMutatedToLora(a, slots, opts.pathInitialModelForWeightConversion));
+      }
       const metadata: Record<string, string> = {};
       const q = [...a.modules.values()].map((m) => this.base.weights.getQuantized(`${m.spec.name}.weight`)).find((x) => x !== undefined);
       if (q) metadata[BASE_QUANTIZATION_METADATA_KEY] = JSON.stringify({ bits: 4, type: q.quant.type, double_quant: q.quant.absmax.kind === 'double', block_size: q.quant.blockSize });
@@ -568,7 +964,7 @@ export class LoraModel implements AdaptedModel {
         report.sample = drift.sample;
         compression = { spec, report };
       }
-      writes.push({ dir: folders[i]!, config: a.config, slots, opts: { metadata, compression } });
+      writes.push({ dir: folders[i]!, config, slots, opts: { metadata, compression } });
     }
     for (const w of writes) await writeAdapterFolder(w.dir, w.config, w.slots, w.opts);
   }
@@ -636,9 +1032,18 @@ export class LoraModel implements AdaptedModel {
       const counts = a.trainable && activeNames.has(a.name);
       const mts = a.modulesToSave;
       for (const s of a.modules.values()) {
-        const n = s.A.data.length + s.B.data.length + (s.magnitude?.data.length ?? 0);
+        const n = s.A.data.length + s.B.data.length + (s.magnitude?.data.length ?? 0) + (s.bias?.data.length ?? 0);
         all += n;
         if (counts) trainable += n;
+      }
+      for (const e of a.embeddings.values()) {
+        const n = e.A.data.length + e.B.data.length + (e.magnitude?.data.length ?? 0);
+        all += n;
+        if (counts) trainable += n;
+      }
+      for (const t of a.tokens.values()) {
+        all += t.delta.data.length;
+        if (counts) trainable += t.delta.data.length;
       }
       for (const [w, t] of a.overrides) {
         if (mts.some((m) => w.startsWith(`${m}.`))) {
@@ -671,13 +1076,63 @@ export class LoraModel implements AdaptedModel {
   async merge(adapterNames: string[] = this.active): Promise<void> {
     const todo = adapterNames.filter((n) => !this.merged.includes(n));
     if (todo.length < adapterNames.length) warn(`already merged: ${adapterNames.filter((n) => this.merged.includes(n)).join(', ')}`);
-    const jobs = this.mergeJobs(todo.map((n) => this.adapter(n)));
+    const adapters = todo.map((n) => this.adapter(n));
+    this.checkMergeable(adapters);
+    const jobs = this.mergeJobs(adapters);
     const results = await mergeWeights(jobs.map((j) => j.job));
-    jobs.forEach(({ name, job }, i) => {
-      if (!this.originals.has(name)) this.originals.set(name, this.base.weights.getQuantized(name) ?? job.weight);
-      this.base.weights.set(name, { shape: [...job.weight.shape], data: results[i]! });
-    });
+    const updates = new Map<string, WeightTensor>();
+    jobs.forEach(({ name, job }, i) => updates.set(name, { shape: [...job.weight.shape], data: results[i]! }));
+    for (const [name, w] of await this.extraMerges(adapters, (n) => updates.get(n) ?? this.base.weights.dequantized(n))) updates.set(name, w);
+    for (const [name, w] of updates) {
+      if (!this.originals.has(name)) this.originals.set(name, this.base.weights.getQuantized(name) ?? this.base.weights.get(name));
+      this.base.weights.set(name, w);
+    }
     this.merged.push(...todo);
+  }
+
+  /** peft refuses to merge lora_bias into a base layer without a bias: checked before any weight changes. */
+  private checkMergeable(adapters: LoraAdapter[]): void {
+    for (const a of adapters) {
+      for (const s of a.modules.values()) {
+        if (s.bias && !s.spec.bias) {
+          throw new AdapterError(`adapter "${a.name}" has lora_bias=true but ${s.spec.name} has no bias, so it cannot be merged (as in peft); use it unmerged`);
+        }
+      }
+    }
+  }
+
+  /**
+   * Merged tensors besides the linear weights, by resolved weight name: lora_B biases into the base
+   * biases, embedding LoRAs into the embedding matrix (a tied lm_head follows, as in peft), and
+   * trainable-token rows into their matrix. `current` gives a weight as merged so far.
+   */
+  private async extraMerges(adapters: LoraAdapter[], current: (name: string) => WeightTensor): Promise<Map<string, WeightTensor>> {
+    const out = new Map<string, WeightTensor>();
+    const get = (n: string) => out.get(n) ?? current(n);
+    for (const a of adapters) {
+      for (const s of a.modules.values()) {
+        if (!s.bias) continue;
+        const bn = this.base.weights.resolve(`${s.spec.name}.bias`);
+        const b = Float32Array.from(get(bn).data);
+        for (let i = 0; i < b.length; i++) b[i] += s.scaling * s.bias.data[i]!;
+        out.set(bn, { shape: [b.length], data: b });
+      }
+      for (const [m, e] of a.embeddings) {
+        const wn = this.base.weights.resolve(`${m}.weight`);
+        const w = get(wn);
+        const [merged] = await mergeEmbeddings([{ weight: w, states: [e] }]);
+        out.set(wn, { shape: [...w.shape], data: merged! });
+      }
+      for (const [m, t] of a.tokens) {
+        const wn = this.base.weights.resolve(`${m}.weight`);
+        const w = get(wn);
+        const data = Float32Array.from(w.data);
+        const cols = w.shape[1]!;
+        t.indices.forEach((row, i) => data.set(t.delta.data.subarray(i * cols, (i + 1) * cols), row * cols));
+        out.set(wn, { shape: [...w.shape], data });
+      }
+    }
+    return out;
   }
 
   /** Restores the base weights exactly as they were before merge(). */
@@ -722,14 +1177,18 @@ export class LoraModel implements AdaptedModel {
     const store = copyWeightStore(this.base);
     if (!opts.requantize) for (const n of store.quantizedNames()) store.set(n, this.base.weights.dequantized(n));
     const adapters = this.activeList().filter((a) => !this.merged.includes(a.name));
+    this.checkMergeable(adapters);
     const jobs = this.mergeJobs(adapters);
     const results = await mergeWeights(jobs.map((j) => j.job));
+    const done = new Map<string, WeightTensor>();
     jobs.forEach(({ name, job }, i) => {
       const merged = { shape: [...job.weight.shape], data: results[i]! };
+      done.set(name, merged);
       const q = opts.requantize ? this.base.weights.getQuantized(name) : undefined;
       if (q) store.setQuantized(name, requantizeLike(name, merged, q));
       else store.set(name, merged);
     });
+    for (const [name, w] of await this.extraMerges(adapters, (n) => done.get(n) ?? this.base.weights.dequantized(n))) store.set(name, w);
     // set() on the name itself unties a tied head, as peft's copy is a module of its own.
     for (const [w, t] of this.activeOverrides()) store.set(w, { shape: [...t.shape], data: Float32Array.from(t.data) });
     return withWeights(this.base, store);

@@ -4,14 +4,25 @@
 
 import { existsSync, statSync } from 'node:fs';
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { readTorchBin } from '../../io/torchbin.js';
+import { ShardedSafetensors } from '../../io/safetensors/sharded.js';
 import { type RawTensor, SafetensorsFile, fromTypedArray, readSafetensors, toFloat32, writeSafetensors } from '../../io/safetensors.js';
 import type { QuantizationConfig } from '../../quant/plan.js';
 import { BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_CONFIG_KEY, COMPRESSION_METADATA_KEY, type CompressionReport, type CompressionSpec, compressTensor, decompressTensors, parseCompressionReport, withCompressionEntry } from './compress.js';
 import { AdapterError, type TrainableTensor } from '../types.js';
 import { type LoraConfig, loraConfigFileText, loraConfigFromJson } from './config.js';
 
-export type TensorKind = 'lora_A' | 'lora_B' | 'lora_magnitude_vector' | 'base';
+export type TensorKind =
+  | 'lora_A'
+  | 'lora_B'
+  | 'lora_B_bias'
+  | 'lora_magnitude_vector'
+  | 'lora_embedding_A'
+  | 'lora_embedding_B'
+  | 'trainable_tokens_delta'
+  | 'base_layer'
+  | 'base';
 
 /** The prefix peft's PeftModel puts in front of the base model's module names. */
 export const PEFT_PREFIX = 'base_model.model.';
@@ -26,9 +37,21 @@ export function tensorNames(kind: TensorKind, module: string, adapter: string, o
     case 'lora_A':
     case 'lora_B':
       return { param: `${PEFT_PREFIX}${module}.${kind}.${adapter}.weight`, saved: `${PEFT_PREFIX}${module}.${kind}.weight` };
+    case 'lora_B_bias':
+      // lora_bias=true: lora_B is an nn.Linear with a bias
+      return { param: `${PEFT_PREFIX}${module}.lora_B.${adapter}.bias`, saved: `${PEFT_PREFIX}${module}.lora_B.bias` };
     case 'lora_magnitude_vector':
       // peft keeps the pre-refactor key without ".weight" on disk.
       return { param: `${PEFT_PREFIX}${module}.${kind}.${adapter}.weight`, saved: `${PEFT_PREFIX}${module}.${kind}` };
+    case 'lora_embedding_A':
+    case 'lora_embedding_B':
+      // nn.Parameters in a ParameterDict: no ".weight"
+      return { param: `${PEFT_PREFIX}${module}.${kind}.${adapter}`, saved: `${PEFT_PREFIX}${module}.${kind}` };
+    case 'trainable_tokens_delta':
+      return { param: `${PEFT_PREFIX}${module}.token_adapter.trainable_tokens_delta.${adapter}`, saved: `${PEFT_PREFIX}${module}.token_adapter.trainable_tokens_delta` };
+    case 'base_layer':
+      // the base embedding peft saves next to an embedding LoRA (save_embedding_layers="auto"); never trained
+      return { param: `${module}.weight`, saved: `${PEFT_PREFIX}${module}.base_layer.weight` };
     case 'base': {
       const weight = opts.weight ?? `${module}.weight`;
       const saved = opts.wrapped && weight === `${module}.bias` ? `${PEFT_PREFIX}${module}.base_layer.bias` : `${PEFT_PREFIX}${weight}`;
@@ -155,28 +178,74 @@ export async function readAdapterConfigFile(dir: string): Promise<Record<string,
   return obj as Record<string, unknown>;
 }
 
-/** adapter_model.safetensors as float32 tensors by saved key. */
+/**
+ * The adapter's weights as float32 tensors by saved key, from whichever file peft (or a user) left:
+ * adapter_model.safetensors, a sharded adapter_model.safetensors.index.json, adapter_model.bin
+ * (torch.save zip, read by a restricted unpickler that never runs code: io/torchbin.ts) or a sharded
+ * adapter_model.bin.index.json.
+ */
 export async function readAdapterTensors(dir: string): Promise<Map<string, TrainableTensor>> {
   const path = join(dir, 'adapter_model.safetensors');
-  if (!existsSync(path)) {
-    const bin = existsSync(join(dir, 'adapter_model.bin'));
-    throw new AdapterError(
-      bin
-        ? `${dir} holds adapter_model.bin (a PyTorch pickle), which is not read; convert it to adapter_model.safetensors (peft save_pretrained(safe_serialization=True))`
-        : `${dir} has adapter_config.json but no adapter_model.safetensors`,
-    );
-  }
-  const raw = await readSafetensors(path);
-  const toFloat = (t: RawTensor, k: string): Float32Array => {
-    if (!['F32', 'F16', 'BF16', 'F64'].includes(t.dtype)) throw new AdapterError(`${path}: tensor ${k} has dtype ${t.dtype}; adapter tensors must be floating point`);
+  const toFloat = (t: RawTensor, k: string, file: string): Float32Array => {
+    if (!['F32', 'F16', 'BF16', 'F64'].includes(t.dtype)) throw new AdapterError(`${file}: tensor ${k} has dtype ${t.dtype}; adapter tensors must be floating point`);
     return toFloat32(t);
   };
+  const convert = (raw: Map<string, RawTensor>, file: string) => {
+    const out = new Map<string, TrainableTensor>();
+    for (const [k, t] of raw) out.set(k, { shape: [...t.shape], data: toFloat(t, k, file) });
+    return out;
+  };
+  if (!existsSync(path)) {
+    const stIndex = join(dir, 'adapter_model.safetensors.index.json');
+    if (existsSync(stIndex)) {
+      const sharded = await ShardedSafetensors.open(stIndex);
+      try {
+        const raw = new Map<string, RawTensor>();
+        for (const k of sharded.names()) raw.set(k, await sharded.read(k));
+        return convert(raw, stIndex);
+      } finally {
+        await sharded.close();
+      }
+    }
+    const bin = join(dir, 'adapter_model.bin');
+    if (existsSync(bin)) return convert(await readTorchBin(bin), bin);
+    const binIndex = join(dir, 'adapter_model.bin.index.json');
+    if (existsSync(binIndex)) return convert(await readShardedTorchBin(binIndex), binIndex);
+    throw new AdapterError(`${dir} has adapter_config.json but no adapter weights (adapter_model.safetensors, adapter_model.bin or a sharded index)`);
+  }
+  const raw = await readSafetensors(path);
   // A compressed adapter (compress.ts) is dequantized here, so loading it is transparent.
   const metadata = await adapterMetadata(dir);
   const packed = metadata?.[COMPRESSION_METADATA_KEY];
-  if (packed !== undefined) return decompressTensors(raw, parseCompressionReport(packed, path), path, toFloat);
-  const out = new Map<string, TrainableTensor>();
-  for (const [k, t] of raw) out.set(k, { shape: [...t.shape], data: toFloat(t, k) });
+  if (packed !== undefined) return decompressTensors(raw, parseCompressionReport(packed, path), path, (t, k) => toFloat(t, k, path));
+  return convert(raw, path);
+}
+
+/** A sharded .bin checkpoint: `<name>.bin.index.json` {weight_map: {tensor: shard file}}; every shard read restrictedly. */
+async function readShardedTorchBin(indexPath: string): Promise<Map<string, RawTensor>> {
+  let index: unknown;
+  try {
+    index = JSON.parse(await readFile(indexPath, 'utf8'));
+  } catch (e) {
+    throw new AdapterError(`${indexPath} is not valid JSON: ${(e as Error).message}`);
+  }
+  const map = (index as { weight_map?: unknown })?.weight_map;
+  if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new AdapterError(`${indexPath}: no "weight_map" object`);
+  const shards = new Set<string>();
+  for (const [k, f] of Object.entries(map)) {
+    if (typeof f !== 'string' || f.includes('/') || f.includes('\\') || f.startsWith('.')) throw new AdapterError(`${indexPath}: tensor ${k} maps to ${JSON.stringify(f)}, not a file name in this folder`);
+    shards.add(f);
+  }
+  const out = new Map<string, RawTensor>();
+  for (const f of shards) {
+    const tensors = await readTorchBin(join(dirname(indexPath), f));
+    for (const [k, t] of tensors) {
+      if ((map as Record<string, string>)[k] !== f) throw new AdapterError(`${indexPath}: ${f} holds ${k}, which the index does not place there`);
+      out.set(k, t);
+    }
+  }
+  const absent = Object.keys(map).filter((k) => !out.has(k));
+  if (absent.length) throw new AdapterError(`${indexPath}: tensors ${absent.slice(0, 5).join(', ')} are not in the shard the index names`);
   return out;
 }
 

@@ -30,8 +30,16 @@ export function pythonRegex(pattern: string, flags = ''): RegExp {
   }
 }
 
-/** peft's check_target_module_exists for one module name. */
-export function targetModuleMatches(config: Pick<LoraConfig, 'targetModules' | 'layersToTransform' | 'layersPattern'>, key: string): boolean {
+/** peft's exclude_modules test: a regex full match, or the name / a '.'-suffix in the list. */
+export function isExcluded(excludeModules: string[] | string | null | undefined, key: string): boolean {
+  if (!excludeModules || excludeModules.length === 0) return false;
+  if (typeof excludeModules === 'string') return pythonRegex(`^(?:${excludeModules})$`).test(key);
+  return excludeModules.includes(key) || excludeModules.some((e) => key.endsWith(`.${e}`));
+}
+
+/** peft 0.20's check_target_module_exists for one module name (exclude_modules first, then targets and layer filters). */
+export function targetModuleMatches(config: Pick<LoraConfig, 'targetModules' | 'layersToTransform' | 'layersPattern'> & { excludeModules?: string[] | string | null }, key: string): boolean {
+  if (isExcluded(config.excludeModules, key)) return false;
   const tm = config.targetModules;
   if (tm === null) return false;
   if (typeof tm === 'string') return pythonRegex(`^(?:${tm})$`).test(key);
@@ -43,10 +51,11 @@ export function targetModuleMatches(config: Pick<LoraConfig, 'targetModules' | '
   if (!usingLayers) return true;
   let m: RegExpExecArray | null = null;
   const pattern = config.layersPattern;
-  if (pattern === null || pattern.length === 0) m = /^.*\.[^.]*\.(\d+)\./.exec(key);
+  // Lazy: the first numbered segment is the layer index (peft 0.20; nested indices such as MoE experts come later).
+  if (pattern === null || pattern.length === 0) m = /^.*?\.[^.]*\.(\d+)\./.exec(key);
   else {
     for (const p of typeof pattern === 'string' ? [pattern] : pattern) {
-      m = pythonRegex(`^.*\\.${p}\\.(\\d+)\\.`).exec(key);
+      m = pythonRegex(`^.*?\\.${p}\\.(\\d+)\\.`).exec(key);
       if (m) break;
     }
   }
@@ -107,6 +116,8 @@ export function resolveTargetModules(model: PretrainedModel, config: LoraConfig)
 export interface Targets {
   /** wrapped linear modules, in model order, with the rank and alpha each gets */
   lora: { spec: LinearSpec; r: number; alpha: number }[];
+  /** wrapped embedding modules (peft lora.Embedding) */
+  embeddings: { name: string; r: number; alpha: number }[];
   /** modules trained and saved in full */
   modulesToSave: string[];
 }
@@ -119,6 +130,7 @@ export interface Targets {
 export function findTargets(model: PretrainedModel, config: LoraConfig): Targets {
   const linears = new Map(model.linears().map((s) => [s.name, s]));
   const lora: Targets['lora'] = [];
+  const embeddings: Targets['embeddings'] = [];
   const mts: string[] = [];
   const keys = model.moduleNames();
   for (const n of linears.keys()) if (!keys.includes(n)) keys.push(n);
@@ -129,23 +141,33 @@ export function findTargets(model: PretrainedModel, config: LoraConfig): Targets
       continue;
     }
     if (mts.some((m) => key.startsWith(`${m}.`))) continue;
+    if (config.modulesToSave?.some((m) => pythonRegex(`^(?:|.*\\.)${m}(?:$|\\..*)`).test(key))) continue;
     if (!targetModuleMatches(config, key)) continue;
     const spec = linears.get(key);
+    if (!spec && key === model.embeddingName && model.weights.has(`${key}.weight`)) {
+      embeddings.push({ name: key, ...rankAndAlpha(config, key) });
+      continue;
+    }
     if (!spec) {
       throw new PeftConfigError(
-        `target module ${key} is not a linear layer; LoRA wraps linear layers (nn.Linear, Conv1D) only. Narrow target_modules (a list of names, or a regex that ends in the linear layer's name)`,
+        `target module ${key} is not a linear layer; LoRA wraps linear layers (nn.Linear, Conv1D) and the token embedding only. Narrow target_modules (a list of names, or a regex that ends in the linear layer's name)`,
       );
     }
     const { r, alpha } = rankAndAlpha(config, key);
     lora.push({ spec, r, alpha });
   }
-  if (lora.length === 0) throw new TargetModulesNotFoundError(config.targetModules ?? [], [...linears.keys()]);
-  return { lora, modulesToSave: mts };
+  if (lora.length === 0 && embeddings.length === 0) throw new TargetModulesNotFoundError(config.targetModules ?? [], [...linears.keys()]);
+  return { lora, embeddings, modulesToSave: mts };
 }
 
-/** peft's rank_pattern / alpha_pattern lookup: the first pattern key (ranks first) matching `.*\.<key>$`. */
+/**
+ * peft 0.20's get_pattern_key, once for rank_pattern and once for alpha_pattern: the first key k (in
+ * the object's order) with re.match(r'(.*\.)?(k)$', module name) gives the module's r / lora_alpha.
+ */
 export function rankAndAlpha(config: LoraConfig, key: string): { r: number; alpha: number } {
-  const patterns = [...Object.keys(config.rankPattern), ...Object.keys(config.alphaPattern)];
-  const hit = patterns.find((p) => pythonRegex(`^.*\\.${p}$`).test(key)) ?? key;
-  return { r: config.rankPattern[hit] ?? config.r, alpha: config.alphaPattern[hit] ?? config.loraAlpha };
+  const find = (pattern: Record<string, number>): number | undefined => {
+    const hit = Object.keys(pattern).find((p) => pythonRegex(`^(?:.*\\.)?(?:${p})$`).test(key));
+    return hit === undefined ? undefined : pattern[hit];
+  };
+  return { r: find(config.rankPattern) ?? config.r, alpha: find(config.alphaPattern) ?? config.loraAlpha };
 }

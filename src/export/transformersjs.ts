@@ -1,0 +1,140 @@
+// `peft export --format transformers.js`: the model (adapter merged, or kept as initializers of its
+// own) as the ONNX folder @huggingface/transformers loads with from_pretrained(dir, {local_files_only}).
+//
+// The graph is the one `peft generate` decodes with (the model's own forward in a BuildContext,
+// src/generate/sessions.ts), built once with the KV cache as inputs so one session serves the
+// prompt (past length 0) and every decode step, as transformers.js runs a "model" session:
+//   decoders:  input_ids, attention_mask [batch, past + seq], position_ids,
+//              past_key_values.N.key/value [batch, kv_heads, past, head_dim]
+//              -> logits [batch, seq, vocab], present.N.key/value [batch, kv_heads, past + seq, head_dim]
+//   encoders:  input_ids, attention_mask, token_type_ids -> logits (or last_hidden_state)
+// Symbolic dims carry the names transformers.js resolves when it makes the empty first cache
+// (batch_size; every other symbol, past_sequence_length among them, defaults to 0).
+
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Graph, type Value } from '../graph/ir.js';
+import type { KV } from '../models/types.js';
+import { lowerGraph, MAX_INLINE_BYTES } from '../onnx/export.js';
+import { encodeModel, type ModelSpec } from '../onnx/model.js';
+import { baseModel, inferenceContext, paramFeeds, type InferenceModel } from '../generate/model.js';
+import { onnxDtype } from '../graph/registry.js';
+import { ExportError } from './errors.js';
+import { type OnnxDtype, ONNX_FILE_NAMES, applyDtype } from './onnx_dtypes.js';
+
+export { type OnnxDtype, ONNX_FILE_NAMES } from './onnx_dtypes.js';
+
+/** Tokenizer and generation files copied from the model folder when present. */
+export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'added_tokens.json', 'chat_template.jinja', 'tokenizer.model'];
+
+/** Names transformers.js gives the symbolic dims (only batch_size is resolved for the empty cache). */
+const DIM_NAMES: Record<string, string> = { batch: 'batch_size', seq: 'sequence_length', past: 'past_sequence_length', 'past+seq': 'total_sequence_length' };
+
+export interface TransformersJsGraph {
+  spec: ModelSpec;
+  /** graph inputs, in order */
+  inputs: string[];
+  outputs: string[];
+}
+
+/** Builds the exported ONNX model (float32) of `model`: every weight and adapter tensor an initializer. */
+export function buildTransformersJsGraph(model: InferenceModel): TransformersJsGraph {
+  const base = baseModel(model);
+  const g = new Graph();
+  const ctx = inferenceContext(model, g);
+  const outputs: Record<string, Value> = {};
+  if (base.causal) {
+    if (base.task !== 'causal-lm') throw new ExportError(`${base.dir} is a ${base.family} ${base.task} model; transformers.js export handles causal language models and BERT-style encoders`);
+    const kvShape = ['batch', base.numKVHeads, 'past', base.headDim];
+    const past: KV[] = Array.from({ length: base.numLayers }, (_, i) => ({
+      key: g.input(`past_key_values.${i}.key`, 'float32', kvShape),
+      value: g.input(`past_key_values.${i}.value`, 'float32', kvShape),
+    }));
+    const inputIds = g.input('input_ids', 'int64', ['batch', 'seq']);
+    const attentionMask = g.input('attention_mask', 'int64', ['batch', 'past+seq']);
+    const positionIds = g.input('position_ids', 'int64', ['batch', 'seq']);
+    const out = model.forward(ctx, { inputIds, attentionMask, positionIds, past });
+    outputs.logits = out.logits;
+    out.presents.forEach((kv, i) => {
+      outputs[`present.${i}.key`] = kv.key;
+      outputs[`present.${i}.value`] = kv.value;
+    });
+  } else {
+    const inputIds = g.input('input_ids', 'int64', ['batch', 'seq']);
+    const attentionMask = g.input('attention_mask', 'int64', ['batch', 'seq']);
+    const tokenTypeIds = base.family === 'bert' ? g.input('token_type_ids', 'int64', ['batch', 'seq']) : undefined;
+    const out = model.forward(ctx, { inputIds, attentionMask, tokenTypeIds });
+    if (base.task === 'base') outputs.last_hidden_state = out.hiddenStates[out.hiddenStates.length - 1]!;
+    else outputs.logits = out.logits;
+  }
+  const lowered = lowerGraph(g, outputs, 'peft-export', { largeConstants: 'inline', largeConstantBytes: Number.MAX_SAFE_INTEGER });
+  const spec = lowered.spec;
+  // Adapter tensors (and trainable base weights) are graph params: they become initializers.
+  const params = paramFeeds(model, ctx)();
+  const paramNames = new Set(Object.keys(params));
+  spec.inputs = spec.inputs.filter((v) => !paramNames.has(v.name));
+  for (const [name, t] of Object.entries(params)) {
+    const data = Float32Array.from(t.data as Float32Array);
+    spec.initializers.push({ name, dataType: onnxDtype('float32'), dims: [...t.shape], raw: new Uint8Array(data.buffer) });
+  }
+  const rename = (v: { shape: (number | string | null)[] }, fallback?: string) => {
+    v.shape = v.shape.map((d) => (typeof d === 'string' ? (DIM_NAMES[d] ?? d) : d === null ? (fallback ?? null) : d));
+  };
+  for (const v of spec.inputs) rename(v, v.name === 'attention_mask' ? 'total_sequence_length' : undefined);
+  for (const v of spec.outputs) rename(v, v.name.startsWith('present.') ? 'total_sequence_length' : undefined);
+  return { spec, inputs: spec.inputs.map((v) => v.name), outputs: spec.outputs.map((v) => v.name) };
+}
+
+export interface TransformersJsExportOptions {
+  /** dtypes to write (file names as transformers.js looks for them); the first is the folder's default */
+  dtypes: OnnxDtype[];
+  /** extra fields recorded in config.json (e.g. what was merged) */
+  note?: string;
+}
+
+export interface ExportedFile {
+  path: string;
+  bytes: number;
+}
+
+/** Writes the transformers.js folder into `dir` (an empty folder the caller publishes atomically). */
+export async function writeTransformersJs(model: InferenceModel, modelDir: string, dir: string, opts: TransformersJsExportOptions): Promise<ExportedFile[]> {
+  const base = baseModel(model);
+  const fp32 = buildTransformersJsGraph(model);
+  const written: ExportedFile[] = [];
+  await mkdir(join(dir, 'onnx'));
+  for (const dtype of opts.dtypes) {
+    const spec = applyDtype(fp32.spec, dtype);
+    const size = spec.initializers.reduce((n, t) => n + (t.raw?.byteLength ?? 0), 0);
+    if (size > MAX_INLINE_BYTES) {
+      throw new ExportError(`the ${dtype} model holds ${(size / 2 ** 30).toFixed(2)} GiB of weights, above ONNX's 2 GB single-file limit; export a smaller dtype (q8, q4)`);
+    }
+    const bytes = encodeModel(spec);
+    const path = join('onnx', ONNX_FILE_NAMES[dtype]);
+    await writeFile(join(dir, path), bytes);
+    written.push({ path, bytes: bytes.byteLength });
+  }
+  const config = JSON.parse(await readFile(join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  delete config.quantization_config;
+  const tjs = (config['transformers.js_config'] ?? {}) as Record<string, unknown>;
+  config['transformers.js_config'] = { ...tjs, dtype: opts.dtypes[0] };
+  await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  written.push({ path: 'config.json', bytes: 0 });
+  if (base.causal) {
+    const gen = join(modelDir, 'generation_config.json');
+    if (existsSync(gen)) await copyFile(gen, join(dir, 'generation_config.json'));
+    else {
+      const c = base.config.raw as Record<string, unknown>;
+      const fields = Object.fromEntries(['bos_token_id', 'eos_token_id', 'pad_token_id'].filter((k) => c[k] !== undefined && c[k] !== null).map((k) => [k, c[k]]));
+      await writeFile(join(dir, 'generation_config.json'), JSON.stringify(fields, null, 2) + '\n');
+    }
+    written.push({ path: 'generation_config.json', bytes: 0 });
+  }
+  for (const f of TOKENIZER_FILES) {
+    if (!existsSync(join(modelDir, f))) continue;
+    await copyFile(join(modelDir, f), join(dir, f));
+    written.push({ path: f, bytes: 0 });
+  }
+  return written;
+}

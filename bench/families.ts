@@ -82,6 +82,8 @@ interface Options {
   runs: number;
   warmup: number;
   threads: number;
+  /** override num_hidden_layers (smoke tests; the written table always uses the full shape) */
+  layers?: number;
   write: boolean;
 }
 
@@ -102,7 +104,8 @@ function parseArgs(argv: string[]): Options {
       case '--warmup': o.warmup = Number(next()); break;
       case '--threads': o.threads = Number(next()); break;
       case '--no-write': o.write = false; break;
-      default: throw new Error(`unknown option ${a}; options: --families a,b --batch N --seq N --runs N --warmup N --threads N --no-write`);
+      case '--layers': o.layers = Number(next()); o.write = false; break;
+      default: throw new Error(`unknown option ${a}; options: --families a,b --batch N --seq N --runs N --warmup N --threads N --layers N (smoke test, implies --no-write) --no-write`);
     }
   }
   for (const f of o.families) if (!FAMILIES[f]) throw new Error(`unknown family ${f}; choose from ${Object.keys(FAMILIES).join(', ')}`);
@@ -110,8 +113,12 @@ function parseArgs(argv: string[]): Options {
 }
 
 /** A family's model with random weights: matrices N(0, 0.02)-sized noise, norm weights 1, biases 0 (a fresh transformers init). */
-export function randomFamilyModel(name: string): PretrainedModel {
-  const raw = Object.fromEntries(Object.entries(FAMILIES[name]!.config).filter(([, v]) => v !== undefined));
+export function randomFamilyModel(name: string, layers?: number): PretrainedModel {
+  const raw: Record<string, unknown> = Object.fromEntries(Object.entries(FAMILIES[name]!.config).filter(([, v]) => v !== undefined));
+  if (layers) {
+    raw.num_hidden_layers = layers;
+    for (const k of ['layer_types', 'no_rope_layers']) if (Array.isArray(raw[k])) raw[k] = (raw[k] as unknown[]).slice(0, layers);
+  }
   const config = parseConfig(raw, `${name} (bench)`);
   const weights = new WeightStore();
   const model = buildModel(config, weights, '');
@@ -229,7 +236,7 @@ async function main(): Promise<void> {
   const loadStart = os.loadavg()[0]!;
   for (const name of o.families) {
     const t0 = performance.now();
-    const model = randomFamilyModel(name);
+    const model = randomFamilyModel(name, o.layers);
     console.log(`${name}: ${model.weights.numel().toLocaleString('en-US')} parameters, random weights in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     for (const r of [await benchForward(name, model, o), await benchTrain(name, model, o)]) {
       rows.push(r);

@@ -47,6 +47,10 @@ export class ForwardSession {
     readonly withLoss: boolean,
     readonly withPositionIds: boolean,
     readonly numHiddenStates: number,
+    /** token ids must be below this (the embedding rows) */
+    private readonly vocabSize: number,
+    /** label ids must be below this (vocabulary, or classes of a classifier); -100 is ignored */
+    private readonly labelLimit: number,
   ) {}
 
   static async create(model: InferenceModel, opts: ForwardSessionOptions = {}): Promise<ForwardSession> {
@@ -64,7 +68,8 @@ export class ForwardSession {
     }
     if (opts.hiddenStates) out.hiddenStates.forEach((h, i) => (outputs[`hidden_states.${i}`] = h));
     const session = await RuntimeSession.fromGraph(g, outputs, { name: 'forward', ...opts.runtime });
-    return new ForwardSession(session, paramFeeds(model, ctx), opts.loss ?? false, opts.positionIds ?? false, opts.hiddenStates ? out.hiddenStates.length : 0);
+    const labelLimit = base.task === 'seq-cls' ? base.config.numLabels : base.vocabSize;
+    return new ForwardSession(session, paramFeeds(model, ctx), opts.loss ?? false, opts.positionIds ?? false, opts.hiddenStates ? out.hiddenStates.length : 0, base.vocabSize, labelLimit);
   }
 
   async run(batch: ForwardBatch): Promise<ForwardOutput> {
@@ -73,6 +78,9 @@ export class ForwardSession {
     if (batch.attentionMask.shape.length !== 2 || batch.attentionMask.shape[0] !== b || batch.attentionMask.shape[1] !== s) {
       throw new GenerationError(`attention_mask must have the shape of input_ids [${b}, ${s}], got [${batch.attentionMask.shape}]`);
     }
+    // An id past the embedding (or a label past the classes) would reach ONNX Runtime's Gather as a raw error.
+    checkIds(batch.inputIds, 'input_ids', this.vocabSize, false);
+    if (this.withLoss && batch.labels) checkIds(batch.labels, 'labels', this.labelLimit, true);
     const feeds: Record<string, HostTensor> = { ...this.params(), input_ids: batch.inputIds, attention_mask: batch.attentionMask };
     if (this.withPositionIds) {
       if (!batch.positionIds) throw new GenerationError('this forward session was compiled to take position ids; pass positionIds');
@@ -99,5 +107,19 @@ export class ForwardSession {
 
   async dispose(): Promise<void> {
     await this.session.dispose();
+  }
+}
+
+/** Every id in [0, limit) (labels may also be -100, the ignored position); a GenerationError naming the first that is not. */
+function checkIds(t: HostTensor, name: string, limit: number, ignoreIndex: boolean): void {
+  const data = t.data as ArrayLike<number | bigint>;
+  for (let i = 0; i < data.length; i++) {
+    const v = Number(data[i]);
+    if (ignoreIndex && v === -100) continue;
+    if (!(Number.isInteger(v) && v >= 0 && v < limit)) {
+      throw new GenerationError(
+        `${name} holds ${v} at flat position ${i}, outside [0, ${limit})${ignoreIndex ? ' (or -100 to ignore a position)' : ''}; the batch does not belong to this model`,
+      );
+    }
   }
 }

@@ -2,6 +2,7 @@
 // from the attention mask (as transformers' generate), one prefill run, then one-token decode
 // steps until every row has stopped. Sessions are compiled once per Generator and reused.
 
+import { firstNonFinite, nonFiniteMessage } from '../nn/finite.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 import { type GenerateOptions, type GenerationDefaults, GenerationError, type GenerationPlan, defaultsFrom, loadGenerationDefaults, resolvePlan } from './config.js';
@@ -169,6 +170,8 @@ export class Generator {
           continue;
         }
         const logits = out.logits.subarray(b * vocab, (b + 1) * vocab);
+        const bad = firstNonFinite(logits);
+        if (bad >= 0) throw new GenerationError(nonFiniteMessage(`the logits of row ${b} at step ${steps}`, bad, logits[bad]!));
         const id = plan.doSample ? sampleToken(logits, plan.sampling, rng) : argmax(logits);
         next[b] = BigInt(id);
         row.tokens.push(id);

@@ -2,7 +2,11 @@
 // need to know that GPT-2 says n_embd where Llama says hidden_size. Missing optional fields get the
 // defaults of the matching transformers config class; fields that fix tensor shapes must be present.
 
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
+import { regularFileSize } from './files.js';
+
+/** config.json files are a few KB (with large id2label maps, a few MB). */
+const MAX_CONFIG_BYTES = 64 * 1024 * 1024;
 import path from "node:path";
 import { PeftError } from '../errors.js';
 
@@ -67,6 +71,16 @@ export interface ModelConfig {
   qkNorm?: boolean;
   /** SmolLM3: per layer, whether it applies RoPE (no_rope_layers[i] == 1) or is a NoPE layer (0). */
   ropeLayers?: boolean[];
+  /** Per layer 'full_attention' or 'sliding_attention' (Gemma 3), when the model mixes them. */
+  layerTypes?: string[];
+  /** Gemma 3: attention scores are scaled by query_pre_attn_scalar ** -0.5 instead of head_dim ** -0.5. */
+  queryPreAttnScalar?: number;
+  /** Gemma 3: the RoPE base of sliding-window layers (no rope_scaling there). */
+  ropeLocalTheta?: number;
+  /** Phi-3: fraction of each head's channels that are rotated. */
+  partialRotaryFactor?: number;
+  /** Phi-3: the pre-extension context (top-level original_max_position_embeddings), for longrope. */
+  originalMaxPositionEmbeddings?: number;
   /** Mistral/Qwen2 sliding-window attention size, when enabled. */
   slidingWindow?: number;
   /** BERT token type (segment) vocabulary. */
@@ -92,6 +106,8 @@ const FAMILY_OF: Record<string, ModelFamily> = {
   qwen2: "llama",
   qwen3: "llama",
   smollm3: "llama",
+  gemma3_text: "llama",
+  phi3: "llama",
   bert: "bert",
   roberta: "bert",
   modernbert: "modernbert",
@@ -191,8 +207,13 @@ export async function loadConfig(dir: string): Promise<ModelConfig> {
   const file = path.join(dir, "config.json");
   let text: string;
   try {
+    // A FIFO, device or folder named config.json is refused before it is opened (it would block or never end).
+    await regularFileSize(file, (reason) => new ConfigError(file, `${reason}; config.json must be a regular file.`), true);
+    const size = (await stat(file)).size;
+    if (size > MAX_CONFIG_BYTES) throw new ConfigError(file, `${file} is ${size} bytes, above the ${MAX_CONFIG_BYTES}-byte limit for a config.json; it is not a model config.`);
     text = await readFile(file, "utf8");
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR") {
       throw new ConfigError(
@@ -215,8 +236,59 @@ export async function loadConfig(dir: string): Promise<ModelConfig> {
   return parseConfig(raw, file);
 }
 
+/**
+ * Upper bounds on the sizes a config.json may declare, checked before anything is built from it
+ * (a config is untrusted input: `num_hidden_layers: 1e9` must be an error, not a hang). Each is far
+ * above any published model (the largest have ~128 layers, 32k hidden, 262k vocabulary); the real
+ * check is against the weight files (models/validate.ts), these keep even a config without weights
+ * (`peft info`) bounded.
+ */
+export const CONFIG_LIMITS = {
+  num_hidden_layers: 4096,
+  hidden_size: 1 << 18,
+  num_attention_heads: 1 << 14,
+  num_key_value_heads: 1 << 14,
+  head_dim: 1 << 14,
+  intermediate_size: 1 << 21,
+  vocab_size: 1 << 24,
+  max_position_embeddings: 1 << 30,
+  num_labels: 1 << 20,
+  type_vocab_size: 1 << 20,
+  sliding_window: 1 << 30,
+} as const;
+
 /** Normalizes an already parsed config.json; `file` only labels error messages. */
 export function parseConfig(raw: unknown, file = "config.json"): ModelConfig {
+  return checkConfigLimits(parseConfigFields(raw, file), file);
+}
+
+function checkConfigLimits(c: ModelConfig, file: string): ModelConfig {
+  const sizes: [keyof typeof CONFIG_LIMITS, number | undefined][] = [
+    ["num_hidden_layers", c.numHiddenLayers],
+    ["hidden_size", c.hiddenSize],
+    ["num_attention_heads", c.numAttentionHeads],
+    ["num_key_value_heads", c.numKeyValueHeads],
+    ["head_dim", c.headDim],
+    ["intermediate_size", c.intermediateSize],
+    ["vocab_size", c.vocabSize],
+    ["max_position_embeddings", c.maxPositionEmbeddings],
+    ["num_labels", c.numLabels],
+    ["type_vocab_size", c.typeVocabSize],
+    ["sliding_window", c.slidingWindow],
+  ];
+  for (const [field, v] of sizes) {
+    if (v !== undefined && !(v <= CONFIG_LIMITS[field])) {
+      throw new ConfigError(
+        file,
+        `${file}: ${field} is ${v}, above the limit of ${CONFIG_LIMITS[field]} (no published model comes near it); the file is corrupt or not a model config.`,
+        field,
+      );
+    }
+  }
+  return c;
+}
+
+function parseConfigFields(raw: unknown, file: string): ModelConfig {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
     throw new ConfigError(file, `${file} must hold a JSON object.`);
   }
@@ -297,26 +369,34 @@ export function parseConfig(raw: unknown, file = "config.json"): ModelConfig {
           "num_key_value_heads",
         );
       }
-      if (!f.has("head_dim")) checkDivisible(f, hidden, heads, "hidden_size", "num_attention_heads");
-      const headDim = f.int("head_dim", hidden / heads);
+      const isGemma3 = modelType === "gemma3_text";
+      const isPhi3 = modelType === "phi3";
+      // Gemma3TextConfig's head_dim defaults to 256 whatever the hidden size; Phi3Config has no head_dim.
+      if (!f.has("head_dim") && !isGemma3) checkDivisible(f, hidden, heads, "hidden_size", "num_attention_heads");
+      const headDim = isPhi3 ? hidden / heads : f.int("head_dim", isGemma3 ? 256 : hidden / heads);
       const attentionBias = f.bool("attention_bias", false);
       // Qwen2 always has q/k/v biases and no o_proj bias; its config has no attention_bias field for it.
       const isQwen2 = modelType === "qwen2";
       const slidingWindow = slidingWindowOf(f, modelType);
+      const layers = f.requiredInt("num_hidden_layers");
+      const defaultMaxPos: Record<string, number> = { mistral: 4096 * 32, qwen2: 32768, qwen3: 32768, smollm3: 32768, gemma3_text: 131072, phi3: 4096 };
+      const extra = isGemma3 ? gemma3Fields(f, layers) : isPhi3 ? phi3Fields(f, headDim) : {};
       return {
         ...common,
         vocabSize: f.requiredInt("vocab_size"),
         hiddenSize: hidden,
-        numHiddenLayers: f.requiredInt("num_hidden_layers"),
+        numHiddenLayers: layers,
         numAttentionHeads: heads,
         numKeyValueHeads: kvHeads,
         headDim,
         intermediateSize: f.requiredInt("intermediate_size"),
-        maxPositionEmbeddings: f.int("max_position_embeddings", modelType === "mistral" ? 4096 * 32 : modelType === "qwen2" ? 32768 : 2048),
-        hiddenAct: f.str("hidden_act", "silu"),
+        maxPositionEmbeddings: f.int("max_position_embeddings", defaultMaxPos[modelType] ?? 2048),
+        // Gemma 3 names its activation hidden_activation.
+        hiddenAct: isGemma3 ? f.str("hidden_activation", "gelu_pytorch_tanh") : f.str("hidden_act", "silu"),
         normType: "rmsnorm",
         normEps: f.num("rms_norm_eps", 1e-6),
-        tieWordEmbeddings: f.bool("tie_word_embeddings", false),
+        // Gemma 3's config.json has no tie_word_embeddings key: PretrainedConfig's default (true) applies.
+        tieWordEmbeddings: f.bool("tie_word_embeddings", isGemma3),
         qkvBias: isQwen2 ? true : attentionBias,
         attnOutputBias: isQwen2 ? false : attentionBias,
         mlpBias: f.bool("mlp_bias", false),
@@ -326,6 +406,7 @@ export function parseConfig(raw: unknown, file = "config.json"): ModelConfig {
         ...(modelType === "qwen3" ? { qkNorm: true } : {}),
         ...(modelType === "smollm3" ? { ropeLayers: ropeLayersOf(f, f.requiredInt("num_hidden_layers")) } : {}),
         ...(slidingWindow === undefined ? {} : { slidingWindow }),
+        ...extra,
       };
     }
     case "bert": {
@@ -407,7 +488,7 @@ function labels(f: Fields): { id2label: Record<number, string>; label2id: Record
     }
     for (const [k, v] of Object.entries(raw as Raw)) {
       const id = Number(k);
-      if (!Number.isInteger(id) || id < 0 || typeof v !== "string") {
+      if (!Number.isInteger(id) || id < 0 || id > CONFIG_LIMITS.num_labels || typeof v !== "string") {
         throw new ConfigError(f.file, `${f.file}: id2label entry ${JSON.stringify(k)}: ${JSON.stringify(v)} must map an integer id to a name.`, "id2label");
       }
       id2label[id] = v;
@@ -415,6 +496,9 @@ function labels(f: Fields): { id2label: Record<number, string>; label2id: Record
   } else {
     // PretrainedConfig's default: num_labels (2 unless given) generic labels.
     const n = f.int("num_labels", 2);
+    if (n > CONFIG_LIMITS.num_labels) {
+      throw new ConfigError(f.file, `${f.file}: num_labels is ${n}, above the limit of ${CONFIG_LIMITS.num_labels}; the file is corrupt or not a model config.`, "num_labels");
+    }
     for (let i = 0; i < n; i++) id2label[i] = `LABEL_${i}`;
   }
   const numLabels = Object.keys(id2label).length;
@@ -509,6 +593,51 @@ function ropeLayersOf(f: Fields, layers: number): boolean[] {
     );
   }
   return raw.map((v) => v === 1);
+}
+
+/** Gemma 3 text: layer types, the local RoPE base, the attention scale, its sliding window; softcapping is refused. */
+function gemma3Fields(f: Fields, layers: number): Partial<ModelConfig> {
+  for (const cap of ["attn_logit_softcapping", "final_logit_softcapping"]) {
+    if (f.has(cap)) {
+      throw new ConfigError(f.file, `${f.file}: ${cap} is set; logit softcapping (a Gemma 2 feature, off in Gemma 3) is not implemented. Set it to null.`, cap);
+    }
+  }
+  if (f.bool("use_bidirectional_attention", false)) {
+    throw new ConfigError(f.file, `${f.file}: use_bidirectional_attention is true (an embedding model); only causal Gemma 3 is implemented.`, "use_bidirectional_attention");
+  }
+  let layerTypes: string[];
+  const raw = f.raw.layer_types;
+  if (raw === undefined || raw === null) {
+    // Gemma3TextConfig: every sliding_window_pattern-th layer (1-based) is global.
+    const pattern = f.int("_sliding_window_pattern", f.int("sliding_window_pattern", 6));
+    layerTypes = Array.from({ length: layers }, (_, i) => ((i + 1) % pattern !== 0 ? "sliding_attention" : "full_attention"));
+  } else {
+    if (!Array.isArray(raw) || raw.length !== layers || !raw.every((t) => t === "sliding_attention" || t === "full_attention")) {
+      throw new ConfigError(f.file, `${f.file}: field "layer_types" must list "sliding_attention" or "full_attention" for each of the ${layers} layers.`, "layer_types");
+    }
+    layerTypes = raw as string[];
+  }
+  return {
+    layerTypes,
+    slidingWindow: f.int("sliding_window", 4096),
+    queryPreAttnScalar: f.num("query_pre_attn_scalar", 256),
+    ropeLocalTheta: f.num("rope_local_base_freq", 10000),
+  };
+}
+
+/** Phi-3: partial rotary, the pre-extension context for longrope, an optional sliding window over every layer. */
+function phi3Fields(f: Fields, headDim: number): Partial<ModelConfig> {
+  const factor = f.has("partial_rotary_factor") ? f.num("partial_rotary_factor", 1) : 1;
+  const rotary = Math.floor(headDim * factor);
+  if (factor > 1 || rotary < 2 || rotary % 2 !== 0) {
+    throw new ConfigError(f.file, `${f.file}: partial_rotary_factor ${factor} gives ${rotary} rotary channels of head_dim ${headDim}; it must be an even number between 2 and head_dim.`, "partial_rotary_factor");
+  }
+  const window = f.optionalInt("sliding_window");
+  return {
+    partialRotaryFactor: factor,
+    originalMaxPositionEmbeddings: f.int("original_max_position_embeddings", 4096),
+    ...(window === undefined ? {} : { slidingWindow: window }),
+  };
 }
 
 /**

@@ -2,11 +2,14 @@
 // special_tokens_map.json) and reproduces what transformers' fast tokenizer returns: token ids,
 // decoding, padded batches and chat-template rendering. Tokenization itself is @huggingface/tokenizers.
 
-import { readFile, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import path from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
-import { Template } from "@huggingface/jinja";
+import type { Template } from "@huggingface/jinja";
 import { PeftError } from '../errors.js';
+import { CHAT_TEMPLATE_LIMITS, type ChatTemplateLimits, TemplateLimitExceeded, compileChatTemplate, renderChatTemplate } from './chat_template.js';
+import { readSmallTextFile, regularFileSize } from './files.js';
+import { checkTokenizerJson } from './tokenizer_limits.js';
 
 export class TokenizerError extends PeftError {
   constructor(message: string) {
@@ -90,6 +93,8 @@ export interface ChatTemplateOptions {
   documents?: unknown[];
   /** More template variables, passed like transformers' **kwargs of apply_chat_template. */
   extra?: Record<string, unknown>;
+  /** Tighter or looser sandbox limits than CHAT_TEMPLATE_LIMITS (range size, time, string/list sizes). */
+  limits?: Partial<ChatTemplateLimits>;
 }
 
 const SPECIAL_TOKEN_KEYS = [
@@ -125,11 +130,19 @@ function tokenContent(v: unknown): string | undefined {
   return undefined;
 }
 
+/** tokenizer.json of the largest vocabularies is ~30 MB; config files are a few KB. */
+const MAX_TOKENIZER_FILE_BYTES = 512 * 1024 * 1024;
+
 async function readJson(file: string, required: boolean): Promise<Json | undefined> {
   let text: string;
   try {
-    text = await readFile(file, "utf8");
+    // A FIFO, device or folder under a tokenizer file name is refused before it is opened.
+    if ((await regularFileSize(file, (reason) => new TokenizerLoadError(file, `${reason}; the tokenizer files must be regular files.`), true)) === undefined) {
+      throw Object.assign(new Error("missing"), { code: "ENOENT" });
+    }
+    text = await readSmallTextFile(file, MAX_TOKENIZER_FILE_BYTES, (reason) => new TokenizerLoadError(file, `${reason}.`));
   } catch (err) {
+    if (err instanceof TokenizerLoadError) throw err;
     if ((err as NodeJS.ErrnoException).code === "ENOENT" && !required) return undefined;
     if ((err as NodeJS.ErrnoException).code === "ENOENT") {
       throw new TokenizerLoadError(
@@ -254,6 +267,8 @@ export class Tokenizer {
       // These classes default clean_up_tokenization_spaces to false, unlike the transformers base class.
       hfConfig.clean_up_tokenization_spaces ??= false;
     }
+    // Ids, vocabulary size and regular expressions are checked before tokenizers.js builds anything from them.
+    checkTokenizerJson(tokenizerJson, tokenizerFile);
     let hf: HfTokenizer;
     try {
       hf = new HfTokenizer(tokenizerJson, hfConfig);
@@ -268,7 +283,10 @@ export class Tokenizer {
 
     let chatTemplate: string | Record<string, string> | undefined;
     const jinjaFile = path.join(dir, "chat_template.jinja");
-    const jinja = await readFile(jinjaFile, "utf8").catch(() => undefined);
+    const jinja =
+      (await regularFileSize(jinjaFile, (reason) => new TokenizerLoadError(jinjaFile, `${reason}; a chat template must be a regular file.`), true)) === undefined
+        ? undefined
+        : await readSmallTextFile(jinjaFile, CHAT_TEMPLATE_LIMITS.maxSourceChars * 4, (reason) => new TokenizerLoadError(jinjaFile, `${reason}.`));
     if (jinja !== undefined) {
       // Newer transformers save the template there instead of inside tokenizer_config.json.
       chatTemplate = jinja;
@@ -417,8 +435,9 @@ export class Tokenizer {
     let template = this.templateCache.get(source);
     if (template === undefined) {
       try {
-        template = new Template(source);
+        template = compileChatTemplate(source, { ...CHAT_TEMPLATE_LIMITS, ...options.limits });
       } catch (err) {
+        if (err instanceof TemplateLimitExceeded) throw new ChatTemplateError(`chat template of ${this.dir} refused: ${err.message}.`);
         throw new ChatTemplateError(`chat template of ${this.dir} does not parse: ${(err as Error).message}`);
       }
       this.templateCache.set(source, template);
@@ -432,8 +451,12 @@ export class Tokenizer {
     if (options.tools !== undefined) context.tools = options.tools;
     if (options.documents !== undefined) context.documents = options.documents;
     try {
-      return template.render(context);
+      // Sandboxed as transformers does: bounded range(), time, string and list sizes (chat_template.ts).
+      return renderChatTemplate(template, context, { ...CHAT_TEMPLATE_LIMITS, ...options.limits });
     } catch (err) {
+      if (err instanceof TemplateLimitExceeded) {
+        throw new ChatTemplateError(`the chat template of ${this.dir} was stopped: ${err.message}; the template is broken or hostile, use another one ({ chatTemplate }).`);
+      }
       throw new ChatTemplateError(`rendering the chat template of ${this.dir} failed: ${(err as Error).message}`);
     }
   }

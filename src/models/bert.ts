@@ -8,8 +8,7 @@ import type { BuildContext, LinearSpec } from '../nn/context.js';
 import { attention, attentionBias, embedding, layerNorm, linear, mergeHeads, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
-import { appendPast, inputEmbeddings, maskedLmLoss, modulePaths, sequenceClassificationLoss } from './common.js';
-import { applySublayer } from './gpt2.js';
+import { appendPast, applySublayer, inputEmbeddings, maskedLmLoss, modulePaths, sequenceClassificationLoss } from './common.js';
 import { type ForwardArgs, type ForwardResult, type KV, ModelError, type ModelTask, type PretrainedModel } from './types.js';
 
 export class BertModel implements PretrainedModel {

@@ -68,3 +68,10 @@ export function modulePaths(weightNames: Iterable<string>): string[] {
   }
   return [...out];
 }
+
+/** residual + output, unless a tuner hooks this sub-layer (bottleneck adapters). */
+export function applySublayer(ctx: BuildContext, key: string, layer: number, output: Value, residual: Value, norm?: (x: Value) => Value): Value {
+  const hook = ctx.sublayerHooks.get(key);
+  if (hook) return hook({ layer, output, residual, norm, ctx });
+  return norm ? norm(o.add(output, residual)) : o.add(output, residual);
+}

@@ -8,7 +8,7 @@ import type { BuildContext, LinearSpec } from '../nn/context.js';
 import { attention, attentionBias, embedding, layerNorm, linear, mergeHeads, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
-import { appendPast, causalLmLoss, defaultPositions, inputEmbeddings, modulePaths } from './common.js';
+import { appendPast, applySublayer, causalLmLoss, defaultPositions, inputEmbeddings, modulePaths } from './common.js';
 import { type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
 
 export class GPT2Model implements PretrainedModel {
@@ -105,11 +105,4 @@ export class GPT2Model implements PretrainedModel {
   loss(logits: Value, labels: Value): Value {
     return causalLmLoss(logits, labels);
   }
-}
-
-/** residual + output, unless a tuner hooks this sub-layer (bottleneck adapters). */
-export function applySublayer(ctx: BuildContext, key: string, layer: number, output: Value, residual: Value, norm?: (x: Value) => Value): Value {
-  const hook = ctx.sublayerHooks.get(key);
-  if (hook) return hook({ layer, output, residual, norm, ctx });
-  return norm ? norm(o.add(output, residual)) : o.add(output, residual);
 }

@@ -9,53 +9,9 @@ import type { BuildContext, LinearSpec } from '../nn/context.js';
 import { attention, attentionBias, embedding, linear, mergeHeads, repeatKV, rmsNorm, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
-import { appendPast, causalLmLoss, defaultPositions, inputEmbeddings, modulePaths } from './common.js';
-import { applySublayer } from './gpt2.js';
+import { appendPast, applySublayer, causalLmLoss, defaultPositions, inputEmbeddings, modulePaths } from './common.js';
+import { applyRotary, rotaryTables } from './rope.js';
 import { type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
-
-/** Rotary inverse frequencies, with the rope_scaling variants transformers implements. */
-export function ropeInvFreq(config: ModelConfig, headDim: number): { invFreq: Float32Array; positionScale: number } {
-  const theta = config.ropeTheta ?? 10000;
-  const half = headDim / 2;
-  // transformers: 1 / base ** (arange(0, dim, 2).float() / dim), computed in float32
-  const inv = new Float32Array(half);
-  for (let i = 0; i < half; i++) inv[i] = 1 / Math.pow(theta, Math.fround((2 * i) / headDim));
-  const sc = config.ropeScaling;
-  if (!sc) return { invFreq: inv, positionScale: 1 };
-  switch (sc.ropeType) {
-    case 'default':
-      return { invFreq: inv, positionScale: 1 };
-    case 'linear':
-      return { invFreq: inv, positionScale: 1 / (sc.factor ?? 1) };
-    case 'llama3': {
-      const factor = sc.factor ?? 8;
-      const low = sc.lowFreqFactor ?? 1;
-      const high = sc.highFreqFactor ?? 4;
-      const oldCtx = sc.originalMaxPositionEmbeddings ?? 8192;
-      const lowWavelen = oldCtx / low;
-      const highWavelen = oldCtx / high;
-      const out = new Float32Array(half);
-      for (let i = 0; i < half; i++) {
-        const f = inv[i]!;
-        const wavelen = (2 * Math.PI) / f;
-        if (wavelen < highWavelen) out[i] = f;
-        else if (wavelen > lowWavelen) out[i] = f / factor;
-        else {
-          const smooth = (oldCtx / wavelen - low) / (high - low);
-          out[i] = (1 - smooth) * (f / factor) + smooth * f;
-        }
-      }
-      return { invFreq: out, positionScale: 1 };
-    }
-    default:
-      throw new ModelError(`rope_scaling type "${sc.ropeType}" is not supported (supported: default, linear, llama3)`);
-  }
-}
-
-function rotateHalf(x: Value, half: number): Value {
-  const [a, b] = o.split(x, -1, [half, half]) as [Value, Value];
-  return o.concat([o.neg(b), a], -1);
-}
 
 export class LlamaModel implements PretrainedModel {
   readonly family = 'llama' as const;
@@ -134,15 +90,8 @@ export class LlamaModel implements PretrainedModel {
     const spec = (n: string) => this.byName.get(n)!;
     let h = inputEmbeddings(this, ctx, args);
     const { positions, pastLength } = defaultPositions(h, args.past);
-    const { cos, sin } = ctx.graph.scope('rotary_emb', () => {
-      const { invFreq, positionScale } = ropeInvFreq(cfg, D);
-      let pos = o.cast(args.positionIds ?? positions, 'float32');
-      if (positionScale !== 1) pos = o.mul(pos, positionScale);
-      const freqs = o.mul(o.unsqueeze(pos, -1), ctx.graph.tensor('rope_inv_freq', 'float32', [D / 2], invFreq));
-      const emb = o.concat([freqs, freqs], -1);
-      return { cos: o.unsqueeze(o.cos(emb), 1), sin: o.unsqueeze(o.sin(emb), 1) };
-    });
-    const rotate = (x: Value) => o.add(o.mul(x, cos), o.mul(rotateHalf(x, D / 2), sin));
+    const { cos, sin } = rotaryTables(ctx, args.positionIds ?? positions, { theta: cfg.ropeTheta ?? 10000, rotaryDim: D, scaling: cfg.ropeScaling, maxPositionEmbeddings: cfg.maxPositionEmbeddings });
+    const rotate = (x: Value) => applyRotary(x, cos, sin, D, D);
     const bias = attentionBias(args.attentionMask, h, true, pastLength);
     const hidden: Value[] = [h];
     const presents: KV[] = [];

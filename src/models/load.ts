@@ -9,10 +9,13 @@ import { ShardedSafetensors, openCheckpoint } from '../io/safetensors.js';
 import { WeightStore } from '../nn/weights.js';
 import { type QuantizationConfig, quantizationPlan } from '../quant/plan.js';
 import { BertModel } from './bert.js';
+import { Gemma3Model } from './gemma3.js';
 import { GPT2Model } from './gpt2.js';
 import { LlamaModel } from './llama.js';
 import { ModernBertModel } from './modernbert.js';
+import { Phi3Model } from './phi3.js';
 import { ModelError, type PretrainedModel } from './types.js';
+import { validateCheckpointAgainstConfig } from './validate.js';
 
 const ARCHITECTURES: Record<string, (c: ModelConfig, w: WeightStore, dir: string) => PretrainedModel> = {
   GPT2LMHeadModel: (c, w, d) => new GPT2Model(c, w, d),
@@ -21,12 +24,14 @@ const ARCHITECTURES: Record<string, (c: ModelConfig, w: WeightStore, dir: string
   Qwen2ForCausalLM: (c, w, d) => new LlamaModel(c, w, d),
   Qwen3ForCausalLM: (c, w, d) => new LlamaModel(c, w, d),
   SmolLM3ForCausalLM: (c, w, d) => new LlamaModel(c, w, d),
+  Gemma3ForCausalLM: (c, w, d) => new Gemma3Model(c, w, d),
+  Phi3ForCausalLM: (c, w, d) => new Phi3Model(c, w, d),
   BertForSequenceClassification: (c, w, d) => new BertModel(c, w, d, 'seq-cls'),
   BertForMaskedLM: (c, w, d) => new BertModel(c, w, d, 'masked-lm'),
   BertModel: (c, w, d) => new BertModel(c, w, d, 'base'),
   ModernBertForSequenceClassification: (c, w, d) => new ModernBertModel(c, w, d),
 };
-const BY_MODEL_TYPE: Record<string, string> = { gpt2: 'GPT2LMHeadModel', llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', smollm3: 'SmolLM3ForCausalLM', bert: 'BertModel' };
+const BY_MODEL_TYPE: Record<string, string> = { gpt2: 'GPT2LMHeadModel', llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', smollm3: 'SmolLM3ForCausalLM', gemma3_text: 'Gemma3ForCausalLM', phi3: 'Phi3ForCausalLM', bert: 'BertModel' };
 
 /** Buffers some checkpoints carry that are not parameters (transformers ignores them too). */
 const IGNORED = [/\.attn\.bias$/, /\.attn\.masked_bias$/, /\.rotary_emb\.inv_freq$/, /position_ids$/];
@@ -93,6 +98,7 @@ export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promi
   if (!hasSingle && !existsSync(join(dir, 'model.safetensors.index.json'))) {
     throw new ModelError(`${dir} has no model.safetensors or model.safetensors.index.json (PyTorch .bin checkpoints are not read; convert with safetensors' convert script)`);
   }
+  await validateCheckpointAgainstConfig(config, dir); // config.json vs header shapes, before anything is built (models/validate.ts)
   // The model is built first (constructors only read config.json) so its linear modules decide
   // which tensors are quantized as they are read.
   const weights = new WeightStore();

@@ -15,8 +15,7 @@ import type { BuildContext, LinearSpec } from '../nn/context.js';
 import { MASK_MIN, attention, embedding, linear, mergeHeads, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
-import { inputEmbeddings, modulePaths, sequenceClassificationLoss } from './common.js';
-import { applySublayer } from './gpt2.js';
+import { applySublayer, inputEmbeddings, modulePaths, sequenceClassificationLoss } from './common.js';
 import { type ForwardArgs, type ForwardResult, ModelError, type PretrainedModel } from './types.js';
 
 /** The config.json fields only ModernBERT has, with ModernBertConfig's defaults. */

@@ -52,14 +52,17 @@ export const MASK_MIN = -3.4028234663852886e38;
  * `attentionMask` is [batch, k] (1 = token, 0 = padding) over past + current keys; with `causal`,
  * key j is visible to query i when j <= i + past.
  */
-export function attentionBias(attentionMask: Value, queries: Value, causal: boolean, pastLength?: Value): Value {
+export function attentionBias(attentionMask: Value, queries: Value, causal: boolean, pastLength?: Value, slidingWindow?: number): Value {
   const keyOk = o.unsqueeze(o.equal(attentionMask, o.cast(attentionMask.graph.scalar(1, 'int64'), attentionMask.dtype)), [1, 2]);
   let ok = keyOk;
   if (causal) {
     let qPos = o.arangeOfDim(queries, 1);
     if (pastLength) qPos = o.add(qPos, pastLength);
-    const kPos = o.arangeOfDim(attentionMask, 1);
-    ok = o.and(keyOk, o.not(o.greater(o.unsqueeze(kPos, 0), o.unsqueeze(qPos, 1))));
+    const kPos = o.unsqueeze(o.arangeOfDim(attentionMask, 1), 0);
+    const q = o.unsqueeze(qPos, 1);
+    ok = o.and(keyOk, o.not(o.greater(kPos, q)));
+    // transformers' sliding window: key j is visible to query i iff i - window < j <= i (cache positions)
+    if (slidingWindow !== undefined) ok = o.and(ok, o.greater(kPos, o.sub(q, slidingWindow)));
   }
   return o.where(ok, 0, MASK_MIN);
 }

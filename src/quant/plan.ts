@@ -76,6 +76,12 @@ export function quantizationPlan(linears: readonly LinearLike[], prefix: string,
       `the checkpoint is already quantized (${saved.type}, double quant ${saved.doubleQuant}) and cannot be re-quantized as ${c.type} (double quant ${c.doubleQuant}); load it without the quantization option, or start from the full-precision model`,
     );
   }
+  // A misspelt skip name would silently quantize the module the user meant to keep.
+  for (const k of c.skipModules) {
+    if (!linears.some((s) => isSkipped(s.name, [k]) || isSkipped(s.name, [prefix + k]))) {
+      throw new QuantizationError(`skip module "${k}" matches no linear module of this model; nearest names: ${nearestNames(k, linears.map((s) => s.name)).join(', ')}`);
+    }
+  }
   const skip = [...HEAD_MODULES, ...c.skipModules];
   const targets = new Map<string, LinearLike>();
   for (const s of linears) if (!isSkipped(s.name, skip)) targets.set(`${s.name}.weight`, s);
@@ -85,4 +91,27 @@ export function quantizationPlan(linears: readonly LinearLike[], prefix: string,
     return { type: c.type, blockSize: c.blockSize, doubleQuant: c.doubleQuant, rounding: c.rounding, transpose: s.layout === 'conv1d' };
   };
   return { quantize, transposed, config: c };
+}
+
+/** The three module names (short "q_proj" or full "model.layers.0.self_attn.q_proj") closest to `name` by edit distance. */
+function nearestNames(name: string, modules: readonly string[]): string[] {
+  const candidates = new Set<string>();
+  for (const m of modules) {
+    candidates.add(m.slice(m.lastIndexOf('.') + 1));
+    candidates.add(m);
+  }
+  const distance = (a: string, b: string): number => {
+    let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+      const cur = [i];
+      for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+    return prev[b.length]!;
+  };
+  return [...candidates]
+    .map((c) => ({ c, d: distance(name.slice(0, 200), c) }))
+    .sort((x, y) => x.d - y.d || x.c.length - y.c.length)
+    .slice(0, 3)
+    .map((x) => `"${x.c}"`);
 }

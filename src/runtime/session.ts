@@ -1,6 +1,7 @@
 // The only module that imports onnxruntime: creates a session from a lowered graph, picks the
 // execution provider and threads, converts host tensors to and from ORT tensors, and disposes.
 
+import os from 'node:os';
 import { realpathSync } from 'node:fs';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -200,7 +201,12 @@ export class RuntimeSession {
       graphOptimizationLevel: opts.graphOptimization ?? 'all',
       logSeverityLevel: 3,
     };
-    if (opts.threads) {
+    if (opts.threads !== undefined) {
+      // ONNX Runtime would start every thread asked for (--threads 100000 exhausts the machine).
+      const cores = os.availableParallelism();
+      if (!Number.isInteger(opts.threads) || opts.threads < 1 || opts.threads > cores) {
+        throw new RuntimeError(`threads must be an integer from 1 to ${cores} (the CPU cores of this machine), got ${opts.threads}; lower --threads`);
+      }
       options.intraOpNumThreads = opts.threads;
       options.interOpNumThreads = 1;
     }

@@ -5,6 +5,7 @@
 // truncation=True, max_length=N) does ([CLS] text [SEP] for BERT).
 
 import { readFile } from 'node:fs/promises';
+import { regularFileSize } from '../io/files.js';
 import type { ChatMessage, Tokenizer } from '../io/tokenizer.js';
 import { DatasetError } from './errors.js';
 import { Rng, permutation } from './rng.js';
@@ -46,6 +47,41 @@ export interface TokenizeOptions {
   chatTemplate?: string;
 }
 
+/** Field names of a dataset whose rows do not use "prompt", "completion", "messages" and "text". */
+export interface FieldNames {
+  prompt?: string;
+  completion?: string;
+  messages?: string;
+  text?: string;
+}
+
+export interface LoadDatasetOptions extends Omit<TokenizeOptions, 'file'> {
+  /** the dataset's own field names for prompt/completion/messages/text */
+  keys?: FieldNames;
+  /** use only the first n rows */
+  maxExamples?: number;
+}
+
+/** Records with the dataset's own field names renamed to the standard ones (a missing renamed field is an error naming it). */
+export function renameFields(records: readonly JsonlRecord[], keys: FieldNames, file?: string): JsonlRecord[] {
+  const pairs = (Object.entries(keys) as [keyof FieldNames, string | undefined][]).filter(([std, k]) => k !== undefined && k !== std) as [keyof FieldNames, string][];
+  if (pairs.length === 0) return [...records];
+  return records.map((r) => {
+    const value: Record<string, unknown> = { ...r.value };
+    for (const [std, k] of pairs) {
+      if (std in r.value && !(k in r.value)) continue;
+      if (k in value) {
+        value[std] = value[k];
+        delete value[k];
+      }
+    }
+    if (!pairs.some(([std]) => std in value)) {
+      throw new DatasetError(`none of the fields ${pairs.map(([, k]) => `"${k}"`).join(', ')} is in this row (fields: ${Object.keys(r.value).map((k) => `"${k}"`).join(', ') || 'none'})`, { file, line: r.line });
+    }
+    return { line: r.line, value };
+  });
+}
+
 export interface PrepareOptions {
   /** longest sequence (tokens); longer examples are cut on the right, packed blocks have this length */
   maxLength: number;
@@ -59,25 +95,67 @@ export interface PreparedExamples {
   dropped: number;
 }
 
-/** Reads a jsonl file: one JSON object per non-blank line. */
+/**
+ * Longest jsonl line accepted, in characters (1 MiB): far above any training example (a line is
+ * cut to --max-len tokens anyway), low enough that one line cannot take minutes and gigabytes to
+ * tokenize. Split longer documents into several lines.
+ */
+export const MAX_JSONL_LINE_CHARS = 1 << 20;
+
+/**
+ * Reads a jsonl file: one JSON object per non-blank line. The file must be a regular file (a FIFO
+ * or device is refused before it is opened) in UTF-8; a leading byte-order mark is skipped, as
+ * Python's utf-8-sig does, and bytes that are not UTF-8 (Latin-1, say) are an error naming the line.
+ */
 export async function readJsonl(file: string): Promise<JsonlRecord[]> {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = await readFile(file, 'utf8');
+    await regularFileSize(file, (reason) => new DatasetError(`cannot read the dataset: ${reason}; pass a .jsonl file with one JSON object per line`, { file }));
+    bytes = await readFile(file);
   } catch (e) {
+    if (e instanceof DatasetError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     const why = code === 'ENOENT' ? 'the file does not exist' : code === 'EISDIR' ? 'it is a folder, not a file' : (e as Error).message;
     throw new DatasetError(`cannot read the dataset: ${why}; pass a .jsonl file with one JSON object per line`, { file });
   }
-  return parseJsonl(text, file);
+  return parseJsonl(decodeUtf8Lines(bytes, file), file);
 }
 
-/** Parses jsonl text (the part of readJsonl that does not touch the disk). */
+/** The file as text, or a DatasetError naming the first line that is not valid UTF-8. */
+function decodeUtf8Lines(bytes: Buffer, file: string): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
+  } catch {
+    // Find the line: decode line by line (only on this error path).
+    const strict = new TextDecoder('utf-8', { fatal: true });
+    let start = 0;
+    for (let line = 1; start <= bytes.length; line++) {
+      let end = bytes.indexOf(0x0a, start);
+      if (end < 0) end = bytes.length;
+      try {
+        strict.decode(bytes.subarray(start, end));
+      } catch {
+        const bad = bytes.subarray(start, end).findIndex((b) => b >= 0x80);
+        throw new DatasetError(
+          `the line is not valid UTF-8 (byte 0x${(bytes[start + Math.max(bad, 0)] ?? 0).toString(16)} near column ${bad + 1}); save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)`,
+          { file, line },
+        );
+      }
+      start = end + 1;
+    }
+    throw new DatasetError('the file is not valid UTF-8; save it as UTF-8', { file });
+  }
+}
+
+/** Parses jsonl text (the part of readJsonl that does not touch the disk); a leading BOM is skipped. */
 export function parseJsonl(text: string, file?: string): JsonlRecord[] {
   const records: JsonlRecord[] = [];
-  const lines = text.split('\n');
+  const lines = (text.charCodeAt(0) === 0xfeff ? text.slice(1) : text).split('\n');
   lines.forEach((raw, i) => {
     const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    if (line.length > MAX_JSONL_LINE_CHARS) {
+      throw new DatasetError(`the line is ${line.length} characters long, above the limit of ${MAX_JSONL_LINE_CHARS}; split the document into several lines`, { file, line: i + 1 });
+    }
     if (line.trim() === '') return;
     let value: unknown;
     try {
@@ -276,8 +354,12 @@ export function splitForEval<T>(examples: readonly T[], fraction: number, seed: 
 }
 
 /** readJsonl + tokenizeRecords. */
-export async function loadDataset(file: string, tokenizer: Tokenizer, opts: Omit<TokenizeOptions, 'file'> = {}): Promise<{ format: DatasetFormat; examples: TokenizedExample[] }> {
-  return tokenizeRecords(await readJsonl(file), tokenizer, { ...opts, file });
+export async function loadDataset(file: string, tokenizer: Tokenizer, opts: LoadDatasetOptions = {}): Promise<{ format: DatasetFormat; examples: TokenizedExample[] }> {
+  const { keys, maxExamples, ...tokenize } = opts;
+  let records = await readJsonl(file);
+  if (maxExamples !== undefined) records = records.slice(0, maxExamples);
+  if (keys) records = renameFields(records, keys, file);
+  return tokenizeRecords(records, tokenizer, { ...tokenize, file });
 }
 
 // ---- sequence classification ------------------------------------------------------------------

@@ -64,6 +64,8 @@ export interface TrainerOptions {
   progress?: ProgressReporter;
   /** called after every optimizer step (tests use it to stop a run part-way) */
   onStep?: (record: TrainRecord) => void | Promise<void>;
+  /** called with every record written to metrics.jsonl (train steps and evaluations), e.g. to mirror them to TensorBoard */
+  onRecord?: (record: MetricRecord) => void | Promise<void>;
   /** runtime options for the step sessions */
   runtime?: StepOptions;
 }
@@ -98,8 +100,8 @@ export interface TrainResult {
   metrics: MetricRecord[];
 }
 
-type Resolved = Required<Omit<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'runtime' | 'progress'>> &
-  Pick<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'runtime'> & { progress: ProgressReporter };
+type Resolved = Required<Omit<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'onRecord' | 'runtime' | 'progress'>> &
+  Pick<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'onRecord' | 'runtime'> & { progress: ProgressReporter };
 
 function positiveInt(name: string, v: number): void {
   if (!(Number.isInteger(v) && v > 0)) throw new TrainError(`${name} must be a positive integer, got ${v}`);
@@ -342,6 +344,7 @@ export class Trainer {
     const record = async (r: MetricRecord): Promise<void> => {
       this.history.push(r);
       await metrics.append(r);
+      if (o.onRecord) await o.onRecord(r);
     };
     const runEval = async (): Promise<void> => {
       if (!evalStep) return;
@@ -404,6 +407,7 @@ export class Trainer {
           throw new TrainError(`the gradient norm is ${gradNorm} at step ${step + 1} (the loss was finite); training stopped without applying it, and ${lastGood()}`);
         }
         optimizer.step(params, acc!, { lr, decay });
+        this.model.afterOptimizerStep?.(step, acc!);
         step += 1;
         tokensSeen += tokens;
         finalLoss = lossSum / o.gradAccum;

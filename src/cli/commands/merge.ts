@@ -9,7 +9,6 @@ import { randomBytes } from 'node:crypto';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { resolveModelDir } from '../../io/hub.js';
 import { loadModel } from '../../models/load.js';
-import type { PretrainedModel } from '../../models/types.js';
 import { adapterPeftType, loadAdapter } from '../../tuners/load.js';
 import { tunerOf } from '../../tuners/registry.js';
 import { saveModelPretrained, savedDtype } from '../../tuners/lora/merge.js';

@@ -12,6 +12,9 @@ import { tmpdir } from 'node:os';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { writeAtomically } from '../../io/safetensors/write.js';
 import { RunConfigError, asFlagText, checkPeftFields, readRunConfig } from '../../train/runconfig.js';
+import { TensorBoardWriter } from '../../train/tfevents.js';
+import type { MetricRecord } from '../../train/metrics.js';
+import { mkdirSync } from 'node:fs';
 import { resolveModelDir } from '../../io/hub.js';
 import { Tokenizer } from '../../io/tokenizer.js';
 import { loadModel } from '../../models/load.js';
@@ -61,6 +64,21 @@ interface TrainFlags {
   chatTemplate?: string;
   threads?: number;
   logEvery: number;
+  reportTo: string[];
+  runName?: string;
+  maxExamples?: number;
+  promptKey?: string;
+  completionKey?: string;
+  messagesKey?: string;
+  textKey?: string;
+}
+
+const REPORTERS = ['jsonl', 'tensorboard'] as const;
+function reportToArg(v: string): string[] {
+  const items = v.split(',').map((x) => x.trim()).filter(Boolean);
+  const bad = items.filter((x) => !(REPORTERS as readonly string[]).includes(x));
+  if (items.length === 0 || bad.length) throw new InvalidArgumentError(`--report-to takes ${REPORTERS.join(', ')} (comma-separated); metrics.jsonl is always written.`);
+  return items;
 }
 
 const listArg = (v: string): string[] => {
@@ -121,6 +139,13 @@ export function register(program: Command): void {
     .option('--chat-template <file>', 'Jinja chat template for {"messages"} data (default: the tokenizer\'s)')
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
     .option('--log-every <n>', 'without a terminal: print a line every n steps', intArg('--log-every', 1), 10)
+    .option('--report-to <list>', 'where metrics go besides the terminal: jsonl (metrics.jsonl, always) and tensorboard (event files under --out/runs/<run name>)', reportToArg, ['jsonl'])
+    .option('--run-name <name>', 'name of the run in TensorBoard and run_config.json (default: the date and time)')
+    .option('--max-examples <n>', 'train on the first n rows of --data only', intArg('--max-examples', 1))
+    .option('--prompt-key <field>', 'the data\'s field holding the prompt (default "prompt")')
+    .option('--completion-key <field>', 'the data\'s field holding the completion (default "completion")')
+    .option('--messages-key <field>', 'the data\'s field holding a conversation (default "messages")')
+    .option('--text-key <field>', 'the data\'s field holding plain text (default "text")')
     .action(async (flags: TrainFlags, cmd: Command) => {
       const peft = flags.config !== undefined ? applyConfigFile(flags, cmd) : {};
       for (const k of ['model', 'data', 'out'] as const) {
@@ -157,6 +182,15 @@ function applyConfigFile(flags: TrainFlags, cmd: Command): Record<string, unknow
     }
   }
   return cfg.peft;
+}
+
+/** A metrics.jsonl record as TensorBoard scalars, named as transformers' TensorBoardCallback names them. */
+function tensorBoardScalars(r: MetricRecord): Record<string, number> {
+  if (r.kind === 'train') return { 'train/loss': r.loss, 'train/learning_rate': r.learning_rate, 'train/grad_norm': r.grad_norm, 'train/tokens_per_second': r.tokens_per_second, 'train/epoch': r.epoch };
+  const s: Record<string, number> = { 'eval/loss': r.eval_loss };
+  if (r.eval_perplexity !== undefined) s['eval/perplexity'] = r.eval_perplexity;
+  if (r.eval_accuracy !== undefined) s['eval/accuracy'] = r.eval_accuracy;
+  return s;
 }
 
 /** The fields the method's adapter_config.json holds: the preset's and those a saved adapter writes. */
@@ -225,9 +259,10 @@ function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer, virtual: nu
 }
 
 /** The method's preset fields, the method flags given, and the task of the model. */
-async function adapt(f: TrainFlags, model: PretrainedModel, peft: Record<string, unknown> = {}): Promise<AdaptedModel> {
+async function adapt(f: TrainFlags, model: PretrainedModel, steps: number, peft: Record<string, unknown> = {}): Promise<AdaptedModel> {
   const { preset } = presetOf(f.method);
   const fields: Record<string, unknown> = { ...(preset.trainFields ?? preset.fields), ...peft };
+  if (preset.stepsField && (fields[preset.stepsField] ?? null) === null) fields[preset.stepsField] = steps;
   for (const [flag, field] of Object.entries(preset.flags ?? {}) as [TrainFlag, string][]) if (f[flag] !== undefined) fields[field] = f[flag];
   if (model.task === 'seq-cls' && fields.task_type !== undefined) fields.task_type = 'SEQ_CLS';
   fields.base_model_name_or_path = f.model;
@@ -290,9 +325,10 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
         (evalExamples ? `, ${evalExamples.length} for evaluation` : ', no evaluation set'),
     );
   } else {
-    const train = await loadDataset(f.data, tokenizer, { chatTemplate });
+    const keys = { prompt: f.promptKey, completion: f.completionKey, messages: f.messagesKey, text: f.textKey };
+    const train = await loadDataset(f.data, tokenizer, { chatTemplate, keys, maxExamples: f.maxExamples });
     let trainRows = train.examples;
-    let evalRows = f.evalData ? (await loadDataset(f.evalData, tokenizer, { chatTemplate })).examples : undefined;
+    let evalRows = f.evalData ? (await loadDataset(f.evalData, tokenizer, { chatTemplate, keys })).examples : undefined;
     if (!f.evalData && f.evalSplit !== undefined) ({ train: trainRows, eval: evalRows } = splitForEval(trainRows, f.evalSplit, f.seed));
     const prepared = prepareExamples(trainRows, { maxLength, packing: f.packing, file: f.data });
     const preparedEval = evalRows ? prepareExamples(evalRows, { maxLength, packing: f.packing, file: f.evalData ?? f.data }) : undefined;
@@ -305,13 +341,18 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
     evalExamples = preparedEval?.examples;
   }
 
-  const adapted = await adapt(f, model, peft);
+  const steps = totalStepsFor(trainExamples.length, { maxSteps: f.steps, epochs: f.epochs, batchSize: f.batch, gradAccum: f.gradAccum });
+  const adapted = await adapt(f, model, steps, peft);
   let trainable = 0;
   for (const t of adapted.parameters().values()) trainable += t.data.length;
   const total = model.weights.numel();
   say(`${adapted.peftType}: ${trainable.toLocaleString('en-US')} trainable parameters of ${total.toLocaleString('en-US')} (${((100 * trainable) / total).toFixed(3)}%)`);
 
-  const steps = totalStepsFor(trainExamples.length, { maxSteps: f.steps, epochs: f.epochs, batchSize: f.batch, gradAccum: f.gradAccum });
+  f.runName ??= new Date().toISOString().replace(/[:.]/g, '-');
+  if (!/^[A-Za-z0-9._-]{1,100}$/.test(f.runName)) throw new CliError(`--run-name "${f.runName}" must be 1-100 letters, digits, '.', '_' or '-' (it names a folder)`);
+  // TensorBoard's writer starts once the trainer has claimed --out (it creates the folder)
+  let tensorboard: TensorBoardWriter | undefined;
+  const wantTensorboard = f.reportTo.includes('tensorboard');
   const progress = progressFor(process.stderr, f.logEvery);
   const trainer = new Trainer(adapted, trainExamples, evalExamples, {
     outputDir: f.out,
@@ -334,6 +375,16 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
     overwrite: f.overwrite,
     progress,
     runtime: { threads: f.threads, gradientCheckpointing: f.gradientCheckpointing },
+    onRecord: wantTensorboard
+      ? (r) => {
+          if (!tensorboard) {
+            const tbDir = join(f.out, 'runs', f.runName!);
+            mkdirSync(tbDir, { recursive: true });
+            tensorboard = new TensorBoardWriter(tbDir);
+          }
+          tensorboard.add(r.step, tensorBoardScalars(r));
+        }
+      : undefined,
   });
 
   let interrupts = 0;

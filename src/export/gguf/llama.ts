@@ -5,7 +5,7 @@
 // from transformers' rotate-half order; Qwen2 and Qwen3 use the NEOX order and are kept as stored.
 
 import type { PretrainedModel } from '../../models/types.js';
-import { ropeInvFreq } from '../../models/llama.js';
+import { ropeFrequencies } from '../../models/rope.js';
 import { ExportError } from '../errors.js';
 import { type MetaValue, f32, str, u32 } from './writer.js';
 
@@ -72,8 +72,9 @@ export function archMetadata(model: PretrainedModel, arch: GgufArch): Map<string
 export function ropeFreqs(model: PretrainedModel): Float32Array | undefined {
   const c = model.config;
   if (!c.ropeScaling || c.ropeScaling.ropeType !== 'llama3') return undefined;
-  const scaled = ropeInvFreq(c, c.headDim).invFreq;
-  const plain = ropeInvFreq({ ...c, ropeScaling: undefined } as typeof c, c.headDim).invFreq;
+  const spec = { theta: c.ropeTheta ?? 10000, rotaryDim: c.headDim, maxPositionEmbeddings: c.maxPositionEmbeddings };
+  const scaled = ropeFrequencies({ ...spec, scaling: c.ropeScaling }).invFreq;
+  const plain = ropeFrequencies(spec).invFreq;
   return Float32Array.from(plain, (f, i) => f / scaled[i]!);
 }
 

@@ -4,6 +4,7 @@
 
 import { open, type FileHandle } from 'node:fs/promises';
 import { SafetensorsError, ioError } from './errors.js';
+import { regularFileSize } from '../files.js';
 import { DTYPE_BYTES, type RawTensor } from './dtype.js';
 import { type TensorInfo, headerLength, parseHeader } from './header.js';
 
@@ -82,6 +83,8 @@ export class SafetensorsFile implements TensorSource {
 
   /** Opens `path` and validates its header; tensor bytes are not read yet. */
   static async open(path: string): Promise<SafetensorsFile> {
+    // stat before open: opening a FIFO blocks until a writer appears, a device never ends.
+    await regularFileSize(path, (reason) => new SafetensorsError(path, `not a regular file (${reason}); a checkpoint must be a regular file`), true);
     let fh: FileHandle;
     try {
       fh = await open(path, 'r');

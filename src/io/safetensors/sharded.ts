@@ -5,6 +5,7 @@
 import { mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 import { SafetensorsError, ioError } from './errors.js';
+import { regularFileSize } from '../files.js';
 import type { RawTensor } from './dtype.js';
 import { type TensorInfo, type TensorInput, compareCodePoints, layout } from './header.js';
 import { SafetensorsFile, type TensorSource, readFully } from './read.js';
@@ -109,6 +110,7 @@ export class ShardedSafetensors implements TensorSource {
 
 async function readIndex(indexPath: string): Promise<{ metadata: Record<string, unknown>; weightMap: Map<string, string> }> {
   let text: string;
+  await regularFileSize(indexPath, (reason) => new SafetensorsError(indexPath, `not a regular file (${reason}); the index must be a regular file`), true);
   try {
     const fh = await open(indexPath, 'r');
     try {

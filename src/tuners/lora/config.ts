@@ -293,6 +293,7 @@ export const DEFAULT_TARGET_MODULES: Readonly<Record<string, readonly string[]>>
   mistral: ['q_proj', 'v_proj'],
   qwen2: ['q_proj', 'v_proj'],
   qwen3: ['q_proj', 'v_proj'],
+  gemma3_text: ['q_proj', 'v_proj'],
   bert: ['query', 'value'],
 };
 

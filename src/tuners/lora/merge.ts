@@ -3,6 +3,7 @@
 // Runtime rather than as JS loops over model-sized matrices; and saving a merged model as a
 // Hugging Face model folder that transformers (and loadModel) read back.
 
+import { firstNonFinite, nonFiniteMessage } from '../../nn/finite.js';
 import { existsSync, statSync } from 'node:fs';
 import { copyFile, mkdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -212,6 +213,8 @@ export async function saveModelPretrained(model: PretrainedModel, dir: string, o
       continue;
     }
     const w = model.weights.get(name);
+    const bad = firstNonFinite(w.data);
+    if (bad >= 0) throw new AdapterError(`refusing to save the model to ${dir}: ${nonFiniteMessage(`weight ${name}`, bad, w.data[bad] as number)}`);
     if (dtype === 'float16') {
       for (let i = 0; i < w.data.length; i++) {
         if (Math.abs(w.data[i]!) >= F16_OVERFLOW) throw new AdapterError(`cannot save ${name} as float16: it holds ${w.data[i]}, beyond float16's range (65504); save as bfloat16 or float32`);

@@ -520,9 +520,7 @@ export class LoraModel implements AdaptedModel {
 
   /**
    * peft's add_weighted_adapter: a new (frozen, inactive) adapter `name` combining `adapters` with
-   * `weights` (src/tuners/lora/weighted.ts says how each combination type computes). Sources with
-   * DoRA, lora_bias, modules_to_save or trainable tokens are refused (peft would combine only their
-   * A/B and silently drop the rest).
+   * `weights` (src/tuners/lora/weighted.ts says how each combination type computes).
    */
   async addWeightedAdapter(adapters: string[], weights: number[], name: string, combinationType: CombinationType = 'svd', opts: WeightedAdapterOptions = {}): Promise<void> {
     this.checkNewName(name);
@@ -533,10 +531,16 @@ export class LoraModel implements AdaptedModel {
     if (opts.svdClamp !== undefined && !(opts.svdClamp >= 0 && opts.svdClamp <= 1)) throw new PeftConfigError(`svd_clamp is a quantile in [0, 1], got ${opts.svdClamp}`);
     if (opts.svdRank !== undefined && !(Number.isInteger(opts.svdRank) && opts.svdRank > 0)) throw new PeftConfigError(`svd_rank must be a positive integer, got ${opts.svdRank}`);
     const srcs = adapters.map((n) => this.adapter(n));
+    // As peft: only lora_A/lora_B are combined. The new adapter takes the rest of its config from
+    // the first source and is initialised like a new adapter there (DoRA magnitudes = ||W||, lora_B
+    // bias 0, modules_to_save copies and trainable-token rows from the base), and two sources saving
+    // the same module in full cannot be combined.
+    const saved = new Map<string, string>();
     for (const a of srcs) {
-      const c = a.config;
-      const what = c.useDora ? 'DoRA' : c.loraBias ? 'lora_bias' : a.modulesToSave.length ? 'modules_to_save' : a.tokens.size ? 'trainable tokens' : null;
-      if (what) throw new PeftConfigError(`adapter "${a.name}" uses ${what}; weighted merging combines plain lora_A/lora_B only (peft would drop the rest), so it is refused`);
+      for (const m of a.modulesToSave) {
+        if (saved.has(m)) throw new PeftConfigError(`adapters "${saved.get(m)}" and "${a.name}" both save ${m} in full (modules_to_save); peft cannot combine them`);
+        saved.set(m, a.name);
+      }
     }
     const type: CombinationType = srcs.length === 1 ? 'linear' : combinationType;
     const ranks = srcs.map((a) => Math.max(a.config.r, ...Object.values(a.config.rankPattern)));

@@ -7,7 +7,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Value } from '../../graph/ir.js';
 import { fromTypedArray, writeSafetensors, type RawTensor } from '../../io/safetensors.js';
-import { writeAtomically } from '../../io/safetensors/write.js';
+import { writeFileAtomic } from '../../io/atomic.js';
 import { setConfigDtype } from '../../io/hfconfig.js';
 import type { ForwardArgs, ForwardResult, PretrainedModel } from '../../models/types.js';
 import type { BuildContext } from '../../nn/context.js';
@@ -72,7 +72,7 @@ export class FullFineTuneModel implements AdaptedModel {
     return { trainable, total: this.base.weights.numel() };
   }
 
-  /** A Hugging Face model folder: config.json, generation_config.json when the base has one, model.safetensors (float32, recorded as the config's dtype). */
+  /** A Hugging Face model folder: config.json, generation_config.json when the base has one, model.safetensors. */
   async savePretrained(dir: string): Promise<void> {
     try {
       await mkdir(dir, { recursive: true });
@@ -90,11 +90,11 @@ export class FullFineTuneModel implements AdaptedModel {
     const raw = { ...this.base.config.raw };
     setConfigDtype(raw, 'float32');
     const config = JSON.stringify(raw, null, 2) + '\n';
-    await writeAtomically(join(dir, 'config.json'), async (fh) => void (await fh.writeFile(config)));
+    await writeFileAtomic(join(dir, 'config.json'), config);
     const gen = join(this.base.dir, 'generation_config.json');
     if (existsSync(gen)) {
       const text = await readFile(gen);
-      await writeAtomically(join(dir, 'generation_config.json'), async (fh) => void (await fh.writeFile(text)));
+      await writeFileAtomic(join(dir, 'generation_config.json'), text);
     }
   }
 }

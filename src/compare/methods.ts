@@ -86,8 +86,11 @@ export async function loadBaseFor(method: CompareMethod | 'base', modelDir: stri
 }
 
 /** Wraps `base` for `method` with the defaults of METHOD_SPECS (task type SEQ_CLS for a sequence classifier). */
-export async function adaptForComparison(base: PretrainedModel, method: CompareMethod, seed: number, baseName: string): Promise<AdaptedModel> {
+export async function adaptForComparison(base: PretrainedModel, method: CompareMethod, seed: number, baseName: string, steps?: number): Promise<AdaptedModel> {
   const spec = methodSpec(method);
+  const stepsField = methodPreset(method)!.preset.stepsField;
+  const fields = { ...spec.fields };
+  if (stepsField && steps !== undefined && (fields[stepsField] ?? null) === null) fields[stepsField] = steps;
   // The presets' task type is CAUSAL_LM; a sequence classifier gets SEQ_CLS (its classifier then trains too, as peft's modules_to_save).
-  return createAdapter(base, { ...spec.fields, ...(base.task === 'seq-cls' ? { task_type: 'SEQ_CLS' } : {}), base_model_name_or_path: baseName }, { seed });
+  return createAdapter(base, { ...fields, ...(base.task === 'seq-cls' ? { task_type: 'SEQ_CLS' } : {}), base_model_name_or_path: baseName }, { seed });
 }

@@ -215,7 +215,7 @@ async function runTrain(job: TrainJob): Promise<TrainResult> {
       throw new CompareError(`the method's ${VIRTUAL_TOKENS} virtual tokens plus the longest row (${longest} tokens) exceed the model's ${positions} positions (max_position_embeddings); pass --max-len ${positions - VIRTUAL_TOKENS} or less`);
     }
   }
-  const adapted = await adaptForComparison(base, job.method, settings.seed, settings.baseName);
+  const adapted = await adaptForComparison(base, job.method, settings.seed, settings.baseName, job.steps);
   let trainable = 0;
   for (const t of adapted.parameters().values()) trainable += t.data.length;
   const trainer = new Trainer(adapted, train, job.measure ? evalRows : undefined, {

@@ -12,12 +12,12 @@
 // (batch_size; every other symbol, past_sequence_length among them, defaults to 0).
 
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Graph, type Value } from '../graph/ir.js';
 import type { KV } from '../models/types.js';
-import { lowerGraph, MAX_INLINE_BYTES } from '../onnx/export.js';
-import { encodeModel, type ModelSpec } from '../onnx/model.js';
+import { lowerGraph } from '../onnx/export.js';
+import { encodeModel, type ModelSpec, type TensorSpec } from '../onnx/model.js';
 import { baseModel, inferenceContext, paramFeeds, type InferenceModel } from '../generate/model.js';
 import { onnxDtype } from '../graph/registry.js';
 import { ExportError } from './errors.js';
@@ -68,8 +68,17 @@ export function buildTransformersJsGraph(model: InferenceModel): TransformersJsG
     if (base.task === 'base') outputs.last_hidden_state = out.hiddenStates[out.hiddenStates.length - 1]!;
     else outputs.logits = out.logits;
   }
-  const lowered = lowerGraph(g, outputs, 'peft-export', { largeConstants: 'inline', largeConstantBytes: Number.MAX_SAFE_INTEGER });
+  // Large constants leave the ModelProto as in-memory blobs (so no 2 GB limit applies here); they
+  // are put back as raw bytes, and writeTransformersJs decides what goes to external data files.
+  const lowered = lowerGraph(g, outputs, 'peft-export', { largeConstants: 'external', largeConstantBytes: 1024 });
   const spec = lowered.spec;
+  const blobs = new Map(lowered.externalData.map((b) => [b.path, b.data]));
+  spec.initializers = spec.initializers.map((t) => {
+    const raw = t.external ? blobs.get(t.external.location) : undefined;
+    if (!t.external) return t;
+    if (!raw) throw new ExportError(`initializer ${t.name} refers to ${t.external.location}, which the export cannot read`);
+    return { name: t.name, dataType: t.dataType, dims: t.dims, raw };
+  });
   // Adapter tensors (and trainable base weights) are graph params: they become initializers.
   const params = paramFeeds(model, ctx)();
   const paramNames = new Set(Object.keys(params));
@@ -89,8 +98,46 @@ export function buildTransformersJsGraph(model: InferenceModel): TransformersJsG
 export interface TransformersJsExportOptions {
   /** dtypes to write (file names as transformers.js looks for them); the first is the folder's default */
   dtypes: OnnxDtype[];
-  /** extra fields recorded in config.json (e.g. what was merged) */
-  note?: string;
+  /**
+   * Weights above this many bytes (in one ONNX file) go to external data files beside it
+   * (`model.onnx_data`, `model.onnx_data_1`, ...; transformers.js' use_external_data_format),
+   * as a ModelProto must stay below 2 GB. Default 1.5 GiB.
+   */
+  externalDataBytes?: number;
+  /** bytes per external data file at most (a tensor larger than this gets a file of its own); default 1.9 GiB */
+  chunkBytes?: number;
+}
+
+export const DEFAULT_EXTERNAL_DATA_BYTES = 1.5 * 2 ** 30;
+export const DEFAULT_CHUNK_BYTES = 1.9 * 2 ** 30;
+
+/** transformers.js' name for external data chunk i of an ONNX file. */
+export function dataFileName(onnxFile: string, i: number): string {
+  return `${onnxFile}_data${i === 0 ? '' : `_${i}`}`;
+}
+
+/** Moves every initializer of 1 KiB or more into external data chunks; returns new initializer specs and the chunks' bytes. */
+function externalize(spec: ModelSpec, onnxFile: string, chunkBytes: number): { initializers: TensorSpec[]; chunks: Uint8Array[][] } {
+  const chunks: Uint8Array[][] = [[]];
+  let offset = 0;
+  const initializers = spec.initializers.map((t) => {
+    if (!t.raw || t.raw.byteLength < 1024) return t;
+    if (offset > 0 && offset + t.raw.byteLength > chunkBytes) {
+      chunks.push([]);
+      offset = 0;
+    }
+    const ext: TensorSpec = { name: t.name, dataType: t.dataType, dims: t.dims, external: { location: dataFileName(onnxFile, chunks.length - 1), offset, length: t.raw.byteLength } };
+    chunks[chunks.length - 1]!.push(t.raw);
+    offset += t.raw.byteLength;
+    // keep the next tensor 64-byte aligned in the file
+    const pad = (64 - (offset % 64)) % 64;
+    if (pad) {
+      chunks[chunks.length - 1]!.push(new Uint8Array(pad));
+      offset += pad;
+    }
+    return ext;
+  });
+  return { initializers, chunks: chunks.filter((c) => c.length > 0) };
 }
 
 export interface ExportedFile {
@@ -104,21 +151,37 @@ export async function writeTransformersJs(model: InferenceModel, modelDir: strin
   const fp32 = buildTransformersJsGraph(model);
   const written: ExportedFile[] = [];
   await mkdir(join(dir, 'onnx'));
+  const external: Record<string, number> = {};
   for (const dtype of opts.dtypes) {
     const spec = applyDtype(fp32.spec, dtype);
+    const name = ONNX_FILE_NAMES[dtype];
     const size = spec.initializers.reduce((n, t) => n + (t.raw?.byteLength ?? 0), 0);
-    if (size > MAX_INLINE_BYTES) {
-      throw new ExportError(`the ${dtype} model holds ${(size / 2 ** 30).toFixed(2)} GiB of weights, above ONNX's 2 GB single-file limit; export a smaller dtype (q8, q4)`);
+    let data: Uint8Array[][] = [];
+    if (size > (opts.externalDataBytes ?? DEFAULT_EXTERNAL_DATA_BYTES)) {
+      const split = externalize(spec, name, opts.chunkBytes ?? DEFAULT_CHUNK_BYTES);
+      data = split.chunks;
+      spec.initializers = split.initializers;
+      external[name] = data.length;
     }
     const bytes = encodeModel(spec);
-    const path = join('onnx', ONNX_FILE_NAMES[dtype]);
+    const path = join('onnx', name);
     await writeFile(join(dir, path), bytes);
     written.push({ path, bytes: bytes.byteLength });
+    for (const [i, parts] of data.entries()) {
+      const file = join('onnx', dataFileName(name, i));
+      const fh = await open(join(dir, file), 'wx');
+      try {
+        for (const p of parts) await fh.write(p);
+      } finally {
+        await fh.close();
+      }
+      written.push({ path: file, bytes: parts.reduce((n, p) => n + p.byteLength, 0) });
+    }
   }
   const config = JSON.parse(await readFile(join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
   delete config.quantization_config;
   const tjs = (config['transformers.js_config'] ?? {}) as Record<string, unknown>;
-  config['transformers.js_config'] = { ...tjs, dtype: opts.dtypes[0] };
+  config['transformers.js_config'] = { ...tjs, dtype: opts.dtypes[0], ...(Object.keys(external).length ? { use_external_data_format: external } : {}) };
   await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   written.push({ path: 'config.json', bytes: 0 });
   if (base.causal) {

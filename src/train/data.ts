@@ -47,6 +47,41 @@ export interface TokenizeOptions {
   chatTemplate?: string;
 }
 
+/** Field names of a dataset whose rows do not use "prompt", "completion", "messages" and "text". */
+export interface FieldNames {
+  prompt?: string;
+  completion?: string;
+  messages?: string;
+  text?: string;
+}
+
+export interface LoadDatasetOptions extends Omit<TokenizeOptions, 'file'> {
+  /** the dataset's own field names for prompt/completion/messages/text */
+  keys?: FieldNames;
+  /** use only the first n rows */
+  maxExamples?: number;
+}
+
+/** Records with the dataset's own field names renamed to the standard ones (a missing renamed field is an error naming it). */
+export function renameFields(records: readonly JsonlRecord[], keys: FieldNames, file?: string): JsonlRecord[] {
+  const pairs = (Object.entries(keys) as [keyof FieldNames, string | undefined][]).filter(([std, k]) => k !== undefined && k !== std) as [keyof FieldNames, string][];
+  if (pairs.length === 0) return [...records];
+  return records.map((r) => {
+    const value: Record<string, unknown> = { ...r.value };
+    for (const [std, k] of pairs) {
+      if (std in r.value && !(k in r.value)) continue;
+      if (k in value) {
+        value[std] = value[k];
+        delete value[k];
+      }
+    }
+    if (!pairs.some(([std]) => std in value)) {
+      throw new DatasetError(`none of the fields ${pairs.map(([, k]) => `"${k}"`).join(', ')} is in this row (fields: ${Object.keys(r.value).map((k) => `"${k}"`).join(', ') || 'none'})`, { file, line: r.line });
+    }
+    return { line: r.line, value };
+  });
+}
+
 export interface PrepareOptions {
   /** longest sequence (tokens); longer examples are cut on the right, packed blocks have this length */
   maxLength: number;
@@ -319,8 +354,12 @@ export function splitForEval<T>(examples: readonly T[], fraction: number, seed: 
 }
 
 /** readJsonl + tokenizeRecords. */
-export async function loadDataset(file: string, tokenizer: Tokenizer, opts: Omit<TokenizeOptions, 'file'> = {}): Promise<{ format: DatasetFormat; examples: TokenizedExample[] }> {
-  return tokenizeRecords(await readJsonl(file), tokenizer, { ...opts, file });
+export async function loadDataset(file: string, tokenizer: Tokenizer, opts: LoadDatasetOptions = {}): Promise<{ format: DatasetFormat; examples: TokenizedExample[] }> {
+  const { keys, maxExamples, ...tokenize } = opts;
+  let records = await readJsonl(file);
+  if (maxExamples !== undefined) records = records.slice(0, maxExamples);
+  if (keys) records = renameFields(records, keys, file);
+  return tokenizeRecords(records, tokenizer, { ...tokenize, file });
 }
 
 // ---- sequence classification ------------------------------------------------------------------

@@ -5,13 +5,13 @@
 // example-weighted loss and accuracy.
 
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { type OutputDir, type OutputDirState, checkOutputDir, claimOutputDir, readOutputMarker } from '../io/outdir.js';
+import { copyTokenizerFiles } from '../io/modelfiles.js';
 import type { AdaptedModel } from '../tuners/types.js';
 import { AdamW, clipGradNorm } from './adamw.js';
 import { BatchStream, evalBatches } from './batches.js';
-import { CHECKPOINTS_DIR, type Checkpoint, type RunSignature, listCheckpoints, loadCheckpoint, removeStaleTemps, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { CHECKPOINTS_DIR, type Checkpoint, type RunSignature, listCheckpoints, loadCheckpoint, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { type Example, IGNORE_INDEX, isClassificationExample } from './data.js';
 import { CheckpointError, TrainError } from './errors.js';
 import { KEEP_MASK_SCHEME } from './keepmask.js';
@@ -21,6 +21,7 @@ import { type ProgressReporter, silentProgress } from './progress.js';
 import { Rng } from './rng.js';
 import { LrSchedule, type ScheduleName, warmupStepsFor } from './schedule.js';
 import { EvalStep, type StepOptions, TrainStep, labelKindOf } from './step.js';
+import { checkPositiveInt } from '../errors.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
 export const PLOT_FILE = 'loss.svg';
@@ -59,11 +60,25 @@ export interface TrainerOptions {
   seed?: number;
   /** a checkpoint folder or "latest" */
   resume?: string;
-  /** start over in an output folder that holds an earlier run's checkpoints and metrics */
+  /** start over in an output folder that holds an earlier run (its files are removed first) */
   overwrite?: boolean;
+  /** copy this folder's tokenizer files (and generation_config.json) next to the final adapter */
+  tokenizerDir?: string;
   progress?: ProgressReporter;
   /** called after every optimizer step (tests use it to stop a run part-way) */
   onStep?: (record: TrainRecord) => void | Promise<void>;
+  /** extra metrics computed at every evaluation (e.g. a task metric by generation), stored in the eval record as eval_<name> */
+  evalMetrics?: () => Promise<Record<string, number>>;
+  /** the eval record field that picks the best model (default eval_loss) */
+  metricForBestModel?: string;
+  /** higher metricForBestModel is better (default: false for a loss, true otherwise) */
+  greaterIsBetter?: boolean;
+  /** keep the adapter of the best evaluation in <outputDir>/best (default: when earlyStoppingPatience is set) */
+  saveBest?: boolean;
+  /** stop after this many evaluations in a row without an improvement of metricForBestModel */
+  earlyStoppingPatience?: number;
+  /** called with every record written to metrics.jsonl (train steps and evaluations), e.g. to mirror them to TensorBoard */
+  onRecord?: (record: MetricRecord) => void | Promise<void>;
   /** runtime options for the step sessions */
   runtime?: StepOptions;
 }
@@ -95,15 +110,20 @@ export interface TrainResult {
   finalEvalAccuracy?: number;
   /** the last checkpoint this run wrote */
   lastCheckpoint?: string;
+  /** stopped by early stopping (earlyStoppingPatience evaluations without improvement) */
+  earlyStopped?: boolean;
+  /** the best evaluation by metricForBestModel, when tracked */
+  best?: { step: number; metric: string; value: number };
   metrics: MetricRecord[];
 }
 
-type Resolved = Required<Omit<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'runtime' | 'progress'>> &
-  Pick<TrainerOptions, 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'runtime'> & { progress: ProgressReporter };
+type Optional = 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'onRecord' | 'runtime' | 'evalMetrics' | 'metricForBestModel' | 'greaterIsBetter' | 'saveBest' | 'earlyStoppingPatience' | 'tokenizerDir';
+type Resolved = Required<Omit<TrainerOptions, Optional | 'progress'>> & Pick<TrainerOptions, Optional> & { progress: ProgressReporter };
 
-function positiveInt(name: string, v: number): void {
-  if (!(Number.isInteger(v) && v > 0)) throw new TrainError(`${name} must be a positive integer, got ${v}`);
-}
+/** The folder under the output folder that holds the best evaluation's adapter. */
+export const BEST_DIR = 'best';
+
+const positiveInt = (name: string, v: number | undefined): void => checkPositiveInt(name, v, TrainError);
 function nonNegative(name: string, v: number): void {
   if (!(Number.isFinite(v) && v >= 0)) throw new TrainError(`${name} must be a finite number >= 0, got ${v}`);
 }
@@ -122,6 +142,25 @@ export function fingerprintExamples(examples: readonly Example[]): string {
     }
   }
   return h.digest('hex').slice(0, 16);
+}
+
+/**
+ * Whether a training run may use `outputDir`, writing nothing: a new or empty folder, or one an
+ * earlier run wrote (see src/io/outdir.ts), which a run continues with `resume`, replaces with
+ * `overwrite`, or restarts when it holds nothing to keep (stopped before its first checkpoint,
+ * never finished). Returns the folder's state; throws a PeftError saying what to do otherwise.
+ */
+export async function checkRunFolder(outputDir: string, o: { resume?: string; overwrite?: boolean; inputs?: { path: string; what: string }[] }): Promise<OutputDirState> {
+  const state = checkOutputDir(outputDir, { command: 'train', continueOwn: true, overwrite: o.overwrite, inputs: o.inputs });
+  if (state !== 'own' || o.resume || o.overwrite) return state;
+  const checkpoints = (await listCheckpoints(join(outputDir, CHECKPOINTS_DIR))).length;
+  if (checkpoints > 0) {
+    throw new TrainError(`${outputDir} already holds a run with ${checkpoints} checkpoint${checkpoints > 1 ? 's' : ''}; continue it with --resume latest, or start over with --overwrite`);
+  }
+  if (readOutputMarker(outputDir)?.status === 'complete') {
+    throw new TrainError(`${outputDir} already holds a finished run; start over with --overwrite, or choose a new folder`);
+  }
+  return state; // a run that stopped before its first checkpoint: nothing to keep, so it is restarted
 }
 
 /** Optimizer steps of a run over `examples` training rows: maxSteps, or ceil(epochs * batches per epoch / accumulation). */
@@ -194,7 +233,12 @@ export class Trainer {
     if (trainData.length === 0) throw new TrainError('the training set is empty');
     if (evalData && evalData.length === 0) throw new TrainError('the evaluation set is empty; leave it out or give it examples');
     checkExamples(model, trainData, 'training');
-    if (evalData) checkExamples(model, evalData, 'evaluation');
+    if (evalData) {
+      checkExamples(model, evalData, 'evaluation');
+      if (evalData.every((ex) => (isClassificationExample(ex) ? ex.label === IGNORE_INDEX : ex.labels.every((l) => l === IGNORE_INDEX)))) {
+        throw new TrainError('no evaluation example has a label (every label is -100), so there would be no eval loss; give evaluation rows with completions, or leave the evaluation set out');
+      }
+    }
   }
 
   /** Asks the run to stop after the step in progress, with a checkpoint written (Ctrl-C). */
@@ -251,6 +295,11 @@ export class Trainer {
         tokens += r.tokens;
         if (r.correct !== undefined) correct = (correct ?? 0) + r.correct;
       }
+      if (tokens === 0) {
+        throw new TrainError(
+          `no evaluation example has a label ${labelKindOf(this.model) === 'classes' ? 'to score' : 'token left after --max-len truncation'} (every label is -100), so there is no eval loss; give evaluation rows with completions, or a larger --max-len`,
+        );
+      }
       const loss = sum / tokens;
       if (correct !== undefined) return { loss, accuracy: correct / tokens, tokens };
       return { loss, perplexity: Math.exp(loss), tokens };
@@ -269,6 +318,7 @@ export class Trainer {
     const params = this.model.parameters();
 
     // Everything that can be refused is checked before the output folder is touched.
+    const state = await checkRunFolder(out, o);
     let resumed: Checkpoint | undefined;
     if (o.resume) {
       const path = await resolveCheckpoint(out, o.resume);
@@ -282,17 +332,23 @@ export class Trainer {
         if (!saved || saved.length !== t.data.length) throw new CheckpointError(`checkpoint ${path} has no tensor "${n}" of ${t.data.length} values; it belongs to another model or method`);
       }
       if (resumed.state.globalStep >= totalSteps) throw new CheckpointError(`checkpoint ${path} is at step ${resumed.state.globalStep}, already the end of a ${totalSteps}-step run`);
-    } else if (!o.overwrite && ((await listCheckpoints(ckptDir)).length > 0 || existsSync(join(out, METRICS_FILE)))) {
-      throw new TrainError(`${out} already holds a run (checkpoints or ${METRICS_FILE}); continue it with --resume latest, or start over with --overwrite`);
     }
-    const trainStep = await TrainStep.compile(this.model, o.runtime);
-    let evalStep: EvalStep | undefined;
+    // One run at a time per folder (a second one fails here at once); a run that is not resumed
+    // starts from an empty folder, so nothing of an earlier run (its adapter, metrics, checkpoints)
+    // is left to be mistaken for this one's.
+    const folder = await claimOutputDir(out, { command: 'train', continueOwn: true, overwrite: o.overwrite, clear: state === 'own' && !resumed });
     try {
-      evalStep = this.evalData ? await EvalStep.compile(this.model, o.runtime) : undefined;
-      return await this.loop({ trainStep, evalStep, totalSteps, warmupSteps, signature, resumed, ckptDir });
+      const trainStep = await TrainStep.compile(this.model, o.runtime);
+      let evalStep: EvalStep | undefined;
+      try {
+        evalStep = this.evalData ? await EvalStep.compile(this.model, o.runtime) : undefined;
+        return await this.loop({ trainStep, evalStep, totalSteps, warmupSteps, signature, resumed, ckptDir, folder });
+      } finally {
+        await trainStep.dispose();
+        await evalStep?.dispose();
+      }
     } finally {
-      await trainStep.dispose();
-      await evalStep?.dispose();
+      await folder.release();
     }
   }
 
@@ -304,6 +360,7 @@ export class Trainer {
     signature: RunSignature;
     resumed?: Checkpoint;
     ckptDir: string;
+    folder: OutputDir;
   }): Promise<TrainResult> {
     const o = this.opts;
     const out = o.outputDir;
@@ -317,12 +374,6 @@ export class Trainer {
     let tokensSeen = 0;
     let position = { epoch: 0, index: 0 };
 
-    await mkdir(out, { recursive: true });
-    if (o.overwrite && !resumed) {
-      await rm(a.ckptDir, { recursive: true, force: true });
-      await rm(join(out, METRICS_FILE), { force: true });
-    }
-    await removeStaleTemps(a.ckptDir);
     this.history.length = 0;
     if (resumed) {
       for (const [n, t] of params) t.data.set(resumed.params.get(n)!);
@@ -342,7 +393,27 @@ export class Trainer {
     const record = async (r: MetricRecord): Promise<void> => {
       this.history.push(r);
       await metrics.append(r);
+      if (o.onRecord) await o.onRecord(r);
     };
+    // the best evaluation so far and evaluations since it, rebuilt from the history on resume
+    const bestMetric = o.metricForBestModel ?? 'eval_loss';
+    const greater = o.greaterIsBetter ?? !/loss|perplexity/.test(bestMetric);
+    const trackBest = o.saveBest === true || o.earlyStoppingPatience !== undefined || o.metricForBestModel !== undefined;
+    let best: { step: number; value: number } | undefined;
+    let sinceBest = 0;
+    let earlyStopped = false;
+    const noteEval = (r: EvalRecord): boolean => {
+      const v = (r as unknown as Record<string, unknown>)[bestMetric];
+      if (typeof v !== 'number' || !Number.isFinite(v)) return false;
+      if (best === undefined || (greater ? v > best.value : v < best.value)) {
+        best = { step: r.step, value: v };
+        sinceBest = 0;
+        return true;
+      }
+      sinceBest += 1;
+      return false;
+    };
+    if (trackBest) for (const m of this.history) if (m.kind === 'eval') noteEval(m);
     const runEval = async (): Promise<void> => {
       if (!evalStep) return;
       const e = await this.evaluate(evalStep);
@@ -350,9 +421,19 @@ export class Trainer {
         e.accuracy !== undefined
           ? { kind: 'eval', step, epoch: stream.epochProgress, eval_loss: e.loss, eval_accuracy: e.accuracy, eval_examples: e.tokens }
           : { kind: 'eval', step, epoch: stream.epochProgress, eval_loss: e.loss, eval_perplexity: e.perplexity, eval_tokens: e.tokens };
+      if (o.evalMetrics) for (const [k, v] of Object.entries(await o.evalMetrics())) r[`eval_${k}`] = v;
+      if (trackBest && !(bestMetric in r)) throw new TrainError(`the metric for the best model, ${bestMetric}, is not among this run's eval metrics (${Object.keys(r).filter((k) => k.startsWith('eval_')).join(', ')})`);
       await record(r);
       o.progress.eval(r);
       lastEvalStep = step;
+      if (trackBest) {
+        const improved = noteEval(r);
+        if (improved && (o.saveBest ?? o.earlyStoppingPatience !== undefined)) await this.model.savePretrained(join(out, BEST_DIR));
+        if (o.earlyStoppingPatience !== undefined && sinceBest >= o.earlyStoppingPatience) {
+          earlyStopped = true;
+          o.progress.message(`early stopping: ${bestMetric} has not improved for ${sinceBest} evaluations (best ${best!.value.toFixed(4)} at step ${best!.step})`);
+        }
+      }
     };
     const checkpoint = async (): Promise<void> => {
       lastCheckpoint = await saveCheckpoint(
@@ -377,7 +458,7 @@ export class Trainer {
     let finalLoss: number | undefined;
     try {
       if (o.evalAtStart && step === 0) await runEval();
-      while (step < totalSteps && !this.stop) {
+      while (step < totalSteps && !this.stop && !earlyStopped) {
         const ts = performance.now();
         const lr = schedule.lrAt(step);
         let acc: Map<string, Float32Array> | undefined;
@@ -404,6 +485,7 @@ export class Trainer {
           throw new TrainError(`the gradient norm is ${gradNorm} at step ${step + 1} (the loss was finite); training stopped without applying it, and ${lastGood()}`);
         }
         optimizer.step(params, acc!, { lr, decay });
+        this.model.afterOptimizerStep?.(step, acc!);
         step += 1;
         tokensSeen += tokens;
         finalLoss = lossSum / o.gradAccum;
@@ -426,7 +508,7 @@ export class Trainer {
         if (o.saveEvery > 0 && step % o.saveEvery === 0 && step < totalSteps) await checkpoint();
         if (o.onStep) await o.onStep(r);
       }
-      const interrupted = step < totalSteps;
+      const interrupted = step < totalSteps && !earlyStopped;
       if (interrupted) {
         if (step > startStep) await checkpoint();
         o.progress.stop();
@@ -438,6 +520,8 @@ export class Trainer {
       } else {
         if (lastEvalStep !== step) await runEval();
         await this.model.savePretrained(out);
+        if (o.tokenizerDir) await copyTokenizerFiles(o.tokenizerDir, out);
+        await a.folder.complete();
         o.progress.stop();
       }
       const evals = this.history.filter((m): m is EvalRecord => m.kind === 'eval');
@@ -452,6 +536,8 @@ export class Trainer {
         initialEvalAccuracy: evals.find((e) => e.step === 0)?.eval_accuracy,
         finalEvalAccuracy: evals.length ? evals[evals.length - 1]!.eval_accuracy : undefined,
         lastCheckpoint,
+        ...(earlyStopped ? { earlyStopped } : {}),
+        ...(trackBest && best ? { best: { step: best.step, metric: bestMetric, value: best.value } } : {}),
         metrics: [...this.history],
       };
     } finally {

@@ -77,7 +77,8 @@ export async function getPeftModel(model: PretrainedModel, config: PeftConfig = 
   const o = typeof opts === 'string' ? { adapterName: opts } : opts;
   const type = config.peftType ?? 'LORA';
   if (type === 'LORA') {
-    const { peftType: _, ...lora } = config as LoraPeftConfig;
+    const lora: Partial<LoraConfig> & { peftType?: string } = { ...(config as LoraPeftConfig) };
+    delete lora.peftType;
     return LoraModelClass.create(model, lora, o);
   }
   const fields: Record<string, unknown> = {};

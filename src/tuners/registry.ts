@@ -15,6 +15,13 @@ import { prefixTuningTuner } from './prefix_tuning/index.js';
 import { pTuningTuner } from './p_tuning/index.js';
 import { bottleneckTuner } from './bottleneck/index.js';
 import { fullTuner } from './full/index.js';
+import { lohaTuner } from './loha/index.js';
+import { lokrTuner } from './lokr/index.js';
+import { veraTuner } from './vera/index.js';
+import { adaloraTuner } from './adalora/index.js';
+import { oftTuner } from './oft/index.js';
+import { boftTuner } from './boft/index.js';
+import { lnTuningTuner } from './ln_tuning/index.js';
 
 export interface TunerOptions {
   /** name of the adapter (peft's adapter_name; default "default") */
@@ -55,6 +62,8 @@ export interface MethodPreset {
   trainFields?: Record<string, unknown>;
   /** `peft train` flags the method takes, each with the config field it sets (e.g. { r: 'r', alpha: 'lora_alpha' }) */
   flags?: Readonly<Partial<Record<TrainFlag, string>>>;
+  /** a config field that takes the run's number of optimizer steps when the fields leave it unset (AdaLoRA's total_step) */
+  stepsField?: string;
   /** false: `peft compare` runs it only when --methods names it (default true) */
   compareByDefault?: boolean;
   /** the usual claims of the PEFT literature about the method (the report prints them beside the measured ratings) */
@@ -83,6 +92,8 @@ export interface Tuner {
    * prefix projections are trained but not saved, so they count them here.
    */
   trainableParameters?(config: Record<string, unknown>, stored: number | null): number | null;
+  /** saved tensors that are frozen buffers, not trained parameters (VeRA's shared projections) */
+  readonly frozenTensors?: RegExp;
   /** presets offered as `peft train --method` / `peft compare --methods` names */
   readonly presets: readonly MethodPreset[];
   /** A new adapter from config fields named as in adapter_config.json (peft's get_peft_model). */
@@ -94,7 +105,7 @@ export interface Tuner {
 }
 
 /** Every method, in the order tables list them (full fine-tuning, the reference, last). */
-const TUNER_LIST: Tuner[] = [loraTuner, ia3Tuner, promptTuningTuner, prefixTuningTuner, pTuningTuner, bottleneckTuner, fullTuner];
+const TUNER_LIST: Tuner[] = [loraTuner, ia3Tuner, promptTuningTuner, prefixTuningTuner, pTuningTuner, bottleneckTuner, lohaTuner, lokrTuner, veraTuner, adaloraTuner, oftTuner, boftTuner, lnTuningTuner, fullTuner];
 
 const byType = new Map<string, Tuner>();
 const byPreset = new Map<string, { tuner: Tuner; preset: MethodPreset }>();

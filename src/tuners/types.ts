@@ -41,6 +41,12 @@ export interface AdaptedModel {
    * says why).
    */
   mergeAndUnload?(opts?: { requantize?: boolean }): PretrainedModel | Promise<PretrainedModel>;
+  /**
+   * Called by the trainer after every optimizer step with the 0-based step and the (clipped)
+   * gradients by param name, the parameters already updated: AdaLoRA's rank allocator runs here
+   * (peft's update_and_allocate(global_step)).
+   */
+  afterOptimizerStep?(step: number, grads: ReadonlyMap<string, Float32Array>): void;
   /** peft's get_nb_trainable_parameters where the generic count (parameters() over the base) would be wrong. */
   numParameters?(): { trainable: number; all: number };
 }

@@ -12,6 +12,7 @@ import type { ComparisonReport } from '../../src/compare/index.js';
 import { bundledModelDir, taskDataDir } from '../../src/tasks/tasks.js';
 import { filledMeasuredTable } from './compare_support.js';
 import { peft } from './peft.js';
+import { methodNames } from '../../src/tuners/registry.js';
 
 /** The bundled model and a slice of its sentiment task. */
 async function setup(): Promise<{ dir: string; model: string; train: string; eval: string }> {
@@ -92,6 +93,8 @@ test('peft compare refuses an unknown method before writing anything', async () 
   const out = join(s.dir, 'out');
   const r = await peft(['compare', '--model', s.model, '--data', s.train, '--eval', s.eval, '--methods', 'lora,dora2', '--out', out]);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /^error: unknown method dora2; choose from lora, qlora, ia3, prompt, prefix, ptuning, adapter, full\n$/);
+  // the choices are the registry's methods, full fine-tuning (the reference) last
+  assert.equal(r.stderr, `error: unknown method dora2; choose from ${methodNames().join(', ')}\n`);
+  assert.ok(r.stderr.includes('lora, qlora, ia3, prompt, prefix, ptuning, adapter, loha, lokr') && r.stderr.endsWith(', full\n'));
   assert.ok(!existsSync(out));
 });

@@ -19,6 +19,8 @@ import { fixture2026Path, fixtureBatch, fixturePath, host, readTensors } from '.
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { peft } from '../cli/peft.js';
 import { TINY_LLAMA, assertClose, maxAbs, tempDir, trainTinyAdapter, transformersJs } from './support.js';
+import { loadExportSource, writeTransformersJs } from '../../src/export/index.js';
+import { writeFolderAtomically } from '../../src/export/files.js';
 
 const tmp = tempDir('peft-export-tjs-');
 
@@ -120,6 +122,25 @@ test('llama + lora_attn --unmerged: LoRA A/B stay separate initializers and give
   const batch = await fixtureBatch('llama');
   const got = await tjsForward(out, batch);
   assertClose(got.logits, await peftForward(modelDir, adapterDir, batch), 1e-4, 1e-4, 'unmerged logits vs peft forward');
+});
+
+test('weights above externalDataBytes go to onnx/model.onnx_data chunks, which transformers.js loads (models above 2 GB)', async () => {
+  const modelDir = fixturePath('models', 'llama');
+  const adapterDir = fixturePath('adapters', 'llama', 'lora_attn');
+  const src = await loadExportSource(modelDir, [adapterDir], { format: 'transformers.js' });
+  const out = join(tmp, 'external');
+  await writeFolderAtomically(out, async (dir) => {
+    await writeTransformersJs(src.model, src.dir, dir, { dtypes: ['fp32', 'q4'], externalDataBytes: 0, chunkBytes: 200 * 1024 });
+  });
+  const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as { 'transformers.js_config': { use_external_data_format: Record<string, number> } };
+  const chunks = config['transformers.js_config'].use_external_data_format;
+  assert.ok(chunks['model.onnx']! >= 2, JSON.stringify(chunks));
+  for (const [file, n] of Object.entries(chunks)) for (let i = 0; i < n; i++) assert.ok(existsSync(join(out, 'onnx', `${file}_data${i ? `_${i}` : ''}`)), `${file} chunk ${i}`);
+  assert.ok(statSync(join(out, 'onnx/model.onnx')).size < 64 * 1024, 'the weights left the ModelProto');
+  const batch = await fixtureBatch('llama');
+  const want = await peftForward(modelDir, adapterDir, batch);
+  assertClose((await tjsForward(out, batch)).logits, want, 1e-4, 1e-4, 'fp32 with external data vs peft forward');
+  assert.ok(maxAbs((await tjsForward(out, batch, { dtype: 'q4' })).logits, want) < 1, 'q4 with external data');
 });
 
 test('bert + lora_attn: a sequence classifier loads as AutoModelForSequenceClassification', async () => {

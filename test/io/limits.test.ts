@@ -262,3 +262,35 @@ test('NaN/Inf weights: generate and save (merge) refuse instead of exiting 0 wit
     await rm(out, { recursive: true, force: true });
   }
 });
+
+test('peft info on a config with num_labels 1e9 answers at once (it hung), and peft generate refuses NaN weights with exit 1', async () => {
+  const { peft } = await import('../cli/peft.js');
+  const dir = await copyModel(BERT);
+  try {
+    await editJson(join(dir, 'config.json'), (j) => {
+      delete j.id2label;
+      delete j.label2id;
+      j.num_labels = 1e9;
+    });
+    const t0 = performance.now();
+    const r = await peft(['info', dir]);
+    assert.ok(performance.now() - t0 < 30_000);
+    assert.ok(r.code === 0 || r.code === 1, r.stderr);
+    assert.doesNotMatch(r.stderr, /internal error|at .*\.js:\d+/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  const nan = await copyModel(GPT2);
+  try {
+    await editWeights(nan, (t) => {
+      const w = toFloat32(t.get('transformer.ln_f.weight')!);
+      w[0] = Infinity;
+      t.set('transformer.ln_f.weight', fromTypedArray(w, [w.length]));
+    });
+    const r = await peft(['generate', '--model', nan, '--prompt', 'hello', '--max-new-tokens', '2']);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /NaN or infinity/);
+  } finally {
+    await rm(nan, { recursive: true, force: true });
+  }
+});

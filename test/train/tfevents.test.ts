@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { TensorBoardWriter, crc32c, maskedCrc32c } from '../../src/train/tfevents.js';
+import { decode } from '../helpers/tfevents.js';
 
 test('crc32c matches RFC 3720 test vectors; masked form as TFRecord defines it', () => {
   assert.equal(crc32c(new TextEncoder().encode('123456789')), 0xe3069283);
@@ -16,38 +17,6 @@ test('crc32c matches RFC 3720 test vectors; masked form as TFRecord defines it',
   assert.equal(crc32c(Uint8Array.from({ length: 32 }, (_, i) => i)), 0x46dd794e);
   assert.equal(maskedCrc32c(new Uint8Array(0)), 0xa282ead8);
 });
-
-/** Minimal protobuf reader: field number -> list of raw values (varint as bigint, fixed as bytes, length-delimited as bytes). */
-function decode(buf: Uint8Array): Map<number, (bigint | Uint8Array)[]> {
-  const out = new Map<number, (bigint | Uint8Array)[]>();
-  let i = 0;
-  const varint = (): bigint => {
-    let x = 0n;
-    let shift = 0n;
-    for (;;) {
-      const b = buf[i++]!;
-      x |= BigInt(b & 0x7f) << shift;
-      if (!(b & 0x80)) return x;
-      shift += 7n;
-    }
-  };
-  while (i < buf.length) {
-    const key = Number(varint());
-    const field = key >> 3;
-    const wire = key & 7;
-    let v: bigint | Uint8Array;
-    if (wire === 0) v = varint();
-    else if (wire === 1) (v = buf.slice(i, i + 8)), (i += 8);
-    else if (wire === 5) (v = buf.slice(i, i + 4)), (i += 4);
-    else if (wire === 2) {
-      const n = Number(varint());
-      v = buf.slice(i, i + n);
-      i += n;
-    } else throw new Error(`wire type ${wire}`);
-    out.set(field, [...(out.get(field) ?? []), v]);
-  }
-  return out;
-}
 
 test('TensorBoardWriter writes framed events a reader decodes back', () => {
   const dir = mkdtempSync(join(tmpdir(), 'peft-tb-'));

@@ -168,3 +168,48 @@ test('LoRA and DoRA on an untied embedding (llama): fresh adapters are the ident
     });
   }
 });
+
+test('gradients of lora_B.bias, embedding LoRA and trainable tokens match central differences of the loss', async () => {
+  const { fixtureBatch, fixturePath } = await import('../helpers/fixtures.js');
+  const { compile } = await import('./lora_support.js');
+  const b = await fixtureBatch('llama');
+  const ids = [...(b.input_ids.data as BigInt64Array)].map(Number);
+  const configs = [
+    { r: 4, targetModules: ['q_proj', 'v_proj'], loraBias: true, trainableTokenIndices: [ids[1]!, ids[2]!] },
+    { r: 4, targetModules: ['embed_tokens', 'q_proj'] },
+    { r: 4, targetModules: ['embed_tokens'], useDora: true },
+  ] as { r: number; targetModules: string[]; loraBias?: boolean; trainableTokenIndices?: number[]; useDora?: boolean }[];
+  for (const cfg of configs) {
+    const lm = await getPeftModel(await loadModel(fixturePath('models', 'llama')), { ...cfg, taskType: 'CAUSAL_LM' }, { seed: 2 });
+    let s = 5;
+    for (const [, t] of lm.parameters()) for (let i = 0; i < t.data.length; i++) t.data[i] += (((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) - 0.5) * 0.2;
+    const c = await compile(lm, b, { grads: true });
+    try {
+      const params = lm.parameters();
+      const r = await c.run(b, params);
+      let checked = 0;
+      for (const [name, t] of params) {
+        // DoRA's norm is detached (as in peft), so only its magnitude's gradient is the loss's derivative.
+        if (!(cfg.useDora ? /magnitude/ : /lora_B\.default\.bias|lora_embedding|trainable_tokens/).test(name)) continue;
+        const g = r[`grad:${name}`]!.data as Float32Array;
+        // the three largest gradient entries of the tensor
+        const idx = Array.from(g.keys()).sort((x, y) => Math.abs(g[y]!) - Math.abs(g[x]!)).slice(0, 3);
+        for (const i of idx) {
+          const h = 1e-2;
+          const orig = t.data[i]!;
+          t.data[i] = orig + h;
+          const up = (await c.run(b, params)).loss!.data[0] as number;
+          t.data[i] = orig - h;
+          const down = (await c.run(b, params)).loss!.data[0] as number;
+          t.data[i] = orig;
+          const fd = (up - down) / (2 * h);
+          assert.ok(Math.abs(fd - g[i]!) <= 2e-4 + 5e-2 * Math.abs(g[i]!), `${name}[${i}]: autodiff ${g[i]} vs central difference ${fd}`);
+          checked++;
+        }
+      }
+      assert.ok(checked >= 3, `checked ${checked} entries`);
+    } finally {
+      await c.dispose();
+    }
+  }
+});

@@ -163,6 +163,25 @@ test('weighted merges refuse what peft refuses, in typed errors', async () => {
   await assert.rejects(lm.addWeightedAdapter(SOURCES, WEIGHTS, 'x', 'svd', { svdRank: 1000 }), /svd rank 1000/);
 });
 
+test('a DoRA first source: the combined adapter is DoRA with magnitudes ||W|| (peft initialises it at injection), A/B combined as usual', async () => {
+  const lm = await LoraModel.fromPretrained(await loadModel(MODEL), dir('lora_dora'), { adapterName: 'dora' });
+  await lm.loadAdapter(dir('merge_src_a'), 'a');
+  await lm.addWeightedAdapter(['dora', 'a'], [0.5, 0.5], 'w', 'linear');
+  const w = lm.adapter('w');
+  assert.ok(w.config.useDora);
+  const q = w.modules.get('model.layers.0.self_attn.q_proj')!;
+  const W = lm.base.weights.get('model.layers.0.self_attn.q_proj.weight');
+  const [rows, cols] = W.shape as [number, number];
+  const norms = Array.from({ length: rows }, (_, i) => Math.hypot(...W.data.subarray(i * cols, (i + 1) * cols)));
+  assertClose(q.magnitude!.data, norms, 1e-5, 1e-5, 'magnitude = row norms of W');
+  // o_proj: only the DoRA source has it; A = sign(0.5 s) sqrt(0.5 s) A_dora
+  const o = w.modules.get('model.layers.0.self_attn.o_proj')!;
+  const src = lm.adapter('dora').modules.get('model.layers.0.self_attn.o_proj')!;
+  assertClose(o.A.data, src.A.data.map((x) => x * Math.sqrt(0.5 * src.scaling)), 1e-6, 1e-5, 'o_proj A');
+  lm.setAdapter('w');
+  assert.ok((await forwardOnce(lm, await batch())).logits.every(Number.isFinite));
+});
+
 test('jacobiSvd: U S Vt reproduces the matrix, U and V orthonormal, S descending', () => {
   const rand = mulberry32(3);
   for (const [m, n] of [[7, 5], [5, 7], [12, 12], [30, 4]] as const) {

@@ -16,7 +16,7 @@ import { resolveModelDir } from '../../io/hub.js';
 import { loadModel } from '../../models/load.js';
 import { loadAdapter } from '../../tuners/load.js';
 import { readAdapterConfigFile } from '../../tuners/lora/save.js';
-import { collect } from './generate.js';
+import { collect } from '../args.js';
 
 interface ExportFlags {
   format: string;
@@ -41,6 +41,7 @@ Formats:
                    attention_mask, position_ids, past_key_values.N.key/value and return logits,
                    present.N.key/value; BERT and ModernBERT classifiers load as
                    AutoModelForSequenceClassification.
+                   Weights above 1.5 GiB go to onnx/<file>_data chunks (use_external_data_format).
                    Adapters (LoRA, IA3) are merged unless --unmerged (the last adapter's tensors,
                    e.g. LoRA A/B, stay separate initializers).
   gguf             one GGUF file for llama.cpp / Ollama / node-llama-cpp with the adapters merged:

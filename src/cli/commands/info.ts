@@ -14,6 +14,7 @@ import { BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_METADATA_KEY, type Compress
 import { isBnbComponent, parseBnbQuantizationConfig, quantStateKey } from '../../quant/bnb.js';
 import { tunerOf } from '../../tuners/registry.js';
 import { bottleneckSize, isAdapterHubFolder, readAdapterHubConfig, type BnConfig } from '../../tuners/bottleneck/index.js';
+import { TOKENIZER_FILES } from '../../io/modelfiles.js';
 import { CliError } from '../errors.js';
 
 interface InfoFlags {
@@ -90,7 +91,6 @@ export interface AdapterInfo {
 
 /** Buffers some checkpoints carry that are not parameters (transformers does not count them). */
 const BUFFERS = [/\.attn\.bias$/, /\.attn\.masked_bias$/, /\.rotary_emb\.inv_freq$/, /position_ids$/];
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'tokenizer.model', 'added_tokens.json', 'chat_template.jinja'];
 
 export function register(program: Command): void {
   program
@@ -284,10 +284,13 @@ async function describePeftAdapter(dir: string, flags: InfoFlags): Promise<Adapt
   // A compressed file holds codes and scales; count the parameters they stand for.
   const stored = weights && report ? weights.parameters - countCompressedStorage(weights, report) + report.parameters : (weights?.parameters ?? null);
   const baseQuant = meta?.[BASE_QUANTIZATION_METADATA_KEY];
-  const trainable = tuner?.trainableParameters ? tuner.trainableParameters(c, stored) : stored;
+  const frozen = tuner?.frozenTensors && weights ? await countMatching(file, tuner.frozenTensors) : 0;
+  const learned = stored === null ? null : stored - frozen;
+  const trainable = tuner?.trainableParameters ? tuner.trainableParameters(c, learned) : learned;
   const base = await findBase(typeof c.base_model_name_or_path === 'string' ? c.base_model_name_or_path : null, dir, flags.model);
   let note: string | undefined;
   if (!weights) note = existsSync(join(dir, 'adapter_model.bin')) ? 'weights are in adapter_model.bin (a pickle, not read); convert it to adapter_model.safetensors to load it' : 'no adapter_model.safetensors in the folder';
+  else if (frozen) note = `${group(frozen)} of the stored parameters are frozen buffers the adapter saves (${tuner!.frozenTensors!.source}), not trained`;
   else if (trainable !== stored) note = 'peft saves only the prompt embeddings the encoder produces; the encoder weights are trained but not stored';
   return {
     kind: 'adapter',
@@ -327,6 +330,16 @@ function parseOr(text: string): unknown {
     return JSON.parse(text);
   } catch {
     return undefined;
+  }
+}
+
+/** Elements of the tensors whose names match `re`, from the header alone. */
+async function countMatching(file: string, re: RegExp): Promise<number> {
+  const f = await SafetensorsFile.open(file);
+  try {
+    return f.names().filter((n) => re.test(n)).reduce((s, n) => s + f.info(n).shape.reduce((a, b) => a * b, 1), 0);
+  } finally {
+    await f.close();
   }
 }
 

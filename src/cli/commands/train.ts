@@ -4,14 +4,19 @@
 // output folder is touched; Ctrl-C stops after the current step with a checkpoint; --resume
 // continues exactly.
 
-import { existsSync, statSync } from 'node:fs';
-import { copyFile, readFile, rename } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { writeAtomically } from '../../io/safetensors/write.js';
+import { writeFileAtomic } from '../../io/atomic.js';
 import { RunConfigError, asFlagText, checkPeftFields, readRunConfig } from '../../train/runconfig.js';
+import { TensorBoardWriter } from '../../train/tfevents.js';
+import { EVAL_METRICS, type EvalMetric, evalRows, evaluateRows } from '../../tasks/eval.js';
+import { readJsonl } from '../../train/data.js';
+import type { MetricRecord } from '../../train/metrics.js';
+import { mkdirSync } from 'node:fs';
 import { resolveModelDir } from '../../io/hub.js';
 import { Tokenizer } from '../../io/tokenizer.js';
 import { loadModel } from '../../models/load.js';
@@ -19,12 +24,14 @@ import type { PretrainedModel } from '../../models/types.js';
 import { type Example, loadClassificationDataset, loadDataset, prepareExamples, splitForEval } from '../../train/data.js';
 import { fmtAccuracy, progressFor } from '../../train/progress.js';
 import { SCHEDULES, type ScheduleName } from '../../train/schedule.js';
-import { METRICS_FILE, PLOT_FILE, Trainer, totalStepsFor } from '../../train/trainer.js';
+import { METRICS_FILE, PLOT_FILE, Trainer, checkRunFolder, totalStepsFor } from '../../train/trainer.js';
+import type { LoraConfig } from '../../tuners/lora/config.js';
+import { resolveTargetModules } from '../../tuners/lora/targets.js';
 import { createAdapter } from '../../tuners/load.js';
 import { type MethodPreset, type TrainFlag, type Tuner, methodNames, methodPreset } from '../../tuners/registry.js';
 import type { AdaptedModel } from '../../tuners/types.js';
 import { CliError } from '../errors.js';
-import { intArg, numberArg } from './generate.js';
+import { intArg, listArg, numberArg, positiveInt } from '../args.js';
 import { descriptorOf } from '../../models/registry.js';
 
 interface TrainFlags {
@@ -62,13 +69,26 @@ interface TrainFlags {
   chatTemplate?: string;
   threads?: number;
   logEvery: number;
+  reportTo: string[];
+  runName?: string;
+  maxExamples?: number;
+  promptKey?: string;
+  completionKey?: string;
+  messagesKey?: string;
+  textKey?: string;
+  evalMetric?: Exclude<EvalMetric, 'perplexity'>;
+  metricForBestModel?: string;
+  earlyStoppingPatience?: number;
+  saveBest?: boolean;
 }
 
-const listArg = (v: string): string[] => {
-  const items = v.split(',').map((s) => s.trim()).filter(Boolean);
-  if (items.length === 0) throw new InvalidArgumentError('--target needs module names separated by commas.');
+const REPORTERS = ['jsonl', 'tensorboard'] as const;
+function reportToArg(v: string): string[] {
+  const items = v.split(',').map((x) => x.trim()).filter(Boolean);
+  const bad = items.filter((x) => !(REPORTERS as readonly string[]).includes(x));
+  if (items.length === 0 || bad.length) throw new InvalidArgumentError(`--report-to takes ${REPORTERS.join(', ')} (comma-separated); metrics.jsonl is always written.`);
   return items;
-};
+}
 
 function fractionArg(flag: string): (v: string) => number {
   return (v: string) => {
@@ -96,21 +116,21 @@ export function register(program: Command): void {
     )
     .option('--gradient-checkpointing', 'recompute each decoder layer in the backward pass instead of keeping its activations (far less memory; a second forward pass of each layer, measured 0-15% slower: bench/RESULTS.md)')
     .addOption(new Option('--quantize <type>', 'hold the frozen base 4-bit while training (bitsandbytes NF4/FP4, double quantization); --method qlora implies nf4').choices(['nf4', 'fp4']))
-    .option('--r <n>', `rank, for ${flagMethods('r')} (default 8)`, intArg('--r', 1))
+    .option('--r <n>', `rank, for ${flagMethods('r')} (default 8)`, positiveInt('--r'))
     .option('--alpha <n>', `alpha, for ${flagMethods('alpha')} (default 16)`, numberArg('--alpha'))
     .option('--dropout <p>', `dropout, for ${flagMethods('dropout')} (default 0.05)`, numberArg('--dropout'))
-    .option('--target <modules>', `comma-separated module names to adapt, for ${flagMethods('target')} (default: peft's for the model type; full: every weight)`, listArg)
+    .option('--target <modules>', `comma-separated module names to adapt, for ${flagMethods('target')} (default: peft's for the model type; full: every weight), or all-linear (every linear layer but the output head)`, listArg('--target', 'module names'))
     .option('--epochs <n>', 'passes over the training data', numberArg('--epochs'), 3)
-    .option('--steps <n>', 'optimizer steps (overrides --epochs)', intArg('--steps', 1))
+    .option('--steps <n>', 'optimizer steps (overrides --epochs)', positiveInt('--steps'))
     .option('--lr <rate>', 'peak learning rate (default: the method\'s, e.g. 2e-4 for LoRA, 5e-5 for full)', numberArg('--lr'))
     .option('--weight-decay <w>', 'AdamW weight decay (not on biases and norm weights)', numberArg('--weight-decay'), 0)
-    .option('--batch <n>', 'examples per micro-batch', intArg('--batch', 1), 8)
-    .option('--grad-accum <n>', 'micro-batches per optimizer step', intArg('--grad-accum', 1), 1)
+    .option('--batch <n>', 'examples per micro-batch', positiveInt('--batch'), 8)
+    .option('--grad-accum <n>', 'micro-batches per optimizer step', positiveInt('--grad-accum'), 1)
     .option('--max-len <n>', 'tokens per sequence at most (default: the model\'s limit, at most 1024)', intArg('--max-len', 2))
     .option('--packing', 'concatenate examples and cut them into --max-len blocks instead of padding')
     .option('--eval-data <file.jsonl>', 'evaluation data (same formats; a classifier reports eval accuracy)')
     .option('--eval-split <fraction>', 'hold out this fraction of --data for evaluation', fractionArg('--eval-split'))
-    .option('--eval-every <n>', 'evaluate every n steps (default: 10 times per run)', intArg('--eval-every', 1))
+    .option('--eval-every <n>', 'evaluate every n steps (default: 10 times per run)', positiveInt('--eval-every'))
     .option('--no-eval-at-start', 'skip evaluating the untrained model')
     .option('--save-every <n>', 'write a checkpoint every n steps (0: only when stopped)', intArg('--save-every', 0), 500)
     .option('--warmup <n>', 'warmup steps, or a fraction of the run when below 1', numberArg('--warmup'))
@@ -120,8 +140,19 @@ export function register(program: Command): void {
     .option('--resume <dir|latest>', 'continue from a checkpoint folder, or the latest one under --out')
     .option('--overwrite', 'start over in an --out folder that holds an earlier run')
     .option('--chat-template <file>', 'Jinja chat template for {"messages"} data (default: the tokenizer\'s)')
-    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
-    .option('--log-every <n>', 'without a terminal: print a line every n steps', intArg('--log-every', 1), 10)
+    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', positiveInt('--threads'))
+    .option('--log-every <n>', 'without a terminal: print a line every n steps', positiveInt('--log-every'), 10)
+    .option('--report-to <list>', 'where metrics go besides the terminal: jsonl (metrics.jsonl, always) and tensorboard (event files under --out/runs/<run name>)', reportToArg, ['jsonl'])
+    .option('--run-name <name>', 'name of the run in TensorBoard and run_config.json (default: the date and time)')
+    .option('--max-examples <n>', 'train on the first n rows of --data only', positiveInt('--max-examples'))
+    .option('--prompt-key <field>', 'the data\'s field holding the prompt (default "prompt")')
+    .option('--completion-key <field>', 'the data\'s field holding the completion (default "completion")')
+    .option('--messages-key <field>', 'the data\'s field holding a conversation (default "messages")')
+    .option('--text-key <field>', 'the data\'s field holding plain text (default "text")')
+    .addOption(new Option('--eval-metric <name>', 'also score --eval-data by greedy generation at every evaluation (the first 200 rows; stops at a newline when no reference has one), logged as eval_<name>').choices(EVAL_METRICS.filter((m) => m !== 'perplexity')))
+    .option('--metric-for-best-model <field>', 'eval record field that picks the best model (default: eval_<--eval-metric>, else eval_loss)')
+    .option('--save-best', 'keep the adapter of the best evaluation in --out/best (implied by --early-stopping-patience)')
+    .option('--early-stopping-patience <n>', 'stop after n evaluations in a row without improvement of the best-model metric', intArg('--early-stopping-patience', 1))
     .action(async (flags: TrainFlags, cmd: Command) => {
       const peft = flags.config !== undefined ? applyConfigFile(flags, cmd) : {};
       for (const k of ['model', 'data', 'out'] as const) {
@@ -158,6 +189,15 @@ function applyConfigFile(flags: TrainFlags, cmd: Command): Record<string, unknow
     }
   }
   return cfg.peft;
+}
+
+/** A metrics.jsonl record as TensorBoard scalars, named as transformers' TensorBoardCallback names them. */
+function tensorBoardScalars(r: MetricRecord): Record<string, number> {
+  if (r.kind === 'train') return { 'train/loss': r.loss, 'train/learning_rate': r.learning_rate, 'train/grad_norm': r.grad_norm, 'train/tokens_per_second': r.tokens_per_second, 'train/epoch': r.epoch };
+  const s: Record<string, number> = { 'eval/loss': r.eval_loss };
+  if (r.eval_perplexity !== undefined) s['eval/perplexity'] = r.eval_perplexity;
+  if (r.eval_accuracy !== undefined) s['eval/accuracy'] = r.eval_accuracy;
+  return s;
 }
 
 /** The fields the method's adapter_config.json holds: the preset's and those a saved adapter writes. */
@@ -210,7 +250,6 @@ function checkFlags(f: TrainFlags): void {
   for (const [flag, file] of [['--data', f.data], ['--eval-data', f.evalData], ['--chat-template', f.chatTemplate]] as const) {
     if (file !== undefined && !existsSync(file)) throw new CliError(`${flag} ${file} does not exist`);
   }
-  if (existsSync(f.out) && !statSync(f.out).isDirectory()) throw new CliError(`--out ${f.out} is a file; pass a folder`);
 }
 
 /** Positions the method puts in front of the real tokens (prompt/prefix/P-tuning), which share the model's learned positions. */
@@ -226,26 +265,29 @@ function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer, virtual: nu
 }
 
 /** The method's preset fields, the method flags given, and the task of the model. */
-async function adapt(f: TrainFlags, model: PretrainedModel, peft: Record<string, unknown> = {}): Promise<AdaptedModel> {
+/**
+ * --target as a config takes it: "all-linear" is peft's shorthand only as a string (every linear
+ * layer but the output head); a list names modules. Full fine-tuning selects weights by module
+ * name, so there it becomes the names of the linear layers LoRA's all-linear wraps.
+ */
+function targetModules(f: TrainFlags, model: PretrainedModel, peftType: unknown): string[] | string | undefined {
+  const t = f.target;
+  if (!t?.some((n) => n.toLowerCase() === 'all-linear')) return t;
+  if (t.length > 1) throw new CliError('--target all-linear already means every linear layer but the output head; give it alone, or list module names without it');
+  if (peftType !== 'FULL') return 'all-linear';
+  return resolveTargetModules(model, { targetModules: 'all-linear', taskType: model.task === 'seq-cls' ? 'SEQ_CLS' : 'CAUSAL_LM' } as LoraConfig);
+}
+
+async function adapt(f: TrainFlags, model: PretrainedModel, steps: number, peft: Record<string, unknown> = {}): Promise<AdaptedModel> {
   const { preset } = presetOf(f.method);
   const fields: Record<string, unknown> = { ...(preset.trainFields ?? preset.fields), ...peft };
-  for (const [flag, field] of Object.entries(preset.flags ?? {}) as [TrainFlag, string][]) if (f[flag] !== undefined) fields[field] = f[flag];
+  if (preset.stepsField && (fields[preset.stepsField] ?? null) === null) fields[preset.stepsField] = steps;
+  for (const [flag, field] of Object.entries(preset.flags ?? {}) as [TrainFlag, string][]) {
+    if (f[flag] !== undefined) fields[field] = flag === 'target' ? targetModules(f, model, fields.peft_type) : f[flag];
+  }
   if (model.task === 'seq-cls' && fields.task_type !== undefined) fields.task_type = 'SEQ_CLS';
   fields.base_model_name_or_path = f.model;
   return createAdapter(model, fields, { seed: f.seed });
-}
-
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'added_tokens.json', 'chat_template.jinja'];
-
-/** Copies the tokenizer next to the adapter (as transformers' Trainer saves it), each file atomically. */
-async function copyTokenizer(from: string, to: string): Promise<void> {
-  for (const name of TOKENIZER_FILES) {
-    const src = join(from, name);
-    if (!existsSync(src)) continue;
-    const tmp = join(to, `.${name}.${process.pid}.tmp`);
-    await copyFile(src, tmp);
-    await rename(tmp, join(to, name));
-  }
 }
 
 async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Promise<void> {
@@ -256,6 +298,9 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
   }
   const say = (s: string) => process.stderr.write(`${s}\n`);
   const dir = await resolveModelDir(f.model);
+  // The output folder is checked (never a model or adapter the run did not write, nor one another
+  // run is writing) before the model is loaded; the trainer takes its lock when training starts.
+  await checkRunFolder(f.out, { resume: f.resume, overwrite: f.overwrite, inputs: [{ path: dir, what: 'base model' }] });
   const quantize = f.quantize ?? (presetOf(f.method).preset.quantizedBase ? 'nf4' : undefined);
   const model = await loadModel(dir, quantize ? { quantization: { bits: 4, type: quantize as 'nf4' | 'fp4', doubleQuant: true, blockSize: 64 } } : {});
   if (quantize) say(`base held 4-bit (${quantize}, double quantization): ${model.weights.quantizedNames().length} linear weights, ${(model.weights.heldBytes() / 2 ** 20).toFixed(1)} MiB of frozen weights`);
@@ -291,9 +336,10 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
         (evalExamples ? `, ${evalExamples.length} for evaluation` : ', no evaluation set'),
     );
   } else {
-    const train = await loadDataset(f.data, tokenizer, { chatTemplate });
+    const keys = { prompt: f.promptKey, completion: f.completionKey, messages: f.messagesKey, text: f.textKey };
+    const train = await loadDataset(f.data, tokenizer, { chatTemplate, keys, maxExamples: f.maxExamples });
     let trainRows = train.examples;
-    let evalRows = f.evalData ? (await loadDataset(f.evalData, tokenizer, { chatTemplate })).examples : undefined;
+    let evalRows = f.evalData ? (await loadDataset(f.evalData, tokenizer, { chatTemplate, keys })).examples : undefined;
     if (!f.evalData && f.evalSplit !== undefined) ({ train: trainRows, eval: evalRows } = splitForEval(trainRows, f.evalSplit, f.seed));
     const prepared = prepareExamples(trainRows, { maxLength, packing: f.packing, file: f.data });
     const preparedEval = evalRows ? prepareExamples(evalRows, { maxLength, packing: f.packing, file: f.evalData ?? f.data }) : undefined;
@@ -306,13 +352,36 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
     evalExamples = preparedEval?.examples;
   }
 
-  const adapted = await adapt(f, model, peft);
+  const steps = totalStepsFor(trainExamples.length, { maxSteps: f.steps, epochs: f.epochs, batchSize: f.batch, gradAccum: f.gradAccum });
+  const adapted = await adapt(f, model, steps, peft);
   let trainable = 0;
   for (const t of adapted.parameters().values()) trainable += t.data.length;
   const total = model.weights.numel();
   say(`${adapted.peftType}: ${trainable.toLocaleString('en-US')} trainable parameters of ${total.toLocaleString('en-US')} (${((100 * trainable) / total).toFixed(3)}%)`);
 
-  const steps = totalStepsFor(trainExamples.length, { maxSteps: f.steps, epochs: f.epochs, batchSize: f.batch, gradAccum: f.gradAccum });
+  f.runName ??= new Date().toISOString().replace(/[:.]/g, '-');
+  if (!/^[A-Za-z0-9._-]{1,100}$/.test(f.runName)) throw new CliError(`--run-name "${f.runName}" must be 1-100 letters, digits, '.', '_' or '-' (it names a folder)`);
+  // TensorBoard's writer starts once the trainer has claimed --out (it creates the folder)
+  let tensorboard: TensorBoardWriter | undefined;
+  const wantTensorboard = f.reportTo.includes('tensorboard');
+  // --eval-metric: generation-scored rows of --eval-data, decoded at every evaluation with the adapter as it is then
+  let evalMetrics: (() => Promise<Record<string, number>>) | undefined;
+  if (f.evalMetric !== undefined) {
+    if (classifier) throw new CliError('--eval-metric scores generations; a sequence classifier already reports eval accuracy');
+    if (f.evalData === undefined) throw new CliError('--eval-metric needs --eval-data with {"prompt","completion"} or {"messages"} rows to generate from');
+    const metric = f.evalMetric;
+    const records = (await readJsonl(f.evalData)).slice(0, 200);
+    const rows = evalRows(records, tokenizer, metric, { promptKey: f.promptKey, completionKey: f.completionKey, messagesKey: f.messagesKey }, f.evalData);
+    const stopStrings = rows.some((r) => r.reference.includes('\n')) ? [] : ['\n'];
+    evalMetrics = async () => ({ [metric]: (await evaluateRows(adapted, tokenizer, rows, { metric, stopStrings, runtime: { threads: f.threads } })).score });
+  }
+  if ((f.earlyStoppingPatience !== undefined || f.saveBest || f.metricForBestModel !== undefined) && f.evalData === undefined && f.evalSplit === undefined) {
+    throw new CliError('--early-stopping-patience, --save-best and --metric-for-best-model need an evaluation set (--eval-data or --eval-split)');
+  }
+  if (f.metricForBestModel !== undefined) {
+    const logged = ['eval_loss', classifier ? 'eval_accuracy' : 'eval_perplexity', ...(f.evalMetric ? [`eval_${f.evalMetric}`] : [])];
+    if (!logged.includes(f.metricForBestModel)) throw new CliError(`--metric-for-best-model ${f.metricForBestModel} is not logged by this run; choose from ${logged.join(', ')}`);
+  }
   const progress = progressFor(process.stderr, f.logEvery);
   const trainer = new Trainer(adapted, trainExamples, evalExamples, {
     outputDir: f.out,
@@ -333,8 +402,23 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
     seed: f.seed,
     resume: f.resume,
     overwrite: f.overwrite,
+    tokenizerDir: dir, // saved next to the adapter, as transformers' Trainer does
     progress,
     runtime: { threads: f.threads, gradientCheckpointing: f.gradientCheckpointing },
+    evalMetrics,
+    metricForBestModel: f.metricForBestModel ?? (f.evalMetric ? `eval_${f.evalMetric}` : undefined),
+    saveBest: f.saveBest || f.earlyStoppingPatience !== undefined || undefined,
+    earlyStoppingPatience: f.earlyStoppingPatience,
+    onRecord: wantTensorboard
+      ? (r) => {
+          if (!tensorboard) {
+            const tbDir = join(f.out, 'runs', f.runName!);
+            mkdirSync(tbDir, { recursive: true });
+            tensorboard = new TensorBoardWriter(tbDir);
+          }
+          tensorboard.add(r.step, tensorBoardScalars(r));
+        }
+      : undefined,
   });
 
   let interrupts = 0;
@@ -354,17 +438,17 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
       process.exitCode = 130;
       return;
     }
-    await copyTokenizer(dir, f.out);
     // the run as resolved (file, defaults and flags together): `peft train --config run_config.json` repeats it
     const { config: _file, resume: _resume, overwrite: _overwrite, ...resolved } = f;
     void [_file, _resume, _overwrite];
     const runConfig = { ...resolved, ...(Object.keys(peft).length ? { peft } : {}) };
-    await writeAtomically(join(f.out, 'run_config.json'), async (fh) => void (await fh.writeFile(`${JSON.stringify(runConfig, null, 2)}\n`)));
+    await writeFileAtomic(join(f.out, 'run_config.json'), `${JSON.stringify(runConfig, null, 2)}\n`);
     const evalText = r.initialEvalLoss !== undefined && r.finalEvalLoss !== undefined ? `; eval loss ${r.initialEvalLoss.toFixed(4)} -> ${r.finalEvalLoss.toFixed(4)}` : r.finalEvalLoss !== undefined ? `; eval loss ${r.finalEvalLoss.toFixed(4)}` : '';
     const saved = presetOf(f.method).tuner.saves ?? 'adapter';
     const accText =
       r.finalEvalAccuracy === undefined ? '' : r.initialEvalAccuracy !== undefined ? `; eval accuracy ${fmtAccuracy(r.initialEvalAccuracy)} -> ${fmtAccuracy(r.finalEvalAccuracy)}` : `; eval accuracy ${fmtAccuracy(r.finalEvalAccuracy)}`;
-    say(`done: ${r.globalStep} steps, final loss ${r.finalLoss?.toFixed(4)}${evalText}${accText}`);
+    say(`done: ${r.globalStep} steps${r.earlyStopped ? ' (early stopping)' : ''}, final loss ${r.finalLoss?.toFixed(4)}${evalText}${accText}`);
+    if (r.best) say(`best ${r.best.metric} ${r.best.value.toFixed(4)} at step ${r.best.step}${f.saveBest || f.earlyStoppingPatience !== undefined ? `; its adapter is in ${join(f.out, 'best')}` : ''}`);
     say(`saved the ${saved}, ${METRICS_FILE} and ${PLOT_FILE} to ${f.out}`);
   } finally {
     process.removeListener('SIGINT', onSigint);

@@ -36,9 +36,11 @@ export async function ggufModel(model: PretrainedModel, modelDir: string, type: 
   const tensors: GgufTensor[] = [];
   const freqs = ropeFreqs(model);
   if (freqs) tensors.push({ name: 'rope_freqs.weight', shape: [freqs.length], type: GgmlType.F32, data: new Uint8Array(freqs.buffer) });
-  const tied = model.weights.isAlias('lm_head.weight') || model.config.tieWordEmbeddings;
-  for (const hf of model.expectedWeights()) {
-    if (hf === 'lm_head.weight' && tied) continue;
+  // A head held as the embedding matrix itself is left out (llama.cpp then reuses token_embd); one
+  // that differs (untied, or changed by a merged adapter) is written as output.weight.
+  const names = model.expectedWeights().filter((n) => n !== 'lm_head.weight');
+  if (model.weights.has('lm_head.weight') && !model.weights.isAlias('lm_head.weight')) names.push('lm_head.weight');
+  for (const hf of names) {
     const gg = ggufTensorName(hf);
     if (!gg) throw new ExportError(`tensor ${hf} has no llama.cpp name; this model cannot be written as GGUF`);
     const w = model.weights.dequantized(hf);

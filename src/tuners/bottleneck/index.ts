@@ -44,7 +44,9 @@ export const bottleneckTuner = {
   ],
   /** Fields are AdapterHub BnConfig keys (reduction_factor, mh_adapter, ...) over the Pfeiffer (seq_bn) preset. */
   create: async (base: PretrainedModel, fields: Record<string, unknown>, opts: { adapterName?: string; seed?: number } = {}): Promise<BottleneckModel> => {
-    const { peft_type: _t, task_type: _k, base_model_name_or_path: name, ...rest } = fields;
+    const rest: Record<string, unknown> = { ...fields };
+    const name = rest.base_model_name_or_path;
+    for (const k of ['peft_type', 'task_type', 'base_model_name_or_path']) delete rest[k];
     // The preset's file fields as plain JSON values (floats unwrapped from their Python spelling).
     const preset = JSON.parse(JSON.stringify(bnConfigToJson(seqBnConfig()), (_, v: unknown) => (v instanceof PyFloat ? v.value : v))) as Record<string, unknown>;
     const config = bnConfigFromJson({ ...preset, ...rest }, 'bottleneck config');

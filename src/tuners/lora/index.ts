@@ -2,8 +2,8 @@
 // getPeftModel/LoraModel.fromPretrained mirror peft; loraTuner is what src/tuners/registry.ts lists.
 
 import type { PretrainedModel } from '../../models/types.js';
-import { type LoraConfig, loraConfigFromJson } from './config.js';
-import { type CreateLoraOptions, LoraModel } from './model.js';
+import { loraConfigFromJson } from './config.js';
+import { LoraModel } from './model.js';
 import type { Tuner } from '../registry.js';
 
 export {

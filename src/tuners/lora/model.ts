@@ -520,9 +520,7 @@ export class LoraModel implements AdaptedModel {
 
   /**
    * peft's add_weighted_adapter: a new (frozen, inactive) adapter `name` combining `adapters` with
-   * `weights` (src/tuners/lora/weighted.ts says how each combination type computes). Sources with
-   * DoRA, lora_bias, modules_to_save or trainable tokens are refused (peft would combine only their
-   * A/B and silently drop the rest).
+   * `weights` (src/tuners/lora/weighted.ts says how each combination type computes).
    */
   async addWeightedAdapter(adapters: string[], weights: number[], name: string, combinationType: CombinationType = 'svd', opts: WeightedAdapterOptions = {}): Promise<void> {
     this.checkNewName(name);
@@ -533,10 +531,16 @@ export class LoraModel implements AdaptedModel {
     if (opts.svdClamp !== undefined && !(opts.svdClamp >= 0 && opts.svdClamp <= 1)) throw new PeftConfigError(`svd_clamp is a quantile in [0, 1], got ${opts.svdClamp}`);
     if (opts.svdRank !== undefined && !(Number.isInteger(opts.svdRank) && opts.svdRank > 0)) throw new PeftConfigError(`svd_rank must be a positive integer, got ${opts.svdRank}`);
     const srcs = adapters.map((n) => this.adapter(n));
+    // As peft: only lora_A/lora_B are combined. The new adapter takes the rest of its config from
+    // the first source and is initialised like a new adapter there (DoRA magnitudes = ||W||, lora_B
+    // bias 0, modules_to_save copies and trainable-token rows from the base), and two sources saving
+    // the same module in full cannot be combined.
+    const saved = new Map<string, string>();
     for (const a of srcs) {
-      const c = a.config;
-      const what = c.useDora ? 'DoRA' : c.loraBias ? 'lora_bias' : a.modulesToSave.length ? 'modules_to_save' : a.tokens.size ? 'trainable tokens' : null;
-      if (what) throw new PeftConfigError(`adapter "${a.name}" uses ${what}; weighted merging combines plain lora_A/lora_B only (peft would drop the rest), so it is refused`);
+      for (const m of a.modulesToSave) {
+        if (saved.has(m)) throw new PeftConfigError(`adapters "${saved.get(m)}" and "${a.name}" both save ${m} in full (modules_to_save); peft cannot combine them`);
+        saved.set(m, a.name);
+      }
     }
     const type: CombinationType = srcs.length === 1 ? 'linear' : combinationType;
     const ranks = srcs.map((a) => Math.max(a.config.r, ...Object.values(a.config.rankPattern)));
@@ -680,24 +684,31 @@ export class LoraModel implements AdaptedModel {
     this.disabled = false;
   }
 
+  /**
+   * Removes an adapter. As peft's delete_adapter: the other active adapters stay active; only when
+   * none is left does the first remaining adapter become active.
+   */
   deleteAdapter(name: string): void {
     this.adapter(name);
     if (this.merged.includes(name)) throw new AdapterError(`adapter "${name}" is merged into the base weights; call unmerge() before deleting it`);
     this.adapters.delete(name);
     if (this.active.includes(name)) {
+      const still = this.active.filter((n) => n !== name);
       const rest = this.adapterNames;
-      this.active = rest.length ? [rest[0]!] : [];
+      if (!still.length && rest.length) warn(`deleted the last active adapter "${name}"; "${rest[0]}" is now active`);
+      this.active = still.length ? still : rest.length ? [rest[0]!] : [];
     }
   }
 
-  private activeList(): LoraAdapter[] {
-    return this.disabled ? [] : this.active.map((n) => this.adapter(n));
+  /** The adapters forward applies: the active ones, none while disabled (`ignoreDisabled`: the active ones regardless, as merging takes them). */
+  private activeList(ignoreDisabled = false): LoraAdapter[] {
+    return this.disabled && !ignoreDisabled ? [] : this.active.map((n) => this.adapter(n));
   }
 
   /** Base weights replaced by the active adapters (the first active adapter that has one wins). */
-  private activeOverrides(): Map<string, TrainableTensor> {
+  private activeOverrides(ignoreDisabled = false): Map<string, TrainableTensor> {
     const out = new Map<string, TrainableTensor>();
-    for (const a of this.activeList()) for (const [w, t] of a.overrides) if (!out.has(w)) out.set(w, t);
+    for (const a of this.activeList(ignoreDisabled)) for (const [w, t] of a.overrides) if (!out.has(w)) out.set(w, t);
     return out;
   }
 
@@ -1176,7 +1187,9 @@ export class LoraModel implements AdaptedModel {
     }
     const store = copyWeightStore(this.base);
     if (!opts.requantize) for (const n of store.quantizedNames()) store.set(n, this.base.weights.dequantized(n));
-    const adapters = this.activeList().filter((a) => !this.merged.includes(a.name));
+    // As peft (and merge()): the active adapters are merged even while disabled, since disabling
+    // only changes what forward computes.
+    const adapters = this.activeList(true).filter((a) => !this.merged.includes(a.name));
     this.checkMergeable(adapters);
     const jobs = this.mergeJobs(adapters);
     const results = await mergeWeights(jobs.map((j) => j.job));
@@ -1190,7 +1203,7 @@ export class LoraModel implements AdaptedModel {
     });
     for (const [name, w] of await this.extraMerges(adapters, (n) => done.get(n) ?? this.base.weights.dequantized(n))) store.set(name, w);
     // set() on the name itself unties a tied head, as peft's copy is a module of its own.
-    for (const [w, t] of this.activeOverrides()) store.set(w, { shape: [...t.shape], data: Float32Array.from(t.data) });
+    for (const [w, t] of this.activeOverrides(true)) store.set(w, { shape: [...t.shape], data: Float32Array.from(t.data) });
     return withWeights(this.base, store);
   }
 }

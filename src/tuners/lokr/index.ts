@@ -1,0 +1,166 @@
+// LoKr (LyCORIS) as peft 0.20 implements it for linear layers: ΔW = kron(w1, w2) · alpha / r with
+// out = a·b and in = c·d factorized as near square roots (decompose_factor), w1 [a, c] (or w1_a @ w1_b
+// with decompose_both), w2 [b, d] or w2_a [b, r] @ w2_b [r, d] when r < max(b, d) / 2;
+// y = W x + ΔW x (+ b). Saved tensors <module>.lokr_w1 / lokr_w1_a / lokr_w1_b / lokr_w2 / lokr_w2_a / lokr_w2_b.
+
+import type { Value } from '../../graph/ir.js';
+import * as o from '../../graph/ops.js';
+import type { PyJson } from '../../io/pyjson.js';
+import type { PretrainedModel } from '../../models/types.js';
+import type { LinearSpec } from '../../nn/context.js';
+import { kaimingUniform } from '../lora/init.js';
+import { FieldReader, type LinearTunerConfig, commonFields, commonJson, patternValue } from '../linear_tuner/config.js';
+import { type LinearMethod, LinearTunerModel, type TensorDecl, type Tensors } from '../linear_tuner/model.js';
+import type { Tuner } from '../registry.js';
+import { PeftConfigError } from '../types.js';
+
+export interface LokrConfig extends LinearTunerConfig {
+  r: number;
+  alpha: number;
+  rankDropout: number;
+  moduleDropout: number;
+  rankDropoutScale: boolean;
+  decomposeBoth: boolean;
+  decomposeFactor: number;
+  /** true: w1 (or w1_a) starts at zero; 'lycoris': w2 (or w2_b) does; false: all random */
+  initWeights: boolean | 'lycoris';
+  rankPattern: Record<string, number>;
+  alphaPattern: Record<string, number>;
+}
+
+export function lokrConfig(fields: Record<string, unknown>, source = 'LoKr config'): LokrConfig {
+  const r = new FieldReader(fields, source);
+  const init = fields.init_weights ?? true;
+  if (typeof init !== 'boolean' && init !== 'lycoris') throw new PeftConfigError(`${source}: init_weights must be true, false or "lycoris", got ${JSON.stringify(init)}`);
+  const factor = r.num('decompose_factor', -1);
+  if (!Number.isInteger(factor) || (factor < 1 && factor !== -1)) throw new PeftConfigError(`${source}: decompose_factor must be -1 or a positive integer, got ${factor}`);
+  return {
+    ...commonFields(r, 'LOKR', 'LoKr'),
+    r: r.int('r', 8, 1),
+    alpha: r.num('alpha', 8),
+    rankDropout: r.num('rank_dropout', 0),
+    moduleDropout: r.num('module_dropout', 0),
+    rankDropoutScale: r.bool('rank_dropout_scale', false),
+    decomposeBoth: r.bool('decompose_both', false),
+    decomposeFactor: factor,
+    initWeights: init,
+    rankPattern: r.pattern('rank_pattern'),
+    alphaPattern: r.pattern('alpha_pattern'),
+  };
+}
+
+/** LyCORIS' factorization: dimension = m · n with m <= n, as close to a square (or to `factor`) as the search finds. */
+export function factorization(dimension: number, factor = -1): [number, number] {
+  if (factor > 0 && dimension % factor === 0) return [factor, dimension / factor];
+  if (factor === -1) factor = dimension;
+  let m = 1;
+  let n = dimension;
+  const length = m + n;
+  while (m < n) {
+    let nm = m + 1;
+    while (dimension % nm !== 0) nm++;
+    const nn = dimension / nm;
+    if (nm + nn > length || nm > factor) break;
+    m = nm;
+    n = nn;
+  }
+  return m > n ? [n, m] : [m, n];
+}
+
+interface LokrShape {
+  a: number;
+  b: number;
+  c: number;
+  d: number;
+  r: number;
+  useW1: boolean;
+  useW2: boolean;
+}
+
+function lokrShape(spec: LinearSpec, cfg: LokrConfig, module: string): LokrShape {
+  const r = patternValue(cfg.rankPattern, module, cfg.r);
+  const [c, d] = factorization(spec.inFeatures, cfg.decomposeFactor);
+  const [a, b] = factorization(spec.outFeatures, cfg.decomposeFactor);
+  return { a, b, c, d, r, useW1: !(cfg.decomposeBoth && r < Math.max(a, c) / 2), useW2: !(r < Math.max(b, d) / 2) };
+}
+
+/** torch.kron of 2-D w1 [a, c] and w2 [b, d]: [a·b, c·d] with entry (i·b + k, j·d + l) = w1[i, j] · w2[k, l]. */
+export function kron(w1: Value, w2: Value): Value {
+  const [a, c] = w1.shape as [number, number];
+  const [b, d] = w2.shape as [number, number];
+  const p = o.mul(o.reshape(w1, [a, 1, c, 1]), o.reshape(w2, [1, b, 1, d]));
+  return o.reshape(p, [a * b, c * d]);
+}
+
+function lokrDelta(t: Tensors, scale: number): Value {
+  const w1 = t.lokr_w1 ?? o.matmul(t.lokr_w1_a!, t.lokr_w1_b!);
+  const w2 = t.lokr_w2 ?? o.matmul(t.lokr_w2_a!, t.lokr_w2_b!);
+  return o.mul(kron(w1, w2), scale);
+}
+
+const scaleOf = (c: LokrConfig, module: string): number => patternValue(c.alphaPattern, module, c.alpha) / patternValue(c.rankPattern, module, c.r);
+
+export const LOKR: LinearMethod<LokrConfig> = {
+  peftType: 'LOKR',
+  label: 'LoKr',
+  parseConfig: lokrConfig,
+  checkTrainable(c) {
+    if (c.rankDropout !== 0 || c.moduleDropout !== 0) throw new PeftConfigError(`LoKr rank_dropout/module_dropout (${c.rankDropout}/${c.moduleDropout}) are not implemented for training; set them to 0`);
+  },
+  moduleTensors(spec, c, module) {
+    const s = lokrShape(spec, c, module);
+    const out: TensorDecl[] = [];
+    if (s.useW1) out.push({ kind: 'lokr_w1', shape: [s.a, s.c] });
+    else out.push({ kind: 'lokr_w1_a', shape: [s.a, s.r] }, { kind: 'lokr_w1_b', shape: [s.r, s.c] });
+    if (s.useW2) out.push({ kind: 'lokr_w2', shape: [s.b, s.d] });
+    else out.push({ kind: 'lokr_w2_a', shape: [s.b, s.r] }, { kind: 'lokr_w2_b', shape: [s.r, s.d] });
+    return out;
+  },
+  init(_spec, c, decls, rng) {
+    const zero = new Set(c.initWeights === true ? ['lokr_w1', 'lokr_w1_a'] : c.initWeights === 'lycoris' ? ['lokr_w2', 'lokr_w2_b'] : []);
+    const out = new Map<string, Float32Array>();
+    for (const d of decls) out.set(d.kind, zero.has(d.kind) ? new Float32Array(d.shape[0]! * d.shape[1]!) : kaimingUniform(rng, d.shape[0]!, d.shape[1]!));
+    return out;
+  },
+  forward({ x, base, spec, t, config }) {
+    return o.add(base(x), o.matmulT(x, lokrDelta(t, scaleOf(config, spec.name))));
+  },
+  mergedWeight(W, spec, t, _shared, config) {
+    return o.add(W, lokrDelta(t, scaleOf(config, spec.name)));
+  },
+  configToJson(c): Record<string, PyJson> {
+    return {
+      ...commonJson(c),
+      r: c.r,
+      alpha: c.alpha,
+      rank_dropout: c.rankDropout,
+      module_dropout: c.moduleDropout,
+      rank_dropout_scale: c.rankDropoutScale,
+      decompose_both: c.decomposeBoth,
+      decompose_factor: c.decomposeFactor,
+      init_weights: c.initWeights,
+      rank_pattern: c.rankPattern,
+      alpha_pattern: c.alphaPattern,
+    };
+  },
+};
+
+/** The registry entry. */
+export const lokrTuner = {
+  peftType: 'LOKR',
+  label: 'LoKr',
+  mergeable: true,
+  saves: 'adapter (adapter_config.json, adapter_model.safetensors)',
+  infoSettings: ['r', 'alpha', 'decompose_both', 'decompose_factor', 'rank_dropout', 'module_dropout', 'init_weights', 'target_modules', 'rank_pattern', 'alpha_pattern', 'layers_to_transform'],
+  presets: [
+    {
+      name: 'lokr', label: 'LoKr', learningRate: 2e-3, trainLearningRate: 2e-4, compareByDefault: false, flags: { r: 'r', alpha: 'alpha', target: 'target_modules' },
+      fields: { peft_type: 'LOKR', r: 8, alpha: 8, target_modules: 'all-linear', task_type: 'CAUSAL_LM' },
+      trainFields: { peft_type: 'LOKR', r: 8, alpha: 8, task_type: 'CAUSAL_LM' },
+      settings: 'r=8, alpha=8, Kronecker product of near-square factors on every linear layer but the head',
+      folklore: { parameter: 'High', compute: 'High', space: 'High', performance: 'Medium', flexibility: 'High' },
+    },
+  ],
+  create: async (base: PretrainedModel, fields: Record<string, unknown>, opts: { adapterName?: string; seed?: number } = {}) => LinearTunerModel.create(base, LOKR, fields, opts),
+  fromPretrained: (base: PretrainedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}) => LinearTunerModel.fromPretrained(base, LOKR, dir, opts),
+} satisfies Tuner;

@@ -61,6 +61,11 @@ export function architectureOf(config: ModelConfig, dir: string, override?: stri
   return arch;
 }
 
+/** The architecture class of `config` (architectureOf) over a weight store, without reading any file (benchmarks, tests). */
+export function buildModel(config: ModelConfig, weights: WeightStore, dir: string, architecture?: string): PretrainedModel {
+  return ARCHITECTURES[architectureOf(config, dir, architecture)]!(config, weights, dir);
+}
+
 export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<PretrainedModel> {
   if (!existsSync(join(dir, 'config.json'))) throw new ModelError(`${dir} is not a model folder: config.json is missing`);
   const config = await loadConfig(dir);

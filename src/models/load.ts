@@ -63,7 +63,7 @@ export function architectureOf(config: ModelConfig, dir: string, override?: stri
 
 /** The architecture class of `config` (architectureOf) over a weight store, without reading any file (benchmarks, tests). */
 export function buildModel(config: ModelConfig, weights: WeightStore, dir: string, architecture?: string): PretrainedModel {
-  return ARCHITECTURES[architectureOf(config, dir, architecture)]!(config, weights, dir);
+  return MODEL_CLASSES[architectureOf(config, dir, architecture)]!(config, weights, dir);
 }
 
 export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<PretrainedModel> {

@@ -32,6 +32,7 @@ import { type MethodPreset, type TrainFlag, type Tuner, methodNames, methodPrese
 import type { AdaptedModel } from '../../tuners/types.js';
 import { CliError } from '../errors.js';
 import { intArg, listArg, numberArg, positiveInt } from '../args.js';
+import { descriptorOf } from '../../models/registry.js';
 
 interface TrainFlags {
   config?: string;
@@ -291,8 +292,8 @@ function checkFlags(f: TrainFlags): void {
 function virtualPositions(f: TrainFlags, model: PretrainedModel): number {
   const { preset } = presetOf(f.method);
   const n = (preset.trainFields ?? preset.fields).num_virtual_tokens;
-  // Llama-family models use rotary positions, with no table to run out of.
-  return typeof n === 'number' && model.family !== 'llama' ? n : 0;
+  // Rotary-position architectures (their descriptor says so) have no position table to run out of.
+  return typeof n === 'number' && descriptorOf(model).positions === 'absolute' ? n : 0;
 }
 
 function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer, virtual: number): number {

@@ -81,7 +81,7 @@ test('peft train --add-tokens: single-token encoding, trainable new rows, adapte
 
   // merge: config, weights and tokenizer carry the tokens; only the new embedding rows (tied head) changed
   const merged = join(tmp, 'merged');
-  const m = await peft(['merge', '--model', MODEL, '--adapter', out, '--out', merged]);
+  const m = await peft(['merge', '--model', MODEL, '--adapter', out, '--out', merged, '--dtype', 'float32']);
   assert.equal(m.code, 0, m.stderr);
   assert.equal((JSON.parse(readFileSync(join(merged, 'config.json'), 'utf8')) as { vocab_size: number }).vocab_size, 1538);
   const tj = JSON.parse(readFileSync(join(merged, 'tokenizer.json'), 'utf8')) as { added_tokens: { id: number; content: string }[] };
@@ -122,7 +122,7 @@ test('peft train --add-tokens on an untied lm_head: the head\'s new rows train t
   const head = Float32Array.from(base.weights.get('lm_head.weight').data);
   const adapted = await loadAdapter(resizeTokenEmbeddings(base, tok.vocabSize), out);
   const merged = join(tmp, 'untied-merged');
-  const m = await peft(['merge', '--model', model, '--adapter', out, '--out', merged]);
+  const m = await peft(['merge', '--model', model, '--adapter', out, '--out', merged, '--dtype', 'float32']);
   assert.equal(m.code, 0, m.stderr);
   const mergedModel = await loadModel(merged);
   assert.equal(mergedModel.vocabSize, tok.vocabSize);

@@ -14,6 +14,7 @@ import { BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_METADATA_KEY, type Compress
 import { isBnbComponent, parseBnbQuantizationConfig, quantStateKey } from '../../quant/bnb.js';
 import { tunerOf } from '../../tuners/registry.js';
 import { bottleneckSize, isAdapterHubFolder, readAdapterHubConfig, type BnConfig } from '../../tuners/bottleneck/index.js';
+import { TOKENIZER_FILES } from '../../io/modelfiles.js';
 import { CliError } from '../errors.js';
 
 interface InfoFlags {
@@ -90,7 +91,6 @@ export interface AdapterInfo {
 
 /** Buffers some checkpoints carry that are not parameters (transformers does not count them). */
 const BUFFERS = [/\.attn\.bias$/, /\.attn\.masked_bias$/, /\.rotary_emb\.inv_freq$/, /position_ids$/];
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'tokenizer.model', 'added_tokens.json', 'chat_template.jinja'];
 
 export function register(program: Command): void {
   program

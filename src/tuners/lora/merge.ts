@@ -5,7 +5,7 @@
 
 import { firstNonFinite, nonFiniteMessage } from '../../nn/finite.js';
 import { existsSync, statSync } from 'node:fs';
-import { copyFile, mkdir, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Graph, type Value } from '../../graph/ir.js';
 import { type RawTensor, fromTypedArray, writeShardedSafetensors } from '../../io/safetensors.js';
@@ -16,7 +16,8 @@ import { type Quantized4bit, quantize4bit } from '../../quant/blockwise.js';
 import { bnbQuantizationConfig, toBnbTensors } from '../../quant/bnb.js';
 import { HEAD_MODULES, isSkipped } from '../../quant/plan.js';
 import { type RawJson, dumpRawJson, parseRawJson } from '../../quant/pyjson.js';
-import { writeAtomically } from '../../io/safetensors/write.js';
+import { copyFileAtomic, writeFileAtomic } from '../../io/atomic.js';
+import { GENERATION_CONFIG_FILE, copyTokenizerFiles } from '../../io/modelfiles.js';
 import { QuantizationError } from '../../quant/errors.js';
 import { RuntimeSession } from '../../runtime/session.js';
 import { AdapterError } from '../types.js';
@@ -167,8 +168,6 @@ async function configFor(model: PretrainedModel, configPath: string, quantized: 
   return new TextEncoder().encode(dumpRawJson(config) + '\n');
 }
 
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'tokenizer.model', 'added_tokens.json'];
-
 /**
  * Saves a model as transformers' save_pretrained does: config.json (and generation_config.json)
  * from the model's folder, weights as float32 model.safetensors (sharded above the limit) under
@@ -197,22 +196,9 @@ export async function saveModelPretrained(model: PretrainedModel, dir: string, o
   const configBytes = await configFor(model, configPath, quantized);
   await mkdir(dir, { recursive: true });
   await writeShardedSafetensors(dir, tensors, { metadata: { format: 'pt' }, maxShardBytes: opts.maxShardBytes });
-  await writeAtomically(join(dir, 'config.json'), async (fh) => {
-    await fh.writeFile(configBytes);
-  });
-  const extra = ['generation_config.json', ...(opts.copyTokenizer ? TOKENIZER_FILES : [])];
-  for (const f of extra) {
-    const src = join(model.dir, f);
-    if (!existsSync(src) || src === join(dir, f)) continue;
-    const tmp = join(dir, `.${f}.${process.pid}.tmp`);
-    try {
-      await copyFile(src, tmp);
-      await rename(tmp, join(dir, f));
-    } catch (e) {
-      await unlink(tmp).catch(() => undefined);
-      throw e;
-    }
-  }
+  await writeFileAtomic(join(dir, 'config.json'), configBytes);
+  if (opts.copyTokenizer) await copyTokenizerFiles(model.dir, dir);
+  else if (existsSync(join(model.dir, GENERATION_CONFIG_FILE))) await copyFileAtomic(join(model.dir, GENERATION_CONFIG_FILE), join(dir, GENERATION_CONFIG_FILE));
 }
 
 /** DoRA's initial magnitude of embedding LoRAs: column norms of E + s(BA)^T, [dim] each. */

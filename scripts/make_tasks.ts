@@ -5,7 +5,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { writeAtomically } from '../src/io/safetensors/write.js';
+import { writeFileAtomic } from '../src/io/atomic.js';
 import { TASK_NAMES, taskSplits } from './corpus/tasks.js';
 
 async function main(): Promise<void> {
@@ -31,7 +31,7 @@ async function main(): Promise<void> {
     const splits = taskSplits(task, seed, sizes);
     for (const split of ['train', 'eval'] as const) {
       const text = splits[split].map((ex) => JSON.stringify(ex)).join('\n') + '\n';
-      await writeAtomically(join(dir, `${split}.jsonl`), async (fh) => void (await fh.writeFile(text)));
+      await writeFileAtomic(join(dir, `${split}.jsonl`), text);
     }
     process.stderr.write(`${task}: ${sizes.train} train, ${sizes.eval} eval examples in ${dir}\n`);
   }

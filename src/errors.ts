@@ -8,3 +8,8 @@ export class PeftError extends Error {
     this.name = new.target.name;
   }
 }
+
+/** The one check of a count the user gave a library function: undefined (not given) or an integer >= 1, else `Err`. */
+export function checkPositiveInt(what: string, v: number | undefined, Err: new (message: string) => PeftError): void {
+  if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new Err(`${what} must be a positive integer, got ${v}`);
+}

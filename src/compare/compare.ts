@@ -3,14 +3,16 @@
 // writes compare.json, compare.md, loss_curves.svg and quality_vs_params.svg into the output folder.
 
 import { spawn } from 'node:child_process';
-import { existsSync, openSync, closeSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../io/hfconfig.js';
 import { architectureOf } from '../models/load.js';
-import { writeAtomically } from '../io/safetensors/write.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { checkOutputDir, claimOutputDir } from '../io/outdir.js';
+import { checkPositiveInt } from '../errors.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import { TASK_NAMES, bundledModelDir, packageRoot } from '../tasks/tasks.js';
 import { bundledTask, resolveTask } from './data.js';
@@ -22,6 +24,7 @@ import { lossCurvesSvg, qualityVsParamsSvg } from './plots.js';
 import { CRITERIA, RATING_RULES, measuredRatings } from './ratings.js';
 import { type ComparisonReport, type MethodRow, comparisonMarkdown, formatBytes, formatQuality } from './report.js';
 import { type Constraints, DEFAULT_CONSTRAINTS, recommend } from './recommend.js';
+import { descriptorFor } from '../models/registry.js';
 
 export const COMPARE_FILES = { json: 'compare.json', markdown: 'compare.md', lossCurves: 'loss_curves.svg', qualityVsParams: 'quality_vs_params.svg', runs: 'runs' } as const;
 
@@ -82,9 +85,7 @@ export interface ComparisonResult {
   files: { json: string; markdown: string; lossCurves: string; qualityVsParams: string };
 }
 
-function positiveInt(name: string, v: number | undefined): void {
-  if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new CompareError(`${name} must be a positive integer, got ${v}`);
-}
+const positiveInt = (name: string, v: number | undefined): void => checkPositiveInt(name, v, CompareError);
 
 /** How a saved adapter names its base: relative to the working folder when inside it. */
 function baseName(dir: string): string {
@@ -120,7 +121,7 @@ async function runWorker(job: CompareJob, dir: string, timeoutS: number, signal?
   const resultFile = join(dir, 'result.json');
   const logFile = join(dir, 'worker.log');
   await rm(resultFile, { force: true });
-  await writeAtomically(jobFile, async (fh) => void (await fh.writeFile(`${JSON.stringify(job, null, 2)}\n`)));
+  await writeFileAtomic(jobFile, `${JSON.stringify(job, null, 2)}\n`);
   const fd = openSync(logFile, 'w');
   let reason: string | undefined;
   try {
@@ -151,8 +152,6 @@ async function runWorker(job: CompareJob, dir: string, timeoutS: number, signal?
   return { ok: false, error: { name: 'WorkerError', message: `${reason ?? 'the worker wrote no result'}${tail ? `; its log ends: ${tail}` : ''} (full log: ${logFile})` } };
 }
 
-/** Model types whose positions are rotary (no table of positions to run out of). */
-const ROTARY_MODEL_TYPES = ['llama', 'mistral', 'qwen2'];
 
 const pct = (x: number): string => `${(100 * x).toFixed(x < 0.01 ? 3 : 2)}%`;
 const ms = (s: number): string => `${(1000 * s).toFixed(1)} ms`;
@@ -182,8 +181,8 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
   }
   const chosen = parseMethods([...(opts.methods ?? defaultCompareMethods()), REFERENCE_METHOD]);
   const outDir = resolve(opts.outDir);
-  if (existsSync(outDir) && !statSync(outDir).isDirectory()) throw new CompareError(`the output ${outDir} is a file; pass a folder`);
   const modelDir = resolve(opts.modelDir ?? bundledModelDir());
+  checkOutputDir(outDir, { command: 'compare', replaceOwn: true, inputs: [{ path: modelDir, what: 'base model' }] });
   if (!existsSync(join(modelDir, 'config.json'))) {
     throw new CompareError(
       opts.modelDir === undefined
@@ -197,7 +196,7 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
   const config = JSON.parse(await readFile(join(modelDir, 'config.json'), 'utf8')) as { max_position_embeddings?: number; n_positions?: number; architectures?: unknown; model_type?: unknown };
   const positions = config.max_position_embeddings ?? config.n_positions ?? 1024;
   // A position-embedding table (BERT, GPT-2; not Llama's rotary positions) must also hold the virtual tokens of the soft-prompt methods.
-  const virtual = chosen.some(usesVirtualTokens) && !ROTARY_MODEL_TYPES.includes(String(config.model_type)) ? VIRTUAL_TOKENS : 0;
+  const virtual = chosen.some(usesVirtualTokens) && descriptorFor(String(config.model_type))?.positions !== 'rotary' ? VIRTUAL_TOKENS : 0;
   const maxLength = opts.maxLength ?? Math.min(1024, positions - virtual, tokenizer.modelMaxLength ?? Infinity);
   // A sequence classifier (e.g. BertForSequenceClassification) trains on {"text","label"} rows and is scored by accuracy.
   // the class loadModel will build (refused here, before --out is touched, when it cannot)
@@ -229,194 +228,200 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
   const timeoutS = opts.runTimeoutS ?? 1800;
   const info = machine();
 
-  await mkdir(outDir, { recursive: true });
-  const runsDir = join(outDir, COMPARE_FILES.runs);
-  await rm(runsDir, { recursive: true, force: true });
-  const extraRuns = (scales.length - 1) + flexTasks.length;
-  log(
-    `comparing ${chosen.map((m) => METHOD_SPECS[m].label).join(', ')} on ${primary.name} (${metric === 'eval_loss' ? 'eval loss' : metric}${primary.classification ? ' of a sequence classifier' : ''}) with ${modelDir}: ` +
-      `${budget} steps x batch ${batchSize} per run, ${extraRuns} flexibility run${extraRuns === 1 ? '' : 's'} per method`,
-  );
-  if (skippedFlexNote) log(`flexibility: ${skippedFlexNote}`);
-
-  // 1. The untuned base: quality on every task (the zero point of every gain) and the latency reference.
-  const flexQualityTasks = [primary, ...flexTasks];
-  const baseJob: BaseJob = { kind: 'base', settings, tasks: [primary], timeLatency: true, outDir: join(runsDir, 'base') };
-  const baseOut = await runWorker(baseJob, baseJob.outDir, timeoutS, opts.signal);
-  if (!baseOut.ok) throw new CompareError(`scoring the base model failed: ${baseOut.error.message}`);
-  const base = baseOut.result as BaseResult;
-  if (flexTasks.length) {
-    const flexBaseJob: BaseJob = { kind: 'base', settings: flexSettings, tasks: flexTasks, timeLatency: false, outDir: join(runsDir, 'base-flex') };
-    const o = await runWorker(flexBaseJob, flexBaseJob.outDir, timeoutS, opts.signal);
-    if (!o.ok) throw new CompareError(`scoring the base model on ${flexTasks.map((t) => t.name).join(', ')} failed: ${o.error.message}`);
-    base.qualities.push(...(o.result as BaseResult).qualities);
-  }
-  const baseQ = base.qualities[0]!;
-  if (!base.latency) throw new CompareError('the base-model run did not time its inference');
-  const baseLatency = base.latency;
-  log(`base model: ${base.totalParams.toLocaleString('en-US')} parameters, ${formatQuality(baseQ)}, latency ${ms(baseLatency.medianS)} (${primary.classification ? 'one forward pass' : `${baseLatency.tokens} tokens`})`);
-  const baseQualities = new Map(base.qualities.map((q) => [q.task, q]));
-
-  // 2. Every method: the measured run at the default rate, then the flexibility runs.
-  const order = [REFERENCE_METHOD, ...chosen.filter((m) => m !== REFERENCE_METHOD)];
-  const main = new Map<CompareMethod, WorkerOutput>();
-  const flex = new Map<CompareMethod, FlexInput>();
-  let reference: TrainResult | undefined;
-  for (const [i, method] of order.entries()) {
-    const spec = METHOD_SPECS[method];
-    const lr = lrOf(method);
-    const job: TrainJob = { kind: 'train', settings, method, task: primary, learningRate: lr, steps: budget, measure: true, outDir: join(runsDir, method, 'main') };
-    const out = await runWorker(job, job.outDir, timeoutS, opts.signal);
-    main.set(method, out);
-    const tag = `[${i + 1}/${order.length}] ${spec.label}`;
-    if (!out.ok) {
-      if (method === REFERENCE_METHOD) throw new CompareError(`full fine-tuning, the reference of every ratio, failed: ${out.error.message}`);
-      log(`${tag}: failed: ${out.error.message}`);
-      continue;
-    }
-    const r = out.result as TrainResult;
-    const m = r.measured!;
-    if (method === REFERENCE_METHOD) reference = r;
-    const ref = reference!.measured!;
+  // --out: new, empty, or an earlier comparison's folder (replaced: it is the documented default,
+  // out/compare); never a folder holding anything else (src/io/outdir.ts). Locked while running.
+  const folder = await claimOutputDir(outDir, { command: 'compare', replaceOwn: true, inputs: [{ path: modelDir, what: 'base model' }] });
+  try {
+    const runsDir = join(outDir, COMPARE_FILES.runs);
+    const extraRuns = (scales.length - 1) + flexTasks.length;
     log(
-      `${tag}: ${r.trainableParams.toLocaleString('en-US')} trainable (${pct(r.trainableParams / base.totalParams)}) | step ${ms(m.medianStepS)} (${(m.medianStepS / ref.medianStepS).toFixed(2)}x full) | ` +
-        `latency ${ms(m.latency.medianS)} (${(m.latency.medianS / m.baseLatency.medianS).toFixed(2)}x base) | peak RSS ${formatBytes(m.peakRssBytes)} | stored ${formatBytes(m.storedBytes)} | ` +
-        `${formatQuality(r.quality)} | ${r.seconds.toFixed(0)} s`,
+      `comparing ${chosen.map((m) => METHOD_SPECS[m].label).join(', ')} on ${primary.name} (${metric === 'eval_loss' ? 'eval loss' : metric}${primary.classification ? ' of a sequence classifier' : ''}) with ${modelDir}: ` +
+        `${budget} steps x batch ${batchSize} per run, ${extraRuns} flexibility run${extraRuns === 1 ? '' : 's'} per method`,
     );
-    const asFlex = (o: WorkerOutput, task: string, scale: number, learningRate: number): FlexRun =>
-      o.ok
-        ? { task, scale, learningRate, quality: (o.result as TrainResult).quality }
-        : { task, scale, learningRate, failure: `${o.error.name}: ${o.error.message}`, diverged: o.error.name === 'TrainError' };
-    const input: FlexInput = { method, lrGrid: [], tasks: [asFlex(out, primary.name, 1, lr)] };
-    if (scales.length > 1) {
-      for (const scale of scales) {
-        if (scale === 1) {
-          input.lrGrid.push(asFlex(out, primary.name, 1, lr));
-          continue;
-        }
-        const fj: TrainJob = { ...job, learningRate: lr * scale, measure: false, outDir: join(runsDir, method, `lr-x${scale}`) };
-        const fo = await runWorker(fj, fj.outDir, timeoutS, opts.signal);
-        input.lrGrid.push(asFlex(fo, primary.name, scale, lr * scale));
-        log(`    ${spec.label} lr x${scale} (${(lr * scale).toExponential(1)}) on ${primary.name}: ${fo.ok ? formatQuality((fo.result as TrainResult).quality) : `failed: ${fo.error.message}`}`);
-      }
-    }
-    for (const task of flexTasks) {
-      const fj: TrainJob = { ...job, settings: flexSettings, task, measure: false, outDir: join(runsDir, method, `task-${task.name}`) };
-      const fo = await runWorker(fj, fj.outDir, timeoutS, opts.signal);
-      input.tasks.push(asFlex(fo, task.name, 1, lr));
-      log(`    ${spec.label} on ${task.name}: ${fo.ok ? formatQuality((fo.result as TrainResult).quality) : `failed: ${fo.error.message}`}`);
-    }
-    flex.set(method, input);
-  }
+    if (skippedFlexNote) log(`flexibility: ${skippedFlexNote}`);
 
-  // 3. Ratios, flexibility, ratings.
-  const results = new Map<CompareMethod, TrainResult>();
-  for (const [m, o] of main) if (o.ok) results.set(m, o.result as TrainResult);
-  const ok = order.filter((m) => results.has(m));
-  const flexibility = computeFlexibility(ok.map((m) => flex.get(m)!), baseQualities);
-  if (skippedFlexNote) for (const fx of flexibility.values()) fx.notes.push(skippedFlexNote);
-  const ref = reference!;
-  const gainBasis = pickGainBasis([...results.values()].map((r) => r.quality), baseQ, ref.quality);
-  const rows: MethodRow[] = chosen.map((method) => {
-    const spec = METHOD_SPECS[method];
-    const out = main.get(method)!;
-    if (!out.ok) {
-      return { method, label: spec.label, settings: spec.settings, learning_rate: lrOf(method), status: 'failed', error: `${out.error.name}: ${out.error.message}` } as MethodRow;
+    // 1. The untuned base: quality on every task (the zero point of every gain) and the latency reference.
+    const flexQualityTasks = [primary, ...flexTasks];
+    const baseJob: BaseJob = { kind: 'base', settings, tasks: [primary], timeLatency: true, outDir: join(runsDir, 'base') };
+    const baseOut = await runWorker(baseJob, baseJob.outDir, timeoutS, opts.signal);
+    if (!baseOut.ok) throw new CompareError(`scoring the base model failed: ${baseOut.error.message}`);
+    const base = baseOut.result as BaseResult;
+    if (flexTasks.length) {
+      const flexBaseJob: BaseJob = { kind: 'base', settings: flexSettings, tasks: flexTasks, timeLatency: false, outDir: join(runsDir, 'base-flex') };
+      const o = await runWorker(flexBaseJob, flexBaseJob.outDir, timeoutS, opts.signal);
+      if (!o.ok) throw new CompareError(`scoring the base model on ${flexTasks.map((t) => t.name).join(', ')} failed: ${o.error.message}`);
+      base.qualities.push(...(o.result as BaseResult).qualities);
     }
-    const r = results.get(method)!;
-    const m = r.measured!;
-    const fx = flexibility.get(method)!;
-    const relativeGain = gainBasis.relative(r.quality);
-    const inputs = {
-      trainableShare: r.trainableParams / base.totalParams,
-      stepVsFull: m.medianStepS / ref.measured!.medianStepS,
-      latencyVsBase: m.latency.medianS / m.baseLatency.medianS,
-      storedVsFull: m.storedBytes / ref.measured!.storedBytes,
-      peakVsFull: m.peakRssBytes / ref.measured!.peakRssBytes,
-      relativeGain,
-      flexibility: fx.value,
+    const baseQ = base.qualities[0]!;
+    if (!base.latency) throw new CompareError('the base-model run did not time its inference');
+    const baseLatency = base.latency;
+    log(`base model: ${base.totalParams.toLocaleString('en-US')} parameters, ${formatQuality(baseQ)}, latency ${ms(baseLatency.medianS)} (${primary.classification ? 'one forward pass' : `${baseLatency.tokens} tokens`})`);
+    const baseQualities = new Map(base.qualities.map((q) => [q.task, q]));
+
+    // 2. Every method: the measured run at the default rate, then the flexibility runs.
+    const order = [REFERENCE_METHOD, ...chosen.filter((m) => m !== REFERENCE_METHOD)];
+    const main = new Map<CompareMethod, WorkerOutput>();
+    const flex = new Map<CompareMethod, FlexInput>();
+    let reference: TrainResult | undefined;
+    for (const [i, method] of order.entries()) {
+      const spec = METHOD_SPECS[method];
+      const lr = lrOf(method);
+      const job: TrainJob = { kind: 'train', settings, method, task: primary, learningRate: lr, steps: budget, measure: true, outDir: join(runsDir, method, 'main') };
+      const out = await runWorker(job, job.outDir, timeoutS, opts.signal);
+      main.set(method, out);
+      const tag = `[${i + 1}/${order.length}] ${spec.label}`;
+      if (!out.ok) {
+        if (method === REFERENCE_METHOD) throw new CompareError(`full fine-tuning, the reference of every ratio, failed: ${out.error.message}`);
+        log(`${tag}: failed: ${out.error.message}`);
+        continue;
+      }
+      const r = out.result as TrainResult;
+      const m = r.measured!;
+      if (method === REFERENCE_METHOD) reference = r;
+      const ref = reference!.measured!;
+      log(
+        `${tag}: ${r.trainableParams.toLocaleString('en-US')} trainable (${pct(r.trainableParams / base.totalParams)}) | step ${ms(m.medianStepS)} (${(m.medianStepS / ref.medianStepS).toFixed(2)}x full) | ` +
+          `latency ${ms(m.latency.medianS)} (${(m.latency.medianS / m.baseLatency.medianS).toFixed(2)}x base) | peak RSS ${formatBytes(m.peakRssBytes)} | stored ${formatBytes(m.storedBytes)} | ` +
+          `${formatQuality(r.quality)} | ${r.seconds.toFixed(0)} s`,
+      );
+      const asFlex = (o: WorkerOutput, task: string, scale: number, learningRate: number): FlexRun =>
+        o.ok
+          ? { task, scale, learningRate, quality: (o.result as TrainResult).quality }
+          : { task, scale, learningRate, failure: `${o.error.name}: ${o.error.message}`, diverged: o.error.name === 'TrainError' };
+      const input: FlexInput = { method, lrGrid: [], tasks: [asFlex(out, primary.name, 1, lr)] };
+      if (scales.length > 1) {
+        for (const scale of scales) {
+          if (scale === 1) {
+            input.lrGrid.push(asFlex(out, primary.name, 1, lr));
+            continue;
+          }
+          const fj: TrainJob = { ...job, learningRate: lr * scale, measure: false, outDir: join(runsDir, method, `lr-x${scale}`) };
+          const fo = await runWorker(fj, fj.outDir, timeoutS, opts.signal);
+          input.lrGrid.push(asFlex(fo, primary.name, scale, lr * scale));
+          log(`    ${spec.label} lr x${scale} (${(lr * scale).toExponential(1)}) on ${primary.name}: ${fo.ok ? formatQuality((fo.result as TrainResult).quality) : `failed: ${fo.error.message}`}`);
+        }
+      }
+      for (const task of flexTasks) {
+        const fj: TrainJob = { ...job, settings: flexSettings, task, measure: false, outDir: join(runsDir, method, `task-${task.name}`) };
+        const fo = await runWorker(fj, fj.outDir, timeoutS, opts.signal);
+        input.tasks.push(asFlex(fo, task.name, 1, lr));
+        log(`    ${spec.label} on ${task.name}: ${fo.ok ? formatQuality((fo.result as TrainResult).quality) : `failed: ${fo.error.message}`}`);
+      }
+      flex.set(method, input);
+    }
+
+    // 3. Ratios, flexibility, ratings.
+    const results = new Map<CompareMethod, TrainResult>();
+    for (const [m, o] of main) if (o.ok) results.set(m, o.result as TrainResult);
+    const ok = order.filter((m) => results.has(m));
+    const flexibility = computeFlexibility(ok.map((m) => flex.get(m)!), baseQualities);
+    if (skippedFlexNote) for (const fx of flexibility.values()) fx.notes.push(skippedFlexNote);
+    const ref = reference!;
+    const gainBasis = pickGainBasis([...results.values()].map((r) => r.quality), baseQ, ref.quality);
+    const rows: MethodRow[] = chosen.map((method) => {
+      const spec = METHOD_SPECS[method];
+      const out = main.get(method)!;
+      if (!out.ok) {
+        return { method, label: spec.label, settings: spec.settings, learning_rate: lrOf(method), status: 'failed', error: `${out.error.name}: ${out.error.message}` } as MethodRow;
+      }
+      const r = results.get(method)!;
+      const m = r.measured!;
+      const fx = flexibility.get(method)!;
+      const relativeGain = gainBasis.relative(r.quality);
+      const inputs = {
+        trainableShare: r.trainableParams / base.totalParams,
+        stepVsFull: m.medianStepS / ref.measured!.medianStepS,
+        latencyVsBase: m.latency.medianS / m.baseLatency.medianS,
+        storedVsFull: m.storedBytes / ref.measured!.storedBytes,
+        peakVsFull: m.peakRssBytes / ref.measured!.peakRssBytes,
+        relativeGain,
+        flexibility: fx.value,
+      };
+      const measuredR = measuredRatings(inputs);
+      return {
+        method,
+        label: spec.label,
+        peft_type: r.peftType,
+        settings: spec.settings,
+        learning_rate: r.learningRate,
+        status: 'ok',
+        trainable_params: r.trainableParams,
+        total_params: base.totalParams,
+        trainable_share: inputs.trainableShare,
+        step_time_ms: 1000 * m.medianStepS,
+        step_time_vs_full: inputs.stepVsFull,
+        inference_latency_ms: 1000 * m.latency.medianS,
+        base_latency_ms: 1000 * m.baseLatency.medianS,
+        latency_vs_base: inputs.latencyVsBase,
+        peak_train_rss_bytes: m.peakRssBytes,
+        peak_vs_full: inputs.peakVsFull,
+        stored_bytes: m.storedBytes,
+        stored_vs_full: inputs.storedVsFull,
+        stored_files: m.storedFiles,
+        quality: r.quality,
+        relative_gain: relativeGain,
+        gain_basis: gainBasis.basis,
+        flexibility: fx,
+        ratings: Object.fromEntries(CRITERIA.map((c) => [c, { measured: measuredR[c], folklore: spec.folklore[c] }])) as MethodRow['ratings'],
+        final_loss: r.finalLoss ?? null,
+        train_seconds: r.trainSeconds,
+        run_seconds: r.seconds,
+        steps: r.steps,
+        loss_curve: m.metrics,
+      };
+    });
+    info.loadavg_end = os.loadavg().map((x) => Number(x.toFixed(2)));
+    const report: ComparisonReport = {
+      created: new Date().toISOString(),
+      command: opts.command ?? null,
+      machine: info,
+      model: { dir: settings.baseName, total_params: base.totalParams },
+      task: {
+        name: primary.name,
+        metric,
+        ...(primary.classification ? { classification: true } : {}),
+        train_file: baseName(primary.trainFile),
+        eval_file: baseName(primary.evalFile),
+        eval_examples_scored: baseQ.total ?? null,
+      },
+      budget: { steps: budget, batch_size: batchSize, max_length: maxLength, seed, schedule: 'linear decay after 5% warmup', eval_limit: opts.evalLimit ?? null, flex_eval_limit: flexTasks.length || scales.length > 1 ? flexEvalLimit : null },
+      base: { quality: baseQ, latency_ms: 1000 * baseLatency.medianS, latency_prompts: baseLatency.prompts, latency_tokens: baseLatency.tokens, flex_tasks: base.qualities.slice(1) },
+      flexibility_definition: flexibilityDefinition(scales, primary.name, flexQualityTasks.map((t) => t.name), primary.classification ? 'the bundled tasks are for causal language models, not this sequence classifier' : undefined),
+      flex_lr_scales: scales,
+      flex_tasks: flexTasks.map((t) => t.name),
+      rating_rules: RATING_RULES,
+      methods: rows,
+      wall_seconds: (performance.now() - t0) / 1000,
     };
-    const measuredR = measuredRatings(inputs);
-    return {
-      method,
-      label: spec.label,
-      peft_type: r.peftType,
-      settings: spec.settings,
-      learning_rate: r.learningRate,
-      status: 'ok',
-      trainable_params: r.trainableParams,
-      total_params: base.totalParams,
-      trainable_share: inputs.trainableShare,
-      step_time_ms: 1000 * m.medianStepS,
-      step_time_vs_full: inputs.stepVsFull,
-      inference_latency_ms: 1000 * m.latency.medianS,
-      base_latency_ms: 1000 * m.baseLatency.medianS,
-      latency_vs_base: inputs.latencyVsBase,
-      peak_train_rss_bytes: m.peakRssBytes,
-      peak_vs_full: inputs.peakVsFull,
-      stored_bytes: m.storedBytes,
-      stored_vs_full: inputs.storedVsFull,
-      stored_files: m.storedFiles,
-      quality: r.quality,
-      relative_gain: relativeGain,
-      gain_basis: gainBasis.basis,
-      flexibility: fx,
-      ratings: Object.fromEntries(CRITERIA.map((c) => [c, { measured: measuredR[c], folklore: spec.folklore[c] }])) as MethodRow['ratings'],
-      final_loss: r.finalLoss ?? null,
-      train_seconds: r.trainSeconds,
-      run_seconds: r.seconds,
-      steps: r.steps,
-      loss_curve: m.metrics,
+    report.recommendations = recommend(report, opts.constraints ?? DEFAULT_CONSTRAINTS);
+    const files = {
+      json: join(outDir, COMPARE_FILES.json),
+      markdown: join(outDir, COMPARE_FILES.markdown),
+      lossCurves: join(outDir, COMPARE_FILES.lossCurves),
+      qualityVsParams: join(outDir, COMPARE_FILES.qualityVsParams),
     };
-  });
-  info.loadavg_end = os.loadavg().map((x) => Number(x.toFixed(2)));
-  const report: ComparisonReport = {
-    created: new Date().toISOString(),
-    command: opts.command ?? null,
-    machine: info,
-    model: { dir: settings.baseName, total_params: base.totalParams },
-    task: {
-      name: primary.name,
-      metric,
-      ...(primary.classification ? { classification: true } : {}),
-      train_file: baseName(primary.trainFile),
-      eval_file: baseName(primary.evalFile),
-      eval_examples_scored: baseQ.total ?? null,
-    },
-    budget: { steps: budget, batch_size: batchSize, max_length: maxLength, seed, schedule: 'linear decay after 5% warmup', eval_limit: opts.evalLimit ?? null, flex_eval_limit: flexTasks.length || scales.length > 1 ? flexEvalLimit : null },
-    base: { quality: baseQ, latency_ms: 1000 * baseLatency.medianS, latency_prompts: baseLatency.prompts, latency_tokens: baseLatency.tokens, flex_tasks: base.qualities.slice(1) },
-    flexibility_definition: flexibilityDefinition(scales, primary.name, flexQualityTasks.map((t) => t.name), primary.classification ? 'the bundled tasks are for causal language models, not this sequence classifier' : undefined),
-    flex_lr_scales: scales,
-    flex_tasks: flexTasks.map((t) => t.name),
-    rating_rules: RATING_RULES,
-    methods: rows,
-    wall_seconds: (performance.now() - t0) / 1000,
-  };
-  report.recommendations = recommend(report, opts.constraints ?? DEFAULT_CONSTRAINTS);
-  const files = {
-    json: join(outDir, COMPARE_FILES.json),
-    markdown: join(outDir, COMPARE_FILES.markdown),
-    lossCurves: join(outDir, COMPARE_FILES.lossCurves),
-    qualityVsParams: join(outDir, COMPARE_FILES.qualityVsParams),
-  };
-  const okRows = rows.filter((r) => r.status === 'ok');
-  const put = (path: string, text: string) => writeAtomically(path, async (fh) => void (await fh.writeFile(text)));
-  await put(files.json, `${JSON.stringify(report, null, 2)}\n`);
-  await put(files.markdown, comparisonMarkdown(report, { lossCurves: COMPARE_FILES.lossCurves, qualityVsParams: COMPARE_FILES.qualityVsParams }));
-  await put(files.lossCurves, lossCurvesSvg(okRows.map((r) => ({ label: r.label, records: r.loss_curve! })), { title: `Loss per method on ${primary.name} (${budget} steps)` }));
-  const metricName = metric === 'accuracy' ? 'accuracy' : metric === 'exact_match' ? 'exact match' : 'exp(-eval loss)';
-  await put(
-    files.qualityVsParams,
-    qualityVsParamsSvg(okRows.map((r) => ({ label: r.label, trainableParams: r.trainable_params!, quality: r.quality!.value })), {
-      base: baseQ.value,
-      chance: baseQ.chance,
-      metric: metricName,
-      title: `${primary.name}: ${metricName} vs trainable parameters`,
-    }),
-  );
-  const failed = rows.filter((r) => r.status === 'failed');
-  if (failed.length) log(`${failed.length} method${failed.length > 1 ? 's' : ''} failed: ${failed.map((r) => r.label).join(', ')} (their rows say why)`);
-  return { report, files };
+    const okRows = rows.filter((r) => r.status === 'ok');
+    const put = (path: string, text: string) => writeFileAtomic(path, text);
+    await put(files.json, `${JSON.stringify(report, null, 2)}\n`);
+    await put(files.markdown, comparisonMarkdown(report, { lossCurves: COMPARE_FILES.lossCurves, qualityVsParams: COMPARE_FILES.qualityVsParams }));
+    await put(files.lossCurves, lossCurvesSvg(okRows.map((r) => ({ label: r.label, records: r.loss_curve! })), { title: `Loss per method on ${primary.name} (${budget} steps)` }));
+    const metricName = metric === 'accuracy' ? 'accuracy' : metric === 'exact_match' ? 'exact match' : 'exp(-eval loss)';
+    await put(
+      files.qualityVsParams,
+      qualityVsParamsSvg(okRows.map((r) => ({ label: r.label, trainableParams: r.trainable_params!, quality: r.quality!.value })), {
+        base: baseQ.value,
+        chance: baseQ.chance,
+        metric: metricName,
+        title: `${primary.name}: ${metricName} vs trainable parameters`,
+      }),
+    );
+    const failed = rows.filter((r) => r.status === 'failed');
+    if (failed.length) log(`${failed.length} method${failed.length > 1 ? 's' : ''} failed: ${failed.map((r) => r.label).join(', ')} (their rows say why)`);
+    await folder.complete();
+    return { report, files };
+  } finally {
+    await folder.release();
+  }
 }
 
 /**

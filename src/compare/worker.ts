@@ -3,7 +3,7 @@
 // either a whole answer or none. Only ever executed as a script, never imported.
 
 import { readFile } from 'node:fs/promises';
-import { writeAtomically } from '../io/safetensors/write.js';
+import { writeFileAtomic } from '../io/atomic.js';
 import type { CompareJob, WorkerOutput } from './job.js';
 import { runJob } from './run.js';
 
@@ -22,7 +22,7 @@ async function main(): Promise<number> {
     process.stderr.write(`${err.stack ?? err.message}\n`);
     out = { ok: false, error: { name: err.name, message: err.message, stack: err.stack } };
   }
-  await writeAtomically(resultFile, async (fh) => void (await fh.writeFile(`${JSON.stringify(out)}\n`)));
+  await writeFileAtomic(resultFile, `${JSON.stringify(out)}\n`);
   return out.ok ? 0 : 1;
 }
 

@@ -56,6 +56,8 @@ function buildStep(model: InferenceModel, withPast: boolean): { graph: Graph; ou
   // Named like the concatenated keys' length, so shape inference sees mask and keys agree.
   const attentionMask = g.input('attention_mask', 'int64', ['batch', withPast ? 'past+seq' : 'seq']);
   const positionIds = g.input('position_ids', 'int64', ['batch', 'seq']);
+  // Only the last position's logits leave the graph: the LM head runs on that position alone.
+  ctx.linearInputs.set('lm_head', (x) => (x.rank === 3 ? o.slice(x, 1, -1) : x));
   const out = model.forward(ctx, { inputIds, attentionMask, positionIds, past });
   const outputs: Record<string, Value> = { logits: o.squeeze(o.slice(out.logits, 1, -1), 1) };
   out.presents.forEach((kv, i) => {

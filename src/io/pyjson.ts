@@ -2,7 +2,7 @@
 // peft and AdapterHub write their config files: sorted keys, ASCII-only escapes, and floats that
 // stay floats ("1.0", "0.0001", "1e-05"), marked here by wrapping them in PyFloat.
 
-import { writeAtomically } from './safetensors/write.js';
+import { writeFileAtomic } from './atomic.js';
 
 /** A number Python holds as a float: written with a decimal point or exponent even when integral. */
 export class PyFloat {
@@ -85,7 +85,5 @@ export { pythonFloatRepr as pyFloatRepr };
 /** Writes `value` as Python's json.dumps(indent=2, sort_keys=True) text, atomically (temp file + rename). */
 export async function writePythonJson(path: string, value: PyJson): Promise<void> {
   const bytes = new TextEncoder().encode(pythonJsonDumps(value));
-  await writeAtomically(path, async (fh) => {
-    await fh.writeFile(bytes);
-  });
+  await writeFileAtomic(path, bytes);
 }

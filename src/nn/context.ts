@@ -42,6 +42,12 @@ export interface BuildOptions {
 
 export class BuildContext {
   readonly linearHooks = new Map<string, LinearHook>();
+  /**
+   * Input transforms applied before a module (and its tuner hook) runs, by module name: the decoding
+   * sessions narrow lm_head's input to the last position, so the prompt's other positions never go
+   * through the vocabulary projection.
+   */
+  readonly linearInputs = new Map<string, (x: Value) => Value>();
   /** by embedding module name (e.g. "model.embed_tokens"): LoRA on embeddings, trainable tokens */
   readonly embeddingHooks = new Map<string, EmbeddingHook>();
   /** keys like "3.attn" / "3.ffn": bottleneck adapters and other residual-stream methods */

@@ -21,6 +21,8 @@ export function baseProduct(ctx: BuildContext, spec: LinearSpec, x: Value): Valu
 
 /** Runs a linear module, through its tuner hook when one is installed. */
 export function linear(ctx: BuildContext, spec: LinearSpec, x: Value): Value {
+  const narrow = ctx.linearInputs.get(spec.name);
+  if (narrow) x = narrow(x);
   const base = (inp: Value): Value => {
     const y = baseProduct(ctx, spec, inp);
     return spec.bias ? o.add(y, ctx.weight(`${spec.name}.bias`)) : y;

@@ -5,7 +5,7 @@
 import { mkdir, readFile, readdir, realpath, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { type RawTensor, openCheckpoint, writeShardedSafetensors } from '../io/safetensors.js';
-import { writeAtomically } from '../io/safetensors/write.js';
+import { writeFileAtomic } from '../io/atomic.js';
 import type { Quantized4bit } from './blockwise.js';
 import { BNB_COMPONENTS, quantStateKey, toBnbTensors, type BnbConfigOptions, bnbQuantizationConfig } from './bnb.js';
 import { QuantizationError } from './errors.js';
@@ -103,14 +103,10 @@ export async function writeQuantizedCheckpoint(srcDir: string, outDir: string, o
   await mkdir(outDir, { recursive: true });
   const written = await writeShardedSafetensors(outDir, tensors, { metadata: { format: 'pt' }, maxShardBytes: opts.maxShardBytes });
   const configBytes = new TextEncoder().encode(dumpRawJson(config) + '\n');
-  await writeAtomically(join(outDir, 'config.json'), async (fh) => {
-    await fh.writeFile(configBytes);
-  });
+  await writeFileAtomic(join(outDir, 'config.json'), configBytes);
   for (const f of others) {
     const bytes = await readFile(join(srcDir, f));
-    await writeAtomically(join(outDir, f), async (fh) => {
-      await fh.writeFile(bytes);
-    });
+    await writeFileAtomic(join(outDir, f), bytes);
   }
   return {
     files: [...written.files, ...(written.indexPath ? [written.indexPath] : []), join(outDir, 'config.json'), ...others.map((f) => join(outDir, f))],

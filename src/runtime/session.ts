@@ -194,7 +194,7 @@ export class RuntimeSession {
         ep === 'cuda'
           ? 'install the CUDA provider with `ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node` on a Linux x64 machine with CUDA 12'
           : 'WebGPU needs a platform where onnxruntime-node ships its WebGPU provider';
-      throw new RuntimeError(`execution provider "${ep}" is not available here (have: ${availableProviders().join(', ')}); ${hint}, or use --device cpu`);
+      throw new RuntimeError(`execution provider "${ep}" is not available here (have: ${availableProviders().join(', ')}); ${hint}; or leave executionProvider unset to run on the CPU (the default; no peft command selects another provider)`);
     }
     const options: ort.InferenceSession.SessionOptions = {
       executionProviders: [ep],

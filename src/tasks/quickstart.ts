@@ -2,18 +2,18 @@
 // and after with the task's metric, the adapter saved in the peft layout with the scores next to
 // it. `peft quickstart` (and `npm start`) is a thin shell over runQuickstart.
 
-import { existsSync, statSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join, relative, resolve, sep } from 'node:path';
-import { writeAtomically } from '../io/safetensors/write.js';
+import { writeFileAtomic } from '../io/atomic.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import { loadModel } from '../models/load.js';
 import { prepareExamples, tokenizeRecords, type TokenizedExample } from '../train/data.js';
 import { type ProgressReporter, silentProgress } from '../train/progress.js';
-import { Trainer } from '../train/trainer.js';
+import { Trainer, checkRunFolder } from '../train/trainer.js';
 import { getPeftModel } from '../tuners/load.js';
 import { type TaskEvaluation, evaluateTask, formatScore } from './evaluate.js';
 import { type TaskExample, TaskError, bundledModelDir, getTask, loadTaskData } from './tasks.js';
+import { checkPositiveInt } from '../errors.js';
 
 /** The defaults `npm start` runs with; measured in docs/QUICKSTART.md. */
 export const QUICKSTART_DEFAULTS = {
@@ -88,9 +88,7 @@ export interface QuickstartResult {
   samples: QuickstartSample[];
 }
 
-function positiveInt(name: string, v: number | undefined): void {
-  if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new TaskError(`${name} must be a positive integer, got ${v}`);
-}
+const positiveInt = (name: string, v: number | undefined): void => checkPositiveInt(name, v, TaskError);
 
 /** How the adapter config names its base: a path relative to the working folder when it lies inside it. */
 function baseName(dir: string): string {
@@ -131,12 +129,14 @@ export async function runQuickstart(opts: QuickstartOptions = {}): Promise<Quick
   if (!(o.learningRate > 0)) throw new TaskError(`the learning rate must be above 0, got ${o.learningRate}`);
   if (!(o.loraDropout >= 0 && o.loraDropout < 1)) throw new TaskError(`LoRA dropout must be in [0, 1), got ${o.loraDropout}`);
   if (!(Number.isInteger(o.samples) && o.samples >= 0)) throw new TaskError(`samples must be an integer >= 0, got ${o.samples}`);
-  if (existsSync(o.out) && !statSync(o.out).isDirectory()) throw new TaskError(`the output ${o.out} is a file; pass a folder`);
   const spec = getTask(o.task);
   const modelDir = resolve(opts.model ?? bundledModelDir());
   if (!existsSync(modelDir)) {
     throw new TaskError(`the base model folder ${modelDir} does not exist; the bundled one is made by \`npm run pretrain\`, or pass a model folder`);
   }
+  // The output is a training run folder: new, empty, or an earlier run's (replaced); never a folder
+  // holding anything else (src/io/outdir.ts). The trainer takes its lock.
+  await checkRunFolder(o.out, { overwrite: true, inputs: [{ path: modelDir, what: 'base model' }] });
   const data = await loadTaskData(spec.name, opts.data);
   const runtime = { threads: opts.threads };
 
@@ -165,7 +165,6 @@ export async function runQuickstart(opts: QuickstartOptions = {}): Promise<Quick
   for (const t of adapted.parameters().values()) trainable += t.data.length;
   log(`LoRA r=${o.r}, alpha=${o.loraAlpha} on ${Array.isArray(o.targetModules) ? o.targetModules.join(', ') : o.targetModules}: ${trainable.toLocaleString('en-US')} trainable parameters (${((100 * trainable) / total).toFixed(2)}% of the model)`);
 
-  await mkdir(o.out, { recursive: true });
   const trainer = new Trainer(adapted, train, evalRows, {
     outputDir: o.out,
     padTokenId,
@@ -225,7 +224,7 @@ export async function runQuickstart(opts: QuickstartOptions = {}): Promise<Quick
     after: { score: after.score, correct: after.correct, total: after.total },
     samples,
   };
-  await writeAtomically(join(o.out, EVAL_RESULTS_FILE), async (fh) => void (await fh.writeFile(`${JSON.stringify(summary, null, 2)}\n`)));
+  await writeFileAtomic(join(o.out, EVAL_RESULTS_FILE), `${JSON.stringify(summary, null, 2)}\n`);
   return out;
 }
 

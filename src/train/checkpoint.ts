@@ -2,12 +2,11 @@
 // the peft layout, exact trainable tensors, AdamW moments and step, schedule, RNG state, data
 // position, metrics so far), written under a temp name and renamed, so a folder is whole or absent.
 
-import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { SafetensorsFile, fromTypedArray, toFloat32, writeSafetensors, type RawTensor } from '../io/safetensors.js';
-import { writeAtomically } from '../io/safetensors/write.js';
+import { tempPathFor, writeFailure, writeFileAtomic } from '../io/atomic.js';
 import type { AdaptedModel } from '../tuners/types.js';
 import type { AdamWState } from './adamw.js';
 import type { DataPosition } from './batches.js';
@@ -50,16 +49,16 @@ export interface Checkpoint {
 
 async function writeJson(path: string, value: unknown): Promise<void> {
   const text = JSON.stringify(value, null, 2) + '\n';
-  await writeAtomically(path, async (fh) => void (await fh.writeFile(text)));
+  await writeFileAtomic(path, text);
 }
 
 /** Writes checkpoint-<step> under `checkpointsDir`; returns its path. */
 export async function saveCheckpoint(checkpointsDir: string, ckpt: Checkpoint, model: AdaptedModel): Promise<string> {
-  await mkdir(checkpointsDir, { recursive: true });
   const name = `${PREFIX}${ckpt.state.globalStep}`;
   const final = join(checkpointsDir, name);
-  const tmp = join(checkpointsDir, `.${name}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const tmp = tempPathFor(final);
   try {
+    await mkdir(checkpointsDir, { recursive: true });
     await mkdir(tmp);
     await model.savePretrained(tmp);
     const params = new Map<string, RawTensor>();
@@ -82,14 +81,14 @@ export async function saveCheckpoint(checkpointsDir: string, ckpt: Checkpoint, m
     });
     if (existsSync(final)) {
       // A checkpoint of the same step from an earlier attempt: swap it out, then remove it.
-      const old = join(checkpointsDir, `.${name}.old-${process.pid}-${randomBytes(4).toString('hex')}`);
+      const old = tempPathFor(final, 'old');
       await rename(final, old);
       await rename(tmp, final);
       await rm(old, { recursive: true, force: true });
     } else await rename(tmp, final);
   } catch (e) {
     await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-    throw new CheckpointError(`writing checkpoint ${final} failed: ${(e as Error).message}; earlier checkpoints are untouched`);
+    throw new CheckpointError(`writing checkpoint ${final} failed: ${writeFailure(e)}; earlier checkpoints are untouched`);
   }
   return final;
 }
@@ -109,22 +108,11 @@ export async function listCheckpoints(checkpointsDir: string): Promise<{ step: n
     .sort((a, b) => a.step - b.step);
 }
 
-/** Removes temp folders that interrupted checkpoint writes left behind. */
-export async function removeStaleTemps(checkpointsDir: string): Promise<void> {
-  let names: string[];
-  try {
-    names = await readdir(checkpointsDir);
-  } catch {
-    return;
-  }
-  for (const n of names) if (/^\.checkpoint-\d+\.(tmp|old)-/.test(n)) await rm(join(checkpointsDir, n), { recursive: true, force: true });
-}
-
 /** "latest" (the highest step under <outputDir>/checkpoints) or a checkpoint folder, as a path. */
 export async function resolveCheckpoint(outputDir: string, resume: string): Promise<string> {
   if (resume === 'latest') {
     const list = await listCheckpoints(join(outputDir, CHECKPOINTS_DIR));
-    if (list.length === 0) throw new CheckpointError(`--resume latest: ${join(outputDir, CHECKPOINTS_DIR)} has no checkpoint; start without --resume`);
+    if (list.length === 0) throw new CheckpointError(`--resume latest: ${join(outputDir, CHECKPOINTS_DIR)} has no checkpoint (the run stopped before writing one); start without --resume`);
     return list[list.length - 1]!.path;
   }
   const dir = resolve(resume);

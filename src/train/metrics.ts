@@ -2,8 +2,8 @@
 // metrics.jsonl, named as transformers' log_history names them. On resume the file is rewritten
 // from the checkpoint's history, so steps redone after the checkpoint are not logged twice.
 
-import { appendFile, writeFile, rename } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { appendFile } from 'node:fs/promises';
+import { writeError, writeFileAtomic } from '../io/atomic.js';
 
 export interface TrainRecord {
   kind: 'train';
@@ -46,13 +46,13 @@ export class MetricsLog {
 
   /** Replaces the file with `records` (atomically: temp file, then rename). */
   async reset(records: readonly MetricRecord[]): Promise<void> {
-    const tmp = join(dirname(this.path), `.${basename(this.path)}.${process.pid}.tmp`);
-    await writeFile(tmp, records.map((r) => JSON.stringify(r) + '\n').join(''));
-    await rename(tmp, this.path);
+    await writeFileAtomic(this.path, records.map((r) => JSON.stringify(r) + '\n').join(''));
   }
 
   async append(record: MetricRecord): Promise<void> {
-    await appendFile(this.path, JSON.stringify(record) + '\n');
+    await appendFile(this.path, JSON.stringify(record) + '\n').catch((e: unknown) => {
+      throw writeError(this.path, e);
+    });
   }
 }
 

@@ -1,8 +1,7 @@
 // The loss curve of a run as a self-contained SVG: train loss per step and eval loss per
 // evaluation against the step, with ticked and labelled axes, grid lines and a legend.
 
-import { writeFile, rename } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { writeFileAtomic } from '../io/atomic.js';
 import type { MetricRecord } from './metrics.js';
 
 export interface PlotOptions {
@@ -116,9 +115,7 @@ export function lossCurveSvg(records: readonly MetricRecord[], opts: PlotOptions
   return out.join('\n') + '\n';
 }
 
-/** Writes the loss curve to `path` (temp file, then rename). */
+/** Writes the loss curve to `path` atomically. */
 export async function writeLossPlot(path: string, records: readonly MetricRecord[], opts: PlotOptions = {}): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
-  await writeFile(tmp, lossCurveSvg(records, opts));
-  await rename(tmp, path);
+  await writeFileAtomic(path, lossCurveSvg(records, opts));
 }

@@ -5,13 +5,13 @@
 // example-weighted loss and accuracy.
 
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { type OutputDir, type OutputDirState, checkOutputDir, claimOutputDir, readOutputMarker } from '../io/outdir.js';
+import { copyTokenizerFiles } from '../io/modelfiles.js';
 import type { AdaptedModel } from '../tuners/types.js';
 import { AdamW, clipGradNorm } from './adamw.js';
 import { BatchStream, evalBatches } from './batches.js';
-import { CHECKPOINTS_DIR, type Checkpoint, type RunSignature, listCheckpoints, loadCheckpoint, removeStaleTemps, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { CHECKPOINTS_DIR, type Checkpoint, type RunSignature, listCheckpoints, loadCheckpoint, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { type Example, IGNORE_INDEX, isClassificationExample } from './data.js';
 import { CheckpointError, TrainError } from './errors.js';
 import { KEEP_MASK_SCHEME } from './keepmask.js';
@@ -21,6 +21,7 @@ import { type ProgressReporter, silentProgress } from './progress.js';
 import { Rng } from './rng.js';
 import { LrSchedule, type ScheduleName, warmupStepsFor } from './schedule.js';
 import { EvalStep, type StepOptions, TrainStep, labelKindOf } from './step.js';
+import { checkPositiveInt } from '../errors.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
 export const PLOT_FILE = 'loss.svg';
@@ -59,8 +60,10 @@ export interface TrainerOptions {
   seed?: number;
   /** a checkpoint folder or "latest" */
   resume?: string;
-  /** start over in an output folder that holds an earlier run's checkpoints and metrics */
+  /** start over in an output folder that holds an earlier run (its files are removed first) */
   overwrite?: boolean;
+  /** copy this folder's tokenizer files (and generation_config.json) next to the final adapter */
+  tokenizerDir?: string;
   progress?: ProgressReporter;
   /** called after every optimizer step (tests use it to stop a run part-way) */
   onStep?: (record: TrainRecord) => void | Promise<void>;
@@ -114,15 +117,13 @@ export interface TrainResult {
   metrics: MetricRecord[];
 }
 
-type Optional = 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'onRecord' | 'runtime' | 'evalMetrics' | 'metricForBestModel' | 'greaterIsBetter' | 'saveBest' | 'earlyStoppingPatience';
+type Optional = 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'onRecord' | 'runtime' | 'evalMetrics' | 'metricForBestModel' | 'greaterIsBetter' | 'saveBest' | 'earlyStoppingPatience' | 'tokenizerDir';
 type Resolved = Required<Omit<TrainerOptions, Optional | 'progress'>> & Pick<TrainerOptions, Optional> & { progress: ProgressReporter };
 
 /** The folder under the output folder that holds the best evaluation's adapter. */
 export const BEST_DIR = 'best';
 
-function positiveInt(name: string, v: number): void {
-  if (!(Number.isInteger(v) && v > 0)) throw new TrainError(`${name} must be a positive integer, got ${v}`);
-}
+const positiveInt = (name: string, v: number | undefined): void => checkPositiveInt(name, v, TrainError);
 function nonNegative(name: string, v: number): void {
   if (!(Number.isFinite(v) && v >= 0)) throw new TrainError(`${name} must be a finite number >= 0, got ${v}`);
 }
@@ -141,6 +142,25 @@ export function fingerprintExamples(examples: readonly Example[]): string {
     }
   }
   return h.digest('hex').slice(0, 16);
+}
+
+/**
+ * Whether a training run may use `outputDir`, writing nothing: a new or empty folder, or one an
+ * earlier run wrote (see src/io/outdir.ts), which a run continues with `resume`, replaces with
+ * `overwrite`, or restarts when it holds nothing to keep (stopped before its first checkpoint,
+ * never finished). Returns the folder's state; throws a PeftError saying what to do otherwise.
+ */
+export async function checkRunFolder(outputDir: string, o: { resume?: string; overwrite?: boolean; inputs?: { path: string; what: string }[] }): Promise<OutputDirState> {
+  const state = checkOutputDir(outputDir, { command: 'train', continueOwn: true, overwrite: o.overwrite, inputs: o.inputs });
+  if (state !== 'own' || o.resume || o.overwrite) return state;
+  const checkpoints = (await listCheckpoints(join(outputDir, CHECKPOINTS_DIR))).length;
+  if (checkpoints > 0) {
+    throw new TrainError(`${outputDir} already holds a run with ${checkpoints} checkpoint${checkpoints > 1 ? 's' : ''}; continue it with --resume latest, or start over with --overwrite`);
+  }
+  if (readOutputMarker(outputDir)?.status === 'complete') {
+    throw new TrainError(`${outputDir} already holds a finished run; start over with --overwrite, or choose a new folder`);
+  }
+  return state; // a run that stopped before its first checkpoint: nothing to keep, so it is restarted
 }
 
 /** Optimizer steps of a run over `examples` training rows: maxSteps, or ceil(epochs * batches per epoch / accumulation). */
@@ -213,7 +233,12 @@ export class Trainer {
     if (trainData.length === 0) throw new TrainError('the training set is empty');
     if (evalData && evalData.length === 0) throw new TrainError('the evaluation set is empty; leave it out or give it examples');
     checkExamples(model, trainData, 'training');
-    if (evalData) checkExamples(model, evalData, 'evaluation');
+    if (evalData) {
+      checkExamples(model, evalData, 'evaluation');
+      if (evalData.every((ex) => (isClassificationExample(ex) ? ex.label === IGNORE_INDEX : ex.labels.every((l) => l === IGNORE_INDEX)))) {
+        throw new TrainError('no evaluation example has a label (every label is -100), so there would be no eval loss; give evaluation rows with completions, or leave the evaluation set out');
+      }
+    }
   }
 
   /** Asks the run to stop after the step in progress, with a checkpoint written (Ctrl-C). */
@@ -270,6 +295,11 @@ export class Trainer {
         tokens += r.tokens;
         if (r.correct !== undefined) correct = (correct ?? 0) + r.correct;
       }
+      if (tokens === 0) {
+        throw new TrainError(
+          `no evaluation example has a label ${labelKindOf(this.model) === 'classes' ? 'to score' : 'token left after --max-len truncation'} (every label is -100), so there is no eval loss; give evaluation rows with completions, or a larger --max-len`,
+        );
+      }
       const loss = sum / tokens;
       if (correct !== undefined) return { loss, accuracy: correct / tokens, tokens };
       return { loss, perplexity: Math.exp(loss), tokens };
@@ -288,6 +318,7 @@ export class Trainer {
     const params = this.model.parameters();
 
     // Everything that can be refused is checked before the output folder is touched.
+    const state = await checkRunFolder(out, o);
     let resumed: Checkpoint | undefined;
     if (o.resume) {
       const path = await resolveCheckpoint(out, o.resume);
@@ -301,17 +332,23 @@ export class Trainer {
         if (!saved || saved.length !== t.data.length) throw new CheckpointError(`checkpoint ${path} has no tensor "${n}" of ${t.data.length} values; it belongs to another model or method`);
       }
       if (resumed.state.globalStep >= totalSteps) throw new CheckpointError(`checkpoint ${path} is at step ${resumed.state.globalStep}, already the end of a ${totalSteps}-step run`);
-    } else if (!o.overwrite && ((await listCheckpoints(ckptDir)).length > 0 || existsSync(join(out, METRICS_FILE)))) {
-      throw new TrainError(`${out} already holds a run (checkpoints or ${METRICS_FILE}); continue it with --resume latest, or start over with --overwrite`);
     }
-    const trainStep = await TrainStep.compile(this.model, o.runtime);
-    let evalStep: EvalStep | undefined;
+    // One run at a time per folder (a second one fails here at once); a run that is not resumed
+    // starts from an empty folder, so nothing of an earlier run (its adapter, metrics, checkpoints)
+    // is left to be mistaken for this one's.
+    const folder = await claimOutputDir(out, { command: 'train', continueOwn: true, overwrite: o.overwrite, clear: state === 'own' && !resumed });
     try {
-      evalStep = this.evalData ? await EvalStep.compile(this.model, o.runtime) : undefined;
-      return await this.loop({ trainStep, evalStep, totalSteps, warmupSteps, signature, resumed, ckptDir });
+      const trainStep = await TrainStep.compile(this.model, o.runtime);
+      let evalStep: EvalStep | undefined;
+      try {
+        evalStep = this.evalData ? await EvalStep.compile(this.model, o.runtime) : undefined;
+        return await this.loop({ trainStep, evalStep, totalSteps, warmupSteps, signature, resumed, ckptDir, folder });
+      } finally {
+        await trainStep.dispose();
+        await evalStep?.dispose();
+      }
     } finally {
-      await trainStep.dispose();
-      await evalStep?.dispose();
+      await folder.release();
     }
   }
 
@@ -323,6 +360,7 @@ export class Trainer {
     signature: RunSignature;
     resumed?: Checkpoint;
     ckptDir: string;
+    folder: OutputDir;
   }): Promise<TrainResult> {
     const o = this.opts;
     const out = o.outputDir;
@@ -336,12 +374,6 @@ export class Trainer {
     let tokensSeen = 0;
     let position = { epoch: 0, index: 0 };
 
-    await mkdir(out, { recursive: true });
-    if (o.overwrite && !resumed) {
-      await rm(a.ckptDir, { recursive: true, force: true });
-      await rm(join(out, METRICS_FILE), { force: true });
-    }
-    await removeStaleTemps(a.ckptDir);
     this.history.length = 0;
     if (resumed) {
       for (const [n, t] of params) t.data.set(resumed.params.get(n)!);
@@ -488,6 +520,8 @@ export class Trainer {
       } else {
         if (lastEvalStep !== step) await runEval();
         await this.model.savePretrained(out);
+        if (o.tokenizerDir) await copyTokenizerFiles(o.tokenizerDir, out);
+        await a.folder.complete();
         o.progress.stop();
       }
       const evals = this.history.filter((m): m is EvalRecord => m.kind === 'eval');

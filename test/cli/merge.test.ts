@@ -92,7 +92,10 @@ test('peft merge: methods that cannot merge and occupied or wrong --out folders 
     [['--adapter', fixturePath('adapters', 'gpt2', 'prompt_tuning_random'), '--out', never], /prompt tuning \(PROMPT_TUNING\) adapter: .*nothing to merge/],
     [['--adapter', fixturePath('adapters', 'gpt2', 'p_tuning_mlp'), '--out', never], /P-tuning \(P_TUNING\) adapter/],
     [['--adapter', fixturePath('adapters', 'gpt2', 'bn_seq'), '--out', never], /AdapterHub bottleneck adapter: .*non-linear block/],
-    [['--adapter', lora, '--out', busy], /--out .*busy is not empty; pass --overwrite/],
+    [['--adapter', lora, '--out', busy], /--out .*busy holds other files \(keep\.txt\), which peft merge did not write; choose a new or empty folder/],
+    [['--adapter', lora, '--out', busy, '--overwrite'], /--out .*busy holds other files \(keep\.txt\)/],
+    [['--adapter', lora, '--out', fixturePath('adapters', 'gpt2', 'ia3')], /holds an adapter, which peft merge did not write/],
+    [['--adapter', lora, '--out', fixturePath('models', 'llama')], /holds a model, which peft merge did not write/],
     [['--adapter', lora, '--out', gpt2], /is the base model folder/],
     [['--adapter', gpt2, '--out', never], /not an adapter folder/],
     [['--adapter', join(tmp, 'absent'), '--out', never], /is not a folder/],
@@ -109,9 +112,16 @@ test('peft merge: methods that cannot merge and occupied or wrong --out folders 
   assert.equal(existsSync(never), false);
   assert.deepEqual(readdirSync(busy), ['keep.txt']);
 
-  const over = await peft(['merge', '--model', gpt2, '--adapter', lora, '--out', busy, '--overwrite']);
+  // --overwrite replaces only an earlier merge's output
+  const merged = join(tmp, 'merged');
+  const first = await peft(['merge', '--model', gpt2, '--adapter', lora, '--out', merged]);
+  assert.equal(first.code, 0, first.stderr);
+  assert.ok(existsSync(join(merged, 'model.safetensors')));
+  const again = await peft(['merge', '--model', gpt2, '--adapter', lora, '--out', merged]);
+  assert.equal(again.code, 1, again.stderr);
+  assert.match(again.stderr, /holds an earlier peft merge output; pass --overwrite to replace it/);
+  const over = await peft(['merge', '--model', gpt2, '--adapter', lora, '--out', merged, '--overwrite']);
   assert.equal(over.code, 0, over.stderr);
-  assert.ok(existsSync(join(busy, 'model.safetensors')));
-  assert.equal(existsSync(join(busy, 'keep.txt')), false);
+  assert.ok(existsSync(join(merged, 'model.safetensors')));
   assert.deepEqual(readdirSync(tmp).filter((f) => f.startsWith('.')), []);
 });

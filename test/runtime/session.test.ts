@@ -292,3 +292,17 @@ test('a constant that reads from a missing file is a RuntimeError naming the fil
   const w = g.constant('w', 'float32', [4, 4], { kind: 'file', path: missing, offset: 8, length: 64 });
   await assert.rejects(RuntimeSession.fromGraph(g, { y: o.linear(x, w) }), (e: unknown) => e instanceof RuntimeError && e.message.includes(missing));
 });
+
+test('an unavailable execution provider is a RuntimeError whose advice names no flag that does not exist', async (t) => {
+  const { availableProviders } = await import('../../src/runtime/session.js');
+  const missing = (['cuda', 'webgpu'] as const).find((p) => !availableProviders().includes(p));
+  if (!missing) return t.skip('every provider is available on this machine');
+  const g = new Graph();
+  const x = g.input('x', 'float32', [2]);
+  await assert.rejects(RuntimeSession.fromGraph(g, { y: o.add(x, x) }, { executionProvider: missing }), (e: unknown) => {
+    assert.ok(e instanceof RuntimeError);
+    assert.doesNotMatch(e.message, /--device/);
+    assert.match(e.message, /leave executionProvider unset to run on the CPU/);
+    return true;
+  });
+});

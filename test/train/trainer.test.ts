@@ -206,3 +206,15 @@ test('runs that cannot continue exactly are refused before anything on disk chan
   assert.equal(over.globalStep, 4);
   assert.deepEqual(await readdir(join(out, 'checkpoints')).catch(() => []), []);
 });
+
+test('an evaluation set with no label token is refused up front, and evaluate() never reports NaN', async () => {
+  const data = await swapTask('gpt2');
+  const model = getFullFineTuneModel(await loadModel(fixturePath('models', 'gpt2')));
+  const unlabeled = data.eval.map((ex) => ({ ...ex, labels: ex.labels.map(() => -100) }));
+  const opts = { outputDir: await tempDir(), padTokenId: data.padId, maxSteps: 1, runtime: { threads: 1 } };
+  assert.throws(() => new Trainer(model, data.train, unlabeled, opts), (e: unknown) => e instanceof TrainError && /no evaluation example has a label/.test(e.message));
+  // only the first position labelled: the shifted loss has no target, so there is no eval loss to report
+  const firstOnly = data.eval.map((ex) => ({ ...ex, labels: ex.labels.map((l, i) => (i === 0 ? ex.inputIds[0]! : -100)) }));
+  const t = new Trainer(model, data.train, firstOnly, opts);
+  await assert.rejects(t.evaluate(), (e: unknown) => e instanceof TrainError && /no evaluation example has a label token/.test(e.message));
+});

@@ -185,3 +185,31 @@ test('weight decay and trainable base weights follow transformers and peft', asy
   const ids = g.input('input_ids', 'int64', ['batch', 'seq']);
   assert.throws(() => lm.forward(ctx, { inputIds: ids, attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']) }), AdapterError);
 });
+
+test('deleteAdapter keeps the other active adapters active, as peft does', async () => {
+  const base = await loadModel(fixturePath('models', 'gpt2'));
+  const lm = (await PeftModel.fromPretrained(base, fixturePath('adapters', 'gpt2', 'lora_attn'))) as LoraModel;
+  await lm.loadAdapter(fixturePath('adapters', 'gpt2', 'lora_dora'), 'dora');
+  await lm.loadAdapter(fixturePath('adapters', 'gpt2', 'lora_bias_all'), 'bias');
+  lm.setAdapter(['dora', 'bias']);
+  lm.deleteAdapter('dora');
+  assert.deepEqual(lm.activeAdapters, ['bias'], 'the remaining active adapter stays active (not the first adapter)');
+  lm.deleteAdapter('default');
+  assert.deepEqual(lm.activeAdapters, ['bias'], 'deleting an inactive adapter changes nothing');
+  await lm.loadAdapter(fixturePath('adapters', 'gpt2', 'lora_attn'), 'again');
+  lm.deleteAdapter('bias');
+  assert.deepEqual(lm.activeAdapters, ['again'], 'with none left active, the first remaining adapter becomes active');
+  lm.deleteAdapter('again');
+  assert.deepEqual(lm.activeAdapters, []);
+});
+
+test('mergeAndUnload merges the active adapter even while it is disabled, as merge() and peft do', async () => {
+  const base = await loadModel(fixturePath('models', 'gpt2'));
+  const batch = await fixtureBatch('gpt2');
+  const lm = await LoraModel.fromPretrained(base, fixturePath('adapters', 'gpt2', 'lora_attn'));
+  const expected = toFloat32((await readTensors('adapters', 'gpt2', 'lora_attn', 'expected_outputs.safetensors')).get('logits')!);
+  lm.disableAdapter();
+  const merged = await lm.mergeAndUnload();
+  assert.equal(lm.isDisabled, true, 'the LoraModel is left as it was');
+  assertClose((await forwardOnce(merged, batch)).logits, expected, 1e-4, 1e-4, 'merged while disabled = the adapter applied');
+});

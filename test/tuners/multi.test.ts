@@ -137,3 +137,12 @@ test('qwen3/mixed_batch fixture: one forward with adapter_names reproduces peft'
   for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(logits[i]! - expected[i]!) - 1e-4 * Math.abs(expected[i]!));
   assert.ok(worst <= 1e-4, `logits off by ${worst} beyond rtol`);
 });
+
+test('LoRA on embeddings and trainable tokens are refused for mixed batches', async () => {
+  const base = await loadModel(fixture2026Path('models', 'qwen3'));
+  const multi = new MultiAdapterModel(base);
+  for (const c of ['lora_embed_tokens', 'lora_trainable_tokens', 'lora_bias', 'lora_modules_to_save']) {
+    await assert.rejects(multi.loadAdapter('x', fixture2026Path('adapters', 'qwen3', c)), MixedBatchError, c);
+  }
+  assert.deepEqual(multi.adapterNames, []);
+});

@@ -10,10 +10,10 @@ import {
   COMPARE_DEFAULTS, COMPARE_FILES, type CompareMethod, type ComparisonReport, type Constraints, type Objective,
   adviceMarkdown, compareMethods, comparisonMarkdown, comparisonSummary, defaultCompareMethods, parseBytes, parseDurationMs, recommend, runComparison,
 } from '../../compare/index.js';
-import { writeAtomically } from '../../io/safetensors/write.js';
+import { writeFileAtomic } from '../../io/atomic.js';
 import { CliError } from '../errors.js';
 import { TASK_NAMES } from '../../tasks/tasks.js';
-import { intArg } from './generate.js';
+import { intArg, positiveInt } from '../args.js';
 
 interface CompareFlags {
   model?: string;
@@ -86,19 +86,19 @@ export function register(program: Command): void {
     .option('--eval <eval.jsonl>', 'evaluation data: prompt/completion rows are scored by greedy generation, text or chat rows by eval loss, a sequence classifier\'s {"text","label"} rows by accuracy')
     .addOption(new Option('--task <name>', `bundled task whose data and metric to use (default ${d.task} when --data is not given)`).choices(TASK_NAMES))
     .option('--methods <list>', `methods to compare, comma-separated (default: ${defaultCompareMethods().join(', ')}${compareMethods().some((m) => !defaultCompareMethods().includes(m)) ? `; also ${compareMethods().filter((m) => !defaultCompareMethods().includes(m)).join(', ')}` : ''}); full fine-tuning always runs as the reference`, list('--methods'))
-    .option('--budget <steps>', 'optimizer steps per run, the same for every method', intArg('--budget', 1), d.budget)
-    .option('--batch <n>', 'examples per step', intArg('--batch', 1), d.batchSize)
+    .option('--budget <steps>', 'optimizer steps per run, the same for every method', positiveInt('--budget'), d.budget)
+    .option('--batch <n>', 'examples per step', positiveInt('--batch'), d.batchSize)
     .option('--max-len <n>', 'tokens per training sequence at most (default: the model\'s positions, less the 20 virtual tokens of prompt/prefix/P-tuning where positions are a table (BERT, GPT-2), at most 1024)', intArg('--max-len', 2))
     .option('--lr <method=rate,...>', 'learning rate of a method instead of its default (repeatable)', lrArg)
     .option('--flex-lrs <list>', 'learning-rate multiples for the flexibility grid (1 alone skips it)', scalesArg, [...d.flexLrs])
     .option('--flex-tasks <list>', 'bundled tasks each method also trains on for flexibility: names, all, or none (default: all but the primary task)', flexTasksArg)
-    .option('--eval-limit <n>', 'score only the first n eval examples (default all)', intArg('--eval-limit', 1))
-    .option('--flex-eval-limit <n>', 'eval examples scored on the other tasks\' flexibility runs', intArg('--flex-eval-limit', 1), d.flexEvalLimit)
-    .option('--latency-prompts <n>', 'eval prompts timed one at a time for the inference latency', intArg('--latency-prompts', 1), d.latencyPrompts)
-    .option('--latency-tokens <n>', 'tokens generated per timed prompt', intArg('--latency-tokens', 1), d.latencyTokens)
+    .option('--eval-limit <n>', 'score only the first n eval examples (default all)', positiveInt('--eval-limit'))
+    .option('--flex-eval-limit <n>', 'eval examples scored on the other tasks\' flexibility runs', positiveInt('--flex-eval-limit'), d.flexEvalLimit)
+    .option('--latency-prompts <n>', 'eval prompts timed one at a time for the inference latency', positiveInt('--latency-prompts'), d.latencyPrompts)
+    .option('--latency-tokens <n>', 'tokens generated per timed prompt', positiveInt('--latency-tokens'), d.latencyTokens)
     .option('--seed <s>', 'seed of data order and adapter init', intArg('--seed', 0), d.seed)
-    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
-    .option('--run-timeout <s>', 'give up on one run after this many seconds', intArg('--run-timeout', 1), 1800)
+    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', positiveInt('--threads'))
+    .option('--run-timeout <s>', 'give up on one run after this many seconds', positiveInt('--run-timeout'), 1800)
     .option('--out <dir>', `output folder for ${COMPARE_FILES.markdown}, ${COMPARE_FILES.json}, the SVG figures and runs/ (replaced)`, 'out/compare')
     .addOption(new Option('--objective <what>', 'what the recommendation optimises: quality (best score, cheapest among ties) or efficiency (cheapest within 90% of the best gain)').choices(['quality', 'efficiency']).default('quality'))
     .option('--tasks <n>', 'adapters you will keep per base model (storage counts n times)', intArg('--tasks', 1), 1)
@@ -148,7 +148,7 @@ async function recommendFrom(f: CompareFlags): Promise<void> {
     if (missing.length) throw new CliError(`${jsonFile}: method ${String(m.method)} lacks ${missing.join(', ')}; it is not a complete peft compare report, rerun peft compare`);
   }
   report.recommendations = recommend(report, constraintsOf(f));
-  const put = (path: string, text: string) => writeAtomically(path, async (fh) => void (await fh.writeFile(text)));
+  const put = (path: string, text: string) => writeFileAtomic(path, text);
   await put(jsonFile, `${JSON.stringify(report, null, 2)}\n`);
   await put(join(f.from!, COMPARE_FILES.markdown), comparisonMarkdown(report, { lossCurves: COMPARE_FILES.lossCurves, qualityVsParams: COMPARE_FILES.qualityVsParams }));
   process.stdout.write(`${adviceMarkdown(report.recommendations)}\n`);

@@ -3,7 +3,7 @@
 // file, and turn a compressed folder back into the standard peft form that Python peft loads.
 
 import { existsSync, statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { type OutputDirOptions, checkOutputDir, withOutputDir } from '../../io/outdir.js';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { resolveModelDir } from '../../io/hub.js';
 import { loadModel } from '../../models/load.js';
@@ -18,6 +18,7 @@ interface CompressFlags {
   method: AdapterCompression;
   blockSize: number;
   model?: string;
+  overwrite?: boolean;
 }
 
 const evenArg = (v: string): number => {
@@ -26,10 +27,12 @@ const evenArg = (v: string): number => {
   return n;
 };
 
-function checkFolders(adapter: string, out: string): void {
+/** Checks --adapter and --out (new, empty, or this command's earlier output with --overwrite); returns the --out rules. */
+function checkFolders(command: string, adapter: string, out: string, overwrite: boolean | undefined): OutputDirOptions {
   if (!existsSync(adapter) || !statSync(adapter).isDirectory()) throw new CliError(`--adapter ${adapter} is not a folder`);
-  if (resolve(adapter) === resolve(out)) throw new CliError(`--out ${out} is the adapter folder itself; write to a new folder`);
-  if (existsSync(out) && !statSync(out).isDirectory()) throw new CliError(`--out ${out} is a file; pass a folder`);
+  const opts: OutputDirOptions = { command, overwrite, inputs: [{ path: adapter, what: 'adapter' }] };
+  checkOutputDir(out, opts);
+  return opts;
 }
 
 const kib = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
@@ -43,8 +46,9 @@ export function register(program: Command): void {
     .addOption(new Option('--method <method>', 'int8-row: absmax per row; int8-block / nf4: absmax per block').choices([...COMPRESSION_METHODS]).default('int8-block'))
     .option('--block-size <n>', 'values per scale for int8-block and nf4', evenArg, 64)
     .option('--model <dir|repo>', 'base model, to measure the output drift (default: base_model_name_or_path)')
+    .option('--overwrite', 'replace the adapter an earlier `peft compress` wrote to --out')
     .action(async (flags: CompressFlags) => {
-      checkFolders(flags.adapter, flags.out);
+      const outOpts = checkFolders('compress', flags.adapter, flags.out, flags.overwrite);
       const spec = compressionSpec(flags.method, flags.blockSize);
       const config = await readAdapterConfigFile(flags.adapter);
       if (config.peft_type !== 'LORA') throw new CliError(`${flags.adapter} holds a ${String(config.peft_type)} adapter; only LoRA adapters are compressed`);
@@ -55,7 +59,7 @@ export function register(program: Command): void {
       const quantization = await adapterBaseQuantization(flags.adapter);
       const base = await loadModel(dir, quantization ? { quantization } : {});
       const model = await LoraModel.fromPretrained(base, flags.adapter);
-      await model.savePretrained(flags.out, { compression: spec });
+      await withOutputDir(flags.out, outOpts, (out) => model.savePretrained(out, { compression: spec }));
       const report = parseCompressionReport((await adapterMetadata(flags.out))![COMPRESSION_METADATA_KEY]!, flags.out);
       process.stdout.write(
         `compressed ${report.tensors} LoRA matrices (${report.parameters} parameters) with ${report.method}${report.block_size ? `, blocks of ${report.block_size}` : ''}: ` +
@@ -68,9 +72,10 @@ export function register(program: Command): void {
     .description('write a compressed LoRA adapter (peft compress) back in the standard peft form (float32 tensors), which Python peft loads')
     .requiredOption('--adapter <dir>', 'compressed adapter folder')
     .requiredOption('--out <dir>', 'folder to write the standard adapter to')
-    .action(async (flags: { adapter: string; out: string }) => {
-      checkFolders(flags.adapter, flags.out);
-      const r = await decompressAdapterFolder(flags.adapter, flags.out);
+    .option('--overwrite', 'replace the adapter an earlier `peft decompress` wrote to --out')
+    .action(async (flags: { adapter: string; out: string; overwrite?: boolean }) => {
+      const outOpts = checkFolders('decompress', flags.adapter, flags.out, flags.overwrite);
+      const r = await withOutputDir(flags.out, outOpts, (out) => decompressAdapterFolder(flags.adapter, out));
       process.stdout.write(`wrote ${r.tensors} float32 tensors (${kib(r.bytes)}) to ${flags.out}\n`);
     });
 }

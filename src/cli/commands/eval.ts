@@ -3,15 +3,16 @@
 // perplexity of the reference tokens. Prints the score with a 95% confidence interval; --out writes
 // one JSON line per row (prediction, correct, or nll/tokens) and --json prints the report.
 
-import { existsSync, statSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import { Tokenizer } from '../../io/tokenizer.js';
-import { writeAtomically } from '../../io/safetensors/write.js';
+import { writeFileAtomic } from '../../io/atomic.js';
+import { checkOutputFile, firstLine } from '../../io/outdir.js';
 import { EVAL_METRICS, type EvalMetric, evalRows, evaluateRows, formatReport } from '../../tasks/eval.js';
 import { readJsonl } from '../../train/data.js';
 import { CliError } from '../errors.js';
-import { collect, intArg, loadModelArg } from './generate.js';
+import { collect, intArg } from '../args.js';
+import { loadModelArg } from './generate.js';
 
 interface EvalFlags {
   model: string;
@@ -64,15 +65,21 @@ export function register(program: Command): void {
     });
 }
 
+/** Whether a file is per-row results `peft eval --out` wrote (its first line is one). */
+function isEvalOutput(path: string): boolean {
+  try {
+    const row = JSON.parse(firstLine(path)) as Record<string, unknown>;
+    return typeof row === 'object' && row !== null && typeof row.line === 'number' && typeof row.prompt === 'string' && typeof row.reference === 'string';
+  } catch {
+    return false;
+  }
+}
+
 async function runEval(flags: EvalFlags): Promise<void> {
   const dataFile = resolve(flags.data);
   const outFile = flags.out === undefined ? undefined : resolve(flags.out);
-  if (outFile !== undefined) {
-    if (outFile === dataFile) throw new CliError('--out must not be the --data file itself');
-    if (existsSync(outFile) && statSync(outFile).isDirectory()) throw new CliError(`--out ${flags.out} is a folder; give a file name such as ${flags.out}/eval.jsonl`);
-    if (existsSync(outFile) && !flags.overwrite) throw new CliError(`--out ${flags.out} already exists; pass --overwrite to replace it or choose another file`);
-    if (!existsSync(dirname(outFile))) throw new CliError(`the folder of --out (${dirname(outFile)}) does not exist`);
-  }
+  // --out: a new file, or an earlier `peft eval` output with --overwrite (src/io/outdir.ts); never the data or another file
+  if (outFile !== undefined) checkOutputFile(outFile, { command: 'eval', flag: '--out', overwrite: flags.overwrite, isOwn: isEvalOutput, inputs: [dataFile] });
   const { dir, model } = await loadModelArg(flags.model, flags.adapter, flags.merged);
   if ((model as { task?: string }).task === 'seq-cls') throw new CliError('peft eval scores generation and perplexity on language models; this model is a sequence classifier');
   const tokenizer = await Tokenizer.fromDir(dir);
@@ -91,9 +98,7 @@ async function runEval(flags: EvalFlags): Promise<void> {
   if (process.stderr.isTTY) process.stderr.write('\n');
   if (outFile !== undefined) {
     const text = report.results.map((r) => JSON.stringify(r)).join('\n') + '\n';
-    await writeAtomically(outFile, async (fh) => {
-      await fh.writeFile(text, 'utf8');
-    });
+    await writeFileAtomic(outFile, text);
   }
   const { results: _rows, ...summary } = report;
   void _rows;

@@ -16,7 +16,7 @@ import { resolveModelDir } from '../../io/hub.js';
 import { loadModel } from '../../models/load.js';
 import { loadAdapter } from '../../tuners/load.js';
 import { readAdapterConfigFile } from '../../tuners/lora/save.js';
-import { collect } from './generate.js';
+import { collect } from '../args.js';
 
 interface ExportFlags {
   format: string;

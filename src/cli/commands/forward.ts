@@ -11,7 +11,8 @@ import { ForwardSession, type ForwardBatch } from '../../generate/index.js';
 import { MultiAdapterModel } from '../../tuners/multi/index.js';
 import type { PretrainedModel } from '../../models/types.js';
 import { CliError } from '../errors.js';
-import { collect, intArg, loadMixedModelArg, loadModelArg, parseRowAdapters } from './generate.js';
+import { collect, positiveInt } from '../args.js';
+import { loadMixedModelArg, loadModelArg, parseRowAdapters } from './generate.js';
 
 interface ForwardFlags {
   model: string;
@@ -35,7 +36,7 @@ export function register(program: Command): void {
     .option('--row-adapters <names>', 'one adapter name per batch row, comma-separated ("__base__" = none): one forward over a mixed-adapter batch (peft adapter_names)')
     .option('--merged', 'merge the adapters into the weights (peft merge_and_unload) before running')
     .option('--hidden-states', 'also write every hidden state as hidden_states.<i> (embeddings output, each layer, the final norm), as output_hidden_states')
-    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
+    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', positiveInt('--threads'))
     .action(async (flags: ForwardFlags) => {
       await runForward(flags);
     });

@@ -3,7 +3,8 @@
 // A thin shell over Generator; timing goes to stderr so stdout holds only the text.
 
 import { readFile } from 'node:fs/promises';
-import { type Command, InvalidArgumentError } from 'commander';
+import type { Command } from 'commander';
+import { collect, intArg, numberArg, positiveInt } from '../args.js';
 import { resolveModelDir } from '../../io/hub.js';
 import { Tokenizer } from '../../io/tokenizer.js';
 import { loadModel } from '../../models/load.js';
@@ -79,24 +80,6 @@ export async function loadMixedModelArg(idOrPath: string, adapters: readonly str
   return { dir, base, model };
 }
 
-export function intArg(flag: string, min: number): (v: string) => number {
-  return (v: string) => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${flag} needs an integer >= ${min}.`);
-    return n;
-  };
-}
-
-export function numberArg(flag: string): (v: string) => number {
-  return (v: string) => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${flag} needs a number.`);
-    return n;
-  };
-}
-
-export const collect = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), v];
-
 interface GenerateFlags {
   model: string;
   prompt?: string[];
@@ -126,7 +109,7 @@ export function register(program: Command): void {
     .option('--row-adapters <names>', 'one adapter name per prompt, comma-separated ("__base__" = none): a mixed-adapter batch over the --adapter NAME=DIR adapters')
     .option('--merged', 'merge the adapters into the weights first (peft merge_and_unload); same outputs, base-model speed')
     .option('--prompt <text>', 'prompt text; repeat for a batch (left-padded)', collect)
-    .option('--max-new-tokens <n>', 'new tokens per prompt at most (default: generation_config.json, else 20)', intArg('--max-new-tokens', 1))
+    .option('--max-new-tokens <n>', 'new tokens per prompt at most (default: generation_config.json, else 20)', positiveInt('--max-new-tokens'))
     .option('--temperature <t>', 'sample with this temperature (0 = greedy)', numberArg('--temperature'))
     .option('--top-k <k>', 'sample from the k most likely tokens (0 = off; default: generation_config.json, else 50 as transformers)', intArg('--top-k', 0))
     .option('--top-p <p>', 'nucleus sampling: smallest token set reaching probability p', numberArg('--top-p'))
@@ -137,7 +120,7 @@ export function register(program: Command): void {
     .option('--chat-template <file>', 'with --chat: a Jinja chat template file to use instead of the tokenizer one')
     .option('--no-special-tokens', 'do not add the tokenizer special tokens (BOS) to the prompts')
     .option('--json', 'print one JSON line per prompt instead of streaming text')
-    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
+    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', positiveInt('--threads'))
     .action(async (flags: GenerateFlags) => {
       await runGenerate(flags);
     });

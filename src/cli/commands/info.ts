@@ -14,6 +14,7 @@ import { BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_METADATA_KEY, type Compress
 import { isBnbComponent, parseBnbQuantizationConfig, quantStateKey } from '../../quant/bnb.js';
 import { tunerOf } from '../../tuners/registry.js';
 import { bottleneckSize, isAdapterHubFolder, readAdapterHubConfig, type BnConfig } from '../../tuners/bottleneck/index.js';
+import { TOKENIZER_FILES } from '../../io/modelfiles.js';
 import { CliError } from '../errors.js';
 
 interface InfoFlags {
@@ -90,7 +91,6 @@ export interface AdapterInfo {
 
 /** Buffers some checkpoints carry that are not parameters (transformers does not count them). */
 const BUFFERS = [/\.attn\.bias$/, /\.attn\.masked_bias$/, /\.rotary_emb\.inv_freq$/, /position_ids$/];
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'tokenizer.model', 'added_tokens.json', 'chat_template.jinja'];
 
 export function register(program: Command): void {
   program
@@ -213,7 +213,8 @@ export async function describeModel(dir: string): Promise<ModelInfo> {
     tied_embeddings: parsed ? parsed.tieWordEmbeddings : typeof raw.tie_word_embeddings === 'boolean' ? raw.tie_word_embeddings : null,
     num_labels: /ForSequenceClassification|ForTokenClassification/.test(task) ? (parsed?.numLabels ?? null) : null,
     attention: parsed?.family === 'modernbert' ? describeModernBert(parsed) : null,
-    torch_dtype: typeof raw.torch_dtype === 'string' ? raw.torch_dtype : null,
+    // transformers >= 4.56 writes "dtype", earlier versions "torch_dtype"
+    torch_dtype: typeof raw.torch_dtype === 'string' ? raw.torch_dtype : typeof raw.dtype === 'string' ? raw.dtype : null,
     quantization,
     weights: hasWeights(dir) ? await summarizeWeights(dir) : null,
     tokenizer: { files: tokFiles, chat_template: chatTemplate },

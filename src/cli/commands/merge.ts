@@ -3,15 +3,17 @@
 // Everything is checked and merged in memory first; the folder is written beside --out and renamed.
 
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { chmod, copyFile, mkdir, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { type Command, InvalidArgumentError } from 'commander';
+import { mkdir, rename, rm } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { removeTempFiles, tempPathFor } from '../../io/atomic.js';
+import { checkOutputDir, markOutputDir } from '../../io/outdir.js';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { resolveModelDir } from '../../io/hub.js';
 import { loadModel } from '../../models/load.js';
 import { adapterPeftType, loadAdapter } from '../../tuners/load.js';
 import { tunerOf } from '../../tuners/registry.js';
-import { saveModelPretrained } from '../../tuners/lora/index.js';
+import { saveModelPretrained, savedDtype } from '../../tuners/lora/merge.js';
+import type { CheckpointDtype } from '../../nn/weights.js';
 import { adapterBaseQuantization } from '../../tuners/lora/save.js';
 import type { QuantizationConfig } from '../../quant/plan.js';
 import { AdapterError, type AdaptedModel } from '../../tuners/types.js';
@@ -27,6 +29,8 @@ interface MergeFlags {
   quantize?: string;
   /** the adapter was trained on --model quantized to NF4 (bitsandbytes defaults) */
   qlora?: boolean;
+  /** dtype of the written weights (default: the base checkpoint's) */
+  dtype?: CheckpointDtype;
 }
 
 /** An adapter whose method has no weights to fold into the base model. */
@@ -41,9 +45,6 @@ export class NotMergeableError extends AdapterError {
 }
 
 const INSTEAD = 'so there is nothing to merge; keep it as a separate adapter and apply it at run time (`peft generate --adapter DIR`, `peft forward --adapter DIR`)';
-
-/** Files copied from the base model folder besides config.json and the weights. */
-const EXTRA_FILES = ['generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'tokenizer.model', 'added_tokens.json', 'chat_template.jinja'];
 
 const shardSizeArg = (v: string): number => {
   const m = /^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$/i.exec(v);
@@ -62,24 +63,26 @@ export function register(program: Command): void {
     .requiredOption('--model <dir|repo>', 'base model folder (config.json, model.safetensors) or Hub repo id')
     .requiredOption('--adapter <dir>', 'adapter folder (adapter_config.json + adapter_model.safetensors)')
     .requiredOption('--out <dir>', 'folder to write: config.json, model.safetensors, tokenizer files')
-    .option('--overwrite', 'replace an --out folder that is not empty')
+    .option('--overwrite', 'replace the merged model an earlier `peft merge` wrote to --out')
     .option('--max-shard-size <size>', 'split model.safetensors into shards of at most this size (default 5GB, as transformers)', shardSizeArg)
     .option('--quantize <type>', 'QLoRA adapters: re-quantize the merged weights to 4-bit (nf4 or fp4, as the base) instead of writing the dequantized full-precision model')
+    .addOption(new Option('--dtype <dtype>', "dtype of the written weights, recorded in config.json (default: the base checkpoint's, so a float16/bfloat16 model stays half precision)").choices(['float32', 'float16', 'bfloat16']))
     .option('--qlora', 'the LoRA adapter was trained on --model quantized to NF4 (double quant, blocks of 64): merge into that base (recorded in adapters this tool trained)')
     .action(async (flags: MergeFlags) => {
       await runMerge(flags);
     });
 }
 
+/** --out: new, empty, or an earlier merge's output with --overwrite (src/io/outdir.ts); never an input. */
 function checkOut(out: string, flags: MergeFlags, modelDir: string, adapterDir: string): void {
-  const abs = resolve(out);
-  if (abs === resolve(modelDir)) throw new CliError(`--out ${out} is the base model folder; write the merged model to another folder`);
-  if (abs === resolve(adapterDir)) throw new CliError(`--out ${out} is the adapter folder; write the merged model to another folder`);
-  if (!existsSync(abs)) return;
-  if (!statSync(abs).isDirectory()) throw new CliError(`--out ${out} exists and is a file; pass a folder`);
-  if (readdirSync(abs).length > 0 && !flags.overwrite) {
-    throw new CliError(`--out ${out} is not empty; pass --overwrite to replace it, or choose a new folder`);
-  }
+  checkOutputDir(out, {
+    command: 'merge',
+    overwrite: flags.overwrite,
+    inputs: [
+      { path: modelDir, what: 'base model' },
+      { path: adapterDir, what: 'adapter' },
+    ],
+  });
 }
 
 /** Moves the finished temp folder to `out`, replacing an existing folder only once the new one is complete. */
@@ -88,7 +91,7 @@ async function publish(tmp: string, out: string): Promise<void> {
     await rename(tmp, out);
     return;
   }
-  const old = join(dirname(out), `.${basename(out)}.old-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const old = tempPathFor(out, 'old');
   await rename(out, old);
   try {
     await rename(tmp, out);
@@ -153,18 +156,17 @@ export async function runMerge(flags: MergeFlags): Promise<void> {
     );
   }
 
+  const dtype = flags.dtype ?? savedDtype(merged);
   // Nothing was written so far: every check above runs before the output folder is touched.
   const parent = dirname(out);
   await mkdir(parent, { recursive: true });
-  const tmp = join(parent, `.${basename(out)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  await removeTempFiles(parent, 1); // folders of merges a kill interrupted
+  const tmp = tempPathFor(out);
   try {
-    await saveModelPretrained(merged, tmp, { maxShardBytes: flags.maxShardSize });
-    for (const f of EXTRA_FILES) {
-      const src = join(modelDir, f);
-      if (existsSync(src) && !existsSync(join(tmp, f))) await copyFile(src, join(tmp, f));
-    }
-    // Copies keep the source's mode; the merged folder is the user's to edit (read-only fixtures, Hub cache).
-    for (const f of readdirSync(tmp)) await chmod(join(tmp, f), 0o644);
+    await saveModelPretrained(merged, tmp, { maxShardBytes: flags.maxShardSize, copyTokenizer: true, dtype });
+    await markOutputDir(tmp, 'merge');
+    // Re-checked just before the swap: another command may have written --out since.
+    checkOut(flags.out, flags, modelDir, adapterDir);
     await publish(tmp, out);
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
@@ -172,5 +174,5 @@ export async function runMerge(flags: MergeFlags): Promise<void> {
   }
   const files = readdirSync(out).sort();
   const bytes = files.reduce((n, f) => n + statSync(join(out, f)).size, 0);
-  say(`wrote ${files.join(', ')} (${(bytes / 2 ** 20).toFixed(1)} MiB) to ${flags.out}`);
+  say(`wrote ${files.join(', ')} (${(bytes / 2 ** 20).toFixed(1)} MiB, ${dtype}${flags.dtype ? '' : ' as the base checkpoint'}) to ${flags.out}`);
 }

@@ -3,7 +3,9 @@
 // models, so `loadModel` (and transformers) load it back without a full-precision detour.
 
 import { type Command, InvalidArgumentError } from 'commander';
+import { collect } from '../args.js';
 import { resolveModelDir } from '../../io/hub.js';
+import { checkOutputDir, withOutputDir } from '../../io/outdir.js';
 import { loadModel } from '../../models/load.js';
 import type { Quantized4bit } from '../../quant/blockwise.js';
 import type { QuantType } from '../../quant/codes.js';
@@ -17,9 +19,8 @@ interface QuantizeFlags {
   blockSize: number;
   doubleQuant: boolean;
   skipModules?: string[];
+  overwrite?: boolean;
 }
-
-const collect = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), v];
 
 function blockSizeArg(v: string): number {
   const n = Number(v);
@@ -36,11 +37,14 @@ export function register(program: Command): void {
     .option('--type <nf4|fp4>', '4-bit data type', 'nf4')
     .option('--block-size <n>', 'values per absmax block (transformers always uses 64)', blockSizeArg, 64)
     .option('--no-double-quant', 'keep the absmax values in float32 (bnb_4bit_use_double_quant=False)')
+    .option('--overwrite', 'replace the quantized model an earlier `peft quantize` wrote to --out')
     .option('--skip-modules <name>', 'keep a module in full precision, by short name ("q_proj") or path; repeatable', collect)
     .action(async (flags: QuantizeFlags) => {
       if (flags.type !== 'nf4' && flags.type !== 'fp4') throw new CliError(`--type must be nf4 or fp4, got "${flags.type}"`);
       const type = flags.type as QuantType;
       const dir = await resolveModelDir(flags.model);
+      const outOpts = { command: 'quantize', overwrite: flags.overwrite, inputs: [{ path: dir, what: 'model' }] };
+      checkOutputDir(flags.out, outOpts);
       const t0 = performance.now();
       const model = await loadModel(dir, {
         quantization: { bits: 4, type, doubleQuant: flags.doubleQuant, blockSize: flags.blockSize, skipModules: flags.skipModules },
@@ -55,10 +59,12 @@ export function register(program: Command): void {
         const ends = [...held.keys()].filter((k) => k.endsWith(`.${name}`));
         return ends.length === 1 ? held.get(ends[0]!) : undefined;
       };
-      const r = await writeQuantizedCheckpoint(dir, flags.out, {
-        quantized: byCheckpointName,
-        config: { type, doubleQuant: flags.doubleQuant, skipModules: flags.skipModules ?? null },
-      });
+      const r = await withOutputDir(flags.out, outOpts, (out) =>
+        writeQuantizedCheckpoint(dir, out, {
+          quantized: byCheckpointName,
+          config: { type, doubleQuant: flags.doubleQuant, skipModules: flags.skipModules ?? null },
+        }),
+      );
       if (r.quantizedTensors !== held.size) throw new CliError(`wrote ${r.quantizedTensors} of ${held.size} quantized weights; the checkpoint names do not match the model's`);
       const s = (ms: number) => (ms / 1000).toFixed(2);
       process.stdout.write(

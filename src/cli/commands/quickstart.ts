@@ -6,7 +6,7 @@ import { isAbsolute, relative } from 'node:path';
 import { type Command, Option } from 'commander';
 import { progressFor } from '../../train/progress.js';
 import { QUICKSTART_DEFAULTS, type QuickstartResult, TASK_NAMES, formatScore, getTask, runQuickstart } from '../../tasks/index.js';
-import { intArg, numberArg } from './generate.js';
+import { intArg, numberArg, positiveInt } from '../args.js';
 
 interface QuickstartFlags {
   task: string;
@@ -31,19 +31,19 @@ export function register(program: Command): void {
     .command('quickstart')
     .description('LoRA-tune the bundled tiny Llama on a bundled task and show the task metric before and after')
     .addOption(new Option('--task <name>', 'bundled task').choices(TASK_NAMES).default(d.task))
-    .option('--steps <n>', 'optimizer steps', intArg('--steps', 1), d.steps)
+    .option('--steps <n>', 'optimizer steps', positiveInt('--steps'), d.steps)
     .option('--out <dir>', 'output folder for the adapter, metrics.jsonl, loss.svg and eval_results.json (an earlier run there is replaced)', d.out)
     .option('--model <dir>', 'base model folder (default: the bundled models/tiny-llama)')
     .option('--data <dir>', 'folder with train.jsonl and eval.jsonl of {"prompt","completion"} (default: the bundled data/tasks/<task>)')
     .option('--lr <rate>', 'peak learning rate', numberArg('--lr'), d.learningRate)
-    .option('--r <n>', 'LoRA rank', intArg('--r', 1), d.r)
+    .option('--r <n>', 'LoRA rank', positiveInt('--r'), d.r)
     .option('--alpha <n>', 'LoRA alpha', numberArg('--alpha'), d.loraAlpha)
-    .option('--batch <n>', 'examples per step', intArg('--batch', 1), d.batchSize)
-    .option('--eval-limit <n>', 'score only the first n eval examples (default: all)', intArg('--eval-limit', 1))
+    .option('--batch <n>', 'examples per step', positiveInt('--batch'), d.batchSize)
+    .option('--eval-limit <n>', 'score only the first n eval examples (default: all)', positiveInt('--eval-limit'))
     .option('--samples <n>', 'eval examples to show before/after', intArg('--samples', 0), d.samples)
     .option('--seed <s>', 'seed of data order, adapter init and dropout', intArg('--seed', 0), d.seed)
-    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
-    .option('--log-every <n>', 'without a terminal: print a line every n steps', intArg('--log-every', 1), 10)
+    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', positiveInt('--threads'))
+    .option('--log-every <n>', 'without a terminal: print a line every n steps', positiveInt('--log-every'), 10)
     .action(async (flags: QuickstartFlags) => {
       await quickstart(flags);
     });

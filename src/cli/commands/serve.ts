@@ -11,7 +11,8 @@ import { loadGenerationDefaults } from '../../generate/config.js';
 import { MultiAdapterModel } from '../../tuners/multi/index.js';
 import { OpenAIServer, ServeEngine } from '../../serve/index.js';
 import { CliError } from '../errors.js';
-import { collect, intArg, parseAdapterArg } from './generate.js';
+import { collect, intArg } from '../args.js';
+import { parseAdapterArg } from './generate.js';
 
 interface ServeFlags {
   model: string;

@@ -4,13 +4,13 @@
 // output folder is touched; Ctrl-C stops after the current step with a checkpoint; --resume
 // continues exactly.
 
-import { existsSync, statSync } from 'node:fs';
-import { copyFile, readFile, rename } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { writeAtomically } from '../../io/safetensors/write.js';
+import { writeFileAtomic } from '../../io/atomic.js';
 import { RunConfigError, asFlagText, checkPeftFields, readRunConfig } from '../../train/runconfig.js';
 import { TensorBoardWriter } from '../../train/tfevents.js';
 import { EVAL_METRICS, type EvalMetric, evalRows, evaluateRows } from '../../tasks/eval.js';
@@ -24,12 +24,15 @@ import type { PretrainedModel } from '../../models/types.js';
 import { type Example, loadClassificationDataset, loadDataset, prepareExamples, splitForEval } from '../../train/data.js';
 import { fmtAccuracy, progressFor } from '../../train/progress.js';
 import { SCHEDULES, type ScheduleName } from '../../train/schedule.js';
-import { METRICS_FILE, PLOT_FILE, Trainer, totalStepsFor } from '../../train/trainer.js';
+import { METRICS_FILE, PLOT_FILE, Trainer, checkRunFolder, totalStepsFor } from '../../train/trainer.js';
+import type { LoraConfig } from '../../tuners/lora/config.js';
+import { resolveTargetModules } from '../../tuners/lora/targets.js';
 import { createAdapter } from '../../tuners/load.js';
 import { type MethodPreset, type TrainFlag, type Tuner, methodNames, methodPreset } from '../../tuners/registry.js';
 import type { AdaptedModel } from '../../tuners/types.js';
 import { CliError } from '../errors.js';
-import { intArg, numberArg } from './generate.js';
+import { intArg, listArg, numberArg, positiveInt } from '../args.js';
+import { descriptorOf } from '../../models/registry.js';
 
 interface TrainFlags {
   config?: string;
@@ -77,6 +80,30 @@ interface TrainFlags {
   metricForBestModel?: string;
   earlyStoppingPatience?: number;
   saveBest?: boolean;
+  useDora?: boolean;
+  useRslora?: boolean;
+  init?: string;
+  modulesToSave?: string[];
+  layers?: string[];
+  numVirtualTokens?: number;
+  reductionFactor?: number;
+}
+
+/** Flags that set one adapter_config.json field each (over --config's peft section and the method's defaults). */
+const FIELD_FLAGS = {
+  useDora: { flag: '--use-dora', field: 'use_dora', value: (v: unknown) => v },
+  useRslora: { flag: '--use-rslora', field: 'use_rslora', value: (v: unknown) => v },
+  init: { flag: '--init', field: 'init_lora_weights', value: (v: unknown) => (v === 'default' ? true : v) },
+  modulesToSave: { flag: '--modules-to-save', field: 'modules_to_save', value: (v: unknown) => v },
+  layers: { flag: '--layers', field: 'layers_to_transform', value: (v: unknown) => (v as string[]).map(Number) },
+  numVirtualTokens: { flag: '--num-virtual-tokens', field: 'num_virtual_tokens', value: (v: unknown) => v },
+  reductionFactor: { flag: '--reduction-factor', field: 'reduction_factor', value: (v: unknown) => v },
+} as const;
+
+function layersArg(v: string): string[] {
+  const items = v.split(',').map((x) => x.trim()).filter(Boolean);
+  if (items.length === 0 || items.some((x) => !/^\d+$/.test(x))) throw new InvalidArgumentError('--layers takes layer indices separated by commas, e.g. 0,1,2.');
+  return items;
 }
 
 const REPORTERS = ['jsonl', 'tensorboard'] as const;
@@ -86,12 +113,6 @@ function reportToArg(v: string): string[] {
   if (items.length === 0 || bad.length) throw new InvalidArgumentError(`--report-to takes ${REPORTERS.join(', ')} (comma-separated); metrics.jsonl is always written.`);
   return items;
 }
-
-const listArg = (v: string): string[] => {
-  const items = v.split(',').map((s) => s.trim()).filter(Boolean);
-  if (items.length === 0) throw new InvalidArgumentError('--target needs module names separated by commas.');
-  return items;
-};
 
 function fractionArg(flag: string): (v: string) => number {
   return (v: string) => {
@@ -119,21 +140,21 @@ export function register(program: Command): void {
     )
     .option('--gradient-checkpointing', 'recompute each decoder layer in the backward pass instead of keeping its activations (far less memory; a second forward pass of each layer, measured 0-15% slower: bench/RESULTS.md)')
     .addOption(new Option('--quantize <type>', 'hold the frozen base 4-bit while training (bitsandbytes NF4/FP4, double quantization); --method qlora implies nf4').choices(['nf4', 'fp4']))
-    .option('--r <n>', `rank, for ${flagMethods('r')} (default 8)`, intArg('--r', 1))
+    .option('--r <n>', `rank, for ${flagMethods('r')} (default 8)`, positiveInt('--r'))
     .option('--alpha <n>', `alpha, for ${flagMethods('alpha')} (default 16)`, numberArg('--alpha'))
     .option('--dropout <p>', `dropout, for ${flagMethods('dropout')} (default 0.05)`, numberArg('--dropout'))
-    .option('--target <modules>', `comma-separated module names to adapt, for ${flagMethods('target')} (default: peft's for the model type; full: every weight)`, listArg)
+    .option('--target <modules>', `comma-separated module names to adapt, for ${flagMethods('target')} (default: peft's for the model type; full: every weight), or all-linear (every linear layer but the output head)`, listArg('--target', 'module names'))
     .option('--epochs <n>', 'passes over the training data', numberArg('--epochs'), 3)
-    .option('--steps <n>', 'optimizer steps (overrides --epochs)', intArg('--steps', 1))
+    .option('--steps <n>', 'optimizer steps (overrides --epochs)', positiveInt('--steps'))
     .option('--lr <rate>', 'peak learning rate (default: the method\'s, e.g. 2e-4 for LoRA, 5e-5 for full)', numberArg('--lr'))
     .option('--weight-decay <w>', 'AdamW weight decay (not on biases and norm weights)', numberArg('--weight-decay'), 0)
-    .option('--batch <n>', 'examples per micro-batch', intArg('--batch', 1), 8)
-    .option('--grad-accum <n>', 'micro-batches per optimizer step', intArg('--grad-accum', 1), 1)
+    .option('--batch <n>', 'examples per micro-batch', positiveInt('--batch'), 8)
+    .option('--grad-accum <n>', 'micro-batches per optimizer step', positiveInt('--grad-accum'), 1)
     .option('--max-len <n>', 'tokens per sequence at most (default: the model\'s limit, at most 1024)', intArg('--max-len', 2))
     .option('--packing', 'concatenate examples and cut them into --max-len blocks instead of padding')
     .option('--eval-data <file.jsonl>', 'evaluation data (same formats; a classifier reports eval accuracy)')
     .option('--eval-split <fraction>', 'hold out this fraction of --data for evaluation', fractionArg('--eval-split'))
-    .option('--eval-every <n>', 'evaluate every n steps (default: 10 times per run)', intArg('--eval-every', 1))
+    .option('--eval-every <n>', 'evaluate every n steps (default: 10 times per run)', positiveInt('--eval-every'))
     .option('--no-eval-at-start', 'skip evaluating the untrained model')
     .option('--save-every <n>', 'write a checkpoint every n steps (0: only when stopped)', intArg('--save-every', 0), 500)
     .option('--warmup <n>', 'warmup steps, or a fraction of the run when below 1', numberArg('--warmup'))
@@ -143,21 +164,33 @@ export function register(program: Command): void {
     .option('--resume <dir|latest>', 'continue from a checkpoint folder, or the latest one under --out')
     .option('--overwrite', 'start over in an --out folder that holds an earlier run')
     .option('--chat-template <file>', 'Jinja chat template for {"messages"} data (default: the tokenizer\'s)')
-    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
-    .option('--log-every <n>', 'without a terminal: print a line every n steps', intArg('--log-every', 1), 10)
+    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', positiveInt('--threads'))
+    .option('--log-every <n>', 'without a terminal: print a line every n steps', positiveInt('--log-every'), 10)
     .option('--report-to <list>', 'where metrics go besides the terminal: jsonl (metrics.jsonl, always) and tensorboard (event files under --out/runs/<run name>)', reportToArg, ['jsonl'])
     .option('--run-name <name>', 'name of the run in TensorBoard and run_config.json (default: the date and time)')
-    .option('--max-examples <n>', 'train on the first n rows of --data only', intArg('--max-examples', 1))
+    .option('--max-examples <n>', 'train on the first n rows of --data only', positiveInt('--max-examples'))
     .option('--prompt-key <field>', 'the data\'s field holding the prompt (default "prompt")')
     .option('--completion-key <field>', 'the data\'s field holding the completion (default "completion")')
     .option('--messages-key <field>', 'the data\'s field holding a conversation (default "messages")')
     .option('--text-key <field>', 'the data\'s field holding plain text (default "text")')
+    .option('--use-dora', 'LoRA: weight-decomposed low-rank adaptation (use_dora)')
+    .option('--use-rslora', 'LoRA: rank-stabilised scaling alpha/sqrt(r) (use_rslora)')
+    .addOption(new Option('--init <how>', 'LoRA: initialisation of A/B (init_lora_weights): default (A Kaiming, B zero), gaussian, pissa (SVD of the base), olora (QR of the base)').choices(['default', 'gaussian', 'pissa', 'olora']))
+    .option('--modules-to-save <modules>', 'modules trained in full and saved beside the adapter (modules_to_save), comma-separated', listArg('--modules-to-save', 'module names'))
+    .option('--layers <indices>', 'adapt only these layer indices (layers_to_transform), comma-separated', layersArg)
+    .option('--num-virtual-tokens <n>', 'prompt/prefix/P-tuning: virtual tokens (num_virtual_tokens)', intArg('--num-virtual-tokens', 1))
+    .option('--reduction-factor <n>', 'bottleneck adapter: hidden size / bottleneck size (reduction_factor)', intArg('--reduction-factor', 1))
     .addOption(new Option('--eval-metric <name>', 'also score --eval-data by greedy generation at every evaluation (the first 200 rows; stops at a newline when no reference has one), logged as eval_<name>').choices(EVAL_METRICS.filter((m) => m !== 'perplexity')))
     .option('--metric-for-best-model <field>', 'eval record field that picks the best model (default: eval_<--eval-metric>, else eval_loss)')
     .option('--save-best', 'keep the adapter of the best evaluation in --out/best (implied by --early-stopping-patience)')
     .option('--early-stopping-patience <n>', 'stop after n evaluations in a row without improvement of the best-model metric', intArg('--early-stopping-patience', 1))
     .action(async (flags: TrainFlags, cmd: Command) => {
       const peft = flags.config !== undefined ? applyConfigFile(flags, cmd) : {};
+      // field flags are applied over the file's peft section (the command line wins)
+      for (const [attr, spec] of Object.entries(FIELD_FLAGS)) {
+        const v = (flags as unknown as Record<string, unknown>)[attr];
+        if (v !== undefined) peft[spec.field] = spec.value(v);
+      }
       for (const k of ['model', 'data', 'out'] as const) {
         if (flags[k] === undefined) throw new CliError(`--${k} is required (as a flag or as "${k}:" in --config)`);
       }
@@ -253,15 +286,14 @@ function checkFlags(f: TrainFlags): void {
   for (const [flag, file] of [['--data', f.data], ['--eval-data', f.evalData], ['--chat-template', f.chatTemplate]] as const) {
     if (file !== undefined && !existsSync(file)) throw new CliError(`${flag} ${file} does not exist`);
   }
-  if (existsSync(f.out) && !statSync(f.out).isDirectory()) throw new CliError(`--out ${f.out} is a file; pass a folder`);
 }
 
 /** Positions the method puts in front of the real tokens (prompt/prefix/P-tuning), which share the model's learned positions. */
 function virtualPositions(f: TrainFlags, model: PretrainedModel): number {
   const { preset } = presetOf(f.method);
   const n = (preset.trainFields ?? preset.fields).num_virtual_tokens;
-  // Llama-family models use rotary positions, with no table to run out of.
-  return typeof n === 'number' && model.family !== 'llama' ? n : 0;
+  // Rotary-position architectures (their descriptor says so) have no position table to run out of.
+  return typeof n === 'number' && descriptorOf(model).positions === 'absolute' ? n : 0;
 }
 
 function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer, virtual: number): number {
@@ -269,27 +301,29 @@ function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer, virtual: nu
 }
 
 /** The method's preset fields, the method flags given, and the task of the model. */
+/**
+ * --target as a config takes it: "all-linear" is peft's shorthand only as a string (every linear
+ * layer but the output head); a list names modules. Full fine-tuning selects weights by module
+ * name, so there it becomes the names of the linear layers LoRA's all-linear wraps.
+ */
+function targetModules(f: TrainFlags, model: PretrainedModel, peftType: unknown): string[] | string | undefined {
+  const t = f.target;
+  if (!t?.some((n) => n.toLowerCase() === 'all-linear')) return t;
+  if (t.length > 1) throw new CliError('--target all-linear already means every linear layer but the output head; give it alone, or list module names without it');
+  if (peftType !== 'FULL') return 'all-linear';
+  return resolveTargetModules(model, { targetModules: 'all-linear', taskType: model.task === 'seq-cls' ? 'SEQ_CLS' : 'CAUSAL_LM' } as LoraConfig);
+}
+
 async function adapt(f: TrainFlags, model: PretrainedModel, steps: number, peft: Record<string, unknown> = {}): Promise<AdaptedModel> {
   const { preset } = presetOf(f.method);
   const fields: Record<string, unknown> = { ...(preset.trainFields ?? preset.fields), ...peft };
   if (preset.stepsField && (fields[preset.stepsField] ?? null) === null) fields[preset.stepsField] = steps;
-  for (const [flag, field] of Object.entries(preset.flags ?? {}) as [TrainFlag, string][]) if (f[flag] !== undefined) fields[field] = f[flag];
+  for (const [flag, field] of Object.entries(preset.flags ?? {}) as [TrainFlag, string][]) {
+    if (f[flag] !== undefined) fields[field] = flag === 'target' ? targetModules(f, model, fields.peft_type) : f[flag];
+  }
   if (model.task === 'seq-cls' && fields.task_type !== undefined) fields.task_type = 'SEQ_CLS';
   fields.base_model_name_or_path = f.model;
   return createAdapter(model, fields, { seed: f.seed });
-}
-
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'added_tokens.json', 'chat_template.jinja'];
-
-/** Copies the tokenizer next to the adapter (as transformers' Trainer saves it), each file atomically. */
-async function copyTokenizer(from: string, to: string): Promise<void> {
-  for (const name of TOKENIZER_FILES) {
-    const src = join(from, name);
-    if (!existsSync(src)) continue;
-    const tmp = join(to, `.${name}.${process.pid}.tmp`);
-    await copyFile(src, tmp);
-    await rename(tmp, join(to, name));
-  }
 }
 
 async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Promise<void> {
@@ -300,10 +334,20 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
   }
   const say = (s: string) => process.stderr.write(`${s}\n`);
   const dir = await resolveModelDir(f.model);
+  // The output folder is checked (never a model or adapter the run did not write, nor one another
+  // run is writing) before the model is loaded; the trainer takes its lock when training starts.
+  await checkRunFolder(f.out, { resume: f.resume, overwrite: f.overwrite, inputs: [{ path: dir, what: 'base model' }] });
   const quantize = f.quantize ?? (presetOf(f.method).preset.quantizedBase ? 'nf4' : undefined);
   const model = await loadModel(dir, quantize ? { quantization: { bits: 4, type: quantize as 'nf4' | 'fp4', doubleQuant: true, blockSize: 64 } } : {});
   if (quantize) say(`base held 4-bit (${quantize}, double quantization): ${model.weights.quantizedNames().length} linear weights, ${(model.weights.heldBytes() / 2 ** 20).toFixed(1)} MiB of frozen weights`);
-  if (Object.keys(peft).length) checkPeftFields(peft, await peftFieldsOf(f, model), f.method, f.config!);
+  if (Object.keys(peft).length) {
+    const valid = await peftFieldsOf(f, model);
+    for (const spec of Object.values(FIELD_FLAGS)) {
+      const given = (f as unknown as Record<string, unknown>)[Object.keys(FIELD_FLAGS).find((k) => FIELD_FLAGS[k as keyof typeof FIELD_FLAGS] === spec)!];
+      if (given !== undefined && !valid.includes(spec.field)) throw new CliError(`${spec.flag} sets ${spec.field}, which --method ${f.method} does not have; remove it or choose a method that does`);
+    }
+    checkPeftFields(peft, valid, f.method, f.config ?? 'the command line');
+  }
   const tokenizer = await Tokenizer.fromDir(dir);
   const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId;
   if (padId === undefined) throw new CliError(`the tokenizer in ${dir} has neither a pad nor an EOS token; set "pad_token" in tokenizer_config.json`);
@@ -401,6 +445,7 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
     seed: f.seed,
     resume: f.resume,
     overwrite: f.overwrite,
+    tokenizerDir: dir, // saved next to the adapter, as transformers' Trainer does
     progress,
     runtime: { threads: f.threads, gradientCheckpointing: f.gradientCheckpointing },
     evalMetrics,
@@ -436,12 +481,11 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
       process.exitCode = 130;
       return;
     }
-    await copyTokenizer(dir, f.out);
     // the run as resolved (file, defaults and flags together): `peft train --config run_config.json` repeats it
     const { config: _file, resume: _resume, overwrite: _overwrite, ...resolved } = f;
     void [_file, _resume, _overwrite];
     const runConfig = { ...resolved, ...(Object.keys(peft).length ? { peft } : {}) };
-    await writeAtomically(join(f.out, 'run_config.json'), async (fh) => void (await fh.writeFile(`${JSON.stringify(runConfig, null, 2)}\n`)));
+    await writeFileAtomic(join(f.out, 'run_config.json'), `${JSON.stringify(runConfig, null, 2)}\n`);
     const evalText = r.initialEvalLoss !== undefined && r.finalEvalLoss !== undefined ? `; eval loss ${r.initialEvalLoss.toFixed(4)} -> ${r.finalEvalLoss.toFixed(4)}` : r.finalEvalLoss !== undefined ? `; eval loss ${r.finalEvalLoss.toFixed(4)}` : '';
     const saved = presetOf(f.method).tuner.saves ?? 'adapter';
     const accText =

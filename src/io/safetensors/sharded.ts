@@ -9,7 +9,8 @@ import { regularFileSize } from '../files.js';
 import type { RawTensor } from './dtype.js';
 import { type TensorInfo, type TensorInput, compareCodePoints, layout } from './header.js';
 import { SafetensorsFile, type TensorSource, readFully } from './read.js';
-import { writeAtomically, writeSafetensors } from './write.js';
+import { writeFileAtomic } from '../atomic.js';
+import { writeSafetensors } from './write.js';
 
 const MAX_INDEX_BYTES = 100_000_000;
 
@@ -256,9 +257,7 @@ export async function writeShardedSafetensors(
     const lines = weightMap.map(([name, file]) => `    ${JSON.stringify(name)}: ${JSON.stringify(file)}`);
     const json = `{\n  "metadata": {\n    "total_size": ${totalSize}\n  },\n  "weight_map": {\n${lines.join(',\n')}\n  }\n}\n`;
     const bytes = new TextEncoder().encode(json);
-    await writeAtomically(indexPath, async (fh) => {
-      await fh.writeFile(bytes);
-    });
+    await writeFileAtomic(indexPath, bytes);
   }
 
   const keep = new Set(names);

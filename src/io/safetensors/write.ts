@@ -1,11 +1,13 @@
-// Writing safetensors files in the reference layout. Files are replaced atomically (temp file in
-// the same folder, fsync, rename) so a crash mid-save never leaves a truncated checkpoint where a
+// Writing safetensors files in the reference layout. Files are replaced atomically
+// (writeFileAtomic: temp file in the same folder, fsync, rename) so a crash mid-save never leaves a truncated checkpoint where a
 // good one used to be.
 
-import { randomBytes } from 'node:crypto';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-import { ioError } from './errors.js';
+import type { FileHandle } from 'node:fs/promises';
+import { writeFileAtomic, writeFailure } from '../atomic.js';
+import { SafetensorsError } from './errors.js';
+
+/** @deprecated the old name of writeFileAtomic (src/io/atomic.ts), kept while branches written against it land; import writeFileAtomic. */
+export { writeFileAtomic as writeAtomically } from '../atomic.js';
 import { type TensorInput, layout } from './header.js';
 
 /** The whole file as one buffer: header then every tensor's bytes. */
@@ -36,39 +38,6 @@ async function writeAll(fh: FileHandle, data: Uint8Array, position: number): Pro
 }
 
 /**
- * Runs `fill` against a temp file next to `path` and, once it is complete and synced, renames it
- * over `path`. On failure the temp file is removed and `path` is untouched.
- */
-export async function writeAtomically(path: string, fill: (fh: FileHandle) => Promise<void>): Promise<void> {
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  let fh: FileHandle | undefined;
-  try {
-    fh = await open(tmp, 'wx');
-    await fill(fh);
-    await fh.sync();
-    await fh.close();
-    fh = undefined;
-    await rename(tmp, path);
-  } catch (e) {
-    if (fh) await fh.close().catch(() => undefined);
-    await unlink(tmp).catch(() => undefined);
-    throw ioError(path, 'write', e);
-  }
-  // Persist the rename itself; directories cannot be opened for syncing on every platform.
-  try {
-    const d = await open(dir, 'r');
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
-  } catch {
-    // The file is complete either way; only durability across a power cut is weaker.
-  }
-}
-
-/**
  * Writes `tensors` to `path` atomically. Accepts a record or a Map; tensors are laid out by dtype
  * then name whatever their input order, as the reference writer does.
  */
@@ -78,7 +47,7 @@ export async function writeSafetensors(
   metadata?: Record<string, string>,
 ): Promise<void> {
   const { header, tensors: ordered, dataSize } = layout(tensors, metadata, path);
-  await writeAtomically(path, async (fh) => {
+  await writeFileAtomic(path, async (fh) => {
     const staging = new Uint8Array(Math.min(STAGING_BYTES, header.byteLength + dataSize));
     let staged = 0;
     let pos = 0;
@@ -99,5 +68,8 @@ export async function writeSafetensors(
       staged += data.byteLength;
     }
     await flush();
+  }).catch((e: unknown) => {
+    if (e instanceof SafetensorsError) throw e;
+    throw new SafetensorsError(path, `write failed: ${writeFailure(e)}`, undefined, { cause: e });
   });
 }

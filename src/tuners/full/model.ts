@@ -7,7 +7,8 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Value } from '../../graph/ir.js';
 import { fromTypedArray, writeSafetensors, type RawTensor } from '../../io/safetensors.js';
-import { writeAtomically } from '../../io/safetensors/write.js';
+import { writeFileAtomic } from '../../io/atomic.js';
+import { setConfigDtype } from '../../io/hfconfig.js';
 import type { ForwardArgs, ForwardResult, PretrainedModel } from '../../models/types.js';
 import type { BuildContext } from '../../nn/context.js';
 import { type AdaptedModel, AdapterError, PeftConfigError, type TrainableTensor } from '../types.js';
@@ -84,12 +85,16 @@ export class FullFineTuneModel implements AdaptedModel {
       tensors.set(name, fromTypedArray(w.data, w.shape));
     }
     await writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
-    const config = JSON.stringify(this.base.config.raw, null, 2) + '\n';
-    await writeAtomically(join(dir, 'config.json'), async (fh) => void (await fh.writeFile(config)));
+    // The trained weights are float32 (a bfloat16 copy would round away most fine-tuning updates),
+    // and config.json says so whatever dtype the base checkpoint was.
+    const raw = { ...this.base.config.raw };
+    setConfigDtype(raw, 'float32');
+    const config = JSON.stringify(raw, null, 2) + '\n';
+    await writeFileAtomic(join(dir, 'config.json'), config);
     const gen = join(this.base.dir, 'generation_config.json');
     if (existsSync(gen)) {
       const text = await readFile(gen);
-      await writeAtomically(join(dir, 'generation_config.json'), async (fh) => void (await fh.writeFile(text)));
+      await writeFileAtomic(join(dir, 'generation_config.json'), text);
     }
   }
 }

@@ -388,8 +388,8 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
 }
 
 async function writePythonJsonCard(path: string, text: string): Promise<void> {
-  const { writeAtomically } = await import('../../io/safetensors/write.js');
-  await writeAtomically(path, async (fh) => void (await fh.writeFile(text)));
+  const { writeFileAtomic } = await import('../../io/atomic.js');
+  await writeFileAtomic(path, text);
 }
 
 /** A config error for a field whose value changes the math in a way this library does not implement. */

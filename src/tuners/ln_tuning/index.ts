@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { Value } from '../../graph/ir.js';
 import { type RawTensor, fromTypedArray, writeSafetensors } from '../../io/safetensors.js';
 import { type PyJson, writePythonJson } from '../../io/pyjson.js';
-import { writeAtomically } from '../../io/safetensors/write.js';
+import { writeFileAtomic } from '../../io/atomic.js';
 import type { ForwardArgs, ForwardResult, PretrainedModel } from '../../models/types.js';
 import type { BuildContext } from '../../nn/context.js';
 import type { WeightTensor } from '../../nn/weights.js';
@@ -176,7 +176,7 @@ export class LnTuningModel implements AdaptedModel {
     const json: Record<string, PyJson> = { ...commonJson(this.config), inference_mode: true };
     await writePythonJson(join(dir, 'adapter_config.json'), json);
     const card = join(dir, 'README.md');
-    if (!existsSync(card)) await writeAtomically(card, async (fh) => void (await fh.writeFile(`---\nlibrary_name: peft\n---\n\n# LN tuning adapter\n`)));
+    if (!existsSync(card)) await writeFileAtomic(card, `---\nlibrary_name: peft\n---\n\n# LN tuning adapter\n`);
   }
 
   /** Swaps the trained copies into the base model (peft merge()). */

@@ -5,18 +5,20 @@
 
 import { firstNonFinite, nonFiniteMessage } from '../../nn/finite.js';
 import { existsSync, statSync } from 'node:fs';
-import { copyFile, mkdir, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Graph, type Value } from '../../graph/ir.js';
 import { type RawTensor, fromTypedArray, writeShardedSafetensors } from '../../io/safetensors.js';
 import type { PretrainedModel } from '../../models/types.js';
 import type { LinearSpec } from '../../nn/context.js';
-import { type QuantizedWeightTensor, WeightStore, type WeightTensor, transpose2d } from '../../nn/weights.js';
+import { type CheckpointDtype, CHECKPOINT_DTYPES, type QuantizedWeightTensor, WeightStore, type WeightTensor, transpose2d } from '../../nn/weights.js';
+import { setConfigDtype } from '../../io/hfconfig.js';
 import { type Quantized4bit, quantize4bit } from '../../quant/blockwise.js';
 import { bnbQuantizationConfig, toBnbTensors } from '../../quant/bnb.js';
 import { HEAD_MODULES, isSkipped } from '../../quant/plan.js';
 import { type RawJson, dumpRawJson, parseRawJson } from '../../quant/pyjson.js';
-import { writeAtomically } from '../../io/safetensors/write.js';
+import { copyFileAtomic, writeFileAtomic } from '../../io/atomic.js';
+import { GENERATION_CONFIG_FILE, copyTokenizerFiles } from '../../io/modelfiles.js';
 import { QuantizationError } from '../../quant/errors.js';
 import { RuntimeSession } from '../../runtime/session.js';
 import { AdapterError } from '../types.js';
@@ -118,6 +120,7 @@ export function copyWeightStore(model: PretrainedModel): WeightStore {
   }
   const candidates = new Set([...model.expectedWeights(), ...model.linears().flatMap((s) => [`${s.name}.weight`, `${s.name}.bias`])]);
   for (const n of candidates) if (src.isAlias(n)) store.alias(n, src.resolve(n));
+  store.checkpointDtype = src.checkpointDtype;
   return store;
 }
 
@@ -143,6 +146,22 @@ export interface SaveModelOptions {
   maxShardBytes?: number;
   /** also copy tokenizer files from the model's folder (transformers' model.save_pretrained does not) */
   copyTokenizer?: boolean;
+  /** dtype of the written floating-point weights; default the source checkpoint's (savedDtype) */
+  dtype?: CheckpointDtype;
+}
+
+const FILE_DTYPE = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' } as const;
+/** Magnitudes from here on round to infinity in float16 (its largest finite value is 65504). */
+const F16_OVERFLOW = 65520;
+
+/**
+ * The dtype a model is saved in by default: the one its checkpoint stores (a float16 or bfloat16
+ * folder stays so after a merge), else config.json's dtype / torch_dtype, else float32.
+ */
+export function savedDtype(model: PretrainedModel): CheckpointDtype {
+  const fromConfig = model.config.torchDtype;
+  if (model.weights.checkpointDtype) return model.weights.checkpointDtype;
+  return fromConfig && (CHECKPOINT_DTYPES as readonly string[]).includes(fromConfig) ? (fromConfig as CheckpointDtype) : 'float32';
 }
 
 /**
@@ -151,11 +170,12 @@ export interface SaveModelOptions {
  * llm_int8_skip_modules); a full-precision model saved from a 4-bit checkpoint loses that entry.
  * Other values keep their exact spelling.
  */
-async function configFor(model: PretrainedModel, configPath: string, quantized: readonly Quantized4bit[]): Promise<Uint8Array> {
+async function configFor(model: PretrainedModel, configPath: string, quantized: readonly Quantized4bit[], dtype: CheckpointDtype): Promise<Uint8Array> {
   const text = await readFile(configPath, 'utf8');
   const hadQuantization = model.config.raw.quantization_config !== undefined;
-  if (!quantized.length && !hadQuantization) return new TextEncoder().encode(text);
   const config = parseRawJson(text, configPath) as { [key: string]: RawJson };
+  const dtypeChanged = setConfigDtype(config, dtype);
+  if (!quantized.length && !hadQuantization && !dtypeChanged) return new TextEncoder().encode(text);
   if (!quantized.length) {
     delete config.quantization_config;
   } else {
@@ -167,18 +187,20 @@ async function configFor(model: PretrainedModel, configPath: string, quantized: 
   return new TextEncoder().encode(dumpRawJson(config) + '\n');
 }
 
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'tokenizer.model', 'added_tokens.json'];
-
 /**
  * Saves a model as transformers' save_pretrained does: config.json (and generation_config.json)
- * from the model's folder, weights as float32 model.safetensors (sharded above the limit) under
- * their Hugging Face names; tied weights are stored once (GPT-2's lm_head is not written).
+ * from the model's folder, weights as model.safetensors (sharded above the limit) under their
+ * Hugging Face names in `opts.dtype` (default: the source checkpoint's dtype, so a bfloat16 model
+ * stays bfloat16 after a merge), with config.json's dtype / torch_dtype saying so; tied weights are
+ * stored once (GPT-2's lm_head is not written). A value beyond float16's range refuses float16.
  */
 export async function saveModelPretrained(model: PretrainedModel, dir: string, opts: SaveModelOptions = {}): Promise<void> {
   if (existsSync(dir) && !statSync(dir).isDirectory()) throw new AdapterError(`cannot save the model to ${dir}: it exists and is not a folder`);
   if (resolve(dir) === resolve(model.dir)) throw new AdapterError(`cannot save the model over its own folder ${dir}; choose another output folder`);
   const configPath = join(model.dir, 'config.json');
   if (!existsSync(configPath)) throw new AdapterError(`cannot save the model: ${configPath} (its config.json) is missing`);
+  const dtype = opts.dtype ?? savedDtype(model);
+  if (!(CHECKPOINT_DTYPES as readonly string[]).includes(dtype)) throw new AdapterError(`cannot save the model as ${dtype}; choose one of ${CHECKPOINT_DTYPES.join(', ')}`);
   const tensors = new Map<string, RawTensor>();
   const quantized: Quantized4bit[] = [];
   for (const name of model.weights.names()) {
@@ -192,27 +214,19 @@ export async function saveModelPretrained(model: PretrainedModel, dir: string, o
     const w = model.weights.get(name);
     const bad = firstNonFinite(w.data);
     if (bad >= 0) throw new AdapterError(`refusing to save the model to ${dir}: ${nonFiniteMessage(`weight ${name}`, bad, w.data[bad] as number)}`);
-    tensors.set(name, fromTypedArray(w.data, w.shape));
+    if (dtype === 'float16') {
+      for (let i = 0; i < w.data.length; i++) {
+        if (Math.abs(w.data[i]!) >= F16_OVERFLOW) throw new AdapterError(`cannot save ${name} as float16: it holds ${w.data[i]}, beyond float16's range (65504); save as bfloat16 or float32`);
+      }
+    }
+    tensors.set(name, fromTypedArray(w.data, w.shape, FILE_DTYPE[dtype]));
   }
-  const configBytes = await configFor(model, configPath, quantized);
+  const configBytes = await configFor(model, configPath, quantized, dtype);
   await mkdir(dir, { recursive: true });
   await writeShardedSafetensors(dir, tensors, { metadata: { format: 'pt' }, maxShardBytes: opts.maxShardBytes });
-  await writeAtomically(join(dir, 'config.json'), async (fh) => {
-    await fh.writeFile(configBytes);
-  });
-  const extra = ['generation_config.json', ...(opts.copyTokenizer ? TOKENIZER_FILES : [])];
-  for (const f of extra) {
-    const src = join(model.dir, f);
-    if (!existsSync(src) || src === join(dir, f)) continue;
-    const tmp = join(dir, `.${f}.${process.pid}.tmp`);
-    try {
-      await copyFile(src, tmp);
-      await rename(tmp, join(dir, f));
-    } catch (e) {
-      await unlink(tmp).catch(() => undefined);
-      throw e;
-    }
-  }
+  await writeFileAtomic(join(dir, 'config.json'), configBytes);
+  if (opts.copyTokenizer) await copyTokenizerFiles(model.dir, dir);
+  else if (existsSync(join(model.dir, GENERATION_CONFIG_FILE))) await copyFileAtomic(join(model.dir, GENERATION_CONFIG_FILE), join(dir, GENERATION_CONFIG_FILE));
 }
 
 /** DoRA's initial magnitude of embedding LoRAs: column norms of E + s(BA)^T, [dim] each. */

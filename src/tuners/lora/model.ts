@@ -684,24 +684,31 @@ export class LoraModel implements AdaptedModel {
     this.disabled = false;
   }
 
+  /**
+   * Removes an adapter. As peft's delete_adapter: the other active adapters stay active; only when
+   * none is left does the first remaining adapter become active.
+   */
   deleteAdapter(name: string): void {
     this.adapter(name);
     if (this.merged.includes(name)) throw new AdapterError(`adapter "${name}" is merged into the base weights; call unmerge() before deleting it`);
     this.adapters.delete(name);
     if (this.active.includes(name)) {
+      const still = this.active.filter((n) => n !== name);
       const rest = this.adapterNames;
-      this.active = rest.length ? [rest[0]!] : [];
+      if (!still.length && rest.length) warn(`deleted the last active adapter "${name}"; "${rest[0]}" is now active`);
+      this.active = still.length ? still : rest.length ? [rest[0]!] : [];
     }
   }
 
-  private activeList(): LoraAdapter[] {
-    return this.disabled ? [] : this.active.map((n) => this.adapter(n));
+  /** The adapters forward applies: the active ones, none while disabled (`ignoreDisabled`: the active ones regardless, as merging takes them). */
+  private activeList(ignoreDisabled = false): LoraAdapter[] {
+    return this.disabled && !ignoreDisabled ? [] : this.active.map((n) => this.adapter(n));
   }
 
   /** Base weights replaced by the active adapters (the first active adapter that has one wins). */
-  private activeOverrides(): Map<string, TrainableTensor> {
+  private activeOverrides(ignoreDisabled = false): Map<string, TrainableTensor> {
     const out = new Map<string, TrainableTensor>();
-    for (const a of this.activeList()) for (const [w, t] of a.overrides) if (!out.has(w)) out.set(w, t);
+    for (const a of this.activeList(ignoreDisabled)) for (const [w, t] of a.overrides) if (!out.has(w)) out.set(w, t);
     return out;
   }
 
@@ -1180,7 +1187,9 @@ export class LoraModel implements AdaptedModel {
     }
     const store = copyWeightStore(this.base);
     if (!opts.requantize) for (const n of store.quantizedNames()) store.set(n, this.base.weights.dequantized(n));
-    const adapters = this.activeList().filter((a) => !this.merged.includes(a.name));
+    // As peft (and merge()): the active adapters are merged even while disabled, since disabling
+    // only changes what forward computes.
+    const adapters = this.activeList(true).filter((a) => !this.merged.includes(a.name));
     this.checkMergeable(adapters);
     const jobs = this.mergeJobs(adapters);
     const results = await mergeWeights(jobs.map((j) => j.job));
@@ -1194,7 +1203,7 @@ export class LoraModel implements AdaptedModel {
     });
     for (const [name, w] of await this.extraMerges(adapters, (n) => done.get(n) ?? this.base.weights.dequantized(n))) store.set(name, w);
     // set() on the name itself unties a tied head, as peft's copy is a module of its own.
-    for (const [w, t] of this.activeOverrides()) store.set(w, { shape: [...t.shape], data: Float32Array.from(t.data) });
+    for (const [w, t] of this.activeOverrides(true)) store.set(w, { shape: [...t.shape], data: Float32Array.from(t.data) });
     return withWeights(this.base, store);
   }
 }

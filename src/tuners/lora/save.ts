@@ -3,7 +3,8 @@
 // it forwards and loading inverts the very same table, so the two cannot drift apart.
 
 import { existsSync, statSync } from 'node:fs';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../../io/atomic.js';
 import { dirname, join } from 'node:path';
 import { readTorchBin } from '../../io/torchbin.js';
 import { ShardedSafetensors } from '../../io/safetensors/sharded.js';
@@ -70,23 +71,6 @@ export interface TensorSlot {
   tensor: TrainableTensor;
 }
 
-async function writeTextAtomically(path: string, text: string): Promise<void> {
-  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
-  const fh = await open(tmp, 'wx');
-  try {
-    await fh.writeFile(text, 'utf8');
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, path);
-  } catch (e) {
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-}
-
 /** Checks that `dir` can hold an adapter before anything is written. */
 export function checkOutputDir(dir: string): void {
   if (existsSync(dir) && !statSync(dir).isDirectory()) throw new AdapterError(`cannot save the adapter to ${dir}: it exists and is not a folder`);
@@ -139,9 +123,9 @@ export async function writeAdapterFolder(dir: string, config: LoraConfig, slots:
   if (compression) metadata[COMPRESSION_METADATA_KEY] = JSON.stringify(compression.report);
   await mkdir(dir, { recursive: true });
   await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, metadata);
-  await writeTextAtomically(join(dir, 'adapter_config.json'), text);
+  await writeFileAtomic(join(dir, 'adapter_config.json'), text);
   const card = join(dir, 'README.md');
-  if (!existsSync(card)) await writeTextAtomically(card, modelCard(config));
+  if (!existsSync(card)) await writeFileAtomic(card, modelCard(config));
 }
 
 function modelCard(config: LoraConfig): string {
@@ -303,8 +287,8 @@ export async function decompressAdapterFolder(src: string, out: string): Promise
   const { [COMPRESSION_METADATA_KEY]: _report, ...rest } = metadata;
   await mkdir(out, { recursive: true });
   await writeSafetensors(join(out, 'adapter_model.safetensors'), raw, { format: 'pt', ...rest });
-  await writeTextAtomically(join(out, 'adapter_config.json'), loraConfigFileText({ ...config, inferenceMode: true }));
+  await writeFileAtomic(join(out, 'adapter_config.json'), loraConfigFileText({ ...config, inferenceMode: true }));
   const card = join(src, 'README.md');
-  if (existsSync(card) && !existsSync(join(out, 'README.md'))) await writeTextAtomically(join(out, 'README.md'), await readFile(card, 'utf8'));
+  if (existsSync(card) && !existsSync(join(out, 'README.md'))) await writeFileAtomic(join(out, 'README.md'), await readFile(card, 'utf8'));
   return { tensors: raw.size, bytes };
 }

@@ -116,6 +116,10 @@ async function readSlot(base: PretrainedModel, name: string, dir: string, adapte
   if (m instanceof LoraModel) {
     const a = m.adapter(m.activeAdapter ?? 'default');
     if (a.config.useDora) throw new MixedBatchError(`${dir}: DoRA adapters cannot join a mixed batch (plain LoRA and IA3 only); merge it and serve the merged model instead`);
+    const extra = a as { embeddings?: Map<string, unknown>; tokens?: Map<string, unknown> };
+    if (extra.embeddings?.size || extra.tokens?.size) {
+      throw new MixedBatchError(`${dir}: LoRA on embeddings / trainable tokens cannot join a mixed batch (linear layers only); merge it and serve the merged model instead`);
+    }
     if (a.overrides.size || a.modulesToSave.length) {
       throw new MixedBatchError(`${dir}: the adapter replaces base weights (modules_to_save or trained biases: ${[...a.overrides.keys()].slice(0, 3).join(', ')}); mixed batches take plain LoRA and IA3 adapters only`);
     }

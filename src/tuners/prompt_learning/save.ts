@@ -5,7 +5,7 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fromTypedArray, writeSafetensors, type RawTensor } from '../../io/safetensors.js';
-import { writeAtomically } from '../../io/safetensors/write.js';
+import { writeFileAtomic } from '../../io/atomic.js';
 import { AdapterError, type TrainableTensor } from '../types.js';
 import { pythonJsonDumps, type PyJson } from '../../io/pyjson.js';
 
@@ -25,7 +25,7 @@ export async function writeAdapterFolder(dir: string, config: Record<string, PyJ
   const json = Buffer.from(pythonJsonDumps(config), 'utf8');
   await mkdir(dir, { recursive: true });
   await writeSafetensors(join(dir, WEIGHTS_FILE), raw, { format: 'pt' });
-  await writeAtomically(join(dir, CONFIG_FILE), async (fh) => {
+  await writeFileAtomic(join(dir, CONFIG_FILE), async (fh) => {
     await fh.write(json, 0, json.byteLength, 0);
   });
 }

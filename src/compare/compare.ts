@@ -24,6 +24,7 @@ import { lossCurvesSvg, qualityVsParamsSvg } from './plots.js';
 import { CRITERIA, RATING_RULES, measuredRatings } from './ratings.js';
 import { type ComparisonReport, type MethodRow, comparisonMarkdown, formatBytes, formatQuality } from './report.js';
 import { type Constraints, DEFAULT_CONSTRAINTS, recommend } from './recommend.js';
+import { descriptorFor } from '../models/registry.js';
 
 export const COMPARE_FILES = { json: 'compare.json', markdown: 'compare.md', lossCurves: 'loss_curves.svg', qualityVsParams: 'quality_vs_params.svg', runs: 'runs' } as const;
 
@@ -151,8 +152,6 @@ async function runWorker(job: CompareJob, dir: string, timeoutS: number, signal?
   return { ok: false, error: { name: 'WorkerError', message: `${reason ?? 'the worker wrote no result'}${tail ? `; its log ends: ${tail}` : ''} (full log: ${logFile})` } };
 }
 
-/** Model types whose positions are rotary (no table of positions to run out of). */
-const ROTARY_MODEL_TYPES = ['llama', 'mistral', 'qwen2'];
 
 const pct = (x: number): string => `${(100 * x).toFixed(x < 0.01 ? 3 : 2)}%`;
 const ms = (s: number): string => `${(1000 * s).toFixed(1)} ms`;
@@ -197,7 +196,7 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
   const config = JSON.parse(await readFile(join(modelDir, 'config.json'), 'utf8')) as { max_position_embeddings?: number; n_positions?: number; architectures?: unknown; model_type?: unknown };
   const positions = config.max_position_embeddings ?? config.n_positions ?? 1024;
   // A position-embedding table (BERT, GPT-2; not Llama's rotary positions) must also hold the virtual tokens of the soft-prompt methods.
-  const virtual = chosen.some(usesVirtualTokens) && !ROTARY_MODEL_TYPES.includes(String(config.model_type)) ? VIRTUAL_TOKENS : 0;
+  const virtual = chosen.some(usesVirtualTokens) && descriptorFor(String(config.model_type))?.positions !== 'rotary' ? VIRTUAL_TOKENS : 0;
   const maxLength = opts.maxLength ?? Math.min(1024, positions - virtual, tokenizer.modelMaxLength ?? Infinity);
   // A sequence classifier (e.g. BertForSequenceClassification) trains on {"text","label"} rows and is scored by accuracy.
   // the class loadModel will build (refused here, before --out is touched, when it cannot)

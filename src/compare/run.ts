@@ -24,6 +24,7 @@ import { classificationRows, promptIds, tokenizedRows } from './data.js';
 import { CompareError } from './errors.js';
 import type { BaseJob, BaseResult, CompareJob, JobResult, Latency, Quality, RunSettings, TaskRef, TrainJob, TrainResult } from './job.js';
 import { VIRTUAL_TOKENS, adaptForComparison, loadBaseFor, usesVirtualTokens } from './methods.js';
+import { descriptorOf } from '../models/registry.js';
 
 export function median(xs: readonly number[]): number {
   if (xs.length === 0) return NaN;
@@ -207,7 +208,7 @@ async function runTrain(job: TrainJob): Promise<TrainResult> {
   const { tokenizer, padId } = await tokenizerFor(settings);
   const train = await evalRowsOf(task.trainFile, task, base, tokenizer, settings);
   const evalRows = await evalRowsOf(task.evalFile, task, base, tokenizer, settings);
-  if (usesVirtualTokens(job.method) && base.family !== 'llama') {
+  if (usesVirtualTokens(job.method) && descriptorOf(base).positions === 'absolute') {
     const longest = Math.max(...train.map((r) => r.inputIds.length), ...evalRows.map((r) => r.inputIds.length));
     const positions = base.config.maxPositionEmbeddings;
     if (positions && longest + VIRTUAL_TOKENS > positions) {

@@ -12,6 +12,7 @@ import { argmax, sampleToken } from './sampling.js';
 import { DecoderSessions, type KVCache } from './sessions.js';
 import { RowText } from './streaming.js';
 import { BASE_ADAPTER, isMultiAdapter } from '../tuners/multi/model.js';
+import { descriptorOf } from '../models/registry.js';
 
 /** A text prompt (encoded with the generator's tokenizer) or token ids. */
 export type Prompt = string | readonly number[];
@@ -131,7 +132,7 @@ export class Generator {
       throw new GenerationError(`a prompt is ${longest} tokens, longer than the model's ${maxPos} positions (max_position_embeddings); shorten it`);
     }
     // Learned absolute positions have no row beyond max_position_embeddings; rotary ones extrapolate.
-    if (base.family === 'gpt2' && longest + plan.maxNewTokens - 1 > maxPos) {
+    if (descriptorOf(base).positions === 'absolute' && longest + plan.maxNewTokens - 1 > maxPos) {
       throw new GenerationError(
         `${longest} prompt tokens + ${plan.maxNewTokens} new tokens exceed the model's ${maxPos} positions; lower maxNewTokens to ${maxPos - longest + 1} or shorten the prompt`,
       );

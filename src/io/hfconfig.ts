@@ -639,3 +639,21 @@ function phi3Fields(f: Fields, headDim: number): Partial<ModelConfig> {
     ...(window === undefined ? {} : { slidingWindow: window }),
   };
 }
+
+/**
+ * Records the dtype a model folder's weights are written in: config.json's "dtype" (transformers
+ * >= 4.56) and "torch_dtype" (older) keys, whichever it has, else "torch_dtype" (read by both).
+ * Returns whether anything changed.
+ */
+export function setConfigDtype(config: Record<string, unknown>, dtype: string): boolean {
+  const keys = ["dtype", "torch_dtype"].filter((k) => config[k] !== undefined && config[k] !== null);
+  if (keys.length === 0) keys.push("torch_dtype");
+  let changed = false;
+  for (const k of keys) {
+    if (config[k] !== dtype) {
+      config[k] = dtype;
+      changed = true;
+    }
+  }
+  return changed;
+}

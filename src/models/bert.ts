@@ -9,7 +9,7 @@ import { attention, attentionBias, embedding, layerNorm, linear, mergeHeads, spl
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
 import { appendPast, applySublayer, inputEmbeddings, maskedLmLoss, modulePaths, sequenceClassificationLoss } from './common.js';
-import { type ForwardArgs, type ForwardResult, type KV, ModelError, type ModelTask, type PretrainedModel } from './types.js';
+import { type ArchitectureDescriptor, type ForwardArgs, type ForwardResult, type KV, ModelError, type ModelTask, type PretrainedModel } from './types.js';
 
 export class BertModel implements PretrainedModel {
   readonly family = 'bert' as const;
@@ -137,3 +137,26 @@ export class BertModel implements PretrainedModel {
     throw new ModelError('BertModel has no head and no loss; load BertForSequenceClassification or BertForMaskedLM');
   }
 }
+
+/** BERT and RoBERTa encoders: learned absolute positions, token types, post-norm layers. */
+export const BERT: ArchitectureDescriptor = {
+  family: 'bert',
+  displayName: 'BERT',
+  modelTypes: ['bert', 'roberta'],
+  classes: {
+    BertForSequenceClassification: (c, w, d) => new BertModel(c, w, d, 'seq-cls'),
+    BertForMaskedLM: (c, w, d) => new BertModel(c, w, d, 'masked-lm'),
+    BertModel: (c, w, d) => new BertModel(c, w, d, 'base'),
+  },
+  defaultClass: { bert: 'BertModel' },
+  basePrefix: 'bert.',
+  positions: 'absolute',
+  capabilities: { tiedEmbeddings: 'default' },
+  loraTargets: { bert: ['query', 'value'] },
+  ia3Targets: { bert: { targets: ['key', 'value', 'output.dense'], feedforward: ['output.dense'] } },
+  bottleneck: {
+    module: (layer, location) => `bert.encoder.layer.${layer}.${location === 'mh_adapter' ? 'attention.output' : 'output'}`,
+    pattern: /^(?:bert\.)?encoder\.layer\.(\d+)\.(attention\.output|output)\.adapters\.(.+)\.(adapter_down\.0\.weight|adapter_down\.0\.bias|adapter_up\.weight|adapter_up\.bias)$/,
+    attentionTail: 'attention.output',
+  },
+};

@@ -13,7 +13,8 @@ import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
 import { appendPast, applySublayer, causalLmLoss, defaultPositions, inputEmbeddings, modulePaths } from './common.js';
 import { applyRotary, rotaryTables } from './rope.js';
-import { type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
+import { DECODER_BOTTLENECK } from './llama.js';
+import { type ArchitectureDescriptor, type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
 
 /** Gemma3RMSNorm: x / sqrt(mean(x^2) + eps) * (1 + w), in float32. */
 function gemmaNorm(ctx: BuildContext, name: string, x: Value, eps: number): Value {
@@ -149,3 +150,17 @@ export class Gemma3Model implements PretrainedModel {
     return causalLmLoss(logits, labels);
   }
 }
+
+export const GEMMA3: ArchitectureDescriptor = {
+  family: 'llama',
+  displayName: 'Gemma 3',
+  modelTypes: ['gemma3_text'],
+  classes: { Gemma3ForCausalLM: (c, w, d) => new Gemma3Model(c, w, d) },
+  defaultClass: { gemma3_text: 'Gemma3ForCausalLM' },
+  basePrefix: 'model.',
+  positions: 'rotary',
+  capabilities: { tiedEmbeddings: 'default', slidingWindow: true },
+  loraTargets: { gemma3_text: ['q_proj', 'v_proj'] },
+  ia3Targets: {},
+  bottleneck: DECODER_BOTTLENECK,
+};

@@ -9,7 +9,7 @@ import { attention, attentionBias, embedding, layerNorm, linear, mergeHeads, spl
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
 import { appendPast, applySublayer, causalLmLoss, defaultPositions, inputEmbeddings, modulePaths } from './common.js';
-import { type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
+import { type ArchitectureDescriptor, type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
 
 export class GPT2Model implements PretrainedModel {
   readonly family = 'gpt2' as const;
@@ -106,3 +106,24 @@ export class GPT2Model implements PretrainedModel {
     return causalLmLoss(logits, labels);
   }
 }
+
+const BN_TENSOR = '(adapter_down\\.0\\.weight|adapter_down\\.0\\.bias|adapter_up\\.weight|adapter_up\\.bias)';
+
+/** GPT-2 (GPT2LMHeadModel): learned absolute positions, fused c_attn (Conv1D layout), tied head. */
+export const GPT2: ArchitectureDescriptor = {
+  family: 'gpt2',
+  displayName: 'GPT-2',
+  modelTypes: ['gpt2'],
+  classes: { GPT2LMHeadModel: (c, w, d) => new GPT2Model(c, w, d) },
+  defaultClass: { gpt2: 'GPT2LMHeadModel' },
+  basePrefix: 'transformer.',
+  positions: 'absolute',
+  capabilities: { tiedEmbeddings: 'default', fusedProjections: ['c_attn'] },
+  loraTargets: { gpt2: ['c_attn'] },
+  ia3Targets: { gpt2: { targets: ['c_attn', 'mlp.c_proj'], feedforward: ['mlp.c_proj'] } },
+  bottleneck: {
+    module: (layer, location) => `transformer.h.${layer}.${location === 'mh_adapter' ? 'attention_adapters' : 'output_adapters'}`,
+    pattern: new RegExp(`^(?:transformer\\.)?h\\.(\\d+)\\.(attention_adapters|output_adapters)\\.adapters\\.(.+)\\.${BN_TENSOR}$`),
+    attentionTail: 'attention_adapters',
+  },
+};

@@ -11,7 +11,7 @@ import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
 import { appendPast, applySublayer, causalLmLoss, defaultPositions, inputEmbeddings, modulePaths } from './common.js';
 import { applyRotary, rotaryTables } from './rope.js';
-import { type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
+import { type ArchitectureDescriptor, type BottleneckLayout, type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
 
 export class LlamaModel implements PretrainedModel {
   readonly family = 'llama' as const;
@@ -128,3 +128,37 @@ export class LlamaModel implements PretrainedModel {
     return causalLmLoss(logits, labels);
   }
 }
+
+/** AdapterHub's layout for decoders whose layers are model.layers.<i> (shared by the Llama-like files). */
+export const DECODER_BOTTLENECK: BottleneckLayout = {
+  module: (layer, location) => `model.layers.${layer}.${location === 'mh_adapter' ? 'attention_adapters' : 'output_adapters'}`,
+  pattern: /^(?:model\.)?layers\.(\d+)\.(attention_adapters|output_adapters)\.adapters\.(.+)\.(adapter_down\.0\.weight|adapter_down\.0\.bias|adapter_up\.weight|adapter_up\.bias)$/,
+  attentionTail: 'attention_adapters',
+};
+
+const build = (c: ModelConfig, w: WeightStore, d: string): PretrainedModel => new LlamaModel(c, w, d);
+
+/**
+ * Llama and the decoders that differ from it only by config: Mistral, Qwen2 (q/k/v biases), Qwen3
+ * (q_norm/k_norm), SmolLM3 (NoPE layers); Llama 3.x rope scaling and tied embeddings by config.
+ */
+export const LLAMA: ArchitectureDescriptor = {
+  family: 'llama',
+  displayName: 'Llama',
+  modelTypes: ['llama', 'mistral', 'qwen2', 'qwen3', 'smollm3'],
+  classes: { LlamaForCausalLM: build, MistralForCausalLM: build, Qwen2ForCausalLM: build, Qwen3ForCausalLM: build, SmolLM3ForCausalLM: build },
+  defaultClass: { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', smollm3: 'SmolLM3ForCausalLM' },
+  basePrefix: 'model.',
+  positions: 'rotary',
+  capabilities: { tiedEmbeddings: 'optional' },
+  // peft's mappings; smollm3 has none (target_modules required)
+  loraTargets: { llama: ['q_proj', 'v_proj'], mistral: ['q_proj', 'v_proj'], qwen2: ['q_proj', 'v_proj'], qwen3: ['q_proj', 'v_proj'] },
+  ia3Targets: {
+    llama: { targets: ['k_proj', 'v_proj', 'down_proj'], feedforward: ['down_proj'] },
+    mistral: { targets: ['k_proj', 'v_proj', 'down_proj'], feedforward: ['down_proj'] },
+    qwen2: { targets: ['k_proj', 'v_proj', 'down_proj'], feedforward: ['down_proj'] },
+    // peft 0.20's mapping (qwen3 postdates 0.13): queries, not keys
+    qwen3: { targets: ['q_proj', 'v_proj', 'down_proj'], feedforward: ['down_proj'] },
+  },
+  bottleneck: DECODER_BOTTLENECK,
+};

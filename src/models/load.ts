@@ -8,36 +8,12 @@ import { loadConfig, type ModelConfig } from '../io/hfconfig.js';
 import { ShardedSafetensors, openCheckpoint } from '../io/safetensors.js';
 import { WeightStore } from '../nn/weights.js';
 import { type QuantizationConfig, quantizationPlan } from '../quant/plan.js';
-import { BertModel } from './bert.js';
-import { Gemma3Model } from './gemma3.js';
-import { GPT2Model } from './gpt2.js';
-import { LlamaModel } from './llama.js';
-import { ModernBertModel } from './modernbert.js';
-import { Phi3Model } from './phi3.js';
+import { DEFAULT_CLASS, MODEL_CLASSES, descriptorOf } from './registry.js';
 import { ModelError, type PretrainedModel } from './types.js';
 import { validateCheckpointAgainstConfig } from './validate.js';
 
-const ARCHITECTURES: Record<string, (c: ModelConfig, w: WeightStore, dir: string) => PretrainedModel> = {
-  GPT2LMHeadModel: (c, w, d) => new GPT2Model(c, w, d),
-  LlamaForCausalLM: (c, w, d) => new LlamaModel(c, w, d),
-  MistralForCausalLM: (c, w, d) => new LlamaModel(c, w, d),
-  Qwen2ForCausalLM: (c, w, d) => new LlamaModel(c, w, d),
-  Qwen3ForCausalLM: (c, w, d) => new LlamaModel(c, w, d),
-  SmolLM3ForCausalLM: (c, w, d) => new LlamaModel(c, w, d),
-  Gemma3ForCausalLM: (c, w, d) => new Gemma3Model(c, w, d),
-  Phi3ForCausalLM: (c, w, d) => new Phi3Model(c, w, d),
-  BertForSequenceClassification: (c, w, d) => new BertModel(c, w, d, 'seq-cls'),
-  BertForMaskedLM: (c, w, d) => new BertModel(c, w, d, 'masked-lm'),
-  BertModel: (c, w, d) => new BertModel(c, w, d, 'base'),
-  ModernBertForSequenceClassification: (c, w, d) => new ModernBertModel(c, w, d),
-};
-const BY_MODEL_TYPE: Record<string, string> = { gpt2: 'GPT2LMHeadModel', llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', smollm3: 'SmolLM3ForCausalLM', gemma3_text: 'Gemma3ForCausalLM', phi3: 'Phi3ForCausalLM', bert: 'BertModel' };
-
 /** Buffers some checkpoints carry that are not parameters (transformers ignores them too). */
 const IGNORED = [/\.attn\.bias$/, /\.attn\.masked_bias$/, /\.rotary_emb\.inv_freq$/, /position_ids$/];
-/** Prefix the task model adds in front of the base model's names. */
-const BASE_PREFIX: Record<string, string> = { gpt2: 'transformer.', llama: 'model.', bert: 'bert.', modernbert: 'model.' };
-
 export interface LoadModelOptions {
   /** override the architecture (e.g. "BertForSequenceClassification" for a BertModel checkpoint) */
   architecture?: string;
@@ -55,7 +31,7 @@ const TASK_HEAD = /For(SequenceClassification|TokenClassification|QuestionAnswer
 const LM_HEAD = /(ForCausalLM|LMHeadModel)$/;
 
 export function supportedArchitectures(): string[] {
-  return Object.keys(ARCHITECTURES);
+  return Object.keys(MODEL_CLASSES);
 }
 
 /**
@@ -64,12 +40,12 @@ export function supportedArchitectures(): string[] {
  * applies, or when the checkpoint carries a task head that the default would silently replace.
  */
 export function architectureOf(config: ModelConfig, dir: string, override?: string): string {
-  const listed = config.architectures.find((a) => a in ARCHITECTURES);
+  const listed = config.architectures.find((a) => a in MODEL_CLASSES);
   // Falling back on model_type loads the family's default (language-model) head: fine for an
   // unlisted LM class name, wrong for a task head this library does not build, whose checkpoint
   // would then silently train and save as a causal LM.
   const otherHead = config.architectures.find((a) => TASK_HEAD.test(a));
-  const fallback = BY_MODEL_TYPE[config.modelType];
+  const fallback = DEFAULT_CLASS[config.modelType];
   if (!override && !listed && otherHead && fallback && LM_HEAD.test(fallback)) {
     throw new ModelError(
       `${dir} is a ${otherHead} checkpoint; that task head is not implemented (supported: ${supportedArchitectures().join(', ')}). ` +
@@ -77,12 +53,17 @@ export function architectureOf(config: ModelConfig, dir: string, override?: stri
     );
   }
   const arch = override ?? listed ?? fallback;
-  if (!arch || !(arch in ARCHITECTURES)) {
+  if (!arch || !(arch in MODEL_CLASSES)) {
     throw new ModelError(
       `unsupported architecture ${JSON.stringify(config.architectures)} (model_type "${config.modelType}") in ${dir}; supported: ${supportedArchitectures().join(', ')}`,
     );
   }
   return arch;
+}
+
+/** The architecture class of `config` (architectureOf) over a weight store, without reading any file (benchmarks, tests). */
+export function buildModel(config: ModelConfig, weights: WeightStore, dir: string, architecture?: string): PretrainedModel {
+  return MODEL_CLASSES[architectureOf(config, dir, architecture)]!(config, weights, dir);
 }
 
 export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<PretrainedModel> {
@@ -97,8 +78,8 @@ export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promi
   // The model is built first (constructors only read config.json) so its linear modules decide
   // which tensors are quantized as they are read.
   const weights = new WeightStore();
-  const model = ARCHITECTURES[arch]!(config, weights, dir);
-  const plan = quantizationPlan(model.linears(), BASE_PREFIX[model.family]!, opts.quantization, config.raw.quantization_config);
+  const model = MODEL_CLASSES[arch]!(config, weights, dir);
+  const plan = quantizationPlan(model.linears(), descriptorOf(model).basePrefix, opts.quantization, config.raw.quantization_config);
   const source = await openCheckpoint(dir);
   try {
     await weights.load(
@@ -117,7 +98,7 @@ export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promi
 }
 
 function reconcileWeights(model: PretrainedModel, weights: WeightStore, arch: string): void {
-  const prefix = BASE_PREFIX[model.family]!;
+  const prefix = descriptorOf(model).basePrefix;
   // A base-model checkpoint (GPT2Model, LlamaModel, BertModel) names weights without the prefix.
   const expected = model.expectedWeights();
   for (const name of weights.names()) {

@@ -16,7 +16,7 @@ import { MASK_MIN, attention, embedding, linear, mergeHeads, splitHeads } from '
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
 import { applySublayer, inputEmbeddings, modulePaths, sequenceClassificationLoss } from './common.js';
-import { type ForwardArgs, type ForwardResult, ModelError, type PretrainedModel } from './types.js';
+import { type ArchitectureDescriptor, type ForwardArgs, type ForwardResult, ModelError, type PretrainedModel } from './types.js';
 
 /** The config.json fields only ModernBERT has, with ModernBertConfig's defaults. */
 export interface ModernBertOptions {
@@ -259,3 +259,18 @@ export class ModernBertModel implements PretrainedModel {
     return sequenceClassificationLoss(logits, labels);
   }
 }
+
+/** ModernBERT sequence classifiers: rotary positions, fused Wqkv and Wi, local/global attention. */
+export const MODERNBERT: ArchitectureDescriptor = {
+  family: 'modernbert',
+  displayName: 'ModernBERT',
+  modelTypes: ['modernbert'],
+  classes: { ModernBertForSequenceClassification: (c, w, d) => new ModernBertModel(c, w, d) },
+  defaultClass: {},
+  basePrefix: 'model.',
+  positions: 'rotary',
+  capabilities: { tiedEmbeddings: 'never', slidingWindow: true, fusedProjections: ['Wqkv', 'Wi'] },
+  // peft has no default mapping for modernbert; bottleneck adapters are not implemented for it
+  loraTargets: {},
+  ia3Targets: {},
+};

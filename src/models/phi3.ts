@@ -12,7 +12,8 @@ import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
 import { appendPast, applySublayer, causalLmLoss, defaultPositions, inputEmbeddings, modulePaths } from './common.js';
 import { applyRotary, rotaryTables } from './rope.js';
-import { type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
+import { DECODER_BOTTLENECK } from './llama.js';
+import { type ArchitectureDescriptor, type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
 
 export class Phi3Model implements PretrainedModel {
   readonly family = 'llama' as const;
@@ -120,3 +121,18 @@ export class Phi3Model implements PretrainedModel {
     return causalLmLoss(logits, labels);
   }
 }
+
+export const PHI3: ArchitectureDescriptor = {
+  family: 'llama',
+  displayName: 'Phi-3',
+  modelTypes: ['phi3'],
+  classes: { Phi3ForCausalLM: (c, w, d) => new Phi3Model(c, w, d) },
+  defaultClass: { phi3: 'Phi3ForCausalLM' },
+  basePrefix: 'model.',
+  positions: 'rotary',
+  capabilities: { tiedEmbeddings: 'optional', slidingWindow: true, fusedProjections: ['qkv_proj', 'gate_up_proj'] },
+  // peft has no default mapping for phi3: target_modules is required
+  loraTargets: {},
+  ia3Targets: {},
+  bottleneck: DECODER_BOTTLENECK,
+};

@@ -73,3 +73,51 @@ export interface PretrainedModel {
   /** the loss transformers computes for this task (labels as in the batch files) */
   loss(logits: Value, labels: Value): Value;
 }
+
+/** Builds the model of one transformers class from its normalized config and an (empty) weight store. */
+export type ModelBuilder = (config: ModelConfig, weights: WeightStore, dir: string) => PretrainedModel;
+
+/** Where bottleneck adapters (AdapterHub layout) sit in an architecture's state dict. */
+export interface BottleneckLayout {
+  /** the module holding the adapter after attention ('mh_adapter') or the feed-forward block ('output_adapter') of a layer */
+  module(layer: number, location: 'mh_adapter' | 'output_adapter'): string;
+  /** a saved tensor name (with or without the base prefix) to [layer, location module tail, adapter name, tensor] groups */
+  pattern: RegExp;
+  /** the location module tail (regex group 2) that means 'mh_adapter' */
+  attentionTail: string;
+}
+
+/**
+ * Everything the rest of the library needs to know about one architecture family, owned by its
+ * file in src/models/ and listed once in models/registry.ts: which config.json model_types and
+ * transformers classes it serves, names, capabilities and peft's per-model-type defaults.
+ */
+export interface ArchitectureDescriptor {
+  /** PretrainedModel.family of the models it builds */
+  family: PretrainedModel['family'];
+  /** the name messages and docs use ("Gemma 3", "ModernBERT") */
+  displayName: string;
+  /** config.json model_types served */
+  modelTypes: readonly string[];
+  /** transformers class names (config.json "architectures") it builds */
+  classes: Readonly<Record<string, ModelBuilder>>;
+  /** per model_type, the class built when config.json lists no known class */
+  defaultClass: Readonly<Record<string, string>>;
+  /** prefix the task model puts in front of the base model's weight names ("model.", "transformer.") */
+  basePrefix: string;
+  /** 'absolute': a learned position table that virtual tokens and generation can run out of; 'rotary': none */
+  positions: 'absolute' | 'rotary';
+  /** capabilities, for documentation, `peft info` and checks */
+  capabilities: {
+    tiedEmbeddings: 'default' | 'optional' | 'never';
+    slidingWindow?: boolean;
+    /** module names whose output concatenates several projections (one LoRA covers all of it) */
+    fusedProjections?: readonly string[];
+  };
+  /** peft's default LoRA target_modules, per model_type (absent: peft has none, target_modules is required) */
+  loraTargets: Readonly<Record<string, readonly string[]>>;
+  /** peft's default IA3 target_modules and feedforward_modules, per model_type */
+  ia3Targets: Readonly<Record<string, { targets: readonly string[]; feedforward: readonly string[] }>>;
+  /** bottleneck adapter locations (absent: bottleneck adapters are not implemented for it) */
+  bottleneck?: BottleneckLayout;
+}

@@ -39,11 +39,22 @@ export interface WeightLoadOptions {
 
 const DTYPE_NAMES: Record<string, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16', F64: 'float64' };
 
+/** The floating-point dtypes a model folder is written in (config.json's "dtype" / "torch_dtype" spelling). */
+export type CheckpointDtype = 'float32' | 'float16' | 'bfloat16';
+export const CHECKPOINT_DTYPES: readonly CheckpointDtype[] = ['float32', 'float16', 'bfloat16'];
+const FILE_DTYPE: Record<string, CheckpointDtype> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16', F64: 'float32' };
+
 export class WeightStore {
   private readonly map = new Map<string, WeightTensor>();
   private readonly quantized = new Map<string, QuantizedWeightTensor>();
   /** tied weights: lm_head.weight -> transformer.wte.weight, held once */
   private readonly aliases = new Map<string, string>();
+  /**
+   * The dtype the checkpoint stores its floating-point weights in (the one holding most elements;
+   * float64 counts as float32), whatever they are held as here (float32, or 4-bit). Undefined for a
+   * store not read from a file. Saving a model writes this dtype unless told otherwise.
+   */
+  checkpointDtype?: CheckpointDtype;
 
   static async fromSource(source: TensorSource, path: (name: string) => string | undefined = () => undefined, opts: WeightLoadOptions = {}): Promise<WeightStore> {
     const store = new WeightStore();
@@ -66,6 +77,11 @@ export class WeightStore {
       prequantized.add(name);
       for (const c of BNB_COMPONENTS) companions.add(`${name}.${c}`);
     }
+    const elements = new Map<CheckpointDtype, number>();
+    const count = (dtype: string, shape: readonly number[]) => {
+      const d = FILE_DTYPE[dtype];
+      if (d) elements.set(d, (elements.get(d) ?? 0) + numelOf(shape));
+    };
     for (const name of names) {
       if (companions.has(name)) continue;
       if (prequantized.has(name)) {
@@ -75,6 +91,7 @@ export class WeightStore {
         continue;
       }
       const info = source.info(name);
+      count(info.dtype, info.shape);
       const spec = opts.quantize?.(name, info.shape);
       const raw = await source.read(name);
       if (spec) {
@@ -88,6 +105,15 @@ export class WeightStore {
         file: info.dtype === 'F32' && file ? { path: file, offset: info.byteOffset, length: info.byteLength } : undefined,
       });
     }
+    // 4-bit weights record the dtype they were quantized from (bitsandbytes quant_state).
+    for (const name of prequantized) {
+      const q = this.quantized.get(name);
+      const d = q && (CHECKPOINT_DTYPES as readonly string[]).includes(q.quant.dtype) ? (q.quant.dtype as CheckpointDtype) : undefined;
+      if (q && d) elements.set(d, (elements.get(d) ?? 0) + numelOf(q.shape));
+    }
+    let best: [CheckpointDtype, number] | undefined;
+    for (const e of elements) if (!best || e[1] > best[1]) best = e;
+    if (best) this.checkpointDtype = best[0];
   }
 
   alias(name: string, target: string): void {

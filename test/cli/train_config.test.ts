@@ -83,3 +83,23 @@ test('peft train --config: unknown keys, bad values and wrong fields fail in one
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /--model is required/);
 });
+
+test('peft train field flags set adapter_config.json fields and are refused where the method has no such field', async () => {
+  const base = ['train', '--model', 'models/tiny-llama', '--data', 'data/tasks/sentiment/train.jsonl', '--steps', '2', '--batch', '4', '--max-len', '64', '--threads', '1', '--no-eval-at-start'];
+  const out = join(tmp, 'flags');
+  const r = await peft([...base, '--out', out, '--use-dora', '--use-rslora', '--layers', '0,1', '--init', 'gaussian', '--modules-to-save', 'model.norm']);
+  assert.equal(r.code, 0, r.stderr);
+  const cfg = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+  assert.equal(cfg.use_dora, true);
+  assert.equal(cfg.use_rslora, true);
+  assert.deepEqual(cfg.layers_to_transform, [0, 1]);
+  assert.equal(cfg.init_lora_weights, 'gaussian');
+  assert.deepEqual(cfg.modules_to_save, ['model.norm']);
+  const p = await peft([...base, '--out', join(tmp, 'prompt'), '--method', 'prompt', '--num-virtual-tokens', '7']);
+  assert.equal(p.code, 0, p.stderr);
+  assert.equal(JSON.parse(readFileSync(join(tmp, 'prompt', 'adapter_config.json'), 'utf8')).num_virtual_tokens, 7);
+  const bad = await peft([...base, '--out', join(tmp, 'ia3'), '--method', 'ia3', '--use-dora']);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /^error: --use-dora sets use_dora, which --method ia3 does not have/);
+  assert.ok(!existsSync(join(tmp, 'ia3')));
+});

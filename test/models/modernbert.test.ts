@@ -70,3 +70,48 @@ test('modernbert: config errors name the field', () => {
   assert.throws(() => new ModernBertModel(parseConfig({ ...raw, classifier_pooling: 'max' }), undefined as never, '.'), /classifier_pooling/);
   assert.throws(() => new ModernBertModel(parseConfig({ ...raw, local_attention: -1 }), undefined as never, '.'), /local_attention/);
 });
+
+test('modernbert: classifier_pooling "mean" pools the final-normed states over the mask (head checked in float64 from the fixture hidden states)', async () => {
+  const model = await loadModel(DIR);
+  const mean = new ModernBertModel(parseConfig({ ...model.config.raw, classifier_pooling: 'mean' }), model.weights, model.dir);
+  const got = (await run(mean)).logits!;
+  // The same head computed here from transformers' last hidden state (before final_norm).
+  const expected = await readSafetensors(`${DIR}/expected_outputs.safetensors`);
+  const batch = await readSafetensors(`${DIR}/batch.safetensors`);
+  const mask = host(batch.get('attention_mask')!).data as BigInt64Array;
+  const last = toFloat32(expected.get(`hidden_states.${model.numLayers}`)!);
+  const [B, S] = batch.get('attention_mask')!.shape as [number, number];
+  const C = model.hiddenSize;
+  const w = (n: string) => model.weights.get(n).data;
+  const ln = (x: Float64Array, weight: Float32Array): Float64Array => {
+    const mu = x.reduce((a, b) => a + b, 0) / x.length;
+    const v = x.reduce((a, b) => a + (b - mu) ** 2, 0) / x.length;
+    return x.map((t, i) => ((t - mu) / Math.sqrt(v + model.config.normEps)) * weight[i]!);
+  };
+  const matvec = (m: Float32Array, x: Float64Array, out: number): Float64Array => Float64Array.from({ length: out }, (_, r) => x.reduce((a, t, c) => a + m[r * x.length + c]! * t, 0));
+  const erf = (x: number): number => {
+    // Numerical Recipes' erfc Chebyshev fit, fractional error below 1.2e-7.
+    const t = 1 / (1 + 0.5 * Math.abs(x));
+    const y = 1 - t * Math.exp(-x * x - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
+    return x >= 0 ? y : -y;
+  };
+  const want: number[] = [];
+  for (let b = 0; b < B; b++) {
+    const pooled = new Float64Array(C);
+    let n = 0;
+    for (let s = 0; s < S; s++) {
+      if (mask[b * S + s] !== 1n) continue;
+      n++;
+      const normed = ln(Float64Array.from(last.subarray((b * S + s) * C, (b * S + s + 1) * C)), w('model.final_norm.weight'));
+      normed.forEach((t, i) => (pooled[i] += t));
+    }
+    pooled.forEach((_, i) => (pooled[i] /= n));
+    const dense = matvec(w('head.dense.weight'), pooled, C).map((x) => 0.5 * x * (1 + erf(x / Math.SQRT2)));
+    const h = ln(dense, w('head.norm.weight'));
+    const logits = matvec(w('classifier.weight'), h, model.config.numLabels).map((x, i) => x + w('classifier.bias')[i]!);
+    want.push(...logits);
+  }
+  const d = maxAbsDiff(got, want);
+  assert.ok(d < 1e-4, `mean pooling logits: max abs diff ${d}`);
+  assert.ok(maxAbsDiff(got, (await run(model)).logits!) > 1e-3, 'mean and cls pooling differ');
+});

@@ -213,7 +213,8 @@ export async function describeModel(dir: string): Promise<ModelInfo> {
     tied_embeddings: parsed ? parsed.tieWordEmbeddings : typeof raw.tie_word_embeddings === 'boolean' ? raw.tie_word_embeddings : null,
     num_labels: /ForSequenceClassification|ForTokenClassification/.test(task) ? (parsed?.numLabels ?? null) : null,
     attention: parsed?.family === 'modernbert' ? describeModernBert(parsed) : null,
-    torch_dtype: typeof raw.torch_dtype === 'string' ? raw.torch_dtype : null,
+    // transformers >= 4.56 writes "dtype", earlier versions "torch_dtype"
+    torch_dtype: typeof raw.torch_dtype === 'string' ? raw.torch_dtype : typeof raw.dtype === 'string' ? raw.dtype : null,
     quantization,
     weights: hasWeights(dir) ? await summarizeWeights(dir) : null,
     tokenizer: { files: tokFiles, chat_template: chatTemplate },

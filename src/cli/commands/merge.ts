@@ -7,12 +7,13 @@ import { mkdir, rename, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { removeTempFiles, tempPathFor } from '../../io/atomic.js';
 import { checkOutputDir, markOutputDir } from '../../io/outdir.js';
-import { type Command, InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { resolveModelDir } from '../../io/hub.js';
 import { loadModel } from '../../models/load.js';
 import { adapterPeftType, loadAdapter } from '../../tuners/load.js';
 import { tunerOf } from '../../tuners/registry.js';
-import { saveModelPretrained } from '../../tuners/lora/index.js';
+import { saveModelPretrained, savedDtype } from '../../tuners/lora/merge.js';
+import type { CheckpointDtype } from '../../nn/weights.js';
 import { adapterBaseQuantization } from '../../tuners/lora/save.js';
 import type { QuantizationConfig } from '../../quant/plan.js';
 import { AdapterError, type AdaptedModel } from '../../tuners/types.js';
@@ -28,6 +29,8 @@ interface MergeFlags {
   quantize?: string;
   /** the adapter was trained on --model quantized to NF4 (bitsandbytes defaults) */
   qlora?: boolean;
+  /** dtype of the written weights (default: the base checkpoint's) */
+  dtype?: CheckpointDtype;
 }
 
 /** An adapter whose method has no weights to fold into the base model. */
@@ -63,6 +66,7 @@ export function register(program: Command): void {
     .option('--overwrite', 'replace the merged model an earlier `peft merge` wrote to --out')
     .option('--max-shard-size <size>', 'split model.safetensors into shards of at most this size (default 5GB, as transformers)', shardSizeArg)
     .option('--quantize <type>', 'QLoRA adapters: re-quantize the merged weights to 4-bit (nf4 or fp4, as the base) instead of writing the dequantized full-precision model')
+    .addOption(new Option('--dtype <dtype>', "dtype of the written weights, recorded in config.json (default: the base checkpoint's, so a float16/bfloat16 model stays half precision)").choices(['float32', 'float16', 'bfloat16']))
     .option('--qlora', 'the LoRA adapter was trained on --model quantized to NF4 (double quant, blocks of 64): merge into that base (recorded in adapters this tool trained)')
     .action(async (flags: MergeFlags) => {
       await runMerge(flags);
@@ -152,13 +156,14 @@ export async function runMerge(flags: MergeFlags): Promise<void> {
     );
   }
 
+  const dtype = flags.dtype ?? savedDtype(merged);
   // Nothing was written so far: every check above runs before the output folder is touched.
   const parent = dirname(out);
   await mkdir(parent, { recursive: true });
   await removeTempFiles(parent, 1); // folders of merges a kill interrupted
   const tmp = tempPathFor(out);
   try {
-    await saveModelPretrained(merged, tmp, { maxShardBytes: flags.maxShardSize, copyTokenizer: true });
+    await saveModelPretrained(merged, tmp, { maxShardBytes: flags.maxShardSize, copyTokenizer: true, dtype });
     await markOutputDir(tmp, 'merge');
     // Re-checked just before the swap: another command may have written --out since.
     checkOut(flags.out, flags, modelDir, adapterDir);
@@ -169,5 +174,5 @@ export async function runMerge(flags: MergeFlags): Promise<void> {
   }
   const files = readdirSync(out).sort();
   const bytes = files.reduce((n, f) => n + statSync(join(out, f)).size, 0);
-  say(`wrote ${files.join(', ')} (${(bytes / 2 ** 20).toFixed(1)} MiB) to ${flags.out}`);
+  say(`wrote ${files.join(', ')} (${(bytes / 2 ** 20).toFixed(1)} MiB, ${dtype}${flags.dtype ? '' : ' as the base checkpoint'}) to ${flags.out}`);
 }

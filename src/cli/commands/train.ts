@@ -32,6 +32,7 @@ import { type MethodPreset, type TrainFlag, type Tuner, methodNames, methodPrese
 import type { AdaptedModel } from '../../tuners/types.js';
 import { CliError } from '../errors.js';
 import { intArg, listArg, numberArg, positiveInt } from '../args.js';
+import { descriptorOf } from '../../models/registry.js';
 
 interface TrainFlags {
   config?: string;
@@ -79,6 +80,30 @@ interface TrainFlags {
   metricForBestModel?: string;
   earlyStoppingPatience?: number;
   saveBest?: boolean;
+  useDora?: boolean;
+  useRslora?: boolean;
+  init?: string;
+  modulesToSave?: string[];
+  layers?: string[];
+  numVirtualTokens?: number;
+  reductionFactor?: number;
+}
+
+/** Flags that set one adapter_config.json field each (over --config's peft section and the method's defaults). */
+const FIELD_FLAGS = {
+  useDora: { flag: '--use-dora', field: 'use_dora', value: (v: unknown) => v },
+  useRslora: { flag: '--use-rslora', field: 'use_rslora', value: (v: unknown) => v },
+  init: { flag: '--init', field: 'init_lora_weights', value: (v: unknown) => (v === 'default' ? true : v) },
+  modulesToSave: { flag: '--modules-to-save', field: 'modules_to_save', value: (v: unknown) => v },
+  layers: { flag: '--layers', field: 'layers_to_transform', value: (v: unknown) => (v as string[]).map(Number) },
+  numVirtualTokens: { flag: '--num-virtual-tokens', field: 'num_virtual_tokens', value: (v: unknown) => v },
+  reductionFactor: { flag: '--reduction-factor', field: 'reduction_factor', value: (v: unknown) => v },
+} as const;
+
+function layersArg(v: string): string[] {
+  const items = v.split(',').map((x) => x.trim()).filter(Boolean);
+  if (items.length === 0 || items.some((x) => !/^\d+$/.test(x))) throw new InvalidArgumentError('--layers takes layer indices separated by commas, e.g. 0,1,2.');
+  return items;
 }
 
 const REPORTERS = ['jsonl', 'tensorboard'] as const;
@@ -148,12 +173,24 @@ export function register(program: Command): void {
     .option('--completion-key <field>', 'the data\'s field holding the completion (default "completion")')
     .option('--messages-key <field>', 'the data\'s field holding a conversation (default "messages")')
     .option('--text-key <field>', 'the data\'s field holding plain text (default "text")')
+    .option('--use-dora', 'LoRA: weight-decomposed low-rank adaptation (use_dora)')
+    .option('--use-rslora', 'LoRA: rank-stabilised scaling alpha/sqrt(r) (use_rslora)')
+    .addOption(new Option('--init <how>', 'LoRA: initialisation of A/B (init_lora_weights): default (A Kaiming, B zero), gaussian, pissa (SVD of the base), olora (QR of the base)').choices(['default', 'gaussian', 'pissa', 'olora']))
+    .option('--modules-to-save <modules>', 'modules trained in full and saved beside the adapter (modules_to_save), comma-separated', listArg('--modules-to-save', 'module names'))
+    .option('--layers <indices>', 'adapt only these layer indices (layers_to_transform), comma-separated', layersArg)
+    .option('--num-virtual-tokens <n>', 'prompt/prefix/P-tuning: virtual tokens (num_virtual_tokens)', intArg('--num-virtual-tokens', 1))
+    .option('--reduction-factor <n>', 'bottleneck adapter: hidden size / bottleneck size (reduction_factor)', intArg('--reduction-factor', 1))
     .addOption(new Option('--eval-metric <name>', 'also score --eval-data by greedy generation at every evaluation (the first 200 rows; stops at a newline when no reference has one), logged as eval_<name>').choices(EVAL_METRICS.filter((m) => m !== 'perplexity')))
     .option('--metric-for-best-model <field>', 'eval record field that picks the best model (default: eval_<--eval-metric>, else eval_loss)')
     .option('--save-best', 'keep the adapter of the best evaluation in --out/best (implied by --early-stopping-patience)')
     .option('--early-stopping-patience <n>', 'stop after n evaluations in a row without improvement of the best-model metric', intArg('--early-stopping-patience', 1))
     .action(async (flags: TrainFlags, cmd: Command) => {
       const peft = flags.config !== undefined ? applyConfigFile(flags, cmd) : {};
+      // field flags are applied over the file's peft section (the command line wins)
+      for (const [attr, spec] of Object.entries(FIELD_FLAGS)) {
+        const v = (flags as unknown as Record<string, unknown>)[attr];
+        if (v !== undefined) peft[spec.field] = spec.value(v);
+      }
       for (const k of ['model', 'data', 'out'] as const) {
         if (flags[k] === undefined) throw new CliError(`--${k} is required (as a flag or as "${k}:" in --config)`);
       }
@@ -255,8 +292,8 @@ function checkFlags(f: TrainFlags): void {
 function virtualPositions(f: TrainFlags, model: PretrainedModel): number {
   const { preset } = presetOf(f.method);
   const n = (preset.trainFields ?? preset.fields).num_virtual_tokens;
-  // Llama-family models use rotary positions, with no table to run out of.
-  return typeof n === 'number' && model.family !== 'llama' ? n : 0;
+  // Rotary-position architectures (their descriptor says so) have no position table to run out of.
+  return typeof n === 'number' && descriptorOf(model).positions === 'absolute' ? n : 0;
 }
 
 function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer, virtual: number): number {
@@ -303,7 +340,14 @@ async function runTrain(f: TrainFlags, peft: Record<string, unknown> = {}): Prom
   const quantize = f.quantize ?? (presetOf(f.method).preset.quantizedBase ? 'nf4' : undefined);
   const model = await loadModel(dir, quantize ? { quantization: { bits: 4, type: quantize as 'nf4' | 'fp4', doubleQuant: true, blockSize: 64 } } : {});
   if (quantize) say(`base held 4-bit (${quantize}, double quantization): ${model.weights.quantizedNames().length} linear weights, ${(model.weights.heldBytes() / 2 ** 20).toFixed(1)} MiB of frozen weights`);
-  if (Object.keys(peft).length) checkPeftFields(peft, await peftFieldsOf(f, model), f.method, f.config!);
+  if (Object.keys(peft).length) {
+    const valid = await peftFieldsOf(f, model);
+    for (const spec of Object.values(FIELD_FLAGS)) {
+      const given = (f as unknown as Record<string, unknown>)[Object.keys(FIELD_FLAGS).find((k) => FIELD_FLAGS[k as keyof typeof FIELD_FLAGS] === spec)!];
+      if (given !== undefined && !valid.includes(spec.field)) throw new CliError(`${spec.flag} sets ${spec.field}, which --method ${f.method} does not have; remove it or choose a method that does`);
+    }
+    checkPeftFields(peft, valid, f.method, f.config ?? 'the command line');
+  }
   const tokenizer = await Tokenizer.fromDir(dir);
   const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId;
   if (padId === undefined) throw new CliError(`the tokenizer in ${dir} has neither a pad nor an EOS token; set "pad_token" in tokenizer_config.json`);

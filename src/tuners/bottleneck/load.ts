@@ -156,7 +156,7 @@ export async function loadBottleneck(base: PretrainedModel, dir: string, opts: L
   const seen = new Set<string>();
   const unexpected: string[] = [];
   for (const [key, t] of tensors) {
-    const p = parseBnTensorName(base.family, key);
+    const p = parseBnTensorName(base, key);
     if (!p || p.adapterName !== savedName) {
       unexpected.push(key);
       continue;

@@ -10,8 +10,9 @@ import { AdapterError, PeftConfigError, type AdaptedModel, type TrainableTensor 
 import { type BnConfig, bottleneckSize, seqBnConfig, validateBnConfig } from './config.js';
 import { initBottleneck } from './init.js';
 import { adapterFunction, bottleneckLocation } from './layer.js';
-import { BASE_PREFIX, BN_UNSUPPORTED_MODERNBERT, BN_LOCATIONS, type BnLocation, type BnTensor, bnTensorName, sublayerKey } from './names.js';
+import { basePrefixOf, checkBottleneckSupported, BN_LOCATIONS, type BnLocation, type BnTensor, bnTensorName, sublayerKey } from './names.js';
 import { saveBottleneck, type SaveBottleneckOptions } from './save.js';
+import { descriptorOf } from '../../models/registry.js';
 
 /** One adapter instance: a (layer, location) with its four tensors. */
 export interface BnSite {
@@ -48,14 +49,15 @@ export interface CreateBottleneckOptions {
 
 /** The architecture class name AdapterHub records as model_class. */
 export function modelClassOf(base: PretrainedModel): string {
-  if (base.family === 'gpt2') return 'GPT2LMHeadModel';
-  if (base.family === 'llama') return base.config.architectures.find((a) => a.endsWith('ForCausalLM')) ?? 'LlamaForCausalLM';
+  // the class config.json names when the library builds it, else the model type's default class
+  const d = descriptorOf(base);
+  if (base.task === 'causal-lm') return base.config.architectures.find((a) => a in d.classes) ?? d.defaultClass[base.config.modelType] ?? Object.keys(d.classes)[0]!;
   return base.task === 'seq-cls' ? 'BertForSequenceClassification' : base.task === 'masked-lm' ? 'BertForMaskedLM' : 'BertModel';
 }
 
 /** Weights of the static head: every parameter outside the base-model prefix (lm_head.weight, classifier.*). */
 export function headWeightNames(base: PretrainedModel): string[] {
-  const prefix = BASE_PREFIX[base.family];
+  const prefix = basePrefixOf(base);
   const names = new Set([...base.expectedWeights(), ...base.linears().flatMap((s) => [`${s.name}.weight`, ...(s.bias ? [`${s.name}.bias`] : [])])]);
   return [...names].filter((n) => !n.startsWith(prefix) && base.weights.has(n)).sort();
 }
@@ -104,7 +106,7 @@ export class BottleneckModel implements AdaptedModel {
   /** The sites of `config` on `base` with zero tensors (loading fills them). */
   static fromConfig(base: PretrainedModel, config: BnConfig, opts: { name?: string; trainHead?: boolean; meta: AdapterHubMeta; head?: Map<string, TrainableTensor> }): BottleneckModel {
     validateBnConfig(config);
-    if (base.family === 'modernbert') throw new PeftConfigError(BN_UNSUPPORTED_MODERNBERT);
+    checkBottleneckSupported(base);
     const name = opts.name ?? 'default';
     if (!/^[^.\s]+$/.test(name)) throw new PeftConfigError(`adapter name "${name}" must be non-empty without dots or spaces (it becomes part of every tensor name)`);
     for (const i of config.leaveOut) {
@@ -147,7 +149,7 @@ export class BottleneckModel implements AdaptedModel {
 
   /** The graph param name of one adapter tensor (its AdapterHub key). */
   paramName(site: BnSite, tensor: BnTensor): string {
-    return bnTensorName(this.base.family, site.layer, site.location, this.name, tensor);
+    return bnTensorName(this.base, site.layer, site.location, this.name, tensor);
   }
 
   site(layer: number, location: BnLocation): BnSite {

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { Value } from '../../graph/ir.js';
 import { fromTypedArray, writeSafetensors, type RawTensor } from '../../io/safetensors.js';
 import { writeFileAtomic } from '../../io/atomic.js';
+import { setConfigDtype } from '../../io/hfconfig.js';
 import type { ForwardArgs, ForwardResult, PretrainedModel } from '../../models/types.js';
 import type { BuildContext } from '../../nn/context.js';
 import { type AdaptedModel, AdapterError, PeftConfigError, type TrainableTensor } from '../types.js';
@@ -84,7 +85,11 @@ export class FullFineTuneModel implements AdaptedModel {
       tensors.set(name, fromTypedArray(w.data, w.shape));
     }
     await writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
-    const config = JSON.stringify(this.base.config.raw, null, 2) + '\n';
+    // The trained weights are float32 (a bfloat16 copy would round away most fine-tuning updates),
+    // and config.json says so whatever dtype the base checkpoint was.
+    const raw = { ...this.base.config.raw };
+    setConfigDtype(raw, 'float32');
+    const config = JSON.stringify(raw, null, 2) + '\n';
     await writeFileAtomic(join(dir, 'config.json'), config);
     const gen = join(this.base.dir, 'generation_config.json');
     if (existsSync(gen)) {

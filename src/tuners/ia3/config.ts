@@ -5,6 +5,7 @@
 import type { PretrainedModel } from '../../models/types.js';
 import { PeftConfigError } from '../types.js';
 import type { PyJson } from '../../io/pyjson.js';
+import { ARCHITECTURES } from '../../models/registry.js';
 
 /**
  * 'scale': peft's IA3, a learned vector multiplies the module output (input for feedforward
@@ -36,25 +37,14 @@ export interface IA3Config {
 
 export type IA3Options = Partial<Omit<IA3Config, 'peftType'>>;
 
-/** peft 0.13's TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING for the architectures we build. */
-export const IA3_DEFAULT_TARGETS: Readonly<Record<string, readonly string[]>> = {
-  gpt2: ['c_attn', 'mlp.c_proj'],
-  llama: ['k_proj', 'v_proj', 'down_proj'],
-  mistral: ['k_proj', 'v_proj', 'down_proj'],
-  qwen2: ['k_proj', 'v_proj', 'down_proj'],
-  // peft 0.20's mapping (qwen3 postdates 0.13): queries, not keys.
-  qwen3: ['q_proj', 'v_proj', 'down_proj'],
-  bert: ['key', 'value', 'output.dense'],
-};
-/** peft 0.13's TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING. */
-export const IA3_DEFAULT_FEEDFORWARD: Readonly<Record<string, readonly string[]>> = {
-  gpt2: ['mlp.c_proj'],
-  llama: ['down_proj'],
-  mistral: ['down_proj'],
-  qwen2: ['down_proj'],
-  qwen3: ['down_proj'],
-  bert: ['output.dense'],
-};
+/** peft's TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING, from each architecture's descriptor (src/models/<family>.ts). */
+export const IA3_DEFAULT_TARGETS: Readonly<Record<string, readonly string[]>> = Object.fromEntries(
+  ARCHITECTURES.flatMap((d) => Object.entries(d.ia3Targets).map(([t, v]) => [t, v.targets] as const)),
+);
+/** The feed-forward modules among them, from the same descriptors. */
+export const IA3_DEFAULT_FEEDFORWARD: Readonly<Record<string, readonly string[]>> = Object.fromEntries(
+  ARCHITECTURES.flatMap((d) => Object.entries(d.ia3Targets).map(([t, v]) => [t, v.feedforward] as const)),
+);
 /** What PeftModelForSequenceClassification adds to modules_to_save. */
 const SEQ_CLS_HEADS = ['classifier', 'score'];
 

@@ -4,6 +4,7 @@
 
 import { PyFloat, type PyJson, pythonJsonDumps } from '../../io/pyjson.js';
 import { PeftConfigError } from '../types.js';
+import { LORA_DEFAULT_TARGETS } from '../../models/registry.js';
 
 export type InitLoraWeights = boolean | 'gaussian' | 'pissa' | `pissa_niter_${number}` | 'olora' | 'eva' | 'orthogonal' | 'corda' | 'loftq' | 'mica' | 'lora_ga';
 export type LoraBias = 'none' | 'all' | 'lora_only';
@@ -287,15 +288,8 @@ export function loraConfigFileText(c: LoraConfig): string {
 }
 
 /** peft's constants table: default LoRA targets per model_type when target_modules is null. */
-export const DEFAULT_TARGET_MODULES: Readonly<Record<string, readonly string[]>> = {
-  gpt2: ['c_attn'],
-  llama: ['q_proj', 'v_proj'],
-  mistral: ['q_proj', 'v_proj'],
-  qwen2: ['q_proj', 'v_proj'],
-  qwen3: ['q_proj', 'v_proj'],
-  gemma3_text: ['q_proj', 'v_proj'],
-  bert: ['query', 'value'],
-};
+/** peft's default target_modules per model_type, from each architecture's descriptor (src/models/<family>.ts). */
+export const DEFAULT_TARGET_MODULES: Readonly<Record<string, readonly string[]>> = LORA_DEFAULT_TARGETS;
 
 /** The modules peft adds to modules_to_save for classification task types (PeftModelForSequenceClassification). */
 export const TASK_MODULES_TO_SAVE: Readonly<Partial<Record<TaskType, readonly string[]>>> = {

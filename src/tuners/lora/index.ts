@@ -35,7 +35,7 @@ export {
 export { type LoraModuleState, type LoraEmbeddingState, type LoraVariant, PLAIN_LORA, DORA, variantFor } from './layer.js';
 export { TargetModulesNotFoundError, targetModuleMatches, isModuleToSave, resolveTargetModules, findTargets } from './targets.js';
 export { PEFT_PREFIX, type TensorSlot, tensorNames } from './save.js';
-export { type SaveModelOptions, saveModelPretrained } from './merge.js';
+export { type SaveModelOptions, saveModelPretrained, savedDtype } from './merge.js';
 export { TopSvd, oloraFactors } from './init.js';
 
 

@@ -11,7 +11,8 @@ import { Graph, type Value } from '../../graph/ir.js';
 import { type RawTensor, fromTypedArray, writeShardedSafetensors } from '../../io/safetensors.js';
 import type { PretrainedModel } from '../../models/types.js';
 import type { LinearSpec } from '../../nn/context.js';
-import { type QuantizedWeightTensor, WeightStore, type WeightTensor, transpose2d } from '../../nn/weights.js';
+import { type CheckpointDtype, CHECKPOINT_DTYPES, type QuantizedWeightTensor, WeightStore, type WeightTensor, transpose2d } from '../../nn/weights.js';
+import { setConfigDtype } from '../../io/hfconfig.js';
 import { type Quantized4bit, quantize4bit } from '../../quant/blockwise.js';
 import { bnbQuantizationConfig, toBnbTensors } from '../../quant/bnb.js';
 import { HEAD_MODULES, isSkipped } from '../../quant/plan.js';
@@ -119,6 +120,7 @@ export function copyWeightStore(model: PretrainedModel): WeightStore {
   }
   const candidates = new Set([...model.expectedWeights(), ...model.linears().flatMap((s) => [`${s.name}.weight`, `${s.name}.bias`])]);
   for (const n of candidates) if (src.isAlias(n)) store.alias(n, src.resolve(n));
+  store.checkpointDtype = src.checkpointDtype;
   return store;
 }
 
@@ -144,6 +146,22 @@ export interface SaveModelOptions {
   maxShardBytes?: number;
   /** also copy tokenizer files from the model's folder (transformers' model.save_pretrained does not) */
   copyTokenizer?: boolean;
+  /** dtype of the written floating-point weights; default the source checkpoint's (savedDtype) */
+  dtype?: CheckpointDtype;
+}
+
+const FILE_DTYPE = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' } as const;
+/** Magnitudes from here on round to infinity in float16 (its largest finite value is 65504). */
+const F16_OVERFLOW = 65520;
+
+/**
+ * The dtype a model is saved in by default: the one its checkpoint stores (a float16 or bfloat16
+ * folder stays so after a merge), else config.json's dtype / torch_dtype, else float32.
+ */
+export function savedDtype(model: PretrainedModel): CheckpointDtype {
+  const fromConfig = model.config.torchDtype;
+  if (model.weights.checkpointDtype) return model.weights.checkpointDtype;
+  return fromConfig && (CHECKPOINT_DTYPES as readonly string[]).includes(fromConfig) ? (fromConfig as CheckpointDtype) : 'float32';
 }
 
 /**
@@ -152,11 +170,12 @@ export interface SaveModelOptions {
  * llm_int8_skip_modules); a full-precision model saved from a 4-bit checkpoint loses that entry.
  * Other values keep their exact spelling.
  */
-async function configFor(model: PretrainedModel, configPath: string, quantized: readonly Quantized4bit[]): Promise<Uint8Array> {
+async function configFor(model: PretrainedModel, configPath: string, quantized: readonly Quantized4bit[], dtype: CheckpointDtype): Promise<Uint8Array> {
   const text = await readFile(configPath, 'utf8');
   const hadQuantization = model.config.raw.quantization_config !== undefined;
-  if (!quantized.length && !hadQuantization) return new TextEncoder().encode(text);
   const config = parseRawJson(text, configPath) as { [key: string]: RawJson };
+  const dtypeChanged = setConfigDtype(config, dtype);
+  if (!quantized.length && !hadQuantization && !dtypeChanged) return new TextEncoder().encode(text);
   if (!quantized.length) {
     delete config.quantization_config;
   } else {
@@ -170,14 +189,18 @@ async function configFor(model: PretrainedModel, configPath: string, quantized: 
 
 /**
  * Saves a model as transformers' save_pretrained does: config.json (and generation_config.json)
- * from the model's folder, weights as float32 model.safetensors (sharded above the limit) under
- * their Hugging Face names; tied weights are stored once (GPT-2's lm_head is not written).
+ * from the model's folder, weights as model.safetensors (sharded above the limit) under their
+ * Hugging Face names in `opts.dtype` (default: the source checkpoint's dtype, so a bfloat16 model
+ * stays bfloat16 after a merge), with config.json's dtype / torch_dtype saying so; tied weights are
+ * stored once (GPT-2's lm_head is not written). A value beyond float16's range refuses float16.
  */
 export async function saveModelPretrained(model: PretrainedModel, dir: string, opts: SaveModelOptions = {}): Promise<void> {
   if (existsSync(dir) && !statSync(dir).isDirectory()) throw new AdapterError(`cannot save the model to ${dir}: it exists and is not a folder`);
   if (resolve(dir) === resolve(model.dir)) throw new AdapterError(`cannot save the model over its own folder ${dir}; choose another output folder`);
   const configPath = join(model.dir, 'config.json');
   if (!existsSync(configPath)) throw new AdapterError(`cannot save the model: ${configPath} (its config.json) is missing`);
+  const dtype = opts.dtype ?? savedDtype(model);
+  if (!(CHECKPOINT_DTYPES as readonly string[]).includes(dtype)) throw new AdapterError(`cannot save the model as ${dtype}; choose one of ${CHECKPOINT_DTYPES.join(', ')}`);
   const tensors = new Map<string, RawTensor>();
   const quantized: Quantized4bit[] = [];
   for (const name of model.weights.names()) {
@@ -191,9 +214,14 @@ export async function saveModelPretrained(model: PretrainedModel, dir: string, o
     const w = model.weights.get(name);
     const bad = firstNonFinite(w.data);
     if (bad >= 0) throw new AdapterError(`refusing to save the model to ${dir}: ${nonFiniteMessage(`weight ${name}`, bad, w.data[bad] as number)}`);
-    tensors.set(name, fromTypedArray(w.data, w.shape));
+    if (dtype === 'float16') {
+      for (let i = 0; i < w.data.length; i++) {
+        if (Math.abs(w.data[i]!) >= F16_OVERFLOW) throw new AdapterError(`cannot save ${name} as float16: it holds ${w.data[i]}, beyond float16's range (65504); save as bfloat16 or float32`);
+      }
+    }
+    tensors.set(name, fromTypedArray(w.data, w.shape, FILE_DTYPE[dtype]));
   }
-  const configBytes = await configFor(model, configPath, quantized);
+  const configBytes = await configFor(model, configPath, quantized, dtype);
   await mkdir(dir, { recursive: true });
   await writeShardedSafetensors(dir, tensors, { metadata: { format: 'pt' }, maxShardBytes: opts.maxShardBytes });
   await writeFileAtomic(join(dir, 'config.json'), configBytes);

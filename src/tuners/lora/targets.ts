@@ -88,7 +88,7 @@ export function resolveTargetModules(model: PretrainedModel, config: LoraConfig)
     const d = DEFAULT_TARGET_MODULES[model.config.modelType];
     if (!d) {
       throw new PeftConfigError(
-        `no default LoRA target_modules for model_type "${model.config.modelType}"; set target_modules (e.g. "all-linear" or a list of names)`,
+        `no default LoRA target_modules for model_type "${model.config.modelType}" (peft has none either); set target_modules (--target on the command line), e.g. "all-linear" or a list of module names`,
       );
     }
     return [...d];

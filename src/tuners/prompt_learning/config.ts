@@ -5,6 +5,7 @@
 import type { PretrainedModel } from '../../models/types.js';
 import { PeftConfigError } from '../types.js';
 import { PyFloat, type PyJson } from '../../io/pyjson.js';
+import { descriptorOf } from '../../models/registry.js';
 
 export type PromptPeftType = 'PROMPT_TUNING' | 'PREFIX_TUNING' | 'P_TUNING';
 /** The peft task types prompt learning supports here: decoders and BERT sequence classification. */
@@ -177,7 +178,7 @@ export function validateCommon(base: PretrainedModel, cfg: PromptLearningConfig,
     throw new PeftConfigError(`${method}: num_layers is ${cfg.numLayers} but the model in ${base.dir} has ${base.numLayers} layers; the adapter was made for another model`);
   }
   const maxPos = base.config.maxPositionEmbeddings;
-  if (base.family !== 'llama' && maxPos && cfg.numVirtualTokens >= maxPos) {
+  if (descriptorOf(base).positions === 'absolute' && maxPos && cfg.numVirtualTokens >= maxPos) {
     throw new PeftConfigError(
       `${method}: ${cfg.numVirtualTokens} virtual tokens leave no room in the model's ${maxPos} learned positions; use fewer virtual tokens`,
     );

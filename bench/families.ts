@@ -1,0 +1,286 @@
+// Benchmark: one forward row and one LoRA training row per model family added for issue 13
+// (qwen3, gemma3_text, phi3, llama3, smollm3, modernbert), on random-weight models of a
+// SmolLM-135M-like size built in memory (hidden 576, 30 layers, 9 heads / 3 KV heads, intermediate
+// 1536; each family's own features switched on: Qwen3 q/k norms, Gemma 3 sliding/full layers,
+// Phi-3 fused projections, Llama 3 rope scaling, SmolLM3 NoPE layers, ModernBERT local/global
+// attention and its classification head).
+//
+//   npx tsc -p . && node dist/bench/families.js                  # every family, writes bench/RESULTS.md
+//   node dist/bench/families.js --families qwen3,modernbert --runs 2 --no-write
+//
+// Forward = one inference pass over batch x seq random tokens (all positions' logits for the
+// decoders, the class logits for ModernBERT). Training = one LoRA step (r 8, alpha 16, q/v-style
+// attention targets of each family: q_proj,v_proj / qkv_proj / Wqkv) with loss, gradients and
+// AdamW. PyTorch is measured only when `python3 -c 'import torch'` works and transformers has the
+// architecture; otherwise the rows say "not measured".
+
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ForwardSession } from '../src/generate/index.js';
+import { parseConfig } from '../src/io/hfconfig.js';
+import { buildModel } from '../src/models/load.js';
+import type { PretrainedModel } from '../src/models/types.js';
+import { WeightStore } from '../src/nn/weights.js';
+import { AdamW } from '../src/train/adamw.js';
+import type { Batch } from '../src/train/batches.js';
+import { TrainStep } from '../src/train/step.js';
+import { createAdapter } from '../src/tuners/load.js';
+import { noise } from './train_models.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '../..');
+const HEADING = '## Model families of issue 13: forward and LoRA training step';
+
+const SHAPE = { vocab_size: 49152, hidden_size: 576, num_hidden_layers: 30, num_attention_heads: 9, num_key_value_heads: 3, intermediate_size: 1536, max_position_embeddings: 2048 };
+const DECODER = { ...SHAPE, rms_norm_eps: 1e-5, hidden_act: 'silu', tie_word_embeddings: true, rope_theta: 10000 };
+
+interface Family {
+  config: Record<string, unknown>;
+  /** LoRA targets of the training row */
+  targets: string[];
+}
+
+export const FAMILIES: Record<string, Family> = {
+  qwen3: { config: { ...DECODER, model_type: 'qwen3', architectures: ['Qwen3ForCausalLM'], head_dim: 64, rope_theta: 1e6 }, targets: ['q_proj', 'v_proj'] },
+  gemma3_text: {
+    config: {
+      ...DECODER, model_type: 'gemma3_text', architectures: ['Gemma3ForCausalLM'], head_dim: 64, hidden_activation: 'gelu_pytorch_tanh', rms_norm_eps: 1e-6,
+      query_pre_attn_scalar: 64, sliding_window: 128, rope_theta: 1e6, rope_local_base_freq: 10000,
+      layer_types: Array.from({ length: 30 }, (_, i) => ((i + 1) % 6 === 0 ? 'full_attention' : 'sliding_attention')),
+    },
+    targets: ['q_proj', 'v_proj'],
+  },
+  phi3: { config: { ...DECODER, model_type: 'phi3', architectures: ['Phi3ForCausalLM'], tie_word_embeddings: false, partial_rotary_factor: 1.0 }, targets: ['qkv_proj'] },
+  llama3: {
+    config: {
+      ...DECODER, model_type: 'llama', architectures: ['LlamaForCausalLM'], rope_theta: 500000,
+      rope_scaling: { rope_type: 'llama3', factor: 32.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 },
+    },
+    targets: ['q_proj', 'v_proj'],
+  },
+  smollm3: {
+    config: { ...DECODER, model_type: 'smollm3', architectures: ['SmolLM3ForCausalLM'], rope_theta: 2e6, no_rope_layers: Array.from({ length: 30 }, (_, i) => ((i + 1) % 4 === 0 ? 0 : 1)) },
+    targets: ['q_proj', 'v_proj'],
+  },
+  modernbert: {
+    config: {
+      ...SHAPE, num_key_value_heads: undefined, vocab_size: 50368, model_type: 'modernbert', architectures: ['ModernBertForSequenceClassification'],
+      hidden_activation: 'gelu', norm_eps: 1e-5, global_attn_every_n_layers: 3, local_attention: 128, global_rope_theta: 160000, local_rope_theta: 10000,
+      classifier_pooling: 'cls', num_labels: 2,
+    },
+    targets: ['Wqkv'],
+  },
+};
+
+interface Options {
+  families: string[];
+  batch: number;
+  seq: number;
+  runs: number;
+  warmup: number;
+  threads: number;
+  /** override num_hidden_layers (30 by default; the table states it) */
+  layers?: number;
+  write: boolean;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { families: Object.keys(FAMILIES), batch: 2, seq: 256, runs: 3, warmup: 1, threads: 2, write: true };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    switch (a) {
+      case '--families': o.families = next().split(','); break;
+      case '--batch': o.batch = Number(next()); break;
+      case '--seq': o.seq = Number(next()); break;
+      case '--runs': o.runs = Number(next()); break;
+      case '--warmup': o.warmup = Number(next()); break;
+      case '--threads': o.threads = Number(next()); break;
+      case '--no-write': o.write = false; break;
+      case '--layers': o.layers = Number(next()); break;
+      default: throw new Error(`unknown option ${a}; options: --families a,b --batch N --seq N --runs N --warmup N --threads N --layers N --no-write`);
+    }
+  }
+  for (const f of o.families) if (!FAMILIES[f]) throw new Error(`unknown family ${f}; choose from ${Object.keys(FAMILIES).join(', ')}`);
+  return o;
+}
+
+/** A family's model with random weights: matrices N(0, 0.02)-sized noise, norm weights 1, biases 0 (a fresh transformers init). */
+export function randomFamilyModel(name: string, layers?: number): PretrainedModel {
+  const raw: Record<string, unknown> = Object.fromEntries(Object.entries(FAMILIES[name]!.config).filter(([, v]) => v !== undefined));
+  if (layers) {
+    raw.num_hidden_layers = layers;
+    for (const k of ['layer_types', 'no_rope_layers']) if (Array.isArray(raw[k])) raw[k] = (raw[k] as unknown[]).slice(0, layers);
+  }
+  const config = parseConfig(raw, `${name} (bench)`);
+  const weights = new WeightStore();
+  const model = buildModel(config, weights, '');
+  const specs = new Map(model.linears().map((s) => [s.name, s]));
+  let seed = 1;
+  for (const w of model.expectedWeights()) {
+    const module = w.slice(0, w.lastIndexOf('.'));
+    const spec = specs.get(module);
+    let shape: number[];
+    if (spec) shape = w.endsWith('.bias') ? [spec.outFeatures] : [spec.outFeatures, spec.inFeatures];
+    else if (w === `${model.embeddingName}.weight`) shape = [config.vocabSize, config.hiddenSize];
+    else if (/\.(q_norm|k_norm)\.weight$/.test(w)) shape = [model.headDim];
+    else shape = [config.hiddenSize];
+    const n = shape.reduce((p, q) => p * q, 1);
+    const data = shape.length === 2 ? noise(n, 0.02, seed++) : w.endsWith('.bias') ? new Float32Array(n) : new Float32Array(n).fill(1);
+    weights.set(w, { shape, data });
+  }
+  if (config.tieWordEmbeddings && model.linears().some((s) => s.name === 'lm_head')) weights.alias('lm_head.weight', `${model.embeddingName}.weight`);
+  return model;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const ids = (n: number, vocab: number, seed: number): BigInt64Array => BigInt64Array.from(noise(n, 1, seed), (x) => BigInt(Math.floor((x / Math.sqrt(12) + 0.5) * vocab) % vocab));
+
+/** Seconds the whole machine spent busy (all cores), from /proc/stat. */
+function busySeconds(): number {
+  const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const idle = line[3]! + (line[4] ?? 0);
+  const total = line.reduce((a, b) => a + b, 0);
+  return (total - idle) / 100;
+}
+
+interface Row { family: string; kind: 'forward' | 'train'; params: number; trainable?: number; medianS: number; tokensPerS: number; timesS: number[]; compileS: number; otherCpu: number; loss?: number }
+
+async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; otherCpu: number }> {
+  const b0 = busySeconds();
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  const value = await fn();
+  const wall = (performance.now() - t0) / 1000;
+  const c = process.cpuUsage(c0);
+  return { value, otherCpu: Math.max(0, (busySeconds() - b0 - (c.user + c.system) / 1e6) / wall) };
+}
+
+async function benchForward(name: string, model: PretrainedModel, o: Options): Promise<Row> {
+  const t0 = performance.now();
+  const session = await ForwardSession.create(model, { runtime: { threads: o.threads } });
+  const compileS = (performance.now() - t0) / 1000;
+  const n = o.batch * o.seq;
+  const batch = { inputIds: { dtype: 'int64' as const, shape: [o.batch, o.seq], data: ids(n, model.vocabSize, 7) }, attentionMask: { dtype: 'int64' as const, shape: [o.batch, o.seq], data: new BigInt64Array(n).fill(1n) } };
+  for (let i = 0; i < o.warmup; i++) await session.run(batch);
+  const { value: times, otherCpu } = await timed(async () => {
+    const ts: number[] = [];
+    for (let i = 0; i < o.runs; i++) {
+      const t = performance.now();
+      await session.run(batch);
+      ts.push((performance.now() - t) / 1000);
+    }
+    return ts;
+  });
+  await session.dispose();
+  const m = median(times);
+  return { family: name, kind: 'forward', params: model.weights.numel(), medianS: m, tokensPerS: n / m, timesS: times, compileS, otherCpu };
+}
+
+async function benchTrain(name: string, model: PretrainedModel, o: Options): Promise<Row> {
+  const seqCls = model.task === 'seq-cls';
+  const adapted = await createAdapter(model, { peft_type: 'LORA', r: 8, lora_alpha: 16, lora_dropout: 0, target_modules: FAMILIES[name]!.targets, task_type: seqCls ? 'SEQ_CLS' : 'CAUSAL_LM' });
+  const params = adapted.parameters();
+  let trainable = 0;
+  for (const p of params.values()) trainable += p.data.length;
+  const t0 = performance.now();
+  const step = await TrainStep.compile(adapted, { threads: o.threads });
+  const compileS = (performance.now() - t0) / 1000;
+  const optimizer = new AdamW({ lr: 1e-4, weightDecay: 0.01 });
+  const decay = adapted.decayParameters();
+  const n = o.batch * o.seq;
+  let seed = 11;
+  const nextBatch = (): Batch => {
+    const inputIds = ids(n, model.vocabSize, seed++);
+    const labels = seqCls ? BigInt64Array.from({ length: o.batch }, (_, i) => BigInt(i % 2)) : inputIds;
+    return { size: o.batch, seq: o.seq, inputIds, attentionMask: new BigInt64Array(n).fill(1n), labels, labelKind: seqCls ? 'classes' : 'tokens', tokens: n };
+  };
+  let loss = NaN;
+  const one = async (): Promise<number> => {
+    const t = performance.now();
+    const r = await step.run(nextBatch(), params);
+    optimizer.step(params, r.grads, { decay });
+    loss = r.loss;
+    return (performance.now() - t) / 1000;
+  };
+  for (let i = 0; i < o.warmup; i++) await one();
+  const { value: times, otherCpu } = await timed(async () => {
+    const ts: number[] = [];
+    for (let i = 0; i < o.runs; i++) ts.push(await one());
+    return ts;
+  });
+  await step.dispose();
+  const m = median(times);
+  return { family: name, kind: 'train', params: model.weights.numel(), trainable, medianS: m, tokensPerS: n / m, timesS: times, compileS, otherCpu, loss };
+}
+
+function torchAvailable(): boolean {
+  const r = spawnSync('python3', ['-c', 'import torch'], { encoding: 'utf8' });
+  return r.status === 0;
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  const torch = torchAvailable();
+  const rows: Row[] = [];
+  const loadStart = os.loadavg()[0]!;
+  for (const name of o.families) {
+    const t0 = performance.now();
+    const model = randomFamilyModel(name, o.layers);
+    console.log(`${name}: ${model.weights.numel().toLocaleString('en-US')} parameters, random weights in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    for (const r of [await benchForward(name, model, o), await benchTrain(name, model, o)]) {
+      rows.push(r);
+      console.log(`  ${r.kind}: ${r.tokensPerS.toFixed(1)} tok/s (median of ${r.timesS.map((t) => t.toFixed(2)).join('/')} s; setup ${r.compileS.toFixed(1)} s; other cpu ${r.otherCpu.toFixed(2)})`);
+    }
+  }
+  const loadEnd = os.loadavg()[0]!;
+  const when = new Date().toISOString().slice(0, 16).replace('T', ' ');
+  const cpu = (os.cpus()[0]?.model ?? 'unknown CPU').trim();
+  const lines = [
+    HEADING,
+    '',
+    `Run ${when} UTC by bench/families.ts. Random-weight models of SmolLM-135M's widths (hidden 576, 9 heads / 3 KV heads, intermediate 1536, vocabulary 49152; ModernBERT 50368 and no KV grouping) with ${o.layers ?? 30} layers${o.layers && o.layers !== 30 ? ' instead of 30 (the machine was too loaded to compile and time 30-layer training steps for six families in the time there was)' : ''} with each family's own features on (see the script), float32, ${o.threads} ONNX Runtime threads, batch ${o.batch} x ${o.seq} random tokens, no padding. Forward = one inference pass (decoders: logits at every position; ModernBERT: class logits). Training = one LoRA step (r 8, alpha 16, targets below; loss + gradients in one ONNX Runtime session, then AdamW). Medians of ${o.runs} timed runs after ${o.warmup} warm-up. ` +
+      `**The machine was shared and heavily loaded while this ran** (1-minute load average ${loadStart.toFixed(1)} at the start, ${loadEnd.toFixed(1)} at the end, on ${os.cpus().length} logical CPUs; "other cpu" = cores other processes used during the timed runs), so these numbers are slower and noisier than a quiet machine's; compare them with each other, not with the quiet-machine tables above. ` +
+      (torch ? '' : 'PyTorch is not importable on this machine (`python3 -c "import torch"` fails), so there is no peer column: ours alone.'),
+    '',
+    `- machine: ${os.cpus().length} logical CPUs (${cpu}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, shared with other jobs`,
+    `- node ${process.version}`,
+    '',
+    '| family | parameters | measurement | LoRA targets (trainable) | tok/s | median s | runs s | session setup s | other cpu |',
+    '|---|---:|---|---|---:|---:|---|---:|---:|',
+    ...rows.map((r) =>
+      `| ${r.family} | ${r.params.toLocaleString('en-US')} | ${r.kind === 'forward' ? `forward ${o.batch}x${o.seq}` : `LoRA train step ${o.batch}x${o.seq}`} | ${r.kind === 'train' ? `${FAMILIES[r.family]!.targets.join(', ')} (${r.trainable!.toLocaleString('en-US')})` : ''} | ${r.tokensPerS.toFixed(1)} | ${r.medianS.toFixed(2)} | ${r.timesS.map((t) => t.toFixed(2)).join(' / ')} | ${r.compileS.toFixed(1)} | ${r.otherCpu.toFixed(2)} |`,
+    ),
+    '',
+    'Command (repository root, after `npx tsc -p .`):',
+    '',
+    `    node dist/bench/families.js --batch ${o.batch} --seq ${o.seq} --runs ${o.runs} --warmup ${o.warmup} --threads ${o.threads}${o.layers ? ` --layers ${o.layers}` : ''}`,
+    '',
+  ];
+  const text = lines.join('\n');
+  console.log(`\n${text}`);
+  if (!o.write) return;
+  const file = path.join(REPO, 'bench', 'RESULTS.md');
+  const old = fs.readFileSync(file, 'utf8');
+  const start = old.indexOf(HEADING);
+  let out: string;
+  if (start < 0) out = `${old.trimEnd()}\n\n${text}`;
+  else {
+    const after = old.indexOf('\n## ', start + HEADING.length);
+    out = old.slice(0, start) + text + (after < 0 ? '' : `\n${old.slice(after + 1)}`);
+  }
+  fs.writeFileSync(file, out);
+  console.log(`updated ${path.relative(REPO, file)}`);
+}
+
+await main();

@@ -1,58 +1,41 @@
-// Atomic output for exports: everything is written under a hidden temp name beside --out and
-// renamed into place at the end, and an existing --out is refused before any work starts.
+// Output of exports, on the one output rule (src/io/outdir.ts, src/io/atomic.ts): a folder export
+// (transformers.js) claims --out with withOutputDir (new, empty, or export's own earlier output with
+// --overwrite; lock; temp clean-up; marker); a file export (gguf, gguf-lora) writes a new file
+// through writeFileAtomic. An existing file is never replaced: a GGUF file carries no mark of who
+// wrote it, so export cannot tell its own earlier file from the user's model.
 
 import { existsSync } from 'node:fs';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
-import { basename, dirname, join, resolve } from 'node:path';
+import { resolve } from 'node:path';
+import { writeFileAtomic } from '../io/atomic.js';
+import { checkOutputDir, checkOutputFile, type OutputDirOptions, withOutputDir } from '../io/outdir.js';
 import { ExportError } from './errors.js';
 
-/** Refuses an --out that exists (file or folder) or whose parent folder is missing. */
-export function checkNewOutput(out: string, what: 'file' | 'folder'): string {
+/** Refuses a file --out that exists, is a folder, or whose parent folder is missing. Writes nothing. */
+export function checkNewFile(out: string, flag = '--out'): string {
   const abs = resolve(out);
-  if (existsSync(abs)) throw new ExportError(`--out ${out} already exists; export writes a new ${what}: remove it or choose another path`);
-  if (!existsSync(dirname(abs))) throw new ExportError(`the folder of --out (${dirname(abs)}) does not exist; create it first`);
+  if (existsSync(abs)) throw new ExportError(`${flag} ${out} already exists; export never replaces a file: remove it or choose another path`);
+  checkOutputFile(abs, { command: 'export', flag, isOwn: () => false });
   return abs;
 }
 
-function tmpName(out: string): string {
-  return join(dirname(out), `.${basename(out)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+/** The options of a folder export's --out. */
+export const exportDirOptions = (overwrite: boolean | undefined, inputs: { path: string; what: string }[]): OutputDirOptions => ({ command: 'export', overwrite, inputs });
+
+/** Refuses a folder --out holding anything export did not write (see checkOutputDir). Writes nothing. */
+export function checkExportFolder(out: string, opts: OutputDirOptions): string {
+  checkOutputDir(out, opts);
+  return resolve(out);
 }
 
-/** Builds a folder with `fill(tmpDir)` and renames it to `out`; the temp folder is removed on failure. */
-export async function writeFolderAtomically(out: string, fill: (dir: string) => Promise<void>): Promise<void> {
-  const tmp = tmpName(out);
-  await mkdir(tmp);
-  try {
-    await fill(tmp);
-    if (existsSync(out)) throw new ExportError(`--out ${out} appeared while exporting; nothing was replaced`);
-    await rename(tmp, out);
-  } catch (e) {
-    await rm(tmp, { recursive: true, force: true });
-    throw e;
-  }
+/** Claims the folder (lock, temp clean-up, earlier own output cleared), fills it and marks it complete. */
+export async function writeExportFolder(out: string, opts: OutputDirOptions, fill: (dir: string) => Promise<void>): Promise<void> {
+  await withOutputDir(out, opts, fill);
 }
 
-/** Writes one file through a temp name in the same folder. */
-export async function writeFileAtomically(out: string, data: Uint8Array | string | Uint8Array[]): Promise<void> {
-  const tmp = tmpName(out);
-  try {
-    if (Array.isArray(data)) {
-      const { open } = await import('node:fs/promises');
-      const fh = await open(tmp, 'wx');
-      try {
-        for (const chunk of data) await fh.write(chunk);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-    } else {
-      await writeFile(tmp, data, { flag: 'wx' });
-    }
-    if (existsSync(out)) throw new ExportError(`--out ${out} appeared while exporting; nothing was replaced`);
-    await rename(tmp, out);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
+/** Writes one new file through a temp name in the same folder (cleaned by the next run if killed). */
+export async function writeNewFile(out: string, data: Uint8Array | string | Uint8Array[]): Promise<void> {
+  if (existsSync(out)) throw new ExportError(`--out ${out} appeared while exporting; nothing was replaced`);
+  await writeFileAtomic(out, Array.isArray(data) ? async (fh) => {
+    for (const chunk of data) await fh.write(chunk);
+  } : data);
 }

@@ -200,14 +200,54 @@ function messagesField(r: JsonlRecord, file?: string): ChatMessage[] {
   const m = r.value.messages;
   if (!Array.isArray(m) || m.length === 0) throw new DatasetError('field "messages" must be a non-empty array of {"role", "content"} objects', { file, line: r.line });
   m.forEach((msg, i) => {
-    if (typeof msg !== 'object' || msg === null || typeof (msg as ChatMessage).role !== 'string' || typeof (msg as ChatMessage).content !== 'string') {
+    if (typeof msg !== 'object' || msg === null || Array.isArray(msg) || typeof (msg as ChatMessage).role !== 'string') {
       throw new DatasetError(`messages[${i}] must be an object with string "role" and "content"`, { file, line: r.line });
+    }
+    const calls = (msg as ChatMessage).tool_calls;
+    if (calls !== undefined && calls !== null) toolCallsField(calls, `messages[${i}].tool_calls`, (msg as ChatMessage).role, r.line, file);
+    const content = (msg as ChatMessage).content;
+    const hasCalls = Array.isArray(calls) && calls.length > 0;
+    if (typeof content !== 'string' && !(hasCalls && (content === null || content === undefined))) {
+      throw new DatasetError(
+        `messages[${i}].content must be a string${hasCalls ? ' or null' : ` (it may be null or absent only on an assistant message with "tool_calls")`}, found ${content === null ? 'null' : Array.isArray(content) ? 'an array' : typeof content}`,
+        { file, line: r.line },
+      );
     }
   });
   if (!m.some((msg: ChatMessage) => msg.role === 'assistant')) {
     throw new DatasetError('the conversation has no "assistant" message, so there is nothing to train on', { file, line: r.line });
   }
   return m as ChatMessage[];
+}
+
+/** Checks OpenAI/transformers tool calls: [{"type": "function", "function": {"name": str, "arguments": object | str}}]. */
+function toolCallsField(calls: unknown, where: string, role: string, line: number, file?: string): void {
+  const fail = (what: string): never => {
+    throw new DatasetError(`${where}${what}; a tool call is {"type": "function", "function": {"name": "...", "arguments": {...}}}`, { file, line });
+  };
+  if (role !== 'assistant') fail(` is only allowed on an "assistant" message, found on a "${role}" message`);
+  if (!Array.isArray(calls) || calls.length === 0) fail(' must be a non-empty array');
+  (calls as unknown[]).forEach((c, j) => {
+    if (typeof c !== 'object' || c === null || Array.isArray(c)) fail(`[${j}] must be an object`);
+    const call = c as Record<string, unknown>;
+    if (call.type !== undefined && call.type !== 'function') fail(`[${j}].type must be "function", found ${JSON.stringify(call.type)}`);
+    const fn = call.function;
+    if (typeof fn !== 'object' || fn === null || Array.isArray(fn)) fail(`[${j}].function must be an object`);
+    const f = fn as Record<string, unknown>;
+    if (typeof f.name !== 'string' || f.name === '') fail(`[${j}].function.name must be a non-empty string`);
+    const a = f.arguments;
+    if (!(typeof a === 'string' || (typeof a === 'object' && a !== null && !Array.isArray(a)))) fail(`[${j}].function.arguments must be an object (or a JSON string)`);
+  });
+}
+
+/** The row's optional "tools" list (JSON schemas of functions, as transformers passes to the template). */
+function toolsField(r: JsonlRecord, file?: string): unknown[] | undefined {
+  const t = r.value.tools;
+  if (t === undefined || t === null) return undefined;
+  if (!Array.isArray(t) || t.some((x) => typeof x !== 'object' || x === null || Array.isArray(x))) {
+    throw new DatasetError('field "tools" must be an array of objects (function JSON schemas, e.g. {"type": "function", "function": {"name", "description", "parameters"}})', { file, line: r.line });
+  }
+  return t;
 }
 
 function withEos(ids: number[], eos: number | undefined): number[] {
@@ -248,7 +288,7 @@ export function tokenizeRecords(records: readonly JsonlRecord[], tokenizer: Toke
         return { inputIds: ids, labels: ids.map((t, i) => (i < cut ? IGNORE_INDEX : t)) };
       }
       case 'messages':
-        return tokenizeConversation(messagesField(r, file), tokenizer, opts.chatTemplate, r.line, file);
+        return tokenizeConversation(messagesField(r, file), tokenizer, opts.chatTemplate, r.line, file, toolsField(r, file));
     }
   });
   return { format, examples };
@@ -259,10 +299,17 @@ export function tokenizeRecords(records: readonly JsonlRecord[], tokenizer: Toke
  * rendering messages[0..i] adds to rendering messages[0..i) with the generation prompt; the text is
  * tokenized span by span so every label boundary falls on a token boundary.
  */
-function tokenizeConversation(messages: ChatMessage[], tokenizer: Tokenizer, chatTemplate: string | undefined, line: number, file?: string): TokenizedExample {
+function tokenizeConversation(
+  messages: ChatMessage[],
+  tokenizer: Tokenizer,
+  chatTemplate: string | undefined,
+  line: number,
+  file?: string,
+  tools?: unknown[],
+): TokenizedExample {
   const render = (upTo: number, addGenerationPrompt: boolean): string => {
     try {
-      return tokenizer.applyChatTemplate(messages.slice(0, upTo), { chatTemplate, addGenerationPrompt });
+      return tokenizer.applyChatTemplate(messages.slice(0, upTo), { chatTemplate, addGenerationPrompt, ...(tools !== undefined ? { tools } : {}) });
     } catch (e) {
       throw new DatasetError(`the chat template cannot render this conversation: ${(e as Error).message}`, { file, line });
     }

@@ -75,7 +75,7 @@ test('peft convert: mlx-lm -> peft gives the same LoRA; peft -> mlx -> peft is e
     assert.ok(!existsSync(join(dir, 'dora')));
     r = await peft(['convert', '--from', 'mlx', '--to', 'peft', '--adapter', mlx, '--out', fromMlx]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /not an empty folder/);
+    assert.match(r.stderr, /holds an earlier peft convert output; pass --overwrite/);
     const full = join(dir, 'full');
     await cp(mlx, full, { recursive: true });
     await writeFile(join(full, 'adapter_config.json'), JSON.stringify({ fine_tune_type: 'full', num_layers: 2 }));

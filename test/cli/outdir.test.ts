@@ -132,3 +132,62 @@ test('two peft train runs into one --out: the second fails at once; a killed run
   assert.ok(existsSync(join(out, 'adapter_model.safetensors')));
   assert.equal(existsSync(join(out, LOCK_FILE)), false);
 });
+
+test('export, convert and merge-adapters refuse a model or adapter folder as --out (even with --overwrite); the files stay byte-identical', async () => {
+  const tmp = await tempDir('peft-outdir-cli2-');
+  const llama = fixturePath('models', 'llama');
+  const lora = fixturePath('adapters', 'llama', 'lora_attn');
+  const model = join(tmp, 'model');
+  cpSync(llama, model, { recursive: true });
+  const adapter = join(tmp, 'adapter');
+  cpSync(fixturePath('adapters', 'llama', 'ia3'), adapter, { recursive: true });
+  const mine = join(tmp, 'mine');
+  cpSync(lora, mine, { recursive: true });
+  const before = { model: snapshot(model), adapter: snapshot(adapter), mine: snapshot(mine) };
+  const tjs = ['export', '--format', 'transformers.js', '--model', llama];
+  const conv = ['convert', '--from', 'peft', '--to', 'mlx', '--adapter', lora];
+  const wmerge = ['merge-adapters', '--model', llama, '--adapter', `a=${lora}`, '--weights', '1', '--type', 'linear'];
+  const cases: [string[], RegExp][] = [
+    [[...tjs, '--out', model], /--out .*model holds a model, which peft export did not write/],
+    [[...tjs, '--out', model, '--overwrite'], /holds a model, which peft export did not write/],
+    [[...tjs, '--adapter', lora, '--out', adapter, '--overwrite'], /holds an adapter, which peft export did not write/],
+    [['export', '--format', 'transformers.js', '--model', model, '--out', model, '--overwrite'], /--out .*model is the model folder/],
+    [['export', '--format', 'gguf', '--model', llama, '--out', join(model, 'model.safetensors')], /--out .*model\.safetensors already exists; export never replaces a file/],
+    [['export', '--format', 'gguf', '--model', llama, '--out', join(model, 'x.gguf'), '--overwrite'], /--overwrite is for --format transformers\.js/],
+    [['export', '--format', 'gguf', '--model', llama, '--out', model], /--out .*model already exists; export never replaces a file/],
+    [[...conv, '--out', model], /holds a model, which peft convert did not write/],
+    [[...conv, '--out', adapter, '--overwrite'], /holds an adapter, which peft convert did not write/],
+    [['convert', '--from', 'peft', '--to', 'mlx', '--adapter', mine, '--out', mine, '--overwrite'], /is the source adapter folder/],
+    [[...wmerge, '--out', model, '--overwrite'], /holds a model, which peft merge-adapters did not write/],
+    [[...wmerge, '--out', adapter], /holds an adapter, which peft merge-adapters did not write/],
+    [['merge-adapters', '--model', llama, '--adapter', `a=${mine}`, '--weights', '1', '--type', 'linear', '--out', mine, '--overwrite'], /is the source adapter a folder/],
+  ];
+  const results = await Promise.all(cases.map(([args]) => peft(args)));
+  results.forEach((r, i) => {
+    const what = cases[i]![0].join(' ');
+    assert.equal(r.code, 1, `${what}: ${r.stderr}`);
+    assert.match(r.stderr, cases[i]![1], what);
+    assert.equal(r.stderr.trim().split('\n').filter((l) => l.startsWith('error:')).length, 1, what);
+    assert.doesNotMatch(r.stderr, /internal error/, what);
+  });
+  assert.deepEqual(snapshot(model), before.model);
+  assert.deepEqual(snapshot(adapter), before.adapter);
+  assert.deepEqual(snapshot(mine), before.mine);
+
+  // its own earlier output: refused without --overwrite, replaced with it (marker written, no temp or lock left)
+  const c = join(tmp, 'converted');
+  assert.equal((await peft([...conv, '--out', c])).code, 0);
+  const again = await peft([...conv, '--out', c]);
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /holds an earlier peft convert output; pass --overwrite to replace it/);
+  const over = await peft([...conv, '--out', c, '--overwrite']);
+  assert.equal(over.code, 0, over.stderr);
+  assert.deepEqual(readdirSync(c).sort(), ['.peft-output.json', 'adapter_config.json', 'adapters.safetensors']);
+  assert.equal(JSON.parse(readFileSync(join(c, '.peft-output.json'), 'utf8')).command, 'convert');
+  // another command's output is not convert's to replace
+  const m = join(tmp, 'merged');
+  assert.equal((await peft([...wmerge, '--out', m])).code, 0);
+  const cross = await peft([...conv, '--out', m, '--overwrite']);
+  assert.equal(cross.code, 1);
+  assert.match(cross.stderr, /holds the output of peft merge-adapters, not of peft convert/);
+});

@@ -20,7 +20,7 @@ import { readSafetensors } from '../../src/io/safetensors.js';
 import { peft } from '../cli/peft.js';
 import { TINY_LLAMA, assertClose, maxAbs, tempDir, trainTinyAdapter, transformersJs } from './support.js';
 import { loadExportSource, writeTransformersJs } from '../../src/export/index.js';
-import { writeFolderAtomically } from '../../src/export/files.js';
+import { exportDirOptions, writeExportFolder } from '../../src/export/files.js';
 
 const tmp = tempDir('peft-export-tjs-');
 
@@ -129,7 +129,7 @@ test('weights above externalDataBytes go to onnx/model.onnx_data chunks, which t
   const adapterDir = fixturePath('adapters', 'llama', 'lora_attn');
   const src = await loadExportSource(modelDir, [adapterDir], { format: 'transformers.js' });
   const out = join(tmp, 'external');
-  await writeFolderAtomically(out, async (dir) => {
+  await writeExportFolder(out, exportDirOptions(false, []), async (dir) => {
     await writeTransformersJs(src.model, src.dir, dir, { dtypes: ['fp32', 'q4'], externalDataBytes: 0, chunkBytes: 200 * 1024 });
   });
   const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as { 'transformers.js_config': { use_external_data_format: Record<string, number> } };
@@ -215,7 +215,7 @@ test('bad input is one line and writes nothing: existing --out, prompt-learning 
   const existing = await exportCli(['--model', modelDir]);
   let r = await peft(['export', '--format', 'transformers.js', '--model', modelDir, '--out', existing]);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /^error: --out .* already exists/);
+  assert.match(r.stderr, /^error: --out .* holds an earlier peft export output; pass --overwrite/);
   const out = join(tmp, 'never');
   r = await peft(['export', '--format', 'transformers.js', '--model', modelDir, '--adapter', fixturePath('adapters', 'llama', 'prompt_tuning_random'), '--out', out]);
   assert.equal(r.code, 1);

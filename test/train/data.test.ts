@@ -12,6 +12,7 @@ import { IGNORE_INDEX, loadDataset, parseJsonl, prepareExamples, readJsonl, spli
 import { DatasetError } from '../../src/train/errors.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { tempDir } from './synthetic.js';
+import { TOOL_TEMPLATE, WEATHER_TOOL, weatherConversation } from './tool_chat.js';
 
 const gpt2 = () => Tokenizer.fromDir(fixturePath('models', 'gpt2'));
 const llama = () => Tokenizer.fromDir(fixturePath('models', 'llama'));
@@ -87,6 +88,73 @@ test('conversations: the chat template renders them and only assistant turns car
   assert.equal(tok.decode(learned), `four${tok.eosToken}\nfive${tok.eosToken}\n`);
   // Labels equal the ids wherever they are set.
   ex.labels.forEach((l, i) => l !== IGNORE_INDEX && assert.equal(l, ex.inputIds[i]));
+});
+
+test('tool calling: tools and tool_calls reach the template; assistant text and tool-call text are labelled', async () => {
+  const tok = await Tokenizer.fromDir('models/tiny-llama');
+  const conv = weatherConversation('Paris', 18);
+  const { examples } = tokenizeRecords(parseJsonl(JSON.stringify(conv)), tok, { chatTemplate: TOOL_TEMPLATE });
+  const ex = examples[0]!;
+  const full = tok.applyChatTemplate(conv.messages as never, { chatTemplate: TOOL_TEMPLATE, tools: conv.tools as unknown[] });
+  // What transformers' apply_chat_template renders for this template (tojson as json.dumps: ", " and ": ").
+  const expected =
+    `${tok.bosToken}<|im_start|>system\nBe brief.\n\nYou may call these functions:\n<tools>\n${JSON.stringify(WEATHER_TOOL).replace(/,"/g, ', "').replace(/":/g, '": ')}\n</tools>\n` +
+    'Call one as <tool_call>{"name": ..., "arguments": ...}</tool_call><|im_end|>\n' +
+    '<|im_start|>user\nWeather in Paris?<|im_end|>\n' +
+    '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>\n' +
+    '<|im_start|>user\n<tool_response>\n18 C\n</tool_response><|im_end|>\n' +
+    '<|im_start|>assistant\nIt is 18 C in Paris.<|im_end|>\n';
+  assert.equal(full, expected);
+  assert.equal(tok.decode(ex.inputIds), full, 'the ids spell the rendered conversation');
+  ex.labels.forEach((l, i) => l !== IGNORE_INDEX && assert.equal(l, ex.inputIds[i]));
+  // The labelled positions form exactly two runs: the tool-call-only turn and the final answer.
+  const runs: string[] = [];
+  let cur: number[] = [];
+  ex.labels.forEach((l) => {
+    if (l !== IGNORE_INDEX) cur.push(l);
+    else if (cur.length > 0) (runs.push(tok.decode(cur)), (cur = []));
+  });
+  if (cur.length > 0) runs.push(tok.decode(cur));
+  assert.deepEqual(runs.map((r) => r.trim()), [
+    '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>',
+    'It is 18 C in Paris.<|im_end|>',
+  ]);
+});
+
+test('tool calling rows: malformed tools, tool_calls and null content are one-line DatasetErrors', async () => {
+  const tok = await Tokenizer.fromDir('models/tiny-llama');
+  const row = (patch: (c: Record<string, any>) => void): string => {
+    const c = weatherConversation('Rome', 20) as Record<string, any>;
+    patch(c);
+    return `{"text": "x"}\n`.repeat(0) + JSON.stringify(c);
+  };
+  const bad = (patch: (c: Record<string, any>) => void, pattern: RegExp): void =>
+    assert.throws(
+      () => tokenizeRecords(parseJsonl(`${JSON.stringify(weatherConversation('Oslo', 3))}\n${row(patch)}`, 'chat.jsonl'), tok, { chatTemplate: TOOL_TEMPLATE, file: 'chat.jsonl' }),
+      (e: unknown) => {
+        assert.ok(e instanceof DatasetError, String(e));
+        assert.equal(e.file, 'chat.jsonl');
+        assert.equal(e.line, 2);
+        assert.match(e.message, pattern);
+        assert.doesNotMatch(e.message, /\n/);
+        return true;
+      },
+    );
+  bad((c) => (c.tools = { name: 'x' }), /field "tools" must be an array of objects/);
+  bad((c) => (c.messages[2].tool_calls = []), /messages\[2\]\.tool_calls must be a non-empty array/);
+  bad((c) => (c.messages[2].tool_calls[0].function.name = 7), /messages\[2\]\.tool_calls\[0\]\.function\.name must be a non-empty string/);
+  bad((c) => (c.messages[2].tool_calls[0].function.arguments = [1]), /tool_calls\[0\]\.function\.arguments must be an object/);
+  bad((c) => (c.messages[2].tool_calls[0].type = 'code'), /tool_calls\[0\]\.type must be "function"/);
+  bad((c) => delete c.messages[2].tool_calls[0].function, /tool_calls\[0\]\.function must be an object/);
+  bad((c) => (c.messages[1].tool_calls = c.messages[2].tool_calls), /only allowed on an "assistant" message/);
+  bad((c) => delete c.messages[2].tool_calls, /messages\[2\]\.content must be a string \(it may be null or absent only on an assistant message with "tool_calls"\), found null/);
+  bad((c) => (c.messages[3].content = null), /messages\[3\]\.content must be a string/);
+  // Absent content next to tool calls, and JSON-string arguments (OpenAI's form), are accepted.
+  const ok = weatherConversation('Lima', 25) as Record<string, any>;
+  delete ok.messages[2].content;
+  ok.messages[2].tool_calls[0].function.arguments = '{"city": "Lima"}';
+  const { examples } = tokenizeRecords(parseJsonl(JSON.stringify(ok)), tok, { chatTemplate: TOOL_TEMPLATE });
+  assert.ok(examples[0]!.labels.some((l) => l !== IGNORE_INDEX));
 });
 
 test('truncation, packing and dropping rows without labels', async () => {

@@ -224,7 +224,7 @@ test('peft merge-adapters writes the combined adapter as a peft folder (ties, as
     // --out must be new; a missing density for ties is one line.
     const again = await peft(args);
     assert.equal(again.code, 1);
-    assert.match(again.stderr, /^error: .*not an empty folder/);
+    assert.match(again.stderr, /^error: .*holds an earlier peft merge-adapters output; pass --overwrite/);
     const noDensity = await peft(args.filter((a, i) => a !== '--density' && args[i - 1] !== '--density').map((a) => (a === out ? join(tmp, 'x') : a)));
     assert.equal(noDensity.code, 1);
     assert.match(noDensity.stderr, /^error: .*density/);

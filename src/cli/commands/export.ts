@@ -1,12 +1,12 @@
 // `peft export`: a trained model or adapter in the formats other runtimes load. Everything is
-// loaded and checked first; the output is written under a temp name and renamed into place, and an
-// existing --out is refused.
+// loaded and checked first; output follows src/io/outdir.ts (a folder: new, empty or export's own
+// earlier output with --overwrite; a file: new), written atomically.
 
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { ExportError } from '../../export/errors.js';
-import { checkNewOutput, writeFileAtomically, writeFolderAtomically } from '../../export/files.js';
+import { checkExportFolder, checkNewFile, exportDirOptions, writeExportFolder, writeNewFile } from '../../export/files.js';
 import { GGUF_TYPES, type GgufType, ggufLora, ggufModel, modelfile } from '../../export/gguf/model.js';
 import { ONNX_DTYPES, type OnnxDtype } from '../../export/onnx_dtypes.js';
 import { loadExportSource } from '../../export/source.js';
@@ -27,6 +27,7 @@ interface ExportFlags {
   unmerged?: boolean;
   type?: string;
   baseGguf?: string;
+  overwrite?: boolean;
 }
 
 const FORMATS = ['transformers.js', 'gguf', 'gguf-lora'];
@@ -56,7 +57,8 @@ Formats:
                    export the merged model instead.
 
 Prompt tuning, prefix tuning and P-tuning adapters change the input sequence and are refused.
---out must not exist; files are written under a temporary name and renamed when complete.
+--out (a file) must not exist; --out (a folder) must be new, empty, or an earlier peft export
+folder (replaced with --overwrite). Files are written under a temporary name and renamed when complete.
 
 Examples:
   peft export --format transformers.js --model models/tiny-llama --adapter runs/lora --out web-model
@@ -77,6 +79,7 @@ export function register(program: Command): void {
     .option('--dtype <dtype>', `transformers.js: ${ONNX_DTYPES.join(', ')}; repeatable, the first is the folder default (default fp32)`, collect)
     .option('--unmerged', 'transformers.js: keep the last adapter as separate initializers instead of merging it')
     .option('--type <type>', `gguf: tensor type of the matrices, ${GGUF_TYPES.join(', ')} (default f16)`)
+    .option('--overwrite', 'transformers.js: replace the folder an earlier `peft export` wrote to --out (never anything else)')
     .option('--base-gguf <file>', 'gguf-lora: the base model GGUF the Modelfile names in FROM (default <model folder name>.gguf beside --out)')
     .addHelpText('after', HELP)
     .action(async (flags: ExportFlags) => {
@@ -109,24 +112,27 @@ export async function runExport(flags: ExportFlags): Promise<void> {
   if (!isOnnx && flags.unmerged) throw new ExportError(`--unmerged is for --format transformers.js (gguf merges; gguf-lora is the unmerged adapter)`);
   if (flags.format !== 'gguf' && flags.type) throw new ExportError(`--type is for --format gguf`);
   if (flags.format !== 'gguf-lora' && flags.baseGguf) throw new ExportError(`--base-gguf is for --format gguf-lora`);
+  if (!isOnnx && flags.overwrite) throw new ExportError(`--overwrite is for --format transformers.js (a folder); export never replaces a ${flags.format} file: remove it or choose another --out`);
   if (flags.format === 'gguf-lora') return exportGgufLora(flags);
   if (flags.model === undefined) throw new ExportError(`--format ${flags.format} needs --model DIR (the base model)`);
   const t0 = performance.now();
   if (flags.format === 'gguf') {
     const type = (flags.type ?? 'f16') as GgufType;
     if (!GGUF_TYPES.includes(type)) throw new ExportError(`--type ${flags.type} is not one of ${GGUF_TYPES.join(', ')}`);
-    const out = checkNewOutput(flags.out, 'file');
+    const out = checkNewFile(flags.out);
     const src = await loadExportSource(flags.model, flags.adapter ?? [], { format: 'gguf' });
     const chunks = await ggufModel(src.base, src.dir, type);
-    await writeFileAtomically(out, chunks);
+    await writeNewFile(out, chunks);
     const what = src.adapterTypes.length ? ` with ${src.adapterTypes.join(' + ')} merged` : '';
     say(`exported ${src.dir}${what} as GGUF (${type}) to ${flags.out} (${mib(statSync(out).size)}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     return;
   }
   const dtypes = parseDtypes(flags.dtype);
-  const out = checkNewOutput(flags.out, 'folder');
+  const inputs = [...(existsSync(flags.model) ? [{ path: flags.model, what: 'model' }] : []), ...(flags.adapter ?? []).map((a) => ({ path: a, what: 'adapter' }))];
+  const outOpts = exportDirOptions(flags.overwrite, inputs);
+  const out = checkExportFolder(flags.out, outOpts);
   const src = await loadExportSource(flags.model, flags.adapter ?? [], { unmerged: flags.unmerged, format: flags.format });
-  await writeFolderAtomically(out, async (dir) => {
+  await writeExportFolder(out, outOpts, async (dir) => {
     const files = await writeTransformersJs(src.model, src.dir, dir, { dtypes });
     for (const f of files.filter((f) => f.bytes > 0)) say(`  ${f.path}: ${mib(f.bytes)}`);
   });
@@ -146,9 +152,9 @@ async function exportGgufLora(flags: ExportFlags): Promise<void> {
     if (typeof b !== 'string' || !b) throw new ExportError(`${adapterDir}/adapter_config.json names no base_model_name_or_path; give the base with --model DIR`);
     modelArg = b;
   }
-  const out = checkNewOutput(flags.out, 'file');
+  const out = checkNewFile(flags.out);
   const mfPath = `${out.replace(/\.gguf$/i, '')}.Modelfile`;
-  if (existsSync(mfPath)) throw new ExportError(`${mfPath} already exists; remove it or choose another --out`);
+  checkNewFile(mfPath, 'the Modelfile');
   const t0 = performance.now();
   const modelDir = await resolveModelDir(modelArg);
   const base = await loadModel(modelDir);
@@ -164,8 +170,8 @@ async function exportGgufLora(flags: ExportFlags): Promise<void> {
     return r.startsWith('..') ? resolve(p) : `./${r}`;
   };
   const mf = modelfile(rel(baseGguf), rel(out), template, tok?.eosToken ? [tok.eosToken] : []);
-  await writeFileAtomically(out, chunks);
-  await writeFileAtomically(mfPath, mf);
+  await writeNewFile(out, chunks);
+  await writeNewFile(mfPath, mf);
   say(`exported the LoRA adapter ${adapterDir} (${tensors} layers, alpha ${alpha}) as a GGUF adapter to ${flags.out} (${mib(statSync(out).size)}) and ${mfPath} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   if (!existsSync(baseGguf)) say(`the Modelfile's FROM is ${baseGguf}: write it with  peft export --format gguf --model ${modelArg} --out ${baseGguf}`);
 }

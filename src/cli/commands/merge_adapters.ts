@@ -2,12 +2,10 @@
 // (NAME=DIR, in order) on one base model, combines them with the given weights and combination
 // type (peft's names and defaults), and writes the new adapter as a peft adapter folder.
 
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { existsSync, statSync } from 'node:fs';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { resolveModelDir } from '../../io/hub.js';
+import { checkOutputDir, withOutputDir } from '../../io/outdir.js';
 import { loadModel } from '../../models/load.js';
 import { LoraModel } from '../../tuners/lora/model.js';
 import { COMBINATION_TYPES, type CombinationType, type MajoritySignMethod } from '../../tuners/lora/weighted.js';
@@ -24,6 +22,7 @@ interface Flags {
   svdClamp?: number;
   seed: number;
   out: string;
+  overwrite?: boolean;
 }
 
 const num = (flag: string) => (v: string): number => {
@@ -54,6 +53,7 @@ export function register(program: Command): void {
     .option('--svd-clamp <q>', 'clamp the SVD factors at this quantile of their values', num('--svd-clamp'))
     .option('--seed <s>', "seed of DARE's random masks", int('--seed'), 0)
     .requiredOption('--out <dir>', 'new (or empty) folder for the combined adapter')
+    .option('--overwrite', 'replace the adapter an earlier `peft merge-adapters` wrote to --out')
     .action(async (flags: Flags) => {
       const sources = flags.adapter.map((a) => {
         const i = a.indexOf('=');
@@ -63,8 +63,8 @@ export function register(program: Command): void {
       if (flags.weights.length !== sources.length) throw new CliError(`--weights has ${flags.weights.length} values for ${sources.length} adapters; give one per --adapter, in order`);
       for (const s of sources) if (!existsSync(s.dir) || !statSync(s.dir).isDirectory()) throw new CliError(`--adapter ${s.name}=${s.dir}: not a folder`);
       const out = flags.out;
-      if (existsSync(out) && (!statSync(out).isDirectory() || readdirSync(out).length > 0)) throw new CliError(`--out ${out} exists and is not an empty folder; give a new folder`);
-      if (sources.some((s) => resolve(s.dir) === resolve(out))) throw new CliError('--out is one of the source adapters; give a new folder');
+      const outOpts = { command: 'merge-adapters', overwrite: flags.overwrite, inputs: sources.map((s) => ({ path: s.dir, what: `source adapter ${s.name}` })) };
+      checkOutputDir(out, outOpts);
       const base = await loadModel(await resolveModelDir(flags.model));
       const lm = await LoraModel.fromPretrained(base, sources[0]!.dir, { adapterName: sources[0]!.name });
       for (const s of sources.slice(1)) await lm.loadAdapter(s.dir, s.name);
@@ -77,16 +77,7 @@ export function register(program: Command): void {
         flags.type,
         { density: flags.density, majoritySignMethod: flags.majoritySignMethod, svdRank: flags.svdRank, svdClamp: flags.svdClamp, seed: flags.seed },
       );
-      const tmp = join(dirname(resolve(out)), `.${basename(out)}.${randomBytes(4).toString('hex')}.tmp`);
-      await mkdir(tmp, { recursive: true });
-      try {
-        await lm.savePretrained(tmp, { selectedAdapters: [name], flat: true });
-        if (existsSync(out)) await rm(out, { recursive: true });
-        await rename(tmp, out);
-      } catch (e) {
-        await rm(tmp, { recursive: true, force: true });
-        throw e;
-      }
+      await withOutputDir(out, outOpts, (dir) => lm.savePretrained(dir, { selectedAdapters: [name], flat: true }));
       const cfg = lm.peftConfig(name);
       process.stdout.write(`combined ${sources.length} adapters with ${flags.type} (weights ${flags.weights.join(', ')}): r=${cfg.r}, ${[...lm.adapter(name).modules.keys()].length} modules; wrote ${out}\n`);
     });

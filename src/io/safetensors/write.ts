@@ -6,8 +6,6 @@ import type { FileHandle } from 'node:fs/promises';
 import { writeFileAtomic, writeFailure } from '../atomic.js';
 import { SafetensorsError } from './errors.js';
 
-/** @deprecated the old name of writeFileAtomic (src/io/atomic.ts), kept while branches written against it land; import writeFileAtomic. */
-export { writeFileAtomic as writeAtomically } from '../atomic.js';
 import { type TensorInput, layout } from './header.js';
 
 /** The whole file as one buffer: header then every tensor's bytes. */

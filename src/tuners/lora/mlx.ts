@@ -7,16 +7,17 @@
 // lora_A [r, in] = lora_a^T and lora_B [out, r] = lora_b^T with scaling lora_alpha / r, so
 // lora_alpha = scale * r. Conversion is exact (a transpose and a renaming).
 
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve, basename } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { type RawTensor, fromTypedArray, readSafetensors, toFloat32, writeSafetensors } from '../../io/safetensors.js';
 import { AdapterError, type TrainableTensor } from '../types.js';
 import { loraConfig, loraConfigFromJson } from './config.js';
 import { rankAndAlpha } from './targets.js';
 import { type TensorSlot, readAdapterConfigFile, readAdapterTensors, tensorNames, writeAdapterFolder } from './save.js';
 import { COMPRESSION_CONFIG_KEY } from './compress.js';
+import { writeFileAtomic } from '../../io/atomic.js';
+import { checkOutputDir, withOutputDir } from '../../io/outdir.js';
 
 /** An adapter that cannot be expressed in the other format; the message says what stands in the way. */
 export class AdapterConversionError extends AdapterError {
@@ -36,24 +37,21 @@ function transpose(t: TrainableTensor): TrainableTensor {
   return { shape: [cols, rows], data: out };
 }
 
-/** `out` must be a new or empty folder, distinct from the source: conversions never write over anything. */
-function checkOut(src: string, out: string): void {
-  if (resolve(src) === resolve(out)) throw new AdapterError(`--out ${out} is the source folder itself; write to a new folder`);
-  if (existsSync(out) && (!statSync(out).isDirectory() || readdirSync(out).length > 0)) throw new AdapterError(`${out} exists and is not an empty folder; give a new folder to write the converted adapter to`);
+/** Options of both conversions for their --out folder. */
+export interface ConvertOutOptions {
+  /** replace the adapter an earlier `peft convert` wrote to `out` (never anything else) */
+  overwrite?: boolean;
 }
 
-/** Writes into a temp sibling folder and renames it to `out` once complete. */
-async function atomically(out: string, write: (tmp: string) => Promise<void>): Promise<void> {
-  const tmp = join(dirname(resolve(out)), `.${basename(out)}.${randomBytes(4).toString('hex')}.tmp`);
-  await mkdir(tmp, { recursive: true });
-  try {
-    await write(tmp);
-    if (existsSync(out)) await rm(out, { recursive: true }); // empty, checked above
-    await rename(tmp, out);
-  } catch (e) {
-    await rm(tmp, { recursive: true, force: true });
-    throw e;
-  }
+/** `out` follows the output-folder rule (src/io/outdir.ts): new, empty, or convert's own earlier output with overwrite. */
+const outOpts = (src: string, o: ConvertOutOptions) => ({ command: 'convert', overwrite: o.overwrite, inputs: [{ path: src, what: 'source adapter' }] });
+function checkOut(src: string, out: string, o: ConvertOutOptions): void {
+  checkOutputDir(out, outOpts(src, o));
+}
+
+/** Claims `out` (lock, temp clean-up, earlier own output cleared), writes it and marks it complete. */
+async function atomically(src: string, out: string, o: ConvertOutOptions, write: (dir: string) => Promise<void>): Promise<void> {
+  await withOutputDir(out, outOpts(src, o), write);
 }
 
 export interface MlxConversion {
@@ -66,11 +64,11 @@ export interface MlxConversion {
  * An mlx-lm LoRA adapter folder (adapter_config.json + adapters.safetensors) as a peft LoRA folder:
  * r = rank, lora_alpha = scale * rank, target_modules = the module paths the file holds.
  */
-export async function mlxToPeft(src: string, out: string, opts: { baseModelNameOrPath?: string } = {}): Promise<MlxConversion> {
+export async function mlxToPeft(src: string, out: string, opts: { baseModelNameOrPath?: string } & ConvertOutOptions = {}): Promise<MlxConversion> {
   const cfgPath = join(src, 'adapter_config.json');
   const wPath = join(src, 'adapters.safetensors');
   if (!existsSync(cfgPath) || !existsSync(wPath)) throw new AdapterConversionError(`${src} is not an mlx-lm adapter folder (it needs adapter_config.json and adapters.safetensors)`);
-  checkOut(src, out);
+  checkOut(src, out, opts);
   let cfg: Record<string, unknown>;
   try {
     cfg = JSON.parse(await readFile(cfgPath, 'utf8')) as Record<string, unknown>;
@@ -114,7 +112,7 @@ export async function mlxToPeft(src: string, out: string, opts: { baseModelNameO
   }
   const base = opts.baseModelNameOrPath ?? (typeof cfg.model === 'string' ? cfg.model : null);
   const config = loraConfig({ r, loraAlpha: scale * r, loraDropout: dropout, targetModules: [...modules.keys()].sort(), taskType: 'CAUSAL_LM', baseModelNameOrPath: base, inferenceMode: true });
-  await atomically(out, (tmp) => writeAdapterFolder(tmp, config, slots));
+  await atomically(src, out, opts, (tmp) => writeAdapterFolder(tmp, config, slots));
   return { modules: modules.size, r, scale };
 }
 
@@ -123,11 +121,11 @@ export async function mlxToPeft(src: string, out: string, opts: { baseModelNameO
  * rank and one scale for all modules and nothing but lora_a / lora_b, so DoRA, lora_bias,
  * modules_to_save, trainable tokens and per-module ranks or alphas are refused by name.
  */
-export async function peftToMlx(src: string, out: string): Promise<MlxConversion> {
+export async function peftToMlx(src: string, out: string, opts: ConvertOutOptions = {}): Promise<MlxConversion> {
   const { [COMPRESSION_CONFIG_KEY]: _c, ...json } = await readAdapterConfigFile(src);
   if (json.peft_type !== 'LORA') throw new AdapterConversionError(`${join(src, 'adapter_config.json')}: peft_type ${JSON.stringify(json.peft_type)} cannot be converted to mlx-lm; only LoRA adapters can`);
   const c = loraConfigFromJson(json, join(src, 'adapter_config.json'));
-  checkOut(src, out);
+  checkOut(src, out, opts);
   const refuse = (what: string) => {
     throw new AdapterConversionError(`${src}: ${what} has no mlx-lm equivalent (mlx-lm LoRA holds only lora_a / lora_b with one rank and scale); convert an adapter without it`);
   };
@@ -168,9 +166,9 @@ export async function peftToMlx(src: string, out: string): Promise<MlxConversion
     num_layers: -1,
     lora_parameters: { rank: r, scale, dropout: c.loraDropout, keys },
   };
-  await atomically(out, async (tmp) => {
+  await atomically(src, out, opts, async (tmp) => {
     await writeSafetensors(join(tmp, 'adapters.safetensors'), weights, { format: 'mlx' });
-    await writeFile(join(tmp, 'adapter_config.json'), `${JSON.stringify(mlxConfig, null, 4)}\n`);
+    await writeFileAtomic(join(tmp, 'adapter_config.json'), `${JSON.stringify(mlxConfig, null, 4)}\n`);
   });
   return { modules: modules.length, r, scale };
 }

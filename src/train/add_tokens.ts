@@ -8,7 +8,7 @@ import { copyFile, mkdtemp, readFile, readdir, rename, rm, writeFile } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PeftError } from '../errors.js';
-import { writeAtomically } from '../io/safetensors/write.js';
+import { writeFileAtomic } from '../io/atomic.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import { resizeTokenEmbeddings } from '../models/load.js';
 import type { PretrainedModel } from '../models/types.js';
@@ -82,14 +82,14 @@ async function writeTokenizer(srcDir: string, tokens: readonly string[], dir: st
     return { id: next++, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: false };
   });
   tj.added_tokens = [...added, ...entries];
-  await writeAtomically(join(dir, 'tokenizer.json'), async (fh) => void (await fh.writeFile(JSON.stringify(tj, null, 2))));
+  await writeFileAtomic(join(dir, 'tokenizer.json'), JSON.stringify(tj, null, 2));
 
   const configFile = join(srcDir, 'tokenizer_config.json');
   const config = existsSync(configFile) ? (JSON.parse(await readFile(configFile, 'utf8')) as Json) : {};
   const decoder = { ...((config.added_tokens_decoder as Json | undefined) ?? {}) };
   for (const e of entries) decoder[String(e.id)] = { content: e.content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: false };
   config.added_tokens_decoder = decoder;
-  await writeAtomically(join(dir, 'tokenizer_config.json'), async (fh) => void (await fh.writeFile(`${JSON.stringify(config, null, 2)}\n`)));
+  await writeFileAtomic(join(dir, 'tokenizer_config.json'), `${JSON.stringify(config, null, 2)}\n`);
   for (const name of OTHER_TOKENIZER_FILES) if (existsSync(join(srcDir, name))) await copyFile(join(srcDir, name), join(dir, name));
 
   const tokenizer = await Tokenizer.fromDir(dir);

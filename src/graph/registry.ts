@@ -27,6 +27,7 @@ export interface OpAttrs {
   LayerNorm: { epsilon: number };
   MatMul: {}; MatMulT: {};
   QuantMatMul: QuantMatMulAttrs;
+  Int8MatMul: {};
   Reshape: { shape: number[] }; ReshapeLike: {};
   Transpose: { perm: number[] };
   Concat: { axis: number };
@@ -108,7 +109,7 @@ export interface OpDef<A> {
   grad: null | ((node: Node & { attrs: A }, gOut: Grads, need: boolean[]) => Grads);
 }
 
-const ONNX_DTYPE: Record<DType, number> = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 };
+const ONNX_DTYPE: Record<DType, number> = { float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 };
 export function onnxDtype(d: DType): number {
   return ONNX_DTYPE[d];
 }
@@ -523,6 +524,40 @@ export const OPS: { [K in OpName]: OpDef<OpAttrs[K]> } = {
       if (!need[0]) return [undefined, ...rest];
       const { bnb4: _kernel, ...attrs } = n.attrs;
       return [o.quantMatmul(g!, n.inputs.slice(1), { ...attrs, transB: !attrs.transB }), ...rest];
+    },
+  },
+  // x @ W for a frozen W [K, N] held as int8 twice (src/quant/int8_base.ts): inputs x, B = int8 codes
+  // [K, N] with one scale per column [N], and Bt = int8 codes of W^T [N, K] with one scale per
+  // column [K]. The forward product runs in com.microsoft DynamicQuantizeMatMul (x quantized to uint8
+  // per tensor on the fly, u8s8 GEMM); the gradient w.r.t. x is the same op on g with the two copies
+  // swapped, so the backward pass never needs a float32 W either. W gets no gradient (frozen).
+  Int8MatMul: {
+    infer: ([x, b, bScale, bt, btScale]) => {
+      if (!x || x.dtype === 'int8' || !isFloat(x.dtype)) fail('x must be a float tensor');
+      if (x.rank < 2) fail('x needs rank >= 2');
+      if (!b || b.dtype !== 'int8' || b.rank !== 2 || !bt || bt.dtype !== 'int8' || bt.rank !== 2) fail('B and Bt must be int8 matrices');
+      const [k, n] = b.shape as [Dim, Dim];
+      if (bt.shape[0] !== n || bt.shape[1] !== k) fail(`Bt must be B transposed: B ${shapeToString(b.shape)}, Bt ${shapeToString(bt.shape)}`);
+      if (!bScale || bScale.dtype !== 'float32' || !shapesEqual(bScale.shape, [n])) fail(`B's scales must be float32 [${n}]`);
+      if (!btScale || btScale.dtype !== 'float32' || !shapesEqual(btScale.shape, [k])) fail(`Bt's scales must be float32 [${k}]`);
+      if (x.shape[x.rank - 1] !== k) fail(`inner dimensions differ: ${x.shape[x.rank - 1]} vs ${k}`);
+      return [{ dtype: x.dtype, shape: [...x.shape.slice(0, -1), n] }];
+    },
+    lower: (ctx, ins, outs, _a, node) => {
+      const dtype = node.inputs[0]!.dtype;
+      if (dtype === 'float32') return ctx.emit('DynamicQuantizeMatMul', [ins[0]!, ins[1]!, ins[2]!], outs, {}, 'com.microsoft');
+      // other float types (float64 gradient checks): dequantize W and multiply in that type
+      const wf = ctx.tmp('i8_w');
+      ctx.emit('Cast', [ins[1]!], [wf], { to: int(onnxDtype('float32')) });
+      const ws = ctx.tmp('i8_scaled');
+      ctx.emit('Mul', [wf, ins[2]!], [ws]);
+      const wc = ctx.tmp('i8_wcast');
+      ctx.emit('Cast', [ws], [wc], { to: int(onnxDtype(dtype)) });
+      ctx.emit('MatMul', [ins[0]!, wc], outs);
+    },
+    grad: (n, [g], need) => {
+      const [, b, bScale, bt, btScale] = n.inputs as [Value, Value, Value, Value, Value];
+      return [need[0] ? o.int8Matmul(g!, [bt, btScale, b, bScale]) : undefined, undefined, undefined, undefined, undefined];
     },
   },
   Reshape: {

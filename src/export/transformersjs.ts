@@ -21,7 +21,7 @@ import type { KV } from '../models/types.js';
 import { lowerGraph } from '../onnx/export.js';
 import { encodeModel, type ModelSpec, type TensorSpec } from '../onnx/model.js';
 import { baseModel, inferenceContext, paramFeeds, type InferenceModel } from '../generate/model.js';
-import { onnxDtype } from '../graph/registry.js';
+import { onnxDtype } from '../onnx/lower.js';
 import { ExportError } from './errors.js';
 import { type OnnxDtype, ONNX_FILE_NAMES, applyDtype } from './onnx_dtypes.js';
 

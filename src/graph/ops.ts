@@ -4,7 +4,7 @@
 import type { Value } from './ir.js';
 import { type DType, type Dim, type Shape, GraphShapeError, isFloat, normalizeAxis } from './types.js';
 import { INT_MAX } from './shape.js';
-import type { QuantMatMulAttrs } from './registry.js';
+import type { QuantMatMulAttrs } from './attrs.js';
 
 type Operand = Value | number;
 

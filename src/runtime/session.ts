@@ -8,6 +8,7 @@ import type { Graph, Value } from '../graph/ir.js';
 import { type DType, type HostArray, shapeToString } from '../graph/types.js';
 import { DEFAULT_LARGE_CONSTANT_BYTES, lowerGraph, type LoweredGraph, type LowerOptions } from '../onnx/export.js';
 import { encodeModel } from '../onnx/model.js';
+import { int8Matmuls } from '../onnx/int8_matmul.js';
 import { PeftError } from '../errors.js';
 
 export type { ExecutionProvider } from './backend.js';
@@ -43,6 +44,20 @@ export interface RuntimeOptions {
   cpuMemArena?: boolean;
   /** ONNX Runtime's memory-pattern planning (default true) */
   memPattern?: boolean;
+  /**
+   * 'int8': every product with a large frozen float32 matrix runs as MatMulNBits on 8-bit weights
+   * (blocks of 128 along K, activations quantized to int8 too; src/onnx/int8_matmul.ts). About 4x
+   * fewer weight bytes per token for decoding; logits move by a small amount (see
+   * test/generate/int8.test.ts). Trainable params stay float32. Default: unset (float32).
+   */
+  quantize?: 'int8';
+  /**
+   * Whether ONNX Runtime's intra-op threads spin while waiting for work (ORT's default: true).
+   * false = 'session.intra_op.allow_spinning' 0, as OMP_WAIT_POLICY=PASSIVE for PyTorch: on a
+   * machine shared with other jobs, spinning threads burn the cores the work needs (bench/RESULTS.md,
+   * "Decode" section).
+   */
+  spinning?: boolean;
   /** extra ONNX Runtime session config entries, e.g. { 'session.disable_prepacking': '1' } */
   sessionConfig?: Record<string, string>;
 }
@@ -61,6 +76,8 @@ export interface SessionMemoryInfo {
   externalBlobs: number;
   /** bytes of the encoded ModelProto */
   modelBytes: number;
+  /** products run on int8 weights (MatMulNBits; RuntimeOptions.quantize 'int8') */
+  int8Products: number;
 }
 
 export interface HostTensor {
@@ -166,7 +183,9 @@ export class RuntimeSession {
       largeConstantBytes: opts.largeConstantBytes ?? DEFAULT_LARGE_CONSTANT_BYTES,
       largeConstants: opts.largeConstants ?? (weights === 'shared' ? 'input' : 'external'),
     });
-    return RuntimeSession.fromLowered(lowered, { ...opts, weights });
+    if (opts.quantize !== undefined && opts.quantize !== 'int8') throw new RuntimeError(`unknown quantize "${String(opts.quantize)}"; the only choice is 'int8' (or leave it unset)`);
+    const final = opts.quantize === 'int8' ? int8Matmuls(lowered).lowered : lowered;
+    return RuntimeSession.fromLowered(final, { ...opts, weights });
   }
 
   /** Creates a session from an already lowered graph (see fromGraph). */
@@ -215,8 +234,10 @@ export class RuntimeSession {
     // Prepacking copies each mapped weight into per-session packed buffers (and unmaps it): off
     // when weights are to be held once and some come from files.
     const mapped = lowered.externalFiles.length > 0;
-    if (weights === 'shared' && mapped) config['session.disable_prepacking'] = '1';
+    // MatMulNBits needs its weights prepacked (int8 weights are held once per session anyway).
+    if (weights === 'shared' && mapped && opts.quantize !== 'int8') config['session.disable_prepacking'] = '1';
     if (externalFolder) config['session.model_external_initializers_file_folder_path'] = externalFolder;
+    if (opts.spinning !== undefined) config['session.intra_op.allow_spinning'] = opts.spinning ? '1' : '0';
     Object.assign(config, opts.sessionConfig ?? {});
     if (Object.keys(config).length) options.extra = nestConfig(config);
     if (lowered.externalData.length) {
@@ -248,6 +269,7 @@ export class RuntimeSession {
       constantInputs: lowered.constantInputs.length,
       externalBlobs: lowered.externalData.length,
       modelBytes: bytes.byteLength,
+      int8Products: spec.nodes.filter((n) => n.opType === 'MatMulNBits' && n.domain === 'com.microsoft').length,
     };
     return new RuntimeSession(session, lowered.feeds, lowered.outputNames, opts.name ?? 'session', constantFeeds, memory);
   }

@@ -4,7 +4,7 @@
 
 import type { Node, Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
-import { OPS } from '../graph/registry.js';
+import { VJP } from './vjp.js';
 import { GraphShapeError, isFloat, shapeToString, shapesEqual } from '../graph/types.js';
 import { PeftError } from '../errors.js';
 
@@ -35,7 +35,7 @@ export function grad(output: Value, wrt: readonly Value[], seed?: Value): Value[
   const lastNode = output.producer ? output.producer.id : -1;
   const nodes = g.nodes.slice(0, lastNode + 1);
   for (const n of nodes) {
-    if (n.inputs.some((v) => depends.has(v.id)) && OPS[n.op].grad !== null) {
+    if (n.inputs.some((v) => depends.has(v.id)) && VJP[n.op] !== null) {
       for (const out of n.outputs) if (isFloat(out.dtype)) depends.add(out.id);
     }
   }
@@ -66,7 +66,7 @@ export function grad(output: Value, wrt: readonly Value[], seed?: Value): Value[
       const gOut = n.outputs.map((v) => grads.get(v.id));
       if (gOut.every((x) => x === undefined)) continue;
       const need = n.inputs.map((v) => depends.has(v.id) && reaches.has(v.id));
-      const rule = OPS[n.op].grad;
+      const rule = VJP[n.op];
       if (rule === null) continue;
       let gIn: (Value | undefined)[];
       try {

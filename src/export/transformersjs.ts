@@ -6,6 +6,7 @@
 // prompt (past length 0) and every decode step, as transformers.js runs a "model" session:
 //   decoders:  input_ids, attention_mask [batch, past + seq], position_ids,
 //              past_key_values.N.key/value [batch, kv_heads, past, head_dim]
+//              (position_ids as transformers.js makes them: 1-based for Gemma 3, TJS_POSITION_START)
 //              -> logits [batch, seq, vocab], present.N.key/value [batch, kv_heads, past + seq, head_dim]
 //   encoders:  input_ids, attention_mask, token_type_ids -> logits (or last_hidden_state)
 // Symbolic dims carry the names transformers.js resolves when it makes the empty first cache
@@ -15,11 +16,12 @@ import { existsSync } from 'node:fs';
 import { copyFile, mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Graph, type Value } from '../graph/ir.js';
+import * as o from '../graph/ops.js';
 import type { KV } from '../models/types.js';
 import { lowerGraph } from '../onnx/export.js';
 import { encodeModel, type ModelSpec, type TensorSpec } from '../onnx/model.js';
 import { baseModel, inferenceContext, paramFeeds, type InferenceModel } from '../generate/model.js';
-import { onnxDtype } from '../graph/registry.js';
+import { onnxDtype } from '../onnx/lower.js';
 import { ExportError } from './errors.js';
 import { type OnnxDtype, ONNX_FILE_NAMES, applyDtype } from './onnx_dtypes.js';
 
@@ -27,6 +29,14 @@ export { type OnnxDtype, ONNX_FILE_NAMES } from './onnx_dtypes.js';
 
 /** Tokenizer and generation files copied from the model folder when present. */
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'added_tokens.json', 'chat_template.jinja', 'tokenizer.model'];
+
+/**
+ * Where transformers.js starts the position_ids it makes from the attention mask (decoder_forward's
+ * create_position_ids: cumsum(mask) - 1 + start): 1 for these model_types, 0 for every other. The
+ * exported graph subtracts it again, so it rotates by transformers' own positions (0-based for
+ * Gemma3ForCausalLM) and matches `peft forward` exactly rather than up to rotary shift invariance.
+ */
+export const TJS_POSITION_START: Readonly<Record<string, number>> = { gemma3_text: 1, gemma3: 1, paligemma: 1 };
 
 /** Names transformers.js gives the symbolic dims (only batch_size is resolved for the empty cache). */
 const DIM_NAMES: Record<string, string> = { batch: 'batch_size', seq: 'sequence_length', past: 'past_sequence_length', 'past+seq': 'total_sequence_length' };
@@ -53,7 +63,9 @@ export function buildTransformersJsGraph(model: InferenceModel): TransformersJsG
     }));
     const inputIds = g.input('input_ids', 'int64', ['batch', 'seq']);
     const attentionMask = g.input('attention_mask', 'int64', ['batch', 'past+seq']);
-    const positionIds = g.input('position_ids', 'int64', ['batch', 'seq']);
+    const fed = g.input('position_ids', 'int64', ['batch', 'seq']);
+    const start = TJS_POSITION_START[base.config.modelType] ?? 0;
+    const positionIds = start === 0 ? fed : o.sub(fed, start);
     const out = model.forward(ctx, { inputIds, attentionMask, positionIds, past });
     outputs.logits = out.logits;
     out.presents.forEach((kv, i) => {

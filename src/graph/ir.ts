@@ -1,17 +1,17 @@
 // The graph IR: values (typed, shaped), nodes (an op applied to values), and the Graph that owns
 // them in topological (creation) order. Shape and dtype are inferred the moment a node is made,
-// through the op registry, so a mismatch fails where the model code builds it, not in a session.
+// through the op table's inference rules (infer.ts), so a mismatch fails where the model code builds it, not in a session.
 
 import {
   type DType,
-  type Dim,
   type HostArray,
   type Shape,
   GraphShapeError,
   shapeToString,
   staticSize,
 } from './types.js';
-import { OPS, type OpAttrs, type OpName } from './registry.js';
+import type { OpAttrs, OpName } from './attrs.js';
+import { INFER, type ValueInfo } from './infer.js';
 
 export type ValueKind = 'input' | 'param' | 'const' | 'node';
 
@@ -149,10 +149,9 @@ export class Graph {
     for (const v of inputs) {
       if (v.graph !== this) throw new GraphShapeError(`${op}: input ${v.name} belongs to another graph`);
     }
-    const def = OPS[op];
-    let infos: { dtype: DType; shape: Dim[] }[];
+    let infos: ValueInfo[];
     try {
-      infos = def.infer(inputs, attrs as never);
+      infos = INFER[op](inputs, attrs as never);
     } catch (e) {
       if (e instanceof GraphShapeError) {
         const where = this.currentScope ? ` in ${this.currentScope}` : '';
@@ -211,7 +210,7 @@ export function float32ToFloat16Bits(x: number): number {
   const exp = (u >>> 23) & 0xff;
   let mant = u & 0x7fffff;
   if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
+  const e = exp - 127 + 15;
   if (e >= 0x1f) return sign | 0x7c00;
   if (e <= 0) {
     if (e < -10) return sign;

@@ -1,5 +1,5 @@
 // Lowers an IR graph to an ONNX model description: keeps only the nodes the requested outputs
-// need, runs each op's registered lowering, turns constants into initializers (inline bytes or
+// need, runs each op's lowering rule (lower.ts), turns constants into initializers (inline bytes or
 // references into the files they were read from) and names the outputs as asked.
 //
 // Where a constant's bytes go (see docs/MEMORY.md for the measurements behind the choices):
@@ -12,7 +12,7 @@
 //   2 GB protobuf limit), or stay inline ('inline', the old behaviour).
 
 import type { Graph, Value } from '../graph/ir.js';
-import { OPS, type LowerContext, type OnnxAttr, onnxDtype } from '../graph/registry.js';
+import { LOWER, type LowerContext, type OnnxAttr, onnxDtype } from './lower.js';
 import { type DType, GraphShapeError, dtypeByteSize, shapeToString, staticSize } from '../graph/types.js';
 import { hostArrayOf } from '../graph/ir.js';
 import type { AttrValue, ModelSpec, NodeSpec, TensorSpec, ValueInfoSpec } from './model.js';
@@ -134,8 +134,7 @@ export function lowerGraph(graph: Graph, outputs: Record<string, Value>, name = 
   for (const n of graph.nodes) {
     if (!liveNodes.has(n.id)) continue;
     ctx.scopeName = n.scope || 'root';
-    const def = OPS[n.op];
-    def.lower(ctx, n.inputs.map((v) => v.name), n.outputs.map((v) => v.name), n.attrs as never, n);
+    LOWER[n.op](ctx, n.inputs.map((v) => v.name), n.outputs.map((v) => v.name), n.attrs as never, n);
   }
 
   const constantInputs: Value[] = [];

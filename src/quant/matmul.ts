@@ -4,7 +4,7 @@
 
 import type { Graph, Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
-import type { QuantMatMulAttrs } from '../graph/registry.js';
+import type { QuantMatMulAttrs } from '../graph/attrs.js';
 import { type Quantized4bit, numel, validateQuantized } from './blockwise.js';
 import { FP4_CODE, NF4_CODE } from './codes.js';
 import { QuantizationError } from './errors.js';

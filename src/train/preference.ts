@@ -51,11 +51,16 @@ export function sequenceLogps(logits: Value, labels: Value): SequenceLogps {
   return { sum: o.neg(nll), count: o.sum(valid, 1), nll };
 }
 
-/** log(sigmoid(x)) without overflow: min(x, 0) - log(1 + exp(-|x|)). */
+/**
+ * log(sigmoid(x)) without overflow: (x - |x|) / 2 - log(1 + exp(-|x|)) (= min(x, 0) - log1p(e^-|x|)).
+ * min(x, 0) is written through |x| = relu(x) + relu(-x), whose derivative at 0 is 0 whatever
+ * relu'(0) is, so the gradient at x = 0 is the true 1/2. (Written as -relu(-x), min's derivative at 0
+ * was relu'(0) = 0 and the gradient there was 0: DPO starts at exactly x = 0, the adapter being a
+ * no-op, so its first step had no gradient and it never moved.)
+ */
 export function logSigmoid(x: Value): Value {
-  const negPart = o.relu(o.neg(x));
-  const abs = o.add(o.relu(x), negPart);
-  return o.sub(o.neg(negPart), o.log(o.add(o.exp(o.neg(abs)), 1)));
+  const abs = o.add(o.relu(x), o.relu(o.neg(x)));
+  return o.sub(o.mul(o.sub(x, abs), 0.5), o.log(o.add(o.exp(o.neg(abs)), 1)));
 }
 
 /** pairing [pairs, batch] @ v [batch] -> [pairs] */

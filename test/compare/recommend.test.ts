@@ -152,3 +152,35 @@ test('peft compare --from DIR recomputes the advice under new constraints and re
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('peft compare --recommend DIR: the advice moves with the memory budget and the number of tasks', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'peft-rec-'));
+  try {
+    // QLoRA clearly below LoRA here (75% vs 91% on 200 examples), so the budget decides between them
+    const rows = METHODS();
+    const q = rows.find((r) => r.method === 'qlora')!;
+    q.quality = { ...q.quality!, correct: 150, value: 150 / 200 };
+    writeFileSync(join(dir, 'compare.json'), JSON.stringify(report(rows)));
+    const pick = async (...flags: string[]): Promise<string> => {
+      const r = await peft(['compare', '--recommend', dir, ...flags]);
+      assert.equal(r.code, 0, r.stderr);
+      const saved = JSON.parse(readFileSync(join(dir, 'compare.json'), 'utf8')) as ComparisonReport;
+      assert.match(r.stdout, new RegExp(`\\*\\*Use ${saved.recommendations!.pick?.label ?? 'nothing'}\\*\\*|No measured method fits`));
+      return saved.recommendations!.pick?.method ?? 'none';
+    };
+    // no budget: LoRA (tied with full fine-tuning within noise, less memory)
+    assert.equal(await pick(), 'lora');
+    // 245 MiB rules out full fine-tuning, LoRA (250 MiB) and the adapter: QLoRA, the best of the rest, cheapest of its ties
+    assert.equal(await pick('--memory-budget', '245MiB'), 'qlora');
+    // the same budget with 10 adapters kept: storage decides among the tied (IA3 20 KiB vs QLoRA 300 KiB per task)
+    assert.equal(await pick('--memory-budget', '245MiB', '--tasks', '10'), 'ia3');
+    // below every method's peak: no method
+    assert.equal(await pick('--memory-budget', '100MiB'), 'none');
+    // two folders are refused before anything is read
+    const two = await peft(['compare', '--recommend', dir, '--from', join(dir, 'other')]);
+    assert.equal(two.code, 1);
+    assert.match(two.stderr, /^error: --recommend .* and --from .* name two folders; pass one/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

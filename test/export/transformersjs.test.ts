@@ -20,6 +20,7 @@ import { readSafetensors } from '../../src/io/safetensors.js';
 import { peft } from '../cli/peft.js';
 import { TINY_LLAMA, assertClose, maxAbs, tempDir, trainTinyAdapter, transformersJs } from './support.js';
 import { loadExportSource, writeTransformersJs } from '../../src/export/index.js';
+import { TJS_POSITION_START } from '../../src/export/transformersjs.js';
 import { exportDirOptions, writeExportFolder } from '../../src/export/files.js';
 
 const tmp = tempDir('peft-export-tjs-');
@@ -44,7 +45,7 @@ async function peftForward(modelDir: string, adapterDir: string | undefined, bat
 }
 
 /** transformers.js forward on a batch; decoders get arange position ids (as the fixtures were made). */
-async function tjsForward(dir: string, batch: { input_ids: HostTensor; attention_mask: HostTensor }, opts: { dtype?: string; classifier?: boolean } = {}): Promise<{ logits: Float32Array; dims: number[] }> {
+async function tjsForward(dir: string, batch: { input_ids: HostTensor; attention_mask: HostTensor }, opts: { dtype?: string; classifier?: boolean; positionStart?: number } = {}): Promise<{ logits: Float32Array; dims: number[] }> {
   const t = await transformersJs();
   const Auto = opts.classifier ? t.AutoModelForSequenceClassification : t.AutoModelForCausalLM;
   const model = await Auto.from_pretrained(dir, { local_files_only: true, dtype: (opts.dtype ?? 'fp32') as 'fp32' });
@@ -56,7 +57,8 @@ async function tjsForward(dir: string, batch: { input_ids: HostTensor; attention
     };
     if (!opts.classifier) {
       const pos = new BigInt64Array(b * s);
-      for (let i = 0; i < b * s; i++) pos[i] = BigInt(i % s);
+      // transformers.js numbers Gemma 3's positions from 1 (TJS_POSITION_START); the export takes them so
+      for (let i = 0; i < b * s; i++) pos[i] = BigInt((i % s) + (opts.positionStart ?? 0));
       feeds.position_ids = new t.Tensor('int64', pos, [b, s]);
     }
     const out = (await model(feeds)) as { logits: { data: Float32Array; dims: number[] } };
@@ -82,18 +84,42 @@ for (const [family, adapter] of [['llama', 'lora_attn'], ['gpt2', 'lora_all_line
   });
 }
 
-/** transformers 4.57 fixtures: decoders added on main (Qwen3, Llama 3 rope scaling, SmolLM3 NoPE layers) and ModernBERT. */
-for (const [family, adapter, classifier] of [['qwen3', 'lora_attn', false], ['llama3', 'lora_all_linear_rslora', false], ['smollm3', 'lora_attn', false], ['modernbert', 'lora_attn', true]] as const) {
+/** Values of `x` ([batch, seq, vocab]) at the positions where the mask is 1. */
+function atTokens(x: Float32Array, mask: HostTensor): Float32Array {
+  const m = mask.data as BigInt64Array;
+  const V = x.length / m.length;
+  const keep: number[] = [];
+  m.forEach((v, i) => {
+    if (v === 1n) for (let j = 0; j < V; j++) keep.push(x[i * V + j]!);
+  });
+  return Float32Array.from(keep);
+}
+
+/**
+ * transformers 4.57 fixtures: Qwen3, Llama 3 rope scaling, SmolLM3 NoPE layers, Gemma 3 (sliding and
+ * global layers, 1-based position ids in transformers.js), Phi-3 (fused qkv/gate_up LoRA, partial
+ * rotary with longrope) and ModernBERT.
+ */
+for (const [family, adapter, classifier] of [
+  ['qwen3', 'lora_attn', false],
+  ['llama3', 'lora_all_linear_rslora', false],
+  ['smollm3', 'lora_attn', false],
+  ['gemma3_text', 'lora_all_linear_rslora', false],
+  ['phi3', 'lora_all_linear_rslora', false],
+  ['modernbert', 'lora_attn', true],
+] as const) {
   test(`2026 ${family} + ${adapter}: transformers.js runs the merged export as peft forward runs the live adapter`, async () => {
     const modelDir = fixture2026Path('models', family);
     const adapterDir = fixture2026Path('adapters', family, adapter);
     const out = await exportCli(['--model', modelDir, '--adapter', adapterDir]);
     const b = await readSafetensors(fixture2026Path('models', family, 'batch.safetensors'));
     const batch = { input_ids: host(b.get('input_ids')!), attention_mask: host(b.get('attention_mask')!) };
-    const got = await tjsForward(out, batch, { classifier });
+    const got = await tjsForward(out, batch, { classifier, positionStart: TJS_POSITION_START[family] });
     assertClose(got.logits, await peftForward(modelDir, adapterDir, batch), 1e-4, 1e-4, 'logits vs peft forward');
     const expected = await readSafetensors(fixture2026Path('adapters', family, adapter, 'expected_outputs.safetensors'));
-    if (expected.has('merged_logits')) assertClose(got.logits, toFloat32(expected.get('merged_logits')!), 1e-4, 1e-4, "logits vs peft's merged_logits");
+    // Gemma 3: a padded query whose sliding window holds only padding differs from SDPA's zero rows (fixture README)
+    const tokens = (x: Float32Array) => (family === 'gemma3_text' ? atTokens(x, batch.attention_mask) : x);
+    if (expected.has('merged_logits')) assertClose(tokens(got.logits), tokens(toFloat32(expected.get('merged_logits')!)), 1e-4, 1e-4, "logits vs peft's merged_logits");
     if (classifier) return;
     // the cached path: 10 greedy tokens through transformers.js' KV cache vs peft generate
     const t = await transformersJs();

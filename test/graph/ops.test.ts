@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Graph, type Value } from '../../src/graph/ir.js';
 import * as o from '../../src/graph/ops.js';
-import type { OpName } from '../../src/graph/registry.js';
+import type { OpName } from '../../src/graph/attrs.js';
 import { RuntimeSession, type HostTensor } from '../../src/runtime/session.js';
 import { gradCheck, randn, rng } from '../helpers/gradcheck.js';
 import { dequantize4bit, quantize4bit } from '../../src/quant/blockwise.js';

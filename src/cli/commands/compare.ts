@@ -40,6 +40,7 @@ interface CompareFlags {
   memoryBudget?: number;
   latencyBudget?: number;
   from?: string;
+  recommend?: boolean | string;
 }
 
 const list = (flag: string) => (v: string): string[] => {
@@ -105,7 +106,12 @@ export function register(program: Command): void {
     .option('--memory-budget <size>', 'peak training memory you have, e.g. 4GiB (methods above it are ruled out)', bytesArg)
     .option('--latency-budget <time>', 'inference latency you accept, e.g. 50ms (as the comparison measures it)', durationArg)
     .option('--from <dir>', 'recompute the recommendations of an earlier comparison folder under new constraints, without training')
+    .option('--recommend [dir]', 'print only the "which method for you" advice (the table still goes to compare.md); with DIR, recompute it from that earlier comparison folder without training (as --from DIR)')
     .action(async (flags: CompareFlags) => {
+      if (typeof flags.recommend === 'string') {
+        if (flags.from !== undefined && flags.from !== flags.recommend) throw new CliError(`--recommend ${flags.recommend} and --from ${flags.from} name two folders; pass one`);
+        flags.from = flags.recommend;
+      }
       if (flags.from !== undefined) await recommendFrom(flags);
       else await compare(flags);
     });
@@ -188,7 +194,7 @@ async function compare(f: CompareFlags): Promise<void> {
       signal: controller.signal,
       constraints: constraintsOf(f),
     });
-    process.stdout.write(`\n${comparisonSummary(report)}\n`);
+    if (f.recommend === undefined) process.stdout.write(`\n${comparisonSummary(report)}\n`);
     if (report.recommendations) process.stdout.write(`${adviceMarkdown(report.recommendations)}\n`);
     say(`wrote ${files.markdown}, ${files.json}, ${files.lossCurves} and ${files.qualityVsParams}`);
     if (report.methods.some((m) => m.status === 'failed')) process.exitCode = 1;

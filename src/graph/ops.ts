@@ -2,7 +2,7 @@
 // causal-LM loss), each a thin call into Graph.op so shape checks and names happen in one place.
 
 import type { Value } from './ir.js';
-import { type DType, type Dim, type Shape, GraphShapeError, isFloat, normalizeAxis } from './types.js';
+import { type DType, type Dim, type Shape, GraphShapeError, normalizeAxis } from './types.js';
 import { INT_MAX } from './shape.js';
 import type { QuantMatMulAttrs } from './attrs.js';
 
@@ -168,8 +168,4 @@ export function unbroadcast(g: Value, shape: Shape): Value {
   });
   if (axes.length) out = sum(out, axes, true);
   return out;
-}
-
-export function assertFloat(v: Value, what: string): void {
-  if (!isFloat(v.dtype)) throw new GraphShapeError(`${what} needs a float tensor, got ${v.dtype}`);
 }

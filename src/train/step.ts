@@ -268,6 +268,3 @@ export class EvalStep {
     await this.session.dispose();
   }
 }
-
-export const compileTrainStep = TrainStep.compile;
-export const compileEvalStep = EvalStep.compile;

@@ -2,7 +2,7 @@
 // named adapters (host tensors), installs the active ones as linear hooks when a graph is built,
 // saves and loads peft's folder layout, and merges into / restores the base weights.
 
-import { join } from 'node:path';
+import { host, join } from '../../storage/index.js';
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
 import type { ForwardArgs, ForwardResult, PretrainedModel } from '../../models/types.js';
@@ -97,7 +97,7 @@ export interface LoadLoraOptions {
 }
 
 function warn(message: string): void {
-  process.emitWarning(message, { type: 'PeftWarning' });
+  host.warn(message, 'PeftWarning');
 }
 
 /** Every weight name of the model, tied aliases included. */

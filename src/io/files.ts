@@ -4,8 +4,7 @@
 // file the user names therefore stats it first and refuses anything but a regular file, before
 // opening it. Symbolic links are followed (the Hub cache is made of them).
 
-import { stat, readFile } from 'node:fs/promises';
-import type { Stats } from 'node:fs';
+import { stat, readFile, type StorageStats as Stats } from '../storage/index.js';
 
 /** What a path turned out to be instead of a regular file, in words. */
 export function kindOf(s: Stats): string {

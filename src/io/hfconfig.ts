@@ -2,12 +2,11 @@
 // need to know that GPT-2 says n_embd where Llama says hidden_size. Missing optional fields get the
 // defaults of the matching transformers config class; fields that fix tensor shapes must be present.
 
-import { readFile, stat } from "node:fs/promises";
+import { readFile, stat, path } from '../storage/index.js';
 import { regularFileSize } from './files.js';
 
 /** config.json files are a few KB (with large id2label maps, a few MB). */
 const MAX_CONFIG_BYTES = 64 * 1024 * 1024;
-import path from "node:path";
 import { PeftError } from '../errors.js';
 
 export class ConfigError extends PeftError {

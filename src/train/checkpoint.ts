@@ -2,9 +2,7 @@
 // the peft layout, exact trainable tensors, AdamW moments and step, schedule, RNG state, data
 // position, metrics so far), written under a temp name and renamed, so a folder is whole or absent.
 
-import { existsSync } from 'node:fs';
-import { mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { existsSync, mkdir, readFile, readdir, rename, rm, join, resolve } from '../storage/index.js';
 import { SafetensorsFile, fromTypedArray, toFloat32, writeSafetensors, type RawTensor } from '../io/safetensors.js';
 import { tempPathFor, writeFailure, writeFileAtomic } from '../io/atomic.js';
 import type { AdaptedModel } from '../tuners/types.js';

@@ -2,7 +2,7 @@
 // metrics.jsonl, named as transformers' log_history names them. On resume the file is rewritten
 // from the checkpoint's history, so steps redone after the checkpoint are not logged twice.
 
-import { appendFile } from 'node:fs/promises';
+import { appendFile } from '../storage/index.js';
 import { writeError, writeFileAtomic } from '../io/atomic.js';
 
 export interface TrainRecord {

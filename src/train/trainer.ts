@@ -4,8 +4,8 @@
 // Causal LMs evaluate to a token-weighted loss and perplexity; sequence classifiers to an
 // example-weighted loss and accuracy.
 
-import { createHash } from 'node:crypto';
-import { join } from 'node:path';
+import { createHash } from '../io/sha256.js';
+import { join } from '../storage/index.js';
 import { type OutputDir, type OutputDirState, checkOutputDir, claimOutputDir, readOutputMarker } from '../io/outdir.js';
 import { copyTokenizerFiles } from '../io/modelfiles.js';
 import type { AdaptedModel } from '../tuners/types.js';

@@ -5,6 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { PeftError } from '../../src/errors.js';
+import type { LooseJson } from '../helpers/json.js';
 
 /** mulberry32: small, seeded, reproducible. */
 export class FuzzRng {
@@ -93,9 +94,9 @@ export async function fuzz(kind: string, seed: number, count: number, fn: (rng: 
 export function mutateJson(rng: FuzzRng, root: unknown, values: readonly unknown[] = HOSTILE_VALUES): unknown {
   const clone = structuredClone(root);
   const depth = 1 + rng.int(4);
-  let parent: any = undefined;
+  let parent: LooseJson = undefined;
   let key: string | number | undefined;
-  let node: any = clone;
+  let node: LooseJson = clone;
   for (let d = 0; d < depth; d++) {
     if (node === null || typeof node !== 'object') break;
     const keys = Array.isArray(node) ? node.map((_, i) => i) : Object.keys(node);

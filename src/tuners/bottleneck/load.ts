@@ -2,9 +2,7 @@
 // with its "config" object, adapter.safetensors (pickled pytorch_adapter.bin is refused with how
 // to convert it), and the static head from model_head.safetensors when present.
 
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync, readFile, join } from '../../storage/index.js';
 import { readSafetensors, toFloat32 } from '../../io/safetensors.js';
 import type { PretrainedModel } from '../../models/types.js';
 import { AdapterError, PeftConfigError, type TrainableTensor } from '../types.js';

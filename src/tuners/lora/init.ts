@@ -121,10 +121,11 @@ export class TopSvd {
     let Q: Float64Array = new Float64Array(n * p);
     for (let i = 0; i < Q.length; i++) Q[i] = rand.normal();
     orthonormalize(Q, n, p);
-    let lambda: Float64Array = new Float64Array(p);
-    let E: Float64Array = new Float64Array(p * p);
-    let XQ: Float64Array = new Float64Array(0);
-    let Y: Float64Array = new Float64Array(0);
+    // Set by every iteration; the loop below runs at least once.
+    let lambda: Float64Array;
+    let E: Float64Array;
+    let XQ: Float64Array;
+    let Y: Float64Array;
     for (let iter = 0; ; iter++) {
       const r = await sess.run({ w, qt: { dtype: 'float64', shape: [p, n], data: Q } });
       const Z = r.zt!.data as Float64Array;

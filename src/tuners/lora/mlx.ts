@@ -7,9 +7,7 @@
 // lora_A [r, in] = lora_a^T and lora_B [out, r] = lora_b^T with scaling lora_alpha / r, so
 // lora_alpha = scale * r. Conversion is exact (a transpose and a renaming).
 
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync, readFile, join } from '../../storage/index.js';
 import { type RawTensor, fromTypedArray, readSafetensors, toFloat32, writeSafetensors } from '../../io/safetensors.js';
 import { AdapterError, type TrainableTensor } from '../types.js';
 import { loraConfig, loraConfigFromJson } from './config.js';

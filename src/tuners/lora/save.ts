@@ -2,10 +2,8 @@
 // both names a tensor has (graph/in-memory peft name, adapter_model.safetensors key); saving reads
 // it forwards and loading inverts the very same table, so the two cannot drift apart.
 
-import { existsSync, statSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { existsSync, statSync, mkdir, readFile, dirname, join } from '../../storage/index.js';
 import { writeFileAtomic } from '../../io/atomic.js';
-import { dirname, join } from 'node:path';
 import { readTorchBin } from '../../io/torchbin.js';
 import { ShardedSafetensors } from '../../io/safetensors/sharded.js';
 import { type RawTensor, SafetensorsFile, fromTypedArray, readSafetensors, toFloat32, writeSafetensors } from '../../io/safetensors.js';

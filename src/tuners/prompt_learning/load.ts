@@ -1,9 +1,7 @@
 // Reading a prompt-learning adapter folder (adapter_config.json + adapter_model.safetensors as
 // peft writes them), with errors that say which file is wrong and what to do about it.
 
-import { existsSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync, readFile, stat, join } from '../../storage/index.js';
 import { readSafetensors, toFloat32, type RawTensor } from '../../io/safetensors.js';
 import { AdapterError, PeftConfigError, type TrainableTensor } from '../types.js';
 import { CONFIG_FILE, WEIGHTS_FILE } from './save.js';

@@ -128,7 +128,7 @@ function parseArgs(argv: string[]): Options {
       case '--gap': o.gapMs = num(); break;
       case '--serve': o.serve = true; break;
       case '--from': o.from = next(); break;
-      case '--help': case '-h': console.log(HELP); process.exit(0);
+      case '--help': case '-h': console.log(HELP); return process.exit(0);
       default: throw new Error(`unknown option ${a}\n${HELP}`);
     }
   }
@@ -477,7 +477,7 @@ function runChild(script: string, opt: Options, dir: string, mode: string): Prom
       if (code !== 0) return reject(new Error(`mode ${mode}: child exited with ${code}`));
       try {
         resolve(JSON.parse(out.trim().split('\n').pop()!) as ChildResult);
-      } catch (e) {
+      } catch {
         reject(new Error(`mode ${mode}: unreadable child output: ${out.slice(-500)}`));
       }
     });

@@ -5,7 +5,7 @@
 import { Graph, type Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
 import type { KV } from '../models/types.js';
-import { RuntimeSession, type HostTensor, type RuntimeOptions } from '../runtime/session.js';
+import { RuntimeSession, type HostTensor, type RuntimeOptions, type SessionMemoryInfo } from '../runtime/session.js';
 import { GenerationError } from './config.js';
 import { ADAPTER_INDEX_INPUT } from '../tuners/multi/model.js';
 import { type InferenceModel, baseModel, inferenceContext, paramFeeds } from './model.js';
@@ -96,6 +96,11 @@ export class DecoderSessions {
       RuntimeSession.fromGraph(decode.graph, decode.outputs, { ...runtime, name: 'decode' }),
     ]);
     return new DecoderSessions(ps, ds, prefill.params, decode.params, base.numLayers, vocab);
+  }
+
+  /** What each session holds (int8Products > 0 with runtime quantize 'int8'). */
+  get memory(): { prefill: SessionMemoryInfo; decode: SessionMemoryInfo } {
+    return { prefill: this.prefillSession.memory, decode: this.decodeSession.memory };
   }
 
   /** Runs the prompt (no cache yet). */

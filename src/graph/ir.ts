@@ -195,6 +195,8 @@ export function hostArrayOf(dtype: DType, values: number[]): HostArray {
     case 'uint8':
     case 'bool':
       return Uint8Array.from(values);
+    case 'int8':
+      return Int8Array.from(values);
     case 'float16':
       return Uint16Array.from(values.map(float32ToFloat16Bits));
   }
@@ -208,7 +210,7 @@ export function float32ToFloat16Bits(x: number): number {
   const exp = (u >>> 23) & 0xff;
   let mant = u & 0x7fffff;
   if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
+  const e = exp - 127 + 15;
   if (e >= 0x1f) return sign | 0x7c00;
   if (e <= 0) {
     if (e < -10) return sign;

@@ -2,7 +2,7 @@
 // causal-LM loss), each a thin call into Graph.op so shape checks and names happen in one place.
 
 import type { Value } from './ir.js';
-import { type DType, type Dim, type Shape, GraphShapeError, isFloat, normalizeAxis } from './types.js';
+import { type DType, type Dim, type Shape, GraphShapeError, normalizeAxis } from './types.js';
 import { INT_MAX } from './shape.js';
 import type { QuantMatMulAttrs } from './attrs.js';
 
@@ -69,6 +69,12 @@ export const matmulT = (a: Value, b: Value): Value => a.graph.op('MatMulT', [a, 
  * QuantMatMulAttrs; src/quant/matmul.ts builds them from a Quantized4bit).
  */
 export const quantMatmul = (x: Value, operands: readonly Value[], attrs: QuantMatMulAttrs): Value => x.graph.op('QuantMatMul', [x, ...operands], attrs)[0]!;
+
+/**
+ * x @ W for a frozen W [K, N] held as int8: operands [B int8 [K, N], scales [N], Bt int8 [N, K],
+ * scales [K]] (see the Int8MatMul op and src/quant/int8_base.ts).
+ */
+export const int8Matmul = (x: Value, operands: readonly [Value, Value, Value, Value]): Value => x.graph.op('Int8MatMul', [x, ...operands], {})[0]!;
 
 /** ONNX Reshape semantics: 0 copies the input dim at that position, -1 is inferred. */
 export const reshape = (x: Value, shape: readonly number[]): Value => one(x, 'Reshape', { shape: [...shape] });
@@ -168,8 +174,4 @@ export function unbroadcast(g: Value, shape: Shape): Value {
   });
   if (axes.length) out = sum(out, axes, true);
   return out;
-}
-
-export function assertFloat(v: Value, what: string): void {
-  if (!isFloat(v.dtype)) throw new GraphShapeError(`${what} needs a float tensor, got ${v.dtype}`);
 }

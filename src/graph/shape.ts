@@ -38,7 +38,7 @@ function splitTopLevelProduct(s: string): string[] {
 }
 
 function wrap(sym: string): string {
-  return /[+\-]/.test(sym) ? `(${sym})` : sym;
+  return /[+-]/.test(sym) ? `(${sym})` : sym;
 }
 
 function fromFactors(f: Factors): Dim {

@@ -4,28 +4,15 @@
 
 import { PeftError } from '../errors.js';
 
-export type DType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'uint8' | 'bool';
+export type DType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'uint8' | 'int8' | 'bool';
 export type Dim = number | string;
 export type Shape = readonly Dim[];
 
-export const FLOAT_DTYPES: readonly DType[] = ['float32', 'float16', 'float64'];
 export function isFloat(d: DType): boolean {
   return d === 'float32' || d === 'float16' || d === 'float64';
 }
 
-export type TypedArrayOf<D extends DType> = D extends 'float32'
-  ? Float32Array
-  : D extends 'float64'
-    ? Float64Array
-    : D extends 'int64'
-      ? BigInt64Array
-      : D extends 'int32'
-        ? Int32Array
-        : D extends 'float16'
-          ? Uint16Array
-          : Uint8Array;
-
-export type HostArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint16Array | Uint8Array;
+export type HostArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint16Array | Uint8Array | Int8Array;
 
 /** Raised when a node is built with inputs whose shapes or dtypes its op rejects. */
 export class GraphShapeError extends PeftError {
@@ -55,14 +42,6 @@ export function staticSize(s: Shape): number | undefined {
     n *= d;
   }
   return n;
-}
-
-/** Product of two dims, kept symbolic when either is unknown ("batch*seq"). */
-export function mulDims(a: Dim, b: Dim): Dim {
-  if (typeof a === 'number' && typeof b === 'number') return a * b;
-  if (a === 1) return b;
-  if (b === 1) return a;
-  return `${a}*${b}`;
 }
 
 export function addDims(a: Dim, b: Dim): Dim {
@@ -114,6 +93,7 @@ export function dtypeByteSize(d: DType): number {
     case 'float16':
       return 2;
     case 'uint8':
+    case 'int8':
     case 'bool':
       return 1;
   }

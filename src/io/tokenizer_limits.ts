@@ -78,7 +78,6 @@ export function regexProblem(pattern: string): string | undefined {
     alternation: boolean;
   }
   const stack: Frame[] = [{ unbounded: false, alternation: false }];
-  let lastGroup: Frame | undefined; // the group that just closed, if the previous atom was a group
   let i = 0;
   /** Reads a quantifier at i; returns whether it is unbounded, or undefined if there is none. */
   const quantifier = (): boolean | undefined => {
@@ -110,14 +109,12 @@ export function regexProblem(pattern: string): string | undefined {
         const end = pattern.indexOf('}', i);
         i = end < 0 ? pattern.length : end + 1;
       }
-      lastGroup = undefined;
     } else if (c === '[') {
       i++;
       if (pattern[i] === '^') i++;
       if (pattern[i] === ']') i++;
       while (i < pattern.length && pattern[i] !== ']') i += pattern[i] === '\\' ? 2 : 1;
       i++;
-      lastGroup = undefined;
     } else if (c === '(') {
       stack.push({ unbounded: false, alternation: false });
       i++;
@@ -135,28 +132,25 @@ export function regexProblem(pattern: string): string | undefined {
           if (pattern[i] === ':') i++;
         }
       }
-      lastGroup = undefined;
       continue;
     } else if (c === ')') {
       if (stack.length === 1) return 'has an unbalanced ")"';
-      lastGroup = stack.pop()!;
+      const group = stack.pop()!;
       i++;
       const q = quantifier();
       const parent = stack[stack.length - 1]!;
-      if (q === true && (lastGroup.unbounded || lastGroup.alternation)) {
-        return `repeats a group that itself ${lastGroup.unbounded ? 'repeats without bound' : 'has alternatives'} (like "(a+)+" or "(a|b)*"), which can take exponential time on some inputs`;
+      if (q === true && (group.unbounded || group.alternation)) {
+        return `repeats a group that itself ${group.unbounded ? 'repeats without bound' : 'has alternatives'} (like "(a+)+" or "(a|b)*"), which can take exponential time on some inputs`;
       }
-      parent.unbounded ||= lastGroup.unbounded || q === true;
-      parent.alternation ||= lastGroup.alternation;
+      parent.unbounded ||= group.unbounded || q === true;
+      parent.alternation ||= group.alternation;
       continue;
     } else if (c === '|') {
       top.alternation = true;
       i++;
-      lastGroup = undefined;
       continue;
     } else {
       i++;
-      lastGroup = undefined;
     }
     const q = quantifier();
     if (q === true) stack[stack.length - 1]!.unbounded = true;

@@ -31,8 +31,5 @@ export const MODEL_CLASSES: Readonly<Record<string, ModelBuilder>> = Object.assi
 /** model_type -> the class built when config.json lists no known class. */
 export const DEFAULT_CLASS: Readonly<Record<string, string>> = Object.assign({}, ...ARCHITECTURES.map((d) => d.defaultClass));
 
-/** Every model_type served. */
-export const MODEL_TYPES: readonly string[] = ARCHITECTURES.flatMap((d) => d.modelTypes);
-
 /** peft's default LoRA target_modules per model_type. */
 export const LORA_DEFAULT_TARGETS: Readonly<Record<string, readonly string[]>> = Object.assign({}, ...ARCHITECTURES.map((d) => d.loraTargets));

@@ -1,17 +1,18 @@
-// The only module that imports onnxruntime: creates a session from a lowered graph, picks the
+// The only module that runs onnxruntime (through backend.ts: onnxruntime-node or -web): creates a session from a lowered graph, picks the
 // execution provider and threads, converts host tensors to and from ORT tensors, and disposes.
 
-import os from 'node:os';
-import { realpathSync } from 'node:fs';
-import * as path from 'node:path';
-import * as ort from 'onnxruntime-node';
+import type * as ort from 'onnxruntime-node';
+import { path } from '../storage/index.js';
+import { runtimeBackend } from './backend.js';
 import type { Graph, Value } from '../graph/ir.js';
 import { type DType, type HostArray, shapeToString } from '../graph/types.js';
 import { DEFAULT_LARGE_CONSTANT_BYTES, lowerGraph, type LoweredGraph, type LowerOptions } from '../onnx/export.js';
 import { encodeModel } from '../onnx/model.js';
+import { int8Matmuls } from '../onnx/int8_matmul.js';
 import { PeftError } from '../errors.js';
 
-export type ExecutionProvider = 'cpu' | 'cuda' | 'webgpu';
+export type { ExecutionProvider } from './backend.js';
+import type { ExecutionProvider } from './backend.js';
 
 /**
  * How frozen constants (Graph.constant) are held; docs/MEMORY.md has the measurements.
@@ -43,6 +44,20 @@ export interface RuntimeOptions {
   cpuMemArena?: boolean;
   /** ONNX Runtime's memory-pattern planning (default true) */
   memPattern?: boolean;
+  /**
+   * 'int8': every product with a large frozen float32 matrix runs as MatMulNBits on 8-bit weights
+   * (blocks of 128 along K, activations quantized to int8 too; src/onnx/int8_matmul.ts). About 4x
+   * fewer weight bytes per token for decoding; logits move by a small amount (see
+   * test/generate/int8.test.ts). Trainable params stay float32. Default: unset (float32).
+   */
+  quantize?: 'int8';
+  /**
+   * Whether ONNX Runtime's intra-op threads spin while waiting for work (ORT's default: true).
+   * false = 'session.intra_op.allow_spinning' 0, as OMP_WAIT_POLICY=PASSIVE for PyTorch: on a
+   * machine shared with other jobs, spinning threads burn the cores the work needs (bench/RESULTS.md,
+   * "Decode" section).
+   */
+  spinning?: boolean;
   /** extra ONNX Runtime session config entries, e.g. { 'session.disable_prepacking': '1' } */
   sessionConfig?: Record<string, string>;
 }
@@ -61,6 +76,8 @@ export interface SessionMemoryInfo {
   externalBlobs: number;
   /** bytes of the encoded ModelProto */
   modelBytes: number;
+  /** products run on int8 weights (MatMulNBits; RuntimeOptions.quantize 'int8') */
+  int8Products: number;
 }
 
 export interface HostTensor {
@@ -94,12 +111,13 @@ const ORT_TYPE: Record<DType, ort.Tensor.Type> = {
   int64: 'int64',
   int32: 'int32',
   uint8: 'uint8',
+  int8: 'int8',
   bool: 'bool',
 };
 const FROM_ORT: Partial<Record<string, DType>> = Object.fromEntries(Object.entries(ORT_TYPE).map(([k, v]) => [v, k as DType]));
 
 export function toOrtTensor(t: HostTensor): ort.Tensor {
-  return new ort.Tensor(ORT_TYPE[t.dtype], t.data as never, t.shape as number[]);
+  return new (runtimeBackend().ort.Tensor)(ORT_TYPE[t.dtype], t.data as never, t.shape as number[]);
 }
 
 export function fromOrtTensor(t: ort.Tensor): HostTensor {
@@ -109,9 +127,7 @@ export function fromOrtTensor(t: ort.Tensor): HostTensor {
 }
 
 export function availableProviders(): ExecutionProvider[] {
-  const list = (ort as unknown as { listSupportedBackends?: () => { name: string }[] }).listSupportedBackends?.();
-  const names = new Set((list ?? [{ name: 'cpu' }]).map((b) => b.name));
-  return (['cpu', 'cuda', 'webgpu'] as const).filter((p) => names.has(p));
+  return runtimeBackend().providers();
 }
 
 /**
@@ -123,7 +139,7 @@ export function externalDataFolder(files: readonly string[]): { folder: string; 
   const real = new Map<string, string>();
   for (const f of files) {
     try {
-      real.set(f, realpathSync(path.resolve(f)));
+      real.set(f, runtimeBackend().realpath(f));
     } catch (e) {
       throw new RuntimeError(`a constant reads from ${f}, which cannot be opened (${(e as Error).message}); check the weights path`);
     }
@@ -140,11 +156,11 @@ export function externalDataFolder(files: readonly string[]): { folder: string; 
       throw new RuntimeError(`constants read from files on different drives (${[...real.values()].join(', ')}); put the weights on one drive`);
     }
   }
-  const base = folder ?? process.cwd();
+  const base = folder ?? runtimeBackend().cwd();
   return {
     folder: base,
     location: (file: string) => {
-      const r = real.get(file) ?? realpathSync(path.resolve(file));
+      const r = real.get(file) ?? runtimeBackend().realpath(file);
       return path.relative(base, r).split(path.sep).join('/');
     },
   };
@@ -168,7 +184,9 @@ export class RuntimeSession {
       largeConstantBytes: opts.largeConstantBytes ?? DEFAULT_LARGE_CONSTANT_BYTES,
       largeConstants: opts.largeConstants ?? (weights === 'shared' ? 'input' : 'external'),
     });
-    return RuntimeSession.fromLowered(lowered, { ...opts, weights });
+    if (opts.quantize !== undefined && opts.quantize !== 'int8') throw new RuntimeError(`unknown quantize "${String(opts.quantize)}"; the only choice is 'int8' (or leave it unset)`);
+    const final = opts.quantize === 'int8' ? int8Matmuls(lowered).lowered : lowered;
+    return RuntimeSession.fromLowered(final, { ...opts, weights });
   }
 
   /** Creates a session from an already lowered graph (see fromGraph). */
@@ -188,7 +206,7 @@ export class RuntimeSession {
       };
     }
     const bytes = encodeModel(spec);
-    const ep = opts.executionProvider ?? 'cpu';
+    const ep = opts.executionProvider ?? runtimeBackend().defaultProvider;
     if (ep !== 'cpu' && !availableProviders().includes(ep)) {
       const hint =
         ep === 'cuda'
@@ -203,7 +221,7 @@ export class RuntimeSession {
     };
     if (opts.threads !== undefined) {
       // ONNX Runtime would start every thread asked for (--threads 100000 exhausts the machine).
-      const cores = os.availableParallelism();
+      const cores = runtimeBackend().cpuCount();
       if (!Number.isInteger(opts.threads) || opts.threads < 1 || opts.threads > cores) {
         throw new RuntimeError(`threads must be an integer from 1 to ${cores} (the CPU cores of this machine), got ${opts.threads}; lower --threads`);
       }
@@ -217,8 +235,10 @@ export class RuntimeSession {
     // Prepacking copies each mapped weight into per-session packed buffers (and unmaps it): off
     // when weights are to be held once and some come from files.
     const mapped = lowered.externalFiles.length > 0;
-    if (weights === 'shared' && mapped) config['session.disable_prepacking'] = '1';
+    // MatMulNBits needs its weights prepacked (int8 weights are held once per session anyway).
+    if (weights === 'shared' && mapped && opts.quantize !== 'int8') config['session.disable_prepacking'] = '1';
     if (externalFolder) config['session.model_external_initializers_file_folder_path'] = externalFolder;
+    if (opts.spinning !== undefined) config['session.intra_op.allow_spinning'] = opts.spinning ? '1' : '0';
     Object.assign(config, opts.sessionConfig ?? {});
     if (Object.keys(config).length) options.extra = nestConfig(config);
     if (lowered.externalData.length) {
@@ -232,7 +252,7 @@ export class RuntimeSession {
     }
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(bytes, options);
+      session = await runtimeBackend().ort.InferenceSession.create(bytes, options);
     } catch (e) {
       throw new RuntimeError(`ONNX Runtime rejected the ${opts.name ?? 'graph'} (${lowered.spec.nodes.length} nodes): ${(e as Error).message}`);
     }
@@ -241,7 +261,7 @@ export class RuntimeSession {
       prepacking: config['session.disable_prepacking'] !== '1',
       mappedFiles: lowered.externalFiles.map((f) => {
         try {
-          return realpathSync(f);
+          return runtimeBackend().realpath(f);
         } catch {
           return f;
         }
@@ -250,6 +270,7 @@ export class RuntimeSession {
       constantInputs: lowered.constantInputs.length,
       externalBlobs: lowered.externalData.length,
       modelBytes: bytes.byteLength,
+      int8Products: spec.nodes.filter((n) => n.opType === 'MatMulNBits' && n.domain === 'com.microsoft').length,
     };
     return new RuntimeSession(session, lowered.feeds, lowered.outputNames, opts.name ?? 'session', constantFeeds, memory);
   }
@@ -260,7 +281,7 @@ export class RuntimeSession {
     for (const v of this.feeds) {
       const t = feeds[v.name];
       if (!t) throw new RuntimeError(`${this.name}: missing input "${v.name}" (${v.dtype}${shapeToString(v.shape)})`);
-      if (t instanceof ort.Tensor) ortFeeds[v.name] = t;
+      if (t instanceof runtimeBackend().ort.Tensor) ortFeeds[v.name] = t;
       else {
         const h = t as HostTensor;
         if (h.dtype !== v.dtype) throw new RuntimeError(`${this.name}: input "${v.name}" must be ${v.dtype}, got ${h.dtype}`);

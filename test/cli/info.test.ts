@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fixturePath, readTensors } from '../helpers/fixtures.js';
 import { peft } from './peft.js';
+import type { LooseJson } from '../helpers/json.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'peft-info-'));
 process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
@@ -19,10 +20,10 @@ async function numel(...parts: string[]): Promise<number> {
   return n;
 }
 
-async function infoJson(args: string[]): Promise<Record<string, any>> {
+async function infoJson(args: string[]): Promise<Record<string, LooseJson>> {
   const r = await peft(['info', ...args, '--json']);
   assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout) as Record<string, any>;
+  return JSON.parse(r.stdout) as Record<string, LooseJson>;
 }
 
 test('models: architecture, shapes, parameter count, dtype and size', async () => {

@@ -14,14 +14,15 @@ import { DECODERS_2026 } from '../helpers/decoders.js';
 import { fixture2026Path } from '../helpers/fixtures.js';
 import { writeSwapTask } from '../train/synthetic.js';
 import { peft } from './peft.js';
+import type { LooseJson } from '../helpers/json.js';
 
 for (const [name, fx] of Object.entries(DECODERS_2026)) {
   test(`${name}: peft info describes the model, and peft train (LoRA) lowers the loss`, async () => {
     const model = fixture2026Path('models', name);
-    const config = JSON.parse(readFileSync(join(model, 'config.json'), 'utf8')) as Record<string, any>;
+    const config = JSON.parse(readFileSync(join(model, 'config.json'), 'utf8')) as Record<string, LooseJson>;
     const info = await peft(['info', model, '--json']);
     assert.equal(info.code, 0, info.stderr);
-    const j = JSON.parse(info.stdout) as Record<string, any>;
+    const j = JSON.parse(info.stdout) as Record<string, LooseJson>;
     assert.equal(j.kind, 'model');
     assert.equal(j.supported, true);
     assert.equal(j.architecture, config.architectures[0]);
@@ -49,7 +50,7 @@ for (const [name, fx] of Object.entries(DECODERS_2026)) {
       const r = await peft([...args, ...target, '--out', out]);
       assert.equal(r.code, 0, r.stderr);
     }
-    const cfg = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8')) as Record<string, any>;
+    const cfg = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8')) as Record<string, LooseJson>;
     assert.equal(cfg.peft_type, 'LORA');
     const evals = parseMetrics(await readFile(join(out, 'metrics.jsonl'), 'utf8')).filter((m): m is EvalRecord => m.kind === 'eval');
     assert.deepEqual(evals.map((e) => e.step), [0, 8]);

@@ -14,6 +14,7 @@ import type { PretrainedModel } from '../../src/models/types.js';
 import { loadAdapter } from '../../src/tuners/load.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { type FuzzRng, HOSTILE_VALUES, damageBytes, fuzz, mutateJson } from './harness.js';
+import type { LooseJson } from '../helpers/json.js';
 
 let scratch: string;
 let gpt2: PretrainedModel;
@@ -42,7 +43,7 @@ const SHAPES: unknown[] = [[-1], [1e9, 1e9], [2 ** 53], ['2'], null, [], [0], [3
 /** A header-level mutation of a safetensors file (or byte damage), as bytes. */
 function mutateSafetensors(rng: FuzzRng, bytes: Uint8Array): Uint8Array {
   const n = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
-  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n))) as Record<string, any>;
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n))) as Record<string, LooseJson>;
   const data = bytes.subarray(8 + n);
   const names = Object.keys(header).filter((k) => k !== '__metadata__');
   const op = rng.int(12);

@@ -5,18 +5,14 @@
 
 import assert from 'node:assert/strict';
 import { PeftError } from '../../src/errors.js';
+import { mulberry32 } from '../../src/nn/random.js';
+import type { LooseJson } from '../helpers/json.js';
 
-/** mulberry32: small, seeded, reproducible. */
+/** mulberry32 (src/nn/random.ts) with the draws a fuzzer needs: small, seeded, reproducible. */
 export class FuzzRng {
-  private s: number;
+  readonly next: () => number;
   constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  next(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    this.next = mulberry32(seed);
   }
   int(n: number): number {
     return Math.floor(this.next() * n);
@@ -93,9 +89,9 @@ export async function fuzz(kind: string, seed: number, count: number, fn: (rng: 
 export function mutateJson(rng: FuzzRng, root: unknown, values: readonly unknown[] = HOSTILE_VALUES): unknown {
   const clone = structuredClone(root);
   const depth = 1 + rng.int(4);
-  let parent: any = undefined;
+  let parent: LooseJson = undefined;
   let key: string | number | undefined;
-  let node: any = clone;
+  let node: LooseJson = clone;
   for (let d = 0; d < depth; d++) {
     if (node === null || typeof node !== 'object') break;
     const keys = Array.isArray(node) ? node.map((_, i) => i) : Object.keys(node);

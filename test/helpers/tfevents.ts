@@ -24,9 +24,13 @@ export function decode(buf: Uint8Array): Map<number, (bigint | Uint8Array)[]> {
     const wire = key & 7;
     let v: bigint | Uint8Array;
     if (wire === 0) v = varint();
-    else if (wire === 1) (v = buf.slice(i, i + 8)), (i += 8);
-    else if (wire === 5) (v = buf.slice(i, i + 4)), (i += 4);
-    else if (wire === 2) {
+    else if (wire === 1) {
+      v = buf.slice(i, i + 8);
+      i += 8;
+    } else if (wire === 5) {
+      v = buf.slice(i, i + 4);
+      i += 4;
+    } else if (wire === 2) {
       const n = Number(varint());
       v = buf.slice(i, i + n);
       i += n;

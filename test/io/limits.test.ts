@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import os from 'node:os';
 import { join } from 'node:path';
 import { PeftError } from '../../src/errors.js';
-import { ConfigError, parseConfig, loadConfig } from '../../src/io/hfconfig.js';
+import { ConfigError } from '../../src/io/hfconfig.js';
+import { parseConfig, loadConfig } from '../../src/models/config.js';
 import { SafetensorsError, readSafetensors, writeSafetensors, type RawTensor, fromTypedArray, toFloat32 } from '../../src/io/safetensors.js';
 import { ChatTemplateError, Tokenizer, TokenizerLoadError } from '../../src/io/tokenizer.js';
 import { regexProblem } from '../../src/io/tokenizer_limits.js';
@@ -25,6 +26,7 @@ import { QuantizationError } from '../../src/quant/errors.js';
 import { saveModelPretrained } from '../../src/tuners/lora/merge.js';
 import { AdapterError } from '../../src/tuners/types.js';
 import { fixturePath } from '../helpers/fixtures.js';
+import type { LooseJson } from '../helpers/json.js';
 
 const GPT2 = fixturePath('models', 'gpt2');
 const BERT = fixturePath('models', 'bert');
@@ -35,7 +37,7 @@ async function copyModel(src: string): Promise<string> {
   return dir;
 }
 
-async function editJson(file: string, edit: (j: Record<string, any>) => void): Promise<void> {
+async function editJson(file: string, edit: (j: Record<string, LooseJson>) => void): Promise<void> {
   const j = JSON.parse(await readFile(file, 'utf8'));
   edit(j);
   await writeFile(file, JSON.stringify(j));
@@ -48,7 +50,7 @@ async function editWeights(dir: string, edit: (t: Map<string, RawTensor>) => voi
 }
 
 /** Runs `fn`, asserting it rejects with `cls` within `ms`. */
-async function rejectsWithin(ms: number, fn: () => Promise<unknown>, cls: new (...a: any[]) => Error, re?: RegExp): Promise<void> {
+async function rejectsWithin(ms: number, fn: () => Promise<unknown>, cls: new (...a: never[]) => Error, re?: RegExp): Promise<void> {
   const t0 = performance.now();
   await assert.rejects(fn(), (e: unknown) => {
     assert.ok(e instanceof cls, `expected ${cls.name}, got ${String(e)}`);
@@ -87,7 +89,7 @@ test('config vs weights: layers, hidden size, vocabulary, positions and norms ar
   const dir = await copyModel(GPT2);
   try {
     const original = await readFile(join(dir, 'config.json'), 'utf8');
-    const withConfig = async (edit: (j: Record<string, any>) => void) => {
+    const withConfig = async (edit: (j: Record<string, LooseJson>) => void) => {
       await writeFile(join(dir, 'config.json'), original);
       await editJson(join(dir, 'config.json'), edit);
     };
@@ -131,7 +133,7 @@ test('tokenizer: token ids of 1e9 and catastrophic regexes are refused at load, 
   try {
     const file = join(dir, 'tokenizer.json');
     const original = await readFile(file, 'utf8');
-    const withJson = async (edit: (j: Record<string, any>) => void) => {
+    const withJson = async (edit: (j: Record<string, LooseJson>) => void) => {
       await writeFile(file, original);
       await editJson(file, edit);
     };

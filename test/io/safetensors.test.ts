@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { cp, mkdtemp, readFile, readdir, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, relative, resolve } from 'node:path';
+import { join, relative } from 'node:path';
 import {
   DTYPE_BYTES,
   type RawTensor,
@@ -34,6 +34,7 @@ import {
 import { mulberry32 } from '../../src/nn/random.js';
 
 import { FIXTURES } from '../helpers/fixtures.js';
+import type { LooseJson } from '../helpers/json.js';
 const HAVE_FIXTURES = existsSync(join(FIXTURES, 'MANIFEST.json'));
 const NO_FIXTURES = HAVE_FIXTURES ? false : `fixtures not found at ${FIXTURES}`;
 
@@ -46,7 +47,7 @@ function bytesOf(a: ArrayBufferView): Uint8Array {
 }
 
 /** An independent reading of the header, to check the library against. */
-function rawHeader(file: Uint8Array): { n: number; header: Record<string, any> } {
+function rawHeader(file: Uint8Array): { n: number; header: Record<string, LooseJson> } {
   const n = Number(Buffer.from(file.buffer, file.byteOffset, 8).readBigUInt64LE(0));
   return { n, header: JSON.parse(Buffer.from(file.subarray(8, 8 + n)).toString('utf8')) };
 }
@@ -567,7 +568,7 @@ test('sharded checkpoints: split by size, index written, tensors read lazily fro
       await edit(d);
       await assert.rejects(openCheckpoint(d), (e) => isSafetensorsError(e, re, tensor), label);
     };
-    const editIndex = (f: (ix: any) => void) => async (d: string) => {
+    const editIndex = (f: (ix: LooseJson) => void) => async (d: string) => {
       const p = join(d, 'model.safetensors.index.json');
       const ix = JSON.parse(await readFile(p, 'utf8'));
       f(ix);

@@ -16,6 +16,7 @@ import {
 } from "../../src/io/tokenizer.js";
 
 import { FIXTURES } from '../helpers/fixtures.js';
+import type { LooseJson } from "../helpers/json.js";
 const MODELS = ["gpt2", "llama", "bert"] as const;
 
 interface TokenizerCase {
@@ -37,7 +38,7 @@ async function readJson<T>(file: string): Promise<T> {
 /** A writable copy of a fixture model's tokenizer files, edited by `edit`. */
 async function tempTokenizerCopy(
   name: string,
-  edit: (files: { tokenizer: any; config: any; specialMap: any }) => void,
+  edit: (files: { tokenizer: LooseJson; config: LooseJson; specialMap: LooseJson }) => void,
 ): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), `peft-tok-${name}-`));
   for (const f of ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]) {
@@ -45,9 +46,9 @@ async function tempTokenizerCopy(
     await chmod(path.join(dir, f), 0o644);
   }
   const files = {
-    tokenizer: await readJson<any>(path.join(dir, "tokenizer.json")),
-    config: await readJson<any>(path.join(dir, "tokenizer_config.json")),
-    specialMap: await readJson<any>(path.join(dir, "special_tokens_map.json")),
+    tokenizer: await readJson<LooseJson>(path.join(dir, "tokenizer.json")),
+    config: await readJson<LooseJson>(path.join(dir, "tokenizer_config.json")),
+    specialMap: await readJson<LooseJson>(path.join(dir, "special_tokens_map.json")),
   };
   edit(files);
   await writeFile(path.join(dir, "tokenizer.json"), JSON.stringify(files.tokenizer));
@@ -62,7 +63,7 @@ async function readI64Tensors(file: string): Promise<Record<string, { shape: num
   const headerLen = Number(buf.readBigUInt64LE(0));
   const header = JSON.parse(buf.subarray(8, 8 + headerLen).toString("utf8"));
   const out: Record<string, { shape: number[]; data: number[] }> = {};
-  for (const [name, info] of Object.entries<any>(header)) {
+  for (const [name, info] of Object.entries<LooseJson>(header)) {
     if (name === "__metadata__" || info.dtype !== "I64") continue;
     const [start, end] = info.data_offsets as [number, number];
     const data: number[] = [];
@@ -103,7 +104,7 @@ for (const name of MODELS) {
 
   test(`${name}: special token ids and vocabulary size agree with config.json`, async () => {
     const tok = await Tokenizer.fromDir(modelDir(name));
-    const config = await readJson<any>(path.join(modelDir(name), "config.json"));
+    const config = await readJson<LooseJson>(path.join(modelDir(name), "config.json"));
     assert.equal(tok.vocabSize, config.vocab_size);
     assert.equal(tok.baseVocabSize, 556);
     if (config.bos_token_id !== undefined) assert.equal(tok.bosTokenId, config.bos_token_id);
@@ -114,8 +115,8 @@ for (const name of MODELS) {
 
   test(`${name}: truncated, right-padded batch equals the fixture batch.safetensors`, async () => {
     const tok = await Tokenizer.fromDir(modelDir(name));
-    const manifest = await readJson<any>(path.join(FIXTURES, "MANIFEST.json"));
-    const texts: string[] = manifest.models.find((m: any) => m.name === name).batch_texts;
+    const manifest = await readJson<LooseJson>(path.join(FIXTURES, "MANIFEST.json"));
+    const texts: string[] = manifest.models.find((m: LooseJson) => m.name === name).batch_texts;
     const batch = await readI64Tensors(path.join(modelDir(name), "batch.safetensors"));
     const [rows, width] = batch.input_ids.shape as [number, number];
     const ids = Array.from({ length: rows }, (_, r) => batch.input_ids.data.slice(r * width, (r + 1) * width));

@@ -108,8 +108,16 @@ test('lookup-table rounding equals the exact rules, also right at and next to ev
   };
   for (let k = 0; k <= 2 * LUT_SCALE; k++) near(k / LUT_SCALE - 1);
   for (const c of [...NF4_CODE, ...FP4_CODE]) near(c);
-  for (let a = 0; a < 16; a++) for (let b = 0; b < 16; b++) near((NF4_CODE[a]! + NF4_CODE[b]!) / 2), near((FP4_CODE[a]! + FP4_CODE[b]!) / 2);
-  for (const x of [0.8614784181118011, 0.03979014977812767, 0.00260417, 0.0859375, 0.8333333, 0.583333]) near(x), near(-x);
+  for (let a = 0; a < 16; a++) {
+    for (let b = 0; b < 16; b++) {
+      near((NF4_CODE[a]! + NF4_CODE[b]!) / 2);
+      near((FP4_CODE[a]! + FP4_CODE[b]!) / 2);
+    }
+  }
+  for (const x of [0.8614784181118011, 0.03979014977812767, 0.00260417, 0.0859375, 0.8333333, 0.583333]) {
+    near(x);
+    near(-x);
+  }
   probe.push(0, -0, 1, -1, 1e-30, -1e-30);
   for (let i = 0; i < 20000; i++) probe.push(Math.fround(Math.random() * 2 - 1));
   for (const type of ['nf4', 'fp4'] as const) {

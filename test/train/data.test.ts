@@ -13,6 +13,7 @@ import { DatasetError } from '../../src/train/errors.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { tempDir } from './synthetic.js';
 import { TOOL_TEMPLATE, WEATHER_TOOL, weatherConversation } from './tool_chat.js';
+import type { LooseJson } from '../helpers/json.js';
 
 const gpt2 = () => Tokenizer.fromDir(fixturePath('models', 'gpt2'));
 const llama = () => Tokenizer.fromDir(fixturePath('models', 'llama'));
@@ -112,7 +113,10 @@ test('tool calling: tools and tool_calls reach the template; assistant text and 
   let cur: number[] = [];
   ex.labels.forEach((l) => {
     if (l !== IGNORE_INDEX) cur.push(l);
-    else if (cur.length > 0) (runs.push(tok.decode(cur)), (cur = []));
+    else if (cur.length > 0) {
+      runs.push(tok.decode(cur));
+      cur = [];
+    }
   });
   if (cur.length > 0) runs.push(tok.decode(cur));
   assert.deepEqual(runs.map((r) => r.trim()), [
@@ -123,12 +127,12 @@ test('tool calling: tools and tool_calls reach the template; assistant text and 
 
 test('tool calling rows: malformed tools, tool_calls and null content are one-line DatasetErrors', async () => {
   const tok = await Tokenizer.fromDir('models/tiny-llama');
-  const row = (patch: (c: Record<string, any>) => void): string => {
-    const c = weatherConversation('Rome', 20) as Record<string, any>;
+  const row = (patch: (c: Record<string, LooseJson>) => void): string => {
+    const c = weatherConversation('Rome', 20) as Record<string, LooseJson>;
     patch(c);
     return `{"text": "x"}\n`.repeat(0) + JSON.stringify(c);
   };
-  const bad = (patch: (c: Record<string, any>) => void, pattern: RegExp): void =>
+  const bad = (patch: (c: Record<string, LooseJson>) => void, pattern: RegExp): void =>
     assert.throws(
       () => tokenizeRecords(parseJsonl(`${JSON.stringify(weatherConversation('Oslo', 3))}\n${row(patch)}`, 'chat.jsonl'), tok, { chatTemplate: TOOL_TEMPLATE, file: 'chat.jsonl' }),
       (e: unknown) => {
@@ -150,7 +154,7 @@ test('tool calling rows: malformed tools, tool_calls and null content are one-li
   bad((c) => delete c.messages[2].tool_calls, /messages\[2\]\.content must be a string \(it may be null or absent only on an assistant message with "tool_calls"\), found null/);
   bad((c) => (c.messages[3].content = null), /messages\[3\]\.content must be a string/);
   // Absent content next to tool calls, and JSON-string arguments (OpenAI's form), are accepted.
-  const ok = weatherConversation('Lima', 25) as Record<string, any>;
+  const ok = weatherConversation('Lima', 25) as Record<string, LooseJson>;
   delete ok.messages[2].content;
   ok.messages[2].tool_calls[0].function.arguments = '{"city": "Lima"}';
   const { examples } = tokenizeRecords(parseJsonl(JSON.stringify(ok)), tok, { chatTemplate: TOOL_TEMPLATE });

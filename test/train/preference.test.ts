@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { grad } from '../../src/autodiff/grad.js';
 import { Graph } from '../../src/graph/ir.js';
 import { RuntimeSession, type HostTensor } from '../../src/runtime/session.js';
-import { dpoLoss, logSigmoid, orpoLoss } from '../../src/train/preference.js';
+import { dpoLoss, logSigmoid, orpoLoss, sequenceLogps } from '../../src/train/preference.js';
 import { gradCheck, randn, rng } from '../helpers/gradcheck.js';
 
 const B = 4;
@@ -114,5 +115,48 @@ test('logSigmoid stays finite for large |x| and its gradient matches finite diff
   const y = (await sess.run({ x: { dtype: 'float32', shape: [4], data: Float32Array.of(-200, -3, 0, 200) } })).y!.data as Float32Array;
   await sess.dispose();
   assert.deepEqual(Array.from(y).map((v) => Number(v.toFixed(5))), [-200, Number(ls(-3).toFixed(5)), Number((-Math.LN2).toFixed(5)), 0]);
-  await gradCheck({ x: { shape: [7], init: Float64Array.of(-30, -2.5, -0.3, 0.2, 1.7, 4, 25) } }, ({ x }) => logSigmoid(x!));
+  await gradCheck({ x: { shape: [8], init: Float64Array.of(-30, -2.5, -0.3, 0, 0.2, 1.7, 4, 25) } }, ({ x }) => logSigmoid(x!));
+});
+
+// The policy equals the reference when training starts (LoRA's B is zero), so every margin is
+// exactly 0: the gradient there must be TRL's -beta/2 * d(pi_c - pi_r)/P, not 0.
+test('DPO gradient at zero margin (policy = reference) matches the hand-computed one', async () => {
+  const logits = randn(rng(5), B * S * V, 2);
+  const beta = 0.1;
+  const { sum } = jsLogps(logits);
+  const g = new Graph();
+  const lg = g.param('logits', 'float64', [B, S, V]);
+  const lb = g.input('labels', 'int64', [B, S]);
+  const pm = g.input('pairing', 'float64', [2, B]);
+  const ref = g.input('ref', 'float64', [B]);
+  const r = dpoLoss(lg, lb, pm, ref, beta);
+  const [dl] = grad(r.loss, [lg]);
+  const sess = await RuntimeSession.fromGraph(g, { loss: r.loss, grad: dl!, pi: sequenceLogps(lg, lb).sum }, { threads: 1 });
+  const feeds = (refs: Float64Array): Record<string, HostTensor> => ({ logits: { dtype: 'float64', shape: [B, S, V], data: logits }, labels: labelsT, pairing: pairingT, ref: { dtype: 'float64', shape: [B], data: refs } });
+  // the reference log-probs are the policy's own, bit for bit (as a no-op adapter gives): every margin is exactly 0
+  const pi = (await sess.run(feeds(Float64Array.from(sum)))).pi!.data as Float64Array;
+  pi.forEach((x, b) => assert.ok(Math.abs(x - sum[b]!) < 1e-12));
+  const out = await sess.run(feeds(pi));
+  await sess.dispose();
+  assert.equal(out.loss!.data[0] as number, Math.LN2);
+  // d(-logsigmoid(m))/dm = -1/2 at m = 0; dm/d(logit) = beta * (onehot - softmax) on chosen tokens, minus on rejected ones
+  const want = new Float64Array(B * S * V);
+  const sign = new Map<number, number>(pairs.flatMap(([c, rj]) => [[c, 1], [rj, -1]] as [number, number][]));
+  for (let b = 0; b < B; b++) {
+    for (let i = 0; i + 1 < S; i++) {
+      const label = LABELS[b]![i + 1]!;
+      if (label === -100) continue;
+      const row = logits.subarray((b * S + i) * V, (b * S + i + 1) * V);
+      const m = Math.max(...row);
+      const z = row.reduce((a, x) => a + Math.exp(x - m), 0);
+      for (let v = 0; v < V; v++) want[(b * S + i) * V + v] = (-0.5 * beta * sign.get(b)! * ((v === label ? 1 : 0) - Math.exp(row[v]! - m) / z)) / pairs.length;
+    }
+  }
+  const got = out.grad!.data as Float64Array;
+  let norm = 0;
+  want.forEach((w, k) => {
+    norm += w * w;
+    assert.ok(Math.abs(got[k]! - w) < 1e-12, `grad[${k}] ${got[k]} vs ${w}`);
+  });
+  assert.ok(norm > 1e-4, 'the hand-computed gradient is not zero');
 });

@@ -7,7 +7,7 @@ import { Tokenizer } from '../../src/io/tokenizer.js';
 import { loadModel } from '../../src/models/load.js';
 import { AdamW } from '../../src/train/adamw.js';
 import { collate } from '../../src/train/batches.js';
-import { TrainError } from '../../src/train/errors.js';
+import { DatasetError } from '../../src/train/errors.js';
 import { PreferenceStep, rewardMetrics, tokenizePreferenceRecords } from '../../src/train/preference.js';
 import { getPeftModel } from '../../src/tuners/load.js';
 import { swapRecords } from './synthetic.js';
@@ -44,8 +44,9 @@ async function run(objective: 'dpo' | 'orpo'): Promise<{ before: number; after: 
   return { before, after };
 }
 
-// DPO is left out here: 20 steps of this setup did not raise its held-out accuracy (uninvestigated).
-for (const objective of ['orpo'] as const) {
+// DPO starts with every margin exactly 0 (the LoRA adapter is a no-op): it moves only because
+// logSigmoid's gradient at 0 is 1/2 (it was 0 once, and DPO never left its start).
+for (const objective of ['dpo', 'orpo'] as const) {
   test(`${objective} on tiny-llama LoRA raises held-out preference accuracy`, async () => {
     const { before, after } = await run(objective);
     console.log(`${objective}: eval preference accuracy ${before.toFixed(3)} -> ${after.toFixed(3)}`);
@@ -53,7 +54,10 @@ for (const objective of ['orpo'] as const) {
   });
 }
 
-test('a preference row without "rejected" is a TrainError naming the line', async () => {
+test('a preference row without "rejected" is a DatasetError naming the file, the line and the field', async () => {
   const tok = await Tokenizer.fromDir(DIR);
-  assert.throws(() => tokenizePreferenceRecords([{ line: 3, value: { prompt: 'a', chosen: 'b' } }], tok), (e: unknown) => e instanceof TrainError && /line 3/.test((e as Error).message) && /rejected/.test((e as Error).message));
+  assert.throws(
+    () => tokenizePreferenceRecords([{ line: 3, value: { prompt: 'a', chosen: 'b' } }], tok, { file: 'p.jsonl' }),
+    (e: unknown) => e instanceof DatasetError && /^p\.jsonl:3: field "rejected" is missing/.test((e as Error).message),
+  );
 });

@@ -29,7 +29,7 @@ import { PeftConfigError } from '../../src/tuners/types.js';
 import { fixtureBatch, fixturePath, inTempDir, maxAbsDiff, readTensors } from '../helpers/fixtures.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 import { Trainer } from '../../src/train/trainer.js';
-import { type Batch, classificationBatches, countingExamples, runAdapted, runBase, trainAndEval } from './adapted_run.js';
+import { classificationBatches, countingExamples, runAdapted, runBase, trainAndEval } from './adapted_run.js';
 
 const CASES = ['gpt2', 'llama', 'bert'].flatMap((m) => ['bn_seq', 'bn_double_seq', 'bn_par'].map((c) => [m, c] as const));
 

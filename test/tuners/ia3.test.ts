@@ -13,7 +13,7 @@ import { PeftConfigError, AdapterError } from '../../src/tuners/types.js';
 import { fixtureBatch, fixturePath, inTempDir, maxAbsDiff, readTensors } from '../helpers/fixtures.js';
 import { Trainer } from '../../src/train/trainer.js';
 import { createAdapter, loadAdapter } from '../../src/tuners/load.js';
-import { type Batch, classificationBatches, countingExamples, runAdapted, runBase, trainAndEval } from './adapted_run.js';
+import { classificationBatches, countingExamples, runAdapted, runBase, trainAndEval } from './adapted_run.js';
 
 function relDiff(a: number, b: number): number {
   return Math.abs(a - b) / Math.abs(b);

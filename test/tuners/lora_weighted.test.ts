@@ -1,11 +1,11 @@
 // Weighted adapter merges (peft 0.20's add_weighted_adapter) against fixtures-2026/adapters/qwen3/
-// weighted_*: the deterministic types reproduce peft's saved lora_A/lora_B (the *_svd ones up to the
-// SVD's per-component signs, so their products B·A are compared) and its logits and loss. DARE draws
-// torch RNG masks that cannot be replayed here: for dare_linear / dare_ties every value peft saved
-// is checked to be one of the values the formula gives for SOME keep-mask (all 2^3 masks of the
-// three sources enumerated), and our own draws keep about `density` of the values; dare_ties_svd is
-// checked for shape and finiteness only. The jacobi SVD is checked on its own, and the CLI verb end
-// to end.
+// weighted_*: every type reproduces peft's saved lora_A/lora_B (the *_svd ones up to the SVD's
+// per-component signs, so their products B·A are compared) and its logits and loss. DARE draws its
+// Bernoulli masks from torch's global CPU generator right after torch.manual_seed(seed) (the seed is
+// in MANIFEST.json): src/nn/torch_rng.ts replays that stream, so dare_linear, dare_ties and
+// dare_ties_svd are reproduced from the seed too; another seed gives another adapter, and our masks
+// keep about `density` of the values. The jacobi SVD is checked on its own, and the CLI verb end to
+// end.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { readSafetensors, toFloat32 } from '../../src/io/safetensors.js';
 import { loadModel } from '../../src/models/load.js';
 import { LoraModel } from '../../src/tuners/lora/model.js';
-import { type CombinationType, disjointMerge, jacobiSvd } from '../../src/tuners/lora/weighted.js';
+import { type CombinationType, jacobiSvd } from '../../src/tuners/lora/weighted.js';
 import { PeftConfigError } from '../../src/tuners/types.js';
 import { mulberry32 } from '../../src/nn/random.js';
 import { fixture2026Path, host, inTempDir } from '../helpers/fixtures.js';
@@ -30,12 +30,16 @@ interface Case {
   type: CombinationType;
   density?: number;
   majoritySignMethod?: 'total' | 'frequency';
+  /** the torch.manual_seed right before add_weighted_adapter */
+  seed: number;
 }
 async function fixtureCase(c: string): Promise<Case> {
-  const m = JSON.parse(await readFile(fixture2026Path('MANIFEST.json'), 'utf8')) as { adapters: { name: string; weighted_merge?: { combination_type: CombinationType; kwargs: { density?: number; majority_sign_method?: 'total' | 'frequency' }; weights: number[] } }[] };
-  const w = m.adapters.find((a) => a.name === `qwen3/${c}`)!.weighted_merge!;
+  const m = JSON.parse(await readFile(fixture2026Path('MANIFEST.json'), 'utf8')) as { adapters: { name: string; seed: number; weighted_merge?: { combination_type: CombinationType; kwargs: { density?: number; majority_sign_method?: 'total' | 'frequency' }; weights: number[]; rng: string } }[] };
+  const entry = m.adapters.find((a) => a.name === `qwen3/${c}`)!;
+  const w = entry.weighted_merge!;
   assert.deepEqual(w.weights, WEIGHTS);
-  return { type: w.combination_type, density: w.kwargs.density, majoritySignMethod: w.kwargs.majority_sign_method };
+  assert.ok(w.rng.startsWith(`torch.manual_seed(${entry.seed}) immediately before add_weighted_adapter`), w.rng);
+  return { type: w.combination_type, density: w.kwargs.density, majoritySignMethod: w.kwargs.majority_sign_method, seed: entry.seed };
 }
 
 async function batch(): Promise<Batch> {
@@ -58,7 +62,7 @@ function matmul(B: Float32Array, A: Float32Array, rows: number, r: number, cols:
 async function check(c: string, expectTensors: 'exact' | 'product'): Promise<void> {
   const k = await fixtureCase(c);
   const lm = await sources();
-  await lm.addWeightedAdapter(SOURCES, WEIGHTS, 'w', k.type, { density: k.density, majoritySignMethod: k.majoritySignMethod });
+  await lm.addWeightedAdapter(SOURCES, WEIGHTS, 'w', k.type, { density: k.density, majoritySignMethod: k.majoritySignMethod, seed: k.seed });
   const theirsCfg = JSON.parse(await readFile(join(dir(c), 'adapter_config.json'), 'utf8'));
   const mine = lm.peftConfig('w');
   assert.equal(mine.r, theirsCfg.r);
@@ -85,76 +89,35 @@ async function check(c: string, expectTensors: 'exact' | 'product'): Promise<voi
   assert.ok(Math.abs(r.loss - want.get('loss')![0]!) <= 1e-5 * Math.abs(want.get('loss')![0]!), `${c} loss`);
 }
 
-for (const c of ['weighted_linear', 'weighted_cat', 'weighted_ties', 'weighted_magnitude_prune']) {
+for (const c of ['weighted_linear', 'weighted_cat', 'weighted_ties', 'weighted_magnitude_prune', 'weighted_dare_linear', 'weighted_dare_ties']) {
   test(`qwen3/${c}: peft's lora_A / lora_B, logits and loss`, () => check(c, 'exact'));
 }
-for (const c of ['weighted_svd', 'weighted_ties_svd']) {
+for (const c of ['weighted_svd', 'weighted_ties_svd', 'weighted_dare_ties_svd']) {
   test(`qwen3/${c}: peft's B·A (SVD signs aside), logits and loss`, () => check(c, 'product'));
 }
 
-/** Every value DARE can produce at one position: the formula over each keep-mask of the sources. */
-function dareCandidates(values: number[], ws: number[], density: number, ties: 'total' | 'frequency' | null): number[] {
-  const out: number[] = [];
-  for (let mask = 0; mask < 1 << values.length; mask++) {
-    const kept = values.map((v, i) => (mask & (1 << i) ? v / density : 0));
-    if (ties) out.push(disjointMerge(kept.map((v) => Float64Array.of(v)), ws, ties)[0]!);
-    else out.push(kept.reduce((s, v, i) => s + v * ws[i]!, 0));
-  }
-  return out;
-}
-
-for (const c of ['weighted_dare_linear', 'weighted_dare_ties']) {
-  test(`qwen3/${c}: every value peft saved is the DARE formula for some keep-mask; our masks keep ~density`, async () => {
+for (const c of ['weighted_dare_linear', 'weighted_dare_ties', 'weighted_dare_ties_svd']) {
+  test(`qwen3/${c}: another seed gives another adapter; our masks keep ~density; the same seed the same adapter`, async () => {
     const k = await fixtureCase(c);
     const lm = await sources();
+    const other = k.seed + 1;
+    await lm.addWeightedAdapter(SOURCES, WEIGHTS, 'w', k.type, { density: k.density, majoritySignMethod: k.majoritySignMethod, seed: other });
     const theirs = await readSafetensors(join(dir(c), 'adapter_model.safetensors'));
-    let checked = 0;
-    for (const [key, t] of theirs) {
-      const module = key.replace(/^base_model\.model\./, '').replace(/\.lora_[AB]\.weight$/, '');
-      const isA = key.includes('lora_A');
-      const srcs = SOURCES.map((s, i) => ({ st: lm.adapter(s).modules.get(module), w: WEIGHTS[i]! })).filter((x) => x.st);
-      const ws = srcs.map(({ st, w }) => {
-        const x = w * st!.scaling;
-        return isA ? Math.sign(x || 1) * Math.sqrt(Math.abs(x)) : Math.sqrt(Math.abs(x));
-      });
-      const data = toFloat32(t);
-      for (let i = 0; i < data.length; i++) {
-        const values = srcs.map(({ st }) => (isA ? st!.A : st!.B).data[i]!);
-        const cands = dareCandidates(values, ws, k.density!, k.type === 'dare_ties' ? (k.majoritySignMethod ?? 'total') : null);
-        const best = Math.min(...cands.map((x) => Math.abs(x - data[i]!)));
-        assert.ok(best <= 1e-5 + 1e-5 * Math.abs(data[i]!), `${c} ${key}[${i}] = ${data[i]} is no DARE outcome (closest off by ${best})`);
-        checked++;
-      }
-    }
-    assert.ok(checked > 1000);
-    // Our own draws: about density of each source's values survive (binomial, 6 sigma).
-    const one = await sources();
-    await one.addWeightedAdapter(['merge_src_a'], [1], 'solo', 'linear');
-    await lm.addWeightedAdapter(SOURCES, WEIGHTS, 'w', k.type, { density: k.density, majoritySignMethod: k.majoritySignMethod, seed: 7 });
-    const A = lm.adapter('w').modules.get('model.layers.0.self_attn.o_proj')!.A.data; // only merge_src_b targets o_proj
+    const key = 'base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight';
+    const mine = lm.stateDict('w').get(key)!.data;
+    const diff = Math.max(...toFloat32(theirs.get(key)!).map((x, i) => Math.abs(Math.abs(x) - Math.abs(mine[i]!))));
+    assert.ok(diff > 1e-3, `seed ${other} should not give the seed-${k.seed} adapter`);
+    await lm.addWeightedAdapter(SOURCES, WEIGHTS, 'w2', k.type, { density: k.density, majoritySignMethod: k.majoritySignMethod, seed: other });
+    assert.deepEqual(lm.stateDict('w2').get(key)!.data, mine);
+    if (k.type.endsWith('svd')) return;
+    // Only merge_src_b targets o_proj: about density of its A values survive (binomial, 6 sigma).
+    const A = lm.adapter('w').modules.get('model.layers.0.self_attn.o_proj')!.A.data;
     const n = A.length;
     const kept = A.filter((x) => x !== 0).length;
     const sd = Math.sqrt(n * k.density! * (1 - k.density!));
     assert.ok(Math.abs(kept - n * k.density!) < 6 * sd, `kept ${kept} of ${n}, expected about ${n * k.density!}`);
-    // Same seed, same adapter; another seed, another one.
-    await lm.addWeightedAdapter(SOURCES, WEIGHTS, 'w2', k.type, { density: k.density, majoritySignMethod: k.majoritySignMethod, seed: 7 });
-    await lm.addWeightedAdapter(SOURCES, WEIGHTS, 'w3', k.type, { density: k.density, majoritySignMethod: k.majoritySignMethod, seed: 8 });
-    assert.deepEqual(lm.adapter('w2').modules.get('model.layers.0.self_attn.o_proj')!.A.data, A);
-    assert.notDeepEqual(lm.adapter('w3').modules.get('model.layers.0.self_attn.o_proj')!.A.data, A);
   });
 }
-
-test('qwen3/weighted_dare_ties_svd: a rank-4 adapter over the union of targets (peft RNG not replayable)', async () => {
-  const k = await fixtureCase('weighted_dare_ties_svd');
-  const lm = await sources();
-  await lm.addWeightedAdapter(SOURCES, WEIGHTS, 'w', k.type, { density: k.density, majoritySignMethod: k.majoritySignMethod });
-  const theirs = await readSafetensors(join(dir('weighted_dare_ties_svd'), 'adapter_model.safetensors'));
-  const state = lm.stateDict('w');
-  for (const [key, t] of theirs) {
-    assert.deepEqual(state.get(key)!.shape, t.shape, key);
-    assert.ok(state.get(key)!.data.every(Number.isFinite));
-  }
-});
 
 test('weighted merges refuse what peft refuses, in typed errors', async () => {
   const lm = await sources();
@@ -228,5 +191,21 @@ test('peft merge-adapters writes the combined adapter as a peft folder (ties, as
     const noDensity = await peft(args.filter((a, i) => a !== '--density' && args[i - 1] !== '--density').map((a) => (a === out ? join(tmp, 'x') : a)));
     assert.equal(noDensity.code, 1);
     assert.match(noDensity.stderr, /^error: .*density/);
+  });
+});
+
+test("peft merge-adapters --seed S reproduces peft's DARE after torch.manual_seed(S) (dare_ties, as the fixture)", async () => {
+  const k = await fixtureCase('weighted_dare_ties');
+  await inTempDir('peft-wmerge-dare-', async (tmp) => {
+    const out = join(tmp, 'merged');
+    const args = ['merge-adapters', '--model', MODEL, ...SOURCES.flatMap((s) => ['--adapter', `${s}=${dir(s)}`]), '--weights', WEIGHTS.join(','), '--type', 'dare_ties', '--density', String(k.density), '--majority-sign-method', k.majoritySignMethod!, '--seed', String(k.seed), '--out', out];
+    const r = await peft(args);
+    assert.equal(r.code, 0, r.stderr);
+    const mine = await readSafetensors(join(out, 'adapter_model.safetensors'));
+    const theirs = await readSafetensors(join(dir('weighted_dare_ties'), 'adapter_model.safetensors'));
+    for (const [key, t] of theirs) assertClose(toFloat32(mine.get(key)!), toFloat32(t), 2e-6, 1e-5, key);
+    const neg = await peft(args.map((a) => (a === String(k.seed) ? '-3' : a === out ? join(tmp, 'neg') : a)));
+    assert.equal(neg.code, 1);
+    assert.match(neg.stderr, /--seed needs an integer >= 0/);
   });
 });

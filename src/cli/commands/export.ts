@@ -38,8 +38,9 @@ Formats:
                    pipeline('text-generation', dir): config.json, generation_config.json, tokenizer
                    files, onnx/model.onnx (+ model_fp16.onnx, model_quantized.onnx, model_q4.onnx for
                    --dtype fp16, q8, q4). Decoders (GPT-2, Llama/Llama 3, Mistral, Qwen2, Qwen3,
-                   SmolLM3) take input_ids,
-                   attention_mask, position_ids, past_key_values.N.key/value and return logits,
+                   SmolLM3, Gemma 3, Phi-3) take input_ids, attention_mask, position_ids
+                   (1-based for Gemma 3, as transformers.js feeds them),
+                   past_key_values.N.key/value and return logits,
                    present.N.key/value; BERT and ModernBERT classifiers load as
                    AutoModelForSequenceClassification.
                    Weights above 1.5 GiB go to onnx/<file>_data chunks (use_external_data_format).
@@ -47,8 +48,10 @@ Formats:
                    e.g. LoRA A/B, stay separate initializers).
   gguf             one GGUF file for llama.cpp / Ollama / node-llama-cpp with the adapters merged:
                    Llama/Llama 3, Mistral (architecture "llama", q/k rows in llama.cpp's rotary
-                   order), Qwen2 and Qwen3; weights in --type f32, f16 or q8_0 (norms stay f32), the byte-level BPE
-                   tokenizer and chat template in the metadata.
+                   order), Qwen2, Qwen3, SmolLM3 (NoPE on every 4th layer, as llama.cpp hard-codes),
+                   Gemma 3 (sliding layers by a period) and Phi-3; weights in --type f32, f16 or
+                   q8_0 (norms stay f32), the byte-level BPE tokenizer and chat template in the
+                   metadata. A configuration llama.cpp would run differently is refused.
   gguf-lora        the LoRA adapter alone as a GGUF adapter (general.type adapter, adapter.lora.alpha,
                    blk.N.<tensor>.weight.lora_a/lora_b) that llama.cpp applies to the base model's GGUF
                    (llama-cli -m base.gguf --lora adapter.gguf); writes <out>.Modelfile for Ollama

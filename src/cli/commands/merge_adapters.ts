@@ -10,6 +10,7 @@ import { loadModel } from '../../models/load.js';
 import { LoraModel } from '../../tuners/lora/model.js';
 import { COMBINATION_TYPES, type CombinationType, type MajoritySignMethod } from '../../tuners/lora/weighted.js';
 import { CliError } from '../errors.js';
+import { intArg } from '../args.js';
 
 interface Flags {
   model: string;
@@ -51,7 +52,7 @@ export function register(program: Command): void {
     .addOption(new Option('--majority-sign-method <method>', 'TIES sign election').choices(['total', 'frequency']).default('total'))
     .option('--svd-rank <r>', 'rank of an *_svd result (default: the largest source rank)', int('--svd-rank'))
     .option('--svd-clamp <q>', 'clamp the SVD factors at this quantile of their values', num('--svd-clamp'))
-    .option('--seed <s>', "seed of DARE's random masks", int('--seed'), 0)
+    .option('--seed <s>', "seed of DARE's random masks: peft's result after torch.manual_seed(S) (torch's CPU generator is replayed)", intArg('--seed', 0), 0)
     .requiredOption('--out <dir>', 'new (or empty) folder for the combined adapter')
     .option('--overwrite', 'replace the adapter an earlier `peft merge-adapters` wrote to --out')
     .action(async (flags: Flags) => {

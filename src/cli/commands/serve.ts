@@ -29,6 +29,7 @@ interface ServeFlags {
   maxRank?: number;
   chatTemplate?: string;
   threads?: number;
+  int8?: boolean;
   adapterLoading: boolean;
 }
 
@@ -51,6 +52,7 @@ export function register(program: Command): void {
     .option('--chat-template <file>', 'Jinja chat template for /v1/chat/completions instead of the tokenizer one')
     .option('--no-adapter-loading', 'refuse POST /v1/adapters (adapters given at start only)')
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
+    .option('--int8', 'run the weight products on int8 copies of the frozen weights (MatMulNBits): ~3x faster decoding on CPU, logits move slightly (bench/RESULTS.md)')
     .action(async (flags: ServeFlags) => {
       await runServe(flags);
     });
@@ -80,7 +82,7 @@ async function runServe(flags: ServeFlags): Promise<void> {
   }
   const tokenizer = await Tokenizer.fromDir(dir);
   const defaults = await loadGenerationDefaults(dir, base.config);
-  const engine = await ServeEngine.create(model, tokenizer, defaults, { maxBatch: flags.maxBatch, maxQueue: flags.maxQueue, runtime: { threads: flags.threads } });
+  const engine = await ServeEngine.create(model, tokenizer, defaults, { maxBatch: flags.maxBatch, maxQueue: flags.maxQueue, runtime: { threads: flags.threads, quantize: flags.int8 ? 'int8' : undefined } });
   const modelId = flags.modelId ?? basename(dir.replace(/[\\/]+$/, ''));
   const server = new OpenAIServer(engine, {
     modelId,

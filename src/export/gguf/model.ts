@@ -6,7 +6,7 @@ import type { PretrainedModel } from '../../models/types.js';
 import { LoraModel } from '../../tuners/lora/model.js';
 import type { AdaptedModel } from '../../tuners/types.js';
 import { ExportError } from '../errors.js';
-import { archMetadata, ggufArchOf, ggufTensorName, permuteRotaryRows, qkHeads, ropeFreqs } from './llama.js';
+import { archMetadata, ggufArchOf, ggufTensorName, ggufValues, permuteRotaryRows, qkHeads, ropeTensors } from './llama.js';
 import { tokenizerMetadata } from './tokenizer.js';
 import { FILE_TYPE, GgmlType, type GgufTensor, type MetaValue, encodeGguf, encodeTensor, f32, str, u32 } from './writer.js';
 
@@ -21,30 +21,44 @@ function storedType(shape: readonly number[], want: GgmlType): GgmlType {
   return want;
 }
 
+/** Tokens llama.cpp's vocabulary loader looks up (and fails without) when general.name contains "phi-3" or "phi3". */
+const PHI3_NAME_TOKENS = ['</s>', '<unk>', '<s>', '<|endoftext|>'];
+
+/**
+ * general.name as written: the model's name, except that llama.cpp keys Phi-3 token attributes on a
+ * name containing "phi-3" / "phi3" and then requires PHI3_NAME_TOKENS in the vocabulary; a model
+ * without them is named "Phi 3 ..." instead, which llama.cpp leaves alone.
+ */
+function safeName(name: string, tokens: MetaValue | undefined): string {
+  if (!/phi-?3/i.test(name)) return name;
+  const have = new Set(tokens && Array.isArray(tokens.value) ? (tokens.value as unknown[]) : []);
+  return PHI3_NAME_TOKENS.every((t) => have.has(t)) ? name : name.replace(/phi-?3/gi, 'Phi 3');
+}
+
 /** Checks the model can be written (architecture, tokenizer) and returns the GGUF file as chunks. */
 export async function ggufModel(model: PretrainedModel, modelDir: string, type: GgufType, name = basename(modelDir)): Promise<Uint8Array[]> {
   const arch = ggufArchOf(model, '--format gguf');
   const meta = new Map<string, MetaValue>();
   meta.set('general.architecture', str(arch.name));
   meta.set('general.type', str('model'));
-  meta.set('general.name', str(name));
   meta.set('general.file_type', u32(FILE_TYPE[TYPE[type]]));
   if (type === 'q8_0') meta.set('general.quantization_version', u32(2));
   for (const [k, v] of archMetadata(model, arch)) meta.set(k, v);
-  for (const [k, v] of await tokenizerMetadata(modelDir, model.vocabSize)) meta.set(k, v);
+  const tok = await tokenizerMetadata(modelDir, model.vocabSize);
+  for (const [k, v] of tok) meta.set(k, v);
+  meta.set('general.name', str(safeName(name, tok.get('tokenizer.ggml.tokens'))));
 
   const tensors: GgufTensor[] = [];
-  const freqs = ropeFreqs(model);
-  if (freqs) tensors.push({ name: 'rope_freqs.weight', shape: [freqs.length], type: GgmlType.F32, data: new Uint8Array(freqs.buffer) });
+  for (const r of ropeTensors(model)) tensors.push({ name: r.name, shape: [r.data.length], type: GgmlType.F32, data: new Uint8Array(r.data.buffer) });
   // A head held as the embedding matrix itself is left out (llama.cpp then reuses token_embd); one
   // that differs (untied, or changed by a merged adapter) is written as output.weight.
   const names = model.expectedWeights().filter((n) => n !== 'lm_head.weight');
   if (model.weights.has('lm_head.weight') && !model.weights.isAlias('lm_head.weight')) names.push('lm_head.weight');
   for (const hf of names) {
-    const gg = ggufTensorName(hf);
+    const gg = ggufTensorName(hf, arch);
     if (!gg) throw new ExportError(`tensor ${hf} has no llama.cpp name; this model cannot be written as GGUF`);
     const w = model.weights.dequantized(hf);
-    let data = w.data;
+    let data = ggufValues(hf, w.data, model, arch);
     const heads = arch.permuteQK ? qkHeads(hf, model) : undefined;
     if (heads !== undefined) data = permuteRotaryRows(data, heads, w.shape.length === 2 ? w.shape[1]! : 1);
     const t = storedType(w.shape, TYPE[type]);
@@ -86,7 +100,7 @@ export function ggufLora(base: PretrainedModel, adapted: AdaptedModel, adapterDi
   for (const [module, m] of a.modules) {
     const hf = `${module}.weight`;
     if (hf === 'lm_head.weight' && tied) throw new ExportError(`${adapterDir} adapts lm_head, which this model ties to its embedding (llama.cpp has no separate output tensor to apply it to)${merged}`);
-    const gg = ggufTensorName(hf);
+    const gg = ggufTensorName(hf, arch);
     if (!gg || m.spec.layout !== 'linear' || hf === 'model.embed_tokens.weight') throw new ExportError(`${adapterDir} adapts ${module}, which has no GGUF LoRA form${merged}`);
     const { r, scaling } = m;
     const applied = alpha0 !== 0 ? alpha0 / r : 1;

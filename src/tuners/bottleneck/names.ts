@@ -12,7 +12,6 @@ export type BnLocation = 'mh_adapter' | 'output_adapter';
 export const BN_LOCATIONS: readonly BnLocation[] = ['mh_adapter', 'output_adapter'];
 
 export type BnTensor = 'adapter_down.0.weight' | 'adapter_down.0.bias' | 'adapter_up.weight' | 'adapter_up.bias';
-export const BN_TENSORS: readonly BnTensor[] = ['adapter_down.0.weight', 'adapter_down.0.bias', 'adapter_up.weight', 'adapter_up.bias'];
 
 /** The descriptor's bottleneck layout, or a config error naming the model type it is missing for. */
 function layoutOf(base: Pick<PretrainedModel, 'config' | 'family'>): BottleneckLayout {

@@ -5,20 +5,19 @@
 // shape checks, graph hooks, save in peft's layout, merge/unmerge/merge_and_unload (the merged
 // weights computed once in ONNX Runtime by the same graph builders the forward pass uses).
 
-import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync, mkdir, join } from '../../storage/index.js';
 import { Graph, type Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
 import { type RawTensor, fromTypedArray, writeSafetensors } from '../../io/safetensors.js';
+import { writeFileAtomic } from '../../io/atomic.js';
 import { writePythonJson, type PyJson } from '../../io/pyjson.js';
 import type { ForwardArgs, ForwardResult, PretrainedModel } from '../../models/types.js';
 import type { BuildContext, LinearSpec } from '../../nn/context.js';
 import type { WeightTensor } from '../../nn/weights.js';
 import { RuntimeSession } from '../../runtime/session.js';
-import { SeededRandom } from '../lora/init.js';
+import { SeededRandom } from '../../nn/random.js';
 import { PEFT_PREFIX, checkOutputDir, readAdapterConfigFile, readAdapterTensors } from '../lora/save.js';
-import { AdapterError, AdapterMismatchError, PeftConfigError, type AdaptedModel, type TrainableTensor } from '../types.js';
+import { AdapterError, AdapterMismatchError, type AdaptedModel, type TrainableTensor } from '../types.js';
 import { type LinearTunerConfig, findLinearTargets } from './config.js';
 
 /** One tensor of a wrapped module (or shared by all, like VeRA's projections). */
@@ -311,7 +310,7 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
     await writePythonJson(join(dir, 'adapter_config.json'), { ...this.method.configToJson(this.config), inference_mode: true });
     if (!existsSync(join(dir, 'README.md'))) {
       const base = this.config.baseModelNameOrPath;
-      await writePythonJsonCard(join(dir, 'README.md'), `---\n${base ? `base_model: ${base}\n` : ''}library_name: peft\n---\n\n# ${this.method.label} adapter\n\nSaved in the Hugging Face peft format (adapter_config.json + adapter_model.safetensors).\n`);
+      await writeFileAtomic(join(dir, 'README.md'), `---\n${base ? `base_model: ${base}\n` : ''}library_name: peft\n---\n\n# ${this.method.label} adapter\n\nSaved in the Hugging Face peft format (adapter_config.json + adapter_model.safetensors).\n`);
     }
   }
 
@@ -385,14 +384,4 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
     this.unloaded = true;
     return this.base;
   }
-}
-
-async function writePythonJsonCard(path: string, text: string): Promise<void> {
-  const { writeFileAtomic } = await import('../../io/atomic.js');
-  await writeFileAtomic(path, text);
-}
-
-/** A config error for a field whose value changes the math in a way this library does not implement. */
-export function unsupportedField(source: string, method: string, field: string, value: unknown, what: string): PeftConfigError {
-  return new PeftConfigError(`${source}: ${method} field ${field}=${JSON.stringify(value)} is not supported (${what}); use its default`);
 }

@@ -2,7 +2,7 @@
 // named adapters (host tensors), installs the active ones as linear hooks when a graph is built,
 // saves and loads peft's folder layout, and merges into / restores the base weights.
 
-import { join } from 'node:path';
+import { host, join } from '../../storage/index.js';
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
 import type { ForwardArgs, ForwardResult, PretrainedModel } from '../../models/types.js';
@@ -11,7 +11,8 @@ import type { QuantizedWeightTensor, WeightTensor } from '../../nn/weights.js';
 import { baseProduct } from '../../nn/layers.js';
 import { AdapterError, AdapterMismatchError, PeftConfigError, type AdaptedModel, type TrainableTensor } from '../types.js';
 import { type LoraConfig, TASK_MODULES_TO_SAVE, UnsupportedLoraFeatureError, loraConfig, loraConfigFromJson, loraScaling } from './config.js';
-import { SeededRandom, TopSvd, gaussian, kaimingUniform, oloraFactors, pissaFactors, randomLoraInit } from './init.js';
+import { SeededRandom, normals } from '../../nn/random.js';
+import { TopSvd, kaimingUniform, oloraFactors, pissaFactors, randomLoraInit } from './init.js';
 import { type LoraEmbeddingState, type LoraModuleState, baseMatmul, embeddingForward, tokensLookup, tokensProjection, variantFor } from './layer.js';
 import { copyWeightStore, doraInitialMagnitudes, embeddingDoraMagnitudes, mergeEmbeddings, mergeWeights, requantizeLike, withWeights } from './merge.js';
 import { PEFT_PREFIX, type TensorKind, type TensorSlot, type WriteAdapterOptions, checkOutputDir, compressionReport, isCompressible, readAdapterConfigFile, readAdapterTensors, tensorNames, writeAdapterFolder } from './save.js';
@@ -20,6 +21,7 @@ import { Graph } from '../../graph/ir.js';
 import { BuildContext } from '../../nn/context.js';
 import { type HostTensor, RuntimeSession } from '../../runtime/session.js';
 import { TargetModulesNotFoundError, findTargets, resolveTargetModules } from './targets.js';
+import { TorchCpuGenerator } from '../../nn/torch_rng.js';
 import { COMBINATION_TYPES, type CombinationType, type WeightedAdapterOptions, combiner, svdFactors } from './weighted.js';
 
 /** One named adapter: its config (as it will be saved) and its tensors. */
@@ -95,7 +97,7 @@ export interface LoadLoraOptions {
 }
 
 function warn(message: string): void {
-  process.emitWarning(message, { type: 'PeftWarning' });
+  host.warn(message, 'PeftWarning');
 }
 
 /** Every weight name of the model, tied aliases included. */
@@ -148,6 +150,39 @@ function gatherRows(w: WeightTensor, indices: readonly number[]): Float32Array {
  * OLoRA rewrite the base weights to the residual, as peft does); with `load` every tensor comes from
  * the file, all of it checked against the model before the base is touched.
  */
+/** The adapter's LoRA layers in the model's module order (peft's named_modules order). */
+function injectionOrder(base: PretrainedModel, a: LoraAdapter): { module: string; embedding: boolean }[] {
+  const order = new Map(base.moduleNames().map((n, i) => [n, i]));
+  const at = (n: string) => order.get(n) ?? Number.MAX_SAFE_INTEGER;
+  const all = [...[...a.modules.keys()].map((module) => ({ module, embedding: false })), ...[...a.embeddings.keys()].map((module) => ({ module, embedding: true }))];
+  return all.map((x, i) => ({ ...x, i })).sort((x, y) => at(x.module) - at(y.module) || x.i - y.i).map(({ module, embedding }) => ({ module, embedding }));
+}
+
+/**
+ * What peft's inject_adapter draws from torch's generator while add_weighted_adapter creates the new
+ * adapter's layers, module by module: a linear layer builds nn.Linear(in, r) and nn.Linear(r, out,
+ * bias=lora_bias) (each initialised uniform: weight, then bias) and re-initialises A (kaiming_uniform_
+ * for init_lora_weights=true, normal_ for "gaussian"); an embedding draws randn A, randn B and normal_ B.
+ */
+function skipInjectionDraws(rng: TorchCpuGenerator, base: PretrainedModel, a: LoraAdapter): void {
+  const init = a.config.initLoraWeights;
+  for (const { module, embedding } of injectionOrder(base, a)) {
+    if (embedding) {
+      const e = a.embeddings.get(module)!;
+      rng.skipNormal(e.A.data.length);
+      rng.skipNormal(e.B.data.length);
+      if (init !== false) rng.skipNormal(e.B.data.length);
+      continue;
+    }
+    const m = a.modules.get(module)!;
+    rng.skipUniform(m.A.data.length);
+    rng.skipUniform(m.B.data.length);
+    if (m.bias) rng.skipUniform(m.bias.data.length);
+    if (init === 'gaussian') rng.skipNormal(m.A.data.length);
+    else if (init !== false) rng.skipUniform(m.A.data.length);
+  }
+}
+
 async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: string, src: Source, trainable: boolean): Promise<LoraAdapter> {
   const config = structuredClone(input);
   config.targetModules = resolveTargetModules(base, config);
@@ -297,8 +332,8 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
   for (const { name: e, r, alpha } of targets.embeddings) {
     const [V, H] = embShape(e);
     // peft Embedding.reset_lora_parameters: A zero and B ~ N(0, 1) (init true / gaussian); false keeps both ~ N(0, 1).
-    const A = init === false ? gaussian(src.rng, r * V, 1) : new Float32Array(r * V);
-    const B = gaussian(src.rng, H * r, 1);
+    const A = init === false ? normals(src.rng, r * V, 1) : new Float32Array(r * V);
+    const B = normals(src.rng, H * r, 1);
     embeddings.set(e, { name: e, numEmbeddings: V, embeddingDim: H, r, alpha, scaling: loraScaling(alpha, r, config.useRslora), A: { shape: [r, V], data: A }, B: { shape: [H, r], data: B } });
   }
   for (const [m, indices] of tokenMods) {
@@ -530,6 +565,7 @@ export class LoraModel implements AdaptedModel {
     if (opts.majoritySignMethod !== undefined && opts.majoritySignMethod !== 'total' && opts.majoritySignMethod !== 'frequency') throw new PeftConfigError(`majority_sign_method must be "total" or "frequency", got ${JSON.stringify(opts.majoritySignMethod)}`);
     if (opts.svdClamp !== undefined && !(opts.svdClamp >= 0 && opts.svdClamp <= 1)) throw new PeftConfigError(`svd_clamp is a quantile in [0, 1], got ${opts.svdClamp}`);
     if (opts.svdRank !== undefined && !(Number.isInteger(opts.svdRank) && opts.svdRank > 0)) throw new PeftConfigError(`svd_rank must be a positive integer, got ${opts.svdRank}`);
+    if (opts.seed !== undefined && !(Number.isSafeInteger(opts.seed) && opts.seed >= 0)) throw new PeftConfigError(`seed must be a non-negative integer (torch.manual_seed's seed), got ${opts.seed}`);
     const srcs = adapters.map((n) => this.adapter(n));
     // As peft: only lora_A/lora_B are combined. The new adapter takes the rest of its config from
     // the first source and is initialised like a new adapter there (DoRA magnitudes = ||W||, lora_B
@@ -569,8 +605,11 @@ export class LoraModel implements AdaptedModel {
       initLoraWeights: init === 'olora' || (typeof init === 'string' && init.startsWith('pissa')) ? true : init,
       inferenceMode: true,
     });
-    const rng = new SeededRandom(opts.seed ?? 0);
     const a = await buildAdapter(this.base, config, name, { kind: 'create', rng: new SeededRandom(0) }, false);
+    // DARE's masks come from torch's CPU generator as peft draws them: torch.manual_seed(seed), then
+    // the new adapter's layer initialisation, then the masks module by module.
+    const rng = new TorchCpuGenerator(opts.seed ?? 0);
+    if (type.startsWith('dare')) skipInjectionDraws(rng, this.base, a);
     const combine = combiner(type, opts, rng);
     const svd = new TopSvd();
     try {
@@ -615,16 +654,11 @@ export class LoraModel implements AdaptedModel {
           target.B.data.set(Float32Array.from(B));
         }
       };
-      for (const [m, st] of a.modules) {
+      // Module by module in the model's module order (peft's named_modules), as DARE's draws need.
+      for (const { module: m, embedding } of injectionOrder(this.base, a)) {
+        const st = embedding ? a.embeddings.get(m)! : a.modules.get(m)!;
         const sources = srcs.flatMap((s, i) => {
-          const x = s.modules.get(m);
-          return x ? [{ A: x.A, B: x.B, scaling: x.scaling, w: weights[i]! }] : [];
-        });
-        await fill(m, st, sources);
-      }
-      for (const [m, st] of a.embeddings) {
-        const sources = srcs.flatMap((s, i) => {
-          const x = s.embeddings.get(m);
+          const x = embedding ? s.embeddings.get(m) : s.modules.get(m);
           return x ? [{ A: x.A, B: x.B, scaling: x.scaling, w: weights[i]! }] : [];
         });
         await fill(m, st, sources);

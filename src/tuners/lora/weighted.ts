@@ -9,7 +9,8 @@
 // JACOBI_MAX, and the ORT subspace iteration of TopSvd above that.
 
 import { PeftConfigError } from '../types.js';
-import { SeededRandom, TopSvd } from './init.js';
+import type { TorchCpuGenerator } from '../../nn/torch_rng.js';
+import { TopSvd } from './init.js';
 
 export const COMBINATION_TYPES = ['linear', 'cat', 'svd', 'ties', 'ties_svd', 'magnitude_prune', 'magnitude_prune_svd', 'dare_linear', 'dare_linear_svd', 'dare_ties', 'dare_ties_svd'] as const;
 export type CombinationType = (typeof COMBINATION_TYPES)[number];
@@ -23,7 +24,11 @@ export interface WeightedAdapterOptions {
   svdRank?: number;
   /** quantile at which the SVD factors are clamped (peft's svd_clamp) */
   svdClamp?: number;
-  /** seed of DARE's Bernoulli masks (peft draws them from torch's global RNG) */
+  /**
+   * seed of DARE's Bernoulli masks: the seed of a `torch.manual_seed(seed)` right before peft's
+   * add_weighted_adapter (peft draws the masks from torch's global CPU generator, after the draws
+   * that initialise the new adapter's layers); the same seed gives peft's masks (default 0)
+   */
   seed?: number;
 }
 
@@ -33,7 +38,7 @@ export const JACOBI_MAX = 384;
 export type Combine = (tensors: Float64Array[], weights: number[]) => Float64Array;
 
 /** peft merge_utils, one function per combination (the task tensors are flat arrays of equal length). */
-export function combiner(type: CombinationType, opts: WeightedAdapterOptions, rng: SeededRandom): Combine {
+export function combiner(type: CombinationType, opts: WeightedAdapterOptions, rng: TorchCpuGenerator): Combine {
   const base = type.replace(/_svd$/, '') as 'svd' | 'linear' | 'ties' | 'magnitude_prune' | 'dare_linear' | 'dare_ties';
   const density = opts.density;
   const method = opts.majoritySignMethod ?? 'total';
@@ -90,11 +95,15 @@ export function magnitudePrune(t: Float64Array, density: number): Float64Array {
   return out;
 }
 
-/** DARE: each value kept with probability density and divided by it (torch.bernoulli mask, rescale). */
-export function randomPrune(t: Float64Array, density: number, rng: SeededRandom): Float64Array {
+/**
+ * DARE: each value kept with probability density and divided by it, the mask drawn as peft draws it
+ * (torch.bernoulli(torch.full_like(t, density)): one float32 uniform per value, in row-major order);
+ * density >= 1 keeps everything and draws nothing, as peft's prune().
+ */
+export function randomPrune(t: Float64Array, density: number, rng: TorchCpuGenerator): Float64Array {
   if (density >= 1) return t;
   const out = new Float64Array(t.length);
-  for (let i = 0; i < t.length; i++) if (rng.next() < density) out[i] = t[i]! / density;
+  for (let i = 0; i < t.length; i++) if (rng.bernoulli(density)) out[i] = t[i]! / density;
   return out;
 }
 

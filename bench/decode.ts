@@ -1,0 +1,199 @@
+// Benchmark for issue 16's decode target: batch-1 greedy KV-cache decoding of a GPT-2-small-shaped
+// model (random weights built in memory), 32-token prompt, 64 new tokens, ours against PyTorch 2.13
+// (bench/decode_torch.py) in the same run. Ours: float32 (shared weights, the library default;
+// prepacked), int8 weights (RuntimeOptions.quantize), and a LoRA r16 adapter on c_attn/c_proj/c_fc
+// unmerged (LoraModel) in float32 and int8; with ONNX Runtime's thread spinning on (its default)
+// and off (RuntimeOptions.spinning false, the counterpart of torch's OMP_WAIT_POLICY=PASSIVE). Torch: float32, bfloat16, dynamic int8.
+// Every configuration is compiled once; then each repeat runs every configuration (ours and torch
+// alternating) as warm-up + timed runs. Medians over repeats of per-repeat medians. Wall-clock
+// tok/s and process CPU ms per new token (the second is less disturbed by other jobs on a shared
+// machine). Load averages from /proc/loadavg at start and end.
+//
+//   npx tsc -p . && node dist/bench/decode.js                      # writes its bench/RESULTS.md section
+//   node dist/bench/decode.js --repeat 3 --runs 3 --python python3 --pythonpath ~/torch213 --no-write
+
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Generator, type InferenceModel } from '../src/generate/index.js';
+import type { RuntimeOptions } from '../src/runtime/session.js';
+import { LoraModel } from '../src/tuners/lora/index.js';
+import { noise, randomBenchModel } from './train_models.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '../..');
+const HEADING = '## Decode: GPT-2-small batch-1 greedy vs PyTorch 2.13 (issue 16 target)';
+const NEW = 64;
+const PROMPT = 32;
+
+function arg(name: string, dflt: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1]! : dflt;
+}
+const REPEAT = Number(arg('repeat', '2'));
+const RUNS = Number(arg('runs', '3'));
+const THREADS = Number(arg('threads', '2'));
+const PYTHON = arg('python', 'python3');
+const PYTHONPATH = arg('pythonpath', path.join(os.homedir(), 'torch213'));
+const WRITE = !process.argv.includes('--no-write');
+const ONLY = arg('only', '');
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const loadavg = (): string => fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+function busy(): number {
+  const v = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  return (v.slice(0, 8).reduce((p, q) => p + q, 0) - v[3]! - v[4]!) / 100;
+}
+
+interface Measure { tokS: number; decodeTokS: number; prefillMs: number; cpuMsPerTok: number; other: number }
+interface Config { label: string; side: 'ours' | 'torch'; measure: () => Promise<Measure | string>; results: Measure[]; note?: string }
+
+async function oursConfig(label: string, model: InferenceModel, runtime: RuntimeOptions, prompt: number[]): Promise<Config> {
+  const t0 = performance.now();
+  const gen = await Generator.create(model, { runtime, defaults: { eosTokenIds: [], doSample: false, temperature: 1, topK: 0, topP: 1 } });
+  const setup = (performance.now() - t0) / 1000;
+  let tokens: number[] | undefined;
+  const measure = async (): Promise<Measure> => {
+    await gen.generate([prompt], { maxNewTokens: NEW });
+    const c0 = process.cpuUsage();
+    const b0 = busy();
+    const w0 = performance.now();
+    const rs = [];
+    for (let i = 0; i < RUNS; i++) {
+      const r = await gen.generate([prompt], { maxNewTokens: NEW });
+      if (r.sequences[0]!.tokenIds.length !== NEW) throw new Error('a run stopped early');
+      if (tokens && r.sequences[0]!.tokenIds.join() !== tokens.join()) throw new Error(`${label}: greedy tokens changed between runs`);
+      tokens = r.sequences[0]!.tokenIds;
+      rs.push(r.stats);
+    }
+    const wall = (performance.now() - w0) / 1000;
+    const c = process.cpuUsage(c0);
+    const own = (c.user + c.system) / 1e6;
+    const total = median(rs.map((s) => (s.prefillMs + s.decodeMs) / 1000));
+    const pre = median(rs.map((s) => s.prefillMs / 1000));
+    return { tokS: NEW / total, decodeTokS: (NEW - 1) / (total - pre), prefillMs: pre * 1000, cpuMsPerTok: (own * 1000) / (RUNS * NEW), other: Math.max(0, (busy() - b0 - own) / wall) };
+  };
+  return { label, side: 'ours', measure, results: [], note: `setup ${setup.toFixed(1)} s` };
+}
+
+function torchConfig(label: string, args: string[]): Config {
+  const script = path.join(REPO, 'bench', 'decode_torch.py');
+  const measure = async (): Promise<Measure | string> => {
+    const r = spawnSync(PYTHON, [script, '--threads', String(THREADS), '--prompt', String(PROMPT), '--new', String(NEW), '--warmup', '1', '--runs', String(RUNS), ...args], {
+      cwd: REPO,
+      encoding: 'utf8',
+      env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', PYTHONPATH },
+      maxBuffer: 1 << 24,
+    });
+    if (r.status !== 0) return `failed (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-2).join(' | ')}`;
+    const j = JSON.parse(r.stdout.split('\n').find((l) => l.startsWith('{'))!) as Record<string, number>;
+    return { tokS: j.tokens_per_s!, decodeTokS: j.decode_tokens_per_s!, prefillMs: j.prefill_ms!, cpuMsPerTok: j.cpu_ms_per_token!, other: j.other_cpu! };
+  };
+  return { label, side: 'torch', measure, results: [] };
+}
+
+async function main(): Promise<void> {
+  const started = new Date();
+  const loadStart = loadavg();
+  console.log(`load average at start: ${loadStart}`);
+  const probe = spawnSync(PYTHON, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8', env: { ...process.env, PYTHONPATH } });
+  const torchVersion = probe.status === 0 ? probe.stdout.trim() : undefined;
+  if (!torchVersion) console.log(`PyTorch not importable with ${PYTHON} and PYTHONPATH=${PYTHONPATH}: ours only`);
+  const base = randomBenchModel('gpt2');
+  const prompt = Array.from(noise(PROMPT, 1, 11), (x) => Math.floor((x / Math.sqrt(12) + 0.5) * base.vocabSize) % base.vocabSize);
+  const lora = await LoraModel.create(base, { r: 16, loraAlpha: 32, targetModules: ['c_attn', 'c_proj', 'c_fc'], initLoraWeights: false }, { seed: 1 });
+  const t = { threads: THREADS };
+  const configs: Config[] = [];
+  const want = (l: string) => !ONLY || ONLY.split(',').some((o) => l.includes(o));
+  const ours: [string, InferenceModel, RuntimeOptions][] = [
+    ['ours float32, shared weights (default)', base, { ...t, weights: 'shared' }],
+    ['ours float32, prepacked weights', base, { ...t, weights: 'prepacked' }],
+    ['ours float32 prepacked, no spinning', base, { ...t, weights: 'prepacked', spinning: false }],
+    ['ours int8 weights (quantize: int8)', base, { ...t, quantize: 'int8' }],
+    ['ours int8 weights, no spinning', base, { ...t, quantize: 'int8', spinning: false }],
+    ['ours LoRA r16 unmerged, float32 prepacked, no spinning', lora, { ...t, weights: 'prepacked', spinning: false }],
+    ['ours LoRA r16 unmerged, int8 weights, no spinning', lora, { ...t, quantize: 'int8', spinning: false }],
+  ];
+  const torch: [string, string[]][] = [
+    ['torch float32 eager', ['--dtype', 'float32']],
+    ['torch bfloat16 eager', ['--dtype', 'bfloat16']],
+    ['torch dynamic int8 (quantize_dynamic)', ['--dtype', 'int8']],
+  ];
+  for (const [l, m, r] of ours) if (want(l)) configs.push(await oursConfig(l, m, r, prompt));
+  if (torchVersion) for (const [l, a] of torch) if (want(l)) configs.push(torchConfig(l, a));
+  // ours and torch alternating
+  const order = [...configs.filter((c) => c.side === 'ours')];
+  const peers = configs.filter((c) => c.side === 'torch');
+  const mixed: Config[] = [];
+  for (let i = 0; i < Math.max(order.length, peers.length); i++) {
+    if (order[i]) mixed.push(order[i]!);
+    if (peers[i]) mixed.push(peers[i]!);
+  }
+  for (let rep = 0; rep < REPEAT; rep++) {
+    for (const c of mixed) {
+      const m = await c.measure();
+      if (typeof m === 'string') {
+        c.note = m;
+        console.log(`[${rep + 1}/${REPEAT}] ${c.label}: ${m}`);
+        continue;
+      }
+      c.results.push(m);
+      console.log(`[${rep + 1}/${REPEAT}] ${c.label}: ${m.tokS.toFixed(2)} new tok/s, decode-only ${m.decodeTokS.toFixed(2)}, prefill ${m.prefillMs.toFixed(0)} ms, ${m.cpuMsPerTok.toFixed(1)} CPU ms/token, other cpu ${m.other.toFixed(2)} (load ${loadavg()})`);
+    }
+  }
+  const loadEnd = loadavg();
+  const med = (c: Config, k: keyof Measure) => (c.results.length ? median(c.results.map((r) => r[k])) : NaN);
+  const ref = configs.find((c) => c.label === 'torch float32 eager');
+  const refBf = configs.find((c) => c.label === 'torch bfloat16 eager');
+  const ratio = (a: number, b: number | undefined) => (b !== undefined && Number.isFinite(a) && Number.isFinite(b) ? `${(a / b).toFixed(2)}x` : '-');
+  const rows = configs.map((c) => {
+    const tok = med(c, 'tokS');
+    const cpu = med(c, 'cpuMsPerTok');
+    const per = c.results.map((r) => r.tokS.toFixed(2)).join(' / ');
+    return `| ${c.label} | ${tok.toFixed(2)} | ${med(c, 'decodeTokS').toFixed(2)} | ${med(c, 'prefillMs').toFixed(0)} | ${cpu.toFixed(1)} | ${ratio(tok, ref && med(ref, 'tokS'))} | ${ratio(tok, refBf && med(refBf, 'tokS'))} | ${ratio(ref ? med(ref, 'cpuMsPerTok') : NaN, cpu)} | ${per} | ${c.results.map((r) => r.other.toFixed(2)).join(' / ')} | ${c.note ?? ''} |`;
+  });
+  const ortVersion = (JSON.parse(fs.readFileSync(path.join(REPO, 'node_modules/onnxruntime-node/package.json'), 'utf8')) as { version: string }).version;
+  const cpuName = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/) ?? [])[1] ?? 'unknown';
+  const section = [
+    HEADING,
+    '',
+    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC by bench/decode.ts (peer: bench/decode_torch.py). GPT-2-small shape (124M params, random weights), batch 1, greedy, ${PROMPT}-token prompt, ${NEW} new tokens with the KV cache, LM head on the last position only (both sides), ${THREADS} threads on both sides (ONNX Runtime intra-op; torch.set_num_threads with OMP_WAIT_POLICY=PASSIVE). Each repeat runs every configuration, ours and torch alternating (1 warm-up + ${RUNS} timed runs, median); the table shows the median over ${REPEAT} repeats. "new tok/s" = ${NEW} / (prefill + ${NEW - 1} steps); "CPU ms/token" = the process's CPU time over the timed runs per new token (user + system, all threads; spin-waiting included); "x torch f32 CPU" = torch float32's CPU ms/token over this row's. "other cpu" = cores other processes used during the timed runs, per repeat.`,
+    '',
+    `- machine: ${os.cpus().length} logical CPUs, ${cpuName}, ${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, shared with other engineers' jobs`,
+    `- load average (1/5/15 min, /proc/loadavg): ${loadStart} at the start, ${loadEnd} at the end`,
+    `- node ${process.version}, onnxruntime-node ${ortVersion}, torch ${torchVersion ?? 'not available'}`,
+    '',
+    '| configuration | new tok/s | decode-only tok/s | prefill ms | CPU ms/token | x torch f32 | x torch bf16 | x torch f32 CPU | tok/s per repeat | other cpu | note |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|',
+    ...rows,
+    '',
+    'Command (from the repository root, after `npx tsc -p .`; PyTorch 2.13 installed as bench/README or ../shared/bench/README.md says, into ~/torch213):',
+    '',
+    `    node dist/bench/decode.js ${process.argv.slice(2).join(' ')}`.trimEnd(),
+    '',
+  ].join('\n');
+  console.log('\n' + section);
+  if (WRITE) {
+    const file = path.join(REPO, 'bench', 'RESULTS.md');
+    const old = fs.readFileSync(file, 'utf8');
+    const start = old.indexOf(HEADING + '\n');
+    let text: string;
+    if (start < 0) text = old.replace(/\n*$/, '\n\n') + section;
+    else {
+      const after = old.indexOf('\n## ', start + HEADING.length);
+      text = old.slice(0, start) + section + (after < 0 ? '' : old.slice(after + 1).replace(/^/, '\n'));
+    }
+    fs.writeFileSync(file, text);
+    console.log(`updated bench/RESULTS.md (${HEADING.slice(3)})`);
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? (e.stack ?? e.message) : e);
+  process.exit(1);
+});

@@ -22,7 +22,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ForwardSession } from '../src/generate/index.js';
-import { parseConfig } from '../src/io/hfconfig.js';
+import { parseConfig } from '../src/models/config.js';
 import { buildModel } from '../src/models/load.js';
 import type { PretrainedModel } from '../src/models/types.js';
 import { WeightStore } from '../src/nn/weights.js';

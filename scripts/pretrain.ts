@@ -14,7 +14,7 @@ import { Tokenizer } from '../src/io/tokenizer.js';
 import { loadModel } from '../src/models/load.js';
 import type { PretrainedModel } from '../src/models/types.js';
 import type { TokenizedExample } from '../src/train/data.js';
-import { progressFor } from '../src/train/progress.js';
+import { progressFor } from '../src/train/progress_terminal.js';
 import { Trainer } from '../src/train/trainer.js';
 import { getFullFineTuneModel } from '../src/tuners/full/index.js';
 import { countWords, tokenizerJson, trainBpe } from './corpus/bpe.js';

@@ -53,3 +53,9 @@ export { Graph, type Value } from './graph/ir.js';
 export * as ops from './graph/ops.js';
 export { grad } from './autodiff/grad.js';
 export { RuntimeSession, RuntimeError, type RuntimeOptions, availableProviders } from './runtime/session.js';
+
+// where files and sessions live: node:fs and onnxruntime-node by default; an in-memory storage and
+// onnxruntime-web in the browser build (src/browser/index.ts)
+export { storage, setStorage, type Storage, StorageError } from './storage/index.js';
+export { MemoryStorage } from './storage/memory.js';
+export { runtimeBackend, setRuntimeBackend, type RuntimeBackend } from './runtime/backend.js';

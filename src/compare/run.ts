@@ -14,7 +14,7 @@ import { readTaskExamples } from '../tasks/tasks.js';
 import { evalBatches } from '../train/batches.js';
 import { type Example, type TokenizedExample, isClassificationExample } from '../train/data.js';
 import type { TrainRecord } from '../train/metrics.js';
-import { LineProgress } from '../train/progress.js';
+import { LineProgress } from '../train/progress_terminal.js';
 import { EvalStep } from '../train/step.js';
 import { Trainer } from '../train/trainer.js';
 import { BottleneckModel } from '../tuners/bottleneck/index.js';

@@ -2,8 +2,7 @@
 // as transformers' GenerationConfig.from_model_config), the options a caller passes, and their
 // resolution into one checked plan. Bad values are GenerationErrors that say what to change.
 
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile, join } from '../storage/index.js';
 import type { ModelConfig } from '../io/hfconfig.js';
 import type { SamplingParams } from './sampling.js';
 import { PeftError } from '../errors.js';

@@ -4,9 +4,7 @@
 // recognisable name (`.<name>.peft-tmp-<pid>-<hex>`) lets the next command into that folder remove
 // it (`removeTempFiles`, called when an output folder is claimed: src/io/outdir.ts).
 
-import { randomBytes } from 'node:crypto';
-import { copyFile, open, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { copyFile, open, readdir, rename, rm, type StorageFileHandle as FileHandle, basename, dirname, host, join } from '../storage/index.js';
 import { PeftError } from '../errors.js';
 
 /** A file could not be written (disk full, permissions, a read-only folder). */
@@ -17,7 +15,7 @@ const TEMP_NAME = /\.peft-(tmp|old)-(\d+)-[0-9a-f]+$/;
 
 /** A fresh temp path next to `path` (`kind` 'old' names a folder being swapped out). */
 export function tempPathFor(path: string, kind: 'tmp' | 'old' = 'tmp'): string {
-  return join(dirname(path), `.${basename(path)}.peft-${kind}-${process.pid}-${randomBytes(4).toString('hex')}`);
+  return join(dirname(path), `.${basename(path)}.peft-${kind}-${host.pid}-${host.randomHex(4)}`);
 }
 
 /** Whether a file name is one of our temp names. */
@@ -112,14 +110,7 @@ export async function copyFileAtomic(src: string, dest: string): Promise<void> {
   await syncDir(dirname(dest));
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+const pidAlive = (pid: number): boolean => host.pidAlive(pid);
 
 /**
  * Removes the temp files and folders interrupted writes left in `dir` and, to `depth` levels, its

@@ -2,8 +2,7 @@
 // adapter: the tokenizer (as transformers' save_pretrained writes it, for every tokenizer kind) and
 // generation_config.json. One list, used by every command that copies them (train, merge, quantize).
 
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, join, resolve } from '../storage/index.js';
 import { copyFileAtomic } from './atomic.js';
 
 /** Tokenizer files transformers reads (fast and slow tokenizers, SentencePiece models, chat templates). */

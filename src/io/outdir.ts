@@ -11,10 +11,9 @@
 // a lock left by a dead process is taken over), removes temp files interrupted writes left there,
 // clears the earlier output when replacing it and writes the marker.
 
-import { existsSync, readFileSync, readdirSync, statSync, unlinkSync } from 'node:fs';
-import { link, mkdir, readdir, rm, unlink } from 'node:fs/promises';
-import { hostname } from 'node:os';
-import { isAbsolute, join, relative, resolve } from 'node:path';
+import { existsSync, readFileSync, readdirSync, statSync, unlinkSync, link, mkdir, readdir, rm, unlink, isAbsolute, join, relative, resolve, host } from '../storage/index.js';
+
+const hostname = (): string => host.hostname();
 import { PeftError } from '../errors.js';
 import { isTempName, removeTempFiles, tempPathFor, writeError, writeFileAtomic } from './atomic.js';
 
@@ -87,14 +86,7 @@ function processStart(pid: number): string | null {
   return fields[19] ?? null;
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+const pidAlive = (pid: number): boolean => host.pidAlive(pid);
 
 /** Whether the process that wrote a lock is still running (on this machine and boot). */
 function lockHolderAlive(l: LockInfo): boolean {
@@ -164,7 +156,7 @@ export function checkOutputDir(dir: string, opts: OutputDirOptions): OutputDirSt
   if (!existsSync(abs)) return 'new';
   if (!statSync(abs).isDirectory()) throw new OutputFolderError(`${flag} ${dir} exists and is a file; pass a folder`);
   const lock = readLock(join(abs, LOCK_FILE));
-  if (lock && lock !== 'unreadable' && !(lock.pid === process.pid && lock.host === hostname()) && lockHolderAlive(lock)) {
+  if (lock && lock !== 'unreadable' && !(lock.pid === host.pid && lock.host === hostname()) && lockHolderAlive(lock)) {
     throw new FolderLockedError(
       `${flag} ${dir} is being written by another peft ${lock.command} (pid ${lock.pid}${lock.host !== hostname() ? ` on ${lock.host}` : ''}, since ${lock.since}); wait for it to finish or choose another folder`,
     );
@@ -193,6 +185,7 @@ export function checkOutputDir(dir: string, opts: OutputDirOptions): OutputDirSt
 export class OutputDir {
   private released = false;
   private readonly onExit: () => void;
+  private readonly removeExitHook: () => void;
 
   constructor(
     readonly path: string,
@@ -206,12 +199,12 @@ export class OutputDir {
       if (this.released) return;
       try {
         const l = readLock(this.lockPath);
-        if (l && l !== 'unreadable' && l.pid === process.pid) unlinkSync(this.lockPath);
+        if (l && l !== 'unreadable' && l.pid === host.pid) unlinkSync(this.lockPath);
       } catch {
         // nothing more to do at exit
       }
     };
-    process.on('exit', this.onExit);
+    this.removeExitHook = host.onExit(this.onExit);
   }
 
   /** Records that the command finished: the folder's output is whole. */
@@ -223,9 +216,9 @@ export class OutputDir {
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
-    process.removeListener('exit', this.onExit);
+    this.removeExitHook();
     const l = readLock(this.lockPath);
-    if (l && l !== 'unreadable' && l.pid === process.pid) await unlink(this.lockPath).catch(() => undefined);
+    if (l && l !== 'unreadable' && l.pid === host.pid) await unlink(this.lockPath).catch(() => undefined);
   }
 }
 
@@ -237,7 +230,7 @@ async function writeMarker(dir: string, command: string, status: OutputMarker['s
 /** Takes the lock of `dir` (created), taking over a lock whose process is gone. */
 async function acquireLock(dir: string, opts: OutputDirOptions): Promise<string> {
   const lockPath = join(dir, LOCK_FILE);
-  const info: LockInfo = { pid: process.pid, host: hostname(), boot: bootId(), start: processStart(process.pid), command: opts.command, since: new Date().toISOString() };
+  const info: LockInfo = { pid: host.pid, host: hostname(), boot: bootId(), start: processStart(host.pid), command: opts.command, since: new Date().toISOString() };
   // The lock is written whole under a temp name and hard-linked into place: link() fails if the
   // lock exists, so exactly one of two racing processes gets it, and a lock is never half-written.
   const tmp = tempPathFor(lockPath);

@@ -2,8 +2,7 @@
 // special_tokens_map.json) and reproduces what transformers' fast tokenizer returns: token ids,
 // decoding, padded batches and chat-template rendering. Tokenization itself is @huggingface/tokenizers.
 
-import { stat } from "node:fs/promises";
-import path from "node:path";
+import { stat, path } from '../storage/index.js';
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import type { Template } from "@huggingface/jinja";
 import { PeftError } from '../errors.js';

@@ -6,8 +6,7 @@
 // Memory is bounded by the file: every length, storage size, offset and stride is checked against
 // the zip entries before a byte is copied, and the pickle itself may hold at most MAX_PICKLE_BYTES.
 
-import { readFile, stat } from 'node:fs/promises';
-import { inflateRawSync } from 'node:zlib';
+import { host, readFile, stat } from '../storage/index.js';
 import { PeftError } from '../errors.js';
 import type { RawTensor, SafetensorsDtype } from './safetensors/dtype.js';
 import { DTYPE_BYTES } from './safetensors/dtype.js';
@@ -110,7 +109,8 @@ function entryData(buf: Buffer, e: ZipEntry, fail: (m: string) => never): Buffer
   }
   if (e.method === 8) {
     try {
-      const out = inflateRawSync(raw, { maxOutputLength: Math.max(1, e.size) });
+      const inflated = host.inflateRaw(raw, Math.max(1, e.size));
+      const out = Buffer.from(inflated.buffer, inflated.byteOffset, inflated.byteLength);
       if (out.length !== e.size) fail(`zip entry ${e.name} inflates to ${out.length} bytes, not ${e.size}`);
       return out;
     } catch (err) {
@@ -549,5 +549,8 @@ export async function readTorchBin(path: string): Promise<Map<string, RawTensor>
     throw new TorchBinError(path, `cannot read: ${(e as Error).message}`);
   }
   if (size > MAX_BIN_BYTES) throw new TorchBinError(path, `${size} bytes is more than the ${MAX_BIN_BYTES} read; convert it to safetensors`);
-  return parseTorchBin(await readFile(path), path);
+  // the parser reads with Buffer's little-endian accessors, which only Node has
+  if (typeof Buffer === 'undefined') throw new TorchBinError(path, 'PyTorch .bin files are read on Node only; convert it to safetensors');
+  const bytes = await readFile(path);
+  return parseTorchBin(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), path);
 }

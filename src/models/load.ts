@@ -2,9 +2,9 @@
 // index) to a PretrainedModel, choosing the architecture from config.json and checking that the
 // checkpoint has exactly the weights it needs, as transformers reports missing/unexpected keys.
 
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { loadConfig, type ModelConfig, parseConfig } from '../io/hfconfig.js';
+import { existsSync, join } from '../storage/index.js';
+import type { ModelConfig } from '../io/hfconfig.js';
+import { loadConfig, parseConfig } from './config.js';
 import { ShardedSafetensors, openCheckpoint } from '../io/safetensors.js';
 import { WeightStore } from '../nn/weights.js';
 import { type QuantizationConfig, quantizationPlan } from '../quant/plan.js';

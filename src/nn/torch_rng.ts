@@ -10,7 +10,7 @@ export class TorchCpuGenerator {
   private readonly state = new Uint32Array(624);
   private index = 624;
   /** torch caches the second Box-Muller sample of a double normal; reset by manual_seed */
-  private cachedDoubleNormal = false;
+  private cachedDoubleNormal: number | null = null;
 
   constructor(seed: number) {
     this.manualSeed(seed);
@@ -26,7 +26,7 @@ export class TorchCpuGenerator {
       s[j] = (Math.imul(1812433253, p) + j) >>> 0;
     }
     this.index = 624;
-    this.cachedDoubleNormal = false;
+    this.cachedDoubleNormal = null;
   }
 
   /** One 32-bit draw (CPUGeneratorImpl::random). */
@@ -57,19 +57,63 @@ export class TorchCpuGenerator {
 
   /** Advances past what `normal_` / `randn` draws for a contiguous float32 tensor of `n` values. */
   skipNormal(n: number): void {
+    if (n >= 16) this.skipUniform(n + (n % 16 ? 16 : 0));
+    else this.normal(n, 0, 1);
+  }
+
+  /** A 64-bit draw as a double uniform in [0, 1) (random64: the first 32-bit draw is the high word; 53 bits kept). */
+  private uniformDouble(): number {
+    const hi = this.random();
+    const lo = this.random();
+    return ((hi & 0x1fffff) * 4294967296 + lo) / 9007199254740992;
+  }
+
+  /**
+   * `torch.empty(n).normal_(mean, std, generator=g)` (and randn) on a contiguous float32 tensor, to
+   * float32 rounding of the transcendental functions (ATen's vectorised log/sin/cos may differ from
+   * correctly rounded ones by an ulp or two): 16 or more values are filled with float uniforms and
+   * turned into normals 16 at a time by Box-Muller (u1 = 1 - x[j], u2 = x[j + 8]), the last 16
+   * redrawn when n is not a multiple of 16; fewer go one by one through normal_distribution<double>,
+   * whose second Box-Muller sample the generator caches.
+   */
+  normal(n: number, mean: number, std: number): Float32Array {
+    const out = new Float32Array(n);
+    const f = Math.fround;
     if (n >= 16) {
-      this.skipUniform(n + (n % 16 ? 16 : 0));
-      return;
-    }
-    // Below 16 values ATen draws serially through normal_distribution<double>: two 64-bit uniforms
-    // (4 draws) per Box-Muller pair, the second sample cached in the generator.
-    for (let i = 0; i < n; i++) {
-      if (this.cachedDoubleNormal) this.cachedDoubleNormal = false;
-      else {
-        this.skipUniform(4);
-        this.cachedDoubleNormal = true;
+      for (let i = 0; i < n; i++) out[i] = this.uniform();
+      const fill16 = (at: number) => {
+        for (let j = 0; j < 8; j++) {
+          const u1 = f(1 - out[at + j]!);
+          const u2 = out[at + j + 8]!;
+          const radius = f(Math.sqrt(f(-2 * f(Math.log(u1)))));
+          const theta = f(2 * Math.PI * u2);
+          out[at + j] = f(f(radius * f(Math.cos(theta))) * f(std)) + f(mean);
+          out[at + j + 8] = f(f(radius * f(Math.sin(theta))) * f(std)) + f(mean);
+        }
+      };
+      for (let i = 0; i + 16 <= n; i += 16) fill16(i);
+      if (n % 16) {
+        for (let i = n - 16; i < n; i++) out[i] = this.uniform();
+        fill16(n - 16);
       }
+      return out;
     }
+    for (let i = 0; i < n; i++) {
+      let z: number;
+      if (this.cachedDoubleNormal !== null) {
+        z = this.cachedDoubleNormal;
+        this.cachedDoubleNormal = null;
+      } else {
+        const u1 = this.uniformDouble();
+        const u2 = this.uniformDouble();
+        const r = Math.sqrt(-2 * Math.log1p(-u2));
+        const theta = 2 * Math.PI * u1;
+        this.cachedDoubleNormal = r * Math.sin(theta);
+        z = r * Math.cos(theta);
+      }
+      out[i] = z * std + mean;
+    }
+    return out;
   }
 
   private twist(): void {

@@ -40,7 +40,7 @@ const tables = new WeakMap<Graph, Map<string, Value>>();
 export function sharedTable(g: Graph, kind: string, values: Float32Array, shape: number[]): Value {
   let m = tables.get(g);
   if (!m) tables.set(g, (m = new Map()));
-  const key = `${kind}:${Buffer.from(values.buffer, values.byteOffset, values.byteLength).toString('base64')}`;
+  const key = `${kind}:${new Uint32Array(values.buffer, values.byteOffset, values.length).join(',')}`;
   let v = m.get(key);
   if (!v) {
     v = g.constant(`quant.${kind}_${m.size}`, 'float32', shape, values.slice());

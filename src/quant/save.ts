@@ -2,8 +2,7 @@
 // as bitsandbytes tensors (packed codes, absmax, quant maps, quant_state JSON), every other tensor
 // copied byte for byte, config.json with quantization_config, and the tokenizer files alongside.
 
-import { mkdir, readFile, readdir, realpath, stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { mkdir, readFile, readdir, realpath, stat, join, resolve } from '../storage/index.js';
 import { type RawTensor, openCheckpoint, writeShardedSafetensors } from '../io/safetensors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import type { Quantized4bit } from './blockwise.js';

@@ -1,10 +1,9 @@
-// The only module that imports onnxruntime: creates a session from a lowered graph, picks the
+// The only module that runs onnxruntime (through backend.ts: onnxruntime-node or -web): creates a session from a lowered graph, picks the
 // execution provider and threads, converts host tensors to and from ORT tensors, and disposes.
 
-import os from 'node:os';
-import { realpathSync } from 'node:fs';
-import * as path from 'node:path';
-import * as ort from 'onnxruntime-node';
+import type * as ort from 'onnxruntime-node';
+import { path } from '../storage/index.js';
+import { runtimeBackend } from './backend.js';
 import type { Graph, Value } from '../graph/ir.js';
 import { type DType, type HostArray, shapeToString } from '../graph/types.js';
 import { DEFAULT_LARGE_CONSTANT_BYTES, lowerGraph, type LoweredGraph, type LowerOptions } from '../onnx/export.js';
@@ -12,7 +11,8 @@ import { encodeModel } from '../onnx/model.js';
 import { int8Matmuls } from '../onnx/int8_matmul.js';
 import { PeftError } from '../errors.js';
 
-export type ExecutionProvider = 'cpu' | 'cuda' | 'webgpu';
+export type { ExecutionProvider } from './backend.js';
+import type { ExecutionProvider } from './backend.js';
 
 /**
  * How frozen constants (Graph.constant) are held; docs/MEMORY.md has the measurements.
@@ -111,12 +111,13 @@ const ORT_TYPE: Record<DType, ort.Tensor.Type> = {
   int64: 'int64',
   int32: 'int32',
   uint8: 'uint8',
+  int8: 'int8',
   bool: 'bool',
 };
 const FROM_ORT: Partial<Record<string, DType>> = Object.fromEntries(Object.entries(ORT_TYPE).map(([k, v]) => [v, k as DType]));
 
 export function toOrtTensor(t: HostTensor): ort.Tensor {
-  return new ort.Tensor(ORT_TYPE[t.dtype], t.data as never, t.shape as number[]);
+  return new (runtimeBackend().ort.Tensor)(ORT_TYPE[t.dtype], t.data as never, t.shape as number[]);
 }
 
 export function fromOrtTensor(t: ort.Tensor): HostTensor {
@@ -126,9 +127,7 @@ export function fromOrtTensor(t: ort.Tensor): HostTensor {
 }
 
 export function availableProviders(): ExecutionProvider[] {
-  const list = (ort as unknown as { listSupportedBackends?: () => { name: string }[] }).listSupportedBackends?.();
-  const names = new Set((list ?? [{ name: 'cpu' }]).map((b) => b.name));
-  return (['cpu', 'cuda', 'webgpu'] as const).filter((p) => names.has(p));
+  return runtimeBackend().providers();
 }
 
 /**
@@ -140,7 +139,7 @@ export function externalDataFolder(files: readonly string[]): { folder: string; 
   const real = new Map<string, string>();
   for (const f of files) {
     try {
-      real.set(f, realpathSync(path.resolve(f)));
+      real.set(f, runtimeBackend().realpath(f));
     } catch (e) {
       throw new RuntimeError(`a constant reads from ${f}, which cannot be opened (${(e as Error).message}); check the weights path`);
     }
@@ -157,11 +156,11 @@ export function externalDataFolder(files: readonly string[]): { folder: string; 
       throw new RuntimeError(`constants read from files on different drives (${[...real.values()].join(', ')}); put the weights on one drive`);
     }
   }
-  const base = folder ?? process.cwd();
+  const base = folder ?? runtimeBackend().cwd();
   return {
     folder: base,
     location: (file: string) => {
-      const r = real.get(file) ?? realpathSync(path.resolve(file));
+      const r = real.get(file) ?? runtimeBackend().realpath(file);
       return path.relative(base, r).split(path.sep).join('/');
     },
   };
@@ -207,7 +206,7 @@ export class RuntimeSession {
       };
     }
     const bytes = encodeModel(spec);
-    const ep = opts.executionProvider ?? 'cpu';
+    const ep = opts.executionProvider ?? runtimeBackend().defaultProvider;
     if (ep !== 'cpu' && !availableProviders().includes(ep)) {
       const hint =
         ep === 'cuda'
@@ -222,7 +221,7 @@ export class RuntimeSession {
     };
     if (opts.threads !== undefined) {
       // ONNX Runtime would start every thread asked for (--threads 100000 exhausts the machine).
-      const cores = os.availableParallelism();
+      const cores = runtimeBackend().cpuCount();
       if (!Number.isInteger(opts.threads) || opts.threads < 1 || opts.threads > cores) {
         throw new RuntimeError(`threads must be an integer from 1 to ${cores} (the CPU cores of this machine), got ${opts.threads}; lower --threads`);
       }
@@ -253,7 +252,7 @@ export class RuntimeSession {
     }
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(bytes, options);
+      session = await runtimeBackend().ort.InferenceSession.create(bytes, options);
     } catch (e) {
       throw new RuntimeError(`ONNX Runtime rejected the ${opts.name ?? 'graph'} (${lowered.spec.nodes.length} nodes): ${(e as Error).message}`);
     }
@@ -262,7 +261,7 @@ export class RuntimeSession {
       prepacking: config['session.disable_prepacking'] !== '1',
       mappedFiles: lowered.externalFiles.map((f) => {
         try {
-          return realpathSync(f);
+          return runtimeBackend().realpath(f);
         } catch {
           return f;
         }
@@ -282,7 +281,7 @@ export class RuntimeSession {
     for (const v of this.feeds) {
       const t = feeds[v.name];
       if (!t) throw new RuntimeError(`${this.name}: missing input "${v.name}" (${v.dtype}${shapeToString(v.shape)})`);
-      if (t instanceof ort.Tensor) ortFeeds[v.name] = t;
+      if (t instanceof runtimeBackend().ort.Tensor) ortFeeds[v.name] = t;
       else {
         const h = t as HostTensor;
         if (h.dtype !== v.dtype) throw new RuntimeError(`${this.name}: input "${v.name}" must be ${v.dtype}, got ${h.dtype}`);

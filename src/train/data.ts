@@ -4,7 +4,7 @@
 // for sequence classifiers, {"text","label"} rows tokenized as transformers' tokenizer(text,
 // truncation=True, max_length=N) does ([CLS] text [SEP] for BERT).
 
-import { readFile } from 'node:fs/promises';
+import { readFile } from '../storage/index.js';
 import { regularFileSize } from '../io/files.js';
 import type { ChatMessage, Tokenizer } from '../io/tokenizer.js';
 import { DatasetError } from './errors.js';
@@ -108,7 +108,7 @@ export const MAX_JSONL_LINE_CHARS = 1 << 20;
  * Python's utf-8-sig does, and bytes that are not UTF-8 (Latin-1, say) are an error naming the line.
  */
 export async function readJsonl(file: string): Promise<JsonlRecord[]> {
-  let bytes: Buffer;
+  let bytes: Uint8Array;
   try {
     await regularFileSize(file, (reason) => new DatasetError(`cannot read the dataset: ${reason}; pass a .jsonl file with one JSON object per line`, { file }));
     bytes = await readFile(file);
@@ -122,7 +122,7 @@ export async function readJsonl(file: string): Promise<JsonlRecord[]> {
 }
 
 /** The file as text, or a DatasetError naming the first line that is not valid UTF-8. */
-function decodeUtf8Lines(bytes: Buffer, file: string): string {
+function decodeUtf8Lines(bytes: Uint8Array, file: string): string {
   try {
     return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
   } catch {

@@ -3,7 +3,7 @@
 // getPeftModel (peft's get_peft_model) on the config's peft type. An unknown type or a folder that
 // is not an adapter is a typed error raised before any weights are read.
 
-import { join } from 'node:path';
+import { join } from '../storage/index.js';
 import type { PretrainedModel } from '../models/types.js';
 import { readAdapterConfigFile } from './lora/save.js';
 import type { LoraConfig } from './lora/config.js';

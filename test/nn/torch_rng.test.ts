@@ -48,3 +48,17 @@ test('manualSeed resets the stream and refuses what torch cannot seed', () => {
   assert.throws(() => new TorchCpuGenerator(-1), RangeError);
   assert.throws(() => new TorchCpuGenerator(1.5), RangeError);
 });
+
+test('normal_ values as torch draws them (to an ulp or two of its vectorised log/sin/cos)', () => {
+  // g = torch.Generator().manual_seed(21); torch.empty(20).normal_(0, 0.1, generator=g);
+  // torch.randn(5, generator=g) * 0.5; torch.empty(3).normal_(1, 2, generator=g)
+  const g = new TorchCpuGenerator(21);
+  const close = (a: Float32Array, b: number[]) => a.forEach((x, i) => assert.ok(Math.abs(x - b[i]!) <= 2e-7 + 4e-6 * Math.abs(b[i]!), `${x} vs ${b[i]}`));
+  close(g.normal(20, 0, 0.1), [
+    -0.02385765127837658, -0.10934466123580933, 0.015584933571517467, 0.01749948225915432, 0.17597544193267822, 0.11749487370252609, 0.02643733099102974, -0.06843365728855133, -0.011870614252984524,
+    0.03482036665081978, -0.1271200031042099, 0.03809114918112755, -0.0475885346531868, -0.009816504083573818, 0.02107374183833599, -0.02471412532031536, 0.0466921366751194, 0.11363565921783447,
+    0.046497005969285965, 0.007949172519147396,
+  ]);
+  close(g.normal(5, 0, 0.5), [1.1381280422210693, 0.3826756477355957, 1.2034215927124023, 0.4344693124294281, -0.1652439832687378]);
+  close(g.normal(3, 1, 2), [2.172628402709961, 1.2579160928726196, 1.4053226709365845]);
+});

@@ -4,7 +4,7 @@
 
 import { isAbsolute, relative } from 'node:path';
 import { type Command, Option } from 'commander';
-import { progressFor } from '../../train/progress.js';
+import { progressFor } from '../../train/progress_terminal.js';
 import { QUICKSTART_DEFAULTS, type QuickstartResult, TASK_NAMES, formatScore, getTask, runQuickstart } from '../../tasks/index.js';
 import { intArg, numberArg, positiveInt } from '../args.js';
 

@@ -2,7 +2,7 @@
 // multi-gigabyte checkpoint costs a few kilobytes until tensors are asked for; each tensor is then
 // read on its own with a positional read.
 
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, type StorageFileHandle as FileHandle } from '../../storage/index.js';
 import { SafetensorsError, ioError } from './errors.js';
 import { regularFileSize } from '../files.js';
 import { DTYPE_BYTES, type RawTensor } from './dtype.js';

@@ -2,8 +2,7 @@
 // to one of `model-0000i-of-0000n.safetensors`. Reading resolves names through the index; writing
 // splits greedily by a byte budget, as huggingface_hub's split_torch_state_dict_into_shards does.
 
-import { mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
-import { dirname, isAbsolute, join } from 'node:path';
+import { mkdir, open, readdir, stat, unlink, dirname, isAbsolute, join } from '../../storage/index.js';
 import { SafetensorsError, ioError } from './errors.js';
 import { regularFileSize } from '../files.js';
 import type { RawTensor } from './dtype.js';

@@ -2,7 +2,7 @@
 // (writeFileAtomic: temp file in the same folder, fsync, rename) so a crash mid-save never leaves a truncated checkpoint where a
 // good one used to be.
 
-import type { FileHandle } from 'node:fs/promises';
+import { type StorageFileHandle as FileHandle } from '../../storage/index.js';
 import { writeFileAtomic, writeFailure } from '../atomic.js';
 import { SafetensorsError } from './errors.js';
 

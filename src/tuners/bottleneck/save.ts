@@ -2,8 +2,7 @@
 // use_safetensors=True): adapter_config.json + adapter.safetensors, and with the head
 // head_config.json + model_head.safetensors. Every file is replaced atomically.
 
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, join } from '../../storage/index.js';
 import { fromTypedArray, writeSafetensors, type RawTensor } from '../../io/safetensors.js';
 import { AdapterError } from '../types.js';
 import { bnConfigToJson } from './config.js';

@@ -2,9 +2,7 @@
 // step, with gradients) and the forward pass is the base model's own. Like torch, training updates
 // the model's weights in place, and savePretrained writes a Hugging Face model folder.
 
-import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync, mkdir, readFile, join } from '../../storage/index.js';
 import type { Value } from '../../graph/ir.js';
 import { fromTypedArray, writeSafetensors, type RawTensor } from '../../io/safetensors.js';
 import { writeFileAtomic } from '../../io/atomic.js';

@@ -2,9 +2,7 @@
 // safetensors hold exactly the vectors (and modules_to_save weights) the config implies, with the
 // right shapes, and returns an IA3Model holding them.
 
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync, readFile, join } from '../../storage/index.js';
 import { readSafetensors, toFloat32 } from '../../io/safetensors.js';
 import type { PretrainedModel } from '../../models/types.js';
 import { AdapterError, PeftConfigError } from '../types.js';

@@ -2,8 +2,7 @@
 // (sorted keys, indent 2) and adapter_model.safetensors (metadata {"format": "pt"}), each file
 // replaced atomically.
 
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, join } from '../../storage/index.js';
 import { fromTypedArray, writeSafetensors, type RawTensor } from '../../io/safetensors.js';
 import { writePythonJson } from '../../io/pyjson.js';
 import { AdapterError, type TrainableTensor } from '../types.js';

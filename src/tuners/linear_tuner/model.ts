@@ -5,9 +5,7 @@
 // shape checks, graph hooks, save in peft's layout, merge/unmerge/merge_and_unload (the merged
 // weights computed once in ONNX Runtime by the same graph builders the forward pass uses).
 
-import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync, mkdir, join } from '../../storage/index.js';
 import { Graph, type Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
 import { type RawTensor, fromTypedArray, writeSafetensors } from '../../io/safetensors.js';
@@ -17,7 +15,7 @@ import type { ForwardArgs, ForwardResult, PretrainedModel } from '../../models/t
 import type { BuildContext, LinearSpec } from '../../nn/context.js';
 import type { WeightTensor } from '../../nn/weights.js';
 import { RuntimeSession } from '../../runtime/session.js';
-import { SeededRandom } from '../lora/init.js';
+import { SeededRandom } from '../../nn/random.js';
 import { PEFT_PREFIX, checkOutputDir, readAdapterConfigFile, readAdapterTensors } from '../lora/save.js';
 import { AdapterError, AdapterMismatchError, type AdaptedModel, type TrainableTensor } from '../types.js';
 import { type LinearTunerConfig, findLinearTargets } from './config.js';

@@ -4,9 +4,7 @@
 // base_model.model.<module>.ln_tuning_layers.weight (and .bias). Merging swaps the copies into the
 // base model, so merged and unmerged outputs are identical.
 
-import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync, mkdir, join } from '../../storage/index.js';
 import type { Value } from '../../graph/ir.js';
 import { type RawTensor, fromTypedArray, writeSafetensors } from '../../io/safetensors.js';
 import { type PyJson, writePythonJson } from '../../io/pyjson.js';

@@ -2,8 +2,7 @@
 // (metadata {"format": "pt"}) and adapter_config.json (json.dumps(indent=2, sort_keys=True)), each
 // replaced atomically, with everything computed and checked before the first byte is written.
 
-import { mkdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, stat, join } from '../../storage/index.js';
 import { fromTypedArray, writeSafetensors, type RawTensor } from '../../io/safetensors.js';
 import { writeFileAtomic } from '../../io/atomic.js';
 import { AdapterError, type TrainableTensor } from '../types.js';
@@ -22,7 +21,7 @@ export async function writeAdapterFolder(dir: string, config: Record<string, PyJ
     }
     raw.set(name, fromTypedArray(t.data, t.shape, 'F32'));
   }
-  const json = Buffer.from(pythonJsonDumps(config), 'utf8');
+  const json = new TextEncoder().encode(pythonJsonDumps(config));
   await mkdir(dir, { recursive: true });
   await writeSafetensors(join(dir, WEIGHTS_FILE), raw, { format: 'pt' });
   await writeFileAtomic(join(dir, CONFIG_FILE), async (fh) => {

@@ -1,42 +1,62 @@
 // Benchmark: training throughput and peak memory of every method (LoRA on q/v and on all linear
-// layers, IA3, prompt/prefix/P-tuning, a Pfeiffer bottleneck adapter, full fine-tuning) against
-// the PyTorch peer (../shared/bench/peer_torch.py) in the same invocation, each run in its own
-// process so peak RSS is per method. Random-weight GPT-2-small- and SmolLM-135M-shaped models.
+// layers, IA3, prompt and prefix tuning, a Pfeiffer bottleneck adapter; p-tuning and full
+// fine-tuning on request) against PyTorch (bench/peer_torch.py, float32 and bfloat16, SDPA) in the
+// same invocation, interleaved, each run in its own process so peak RSS is per run.
+// Random-weight GPT-2-small- and SmolLM-135M-shaped models.
 //
-//   npm run bench:train                                              # default: both models, every method
-//   npm run bench:train -- --models gpt2 --methods lora-qv,full --steps 3 --no-write
+//   npm run bench:train                                   # both models, the six methods, writes bench/RESULTS.md
+//   npm run bench:train -- --quick                        # GPT-2, lora-qv and ia3, 2 timed steps (a loaded machine)
+//   npm run bench:train -- --models gpt2 --methods lora-qv --repeat 3 --no-write
 //   node dist/bench/train_methods.js --help
 //
-// One of our runs = a child `node dist/bench/train_methods.js --child ...` that builds the model,
-// compiles the train step (forward + loss + backward in one ONNX Runtime session), runs warm-up
-// and timed steps (session.run + host AdamW) and prints one JSON line. The peer runs right after
-// ours for the same (model, method), never at the same time, with OMP_WAIT_POLICY=PASSIVE.
+// For each (model, method), in one repeat: our runs (one per --base-precision), then the peer in
+// each --dtypes, one at a time; --repeat N goes round N times and reports medians over repeats, so
+// a slow spell of the shared machine hits both sides. One of our runs = a child
+// `node dist/bench/train_methods.js --child ...` that builds the model, compiles the train step
+// (forward + loss + backward in one ONNX Runtime session), runs warm-up and timed steps
+// (session.run + host AdamW) and prints one JSON line. A `--gemm` child measures the GEMM peak the
+// step's FLOP rate is compared with, in the same run.
 
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { grad } from '../src/autodiff/grad.js';
+import { Graph } from '../src/graph/ir.js';
+import * as o from '../src/graph/ops.js';
+import { type BasePrecision, BuildContext, evalDim } from '../src/nn/context.js';
+import { int8Base, int8Operands } from '../src/quant/int8_base.js';
+import { RuntimeSession } from '../src/runtime/session.js';
 import { AdamW } from '../src/train/adamw.js';
 import type { Batch } from '../src/train/batches.js';
 import { TrainStep } from '../src/train/step.js';
+import type { AdaptedModel } from '../src/tuners/types.js';
+import { PEER_HELP, type PeerEnv, type PeerOutcome, REPO, busySeconds, machineLines, median, peerEnv, probeTorch, runPeer, takePeerOption, uptime } from './peer.js';
 import { BENCH_CONFIGS, METHODS, type Method, PEER_METHODS, VIRTUAL_TOKENS, adaptForBench, noise, randomBenchModel } from './train_models.js';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO = path.resolve(HERE, '../..');
 const HEADING = '## Training: methods vs PyTorch';
-const PEER = path.resolve(REPO, '../shared/bench/peer_torch.py');
+const PRECISIONS: readonly BasePrecision[] = ['fp32', 'int8'];
+const DTYPES = ['float32', 'bfloat16'] as const;
+type PeerDtype = (typeof DTYPES)[number];
+const DEFAULT_METHODS: Method[] = ['lora-qv', 'lora-all', 'ia3', 'prompt', 'prefix', 'adapter'];
 
 interface Options {
   models: string[];
   methods: Method[];
+  precisions: BasePrecision[];
+  dtypes: PeerDtype[];
   steps: number;
   warmup: number;
+  repeat: number;
   threads: number;
   batch: number;
   seq: number;
   peer: boolean;
-  python: string;
+  python?: string;
+  pythonPath?: string;
+  sdpa: boolean;
+  gemm: boolean;
   write: boolean;
   results: string;
   timeout: number;
@@ -47,22 +67,34 @@ interface Options {
 
 const HELP = `usage: node dist/bench/train_methods.js [options]
   --models a,b      gpt2, llama (default both); tiny, tiny-llama for a smoke test
-  --methods a,b     ${METHODS.join(', ')} (default all)
+  --methods a,b     ${METHODS.join(', ')} (default ${DEFAULT_METHODS.join(',')})
+  --base-precision a,b   ours: ${PRECISIONS.join(', ')} (default fp32,int8), one run each
+  --dtypes a,b      the peer: float32, bfloat16 (default both)
   --steps N         timed steps per run, median reported (default 3)
   --warmup N        untimed steps first (default 2: ONNX Runtime's arena grows over the first two runs)
+  --repeat N        go round every (model, method) N times, interleaved; medians over repeats (default 1)
+  --quick           --models gpt2 --methods lora-qv,ia3 --steps 2 --warmup 1 (about a quarter of the time)
   --threads N       ONNX Runtime intra-op threads and torch threads (default 2)
   --batch N --seq N batch shape (default 4 x 256)
-  --timeout S       give up on one run after S seconds (default 600)
+  --timeout S       give up on one run after S seconds (default 900)
+  --no-sdpa         the peer's eager attention instead of F.scaled_dot_product_attention
+  --no-gemm         skip the GEMM-peak measurement
   --mem-pattern     turn ONNX Runtime's memory-pattern planning on (default off)
   --weights M       shared (default: frozen weights fed from the JS arrays) or prepacked (MLAS-packed copies)
-  --no-peer         skip PyTorch              --python P   interpreter (default /usr/bin/python3)
+  --no-peer         skip PyTorch
+${PEER_HELP}
   --no-write        do not update bench/RESULTS.md`;
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
-    models: ['gpt2', 'llama'], methods: [...METHODS], steps: 3, warmup: 2, threads: 2, batch: 4, seq: 256,
-    peer: true, python: '/usr/bin/python3', write: true, results: path.join(REPO, 'bench', 'RESULTS.md'), timeout: 600,
+    models: ['gpt2', 'llama'], methods: [...DEFAULT_METHODS], precisions: [...PRECISIONS], dtypes: [...DTYPES], steps: 3, warmup: 2, repeat: 1,
+    threads: 2, batch: 4, seq: 256, peer: true, sdpa: true, gemm: true, write: true, results: path.join(REPO, 'bench', 'RESULTS.md'), timeout: 900,
     memPattern: false, weights: 'shared',
+  };
+  const list = <T extends string>(v: string, allowed: readonly T[], what: string): T[] => {
+    const xs = v.split(',').filter(Boolean);
+    for (const x of xs) if (!allowed.includes(x as T)) throw new Error(`unknown ${what} ${x}; choose from ${allowed.join(', ')}`);
+    return xs as T[];
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -77,15 +109,22 @@ function parseArgs(argv: string[]): Options {
       if (!Number.isInteger(n) || n < min) throw new Error(`${a} needs an integer >= ${min}, got ${v}`);
       return n;
     };
+    if (takePeerOption(a, next, o)) continue;
     switch (a) {
       case '--models': o.models = next().split(',').filter(Boolean); break;
-      case '--methods': o.methods = next().split(',').filter(Boolean) as Method[]; break;
+      case '--methods': o.methods = list(next(), METHODS, 'method'); break;
+      case '--base-precision': o.precisions = list(next(), PRECISIONS, 'base precision'); break;
+      case '--dtypes': o.dtypes = list(next(), DTYPES, 'peer dtype'); break;
       case '--steps': o.steps = int(1); break;
       case '--warmup': o.warmup = int(0); break;
+      case '--repeat': o.repeat = int(1); break;
+      case '--quick': Object.assign(o, { models: ['gpt2'], methods: ['lora-qv', 'ia3'], steps: 2, warmup: 1 }); break;
       case '--threads': o.threads = int(1); break;
       case '--batch': o.batch = int(1); break;
       case '--seq': o.seq = int(2); break;
       case '--timeout': o.timeout = int(10); break;
+      case '--no-sdpa': o.sdpa = false; break;
+      case '--no-gemm': o.gemm = false; break;
       case '--mem-pattern': o.memPattern = true; break;
       case '--weights': {
         const w = next();
@@ -94,38 +133,46 @@ function parseArgs(argv: string[]): Options {
         break;
       }
       case '--no-peer': o.peer = false; break;
-      case '--python': o.python = next(); break;
       case '--no-write': o.write = false; break;
       case '--help': console.log(HELP); process.exit(0); break;
       default: throw new Error(`unknown option ${a}\n${HELP}`);
     }
   }
   for (const m of o.models) if (!(m in BENCH_CONFIGS)) throw new Error(`unknown model ${m}; choose from ${Object.keys(BENCH_CONFIGS).join(', ')}`);
-  for (const m of o.methods) if (!METHODS.includes(m)) throw new Error(`unknown method ${m}; choose from ${METHODS.join(', ')}`);
   return o;
 }
 
 // ------------------------------------------------------------------------------- measurement
 
-/** CPU seconds used by all processes so far (from /proc/stat: everything but idle and iowait). */
-function busySeconds(): number {
-  try {
-    const v = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    return (v.slice(0, 8).reduce((p, q) => p + q, 0) - v[3]! - v[4]!) / 100;
-  } catch {
-    return NaN;
-  }
-}
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const mib = (kib: number): number => kib / 1024;
+
+/**
+ * Multiply-add FLOPs of one training step (forward + backward graph, as TrainStep builds it): 2 x
+ * M x N x K for every matrix product, attention's included, at the given batch shape.
+ */
+export function stepFlops(adapted: AdaptedModel, batch: number, seq: number): number {
+  const graph = new Graph();
+  const ctx = new BuildContext(graph, adapted.base.weights, { trainable: adapted.trainableBaseWeights(), training: true });
+  const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
+  const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
+  const labels = graph.input('labels', 'int64', ['batch', 'seq']);
+  const out = adapted.forward(ctx, { inputIds, attentionMask });
+  grad(adapted.loss(out.logits, labels), [...ctx.params.values()]);
+  const sym = new Map([['batch', batch], ['seq', seq]]);
+  let flops = 0;
+  for (const n of graph.nodes) {
+    if (n.op !== 'MatMul' && n.op !== 'MatMulT' && n.op !== 'QuantMatMul' && n.op !== 'Int8MatMul') continue;
+    const x = n.inputs[0]!;
+    const elems = n.outputs[0]!.shape.reduce<number>((p, d) => p * evalDim(d, sym), 1);
+    flops += 2 * elems * evalDim(x.shape[x.rank - 1]!, sym);
+  }
+  return flops;
+}
 
 export interface OurRun {
   model: string;
   method: Method;
+  base_precision: BasePrecision;
   batch: number;
   seq: number;
   threads: number;
@@ -140,6 +187,7 @@ export interface OurRun {
   /** minor page faults per step (fresh memory touched: allocations that are not reused between steps) */
   median_page_faults: number;
   tokens_per_s: number;
+  flops_per_step: number;
   loss_first: number;
   loss_last: number;
   rss_after_model_mib: number;
@@ -150,7 +198,7 @@ export interface OurRun {
   loadavg_end: number;
 }
 
-async function child(model: string, method: Method, opt: Options): Promise<OurRun> {
+async function child(model: string, method: Method, precision: BasePrecision, opt: Options): Promise<OurRun> {
   const loadStart = os.loadavg()[0]!;
   let t = performance.now();
   const base = randomBenchModel(model);
@@ -161,8 +209,9 @@ async function child(model: string, method: Method, opt: Options): Promise<OurRu
   let trainable = 0;
   for (const p of params.values()) trainable += p.data.length;
   const baseCount = base.weights.numel();
+  const flops = stepFlops(adapted, opt.batch, opt.seq);
   t = performance.now();
-  const step = await TrainStep.compile(adapted, { threads: opt.threads, memPattern: opt.memPattern, weights: opt.weights });
+  const step = await TrainStep.compile(adapted, { threads: opt.threads, memPattern: opt.memPattern, weights: opt.weights, basePrecision: precision });
   const compileS = (performance.now() - t) / 1000;
   const rssCompile = mib(process.resourceUsage().maxRSS);
   const B = opt.batch;
@@ -211,12 +260,12 @@ async function child(model: string, method: Method, opt: Options): Promise<OurRu
   await step.dispose();
   const med = median(steps);
   return {
-    model, method, batch: B, seq: S, threads: opt.threads,
+    model, method, base_precision: precision, batch: B, seq: S, threads: opt.threads,
     trainable_params: trainable,
     total_params: method === 'full' ? baseCount : baseCount + trainable,
     build_s: buildS, compile_s: compileS, steps_s: steps,
     median_step_s: med, median_run_s: median(runs), median_opt_s: median(opts), median_page_faults: median(faults),
-    tokens_per_s: (B * S) / med,
+    tokens_per_s: (B * S) / med, flops_per_step: flops,
     loss_first: losses[0]!, loss_last: losses[losses.length - 1]!,
     rss_after_model_mib: rssModel, rss_after_compile_mib: rssCompile,
     peak_rss_mib: mib(process.resourceUsage().maxRSS),
@@ -224,12 +273,43 @@ async function child(model: string, method: Method, opt: Options): Promise<OurRu
   };
 }
 
+export interface GemmPeak {
+  shape: string;
+  /** GFLOP/s by kernel: fp32 FusedMatMul with the weight prepacked / fed as an input, int8 Int8MatMul likewise */
+  gflops: Record<string, number>;
+}
+
+/**
+ * The GEMM peak of this machine as ONNX Runtime runs it: x [1024, 768] @ W^T with W [3072, 768]
+ * (an MLP product of GPT-2 small at 4 x 256 tokens), median of 15 runs after 3, per kernel.
+ */
+async function gemmPeak(threads: number): Promise<GemmPeak> {
+  const [M, K, N] = [1024, 768, 3072];
+  const w = noise(N * K, 0.02, 5);
+  const x = noise(M * K, 1, 6);
+  const gflops: Record<string, number> = {};
+  for (const [label, weights, int8] of [['fp32 prepacked', 'prepacked', false], ['fp32 fed', 'shared', false], ['int8 prepacked', 'prepacked', true], ['int8 fed', 'shared', true]] as const) {
+    const g = new Graph();
+    const xv = g.input('x', 'float32', [M, K]);
+    const y = int8 ? o.int8Matmul(xv, int8Operands(g, 'w', int8Base(w, [N, K], 'linear'))) : o.matmulT(xv, g.constant('w', 'float32', [N, K], { kind: 'array', data: w }));
+    const s = await RuntimeSession.fromGraph(g, { y: o.sum(y) }, { threads, weights, name: `gemm ${label}` });
+    const times: number[] = [];
+    for (let i = 0; i < 18; i++) {
+      const t0 = performance.now();
+      await s.run({ x: { dtype: 'float32', shape: [M, K], data: x } });
+      if (i >= 3) times.push((performance.now() - t0) / 1000);
+    }
+    await s.dispose();
+    gflops[label] = (2 * M * N * K) / median(times) / 1e9;
+  }
+  return { shape: `[${M}, ${K}] @ [${K}, ${N}]`, gflops };
+}
+
 // -------------------------------------------------------------------------------- the parent
 
 interface Outcome<T> { json: T | null; command: string; note?: string; wall_s: number }
 
-function runOurs(model: string, method: Method, opt: Options): Outcome<OurRun> {
-  const args = ['--child', '--models', model, '--methods', method, '--steps', String(opt.steps), '--warmup', String(opt.warmup), '--threads', String(opt.threads), '--batch', String(opt.batch), '--seq', String(opt.seq), '--weights', opt.weights, ...(opt.memPattern ? ['--mem-pattern'] : [])];
+function spawnChild<T>(args: string[], opt: Options): Outcome<T> {
   const script = fileURLToPath(import.meta.url);
   const command = `node ${path.relative(REPO, script)} ${args.join(' ')}`;
   const t0 = performance.now();
@@ -237,97 +317,144 @@ function runOurs(model: string, method: Method, opt: Options): Outcome<OurRun> {
   const wall = (performance.now() - t0) / 1000;
   if (r.status !== 0) return { json: null, command, wall_s: wall, note: r.signal ? `killed (${r.signal}) after ${wall.toFixed(0)} s` : `failed (exit ${r.status})` };
   const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
-  return { json: line ? (JSON.parse(line) as OurRun) : null, command, wall_s: wall, note: line ? undefined : 'no result line' };
+  return { json: line ? (JSON.parse(line) as T) : null, command, wall_s: wall, note: line ? undefined : 'no result line' };
 }
 
-function runPeer(model: string, method: string, opt: Options): Outcome<Record<string, unknown>> {
-  const args = [PEER, '--model', model, '--method', method, '--batch', String(opt.batch), '--seq', String(opt.seq), '--warmup', String(opt.warmup), '--steps', String(opt.steps), '--threads', String(opt.threads), '--virtual-tokens', String(VIRTUAL_TOKENS)];
-  const command = `OMP_WAIT_POLICY=PASSIVE ${opt.python} ${path.relative(REPO, PEER)} ${args.slice(1).join(' ')}`;
-  const t0 = performance.now();
-  const r = spawnSync(opt.python, args, { cwd: REPO, encoding: 'utf8', env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' }, stdio: ['ignore', 'pipe', 'pipe'], timeout: opt.timeout * 1000, maxBuffer: 1 << 24 });
-  const wall = (performance.now() - t0) / 1000;
-  if (r.status !== 0) return { json: null, command, wall_s: wall, note: `failed (exit ${r.status}${r.signal ? `, ${r.signal}` : ''}): ${(r.stderr ?? '').trim().split('\n').slice(-2).join(' | ')}` };
-  const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
-  return { json: line ? (JSON.parse(line) as Record<string, unknown>) : null, command, wall_s: wall };
+function runOurs(model: string, method: Method, precision: BasePrecision, opt: Options): Outcome<OurRun> {
+  return spawnChild<OurRun>(
+    ['--child', '--models', model, '--methods', method, '--base-precision', precision, '--steps', String(opt.steps), '--warmup', String(opt.warmup), '--threads', String(opt.threads), '--batch', String(opt.batch), '--seq', String(opt.seq), '--weights', opt.weights, ...(opt.memPattern ? ['--mem-pattern'] : [])],
+    opt,
+  );
 }
 
-function torchProblem(opt: Options): string | null {
-  if (!fs.existsSync(PEER)) return `PyTorch peer skipped: ${PEER} is missing`;
-  const probe = spawnSync(opt.python, ['-c', 'import torch'], { stdio: 'ignore' });
-  return probe.status === 0 ? null : `PyTorch peer skipped: \`${opt.python} -c "import torch"\` failed (install: apt-get update && apt-get install -y python3-torch libopenblas0-pthread)`;
-}
-
-function machine(torch: string | undefined): string[] {
-  const cpuinfo = fs.readFileSync('/proc/cpuinfo', 'utf8');
-  const lscpu = spawnSync('lscpu', { encoding: 'utf8' }).stdout ?? '';
-  const cpu = (lscpu.match(/Model name:\s*(.*)/) ?? cpuinfo.match(/model name\s*:\s*(.*)/) ?? [])[1]?.trim() ?? 'unknown';
-  const flags = (cpuinfo.match(/flags\s*:\s*(.*)/) ?? [])[1]?.split(' ') ?? [];
-  const isa = ['avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile'].filter((f) => flags.includes(f)).join(', ');
-  const ortVersion = (JSON.parse(fs.readFileSync(path.join(REPO, 'node_modules/onnxruntime-node/package.json'), 'utf8')) as { version: string }).version;
-  return [
-    `- machine: nproc ${spawnSync('nproc', { encoding: 'utf8' }).stdout.trim()}, ${cpu} (${isa}), ${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, shared with other jobs`,
-    `- node ${process.version}, onnxruntime-node ${ortVersion}${torch ? `, torch ${torch} (Debian python3-torch, OpenBLAS)` : ', torch not run'}`,
-  ];
+function runTorch(env: PeerEnv, model: string, method: string, dtype: PeerDtype, opt: Options): PeerOutcome {
+  return runPeer(
+    env,
+    ['--model', model, '--method', method, '--dtype', dtype, ...(opt.sdpa ? ['--sdpa'] : []), '--batch', String(opt.batch), '--seq', String(opt.seq), '--warmup', String(opt.warmup), '--steps', String(opt.steps), '--threads', String(opt.threads), '--virtual-tokens', String(VIRTUAL_TOKENS)],
+    { timeoutS: opt.timeout },
+  );
 }
 
 const f = (x: unknown, d = 1): string => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(d) : '-');
 const group = (n: unknown): string => (typeof n === 'number' ? String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',') : '-');
+const num = (j: Record<string, unknown> | null | undefined, k: string): number | undefined => (j && typeof j[k] === 'number' ? (j[k] as number) : undefined);
+const med = (xs: (number | undefined)[]): number | undefined => {
+  const v = xs.filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
+  return v.length ? median(v) : undefined;
+};
+const ratio = (a: number | undefined, b: number | undefined): string => (a !== undefined && b !== undefined && b > 0 ? `${(a / b).toFixed(2)}x` : '-');
+
+/** Every run of one (model, method) over the repeats. */
+interface Cell {
+  ours: Map<BasePrecision, Outcome<OurRun>[]>;
+  torch: Map<PeerDtype, PeerOutcome[]>;
+}
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   if (argv[0] === '--child') {
     const opt = parseArgs(argv.slice(1));
-    const r = await child(opt.models[0]!, opt.methods[0]!, opt);
+    const r = await child(opt.models[0]!, opt.methods[0]!, opt.precisions[0]!, opt);
     process.stdout.write(`${JSON.stringify(r)}\n`);
     return;
   }
+  if (argv[0] === '--gemm') {
+    const opt = parseArgs(argv.slice(1));
+    process.stdout.write(`${JSON.stringify(await gemmPeak(opt.threads))}\n`);
+    return;
+  }
   const opt = parseArgs(argv);
-  const skip = opt.peer ? torchProblem(opt) : 'PyTorch peer skipped (--no-peer)';
+  const env = peerEnv(opt);
+  const probe = opt.peer ? probeTorch(env) : { problem: 'PyTorch peer skipped (--no-peer)' };
+  const skip = 'problem' in probe ? probe.problem : null;
+  const torch = 'version' in probe ? probe.version : undefined;
   if (skip) console.log(skip);
   const started = new Date();
-  const uptimeStart = spawnSync('uptime', { encoding: 'utf8' }).stdout.trim();
+  const uptimeStart = uptime();
+  const commands = new Set<string>();
+  const cells = new Map<string, Cell>();
+  const gemms: GemmPeak[] = [];
+  for (let rep = 0; rep < opt.repeat; rep++) {
+    if (opt.gemm) {
+      const g = spawnChild<GemmPeak>(['--gemm', '--threads', String(opt.threads)], opt);
+      commands.add(g.command);
+      if (g.json) gemms.push(g.json);
+      console.log(g.json ? `GEMM ${g.json.shape}: ${Object.entries(g.json.gflops).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ')} GFLOP/s` : `GEMM ${g.note}`);
+    }
+    for (const model of opt.models) {
+      for (const method of opt.methods) {
+        const key = `${model}/${method}`;
+        const cell = cells.get(key) ?? { ours: new Map(), torch: new Map() };
+        cells.set(key, cell);
+        for (const precision of opt.precisions) {
+          console.log(`[${rep + 1}/${opt.repeat}] ${model} ${method}: ours, base ${precision}`);
+          const ours = runOurs(model, method, precision, opt);
+          commands.add(ours.command);
+          const o = ours.json;
+          console.log(o ? `  ours  ${f(o.tokens_per_s)} tok/s, median ${f(o.median_step_s, 3)} s/step (session ${f(o.median_run_s, 3)}, AdamW ${f(o.median_opt_s, 3)}), peak RSS ${f(o.peak_rss_mib, 0)} MiB, loss ${f(o.loss_first, 3)} -> ${f(o.loss_last, 3)}, other cpu ${f(o.other_cpu, 2)}` : `  ours  ${ours.note}`);
+          cell.ours.set(precision, [...(cell.ours.get(precision) ?? []), ours]);
+        }
+        if (skip || !PEER_METHODS.includes(method) || model.startsWith('tiny')) continue;
+        for (const dtype of opt.dtypes) {
+          console.log(`[${rep + 1}/${opt.repeat}] ${model} ${method}: torch ${dtype}`);
+          const p = runTorch(env, model, method, dtype, opt);
+          commands.add(p.command);
+          console.log(p.json ? `  torch ${f(p.json.tokens_per_s)} tok/s, median ${f(p.json.median_step_s, 3)} s/step, peak RSS ${f(p.json.peak_rss_mib, 0)} MiB, other cpu ${f(p.json.other_cpu, 2)}` : `  torch ${p.note}`);
+          cell.torch.set(dtype, [...(cell.torch.get(dtype) ?? []), p]);
+        }
+      }
+    }
+  }
+  const uptimeEnd = uptime();
+
+  const peak = med(gemms.map((g) => g.gflops['fp32 prepacked']));
   const tables: string[] = [];
-  const commands: string[] = [];
-  let torch: string | undefined;
   for (const model of opt.models) {
     const rows: string[] = [];
     for (const method of opt.methods) {
-      console.log(`${model} ${method}: ours`);
-      const ours = runOurs(model, method, opt);
-      commands.push(ours.command);
-      const o = ours.json;
-      console.log(o ? `  ours  ${f(o.tokens_per_s)} tok/s, median ${f(o.median_step_s, 3)} s/step (session ${f(o.median_run_s, 3)}, AdamW ${f(o.median_opt_s, 3)}), compile ${f(o.compile_s)} s, peak RSS ${f(o.peak_rss_mib, 0)} MiB, other cpu ${f(o.other_cpu, 2)}` : `  ours  ${ours.note}`);
-      let p: Outcome<Record<string, unknown>> | undefined;
-      if (!skip && PEER_METHODS.includes(method) && !model.startsWith('tiny')) {
-        p = runPeer(model, method, opt);
-        commands.push(p.command);
-        torch ??= p.json?.torch as string | undefined;
-        console.log(p.json ? `  torch ${f(p.json.tokens_per_s)} tok/s, median ${f(p.json.median_step_s, 3)} s/step, peak RSS ${f(p.json.peak_rss_mib, 0)} MiB, other cpu ${f(p.json.other_cpu, 2)}` : `  torch ${p.note}`);
+      const cell = cells.get(`${model}/${method}`)!;
+      const tj = (d: PeerDtype): (Record<string, unknown> | null)[] => (cell.torch.get(d) ?? []).map((p) => p.json);
+      const t32 = med(tj('float32').map((j) => num(j, 'tokens_per_s')));
+      const t16 = med(tj('bfloat16').map((j) => num(j, 'tokens_per_s')));
+      const r16 = med(tj('bfloat16').map((j) => num(j, 'peak_rss_mib')));
+      const r32 = med(tj('float32').map((j) => num(j, 'peak_rss_mib')));
+      const tOther = [...cell.torch.values()].flat().map((p) => num(p.json, 'other_cpu'));
+      const torchNote = [...cell.torch.values()].flat().find((p) => !p.json)?.note;
+      for (const precision of opt.precisions) {
+        const runs = (cell.ours.get(precision) ?? []).map((x) => x.json).filter((x): x is OurRun => x !== null);
+        const note = (cell.ours.get(precision) ?? []).find((x) => !x.json)?.note;
+        const tok = med(runs.map((r) => r.tokens_per_s));
+        const rss = med(runs.map((r) => r.peak_rss_mib));
+        const stepS = med(runs.map((r) => r.median_step_s));
+        const flops = runs[0]?.flops_per_step;
+        const rate = flops !== undefined && stepS !== undefined ? flops / stepS / 1e9 : undefined;
+        const share = rate !== undefined && peak !== undefined ? ` (${((100 * rate) / peak).toFixed(0)}%)` : '';
+        const r0 = runs[0];
+        rows.push(
+          `| ${method} | ${precision} | ${group(r0?.trainable_params)} | ${tok !== undefined ? f(tok) : `- (${note})`} | ${t32 !== undefined ? f(t32) : torchNote ? `- (${torchNote})` : 'n/a'} | ${t16 !== undefined ? f(t16) : 'n/a'} | ${ratio(tok, t32)} | **${ratio(tok, t16)}** | ${f(rss, 0)} | ${f(r32, 0)} | ${f(r16, 0)} | **${ratio(rss, r16)}** | ${flops !== undefined ? `${f(flops / 1e9, flops < 1e10 ? 2 : 0)} / ${f(rate, 0)}${share}` : '-'} | ${r0 ? `${f(r0.loss_first, 3)} / ${f(r0.loss_last, 3)}` : '-'} | ${f(med(runs.map((r) => r.other_cpu)), 2)} / ${f(med(tOther), 2)} | ${runs.length}+${[...cell.torch.values()].flat().filter((p) => p.json).length} |`,
+        );
       }
-      const pj = p?.json ?? null;
-      const ratio = o && pj && typeof pj.tokens_per_s === 'number' ? `${(o.tokens_per_s / (pj.tokens_per_s as number)).toFixed(2)}x` : '-';
-      const memRatio = o && pj && typeof pj.peak_rss_mib === 'number' ? `${(o.peak_rss_mib / (pj.peak_rss_mib as number)).toFixed(2)}x` : '-';
-      rows.push(
-        `| ${method} | ${group(o?.trainable_params)} | ${o ? f(o.tokens_per_s) : `- (${ours.note})`} | ${pj ? f(pj.tokens_per_s) : p ? `- (${p.note})` : 'n/a'} | **${ratio}** | ${o ? f(o.median_step_s, 2) : '-'} / ${pj ? f(pj.median_step_s, 2) : '-'} | ${o ? `${f(o.median_run_s, 2)} + ${f(o.median_opt_s, 3)}` : '-'} | ${o ? f(o.peak_rss_mib, 0) : '-'} | ${pj ? f(pj.peak_rss_mib, 0) : '-'} | ${memRatio} | ${o ? f(o.compile_s, 1) : '-'} | ${o ? `${f(o.loss_first, 3)} / ${f(o.loss_last, 3)}` : '-'} | ${o ? f(o.other_cpu, 2) : '-'} / ${pj ? f(pj.other_cpu, 2) : '-'} | ${o ? f(o.loadavg_start, 1) : '-'} |`,
-      );
     }
     tables.push(
       `### ${model} (${model === 'gpt2' ? 'GPT-2 small, 124M' : model === 'llama' ? 'SmolLM-135M shape' : 'smoke test'}), batch ${opt.batch} x seq ${opt.seq}`,
       '',
-      '| method | trainable params | ours tok/s | torch tok/s | ours / torch | s/step ours / torch | ours: session + AdamW s | ours peak RSS MiB | torch peak RSS MiB | RSS ours / torch | ours compile s | ours loss first / last | other cpu ours / torch | load avg (1 min) at start |',
-      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+      '| method | ours: base | trainable params | ours tok/s | torch fp32 tok/s | torch bf16 tok/s | ours / torch fp32 | ours / torch bf16 | ours peak RSS MiB | torch fp32 RSS MiB | torch bf16 RSS MiB | RSS ours / torch bf16 | ours GFLOP per step / GFLOP/s (share of GEMM peak) | ours loss first / last | other cpu ours / torch | runs ours + torch |',
+      '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
       ...rows,
       '',
     );
   }
-  const uptimeEnd = spawnSync('uptime', { encoding: 'utf8' }).stdout.trim();
+  const gemmLine = gemms.length
+    ? `- GEMM peak, measured in this run by ONNX Runtime on ${opt.threads} threads (${gemms[0]!.shape}, median of 15 runs, median over ${gemms.length} measurement(s)): ${Object.keys(gemms[0]!.gflops).map((k) => `${k} ${f(med(gemms.map((g) => g.gflops[k])), 0)}`).join(', ')} GFLOP/s. The share column divides a step's matrix-product FLOPs (2·M·N·K of every MatMul in the forward + backward graph, attention included; AdamW and element-wise work not counted) by its median step time and by the fp32-prepacked peak.`
+    : '- GEMM peak not measured (--no-gemm)';
   const section = [
     HEADING,
     '',
-    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC by \`bench/train_methods.ts\`. One training step = forward + causal-LM loss + backward + AdamW (lr 1e-4, weight decay 0.01) over the trainable tensors, on random tokens (labels = inputs), float32, ${opt.threads} threads on both sides. tok/s = batch x seq / median step over ${opt.steps} timed steps after ${opt.warmup} warm-up (virtual tokens not counted). Every run of ours is a fresh \`node\` process (peak RSS = that process's maxrss, Node heap and JS weight arrays included); the PyTorch peer (\`peer_torch.py\`, OMP_WAIT_POLICY=PASSIVE) runs right after it, never at the same time. "other cpu" = cores used by other processes while timing: above ~0.2 a row is disturbed. Methods as peer_torch.py builds them: LoRA r 8 / alpha 16 / dropout 0 on c_attn or q_proj,v_proj (lora-qv) or every attention and MLP linear (lora-all); IA3 on peft's default targets; prompt / prefix tuning with ${VIRTUAL_TOKENS} virtual tokens (prefix without projection); p-tuning ${VIRTUAL_TOKENS} tokens with peft's MLP encoder (ours only: the peer has none); adapter = AdapterHub SeqBn (Pfeiffer) on the MLP output, reduction 16 (the peer's is the plain x + up(relu(down(x))) block); full = every weight.`,
+    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC by \`bench/train_methods.ts\`. One training step = forward + causal-LM loss + backward + AdamW (lr 1e-4, weight decay 0.01) over the trainable tensors, on random tokens (labels = inputs), ${opt.threads} threads on both sides. tok/s = batch x seq / median step over ${opt.steps} timed steps after ${opt.warmup} warm-up (virtual tokens not counted); ${opt.repeat > 1 ? `every (model, method) was run ${opt.repeat} times, ours and the peer interleaved, and the table shows medians over those repeats` : 'one run per cell, ours and the peer back to back'}. "ours: base" = \`--base-precision\`: fp32 = frozen weights multiplied in float32; int8 = frozen weights held as two int8 copies (forward and input-gradient products through DynamicQuantizeMatMul), trainable tensors, gradients and AdamW float32. Every run of ours is a fresh \`node\` process (peak RSS = its maxrss, Node heap and JS weight arrays included); the PyTorch peer is \`bench/peer_torch.py\` ${opt.sdpa ? '--sdpa ' : ''}in float32 and in bfloat16 (\`--dtype bfloat16\`: weights, activations and AdamW state in bfloat16, loss in float32), OMP_WAIT_POLICY=PASSIVE, never running at the same time as ours. "other cpu" = cores used by other processes while timing: above ~0.2 a row is disturbed, and absolute tok/s are then far below a quiet machine's; the ratios are the numbers to read. Methods as peer_torch.py builds them: LoRA r 8 / alpha 16 / dropout 0 on c_attn or q_proj,v_proj (lora-qv) or every attention and MLP linear (lora-all); IA3 on peft's default targets; prompt / prefix tuning with ${VIRTUAL_TOKENS} virtual tokens (prefix without projection); adapter = SeqBn (Pfeiffer) on the MLP output, reduction 16.`,
     '',
-    ...machine(torch),
+    ...machineLines(torch),
     `- load: \`${uptimeStart}\` at the start, \`${uptimeEnd}\` at the end`,
+    gemmLine,
     ...(skip ? [`- ${skip}`] : []),
     '',
     ...tables,
@@ -337,13 +464,13 @@ async function main(): Promise<void> {
     '',
     'which runs, one at a time:',
     '',
-    ...commands.map((c) => `    ${c}`),
+    ...[...commands].map((c) => `    ${c}`),
     '',
   ].join('\n');
   console.log(`\n${section}`);
   if (opt.write) {
     writeSection(opt.results, section);
-    console.log(`updated ${path.relative(REPO, opt.results)} (section "${HEADING.slice(3)}"); the "limits" notes after the tables are kept`);
+    console.log(`updated ${path.relative(REPO, opt.results)} (section "${HEADING.slice(3)}"); the notes after the tables are kept`);
   }
 }
 

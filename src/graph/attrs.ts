@@ -19,6 +19,7 @@ export interface OpAttrs {
   LayerNorm: { epsilon: number };
   MatMul: NoAttrs; MatMulT: NoAttrs;
   QuantMatMul: QuantMatMulAttrs;
+  Int8MatMul: NoAttrs;
   Reshape: { shape: number[] }; ReshapeLike: NoAttrs;
   Transpose: { perm: number[] };
   Concat: { axis: number };

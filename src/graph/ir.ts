@@ -195,6 +195,8 @@ export function hostArrayOf(dtype: DType, values: number[]): HostArray {
     case 'uint8':
     case 'bool':
       return Uint8Array.from(values);
+    case 'int8':
+      return Int8Array.from(values);
     case 'float16':
       return Uint16Array.from(values.map(float32ToFloat16Bits));
   }

@@ -4,7 +4,7 @@
 
 import { PeftError } from '../errors.js';
 
-export type DType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'uint8' | 'bool';
+export type DType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'uint8' | 'int8' | 'bool';
 export type Dim = number | string;
 export type Shape = readonly Dim[];
 
@@ -12,7 +12,7 @@ export function isFloat(d: DType): boolean {
   return d === 'float32' || d === 'float16' || d === 'float64';
 }
 
-export type HostArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint16Array | Uint8Array;
+export type HostArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint16Array | Uint8Array | Int8Array;
 
 /** Raised when a node is built with inputs whose shapes or dtypes its op rejects. */
 export class GraphShapeError extends PeftError {
@@ -93,6 +93,7 @@ export function dtypeByteSize(d: DType): number {
     case 'float16':
       return 2;
     case 'uint8':
+    case 'int8':
     case 'bool':
       return 1;
   }

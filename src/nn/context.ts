@@ -10,6 +10,7 @@ import { QuantizationError } from '../quant/errors.js';
 import { dequantizeInGraph } from '../quant/graph.js';
 import { type QuantKernel, type QuantOperands, quantOperands } from '../quant/matmul.js';
 import type { Quantized4bit } from '../quant/blockwise.js';
+import { int8Base, int8Operands } from '../quant/int8_base.js';
 import type { WeightStore } from './weights.js';
 
 /** A linear-like module of the base model, named as in the Hugging Face state dict. */
@@ -38,7 +39,15 @@ export interface BuildOptions {
   quantKernel?: QuantKernel;
   /** while training, recompute each decoder layer's activations in the backward pass instead of keeping them */
   gradientCheckpointing?: boolean;
+  /**
+   * How frozen float32 matrices of linear modules are multiplied: 'fp32' (default) as they are,
+   * 'int8' through two int8 copies (src/quant/int8_base.ts). Trainable weights stay float32.
+   */
+  basePrecision?: BasePrecision;
 }
+
+/** Precision of the frozen base's products in a graph (4-bit bases are chosen at load time instead). */
+export type BasePrecision = 'fp32' | 'int8';
 
 export class BuildContext {
   readonly linearHooks = new Map<string, LinearHook>();
@@ -59,13 +68,33 @@ export class BuildContext {
   readonly training: boolean;
   readonly quantKernel: QuantKernel;
   readonly gradientCheckpointing: boolean;
+  readonly basePrecision: BasePrecision;
   private readonly operands = new Map<string, QuantOperands>();
+  private readonly int8 = new Map<string, [Value, Value, Value, Value]>();
 
   constructor(readonly graph: Graph, readonly weights: WeightStore, opts: BuildOptions = {}) {
     this.trainable = opts.trainable ?? new Set();
     this.training = opts.training ?? false;
     this.quantKernel = opts.quantKernel ?? 'ops';
     this.gradientCheckpointing = opts.gradientCheckpointing ?? false;
+    this.basePrecision = opts.basePrecision ?? 'fp32';
+  }
+
+  /**
+   * The int8 operands of a frozen float32 weight (stored in `layout`) for o.int8Matmul, or undefined
+   * when the weight is trainable, 4-bit, or the graph is not built with basePrecision 'int8'.
+   */
+  int8Weight(name: string, layout: 'linear' | 'conv1d'): [Value, Value, Value, Value] | undefined {
+    if (this.basePrecision !== 'int8') return undefined;
+    name = this.weights.resolve(name);
+    if (this.trainable.has(name) || this.weights.isQuantized(name)) return undefined;
+    const hit = this.int8.get(name);
+    if (hit) return hit;
+    const w = this.weights.get(name);
+    if (w.shape.length !== 2) return undefined;
+    const v = int8Operands(this.graph, name, int8Base(w.data, w.shape, layout, name));
+    this.int8.set(name, v);
+    return v;
   }
 
   /**

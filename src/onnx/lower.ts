@@ -26,7 +26,7 @@ export interface LowerContext {
 /** ins/outs are the ONNX value names of the node's inputs and outputs. */
 export type LowerRule<A> = (ctx: LowerContext, ins: string[], outs: string[], attrs: A, node: Node) => void;
 
-const ONNX_DTYPE: Record<DType, number> = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 };
+const ONNX_DTYPE: Record<DType, number> = { float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 };
 /** The TensorProto.DataType code of a dtype. */
 export function onnxDtype(d: DType): number {
   return ONNX_DTYPE[d];
@@ -235,6 +235,20 @@ export const LOWER: { [K in OpName]: LowerRule<OpAttrs[K]> } = {
       wc = t;
     }
     ctx.emit('MatMul', [x, wc], outs);
+  },
+  // The frozen int8 base (src/quant/int8_base.ts): com.microsoft DynamicQuantizeMatMul quantizes x
+  // to uint8 per tensor on the fly and runs a u8s8 GEMM against B with its per-column scales.
+  Int8MatMul: (ctx, ins, outs, _a, node) => {
+    const dtype = node.inputs[0]!.dtype;
+    if (dtype === 'float32') return ctx.emit('DynamicQuantizeMatMul', [ins[0]!, ins[1]!, ins[2]!], outs, {}, 'com.microsoft');
+    // other float types (float64 gradient checks): W dequantized, multiplied in that type
+    const wf = ctx.tmp('i8_w');
+    ctx.emit('Cast', [ins[1]!], [wf], { to: int(onnxDtype('float32')) });
+    const ws = ctx.tmp('i8_scaled');
+    ctx.emit('Mul', [wf, ins[2]!], [ws]);
+    const wc = ctx.tmp('i8_wcast');
+    ctx.emit('Cast', [ws], [wc], { to: int(onnxDtype(dtype)) });
+    ctx.emit('MatMul', [ins[0]!, wc], outs);
   },
   Reshape: (ctx, ins, outs, { shape }) => ctx.emit('Reshape', [ins[0]!, ctx.int64s(shape)], outs),
   ReshapeLike: (ctx, ins, outs) => ctx.emit('Reshape', [ins[0]!, shapeOf(ctx, ins[1]!)], outs),

@@ -111,6 +111,7 @@ const ORT_TYPE: Record<DType, ort.Tensor.Type> = {
   int64: 'int64',
   int32: 'int32',
   uint8: 'uint8',
+  int8: 'int8',
   bool: 'bool',
 };
 const FROM_ORT: Partial<Record<string, DType>> = Object.fromEntries(Object.entries(ORT_TYPE).map(([k, v]) => [v, k as DType]));

@@ -6,7 +6,7 @@
 import { grad } from '../autodiff/grad.js';
 import { Graph, type Value } from '../graph/ir.js';
 import type { DType, HostArray } from '../graph/types.js';
-import { BuildContext, evalDim } from '../nn/context.js';
+import { type BasePrecision, BuildContext, evalDim } from '../nn/context.js';
 import type { QuantKernel } from '../quant/matmul.js';
 import { type HostTensor, type RuntimeOptions, RuntimeSession } from '../runtime/session.js';
 import type { AdaptedModel, TrainableTensor } from '../tuners/types.js';
@@ -21,6 +21,8 @@ export type StepOptions = Pick<RuntimeOptions, 'threads' | 'executionProvider' |
   quantKernel?: QuantKernel;
   /** recompute each decoder layer in the backward pass instead of keeping its activations (default false) */
   gradientCheckpointing?: boolean;
+  /** frozen float32 matrices multiplied as they are ('fp32', default) or through int8 copies ('int8'; src/quant/int8_base.ts) */
+  basePrecision?: BasePrecision;
 };
 
 /** A Dropout whose keep-mask is a graph input: the step draws the mask from the trainer's RNG. */
@@ -43,10 +45,10 @@ interface BuiltGraph {
   dropouts: DropoutFeed[];
 }
 
-function buildLossGraph(model: AdaptedModel, training: boolean, quantKernel?: QuantKernel, gradientCheckpointing?: boolean): BuiltGraph {
+function buildLossGraph(model: AdaptedModel, training: boolean, quantKernel?: QuantKernel, gradientCheckpointing?: boolean, basePrecision?: BasePrecision): BuiltGraph {
   const classes = labelKindOf(model) === 'classes';
   const graph = new Graph();
-  const ctx = new BuildContext(graph, model.base.weights, { trainable: model.trainableBaseWeights(), training, quantKernel, gradientCheckpointing });
+  const ctx = new BuildContext(graph, model.base.weights, { trainable: model.trainableBaseWeights(), training, quantKernel, gradientCheckpointing, basePrecision });
   const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
   const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
   const labels = graph.input('labels', 'int64', classes ? ['batch'] : ['batch', 'seq']);
@@ -184,7 +186,7 @@ export class TrainStep {
   ) {}
 
   static async compile(model: AdaptedModel, opts: StepOptions = {}): Promise<TrainStep> {
-    const { graph, loss, params, dropouts } = buildLossGraph(model, true, opts.quantKernel, opts.gradientCheckpointing);
+    const { graph, loss, params, dropouts } = buildLossGraph(model, true, opts.quantKernel, opts.gradientCheckpointing, opts.basePrecision);
     const scale = graph.input(LOSS_SCALE, 'float32', []);
     const names = [...params.keys()];
     const grads = grad(loss, [...params.values()], scale);
@@ -244,7 +246,7 @@ export class EvalStep {
   ) {}
 
   static async compile(model: AdaptedModel, opts: StepOptions = {}): Promise<EvalStep> {
-    const { graph, loss, logits, params, dropouts } = buildLossGraph(model, false, opts.quantKernel);
+    const { graph, loss, logits, params, dropouts } = buildLossGraph(model, false, opts.quantKernel); // always the float32 base: the eval loss is the deployed model's
     if (dropouts.length) throw new TrainError(`the ${model.peftType} model draws dropout masks even when built for evaluation`);
     const kind = labelKindOf(model);
     const outputs: Record<string, Value> = kind === 'classes' ? { loss, logits } : { loss };

@@ -12,6 +12,7 @@ import { gradCheck, randn, rng } from '../helpers/gradcheck.js';
 import { dequantize4bit, quantize4bit } from '../../src/quant/blockwise.js';
 import { quantLinear, quantMatmul, quantOperands } from '../../src/quant/matmul.js';
 import { grad } from '../../src/autodiff/grad.js';
+import { int8Base, int8Operands } from '../../src/quant/int8_base.js';
 import { checkpoint } from '../../src/autodiff/checkpoint.js';
 
 const pos = (n: number, lo = 0.5) => Float64Array.from({ length: n }, (_, i) => lo + ((i * 37) % 11) / 7);
@@ -101,6 +102,32 @@ const cases: Record<OpName, () => Promise<void>> = {
     assert.deepEqual([(qm[0]!.attrs as { transB: boolean }).transB, (qm[1]!.attrs as { transB: boolean }).transB], [true, false]);
     assert.equal((qm[1]!.attrs as { bnb4?: number }).bnb4, undefined);
     assert.deepEqual(qm[1]!.inputs.slice(1), qm[0]!.inputs.slice(1));
+  },
+  // x @ W with W held as two int8 copies. The gradient check uses a W both copies represent exactly
+  // (every row and column holds a +-127 multiple of one scale), so the backward copy is the forward
+  // one transposed; then float32 through DynamicQuantizeMatMul against x @ W (activation quantization).
+  Int8MatMul: async () => {
+    const s = 0.01;
+    const [K, N] = [5, 4];
+    const ints = Array.from({ length: K * N }, (_, i) => ((i * 29) % 41) - 20);
+    for (let i = 0; i < K; i++) ints[i * N + (i % N)] = i % 2 ? -127 : 127;
+    const w = Float32Array.from(ints, (v) => v * s);
+    for (const layout of ['conv1d', 'linear'] as const) {
+      const stored = layout === 'conv1d' ? w : Float32Array.from({ length: K * N }, (_, i) => w[(i % K) * N + Math.floor(i / K)]!);
+      const q = int8Base(stored, layout === 'conv1d' ? [K, N] : [N, K], layout);
+      assert.deepEqual([q.forward.rows, q.forward.cols, q.backward.rows, q.backward.cols], [K, N, N, K]);
+      await gradCheck({ x: { shape: [2, 3, K] } }, ({ x }, g) => o.int8Matmul(x!, int8Operands(g, 'w', q)));
+    }
+    const xs = Array.from({ length: 6 * K }, (_, i) => Math.sin(i * 1.3));
+    const y = await evalGraph((g) => {
+      const x = g.tensor('x', 'float32', [6, K], xs);
+      const q = int8Base(Float32Array.from(w), [K, N], 'conv1d');
+      return o.concat([o.int8Matmul(x, int8Operands(g, 'w', q)), o.matmul(x, g.tensor('wf', 'float32', [K, N], w))], 0);
+    });
+    const d = y.data as Float32Array;
+    const ref = d.subarray(6 * N);
+    const scale = Math.max(...ref.map(Math.abs));
+    for (let i = 0; i < 6 * N; i++) assert.ok(Math.abs(d[i]! - ref[i]!) <= 0.02 * scale, `element ${i}: ${d[i]} vs ${ref[i]}`);
   },
   // Gradients through two chained checkpointed regions (a param read inside and outside them) equal
   // finite differences; the forward values of a region are not read by the backward pass.

@@ -15,7 +15,7 @@ import type { ForwardArgs, ForwardResult, PretrainedModel } from '../../models/t
 import type { BuildContext, LinearSpec } from '../../nn/context.js';
 import type { WeightTensor } from '../../nn/weights.js';
 import { RuntimeSession } from '../../runtime/session.js';
-import { SeededRandom } from '../lora/init.js';
+import { SeededRandom } from '../../nn/random.js';
 import { PEFT_PREFIX, checkOutputDir, readAdapterConfigFile, readAdapterTensors } from '../lora/save.js';
 import { AdapterError, AdapterMismatchError, type AdaptedModel, type TrainableTensor } from '../types.js';
 import { type LinearTunerConfig, findLinearTargets } from './config.js';

@@ -13,6 +13,7 @@ import { IGNORE_INDEX, tokenizeRecords } from '../train/data.js';
 import { DatasetError } from '../train/errors.js';
 import { labelOf, normalizeAnswer } from './metrics.js';
 import { TaskError } from './tasks.js';
+import { mulberry32 } from '../nn/random.js';
 
 export const EVAL_METRICS = ['exact', 'contains', 'accuracy', 'json', 'perplexity', 'preference'] as const;
 export type EvalMetric = (typeof EVAL_METRICS)[number];
@@ -212,16 +213,7 @@ export function wilsonInterval(k: number, n: number, z = 1.96): [number, number]
 export function perplexityInterval(nll: readonly number[], tokens: readonly number[], seed = 0, resamples = 1000): [number, number] {
   const n = nll.length;
   if (n === 0) return [Number.NaN, Number.NaN];
-  let s = (seed >>> 0) || 0x9e3779b9;
-  const next = (): number => {
-    // xorshift32: a small seeded stream for resampling indices
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
+  const next = mulberry32(seed);
   const stats = new Float64Array(resamples);
   for (let b = 0; b < resamples; b++) {
     let sn = 0;

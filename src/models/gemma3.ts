@@ -6,7 +6,7 @@
 
 import type { Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
-import type { ModelConfig } from '../io/hfconfig.js';
+import { type CommonConfig, ConfigError, type Fields, type ModelConfig, decoderFields } from '../io/hfconfig.js';
 import type { BuildContext, LinearSpec } from '../nn/context.js';
 import { attentionBias, embedding, linear, mergeHeads, repeatKV, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
@@ -101,10 +101,49 @@ export class Gemma3Model extends DecoderModel {
   }
 }
 
+/** Gemma 3 text: layer types, the local RoPE base, the attention scale, its sliding window; softcapping is refused. */
+function gemma3Fields(f: Fields, layers: number): Partial<ModelConfig> {
+  for (const cap of ["attn_logit_softcapping", "final_logit_softcapping"]) {
+    if (f.has(cap)) {
+      throw new ConfigError(f.file, `${f.file}: ${cap} is set; logit softcapping (a Gemma 2 feature, off in Gemma 3) is not implemented. Set it to null.`, cap);
+    }
+  }
+  if (f.bool("use_bidirectional_attention", false)) {
+    throw new ConfigError(f.file, `${f.file}: use_bidirectional_attention is true (an embedding model); only causal Gemma 3 is implemented.`, "use_bidirectional_attention");
+  }
+  let layerTypes: string[];
+  const raw = f.raw.layer_types;
+  if (raw === undefined || raw === null) {
+    // Gemma3TextConfig: every sliding_window_pattern-th layer (1-based) is global.
+    const pattern = f.int("_sliding_window_pattern", f.int("sliding_window_pattern", 6));
+    layerTypes = Array.from({ length: layers }, (_, i) => ((i + 1) % pattern !== 0 ? "sliding_attention" : "full_attention"));
+  } else {
+    if (!Array.isArray(raw) || raw.length !== layers || !raw.every((t) => t === "sliding_attention" || t === "full_attention")) {
+      throw new ConfigError(f.file, `${f.file}: field "layer_types" must list "sliding_attention" or "full_attention" for each of the ${layers} layers.`, "layer_types");
+    }
+    layerTypes = raw as string[];
+  }
+  return {
+    layerTypes,
+    slidingWindow: f.int("sliding_window", 4096),
+    queryPreAttnScalar: f.num("query_pre_attn_scalar", 256),
+    ropeLocalTheta: f.num("rope_local_base_freq", 10000),
+  };
+}
+
+/** Gemma3TextConfig: head_dim 256 and tied embeddings by default, hidden_activation, then its own fields. */
+function gemma3Config(f: Fields, common: CommonConfig): ModelConfig {
+  // Gemma3TextConfig's head_dim defaults to 256 whatever the hidden size; config.json has no
+  // tie_word_embeddings key (PretrainedConfig's default, true, applies).
+  const c = decoderFields(f, common, { maxPositions: 131072, headDim: 256, activation: ["hidden_activation", "gelu_pytorch_tanh"], tie: true });
+  return { ...c, ...gemma3Fields(f, c.numHiddenLayers) };
+}
+
 export const GEMMA3: ArchitectureDescriptor = {
   family: 'llama',
   displayName: 'Gemma 3',
   modelTypes: ['gemma3_text'],
+  readConfig: gemma3Config,
   classes: { Gemma3ForCausalLM: (c, w, d) => new Gemma3Model(c, w, d) },
   defaultClass: { gemma3_text: 'Gemma3ForCausalLM' },
   basePrefix: 'model.',

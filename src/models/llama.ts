@@ -4,7 +4,7 @@
 
 import type { Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
-import type { ModelConfig } from '../io/hfconfig.js';
+import { type CommonConfig, ConfigError, type Fields, type ModelConfig, decoderFields } from '../io/hfconfig.js';
 import type { BuildContext, LinearSpec } from '../nn/context.js';
 import { attention, attentionBias, linear, mergeHeads, repeatKV, rmsNorm, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
@@ -80,6 +80,50 @@ export const DECODER_BOTTLENECK: BottleneckLayout = {
 
 const build = (c: ModelConfig, w: WeightStore, d: string): PretrainedModel => new LlamaModel(c, w, d);
 
+function slidingWindowOf(f: Fields, modelType: string): number | undefined {
+  if (modelType === "qwen2" && !f.bool("use_sliding_window", false)) return undefined;
+  if (modelType !== "qwen2" && modelType !== "mistral") return undefined;
+  // An absent key means the config class default (4096); an explicit null turns the window off.
+  if (!(Object.prototype.hasOwnProperty.call(f.raw, "sliding_window"))) return 4096;
+  return f.optionalInt("sliding_window");
+}
+
+/** SmolLM3's no_rope_layers (1 = the layer uses RoPE, 0 = NoPE); the config class default is every
+ * no_rope_layer_interval-th layer (1-based) without RoPE. */
+function ropeLayersOf(f: Fields, layers: number): boolean[] {
+  const raw = f.raw.no_rope_layers;
+  if (raw === undefined || raw === null) {
+    const interval = f.int("no_rope_layer_interval", 4);
+    return Array.from({ length: layers }, (_, i) => (i + 1) % interval !== 0);
+  }
+  if (!Array.isArray(raw) || raw.length !== layers || !raw.every((v) => v === 0 || v === 1)) {
+    throw new ConfigError(
+      f.file,
+      `${f.file}: field "no_rope_layers" must list 0 or 1 for each of the ${layers} layers (1 = RoPE, 0 = NoPE), found ${JSON.stringify(raw)}.`,
+      "no_rope_layers",
+    );
+  }
+  return raw.map((v) => v === 1);
+}
+
+/** max_position_embeddings of each model_type's config class when config.json has none. */
+const MAX_POSITIONS: Record<string, number> = { llama: 2048, mistral: 4096 * 32, qwen2: 32768, qwen3: 32768, smollm3: 32768 };
+
+/** LlamaConfig and the configs of the decoders this file builds (Mistral, Qwen2, Qwen3, SmolLM3). */
+function llamaConfig(f: Fields, common: CommonConfig): ModelConfig {
+  const t = common.modelType;
+  const c = decoderFields(f, common, { maxPositions: MAX_POSITIONS[t] ?? 2048 });
+  const slidingWindow = slidingWindowOf(f, t);
+  return {
+    ...c,
+    // Qwen2 always has q/k/v biases and no o_proj bias; its config has no attention_bias field for it.
+    ...(t === "qwen2" ? { qkvBias: true, attnOutputBias: false } : {}),
+    ...(t === "qwen3" ? { qkNorm: true } : {}),
+    ...(t === "smollm3" ? { ropeLayers: ropeLayersOf(f, c.numHiddenLayers) } : {}),
+    ...(slidingWindow === undefined ? {} : { slidingWindow }),
+  };
+}
+
 /**
  * Llama and the decoders that differ from it only by config: Mistral, Qwen2 (q/k/v biases), Qwen3
  * (q_norm/k_norm), SmolLM3 (NoPE layers); Llama 3.x rope scaling and tied embeddings by config.
@@ -88,6 +132,7 @@ export const LLAMA: ArchitectureDescriptor = {
   family: 'llama',
   displayName: 'Llama',
   modelTypes: ['llama', 'mistral', 'qwen2', 'qwen3', 'smollm3'],
+  readConfig: llamaConfig,
   classes: { LlamaForCausalLM: build, MistralForCausalLM: build, Qwen2ForCausalLM: build, Qwen3ForCausalLM: build, SmolLM3ForCausalLM: build },
   defaultClass: { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', smollm3: 'SmolLM3ForCausalLM' },
   basePrefix: 'model.',

@@ -5,7 +5,7 @@
 
 import type { Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
-import type { ModelConfig } from '../io/hfconfig.js';
+import { type CommonConfig, ConfigError, type Fields, type ModelConfig, decoderFields } from '../io/hfconfig.js';
 import type { BuildContext, LinearSpec } from '../nn/context.js';
 import { attention, attentionBias, linear, mergeHeads, repeatKV, rmsNorm, splitHeads } from '../nn/layers.js';
 import { activation } from './activations.js';
@@ -69,10 +69,32 @@ export class Phi3Model extends DecoderModel {
   }
 }
 
+/** Phi-3: partial rotary, the pre-extension context for longrope, an optional sliding window over every layer. */
+function phi3Fields(f: Fields, headDim: number): Partial<ModelConfig> {
+  const factor = f.has("partial_rotary_factor") ? f.num("partial_rotary_factor", 1) : 1;
+  const rotary = Math.floor(headDim * factor);
+  if (factor > 1 || rotary < 2 || rotary % 2 !== 0) {
+    throw new ConfigError(f.file, `${f.file}: partial_rotary_factor ${factor} gives ${rotary} rotary channels of head_dim ${headDim}; it must be an even number between 2 and head_dim.`, "partial_rotary_factor");
+  }
+  const window = f.optionalInt("sliding_window");
+  return {
+    partialRotaryFactor: factor,
+    originalMaxPositionEmbeddings: f.int("original_max_position_embeddings", 4096),
+    ...(window === undefined ? {} : { slidingWindow: window }),
+  };
+}
+
+/** Phi3Config: no head_dim field (hidden / heads), max_position_embeddings 4096, then its own fields. */
+function phi3Config(f: Fields, common: CommonConfig): ModelConfig {
+  const c = decoderFields(f, common, { maxPositions: 4096, headDim: "derived" });
+  return { ...c, ...phi3Fields(f, c.headDim) };
+}
+
 export const PHI3: ArchitectureDescriptor = {
   family: 'llama',
   displayName: 'Phi-3',
   modelTypes: ['phi3'],
+  readConfig: phi3Config,
   classes: { Phi3ForCausalLM: (c, w, d) => new Phi3Model(c, w, d) },
   defaultClass: { phi3: 'Phi3ForCausalLM' },
   basePrefix: 'model.',

@@ -5,7 +5,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { parseConfig } from '../../io/hfconfig.js';
+import { parseConfig } from '../../models/config.js';
 import { describeModernBert } from '../../models/modernbert.js';
 import { hubCacheDir, isValidRepoId, snapshotDownload } from '../../io/hub.js';
 import { SafetensorsFile, openCheckpoint } from '../../io/safetensors.js';

@@ -28,7 +28,12 @@ function descendantsMemory(): { rssMiB: number; peakMiB: number; processes: numb
   let grew = true;
   while (grew) {
     grew = false;
-    for (const [pid, ppid] of parent) if (!mine.has(pid) && mine.has(ppid)) (mine.add(pid), (grew = true));
+    for (const [pid, ppid] of parent) {
+      if (!mine.has(pid) && mine.has(ppid)) {
+        mine.add(pid);
+        grew = true;
+      }
+    }
   }
   mine.delete(process.pid);
   let rss = 0;

@@ -9,7 +9,7 @@ import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
 import type { PyJson } from '../../io/pyjson.js';
 import type { PretrainedModel } from '../../models/types.js';
-import { gaussian } from '../lora/init.js';
+import { normals } from '../../nn/random.js';
 import { FieldReader, type LinearTunerConfig, commonFields, commonJson } from '../linear_tuner/config.js';
 import { type LinearMethod, LinearTunerModel, type Tensors } from '../linear_tuner/model.js';
 import type { Tuner } from '../registry.js';
@@ -124,9 +124,9 @@ export const ADALORA: LinearMethod<AdaloraConfig> = {
     // peft: E = 0 (init_lora_weights) so ΔW = 0; A, B ~ N(0, 0.02).
     const r = adaloraRank(c, module);
     return new Map([
-      ['lora_A', gaussian(rng, r * spec.inFeatures, 0.02)],
-      ['lora_B', gaussian(rng, spec.outFeatures * r, 0.02)],
-      ['lora_E', c.initLoraWeights ? new Float32Array(r) : gaussian(rng, r, 0.02)],
+      ['lora_A', normals(rng, r * spec.inFeatures, 0.02)],
+      ['lora_B', normals(rng, spec.outFeatures * r, 0.02)],
+      ['lora_E', c.initLoraWeights ? new Float32Array(r) : normals(rng, r, 0.02)],
     ]);
   },
   forward({ x, base, t, config, dropout }) {

@@ -1,9 +1,10 @@
 // Benchmark for issue 16's decode target: batch-1 greedy KV-cache decoding of a GPT-2-small-shaped
 // model (random weights built in memory), 32-token prompt, 64 new tokens, ours against PyTorch 2.13
-// (bench/decode_torch.py) in the same run. Ours: float32 (shared weights, the library default;
-// prepacked), int8 weights (RuntimeOptions.quantize), and a LoRA r16 adapter on c_attn/c_proj/c_fc
-// unmerged (LoraModel) in float32 and int8; with ONNX Runtime's thread spinning on (its default)
-// and off (RuntimeOptions.spinning false, the counterpart of torch's OMP_WAIT_POLICY=PASSIVE). Torch: float32, bfloat16, dynamic int8.
+// (bench/decode_torch.py) in the same run. Ours: float32 with the library defaults (shared weights,
+// ONNX Runtime's thread spinning on), float32 prepacked without spinning (RuntimeOptions.spinning
+// false, the counterpart of torch's OMP_WAIT_POLICY=PASSIVE), int8 weights (RuntimeOptions.quantize)
+// with and without spinning, and a LoRA r16 adapter on c_attn/c_proj/c_fc unmerged (LoraModel) on
+// int8 weights. Torch: float32, bfloat16, dynamic int8 (quantize_dynamic), eager attention.
 // Every configuration is compiled once; then each repeat runs every configuration (ours and torch
 // alternating) as warm-up + timed runs. Medians over repeats of per-repeat medians. Wall-clock
 // tok/s and process CPU ms per new token (the second is less disturbed by other jobs on a shared
@@ -111,13 +112,11 @@ async function main(): Promise<void> {
   const configs: Config[] = [];
   const want = (l: string) => !ONLY || ONLY.split(',').some((o) => l.includes(o));
   const ours: [string, InferenceModel, RuntimeOptions][] = [
-    ['ours float32, shared weights (default)', base, { ...t, weights: 'shared' }],
-    ['ours float32, prepacked weights', base, { ...t, weights: 'prepacked' }],
+    ['ours float32, shared weights (library default)', base, { ...t }],
     ['ours float32 prepacked, no spinning', base, { ...t, weights: 'prepacked', spinning: false }],
-    ['ours int8 weights (quantize: int8)', base, { ...t, quantize: 'int8' }],
     ['ours int8 weights, no spinning', base, { ...t, quantize: 'int8', spinning: false }],
-    ['ours LoRA r16 unmerged, float32 prepacked, no spinning', lora, { ...t, weights: 'prepacked', spinning: false }],
     ['ours LoRA r16 unmerged, int8 weights, no spinning', lora, { ...t, quantize: 'int8', spinning: false }],
+    ['ours int8 weights, spinning', base, { ...t, quantize: 'int8', spinning: true }],
   ];
   const torch: [string, string[]][] = [
     ['torch float32 eager', ['--dtype', 'float32']],
@@ -134,6 +133,54 @@ async function main(): Promise<void> {
     if (order[i]) mixed.push(order[i]!);
     if (peers[i]) mixed.push(peers[i]!);
   }
+  const report = (done: number): void => {
+    const loadEnd = loadavg();
+    const med = (c: Config, k: keyof Measure) => (c.results.length ? median(c.results.map((r) => r[k])) : NaN);
+    const ref = configs.find((c) => c.label === 'torch float32 eager');
+    const refBf = configs.find((c) => c.label === 'torch bfloat16 eager');
+    const ratio = (a: number, b: number | undefined) => (b !== undefined && Number.isFinite(a) && Number.isFinite(b) ? `${(a / b).toFixed(2)}x` : '-');
+    const rows = configs.map((c) => {
+      const tok = med(c, 'tokS');
+      const cpu = med(c, 'cpuMsPerTok');
+      const per = c.results.map((r) => r.tokS.toFixed(2)).join(' / ');
+      return `| ${c.label} | ${tok.toFixed(2)} | ${med(c, 'decodeTokS').toFixed(2)} | ${med(c, 'prefillMs').toFixed(0)} | ${cpu.toFixed(1)} | ${ratio(tok, ref && med(ref, 'tokS'))} | ${ratio(tok, refBf && med(refBf, 'tokS'))} | ${ratio(ref ? med(ref, 'cpuMsPerTok') : NaN, cpu)} | ${per} | ${c.results.map((r) => r.other.toFixed(2)).join(' / ')} | ${c.note ?? ''} |`;
+    });
+    const ortVersion = (JSON.parse(fs.readFileSync(path.join(REPO, 'node_modules/onnxruntime-node/package.json'), 'utf8')) as { version: string }).version;
+    const cpuName = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/) ?? [])[1] ?? 'unknown';
+    const section = [
+      HEADING,
+      '',
+      `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC by bench/decode.ts (peer: bench/decode_torch.py). GPT-2-small shape (124M params, random weights), batch 1, greedy, ${PROMPT}-token prompt, ${NEW} new tokens with the KV cache, LM head on the last position only (both sides), ${THREADS} threads on both sides (ONNX Runtime intra-op; torch.set_num_threads with OMP_WAIT_POLICY=PASSIVE). Each repeat runs every configuration, ours and torch alternating (1 warm-up + ${RUNS} timed runs, median); the table shows the median over ${done} repeat(s). "new tok/s" = ${NEW} / (prefill + ${NEW - 1} steps); "CPU ms/token" = the process's CPU time over the timed runs per new token (user + system, all threads; spin-waiting included); "x torch f32 CPU" = torch float32's CPU ms/token over this row's. "other cpu" = cores other processes used during the timed runs, per repeat.`,
+      '',
+      `- machine: ${os.cpus().length} logical CPUs, ${cpuName}, ${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, shared with other engineers' jobs`,
+      `- load average (1/5/15 min, /proc/loadavg): ${loadStart} at the start, ${loadEnd} at the end`,
+      `- node ${process.version}, onnxruntime-node ${ortVersion}, torch ${torchVersion ?? 'not available'}`,
+      '',
+      '| configuration | new tok/s | decode-only tok/s | prefill ms | CPU ms/token | x torch f32 | x torch bf16 | x torch f32 CPU | tok/s per repeat | other cpu | note |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|',
+      ...rows,
+      '',
+      'Command (from the repository root, after `npx tsc -p .`; PyTorch 2.13 installed from the local wheel into ~/torch213 as ../shared/bench/README.md says):',
+      '',
+      `    node dist/bench/decode.js ${process.argv.slice(2).join(' ')}`.trimEnd(),
+      '',
+    ].join('\n');
+    console.log('\n' + section);
+    if (WRITE) {
+      const file = path.join(REPO, 'bench', 'RESULTS.md');
+      const old = fs.readFileSync(file, 'utf8');
+      const start = old.indexOf(HEADING + '\n');
+      let text: string;
+      if (start < 0) text = old.replace(/\n*$/, '\n\n') + section;
+      else {
+        const after = old.indexOf('\n## ', start + HEADING.length);
+        text = old.slice(0, start) + section + (after < 0 ? '' : old.slice(after + 1).replace(/^/, '\n'));
+      }
+      fs.writeFileSync(file, text);
+      console.log(`updated bench/RESULTS.md (${HEADING.slice(3)})`);
+    }
+
+  };
   for (let rep = 0; rep < REPEAT; rep++) {
     for (const c of mixed) {
       const m = await c.measure();
@@ -145,51 +192,7 @@ async function main(): Promise<void> {
       c.results.push(m);
       console.log(`[${rep + 1}/${REPEAT}] ${c.label}: ${m.tokS.toFixed(2)} new tok/s, decode-only ${m.decodeTokS.toFixed(2)}, prefill ${m.prefillMs.toFixed(0)} ms, ${m.cpuMsPerTok.toFixed(1)} CPU ms/token, other cpu ${m.other.toFixed(2)} (load ${loadavg()})`);
     }
-  }
-  const loadEnd = loadavg();
-  const med = (c: Config, k: keyof Measure) => (c.results.length ? median(c.results.map((r) => r[k])) : NaN);
-  const ref = configs.find((c) => c.label === 'torch float32 eager');
-  const refBf = configs.find((c) => c.label === 'torch bfloat16 eager');
-  const ratio = (a: number, b: number | undefined) => (b !== undefined && Number.isFinite(a) && Number.isFinite(b) ? `${(a / b).toFixed(2)}x` : '-');
-  const rows = configs.map((c) => {
-    const tok = med(c, 'tokS');
-    const cpu = med(c, 'cpuMsPerTok');
-    const per = c.results.map((r) => r.tokS.toFixed(2)).join(' / ');
-    return `| ${c.label} | ${tok.toFixed(2)} | ${med(c, 'decodeTokS').toFixed(2)} | ${med(c, 'prefillMs').toFixed(0)} | ${cpu.toFixed(1)} | ${ratio(tok, ref && med(ref, 'tokS'))} | ${ratio(tok, refBf && med(refBf, 'tokS'))} | ${ratio(ref ? med(ref, 'cpuMsPerTok') : NaN, cpu)} | ${per} | ${c.results.map((r) => r.other.toFixed(2)).join(' / ')} | ${c.note ?? ''} |`;
-  });
-  const ortVersion = (JSON.parse(fs.readFileSync(path.join(REPO, 'node_modules/onnxruntime-node/package.json'), 'utf8')) as { version: string }).version;
-  const cpuName = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/) ?? [])[1] ?? 'unknown';
-  const section = [
-    HEADING,
-    '',
-    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC by bench/decode.ts (peer: bench/decode_torch.py). GPT-2-small shape (124M params, random weights), batch 1, greedy, ${PROMPT}-token prompt, ${NEW} new tokens with the KV cache, LM head on the last position only (both sides), ${THREADS} threads on both sides (ONNX Runtime intra-op; torch.set_num_threads with OMP_WAIT_POLICY=PASSIVE). Each repeat runs every configuration, ours and torch alternating (1 warm-up + ${RUNS} timed runs, median); the table shows the median over ${REPEAT} repeats. "new tok/s" = ${NEW} / (prefill + ${NEW - 1} steps); "CPU ms/token" = the process's CPU time over the timed runs per new token (user + system, all threads; spin-waiting included); "x torch f32 CPU" = torch float32's CPU ms/token over this row's. "other cpu" = cores other processes used during the timed runs, per repeat.`,
-    '',
-    `- machine: ${os.cpus().length} logical CPUs, ${cpuName}, ${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, shared with other engineers' jobs`,
-    `- load average (1/5/15 min, /proc/loadavg): ${loadStart} at the start, ${loadEnd} at the end`,
-    `- node ${process.version}, onnxruntime-node ${ortVersion}, torch ${torchVersion ?? 'not available'}`,
-    '',
-    '| configuration | new tok/s | decode-only tok/s | prefill ms | CPU ms/token | x torch f32 | x torch bf16 | x torch f32 CPU | tok/s per repeat | other cpu | note |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|',
-    ...rows,
-    '',
-    'Command (from the repository root, after `npx tsc -p .`; PyTorch 2.13 installed as bench/README or ../shared/bench/README.md says, into ~/torch213):',
-    '',
-    `    node dist/bench/decode.js ${process.argv.slice(2).join(' ')}`.trimEnd(),
-    '',
-  ].join('\n');
-  console.log('\n' + section);
-  if (WRITE) {
-    const file = path.join(REPO, 'bench', 'RESULTS.md');
-    const old = fs.readFileSync(file, 'utf8');
-    const start = old.indexOf(HEADING + '\n');
-    let text: string;
-    if (start < 0) text = old.replace(/\n*$/, '\n\n') + section;
-    else {
-      const after = old.indexOf('\n## ', start + HEADING.length);
-      text = old.slice(0, start) + section + (after < 0 ? '' : old.slice(after + 1).replace(/^/, '\n'));
-    }
-    fs.writeFileSync(file, text);
-    console.log(`updated bench/RESULTS.md (${HEADING.slice(3)})`);
+      report(rep + 1);
   }
 }
 

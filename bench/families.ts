@@ -11,8 +11,10 @@
 // Forward = one inference pass over batch x seq random tokens (all positions' logits for the
 // decoders, the class logits for ModernBERT). Training = one LoRA step (r 8, alpha 16, q/v-style
 // attention targets of each family: q_proj,v_proj / qkv_proj / Wqkv) with loss, gradients and
-// AdamW. PyTorch is measured only when `python3 -c 'import torch'` works and transformers has the
-// architecture; otherwise the rows say "not measured".
+// AdamW. The PyTorch peer (forward rows) is bench/families_torch.py: the same families written in
+// plain torch (transformers is not installed here), run right after our forward row of each family
+// with OMP_WAIT_POLICY=PASSIVE, when `--python` (python3) with `--pythonpath` (~/torch213) imports
+// torch; otherwise the torch column says "not measured".
 
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -20,7 +22,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ForwardSession } from '../src/generate/index.js';
-import { parseConfig } from '../src/io/hfconfig.js';
+import { parseConfig } from '../src/models/config.js';
 import { buildModel } from '../src/models/load.js';
 import type { PretrainedModel } from '../src/models/types.js';
 import { WeightStore } from '../src/nn/weights.js';
@@ -85,10 +87,12 @@ interface Options {
   /** override num_hidden_layers (30 by default; the table states it) */
   layers?: number;
   write: boolean;
+  python: string;
+  pythonpath: string;
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { families: Object.keys(FAMILIES), batch: 2, seq: 256, runs: 3, warmup: 1, threads: 2, write: true };
+  const o: Options = { families: Object.keys(FAMILIES), batch: 2, seq: 256, runs: 3, warmup: 1, threads: 2, write: true, python: 'python3', pythonpath: path.join(os.homedir(), 'torch213') };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const next = (): string => {
@@ -105,7 +109,9 @@ function parseArgs(argv: string[]): Options {
       case '--threads': o.threads = Number(next()); break;
       case '--no-write': o.write = false; break;
       case '--layers': o.layers = Number(next()); break;
-      default: throw new Error(`unknown option ${a}; options: --families a,b --batch N --seq N --runs N --warmup N --threads N --layers N --no-write`);
+      case '--python': o.python = next(); break;
+      case '--pythonpath': o.pythonpath = next(); break;
+      default: throw new Error(`unknown option ${a}; options: --families a,b --batch N --seq N --runs N --warmup N --threads N --layers N --python P --pythonpath DIR --no-write`);
     }
   }
   for (const f of o.families) if (!FAMILIES[f]) throw new Error(`unknown family ${f}; choose from ${Object.keys(FAMILIES).join(', ')}`);
@@ -154,7 +160,7 @@ function busySeconds(): number {
   return (total - idle) / 100;
 }
 
-interface Row { family: string; kind: 'forward' | 'train'; params: number; trainable?: number; medianS: number; tokensPerS: number; timesS: number[]; compileS: number; otherCpu: number; loss?: number }
+interface Row { family: string; kind: 'forward' | 'train'; params: number; torch?: { tokensPerS: number; params: number; otherCpu: number; timesS: number[] } | string; trainable?: number; medianS: number; tokensPerS: number; timesS: number[]; compileS: number; otherCpu: number; loss?: number }
 
 async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; otherCpu: number }> {
   const b0 = busySeconds();
@@ -224,21 +230,44 @@ async function benchTrain(name: string, model: PretrainedModel, o: Options): Pro
   return { family: name, kind: 'train', params: model.weights.numel(), trainable, medianS: m, tokensPerS: n / m, timesS: times, compileS, otherCpu, loss };
 }
 
-function torchAvailable(): boolean {
-  const r = spawnSync('python3', ['-c', 'import torch'], { encoding: 'utf8' });
-  return r.status === 0;
+function torchVersion(o: Options): string | undefined {
+  const r = spawnSync(o.python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8', env: { ...process.env, PYTHONPATH: o.pythonpath } });
+  return r.status === 0 ? r.stdout.trim() : undefined;
 }
+
+/** bench/families_torch.py on one family, same sizes as ours. */
+function torchForward(name: string, o: Options): NonNullable<Row['torch']> {
+  const args = [path.join(REPO, 'bench', 'families_torch.py'), '--family', name, '--layers', String(o.layers ?? 30), '--batch', String(o.batch), '--seq', String(o.seq), '--runs', String(o.runs), '--warmup', String(o.warmup), '--threads', String(o.threads)];
+  const r = spawnSync(o.python, args, { cwd: REPO, encoding: 'utf8', env: { ...process.env, PYTHONPATH: o.pythonpath, OMP_WAIT_POLICY: 'PASSIVE' }, maxBuffer: 1 << 24 });
+  if (r.status !== 0) return `failed (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-1)[0]}`;
+  const j = JSON.parse(r.stdout.split('\n').find((l) => l.startsWith('{'))!) as { tokens_per_s: number; params: number; other_cpu: number; times_s: number[] };
+  return { tokensPerS: j.tokens_per_s, params: j.params, otherCpu: j.other_cpu, timesS: j.times_s };
+}
+
+function peerCell(r: Row): string {
+  if (r.kind === 'train') return 'not measured';
+  if (r.torch === undefined) return 'not measured';
+  if (typeof r.torch === 'string') return r.torch;
+  return `${r.torch.tokensPerS.toFixed(1)}${r.torch.params !== r.params ? ` (${r.torch.params.toLocaleString('en-US')} params)` : ''}`;
+}
+const ratioCell = (r: Row): string => (typeof r.torch === 'object' && r.kind === 'forward' ? `${(r.tokensPerS / r.torch.tokensPerS).toFixed(2)}x` : '-');
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
-  const torch = torchAvailable();
+  const torch = torchVersion(o);
   const rows: Row[] = [];
   const loadStart = os.loadavg()[0]!;
   for (const name of o.families) {
     const t0 = performance.now();
     const model = randomFamilyModel(name, o.layers);
     console.log(`${name}: ${model.weights.numel().toLocaleString('en-US')} parameters, random weights in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    for (const r of [await benchForward(name, model, o), await benchTrain(name, model, o)]) {
+    const fwd = await benchForward(name, model, o);
+    // the peer right after our forward row, never beside it
+    if (torch) {
+      fwd.torch = torchForward(name, o);
+      console.log(`  torch forward: ${typeof fwd.torch === 'string' ? fwd.torch : `${fwd.torch.tokensPerS.toFixed(1)} tok/s (${fwd.torch.params.toLocaleString('en-US')} params; other cpu ${fwd.torch.otherCpu.toFixed(2)})`}`);
+    }
+    for (const r of [fwd, await benchTrain(name, model, o)]) {
       rows.push(r);
       console.log(`  ${r.kind}: ${r.tokensPerS.toFixed(1)} tok/s (median of ${r.timesS.map((t) => t.toFixed(2)).join('/')} s; setup ${r.compileS.toFixed(1)} s; other cpu ${r.otherCpu.toFixed(2)})`);
     }
@@ -251,20 +280,22 @@ async function main(): Promise<void> {
     '',
     `Run ${when} UTC by bench/families.ts. Random-weight models of SmolLM-135M's widths (hidden 576, 9 heads / 3 KV heads, intermediate 1536, vocabulary 49152; ModernBERT 50368 and no KV grouping) with ${o.layers ?? 30} layers${o.layers && o.layers !== 30 ? ' instead of 30 (the machine was too loaded to compile and time 30-layer training steps for six families in the time there was)' : ''} with each family's own features on (see the script), float32, ${o.threads} ONNX Runtime threads, batch ${o.batch} x ${o.seq} random tokens, no padding. Forward = one inference pass (decoders: logits at every position; ModernBERT: class logits). Training = one LoRA step (r 8, alpha 16, targets below; loss + gradients in one ONNX Runtime session, then AdamW). Medians of ${o.runs} timed runs after ${o.warmup} warm-up. ` +
       `**The machine was shared and heavily loaded while this ran** (1-minute load average ${loadStart.toFixed(1)} at the start, ${loadEnd.toFixed(1)} at the end, on ${os.cpus().length} logical CPUs; "other cpu" = cores other processes used during the timed runs), so these numbers are slower and noisier than a quiet machine's; compare them with each other, not with the quiet-machine tables above. ` +
-      (torch ? '' : 'PyTorch is not importable on this machine (`python3 -c "import torch"` fails), so there is no peer column: ours alone.'),
+      (torch
+        ? `Peer: PyTorch ${torch} (bench/families_torch.py: each family in plain torch with the same shapes and features, since transformers is not installed; eager attention, float32, torch.set_num_threads(${o.threads}), OMP_WAIT_POLICY=PASSIVE), forward rows only, run right after ours for each family; "torch other cpu" as ours. Ours ran with ONNX Runtime's default of spinning idle threads, torch with passive waits; on a machine this oversubscribed that costs ours (bench/RESULTS.md "Decode" measures both settings), so read the ratios as a lower bound with wide noise.`
+        : `PyTorch is not importable (\`${o.python} -c "import torch"\` with PYTHONPATH=${o.pythonpath} fails), so there is no peer column: ours alone.`),
     '',
     `- machine: ${os.cpus().length} logical CPUs (${cpu}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, shared with other jobs`,
-    `- node ${process.version}`,
+    `- node ${process.version}${torch ? `, torch ${torch}` : ''}`,
     '',
-    '| family | parameters | measurement | LoRA targets (trainable) | tok/s | median s | runs s | session setup s | other cpu |',
-    '|---|---:|---|---|---:|---:|---|---:|---:|',
+    '| family | parameters | measurement | LoRA targets (trainable) | tok/s | torch tok/s | ours / torch | median s | runs s | session setup s | other cpu | torch other cpu |',
+    '|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|',
     ...rows.map((r) =>
-      `| ${r.family} | ${r.params.toLocaleString('en-US')} | ${r.kind === 'forward' ? `forward ${o.batch}x${o.seq}` : `LoRA train step ${o.batch}x${o.seq}`} | ${r.kind === 'train' ? `${FAMILIES[r.family]!.targets.join(', ')} (${r.trainable!.toLocaleString('en-US')})` : ''} | ${r.tokensPerS.toFixed(1)} | ${r.medianS.toFixed(2)} | ${r.timesS.map((t) => t.toFixed(2)).join(' / ')} | ${r.compileS.toFixed(1)} | ${r.otherCpu.toFixed(2)} |`,
+      `| ${r.family} | ${r.params.toLocaleString('en-US')} | ${r.kind === 'forward' ? `forward ${o.batch}x${o.seq}` : `LoRA train step ${o.batch}x${o.seq}`} | ${r.kind === 'train' ? `${FAMILIES[r.family]!.targets.join(', ')} (${r.trainable!.toLocaleString('en-US')})` : ''} | ${r.tokensPerS.toFixed(1)} | ${peerCell(r)} | ${ratioCell(r)} | ${r.medianS.toFixed(2)} | ${r.timesS.map((t) => t.toFixed(2)).join(' / ')} | ${r.compileS.toFixed(1)} | ${r.otherCpu.toFixed(2)} | ${typeof r.torch === 'object' ? r.torch.otherCpu.toFixed(2) : ''} |`,
     ),
     '',
     'Command (repository root, after `npx tsc -p .`):',
     '',
-    `    node dist/bench/families.js --batch ${o.batch} --seq ${o.seq} --runs ${o.runs} --warmup ${o.warmup} --threads ${o.threads}${o.layers ? ` --layers ${o.layers}` : ''}`,
+    `    node dist/bench/families.js --batch ${o.batch} --seq ${o.seq} --runs ${o.runs} --warmup ${o.warmup} --threads ${o.threads}${o.layers ? ` --layers ${o.layers}` : ''}   # PyTorch 2.13 in ~/torch213 (../shared/bench/README.md)`,
     '',
   ];
   const text = lines.join('\n');

@@ -23,7 +23,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { grad } from '../src/autodiff/grad.js';
-import { Graph, type Value } from '../src/graph/ir.js';
+import { Graph } from '../src/graph/ir.js';
 import * as o from '../src/graph/ops.js';
 import { type BasePrecision, BuildContext, evalDim } from '../src/nn/context.js';
 import { int8Base, int8Operands } from '../src/quant/int8_base.js';

@@ -3,7 +3,7 @@
 // applied the way peer_torch.py applies it. Shared by train_methods.ts and profile_train_step.ts;
 // model_throughput.ts builds its inference models here too.
 
-import { parseConfig } from '../src/io/hfconfig.js';
+import { parseConfig } from '../src/models/config.js';
 import { GPT2Model } from '../src/models/gpt2.js';
 import { LlamaModel } from '../src/models/llama.js';
 import type { PretrainedModel } from '../src/models/types.js';

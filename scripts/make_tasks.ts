@@ -1,12 +1,14 @@
 // Writes the bundled downstream tasks to data/tasks/<task>/{train,eval}.jsonl, one
-// {"prompt","completion"} object per line, deterministically from a seed; the files are replaced
-// atomically. Run: npm run make-tasks -- [--seed N] [--train N] [--eval N] [--out DIR]
+// {"prompt","completion"} object per line, and the preference task to data/tasks/preference/ as
+// {"prompt","chosen","rejected"} rows (--pref-train/--pref-eval of them), deterministically from a
+// seed; the files are replaced atomically.
+// Run: npm run make-tasks -- [--seed N] [--train N] [--eval N] [--pref-train N] [--pref-eval N] [--out DIR]
 
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeFileAtomic } from '../src/io/atomic.js';
-import { TASK_NAMES, taskSplits } from './corpus/tasks.js';
+import { PREFERENCE_TASK, TASK_NAMES, preferenceSplits, taskSplits } from './corpus/tasks.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -15,6 +17,8 @@ async function main(): Promise<void> {
       seed: { type: 'string', default: '2024' },
       train: { type: 'string', default: '400' },
       eval: { type: 'string', default: '100' },
+      'pref-train': { type: 'string', default: '256' },
+      'pref-eval': { type: 'string', default: '128' },
       out: { type: 'string', default: 'data/tasks' },
     },
   });
@@ -35,6 +39,12 @@ async function main(): Promise<void> {
     }
     process.stderr.write(`${task}: ${sizes.train} train, ${sizes.eval} eval examples in ${dir}\n`);
   }
+  const pref = { train: int('pref-train', values['pref-train']), eval: int('pref-eval', values['pref-eval']) };
+  const dir = join(values.out, PREFERENCE_TASK);
+  await mkdir(dir, { recursive: true });
+  const splits = preferenceSplits(seed, pref);
+  for (const split of ['train', 'eval'] as const) await writeFileAtomic(join(dir, `${split}.jsonl`), splits[split].map((ex) => JSON.stringify(ex)).join('\n') + '\n');
+  process.stderr.write(`${PREFERENCE_TASK}: ${pref.train} train, ${pref.eval} eval pairs in ${dir}\n`);
 }
 
 main().catch((e: unknown) => {

@@ -8,7 +8,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadConfig } from '../io/hfconfig.js';
+import { loadConfig } from '../models/config.js';
 import { architectureOf } from '../models/load.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { checkOutputDir, claimOutputDir } from '../io/outdir.js';

@@ -48,3 +48,23 @@ export async function readSmallTextFile(file: string, limit: number, fail: (reas
     throw fail(`cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
 }
+
+/** Bound for the small JSON documents read with readJsonObject (adapter configs, checkpoint state). */
+export const MAX_JSON_FILE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Reads a file that must hold one JSON object (adapter_config.json, a checkpoint's state file, ...)
+ * after readSmallTextFile's checks. Every failure is what `fail` builds from a one-line reason, so
+ * each layer raises its own typed error with the same words for the same mistake.
+ */
+export async function readJsonObject(file: string, fail: (reason: string) => Error, limit = MAX_JSON_FILE_BYTES): Promise<Record<string, unknown>> {
+  const text = await readSmallTextFile(file, limit, fail);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw fail(`${file} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw fail(`${file} must hold a JSON object`);
+  return parsed as Record<string, unknown>;
+}

@@ -1,6 +1,9 @@
-// Reads a Hugging Face model folder's config.json into one normalized shape, so model builders do not
-// need to know that GPT-2 says n_embd where Llama says hidden_size. Missing optional fields get the
-// defaults of the matching transformers config class; fields that fix tensor shapes must be present.
+// The pieces every architecture's config normalization is built from: the normalized ModelConfig
+// shape, typed field access that names the file and field in every error, reading config.json
+// (bounded), the fields every model_type shares (labels, special token ids, dtype), the Llama-style
+// decoder fields several architectures share, rope settings, and the size limits. Which fields a
+// model_type has, and their transformers defaults, is read by its architecture file
+// (src/models/<family>.ts, `readConfig` of its descriptor); src/models/config.ts dispatches.
 
 import { readFile, stat, path } from '../storage/index.js';
 import { regularFileSize } from './files.js';
@@ -98,31 +101,17 @@ export interface ModelConfig {
   raw: Record<string, unknown>;
 }
 
-const FAMILY_OF: Record<string, ModelFamily> = {
-  gpt2: "gpt2",
-  llama: "llama",
-  mistral: "llama",
-  qwen2: "llama",
-  qwen3: "llama",
-  smollm3: "llama",
-  gemma3_text: "llama",
-  phi3: "llama",
-  bert: "bert",
-  roberta: "bert",
-  modernbert: "modernbert",
-};
-
-type Raw = Record<string, unknown>;
+export type Raw = Record<string, unknown>;
 
 /** Field access that names the file and field in every error. */
-class Fields {
+export class Fields {
   constructor(
     readonly raw: Raw,
     readonly file: string,
     readonly modelType: string,
   ) {}
 
-  private fail(field: string, what: string): never {
+  fail(field: string, what: string): never {
     throw new ConfigError(this.file, `${this.file}: field "${field}" ${what}`, field);
   }
 
@@ -201,8 +190,8 @@ class Fields {
   }
 }
 
-/** Reads and normalizes `<dir>/config.json`. */
-export async function loadConfig(dir: string): Promise<ModelConfig> {
+/** Reads `<dir>/config.json` as JSON (bounded, regular file); models/config.ts normalizes it. */
+export async function readConfigJson(dir: string): Promise<{ raw: unknown; file: string }> {
   const file = path.join(dir, "config.json");
   let text: string;
   try {
@@ -232,7 +221,7 @@ export async function loadConfig(dir: string): Promise<ModelConfig> {
       `${file} is not valid JSON (${(err as Error).message}); the download may be truncated, fetch the file again.`,
     );
   }
-  return parseConfig(raw, file);
+  return { raw, file };
 }
 
 /**
@@ -256,12 +245,8 @@ export const CONFIG_LIMITS = {
   sliding_window: 1 << 30,
 } as const;
 
-/** Normalizes an already parsed config.json; `file` only labels error messages. */
-export function parseConfig(raw: unknown, file = "config.json"): ModelConfig {
-  return checkConfigLimits(parseConfigFields(raw, file), file);
-}
-
-function checkConfigLimits(c: ModelConfig, file: string): ModelConfig {
+/** Refuses a normalized config whose sizes pass CONFIG_LIMITS. */
+export function checkConfigLimits(c: ModelConfig, file: string): ModelConfig {
   const sizes: [keyof typeof CONFIG_LIMITS, number | undefined][] = [
     ["num_hidden_layers", c.numHiddenLayers],
     ["hidden_size", c.hiddenSize],
@@ -287,7 +272,11 @@ function checkConfigLimits(c: ModelConfig, file: string): ModelConfig {
   return c;
 }
 
-function parseConfigFields(raw: unknown, file: string): ModelConfig {
+/** What config.json holds for every model_type; an architecture's `readConfig` adds the rest. */
+export type CommonConfig = Pick<ModelConfig, "modelType" | "family" | "architectures" | "numLabels" | "id2label" | "label2id" | "problemType" | "bosTokenId" | "eosTokenId" | "padTokenId" | "torchDtype" | "raw">;
+
+/** The model_type of a parsed config.json (a ConfigError when absent), and its field reader. */
+export function configFields(raw: unknown, file: string): Fields {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
     throw new ConfigError(file, `${file} must hold a JSON object.`);
   }
@@ -301,23 +290,18 @@ function parseConfigFields(raw: unknown, file: string): ModelConfig {
       "model_type",
     );
   }
-  const family = FAMILY_OF[modelType];
-  if (family === undefined) {
-    throw new ConfigError(
-      file,
-      `${file}: model_type "${modelType}" is not supported; supported: ${Object.keys(FAMILY_OF).join(", ")}.`,
-      "model_type",
-    );
-  }
-  const f = new Fields(json, file, modelType);
-  const architectures = json.architectures;
+  return new Fields(json, file, modelType);
+}
+
+/** The fields every model_type shares: architectures, labels, special token ids, dtype. */
+export function commonFields(f: Fields, family: ModelFamily): CommonConfig {
+  const architectures = f.raw.architectures;
   if (architectures !== undefined && architectures !== null && (!Array.isArray(architectures) || !architectures.every((a) => typeof a === "string"))) {
-    throw new ConfigError(file, `${file}: field "architectures" must be a list of class names.`, "architectures");
+    throw new ConfigError(f.file, `${f.file}: field "architectures" must be a list of class names.`, "architectures");
   }
   const { id2label, label2id, numLabels } = labels(f);
-
-  const common = {
-    modelType,
+  return {
+    modelType: f.modelType,
     family,
     architectures: (architectures as string[] | undefined | null) ?? [],
     numLabels,
@@ -328,146 +312,67 @@ function parseConfigFields(raw: unknown, file: string): ModelConfig {
     eosTokenId: f.tokenIds("eos_token_id"),
     padTokenId: f.tokenId("pad_token_id"),
     torchDtype: f.has("torch_dtype") ? f.str("torch_dtype", "") : f.has("dtype") ? f.str("dtype", "") : undefined,
-    raw: json,
+    raw: f.raw,
   };
-
-  switch (family) {
-    case "gpt2": {
-      const hidden = f.requiredInt("n_embd");
-      const heads = f.requiredInt("n_head");
-      checkDivisible(f, hidden, heads, "n_embd", "n_head");
-      return {
-        ...common,
-        vocabSize: f.requiredInt("vocab_size"),
-        hiddenSize: hidden,
-        numHiddenLayers: f.requiredInt("n_layer"),
-        numAttentionHeads: heads,
-        numKeyValueHeads: heads,
-        headDim: hidden / heads,
-        // n_inner: null means 4 * n_embd in GPT2MLP.
-        intermediateSize: f.int("n_inner", 4 * hidden),
-        maxPositionEmbeddings: f.requiredInt("n_positions"),
-        hiddenAct: f.str("activation_function", "gelu_new"),
-        normType: "layernorm",
-        normEps: f.num("layer_norm_epsilon", 1e-5),
-        tieWordEmbeddings: f.bool("tie_word_embeddings", true),
-        qkvBias: true,
-        attnOutputBias: true,
-        mlpBias: true,
-        attentionBias: true,
-      };
-    }
-    case "llama": {
-      const hidden = f.requiredInt("hidden_size");
-      const heads = f.requiredInt("num_attention_heads");
-      const kvHeads = f.int("num_key_value_heads", heads);
-      if (heads % kvHeads !== 0) {
-        throw new ConfigError(
-          file,
-          `${file}: num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${kvHeads}) for grouped-query attention.`,
-          "num_key_value_heads",
-        );
-      }
-      const isGemma3 = modelType === "gemma3_text";
-      const isPhi3 = modelType === "phi3";
-      // Gemma3TextConfig's head_dim defaults to 256 whatever the hidden size; Phi3Config has no head_dim.
-      if (!f.has("head_dim") && !isGemma3) checkDivisible(f, hidden, heads, "hidden_size", "num_attention_heads");
-      const headDim = isPhi3 ? hidden / heads : f.int("head_dim", isGemma3 ? 256 : hidden / heads);
-      const attentionBias = f.bool("attention_bias", false);
-      // Qwen2 always has q/k/v biases and no o_proj bias; its config has no attention_bias field for it.
-      const isQwen2 = modelType === "qwen2";
-      const slidingWindow = slidingWindowOf(f, modelType);
-      const layers = f.requiredInt("num_hidden_layers");
-      const defaultMaxPos: Record<string, number> = { mistral: 4096 * 32, qwen2: 32768, qwen3: 32768, smollm3: 32768, gemma3_text: 131072, phi3: 4096 };
-      const extra = isGemma3 ? gemma3Fields(f, layers) : isPhi3 ? phi3Fields(f, headDim) : {};
-      return {
-        ...common,
-        vocabSize: f.requiredInt("vocab_size"),
-        hiddenSize: hidden,
-        numHiddenLayers: layers,
-        numAttentionHeads: heads,
-        numKeyValueHeads: kvHeads,
-        headDim,
-        intermediateSize: f.requiredInt("intermediate_size"),
-        maxPositionEmbeddings: f.int("max_position_embeddings", defaultMaxPos[modelType] ?? 2048),
-        // Gemma 3 names its activation hidden_activation.
-        hiddenAct: isGemma3 ? f.str("hidden_activation", "gelu_pytorch_tanh") : f.str("hidden_act", "silu"),
-        normType: "rmsnorm",
-        normEps: f.num("rms_norm_eps", 1e-6),
-        // Gemma 3's config.json has no tie_word_embeddings key: PretrainedConfig's default (true) applies.
-        tieWordEmbeddings: f.bool("tie_word_embeddings", isGemma3),
-        qkvBias: isQwen2 ? true : attentionBias,
-        attnOutputBias: isQwen2 ? false : attentionBias,
-        mlpBias: f.bool("mlp_bias", false),
-        attentionBias,
-        ropeTheta: ropeTheta(f),
-        ropeScaling: ropeScaling(f),
-        ...(modelType === "qwen3" ? { qkNorm: true } : {}),
-        ...(modelType === "smollm3" ? { ropeLayers: ropeLayersOf(f, f.requiredInt("num_hidden_layers")) } : {}),
-        ...(slidingWindow === undefined ? {} : { slidingWindow }),
-        ...extra,
-      };
-    }
-    case "bert": {
-      const hidden = f.requiredInt("hidden_size");
-      const heads = f.requiredInt("num_attention_heads");
-      checkDivisible(f, hidden, heads, "hidden_size", "num_attention_heads");
-      return {
-        ...common,
-        // Config class defaults: BERT's [PAD] is id 0, RoBERTa's <pad> id 1.
-        padTokenId: common.padTokenId ?? (modelType === "roberta" ? 1 : 0),
-        vocabSize: f.requiredInt("vocab_size"),
-        hiddenSize: hidden,
-        numHiddenLayers: f.requiredInt("num_hidden_layers"),
-        numAttentionHeads: heads,
-        numKeyValueHeads: heads,
-        headDim: hidden / heads,
-        intermediateSize: f.requiredInt("intermediate_size"),
-        maxPositionEmbeddings: f.int("max_position_embeddings", 512),
-        hiddenAct: f.str("hidden_act", "gelu"),
-        normType: "layernorm",
-        normEps: f.num("layer_norm_eps", 1e-12),
-        tieWordEmbeddings: f.bool("tie_word_embeddings", true),
-        qkvBias: true,
-        attnOutputBias: true,
-        mlpBias: true,
-        attentionBias: true,
-        typeVocabSize: f.int("type_vocab_size", 2),
-        positionEmbeddingType: f.str("position_embedding_type", "absolute"),
-      };
-    }
-    case "modernbert": {
-      // ModernBertConfig (transformers 4.57); its own fields (local_attention, rope bases,
-      // norm_bias, classifier_*) are read by src/models/modernbert.ts.
-      const hidden = f.requiredInt("hidden_size");
-      const heads = f.requiredInt("num_attention_heads");
-      checkDivisible(f, hidden, heads, "hidden_size", "num_attention_heads");
-      const attentionBias = f.bool("attention_bias", false);
-      return {
-        ...common,
-        padTokenId: common.padTokenId ?? 50283,
-        vocabSize: f.requiredInt("vocab_size"),
-        hiddenSize: hidden,
-        numHiddenLayers: f.requiredInt("num_hidden_layers"),
-        numAttentionHeads: heads,
-        numKeyValueHeads: heads,
-        headDim: hidden / heads,
-        intermediateSize: f.requiredInt("intermediate_size"),
-        maxPositionEmbeddings: f.int("max_position_embeddings", 8192),
-        hiddenAct: f.str("hidden_activation", "gelu"),
-        normType: "layernorm",
-        normEps: f.num("norm_eps", 1e-5),
-        tieWordEmbeddings: f.bool("tie_word_embeddings", true),
-        qkvBias: attentionBias,
-        attnOutputBias: attentionBias,
-        mlpBias: f.bool("mlp_bias", false),
-        attentionBias,
-      };
-    }
-  }
 }
 
-function checkDivisible(f: Fields, hidden: number, heads: number, hiddenField: string, headsField: string): void {
+/** How a Llama-style decoder's config class fills what config.json leaves out. */
+export interface DecoderDefaults {
+  /** max_position_embeddings when absent */
+  maxPositions: number;
+  /** head_dim when absent (else hidden_size / num_attention_heads); "derived": always hidden / heads (no head_dim field) */
+  headDim?: number | "derived";
+  /** the activation field and its default (default hidden_act, "silu") */
+  activation?: [field: string, fallback: string];
+  /** tie_word_embeddings when absent (default false) */
+  tie?: boolean;
+}
+
+/**
+ * The fields of Llama-style decoders (hidden_size, heads with grouped-query key/value heads,
+ * head_dim, intermediate_size, RMSNorm eps, attention/MLP biases, rope_theta and rope_scaling), with
+ * the config class defaults `d`; architecture files add their own fields.
+ */
+export function decoderFields(f: Fields, common: CommonConfig, d: DecoderDefaults): ModelConfig {
+  const hidden = f.requiredInt("hidden_size");
+  const heads = f.requiredInt("num_attention_heads");
+  const kvHeads = f.int("num_key_value_heads", heads);
+  if (heads % kvHeads !== 0) {
+    throw new ConfigError(
+      f.file,
+      `${f.file}: num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${kvHeads}) for grouped-query attention.`,
+      "num_key_value_heads",
+    );
+  }
+  const derived = d.headDim === "derived" || (!f.has("head_dim") && d.headDim === undefined);
+  if (derived) checkDivisible(f, hidden, heads, "hidden_size", "num_attention_heads");
+  const headDim = d.headDim === "derived" ? hidden / heads : f.int("head_dim", d.headDim ?? hidden / heads);
+  const attentionBias = f.bool("attention_bias", false);
+  const [actField, actDefault] = d.activation ?? ["hidden_act", "silu"];
+  return {
+    ...common,
+    vocabSize: f.requiredInt("vocab_size"),
+    hiddenSize: hidden,
+    numHiddenLayers: f.requiredInt("num_hidden_layers"),
+    numAttentionHeads: heads,
+    numKeyValueHeads: kvHeads,
+    headDim,
+    intermediateSize: f.requiredInt("intermediate_size"),
+    maxPositionEmbeddings: f.int("max_position_embeddings", d.maxPositions),
+    hiddenAct: f.str(actField, actDefault),
+    normType: "rmsnorm",
+    normEps: f.num("rms_norm_eps", 1e-6),
+    tieWordEmbeddings: f.bool("tie_word_embeddings", d.tie ?? false),
+    qkvBias: attentionBias,
+    attnOutputBias: attentionBias,
+    mlpBias: f.bool("mlp_bias", false),
+    attentionBias,
+    ropeTheta: ropeTheta(f),
+    ropeScaling: ropeScaling(f),
+  };
+}
+
+export function checkDivisible(f: Fields, hidden: number, heads: number, hiddenField: string, headsField: string): void {
   if (hidden % heads !== 0) {
     throw new ConfigError(
       f.file,
@@ -506,7 +411,7 @@ function labels(f: Fields): { id2label: Record<number, string>; label2id: Record
   return { id2label, label2id, numLabels };
 }
 
-function ropeTheta(f: Fields): number {
+export function ropeTheta(f: Fields): number {
   if (f.has("rope_theta")) return f.num("rope_theta", 10000);
   // transformers 5 moved RoPE settings into rope_parameters.
   const params = f.raw.rope_parameters;
@@ -516,7 +421,7 @@ function ropeTheta(f: Fields): number {
   return 10000;
 }
 
-function ropeScaling(f: Fields): RopeScaling | undefined {
+export function ropeScaling(f: Fields): RopeScaling | undefined {
   let raw = f.raw.rope_scaling;
   if (raw === undefined || raw === null) {
     const params = f.raw.rope_parameters;
@@ -566,77 +471,6 @@ function ropeScaling(f: Fields): RopeScaling | undefined {
     scaling.originalMaxPositionEmbeddings = num("original_max_position_embeddings");
   }
   return scaling;
-}
-
-function slidingWindowOf(f: Fields, modelType: string): number | undefined {
-  if (modelType === "qwen2" && !f.bool("use_sliding_window", false)) return undefined;
-  if (modelType !== "qwen2" && modelType !== "mistral") return undefined;
-  // An absent key means the config class default (4096); an explicit null turns the window off.
-  if (!(Object.prototype.hasOwnProperty.call(f.raw, "sliding_window"))) return 4096;
-  return f.optionalInt("sliding_window");
-}
-
-/** SmolLM3's no_rope_layers (1 = the layer uses RoPE, 0 = NoPE); the config class default is every
- * no_rope_layer_interval-th layer (1-based) without RoPE. */
-function ropeLayersOf(f: Fields, layers: number): boolean[] {
-  const raw = f.raw.no_rope_layers;
-  if (raw === undefined || raw === null) {
-    const interval = f.int("no_rope_layer_interval", 4);
-    return Array.from({ length: layers }, (_, i) => (i + 1) % interval !== 0);
-  }
-  if (!Array.isArray(raw) || raw.length !== layers || !raw.every((v) => v === 0 || v === 1)) {
-    throw new ConfigError(
-      f.file,
-      `${f.file}: field "no_rope_layers" must list 0 or 1 for each of the ${layers} layers (1 = RoPE, 0 = NoPE), found ${JSON.stringify(raw)}.`,
-      "no_rope_layers",
-    );
-  }
-  return raw.map((v) => v === 1);
-}
-
-/** Gemma 3 text: layer types, the local RoPE base, the attention scale, its sliding window; softcapping is refused. */
-function gemma3Fields(f: Fields, layers: number): Partial<ModelConfig> {
-  for (const cap of ["attn_logit_softcapping", "final_logit_softcapping"]) {
-    if (f.has(cap)) {
-      throw new ConfigError(f.file, `${f.file}: ${cap} is set; logit softcapping (a Gemma 2 feature, off in Gemma 3) is not implemented. Set it to null.`, cap);
-    }
-  }
-  if (f.bool("use_bidirectional_attention", false)) {
-    throw new ConfigError(f.file, `${f.file}: use_bidirectional_attention is true (an embedding model); only causal Gemma 3 is implemented.`, "use_bidirectional_attention");
-  }
-  let layerTypes: string[];
-  const raw = f.raw.layer_types;
-  if (raw === undefined || raw === null) {
-    // Gemma3TextConfig: every sliding_window_pattern-th layer (1-based) is global.
-    const pattern = f.int("_sliding_window_pattern", f.int("sliding_window_pattern", 6));
-    layerTypes = Array.from({ length: layers }, (_, i) => ((i + 1) % pattern !== 0 ? "sliding_attention" : "full_attention"));
-  } else {
-    if (!Array.isArray(raw) || raw.length !== layers || !raw.every((t) => t === "sliding_attention" || t === "full_attention")) {
-      throw new ConfigError(f.file, `${f.file}: field "layer_types" must list "sliding_attention" or "full_attention" for each of the ${layers} layers.`, "layer_types");
-    }
-    layerTypes = raw as string[];
-  }
-  return {
-    layerTypes,
-    slidingWindow: f.int("sliding_window", 4096),
-    queryPreAttnScalar: f.num("query_pre_attn_scalar", 256),
-    ropeLocalTheta: f.num("rope_local_base_freq", 10000),
-  };
-}
-
-/** Phi-3: partial rotary, the pre-extension context for longrope, an optional sliding window over every layer. */
-function phi3Fields(f: Fields, headDim: number): Partial<ModelConfig> {
-  const factor = f.has("partial_rotary_factor") ? f.num("partial_rotary_factor", 1) : 1;
-  const rotary = Math.floor(headDim * factor);
-  if (factor > 1 || rotary < 2 || rotary % 2 !== 0) {
-    throw new ConfigError(f.file, `${f.file}: partial_rotary_factor ${factor} gives ${rotary} rotary channels of head_dim ${headDim}; it must be an even number between 2 and head_dim.`, "partial_rotary_factor");
-  }
-  const window = f.optionalInt("sliding_window");
-  return {
-    partialRotaryFactor: factor,
-    originalMaxPositionEmbeddings: f.int("original_max_position_embeddings", 4096),
-    ...(window === undefined ? {} : { slidingWindow: window }),
-  };
 }
 
 /**

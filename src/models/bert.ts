@@ -3,7 +3,7 @@
 
 import type { Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
-import type { ModelConfig } from '../io/hfconfig.js';
+import { type CommonConfig, type Fields, type ModelConfig, checkDivisible } from '../io/hfconfig.js';
 import type { BuildContext, LinearSpec } from '../nn/context.js';
 import { attention, attentionBias, embedding, layerNorm, linear, mergeHeads, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
@@ -139,10 +139,41 @@ export class BertModel implements PretrainedModel {
 }
 
 /** BERT and RoBERTa encoders: learned absolute positions, token types, post-norm layers. */
+/** BertConfig / RobertaConfig (pad token id defaults differ). */
+function bertConfig(f: Fields, common: CommonConfig): ModelConfig {
+  const hidden = f.requiredInt("hidden_size");
+  const heads = f.requiredInt("num_attention_heads");
+  checkDivisible(f, hidden, heads, "hidden_size", "num_attention_heads");
+  return {
+    ...common,
+    // Config class defaults: BERT's [PAD] is id 0, RoBERTa's <pad> id 1.
+    padTokenId: common.padTokenId ?? (common.modelType === "roberta" ? 1 : 0),
+    vocabSize: f.requiredInt("vocab_size"),
+    hiddenSize: hidden,
+    numHiddenLayers: f.requiredInt("num_hidden_layers"),
+    numAttentionHeads: heads,
+    numKeyValueHeads: heads,
+    headDim: hidden / heads,
+    intermediateSize: f.requiredInt("intermediate_size"),
+    maxPositionEmbeddings: f.int("max_position_embeddings", 512),
+    hiddenAct: f.str("hidden_act", "gelu"),
+    normType: "layernorm",
+    normEps: f.num("layer_norm_eps", 1e-12),
+    tieWordEmbeddings: f.bool("tie_word_embeddings", true),
+    qkvBias: true,
+    attnOutputBias: true,
+    mlpBias: true,
+    attentionBias: true,
+    typeVocabSize: f.int("type_vocab_size", 2),
+    positionEmbeddingType: f.str("position_embedding_type", "absolute"),
+  };
+}
+
 export const BERT: ArchitectureDescriptor = {
   family: 'bert',
   displayName: 'BERT',
   modelTypes: ['bert', 'roberta'],
+  readConfig: bertConfig,
   classes: {
     BertForSequenceClassification: (c, w, d) => new BertModel(c, w, d, 'seq-cls'),
     BertForMaskedLM: (c, w, d) => new BertModel(c, w, d, 'masked-lm'),

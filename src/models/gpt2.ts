@@ -3,7 +3,7 @@
 
 import type { Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
-import type { ModelConfig } from '../io/hfconfig.js';
+import { type CommonConfig, type Fields, type ModelConfig, checkDivisible } from '../io/hfconfig.js';
 import type { BuildContext, LinearSpec } from '../nn/context.js';
 import { attention, attentionBias, embedding, layerNorm, linear, mergeHeads, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
@@ -110,10 +110,38 @@ export class GPT2Model implements PretrainedModel {
 const BN_TENSOR = '(adapter_down\\.0\\.weight|adapter_down\\.0\\.bias|adapter_up\\.weight|adapter_up\\.bias)';
 
 /** GPT-2 (GPT2LMHeadModel): learned absolute positions, fused c_attn (Conv1D layout), tied head. */
+/** GPT2Config: n_embd / n_head / n_layer / n_positions; n_inner null means 4 * n_embd. */
+function gpt2Config(f: Fields, common: CommonConfig): ModelConfig {
+  const hidden = f.requiredInt("n_embd");
+  const heads = f.requiredInt("n_head");
+  checkDivisible(f, hidden, heads, "n_embd", "n_head");
+  return {
+    ...common,
+    vocabSize: f.requiredInt("vocab_size"),
+    hiddenSize: hidden,
+    numHiddenLayers: f.requiredInt("n_layer"),
+    numAttentionHeads: heads,
+    numKeyValueHeads: heads,
+    headDim: hidden / heads,
+    // n_inner: null means 4 * n_embd in GPT2MLP.
+    intermediateSize: f.int("n_inner", 4 * hidden),
+    maxPositionEmbeddings: f.requiredInt("n_positions"),
+    hiddenAct: f.str("activation_function", "gelu_new"),
+    normType: "layernorm",
+    normEps: f.num("layer_norm_epsilon", 1e-5),
+    tieWordEmbeddings: f.bool("tie_word_embeddings", true),
+    qkvBias: true,
+    attnOutputBias: true,
+    mlpBias: true,
+    attentionBias: true,
+  };
+}
+
 export const GPT2: ArchitectureDescriptor = {
   family: 'gpt2',
   displayName: 'GPT-2',
   modelTypes: ['gpt2'],
+  readConfig: gpt2Config,
   classes: { GPT2LMHeadModel: (c, w, d) => new GPT2Model(c, w, d) },
   defaultClass: { gpt2: 'GPT2LMHeadModel' },
   basePrefix: 'transformer.',

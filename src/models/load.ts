@@ -3,7 +3,8 @@
 // checkpoint has exactly the weights it needs, as transformers reports missing/unexpected keys.
 
 import { existsSync, join } from '../storage/index.js';
-import { loadConfig, type ModelConfig, parseConfig } from '../io/hfconfig.js';
+import type { ModelConfig } from '../io/hfconfig.js';
+import { loadConfig, parseConfig } from './config.js';
 import { ShardedSafetensors, openCheckpoint } from '../io/safetensors.js';
 import { WeightStore } from '../nn/weights.js';
 import { type QuantizationConfig, quantizationPlan } from '../quant/plan.js';

@@ -10,7 +10,7 @@
 
 import type { Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
-import type { ModelConfig } from '../io/hfconfig.js';
+import { type CommonConfig, type Fields, type ModelConfig, checkDivisible } from '../io/hfconfig.js';
 import type { BuildContext, LinearSpec } from '../nn/context.js';
 import { MASK_MIN, attention, embedding, linear, mergeHeads, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
@@ -261,10 +261,41 @@ export class ModernBertModel implements PretrainedModel {
 }
 
 /** ModernBERT sequence classifiers: rotary positions, fused Wqkv and Wi, local/global attention. */
+/** ModernBertConfig (transformers 4.57); its own fields (local_attention, rope bases, norm_bias, classifier_*) are read by the model below. */
+function modernBertConfig(f: Fields, common: CommonConfig): ModelConfig {
+  // ModernBertConfig (transformers 4.57); its own fields (local_attention, rope bases,
+  // norm_bias, classifier_*) are read by src/models/modernbert.ts.
+  const hidden = f.requiredInt("hidden_size");
+  const heads = f.requiredInt("num_attention_heads");
+  checkDivisible(f, hidden, heads, "hidden_size", "num_attention_heads");
+  const attentionBias = f.bool("attention_bias", false);
+  return {
+    ...common,
+    padTokenId: common.padTokenId ?? 50283,
+    vocabSize: f.requiredInt("vocab_size"),
+    hiddenSize: hidden,
+    numHiddenLayers: f.requiredInt("num_hidden_layers"),
+    numAttentionHeads: heads,
+    numKeyValueHeads: heads,
+    headDim: hidden / heads,
+    intermediateSize: f.requiredInt("intermediate_size"),
+    maxPositionEmbeddings: f.int("max_position_embeddings", 8192),
+    hiddenAct: f.str("hidden_activation", "gelu"),
+    normType: "layernorm",
+    normEps: f.num("norm_eps", 1e-5),
+    tieWordEmbeddings: f.bool("tie_word_embeddings", true),
+    qkvBias: attentionBias,
+    attnOutputBias: attentionBias,
+    mlpBias: f.bool("mlp_bias", false),
+    attentionBias,
+  };
+}
+
 export const MODERNBERT: ArchitectureDescriptor = {
   family: 'modernbert',
   displayName: 'ModernBERT',
   modelTypes: ['modernbert'],
+  readConfig: modernBertConfig,
   classes: { ModernBertForSequenceClassification: (c, w, d) => new ModernBertModel(c, w, d) },
   defaultClass: {},
   basePrefix: 'model.',

@@ -2,7 +2,7 @@
 // the weights it expects, and a forward pass that builds graph in a BuildContext.
 
 import type { Value } from '../graph/ir.js';
-import type { ModelConfig } from '../io/hfconfig.js';
+import type { CommonConfig, Fields, ModelConfig } from '../io/hfconfig.js';
 import type { BuildContext, LinearSpec } from '../nn/context.js';
 import type { WeightStore } from '../nn/weights.js';
 import { PeftError } from '../errors.js';
@@ -99,6 +99,11 @@ export interface ArchitectureDescriptor {
   displayName: string;
   /** config.json model_types served */
   modelTypes: readonly string[];
+  /**
+   * config.json to ModelConfig for its model_types: the fields the architecture has, with its
+   * transformers config class defaults (shared readers in io/hfconfig.ts: decoderFields, ropeScaling, ...)
+   */
+  readConfig(f: Fields, common: CommonConfig): ModelConfig;
   /** transformers class names (config.json "architectures") it builds */
   classes: Readonly<Record<string, ModelBuilder>>;
   /** per model_type, the class built when config.json lists no known class */

@@ -7,7 +7,7 @@
 // Trainable params (LoRA A/B, ...) are graph inputs, not constants, and stay float32; so do
 // constants used by anything but such a product (embedding lookups keep their float copy).
 
-import { readSync, openSync, closeSync } from 'node:fs';
+import { readSync, openSync, closeSync } from '../storage/index.js';
 import type { Value } from '../graph/ir.js';
 import { MAX_INLINE_BYTES, type ExternalBlob, type LoweredGraph } from './export.js';
 import type { AttrValue, NodeSpec, TensorSpec } from './model.js';

@@ -305,6 +305,29 @@ export class MemoryStorage implements Storage {
     return this.children(p, 'scandir');
   }
 
+  private readonly fds = new Map<number, Uint8Array>();
+  private nextFd = 3;
+
+  openSync(p: string): number {
+    const e = this.file(p, 'open');
+    if (!(e.data instanceof Uint8Array)) throw new StorageError('EAGAIN', `${p} is a browser file, read it with open()`);
+    const fd = this.nextFd++;
+    this.fds.set(fd, e.data);
+    return fd;
+  }
+
+  readSync(fd: number, buffer: Uint8Array, offset: number, length: number, position: number): number {
+    const data = this.fds.get(fd);
+    if (!data) throw new StorageError('EBADF', `bad file descriptor ${fd}`);
+    const bytes = data.subarray(position, Math.min(data.byteLength, position + length));
+    buffer.set(bytes, offset);
+    return bytes.byteLength;
+  }
+
+  closeSync(fd: number): void {
+    this.fds.delete(fd);
+  }
+
   unlinkSync(p: string): void {
     const k = this.key(p);
     if (this.get(p, 'unlink').kind === 'dir') throw new StorageError('EISDIR', `illegal operation on a directory, unlink '${p}'`);

@@ -51,5 +51,8 @@ export const nodeStorage: Storage = {
   readFileSync: (p, enc) => fs.readFileSync(p, enc),
   readdirSync: (p) => fs.readdirSync(p),
   unlinkSync: (p) => fs.unlinkSync(p),
+  openSync: (p, flags) => fs.openSync(p, flags),
+  readSync: (fd, buffer, offset, length, position) => fs.readSync(fd, buffer, offset, length, position),
+  closeSync: (fd) => fs.closeSync(fd),
 };
 export const defaultStorage = nodeStorage;

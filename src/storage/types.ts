@@ -91,6 +91,10 @@ export interface Storage {
   readFileSync(path: string, encoding: 'utf8'): string;
   readdirSync(path: string): string[];
   unlinkSync(path: string): void;
+  /** synchronous positional reads (weights read while a graph is lowered) */
+  openSync(path: string, flags: 'r'): number;
+  readSync(fd: number, buffer: Uint8Array, offset: number, length: number, position: number): number;
+  closeSync(fd: number): void;
 }
 
 /** An error with a Node-style code (ENOENT, EEXIST, ...), which callers test as they test node:fs's. */

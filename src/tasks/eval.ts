@@ -1,26 +1,35 @@
 // `peft eval`'s library half: score a model (base or adapted) on the user's own jsonl rows with a
 // task metric and a 95% confidence interval. Generation metrics (exact, contains, accuracy, json)
 // decode greedily in batches with the KV cache (Generator) and compare each output with the row's
-// reference; perplexity runs one forward pass per row with the loss over the reference tokens.
+// reference; perplexity runs one forward pass per row with the loss over the reference tokens;
+// preference scores {"prompt","chosen","rejected"} rows: the share of rows whose chosen completion
+// has the higher summed log-likelihood (one forward pass per side).
 
 import { Generator, ForwardSession, type InferenceModel } from '../generate/index.js';
 import type { ChatMessage, Tokenizer } from '../io/tokenizer.js';
 import type { RuntimeOptions, HostTensor } from '../runtime/session.js';
-import type { JsonlRecord } from '../train/data.js';
+import type { JsonlRecord, TokenizedExample } from '../train/data.js';
 import { IGNORE_INDEX, tokenizeRecords } from '../train/data.js';
 import { DatasetError } from '../train/errors.js';
 import { labelOf, normalizeAnswer } from './metrics.js';
 import { TaskError } from './tasks.js';
+import { mulberry32 } from '../nn/random.js';
 
-export const EVAL_METRICS = ['exact', 'contains', 'accuracy', 'json', 'perplexity'] as const;
+export const EVAL_METRICS = ['exact', 'contains', 'accuracy', 'json', 'perplexity', 'preference'] as const;
 export type EvalMetric = (typeof EVAL_METRICS)[number];
+/** The metrics decided by greedy generation. */
+export type GenerationMetric = Exclude<EvalMetric, 'perplexity' | 'preference'>;
+export const GENERATION_METRICS = EVAL_METRICS.filter((m): m is GenerationMetric => m !== 'perplexity' && m !== 'preference');
 
 /** One row to score: what the model is given and what it should produce. */
 export interface EvalRow {
   /** 1-based line in the jsonl file */
   line: number;
   prompt: string;
+  /** the expected output (preference: the chosen completion) */
   reference: string;
+  /** preference: the rejected completion */
+  rejected?: string;
 }
 
 export interface EvalKeys {
@@ -55,6 +64,10 @@ export interface EvalRowResult {
   nll?: number;
   /** perplexity: how many reference tokens were scored */
   tokens?: number;
+  /** preference: the rejected completion, and the summed log-likelihood of each side given the prompt */
+  rejected?: string;
+  logp_chosen?: number;
+  logp_rejected?: number;
 }
 
 export interface EvalReport {
@@ -83,6 +96,15 @@ export function evalRows(records: readonly JsonlRecord[], tokenizer: Tokenizer, 
   const ck = keys.completionKey ?? 'completion';
   const mk = keys.messagesKey ?? 'messages';
   if (records.length === 0) throw new DatasetError('the dataset is empty', { file });
+  if (metric === 'preference') {
+    return records.map((r) => {
+      for (const k of [pk, 'chosen', 'rejected']) {
+        const x = r.value[k];
+        if (typeof x !== 'string') throw new DatasetError(`field "${k}" must be a string, found ${x === undefined ? 'nothing' : x === null ? 'null' : typeof x}; --metric preference scores {"${pk}","chosen","rejected"} rows`, { file, line: r.line });
+      }
+      return { line: r.line, prompt: r.value[pk] as string, reference: r.value.chosen as string, rejected: r.value.rejected as string };
+    });
+  }
   return records.map((r) => {
     const v = r.value;
     if (mk in v) return conversationRow(r, v[mk], tokenizer, mk, file);
@@ -125,7 +147,7 @@ function conversationRow(r: JsonlRecord, raw: unknown, tokenizer: Tokenizer, key
 }
 
 /** Whether a generated output counts as the reference under a generation metric. */
-export function isMatch(metric: Exclude<EvalMetric, 'perplexity'>, prediction: string, reference: string, labels: readonly string[] = []): boolean {
+export function isMatch(metric: GenerationMetric, prediction: string, reference: string, labels: readonly string[] = []): boolean {
   switch (metric) {
     case 'exact':
       return normalizeAnswer(prediction) === normalizeAnswer(reference);
@@ -191,16 +213,7 @@ export function wilsonInterval(k: number, n: number, z = 1.96): [number, number]
 export function perplexityInterval(nll: readonly number[], tokens: readonly number[], seed = 0, resamples = 1000): [number, number] {
   const n = nll.length;
   if (n === 0) return [Number.NaN, Number.NaN];
-  let s = (seed >>> 0) || 0x9e3779b9;
-  const next = (): number => {
-    // xorshift32: a small seeded stream for resampling indices
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
+  const next = mulberry32(seed);
   const stats = new Float64Array(resamples);
   for (let b = 0; b < resamples; b++) {
     let sn = 0;
@@ -220,6 +233,7 @@ export async function evaluateRows(model: InferenceModel, tokenizer: Tokenizer, 
   if (rows.length === 0) throw new TaskError('no rows to evaluate');
   const t0 = performance.now();
   if (opts.metric === 'perplexity') return { ...(await scorePerplexity(model, tokenizer, rows, opts)), seconds: (performance.now() - t0) / 1000 };
+  if (opts.metric === 'preference') return { ...(await scorePreference(model, tokenizer, rows, opts)), seconds: (performance.now() - t0) / 1000 };
   const metric = opts.metric;
   const batchSize = opts.batchSize ?? 16;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new TaskError(`batch size must be a positive integer, got ${batchSize}`);
@@ -267,15 +281,9 @@ async function scorePerplexity(model: InferenceModel, tokenizer: Tokenizer, rows
   const results: EvalRowResult[] = [];
   try {
     for (const [i, ex] of examples.entries()) {
-      const T = ex.inputIds.length;
-      // a causal LM predicts token t from t-1: the scored tokens are labels[1..] that are not ignored
-      let tokens = 0;
-      for (let t = 1; t < T; t++) if (ex.labels[t] !== IGNORE_INDEX) tokens++;
       const row = rows[i]!;
-      if (tokens === 0) throw new DatasetError('nothing to score in this row: its reference is empty', { line: row.line });
-      const ids = (xs: number[]): HostTensor => ({ dtype: 'int64', shape: [1, T], data: BigInt64Array.from(xs, (x) => BigInt(x)) });
-      const out = await session.run({ inputIds: ids(ex.inputIds), attentionMask: ids(ex.inputIds.map(() => 1)), labels: ids(ex.labels) });
-      results.push({ line: row.line, prompt: row.prompt, reference: row.reference, nll: out.loss! * tokens, tokens });
+      const { nll, tokens } = await referenceNll(session, ex, row.line);
+      results.push({ line: row.line, prompt: row.prompt, reference: row.reference, nll, tokens });
       opts.onProgress?.(results.length, rows.length);
     }
   } finally {
@@ -292,6 +300,42 @@ async function scorePerplexity(model: InferenceModel, tokenizer: Tokenizer, rows
     tokens: total,
     results,
   };
+}
+
+/** The summed negative log-likelihood of an example's labelled tokens (a causal LM predicts token t from t-1), and how many there are. */
+async function referenceNll(session: ForwardSession, ex: TokenizedExample, line: number): Promise<{ nll: number; tokens: number }> {
+  const T = ex.inputIds.length;
+  let tokens = 0;
+  for (let t = 1; t < T; t++) if (ex.labels[t] !== IGNORE_INDEX) tokens++;
+  if (tokens === 0) throw new DatasetError('nothing to score in this row: its reference is empty', { line });
+  const ids = (xs: number[]): HostTensor => ({ dtype: 'int64', shape: [1, T], data: BigInt64Array.from(xs, (x) => BigInt(x)) });
+  const out = await session.run({ inputIds: ids(ex.inputIds), attentionMask: ids(ex.inputIds.map(() => 1)), labels: ids(ex.labels) });
+  return { nll: out.loss! * tokens, tokens };
+}
+
+/**
+ * Preference accuracy: a row is correct when its chosen completion is more likely than its
+ * rejected one given the prompt (summed log-probs of each side's tokens and EOS, tokenized as
+ * training tokenizes them; a tie is wrong), as the trainer's eval_accuracy for DPO/ORPO.
+ */
+async function scorePreference(model: InferenceModel, tokenizer: Tokenizer, rows: readonly EvalRow[], opts: EvalOptions): Promise<Omit<EvalReport, 'seconds'>> {
+  const side = (k: 'reference' | 'rejected') => tokenizeRecords(rows.map((r) => ({ line: r.line, value: { prompt: r.prompt, completion: r[k] ?? '' } })), tokenizer).examples;
+  const chosen = side('reference');
+  const rejected = side('rejected');
+  const session = await ForwardSession.create(model, { loss: true, runtime: opts.runtime });
+  const results: EvalRowResult[] = [];
+  try {
+    for (const [i, row] of rows.entries()) {
+      const c = await referenceNll(session, chosen[i]!, row.line);
+      const r = await referenceNll(session, rejected[i]!, row.line);
+      results.push({ line: row.line, prompt: row.prompt, reference: row.reference, rejected: row.rejected, logp_chosen: -c.nll, logp_rejected: -r.nll, correct: -c.nll > -r.nll });
+      opts.onProgress?.(results.length, rows.length);
+    }
+  } finally {
+    await session.dispose();
+  }
+  const correct = results.filter((r) => r.correct).length;
+  return { metric: 'preference', rows: results.length, score: correct / results.length, ci95: wilsonInterval(correct, results.length), correct, results };
 }
 
 /** "exact 62.0% (31/50, 95% CI 48.2-74.1%)" or "perplexity 12.31 (1480 tokens, 95% CI 11.02-13.90)" */

@@ -78,17 +78,19 @@ export interface DataPosition {
  * An endless stream of training batches: epoch e visits every example once in the order of a
  * permutation seeded by (seed, e); the last batch of an epoch may be smaller.
  */
-export class BatchStream {
+export class BatchStream<T = Example> {
   private order: Uint32Array;
   private pos: DataPosition;
 
+  /** `collateRows` makes a batch of `batchSize` items (default: collate, for examples; preference pairs give two rows each) */
   constructor(
-    private readonly examples: readonly Example[],
+    private readonly examples: readonly T[],
     private readonly batchSize: number,
     private readonly padId: number,
     private readonly seed: number,
     private readonly shuffle = true,
     start: DataPosition = { epoch: 0, index: 0 },
+    private readonly collateRows: (rows: readonly T[], padId: number) => Batch = collate as unknown as (rows: readonly T[], padId: number) => Batch,
   ) {
     if (examples.length === 0) throw new Error('a batch stream needs examples');
     if (!(Number.isInteger(batchSize) && batchSize > 0)) throw new Error(`batch size must be a positive integer, got ${batchSize}`);
@@ -121,10 +123,10 @@ export class BatchStream {
       this.order = this.orderOf(this.pos.epoch);
     }
     const end = Math.min(this.pos.index + this.batchSize, this.examples.length);
-    const rows: Example[] = [];
+    const rows: T[] = [];
     for (let i = this.pos.index; i < end; i++) rows.push(this.examples[this.order[i]!]!);
     this.pos.index = end;
-    return collate(rows, this.padId);
+    return this.collateRows(rows, this.padId);
   }
 }
 

@@ -2,7 +2,7 @@
 // the peft layout, exact trainable tensors, AdamW moments and step, schedule, RNG state, data
 // position, metrics so far), written under a temp name and renamed, so a folder is whole or absent.
 
-import { existsSync, mkdir, readFile, readdir, rename, rm, join, resolve } from '../storage/index.js';
+import { existsSync, mkdir, readdir, rename, rm, join, resolve } from '../storage/index.js';
 import { SafetensorsFile, fromTypedArray, toFloat32, writeSafetensors, type RawTensor } from '../io/safetensors.js';
 import { tempPathFor, writeFailure, writeFileAtomic } from '../io/atomic.js';
 import type { AdaptedModel } from '../tuners/types.js';
@@ -12,6 +12,7 @@ import { CheckpointError } from './errors.js';
 import type { MetricRecord } from './metrics.js';
 import type { RngState } from './rng.js';
 import type { ScheduleOptions } from './schedule.js';
+import { readJsonObject } from '../io/files.js';
 
 export const CHECKPOINTS_DIR = 'checkpoints';
 const PREFIX = 'checkpoint-';
@@ -118,12 +119,8 @@ export async function resolveCheckpoint(outputDir: string, resume: string): Prom
   return dir;
 }
 
-async function readJson(dir: string, file: string): Promise<Record<string, unknown>> {
-  try {
-    return JSON.parse(await readFile(join(dir, file), 'utf8')) as Record<string, unknown>;
-  } catch (e) {
-    throw new CheckpointError(`checkpoint ${dir}: cannot read ${file} (${(e as Error).message}); resume from another checkpoint`);
-  }
+function readJson(dir: string, file: string): Promise<Record<string, unknown>> {
+  return readJsonObject(join(dir, file), (reason) => new CheckpointError(`checkpoint ${dir}: ${reason}; resume from another checkpoint`));
 }
 
 async function readTensors(dir: string, file: string): Promise<{ tensors: Map<string, RawTensor>; metadata: Record<string, string> }> {

@@ -19,6 +19,8 @@ export interface TrainRecord {
   tokens: number;
   tokens_per_second: number;
   elapsed_s: number;
+  /** preference tuning: TRL's rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins (mean over the step's pairs) */
+  [reward: `rewards/${string}`]: number | undefined;
 }
 
 export interface EvalRecord {
@@ -35,6 +37,8 @@ export interface EvalRecord {
   eval_accuracy?: number;
   /** classification: examples evaluated */
   eval_examples?: number;
+  /** preference tuning: pairs evaluated (eval_accuracy is then the preference accuracy, eval_rewards/* TRL's reward metrics) */
+  eval_pairs?: number;
   /** extra metrics (TrainerOptions.evalMetrics), e.g. eval_exact from generation */
   [metric: `eval_${string}`]: number | undefined;
 }

@@ -11,9 +11,9 @@ import { type HostTensor, RuntimeSession } from '../runtime/session.js';
 import { prependConstant } from '../tuners/prompt_learning/model.js';
 import type { AdaptedModel, TrainableTensor } from '../tuners/types.js';
 import type { Tokenizer } from '../io/tokenizer.js';
-import type { Batch } from './batches.js';
-import { type JsonlRecord, type TokenizeOptions, type TokenizedExample, tokenizeRecords } from './data.js';
-import { TrainError } from './errors.js';
+import { type Batch, collate } from './batches.js';
+import { type JsonlRecord, type TokenizeOptions, type TokenizedExample, hasLearnableLabel, readJsonl, tokenizeRecords } from './data.js';
+import { DatasetError, TrainError } from './errors.js';
 import { drawKeepMask } from './keepmask.js';
 import type { Rng } from './rng.js';
 import { type StepOptions, gradName, labelKindOf, resolveDim } from './step.js';
@@ -126,6 +126,8 @@ export interface PreferenceStepResult {
   /** per pair: TRL's rewards/chosen and rewards/rejected */
   rewardsChosen: Float32Array;
   rewardsRejected: Float32Array;
+  /** per row (chosen rows, then rejected rows): the policy's summed completion log-probs */
+  logps: Float32Array;
 }
 
 /** The [pairs, batch] pairing matrix of a batch whose first half is the chosen rows and second half their rejected rows. */
@@ -172,10 +174,11 @@ export class PreferenceStep {
     const count = model.prependedLabels ?? 0;
     const aligned = count > 0 ? prependConstant(labels, count, -100) : labels;
     const r = objective === 'dpo' ? dpoLoss(out.logits, aligned, pairing, graph.input(REF_LOGPS, 'float32', ['batch']), beta) : orpoLoss(out.logits, aligned, pairing, beta);
+    const logps = sequenceLogps(out.logits, aligned).sum;
     const params = new Map(ctx.params);
     if (params.size === 0) throw new TrainError(`the ${model.peftType} model has no trainable tensors in its graph; check the target modules`);
     const names = [...params.keys()];
-    const outputs: Record<string, Value> = { loss: r.loss, rewards_chosen: r.rewardsChosen, rewards_rejected: r.rewardsRejected };
+    const outputs: Record<string, Value> = { loss: r.loss, rewards_chosen: r.rewardsChosen, rewards_rejected: r.rewardsRejected, logps };
     if (training) {
       const grads = grad(r.loss, [...params.values()], graph.input(LOSS_SCALE, 'float32', []));
       names.forEach((n, i) => (outputs[gradName(n)] = grads[i]!));
@@ -231,6 +234,7 @@ export class PreferenceStep {
       loss: out.loss!.data[0] as number,
       rewardsChosen: out.rewards_chosen!.data as Float32Array,
       rewardsRejected: out.rewards_rejected!.data as Float32Array,
+      logps: out.logps!.data as Float32Array,
     };
     if (this.training) {
       res.grads = new Map();
@@ -267,13 +271,85 @@ function tokenFeeds(batch: Batch): Record<string, HostTensor> {
   };
 }
 
+/** One preference row tokenized: prompt + chosen and prompt + rejected, labels -100 on the prompt. */
+export interface PreferencePair {
+  chosen: TokenizedExample;
+  rejected: TokenizedExample;
+}
+
+export function isPreferencePair(x: object): x is PreferencePair {
+  return 'chosen' in x && 'rejected' in x;
+}
+
+/** A batch of pairs: their chosen rows first, then their rejected rows in the same order (halvesPairing). */
+export function collatePairs(pairs: readonly PreferencePair[], padId: number): Batch {
+  return collate([...pairs.map((p) => p.chosen), ...pairs.map((p) => p.rejected)], padId);
+}
+
+/** The data's own names for the three fields (TRL's are "prompt", "chosen", "rejected"). */
+export interface PreferenceKeys {
+  prompt?: string;
+  chosen?: string;
+  rejected?: string;
+}
+
 /** {"prompt","chosen","rejected"} rows as token pairs: prompt + chosen and prompt + rejected, labels -100 on the prompt. */
-export function tokenizePreferenceRecords(records: readonly JsonlRecord[], tokenizer: Tokenizer, opts: TokenizeOptions = {}): { chosen: TokenizedExample[]; rejected: TokenizedExample[] } {
+export function tokenizePreferenceRecords(records: readonly JsonlRecord[], tokenizer: Tokenizer, opts: TokenizeOptions & { keys?: PreferenceKeys } = {}): { chosen: TokenizedExample[]; rejected: TokenizedExample[] } {
+  const file = opts.file;
+  if (records.length === 0) throw new DatasetError('the dataset is empty', { file });
+  const names = { prompt: opts.keys?.prompt ?? 'prompt', chosen: opts.keys?.chosen ?? 'chosen', rejected: opts.keys?.rejected ?? 'rejected' };
   records.forEach((r) => {
-    for (const k of ['prompt', 'chosen', 'rejected']) {
-      if (typeof r.value[k] !== 'string') throw new TrainError(`${opts.file ?? 'preference data'} line ${r.line}: a preference row needs string fields "prompt", "chosen" and "rejected"; "${k}" is missing or not a string`);
+    for (const k of Object.values(names)) {
+      const v = r.value[k];
+      if (typeof v !== 'string') {
+        throw new DatasetError(`field "${k}" is ${v === undefined ? 'missing' : `a ${Array.isArray(v) ? 'list' : v === null ? 'null' : typeof v}, not a string`}; a preference row is {"${names.prompt}": "...", "${names.chosen}": "...", "${names.rejected}": "..."}`, { file, line: r.line });
+      }
     }
   });
-  const side = (k: 'chosen' | 'rejected') => tokenizeRecords(records.map((r) => ({ line: r.line, value: { prompt: r.value.prompt, completion: r.value[k] } })), tokenizer, opts).examples;
+  const side = (k: 'chosen' | 'rejected') => tokenizeRecords(records.map((r) => ({ line: r.line, value: { prompt: r.value[names.prompt], completion: r.value[names[k]] } })), tokenizer, opts).examples;
   return { chosen: side('chosen'), rejected: side('rejected') };
+}
+
+export interface PreferenceDataset {
+  pairs: PreferencePair[];
+  /** pairs left out because a side had no completion token within maxLength */
+  dropped: number;
+  /** pairs with a side cut to maxLength */
+  truncated: number;
+}
+
+/**
+ * Reads {"prompt","chosen","rejected"} jsonl rows (TRL's preference format) as token pairs, each
+ * side cut to maxLength tokens on the right; a pair whose cut side keeps no completion token is
+ * left out (and counted). A bad row is a DatasetError naming the file, the line and the field.
+ */
+export async function loadPreferenceDataset(file: string, tokenizer: Tokenizer, opts: { maxLength: number; maxExamples?: number; keys?: PreferenceKeys }): Promise<PreferenceDataset> {
+  let records = await readJsonl(file);
+  if (opts.maxExamples !== undefined) records = records.slice(0, opts.maxExamples);
+  const { chosen, rejected } = tokenizePreferenceRecords(records, tokenizer, { file, keys: opts.keys });
+  const cut = (ex: TokenizedExample): TokenizedExample => ({ inputIds: ex.inputIds.slice(0, opts.maxLength), labels: ex.labels.slice(0, opts.maxLength) });
+  const pairs: PreferencePair[] = [];
+  let dropped = 0;
+  let truncated = 0;
+  chosen.forEach((c, i) => {
+    const r = rejected[i]!;
+    if (c.inputIds.length > opts.maxLength || r.inputIds.length > opts.maxLength) truncated++;
+    const pair = { chosen: cut(c), rejected: cut(r) };
+    if (hasLearnableLabel(pair.chosen) && hasLearnableLabel(pair.rejected)) pairs.push(pair);
+    else dropped++;
+  });
+  if (pairs.length === 0) throw new DatasetError(`no preference row keeps a completion token within --max-len ${opts.maxLength}; raise --max-len`, { file });
+  return { pairs, dropped, truncated };
+}
+
+/**
+ * Preference accuracy: the fraction of pairs whose chosen completion the model finds more likely
+ * than the rejected one (summed completion log-probs given the prompt; a tie counts as wrong). It
+ * needs no reference model, so a base model and a tuned one compare on the same footing.
+ */
+export function preferenceAccuracy(logps: Float32Array | Float64Array, pairs: number): number {
+  if (logps.length !== 2 * pairs) throw new TrainError(`preference accuracy needs 2 x ${pairs} row log-probs, got ${logps.length}`);
+  let right = 0;
+  for (let k = 0; k < pairs; k++) if (logps[k]! > logps[pairs + k]!) right++;
+  return right / pairs;
 }

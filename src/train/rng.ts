@@ -2,17 +2,7 @@
 // with a four-word state that checkpoints store, so a resumed run draws exactly the numbers the
 // uninterrupted run would have drawn.
 
-/** SplitMix32: spreads a seed over the four state words (xoshiro's recommended seeding). */
-function splitMix32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x9e3779b9) >>> 0;
-    let z = s;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-    return (z ^ (z >>> 16)) >>> 0;
-  };
-}
+import { splitMix32 } from '../nn/random.js';
 
 export type RngState = [number, number, number, number];
 
@@ -26,6 +16,7 @@ export class Rng {
 
   /** A generator from an integer seed; several `streams` from one seed are independent. */
   static fromSeed(seed: number, stream = 0): Rng {
+    // SplitMix32 spreads the seed over the four state words (xoshiro's recommended seeding).
     const mix = splitMix32(((seed >>> 0) ^ Math.imul(stream + 1, 0x632be5ab)) >>> 0);
     return new Rng([mix(), mix(), mix(), mix()]);
   }

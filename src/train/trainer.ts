@@ -21,6 +21,7 @@ import { type ProgressReporter, silentProgress } from './progress.js';
 import { Rng } from './rng.js';
 import { LrSchedule, type ScheduleName, warmupStepsFor } from './schedule.js';
 import { EvalStep, type StepOptions, TrainStep, labelKindOf } from './step.js';
+import { type PreferenceObjective, type PreferencePair, PreferenceStep, collatePairs, isPreferencePair, preferenceAccuracy, rewardMetrics } from './preference.js';
 import { checkPositiveInt } from '../errors.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
@@ -81,17 +82,28 @@ export interface TrainerOptions {
   onRecord?: (record: MetricRecord) => void | Promise<void>;
   /** runtime options for the step sessions */
   runtime?: StepOptions;
+  /**
+   * preference tuning: the data are PreferencePair items (a batch of batchSize pairs is 2 x
+   * batchSize rows), the loss is DPO's or ORPO's (beta: DPO's beta, ORPO's lambda, TRL's name for
+   * both), train records carry TRL's rewards/* and evaluations the preference accuracy
+   */
+  preference?: { objective: PreferenceObjective; beta?: number };
 }
+
+/** What a trainer trains on: examples, or preference pairs (TrainerOptions.preference). */
+export type TrainItem = Example | PreferencePair;
 
 export interface EvalResult {
   /** mean loss: weighted by label tokens (causal LM) or examples (classification) */
   loss: number;
   /** causal LM: exp(loss) */
   perplexity?: number;
-  /** classification: the fraction of examples whose argmax logit is their label */
+  /** classification: the fraction of examples whose argmax logit is their label; preference: the fraction of pairs whose chosen side the model finds more likely */
   accuracy?: number;
-  /** label tokens (causal LM) or examples (classification) the loss averages over */
+  /** label tokens (causal LM), examples (classification) or pairs (preference) the loss averages over */
   tokens: number;
+  /** preference: TRL's rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins over the eval pairs */
+  rewards?: Record<string, number>;
 }
 
 export interface TrainResult {
@@ -117,7 +129,7 @@ export interface TrainResult {
   metrics: MetricRecord[];
 }
 
-type Optional = 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'onRecord' | 'runtime' | 'evalMetrics' | 'metricForBestModel' | 'greaterIsBetter' | 'saveBest' | 'earlyStoppingPatience' | 'tokenizerDir';
+type Optional = 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'onRecord' | 'runtime' | 'evalMetrics' | 'metricForBestModel' | 'greaterIsBetter' | 'saveBest' | 'earlyStoppingPatience' | 'tokenizerDir' | 'preference';
 type Resolved = Required<Omit<TrainerOptions, Optional | 'progress'>> & Pick<TrainerOptions, Optional> & { progress: ProgressReporter };
 
 /** The folder under the output folder that holds the best evaluation's adapter. */
@@ -129,9 +141,19 @@ function nonNegative(name: string, v: number): void {
 }
 
 /** A digest of tokenized examples: a resumed run must see the same data in the same order. */
-export function fingerprintExamples(examples: readonly Example[]): string {
+export function fingerprintExamples(examples: readonly TrainItem[]): string {
   const h = createHash('sha256');
-  for (const ex of examples) {
+  for (const item of examples) {
+    if (isPreferencePair(item)) {
+      for (const ex of [item.chosen, item.rejected]) {
+        h.update(Int32Array.from(ex.inputIds));
+        h.update(Int32Array.from(ex.labels));
+        h.update('|');
+      }
+      h.update('&');
+      continue;
+    }
+    const ex = item;
     h.update(Int32Array.from(ex.inputIds));
     if (isClassificationExample(ex)) {
       h.update(Int32Array.of(ex.label));
@@ -170,11 +192,17 @@ export function totalStepsFor(examples: number, o: Pick<TrainerOptions, 'maxStep
   return Math.max(1, Math.ceil(((o.epochs ?? 3) * batches) / (o.gradAccum ?? 1)));
 }
 
-/** Every example fits the model: token sequences for a causal LM, class ids in range for a classifier. */
-function checkExamples(model: AdaptedModel, examples: readonly Example[], which: string): void {
+/** Every example fits the model: token sequences for a causal LM, class ids in range for a classifier; pairs exactly when preference tuning. */
+function checkExamples(model: AdaptedModel, examples: readonly TrainItem[], which: string, preference: boolean): void {
   const classes = labelKindOf(model) === 'classes';
   const n = model.base.config.numLabels;
-  examples.forEach((ex, i) => {
+  if (preference && classes) throw new TrainError(`preference tuning (DPO, ORPO) trains causal language models; the ${model.base.family} model is a sequence classifier`);
+  examples.forEach((item, i) => {
+    if (isPreferencePair(item) !== preference) {
+      throw new TrainError(preference ? `${which} item ${i} is not a preference pair; DPO and ORPO train on {"prompt","chosen","rejected"} rows` : `${which} item ${i} is a preference pair; train it with a preference objective (DPO, ORPO)`);
+    }
+    if (isPreferencePair(item)) return;
+    const ex = item;
     if (isClassificationExample(ex) !== classes) {
       throw new TrainError(
         classes
@@ -195,8 +223,8 @@ export class Trainer {
 
   constructor(
     readonly model: AdaptedModel,
-    readonly trainData: readonly Example[],
-    readonly evalData: readonly Example[] | undefined,
+    readonly trainData: readonly TrainItem[],
+    readonly evalData: readonly TrainItem[] | undefined,
     options: TrainerOptions,
   ) {
     this.opts = {
@@ -232,10 +260,11 @@ export class Trainer {
     if (!Number.isInteger(o.seed)) throw new TrainError(`the seed must be an integer, got ${o.seed}`);
     if (trainData.length === 0) throw new TrainError('the training set is empty');
     if (evalData && evalData.length === 0) throw new TrainError('the evaluation set is empty; leave it out or give it examples');
-    checkExamples(model, trainData, 'training');
+    const pref = o.preference !== undefined;
+    checkExamples(model, trainData, 'training', pref);
     if (evalData) {
-      checkExamples(model, evalData, 'evaluation');
-      if (evalData.every((ex) => (isClassificationExample(ex) ? ex.label === IGNORE_INDEX : ex.labels.every((l) => l === IGNORE_INDEX)))) {
+      checkExamples(model, evalData, 'evaluation', pref);
+      if (!pref && (evalData as readonly Example[]).every((ex) => (isClassificationExample(ex) ? ex.label === IGNORE_INDEX : ex.labels.every((l) => l === IGNORE_INDEX)))) {
         throw new TrainError('no evaluation example has a label (every label is -100), so there would be no eval loss; give evaluation rows with completions, or leave the evaluation set out');
       }
     }
@@ -276,19 +305,21 @@ export class Trainer {
       dropout_masks: KEEP_MASK_SCHEME,
       seed: o.seed,
       pad_token_id: o.padTokenId,
+      ...(o.preference ? { objective: o.preference.objective, beta: o.preference.beta ?? null } : {}),
     };
   }
 
   /** Mean loss of the eval set with the current parameters (token-weighted; example-weighted with accuracy for a classifier). */
-  async evaluate(step?: EvalStep): Promise<EvalResult> {
+  async evaluate(step?: EvalStep | PreferenceStep): Promise<EvalResult> {
     if (!this.evalData) throw new TrainError('no evaluation set was given');
-    const own = step ?? (await EvalStep.compile(this.model, this.opts.runtime));
+    if (this.opts.preference) return this.evaluatePreference(step as PreferenceStep | undefined);
+    const own = (step as EvalStep | undefined) ?? (await EvalStep.compile(this.model, this.opts.runtime));
     try {
       let sum = 0;
       let tokens = 0;
       let correct: number | undefined;
       const params = this.model.parameters();
-      for (const batch of evalBatches(this.evalData, this.opts.batchSize, this.opts.padTokenId)) {
+      for (const batch of evalBatches(this.evalData as readonly Example[], this.opts.batchSize, this.opts.padTokenId)) {
         const r = await own.run(batch, params);
         if (r.tokens === 0) continue;
         sum += r.loss * r.tokens;
@@ -303,6 +334,31 @@ export class Trainer {
       const loss = sum / tokens;
       if (correct !== undefined) return { loss, accuracy: correct / tokens, tokens };
       return { loss, perplexity: Math.exp(loss), tokens };
+    } finally {
+      if (!step) await own.dispose();
+    }
+  }
+
+  /** Preference eval: the mean loss over pairs, the preference accuracy and TRL's reward metrics. */
+  private async evaluatePreference(step?: PreferenceStep): Promise<EvalResult> {
+    const pairs = this.evalData as readonly PreferencePair[];
+    const own = step ?? (await PreferenceStep.compile(this.model, { ...this.opts.runtime, ...this.opts.preference!, training: false }));
+    try {
+      const params = this.model.parameters();
+      let loss = 0;
+      let right = 0;
+      const chosen: number[] = [];
+      const rejected: number[] = [];
+      for (let s = 0; s < pairs.length; s += this.opts.batchSize) {
+        const part = pairs.slice(s, s + this.opts.batchSize);
+        const r = await own.run(collatePairs(part, this.opts.padTokenId), params);
+        loss += r.loss * part.length;
+        right += preferenceAccuracy(r.logps, part.length) * part.length;
+        chosen.push(...r.rewardsChosen);
+        rejected.push(...r.rewardsRejected);
+      }
+      const rewards = rewardMetrics({ rewardsChosen: Float32Array.from(chosen), rewardsRejected: Float32Array.from(rejected) });
+      return { loss: loss / pairs.length, accuracy: right / pairs.length, tokens: pairs.length, rewards };
     } finally {
       if (!step) await own.dispose();
     }
@@ -338,10 +394,10 @@ export class Trainer {
     // is left to be mistaken for this one's.
     const folder = await claimOutputDir(out, { command: 'train', continueOwn: true, overwrite: o.overwrite, clear: state === 'own' && !resumed });
     try {
-      const trainStep = await TrainStep.compile(this.model, o.runtime);
-      let evalStep: EvalStep | undefined;
+      const trainStep = o.preference ? await PreferenceStep.compile(this.model, { ...o.runtime, ...o.preference }) : await TrainStep.compile(this.model, o.runtime);
+      let evalStep: EvalStep | PreferenceStep | undefined;
       try {
-        evalStep = this.evalData ? await EvalStep.compile(this.model, o.runtime) : undefined;
+        evalStep = !this.evalData ? undefined : o.preference ? await PreferenceStep.compile(this.model, { ...o.runtime, ...o.preference, training: false }) : await EvalStep.compile(this.model, o.runtime);
         return await this.loop({ trainStep, evalStep, totalSteps, warmupSteps, signature, resumed, ckptDir, folder });
       } finally {
         await trainStep.dispose();
@@ -353,8 +409,8 @@ export class Trainer {
   }
 
   private async loop(a: {
-    trainStep: TrainStep;
-    evalStep?: EvalStep;
+    trainStep: TrainStep | PreferenceStep;
+    evalStep?: EvalStep | PreferenceStep;
     totalSteps: number;
     warmupSteps: number;
     signature: RunSignature;
@@ -386,7 +442,9 @@ export class Trainer {
     }
     const metrics = new MetricsLog(join(out, METRICS_FILE));
     await metrics.reset(this.history);
-    const stream = new BatchStream(this.trainData, o.batchSize, o.padTokenId, o.seed, true, position);
+    const stream = o.preference
+      ? new BatchStream<TrainItem>(this.trainData, o.batchSize, o.padTokenId, o.seed, true, position, (rows, pad) => collatePairs(rows as PreferencePair[], pad))
+      : new BatchStream<TrainItem>(this.trainData, o.batchSize, o.padTokenId, o.seed, true, position);
     const startStep = step;
     let lastCheckpoint: string | undefined;
     let lastEvalStep = -1;
@@ -418,9 +476,11 @@ export class Trainer {
       if (!evalStep) return;
       const e = await this.evaluate(evalStep);
       const r: EvalRecord =
-        e.accuracy !== undefined
-          ? { kind: 'eval', step, epoch: stream.epochProgress, eval_loss: e.loss, eval_accuracy: e.accuracy, eval_examples: e.tokens }
-          : { kind: 'eval', step, epoch: stream.epochProgress, eval_loss: e.loss, eval_perplexity: e.perplexity, eval_tokens: e.tokens };
+        e.rewards !== undefined
+          ? { kind: 'eval', step, epoch: stream.epochProgress, eval_loss: e.loss, eval_accuracy: e.accuracy, eval_pairs: e.tokens, ...Object.fromEntries(Object.entries(e.rewards).map(([k, v]) => [`eval_${k}`, v])) }
+          : e.accuracy !== undefined
+            ? { kind: 'eval', step, epoch: stream.epochProgress, eval_loss: e.loss, eval_accuracy: e.accuracy, eval_examples: e.tokens }
+            : { kind: 'eval', step, epoch: stream.epochProgress, eval_loss: e.loss, eval_perplexity: e.perplexity, eval_tokens: e.tokens };
       if (o.evalMetrics) for (const [k, v] of Object.entries(await o.evalMetrics())) r[`eval_${k}`] = v;
       if (trackBest && !(bestMetric in r)) throw new TrainError(`the metric for the best model, ${bestMetric}, is not among this run's eval metrics (${Object.keys(r).filter((k) => k.startsWith('eval_')).join(', ')})`);
       await record(r);
@@ -464,17 +524,20 @@ export class Trainer {
         let acc: Map<string, Float32Array> | undefined;
         let lossSum = 0;
         let tokens = 0;
+        const rewards: Record<string, number> = {};
         for (let k = 0; k < o.gradAccum; k++) {
           const batch = stream.next();
           const r = await trainStep.run(batch, params, { lossScale: 1 / o.gradAccum, rng });
+          // TRL's rewards/* of a step: the mean over its micro-batches
+          if ('rewardsChosen' in r) for (const [m, v] of Object.entries(rewardMetrics(r))) rewards[m] = (rewards[m] ?? 0) + v / o.gradAccum;
           if (!Number.isFinite(r.loss)) {
             throw new TrainError(`the loss is ${r.loss} at step ${step + 1} (micro-batch ${k + 1} of ${o.gradAccum}); training stopped without applying it, and ${lastGood()}`);
           }
           lossSum += r.loss;
           tokens += batch.tokens;
-          if (!acc) acc = r.grads;
+          if (!acc) acc = r.grads!;
           else {
-            for (const [n, g] of r.grads) {
+            for (const [n, g] of r.grads!) {
               const dst = acc.get(n)!;
               for (let i = 0; i < g.length; i++) dst[i]! += g[i]!;
             }
@@ -500,6 +563,7 @@ export class Trainer {
           tokens,
           tokens_per_second: tokens / Math.max(1e-9, (now - ts) / 1000),
           elapsed_s: (now - t0) / 1000,
+          ...rewards,
         };
         await record(r);
         const perStep = (now - t0) / 1000 / (step - startStep);

@@ -6,7 +6,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ForwardSession, Generator } from '../../src/generate/index.js';
 import { Tokenizer } from '../../src/io/tokenizer.js';
@@ -15,9 +15,8 @@ import { loadAdapter } from '../../src/tuners/load.js';
 import { permuteRotaryRows } from '../../src/export/gguf/llama.js';
 import { encodeTensor, GgmlType } from '../../src/export/gguf/writer.js';
 import { fixture2026Path, fixturePath } from '../helpers/fixtures.js';
-import { type RawTensor, readSafetensors, serializeSafetensors } from '../../src/io/safetensors.js';
 import { peft } from '../cli/peft.js';
-import { TINY_LLAMA, tempDir, trainTinyAdapter } from './support.js';
+import { TINY_LLAMA, derivedModel, mistralFromLlama, qwen2FromLlama, relayer, tempDir, trainTinyAdapter } from './support.js';
 
 const tmp = tempDir('peft-export-gguf-');
 const PROMPTS = ['The cat sat on the', 'Review: The food was excellent and the staff were kind.\nSentiment:'];
@@ -184,44 +183,6 @@ test('tiny Llama + trained LoRA: llama.cpp runs the merged GGUF and base GGUF + 
 });
 
 /**
- * A model folder derived from a fixture model: config.json fields replaced, tensors rewritten by
- * `tensors` (default unchanged); tokenizer and generation files copied. For architectures whose
- * llama.cpp form needs a configuration the fixtures do not have (see each use).
- */
-async function derivedModel(name: string, from: string, config: Record<string, unknown>, tensors?: (t: Map<string, RawTensor>) => Map<string, RawTensor>, files = { config: 'config.json', weights: 'model.safetensors' }): Promise<string> {
-  const dir = join(tmp, `model-${name}`);
-  mkdirSync(dir);
-  for (const f of readdirSync(from)) if (f.endsWith('.json') || f === 'merges.txt') copyFileSync(join(from, f), join(dir, f));
-  const cfg = JSON.parse(readFileSync(join(from, files.config), 'utf8')) as Record<string, unknown>;
-  writeFileSync(join(dir, files.config), JSON.stringify({ ...cfg, ...config }, null, 2));
-  const weights = await readSafetensors(join(from, files.weights));
-  writeFileSync(join(dir, files.weights), serializeSafetensors(tensors ? tensors(weights) : weights));
-  return dir;
-}
-
-/** Tensors of layers `from[i]` renamed to layer i (`prefix` before "layers."). */
-function relayer(w: Map<string, RawTensor>, from: readonly number[]): Map<string, RawTensor> {
-  const out = new Map([...w].filter(([k]) => !/(^|\.)layers\.\d+\./.test(k)));
-  for (const [k, t] of w) {
-    const m = /^(.*?layers\.)(\d+)(\..+)$/.exec(k);
-    if (m) from.forEach((src, to) => src === Number(m[2]) && out.set(`${m[1]}${to}${m[3]}`, t));
-  }
-  return out;
-}
-
-/** Seeded float32 tensor (a small LCG; values in [-0.1, 0.1)). */
-function noise(shape: number[], seed: number): RawTensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const v = new Float32Array(n);
-  let x = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-    v[i] = (x / 2 ** 32 - 0.5) * 0.2;
-  }
-  return { dtype: 'F32', shape, data: new Uint8Array(v.buffer) };
-}
-
-/**
  * Fixture models with LoRA adapters, one per llama.cpp architecture written: rotary permutation
  * (llama, llama3 with llama3 rope scaling as rope_freqs, mistral, smollm3) or none (qwen2 with q/k/v
  * biases, qwen3 with q/k norms, gemma3, phi3); peft scales llama.cpp's alpha / r cannot express
@@ -237,29 +198,17 @@ const FIXTURE_CASES: [string, () => Promise<string>, string | (() => Promise<str
   // fused attn_qkv / ffn_up (one LoRA pair each), partial rotary, longrope. llama.cpp picks longrope's
   // factor set by its context size (at least 256) where transformers goes by the sequence length, so
   // original_max_position_embeddings is raised from 64 to 256: both then use the short factors.
-  ['phi3', () => derivedModel('phi3', fixture2026Path('models', 'phi3'), { original_max_position_embeddings: 256, max_position_embeddings: 1024 }), fixture2026Path('adapters', 'phi3', 'lora_all_linear_rslora')],
+  ['phi3', () => derivedModel(tmp, 'phi3', fixture2026Path('models', 'phi3'), { original_max_position_embeddings: 256, max_position_embeddings: 1024 }), fixture2026Path('adapters', 'phi3', 'lora_all_linear_rslora')],
   // llama.cpp's smollm3 skips RoPE on every 4th layer: four layers (the fixture's 0, 1, 1, 2), the last NoPE
   // (its LoRA likewise: the fixture adapter's layers 0, 1, 1, 2)
   [
     'smollm3',
-    () => derivedModel('smollm3', fixture2026Path('models', 'smollm3'), { num_hidden_layers: 4, no_rope_layers: [1, 1, 1, 0], layer_types: Array(4).fill('full_attention') }, (w) => relayer(w, [0, 1, 1, 2])),
+    () => derivedModel(tmp, 'smollm3', fixture2026Path('models', 'smollm3'), { num_hidden_layers: 4, no_rope_layers: [1, 1, 1, 0], layer_types: Array(4).fill('full_attention') }, (w) => relayer(w, [0, 1, 1, 2])),
     async () =>
-      derivedModel('smollm3-lora', fixture2026Path('adapters', 'smollm3', 'lora_all_linear_rslora'), {}, (w) => relayer(w, [0, 1, 1, 2]), { config: 'adapter_config.json', weights: 'adapter_model.safetensors' }),
+      derivedModel(tmp, 'smollm3-lora', fixture2026Path('adapters', 'smollm3', 'lora_all_linear_rslora'), {}, (w) => relayer(w, [0, 1, 1, 2]), { config: 'adapter_config.json', weights: 'adapter_model.safetensors' }),
   ],
-  ['mistral', () => derivedModel('mistral', fixturePath('models', 'llama'), { model_type: 'mistral', architectures: ['MistralForCausalLM'], sliding_window: null }), fixturePath('adapters', 'llama', 'lora_attn')],
-  [
-    'qwen2',
-    () =>
-      derivedModel('qwen2', fixturePath('models', 'llama'), { model_type: 'qwen2', architectures: ['Qwen2ForCausalLM'], use_sliding_window: false }, (w) => {
-        const out = new Map(w);
-        for (const [k, t] of w) {
-          const m = /^(model\.layers\.\d+\.self_attn\.[qkv]_proj)\.weight$/.exec(k);
-          if (m) out.set(`${m[1]}.bias`, noise([t.shape[0]!], out.size));
-        }
-        return out;
-      }),
-    fixturePath('adapters', 'llama', 'lora_attn'),
-  ],
+  ['mistral', () => mistralFromLlama(tmp), fixturePath('adapters', 'llama', 'lora_attn')],
+  ['qwen2', () => qwen2FromLlama(tmp), fixturePath('adapters', 'llama', 'lora_attn')],
 ];
 for (const [family, makeModel, adapter] of FIXTURE_CASES) {
   const adapterName = typeof adapter === 'string' ? adapter.split('/').pop() : 'lora_all_linear_rslora (relayered)';
@@ -271,21 +220,32 @@ for (const [family, makeModel, adapter] of FIXTURE_CASES) {
     const merged = await exportCli(['--format', 'gguf', '--model', modelDir, '--adapter', adapterDir, '--type', 'f32'], join(dir, 'merged.gguf'));
     const base = await exportCli(['--format', 'gguf', '--model', modelDir, '--type', 'f32'], join(dir, 'base.gguf'));
     const lora = await exportCli(['--format', 'gguf-lora', '--model', modelDir, '--adapter', adapterDir, '--base-gguf', base], join(dir, 'lora.gguf'));
+    const f16 = await exportCli(['--format', 'gguf', '--model', modelDir, '--adapter', adapterDir, '--type', 'f16'], join(dir, 'merged-f16.gguf'));
+    const q8 = await exportCli(['--format', 'gguf', '--model', modelDir, '--adapter', adapterDir, '--type', 'q8_0'], join(dir, 'merged-q8_0.gguf'));
     const tokenizer = await Tokenizer.fromDir(modelDir);
     const adapted = await loadAdapter(await loadModel(modelDir), adapterDir);
     const gen = await Generator.create(adapted, { tokenizer, runtime: { threads: 1 } });
     const fwd = await ForwardSession.create(adapted, { runtime: { threads: 1 } });
-    const runtimes = [['merged', await openLlamaCpp(merged)], ['base + LoRA', await openLlamaCpp(base, lora)]] as const;
+    const runtimes = [
+      ['merged', await openLlamaCpp(merged)],
+      ['base + LoRA', await openLlamaCpp(base, lora)],
+      ['f16', await openLlamaCpp(f16)],
+      ['q8_0', await openLlamaCpp(q8)],
+    ] as const;
+    // f16 / q8_0: the first next-token distribution within the bounds docs/EXPORT.md states
+    const bound: Record<string, number> = { merged: 2e-3, 'base + LoRA': 2e-3, f16: 0.01, q8_0: 0.05 };
     try {
       for (const prompt of ['hello world', 'The quick brown fox']) {
         const ours = await peftGreedy(gen, prompt);
         for (const [what, rt] of runtimes) {
-          const theirs = await rt.greedy(prompt, 3, 10);
+          const exact = what === 'merged' || what === 'base + LoRA';
+          const theirs = await rt.greedy(prompt, exact ? 3 : 1, 10);
           assert.deepEqual(theirs.promptIds, ours.promptIds, `${what}: prompt ids`);
-          assert.deepEqual(theirs.tokens, ours.tokens.slice(0, 10), `${what}: greedy tokens`);
+          if (exact) assert.deepEqual(theirs.tokens, ours.tokens.slice(0, 10), `${what}: greedy tokens`);
           const d = await probDiff(fwd, [...ours.promptIds, ...ours.tokens], theirs.probs, ours.promptIds.length);
-          assert.ok(d < 2e-3, `${what}: next-token probabilities differ by ${d}`);
-          console.log(`${family} ${what} ${JSON.stringify(prompt)}: max |Δp| ${d.toExponential(2)}`);
+          assert.ok(d < bound[what]!, `${what}: next-token probabilities differ by ${d}`);
+          const same = theirs.tokens.findIndex((t, i) => t !== ours.tokens[i]);
+          console.log(`${family} ${what} ${JSON.stringify(prompt)}: max |Δp| ${d.toExponential(2)}${exact ? '' : `, ${same === -1 ? 'all' : same} of 10 greedy tokens equal`}`);
         }
       }
     } finally {
@@ -312,7 +272,7 @@ test('bad input is one line and writes nothing: GPT-2 and BERT as GGUF, configur
   await one(['--format', 'gguf', '--model', fixturePath('models', 'llama'), '--type', 'q4_k'], /^error: --type q4_k/);
   // what llama.cpp would run differently: SmolLM3 NoPE layers off its every-4th pattern, Gemma 3 sliding layers off a period
   await one(['--format', 'gguf', '--model', fixture2026Path('models', 'smollm3')], /^error: .*no_rope_layers \[1,1,0\].*every 4th layer/);
-  const gemma = await derivedModel('gemma3-aperiodic', fixture2026Path('models', 'gemma3_text'), { layer_types: ['full_attention', 'sliding_attention', 'sliding_attention'] });
+  const gemma = await derivedModel(tmp, 'gemma3-aperiodic', fixture2026Path('models', 'gemma3_text'), { layer_types: ['full_attention', 'sliding_attention', 'sliding_attention'] });
   await one(['--format', 'gguf', '--model', gemma], /^error: .*layer_types .*by a period/);
   const existing = await exportCli(['--format', 'gguf', '--model', fixturePath('models', 'llama')], join(tmp, 'exists.gguf'));
   const r = await peft(['export', '--format', 'gguf', '--model', fixturePath('models', 'llama'), '--out', existing]);

@@ -18,7 +18,7 @@ import { toFloat32 } from '../../src/io/safetensors.js';
 import { fixture2026Path, fixtureBatch, fixturePath, host, readTensors } from '../helpers/fixtures.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { peft } from '../cli/peft.js';
-import { TINY_LLAMA, assertClose, maxAbs, tempDir, trainTinyAdapter, transformersJs } from './support.js';
+import { TINY_LLAMA, assertClose, maxAbs, mistralFromLlama, qwen2FromLlama, tempDir, trainTinyAdapter, transformersJs } from './support.js';
 import { loadExportSource, writeTransformersJs } from '../../src/export/index.js';
 import { TJS_POSITION_START } from '../../src/export/transformersjs.js';
 import { exportDirOptions, writeExportFolder } from '../../src/export/files.js';
@@ -72,7 +72,7 @@ for (const [family, adapter] of [['llama', 'lora_attn'], ['gpt2', 'lora_all_line
   test(`${family} + ${adapter}: transformers.js runs the merged export as peft forward runs the live adapter`, async () => {
     const modelDir = fixturePath('models', family);
     const adapterDir = fixturePath('adapters', family, adapter);
-    const out = await exportCli(['--model', modelDir, '--adapter', adapterDir]);
+    const out = await exportCli(['--model', modelDir, '--adapter', adapterDir, ...ALL_DTYPES]);
     for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'onnx/model.onnx']) assert.ok(existsSync(join(out, f)), f);
     const batch = await fixtureBatch(family);
     const got = await tjsForward(out, batch);
@@ -81,8 +81,22 @@ for (const [family, adapter] of [['llama', 'lora_attn'], ['gpt2', 'lora_all_line
     assertClose(got.logits, want, 1e-4, 1e-4, 'logits vs peft forward');
     const expected = await readTensors('adapters', family, adapter, 'expected_outputs.safetensors');
     assertClose(got.logits, toFloat32(expected.get('merged_logits')!), 1e-4, 1e-4, "logits vs peft's merged_logits");
+    await lowPrecision(out, batch, want, `${family} + ${adapter}`);
   });
 }
+
+/** The export's fp16 / q8 / q4 files against peft forward: max |logit diff| within the bounds docs/EXPORT.md states. */
+const LOW_PRECISION_BOUNDS: Record<string, number> = { fp16: 0.05, q8: 0.25, q4: 1.0 };
+async function lowPrecision(out: string, batch: { input_ids: HostTensor; attention_mask: HostTensor }, want: Float32Array, label: string, opts: { classifier?: boolean; positionStart?: number } = {}): Promise<void> {
+  const errors: Record<string, string> = {};
+  for (const [dtype, bound] of Object.entries(LOW_PRECISION_BOUNDS)) {
+    const e = maxAbs((await tjsForward(out, batch, { ...opts, dtype })).logits, want);
+    assert.ok(e < bound, `${label} ${dtype}: max |logit diff| ${e} above ${bound}`);
+    errors[dtype] = e.toExponential(1);
+  }
+  console.log(`${label}: max |logit diff| vs peft forward ${JSON.stringify(errors)}`);
+}
+const ALL_DTYPES = ['--dtype', 'fp32', '--dtype', 'fp16', '--dtype', 'q8', '--dtype', 'q4'];
 
 /** Values of `x` ([batch, seq, vocab]) at the positions where the mask is 1. */
 function atTokens(x: Float32Array, mask: HostTensor): Float32Array {
@@ -100,26 +114,38 @@ function atTokens(x: Float32Array, mask: HostTensor): Float32Array {
  * global layers, 1-based position ids in transformers.js), Phi-3 (fused qkv/gate_up LoRA, partial
  * rotary with longrope) and ModernBERT.
  */
-for (const [family, adapter, classifier] of [
+const CASES_2026: [string, string, boolean][] = [
   ['qwen3', 'lora_attn', false],
   ['llama3', 'lora_all_linear_rslora', false],
   ['smollm3', 'lora_attn', false],
   ['gemma3_text', 'lora_all_linear_rslora', false],
   ['phi3', 'lora_all_linear_rslora', false],
   ['modernbert', 'lora_attn', true],
-] as const) {
-  test(`2026 ${family} + ${adapter}: transformers.js runs the merged export as peft forward runs the live adapter`, async () => {
-    const modelDir = fixture2026Path('models', family);
-    const adapterDir = fixture2026Path('adapters', family, adapter);
-    const out = await exportCli(['--model', modelDir, '--adapter', adapterDir]);
-    const b = await readSafetensors(fixture2026Path('models', family, 'batch.safetensors'));
+];
+/** Mistral and Qwen2 (no fixture of their own): the llama fixture as those checkpoints (Qwen2 with seeded q/k/v biases), its batch and lora_attn. */
+const DERIVED: [string, () => Promise<string>][] = [
+  ['mistral', () => mistralFromLlama(tmp)],
+  ['qwen2', () => qwen2FromLlama(tmp)],
+];
+for (const [family, adapter, classifier] of [...CASES_2026, ...DERIVED.map(([f]) => [f, 'lora_attn', false] as [string, string, boolean])]) {
+  test(`${family} + ${adapter}: transformers.js runs the merged export (fp32, fp16, q8, q4) as peft forward runs the live adapter`, async () => {
+    const derived = DERIVED.find(([f]) => f === family)?.[1];
+    const modelDir = derived ? await derived() : fixture2026Path('models', family);
+    const adapterDir = derived ? fixturePath('adapters', 'llama', adapter) : fixture2026Path('adapters', family, adapter);
+    const out = await exportCli(['--model', modelDir, '--adapter', adapterDir, ...ALL_DTYPES]);
+    const b = await readSafetensors(derived ? fixturePath('models', 'llama', 'batch.safetensors') : fixture2026Path('models', family, 'batch.safetensors'));
     const batch = { input_ids: host(b.get('input_ids')!), attention_mask: host(b.get('attention_mask')!) };
-    const got = await tjsForward(out, batch, { classifier, positionStart: TJS_POSITION_START[family] });
-    assertClose(got.logits, await peftForward(modelDir, adapterDir, batch), 1e-4, 1e-4, 'logits vs peft forward');
-    const expected = await readSafetensors(fixture2026Path('adapters', family, adapter, 'expected_outputs.safetensors'));
-    // Gemma 3: a padded query whose sliding window holds only padding differs from SDPA's zero rows (fixture README)
-    const tokens = (x: Float32Array) => (family === 'gemma3_text' ? atTokens(x, batch.attention_mask) : x);
-    if (expected.has('merged_logits')) assertClose(tokens(got.logits), tokens(toFloat32(expected.get('merged_logits')!)), 1e-4, 1e-4, "logits vs peft's merged_logits");
+    const opts = { classifier, positionStart: TJS_POSITION_START[family] };
+    const got = await tjsForward(out, batch, opts);
+    const want = await peftForward(modelDir, adapterDir, batch);
+    assertClose(got.logits, want, 1e-4, 1e-4, 'logits vs peft forward');
+    if (!derived) {
+      const expected = await readSafetensors(fixture2026Path('adapters', family, adapter, 'expected_outputs.safetensors'));
+      // Gemma 3: a padded query whose sliding window holds only padding differs from SDPA's zero rows (fixture README)
+      const tokens = (x: Float32Array) => (family === 'gemma3_text' ? atTokens(x, batch.attention_mask) : x);
+      if (expected.has('merged_logits')) assertClose(tokens(got.logits), tokens(toFloat32(expected.get('merged_logits')!)), 1e-4, 1e-4, "logits vs peft's merged_logits");
+    }
+    await lowPrecision(out, batch, want, `${family} + ${adapter}`, opts);
     if (classifier) return;
     // the cached path: 10 greedy tokens through transformers.js' KV cache vs peft generate
     const t = await transformersJs();
@@ -172,12 +198,14 @@ test('weights above externalDataBytes go to onnx/model.onnx_data chunks, which t
 test('bert + lora_attn: a sequence classifier loads as AutoModelForSequenceClassification', async () => {
   const modelDir = fixturePath('models', 'bert');
   const adapterDir = fixturePath('adapters', 'bert', 'lora_attn');
-  const out = await exportCli(['--model', modelDir, '--adapter', adapterDir]);
+  const out = await exportCli(['--model', modelDir, '--adapter', adapterDir, ...ALL_DTYPES]);
   assert.ok(!existsSync(join(out, 'generation_config.json')));
   const batch = await fixtureBatch('bert');
   const got = await tjsForward(out, batch, { classifier: true });
   assert.deepEqual(got.dims, [3, 2]);
-  assertClose(got.logits, await peftForward(modelDir, adapterDir, batch), 1e-4, 1e-4, 'classifier logits vs peft forward');
+  const want = await peftForward(modelDir, adapterDir, batch);
+  assertClose(got.logits, want, 1e-4, 1e-4, 'classifier logits vs peft forward');
+  await lowPrecision(out, batch, want, 'bert + lora_attn', { classifier: true });
   const t = await transformersJs();
   const clf = await t.pipeline('text-classification', out, { local_files_only: true, dtype: 'fp32' });
   const r = (await clf('a fine day')) as { label: string; score: number }[];

@@ -14,23 +14,15 @@ import { isTempName } from '../../src/io/atomic.js';
 import { LOCK_FILE, readOutputMarker } from '../../src/io/outdir.js';
 import { listCheckpoints } from '../../src/train/checkpoint.js';
 import { tempDir } from '../train/synthetic.js';
+import { mulberry32 } from '../../src/nn/random.js';
 
 const CLI = resolve('dist/src/cli/main.js');
 const MODEL = resolve('models/tiny-llama');
 const STEPS = 6;
 const SEED = 20261202;
 
-/** A small seeded generator (mulberry32) for the kill moments. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A small seeded generator for the kill moments. */
+const random = mulberry32;
 
 let dataFile: string | undefined;
 async function data(): Promise<string> {

@@ -5,19 +5,14 @@
 
 import assert from 'node:assert/strict';
 import { PeftError } from '../../src/errors.js';
+import { mulberry32 } from '../../src/nn/random.js';
 import type { LooseJson } from '../helpers/json.js';
 
-/** mulberry32: small, seeded, reproducible. */
+/** mulberry32 (src/nn/random.ts) with the draws a fuzzer needs: small, seeded, reproducible. */
 export class FuzzRng {
-  private s: number;
+  readonly next: () => number;
   constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  next(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    this.next = mulberry32(seed);
   }
   int(n: number): number {
     return Math.floor(this.next() * n);

@@ -6,7 +6,7 @@ import { Graph, type Value } from '../../src/graph/ir.js';
 import * as o from '../../src/graph/ops.js';
 import type { Shape } from '../../src/graph/types.js';
 import { grad } from '../../src/autodiff/grad.js';
-import { mulberry32 } from '../../src/nn/random.js';
+import { boxMuller, mulberry32 } from '../../src/nn/random.js';
 import { RuntimeSession, type HostTensor } from '../../src/runtime/session.js';
 
 /** Deterministic PRNG (mulberry32) so failures reproduce. */
@@ -14,10 +14,7 @@ export const rng = mulberry32;
 
 export function randn(rand: () => number, n: number, scale = 1): Float64Array {
   const out = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    const u = Math.max(rand(), 1e-12);
-    out[i] = Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand()) * scale;
-  }
+  for (let i = 0; i < n; i++) out[i] = boxMuller(rand) * scale;
   return out;
 }
 

@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { ConfigError, loadConfig, parseConfig } from "../../src/io/hfconfig.js";
+import { ConfigError } from "../../src/io/hfconfig.js";
+import { loadConfig, parseConfig } from "../../src/models/config.js";
 
 import { FIXTURES } from '../helpers/fixtures.js';
 const modelDir = (name: string) => path.join(FIXTURES, "models", name);

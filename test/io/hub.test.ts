@@ -24,9 +24,15 @@ import {
   snapshotDownload,
 } from "../../src/io/hub.js";
 
-import { FIXTURES } from '../helpers/fixtures.js';
+import { FIXTURES, fixture2026Path } from '../helpers/fixtures.js';
+import { ForwardSession } from "../../src/generate/index.js";
+import { loadModel } from "../../src/models/load.js";
+import { readSafetensors, toFloat32 } from "../../src/io/safetensors.js";
 const SOURCE_DIR = path.join(FIXTURES, "models", "gpt2");
 const REPO = "fixture-org/tiny-gpt2";
+// A model of a family added with the 2026 fixtures (Gemma 3 text), served as a repo of its own.
+const GEMMA_DIR = fixture2026Path("models", "gemma3_text");
+const GEMMA_REPO = "fixture-org/tiny-gemma3";
 const GATED = "fixture-org/gated-gpt2";
 const TOKEN = "hf_fixture_token";
 const COMMIT = createHash("sha1").update("peft-ts fixture commit").digest("hex");
@@ -57,6 +63,7 @@ let endpoint: string;
 let cdnServer: http.Server;
 let cdnEndpoint: string;
 let files: ServedFile[];
+let gemmaFiles: ServedFile[];
 const log: RequestLog[] = [];
 
 function sendBytes(req: http.IncomingMessage, res: http.ServerResponse, data: Buffer, headers: Record<string, string>): void {
@@ -85,27 +92,28 @@ function handle(req: http.IncomingMessage, res: http.ServerResponse): void {
   const segments = url.pathname.split("/").slice(1).map(decodeURIComponent);
 
   if (segments[0] === "cdn" && segments.length === 2) {
-    const f = files.find((x) => x.sha256 === segments[1]);
+    const f = [...files, ...gemmaFiles].find((x) => x.sha256 === segments[1]);
     if (!f) return void notFound("EntryNotFound");
     return sendBytes(req, res, f.data, { etag: `"${f.sha256}"` });
   }
 
   const isApi = segments[0] === "api" && segments[1] === "models";
   const repo = isApi ? `${segments[2]}/${segments[3]}` : `${segments[0]}/${segments[1]}`;
-  if (repo !== REPO && repo !== GATED) return void notFound("RepoNotFound");
+  if (repo !== REPO && repo !== GATED && repo !== GEMMA_REPO) return void notFound("RepoNotFound");
+  const served = repo === GEMMA_REPO ? gemmaFiles : files;
   if (repo === GATED && req.headers.authorization !== `Bearer ${TOKEN}`) {
     return void res.writeHead(403, { "x-error-code": "GatedRepo", "x-error-message": "Access to this model is restricted." }).end();
   }
 
   if (isApi && segments[4] === "revision" && segments.length === 6) {
     if (segments[5] !== "main" && segments[5] !== COMMIT) return void notFound("RevisionNotFound");
-    const body = JSON.stringify({ id: repo, sha: COMMIT, siblings: files.map((f) => ({ rfilename: f.name })) });
+    const body = JSON.stringify({ id: repo, sha: COMMIT, siblings: served.map((f) => ({ rfilename: f.name })) });
     return void res.writeHead(200, { "content-type": "application/json" }).end(body);
   }
 
   if (segments[2] === "resolve" && segments.length >= 5) {
     if (segments[3] !== "main" && segments[3] !== COMMIT) return void notFound("RevisionNotFound");
-    const f = files.find((x) => x.name === segments.slice(4).join("/"));
+    const f = served.find((x) => x.name === segments.slice(4).join("/"));
     if (!f) return void notFound("EntryNotFound");
     if (f.lfs) {
       // The Hub answers LFS files with a redirect to its CDN and puts the real metadata in X-Linked-*.
@@ -141,6 +149,12 @@ before(async () => {
     files.push({ name, data, lfs: false, gitSha1, sha256: createHash("sha256").update(data).digest("hex") });
   }
   files.sort((a, b) => (a.name < b.name ? -1 : 1));
+  gemmaFiles = [];
+  for (const name of (await readdir(GEMMA_DIR)).sort()) {
+    const data = await readFile(path.join(GEMMA_DIR, name));
+    const gitSha1 = createHash("sha1").update(`blob ${data.length}\0`).update(data).digest("hex");
+    gemmaFiles.push({ name, data, lfs: data.length > LFS_THRESHOLD, gitSha1, sha256: createHash("sha256").update(data).digest("hex") });
+  }
   server = http.createServer(handle);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -392,6 +406,43 @@ test("resolveModelDir: local folders pass through unchanged, repo ids download",
     await assert.rejects(resolveModelDir("./no/such/folder", { cacheDir, endpoint }), ModelPathError);
     await assert.rejects(resolveModelDir(path.join(SOURCE_DIR, "config.json"), { cacheDir, endpoint }), ModelPathError);
     await assert.rejects(resolveModelDir("bad--id/x", { cacheDir, endpoint }), ModelPathError);
+  } finally {
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+});
+
+test("a Gemma 3 model (a family added with the 2026 fixtures) loads through the Hub client and reproduces transformers' logits", async () => {
+  const cacheDir = await tempCache();
+  try {
+    const snapshot = await resolveModelDir(GEMMA_REPO, { cacheDir, endpoint });
+    assert.equal(snapshot, path.join(cacheDir, repoFolderName(GEMMA_REPO), "snapshots", COMMIT));
+    assert.ok(log.some((l) => l.url.startsWith("/cdn/")), "model.safetensors came the LFS way (CDN redirect)");
+    const model = await loadModel(snapshot);
+    assert.equal(model.config.modelType, "gemma3_text");
+    const batch = await readSafetensors(path.join(snapshot, "batch.safetensors"));
+    const expected = toFloat32((await readSafetensors(path.join(snapshot, "expected_outputs.safetensors"))).get("logits")!);
+    const ids = batch.get("input_ids")!;
+    const mask = batch.get("attention_mask")!;
+    const host = (t: typeof ids) => ({ dtype: "int64" as const, shape: t.shape, data: new BigInt64Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength)) });
+    const session = await ForwardSession.create(model, { runtime: { threads: 1 } });
+    try {
+      const m = host(mask).data;
+      const got = (await session.run({ inputIds: host(ids), attentionMask: host(mask) })).logits.data as Float32Array;
+      const V = got.length / m.length;
+      let checked = 0;
+      // compared where attention_mask is 1 (the fixture README: padded Gemma 3 rows follow SDPA's zero rows)
+      for (let i = 0; i < m.length; i++) {
+        if (m[i] !== 1n) continue;
+        for (let j = 0; j < V; j++) {
+          const d = Math.abs(got[i * V + j]! - expected[i * V + j]!);
+          assert.ok(d <= 1e-4 + 1e-4 * Math.abs(expected[i * V + j]!), `logit ${i},${j}: ${got[i * V + j]} vs ${expected[i * V + j]}`);
+          checked++;
+        }
+      }
+      assert.ok(checked > 0);
+    } finally {
+      await session.dispose();
+    }
   } finally {
     await rm(cacheDir, { recursive: true, force: true });
   }

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { Graph, type Value } from '../../src/graph/ir.js';
 import { BuildContext } from '../../src/nn/context.js';
 import { loadModel } from '../../src/models/load.js';
-import { parseConfig } from '../../src/io/hfconfig.js';
+import { parseConfig } from '../../src/models/config.js';
 import { ModernBertModel } from '../../src/models/modernbert.js';
 import { RuntimeSession } from '../../src/runtime/session.js';
 import { readSafetensors, toFloat32 } from '../../src/io/safetensors.js';

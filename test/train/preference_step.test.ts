@@ -7,7 +7,7 @@ import { Tokenizer } from '../../src/io/tokenizer.js';
 import { loadModel } from '../../src/models/load.js';
 import { AdamW } from '../../src/train/adamw.js';
 import { collate } from '../../src/train/batches.js';
-import { TrainError } from '../../src/train/errors.js';
+import { DatasetError } from '../../src/train/errors.js';
 import { PreferenceStep, rewardMetrics, tokenizePreferenceRecords } from '../../src/train/preference.js';
 import { getPeftModel } from '../../src/tuners/load.js';
 import { swapRecords } from './synthetic.js';
@@ -54,7 +54,10 @@ for (const objective of ['dpo', 'orpo'] as const) {
   });
 }
 
-test('a preference row without "rejected" is a TrainError naming the line', async () => {
+test('a preference row without "rejected" is a DatasetError naming the file, the line and the field', async () => {
   const tok = await Tokenizer.fromDir(DIR);
-  assert.throws(() => tokenizePreferenceRecords([{ line: 3, value: { prompt: 'a', chosen: 'b' } }], tok), (e: unknown) => e instanceof TrainError && /line 3/.test((e as Error).message) && /rejected/.test((e as Error).message));
+  assert.throws(
+    () => tokenizePreferenceRecords([{ line: 3, value: { prompt: 'a', chosen: 'b' } }], tok, { file: 'p.jsonl' }),
+    (e: unknown) => e instanceof DatasetError && /^p\.jsonl:3: field "rejected" is missing/.test((e as Error).message),
+  );
 });

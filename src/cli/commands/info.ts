@@ -3,10 +3,9 @@
 // an adapter (peft or AdapterHub; method settings, parameter count and share of its base model).
 
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { parseConfig } from '../../io/hfconfig.js';
+import { parseConfig } from '../../models/config.js';
 import { describeModernBert } from '../../models/modernbert.js';
 import { hubCacheDir, isValidRepoId, snapshotDownload } from '../../io/hub.js';
 import { SafetensorsFile, openCheckpoint } from '../../io/safetensors.js';
@@ -16,6 +15,7 @@ import { tunerOf } from '../../tuners/registry.js';
 import { bottleneckSize, isAdapterHubFolder, readAdapterHubConfig, type BnConfig } from '../../tuners/bottleneck/index.js';
 import { TOKENIZER_FILES } from '../../io/modelfiles.js';
 import { CliError } from '../errors.js';
+import { readJsonObject } from '../../io/files.js';
 
 interface InfoFlags {
   model?: string;
@@ -107,15 +107,8 @@ export function register(program: Command): void {
 
 // -------------------------------------------------------------------------------------- reading
 
-async function readJson(file: string): Promise<Record<string, unknown>> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(await readFile(file, 'utf8'));
-  } catch (e) {
-    throw new CliError(`${file} is not valid JSON: ${(e as Error).message}`);
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new CliError(`${file} must hold a JSON object`);
-  return parsed as Record<string, unknown>;
+function readJson(file: string): Promise<Record<string, unknown>> {
+  return readJsonObject(file, (reason) => new CliError(reason));
 }
 
 function folderBytes(dir: string): number {

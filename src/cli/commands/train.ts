@@ -14,12 +14,13 @@ import { writeFileAtomic } from '../../io/atomic.js';
 import { GENERATION_CONFIG_FILE } from '../../io/modelfiles.js';
 import { RunConfigError, asFlagText, checkPeftFields, readRunConfig } from '../../train/runconfig.js';
 import { TensorBoardWriter } from '../../train/tfevents.js';
-import { EVAL_METRICS, type EvalMetric, evalRows, evaluateRows } from '../../tasks/eval.js';
+import { GENERATION_METRICS, type GenerationMetric, evalRows, evaluateRows } from '../../tasks/eval.js';
 import { readJsonl } from '../../train/data.js';
 import { type AddedTokens, addTokensToTokenizer, growModelFor, parseAddTokens, saveTokenizerFiles } from '../../train/add_tokens.js';
 import type { MetricRecord } from '../../train/metrics.js';
 import { mkdirSync } from 'node:fs';
 import { resolveModelDir } from '../../io/hub.js';
+import { isHubDatasetSpec, resolveDataFile } from '../../io/hub_dataset.js';
 import { Tokenizer } from '../../io/tokenizer.js';
 import { loadModel } from '../../models/load.js';
 import type { PretrainedModel } from '../../models/types.js';
@@ -37,6 +38,8 @@ import type { AdaptedModel } from '../../tuners/types.js';
 import { CliError } from '../errors.js';
 import { intArg, listArg, numberArg, positiveInt } from '../args.js';
 import { descriptorOf } from '../../models/registry.js';
+import { DEFAULT_BETA, type PreferencePair, loadPreferenceDataset } from '../../train/preference.js';
+import type { TrainItem } from '../../train/trainer.js';
 
 interface TrainFlags {
   config?: string;
@@ -81,7 +84,7 @@ interface TrainFlags {
   completionKey?: string;
   messagesKey?: string;
   textKey?: string;
-  evalMetric?: Exclude<EvalMetric, 'perplexity'>;
+  evalMetric?: GenerationMetric;
   metricForBestModel?: string;
   earlyStoppingPatience?: number;
   saveBest?: boolean;
@@ -93,7 +96,14 @@ interface TrainFlags {
   layers?: string[];
   numVirtualTokens?: number;
   reductionFactor?: number;
+  objective: Objective;
+  beta?: number;
+  chosenKey?: string;
+  rejectedKey?: string;
 }
+
+const OBJECTIVES = ['sft', 'dpo', 'orpo'] as const;
+type Objective = (typeof OBJECTIVES)[number];
 
 /** Flags that set one adapter_config.json field each (over --config's peft section and the method's defaults). */
 const FIELD_FLAGS = {
@@ -136,7 +146,7 @@ export function register(program: Command): void {
     .option('--model <dir|repo>', 'base model folder (config.json, model.safetensors, tokenizer.json) or Hub repo id (required, here or in --config)')
     .option(
       '--data <file.jsonl>',
-      'training data: one {"text"}, {"prompt","completion"} or {"messages"} object per line; for a sequence classifier {"text","label"} (label: class id or config.json id2label name)',
+      'training data: one {"text"}, {"prompt","completion"} or {"messages"} object per line (dpo/orpo: {"prompt","chosen","rejected"}); for a sequence classifier {"text","label"} (label: class id or config.json id2label name); or a Hub dataset repo\'s file: hf://datasets/OWNER/NAME[/file.jsonl][@revision]',
     )
     .option('--out <dir>', 'output folder: final adapter, metrics.jsonl, loss.svg, checkpoints/, run_config.json (required, here or in --config)')
     .addOption(
@@ -187,10 +197,14 @@ export function register(program: Command): void {
     .option('--layers <indices>', 'adapt only these layer indices (layers_to_transform), comma-separated', layersArg)
     .option('--num-virtual-tokens <n>', 'prompt/prefix/P-tuning: virtual tokens (num_virtual_tokens)', intArg('--num-virtual-tokens', 1))
     .option('--reduction-factor <n>', 'bottleneck adapter: hidden size / bottleneck size (reduction_factor)', intArg('--reduction-factor', 1))
-    .addOption(new Option('--eval-metric <name>', 'also score --eval-data by greedy generation at every evaluation (the first 200 rows; stops at a newline when no reference has one), logged as eval_<name>').choices(EVAL_METRICS.filter((m) => m !== 'perplexity')))
+    .addOption(new Option('--eval-metric <name>', 'also score --eval-data by greedy generation at every evaluation (the first 200 rows; stops at a newline when no reference has one), logged as eval_<name>').choices(GENERATION_METRICS))
     .option('--metric-for-best-model <field>', 'eval record field that picks the best model (default: eval_<--eval-metric>, else eval_loss)')
     .option('--save-best', 'keep the adapter of the best evaluation in --out/best (implied by --early-stopping-patience)')
     .option('--early-stopping-patience <n>', 'stop after n evaluations in a row without improvement of the best-model metric', intArg('--early-stopping-patience', 1))
+    .addOption(new Option('--objective <name>', 'sft: next-token loss on the completions; dpo: direct preference optimisation (sigmoid loss; the reference is the base with the adapter disabled) or orpo: odds-ratio preference optimisation, both on {"prompt","chosen","rejected"} rows (docs/TRAINING.md)').choices([...OBJECTIVES]).default('sft'))
+    .option('--beta <b>', `dpo: beta, the strength of the pull towards the reference; orpo: lambda, the weight of the odds-ratio term (TRL calls both beta; default ${DEFAULT_BETA.dpo})`, numberArg('--beta'))
+    .option('--chosen-key <field>', 'dpo/orpo: the data\'s field holding the preferred completion (default "chosen")')
+    .option('--rejected-key <field>', 'dpo/orpo: the data\'s field holding the dispreferred completion (default "rejected")')
     .option('--add-tokens <list>', 'comma-separated new tokens, e.g. "<tool_call>,</tool_call>": added to the tokenizer, the embeddings grown (new rows the mean of the old ones) and the new rows trained with peft\'s trainable tokens besides LoRA; the resized tokenizer is saved with the adapter (LoRA methods)')
     .action(async (flags: TrainFlags, cmd: Command) => {
       const peft = flags.config !== undefined ? applyConfigFile(flags, cmd) : {};
@@ -237,8 +251,13 @@ function applyConfigFile(flags: TrainFlags, cmd: Command): Record<string, unknow
 
 /** A metrics.jsonl record as TensorBoard scalars, named as transformers' TensorBoardCallback names them. */
 function tensorBoardScalars(r: MetricRecord): Record<string, number> {
-  if (r.kind === 'train') return { 'train/loss': r.loss, 'train/learning_rate': r.learning_rate, 'train/grad_norm': r.grad_norm, 'train/tokens_per_second': r.tokens_per_second, 'train/epoch': r.epoch };
+  if (r.kind === 'train') {
+    const s: Record<string, number> = { 'train/loss': r.loss, 'train/learning_rate': r.learning_rate, 'train/grad_norm': r.grad_norm, 'train/tokens_per_second': r.tokens_per_second, 'train/epoch': r.epoch };
+    for (const [k, v] of Object.entries(r)) if (k.startsWith('rewards/') && typeof v === 'number') s[`train/${k}`] = v;
+    return s;
+  }
   const s: Record<string, number> = { 'eval/loss': r.eval_loss };
+  for (const [k, v] of Object.entries(r)) if (k.startsWith('eval_rewards/') && typeof v === 'number') s[`eval/${k.slice(5)}`] = v;
   if (r.eval_perplexity !== undefined) s['eval/perplexity'] = r.eval_perplexity;
   if (r.eval_accuracy !== undefined) s['eval/accuracy'] = r.eval_accuracy;
   return s;
@@ -292,8 +311,17 @@ function checkFlags(f: TrainFlags): void {
     throw new CliError(`--warmup takes a number of steps (an integer) or a fraction below 1, got ${f.warmup}`);
   }
   if (!(f.maxGradNorm >= 0)) throw new CliError(`--max-grad-norm must be >= 0, got ${f.maxGradNorm}`);
+  if (f.objective === 'sft') {
+    const given = (['beta', 'chosenKey', 'rejectedKey'] as const).filter((k) => f[k] !== undefined);
+    if (given.length) throw new CliError(`--${given.map((k) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)).join(', --')} ${given.length > 1 ? 'are' : 'is'} for --objective dpo or orpo; add --objective or remove ${given.length > 1 ? 'them' : 'it'}`);
+  } else {
+    if (f.beta !== undefined && !(f.beta > 0 && Number.isFinite(f.beta))) throw new CliError(`--beta must be a positive number, got ${f.beta}`);
+    const sftOnly = ([['packing', '--packing'], ['chatTemplate', '--chat-template'], ['completionKey', '--completion-key'], ['messagesKey', '--messages-key'], ['textKey', '--text-key'], ['evalMetric', '--eval-metric'], ['addTokens', '--add-tokens']] as const).filter(([k]) => f[k] !== undefined && f[k] !== false);
+    if (sftOnly.length) throw new CliError(`${sftOnly.map(([, fl]) => fl).join(', ')} ${sftOnly.length > 1 ? 'are' : 'is'} not for --objective ${f.objective}, which trains on {"prompt","chosen","rejected"} rows; remove ${sftOnly.length > 1 ? 'them' : 'it'}`);
+    if (f.objective === 'dpo' && f.method === 'full') throw new CliError('DPO\'s reference model is the base with the adapter disabled, and --method full has no adapter; use an adapter method (e.g. --method lora), or --objective orpo, which needs no reference');
+  }
   for (const [flag, file] of [['--data', f.data], ['--eval-data', f.evalData], ['--chat-template', f.chatTemplate]] as const) {
-    if (file !== undefined && !existsSync(file)) throw new CliError(`${flag} ${file} does not exist`);
+    if (file !== undefined && !isHubDatasetSpec(file) && !existsSync(file)) throw new CliError(`${flag} ${file} does not exist`);
   }
 }
 
@@ -347,6 +375,10 @@ async function tokenizerFolder(modelDir: string, added: AddedTokens): Promise<st
 async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}): Promise<void> {
   let peft = peftSection;
   checkFlags(f);
+  // hf://datasets/... : the file is fetched into the Hub cache (run_config.json keeps the spec)
+  const dataSpecs = { data: f.data, evalData: f.evalData };
+  f.data = await resolveDataFile(f.data, { role: 'train' });
+  if (f.evalData !== undefined) f.evalData = await resolveDataFile(f.evalData, { role: 'eval' });
   if (Object.keys(peft).length && f.method === 'full') throw new RunConfigError(`${f.config}: full fine-tuning has no adapter_config.json; remove the "peft" section or choose another method`);
   if (peft.peft_type !== undefined && peft.peft_type !== presetOf(f.method).tuner.peftType) {
     throw new RunConfigError(`${f.config}: peft.peft_type is ${String(peft.peft_type)} but method ${f.method} is ${presetOf(f.method).tuner.peftType}; set "method" to match or drop peft_type`);
@@ -395,8 +427,8 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
   if (classifier && f.chatTemplate !== undefined) throw new CliError('--chat-template is for {"messages"} data of a causal language model; a sequence classifier trains on {"text","label"} rows');
   const chatTemplate = f.chatTemplate ? await readFile(f.chatTemplate, 'utf8') : undefined;
 
-  let trainExamples: Example[];
-  let evalExamples: Example[] | undefined;
+  let trainExamples: TrainItem[];
+  let evalExamples: TrainItem[] | undefined;
   if (classifier) {
     const labels = model.config;
     const train = await loadClassificationDataset(f.data, tokenizer, { labels, maxLength });
@@ -410,6 +442,23 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
         `${cut ? `; ${cut} cut to --max-len ${maxLength}` : ''})` +
         (evalExamples ? `, ${evalExamples.length} for evaluation` : ', no evaluation set'),
     );
+  } else if (f.objective !== 'sft') {
+    if (classifier) throw new CliError(`--objective ${f.objective} tunes a causal language model on preference pairs; ${f.model} is a sequence classifier`);
+    const keys = { prompt: f.promptKey, chosen: f.chosenKey, rejected: f.rejectedKey };
+    const train = await loadPreferenceDataset(f.data, tokenizer, { maxLength, maxExamples: f.maxExamples, keys });
+    const ev = f.evalData ? await loadPreferenceDataset(f.evalData, tokenizer, { maxLength, keys }) : undefined;
+    let trainPairs: PreferencePair[] = train.pairs;
+    let evalPairs = ev?.pairs;
+    if (!ev && f.evalSplit !== undefined) ({ train: trainPairs, eval: evalPairs } = splitForEval(trainPairs, f.evalSplit, f.seed));
+    const cut = train.truncated + (ev?.truncated ?? 0);
+    const dropped = train.dropped + (ev?.dropped ?? 0);
+    say(
+      `data: ${trainPairs.length} training preference pairs ({"prompt","chosen","rejected"}, ${f.objective}, beta ${f.beta ?? DEFAULT_BETA[f.objective]}` +
+        `${cut ? `; ${cut} cut to --max-len ${maxLength}` : ''}${dropped ? `; ${dropped} left out: no completion token within --max-len ${maxLength}` : ''})` +
+        (evalPairs ? `, ${evalPairs.length} for evaluation` : ', no evaluation set'),
+    );
+    trainExamples = trainPairs;
+    evalExamples = evalPairs;
   } else {
     const keys = { prompt: f.promptKey, completion: f.completionKey, messages: f.messagesKey, text: f.textKey };
     const train = await loadDataset(f.data, tokenizer, { chatTemplate, keys, maxExamples: f.maxExamples });
@@ -454,7 +503,10 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
     throw new CliError('--early-stopping-patience, --save-best and --metric-for-best-model need an evaluation set (--eval-data or --eval-split)');
   }
   if (f.metricForBestModel !== undefined) {
-    const logged = ['eval_loss', classifier ? 'eval_accuracy' : 'eval_perplexity', ...(f.evalMetric ? [`eval_${f.evalMetric}`] : [])];
+    const logged =
+      f.objective !== 'sft'
+        ? ['eval_loss', 'eval_accuracy', ...['chosen', 'rejected', 'accuracies', 'margins'].map((m) => `eval_rewards/${m}`)]
+        : ['eval_loss', classifier ? 'eval_accuracy' : 'eval_perplexity', ...(f.evalMetric ? [`eval_${f.evalMetric}`] : [])];
     if (!logged.includes(f.metricForBestModel)) throw new CliError(`--metric-for-best-model ${f.metricForBestModel} is not logged by this run; choose from ${logged.join(', ')}`);
   }
   const progress = progressFor(process.stderr, f.logEvery);
@@ -484,6 +536,7 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
     metricForBestModel: f.metricForBestModel ?? (f.evalMetric ? `eval_${f.evalMetric}` : undefined),
     saveBest: f.saveBest || f.earlyStoppingPatience !== undefined || undefined,
     earlyStoppingPatience: f.earlyStoppingPatience,
+    preference: f.objective !== 'sft' ? { objective: f.objective, beta: f.beta } : undefined,
     onRecord: wantTensorboard
       ? (r) => {
           if (!tensorboard) {
@@ -516,7 +569,7 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
     // the run as resolved (file, defaults and flags together): `peft train --config run_config.json` repeats it
     const { config: _file, resume: _resume, overwrite: _overwrite, ...resolved } = f;
     void [_file, _resume, _overwrite];
-    const runConfig = { ...resolved, ...(Object.keys(peftSection).length ? { peft: peftSection } : {}) };
+    const runConfig = { ...resolved, ...dataSpecs, ...(Object.keys(peftSection).length ? { peft: peftSection } : {}) };
     await writeFileAtomic(join(f.out, 'run_config.json'), `${JSON.stringify(runConfig, null, 2)}\n`);
     const evalText = r.initialEvalLoss !== undefined && r.finalEvalLoss !== undefined ? `; eval loss ${r.initialEvalLoss.toFixed(4)} -> ${r.finalEvalLoss.toFixed(4)}` : r.finalEvalLoss !== undefined ? `; eval loss ${r.finalEvalLoss.toFixed(4)}` : '';
     const saved = presetOf(f.method).tuner.saves ?? 'adapter';

@@ -10,6 +10,7 @@ import { BN_PRESETS, type BnConfig, bnConfigFromJson } from './config.js';
 import { type AdapterHubMeta, BottleneckModel, headWeightNames, modelClassOf } from './model.js';
 import { parseBnTensorName } from './names.js';
 import { BN_CONFIG_FILE, BN_WEIGHTS_BIN, BN_WEIGHTS_FILE, HEAD_WEIGHTS_BIN, HEAD_WEIGHTS_FILE } from './save.js';
+import { readJsonObject } from '../../io/files.js';
 
 /** A bin-only AdapterHub folder, or one whose files cannot be read as AdapterHub's. */
 export class AdapterFormatError extends AdapterError {
@@ -23,23 +24,6 @@ const CONVERT_HINT =
   'this library does not unpickle torch files; convert the folder once in Python: ' +
   "`import torch; from safetensors.torch import save_file; save_file(torch.load('DIR/pytorch_adapter.bin'), 'DIR/adapter.safetensors')` " +
   "(and the same for pytorch_model_head.bin -> model_head.safetensors), or re-save with adapters' model.save_adapter(DIR, name, use_safetensors=True)";
-
-async function readJsonObject(file: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    throw new AdapterError(`cannot read ${file}: ${(e as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new PeftConfigError(`${file} is not valid JSON: ${(e as Error).message}`);
-  }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new PeftConfigError(`${file} must hold a JSON object`);
-  return json as Record<string, unknown>;
-}
 
 /** True for a folder AdapterHub's save_adapter wrote: a "config" object in adapter_config.json and adapter weights. */
 export async function isAdapterHubFolder(dir: string): Promise<boolean> {
@@ -63,7 +47,7 @@ export interface AdapterHubConfigFile {
 export async function readAdapterHubConfig(dir: string): Promise<AdapterHubConfigFile> {
   const file = join(dir, BN_CONFIG_FILE);
   if (!existsSync(file)) throw new AdapterError(`${dir} is not an AdapterHub adapter folder: ${BN_CONFIG_FILE} is missing`);
-  const json = await readJsonObject(file);
+  const json = await readJsonObject(file, (reason) => new PeftConfigError(reason));
   if ('peft_type' in json) throw new AdapterFormatError(`${file} is a peft adapter (peft_type ${JSON.stringify(json.peft_type)}), not an AdapterHub one; load it with the peft loader`);
   let config: BnConfig;
   if (typeof json.config === 'string') {

@@ -4,7 +4,7 @@
 
 import type { Value } from '../../graph/ir.js';
 import type { BuildContext } from '../../nn/context.js';
-import { mulberry32 } from '../../nn/random.js';
+import { SeededRandom, normals } from '../../nn/random.js';
 import type { ForwardArgs, ForwardResult, PretrainedModel } from '../../models/types.js';
 import { AdapterError, PeftConfigError, type AdaptedModel, type TrainableTensor } from '../types.js';
 import { type IA3Config, type IA3Options, isFeedforward, matchesTarget, resolveIA3Config, validateIA3Config } from './config.js';
@@ -18,14 +18,6 @@ export interface CreateIA3Options extends IA3Options {
   seed?: number;
   /** adapter name in the in-memory parameter names (peft's "default") */
   adapterName?: string;
-}
-
-/** Box-Muller over mulberry32: torch.randn's distribution, reproducibly seeded. */
-function randomNormal(n: number, seed: number): Float32Array {
-  const next = mulberry32(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(Math.max(next(), 1e-12))) * Math.cos(2 * Math.PI * next());
-  return out;
 }
 
 /** transformers' get_decay_parameter_names: no decay for biases and normalisation weights. */
@@ -111,7 +103,7 @@ export class IA3Model implements AdaptedModel {
     for (const t of targets) {
       const shape = ia3VectorShape(t);
       const n = shape[0] * shape[1];
-      const data = config.initIa3Weights ? new Float32Array(n).fill(config.variant === 'scale' ? 1 : 0) : randomNormal(n, seed++);
+      const data = config.initIa3Weights ? new Float32Array(n).fill(config.variant === 'scale' ? 1 : 0) : normals(new SeededRandom(seed++), n);
       vectors.set(t.spec.name, { shape, data });
     }
     const savedModules = new Map<string, TrainableTensor>();

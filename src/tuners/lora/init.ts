@@ -4,43 +4,18 @@
 
 import { Graph } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
-import { mulberry32 } from '../../nn/random.js';
+import { SeededRandom, normals, uniforms } from '../../nn/random.js';
 import { RuntimeSession } from '../../runtime/session.js';
-
-/** The seeded mulberry32 stream (nn/random.ts), uniform in [0, 1), with standard normals drawn from it. */
-export class SeededRandom {
-  private readonly draw: () => number;
-  constructor(seed: number) {
-    this.draw = mulberry32(seed);
-  }
-  next(): number {
-    return this.draw();
-  }
-  /** Standard normal (Box-Muller). */
-  normal(): number {
-    const u = Math.max(this.next(), 1e-300);
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.next());
-  }
-}
 
 /** torch.nn.init.kaiming_uniform_(w, a=sqrt(5)) for a [fanOut, fanIn] weight: U(-1/sqrt(fanIn), 1/sqrt(fanIn)). */
 export function kaimingUniform(rng: SeededRandom, fanOut: number, fanIn: number): Float32Array {
-  const bound = 1 / Math.sqrt(fanIn);
-  const w = new Float32Array(fanOut * fanIn);
-  for (let i = 0; i < w.length; i++) w[i] = (rng.next() * 2 - 1) * bound;
-  return w;
-}
-
-export function gaussian(rng: SeededRandom, n: number, std: number): Float32Array {
-  const w = new Float32Array(n);
-  for (let i = 0; i < n; i++) w[i] = rng.normal() * std;
-  return w;
+  return uniforms(rng, fanOut * fanIn, 1 / Math.sqrt(fanIn));
 }
 
 /** Initial lora_A [r, in] and lora_B [out, r] for the random init modes. */
 export function randomLoraInit(mode: boolean | 'gaussian', rng: SeededRandom, r: number, inF: number, outF: number): { A: Float32Array; B: Float32Array } {
   if (mode === false) return { A: kaimingUniform(rng, r, inF), B: kaimingUniform(rng, outF, r) };
-  const A = mode === 'gaussian' ? gaussian(rng, r * inF, 1 / r) : kaimingUniform(rng, r, inF);
+  const A = mode === 'gaussian' ? normals(rng, r * inF, 1 / r) : kaimingUniform(rng, r, inF);
   return { A, B: new Float32Array(outF * r) };
 }
 

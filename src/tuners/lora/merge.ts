@@ -8,7 +8,7 @@ import { existsSync, statSync, mkdir, readFile, join, resolve } from '../../stor
 import { Graph, type Value } from '../../graph/ir.js';
 import { type RawTensor, fromTypedArray, writeShardedSafetensors } from '../../io/safetensors.js';
 import type { PretrainedModel } from '../../models/types.js';
-import { loadConfig } from '../../io/hfconfig.js';
+import { loadConfig } from '../../models/config.js';
 import type { LinearSpec } from '../../nn/context.js';
 import { type CheckpointDtype, CHECKPOINT_DTYPES, type QuantizedWeightTensor, WeightStore, type WeightTensor, transpose2d } from '../../nn/weights.js';
 import { setConfigDtype } from '../../io/hfconfig.js';

@@ -7,7 +7,7 @@
 // lora_A [r, in] = lora_a^T and lora_B [out, r] = lora_b^T with scaling lora_alpha / r, so
 // lora_alpha = scale * r. Conversion is exact (a transpose and a renaming).
 
-import { existsSync, readFile, join } from '../../storage/index.js';
+import { existsSync, join } from '../../storage/index.js';
 import { type RawTensor, fromTypedArray, readSafetensors, toFloat32, writeSafetensors } from '../../io/safetensors.js';
 import { AdapterError, type TrainableTensor } from '../types.js';
 import { loraConfig, loraConfigFromJson } from './config.js';
@@ -16,6 +16,7 @@ import { type TensorSlot, readAdapterConfigFile, readAdapterTensors, tensorNames
 import { COMPRESSION_CONFIG_KEY } from './compress.js';
 import { writeFileAtomic } from '../../io/atomic.js';
 import { checkOutputDir, withOutputDir } from '../../io/outdir.js';
+import { readJsonObject } from '../../io/files.js';
 
 /** An adapter that cannot be expressed in the other format; the message says what stands in the way. */
 export class AdapterConversionError extends AdapterError {
@@ -67,12 +68,7 @@ export async function mlxToPeft(src: string, out: string, opts: { baseModelNameO
   const wPath = join(src, 'adapters.safetensors');
   if (!existsSync(cfgPath) || !existsSync(wPath)) throw new AdapterConversionError(`${src} is not an mlx-lm adapter folder (it needs adapter_config.json and adapters.safetensors)`);
   checkOut(src, out, opts);
-  let cfg: Record<string, unknown>;
-  try {
-    cfg = JSON.parse(await readFile(cfgPath, 'utf8')) as Record<string, unknown>;
-  } catch (e) {
-    throw new AdapterConversionError(`${cfgPath} is not valid JSON: ${(e as Error).message}`);
-  }
+  const cfg = await readJsonObject(cfgPath, (reason) => new AdapterConversionError(reason));
   const type = cfg.fine_tune_type ?? 'lora';
   if (type !== 'lora') throw new AdapterConversionError(`${cfgPath}: fine_tune_type "${String(type)}" cannot be converted; only mlx-lm LoRA adapters ("lora") map onto peft LoRA (DoRA's magnitude layout differs, "full" is not an adapter)`);
   const lp = cfg.lora_parameters as { rank?: unknown; scale?: unknown; dropout?: unknown } | undefined;

@@ -11,7 +11,8 @@ import type { QuantizedWeightTensor, WeightTensor } from '../../nn/weights.js';
 import { baseProduct } from '../../nn/layers.js';
 import { AdapterError, AdapterMismatchError, PeftConfigError, type AdaptedModel, type TrainableTensor } from '../types.js';
 import { type LoraConfig, TASK_MODULES_TO_SAVE, UnsupportedLoraFeatureError, loraConfig, loraConfigFromJson, loraScaling } from './config.js';
-import { SeededRandom, TopSvd, gaussian, kaimingUniform, oloraFactors, pissaFactors, randomLoraInit } from './init.js';
+import { SeededRandom, normals } from '../../nn/random.js';
+import { TopSvd, kaimingUniform, oloraFactors, pissaFactors, randomLoraInit } from './init.js';
 import { type LoraEmbeddingState, type LoraModuleState, baseMatmul, embeddingForward, tokensLookup, tokensProjection, variantFor } from './layer.js';
 import { copyWeightStore, doraInitialMagnitudes, embeddingDoraMagnitudes, mergeEmbeddings, mergeWeights, requantizeLike, withWeights } from './merge.js';
 import { PEFT_PREFIX, type TensorKind, type TensorSlot, type WriteAdapterOptions, checkOutputDir, compressionReport, isCompressible, readAdapterConfigFile, readAdapterTensors, tensorNames, writeAdapterFolder } from './save.js';
@@ -331,8 +332,8 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
   for (const { name: e, r, alpha } of targets.embeddings) {
     const [V, H] = embShape(e);
     // peft Embedding.reset_lora_parameters: A zero and B ~ N(0, 1) (init true / gaussian); false keeps both ~ N(0, 1).
-    const A = init === false ? gaussian(src.rng, r * V, 1) : new Float32Array(r * V);
-    const B = gaussian(src.rng, H * r, 1);
+    const A = init === false ? normals(src.rng, r * V, 1) : new Float32Array(r * V);
+    const B = normals(src.rng, H * r, 1);
     embeddings.set(e, { name: e, numEmbeddings: V, embeddingDim: H, r, alpha, scaling: loraScaling(alpha, r, config.useRslora), A: { shape: [r, V], data: A }, B: { shape: [H, r], data: B } });
   }
   for (const [m, indices] of tokenMods) {

@@ -9,8 +9,9 @@ import { ShardedSafetensors } from '../../io/safetensors/sharded.js';
 import { type RawTensor, SafetensorsFile, fromTypedArray, readSafetensors, toFloat32, writeSafetensors } from '../../io/safetensors.js';
 import type { QuantizationConfig } from '../../quant/plan.js';
 import { BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_CONFIG_KEY, COMPRESSION_METADATA_KEY, type CompressionReport, type CompressionSpec, compressTensor, decompressTensors, parseCompressionReport, withCompressionEntry } from './compress.js';
-import { AdapterError, type TrainableTensor } from '../types.js';
+import { AdapterError, PeftConfigError, type TrainableTensor } from '../types.js';
 import { type LoraConfig, loraConfigFileText, loraConfigFromJson } from './config.js';
+import { readJsonObject } from '../../io/files.js';
 
 export type TensorKind =
   | 'lora_A'
@@ -150,14 +151,7 @@ export async function readAdapterConfigFile(dir: string): Promise<Record<string,
   const path = join(dir, 'adapter_config.json');
   if (!existsSync(dir)) throw new AdapterError(`adapter folder ${dir} does not exist`);
   if (!existsSync(path)) throw new AdapterError(`${dir} is not an adapter folder: adapter_config.json is missing`);
-  let obj: unknown;
-  try {
-    obj = JSON.parse(await readFile(path, 'utf8'));
-  } catch (e) {
-    throw new AdapterError(`${path} is not valid JSON: ${(e as Error).message}`);
-  }
-  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new AdapterError(`${path} must hold a JSON object`);
-  return obj as Record<string, unknown>;
+  return readJsonObject(path, (reason) => new PeftConfigError(reason));
 }
 
 /**

@@ -5,7 +5,8 @@
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
 import type { TrainableTensor } from '../types.js';
-import { SeededRandom, linearInit, uniformTensor } from '../prompt_learning/init.js';
+import { type SeededRandom, uniforms } from '../../nn/random.js';
+import { linearInit } from '../prompt_learning/init.js';
 import type { PromptEncoderConfig } from './config.js';
 
 /** Encoder tensors by their names under prompt_encoder.<adapter>. (torch's module names). */
@@ -41,7 +42,7 @@ export function initialEncoder(cfg: PromptEncoderConfig, rng: SeededRandom): Map
   for (const [name, shape] of shapes) {
     if (out.has(name)) continue;
     if (name.startsWith('lstm_head.')) {
-      out.set(name, { shape, data: uniformTensor(rng, shape.reduce((a, b) => a * b, 1), 1 / Math.sqrt(cfg.encoderHiddenSize)) });
+      out.set(name, { shape, data: uniforms(rng, shape.reduce((a, b) => a * b, 1), 1 / Math.sqrt(cfg.encoderHiddenSize)) });
     } else if (name.endsWith('.weight')) {
       const { weight, bias } = linearInit(rng, shape[0]!, shape[1]!);
       out.set(name, weight).set(name.replace(/\.weight$/, '.bias'), bias);

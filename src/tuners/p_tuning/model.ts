@@ -6,7 +6,8 @@ import type { Value } from '../../graph/ir.js';
 import type { ForwardArgs, ForwardResult, PretrainedModel } from '../../models/types.js';
 import type { BuildContext } from '../../nn/context.js';
 import type { TrainableTensor } from '../types.js';
-import { SeededRandom, normalTensor } from '../prompt_learning/init.js';
+import { normals } from '../../nn/random.js';
+import { promptRandom } from '../prompt_learning/init.js';
 import { PromptLearningModel, type PromptLearningOptions } from '../prompt_learning/model.js';
 import type { PyJson } from '../../io/pyjson.js';
 import { type PromptEncoderConfig, type PromptEncoderConfigInput, promptEncoderConfigToDisk, resolvePromptEncoderConfig } from './config.js';
@@ -27,9 +28,9 @@ export class PTuningModel extends PromptLearningModel<PromptEncoderConfig> {
   /** A new adapter (peft's get_peft_model): embeddings ~ N(0, 1), encoder with torch's default init, from `seed`. */
   static create(base: PretrainedModel, input: PromptEncoderConfigInput, opts: PromptLearningOptions = {}): PTuningModel {
     const cfg = resolvePromptEncoderConfig(base, input);
-    const rng = new SeededRandom(opts.seed ?? 0);
+    const rng = promptRandom(opts.seed ?? 0);
     const P = cfg.numVirtualTokens;
-    const tensors = new Map<string, TrainableTensor>([['embedding.weight', { shape: [P, cfg.tokenDim], data: normalTensor(rng, P * cfg.tokenDim) }]]);
+    const tensors = new Map<string, TrainableTensor>([['embedding.weight', { shape: [P, cfg.tokenDim], data: normals(rng, P * cfg.tokenDim) }]]);
     for (const [k, t] of initialEncoder(cfg, rng)) tensors.set(k, t);
     return new PTuningModel(base, cfg, tensors, true, opts.adapterName);
   }

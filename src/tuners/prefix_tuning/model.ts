@@ -7,7 +7,8 @@ import * as o from '../../graph/ops.js';
 import { type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from '../../models/types.js';
 import type { BuildContext } from '../../nn/context.js';
 import type { TrainableTensor } from '../types.js';
-import { SeededRandom, linearInit, normalTensor } from '../prompt_learning/init.js';
+import { normals } from '../../nn/random.js';
+import { linearInit, promptRandom } from '../prompt_learning/init.js';
 import { PromptLearningModel, type PromptLearningOptions, positionsFrom, prependOnes, repeatOverBatch, shiftPositions } from '../prompt_learning/model.js';
 import type { PyJson } from '../../io/pyjson.js';
 import { type PrefixTuningConfig, type PrefixTuningConfigInput, prefixTuningConfigToDisk, resolvePrefixTuningConfig } from './config.js';
@@ -27,17 +28,17 @@ export class PrefixTuningModel extends PromptLearningModel<PrefixTuningConfig> {
   /** A new adapter (peft's get_peft_model), with torch's default initial values drawn from `seed`. */
   static create(base: PretrainedModel, input: PrefixTuningConfigInput, opts: PromptLearningOptions = {}): PrefixTuningModel {
     const cfg = resolvePrefixTuningConfig(base, input);
-    const rng = new SeededRandom(opts.seed ?? 0);
+    const rng = promptRandom(opts.seed ?? 0);
     const P = cfg.numVirtualTokens;
     const width = cfg.numLayers * 2 * cfg.tokenDim;
     const t = new Map<string, TrainableTensor>();
     if (cfg.prefixProjection) {
-      t.set('embedding.weight', { shape: [P, cfg.tokenDim], data: normalTensor(rng, P * cfg.tokenDim) });
+      t.set('embedding.weight', { shape: [P, cfg.tokenDim], data: normals(rng, P * cfg.tokenDim) });
       const l0 = linearInit(rng, cfg.encoderHiddenSize, cfg.tokenDim);
       const l2 = linearInit(rng, width, cfg.encoderHiddenSize);
       t.set('transform.0.weight', l0.weight).set('transform.0.bias', l0.bias).set('transform.2.weight', l2.weight).set('transform.2.bias', l2.bias);
     } else {
-      t.set('embedding.weight', { shape: [P, width], data: normalTensor(rng, P * width) });
+      t.set('embedding.weight', { shape: [P, width], data: normals(rng, P * width) });
     }
     return new PrefixTuningModel(base, cfg, t, cfg.prefixProjection, opts.adapterName);
   }

@@ -1,10 +1,11 @@
 // Reading a prompt-learning adapter folder (adapter_config.json + adapter_model.safetensors as
 // peft writes them), with errors that say which file is wrong and what to do about it.
 
-import { existsSync, readFile, stat, join } from '../../storage/index.js';
+import { existsSync, stat, join } from '../../storage/index.js';
 import { readSafetensors, toFloat32, type RawTensor } from '../../io/safetensors.js';
 import { AdapterError, PeftConfigError, type TrainableTensor } from '../types.js';
 import { CONFIG_FILE, WEIGHTS_FILE } from './save.js';
+import { readJsonObject } from '../../io/files.js';
 
 const LOADER_OF: Record<string, string> = {
   PROMPT_TUNING: 'loadPromptTuning',
@@ -25,14 +26,7 @@ export async function readAdapterConfig(dir: string): Promise<Record<string, unk
   if (!info?.isDirectory()) throw new AdapterError(`adapter folder ${dir} does not exist or is not a folder`);
   const file = join(dir, CONFIG_FILE);
   if (!existsSync(file)) throw new AdapterError(`${dir} has no ${CONFIG_FILE}; is it a peft adapter folder?`);
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(await readFile(file, 'utf8'));
-  } catch (e) {
-    throw new PeftConfigError(`${file} is not valid JSON (${(e as Error).message})`);
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new PeftConfigError(`${file} must hold a JSON object`);
-  return parsed as Record<string, unknown>;
+  return readJsonObject(file, (reason) => new PeftConfigError(reason));
 }
 
 /** Reads the folder and checks that it holds an adapter of `peftType`. */

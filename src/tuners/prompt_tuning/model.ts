@@ -8,7 +8,8 @@ import { Tokenizer } from '../../io/tokenizer.js';
 import { type ForwardArgs, type ForwardResult, ModelError, type PretrainedModel } from '../../models/types.js';
 import type { BuildContext } from '../../nn/context.js';
 import { PeftConfigError, type TrainableTensor } from '../types.js';
-import { SeededRandom, normalTensor } from '../prompt_learning/init.js';
+import { normals } from '../../nn/random.js';
+import { promptRandom } from '../prompt_learning/init.js';
 import { PromptLearningModel, type PromptLearningOptions } from '../prompt_learning/model.js';
 import type { PyJson } from '../../io/pyjson.js';
 import { type PromptTuningConfig, type PromptTuningConfigInput, promptTuningConfigToDisk, resolvePromptTuningConfig } from './config.js';
@@ -74,8 +75,8 @@ async function initialPrompt(base: PretrainedModel, cfg: PromptTuningConfig, see
   const P = cfg.numVirtualTokens;
   const D = cfg.tokenDim;
   if (cfg.promptCombination === 'ADD') return { shape: [1, D], data: new Float32Array(D) };
-  const rng = new SeededRandom(seed);
-  if (cfg.promptTuningInit === 'RANDOM') return { shape: [P, D], data: normalTensor(rng, P * D) };
+  const rng = promptRandom(seed);
+  if (cfg.promptTuningInit === 'RANDOM') return { shape: [P, D], data: normals(rng, P * D) };
   let ids: number[];
   if (cfg.promptTuningInit === 'TEXT') {
     if (cfg.tokenizerKwargs && Object.keys(cfg.tokenizerKwargs).length) {

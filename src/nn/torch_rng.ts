@@ -50,6 +50,20 @@ export class TorchCpuGenerator {
     return this.uniform() < Math.fround(p);
   }
 
+  /**
+   * `torch.empty(n).uniform_(from, to, generator=g)` in float32: x · (to − from) + from per value,
+   * rounded once (ATen's vectorised CPU build contracts it into a fused multiply-add; the float
+   * product is exact in a double, so one rounding of the double sum is that FMA).
+   */
+  uniformTensor(n: number, from: number, to: number): Float32Array {
+    const f = Math.fround;
+    const lo = f(from);
+    const span = f(f(to) - lo);
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i++) out[i] = this.uniform() * span + lo;
+    return out;
+  }
+
   /** Advances past what `uniform_` (kaiming_uniform_, nn.Linear's init) draws for `n` float32 values. */
   skipUniform(n: number): void {
     for (let i = 0; i < n; i++) this.random();

@@ -134,7 +134,6 @@ test('a new adapter changes nothing until trained (peft init); peft counts its t
     assert.ok(d < 1e-5, `${fields.peft_type}: a new adapter moved the logits by ${d}`);
   }
   assert.throws(() => LOHA.parseConfig({ init_weights: 'abba' }, 'x'), /ABBA/);
-  assert.throws(() => VERA.parseConfig({ save_projection: false }, 'x'), /save_projection=false/);
   assert.throws(() => OFT.parseConfig({ use_cayley_neumann: false, oft_block_size: 8 }, 'x'), /use_cayley_neumann=false/);
   assert.throws(() => OFT.parseConfig({ coft: true, oft_block_size: 8 }, 'x'), /coft/);
   assert.throws(() => BOFT.parseConfig({ boft_block_size: 4, boft_n_butterfly_factor: 2 }, 'x'), /boft_n_butterfly_factor=2/);

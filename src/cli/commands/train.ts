@@ -20,6 +20,7 @@ import { type AddedTokens, addTokensToTokenizer, growModelFor, parseAddTokens, s
 import type { MetricRecord } from '../../train/metrics.js';
 import { mkdirSync } from 'node:fs';
 import { resolveModelDir } from '../../io/hub.js';
+import { isHubDatasetSpec, resolveDataFile } from '../../io/hub_dataset.js';
 import { Tokenizer } from '../../io/tokenizer.js';
 import { loadModel } from '../../models/load.js';
 import type { PretrainedModel } from '../../models/types.js';
@@ -143,7 +144,7 @@ export function register(program: Command): void {
     .option('--model <dir|repo>', 'base model folder (config.json, model.safetensors, tokenizer.json) or Hub repo id (required, here or in --config)')
     .option(
       '--data <file.jsonl>',
-      'training data: one {"text"}, {"prompt","completion"} or {"messages"} object per line; for a sequence classifier {"text","label"} (label: class id or config.json id2label name)',
+      'training data: one {"text"}, {"prompt","completion"} or {"messages"} object per line (dpo/orpo: {"prompt","chosen","rejected"}); for a sequence classifier {"text","label"} (label: class id or config.json id2label name); or a Hub dataset repo\'s file: hf://datasets/OWNER/NAME[/file.jsonl][@revision]',
     )
     .option('--out <dir>', 'output folder: final adapter, metrics.jsonl, loss.svg, checkpoints/, run_config.json (required, here or in --config)')
     .addOption(
@@ -316,7 +317,7 @@ function checkFlags(f: TrainFlags): void {
     if (f.objective === 'dpo' && f.method === 'full') throw new CliError('DPO\'s reference model is the base with the adapter disabled, and --method full has no adapter; use an adapter method (e.g. --method lora), or --objective orpo, which needs no reference');
   }
   for (const [flag, file] of [['--data', f.data], ['--eval-data', f.evalData], ['--chat-template', f.chatTemplate]] as const) {
-    if (file !== undefined && !existsSync(file)) throw new CliError(`${flag} ${file} does not exist`);
+    if (file !== undefined && !isHubDatasetSpec(file) && !existsSync(file)) throw new CliError(`${flag} ${file} does not exist`);
   }
 }
 
@@ -370,6 +371,10 @@ async function tokenizerFolder(modelDir: string, added: AddedTokens): Promise<st
 async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}): Promise<void> {
   let peft = peftSection;
   checkFlags(f);
+  // hf://datasets/... : the file is fetched into the Hub cache (run_config.json keeps the spec)
+  const dataSpecs = { data: f.data, evalData: f.evalData };
+  f.data = await resolveDataFile(f.data, { role: 'train' });
+  if (f.evalData !== undefined) f.evalData = await resolveDataFile(f.evalData, { role: 'eval' });
   if (Object.keys(peft).length && f.method === 'full') throw new RunConfigError(`${f.config}: full fine-tuning has no adapter_config.json; remove the "peft" section or choose another method`);
   if (peft.peft_type !== undefined && peft.peft_type !== presetOf(f.method).tuner.peftType) {
     throw new RunConfigError(`${f.config}: peft.peft_type is ${String(peft.peft_type)} but method ${f.method} is ${presetOf(f.method).tuner.peftType}; set "method" to match or drop peft_type`);
@@ -560,7 +565,7 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
     // the run as resolved (file, defaults and flags together): `peft train --config run_config.json` repeats it
     const { config: _file, resume: _resume, overwrite: _overwrite, ...resolved } = f;
     void [_file, _resume, _overwrite];
-    const runConfig = { ...resolved, ...(Object.keys(peftSection).length ? { peft: peftSection } : {}) };
+    const runConfig = { ...resolved, ...dataSpecs, ...(Object.keys(peftSection).length ? { peft: peftSection } : {}) };
     await writeFileAtomic(join(f.out, 'run_config.json'), `${JSON.stringify(runConfig, null, 2)}\n`);
     const evalText = r.initialEvalLoss !== undefined && r.finalEvalLoss !== undefined ? `; eval loss ${r.initialEvalLoss.toFixed(4)} -> ${r.finalEvalLoss.toFixed(4)}` : r.finalEvalLoss !== undefined ? `; eval loss ${r.finalEvalLoss.toFixed(4)}` : '';
     const saved = presetOf(f.method).tuner.saves ?? 'adapter';

@@ -2,13 +2,15 @@
 // shared by every layer, vera_A [r, max in] and vera_B [max out, r], sliced per layer
 // (A[:, :in], B[:out, :]), and two trained vectors per layer:
 // y = W x + b + λ_b ⊙ (B_out (λ_d ⊙ (A_in x))). Saved tensors <module>.vera_lambda_b [out],
-// <module>.vera_lambda_d [r], and with save_projection=true base_model.vera_A / base_model.vera_B.
+// <module>.vera_lambda_d [r], and with save_projection=true base_model.vera_A / base_model.vera_B
+// (with false, the projections are regenerated from projection_prng_key as peft does, replaying
+// torch's CPU generator).
 
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
 import type { PyJson } from '../../io/pyjson.js';
 import type { PretrainedModel } from '../../models/types.js';
-import { kaimingUniform } from '../lora/init.js';
+import { TorchCpuGenerator } from '../../nn/torch_rng.js';
 import { FieldReader, type LinearTunerConfig, commonFields, commonJson } from '../linear_tuner/config.js';
 import { type LinearMethod, LinearTunerModel, type Tensors } from '../linear_tuner/model.js';
 import type { Tuner } from '../registry.js';
@@ -39,11 +41,6 @@ export function veraConfig(fields: Record<string, unknown>, source = 'VeRA confi
     bias: r.str('bias', 'none') ?? 'none',
   };
   if (c.bias !== 'none') throw new PeftConfigError(`${source}: bias=${JSON.stringify(c.bias)} is not supported for VeRA here; use "none"`);
-  if (!c.saveProjection) {
-    throw new PeftConfigError(
-      `${source}: save_projection=false: peft regenerates vera_A/vera_B from projection_prng_key with torch's random generator, which this library does not reproduce; save the adapter with save_projection=True`,
-    );
-  }
   return c;
 }
 
@@ -73,10 +70,20 @@ export const VERA: LinearMethod<VeraConfig> = {
       { kind: 'vera_B', shape: [maxOut, c.r], trainable: false },
     ];
   },
-  initShared(decls, _c, rng) {
-    // kaiming-uniform projections, as peft draws them (from our seeded generator, not torch's).
-    return new Map(decls.map((d) => [d.kind, kaimingUniform(rng, d.shape[0]!, d.shape[1]!)]));
+  initShared(decls, c) {
+    // peft's _init_vera_A_vera_B: torch.Generator().manual_seed(projection_prng_key), then
+    // _kaiming_init of vera_A [r, max in] and vera_B [max out, r]: uniform_(-b, b) with
+    // b = sqrt(3) · sqrt(2) / sqrt(fan_in), fan_in = the second dimension. Replayed exactly
+    // (src/nn/torch_rng.ts), so a save_projection=false adapter gets the projections peft had.
+    const gen = new TorchCpuGenerator(c.projectionPrngKey);
+    return new Map(
+      decls.map((d) => {
+        const bound = Math.sqrt(3) * (Math.SQRT2 / Math.sqrt(d.shape[1]!));
+        return [d.kind, gen.uniformTensor(d.shape[0]! * d.shape[1]!, -bound, bound)];
+      }),
+    );
   },
+  savesShared: (c) => c.saveProjection,
   init(spec, c) {
     return new Map([
       ['vera_lambda_b', new Float32Array(spec.outFeatures)],

@@ -3,7 +3,7 @@
 // (WebAssembly, threads as the page gets them; WebGPU too when Chromium offers an adapter), and
 // src/browser/finetune.ts runs the same settings on onnxruntime-node. Also the page's load time
 // (navigation to worker ready: bundle, 28 MB wasm compiled) and the browser's memory.
-// Run: npx tsc -p . && node dist/bench/browser_train.js [steps]
+// Run: npx tsc -p . && node dist/bench/browser_train.js [steps] [--webgpu]
 
 import { readFileSync, readdirSync } from 'node:fs';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -51,6 +51,8 @@ function descendantsMemory(): { rssMiB: number; peakMiB: number; processes: numb
 }
 
 const steps = Number(process.argv[2] ?? 20);
+// WebGPU in headless Chromium runs on SwiftShader (Vulkan emulated on the CPU) unless the machine has a GPU: opt in
+const tryWebgpu = process.argv.includes('--webgpu');
 const settings = { task: 'sentiment', method: 'lora' as const, steps, batchSize: 8, learningRate: 5e-3, r: 8, seed: 42, maxExamples: 512 };
 const missing = chromiumMissing();
 if (missing) throw new Error(missing);
@@ -60,7 +62,7 @@ const browser = await launchChromium();
 const tmp = mkdtempSync(join(tmpdir(), 'peft-bench-browser-'));
 try {
   const rows: string[] = [];
-  for (const query of ['?webgpu=0', '?webgpu=0&threads=1', '?webgpu=1']) {
+  for (const query of ['?webgpu=0', '?webgpu=0&threads=1', ...(tryWebgpu ? ['?webgpu=1'] : [])]) {
     const { page, loadMs } = await openDemo(browser, server.url, query);
     const backend = await page.evaluate(() => (window as unknown as { peftDemo: { backend: Record<string, unknown> } }).peftDemo.backend);
     if (query.includes('webgpu=1') && backend.provider !== 'webgpu') {
@@ -74,6 +76,8 @@ try {
     if (errors.length) rows.push(`| browser, ${label} | failed: ${errors[0]} | | |`);
     else rows.push(`| browser (Chromium ${browser.version()}), ${label} | ${result.tokensPerSecond.toFixed(0)} | ${(loadMs / 1000).toFixed(1)} s | ${mem.rssMiB.toFixed(0)} MiB RSS (${mem.processes} processes), largest peak ${mem.peakMiB.toFixed(0)} MiB |`);
     console.log(rows[rows.length - 1]);
+    // the README's screenshot (docs/browser.png is a copy of the first one)
+    if (rows.length === 1) await page.screenshot({ path: join(ROOT, 'out/browser-bench.png'), fullPage: true });
     await page.close();
   }
   const node = await finetune({

@@ -1,5 +1,6 @@
-// Downloads model repos from the Hugging Face Hub into a cache laid out exactly like Python
-// huggingface_hub's (models--org--name/{blobs,snapshots,refs}), so both share one cache, and falls
+// Downloads model repos (and dataset repos, repoType "dataset") from the Hugging Face Hub into a cache
+// laid out exactly like Python huggingface_hub's (models--org--name/{blobs,snapshots,refs},
+// datasets--org--name/...), so both share one cache, and falls
 // back to an already cached snapshot when the Hub cannot be reached or offline mode is on.
 
 import { randomUUID } from "node:crypto";
@@ -112,9 +113,14 @@ export class HubSizeError extends HubError {
 
 export type ProgressCallback = (bytesDone: number, bytesTotal: number | undefined, file: string) => void;
 
+/** The Hub's repo kinds this client reads: models, and dataset repos (for their jsonl files). */
+export type RepoType = "model" | "dataset";
+
 export interface HubOptions {
   /** Branch, tag or commit hash; default "main". */
   revision?: string;
+  /** Default "model"; "dataset" uses /api/datasets/... and /datasets/<id>/resolve/..., cached under datasets--org--name. */
+  repoType?: RepoType;
   cacheDir?: string;
   /** Default: env HF_ENDPOINT, else https://huggingface.co. */
   endpoint?: string;
@@ -169,9 +175,9 @@ export function hubCacheDir(cacheDir?: string): string {
   return path.join(xdg, "huggingface", "hub");
 }
 
-/** Folder name of a model repo inside the cache: "org/name" -> "models--org--name". */
-export function repoFolderName(repoId: string): string {
-  return `models--${repoId.split("/").join("--")}`;
+/** Folder name of a repo inside the cache, as huggingface_hub names it: "org/name" -> "models--org--name" (a dataset: "datasets--org--name"). */
+export function repoFolderName(repoId: string, repoType: RepoType = "model"): string {
+  return `${repoType}s--${repoId.split("/").join("--")}`;
 }
 
 /** huggingface_hub's validate_repo_id rules. */
@@ -188,6 +194,7 @@ export function isValidRepoId(repoId: string): boolean {
 
 interface Settings {
   repoId: string;
+  repoType: RepoType;
   revision: string;
   endpoint: string;
   cacheDir: string;
@@ -257,12 +264,15 @@ function settingsFor(repoId: string, opts: HubOptions): Settings {
   if (!isSafeRevision(revision)) {
     throw new HubUnsafePathError(revision, `revision ${JSON.stringify(revision)} is not a valid branch, tag or commit name (no "..", hidden or empty parts).`);
   }
+  const repoType = opts.repoType ?? "model";
+  if (repoType !== "model" && repoType !== "dataset") throw new HubError(`repo type must be "model" or "dataset", got ${JSON.stringify(repoType)}.`);
   return {
     repoId,
+    repoType,
     revision,
     endpoint: (opts.endpoint ?? process.env.HF_ENDPOINT ?? DEFAULT_ENDPOINT).replace(/\/+$/, ""),
     cacheDir,
-    repoDir: path.join(cacheDir, repoFolderName(repoId)),
+    repoDir: path.join(cacheDir, repoFolderName(repoId, repoType)),
     token: opts.token ?? (process.env.HF_TOKEN || undefined),
     offline: opts.offline ?? envFlag(process.env.HF_HUB_OFFLINE),
     timeoutMs: positiveMs(opts.timeoutMs, "timeoutMs") ?? envSeconds("HF_HUB_ETAG_TIMEOUT") ?? 10_000,
@@ -274,8 +284,9 @@ function settingsFor(repoId: string, opts: HubOptions): Settings {
 }
 
 /**
- * Downloads (or reuses from the cache) every file of a model repo at one revision and returns the
- * snapshot folder `<cache>/models--org--name/snapshots/<commit>`.
+ * Downloads (or reuses from the cache) every file of a model repo (or, with repoType "dataset", a
+ * dataset repo) at one revision and returns the snapshot folder
+ * `<cache>/models--org--name/snapshots/<commit>` (`datasets--org--name` for a dataset).
  */
 export async function snapshotDownload(repoId: string, opts: HubOptions = {}): Promise<string> {
   const s = settingsFor(repoId, opts);
@@ -285,7 +296,7 @@ export async function snapshotDownload(repoId: string, opts: HubOptions = {}): P
     throw new HubOfflineError(
       repoId,
       `offline mode is on (HF_HUB_OFFLINE) and the cache ${s.cacheDir} holds no complete snapshot of ` +
-        `${repoId}@${s.revision}. Pass a local model folder instead of the repo id, or unset HF_HUB_OFFLINE and ` +
+        `${repoId}@${s.revision}. Pass ${localAlternative(s)} instead of the repo id, or unset HF_HUB_OFFLINE and ` +
         `download it once while online.`,
     );
   }
@@ -301,7 +312,7 @@ export async function snapshotDownload(repoId: string, opts: HubOptions = {}): P
     throw new HubOfflineError(
       repoId,
       `cannot reach ${s.endpoint} to download ${repoId}@${s.revision} (${networkReason(err)}), and the cache ` +
-        `${s.cacheDir} holds no complete snapshot of it. Pass a local model folder instead of the repo id, ` +
+        `${s.cacheDir} holds no complete snapshot of it. Pass ${localAlternative(s)} instead of the repo id, ` +
         `download it once while online (afterwards HF_HUB_OFFLINE=1 uses the cached snapshot), or point ` +
         `HF_ENDPOINT at a reachable mirror.`,
       { cause: err },
@@ -339,6 +350,10 @@ export async function snapshotDownload(repoId: string, opts: HubOptions = {}): P
   return snapshotDir;
 }
 
+function localAlternative(s: Settings): string {
+  return s.repoType === "dataset" ? "a local .jsonl file" : "a local model folder";
+}
+
 /** Returns `idOrPath` unchanged when it is an existing folder; otherwise treats it as a repo id and downloads it. */
 export async function resolveModelDir(idOrPath: string, opts: HubOptions = {}): Promise<string> {
   const info = await stat(idOrPath).catch(() => undefined);
@@ -367,7 +382,7 @@ function authHeaders(s: Settings): Record<string, string> {
 }
 
 async function fetchRepoInfo(s: Settings): Promise<RepoInfo> {
-  const url = `${s.endpoint}/api/models/${s.repoId}/revision/${encodeURIComponent(s.revision)}`;
+  const url = `${s.endpoint}/api/${s.repoType}s/${s.repoId}/revision/${encodeURIComponent(s.revision)}`;
   const res = await fetch(url, { headers: authHeaders(s), signal: AbortSignal.timeout(s.timeoutMs) });
   if (!res.ok) {
     await res.body?.cancel();
@@ -453,7 +468,7 @@ async function downloadFile(s: Settings, commit: string, snapshotDir: string, fi
     s.onProgress?.(existing.size, existing.size, file);
     return;
   }
-  const url = `${s.endpoint}/${s.repoId}/resolve/${encodeURIComponent(commit)}/${file.split("/").map(encodeURIComponent).join("/")}`;
+  const url = `${s.endpoint}/${s.repoType === "dataset" ? "datasets/" : ""}${s.repoId}/resolve/${encodeURIComponent(commit)}/${file.split("/").map(encodeURIComponent).join("/")}`;
   const meta = await fileMetadata(s, url, file);
   const blob = inside(s.repoDir, ["blobs", meta.etag], "ETag", meta.etag);
   const blobInfo = await stat(blob).catch(() => undefined);

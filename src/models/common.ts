@@ -1,10 +1,13 @@
 // Pieces shared by the architecture files: input embeddings, position ids, the key/value cache,
-// losses and module-name listings.
+// losses, module-name listings, and DecoderModel, the frame of the Llama-like decoders.
 
 import type { Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
-import type { BuildContext } from '../nn/context.js';
-import { type ForwardArgs, type KV, ModelError, type PretrainedModel } from './types.js';
+import type { ModelConfig } from '../io/hfconfig.js';
+import type { BuildContext, LinearSpec } from '../nn/context.js';
+import { embedding, linear } from '../nn/layers.js';
+import type { WeightStore } from '../nn/weights.js';
+import { type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
 
 /** inputs_embeds when given, else the token embeddings of input_ids. */
 export function inputEmbeddings(model: PretrainedModel, ctx: BuildContext, args: ForwardArgs): Value {
@@ -74,4 +77,94 @@ export function applySublayer(ctx: BuildContext, key: string, layer: number, out
   const hook = ctx.sublayerHooks.get(key);
   if (hook) return hook({ layer, output, residual, norm, ctx });
   return norm ? norm(o.add(output, residual)) : o.add(output, residual);
+}
+
+/**
+ * The frame the Llama-like decoders share (llama.ts, phi3.ts, gemma3.ts): token embeddings at
+ * model.embed_tokens, layers at model.layers.<i>, a final model.norm and an lm_head, grouped-query
+ * attention heads, the causal-LM loss. A subclass lists each layer's linears and norm weights and
+ * writes the layer itself; `decode` runs the layers with the KV cache and checkpointing.
+ */
+export abstract class DecoderModel implements PretrainedModel {
+  readonly family = 'llama' as const;
+  readonly task = 'causal-lm' as const;
+  readonly causal = true;
+  readonly numLayers: number;
+  readonly numKVHeads: number;
+  readonly headDim: number;
+  readonly hiddenSize: number;
+  readonly vocabSize: number;
+  readonly embeddingName = 'model.embed_tokens';
+  private readonly specs: LinearSpec[] = [];
+  private readonly byName = new Map<string, LinearSpec>();
+
+  constructor(readonly config: ModelConfig, readonly weights: WeightStore, readonly dir: string) {
+    this.numLayers = config.numHiddenLayers;
+    this.numKVHeads = config.numKeyValueHeads;
+    this.headDim = config.headDim;
+    this.hiddenSize = config.hiddenSize;
+    this.vocabSize = config.vocabSize;
+    const H = config.numAttentionHeads;
+    if (H % this.numKVHeads !== 0) throw new ModelError(`num_attention_heads ${H} is not a multiple of num_key_value_heads ${this.numKVHeads}`);
+    for (let i = 0; i < this.numLayers; i++) this.specs.push(...this.layerLinears(`model.layers.${i}`, config));
+    this.specs.push({ name: 'lm_head', inFeatures: this.hiddenSize, outFeatures: this.vocabSize, bias: false, layout: 'linear' });
+    for (const s of this.specs) this.byName.set(s.name, s);
+  }
+
+  /** The linear modules of one decoder layer (`prefix` = model.layers.<i>); called from the constructor, so it may read only `config`. */
+  protected abstract layerLinears(prefix: string, config: ModelConfig): LinearSpec[];
+  /** The weight names of one decoder layer's norms. */
+  protected abstract layerNorms(prefix: string): string[];
+
+  linears(): LinearSpec[] {
+    return this.specs;
+  }
+
+  protected spec(name: string): LinearSpec {
+    return this.byName.get(name)!;
+  }
+
+  expectedWeights(): string[] {
+    const names = ['model.embed_tokens.weight', 'model.norm.weight'];
+    if (!this.config.tieWordEmbeddings) names.push('lm_head.weight');
+    for (let i = 0; i < this.numLayers; i++) names.push(...this.layerNorms(`model.layers.${i}`));
+    for (const s of this.specs) {
+      if (s.name === 'lm_head') continue;
+      names.push(`${s.name}.weight`);
+      if (s.bias) names.push(`${s.name}.bias`);
+    }
+    return names;
+  }
+
+  moduleNames(): string[] {
+    return modulePaths([...this.expectedWeights(), 'lm_head.weight']);
+  }
+
+  embedTokens(ctx: BuildContext, ids: Value): Value {
+    return embedding(ctx, 'model.embed_tokens', ids);
+  }
+
+  abstract forward(ctx: BuildContext, args: ForwardArgs): ForwardResult;
+
+  /**
+   * The decoder layers over the embeddings `h`, each `layer` run in its scope as a ctx.layer (so
+   * gradient checkpointing recomputes it in the backward pass) and adding its keys and values to
+   * `presents`; then `finalNorm` and the LM head.
+   */
+  protected decode(ctx: BuildContext, h: Value, layer: (h: Value, i: number, prefix: string, presents: KV[]) => Value, finalNorm: (h: Value) => Value): ForwardResult {
+    const hidden: Value[] = [h];
+    const presents: KV[] = [];
+    for (let i = 0; i < this.numLayers; i++) {
+      const p = `model.layers.${i}`;
+      h = ctx.layer(h, (h) => ctx.graph.scope(p, () => layer(h, i, p, presents)));
+      hidden.push(h);
+    }
+    h = finalNorm(h);
+    hidden[hidden.length - 1] = h;
+    return { logits: linear(ctx, this.spec('lm_head'), h), hiddenStates: hidden, presents };
+  }
+
+  loss(logits: Value, labels: Value): Value {
+    return causalLmLoss(logits, labels);
+  }
 }

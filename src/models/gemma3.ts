@@ -11,10 +11,10 @@ import type { BuildContext, LinearSpec } from '../nn/context.js';
 import { attentionBias, embedding, linear, mergeHeads, repeatKV, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
-import { appendPast, applySublayer, causalLmLoss, defaultPositions, inputEmbeddings, modulePaths } from './common.js';
+import { DecoderModel, appendPast, applySublayer, defaultPositions, inputEmbeddings } from './common.js';
 import { applyRotary, rotaryTables } from './rope.js';
 import { DECODER_BOTTLENECK } from './llama.js';
-import { type ArchitectureDescriptor, type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
+import type { ArchitectureDescriptor, ForwardArgs, ForwardResult, KV } from './types.js';
 
 /** Gemma3RMSNorm: x / sqrt(mean(x^2) + eps) * (1 + w), in float32. */
 function gemmaNorm(ctx: BuildContext, name: string, x: Value, eps: number): Value {
@@ -26,75 +26,38 @@ function gemmaNorm(ctx: BuildContext, name: string, x: Value, eps: number): Valu
 
 const LAYER_NORMS = ['input_layernorm', 'post_attention_layernorm', 'pre_feedforward_layernorm', 'post_feedforward_layernorm'];
 
-export class Gemma3Model implements PretrainedModel {
-  readonly family = 'llama' as const;
-  readonly task = 'causal-lm' as const;
-  readonly causal = true;
-  readonly numLayers: number;
-  readonly numKVHeads: number;
-  readonly headDim: number;
-  readonly hiddenSize: number;
-  readonly vocabSize: number;
-  readonly embeddingName = 'model.embed_tokens';
-  private readonly specs: LinearSpec[] = [];
-  private readonly byName = new Map<string, LinearSpec>();
+export class Gemma3Model extends DecoderModel {
   private readonly layerTypes: string[];
 
-  constructor(readonly config: ModelConfig, readonly weights: WeightStore, readonly dir: string) {
-    this.numLayers = config.numHiddenLayers;
-    this.numKVHeads = config.numKeyValueHeads;
-    this.headDim = config.headDim;
-    this.hiddenSize = config.hiddenSize;
-    this.vocabSize = config.vocabSize;
+  constructor(config: ModelConfig, weights: WeightStore, dir: string) {
+    super(config, weights, dir);
     this.layerTypes = config.layerTypes ?? Array<string>(this.numLayers).fill('full_attention');
-    const C = this.hiddenSize;
+  }
+
+  protected layerLinears(p: string, config: ModelConfig): LinearSpec[] {
+    const C = config.hiddenSize;
     const H = config.numAttentionHeads;
-    const D = this.headDim;
+    const D = config.headDim;
+    const KVd = config.numKeyValueHeads * D;
     const F = config.intermediateSize;
-    if (H % this.numKVHeads !== 0) throw new ModelError(`num_attention_heads ${H} is not a multiple of num_key_value_heads ${this.numKVHeads}`);
     const b = config.attentionBias;
-    for (let i = 0; i < this.numLayers; i++) {
-      const p = `model.layers.${i}`;
-      this.specs.push(
-        { name: `${p}.self_attn.q_proj`, inFeatures: C, outFeatures: H * D, bias: b, layout: 'linear' },
-        { name: `${p}.self_attn.k_proj`, inFeatures: C, outFeatures: this.numKVHeads * D, bias: b, layout: 'linear' },
-        { name: `${p}.self_attn.v_proj`, inFeatures: C, outFeatures: this.numKVHeads * D, bias: b, layout: 'linear' },
-        { name: `${p}.self_attn.o_proj`, inFeatures: H * D, outFeatures: C, bias: b, layout: 'linear' },
-        { name: `${p}.mlp.gate_proj`, inFeatures: C, outFeatures: F, bias: false, layout: 'linear' },
-        { name: `${p}.mlp.up_proj`, inFeatures: C, outFeatures: F, bias: false, layout: 'linear' },
-        { name: `${p}.mlp.down_proj`, inFeatures: F, outFeatures: C, bias: false, layout: 'linear' },
-      );
-    }
-    this.specs.push({ name: 'lm_head', inFeatures: C, outFeatures: this.vocabSize, bias: false, layout: 'linear' });
-    for (const s of this.specs) this.byName.set(s.name, s);
+    return [
+      { name: `${p}.self_attn.q_proj`, inFeatures: C, outFeatures: H * D, bias: b, layout: 'linear' },
+      { name: `${p}.self_attn.k_proj`, inFeatures: C, outFeatures: KVd, bias: b, layout: 'linear' },
+      { name: `${p}.self_attn.v_proj`, inFeatures: C, outFeatures: KVd, bias: b, layout: 'linear' },
+      { name: `${p}.self_attn.o_proj`, inFeatures: H * D, outFeatures: C, bias: b, layout: 'linear' },
+      { name: `${p}.mlp.gate_proj`, inFeatures: C, outFeatures: F, bias: false, layout: 'linear' },
+      { name: `${p}.mlp.up_proj`, inFeatures: C, outFeatures: F, bias: false, layout: 'linear' },
+      { name: `${p}.mlp.down_proj`, inFeatures: F, outFeatures: C, bias: false, layout: 'linear' },
+    ];
   }
 
-  linears(): LinearSpec[] {
-    return this.specs;
-  }
-
-  expectedWeights(): string[] {
-    const names = ['model.embed_tokens.weight', 'model.norm.weight'];
-    if (!this.config.tieWordEmbeddings) names.push('lm_head.weight');
-    for (let i = 0; i < this.numLayers; i++) {
-      const p = `model.layers.${i}`;
-      for (const n of LAYER_NORMS) names.push(`${p}.${n}.weight`);
-      names.push(`${p}.self_attn.q_norm.weight`, `${p}.self_attn.k_norm.weight`);
-    }
-    for (const s of this.specs) {
-      if (s.name === 'lm_head') continue;
-      names.push(`${s.name}.weight`);
-      if (s.bias) names.push(`${s.name}.bias`);
-    }
-    return names;
-  }
-
-  moduleNames(): string[] {
-    return modulePaths([...this.expectedWeights(), 'lm_head.weight']);
+  protected layerNorms(p: string): string[] {
+    return [...LAYER_NORMS.map((n) => `${p}.${n}.weight`), `${p}.self_attn.q_norm.weight`, `${p}.self_attn.k_norm.weight`];
   }
 
   /** Gemma3TextScaledWordEmbedding: the lookup times sqrt(hidden_size) (a float32 constant). */
-  embedTokens(ctx: BuildContext, ids: Value): Value {
+  override embedTokens(ctx: BuildContext, ids: Value): Value {
     return o.mul(embedding(ctx, 'model.embed_tokens', ids), Math.fround(Math.sqrt(this.hiddenSize)));
   }
 
@@ -104,8 +67,7 @@ export class Gemma3Model implements PretrainedModel {
     const D = this.headDim;
     const KVH = this.numKVHeads;
     const eps = cfg.normEps;
-    const spec = (n: string) => this.byName.get(n)!;
-    let h = inputEmbeddings(this, ctx, args);
+    const h = inputEmbeddings(this, ctx, args);
     const { positions, pastLength } = defaultPositions(h, args.past);
     const pos = args.positionIds ?? positions;
     const base = { rotaryDim: D, maxPositionEmbeddings: cfg.maxPositionEmbeddings };
@@ -118,36 +80,24 @@ export class Gemma3Model implements PretrainedModel {
       sliding_attention: attentionBias(args.attentionMask, h, true, pastLength, cfg.slidingWindow ?? 4096),
     } as Record<string, Value>;
     const scale = 1 / Math.sqrt(cfg.queryPreAttnScalar ?? D);
-    const hidden: Value[] = [h];
-    const presents: KV[] = [];
-    for (let i = 0; i < this.numLayers; i++) {
-      const p = `model.layers.${i}`;
+    const layer = (h: Value, i: number, p: string, presents: KV[]): Value => {
       const type = this.layerTypes[i]!;
       const { cos, sin } = rope[type]!;
-      h = ctx.layer(h, (h) => ctx.graph.scope(p, () => {
-        const x = gemmaNorm(ctx, `${p}.input_layernorm`, h, eps);
-        const q = applyRotary(gemmaNorm(ctx, `${p}.self_attn.q_norm`, splitHeads(linear(ctx, spec(`${p}.self_attn.q_proj`), x), H, D), eps), cos, sin, D, D);
-        const k = applyRotary(gemmaNorm(ctx, `${p}.self_attn.k_norm`, splitHeads(linear(ctx, spec(`${p}.self_attn.k_proj`), x), KVH, D), eps), cos, sin, D, D);
-        const v = splitHeads(linear(ctx, spec(`${p}.self_attn.v_proj`), x), KVH, D);
-        const { key, value } = appendPast(args.past?.[i], k, v, presents);
-        const scores = o.add(o.mul(o.matmul(q, o.transposeLast2(repeatKV(key, H / KVH))), scale), bias[type]!);
-        const ctxOut = o.matmul(o.softmax(scores, -1), repeatKV(value, H / KVH));
-        const attnOut = gemmaNorm(ctx, `${p}.post_attention_layernorm`, linear(ctx, spec(`${p}.self_attn.o_proj`), mergeHeads(ctxOut, H, D)), eps);
-        const afterAttn = applySublayer(ctx, `${i}.attn`, i, attnOut, h);
-        const y = gemmaNorm(ctx, `${p}.pre_feedforward_layernorm`, afterAttn, eps);
-        const gate = activation(cfg.hiddenAct, linear(ctx, spec(`${p}.mlp.gate_proj`), y));
-        const m = linear(ctx, spec(`${p}.mlp.down_proj`), o.mul(gate, linear(ctx, spec(`${p}.mlp.up_proj`), y)));
-        return applySublayer(ctx, `${i}.ffn`, i, gemmaNorm(ctx, `${p}.post_feedforward_layernorm`, m, eps), afterAttn);
-      }));
-      hidden.push(h);
-    }
-    h = gemmaNorm(ctx, 'model.norm', h, eps);
-    hidden[hidden.length - 1] = h;
-    return { logits: linear(ctx, spec('lm_head'), h), hiddenStates: hidden, presents };
-  }
-
-  loss(logits: Value, labels: Value): Value {
-    return causalLmLoss(logits, labels);
+      const x = gemmaNorm(ctx, `${p}.input_layernorm`, h, eps);
+      const q = applyRotary(gemmaNorm(ctx, `${p}.self_attn.q_norm`, splitHeads(linear(ctx, this.spec(`${p}.self_attn.q_proj`), x), H, D), eps), cos, sin, D, D);
+      const k = applyRotary(gemmaNorm(ctx, `${p}.self_attn.k_norm`, splitHeads(linear(ctx, this.spec(`${p}.self_attn.k_proj`), x), KVH, D), eps), cos, sin, D, D);
+      const v = splitHeads(linear(ctx, this.spec(`${p}.self_attn.v_proj`), x), KVH, D);
+      const { key, value } = appendPast(args.past?.[i], k, v, presents);
+      const scores = o.add(o.mul(o.matmul(q, o.transposeLast2(repeatKV(key, H / KVH))), scale), bias[type]!);
+      const ctxOut = o.matmul(o.softmax(scores, -1), repeatKV(value, H / KVH));
+      const attnOut = gemmaNorm(ctx, `${p}.post_attention_layernorm`, linear(ctx, this.spec(`${p}.self_attn.o_proj`), mergeHeads(ctxOut, H, D)), eps);
+      const afterAttn = applySublayer(ctx, `${i}.attn`, i, attnOut, h);
+      const y = gemmaNorm(ctx, `${p}.pre_feedforward_layernorm`, afterAttn, eps);
+      const gate = activation(cfg.hiddenAct, linear(ctx, this.spec(`${p}.mlp.gate_proj`), y));
+      const m = linear(ctx, this.spec(`${p}.mlp.down_proj`), o.mul(gate, linear(ctx, this.spec(`${p}.mlp.up_proj`), y)));
+      return applySublayer(ctx, `${i}.ffn`, i, gemmaNorm(ctx, `${p}.post_feedforward_layernorm`, m, eps), afterAttn);
+    };
+    return this.decode(ctx, h, layer, (h) => gemmaNorm(ctx, 'model.norm', h, eps));
   }
 }
 

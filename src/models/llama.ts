@@ -6,79 +6,35 @@ import type { Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
 import { type CommonConfig, ConfigError, type Fields, type ModelConfig, decoderFields } from '../io/hfconfig.js';
 import type { BuildContext, LinearSpec } from '../nn/context.js';
-import { attention, attentionBias, embedding, linear, mergeHeads, repeatKV, rmsNorm, splitHeads } from '../nn/layers.js';
+import { attention, attentionBias, linear, mergeHeads, repeatKV, rmsNorm, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
-import { appendPast, applySublayer, causalLmLoss, defaultPositions, inputEmbeddings, modulePaths } from './common.js';
+import { DecoderModel, appendPast, applySublayer, defaultPositions, inputEmbeddings } from './common.js';
 import { applyRotary, rotaryTables } from './rope.js';
-import { type ArchitectureDescriptor, type BottleneckLayout, type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
+import { type ArchitectureDescriptor, type BottleneckLayout, type ForwardArgs, type ForwardResult, type KV, type PretrainedModel } from './types.js';
 
-export class LlamaModel implements PretrainedModel {
-  readonly family = 'llama' as const;
-  readonly task = 'causal-lm' as const;
-  readonly causal = true;
-  readonly numLayers: number;
-  readonly numKVHeads: number;
-  readonly headDim: number;
-  readonly hiddenSize: number;
-  readonly vocabSize: number;
-  readonly embeddingName = 'model.embed_tokens';
-  private readonly specs: LinearSpec[] = [];
-  private readonly byName = new Map<string, LinearSpec>();
-
-  constructor(readonly config: ModelConfig, readonly weights: WeightStore, readonly dir: string) {
-    this.numLayers = config.numHiddenLayers;
-    this.numKVHeads = config.numKeyValueHeads;
-    this.headDim = config.headDim;
-    this.hiddenSize = config.hiddenSize;
-    this.vocabSize = config.vocabSize;
-    const C = this.hiddenSize;
+export class LlamaModel extends DecoderModel {
+  protected layerLinears(p: string, config: ModelConfig): LinearSpec[] {
+    const C = config.hiddenSize;
     const H = config.numAttentionHeads;
-    const D = this.headDim;
-    const KVd = this.numKVHeads * D;
+    const D = config.headDim;
+    const KVd = config.numKeyValueHeads * D;
     const F = config.intermediateSize;
-    if (H % this.numKVHeads !== 0) throw new ModelError(`num_attention_heads ${H} is not a multiple of num_key_value_heads ${this.numKVHeads}`);
-    for (let i = 0; i < this.numLayers; i++) {
-      const p = `model.layers.${i}`;
-      this.specs.push(
-        { name: `${p}.self_attn.q_proj`, inFeatures: C, outFeatures: H * D, bias: config.qkvBias, layout: 'linear' },
-        { name: `${p}.self_attn.k_proj`, inFeatures: C, outFeatures: KVd, bias: config.qkvBias, layout: 'linear' },
-        { name: `${p}.self_attn.v_proj`, inFeatures: C, outFeatures: KVd, bias: config.qkvBias, layout: 'linear' },
-        { name: `${p}.self_attn.o_proj`, inFeatures: H * D, outFeatures: C, bias: config.attnOutputBias, layout: 'linear' },
-        { name: `${p}.mlp.gate_proj`, inFeatures: C, outFeatures: F, bias: config.mlpBias, layout: 'linear' },
-        { name: `${p}.mlp.up_proj`, inFeatures: C, outFeatures: F, bias: config.mlpBias, layout: 'linear' },
-        { name: `${p}.mlp.down_proj`, inFeatures: F, outFeatures: C, bias: config.mlpBias, layout: 'linear' },
-      );
-    }
-    this.specs.push({ name: 'lm_head', inFeatures: C, outFeatures: this.vocabSize, bias: false, layout: 'linear' });
-    for (const s of this.specs) this.byName.set(s.name, s);
+    return [
+      { name: `${p}.self_attn.q_proj`, inFeatures: C, outFeatures: H * D, bias: config.qkvBias, layout: 'linear' },
+      { name: `${p}.self_attn.k_proj`, inFeatures: C, outFeatures: KVd, bias: config.qkvBias, layout: 'linear' },
+      { name: `${p}.self_attn.v_proj`, inFeatures: C, outFeatures: KVd, bias: config.qkvBias, layout: 'linear' },
+      { name: `${p}.self_attn.o_proj`, inFeatures: H * D, outFeatures: C, bias: config.attnOutputBias, layout: 'linear' },
+      { name: `${p}.mlp.gate_proj`, inFeatures: C, outFeatures: F, bias: config.mlpBias, layout: 'linear' },
+      { name: `${p}.mlp.up_proj`, inFeatures: C, outFeatures: F, bias: config.mlpBias, layout: 'linear' },
+      { name: `${p}.mlp.down_proj`, inFeatures: F, outFeatures: C, bias: config.mlpBias, layout: 'linear' },
+    ];
   }
 
-  linears(): LinearSpec[] {
-    return this.specs;
-  }
-
-  expectedWeights(): string[] {
-    const names = ['model.embed_tokens.weight', 'model.norm.weight'];
-    if (!this.config.tieWordEmbeddings) names.push('lm_head.weight');
-    for (let i = 0; i < this.numLayers; i++) {
-      names.push(`model.layers.${i}.input_layernorm.weight`, `model.layers.${i}.post_attention_layernorm.weight`);
-      if (this.config.qkNorm) names.push(`model.layers.${i}.self_attn.q_norm.weight`, `model.layers.${i}.self_attn.k_norm.weight`);
-    }
-    for (const s of this.specs) {
-      if (s.name === 'lm_head') continue;
-      names.push(`${s.name}.weight`);
-      if (s.bias) names.push(`${s.name}.bias`);
-    }
+  protected layerNorms(p: string): string[] {
+    const names = [`${p}.input_layernorm.weight`, `${p}.post_attention_layernorm.weight`];
+    if (this.config.qkNorm) names.push(`${p}.self_attn.q_norm.weight`, `${p}.self_attn.k_norm.weight`);
     return names;
-  }
-
-  moduleNames(): string[] {
-    return modulePaths([...this.expectedWeights(), 'lm_head.weight']);
-  }
-
-  embedTokens(ctx: BuildContext, ids: Value): Value {
-    return embedding(ctx, 'model.embed_tokens', ids);
   }
 
   forward(ctx: BuildContext, args: ForwardArgs): ForwardResult {
@@ -87,45 +43,31 @@ export class LlamaModel implements PretrainedModel {
     const D = this.headDim;
     const KVH = this.numKVHeads;
     const eps = cfg.normEps;
-    const spec = (n: string) => this.byName.get(n)!;
-    let h = inputEmbeddings(this, ctx, args);
+    const h = inputEmbeddings(this, ctx, args);
     const { positions, pastLength } = defaultPositions(h, args.past);
     const { cos, sin } = rotaryTables(ctx, args.positionIds ?? positions, { theta: cfg.ropeTheta ?? 10000, rotaryDim: D, scaling: cfg.ropeScaling, maxPositionEmbeddings: cfg.maxPositionEmbeddings });
     const rotate = (x: Value) => applyRotary(x, cos, sin, D, D);
     const bias = attentionBias(args.attentionMask, h, true, pastLength);
-    const hidden: Value[] = [h];
-    const presents: KV[] = [];
-    for (let i = 0; i < this.numLayers; i++) {
-      const p = `model.layers.${i}`;
-      // a decoder layer; with gradient checkpointing its activations are recomputed in the backward pass
-      h = ctx.layer(h, (h) => ctx.graph.scope(p, () => {
-        const residual = h;
-        // SmolLM3's NoPE layers attend without rotary positions.
-        const rope = cfg.ropeLayers && !cfg.ropeLayers[i] ? (t: Value) => t : rotate;
-        const x = rmsNorm(ctx, `${p}.input_layernorm`, h, eps);
-        // Qwen3 normalizes each head of q and k over head_dim before the rotation.
-        const qkNorm = (t: Value, n: string) => (cfg.qkNorm ? rmsNorm(ctx, `${p}.self_attn.${n}`, t, eps) : t);
-        const q = rope(qkNorm(splitHeads(linear(ctx, spec(`${p}.self_attn.q_proj`), x), H, D), 'q_norm'));
-        const k = rope(qkNorm(splitHeads(linear(ctx, spec(`${p}.self_attn.k_proj`), x), KVH, D), 'k_norm'));
-        const v = splitHeads(linear(ctx, spec(`${p}.self_attn.v_proj`), x), KVH, D);
-        const { key, value } = appendPast(args.past?.[i], k, v, presents);
-        const ctxOut = attention(q, repeatKV(key, H / KVH), repeatKV(value, H / KVH), bias, D);
-        const attnOut = linear(ctx, spec(`${p}.self_attn.o_proj`), mergeHeads(ctxOut, H, D));
-        const afterAttn = applySublayer(ctx, `${i}.attn`, i, attnOut, residual);
-        const y = rmsNorm(ctx, `${p}.post_attention_layernorm`, afterAttn, eps);
-        const gate = activation(cfg.hiddenAct, linear(ctx, spec(`${p}.mlp.gate_proj`), y));
-        const m = linear(ctx, spec(`${p}.mlp.down_proj`), o.mul(gate, linear(ctx, spec(`${p}.mlp.up_proj`), y)));
-        return applySublayer(ctx, `${i}.ffn`, i, m, afterAttn);
-      }));
-      hidden.push(h);
-    }
-    h = rmsNorm(ctx, 'model.norm', h, eps);
-    hidden[hidden.length - 1] = h;
-    return { logits: linear(ctx, spec('lm_head'), h), hiddenStates: hidden, presents };
-  }
-
-  loss(logits: Value, labels: Value): Value {
-    return causalLmLoss(logits, labels);
+    const layer = (h: Value, i: number, p: string, presents: KV[]): Value => {
+      const residual = h;
+      // SmolLM3's NoPE layers attend without rotary positions.
+      const rope = cfg.ropeLayers && !cfg.ropeLayers[i] ? (t: Value) => t : rotate;
+      const x = rmsNorm(ctx, `${p}.input_layernorm`, h, eps);
+      // Qwen3 normalizes each head of q and k over head_dim before the rotation.
+      const qkNorm = (t: Value, n: string) => (cfg.qkNorm ? rmsNorm(ctx, `${p}.self_attn.${n}`, t, eps) : t);
+      const q = rope(qkNorm(splitHeads(linear(ctx, this.spec(`${p}.self_attn.q_proj`), x), H, D), 'q_norm'));
+      const k = rope(qkNorm(splitHeads(linear(ctx, this.spec(`${p}.self_attn.k_proj`), x), KVH, D), 'k_norm'));
+      const v = splitHeads(linear(ctx, this.spec(`${p}.self_attn.v_proj`), x), KVH, D);
+      const { key, value } = appendPast(args.past?.[i], k, v, presents);
+      const ctxOut = attention(q, repeatKV(key, H / KVH), repeatKV(value, H / KVH), bias, D);
+      const attnOut = linear(ctx, this.spec(`${p}.self_attn.o_proj`), mergeHeads(ctxOut, H, D));
+      const afterAttn = applySublayer(ctx, `${i}.attn`, i, attnOut, residual);
+      const y = rmsNorm(ctx, `${p}.post_attention_layernorm`, afterAttn, eps);
+      const gate = activation(cfg.hiddenAct, linear(ctx, this.spec(`${p}.mlp.gate_proj`), y));
+      const m = linear(ctx, this.spec(`${p}.mlp.down_proj`), o.mul(gate, linear(ctx, this.spec(`${p}.mlp.up_proj`), y)));
+      return applySublayer(ctx, `${i}.ffn`, i, m, afterAttn);
+    };
+    return this.decode(ctx, h, layer, (h) => rmsNorm(ctx, 'model.norm', h, eps));
   }
 }
 

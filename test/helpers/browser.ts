@@ -63,12 +63,15 @@ export interface PageSettings {
   r: number;
   seed: number;
   maxExamples: number;
+  /** prompts generated from before and after (default: the page's, the task's first eval rows) */
+  prompts?: string[];
 }
 
 /** Fills the form, clicks Train and waits for the result (or an error shown by the page). */
 export async function trainInPage(page: Page, s: PageSettings): Promise<{ result: DemoResult; options: Record<string, unknown>; errors: string[] }> {
   await page.selectOption('#task', s.task);
   await page.waitForFunction(() => (document.getElementById('prompts') as HTMLTextAreaElement).value.length > 0);
+  if (s.prompts) await page.fill('#prompts', s.prompts.map((p) => p.replace(/\n/g, '\\n')).join('\n'));
   await page.selectOption('#method', s.method);
   await page.fill('#steps', String(s.steps));
   await page.fill('#batch', String(s.batchSize));

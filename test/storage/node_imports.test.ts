@@ -23,6 +23,7 @@ const ALLOWED: Record<string, string> = {
   'cli/': 'the command-line interface: argv, stdout, files named by the user',
   'serve/server.ts': 'the OpenAI-compatible HTTP server (fastify)',
   'io/hub.ts': 'the Hugging Face Hub downloader (HTTP, cache folders, environment variables)',
+  'io/hub_dataset.ts': 'hf://datasets/ files: downloaded through io/hub.ts into the Hub cache (CLI --data)',
   'compare/': 'method comparison runs each method in a child process',
   'tasks/': 'bundled tasks and quickstart locate the package folder on disk (import.meta.url) and write reports',
   'export/': 'export writes folders for other runtimes (transformers.js, GGUF) with Node file handles',

@@ -13,6 +13,7 @@ import { readJsonl } from '../../train/data.js';
 import { CliError } from '../errors.js';
 import { collect, intArg } from '../args.js';
 import { loadModelArg } from './generate.js';
+import { resolveDataFile } from '../../io/hub_dataset.js';
 
 interface EvalFlags {
   model: string;
@@ -46,7 +47,7 @@ export function register(program: Command): void {
     .requiredOption('--model <dir|repo>', 'model folder or Hub repo id')
     .option('--adapter <dir|repo>', 'adapter folder to apply; repeatable (earlier ones are merged)', collect)
     .option('--merged', 'merge the adapters into the weights before scoring')
-    .requiredOption('--data <file>', 'jsonl rows: {"prompt","completion"}, {"messages"} (last assistant turn is the reference), for perplexity {"text"}, for preference {"prompt","chosen","rejected"}')
+    .requiredOption('--data <file>', 'jsonl rows: {"prompt","completion"}, {"messages"} (last assistant turn is the reference), for perplexity {"text"}, for preference {"prompt","chosen","rejected"}; or hf://datasets/OWNER/NAME[/file.jsonl][@revision]')
     .option('--metric <name>', `exact (trimmed output == reference), contains (output contains the reference), accuracy (first word is the reference's label word), json (output parses to the reference's JSON), perplexity (of the reference tokens), preference (on {"prompt","chosen","rejected"} rows: the chosen completion is the more likely one)`, metricArg, 'exact')
     .option('--max-examples <n>', 'score only the first n rows', intArg('--max-examples', 1))
     .option('--max-new-tokens <n>', 'tokens generated per row (default: longest reference + 4)', intArg('--max-new-tokens', 1))
@@ -76,7 +77,7 @@ function isEvalOutput(path: string): boolean {
 }
 
 async function runEval(flags: EvalFlags): Promise<void> {
-  const dataFile = resolve(flags.data);
+  const dataFile = resolve(await resolveDataFile(flags.data, { role: 'eval' }));
   const outFile = flags.out === undefined ? undefined : resolve(flags.out);
   // --out: a new file, or an earlier `peft eval` output with --overwrite (src/io/outdir.ts); never the data or another file
   if (outFile !== undefined) checkOutputFile(outFile, { command: 'eval', flag: '--out', overwrite: flags.overwrite, isOwn: isEvalOutput, inputs: [dataFile] });

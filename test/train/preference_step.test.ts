@@ -61,3 +61,15 @@ test('a preference row without "rejected" is a DatasetError naming the file, the
     (e: unknown) => e instanceof DatasetError && /^p\.jsonl:3: field "rejected" is missing/.test((e as Error).message),
   );
 });
+
+test('preference rows with other field names (--prompt-key/--chosen-key/--rejected-key) tokenize as the standard ones', async () => {
+  const tok = await Tokenizer.fromDir(DIR);
+  const std = tokenizePreferenceRecords([{ line: 1, value: { prompt: 'Question: name a day.\nAnswer:', chosen: ' Monday', rejected: ' May' } }], tok);
+  const own = tokenizePreferenceRecords([{ line: 1, value: { q: 'Question: name a day.\nAnswer:', good: ' Monday', bad: ' May' } }], tok, { keys: { prompt: 'q', chosen: 'good', rejected: 'bad' } });
+  assert.deepEqual(own, std);
+  assert.notDeepEqual(std.chosen[0]!.inputIds, std.rejected[0]!.inputIds);
+  assert.throws(
+    () => tokenizePreferenceRecords([{ line: 4, value: { q: 'a', good: 'b', rejected: 'c' } }], tok, { file: 'p.jsonl', keys: { prompt: 'q', chosen: 'good', rejected: 'bad' } }),
+    (e: unknown) => e instanceof DatasetError && /^p\.jsonl:4: field "bad" is missing; a preference row is \{"q": "...", "good": "...", "bad": "..."\}/.test((e as Error).message),
+  );
+});

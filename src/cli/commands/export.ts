@@ -128,6 +128,10 @@ export async function runExport(flags: ExportFlags): Promise<void> {
     await writeNewFile(out, chunks);
     const what = src.adapterTypes.length ? ` with ${src.adapterTypes.join(' + ')} merged` : '';
     say(`exported ${src.dir}${what} as GGUF (${type}) to ${flags.out} (${mib(statSync(out).size)}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const c = src.base.config;
+    if (c.ropeScaling?.ropeType === 'longrope') {
+      say(`note: llama.cpp applies longrope's long factors to every position once its context size passes ${c.originalMaxPositionEmbeddings ?? c.maxPositionEmbeddings} tokens (transformers: once the sequence does); keep the context at or below it to match transformers on shorter inputs`);
+    }
     return;
   }
   const dtypes = parseDtypes(flags.dtype);

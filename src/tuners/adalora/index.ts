@@ -8,11 +8,9 @@
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
 import type { PyJson } from '../../io/pyjson.js';
-import type { PretrainedModel } from '../../models/types.js';
 import { normals } from '../../nn/random.js';
 import { FieldReader, type LinearTunerConfig, commonFields, commonJson } from '../linear_tuner/config.js';
-import { type LinearMethod, LinearTunerModel, type Tensors } from '../linear_tuner/model.js';
-import type { Tuner } from '../registry.js';
+import { type LinearMethod, linearTuner, type Tensors } from '../linear_tuner/model.js';
 import { PeftConfigError } from '../types.js';
 import { type AllocatorLayer, RankAllocator } from './allocator.js';
 
@@ -200,11 +198,7 @@ export const ADALORA: LinearMethod<AdaloraConfig> = {
 };
 
 /** The registry entry. */
-export const adaloraTuner = {
-  peftType: 'ADALORA',
-  label: 'AdaLoRA',
-  mergeable: true,
-  saves: 'adapter (adapter_config.json, adapter_model.safetensors)',
+export const adaloraTuner = linearTuner(ADALORA, {
   infoSettings: ['init_r', 'target_r', 'lora_alpha', 'lora_dropout', 'tinit', 'tfinal', 'deltaT', 'beta1', 'beta2', 'orth_reg_weight', 'total_step', 'target_modules'],
   infoExtras: (c: Record<string, unknown>) => {
     const rp = c.rank_pattern;
@@ -221,6 +215,4 @@ export const adaloraTuner = {
       folklore: { parameter: 'High', compute: 'Medium', space: 'High', performance: 'High', flexibility: 'High' },
     },
   ],
-  create: async (base: PretrainedModel, fields: Record<string, unknown>, opts: { adapterName?: string; seed?: number } = {}) => LinearTunerModel.create(base, ADALORA, fields, opts),
-  fromPretrained: (base: PretrainedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}) => LinearTunerModel.fromPretrained(base, ADALORA, dir, opts),
-} satisfies Tuner;
+});

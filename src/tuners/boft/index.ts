@@ -8,11 +8,9 @@
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
 import type { PyJson } from '../../io/pyjson.js';
-import type { PretrainedModel } from '../../models/types.js';
 import type { LinearSpec } from '../../nn/context.js';
 import { FieldReader, type LinearTunerConfig, commonFields, commonJson } from '../linear_tuner/config.js';
-import { type LinearMethod, LinearTunerModel } from '../linear_tuner/model.js';
-import type { Tuner } from '../registry.js';
+import { type LinearMethod, linearTuner } from '../linear_tuner/model.js';
 import { PeftConfigError } from '../types.js';
 
 export interface BoftConfig extends LinearTunerConfig {
@@ -138,11 +136,7 @@ export const BOFT: LinearMethod<BoftConfig> = {
 };
 
 /** The registry entry. */
-export const boftTuner = {
-  peftType: 'BOFT',
-  label: 'BOFT',
-  mergeable: true,
-  saves: 'adapter (adapter_config.json, adapter_model.safetensors)',
+export const boftTuner = linearTuner(BOFT, {
   infoSettings: ['boft_block_size', 'boft_block_num', 'boft_n_butterfly_factor', 'boft_dropout', 'target_modules', 'layers_to_transform'],
   presets: [
     {
@@ -153,6 +147,4 @@ export const boftTuner = {
       folklore: { parameter: 'High', compute: 'Medium', space: 'High', performance: 'High', flexibility: 'High' },
     },
   ],
-  create: async (base: PretrainedModel, fields: Record<string, unknown>, opts: { adapterName?: string; seed?: number } = {}) => LinearTunerModel.create(base, BOFT, fields, opts),
-  fromPretrained: (base: PretrainedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}) => LinearTunerModel.fromPretrained(base, BOFT, dir, opts),
-} satisfies Tuner;
+});

@@ -19,6 +19,7 @@ import { SeededRandom } from '../../nn/random.js';
 import { PEFT_PREFIX, checkOutputDir, readAdapterConfigFile, readAdapterTensors } from '../lora/save.js';
 import { AdapterError, AdapterMismatchError, type AdaptedModel, type TrainableTensor } from '../types.js';
 import { type LinearTunerConfig, findLinearTargets } from './config.js';
+import type { Tuner } from '../registry.js';
 
 /** One tensor of a wrapped module (or shared by all, like VeRA's projections). */
 export interface TensorDecl {
@@ -391,3 +392,21 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
     return this.base;
   }
 }
+
+/**
+ * The registry entry of a method built on LinearTunerModel: peft_type and label from the method, a
+ * mergeable adapter folder, create/fromPretrained through LinearTunerModel; `entry` adds what only
+ * the method knows (the settings `peft info` shows, its presets, ...).
+ */
+export function linearTuner<C extends LinearTunerConfig>(method: LinearMethod<C>, entry: Omit<Tuner, 'peftType' | 'label' | 'mergeable' | 'create' | 'fromPretrained'>): Tuner {
+  return {
+    peftType: method.peftType,
+    label: method.label,
+    mergeable: true,
+    saves: 'adapter (adapter_config.json, adapter_model.safetensors)',
+    ...entry,
+    create: async (base, fields, opts = {}) => LinearTunerModel.create(base, method, fields, opts),
+    fromPretrained: (base, dir, opts = {}) => LinearTunerModel.fromPretrained(base, method, dir, opts),
+  };
+}
+

@@ -5,12 +5,10 @@
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
 import type { PyJson } from '../../io/pyjson.js';
-import type { PretrainedModel } from '../../models/types.js';
 import type { LinearSpec } from '../../nn/context.js';
 import { kaimingUniform } from '../lora/init.js';
 import { FieldReader, type LinearTunerConfig, commonFields, commonJson, patternValue } from '../linear_tuner/config.js';
-import { type LinearMethod, LinearTunerModel, type Tensors } from '../linear_tuner/model.js';
-import type { Tuner } from '../registry.js';
+import { type LinearMethod, linearTuner, type Tensors } from '../linear_tuner/model.js';
 import { PeftConfigError } from '../types.js';
 
 export interface LohaConfig extends LinearTunerConfig {
@@ -96,11 +94,7 @@ export const LOHA: LinearMethod<LohaConfig> = {
 const LYCORIS_FLAGS = { r: 'r', alpha: 'alpha', target: 'target_modules' } as const;
 
 /** The registry entry. */
-export const lohaTuner = {
-  peftType: 'LOHA',
-  label: 'LoHa',
-  mergeable: true,
-  saves: 'adapter (adapter_config.json, adapter_model.safetensors)',
+export const lohaTuner = linearTuner(LOHA, {
   infoSettings: ['r', 'alpha', 'rank_dropout', 'module_dropout', 'init_weights', 'target_modules', 'rank_pattern', 'alpha_pattern', 'layers_to_transform'],
   presets: [
     {
@@ -111,6 +105,4 @@ export const lohaTuner = {
       folklore: { parameter: 'High', compute: 'High', space: 'High', performance: 'High', flexibility: 'High' },
     },
   ],
-  create: async (base: PretrainedModel, fields: Record<string, unknown>, opts: { adapterName?: string; seed?: number } = {}) => LinearTunerModel.create(base, LOHA, fields, opts),
-  fromPretrained: (base: PretrainedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}) => LinearTunerModel.fromPretrained(base, LOHA, dir, opts),
-} satisfies Tuner;
+});

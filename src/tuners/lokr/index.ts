@@ -6,12 +6,10 @@
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
 import type { PyJson } from '../../io/pyjson.js';
-import type { PretrainedModel } from '../../models/types.js';
 import type { LinearSpec } from '../../nn/context.js';
 import { kaimingUniform } from '../lora/init.js';
 import { FieldReader, type LinearTunerConfig, commonFields, commonJson, patternValue } from '../linear_tuner/config.js';
-import { type LinearMethod, LinearTunerModel, type TensorDecl, type Tensors } from '../linear_tuner/model.js';
-import type { Tuner } from '../registry.js';
+import { type LinearMethod, linearTuner, type TensorDecl, type Tensors } from '../linear_tuner/model.js';
 import { PeftConfigError } from '../types.js';
 
 export interface LokrConfig extends LinearTunerConfig {
@@ -146,11 +144,7 @@ export const LOKR: LinearMethod<LokrConfig> = {
 };
 
 /** The registry entry. */
-export const lokrTuner = {
-  peftType: 'LOKR',
-  label: 'LoKr',
-  mergeable: true,
-  saves: 'adapter (adapter_config.json, adapter_model.safetensors)',
+export const lokrTuner = linearTuner(LOKR, {
   infoSettings: ['r', 'alpha', 'decompose_both', 'decompose_factor', 'rank_dropout', 'module_dropout', 'init_weights', 'target_modules', 'rank_pattern', 'alpha_pattern', 'layers_to_transform'],
   presets: [
     {
@@ -161,6 +155,4 @@ export const lokrTuner = {
       folklore: { parameter: 'High', compute: 'High', space: 'High', performance: 'Medium', flexibility: 'High' },
     },
   ],
-  create: async (base: PretrainedModel, fields: Record<string, unknown>, opts: { adapterName?: string; seed?: number } = {}) => LinearTunerModel.create(base, LOKR, fields, opts),
-  fromPretrained: (base: PretrainedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}) => LinearTunerModel.fromPretrained(base, LOKR, dir, opts),
-} satisfies Tuner;
+});

@@ -8,11 +8,9 @@
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
 import type { PyJson } from '../../io/pyjson.js';
-import type { PretrainedModel } from '../../models/types.js';
 import type { LinearSpec } from '../../nn/context.js';
 import { FieldReader, type LinearTunerConfig, commonFields, commonJson } from '../linear_tuner/config.js';
-import { type LinearMethod, LinearTunerModel } from '../linear_tuner/model.js';
-import type { Tuner } from '../registry.js';
+import { type LinearMethod, linearTuner } from '../linear_tuner/model.js';
 import { PeftConfigError } from '../types.js';
 
 export interface OftConfig extends LinearTunerConfig {
@@ -142,11 +140,7 @@ export const OFT: LinearMethod<OftConfig> = {
 };
 
 /** The registry entry. */
-export const oftTuner = {
-  peftType: 'OFT',
-  label: 'OFT',
-  mergeable: true,
-  saves: 'adapter (adapter_config.json, adapter_model.safetensors)',
+export const oftTuner = linearTuner(OFT, {
   infoSettings: ['r', 'oft_block_size', 'block_share', 'use_cayley_neumann', 'num_cayley_neumann_terms', 'module_dropout', 'target_modules', 'layers_to_transform'],
   presets: [
     {
@@ -157,6 +151,4 @@ export const oftTuner = {
       folklore: { parameter: 'High', compute: 'Medium', space: 'High', performance: 'High', flexibility: 'High' },
     },
   ],
-  create: async (base: PretrainedModel, fields: Record<string, unknown>, opts: { adapterName?: string; seed?: number } = {}) => LinearTunerModel.create(base, OFT, fields, opts),
-  fromPretrained: (base: PretrainedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}) => LinearTunerModel.fromPretrained(base, OFT, dir, opts),
-} satisfies Tuner;
+});

@@ -9,11 +9,9 @@
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
 import type { PyJson } from '../../io/pyjson.js';
-import type { PretrainedModel } from '../../models/types.js';
 import { TorchCpuGenerator } from '../../nn/torch_rng.js';
 import { FieldReader, type LinearTunerConfig, commonFields, commonJson } from '../linear_tuner/config.js';
-import { type LinearMethod, LinearTunerModel, type Tensors } from '../linear_tuner/model.js';
-import type { Tuner } from '../registry.js';
+import { type LinearMethod, linearTuner, type Tensors } from '../linear_tuner/model.js';
 import { PeftConfigError } from '../types.js';
 
 export interface VeraConfig extends LinearTunerConfig {
@@ -116,11 +114,7 @@ export const VERA: LinearMethod<VeraConfig> = {
 };
 
 /** The registry entry. */
-export const veraTuner = {
-  peftType: 'VERA',
-  label: 'VeRA',
-  mergeable: true,
-  saves: 'adapter (adapter_config.json, adapter_model.safetensors)',
+export const veraTuner = linearTuner(VERA, {
   frozenTensors: /^base_model\.vera_[AB]$/,
   infoSettings: ['r', 'd_initial', 'vera_dropout', 'projection_prng_key', 'save_projection', 'target_modules', 'layers_to_transform'],
   presets: [
@@ -132,6 +126,4 @@ export const veraTuner = {
       folklore: { parameter: 'High', compute: 'High', space: 'High', performance: 'Medium', flexibility: 'Medium' },
     },
   ],
-  create: async (base: PretrainedModel, fields: Record<string, unknown>, opts: { adapterName?: string; seed?: number } = {}) => LinearTunerModel.create(base, VERA, fields, opts),
-  fromPretrained: (base: PretrainedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}) => LinearTunerModel.fromPretrained(base, VERA, dir, opts),
-} satisfies Tuner;
+});

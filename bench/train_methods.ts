@@ -5,7 +5,7 @@
 // Random-weight GPT-2-small- and SmolLM-135M-shaped models.
 //
 //   npm run bench:train                                   # both models, the six methods, writes bench/RESULTS.md
-//   npm run bench:train -- --quick                        # GPT-2, lora-qv and ia3, 2 timed steps (a loaded machine)
+//   npm run bench:train -- --quick                        # GPT-2, lora-qv and lora-all, 2 timed steps (a loaded machine)
 //   npm run bench:train -- --models gpt2 --methods lora-qv --repeat 3 --no-write
 //   node dist/bench/train_methods.js --help
 //
@@ -58,6 +58,8 @@ interface Options {
   sdpa: boolean;
   gemm: boolean;
   write: boolean;
+  /** append every run's JSON line here as it finishes (kept when a long run is stopped) */
+  out?: string;
   results: string;
   timeout: number;
   /** ONNX Runtime's memory-pattern planning (default off: see the notes in RESULTS.md) */
@@ -73,7 +75,7 @@ const HELP = `usage: node dist/bench/train_methods.js [options]
   --steps N         timed steps per run, median reported (default 3)
   --warmup N        untimed steps first (default 2: ONNX Runtime's arena grows over the first two runs)
   --repeat N        go round every (model, method) N times, interleaved; medians over repeats (default 1)
-  --quick           --models gpt2 --methods lora-qv,ia3 --steps 2 --warmup 1 (about a quarter of the time)
+  --quick           --models gpt2 --methods lora-qv,lora-all --steps 2 --warmup 1 (for a loaded machine)
   --threads N       ONNX Runtime intra-op threads and torch threads (default 2)
   --batch N --seq N batch shape (default 4 x 256)
   --timeout S       give up on one run after S seconds (default 900)
@@ -83,7 +85,8 @@ const HELP = `usage: node dist/bench/train_methods.js [options]
   --weights M       shared (default: frozen weights fed from the JS arrays) or prepacked (MLAS-packed copies)
   --no-peer         skip PyTorch
 ${PEER_HELP}
-  --no-write        do not update bench/RESULTS.md`;
+  --no-write        do not update bench/RESULTS.md
+  --out FILE        also append every run's JSON line to FILE as it finishes`;
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
@@ -118,7 +121,7 @@ function parseArgs(argv: string[]): Options {
       case '--steps': o.steps = int(1); break;
       case '--warmup': o.warmup = int(0); break;
       case '--repeat': o.repeat = int(1); break;
-      case '--quick': Object.assign(o, { models: ['gpt2'], methods: ['lora-qv', 'ia3'], steps: 2, warmup: 1 }); break;
+      case '--quick': Object.assign(o, { models: ['gpt2'], methods: ['lora-qv', 'lora-all'], steps: 2, warmup: 1 }); break;
       case '--threads': o.threads = int(1); break;
       case '--batch': o.batch = int(1); break;
       case '--seq': o.seq = int(2); break;
@@ -134,6 +137,7 @@ function parseArgs(argv: string[]): Options {
       }
       case '--no-peer': o.peer = false; break;
       case '--no-write': o.write = false; break;
+      case '--out': o.out = next(); break;
       case '--help': console.log(HELP); process.exit(0); break;
       default: throw new Error(`unknown option ${a}\n${HELP}`);
     }
@@ -186,6 +190,8 @@ export interface OurRun {
   median_opt_s: number;
   /** minor page faults per step (fresh memory touched: allocations that are not reused between steps) */
   median_page_faults: number;
+  /** CPU seconds this process used per timed step (median): the work a step costs, less disturbed by a busy machine than its wall time */
+  median_cpu_s: number;
   tokens_per_s: number;
   flops_per_step: number;
   loss_first: number;
@@ -228,6 +234,7 @@ async function child(model: string, method: Method, precision: BasePrecision, op
   const opts: number[] = [];
   const losses: number[] = [];
   const faults: number[] = [];
+  const cpus: number[] = [];
   let busy0 = 0;
   let cpu0 = process.cpuUsage();
   let wall0 = 0;
@@ -239,6 +246,7 @@ async function child(model: string, method: Method, precision: BasePrecision, op
       wall0 = performance.now();
     }
     const faults0 = process.resourceUsage().minorPageFault;
+    const c0 = process.cpuUsage();
     const t0 = performance.now();
     const r = await step.run(batch, params);
     const t1 = performance.now();
@@ -246,8 +254,10 @@ async function child(model: string, method: Method, precision: BasePrecision, op
     const t2 = performance.now();
     losses.push(r.loss);
     const faulted = process.resourceUsage().minorPageFault - faults0;
+    const cpu = process.cpuUsage(c0);
     if (i >= opt.warmup) {
       faults.push(faulted);
+      cpus.push((cpu.user + cpu.system) / 1e6);
       steps.push((t2 - t0) / 1000);
       runs.push((t1 - t0) / 1000);
       opts.push((t2 - t1) / 1000);
@@ -264,7 +274,7 @@ async function child(model: string, method: Method, precision: BasePrecision, op
     trainable_params: trainable,
     total_params: method === 'full' ? baseCount : baseCount + trainable,
     build_s: buildS, compile_s: compileS, steps_s: steps,
-    median_step_s: med, median_run_s: median(runs), median_opt_s: median(opts), median_page_faults: median(faults),
+    median_step_s: med, median_run_s: median(runs), median_opt_s: median(opts), median_page_faults: median(faults), median_cpu_s: median(cpus),
     tokens_per_s: (B * S) / med, flops_per_step: flops,
     loss_first: losses[0]!, loss_last: losses[losses.length - 1]!,
     rss_after_model_mib: rssModel, rss_after_compile_mib: rssCompile,
@@ -344,6 +354,10 @@ const med = (xs: (number | undefined)[]): number | undefined => {
 };
 const ratio = (a: number | undefined, b: number | undefined): string => (a !== undefined && b !== undefined && b > 0 ? `${(a / b).toFixed(2)}x` : '-');
 
+function record(opt: Options, row: Record<string, unknown>): void {
+  if (opt.out) fs.appendFileSync(opt.out, `${JSON.stringify(row)}\n`);
+}
+
 /** Every run of one (model, method) over the repeats. */
 interface Cell {
   ours: Map<BasePrecision, Outcome<OurRun>[]>;
@@ -393,6 +407,7 @@ async function main(): Promise<void> {
           const o = ours.json;
           console.log(o ? `  ours  ${f(o.tokens_per_s)} tok/s, median ${f(o.median_step_s, 3)} s/step (session ${f(o.median_run_s, 3)}, AdamW ${f(o.median_opt_s, 3)}), peak RSS ${f(o.peak_rss_mib, 0)} MiB, loss ${f(o.loss_first, 3)} -> ${f(o.loss_last, 3)}, other cpu ${f(o.other_cpu, 2)}` : `  ours  ${ours.note}`);
           cell.ours.set(precision, [...(cell.ours.get(precision) ?? []), ours]);
+          record(opt, { side: 'ours', repeat: rep, command: ours.command, note: ours.note, ...ours.json });
         }
         if (skip || !PEER_METHODS.includes(method) || model.startsWith('tiny')) continue;
         for (const dtype of opt.dtypes) {
@@ -401,6 +416,7 @@ async function main(): Promise<void> {
           commands.add(p.command);
           console.log(p.json ? `  torch ${f(p.json.tokens_per_s)} tok/s, median ${f(p.json.median_step_s, 3)} s/step, peak RSS ${f(p.json.peak_rss_mib, 0)} MiB, other cpu ${f(p.json.other_cpu, 2)}` : `  torch ${p.note}`);
           cell.torch.set(dtype, [...(cell.torch.get(dtype) ?? []), p]);
+          record(opt, { side: 'torch', repeat: rep, command: p.command, note: p.note, ...p.json });
         }
       }
     }

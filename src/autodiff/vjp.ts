@@ -143,10 +143,13 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
     const { bnb4: _kernel, ...attrs } = n.attrs;
     return [o.quantMatmul(g!, n.inputs.slice(1), { ...attrs, transB: !attrs.transB }), ...rest];
   },
-  // The input gradient g @ W^T is the same op on g with the two int8 copies swapped; W is frozen.
+  // The input gradient g @ W^T is the same op on g with the two int8 copies swapped, or a float32
+  // product with W^T when that is what the node holds for the backward pass; W is frozen.
   Int8MatMul: (n, [g], need) => {
-    const [, b, bScale, bt, btScale] = n.inputs as [Value, Value, Value, Value, Value];
-    return [need[0] ? o.int8Matmul(g!, [bt, btScale, b, bScale]) : undefined, undefined, undefined, undefined, undefined];
+    const [, b, bScale, bt, btScale] = n.inputs as [Value, Value, Value, Value, Value | undefined];
+    const none = n.inputs.slice(1).map(() => undefined);
+    if (!need[0]) return [undefined, ...none];
+    return [btScale ? o.int8Matmul(g!, [bt, btScale, b, bScale]) : o.matmul(g!, bt), ...none];
   },
   Reshape: view,
   ReshapeLike: (n, [g], need) => [need[0] ? o.reshapeLike(g!, n.inputs[0]!) : undefined, undefined],

@@ -165,15 +165,18 @@ export const INFER: { [K in OpName]: InferRule<OpAttrs[K]> } = {
     if (a.bnb4 !== undefined && !a.transB) fail('the MatMulBnb4 kernel computes x @ W^T only (transB)');
     return [{ dtype: x!.dtype, shape: [...x!.shape.slice(0, -1), a.transB ? rows : cols] }];
   },
-  // x @ W for a frozen W [K, N] held as int8 twice: B [K, N] with scales [N], Bt [N, K] with scales [K]
+  // x @ W for a frozen W [K, N] held as int8: B [K, N] with scales [N], then for the backward
+  // product either Bt [N, K] int8 with scales [K], or W^T [N, K] in float32
   Int8MatMul: ([x, b, bScale, bt, btScale]) => {
     if (!x || !isFloat(x.dtype)) fail('x must be a float tensor');
     if (x.rank < 2) fail('x needs rank >= 2');
-    if (!b || b.dtype !== 'int8' || b.rank !== 2 || !bt || bt.dtype !== 'int8' || bt.rank !== 2) fail('B and Bt must be int8 matrices');
+    if (!b || b.dtype !== 'int8' || b.rank !== 2) fail('B must be an int8 matrix');
     const [k, n] = b.shape as [Dim, Dim];
-    if (bt.shape[0] !== n || bt.shape[1] !== k) fail(`Bt must be B transposed: B ${shapeToString(b.shape)}, Bt ${shapeToString(bt.shape)}`);
     if (!bScale || bScale.dtype !== 'float32' || !shapesEqual(bScale.shape, [n])) fail(`B's scales must be float32 [${n}]`);
-    if (!btScale || btScale.dtype !== 'float32' || !shapesEqual(btScale.shape, [k])) fail(`Bt's scales must be float32 [${k}]`);
+    if (!bt || bt.rank !== 2 || bt.shape[0] !== n || bt.shape[1] !== k) fail(`the backward operand must be [${n}, ${k}] (B transposed), got ${bt ? shapeToString(bt.shape) : 'nothing'}`);
+    if (bt.dtype === 'int8') {
+      if (!btScale || btScale.dtype !== 'float32' || !shapesEqual(btScale.shape, [k])) fail(`Bt's scales must be float32 [${k}]`);
+    } else if (bt.dtype !== 'float32' || btScale) fail('a float backward operand is float32 and comes without scales');
     if (x.shape[x.rank - 1] !== k) fail(`inner dimensions differ: ${x.shape[x.rank - 1]} vs ${k}`);
     return [{ dtype: x.dtype, shape: [...x.shape.slice(0, -1), n] }];
   },

@@ -82,19 +82,20 @@ export class BuildContext {
 
   /**
    * The int8 operands of a frozen float32 weight (stored in `layout`) for o.int8Matmul, or undefined
-   * when the weight is trainable, 4-bit, or the graph is not built with basePrecision 'int8'.
+   * when the weight is trainable, 4-bit, or the graph is not built with basePrecision 'int8'. With
+   * `floatBackward` (an nn.Linear weight only) the backward product uses the float32 weight instead
+   * of the second int8 copy: the LM head's, whose incoming gradient (softmax minus one-hot) loses
+   * its many small probabilities to per-tensor 8-bit quantization.
    */
-  int8Weight(name: string, layout: 'linear' | 'conv1d'): [Value, Value, Value, Value] | undefined {
+  int8Weight(name: string, layout: 'linear' | 'conv1d', floatBackward = false): readonly [Value, Value, Value, Value] | readonly [Value, Value, Value] | undefined {
     if (this.basePrecision !== 'int8') return undefined;
     name = this.weights.resolve(name);
     if (this.trainable.has(name) || this.weights.isQuantized(name)) return undefined;
-    const hit = this.int8.get(name);
-    if (hit) return hit;
     const w = this.weights.get(name);
     if (w.shape.length !== 2) return undefined;
-    const v = int8Operands(this.graph, name, int8Base(w.data, w.shape, layout, name));
-    this.int8.set(name, v);
-    return v;
+    let ops = this.int8.get(name);
+    if (!ops) this.int8.set(name, (ops = int8Operands(this.graph, name, int8Base(w.data, w.shape, layout, name))));
+    return floatBackward && layout === 'linear' ? [ops[0], ops[1], this.weight(name)] : ops;
   }
 
   /**

@@ -16,7 +16,7 @@ export function baseProduct(ctx: BuildContext, spec: LinearSpec, x: Value): Valu
   if (ctx.weights.isQuantized(name)) {
     return ctx.quantKernel === 'dequantize' ? o.matmulT(x, ctx.quantizedWeight(name, x)) : quantLinear(x, ctx.quantizedOperands(name));
   }
-  const int8 = ctx.int8Weight(name, spec.layout);
+  const int8 = ctx.int8Weight(name, spec.layout, spec.name === 'lm_head');
   if (int8) return o.int8Matmul(x, int8);
   return spec.layout === 'conv1d' ? o.matmul(x, ctx.weight(name)) : o.matmulT(x, ctx.weight(name));
 }

@@ -2,6 +2,8 @@
 // and after with the task's metric, the adapter saved in the peft layout with the scores next to
 // it. `peft quickstart` (and `npm start`) is a thin shell over runQuickstart.
 
+import type { BasePrecision } from '../nn/context.js';
+import { DEFAULT_BASE_PRECISION } from '../train/step.js';
 import { existsSync } from 'node:fs';
 import { join, relative, resolve, sep } from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -54,6 +56,8 @@ export interface QuickstartOptions {
   samples?: number;
   seed?: number;
   threads?: number;
+  /** how the frozen base is multiplied while training (default DEFAULT_BASE_PRECISION, as peft train) */
+  basePrecision?: BasePrecision;
   progress?: ProgressReporter;
   /** status lines (default: none) */
   log?: (line: string) => void;
@@ -138,7 +142,7 @@ export async function runQuickstart(opts: QuickstartOptions = {}): Promise<Quick
   // holding anything else (src/io/outdir.ts). The trainer takes its lock.
   await checkRunFolder(o.out, { overwrite: true, inputs: [{ path: modelDir, what: 'base model' }] });
   const data = await loadTaskData(spec.name, opts.data);
-  const runtime = { threads: opts.threads };
+  const runtime = { threads: opts.threads, basePrecision: opts.basePrecision ?? DEFAULT_BASE_PRECISION };
 
   // Everything that can be refused is checked before the output folder is touched.
   const model = await loadModel(modelDir);

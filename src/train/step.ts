@@ -25,6 +25,21 @@ export type StepOptions = Pick<RuntimeOptions, 'threads' | 'executionProvider' |
   basePrecision?: BasePrecision;
 };
 
+/**
+ * The frozen base's precision `peft train` and the quickstart use when not told otherwise
+ * (TrainStep itself defaults to 'fp32'). 'fp32' until a whole training step measures faster on
+ * int8: its GEMMs are 1.5-2x float32's on a VNNI CPU and a step's loss and gradients stay within
+ * 1% / cosine 0.999 of float32's (test/quant/int8_base.test.ts), but on the loaded 2-core machine
+ * the GPT-2 step measured no faster and its peak RSS higher (bench/RESULTS.md, "int8 base").
+ */
+export const DEFAULT_BASE_PRECISION: BasePrecision = 'fp32';
+
+/** The step option for a --base-precision value: nf4 is chosen when the model is loaded (a 4-bit base), so its products stay as loaded. */
+export function trainBasePrecision(flag: string | undefined, quantizedBase = false): BasePrecision {
+  if (quantizedBase || flag === 'nf4' || flag === 'fp32') return 'fp32';
+  return flag === 'int8' ? 'int8' : DEFAULT_BASE_PRECISION;
+}
+
 /** A Dropout whose keep-mask is a graph input: the step draws the mask from the trainer's RNG. */
 interface DropoutFeed {
   name: string;

@@ -95,6 +95,8 @@ interface GenerateFlags {
   json?: boolean;
   threads?: number;
   int8?: boolean;
+  /** false with --no-spin */
+  spin?: boolean;
   specialTokens: boolean;
   adapter?: string[];
   merged?: boolean;
@@ -123,6 +125,7 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON line per prompt instead of streaming text')
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', positiveInt('--threads'))
     .option('--int8', 'run the weight products on int8 copies of the frozen weights (MatMulNBits): ~3x faster decoding on CPU, logits move slightly (bench/RESULTS.md)')
+    .option('--no-spin', 'ONNX Runtime threads wait passively instead of spinning (faster on a machine shared with other jobs; bench/RESULTS.md "Decode")')
     .action(async (flags: GenerateFlags) => {
       await runGenerate(flags);
     });
@@ -155,7 +158,7 @@ async function runGenerate(flags: GenerateFlags): Promise<void> {
       throw e;
     }
   });
-  const generator = await Generator.create(model, { tokenizer, runtime: { threads: flags.threads, quantize: flags.int8 ? 'int8' : undefined } });
+  const generator = await Generator.create(model, { tokenizer, runtime: { threads: flags.threads, quantize: flags.int8 ? 'int8' : undefined, spinning: flags.spin === false ? false : undefined } });
   const stream = prompts.length === 1 && !flags.json;
   const options: GenerateOptions = {
     maxNewTokens: flags.maxNewTokens,

@@ -30,6 +30,8 @@ interface ServeFlags {
   chatTemplate?: string;
   threads?: number;
   int8?: boolean;
+  /** false with --no-spin */
+  spin?: boolean;
   adapterLoading: boolean;
 }
 
@@ -53,6 +55,7 @@ export function register(program: Command): void {
     .option('--no-adapter-loading', 'refuse POST /v1/adapters (adapters given at start only)')
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
     .option('--int8', 'run the weight products on int8 copies of the frozen weights (MatMulNBits): ~3x faster decoding on CPU, logits move slightly (bench/RESULTS.md)')
+    .option('--no-spin', 'ONNX Runtime threads wait passively instead of spinning (faster on a machine shared with other jobs; bench/RESULTS.md "Decode")')
     .action(async (flags: ServeFlags) => {
       await runServe(flags);
     });
@@ -82,7 +85,7 @@ async function runServe(flags: ServeFlags): Promise<void> {
   }
   const tokenizer = await Tokenizer.fromDir(dir);
   const defaults = await loadGenerationDefaults(dir, base.config);
-  const engine = await ServeEngine.create(model, tokenizer, defaults, { maxBatch: flags.maxBatch, maxQueue: flags.maxQueue, runtime: { threads: flags.threads, quantize: flags.int8 ? 'int8' : undefined } });
+  const engine = await ServeEngine.create(model, tokenizer, defaults, { maxBatch: flags.maxBatch, maxQueue: flags.maxQueue, runtime: { threads: flags.threads, quantize: flags.int8 ? 'int8' : undefined, spinning: flags.spin === false ? false : undefined } });
   const modelId = flags.modelId ?? basename(dir.replace(/[\\/]+$/, ''));
   const server = new OpenAIServer(engine, {
     modelId,

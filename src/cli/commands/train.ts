@@ -28,6 +28,7 @@ import { loadClassificationDataset, loadDataset, prepareExamples, splitForEval }
 import { fmtAccuracy } from '../../train/progress.js';
 import { progressFor } from '../../train/progress_terminal.js';
 import { SCHEDULES, type ScheduleName } from '../../train/schedule.js';
+import { DEFAULT_BASE_PRECISION, trainBasePrecision } from '../../train/step.js';
 import { METRICS_FILE, PLOT_FILE, Trainer, checkRunFolder, totalStepsFor } from '../../train/trainer.js';
 import type { LoraConfig } from '../../tuners/lora/config.js';
 import { resolveTargetModules } from '../../tuners/lora/targets.js';
@@ -48,6 +49,7 @@ interface TrainFlags {
   /** a registered method preset (src/tuners/registry.ts) */
   method: string;
   quantize?: string;
+  basePrecision?: string;
   gradientCheckpointing?: boolean;
   r?: number;
   alpha?: number;
@@ -153,6 +155,7 @@ export function register(program: Command): void {
         .default('lora'),
     )
     .option('--gradient-checkpointing', 'recompute each decoder layer in the backward pass instead of keeping its activations (far less memory; a second forward pass of each layer, measured 0-15% slower: bench/RESULTS.md)')
+    .addOption(new Option('--base-precision <p>', `how the frozen base is held and multiplied: fp32, int8 (two int8 copies, VNNI GEMMs; trainable tensors, gradients and AdamW stay float32) or nf4 (= --quantize nf4); default ${DEFAULT_BASE_PRECISION} (bench/RESULTS.md)`).choices(['fp32', 'int8', 'nf4']))
     .addOption(new Option('--quantize <type>', 'hold the frozen base 4-bit while training (bitsandbytes NF4/FP4, double quantization); --method qlora implies nf4').choices(['nf4', 'fp4']))
     .option('--r <n>', `rank, for ${flagMethods('r')} (default 8)`, positiveInt('--r'))
     .option('--alpha <n>', `alpha, for ${flagMethods('alpha')} (default 16)`, numberArg('--alpha'))
@@ -293,7 +296,8 @@ function presetOf(method: string): { tuner: Tuner; preset: MethodPreset } {
 
 function checkFlags(f: TrainFlags): void {
   const { preset } = presetOf(f.method);
-  if (f.method === 'full' && f.quantize !== undefined) throw new CliError('--quantize freezes the base in 4 bits, which full fine-tuning trains; use --method lora (QLoRA) or drop --quantize');
+  if (f.basePrecision === 'nf4' && f.quantize === 'fp4') throw new CliError('--base-precision nf4 and --quantize fp4 disagree; give one of them');
+  if (f.method === 'full' && (f.quantize !== undefined || f.basePrecision === 'nf4')) throw new CliError('--quantize freezes the base in 4 bits, which full fine-tuning trains; use --method lora (QLoRA) or drop --quantize');
   const unused = (['r', 'alpha', 'dropout', 'target'] as const).filter((k) => f[k] !== undefined && preset.flags?.[k] === undefined);
   if (unused.length) {
     const many = unused.length > 1;
@@ -384,7 +388,7 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
   // The output folder is checked (never a model or adapter the run did not write, nor one another
   // run is writing) before the model is loaded; the trainer takes its lock when training starts.
   await checkRunFolder(f.out, { resume: f.resume, overwrite: f.overwrite, inputs: [{ path: dir, what: 'base model' }] });
-  const quantize = f.quantize ?? (presetOf(f.method).preset.quantizedBase ? 'nf4' : undefined);
+  const quantize = f.quantize ?? (f.basePrecision === 'nf4' || presetOf(f.method).preset.quantizedBase ? 'nf4' : undefined);
   const newTokens = f.addTokens !== undefined ? parseAddTokens(f.addTokens) : undefined;
   if (newTokens && presetOf(f.method).tuner.peftType !== 'LORA') throw new CliError(`--add-tokens trains the new rows with LoRA's trainable tokens; use --method lora or qlora, not ${f.method}`);
   if (newTokens && peft.trainable_token_indices !== undefined) throw new RunConfigError(`${f.config}: --add-tokens sets peft.trainable_token_indices to the new tokens; remove one of the two`);
@@ -527,7 +531,7 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
     overwrite: f.overwrite,
     tokenizerDir: added ? await tokenizerFolder(dir, added) : dir, // saved next to the adapter, as transformers' Trainer does
     progress,
-    runtime: { threads: f.threads, gradientCheckpointing: f.gradientCheckpointing },
+    runtime: { threads: f.threads, gradientCheckpointing: f.gradientCheckpointing, basePrecision: trainBasePrecision(f.basePrecision, quantize !== undefined) },
     evalMetrics,
     metricForBestModel: f.metricForBestModel ?? (f.evalMetric ? `eval_${f.evalMetric}` : undefined),
     saveBest: f.saveBest || f.earlyStoppingPatience !== undefined || undefined,

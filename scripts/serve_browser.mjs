@@ -1,7 +1,7 @@
 // The demo page's static server (npm run demo:browser): serves examples/browser/, the browser
 // bundle (dist-browser/), the bundled tiny Llama and tasks, on 127.0.0.1 only. Every response is
 // cross-origin isolated (COOP/COEP), which WebAssembly threads (SharedArrayBuffer) need.
-import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { extname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,7 +27,14 @@ const MOUNTS = [
 
 function manifest() {
   const model = readdirSync(join(root, 'models/tiny-llama')).filter((f) => !f.startsWith('.') && f !== 'README.md');
-  const tasks = readdirSync(join(root, 'data/tasks')).filter((t) => existsSync(join(root, 'data/tasks', t, 'train.jsonl')));
+  // tasks the page trains on: supervised rows (prompt/completion, text, messages), not preference pairs
+  const supervised = (t) => {
+    const file = join(root, 'data/tasks', t, 'train.jsonl');
+    if (!existsSync(file)) return false;
+    const first = JSON.parse(readFileSync(file, 'utf8').split('\n')[0] || '{}');
+    return !('chosen' in first) && ['prompt', 'text', 'messages'].some((k) => k in first);
+  };
+  const tasks = readdirSync(join(root, 'data/tasks')).filter(supervised);
   return { model, tasks };
 }
 

@@ -209,6 +209,7 @@ async function loadAdapterFiles(files) {
 async function start() {
   manifest = await (await fetch('manifest.json')).json();
   for (const t of manifest.tasks) $('task').add(new Option(t, t));
+  if (manifest.tasks.includes('sentiment')) $('task').value = 'sentiment';
   await defaultPrompts();
   const params = new URLSearchParams(location.search);
   const info = await request('init', { wasmPaths: new URL('dist-browser/', location.href).href, threads: Number(params.get('threads') ?? 4), webgpu: params.get('webgpu') !== '0' });

@@ -2,6 +2,7 @@
 // Everything in src/ that reads or writes files goes through it, so the same code runs on Node
 // (node.ts: node:fs itself) and in a browser (memory.ts: files fetched, dropped or written there).
 // Signatures follow node:fs/promises so the Node implementation is node:fs, unchanged.
+import { PeftError } from '../errors.js';
 
 /** What `stat` says about a path (node:fs's Stats satisfies it). */
 export interface StorageStats {
@@ -98,12 +99,11 @@ export interface Storage {
 }
 
 /** An error with a Node-style code (ENOENT, EEXIST, ...), which callers test as they test node:fs's. */
-export class StorageError extends Error {
+export class StorageError extends PeftError {
   constructor(
     readonly code: string,
     message: string,
   ) {
     super(`${code}: ${message}`);
-    this.name = 'StorageError';
   }
 }

@@ -24,7 +24,7 @@ import { isHubDatasetSpec, resolveDataFile } from '../../io/hub_dataset.js';
 import { Tokenizer } from '../../io/tokenizer.js';
 import { loadModel } from '../../models/load.js';
 import type { PretrainedModel } from '../../models/types.js';
-import { type Example, loadClassificationDataset, loadDataset, prepareExamples, splitForEval } from '../../train/data.js';
+import { loadClassificationDataset, loadDataset, prepareExamples, splitForEval } from '../../train/data.js';
 import { fmtAccuracy } from '../../train/progress.js';
 import { progressFor } from '../../train/progress_terminal.js';
 import { SCHEDULES, type ScheduleName } from '../../train/schedule.js';

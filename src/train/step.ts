@@ -27,12 +27,13 @@ export type StepOptions = Pick<RuntimeOptions, 'threads' | 'executionProvider' |
 
 /**
  * The frozen base's precision `peft train` and the quickstart use when not told otherwise
- * (TrainStep itself defaults to 'fp32'). 'fp32' until a whole training step measures faster on
- * int8: its GEMMs are 1.5-2x float32's on a VNNI CPU and a step's loss and gradients stay within
- * 1% / cosine 0.999 of float32's (test/quant/int8_base.test.ts), but on the loaded 2-core machine
- * the GPT-2 step measured no faster and its peak RSS higher (bench/RESULTS.md, "int8 base").
+ * (TrainStep itself defaults to 'fp32'). int8: a GPT-2 LoRA step costs 0.59-0.67x the CPU time of
+ * the float32 step and its GEMMs run 1.5-2x float32's on a VNNI CPU; a step's loss and gradients
+ * stay within 1% / cosine 0.999 of float32's (test/quant/int8_base.test.ts), the quickstart reaches
+ * the same accuracy, and eval losses are always computed on the float32 base. It costs memory: the
+ * int8 copies come on top of the float32 arrays (bench/RESULTS.md, "int8 base").
  */
-export const DEFAULT_BASE_PRECISION: BasePrecision = 'fp32';
+export const DEFAULT_BASE_PRECISION: BasePrecision = 'int8';
 
 /** The step option for a --base-precision value: nf4 is chosen when the model is loaded (a 4-bit base), so its products stay as loaded. */
 export function trainBasePrecision(flag: string | undefined, quantizedBase = false): BasePrecision {

@@ -5,7 +5,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readEventScalars } from '../helpers/tfevents.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { peft } from './peft.js';
@@ -25,7 +26,7 @@ const metricsOf = (out: string): Rec[] => readFileSync(join(out, 'metrics.jsonl'
 for (const objective of ['dpo', 'orpo'] as const) {
   test(`peft train --objective ${objective} raises held-out preference accuracy and margin on the bundled preference task`, async () => {
     const out = join(tmp, objective);
-    const r = await peft(['train', ...BASE, '--objective', objective, '--beta', '0.1', '--out', out]);
+    const r = await peft(['train', ...BASE, '--objective', objective, '--beta', '0.1', '--out', out, '--report-to', 'tensorboard', '--run-name', objective]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, new RegExp(`data: 256 training preference pairs \\(\\{"prompt","chosen","rejected"\\}, ${objective}, beta 0.1\\), 48 for evaluation`));
     const m = metricsOf(out);
@@ -52,6 +53,11 @@ for (const objective of ['dpo', 'orpo'] as const) {
       assert.equal(first['eval_rewards/margins'], 0);
     }
     assert.match(r.stderr, /eval accuracy \d+\.\d% -> \d+\.\d%/);
+    // TensorBoard gets the same rewards, as train/rewards/* and eval/rewards/*
+    const tbDir = join(out, 'runs', objective);
+    const events = readEventScalars(join(tbDir, readdirSync(tbDir)[0]!));
+    assert.deepEqual(events.filter((e) => 'train/rewards/margins' in e.scalars).map((e) => e.scalars['train/rewards/margins']), train.map((t) => Math.fround(t['rewards/margins'] as number)));
+    assert.deepEqual(events.filter((e) => 'eval/rewards/margins' in e.scalars).map((e) => e.scalars['eval/rewards/margins']), evals.map((t) => Math.fround(t['eval_rewards/margins'] as number)));
     const cfg = JSON.parse(readFileSync(join(out, 'run_config.json'), 'utf8')) as Record<string, unknown>;
     assert.equal(cfg.objective, objective);
     assert.equal(cfg.beta, 0.1);

@@ -138,6 +138,10 @@ test("peft train --data hf://datasets/... trains on the fetched file and keeps t
     const cfg = JSON.parse(await readFile(path.join(out, "run_config.json"), "utf8")) as Record<string, unknown>;
     assert.equal(cfg.data, spec);
     assert.equal(cfg.evalData, `hf://datasets/${REPO}`);
+    // peft eval reads a dataset repo the same way (its test split, from the cache now)
+    const e = await peft(["eval", "--model", "models/tiny-llama", "--data", `hf://datasets/${REPO}`, "--metric", "perplexity", "--json", "--threads", "1"], { HF_HUB_OFFLINE: "1", HF_HUB_CACHE: cacheDir });
+    assert.equal(e.code, 0, e.stderr);
+    assert.equal((JSON.parse(e.stdout) as { rows: number }).rows, 2);
   } finally {
     await rm(cacheDir, { recursive: true, force: true });
   }

@@ -3,7 +3,7 @@
 // times in a profiling session, and the per-node times are summed by op type and by model region
 // (embedding / attention / MLP / LM head + loss, forward vs backward) to show what limits a step.
 //
-//   node dist/bench/profile_train_step.js [--model gpt2|llama] [--method lora-qv] [--runs 2] [--threads 2] [--mode shared|prepacked]
+//   node dist/bench/profile_train_step.js [--model gpt2|llama] [--method lora-qv] [--runs 2] [--threads 2] [--mode shared|prepacked] [--base-precision fp32|int8]
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -11,22 +11,26 @@ import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { grad } from '../src/autodiff/grad.js';
 import { Graph, type Value } from '../src/graph/ir.js';
-import { BuildContext } from '../src/nn/context.js';
+import { type BasePrecision, BuildContext } from '../src/nn/context.js';
 import { lowerGraph } from '../src/onnx/export.js';
 import { encodeModel } from '../src/onnx/model.js';
 import { toOrtTensor } from '../src/runtime/session.js';
 import { adaptForBench, randomBenchModel } from './train_models.js';
 
-interface Args { model: string; method: string; runs: number; threads: number; batch: number; seq: number; mode: 'shared' | 'prepacked' }
+interface Args { model: string; method: string; runs: number; threads: number; batch: number; seq: number; mode: 'shared' | 'prepacked'; basePrecision: BasePrecision }
 
 function parse(argv: string[]): Args {
-  const a: Args = { model: 'gpt2', method: 'lora-qv', runs: 2, threads: 2, batch: 4, seq: 256, mode: 'shared' };
+  const a: Args = { model: 'gpt2', method: 'lora-qv', runs: 2, threads: 2, batch: 4, seq: 256, mode: 'shared', basePrecision: 'fp32' };
   for (let i = 0; i < argv.length; i += 2) {
     const k = argv[i]!.replace(/^--/, '');
     const v = argv[i + 1];
     if (v === undefined) throw new Error(`--${k} needs a value`);
     if (k === 'model' || k === 'method') a[k] = v;
     else if (k === 'mode') a.mode = v as Args['mode'];
+    else if (k === 'base-precision') {
+      if (v !== 'fp32' && v !== 'int8') throw new Error(`--base-precision takes fp32 or int8, got ${v}`);
+      a.basePrecision = v;
+    }
     else if (k === 'runs' || k === 'threads' || k === 'batch' || k === 'seq') a[k] = Number(v);
     else throw new Error(`unknown option --${k}`);
   }
@@ -52,7 +56,7 @@ async function main(): Promise<void> {
   const base = randomBenchModel(args.model);
   const adapted = await adaptForBench(base, args.method);
   const graph = new Graph();
-  const ctx = new BuildContext(graph, base.weights, { trainable: adapted.trainableBaseWeights(), training: true });
+  const ctx = new BuildContext(graph, base.weights, { trainable: adapted.trainableBaseWeights(), training: true, basePrecision: args.basePrecision });
   const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
   const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
   const labels = graph.input('labels', 'int64', ['batch', 'seq']);
@@ -130,7 +134,7 @@ async function main(): Promise<void> {
     console.log(`\n${title}`);
     for (const [k, r] of rows.slice(0, top)) console.log(`  ${(r.us / 1e6).toFixed(3).padStart(7)} s  ${((100 * r.us) / total).toFixed(1).padStart(5)}%  ${String(r.n).padStart(5)}x  ${k}`);
   };
-  console.log(`${args.model} ${args.method} b${B} s${S} t${args.threads} weights ${args.mode}: session runs ${times.map((t) => t.toFixed(2)).join(', ')} s; last run: model_run ${(last.dur / 1e6).toFixed(2)} s, kernels ${(total / 1e6).toFixed(2)} s; load ${os.loadavg()[0]!.toFixed(1)}`);
+  console.log(`${args.model} ${args.method} b${B} s${S} t${args.threads} weights ${args.mode}, base ${args.basePrecision}: session runs ${times.map((t) => t.toFixed(2)).join(', ')} s; last run: model_run ${(last.dur / 1e6).toFixed(2)} s, kernels ${(total / 1e6).toFixed(2)} s; load ${os.loadavg()[0]!.toFixed(1)}`);
   print('by op type', sum((e) => e.args?.op_name ?? '?'), 25);
   print('by region', sum((e) => region(e.name)), 20);
   print('top nodes', sum((e) => `${e.args?.op_name ?? '?'} ${e.name.replace(/_kernel_time$/, '')}`), 30);

@@ -6,14 +6,10 @@
 import type { Node } from '../graph/ir.js';
 import type { OpAttrs, OpName, QuantMatMulAttrs, ReduceAttrs } from '../graph/attrs.js';
 import type { DType } from '../graph/types.js';
+import type { AttrValue } from './model.js';
 
-export type OnnxAttr =
-  | { type: 'int'; value: number }
-  | { type: 'float'; value: number }
-  | { type: 'ints'; value: number[] }
-  | { type: 'floats'; value: number[] }
-  | { type: 'string'; value: string }
-  | { type: 'tensor'; dtype: DType; dims: number[]; values: number[] };
+/** An ONNX attribute as a lowering writes it: model.ts's, with a tensor given by its values (export.ts encodes it). */
+export type OnnxAttr = Exclude<AttrValue, { type: 'tensor' }> | { type: 'tensor'; dtype: DType; dims: number[]; values: number[] };
 
 /** What a lowering may do: emit ONNX nodes and ask for small constant initializers. */
 export interface LowerContext {

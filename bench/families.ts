@@ -31,6 +31,7 @@ import type { Batch } from '../src/train/batches.js';
 import { TrainStep } from '../src/train/step.js';
 import { createAdapter } from '../src/tuners/load.js';
 import { noise } from './train_models.js';
+import { forEachFlag } from './args.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '../..');
@@ -93,13 +94,7 @@ interface Options {
 
 function parseArgs(argv: string[]): Options {
   const o: Options = { families: Object.keys(FAMILIES), batch: 2, seq: 256, runs: 3, warmup: 1, threads: 2, write: true, python: 'python3', pythonpath: path.join(os.homedir(), 'torch213') };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const next = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
+  forEachFlag(argv, (a, next) => {
     switch (a) {
       case '--families': o.families = next().split(','); break;
       case '--batch': o.batch = Number(next()); break;
@@ -113,7 +108,7 @@ function parseArgs(argv: string[]): Options {
       case '--pythonpath': o.pythonpath = next(); break;
       default: throw new Error(`unknown option ${a}; options: --families a,b --batch N --seq N --runs N --warmup N --threads N --layers N --python P --pythonpath DIR --no-write`);
     }
-  }
+  });
   for (const f of o.families) if (!FAMILIES[f]) throw new Error(`unknown family ${f}; choose from ${Object.keys(FAMILIES).join(', ')}`);
   return o;
 }

@@ -19,6 +19,7 @@ import type { PretrainedModel } from '../src/models/types.js';
 import { ForwardSession, Generator } from '../src/generate/index.js';
 import type { RuntimeOptions } from '../src/runtime/session.js';
 import { noise, randomBenchModel } from './train_models.js';
+import { forEachFlag } from './args.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '../..');
@@ -54,13 +55,7 @@ const HELP = `usage: node dist/bench/model_throughput.js [options]
 
 function parseArgs(argv: string[]): Options {
   const o: Options = { models: ['gpt2', 'llama'], runs: 3, warmup: 1, repeat: 1, threads: 2, weights: ['shared', 'prepacked'], peer: true, python: '/usr/bin/python3', write: true, results: path.join(REPO, 'bench', 'RESULTS.md') };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const next = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
+  forEachFlag(argv, (a, next) => {
     switch (a) {
       case '--models': o.models = next().split(','); break;
       case '--runs': o.runs = Number(next()); break;
@@ -74,7 +69,7 @@ function parseArgs(argv: string[]): Options {
       case '--help': console.log(HELP); process.exit(0); break;
       default: throw new Error(`unknown option ${a}\n${HELP}`);
     }
-  }
+  });
   for (const w of o.weights) if (w !== 'shared' && w !== 'prepacked') throw new Error(`unknown weights mode ${w}; choose shared or prepacked`);
   for (const m of o.models) if (!MODELS.includes(m)) throw new Error(`unknown model ${m}; choose from ${MODELS.join(', ')}`);
   return o;

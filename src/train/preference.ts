@@ -165,7 +165,7 @@ export class PreferenceStep {
     const training = opts.training ?? true;
     const { objective, beta: _b, training: _t, ...runtime } = opts;
     const graph = new Graph();
-    const ctx = new BuildContext(graph, model.base.weights, { trainable: model.trainableBaseWeights(), training, quantKernel: runtime.quantKernel, gradientCheckpointing: training && runtime.gradientCheckpointing });
+    const ctx = new BuildContext(graph, model.base.weights, { trainable: model.trainableBaseWeights(), training, quantKernel: runtime.quantKernel, gradientCheckpointing: training && runtime.gradientCheckpointing, basePrecision: runtime.basePrecision });
     const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
     const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
     const labels = graph.input('labels', 'int64', ['batch', 'seq']);
@@ -194,7 +194,8 @@ export class PreferenceStep {
     let reference: RuntimeSession | undefined;
     if (objective === 'dpo') {
       const rg = new Graph();
-      const rctx = new BuildContext(rg, model.base.weights, { training: false, quantKernel: runtime.quantKernel });
+      // the reference holds the base as the policy does (same precision), so with a no-op adapter the two agree
+      const rctx = new BuildContext(rg, model.base.weights, { training: false, quantKernel: runtime.quantKernel, basePrecision: runtime.basePrecision });
       const rIds = rg.input('input_ids', 'int64', ['batch', 'seq']);
       const rMask = rg.input('attention_mask', 'int64', ['batch', 'seq']);
       const rLabels = rg.input('labels', 'int64', ['batch', 'seq']);

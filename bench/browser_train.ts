@@ -56,7 +56,11 @@ const tryWebgpu = process.argv.includes('--webgpu');
 const settings = { task: 'sentiment', method: 'lora' as const, steps, batchSize: 8, learningRate: 5e-3, r: 8, seed: 42, maxExamples: 512 };
 const missing = chromiumMissing();
 if (missing) throw new Error(missing);
-console.log(`machine: ${cpus().length} x ${cpus()[0]?.model}; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+console.log(
+  `machine: ${cpus().length} x ${cpus()[0]?.model}; load average ${loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ')}`,
+);
 const server = await startDemo();
 const browser = await launchChromium();
 const tmp = mkdtempSync(join(tmpdir(), 'peft-bench-browser-'));
@@ -74,7 +78,10 @@ try {
     const mem = descendantsMemory();
     const label = backend.provider === 'webgpu' ? 'WebGPU' : `wasm, ${String(backend.threads)} thread${backend.threads === 1 ? '' : 's'}`;
     if (errors.length) rows.push(`| browser, ${label} | failed: ${errors[0]} | | |`);
-    else rows.push(`| browser (Chromium ${browser.version()}), ${label} | ${result.tokensPerSecond.toFixed(0)} | ${(loadMs / 1000).toFixed(1)} s | ${mem.rssMiB.toFixed(0)} MiB RSS (${mem.processes} processes), largest peak ${mem.peakMiB.toFixed(0)} MiB |`);
+    else
+      rows.push(
+        `| browser (Chromium ${browser.version()}), ${label} | ${result.tokensPerSecond.toFixed(0)} | ${(loadMs / 1000).toFixed(1)} s | ${mem.rssMiB.toFixed(0)} MiB RSS (${mem.processes} processes), largest peak ${mem.peakMiB.toFixed(0)} MiB |`,
+      );
     console.log(rows[rows.length - 1]);
     // the README's screenshot (docs/browser.png is a copy of the first one)
     if (rows.length === 1) await page.screenshot({ path: join(ROOT, 'out/browser-bench.png'), fullPage: true });
@@ -93,11 +100,17 @@ try {
     trainFile: join(ROOT, 'data/tasks/sentiment/train.jsonl'),
     outputDir: join(tmp, 'node'),
   });
-  rows.push(`| Node (onnxruntime-node, CPU) | ${node.tokensPerSecond.toFixed(0)} | | ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB RSS (this process) |`);
+  rows.push(
+    `| Node (onnxruntime-node, CPU) | ${node.tokensPerSecond.toFixed(0)} | | ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB RSS (this process) |`,
+  );
   console.log(`\n${steps} LoRA steps (r ${settings.r}, all linear layers), batch ${settings.batchSize}, sentiment task, tiny Llama\n`);
   console.log('| where | training tokens/s | page ready | memory after training |\n| --- | --- | --- | --- |');
   for (const r of rows) console.log(r);
-  console.log(`\nload average after: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  console.log(
+    `\nload average after: ${loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')}`,
+  );
 } finally {
   await browser.close();
   await server.close();

@@ -51,8 +51,20 @@ function busy(): number {
   return (v.slice(0, 8).reduce((p, q) => p + q, 0) - v[3]! - v[4]!) / 100;
 }
 
-interface Measure { tokS: number; decodeTokS: number; prefillMs: number; cpuMsPerTok: number; other: number }
-interface Config { label: string; side: 'ours' | 'torch'; measure: () => Promise<Measure | string>; results: Measure[]; note?: string }
+interface Measure {
+  tokS: number;
+  decodeTokS: number;
+  prefillMs: number;
+  cpuMsPerTok: number;
+  other: number;
+}
+interface Config {
+  label: string;
+  side: 'ours' | 'torch';
+  measure: () => Promise<Measure | string>;
+  results: Measure[];
+  note?: string;
+}
 
 async function oursConfig(label: string, model: InferenceModel, runtime: RuntimeOptions, prompt: number[]): Promise<Config> {
   const t0 = performance.now();
@@ -77,7 +89,13 @@ async function oursConfig(label: string, model: InferenceModel, runtime: Runtime
     const own = (c.user + c.system) / 1e6;
     const total = median(rs.map((s) => (s.prefillMs + s.decodeMs) / 1000));
     const pre = median(rs.map((s) => s.prefillMs / 1000));
-    return { tokS: NEW / total, decodeTokS: (NEW - 1) / (total - pre), prefillMs: pre * 1000, cpuMsPerTok: (own * 1000) / (RUNS * NEW), other: Math.max(0, (busy() - b0 - own) / wall) };
+    return {
+      tokS: NEW / total,
+      decodeTokS: (NEW - 1) / (total - pre),
+      prefillMs: pre * 1000,
+      cpuMsPerTok: (own * 1000) / (RUNS * NEW),
+      other: Math.max(0, (busy() - b0 - own) / wall),
+    };
   };
   return { label, side: 'ours', measure, results: [], note: `setup ${setup.toFixed(1)} s` };
 }
@@ -85,15 +103,38 @@ async function oursConfig(label: string, model: InferenceModel, runtime: Runtime
 function torchConfig(label: string, args: string[]): Config {
   const script = path.join(REPO, 'bench', 'decode_torch.py');
   const measure = async (): Promise<Measure | string> => {
-    const r = spawnSync(PYTHON, [script, '--threads', String(THREADS), '--prompt', String(PROMPT), '--new', String(NEW), '--warmup', '1', '--runs', String(RUNS), ...args], {
-      cwd: REPO,
-      encoding: 'utf8',
-      env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', PYTHONPATH },
-      maxBuffer: 1 << 24,
-    });
+    const r = spawnSync(
+      PYTHON,
+      [
+        script,
+        '--threads',
+        String(THREADS),
+        '--prompt',
+        String(PROMPT),
+        '--new',
+        String(NEW),
+        '--warmup',
+        '1',
+        '--runs',
+        String(RUNS),
+        ...args,
+      ],
+      {
+        cwd: REPO,
+        encoding: 'utf8',
+        env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', PYTHONPATH },
+        maxBuffer: 1 << 24,
+      },
+    );
     if (r.status !== 0) return `failed (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-2).join(' | ')}`;
     const j = JSON.parse(r.stdout.split('\n').find((l) => l.startsWith('{'))!) as Record<string, number>;
-    return { tokS: j.tokens_per_s!, decodeTokS: j.decode_tokens_per_s!, prefillMs: j.prefill_ms!, cpuMsPerTok: j.cpu_ms_per_token!, other: j.other_cpu! };
+    return {
+      tokS: j.tokens_per_s!,
+      decodeTokS: j.decode_tokens_per_s!,
+      prefillMs: j.prefill_ms!,
+      cpuMsPerTok: j.cpu_ms_per_token!,
+      other: j.other_cpu!,
+    };
   };
   return { label, side: 'torch', measure, results: [] };
 }
@@ -102,12 +143,19 @@ async function main(): Promise<void> {
   const started = new Date();
   const loadStart = loadavg();
   console.log(`load average at start: ${loadStart}`);
-  const probe = spawnSync(PYTHON, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8', env: { ...process.env, PYTHONPATH } });
+  const probe = spawnSync(PYTHON, ['-c', 'import torch; print(torch.__version__)'], {
+    encoding: 'utf8',
+    env: { ...process.env, PYTHONPATH },
+  });
   const torchVersion = probe.status === 0 ? probe.stdout.trim() : undefined;
   if (!torchVersion) console.log(`PyTorch not importable with ${PYTHON} and PYTHONPATH=${PYTHONPATH}: ours only`);
   const base = randomBenchModel('gpt2');
   const prompt = Array.from(noise(PROMPT, 1, 11), (x) => Math.floor((x / Math.sqrt(12) + 0.5) * base.vocabSize) % base.vocabSize);
-  const lora = await LoraModel.create(base, { r: 16, loraAlpha: 32, targetModules: ['c_attn', 'c_proj', 'c_fc'], initLoraWeights: false }, { seed: 1 });
+  const lora = await LoraModel.create(
+    base,
+    { r: 16, loraAlpha: 32, targetModules: ['c_attn', 'c_proj', 'c_fc'], initLoraWeights: false },
+    { seed: 1 },
+  );
   const t = { threads: THREADS };
   const configs: Config[] = [];
   const want = (l: string) => !ONLY || ONLY.split(',').some((o) => l.includes(o));
@@ -138,14 +186,17 @@ async function main(): Promise<void> {
     const med = (c: Config, k: keyof Measure) => (c.results.length ? median(c.results.map((r) => r[k])) : NaN);
     const ref = configs.find((c) => c.label === 'torch float32 eager');
     const refBf = configs.find((c) => c.label === 'torch bfloat16 eager');
-    const ratio = (a: number, b: number | undefined) => (b !== undefined && Number.isFinite(a) && Number.isFinite(b) ? `${(a / b).toFixed(2)}x` : '-');
+    const ratio = (a: number, b: number | undefined) =>
+      b !== undefined && Number.isFinite(a) && Number.isFinite(b) ? `${(a / b).toFixed(2)}x` : '-';
     const rows = configs.map((c) => {
       const tok = med(c, 'tokS');
       const cpu = med(c, 'cpuMsPerTok');
       const per = c.results.map((r) => r.tokS.toFixed(2)).join(' / ');
       return `| ${c.label} | ${tok.toFixed(2)} | ${med(c, 'decodeTokS').toFixed(2)} | ${med(c, 'prefillMs').toFixed(0)} | ${cpu.toFixed(1)} | ${ratio(tok, ref && med(ref, 'tokS'))} | ${ratio(tok, refBf && med(refBf, 'tokS'))} | ${ratio(ref ? med(ref, 'cpuMsPerTok') : NaN, cpu)} | ${per} | ${c.results.map((r) => r.other.toFixed(2)).join(' / ')} | ${c.note ?? ''} |`;
     });
-    const ortVersion = (JSON.parse(fs.readFileSync(path.join(REPO, 'node_modules/onnxruntime-node/package.json'), 'utf8')) as { version: string }).version;
+    const ortVersion = (
+      JSON.parse(fs.readFileSync(path.join(REPO, 'node_modules/onnxruntime-node/package.json'), 'utf8')) as { version: string }
+    ).version;
     const cpuName = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/) ?? [])[1] ?? 'unknown';
     const section = [
       HEADING,
@@ -179,7 +230,6 @@ async function main(): Promise<void> {
       fs.writeFileSync(file, text);
       console.log(`updated bench/RESULTS.md (${HEADING.slice(3)})`);
     }
-
   };
   for (let rep = 0; rep < REPEAT; rep++) {
     for (const c of mixed) {
@@ -190,9 +240,11 @@ async function main(): Promise<void> {
         continue;
       }
       c.results.push(m);
-      console.log(`[${rep + 1}/${REPEAT}] ${c.label}: ${m.tokS.toFixed(2)} new tok/s, decode-only ${m.decodeTokS.toFixed(2)}, prefill ${m.prefillMs.toFixed(0)} ms, ${m.cpuMsPerTok.toFixed(1)} CPU ms/token, other cpu ${m.other.toFixed(2)} (load ${loadavg()})`);
+      console.log(
+        `[${rep + 1}/${REPEAT}] ${c.label}: ${m.tokS.toFixed(2)} new tok/s, decode-only ${m.decodeTokS.toFixed(2)}, prefill ${m.prefillMs.toFixed(0)} ms, ${m.cpuMsPerTok.toFixed(1)} CPU ms/token, other cpu ${m.other.toFixed(2)} (load ${loadavg()})`,
+      );
     }
-      report(rep + 1);
+    report(rep + 1);
   }
 }
 

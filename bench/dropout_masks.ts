@@ -26,7 +26,14 @@ const batch: Batch = { size: B, seq: S, inputIds: ids, attentionMask: new BigInt
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 for (const dropout of [0, 0.05]) {
-  const adapted = await createAdapter(base, { peft_type: 'LORA', r: 8, lora_alpha: 16, lora_dropout: dropout, target_modules: targets, task_type: 'CAUSAL_LM' });
+  const adapted = await createAdapter(base, {
+    peft_type: 'LORA',
+    r: 8,
+    lora_alpha: 16,
+    lora_dropout: dropout,
+    target_modules: targets,
+    task_type: 'CAUSAL_LM',
+  });
   const step = await TrainStep.compile(adapted, { threads });
   const params = adapted.parameters();
   const rng = Rng.fromSeed(1);
@@ -36,13 +43,18 @@ for (const dropout of [0, 0.05]) {
     await step.run(batch, params, { rng });
     if (i > 0) times.push((performance.now() - t) / 1000);
   }
-  console.log(`${model} LoRA all-linear, dropout ${dropout}: ${median(times).toFixed(3)} s/step (median of ${steps} after 1 warm-up), ${step.dropoutRatios.length} keep-masks`);
+  console.log(
+    `${model} LoRA all-linear, dropout ${dropout}: ${median(times).toFixed(3)} s/step (median of ${steps} after 1 warm-up), ${step.dropoutRatios.length} keep-masks`,
+  );
   await step.dispose();
 }
 
 // the masks alone: one step's worth (each LoRA input, [B, S, in]), refilled in place as TrainStep does
 const suffix = new RegExp(`\\.(${targets.join('|')})$`);
-const sizes = base.linears().filter((l) => suffix.test(l.name)).map((l) => B * S * l.inFeatures);
+const sizes = base
+  .linears()
+  .filter((l) => suffix.test(l.name))
+  .map((l) => B * S * l.inFeatures);
 const total = sizes.reduce((a, b) => a + b, 0);
 const rng = Rng.fromSeed(2);
 const bufs: (Uint8Array | undefined)[] = sizes.map(() => undefined);
@@ -50,11 +62,15 @@ for (let rep = 0; rep < 3; rep++) {
   const t = performance.now();
   sizes.forEach((n, i) => (bufs[i] = drawKeepMask(rng, n, 0.05, bufs[i])));
   const dt = performance.now() - t;
-  console.log(`keep-masks for one step (${sizes.length} masks, ${(total / 1e6).toFixed(1)}M bytes)${rep ? ', refilled' : ', first (fresh pages)'}: ${dt.toFixed(0)} ms, ${((dt / total) * 1e6).toFixed(2)} ns/byte`);
+  console.log(
+    `keep-masks for one step (${sizes.length} masks, ${(total / 1e6).toFixed(1)}M bytes)${rep ? ', refilled' : ', first (fresh pages)'}: ${dt.toFixed(0)} ms, ${((dt / total) * 1e6).toFixed(2)} ns/byte`,
+  );
 }
 const r2 = Rng.fromSeed(2);
 const old = new Uint8Array(20_000_000).fill(1); // pages touched first, as for the refilled masks
 const t = performance.now();
 for (let i = 0; i < old.length; i++) old[i] = r2.nextFloat() >= 0.05 ? 1 : 0;
 const ns = ((performance.now() - t) * 1e6) / old.length;
-console.log(`the per-element JavaScript draw it replaces (keep[i] = rng.nextFloat() >= ratio): ${ns.toFixed(2)} ns/byte, ${((ns * total) / 1e9).toFixed(2)} s for one step's masks`);
+console.log(
+  `the per-element JavaScript draw it replaces (keep[i] = rng.nextFloat() >= ratio): ${ns.toFixed(2)} ns/byte, ${((ns * total) / 1e9).toFixed(2)} s for one step's masks`,
+);

@@ -37,7 +37,15 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '../..');
 const HEADING = '## Model families of issue 13: forward and LoRA training step';
 
-const SHAPE = { vocab_size: 49152, hidden_size: 576, num_hidden_layers: 30, num_attention_heads: 9, num_key_value_heads: 3, intermediate_size: 1536, max_position_embeddings: 2048 };
+const SHAPE = {
+  vocab_size: 49152,
+  hidden_size: 576,
+  num_hidden_layers: 30,
+  num_attention_heads: 9,
+  num_key_value_heads: 3,
+  intermediate_size: 1536,
+  max_position_embeddings: 2048,
+};
 const DECODER = { ...SHAPE, rms_norm_eps: 1e-5, hidden_act: 'silu', tie_word_embeddings: true, rope_theta: 10000 };
 
 interface Family {
@@ -47,32 +55,71 @@ interface Family {
 }
 
 export const FAMILIES: Record<string, Family> = {
-  qwen3: { config: { ...DECODER, model_type: 'qwen3', architectures: ['Qwen3ForCausalLM'], head_dim: 64, rope_theta: 1e6 }, targets: ['q_proj', 'v_proj'] },
+  qwen3: {
+    config: { ...DECODER, model_type: 'qwen3', architectures: ['Qwen3ForCausalLM'], head_dim: 64, rope_theta: 1e6 },
+    targets: ['q_proj', 'v_proj'],
+  },
   gemma3_text: {
     config: {
-      ...DECODER, model_type: 'gemma3_text', architectures: ['Gemma3ForCausalLM'], head_dim: 64, hidden_activation: 'gelu_pytorch_tanh', rms_norm_eps: 1e-6,
-      query_pre_attn_scalar: 64, sliding_window: 128, rope_theta: 1e6, rope_local_base_freq: 10000,
+      ...DECODER,
+      model_type: 'gemma3_text',
+      architectures: ['Gemma3ForCausalLM'],
+      head_dim: 64,
+      hidden_activation: 'gelu_pytorch_tanh',
+      rms_norm_eps: 1e-6,
+      query_pre_attn_scalar: 64,
+      sliding_window: 128,
+      rope_theta: 1e6,
+      rope_local_base_freq: 10000,
       layer_types: Array.from({ length: 30 }, (_, i) => ((i + 1) % 6 === 0 ? 'full_attention' : 'sliding_attention')),
     },
     targets: ['q_proj', 'v_proj'],
   },
-  phi3: { config: { ...DECODER, model_type: 'phi3', architectures: ['Phi3ForCausalLM'], tie_word_embeddings: false, partial_rotary_factor: 1.0 }, targets: ['qkv_proj'] },
+  phi3: {
+    config: { ...DECODER, model_type: 'phi3', architectures: ['Phi3ForCausalLM'], tie_word_embeddings: false, partial_rotary_factor: 1.0 },
+    targets: ['qkv_proj'],
+  },
   llama3: {
     config: {
-      ...DECODER, model_type: 'llama', architectures: ['LlamaForCausalLM'], rope_theta: 500000,
-      rope_scaling: { rope_type: 'llama3', factor: 32.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 },
+      ...DECODER,
+      model_type: 'llama',
+      architectures: ['LlamaForCausalLM'],
+      rope_theta: 500000,
+      rope_scaling: {
+        rope_type: 'llama3',
+        factor: 32.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 8192,
+      },
     },
     targets: ['q_proj', 'v_proj'],
   },
   smollm3: {
-    config: { ...DECODER, model_type: 'smollm3', architectures: ['SmolLM3ForCausalLM'], rope_theta: 2e6, no_rope_layers: Array.from({ length: 30 }, (_, i) => ((i + 1) % 4 === 0 ? 0 : 1)) },
+    config: {
+      ...DECODER,
+      model_type: 'smollm3',
+      architectures: ['SmolLM3ForCausalLM'],
+      rope_theta: 2e6,
+      no_rope_layers: Array.from({ length: 30 }, (_, i) => ((i + 1) % 4 === 0 ? 0 : 1)),
+    },
     targets: ['q_proj', 'v_proj'],
   },
   modernbert: {
     config: {
-      ...SHAPE, num_key_value_heads: undefined, vocab_size: 50368, model_type: 'modernbert', architectures: ['ModernBertForSequenceClassification'],
-      hidden_activation: 'gelu', norm_eps: 1e-5, global_attn_every_n_layers: 3, local_attention: 128, global_rope_theta: 160000, local_rope_theta: 10000,
-      classifier_pooling: 'cls', num_labels: 2,
+      ...SHAPE,
+      num_key_value_heads: undefined,
+      vocab_size: 50368,
+      model_type: 'modernbert',
+      architectures: ['ModernBertForSequenceClassification'],
+      hidden_activation: 'gelu',
+      norm_eps: 1e-5,
+      global_attn_every_n_layers: 3,
+      local_attention: 128,
+      global_rope_theta: 160000,
+      local_rope_theta: 10000,
+      classifier_pooling: 'cls',
+      num_labels: 2,
     },
     targets: ['Wqkv'],
   },
@@ -93,20 +140,53 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { families: Object.keys(FAMILIES), batch: 2, seq: 256, runs: 3, warmup: 1, threads: 2, write: true, python: 'python3', pythonpath: path.join(os.homedir(), 'torch213') };
+  const o: Options = {
+    families: Object.keys(FAMILIES),
+    batch: 2,
+    seq: 256,
+    runs: 3,
+    warmup: 1,
+    threads: 2,
+    write: true,
+    python: 'python3',
+    pythonpath: path.join(os.homedir(), 'torch213'),
+  };
   forEachFlag(argv, (a, next) => {
     switch (a) {
-      case '--families': o.families = next().split(','); break;
-      case '--batch': o.batch = Number(next()); break;
-      case '--seq': o.seq = Number(next()); break;
-      case '--runs': o.runs = Number(next()); break;
-      case '--warmup': o.warmup = Number(next()); break;
-      case '--threads': o.threads = Number(next()); break;
-      case '--no-write': o.write = false; break;
-      case '--layers': o.layers = Number(next()); break;
-      case '--python': o.python = next(); break;
-      case '--pythonpath': o.pythonpath = next(); break;
-      default: throw new Error(`unknown option ${a}; options: --families a,b --batch N --seq N --runs N --warmup N --threads N --layers N --python P --pythonpath DIR --no-write`);
+      case '--families':
+        o.families = next().split(',');
+        break;
+      case '--batch':
+        o.batch = Number(next());
+        break;
+      case '--seq':
+        o.seq = Number(next());
+        break;
+      case '--runs':
+        o.runs = Number(next());
+        break;
+      case '--warmup':
+        o.warmup = Number(next());
+        break;
+      case '--threads':
+        o.threads = Number(next());
+        break;
+      case '--no-write':
+        o.write = false;
+        break;
+      case '--layers':
+        o.layers = Number(next());
+        break;
+      case '--python':
+        o.python = next();
+        break;
+      case '--pythonpath':
+        o.pythonpath = next();
+        break;
+      default:
+        throw new Error(
+          `unknown option ${a}; options: --families a,b --batch N --seq N --runs N --warmup N --threads N --layers N --python P --pythonpath DIR --no-write`,
+        );
     }
   });
   for (const f of o.families) if (!FAMILIES[f]) throw new Error(`unknown family ${f}; choose from ${Object.keys(FAMILIES).join(', ')}`);
@@ -137,7 +217,8 @@ export function randomFamilyModel(name: string, layers?: number): PretrainedMode
     const data = shape.length === 2 ? noise(n, 0.02, seed++) : w.endsWith('.bias') ? new Float32Array(n) : new Float32Array(n).fill(1);
     weights.set(w, { shape, data });
   }
-  if (config.tieWordEmbeddings && model.linears().some((s) => s.name === 'lm_head')) weights.alias('lm_head.weight', `${model.embeddingName}.weight`);
+  if (config.tieWordEmbeddings && model.linears().some((s) => s.name === 'lm_head'))
+    weights.alias('lm_head.weight', `${model.embeddingName}.weight`);
   return model;
 }
 
@@ -145,7 +226,8 @@ const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
-const ids = (n: number, vocab: number, seed: number): BigInt64Array => BigInt64Array.from(noise(n, 1, seed), (x) => BigInt(Math.floor((x / Math.sqrt(12) + 0.5) * vocab) % vocab));
+const ids = (n: number, vocab: number, seed: number): BigInt64Array =>
+  BigInt64Array.from(noise(n, 1, seed), (x) => BigInt(Math.floor((x / Math.sqrt(12) + 0.5) * vocab) % vocab));
 
 /** Seconds the whole machine spent busy (all cores), from /proc/stat. */
 function busySeconds(): number {
@@ -155,7 +237,19 @@ function busySeconds(): number {
   return (total - idle) / 100;
 }
 
-interface Row { family: string; kind: 'forward' | 'train'; params: number; torch?: { tokensPerS: number; params: number; otherCpu: number; timesS: number[] } | string; trainable?: number; medianS: number; tokensPerS: number; timesS: number[]; compileS: number; otherCpu: number; loss?: number }
+interface Row {
+  family: string;
+  kind: 'forward' | 'train';
+  params: number;
+  torch?: { tokensPerS: number; params: number; otherCpu: number; timesS: number[] } | string;
+  trainable?: number;
+  medianS: number;
+  tokensPerS: number;
+  timesS: number[];
+  compileS: number;
+  otherCpu: number;
+  loss?: number;
+}
 
 async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; otherCpu: number }> {
   const b0 = busySeconds();
@@ -172,7 +266,10 @@ async function benchForward(name: string, model: PretrainedModel, o: Options): P
   const session = await ForwardSession.create(model, { runtime: { threads: o.threads } });
   const compileS = (performance.now() - t0) / 1000;
   const n = o.batch * o.seq;
-  const batch = { inputIds: { dtype: 'int64' as const, shape: [o.batch, o.seq], data: ids(n, model.vocabSize, 7) }, attentionMask: { dtype: 'int64' as const, shape: [o.batch, o.seq], data: new BigInt64Array(n).fill(1n) } };
+  const batch = {
+    inputIds: { dtype: 'int64' as const, shape: [o.batch, o.seq], data: ids(n, model.vocabSize, 7) },
+    attentionMask: { dtype: 'int64' as const, shape: [o.batch, o.seq], data: new BigInt64Array(n).fill(1n) },
+  };
   for (let i = 0; i < o.warmup; i++) await session.run(batch);
   const { value: times, otherCpu } = await timed(async () => {
     const ts: number[] = [];
@@ -190,7 +287,14 @@ async function benchForward(name: string, model: PretrainedModel, o: Options): P
 
 async function benchTrain(name: string, model: PretrainedModel, o: Options): Promise<Row> {
   const seqCls = model.task === 'seq-cls';
-  const adapted = await createAdapter(model, { peft_type: 'LORA', r: 8, lora_alpha: 16, lora_dropout: 0, target_modules: FAMILIES[name]!.targets, task_type: seqCls ? 'SEQ_CLS' : 'CAUSAL_LM' });
+  const adapted = await createAdapter(model, {
+    peft_type: 'LORA',
+    r: 8,
+    lora_alpha: 16,
+    lora_dropout: 0,
+    target_modules: FAMILIES[name]!.targets,
+    task_type: seqCls ? 'SEQ_CLS' : 'CAUSAL_LM',
+  });
   const params = adapted.parameters();
   let trainable = 0;
   for (const p of params.values()) trainable += p.data.length;
@@ -204,7 +308,15 @@ async function benchTrain(name: string, model: PretrainedModel, o: Options): Pro
   const nextBatch = (): Batch => {
     const inputIds = ids(n, model.vocabSize, seed++);
     const labels = seqCls ? BigInt64Array.from({ length: o.batch }, (_, i) => BigInt(i % 2)) : inputIds;
-    return { size: o.batch, seq: o.seq, inputIds, attentionMask: new BigInt64Array(n).fill(1n), labels, labelKind: seqCls ? 'classes' : 'tokens', tokens: n };
+    return {
+      size: o.batch,
+      seq: o.seq,
+      inputIds,
+      attentionMask: new BigInt64Array(n).fill(1n),
+      labels,
+      labelKind: seqCls ? 'classes' : 'tokens',
+      tokens: n,
+    };
   };
   let loss = NaN;
   const one = async (): Promise<number> => {
@@ -222,20 +334,60 @@ async function benchTrain(name: string, model: PretrainedModel, o: Options): Pro
   });
   await step.dispose();
   const m = median(times);
-  return { family: name, kind: 'train', params: model.weights.numel(), trainable, medianS: m, tokensPerS: n / m, timesS: times, compileS, otherCpu, loss };
+  return {
+    family: name,
+    kind: 'train',
+    params: model.weights.numel(),
+    trainable,
+    medianS: m,
+    tokensPerS: n / m,
+    timesS: times,
+    compileS,
+    otherCpu,
+    loss,
+  };
 }
 
 function torchVersion(o: Options): string | undefined {
-  const r = spawnSync(o.python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8', env: { ...process.env, PYTHONPATH: o.pythonpath } });
+  const r = spawnSync(o.python, ['-c', 'import torch; print(torch.__version__)'], {
+    encoding: 'utf8',
+    env: { ...process.env, PYTHONPATH: o.pythonpath },
+  });
   return r.status === 0 ? r.stdout.trim() : undefined;
 }
 
 /** bench/families_torch.py on one family, same sizes as ours. */
 function torchForward(name: string, o: Options): NonNullable<Row['torch']> {
-  const args = [path.join(REPO, 'bench', 'families_torch.py'), '--family', name, '--layers', String(o.layers ?? 30), '--batch', String(o.batch), '--seq', String(o.seq), '--runs', String(o.runs), '--warmup', String(o.warmup), '--threads', String(o.threads)];
-  const r = spawnSync(o.python, args, { cwd: REPO, encoding: 'utf8', env: { ...process.env, PYTHONPATH: o.pythonpath, OMP_WAIT_POLICY: 'PASSIVE' }, maxBuffer: 1 << 24 });
+  const args = [
+    path.join(REPO, 'bench', 'families_torch.py'),
+    '--family',
+    name,
+    '--layers',
+    String(o.layers ?? 30),
+    '--batch',
+    String(o.batch),
+    '--seq',
+    String(o.seq),
+    '--runs',
+    String(o.runs),
+    '--warmup',
+    String(o.warmup),
+    '--threads',
+    String(o.threads),
+  ];
+  const r = spawnSync(o.python, args, {
+    cwd: REPO,
+    encoding: 'utf8',
+    env: { ...process.env, PYTHONPATH: o.pythonpath, OMP_WAIT_POLICY: 'PASSIVE' },
+    maxBuffer: 1 << 24,
+  });
   if (r.status !== 0) return `failed (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-1)[0]}`;
-  const j = JSON.parse(r.stdout.split('\n').find((l) => l.startsWith('{'))!) as { tokens_per_s: number; params: number; other_cpu: number; times_s: number[] };
+  const j = JSON.parse(r.stdout.split('\n').find((l) => l.startsWith('{'))!) as {
+    tokens_per_s: number;
+    params: number;
+    other_cpu: number;
+    times_s: number[];
+  };
   return { tokensPerS: j.tokens_per_s, params: j.params, otherCpu: j.other_cpu, timesS: j.times_s };
 }
 
@@ -245,7 +397,8 @@ function peerCell(r: Row): string {
   if (typeof r.torch === 'string') return r.torch;
   return `${r.torch.tokensPerS.toFixed(1)}${r.torch.params !== r.params ? ` (${r.torch.params.toLocaleString('en-US')} params)` : ''}`;
 }
-const ratioCell = (r: Row): string => (typeof r.torch === 'object' && r.kind === 'forward' ? `${(r.tokensPerS / r.torch.tokensPerS).toFixed(2)}x` : '-');
+const ratioCell = (r: Row): string =>
+  typeof r.torch === 'object' && r.kind === 'forward' ? `${(r.tokensPerS / r.torch.tokensPerS).toFixed(2)}x` : '-';
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
@@ -255,16 +408,22 @@ async function main(): Promise<void> {
   for (const name of o.families) {
     const t0 = performance.now();
     const model = randomFamilyModel(name, o.layers);
-    console.log(`${name}: ${model.weights.numel().toLocaleString('en-US')} parameters, random weights in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    console.log(
+      `${name}: ${model.weights.numel().toLocaleString('en-US')} parameters, random weights in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    );
     const fwd = await benchForward(name, model, o);
     // the peer right after our forward row, never beside it
     if (torch) {
       fwd.torch = torchForward(name, o);
-      console.log(`  torch forward: ${typeof fwd.torch === 'string' ? fwd.torch : `${fwd.torch.tokensPerS.toFixed(1)} tok/s (${fwd.torch.params.toLocaleString('en-US')} params; other cpu ${fwd.torch.otherCpu.toFixed(2)})`}`);
+      console.log(
+        `  torch forward: ${typeof fwd.torch === 'string' ? fwd.torch : `${fwd.torch.tokensPerS.toFixed(1)} tok/s (${fwd.torch.params.toLocaleString('en-US')} params; other cpu ${fwd.torch.otherCpu.toFixed(2)})`}`,
+      );
     }
     for (const r of [fwd, await benchTrain(name, model, o)]) {
       rows.push(r);
-      console.log(`  ${r.kind}: ${r.tokensPerS.toFixed(1)} tok/s (median of ${r.timesS.map((t) => t.toFixed(2)).join('/')} s; setup ${r.compileS.toFixed(1)} s; other cpu ${r.otherCpu.toFixed(2)})`);
+      console.log(
+        `  ${r.kind}: ${r.tokensPerS.toFixed(1)} tok/s (median of ${r.timesS.map((t) => t.toFixed(2)).join('/')} s; setup ${r.compileS.toFixed(1)} s; other cpu ${r.otherCpu.toFixed(2)})`,
+      );
     }
   }
   const loadEnd = os.loadavg()[0]!;
@@ -284,8 +443,9 @@ async function main(): Promise<void> {
     '',
     '| family | parameters | measurement | LoRA targets (trainable) | tok/s | torch tok/s | ours / torch | median s | runs s | session setup s | other cpu | torch other cpu |',
     '|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|',
-    ...rows.map((r) =>
-      `| ${r.family} | ${r.params.toLocaleString('en-US')} | ${r.kind === 'forward' ? `forward ${o.batch}x${o.seq}` : `LoRA train step ${o.batch}x${o.seq}`} | ${r.kind === 'train' ? `${FAMILIES[r.family]!.targets.join(', ')} (${r.trainable!.toLocaleString('en-US')})` : ''} | ${r.tokensPerS.toFixed(1)} | ${peerCell(r)} | ${ratioCell(r)} | ${r.medianS.toFixed(2)} | ${r.timesS.map((t) => t.toFixed(2)).join(' / ')} | ${r.compileS.toFixed(1)} | ${r.otherCpu.toFixed(2)} | ${typeof r.torch === 'object' ? r.torch.otherCpu.toFixed(2) : ''} |`,
+    ...rows.map(
+      (r) =>
+        `| ${r.family} | ${r.params.toLocaleString('en-US')} | ${r.kind === 'forward' ? `forward ${o.batch}x${o.seq}` : `LoRA train step ${o.batch}x${o.seq}`} | ${r.kind === 'train' ? `${FAMILIES[r.family]!.targets.join(', ')} (${r.trainable!.toLocaleString('en-US')})` : ''} | ${r.tokensPerS.toFixed(1)} | ${peerCell(r)} | ${ratioCell(r)} | ${r.medianS.toFixed(2)} | ${r.timesS.map((t) => t.toFixed(2)).join(' / ')} | ${r.compileS.toFixed(1)} | ${r.otherCpu.toFixed(2)} | ${typeof r.torch === 'object' ? r.torch.otherCpu.toFixed(2) : ''} |`,
     ),
     '',
     'Command (repository root, after `npx tsc -p .`):',

@@ -57,15 +57,39 @@ interface Options {
 
 const MODES: Record<string, { source: 'file' | 'array'; desc: string; opts: RuntimeOptions }> = {
   // the library default: file-backed weights memory-mapped, no prepacking
-  'mmap-shared': { source: 'file', desc: 'file-backed constants, mmapped external data, no prepacking (default for files)', opts: { weights: 'shared' } },
+  'mmap-shared': {
+    source: 'file',
+    desc: 'file-backed constants, mmapped external data, no prepacking (default for files)',
+    opts: { weights: 'shared' },
+  },
   'mmap-prepacked': { source: 'file', desc: 'file-backed constants, mmapped then prepacked per session', opts: { weights: 'prepacked' } },
   // weights read into JS arrays first
   'input-shared': { source: 'array', desc: 'JS arrays fed as graph inputs, zero-copy (default for arrays)', opts: { weights: 'shared' } },
-  'input-noprepack': { source: 'array', desc: 'JS arrays fed as inputs, prepacking off session-wide (isolates that switch)', opts: { weights: 'shared', sessionConfig: { 'session.disable_prepacking': '1' } } },
-  'extmem-prepacked': { source: 'array', desc: 'JS arrays as in-memory external data, prepacked', opts: { weights: 'prepacked', largeConstants: 'external' } },
-  'extmem-noprepack': { source: 'array', desc: 'JS arrays as in-memory external data, prepacking off (shows ORT copying the blobs)', opts: { weights: 'prepacked', largeConstants: 'external', sessionConfig: { 'session.disable_prepacking': '1' } } },
-  inline: { source: 'array', desc: 'JS arrays inlined in the ModelProto, prepacked (the old behaviour)', opts: { weights: 'prepacked', largeConstants: 'inline' } },
-  'inline-noprepack': { source: 'array', desc: 'JS arrays inlined, prepacking off', opts: { weights: 'prepacked', largeConstants: 'inline', sessionConfig: { 'session.disable_prepacking': '1' } } },
+  'input-noprepack': {
+    source: 'array',
+    desc: 'JS arrays fed as inputs, prepacking off session-wide (isolates that switch)',
+    opts: { weights: 'shared', sessionConfig: { 'session.disable_prepacking': '1' } },
+  },
+  'extmem-prepacked': {
+    source: 'array',
+    desc: 'JS arrays as in-memory external data, prepacked',
+    opts: { weights: 'prepacked', largeConstants: 'external' },
+  },
+  'extmem-noprepack': {
+    source: 'array',
+    desc: 'JS arrays as in-memory external data, prepacking off (shows ORT copying the blobs)',
+    opts: { weights: 'prepacked', largeConstants: 'external', sessionConfig: { 'session.disable_prepacking': '1' } },
+  },
+  inline: {
+    source: 'array',
+    desc: 'JS arrays inlined in the ModelProto, prepacked (the old behaviour)',
+    opts: { weights: 'prepacked', largeConstants: 'inline' },
+  },
+  'inline-noprepack': {
+    source: 'array',
+    desc: 'JS arrays inlined, prepacking off',
+    opts: { weights: 'prepacked', largeConstants: 'inline', sessionConfig: { 'session.disable_prepacking': '1' } },
+  },
 };
 const DEFAULT_MODES = ['mmap-shared', 'mmap-prepacked', 'input-shared', 'extmem-prepacked', 'inline'];
 
@@ -89,8 +113,29 @@ const HELP = `usage: node dist/bench/lowrank_stack.js [options]
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
-    layers: 12, d: 768, rank: 8, alpha: 16, batch: 4, seq: 256, threads: 2, warmup: 2, steps: 10,
-    modes: DEFAULT_MODES, repeat: 1, torch: true, python: '/usr/bin/python3', out: null, dir: null, child: false, arena: true, memPattern: true, align: 8, paired: false, gapMs: 150, serve: false, from: null,
+    layers: 12,
+    d: 768,
+    rank: 8,
+    alpha: 16,
+    batch: 4,
+    seq: 256,
+    threads: 2,
+    warmup: 2,
+    steps: 10,
+    modes: DEFAULT_MODES,
+    repeat: 1,
+    torch: true,
+    python: '/usr/bin/python3',
+    out: null,
+    dir: null,
+    child: false,
+    arena: true,
+    memPattern: true,
+    align: 8,
+    paired: false,
+    gapMs: 150,
+    serve: false,
+    from: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -105,31 +150,81 @@ function parseArgs(argv: string[]): Options {
       return v;
     };
     switch (a) {
-      case '--layers': o.layers = num(); break;
-      case '--d': o.d = num(); break;
-      case '--rank': o.rank = num(); break;
-      case '--alpha': o.alpha = num(); break;
-      case '--batch': o.batch = num(); break;
-      case '--seq': o.seq = num(); break;
-      case '--threads': o.threads = num(); break;
-      case '--warmup': o.warmup = num(); break;
-      case '--steps': o.steps = Math.max(1, num()); break;
-      case '--modes': o.modes = next() === 'all' ? Object.keys(MODES) : argv[i]!.split(','); break;
-      case '--repeat': o.repeat = Math.max(1, num()); break;
-      case '--no-torch': o.torch = false; break;
-      case '--python': o.python = next(); break;
-      case '--out': o.out = next(); break;
-      case '--dir': o.dir = next(); break;
-      case '--child': o.child = true; break;
-      case '--no-arena': o.arena = false; break;
-      case '--no-mem-pattern': o.memPattern = false; break;
-      case '--paired': o.paired = true; break;
-      case '--align': o.align = num(); break;
-      case '--gap': o.gapMs = num(); break;
-      case '--serve': o.serve = true; break;
-      case '--from': o.from = next(); break;
-      case '--help': case '-h': console.log(HELP); return process.exit(0);
-      default: throw new Error(`unknown option ${a}\n${HELP}`);
+      case '--layers':
+        o.layers = num();
+        break;
+      case '--d':
+        o.d = num();
+        break;
+      case '--rank':
+        o.rank = num();
+        break;
+      case '--alpha':
+        o.alpha = num();
+        break;
+      case '--batch':
+        o.batch = num();
+        break;
+      case '--seq':
+        o.seq = num();
+        break;
+      case '--threads':
+        o.threads = num();
+        break;
+      case '--warmup':
+        o.warmup = num();
+        break;
+      case '--steps':
+        o.steps = Math.max(1, num());
+        break;
+      case '--modes':
+        o.modes = next() === 'all' ? Object.keys(MODES) : argv[i]!.split(',');
+        break;
+      case '--repeat':
+        o.repeat = Math.max(1, num());
+        break;
+      case '--no-torch':
+        o.torch = false;
+        break;
+      case '--python':
+        o.python = next();
+        break;
+      case '--out':
+        o.out = next();
+        break;
+      case '--dir':
+        o.dir = next();
+        break;
+      case '--child':
+        o.child = true;
+        break;
+      case '--no-arena':
+        o.arena = false;
+        break;
+      case '--no-mem-pattern':
+        o.memPattern = false;
+        break;
+      case '--paired':
+        o.paired = true;
+        break;
+      case '--align':
+        o.align = num();
+        break;
+      case '--gap':
+        o.gapMs = num();
+        break;
+      case '--serve':
+        o.serve = true;
+        break;
+      case '--from':
+        o.from = next();
+        break;
+      case '--help':
+      case '-h':
+        console.log(HELP);
+        return process.exit(0);
+      default:
+        throw new Error(`unknown option ${a}\n${HELP}`);
     }
   }
   for (const m of o.modes) if (!MODES[m]) throw new Error(`unknown mode ${m}; known: ${Object.keys(MODES).join(', ')}`);
@@ -247,9 +342,15 @@ function readMem(): Mem {
   const roll = fs.readFileSync('/proc/self/smaps_rollup', 'utf8');
   const rk = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(roll)?.[1] ?? NaN) / 1024;
   return {
-    rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile'), hwm: kb('VmHWM'),
-    pss: rk('Pss'), pssAnon: rk('Pss_Anon'), pssFile: rk('Pss_File'),
-    jsRss: process.memoryUsage().rss / 2 ** 20, wfile: weightsMapping(),
+    rss: kb('VmRSS'),
+    anon: kb('RssAnon'),
+    file: kb('RssFile'),
+    hwm: kb('VmHWM'),
+    pss: rk('Pss'),
+    pssAnon: rk('Pss_Anon'),
+    pssFile: rk('Pss_File'),
+    jsRss: process.memoryUsage().rss / 2 ** 20,
+    wfile: weightsMapping(),
   };
 }
 const gc = (): void => (globalThis as { gc?: () => void }).gc?.();
@@ -287,7 +388,11 @@ interface ChildResult {
   arena: boolean;
 }
 
-function buildGraph(opt: Options, W: (g: Graph, l: number) => Value, withGrads: boolean): { g: Graph; outputs: Record<string, Value>; params: Value[] } {
+function buildGraph(
+  opt: Options,
+  W: (g: Graph, l: number) => Value,
+  withGrads: boolean,
+): { g: Graph; outputs: Record<string, Value>; params: Value[] } {
   const { layers: L, d, rank: r } = opt;
   const g = new Graph();
   const x = g.input('x', 'float32', ['batch', 'seq', d]);
@@ -385,7 +490,9 @@ async function child(opt: Options, dir: string): Promise<void> {
   const createFwd = performance.now() - t0;
   await mark('fwd_session');
 
-  const feeds: Record<string, HostTensor | ort.Tensor> = { x: new ort.Tensor('float32', inputs.subarray(0, N * d), [opt.batch, opt.seq, d]) };
+  const feeds: Record<string, HostTensor | ort.Tensor> = {
+    x: new ort.Tensor('float32', inputs.subarray(0, N * d), [opt.batch, opt.seq, d]),
+  };
   let off = N * d;
   for (const p of train.params) {
     const n = (p.shape[0] as number) * (p.shape[1] as number);
@@ -405,7 +512,9 @@ async function child(opt: Options, dir: string): Promise<void> {
   const stepCpu: number[] = []; // CPU ms this process used per step (all its threads)
   const stepFaults: number[] = []; // page faults (minor + major) per step
   let last: Record<string, HostTensor> = {};
-  let cpu0 = 0, wall0 = 0, busy0 = 0;
+  let cpu0 = 0,
+    wall0 = 0,
+    busy0 = 0;
   for (let i = 0; i < opt.warmup + opt.steps; i++) {
     if (i === opt.warmup) {
       cpu0 = cpuSeconds();
@@ -414,7 +523,8 @@ async function child(opt: Options, dir: string): Promise<void> {
     }
     if (i === opt.warmup && lines) process.stdout.write('ready\n');
     if (i >= opt.warmup) await gate();
-    const b0 = busySeconds(), c0 = cpuSeconds();
+    const b0 = busySeconds(),
+      c0 = cpuSeconds();
     const ru0 = process.resourceUsage();
     const s = performance.now();
     last = await trainSess.run(feeds);
@@ -447,13 +557,33 @@ async function child(opt: Options, dir: string): Promise<void> {
   await mark('after_fwd_runs');
   const sq = (t: HostTensor): number => (t.data as Float32Array).reduce((a, v) => a + v * v, 0);
   const res: ChildResult = {
-    kind: 'ts', mode, desc: spec.desc, frozen_params: L * d * d, trainable_params: L * 2 * r * d, threads: opt.threads, tokens: N,
-    warmup: opt.warmup, steps: opt.steps,
-    median_ms: median(times), ...cleanStats(times, stepOther), step_other_cpu: stepOther, step_cpu_ms: stepCpu, step_faults: stepFaults, min_ms: Math.min(...times), max_ms: Math.max(...times), fwd_median_ms: median(fwdTimes), step_ms: times,
+    kind: 'ts',
+    mode,
+    desc: spec.desc,
+    frozen_params: L * d * d,
+    trainable_params: L * 2 * r * d,
+    threads: opt.threads,
+    tokens: N,
+    warmup: opt.warmup,
+    steps: opt.steps,
+    median_ms: median(times),
+    ...cleanStats(times, stepOther),
+    step_other_cpu: stepOther,
+    step_cpu_ms: stepCpu,
+    step_faults: stepFaults,
+    min_ms: Math.min(...times),
+    max_ms: Math.max(...times),
+    fwd_median_ms: median(fwdTimes),
+    step_ms: times,
     loss: last.loss!.data[0] as number,
     grad_sq: { A0: sq(last['grad.layers.0.lora_A']!), BLast: sq(last[`grad.layers.${L - 1}.lora_B`]!) },
-    mem, sampled_peak_rss_mib: peak, session_memory: { train: trainSess.memory, forward: fwdSess.memory },
-    create_ms: { train: createTrain, fwd: createFwd }, other_cpu: otherCpu, cpu_util: cpu / wall, arena: opt.arena,
+    mem,
+    sampled_peak_rss_mib: peak,
+    session_memory: { train: trainSess.memory, forward: fwdSess.memory },
+    create_ms: { train: createTrain, fwd: createFwd },
+    other_cpu: otherCpu,
+    cpu_util: cpu / wall,
+    arena: opt.arena,
   };
   await trainSess.dispose();
   await fwdSess.dispose();
@@ -463,9 +593,33 @@ async function child(opt: Options, dir: string): Promise<void> {
 
 // ------------------------------------------------------------------------------ parent
 function runChild(script: string, opt: Options, dir: string, mode: string): Promise<ChildResult> {
-  const args = ['--expose-gc', script, '--child', '--dir', dir, '--modes', mode, '--layers', String(opt.layers), '--d', String(opt.d),
-    '--rank', String(opt.rank), '--alpha', String(opt.alpha), '--batch', String(opt.batch), '--seq', String(opt.seq),
-    '--threads', String(opt.threads), '--warmup', String(opt.warmup), '--steps', String(opt.steps)];
+  const args = [
+    '--expose-gc',
+    script,
+    '--child',
+    '--dir',
+    dir,
+    '--modes',
+    mode,
+    '--layers',
+    String(opt.layers),
+    '--d',
+    String(opt.d),
+    '--rank',
+    String(opt.rank),
+    '--alpha',
+    String(opt.alpha),
+    '--batch',
+    String(opt.batch),
+    '--seq',
+    String(opt.seq),
+    '--threads',
+    String(opt.threads),
+    '--warmup',
+    String(opt.warmup),
+    '--steps',
+    String(opt.steps),
+  ];
   if (!opt.arena) args.push('--no-arena');
   if (!opt.memPattern) args.push('--no-mem-pattern');
   return new Promise((resolve, reject) => {
@@ -506,11 +660,34 @@ interface TorchResult {
 function runTorch(opt: Options, dir: string): Promise<TorchResult | string> {
   const probe = spawnSync(opt.python, ['-c', 'import torch'], { stdio: 'ignore' });
   if (probe.error || probe.status !== 0) {
-    return Promise.resolve(`PyTorch peer skipped: \`${opt.python} -c "import torch"\` failed (install: apt-get install -y python3-torch libopenblas0-pthread)`);
+    return Promise.resolve(
+      `PyTorch peer skipped: \`${opt.python} -c "import torch"\` failed (install: apt-get install -y python3-torch libopenblas0-pthread)`,
+    );
   }
   const script = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'lowrank_stack_torch.py');
-  const args = [script, '--dir', dir, '--layers', String(opt.layers), '--d', String(opt.d), '--rank', String(opt.rank), '--alpha', String(opt.alpha),
-    '--batch', String(opt.batch), '--seq', String(opt.seq), '--threads', String(opt.threads), '--warmup', String(opt.warmup), '--steps', String(opt.steps)];
+  const args = [
+    script,
+    '--dir',
+    dir,
+    '--layers',
+    String(opt.layers),
+    '--d',
+    String(opt.d),
+    '--rank',
+    String(opt.rank),
+    '--alpha',
+    String(opt.alpha),
+    '--batch',
+    String(opt.batch),
+    '--seq',
+    String(opt.seq),
+    '--threads',
+    String(opt.threads),
+    '--warmup',
+    String(opt.warmup),
+    '--steps',
+    String(opt.steps),
+  ];
   return new Promise((resolve) => {
     // OMP_WAIT_POLICY=PASSIVE: without it the OpenMP and OpenBLAS pools busy-wait against each
     // other on 2 cores (see ../shared/bench/README.md); PASSIVE is the stronger, fair baseline
@@ -540,9 +717,13 @@ async function parent(opt: Options): Promise<void> {
   const own = opt.dir === null;
   const { layers: L, d, rank: r } = opt;
   const P = L * d * d;
-  console.log(`lowrank stack: L=${L} d=${d} r=${r} tokens=${opt.batch}x${opt.seq}=${opt.batch * opt.seq} fp32, threads=${opt.threads}, ` +
-    `warmup ${opt.warmup}, median of ${opt.steps} steps; frozen ${P} params (${f1((P * 4) / 2 ** 20)} MiB), trainable ${L * 2 * r * d}`);
-  console.log(`machine: ${os.cpus().length} cpus, ${os.cpus()[0]?.model ?? '?'}; node ${process.version}; onnxruntime-node ${(ort.env as { versions?: { common?: string } }).versions?.common ?? '?'}; loadavg ${os.loadavg()[0]!.toFixed(2)}`);
+  console.log(
+    `lowrank stack: L=${L} d=${d} r=${r} tokens=${opt.batch}x${opt.seq}=${opt.batch * opt.seq} fp32, threads=${opt.threads}, ` +
+      `warmup ${opt.warmup}, median of ${opt.steps} steps; frozen ${P} params (${f1((P * 4) / 2 ** 20)} MiB), trainable ${L * 2 * r * d}`,
+  );
+  console.log(
+    `machine: ${os.cpus().length} cpus, ${os.cpus()[0]?.model ?? '?'}; node ${process.version}; onnxruntime-node ${(ort.env as { versions?: { common?: string } }).versions?.common ?? '?'}; loadavg ${os.loadavg()[0]!.toFixed(2)}`,
+  );
   writeData(dir, opt);
   if (own) {
     for (const sig of ['SIGINT', 'SIGTERM'] as const) {
@@ -562,8 +743,10 @@ async function parent(opt: Options): Promise<void> {
         results.push(...r.ts);
         torchRuns.push(...r.torch);
         torchNote = r.note;
-        console.log(`  [${rep + 1}/${opt.repeat}] paired: ${[...r.ts, ...r.torch].map((x) => `${x.kind === 'ts' ? (x as ChildResult).mode : 'torch'} ${f1(x.median_ms)}`).join(', ')} ms/step; ` +
-          `page faults/step ${r.ts.map((x) => `${x.mode} ${median(x.step_faults)}`).join(', ')}`);
+        console.log(
+          `  [${rep + 1}/${opt.repeat}] paired: ${[...r.ts, ...r.torch].map((x) => `${x.kind === 'ts' ? (x as ChildResult).mode : 'torch'} ${f1(x.median_ms)}`).join(', ')} ms/step; ` +
+            `page faults/step ${r.ts.map((x) => `${x.mode} ${median(x.step_faults)}`).join(', ')}`,
+        );
       }
       report(opt, results, torchRuns.length ? torchRuns : torchNote);
       pairedRatios(results, torchRuns);
@@ -578,8 +761,10 @@ async function parent(opt: Options): Promise<void> {
         const res = await runChild(script, opt, dir, mode);
         results.push(res);
         const m = res.mem;
-        console.log(`  [${rep + 1}/${opt.repeat}] ${pad(mode, 17)} ${f1(res.median_ms)} ms/step (min ${f1(res.min_ms)} max ${f1(res.max_ms)}), fwd ${f1(res.fwd_median_ms)} ms, faults/step ${median(res.step_faults)}, ` +
-          `rss ${f1(m.baseline!.rss)} -> ${f1(m.fwd_session!.rss)} -> ${f1(m.after_fwd_runs!.rss)} MiB, hwm ${f1(m.after_fwd_runs!.hwm)}, other_cpu ${f2(res.other_cpu)}`);
+        console.log(
+          `  [${rep + 1}/${opt.repeat}] ${pad(mode, 17)} ${f1(res.median_ms)} ms/step (min ${f1(res.min_ms)} max ${f1(res.max_ms)}), fwd ${f1(res.fwd_median_ms)} ms, faults/step ${median(res.step_faults)}, ` +
+            `rss ${f1(m.baseline!.rss)} -> ${f1(m.fwd_session!.rss)} -> ${f1(m.after_fwd_runs!.rss)} MiB, hwm ${f1(m.after_fwd_runs!.hwm)}, other_cpu ${f2(res.other_cpu)}`,
+        );
         if (opt.out) fs.appendFileSync(opt.out, JSON.stringify({ ...res, config: { ...opt, child: undefined } }) + '\n');
       }
       // the peer runs in every repetition too, so that both sides see the same spells of noise
@@ -588,7 +773,9 @@ async function parent(opt: Options): Promise<void> {
         if (typeof t === 'string') torchNote = t;
         else {
           torchRuns.push(t);
-          console.log(`  [${rep + 1}/${opt.repeat}] ${pad(`torch ${t.torch}`, 17)} ${f1(t.median_ms)} ms/step (min ${f1(t.min_ms)} max ${f1(t.max_ms)}), fwd ${f1(t.fwd_median_ms)} ms, peak maxrss ${f1(t.peak_rss_mib)} MiB, other_cpu ${f2(t.other_cpu)}`);
+          console.log(
+            `  [${rep + 1}/${opt.repeat}] ${pad(`torch ${t.torch}`, 17)} ${f1(t.median_ms)} ms/step (min ${f1(t.min_ms)} max ${f1(t.max_ms)}), fwd ${f1(t.fwd_median_ms)} ms, peak maxrss ${f1(t.peak_rss_mib)} MiB, other_cpu ${f2(t.other_cpu)}`,
+          );
           if (opt.out) fs.appendFileSync(opt.out, JSON.stringify({ ...t, config: { ...opt, child: undefined } }) + '\n');
         }
       }
@@ -608,26 +795,38 @@ function report(opt: Options, results: ChildResult[], torch: TorchResult[] | str
   // processes used < CLEAN_OTHER cores (this machine is shared; see other_cpu).
   const pooled = (rs: { step_ms: number[]; step_other_cpu?: number[] }[], clean: boolean): number[] =>
     rs.flatMap((r) => r.step_ms.filter((_, i) => !clean || (r.step_other_cpu?.[i] ?? 0) < CLEAN_OTHER));
-  console.log(`\nspeed, ms per training step (forward + backward), median of the timed steps pooled over runs; clean: steps with other processes < ${CLEAN_OTHER} cores`);
-  console.log('| engine / weights | ms/step (all steps) | ms/step (clean steps) | steps/s (clean) | clean/all steps | min ms | CPU ms/step | per-run medians | fwd-only ms (median of runs) |');
+  console.log(
+    `\nspeed, ms per training step (forward + backward), median of the timed steps pooled over runs; clean: steps with other processes < ${CLEAN_OTHER} cores`,
+  );
+  console.log(
+    '| engine / weights | ms/step (all steps) | ms/step (clean steps) | steps/s (clean) | clean/all steps | min ms | CPU ms/step | per-run medians | fwd-only ms (median of runs) |',
+  );
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   const med: Record<string, number> = {};
   const medAll: Record<string, number> = {};
   const minAll: Record<string, number> = {};
-  const row = (name: string, rs: { step_ms: number[]; step_other_cpu?: number[]; step_cpu_ms?: number[]; median_ms: number; fwd_median_ms: number }[]): void => {
+  const row = (
+    name: string,
+    rs: { step_ms: number[]; step_other_cpu?: number[]; step_cpu_ms?: number[]; median_ms: number; fwd_median_ms: number }[],
+  ): void => {
     const cpu = median(rs.flatMap((r) => r.step_cpu_ms ?? []));
-    const all = pooled(rs, false), clean = pooled(rs, true);
+    const all = pooled(rs, false),
+      clean = pooled(rs, true);
     med[name] = median(clean);
     medAll[name] = median(all);
     minAll[name] = Math.min(...all);
-    console.log(`| ${name} | ${f1(medAll[name]!)} | ${f1(med[name]!)} | ${f2(1000 / med[name]!)} | ${clean.length}/${all.length} | ${f1(minAll[name]!)} | ${f1(cpu)} | ${rs.map((r) => f1(r.median_ms)).join(', ')} | ${f1(median(rs.map((r) => r.fwd_median_ms)))} |`);
+    console.log(
+      `| ${name} | ${f1(medAll[name]!)} | ${f1(med[name]!)} | ${f2(1000 / med[name]!)} | ${clean.length}/${all.length} | ${f1(minAll[name]!)} | ${f1(cpu)} | ${rs.map((r) => f1(r.median_ms)).join(', ')} | ${f1(median(rs.map((r) => r.fwd_median_ms)))} |`,
+    );
   };
   for (const [mode, rs] of byMode) row(mode, rs);
   if (typeof torch !== 'string') {
     const t = `torch ${torch[0]!.torch}`;
     row(t, torch);
     for (const mode of byMode.keys()) {
-      console.log(`  speed-up over torch, ${mode}: ${f2(med[t]! / med[mode]!)}x on clean steps, ${f2(medAll[t]! / medAll[mode]!)}x on all steps, ${f2(minAll[t]! / minAll[mode]!)}x on the fastest step (>1: ours faster)`);
+      console.log(
+        `  speed-up over torch, ${mode}: ${f2(med[t]! / med[mode]!)}x on clean steps, ${f2(medAll[t]! / medAll[mode]!)}x on all steps, ${f2(minAll[t]! / minAll[mode]!)}x on the fastest step (>1: ours faster)`,
+      );
     }
   } else console.log(torch);
 
@@ -639,11 +838,17 @@ function report(opt: Options, results: ChildResult[], torch: TorchResult[] | str
   // Non-weight session overhead (graph, kernels, plans): the 'input-shared' sessions hold no weight
   // bytes (the weights are inputs read from the JS arrays); else 'mmap-shared' before its pages fault in.
   const ctlMode = byMode.has('input-shared') ? 'input-shared' : byMode.has('mmap-shared') ? 'mmap-shared' : null;
-  const overhead = ctlMode ? median(byMode.get(ctlMode)!.map((r) => own(r.mem.fwd_session!) - own(r.mem.js_weights!) - r.mem.fwd_session!.wfile.pss)) : NaN;
+  const overhead = ctlMode
+    ? median(byMode.get(ctlMode)!.map((r) => own(r.mem.fwd_session!) - own(r.mem.js_weights!) - r.mem.fwd_session!.wfile.pss))
+    : NaN;
   console.log(`\nresident memory (MiB): private anonymous + proportional share of the mapped weights file; plain RSS deltas in brackets`);
-  console.log(`  bytes per frozen parameter = (growth up to both sessions - non-weight session overhead + weight pages faulted in by the runs) / ${P}; fp32 ideal: 4`);
+  console.log(
+    `  bytes per frozen parameter = (growth up to both sessions - non-weight session overhead + weight pages faulted in by the runs) / ${P}; fp32 ideal: 4`,
+  );
   console.log(`  non-weight overhead of the two sessions: ${f1(overhead)} MiB (from ${ctlMode ?? 'n/a'})`);
-  console.log('| mode | JS weights | + train session | + 2nd (fwd) session | weights file after runs: Pss [RSS], maps | bytes/param | runs: + anon (activations, arena) | VmHWM | sampled peak rss |');
+  console.log(
+    '| mode | JS weights | + train session | + 2nd (fwd) session | weights file after runs: Pss [RSS], maps | bytes/param | runs: + anon (activations, arena) | VmHWM | sampled peak rss |',
+  );
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const [mode, rs] of byMode) {
     const m = (k: string, f: (x: Mem) => number): number => median(rs.map((r) => f(r.mem[k]!)));
@@ -652,24 +857,31 @@ function report(opt: Options, results: ChildResult[], torch: TorchResult[] | str
     const weightBytes = m('fwd_session', own) - m('baseline', own) - overhead + mapped;
     const runsAnon = m('after_fwd_runs', (x) => x.anon) - m('fwd_session', (x) => x.anon);
     const w = rs[0]!.mem.after_fwd_runs!.wfile;
-    console.log(`| ${mode} | ${d1('baseline', 'js_weights')} | ${d1('js_weights', 'train_session')} | ${d1('train_session', 'fwd_session')} | ` +
-      `${f1(w.pss)} [${f1(w.rss)}], ${w.maps} | ${perParam(weightBytes)} | ${f1(runsAnon)} | ` +
-      `${f1(m('after_fwd_runs', (x) => x.hwm))} | ${f1(median(rs.map((r) => r.sampled_peak_rss_mib)))} |`);
+    console.log(
+      `| ${mode} | ${d1('baseline', 'js_weights')} | ${d1('js_weights', 'train_session')} | ${d1('train_session', 'fwd_session')} | ` +
+        `${f1(w.pss)} [${f1(w.rss)}], ${w.maps} | ${perParam(weightBytes)} | ${f1(runsAnon)} | ` +
+        `${f1(m('after_fwd_runs', (x) => x.hwm))} | ${f1(median(rs.map((r) => r.sampled_peak_rss_mib)))} |`,
+    );
   }
   if (typeof torch !== 'string') {
     const tm = (f: (r: TorchResult) => number): number => median(torch.map(f));
-    console.log(`  torch: rss baseline ${f1(tm((r) => r.mem.baseline!.rss))}, + weights ${f1(tm((r) => r.mem.weights!.rss - r.mem.baseline!.rss))} ` +
-      `(${f2(((tm((r) => r.mem.weights!.rss - r.mem.baseline!.rss)) * 2 ** 20) / P)} bytes/param), after steps ${f1(tm((r) => r.mem.after_steps!.rss))}, ` +
-      `peak maxrss ${f1(tm((r) => r.peak_rss_mib))} MiB`);
+    console.log(
+      `  torch: rss baseline ${f1(tm((r) => r.mem.baseline!.rss))}, + weights ${f1(tm((r) => r.mem.weights!.rss - r.mem.baseline!.rss))} ` +
+        `(${f2((tm((r) => r.mem.weights!.rss - r.mem.baseline!.rss) * 2 ** 20) / P)} bytes/param), after steps ${f1(tm((r) => r.mem.after_steps!.rss))}, ` +
+        `peak maxrss ${f1(tm((r) => r.peak_rss_mib))} MiB`,
+    );
     const tr = torch[0]!;
     const ref = results[0];
     if (ref) {
-      console.log(`  check vs torch: loss ${ref.loss.toPrecision(7)} vs ${tr.loss.toPrecision(7)} (rel ${relDiff(ref.loss, tr.loss).toExponential(1)}), ` +
-        `|grad A0|^2 rel ${relDiff(ref.grad_sq.A0, tr.grad_sq.A0).toExponential(1)}, |grad B_last|^2 rel ${relDiff(ref.grad_sq.BLast, tr.grad_sq.BLast).toExponential(1)}`);
+      console.log(
+        `  check vs torch: loss ${ref.loss.toPrecision(7)} vs ${tr.loss.toPrecision(7)} (rel ${relDiff(ref.loss, tr.loss).toExponential(1)}), ` +
+          `|grad A0|^2 rel ${relDiff(ref.grad_sq.A0, tr.grad_sq.A0).toExponential(1)}, |grad B_last|^2 rel ${relDiff(ref.grad_sq.BLast, tr.grad_sq.BLast).toExponential(1)}`,
+      );
     }
   }
   const noisy = results.filter((r) => r.other_cpu > 0.25).length;
-  if (noisy) console.log(`  note: ${noisy} of ${results.length} runs shared the cores with other processes (other_cpu > 0.25): compare with care`);
+  if (noisy)
+    console.log(`  note: ${noisy} of ${results.length} runs shared the cores with other processes (other_cpu > 0.25): compare with care`);
 }
 
 /** A child process that answers line by line. */
@@ -677,7 +889,10 @@ class Peer {
   private readonly queue: string[] = [];
   private waiter: ((l: string) => void) | null = null;
   private exited = false;
-  constructor(readonly name: string, readonly proc: ChildProcess) {
+  constructor(
+    readonly name: string,
+    readonly proc: ChildProcess,
+  ) {
     readline.createInterface({ input: proc.stdout! }).on('line', (l) => {
       if (this.waiter) {
         const w = this.waiter;
@@ -712,8 +927,26 @@ class Peer {
  * within a second or two of each other under about the same background load.
  */
 async function runPaired(opt: Options, dir: string, script: string): Promise<{ ts: ChildResult[]; torch: TorchResult[]; note: string }> {
-  const shape = ['--layers', String(opt.layers), '--d', String(opt.d), '--rank', String(opt.rank), '--alpha', String(opt.alpha), '--batch', String(opt.batch),
-    '--seq', String(opt.seq), '--threads', String(opt.threads), '--warmup', String(opt.warmup), '--steps', String(opt.steps)];
+  const shape = [
+    '--layers',
+    String(opt.layers),
+    '--d',
+    String(opt.d),
+    '--rank',
+    String(opt.rank),
+    '--alpha',
+    String(opt.alpha),
+    '--batch',
+    String(opt.batch),
+    '--seq',
+    String(opt.seq),
+    '--threads',
+    String(opt.threads),
+    '--warmup',
+    String(opt.warmup),
+    '--steps',
+    String(opt.steps),
+  ];
   const peers: Peer[] = [];
   for (const mode of opt.modes) {
     const args = ['--expose-gc', script, '--child', '--serve', '--dir', dir, '--modes', mode, ...shape];
@@ -727,13 +960,24 @@ async function runPaired(opt: Options, dir: string, script: string): Promise<{ t
     if (probe.error || probe.status !== 0) note = `PyTorch peer skipped: \`${opt.python} -c "import torch"\` failed`;
     else {
       const py = path.join(path.dirname(script), '..', '..', 'bench', 'lowrank_stack_torch.py');
-      peers.push(new Peer('torch', spawn(opt.python, [py, '--serve', '--dir', dir, ...shape], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' } })));
+      peers.push(
+        new Peer(
+          'torch',
+          spawn(opt.python, [py, '--serve', '--dir', dir, ...shape], {
+            stdio: ['pipe', 'pipe', 'inherit'],
+            env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' },
+          }),
+        ),
+      );
     }
   }
   // set-up and warm-up run concurrently (untimed); the timed part starts when all are ready
   for (const p of peers) await p.expect('ready');
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-  for (const [phase, runs] of [['train', opt.steps], ['fwd', opt.steps + 1]] as const) {
+  for (const [phase, runs] of [
+    ['train', opt.steps],
+    ['fwd', opt.steps + 1],
+  ] as const) {
     for (let round = 0; round < runs; round++) {
       for (let k = 0; k < peers.length; k++) {
         const p = peers[(round + k) % peers.length]!;
@@ -772,7 +1016,15 @@ function pairedRatios(ts: ChildResult[], torch: TorchResult[]): void {
 /** Pools the results of several invocations (each appended with --out) into one report. */
 function reportFrom(opt: Options): void {
   const same = (c: Partial<Options> | undefined): boolean =>
-    !!c && c.layers === opt.layers && c.d === opt.d && c.rank === opt.rank && c.batch === opt.batch && c.seq === opt.seq && c.threads === opt.threads && c.arena === opt.arena && (c.memPattern ?? true) === opt.memPattern;
+    !!c &&
+    c.layers === opt.layers &&
+    c.d === opt.d &&
+    c.rank === opt.rank &&
+    c.batch === opt.batch &&
+    c.seq === opt.seq &&
+    c.threads === opt.threads &&
+    c.arena === opt.arena &&
+    (c.memPattern ?? true) === opt.memPattern;
   const ts: ChildResult[] = [];
   const tr: TorchResult[] = [];
   for (const line of fs.readFileSync(opt.from!, 'utf8').split('\n')) {
@@ -783,7 +1035,9 @@ function reportFrom(opt: Options): void {
     else tr.push(r as TorchResult);
   }
   const modes = new Set(ts.map((r) => r.mode));
-  console.log(`pooled from ${opt.from}: ${ts.length} runs of ${[...modes].join(', ')}; ${tr.length} torch runs; L=${opt.layers} d=${opt.d} r=${opt.rank} tokens=${opt.batch}x${opt.seq} threads=${opt.threads}`);
+  console.log(
+    `pooled from ${opt.from}: ${ts.length} runs of ${[...modes].join(', ')}; ${tr.length} torch runs; L=${opt.layers} d=${opt.d} r=${opt.rank} tokens=${opt.batch}x${opt.seq} threads=${opt.threads}`,
+  );
   report(opt, ts, tr.length ? tr : 'no torch runs in the file');
   // paired runs: ratios within each invocation (records of one --paired run are consecutive)
   const paired = ts.filter((r) => (r as { paired?: boolean }).paired);

@@ -54,23 +54,57 @@ const HELP = `usage: node dist/bench/model_throughput.js [options]
   --no-write       do not update bench/RESULTS.md`;
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { models: ['gpt2', 'llama'], runs: 3, warmup: 1, repeat: 1, threads: 2, weights: ['shared', 'prepacked'], peer: true, python: '/usr/bin/python3', write: true, results: path.join(REPO, 'bench', 'RESULTS.md') };
+  const o: Options = {
+    models: ['gpt2', 'llama'],
+    runs: 3,
+    warmup: 1,
+    repeat: 1,
+    threads: 2,
+    weights: ['shared', 'prepacked'],
+    peer: true,
+    python: '/usr/bin/python3',
+    write: true,
+    results: path.join(REPO, 'bench', 'RESULTS.md'),
+  };
   forEachFlag(argv, (a, next) => {
     switch (a) {
-      case '--models': o.models = next().split(','); break;
-      case '--runs': o.runs = Number(next()); break;
-      case '--warmup': o.warmup = Number(next()); break;
-      case '--repeat': o.repeat = Number(next()); break;
-      case '--threads': o.threads = Number(next()); break;
-      case '--weights': o.weights = next().split(',') as Options['weights']; break;
-      case '--no-peer': o.peer = false; break;
-      case '--python': o.python = next(); break;
-      case '--no-write': o.write = false; break;
-      case '--help': console.log(HELP); process.exit(0); break;
-      default: throw new Error(`unknown option ${a}\n${HELP}`);
+      case '--models':
+        o.models = next().split(',');
+        break;
+      case '--runs':
+        o.runs = Number(next());
+        break;
+      case '--warmup':
+        o.warmup = Number(next());
+        break;
+      case '--repeat':
+        o.repeat = Number(next());
+        break;
+      case '--threads':
+        o.threads = Number(next());
+        break;
+      case '--weights':
+        o.weights = next().split(',') as Options['weights'];
+        break;
+      case '--no-peer':
+        o.peer = false;
+        break;
+      case '--python':
+        o.python = next();
+        break;
+      case '--no-write':
+        o.write = false;
+        break;
+      case '--help':
+        console.log(HELP);
+        process.exit(0);
+        break;
+      default:
+        throw new Error(`unknown option ${a}\n${HELP}`);
     }
   });
-  for (const w of o.weights) if (w !== 'shared' && w !== 'prepacked') throw new Error(`unknown weights mode ${w}; choose shared or prepacked`);
+  for (const w of o.weights)
+    if (w !== 'shared' && w !== 'prepacked') throw new Error(`unknown weights mode ${w}; choose shared or prepacked`);
   for (const m of o.models) if (!MODELS.includes(m)) throw new Error(`unknown model ${m}; choose from ${MODELS.join(', ')}`);
   return o;
 }
@@ -101,10 +135,25 @@ const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
-const randomIds = (n: number, vocab: number, seed: number): number[] => Array.from(noise(n, 1, seed), (x) => Math.floor((x / Math.sqrt(12) + 0.5) * vocab) % vocab);
+const randomIds = (n: number, vocab: number, seed: number): number[] =>
+  Array.from(noise(n, 1, seed), (x) => Math.floor((x / Math.sqrt(12) + 0.5) * vocab) % vocab);
 
-interface ForwardResult { medianS: number; tokensPerS: number; timesS: number[]; compileS: number; otherCpu: number }
-interface DecodeResult { medianS: number; tokensPerS: number; decodeTokensPerS: number; prefillMs: number; timesS: number[]; compileS: number; otherCpu: number }
+interface ForwardResult {
+  medianS: number;
+  tokensPerS: number;
+  timesS: number[];
+  compileS: number;
+  otherCpu: number;
+}
+interface DecodeResult {
+  medianS: number;
+  tokensPerS: number;
+  decodeTokensPerS: number;
+  prefillMs: number;
+  timesS: number[];
+  compileS: number;
+  otherCpu: number;
+}
 
 async function benchForward(model: PretrainedModel, opt: Options, runtime: RuntimeOptions): Promise<ForwardResult> {
   const B = 4;
@@ -113,7 +162,10 @@ async function benchForward(model: PretrainedModel, opt: Options, runtime: Runti
   const session = await ForwardSession.create(model, { runtime });
   const compileS = (performance.now() - t0) / 1000;
   const ids = BigInt64Array.from(randomIds(B * S, model.vocabSize, 7).map(BigInt));
-  const batch = { inputIds: { dtype: 'int64' as const, shape: [B, S], data: ids }, attentionMask: { dtype: 'int64' as const, shape: [B, S], data: new BigInt64Array(B * S).fill(1n) } };
+  const batch = {
+    inputIds: { dtype: 'int64' as const, shape: [B, S], data: ids },
+    attentionMask: { dtype: 'int64' as const, shape: [B, S], data: new BigInt64Array(B * S).fill(1n) },
+  };
   for (let i = 0; i < opt.warmup; i++) await session.run(batch);
   const { value: times, otherCpu } = await withOtherLoad(async () => {
     const ts: number[] = [];
@@ -141,7 +193,11 @@ async function benchDecode(model: PretrainedModel, opt: Options, runtime: Runtim
     const rs: { total: number; prefill: number; tokens: number }[] = [];
     for (let i = 0; i < opt.runs; i++) {
       const r = await once();
-      rs.push({ total: (r.stats.prefillMs + r.stats.decodeMs) / 1000, prefill: r.stats.prefillMs / 1000, tokens: r.sequences[0]!.tokenIds.length });
+      rs.push({
+        total: (r.stats.prefillMs + r.stats.decodeMs) / 1000,
+        prefill: r.stats.prefillMs / 1000,
+        tokens: r.sequences[0]!.tokenIds.length,
+      });
     }
     return rs;
   });
@@ -149,30 +205,55 @@ async function benchDecode(model: PretrainedModel, opt: Options, runtime: Runtim
   if (runs.some((r) => r.tokens !== NEW)) throw new Error('a decode run stopped early');
   const m = median(runs.map((r) => r.total));
   const pre = median(runs.map((r) => r.prefill));
-  return { medianS: m, tokensPerS: NEW / m, decodeTokensPerS: (NEW - 1) / (m - pre), prefillMs: pre * 1000, timesS: runs.map((r) => r.total), compileS, otherCpu };
+  return {
+    medianS: m,
+    tokensPerS: NEW / m,
+    decodeTokensPerS: (NEW - 1) / (m - pre),
+    prefillMs: pre * 1000,
+    timesS: runs.map((r) => r.total),
+    compileS,
+    otherCpu,
+  };
 }
 
 // ---------------------------------------------------------------------------------------- peer
 
-interface PeerRun { json: Record<string, unknown> | null; command: string; note?: string }
+interface PeerRun {
+  json: Record<string, unknown> | null;
+  command: string;
+  note?: string;
+}
 
 function torchAvailable(opt: Options): string | null {
   const probe = spawnSync(opt.python, ['-c', 'import torch'], { stdio: 'ignore' });
-  return probe.status === 0 ? null : `PyTorch peer skipped: \`${opt.python} -c "import torch"\` failed (install: apt-get update && apt-get install -y python3-torch libopenblas0-pthread)`;
+  return probe.status === 0
+    ? null
+    : `PyTorch peer skipped: \`${opt.python} -c "import torch"\` failed (install: apt-get update && apt-get install -y python3-torch libopenblas0-pthread)`;
 }
 
 function runPeer(opt: Options, script: string, args: string[], pick: (j: Record<string, unknown>) => boolean): PeerRun {
   const command = `OMP_WAIT_POLICY=PASSIVE ${opt.python} ${path.relative(REPO, script)} ${args.join(' ')}`;
-  const r = spawnSync(opt.python, [script, ...args], { cwd: REPO, encoding: 'utf8', env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' }, maxBuffer: 1 << 24 });
-  if (r.status !== 0) return { json: null, command, note: `failed (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}` };
-  const lines = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const r = spawnSync(opt.python, [script, ...args], {
+    cwd: REPO,
+    encoding: 'utf8',
+    env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' },
+    maxBuffer: 1 << 24,
+  });
+  if (r.status !== 0)
+    return { json: null, command, note: `failed (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}` };
+  const lines = r.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
   return { json: lines.find(pick) ?? null, command };
 }
 
 // ------------------------------------------------------------------------------------ report
 
 function versions(peerTorch: string | undefined): string[] {
-  const ortVersion = (JSON.parse(fs.readFileSync(path.join(REPO, 'node_modules/onnxruntime-node/package.json'), 'utf8')) as { version: string }).version;
+  const ortVersion = (
+    JSON.parse(fs.readFileSync(path.join(REPO, 'node_modules/onnxruntime-node/package.json'), 'utf8')) as { version: string }
+  ).version;
   const cpu = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/) ?? [])[1] ?? os.cpus()[0]?.model ?? 'unknown';
   const flags = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/flags\s*:\s*(.*)/) ?? [])[1] ?? '';
   const isa = ['avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile'].filter((f) => flags.split(' ').includes(f)).join(', ');
@@ -198,12 +279,43 @@ async function main(): Promise<void> {
   let torchVersion: string | undefined;
   const started = new Date();
   const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? `${(a / b).toFixed(2)}x` : '-');
-  const num = (j: Record<string, unknown> | null | undefined, k: string): number | undefined => (j && typeof j[k] === 'number' ? (j[k] as number) : undefined);
+  const num = (j: Record<string, unknown> | null | undefined, k: string): number | undefined =>
+    j && typeof j[k] === 'number' ? (j[k] as number) : undefined;
   // Per (model, measurement, weights mode): one value per repeat, ours and torch side by side.
-  const cells = new Map<string, { name: string; what: 'forward' | 'decode'; mode: string; ours: number[]; torch: number[]; oursOnly: number[]; torchOnly: number[]; prefill: number[]; torchPrefill: number[]; setup: number[]; other: number[]; torchOther: number[] }>();
+  const cells = new Map<
+    string,
+    {
+      name: string;
+      what: 'forward' | 'decode';
+      mode: string;
+      ours: number[];
+      torch: number[];
+      oursOnly: number[];
+      torchOnly: number[];
+      prefill: number[];
+      torchPrefill: number[];
+      setup: number[];
+      other: number[];
+      torchOther: number[];
+    }
+  >();
   const cell = (name: string, what: 'forward' | 'decode', mode: string) => {
     const key = `${name}|${what}|${mode}`;
-    if (!cells.has(key)) cells.set(key, { name, what, mode, ours: [], torch: [], oursOnly: [], torchOnly: [], prefill: [], torchPrefill: [], setup: [], other: [], torchOther: [] });
+    if (!cells.has(key))
+      cells.set(key, {
+        name,
+        what,
+        mode,
+        ours: [],
+        torch: [],
+        oursOnly: [],
+        torchOnly: [],
+        prefill: [],
+        torchPrefill: [],
+        setup: [],
+        other: [],
+        torchOther: [],
+      });
     return cells.get(key)!;
   };
   const push = (xs: number[], x: number | undefined) => x !== undefined && xs.push(x);
@@ -212,24 +324,67 @@ async function main(): Promise<void> {
     for (const name of opt.models) {
       const t0 = performance.now();
       const model = randomBenchModel(name);
-      console.log(`${name}: ${model.weights.numel().toLocaleString('en-US')} parameters, random weights built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      console.log(
+        `${name}: ${model.weights.numel().toLocaleString('en-US')} parameters, random weights built in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+      );
       // The peer first, while our process holds only the JS weights (it runs alone, never beside ours).
       let pf: PeerRun | undefined;
       let pd: PeerRun | undefined;
       if (!skip && name !== 'tiny') {
-        pf = runPeer(opt, path.join(REPO, 'bench', 'forward_torch.py'), ['--model', name, '--batch', '4', '--seq', '256', '--warmup', String(opt.warmup), '--steps', String(opt.runs), '--threads', String(opt.threads)], () => true);
-        pd = runPeer(opt, path.resolve(REPO, '../shared/bench/peer_torch.py'), ['--model', name, '--method', 'full', '--infer', '--warmup', String(opt.warmup), '--steps', String(opt.runs), '--threads', String(opt.threads)], (j) => j.mode === 'infer');
+        pf = runPeer(
+          opt,
+          path.join(REPO, 'bench', 'forward_torch.py'),
+          [
+            '--model',
+            name,
+            '--batch',
+            '4',
+            '--seq',
+            '256',
+            '--warmup',
+            String(opt.warmup),
+            '--steps',
+            String(opt.runs),
+            '--threads',
+            String(opt.threads),
+          ],
+          () => true,
+        );
+        pd = runPeer(
+          opt,
+          path.resolve(REPO, '../shared/bench/peer_torch.py'),
+          [
+            '--model',
+            name,
+            '--method',
+            'full',
+            '--infer',
+            '--warmup',
+            String(opt.warmup),
+            '--steps',
+            String(opt.runs),
+            '--threads',
+            String(opt.threads),
+          ],
+          (j) => j.mode === 'infer',
+        );
         if (rep === 0) commands.push(pf.command, pd.command);
         torchVersion ??= (pf.json?.torch ?? pd.json?.torch) as string | undefined;
         for (const j of [pf.json, pd.json]) if (typeof j?.other_cpu === 'number') others.push(j.other_cpu);
-        console.log(`  torch forward 4x256: ${pf.json ? `${fmt(num(pf.json, 'tokens_per_s'))} tok/s (median ${fmt(num(pf.json, 'median_s'), 3)} s of [${(pf.json.times_s as number[]).map((t) => t.toFixed(3))}]; other cpu ${fmt(num(pf.json, 'other_cpu'), 2)})` : pf.note}`);
-        console.log(`  torch decode 32+64: ${pd.json ? `${fmt(num(pd.json, 'tokens_per_s'), 2)} new tok/s, decode-only ${fmt(num(pd.json, 'decode_tokens_per_s'), 2)} tok/s, prefill ${fmt(num(pd.json, 'prefill_ms'))} ms (median ${fmt(num(pd.json, 'median_s'), 3)} s; other cpu ${fmt(num(pd.json, 'other_cpu'), 2)})` : pd.note}`);
+        console.log(
+          `  torch forward 4x256: ${pf.json ? `${fmt(num(pf.json, 'tokens_per_s'))} tok/s (median ${fmt(num(pf.json, 'median_s'), 3)} s of [${(pf.json.times_s as number[]).map((t) => t.toFixed(3))}]; other cpu ${fmt(num(pf.json, 'other_cpu'), 2)})` : pf.note}`,
+        );
+        console.log(
+          `  torch decode 32+64: ${pd.json ? `${fmt(num(pd.json, 'tokens_per_s'), 2)} new tok/s, decode-only ${fmt(num(pd.json, 'decode_tokens_per_s'), 2)} tok/s, prefill ${fmt(num(pd.json, 'prefill_ms'))} ms (median ${fmt(num(pd.json, 'median_s'), 3)} s; other cpu ${fmt(num(pd.json, 'other_cpu'), 2)})` : pd.note}`,
+        );
       }
       const tf = num(pf?.json, 'tokens_per_s');
       const td = num(pd?.json, 'tokens_per_s');
       for (const mode of opt.weights) {
         const fwd = await benchForward(model, opt, { threads: opt.threads, weights: mode });
-        console.log(`  ours  forward 4x256 [${MODE_LABEL[mode]}]: ${fmt(fwd.tokensPerS)} tok/s (median ${fwd.medianS.toFixed(3)} s of [${fwd.timesS.map((t) => t.toFixed(3))}]; compile ${fwd.compileS.toFixed(1)} s; other cpu ${fwd.otherCpu.toFixed(2)}) = ${ratio(fwd.tokensPerS, tf)} torch`);
+        console.log(
+          `  ours  forward 4x256 [${MODE_LABEL[mode]}]: ${fmt(fwd.tokensPerS)} tok/s (median ${fwd.medianS.toFixed(3)} s of [${fwd.timesS.map((t) => t.toFixed(3))}]; compile ${fwd.compileS.toFixed(1)} s; other cpu ${fwd.otherCpu.toFixed(2)}) = ${ratio(fwd.tokensPerS, tf)} torch`,
+        );
         others.push(fwd.otherCpu);
         const c = cell(name, 'forward', mode);
         c.ours.push(fwd.tokensPerS);
@@ -240,7 +395,9 @@ async function main(): Promise<void> {
       }
       for (const mode of opt.weights) {
         const dec = await benchDecode(model, opt, { threads: opt.threads, weights: mode });
-        console.log(`  ours  decode 32+64 [${MODE_LABEL[mode]}]: ${fmt(dec.tokensPerS, 2)} new tok/s, decode-only ${fmt(dec.decodeTokensPerS, 2)} tok/s, prefill ${fmt(dec.prefillMs)} ms (median of [${dec.timesS.map((t) => t.toFixed(3))}] s; compile ${dec.compileS.toFixed(1)} s; other cpu ${dec.otherCpu.toFixed(2)}) = ${ratio(dec.tokensPerS, td)} torch`);
+        console.log(
+          `  ours  decode 32+64 [${MODE_LABEL[mode]}]: ${fmt(dec.tokensPerS, 2)} new tok/s, decode-only ${fmt(dec.decodeTokensPerS, 2)} tok/s, prefill ${fmt(dec.prefillMs)} ms (median of [${dec.timesS.map((t) => t.toFixed(3))}] s; compile ${dec.compileS.toFixed(1)} s; other cpu ${dec.otherCpu.toFixed(2)}) = ${ratio(dec.tokensPerS, td)} torch`,
+        );
         others.push(dec.otherCpu);
         const c = cell(name, 'decode', mode);
         c.ours.push(dec.tokensPerS);
@@ -267,7 +424,9 @@ async function main(): Promise<void> {
         ? `prefill ${fmt(med(c.prefill))} vs ${fmt(med(c.torchPrefill))} ms; decode-only ${fmt(med(c.oursOnly), 2)} vs ${fmt(med(c.torchOnly), 2)} tok/s (${ratio(med(c.oursOnly), med(c.torchOnly))}); `
         : '';
     const label = c.what === 'forward' ? 'forward 4x256, tok/s' : 'decode 32+64, new tok/s';
-    rows.push(`| ${c.name} | ${label} | ${MODE_LABEL[c.mode as Options['weights'][number]]} | ${fmt(o, d)} | ${fmt(t, d)} | ${ratio(o, t)} | ${each}${extra}session setup ${fmt(med(c.setup))} s | ${list(c.other, 2)} / ${list(c.torchOther, 2)} |`);
+    rows.push(
+      `| ${c.name} | ${label} | ${MODE_LABEL[c.mode as Options['weights'][number]]} | ${fmt(o, d)} | ${fmt(t, d)} | ${ratio(o, t)} | ${each}${extra}session setup ${fmt(med(c.setup))} s | ${list(c.other, 2)} / ${list(c.torchOther, 2)} |`,
+    );
   }
   const section = [
     HEADING,
@@ -277,7 +436,9 @@ async function main(): Promise<void> {
     ...versions(torchVersion),
     ...(skip ? [`- ${skip}`] : []),
     ...(others.length && Math.max(...others) > 0.2
-      ? [`- **Disturbed run:** other processes used ${median(others).toFixed(2)} of the ${os.cpus().length} cores while timing (median; up to ${Math.max(...others).toFixed(2)}). Absolute numbers are far below a quiet machine's (compare ../shared/bench/peer_results.md) and the ratios carry that noise (the two runtimes need not suffer equally from it).`]
+      ? [
+          `- **Disturbed run:** other processes used ${median(others).toFixed(2)} of the ${os.cpus().length} cores while timing (median; up to ${Math.max(...others).toFixed(2)}). Absolute numbers are far below a quiet machine's (compare ../shared/bench/peer_results.md) and the ratios carry that noise (the two runtimes need not suffer equally from it).`,
+        ]
       : []),
     '',
     '| model | measurement | our weights | ours | torch | ours / torch | detail | other cpu |',

@@ -28,7 +28,10 @@ export const PEER_HELP = `  --python P        interpreter of the PyTorch peer (e
 /** The peer's interpreter and PYTHONPATH: explicit options, then the environment, then the defaults. */
 export function peerEnv(opts: { python?: string; pythonPath?: string } = {}): PeerEnv {
   const python = opts.python ?? process.env.PEFT_BENCH_PYTHON ?? 'python3';
-  const pythonPath = opts.pythonPath ?? process.env.PEFT_BENCH_PYTHONPATH ?? (fs.existsSync(path.join(DEFAULT_TORCH_TARGET, 'torch')) ? DEFAULT_TORCH_TARGET : '');
+  const pythonPath =
+    opts.pythonPath ??
+    process.env.PEFT_BENCH_PYTHONPATH ??
+    (fs.existsSync(path.join(DEFAULT_TORCH_TARGET, 'torch')) ? DEFAULT_TORCH_TARGET : '');
   return { python, pythonPath };
 }
 
@@ -75,10 +78,18 @@ export function runPeer(env: PeerEnv, args: readonly string[], opts: { timeoutS?
   const command = `OMP_WAIT_POLICY=PASSIVE ${env.pythonPath ? `PYTHONPATH=${env.pythonPath} ` : ''}${env.python} ${path.relative(REPO, PEER_SCRIPT)} ${args.join(' ')}`;
   const t0 = performance.now();
   const r = spawnSync(env.python, [PEER_SCRIPT, ...args], {
-    cwd: REPO, encoding: 'utf8', env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'], timeout: (opts.timeoutS ?? 900) * 1000, maxBuffer: 1 << 24,
+    cwd: REPO,
+    encoding: 'utf8',
+    env: childEnv(env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: (opts.timeoutS ?? 900) * 1000,
+    maxBuffer: 1 << 24,
   });
   const wall = (performance.now() - t0) / 1000;
-  const lines = (r.stdout ?? '').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const lines = (r.stdout ?? '')
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
   if (r.status !== 0) {
     const why = r.signal ? `killed (${r.signal}) after ${wall.toFixed(0)} s` : `failed (exit ${r.status})`;
     return { lines, json: null, command, wall_s: wall, note: `${why}: ${(r.stderr ?? '').trim().split('\n').slice(-2).join(' | ')}` };
@@ -106,7 +117,13 @@ export function median(xs: readonly number[]): number {
 
 /** `uptime`'s line (load averages), for the record next to a table. */
 export function uptime(): string {
-  return (spawnSync('uptime', { encoding: 'utf8' }).stdout ?? '').trim() || `load average: ${os.loadavg().map((x) => x.toFixed(2)).join(', ')}`;
+  return (
+    (spawnSync('uptime', { encoding: 'utf8' }).stdout ?? '').trim() ||
+    `load average: ${os
+      .loadavg()
+      .map((x) => x.toFixed(2))
+      .join(', ')}`
+  );
 }
 
 /** Markdown bullets naming the machine and the software versions. */
@@ -116,7 +133,9 @@ export function machineLines(torch?: string): string[] {
   const cpu = (lscpu.match(/Model name:\s*(.*)/) ?? cpuinfo.match(/model name\s*:\s*(.*)/) ?? [])[1]?.trim() ?? 'unknown';
   const flags = (cpuinfo.match(/flags\s*:\s*(.*)/) ?? [])[1]?.split(' ') ?? [];
   const isa = ['avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile'].filter((f) => flags.includes(f)).join(', ');
-  const ortVersion = (JSON.parse(fs.readFileSync(path.join(REPO, 'node_modules/onnxruntime-node/package.json'), 'utf8')) as { version: string }).version;
+  const ortVersion = (
+    JSON.parse(fs.readFileSync(path.join(REPO, 'node_modules/onnxruntime-node/package.json'), 'utf8')) as { version: string }
+  ).version;
   return [
     `- machine: nproc ${os.cpus().length}, ${cpu} (${isa}), ${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, shared with other jobs`,
     `- node ${process.version}, onnxruntime-node ${ortVersion}${torch ? `, torch ${torch} (bench/peer_torch.py, OMP_WAIT_POLICY=PASSIVE)` : ', torch not run'}`,

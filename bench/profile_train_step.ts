@@ -17,7 +17,16 @@ import { encodeModel } from '../src/onnx/model.js';
 import { toOrtTensor } from '../src/runtime/session.js';
 import { adaptForBench, randomBenchModel } from './train_models.js';
 
-interface Args { model: string; method: string; runs: number; threads: number; batch: number; seq: number; mode: 'shared' | 'prepacked'; basePrecision: BasePrecision }
+interface Args {
+  model: string;
+  method: string;
+  runs: number;
+  threads: number;
+  batch: number;
+  seq: number;
+  mode: 'shared' | 'prepacked';
+  basePrecision: BasePrecision;
+}
 
 function parse(argv: string[]): Args {
   const a: Args = { model: 'gpt2', method: 'lora-qv', runs: 2, threads: 2, batch: 4, seq: 256, mode: 'shared', basePrecision: 'fp32' };
@@ -30,14 +39,18 @@ function parse(argv: string[]): Args {
     else if (k === 'base-precision') {
       if (v !== 'fp32' && v !== 'int8') throw new Error(`--base-precision takes fp32 or int8, got ${v}`);
       a.basePrecision = v;
-    }
-    else if (k === 'runs' || k === 'threads' || k === 'batch' || k === 'seq') a[k] = Number(v);
+    } else if (k === 'runs' || k === 'threads' || k === 'batch' || k === 'seq') a[k] = Number(v);
     else throw new Error(`unknown option --${k}`);
   }
   return a;
 }
 
-interface ProfileEvent { cat: string; name: string; dur: number; args?: { op_name?: string } }
+interface ProfileEvent {
+  cat: string;
+  name: string;
+  dur: number;
+  args?: { op_name?: string };
+}
 
 /** Model region of a node, from the scope its name carries ("/transformer.h.3.attn/MatMul_12"). */
 function region(node: string): string {
@@ -56,7 +69,11 @@ async function main(): Promise<void> {
   const base = randomBenchModel(args.model);
   const adapted = await adaptForBench(base, args.method);
   const graph = new Graph();
-  const ctx = new BuildContext(graph, base.weights, { trainable: adapted.trainableBaseWeights(), training: true, basePrecision: args.basePrecision });
+  const ctx = new BuildContext(graph, base.weights, {
+    trainable: adapted.trainableBaseWeights(),
+    training: true,
+    basePrecision: args.basePrecision,
+  });
   const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
   const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
   const labels = graph.input('labels', 'int64', ['batch', 'seq']);
@@ -132,12 +149,29 @@ async function main(): Promise<void> {
   };
   const print = (title: string, rows: [string, { us: number; n: number }][], top: number) => {
     console.log(`\n${title}`);
-    for (const [k, r] of rows.slice(0, top)) console.log(`  ${(r.us / 1e6).toFixed(3).padStart(7)} s  ${((100 * r.us) / total).toFixed(1).padStart(5)}%  ${String(r.n).padStart(5)}x  ${k}`);
+    for (const [k, r] of rows.slice(0, top))
+      console.log(
+        `  ${(r.us / 1e6).toFixed(3).padStart(7)} s  ${((100 * r.us) / total).toFixed(1).padStart(5)}%  ${String(r.n).padStart(5)}x  ${k}`,
+      );
   };
-  console.log(`${args.model} ${args.method} b${B} s${S} t${args.threads} weights ${args.mode}, base ${args.basePrecision}: session runs ${times.map((t) => t.toFixed(2)).join(', ')} s; last run: model_run ${(last.dur / 1e6).toFixed(2)} s, kernels ${(total / 1e6).toFixed(2)} s; load ${os.loadavg()[0]!.toFixed(1)}`);
-  print('by op type', sum((e) => e.args?.op_name ?? '?'), 25);
-  print('by region', sum((e) => region(e.name)), 20);
-  print('top nodes', sum((e) => `${e.args?.op_name ?? '?'} ${e.name.replace(/_kernel_time$/, '')}`), 30);
+  console.log(
+    `${args.model} ${args.method} b${B} s${S} t${args.threads} weights ${args.mode}, base ${args.basePrecision}: session runs ${times.map((t) => t.toFixed(2)).join(', ')} s; last run: model_run ${(last.dur / 1e6).toFixed(2)} s, kernels ${(total / 1e6).toFixed(2)} s; load ${os.loadavg()[0]!.toFixed(1)}`,
+  );
+  print(
+    'by op type',
+    sum((e) => e.args?.op_name ?? '?'),
+    25,
+  );
+  print(
+    'by region',
+    sum((e) => region(e.name)),
+    20,
+  );
+  print(
+    'top nodes',
+    sum((e) => `${e.args?.op_name ?? '?'} ${e.name.replace(/_kernel_time$/, '')}`),
+    30,
+  );
 }
 
 main().catch((e: unknown) => {

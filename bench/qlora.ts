@@ -45,17 +45,42 @@ const SHAPES: Record<string, Shape> = {
   smollm: {
     label: 'SmolLM-135M shape (30 layers, hidden 576, MLP 1536, GQA 9/3, vocab 49152, tied)',
     config: {
-      architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 576, intermediate_size: 1536, num_hidden_layers: 30,
-      num_attention_heads: 9, num_key_value_heads: 3, vocab_size: 49152, max_position_embeddings: 2048, rms_norm_eps: 1e-5,
-      rope_theta: 10000.0, hidden_act: 'silu', tie_word_embeddings: true, torch_dtype: 'bfloat16', attention_bias: false, mlp_bias: false,
+      architectures: ['LlamaForCausalLM'],
+      model_type: 'llama',
+      hidden_size: 576,
+      intermediate_size: 1536,
+      num_hidden_layers: 30,
+      num_attention_heads: 9,
+      num_key_value_heads: 3,
+      vocab_size: 49152,
+      max_position_embeddings: 2048,
+      rms_norm_eps: 1e-5,
+      rope_theta: 10000.0,
+      hidden_act: 'silu',
+      tie_word_embeddings: true,
+      torch_dtype: 'bfloat16',
+      attention_bias: false,
+      mlp_bias: false,
     },
   },
   qwen: {
     label: 'Qwen2-0.5B shape (24 layers, hidden 896, MLP 4864, GQA 14/2, tied; vocab cut to 32000)',
     config: {
-      architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24,
-      num_attention_heads: 14, num_key_value_heads: 2, vocab_size: 32000, max_position_embeddings: 32768, rms_norm_eps: 1e-6,
-      rope_theta: 1000000.0, hidden_act: 'silu', tie_word_embeddings: true, torch_dtype: 'bfloat16', use_sliding_window: false,
+      architectures: ['Qwen2ForCausalLM'],
+      model_type: 'qwen2',
+      hidden_size: 896,
+      intermediate_size: 4864,
+      num_hidden_layers: 24,
+      num_attention_heads: 14,
+      num_key_value_heads: 2,
+      vocab_size: 32000,
+      max_position_embeddings: 32768,
+      rms_norm_eps: 1e-6,
+      rope_theta: 1000000.0,
+      hidden_act: 'silu',
+      tie_word_embeddings: true,
+      torch_dtype: 'bfloat16',
+      use_sliding_window: false,
     },
   },
 };
@@ -136,9 +161,16 @@ async function child(dir: string, mode: string, a: Args): Promise<void> {
   const linear = (n: string) => /layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight$/.test(n);
   const frozenBytes = base.weights.heldBytes();
   const linearBytes = base.weights.heldBytes(linear);
-  const model = await getPeftModel(base, {
-    r: a.r, loraAlpha: 2 * a.r, loraDropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
-  }, { seed: 0 });
+  const model = await getPeftModel(
+    base,
+    {
+      r: a.r,
+      loraAlpha: 2 * a.r,
+      loraDropout: 0,
+      targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+    },
+    { seed: 0 },
+  );
   let trainable = 0;
   for (const t of model.parameters().values()) trainable += t.data.length;
   const vocab = base.config.vocabSize;
@@ -220,7 +252,10 @@ type Runnable = Pick<PretrainedModel, 'forward' | 'loss'> & { parameters?: () =>
 async function evaluate(m: Runnable, weights: PretrainedModel['weights'], batch: Batch): Promise<{ logits: Float32Array; loss: number }> {
   const g = new Graph();
   const ctx = new BuildContext(g, weights);
-  const out = m.forward(ctx, { inputIds: g.input('input_ids', 'int64', ['batch', 'seq']), attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']) });
+  const out = m.forward(ctx, {
+    inputIds: g.input('input_ids', 'int64', ['batch', 'seq']),
+    attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']),
+  });
   const loss = m.loss(out.logits, g.input('labels', 'int64', ['batch', 'seq']));
   const s = await RuntimeSession.fromGraph(g, { logits: out.logits, loss }, { threads: 2 });
   try {
@@ -251,8 +286,13 @@ function diff(a: Float32Array, b: Float32Array): string {
 
 async function mergeSection(): Promise<void> {
   const fixtures = process.env.PEFT_FIXTURES ?? join(process.cwd(), 'test/fixtures/fixtures');
-  const targets: Record<string, string[]> = { llama: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], gpt2: ['c_attn', 'c_proj', 'c_fc'] };
-  console.log('QLoRA adapters (r 8, alpha 16) fine-tuned 30 steps on the swap task over the NF4 fixture models; logits and loss on 16 held-out examples:');
+  const targets: Record<string, string[]> = {
+    llama: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+    gpt2: ['c_attn', 'c_proj', 'c_fc'],
+  };
+  console.log(
+    'QLoRA adapters (r 8, alpha 16) fine-tuned 30 steps on the swap task over the NF4 fixture models; logits and loss on 16 held-out examples:',
+  );
   for (const family of ['llama', 'gpt2']) {
     const dir = join(fixtures, 'models', family);
     const tok = await Tokenizer.fromDir(dir);
@@ -262,7 +302,15 @@ async function mergeSection(): Promise<void> {
     const base = await loadModel(dir, { quantization: { bits: 4, type: 'nf4', doubleQuant: true, blockSize: 64 } });
     const model = await getPeftModel(base, { r: 8, loraAlpha: 16, targetModules: targets[family]! }, { seed: 0 });
     const out = mkdtempSync(join(tmpdir(), 'peft-qlora-merge-bench-'));
-    await new Trainer(model, rows.slice(0, 48), undefined, { outputDir: out, padTokenId: pad, learningRate: 1e-2, maxSteps: 30, batchSize: 8, evalAtStart: false, runtime: { threads: 2 } }).train();
+    await new Trainer(model, rows.slice(0, 48), undefined, {
+      outputDir: out,
+      padTokenId: pad,
+      learningRate: 1e-2,
+      maxSteps: 30,
+      batchSize: 8,
+      evalAtStart: false,
+      runtime: { threads: 2 },
+    }).train();
     const batch = collate(rows.slice(48), pad);
     const ref = await evaluate(model, base.weights, batch);
     const a = await model.mergeAndUnload();
@@ -320,8 +368,14 @@ async function main(): Promise<void> {
     return;
   }
   const { models, modes, a, vocab } = parseArgs(argv);
-  console.log(`machine: ${cpus().length} x ${cpus()[0]?.model}, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-  console.log(`LoRA r=${a.r} on q,k,v,o,gate,up,down; batch ${a.batch} x seq ${a.seq}; ${a.steps} timed steps after one warm-up; ${a.threads} ORT threads`);
+  console.log(
+    `machine: ${cpus().length} x ${cpus()[0]?.model}, load average ${loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')}`,
+  );
+  console.log(
+    `LoRA r=${a.r} on q,k,v,o,gate,up,down; batch ${a.batch} x seq ${a.seq}; ${a.steps} timed steps after one warm-up; ${a.threads} ORT threads`,
+  );
   for (const m of models) {
     const shape = SHAPES[m];
     if (!shape) throw new Error(`unknown model "${m}"; use smollm, qwen or all`);
@@ -331,7 +385,10 @@ async function main(): Promise<void> {
     console.log(`\n${shape.label}${vocab ? ` (vocab ${vocab})` : ''}: ${dir}`);
     const results: Record<string, Record<string, number>> = {};
     for (const mode of modes) {
-      const r = spawnSync(process.execPath, ['--expose-gc', SELF, '--child', dir, mode, JSON.stringify(a)], { encoding: 'utf8', maxBuffer: 1 << 24 });
+      const r = spawnSync(process.execPath, ['--expose-gc', SELF, '--child', dir, mode, JSON.stringify(a)], {
+        encoding: 'utf8',
+        maxBuffer: 1 << 24,
+      });
       if (r.status !== 0) {
         process.stderr.write(r.stderr);
         console.log(`${mode}: failed (exit ${r.status})`);
@@ -347,10 +404,16 @@ async function main(): Promise<void> {
       const ref = results[refMode];
       if (!ref || mode === 'lora' || mode === 'lora+ckpt') continue;
       const ratio = (k: string) => (r[k]! / ref[k]!).toFixed(2);
-      console.log(`${mode} / ${refMode}: frozen bytes ${ratio('frozenMiB')}x, peak RSS (steps) ${ratio('peakRssStepsMiB')}x, tokens/s ${ratio('tokensPerS')}x, tokens per CPU-s ${ratio('tokensPerCpuS')}x`);
+      console.log(
+        `${mode} / ${refMode}: frozen bytes ${ratio('frozenMiB')}x, peak RSS (steps) ${ratio('peakRssStepsMiB')}x, tokens/s ${ratio('tokensPerS')}x, tokens per CPU-s ${ratio('tokensPerCpuS')}x`,
+      );
     }
   }
-  console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  console.log(
+    `load average at the end: ${loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')}`,
+  );
 }
 
 await main();

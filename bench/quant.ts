@@ -57,9 +57,21 @@ function speed(): void {
 
 // Qwen2-0.5B's shapes with a 32000-token vocabulary (the linear layers are the real ones).
 const QWEN_LIKE = {
-  architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24,
-  num_attention_heads: 14, num_key_value_heads: 2, vocab_size: 32000, max_position_embeddings: 32768, rms_norm_eps: 1e-6,
-  rope_theta: 1000000.0, hidden_act: 'silu', tie_word_embeddings: true, torch_dtype: 'bfloat16', use_sliding_window: false,
+  architectures: ['Qwen2ForCausalLM'],
+  model_type: 'qwen2',
+  hidden_size: 896,
+  intermediate_size: 4864,
+  num_hidden_layers: 24,
+  num_attention_heads: 14,
+  num_key_value_heads: 2,
+  vocab_size: 32000,
+  max_position_embeddings: 32768,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1000000.0,
+  hidden_act: 'silu',
+  tie_word_embeddings: true,
+  torch_dtype: 'bfloat16',
+  use_sliding_window: false,
 };
 
 async function writeQwenLike(dir: string): Promise<void> {
@@ -99,7 +111,10 @@ async function writeQwenLike(dir: string): Promise<void> {
 function forwardGraph(model: PretrainedModel): { g: Graph; logits: Value } {
   const g = new Graph();
   const ctx = new BuildContext(g, model.weights);
-  const out = model.forward(ctx, { inputIds: g.input('input_ids', 'int64', ['batch', 'seq']), attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']) });
+  const out = model.forward(ctx, {
+    inputIds: g.input('input_ids', 'int64', ['batch', 'seq']),
+    attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']),
+  });
   return { g, logits: out.logits };
 }
 
@@ -107,7 +122,8 @@ const mib = (b: number) => (b / 2 ** 20).toFixed(0);
 
 /** Child process: load the model (float or quantized), report time, bytes held and RSS, then one forward. */
 async function modelChild(dir: string, mode: string): Promise<void> {
-  const quantization: QuantizationConfig | undefined = mode === 'float' ? undefined : { bits: 4, type: mode as 'nf4' | 'fp4', doubleQuant: true };
+  const quantization: QuantizationConfig | undefined =
+    mode === 'float' ? undefined : { bits: 4, type: mode as 'nf4' | 'fp4', doubleQuant: true };
   const rss0 = process.memoryUsage().rss;
   const t0 = performance.now();
   const c0 = process.cpuUsage();
@@ -176,7 +192,9 @@ async function stepSection(): Promise<void> {
     const g = new Graph();
     const xi = g.input('x', 'float32', ['batch', K]);
     const W =
-      mode === 'float32 constant' ? g.constant('w', 'float32', [N, K], w) : dequantizeInGraph(g, 'w', q, { unpack: mode.includes('pairs') ? 'pairs' : 'bitops' });
+      mode === 'float32 constant'
+        ? g.constant('w', 'float32', [N, K], w)
+        : dequantizeInGraph(g, 'w', q, { unpack: mode.includes('pairs') ? 'pairs' : 'bitops' });
     const s = await RuntimeSession.fromGraph(g, { y: o.matmulT(xi, W) }, { threads: 1 });
     await s.run({ x });
     let best = Infinity;
@@ -199,8 +217,16 @@ async function errorSection(): Promise<void> {
       const { g, logits } = forwardGraph(m);
       const labels = g.input('labels', 'int64', m.task === 'seq-cls' ? ['batch'] : ['batch', 'seq']);
       const s = await RuntimeSession.fromGraph(g, { logits, loss: m.loss(logits, labels) }, { threads: 1 });
-      const hostT = (t: RawTensor) => ({ dtype: 'int64' as const, shape: t.shape, data: new BigInt64Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength)) });
-      const r = await s.run({ input_ids: hostT(batch.get('input_ids')!), attention_mask: hostT(batch.get('attention_mask')!), labels: hostT(batch.get('labels')!) });
+      const hostT = (t: RawTensor) => ({
+        dtype: 'int64' as const,
+        shape: t.shape,
+        data: new BigInt64Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength)),
+      });
+      const r = await s.run({
+        input_ids: hostT(batch.get('input_ids')!),
+        attention_mask: hostT(batch.get('attention_mask')!),
+        labels: hostT(batch.get('labels')!),
+      });
       await s.dispose();
       return { logits: r.logits!.data as Float32Array, loss: r.loss!.data[0] as number };
     };
@@ -217,7 +243,9 @@ async function errorSection(): Promise<void> {
         max = Math.max(max, d);
         sum += d;
       }
-      console.log(`  ${name} ${type}: max ${max.toExponential(2)}, mean ${(sum / ref.length).toExponential(2)} (logits span +-${scale.toFixed(2)}); loss ${refLoss.toFixed(5)} -> ${loss.toFixed(5)}`);
+      console.log(
+        `  ${name} ${type}: max ${max.toExponential(2)}, mean ${(sum / ref.length).toExponential(2)} (logits span +-${scale.toFixed(2)}); loss ${refLoss.toFixed(5)} -> ${loss.toFixed(5)}`,
+      );
     }
   }
 }

@@ -31,7 +31,11 @@ function ids(n: number, vocab: number, seed: number): number[] {
   return Array.from({ length: n }, () => ((s = (s * 1103515245 + 12345) % 2 ** 31), s % vocab));
 }
 
-async function decode(model: InferenceModel, vocab: number, adapters?: string[]): Promise<{ tokS: number; decodeTokS: number; prefillMs: number }> {
+async function decode(
+  model: InferenceModel,
+  vocab: number,
+  adapters?: string[],
+): Promise<{ tokS: number; decodeTokS: number; prefillMs: number }> {
   const gen = await Generator.create(model, { runtime, defaults: { eosTokenIds: [], doSample: false, temperature: 1, topK: 0, topP: 1 } });
   const prompt = ids(32, vocab, 11);
   const once = () => gen.generate([prompt], { maxNewTokens: 64, adapters });
@@ -86,11 +90,15 @@ async function main(): Promise<void> {
     say(`| base / merged | ${plain.tokS.toFixed(1)} | ${plain.decodeTokS.toFixed(1)} | ${plain.prefillMs.toFixed(0)} | 1.00x |`);
     const lora = await LoraModel.fromPretrained(base, dirs.a0!);
     const un = await decode(lora, base.vocabSize);
-    say(`| LoRA r16 unmerged (LoraModel) | ${un.tokS.toFixed(1)} | ${un.decodeTokS.toFixed(1)} | ${un.prefillMs.toFixed(0)} | ${(un.tokS / plain.tokS).toFixed(2)}x |`);
+    say(
+      `| LoRA r16 unmerged (LoraModel) | ${un.tokS.toFixed(1)} | ${un.decodeTokS.toFixed(1)} | ${un.prefillMs.toFixed(0)} | ${(un.tokS / plain.tokS).toFixed(2)}x |`,
+    );
     for (const strategy of ['concat', 'gather'] as MixedStrategy[]) {
       const m = await MultiAdapterModel.fromFolders(base, { a0: dirs.a0! }, { strategy });
       const r = await decode(m, base.vocabSize, ['a0']);
-      say(`| LoRA r16 unmerged, mixed-adapter model (${strategy}) | ${r.tokS.toFixed(1)} | ${r.decodeTokS.toFixed(1)} | ${r.prefillMs.toFixed(0)} | ${(r.tokS / plain.tokS).toFixed(2)}x |`);
+      say(
+        `| LoRA r16 unmerged, mixed-adapter model (${strategy}) | ${r.tokS.toFixed(1)} | ${r.decodeTokS.toFixed(1)} | ${r.prefillMs.toFixed(0)} | ${(r.tokS / plain.tokS).toFixed(2)}x |`,
+      );
     }
     for (const strategy of ['concat', 'gather'] as MixedStrategy[]) {
       const ms = await mixedForward(base, dirs, strategy);

@@ -34,8 +34,22 @@ const THREADS = Number(arg('threads', '2'));
 const WRITE = !process.argv.includes('--no-write');
 
 const PROMPTS = [
-  'The food was', 'We went to the', 'It was a', 'The service', 'My friend said', 'Nothing about the', 'I would never',
-  'The best part', 'After dinner we', 'The staff', 'Our table was', 'I ordered the', 'The price', 'On Sunday', 'The dessert', 'Next time',
+  'The food was',
+  'We went to the',
+  'It was a',
+  'The service',
+  'My friend said',
+  'Nothing about the',
+  'I would never',
+  'The best part',
+  'After dinner we',
+  'The staff',
+  'Our table was',
+  'I ordered the',
+  'The price',
+  'On Sunday',
+  'The dessert',
+  'Next time',
 ];
 
 const pct = (xs: number[], p: number) => {
@@ -77,7 +91,11 @@ async function main(): Promise<void> {
     const linears = base.linears().map((s) => s.name.split('.').pop()!);
     const attn = ['q_proj', 'v_proj'].filter((t) => linears.includes(t));
     const all = [...new Set(linears)].filter((t) => t !== 'lm_head');
-    const a = await LoraModel.create(base, { r: 8, loraAlpha: 16, targetModules: attn.length ? attn : ['c_attn'], initLoraWeights: false }, { seed: 1 });
+    const a = await LoraModel.create(
+      base,
+      { r: 8, loraAlpha: 16, targetModules: attn.length ? attn : ['c_attn'], initLoraWeights: false },
+      { seed: 1 },
+    );
     await a.savePretrained(join(dir, 'a'));
     const b = await LoraModel.create(base, { r: 16, loraAlpha: 16, targetModules: all, initLoraWeights: false }, { seed: 2 });
     await b.savePretrained(join(dir, 'b'));
@@ -86,11 +104,28 @@ async function main(): Promise<void> {
     const models = [base.dir.split('/').pop()!, 'a', 'b', 'c'];
 
     const server = await startServer([
-      '--model', MODEL, '--adapter', `a=${join(dir, 'a')}`, '--adapter', `b=${join(dir, 'b')}`, '--adapter', `c=${join(dir, 'c')}`,
-      '--port', '0', '--max-batch', String(MAX_BATCH), '--max-queue', String(CLIENTS * 2), '--threads', String(THREADS),
+      '--model',
+      MODEL,
+      '--adapter',
+      `a=${join(dir, 'a')}`,
+      '--adapter',
+      `b=${join(dir, 'b')}`,
+      '--adapter',
+      `c=${join(dir, 'c')}`,
+      '--port',
+      '0',
+      '--max-batch',
+      String(MAX_BATCH),
+      '--max-queue',
+      String(CLIENTS * 2),
+      '--threads',
+      String(THREADS),
     ]);
     const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 600_000 });
-    const jobs = Array.from({ length: REQUESTS }, (_, i) => ({ prompt: PROMPTS[i % PROMPTS.length]!, model: models[Math.floor(i / PROMPTS.length) % models.length]! }));
+    const jobs = Array.from({ length: REQUESTS }, (_, i) => ({
+      prompt: PROMPTS[i % PROMPTS.length]!,
+      model: models[Math.floor(i / PROMPTS.length) % models.length]!,
+    }));
     const answers = new Map<string, string[]>();
     const latencies: number[] = [];
     let tokens = 0;

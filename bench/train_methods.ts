@@ -32,8 +32,30 @@ import { AdamW } from '../src/train/adamw.js';
 import type { Batch } from '../src/train/batches.js';
 import { TrainStep } from '../src/train/step.js';
 import type { AdaptedModel } from '../src/tuners/types.js';
-import { PEER_HELP, type PeerEnv, type PeerOutcome, REPO, busySeconds, machineLines, median, peerEnv, probeTorch, runPeer, takePeerOption, uptime } from './peer.js';
-import { BENCH_CONFIGS, METHODS, type Method, PEER_METHODS, VIRTUAL_TOKENS, adaptForBench, noise, randomBenchModel } from './train_models.js';
+import {
+  PEER_HELP,
+  type PeerEnv,
+  type PeerOutcome,
+  REPO,
+  busySeconds,
+  machineLines,
+  median,
+  peerEnv,
+  probeTorch,
+  runPeer,
+  takePeerOption,
+  uptime,
+} from './peer.js';
+import {
+  BENCH_CONFIGS,
+  METHODS,
+  type Method,
+  PEER_METHODS,
+  VIRTUAL_TOKENS,
+  adaptForBench,
+  noise,
+  randomBenchModel,
+} from './train_models.js';
 
 const HEADING = '## Training: methods vs PyTorch';
 const PRECISIONS: readonly BasePrecision[] = ['fp32', 'int8'];
@@ -90,9 +112,24 @@ ${PEER_HELP}
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
-    models: ['gpt2', 'llama'], methods: [...DEFAULT_METHODS], precisions: [...PRECISIONS], dtypes: [...DTYPES], steps: 3, warmup: 2, repeat: 1,
-    threads: 2, batch: 4, seq: 256, peer: true, sdpa: true, gemm: true, write: true, results: path.join(REPO, 'bench', 'RESULTS.md'), timeout: 900,
-    memPattern: false, weights: 'shared',
+    models: ['gpt2', 'llama'],
+    methods: [...DEFAULT_METHODS],
+    precisions: [...PRECISIONS],
+    dtypes: [...DTYPES],
+    steps: 3,
+    warmup: 2,
+    repeat: 1,
+    threads: 2,
+    batch: 4,
+    seq: 256,
+    peer: true,
+    sdpa: true,
+    gemm: true,
+    write: true,
+    results: path.join(REPO, 'bench', 'RESULTS.md'),
+    timeout: 900,
+    memPattern: false,
+    weights: 'shared',
   };
   const list = <T extends string>(v: string, allowed: readonly T[], what: string): T[] => {
     const xs = v.split(',').filter(Boolean);
@@ -114,35 +151,76 @@ function parseArgs(argv: string[]): Options {
     };
     if (takePeerOption(a, next, o)) continue;
     switch (a) {
-      case '--models': o.models = next().split(',').filter(Boolean); break;
-      case '--methods': o.methods = list(next(), METHODS, 'method'); break;
-      case '--base-precision': o.precisions = list(next(), PRECISIONS, 'base precision'); break;
-      case '--dtypes': o.dtypes = list(next(), DTYPES, 'peer dtype'); break;
-      case '--steps': o.steps = int(1); break;
-      case '--warmup': o.warmup = int(0); break;
-      case '--repeat': o.repeat = int(1); break;
-      case '--quick': Object.assign(o, { models: ['gpt2'], methods: ['lora-qv', 'lora-all'], steps: 2, warmup: 1 }); break;
-      case '--threads': o.threads = int(1); break;
-      case '--batch': o.batch = int(1); break;
-      case '--seq': o.seq = int(2); break;
-      case '--timeout': o.timeout = int(10); break;
-      case '--no-sdpa': o.sdpa = false; break;
-      case '--no-gemm': o.gemm = false; break;
-      case '--mem-pattern': o.memPattern = true; break;
+      case '--models':
+        o.models = next().split(',').filter(Boolean);
+        break;
+      case '--methods':
+        o.methods = list(next(), METHODS, 'method');
+        break;
+      case '--base-precision':
+        o.precisions = list(next(), PRECISIONS, 'base precision');
+        break;
+      case '--dtypes':
+        o.dtypes = list(next(), DTYPES, 'peer dtype');
+        break;
+      case '--steps':
+        o.steps = int(1);
+        break;
+      case '--warmup':
+        o.warmup = int(0);
+        break;
+      case '--repeat':
+        o.repeat = int(1);
+        break;
+      case '--quick':
+        Object.assign(o, { models: ['gpt2'], methods: ['lora-qv', 'lora-all'], steps: 2, warmup: 1 });
+        break;
+      case '--threads':
+        o.threads = int(1);
+        break;
+      case '--batch':
+        o.batch = int(1);
+        break;
+      case '--seq':
+        o.seq = int(2);
+        break;
+      case '--timeout':
+        o.timeout = int(10);
+        break;
+      case '--no-sdpa':
+        o.sdpa = false;
+        break;
+      case '--no-gemm':
+        o.gemm = false;
+        break;
+      case '--mem-pattern':
+        o.memPattern = true;
+        break;
       case '--weights': {
         const w = next();
         if (w !== 'shared' && w !== 'prepacked') throw new Error(`--weights takes shared or prepacked, got ${w}`);
         o.weights = w;
         break;
       }
-      case '--no-peer': o.peer = false; break;
-      case '--no-write': o.write = false; break;
-      case '--out': o.out = next(); break;
-      case '--help': console.log(HELP); process.exit(0); break;
-      default: throw new Error(`unknown option ${a}\n${HELP}`);
+      case '--no-peer':
+        o.peer = false;
+        break;
+      case '--no-write':
+        o.write = false;
+        break;
+      case '--out':
+        o.out = next();
+        break;
+      case '--help':
+        console.log(HELP);
+        process.exit(0);
+        break;
+      default:
+        throw new Error(`unknown option ${a}\n${HELP}`);
     }
   }
-  for (const m of o.models) if (!(m in BENCH_CONFIGS)) throw new Error(`unknown model ${m}; choose from ${Object.keys(BENCH_CONFIGS).join(', ')}`);
+  for (const m of o.models)
+    if (!(m in BENCH_CONFIGS)) throw new Error(`unknown model ${m}; choose from ${Object.keys(BENCH_CONFIGS).join(', ')}`);
   return o;
 }
 
@@ -162,7 +240,10 @@ export function stepFlops(adapted: AdaptedModel, batch: number, seq: number): nu
   const labels = graph.input('labels', 'int64', ['batch', 'seq']);
   const out = adapted.forward(ctx, { inputIds, attentionMask });
   grad(adapted.loss(out.logits, labels), [...ctx.params.values()]);
-  const sym = new Map([['batch', batch], ['seq', seq]]);
+  const sym = new Map([
+    ['batch', batch],
+    ['seq', seq],
+  ]);
   let flops = 0;
   for (const n of graph.nodes) {
     if (n.op !== 'MatMul' && n.op !== 'MatMulT' && n.op !== 'QuantMatMul' && n.op !== 'Int8MatMul') continue;
@@ -217,7 +298,12 @@ async function child(model: string, method: Method, precision: BasePrecision, op
   const baseCount = base.weights.numel();
   const flops = stepFlops(adapted, opt.batch, opt.seq);
   t = performance.now();
-  const step = await TrainStep.compile(adapted, { threads: opt.threads, memPattern: opt.memPattern, weights: opt.weights, basePrecision: precision });
+  const step = await TrainStep.compile(adapted, {
+    threads: opt.threads,
+    memPattern: opt.memPattern,
+    weights: opt.weights,
+    basePrecision: precision,
+  });
   const compileS = (performance.now() - t) / 1000;
   const rssCompile = mib(process.resourceUsage().maxRSS);
   const B = opt.batch;
@@ -226,7 +312,9 @@ async function child(model: string, method: Method, precision: BasePrecision, op
   const decay = adapted.decayParameters();
   let seed = 11;
   const nextBatch = (): Batch => {
-    const ids = BigInt64Array.from(noise(B * S, 1, seed++), (x) => BigInt(Math.floor((x / Math.sqrt(12) + 0.5) * base.vocabSize) % base.vocabSize));
+    const ids = BigInt64Array.from(noise(B * S, 1, seed++), (x) =>
+      BigInt(Math.floor((x / Math.sqrt(12) + 0.5) * base.vocabSize) % base.vocabSize),
+    );
     return { size: B, seq: S, inputIds: ids, attentionMask: new BigInt64Array(B * S).fill(1n), labels: ids, tokens: B * S };
   };
   const steps: number[] = [];
@@ -262,7 +350,9 @@ async function child(model: string, method: Method, precision: BasePrecision, op
       runs.push((t1 - t0) / 1000);
       opts.push((t2 - t1) / 1000);
     }
-    process.stderr.write(`  step ${i}${i < opt.warmup ? ' (warmup)' : ''}: ${((t2 - t0) / 1000).toFixed(3)} s (session ${((t1 - t0) / 1000).toFixed(3)} AdamW ${((t2 - t1) / 1000).toFixed(3)}) loss ${r.loss.toFixed(4)}, ${(faulted / 1000).toFixed(0)}k page faults\n`);
+    process.stderr.write(
+      `  step ${i}${i < opt.warmup ? ' (warmup)' : ''}: ${((t2 - t0) / 1000).toFixed(3)} s (session ${((t1 - t0) / 1000).toFixed(3)} AdamW ${((t2 - t1) / 1000).toFixed(3)}) loss ${r.loss.toFixed(4)}, ${(faulted / 1000).toFixed(0)}k page faults\n`,
+    );
   }
   const wall = (performance.now() - wall0) / 1000;
   const c = process.cpuUsage(cpu0);
@@ -270,16 +360,32 @@ async function child(model: string, method: Method, precision: BasePrecision, op
   await step.dispose();
   const med = median(steps);
   return {
-    model, method, base_precision: precision, batch: B, seq: S, threads: opt.threads,
+    model,
+    method,
+    base_precision: precision,
+    batch: B,
+    seq: S,
+    threads: opt.threads,
     trainable_params: trainable,
     total_params: method === 'full' ? baseCount : baseCount + trainable,
-    build_s: buildS, compile_s: compileS, steps_s: steps,
-    median_step_s: med, median_run_s: median(runs), median_opt_s: median(opts), median_page_faults: median(faults), median_cpu_s: median(cpus),
-    tokens_per_s: (B * S) / med, flops_per_step: flops,
-    loss_first: losses[0]!, loss_last: losses[losses.length - 1]!,
-    rss_after_model_mib: rssModel, rss_after_compile_mib: rssCompile,
+    build_s: buildS,
+    compile_s: compileS,
+    steps_s: steps,
+    median_step_s: med,
+    median_run_s: median(runs),
+    median_opt_s: median(opts),
+    median_page_faults: median(faults),
+    median_cpu_s: median(cpus),
+    tokens_per_s: (B * S) / med,
+    flops_per_step: flops,
+    loss_first: losses[0]!,
+    loss_last: losses[losses.length - 1]!,
+    rss_after_model_mib: rssModel,
+    rss_after_compile_mib: rssCompile,
     peak_rss_mib: mib(process.resourceUsage().maxRSS),
-    other_cpu: other, loadavg_start: loadStart, loadavg_end: os.loadavg()[0]!,
+    other_cpu: other,
+    loadavg_start: loadStart,
+    loadavg_end: os.loadavg()[0]!,
   };
 }
 
@@ -298,10 +404,17 @@ async function gemmPeak(threads: number): Promise<GemmPeak> {
   const w = noise(N * K, 0.02, 5);
   const x = noise(M * K, 1, 6);
   const gflops: Record<string, number> = {};
-  for (const [label, weights, int8] of [['fp32 prepacked', 'prepacked', false], ['fp32 fed', 'shared', false], ['int8 prepacked', 'prepacked', true], ['int8 fed', 'shared', true]] as const) {
+  for (const [label, weights, int8] of [
+    ['fp32 prepacked', 'prepacked', false],
+    ['fp32 fed', 'shared', false],
+    ['int8 prepacked', 'prepacked', true],
+    ['int8 fed', 'shared', true],
+  ] as const) {
     const g = new Graph();
     const xv = g.input('x', 'float32', [M, K]);
-    const y = int8 ? o.int8Matmul(xv, int8Operands(g, 'w', int8Base(w, [N, K], 'linear'))) : o.matmulT(xv, g.constant('w', 'float32', [N, K], { kind: 'array', data: w }));
+    const y = int8
+      ? o.int8Matmul(xv, int8Operands(g, 'w', int8Base(w, [N, K], 'linear')))
+      : o.matmulT(xv, g.constant('w', 'float32', [N, K], { kind: 'array', data: w }));
     const s = await RuntimeSession.fromGraph(g, { y: o.sum(y) }, { threads, weights, name: `gemm ${label}` });
     const times: number[] = [];
     for (let i = 0; i < 18; i++) {
@@ -317,22 +430,60 @@ async function gemmPeak(threads: number): Promise<GemmPeak> {
 
 // -------------------------------------------------------------------------------- the parent
 
-interface Outcome<T> { json: T | null; command: string; note?: string; wall_s: number }
+interface Outcome<T> {
+  json: T | null;
+  command: string;
+  note?: string;
+  wall_s: number;
+}
 
 function spawnChild<T>(args: string[], opt: Options): Outcome<T> {
   const script = fileURLToPath(import.meta.url);
   const command = `node ${path.relative(REPO, script)} ${args.join(' ')}`;
   const t0 = performance.now();
-  const r = spawnSync(process.execPath, [script, ...args], { cwd: REPO, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: opt.timeout * 1000, maxBuffer: 1 << 24 });
+  const r = spawnSync(process.execPath, [script, ...args], {
+    cwd: REPO,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    timeout: opt.timeout * 1000,
+    maxBuffer: 1 << 24,
+  });
   const wall = (performance.now() - t0) / 1000;
-  if (r.status !== 0) return { json: null, command, wall_s: wall, note: r.signal ? `killed (${r.signal}) after ${wall.toFixed(0)} s` : `failed (exit ${r.status})` };
+  if (r.status !== 0)
+    return {
+      json: null,
+      command,
+      wall_s: wall,
+      note: r.signal ? `killed (${r.signal}) after ${wall.toFixed(0)} s` : `failed (exit ${r.status})`,
+    };
   const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
   return { json: line ? (JSON.parse(line) as T) : null, command, wall_s: wall, note: line ? undefined : 'no result line' };
 }
 
 function runOurs(model: string, method: Method, precision: BasePrecision, opt: Options): Outcome<OurRun> {
   return spawnChild<OurRun>(
-    ['--child', '--models', model, '--methods', method, '--base-precision', precision, '--steps', String(opt.steps), '--warmup', String(opt.warmup), '--threads', String(opt.threads), '--batch', String(opt.batch), '--seq', String(opt.seq), '--weights', opt.weights, ...(opt.memPattern ? ['--mem-pattern'] : [])],
+    [
+      '--child',
+      '--models',
+      model,
+      '--methods',
+      method,
+      '--base-precision',
+      precision,
+      '--steps',
+      String(opt.steps),
+      '--warmup',
+      String(opt.warmup),
+      '--threads',
+      String(opt.threads),
+      '--batch',
+      String(opt.batch),
+      '--seq',
+      String(opt.seq),
+      '--weights',
+      opt.weights,
+      ...(opt.memPattern ? ['--mem-pattern'] : []),
+    ],
     opt,
   );
 }
@@ -340,19 +491,41 @@ function runOurs(model: string, method: Method, precision: BasePrecision, opt: O
 function runTorch(env: PeerEnv, model: string, method: string, dtype: PeerDtype, opt: Options): PeerOutcome {
   return runPeer(
     env,
-    ['--model', model, '--method', method, '--dtype', dtype, ...(opt.sdpa ? ['--sdpa'] : []), '--batch', String(opt.batch), '--seq', String(opt.seq), '--warmup', String(opt.warmup), '--steps', String(opt.steps), '--threads', String(opt.threads), '--virtual-tokens', String(VIRTUAL_TOKENS)],
+    [
+      '--model',
+      model,
+      '--method',
+      method,
+      '--dtype',
+      dtype,
+      ...(opt.sdpa ? ['--sdpa'] : []),
+      '--batch',
+      String(opt.batch),
+      '--seq',
+      String(opt.seq),
+      '--warmup',
+      String(opt.warmup),
+      '--steps',
+      String(opt.steps),
+      '--threads',
+      String(opt.threads),
+      '--virtual-tokens',
+      String(VIRTUAL_TOKENS),
+    ],
     { timeoutS: opt.timeout },
   );
 }
 
 const f = (x: unknown, d = 1): string => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(d) : '-');
 const group = (n: unknown): string => (typeof n === 'number' ? String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',') : '-');
-const num = (j: Record<string, unknown> | null | undefined, k: string): number | undefined => (j && typeof j[k] === 'number' ? (j[k] as number) : undefined);
+const num = (j: Record<string, unknown> | null | undefined, k: string): number | undefined =>
+  j && typeof j[k] === 'number' ? (j[k] as number) : undefined;
 const med = (xs: (number | undefined)[]): number | undefined => {
   const v = xs.filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
   return v.length ? median(v) : undefined;
 };
-const ratio = (a: number | undefined, b: number | undefined): string => (a !== undefined && b !== undefined && b > 0 ? `${(a / b).toFixed(2)}x` : '-');
+const ratio = (a: number | undefined, b: number | undefined): string =>
+  a !== undefined && b !== undefined && b > 0 ? `${(a / b).toFixed(2)}x` : '-';
 
 function record(opt: Options, row: Record<string, unknown>): void {
   if (opt.out) fs.appendFileSync(opt.out, `${JSON.stringify(row)}\n`);
@@ -393,7 +566,13 @@ async function main(): Promise<void> {
       const g = spawnChild<GemmPeak>(['--gemm', '--threads', String(opt.threads)], opt);
       commands.add(g.command);
       if (g.json) gemms.push(g.json);
-      console.log(g.json ? `GEMM ${g.json.shape}: ${Object.entries(g.json.gflops).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ')} GFLOP/s` : `GEMM ${g.note}`);
+      console.log(
+        g.json
+          ? `GEMM ${g.json.shape}: ${Object.entries(g.json.gflops)
+              .map(([k, v]) => `${k} ${v.toFixed(0)}`)
+              .join(', ')} GFLOP/s`
+          : `GEMM ${g.note}`,
+      );
     }
     for (const model of opt.models) {
       for (const method of opt.methods) {
@@ -405,7 +584,11 @@ async function main(): Promise<void> {
           const ours = runOurs(model, method, precision, opt);
           commands.add(ours.command);
           const o = ours.json;
-          console.log(o ? `  ours  ${f(o.tokens_per_s)} tok/s, median ${f(o.median_step_s, 3)} s/step (session ${f(o.median_run_s, 3)}, AdamW ${f(o.median_opt_s, 3)}), peak RSS ${f(o.peak_rss_mib, 0)} MiB, loss ${f(o.loss_first, 3)} -> ${f(o.loss_last, 3)}, other cpu ${f(o.other_cpu, 2)}` : `  ours  ${ours.note}`);
+          console.log(
+            o
+              ? `  ours  ${f(o.tokens_per_s)} tok/s, median ${f(o.median_step_s, 3)} s/step (session ${f(o.median_run_s, 3)}, AdamW ${f(o.median_opt_s, 3)}), peak RSS ${f(o.peak_rss_mib, 0)} MiB, loss ${f(o.loss_first, 3)} -> ${f(o.loss_last, 3)}, other cpu ${f(o.other_cpu, 2)}`
+              : `  ours  ${ours.note}`,
+          );
           cell.ours.set(precision, [...(cell.ours.get(precision) ?? []), ours]);
           record(opt, { side: 'ours', repeat: rep, command: ours.command, note: ours.note, ...ours.json });
         }
@@ -414,7 +597,11 @@ async function main(): Promise<void> {
           console.log(`[${rep + 1}/${opt.repeat}] ${model} ${method}: torch ${dtype}`);
           const p = runTorch(env, model, method, dtype, opt);
           commands.add(p.command);
-          console.log(p.json ? `  torch ${f(p.json.tokens_per_s)} tok/s, median ${f(p.json.median_step_s, 3)} s/step, peak RSS ${f(p.json.peak_rss_mib, 0)} MiB, other cpu ${f(p.json.other_cpu, 2)}` : `  torch ${p.note}`);
+          console.log(
+            p.json
+              ? `  torch ${f(p.json.tokens_per_s)} tok/s, median ${f(p.json.median_step_s, 3)} s/step, peak RSS ${f(p.json.peak_rss_mib, 0)} MiB, other cpu ${f(p.json.other_cpu, 2)}`
+              : `  torch ${p.note}`,
+          );
           cell.torch.set(dtype, [...(cell.torch.get(dtype) ?? []), p]);
           record(opt, { side: 'torch', repeat: rep, command: p.command, note: p.note, ...p.json });
         }
@@ -461,7 +648,13 @@ async function main(): Promise<void> {
     );
   }
   const gemmLine = gemms.length
-    ? `- GEMM peak, measured in this run by ONNX Runtime on ${opt.threads} threads (${gemms[0]!.shape}, median of 15 runs, median over ${gemms.length} measurement(s)): ${Object.keys(gemms[0]!.gflops).map((k) => `${k} ${f(med(gemms.map((g) => g.gflops[k])), 0)}`).join(', ')} GFLOP/s. The share column divides a step's matrix-product FLOPs (2·M·N·K of every MatMul in the forward + backward graph, attention included; AdamW and element-wise work not counted) by its median step time and by the fp32-prepacked peak.`
+    ? `- GEMM peak, measured in this run by ONNX Runtime on ${opt.threads} threads (${gemms[0]!.shape}, median of 15 runs, median over ${gemms.length} measurement(s)): ${Object.keys(
+        gemms[0]!.gflops,
+      )
+        .map((k) => `${k} ${f(med(gemms.map((g) => g.gflops[k])), 0)}`)
+        .join(
+          ', ',
+        )} GFLOP/s. The share column divides a step's matrix-product FLOPs (2·M·N·K of every MatMul in the forward + backward graph, attention included; AdamW and element-wise work not counted) by its median step time and by the fp32-prepacked peak.`
     : '- GEMM peak not measured (--no-gemm)';
   const section = [
     HEADING,

@@ -16,22 +16,58 @@ import type { AdaptedModel } from '../src/tuners/types.js';
 // Shapes of peer_torch.py's SHAPES (the Hugging Face checkpoints' configs); bench/model_throughput.ts uses gpt2, llama and tiny.
 export const BENCH_CONFIGS: Record<string, Record<string, unknown>> = {
   gpt2: {
-    model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], vocab_size: 50257, n_embd: 768, n_layer: 12, n_head: 12,
-    n_positions: 1024, activation_function: 'gelu_new', layer_norm_epsilon: 1e-5, tie_word_embeddings: true,
+    model_type: 'gpt2',
+    architectures: ['GPT2LMHeadModel'],
+    vocab_size: 50257,
+    n_embd: 768,
+    n_layer: 12,
+    n_head: 12,
+    n_positions: 1024,
+    activation_function: 'gelu_new',
+    layer_norm_epsilon: 1e-5,
+    tie_word_embeddings: true,
   },
   llama: {
-    model_type: 'llama', architectures: ['LlamaForCausalLM'], vocab_size: 49152, hidden_size: 576, num_hidden_layers: 30,
-    num_attention_heads: 9, num_key_value_heads: 3, intermediate_size: 1536, max_position_embeddings: 2048, rms_norm_eps: 1e-5,
-    rope_theta: 10000, hidden_act: 'silu', tie_word_embeddings: true,
+    model_type: 'llama',
+    architectures: ['LlamaForCausalLM'],
+    vocab_size: 49152,
+    hidden_size: 576,
+    num_hidden_layers: 30,
+    num_attention_heads: 9,
+    num_key_value_heads: 3,
+    intermediate_size: 1536,
+    max_position_embeddings: 2048,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    hidden_act: 'silu',
+    tie_word_embeddings: true,
   },
   tiny: {
-    model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], vocab_size: 1000, n_embd: 64, n_layer: 2, n_head: 4,
-    n_positions: 512, activation_function: 'gelu_new', layer_norm_epsilon: 1e-5, tie_word_embeddings: true,
+    model_type: 'gpt2',
+    architectures: ['GPT2LMHeadModel'],
+    vocab_size: 1000,
+    n_embd: 64,
+    n_layer: 2,
+    n_head: 4,
+    n_positions: 512,
+    activation_function: 'gelu_new',
+    layer_norm_epsilon: 1e-5,
+    tie_word_embeddings: true,
   },
   'tiny-llama': {
-    model_type: 'llama', architectures: ['LlamaForCausalLM'], vocab_size: 1000, hidden_size: 64, num_hidden_layers: 2,
-    num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 172, max_position_embeddings: 512, rms_norm_eps: 1e-5,
-    rope_theta: 10000, hidden_act: 'silu', tie_word_embeddings: true,
+    model_type: 'llama',
+    architectures: ['LlamaForCausalLM'],
+    vocab_size: 1000,
+    hidden_size: 64,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    intermediate_size: 172,
+    max_position_embeddings: 512,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    hidden_act: 'silu',
+    tie_word_embeddings: true,
   },
 };
 
@@ -66,13 +102,19 @@ export function randomBenchModel(name: string): PretrainedModel {
     const module = w.slice(0, w.lastIndexOf('.'));
     const spec = specs.get(module);
     let shape: number[];
-    if (spec) shape = w.endsWith('.bias') ? [spec.outFeatures] : spec.layout === 'conv1d' ? [spec.inFeatures, spec.outFeatures] : [spec.outFeatures, spec.inFeatures];
+    if (spec)
+      shape = w.endsWith('.bias')
+        ? [spec.outFeatures]
+        : spec.layout === 'conv1d'
+          ? [spec.inFeatures, spec.outFeatures]
+          : [spec.outFeatures, spec.inFeatures];
     else if (w === `${model.embeddingName}.weight`) shape = [config.vocabSize, C];
     else if (w === 'transformer.wpe.weight') shape = [config.maxPositionEmbeddings, C];
     else shape = [C];
     const n = shape.reduce((p, q) => p * q, 1);
     // Norm weights 1, biases 0, matrices N(0, 0.02)-sized noise, as a fresh transformers init.
-    const data = spec || shape.length === 2 ? noise(n, 0.02, seed++) : w.endsWith('.bias') ? new Float32Array(n) : new Float32Array(n).fill(1);
+    const data =
+      spec || shape.length === 2 ? noise(n, 0.02, seed++) : w.endsWith('.bias') ? new Float32Array(n) : new Float32Array(n).fill(1);
     weights.set(w, { shape, data });
   }
   if (config.tieWordEmbeddings) weights.alias('lm_head.weight', `${model.embeddingName}.weight`);
@@ -81,7 +123,9 @@ export function randomBenchModel(name: string): PretrainedModel {
 
 /** The linear layers 'lora-all' adapts (every attention and MLP projection, as peer_torch.py). */
 export function allLinearTargets(base: PretrainedModel): string[] {
-  return base.family === 'llama' ? ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] : ['c_attn', 'c_proj', 'c_fc'];
+  return base.family === 'llama'
+    ? ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']
+    : ['c_attn', 'c_proj', 'c_fc'];
 }
 
 /** The method applied the way peer_torch.py applies it (same targets, r 8 / alpha 16, 20 virtual tokens, d/16 bottleneck). */
@@ -91,7 +135,14 @@ export async function adaptForBench(base: PretrainedModel, method: string): Prom
     case 'lora-qv':
     case 'lora-all': {
       const targets = method === 'lora-qv' ? (llama ? ['q_proj', 'v_proj'] : ['c_attn']) : allLinearTargets(base);
-      return createAdapter(base, { peft_type: 'LORA', r: 8, lora_alpha: 16, lora_dropout: 0, target_modules: targets, task_type: 'CAUSAL_LM' });
+      return createAdapter(base, {
+        peft_type: 'LORA',
+        r: 8,
+        lora_alpha: 16,
+        lora_dropout: 0,
+        target_modules: targets,
+        task_type: 'CAUSAL_LM',
+      });
     }
     case 'ia3':
       return createAdapter(base, { peft_type: 'IA3', task_type: 'CAUSAL_LM' });
@@ -100,7 +151,12 @@ export async function adaptForBench(base: PretrainedModel, method: string): Prom
     case 'prefix':
       return createAdapter(base, { peft_type: 'PREFIX_TUNING', num_virtual_tokens: VIRTUAL_TOKENS, task_type: 'CAUSAL_LM' });
     case 'p-tuning':
-      return createAdapter(base, { peft_type: 'P_TUNING', num_virtual_tokens: VIRTUAL_TOKENS, task_type: 'CAUSAL_LM', encoder_reparameterization_type: 'MLP' });
+      return createAdapter(base, {
+        peft_type: 'P_TUNING',
+        num_virtual_tokens: VIRTUAL_TOKENS,
+        task_type: 'CAUSAL_LM',
+        encoder_reparameterization_type: 'MLP',
+      });
     case 'adapter':
       return BottleneckModel.create(base, { config: seqBnConfig({ reductionFactor: 16 }), zeroUp: false });
     case 'full':

@@ -58,7 +58,9 @@ async function main(): Promise<void> {
   await session.dispose();
   const first = curve.slice(0, 10).reduce((a, b) => a + b, 0) / 10;
   const last = curve.slice(-10).reduce((a, b) => a + b, 0) / 10;
-  console.log(`mean loss of the first 10 steps ${first.toFixed(4)} -> last 10 steps ${last.toFixed(4)} (${((1 - last / first) * 100).toFixed(1)}% lower)`);
+  console.log(
+    `mean loss of the first 10 steps ${first.toFixed(4)} -> last 10 steps ${last.toFixed(4)} (${((1 - last / first) * 100).toFixed(1)}% lower)`,
+  );
   if (!(last < first)) process.exitCode = 1;
 }
 

@@ -40,7 +40,8 @@ export async function buildBrowser({ minify = true, quiet = false } = {}) {
   await build({ ...common, entryPoints: { peft: join(root, 'src/browser/index.ts') }, outdir: out });
   await build({ ...common, entryPoints: { worker: join(root, 'examples/browser/worker.ts') }, outdir: out });
   const ortDist = join(root, 'node_modules/onnxruntime-web/dist');
-  for (const f of readdirSync(ortDist)) if (/^ort-wasm-simd-threaded\.jsep\.(wasm|mjs)$/.test(f)) copyFileSync(join(ortDist, f), join(out, f));
+  for (const f of readdirSync(ortDist))
+    if (/^ort-wasm-simd-threaded\.jsep\.(wasm|mjs)$/.test(f)) copyFileSync(join(ortDist, f), join(out, f));
   return out;
 }
 

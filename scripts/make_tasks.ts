@@ -43,7 +43,8 @@ async function main(): Promise<void> {
   const dir = join(values.out, PREFERENCE_TASK);
   await mkdir(dir, { recursive: true });
   const splits = preferenceSplits(seed, pref);
-  for (const split of ['train', 'eval'] as const) await writeFileAtomic(join(dir, `${split}.jsonl`), splits[split].map((ex) => JSON.stringify(ex)).join('\n') + '\n');
+  for (const split of ['train', 'eval'] as const)
+    await writeFileAtomic(join(dir, `${split}.jsonl`), splits[split].map((ex) => JSON.stringify(ex)).join('\n') + '\n');
   process.stderr.write(`${PREFERENCE_TASK}: ${pref.train} train, ${pref.eval} eval pairs in ${dir}\n`);
 }
 

@@ -116,9 +116,12 @@ function parseOptions(argv: string[]): Options | undefined {
     maxPositionEmbeddings: Math.max(256, block),
   };
   if (shape.hiddenSize % shape.numAttentionHeads !== 0 || (shape.hiddenSize / shape.numAttentionHeads) % 2 !== 0) {
-    throw new PretrainError(`--hidden ${shape.hiddenSize} must split into ${shape.numAttentionHeads} heads of an even size (rotary embeddings)`);
+    throw new PretrainError(
+      `--hidden ${shape.hiddenSize} must split into ${shape.numAttentionHeads} heads of an even size (rotary embeddings)`,
+    );
   }
-  if (shape.numAttentionHeads % shape.numKeyValueHeads !== 0) throw new PretrainError(`--heads ${shape.numAttentionHeads} must be a multiple of --kv-heads ${shape.numKeyValueHeads}`);
+  if (shape.numAttentionHeads % shape.numKeyValueHeads !== 0)
+    throw new PretrainError(`--heads ${shape.numAttentionHeads} must be a multiple of --kv-heads ${shape.numKeyValueHeads}`);
   return {
     out: values.out,
     work: values.work,
@@ -149,7 +152,10 @@ async function writeTokenizerFiles(dir: string, tokenizer: Record<string, unknow
   await writeJson(join(dir, 'tokenizer.json'), tokenizer);
   await writeJson(join(dir, 'tokenizer_config.json'), {
     added_tokens_decoder: Object.fromEntries(
-      SPECIAL_TOKENS.map((t, i) => [String(i), { content: t, lstrip: false, normalized: false, rstrip: false, single_word: false, special: true }]),
+      SPECIAL_TOKENS.map((t, i) => [
+        String(i),
+        { content: t, lstrip: false, normalized: false, rstrip: false, single_word: false, special: true },
+      ]),
     ),
     bos_token: bos,
     clean_up_tokenization_spaces: false,
@@ -162,19 +168,33 @@ async function writeTokenizerFiles(dir: string, tokenizer: Record<string, unknow
 }
 
 async function writeGenerationConfig(dir: string): Promise<void> {
-  await writeJson(join(dir, 'generation_config.json'), { _from_model_config: true, bos_token_id: IDS.bos, eos_token_id: IDS.eos, pad_token_id: IDS.pad, transformers_version: '4.44.0' });
+  await writeJson(join(dir, 'generation_config.json'), {
+    _from_model_config: true,
+    bos_token_id: IDS.bos,
+    eos_token_id: IDS.eos,
+    pad_token_id: IDS.pad,
+    transformers_version: '4.44.0',
+  });
 }
 
 /** Texts whose decode(encode(x)) must give x back: corpus documents and characters the corpus lacks. */
 function roundTripCheck(tokenizer: Tokenizer, texts: readonly string[]): void {
-  const extra = ['Caf\u00e9 na\u00efve \u00fcber \u2013 \u201cquotes\u201d \u{1F642} \u4f60\u597d', '  two  spaces\tand tab\n\nnew lines ', 'Review: 12 + 30 = 42?\nAnswer: {"a": [1, 2]}'];
+  const extra = [
+    'Caf\u00e9 na\u00efve \u00fcber \u2013 \u201cquotes\u201d \u{1F642} \u4f60\u597d',
+    '  two  spaces\tand tab\n\nnew lines ',
+    'Review: 12 + 30 = 42?\nAnswer: {"a": [1, 2]}',
+  ];
   for (const text of [...texts, ...extra]) {
     const ids = tokenizer.encode(text, { addSpecialTokens: false });
     const back = tokenizer.decode(ids);
-    if (back !== text) throw new PretrainError(`the trained tokenizer does not round-trip ${JSON.stringify(text.slice(0, 80))}: got ${JSON.stringify(back.slice(0, 80))}`);
+    if (back !== text)
+      throw new PretrainError(
+        `the trained tokenizer does not round-trip ${JSON.stringify(text.slice(0, 80))}: got ${JSON.stringify(back.slice(0, 80))}`,
+      );
   }
   const withBos = tokenizer.encode('hello');
-  if (withBos[0] !== IDS.bos) throw new PretrainError(`the trained tokenizer does not start sequences with <s> (id ${IDS.bos}): ${withBos}`);
+  if (withBos[0] !== IDS.bos)
+    throw new PretrainError(`the trained tokenizer does not start sequences with <s> (id ${IDS.bos}): ${withBos}`);
 }
 
 /** Documents (BOS ... EOS) concatenated and cut into `count` blocks of `block` tokens. */
@@ -247,12 +267,16 @@ async function main(): Promise<void> {
   const tb = performance.now();
   const bpe = trainBpe(countWords(docs), { vocabSize: shape.vocabSize, specialTokens: SPECIAL_TOKENS, splitDigits: true });
   if (bpe.vocab.size !== shape.vocabSize) {
-    throw new PretrainError(`the corpus only supports ${bpe.vocab.size} tokens (pairs seen at least twice ran out); lower --vocab to ${bpe.vocab.size}`);
+    throw new PretrainError(
+      `the corpus only supports ${bpe.vocab.size} tokens (pairs seen at least twice ran out); lower --vocab to ${bpe.vocab.size}`,
+    );
   }
   await writeTokenizerFiles(initDir, tokenizerJson(bpe, SPECIAL_TOKENS[1]), shape.maxPositionEmbeddings);
   const tokenizer = await Tokenizer.fromDir(initDir);
   roundTripCheck(tokenizer, docs.slice(0, 2000));
-  say(`tokenizer: ${bpe.merges.length} merges, vocabulary ${tokenizer.vocabSize}, round trip ok (${((performance.now() - tb) / 1000).toFixed(1)}s)`);
+  say(
+    `tokenizer: ${bpe.merges.length} merges, vocabulary ${tokenizer.vocabSize}, round trip ok (${((performance.now() - tb) / 1000).toFixed(1)}s)`,
+  );
 
   // 3. Training blocks: one pass over exactly steps * batch blocks; held-out blocks for eval.
   const needed = opt.steps * opt.batch;
@@ -275,15 +299,20 @@ async function main(): Promise<void> {
   const evalTokenCount = evalIds.reduce((s, x) => s + x.length, 0);
   const evalBlocks = packBlocks(evalIds, opt.block, Math.floor(evalTokenCount / opt.block));
   const trainTokens = needed * opt.block;
-  say(`data: ${train.length} training blocks of ${opt.block} tokens from ${trainDocCount} documents; ${evalBlocks.length} eval blocks from ${opt.evalDocuments} documents`);
+  say(
+    `data: ${train.length} training blocks of ${opt.block} tokens from ${trainDocCount} documents; ${evalBlocks.length} eval blocks from ${opt.evalDocuments} documents`,
+  );
 
   // 4. Model from random init.
   await writeJson(join(initDir, 'config.json'), llamaConfig(shape, IDS, 'float32'));
   await writeGenerationConfig(initDir);
-  if (!opt.resume || !existsSync(join(initDir, 'model.safetensors'))) await writeSafetensors(join(initDir, 'model.safetensors'), initialWeights(shape, opt.seed), { format: 'pt' });
+  if (!opt.resume || !existsSync(join(initDir, 'model.safetensors')))
+    await writeSafetensors(join(initDir, 'model.safetensors'), initialWeights(shape, opt.seed), { format: 'pt' });
   const model = await loadModel(initDir);
   const parameters = model.weights.numel();
-  say(`model: ${parameters.toLocaleString('en-US')} parameters (hidden ${shape.hiddenSize}, ${shape.numHiddenLayers} layers, vocab ${shape.vocabSize})`);
+  say(
+    `model: ${parameters.toLocaleString('en-US')} parameters (hidden ${shape.hiddenSize}, ${shape.numHiddenLayers} layers, vocab ${shape.vocabSize})`,
+  );
 
   // 5. Pretraining.
   const full = getFullFineTuneModel(model);
@@ -316,7 +345,9 @@ async function main(): Promise<void> {
   }
   const trainRecords = result.metrics.filter((m) => m.kind === 'train');
   // A resumed run's wall time covers only its own steps; the step records carry the whole run's.
-  const elapsed = opt.resume ? trainSeconds : Math.max(trainSeconds, (trainRecords[trainRecords.length - 1] as { elapsed_s: number }).elapsed_s);
+  const elapsed = opt.resume
+    ? trainSeconds
+    : Math.max(trainSeconds, (trainRecords[trainRecords.length - 1] as { elapsed_s: number }).elapsed_s);
 
   // 6. The model folder, float16.
   const ortv = await ortVersion();
@@ -327,7 +358,14 @@ async function main(): Promise<void> {
     shape,
     parameters,
     fileBytes: 0,
-    corpus: { trainDocuments: trainDocCount, trainTokens, evalDocuments: opt.evalDocuments, evalTokens: evalBlocks.length * opt.block, bpeDocuments: docs.length, characters },
+    corpus: {
+      trainDocuments: trainDocCount,
+      trainTokens,
+      evalDocuments: opt.evalDocuments,
+      evalTokens: evalBlocks.length * opt.block,
+      bpeDocuments: docs.length,
+      characters,
+    },
     tokenizer: { merges: bpe.merges.length, specialTokens: [...SPECIAL_TOKENS], tokensPerWord: trainTokens / Math.max(1, words) },
     training: {
       steps: opt.steps,
@@ -370,7 +408,13 @@ async function main(): Promise<void> {
   const savedTokenizer = await Tokenizer.fromDir(probe);
   roundTripCheck(savedTokenizer, evalTexts.slice(0, 200));
   report.fileBytes = (await stat(join(probe, 'model.safetensors'))).size;
-  report.training.float16EvalLoss = (await new Trainer(getFullFineTuneModel(saved), evalBlocks, evalBlocks, { outputDir: runDir, padTokenId: IDS.pad, runtime: { threads: opt.threads } }).evaluate()).loss;
+  report.training.float16EvalLoss = (
+    await new Trainer(getFullFineTuneModel(saved), evalBlocks, evalBlocks, {
+      outputDir: runDir,
+      padTokenId: IDS.pad,
+      runtime: { threads: opt.threads },
+    }).evaluate()
+  ).loss;
   report.samples = await samples(saved, savedTokenizer);
   report.totalSeconds = (performance.now() - t0) / 1000;
   await replaceFolder(opt.out, (dir) => stage(dir, true));
@@ -389,7 +433,10 @@ async function samples(model: PretrainedModel, tokenizer: Tokenizer): Promise<{ 
 }
 
 main().catch((e: unknown) => {
-  if (e instanceof Error && ['PretrainError', 'BpeTrainError', 'TrainError', 'ModelError', 'TokenizerLoadError', 'CheckpointError'].includes(e.name)) {
+  if (
+    e instanceof Error &&
+    ['PretrainError', 'BpeTrainError', 'TrainError', 'ModelError', 'TokenizerLoadError', 'CheckpointError'].includes(e.name)
+  ) {
     process.stderr.write(`error: ${e.message}\n`);
     process.exitCode = 1;
     return;

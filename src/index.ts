@@ -7,13 +7,56 @@ export { PeftError } from './errors.js';
 // models and Hugging Face I/O
 export { type LoadModelOptions, loadModel, supportedArchitectures } from './models/load.js';
 export { type ModelTask, type PretrainedModel, ModelError } from './models/types.js';
-export { Tokenizer, TokenizerError, TokenizerLoadError, ChatTemplateError, MissingChatTemplateError, type ChatMessage } from './io/tokenizer.js';
-export { type HubOptions, HubError, HubOfflineError, HubNotFoundError, HubAuthError, HubHttpError, HubUnsafePathError, HubTimeoutError, HubSizeError, ModelPathError, resolveModelDir, snapshotDownload, hubCacheDir } from './io/hub.js';
-export { SafetensorsError, SafetensorsFile, readSafetensors, deserializeSafetensors, serializeSafetensors, writeSafetensors } from './io/safetensors.js';
+export {
+  Tokenizer,
+  TokenizerError,
+  TokenizerLoadError,
+  ChatTemplateError,
+  MissingChatTemplateError,
+  type ChatMessage,
+} from './io/tokenizer.js';
+export {
+  type HubOptions,
+  HubError,
+  HubOfflineError,
+  HubNotFoundError,
+  HubAuthError,
+  HubHttpError,
+  HubUnsafePathError,
+  HubTimeoutError,
+  HubSizeError,
+  ModelPathError,
+  resolveModelDir,
+  snapshotDownload,
+  hubCacheDir,
+} from './io/hub.js';
+export {
+  SafetensorsError,
+  SafetensorsFile,
+  readSafetensors,
+  deserializeSafetensors,
+  serializeSafetensors,
+  writeSafetensors,
+} from './io/safetensors.js';
 
 // adapters: any peft folder, and each method
-export { type AdaptedModel, type TrainableTensor, PeftConfigError, AdapterError, UnknownPeftTypeError, AdapterMismatchError } from './tuners/types.js';
-export { loadAdapter, createAdapter, getPeftModel, printTrainableParameters, numParameters, PeftModel, type PeftConfig } from './tuners/load.js';
+export {
+  type AdaptedModel,
+  type TrainableTensor,
+  PeftConfigError,
+  AdapterError,
+  UnknownPeftTypeError,
+  AdapterMismatchError,
+} from './tuners/types.js';
+export {
+  loadAdapter,
+  createAdapter,
+  getPeftModel,
+  printTrainableParameters,
+  numParameters,
+  PeftModel,
+  type PeftConfig,
+} from './tuners/load.js';
 export { registerTuner, tuners, methodNames, type Tuner, type MethodPreset } from './tuners/registry.js';
 export { LoraModel, TargetModulesNotFoundError, type MergeAndUnloadOptions, type SaveLoraOptions } from './tuners/lora/index.js';
 export { IA3Model, loadIA3 } from './tuners/ia3/index.js';
@@ -35,7 +78,15 @@ export { DatasetError, TrainError, CheckpointError } from './train/errors.js';
 export { Rng } from './train/rng.js';
 
 // generation
-export { Generator, generate, GenerationError, type GenerateOptions, type GeneratorOptions, type GenerationResult, ForwardSession } from './generate/index.js';
+export {
+  Generator,
+  generate,
+  GenerationError,
+  type GenerateOptions,
+  type GeneratorOptions,
+  type GenerationResult,
+  ForwardSession,
+} from './generate/index.js';
 
 // quantization (bitsandbytes NF4/FP4, int8)
 export { QuantizationError, type QuantizationConfig, writeQuantizedCheckpoint, quantizeInt8, dequantizeInt8 } from './quant/index.js';
@@ -46,7 +97,18 @@ export { runQuickstart, evaluateTask, bundledModelDir, taskDataDir, TASK_NAMES, 
 export { runComparison, type CompareOptions, type ComparisonReport, CompareError, compareMethods } from './compare/index.js';
 
 // export for other runtimes (transformers.js ONNX folders, GGUF models and LoRA adapters)
-export { loadExportSource, writeTransformersJs, buildTransformersJsGraph, ggufModel, ggufLora, modelfile, encodeGguf, ExportError, type OnnxDtype, type GgufType } from './export/index.js';
+export {
+  loadExportSource,
+  writeTransformersJs,
+  buildTransformersJsGraph,
+  ggufModel,
+  ggufLora,
+  modelfile,
+  encodeGguf,
+  ExportError,
+  type OnnxDtype,
+  type GgufType,
+} from './export/index.js';
 
 // the engine underneath (graph IR, autodiff, ONNX Runtime sessions)
 export { Graph, type Value } from './graph/ir.js';

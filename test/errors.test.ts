@@ -18,7 +18,10 @@ test('every exported *Error class extends PeftError', () => {
 test('reportError: PeftError -> one line, exit 1; anything else -> internal error, exit 2', () => {
   const written: string[] = [];
   const orig = process.stderr.write.bind(process.stderr);
-  (process.stderr as { write: unknown }).write = (s: string) => { written.push(s); return true; };
+  (process.stderr as { write: unknown }).write = (s: string) => {
+    written.push(s);
+    return true;
+  };
   try {
     assert.equal(reportError(new CliError('bad flag: use --x')), 1);
     assert.equal(written.at(-1), 'error: bad flag: use --x\n');

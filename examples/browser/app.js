@@ -43,11 +43,13 @@ function setStatus(text, error = false) {
 let manifest;
 let droppedModel = null; // [{path, file}]
 async function fetchFiles(base, names) {
-  return Promise.all(names.map(async (n) => {
-    const r = await fetch(`${base}/${n}`);
-    if (!r.ok) throw new Error(`${base}/${n}: HTTP ${r.status}`);
-    return { name: n, data: await r.arrayBuffer() };
-  }));
+  return Promise.all(
+    names.map(async (n) => {
+      const r = await fetch(`${base}/${n}`);
+      if (!r.ok) throw new Error(`${base}/${n}: HTTP ${r.status}`);
+      return { name: n, data: await r.arrayBuffer() };
+    }),
+  );
 }
 const modelSent = new Set();
 async function ensureModel() {
@@ -61,7 +63,11 @@ async function ensureModel() {
   }
   if (!modelSent.has('bundled')) {
     const files = await fetchFiles('models/tiny-llama', manifest.model);
-    await request('files', { files: files.map((f) => ({ path: `/models/tiny-llama/${f.name}`, data: f.data })) }, files.map((f) => f.data));
+    await request(
+      'files',
+      { files: files.map((f) => ({ path: `/models/tiny-llama/${f.name}`, data: f.data })) },
+      files.map((f) => f.data),
+    );
     modelSent.add('bundled');
   }
   return '/models/tiny-llama';
@@ -77,7 +83,11 @@ async function dataText() {
 }
 async function defaultPrompts() {
   const r = await fetch(`data/tasks/${$('task').value}/eval.jsonl`);
-  const rows = (await r.text()).split('\n').filter(Boolean).slice(0, 3).map((l) => JSON.parse(l));
+  const rows = (await r.text())
+    .split('\n')
+    .filter(Boolean)
+    .slice(0, 3)
+    .map((l) => JSON.parse(l));
   $('prompts').value = rows.map((x) => (x.prompt ?? '').replace(/\n/g, '\\n')).join('\n');
 }
 
@@ -85,7 +95,10 @@ async function defaultPrompts() {
 function draw() {
   const c = $('chart');
   const g = c.getContext('2d');
-  const W = c.width, H = c.height, L = 44, B = 22;
+  const W = c.width,
+    H = c.height,
+    L = 44,
+    B = 22;
   g.clearRect(0, 0, W, H);
   g.fillStyle = '#38405a';
   g.font = '11px system-ui';
@@ -93,15 +106,23 @@ function draw() {
   const ys = state.losses;
   if (!ys.length) return;
   const total = Math.max(state.total ?? ys.length, 2);
-  const lo = Math.min(...ys), hi = Math.max(...ys);
+  const lo = Math.min(...ys),
+    hi = Math.max(...ys);
   const span = hi - lo || 1;
   const x = (i) => L + ((W - L - 8) * i) / (total - 1);
   const y = (v) => 18 + (H - B - 18) * (1 - (v - lo) / span);
   g.strokeStyle = '#d5dae5';
-  g.beginPath(); g.moveTo(L, 18); g.lineTo(L, H - B); g.lineTo(W - 8, H - B); g.stroke();
-  g.fillText(hi.toFixed(3), 2, 22); g.fillText(lo.toFixed(3), 2, H - B);
-  g.fillText('step 1', L, H - 6); g.fillText(`${total}`, W - 24, H - 6);
-  g.strokeStyle = '#3c64d8'; g.lineWidth = 2;
+  g.beginPath();
+  g.moveTo(L, 18);
+  g.lineTo(L, H - B);
+  g.lineTo(W - 8, H - B);
+  g.stroke();
+  g.fillText(hi.toFixed(3), 2, 22);
+  g.fillText(lo.toFixed(3), 2, H - B);
+  g.fillText('step 1', L, H - 6);
+  g.fillText(`${total}`, W - 24, H - 6);
+  g.strokeStyle = '#3c64d8';
+  g.lineWidth = 2;
   g.beginPath();
   ys.forEach((v, i) => (i ? g.lineTo(x(i), y(v)) : g.moveTo(x(i), y(v))));
   g.stroke();
@@ -111,7 +132,9 @@ function onStep(r, total) {
   state.total = total;
   $('progress').max = total;
   $('progress').value = r.step;
-  setStatus(`step ${r.step}/${total} | loss ${r.loss.toFixed(4)} | grad norm ${r.grad_norm.toFixed(3)} | ${Math.round(r.tokens_per_second)} tokens/s`);
+  setStatus(
+    `step ${r.step}/${total} | loss ${r.loss.toFixed(4)} | grad norm ${r.grad_norm.toFixed(3)} | ${Math.round(r.tokens_per_second)} tokens/s`,
+  );
   draw();
 }
 
@@ -120,7 +143,11 @@ function showGenerations(prompts, before, after) {
   body.innerHTML = '';
   prompts.forEach((p, i) => {
     const tr = document.createElement('tr');
-    for (const [text, cls] of [[p, ''], [before[i] ?? '', 'gen'], [after[i] ?? '', 'gen']]) {
+    for (const [text, cls] of [
+      [p, ''],
+      [before[i] ?? '', 'gen'],
+      [after[i] ?? '', 'gen'],
+    ]) {
       const td = document.createElement('td');
       td.textContent = text;
       td.className = cls;
@@ -140,7 +167,10 @@ async function train() {
   try {
     const modelDir = await ensureModel();
     await request('files', { files: [{ path: '/data/train.jsonl', data: await dataText() }] });
-    const prompts = $('prompts').value.split('\n').filter((l) => l.trim()).map((l) => l.replace(/\\n/g, '\n'));
+    const prompts = $('prompts')
+      .value.split('\n')
+      .filter((l) => l.trim())
+      .map((l) => l.replace(/\\n/g, '\n'));
     const options = {
       modelDir,
       trainFile: '/data/train.jsonl',
@@ -162,7 +192,9 @@ async function train() {
     state.adapter = m.adapter;
     state.timings.trainWall = (performance.now() - start) / 1000;
     showGenerations(prompts, m.result.before, m.result.after);
-    setStatus(`done: ${m.result.records.length} steps, loss ${m.result.firstLoss.toFixed(4)} → ${m.result.finalLoss.toFixed(4)}, ${Math.round(m.result.tokensPerSecond)} tokens/s (${m.result.trainableParameters.toLocaleString('en-US')} trainable parameters)`);
+    setStatus(
+      `done: ${m.result.records.length} steps, loss ${m.result.firstLoss.toFixed(4)} → ${m.result.finalLoss.toFixed(4)}, ${Math.round(m.result.tokensPerSecond)} tokens/s (${m.result.trainableParameters.toLocaleString('en-US')} trainable parameters)`,
+    );
     $('download').disabled = false;
   } catch (e) {
     setStatus(`error: ${e.message}`, true);
@@ -194,11 +226,15 @@ async function loadAdapterFiles(files) {
   if (!config || !weights) return setStatus('choose both adapter_config.json and adapter_model.safetensors', true);
   try {
     const modelDir = await ensureModel();
-    const prompts = $('prompts').value.split('\n').filter((l) => l.trim()).map((l) => l.replace(/\\n/g, '\n'));
+    const prompts = $('prompts')
+      .value.split('\n')
+      .filter((l) => l.trim())
+      .map((l) => l.replace(/\\n/g, '\n'));
     setStatus('loading the adapter…');
     const m = await request('load-adapter', { modelDir, config: await config.text(), safetensors: weights, prompts, maxNewTokens: 12 });
     state.loaded = m;
-    $('loaded').textContent = `loaded a ${m.peftType} adapter: ` + m.generations.map((g, i) => `[${i + 1}] ${JSON.stringify(g)}`).join('  ');
+    $('loaded').textContent =
+      `loaded a ${m.peftType} adapter: ` + m.generations.map((g, i) => `[${i + 1}] ${JSON.stringify(g)}`).join('  ');
     setStatus(`adapter loaded (${m.peftType})`);
   } catch (e) {
     setStatus(`error: ${e.message}`, true);
@@ -212,9 +248,14 @@ async function start() {
   if (manifest.tasks.includes('sentiment')) $('task').value = 'sentiment';
   await defaultPrompts();
   const params = new URLSearchParams(location.search);
-  const info = await request('init', { wasmPaths: new URL('dist-browser/', location.href).href, threads: Number(params.get('threads') ?? 4), webgpu: params.get('webgpu') !== '0' });
+  const info = await request('init', {
+    wasmPaths: new URL('dist-browser/', location.href).href,
+    threads: Number(params.get('threads') ?? 4),
+    webgpu: params.get('webgpu') !== '0',
+  });
   state.backend = info;
-  $('backend').textContent = `${info.runtime}, ${info.provider === 'webgpu' ? 'WebGPU' : 'WebAssembly'}${info.provider === 'wasm' ? (info.threads > 1 ? ` with ${info.threads} threads` : ' single-threaded') : ''}${info.crossOriginIsolated ? '' : ' (page not cross-origin isolated)'}`;
+  $('backend').textContent =
+    `${info.runtime}, ${info.provider === 'webgpu' ? 'WebGPU' : 'WebAssembly'}${info.provider === 'wasm' ? (info.threads > 1 ? ` with ${info.threads} threads` : ' single-threaded') : ''}${info.crossOriginIsolated ? '' : ' (page not cross-origin isolated)'}`;
   state.timings.ready = (performance.now() - t0) / 1000;
   state.ready = true;
   $('train').disabled = false;
@@ -238,7 +279,10 @@ function takeModel(list) {
 }
 $('modelFiles').onchange = (e) => takeModel([...e.target.files]);
 const drop = $('modelDrop');
-drop.ondragover = (e) => { e.preventDefault(); drop.classList.add('over'); };
+drop.ondragover = (e) => {
+  e.preventDefault();
+  drop.classList.add('over');
+};
 drop.ondragleave = () => drop.classList.remove('over');
 drop.ondrop = async (e) => {
   e.preventDefault();

@@ -2,7 +2,18 @@
 // generates and serializes the adapter, so the page stays responsive. Messages in: init, files,
 // train, load-adapter; out: ready, status, step, done, adapter-loaded, error (examples/browser/app.js).
 
-import { MemoryStorage, PeftError, Tokenizer, finetune, generate, loadAdapter, loadModel, runtimeBackend, setStorage, type FinetuneOptions } from '../../src/browser/index.js';
+import {
+  MemoryStorage,
+  PeftError,
+  Tokenizer,
+  finetune,
+  generate,
+  loadAdapter,
+  loadModel,
+  runtimeBackend,
+  setStorage,
+  type FinetuneOptions,
+} from '../../src/browser/index.js';
 
 const files = new MemoryStorage();
 setStorage(files);
@@ -37,7 +48,14 @@ async function init(o: { wasmPaths: string; threads?: number; webgpu?: boolean }
     }
   }
   backend.defaultProvider = webgpu ? 'webgpu' : 'cpu';
-  return { runtime: backend.name, provider: webgpu ? 'webgpu' : 'wasm', threads: ort.env.wasm.numThreads, crossOriginIsolated: isolated, cores, webgpuReason };
+  return {
+    runtime: backend.name,
+    provider: webgpu ? 'webgpu' : 'wasm',
+    threads: ort.env.wasm.numThreads,
+    crossOriginIsolated: isolated,
+    cores,
+    webgpuReason,
+  };
 }
 
 async function handle(msg: { type: string; [k: string]: unknown }): Promise<void> {
@@ -46,7 +64,8 @@ async function handle(msg: { type: string; [k: string]: unknown }): Promise<void
       post({ type: 'ready', ...(await init(msg as never)) });
       return;
     case 'files':
-      for (const f of msg.files as { path: string; data: ArrayBuffer | Blob | string }[]) files.addFile(f.path, f.data instanceof ArrayBuffer ? new Uint8Array(f.data) : f.data);
+      for (const f of msg.files as { path: string; data: ArrayBuffer | Blob | string }[])
+        files.addFile(f.path, f.data instanceof ArrayBuffer ? new Uint8Array(f.data) : f.data);
       post({ type: 'files-added', count: (msg.files as unknown[]).length });
       return;
     case 'train': {
@@ -60,7 +79,9 @@ async function handle(msg: { type: string; [k: string]: unknown }): Promise<void
       });
       const config = await files.readFile(`${o.outputDir}/adapter_config.json`, 'utf8');
       const weights = await files.readFile(`${o.outputDir}/adapter_model.safetensors`);
-      post({ type: 'done', result, seconds: (performance.now() - t0) / 1000, adapter: { config, safetensors: weights.buffer } }, [weights.buffer as ArrayBuffer]);
+      post({ type: 'done', result, seconds: (performance.now() - t0) / 1000, adapter: { config, safetensors: weights.buffer } }, [
+        weights.buffer as ArrayBuffer,
+      ]);
       return;
     }
     case 'load-adapter': {
@@ -72,7 +93,11 @@ async function handle(msg: { type: string; [k: string]: unknown }): Promise<void
       const base = await loadModel(modelDir);
       const tokenizer = await Tokenizer.fromDir(modelDir);
       const adapted = await loadAdapter(base, dir);
-      const out = await generate(adapted, tokenizer, msg.prompts as string[], { maxNewTokens: (msg.maxNewTokens as number) ?? 16, doSample: false, stopStrings: ['\n'] });
+      const out = await generate(adapted, tokenizer, msg.prompts as string[], {
+        maxNewTokens: (msg.maxNewTokens as number) ?? 16,
+        doSample: false,
+        stopStrings: ['\n'],
+      });
       post({ type: 'adapter-loaded', peftType: adapted.peftType, generations: out.sequences.map((s) => s.text ?? '') });
       return;
     }

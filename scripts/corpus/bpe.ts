@@ -76,7 +76,9 @@ export function trainBpe(wordCounts: Map<string, number>, opts: BpeTrainOptions)
   const minFrequency = opts.minFrequency ?? 2;
   const base = opts.specialTokens.length + 256;
   if (!Number.isInteger(opts.vocabSize) || opts.vocabSize < base) {
-    throw new BpeTrainError(`vocabSize must be an integer of at least ${base} (the special tokens and 256 byte symbols), got ${opts.vocabSize}`);
+    throw new BpeTrainError(
+      `vocabSize must be an integer of at least ${base} (the special tokens and 256 byte symbols), got ${opts.vocabSize}`,
+    );
   }
   const vocab = new Map<string, number>();
   for (const t of opts.specialTokens) {
@@ -136,13 +138,26 @@ export function tokenizerJson(model: BpeModel, bos: string): Record<string, unkn
     version: '1.0',
     truncation: null,
     padding: null,
-    added_tokens: model.specialTokens.map((t) => ({ id: model.vocab.get(t)!, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    added_tokens: model.specialTokens.map((t) => ({
+      id: model.vocab.get(t)!,
+      content: t,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    })),
     normalizer: null,
     pre_tokenizer: byteLevel,
     post_processor: {
       type: 'TemplateProcessing',
       single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-      pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      pair: [
+        { SpecialToken: { id: bos, type_id: 0 } },
+        { Sequence: { id: 'A', type_id: 0 } },
+        { SpecialToken: { id: bos, type_id: 1 } },
+        { Sequence: { id: 'B', type_id: 1 } },
+      ],
       special_tokens: { [bos]: { id: bos, ids: [bosId], tokens: [bos] } },
     },
     decoder: byteLevel,

@@ -10,7 +10,14 @@ export interface PretrainReport {
   shape: TinyLlamaShape;
   parameters: number;
   fileBytes: number;
-  corpus: { trainDocuments: number; trainTokens: number; evalDocuments: number; evalTokens: number; bpeDocuments: number; characters: number };
+  corpus: {
+    trainDocuments: number;
+    trainTokens: number;
+    evalDocuments: number;
+    evalTokens: number;
+    bpeDocuments: number;
+    characters: number;
+  };
   tokenizer: { merges: number; specialTokens: string[]; tokensPerWord: number };
   training: {
     steps: number;

@@ -99,8 +99,10 @@ function gaussian(rng: Rng): () => number {
 
 /** The initial float32 state dict. */
 export function initialWeights(s: TinyLlamaShape, seed: number): Map<string, RawTensor> {
-  if (s.hiddenSize % s.numAttentionHeads !== 0) throw new Error(`hidden size ${s.hiddenSize} is not a multiple of ${s.numAttentionHeads} heads`);
-  if (s.numAttentionHeads % s.numKeyValueHeads !== 0) throw new Error(`${s.numAttentionHeads} heads are not a multiple of ${s.numKeyValueHeads} KV heads`);
+  if (s.hiddenSize % s.numAttentionHeads !== 0)
+    throw new Error(`hidden size ${s.hiddenSize} is not a multiple of ${s.numAttentionHeads} heads`);
+  if (s.numAttentionHeads % s.numKeyValueHeads !== 0)
+    throw new Error(`${s.numAttentionHeads} heads are not a multiple of ${s.numKeyValueHeads} KV heads`);
   const normal = gaussian(Rng.fromSeed(seed, 0x1417));
   const tensors = new Map<string, RawTensor>();
   for (const [name, shape] of llamaWeightShapes(s)) {

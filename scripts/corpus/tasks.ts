@@ -40,7 +40,11 @@ const STREAMS: Record<TaskName, number> = { sentiment: 101, json: 102, arith: 10
  * `train` and `eval` examples of a task, with distinct prompts: duplicates within a split and eval
  * prompts that also occur in train are drawn again.
  */
-export function taskSplits(task: TaskName, seed: number, sizes: { train: number; eval: number }): { train: TaskExample[]; eval: TaskExample[] } {
+export function taskSplits(
+  task: TaskName,
+  seed: number,
+  sizes: { train: number; eval: number },
+): { train: TaskExample[]; eval: TaskExample[] } {
   const make = MAKERS[task];
   const p = new Picker(seed, STREAMS[task]);
   const seen = new Set<string>();
@@ -81,7 +85,16 @@ const CATEGORIES: Record<string, readonly string[]> = {
   month: MONTHS,
 };
 /** Each category's rejected answers come from one confusable partner category. */
-const PARTNER: Record<string, string> = { color: 'city', city: 'color', animal: 'food', food: 'animal', job: 'sport', sport: 'job', day: 'month', month: 'day' };
+const PARTNER: Record<string, string> = {
+  color: 'city',
+  city: 'color',
+  animal: 'food',
+  food: 'animal',
+  job: 'sport',
+  sport: 'job',
+  day: 'month',
+  month: 'day',
+};
 
 /**
  * `train` and `eval` preference rows, no (prompt, chosen, rejected) triple twice: "Question: name a(n)
@@ -89,7 +102,10 @@ const PARTNER: Record<string, string> = { color: 'city', city: 'color', animal: 
  * rejected (a day over a month, an animal over a food, ...). Own random stream, so the other
  * tasks' files do not change.
  */
-export function preferenceSplits(seed: number, sizes: { train: number; eval: number }): { train: PreferenceExample[]; eval: PreferenceExample[] } {
+export function preferenceSplits(
+  seed: number,
+  sizes: { train: number; eval: number },
+): { train: PreferenceExample[]; eval: PreferenceExample[] } {
   const p = new Picker(seed, 104);
   const names = Object.keys(CATEGORIES);
   const seen = new Set<string>();
@@ -98,7 +114,11 @@ export function preferenceSplits(seed: number, sizes: { train: number; eval: num
     for (let tries = 0; out.length < n; tries++) {
       if (tries > n * 50) throw new Error(`the preference task cannot produce ${n} distinct rows`);
       const category = p.pick(names);
-      const ex = { prompt: `Question: name ${/^[aeiou]/.test(category) ? 'an' : 'a'} ${category}.\nAnswer:`, chosen: ` ${p.pick(CATEGORIES[category]!)}`, rejected: ` ${p.pick(CATEGORIES[PARTNER[category]!]!)}` };
+      const ex = {
+        prompt: `Question: name ${/^[aeiou]/.test(category) ? 'an' : 'a'} ${category}.\nAnswer:`,
+        chosen: ` ${p.pick(CATEGORIES[category]!)}`,
+        rejected: ` ${p.pick(CATEGORIES[PARTNER[category]!]!)}`,
+      };
       const key = JSON.stringify(ex);
       if (seen.has(key)) continue;
       seen.add(key);

@@ -4,8 +4,30 @@
 // tasks are made from (scripts/corpus/tasks.ts), in other surroundings than the tasks' prompts.
 
 import {
-  ANIMALS, CITIES, COLORS, DAYS, FOODS, JOBS, MONTHS, NAMES, OBJECTS, PLACES, RECORD_FIELDS, REVIEW_ASPECTS, REVIEW_CLOSERS,
-  REVIEW_OPENERS, SIZES, SPORTS, VERBS_PAST, type Picker, type RecordField, article, capitalize, fieldValue, listPhrase, plural,
+  ANIMALS,
+  CITIES,
+  COLORS,
+  DAYS,
+  FOODS,
+  JOBS,
+  MONTHS,
+  NAMES,
+  OBJECTS,
+  PLACES,
+  RECORD_FIELDS,
+  REVIEW_ASPECTS,
+  REVIEW_CLOSERS,
+  REVIEW_OPENERS,
+  SIZES,
+  SPORTS,
+  VERBS_PAST,
+  type Picker,
+  type RecordField,
+  article,
+  capitalize,
+  fieldValue,
+  listPhrase,
+  plural,
 } from './lexicon.js';
 
 export type Sentiment = 'positive' | 'negative';
@@ -209,7 +231,11 @@ function listDoc(p: Picker): string {
       return `Colors in the box: ${colors.join(', ')}. The first one is ${colors[0]} and the last one is ${colors[colors.length - 1]}.`;
     },
     () => `${who} has visited ${listPhrase(p.sample(CITIES, p.int(2, 4)))}.`,
-    () => `Things to pack:\n${p.sample(OBJECTS, p.int(2, 5)).map((o, i) => `${i + 1}. ${o}`).join('\n')}`,
+    () =>
+      `Things to pack:\n${p
+        .sample(OBJECTS, p.int(2, 5))
+        .map((o, i) => `${i + 1}. ${o}`)
+        .join('\n')}`,
     () => `Team members: ${listPhrase(p.sample(NAMES, p.int(2, 5)))}.`,
     () => `The days ${who} works are ${listPhrase(p.sample(DAYS, p.int(2, 4)))}.`,
   ];

@@ -53,7 +53,11 @@ export function checkpoint(inputs: readonly Value[], fn: (inputs: Value[]) => Va
     const map = new Map<number, Value>();
     for (const v of inputs) if (replayed.has(v.id) && isFloat(v.dtype)) map.set(v.id, o.mul(o.stopGradient(v), o.cast(one, v.dtype)));
     for (const n of region) {
-      const outs = g.op(n.op, n.inputs.map((v) => map.get(v.id) ?? v), n.attrs as never);
+      const outs = g.op(
+        n.op,
+        n.inputs.map((v) => map.get(v.id) ?? v),
+        n.attrs as never,
+      );
       n.outputs.forEach((v, i) => map.set(v.id, outs[i]!));
     }
     const wrt: Value[] = [];

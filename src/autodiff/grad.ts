@@ -53,7 +53,9 @@ export function grad(output: Value, wrt: readonly Value[], seed?: Value): Value[
   const grads = new Map<number, Value>();
   const accumulate = (v: Value, gv: Value): void => {
     if (!shapesEqual(gv.shape, v.shape)) {
-      throw new AutodiffError(`gradient of ${v.name} has shape ${shapeToString(gv.shape)}, expected ${shapeToString(v.shape)} (op ${v.producer?.op ?? v.kind})`);
+      throw new AutodiffError(
+        `gradient of ${v.name} has shape ${shapeToString(gv.shape)}, expected ${shapeToString(v.shape)} (op ${v.producer?.op ?? v.kind})`,
+      );
     }
     const prev = grads.get(v.id);
     grads.set(v.id, prev ? o.add(prev, gv) : gv);

@@ -36,8 +36,14 @@ const firstUnbroadcast: VjpRule<NoAttrs> = (n, [g], need) => [need[0] ? o.unbroa
 // ---- the table ------------------------------------------------------------------------------
 
 export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
-  Add: (n, [g], need) => [need[0] ? o.unbroadcast(g!, n.inputs[0]!.shape) : undefined, need[1] ? o.unbroadcast(g!, n.inputs[1]!.shape) : undefined],
-  Sub: (n, [g], need) => [need[0] ? o.unbroadcast(g!, n.inputs[0]!.shape) : undefined, need[1] ? o.unbroadcast(o.neg(g!), n.inputs[1]!.shape) : undefined],
+  Add: (n, [g], need) => [
+    need[0] ? o.unbroadcast(g!, n.inputs[0]!.shape) : undefined,
+    need[1] ? o.unbroadcast(g!, n.inputs[1]!.shape) : undefined,
+  ],
+  Sub: (n, [g], need) => [
+    need[0] ? o.unbroadcast(g!, n.inputs[0]!.shape) : undefined,
+    need[1] ? o.unbroadcast(o.neg(g!), n.inputs[1]!.shape) : undefined,
+  ],
   Mul: (n, [g], need) => {
     const [a, b] = n.inputs as [Value, Value];
     return [need[0] ? o.unbroadcast(o.mul(g!, b), a.shape) : undefined, need[1] ? o.unbroadcast(o.mul(g!, a), b.shape) : undefined];
@@ -45,7 +51,10 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
   Div: (n, [g], need) => {
     const [a, b] = n.inputs as [Value, Value];
     const y = n.outputs[0]!;
-    return [need[0] ? o.unbroadcast(o.div(g!, b), a.shape) : undefined, need[1] ? o.unbroadcast(o.neg(o.div(o.mul(g!, y), b)), b.shape) : undefined];
+    return [
+      need[0] ? o.unbroadcast(o.div(g!, b), a.shape) : undefined,
+      need[1] ? o.unbroadcast(o.neg(o.div(o.mul(g!, y), b)), b.shape) : undefined,
+    ];
   },
   Pow: (n, [g], need) => {
     const [a, b] = n.inputs as [Value, Value];
@@ -86,7 +95,10 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
     const x = n.inputs[0]!;
     const reduced = n.attrs.axes.map((a) => x.shape[a]!);
     const count = staticSize(reduced);
-    const scale = count !== undefined ? x.graph.scalar(1 / count, x.dtype) : o.div(o.cast(o.sizeOf(n.outputs[0]!), x.dtype), o.cast(o.sizeOf(x), x.dtype));
+    const scale =
+      count !== undefined
+        ? x.graph.scalar(1 / count, x.dtype)
+        : o.div(o.cast(o.sizeOf(n.outputs[0]!), x.dtype), o.cast(o.sizeOf(x), x.dtype));
     return [expandReduced(o.mul(g!, scale), x, n.attrs.axes, n.attrs.keepdims)];
   },
   ReduceMax: (n, [g]) => {
@@ -161,7 +173,8 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
   Concat: (n, [g], need) => {
     const { axis } = n.attrs;
     const sizes = n.inputs.map((x) => x.shape[axis]!);
-    const staticSum = (ds: Dim[]): number | undefined => (ds.every((d) => typeof d === 'number') ? (ds as number[]).reduce((p, q) => p + q, 0) : undefined);
+    const staticSum = (ds: Dim[]): number | undefined =>
+      ds.every((d) => typeof d === 'number') ? (ds as number[]).reduce((p, q) => p + q, 0) : undefined;
     return n.inputs.map((_, i) => {
       if (!need[i]) return undefined;
       // Offsets count from the start while sizes before are static, else from the end.
@@ -194,7 +207,12 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
     pads[x.rank + axis] = after;
     return [o.pad(g!, pads)];
   },
-  Split: (n, gs) => [o.concat(n.outputs.map((y, i) => gs[i] ?? o.zerosLike(y)), n.attrs.axis)],
+  Split: (n, gs) => [
+    o.concat(
+      n.outputs.map((y, i) => gs[i] ?? o.zerosLike(y)),
+      n.attrs.axis,
+    ),
+  ],
   Pad: (n, [g]) => {
     let out = g!;
     const r = n.inputs[0]!.rank;
@@ -213,7 +231,11 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
   },
   Where: (n, [g], need) => {
     const [c, a, b] = n.inputs as [Value, Value, Value];
-    return [undefined, need[1] ? o.unbroadcast(o.where(c, g!, 0), a.shape) : undefined, need[2] ? o.unbroadcast(o.where(c, 0, g!), b.shape) : undefined];
+    return [
+      undefined,
+      need[1] ? o.unbroadcast(o.where(c, g!, 0), a.shape) : undefined,
+      need[2] ? o.unbroadcast(o.where(c, 0, g!), b.shape) : undefined,
+    ];
   },
   ExpandLike: firstUnbroadcast,
   Unsqueeze: view,

@@ -83,14 +83,25 @@ export function adapterConfig(method: FinetuneMethod, o: Pick<FinetuneOptions, '
   }
 }
 
-async function greedy(model: InferenceModel, tokenizer: Tokenizer, prompts: string[], maxNewTokens: number, runtime?: RuntimeOptions): Promise<string[]> {
+async function greedy(
+  model: InferenceModel,
+  tokenizer: Tokenizer,
+  prompts: string[],
+  maxNewTokens: number,
+  runtime?: RuntimeOptions,
+): Promise<string[]> {
   if (prompts.length === 0) return [];
   const out = await generate(model, tokenizer, prompts, { maxNewTokens, doSample: false, stopStrings: ['\n'], runtime });
   return out.sequences.map((s) => s.text ?? '');
 }
 
 /** Logits at the last position of `prompt` (one row, no padding). */
-export async function probeLogits(model: InferenceModel, tokenizer: Tokenizer, prompt: string, runtime?: RuntimeOptions): Promise<number[]> {
+export async function probeLogits(
+  model: InferenceModel,
+  tokenizer: Tokenizer,
+  prompt: string,
+  runtime?: RuntimeOptions,
+): Promise<number[]> {
   const ids = tokenizer.encode(prompt);
   const session = await ForwardSession.create(model, { runtime });
   try {
@@ -108,7 +119,8 @@ export async function probeLogits(model: InferenceModel, tokenizer: Tokenizer, p
 
 export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const status = o.onStatus ?? (() => undefined);
-  if (!FINETUNE_METHODS.includes(o.method)) throw new FinetuneError(`unknown method "${o.method}"; choose one of ${FINETUNE_METHODS.join(', ')}`);
+  if (!FINETUNE_METHODS.includes(o.method))
+    throw new FinetuneError(`unknown method "${o.method}"; choose one of ${FINETUNE_METHODS.join(', ')}`);
   if (o.prompts.length === 0) throw new FinetuneError('give at least one prompt to generate from');
   status(`loading the model from ${o.modelDir}`);
   const model = await loadModel(o.modelDir);

@@ -19,4 +19,13 @@ export { runtimeBackend, setRuntimeBackend, type RuntimeBackend } from '../runti
 export { MemoryStorage } from '../storage/memory.js';
 export { storage, setStorage, type Storage } from '../storage/index.js';
 
-export { finetune, probeLogits, adapterConfig, FINETUNE_METHODS, FinetuneError, type FinetuneMethod, type FinetuneOptions, type FinetuneResult } from './finetune.js';
+export {
+  finetune,
+  probeLogits,
+  adapterConfig,
+  FINETUNE_METHODS,
+  FinetuneError,
+  type FinetuneMethod,
+  type FinetuneOptions,
+  type FinetuneResult,
+} from './finetune.js';

@@ -9,7 +9,9 @@ import { reportError } from './errors.js';
 const program = new Command();
 program
   .name('peft')
-  .description('Parameter-efficient fine-tuning of Hugging Face transformer models (LoRA, QLoRA, IA3, adapters, prompt/prefix tuning) on ONNX Runtime')
+  .description(
+    'Parameter-efficient fine-tuning of Hugging Face transformer models (LoRA, QLoRA, IA3, adapters, prompt/prefix tuning) on ONNX Runtime',
+  )
   .version('0.1.0')
   .showHelpAfterError();
 

@@ -19,14 +19,28 @@ import { bundledTask, resolveTask } from './data.js';
 import { CompareError } from './errors.js';
 import { type FlexInput, type FlexRun, computeFlexibility, flexibilityDefinition, metricNoise, metricZero } from './flexibility.js';
 import type { BaseJob, BaseResult, CompareJob, Quality, RunSettings, TaskRef, TrainJob, TrainResult, WorkerOutput } from './job.js';
-import { type CompareMethod, METHOD_SPECS, defaultCompareMethods, REFERENCE_METHOD, VIRTUAL_TOKENS, parseMethods, usesVirtualTokens } from './methods.js';
+import {
+  type CompareMethod,
+  METHOD_SPECS,
+  defaultCompareMethods,
+  REFERENCE_METHOD,
+  VIRTUAL_TOKENS,
+  parseMethods,
+  usesVirtualTokens,
+} from './methods.js';
 import { lossCurvesSvg, qualityVsParamsSvg } from './plots.js';
 import { CRITERIA, RATING_RULES, measuredRatings } from './ratings.js';
 import { type ComparisonReport, type MethodRow, comparisonMarkdown, formatBytes, formatQuality } from './report.js';
 import { type Constraints, DEFAULT_CONSTRAINTS, recommend } from './recommend.js';
 import { descriptorFor } from '../models/registry.js';
 
-export const COMPARE_FILES = { json: 'compare.json', markdown: 'compare.md', lossCurves: 'loss_curves.svg', qualityVsParams: 'quality_vs_params.svg', runs: 'runs' } as const;
+export const COMPARE_FILES = {
+  json: 'compare.json',
+  markdown: 'compare.md',
+  lossCurves: 'loss_curves.svg',
+  qualityVsParams: 'quality_vs_params.svg',
+  runs: 'runs',
+} as const;
 
 /** What `peft compare` runs without flags (measured in docs/COMPARE.md). */
 export const COMPARE_DEFAULTS = {
@@ -96,7 +110,8 @@ function baseName(dir: string): string {
 function machine(): ComparisonReport['machine'] {
   let ort = 'unknown';
   try {
-    ort = (JSON.parse(readFileSync(join(packageRoot(), 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8')) as { version: string }).version;
+    ort = (JSON.parse(readFileSync(join(packageRoot(), 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8')) as { version: string })
+      .version;
   } catch {
     // reported as unknown
   }
@@ -146,12 +161,17 @@ async function runWorker(job: CompareJob, dir: string, timeoutS: number, signal?
   } finally {
     closeSync(fd);
   }
-  if (signal?.aborted) throw new CompareError('the comparison was interrupted; the finished runs are under the output folder\'s runs/');
+  if (signal?.aborted) throw new CompareError("the comparison was interrupted; the finished runs are under the output folder's runs/");
   if (existsSync(resultFile)) return JSON.parse(await readFile(resultFile, 'utf8')) as WorkerOutput;
   const tail = existsSync(logFile) ? readFileSync(logFile, 'utf8').trim().split('\n').slice(-3).join(' | ') : '';
-  return { ok: false, error: { name: 'WorkerError', message: `${reason ?? 'the worker wrote no result'}${tail ? `; its log ends: ${tail}` : ''} (full log: ${logFile})` } };
+  return {
+    ok: false,
+    error: {
+      name: 'WorkerError',
+      message: `${reason ?? 'the worker wrote no result'}${tail ? `; its log ends: ${tail}` : ''} (full log: ${logFile})`,
+    },
+  };
 }
-
 
 const pct = (x: number): string => `${(100 * x).toFixed(x < 0.01 ? 3 : 2)}%`;
 const ms = (s: number): string => `${(1000 * s).toFixed(1)} ms`;
@@ -174,10 +194,12 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
   positiveInt('latency tokens', opts.latencyTokens);
   positiveInt('the run timeout', opts.runTimeoutS);
   if (!Number.isInteger(seed)) throw new CompareError(`the seed must be an integer, got ${seed}`);
-  for (const s of scales) if (!(s > 0 && Number.isFinite(s))) throw new CompareError(`learning-rate multiples must be numbers above 0, got ${s}`);
+  for (const s of scales)
+    if (!(s > 0 && Number.isFinite(s))) throw new CompareError(`learning-rate multiples must be numbers above 0, got ${s}`);
   for (const [m, lr] of Object.entries(opts.learningRates ?? {})) {
     parseMethods([m]);
-    if (!(typeof lr === 'number' && lr > 0 && Number.isFinite(lr))) throw new CompareError(`the learning rate for ${m} must be a number above 0, got ${lr}`);
+    if (!(typeof lr === 'number' && lr > 0 && Number.isFinite(lr)))
+      throw new CompareError(`the learning rate for ${m} must be a number above 0, got ${lr}`);
   }
   const chosen = parseMethods([...(opts.methods ?? defaultCompareMethods()), REFERENCE_METHOD]);
   const outDir = resolve(opts.outDir);
@@ -193,7 +215,12 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
 
   // Everything that can be refused is checked before the output folder is touched.
   const tokenizer = await Tokenizer.fromDir(modelDir);
-  const config = JSON.parse(await readFile(join(modelDir, 'config.json'), 'utf8')) as { max_position_embeddings?: number; n_positions?: number; architectures?: unknown; model_type?: unknown };
+  const config = JSON.parse(await readFile(join(modelDir, 'config.json'), 'utf8')) as {
+    max_position_embeddings?: number;
+    n_positions?: number;
+    architectures?: unknown;
+    model_type?: unknown;
+  };
   const positions = config.max_position_embeddings ?? config.n_positions ?? 1024;
   // A position-embedding table (BERT, GPT-2; not Llama's rotary positions) must also hold the virtual tokens of the soft-prompt methods.
   const virtual = chosen.some(usesVirtualTokens) && descriptorFor(String(config.model_type))?.positions !== 'rotary' ? VIRTUAL_TOKENS : 0;
@@ -207,9 +234,10 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
   const flexNames = [...new Set(opts.flexTasks ?? TASK_NAMES)].filter((t) => t !== primary.name);
   // The bundled tasks are prompt/completion data for a causal LM: a classifier's flexibility is its LR grid and its own task.
   const flexTasks: TaskRef[] = classifier ? [] : flexNames.map((t) => bundledTask(t));
-  const skippedFlexNote = classifier && flexNames.length
-    ? `bundled task${flexNames.length > 1 ? 's' : ''} ${flexNames.join(', ')} not run: they are prompt/completion tasks for causal language models, and this model is a sequence classifier`
-    : undefined;
+  const skippedFlexNote =
+    classifier && flexNames.length
+      ? `bundled task${flexNames.length > 1 ? 's' : ''} ${flexNames.join(', ')} not run: they are prompt/completion tasks for causal language models, and this model is a sequence classifier`
+      : undefined;
   const metric = primary.classification ? 'accuracy' : (primary.spec?.metric ?? 'eval_loss');
   const lrOf = (m: CompareMethod): number => opts.learningRates?.[m] ?? METHOD_SPECS[m].learningRate;
   const settings: RunSettings = {
@@ -233,7 +261,7 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
   const folder = await claimOutputDir(outDir, { command: 'compare', replaceOwn: true, inputs: [{ path: modelDir, what: 'base model' }] });
   try {
     const runsDir = join(outDir, COMPARE_FILES.runs);
-    const extraRuns = (scales.length - 1) + flexTasks.length;
+    const extraRuns = scales.length - 1 + flexTasks.length;
     log(
       `comparing ${chosen.map((m) => METHOD_SPECS[m].label).join(', ')} on ${primary.name} (${metric === 'eval_loss' ? 'eval loss' : metric}${primary.classification ? ' of a sequence classifier' : ''}) with ${modelDir}: ` +
         `${budget} steps x batch ${batchSize} per run, ${extraRuns} flexibility run${extraRuns === 1 ? '' : 's'} per method`,
@@ -247,7 +275,13 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
     if (!baseOut.ok) throw new CompareError(`scoring the base model failed: ${baseOut.error.message}`);
     const base = baseOut.result as BaseResult;
     if (flexTasks.length) {
-      const flexBaseJob: BaseJob = { kind: 'base', settings: flexSettings, tasks: flexTasks, timeLatency: false, outDir: join(runsDir, 'base-flex') };
+      const flexBaseJob: BaseJob = {
+        kind: 'base',
+        settings: flexSettings,
+        tasks: flexTasks,
+        timeLatency: false,
+        outDir: join(runsDir, 'base-flex'),
+      };
       const o = await runWorker(flexBaseJob, flexBaseJob.outDir, timeoutS, opts.signal);
       if (!o.ok) throw new CompareError(`scoring the base model on ${flexTasks.map((t) => t.name).join(', ')} failed: ${o.error.message}`);
       base.qualities.push(...(o.result as BaseResult).qualities);
@@ -255,7 +289,9 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
     const baseQ = base.qualities[0]!;
     if (!base.latency) throw new CompareError('the base-model run did not time its inference');
     const baseLatency = base.latency;
-    log(`base model: ${base.totalParams.toLocaleString('en-US')} parameters, ${formatQuality(baseQ)}, latency ${ms(baseLatency.medianS)} (${primary.classification ? 'one forward pass' : `${baseLatency.tokens} tokens`})`);
+    log(
+      `base model: ${base.totalParams.toLocaleString('en-US')} parameters, ${formatQuality(baseQ)}, latency ${ms(baseLatency.medianS)} (${primary.classification ? 'one forward pass' : `${baseLatency.tokens} tokens`})`,
+    );
     const baseQualities = new Map(base.qualities.map((q) => [q.task, q]));
 
     // 2. Every method: the measured run at the default rate, then the flexibility runs.
@@ -266,12 +302,22 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
     for (const [i, method] of order.entries()) {
       const spec = METHOD_SPECS[method];
       const lr = lrOf(method);
-      const job: TrainJob = { kind: 'train', settings, method, task: primary, learningRate: lr, steps: budget, measure: true, outDir: join(runsDir, method, 'main') };
+      const job: TrainJob = {
+        kind: 'train',
+        settings,
+        method,
+        task: primary,
+        learningRate: lr,
+        steps: budget,
+        measure: true,
+        outDir: join(runsDir, method, 'main'),
+      };
       const out = await runWorker(job, job.outDir, timeoutS, opts.signal);
       main.set(method, out);
       const tag = `[${i + 1}/${order.length}] ${spec.label}`;
       if (!out.ok) {
-        if (method === REFERENCE_METHOD) throw new CompareError(`full fine-tuning, the reference of every ratio, failed: ${out.error.message}`);
+        if (method === REFERENCE_METHOD)
+          throw new CompareError(`full fine-tuning, the reference of every ratio, failed: ${out.error.message}`);
         log(`${tag}: failed: ${out.error.message}`);
         continue;
       }
@@ -298,14 +344,18 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
           const fj: TrainJob = { ...job, learningRate: lr * scale, measure: false, outDir: join(runsDir, method, `lr-x${scale}`) };
           const fo = await runWorker(fj, fj.outDir, timeoutS, opts.signal);
           input.lrGrid.push(asFlex(fo, primary.name, scale, lr * scale));
-          log(`    ${spec.label} lr x${scale} (${(lr * scale).toExponential(1)}) on ${primary.name}: ${fo.ok ? formatQuality((fo.result as TrainResult).quality) : `failed: ${fo.error.message}`}`);
+          log(
+            `    ${spec.label} lr x${scale} (${(lr * scale).toExponential(1)}) on ${primary.name}: ${fo.ok ? formatQuality((fo.result as TrainResult).quality) : `failed: ${fo.error.message}`}`,
+          );
         }
       }
       for (const task of flexTasks) {
         const fj: TrainJob = { ...job, settings: flexSettings, task, measure: false, outDir: join(runsDir, method, `task-${task.name}`) };
         const fo = await runWorker(fj, fj.outDir, timeoutS, opts.signal);
         input.tasks.push(asFlex(fo, task.name, 1, lr));
-        log(`    ${spec.label} on ${task.name}: ${fo.ok ? formatQuality((fo.result as TrainResult).quality) : `failed: ${fo.error.message}`}`);
+        log(
+          `    ${spec.label} on ${task.name}: ${fo.ok ? formatQuality((fo.result as TrainResult).quality) : `failed: ${fo.error.message}`}`,
+        );
       }
       flex.set(method, input);
     }
@@ -314,15 +364,29 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
     const results = new Map<CompareMethod, TrainResult>();
     for (const [m, o] of main) if (o.ok) results.set(m, o.result as TrainResult);
     const ok = order.filter((m) => results.has(m));
-    const flexibility = computeFlexibility(ok.map((m) => flex.get(m)!), baseQualities);
+    const flexibility = computeFlexibility(
+      ok.map((m) => flex.get(m)!),
+      baseQualities,
+    );
     if (skippedFlexNote) for (const fx of flexibility.values()) fx.notes.push(skippedFlexNote);
     const ref = reference!;
-    const gainBasis = pickGainBasis([...results.values()].map((r) => r.quality), baseQ, ref.quality);
+    const gainBasis = pickGainBasis(
+      [...results.values()].map((r) => r.quality),
+      baseQ,
+      ref.quality,
+    );
     const rows: MethodRow[] = chosen.map((method) => {
       const spec = METHOD_SPECS[method];
       const out = main.get(method)!;
       if (!out.ok) {
-        return { method, label: spec.label, settings: spec.settings, learning_rate: lrOf(method), status: 'failed', error: `${out.error.name}: ${out.error.message}` } as MethodRow;
+        return {
+          method,
+          label: spec.label,
+          settings: spec.settings,
+          learning_rate: lrOf(method),
+          status: 'failed',
+          error: `${out.error.name}: ${out.error.message}`,
+        } as MethodRow;
       }
       const r = results.get(method)!;
       const m = r.measured!;
@@ -362,7 +426,9 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
         relative_gain: relativeGain,
         gain_basis: gainBasis.basis,
         flexibility: fx,
-        ratings: Object.fromEntries(CRITERIA.map((c) => [c, { measured: measuredR[c], folklore: spec.folklore[c] }])) as MethodRow['ratings'],
+        ratings: Object.fromEntries(
+          CRITERIA.map((c) => [c, { measured: measuredR[c], folklore: spec.folklore[c] }]),
+        ) as MethodRow['ratings'],
         final_loss: r.finalLoss ?? null,
         train_seconds: r.trainSeconds,
         run_seconds: r.seconds,
@@ -384,9 +450,28 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
         eval_file: baseName(primary.evalFile),
         eval_examples_scored: baseQ.total ?? null,
       },
-      budget: { steps: budget, batch_size: batchSize, max_length: maxLength, seed, schedule: 'linear decay after 5% warmup', eval_limit: opts.evalLimit ?? null, flex_eval_limit: flexTasks.length || scales.length > 1 ? flexEvalLimit : null },
-      base: { quality: baseQ, latency_ms: 1000 * baseLatency.medianS, latency_prompts: baseLatency.prompts, latency_tokens: baseLatency.tokens, flex_tasks: base.qualities.slice(1) },
-      flexibility_definition: flexibilityDefinition(scales, primary.name, flexQualityTasks.map((t) => t.name), primary.classification ? 'the bundled tasks are for causal language models, not this sequence classifier' : undefined),
+      budget: {
+        steps: budget,
+        batch_size: batchSize,
+        max_length: maxLength,
+        seed,
+        schedule: 'linear decay after 5% warmup',
+        eval_limit: opts.evalLimit ?? null,
+        flex_eval_limit: flexTasks.length || scales.length > 1 ? flexEvalLimit : null,
+      },
+      base: {
+        quality: baseQ,
+        latency_ms: 1000 * baseLatency.medianS,
+        latency_prompts: baseLatency.prompts,
+        latency_tokens: baseLatency.tokens,
+        flex_tasks: base.qualities.slice(1),
+      },
+      flexibility_definition: flexibilityDefinition(
+        scales,
+        primary.name,
+        flexQualityTasks.map((t) => t.name),
+        primary.classification ? 'the bundled tasks are for causal language models, not this sequence classifier' : undefined,
+      ),
       flex_lr_scales: scales,
       flex_tasks: flexTasks.map((t) => t.name),
       rating_rules: RATING_RULES,
@@ -403,20 +488,33 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
     const okRows = rows.filter((r) => r.status === 'ok');
     const put = (path: string, text: string) => writeFileAtomic(path, text);
     await put(files.json, `${JSON.stringify(report, null, 2)}\n`);
-    await put(files.markdown, comparisonMarkdown(report, { lossCurves: COMPARE_FILES.lossCurves, qualityVsParams: COMPARE_FILES.qualityVsParams }));
-    await put(files.lossCurves, lossCurvesSvg(okRows.map((r) => ({ label: r.label, records: r.loss_curve! })), { title: `Loss per method on ${primary.name} (${budget} steps)` }));
+    await put(
+      files.markdown,
+      comparisonMarkdown(report, { lossCurves: COMPARE_FILES.lossCurves, qualityVsParams: COMPARE_FILES.qualityVsParams }),
+    );
+    await put(
+      files.lossCurves,
+      lossCurvesSvg(
+        okRows.map((r) => ({ label: r.label, records: r.loss_curve! })),
+        { title: `Loss per method on ${primary.name} (${budget} steps)` },
+      ),
+    );
     const metricName = metric === 'accuracy' ? 'accuracy' : metric === 'exact_match' ? 'exact match' : 'exp(-eval loss)';
     await put(
       files.qualityVsParams,
-      qualityVsParamsSvg(okRows.map((r) => ({ label: r.label, trainableParams: r.trainable_params!, quality: r.quality!.value })), {
-        base: baseQ.value,
-        chance: baseQ.chance,
-        metric: metricName,
-        title: `${primary.name}: ${metricName} vs trainable parameters`,
-      }),
+      qualityVsParamsSvg(
+        okRows.map((r) => ({ label: r.label, trainableParams: r.trainable_params!, quality: r.quality!.value })),
+        {
+          base: baseQ.value,
+          chance: baseQ.chance,
+          metric: metricName,
+          title: `${primary.name}: ${metricName} vs trainable parameters`,
+        },
+      ),
     );
     const failed = rows.filter((r) => r.status === 'failed');
-    if (failed.length) log(`${failed.length} method${failed.length > 1 ? 's' : ''} failed: ${failed.map((r) => r.label).join(', ')} (their rows say why)`);
+    if (failed.length)
+      log(`${failed.length} method${failed.length > 1 ? 's' : ''} failed: ${failed.map((r) => r.label).join(', ')} (their rows say why)`);
     await folder.complete();
     return { report, files };
   } finally {
@@ -429,7 +527,11 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
  * (the best method's where full fine-tuning gained nothing), on the task metric, or on exp(-eval
  * loss) when no method improved the metric beyond its noise (1/sqrt(n) on n examples).
  */
-function pickGainBasis(qualities: readonly Quality[], base: Quality, full: Quality): { basis: 'metric' | 'eval loss'; relative: (q: Quality) => number } {
+function pickGainBasis(
+  qualities: readonly Quality[],
+  base: Quality,
+  full: Quality,
+): { basis: 'metric' | 'eval loss'; relative: (q: Quality) => number } {
   for (const basis of ['metric', 'eval loss'] as const) {
     const v = (q: Quality) => (basis === 'metric' ? q.value : q.lossQuality);
     const zero = basis === 'metric' ? metricZero(base) : base.lossQuality;
@@ -441,4 +543,3 @@ function pickGainBasis(qualities: readonly Quality[], base: Quality, full: Quali
   }
   return { basis: 'metric', relative: () => 0 };
 }
-

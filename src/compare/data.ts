@@ -7,7 +7,16 @@ import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Tokenizer } from '../io/tokenizer.js';
 import { TASK_NAMES, type TaskSpec, getTask, taskDataDir } from '../tasks/tasks.js';
-import { type ClassLabels, type ClassificationExample, type TokenizedExample, IGNORE_INDEX, prepareExamples, readJsonl, tokenizeClassification, tokenizeRecords } from '../train/data.js';
+import {
+  type ClassLabels,
+  type ClassificationExample,
+  type TokenizedExample,
+  IGNORE_INDEX,
+  prepareExamples,
+  readJsonl,
+  tokenizeClassification,
+  tokenizeRecords,
+} from '../train/data.js';
 import { CompareError } from './errors.js';
 import type { TaskRef } from './job.js';
 
@@ -60,7 +69,8 @@ export interface ClassifierInfo {
   maxLength: number;
 }
 
-const CLASSIFIER_DATA = 'pass --data TRAIN.jsonl (and --eval EVAL.jsonl) with {"text","label"} rows; the bundled tasks are prompt/completion tasks for causal language models';
+const CLASSIFIER_DATA =
+  'pass --data TRAIN.jsonl (and --eval EVAL.jsonl) with {"text","label"} rows; the bundled tasks are prompt/completion tasks for causal language models';
 
 /**
  * The task of a comparison: checked, its files read and tokenized once so bad data fails before
@@ -69,7 +79,10 @@ const CLASSIFIER_DATA = 'pass --data TRAIN.jsonl (and --eval EVAL.jsonl) with {"
  */
 export async function resolveTask(choice: TaskChoice, tokenizer: Tokenizer, classifier?: ClassifierInfo): Promise<TaskRef> {
   if (classifier) {
-    if (choice.task !== undefined) throw new CompareError(`--task ${choice.task} is for a causal language model, but this model is a sequence classifier; ${CLASSIFIER_DATA}`);
+    if (choice.task !== undefined)
+      throw new CompareError(
+        `--task ${choice.task} is for a causal language model, but this model is a sequence classifier; ${CLASSIFIER_DATA}`,
+      );
     if (choice.trainFile === undefined) throw new CompareError(`this model is a sequence classifier: ${CLASSIFIER_DATA}`);
   }
   if (choice.task === undefined && choice.trainFile === undefined) {
@@ -83,7 +96,8 @@ export async function resolveTask(choice: TaskChoice, tokenizer: Tokenizer, clas
   else if (named) evalFile = named.evalFile;
   else {
     const sibling = join(dirname(trainFile), 'eval.jsonl');
-    if (!existsSync(sibling) || sibling === trainFile) throw new CompareError(`give the evaluation file with --eval (no eval.jsonl next to ${trainFile})`);
+    if (!existsSync(sibling) || sibling === trainFile)
+      throw new CompareError(`give the evaluation file with --eval (no eval.jsonl next to ${trainFile})`);
     evalFile = sibling;
   }
   checkFile('--data', trainFile);
@@ -95,12 +109,22 @@ export async function resolveTask(choice: TaskChoice, tokenizer: Tokenizer, clas
   const train = tokenizeRecords(await readJsonl(trainFile), tokenizer, { file: trainFile });
   const evalRecords = await readJsonl(evalFile);
   const ev = tokenizeRecords(evalRecords, tokenizer, { file: evalFile });
-  if (train.format !== ev.format) throw new CompareError(`${trainFile} holds ${train.format} records but ${evalFile} holds ${ev.format}; use one format for both`);
+  if (train.format !== ev.format)
+    throw new CompareError(`${trainFile} holds ${train.format} records but ${evalFile} holds ${ev.format}; use one format for both`);
   const bundled = named?.name ?? bundledTaskOf(trainFile);
   if (bundled) return { name: bundled, trainFile, evalFile, spec: getTask(bundled) };
   const name = taskNameOf(trainFile);
   if (ev.format !== 'prompt-completion') return { name, trainFile, evalFile, spec: null };
-  return { name, trainFile, evalFile, spec: inferTaskSpec(name, evalRecords.map((r) => String(r.value.completion)), tokenizer) };
+  return {
+    name,
+    trainFile,
+    evalFile,
+    spec: inferTaskSpec(
+      name,
+      evalRecords.map((r) => String(r.value.completion)),
+      tokenizer,
+    ),
+  };
 }
 
 /** A user's task is named by its data file's folder (or the file, at the root). */

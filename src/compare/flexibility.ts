@@ -87,7 +87,7 @@ export function flexibilityDefinition(scales: readonly number[], primary: string
       : `(b) task retention: on ${primary} only (no other tasks were run; ${noOtherTasks ?? 'pass --flex-tasks'}), gain / the largest gain any compared method reached, clipped to [0, 1]`;
   return (
     `flexibility = the mean of ${scales.length > 1 ? '(a) and (b)' : '(b)'}. ${lr}${taskText}. ` +
-    'gain = quality − the untuned base model\'s quality on the same task (for a classification task, the higher of that and the score of always answering the most common label); quality is the task metric, or exp(−eval loss) where no run of the set improved the metric by more than its noise, 1/√n on n scored examples ' +
+    "gain = quality − the untuned base model's quality on the same task (for a classification task, the higher of that and the score of always answering the most common label); quality is the task metric, or exp(−eval loss) where no run of the set improved the metric by more than its noise, 1/√n on n scored examples " +
     '(a run whose loss diverges gains 0; a run that fails otherwise is left out). 1 = the method keeps its best quality at every rate and on every task without tuning.'
   );
 }
@@ -107,7 +107,8 @@ export function computeFlexibility(inputs: readonly FlexInput[], base: ReadonlyM
   const reference = new Map<string, { basis: GainBasis; best: number }>();
   for (const task of taskNames) {
     const runs = inputs.flatMap((i) => i.tasks.filter((t) => t.task === task));
-    const best = (basis: GainBasis) => Math.max(0, ...runs.filter((r) => !r.failure || r.diverged).map((r) => (r.failure ? 0 : gainOf(r.quality, baseOf(task), basis))));
+    const best = (basis: GainBasis) =>
+      Math.max(0, ...runs.filter((r) => !r.failure || r.diverged).map((r) => (r.failure ? 0 : gainOf(r.quality, baseOf(task), basis))));
     const metricBest = best('metric');
     const noise = metricNoise([baseOf(task), ...runs.map((r) => r.quality)]);
     reference.set(task, metricBest > noise ? { basis: 'metric', best: metricBest } : { basis: 'eval loss', best: best('eval loss') });
@@ -131,7 +132,11 @@ export function computeFlexibility(inputs: readonly FlexInput[], base: ReadonlyM
       }
       const best = maxCounted(g);
       lrGrid = input.lrGrid.map((r, i) => ({
-        task, scale: r.scale, learningRate: r.learningRate, gain: g[i]!, basis,
+        task,
+        scale: r.scale,
+        learningRate: r.learningRate,
+        gain: g[i]!,
+        basis,
         ratio: !counted(r) ? null : best > 0 ? Math.min(1, Math.max(0, g[i]! / best)) : 0,
         ...(r.failure ? { failure: r.failure, diverged: r.diverged === true } : {}),
       }));
@@ -139,7 +144,8 @@ export function computeFlexibility(inputs: readonly FlexInput[], base: ReadonlyM
       lrStability = kept.length ? kept.reduce((s, p) => s + p.ratio!, 0) / kept.length : 0;
       if (best <= 0) notes.push(`no rate of the grid improved on the base model on ${task}`);
       else if (basis === 'eval loss') notes.push(`LR grid scored by eval loss (no rate improved the ${task} metric beyond its noise)`);
-      for (const p of lrGrid.filter((x) => x.failure)) notes.push(p.diverged ? `lr x${p.scale} diverged (counted as no gain)` : `lr x${p.scale} failed and is left out: ${p.failure}`);
+      for (const p of lrGrid.filter((x) => x.failure))
+        notes.push(p.diverged ? `lr x${p.scale} diverged (counted as no gain)` : `lr x${p.scale} failed and is left out: ${p.failure}`);
     }
     // (b) tasks at the default rate, against the best method on each
     const tasks: FlexPoint[] = input.tasks.map((r) => {
@@ -147,7 +153,11 @@ export function computeFlexibility(inputs: readonly FlexInput[], base: ReadonlyM
       const gain = r.failure ? 0 : gainOf(r.quality, baseOf(r.task), ref.basis);
       const left = (r.failure && !r.diverged) || !(ref.best > 0);
       return {
-        task: r.task, scale: r.scale, learningRate: r.learningRate, gain, basis: ref.basis,
+        task: r.task,
+        scale: r.scale,
+        learningRate: r.learningRate,
+        gain,
+        basis: ref.basis,
         ratio: left ? null : Math.min(1, Math.max(0, gain / ref.best)),
         ...(r.failure ? { failure: r.failure, diverged: r.diverged === true } : {}),
       };
@@ -155,7 +165,8 @@ export function computeFlexibility(inputs: readonly FlexInput[], base: ReadonlyM
     const counted = tasks.filter((t) => t.ratio !== null);
     const left = tasks.filter((t) => t.ratio === null && !t.failure).map((t) => t.task);
     if (left.length) notes.push(`left out ${left.join(', ')}: no method improved on the base model there`);
-    for (const t of tasks.filter((x) => x.failure)) notes.push(t.diverged ? `${t.task} diverged (counted as no gain)` : `${t.task} failed and is left out: ${t.failure}`);
+    for (const t of tasks.filter((x) => x.failure))
+      notes.push(t.diverged ? `${t.task} diverged (counted as no gain)` : `${t.task} failed and is left out: ${t.failure}`);
     const lossTasks = counted.filter((t) => t.basis === 'eval loss').map((t) => t.task);
     if (lossTasks.length) notes.push(`scored by eval loss on ${lossTasks.join(', ')} (no method improved the metric beyond its noise)`);
     const taskRetention = counted.length ? counted.reduce((s, t) => s + t.ratio!, 0) / counted.length : 0;

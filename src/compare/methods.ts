@@ -50,7 +50,15 @@ export function methodSpec(name: CompareMethod): MethodSpec {
   const found = methodPreset(name);
   if (!found) throw new CompareError(`unknown method ${name}; choose from ${methodNames().join(', ')}`);
   const p = found.preset;
-  return { name: p.name, label: p.label, learningRate: p.learningRate, settings: p.settings, quantizedBase: p.quantizedBase === true, fields: p.fields, folklore: p.folklore };
+  return {
+    name: p.name,
+    label: p.label,
+    learningRate: p.learningRate,
+    settings: p.settings,
+    quantizedBase: p.quantizedBase === true,
+    fields: p.fields,
+    folklore: p.folklore,
+  };
 }
 
 /** Every method's defaults by name (the registry as it is now). */
@@ -58,7 +66,8 @@ export const METHOD_SPECS: Readonly<Record<CompareMethod, MethodSpec>> = new Pro
   get: (_, k) => (typeof k === 'string' && methodPreset(k) ? methodSpec(k) : undefined),
   has: (_, k) => typeof k === 'string' && methodPreset(k) !== undefined,
   ownKeys: () => methodNames(),
-  getOwnPropertyDescriptor: (_, k) => (typeof k === 'string' && methodPreset(k) ? { enumerable: true, configurable: true, value: methodSpec(k) } : undefined),
+  getOwnPropertyDescriptor: (_, k) =>
+    typeof k === 'string' && methodPreset(k) ? { enumerable: true, configurable: true, value: methodSpec(k) } : undefined,
 });
 
 /** Prompt tuning, prefix tuning and P-tuning put VIRTUAL_TOKENS positions in front of every row. */
@@ -86,11 +95,21 @@ export async function loadBaseFor(method: CompareMethod | 'base', modelDir: stri
 }
 
 /** Wraps `base` for `method` with the defaults of METHOD_SPECS (task type SEQ_CLS for a sequence classifier). */
-export async function adaptForComparison(base: PretrainedModel, method: CompareMethod, seed: number, baseName: string, steps?: number): Promise<AdaptedModel> {
+export async function adaptForComparison(
+  base: PretrainedModel,
+  method: CompareMethod,
+  seed: number,
+  baseName: string,
+  steps?: number,
+): Promise<AdaptedModel> {
   const spec = methodSpec(method);
   const stepsField = methodPreset(method)!.preset.stepsField;
   const fields = { ...spec.fields };
   if (stepsField && steps !== undefined && (fields[stepsField] ?? null) === null) fields[stepsField] = steps;
   // The presets' task type is CAUSAL_LM; a sequence classifier gets SEQ_CLS (its classifier then trains too, as peft's modules_to_save).
-  return createAdapter(base, { ...fields, ...(base.task === 'seq-cls' ? { task_type: 'SEQ_CLS' } : {}), base_model_name_or_path: baseName }, { seed });
+  return createAdapter(
+    base,
+    { ...fields, ...(base.task === 'seq-cls' ? { task_type: 'SEQ_CLS' } : {}), base_model_name_or_path: baseName },
+    { seed },
+  );
 }

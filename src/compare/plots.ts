@@ -52,7 +52,12 @@ function header(fr: Frame, title: string, xLabel: string, yLabel: string): strin
   ];
 }
 
-function axes(out: string[], fr: Frame, xTicks: { v: number; x: number; label: string }[], yTicks: { v: number; y: number; label: string }[]): void {
+function axes(
+  out: string[],
+  fr: Frame,
+  xTicks: { v: number; x: number; label: string }[],
+  yTicks: { v: number; y: number; label: string }[],
+): void {
   const { m, pw, ph } = fr;
   for (const t of yTicks) {
     out.push(`<line x1="${m.left}" y1="${f(t.y)}" x2="${m.left + pw}" y2="${f(t.y)}" stroke="#e6e6e6"/>`);
@@ -72,14 +77,27 @@ function legend(out: string[], fr: Frame, items: { label: string; color: string;
   items.forEach((it, i) => {
     const y = fr.m.top + 12 + 20 * i;
     if (it.marker) out.push(`<circle cx="${x + 12}" cy="${y}" r="5" fill="${it.color}" stroke="#222" stroke-width="0.8"/>`);
-    else out.push(`<line x1="${x}" y1="${y}" x2="${x + 24}" y2="${y}" stroke="${it.color}" stroke-width="2"${it.dash ? ` stroke-dasharray="${it.dash}"` : ''}/>`);
+    else
+      out.push(
+        `<line x1="${x}" y1="${y}" x2="${x + 24}" y2="${y}" stroke="${it.color}" stroke-width="2"${it.dash ? ` stroke-dasharray="${it.dash}"` : ''}/>`,
+      );
     out.push(`<text x="${x + 30}" y="${y}" dominant-baseline="middle">${esc(it.label)}</text>`);
   });
 }
 
 /** Where each point's label goes: above right, else the first nearby slot that overlaps no marker and no label placed so far. */
-function placeLabels(points: { x: number; y: number; text: string }[], top: number, bottom: number, right: number): { x: number; y: number }[] {
-  const boxes: { x0: number; x1: number; y0: number; y1: number }[] = points.map((p) => ({ x0: p.x - 7, x1: p.x + 7, y0: p.y - 7, y1: p.y + 7 }));
+function placeLabels(
+  points: { x: number; y: number; text: string }[],
+  top: number,
+  bottom: number,
+  right: number,
+): { x: number; y: number }[] {
+  const boxes: { x0: number; x1: number; y0: number; y1: number }[] = points.map((p) => ({
+    x0: p.x - 7,
+    x1: p.x + 7,
+    y0: p.y - 7,
+    y1: p.y + 7,
+  }));
   const offsets = [4, -10, 18, -24, 32, -38, 46];
   return points.map((p) => {
     const w = 6.2 * p.text.length;
@@ -106,8 +124,12 @@ export function lossCurvesSvg(series: readonly LossSeries[], opts: { title?: str
   const curves = series.map((s, i) => ({
     ...s,
     color: COLORS[i % COLORS.length]!,
-    train: s.records.filter((r) => r.kind === 'train' && Number.isFinite(r.loss)).map((r) => [r.step, (r as { loss: number }).loss] as [number, number]),
-    evals: s.records.filter((r) => r.kind === 'eval' && Number.isFinite(r.eval_loss)).map((r) => [r.step, (r as { eval_loss: number }).eval_loss] as [number, number]),
+    train: s.records
+      .filter((r) => r.kind === 'train' && Number.isFinite(r.loss))
+      .map((r) => [r.step, (r as { loss: number }).loss] as [number, number]),
+    evals: s.records
+      .filter((r) => r.kind === 'eval' && Number.isFinite(r.eval_loss))
+      .map((r) => [r.step, (r as { eval_loss: number }).eval_loss] as [number, number]),
   }));
   const pts = curves.flatMap((c) => [...c.train, ...c.evals]);
   const all = pts.map((p) => p[1]);
@@ -146,15 +168,25 @@ export function lossCurvesSvg(series: readonly LossSeries[], opts: { title?: str
     const y1 = Math.max(yTicks[yTicks.length - 1]!, yMax);
     sy = (y: number) => fr.m.top + fr.ph - ((y - y0) / (y1 - y0 || 1)) * fr.ph;
   }
-  axes(out, fr, xt.map((v) => ({ v, x: sx(v), label: tickLabel(v) })), yTicks.map((v) => ({ v, y: sy(v), label: tickLabel(v) })));
+  axes(
+    out,
+    fr,
+    xt.map((v) => ({ v, x: sx(v), label: tickLabel(v) })),
+    yTicks.map((v) => ({ v, y: sy(v), label: tickLabel(v) })),
+  );
   const path = (p: [number, number][]) => p.map(([x, y], i) => `${i ? 'L' : 'M'}${f(sx(x))},${f(sy(y))}`).join(' ');
   for (const c of curves) {
     if (c.train.length > 1) out.push(`<path d="${path(c.train)}" fill="none" stroke="${c.color}" stroke-width="1" stroke-opacity="0.45"/>`);
     if (c.evals.length > 1) out.push(`<path d="${path(c.evals)}" fill="none" stroke="${c.color}" stroke-width="2.2"/>`);
     for (const [x, y] of c.evals) out.push(`<circle cx="${f(sx(x))}" cy="${f(sy(y))}" r="3.5" fill="${c.color}"/>`);
-    if (c.train.length === 1) out.push(`<circle cx="${f(sx(c.train[0]![0]))}" cy="${f(sy(c.train[0]![1]))}" r="2.5" fill="${c.color}" fill-opacity="0.5"/>`);
+    if (c.train.length === 1)
+      out.push(`<circle cx="${f(sx(c.train[0]![0]))}" cy="${f(sy(c.train[0]![1]))}" r="2.5" fill="${c.color}" fill-opacity="0.5"/>`);
   }
-  legend(out, fr, curves.map((c) => ({ label: c.label, color: c.color })));
+  legend(
+    out,
+    fr,
+    curves.map((c) => ({ label: c.label, color: c.color })),
+  );
   out.push('</svg>');
   return out.join('\n') + '\n';
 }
@@ -174,7 +206,10 @@ export function qualityVsParamsSvg(
   const logs = good.map((p) => Math.log10(p.trainableParams));
   const lo = Math.floor(Math.min(...logs) - 0.15);
   const hi = Math.ceil(Math.max(...logs) + 0.15);
-  const ysAll = [...good.map((p) => 100 * p.quality), ...[opts.base, opts.chance].filter((v): v is number => v !== undefined).map((v) => 100 * v)];
+  const ysAll = [
+    ...good.map((p) => 100 * p.quality),
+    ...[opts.base, opts.chance].filter((v): v is number => v !== undefined).map((v) => 100 * v),
+  ];
   // at least 20 points of the metric tall, inside [0, 100]
   let ylo = Math.max(0, Math.min(...ysAll) - 5);
   let yhi = Math.min(100, Math.max(...ysAll) + 5);
@@ -190,21 +225,38 @@ export function qualityVsParamsSvg(
   const sx = (l: number) => fr.m.left + ((l - lo) / (hi - lo || 1)) * fr.pw;
   const sy = (y: number) => fr.m.top + fr.ph - ((y - y0) / (y1 - y0 || 1)) * fr.ph;
   const xt: { v: number; x: number; label: string }[] = [];
-  for (let e = lo; e <= hi; e++) xt.push({ v: e, x: sx(e), label: e >= 3 && e < 6 ? `${10 ** (e - 3)}k` : e >= 6 ? `${10 ** (e - 6)}M` : String(10 ** e) });
-  axes(out, fr, xt, yt.map((v) => ({ v, y: sy(v), label: tickLabel(v) })));
+  for (let e = lo; e <= hi; e++)
+    xt.push({ v: e, x: sx(e), label: e >= 3 && e < 6 ? `${10 ** (e - 3)}k` : e >= 6 ? `${10 ** (e - 6)}M` : String(10 ** e) });
+  axes(
+    out,
+    fr,
+    xt,
+    yt.map((v) => ({ v, y: sy(v), label: tickLabel(v) })),
+  );
   const items: { label: string; color: string; dash?: string; marker?: boolean }[] = [];
   if (opts.base !== undefined) {
     const y = f(sy(100 * opts.base));
-    out.push(`<line x1="${fr.m.left}" y1="${y}" x2="${fr.m.left + fr.pw}" y2="${y}" stroke="#555" stroke-width="1.5" stroke-dasharray="5 4"/>`);
+    out.push(
+      `<line x1="${fr.m.left}" y1="${y}" x2="${fr.m.left + fr.pw}" y2="${y}" stroke="#555" stroke-width="1.5" stroke-dasharray="5 4"/>`,
+    );
     items.push({ label: 'base model', color: '#555', dash: '5 4' });
   }
   if (opts.chance !== undefined) {
     const y = f(sy(100 * opts.chance));
-    out.push(`<line x1="${fr.m.left}" y1="${y}" x2="${fr.m.left + fr.pw}" y2="${y}" stroke="#999" stroke-width="1.5" stroke-dasharray="2 3"/>`);
+    out.push(
+      `<line x1="${fr.m.left}" y1="${y}" x2="${fr.m.left + fr.pw}" y2="${y}" stroke="#999" stroke-width="1.5" stroke-dasharray="2 3"/>`,
+    );
     items.push({ label: 'most common label', color: '#999', dash: '2 3' });
   }
-  const placed = good.map((p, i) => ({ ...p, color: COLORS[i % COLORS.length]!, x: sx(Math.log10(p.trainableParams)), y: sy(100 * p.quality), text: p.label }));
-  for (const p of placed) out.push(`<circle cx="${f(p.x)}" cy="${f(p.y)}" r="6" fill="${p.color}" stroke="#222" stroke-width="0.8" fill-opacity="0.9"/>`);
+  const placed = good.map((p, i) => ({
+    ...p,
+    color: COLORS[i % COLORS.length]!,
+    x: sx(Math.log10(p.trainableParams)),
+    y: sy(100 * p.quality),
+    text: p.label,
+  }));
+  for (const p of placed)
+    out.push(`<circle cx="${f(p.x)}" cy="${f(p.y)}" r="6" fill="${p.color}" stroke="#222" stroke-width="0.8" fill-opacity="0.9"/>`);
   const spots = placeLabels(placed, fr.m.top, fr.m.top + fr.ph, fr.m.left + fr.pw);
   placed.forEach((p, i) => {
     out.push(`<text x="${f(spots[i]!.x)}" y="${f(spots[i]!.y)}" font-size="11">${esc(p.label)}</text>`);

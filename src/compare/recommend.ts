@@ -57,7 +57,17 @@ export function parseBytes(text: string): number {
   const m = /^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*(b|kb|kib|mb|mib|gb|gib|tb|tib)?\s*$/i.exec(text);
   if (!m) throw new CompareError(`cannot read "${text}" as a memory size; write e.g. 4GiB, 512MiB or 2GB`);
   const unit = (m[2] ?? 'b').toLowerCase();
-  const mult: Record<string, number> = { b: 1, kb: 1e3, kib: 1024, mb: 1e6, mib: 1024 ** 2, gb: 1e9, gib: 1024 ** 3, tb: 1e12, tib: 1024 ** 4 };
+  const mult: Record<string, number> = {
+    b: 1,
+    kb: 1e3,
+    kib: 1024,
+    mb: 1e6,
+    mib: 1024 ** 2,
+    gb: 1e9,
+    gib: 1024 ** 3,
+    tb: 1e12,
+    tib: 1024 ** 4,
+  };
   return Number(m[1]) * mult[unit]!;
 }
 
@@ -106,22 +116,41 @@ function qualityKey(m: MethodRow): number {
 }
 
 export function recommend(report: ComparisonReport, constraints: Constraints = DEFAULT_CONSTRAINTS): Advice {
-  if (!Number.isInteger(constraints.tasks) || constraints.tasks < 1) throw new CompareError(`--tasks must be a positive integer, got ${constraints.tasks}`);
+  if (!Number.isInteger(constraints.tasks) || constraints.tasks < 1)
+    throw new CompareError(`--tasks must be a positive integer, got ${constraints.tasks}`);
   const ok = report.methods.filter((m) => m.status === 'ok' && m.quality !== undefined);
-  const excluded: Exclusion[] = report.methods.filter((m) => m.status !== 'ok').map((m) => ({ method: m.method, label: m.label, why: `its run failed (${m.error ?? 'no result'})` }));
+  const excluded: Exclusion[] = report.methods
+    .filter((m) => m.status !== 'ok')
+    .map((m) => ({ method: m.method, label: m.label, why: `its run failed (${m.error ?? 'no result'})` }));
   const fits: MethodRow[] = [];
   for (const m of ok) {
     if (constraints.memoryBudgetBytes !== undefined && m.peak_train_rss_bytes! > constraints.memoryBudgetBytes) {
-      excluded.push({ method: m.method, label: m.label, why: `peak training memory ${formatBytes(m.peak_train_rss_bytes!)} is over the ${formatBytes(constraints.memoryBudgetBytes)} budget` });
+      excluded.push({
+        method: m.method,
+        label: m.label,
+        why: `peak training memory ${formatBytes(m.peak_train_rss_bytes!)} is over the ${formatBytes(constraints.memoryBudgetBytes)} budget`,
+      });
     } else if (constraints.latencyBudgetMs !== undefined && m.inference_latency_ms! > constraints.latencyBudgetMs) {
-      excluded.push({ method: m.method, label: m.label, why: `inference latency ${m.inference_latency_ms!.toFixed(1)} ms is over the ${constraints.latencyBudgetMs} ms budget` });
+      excluded.push({
+        method: m.method,
+        label: m.label,
+        why: `inference latency ${m.inference_latency_ms!.toFixed(1)} ms is over the ${constraints.latencyBudgetMs} ms budget`,
+      });
     } else fits.push(m);
   }
   const caveats: string[] = [];
   const contradictions: string[] = [];
   const guidelines = checkGuidelines(report, ok);
   if (fits.length === 0) {
-    return { constraints, pick: null, alternatives: [], excluded, caveats: ['no measured method fits these constraints: raise the budget or measure on a smaller model'], contradictions, guidelines };
+    return {
+      constraints,
+      pick: null,
+      alternatives: [],
+      excluded,
+      caveats: ['no measured method fits these constraints: raise the budget or measure on a smaller model'],
+      contradictions,
+      guidelines,
+    };
   }
   const byQuality = [...fits].sort((a, b) => qualityKey(b) - qualityKey(a));
   const best = byQuality[0]!;
@@ -146,7 +175,9 @@ export function recommend(report: ComparisonReport, constraints: Constraints = D
   } else {
     // the cheapest method whose gain is at least 90% of the best gain (or tied with the best within noise)
     const bestGain = Math.max(...fits.map((m) => m.relative_gain ?? -Infinity));
-    const good = fits.filter((m) => withinNoise(m, best) || (m.relative_gain !== undefined && bestGain > 0 && m.relative_gain >= 0.9 * bestGain));
+    const good = fits.filter(
+      (m) => withinNoise(m, best) || (m.relative_gain !== undefined && bestGain > 0 && m.relative_gain >= 0.9 * bestGain),
+    );
     pick = [...good].sort(cheaper)[0]!;
     why = `the cheapest ${constraints.tasks > 1 ? `to keep ${constraints.tasks} adapters of` : 'to train'} among methods reaching at least 90% of the best gain or tied with the best within noise`;
   }
@@ -165,19 +196,50 @@ export function recommend(report: ComparisonReport, constraints: Constraints = D
       note: `${qualityText(m)}, within noise of ${pick.label}; peak ${formatBytes(m.peak_train_rss_bytes!)}, stored ${formatBytes(m.stored_bytes!)} per task, ${share(m.trainable_share!)} trained`,
     }));
   if (tied.length >= Math.max(3, Math.ceil(fits.length / 2))) {
-    caveats.push(`${tied.length} of ${fits.length} methods are within the metric's noise of the best (${tied.map((m) => m.label).join(', ')}): the quality ranking between them is not evidence; score more eval examples (--eval-limit) or train longer to separate them`);
+    caveats.push(
+      `${tied.length} of ${fits.length} methods are within the metric's noise of the best (${tied.map((m) => m.label).join(', ')}): the quality ranking between them is not evidence; score more eval examples (--eval-limit) or train longer to separate them`,
+    );
   }
-  if (best.quality!.metric === 'eval_loss') caveats.push('quality here is eval loss, for which no per-example noise estimate is kept: differences under 1% are treated as ties');
+  if (best.quality!.metric === 'eval_loss')
+    caveats.push('quality here is eval loss, for which no per-example noise estimate is kept: differences under 1% are treated as ties');
   // the literature's default for this situation, and whether the pick departs from it
-  const general = constraints.objective === 'quality' ? (constraints.tasks > 1 ? ['adapter', 'lora'] : ['lora']) : constraints.tasks > 1 ? ['ia3', 'prompt', 'lora'] : ['qlora', 'lora'];
+  const general =
+    constraints.objective === 'quality'
+      ? constraints.tasks > 1
+        ? ['adapter', 'lora']
+        : ['lora']
+      : constraints.tasks > 1
+        ? ['ia3', 'prompt', 'lora']
+        : ['qlora', 'lora'];
   if (!general.includes(pick.method)) {
     const g = fits.find((m) => m.method === general[0]) ?? ok.find((m) => m.method === general[0]);
-    const guideline = constraints.objective === 'quality' ? (constraints.tasks > 1 ? 'adapters (or LoRA) for quality across many tasks' : 'LoRA for quality on one task') : constraints.tasks > 1 ? 'IA3 or soft prompts for many tasks at minimal cost' : 'QLoRA for efficiency';
+    const guideline =
+      constraints.objective === 'quality'
+        ? constraints.tasks > 1
+          ? 'adapters (or LoRA) for quality across many tasks'
+          : 'LoRA for quality on one task'
+        : constraints.tasks > 1
+          ? 'IA3 or soft prompts for many tasks at minimal cost'
+          : 'QLoRA for efficiency';
     if (!g) contradictions.push(`the general guideline is ${guideline}, but ${general[0]} was not measured in this comparison`);
-    else if (!fits.includes(g)) contradictions.push(`the general guideline is ${guideline}; here ${g.label} is excluded: ${excluded.find((e) => e.method === g.method)?.why ?? 'it does not fit the constraints'}`);
-    else contradictions.push(`the general guideline is ${guideline}; here ${g.label} scores ${qualityText(g)}${withinNoise(g, pick) ? ` (within noise of ${pick.label}, which is cheaper by the measure above)` : ` against ${pick.label}'s ${qualityText(pick)}`}, peak ${formatBytes(g.peak_train_rss_bytes!)}, stored ${formatBytes(g.stored_bytes!)} per task`);
+    else if (!fits.includes(g))
+      contradictions.push(
+        `the general guideline is ${guideline}; here ${g.label} is excluded: ${excluded.find((e) => e.method === g.method)?.why ?? 'it does not fit the constraints'}`,
+      );
+    else
+      contradictions.push(
+        `the general guideline is ${guideline}; here ${g.label} scores ${qualityText(g)}${withinNoise(g, pick) ? ` (within noise of ${pick.label}, which is cheaper by the measure above)` : ` against ${pick.label}'s ${qualityText(pick)}`}, peak ${formatBytes(g.peak_train_rss_bytes!)}, stored ${formatBytes(g.stored_bytes!)} per task`,
+      );
   }
-  return { constraints, pick: { method: pick.method, label: pick.label, why, evidence }, alternatives, excluded, caveats, contradictions, guidelines };
+  return {
+    constraints,
+    pick: { method: pick.method, label: pick.label, why, evidence },
+    alternatives,
+    excluded,
+    caveats,
+    contradictions,
+    guidelines,
+  };
 }
 
 /** The literature's guidelines, each checked against this comparison's numbers. */
@@ -187,7 +249,11 @@ function checkGuidelines(report: ComparisonReport, ok: MethodRow[]): GuidelineCh
   const lora = get('lora');
   const full = get('full');
   const top = [...ok].sort((a, b) => qualityKey(b) - qualityKey(a))[0];
-  const missing = (g: string, ...names: string[]): GuidelineCheck => ({ guideline: g, verdict: 'not testable here', evidence: `needs ${names.join(' and ')} in --methods` });
+  const missing = (g: string, ...names: string[]): GuidelineCheck => ({
+    guideline: g,
+    verdict: 'not testable here',
+    evidence: `needs ${names.join(' and ')} in --methods`,
+  });
   const compareTo = (m: MethodRow, ref: MethodRow): string =>
     `${m.label} ${qualityText(m)} vs ${ref.label} ${qualityText(ref)}${withinNoise(m, ref) ? ' (within noise)' : ''}`;
 
@@ -196,7 +262,11 @@ function checkGuidelines(report: ComparisonReport, ok: MethodRow[]): GuidelineCh
     if (!lora || !top) out.push(missing(g, 'lora'));
     else {
       const holds = withinNoise(lora, top) || lora === top;
-      out.push({ guideline: g, verdict: holds ? 'holds' : 'does not hold here', evidence: `${compareTo(lora, top)}, at ${share(lora.trainable_share!)} of the parameters${full && full !== top ? `; full fine-tuning ${qualityText(full)}` : ''}` });
+      out.push({
+        guideline: g,
+        verdict: holds ? 'holds' : 'does not hold here',
+        evidence: `${compareTo(lora, top)}, at ${share(lora.trainable_share!)} of the parameters${full && full !== top ? `; full fine-tuning ${qualityText(full)}` : ''}`,
+      });
     }
   }
   {
@@ -235,17 +305,37 @@ function checkGuidelines(report: ComparisonReport, ok: MethodRow[]): GuidelineCh
     const g = 'prefix tuning for generation';
     const p = get('prefix');
     const pr = get('prompt');
-    if (classification) out.push({ guideline: g, verdict: 'not testable here', evidence: `the task (${report.task.name}) is scored as classification; run peft compare on a generation task (e.g. --task arith or json)` });
+    if (classification)
+      out.push({
+        guideline: g,
+        verdict: 'not testable here',
+        evidence: `the task (${report.task.name}) is scored as classification; run peft compare on a generation task (e.g. --task arith or json)`,
+      });
     else if (!p || !pr) out.push(missing(g, 'prefix', 'prompt'));
-    else out.push({ guideline: g, verdict: qualityKey(p) >= qualityKey(pr) || withinNoise(p, pr) ? 'holds' : 'does not hold here', evidence: `among soft-prompt methods on a generation task: ${compareTo(p, pr)}` });
+    else
+      out.push({
+        guideline: g,
+        verdict: qualityKey(p) >= qualityKey(pr) || withinNoise(p, pr) ? 'holds' : 'does not hold here',
+        evidence: `among soft-prompt methods on a generation task: ${compareTo(p, pr)}`,
+      });
   }
   {
     const g = 'prompt tuning for classification';
     const pr = get('prompt');
     const p = get('prefix');
-    if (!classification) out.push({ guideline: g, verdict: 'not testable here', evidence: `the task (${report.task.name}) is scored by exact match or loss; run peft compare on a classification task (e.g. --task sentiment)` });
+    if (!classification)
+      out.push({
+        guideline: g,
+        verdict: 'not testable here',
+        evidence: `the task (${report.task.name}) is scored by exact match or loss; run peft compare on a classification task (e.g. --task sentiment)`,
+      });
     else if (!pr || !p) out.push(missing(g, 'prompt', 'prefix'));
-    else out.push({ guideline: g, verdict: qualityKey(pr) >= qualityKey(p) || withinNoise(pr, p) ? 'holds' : 'does not hold here', evidence: `among soft-prompt methods on a classification task: ${compareTo(pr, p)}${pr.quality!.chance !== undefined ? `; always answering the most common label scores ${pct(pr.quality!.chance)}` : ''}` });
+    else
+      out.push({
+        guideline: g,
+        verdict: qualityKey(pr) >= qualityKey(p) || withinNoise(pr, p) ? 'holds' : 'does not hold here',
+        evidence: `among soft-prompt methods on a classification task: ${compareTo(pr, p)}${pr.quality!.chance !== undefined ? `; always answering the most common label scores ${pct(pr.quality!.chance)}` : ''}`,
+      });
   }
   out.push({
     guideline: 'P-tuning where natural-language prompts matter',

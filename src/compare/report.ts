@@ -60,8 +60,23 @@ export interface ComparisonReport {
   };
   model: { dir: string; total_params: number };
   /** classification: a sequence classifier on {"text","label"} rows, scored by the argmax of its logits, its latency one forward pass */
-  task: { name: string; metric: string; classification?: boolean; train_file: string; eval_file: string; eval_examples_scored: number | null };
-  budget: { steps: number; batch_size: number; max_length: number; seed: number; schedule: string; eval_limit: number | null; flex_eval_limit: number | null };
+  task: {
+    name: string;
+    metric: string;
+    classification?: boolean;
+    train_file: string;
+    eval_file: string;
+    eval_examples_scored: number | null;
+  };
+  budget: {
+    steps: number;
+    batch_size: number;
+    max_length: number;
+    seed: number;
+    schedule: string;
+    eval_limit: number | null;
+    flex_eval_limit: number | null;
+  };
   base: { quality: Quality; latency_ms: number; latency_prompts: number; latency_tokens: number; flex_tasks: Quality[] };
   flexibility_definition: string;
   flex_lr_scales: number[];
@@ -126,7 +141,20 @@ function summaryLines(r: ComparisonReport): string[] {
   L.push('## Measured', '');
   L.push(
     ...table(
-      ['method', 'trainable params', 'share of model', 'train step', 'vs full FT', 'inference latency', 'vs base', 'peak train RSS', 'stored per task', 'vs full FT', metricName, 'flexibility'],
+      [
+        'method',
+        'trainable params',
+        'share of model',
+        'train step',
+        'vs full FT',
+        'inference latency',
+        'vs base',
+        'peak train RSS',
+        'stored per task',
+        'vs full FT',
+        metricName,
+        'flexibility',
+      ],
       r.methods.map((m) =>
         m.status === 'ok'
           ? [
@@ -155,10 +183,13 @@ function summaryLines(r: ComparisonReport): string[] {
   L.push(
     ...table(
       ['method', ...CRITERIA.map((c) => CRITERION_LABELS[c])],
-      ok.map((m) => [m.label, ...CRITERIA.map((c) => {
-        const x = m.ratings![c];
-        return x.measured === x.folklore ? `${x.measured} / ${x.folklore}` : `**${x.measured}** / ${x.folklore}`;
-      })]),
+      ok.map((m) => [
+        m.label,
+        ...CRITERIA.map((c) => {
+          const x = m.ratings![c];
+          return x.measured === x.folklore ? `${x.measured} / ${x.folklore}` : `**${x.measured}** / ${x.folklore}`;
+        }),
+      ]),
     ),
     '',
     'Bold: the measurement on this model disagrees with the folklore rating (the usual claim about the method).',
@@ -182,11 +213,11 @@ export function comparisonMarkdown(r: ComparisonReport, figures: { lossCurves: s
 
   L.push('## What the columns mean', '');
   L.push(
-    '- **trainable params, share of model**: values the optimizer updates, and their share of the base model\'s parameters (parameter efficiency).',
-    '- **train step**: median wall time of one optimizer step (forward, backward and AdamW; the first step is left out), at the same batch; **vs full FT**: divided by full fine-tuning\'s (computational efficiency, training).',
+    "- **trainable params, share of model**: values the optimizer updates, and their share of the base model's parameters (parameter efficiency).",
+    "- **train step**: median wall time of one optimizer step (forward, backward and AdamW; the first step is left out), at the same batch; **vs full FT**: divided by full fine-tuning's (computational efficiency, training).",
     `- **inference latency**: ${r.task.classification ? `median time of one forward pass of one eval example through the classifier (batch 1, logits only; no generation) over ${r.base.latency_prompts} examples` : `median time to generate ${r.base.latency_tokens} tokens for one eval prompt (batch 1, greedy, KV cache, no early stop) over ${r.base.latency_prompts} prompts`}, with the adapter applied as trained (unmerged; LoRA and IA3 can be merged into the base for no overhead); **vs base**: divided by the untuned base model's, timed prompt by prompt in turn with it in the same process so machine load affects both alike (${fmtMs(r.base.latency_ms)} in the base-model run) (computational efficiency, inference).`,
-    '- **peak train RSS**: peak resident memory of the run\'s own process at the end of training: runtime, model, compiled sessions, optimizer state (space efficiency, training). On a model this small the runtime itself dominates.',
-    '- **stored per task**: bytes of the folder `savePretrained` writes, i.e. what must be kept per task (adapter_config.json + weights; for full fine-tuning the whole model in float32); **vs full FT**: as a share of full fine-tuning\'s (space efficiency, storage).',
+    "- **peak train RSS**: peak resident memory of the run's own process at the end of training: runtime, model, compiled sessions, optimizer state (space efficiency, training). On a model this small the runtime itself dominates.",
+    "- **stored per task**: bytes of the folder `savePretrained` writes, i.e. what must be kept per task (adapter_config.json + weights; for full fine-tuning the whole model in float32); **vs full FT**: as a share of full fine-tuning's (space efficiency, storage).",
     `- **${metricName}**: ${r.task.metric === 'eval_loss' ? 'token-weighted eval loss of the trained model' : `the task metric on the eval set after training, ${r.task.classification ? 'the share of examples whose largest logit is their label' : 'by greedy generation cut at the first newline'} (performance); the untuned base model scores ${formatQuality(r.base.quality)}${r.base.quality.chance !== undefined ? `, always answering the most common label ${(100 * r.base.quality.chance).toFixed(1)}%` : ''}`}.`,
     `- **flexibility**: ${r.flexibility_definition}`,
     '',
@@ -206,7 +237,11 @@ export function comparisonMarkdown(r: ComparisonReport, figures: { lossCurves: s
       ok.map((m) => {
         const f = m.flexibility!;
         const cell = (p: { gain: number; ratio: number | null; basis: string; failure?: string; diverged?: boolean }) =>
-          p.failure ? (p.diverged ? 'diverged' : 'failed (left out)') : `${p.basis === 'metric' ? `${(100 * p.gain >= 0 ? '+' : '')}${(100 * p.gain).toFixed(1)} pt` : `${p.gain >= 0 ? '+' : ''}${p.gain.toFixed(3)} exp(-loss)`}${p.ratio === null ? ' (left out)' : ''}`;
+          p.failure
+            ? p.diverged
+              ? 'diverged'
+              : 'failed (left out)'
+            : `${p.basis === 'metric' ? `${100 * p.gain >= 0 ? '+' : ''}${(100 * p.gain).toFixed(1)} pt` : `${p.gain >= 0 ? '+' : ''}${p.gain.toFixed(3)} exp(-loss)`}${p.ratio === null ? ' (left out)' : ''}`;
         return [
           m.label,
           ...(scales.length > 1 ? f.lrGrid.map(cell) : []),
@@ -225,14 +260,27 @@ export function comparisonMarkdown(r: ComparisonReport, figures: { lossCurves: s
   if (notes.length) L.push(...notes, '');
 
   L.push('## Method settings', '');
-  L.push(...table(['method', 'settings', 'learning rate', 'final train loss', 'train time'], r.methods.map((m) => [
-    m.label,
-    m.settings,
-    m.learning_rate.toExponential(1),
-    m.final_loss == null ? '-' : m.final_loss.toFixed(4),
-    m.train_seconds === undefined ? '-' : `${m.train_seconds.toFixed(1)} s`,
-  ])), '');
+  L.push(
+    ...table(
+      ['method', 'settings', 'learning rate', 'final train loss', 'train time'],
+      r.methods.map((m) => [
+        m.label,
+        m.settings,
+        m.learning_rate.toExponential(1),
+        m.final_loss == null ? '-' : m.final_loss.toFixed(4),
+        m.train_seconds === undefined ? '-' : `${m.train_seconds.toFixed(1)} s`,
+      ]),
+    ),
+    '',
+  );
 
-  L.push('## Figures', '', `![loss per method](${figures.lossCurves})`, '', `![quality vs trainable parameters](${figures.qualityVsParams})`, '');
+  L.push(
+    '## Figures',
+    '',
+    `![loss per method](${figures.lossCurves})`,
+    '',
+    `![quality vs trainable parameters](${figures.qualityVsParams})`,
+    '',
+  );
   return L.join('\n');
 }

@@ -36,14 +36,26 @@ export function median(xs: readonly number[]): number {
 async function tokenizerFor(settings: RunSettings): Promise<{ tokenizer: Tokenizer; padId: number }> {
   const tokenizer = await Tokenizer.fromDir(settings.modelDir);
   const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId;
-  if (padId === undefined) throw new CompareError(`the tokenizer in ${settings.modelDir} has neither a pad nor an EOS token; set "pad_token" in tokenizer_config.json`);
+  if (padId === undefined)
+    throw new CompareError(
+      `the tokenizer in ${settings.modelDir} has neither a pad nor an EOS token; set "pad_token" in tokenizer_config.json`,
+    );
   return { tokenizer, padId };
 }
 
 /** The eval rows of `task` for `base`: token rows, or {"text","label"} rows for a sequence classifier. */
-async function evalRowsOf(file: string, task: TaskRef, base: PretrainedModel, tokenizer: Tokenizer, settings: RunSettings): Promise<Example[]> {
+async function evalRowsOf(
+  file: string,
+  task: TaskRef,
+  base: PretrainedModel,
+  tokenizer: Tokenizer,
+  settings: RunSettings,
+): Promise<Example[]> {
   if (!task.classification) return tokenizedRows(file, tokenizer, settings.maxLength);
-  if (base.task !== 'seq-cls') throw new CompareError(`the task ${task.name} holds {"text","label"} rows for a sequence classifier, but ${settings.modelDir} is a ${base.task} model`);
+  if (base.task !== 'seq-cls')
+    throw new CompareError(
+      `the task ${task.name} holds {"text","label"} rows for a sequence classifier, but ${settings.modelDir} is a ${base.task} model`,
+    );
   return classificationRows(file, tokenizer, { labels: base.config, maxLength: settings.maxLength });
 }
 
@@ -51,7 +63,12 @@ async function evalRowsOf(file: string, task: TaskRef, base: PretrainedModel, to
  * Mean loss of `rows` (weighted by label tokens, or by examples for a classifier, as
  * Trainer.evaluate computes it), and for a classifier the rows its argmax gets right.
  */
-async function evaluateRows(model: AdaptedModel, rows: readonly Example[], settings: RunSettings, padId: number): Promise<{ loss: number; correct: number; examples: number }> {
+async function evaluateRows(
+  model: AdaptedModel,
+  rows: readonly Example[],
+  settings: RunSettings,
+  padId: number,
+): Promise<{ loss: number; correct: number; examples: number }> {
   const step = await EvalStep.compile(model, { threads: settings.threads });
   try {
     let sum = 0;
@@ -72,7 +89,13 @@ async function evaluateRows(model: AdaptedModel, rows: readonly Example[], setti
 }
 
 /** A classifier's quality: accuracy of the argmax of its logits on the first evalLimit rows (all by default), and the eval loss over every row. */
-async function classifierQuality(model: AdaptedModel, task: TaskRef, rows: readonly Example[], settings: RunSettings, padId: number): Promise<Quality> {
+async function classifierQuality(
+  model: AdaptedModel,
+  task: TaskRef,
+  rows: readonly Example[],
+  settings: RunSettings,
+  padId: number,
+): Promise<Quality> {
   const all = await evaluateRows(model, rows, settings, padId);
   const limit = settings.evalLimit ? Math.min(settings.evalLimit, rows.length) : rows.length;
   const scored = limit < rows.length ? await evaluateRows(model, rows.slice(0, limit), settings, padId) : all;
@@ -102,8 +125,19 @@ async function scoreQuality(
   const lossQuality = Math.exp(-evalLoss);
   if (!task.spec) return { task: task.name, metric: 'eval_loss', value: lossQuality, evalLoss, lossQuality };
   const examples = await readTaskExamples(task.evalFile);
-  const e = await evaluateTask(inference, tokenizer, task.spec, examples, { limit: settings.evalLimit && Math.min(settings.evalLimit, examples.length), runtime: { threads: settings.threads } });
-  const q: Quality = { task: task.name, metric: task.spec.metric, value: e.score, correct: e.correct, total: e.total, evalLoss, lossQuality };
+  const e = await evaluateTask(inference, tokenizer, task.spec, examples, {
+    limit: settings.evalLimit && Math.min(settings.evalLimit, examples.length),
+    runtime: { threads: settings.threads },
+  });
+  const q: Quality = {
+    task: task.name,
+    metric: task.spec.metric,
+    value: e.score,
+    correct: e.correct,
+    total: e.total,
+    evalLoss,
+    lossQuality,
+  };
   if (task.spec.metric === 'accuracy') q.chance = majorityShare(e.predictions.map((p) => labelOf(p.reference, task.spec!.labels ?? [])));
   return q;
 }
@@ -122,7 +156,10 @@ function majorityShare(labels: readonly (string | undefined)[]): number {
 async function timeForward(models: readonly InferenceModel[], rows: readonly Example[], settings: RunSettings): Promise<Latency[]> {
   const examples = rows.slice(0, settings.latencyPrompts).map((r) => {
     const n = r.inputIds.length;
-    return { inputIds: { dtype: 'int64' as const, shape: [1, n], data: BigInt64Array.from(r.inputIds, BigInt) }, attentionMask: { dtype: 'int64' as const, shape: [1, n], data: new BigInt64Array(n).fill(1n) } };
+    return {
+      inputIds: { dtype: 'int64' as const, shape: [1, n], data: BigInt64Array.from(r.inputIds, BigInt) },
+      attentionMask: { dtype: 'int64' as const, shape: [1, n], data: new BigInt64Array(n).fill(1n) },
+    };
   });
   const sessions: ForwardSession[] = [];
   try {
@@ -143,7 +180,12 @@ async function timeForward(models: readonly InferenceModel[], rows: readonly Exa
 }
 
 /** Median time to generate a fixed number of tokens for one prompt at a time (one untimed warm-up each); a classifier's: timeForward. */
-async function timeLatency(models: readonly InferenceModel[], tokenizer: Tokenizer, rows: readonly Example[], settings: RunSettings): Promise<Latency[]> {
+async function timeLatency(
+  models: readonly InferenceModel[],
+  tokenizer: Tokenizer,
+  rows: readonly Example[],
+  settings: RunSettings,
+): Promise<Latency[]> {
   if (rows.some(isClassificationExample)) return timeForward(models, rows, settings);
   const prompts = (rows as readonly TokenizedExample[]).slice(0, settings.latencyPrompts).map(promptIds);
   const opts = { maxNewTokens: settings.latencyTokens, doSample: false, stopTokenIds: [], stopStrings: [] };
@@ -212,7 +254,9 @@ async function runTrain(job: TrainJob): Promise<TrainResult> {
     const longest = Math.max(...train.map((r) => r.inputIds.length), ...evalRows.map((r) => r.inputIds.length));
     const positions = base.config.maxPositionEmbeddings;
     if (positions && longest + VIRTUAL_TOKENS > positions) {
-      throw new CompareError(`the method's ${VIRTUAL_TOKENS} virtual tokens plus the longest row (${longest} tokens) exceed the model's ${positions} positions (max_position_embeddings); pass --max-len ${positions - VIRTUAL_TOKENS} or less`);
+      throw new CompareError(
+        `the method's ${VIRTUAL_TOKENS} virtual tokens plus the longest row (${longest} tokens) exceed the model's ${positions} positions (max_position_embeddings); pass --max-len ${positions - VIRTUAL_TOKENS} or less`,
+      );
     }
   }
   const adapted = await adaptForComparison(base, job.method, settings.seed, settings.baseName, job.steps);
@@ -247,7 +291,8 @@ async function runTrain(job: TrainJob): Promise<TrainResult> {
     const stepTimesS = steps.map((m) => m.tokens / m.tokens_per_second);
     const adapterDir = join(job.outDir, 'adapter');
     // AdapterHub also writes the static head by default; a head that did not train is the base's, not the task's.
-    if (adapted instanceof BottleneckModel && adapted.trainableBaseWeights().size === 0) await adapted.savePretrained(adapterDir, { withHead: false });
+    if (adapted instanceof BottleneckModel && adapted.trainableBaseWeights().size === 0)
+      await adapted.savePretrained(adapterDir, { withHead: false });
     else await adapted.savePretrained(adapterDir);
     const stored = await folderSize(adapterDir);
     // The untuned base (full precision, fresh weights) timed alongside, as the latency reference.

@@ -13,13 +13,18 @@ import { ExportError } from './errors.js';
 /** Refuses a file --out that exists, is a folder, or whose parent folder is missing. Writes nothing. */
 export function checkNewFile(out: string, flag = '--out'): string {
   const abs = resolve(out);
-  if (existsSync(abs)) throw new ExportError(`${flag} ${out} already exists; export never replaces a file: remove it or choose another path`);
+  if (existsSync(abs))
+    throw new ExportError(`${flag} ${out} already exists; export never replaces a file: remove it or choose another path`);
   checkOutputFile(abs, { command: 'export', flag, isOwn: () => false });
   return abs;
 }
 
 /** The options of a folder export's --out. */
-export const exportDirOptions = (overwrite: boolean | undefined, inputs: { path: string; what: string }[]): OutputDirOptions => ({ command: 'export', overwrite, inputs });
+export const exportDirOptions = (overwrite: boolean | undefined, inputs: { path: string; what: string }[]): OutputDirOptions => ({
+  command: 'export',
+  overwrite,
+  inputs,
+});
 
 /** Refuses a folder --out holding anything export did not write (see checkOutputDir). Writes nothing. */
 export function checkExportFolder(out: string, opts: OutputDirOptions): string {
@@ -35,7 +40,12 @@ export async function writeExportFolder(out: string, opts: OutputDirOptions, fil
 /** Writes one new file through a temp name in the same folder (cleaned by the next run if killed). */
 export async function writeNewFile(out: string, data: Uint8Array | string | Uint8Array[]): Promise<void> {
   if (existsSync(out)) throw new ExportError(`--out ${out} appeared while exporting; nothing was replaced`);
-  await writeFileAtomic(out, Array.isArray(data) ? async (fh) => {
-    for (const chunk of data) await fh.write(chunk);
-  } : data);
+  await writeFileAtomic(
+    out,
+    Array.isArray(data)
+      ? async (fh) => {
+          for (const chunk of data) await fh.write(chunk);
+        }
+      : data,
+  );
 }

@@ -15,7 +15,12 @@ import type { NodeSpec, ModelSpec, TensorSpec } from '../onnx/model.js';
 
 export type OnnxDtype = 'fp32' | 'fp16' | 'q8' | 'q4';
 export const ONNX_DTYPES: readonly OnnxDtype[] = ['fp32', 'fp16', 'q8', 'q4'];
-export const ONNX_FILE_NAMES: Record<OnnxDtype, string> = { fp32: 'model.onnx', fp16: 'model_fp16.onnx', q8: 'model_quantized.onnx', q4: 'model_q4.onnx' };
+export const ONNX_FILE_NAMES: Record<OnnxDtype, string> = {
+  fp32: 'model.onnx',
+  fp16: 'model_fp16.onnx',
+  q8: 'model_quantized.onnx',
+  q4: 'model_q4.onnx',
+};
 
 const FLOAT = 1;
 const UINT8 = 2;
@@ -44,7 +49,13 @@ function toFp16(t: TensorSpec): { init: TensorSpec[]; node: NodeSpec } {
   const name = `${t.name}_fp16`;
   return {
     init: [{ name, dataType: FLOAT16, dims: t.dims, raw: bytes(h) }],
-    node: { opType: 'Cast', inputs: [name], outputs: [t.name], attributes: { to: { type: 'int', value: FLOAT } }, name: `export/${t.name}/Cast` },
+    node: {
+      opType: 'Cast',
+      inputs: [name],
+      outputs: [t.name],
+      attributes: { to: { type: 'int', value: FLOAT } },
+      name: `export/${t.name}/Cast`,
+    },
   };
 }
 
@@ -72,12 +83,23 @@ function toQ8(t: TensorSpec): { init: TensorSpec[]; node: NodeSpec } {
       { name: qn, dataType: INT8, dims: t.dims, raw: bytes(q) },
       { name: sn, dataType: FLOAT, dims: [rows], raw: bytes(scales) },
     ],
-    node: { opType: 'DequantizeLinear', inputs: [qn, sn], outputs: [t.name], attributes: { axis: { type: 'int', value: 0 } }, name: `export/${t.name}/DequantizeLinear` },
+    node: {
+      opType: 'DequantizeLinear',
+      inputs: [qn, sn],
+      outputs: [t.name],
+      attributes: { axis: { type: 'int', value: 0 } },
+      name: `export/${t.name}/DequantizeLinear`,
+    },
   };
 }
 
 /** MatMulNBits operands of W [N, K]: uint8 [N, blocks, 16] (low nibble first), scales [N * blocks]. */
-export function quantizeBlocks4(x: Float32Array, n: number, k: number, block = Q4_BLOCK): { packed: Uint8Array; scales: Float32Array; blocks: number } {
+export function quantizeBlocks4(
+  x: Float32Array,
+  n: number,
+  k: number,
+  block = Q4_BLOCK,
+): { packed: Uint8Array; scales: Float32Array; blocks: number } {
   const blocks = Math.ceil(k / block);
   const blob = block / 2;
   const packed = new Uint8Array(n * blocks * blob);
@@ -127,7 +149,10 @@ export function applyDtype(spec: ModelSpec, dtype: OnnxDtype): ModelSpec {
       const { packed, scales, blocks } = quantizeBlocks4(floats(t), n, k);
       const qn = `${t.name}_q4`;
       const sn = `${t.name}_q4_scales`;
-      initializers.push({ name: qn, dataType: UINT8, dims: [n, blocks, Q4_BLOCK / 2], raw: packed }, { name: sn, dataType: FLOAT, dims: [n * blocks], raw: bytes(scales) });
+      initializers.push(
+        { name: qn, dataType: UINT8, dims: [n, blocks, Q4_BLOCK / 2], raw: packed },
+        { name: sn, dataType: FLOAT, dims: [n * blocks], raw: bytes(scales) },
+      );
       for (const u of users) {
         replaced.set(u, {
           opType: 'MatMulNBits',
@@ -135,7 +160,12 @@ export function applyDtype(spec: ModelSpec, dtype: OnnxDtype): ModelSpec {
           name: u.name,
           inputs: [u.inputs[0]!, qn, sn],
           outputs: u.outputs,
-          attributes: { K: { type: 'int', value: k }, N: { type: 'int', value: n }, bits: { type: 'int', value: 4 }, block_size: { type: 'int', value: Q4_BLOCK } },
+          attributes: {
+            K: { type: 'int', value: k },
+            N: { type: 'int', value: n },
+            bits: { type: 'int', value: 4 },
+            block_size: { type: 'int', value: Q4_BLOCK },
+          },
         });
       }
       continue;

@@ -31,7 +31,11 @@ type Mergeable = AdaptedModel & { mergeAndUnload?: () => PretrainedModel | Promi
  * is merged too unless `unmerged` (then the graph holds its tensors as initializers of their own).
  * A base stored 4-bit is dequantized first (the adapter was trained on exactly those weights).
  */
-export async function loadExportSource(modelArg: string, adapters: readonly string[], opts: { unmerged?: boolean; format: string }): Promise<ExportSource> {
+export async function loadExportSource(
+  modelArg: string,
+  adapters: readonly string[],
+  opts: { unmerged?: boolean; format: string },
+): Promise<ExportSource> {
   for (const a of adapters) {
     if (!existsSync(a) || !statSync(a).isDirectory()) throw new ExportError(`--adapter ${a} is not a folder`);
   }

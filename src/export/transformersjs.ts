@@ -28,7 +28,16 @@ import { type OnnxDtype, ONNX_FILE_NAMES, applyDtype } from './onnx_dtypes.js';
 export { type OnnxDtype, ONNX_FILE_NAMES } from './onnx_dtypes.js';
 
 /** Tokenizer and generation files copied from the model folder when present. */
-export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'added_tokens.json', 'chat_template.jinja', 'tokenizer.model'];
+export const TOKENIZER_FILES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'vocab.json',
+  'merges.txt',
+  'added_tokens.json',
+  'chat_template.jinja',
+  'tokenizer.model',
+];
 
 /**
  * Where transformers.js starts the position_ids it makes from the attention mask (decoder_forward's
@@ -39,7 +48,12 @@ export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'spec
 export const TJS_POSITION_START: Readonly<Record<string, number>> = { gemma3_text: 1, gemma3: 1, paligemma: 1 };
 
 /** Names transformers.js gives the symbolic dims (only batch_size is resolved for the empty cache). */
-const DIM_NAMES: Record<string, string> = { batch: 'batch_size', seq: 'sequence_length', past: 'past_sequence_length', 'past+seq': 'total_sequence_length' };
+const DIM_NAMES: Record<string, string> = {
+  batch: 'batch_size',
+  seq: 'sequence_length',
+  past: 'past_sequence_length',
+  'past+seq': 'total_sequence_length',
+};
 
 export interface TransformersJsGraph {
   spec: ModelSpec;
@@ -55,7 +69,10 @@ export function buildTransformersJsGraph(model: InferenceModel): TransformersJsG
   const ctx = inferenceContext(model, g);
   const outputs: Record<string, Value> = {};
   if (base.causal) {
-    if (base.task !== 'causal-lm') throw new ExportError(`${base.dir} is a ${base.family} ${base.task} model; transformers.js export handles causal language models and BERT-style encoders`);
+    if (base.task !== 'causal-lm')
+      throw new ExportError(
+        `${base.dir} is a ${base.family} ${base.task} model; transformers.js export handles causal language models and BERT-style encoders`,
+      );
     const kvShape = ['batch', base.numKVHeads, 'past', base.headDim];
     const past: KV[] = Array.from({ length: base.numLayers }, (_, i) => ({
       key: g.input(`past_key_values.${i}.key`, 'float32', kvShape),
@@ -138,7 +155,12 @@ function externalize(spec: ModelSpec, onnxFile: string, chunkBytes: number): { i
       chunks.push([]);
       offset = 0;
     }
-    const ext: TensorSpec = { name: t.name, dataType: t.dataType, dims: t.dims, external: { location: dataFileName(onnxFile, chunks.length - 1), offset, length: t.raw.byteLength } };
+    const ext: TensorSpec = {
+      name: t.name,
+      dataType: t.dataType,
+      dims: t.dims,
+      external: { location: dataFileName(onnxFile, chunks.length - 1), offset, length: t.raw.byteLength },
+    };
     chunks[chunks.length - 1]!.push(t.raw);
     offset += t.raw.byteLength;
     // keep the next tensor 64-byte aligned in the file
@@ -158,7 +180,12 @@ export interface ExportedFile {
 }
 
 /** Writes the transformers.js folder into `dir` (an empty folder the caller publishes atomically). */
-export async function writeTransformersJs(model: InferenceModel, modelDir: string, dir: string, opts: TransformersJsExportOptions): Promise<ExportedFile[]> {
+export async function writeTransformersJs(
+  model: InferenceModel,
+  modelDir: string,
+  dir: string,
+  opts: TransformersJsExportOptions,
+): Promise<ExportedFile[]> {
   const base = baseModel(model);
   const fp32 = buildTransformersJsGraph(model);
   const written: ExportedFile[] = [];
@@ -193,7 +220,11 @@ export async function writeTransformersJs(model: InferenceModel, modelDir: strin
   const config = JSON.parse(await readFile(join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
   delete config.quantization_config;
   const tjs = (config['transformers.js_config'] ?? {}) as Record<string, unknown>;
-  config['transformers.js_config'] = { ...tjs, dtype: opts.dtypes[0], ...(Object.keys(external).length ? { use_external_data_format: external } : {}) };
+  config['transformers.js_config'] = {
+    ...tjs,
+    dtype: opts.dtypes[0],
+    ...(Object.keys(external).length ? { use_external_data_format: external } : {}),
+  };
   await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   written.push({ path: 'config.json', bytes: 0 });
   if (base.causal) {
@@ -201,7 +232,9 @@ export async function writeTransformersJs(model: InferenceModel, modelDir: strin
     if (existsSync(gen)) await copyFile(gen, join(dir, 'generation_config.json'));
     else {
       const c = base.config.raw as Record<string, unknown>;
-      const fields = Object.fromEntries(['bos_token_id', 'eos_token_id', 'pad_token_id'].filter((k) => c[k] !== undefined && c[k] !== null).map((k) => [k, c[k]]));
+      const fields = Object.fromEntries(
+        ['bos_token_id', 'eos_token_id', 'pad_token_id'].filter((k) => c[k] !== undefined && c[k] !== null).map((k) => [k, c[k]]),
+      );
       await writeFile(join(dir, 'generation_config.json'), JSON.stringify(fields, null, 2) + '\n');
     }
     written.push({ path: 'generation_config.json', bytes: 0 });

@@ -99,7 +99,9 @@ export async function loadGenerationDefaults(dir: string, config: ModelConfig): 
       if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not a JSON object');
       raw = parsed as Record<string, unknown>;
     } catch (e) {
-      throw new GenerationError(`${file} is not a valid JSON object (${(e as Error).message}); fix or delete the file to use config.json's token ids`);
+      throw new GenerationError(
+        `${file} is not a valid JSON object (${(e as Error).message}); fix or delete the file to use config.json's token ids`,
+      );
     }
   }
   return defaultsFrom(raw, config);
@@ -124,7 +126,8 @@ export function defaultsFrom(raw: Record<string, unknown>, config: ModelConfig):
 /** Merges caller options over the model's defaults and checks every value. */
 export function resolvePlan(opts: GenerateOptions, d: GenerationDefaults, vocabSize: number): GenerationPlan {
   const maxNewTokens = opts.maxNewTokens ?? d.maxNewTokens ?? 20;
-  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new GenerationError(`maxNewTokens must be a positive integer, got ${maxNewTokens}`);
+  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1)
+    throw new GenerationError(`maxNewTokens must be a positive integer, got ${maxNewTokens}`);
   const explicitSampling = opts.temperature !== undefined || opts.topK !== undefined || opts.topP !== undefined;
   let doSample = opts.doSample ?? (explicitSampling ? true : d.doSample);
   // As transformers: what the caller leaves out comes from generation_config.json, whose own
@@ -132,7 +135,8 @@ export function resolvePlan(opts: GenerateOptions, d: GenerationDefaults, vocabS
   const temperature = opts.temperature ?? d.temperature;
   const topK = opts.topK ?? d.topK;
   const topP = opts.topP ?? d.topP;
-  if (!(temperature >= 0) || !Number.isFinite(temperature)) throw new GenerationError(`temperature must be a number >= 0, got ${temperature}`);
+  if (!(temperature >= 0) || !Number.isFinite(temperature))
+    throw new GenerationError(`temperature must be a number >= 0, got ${temperature}`);
   if (!Number.isInteger(topK) || topK < 0) throw new GenerationError(`topK must be an integer >= 0 (0 turns it off), got ${topK}`);
   if (!(topP > 0 && topP <= 1)) throw new GenerationError(`topP must be in (0, 1], got ${topP}`);
   if (temperature === 0) doSample = false;
@@ -140,7 +144,8 @@ export function resolvePlan(opts: GenerateOptions, d: GenerationDefaults, vocabS
   if (!Number.isInteger(seed)) throw new GenerationError(`seed must be an integer, got ${seed}`);
   const stopTokenIds = opts.stopTokenIds ?? d.eosTokenIds;
   for (const id of stopTokenIds) {
-    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new GenerationError(`stop token id ${id} is outside the vocabulary [0, ${vocabSize})`);
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize)
+      throw new GenerationError(`stop token id ${id} is outside the vocabulary [0, ${vocabSize})`);
   }
   const stopStrings = opts.stopStrings ?? [];
   if (stopStrings.some((s) => typeof s !== 'string' || s.length === 0)) throw new GenerationError('stop strings must be non-empty strings');

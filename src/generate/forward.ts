@@ -69,7 +69,15 @@ export class ForwardSession {
     if (opts.hiddenStates) out.hiddenStates.forEach((h, i) => (outputs[`hidden_states.${i}`] = h));
     const session = await RuntimeSession.fromGraph(g, outputs, { name: 'forward', ...opts.runtime });
     const labelLimit = base.task === 'seq-cls' ? base.config.numLabels : base.vocabSize;
-    return new ForwardSession(session, paramFeeds(model, ctx), opts.loss ?? false, opts.positionIds ?? false, opts.hiddenStates ? out.hiddenStates.length : 0, base.vocabSize, labelLimit);
+    return new ForwardSession(
+      session,
+      paramFeeds(model, ctx),
+      opts.loss ?? false,
+      opts.positionIds ?? false,
+      opts.hiddenStates ? out.hiddenStates.length : 0,
+      base.vocabSize,
+      labelLimit,
+    );
   }
 
   async run(batch: ForwardBatch): Promise<ForwardOutput> {
@@ -101,7 +109,9 @@ export class ForwardSession {
     }
     for (let i = 0; i < this.numHiddenStates; i++) fetches.push(`hidden_states.${i}`);
     const r = await this.session.run(feeds, fetches);
-    const hiddenStates = this.numHiddenStates ? Array.from({ length: this.numHiddenStates }, (_, i) => r[`hidden_states.${i}`]!) : undefined;
+    const hiddenStates = this.numHiddenStates
+      ? Array.from({ length: this.numHiddenStates }, (_, i) => r[`hidden_states.${i}`]!)
+      : undefined;
     return { logits: r.logits!, loss: r.loss ? Number(r.loss.data[0]) : undefined, ...(hiddenStates ? { hiddenStates } : {}) };
   }
 

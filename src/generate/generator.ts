@@ -5,7 +5,15 @@
 import { firstNonFinite, nonFiniteMessage } from '../nn/finite.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import type { RuntimeOptions } from '../runtime/session.js';
-import { type GenerateOptions, type GenerationDefaults, GenerationError, type GenerationPlan, defaultsFrom, loadGenerationDefaults, resolvePlan } from './config.js';
+import {
+  type GenerateOptions,
+  type GenerationDefaults,
+  GenerationError,
+  type GenerationPlan,
+  defaultsFrom,
+  loadGenerationDefaults,
+  resolvePlan,
+} from './config.js';
 import { type InferenceModel, baseModel } from './model.js';
 import { Rng } from '../train/rng.js';
 import { argmax, sampleToken } from './sampling.js';
@@ -91,14 +99,23 @@ export class Generator {
     const rows: Row[] = list.map((p, i) => {
       const ids = this.encode(p, i, options.addSpecialTokens ?? true);
       const decode = tok ? (x: readonly number[]) => tok.decode(x, { skipSpecialTokens: true }) : undefined;
-      return { promptIds: ids, tokens: [], finished: false, finishReason: 'length', text: decode ? new RowText(decode, plan.stopStrings) : undefined };
+      return {
+        promptIds: ids,
+        tokens: [],
+        finished: false,
+        finishReason: 'length',
+        text: decode ? new RowText(decode, plan.stopStrings) : undefined,
+      };
     });
     this.checkLengths(rows, plan);
     const multi = isMultiAdapter(this.model) ? this.model : undefined;
     if (options.adapters && !multi) throw new GenerationError('per-row adapters need a mixed-adapter model (MultiAdapterModel)');
     if (multi) {
       const names = options.adapters ?? rows.map(() => BASE_ADAPTER);
-      if (names.length !== rows.length) throw new GenerationError(`${names.length} adapter names for ${rows.length} prompts; give one per prompt ("${BASE_ADAPTER}" for none)`);
+      if (names.length !== rows.length)
+        throw new GenerationError(
+          `${names.length} adapter names for ${rows.length} prompts; give one per prompt ("${BASE_ADAPTER}" for none)`,
+        );
       multi.rowIndex(names);
       // Held for the whole run: a swap meanwhile does not change these rows.
       const slots = names.map((n) => multi.acquire(n));
@@ -119,7 +136,8 @@ export class Generator {
     } else ids = [...p];
     if (ids.length === 0) throw new GenerationError(`prompt ${i} is empty (no tokens); give at least one token`);
     for (const id of ids) {
-      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) throw new GenerationError(`prompt ${i} has token id ${id}, outside the model's vocabulary [0, ${this.vocabSize})`);
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize)
+        throw new GenerationError(`prompt ${i} has token id ${id}, outside the model's vocabulary [0, ${this.vocabSize})`);
     }
     return ids;
   }
@@ -129,7 +147,9 @@ export class Generator {
     const maxPos = base.config.maxPositionEmbeddings;
     const longest = Math.max(...rows.map((r) => r.promptIds.length));
     if (longest > maxPos) {
-      throw new GenerationError(`a prompt is ${longest} tokens, longer than the model's ${maxPos} positions (max_position_embeddings); shorten it`);
+      throw new GenerationError(
+        `a prompt is ${longest} tokens, longer than the model's ${maxPos} positions (max_position_embeddings); shorten it`,
+      );
     }
     // Learned absolute positions have no row beyond max_position_embeddings; rotary ones extrapolate.
     if (descriptorOf(base).positions === 'absolute' && longest + plan.maxNewTokens - 1 > maxPos) {
@@ -139,12 +159,20 @@ export class Generator {
     }
   }
 
-  private async run(rows: Row[], plan: GenerationPlan, onToken: GenerateOptions['onToken'], adapterIndex?: BigInt64Array): Promise<Generation> {
+  private async run(
+    rows: Row[],
+    plan: GenerationPlan,
+    onToken: GenerateOptions['onToken'],
+    adapterIndex?: BigInt64Array,
+  ): Promise<Generation> {
     const batch = rows.length;
     const width = Math.max(...rows.map((r) => r.promptIds.length));
     const rng = Rng.fromSeed(plan.seed);
     // masks[r] covers every position the cache holds for row r (left padding included).
-    const masks: number[][] = rows.map((r) => [...new Array<number>(width - r.promptIds.length).fill(0), ...new Array<number>(r.promptIds.length).fill(1)]);
+    const masks: number[][] = rows.map((r) => [
+      ...new Array<number>(width - r.promptIds.length).fill(0),
+      ...new Array<number>(r.promptIds.length).fill(1),
+    ]);
     const inputIds = new BigInt64Array(batch * width);
     const positions = new BigInt64Array(batch * width);
     rows.forEach((r, b) => {
@@ -156,7 +184,14 @@ export class Generator {
       }
     });
     const t0 = performance.now();
-    let out = await this.sessions.prefill({ batch, seq: width, inputIds, attentionMask: flatMask(masks, 0), positionIds: positions, adapterIndex });
+    let out = await this.sessions.prefill({
+      batch,
+      seq: width,
+      inputIds,
+      attentionMask: flatMask(masks, 0),
+      positionIds: positions,
+      adapterIndex,
+    });
     const prefillMs = performance.now() - t0;
     let steps = 0;
     let cache: KVCache = out.cache;
@@ -181,7 +216,8 @@ export class Generator {
           row.finished = true;
           row.finishReason = 'stop';
         }
-        if (onToken) onToken({ row: b, tokenId: id, text: piece + (row.finished && row.text ? row.text.flush() : ''), step: row.tokens.length - 1 });
+        if (onToken)
+          onToken({ row: b, tokenId: id, text: piece + (row.finished && row.text ? row.text.flush() : ''), step: row.tokens.length - 1 });
       }
       if (steps >= plan.maxNewTokens || rows.every((r) => r.finished)) break;
       // Every row attends to its new token, finished ones too (they feed padding), as transformers does.
@@ -190,7 +226,10 @@ export class Generator {
       const extra = cache.length + 1 - masks[0]!.length;
       const pos = new BigInt64Array(batch);
       masks.forEach((m, b) => (pos[b] = BigInt(extra + m.reduce((s, x) => s + x, 0) - 1)));
-      out = await this.sessions.decode({ batch, seq: 1, inputIds: next, attentionMask: flatMask(masks, extra), positionIds: pos, adapterIndex }, cache);
+      out = await this.sessions.decode(
+        { batch, seq: 1, inputIds: next, attentionMask: flatMask(masks, extra), positionIds: pos, adapterIndex },
+        cache,
+      );
       cache = out.cache;
     }
     const decodeMs = performance.now() - t0 - prefillMs;
@@ -199,7 +238,8 @@ export class Generator {
       if (r.text) {
         if (!r.text.stopped) r.text.update(r.tokens);
         const rest = r.text.flush();
-        if (onToken && rest && !r.finished) onToken({ row: b, tokenId: r.tokens[r.tokens.length - 1]!, text: rest, step: r.tokens.length - 1 });
+        if (onToken && rest && !r.finished)
+          onToken({ row: b, tokenId: r.tokens[r.tokens.length - 1]!, text: rest, step: r.tokens.length - 1 });
         text = r.text.text;
       }
       return { promptIds: r.promptIds, tokenIds: r.tokens, text, finishReason: r.finishReason, stopString: r.text?.stopString };

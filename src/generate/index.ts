@@ -8,7 +8,14 @@ import { type Generation, Generator, type Prompt } from './generator.js';
 import type { InferenceModel } from './model.js';
 
 export { GenerationError, loadGenerationDefaults, type GenerateOptions, type GenerationDefaults, type TokenEvent } from './config.js';
-export { Generator, type Generation, type GenerationResult, type GenerationStats, type GeneratorOptions, type Prompt } from './generator.js';
+export {
+  Generator,
+  type Generation,
+  type GenerationResult,
+  type GenerationStats,
+  type GeneratorOptions,
+  type Prompt,
+} from './generator.js';
 export { ForwardSession, type ForwardBatch, type ForwardOutput, type ForwardSessionOptions } from './forward.js';
 export { type InferenceModel } from './model.js';
 export { DecoderSessions, type KVCache, type StepInputs, type StepOutput } from './sessions.js';

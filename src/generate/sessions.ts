@@ -41,7 +41,10 @@ export interface StepOutput {
 const keyName = (prefix: string, i: number): string => `${prefix}.${i}.key`;
 const valueName = (prefix: string, i: number): string => `${prefix}.${i}.value`;
 
-function buildStep(model: InferenceModel, withPast: boolean): { graph: Graph; outputs: Record<string, Value>; params: () => Record<string, HostTensor> } {
+function buildStep(
+  model: InferenceModel,
+  withPast: boolean,
+): { graph: Graph; outputs: Record<string, Value>; params: () => Record<string, HostTensor> } {
   const base = baseModel(model);
   const g = new Graph();
   const ctx = inferenceContext(model, g);
@@ -85,7 +88,9 @@ export class DecoderSessions {
   static async create(model: InferenceModel, runtime: RuntimeOptions = {}): Promise<DecoderSessions> {
     const base = baseModel(model);
     if (!base.causal || base.task !== 'causal-lm') {
-      throw new GenerationError(`${base.dir} is a ${base.family} ${base.task} model; text generation needs a causal language model (GPT-2, Llama, ...)`);
+      throw new GenerationError(
+        `${base.dir} is a ${base.family} ${base.task} model; text generation needs a causal language model (GPT-2, Llama, ...)`,
+      );
     }
     const prefill = buildStep(model, false);
     const decode = buildStep(model, true);
@@ -125,7 +130,8 @@ export class DecoderSessions {
     feeds.attention_mask = { dtype: 'int64', shape: [batch, total], data: step.attentionMask };
     feeds.position_ids = { dtype: 'int64', shape: [batch, seq], data: step.positionIds };
     if (session.feeds.some((v) => v.name === ADAPTER_INDEX_INPUT)) {
-      if (!step.adapterIndex || step.adapterIndex.length !== batch) throw new GenerationError(`a mixed-adapter model needs one adapter per row (${batch} rows)`);
+      if (!step.adapterIndex || step.adapterIndex.length !== batch)
+        throw new GenerationError(`a mixed-adapter model needs one adapter per row (${batch} rows)`);
       feeds[ADAPTER_INDEX_INPUT] = { dtype: 'int64', shape: [batch], data: step.adapterIndex };
     }
     const r = await session.run(feeds);

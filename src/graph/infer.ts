@@ -140,18 +140,22 @@ export const INFER: { [K in OpName]: InferRule<OpAttrs[K]> } = {
     const [x, packed, code, absmax, nestedAbsmax, nestedCode] = ins;
     needFloat(x!);
     const [rows, cols] = a.shape;
-    if (!(Number.isInteger(rows) && Number.isInteger(cols) && rows > 0 && cols > 0)) fail(`weight shape [${a.shape}] must be two positive integers`);
-    if (!(Number.isInteger(a.blockSize) && a.blockSize > 0 && a.blockSize % 2 === 0)) fail(`block size ${a.blockSize} must be a positive even integer`);
+    if (!(Number.isInteger(rows) && Number.isInteger(cols) && rows > 0 && cols > 0))
+      fail(`weight shape [${a.shape}] must be two positive integers`);
+    if (!(Number.isInteger(a.blockSize) && a.blockSize > 0 && a.blockSize % 2 === 0))
+      fail(`block size ${a.blockSize} must be a positive even integer`);
     if (x!.rank < 2) fail('x needs rank >= 2');
     const n = rows * cols;
     const blocks = Math.ceil(n / a.blockSize);
     const k = a.transB ? cols : rows;
     if (x!.shape[x!.rank - 1] !== k) fail(`inner dimensions differ: ${x!.shape[x!.rank - 1]} vs ${k}`);
     const want = (v: Value | undefined, what: string, dtype: DType, shape: Dim[]): void => {
-      if (!v || v.dtype !== dtype || !shapesEqual(v.shape, shape)) fail(`${what} must be ${dtype}${shapeToString(shape)}, got ${v ? `${v.dtype}${shapeToString(v.shape)}` : 'nothing'}`);
+      if (!v || v.dtype !== dtype || !shapesEqual(v.shape, shape))
+        fail(`${what} must be ${dtype}${shapeToString(shape)}, got ${v ? `${v.dtype}${shapeToString(v.shape)}` : 'nothing'}`);
     };
     want(packed, 'packed codes', 'uint8', [Math.ceil(n / 2)]);
-    if (!code || code.dtype !== 'float32' || !(shapesEqual(code.shape, [256, 2]) || shapesEqual(code.shape, [16]))) fail('the code table must be float32 [256, 2] (pairs) or [16]');
+    if (!code || code.dtype !== 'float32' || !(shapesEqual(code.shape, [256, 2]) || shapesEqual(code.shape, [16])))
+      fail('the code table must be float32 [256, 2] (pairs) or [16]');
     if (a.nested) {
       if (ins.length !== 6) fail(`needs 6 inputs with double quantization, got ${ins.length}`);
       want(absmax, 'absmax codes', 'uint8', [blocks]);
@@ -173,7 +177,8 @@ export const INFER: { [K in OpName]: InferRule<OpAttrs[K]> } = {
     if (!b || b.dtype !== 'int8' || b.rank !== 2) fail('B must be an int8 matrix');
     const [k, n] = b.shape as [Dim, Dim];
     if (!bScale || bScale.dtype !== 'float32' || !shapesEqual(bScale.shape, [n])) fail(`B's scales must be float32 [${n}]`);
-    if (!bt || bt.rank !== 2 || bt.shape[0] !== n || bt.shape[1] !== k) fail(`the backward operand must be [${n}, ${k}] (B transposed), got ${bt ? shapeToString(bt.shape) : 'nothing'}`);
+    if (!bt || bt.rank !== 2 || bt.shape[0] !== n || bt.shape[1] !== k)
+      fail(`the backward operand must be [${n}, ${k}] (B transposed), got ${bt ? shapeToString(bt.shape) : 'nothing'}`);
     if (bt.dtype === 'int8') {
       if (!btScale || btScale.dtype !== 'float32' || !shapesEqual(btScale.shape, [k])) fail(`Bt's scales must be float32 [${k}]`);
     } else if (bt.dtype !== 'float32' || btScale) fail('a float backward operand is float32 and comes without scales');
@@ -200,7 +205,8 @@ export const INFER: { [K in OpName]: InferRule<OpAttrs[K]> } = {
   },
   ReshapeLike: ([x, like]) => [{ dtype: x!.dtype, shape: [...like!.shape] }],
   Transpose: ([x], { perm }) => {
-    if (perm.length !== x!.rank || [...perm].sort().some((p, i) => p !== i)) fail(`perm ${shapeToString(perm)} is not a permutation of rank ${x!.rank}`);
+    if (perm.length !== x!.rank || [...perm].sort().some((p, i) => p !== i))
+      fail(`perm ${shapeToString(perm)} is not a permutation of rank ${x!.rank}`);
     return [{ dtype: x!.dtype, shape: perm.map((p) => x!.shape[p]!) }];
   },
   Concat: (xs, { axis }) => {

@@ -2,14 +2,7 @@
 // them in topological (creation) order. Shape and dtype are inferred the moment a node is made,
 // through the op table's inference rules (infer.ts), so a mismatch fails where the model code builds it, not in a session.
 
-import {
-  type DType,
-  type HostArray,
-  type Shape,
-  GraphShapeError,
-  shapeToString,
-  staticSize,
-} from './types.js';
+import { type DType, type HostArray, type Shape, GraphShapeError, shapeToString, staticSize } from './types.js';
 import type { OpAttrs, OpName } from './attrs.js';
 import { INFER, type ValueInfo } from './infer.js';
 
@@ -119,7 +112,8 @@ export class Graph {
   constant(name: string, dtype: DType, shape: Shape, source: ConstSource | HostArray): Value {
     const size = staticSize(shape);
     if (size === undefined) throw new GraphShapeError(`constant "${name}" needs a static shape, got ${shapeToString(shape)}`);
-    const src: ConstSource = 'kind' in source && !ArrayBuffer.isView(source) ? (source as ConstSource) : { kind: 'array', data: source as HostArray };
+    const src: ConstSource =
+      'kind' in source && !ArrayBuffer.isView(source) ? (source as ConstSource) : { kind: 'array', data: source as HostArray };
     if (src.kind === 'array' && src.data.length !== size) {
       throw new GraphShapeError(`constant "${name}" has ${src.data.length} elements but shape ${shapeToString(shape)} needs ${size}`);
     }
@@ -163,7 +157,17 @@ export class Graph {
     const node = new Node(this.nodes.length, op, inputs, attrs, this.currentScope);
     const base = this.currentScope ? `${this.currentScope}/${op}` : op;
     node.outputs = infos.map(
-      (info, i) => new Value(this, this.values.length + i, info.dtype, info.shape, 'node', this.uniqueName(`${base}_${node.id}${infos.length > 1 ? `_${i}` : ''}`), node, i),
+      (info, i) =>
+        new Value(
+          this,
+          this.values.length + i,
+          info.dtype,
+          info.shape,
+          'node',
+          this.uniqueName(`${base}_${node.id}${infos.length > 1 ? `_${i}` : ''}`),
+          node,
+          i,
+        ),
     );
     for (const o of node.outputs) this.push(o);
     this.nodes.push(node);

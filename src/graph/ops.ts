@@ -21,14 +21,38 @@ function one(v: Value, op: Parameters<Value['graph']['op']>[0], attrs: unknown =
   return v.graph.op(op, [v], attrs as never)[0]!;
 }
 
-export const add = (a: Operand, b: Operand): Value => { const [x, y] = pair(a, b); return x.graph.op('Add', [x, y], {})[0]!; };
-export const sub = (a: Operand, b: Operand): Value => { const [x, y] = pair(a, b); return x.graph.op('Sub', [x, y], {})[0]!; };
-export const mul = (a: Operand, b: Operand): Value => { const [x, y] = pair(a, b); return x.graph.op('Mul', [x, y], {})[0]!; };
-export const div = (a: Operand, b: Operand): Value => { const [x, y] = pair(a, b); return x.graph.op('Div', [x, y], {})[0]!; };
-export const pow = (a: Operand, b: Operand): Value => { const [x, y] = pair(a, b); return x.graph.op('Pow', [x, y], {})[0]!; };
-export const equal = (a: Operand, b: Operand): Value => { const [x, y] = pair(a, b); return x.graph.op('Equal', [x, y], {})[0]!; };
-export const less = (a: Operand, b: Operand): Value => { const [x, y] = pair(a, b); return x.graph.op('Less', [x, y], {})[0]!; };
-export const greater = (a: Operand, b: Operand): Value => { const [x, y] = pair(a, b); return x.graph.op('Greater', [x, y], {})[0]!; };
+export const add = (a: Operand, b: Operand): Value => {
+  const [x, y] = pair(a, b);
+  return x.graph.op('Add', [x, y], {})[0]!;
+};
+export const sub = (a: Operand, b: Operand): Value => {
+  const [x, y] = pair(a, b);
+  return x.graph.op('Sub', [x, y], {})[0]!;
+};
+export const mul = (a: Operand, b: Operand): Value => {
+  const [x, y] = pair(a, b);
+  return x.graph.op('Mul', [x, y], {})[0]!;
+};
+export const div = (a: Operand, b: Operand): Value => {
+  const [x, y] = pair(a, b);
+  return x.graph.op('Div', [x, y], {})[0]!;
+};
+export const pow = (a: Operand, b: Operand): Value => {
+  const [x, y] = pair(a, b);
+  return x.graph.op('Pow', [x, y], {})[0]!;
+};
+export const equal = (a: Operand, b: Operand): Value => {
+  const [x, y] = pair(a, b);
+  return x.graph.op('Equal', [x, y], {})[0]!;
+};
+export const less = (a: Operand, b: Operand): Value => {
+  const [x, y] = pair(a, b);
+  return x.graph.op('Less', [x, y], {})[0]!;
+};
+export const greater = (a: Operand, b: Operand): Value => {
+  const [x, y] = pair(a, b);
+  return x.graph.op('Greater', [x, y], {})[0]!;
+};
 export const and = (a: Value, b: Value): Value => a.graph.op('And', [a, b], {})[0]!;
 export const or = (a: Value, b: Value): Value => a.graph.op('Or', [a, b], {})[0]!;
 export const not = (a: Value): Value => one(a, 'Not');
@@ -55,11 +79,15 @@ function axesOf(x: Value, axes: number | readonly number[] | undefined): number[
   const list = axes === undefined ? x.shape.map((_, i) => i) : typeof axes === 'number' ? [axes] : [...axes];
   return list.map((a) => normalizeAxis(a, x.rank)).sort((p, q) => p - q);
 }
-export const sum = (x: Value, axes?: number | readonly number[], keepdims = false): Value => one(x, 'ReduceSum', { axes: axesOf(x, axes), keepdims });
-export const mean = (x: Value, axes?: number | readonly number[], keepdims = false): Value => one(x, 'ReduceMean', { axes: axesOf(x, axes), keepdims });
-export const max = (x: Value, axes?: number | readonly number[], keepdims = false): Value => one(x, 'ReduceMax', { axes: axesOf(x, axes), keepdims });
+export const sum = (x: Value, axes?: number | readonly number[], keepdims = false): Value =>
+  one(x, 'ReduceSum', { axes: axesOf(x, axes), keepdims });
+export const mean = (x: Value, axes?: number | readonly number[], keepdims = false): Value =>
+  one(x, 'ReduceMean', { axes: axesOf(x, axes), keepdims });
+export const max = (x: Value, axes?: number | readonly number[], keepdims = false): Value =>
+  one(x, 'ReduceMax', { axes: axesOf(x, axes), keepdims });
 
-export const layerNorm = (x: Value, weight: Value, bias: Value, epsilon: number): Value => x.graph.op('LayerNorm', [x, weight, bias], { epsilon })[0]!;
+export const layerNorm = (x: Value, weight: Value, bias: Value, epsilon: number): Value =>
+  x.graph.op('LayerNorm', [x, weight, bias], { epsilon })[0]!;
 export const matmul = (a: Value, b: Value): Value => a.graph.op('MatMul', [a, b], {})[0]!;
 /** a @ b^T for a weight b stored [out, in] (torch nn.Linear layout). */
 export const matmulT = (a: Value, b: Value): Value => a.graph.op('MatMulT', [a, b], {})[0]!;
@@ -68,14 +96,16 @@ export const matmulT = (a: Value, b: Value): Value => a.graph.op('MatMulT', [a, 
  * x @ W^T (transB) or x @ W for a 4-bit quantized W given by its packed operands (see
  * QuantMatMulAttrs; src/quant/matmul.ts builds them from a Quantized4bit).
  */
-export const quantMatmul = (x: Value, operands: readonly Value[], attrs: QuantMatMulAttrs): Value => x.graph.op('QuantMatMul', [x, ...operands], attrs)[0]!;
+export const quantMatmul = (x: Value, operands: readonly Value[], attrs: QuantMatMulAttrs): Value =>
+  x.graph.op('QuantMatMul', [x, ...operands], attrs)[0]!;
 
 /**
  * x @ W for a frozen W [K, N] held as int8: operands [B int8 [K, N], scales [N], Bt int8 [N, K],
  * scales [K]], or [B, scales, W^T float32 [N, K]] for a float32 backward product (see the
  * Int8MatMul op and src/quant/int8_base.ts).
  */
-export const int8Matmul = (x: Value, operands: readonly [Value, Value, Value, Value] | readonly [Value, Value, Value]): Value => x.graph.op('Int8MatMul', [x, ...operands], {})[0]!;
+export const int8Matmul = (x: Value, operands: readonly [Value, Value, Value, Value] | readonly [Value, Value, Value]): Value =>
+  x.graph.op('Int8MatMul', [x, ...operands], {})[0]!;
 
 /** ONNX Reshape semantics: 0 copies the input dim at that position, -1 is inferred. */
 export const reshape = (x: Value, shape: readonly number[]): Value => one(x, 'Reshape', { shape: [...shape] });
@@ -97,7 +127,8 @@ export const slice = (x: Value, axis: number, start: number, end: number = INT_M
 export const split = (x: Value, axis: number, sizes: readonly number[]): Value[] =>
   x.graph.op('Split', [x], { axis: normalizeAxis(axis, x.rank), sizes: [...sizes] });
 export const pad = (x: Value, pads: readonly number[]): Value => one(x, 'Pad', { pads: [...pads] });
-export const gather = (data: Value, indices: Value, axis = 0): Value => data.graph.op('Gather', [data, indices], { axis: normalizeAxis(axis, data.rank) })[0]!;
+export const gather = (data: Value, indices: Value, axis = 0): Value =>
+  data.graph.op('Gather', [data, indices], { axis: normalizeAxis(axis, data.rank) })[0]!;
 /** Elementwise cond ? a : b; two plain numbers make float32 scalars. */
 export const where = (cond: Value, a: Operand, b: Operand): Value => {
   const [x, y] = typeof a === 'number' && typeof b === 'number' ? [cond.graph.scalar(a), cond.graph.scalar(b)] : pair(a, b);
@@ -129,7 +160,8 @@ export const sizeOf = (x: Value): Value => one(x, 'Size');
 export const zerosLike = (x: Value): Value => one(x, 'ZerosLike');
 export const scatterAddRows = (zeros: Value, indices: Value, updates: Value): Value =>
   zeros.graph.op('ScatterAddRows', [zeros, indices, updates], {})[0]!;
-export const bitShift = (x: Value, amount: Value, direction: 'LEFT' | 'RIGHT'): Value => x.graph.op('BitShift', [x, amount], { direction })[0]!;
+export const bitShift = (x: Value, amount: Value, direction: 'LEFT' | 'RIGHT'): Value =>
+  x.graph.op('BitShift', [x, amount], { direction })[0]!;
 export const bitwiseAnd = (a: Value, b: Value): Value => a.graph.op('BitwiseAnd', [a, b], {})[0]!;
 
 // ---- compositions -------------------------------------------------------------------------
@@ -168,7 +200,12 @@ export function crossEntropyMean(logits2d: Value, labels1d: Value, ignoreIndex =
 export function unbroadcast(g: Value, shape: Shape): Value {
   let out = g;
   const extra = g.rank - shape.length;
-  if (extra > 0) out = sum(out, Array.from({ length: extra }, (_, i) => i), false);
+  if (extra > 0)
+    out = sum(
+      out,
+      Array.from({ length: extra }, (_, i) => i),
+      false,
+    );
   const axes: number[] = [];
   shape.forEach((d: Dim, i) => {
     if (d === 1 && out.shape[i] !== 1) axes.push(i);

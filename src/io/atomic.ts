@@ -4,7 +4,18 @@
 // recognisable name (`.<name>.peft-tmp-<pid>-<hex>`) lets the next command into that folder remove
 // it (`removeTempFiles`, called when an output folder is claimed: src/io/outdir.ts).
 
-import { copyFile, open, readdir, rename, rm, type StorageFileHandle as FileHandle, basename, dirname, host, join } from '../storage/index.js';
+import {
+  copyFile,
+  open,
+  readdir,
+  rename,
+  rm,
+  type StorageFileHandle as FileHandle,
+  basename,
+  dirname,
+  host,
+  join,
+} from '../storage/index.js';
 import { PeftError } from '../errors.js';
 
 /** A file could not be written (disk full, permissions, a read-only folder). */

@@ -6,7 +6,7 @@
 // template builds, and on the widths given to the filters that allocate from them (indent, tojson's
 // indent). Crossing one is a ChatTemplateLimitError, never a crash or a hang.
 
-import { Environment, Interpreter, Template } from "@huggingface/jinja";
+import { Environment, Interpreter, Template } from '@huggingface/jinja';
 
 /** Limits on one rendering; defaults in CHAT_TEMPLATE_LIMITS. */
 export interface ChatTemplateLimits {
@@ -38,7 +38,7 @@ export class TemplateLimitExceeded extends Error {
   readonly limit: keyof ChatTemplateLimits;
   constructor(limit: keyof ChatTemplateLimits, message: string) {
     super(message);
-    this.name = "TemplateLimitExceeded";
+    this.name = 'TemplateLimitExceeded';
     this.limit = limit;
   }
 }
@@ -49,22 +49,22 @@ function strftimeNow(format: string): string {
   const pad2 = (n: number) => (n < 10 ? `0${n}` : String(n));
   return String(format).replace(/%[YmdbBHM%]/g, (t) => {
     switch (t) {
-      case "%Y":
+      case '%Y':
         return String(d.getFullYear());
-      case "%m":
+      case '%m':
         return pad2(d.getMonth() + 1);
-      case "%d":
+      case '%d':
         return pad2(d.getDate());
-      case "%b":
-        return new Intl.DateTimeFormat(undefined, { month: "short" }).format(d);
-      case "%B":
-        return new Intl.DateTimeFormat(undefined, { month: "long" }).format(d);
-      case "%H":
+      case '%b':
+        return new Intl.DateTimeFormat(undefined, { month: 'short' }).format(d);
+      case '%B':
+        return new Intl.DateTimeFormat(undefined, { month: 'long' }).format(d);
+      case '%H':
         return pad2(d.getHours());
-      case "%M":
+      case '%M':
         return pad2(d.getMinutes());
       default:
-        return "%";
+        return '%';
     }
   });
 }
@@ -90,7 +90,7 @@ interface Internals {
   applyFilter(operand: RuntimeValue, filterNode: unknown, env: Environment): RuntimeValue;
   evaluateArguments(args: unknown[], env: Environment): [RuntimeValue[], Map<string, RuntimeValue>];
 }
-const WIDTH_FILTERS = new Set(["indent", "tojson"]);
+const WIDTH_FILTERS = new Set(['indent', 'tojson']);
 
 class GuardedInterpreter extends InterpreterBase {
   private steps = 0;
@@ -108,8 +108,8 @@ class GuardedInterpreter extends InterpreterBase {
     const proto = Interpreter.prototype as unknown as Internals;
     self.applyFilter = (operand, filterNode, e) => {
       const f = filterNode as { type?: string; value?: unknown; callee?: { value?: unknown } };
-      const name = f.type === "Identifier" ? f.value : f.callee?.value;
-      this.filters.push(typeof name === "string" ? name : "");
+      const name = f.type === 'Identifier' ? f.value : f.callee?.value;
+      this.filters.push(typeof name === 'string' ? name : '');
       try {
         return proto.applyFilter.call(this, operand, filterNode, e);
       } finally {
@@ -121,8 +121,11 @@ class GuardedInterpreter extends InterpreterBase {
       const out = proto.evaluateArguments.call(this, args, e);
       if (current !== undefined && WIDTH_FILTERS.has(current)) {
         for (const v of [...out[0], ...out[1].values()]) {
-          if (v.type === "IntegerValue" && Math.abs(v.value as number) > this.limits.maxIndent) {
-            throw new TemplateLimitExceeded("maxIndent", `${current}() was given ${v.value as number}, above the limit of ${this.limits.maxIndent}`);
+          if (v.type === 'IntegerValue' && Math.abs(v.value as number) > this.limits.maxIndent) {
+            throw new TemplateLimitExceeded(
+              'maxIndent',
+              `${current}() was given ${v.value as number}, above the limit of ${this.limits.maxIndent}`,
+            );
           }
         }
       }
@@ -132,14 +135,20 @@ class GuardedInterpreter extends InterpreterBase {
 
   override evaluate(statement: Node, environment: Environment): RuntimeValue {
     if ((++this.steps & 255) === 0 && Date.now() > this.deadline) {
-      throw new TemplateLimitExceeded("timeoutMs", `rendering took longer than ${this.limits.timeoutMs} ms`);
+      throw new TemplateLimitExceeded('timeoutMs', `rendering took longer than ${this.limits.timeoutMs} ms`);
     }
     const v = super.evaluate(statement, environment);
-    if (v.type === "StringValue" && (v.value as string).length > this.limits.maxChars) {
-      throw new TemplateLimitExceeded("maxChars", `the template built a string of ${(v.value as string).length} characters, above the limit of ${this.limits.maxChars}`);
+    if (v.type === 'StringValue' && (v.value as string).length > this.limits.maxChars) {
+      throw new TemplateLimitExceeded(
+        'maxChars',
+        `the template built a string of ${(v.value as string).length} characters, above the limit of ${this.limits.maxChars}`,
+      );
     }
-    if (v.type === "ArrayValue" && (v.value as unknown[]).length > this.limits.maxItems) {
-      throw new TemplateLimitExceeded("maxItems", `the template built a list of ${(v.value as unknown[]).length} items, above the limit of ${this.limits.maxItems}`);
+    if (v.type === 'ArrayValue' && (v.value as unknown[]).length > this.limits.maxItems) {
+      throw new TemplateLimitExceeded(
+        'maxItems',
+        `the template built a list of ${(v.value as unknown[]).length} items, above the limit of ${this.limits.maxItems}`,
+      );
     }
     return v;
   }
@@ -148,40 +157,51 @@ class GuardedInterpreter extends InterpreterBase {
 /** Parses a template, refusing sources above the size limit. Parse errors propagate as the library throws them. */
 export function compileChatTemplate(source: string, limits: ChatTemplateLimits = CHAT_TEMPLATE_LIMITS): Template {
   if (source.length > limits.maxSourceChars) {
-    throw new TemplateLimitExceeded("maxSourceChars", `the template is ${source.length} characters long, above the limit of ${limits.maxSourceChars}`);
+    throw new TemplateLimitExceeded(
+      'maxSourceChars',
+      `the template is ${source.length} characters long, above the limit of ${limits.maxSourceChars}`,
+    );
   }
   return new Template(source);
 }
 
 /** Renders `template` with the variables in `context`, within `limits` (the globals of Template.render). */
-export function renderChatTemplate(template: Template, context: Record<string, unknown>, limits: ChatTemplateLimits = CHAT_TEMPLATE_LIMITS): string {
+export function renderChatTemplate(
+  template: Template,
+  context: Record<string, unknown>,
+  limits: ChatTemplateLimits = CHAT_TEMPLATE_LIMITS,
+): string {
   const env = new EnvironmentClass();
-  env.set("false", false);
-  env.set("true", true);
-  env.set("none", null);
-  env.set("False", false);
-  env.set("True", true);
-  env.set("None", null);
-  env.set("raise_exception", (message: unknown) => {
+  env.set('false', false);
+  env.set('true', true);
+  env.set('none', null);
+  env.set('False', false);
+  env.set('True', true);
+  env.set('None', null);
+  env.set('raise_exception', (message: unknown) => {
     throw new Error(String(message));
   });
-  env.set("strftime_now", strftimeNow);
-  env.set("range", (start: number, stop?: number, step = 1) => {
+  env.set('strftime_now', strftimeNow);
+  env.set('range', (start: number, stop?: number, step = 1) => {
     if (stop === undefined) {
       stop = start;
       start = 0;
     }
-    for (const x of [start, stop, step]) if (typeof x !== "number" || !Number.isFinite(x)) throw new Error(`range() needs numbers, got ${String(x)}`);
-    if (step === 0) throw new Error("range() step must not be zero");
+    for (const x of [start, stop, step])
+      if (typeof x !== 'number' || !Number.isFinite(x)) throw new Error(`range() needs numbers, got ${String(x)}`);
+    if (step === 0) throw new Error('range() step must not be zero');
     const n = Math.max(0, Math.ceil((stop - start) / step));
     if (n > limits.maxRange) {
-      throw new TemplateLimitExceeded("maxRange", `range() of ${n} items is above the limit of ${limits.maxRange} (as in transformers' sandbox)`);
+      throw new TemplateLimitExceeded(
+        'maxRange',
+        `range() of ${n} items is above the limit of ${limits.maxRange} (as in transformers' sandbox)`,
+      );
     }
     return Array.from({ length: n }, (_, i) => start + i * step);
   });
   for (const [key, value] of Object.entries(context)) env.set(key, value);
   const result = new GuardedInterpreter(env, limits).run((template as unknown as { parsed: unknown }).parsed);
   const out = result.value;
-  if (typeof out !== "string") return String(out);
+  if (typeof out !== 'string') return String(out);
   return out;
 }

@@ -57,7 +57,11 @@ export const MAX_JSON_FILE_BYTES = 64 * 1024 * 1024;
  * after readSmallTextFile's checks. Every failure is what `fail` builds from a one-line reason, so
  * each layer raises its own typed error with the same words for the same mistake.
  */
-export async function readJsonObject(file: string, fail: (reason: string) => Error, limit = MAX_JSON_FILE_BYTES): Promise<Record<string, unknown>> {
+export async function readJsonObject(
+  file: string,
+  fail: (reason: string) => Error,
+  limit = MAX_JSON_FILE_BYTES,
+): Promise<Record<string, unknown>> {
   const text = await readSmallTextFile(file, limit, fail);
   let parsed: unknown;
   try {

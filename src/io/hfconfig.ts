@@ -17,14 +17,14 @@ export class ConfigError extends PeftError {
   readonly field?: string;
   constructor(file: string, message: string, field?: string) {
     super(message);
-    this.name = "ConfigError";
+    this.name = 'ConfigError';
     this.file = file;
     this.field = field;
   }
 }
 
-export type ModelFamily = "gpt2" | "llama" | "bert" | "modernbert";
-export type NormType = "layernorm" | "rmsnorm";
+export type ModelFamily = 'gpt2' | 'llama' | 'bert' | 'modernbert';
+export type NormType = 'layernorm' | 'rmsnorm';
 
 export interface RopeScaling {
   /** 'linear', 'dynamic', 'yarn', 'longrope', 'llama3', ... (config key rope_type, or the older type). */
@@ -139,7 +139,7 @@ export class Fields {
   }
 
   private positiveInt(field: string, v: unknown): number {
-    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
       this.fail(field, `must be a positive integer, found ${JSON.stringify(v)}.`);
     }
     return v;
@@ -148,7 +148,7 @@ export class Fields {
   num(field: string, fallback: number): number {
     if (!this.has(field)) return fallback;
     const v = this.raw[field];
-    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
       this.fail(field, `must be a positive number, found ${JSON.stringify(v)}.`);
     }
     return v;
@@ -157,21 +157,21 @@ export class Fields {
   bool(field: string, fallback: boolean): boolean {
     if (!this.has(field)) return fallback;
     const v = this.raw[field];
-    if (typeof v !== "boolean") this.fail(field, `must be true or false, found ${JSON.stringify(v)}.`);
+    if (typeof v !== 'boolean') this.fail(field, `must be true or false, found ${JSON.stringify(v)}.`);
     return v;
   }
 
   str(field: string, fallback: string): string {
     if (!this.has(field)) return fallback;
     const v = this.raw[field];
-    if (typeof v !== "string") this.fail(field, `must be a string, found ${JSON.stringify(v)}.`);
+    if (typeof v !== 'string') this.fail(field, `must be a string, found ${JSON.stringify(v)}.`);
     return v;
   }
 
   tokenId(field: string): number | undefined {
     if (!this.has(field)) return undefined;
     const v = this.raw[field];
-    if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
       this.fail(field, `must be a non-negative integer token id, found ${JSON.stringify(v)}.`);
     }
     return v;
@@ -181,7 +181,7 @@ export class Fields {
   tokenIds(field: string): number | number[] | undefined {
     const v = this.raw[field];
     if (Array.isArray(v)) {
-      if (!v.every((x) => typeof x === "number" && Number.isInteger(x) && x >= 0)) {
+      if (!v.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= 0)) {
         this.fail(field, `must be a token id or a list of token ids, found ${JSON.stringify(v)}.`);
       }
       return v as number[];
@@ -192,18 +192,22 @@ export class Fields {
 
 /** Reads `<dir>/config.json` as JSON (bounded, regular file); models/config.ts normalizes it. */
 export async function readConfigJson(dir: string): Promise<{ raw: unknown; file: string }> {
-  const file = path.join(dir, "config.json");
+  const file = path.join(dir, 'config.json');
   let text: string;
   try {
     // A FIFO, device or folder named config.json is refused before it is opened (it would block or never end).
     await regularFileSize(file, (reason) => new ConfigError(file, `${reason}; config.json must be a regular file.`), true);
     const size = (await stat(file)).size;
-    if (size > MAX_CONFIG_BYTES) throw new ConfigError(file, `${file} is ${size} bytes, above the ${MAX_CONFIG_BYTES}-byte limit for a config.json; it is not a model config.`);
-    text = await readFile(file, "utf8");
+    if (size > MAX_CONFIG_BYTES)
+      throw new ConfigError(
+        file,
+        `${file} is ${size} bytes, above the ${MAX_CONFIG_BYTES}-byte limit for a config.json; it is not a model config.`,
+      );
+    text = await readFile(file, 'utf8');
   } catch (err) {
     if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR") {
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
       throw new ConfigError(
         file,
         `no config.json at ${file}: pass the model folder that save_pretrained wrote (it holds config.json next ` +
@@ -248,17 +252,17 @@ export const CONFIG_LIMITS = {
 /** Refuses a normalized config whose sizes pass CONFIG_LIMITS. */
 export function checkConfigLimits(c: ModelConfig, file: string): ModelConfig {
   const sizes: [keyof typeof CONFIG_LIMITS, number | undefined][] = [
-    ["num_hidden_layers", c.numHiddenLayers],
-    ["hidden_size", c.hiddenSize],
-    ["num_attention_heads", c.numAttentionHeads],
-    ["num_key_value_heads", c.numKeyValueHeads],
-    ["head_dim", c.headDim],
-    ["intermediate_size", c.intermediateSize],
-    ["vocab_size", c.vocabSize],
-    ["max_position_embeddings", c.maxPositionEmbeddings],
-    ["num_labels", c.numLabels],
-    ["type_vocab_size", c.typeVocabSize],
-    ["sliding_window", c.slidingWindow],
+    ['num_hidden_layers', c.numHiddenLayers],
+    ['hidden_size', c.hiddenSize],
+    ['num_attention_heads', c.numAttentionHeads],
+    ['num_key_value_heads', c.numKeyValueHeads],
+    ['head_dim', c.headDim],
+    ['intermediate_size', c.intermediateSize],
+    ['vocab_size', c.vocabSize],
+    ['max_position_embeddings', c.maxPositionEmbeddings],
+    ['num_labels', c.numLabels],
+    ['type_vocab_size', c.typeVocabSize],
+    ['sliding_window', c.slidingWindow],
   ];
   for (const [field, v] of sizes) {
     if (v !== undefined && !(v <= CONFIG_LIMITS[field])) {
@@ -273,21 +277,35 @@ export function checkConfigLimits(c: ModelConfig, file: string): ModelConfig {
 }
 
 /** What config.json holds for every model_type; an architecture's `readConfig` adds the rest. */
-export type CommonConfig = Pick<ModelConfig, "modelType" | "family" | "architectures" | "numLabels" | "id2label" | "label2id" | "problemType" | "bosTokenId" | "eosTokenId" | "padTokenId" | "torchDtype" | "raw">;
+export type CommonConfig = Pick<
+  ModelConfig,
+  | 'modelType'
+  | 'family'
+  | 'architectures'
+  | 'numLabels'
+  | 'id2label'
+  | 'label2id'
+  | 'problemType'
+  | 'bosTokenId'
+  | 'eosTokenId'
+  | 'padTokenId'
+  | 'torchDtype'
+  | 'raw'
+>;
 
 /** The model_type of a parsed config.json (a ConfigError when absent), and its field reader. */
 export function configFields(raw: unknown, file: string): Fields {
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ConfigError(file, `${file} must hold a JSON object.`);
   }
   const json = raw as Raw;
   const modelType = json.model_type;
-  if (typeof modelType !== "string" || modelType.length === 0) {
+  if (typeof modelType !== 'string' || modelType.length === 0) {
     throw new ConfigError(
       file,
       `${file}: field "model_type" is missing; it tells which architecture to build (e.g. "llama"). Add it, ` +
         `or re-save the config with a recent transformers.`,
-      "model_type",
+      'model_type',
     );
   }
   return new Fields(json, file, modelType);
@@ -296,8 +314,12 @@ export function configFields(raw: unknown, file: string): Fields {
 /** The fields every model_type shares: architectures, labels, special token ids, dtype. */
 export function commonFields(f: Fields, family: ModelFamily): CommonConfig {
   const architectures = f.raw.architectures;
-  if (architectures !== undefined && architectures !== null && (!Array.isArray(architectures) || !architectures.every((a) => typeof a === "string"))) {
-    throw new ConfigError(f.file, `${f.file}: field "architectures" must be a list of class names.`, "architectures");
+  if (
+    architectures !== undefined &&
+    architectures !== null &&
+    (!Array.isArray(architectures) || !architectures.every((a) => typeof a === 'string'))
+  ) {
+    throw new ConfigError(f.file, `${f.file}: field "architectures" must be a list of class names.`, 'architectures');
   }
   const { id2label, label2id, numLabels } = labels(f);
   return {
@@ -307,11 +329,11 @@ export function commonFields(f: Fields, family: ModelFamily): CommonConfig {
     numLabels,
     id2label,
     label2id,
-    problemType: f.has("problem_type") ? f.str("problem_type", "") : undefined,
-    bosTokenId: f.tokenIds("bos_token_id"),
-    eosTokenId: f.tokenIds("eos_token_id"),
-    padTokenId: f.tokenId("pad_token_id"),
-    torchDtype: f.has("torch_dtype") ? f.str("torch_dtype", "") : f.has("dtype") ? f.str("dtype", "") : undefined,
+    problemType: f.has('problem_type') ? f.str('problem_type', '') : undefined,
+    bosTokenId: f.tokenIds('bos_token_id'),
+    eosTokenId: f.tokenIds('eos_token_id'),
+    padTokenId: f.tokenId('pad_token_id'),
+    torchDtype: f.has('torch_dtype') ? f.str('torch_dtype', '') : f.has('dtype') ? f.str('dtype', '') : undefined,
     raw: f.raw,
   };
 }
@@ -321,7 +343,7 @@ export interface DecoderDefaults {
   /** max_position_embeddings when absent */
   maxPositions: number;
   /** head_dim when absent (else hidden_size / num_attention_heads); "derived": always hidden / heads (no head_dim field) */
-  headDim?: number | "derived";
+  headDim?: number | 'derived';
   /** the activation field and its default (default hidden_act, "silu") */
   activation?: [field: string, fallback: string];
   /** tie_word_embeddings when absent (default false) */
@@ -334,38 +356,38 @@ export interface DecoderDefaults {
  * the config class defaults `d`; architecture files add their own fields.
  */
 export function decoderFields(f: Fields, common: CommonConfig, d: DecoderDefaults): ModelConfig {
-  const hidden = f.requiredInt("hidden_size");
-  const heads = f.requiredInt("num_attention_heads");
-  const kvHeads = f.int("num_key_value_heads", heads);
+  const hidden = f.requiredInt('hidden_size');
+  const heads = f.requiredInt('num_attention_heads');
+  const kvHeads = f.int('num_key_value_heads', heads);
   if (heads % kvHeads !== 0) {
     throw new ConfigError(
       f.file,
       `${f.file}: num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${kvHeads}) for grouped-query attention.`,
-      "num_key_value_heads",
+      'num_key_value_heads',
     );
   }
-  const derived = d.headDim === "derived" || (!f.has("head_dim") && d.headDim === undefined);
-  if (derived) checkDivisible(f, hidden, heads, "hidden_size", "num_attention_heads");
-  const headDim = d.headDim === "derived" ? hidden / heads : f.int("head_dim", d.headDim ?? hidden / heads);
-  const attentionBias = f.bool("attention_bias", false);
-  const [actField, actDefault] = d.activation ?? ["hidden_act", "silu"];
+  const derived = d.headDim === 'derived' || (!f.has('head_dim') && d.headDim === undefined);
+  if (derived) checkDivisible(f, hidden, heads, 'hidden_size', 'num_attention_heads');
+  const headDim = d.headDim === 'derived' ? hidden / heads : f.int('head_dim', d.headDim ?? hidden / heads);
+  const attentionBias = f.bool('attention_bias', false);
+  const [actField, actDefault] = d.activation ?? ['hidden_act', 'silu'];
   return {
     ...common,
-    vocabSize: f.requiredInt("vocab_size"),
+    vocabSize: f.requiredInt('vocab_size'),
     hiddenSize: hidden,
-    numHiddenLayers: f.requiredInt("num_hidden_layers"),
+    numHiddenLayers: f.requiredInt('num_hidden_layers'),
     numAttentionHeads: heads,
     numKeyValueHeads: kvHeads,
     headDim,
-    intermediateSize: f.requiredInt("intermediate_size"),
-    maxPositionEmbeddings: f.int("max_position_embeddings", d.maxPositions),
+    intermediateSize: f.requiredInt('intermediate_size'),
+    maxPositionEmbeddings: f.int('max_position_embeddings', d.maxPositions),
     hiddenAct: f.str(actField, actDefault),
-    normType: "rmsnorm",
-    normEps: f.num("rms_norm_eps", 1e-6),
-    tieWordEmbeddings: f.bool("tie_word_embeddings", d.tie ?? false),
+    normType: 'rmsnorm',
+    normEps: f.num('rms_norm_eps', 1e-6),
+    tieWordEmbeddings: f.bool('tie_word_embeddings', d.tie ?? false),
     qkvBias: attentionBias,
     attnOutputBias: attentionBias,
-    mlpBias: f.bool("mlp_bias", false),
+    mlpBias: f.bool('mlp_bias', false),
     attentionBias,
     ropeTheta: ropeTheta(f),
     ropeScaling: ropeScaling(f),
@@ -387,21 +409,29 @@ function labels(f: Fields): { id2label: Record<number, string>; label2id: Record
   const id2label: Record<number, string> = {};
   const raw = f.raw.id2label;
   if (raw !== undefined && raw !== null) {
-    if (typeof raw !== "object" || Array.isArray(raw)) {
-      throw new ConfigError(f.file, `${f.file}: field "id2label" must map class ids to names, e.g. {"0": "NEGATIVE"}.`, "id2label");
+    if (typeof raw !== 'object' || Array.isArray(raw)) {
+      throw new ConfigError(f.file, `${f.file}: field "id2label" must map class ids to names, e.g. {"0": "NEGATIVE"}.`, 'id2label');
     }
     for (const [k, v] of Object.entries(raw as Raw)) {
       const id = Number(k);
-      if (!Number.isInteger(id) || id < 0 || id > CONFIG_LIMITS.num_labels || typeof v !== "string") {
-        throw new ConfigError(f.file, `${f.file}: id2label entry ${JSON.stringify(k)}: ${JSON.stringify(v)} must map an integer id to a name.`, "id2label");
+      if (!Number.isInteger(id) || id < 0 || id > CONFIG_LIMITS.num_labels || typeof v !== 'string') {
+        throw new ConfigError(
+          f.file,
+          `${f.file}: id2label entry ${JSON.stringify(k)}: ${JSON.stringify(v)} must map an integer id to a name.`,
+          'id2label',
+        );
       }
       id2label[id] = v;
     }
   } else {
     // PretrainedConfig's default: num_labels (2 unless given) generic labels.
-    const n = f.int("num_labels", 2);
+    const n = f.int('num_labels', 2);
     if (n > CONFIG_LIMITS.num_labels) {
-      throw new ConfigError(f.file, `${f.file}: num_labels is ${n}, above the limit of ${CONFIG_LIMITS.num_labels}; the file is corrupt or not a model config.`, "num_labels");
+      throw new ConfigError(
+        f.file,
+        `${f.file}: num_labels is ${n}, above the limit of ${CONFIG_LIMITS.num_labels}; the file is corrupt or not a model config.`,
+        'num_labels',
+      );
     }
     for (let i = 0; i < n; i++) id2label[i] = `LABEL_${i}`;
   }
@@ -412,10 +442,10 @@ function labels(f: Fields): { id2label: Record<number, string>; label2id: Record
 }
 
 export function ropeTheta(f: Fields): number {
-  if (f.has("rope_theta")) return f.num("rope_theta", 10000);
+  if (f.has('rope_theta')) return f.num('rope_theta', 10000);
   // transformers 5 moved RoPE settings into rope_parameters.
   const params = f.raw.rope_parameters;
-  if (typeof params === "object" && params !== null && typeof (params as Raw).rope_theta === "number") {
+  if (typeof params === 'object' && params !== null && typeof (params as Raw).rope_theta === 'number') {
     return (params as Raw).rope_theta as number;
   }
   return 10000;
@@ -425,23 +455,31 @@ export function ropeScaling(f: Fields): RopeScaling | undefined {
   let raw = f.raw.rope_scaling;
   if (raw === undefined || raw === null) {
     const params = f.raw.rope_parameters;
-    const t = typeof params === "object" && params !== null ? (params as Raw).rope_type : undefined;
-    if (t === undefined || t === "default") return undefined;
+    const t = typeof params === 'object' && params !== null ? (params as Raw).rope_type : undefined;
+    if (t === undefined || t === 'default') return undefined;
     raw = params;
   }
-  if (typeof raw !== "object" || Array.isArray(raw)) {
-    throw new ConfigError(f.file, `${f.file}: field "rope_scaling" must be null or an object with "rope_type".`, "rope_scaling");
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ConfigError(f.file, `${f.file}: field "rope_scaling" must be null or an object with "rope_type".`, 'rope_scaling');
   }
   const r = raw as Raw;
-  const ropeType = typeof r.rope_type === "string" ? r.rope_type : typeof r.type === "string" ? r.type : undefined;
+  const ropeType = typeof r.rope_type === 'string' ? r.rope_type : typeof r.type === 'string' ? r.type : undefined;
   if (ropeType === undefined) {
-    throw new ConfigError(f.file, `${f.file}: rope_scaling needs "rope_type" (or the older "type"), e.g. "linear" or "llama3".`, "rope_scaling.rope_type");
+    throw new ConfigError(
+      f.file,
+      `${f.file}: rope_scaling needs "rope_type" (or the older "type"), e.g. "linear" or "llama3".`,
+      'rope_scaling.rope_type',
+    );
   }
   const num = (key: string): number | undefined => {
     const v = r[key];
     if (v === undefined || v === null) return undefined;
-    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
-      throw new ConfigError(f.file, `${f.file}: rope_scaling.${key} must be a positive number, found ${JSON.stringify(v)}.`, `rope_scaling.${key}`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
+      throw new ConfigError(
+        f.file,
+        `${f.file}: rope_scaling.${key} must be a positive number, found ${JSON.stringify(v)}.`,
+        `rope_scaling.${key}`,
+      );
     }
     return v;
   };
@@ -457,18 +495,18 @@ export function ropeScaling(f: Fields): RopeScaling | undefined {
     return v;
   };
   const scaling: RopeScaling = { ropeType, raw: r };
-  if (ropeType === "default") return undefined;
-  if (ropeType === "llama3") {
-    scaling.factor = need("factor");
-    scaling.lowFreqFactor = need("low_freq_factor");
-    scaling.highFreqFactor = need("high_freq_factor");
-    scaling.originalMaxPositionEmbeddings = need("original_max_position_embeddings");
-  } else if (ropeType === "linear" || ropeType === "dynamic" || ropeType === "yarn") {
-    scaling.factor = need("factor");
-    scaling.originalMaxPositionEmbeddings = num("original_max_position_embeddings");
+  if (ropeType === 'default') return undefined;
+  if (ropeType === 'llama3') {
+    scaling.factor = need('factor');
+    scaling.lowFreqFactor = need('low_freq_factor');
+    scaling.highFreqFactor = need('high_freq_factor');
+    scaling.originalMaxPositionEmbeddings = need('original_max_position_embeddings');
+  } else if (ropeType === 'linear' || ropeType === 'dynamic' || ropeType === 'yarn') {
+    scaling.factor = need('factor');
+    scaling.originalMaxPositionEmbeddings = num('original_max_position_embeddings');
   } else {
-    scaling.factor = num("factor");
-    scaling.originalMaxPositionEmbeddings = num("original_max_position_embeddings");
+    scaling.factor = num('factor');
+    scaling.originalMaxPositionEmbeddings = num('original_max_position_embeddings');
   }
   return scaling;
 }
@@ -479,8 +517,8 @@ export function ropeScaling(f: Fields): RopeScaling | undefined {
  * Returns whether anything changed.
  */
 export function setConfigDtype(config: Record<string, unknown>, dtype: string): boolean {
-  const keys = ["dtype", "torch_dtype"].filter((k) => config[k] !== undefined && config[k] !== null);
-  if (keys.length === 0) keys.push("torch_dtype");
+  const keys = ['dtype', 'torch_dtype'].filter((k) => config[k] !== undefined && config[k] !== null);
+  if (keys.length === 0) keys.push('torch_dtype');
   let changed = false;
   for (const k of keys) {
     if (config[k] !== dtype) {

@@ -3,16 +3,16 @@
 // datasets--org--name/...), so both share one cache, and falls
 // back to an already cached snapshot when the Hub cannot be reached or offline mode is on.
 
-import { randomUUID } from "node:crypto";
-import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat, symlink, unlink, writeFile } from "node:fs/promises";
-import os from "node:os";
-import path from "node:path";
+import { randomUUID } from 'node:crypto';
+import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { PeftError } from '../errors.js';
 
 export class HubError extends PeftError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
-    this.name = "HubError";
+    this.name = 'HubError';
   }
 }
 
@@ -21,7 +21,7 @@ export class HubOfflineError extends HubError {
   readonly repoId: string;
   constructor(repoId: string, message: string, options?: { cause?: unknown }) {
     super(message, options);
-    this.name = "HubOfflineError";
+    this.name = 'HubOfflineError';
     this.repoId = repoId;
   }
 }
@@ -29,11 +29,11 @@ export class HubOfflineError extends HubError {
 /** The repository, revision or file does not exist (or is private and no token was sent). */
 export class HubNotFoundError extends HubError {
   readonly repoId: string;
-  readonly kind: "repo" | "revision" | "file";
+  readonly kind: 'repo' | 'revision' | 'file';
   readonly url: string;
-  constructor(repoId: string, kind: "repo" | "revision" | "file", url: string, message: string) {
+  constructor(repoId: string, kind: 'repo' | 'revision' | 'file', url: string, message: string) {
     super(message);
-    this.name = "HubNotFoundError";
+    this.name = 'HubNotFoundError';
     this.repoId = repoId;
     this.kind = kind;
     this.url = url;
@@ -46,7 +46,7 @@ export class HubAuthError extends HubError {
   readonly status: number;
   constructor(repoId: string, status: number, message: string) {
     super(message);
-    this.name = "HubAuthError";
+    this.name = 'HubAuthError';
     this.repoId = repoId;
     this.status = status;
   }
@@ -58,7 +58,7 @@ export class HubHttpError extends HubError {
   readonly url: string;
   constructor(status: number, url: string, message: string) {
     super(message);
-    this.name = "HubHttpError";
+    this.name = 'HubHttpError';
     this.status = status;
     this.url = url;
   }
@@ -69,7 +69,7 @@ export class ModelPathError extends HubError {
   readonly input: string;
   constructor(input: string, message: string) {
     super(message);
-    this.name = "ModelPathError";
+    this.name = 'ModelPathError';
     this.input = input;
   }
 }
@@ -82,7 +82,7 @@ export class HubUnsafePathError extends HubError {
   readonly value: string;
   constructor(value: string, message: string) {
     super(message);
-    this.name = "HubUnsafePathError";
+    this.name = 'HubUnsafePathError';
     this.value = value;
   }
 }
@@ -93,7 +93,7 @@ export class HubTimeoutError extends HubError {
   readonly timeoutMs: number;
   constructor(url: string, timeoutMs: number, message: string) {
     super(message);
-    this.name = "HubTimeoutError";
+    this.name = 'HubTimeoutError';
     this.url = url;
     this.timeoutMs = timeoutMs;
   }
@@ -105,7 +105,7 @@ export class HubSizeError extends HubError {
   readonly limit: number;
   constructor(file: string, limit: number, message: string) {
     super(message);
-    this.name = "HubSizeError";
+    this.name = 'HubSizeError';
     this.file = file;
     this.limit = limit;
   }
@@ -114,7 +114,7 @@ export class HubSizeError extends HubError {
 export type ProgressCallback = (bytesDone: number, bytesTotal: number | undefined, file: string) => void;
 
 /** The Hub's repo kinds this client reads: models, and dataset repos (for their jsonl files). */
-export type RepoType = "model" | "dataset";
+export type RepoType = 'model' | 'dataset';
 
 export interface HubOptions {
   /** Branch, tag or commit hash; default "main". */
@@ -155,13 +155,13 @@ export const DEFAULT_MAX_FILE_BYTES = 50_000_000_000;
 const MAX_REPO_INFO_BYTES = 64 * 1024 * 1024;
 const MAX_REPO_FILES = 100_000;
 
-const DEFAULT_ENDPOINT = "https://huggingface.co";
+const DEFAULT_ENDPOINT = 'https://huggingface.co';
 const COMMIT_RE = /^[0-9a-f]{40}$/;
 // Our own bookkeeping lives beside blobs/snapshots/refs; huggingface_hub ignores unknown entries there.
-const MANIFEST_DIR = ".peft-ts";
+const MANIFEST_DIR = '.peft-ts';
 
 function envFlag(v: string | undefined): boolean {
-  return v !== undefined && ["1", "ON", "YES", "TRUE"].includes(v.trim().toUpperCase());
+  return v !== undefined && ['1', 'ON', 'YES', 'TRUE'].includes(v.trim().toUpperCase());
 }
 
 /** The cache root, resolved like huggingface_hub: HF_HUB_CACHE, then HF_HOME/hub, then XDG/~ defaults. */
@@ -170,14 +170,14 @@ export function hubCacheDir(cacheDir?: string): string {
   const env = process.env;
   if (env.HF_HUB_CACHE) return env.HF_HUB_CACHE;
   if (env.HUGGINGFACE_HUB_CACHE) return env.HUGGINGFACE_HUB_CACHE;
-  if (env.HF_HOME) return path.join(env.HF_HOME, "hub");
-  const xdg = env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache");
-  return path.join(xdg, "huggingface", "hub");
+  if (env.HF_HOME) return path.join(env.HF_HOME, 'hub');
+  const xdg = env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
+  return path.join(xdg, 'huggingface', 'hub');
 }
 
 /** Folder name of a repo inside the cache, as huggingface_hub names it: "org/name" -> "models--org--name" (a dataset: "datasets--org--name"). */
-export function repoFolderName(repoId: string, repoType: RepoType = "model"): string {
-  return `${repoType}s--${repoId.split("/").join("--")}`;
+export function repoFolderName(repoId: string, repoType: RepoType = 'model'): string {
+  return `${repoType}s--${repoId.split('/').join('--')}`;
 }
 
 /** huggingface_hub's validate_repo_id rules. */
@@ -186,8 +186,8 @@ export function isValidRepoId(repoId: string): boolean {
     repoId.length > 0 &&
     repoId.length <= 96 &&
     /^(?:[\w.-]+\/)?[\w.-]+$/.test(repoId) &&
-    !repoId.includes("--") &&
-    !repoId.includes("..") &&
+    !repoId.includes('--') &&
+    !repoId.includes('..') &&
     !/(^|\/)[.-]|[.-]($|\/)/.test(repoId)
   );
 }
@@ -216,7 +216,7 @@ function positiveMs(v: number | undefined, name: string): number | undefined {
 
 function envSeconds(name: string): number | undefined {
   const raw = process.env[name];
-  if (raw === undefined || raw.trim() === "") return undefined;
+  if (raw === undefined || raw.trim() === '') return undefined;
   const v = Number(raw);
   if (!Number.isFinite(v) || v <= 0) throw new HubError(`${name}=${raw} is not a positive number of seconds; fix or unset it.`);
   return v * 1000;
@@ -233,13 +233,13 @@ export function isCommitHash(s: string): boolean {
  * tokens), never ".", "..", a hidden name, or anything with a separator.
  */
 export function normalizeEtag(raw: string): string | undefined {
-  const etag = raw.trim().replace(/^W\//, "").replace(/^"|"$/g, "");
-  return /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(etag) && !etag.endsWith(".incomplete") ? etag : undefined;
+  const etag = raw.trim().replace(/^W\//, '').replace(/^"|"$/g, '');
+  return /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(etag) && !etag.endsWith('.incomplete') ? etag : undefined;
 }
 
 /** A revision names a file under refs/: branch/tag names may hold "/", but never "..", ".", empty or hidden segments. */
 function isSafeRevision(rev: string): boolean {
-  return rev.length > 0 && rev.length <= 256 && !/[\\\0:]/.test(rev) && rev.split("/").every((seg) => seg !== "" && !seg.startsWith("."));
+  return rev.length > 0 && rev.length <= 256 && !/[\\\0:]/.test(rev) && rev.split('/').every((seg) => seg !== '' && !seg.startsWith('.'));
 }
 
 /** `path.join(root, ...parts)`, refused unless it resolves strictly inside `root`. */
@@ -260,24 +260,28 @@ function settingsFor(repoId: string, opts: HubOptions): Settings {
     );
   }
   const cacheDir = hubCacheDir(opts.cacheDir);
-  const revision = opts.revision ?? "main";
+  const revision = opts.revision ?? 'main';
   if (!isSafeRevision(revision)) {
-    throw new HubUnsafePathError(revision, `revision ${JSON.stringify(revision)} is not a valid branch, tag or commit name (no "..", hidden or empty parts).`);
+    throw new HubUnsafePathError(
+      revision,
+      `revision ${JSON.stringify(revision)} is not a valid branch, tag or commit name (no "..", hidden or empty parts).`,
+    );
   }
-  const repoType = opts.repoType ?? "model";
-  if (repoType !== "model" && repoType !== "dataset") throw new HubError(`repo type must be "model" or "dataset", got ${JSON.stringify(repoType)}.`);
+  const repoType = opts.repoType ?? 'model';
+  if (repoType !== 'model' && repoType !== 'dataset')
+    throw new HubError(`repo type must be "model" or "dataset", got ${JSON.stringify(repoType)}.`);
   return {
     repoId,
     repoType,
     revision,
-    endpoint: (opts.endpoint ?? process.env.HF_ENDPOINT ?? DEFAULT_ENDPOINT).replace(/\/+$/, ""),
+    endpoint: (opts.endpoint ?? process.env.HF_ENDPOINT ?? DEFAULT_ENDPOINT).replace(/\/+$/, ''),
     cacheDir,
     repoDir: path.join(cacheDir, repoFolderName(repoId, repoType)),
     token: opts.token ?? (process.env.HF_TOKEN || undefined),
     offline: opts.offline ?? envFlag(process.env.HF_HUB_OFFLINE),
-    timeoutMs: positiveMs(opts.timeoutMs, "timeoutMs") ?? envSeconds("HF_HUB_ETAG_TIMEOUT") ?? 10_000,
-    readTimeoutMs: positiveMs(opts.readTimeoutMs, "readTimeoutMs") ?? envSeconds("HF_HUB_DOWNLOAD_TIMEOUT") ?? 10_000,
-    maxFileBytes: positiveMs(opts.maxFileBytes, "maxFileBytes") ?? DEFAULT_MAX_FILE_BYTES,
+    timeoutMs: positiveMs(opts.timeoutMs, 'timeoutMs') ?? envSeconds('HF_HUB_ETAG_TIMEOUT') ?? 10_000,
+    readTimeoutMs: positiveMs(opts.readTimeoutMs, 'readTimeoutMs') ?? envSeconds('HF_HUB_DOWNLOAD_TIMEOUT') ?? 10_000,
+    maxFileBytes: positiveMs(opts.maxFileBytes, 'maxFileBytes') ?? DEFAULT_MAX_FILE_BYTES,
     matches: patternFilter(opts.allowPatterns, opts.ignorePatterns),
     onProgress: opts.onProgress,
   };
@@ -322,12 +326,12 @@ export async function snapshotDownload(repoId: string, opts: HubOptions = {}): P
   // fetchRepoInfo checked the commit hash and every file name; every path is still resolved and
   // checked against its folder before anything is created, so no answer can write outside the cache.
   const commit = info.sha;
-  const snapshotDir = inside(s.repoDir, ["snapshots", commit], "commit hash", commit);
+  const snapshotDir = inside(s.repoDir, ['snapshots', commit], 'commit hash', commit);
   const wanted = info.files.filter(s.matches);
-  for (const file of wanted) inside(snapshotDir, file.split("/"), "file name", file);
+  for (const file of wanted) inside(snapshotDir, file.split('/'), 'file name', file);
   if (s.revision !== commit) {
     // refs/<revision> lets later offline runs map "main" to the commit, as in huggingface_hub.
-    const refFile = inside(s.repoDir, ["refs", ...s.revision.split("/")], "revision", s.revision);
+    const refFile = inside(s.repoDir, ['refs', ...s.revision.split('/')], 'revision', s.revision);
     await mkdir(path.dirname(refFile), { recursive: true });
     await writeFile(refFile, commit);
   }
@@ -351,7 +355,7 @@ export async function snapshotDownload(repoId: string, opts: HubOptions = {}): P
 }
 
 function localAlternative(s: Settings): string {
-  return s.repoType === "dataset" ? "a local .jsonl file" : "a local model folder";
+  return s.repoType === 'dataset' ? 'a local .jsonl file' : 'a local model folder';
 }
 
 /** Returns `idOrPath` unchanged when it is an existing folder; otherwise treats it as a repo id and downloads it. */
@@ -362,7 +366,7 @@ export async function resolveModelDir(idOrPath: string, opts: HubOptions = {}): 
     throw new ModelPathError(idOrPath, `${idOrPath} is a file; pass the folder that holds config.json and the weights.`);
   }
   const looksLikePath =
-    path.isAbsolute(idOrPath) || /^(\.{1,2}|~)([\\/]|$)/.test(idOrPath) || idOrPath.includes("\\") || idOrPath.split("/").length > 2;
+    path.isAbsolute(idOrPath) || /^(\.{1,2}|~)([\\/]|$)/.test(idOrPath) || idOrPath.includes('\\') || idOrPath.split('/').length > 2;
   if (looksLikePath || !isValidRepoId(idOrPath)) {
     throw new ModelPathError(
       idOrPath,
@@ -396,8 +400,8 @@ async function fetchRepoInfo(s: Settings): Promise<RepoInfo> {
     if (err instanceof HubError || isNetworkError(err)) throw err;
     throw new HubError(`${url} did not return JSON; is ${s.endpoint} a Hugging Face Hub endpoint?`, { cause: err });
   }
-  const b = (typeof body === "object" && body !== null ? body : {}) as { sha?: unknown; siblings?: unknown };
-  if (typeof b.sha !== "string" || !Array.isArray(b.siblings)) {
+  const b = (typeof body === 'object' && body !== null ? body : {}) as { sha?: unknown; siblings?: unknown };
+  if (typeof b.sha !== 'string' || !Array.isArray(b.siblings)) {
     throw new HubError(`${url} returned repo info without "sha" and "siblings"; is ${s.endpoint} a Hugging Face Hub endpoint?`);
   }
   if (!isCommitHash(b.sha)) {
@@ -407,12 +411,16 @@ async function fetchRepoInfo(s: Settings): Promise<RepoInfo> {
     );
   }
   if (b.siblings.length > MAX_REPO_FILES) {
-    throw new HubSizeError("(repo listing)", MAX_REPO_FILES, `${url} lists ${b.siblings.length} files (more than ${MAX_REPO_FILES}); refusing it. Check HF_ENDPOINT.`);
+    throw new HubSizeError(
+      '(repo listing)',
+      MAX_REPO_FILES,
+      `${url} lists ${b.siblings.length} files (more than ${MAX_REPO_FILES}); refusing it. Check HF_ENDPOINT.`,
+    );
   }
   const files: string[] = [];
   for (const sib of b.siblings) {
     const name = (sib as { rfilename?: unknown } | null)?.rfilename;
-    if (typeof name !== "string" || !isSafeRelativePath(name)) {
+    if (typeof name !== 'string' || !isSafeRelativePath(name)) {
       throw new HubUnsafePathError(
         String(name),
         `${url} lists an invalid file name ${JSON.stringify(name)} (absolute, "..", or empty parts); refusing to write outside the cache. Check HF_ENDPOINT.`,
@@ -425,10 +433,14 @@ async function fetchRepoInfo(s: Settings): Promise<RepoInfo> {
 
 /** The body as text, refused past `limit` bytes (a listing is small; a hostile server could stream forever). */
 async function readLimited(res: Response, limit: number, url: string): Promise<string> {
-  const declared = res.headers.get("content-length");
+  const declared = res.headers.get('content-length');
   if (declared !== null && Number(declared) > limit) {
     await res.body?.cancel();
-    throw new HubSizeError(url, limit, `${url} declares ${declared} bytes of repo info, more than ${limit}; refusing it. Check HF_ENDPOINT.`);
+    throw new HubSizeError(
+      url,
+      limit,
+      `${url} declares ${declared} bytes of repo info, more than ${limit}; refusing it. Check HF_ENDPOINT.`,
+    );
   }
   const chunks: Uint8Array[] = [];
   let n = 0;
@@ -445,13 +457,13 @@ async function readLimited(res: Response, limit: number, url: string): Promise<s
       chunks.push(value);
     }
   }
-  return Buffer.concat(chunks).toString("utf8");
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 function isSafeRelativePath(p: string): boolean {
-  if (p.length === 0 || p.length > 1024 || p.startsWith("/") || p.includes("\\") || p.includes("\0")) return false;
+  if (p.length === 0 || p.length > 1024 || p.startsWith('/') || p.includes('\\') || p.includes('\0')) return false;
   if (/^[A-Za-z]:/.test(p)) return false;
-  return p.split("/").every((seg) => seg !== "" && seg !== "." && seg !== ".." && seg.length <= 255);
+  return p.split('/').every((seg) => seg !== '' && seg !== '.' && seg !== '..' && seg.length <= 255);
 }
 
 interface FileMeta {
@@ -461,16 +473,16 @@ interface FileMeta {
 }
 
 async function downloadFile(s: Settings, commit: string, snapshotDir: string, file: string): Promise<void> {
-  const pointer = inside(snapshotDir, file.split("/"), "file name", file);
+  const pointer = inside(snapshotDir, file.split('/'), 'file name', file);
   const existing = await stat(pointer).catch(() => undefined);
   if (existing?.isFile()) {
     // A snapshot pointer only appears after its blob is complete, so it needs no re-check.
     s.onProgress?.(existing.size, existing.size, file);
     return;
   }
-  const url = `${s.endpoint}/${s.repoType === "dataset" ? "datasets/" : ""}${s.repoId}/resolve/${encodeURIComponent(commit)}/${file.split("/").map(encodeURIComponent).join("/")}`;
+  const url = `${s.endpoint}/${s.repoType === 'dataset' ? 'datasets/' : ''}${s.repoId}/resolve/${encodeURIComponent(commit)}/${file.split('/').map(encodeURIComponent).join('/')}`;
   const meta = await fileMetadata(s, url, file);
-  const blob = inside(s.repoDir, ["blobs", meta.etag], "ETag", meta.etag);
+  const blob = inside(s.repoDir, ['blobs', meta.etag], 'ETag', meta.etag);
   const blobInfo = await stat(blob).catch(() => undefined);
   if (blobInfo === undefined) {
     await mkdir(path.dirname(blob), { recursive: true });
@@ -486,19 +498,19 @@ async function fileMetadata(s: Settings, url: string, file: string): Promise<Fil
   let current = url;
   for (let hop = 0; hop < 10; hop++) {
     const res = await fetch(current, {
-      method: "HEAD",
-      redirect: "manual",
-      headers: { ...authHeaders(s), "accept-encoding": "identity" },
+      method: 'HEAD',
+      redirect: 'manual',
+      headers: { ...authHeaders(s), 'accept-encoding': 'identity' },
       signal: AbortSignal.timeout(s.timeoutMs),
     });
-    const location = res.headers.get("location");
+    const location = res.headers.get('location');
     const isRedirect = res.status >= 300 && res.status < 400 && location !== null;
-    if (isRedirect && !/^[a-z][a-z0-9+.-]*:/i.test(location) && !location.startsWith("//")) {
+    if (isRedirect && !/^[a-z][a-z0-9+.-]*:/i.test(location) && !location.startsWith('//')) {
       current = new URL(location, current).toString();
       continue;
     }
     if (!res.ok && !isRedirect) throw errorForResponse(res, s, current, file);
-    const rawEtag = res.headers.get("x-linked-etag") ?? res.headers.get("etag");
+    const rawEtag = res.headers.get('x-linked-etag') ?? res.headers.get('etag');
     if (rawEtag === null) {
       throw new HubError(
         `${current} returned no ETag, so the file cannot be placed in the cache; check that ${s.endpoint} is a ` +
@@ -512,7 +524,7 @@ async function fileMetadata(s: Settings, url: string, file: string): Promise<Fil
         `${current} returned the ETag ${JSON.stringify(rawEtag.slice(0, 100))} for ${file}, which is not a safe blob file name; refusing it. Check HF_ENDPOINT.`,
       );
     }
-    const sizeHeader = res.headers.get("x-linked-size") ?? res.headers.get("content-length");
+    const sizeHeader = res.headers.get('x-linked-size') ?? res.headers.get('content-length');
     const size = sizeHeader !== null && /^\d{1,16}$/.test(sizeHeader.trim()) ? Number(sizeHeader.trim()) : undefined;
     if (size !== undefined && size > s.maxFileBytes) {
       throw new HubSizeError(
@@ -543,7 +555,7 @@ async function downloadBlob(s: Settings, meta: FileMeta, blob: string, file: str
   if (meta.size === undefined || offset < meta.size || offset === 0) {
     const sameOrigin = new URL(meta.downloadUrl).origin === new URL(s.endpoint).origin;
     // The token is for the Hub only, never for the CDN host an LFS file redirects to.
-    const headers: Record<string, string> = { ...(sameOrigin ? authHeaders(s) : {}), "accept-encoding": "identity" };
+    const headers: Record<string, string> = { ...(sameOrigin ? authHeaders(s) : {}), 'accept-encoding': 'identity' };
     if (offset > 0) headers.range = `bytes=${offset}-`;
     const stall = new StallTimer(s.readTimeoutMs);
     try {
@@ -560,25 +572,32 @@ async function downloadBlob(s: Settings, meta: FileMeta, blob: string, file: str
         await res.body?.cancel();
         throw errorForResponse(res, s, meta.downloadUrl, file);
       }
-      let flags = "a";
+      let flags = 'a';
       if (res.status === 206) {
-        const start = /^bytes (\d+)-/.exec(res.headers.get("content-range") ?? "")?.[1];
+        const start = /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '')?.[1];
         if (start === undefined || Number(start) !== offset) {
           await res.body?.cancel();
-          throw new HubError(`${meta.downloadUrl} answered the resume request for ${file} with a different byte range; delete ${incomplete} and retry.`);
+          throw new HubError(
+            `${meta.downloadUrl} answered the resume request for ${file} with a different byte range; delete ${incomplete} and retry.`,
+          );
         }
       } else {
         // A 200 means the server ignored the Range header and sends the whole file.
-        flags = "w";
+        flags = 'w';
         offset = 0;
       }
-      const lengthHeader = res.headers.get("content-length");
-      const declaredTotal = lengthHeader !== null && /^\d{1,16}$/.test(lengthHeader.trim()) ? offset + Number(lengthHeader.trim()) : undefined;
+      const lengthHeader = res.headers.get('content-length');
+      const declaredTotal =
+        lengthHeader !== null && /^\d{1,16}$/.test(lengthHeader.trim()) ? offset + Number(lengthHeader.trim()) : undefined;
       const total = meta.size ?? declaredTotal;
       const limit = total ?? s.maxFileBytes;
       if (limit > s.maxFileBytes) {
         await res.body?.cancel();
-        throw new HubSizeError(file, s.maxFileBytes, `${file} is declared as ${limit} bytes, more than the ${s.maxFileBytes}-byte cap (maxFileBytes); refusing to download it.`);
+        throw new HubSizeError(
+          file,
+          s.maxFileBytes,
+          `${file} is declared as ${limit} bytes, more than the ${s.maxFileBytes}-byte cap (maxFileBytes); refusing to download it.`,
+        );
       }
       s.onProgress?.(offset, total, file);
       const fh = await open(incomplete, flags);
@@ -618,7 +637,7 @@ async function downloadBlob(s: Settings, meta: FileMeta, blob: string, file: str
         throw new HubSizeError(
           file,
           limit,
-          `${meta.downloadUrl} sent more than the ${limit} bytes ${total !== undefined ? "it declared" : "allowed (maxFileBytes)"} for ${file}; ` +
+          `${meta.downloadUrl} sent more than the ${limit} bytes ${total !== undefined ? 'it declared' : 'allowed (maxFileBytes)'} for ${file}; ` +
             `the partial file was deleted. Check HF_ENDPOINT, or run again to download it afresh.`,
         );
       }
@@ -633,7 +652,7 @@ async function downloadBlob(s: Settings, meta: FileMeta, blob: string, file: str
     if (finalSize > meta.size) await rm(incomplete, { force: true });
     throw new HubError(
       `download of ${file} ended at ${finalSize} of ${meta.size} bytes; run again to ` +
-        (finalSize > meta.size ? "download it afresh." : "resume it."),
+        (finalSize > meta.size ? 'download it afresh.' : 'resume it.'),
     );
   }
   // rename is atomic, so a blob path never exposes a partly written file.
@@ -658,7 +677,8 @@ class StallTimer {
       this.timer = setTimeout(() => {
         fired = true;
         this.controller.abort();
-        const keptNote = kept !== undefined && kept > 0 ? `; ${kept} bytes are kept in ${incomplete} and the next run resumes from there` : "";
+        const keptNote =
+          kept !== undefined && kept > 0 ? `; ${kept} bytes are kept in ${incomplete} and the next run resumes from there` : '';
         reject(
           new HubTimeoutError(
             url,
@@ -694,9 +714,9 @@ async function linkPointer(blob: string, pointer: string): Promise<void> {
     await symlink(path.relative(path.dirname(pointer), blob), pointer);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === "EEXIST") return; // another process linked it meanwhile
+    if (code === 'EEXIST') return; // another process linked it meanwhile
     // Windows without developer mode cannot create symlinks; huggingface_hub copies in that case too.
-    if (code === "EPERM" || code === "EACCES" || code === "ENOSYS" || code === "ENOTSUP") {
+    if (code === 'EPERM' || code === 'EACCES' || code === 'ENOSYS' || code === 'ENOTSUP') {
       await copyFile(blob, pointer);
       return;
     }
@@ -723,14 +743,14 @@ async function cachedSnapshot(s: Settings): Promise<string | undefined> {
   if (COMMIT_RE.test(s.revision)) {
     commit = s.revision;
   } else {
-    const ref = await readFile(path.join(s.repoDir, "refs", ...s.revision.split("/")), "utf8").catch(() => undefined);
+    const ref = await readFile(path.join(s.repoDir, 'refs', ...s.revision.split('/')), 'utf8').catch(() => undefined);
     commit = ref?.trim();
   }
   if (!commit || !COMMIT_RE.test(commit)) return undefined;
-  const snapshotDir = path.join(s.repoDir, "snapshots", commit);
+  const snapshotDir = path.join(s.repoDir, 'snapshots', commit);
   const entries = await readdir(snapshotDir).catch(() => undefined);
   if (entries === undefined) return undefined;
-  const manifestText = await readFile(manifestPath(s.repoDir, commit), "utf8").catch(() => undefined);
+  const manifestText = await readFile(manifestPath(s.repoDir, commit), 'utf8').catch(() => undefined);
   if (manifestText === undefined) {
     // Written by Python huggingface_hub (no manifest): like it, trust a non-empty snapshot.
     return entries.length > 0 ? snapshotDir : undefined;
@@ -743,22 +763,22 @@ async function cachedSnapshot(s: Settings): Promise<string | undefined> {
   }
   if (!Array.isArray(files)) return undefined;
   for (const f of files) {
-    if (typeof f !== "string" || !isSafeRelativePath(f)) return undefined;
+    if (typeof f !== 'string' || !isSafeRelativePath(f)) return undefined;
     if (!s.matches(f)) continue;
-    const info = await stat(path.join(snapshotDir, ...f.split("/"))).catch(() => undefined);
+    const info = await stat(path.join(snapshotDir, ...f.split('/'))).catch(() => undefined);
     if (!info?.isFile()) return undefined;
   }
   return snapshotDir;
 }
 
 function errorForResponse(res: Response, s: Settings, url: string, file?: string): HubError {
-  const code = res.headers.get("x-error-code");
-  const serverMessage = res.headers.get("x-error-message");
-  const detail = serverMessage ? ` (server: ${serverMessage})` : "";
+  const code = res.headers.get('x-error-code');
+  const serverMessage = res.headers.get('x-error-message');
+  const detail = serverMessage ? ` (server: ${serverMessage})` : '';
   const tokenHint = s.token
-    ? "the token in HF_TOKEN does not grant access to it"
-    : "no token was sent: set HF_TOKEN to a Hugging Face access token (huggingface.co/settings/tokens)";
-  if (code === "GatedRepo") {
+    ? 'the token in HF_TOKEN does not grant access to it'
+    : 'no token was sent: set HF_TOKEN to a Hugging Face access token (huggingface.co/settings/tokens)';
+  if (code === 'GatedRepo') {
     return new HubAuthError(
       s.repoId,
       res.status,
@@ -766,19 +786,28 @@ function errorForResponse(res: Response, s: Settings, url: string, file?: string
         `to an access token of that account.`,
     );
   }
-  if (code === "RepoNotFound" || code === "RepositoryNotFound" || (res.status === 404 && file === undefined && code !== "RevisionNotFound")) {
+  if (
+    code === 'RepoNotFound' ||
+    code === 'RepositoryNotFound' ||
+    (res.status === 404 && file === undefined && code !== 'RevisionNotFound')
+  ) {
     return new HubNotFoundError(
       s.repoId,
-      "repo",
+      'repo',
       url,
       `repository ${s.repoId} not found at ${s.endpoint}${detail}. Check the repo id; if the repo is private, ${tokenHint}.`,
     );
   }
-  if (code === "RevisionNotFound") {
-    return new HubNotFoundError(s.repoId, "revision", url, `revision "${s.revision}" not found in ${s.repoId}${detail}; check the branch, tag or commit.`);
+  if (code === 'RevisionNotFound') {
+    return new HubNotFoundError(
+      s.repoId,
+      'revision',
+      url,
+      `revision "${s.revision}" not found in ${s.repoId}${detail}; check the branch, tag or commit.`,
+    );
   }
-  if (code === "EntryNotFound" || res.status === 404) {
-    return new HubNotFoundError(s.repoId, "file", url, `${file ?? url} not found in ${s.repoId}@${s.revision}${detail}.`);
+  if (code === 'EntryNotFound' || res.status === 404) {
+    return new HubNotFoundError(s.repoId, 'file', url, `${file ?? url} not found in ${s.repoId}@${s.revision}${detail}.`);
   }
   if (res.status === 401 || res.status === 403) {
     return new HubAuthError(s.repoId, res.status, `access to ${s.repoId} denied (HTTP ${res.status})${detail}: ${tokenHint}.`);
@@ -787,26 +816,26 @@ function errorForResponse(res: Response, s: Settings, url: string, file?: string
 }
 
 const NETWORK_CODES = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-  "ETIMEDOUT",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "EPIPE",
-  "UND_ERR_CONNECT_TIMEOUT",
-  "UND_ERR_SOCKET",
-  "UND_ERR_HEADERS_TIMEOUT",
-  "UND_ERR_BODY_TIMEOUT",
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_SOCKET',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
 ]);
 
 /** fetch reports refused connections, DNS failures and timeouts as a TypeError whose cause holds the code. */
 function networkCode(err: unknown, depth = 0): string | undefined {
-  if (typeof err !== "object" || err === null || depth > 5) return undefined;
+  if (typeof err !== 'object' || err === null || depth > 5) return undefined;
   const e = err as { code?: unknown; name?: unknown; cause?: unknown; errors?: unknown };
-  if (e.name === "TimeoutError") return "ETIMEDOUT";
-  if (typeof e.code === "string" && NETWORK_CODES.has(e.code)) return e.code;
+  if (e.name === 'TimeoutError') return 'ETIMEDOUT';
+  if (typeof e.code === 'string' && NETWORK_CODES.has(e.code)) return e.code;
   if (Array.isArray(e.errors)) {
     for (const inner of e.errors) {
       const c = networkCode(inner, depth + 1);
@@ -823,16 +852,16 @@ function isNetworkError(err: unknown): boolean {
 function networkReason(err: unknown): string {
   const code = networkCode(err);
   switch (code) {
-    case "ECONNREFUSED":
-      return "connection refused";
-    case "ENOTFOUND":
-    case "EAI_AGAIN":
-      return "host name not resolved";
-    case "ETIMEDOUT":
-    case "UND_ERR_CONNECT_TIMEOUT":
-    case "UND_ERR_HEADERS_TIMEOUT":
-    case "UND_ERR_BODY_TIMEOUT":
-      return "timed out";
+    case 'ECONNREFUSED':
+      return 'connection refused';
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return 'host name not resolved';
+    case 'ETIMEDOUT':
+    case 'UND_ERR_CONNECT_TIMEOUT':
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
+      return 'timed out';
     default:
       return code ?? String(err);
   }
@@ -841,30 +870,29 @@ function networkReason(err: unknown): string {
 /** fnmatch semantics as huggingface_hub uses them: '*' also matches '/', a trailing '/' means the whole folder. */
 function patternFilter(allow?: string | string[], ignore?: string | string[]): (file: string) => boolean {
   const compile = (p: string | string[] | undefined) =>
-    p === undefined ? undefined : (Array.isArray(p) ? p : [p]).map((x) => fnmatchRegExp(x.endsWith("/") ? `${x}*` : x));
+    p === undefined ? undefined : (Array.isArray(p) ? p : [p]).map((x) => fnmatchRegExp(x.endsWith('/') ? `${x}*` : x));
   const allowRe = compile(allow);
   const ignoreRe = compile(ignore);
-  return (file) =>
-    (allowRe === undefined || allowRe.some((r) => r.test(file))) && !(ignoreRe?.some((r) => r.test(file)) ?? false);
+  return (file) => (allowRe === undefined || allowRe.some((r) => r.test(file))) && !(ignoreRe?.some((r) => r.test(file)) ?? false);
 }
 
 function fnmatchRegExp(pattern: string): RegExp {
-  let re = "";
+  let re = '';
   for (let i = 0; i < pattern.length; i++) {
     const c = pattern[i];
-    if (c === "*") re += ".*";
-    else if (c === "?") re += ".";
-    else if (c === "[") {
-      const end = pattern.indexOf("]", i + 2);
+    if (c === '*') re += '.*';
+    else if (c === '?') re += '.';
+    else if (c === '[') {
+      const end = pattern.indexOf(']', i + 2);
       if (end === -1) {
-        re += "\\[";
+        re += '\\[';
       } else {
         let body = pattern.slice(i + 1, end);
-        if (body.startsWith("!")) body = `^${body.slice(1)}`;
-        re += `[${body.replace(/\\/g, "\\\\")}]`;
+        if (body.startsWith('!')) body = `^${body.slice(1)}`;
+        re += `[${body.replace(/\\/g, '\\\\')}]`;
         i = end;
       }
-    } else re += c.replace(/[.+^${}()|\\\]]/g, "\\$&");
+    } else re += c.replace(/[.+^${}()|\\\]]/g, '\\$&');
   }
-  return new RegExp(`^${re}$`, "s");
+  return new RegExp(`^${re}$`, 's');
 }

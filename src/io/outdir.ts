@@ -11,7 +11,23 @@
 // a lock left by a dead process is taken over), removes temp files interrupted writes left there,
 // clears the earlier output when replacing it and writes the marker.
 
-import { existsSync, readFileSync, readdirSync, statSync, unlinkSync, link, mkdir, readdir, rm, unlink, isAbsolute, join, relative, resolve, host } from '../storage/index.js';
+import {
+  existsSync,
+  readFileSync,
+  readdirSync,
+  statSync,
+  unlinkSync,
+  link,
+  mkdir,
+  readdir,
+  rm,
+  unlink,
+  isAbsolute,
+  join,
+  relative,
+  resolve,
+  host,
+} from '../storage/index.js';
 
 const hostname = (): string => host.hostname();
 import { PeftError } from '../errors.js';
@@ -150,8 +166,10 @@ export function checkOutputDir(dir: string, opts: OutputDirOptions): OutputDirSt
   const abs = resolve(dir);
   for (const input of opts.inputs ?? []) {
     const inp = resolve(input.path);
-    if (abs === inp) throw new OutputFolderError(`${flag} ${dir} is the ${input.what} folder, which peft ${opts.command} reads; write to a new folder`);
-    if (within(abs, inp)) throw new OutputFolderError(`${flag} ${dir} contains the ${input.what} folder ${input.path}; write to a new folder`);
+    if (abs === inp)
+      throw new OutputFolderError(`${flag} ${dir} is the ${input.what} folder, which peft ${opts.command} reads; write to a new folder`);
+    if (within(abs, inp))
+      throw new OutputFolderError(`${flag} ${dir} contains the ${input.what} folder ${input.path}; write to a new folder`);
   }
   if (!existsSync(abs)) return 'new';
   if (!statSync(abs).isDirectory()) throw new OutputFolderError(`${flag} ${dir} exists and is a file; pass a folder`);
@@ -230,7 +248,14 @@ async function writeMarker(dir: string, command: string, status: OutputMarker['s
 /** Takes the lock of `dir` (created), taking over a lock whose process is gone. */
 async function acquireLock(dir: string, opts: OutputDirOptions): Promise<string> {
   const lockPath = join(dir, LOCK_FILE);
-  const info: LockInfo = { pid: host.pid, host: hostname(), boot: bootId(), start: processStart(host.pid), command: opts.command, since: new Date().toISOString() };
+  const info: LockInfo = {
+    pid: host.pid,
+    host: hostname(),
+    boot: bootId(),
+    start: processStart(host.pid),
+    command: opts.command,
+    since: new Date().toISOString(),
+  };
   // The lock is written whole under a temp name and hard-linked into place: link() fails if the
   // lock exists, so exactly one of two racing processes gets it, and a lock is never half-written.
   const tmp = tempPathFor(lockPath);
@@ -245,7 +270,9 @@ async function acquireLock(dir: string, opts: OutputDirOptions): Promise<string>
       }
       const held = readLock(lockPath);
       if (held && held !== 'unreadable' && lockHolderAlive(held)) {
-        throw new FolderLockedError(`${opts.flag ?? '--out'} ${dir} is being written by another peft ${held.command} (pid ${held.pid}); wait for it to finish or choose another folder`);
+        throw new FolderLockedError(
+          `${opts.flag ?? '--out'} ${dir} is being written by another peft ${held.command} (pid ${held.pid}); wait for it to finish or choose another folder`,
+        );
       }
       // Stale (its process is gone) or unreadable: take it over.
       await unlink(lockPath).catch(() => undefined);
@@ -277,7 +304,8 @@ export async function claimOutputDir(dir: string, opts: OutputDirOptions & { cle
     checkOutputDir(dir, { ...opts, inputs: [] });
     await removeTempFiles(abs);
     if (state === 'own' && (opts.clear ?? (opts.overwrite || opts.replaceOwn) ?? false)) {
-      for (const name of await readdir(abs)) if (name !== LOCK_FILE && !name.startsWith(`${LOCK_FILE}.`)) await rm(join(abs, name), { recursive: true, force: true });
+      for (const name of await readdir(abs))
+        if (name !== LOCK_FILE && !name.startsWith(`${LOCK_FILE}.`)) await rm(join(abs, name), { recursive: true, force: true });
     }
     await writeMarker(abs, opts.command, 'running');
   } catch (e) {
@@ -313,19 +341,29 @@ export async function withOutputDir<T>(dir: string, opts: OutputDirOptions, writ
  * The same rule for a command that writes one file: a new file, or (with --overwrite) a file that
  * `isOwn` recognises as the command's earlier output; never any other file. Writes nothing.
  */
-export function checkOutputFile(file: string, opts: { command: string; flag?: string; overwrite?: boolean; isOwn: (path: string) => boolean; inputs?: string[] }): void {
+export function checkOutputFile(
+  file: string,
+  opts: { command: string; flag?: string; overwrite?: boolean; isOwn: (path: string) => boolean; inputs?: string[] },
+): void {
   const flag = opts.flag ?? '--out';
   const abs = resolve(file);
-  if ((opts.inputs ?? []).some((p) => resolve(p) === abs)) throw new OutputFolderError(`${flag} ${file} is an input of peft ${opts.command}; write to another file`);
+  if ((opts.inputs ?? []).some((p) => resolve(p) === abs))
+    throw new OutputFolderError(`${flag} ${file} is an input of peft ${opts.command}; write to another file`);
   if (!existsSync(abs)) {
     const parent = resolve(abs, '..');
-    if (!existsSync(parent) || !statSync(parent).isDirectory()) throw new OutputFolderError(`the folder of ${flag} (${parent}) does not exist; create it or choose another file`);
+    if (!existsSync(parent) || !statSync(parent).isDirectory())
+      throw new OutputFolderError(`the folder of ${flag} (${parent}) does not exist; create it or choose another file`);
     return;
   }
   if (statSync(abs).isDirectory()) throw new OutputFolderError(`${flag} ${file} is a folder; give a file name inside it`);
-  if (!opts.overwrite) throw new OutputFolderError(`${flag} ${file} already exists; pass --overwrite to replace an earlier peft ${opts.command} output, or choose another file`);
+  if (!opts.overwrite)
+    throw new OutputFolderError(
+      `${flag} ${file} already exists; pass --overwrite to replace an earlier peft ${opts.command} output, or choose another file`,
+    );
   if (statSync(abs).size > 0 && !opts.isOwn(abs)) {
-    throw new OutputFolderError(`${flag} ${file} is not an earlier peft ${opts.command} output, so --overwrite does not replace it; choose another file`);
+    throw new OutputFolderError(
+      `${flag} ${file} is not an earlier peft ${opts.command} output, so --overwrite does not replace it; choose another file`,
+    );
   }
 }
 

@@ -3,17 +3,23 @@
 // decoding, padded batches and chat-template rendering. Tokenization itself is @huggingface/tokenizers.
 
 import { stat, path } from '../storage/index.js';
-import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
-import type { Template } from "@huggingface/jinja";
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import type { Template } from '@huggingface/jinja';
 import { PeftError } from '../errors.js';
-import { CHAT_TEMPLATE_LIMITS, type ChatTemplateLimits, TemplateLimitExceeded, compileChatTemplate, renderChatTemplate } from './chat_template.js';
+import {
+  CHAT_TEMPLATE_LIMITS,
+  type ChatTemplateLimits,
+  TemplateLimitExceeded,
+  compileChatTemplate,
+  renderChatTemplate,
+} from './chat_template.js';
 import { readSmallTextFile, regularFileSize } from './files.js';
 import { checkTokenizerJson } from './tokenizer_limits.js';
 
 export class TokenizerError extends PeftError {
   constructor(message: string) {
     super(message);
-    this.name = "TokenizerError";
+    this.name = 'TokenizerError';
   }
 }
 
@@ -22,7 +28,7 @@ export class TokenizerLoadError extends TokenizerError {
   readonly file: string;
   constructor(file: string, message: string) {
     super(message);
-    this.name = "TokenizerLoadError";
+    this.name = 'TokenizerLoadError';
     this.file = file;
   }
 }
@@ -31,7 +37,7 @@ export class TokenizerLoadError extends TokenizerError {
 export class ChatTemplateError extends TokenizerError {
   constructor(message: string) {
     super(message);
-    this.name = "ChatTemplateError";
+    this.name = 'ChatTemplateError';
   }
 }
 
@@ -41,10 +47,10 @@ export class MissingChatTemplateError extends ChatTemplateError {
   constructor(dir: string, detail?: string) {
     super(
       `no chat template found for the tokenizer in ${dir} (looked at chat_template.jinja and the "chat_template" ` +
-        `field of tokenizer_config.json)${detail ? `: ${detail}` : ""}. Base models usually ship none: use the ` +
+        `field of tokenizer_config.json)${detail ? `: ${detail}` : ''}. Base models usually ship none: use the ` +
         `tokenizer of an instruct/chat variant, or pass a Jinja template string as { chatTemplate } to applyChatTemplate.`,
     );
-    this.name = "MissingChatTemplateError";
+    this.name = 'MissingChatTemplateError';
     this.dir = dir;
   }
 }
@@ -68,7 +74,7 @@ export interface DecodeOptions {
 
 export interface EncodeBatchOptions extends EncodeOptions {
   /** Which side receives the pad tokens; decoder-only generation wants 'left', training usually 'right'. */
-  padding: "left" | "right";
+  padding: 'left' | 'right';
   maxLength?: number;
   /** Cut sequences longer than maxLength (keeping the special tokens, cutting text on the right). Without it an over-long sequence is an error. */
   truncation?: boolean;
@@ -96,20 +102,12 @@ export interface ChatTemplateOptions {
   limits?: Partial<ChatTemplateLimits>;
 }
 
-const SPECIAL_TOKEN_KEYS = [
-  "bos_token",
-  "eos_token",
-  "unk_token",
-  "sep_token",
-  "pad_token",
-  "cls_token",
-  "mask_token",
-] as const;
+const SPECIAL_TOKEN_KEYS = ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token'] as const;
 type SpecialTokenKey = (typeof SPECIAL_TOKEN_KEYS)[number];
 
 // transformers' LlamaTokenizerFast/GemmaTokenizerFast rebuild tokenizer.json's post-processor from
 // add_bos_token/add_eos_token when they load, so these flags win over whatever tokenizer.json says.
-const POST_PROCESSOR_FROM_FLAGS = new Set(["LlamaTokenizer", "CodeLlamaTokenizer", "GemmaTokenizer"]);
+const POST_PROCESSOR_FROM_FLAGS = new Set(['LlamaTokenizer', 'CodeLlamaTokenizer', 'GemmaTokenizer']);
 
 type Json = Record<string, unknown>;
 
@@ -119,13 +117,13 @@ interface SpecialAffixes {
 }
 
 function isObject(v: unknown): v is Json {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** tokenizer_config.json stores special tokens either as strings or as serialized AddedToken objects. */
 function tokenContent(v: unknown): string | undefined {
-  if (typeof v === "string") return v;
-  if (isObject(v) && typeof v.content === "string") return v.content;
+  if (typeof v === 'string') return v;
+  if (isObject(v) && typeof v.content === 'string') return v.content;
   return undefined;
 }
 
@@ -136,14 +134,20 @@ async function readJson(file: string, required: boolean): Promise<Json | undefin
   let text: string;
   try {
     // A FIFO, device or folder under a tokenizer file name is refused before it is opened.
-    if ((await regularFileSize(file, (reason) => new TokenizerLoadError(file, `${reason}; the tokenizer files must be regular files.`), true)) === undefined) {
-      throw Object.assign(new Error("missing"), { code: "ENOENT" });
+    if (
+      (await regularFileSize(
+        file,
+        (reason) => new TokenizerLoadError(file, `${reason}; the tokenizer files must be regular files.`),
+        true,
+      )) === undefined
+    ) {
+      throw Object.assign(new Error('missing'), { code: 'ENOENT' });
     }
     text = await readSmallTextFile(file, MAX_TOKENIZER_FILE_BYTES, (reason) => new TokenizerLoadError(file, `${reason}.`));
   } catch (err) {
     if (err instanceof TokenizerLoadError) throw err;
-    if ((err as NodeJS.ErrnoException).code === "ENOENT" && !required) return undefined;
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !required) return undefined;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
       throw new TokenizerLoadError(
         file,
         `missing ${file}: the tokenizer loader needs the fast-tokenizer file tokenizer.json. If the folder only has ` +
@@ -162,7 +166,7 @@ async function readJson(file: string, required: boolean): Promise<Json | undefin
     );
   }
   if (!isObject(parsed)) {
-    throw new TokenizerLoadError(file, `${file} must hold a JSON object, found ${Array.isArray(parsed) ? "an array" : typeof parsed}.`);
+    throw new TokenizerLoadError(file, `${file} must hold a JSON object, found ${Array.isArray(parsed) ? 'an array' : typeof parsed}.`);
   }
   return parsed;
 }
@@ -240,11 +244,11 @@ export class Tokenizer {
           `(for a Hub repo id, get the folder from resolveModelDir first).`,
       );
     }
-    const tokenizerFile = path.join(dir, "tokenizer.json");
-    const configFile = path.join(dir, "tokenizer_config.json");
+    const tokenizerFile = path.join(dir, 'tokenizer.json');
+    const configFile = path.join(dir, 'tokenizer_config.json');
     const tokenizerJson = (await readJson(tokenizerFile, true)) as Json;
     const config = (await readJson(configFile, false)) ?? {};
-    const specialMap = (await readJson(path.join(dir, "special_tokens_map.json"), false)) ?? {};
+    const specialMap = (await readJson(path.join(dir, 'special_tokens_map.json'), false)) ?? {};
 
     // transformers applies special_tokens_map.json over tokenizer_config.json.
     const special: Partial<Record<SpecialTokenKey, string>> = {};
@@ -260,7 +264,7 @@ export class Tokenizer {
     // tokenizers.js reads plain-string special tokens from the config; AddedToken objects would confuse it.
     const hfConfig: Json = { ...config, ...special, additional_special_tokens: additionalSpecialTokens };
     delete hfConfig.chat_template;
-    const tokenizerClass = typeof config.tokenizer_class === "string" ? config.tokenizer_class.replace(/Fast$/, "") : undefined;
+    const tokenizerClass = typeof config.tokenizer_class === 'string' ? config.tokenizer_class.replace(/Fast$/, '') : undefined;
     if (tokenizerClass !== undefined && POST_PROCESSOR_FROM_FLAGS.has(tokenizerClass)) {
       tokenizerJson.post_processor = llamaPostProcessor(tokenizerJson, config, special, configFile);
       // These classes default clean_up_tokenization_spaces to false, unlike the transformers base class.
@@ -281,20 +285,28 @@ export class Tokenizer {
     const affixes = specialAffixes(tokenizerJson.post_processor, tokenizerFile);
 
     let chatTemplate: string | Record<string, string> | undefined;
-    const jinjaFile = path.join(dir, "chat_template.jinja");
+    const jinjaFile = path.join(dir, 'chat_template.jinja');
     const jinja =
-      (await regularFileSize(jinjaFile, (reason) => new TokenizerLoadError(jinjaFile, `${reason}; a chat template must be a regular file.`), true)) === undefined
+      (await regularFileSize(
+        jinjaFile,
+        (reason) => new TokenizerLoadError(jinjaFile, `${reason}; a chat template must be a regular file.`),
+        true,
+      )) === undefined
         ? undefined
-        : await readSmallTextFile(jinjaFile, CHAT_TEMPLATE_LIMITS.maxSourceChars * 4, (reason) => new TokenizerLoadError(jinjaFile, `${reason}.`));
+        : await readSmallTextFile(
+            jinjaFile,
+            CHAT_TEMPLATE_LIMITS.maxSourceChars * 4,
+            (reason) => new TokenizerLoadError(jinjaFile, `${reason}.`),
+          );
     if (jinja !== undefined) {
       // Newer transformers save the template there instead of inside tokenizer_config.json.
       chatTemplate = jinja;
-    } else if (typeof config.chat_template === "string") {
+    } else if (typeof config.chat_template === 'string') {
       chatTemplate = config.chat_template;
     } else if (Array.isArray(config.chat_template)) {
       const named: Record<string, string> = {};
       for (const entry of config.chat_template) {
-        if (isObject(entry) && typeof entry.name === "string" && typeof entry.template === "string") {
+        if (isObject(entry) && typeof entry.name === 'string' && typeof entry.template === 'string') {
           named[entry.name] = entry.template;
         } else {
           throw new TokenizerLoadError(
@@ -308,7 +320,7 @@ export class Tokenizer {
 
     const maxLen = config.model_max_length;
     // Python writes int(1e30) ("VERY_LARGE_INTEGER") when a tokenizer has no real limit.
-    const modelMaxLength = typeof maxLen === "number" && maxLen < 1e15 ? maxLen : undefined;
+    const modelMaxLength = typeof maxLen === 'number' && maxLen < 1e15 ? maxLen : undefined;
 
     return new Tokenizer({
       dir,
@@ -336,14 +348,14 @@ export class Tokenizer {
     const known: number[] = [];
     for (let i = 0; i < ids.length; i++) {
       const raw = ids[i];
-      const id = typeof raw === "bigint" ? Number(raw) : raw;
+      const id = typeof raw === 'bigint' ? Number(raw) : raw;
       if (!Number.isInteger(id)) {
         throw new TokenizerError(`decode: token id at position ${i} is ${String(raw)}, expected an integer.`);
       }
       // Like the Rust tokenizer, ids outside the vocabulary (e.g. from a padded embedding matrix) decode to nothing.
       if (this.hf.id_to_token(id) !== undefined) known.push(id);
     }
-    if (known.length === 0) return "";
+    if (known.length === 0) return '';
     const cleanUp = options.cleanUpTokenizationSpaces;
     return this.hf.decode(known, {
       skip_special_tokens: options.skipSpecialTokens ?? false,
@@ -366,14 +378,14 @@ export class Tokenizer {
 
   encodeBatch(texts: readonly string[], options: EncodeBatchOptions): BatchEncoding {
     const { padding, maxLength, truncation = false, padToMaxLength = false } = options;
-    if (padding !== "left" && padding !== "right") {
+    if (padding !== 'left' && padding !== 'right') {
       throw new TokenizerError(`encodeBatch: padding must be 'left' or 'right', got ${JSON.stringify(padding)}.`);
     }
     if (maxLength !== undefined && (!Number.isInteger(maxLength) || maxLength <= 0)) {
       throw new TokenizerError(`encodeBatch: maxLength must be a positive integer, got ${maxLength}.`);
     }
     if ((truncation || padToMaxLength) && maxLength === undefined) {
-      throw new TokenizerError("encodeBatch: truncation and padToMaxLength need maxLength.");
+      throw new TokenizerError('encodeBatch: truncation and padToMaxLength need maxLength.');
     }
     const addSpecial = options.addSpecialTokens !== false;
     const prefix = addSpecial ? this.affixes.prefix : [];
@@ -417,7 +429,7 @@ export class Tokenizer {
       const padIds = pad > 0 ? new Array<number>(pad).fill(padId as number) : [];
       const ones = new Array<number>(row.length).fill(1);
       const zeros = new Array<number>(pad).fill(0);
-      if (padding === "left") {
+      if (padding === 'left') {
         inputIds.push([...padIds, ...row]);
         attentionMask.push([...zeros, ...ones]);
       } else {
@@ -454,7 +466,9 @@ export class Tokenizer {
       return renderChatTemplate(template, context, { ...CHAT_TEMPLATE_LIMITS, ...options.limits });
     } catch (err) {
       if (err instanceof TemplateLimitExceeded) {
-        throw new ChatTemplateError(`the chat template of ${this.dir} was stopped: ${err.message}; the template is broken or hostile, use another one ({ chatTemplate }).`);
+        throw new ChatTemplateError(
+          `the chat template of ${this.dir} was stopped: ${err.message}; the template is broken or hostile, use another one ({ chatTemplate }).`,
+        );
       }
       throw new ChatTemplateError(`rendering the chat template of ${this.dir} failed: ${(err as Error).message}`);
     }
@@ -464,28 +478,27 @@ export class Tokenizer {
     if (options.chatTemplate !== undefined) return options.chatTemplate;
     const t = this.chatTemplate;
     if (t === undefined) throw new MissingChatTemplateError(this.dir);
-    if (typeof t === "string") return t;
+    if (typeof t === 'string') return t;
     // Same choice as transformers: explicit name, else "tool_use" when tools are given, else "default".
-    const name =
-      options.templateName ?? (options.tools !== undefined && t.tool_use !== undefined ? "tool_use" : "default");
+    const name = options.templateName ?? (options.tools !== undefined && t.tool_use !== undefined ? 'tool_use' : 'default');
     const chosen = t[name];
     if (chosen === undefined) {
       throw new MissingChatTemplateError(
         this.dir,
-        `no template named "${name}" (available: ${Object.keys(t).join(", ")}); pass templateName`,
+        `no template named "${name}" (available: ${Object.keys(t).join(', ')}); pass templateName`,
       );
     }
     return chosen;
   }
 
   private encodeContent(text: string): number[] {
-    if (typeof text !== "string") {
-      throw new TokenizerError(`encode expects a string, got ${text === null ? "null" : typeof text}.`);
+    if (typeof text !== 'string') {
+      throw new TokenizerError(`encode expects a string, got ${text === null ? 'null' : typeof text}.`);
     }
     // Tokens missing from the vocabulary of a model without unk token map to undefined here; the Rust
     // tokenizer drops such pieces, so do the same instead of emitting invalid ids.
     const ids: Array<number | undefined | null> = this.hf.encode(text, { add_special_tokens: false }).ids;
-    return ids.filter((id): id is number => typeof id === "number");
+    return ids.filter((id): id is number => typeof id === 'number');
   }
 }
 
@@ -497,22 +510,22 @@ export class Tokenizer {
  */
 function specialAffixes(processor: unknown, file: string): SpecialAffixes {
   if (processor === null || processor === undefined) return { prefix: [], suffix: [] };
-  if (!isObject(processor) || typeof processor.type !== "string") {
+  if (!isObject(processor) || typeof processor.type !== 'string') {
     throw new TokenizerLoadError(file, `${file}: post_processor must be null or an object with a "type".`);
   }
   switch (processor.type) {
-    case "ByteLevel":
+    case 'ByteLevel':
       return { prefix: [], suffix: [] };
-    case "BertProcessing":
-    case "RobertaProcessing": {
+    case 'BertProcessing':
+    case 'RobertaProcessing': {
       const cls = processor.cls;
       const sep = processor.sep;
-      if (!Array.isArray(cls) || !Array.isArray(sep) || typeof cls[1] !== "number" || typeof sep[1] !== "number") {
+      if (!Array.isArray(cls) || !Array.isArray(sep) || typeof cls[1] !== 'number' || typeof sep[1] !== 'number') {
         throw new TokenizerLoadError(file, `${file}: ${processor.type} needs "cls" and "sep" as [token, id] pairs.`);
       }
       return { prefix: [cls[1]], suffix: [sep[1]] };
     }
-    case "TemplateProcessing": {
+    case 'TemplateProcessing': {
       const single = processor.single;
       const specials = isObject(processor.special_tokens) ? processor.special_tokens : {};
       if (!Array.isArray(single)) {
@@ -527,8 +540,8 @@ function specialAffixes(processor: unknown, file: string): SpecialAffixes {
           continue;
         }
         const name = isObject(piece) && isObject(piece.SpecialToken) ? piece.SpecialToken.id : undefined;
-        const entry = typeof name === "string" ? specials[name] : undefined;
-        if (!isObject(entry) || !Array.isArray(entry.ids) || !entry.ids.every((x) => typeof x === "number")) {
+        const entry = typeof name === 'string' ? specials[name] : undefined;
+        if (!isObject(entry) || !Array.isArray(entry.ids) || !entry.ids.every((x) => typeof x === 'number')) {
           throw new TokenizerLoadError(
             file,
             `${file}: TemplateProcessing refers to special token ${JSON.stringify(name)} that has no ids in "special_tokens".`,
@@ -538,7 +551,7 @@ function specialAffixes(processor: unknown, file: string): SpecialAffixes {
       }
       return { prefix, suffix };
     }
-    case "Sequence": {
+    case 'Sequence': {
       const processors = processor.processors;
       if (!Array.isArray(processors)) {
         throw new TokenizerLoadError(file, `${file}: Sequence post-processor needs a "processors" list.`);
@@ -578,34 +591,33 @@ function llamaPostProcessor(
     }
     const id = lookupTokenId(tokenizerJson, token);
     if (id === undefined) {
-      throw new TokenizerLoadError(configFile, `${configFile}: ${flag} is true but token ${JSON.stringify(token)} is not in tokenizer.json.`);
+      throw new TokenizerLoadError(
+        configFile,
+        `${configFile}: ${flag} is true but token ${JSON.stringify(token)} is not in tokenizer.json.`,
+      );
     }
     return [token, id];
   };
-  const bos = idFor(special.bos_token, addBos, "add_bos_token");
-  const eos = idFor(special.eos_token, addEos, "add_eos_token");
+  const bos = idFor(special.bos_token, addBos, 'add_bos_token');
+  const eos = idFor(special.eos_token, addEos, 'add_eos_token');
   const tok = (t: [string, number], typeId: number) => ({ SpecialToken: { id: t[0], type_id: typeId } });
   const seq = (id: string, typeId: number) => ({ Sequence: { id, type_id: typeId } });
-  const part = (id: string, typeId: number) => [
-    ...(bos ? [tok(bos, typeId)] : []),
-    seq(id, typeId),
-    ...(eos ? [tok(eos, typeId)] : []),
-  ];
+  const part = (id: string, typeId: number) => [...(bos ? [tok(bos, typeId)] : []), seq(id, typeId), ...(eos ? [tok(eos, typeId)] : [])];
   const specialTokens: Json = {};
   for (const t of [bos, eos]) if (t) specialTokens[t[0]] = { id: t[0], ids: [t[1]], tokens: [t[0]] };
-  return { type: "TemplateProcessing", single: part("A", 0), pair: [...part("A", 0), ...part("B", 1)], special_tokens: specialTokens };
+  return { type: 'TemplateProcessing', single: part('A', 0), pair: [...part('A', 0), ...part('B', 1)], special_tokens: specialTokens };
 }
 
 function lookupTokenId(tokenizerJson: Json, token: string): number | undefined {
   if (Array.isArray(tokenizerJson.added_tokens)) {
     for (const t of tokenizerJson.added_tokens) {
-      if (isObject(t) && t.content === token && typeof t.id === "number") return t.id;
+      if (isObject(t) && t.content === token && typeof t.id === 'number') return t.id;
     }
   }
   const model = tokenizerJson.model;
   if (isObject(model) && isObject(model.vocab)) {
     const id = model.vocab[token];
-    if (typeof id === "number") return id;
+    if (typeof id === 'number') return id;
   }
   if (isObject(model) && Array.isArray(model.vocab)) {
     // Unigram vocabularies are [token, score] pairs indexed by id.

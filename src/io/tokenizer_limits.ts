@@ -22,7 +22,14 @@ export function checkTokenizerJson(json: Json, file: string): void {
   // tokenizers.js builds tables indexed by id, so loading costs time in the largest id, not in the
   // number of tokens (measured: an added token with id 2^24 - 1 takes 9 s to load on a loaded
   // 2-core machine). Real vocabularies are dense; ids may exceed the token count only by a margin.
-  const entries = (isObject(json.model) && (isObject(json.model.vocab) ? Object.keys(json.model.vocab).length : Array.isArray(json.model.vocab) ? json.model.vocab.length : 0)) || 0;
+  const entries =
+    (isObject(json.model) &&
+      (isObject(json.model.vocab)
+        ? Object.keys(json.model.vocab).length
+        : Array.isArray(json.model.vocab)
+          ? json.model.vocab.length
+          : 0)) ||
+    0;
   const addedCount = Array.isArray(json.added_tokens) ? json.added_tokens.length : 0;
   const maxId = Math.min(MAX_TOKEN_ID, 2 * (entries + addedCount) + 65_536);
   const isTokenId = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= maxId;
@@ -31,13 +38,15 @@ export function checkTokenizerJson(json: Json, file: string): void {
     const vocab = model.vocab;
     if (isObject(vocab)) {
       for (const [token, id] of Object.entries(vocab)) {
-        if (!isTokenId(id)) fail(`model.vocab gives token ${JSON.stringify(token.slice(0, 50))} the id ${JSON.stringify(id)}, not an integer in 0..${maxId}`);
+        if (!isTokenId(id))
+          fail(`model.vocab gives token ${JSON.stringify(token.slice(0, 50))} the id ${JSON.stringify(id)}, not an integer in 0..${maxId}`);
       }
     } else if (Array.isArray(vocab) && vocab.length > MAX_TOKEN_ID + 1) {
       fail(`model.vocab holds ${vocab.length} entries, more than ${MAX_TOKEN_ID + 1}`);
     }
     for (const key of ['unk_id', 'unk_token_id']) {
-      if (model[key] !== undefined && model[key] !== null && !isTokenId(model[key])) fail(`model.${key} is ${JSON.stringify(model[key])}, not an id in 0..${maxId}`);
+      if (model[key] !== undefined && model[key] !== null && !isTokenId(model[key]))
+        fail(`model.${key} is ${JSON.stringify(model[key])}, not an id in 0..${maxId}`);
     }
   }
   const added = json.added_tokens;
@@ -45,7 +54,10 @@ export function checkTokenizerJson(json: Json, file: string): void {
     if (!Array.isArray(added)) fail('added_tokens must be a list');
     for (const t of added as unknown[]) {
       const id = isObject(t) ? t.id : undefined;
-      if (!isTokenId(id)) fail(`added token ${JSON.stringify(isObject(t) ? t.content : t)?.slice(0, 60)} has id ${JSON.stringify(id)}, not an integer in 0..${maxId}`);
+      if (!isTokenId(id))
+        fail(
+          `added token ${JSON.stringify(isObject(t) ? t.content : t)?.slice(0, 60)} has id ${JSON.stringify(id)}, not an integer in 0..${maxId}`,
+        );
     }
   }
   const walk = (v: unknown, where: string, depth: number): void => {

@@ -13,7 +13,10 @@ import { DTYPE_BYTES } from './safetensors/dtype.js';
 
 /** A .bin file that is malformed, or holds something other than tensors in plain containers. */
 export class TorchBinError extends PeftError {
-  constructor(readonly file: string, detail: string) {
+  constructor(
+    readonly file: string,
+    detail: string,
+  ) {
     super(`${file}: ${detail}`);
     this.name = 'TorchBinError';
   }
@@ -43,7 +46,10 @@ function readZip(buf: Buffer, fail: (m: string) => never): Map<string, ZipEntry>
       break;
     }
   }
-  if (eocd < 0) fail('not a zip archive (no end-of-central-directory record); legacy (pre-1.6) torch.save files are not read, re-save with torch >= 1.6 or as safetensors');
+  if (eocd < 0)
+    fail(
+      'not a zip archive (no end-of-central-directory record); legacy (pre-1.6) torch.save files are not read, re-save with torch >= 1.6 or as safetensors',
+    );
   let count = buf.readUInt16LE(eocd + 10);
   let cdSize = buf.readUInt32LE(eocd + 12);
   let cdOffset = buf.readUInt32LE(eocd + 16);
@@ -136,25 +142,38 @@ const STORAGE_DTYPES: Readonly<Record<string, SafetensorsDtype>> = {
 };
 
 class Global {
-  constructor(readonly module: string, readonly name: string) {}
+  constructor(
+    readonly module: string,
+    readonly name: string,
+  ) {}
   get full(): string {
     return `${this.module}.${this.name}`;
   }
 }
 const MARK = Symbol('mark');
 class Storage {
-  constructor(readonly dtype: SafetensorsDtype, readonly key: string, readonly numel: number) {}
+  constructor(
+    readonly dtype: SafetensorsDtype,
+    readonly key: string,
+    readonly numel: number,
+  ) {}
 }
 /** A tensor read from the file (already copied out of its storage, row-major). */
 export class PickledTensor {
   constructor(readonly tensor: RawTensor) {}
 }
-type Obj = null | boolean | number | bigint | string | Uint8Array | Obj[] | Tuple | Map<Obj, Obj> | Global | Storage | PickledTensor | typeof MARK;
+type Obj =
+  null | boolean | number | bigint | string | Uint8Array | Obj[] | Tuple | Map<Obj, Obj> | Global | Storage | PickledTensor | typeof MARK;
 class Tuple {
   constructor(readonly items: Obj[]) {}
 }
 
-const ALLOWED_GLOBALS = new Set(['collections.OrderedDict', 'torch._utils._rebuild_tensor_v2', 'torch._utils._rebuild_parameter', ...Object.keys(STORAGE_DTYPES).map((s) => `torch.${s}`)]);
+const ALLOWED_GLOBALS = new Set([
+  'collections.OrderedDict',
+  'torch._utils._rebuild_tensor_v2',
+  'torch._utils._rebuild_parameter',
+  ...Object.keys(STORAGE_DTYPES).map((s) => `torch.${s}`),
+]);
 
 interface UnpickleContext {
   fail: (m: string) => never;
@@ -202,7 +221,9 @@ function unpickle(data: Uint8Array, ctx: UnpickleContext): Obj {
   const global = (module: string, name: string): Global => {
     const g = new Global(module, name);
     if (!ALLOWED_GLOBALS.has(g.full)) {
-      fail(`refusing to load: the pickle references ${g.full}, which is not a tensor or a plain container (only ${[...ALLOWED_GLOBALS].join(', ')} are allowed); this file may run code in Python, convert it with a trusted tool or use adapter_model.safetensors`);
+      fail(
+        `refusing to load: the pickle references ${g.full}, which is not a tensor or a plain container (only ${[...ALLOWED_GLOBALS].join(', ')} are allowed); this file may run code in Python, convert it with a trusted tool or use adapter_model.safetensors`,
+      );
     }
     return g;
   };
@@ -399,9 +420,18 @@ function unpickle(data: Uint8Array, ctx: UnpickleContext): Obj {
       case 0x51: {
         // BINPERSID: ('storage', <storage class>, key, location, numel)
         const pid = pop();
-        if (!(pid instanceof Tuple) || pid.items[0] !== 'storage' || pid.items.length < 5) fail('unsupported persistent id (only torch storages are read)');
+        if (!(pid instanceof Tuple) || pid.items[0] !== 'storage' || pid.items.length < 5)
+          fail('unsupported persistent id (only torch storages are read)');
         const [, cls, key, , numel] = pid.items;
-        if (!(cls instanceof Global) || !(cls.name in STORAGE_DTYPES) || typeof key !== 'string' || typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) fail('damaged storage reference');
+        if (
+          !(cls instanceof Global) ||
+          !(cls.name in STORAGE_DTYPES) ||
+          typeof key !== 'string' ||
+          typeof numel !== 'number' ||
+          !Number.isSafeInteger(numel) ||
+          numel < 0
+        )
+          fail('damaged storage reference');
         stack.push(new Storage(STORAGE_DTYPES[cls.name]!, key, numel));
         break;
       }
@@ -409,24 +439,29 @@ function unpickle(data: Uint8Array, ctx: UnpickleContext): Obj {
         // REDUCE
         const args = pop();
         const fn = pop();
-        if (!(fn instanceof Global) || !(args instanceof Tuple)) fail('refusing to load: REDUCE of something that is not an allowed callable');
+        if (!(fn instanceof Global) || !(args instanceof Tuple))
+          fail('refusing to load: REDUCE of something that is not an allowed callable');
         stack.push(reduce(fn, args.items, ctx));
         break;
       }
       case 0x62: {
         // BUILD: only an OrderedDict's attribute dict (state_dict()._metadata), which is dropped
         const state = pop();
-        if (!(top() instanceof Map) || !(state instanceof Map || state === null)) fail('refusing to load: BUILD on an object that is not a plain dict');
+        if (!(top() instanceof Map) || !(state instanceof Map || state === null))
+          fail('refusing to load: BUILD on an object that is not a plain dict');
         break;
       }
       default:
-        fail(`refusing to load: pickle opcode 0x${op.toString(16).padStart(2, '0')} at byte ${pos - 1} is not one torch.save uses for tensors and plain containers`);
+        fail(
+          `refusing to load: pickle opcode 0x${op.toString(16).padStart(2, '0')} at byte ${pos - 1} is not one torch.save uses for tensors and plain containers`,
+        );
     }
   }
 }
 
 function dims(v: Obj, what: string, fail: (m: string) => never): number[] {
-  if (!(v instanceof Tuple) || !v.items.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0)) fail(`damaged tensor ${what}`);
+  if (!(v instanceof Tuple) || !v.items.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0))
+    fail(`damaged tensor ${what}`);
   return v.items as number[];
 }
 
@@ -444,7 +479,8 @@ function reduce(fn: Global, args: Obj[], ctx: UnpickleContext): Obj {
     case 'torch._utils._rebuild_tensor_v2': {
       // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
       const [storage, offset] = args;
-      if (!(storage instanceof Storage) || typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) fail('damaged tensor (storage or offset)');
+      if (!(storage instanceof Storage) || typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0)
+        fail('damaged tensor (storage or offset)');
       const shape = dims(args[2]!, 'size', fail);
       const stride = dims(args[3]!, 'stride', fail);
       if (shape.length !== stride.length) fail('damaged tensor (size and stride differ in length)');
@@ -496,7 +532,9 @@ function collect(obj: Obj, prefix: string, out: Map<string, RawTensor>, fail: (m
     return;
   }
   if (obj === null) return;
-  fail(`expected a dict of tensors, found ${Array.isArray(obj) ? 'a list' : obj instanceof Tuple ? 'a tuple' : typeof obj === 'object' ? 'an object' : typeof obj} at ${prefix || 'the top level'}`);
+  fail(
+    `expected a dict of tensors, found ${Array.isArray(obj) ? 'a list' : obj instanceof Tuple ? 'a tuple' : typeof obj === 'object' ? 'an object' : typeof obj} at ${prefix || 'the top level'}`,
+  );
 }
 
 /**
@@ -548,7 +586,8 @@ export async function readTorchBin(path: string): Promise<Map<string, RawTensor>
   } catch (e) {
     throw new TorchBinError(path, `cannot read: ${(e as Error).message}`);
   }
-  if (size > MAX_BIN_BYTES) throw new TorchBinError(path, `${size} bytes is more than the ${MAX_BIN_BYTES} read; convert it to safetensors`);
+  if (size > MAX_BIN_BYTES)
+    throw new TorchBinError(path, `${size} bytes is more than the ${MAX_BIN_BYTES} read; convert it to safetensors`);
   // the parser reads with Buffer's little-endian accessors, which only Node has
   if (typeof Buffer === 'undefined') throw new TorchBinError(path, 'PyTorch .bin files are read on Node only; convert it to safetensors');
   const bytes = await readFile(path);

@@ -29,7 +29,13 @@ export type LinearHook = (x: Value, base: (x: Value) => Value, spec: LinearSpec,
 export type EmbeddingHook = (ids: Value, base: () => Value, ctx: BuildContext) => Value;
 
 /** Called with a sub-layer's output and its residual input; returns the new residual stream. */
-export type SublayerHook = (args: { layer: number; output: Value; residual: Value; norm?: (x: Value) => Value; ctx: BuildContext }) => Value;
+export type SublayerHook = (args: {
+  layer: number;
+  output: Value;
+  residual: Value;
+  norm?: (x: Value) => Value;
+  ctx: BuildContext;
+}) => Value;
 
 export interface BuildOptions {
   /** weight names that are trainable params instead of frozen constants (full fine-tuning, modules_to_save) */
@@ -72,7 +78,11 @@ export class BuildContext {
   private readonly operands = new Map<string, QuantOperands>();
   private readonly int8 = new Map<string, [Value, Value, Value, Value]>();
 
-  constructor(readonly graph: Graph, readonly weights: WeightStore, opts: BuildOptions = {}) {
+  constructor(
+    readonly graph: Graph,
+    readonly weights: WeightStore,
+    opts: BuildOptions = {},
+  ) {
     this.trainable = opts.trainable ?? new Set();
     this.training = opts.training ?? false;
     this.quantKernel = opts.quantKernel ?? 'ops';
@@ -87,7 +97,11 @@ export class BuildContext {
    * of the second int8 copy: the LM head's, whose incoming gradient (softmax minus one-hot) loses
    * its many small probabilities to per-tensor 8-bit quantization.
    */
-  int8Weight(name: string, layout: 'linear' | 'conv1d', floatBackward = false): readonly [Value, Value, Value, Value] | readonly [Value, Value, Value] | undefined {
+  int8Weight(
+    name: string,
+    layout: 'linear' | 'conv1d',
+    floatBackward = false,
+  ): readonly [Value, Value, Value, Value] | readonly [Value, Value, Value] | undefined {
     if (this.basePrecision !== 'int8') return undefined;
     name = this.weights.resolve(name);
     if (this.trainable.has(name) || this.weights.isQuantized(name)) return undefined;
@@ -135,7 +149,9 @@ export class BuildContext {
     const q = this.weights.getQuantized(name);
     if (!q) throw new QuantizationError(`weight "${name}" is not quantized`);
     if (this.trainable.has(name)) {
-      throw new QuantizationError(`weight "${name}" is 4-bit quantized and cannot be trained; keep it in full precision (skipModules) or load the model without quantization`);
+      throw new QuantizationError(
+        `weight "${name}" is 4-bit quantized and cannot be trained; keep it in full precision (skipModules) or load the model without quantization`,
+      );
     }
     return q.quant;
   }

@@ -85,7 +85,10 @@ export function repeatKV(x: Value, nRep: number): Value {
   if (nRep === 1) return x;
   const kv = x.shape[1] as number;
   const d = x.shape[3] as number;
-  const copies = o.concat(Array.from({ length: nRep }, () => o.unsqueeze(x, 2)), 2);
+  const copies = o.concat(
+    Array.from({ length: nRep }, () => o.unsqueeze(x, 2)),
+    2,
+  );
   return o.reshape(copies, [0, kv * nRep, -1, d]);
 }
 

@@ -6,7 +6,14 @@
 import type { RawTensor, TensorSource } from '../io/safetensors.js';
 import { toFloat32 } from '../io/safetensors.js';
 import type { ConstSource } from '../graph/ir.js';
-import { type QuantizeOptions, type Quantized4bit, dequantize4bit, numel as numelOf, quantize4bit, quantizedBytes } from '../quant/blockwise.js';
+import {
+  type QuantizeOptions,
+  type Quantized4bit,
+  dequantize4bit,
+  numel as numelOf,
+  quantize4bit,
+  quantizedBytes,
+} from '../quant/blockwise.js';
 import { BNB_COMPONENTS, fromBnbTensors, quantStateKey } from '../quant/bnb.js';
 import { QuantizationError } from '../quant/errors.js';
 
@@ -56,7 +63,11 @@ export class WeightStore {
    */
   checkpointDtype?: CheckpointDtype;
 
-  static async fromSource(source: TensorSource, path: (name: string) => string | undefined = () => undefined, opts: WeightLoadOptions = {}): Promise<WeightStore> {
+  static async fromSource(
+    source: TensorSource,
+    path: (name: string) => string | undefined = () => undefined,
+    opts: WeightLoadOptions = {},
+  ): Promise<WeightStore> {
     const store = new WeightStore();
     await store.load(source, path, opts);
     return store;
@@ -67,7 +78,11 @@ export class WeightStore {
    * bitsandbytes 4-bit layout stay quantized; others that `opts.quantize` selects are quantized
    * as they are read, so only one tensor is ever held in full precision.
    */
-  async load(source: TensorSource, path: (name: string) => string | undefined = () => undefined, opts: WeightLoadOptions = {}): Promise<void> {
+  async load(
+    source: TensorSource,
+    path: (name: string) => string | undefined = () => undefined,
+    opts: WeightLoadOptions = {},
+  ): Promise<void> {
     const names = source.names();
     const has = (k: string) => source.has(k);
     const companions = new Set<string>();
@@ -135,7 +150,9 @@ export class WeightStore {
     const w = this.map.get(this.resolve(name));
     if (!w) {
       if (this.isQuantized(name)) {
-        throw new QuantizationError(`weight "${name}" is held 4-bit quantized; use dequantized() for a float32 copy, or load the model without quantization to change or train it`);
+        throw new QuantizationError(
+          `weight "${name}" is held 4-bit quantized; use dequantized() for a float32 copy, or load the model without quantization to change or train it`,
+        );
       }
       throw new Error(`weight "${name}" is not loaded`);
     }
@@ -210,7 +227,8 @@ export class WeightStore {
 function quantizeRaw(name: string, raw: RawTensor, spec: QuantizeOptions & { transpose?: boolean }): QuantizedWeightTensor {
   const shape = [...raw.shape];
   const transposed = spec.transpose === true;
-  if (transposed && shape.length !== 2) throw new QuantizationError(`${name}: only a matrix can be quantized transposed, got shape [${shape.join(', ')}]`);
+  if (transposed && shape.length !== 2)
+    throw new QuantizationError(`${name}: only a matrix can be quantized transposed, got shape [${shape.join(', ')}]`);
   let data = toFloat32(raw);
   if (transposed) data = transpose2d(data, shape[0]!, shape[1]!);
   const qshape = transposed ? [shape[1]!, shape[0]!] : shape;

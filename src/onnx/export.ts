@@ -65,7 +65,10 @@ function bytesOf(v: Value): Uint8Array | undefined {
 function toAttr(a: OnnxAttr): AttrValue {
   if (a.type !== 'tensor') return a;
   const arr = hostArrayOf(a.dtype, a.values);
-  return { type: 'tensor', tensor: { name: 'value', dataType: onnxDtype(a.dtype), dims: a.dims, raw: new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength) } };
+  return {
+    type: 'tensor',
+    tensor: { name: 'value', dataType: onnxDtype(a.dtype), dims: a.dims, raw: new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength) },
+  };
 }
 
 function dimInfo(d: number | string): number | string | null {
@@ -121,7 +124,12 @@ export function lowerGraph(graph: Graph, outputs: Record<string, Value>, name = 
       if (!n) {
         n = `__scalar_${int64Cache.size}`;
         const arr = hostArrayOf(dtype, [value]);
-        initializers.push({ name: n, dataType: onnxDtype(dtype), dims: [], raw: new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength) });
+        initializers.push({
+          name: n,
+          dataType: onnxDtype(dtype),
+          dims: [],
+          raw: new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength),
+        });
         int64Cache.set(key, n);
       }
       return n;
@@ -134,7 +142,13 @@ export function lowerGraph(graph: Graph, outputs: Record<string, Value>, name = 
   for (const n of graph.nodes) {
     if (!liveNodes.has(n.id)) continue;
     ctx.scopeName = n.scope || 'root';
-    LOWER[n.op](ctx, n.inputs.map((v) => v.name), n.outputs.map((v) => v.name), n.attrs as never, n);
+    LOWER[n.op](
+      ctx,
+      n.inputs.map((v) => v.name),
+      n.outputs.map((v) => v.name),
+      n.attrs as never,
+      n,
+    );
   }
 
   const constantInputs: Value[] = [];
@@ -149,7 +163,9 @@ export function lowerGraph(graph: Graph, outputs: Record<string, Value>, name = 
     if (s.kind === 'file') {
       const expected = (staticSize(c.shape) ?? 0) * dtypeByteSize(c.dtype);
       if (s.length !== expected) {
-        throw new GraphShapeError(`constant "${c.name}" reads ${s.length} bytes of ${s.path} but ${c.dtype}${shapeToString(c.shape)} needs ${expected}`);
+        throw new GraphShapeError(
+          `constant "${c.name}" reads ${s.length} bytes of ${s.path} but ${c.dtype}${shapeToString(c.shape)} needs ${expected}`,
+        );
       }
       externalFiles.add(s.path);
       // the path as given; the runtime rewrites it relative to the folder ONNX Runtime is told about
@@ -208,7 +224,10 @@ export function lowerGraph(graph: Graph, outputs: Record<string, Value>, name = 
       inputs: [...feeds, ...constantInputs].map((v) => info(v)),
       outputs: outputInfos,
       initializers,
-      opsets: [{ domain: '', version: OPSET }, { domain: 'com.microsoft', version: 1 }],
+      opsets: [
+        { domain: '', version: OPSET },
+        { domain: 'com.microsoft', version: 1 },
+      ],
     },
     feeds,
     outputNames,

@@ -61,7 +61,10 @@ export function quantizeInt8Blocks(w: Float32Array, rows: number, cols: number, 
         const a = Math.abs(v);
         if (a > m || a !== a) m = a;
       }
-      if (!(m < Infinity)) throw new Int8WeightsError(`a weight matrix holds NaN or infinity (row ${r}); int8 weights need finite weights: check the checkpoint, or leave quantize unset`);
+      if (!(m < Infinity))
+        throw new Int8WeightsError(
+          `a weight matrix holds NaN or infinity (row ${r}); int8 weights need finite weights: check the checkpoint, or leave quantize unset`,
+        );
       const s = m / 127;
       scales[r * blocks + b] = s;
       if (s === 0) continue;
@@ -104,7 +107,9 @@ function productLayout(n: NodeSpec, name: string): 'kn' | 'nk' | undefined {
 
 function floatsOf(bytes: Uint8Array): Float32Array {
   // copy when the bytes are not 4-byte aligned inside their buffer
-  return bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) : new Float32Array(bytes.slice().buffer);
+  return bytes.byteOffset % 4 === 0
+    ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
+    : new Float32Array(bytes.slice().buffer);
 }
 
 function readFileRange(path: string, offset: number, length: number): Uint8Array {
@@ -114,7 +119,8 @@ function readFileRange(path: string, offset: number, length: number): Uint8Array
     let done = 0;
     while (done < length) {
       const n = readSync(fd, out, done, length - done, offset + done);
-      if (n <= 0) throw new Int8WeightsError(`${path} ended before the ${length} bytes of a weight at offset ${offset}; the checkpoint is truncated`);
+      if (n <= 0)
+        throw new Int8WeightsError(`${path} ended before the ${length} bytes of a weight at offset ${offset}; the checkpoint is truncated`);
       done += n;
     }
   } finally {
@@ -145,7 +151,12 @@ export function int8Matmuls(lowered: LoweredGraph): { lowered: LoweredGraph; rep
   const blobs = new Map(lowered.externalData.map((b) => [b.path, b.data]));
   const constInputs = new Map(lowered.constantInputs.map((v) => [v.name, v]));
 
-  interface Candidate { name: string; dims: number[]; data: () => Float32Array; key: () => [object | string, string] }
+  interface Candidate {
+    name: string;
+    dims: number[];
+    data: () => Float32Array;
+    key: () => [object | string, string];
+  }
   const candidates: Candidate[] = [];
   for (const t of spec.initializers) {
     if (t.dataType !== FLOAT || t.dims.length !== 2) continue;
@@ -155,8 +166,20 @@ export function int8Matmuls(lowered: LoweredGraph): { lowered: LoweredGraph; rep
     } else if (t.external) {
       const ext = t.external;
       const blob = blobs.get(ext.location);
-      if (blob) candidates.push({ name: t.name, dims: t.dims, data: () => floatsOf(blob.subarray(ext.offset, ext.offset + ext.length)), key: () => [blob.buffer, `${blob.byteOffset + ext.offset}`] });
-      else candidates.push({ name: t.name, dims: t.dims, data: () => floatsOf(readFileRange(ext.location, ext.offset, ext.length)), key: () => [`${ext.location}`, `${ext.offset}`] });
+      if (blob)
+        candidates.push({
+          name: t.name,
+          dims: t.dims,
+          data: () => floatsOf(blob.subarray(ext.offset, ext.offset + ext.length)),
+          key: () => [blob.buffer, `${blob.byteOffset + ext.offset}`],
+        });
+      else
+        candidates.push({
+          name: t.name,
+          dims: t.dims,
+          data: () => floatsOf(readFileRange(ext.location, ext.offset, ext.length)),
+          key: () => [`${ext.location}`, `${ext.offset}`],
+        });
     }
   }
   for (const v of lowered.constantInputs) {
@@ -204,7 +227,10 @@ export function int8Matmuls(lowered: LoweredGraph): { lowered: LoweredGraph; rep
         const st: TensorSpec = { name: s, dataType: FLOAT, dims: [m.n * m.blocks] };
         if (!filesBacked) {
           // in-memory external data: ONNX Runtime reads the JS array, nothing goes through the ModelProto
-          for (const [t, d] of [[qt, codes], [st, scales]] as const) {
+          for (const [t, d] of [
+            [qt, codes],
+            [st, scales],
+          ] as const) {
             const path = `__peft_int8_${addedBlobs.length}.bin`;
             addedBlobs.push({ path, data: d });
             t.external = { location: path, offset: 0, length: d.byteLength };
@@ -213,7 +239,9 @@ export function int8Matmuls(lowered: LoweredGraph): { lowered: LoweredGraph; rep
           // next to file-backed constants ONNX Runtime takes no in-memory blobs: inline while there is room
           inlineBytes += codes.byteLength + scales.byteLength;
           if (inlineBytes > MAX_INLINE_BYTES) {
-            throw new Int8WeightsError(`the int8 weights do not fit the 2 GB ModelProto next to file-backed weights; this model is too large for quantize: 'int8' (leave it unset)`);
+            throw new Int8WeightsError(
+              `the int8 weights do not fit the 2 GB ModelProto next to file-backed weights; this model is too large for quantize: 'int8' (leave it unset)`,
+            );
           }
           qt.raw = codes;
           st.raw = scales;
@@ -232,7 +260,14 @@ export function int8Matmuls(lowered: LoweredGraph): { lowered: LoweredGraph; rep
         block_size: { type: 'int', value: INT8_BLOCK },
         accuracy_level: { type: 'int', value: 4 },
       };
-      replaced.set(u, { opType: 'MatMulNBits', domain: 'com.microsoft', name: u.name, inputs: [u.inputs[0]!, entry.q, entry.s], outputs: u.outputs, attributes: attrs });
+      replaced.set(u, {
+        opType: 'MatMulNBits',
+        domain: 'com.microsoft',
+        name: u.name,
+        inputs: [u.inputs[0]!, entry.q, entry.s],
+        outputs: u.outputs,
+        attributes: attrs,
+      });
     }
     if (products.length === us.length) dropped.add(c.name);
   }

@@ -200,7 +200,8 @@ export const LOWER: { [K in OpName]: LowerRule<OpAttrs[K]> } = {
   // Lowered to com.microsoft FusedMatMul (transB) for float32, which MLAS prepacks like MatMul, so
   // no transposed copy of the weight is ever made.
   MatMulT: (ctx, ins, outs, _a, node) => {
-    if (node.inputs[0]!.dtype === 'float32') return ctx.emit('FusedMatMul', ins, outs, { transB: int(1), alpha: float(1) }, 'com.microsoft');
+    if (node.inputs[0]!.dtype === 'float32')
+      return ctx.emit('FusedMatMul', ins, outs, { transB: int(1), alpha: float(1) }, 'com.microsoft');
     const t = ctx.tmp('wT');
     ctx.emit('Transpose', [ins[1]!], [t], { perm: ints([1, 0]) });
     ctx.emit('MatMul', [ins[0]!, t], outs);
@@ -213,7 +214,13 @@ export const LOWER: { [K in OpName]: LowerRule<OpAttrs[K]> } = {
     const gate = lowerAfterGate(ctx, x);
     if (a.bnb4 !== undefined && dtype === 'float32') {
       const absmax = a.nested ? lowerNestedAbsmax(ctx, ins, a, gate) : ins[3]!;
-      ctx.emit('MatMulBnb4', [x, ins[1]!, absmax], outs, { K: int(a.shape[1]), N: int(a.shape[0]), block_size: int(a.blockSize), quant_type: int(a.bnb4) }, 'com.microsoft');
+      ctx.emit(
+        'MatMulBnb4',
+        [x, ins[1]!, absmax],
+        outs,
+        { K: int(a.shape[1]), N: int(a.shape[0]), block_size: int(a.blockSize), quant_type: int(a.bnb4) },
+        'com.microsoft',
+      );
       return;
     }
     const w = lowerDequant4(ctx, ins, a, gate, node.inputs[2]!.rank === 2);
@@ -250,7 +257,8 @@ export const LOWER: { [K in OpName]: LowerRule<OpAttrs[K]> } = {
   ReshapeLike: (ctx, ins, outs) => ctx.emit('Reshape', [ins[0]!, shapeOf(ctx, ins[1]!)], outs),
   Transpose: (ctx, ins, outs, { perm }) => ctx.emit('Transpose', ins, outs, { perm: ints(perm) }),
   Concat: (ctx, ins, outs, { axis }) => ctx.emit('Concat', ins, outs, { axis: int(axis) }),
-  Slice: (ctx, ins, outs, { axis, start, end }) => ctx.emit('Slice', [ins[0]!, ctx.int64s([start]), ctx.int64s([end]), ctx.int64s([axis])], outs),
+  Slice: (ctx, ins, outs, { axis, start, end }) =>
+    ctx.emit('Slice', [ins[0]!, ctx.int64s([start]), ctx.int64s([end]), ctx.int64s([axis])], outs),
   Split: (ctx, ins, outs, { axis, sizes }) => ctx.emit('Split', [ins[0]!, ctx.int64s(sizes)], outs, { axis: int(axis) }),
   Pad: (ctx, ins, outs, { pads }) => ctx.emit('Pad', [ins[0]!, ctx.int64s(pads)], outs, { mode: str('constant') }),
   Gather: (ctx, ins, outs, { axis }) => ctx.emit('Gather', ins, outs, { axis: int(axis) }),
@@ -304,10 +312,13 @@ export const LOWER: { [K in OpName]: LowerRule<OpAttrs[K]> } = {
     ctx.emit('ScatterElements', [scaled, idx, neg], outs, { axis: int(1), reduction: str('add') });
   },
   DimOf: (ctx, ins, outs, { axis }) => ctx.emit('Identity', [dimScalar(ctx, ins[0]!, axis)], outs),
-  ArangeOfDim: (ctx, ins, outs, { axis }) => ctx.emit('Range', [ctx.scalar(0, 'int64'), dimScalar(ctx, ins[0]!, axis), ctx.scalar(1, 'int64')], outs),
+  ArangeOfDim: (ctx, ins, outs, { axis }) =>
+    ctx.emit('Range', [ctx.scalar(0, 'int64'), dimScalar(ctx, ins[0]!, axis), ctx.scalar(1, 'int64')], outs),
   Size: as('Size'),
   ZerosLike: (ctx, ins, outs, _a, node) =>
-    ctx.emit('ConstantOfShape', [shapeOf(ctx, ins[0]!)], outs, { value: { type: 'tensor', dtype: node.inputs[0]!.dtype, dims: [1], values: [0] } }),
+    ctx.emit('ConstantOfShape', [shapeOf(ctx, ins[0]!)], outs, {
+      value: { type: 'tensor', dtype: node.inputs[0]!.dtype, dims: [1], values: [0] },
+    }),
   ScatterAddRows: (ctx, [zeros, idx, upd], outs) => {
     const i = ctx.tmp('rows');
     ctx.emit('Unsqueeze', [idx!, ctx.int64s([-1])], [i]);

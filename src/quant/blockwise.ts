@@ -2,16 +2,7 @@
 // block, two codes per byte (element 2k in the high nibble), and double quantization of the absmax
 // values (8-bit dynamic map, blocks of 256, mean offset subtracted). Tight typed-array loops.
 
-import {
-  DYNAMIC_MAP_SIGNED,
-  LUT_MIXED,
-  LUT_SCALE,
-  NearestCode,
-  type QuantType,
-  type Rounding,
-  codeTable,
-  rounderFor,
-} from './codes.js';
+import { DYNAMIC_MAP_SIGNED, LUT_MIXED, LUT_SCALE, NearestCode, type QuantType, type Rounding, codeTable, rounderFor } from './codes.js';
 import { QuantizationError } from './errors.js';
 
 /** Absmax values as bitsandbytes keeps them: plain float32, or themselves 8-bit quantized. */
@@ -130,7 +121,11 @@ const dynamicNearest = new NearestCode(DYNAMIC_MAP_SIGNED);
  * bitsandbytes' quantize_blockwise (default backend) with its dynamic map: per block the absmax,
  * x * (1 / absmax) clamped to [-1, 1], and the argmin code. Used on the absmax values.
  */
-export function quantizeBlockwise8bit(a: Float32Array, blockSize = NESTED_BLOCK_SIZE, code: Float32Array = DYNAMIC_MAP_SIGNED): { codes: Uint8Array; absmax: Float32Array } {
+export function quantizeBlockwise8bit(
+  a: Float32Array,
+  blockSize = NESTED_BLOCK_SIZE,
+  code: Float32Array = DYNAMIC_MAP_SIGNED,
+): { codes: Uint8Array; absmax: Float32Array } {
   const near = code === DYNAMIC_MAP_SIGNED ? dynamicNearest : new NearestCode(code);
   const n = a.length;
   const blocks = Math.ceil(n / blockSize);
@@ -184,9 +179,11 @@ export function doubleQuantize(absmax: Float32Array): AbsmaxState {
  */
 export function quantize4bit(data: Float32Array, shape: readonly number[], opts: QuantizeOptions = {}): Quantized4bit {
   const type = opts.type ?? 'nf4';
-  if (type !== 'nf4' && type !== 'fp4') throw new QuantizationError(`quantization type "${String(type)}" is not supported; use "nf4" or "fp4"`);
+  if (type !== 'nf4' && type !== 'fp4')
+    throw new QuantizationError(`quantization type "${String(type)}" is not supported; use "nf4" or "fp4"`);
   const rounding = opts.rounding ?? 'argmin';
-  if (rounding !== 'argmin' && rounding !== 'midpoint') throw new QuantizationError(`rounding "${String(rounding)}" is not supported; use "argmin" or "midpoint"`);
+  if (rounding !== 'argmin' && rounding !== 'midpoint')
+    throw new QuantizationError(`rounding "${String(rounding)}" is not supported; use "argmin" or "midpoint"`);
   const blockSize = opts.blockSize ?? 64;
   checkBlockSize(blockSize);
   const n = data.length;
@@ -211,7 +208,9 @@ export function quantize4bit(data: Float32Array, shape: readonly number[], opts:
     // Math.max propagates NaN, so a NaN or an infinity leaves m non-finite
     for (let i = start; i < end; i++) m = Math.max(m, Math.abs(data[i]!));
     if (!(m < Infinity)) {
-      throw new QuantizationError(`value ${firstNonFinite(data, start, end)} at flat index ${start}..${end - 1} cannot be quantized; the weights contain NaN or infinity (check the checkpoint)`);
+      throw new QuantizationError(
+        `value ${firstNonFinite(data, start, end)} at flat index ${start}..${end - 1} cannot be quantized; the weights contain NaN or infinity (check the checkpoint)`,
+      );
     }
     absmax[b] = m;
     // Blocks are even-sized, so a byte never straddles two blocks.
@@ -296,17 +295,22 @@ export function validateQuantized(q: Quantized4bit, what = 'quantized tensor'): 
   const n = numel(q.shape);
   if (!(n > 0)) throw new QuantizationError(`${what}: shape [${q.shape.join(', ')}] is empty`);
   if (q.packed.length !== Math.ceil(n / 2)) {
-    throw new QuantizationError(`${what}: ${q.packed.length} packed bytes, but shape [${q.shape.join(', ')}] needs ${Math.ceil(n / 2)}; the checkpoint is inconsistent`);
+    throw new QuantizationError(
+      `${what}: ${q.packed.length} packed bytes, but shape [${q.shape.join(', ')}] needs ${Math.ceil(n / 2)}; the checkpoint is inconsistent`,
+    );
   }
   if (q.code.length !== 16) throw new QuantizationError(`${what}: quant_map has ${q.code.length} entries, expected 16`);
   const blocks = Math.ceil(n / q.blockSize);
   const a = q.absmax;
   if (a.kind === 'plain') {
-    if (a.absmax.length !== blocks) throw new QuantizationError(`${what}: ${a.absmax.length} absmax values for ${blocks} blocks of ${q.blockSize}`);
+    if (a.absmax.length !== blocks)
+      throw new QuantizationError(`${what}: ${a.absmax.length} absmax values for ${blocks} blocks of ${q.blockSize}`);
   } else {
-    if (a.codes.length !== blocks) throw new QuantizationError(`${what}: ${a.codes.length} absmax codes for ${blocks} blocks of ${q.blockSize}`);
+    if (a.codes.length !== blocks)
+      throw new QuantizationError(`${what}: ${a.codes.length} absmax codes for ${blocks} blocks of ${q.blockSize}`);
     const nested = Math.ceil(blocks / a.nestedBlockSize);
-    if (a.nestedAbsmax.length !== nested) throw new QuantizationError(`${what}: ${a.nestedAbsmax.length} nested absmax values, expected ${nested}`);
+    if (a.nestedAbsmax.length !== nested)
+      throw new QuantizationError(`${what}: ${a.nestedAbsmax.length} nested absmax values, expected ${nested}`);
     if (a.code.length !== 256) throw new QuantizationError(`${what}: nested_quant_map has ${a.code.length} entries, expected 256`);
     if (!Number.isFinite(a.offset)) throw new QuantizationError(`${what}: nested_offset ${a.offset} is not a finite number`);
   }

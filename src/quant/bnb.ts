@@ -10,7 +10,14 @@ import { RawNumber, type RawJson, pyFloatRepr } from './pyjson.js';
 
 export const QUANT_STATE_KEY = 'quant_state.bitsandbytes__';
 /** Suffixes of the tensors a quantized weight brings along, after '<w>.'. */
-export const BNB_COMPONENTS = ['absmax', 'quant_map', 'nested_absmax', 'nested_quant_map', `${QUANT_STATE_KEY}nf4`, `${QUANT_STATE_KEY}fp4`] as const;
+export const BNB_COMPONENTS = [
+  'absmax',
+  'quant_map',
+  'nested_absmax',
+  'nested_quant_map',
+  `${QUANT_STATE_KEY}nf4`,
+  `${QUANT_STATE_KEY}fp4`,
+] as const;
 
 /** The part of QuantState that lives in the JSON tensor. */
 export interface QuantStateJson {
@@ -27,14 +34,13 @@ const bytesOf = (a: Float32Array | Uint8Array): Uint8Array => new Uint8Array(a.b
 
 /** json.dumps of the non-tensor quant state entries, in the order QuantState.as_dict inserts them. */
 export function encodeQuantState(q: Quantized4bit): Uint8Array {
-  const parts = [
-    `"quant_type": "${q.type}"`,
-    `"blocksize": ${q.blockSize}`,
-    `"dtype": "${q.dtype}"`,
-    `"shape": [${q.shape.join(', ')}]`,
-  ];
+  const parts = [`"quant_type": "${q.type}"`, `"blocksize": ${q.blockSize}`, `"dtype": "${q.dtype}"`, `"shape": [${q.shape.join(', ')}]`];
   if (q.absmax.kind === 'double') {
-    parts.push(`"nested_blocksize": ${q.absmax.nestedBlockSize}`, '"nested_dtype": "float32"', `"nested_offset": ${pyFloatRepr(q.absmax.offset)}`);
+    parts.push(
+      `"nested_blocksize": ${q.absmax.nestedBlockSize}`,
+      '"nested_dtype": "float32"',
+      `"nested_offset": ${pyFloatRepr(q.absmax.offset)}`,
+    );
   }
   return new TextEncoder().encode(`{${parts.join(', ')}}`);
 }
@@ -56,7 +62,12 @@ export function decodeQuantState(bytes: Uint8Array, what: string): QuantStateJso
   if (!isInt(o.blocksize)) bad('blocksize', 'a positive integer');
   if (typeof o.dtype !== 'string') bad('dtype', 'a dtype name');
   if (!Array.isArray(o.shape) || o.shape.length === 0 || !o.shape.every(isInt)) bad('shape', 'a list of positive integers');
-  const out: QuantStateJson = { quant_type: o.quant_type as QuantType, blocksize: o.blocksize as number, dtype: o.dtype as string, shape: [...(o.shape as number[])] };
+  const out: QuantStateJson = {
+    quant_type: o.quant_type as QuantType,
+    blocksize: o.blocksize as number,
+    dtype: o.dtype as string,
+    shape: [...(o.shape as number[])],
+  };
   if ('nested_offset' in o || 'nested_blocksize' in o) {
     if (typeof o.nested_offset !== 'number') bad('nested_offset', 'a number');
     if (!isInt(o.nested_blocksize)) bad('nested_blocksize', 'a positive integer');
@@ -104,7 +115,10 @@ export function isBnbComponent(key: string): boolean {
 export async function fromBnbTensors(name: string, read: (key: string) => Promise<RawTensor | undefined>): Promise<Quantized4bit> {
   const need = async (key: string): Promise<RawTensor> => {
     const t = await read(key);
-    if (!t) throw new QuantizationError(`${name}: the 4-bit checkpoint lacks "${key}"; it was not saved by transformers/bitsandbytes, or is incomplete`);
+    if (!t)
+      throw new QuantizationError(
+        `${name}: the 4-bit checkpoint lacks "${key}"; it was not saved by transformers/bitsandbytes, or is incomplete`,
+      );
     return t;
   };
   let stateTensor: RawTensor | undefined;
@@ -116,13 +130,17 @@ export async function fromBnbTensors(name: string, read: (key: string) => Promis
       break;
     }
   }
-  if (!stateTensor || !type) throw new QuantizationError(`${name}: no "${name}.${QUANT_STATE_KEY}nf4" (or fp4) tensor; not a bitsandbytes 4-bit weight`);
+  if (!stateTensor || !type)
+    throw new QuantizationError(`${name}: no "${name}.${QUANT_STATE_KEY}nf4" (or fp4) tensor; not a bitsandbytes 4-bit weight`);
   if (stateTensor.dtype !== 'U8') throw new QuantizationError(`${name}: quant_state must be a U8 tensor, got ${stateTensor.dtype}`);
   const st = decodeQuantState(stateTensor.data, name);
-  if (st.quant_type !== type) throw new QuantizationError(`${name}: quant_state says "${st.quant_type}" but is stored under bitsandbytes__${type}`);
+  if (st.quant_type !== type)
+    throw new QuantizationError(`${name}: quant_state says "${st.quant_type}" but is stored under bitsandbytes__${type}`);
   const packedT = await need(name);
   if (packedT.dtype !== 'U8') {
-    throw new QuantizationError(`${name}: packed 4-bit data must be U8, got ${packedT.dtype} (bnb_4bit_quant_storage other than uint8 is not supported)`);
+    throw new QuantizationError(
+      `${name}: packed 4-bit data must be U8, got ${packedT.dtype} (bnb_4bit_quant_storage other than uint8 is not supported)`,
+    );
   }
   const n = numel(st.shape);
   const mapT = await need(`${name}.quant_map`);
@@ -141,9 +159,19 @@ export async function fromBnbTensors(name: string, read: (key: string) => Promis
   } else {
     absmax = { kind: 'plain', absmax: copyF32(toFloat32(absT)) };
   }
-  const q: Quantized4bit = { type, blockSize: st.blocksize, shape: st.shape, dtype: st.dtype, packed: packedT.data, code: copyF32(toFloat32(mapT)), absmax };
+  const q: Quantized4bit = {
+    type,
+    blockSize: st.blocksize,
+    shape: st.shape,
+    dtype: st.dtype,
+    packed: packedT.data,
+    code: copyF32(toFloat32(mapT)),
+    absmax,
+  };
   if (packedT.data.length !== Math.ceil(n / 2)) {
-    throw new QuantizationError(`${name}: ${packedT.data.length} packed bytes but quant_state shape [${st.shape.join(', ')}] needs ${Math.ceil(n / 2)}`);
+    throw new QuantizationError(
+      `${name}: ${packedT.data.length} packed bytes but quant_state shape [${st.shape.join(', ')}] needs ${Math.ceil(n / 2)}`,
+    );
   }
   validateQuantized(q, name);
   return q;
@@ -187,13 +215,17 @@ export function parseBnbQuantizationConfig(raw: unknown): { type: QuantType; dou
   const o = raw as Record<string, unknown>;
   if (o.quant_method !== 'bitsandbytes') return undefined;
   if (o.load_in_8bit === true || o._load_in_8bit === true) {
-    throw new QuantizationError('this checkpoint is bitsandbytes 8-bit (load_in_8bit); only 4-bit (load_in_4bit) checkpoints can be loaded; load the original weights and quantize to 4-bit instead');
+    throw new QuantizationError(
+      'this checkpoint is bitsandbytes 8-bit (load_in_8bit); only 4-bit (load_in_4bit) checkpoints can be loaded; load the original weights and quantize to 4-bit instead',
+    );
   }
   if (o.load_in_4bit !== true && o._load_in_4bit !== true) return undefined;
   const type = o.bnb_4bit_quant_type ?? 'fp4';
-  if (type !== 'nf4' && type !== 'fp4') throw new QuantizationError(`quantization_config.bnb_4bit_quant_type "${String(type)}" is not supported; use nf4 or fp4`);
+  if (type !== 'nf4' && type !== 'fp4')
+    throw new QuantizationError(`quantization_config.bnb_4bit_quant_type "${String(type)}" is not supported; use nf4 or fp4`);
   const storage = o.bnb_4bit_quant_storage ?? 'uint8';
-  if (storage !== 'uint8') throw new QuantizationError(`quantization_config.bnb_4bit_quant_storage "${String(storage)}" is not supported; only uint8 packing is`);
+  if (storage !== 'uint8')
+    throw new QuantizationError(`quantization_config.bnb_4bit_quant_storage "${String(storage)}" is not supported; only uint8 packing is`);
   const skip = Array.isArray(o.llm_int8_skip_modules) ? o.llm_int8_skip_modules.filter((s): s is string => typeof s === 'string') : [];
   return { type, doubleQuant: o.bnb_4bit_use_double_quant === true, skipModules: skip };
 }

@@ -3,14 +3,7 @@
 // loadModel uses to pick the weights it holds quantized.
 
 export { QuantizationError } from './errors.js';
-export {
-  DYNAMIC_MAP_SIGNED,
-  FP4_CODE,
-  NF4_CODE,
-  type QuantType,
-  type Rounding,
-  codeTable,
-} from './codes.js';
+export { DYNAMIC_MAP_SIGNED, FP4_CODE, NF4_CODE, type QuantType, type Rounding, codeTable } from './codes.js';
 export {
   type AbsmaxState,
   type QuantizeOptions,
@@ -35,5 +28,13 @@ export {
 } from './bnb.js';
 export { type QuantizationConfig, type QuantizationPlan, HEAD_MODULES, quantizationPlan } from './plan.js';
 export { type WriteQuantizedOptions, type WriteQuantizedResult, writeQuantizedCheckpoint } from './save.js';
-export { type QuantKernel, type QuantOperandOptions, type QuantOperands, bnb4QuantType, quantLinear, quantMatmul, quantOperands } from './matmul.js';
+export {
+  type QuantKernel,
+  type QuantOperandOptions,
+  type QuantOperands,
+  bnb4QuantType,
+  quantLinear,
+  quantMatmul,
+  quantOperands,
+} from './matmul.js';
 export { type Int8Granularity, type Int8Quantized, dequantizeInt8, quantizeInt8 } from './int8.js';

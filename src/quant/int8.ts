@@ -24,7 +24,8 @@ export function quantizeInt8(data: Float32Array, shape: readonly number[], granu
   const n = data.length;
   const cols = shape.length ? shape[shape.length - 1]! : 1;
   if (shape.reduce((a, b) => a * b, 1) !== n) throw new QuantizationError(`int8: ${n} values do not fill shape [${shape.join(', ')}]`);
-  if (granularity === 'block' && !(Number.isInteger(blockSize) && blockSize > 0)) throw new QuantizationError(`int8: block size ${blockSize} must be a positive integer`);
+  if (granularity === 'block' && !(Number.isInteger(blockSize) && blockSize > 0))
+    throw new QuantizationError(`int8: block size ${blockSize} must be a positive integer`);
   const group = granularity === 'row' ? Math.max(cols, 1) : blockSize;
   const groups = Math.ceil(n / group);
   const scales = new Float32Array(groups);
@@ -34,7 +35,10 @@ export function quantizeInt8(data: Float32Array, shape: readonly number[], granu
     const end = Math.min(n, start + group);
     let m = 0;
     for (let i = start; i < end; i++) m = Math.max(m, Math.abs(data[i]!));
-    if (!(m < Infinity)) throw new QuantizationError(`int8: the values ${start}..${end - 1} hold NaN or infinity; the adapter is corrupt (check the training run)`);
+    if (!(m < Infinity))
+      throw new QuantizationError(
+        `int8: the values ${start}..${end - 1} hold NaN or infinity; the adapter is corrupt (check the training run)`,
+      );
     const s = Math.fround(m / 127);
     scales[g] = s;
     if (s === 0) continue;

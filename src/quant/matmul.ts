@@ -55,7 +55,8 @@ export function bnb4QuantType(q: Quantized4bit): 0 | 1 | undefined {
 export function quantOperands(g: Graph, name: string, q: Quantized4bit, opts: QuantOperandOptions = {}): QuantOperands {
   validateQuantized(q, name);
   const n = numel(q.shape);
-  if (q.shape.length !== 2) throw new QuantizationError(`${name}: only a 4-bit matrix can be multiplied, got shape [${q.shape.join(', ')}]`);
+  if (q.shape.length !== 2)
+    throw new QuantizationError(`${name}: only a 4-bit matrix can be multiplied, got shape [${q.shape.join(', ')}]`);
   const blocks = Math.ceil(n / q.blockSize);
   const pairs = (opts.unpack ?? 'pairs') === 'pairs';
   const code = pairs ? sharedTable(g, `${q.type}_pairs`, pairTable(q.code), [256, 2]) : sharedTable(g, `${q.type}_quant_map`, q.code, [16]);

@@ -45,13 +45,17 @@ export function isSkipped(module: string, skip: readonly string[]): boolean {
   return skip.some((k) => k === short || k === module || module.includes(`${k}.`));
 }
 
-export function checkQuantizationConfig(c: QuantizationConfig): Required<Omit<QuantizationConfig, 'skipModules'>> & { skipModules: string[] } {
+export function checkQuantizationConfig(
+  c: QuantizationConfig,
+): Required<Omit<QuantizationConfig, 'skipModules'>> & { skipModules: string[] } {
   if (c.bits !== 4) throw new QuantizationError(`${String(c.bits)}-bit quantization is not supported; use bits: 4 (NF4 or FP4)`);
-  if (c.type !== 'nf4' && c.type !== 'fp4') throw new QuantizationError(`quantization type "${String(c.type)}" is not supported; use "nf4" or "fp4"`);
+  if (c.type !== 'nf4' && c.type !== 'fp4')
+    throw new QuantizationError(`quantization type "${String(c.type)}" is not supported; use "nf4" or "fp4"`);
   const blockSize = c.blockSize ?? 64;
   checkBlockSize(blockSize);
   const rounding = c.rounding ?? 'argmin';
-  if (rounding !== 'argmin' && rounding !== 'midpoint') throw new QuantizationError(`rounding "${String(rounding)}" is not supported; use "argmin" or "midpoint"`);
+  if (rounding !== 'argmin' && rounding !== 'midpoint')
+    throw new QuantizationError(`rounding "${String(rounding)}" is not supported; use "argmin" or "midpoint"`);
   if (c.skipModules !== undefined && (!Array.isArray(c.skipModules) || !c.skipModules.every((s) => typeof s === 'string' && s !== ''))) {
     throw new QuantizationError('skipModules must be a list of module names');
   }
@@ -63,12 +67,20 @@ export function checkQuantizationConfig(c: QuantizationConfig): Required<Omit<Qu
  * base-model checkpoint leaves off, e.g. "model."), given the user's options and config.json's
  * quantization_config (a checkpoint saved 4-bit keeps its own quantization).
  */
-export function quantizationPlan(linears: readonly LinearLike[], prefix: string, requested: QuantizationConfig | undefined, checkpointConfig: unknown): QuantizationPlan {
+export function quantizationPlan(
+  linears: readonly LinearLike[],
+  prefix: string,
+  requested: QuantizationConfig | undefined,
+  checkpointConfig: unknown,
+): QuantizationPlan {
   const saved = parseBnbQuantizationConfig(checkpointConfig);
   const conv1d = new Set(linears.filter((s) => s.layout === 'conv1d').map((s) => `${s.name}.weight`));
   const transposed = (name: string) => conv1d.has(name) || conv1d.has(prefix + name);
   if (!requested) {
-    return { transposed, config: saved ? { bits: 4, type: saved.type, doubleQuant: saved.doubleQuant, skipModules: saved.skipModules } : undefined };
+    return {
+      transposed,
+      config: saved ? { bits: 4, type: saved.type, doubleQuant: saved.doubleQuant, skipModules: saved.skipModules } : undefined,
+    };
   }
   const c = checkQuantizationConfig(requested);
   if (saved && (saved.type !== c.type || saved.doubleQuant !== c.doubleQuant)) {
@@ -79,7 +91,12 @@ export function quantizationPlan(linears: readonly LinearLike[], prefix: string,
   // A misspelt skip name would silently quantize the module the user meant to keep.
   for (const k of c.skipModules) {
     if (!linears.some((s) => isSkipped(s.name, [k]) || isSkipped(s.name, [prefix + k]))) {
-      throw new QuantizationError(`skip module "${k}" matches no linear module of this model; nearest names: ${nearestNames(k, linears.map((s) => s.name)).join(', ')}`);
+      throw new QuantizationError(
+        `skip module "${k}" matches no linear module of this model; nearest names: ${nearestNames(
+          k,
+          linears.map((s) => s.name),
+        ).join(', ')}`,
+      );
     }
   }
   const skip = [...HEAD_MODULES, ...c.skipModules];

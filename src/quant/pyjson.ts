@@ -61,7 +61,14 @@ export function parseRawJson(text: string, file = 'config.json'): RawJson {
       }
     }
     if (c === '"') return str();
-    for (const [lit, v] of [['true', true], ['false', false], ['null', null], ['NaN', new RawNumber('NaN')], ['Infinity', new RawNumber('Infinity')], ['-Infinity', new RawNumber('-Infinity')]] as const) {
+    for (const [lit, v] of [
+      ['true', true],
+      ['false', false],
+      ['null', null],
+      ['NaN', new RawNumber('NaN')],
+      ['Infinity', new RawNumber('Infinity')],
+      ['-Infinity', new RawNumber('-Infinity')],
+    ] as const) {
       if (text.startsWith(lit, i)) {
         i += lit.length;
         return v;

@@ -85,7 +85,9 @@ export async function writeQuantizedCheckpoint(srcDir: string, outDir: string, o
         continue;
       }
       if (quantStateKey(name, has)) {
-        throw new QuantizationError(`${name} is 4-bit in the source checkpoint but was not given as quantized; load the model with its quantization to rewrite it`);
+        throw new QuantizationError(
+          `${name} is 4-bit in the source checkpoint but was not given as quantized; load the model with its quantization to rewrite it`,
+        );
       }
       tensors.set(name, await source.read(name));
     }
@@ -108,7 +110,12 @@ export async function writeQuantizedCheckpoint(srcDir: string, outDir: string, o
     await writeFileAtomic(join(outDir, f), bytes);
   }
   return {
-    files: [...written.files, ...(written.indexPath ? [written.indexPath] : []), join(outDir, 'config.json'), ...others.map((f) => join(outDir, f))],
+    files: [
+      ...written.files,
+      ...(written.indexPath ? [written.indexPath] : []),
+      join(outDir, 'config.json'),
+      ...others.map((f) => join(outDir, f)),
+    ],
     quantizedTensors,
     quantizedParams,
     quantizedBytes,

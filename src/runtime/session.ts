@@ -153,7 +153,9 @@ export function externalDataFolder(files: readonly string[]): { folder: string; 
       folder = up === folder ? null : up;
     }
     if (folder === null || path.isAbsolute(path.relative(folder, dir))) {
-      throw new RuntimeError(`constants read from files on different drives (${[...real.values()].join(', ')}); put the weights on one drive`);
+      throw new RuntimeError(
+        `constants read from files on different drives (${[...real.values()].join(', ')}); put the weights on one drive`,
+      );
     }
   }
   const base = folder ?? runtimeBackend().cwd();
@@ -184,7 +186,8 @@ export class RuntimeSession {
       largeConstantBytes: opts.largeConstantBytes ?? DEFAULT_LARGE_CONSTANT_BYTES,
       largeConstants: opts.largeConstants ?? (weights === 'shared' ? 'input' : 'external'),
     });
-    if (opts.quantize !== undefined && opts.quantize !== 'int8') throw new RuntimeError(`unknown quantize "${String(opts.quantize)}"; the only choice is 'int8' (or leave it unset)`);
+    if (opts.quantize !== undefined && opts.quantize !== 'int8')
+      throw new RuntimeError(`unknown quantize "${String(opts.quantize)}"; the only choice is 'int8' (or leave it unset)`);
     const final = opts.quantize === 'int8' ? int8Matmuls(lowered).lowered : lowered;
     return RuntimeSession.fromLowered(final, { ...opts, weights });
   }
@@ -201,7 +204,9 @@ export class RuntimeSession {
       spec = {
         ...spec,
         initializers: spec.initializers.map((t) =>
-          t.external && files.has(t.external.location) ? { ...t, external: { ...t.external, location: ext.location(t.external.location) } } : t,
+          t.external && files.has(t.external.location)
+            ? { ...t, external: { ...t.external, location: ext.location(t.external.location) } }
+            : t,
         ),
       };
     }
@@ -212,7 +217,9 @@ export class RuntimeSession {
         ep === 'cuda'
           ? 'install the CUDA provider with `ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node` on a Linux x64 machine with CUDA 12'
           : 'WebGPU needs a platform where onnxruntime-node ships its WebGPU provider';
-      throw new RuntimeError(`execution provider "${ep}" is not available here (have: ${availableProviders().join(', ')}); ${hint}; or leave executionProvider unset to run on the CPU (the default; no peft command selects another provider)`);
+      throw new RuntimeError(
+        `execution provider "${ep}" is not available here (have: ${availableProviders().join(', ')}); ${hint}; or leave executionProvider unset to run on the CPU (the default; no peft command selects another provider)`,
+      );
     }
     const options: ort.InferenceSession.SessionOptions = {
       executionProviders: [ep],
@@ -223,7 +230,9 @@ export class RuntimeSession {
       // ONNX Runtime would start every thread asked for (--threads 100000 exhausts the machine).
       const cores = runtimeBackend().cpuCount();
       if (!Number.isInteger(opts.threads) || opts.threads < 1 || opts.threads > cores) {
-        throw new RuntimeError(`threads must be an integer from 1 to ${cores} (the CPU cores of this machine), got ${opts.threads}; lower --threads`);
+        throw new RuntimeError(
+          `threads must be an integer from 1 to ${cores} (the CPU cores of this machine), got ${opts.threads}; lower --threads`,
+        );
       }
       options.intraOpNumThreads = opts.threads;
       options.interOpNumThreads = 1;
@@ -242,7 +251,10 @@ export class RuntimeSession {
     Object.assign(config, opts.sessionConfig ?? {});
     if (Object.keys(config).length) options.extra = nestConfig(config);
     if (lowered.externalData.length) {
-      (options as { externalData?: { path: string; data: Uint8Array }[] }).externalData = lowered.externalData.map((b) => ({ path: b.path, data: b.data }));
+      (options as { externalData?: { path: string; data: Uint8Array }[] }).externalData = lowered.externalData.map((b) => ({
+        path: b.path,
+        data: b.data,
+      }));
     }
     const constantFeeds: Record<string, ort.Tensor> = {};
     for (const c of lowered.constantInputs) {
@@ -254,7 +266,9 @@ export class RuntimeSession {
     try {
       session = await runtimeBackend().ort.InferenceSession.create(bytes, options);
     } catch (e) {
-      throw new RuntimeError(`ONNX Runtime rejected the ${opts.name ?? 'graph'} (${lowered.spec.nodes.length} nodes): ${(e as Error).message}`);
+      throw new RuntimeError(
+        `ONNX Runtime rejected the ${opts.name ?? 'graph'} (${lowered.spec.nodes.length} nodes): ${(e as Error).message}`,
+      );
     }
     const memory: SessionMemoryInfo = {
       weights,

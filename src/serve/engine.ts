@@ -112,12 +112,19 @@ export class ServeEngine {
   ) {
     this.maxBatch = opts.maxBatch ?? 16;
     this.maxQueue = opts.maxQueue ?? 64;
-    if (!Number.isInteger(this.maxBatch) || this.maxBatch < 1) throw new GenerationError(`maxBatch must be an integer >= 1, got ${this.maxBatch}`);
-    if (!Number.isInteger(this.maxQueue) || this.maxQueue < 0) throw new GenerationError(`maxQueue must be an integer >= 0, got ${this.maxQueue}`);
+    if (!Number.isInteger(this.maxBatch) || this.maxBatch < 1)
+      throw new GenerationError(`maxBatch must be an integer >= 1, got ${this.maxBatch}`);
+    if (!Number.isInteger(this.maxQueue) || this.maxQueue < 0)
+      throw new GenerationError(`maxQueue must be an integer >= 0, got ${this.maxQueue}`);
   }
 
   /** Compiles the prefill and decode sessions once; adapters are loaded and swapped without recompiling. */
-  static async create(model: MultiAdapterModel, tokenizer: Tokenizer, defaults: GenerationDefaults, opts: EngineOptions = {}): Promise<ServeEngine> {
+  static async create(
+    model: MultiAdapterModel,
+    tokenizer: Tokenizer,
+    defaults: GenerationDefaults,
+    opts: EngineOptions = {},
+  ): Promise<ServeEngine> {
     const sessions = await DecoderSessions.create(model, opts.runtime);
     return new ServeEngine(model, sessions, tokenizer, defaults, opts);
   }
@@ -127,7 +134,14 @@ export class ServeEngine {
   }
 
   stats(): EngineStats {
-    return { running: this.rows.length, waiting: this.queue.length, steps: this.stepCount, peakBatch: this.peak, cancelled: this.ended.cancelled, timedOut: this.ended.timeout };
+    return {
+      running: this.rows.length,
+      waiting: this.queue.length,
+      steps: this.stepCount,
+      peakBatch: this.peak,
+      cancelled: this.ended.cancelled,
+      timedOut: this.ended.timeout,
+    };
   }
 
   /**
@@ -138,10 +152,13 @@ export class ServeEngine {
     if (this.closed) throw new GenerationError('the server is shutting down');
     if (req.promptIds.length === 0) throw new GenerationError('the prompt is empty (no tokens)');
     for (const id of req.promptIds) {
-      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) throw new GenerationError(`token id ${id} is outside the vocabulary [0, ${this.vocabSize})`);
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize)
+        throw new GenerationError(`token id ${id} is outside the vocabulary [0, ${this.vocabSize})`);
     }
-    if (!Number.isInteger(req.maxTokens) || req.maxTokens < 1) throw new GenerationError(`maxTokens must be an integer >= 1, got ${req.maxTokens}`);
-    if (this.queue.length >= this.maxQueue && this.rows.length + this.queue.length >= this.maxBatch) throw new QueueFullError(this.maxQueue);
+    if (!Number.isInteger(req.maxTokens) || req.maxTokens < 1)
+      throw new GenerationError(`maxTokens must be an integer >= 1, got ${req.maxTokens}`);
+    if (this.queue.length >= this.maxQueue && this.rows.length + this.queue.length >= this.maxBatch)
+      throw new QueueFullError(this.maxQueue);
     // The adapter is resolved now and held until the request ends: a later swap does not touch it.
     const slot = this.model.acquire(req.adapter);
     return new Promise<EngineResult>((resolve, reject) => {
@@ -256,7 +273,14 @@ export class ServeEngine {
     });
     let out: StepOutput;
     try {
-      out = await this.sessions.prefill({ batch: n, seq: width, inputIds: ids, attentionMask: mask, positionIds: pos, adapterIndex: BigInt64Array.from(joining.map((p) => BigInt(p.slot))) });
+      out = await this.sessions.prefill({
+        batch: n,
+        seq: width,
+        inputIds: ids,
+        attentionMask: mask,
+        positionIds: pos,
+        adapterIndex: BigInt64Array.from(joining.map((p) => BigInt(p.slot))),
+      });
     } catch (e) {
       for (const p of joining) {
         this.model.release(p.slot);
@@ -282,8 +306,17 @@ export class ServeEngine {
       if (!this.advance(row, out.logits.subarray(b * vocab, (b + 1) * vocab))) staying.push({ row, b });
     });
     if (!staying.length) return;
-    const fresh = staying.length === n ? out.cache : selectRows(out.cache, staying.map((s) => s.b));
-    this.merge(staying.map((s) => s.row), fresh);
+    const fresh =
+      staying.length === n
+        ? out.cache
+        : selectRows(
+            out.cache,
+            staying.map((s) => s.b),
+          );
+    this.merge(
+      staying.map((s) => s.row),
+      fresh,
+    );
   }
 
   /** Appends rows (with their own cache) to the running batch, left-padding the shorter side. */

@@ -34,7 +34,13 @@ export interface ServerOptions {
 type ErrorType = 'invalid_request_error' | 'not_found_error' | 'server_error' | 'rate_limit_error' | 'timeout_error';
 
 class HttpError extends Error {
-  constructor(readonly status: number, message: string, readonly type: ErrorType = 'invalid_request_error', readonly param: string | null = null, readonly code: string | null = null) {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly type: ErrorType = 'invalid_request_error',
+    readonly param: string | null = null,
+    readonly code: string | null = null,
+  ) {
     super(message);
   }
 }
@@ -56,7 +62,8 @@ interface Sampling {
 function num(body: Record<string, unknown>, key: string, lo: number, hi: number): number | undefined {
   const v = body[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi) throw bad(`${key} must be a number in [${lo}, ${hi}], got ${JSON.stringify(v)}`, key);
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi)
+    throw bad(`${key} must be a number in [${lo}, ${hi}], got ${JSON.stringify(v)}`, key);
   return v;
 }
 
@@ -68,7 +75,10 @@ export class OpenAIServer {
   private readonly defaultMaxTokens: number;
   private readonly timeoutMs: number;
 
-  constructor(readonly engine: ServeEngine, readonly opts: ServerOptions = {}) {
+  constructor(
+    readonly engine: ServeEngine,
+    readonly opts: ServerOptions = {},
+  ) {
     this.modelId = opts.modelId ?? 'base';
     this.maxTokensLimit = opts.maxTokensLimit ?? 1024;
     this.defaultMaxTokens = opts.defaultMaxTokens ?? 16;
@@ -76,11 +86,17 @@ export class OpenAIServer {
     this.app = Fastify({ logger: opts.logger ?? false, bodyLimit: opts.bodyLimit ?? 1024 * 1024 });
     this.app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
       if (err instanceof HttpError) return reply.status(err.status).send(errorBody(err));
-      if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.status(413).send(errorBody(new HttpError(413, `the request body is larger than ${opts.bodyLimit ?? 1024 * 1024} bytes`)));
-      if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) return reply.status(err.statusCode === 415 ? 415 : 400).send(errorBody(bad(err.message)));
+      if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
+        return reply
+          .status(413)
+          .send(errorBody(new HttpError(413, `the request body is larger than ${opts.bodyLimit ?? 1024 * 1024} bytes`)));
+      if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500)
+        return reply.status(err.statusCode === 415 ? 415 : 400).send(errorBody(bad(err.message)));
       return reply.status(500).send(errorBody(new HttpError(500, err.message, 'server_error')));
     });
-    this.app.setNotFoundHandler((req, reply) => reply.status(404).send(errorBody(new HttpError(404, `no route ${req.method} ${req.url}`, 'not_found_error'))));
+    this.app.setNotFoundHandler((req, reply) =>
+      reply.status(404).send(errorBody(new HttpError(404, `no route ${req.method} ${req.url}`, 'not_found_error'))),
+    );
     this.routes();
   }
 
@@ -96,13 +112,20 @@ export class OpenAIServer {
     const app = this.app;
     app.get('/v1/models', async () => ({
       object: 'list',
-      data: [this.modelId, ...this.engine.model.adapterNames].map((id) => ({ id, object: 'model', created: this.created, owned_by: 'peft-ts', ...(id === this.modelId ? {} : { parent: this.modelId }) })),
+      data: [this.modelId, ...this.engine.model.adapterNames].map((id) => ({
+        id,
+        object: 'model',
+        created: this.created,
+        owned_by: 'peft-ts',
+        ...(id === this.modelId ? {} : { parent: this.modelId }),
+      })),
     }));
     app.get('/health', async () => ({ status: 'ok', ...this.engine.stats() }));
     app.post('/v1/completions', (req, reply) => this.completion(req, reply, 'text'));
     app.post('/v1/chat/completions', (req, reply) => this.completion(req, reply, 'chat'));
     app.post('/v1/adapters', async (req, reply) => {
-      if (this.opts.allowAdapterLoading === false) throw new HttpError(403, 'this server does not load adapters at run time (started with --no-adapter-loading)');
+      if (this.opts.allowAdapterLoading === false)
+        throw new HttpError(403, 'this server does not load adapters at run time (started with --no-adapter-loading)');
       const body = this.body(req);
       const name = body.name;
       const path = body.path ?? body.adapter_path;
@@ -110,15 +133,19 @@ export class OpenAIServer {
       if (typeof path !== 'string' || !path) throw bad('path must be the adapter folder on the server', 'path');
       if (name === this.modelId) throw bad(`"${name}" is the base model's id; pick another adapter name`, 'name');
       const replace = body.replace === true;
-      if (this.engine.model.hasAdapter(name) && !replace) throw new HttpError(409, `an adapter named "${name}" is loaded; send "replace": true to swap it`, 'invalid_request_error', 'name');
+      if (this.engine.model.hasAdapter(name) && !replace)
+        throw new HttpError(409, `an adapter named "${name}" is loaded; send "replace": true to swap it`, 'invalid_request_error', 'name');
       try {
         await this.engine.model.loadAdapter(name, path, { replace });
       } catch (e) {
-        if (e instanceof MixedBatchError && /compiled sessions/.test(e.message)) throw new HttpError(409, e.message, 'invalid_request_error', 'path');
+        if (e instanceof MixedBatchError && /compiled sessions/.test(e.message))
+          throw new HttpError(409, e.message, 'invalid_request_error', 'path');
         if (e instanceof PeftError) throw bad(e.message, 'path');
         throw e;
       }
-      return reply.status(replace ? 200 : 201).send({ id: name, object: 'model', created: Math.floor(Date.now() / 1000), owned_by: 'peft-ts', parent: this.modelId });
+      return reply
+        .status(replace ? 200 : 201)
+        .send({ id: name, object: 'model', created: Math.floor(Date.now() / 1000), owned_by: 'peft-ts', parent: this.modelId });
     });
     app.delete('/v1/adapters/:name', async (req) => {
       const name = (req.params as { name: string }).name;
@@ -138,11 +165,20 @@ export class OpenAIServer {
     if (typeof model !== 'string' || !model) throw bad('model must be the base model id or an adapter name (GET /v1/models)', 'model');
     if (model === this.modelId || model === BASE_ADAPTER) return BASE_ADAPTER;
     if (this.engine.model.hasAdapter(model)) return model;
-    throw new HttpError(404, `the model "${model}" does not exist; models: ${[this.modelId, ...this.engine.model.adapterNames].join(', ')}`, 'not_found_error', 'model', 'model_not_found');
+    throw new HttpError(
+      404,
+      `the model "${model}" does not exist; models: ${[this.modelId, ...this.engine.model.adapterNames].join(', ')}`,
+      'not_found_error',
+      'model',
+      'model_not_found',
+    );
   }
 
   private sampling(body: Record<string, unknown>, promptTokens: number): Sampling {
-    const maxTokens = num(body, 'max_completion_tokens', 1, this.maxTokensLimit) ?? num(body, 'max_tokens', 1, this.maxTokensLimit) ?? this.defaultMaxTokens;
+    const maxTokens =
+      num(body, 'max_completion_tokens', 1, this.maxTokensLimit) ??
+      num(body, 'max_tokens', 1, this.maxTokensLimit) ??
+      this.defaultMaxTokens;
     if (!Number.isInteger(maxTokens)) throw bad(`max_tokens must be an integer, got ${maxTokens}`, 'max_tokens');
     const temperature = num(body, 'temperature', 0, 2) ?? 1;
     const topP = num(body, 'top_p', 0, 1) ?? 1;
@@ -155,10 +191,14 @@ export class OpenAIServer {
     if (typeof body.stop === 'string') stop = [body.stop];
     else if (Array.isArray(body.stop)) stop = body.stop as string[];
     else if (body.stop !== undefined && body.stop !== null) throw bad('stop must be a string or a list of up to 4 strings', 'stop');
-    if (stop.length > 4 || stop.some((s) => typeof s !== 'string' || s.length === 0)) throw bad('stop must be a string or a list of up to 4 non-empty strings', 'stop');
+    if (stop.length > 4 || stop.some((s) => typeof s !== 'string' || s.length === 0))
+      throw bad('stop must be a string or a list of up to 4 non-empty strings', 'stop');
     const positions = this.engine.model.base.config.maxPositionEmbeddings;
     if (promptTokens + maxTokens > positions) {
-      throw bad(`the prompt (${promptTokens} tokens) plus max_tokens (${maxTokens}) exceeds the model's ${positions} positions; shorten the prompt or lower max_tokens`, 'max_tokens');
+      throw bad(
+        `the prompt (${promptTokens} tokens) plus max_tokens (${maxTokens}) exceeds the model's ${positions} positions; shorten the prompt or lower max_tokens`,
+        'max_tokens',
+      );
     }
     return { maxTokens, temperature, topP, seed: seed === undefined ? undefined : seed >>> 0, stop };
   }
@@ -169,18 +209,38 @@ export class OpenAIServer {
       const messages = body.messages;
       if (!Array.isArray(messages) || messages.length === 0) throw bad('messages must be a non-empty list of {role, content}', 'messages');
       for (const m of messages) {
-        if (typeof m !== 'object' || m === null || typeof (m as ChatMessage).role !== 'string') throw bad('every message needs a role and a content', 'messages');
+        if (typeof m !== 'object' || m === null || typeof (m as ChatMessage).role !== 'string')
+          throw bad('every message needs a role and a content', 'messages');
         const c = (m as ChatMessage).content;
-        if (typeof c !== 'string' && !(Array.isArray(c) && c.every((p) => typeof p === 'object' && p && (p as { type?: unknown }).type === 'text' && typeof (p as { text?: unknown }).text === 'string'))) {
+        if (
+          typeof c !== 'string' &&
+          !(
+            Array.isArray(c) &&
+            c.every(
+              (p) =>
+                typeof p === 'object' &&
+                p &&
+                (p as { type?: unknown }).type === 'text' &&
+                typeof (p as { text?: unknown }).text === 'string',
+            )
+          )
+        ) {
           throw bad('message content must be a string or a list of {type: "text", text} parts', 'messages');
         }
       }
-      const flat = (messages as ChatMessage[]).map((m) => ({ ...m, content: typeof m.content === 'string' ? m.content : (m.content as { text: string }[]).map((p) => p.text).join('') }));
+      const flat = (messages as ChatMessage[]).map((m) => ({
+        ...m,
+        content: typeof m.content === 'string' ? m.content : (m.content as { text: string }[]).map((p) => p.text).join(''),
+      }));
       let text: string;
       try {
         text = tok.applyChatTemplate(flat, { addGenerationPrompt: true, chatTemplate: this.opts.chatTemplate });
       } catch (e) {
-        if (e instanceof PeftError) throw bad(`${e.message}${(e as Error).name === 'MissingChatTemplateError' ? '; start the server with --chat-template FILE, or use /v1/completions' : ''}`, 'messages');
+        if (e instanceof PeftError)
+          throw bad(
+            `${e.message}${(e as Error).name === 'MissingChatTemplateError' ? '; start the server with --chat-template FILE, or use /v1/completions' : ''}`,
+            'messages',
+          );
         throw e;
       }
       return tok.encode(text, { addSpecialTokens: false });
@@ -197,7 +257,10 @@ export class OpenAIServer {
       if (bad_ !== undefined) throw bad(`token id ${bad_} is outside the vocabulary [0, ${this.engine.vocabSize})`, 'prompt');
       return ids;
     }
-    throw bad('prompt must be a non-empty string (or one list of token ids); batches of prompts are not supported, send one request each', 'prompt');
+    throw bad(
+      'prompt must be a non-empty string (or one list of token ids); batches of prompts are not supported, send one request each',
+      'prompt',
+    );
   }
 
   private async completion(req: FastifyRequest, reply: FastifyReply, kind: 'text' | 'chat'): Promise<unknown> {
@@ -207,7 +270,11 @@ export class OpenAIServer {
     const s = this.sampling(body, ids.length);
     const stream = body.stream === true;
     if (body.stream !== undefined && typeof body.stream !== 'boolean') throw bad('stream must be true or false', 'stream');
-    const includeUsage = stream && typeof body.stream_options === 'object' && body.stream_options !== null && (body.stream_options as { include_usage?: unknown }).include_usage === true;
+    const includeUsage =
+      stream &&
+      typeof body.stream_options === 'object' &&
+      body.stream_options !== null &&
+      (body.stream_options as { include_usage?: unknown }).include_usage === true;
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     const model = body.model as string;
@@ -216,8 +283,22 @@ export class OpenAIServer {
     reply.raw.on('close', () => {
       if (!reply.raw.writableFinished) abort.abort();
     });
-    const request: EngineRequest = { promptIds: ids, adapter, maxTokens: s.maxTokens, temperature: s.temperature, topP: s.topP, seed: s.seed, stop: s.stop, signal: abort.signal, deadline: Date.now() + this.timeoutMs };
-    const usage = (r: EngineResult) => ({ prompt_tokens: r.promptTokens, completion_tokens: r.tokenIds.length, total_tokens: r.promptTokens + r.tokenIds.length });
+    const request: EngineRequest = {
+      promptIds: ids,
+      adapter,
+      maxTokens: s.maxTokens,
+      temperature: s.temperature,
+      topP: s.topP,
+      seed: s.seed,
+      stop: s.stop,
+      signal: abort.signal,
+      deadline: Date.now() + this.timeoutMs,
+    };
+    const usage = (r: EngineResult) => ({
+      prompt_tokens: r.promptTokens,
+      completion_tokens: r.tokenIds.length,
+      total_tokens: r.promptTokens + r.tokenIds.length,
+    });
     const finish = (r: EngineResult) => (r.finishReason === 'length' ? 'length' : 'stop');
     if (!stream) {
       const r = await this.submit(request);
@@ -232,8 +313,20 @@ export class OpenAIServer {
     // Server-sent events: one chunk per piece of final text, then the finish chunk and [DONE].
     const chunk = (delta: string | null, finishReason: string | null): Record<string, unknown> =>
       kind === 'chat'
-        ? { id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta: delta === null ? {} : { content: delta }, logprobs: null, finish_reason: finishReason }] }
-        : { id, object: 'text_completion', created, model, choices: [{ index: 0, text: delta ?? '', logprobs: null, finish_reason: finishReason }] };
+        ? {
+            id,
+            object: 'chat.completion.chunk',
+            created,
+            model,
+            choices: [{ index: 0, delta: delta === null ? {} : { content: delta }, logprobs: null, finish_reason: finishReason }],
+          }
+        : {
+            id,
+            object: 'text_completion',
+            created,
+            model,
+            choices: [{ index: 0, text: delta ?? '', logprobs: null, finish_reason: finishReason }],
+          };
     const raw = reply.raw;
     const send = (data: unknown) => {
       if (!raw.destroyed) raw.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
@@ -244,7 +337,14 @@ export class OpenAIServer {
       started = true;
       reply.hijack();
       raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-      if (kind === 'chat') send({ id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] });
+      if (kind === 'chat')
+        send({
+          id,
+          object: 'chat.completion.chunk',
+          created,
+          model,
+          choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }],
+        });
     };
     request.onText = (t) => {
       start();
@@ -263,10 +363,12 @@ export class OpenAIServer {
       raw.end();
       return reply;
     }
-    if (r.finishReason === 'timeout') send(errorBody(new HttpError(504, `the request took longer than ${this.timeoutMs} ms`, 'timeout_error')));
+    if (r.finishReason === 'timeout')
+      send(errorBody(new HttpError(504, `the request took longer than ${this.timeoutMs} ms`, 'timeout_error')));
     else if (r.finishReason !== 'cancelled') {
       send(chunk(null, finish(r)));
-      if (includeUsage) send({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [], usage: usage(r) });
+      if (includeUsage)
+        send({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [], usage: usage(r) });
     }
     send('[DONE]');
     raw.end();

@@ -50,7 +50,8 @@ export const readFileSync = (p: string, encoding: 'utf8'): string => current.rea
 export const readdirSync = (p: string): string[] => current.readdirSync(p);
 export const unlinkSync = (p: string): void => current.unlinkSync(p);
 export const openSync = (p: string, flags: 'r'): number => current.openSync(p, flags);
-export const readSync = (fd: number, buffer: Uint8Array, offset: number, length: number, position: number): number => current.readSync(fd, buffer, offset, length, position);
+export const readSync = (fd: number, buffer: Uint8Array, offset: number, length: number, position: number): number =>
+  current.readSync(fd, buffer, offset, length, position);
 export const closeSync = (fd: number): void => current.closeSync(fd);
 
 /** Path arithmetic of the current storage (node:path on Node). */

@@ -4,7 +4,15 @@
 // adapters into it, and the page downloads them from it. It also runs in Node (the tests use it).
 
 import { posixPath } from './posix_path.js';
-import { type OpenFlags, type Storage, type StorageDirent, type StorageFileHandle, type StorageHost, type StorageStats, StorageError } from './types.js';
+import {
+  type OpenFlags,
+  type Storage,
+  type StorageDirent,
+  type StorageFileHandle,
+  type StorageHost,
+  type StorageStats,
+  StorageError,
+} from './types.js';
 
 type Entry = { kind: 'dir'; mtimeMs: number } | { kind: 'file'; data: Uint8Array | Blob; mtimeMs: number };
 
@@ -102,7 +110,10 @@ export class MemoryStorage implements Storage {
   listFiles(dir = '/'): string[] {
     const base = this.key(dir);
     const prefix = base === '/' ? '/' : `${base}/`;
-    return [...this.entries].filter(([k, e]) => e.kind === 'file' && k.startsWith(prefix)).map(([k]) => k).sort();
+    return [...this.entries]
+      .filter(([k, e]) => e.kind === 'file' && k.startsWith(prefix))
+      .map(([k]) => k)
+      .sort();
   }
 
   private children(p: string, syscall: string): string[] {
@@ -111,7 +122,8 @@ export class MemoryStorage implements Storage {
     if (e.kind !== 'dir') throw new StorageError('ENOTDIR', `not a directory, ${syscall} '${p}'`);
     const prefix = k === '/' ? '/' : `${k}/`;
     const out: string[] = [];
-    for (const key of this.entries.keys()) if (key !== k && key.startsWith(prefix) && !key.slice(prefix.length).includes('/')) out.push(key.slice(prefix.length));
+    for (const key of this.entries.keys())
+      if (key !== k && key.startsWith(prefix) && !key.slice(prefix.length).includes('/')) out.push(key.slice(prefix.length));
     return out.sort();
   }
 
@@ -189,7 +201,8 @@ export class MemoryStorage implements Storage {
     if (e.kind === 'dir') {
       const target = this.entries.get(b);
       if (target?.kind === 'file') throw new StorageError('ENOTDIR', `not a directory, rename '${from}' -> '${to}'`);
-      if (target?.kind === 'dir' && this.children(b, 'rename').length) throw new StorageError('ENOTEMPTY', `directory not empty, rename '${from}' -> '${to}'`);
+      if (target?.kind === 'dir' && this.children(b, 'rename').length)
+        throw new StorageError('ENOTEMPTY', `directory not empty, rename '${from}' -> '${to}'`);
       for (const [key, v] of [...this.entries]) {
         if (key === a || key.startsWith(`${a}/`)) {
           this.entries.delete(key);
@@ -198,7 +211,8 @@ export class MemoryStorage implements Storage {
       }
       return;
     }
-    if (this.entries.get(b)?.kind === 'dir') throw new StorageError('EISDIR', `illegal operation on a directory, rename '${from}' -> '${to}'`);
+    if (this.entries.get(b)?.kind === 'dir')
+      throw new StorageError('EISDIR', `illegal operation on a directory, rename '${from}' -> '${to}'`);
     this.entries.delete(a);
     this.entries.set(b, e);
   }

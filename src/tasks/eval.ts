@@ -91,7 +91,13 @@ export interface EvalReport {
  * prompt, rendered with the chat template and its generation prompt), or, for perplexity only,
  * {"text"} rows (the whole text is scored).
  */
-export function evalRows(records: readonly JsonlRecord[], tokenizer: Tokenizer, metric: EvalMetric, keys: EvalKeys = {}, file?: string): EvalRow[] {
+export function evalRows(
+  records: readonly JsonlRecord[],
+  tokenizer: Tokenizer,
+  metric: EvalMetric,
+  keys: EvalKeys = {},
+  file?: string,
+): EvalRow[] {
   const pk = keys.promptKey ?? 'prompt';
   const ck = keys.completionKey ?? 'completion';
   const mk = keys.messagesKey ?? 'messages';
@@ -100,7 +106,11 @@ export function evalRows(records: readonly JsonlRecord[], tokenizer: Tokenizer, 
     return records.map((r) => {
       for (const k of [pk, 'chosen', 'rejected']) {
         const x = r.value[k];
-        if (typeof x !== 'string') throw new DatasetError(`field "${k}" must be a string, found ${x === undefined ? 'nothing' : x === null ? 'null' : typeof x}; --metric preference scores {"${pk}","chosen","rejected"} rows`, { file, line: r.line });
+        if (typeof x !== 'string')
+          throw new DatasetError(
+            `field "${k}" must be a string, found ${x === undefined ? 'nothing' : x === null ? 'null' : typeof x}; --metric preference scores {"${pk}","chosen","rejected"} rows`,
+            { file, line: r.line },
+          );
       }
       return { line: r.line, prompt: r.value[pk] as string, reference: r.value.chosen as string, rejected: r.value.rejected as string };
     });
@@ -111,13 +121,19 @@ export function evalRows(records: readonly JsonlRecord[], tokenizer: Tokenizer, 
     if (pk in v || ck in v) {
       for (const k of [pk, ck]) {
         if (typeof v[k] !== 'string') {
-          throw new DatasetError(`field "${k}" must be a string, found ${v[k] === undefined ? 'nothing' : v[k] === null ? 'null' : typeof v[k]}`, { file, line: r.line });
+          throw new DatasetError(
+            `field "${k}" must be a string, found ${v[k] === undefined ? 'nothing' : v[k] === null ? 'null' : typeof v[k]}`,
+            { file, line: r.line },
+          );
         }
       }
       return { line: r.line, prompt: v[pk] as string, reference: v[ck] as string };
     }
     if (metric === 'perplexity' && typeof v.text === 'string') return { line: r.line, prompt: '', reference: v.text };
-    const keysFound = Object.keys(v).map((k) => `"${k}"`).join(', ') || '(none)';
+    const keysFound =
+      Object.keys(v)
+        .map((k) => `"${k}"`)
+        .join(', ') || '(none)';
     throw new DatasetError(
       `no "${pk}"/"${ck}" pair or "${mk}" list in this row (fields: ${keysFound}); ` +
         `name the fields with --prompt-key/--completion-key/--messages-key${metric === 'perplexity' ? ' or give {"text": ...} rows' : ''}`,
@@ -127,7 +143,8 @@ export function evalRows(records: readonly JsonlRecord[], tokenizer: Tokenizer, 
 }
 
 function conversationRow(r: JsonlRecord, raw: unknown, tokenizer: Tokenizer, key: string, file?: string): EvalRow {
-  if (!Array.isArray(raw) || raw.length === 0) throw new DatasetError(`field "${key}" must be a non-empty array of {"role", "content"} objects`, { file, line: r.line });
+  if (!Array.isArray(raw) || raw.length === 0)
+    throw new DatasetError(`field "${key}" must be a non-empty array of {"role", "content"} objects`, { file, line: r.line });
   const messages = raw as ChatMessage[];
   messages.forEach((m, i) => {
     if (typeof m !== 'object' || m === null || typeof m.role !== 'string' || typeof m.content !== 'string') {
@@ -135,8 +152,13 @@ function conversationRow(r: JsonlRecord, raw: unknown, tokenizer: Tokenizer, key
     }
   });
   const last = messages.length - 1;
-  if (messages[last]!.role !== 'assistant') throw new DatasetError(`the last message must be the assistant's answer to score, found role "${messages[last]!.role}"`, { file, line: r.line });
-  if (tokenizer.chatTemplate === undefined) throw new DatasetError(`conversations need a chat template, and the tokenizer in ${tokenizer.dir} has none`, { file, line: r.line });
+  if (messages[last]!.role !== 'assistant')
+    throw new DatasetError(`the last message must be the assistant's answer to score, found role "${messages[last]!.role}"`, {
+      file,
+      line: r.line,
+    });
+  if (tokenizer.chatTemplate === undefined)
+    throw new DatasetError(`conversations need a chat template, and the tokenizer in ${tokenizer.dir} has none`, { file, line: r.line });
   let prompt: string;
   try {
     prompt = tokenizer.applyChatTemplate(messages.slice(0, last), { addGenerationPrompt: true });
@@ -186,7 +208,10 @@ export function jsonEqual(a: unknown, b: unknown): boolean {
   }
   const ka = Object.keys(a).sort();
   const kb = Object.keys(b).sort();
-  return ka.length === kb.length && ka.every((k, i) => k === kb[i] && jsonEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+  return (
+    ka.length === kb.length &&
+    ka.every((k, i) => k === kb[i] && jsonEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]))
+  );
 }
 
 /** The label words of a classification set: the distinct first words of the references. */
@@ -229,11 +254,18 @@ export function perplexityInterval(nll: readonly number[], tokens: readonly numb
   return [stats[Math.floor(0.025 * (resamples - 1))]!, stats[Math.ceil(0.975 * (resamples - 1))]!];
 }
 
-export async function evaluateRows(model: InferenceModel, tokenizer: Tokenizer, rows: readonly EvalRow[], opts: EvalOptions): Promise<EvalReport> {
+export async function evaluateRows(
+  model: InferenceModel,
+  tokenizer: Tokenizer,
+  rows: readonly EvalRow[],
+  opts: EvalOptions,
+): Promise<EvalReport> {
   if (rows.length === 0) throw new TaskError('no rows to evaluate');
   const t0 = performance.now();
-  if (opts.metric === 'perplexity') return { ...(await scorePerplexity(model, tokenizer, rows, opts)), seconds: (performance.now() - t0) / 1000 };
-  if (opts.metric === 'preference') return { ...(await scorePreference(model, tokenizer, rows, opts)), seconds: (performance.now() - t0) / 1000 };
+  if (opts.metric === 'perplexity')
+    return { ...(await scorePerplexity(model, tokenizer, rows, opts)), seconds: (performance.now() - t0) / 1000 };
+  if (opts.metric === 'preference')
+    return { ...(await scorePreference(model, tokenizer, rows, opts)), seconds: (performance.now() - t0) / 1000 };
   const metric = opts.metric;
   const batchSize = opts.batchSize ?? 16;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new TaskError(`batch size must be a positive integer, got ${batchSize}`);
@@ -251,7 +283,13 @@ export async function evaluateRows(model: InferenceModel, tokenizer: Tokenizer, 
       );
       batch.forEach((r, i) => {
         const prediction = out.sequences[i]!.text ?? '';
-        results.push({ line: r.line, prompt: r.prompt, reference: r.reference, prediction, correct: isMatch(metric, prediction, r.reference, labels) });
+        results.push({
+          line: r.line,
+          prompt: r.prompt,
+          reference: r.reference,
+          prediction,
+          correct: isMatch(metric, prediction, r.reference, labels),
+        });
       });
       opts.onProgress?.(results.length, rows.length);
     }
@@ -270,9 +308,17 @@ export async function evaluateRows(model: InferenceModel, tokenizer: Tokenizer, 
   };
 }
 
-async function scorePerplexity(model: InferenceModel, tokenizer: Tokenizer, rows: readonly EvalRow[], opts: EvalOptions): Promise<Omit<EvalReport, 'seconds'>> {
+async function scorePerplexity(
+  model: InferenceModel,
+  tokenizer: Tokenizer,
+  rows: readonly EvalRow[],
+  opts: EvalOptions,
+): Promise<Omit<EvalReport, 'seconds'>> {
   // prompt/completion records tokenized as training sees them: labels on the reference (and EOS) only
-  const records: JsonlRecord[] = rows.map((r) => ({ line: r.line, value: r.prompt === '' ? { text: r.reference } : { prompt: r.prompt, completion: r.reference } }));
+  const records: JsonlRecord[] = rows.map((r) => ({
+    line: r.line,
+    value: r.prompt === '' ? { text: r.reference } : { prompt: r.prompt, completion: r.reference },
+  }));
   const hasText = rows.some((r) => r.prompt === '');
   const hasPrompt = rows.some((r) => r.prompt !== '');
   if (hasText && hasPrompt) throw new DatasetError('mix of {"text"} and prompt/completion rows; use one kind per file for perplexity');
@@ -318,8 +364,17 @@ async function referenceNll(session: ForwardSession, ex: TokenizedExample, line:
  * rejected one given the prompt (summed log-probs of each side's tokens and EOS, tokenized as
  * training tokenizes them; a tie is wrong), as the trainer's eval_accuracy for DPO/ORPO.
  */
-async function scorePreference(model: InferenceModel, tokenizer: Tokenizer, rows: readonly EvalRow[], opts: EvalOptions): Promise<Omit<EvalReport, 'seconds'>> {
-  const side = (k: 'reference' | 'rejected') => tokenizeRecords(rows.map((r) => ({ line: r.line, value: { prompt: r.prompt, completion: r[k] ?? '' } })), tokenizer).examples;
+async function scorePreference(
+  model: InferenceModel,
+  tokenizer: Tokenizer,
+  rows: readonly EvalRow[],
+  opts: EvalOptions,
+): Promise<Omit<EvalReport, 'seconds'>> {
+  const side = (k: 'reference' | 'rejected') =>
+    tokenizeRecords(
+      rows.map((r) => ({ line: r.line, value: { prompt: r.prompt, completion: r[k] ?? '' } })),
+      tokenizer,
+    ).examples;
   const chosen = side('reference');
   const rejected = side('rejected');
   const session = await ForwardSession.create(model, { loss: true, runtime: opts.runtime });
@@ -328,19 +383,35 @@ async function scorePreference(model: InferenceModel, tokenizer: Tokenizer, rows
     for (const [i, row] of rows.entries()) {
       const c = await referenceNll(session, chosen[i]!, row.line);
       const r = await referenceNll(session, rejected[i]!, row.line);
-      results.push({ line: row.line, prompt: row.prompt, reference: row.reference, rejected: row.rejected, logp_chosen: -c.nll, logp_rejected: -r.nll, correct: -c.nll > -r.nll });
+      results.push({
+        line: row.line,
+        prompt: row.prompt,
+        reference: row.reference,
+        rejected: row.rejected,
+        logp_chosen: -c.nll,
+        logp_rejected: -r.nll,
+        correct: -c.nll > -r.nll,
+      });
       opts.onProgress?.(results.length, rows.length);
     }
   } finally {
     await session.dispose();
   }
   const correct = results.filter((r) => r.correct).length;
-  return { metric: 'preference', rows: results.length, score: correct / results.length, ci95: wilsonInterval(correct, results.length), correct, results };
+  return {
+    metric: 'preference',
+    rows: results.length,
+    score: correct / results.length,
+    ci95: wilsonInterval(correct, results.length),
+    correct,
+    results,
+  };
 }
 
 /** "exact 62.0% (31/50, 95% CI 48.2-74.1%)" or "perplexity 12.31 (1480 tokens, 95% CI 11.02-13.90)" */
 export function formatReport(r: Pick<EvalReport, 'metric' | 'score' | 'ci95' | 'correct' | 'rows' | 'tokens'>): string {
-  if (r.metric === 'perplexity') return `perplexity ${r.score.toFixed(2)} (${r.tokens} tokens in ${r.rows} rows, 95% CI ${r.ci95[0].toFixed(2)}-${r.ci95[1].toFixed(2)})`;
+  if (r.metric === 'perplexity')
+    return `perplexity ${r.score.toFixed(2)} (${r.tokens} tokens in ${r.rows} rows, 95% CI ${r.ci95[0].toFixed(2)}-${r.ci95[1].toFixed(2)})`;
   const pct = (x: number): string => (100 * x).toFixed(1);
   return `${r.metric} ${pct(r.score)}% (${r.correct}/${r.rows}, 95% CI ${pct(r.ci95[0])}-${pct(r.ci95[1])}%)`;
 }

@@ -46,7 +46,8 @@ export async function evaluateTask(
 ): Promise<TaskEvaluation> {
   const batchSize = opts.batchSize ?? 16;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new TaskError(`batchSize must be a positive integer, got ${batchSize}`);
-  if (opts.limit !== undefined && !(Number.isInteger(opts.limit) && opts.limit > 0)) throw new TaskError(`limit must be a positive integer, got ${opts.limit}`);
+  if (opts.limit !== undefined && !(Number.isInteger(opts.limit) && opts.limit > 0))
+    throw new TaskError(`limit must be a positive integer, got ${opts.limit}`);
   const chosen = examples.slice(0, opts.limit ?? examples.length);
   if (chosen.length === 0) throw new TaskError(`no examples to evaluate the ${task.name} task on`);
   const t0 = performance.now();
@@ -69,7 +70,15 @@ export async function evaluateTask(
     await generator.dispose();
   }
   const correct = predictions.filter((p) => p.correct).length;
-  return { task: task.name, metric: task.metric, score: correct / predictions.length, correct, total: predictions.length, predictions, seconds: (performance.now() - t0) / 1000 };
+  return {
+    task: task.name,
+    metric: task.metric,
+    score: correct / predictions.length,
+    correct,
+    total: predictions.length,
+    predictions,
+    seconds: (performance.now() - t0) / 1000,
+  };
 }
 
 /** "accuracy 93.0% (93/100)" */

@@ -136,7 +136,9 @@ export async function runQuickstart(opts: QuickstartOptions = {}): Promise<Quick
   const spec = getTask(o.task);
   const modelDir = resolve(opts.model ?? bundledModelDir());
   if (!existsSync(modelDir)) {
-    throw new TaskError(`the base model folder ${modelDir} does not exist; the bundled one is made by \`npm run pretrain\`, or pass a model folder`);
+    throw new TaskError(
+      `the base model folder ${modelDir} does not exist; the bundled one is made by \`npm run pretrain\`, or pass a model folder`,
+    );
   }
   // The output is a training run folder: new, empty, or an earlier run's (replaced); never a folder
   // holding anything else (src/io/outdir.ts). The trainer takes its lock.
@@ -148,7 +150,8 @@ export async function runQuickstart(opts: QuickstartOptions = {}): Promise<Quick
   const model = await loadModel(modelDir);
   const tokenizer = await Tokenizer.fromDir(modelDir);
   const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId;
-  if (padTokenId === undefined) throw new TaskError(`the tokenizer in ${modelDir} has neither a pad nor an EOS token; set "pad_token" in tokenizer_config.json`);
+  if (padTokenId === undefined)
+    throw new TaskError(`the tokenizer in ${modelDir} has neither a pad nor an EOS token; set "pad_token" in tokenizer_config.json`);
   const maxLength = Math.min(1024, model.config.maxPositionEmbeddings);
   const train = tokenize(data.train, tokenizer, maxLength, join(data.dir, 'train.jsonl'));
   const evalRows = tokenize(data.eval, tokenizer, maxLength, join(data.dir, 'eval.jsonl'));
@@ -162,12 +165,21 @@ export async function runQuickstart(opts: QuickstartOptions = {}): Promise<Quick
 
   const adapted = await getPeftModel(
     model,
-    { r: o.r, loraAlpha: o.loraAlpha, loraDropout: o.loraDropout, targetModules: o.targetModules, taskType: 'CAUSAL_LM', baseModelNameOrPath: baseName(modelDir) },
+    {
+      r: o.r,
+      loraAlpha: o.loraAlpha,
+      loraDropout: o.loraDropout,
+      targetModules: o.targetModules,
+      taskType: 'CAUSAL_LM',
+      baseModelNameOrPath: baseName(modelDir),
+    },
     { seed: o.seed },
   );
   let trainable = 0;
   for (const t of adapted.parameters().values()) trainable += t.data.length;
-  log(`LoRA r=${o.r}, alpha=${o.loraAlpha} on ${Array.isArray(o.targetModules) ? o.targetModules.join(', ') : o.targetModules}: ${trainable.toLocaleString('en-US')} trainable parameters (${((100 * trainable) / total).toFixed(2)}% of the model)`);
+  log(
+    `LoRA r=${o.r}, alpha=${o.loraAlpha} on ${Array.isArray(o.targetModules) ? o.targetModules.join(', ') : o.targetModules}: ${trainable.toLocaleString('en-US')} trainable parameters (${((100 * trainable) / total).toFixed(2)}% of the model)`,
+  );
 
   const trainer = new Trainer(adapted, train, evalRows, {
     outputDir: o.out,
@@ -215,7 +227,9 @@ export async function runQuickstart(opts: QuickstartOptions = {}): Promise<Quick
 
   const after = await evaluateTask(adapted, tokenizer, spec, data.eval, evalOpts);
   log(`after tuning: ${scoreLine(after)}`);
-  const samples = before.predictions.slice(0, o.samples).map((b, i) => ({ prompt: b.prompt, reference: b.reference, before: b.prediction, after: after.predictions[i]!.prediction }));
+  const samples = before.predictions
+    .slice(0, o.samples)
+    .map((b, i) => ({ prompt: b.prompt, reference: b.reference, before: b.prediction, after: after.predictions[i]!.prediction }));
   const out: QuickstartResult = { ...base, after, samples };
   const summary = {
     task: spec.name,

@@ -81,7 +81,10 @@ export function packageRoot(): string {
       }
     }
     const up = dirname(dir);
-    if (up === dir) throw new TaskError(`cannot find the peft-ts package folder above ${fileURLToPath(import.meta.url)}; pass the model and data folders explicitly`);
+    if (up === dir)
+      throw new TaskError(
+        `cannot find the peft-ts package folder above ${fileURLToPath(import.meta.url)}; pass the model and data folders explicitly`,
+      );
     dir = up;
   }
 }
@@ -112,7 +115,10 @@ export async function loadTaskData(task: string, dir?: string): Promise<{ dir: s
   const folder = resolve(dir ?? taskDataDir(task));
   const files = { train: join(folder, 'train.jsonl'), eval: join(folder, 'eval.jsonl') };
   for (const f of Object.values(files)) {
-    if (!existsSync(f)) throw new TaskError(`task data file ${f} is missing; regenerate the bundled tasks with \`npm run make-tasks\` or pass a folder holding train.jsonl and eval.jsonl`);
+    if (!existsSync(f))
+      throw new TaskError(
+        `task data file ${f} is missing; regenerate the bundled tasks with \`npm run make-tasks\` or pass a folder holding train.jsonl and eval.jsonl`,
+      );
   }
   return { dir: folder, train: await readTaskExamples(files.train), eval: await readTaskExamples(files.eval) };
 }

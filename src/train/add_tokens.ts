@@ -23,7 +23,10 @@ export class AddTokensError extends PeftError {
 /** The tokens of `--add-tokens "<a>,<b>"`: comma-separated, each non-empty and given once. */
 export function parseAddTokens(text: string): string[] {
   const tokens = text.split(',').map((t) => t.trim());
-  if (tokens.some((t) => t === '')) throw new AddTokensError(`--add-tokens ${JSON.stringify(text)} has an empty token; give tokens separated by single commas, e.g. "<tool_call>,</tool_call>"`);
+  if (tokens.some((t) => t === ''))
+    throw new AddTokensError(
+      `--add-tokens ${JSON.stringify(text)} has an empty token; give tokens separated by single commas, e.g. "<tool_call>,</tool_call>"`,
+    );
   const dup = tokens.find((t, i) => tokens.indexOf(t) !== i);
   if (dup !== undefined) throw new AddTokensError(`--add-tokens lists ${JSON.stringify(dup)} twice; give each token once`);
   return tokens;
@@ -58,7 +61,9 @@ export async function addTokensToTokenizer(srcDir: string, tokens: readonly stri
   for (const t of tokens) {
     const ids = base.encode(t, { addSpecialTokens: false });
     if (ids.length === 1 && base.decode(ids) === t) {
-      throw new AddTokensError(`--add-tokens: ${JSON.stringify(t)} is already token ${ids[0]} of the tokenizer in ${srcDir}; remove it from --add-tokens (to train its row, list it in "trainable_token_indices" of --config's peft section)`);
+      throw new AddTokensError(
+        `--add-tokens: ${JSON.stringify(t)} is already token ${ids[0]} of the tokenizer in ${srcDir}; remove it from --add-tokens (to train its row, list it in "trainable_token_indices" of --config's peft section)`,
+      );
     }
   }
   const dir = await mkdtemp(join(tmpdir(), 'peft-add-tokens-'));
@@ -74,7 +79,11 @@ async function writeTokenizer(srcDir: string, tokens: readonly string[], dir: st
   const tj = JSON.parse(await readFile(tokenizerFile, 'utf8')) as Json;
   const added = Array.isArray(tj.added_tokens) ? (tj.added_tokens as Json[]) : [];
   const vocab = (tj.model as Json | undefined)?.vocab;
-  const vocabIds: number[] = Array.isArray(vocab) ? [vocab.length - 1] : vocab && typeof vocab === 'object' ? Object.values(vocab as Record<string, number>) : [];
+  const vocabIds: number[] = Array.isArray(vocab)
+    ? [vocab.length - 1]
+    : vocab && typeof vocab === 'object'
+      ? Object.values(vocab as Record<string, number>)
+      : [];
   let next = Math.max(-1, ...vocabIds, ...added.map((a) => a.id as number)) + 1;
   const ids: number[] = [];
   const entries = tokens.map((content) => {
@@ -87,7 +96,8 @@ async function writeTokenizer(srcDir: string, tokens: readonly string[], dir: st
   const configFile = join(srcDir, 'tokenizer_config.json');
   const config = existsSync(configFile) ? (JSON.parse(await readFile(configFile, 'utf8')) as Json) : {};
   const decoder = { ...((config.added_tokens_decoder as Json | undefined) ?? {}) };
-  for (const e of entries) decoder[String(e.id)] = { content: e.content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: false };
+  for (const e of entries)
+    decoder[String(e.id)] = { content: e.content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: false };
   config.added_tokens_decoder = decoder;
   await writeFileAtomic(join(dir, 'tokenizer_config.json'), `${JSON.stringify(config, null, 2)}\n`);
   for (const name of OTHER_TOKENIZER_FILES) if (existsSync(join(srcDir, name))) await copyFile(join(srcDir, name), join(dir, name));
@@ -95,7 +105,10 @@ async function writeTokenizer(srcDir: string, tokens: readonly string[], dir: st
   const tokenizer = await Tokenizer.fromDir(dir);
   for (const [i, t] of tokens.entries()) {
     const got = tokenizer.encode(`a${t}b`, { addSpecialTokens: false });
-    if (!got.includes(ids[i]!)) throw new AddTokensError(`--add-tokens: the tokenizer in ${srcDir} does not keep ${JSON.stringify(t)} as one token once added (its normalizer changes it); choose another spelling`);
+    if (!got.includes(ids[i]!))
+      throw new AddTokensError(
+        `--add-tokens: the tokenizer in ${srcDir} does not keep ${JSON.stringify(t)} as one token once added (its normalizer changes it); choose another spelling`,
+      );
   }
   const files = new Map<string, Buffer>();
   for (const name of await readdir(dir)) files.set(name, await readFile(join(dir, name)));

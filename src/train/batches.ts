@@ -29,7 +29,8 @@ export function collate(rows: readonly Example[], padId: number): Batch {
   if (rows.length === 0) throw new Error('collate needs at least one example');
   const classes = rows.filter(isClassificationExample);
   if (classes.length === rows.length) return collateClasses(classes, padId);
-  if (classes.length > 0) throw new TrainError('a batch mixes classification examples ({"text","label"}) with language-modelling ones; use one kind per run');
+  if (classes.length > 0)
+    throw new TrainError('a batch mixes classification examples ({"text","label"}) with language-modelling ones; use one kind per run');
   return collateTokens(rows as readonly TokenizedExample[], padId);
 }
 
@@ -90,11 +91,15 @@ export class BatchStream<T = Example> {
     private readonly seed: number,
     private readonly shuffle = true,
     start: DataPosition = { epoch: 0, index: 0 },
-    private readonly collateRows: (rows: readonly T[], padId: number) => Batch = collate as unknown as (rows: readonly T[], padId: number) => Batch,
+    private readonly collateRows: (rows: readonly T[], padId: number) => Batch = collate as unknown as (
+      rows: readonly T[],
+      padId: number,
+    ) => Batch,
   ) {
     if (examples.length === 0) throw new Error('a batch stream needs examples');
     if (!(Number.isInteger(batchSize) && batchSize > 0)) throw new Error(`batch size must be a positive integer, got ${batchSize}`);
-    if (start.index < 0 || start.index > examples.length) throw new Error(`data position ${start.index} is outside an epoch of ${examples.length} examples`);
+    if (start.index < 0 || start.index > examples.length)
+      throw new Error(`data position ${start.index} is outside an epoch of ${examples.length} examples`);
     this.pos = { ...start };
     this.order = this.orderOf(start.epoch);
   }

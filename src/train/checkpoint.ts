@@ -111,11 +111,15 @@ export async function listCheckpoints(checkpointsDir: string): Promise<{ step: n
 export async function resolveCheckpoint(outputDir: string, resume: string): Promise<string> {
   if (resume === 'latest') {
     const list = await listCheckpoints(join(outputDir, CHECKPOINTS_DIR));
-    if (list.length === 0) throw new CheckpointError(`--resume latest: ${join(outputDir, CHECKPOINTS_DIR)} has no checkpoint (the run stopped before writing one); start without --resume`);
+    if (list.length === 0)
+      throw new CheckpointError(
+        `--resume latest: ${join(outputDir, CHECKPOINTS_DIR)} has no checkpoint (the run stopped before writing one); start without --resume`,
+      );
     return list[list.length - 1]!.path;
   }
   const dir = resolve(resume);
-  if (!existsSync(dir)) throw new CheckpointError(`checkpoint folder ${dir} does not exist; pass a checkpoints/checkpoint-N folder or "latest"`);
+  if (!existsSync(dir))
+    throw new CheckpointError(`checkpoint folder ${dir} does not exist; pass a checkpoints/checkpoint-N folder or "latest"`);
   return dir;
 }
 
@@ -140,7 +144,8 @@ const copy = (t: RawTensor): Float32Array => new Float32Array(toFloat32(t));
 
 export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
   const missing = Object.values(FILES).filter((f) => !existsSync(join(dir, f)));
-  if (missing.length) throw new CheckpointError(`${dir} is not a complete checkpoint (missing ${missing.join(', ')}); resume from another checkpoint`);
+  if (missing.length)
+    throw new CheckpointError(`${dir} is not a complete checkpoint (missing ${missing.join(', ')}); resume from another checkpoint`);
   const s = await readJson(dir, FILES.state);
   const sched = await readJson(dir, FILES.scheduler);
   const rng = await readJson(dir, FILES.rng);
@@ -170,7 +175,12 @@ export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
     },
     params,
     optimizer: { step, expAvg, expAvgSq },
-    schedule: { name: sched.name as ScheduleOptions['name'], baseLr: sched.baseLr as number, totalSteps: sched.totalSteps as number, warmupSteps: sched.warmupSteps as number },
+    schedule: {
+      name: sched.name as ScheduleOptions['name'],
+      baseLr: sched.baseLr as number,
+      totalSteps: sched.totalSteps as number,
+      warmupSteps: sched.warmupSteps as number,
+    },
     rng: rng.dropout as RngState,
   };
 }

@@ -64,7 +64,10 @@ export interface LoadDatasetOptions extends Omit<TokenizeOptions, 'file'> {
 
 /** Records with the dataset's own field names renamed to the standard ones (a missing renamed field is an error naming it). */
 export function renameFields(records: readonly JsonlRecord[], keys: FieldNames, file?: string): JsonlRecord[] {
-  const pairs = (Object.entries(keys) as [keyof FieldNames, string | undefined][]).filter(([std, k]) => k !== undefined && k !== std) as [keyof FieldNames, string][];
+  const pairs = (Object.entries(keys) as [keyof FieldNames, string | undefined][]).filter(([std, k]) => k !== undefined && k !== std) as [
+    keyof FieldNames,
+    string,
+  ][];
   if (pairs.length === 0) return [...records];
   return records.map((r) => {
     const value: Record<string, unknown> = { ...r.value };
@@ -76,7 +79,14 @@ export function renameFields(records: readonly JsonlRecord[], keys: FieldNames, 
       }
     }
     if (!pairs.some(([std]) => std in value)) {
-      throw new DatasetError(`none of the fields ${pairs.map(([, k]) => `"${k}"`).join(', ')} is in this row (fields: ${Object.keys(r.value).map((k) => `"${k}"`).join(', ') || 'none'})`, { file, line: r.line });
+      throw new DatasetError(
+        `none of the fields ${pairs.map(([, k]) => `"${k}"`).join(', ')} is in this row (fields: ${
+          Object.keys(r.value)
+            .map((k) => `"${k}"`)
+            .join(', ') || 'none'
+        })`,
+        { file, line: r.line },
+      );
     }
     return { line: r.line, value };
   });
@@ -110,7 +120,10 @@ export const MAX_JSONL_LINE_CHARS = 1 << 20;
 export async function readJsonl(file: string): Promise<JsonlRecord[]> {
   let bytes: Uint8Array;
   try {
-    await regularFileSize(file, (reason) => new DatasetError(`cannot read the dataset: ${reason}; pass a .jsonl file with one JSON object per line`, { file }));
+    await regularFileSize(
+      file,
+      (reason) => new DatasetError(`cannot read the dataset: ${reason}; pass a .jsonl file with one JSON object per line`, { file }),
+    );
     bytes = await readFile(file);
   } catch (e) {
     if (e instanceof DatasetError) throw e;
@@ -154,7 +167,10 @@ export function parseJsonl(text: string, file?: string): JsonlRecord[] {
   lines.forEach((raw, i) => {
     const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
     if (line.length > MAX_JSONL_LINE_CHARS) {
-      throw new DatasetError(`the line is ${line.length} characters long, above the limit of ${MAX_JSONL_LINE_CHARS}; split the document into several lines`, { file, line: i + 1 });
+      throw new DatasetError(
+        `the line is ${line.length} characters long, above the limit of ${MAX_JSONL_LINE_CHARS}; split the document into several lines`,
+        { file, line: i + 1 },
+      );
     }
     if (line.trim() === '') return;
     let value: unknown;
@@ -164,7 +180,10 @@ export function parseJsonl(text: string, file?: string): JsonlRecord[] {
       throw new DatasetError(`not valid JSON (${(e as Error).message}); each line must be one JSON object`, { file, line: i + 1 });
     }
     if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-      throw new DatasetError(`expected a JSON object, found ${Array.isArray(value) ? 'an array' : JSON.stringify(value)}`, { file, line: i + 1 });
+      throw new DatasetError(`expected a JSON object, found ${Array.isArray(value) ? 'an array' : JSON.stringify(value)}`, {
+        file,
+        line: i + 1,
+      });
     }
     records.push({ line: i + 1, value: value as Record<string, unknown> });
   });
@@ -177,7 +196,10 @@ function formatOf(r: JsonlRecord, file?: string): DatasetFormat {
   if ('messages' in v) return 'messages';
   if ('prompt' in v || 'completion' in v) {
     if (!('prompt' in v) || !('completion' in v)) {
-      throw new DatasetError(`a prompt/completion record needs both fields, found only "${'prompt' in v ? 'prompt' : 'completion'}"`, { file, line: r.line });
+      throw new DatasetError(`a prompt/completion record needs both fields, found only "${'prompt' in v ? 'prompt' : 'completion'}"`, {
+        file,
+        line: r.line,
+      });
     }
     return 'prompt-completion';
   }
@@ -192,13 +214,15 @@ function formatOf(r: JsonlRecord, file?: string): DatasetFormat {
 
 function stringField(r: JsonlRecord, key: string, file?: string): string {
   const x = r.value[key];
-  if (typeof x !== 'string') throw new DatasetError(`field "${key}" must be a string, found ${x === null ? 'null' : typeof x}`, { file, line: r.line });
+  if (typeof x !== 'string')
+    throw new DatasetError(`field "${key}" must be a string, found ${x === null ? 'null' : typeof x}`, { file, line: r.line });
   return x;
 }
 
 function messagesField(r: JsonlRecord, file?: string): ChatMessage[] {
   const m = r.value.messages;
-  if (!Array.isArray(m) || m.length === 0) throw new DatasetError('field "messages" must be a non-empty array of {"role", "content"} objects', { file, line: r.line });
+  if (!Array.isArray(m) || m.length === 0)
+    throw new DatasetError('field "messages" must be a non-empty array of {"role", "content"} objects', { file, line: r.line });
   m.forEach((msg, i) => {
     if (typeof msg !== 'object' || msg === null || Array.isArray(msg) || typeof (msg as ChatMessage).role !== 'string') {
       throw new DatasetError(`messages[${i}] must be an object with string "role" and "content"`, { file, line: r.line });
@@ -223,7 +247,10 @@ function messagesField(r: JsonlRecord, file?: string): ChatMessage[] {
 /** Checks OpenAI/transformers tool calls: [{"type": "function", "function": {"name": str, "arguments": object | str}}]. */
 function toolCallsField(calls: unknown, where: string, role: string, line: number, file?: string): void {
   const fail = (what: string): never => {
-    throw new DatasetError(`${where}${what}; a tool call is {"type": "function", "function": {"name": "...", "arguments": {...}}}`, { file, line });
+    throw new DatasetError(`${where}${what}; a tool call is {"type": "function", "function": {"name": "...", "arguments": {...}}}`, {
+      file,
+      line,
+    });
   };
   if (role !== 'assistant') fail(` is only allowed on an "assistant" message, found on a "${role}" message`);
   if (!Array.isArray(calls) || calls.length === 0) fail(' must be a non-empty array');
@@ -236,7 +263,8 @@ function toolCallsField(calls: unknown, where: string, role: string, line: numbe
     const f = fn as Record<string, unknown>;
     if (typeof f.name !== 'string' || f.name === '') fail(`[${j}].function.name must be a non-empty string`);
     const a = f.arguments;
-    if (!(typeof a === 'string' || (typeof a === 'object' && a !== null && !Array.isArray(a)))) fail(`[${j}].function.arguments must be an object (or a JSON string)`);
+    if (!(typeof a === 'string' || (typeof a === 'object' && a !== null && !Array.isArray(a))))
+      fail(`[${j}].function.arguments must be an object (or a JSON string)`);
   });
 }
 
@@ -245,7 +273,10 @@ function toolsField(r: JsonlRecord, file?: string): unknown[] | undefined {
   const t = r.value.tools;
   if (t === undefined || t === null) return undefined;
   if (!Array.isArray(t) || t.some((x) => typeof x !== 'object' || x === null || Array.isArray(x))) {
-    throw new DatasetError('field "tools" must be an array of objects (function JSON schemas, e.g. {"type": "function", "function": {"name", "description", "parameters"}})', { file, line: r.line });
+    throw new DatasetError(
+      'field "tools" must be an array of objects (function JSON schemas, e.g. {"type": "function", "function": {"name", "description", "parameters"}})',
+      { file, line: r.line },
+    );
   }
   return t;
 }
@@ -259,7 +290,11 @@ function withEos(ids: number[], eos: number | undefined): number[] {
  * text and prompt/completion get the tokenizer's special tokens and an EOS at the end; a
  * conversation is its chat template's rendering, whose own end-of-turn tokens end it.
  */
-export function tokenizeRecords(records: readonly JsonlRecord[], tokenizer: Tokenizer, opts: TokenizeOptions = {}): { format: DatasetFormat; examples: TokenizedExample[] } {
+export function tokenizeRecords(
+  records: readonly JsonlRecord[],
+  tokenizer: Tokenizer,
+  opts: TokenizeOptions = {},
+): { format: DatasetFormat; examples: TokenizedExample[] } {
   const file = opts.file;
   if (records.length === 0) throw new DatasetError('the dataset is empty', { file });
   const format = formatOf(records[0]!, file);
@@ -273,7 +308,8 @@ export function tokenizeRecords(records: readonly JsonlRecord[], tokenizer: Toke
   }
   const examples = records.map((r) => {
     const f = formatOf(r, file);
-    if (f !== format) throw new DatasetError(`this record is ${f} but earlier ones are ${format}; use one format per file`, { file, line: r.line });
+    if (f !== format)
+      throw new DatasetError(`this record is ${f} but earlier ones are ${format}; use one format per file`, { file, line: r.line });
     switch (format) {
       case 'text': {
         const ids = withEos(tokenizer.encode(stringField(r, 'text', file)), eos);
@@ -309,7 +345,11 @@ function tokenizeConversation(
 ): TokenizedExample {
   const render = (upTo: number, addGenerationPrompt: boolean): string => {
     try {
-      return tokenizer.applyChatTemplate(messages.slice(0, upTo), { chatTemplate, addGenerationPrompt, ...(tools !== undefined ? { tools } : {}) });
+      return tokenizer.applyChatTemplate(messages.slice(0, upTo), {
+        chatTemplate,
+        addGenerationPrompt,
+        ...(tools !== undefined ? { tools } : {}),
+      });
     } catch (e) {
       throw new DatasetError(`the chat template cannot render this conversation: ${(e as Error).message}`, { file, line });
     }
@@ -359,7 +399,8 @@ export function hasLearnableLabel(ex: TokenizedExample): boolean {
  */
 export function prepareExamples(examples: readonly TokenizedExample[], opts: PrepareOptions & { file?: string }): PreparedExamples {
   const { maxLength } = opts;
-  if (!Number.isInteger(maxLength) || maxLength < 2) throw new DatasetError(`max length must be an integer of at least 2, got ${maxLength}`, { file: opts.file });
+  if (!Number.isInteger(maxLength) || maxLength < 2)
+    throw new DatasetError(`max length must be an integer of at least 2, got ${maxLength}`, { file: opts.file });
   let rows: TokenizedExample[];
   if (opts.packing) {
     const ids: number[] = [];
@@ -371,9 +412,12 @@ export function prepareExamples(examples: readonly TokenizedExample[], opts: Pre
       }
     }
     rows = [];
-    for (let s = 0; s < ids.length; s += maxLength) rows.push({ inputIds: ids.slice(s, s + maxLength), labels: labels.slice(s, s + maxLength) });
+    for (let s = 0; s < ids.length; s += maxLength)
+      rows.push({ inputIds: ids.slice(s, s + maxLength), labels: labels.slice(s, s + maxLength) });
   } else {
-    rows = examples.map((ex) => (ex.inputIds.length > maxLength ? { inputIds: ex.inputIds.slice(0, maxLength), labels: ex.labels.slice(0, maxLength) } : ex));
+    rows = examples.map((ex) =>
+      ex.inputIds.length > maxLength ? { inputIds: ex.inputIds.slice(0, maxLength), labels: ex.labels.slice(0, maxLength) } : ex,
+    );
   }
   const kept = rows.filter(hasLearnableLabel);
   if (kept.length === 0) {
@@ -388,10 +432,14 @@ export function prepareExamples(examples: readonly TokenizedExample[], opts: Pre
 
 /** Splits off ceil(fraction * n) examples for evaluation, chosen by a seeded shuffle. */
 export function splitForEval<T>(examples: readonly T[], fraction: number, seed: number): { train: T[]; eval: T[] } {
-  if (!(fraction > 0 && fraction < 1)) throw new DatasetError(`the eval split must be a fraction between 0 and 1 (exclusive), got ${fraction}`);
+  if (!(fraction > 0 && fraction < 1))
+    throw new DatasetError(`the eval split must be a fraction between 0 and 1 (exclusive), got ${fraction}`);
   const n = examples.length;
   const nEval = Math.ceil(n * fraction);
-  if (n - nEval < 1) throw new DatasetError(`the dataset has ${n} example(s), too few to split off ${fraction * 100}% for evaluation; add examples or pass --eval-data`);
+  if (n - nEval < 1)
+    throw new DatasetError(
+      `the dataset has ${n} example(s), too few to split off ${fraction * 100}% for evaluation; add examples or pass --eval-data`,
+    );
   const order = permutation(n, Rng.fromSeed(seed, 0x5e1));
   const evalIdx = new Set(Array.from(order.subarray(0, nEval)));
   const train: T[] = [];
@@ -401,7 +449,11 @@ export function splitForEval<T>(examples: readonly T[], fraction: number, seed: 
 }
 
 /** readJsonl + tokenizeRecords. */
-export async function loadDataset(file: string, tokenizer: Tokenizer, opts: LoadDatasetOptions = {}): Promise<{ format: DatasetFormat; examples: TokenizedExample[] }> {
+export async function loadDataset(
+  file: string,
+  tokenizer: Tokenizer,
+  opts: LoadDatasetOptions = {},
+): Promise<{ format: DatasetFormat; examples: TokenizedExample[] }> {
   const { keys, maxExamples, ...tokenize } = opts;
   let records = await readJsonl(file);
   if (maxExamples !== undefined) records = records.slice(0, maxExamples);
@@ -442,7 +494,10 @@ export function describeLabels(labels: ClassLabels): string {
 
 function classOf(r: JsonlRecord, labels: ClassLabels, file?: string): number {
   if (!('label' in r.value)) {
-    throw new DatasetError(`the record has no "label"; a sequence classifier trains on {"text": ..., "label": ...} rows, where the label is ${describeLabels(labels)}`, { file, line: r.line });
+    throw new DatasetError(
+      `the record has no "label"; a sequence classifier trains on {"text": ..., "label": ...} rows, where the label is ${describeLabels(labels)}`,
+      { file, line: r.line },
+    );
   }
   const v = r.value.label;
   if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < labels.numLabels) return v;
@@ -458,22 +513,33 @@ function classOf(r: JsonlRecord, labels: ClassLabels, file?: string): number {
  * around the text ([CLS] text [SEP] for BERT) and the text cut so the whole fits maxLength, as
  * transformers' tokenizer(text, truncation=True, max_length=maxLength) does.
  */
-export function tokenizeClassification(records: readonly JsonlRecord[], tokenizer: Tokenizer, opts: ClassificationOptions): ClassificationData {
+export function tokenizeClassification(
+  records: readonly JsonlRecord[],
+  tokenizer: Tokenizer,
+  opts: ClassificationOptions,
+): ClassificationData {
   const { file, labels, maxLength } = opts;
   if (records.length === 0) throw new DatasetError('the dataset is empty', { file });
   if (labels.numLabels < 2) {
-    throw new DatasetError(`the model has ${labels.numLabels} output (a regression head); the trainer fine-tunes classifiers with 2 or more classes (num_labels / id2label in config.json)`, { file });
+    throw new DatasetError(
+      `the model has ${labels.numLabels} output (a regression head); the trainer fine-tunes classifiers with 2 or more classes (num_labels / id2label in config.json)`,
+      { file },
+    );
   }
   const { prefix, suffix } = tokenizer.specialTokenAffixes;
   const budget = maxLength - prefix.length - suffix.length;
   if (!Number.isInteger(maxLength) || budget < 1) {
-    throw new DatasetError(`max length ${maxLength} leaves no room for text beside the ${prefix.length + suffix.length} special tokens; raise --max-len`, { file });
+    throw new DatasetError(
+      `max length ${maxLength} leaves no room for text beside the ${prefix.length + suffix.length} special tokens; raise --max-len`,
+      { file },
+    );
   }
   let truncated = 0;
   const examples = records.map((r) => {
     const v = r.value;
     for (const pair of ['text_pair', 'text_b']) {
-      if (pair in v) throw new DatasetError(`field "${pair}": sentence pairs are not supported; join the two texts into "text"`, { file, line: r.line });
+      if (pair in v)
+        throw new DatasetError(`field "${pair}": sentence pairs are not supported; join the two texts into "text"`, { file, line: r.line });
     }
     if (!('text' in v)) {
       const keys = Object.keys(v);
@@ -495,6 +561,10 @@ export function tokenizeClassification(records: readonly JsonlRecord[], tokenize
 }
 
 /** readJsonl + tokenizeClassification. */
-export async function loadClassificationDataset(file: string, tokenizer: Tokenizer, opts: Omit<ClassificationOptions, 'file'>): Promise<ClassificationData> {
+export async function loadClassificationDataset(
+  file: string,
+  tokenizer: Tokenizer,
+  opts: Omit<ClassificationOptions, 'file'>,
+): Promise<ClassificationData> {
   return tokenizeClassification(await readJsonl(file), tokenizer, { ...opts, file });
 }

@@ -8,7 +8,11 @@ export class DatasetError extends PeftError {
   readonly file?: string;
   readonly line?: number;
   constructor(message: string, where: { file?: string; line?: number } = {}) {
-    const loc = where.file ? `${where.file}${where.line !== undefined ? `:${where.line}` : ''}: ` : where.line !== undefined ? `line ${where.line}: ` : '';
+    const loc = where.file
+      ? `${where.file}${where.line !== undefined ? `:${where.line}` : ''}: `
+      : where.line !== undefined
+        ? `line ${where.line}: `
+        : '';
     super(`${loc}${message}`);
     this.name = 'DatasetError';
     this.file = where.file;

@@ -72,29 +72,81 @@ const rotl = (x: number, k: number) => [...get(x), ...c32(k), ...I32_SHL, ...get
 const xorInto = (into: number, other: number) => [...get(into), ...get(other), ...XOR, ...set(into)];
 
 const BODY = [
-  2, 2, I32, V128_LOCALS, V128,
-  ...get(THR), ...I32_SPLAT, ...set(THRV),
-  ...c32(1), ...I8_SPLAT, ...set(ONE),
-  ...c32(5), ...I32_SPLAT, ...set(FIVE),
-  ...c32(9), ...I32_SPLAT, ...set(NINE),
+  2,
+  2,
+  I32,
+  V128_LOCALS,
+  V128,
+  ...get(THR),
+  ...I32_SPLAT,
+  ...set(THRV),
+  ...c32(1),
+  ...I8_SPLAT,
+  ...set(ONE),
+  ...c32(5),
+  ...I32_SPLAT,
+  ...set(FIVE),
+  ...c32(9),
+  ...I32_SPLAT,
+  ...set(NINE),
   ...GROUPS.flatMap((g) => [0, 1, 2, 3].flatMap((w) => [...get(ST), ...LOAD(16 * (4 * g + w)), ...set(S(g, w))])),
-  ...get(OUT), ...get(N), ADD, ...set(END),
-  ...get(OUT), ...set(I),
-  0x02, 0x40, // block
-  ...get(N), EQZ, 0x0d, 0, // n == 0: skip the loop
-  0x03, 0x40, // loop
+  ...get(OUT),
+  ...get(N),
+  ADD,
+  ...set(END),
+  ...get(OUT),
+  ...set(I),
+  0x02,
+  0x40, // block
+  ...get(N),
+  EQZ,
+  0x0d,
+  0, // n == 0: skip the loop
+  0x03,
+  0x40, // loop
   ...GROUPS.flatMap((g) => [
-    ...get(S(g, 1)), ...get(FIVE), ...I32_MUL, ...set(M(g)), // m = s1 * 5
-    ...get(S(g, 1)), ...c32(9), ...I32_SHL, ...set(T(g)), // t = s1 << 9
-    ...rotl(M(g), 7), ...get(NINE), ...I32_MUL, ...get(THRV), ...I32_GE_U, ...set(CMP(g)), // draw = rotl(m, 7) * 9; draw >=u thr
-    ...xorInto(S(g, 2), S(g, 0)), ...xorInto(S(g, 3), S(g, 1)), ...xorInto(S(g, 1), S(g, 2)), ...xorInto(S(g, 0), S(g, 3)), ...xorInto(S(g, 2), T(g)),
-    ...rotl(S(g, 3), 11), ...set(S(g, 3)),
+    ...get(S(g, 1)),
+    ...get(FIVE),
+    ...I32_MUL,
+    ...set(M(g)), // m = s1 * 5
+    ...get(S(g, 1)),
+    ...c32(9),
+    ...I32_SHL,
+    ...set(T(g)), // t = s1 << 9
+    ...rotl(M(g), 7),
+    ...get(NINE),
+    ...I32_MUL,
+    ...get(THRV),
+    ...I32_GE_U,
+    ...set(CMP(g)), // draw = rotl(m, 7) * 9; draw >=u thr
+    ...xorInto(S(g, 2), S(g, 0)),
+    ...xorInto(S(g, 3), S(g, 1)),
+    ...xorInto(S(g, 1), S(g, 2)),
+    ...xorInto(S(g, 0), S(g, 3)),
+    ...xorInto(S(g, 2), T(g)),
+    ...rotl(S(g, 3), 11),
+    ...set(S(g, 3)),
   ]),
   // 16 lanes of 0 / -1 -> 16 bytes of 0 / 1, stream order 0..15
   ...get(I),
-  ...get(CMP(0)), ...get(CMP(1)), ...I16_NARROW_I32_S, ...get(CMP(2)), ...get(CMP(3)), ...I16_NARROW_I32_S, ...I8_NARROW_I16_S,
-  ...get(ONE), ...AND, ...STORE(0),
-  ...get(I), ...c32(16), ADD, ...tee(I), ...get(END), NE, 0x0d, 0, // while ((i += 16) != end)
+  ...get(CMP(0)),
+  ...get(CMP(1)),
+  ...I16_NARROW_I32_S,
+  ...get(CMP(2)),
+  ...get(CMP(3)),
+  ...I16_NARROW_I32_S,
+  ...I8_NARROW_I16_S,
+  ...get(ONE),
+  ...AND,
+  ...STORE(0),
+  ...get(I),
+  ...c32(16),
+  ADD,
+  ...tee(I),
+  ...get(END),
+  NE,
+  0x0d,
+  0, // while ((i += 16) != end)
   0x0b, // end loop
   0x0b, // end block
   ...GROUPS.flatMap((g) => [0, 1, 2, 3].flatMap((w) => [...get(ST), ...get(S(g, w)), ...STORE(16 * (4 * g + w))])),
@@ -105,7 +157,14 @@ const section = (id: number, content: number[]): number[] => [id, ...leb(content
 const name = (s: string) => [s.length, ...Array.from(s, (ch) => ch.charCodeAt(0))];
 
 const MODULE = Uint8Array.from([
-  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+  0x00,
+  0x61,
+  0x73,
+  0x6d,
+  0x01,
+  0x00,
+  0x00,
+  0x00,
   ...section(1, [1, 0x60, 4, I32, I32, I32, I32, 0]), // type: (i32, i32, i32, i32) -> ()
   ...section(3, [1, 0]), // function 0 has type 0
   ...section(5, [1, 0x00, 1]), // memory: min 1 page, no max

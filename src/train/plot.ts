@@ -19,7 +19,12 @@ export function niceTicks(lo: number, hi: number, count = 6, integer = false): n
   const raw = (hi - lo) / Math.max(1, count - 1);
   const mag = Math.pow(10, Math.floor(Math.log10(raw)));
   const steps = (integer ? [1, 2, 5, 10] : [1, 2, 2.5, 5, 10]).map((m) => m * mag);
-  const step = integer ? Math.max(1, steps.find((s) => s >= raw)!) : steps.find((s) => s >= raw)!;
+  const step = integer
+    ? Math.max(
+        1,
+        steps.find((s) => s >= raw)!,
+      )
+    : steps.find((s) => s >= raw)!;
   const ticks: number[] = [];
   const first = Math.floor(lo / step + 1e-9);
   const last = Math.ceil(hi / step - 1e-9);
@@ -51,7 +56,9 @@ export function lossCurveSvg(records: readonly MetricRecord[], opts: PlotOptions
   }
   const all = [...train, ...evals];
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
+  );
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
   out.push(`<text x="${W / 2}" y="24" text-anchor="middle" font-size="15" font-weight="bold">${esc(opts.title ?? 'Loss')}</text>`);
   if (all.length === 0) {
@@ -88,7 +95,9 @@ export function lossCurveSvg(records: readonly MetricRecord[], opts: PlotOptions
   // axes and their labels
   out.push(`<rect x="${m.left}" y="${m.top}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`);
   out.push(`<text x="${m.left + pw / 2}" y="${H - 14}" text-anchor="middle" font-size="13">step</text>`);
-  out.push(`<text x="18" y="${m.top + ph / 2}" text-anchor="middle" font-size="13" transform="rotate(-90 18 ${m.top + ph / 2})">loss</text>`);
+  out.push(
+    `<text x="18" y="${m.top + ph / 2}" text-anchor="middle" font-size="13" transform="rotate(-90 18 ${m.top + ph / 2})">loss</text>`,
+  );
 
   const path = (pts: [number, number][]) => pts.map(([x, y], i) => `${i ? 'L' : 'M'}${f(sx(x))},${f(sy(y))}`).join(' ');
   const series: { name: string; color: string; pts: [number, number][]; markers: boolean }[] = [

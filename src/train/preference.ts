@@ -132,7 +132,8 @@ export interface PreferenceStepResult {
 
 /** The [pairs, batch] pairing matrix of a batch whose first half is the chosen rows and second half their rejected rows. */
 export function halvesPairing(batchSize: number): HostTensor {
-  if (batchSize % 2 !== 0) throw new TrainError(`a preference batch holds chosen rows then their rejected rows; got an odd size ${batchSize}`);
+  if (batchSize % 2 !== 0)
+    throw new TrainError(`a preference batch holds chosen rows then their rejected rows; got an odd size ${batchSize}`);
   const pairs = batchSize / 2;
   const data = new Float32Array(pairs * batchSize);
   for (let k = 0; k < pairs; k++) {
@@ -159,13 +160,20 @@ export class PreferenceStep {
   ) {}
 
   static async compile(model: AdaptedModel, opts: PreferenceStepOptions & { training?: boolean }): Promise<PreferenceStep> {
-    if (labelKindOf(model) !== 'tokens') throw new TrainError('preference tuning (DPO, ORPO) trains causal language models; this model is a sequence classifier');
+    if (labelKindOf(model) !== 'tokens')
+      throw new TrainError('preference tuning (DPO, ORPO) trains causal language models; this model is a sequence classifier');
     const beta = opts.beta ?? DEFAULT_BETA[opts.objective];
     if (!(beta > 0 && Number.isFinite(beta))) throw new TrainError(`--beta must be a positive number, got ${beta}`);
     const training = opts.training ?? true;
     const { objective, beta: _b, training: _t, ...runtime } = opts;
     const graph = new Graph();
-    const ctx = new BuildContext(graph, model.base.weights, { trainable: model.trainableBaseWeights(), training, quantKernel: runtime.quantKernel, gradientCheckpointing: training && runtime.gradientCheckpointing, basePrecision: runtime.basePrecision });
+    const ctx = new BuildContext(graph, model.base.weights, {
+      trainable: model.trainableBaseWeights(),
+      training,
+      quantKernel: runtime.quantKernel,
+      gradientCheckpointing: training && runtime.gradientCheckpointing,
+      basePrecision: runtime.basePrecision,
+    });
     const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
     const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
     const labels = graph.input('labels', 'int64', ['batch', 'seq']);
@@ -173,10 +181,14 @@ export class PreferenceStep {
     const out = model.forward(ctx, { inputIds, attentionMask });
     const count = model.prependedLabels ?? 0;
     const aligned = count > 0 ? prependConstant(labels, count, -100) : labels;
-    const r = objective === 'dpo' ? dpoLoss(out.logits, aligned, pairing, graph.input(REF_LOGPS, 'float32', ['batch']), beta) : orpoLoss(out.logits, aligned, pairing, beta);
+    const r =
+      objective === 'dpo'
+        ? dpoLoss(out.logits, aligned, pairing, graph.input(REF_LOGPS, 'float32', ['batch']), beta)
+        : orpoLoss(out.logits, aligned, pairing, beta);
     const logps = sequenceLogps(out.logits, aligned).sum;
     const params = new Map(ctx.params);
-    if (params.size === 0) throw new TrainError(`the ${model.peftType} model has no trainable tensors in its graph; check the target modules`);
+    if (params.size === 0)
+      throw new TrainError(`the ${model.peftType} model has no trainable tensors in its graph; check the target modules`);
     const names = [...params.keys()];
     const outputs: Record<string, Value> = { loss: r.loss, rewards_chosen: r.rewardsChosen, rewards_rejected: r.rewardsRejected, logps };
     if (training) {
@@ -190,17 +202,29 @@ export class PreferenceStep {
       if (mask.kind !== 'input' || dropouts.some((d) => d.name === mask.name)) continue;
       dropouts.push({ name: mask.name, shape: mask.shape, ratio: (n.attrs as { ratio: number }).ratio });
     }
-    const session = await RuntimeSession.fromGraph(graph, outputs, { memPattern: false, ...runtime, name: `${model.peftType} ${objective} ${training ? 'train' : 'eval'} step` });
+    const session = await RuntimeSession.fromGraph(graph, outputs, {
+      memPattern: false,
+      ...runtime,
+      name: `${model.peftType} ${objective} ${training ? 'train' : 'eval'} step`,
+    });
     let reference: RuntimeSession | undefined;
     if (objective === 'dpo') {
       const rg = new Graph();
       // the reference holds the base as the policy does (same precision), so with a no-op adapter the two agree
-      const rctx = new BuildContext(rg, model.base.weights, { training: false, quantKernel: runtime.quantKernel, basePrecision: runtime.basePrecision });
+      const rctx = new BuildContext(rg, model.base.weights, {
+        training: false,
+        quantKernel: runtime.quantKernel,
+        basePrecision: runtime.basePrecision,
+      });
       const rIds = rg.input('input_ids', 'int64', ['batch', 'seq']);
       const rMask = rg.input('attention_mask', 'int64', ['batch', 'seq']);
       const rLabels = rg.input('labels', 'int64', ['batch', 'seq']);
       const logps = sequenceLogps(model.base.forward(rctx, { inputIds: rIds, attentionMask: rMask }).logits, rLabels).sum;
-      reference = await RuntimeSession.fromGraph(rg, { ref_logps: logps }, { memPattern: false, ...runtime, name: `${model.base.family} reference` });
+      reference = await RuntimeSession.fromGraph(
+        rg,
+        { ref_logps: logps },
+        { memPattern: false, ...runtime, name: `${model.base.family} reference` },
+      );
     }
     return new PreferenceStep(session, reference, names, dropouts, training);
   }
@@ -212,7 +236,11 @@ export class PreferenceStep {
     return out.ref_logps!.data as Float32Array;
   }
 
-  async run(batch: Batch, params: Map<string, TrainableTensor>, opts: { lossScale?: number; rng?: Rng } = {}): Promise<PreferenceStepResult> {
+  async run(
+    batch: Batch,
+    params: Map<string, TrainableTensor>,
+    opts: { lossScale?: number; rng?: Rng } = {},
+  ): Promise<PreferenceStepResult> {
     const feeds = tokenFeeds(batch);
     feeds[PAIRING] = halvesPairing(batch.size);
     if (this.reference) feeds[REF_LOGPS] = { dtype: 'float32', shape: [batch.size], data: await this.referenceLogps(batch) };
@@ -253,7 +281,9 @@ export class PreferenceStep {
 /** TRL's reward metrics of a batch: mean rewards, accuracy (chosen > rejected) and margin. */
 export function rewardMetrics(r: Pick<PreferenceStepResult, 'rewardsChosen' | 'rewardsRejected'>): Record<string, number> {
   const n = r.rewardsChosen.length;
-  let c = 0, rj = 0, acc = 0;
+  let c = 0,
+    rj = 0,
+    acc = 0;
   for (let k = 0; k < n; k++) {
     c += r.rewardsChosen[k]!;
     rj += r.rewardsRejected[k]!;
@@ -263,7 +293,8 @@ export function rewardMetrics(r: Pick<PreferenceStepResult, 'rewardsChosen' | 'r
 }
 
 function tokenFeeds(batch: Batch): Record<string, HostTensor> {
-  if ((batch.labelKind ?? 'tokens') !== 'tokens') throw new TrainError('preference tuning needs token labels ({"prompt","chosen","rejected"} rows)');
+  if ((batch.labelKind ?? 'tokens') !== 'tokens')
+    throw new TrainError('preference tuning needs token labels ({"prompt","chosen","rejected"} rows)');
   const shape = [batch.size, batch.seq];
   return {
     input_ids: { dtype: 'int64', shape, data: batch.inputIds },
@@ -295,19 +326,35 @@ export interface PreferenceKeys {
 }
 
 /** {"prompt","chosen","rejected"} rows as token pairs: prompt + chosen and prompt + rejected, labels -100 on the prompt. */
-export function tokenizePreferenceRecords(records: readonly JsonlRecord[], tokenizer: Tokenizer, opts: TokenizeOptions & { keys?: PreferenceKeys } = {}): { chosen: TokenizedExample[]; rejected: TokenizedExample[] } {
+export function tokenizePreferenceRecords(
+  records: readonly JsonlRecord[],
+  tokenizer: Tokenizer,
+  opts: TokenizeOptions & { keys?: PreferenceKeys } = {},
+): { chosen: TokenizedExample[]; rejected: TokenizedExample[] } {
   const file = opts.file;
   if (records.length === 0) throw new DatasetError('the dataset is empty', { file });
-  const names = { prompt: opts.keys?.prompt ?? 'prompt', chosen: opts.keys?.chosen ?? 'chosen', rejected: opts.keys?.rejected ?? 'rejected' };
+  const names = {
+    prompt: opts.keys?.prompt ?? 'prompt',
+    chosen: opts.keys?.chosen ?? 'chosen',
+    rejected: opts.keys?.rejected ?? 'rejected',
+  };
   records.forEach((r) => {
     for (const k of Object.values(names)) {
       const v = r.value[k];
       if (typeof v !== 'string') {
-        throw new DatasetError(`field "${k}" is ${v === undefined ? 'missing' : `a ${Array.isArray(v) ? 'list' : v === null ? 'null' : typeof v}, not a string`}; a preference row is {"${names.prompt}": "...", "${names.chosen}": "...", "${names.rejected}": "..."}`, { file, line: r.line });
+        throw new DatasetError(
+          `field "${k}" is ${v === undefined ? 'missing' : `a ${Array.isArray(v) ? 'list' : v === null ? 'null' : typeof v}, not a string`}; a preference row is {"${names.prompt}": "...", "${names.chosen}": "...", "${names.rejected}": "..."}`,
+          { file, line: r.line },
+        );
       }
     }
   });
-  const side = (k: 'chosen' | 'rejected') => tokenizeRecords(records.map((r) => ({ line: r.line, value: { prompt: r.value[names.prompt], completion: r.value[names[k]] } })), tokenizer, opts).examples;
+  const side = (k: 'chosen' | 'rejected') =>
+    tokenizeRecords(
+      records.map((r) => ({ line: r.line, value: { prompt: r.value[names.prompt], completion: r.value[names[k]] } })),
+      tokenizer,
+      opts,
+    ).examples;
   return { chosen: side('chosen'), rejected: side('rejected') };
 }
 
@@ -324,11 +371,18 @@ export interface PreferenceDataset {
  * side cut to maxLength tokens on the right; a pair whose cut side keeps no completion token is
  * left out (and counted). A bad row is a DatasetError naming the file, the line and the field.
  */
-export async function loadPreferenceDataset(file: string, tokenizer: Tokenizer, opts: { maxLength: number; maxExamples?: number; keys?: PreferenceKeys }): Promise<PreferenceDataset> {
+export async function loadPreferenceDataset(
+  file: string,
+  tokenizer: Tokenizer,
+  opts: { maxLength: number; maxExamples?: number; keys?: PreferenceKeys },
+): Promise<PreferenceDataset> {
   let records = await readJsonl(file);
   if (opts.maxExamples !== undefined) records = records.slice(0, opts.maxExamples);
   const { chosen, rejected } = tokenizePreferenceRecords(records, tokenizer, { file, keys: opts.keys });
-  const cut = (ex: TokenizedExample): TokenizedExample => ({ inputIds: ex.inputIds.slice(0, opts.maxLength), labels: ex.labels.slice(0, opts.maxLength) });
+  const cut = (ex: TokenizedExample): TokenizedExample => ({
+    inputIds: ex.inputIds.slice(0, opts.maxLength),
+    labels: ex.labels.slice(0, opts.maxLength),
+  });
   const pairs: PreferencePair[] = [];
   let dropped = 0;
   let truncated = 0;
@@ -339,7 +393,8 @@ export async function loadPreferenceDataset(file: string, tokenizer: Tokenizer, 
     if (hasLearnableLabel(pair.chosen) && hasLearnableLabel(pair.rejected)) pairs.push(pair);
     else dropped++;
   });
-  if (pairs.length === 0) throw new DatasetError(`no preference row keeps a completion token within --max-len ${opts.maxLength}; raise --max-len`, { file });
+  if (pairs.length === 0)
+    throw new DatasetError(`no preference row keeps a completion token within --max-len ${opts.maxLength}; raise --max-len`, { file });
   return { pairs, dropped, truncated };
 }
 

@@ -24,7 +24,8 @@ export class LineProgress implements ProgressReporter {
     );
   }
   eval(r: EvalRecord): void {
-    const metric = r.eval_accuracy !== undefined ? `accuracy ${fmtAccuracy(r.eval_accuracy)}` : `perplexity ${r.eval_perplexity?.toFixed(3) ?? '-'}`;
+    const metric =
+      r.eval_accuracy !== undefined ? `accuracy ${fmtAccuracy(r.eval_accuracy)}` : `perplexity ${r.eval_perplexity?.toFixed(3) ?? '-'}`;
     this.out.write(`eval @ step ${r.step} | eval_loss ${fmtLoss(r.eval_loss)} | ${metric}\n`);
   }
   message(text: string): void {
@@ -53,7 +54,13 @@ export class BarProgress implements ProgressReporter {
     this.bar.start(totalSteps, startStep, { loss: '-', lr: '-', tps: '-', eval: this.evalText, remaining: '?' });
   }
   step(r: TrainRecord, eta: number): void {
-    this.bar?.update(r.step, { loss: fmtLoss(r.loss), lr: fmtLr(r.learning_rate), tps: String(Math.round(r.tokens_per_second)), eval: this.evalText, remaining: formatDuration(eta) });
+    this.bar?.update(r.step, {
+      loss: fmtLoss(r.loss),
+      lr: fmtLr(r.learning_rate),
+      tps: String(Math.round(r.tokens_per_second)),
+      eval: this.evalText,
+      remaining: formatDuration(eta),
+    });
   }
   eval(r: EvalRecord): void {
     this.evalText = fmtLoss(r.eval_loss) + (r.eval_accuracy !== undefined ? ` acc ${fmtAccuracy(r.eval_accuracy)}` : '');

@@ -64,9 +64,14 @@ export function readRunConfig(file: string, validKeys: readonly string[]): RunCo
     size = st.size;
   } catch (e) {
     if (e instanceof RunConfigError) throw e;
-    throw new RunConfigError(`--config ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); pass an existing .yaml or .json file`);
+    throw new RunConfigError(
+      `--config ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); pass an existing .yaml or .json file`,
+    );
   }
-  if (size > MAX_CONFIG_BYTES) throw new RunConfigError(`--config ${file} is ${size} bytes; a run config is a small YAML/JSON file (at most ${MAX_CONFIG_BYTES} bytes)`);
+  if (size > MAX_CONFIG_BYTES)
+    throw new RunConfigError(
+      `--config ${file} is ${size} bytes; a run config is a small YAML/JSON file (at most ${MAX_CONFIG_BYTES} bytes)`,
+    );
   const text = readFileSync(file, 'utf8');
   const ext = extname(file).toLowerCase();
   let doc: unknown;
@@ -76,13 +81,15 @@ export function readRunConfig(file: string, validKeys: readonly string[]): RunCo
   } catch (e) {
     throw new RunConfigError(`${file}: not valid ${ext === '.json' ? 'JSON' : 'YAML'}: ${(e as Error).message.split('\n')[0]}`);
   }
-  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw new RunConfigError(`${file}: the top level must be a mapping of option names to values`);
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc))
+    throw new RunConfigError(`${file}: the top level must be a mapping of option names to values`);
   const options: Record<string, unknown> = {};
   let peft: Record<string, unknown> = {};
   const attrs = new Map(validKeys.map((k) => [attributeName(k), k]));
   for (const [key, value] of Object.entries(doc as Record<string, unknown>)) {
     if (key === 'peft' || key === 'peft_config' || key === 'adapter_config') {
-      if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new RunConfigError(`${file}: "${key}" must be a mapping of adapter_config.json fields (e.g. r: 8, lora_alpha: 16)`);
+      if (value === null || typeof value !== 'object' || Array.isArray(value))
+        throw new RunConfigError(`${file}: "${key}" must be a mapping of adapter_config.json fields (e.g. r: 8, lora_alpha: 16)`);
       peft = { ...(value as Record<string, unknown>) };
       continue;
     }
@@ -90,7 +97,9 @@ export function readRunConfig(file: string, validKeys: readonly string[]): RunCo
     const attr = attributeName(key);
     if (!attrs.has(attr)) {
       const near = nearest(key, [...validKeys, 'peft']);
-      throw new RunConfigError(`${file}: unknown key "${key}"${near ? `; did you mean "${near}"?` : ''} (keys are peft train's options, e.g. steps, lr, eval-data, and a "peft" section)`);
+      throw new RunConfigError(
+        `${file}: unknown key "${key}"${near ? `; did you mean "${near}"?` : ''} (keys are peft train's options, e.g. steps, lr, eval-data, and a "peft" section)`,
+      );
     }
     if (attr in options) throw new RunConfigError(`${file}: "${key}" is given twice (as ${attrs.get(attr)} in another spelling)`);
     options[attr] = value;
@@ -103,7 +112,9 @@ export function checkPeftFields(peft: Record<string, unknown>, validFields: read
   for (const key of Object.keys(peft)) {
     if (key === 'peft_type' || validFields.includes(key)) continue;
     const near = nearest(key, validFields);
-    throw new RunConfigError(`${file}: "peft.${key}" is not a field of ${method}'s adapter_config.json${near ? `; did you mean "${near}"?` : ''}`);
+    throw new RunConfigError(
+      `${file}: "peft.${key}" is not a field of ${method}'s adapter_config.json${near ? `; did you mean "${near}"?` : ''}`,
+    );
   }
 }
 
@@ -115,5 +126,7 @@ export function asFlagText(key: string, value: unknown, file: string): string {
   if (typeof value === 'string') return value;
   if (typeof value === 'number' && Number.isFinite(value)) return String(value);
   if (Array.isArray(value) && value.every((x) => typeof x === 'string' || typeof x === 'number')) return value.join(',');
-  throw new RunConfigError(`${file}: "${key}" must be a ${Array.isArray(value) ? 'list of names' : 'number or string'}, found ${value === null ? 'null' : Array.isArray(value) ? 'a list with other values' : typeof value}`);
+  throw new RunConfigError(
+    `${file}: "${key}" must be a ${Array.isArray(value) ? 'list of names' : 'number or string'}, found ${value === null ? 'null' : Array.isArray(value) ? 'a list with other values' : typeof value}`,
+  );
 }

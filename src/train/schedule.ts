@@ -18,7 +18,8 @@ export interface ScheduleOptions {
 export function warmupStepsFor(totalSteps: number, opts: { warmupSteps?: number; warmupRatio?: number }): number {
   if (opts.warmupSteps !== undefined && opts.warmupSteps > 0) return opts.warmupSteps;
   if (opts.warmupRatio !== undefined) {
-    if (!(opts.warmupRatio >= 0 && opts.warmupRatio <= 1)) throw new TrainError(`the warmup ratio must be in [0, 1], got ${opts.warmupRatio}`);
+    if (!(opts.warmupRatio >= 0 && opts.warmupRatio <= 1))
+      throw new TrainError(`the warmup ratio must be in [0, 1], got ${opts.warmupRatio}`);
     return Math.ceil(totalSteps * opts.warmupRatio);
   }
   return 0;
@@ -46,9 +47,12 @@ export class LrSchedule {
   readonly warmupSteps: number;
 
   constructor(opts: ScheduleOptions) {
-    if (!SCHEDULES.includes(opts.name)) throw new TrainError(`unknown learning-rate schedule "${opts.name}"; use one of ${SCHEDULES.join(', ')}`);
-    if (!(opts.baseLr >= 0 && Number.isFinite(opts.baseLr))) throw new TrainError(`the learning rate must be a finite number >= 0, got ${opts.baseLr}`);
-    if (!(Number.isInteger(opts.warmupSteps) && opts.warmupSteps >= 0)) throw new TrainError(`warmup steps must be an integer >= 0, got ${opts.warmupSteps}`);
+    if (!SCHEDULES.includes(opts.name))
+      throw new TrainError(`unknown learning-rate schedule "${opts.name}"; use one of ${SCHEDULES.join(', ')}`);
+    if (!(opts.baseLr >= 0 && Number.isFinite(opts.baseLr)))
+      throw new TrainError(`the learning rate must be a finite number >= 0, got ${opts.baseLr}`);
+    if (!(Number.isInteger(opts.warmupSteps) && opts.warmupSteps >= 0))
+      throw new TrainError(`warmup steps must be an integer >= 0, got ${opts.warmupSteps}`);
     this.name = opts.name;
     this.baseLr = opts.baseLr;
     this.totalSteps = opts.totalSteps;

@@ -16,7 +16,10 @@ import { TrainError } from './errors.js';
 import { drawKeepMask } from './keepmask.js';
 import type { Rng } from './rng.js';
 
-export type StepOptions = Pick<RuntimeOptions, 'threads' | 'executionProvider' | 'graphOptimization' | 'weights' | 'memPattern' | 'cpuMemArena'> & {
+export type StepOptions = Pick<
+  RuntimeOptions,
+  'threads' | 'executionProvider' | 'graphOptimization' | 'weights' | 'memPattern' | 'cpuMemArena'
+> & {
   /** how products with a 4-bit base weight are computed (QLoRA; default 'ops', see src/quant/matmul.ts) */
   quantKernel?: QuantKernel;
   /** recompute each decoder layer in the backward pass instead of keeping its activations (default false) */
@@ -61,27 +64,44 @@ interface BuiltGraph {
   dropouts: DropoutFeed[];
 }
 
-function buildLossGraph(model: AdaptedModel, training: boolean, quantKernel?: QuantKernel, gradientCheckpointing?: boolean, basePrecision?: BasePrecision): BuiltGraph {
+function buildLossGraph(
+  model: AdaptedModel,
+  training: boolean,
+  quantKernel?: QuantKernel,
+  gradientCheckpointing?: boolean,
+  basePrecision?: BasePrecision,
+): BuiltGraph {
   const classes = labelKindOf(model) === 'classes';
   const graph = new Graph();
-  const ctx = new BuildContext(graph, model.base.weights, { trainable: model.trainableBaseWeights(), training, quantKernel, gradientCheckpointing, basePrecision });
+  const ctx = new BuildContext(graph, model.base.weights, {
+    trainable: model.trainableBaseWeights(),
+    training,
+    quantKernel,
+    gradientCheckpointing,
+    basePrecision,
+  });
   const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
   const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
   const labels = graph.input('labels', 'int64', classes ? ['batch'] : ['batch', 'seq']);
   const out = model.forward(ctx, { inputIds, attentionMask });
   const loss = model.loss(out.logits, labels);
-  if (loss.rank !== 0 || loss.dtype !== 'float32') throw new TrainError(`the ${model.peftType} model's loss must be a float32 scalar, got ${loss.toString()}`);
+  if (loss.rank !== 0 || loss.dtype !== 'float32')
+    throw new TrainError(`the ${model.peftType} model's loss must be a float32 scalar, got ${loss.toString()}`);
 
   const tensors = model.parameters();
   const params = new Map(ctx.params);
   for (const [name, v] of params) {
     const t = tensors.get(name);
-    if (!t) throw new TrainError(`the ${model.peftType} model created the trainable tensor "${name}" in its graph but parameters() does not hold it`);
+    if (!t)
+      throw new TrainError(
+        `the ${model.peftType} model created the trainable tensor "${name}" in its graph but parameters() does not hold it`,
+      );
     if (t.shape.length !== v.rank || t.shape.some((d, i) => d !== v.shape[i])) {
       throw new TrainError(`trainable tensor "${name}" is [${t.shape}] in parameters() but [${v.shape}] in the graph`);
     }
   }
-  if (params.size === 0) throw new TrainError(`the ${model.peftType} model has no trainable tensors in its graph; check the target modules`);
+  if (params.size === 0)
+    throw new TrainError(`the ${model.peftType} model has no trainable tensors in its graph; check the target modules`);
 
   // Masks made with ctx.dropout, or any Dropout whose keep-mask is a graph input.
   const dropouts: DropoutFeed[] = [];
@@ -90,12 +110,15 @@ function buildLossGraph(model: AdaptedModel, training: boolean, quantKernel?: Qu
     const mask = n.inputs[1]!;
     if (mask.kind !== 'input' || dropouts.some((d) => d.name === mask.name)) continue;
     const ratio = (n.attrs as { ratio: number }).ratio;
-    if (!(ratio >= 0 && ratio < 1)) throw new TrainError(`dropout "${mask.name}" has ratio ${ratio}; a dropout ratio is in [0, 1): set the dropout below 1`);
+    if (!(ratio >= 0 && ratio < 1))
+      throw new TrainError(`dropout "${mask.name}" has ratio ${ratio}; a dropout ratio is in [0, 1): set the dropout below 1`);
     dropouts.push({ name: mask.name, shape: mask.shape, ratio });
   }
   for (const v of graph.inputs) {
     if ((BATCH_INPUTS as readonly string[]).includes(v.name) || dropouts.some((d) => d.name === v.name)) continue;
-    throw new TrainError(`the ${model.peftType} model's graph needs an input "${v.name}" the trainer cannot feed (it feeds input_ids, attention_mask, labels and dropout masks)`);
+    throw new TrainError(
+      `the ${model.peftType} model's graph needs an input "${v.name}" the trainer cannot feed (it feeds input_ids, attention_mask, labels and dropout masks)`,
+    );
   }
   return { graph, loss, logits: out.logits, params, dropouts };
 }
@@ -109,13 +132,17 @@ export function labelKindOf(model: AdaptedModel): 'tokens' | 'classes' {
   if (base.task === 'causal-lm') return 'tokens';
   if (base.task === 'seq-cls') {
     if (base.config.numLabels < 2) {
-      throw new TrainError(`the ${base.family} model in ${base.dir} has a regression head (num_labels ${base.config.numLabels}); the trainer fine-tunes classifiers with 2 or more classes`);
+      throw new TrainError(
+        `the ${base.family} model in ${base.dir} has a regression head (num_labels ${base.config.numLabels}); the trainer fine-tunes classifiers with 2 or more classes`,
+      );
     }
     return 'classes';
   }
   throw new TrainError(
     `the trainer fine-tunes causal language models and sequence classifiers; the ${base.family} model in ${base.dir} is loaded as a ${base.task} model` +
-      (base.family === 'bert' ? ' (set "architectures": ["BertForSequenceClassification"] and num_labels/id2label in config.json to train a classifier)' : ''),
+      (base.family === 'bert'
+        ? ' (set "architectures": ["BertForSequenceClassification"] and num_labels/id2label in config.json to train a classifier)'
+        : ''),
   );
 }
 
@@ -276,7 +303,11 @@ export class EvalStep {
     paramFeeds(this.paramNames, params, feeds);
     if (this.labelKind === 'classes') {
       const out = await this.session.run(feeds, ['loss', 'logits']);
-      return { loss: out.loss!.data[0] as number, tokens: countLossTokens(batch), correct: countCorrect(out.logits!.data as Float32Array, batch) };
+      return {
+        loss: out.loss!.data[0] as number,
+        tokens: countLossTokens(batch),
+        correct: countCorrect(out.logits!.data as Float32Array, batch),
+      };
     }
     const out = await this.session.run(feeds, ['loss']);
     return { loss: out.loss!.data[0] as number, tokens: countLossTokens(batch, this.prependedLabels) };

@@ -45,7 +45,11 @@ export function tfRecord(data: Uint8Array): Uint8Array {
 }
 
 /** An Event message: wall_time = 1 (double), step = 2 (int64), file_version = 3, summary = 5. */
-export function eventBytes(wallTime: number, step: number, body: { fileVersion: string } | { scalars: Record<string, number> }): Uint8Array {
+export function eventBytes(
+  wallTime: number,
+  step: number,
+  body: { fileVersion: string } | { scalars: Record<string, number> },
+): Uint8Array {
   const w = new PbWriter().double(1, wallTime).varint(2, step);
   if ('fileVersion' in body) w.string(3, body.fileVersion);
   else {

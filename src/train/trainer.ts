@@ -11,7 +11,15 @@ import { copyTokenizerFiles } from '../io/modelfiles.js';
 import type { AdaptedModel } from '../tuners/types.js';
 import { AdamW, clipGradNorm } from './adamw.js';
 import { BatchStream, evalBatches } from './batches.js';
-import { CHECKPOINTS_DIR, type Checkpoint, type RunSignature, listCheckpoints, loadCheckpoint, resolveCheckpoint, saveCheckpoint } from './checkpoint.js';
+import {
+  CHECKPOINTS_DIR,
+  type Checkpoint,
+  type RunSignature,
+  listCheckpoints,
+  loadCheckpoint,
+  resolveCheckpoint,
+  saveCheckpoint,
+} from './checkpoint.js';
 import { type Example, IGNORE_INDEX, isClassificationExample } from './data.js';
 import { CheckpointError, TrainError } from './errors.js';
 import { KEEP_MASK_SCHEME } from './keepmask.js';
@@ -21,7 +29,15 @@ import { type ProgressReporter, silentProgress } from './progress.js';
 import { Rng } from './rng.js';
 import { LrSchedule, type ScheduleName, warmupStepsFor } from './schedule.js';
 import { EvalStep, type StepOptions, TrainStep, labelKindOf } from './step.js';
-import { type PreferenceObjective, type PreferencePair, PreferenceStep, collatePairs, isPreferencePair, preferenceAccuracy, rewardMetrics } from './preference.js';
+import {
+  type PreferenceObjective,
+  type PreferencePair,
+  PreferenceStep,
+  collatePairs,
+  isPreferencePair,
+  preferenceAccuracy,
+  rewardMetrics,
+} from './preference.js';
 import { checkPositiveInt } from '../errors.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
@@ -129,7 +145,21 @@ export interface TrainResult {
   metrics: MetricRecord[];
 }
 
-type Optional = 'resume' | 'maxSteps' | 'warmupSteps' | 'warmupRatio' | 'onStep' | 'onRecord' | 'runtime' | 'evalMetrics' | 'metricForBestModel' | 'greaterIsBetter' | 'saveBest' | 'earlyStoppingPatience' | 'tokenizerDir' | 'preference';
+type Optional =
+  | 'resume'
+  | 'maxSteps'
+  | 'warmupSteps'
+  | 'warmupRatio'
+  | 'onStep'
+  | 'onRecord'
+  | 'runtime'
+  | 'evalMetrics'
+  | 'metricForBestModel'
+  | 'greaterIsBetter'
+  | 'saveBest'
+  | 'earlyStoppingPatience'
+  | 'tokenizerDir'
+  | 'preference';
 type Resolved = Required<Omit<TrainerOptions, Optional | 'progress'>> & Pick<TrainerOptions, Optional> & { progress: ProgressReporter };
 
 /** The folder under the output folder that holds the best evaluation's adapter. */
@@ -172,12 +202,17 @@ export function fingerprintExamples(examples: readonly TrainItem[]): string {
  * `overwrite`, or restarts when it holds nothing to keep (stopped before its first checkpoint,
  * never finished). Returns the folder's state; throws a PeftError saying what to do otherwise.
  */
-export async function checkRunFolder(outputDir: string, o: { resume?: string; overwrite?: boolean; inputs?: { path: string; what: string }[] }): Promise<OutputDirState> {
+export async function checkRunFolder(
+  outputDir: string,
+  o: { resume?: string; overwrite?: boolean; inputs?: { path: string; what: string }[] },
+): Promise<OutputDirState> {
   const state = checkOutputDir(outputDir, { command: 'train', continueOwn: true, overwrite: o.overwrite, inputs: o.inputs });
   if (state !== 'own' || o.resume || o.overwrite) return state;
   const checkpoints = (await listCheckpoints(join(outputDir, CHECKPOINTS_DIR))).length;
   if (checkpoints > 0) {
-    throw new TrainError(`${outputDir} already holds a run with ${checkpoints} checkpoint${checkpoints > 1 ? 's' : ''}; continue it with --resume latest, or start over with --overwrite`);
+    throw new TrainError(
+      `${outputDir} already holds a run with ${checkpoints} checkpoint${checkpoints > 1 ? 's' : ''}; continue it with --resume latest, or start over with --overwrite`,
+    );
   }
   if (readOutputMarker(outputDir)?.status === 'complete') {
     throw new TrainError(`${outputDir} already holds a finished run; start over with --overwrite, or choose a new folder`);
@@ -196,10 +231,17 @@ export function totalStepsFor(examples: number, o: Pick<TrainerOptions, 'maxStep
 function checkExamples(model: AdaptedModel, examples: readonly TrainItem[], which: string, preference: boolean): void {
   const classes = labelKindOf(model) === 'classes';
   const n = model.base.config.numLabels;
-  if (preference && classes) throw new TrainError(`preference tuning (DPO, ORPO) trains causal language models; the ${model.base.family} model is a sequence classifier`);
+  if (preference && classes)
+    throw new TrainError(
+      `preference tuning (DPO, ORPO) trains causal language models; the ${model.base.family} model is a sequence classifier`,
+    );
   examples.forEach((item, i) => {
     if (isPreferencePair(item) !== preference) {
-      throw new TrainError(preference ? `${which} item ${i} is not a preference pair; DPO and ORPO train on {"prompt","chosen","rejected"} rows` : `${which} item ${i} is a preference pair; train it with a preference objective (DPO, ORPO)`);
+      throw new TrainError(
+        preference
+          ? `${which} item ${i} is not a preference pair; DPO and ORPO train on {"prompt","chosen","rejected"} rows`
+          : `${which} item ${i} is a preference pair; train it with a preference objective (DPO, ORPO)`,
+      );
     }
     if (isPreferencePair(item)) return;
     const ex = item;
@@ -211,7 +253,9 @@ function checkExamples(model: AdaptedModel, examples: readonly TrainItem[], whic
       );
     }
     if (isClassificationExample(ex) && ex.label !== IGNORE_INDEX && !(Number.isInteger(ex.label) && ex.label >= 0 && ex.label < n)) {
-      throw new TrainError(`${which} example ${i} has class ${ex.label}, but the model has ${n} classes (0..${n - 1}); fix the label or num_labels/id2label in config.json`);
+      throw new TrainError(
+        `${which} example ${i} has class ${ex.label}, but the model has ${n} classes (0..${n - 1}); fix the label or num_labels/id2label in config.json`,
+      );
     }
   });
 }
@@ -256,7 +300,8 @@ export class Trainer {
     nonNegative('save every', o.saveEvery);
     if (o.maxSteps !== undefined) positiveInt('steps', o.maxSteps);
     else if (!(o.epochs > 0 && Number.isFinite(o.epochs))) throw new TrainError(`epochs must be a number > 0, got ${o.epochs}`);
-    if (o.warmupSteps !== undefined && !(Number.isInteger(o.warmupSteps) && o.warmupSteps >= 0)) throw new TrainError(`warmup steps must be an integer >= 0, got ${o.warmupSteps}`);
+    if (o.warmupSteps !== undefined && !(Number.isInteger(o.warmupSteps) && o.warmupSteps >= 0))
+      throw new TrainError(`warmup steps must be an integer >= 0, got ${o.warmupSteps}`);
     if (!Number.isInteger(o.seed)) throw new TrainError(`the seed must be an integer, got ${o.seed}`);
     if (trainData.length === 0) throw new TrainError('the training set is empty');
     if (evalData && evalData.length === 0) throw new TrainError('the evaluation set is empty; leave it out or give it examples');
@@ -264,8 +309,15 @@ export class Trainer {
     checkExamples(model, trainData, 'training', pref);
     if (evalData) {
       checkExamples(model, evalData, 'evaluation', pref);
-      if (!pref && (evalData as readonly Example[]).every((ex) => (isClassificationExample(ex) ? ex.label === IGNORE_INDEX : ex.labels.every((l) => l === IGNORE_INDEX)))) {
-        throw new TrainError('no evaluation example has a label (every label is -100), so there would be no eval loss; give evaluation rows with completions, or leave the evaluation set out');
+      if (
+        !pref &&
+        (evalData as readonly Example[]).every((ex) =>
+          isClassificationExample(ex) ? ex.label === IGNORE_INDEX : ex.labels.every((l) => l === IGNORE_INDEX),
+        )
+      ) {
+        throw new TrainError(
+          'no evaluation example has a label (every label is -100), so there would be no eval loss; give evaluation rows with completions, or leave the evaluation set out',
+        );
       }
     }
   }
@@ -382,22 +434,40 @@ export class Trainer {
       const diffs = Object.keys({ ...signature, ...resumed.state.signature })
         .filter((k) => signature[k] !== resumed!.state.signature[k])
         .map((k) => `${k}: checkpoint ${JSON.stringify(resumed!.state.signature[k])}, now ${JSON.stringify(signature[k])}`);
-      if (diffs.length) throw new CheckpointError(`cannot resume exactly from ${path}: the run settings differ (${diffs.join('; ')}); use the original settings`);
+      if (diffs.length)
+        throw new CheckpointError(
+          `cannot resume exactly from ${path}: the run settings differ (${diffs.join('; ')}); use the original settings`,
+        );
       for (const [n, t] of params) {
         const saved = resumed.params.get(n);
-        if (!saved || saved.length !== t.data.length) throw new CheckpointError(`checkpoint ${path} has no tensor "${n}" of ${t.data.length} values; it belongs to another model or method`);
+        if (!saved || saved.length !== t.data.length)
+          throw new CheckpointError(
+            `checkpoint ${path} has no tensor "${n}" of ${t.data.length} values; it belongs to another model or method`,
+          );
       }
-      if (resumed.state.globalStep >= totalSteps) throw new CheckpointError(`checkpoint ${path} is at step ${resumed.state.globalStep}, already the end of a ${totalSteps}-step run`);
+      if (resumed.state.globalStep >= totalSteps)
+        throw new CheckpointError(`checkpoint ${path} is at step ${resumed.state.globalStep}, already the end of a ${totalSteps}-step run`);
     }
     // One run at a time per folder (a second one fails here at once); a run that is not resumed
     // starts from an empty folder, so nothing of an earlier run (its adapter, metrics, checkpoints)
     // is left to be mistaken for this one's.
-    const folder = await claimOutputDir(out, { command: 'train', continueOwn: true, overwrite: o.overwrite, clear: state === 'own' && !resumed });
+    const folder = await claimOutputDir(out, {
+      command: 'train',
+      continueOwn: true,
+      overwrite: o.overwrite,
+      clear: state === 'own' && !resumed,
+    });
     try {
-      const trainStep = o.preference ? await PreferenceStep.compile(this.model, { ...o.runtime, ...o.preference }) : await TrainStep.compile(this.model, o.runtime);
+      const trainStep = o.preference
+        ? await PreferenceStep.compile(this.model, { ...o.runtime, ...o.preference })
+        : await TrainStep.compile(this.model, o.runtime);
       let evalStep: EvalStep | PreferenceStep | undefined;
       try {
-        evalStep = !this.evalData ? undefined : o.preference ? await PreferenceStep.compile(this.model, { ...o.runtime, ...o.preference, training: false }) : await EvalStep.compile(this.model, o.runtime);
+        evalStep = !this.evalData
+          ? undefined
+          : o.preference
+            ? await PreferenceStep.compile(this.model, { ...o.runtime, ...o.preference, training: false })
+            : await EvalStep.compile(this.model, o.runtime);
         return await this.loop({ trainStep, evalStep, totalSteps, warmupSteps, signature, resumed, ckptDir, folder });
       } finally {
         await trainStep.dispose();
@@ -443,7 +513,9 @@ export class Trainer {
     const metrics = new MetricsLog(join(out, METRICS_FILE));
     await metrics.reset(this.history);
     const stream = o.preference
-      ? new BatchStream<TrainItem>(this.trainData, o.batchSize, o.padTokenId, o.seed, true, position, (rows, pad) => collatePairs(rows as PreferencePair[], pad))
+      ? new BatchStream<TrainItem>(this.trainData, o.batchSize, o.padTokenId, o.seed, true, position, (rows, pad) =>
+          collatePairs(rows as PreferencePair[], pad),
+        )
       : new BatchStream<TrainItem>(this.trainData, o.batchSize, o.padTokenId, o.seed, true, position);
     const startStep = step;
     let lastCheckpoint: string | undefined;
@@ -477,12 +549,25 @@ export class Trainer {
       const e = await this.evaluate(evalStep);
       const r: EvalRecord =
         e.rewards !== undefined
-          ? { kind: 'eval', step, epoch: stream.epochProgress, eval_loss: e.loss, eval_accuracy: e.accuracy, eval_pairs: e.tokens, ...Object.fromEntries(Object.entries(e.rewards).map(([k, v]) => [`eval_${k}`, v])) }
+          ? {
+              kind: 'eval',
+              step,
+              epoch: stream.epochProgress,
+              eval_loss: e.loss,
+              eval_accuracy: e.accuracy,
+              eval_pairs: e.tokens,
+              ...Object.fromEntries(Object.entries(e.rewards).map(([k, v]) => [`eval_${k}`, v])),
+            }
           : e.accuracy !== undefined
             ? { kind: 'eval', step, epoch: stream.epochProgress, eval_loss: e.loss, eval_accuracy: e.accuracy, eval_examples: e.tokens }
             : { kind: 'eval', step, epoch: stream.epochProgress, eval_loss: e.loss, eval_perplexity: e.perplexity, eval_tokens: e.tokens };
       if (o.evalMetrics) for (const [k, v] of Object.entries(await o.evalMetrics())) r[`eval_${k}`] = v;
-      if (trackBest && !(bestMetric in r)) throw new TrainError(`the metric for the best model, ${bestMetric}, is not among this run's eval metrics (${Object.keys(r).filter((k) => k.startsWith('eval_')).join(', ')})`);
+      if (trackBest && !(bestMetric in r))
+        throw new TrainError(
+          `the metric for the best model, ${bestMetric}, is not among this run's eval metrics (${Object.keys(r)
+            .filter((k) => k.startsWith('eval_'))
+            .join(', ')})`,
+        );
       await record(r);
       o.progress.eval(r);
       lastEvalStep = step;
@@ -491,7 +576,9 @@ export class Trainer {
         if (improved && (o.saveBest ?? o.earlyStoppingPatience !== undefined)) await this.model.savePretrained(join(out, BEST_DIR));
         if (o.earlyStoppingPatience !== undefined && sinceBest >= o.earlyStoppingPatience) {
           earlyStopped = true;
-          o.progress.message(`early stopping: ${bestMetric} has not improved for ${sinceBest} evaluations (best ${best!.value.toFixed(4)} at step ${best!.step})`);
+          o.progress.message(
+            `early stopping: ${bestMetric} has not improved for ${sinceBest} evaluations (best ${best!.value.toFixed(4)} at step ${best!.step})`,
+          );
         }
       }
     };
@@ -499,7 +586,15 @@ export class Trainer {
       lastCheckpoint = await saveCheckpoint(
         a.ckptDir,
         {
-          state: { globalStep: step, totalSteps, dataPosition: stream.position, epoch: stream.epochProgress, tokensSeen, signature: a.signature, logHistory: [...this.history] },
+          state: {
+            globalStep: step,
+            totalSteps,
+            dataPosition: stream.position,
+            epoch: stream.epochProgress,
+            tokensSeen,
+            signature: a.signature,
+            logHistory: [...this.history],
+          },
           params: new Map([...params].map(([n, t]) => [n, t.data])),
           optimizer: optimizer.state,
           schedule: schedule.toJSON(),
@@ -510,7 +605,9 @@ export class Trainer {
     };
     const lastGood = (): string => {
       const where = lastCheckpoint ?? (resumed ? 'the checkpoint this run resumed from' : undefined);
-      return where ? `the last good checkpoint (${where}) is kept; resume from it with a lower --lr` : 'no checkpoint was written yet; restart with a lower --lr or a smaller --max-grad-norm';
+      return where
+        ? `the last good checkpoint (${where}) is kept; resume from it with a lower --lr`
+        : 'no checkpoint was written yet; restart with a lower --lr or a smaller --max-grad-norm';
     };
 
     o.progress.start(totalSteps, step);
@@ -531,7 +628,9 @@ export class Trainer {
           // TRL's rewards/* of a step: the mean over its micro-batches
           if ('rewardsChosen' in r) for (const [m, v] of Object.entries(rewardMetrics(r))) rewards[m] = (rewards[m] ?? 0) + v / o.gradAccum;
           if (!Number.isFinite(r.loss)) {
-            throw new TrainError(`the loss is ${r.loss} at step ${step + 1} (micro-batch ${k + 1} of ${o.gradAccum}); training stopped without applying it, and ${lastGood()}`);
+            throw new TrainError(
+              `the loss is ${r.loss} at step ${step + 1} (micro-batch ${k + 1} of ${o.gradAccum}); training stopped without applying it, and ${lastGood()}`,
+            );
           }
           lossSum += r.loss;
           tokens += batch.tokens;
@@ -545,7 +644,9 @@ export class Trainer {
         }
         const gradNorm = o.maxGradNorm > 0 ? clipGradNorm(acc!, o.maxGradNorm) : clipGradNorm(acc!, Infinity);
         if (!Number.isFinite(gradNorm)) {
-          throw new TrainError(`the gradient norm is ${gradNorm} at step ${step + 1} (the loss was finite); training stopped without applying it, and ${lastGood()}`);
+          throw new TrainError(
+            `the gradient norm is ${gradNorm} at step ${step + 1} (the loss was finite); training stopped without applying it, and ${lastGood()}`,
+          );
         }
         optimizer.step(params, acc!, { lr, decay });
         this.model.afterOptimizerStep?.(step, acc!);

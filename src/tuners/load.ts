@@ -44,7 +44,11 @@ export async function loadAdapter(base: PretrainedModel, dir: string, opts: Tune
 }
 
 /** A new adapter from adapter_config.json-style fields, `peft_type` included (peft's get_peft_model). */
-export async function createAdapter(base: PretrainedModel, fields: Record<string, unknown>, opts: TunerOptions = {}): Promise<AdaptedModel> {
+export async function createAdapter(
+  base: PretrainedModel,
+  fields: Record<string, unknown>,
+  opts: TunerOptions = {},
+): Promise<AdaptedModel> {
   if (fields.peft_type === undefined) throw new PeftConfigError('the adapter config needs a peft_type (e.g. "LORA")');
   return tunerFor(fields.peft_type, 'adapter config').create(base, fields, opts);
 }
@@ -73,7 +77,11 @@ const snake = (k: string): string => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCas
  */
 export function getPeftModel(model: PretrainedModel, config?: LoraPeftConfig, opts?: CreateLoraOptions | string): Promise<LoraModel>;
 export function getPeftModel(model: PretrainedModel, config: TunerPeftConfig, opts?: TunerOptions | string): Promise<AdaptedModel>;
-export async function getPeftModel(model: PretrainedModel, config: PeftConfig = {}, opts: TunerOptions | string = {}): Promise<AdaptedModel> {
+export async function getPeftModel(
+  model: PretrainedModel,
+  config: PeftConfig = {},
+  opts: TunerOptions | string = {},
+): Promise<AdaptedModel> {
   const o = typeof opts === 'string' ? { adapterName: opts } : opts;
   const type = config.peftType ?? 'LORA';
   if (type === 'LORA') {

@@ -105,7 +105,22 @@ export interface Tuner {
 }
 
 /** Every method, in the order tables list them (full fine-tuning, the reference, last). */
-const TUNER_LIST: Tuner[] = [loraTuner, ia3Tuner, promptTuningTuner, prefixTuningTuner, pTuningTuner, bottleneckTuner, lohaTuner, lokrTuner, veraTuner, adaloraTuner, oftTuner, boftTuner, lnTuningTuner, fullTuner];
+const TUNER_LIST: Tuner[] = [
+  loraTuner,
+  ia3Tuner,
+  promptTuningTuner,
+  prefixTuningTuner,
+  pTuningTuner,
+  bottleneckTuner,
+  lohaTuner,
+  lokrTuner,
+  veraTuner,
+  adaloraTuner,
+  oftTuner,
+  boftTuner,
+  lnTuningTuner,
+  fullTuner,
+];
 
 const byType = new Map<string, Tuner>();
 const byPreset = new Map<string, { tuner: Tuner; preset: MethodPreset }>();
@@ -115,7 +130,8 @@ export function registerTuner(t: Tuner): void {
   if (byType.has(t.peftType)) throw new PeftConfigError(`a tuner for peft_type ${t.peftType} is already registered`);
   for (const p of t.presets) {
     if (!/^[a-z][a-z0-9_-]*$/.test(p.name)) throw new PeftConfigError(`method name "${p.name}" must be lowercase letters, digits, - or _`);
-    if (byPreset.has(p.name)) throw new PeftConfigError(`method name "${p.name}" is already registered (by ${byPreset.get(p.name)!.tuner.peftType})`);
+    if (byPreset.has(p.name))
+      throw new PeftConfigError(`method name "${p.name}" is already registered (by ${byPreset.get(p.name)!.tuner.peftType})`);
   }
   byType.set(t.peftType, t);
   // The reference (full fine-tuning) stays last in every table.
@@ -162,5 +178,6 @@ export const TUNERS: Readonly<Record<string, Tuner>> = new Proxy({} as Record<st
   get: (_, k) => (typeof k === 'string' ? byType.get(k) : undefined),
   has: (_, k) => typeof k === 'string' && byType.has(k),
   ownKeys: () => [...byType.keys()],
-  getOwnPropertyDescriptor: (_, k) => (typeof k === 'string' && byType.has(k) ? { enumerable: true, configurable: true, value: byType.get(k) } : undefined),
+  getOwnPropertyDescriptor: (_, k) =>
+    typeof k === 'string' && byType.has(k) ? { enumerable: true, configurable: true, value: byType.get(k) } : undefined,
 });

@@ -67,7 +67,11 @@ export class AdapterError extends PeftError {
 
 /** adapter_config.json names a peft_type no registered tuner implements. */
 export class UnknownPeftTypeError extends AdapterError {
-  constructor(readonly peftType: string, readonly known: string[], source: string) {
+  constructor(
+    readonly peftType: string,
+    readonly known: string[],
+    source: string,
+  ) {
     super(`${source}: peft_type ${JSON.stringify(peftType)} is not supported; supported types: ${known.join(', ')}`);
     this.name = 'UnknownPeftTypeError';
   }

@@ -26,83 +26,118 @@ const LOGIT_TOL = 1e-4;
 
 const relDiff = (a: number, b: number): number => Math.abs(a - b) / Math.max(Math.abs(b), 1e-12);
 
-test('fine-tuning in Chromium matches Node, and its adapter loads in Node and back in the page', { skip: chromiumMissing(), timeout: 240_000 }, async (t) => {
-  const server = await startDemo();
-  const browser = await launchChromium();
-  const tmp = mkdtempSync(join(tmpdir(), 'peft-browser-'));
-  try {
-    const { page, errors, loadMs } = await openDemo(browser, server.url, '?webgpu=0');
-    // WebGPU: whether headless Chromium offers an adapter here (reported, never required; training
-    // on SwiftShader's CPU-emulated Vulkan is too slow for a test: bench/browser_train.ts tries it)
-    const gpu = await page.evaluate(async () => {
-      const g = (navigator as unknown as { gpu?: { requestAdapter(): Promise<{ info?: { vendor?: string; architecture?: string } } | null> } }).gpu;
-      if (!g) return 'no navigator.gpu';
-      const a = await g.requestAdapter().catch((e: Error) => e.message);
-      return typeof a === 'string' ? `requestAdapter failed: ${a}` : a ? `an adapter (${a.info?.vendor ?? '?'} ${a.info?.architecture ?? ''})` : 'no adapter';
-    });
-    t.diagnostic(`WebGPU in headless Chromium: ${gpu}`);
-    const backend = await page.evaluate(() => (window as unknown as { peftDemo: { backend: Record<string, unknown> } }).peftDemo.backend);
-    t.diagnostic(`backend: ${JSON.stringify(backend)}; page ready in ${loadMs} ms`);
-    assert.equal(backend.crossOriginIsolated, true, 'the demo server must make the page cross-origin isolated (COOP/COEP)');
-    assert.equal(backend.provider, 'wasm');
-    assert.match(await page.textContent('#backend') ?? '', /onnxruntime-web, WebAssembly/);
-
-    const settings = { task: 'sentiment', method: 'lora' as const, steps: 4, batchSize: 4, learningRate: 5e-3, r: 4, seed: 7, maxExamples: 32, prompts: ['Review: The soup was cold and the waiter was rude.\nSentiment:'] };
-    const { result, options, errors: pageErrors } = await trainInPage(page, settings);
-    assert.deepEqual(pageErrors, []);
-    assert.equal(result.runtime, 'onnxruntime-web');
-    assert.equal(result.records.length, settings.steps);
-    assert.ok(result.finalLoss < result.firstLoss, `the loss should fall: ${result.records.map((r) => r.loss.toFixed(4)).join(' → ')}`);
-    t.diagnostic(`browser: loss ${result.records.map((r) => r.loss.toFixed(4)).join(' → ')}, ${result.tokensPerSecond.toFixed(0)} tokens/s`);
-
-    // the same run on Node (node:fs, onnxruntime-node)
-    const node = await finetune({
-      ...(options as unknown as Parameters<typeof finetune>[0]),
-      modelDir: join(ROOT, 'models/tiny-llama'),
-      trainFile: join(ROOT, 'data/tasks', settings.task, 'train.jsonl'),
-      outputDir: join(tmp, 'node-run'),
-    });
-    t.diagnostic(`node: first loss ${node.firstLoss}, grad norm ${node.firstGradNorm}; browser: ${result.firstLoss}, ${result.firstGradNorm}`);
-    assert.ok(relDiff(result.firstLoss, node.firstLoss) < REL_TOL, `first loss: browser ${result.firstLoss}, node ${node.firstLoss}`);
-    assert.ok(relDiff(result.firstGradNorm, node.firstGradNorm) < REL_TOL, `first gradient norm: browser ${result.firstGradNorm}, node ${node.firstGradNorm}`);
-
-    // download the adapter, load it in Node: the same logits as the page computed
-    const dir = join(tmp, 'downloaded');
-    mkdirSync(dir);
-    const downloads = new Promise<string[]>((resolve) => {
-      const names: string[] = [];
-      page.on('download', async (d) => {
-        await d.saveAs(join(dir, d.suggestedFilename()));
-        names.push(d.suggestedFilename());
-        if (names.length === 2) resolve(names.sort());
+test(
+  'fine-tuning in Chromium matches Node, and its adapter loads in Node and back in the page',
+  { skip: chromiumMissing(), timeout: 240_000 },
+  async (t) => {
+    const server = await startDemo();
+    const browser = await launchChromium();
+    const tmp = mkdtempSync(join(tmpdir(), 'peft-browser-'));
+    try {
+      const { page, errors, loadMs } = await openDemo(browser, server.url, '?webgpu=0');
+      // WebGPU: whether headless Chromium offers an adapter here (reported, never required; training
+      // on SwiftShader's CPU-emulated Vulkan is too slow for a test: bench/browser_train.ts tries it)
+      const gpu = await page.evaluate(async () => {
+        const g = (
+          navigator as unknown as { gpu?: { requestAdapter(): Promise<{ info?: { vendor?: string; architecture?: string } } | null> } }
+        ).gpu;
+        if (!g) return 'no navigator.gpu';
+        const a = await g.requestAdapter().catch((e: Error) => e.message);
+        return typeof a === 'string'
+          ? `requestAdapter failed: ${a}`
+          : a
+            ? `an adapter (${a.info?.vendor ?? '?'} ${a.info?.architecture ?? ''})`
+            : 'no adapter';
       });
-    });
-    await page.click('#download');
-    assert.deepEqual(await downloads, ['adapter_config.json', 'adapter_model.safetensors']);
-    const base = await loadModel(join(ROOT, 'models/tiny-llama'));
-    const tokenizer = await Tokenizer.fromDir(join(ROOT, 'models/tiny-llama'));
-    const adapted = await loadAdapter(base, dir);
-    const prompts = options.prompts as string[];
-    const logits = await probeLogits(adapted, tokenizer, prompts[0]!);
-    const maxDiff = Math.max(...logits.map((v, i) => Math.abs(v - result.probeLogits[i]!)));
-    t.diagnostic(`downloaded adapter in Node: max |logit difference| ${maxDiff.toExponential(2)} over ${logits.length} logits`);
-    assert.equal(logits.length, result.probeLogits.length);
-    assert.ok(maxDiff < LOGIT_TOL, `logits of the downloaded adapter differ by ${maxDiff}`);
+      t.diagnostic(`WebGPU in headless Chromium: ${gpu}`);
+      const backend = await page.evaluate(() => (window as unknown as { peftDemo: { backend: Record<string, unknown> } }).peftDemo.backend);
+      t.diagnostic(`backend: ${JSON.stringify(backend)}; page ready in ${loadMs} ms`);
+      assert.equal(backend.crossOriginIsolated, true, 'the demo server must make the page cross-origin isolated (COOP/COEP)');
+      assert.equal(backend.provider, 'wasm');
+      assert.match((await page.textContent('#backend')) ?? '', /onnxruntime-web, WebAssembly/);
 
-    // and back into the page: the same generations as right after training
-    await page.setInputFiles('#adapterFiles', [join(dir, 'adapter_config.json'), join(dir, 'adapter_model.safetensors')]);
-    await page.waitForFunction(() => (window as unknown as { peftDemo: { loaded: unknown; errors: string[] } }).peftDemo.loaded || (window as unknown as { peftDemo: { errors: string[] } }).peftDemo.errors.length, null, { timeout: 60_000 });
-    const loaded = await page.evaluate(() => (window as unknown as { peftDemo: { loaded: { peftType: string; generations: string[] } } }).peftDemo.loaded);
-    assert.equal(loaded.peftType, 'LORA');
-    assert.deepEqual(loaded.generations, result.after);
+      const settings = {
+        task: 'sentiment',
+        method: 'lora' as const,
+        steps: 4,
+        batchSize: 4,
+        learningRate: 5e-3,
+        r: 4,
+        seed: 7,
+        maxExamples: 32,
+        prompts: ['Review: The soup was cold and the waiter was rude.\nSentiment:'],
+      };
+      const { result, options, errors: pageErrors } = await trainInPage(page, settings);
+      assert.deepEqual(pageErrors, []);
+      assert.equal(result.runtime, 'onnxruntime-web');
+      assert.equal(result.records.length, settings.steps);
+      assert.ok(result.finalLoss < result.firstLoss, `the loss should fall: ${result.records.map((r) => r.loss.toFixed(4)).join(' → ')}`);
+      t.diagnostic(
+        `browser: loss ${result.records.map((r) => r.loss.toFixed(4)).join(' → ')}, ${result.tokensPerSecond.toFixed(0)} tokens/s`,
+      );
 
-    // the screenshot a reviewer looks at (docs/browser.png is a copy of one)
-    mkdirSync(join(ROOT, 'out/browser-test'), { recursive: true });
-    await page.screenshot({ path: join(ROOT, 'out/browser-test/browser.png'), fullPage: true });
-    assert.deepEqual(errors, [], `console errors: ${errors.join('\n')}`);
-  } finally {
-    await browser.close();
-    await server.close();
-    rmSync(tmp, { recursive: true, force: true });
-  }
-});
+      // the same run on Node (node:fs, onnxruntime-node)
+      const node = await finetune({
+        ...(options as unknown as Parameters<typeof finetune>[0]),
+        modelDir: join(ROOT, 'models/tiny-llama'),
+        trainFile: join(ROOT, 'data/tasks', settings.task, 'train.jsonl'),
+        outputDir: join(tmp, 'node-run'),
+      });
+      t.diagnostic(
+        `node: first loss ${node.firstLoss}, grad norm ${node.firstGradNorm}; browser: ${result.firstLoss}, ${result.firstGradNorm}`,
+      );
+      assert.ok(relDiff(result.firstLoss, node.firstLoss) < REL_TOL, `first loss: browser ${result.firstLoss}, node ${node.firstLoss}`);
+      assert.ok(
+        relDiff(result.firstGradNorm, node.firstGradNorm) < REL_TOL,
+        `first gradient norm: browser ${result.firstGradNorm}, node ${node.firstGradNorm}`,
+      );
+
+      // download the adapter, load it in Node: the same logits as the page computed
+      const dir = join(tmp, 'downloaded');
+      mkdirSync(dir);
+      const downloads = new Promise<string[]>((resolve) => {
+        const names: string[] = [];
+        page.on('download', async (d) => {
+          await d.saveAs(join(dir, d.suggestedFilename()));
+          names.push(d.suggestedFilename());
+          if (names.length === 2) resolve(names.sort());
+        });
+      });
+      await page.click('#download');
+      assert.deepEqual(await downloads, ['adapter_config.json', 'adapter_model.safetensors']);
+      const base = await loadModel(join(ROOT, 'models/tiny-llama'));
+      const tokenizer = await Tokenizer.fromDir(join(ROOT, 'models/tiny-llama'));
+      const adapted = await loadAdapter(base, dir);
+      const prompts = options.prompts as string[];
+      const logits = await probeLogits(adapted, tokenizer, prompts[0]!);
+      const maxDiff = Math.max(...logits.map((v, i) => Math.abs(v - result.probeLogits[i]!)));
+      t.diagnostic(`downloaded adapter in Node: max |logit difference| ${maxDiff.toExponential(2)} over ${logits.length} logits`);
+      assert.equal(logits.length, result.probeLogits.length);
+      assert.ok(maxDiff < LOGIT_TOL, `logits of the downloaded adapter differ by ${maxDiff}`);
+
+      // and back into the page: the same generations as right after training
+      await page.setInputFiles('#adapterFiles', [join(dir, 'adapter_config.json'), join(dir, 'adapter_model.safetensors')]);
+      await page.waitForFunction(
+        () =>
+          (window as unknown as { peftDemo: { loaded: unknown; errors: string[] } }).peftDemo.loaded ||
+          (window as unknown as { peftDemo: { errors: string[] } }).peftDemo.errors.length,
+        null,
+        { timeout: 60_000 },
+      );
+      const loaded = await page.evaluate(
+        () => (window as unknown as { peftDemo: { loaded: { peftType: string; generations: string[] } } }).peftDemo.loaded,
+      );
+      assert.equal(loaded.peftType, 'LORA');
+      assert.deepEqual(loaded.generations, result.after);
+
+      // the screenshot a reviewer looks at (docs/browser.png is a copy of one)
+      mkdirSync(join(ROOT, 'out/browser-test'), { recursive: true });
+      await page.screenshot({ path: join(ROOT, 'out/browser-test/browser.png'), fullPage: true });
+      assert.deepEqual(errors, [], `console errors: ${errors.join('\n')}`);
+    } finally {
+      await browser.close();
+      await server.close();
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  },
+);

@@ -18,7 +18,8 @@ import { methodNames } from '../../src/tuners/registry.js';
 async function setup(): Promise<{ dir: string; model: string; train: string; eval: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'peft-compare-'));
   const model = bundledModelDir();
-  const lines = async (file: string, n: number) => (await readFile(join(taskDataDir('sentiment'), file), 'utf8')).split('\n').filter(Boolean).slice(0, n).join('\n') + '\n';
+  const lines = async (file: string, n: number) =>
+    (await readFile(join(taskDataDir('sentiment'), file), 'utf8')).split('\n').filter(Boolean).slice(0, n).join('\n') + '\n';
   const train = join(dir, 'train.jsonl');
   const ev = join(dir, 'eval.jsonl');
   await writeFile(train, await lines('train.jsonl', 24));
@@ -27,18 +28,66 @@ async function setup(): Promise<{ dir: string; model: string; train: string; eva
 }
 
 const ROW_FIELDS = [
-  'method', 'label', 'peft_type', 'settings', 'learning_rate', 'status', 'trainable_params', 'total_params', 'trainable_share',
-  'step_time_ms', 'step_time_vs_full', 'inference_latency_ms', 'base_latency_ms', 'latency_vs_base', 'peak_train_rss_bytes', 'peak_vs_full',
-  'stored_bytes', 'stored_vs_full', 'stored_files', 'quality', 'relative_gain', 'gain_basis', 'flexibility', 'ratings',
-  'final_loss', 'train_seconds', 'run_seconds', 'steps', 'loss_curve',
+  'method',
+  'label',
+  'peft_type',
+  'settings',
+  'learning_rate',
+  'status',
+  'trainable_params',
+  'total_params',
+  'trainable_share',
+  'step_time_ms',
+  'step_time_vs_full',
+  'inference_latency_ms',
+  'base_latency_ms',
+  'latency_vs_base',
+  'peak_train_rss_bytes',
+  'peak_vs_full',
+  'stored_bytes',
+  'stored_vs_full',
+  'stored_files',
+  'quality',
+  'relative_gain',
+  'gain_basis',
+  'flexibility',
+  'ratings',
+  'final_loss',
+  'train_seconds',
+  'run_seconds',
+  'steps',
+  'loss_curve',
 ] as const;
 
 test('peft compare with two methods and a tiny budget fills every column', async () => {
   const s = await setup();
   const out = join(s.dir, 'out');
   const r = await peft([
-    'compare', '--model', s.model, '--data', s.train, '--eval', s.eval, '--methods', 'lora,ia3', '--budget', '2', '--batch', '4',
-    '--flex-lrs', '0.5,1', '--flex-tasks', 'none', '--latency-prompts', '2', '--latency-tokens', '2', '--threads', '2', '--out', out,
+    'compare',
+    '--model',
+    s.model,
+    '--data',
+    s.train,
+    '--eval',
+    s.eval,
+    '--methods',
+    'lora,ia3',
+    '--budget',
+    '2',
+    '--batch',
+    '4',
+    '--flex-lrs',
+    '0.5,1',
+    '--flex-tasks',
+    'none',
+    '--latency-prompts',
+    '2',
+    '--latency-tokens',
+    '2',
+    '--threads',
+    '2',
+    '--out',
+    out,
   ]);
   assert.equal(r.code, 0, r.stderr);
   // a progress line per method, the table on stdout
@@ -54,10 +103,21 @@ test('peft compare with two methods and a tiny budget fills every column', async
   assert.match(md, /## Flexibility runs/);
 
   const report = JSON.parse(await readFile(join(out, 'compare.json'), 'utf8')) as ComparisonReport;
-  assert.deepEqual(report.methods.map((m) => m.method), ['lora', 'ia3', 'full']);
+  assert.deepEqual(
+    report.methods.map((m) => m.method),
+    ['lora', 'ia3', 'full'],
+  );
   for (const m of report.methods) {
     for (const k of ROW_FIELDS) assert.ok(m[k] !== undefined, `${m.method}.${k} is missing`);
-    for (const k of ['trainable_params', 'trainable_share', 'step_time_ms', 'inference_latency_ms', 'peak_train_rss_bytes', 'stored_bytes', 'learning_rate'] as const) {
+    for (const k of [
+      'trainable_params',
+      'trainable_share',
+      'step_time_ms',
+      'inference_latency_ms',
+      'peak_train_rss_bytes',
+      'stored_bytes',
+      'learning_rate',
+    ] as const) {
       assert.ok(Number.isFinite(m[k]) && (m[k] as number) > 0, `${m.method}.${k} = ${m[k]}`);
     }
     assert.ok(m.flexibility!.value >= 0 && m.flexibility!.value <= 1);

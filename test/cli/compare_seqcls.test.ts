@@ -21,14 +21,34 @@ test('peft compare on a BERT sequence classifier scores accuracy and fills every
   const task = await writeClassTask();
   const out = join(task.dir, 'out');
   const r = await peft([
-    'compare', '--model', bert, '--data', task.train, '--eval', task.eval, '--methods', 'lora,ia3', '--budget', '2', '--batch', '4',
-    '--flex-lrs', '0.5,1', '--latency-prompts', '2', '--threads', '2', '--out', out,
+    'compare',
+    '--model',
+    bert,
+    '--data',
+    task.train,
+    '--eval',
+    task.eval,
+    '--methods',
+    'lora,ia3',
+    '--budget',
+    '2',
+    '--batch',
+    '4',
+    '--flex-lrs',
+    '0.5,1',
+    '--latency-prompts',
+    '2',
+    '--threads',
+    '2',
+    '--out',
+    out,
   ]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /\(accuracy of a sequence classifier\)/);
   assert.match(r.stderr, /base model: [\d,]+ parameters, accuracy \d+\.\d% \(\d+\/32\), latency [\d.]+ ms \(one forward pass\)/);
   assert.match(r.stderr, /flexibility: bundled tasks sentiment, json, arith not run/);
-  for (const label of ['LoRA', 'IA3', 'Full fine-tuning']) assert.match(r.stderr, new RegExp(`\\] ${label}: [\\d,]+ trainable .* accuracy \\d+\\.\\d% \\(\\d+/32\\)`));
+  for (const label of ['LoRA', 'IA3', 'Full fine-tuning'])
+    assert.match(r.stderr, new RegExp(`\\] ${label}: [\\d,]+ trainable .* accuracy \\d+\\.\\d% \\(\\d+/32\\)`));
 
   const md = await readFile(join(out, 'compare.md'), 'utf8');
   const { header, rows } = filledMeasuredTable(md, ['LoRA', 'IA3', 'Full fine-tuning']);
@@ -55,7 +75,14 @@ test('peft compare on a BERT sequence classifier scores accuracy and fills every
     assert.equal(m.quality!.total, 32);
     assert.equal(m.quality!.value, m.quality!.correct! / 32);
     assert.ok(Number.isFinite(m.quality!.evalLoss));
-    for (const k of ['trainable_params', 'step_time_ms', 'inference_latency_ms', 'base_latency_ms', 'peak_train_rss_bytes', 'stored_bytes'] as const) {
+    for (const k of [
+      'trainable_params',
+      'step_time_ms',
+      'inference_latency_ms',
+      'base_latency_ms',
+      'peak_train_rss_bytes',
+      'stored_bytes',
+    ] as const) {
       assert.ok(Number.isFinite(m[k]) && (m[k] as number) > 0, `${m.method}.${k} = ${m[k]}`);
     }
     assert.equal(m.flexibility!.lrGrid.length, 2);
@@ -76,7 +103,10 @@ test('peft compare on a classifier refuses a bundled task, or no --data, before 
   const out = join(task.dir, 'out');
   const withTask = await peft(['compare', '--model', bert, '--task', 'sentiment', '--out', out]);
   assert.equal(withTask.code, 1);
-  assert.match(withTask.stderr, /^error: --task sentiment is for a causal language model, but this model is a sequence classifier; pass --data TRAIN\.jsonl \(and --eval EVAL\.jsonl\) with \{"text","label"\} rows/);
+  assert.match(
+    withTask.stderr,
+    /^error: --task sentiment is for a causal language model, but this model is a sequence classifier; pass --data TRAIN\.jsonl \(and --eval EVAL\.jsonl\) with \{"text","label"\} rows/,
+  );
   const noData = await peft(['compare', '--model', bert, '--out', out]);
   assert.equal(noData.code, 1);
   assert.match(noData.stderr, /^error: this model is a sequence classifier: pass --data TRAIN\.jsonl/);

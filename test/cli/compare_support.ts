@@ -7,14 +7,24 @@ import assert from 'node:assert/strict';
 export function filledMeasuredTable(md: string, methods: readonly string[]): { header: string[]; rows: string[][] } {
   const measured = md.slice(md.indexOf('## Measured'), md.indexOf('## Ratings'));
   const lines = measured.split('\n').filter((l) => l.startsWith('|'));
-  const header = lines[0]!.split('|').slice(1, -1).map((c) => c.trim());
+  const header = lines[0]!
+    .split('|')
+    .slice(1, -1)
+    .map((c) => c.trim());
   assert.equal(header.length, 12);
   const body = lines.slice(2);
-  assert.deepEqual(body.map((l) => l.split('|')[1]!.trim()), methods);
+  assert.deepEqual(
+    body.map((l) => l.split('|')[1]!.trim()),
+    methods,
+  );
   const rows = body.map((line) => {
-    const cells = line.split('|').slice(1, -1).map((c) => c.trim());
+    const cells = line
+      .split('|')
+      .slice(1, -1)
+      .map((c) => c.trim());
     assert.equal(cells.length, header.length, line);
-    for (const [i, c] of cells.entries()) assert.ok(c !== '' && !/NaN|undefined|null|Infinity|failed|^-$/.test(c), `${header[i]} of ${cells[0]}: "${c}"`);
+    for (const [i, c] of cells.entries())
+      assert.ok(c !== '' && !/NaN|undefined|null|Infinity|failed|^-$/.test(c), `${header[i]} of ${cells[0]}: "${c}"`);
     return cells;
   });
   return { header, rows };

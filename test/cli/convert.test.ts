@@ -39,7 +39,17 @@ test('peft convert: mlx-lm -> peft gives the same LoRA; peft -> mlx -> peft is e
       weights.set(`${m[1]}.lora_${m[2]!.toLowerCase()}`, fromTypedArray(transpose(toFloat32(t), rows, cols), [cols, rows]));
     }
     await writeSafetensors(join(mlx, 'adapters.safetensors'), weights, { format: 'mlx' });
-    await writeFile(join(mlx, 'adapter_config.json'), JSON.stringify({ fine_tune_type: 'lora', model: 'models/llama', num_layers: -1, lora_parameters: { rank: 8, scale: 2.0, dropout: 0.05, keys: ['self_attn.q_proj', 'self_attn.v_proj'] }, batch_size: 4, iters: 1000 }));
+    await writeFile(
+      join(mlx, 'adapter_config.json'),
+      JSON.stringify({
+        fine_tune_type: 'lora',
+        model: 'models/llama',
+        num_layers: -1,
+        lora_parameters: { rank: 8, scale: 2.0, dropout: 0.05, keys: ['self_attn.q_proj', 'self_attn.v_proj'] },
+        batch_size: 4,
+        iters: 1000,
+      }),
+    );
 
     const fromMlx = join(dir, 'from_mlx');
     let r = await peft(['convert', '--from', 'mlx', '--to', 'peft', '--adapter', mlx, '--out', fromMlx]);
@@ -66,10 +76,26 @@ test('peft convert: mlx-lm -> peft gives the same LoRA; peft -> mlx -> peft is e
     const back = join(dir, 'back');
     r = await peft(['convert', '--from', 'mlx', '--to', 'peft', '--adapter', toMlx, '--out', back]);
     assert.equal(r.code, 0, r.stderr);
-    assertClose((await forwardOnce(await PeftModel.fromPretrained(await loadModel(model), back), batch)).logits, want, 0, 0, 'peft -> mlx -> peft');
+    assertClose(
+      (await forwardOnce(await PeftModel.fromPretrained(await loadModel(model), back), batch)).logits,
+      want,
+      0,
+      0,
+      'peft -> mlx -> peft',
+    );
 
     // Refusals: DoRA has no mlx-lm LoRA form; --out must be new; a non-LoRA mlx folder.
-    r = await peft(['convert', '--from', 'peft', '--to', 'mlx', '--adapter', fixturePath('adapters', 'llama', 'lora_dora'), '--out', join(dir, 'dora')]);
+    r = await peft([
+      'convert',
+      '--from',
+      'peft',
+      '--to',
+      'mlx',
+      '--adapter',
+      fixturePath('adapters', 'llama', 'lora_dora'),
+      '--out',
+      join(dir, 'dora'),
+    ]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^error: .*DoRA.*\n$/);
     assert.ok(!existsSync(join(dir, 'dora')));

@@ -17,10 +17,15 @@ const MODEL = 'models/tiny-llama';
 const tmp = mkdtempSync(join(tmpdir(), 'peft-eval-'));
 process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
 
-test('peft eval: exact on the model\'s own outputs is 100%, one changed row is one miss; --out rows; --json', async () => {
+test("peft eval: exact on the model's own outputs is 100%, one changed row is one miss; --out rows; --json", async () => {
   const model = await loadModel(MODEL);
   const tokenizer = await Tokenizer.fromDir(MODEL);
-  const prompts = ['Review: The room was quiet.\nSentiment:', 'Question: what is two plus three?\nAnswer:', 'Record: name: Ada; age: 36\nJSON:', 'The food was'];
+  const prompts = [
+    'Review: The room was quiet.\nSentiment:',
+    'Question: what is two plus three?\nAnswer:',
+    'Record: name: Ada; age: 36\nJSON:',
+    'The food was',
+  ];
   const gen = await Generator.create(model, { tokenizer });
   const out = await gen.generate(prompts, { maxNewTokens: 6, doSample: false });
   await gen.dispose();
@@ -28,25 +33,68 @@ test('peft eval: exact on the model\'s own outputs is 100%, one changed row is o
   const data = join(tmp, 'own.jsonl');
   writeFileSync(data, prompts.map((p, i) => JSON.stringify({ prompt: p, completion: refs[i] })).join('\n') + '\n');
   const rowsFile = join(tmp, 'rows.jsonl');
-  const r = await peft(['eval', '--model', MODEL, '--data', data, '--metric', 'exact', '--max-new-tokens', '6', '--out', rowsFile, '--json', '--threads', '1']);
+  const r = await peft([
+    'eval',
+    '--model',
+    MODEL,
+    '--data',
+    data,
+    '--metric',
+    'exact',
+    '--max-new-tokens',
+    '6',
+    '--out',
+    rowsFile,
+    '--json',
+    '--threads',
+    '1',
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const rep = JSON.parse(r.stdout) as { score: number; correct: number; rows: number; ci95: [number, number] };
   assert.equal(rep.rows, prompts.length);
   assert.equal(rep.correct, prompts.length, `predictions vs references in ${readFileSync(rowsFile, 'utf8')}`);
   assert.ok(rep.ci95[0] < 1 && rep.ci95[1] === 1);
-  const rows = readFileSync(rowsFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { correct: boolean; prediction: string; line: number });
-  assert.deepEqual(rows.map((x) => x.line), [1, 2, 3, 4]);
+  const rows = readFileSync(rowsFile, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { correct: boolean; prediction: string; line: number });
+  assert.deepEqual(
+    rows.map((x) => x.line),
+    [1, 2, 3, 4],
+  );
   assert.ok(rows.every((x) => x.correct));
 
-  writeFileSync(data, prompts.map((p, i) => JSON.stringify({ prompt: p, completion: i === 2 ? 'something else' : refs[i] })).join('\n') + '\n');
+  writeFileSync(
+    data,
+    prompts.map((p, i) => JSON.stringify({ prompt: p, completion: i === 2 ? 'something else' : refs[i] })).join('\n') + '\n',
+  );
   const again = await peft(['eval', '--model', MODEL, '--data', data, '--max-new-tokens', '6', '--out', rowsFile, '--threads', '1']);
   assert.equal(again.code, 1, 'existing --out without --overwrite must fail');
   assert.match(again.stderr, /^error: .*already exists; pass --overwrite/);
-  const r2 = await peft(['eval', '--model', MODEL, '--data', data, '--max-new-tokens', '6', '--out', rowsFile, '--overwrite', '--threads', '1']);
+  const r2 = await peft([
+    'eval',
+    '--model',
+    MODEL,
+    '--data',
+    data,
+    '--max-new-tokens',
+    '6',
+    '--out',
+    rowsFile,
+    '--overwrite',
+    '--threads',
+    '1',
+  ]);
   assert.equal(r2.code, 0, r2.stderr);
   assert.match(r2.stdout, /^exact 75\.0% \(3\/4, 95% CI /);
-  const rows2 = readFileSync(rowsFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { correct: boolean });
-  assert.deepEqual(rows2.map((x) => x.correct), [true, true, false, true]);
+  const rows2 = readFileSync(rowsFile, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { correct: boolean });
+  assert.deepEqual(
+    rows2.map((x) => x.correct),
+    [true, true, false, true],
+  );
 });
 
 test('peft eval --metric perplexity equals exp(forward loss) over the reference tokens', async () => {

@@ -17,7 +17,17 @@ process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
 for (const name of ['gpt2', 'llama', 'bert']) {
   test(`${name}: peft forward writes transformers' logits and loss for the fixture batch`, async () => {
     const out = join(tmp, `${name}.safetensors`);
-    const r = await peft(['forward', '--model', fixturePath('models', name), '--batch', fixturePath('models', name, 'batch.safetensors'), '--out', out, '--threads', '1']);
+    const r = await peft([
+      'forward',
+      '--model',
+      fixturePath('models', name),
+      '--batch',
+      fixturePath('models', name, 'batch.safetensors'),
+      '--out',
+      out,
+      '--threads',
+      '1',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const got = await readSafetensors(out);
     const want = await readTensors('models', name, 'expected_outputs.safetensors');
@@ -30,12 +40,31 @@ for (const name of ['gpt2', 'llama', 'bert']) {
   });
 }
 
-for (const [name, adapter] of [['gpt2', 'lora_attn'], ['llama', 'ia3']] as const) {
+for (const [name, adapter] of [
+  ['gpt2', 'lora_attn'],
+  ['llama', 'ia3'],
+] as const) {
   test(`${name} + ${adapter}: peft forward --adapter gives peft's logits, and --merged its merged_logits`, async () => {
     const want = await readTensors('adapters', name, adapter, 'expected_outputs.safetensors');
-    for (const [flags, key] of [[[], 'logits'], [['--merged'], 'merged_logits']] as const) {
+    for (const [flags, key] of [
+      [[], 'logits'],
+      [['--merged'], 'merged_logits'],
+    ] as const) {
       const out = join(tmp, `${name}-${adapter}-${key}.safetensors`);
-      const r = await peft(['forward', '--model', fixturePath('models', name), '--adapter', fixturePath('adapters', name, adapter), ...flags, '--batch', fixturePath('models', name, 'batch.safetensors'), '--out', out, '--threads', '1']);
+      const r = await peft([
+        'forward',
+        '--model',
+        fixturePath('models', name),
+        '--adapter',
+        fixturePath('adapters', name, adapter),
+        ...flags,
+        '--batch',
+        fixturePath('models', name, 'batch.safetensors'),
+        '--out',
+        out,
+        '--threads',
+        '1',
+      ]);
       assert.equal(r.code, 0, r.stderr);
       const got = await readSafetensors(out);
       const d = maxAbsDiff(toFloat32(got.get('logits')!), toFloat32(want.get(key)!));

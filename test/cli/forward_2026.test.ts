@@ -18,7 +18,13 @@ process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
 
 function close(got: Float32Array, want: Float32Array, keep: (i: number) => boolean, what: string): void {
   const idx = [...want.keys()].filter(keep);
-  assertClose(Float32Array.from(idx, (i) => got[i]!), Float32Array.from(idx, (i) => want[i]!), 1e-4, 1e-4, what);
+  assertClose(
+    Float32Array.from(idx, (i) => got[i]!),
+    Float32Array.from(idx, (i) => want[i]!),
+    1e-4,
+    1e-4,
+    what,
+  );
 }
 
 for (const name of Object.keys(DECODERS_2026)) {
@@ -43,9 +49,17 @@ for (const name of Object.keys(DECODERS_2026)) {
     }
     const adapter = fixture2026Path('adapters', name, 'lora_dora');
     const wantA = await readSafetensors(join(adapter, 'expected_outputs.safetensors'));
-    for (const [flags, key] of [[[], 'logits'], [['--merged'], 'merged_logits']] as const) {
+    for (const [flags, key] of [
+      [[], 'logits'],
+      [['--merged'], 'merged_logits'],
+    ] as const) {
       const out = await run(['--adapter', adapter, ...flags], join(tmp, `${name}-${key}.safetensors`));
-      close(toFloat32(out.get('logits')!), toFloat32(wantA.get(key)!), comparedPositions(name, mask, wantA.get(key)!.shape[2]!), `${name}/lora_dora ${key}`);
+      close(
+        toFloat32(out.get('logits')!),
+        toFloat32(wantA.get(key)!),
+        comparedPositions(name, mask, wantA.get(key)!.shape[2]!),
+        `${name}/lora_dora ${key}`,
+      );
     }
   });
 }

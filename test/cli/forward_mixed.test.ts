@@ -20,10 +20,21 @@ const batch = fixturePath('models', 'llama', 'batch.safetensors');
 test('llama: peft forward --row-adapters gives each row the logits of its own adapter (peft reference)', async () => {
   const out = join(tmp, 'mixed.safetensors');
   const r = await peft([
-    'forward', '--model', model,
-    '--adapter', `attn=${fixturePath('adapters', 'llama', 'lora_attn')}`,
-    '--adapter', `ia3=${fixturePath('adapters', 'llama', 'ia3')}`,
-    '--row-adapters', 'attn,__base__,ia3', '--batch', batch, '--out', out, '--threads', '1',
+    'forward',
+    '--model',
+    model,
+    '--adapter',
+    `attn=${fixturePath('adapters', 'llama', 'lora_attn')}`,
+    '--adapter',
+    `ia3=${fixturePath('adapters', 'llama', 'ia3')}`,
+    '--row-adapters',
+    'attn,__base__,ia3',
+    '--batch',
+    batch,
+    '--out',
+    out,
+    '--threads',
+    '1',
   ]);
   assert.equal(r.code, 0, r.stderr);
   const got = toFloat32((await readSafetensors(out)).get('logits')!);
@@ -49,20 +60,43 @@ test('peft forward --row-adapters: unknown names and wrong row counts are one-li
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     assert.ok(!existsSync(out));
   }
-  const dora = await peft(['forward', '--model', model, '--adapter', `d=${fixturePath('adapters', 'llama', 'lora_dora')}`, '--row-adapters', 'd,d,d', '--batch', batch, '--out', out]);
+  const dora = await peft([
+    'forward',
+    '--model',
+    model,
+    '--adapter',
+    `d=${fixturePath('adapters', 'llama', 'lora_dora')}`,
+    '--row-adapters',
+    'd,d,d',
+    '--batch',
+    batch,
+    '--out',
+    out,
+  ]);
   assert.equal(dora.code, 1);
   assert.match(dora.stderr, /^error: .*DoRA/m);
 });
 
 test('qwen3/mixed_batch: peft forward --adapter NAME=DIR --row-adapters reproduces peft adapter_names (logits and loss)', async () => {
   const dir = fixture2026Path('adapters', 'qwen3', 'mixed_batch');
-  const spec = JSON.parse(readFileSync(join(dir, 'mixed_batch.json'), 'utf8')) as { adapters: Record<string, string>; adapter_names: string[] };
+  const spec = JSON.parse(readFileSync(join(dir, 'mixed_batch.json'), 'utf8')) as {
+    adapters: Record<string, string>;
+    adapter_names: string[];
+  };
   const out = join(tmp, 'qwen3-mixed.safetensors');
   const r = await peft([
-    'forward', '--model', fixture2026Path('models', 'qwen3'),
+    'forward',
+    '--model',
+    fixture2026Path('models', 'qwen3'),
     ...Object.entries(spec.adapters).flatMap(([n, d]) => ['--adapter', `${n}=${join(dir, d)}`]),
-    '--row-adapters', spec.adapter_names.join(','),
-    '--batch', fixture2026Path('models', 'qwen3', 'batch.safetensors'), '--out', out, '--threads', '1',
+    '--row-adapters',
+    spec.adapter_names.join(','),
+    '--batch',
+    fixture2026Path('models', 'qwen3', 'batch.safetensors'),
+    '--out',
+    out,
+    '--threads',
+    '1',
   ]);
   assert.equal(r.code, 0, r.stderr);
   const got = await readSafetensors(out);

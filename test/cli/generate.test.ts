@@ -23,7 +23,17 @@ for (const name of ['gpt2', 'llama']) {
     const greedy = Array.from(toBigInt64(expected.get('generate.greedy_ids')!), Number);
     const prompt = tokenizer.decode(promptIds, { skipSpecialTokens: true });
     assert.deepEqual(tokenizer.encode(prompt), promptIds, 'the prompt text encodes back to the fixture ids');
-    const r = await peft(['generate', '--model', dir, '--prompt', prompt, '--max-new-tokens', String(greedy.length - promptIds.length), '--threads', '1']);
+    const r = await peft([
+      'generate',
+      '--model',
+      dir,
+      '--prompt',
+      prompt,
+      '--max-new-tokens',
+      String(greedy.length - promptIds.length),
+      '--threads',
+      '1',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, tokenizer.decode(greedy.slice(promptIds.length), { skipSpecialTokens: true }) + '\n');
     assert.match(r.stderr, /new tokens for 1 prompt/);
@@ -32,12 +42,31 @@ for (const name of ['gpt2', 'llama']) {
 
 test('peft generate --json: one line per prompt; a seed reproduces sampling; --stop stops', async () => {
   const dir = fixturePath('models', 'llama');
-  const args = ['generate', '--model', dir, '--prompt', 'The robot walked', '--prompt', 'Low rank adaptation trains', '--max-new-tokens', '12', '--json', '--threads', '1'];
+  const args = [
+    'generate',
+    '--model',
+    dir,
+    '--prompt',
+    'The robot walked',
+    '--prompt',
+    'Low rank adaptation trains',
+    '--max-new-tokens',
+    '12',
+    '--json',
+    '--threads',
+    '1',
+  ];
   const sample = [...args, '--temperature', '1.3', '--top-k', '0', '--seed', '11'];
   const [a, b] = await Promise.all([peft(sample), peft(sample)]);
   assert.equal(a.code, 0, a.stderr);
-  const lines = a.stdout.trim().split('\n').map((l) => JSON.parse(l) as { prompt: string; text: string; token_ids: number[]; finish_reason: string });
-  assert.deepEqual(lines.map((l) => l.prompt), ['The robot walked', 'Low rank adaptation trains']);
+  const lines = a.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { prompt: string; text: string; token_ids: number[]; finish_reason: string });
+  assert.deepEqual(
+    lines.map((l) => l.prompt),
+    ['The robot walked', 'Low rank adaptation trains'],
+  );
   assert.equal(a.stdout, b.stdout);
   const greedy = await peft(args);
   const first = (JSON.parse(greedy.stdout.split('\n')[0]!) as { text: string }).text;
@@ -49,7 +78,19 @@ test('peft generate --json: one line per prompt; a seed reproduces sampling; --s
 });
 
 test('peft generate --adapter: LoRA on the fly and merged print the same greedy text', async () => {
-  const args = ['generate', '--model', fixturePath('models', 'llama'), '--adapter', fixturePath('adapters', 'llama', 'lora_dora'), '--prompt', 'The robot walked', '--max-new-tokens', '12', '--threads', '1'];
+  const args = [
+    'generate',
+    '--model',
+    fixturePath('models', 'llama'),
+    '--adapter',
+    fixturePath('adapters', 'llama', 'lora_dora'),
+    '--prompt',
+    'The robot walked',
+    '--max-new-tokens',
+    '12',
+    '--threads',
+    '1',
+  ];
   const [live, merged] = await Promise.all([peft(args), peft([...args, '--merged'])]);
   assert.equal(live.code, 0, live.stderr);
   assert.equal(merged.code, 0, merged.stderr);
@@ -64,7 +105,9 @@ test('peft generate --model org/name fetches the model through the Hub client (l
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     if (url.pathname === '/api/models/fixture-org/tiny-llama/revision/main') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ sha: commit, siblings: files.map((rfilename) => ({ rfilename })) }));
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ sha: commit, siblings: files.map((rfilename) => ({ rfilename })) }));
       return;
     }
     const m = /^\/fixture-org\/tiny-llama\/resolve\/[0-9a-f]{40}\/(.+)$/.exec(url.pathname);
@@ -81,7 +124,10 @@ test('peft generate --model org/name fetches the model through the Hub client (l
   try {
     const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const env = { HF_ENDPOINT: endpoint, HF_HUB_CACHE: cache, HF_HUB_OFFLINE: undefined, HF_TOKEN: undefined };
-    const r = await peft(['generate', '--model', 'fixture-org/tiny-llama', '--prompt', 'The robot walked', '--max-new-tokens', '8', '--threads', '1'], env);
+    const r = await peft(
+      ['generate', '--model', 'fixture-org/tiny-llama', '--prompt', 'The robot walked', '--max-new-tokens', '8', '--threads', '1'],
+      env,
+    );
     assert.equal(r.code, 0, r.stderr);
     const local = await peft(['generate', '--model', dir, '--prompt', 'The robot walked', '--max-new-tokens', '8', '--threads', '1']);
     assert.equal(r.stdout, local.stdout);

@@ -20,10 +20,14 @@ import { peft } from './peft.js';
 const qwen3 = fixture2026Path('models', 'qwen3');
 
 /** The fixture folder's files, with the weights as adapter_model.bin and config overrides if asked. */
-async function repoFiles(fixture: string, opts: { bin?: boolean; config?: Record<string, unknown>; drop?: string[] } = {}): Promise<Map<string, Uint8Array>> {
+async function repoFiles(
+  fixture: string,
+  opts: { bin?: boolean; config?: Record<string, unknown>; drop?: string[] } = {},
+): Promise<Map<string, Uint8Array>> {
   const dir = fixture2026Path('adapters', 'qwen3', fixture);
   const files = new Map<string, Uint8Array>();
-  for (const f of readdirSync(dir)) if (f === 'README.md' || f === 'adapter_config.json' || f === 'adapter_model.safetensors') files.set(f, readFileSync(join(dir, f)));
+  for (const f of readdirSync(dir))
+    if (f === 'README.md' || f === 'adapter_config.json' || f === 'adapter_model.safetensors') files.set(f, readFileSync(join(dir, f)));
   if (opts.config) {
     const cfg = JSON.parse(Buffer.from(files.get('adapter_config.json')!).toString('utf8'));
     files.set('adapter_config.json', Buffer.from(JSON.stringify({ ...cfg, ...opts.config })));
@@ -43,14 +47,22 @@ test('peft forward --adapter org/name: peft 0.20 adapters from the Hub (LoHa, lo
   const repos = new Map<string, { fixture: string; files: Map<string, Uint8Array> }>([
     ['loha', { fixture: 'loha', files: await repoFiles('loha') }],
     ['lora-bias-bin', { fixture: 'lora_bias', files: await repoFiles('lora_bias', { bin: true }) }],
-    ['vera-noproj-bin', { fixture: 'vera', files: await repoFiles('vera', { bin: true, config: { save_projection: false }, drop: ['base_model.vera_A', 'base_model.vera_B'] }) }],
+    [
+      'vera-noproj-bin',
+      {
+        fixture: 'vera',
+        files: await repoFiles('vera', { bin: true, config: { save_projection: false }, drop: ['base_model.vera_A', 'base_model.vera_B'] }),
+      },
+    ],
   ]);
   const commit = 'abc123'.padEnd(40, '0');
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const info = /^\/api\/models\/fixture-org\/([\w-]+)\/revision\/main$/.exec(url.pathname);
     if (info && repos.has(info[1]!)) {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ sha: commit, siblings: [...repos.get(info[1]!)!.files.keys()].map((rfilename) => ({ rfilename })) }));
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ sha: commit, siblings: [...repos.get(info[1]!)!.files.keys()].map((rfilename) => ({ rfilename })) }));
       return;
     }
     const m = /^\/fixture-org\/([\w-]+)\/resolve\/[0-9a-f]{40}\/(.+)$/.exec(url.pathname);
@@ -65,14 +77,36 @@ test('peft forward --adapter org/name: peft 0.20 adapters from the Hub (LoHa, lo
   await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
   const tmp = mkdtempSync(join(tmpdir(), 'peft-hub-adapters-'));
   try {
-    const env = { HF_ENDPOINT: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, HF_HUB_CACHE: join(tmp, 'cache'), HF_HUB_OFFLINE: undefined, HF_TOKEN: undefined };
+    const env = {
+      HF_ENDPOINT: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      HF_HUB_CACHE: join(tmp, 'cache'),
+      HF_HUB_OFFLINE: undefined,
+      HF_TOKEN: undefined,
+    };
     for (const [name, { fixture, files }] of repos) {
       const out = join(tmp, `${name}.safetensors`);
-      const r = await peft(['forward', '--model', qwen3, '--adapter', `fixture-org/${name}`, '--batch', join(qwen3, 'batch.safetensors'), '--out', out, '--threads', '1'], env);
+      const r = await peft(
+        [
+          'forward',
+          '--model',
+          qwen3,
+          '--adapter',
+          `fixture-org/${name}`,
+          '--batch',
+          join(qwen3, 'batch.safetensors'),
+          '--out',
+          out,
+          '--threads',
+          '1',
+        ],
+        env,
+      );
       assert.equal(r.code, 0, `${name}: ${r.stderr}`);
       assert.equal(files.has('adapter_model.bin'), name.endsWith('-bin'));
       const got = toFloat32((await readSafetensors(out)).get('logits')!);
-      const want = toFloat32((await readSafetensors(fixture2026Path('adapters', 'qwen3', fixture, 'expected_outputs.safetensors'))).get('logits')!);
+      const want = toFloat32(
+        (await readSafetensors(fixture2026Path('adapters', 'qwen3', fixture, 'expected_outputs.safetensors'))).get('logits')!,
+      );
       let worst = 0;
       for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!) - 1e-4 * Math.abs(want[i]!));
       assert.ok(worst <= 1e-4, `${name}: logits off peft's by ${worst}`);

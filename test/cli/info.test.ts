@@ -30,11 +30,17 @@ test('models: architecture, shapes, parameter count, dtype and size', async () =
   const [gpt2, llama, bert] = await Promise.all(['gpt2', 'llama', 'bert'].map((m) => infoJson([fixturePath('models', m)])));
   assert.equal(gpt2!.kind, 'model');
   assert.equal(gpt2!.architecture, 'GPT2LMHeadModel');
-  assert.deepEqual([gpt2!.layers, gpt2!.hidden_size, gpt2!.attention_heads, gpt2!.kv_heads, gpt2!.vocab_size, gpt2!.tied_embeddings], [2, 64, 4, 4, 557, true]);
+  assert.deepEqual(
+    [gpt2!.layers, gpt2!.hidden_size, gpt2!.attention_heads, gpt2!.kv_heads, gpt2!.vocab_size, gpt2!.tied_embeddings],
+    [2, 64, 4, 4, 557, true],
+  );
   assert.equal(gpt2!.weights.parameters, await numel('models', 'gpt2', 'model.safetensors'));
   assert.deepEqual(Object.keys(gpt2!.weights.dtypes), ['F32']);
   assert.ok(gpt2!.weights.bytes > 4 * gpt2!.weights.parameters);
-  assert.deepEqual([llama!.model_type, llama!.attention_heads, llama!.kv_heads, llama!.head_dim, llama!.intermediate_size, llama!.tied_embeddings], ['llama', 4, 2, 16, 128, false]);
+  assert.deepEqual(
+    [llama!.model_type, llama!.attention_heads, llama!.kv_heads, llama!.head_dim, llama!.intermediate_size, llama!.tied_embeddings],
+    ['llama', 4, 2, 16, 128, false],
+  );
   assert.equal(llama!.weights.parameters, 145_728);
   assert.deepEqual([bert!.architecture, bert!.num_labels], ['BertForSequenceClassification', 2]);
   assert.ok(gpt2!.tokenizer.files.includes('tokenizer.json'));
@@ -48,7 +54,16 @@ test('models: architecture, shapes, parameter count, dtype and size', async () =
 });
 
 test('adapters: method settings, trainable parameters and share of the base model', async () => {
-  const cases = ['gpt2/lora_attn', 'llama/ia3', 'llama/prefix_tuning', 'gpt2/prefix_tuning_projection', 'gpt2/p_tuning_mlp', 'llama/p_tuning_lstm', 'llama/prompt_tuning_random', 'gpt2/bn_seq'];
+  const cases = [
+    'gpt2/lora_attn',
+    'llama/ia3',
+    'llama/prefix_tuning',
+    'gpt2/prefix_tuning_projection',
+    'gpt2/p_tuning_mlp',
+    'llama/p_tuning_lstm',
+    'llama/prompt_tuning_random',
+    'gpt2/bn_seq',
+  ];
   const infos = await Promise.all(cases.map((c) => infoJson([fixturePath('adapters', ...c.split('/'))])));
   const by = Object.fromEntries(cases.map((c, i) => [c, infos[i]!]));
 
@@ -64,14 +79,23 @@ test('adapters: method settings, trainable parameters and share of the base mode
   assert.deepEqual(by['llama/ia3']!.settings.feedforward_modules, ['down_proj']);
   assert.equal(by['llama/prefix_tuning']!.settings.num_attention_heads, 2);
   // Methods whose encoder is trained but not saved: trainable = every tensor of the in-memory model.
-  for (const c of ['gpt2/prefix_tuning_projection', 'gpt2/p_tuning_mlp', 'llama/p_tuning_lstm', 'llama/prompt_tuning_random', 'llama/ia3']) {
+  for (const c of [
+    'gpt2/prefix_tuning_projection',
+    'gpt2/p_tuning_mlp',
+    'llama/p_tuning_lstm',
+    'llama/prompt_tuning_random',
+    'llama/ia3',
+  ]) {
     const [model, name] = c.split('/') as [string, string];
     assert.equal(by[c]!.trainable_parameters, await numel('adapters', model, name, 'trainable_state.safetensors'), c);
   }
   assert.ok(by['llama/p_tuning_lstm']!.stored_parameters < by['llama/p_tuning_lstm']!.trainable_parameters);
 
   const bn = by['gpt2/bn_seq']!;
-  assert.deepEqual([bn.format, bn.peft_type, bn.settings.architecture, bn.settings.reduction_factor, bn.settings.bottleneck_size], ['adapterhub', 'BOTTLENECK', 'Pfeiffer (SeqBn)', 16, 4]);
+  assert.deepEqual(
+    [bn.format, bn.peft_type, bn.settings.architecture, bn.settings.reduction_factor, bn.settings.bottleneck_size],
+    ['adapterhub', 'BOTTLENECK', 'Pfeiffer (SeqBn)', 16, 4],
+  );
   assert.equal(bn.trainable_parameters, await numel('adapters', 'gpt2', 'bn_seq', 'adapter.safetensors'));
   assert.equal(bn.base.path, fixturePath('models', 'gpt2'));
 
@@ -85,7 +109,8 @@ test('adapters: method settings, trainable parameters and share of the base mode
 test('adapters: --model names the base; an unknown base is reported, not an error', async () => {
   const copy = join(tmp, 'adapter-only');
   mkdirSync(copy);
-  for (const f of ['adapter_config.json', 'adapter_model.safetensors']) copyFileSync(fixturePath('adapters', 'llama', 'ia3', f), join(copy, f));
+  for (const f of ['adapter_config.json', 'adapter_model.safetensors'])
+    copyFileSync(fixturePath('adapters', 'llama', 'ia3', f), join(copy, f));
   const lost = await infoJson([copy]);
   assert.deepEqual([lost.base.name, lost.base.path, lost.share_of_base_percent], ['models/llama', null, null]);
   const text = await peft(['info', copy]);

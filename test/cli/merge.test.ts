@@ -16,7 +16,17 @@ process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
 
 async function forwardLogits(modelDir: string, batchOf: string): Promise<{ logits: Float32Array; loss: number }> {
   const out = join(tmp, `fwd-${Math.random().toString(36).slice(2)}.safetensors`);
-  const r = await peft(['forward', '--model', modelDir, '--batch', fixturePath('models', batchOf, 'batch.safetensors'), '--out', out, '--threads', '1']);
+  const r = await peft([
+    'forward',
+    '--model',
+    modelDir,
+    '--batch',
+    fixturePath('models', batchOf, 'batch.safetensors'),
+    '--out',
+    out,
+    '--threads',
+    '1',
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const t = await readSafetensors(out);
   return { logits: toFloat32(t.get('logits')!), loss: toFloat32(t.get('loss')!)[0]! };
@@ -24,12 +34,32 @@ async function forwardLogits(modelDir: string, batchOf: string): Promise<{ logit
 
 test("gpt2 + lora_attn: peft merge writes peft's merged weights, and peft forward on them gives merged_logits", async () => {
   const out = join(tmp, 'gpt2-lora-merged');
-  const r = await peft(['merge', '--model', fixturePath('models', 'gpt2'), '--adapter', fixturePath('adapters', 'gpt2', 'lora_attn'), '--out', out]);
+  const r = await peft([
+    'merge',
+    '--model',
+    fixturePath('models', 'gpt2'),
+    '--adapter',
+    fixturePath('adapters', 'gpt2', 'lora_attn'),
+    '--out',
+    out,
+  ]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /merged the LORA adapter/);
-  for (const f of ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'vocab.json', 'merges.txt']) assert.ok(existsSync(join(out, f)), f);
+  for (const f of [
+    'config.json',
+    'generation_config.json',
+    'model.safetensors',
+    'tokenizer.json',
+    'tokenizer_config.json',
+    'vocab.json',
+    'merges.txt',
+  ])
+    assert.ok(existsSync(join(out, f)), f);
   // Nothing is left beside --out: the folder was written under a temp name and renamed.
-  assert.deepEqual(readdirSync(tmp).filter((f) => f.startsWith('.')), []);
+  assert.deepEqual(
+    readdirSync(tmp).filter((f) => f.startsWith('.')),
+    [],
+  );
 
   const got = await readSafetensors(join(out, 'model.safetensors'));
   const want = await readTensors('adapters', 'gpt2', 'lora_attn', 'merged', 'model.safetensors');
@@ -53,7 +83,15 @@ test("gpt2 + lora_attn: peft merge writes peft's merged weights, and peft forwar
 
 test('llama + ia3: the merged folder reproduces merged_logits', async () => {
   const out = join(tmp, 'llama-ia3-merged');
-  const r = await peft(['merge', '--model', fixturePath('models', 'llama'), '--adapter', fixturePath('adapters', 'llama', 'ia3'), '--out', out]);
+  const r = await peft([
+    'merge',
+    '--model',
+    fixturePath('models', 'llama'),
+    '--adapter',
+    fixturePath('adapters', 'llama', 'ia3'),
+    '--out',
+    out,
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const expected = await readTensors('adapters', 'llama', 'ia3', 'expected_outputs.safetensors');
   const { logits } = await forwardLogits(out, 'llama');
@@ -64,7 +102,17 @@ test('llama + ia3: the merged folder reproduces merged_logits', async () => {
 test('--max-shard-size writes a sharded folder that peft info and peft forward read', async () => {
   const out = join(tmp, 'llama-lora-sharded');
   const adapter = fixturePath('adapters', 'llama', 'lora_all_linear_rslora');
-  const r = await peft(['merge', '--model', fixturePath('models', 'llama'), '--adapter', adapter, '--out', out, '--max-shard-size', '200KB']);
+  const r = await peft([
+    'merge',
+    '--model',
+    fixturePath('models', 'llama'),
+    '--adapter',
+    adapter,
+    '--out',
+    out,
+    '--max-shard-size',
+    '200KB',
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const shards = readdirSync(out).filter((f) => /^model-\d+-of-\d+\.safetensors$/.test(f));
   assert.ok(shards.length > 1, `shards: ${readdirSync(out).join(', ')}`);
@@ -88,11 +136,20 @@ test('peft merge: methods that cannot merge and occupied or wrong --out folders 
   mkdirSync(busy);
   writeFileSync(join(busy, 'keep.txt'), 'mine');
   const cases: [string[], RegExp][] = [
-    [['--adapter', fixturePath('adapters', 'gpt2', 'prefix_tuning'), '--out', never], /prefix tuning \(PREFIX_TUNING\) adapter: .*nothing to merge.*--adapter DIR/],
-    [['--adapter', fixturePath('adapters', 'gpt2', 'prompt_tuning_random'), '--out', never], /prompt tuning \(PROMPT_TUNING\) adapter: .*nothing to merge/],
+    [
+      ['--adapter', fixturePath('adapters', 'gpt2', 'prefix_tuning'), '--out', never],
+      /prefix tuning \(PREFIX_TUNING\) adapter: .*nothing to merge.*--adapter DIR/,
+    ],
+    [
+      ['--adapter', fixturePath('adapters', 'gpt2', 'prompt_tuning_random'), '--out', never],
+      /prompt tuning \(PROMPT_TUNING\) adapter: .*nothing to merge/,
+    ],
     [['--adapter', fixturePath('adapters', 'gpt2', 'p_tuning_mlp'), '--out', never], /P-tuning \(P_TUNING\) adapter/],
     [['--adapter', fixturePath('adapters', 'gpt2', 'bn_seq'), '--out', never], /AdapterHub bottleneck adapter: .*non-linear block/],
-    [['--adapter', lora, '--out', busy], /--out .*busy holds other files \(keep\.txt\), which peft merge did not write; choose a new or empty folder/],
+    [
+      ['--adapter', lora, '--out', busy],
+      /--out .*busy holds other files \(keep\.txt\), which peft merge did not write; choose a new or empty folder/,
+    ],
     [['--adapter', lora, '--out', busy, '--overwrite'], /--out .*busy holds other files \(keep\.txt\)/],
     [['--adapter', lora, '--out', fixturePath('adapters', 'gpt2', 'ia3')], /holds an adapter, which peft merge did not write/],
     [['--adapter', lora, '--out', fixturePath('models', 'llama')], /holds a model, which peft merge did not write/],
@@ -123,5 +180,8 @@ test('peft merge: methods that cannot merge and occupied or wrong --out folders 
   const over = await peft(['merge', '--model', gpt2, '--adapter', lora, '--out', merged, '--overwrite']);
   assert.equal(over.code, 0, over.stderr);
   assert.ok(existsSync(join(merged, 'model.safetensors')));
-  assert.deepEqual(readdirSync(tmp).filter((f) => f.startsWith('.')), []);
+  assert.deepEqual(
+    readdirSync(tmp).filter((f) => f.startsWith('.')),
+    [],
+  );
 });

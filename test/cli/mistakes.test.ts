@@ -14,7 +14,14 @@ import { peft } from './peft.js';
 const gpt2 = fixturePath('models', 'gpt2');
 const oneLine = (r: { code: number; stderr: string }, what: string): void => {
   assert.equal(r.code, 1, `${what}: ${r.stderr}`);
-  assert.equal(r.stderr.trim().split('\n').filter((l) => l.startsWith('error:')).length, 1, `${what}: ${r.stderr}`);
+  assert.equal(
+    r.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('error:')).length,
+    1,
+    `${what}: ${r.stderr}`,
+  );
   assert.doesNotMatch(r.stderr, /internal error|\n\s+at /, what);
 };
 
@@ -54,14 +61,27 @@ test('after a failed --overwrite run the folder holds only that run (no stale ad
   // an lr of 1e30 makes the loss non-finite at step 2: the run fails
   const failed = await peft([...args, '--steps', '3', '--lr', '1e30', '--schedule', 'constant', '--max-grad-norm', '0', '--overwrite']);
   oneLine(failed, 'a diverging --overwrite run');
-  assert.equal(existsSync(join(out, 'adapter_model.safetensors')), false, 'the earlier run\'s adapter is not left beside the failed run\'s log');
+  assert.equal(
+    existsSync(join(out, 'adapter_model.safetensors')),
+    false,
+    "the earlier run's adapter is not left beside the failed run's log",
+  );
   const failedLog = parseMetrics(readFileSync(join(out, 'metrics.jsonl'), 'utf8'));
-  assert.ok(failedLog.every((m) => m.kind === 'train' && m.learning_rate === 1e30), 'metrics.jsonl is the failed run\'s alone');
+  assert.ok(
+    failedLog.every((m) => m.kind === 'train' && m.learning_rate === 1e30),
+    "metrics.jsonl is the failed run's alone",
+  );
   // nothing to keep (no checkpoint, not finished): a plain run starts afresh without --overwrite
   const next = await peft([...args, '--steps', '2']);
   assert.equal(next.code, 0, next.stderr);
   const log = parseMetrics(readFileSync(join(out, 'metrics.jsonl'), 'utf8'));
-  assert.deepEqual(log.map((m) => [m.kind, m.step]), [['train', 1], ['train', 2]]);
+  assert.deepEqual(
+    log.map((m) => [m.kind, m.step]),
+    [
+      ['train', 1],
+      ['train', 2],
+    ],
+  );
   assert.ok(log.every((m) => m.kind === 'train' && m.learning_rate !== 1e30));
   // a finished run is kept unless --overwrite
   const again = await peft([...args, '--steps', '2']);

@@ -38,7 +38,10 @@ test('peft forward on modernbert: base, each adapter and each merged adapter mat
   await check(out, join(MODEL, 'expected_outputs.safetensors'), 'logits');
   for (const c of ['lora_attn', 'lora_all_linear_rslora', 'lora_dora']) {
     const dir = fixture2026Path('adapters', 'modernbert', c);
-    for (const [flags, key] of [[[], 'logits'], [['--merged'], 'merged_logits']] as const) {
+    for (const [flags, key] of [
+      [[], 'logits'],
+      [['--merged'], 'merged_logits'],
+    ] as const) {
       const o = join(tmp, `${c}-${key}.safetensors`);
       const a = await peft(['forward', '--model', MODEL, '--adapter', dir, ...flags, '--batch', BATCH, '--out', o, '--threads', '1']);
       assert.equal(a.code, 0, a.stderr);
@@ -51,7 +54,9 @@ test('peft forward on modernbert: base, each adapter and each merged adapter mat
 
 test('modernbert tokenizer: texts are [CLS] text [SEP] as the fast tokenizer makes them', async () => {
   const tok = await Tokenizer.fromDir(MODEL);
-  const cases = JSON.parse(readFileSync(join(MODEL, 'tokenizer_cases.json'), 'utf8')) as { cases: { text: string; input_ids: number[]; input_ids_without_special_tokens: number[] }[] };
+  const cases = JSON.parse(readFileSync(join(MODEL, 'tokenizer_cases.json'), 'utf8')) as {
+    cases: { text: string; input_ids: number[]; input_ids_without_special_tokens: number[] }[];
+  };
   assert.deepEqual(tok.specialTokenAffixes, { prefix: [598], suffix: [599] });
   for (const c of cases.cases) {
     assert.deepEqual(tok.encode(c.text), c.input_ids, c.text);
@@ -62,18 +67,50 @@ test('modernbert tokenizer: texts are [CLS] text [SEP] as the fast tokenizer mak
 test('peft train --method lora on modernbert lowers the loss on {"text","label"} rows; the adapter runs in peft forward', async () => {
   const task = await writeClassTask();
   const out = join(task.dir, 'out');
-  const r = await peft(['train', '--model', MODEL, '--method', 'lora', '--target', 'Wqkv,Wo,Wi', '--dropout', '0', '--lr', '2e-3', '--data', task.train, '--eval-data', task.eval,
-    '--out', out, '--steps', '30', '--eval-every', '30', '--threads', '2', '--log-every', '10']);
+  const r = await peft([
+    'train',
+    '--model',
+    MODEL,
+    '--method',
+    'lora',
+    '--target',
+    'Wqkv,Wo,Wi',
+    '--dropout',
+    '0',
+    '--lr',
+    '2e-3',
+    '--data',
+    task.train,
+    '--eval-data',
+    task.eval,
+    '--out',
+    out,
+    '--steps',
+    '30',
+    '--eval-every',
+    '30',
+    '--threads',
+    '2',
+    '--log-every',
+    '10',
+  ]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /data: 64 training examples \(\{"text","label"\}, 2 classes\), 32 for evaluation/);
   const cfg = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
   assert.equal(cfg.task_type, 'SEQ_CLS');
   assert.deepEqual(cfg.modules_to_save, ['classifier', 'score']);
   const evals = parseMetrics(readFileSync(join(out, 'metrics.jsonl'), 'utf8')).filter((m): m is EvalRecord => m.kind === 'eval');
-  assert.deepEqual(evals.map((e) => e.step), [0, 30]);
+  assert.deepEqual(
+    evals.map((e) => e.step),
+    [0, 30],
+  );
   assert.ok(evals[1]!.eval_loss < 0.8 * evals[0]!.eval_loss, `eval loss ${evals[0]!.eval_loss} -> ${evals[1]!.eval_loss}`);
   const saved = await readSafetensors(join(out, 'adapter_model.safetensors'));
-  assert.deepEqual(saved.get('base_model.model.model.layers.0.mlp.Wi.lora_B.weight')!.shape, [192, 8], 'one LoRA pair over the fused Wi output');
+  assert.deepEqual(
+    saved.get('base_model.model.model.layers.0.mlp.Wi.lora_B.weight')!.shape,
+    [192, 8],
+    'one LoRA pair over the fused Wi output',
+  );
   assert.ok(saved.has('base_model.model.classifier.weight'));
   const o = join(tmp, 'trained.safetensors');
   const f = await peft(['forward', '--model', MODEL, '--adapter', out, '--batch', BATCH, '--out', o, '--threads', '1']);
@@ -86,8 +123,14 @@ test('peft info on modernbert: architecture, labels and the local/global attenti
   const r = await peft(['info', MODEL, '--json']);
   assert.equal(r.code, 0, r.stderr);
   const info = JSON.parse(r.stdout);
-  assert.deepEqual([info.architecture, info.model_type, info.supported, info.layers, info.num_labels], ['ModernBertForSequenceClassification', 'modernbert', true, 3, 2]);
-  assert.equal(info.attention, 'global on layers 0 (every 3), local |i-j| <= 2 elsewhere; RoPE base 160000 global / 10000 local; cls pooling');
+  assert.deepEqual(
+    [info.architecture, info.model_type, info.supported, info.layers, info.num_labels],
+    ['ModernBertForSequenceClassification', 'modernbert', true, 3, 2],
+  );
+  assert.equal(
+    info.attention,
+    'global on layers 0 (every 3), local |i-j| <= 2 elsewhere; RoPE base 160000 global / 10000 local; cls pooling',
+  );
   const text = await peft(['info', MODEL]);
   assert.match(text.stdout, /attention +global on layers 0/);
 });

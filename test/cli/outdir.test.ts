@@ -52,7 +52,10 @@ test('no command writes into a model, adapter or other folder it did not write (
     [['quantize', '--model', gpt2, '--out', model, '--overwrite'], /holds a model, which peft quantize did not write/],
     [['quantize', '--model', model, '--out', model], /is the model folder/],
     [['compress', '--adapter', lora, '--model', gpt2, '--out', adapter], /holds an adapter, which peft compress did not write/],
-    [['compress', '--adapter', lora, '--model', gpt2, '--out', adapter, '--overwrite'], /holds an adapter, which peft compress did not write/],
+    [
+      ['compress', '--adapter', lora, '--model', gpt2, '--out', adapter, '--overwrite'],
+      /holds an adapter, which peft compress did not write/,
+    ],
     [['decompress', '--adapter', lora, '--out', adapter, '--overwrite'], /holds an adapter, which peft decompress did not write/],
     [['merge', '--model', gpt2, '--adapter', lora, '--out', model, '--overwrite'], /holds a model, which peft merge did not write/],
     [['compare', '--model', gpt2, '--out', compared], /holds other files \(runs\), which peft compare did not write/],
@@ -63,7 +66,14 @@ test('no command writes into a model, adapter or other folder it did not write (
     const what = cases[i]![0].join(' ');
     assert.equal(r.code, 1, `${what}: ${r.stderr}`);
     assert.match(r.stderr, cases[i]![1], what);
-    assert.equal(r.stderr.trim().split('\n').filter((l) => l.startsWith('error:')).length, 1, what);
+    assert.equal(
+      r.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('error:')).length,
+      1,
+      what,
+    );
     assert.doesNotMatch(r.stderr, /internal error/, what);
   });
   assert.deepEqual(snapshot(model), before.model);
@@ -103,10 +113,25 @@ async function until(cond: () => boolean, what: string, ms = 60_000): Promise<vo
   }
 }
 
-test('two peft train runs into one --out: the second fails at once; a killed run\'s lock is taken over', async () => {
+test("two peft train runs into one --out: the second fails at once; a killed run's lock is taken over", async () => {
   const task = await writeSwapTask();
   const out = join(task.dir, 'run');
-  const args = ['train', '--model', fixturePath('models', 'gpt2'), '--data', task.train, '--out', out, '--threads', '1', '--log-every', '1', '--save-every', '0', '--no-eval-at-start'];
+  const args = [
+    'train',
+    '--model',
+    fixturePath('models', 'gpt2'),
+    '--data',
+    task.train,
+    '--out',
+    out,
+    '--threads',
+    '1',
+    '--log-every',
+    '1',
+    '--save-every',
+    '0',
+    '--no-eval-at-start',
+  ];
   const first = start([...args, '--steps', '100000']);
   await until(() => /step 1\//.test(first.stderr()) || existsSync(join(out, 'metrics.jsonl')), 'the first run to start training');
   assert.ok(existsSync(join(out, LOCK_FILE)));
@@ -114,7 +139,12 @@ test('two peft train runs into one --out: the second fails at once; a killed run
   const second = await peft([...args, '--steps', '2']);
   const seconds = (Date.now() - t0) / 1000;
   assert.equal(second.code, 1, second.stderr);
-  assert.match(second.stderr, new RegExp(`error: --out .*run is being written by another peft train \\(pid ${first.pid}.*wait for it to finish or choose another folder`));
+  assert.match(
+    second.stderr,
+    new RegExp(
+      `error: --out .*run is being written by another peft train \\(pid ${first.pid}.*wait for it to finish or choose another folder`,
+    ),
+  );
   assert.doesNotMatch(second.stderr, /trainable parameters/, 'refused before loading the model');
   assert.ok(seconds < 30, `refused after ${seconds} s`);
   // also with --overwrite or --resume: the folder is busy
@@ -152,22 +182,38 @@ test('export, convert and merge-adapters refuse a model or adapter folder as --o
     [[...tjs, '--out', model, '--overwrite'], /holds a model, which peft export did not write/],
     [[...tjs, '--adapter', lora, '--out', adapter, '--overwrite'], /holds an adapter, which peft export did not write/],
     [['export', '--format', 'transformers.js', '--model', model, '--out', model, '--overwrite'], /--out .*model is the model folder/],
-    [['export', '--format', 'gguf', '--model', llama, '--out', join(model, 'model.safetensors')], /--out .*model\.safetensors already exists; export never replaces a file/],
-    [['export', '--format', 'gguf', '--model', llama, '--out', join(model, 'x.gguf'), '--overwrite'], /--overwrite is for --format transformers\.js/],
+    [
+      ['export', '--format', 'gguf', '--model', llama, '--out', join(model, 'model.safetensors')],
+      /--out .*model\.safetensors already exists; export never replaces a file/,
+    ],
+    [
+      ['export', '--format', 'gguf', '--model', llama, '--out', join(model, 'x.gguf'), '--overwrite'],
+      /--overwrite is for --format transformers\.js/,
+    ],
     [['export', '--format', 'gguf', '--model', llama, '--out', model], /--out .*model already exists; export never replaces a file/],
     [[...conv, '--out', model], /holds a model, which peft convert did not write/],
     [[...conv, '--out', adapter, '--overwrite'], /holds an adapter, which peft convert did not write/],
     [['convert', '--from', 'peft', '--to', 'mlx', '--adapter', mine, '--out', mine, '--overwrite'], /is the source adapter folder/],
     [[...wmerge, '--out', model, '--overwrite'], /holds a model, which peft merge-adapters did not write/],
     [[...wmerge, '--out', adapter], /holds an adapter, which peft merge-adapters did not write/],
-    [['merge-adapters', '--model', llama, '--adapter', `a=${mine}`, '--weights', '1', '--type', 'linear', '--out', mine, '--overwrite'], /is the source adapter a folder/],
+    [
+      ['merge-adapters', '--model', llama, '--adapter', `a=${mine}`, '--weights', '1', '--type', 'linear', '--out', mine, '--overwrite'],
+      /is the source adapter a folder/,
+    ],
   ];
   const results = await Promise.all(cases.map(([args]) => peft(args)));
   results.forEach((r, i) => {
     const what = cases[i]![0].join(' ');
     assert.equal(r.code, 1, `${what}: ${r.stderr}`);
     assert.match(r.stderr, cases[i]![1], what);
-    assert.equal(r.stderr.trim().split('\n').filter((l) => l.startsWith('error:')).length, 1, what);
+    assert.equal(
+      r.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('error:')).length,
+      1,
+      what,
+    );
     assert.doesNotMatch(r.stderr, /internal error/, what);
   });
   assert.deepEqual(snapshot(model), before.model);

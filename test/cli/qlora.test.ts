@@ -20,7 +20,31 @@ const json = (p: string) => JSON.parse(readFileSync(p, 'utf8')) as Record<string
 test('peft train --method qlora, then merge (dequantized and --quantize nf4), compress, info, decompress', async () => {
   const task = await writeSwapTask();
   const adapter = join(tmp, 'adapter');
-  const t = await peft(['train', '--model', llama, '--data', task.train, '--out', adapter, '--method', 'qlora', '--gradient-checkpointing', '--steps', '3', '--batch', '4', '--max-len', '32', '--lr', '1e-2', '--no-eval-at-start', '--threads', '2', '--target', 'q_proj,v_proj']);
+  const t = await peft([
+    'train',
+    '--model',
+    llama,
+    '--data',
+    task.train,
+    '--out',
+    adapter,
+    '--method',
+    'qlora',
+    '--gradient-checkpointing',
+    '--steps',
+    '3',
+    '--batch',
+    '4',
+    '--max-len',
+    '32',
+    '--lr',
+    '1e-2',
+    '--no-eval-at-start',
+    '--threads',
+    '2',
+    '--target',
+    'q_proj,v_proj',
+  ]);
   assert.equal(t.code, 0, t.stderr);
   assert.match(t.stderr, /base held 4-bit \(nf4, double quantization\)/);
 
@@ -52,7 +76,10 @@ test('peft train --method qlora, then merge (dequantized and --quantize nf4), co
   assert.match(ci.stdout, /output drift +max \|logit diff\| /);
   assert.match(ci.stdout, /trained on +a 4-bit base \(nf4/);
   const plainInfo = JSON.parse((await peft(['info', adapter, '--model', llama, '--json'])).stdout) as { stored_parameters: number };
-  assert.equal(JSON.parse((await peft(['info', packed, '--model', llama, '--json'])).stdout).stored_parameters, plainInfo.stored_parameters);
+  assert.equal(
+    JSON.parse((await peft(['info', packed, '--model', llama, '--json'])).stdout).stored_parameters,
+    plainInfo.stored_parameters,
+  );
   // a compressed adapter merges like the plain one
   const m3 = await peft(['merge', '--model', llama, '--adapter', packed, '--out', join(tmp, 'merged-from-compressed')]);
   assert.equal(m3.code, 0, m3.stderr);
@@ -67,10 +94,32 @@ test('peft train --method qlora, then merge (dequantized and --quantize nf4), co
 });
 
 test('QLoRA flags are checked before anything is written', async () => {
-  const full = await peft(['train', '--model', llama, '--data', 'nope.jsonl', '--out', join(tmp, 'f'), '--method', 'full', '--quantize', 'nf4']);
+  const full = await peft([
+    'train',
+    '--model',
+    llama,
+    '--data',
+    'nope.jsonl',
+    '--out',
+    join(tmp, 'f'),
+    '--method',
+    'full',
+    '--quantize',
+    'nf4',
+  ]);
   assert.equal(full.code, 1);
   assert.match(full.stderr, /--quantize freezes the base in 4 bits/);
-  const m = await peft(['merge', '--model', fixturePath('models', 'gpt2'), '--adapter', fixturePath('adapters', 'gpt2', 'lora_attn'), '--out', join(tmp, 'm'), '--quantize', 'nf4']);
+  const m = await peft([
+    'merge',
+    '--model',
+    fixturePath('models', 'gpt2'),
+    '--adapter',
+    fixturePath('adapters', 'gpt2', 'lora_attn'),
+    '--out',
+    join(tmp, 'm'),
+    '--quantize',
+    'nf4',
+  ]);
   assert.equal(m.code, 1);
   assert.match(m.stderr, /was not trained on a 4-bit base/);
 });

@@ -21,7 +21,16 @@ test('runQuickstart trains LoRA, scores before and after, and saves a peft adapt
   const out = await mkdtemp(join(tmpdir(), 'peft-quickstart-'));
   try {
     const lines: string[] = [];
-    const r = await runQuickstart({ task: 'sentiment', out, steps: 2, batchSize: 8, evalLimit: 4, samples: 2, threads: 2, log: (s) => lines.push(s) });
+    const r = await runQuickstart({
+      task: 'sentiment',
+      out,
+      steps: 2,
+      batchSize: 8,
+      evalLimit: 4,
+      samples: 2,
+      threads: 2,
+      log: (s) => lines.push(s),
+    });
     assert.equal(r.interrupted, false);
     assert.equal(r.steps, 2);
     assert.equal(r.task, 'sentiment');
@@ -33,9 +42,15 @@ test('runQuickstart trains LoRA, scores before and after, and saves a peft adapt
       assert.equal(e.correct, e.predictions.filter((p) => p.correct).length);
     }
     assert.equal(r.samples.length, 2);
-    assert.deepEqual(r.samples.map((s) => s.after), r.after!.predictions.slice(0, 2).map((p) => p.prediction));
+    assert.deepEqual(
+      r.samples.map((s) => s.after),
+      r.after!.predictions.slice(0, 2).map((p) => p.prediction),
+    );
     assert.ok(r.trainableParameters > 0 && r.trainableParameters < r.totalParameters / 5);
-    assert.ok(lines.some((l) => l.startsWith('before tuning: accuracy')) && lines.some((l) => l.startsWith('after tuning: accuracy')), lines.join('\n'));
+    assert.ok(
+      lines.some((l) => l.startsWith('before tuning: accuracy')) && lines.some((l) => l.startsWith('after tuning: accuracy')),
+      lines.join('\n'),
+    );
 
     const cfg = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
     assert.equal(cfg.peft_type, 'LORA');
@@ -58,7 +73,10 @@ test('runQuickstart trains LoRA, scores before and after, and saves a peft adapt
     const tokenizer = await Tokenizer.fromDir(bundledModelDir());
     const data = await loadTaskData('sentiment');
     const again = await evaluateTask(adapter, tokenizer, getTask('sentiment'), data.eval, { limit: 4, runtime: { threads: 2 } });
-    assert.deepEqual(again.predictions.map((p) => p.prediction), r.after!.predictions.map((p) => p.prediction));
+    assert.deepEqual(
+      again.predictions.map((p) => p.prediction),
+      r.after!.predictions.map((p) => p.prediction),
+    );
 
     const results = JSON.parse(await readFile(join(out, EVAL_RESULTS_FILE), 'utf8'));
     assert.equal(results.task, 'sentiment');
@@ -75,7 +93,11 @@ test('peft quickstart prints the before/after report; bad flags fail in one line
     const run = (args: string[]) =>
       promisify(execFile)(process.execPath, [CLI, 'quickstart', ...args], { encoding: 'utf8' }).then(
         (r) => ({ code: 0, ...r }),
-        (e: { code?: number; stdout?: string; stderr?: string }) => ({ code: e.code ?? -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' }),
+        (e: { code?: number; stdout?: string; stderr?: string }) => ({
+          code: e.code ?? -1,
+          stdout: e.stdout ?? '',
+          stderr: e.stderr ?? '',
+        }),
       );
     const ok = await run(['--task', 'arith', '--steps', '1', '--eval-limit', '2', '--samples', '1', '--out', out, '--threads', '2']);
     assert.equal(ok.code, 0, ok.stderr);

@@ -12,9 +12,24 @@ import { peft } from './peft.js';
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
 test('peft serve: openai client against the CLI server (base and adapter), SIGTERM stops it', async () => {
-  const child = spawn(process.execPath, [MAIN, 'serve', '--model', fixturePath('models', 'llama'), '--adapter', `attn=${fixturePath('adapters', 'llama', 'lora_attn')}`, '--port', '0', '--threads', '1'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      MAIN,
+      'serve',
+      '--model',
+      fixturePath('models', 'llama'),
+      '--adapter',
+      `attn=${fixturePath('adapters', 'llama', 'lora_attn')}`,
+      '--port',
+      '0',
+      '--threads',
+      '1',
+    ],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   let err = '';
   const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
   try {
@@ -45,7 +60,15 @@ test('peft serve: a non-causal model and an adapter that cannot be served are on
   const r = await peft(['serve', '--model', fixturePath('models', 'bert'), '--port', '0']);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /^error: .*causal language model/m);
-  const d = await peft(['serve', '--model', fixturePath('models', 'llama'), '--adapter', `d=${fixturePath('adapters', 'llama', 'lora_dora')}`, '--port', '0']);
+  const d = await peft([
+    'serve',
+    '--model',
+    fixturePath('models', 'llama'),
+    '--adapter',
+    `d=${fixturePath('adapters', 'llama', 'lora_dora')}`,
+    '--port',
+    '0',
+  ]);
   assert.equal(d.code, 1);
   assert.match(d.stderr, /^error: .*DoRA/m);
 });

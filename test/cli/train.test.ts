@@ -41,9 +41,31 @@ const loraArgs = ['--model', gpt2, '--target', 'c_attn,c_proj,c_fc,lm_head', '--
 test('peft train --method lora writes the adapter, metrics and plot, and the loss falls', async () => {
   const task = await writeSwapTask();
   const out = join(task.dir, 'out');
-  const r = await peft(['train', ...loraArgs, '--data', task.train, '--eval-data', task.eval, '--out', out, '--steps', '30', '--eval-every', '10', '--save-every', '20', '--r', '8', '--alpha', '16', '--dropout', '0.05']);
+  const r = await peft([
+    'train',
+    ...loraArgs,
+    '--data',
+    task.train,
+    '--eval-data',
+    task.eval,
+    '--out',
+    out,
+    '--steps',
+    '30',
+    '--eval-every',
+    '10',
+    '--save-every',
+    '20',
+    '--r',
+    '8',
+    '--alpha',
+    '16',
+    '--dropout',
+    '0.05',
+  ]);
   assert.equal(r.code, 0, r.stderr);
-  for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'metrics.jsonl', 'loss.svg', 'tokenizer.json']) assert.ok(existsSync(join(out, f)), f);
+  for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'metrics.jsonl', 'loss.svg', 'tokenizer.json'])
+    assert.ok(existsSync(join(out, f)), f);
   assert.deepEqual(await readdir(join(out, 'checkpoints')), ['checkpoint-20']);
   const cfg = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
   assert.equal(cfg.r, 8);
@@ -53,7 +75,10 @@ test('peft train --method lora writes the adapter, metrics and plot, and the los
   const trainLoss = metrics.filter((m): m is TrainRecord => m.kind === 'train');
   const evalLoss = metrics.filter((m): m is EvalRecord => m.kind === 'eval');
   assert.equal(trainLoss.length, 30);
-  assert.deepEqual(evalLoss.map((e) => e.step), [0, 10, 20, 30]);
+  assert.deepEqual(
+    evalLoss.map((e) => e.step),
+    [0, 10, 20, 30],
+  );
   assert.ok(evalLoss[3]!.eval_loss < 0.7 * evalLoss[0]!.eval_loss, `eval loss ${evalLoss[0]!.eval_loss} -> ${evalLoss[3]!.eval_loss}`);
   assert.ok(trainLoss[29]!.loss < trainLoss[0]!.loss);
   const svg = await readFile(join(out, 'loss.svg'), 'utf8');
@@ -70,8 +95,17 @@ test('bad input fails with one line and exit 1 before --out is created', async (
   const out = join(task.dir, 'never');
   const r = await peft(['train', ...loraArgs, '--data', bad, '--out', out, '--steps', '2']);
   assert.equal(r.code, 1);
-  assert.equal(r.stderr.trim().split('\n').filter((l) => l.startsWith('error:')).length, 1);
-  assert.match(r.stderr, new RegExp(`error: ${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:2: a prompt/completion record needs both fields`));
+  assert.equal(
+    r.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('error:')).length,
+    1,
+  );
+  assert.match(
+    r.stderr,
+    new RegExp(`error: ${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:2: a prompt/completion record needs both fields`),
+  );
   assert.equal(existsSync(out), false);
   const mixed = await peft(['train', '--model', gpt2, '--method', 'full', '--r', '4', '--data', task.train, '--out', out]);
   assert.equal(mixed.code, 1);
@@ -82,8 +116,28 @@ test('bad input fails with one line and exit 1 before --out is created', async (
 test('Ctrl-C stops after a step with a checkpoint, and --resume latest finishes the run', async () => {
   const task = await writeSwapTask();
   const out = join(task.dir, 'out');
-  const args = (steps: number) =>
-    ['train', '--model', gpt2, '--method', 'full', '--lr', '1e-3', '--threads', '2', '--log-every', '1', '--data', task.train, '--out', out, '--steps', String(steps), '--batch', '4', '--no-eval-at-start'];
+  const args = (steps: number) => [
+    'train',
+    '--model',
+    gpt2,
+    '--method',
+    'full',
+    '--lr',
+    '1e-3',
+    '--threads',
+    '2',
+    '--log-every',
+    '1',
+    '--data',
+    task.train,
+    '--out',
+    out,
+    '--steps',
+    String(steps),
+    '--batch',
+    '4',
+    '--no-eval-at-start',
+  ];
   let sent = false;
   const first = await peft(args(80), {
     onStderr: (text, child) => {
@@ -106,6 +160,9 @@ test('Ctrl-C stops after a step with a checkpoint, and --resume latest finishes 
   assert.equal(rest.code, 0, rest.stderr);
   assert.match(rest.stderr, new RegExp(`resuming at step ${stoppedAt}/80`));
   const metrics = parseMetrics(await readFile(join(out, 'metrics.jsonl'), 'utf8'));
-  assert.deepEqual(metrics.filter((m) => m.kind === 'train').map((m) => m.step), Array.from({ length: 80 }, (_, i) => i + 1));
+  assert.deepEqual(
+    metrics.filter((m) => m.kind === 'train').map((m) => m.step),
+    Array.from({ length: 80 }, (_, i) => i + 1),
+  );
   for (const f of ['config.json', 'model.safetensors', 'loss.svg', 'tokenizer.json']) assert.ok(existsSync(join(out, f)), f);
 });

@@ -21,15 +21,38 @@ const tmp = mkdtempSync(join(tmpdir(), 'peft-add-tokens-'));
 process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
 const MODEL = 'models/tiny-llama';
 const DATA = join(tmp, 'calls.jsonl');
-const rows = Array.from({ length: 16 }, (_, i) => ({ prompt: `Weather in city ${i}?`, completion: ` <tool_call>{"name":"weather","city":${i}}</tool_call>` }));
+const rows = Array.from({ length: 16 }, (_, i) => ({
+  prompt: `Weather in city ${i}?`,
+  completion: ` <tool_call>{"name":"weather","city":${i}}</tool_call>`,
+}));
 writeFileSync(DATA, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
-const TRAIN = ['train', '--model', MODEL, '--data', DATA, '--steps', '4', '--batch', '4', '--max-len', '64', '--lr', '1e-2', '--threads', '1', '--no-eval-at-start'];
+const TRAIN = [
+  'train',
+  '--model',
+  MODEL,
+  '--data',
+  DATA,
+  '--steps',
+  '4',
+  '--batch',
+  '4',
+  '--max-len',
+  '64',
+  '--lr',
+  '1e-2',
+  '--threads',
+  '1',
+  '--no-eval-at-start',
+];
 
 async function logits(model: InferenceModel, ids: number[]): Promise<Float32Array> {
   const s = await ForwardSession.create(model, { runtime: { threads: 1 } });
   try {
     const n = ids.length;
-    const out = await s.run({ inputIds: { dtype: 'int64', shape: [1, n], data: BigInt64Array.from(ids.map(BigInt)) }, attentionMask: { dtype: 'int64', shape: [1, n], data: new BigInt64Array(n).fill(1n) } });
+    const out = await s.run({
+      inputIds: { dtype: 'int64', shape: [1, n], data: BigInt64Array.from(ids.map(BigInt)) },
+      attentionMask: { dtype: 'int64', shape: [1, n], data: new BigInt64Array(n).fill(1n) },
+    });
     return out.logits.data as Float32Array;
   } finally {
     await s.dispose();
@@ -85,8 +108,16 @@ test('peft train --add-tokens: single-token encoding, trainable new rows, adapte
   assert.equal(m.code, 0, m.stderr);
   assert.equal((JSON.parse(readFileSync(join(merged, 'config.json'), 'utf8')) as { vocab_size: number }).vocab_size, 1538);
   const tj = JSON.parse(readFileSync(join(merged, 'tokenizer.json'), 'utf8')) as { added_tokens: { id: number; content: string }[] };
-  assert.deepEqual(tj.added_tokens.slice(-2).map((t) => [t.id, t.content]), [[1536, '<tool_call>'], [1537, '</tool_call>']]);
-  const tc = JSON.parse(readFileSync(join(merged, 'tokenizer_config.json'), 'utf8')) as { added_tokens_decoder: Record<string, { content: string }> };
+  assert.deepEqual(
+    tj.added_tokens.slice(-2).map((t) => [t.id, t.content]),
+    [
+      [1536, '<tool_call>'],
+      [1537, '</tool_call>'],
+    ],
+  );
+  const tc = JSON.parse(readFileSync(join(merged, 'tokenizer_config.json'), 'utf8')) as {
+    added_tokens_decoder: Record<string, { content: string }>;
+  };
   assert.equal(tc.added_tokens_decoder['1536']!.content, '<tool_call>');
   assert.equal(tc.added_tokens_decoder['1537']!.content, '</tool_call>');
   const mergedModel = await loadModel(merged);
@@ -109,13 +140,36 @@ test('peft train --add-tokens: single-token encoding, trainable new rows, adapte
   assert.equal(g.code, 0, g.stderr);
 });
 
-test('peft train --add-tokens on an untied lm_head: the head\'s new rows train too, and the merged model gives the adapter\'s logits', async () => {
+test("peft train --add-tokens on an untied lm_head: the head's new rows train too, and the merged model gives the adapter's logits", async () => {
   const model = fixturePath('models', 'llama');
   const out = join(tmp, 'untied');
-  const r = await peft(['train', '--model', model, '--data', DATA, '--steps', '3', '--batch', '4', '--max-len', '64', '--lr', '1e-2', '--threads', '1', '--no-eval-at-start', '--out', out, '--add-tokens', '<tool_call>,</tool_call>']);
+  const r = await peft([
+    'train',
+    '--model',
+    model,
+    '--data',
+    DATA,
+    '--steps',
+    '3',
+    '--batch',
+    '4',
+    '--max-len',
+    '64',
+    '--lr',
+    '1e-2',
+    '--threads',
+    '1',
+    '--no-eval-at-start',
+    '--out',
+    out,
+    '--add-tokens',
+    '<tool_call>,</tool_call>',
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const tok = await Tokenizer.fromDir(out);
-  const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')) as { trainable_token_indices: Record<string, number[]> };
+  const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')) as {
+    trainable_token_indices: Record<string, number[]>;
+  };
   const ids = [tok.vocabSize - 2, tok.vocabSize - 1];
   assert.deepEqual(config.trainable_token_indices, { embed_tokens: ids, lm_head: ids });
   const base = await loadModel(model);
@@ -138,8 +192,14 @@ test('peft train --add-tokens: an empty token, a token already in the vocabulary
   const cases: [string[], RegExp][] = [
     [['--add-tokens', '<a>,,<b>'], /^--add-tokens "<a>,,<b>" has an empty token/],
     [['--add-tokens', '<a>,<a>'], /^--add-tokens lists "<a>" twice/],
-    [['--add-tokens', '<tool_call>,</s>'], /^--add-tokens: "<\/s>" is already token 2 of the tokenizer in models\/tiny-llama; remove it from --add-tokens/],
-    [['--add-tokens', '<a>', '--method', 'ia3'], /^--add-tokens trains the new rows with LoRA's trainable tokens; use --method lora or qlora, not ia3/],
+    [
+      ['--add-tokens', '<tool_call>,</s>'],
+      /^--add-tokens: "<\/s>" is already token 2 of the tokenizer in models\/tiny-llama; remove it from --add-tokens/,
+    ],
+    [
+      ['--add-tokens', '<a>', '--method', 'ia3'],
+      /^--add-tokens trains the new rows with LoRA's trainable tokens; use --method lora or qlora, not ia3/,
+    ],
   ];
   for (const [i, [args, message]] of cases.entries()) {
     const out = join(tmp, `bad${i}`);

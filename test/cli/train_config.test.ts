@@ -43,8 +43,12 @@ test('peft train --config: file options, peft fields, flag overrides and run_con
   assert.equal(cfg.lora_alpha, 8);
   assert.equal(cfg.use_rslora, true);
   assert.deepEqual([...(cfg.target_modules as string[])].sort(), ['q_proj', 'v_proj']);
-  const steps = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; step: number }).filter((x) => x.kind === 'train');
-  assert.equal(steps.at(-1)!.step, 3, 'the --steps flag overrides the file\'s steps: 50');
+  const steps = readFileSync(join(out, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { kind: string; step: number })
+    .filter((x) => x.kind === 'train');
+  assert.equal(steps.at(-1)!.step, 3, "the --steps flag overrides the file's steps: 50");
   const resolved = JSON.parse(readFileSync(join(out, 'run_config.json'), 'utf8')) as Record<string, unknown>;
   assert.equal(resolved.steps, 3);
   assert.equal(resolved.batch, 4);
@@ -61,7 +65,10 @@ test('peft train --config: unknown keys, bad values and wrong fields fail in one
   const out = join(tmp, 'never');
   const cases: [string, RegExp][] = [
     [RUN(out).replace('steps: 50', 'stpes: 50'), /unknown key "stpes"; did you mean "steps"\?/],
-    [RUN(out).replace('lora_alpha: 8', 'lora_alfa: 8'), /"peft\.lora_alfa" is not a field of lora's adapter_config\.json; did you mean "lora_alpha"\?/],
+    [
+      RUN(out).replace('lora_alpha: 8', 'lora_alfa: 8'),
+      /"peft\.lora_alfa" is not a field of lora's adapter_config\.json; did you mean "lora_alpha"\?/,
+    ],
     [RUN(out).replace('steps: 50', 'steps: -1'), /"steps": --steps needs an integer >= 1/],
     [RUN(out).replace('method: lora', 'method: lorra'), /"method" must be one of .*lora/],
     [RUN(out).replace('eval-at-start: false', 'eval-at-start: maybe'), /"eval-at-start" must be true or false/],
@@ -85,9 +92,36 @@ test('peft train --config: unknown keys, bad values and wrong fields fail in one
 });
 
 test('peft train field flags set adapter_config.json fields and are refused where the method has no such field', async () => {
-  const base = ['train', '--model', 'models/tiny-llama', '--data', 'data/tasks/sentiment/train.jsonl', '--steps', '2', '--batch', '4', '--max-len', '64', '--threads', '1', '--no-eval-at-start'];
+  const base = [
+    'train',
+    '--model',
+    'models/tiny-llama',
+    '--data',
+    'data/tasks/sentiment/train.jsonl',
+    '--steps',
+    '2',
+    '--batch',
+    '4',
+    '--max-len',
+    '64',
+    '--threads',
+    '1',
+    '--no-eval-at-start',
+  ];
   const out = join(tmp, 'flags');
-  const r = await peft([...base, '--out', out, '--use-dora', '--use-rslora', '--layers', '0,1', '--init', 'gaussian', '--modules-to-save', 'model.norm']);
+  const r = await peft([
+    ...base,
+    '--out',
+    out,
+    '--use-dora',
+    '--use-rslora',
+    '--layers',
+    '0,1',
+    '--init',
+    'gaussian',
+    '--modules-to-save',
+    'model.norm',
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const cfg = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
   assert.equal(cfg.use_dora, true);

@@ -27,7 +27,10 @@ for (const [name, fx] of Object.entries(DECODERS_2026)) {
     assert.equal(j.supported, true);
     assert.equal(j.architecture, config.architectures[0]);
     assert.equal(j.model_type, config.model_type);
-    assert.deepEqual([j.layers, j.hidden_size, j.attention_heads, j.kv_heads], [config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.num_key_value_heads]);
+    assert.deepEqual(
+      [j.layers, j.hidden_size, j.attention_heads, j.kv_heads],
+      [config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.num_key_value_heads],
+    );
     let params = 0;
     for (const t of (await readSafetensors(join(model, 'model.safetensors'))).values()) params += t.shape.reduce((a, b) => a * b, 1);
     assert.equal(j.weights.parameters, params);
@@ -35,7 +38,27 @@ for (const [name, fx] of Object.entries(DECODERS_2026)) {
     const task = await writeSwapTask();
     const out = join(task.dir, 'out');
     const target = fx.trainTargets ? ['--target', fx.trainTargets.join(',')] : [];
-    const args = ['train', '--model', model, '--data', task.train, '--eval-data', task.eval, '--steps', '8', '--eval-every', '8', '--lr', '1e-2', '--batch', '8', '--threads', '1', '--log-every', '4'];
+    const args = [
+      'train',
+      '--model',
+      model,
+      '--data',
+      task.train,
+      '--eval-data',
+      task.eval,
+      '--steps',
+      '8',
+      '--eval-every',
+      '8',
+      '--lr',
+      '1e-2',
+      '--batch',
+      '8',
+      '--threads',
+      '1',
+      '--log-every',
+      '4',
+    ];
     if (!fx.trainTargets) {
       // peft's default targets for this model type (q_proj, v_proj)
       const r = await peft([...args, '--out', out]);
@@ -53,7 +76,10 @@ for (const [name, fx] of Object.entries(DECODERS_2026)) {
     const cfg = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8')) as Record<string, LooseJson>;
     assert.equal(cfg.peft_type, 'LORA');
     const evals = parseMetrics(await readFile(join(out, 'metrics.jsonl'), 'utf8')).filter((m): m is EvalRecord => m.kind === 'eval');
-    assert.deepEqual(evals.map((e) => e.step), [0, 8]);
+    assert.deepEqual(
+      evals.map((e) => e.step),
+      [0, 8],
+    );
     assert.ok(evals[1]!.eval_loss < evals[0]!.eval_loss, `${name}: eval loss ${evals[0]!.eval_loss} -> ${evals[1]!.eval_loss}`);
   });
 }

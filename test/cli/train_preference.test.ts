@@ -17,11 +17,32 @@ const TRAIN = 'data/tasks/preference/train.jsonl';
 // the first 48 held-out pairs keep the test fast (docs/TRAINING.md measures all 128)
 const EVAL = join(tmp, 'eval48.jsonl');
 writeFileSync(EVAL, readFileSync('data/tasks/preference/eval.jsonl', 'utf8').split('\n').slice(0, 48).join('\n') + '\n');
-const BASE = ['--model', 'models/tiny-llama', '--data', TRAIN, '--eval-data', EVAL, '--steps', '6', '--batch', '8', '--lr', '2e-3', '--target', 'all-linear', '--threads', '1'];
+const BASE = [
+  '--model',
+  'models/tiny-llama',
+  '--data',
+  TRAIN,
+  '--eval-data',
+  EVAL,
+  '--steps',
+  '6',
+  '--batch',
+  '8',
+  '--lr',
+  '2e-3',
+  '--target',
+  'all-linear',
+  '--threads',
+  '1',
+];
 const REWARDS = ['rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins'];
 
 type Rec = Record<string, number | string>;
-const metricsOf = (out: string): Rec[] => readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Rec);
+const metricsOf = (out: string): Rec[] =>
+  readFileSync(join(out, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Rec);
 
 for (const objective of ['dpo', 'orpo'] as const) {
   test(`peft train --objective ${objective} raises held-out preference accuracy and margin on the bundled preference task`, async () => {
@@ -29,9 +50,26 @@ for (const objective of ['dpo', 'orpo'] as const) {
     // DPO on the float32 base, where the policy with its no-op adapter equals the reference bit for bit
     // (with the int8 base, peft train's default, the two start a few thousandths apart); ORPO on the default
     const precision = objective === 'dpo' ? ['--base-precision', 'fp32'] : [];
-    const r = await peft(['train', ...BASE, ...precision, '--objective', objective, '--beta', '0.1', '--out', out, '--report-to', 'tensorboard', '--run-name', objective]);
+    const r = await peft([
+      'train',
+      ...BASE,
+      ...precision,
+      '--objective',
+      objective,
+      '--beta',
+      '0.1',
+      '--out',
+      out,
+      '--report-to',
+      'tensorboard',
+      '--run-name',
+      objective,
+    ]);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, new RegExp(`data: 256 training preference pairs \\(\\{"prompt","chosen","rejected"\\}, ${objective}, beta 0.1\\), 48 for evaluation`));
+    assert.match(
+      r.stderr,
+      new RegExp(`data: 256 training preference pairs \\(\\{"prompt","chosen","rejected"\\}, ${objective}, beta 0.1\\), 48 for evaluation`),
+    );
     const m = metricsOf(out);
     const train = m.filter((x) => x.kind === 'train');
     assert.equal(train.length, 6);
@@ -44,7 +82,9 @@ for (const objective of ['dpo', 'orpo'] as const) {
     assert.equal(last.eval_pairs, 48);
     const acc = [first.eval_accuracy as number, last.eval_accuracy as number];
     const margin = [first['eval_rewards/margins'] as number, last['eval_rewards/margins'] as number];
-    console.log(`${objective}: held-out preference accuracy ${acc[0]} -> ${acc[1]}, reward margin ${margin[0].toFixed(3)} -> ${margin[1].toFixed(3)}`);
+    console.log(
+      `${objective}: held-out preference accuracy ${acc[0]} -> ${acc[1]}, reward margin ${margin[0].toFixed(3)} -> ${margin[1].toFixed(3)}`,
+    );
     // DPO reaches every pair here in 6 steps; ORPO's NLL term dominates its first steps, so its accuracy
     // may move by a pair or two either way while its margin grows steadily
     if (objective === 'dpo') assert.ok(acc[1] > acc[0], `${objective}: accuracy ${acc[0]} -> ${acc[1]}`);
@@ -59,18 +99,51 @@ for (const objective of ['dpo', 'orpo'] as const) {
     // TensorBoard gets the same rewards, as train/rewards/* and eval/rewards/*
     const tbDir = join(out, 'runs', objective);
     const events = readEventScalars(join(tbDir, readdirSync(tbDir)[0]!));
-    assert.deepEqual(events.filter((e) => 'train/rewards/margins' in e.scalars).map((e) => e.scalars['train/rewards/margins']), train.map((t) => Math.fround(t['rewards/margins'] as number)));
-    assert.deepEqual(events.filter((e) => 'eval/rewards/margins' in e.scalars).map((e) => e.scalars['eval/rewards/margins']), evals.map((t) => Math.fround(t['eval_rewards/margins'] as number)));
+    assert.deepEqual(
+      events.filter((e) => 'train/rewards/margins' in e.scalars).map((e) => e.scalars['train/rewards/margins']),
+      train.map((t) => Math.fround(t['rewards/margins'] as number)),
+    );
+    assert.deepEqual(
+      events.filter((e) => 'eval/rewards/margins' in e.scalars).map((e) => e.scalars['eval/rewards/margins']),
+      evals.map((t) => Math.fround(t['eval_rewards/margins'] as number)),
+    );
     const cfg = JSON.parse(readFileSync(join(out, 'run_config.json'), 'utf8')) as Record<string, unknown>;
     assert.equal(cfg.objective, objective);
     assert.equal(cfg.beta, 0.1);
     if (objective === 'dpo') {
       // peft eval scores the same pairs the same way: base vs adapted
-      const base = await peft(['eval', '--model', 'models/tiny-llama', '--data', EVAL, '--metric', 'preference', '--json', '--threads', '1']);
+      const base = await peft([
+        'eval',
+        '--model',
+        'models/tiny-llama',
+        '--data',
+        EVAL,
+        '--metric',
+        'preference',
+        '--json',
+        '--threads',
+        '1',
+      ]);
       assert.equal(base.code, 0, base.stderr);
-      const tuned = await peft(['eval', '--model', 'models/tiny-llama', '--adapter', out, '--data', EVAL, '--metric', 'preference', '--json', '--threads', '1']);
+      const tuned = await peft([
+        'eval',
+        '--model',
+        'models/tiny-llama',
+        '--adapter',
+        out,
+        '--data',
+        EVAL,
+        '--metric',
+        'preference',
+        '--json',
+        '--threads',
+        '1',
+      ]);
       assert.equal(tuned.code, 0, tuned.stderr);
-      const [b, t] = [JSON.parse(base.stdout) as { score: number; rows: number }, JSON.parse(tuned.stdout) as { score: number; ci95: number[] }];
+      const [b, t] = [
+        JSON.parse(base.stdout) as { score: number; rows: number },
+        JSON.parse(tuned.stdout) as { score: number; ci95: number[] },
+      ];
       assert.equal(b.rows, 48);
       assert.ok(Math.abs(b.score - acc[0]!) <= 1 / 48 + 1e-9, `base ${b.score} vs trainer ${acc[0]}`);
       assert.ok(Math.abs(t.score - acc[1]!) <= 1 / 48 + 1e-9, `tuned ${t.score} vs trainer ${acc[1]}`);
@@ -81,11 +154,17 @@ for (const objective of ['dpo', 'orpo'] as const) {
 
 test('a preference row without "rejected" is one line naming the file, the line and the field, before --out exists', async () => {
   const data = join(tmp, 'bad.jsonl');
-  writeFileSync(data, '{"prompt":"a","chosen":" b","rejected":" c"}\n{"prompt":"a","chosen":" b","rejected":" d"}\n{"prompt":"a","chosen":" b"}\n');
+  writeFileSync(
+    data,
+    '{"prompt":"a","chosen":" b","rejected":" c"}\n{"prompt":"a","chosen":" b","rejected":" d"}\n{"prompt":"a","chosen":" b"}\n',
+  );
   const out = join(tmp, 'bad');
   const r = await peft(['train', '--model', 'models/tiny-llama', '--data', data, '--out', out, '--objective', 'dpo', '--steps', '1']);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /bad\.jsonl:3: field "rejected" is missing; a preference row is \{"prompt": "...", "chosen": "...", "rejected": "..."\}/);
+  assert.match(
+    r.stderr,
+    /bad\.jsonl:3: field "rejected" is missing; a preference row is \{"prompt": "...", "chosen": "...", "rejected": "..."\}/,
+  );
   assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
   assert.ok(!existsSync(out));
   writeFileSync(data, '{"prompt":"a","chosen":[" b"],"rejected":" c"}\n');

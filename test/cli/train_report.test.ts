@@ -16,19 +16,45 @@ const BASE = ['--model', 'models/tiny-llama', '--steps', '3', '--batch', '4', '-
 
 test('peft train --report-to tensorboard mirrors metrics.jsonl into an event file; --max-examples; --run-name', async () => {
   const out = join(tmp, 'tb');
-  const r = await peft(['train', ...BASE, '--data', 'data/tasks/sentiment/train.jsonl', '--eval-data', 'data/tasks/sentiment/eval.jsonl', '--eval-every', '3', '--out', out, '--report-to', 'tensorboard', '--run-name', 'first', '--max-examples', '12']);
+  const r = await peft([
+    'train',
+    ...BASE,
+    '--data',
+    'data/tasks/sentiment/train.jsonl',
+    '--eval-data',
+    'data/tasks/sentiment/eval.jsonl',
+    '--eval-every',
+    '3',
+    '--out',
+    out,
+    '--report-to',
+    'tensorboard',
+    '--run-name',
+    'first',
+    '--max-examples',
+    '12',
+  ]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /data: 12 training examples/);
   const files = readdirSync(join(out, 'runs', 'first'));
   assert.equal(files.length, 1);
   assert.match(files[0]!, /^events\.out\.tfevents\./);
   const events = readEventScalars(join(out, 'runs', 'first', files[0]!));
-  const metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; step: number; loss?: number; eval_loss?: number });
+  const metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { kind: string; step: number; loss?: number; eval_loss?: number });
   const trainLosses = metrics.filter((m) => m.kind === 'train').map((m) => [m.step, Math.fround(m.loss!)]);
-  assert.deepEqual(events.filter((e) => 'train/loss' in e.scalars).map((e) => [e.step, e.scalars['train/loss']]), trainLosses);
+  assert.deepEqual(
+    events.filter((e) => 'train/loss' in e.scalars).map((e) => [e.step, e.scalars['train/loss']]),
+    trainLosses,
+  );
   const evals = metrics.filter((m) => m.kind === 'eval');
   assert.ok(evals.length >= 1);
-  assert.deepEqual(events.filter((e) => 'eval/loss' in e.scalars).map((e) => e.scalars['eval/loss']), evals.map((m) => Math.fround(m.eval_loss!)));
+  assert.deepEqual(
+    events.filter((e) => 'eval/loss' in e.scalars).map((e) => e.scalars['eval/loss']),
+    evals.map((m) => Math.fround(m.eval_loss!)),
+  );
   assert.equal(JSON.parse(readFileSync(join(out, 'run_config.json'), 'utf8')).runName, 'first');
   const bad = await peft(['train', ...BASE, '--data', 'data/tasks/sentiment/train.jsonl', '--out', join(tmp, 'x'), '--report-to', 'wandb']);
   assert.equal(bad.code, 1);

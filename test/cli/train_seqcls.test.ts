@@ -22,8 +22,34 @@ test('peft train --method lora on a BERT classifier saves a SEQ_CLS adapter and 
   const out = join(task.dir, 'out');
   const r = spawnSync(
     process.execPath,
-    [CLI, 'train', '--model', bert, '--method', 'lora', '--target', 'query,key,value,dense', '--dropout', '0', '--lr', '2e-3', '--data', task.train, '--eval-data', task.eval,
-      '--out', out, '--steps', '100', '--eval-every', '50', '--threads', '2', '--log-every', '10'],
+    [
+      CLI,
+      'train',
+      '--model',
+      bert,
+      '--method',
+      'lora',
+      '--target',
+      'query,key,value,dense',
+      '--dropout',
+      '0',
+      '--lr',
+      '2e-3',
+      '--data',
+      task.train,
+      '--eval-data',
+      task.eval,
+      '--out',
+      out,
+      '--steps',
+      '100',
+      '--eval-every',
+      '50',
+      '--threads',
+      '2',
+      '--log-every',
+      '10',
+    ],
     { encoding: 'utf8' },
   );
   assert.equal(r.status, 0, r.stderr);
@@ -34,7 +60,10 @@ test('peft train --method lora on a BERT classifier saves a SEQ_CLS adapter and 
   assert.equal(cfg.task_type, 'SEQ_CLS');
   assert.deepEqual(cfg.modules_to_save, ['classifier', 'score']);
   const evals = parseMetrics(await readFile(join(out, 'metrics.jsonl'), 'utf8')).filter((m): m is EvalRecord => m.kind === 'eval');
-  assert.deepEqual(evals.map((e) => e.step), [0, 50, 100]);
+  assert.deepEqual(
+    evals.map((e) => e.step),
+    [0, 50, 100],
+  );
   for (const e of evals) {
     assert.equal(typeof e.eval_accuracy, 'number');
     assert.equal(e.eval_perplexity, undefined);
@@ -56,9 +85,14 @@ test('peft train on a classifier: an unknown label fails in one line naming the 
   assert.equal(r.status, 1, r.stderr);
   const errors = r.stderr.split('\n').filter((l) => l.startsWith('error:'));
   assert.equal(errors.length, 1, r.stderr);
-  assert.match(errors[0]!, /bad\.jsonl:2: label "positive" is not a class of this model; use a class id 0\.\.1 \(or its name LABEL_0\.\.LABEL_1\)/);
+  assert.match(
+    errors[0]!,
+    /bad\.jsonl:2: label "positive" is not a class of this model; use a class id 0\.\.1 \(or its name LABEL_0\.\.LABEL_1\)/,
+  );
   assert.equal(existsSync(out), false);
-  const packed = spawnSync(process.execPath, [CLI, 'train', '--model', bert, '--data', task.train, '--out', out, '--packing'], { encoding: 'utf8' });
+  const packed = spawnSync(process.execPath, [CLI, 'train', '--model', bert, '--data', task.train, '--out', out, '--packing'], {
+    encoding: 'utf8',
+  });
   assert.equal(packed.status, 1);
   assert.match(packed.stderr, /error: --packing .* drop --packing/);
   assert.equal(existsSync(out), false);

@@ -30,7 +30,30 @@ for (const [method, peftType, extra] of cases) {
   test(`peft train --method ${method} writes a ${peftType} adapter that loads back and merges`, async () => {
     const task = await writeSwapTask();
     const out = join(task.dir, `out-${method}`);
-    const r = spawnSync(process.execPath, [CLI, 'train', '--model', llama, '--method', method, ...extra, '--data', task.train, '--out', out, '--steps', '2', '--threads', '1', '--no-eval-at-start', '--log-every', '1'], { encoding: 'utf8' });
+    const r = spawnSync(
+      process.execPath,
+      [
+        CLI,
+        'train',
+        '--model',
+        llama,
+        '--method',
+        method,
+        ...extra,
+        '--data',
+        task.train,
+        '--out',
+        out,
+        '--steps',
+        '2',
+        '--threads',
+        '1',
+        '--no-eval-at-start',
+        '--log-every',
+        '1',
+      ],
+      { encoding: 'utf8' },
+    );
     assert.equal(r.status, 0, r.stderr);
     assert.equal(JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8')).peft_type, peftType);
     assert.ok(existsSync(join(out, 'adapter_model.safetensors')));
@@ -42,7 +65,10 @@ for (const [method, peftType, extra] of cases) {
       const config = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
       assert.equal(config.total_step, 2);
       const kept = Object.values(config.rank_pattern as Record<string, boolean[]>).map((v) => v.filter(Boolean).length);
-      assert.equal(kept.reduce((a, b) => a + b, 0), 34);
+      assert.equal(
+        kept.reduce((a, b) => a + b, 0),
+        34,
+      );
       const ranks = [...adapted.parameters().entries()].filter(([n]) => n.includes('.lora_E.')).map(([, t]) => t.shape[0]!);
       assert.deepEqual(ranks.sort(), kept.sort());
     }

@@ -5,15 +5,37 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { type FlexRun, type Quality, computeFlexibility, flexibilityDefinition, measuredRatings } from '../../src/compare/index.js';
 
-const q = (task: string, value: number, lossQuality = 0.5): Quality => ({ task, metric: 'accuracy', value, evalLoss: -Math.log(lossQuality), lossQuality });
-const run = (task: string, scale: number, value: number, lossQuality?: number): FlexRun => ({ task, scale, learningRate: 1e-3 * scale, quality: q(task, value, lossQuality) });
+const q = (task: string, value: number, lossQuality = 0.5): Quality => ({
+  task,
+  metric: 'accuracy',
+  value,
+  evalLoss: -Math.log(lossQuality),
+  lossQuality,
+});
+const run = (task: string, scale: number, value: number, lossQuality?: number): FlexRun => ({
+  task,
+  scale,
+  learningRate: 1e-3 * scale,
+  quality: q(task, value, lossQuality),
+});
 
 test('flexibility: LR grid against the own best rate, tasks against the best method, failures gain nothing', () => {
-  const base = new Map([['a', q('a', 0.5)], ['b', q('b', 0.1)]]);
+  const base = new Map([
+    ['a', q('a', 0.5)],
+    ['b', q('b', 0.1)],
+  ]);
   const flex = computeFlexibility(
     [
       // gains on a: 0.2, 0.4, (diverged) 0 -> ratios 0.5, 1, 0 -> 0.5; tasks: a 0.4/0.4 = 1, b 0.1/0.4 = 0.25 -> 0.625
-      { method: 'lora', lrGrid: [run('a', 0.5, 0.7), run('a', 1, 0.9), { task: 'a', scale: 2, learningRate: 2e-3, failure: 'TrainError: NaN', diverged: true }], tasks: [run('a', 1, 0.9), run('b', 1, 0.2)] },
+      {
+        method: 'lora',
+        lrGrid: [
+          run('a', 0.5, 0.7),
+          run('a', 1, 0.9),
+          { task: 'a', scale: 2, learningRate: 2e-3, failure: 'TrainError: NaN', diverged: true },
+        ],
+        tasks: [run('a', 1, 0.9), run('b', 1, 0.2)],
+      },
       // tasks: a 0.2/0.4 = 0.5, b 0.4/0.4 = 1
       { method: 'ia3', lrGrid: [run('a', 0.5, 0.7), run('a', 1, 0.7), run('a', 2, 0.7)], tasks: [run('a', 1, 0.7), run('b', 1, 0.5)] },
     ],
@@ -32,7 +54,10 @@ test('flexibility: LR grid against the own best rate, tasks against the best met
 test('flexibility leaves out a run that failed for another reason than divergence', () => {
   const base = new Map([['a', q('a', 0.5)]]);
   const crash = { task: 'a', scale: 2, learningRate: 2e-3, failure: 'WorkerError: killed' };
-  const flex = computeFlexibility([{ method: 'lora', lrGrid: [run('a', 0.5, 0.7), run('a', 1, 0.9), crash], tasks: [run('a', 1, 0.9)] }], base);
+  const flex = computeFlexibility(
+    [{ method: 'lora', lrGrid: [run('a', 0.5, 0.7), run('a', 1, 0.9), crash], tasks: [run('a', 1, 0.9)] }],
+    base,
+  );
   const lora = flex.get('lora')!;
   assert.equal(lora.lrGrid[2]!.ratio, null);
   assert.equal(lora.lrStability, 0.75);
@@ -40,7 +65,10 @@ test('flexibility leaves out a run that failed for another reason than divergenc
 });
 
 test('flexibility falls back to eval loss where no run improved the metric, and leaves out tasks nobody improved', () => {
-  const base = new Map([['a', q('a', 0.5, 0.2)], ['b', q('b', 0, 0.3)]]);
+  const base = new Map([
+    ['a', q('a', 0.5, 0.2)],
+    ['b', q('b', 0, 0.3)],
+  ]);
   const flex = computeFlexibility(
     [
       { method: 'prompt', lrGrid: [run('a', 1, 0.5, 0.4)], tasks: [run('a', 1, 0.5, 0.4), run('b', 1, 0, 0.3)] },
@@ -64,9 +92,25 @@ test('the definition names the grid and the tasks, and says when a part was skip
 });
 
 test('measured ratings follow the stated thresholds', () => {
-  const r = measuredRatings({ trainableShare: 0.005, stepVsFull: 0.6, latencyVsBase: 1.6, storedVsFull: 0.05, peakVsFull: 1.2, relativeGain: 0.95, flexibility: 0.7 });
+  const r = measuredRatings({
+    trainableShare: 0.005,
+    stepVsFull: 0.6,
+    latencyVsBase: 1.6,
+    storedVsFull: 0.05,
+    peakVsFull: 1.2,
+    relativeGain: 0.95,
+    flexibility: 0.7,
+  });
   assert.deepEqual(r, { parameter: 'High', compute: 'Medium', space: 'Low', performance: 'High', flexibility: 'Medium' });
-  const full = measuredRatings({ trainableShare: 1, stepVsFull: 1, latencyVsBase: 1, storedVsFull: 1, peakVsFull: 1, relativeGain: 1, flexibility: 1 });
+  const full = measuredRatings({
+    trainableShare: 1,
+    stepVsFull: 1,
+    latencyVsBase: 1,
+    storedVsFull: 1,
+    peakVsFull: 1,
+    relativeGain: 1,
+    flexibility: 1,
+  });
   assert.deepEqual(full, { parameter: 'Low', compute: 'Low', space: 'Low', performance: 'High', flexibility: 'High' });
 });
 
@@ -82,16 +126,28 @@ test('gains on a classification task start from always answering the most common
   const p = flex.get('prompt')!;
   assert.ok(Math.abs(p.tasks[0]!.gain - 0.05) < 1e-12);
   assert.ok(Math.abs(p.taskRetention - 0.05 / 0.45) < 1e-12);
-  assert.deepEqual(p.lrGrid.map((x) => x.ratio !== null && Math.round(100 * x.ratio)), [0, 100, 0]);
+  assert.deepEqual(
+    p.lrGrid.map((x) => x.ratio !== null && Math.round(100 * x.ratio)),
+    [0, 100, 0],
+  );
 });
 
 test('a metric gain within the noise of n scored examples (1/sqrt(n)) hands the decision to the eval loss', () => {
   const withTotal = (x: Quality): Quality => ({ ...x, correct: Math.round(100 * x.value), total: 100 });
   const base = new Map([['s', withTotal({ ...q('s', 0, 0.2), chance: 0.5 })]]);
-  const r = (scale: number, value: number, lossQuality: number): FlexRun => ({ ...run('s', scale, value, lossQuality), quality: withTotal(q('s', value, lossQuality)) });
-  const flex = computeFlexibility([{ method: 'prompt', lrGrid: [r(0.5, 0.5, 0.3), r(1, 0.55, 0.4), r(2, 0.45, 0.2)], tasks: [r(1, 0.55, 0.4)] }], base);
+  const r = (scale: number, value: number, lossQuality: number): FlexRun => ({
+    ...run('s', scale, value, lossQuality),
+    quality: withTotal(q('s', value, lossQuality)),
+  });
+  const flex = computeFlexibility(
+    [{ method: 'prompt', lrGrid: [r(0.5, 0.5, 0.3), r(1, 0.55, 0.4), r(2, 0.45, 0.2)], tasks: [r(1, 0.55, 0.4)] }],
+    base,
+  );
   const p = flex.get('prompt')!;
   assert.equal(p.lrGrid[0]!.basis, 'eval loss');
-  assert.deepEqual(p.lrGrid.map((x) => Math.round(100 * x.ratio!)), [50, 100, 0]);
+  assert.deepEqual(
+    p.lrGrid.map((x) => Math.round(100 * x.ratio!)),
+    [50, 100, 0],
+  );
   assert.equal(p.tasks[0]!.basis, 'eval loss');
 });

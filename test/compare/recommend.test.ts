@@ -14,7 +14,10 @@ import { peft } from '../cli/peft.js';
 
 const MiB = 1024 ** 2;
 
-function row(method: string, o: { correct: number; peak: number; stored: number; share: number; step: number; latency?: number; gain?: number }): MethodRow {
+function row(
+  method: string,
+  o: { correct: number; peak: number; stored: number; share: number; step: number; latency?: number; gain?: number },
+): MethodRow {
   const total = 200;
   return {
     method: method as MethodRow['method'],
@@ -34,10 +37,21 @@ function row(method: string, o: { correct: number; peak: number; stored: number;
     peak_vs_full: o.peak / (400 * MiB),
     stored_bytes: o.stored,
     stored_vs_full: o.stored / (4 * MiB),
-    quality: { task: 'sentiment', metric: 'accuracy', value: o.correct / total, correct: o.correct, total, chance: 0.53, evalLoss: 1, lossQuality: 0.3 },
+    quality: {
+      task: 'sentiment',
+      metric: 'accuracy',
+      value: o.correct / total,
+      correct: o.correct,
+      total,
+      chance: 0.53,
+      evalLoss: 1,
+      lossQuality: 0.3,
+    },
     relative_gain: o.gain ?? (o.correct / total - 0.53) / (0.93 - 0.53),
     flexibility: { value: 0.8, taskRetention: 0.8, lrGrid: [], tasks: [], notes: [] },
-    ratings: Object.fromEntries(['parameter', 'compute', 'space', 'performance', 'flexibility'].map((c) => [c, { measured: 'High', folklore: 'High' }])) as MethodRow['ratings'],
+    ratings: Object.fromEntries(
+      ['parameter', 'compute', 'space', 'performance', 'flexibility'].map((c) => [c, { measured: 'High', folklore: 'High' }]),
+    ) as MethodRow['ratings'],
   };
 }
 
@@ -45,11 +59,26 @@ function report(methods: MethodRow[]): ComparisonReport {
   return {
     created: '2026-12-02T00:00:00Z',
     command: null,
-    machine: { nproc: 2, cpu: 'test', memory_gib: 24, node: 'v20', onnxruntime_node: '1.30.0', platform: 'linux', loadavg_start: [0], loadavg_end: [0] },
+    machine: {
+      nproc: 2,
+      cpu: 'test',
+      memory_gib: 24,
+      node: 'v20',
+      onnxruntime_node: '1.30.0',
+      platform: 'linux',
+      loadavg_start: [0],
+      loadavg_end: [0],
+    },
     model: { dir: 'models/tiny-llama', total_params: 1e6 },
     task: { name: 'sentiment', metric: 'accuracy', train_file: 't', eval_file: 'e', eval_examples_scored: 200 },
     budget: { steps: 100, batch_size: 8, max_length: 128, seed: 0, schedule: 'linear', eval_limit: null, flex_eval_limit: null },
-    base: { quality: { task: 'sentiment', metric: 'accuracy', value: 0, correct: 0, total: 200, chance: 0.53, evalLoss: 3, lossQuality: 0.05 }, latency_ms: 10, latency_prompts: 5, latency_tokens: 8, flex_tasks: [] },
+    base: {
+      quality: { task: 'sentiment', metric: 'accuracy', value: 0, correct: 0, total: 200, chance: 0.53, evalLoss: 3, lossQuality: 0.05 },
+      latency_ms: 10,
+      latency_prompts: 5,
+      latency_tokens: 8,
+      flex_tasks: [],
+    },
     flexibility_definition: '',
     flex_lr_scales: [1],
     flex_tasks: [],
@@ -75,7 +104,10 @@ test('quality: the best method within noise, and the cheapest among the tied', (
   assert.ok(withinNoise(METHODS()[0]!, METHODS()[2]!));
   assert.equal(a.pick!.method, 'qlora');
   assert.deepEqual(a.alternatives.map((x) => x.method).sort(), ['full', 'lora']);
-  assert.ok(a.pick!.evidence.some((e) => /89\.0% \(178\/200\) \(best: full 93\.0%/.test(e)), a.pick!.evidence.join('\n'));
+  assert.ok(
+    a.pick!.evidence.some((e) => /89\.0% \(178\/200\) \(best: full 93\.0%/.test(e)),
+    a.pick!.evidence.join('\n'),
+  );
   assert.match(a.contradictions.join(' '), /LoRA for quality on one task; here lora scores 91\.0% .*within noise of qlora/);
 });
 

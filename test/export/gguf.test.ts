@@ -37,7 +37,11 @@ async function llama(): Promise<Llama> {
 /** A GGUF loaded in llama.cpp (with a LoRA GGUF applied), one context reused for every prompt. */
 async function openLlamaCpp(modelPath: string, lora?: string) {
   const model = await (await llama()).loadModel({ modelPath });
-  const context = await model.createContext({ contextSize: 256, threads: 1, ...(lora ? { lora: { adapters: [{ filePath: lora }] } } : {}) });
+  const context = await model.createContext({
+    contextSize: 256,
+    threads: 1,
+    ...(lora ? { lora: { adapters: [{ filePath: lora }] } } : {}),
+  });
   const sequence = context.getSequence();
   return {
     /** greedy decoding of `prompt` (BOS + llama.cpp's tokenization): prompt ids, new tokens, next-token probabilities of the first `keep` steps */
@@ -99,7 +103,11 @@ test('permuteRotaryRows moves each head from rotate-half order to interleaved pa
   assert.equal(q.byteLength, 68);
   const dv = new DataView(q.buffer);
   const scale = (b: number) => new Float32Array(Uint32Array.of(0).buffer).fill(0) && halfToFloat(dv.getUint16(b * 34, true));
-  for (let i = 0; i < 64; i++) assert.ok(Math.abs(dv.getInt8(Math.floor(i / 32) * 34 + 2 + (i % 32)) * scale(Math.floor(i / 32)) - v[i]!) <= scale(Math.floor(i / 32)) * 0.5 + 1e-3);
+  for (let i = 0; i < 64; i++)
+    assert.ok(
+      Math.abs(dv.getInt8(Math.floor(i / 32) * 34 + 2 + (i % 32)) * scale(Math.floor(i / 32)) - v[i]!) <=
+        scale(Math.floor(i / 32)) * 0.5 + 1e-3,
+    );
 });
 
 function halfToFloat(h: number): number {
@@ -113,28 +121,51 @@ test('tiny Llama + trained LoRA: llama.cpp runs the merged GGUF and base GGUF + 
   const t0 = performance.now();
   const adapter = await trainTinyAdapter(tmp);
   console.log(`trained in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-  const merged = await exportCli(['--format', 'gguf', '--model', TINY_LLAMA, '--adapter', adapter, '--type', 'f32'], join(tmp, 'tuned.gguf'));
+  const merged = await exportCli(
+    ['--format', 'gguf', '--model', TINY_LLAMA, '--adapter', adapter, '--type', 'f32'],
+    join(tmp, 'tuned.gguf'),
+  );
   const base = await exportCli(['--format', 'gguf', '--model', TINY_LLAMA, '--type', 'f32'], join(tmp, 'tiny-llama.gguf'));
   const lora = await exportCli(['--format', 'gguf-lora', '--model', TINY_LLAMA, '--adapter', adapter], join(tmp, 'lora.gguf'));
   const f16 = await exportCli(['--format', 'gguf', '--model', TINY_LLAMA, '--adapter', adapter], join(tmp, 'tuned-f16.gguf'));
-  const q8 = await exportCli(['--format', 'gguf', '--model', TINY_LLAMA, '--adapter', adapter, '--type', 'q8_0'], join(tmp, 'tuned-q8_0.gguf'));
-  assert.deepEqual(readdirSync(tmp).filter((f) => f.startsWith('.')), [], 'no temp files left');
+  const q8 = await exportCli(
+    ['--format', 'gguf', '--model', TINY_LLAMA, '--adapter', adapter, '--type', 'q8_0'],
+    join(tmp, 'tuned-q8_0.gguf'),
+  );
+  assert.deepEqual(
+    readdirSync(tmp).filter((f) => f.startsWith('.')),
+    [],
+    'no temp files left',
+  );
 
   // What llama.cpp keys on, read back with @huggingface/gguf.
   const { gguf } = await import('@huggingface/gguf');
-  const m = (await gguf(merged, { allowLocalFile: true })) as unknown as { metadata: Record<string, unknown>; tensorInfos: { name: string; shape: bigint[] }[] };
+  const m = (await gguf(merged, { allowLocalFile: true })) as unknown as {
+    metadata: Record<string, unknown>;
+    tensorInfos: { name: string; shape: bigint[] }[];
+  };
   assert.equal(m.metadata['general.architecture'], 'llama');
   assert.equal(m.metadata['tokenizer.ggml.model'], 'gpt2');
   assert.equal(m.metadata['tokenizer.ggml.pre'], 'gpt-2');
   assert.equal((m.metadata['tokenizer.ggml.tokens'] as string[]).length, 1536);
   assert.ok(!m.tensorInfos.some((t) => t.name === 'output.weight'), 'tied head: llama.cpp reuses token_embd');
-  const l = (await gguf(lora, { allowLocalFile: true })) as unknown as { metadata: Record<string, unknown>; tensorInfos: { name: string; shape: bigint[] }[] };
+  const l = (await gguf(lora, { allowLocalFile: true })) as unknown as {
+    metadata: Record<string, unknown>;
+    tensorInfos: { name: string; shape: bigint[] }[];
+  };
   assert.equal(l.metadata['general.type'], 'adapter');
   assert.equal(l.metadata['adapter.type'], 'lora');
   assert.equal(l.metadata['adapter.lora.alpha'], 8);
   const a = l.tensorInfos.find((t) => t.name === 'blk.0.attn_q.weight.lora_a')!;
   const b = l.tensorInfos.find((t) => t.name === 'blk.0.attn_q.weight.lora_b')!;
-  assert.deepEqual([a.shape.map(Number), b.shape.map(Number)], [[192, 4], [4, 192]], 'ne: A [in, r], B [r, out]');
+  assert.deepEqual(
+    [a.shape.map(Number), b.shape.map(Number)],
+    [
+      [192, 4],
+      [4, 192],
+    ],
+    'ne: A [in, r], B [r, out]',
+  );
   assert.equal(l.tensorInfos.length, 4 * 7 * 2);
   const mf = readFileSync(join(tmp, 'lora.Modelfile'), 'utf8');
   assert.match(mf, /^FROM \.\/tiny-llama\.gguf\nADAPTER \.\/lora\.gguf\nTEMPLATE """/);
@@ -198,14 +229,36 @@ const FIXTURE_CASES: [string, () => Promise<string>, string | (() => Promise<str
   // fused attn_qkv / ffn_up (one LoRA pair each), partial rotary, longrope. llama.cpp picks longrope's
   // factor set by its context size (at least 256) where transformers goes by the sequence length, so
   // original_max_position_embeddings is raised from 64 to 256: both then use the short factors.
-  ['phi3', () => derivedModel(tmp, 'phi3', fixture2026Path('models', 'phi3'), { original_max_position_embeddings: 256, max_position_embeddings: 1024 }), fixture2026Path('adapters', 'phi3', 'lora_all_linear_rslora')],
+  [
+    'phi3',
+    () =>
+      derivedModel(tmp, 'phi3', fixture2026Path('models', 'phi3'), {
+        original_max_position_embeddings: 256,
+        max_position_embeddings: 1024,
+      }),
+    fixture2026Path('adapters', 'phi3', 'lora_all_linear_rslora'),
+  ],
   // llama.cpp's smollm3 skips RoPE on every 4th layer: four layers (the fixture's 0, 1, 1, 2), the last NoPE
   // (its LoRA likewise: the fixture adapter's layers 0, 1, 1, 2)
   [
     'smollm3',
-    () => derivedModel(tmp, 'smollm3', fixture2026Path('models', 'smollm3'), { num_hidden_layers: 4, no_rope_layers: [1, 1, 1, 0], layer_types: Array(4).fill('full_attention') }, (w) => relayer(w, [0, 1, 1, 2])),
+    () =>
+      derivedModel(
+        tmp,
+        'smollm3',
+        fixture2026Path('models', 'smollm3'),
+        { num_hidden_layers: 4, no_rope_layers: [1, 1, 1, 0], layer_types: Array(4).fill('full_attention') },
+        (w) => relayer(w, [0, 1, 1, 2]),
+      ),
     async () =>
-      derivedModel(tmp, 'smollm3-lora', fixture2026Path('adapters', 'smollm3', 'lora_all_linear_rslora'), {}, (w) => relayer(w, [0, 1, 1, 2]), { config: 'adapter_config.json', weights: 'adapter_model.safetensors' }),
+      derivedModel(
+        tmp,
+        'smollm3-lora',
+        fixture2026Path('adapters', 'smollm3', 'lora_all_linear_rslora'),
+        {},
+        (w) => relayer(w, [0, 1, 1, 2]),
+        { config: 'adapter_config.json', weights: 'adapter_model.safetensors' },
+      ),
   ],
   ['mistral', () => mistralFromLlama(tmp), fixturePath('adapters', 'llama', 'lora_attn')],
   ['qwen2', () => qwen2FromLlama(tmp), fixturePath('adapters', 'llama', 'lora_attn')],
@@ -217,11 +270,23 @@ for (const [family, makeModel, adapter] of FIXTURE_CASES) {
     mkdirSync(dir);
     const modelDir = await makeModel();
     const adapterDir = typeof adapter === 'string' ? adapter : await adapter();
-    const merged = await exportCli(['--format', 'gguf', '--model', modelDir, '--adapter', adapterDir, '--type', 'f32'], join(dir, 'merged.gguf'));
+    const merged = await exportCli(
+      ['--format', 'gguf', '--model', modelDir, '--adapter', adapterDir, '--type', 'f32'],
+      join(dir, 'merged.gguf'),
+    );
     const base = await exportCli(['--format', 'gguf', '--model', modelDir, '--type', 'f32'], join(dir, 'base.gguf'));
-    const lora = await exportCli(['--format', 'gguf-lora', '--model', modelDir, '--adapter', adapterDir, '--base-gguf', base], join(dir, 'lora.gguf'));
-    const f16 = await exportCli(['--format', 'gguf', '--model', modelDir, '--adapter', adapterDir, '--type', 'f16'], join(dir, 'merged-f16.gguf'));
-    const q8 = await exportCli(['--format', 'gguf', '--model', modelDir, '--adapter', adapterDir, '--type', 'q8_0'], join(dir, 'merged-q8_0.gguf'));
+    const lora = await exportCli(
+      ['--format', 'gguf-lora', '--model', modelDir, '--adapter', adapterDir, '--base-gguf', base],
+      join(dir, 'lora.gguf'),
+    );
+    const f16 = await exportCli(
+      ['--format', 'gguf', '--model', modelDir, '--adapter', adapterDir, '--type', 'f16'],
+      join(dir, 'merged-f16.gguf'),
+    );
+    const q8 = await exportCli(
+      ['--format', 'gguf', '--model', modelDir, '--adapter', adapterDir, '--type', 'q8_0'],
+      join(dir, 'merged-q8_0.gguf'),
+    );
     const tokenizer = await Tokenizer.fromDir(modelDir);
     const adapted = await loadAdapter(await loadModel(modelDir), adapterDir);
     const gen = await Generator.create(adapted, { tokenizer, runtime: { threads: 1 } });
@@ -245,7 +310,9 @@ for (const [family, makeModel, adapter] of FIXTURE_CASES) {
           const d = await probDiff(fwd, [...ours.promptIds, ...ours.tokens], theirs.probs, ours.promptIds.length);
           assert.ok(d < bound[what]!, `${what}: next-token probabilities differ by ${d}`);
           const same = theirs.tokens.findIndex((t, i) => t !== ours.tokens[i]);
-          console.log(`${family} ${what} ${JSON.stringify(prompt)}: max |Δp| ${d.toExponential(2)}${exact ? '' : `, ${same === -1 ? 'all' : same} of 10 greedy tokens equal`}`);
+          console.log(
+            `${family} ${what} ${JSON.stringify(prompt)}: max |Δp| ${d.toExponential(2)}${exact ? '' : `, ${same === -1 ? 'all' : same} of 10 greedy tokens equal`}`,
+          );
         }
       }
     } finally {
@@ -265,14 +332,32 @@ test('bad input is one line and writes nothing: GPT-2 and BERT as GGUF, configur
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     assert.ok(!existsSync(out));
   };
-  await one(['--format', 'gguf', '--model', fixturePath('models', 'gpt2')], /^error: --format gguf writes llama\.cpp's Llama-family .*model_type "gpt2"/);
+  await one(
+    ['--format', 'gguf', '--model', fixturePath('models', 'gpt2')],
+    /^error: --format gguf writes llama\.cpp's Llama-family .*model_type "gpt2"/,
+  );
   await one(['--format', 'gguf', '--model', fixturePath('models', 'bert')], /^error: --format gguf writes .*model_type "bert"/);
-  await one(['--format', 'gguf-lora', '--model', fixturePath('models', 'llama'), '--adapter', fixturePath('adapters', 'llama', 'lora_dora')], /^error: .*DoRA/);
-  await one(['--format', 'gguf-lora', '--model', fixturePath('models', 'llama'), '--adapter', fixturePath('adapters', 'llama', 'prompt_tuning_random')], /^error: .*PROMPT_TUNING adapter/);
+  await one(
+    ['--format', 'gguf-lora', '--model', fixturePath('models', 'llama'), '--adapter', fixturePath('adapters', 'llama', 'lora_dora')],
+    /^error: .*DoRA/,
+  );
+  await one(
+    [
+      '--format',
+      'gguf-lora',
+      '--model',
+      fixturePath('models', 'llama'),
+      '--adapter',
+      fixturePath('adapters', 'llama', 'prompt_tuning_random'),
+    ],
+    /^error: .*PROMPT_TUNING adapter/,
+  );
   await one(['--format', 'gguf', '--model', fixturePath('models', 'llama'), '--type', 'q4_k'], /^error: --type q4_k/);
   // what llama.cpp would run differently: SmolLM3 NoPE layers off its every-4th pattern, Gemma 3 sliding layers off a period
   await one(['--format', 'gguf', '--model', fixture2026Path('models', 'smollm3')], /^error: .*no_rope_layers \[1,1,0\].*every 4th layer/);
-  const gemma = await derivedModel(tmp, 'gemma3-aperiodic', fixture2026Path('models', 'gemma3_text'), { layer_types: ['full_attention', 'sliding_attention', 'sliding_attention'] });
+  const gemma = await derivedModel(tmp, 'gemma3-aperiodic', fixture2026Path('models', 'gemma3_text'), {
+    layer_types: ['full_attention', 'sliding_attention', 'sliding_attention'],
+  });
   await one(['--format', 'gguf', '--model', gemma], /^error: .*layer_types .*by a period/);
   const existing = await exportCli(['--format', 'gguf', '--model', fixturePath('models', 'llama')], join(tmp, 'exists.gguf'));
   const r = await peft(['export', '--format', 'gguf', '--model', fixturePath('models', 'llama'), '--out', existing]);

@@ -25,9 +25,32 @@ export function tempDir(prefix: string): string {
 export async function trainTinyAdapter(dir: string): Promise<string> {
   const out = join(dir, 'adapter');
   const r = await peft([
-    'train', '--model', TINY_LLAMA, '--data', join(REPO, 'data/tasks/sentiment/train.jsonl'), '--out', out,
-    '--steps', '12', '--lr', '3e-3', '--batch', '4', '--r', '4', '--alpha', '8', '--dropout', '0',
-    '--target', 'q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj', '--no-eval-at-start', '--threads', '1', '--seed', '7',
+    'train',
+    '--model',
+    TINY_LLAMA,
+    '--data',
+    join(REPO, 'data/tasks/sentiment/train.jsonl'),
+    '--out',
+    out,
+    '--steps',
+    '12',
+    '--lr',
+    '3e-3',
+    '--batch',
+    '4',
+    '--r',
+    '4',
+    '--alpha',
+    '8',
+    '--dropout',
+    '0',
+    '--target',
+    'q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj',
+    '--no-eval-at-start',
+    '--threads',
+    '1',
+    '--seed',
+    '7',
   ]);
   assert.equal(r.code, 0, r.stderr);
   return out;
@@ -62,7 +85,14 @@ export function assertClose(a: ArrayLike<number>, b: ArrayLike<number>, atol: nu
  * `tensors` (default unchanged); tokenizer and generation files copied. For architectures whose
  * llama.cpp form needs a configuration the fixtures do not have (see each use).
  */
-export async function derivedModel(tmp: string, name: string, from: string, config: Record<string, unknown>, tensors?: (t: Map<string, RawTensor>) => Map<string, RawTensor>, files = { config: 'config.json', weights: 'model.safetensors' }): Promise<string> {
+export async function derivedModel(
+  tmp: string,
+  name: string,
+  from: string,
+  config: Record<string, unknown>,
+  tensors?: (t: Map<string, RawTensor>) => Map<string, RawTensor>,
+  files = { config: 'config.json', weights: 'model.safetensors' },
+): Promise<string> {
   const dir = join(tmp, `model-${name}`);
   mkdirSync(dir);
   for (const f of readdirSync(from)) if (f.endsWith('.json') || f === 'merges.txt') copyFileSync(join(from, f), join(dir, f));
@@ -97,17 +127,27 @@ export function noise(shape: number[], seed: number): RawTensor {
 
 /** The llama fixture as a Mistral checkpoint (same tensors; model_type mistral, no sliding window). */
 export function mistralFromLlama(tmp: string): Promise<string> {
-  return derivedModel(tmp, 'mistral', fixturePath('models', 'llama'), { model_type: 'mistral', architectures: ['MistralForCausalLM'], sliding_window: null });
+  return derivedModel(tmp, 'mistral', fixturePath('models', 'llama'), {
+    model_type: 'mistral',
+    architectures: ['MistralForCausalLM'],
+    sliding_window: null,
+  });
 }
 
 /** The llama fixture as a Qwen2 checkpoint: Qwen2 always has q/k/v biases, so seeded ones are added. */
 export function qwen2FromLlama(tmp: string): Promise<string> {
-  return derivedModel(tmp, 'qwen2', fixturePath('models', 'llama'), { model_type: 'qwen2', architectures: ['Qwen2ForCausalLM'], use_sliding_window: false }, (w) => {
-    const out = new Map(w);
-    for (const [k, t] of w) {
-      const m = /^(model\.layers\.\d+\.self_attn\.[qkv]_proj)\.weight$/.exec(k);
-      if (m) out.set(`${m[1]}.bias`, noise([t.shape[0]!], out.size));
-    }
-    return out;
-  });
+  return derivedModel(
+    tmp,
+    'qwen2',
+    fixturePath('models', 'llama'),
+    { model_type: 'qwen2', architectures: ['Qwen2ForCausalLM'], use_sliding_window: false },
+    (w) => {
+      const out = new Map(w);
+      for (const [k, t] of w) {
+        const m = /^(model\.layers\.\d+\.self_attn\.[qkv]_proj)\.weight$/.exec(k);
+        if (m) out.set(`${m[1]}.bias`, noise([t.shape[0]!], out.size));
+      }
+      return out;
+    },
+  );
 }

@@ -33,7 +33,11 @@ async function exportCli(args: string[]): Promise<string> {
 }
 
 /** `peft forward` in process: the adapter live (not merged), position ids arange as the fixtures. */
-async function peftForward(modelDir: string, adapterDir: string | undefined, batch: { input_ids: HostTensor; attention_mask: HostTensor }): Promise<Float32Array> {
+async function peftForward(
+  modelDir: string,
+  adapterDir: string | undefined,
+  batch: { input_ids: HostTensor; attention_mask: HostTensor },
+): Promise<Float32Array> {
   const base = await loadModel(modelDir);
   const model = adapterDir ? await loadAdapter(base, adapterDir) : base;
   const s = await ForwardSession.create(model, { runtime: { threads: 1 } });
@@ -45,7 +49,11 @@ async function peftForward(modelDir: string, adapterDir: string | undefined, bat
 }
 
 /** transformers.js forward on a batch; decoders get arange position ids (as the fixtures were made). */
-async function tjsForward(dir: string, batch: { input_ids: HostTensor; attention_mask: HostTensor }, opts: { dtype?: string; classifier?: boolean; positionStart?: number } = {}): Promise<{ logits: Float32Array; dims: number[] }> {
+async function tjsForward(
+  dir: string,
+  batch: { input_ids: HostTensor; attention_mask: HostTensor },
+  opts: { dtype?: string; classifier?: boolean; positionStart?: number } = {},
+): Promise<{ logits: Float32Array; dims: number[] }> {
   const t = await transformersJs();
   const Auto = opts.classifier ? t.AutoModelForSequenceClassification : t.AutoModelForCausalLM;
   const model = await Auto.from_pretrained(dir, { local_files_only: true, dtype: (opts.dtype ?? 'fp32') as 'fp32' });
@@ -68,12 +76,17 @@ async function tjsForward(dir: string, batch: { input_ids: HostTensor; attention
   }
 }
 
-for (const [family, adapter] of [['llama', 'lora_attn'], ['gpt2', 'lora_all_linear_rslora'], ['llama', 'ia3']] as const) {
+for (const [family, adapter] of [
+  ['llama', 'lora_attn'],
+  ['gpt2', 'lora_all_linear_rslora'],
+  ['llama', 'ia3'],
+] as const) {
   test(`${family} + ${adapter}: transformers.js runs the merged export as peft forward runs the live adapter`, async () => {
     const modelDir = fixturePath('models', family);
     const adapterDir = fixturePath('adapters', family, adapter);
     const out = await exportCli(['--model', modelDir, '--adapter', adapterDir, ...ALL_DTYPES]);
-    for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'onnx/model.onnx']) assert.ok(existsSync(join(out, f)), f);
+    for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'onnx/model.onnx'])
+      assert.ok(existsSync(join(out, f)), f);
     const batch = await fixtureBatch(family);
     const got = await tjsForward(out, batch);
     const want = await peftForward(modelDir, adapterDir, batch);
@@ -87,7 +100,13 @@ for (const [family, adapter] of [['llama', 'lora_attn'], ['gpt2', 'lora_all_line
 
 /** The export's fp16 / q8 / q4 files against peft forward: max |logit diff| within the bounds docs/EXPORT.md states. */
 const LOW_PRECISION_BOUNDS: Record<string, number> = { fp16: 0.05, q8: 0.25, q4: 1.0 };
-async function lowPrecision(out: string, batch: { input_ids: HostTensor; attention_mask: HostTensor }, want: Float32Array, label: string, opts: { classifier?: boolean; positionStart?: number } = {}): Promise<void> {
+async function lowPrecision(
+  out: string,
+  batch: { input_ids: HostTensor; attention_mask: HostTensor },
+  want: Float32Array,
+  label: string,
+  opts: { classifier?: boolean; positionStart?: number } = {},
+): Promise<void> {
   const errors: Record<string, string> = {};
   for (const [dtype, bound] of Object.entries(LOW_PRECISION_BOUNDS)) {
     const e = maxAbs((await tjsForward(out, batch, { ...opts, dtype })).logits, want);
@@ -127,13 +146,18 @@ const DERIVED: [string, () => Promise<string>][] = [
   ['mistral', () => mistralFromLlama(tmp)],
   ['qwen2', () => qwen2FromLlama(tmp)],
 ];
-for (const [family, adapter, classifier] of [...CASES_2026, ...DERIVED.map(([f]) => [f, 'lora_attn', false] as [string, string, boolean])]) {
+for (const [family, adapter, classifier] of [
+  ...CASES_2026,
+  ...DERIVED.map(([f]) => [f, 'lora_attn', false] as [string, string, boolean]),
+]) {
   test(`${family} + ${adapter}: transformers.js runs the merged export (fp32, fp16, q8, q4) as peft forward runs the live adapter`, async () => {
     const derived = DERIVED.find(([f]) => f === family)?.[1];
     const modelDir = derived ? await derived() : fixture2026Path('models', family);
     const adapterDir = derived ? fixturePath('adapters', 'llama', adapter) : fixture2026Path('adapters', family, adapter);
     const out = await exportCli(['--model', modelDir, '--adapter', adapterDir, ...ALL_DTYPES]);
-    const b = await readSafetensors(derived ? fixturePath('models', 'llama', 'batch.safetensors') : fixture2026Path('models', family, 'batch.safetensors'));
+    const b = await readSafetensors(
+      derived ? fixturePath('models', 'llama', 'batch.safetensors') : fixture2026Path('models', family, 'batch.safetensors'),
+    );
     const batch = { input_ids: host(b.get('input_ids')!), attention_mask: host(b.get('attention_mask')!) };
     const opts = { classifier, positionStart: TJS_POSITION_START[family] };
     const got = await tjsForward(out, batch, opts);
@@ -143,7 +167,8 @@ for (const [family, adapter, classifier] of [...CASES_2026, ...DERIVED.map(([f])
       const expected = await readSafetensors(fixture2026Path('adapters', family, adapter, 'expected_outputs.safetensors'));
       // Gemma 3: a padded query whose sliding window holds only padding differs from SDPA's zero rows (fixture README)
       const tokens = (x: Float32Array) => (family === 'gemma3_text' ? atTokens(x, batch.attention_mask) : x);
-      if (expected.has('merged_logits')) assertClose(tokens(got.logits), tokens(toFloat32(expected.get('merged_logits')!)), 1e-4, 1e-4, "logits vs peft's merged_logits");
+      if (expected.has('merged_logits'))
+        assertClose(tokens(got.logits), tokens(toFloat32(expected.get('merged_logits')!)), 1e-4, 1e-4, "logits vs peft's merged_logits");
     }
     await lowPrecision(out, batch, want, `${family} + ${adapter}`, opts);
     if (classifier) return;
@@ -156,7 +181,14 @@ for (const [family, adapter, classifier] of [...CASES_2026, ...DERIVED.map(([f])
       const ours = (await gen.generate(['hello world'], { maxNewTokens: 10, stopTokenIds: [] })).sequences[0]!;
       const ids = new t.Tensor('int64', BigInt64Array.from(ours.promptIds.map(BigInt)), [1, ours.promptIds.length]);
       const mask = new t.Tensor('int64', new BigInt64Array(ours.promptIds.length).fill(1n), [1, ours.promptIds.length]);
-      const theirs = (await model.generate({ input_ids: ids, attention_mask: mask, max_new_tokens: 10, min_new_tokens: 10, do_sample: false, eos_token_id: [] } as never)) as { tolist(): bigint[][] };
+      const theirs = (await model.generate({
+        input_ids: ids,
+        attention_mask: mask,
+        max_new_tokens: 10,
+        min_new_tokens: 10,
+        do_sample: false,
+        eos_token_id: [],
+      } as never)) as { tolist(): bigint[][] };
       assert.deepEqual(theirs.tolist()[0]!.map(Number).slice(ours.promptIds.length), ours.tokenIds, 'greedy tokens');
     } finally {
       await gen.dispose();
@@ -184,10 +216,13 @@ test('weights above externalDataBytes go to onnx/model.onnx_data chunks, which t
   await writeExportFolder(out, exportDirOptions(false, []), async (dir) => {
     await writeTransformersJs(src.model, src.dir, dir, { dtypes: ['fp32', 'q4'], externalDataBytes: 0, chunkBytes: 200 * 1024 });
   });
-  const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as { 'transformers.js_config': { use_external_data_format: Record<string, number> } };
+  const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as {
+    'transformers.js_config': { use_external_data_format: Record<string, number> };
+  };
   const chunks = config['transformers.js_config'].use_external_data_format;
   assert.ok(chunks['model.onnx']! >= 2, JSON.stringify(chunks));
-  for (const [file, n] of Object.entries(chunks)) for (let i = 0; i < n; i++) assert.ok(existsSync(join(out, 'onnx', `${file}_data${i ? `_${i}` : ''}`)), `${file} chunk ${i}`);
+  for (const [file, n] of Object.entries(chunks))
+    for (let i = 0; i < n; i++) assert.ok(existsSync(join(out, 'onnx', `${file}_data${i ? `_${i}` : ''}`)), `${file} chunk ${i}`);
   assert.ok(statSync(join(out, 'onnx/model.onnx')).size < 64 * 1024, 'the weights left the ModelProto');
   const batch = await fixtureBatch('llama');
   const want = await peftForward(modelDir, adapterDir, batch);
@@ -215,10 +250,28 @@ test('bert + lora_attn: a sequence classifier loads as AutoModelForSequenceClass
 
 test('tiny Llama + trained LoRA: every dtype loads; fp32 matches peft forward and peft generate, fp16/q8/q4 within their measured error', async () => {
   const adapter = await trainTinyAdapter(tmp);
-  const out = await exportCli(['--model', TINY_LLAMA, '--adapter', adapter, '--dtype', 'fp32', '--dtype', 'fp16', '--dtype', 'q8', '--dtype', 'q4']);
+  const out = await exportCli([
+    '--model',
+    TINY_LLAMA,
+    '--adapter',
+    adapter,
+    '--dtype',
+    'fp32',
+    '--dtype',
+    'fp16',
+    '--dtype',
+    'q8',
+    '--dtype',
+    'q4',
+  ]);
   const sizes = Object.fromEntries(readdirSync(join(out, 'onnx')).map((f) => [f, statSync(join(out, 'onnx', f)).size]));
   assert.deepEqual(Object.keys(sizes).sort(), ['model.onnx', 'model_fp16.onnx', 'model_q4.onnx', 'model_quantized.onnx']);
-  assert.ok(sizes['model_fp16.onnx']! < 0.6 * sizes['model.onnx']! && sizes['model_quantized.onnx']! < 0.35 * sizes['model.onnx']! && sizes['model_q4.onnx']! < 0.35 * sizes['model.onnx']!, JSON.stringify(sizes));
+  assert.ok(
+    sizes['model_fp16.onnx']! < 0.6 * sizes['model.onnx']! &&
+      sizes['model_quantized.onnx']! < 0.35 * sizes['model.onnx']! &&
+      sizes['model_q4.onnx']! < 0.35 * sizes['model.onnx']!,
+    JSON.stringify(sizes),
+  );
 
   // A batch of the task's prompts, right-padded.
   const tokenizer = await Tokenizer.fromDir(TINY_LLAMA);
@@ -228,7 +281,10 @@ test('tiny Llama + trained LoRA: every dtype loads; fp32 matches peft forward an
   const inputIds = new BigInt64Array(ids.length * s);
   const mask = new BigInt64Array(ids.length * s);
   ids.forEach((row, i) => row.forEach((id, j) => ((inputIds[i * s + j] = BigInt(id)), (mask[i * s + j] = 1n))));
-  const batch = { input_ids: { dtype: 'int64' as const, shape: [ids.length, s], data: inputIds }, attention_mask: { dtype: 'int64' as const, shape: [ids.length, s], data: mask } };
+  const batch = {
+    input_ids: { dtype: 'int64' as const, shape: [ids.length, s], data: inputIds },
+    attention_mask: { dtype: 'int64' as const, shape: [ids.length, s], data: mask },
+  };
   const want = await peftForward(TINY_LLAMA, adapter, batch);
   const bounds: Record<string, number> = { fp32: 1e-4, fp16: 0.05, q8: 0.25, q4: 1.0 };
   const errors: Record<string, number> = {};
@@ -252,7 +308,11 @@ test('tiny Llama + trained LoRA: every dtype loads; fp32 matches peft forward an
       assert.deepEqual(promptIds, tokenizer.encode(prompt), 'both tokenizers give the same prompt ids');
       const ours = (await gen.generate([prompt], { maxNewTokens: 20 })).sequences[0]!;
       const theirs = (await model.generate({ ...(enc as object), max_new_tokens: 20, do_sample: false })) as { tolist(): bigint[][] };
-      assert.deepEqual(theirs.tolist()[0]!.map(Number).slice(promptIds.length), ours.tokenIds, `greedy tokens for ${JSON.stringify(prompt)}`);
+      assert.deepEqual(
+        theirs.tolist()[0]!.map(Number).slice(promptIds.length),
+        ours.tokenIds,
+        `greedy tokens for ${JSON.stringify(prompt)}`,
+      );
     }
     const pipe = await t.pipeline('text-generation', out, { local_files_only: true, dtype: 'fp32' });
     const r = (await pipe('The cat sat on the', { max_new_tokens: 5, do_sample: false })) as { generated_text: string }[];
@@ -271,7 +331,17 @@ test('bad input is one line and writes nothing: existing --out, prompt-learning 
   assert.equal(r.code, 1);
   assert.match(r.stderr, /^error: --out .* holds an earlier peft export output; pass --overwrite/);
   const out = join(tmp, 'never');
-  r = await peft(['export', '--format', 'transformers.js', '--model', modelDir, '--adapter', fixturePath('adapters', 'llama', 'prompt_tuning_random'), '--out', out]);
+  r = await peft([
+    'export',
+    '--format',
+    'transformers.js',
+    '--model',
+    modelDir,
+    '--adapter',
+    fixturePath('adapters', 'llama', 'prompt_tuning_random'),
+    '--out',
+    out,
+  ]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /^error: .*PROMPT_TUNING adapter/);
   assert.equal(r.stderr.trim().split('\n').length, 1);
@@ -281,5 +351,9 @@ test('bad input is one line and writes nothing: existing --out, prompt-learning 
   r = await peft(['export', '--format', 'tflite', '--model', modelDir, '--out', out]);
   assert.equal(r.code, 1);
   assert.ok(!existsSync(out));
-  assert.deepEqual(readdirSync(tmp).filter((f) => f.startsWith('.')), [], 'no temp folder left behind');
+  assert.deepEqual(
+    readdirSync(tmp).filter((f) => f.startsWith('.')),
+    [],
+    'no temp folder left behind',
+  );
 });

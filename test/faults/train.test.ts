@@ -35,8 +35,30 @@ async function data(): Promise<string> {
 }
 
 const trainArgs = async (out: string): Promise<string[]> => [
-  'train', '--model', MODEL, '--data', await data(), '--out', out, '--steps', String(STEPS), '--batch', '4', '--max-len', '48',
-  '--save-every', '2', '--no-eval-at-start', '--threads', '1', '--log-every', '1', '--seed', '7', '--lr', '1e-3',
+  'train',
+  '--model',
+  MODEL,
+  '--data',
+  await data(),
+  '--out',
+  out,
+  '--steps',
+  String(STEPS),
+  '--batch',
+  '4',
+  '--max-len',
+  '48',
+  '--save-every',
+  '2',
+  '--no-eval-at-start',
+  '--threads',
+  '1',
+  '--log-every',
+  '1',
+  '--seed',
+  '7',
+  '--lr',
+  '1e-3',
 ];
 
 interface Ended {
@@ -145,7 +167,9 @@ test('SIGKILL in the middle of a checkpoint write: the torn checkpoint is never 
   const torn = readdirSync(join(out, 'checkpoints')).filter(isTempName);
   const listed = (await listCheckpoints(join(out, 'checkpoints'))).map((c) => basename(c.path));
   for (const n of torn) assert.ok(!listed.some((l) => n.startsWith(`.${l}.`)), `the torn ${n} is not listed as a checkpoint`);
-  process.stderr.write(`killed during a checkpoint write: ${torn.length ? `torn ${torn.join(', ')}` : 'the write had completed'}; complete checkpoints: ${listed.join(', ') || 'none'}\n`);
+  process.stderr.write(
+    `killed during a checkpoint write: ${torn.length ? `torn ${torn.join(', ')}` : 'the write had completed'}; complete checkpoints: ${listed.join(', ') || 'none'}\n`,
+  );
   await finish(out);
   const same = readFileSync(join(out, 'adapter_model.safetensors')).equals(ref);
   if (same) tally.identical += 1;
@@ -186,7 +210,8 @@ function mountTmpfs(size: string): { dir: string; unmount: () => void } | string
   const dir = join(tempDirSync(), 'disk');
   mkdirSync(dir);
   const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { encoding: 'utf8' });
-  if (r.status !== 0) return `cannot mount a tmpfs here (${(r.stderr || r.error?.message || 'mount failed').trim()}); run the tests as root in a container that allows mounts`;
+  if (r.status !== 0)
+    return `cannot mount a tmpfs here (${(r.stderr || r.error?.message || 'mount failed').trim()}); run the tests as root in a container that allows mounts`;
   return { dir, unmount: () => void spawnSync('umount', [dir]) };
 }
 
@@ -216,7 +241,10 @@ test('a full disk fails the run with one line and leaves nothing partial that a 
       }
       outcomes.push(`${size}: failed`);
       assert.equal(r.code, 1, r.stderr);
-      const errors = r.stderr.trim().split('\n').filter((l) => l.startsWith('error:'));
+      const errors = r.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('error:'));
       assert.equal(errors.length, 1, r.stderr);
       assert.match(errors[0]!, /disk is full; free some space/);
       assert.doesNotMatch(r.stderr, /internal error/);
@@ -232,7 +260,10 @@ test('a full disk fails the run with one line and leaves nothing partial that a 
         for (const f of ['trainer_state.json', 'scheduler.json', 'rng_state.json']) JSON.parse(readFileSync(join(c.path, f), 'utf8'));
       }
       // a later run (resume or restart) refuses cleanly or continues: never a crash
-      const again = await run([...(await trainArgs(out)), ...((await listCheckpoints(join(out, 'checkpoints'))).length ? ['--resume', 'latest'] : [])]);
+      const again = await run([
+        ...(await trainArgs(out)),
+        ...((await listCheckpoints(join(out, 'checkpoints'))).length ? ['--resume', 'latest'] : []),
+      ]);
       assert.ok(again.code === 0 || again.code === 1, again.stderr);
       assert.doesNotMatch(again.stderr, /internal error/);
     } finally {
@@ -241,5 +272,8 @@ test('a full disk fails the run with one line and leaves nothing partial that a 
     }
   }
   process.stderr.write(`disk-full outcomes: ${outcomes.join('; ')}\n`);
-  assert.ok(outcomes.some((o) => o.endsWith('failed')), `no size made the run fail: ${outcomes.join('; ')}`);
+  assert.ok(
+    outcomes.some((o) => o.endsWith('failed')),
+    `no size made the run fail: ${outcomes.join('; ')}`,
+  );
 });

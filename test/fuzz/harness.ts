@@ -42,7 +42,26 @@ export interface FuzzStats {
 
 /** Values that break naive parsers: wrong types, huge and tiny numbers, empty containers. */
 export const HOSTILE_VALUES: readonly unknown[] = [
-  1e9, -1, 0, 1.5, 2 ** 53, 1e308, -1e308, '12', '', 'x'.repeat(1000), null, true, false, [], {}, [1, 2], { a: 1 }, [[[]]], 4294967296, -0.0,
+  1e9,
+  -1,
+  0,
+  1.5,
+  2 ** 53,
+  1e308,
+  -1e308,
+  '12',
+  '',
+  'x'.repeat(1000),
+  null,
+  true,
+  false,
+  [],
+  {},
+  [1, 2],
+  { a: 1 },
+  [[[]]],
+  4294967296,
+  -0.0,
 ];
 
 /**
@@ -50,10 +69,27 @@ export const HOSTILE_VALUES: readonly unknown[] = [
  * the whole run by `rssMB` of resident-memory growth. Returns the figures; assertions fail with
  * the first offending cases.
  */
-export async function fuzz(kind: string, seed: number, count: number, fn: (rng: FuzzRng, i: number) => Promise<unknown> | unknown, opts: { caseMs?: number; rssMB?: number } = {}): Promise<FuzzStats> {
+export async function fuzz(
+  kind: string,
+  seed: number,
+  count: number,
+  fn: (rng: FuzzRng, i: number) => Promise<unknown> | unknown,
+  opts: { caseMs?: number; rssMB?: number } = {},
+): Promise<FuzzStats> {
   const caseMs = opts.caseMs ?? 2000;
   const rssMB = opts.rssMB ?? 512;
-  const stats: FuzzStats = { kind, seed, tried: 0, rejected: 0, accepted: 0, crashes: [], hangs: [], slowestMs: 0, totalMs: 0, rssGrowthMB: 0 };
+  const stats: FuzzStats = {
+    kind,
+    seed,
+    tried: 0,
+    rejected: 0,
+    accepted: 0,
+    crashes: [],
+    hangs: [],
+    slowestMs: 0,
+    totalMs: 0,
+    rssGrowthMB: 0,
+  };
   const start = performance.now();
   const rss0 = process.memoryUsage().rss;
   let peak = rss0;
@@ -77,7 +113,9 @@ export async function fuzz(kind: string, seed: number, count: number, fn: (rng: 
   peak = Math.max(peak, process.memoryUsage().rss);
   stats.rssGrowthMB = Math.round((peak - rss0) / 1e6);
   // One line per suite; docs/RELIABILITY.md quotes these.
-  console.log(`FUZZ ${JSON.stringify({ ...stats, crashes: stats.crashes.length, hangs: stats.hangs.length, slowestMs: Math.round(stats.slowestMs) })}`);
+  console.log(
+    `FUZZ ${JSON.stringify({ ...stats, crashes: stats.crashes.length, hangs: stats.hangs.length, slowestMs: Math.round(stats.slowestMs) })}`,
+  );
   assert.deepEqual(stats.crashes, [], `${kind}: cases raised something other than a PeftError`);
   assert.deepEqual(stats.hangs, [], `${kind}: cases took longer than ${caseMs} ms`);
   assert.ok(stats.rssGrowthMB < rssMB, `${kind}: resident memory grew by ${stats.rssGrowthMB} MB (bound ${rssMB})`);

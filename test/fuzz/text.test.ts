@@ -23,7 +23,8 @@ after(async () => {
   await rm(scratch, { recursive: true, force: true });
 });
 
-const TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
+const TEMPLATE =
+  "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
 
 function jsonlLine(rng: FuzzRng): Buffer {
   const v = () => structuredClone(rng.pick(HOSTILE_VALUES));
@@ -37,7 +38,21 @@ function jsonlLine(rng: FuzzRng): Buffer {
     case 3:
       return Buffer.from(JSON.stringify({ prompt: 'only' }));
     case 4:
-      return Buffer.from(JSON.stringify({ messages: rng.pick<unknown>(['x', [], [{ role: 1 }], [{ role: 'user', content: v() }], [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'yo' }], [{}]]) }));
+      return Buffer.from(
+        JSON.stringify({
+          messages: rng.pick<unknown>([
+            'x',
+            [],
+            [{ role: 1 }],
+            [{ role: 'user', content: v() }],
+            [
+              { role: 'user', content: 'hi' },
+              { role: 'assistant', content: 'yo' },
+            ],
+            [{}],
+          ]),
+        }),
+      );
     case 5:
       return Buffer.from('{"text": "unterminated');
     case 6:
@@ -71,7 +86,11 @@ test('fuzz: corrupt jsonl datasets through readJsonl and tokenization', { timeou
     await writeFile(file, Buffer.concat(parts));
     const records = await readJsonl(file);
     if (rng.bool(0.3)) {
-      tokenizeClassification(records, bertTok, { file, maxLength: 64, labels: { id2label: { 0: 'NEGATIVE', 1: 'POSITIVE' }, label2id: { NEGATIVE: 0, POSITIVE: 1 }, numLabels: 2 } } as never);
+      tokenizeClassification(records, bertTok, {
+        file,
+        maxLength: 64,
+        labels: { id2label: { 0: 'NEGATIVE', 1: 'POSITIVE' }, label2id: { NEGATIVE: 0, POSITIVE: 1 }, numLabels: 2 },
+      } as never);
     } else {
       const { examples } = tokenizeRecords(records, tok, { file, chatTemplate: TEMPLATE });
       prepareExamples(examples, { maxLength: 32, packing: rng.bool(), file });
@@ -108,14 +127,25 @@ const PIECES = [
 const NUMBERS = ['3', '100', '100000', '100001', '1000000000', '-5', '1e9', '40', '0', '"x"', 'none'];
 
 test('fuzz: hostile and broken chat templates through applyChatTemplate', { timeout: 120_000 }, async () => {
-  await fuzz('chat templates', 61, 200, (rng) => {
-    const n = 1 + rng.int(4);
-    let source = '';
-    for (let k = 0; k < n; k++) source += rng.pick(PIECES).replace(/N/g, () => rng.pick(NUMBERS));
-    if (rng.bool(0.1)) source = source.slice(0, rng.int(source.length));
-    if (rng.bool(0.05)) source = '{%'.repeat(rng.pick([10, 10_000]));
-    const messages = rng.bool(0.8) ? [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'hello' }] : [{ role: 5, content: null } as never];
-    // A 100 ms time limit keeps the suite fast; the default (5 s) is the same code path.
-    return tok.applyChatTemplate(messages, { chatTemplate: source, addGenerationPrompt: rng.bool(), limits: { timeoutMs: 100 } });
-  }, { caseMs: 1500 });
+  await fuzz(
+    'chat templates',
+    61,
+    200,
+    (rng) => {
+      const n = 1 + rng.int(4);
+      let source = '';
+      for (let k = 0; k < n; k++) source += rng.pick(PIECES).replace(/N/g, () => rng.pick(NUMBERS));
+      if (rng.bool(0.1)) source = source.slice(0, rng.int(source.length));
+      if (rng.bool(0.05)) source = '{%'.repeat(rng.pick([10, 10_000]));
+      const messages = rng.bool(0.8)
+        ? [
+            { role: 'user', content: 'hi' },
+            { role: 'assistant', content: 'hello' },
+          ]
+        : [{ role: 5, content: null } as never];
+      // A 100 ms time limit keeps the suite fast; the default (5 s) is the same code path.
+      return tok.applyChatTemplate(messages, { chatTemplate: source, addGenerationPrompt: rng.bool(), limits: { timeoutMs: 100 } });
+    },
+    { caseMs: 1500 },
+  );
 });

@@ -114,7 +114,13 @@ for (const name of ['gpt2', 'llama']) {
         cols++;
         const pos = BigInt64Array.from(seqs.map((s) => BigInt(s.length - 1)));
         out = await decoder.decode(
-          { batch: 3, seq: 1, inputIds: BigInt64Array.from(next.map(BigInt)), attentionMask: BigInt64Array.from(mask.map(BigInt)), positionIds: pos },
+          {
+            batch: 3,
+            seq: 1,
+            inputIds: BigInt64Array.from(next.map(BigInt)),
+            attentionMask: BigInt64Array.from(mask.map(BigInt)),
+            positionIds: pos,
+          },
           out.cache,
         );
         assert.equal(out.cache.length, cols);
@@ -132,7 +138,10 @@ for (const name of ['gpt2', 'llama']) {
     try {
       const cached = await gen.generate(rows, { maxNewTokens: 20, stopTokenIds: [] });
       const reference = await greedyWithoutCache(model, rows, 20, gen.defaults.padTokenId ?? gen.defaults.eosTokenIds[0]!);
-      assert.deepEqual(cached.sequences.map((s) => s.tokenIds), reference);
+      assert.deepEqual(
+        cached.sequences.map((s) => s.tokenIds),
+        reference,
+      );
       assert.equal(cached.stats.steps, 20);
       // Each prompt alone gives the tokens it gets inside the padded batch.
       for (let r = 0; r < rows.length; r++) {
@@ -161,7 +170,11 @@ for (const name of ['gpt2', 'llama']) {
   });
 }
 
-for (const [name, adapter] of [['gpt2', 'lora_attn'], ['llama', 'lora_dora'], ['llama', 'ia3']] as const) {
+for (const [name, adapter] of [
+  ['gpt2', 'lora_attn'],
+  ['llama', 'lora_dora'],
+  ['llama', 'ia3'],
+] as const) {
   test(`${name} + ${adapter}: cached greedy on the adapted model equals recompute, and merged weights give the same tokens`, async () => {
     const base = await loadModel(fixturePath('models', name));
     const adapted = await loadAdapter(base, fixturePath('adapters', name, adapter));
@@ -173,7 +186,11 @@ for (const [name, adapter] of [['gpt2', 'lora_attn'], ['llama', 'lora_dora'], ['
       tokens = cached.sequences.map((s) => s.tokenIds);
       assert.deepEqual(tokens, await greedyWithoutCache(adapted, rows, 12, gen.defaults.padTokenId ?? gen.defaults.eosTokenIds[0]!));
       const again = await gen.generate(rows, { maxNewTokens: 12, stopTokenIds: [] });
-      assert.deepEqual(again.sequences.map((s) => s.tokenIds), tokens, 'a second call on the same sessions');
+      assert.deepEqual(
+        again.sequences.map((s) => s.tokenIds),
+        tokens,
+        'a second call on the same sessions',
+      );
     } finally {
       await gen.dispose();
     }
@@ -181,7 +198,10 @@ for (const [name, adapter] of [['gpt2', 'lora_attn'], ['llama', 'lora_dora'], ['
     const mergedGen = await Generator.create(merged, { runtime });
     try {
       const r = await mergedGen.generate(rows, { maxNewTokens: 12, stopTokenIds: [] });
-      assert.deepEqual(r.sequences.map((s) => s.tokenIds), tokens);
+      assert.deepEqual(
+        r.sequences.map((s) => s.tokenIds),
+        tokens,
+      );
     } finally {
       await mergedGen.dispose();
     }

@@ -25,7 +25,11 @@ function seeded(n: number, seed: number): Float32Array {
 }
 
 test('int8 blocks: every weight within half a step of its block scale, both layouts, K not a whole number of blocks', () => {
-  for (const [rows, cols, layout] of [[37, 300, 'nk'], [300, 37, 'kn'], [5, INT8_BLOCK, 'nk']] as const) {
+  for (const [rows, cols, layout] of [
+    [37, 300, 'nk'],
+    [300, 37, 'kn'],
+    [5, INT8_BLOCK, 'nk'],
+  ] as const) {
     const w = seeded(rows * cols, rows * 7 + cols);
     w[3] = 0;
     const q = quantizeInt8Blocks(w, rows, cols, layout);
@@ -78,9 +82,26 @@ async function compare(model: InferenceModel, vocab: number, label: string): Pro
     // int8 changes the logits (it ran), by little: within 3% of the largest logit
     assert.ok(d > 0, `${label}: int8 logits are bit-identical to float32`);
     assert.ok(d < 0.03 * scale, `${label}: int8 prefill logits differ by ${d} (largest logit ${scale})`);
-    const da = await f32.decode({ ...step([next]), attentionMask: new BigInt64Array(prompt.length + 1).fill(1n), positionIds: BigInt64Array.of(BigInt(prompt.length)) }, a.cache);
-    const db = await i8.decode({ ...step([next]), attentionMask: new BigInt64Array(prompt.length + 1).fill(1n), positionIds: BigInt64Array.of(BigInt(prompt.length)) }, b.cache);
-    assert.ok(maxDiff(da.logits, db.logits) < 0.03 * maxAbs(da.logits), `${label}: int8 decode-step logits differ by ${maxDiff(da.logits, db.logits)}`);
+    const da = await f32.decode(
+      {
+        ...step([next]),
+        attentionMask: new BigInt64Array(prompt.length + 1).fill(1n),
+        positionIds: BigInt64Array.of(BigInt(prompt.length)),
+      },
+      a.cache,
+    );
+    const db = await i8.decode(
+      {
+        ...step([next]),
+        attentionMask: new BigInt64Array(prompt.length + 1).fill(1n),
+        positionIds: BigInt64Array.of(BigInt(prompt.length)),
+      },
+      b.cache,
+    );
+    assert.ok(
+      maxDiff(da.logits, db.logits) < 0.03 * maxAbs(da.logits),
+      `${label}: int8 decode-step logits differ by ${maxDiff(da.logits, db.logits)}`,
+    );
     // the cached step under int8 equals the int8 full forward's last position
     const all = [...prompt, next];
     const full = await i8fwd.run({
@@ -89,7 +110,10 @@ async function compare(model: InferenceModel, vocab: number, label: string): Pro
     });
     const last = full.logits.data as Float32Array;
     const tail = last.subarray(last.length - vocab);
-    assert.ok(maxDiff(tail, db.logits) < 1e-3 * maxAbs(tail) + 1e-5, `${label}: int8 cached step differs from the int8 full forward by ${maxDiff(tail, db.logits)}`);
+    assert.ok(
+      maxDiff(tail, db.logits) < 1e-3 * maxAbs(tail) + 1e-5,
+      `${label}: int8 cached step differs from the int8 full forward by ${maxDiff(tail, db.logits)}`,
+    );
   } finally {
     await Promise.all([f32.dispose(), i8.dispose(), i8fwd.dispose()]);
   }
@@ -110,5 +134,8 @@ test('gpt2 + lora_attn unmerged under int8: base products on int8, logits within
 
 test("quantize other than 'int8' is refused before any session is built", async () => {
   const model = await loadModel(fixturePath('models', 'gpt2'));
-  await assert.rejects(DecoderSessions.create(model, { quantize: 'int4' as never }), (e: unknown) => e instanceof RuntimeError && /only choice is 'int8'/.test((e as Error).message));
+  await assert.rejects(
+    DecoderSessions.create(model, { quantize: 'int4' as never }),
+    (e: unknown) => e instanceof RuntimeError && /only choice is 'int8'/.test((e as Error).message),
+  );
 });

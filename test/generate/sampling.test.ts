@@ -6,7 +6,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadModel } from '../../src/models/load.js';
 import { Tokenizer } from '../../src/io/tokenizer.js';
-import { Generator, GenerationError, generate, loadGenerationDefaults, samplingProbabilities, type TokenEvent } from '../../src/generate/index.js';
+import {
+  Generator,
+  GenerationError,
+  generate,
+  loadGenerationDefaults,
+  samplingProbabilities,
+  type TokenEvent,
+} from '../../src/generate/index.js';
 import { fixturePath } from '../helpers/fixtures.js';
 
 const runtime = { threads: 1 };
@@ -25,7 +32,8 @@ test('samplingProbabilities: temperature, top-k and top-p keep the sets transfor
     const s = e.reduce((p, q) => p + q, 0);
     return e.map((x) => x / s);
   };
-  const close = (a: ArrayLike<number>, b: number[]) => b.forEach((x, i) => assert.ok(Math.abs(a[i]! - x) < 1e-12, `${Array.from(a)} vs ${b}`));
+  const close = (a: ArrayLike<number>, b: number[]) =>
+    b.forEach((x, i) => assert.ok(Math.abs(a[i]! - x) < 1e-12, `${Array.from(a)} vs ${b}`));
   close(samplingProbabilities(logits, { temperature: 1, topK: 0, topP: 1 }), soft(logits));
   close(samplingProbabilities(logits, { temperature: 0.5, topK: 0, topP: 1 }), soft(logits.map((x) => x / 0.5)));
   const top2 = soft([3, 2]);
@@ -85,7 +93,12 @@ test('llama: stop strings stop, the text ends before them, and streamed text add
     assert.ok(text.length > 6, `generated text ${JSON.stringify(text)}`);
     const stopString = text.slice(3, 6);
     const events: TokenEvent[] = [];
-    const r = await gen.generate(PROMPTS, { maxNewTokens: 16, stopTokenIds: [], stopStrings: [stopString], onToken: (e) => events.push(e) });
+    const r = await gen.generate(PROMPTS, {
+      maxNewTokens: 16,
+      stopTokenIds: [],
+      stopStrings: [stopString],
+      onToken: (e) => events.push(e),
+    });
     const row = r.sequences[1]!;
     assert.equal(row.finishReason, 'stop');
     assert.equal(row.stopString, stopString);
@@ -93,7 +106,11 @@ test('llama: stop strings stop, the text ends before them, and streamed text add
     assert.ok(row.tokenIds.length < 16 && row.tokenIds.length < free.sequences[1]!.tokenIds.length);
     for (let b = 0; b < PROMPTS.length; b++) {
       const mine = events.filter((e) => e.row === b);
-      assert.deepEqual(mine.map((e) => e.tokenId), r.sequences[b]!.tokenIds, `row ${b} streamed tokens`);
+      assert.deepEqual(
+        mine.map((e) => e.tokenId),
+        r.sequences[b]!.tokenIds,
+        `row ${b} streamed tokens`,
+      );
       assert.equal(mine.map((e) => e.text).join(''), r.sequences[b]!.text, `row ${b} streamed text`);
     }
   } finally {
@@ -101,7 +118,7 @@ test('llama: stop strings stop, the text ends before them, and streamed text add
   }
 });
 
-test("generation_config.json gives eos and pad; generate() runs one prompt; mistakes are GenerationErrors", async () => {
+test('generation_config.json gives eos and pad; generate() runs one prompt; mistakes are GenerationErrors', async () => {
   const dir = fixturePath('models', 'gpt2');
   const model = await loadModel(dir);
   const tokenizer = await Tokenizer.fromDir(dir);
@@ -113,8 +130,14 @@ test("generation_config.json gives eos and pad; generate() runs one prompt; mist
   const g = await generate(model, tokenizer, 'The robot', { maxNewTokens: 4, runtime });
   assert.equal(g.sequences.length, 1);
   assert.ok(g.sequences[0]!.tokenIds.length <= 4);
-  await assert.rejects(generate(model, tokenizer, ' robot'.repeat(200), { maxNewTokens: 2, runtime }), (e: Error) => e instanceof GenerationError && /128 positions/.test(e.message));
-  await assert.rejects(generate(model, tokenizer, 'The robot', { maxNewTokens: 200, runtime }), (e: Error) => e instanceof GenerationError && /lower maxNewTokens/.test(e.message));
+  await assert.rejects(
+    generate(model, tokenizer, ' robot'.repeat(200), { maxNewTokens: 2, runtime }),
+    (e: Error) => e instanceof GenerationError && /128 positions/.test(e.message),
+  );
+  await assert.rejects(
+    generate(model, tokenizer, 'The robot', { maxNewTokens: 200, runtime }),
+    (e: Error) => e instanceof GenerationError && /lower maxNewTokens/.test(e.message),
+  );
   await assert.rejects(generate(model, tokenizer, 'The robot', { topP: 0, runtime }), GenerationError);
   await assert.rejects(generate(model, tokenizer, [[]], { runtime }), /empty/);
   await assert.rejects(generate(model, tokenizer, [[1, 99999]], { runtime }), /outside the model's vocabulary/);

@@ -13,7 +13,10 @@ test('a shape mismatch names the op, the shapes and the scope', () => {
   const w = g.constant('w', 'float32', [32, 16], new Float32Array(32 * 16));
   assert.throws(
     () => g.scope('model.layers.0.self_attn', () => g.scope('q_proj', () => o.matmul(x, w))),
-    (e: unknown) => e instanceof GraphShapeError && /MatMul in model\.layers\.0\.self_attn\.q_proj: inner dimensions differ: 64 vs 32/.test(e.message) && /float32\[batch, seq, 64\]/.test(e.message),
+    (e: unknown) =>
+      e instanceof GraphShapeError &&
+      /MatMul in model\.layers\.0\.self_attn\.q_proj: inner dimensions differ: 64 vs 32/.test(e.message) &&
+      /float32\[batch, seq, 64\]/.test(e.message),
   );
 });
 

@@ -51,7 +51,8 @@ const cases: Record<OpName, () => Promise<void>> = {
   ReduceSum: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.add(o.sum(a!, [0, 2]), o.sum(o.sum(a!, 1, true)))),
   ReduceMean: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.mul(o.mean(a!, 1, true), o.sum(o.mean(a!, [0, 2], false)))),
   ReduceMax: () => gradCheck({ a: { shape: [3, 4] } }, ({ a }) => o.max(a!, -1)),
-  LayerNorm: () => gradCheck({ x: { shape: [2, 3, 5] }, w: { shape: [5] }, b: { shape: [5] } }, ({ x, w, b }) => o.layerNorm(x!, w!, b!, 1e-5)),
+  LayerNorm: () =>
+    gradCheck({ x: { shape: [2, 3, 5] }, w: { shape: [5] }, b: { shape: [5] } }, ({ x, w, b }) => o.layerNorm(x!, w!, b!, 1e-5)),
   MatMul: async () => {
     await gradCheck({ a: { shape: [2, 3, 4] }, b: { shape: [4, 5] } }, ({ a, b }) => o.matmul(a!, b!));
     await gradCheck({ a: { shape: [2, 1, 3, 4] }, b: { shape: [3, 4, 2] } }, ({ a, b }) => o.matmul(a!, b!));
@@ -158,25 +159,40 @@ const cases: Record<OpName, () => Promise<void>> = {
   Transpose: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.transpose(a!, [2, 0, 1])),
   Concat: () => gradCheck({ a: { shape: [2, 1, 3] }, b: { shape: [2, 2, 3] } }, ({ a, b }) => o.concat([a!, b!, a!], 1)),
   Slice: () => gradCheck({ a: { shape: [3, 5] } }, ({ a }) => o.add(o.slice(a!, 1, 1, -1), o.slice(a!, 1, 0, 3))),
-  Split: () => gradCheck({ a: { shape: [2, 5] } }, ({ a }) => {
-    const [p, q] = o.split(a!, 1, [2, 3]);
-    return o.concat([o.mul(p!, 2), o.slice(q!, 1, 0, 2)], 1);
-  }),
+  Split: () =>
+    gradCheck({ a: { shape: [2, 5] } }, ({ a }) => {
+      const [p, q] = o.split(a!, 1, [2, 3]);
+      return o.concat([o.mul(p!, 2), o.slice(q!, 1, 0, 2)], 1);
+    }),
   Pad: () => gradCheck({ a: { shape: [2, 3] } }, ({ a }) => o.pad(a!, [1, 0, 0, 2])),
   Gather: () => gradCheck({ t: { shape: [5, 3] } }, ({ t }, g) => o.gather(t!, i64(g, 'ids', [2, 3], [0, 4, 4, 2, 0, 1]))),
-  Where: () => gradCheck({ a: { shape: [2, 3] }, b: { shape: [3] } }, ({ a, b }, g) =>
-    o.where(o.greater(g.tensor('c', 'float64', [2, 3], [1, -1, 1, -1, -1, 1]), 0), a!, b!)),
+  Where: () =>
+    gradCheck({ a: { shape: [2, 3] }, b: { shape: [3] } }, ({ a, b }, g) =>
+      o.where(o.greater(g.tensor('c', 'float64', [2, 3], [1, -1, 1, -1, -1, 1]), 0), a!, b!),
+    ),
   ExpandLike: () => gradCheck({ a: { shape: [3, 1] }, b: { shape: [2, 3, 4] } }, ({ a, b }) => o.mul(o.expandLike(a!, b!), b!)),
   Unsqueeze: () => gradCheck({ a: { shape: [2, 3] } }, ({ a }) => o.unsqueeze(a!, [0, 3])),
   Squeeze: () => gradCheck({ a: { shape: [2, 1, 3] } }, ({ a }) => o.squeeze(a!, 1)),
-  Cast: () => gradCheck({ a: { shape: [4] } }, ({ a }) => o.cast(o.mul(o.cast(a!, 'float32'), 1), 'float64'), { eps: 1e-2, rtol: 1e-5, atol: 1e-5 }),
-  Dropout: () => gradCheck({ a: { shape: [2, 3] } }, ({ a }, g) => o.dropout(a!, g.tensor('keep', 'bool', [2, 3], [1, 0, 1, 1, 0, 1]), 0.25)),
-  SoftmaxCrossEntropy: () => gradCheck({ z: { shape: [4, 5] } }, ({ z }, g) => o.softmaxCrossEntropy(z!, i64(g, 'labels', [4], [1, -100, 4, 0]))),
+  Cast: () =>
+    gradCheck({ a: { shape: [4] } }, ({ a }) => o.cast(o.mul(o.cast(a!, 'float32'), 1), 'float64'), { eps: 1e-2, rtol: 1e-5, atol: 1e-5 }),
+  Dropout: () =>
+    gradCheck({ a: { shape: [2, 3] } }, ({ a }, g) => o.dropout(a!, g.tensor('keep', 'bool', [2, 3], [1, 0, 1, 1, 0, 1]), 0.25)),
+  SoftmaxCrossEntropy: () =>
+    gradCheck({ z: { shape: [4, 5] } }, ({ z }, g) => o.softmaxCrossEntropy(z!, i64(g, 'labels', [4], [1, -100, 4, 0]))),
   SoftmaxCrossEntropyGrad: async () => {
     const z = [0.5, -1, 2, 0.25, 0.25, -3];
-    const got = await evalGraph((g) => o.softmaxCrossEntropyGrad(g.tensor('z', 'float32', [2, 3], z), i64(g, 'labels', [2], [2, 0]), g.tensor('s', 'float32', [2], [0.5, -2])));
+    const got = await evalGraph((g) =>
+      o.softmaxCrossEntropyGrad(
+        g.tensor('z', 'float32', [2, 3], z),
+        i64(g, 'labels', [2], [2, 0]),
+        g.tensor('s', 'float32', [2], [0.5, -2]),
+      ),
+    );
     const want: number[] = [];
-    for (const [r, label, scale] of [[0, 2, 0.5], [1, 0, -2]] as const) {
+    for (const [r, label, scale] of [
+      [0, 2, 0.5],
+      [1, 0, -2],
+    ] as const) {
       const row = z.slice(3 * r, 3 * r + 3);
       const e = row.map((v) => Math.exp(v - Math.max(...row)));
       const sum = e.reduce((a, b) => a + b, 0);
@@ -184,24 +200,43 @@ const cases: Record<OpName, () => Promise<void>> = {
     }
     [...got.data].forEach((v, i) => assert.ok(Math.abs(Number(v) - want[i]!) < 1e-6, `${i}: ${v} vs ${want[i]}`));
   },
-  Equal: async () => assert.deepEqual([...(await evalGraph((g) => o.equal(i64(g, 'a', [3], [1, 2, 3]), i64(g, 'b', [1], [2])))).data], [0, 1, 0]),
+  Equal: async () =>
+    assert.deepEqual([...(await evalGraph((g) => o.equal(i64(g, 'a', [3], [1, 2, 3]), i64(g, 'b', [1], [2])))).data], [0, 1, 0]),
   Less: async () => assert.deepEqual([...(await evalGraph((g) => o.less(i64(g, 'a', [3], [1, 2, 3]), 2))).data], [1, 0, 0]),
   Greater: async () => assert.deepEqual([...(await evalGraph((g) => o.greater(i64(g, 'a', [3], [1, 2, 3]), 2))).data], [0, 0, 1]),
-  And: async () => assert.deepEqual([...(await evalGraph((g) => o.and(g.tensor('a', 'bool', [4], [0, 1, 0, 1]), g.tensor('b', 'bool', [4], [0, 0, 1, 1])))).data], [0, 0, 0, 1]),
-  Or: async () => assert.deepEqual([...(await evalGraph((g) => o.or(g.tensor('a', 'bool', [4], [0, 1, 0, 1]), g.tensor('b', 'bool', [4], [0, 0, 1, 1])))).data], [0, 1, 1, 1]),
+  And: async () =>
+    assert.deepEqual(
+      [...(await evalGraph((g) => o.and(g.tensor('a', 'bool', [4], [0, 1, 0, 1]), g.tensor('b', 'bool', [4], [0, 0, 1, 1])))).data],
+      [0, 0, 0, 1],
+    ),
+  Or: async () =>
+    assert.deepEqual(
+      [...(await evalGraph((g) => o.or(g.tensor('a', 'bool', [4], [0, 1, 0, 1]), g.tensor('b', 'bool', [4], [0, 0, 1, 1])))).data],
+      [0, 1, 1, 1],
+    ),
   Not: async () => assert.deepEqual([...(await evalGraph((g) => o.not(g.tensor('a', 'bool', [2], [0, 1])))).data], [1, 0]),
   DimOf: async () => {
-    const y = await evalGraph((g) => o.dimOf(g.input('x', 'float32', ['batch', 'seq']), 1), { x: { dtype: 'float32', shape: [2, 7], data: new Float32Array(14) } });
+    const y = await evalGraph((g) => o.dimOf(g.input('x', 'float32', ['batch', 'seq']), 1), {
+      x: { dtype: 'float32', shape: [2, 7], data: new Float32Array(14) },
+    });
     assert.equal(y.data[0], 7n);
   },
   ArangeOfDim: async () => {
-    const y = await evalGraph((g) => o.arangeOfDim(g.input('x', 'float32', ['batch', 'seq']), 1), { x: { dtype: 'float32', shape: [1, 4], data: new Float32Array(4) } });
+    const y = await evalGraph((g) => o.arangeOfDim(g.input('x', 'float32', ['batch', 'seq']), 1), {
+      x: { dtype: 'float32', shape: [1, 4], data: new Float32Array(4) },
+    });
     assert.deepEqual([...y.data], [0n, 1n, 2n, 3n]);
   },
   Size: async () => assert.equal((await evalGraph((g) => o.sizeOf(g.tensor('a', 'float32', [2, 3], [1, 2, 3, 4, 5, 6])))).data[0], 6n),
   ZerosLike: async () => assert.deepEqual([...(await evalGraph((g) => o.zerosLike(g.tensor('a', 'float32', [2], [3, 4])))).data], [0, 0]),
   ScatterAddRows: async () => {
-    const y = await evalGraph((g) => o.scatterAddRows(o.zerosLike(g.tensor('z', 'float32', [3, 2], [9, 9, 9, 9, 9, 9])), i64(g, 'i', [3], [2, 0, 2]), g.tensor('u', 'float32', [3, 2], [1, 2, 3, 4, 5, 6])));
+    const y = await evalGraph((g) =>
+      o.scatterAddRows(
+        o.zerosLike(g.tensor('z', 'float32', [3, 2], [9, 9, 9, 9, 9, 9])),
+        i64(g, 'i', [3], [2, 0, 2]),
+        g.tensor('u', 'float32', [3, 2], [1, 2, 3, 4, 5, 6]),
+      ),
+    );
     assert.deepEqual([...y.data], [3, 4, 0, 0, 6, 8]);
   },
   BitShift: async () => {

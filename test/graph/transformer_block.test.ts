@@ -10,8 +10,23 @@ import { grad } from '../../src/autodiff/grad.js';
 import { RuntimeSession } from '../../src/runtime/session.js';
 import { gradCheck, randn, rng } from '../helpers/gradcheck.js';
 
-const C = 8, H = 2, D = C / H, F = 16;
-const shapes = { ln1w: [C], ln1b: [C], wqkv: [C, 3 * C], bqkv: [3 * C], wo: [C, C], ln2w: [C], ln2b: [C], w1: [C, F], b1: [F], w2: [F, C], b2: [C] } as const;
+const C = 8,
+  H = 2,
+  D = C / H,
+  F = 16;
+const shapes = {
+  ln1w: [C],
+  ln1b: [C],
+  wqkv: [C, 3 * C],
+  bqkv: [3 * C],
+  wo: [C, C],
+  ln2w: [C],
+  ln2b: [C],
+  w1: [C, F],
+  b1: [F],
+  w2: [F, C],
+  b2: [C],
+} as const;
 type P = Record<keyof typeof shapes, Value>;
 
 function block(x: Value, p: P): Value {
@@ -36,39 +51,52 @@ function refBlock(x: Float64Array, B: number, T: number, w: Record<string, Float
   const ln = (v: Float64Array, g: Float64Array, b: Float64Array) => {
     const out = new Float64Array(v.length);
     for (let r = 0; r < v.length / C; r++) {
-      let mu = 0; for (let c = 0; c < C; c++) mu += v[r * C + c]!; mu /= C;
-      let va = 0; for (let c = 0; c < C; c++) va += (v[r * C + c]! - mu) ** 2; va /= C;
+      let mu = 0;
+      for (let c = 0; c < C; c++) mu += v[r * C + c]!;
+      mu /= C;
+      let va = 0;
+      for (let c = 0; c < C; c++) va += (v[r * C + c]! - mu) ** 2;
+      va /= C;
       for (let c = 0; c < C; c++) out[r * C + c] = ((v[r * C + c]! - mu) / Math.sqrt(va + 1e-5)) * g[c]! + b[c]!;
     }
     return out;
   };
   const mm = (a: Float64Array, rows: number, k: number, m: Float64Array, n: number, bias?: Float64Array) => {
     const out = new Float64Array(rows * n);
-    for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) {
-      let s = bias ? bias[j]! : 0;
-      for (let i = 0; i < k; i++) s += a[r * k + i]! * m[i * n + j]!;
-      out[r * n + j] = s;
-    }
+    for (let r = 0; r < rows; r++)
+      for (let j = 0; j < n; j++) {
+        let s = bias ? bias[j]! : 0;
+        for (let i = 0; i < k; i++) s += a[r * k + i]! * m[i * n + j]!;
+        out[r * n + j] = s;
+      }
     return out;
   };
   const R = B * T;
   const qkv = mm(ln(x, w.ln1w!, w.ln1b!), R, C, w.wqkv!, 3 * C, w.bqkv);
   const ctx = new Float64Array(R * C);
-  for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let i = 0; i < T; i++) {
-    const s: number[] = [];
-    for (let j = 0; j <= i; j++) {
-      let d = 0; for (let e = 0; e < D; e++) d += qkv[(b * T + i) * 3 * C + h * D + e]! * qkv[(b * T + j) * 3 * C + C + h * D + e]!;
-      s.push(d / Math.sqrt(D));
-    }
-    const mx = Math.max(...s); const ex = s.map((v) => Math.exp(v - mx)); const z = ex.reduce((a, c) => a + c, 0);
-    for (let e = 0; e < D; e++) {
-      let acc = 0; for (let j = 0; j <= i; j++) acc += (ex[j]! / z) * qkv[(b * T + j) * 3 * C + 2 * C + h * D + e]!;
-      ctx[(b * T + i) * C + h * D + e] = acc;
-    }
-  }
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < H; h++)
+      for (let i = 0; i < T; i++) {
+        const s: number[] = [];
+        for (let j = 0; j <= i; j++) {
+          let d = 0;
+          for (let e = 0; e < D; e++) d += qkv[(b * T + i) * 3 * C + h * D + e]! * qkv[(b * T + j) * 3 * C + C + h * D + e]!;
+          s.push(d / Math.sqrt(D));
+        }
+        const mx = Math.max(...s);
+        const ex = s.map((v) => Math.exp(v - mx));
+        const z = ex.reduce((a, c) => a + c, 0);
+        for (let e = 0; e < D; e++) {
+          let acc = 0;
+          for (let j = 0; j <= i; j++) acc += (ex[j]! / z) * qkv[(b * T + j) * 3 * C + 2 * C + h * D + e]!;
+          ctx[(b * T + i) * C + h * D + e] = acc;
+        }
+      }
   const attnOut = mm(ctx, R, C, w.wo!, C);
   const h1 = x.map((v, i) => v + attnOut[i]!);
-  const f1 = mm(ln(h1, w.ln2w!, w.ln2b!), R, C, w.w1!, F, w.b1).map((v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))));
+  const f1 = mm(ln(h1, w.ln2w!, w.ln2b!), R, C, w.w1!, F, w.b1).map(
+    (v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))),
+  );
   const f2 = mm(f1, R, F, w.w2!, C, w.b2);
   return h1.map((v, i) => v + f2[i]!);
 }
@@ -76,8 +104,14 @@ function refBlock(x: Float64Array, B: number, T: number, w: Record<string, Float
 function weights(seed: number): Record<string, Float64Array> {
   const rand = rng(seed);
   const w: Record<string, Float64Array> = {};
-  for (const [k, s] of Object.entries(shapes)) w[k] = randn(rand, s.reduce((a: number, b: number) => a * b, 1), 0.3);
-  w.ln1w = w.ln1w!.map((v) => 1 + v); w.ln2w = w.ln2w!.map((v) => 1 + v);
+  for (const [k, s] of Object.entries(shapes))
+    w[k] = randn(
+      rand,
+      s.reduce((a: number, b: number) => a * b, 1),
+      0.3,
+    );
+  w.ln1w = w.ln1w!.map((v) => 1 + v);
+  w.ln2w = w.ln2w!.map((v) => 1 + v);
   return w;
 }
 
@@ -89,12 +123,16 @@ test('transformer block forward matches a float64 reference with symbolic batch 
   const y = block(x, p);
   assert.deepEqual(y.shape, ['batch', 'seq', C]);
   const sess = await RuntimeSession.fromGraph(g, { y }, { threads: 1 });
-  for (const [B, T] of [[2, 5], [3, 2]] as const) {
+  for (const [B, T] of [
+    [2, 5],
+    [3, 2],
+  ] as const) {
     const xs = randn(rng(B * 10 + T), B * T * C);
     const out = (await sess.run({ x: { dtype: 'float64', shape: [B, T, C], data: xs } })).y!;
     assert.deepEqual(out.shape, [B, T, C]);
     const ref = refBlock(xs, B, T, w);
-    for (let i = 0; i < ref.length; i++) assert.ok(Math.abs((out.data[i] as number) - ref[i]!) < 1e-10, `y[${i}] ${out.data[i]} vs ${ref[i]}`);
+    for (let i = 0; i < ref.length; i++)
+      assert.ok(Math.abs((out.data[i] as number) - ref[i]!) < 1e-10, `y[${i}] ${out.data[i]} vs ${ref[i]}`);
   }
   await sess.dispose();
 });
@@ -119,11 +157,16 @@ test('one session runs forward + backward for two batch shapes (symbolic dims)',
   const x = g.input('x', 'float64', ['batch', 'seq', C]);
   const target = g.input('target', 'float64', ['batch', 'seq', C]);
   const train = new Set(['wqkv', 'w2']);
-  const p = Object.fromEntries(Object.entries(shapes).map(([k, s]) => [k, train.has(k) ? g.param(k, 'float64', s) : g.constant(k, 'float64', s, w[k]!)])) as P;
+  const p = Object.fromEntries(
+    Object.entries(shapes).map(([k, s]) => [k, train.has(k) ? g.param(k, 'float64', s) : g.constant(k, 'float64', s, w[k]!)]),
+  ) as P;
   const loss = o.mean(o.mul(block(x, p), target));
   const [gq, g2] = grad(loss, [p.wqkv, p.w2]);
   const sess = await RuntimeSession.fromGraph(g, { loss, gq: gq!, g2: g2! }, { threads: 1 });
-  for (const [B, T] of [[1, 3], [4, 6]] as const) {
+  for (const [B, T] of [
+    [1, 3],
+    [4, 6],
+  ] as const) {
     const feeds = {
       x: { dtype: 'float64' as const, shape: [B, T, C], data: randn(rng(B + T), B * T * C) },
       target: { dtype: 'float64' as const, shape: [B, T, C], data: randn(rng(B * T + 1), B * T * C) },

@@ -8,7 +8,8 @@ import { type Browser, type Page, chromium } from 'playwright-core';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-export const chromiumMissing = (): string | false => (existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) to run the browser tests`);
+export const chromiumMissing = (): string | false =>
+  existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) to run the browser tests`;
 
 interface DemoServer {
   url: string;
@@ -17,9 +18,13 @@ interface DemoServer {
 
 /** Builds dist-browser/ (esbuild) and starts the demo server on a free port. */
 export async function startDemo(): Promise<DemoServer> {
-  const build = (await import(pathToFileURL(join(ROOT, 'scripts/build_browser.mjs')).href)) as { buildBrowser(o: { quiet: boolean }): Promise<string> };
+  const build = (await import(pathToFileURL(join(ROOT, 'scripts/build_browser.mjs')).href)) as {
+    buildBrowser(o: { quiet: boolean }): Promise<string>;
+  };
   await build.buildBrowser({ quiet: true });
-  const serve = (await import(pathToFileURL(join(ROOT, 'scripts/serve_browser.mjs')).href)) as { startDemoServer(o: { port: number }): Promise<DemoServer> };
+  const serve = (await import(pathToFileURL(join(ROOT, 'scripts/serve_browser.mjs')).href)) as {
+    startDemoServer(o: { port: number }): Promise<DemoServer>;
+  };
   return serve.startDemoServer({ port: 0 });
 }
 
@@ -27,7 +32,14 @@ export async function startDemo(): Promise<DemoServer> {
 export function launchChromium(): Promise<Browser> {
   return chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader', '--ignore-gpu-blocklist'],
+    args: [
+      '--no-sandbox',
+      '--enable-unsafe-webgpu',
+      '--enable-features=Vulkan',
+      '--use-vulkan=swiftshader',
+      '--use-webgpu-adapter=swiftshader',
+      '--ignore-gpu-blocklist',
+    ],
   });
 }
 
@@ -50,7 +62,13 @@ export async function openDemo(browser: Browser, url: string, query = ''): Promi
   page.on('worker', (w) => w.on('console', (m) => m.type() === 'error' && errors.push(`worker: ${m.text()}`)));
   const t0 = Date.now();
   await page.goto(url + query);
-  await page.waitForFunction(() => (window as unknown as { peftDemo?: { ready: boolean; errors: string[] } }).peftDemo?.ready || (window as unknown as { peftDemo?: { errors: string[] } }).peftDemo?.errors.length, null, { timeout: 120_000 });
+  await page.waitForFunction(
+    () =>
+      (window as unknown as { peftDemo?: { ready: boolean; errors: string[] } }).peftDemo?.ready ||
+      (window as unknown as { peftDemo?: { errors: string[] } }).peftDemo?.errors.length,
+    null,
+    { timeout: 120_000 },
+  );
   return { page, errors, loadMs: Date.now() - t0 };
 }
 
@@ -68,7 +86,10 @@ export interface PageSettings {
 }
 
 /** Fills the form, clicks Train and waits for the result (or an error shown by the page). */
-export async function trainInPage(page: Page, s: PageSettings): Promise<{ result: DemoResult; options: Record<string, unknown>; errors: string[] }> {
+export async function trainInPage(
+  page: Page,
+  s: PageSettings,
+): Promise<{ result: DemoResult; options: Record<string, unknown>; errors: string[] }> {
   await page.selectOption('#task', s.task);
   await page.waitForFunction(() => (document.getElementById('prompts') as HTMLTextAreaElement).value.length > 0);
   if (s.prompts) await page.fill('#prompts', s.prompts.map((p) => p.replace(/\n/g, '\\n')).join('\n'));
@@ -80,10 +101,14 @@ export async function trainInPage(page: Page, s: PageSettings): Promise<{ result
   await page.fill('#seed', String(s.seed));
   await page.fill('#maxExamples', String(s.maxExamples));
   await page.click('#train');
-  await page.waitForFunction(() => {
-    const d = (window as unknown as { peftDemo: { result: unknown; errors: string[] } }).peftDemo;
-    return d.result || d.errors.length;
-  }, null, { timeout: 300_000 });
+  await page.waitForFunction(
+    () => {
+      const d = (window as unknown as { peftDemo: { result: unknown; errors: string[] } }).peftDemo;
+      return d.result || d.errors.length;
+    },
+    null,
+    { timeout: 300_000 },
+  );
   return page.evaluate(() => {
     const d = (window as unknown as { peftDemo: { result: DemoResult; options: Record<string, unknown>; errors: string[] } }).peftDemo;
     return { result: d.result, options: d.options, errors: d.errors };

@@ -14,7 +14,11 @@ export const DECODERS_2026: Record<string, DecoderFixture> = {
   qwen3: { adapters: ['lora_attn', 'lora_all_linear_rslora', 'lora_dora'], trace: 'qwen3_lora', trainTargets: null },
   llama3: { adapters: ['lora_attn', 'lora_all_linear_rslora', 'lora_dora'], trace: 'llama3_lora', trainTargets: null },
   gemma3_text: { adapters: ['lora_attn', 'lora_all_linear_rslora', 'lora_dora'], trace: 'gemma3_text_lora', trainTargets: null },
-  phi3: { adapters: ['lora_attn', 'lora_all_linear_rslora', 'lora_dora'], trace: 'phi3_lora_fused', trainTargets: ['qkv_proj', 'gate_up_proj'] },
+  phi3: {
+    adapters: ['lora_attn', 'lora_all_linear_rslora', 'lora_dora'],
+    trace: 'phi3_lora_fused',
+    trainTargets: ['qkv_proj', 'gate_up_proj'],
+  },
   smollm3: { adapters: ['lora_attn', 'lora_all_linear_rslora', 'lora_dora'], trace: 'smollm3_lora', trainTargets: ['q_proj', 'v_proj'] },
 };
 

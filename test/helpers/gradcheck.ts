@@ -57,17 +57,34 @@ export async function gradCheck(
       if (typeof d !== 'number') throw new Error('gradCheck: a non-scalar output must have a static shape');
       return d;
     });
-    const w = g.tensor('weights', 'float64', yShape, randn(rand, yShape.reduce((a, b) => a * b, 1)));
+    const w = g.tensor(
+      'weights',
+      'float64',
+      yShape,
+      randn(
+        rand,
+        yShape.reduce((a, b) => a * b, 1),
+      ),
+    );
     loss = o.sum(o.mul(y, w));
   }
   const keys = Object.keys(params);
-  const grads = grad(loss, keys.map((k) => pv[k]!));
+  const grads = grad(
+    loss,
+    keys.map((k) => pv[k]!),
+  );
   const outputs: Record<string, Value> = { loss };
   keys.forEach((k, i) => (outputs[`grad_${k}`] = grads[i]!));
   const sess = await RuntimeSession.fromGraph(g, outputs, { threads: 1 });
 
   const values: Record<string, Float64Array> = {};
-  for (const [k, s] of Object.entries(params)) values[k] = s.init ?? randn(rand, s.shape.reduce((a, b) => a * b, 1));
+  for (const [k, s] of Object.entries(params))
+    values[k] =
+      s.init ??
+      randn(
+        rand,
+        s.shape.reduce((a, b) => a * b, 1),
+      );
   const feeds = (): Record<string, HostTensor> => {
     const f: Record<string, HostTensor> = {};
     for (const [k, s] of Object.entries(params)) f[k] = { dtype: 'float64', shape: s.shape, data: values[k]! };
@@ -91,7 +108,10 @@ export async function gradCheck(
       const numeric = (up - down) / (2 * eps);
       const a = analytic[i]!;
       const tol = atol + rtol * Math.max(Math.abs(a), Math.abs(numeric));
-      assert.ok(Math.abs(a - numeric) <= tol, `d/d${k}[${i}]: autodiff ${a} vs finite difference ${numeric} (|diff| ${Math.abs(a - numeric)} > ${tol})`);
+      assert.ok(
+        Math.abs(a - numeric) <= tol,
+        `d/d${k}[${i}]: autodiff ${a} vs finite difference ${numeric} (|diff| ${Math.abs(a - numeric)} > ${tol})`,
+      );
     }
   }
   await sess.dispose();

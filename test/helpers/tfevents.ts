@@ -40,13 +40,12 @@ export function decode(buf: Uint8Array): Map<number, (bigint | Uint8Array)[]> {
   return out;
 }
 
-
 /** Every event's step and scalars (the first, file_version event has none). */
 export function readEventScalars(path: string): { step: number; scalars: Record<string, number> }[] {
   const bytes = new Uint8Array(readFileSync(path));
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out: { step: number; scalars: Record<string, number> }[] = [];
-  for (let off = 0; off < bytes.length; ) {
+  for (let off = 0; off < bytes.length;) {
     const len = Number(view.getBigUint64(off, true));
     if (view.getUint32(off + 8, true) !== maskedCrc32c(bytes.subarray(off, off + 8))) throw new Error(`bad length crc at ${off}`);
     const data = bytes.subarray(off + 12, off + 12 + len);

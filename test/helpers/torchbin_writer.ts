@@ -48,7 +48,9 @@ export class Pickle {
   }
   str(s: string): this {
     const b = Buffer.from(s, 'utf8');
-    return this.op(0x58).u32(b.length).op(...b); // BINUNICODE
+    return this.op(0x58)
+      .u32(b.length)
+      .op(...b); // BINUNICODE
   }
   int(n: number): this {
     if (n >= 0 && n < 256) return this.op(0x4b, n); // BININT1
@@ -72,10 +74,14 @@ export class Pickle {
 }
 
 /** The protocol-2 pickle torch.save writes for a dict of tensors (storage keys "0", "1", ...). */
-export function statePickle(tensors: Record<string, BinTensor>, opts: { ordered?: boolean; parameter?: boolean } = {}): { pickle: Uint8Array; storages: Map<string, Uint8Array> } {
+export function statePickle(
+  tensors: Record<string, BinTensor>,
+  opts: { ordered?: boolean; parameter?: boolean } = {},
+): { pickle: Uint8Array; storages: Map<string, Uint8Array> } {
   const p = new Pickle().op(0x80, 2);
   const storages = new Map<string, Uint8Array>();
-  if (opts.ordered ?? true) p.global('collections', 'OrderedDict').put().op(0x29, 0x52).put(); // OrderedDict()
+  if (opts.ordered ?? true)
+    p.global('collections', 'OrderedDict').put().op(0x29, 0x52).put(); // OrderedDict()
   else p.op(0x7d).put(); // EMPTY_DICT
   p.op(0x28); // MARK for SETITEMS
   let key = 0;
@@ -89,7 +95,13 @@ export function statePickle(tensors: Record<string, BinTensor>, opts: { ordered?
     p.global('torch._utils', '_rebuild_tensor_v2').put();
     p.op(0x28); // MARK: args tuple
     // persistent id ('storage', torch.XStorage, key, 'cpu', numel)
-    p.tuple([(q) => q.str('storage'), (q) => q.global('torch', STORAGE[t.dtype]), (q) => q.str(sk), (q) => q.str('cpu'), (q) => q.int(numel)]).op(0x51); // BINPERSID
+    p.tuple([
+      (q) => q.str('storage'),
+      (q) => q.global('torch', STORAGE[t.dtype]),
+      (q) => q.str(sk),
+      (q) => q.str('cpu'),
+      (q) => q.int(numel),
+    ]).op(0x51); // BINPERSID
     p.int(t.view?.offset ?? 0);
     p.tuple(t.shape.map((d) => (q: Pickle) => q.int(d)));
     p.tuple(stride.map((d) => (q: Pickle) => q.int(d)));
@@ -141,9 +153,17 @@ export function zipStored(files: [string, Uint8Array][]): Uint8Array {
 }
 
 /** A torch.save file of the state dict (or of a raw pickle with the given storages). */
-export function torchSaveBytes(tensors: Record<string, BinTensor>, opts: { ordered?: boolean; parameter?: boolean; raw?: Uint8Array; rawStorages?: Map<string, Uint8Array> } = {}): Uint8Array {
-  const { pickle, storages } = opts.raw ? { pickle: opts.raw, storages: opts.rawStorages ?? new Map<string, Uint8Array>() } : statePickle(tensors, opts);
-  const files: [string, Uint8Array][] = [['archive/data.pkl', pickle], ['archive/byteorder', Buffer.from('little')]];
+export function torchSaveBytes(
+  tensors: Record<string, BinTensor>,
+  opts: { ordered?: boolean; parameter?: boolean; raw?: Uint8Array; rawStorages?: Map<string, Uint8Array> } = {},
+): Uint8Array {
+  const { pickle, storages } = opts.raw
+    ? { pickle: opts.raw, storages: opts.rawStorages ?? new Map<string, Uint8Array>() }
+    : statePickle(tensors, opts);
+  const files: [string, Uint8Array][] = [
+    ['archive/data.pkl', pickle],
+    ['archive/byteorder', Buffer.from('little')],
+  ];
   for (const [k, d] of storages) files.push([`archive/data/${k}`, d]);
   files.push(['archive/version', Buffer.from('3\n')]);
   return zipStored(files);

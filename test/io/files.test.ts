@@ -25,10 +25,19 @@ test('readJsonObject returns the object and raises the caller error for each mis
     ];
     for (const [name, text, re] of cases) {
       if (text !== undefined) await writeFile(join(dir, name), text);
-      await assert.rejects(readJsonObject(join(dir, name), (m) => new CallerError(m)), (e: unknown) => e instanceof CallerError && re.test(e.message) && !e.message.includes('\n'));
+      await assert.rejects(
+        readJsonObject(join(dir, name), (m) => new CallerError(m)),
+        (e: unknown) => e instanceof CallerError && re.test(e.message) && !e.message.includes('\n'),
+      );
     }
-    await assert.rejects(readJsonObject(dir, (m) => new CallerError(m)), (e: unknown) => e instanceof CallerError && /is a folder, not a file/.test(e.message));
-    await assert.rejects(readJsonObject(ok, (m) => new CallerError(m), 10), (e: unknown) => e instanceof CallerError && /above the 10-byte limit/.test(e.message));
+    await assert.rejects(
+      readJsonObject(dir, (m) => new CallerError(m)),
+      (e: unknown) => e instanceof CallerError && /is a folder, not a file/.test(e.message),
+    );
+    await assert.rejects(
+      readJsonObject(ok, (m) => new CallerError(m), 10),
+      (e: unknown) => e instanceof CallerError && /above the 10-byte limit/.test(e.message),
+    );
     assert.equal(await readSmallTextFile(ok, 1000, (m) => new CallerError(m)), '{"r": 8, "target_modules": ["q_proj"]}');
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -12,7 +12,14 @@ import { join } from 'node:path';
 import { PeftError } from '../../src/errors.js';
 import { ConfigError } from '../../src/io/hfconfig.js';
 import { parseConfig, loadConfig } from '../../src/models/config.js';
-import { SafetensorsError, readSafetensors, writeSafetensors, type RawTensor, fromTypedArray, toFloat32 } from '../../src/io/safetensors.js';
+import {
+  SafetensorsError,
+  readSafetensors,
+  writeSafetensors,
+  type RawTensor,
+  fromTypedArray,
+  toFloat32,
+} from '../../src/io/safetensors.js';
 import { ChatTemplateError, Tokenizer, TokenizerLoadError } from '../../src/io/tokenizer.js';
 import { regexProblem } from '../../src/io/tokenizer_limits.js';
 import { loadModel } from '../../src/models/load.js';
@@ -76,13 +83,29 @@ test('config: num_labels 1e9 and num_hidden_layers 1e9 are ConfigErrors at once 
   delete base.id2label;
   delete base.label2id;
   const t0 = performance.now();
-  assert.throws(() => parseConfig({ ...base, num_labels: 1e9 }), (e: unknown) => e instanceof ConfigError && /num_labels is 1000000000/.test(e.message));
-  assert.throws(() => parseConfig({ ...base, num_hidden_layers: 1e9 }), (e: unknown) => e instanceof ConfigError && e.field === 'num_hidden_layers');
+  assert.throws(
+    () => parseConfig({ ...base, num_labels: 1e9 }),
+    (e: unknown) => e instanceof ConfigError && /num_labels is 1000000000/.test(e.message),
+  );
+  assert.throws(
+    () => parseConfig({ ...base, num_hidden_layers: 1e9 }),
+    (e: unknown) => e instanceof ConfigError && e.field === 'num_hidden_layers',
+  );
   assert.throws(() => parseConfig({ ...base, vocab_size: 2 ** 40 }), ConfigError);
   assert.throws(() => parseConfig({ ...base, id2label: { '1000000000': 'x' } }), ConfigError);
   assert.ok(performance.now() - t0 < 500);
   // Sizes of real models stay accepted.
-  assert.equal(parseConfig({ ...base, num_hidden_layers: 126, vocab_size: 262144, hidden_size: 16384, num_attention_heads: 128, intermediate_size: 53248 }).numHiddenLayers, 126);
+  assert.equal(
+    parseConfig({
+      ...base,
+      num_hidden_layers: 126,
+      vocab_size: 262144,
+      hidden_size: 16384,
+      num_attention_heads: 128,
+      intermediate_size: 53248,
+    }).numHiddenLayers,
+    126,
+  );
 });
 
 test('config vs weights: layers, hidden size, vocabulary, positions and norms are checked before the model is built', async () => {
@@ -114,7 +137,14 @@ test('config vs weights: layers, hidden size, vocabulary, positions and norms ar
     await rm(dir, { recursive: true, force: true });
   }
   // The same function on header shapes alone (no files): per-head norms may be head_dim long.
-  const cfg = parseConfig({ model_type: 'llama', hidden_size: 64, num_attention_heads: 4, num_hidden_layers: 1, vocab_size: 10, intermediate_size: 8 });
+  const cfg = parseConfig({
+    model_type: 'llama',
+    hidden_size: 64,
+    num_attention_heads: 4,
+    num_hidden_layers: 1,
+    vocab_size: 10,
+    intermediate_size: 8,
+  });
   const shapes = new Map<string, number[]>([
     ['model.embed_tokens.weight', [10, 64]],
     ['model.layers.0.self_attn.q_norm.weight', [16]],
@@ -137,7 +167,9 @@ test('tokenizer: token ids of 1e9 and catastrophic regexes are refused at load, 
       await writeFile(file, original);
       await editJson(file, edit);
     };
-    await withJson((j) => j.added_tokens.push({ id: 1e9, content: '<x>', special: true, single_word: false, lstrip: false, rstrip: false, normalized: false }));
+    await withJson((j) =>
+      j.added_tokens.push({ id: 1e9, content: '<x>', special: true, single_word: false, lstrip: false, rstrip: false, normalized: false }),
+    );
     await rejectsWithin(1000, () => Tokenizer.fromDir(dir), TokenizerLoadError, /id 1000000000/);
     await withJson((j) => (j.model.vocab['hello'] = 1e9));
     await rejectsWithin(1000, () => Tokenizer.fromDir(dir), TokenizerLoadError, /model\.vocab/);
@@ -149,9 +181,16 @@ test('tokenizer: token ids of 1e9 and catastrophic regexes are refused at load, 
     await withJson((j) => (j.normalizer = { type: 'Replace', pattern: { Regex: '(\\w|\\d)*x' }, content: '' }));
     await rejectsWithin(1000, () => Tokenizer.fromDir(dir), TokenizerLoadError, /exponential/);
     // A real pre-tokenizer pattern (Llama 3's) is accepted and runs in bounded time on adversarial text.
-    const llama3 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    const llama3 =
+      "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
     assert.equal(regexProblem(llama3), undefined);
-    await withJson((j) => (j.pre_tokenizer = { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: llama3 }, behavior: 'Isolated', invert: false }, j.pre_tokenizer] }));
+    await withJson(
+      (j) =>
+        (j.pre_tokenizer = {
+          type: 'Sequence',
+          pretokenizers: [{ type: 'Split', pattern: { Regex: llama3 }, behavior: 'Isolated', invert: false }, j.pre_tokenizer],
+        }),
+    );
     const tok = await Tokenizer.fromDir(dir);
     const t0 = performance.now();
     for (const s of [' '.repeat(100_000) + 'x', 'a'.repeat(100_000) + '!', '\n'.repeat(50_000) + ' x', "'".repeat(100_000)]) tok.encode(s);
@@ -166,7 +205,10 @@ test('chat template: range(1e9), nested loops, doubling strings/lists and huge i
   const msgs = [{ role: 'user', content: 'hi' }];
   const t0 = performance.now();
   const hostile = (chatTemplate: string, limits?: Record<string, number>) =>
-    assert.throws(() => tok.applyChatTemplate(msgs, { chatTemplate, ...(limits ? { limits } : {}) }), (e: unknown) => e instanceof ChatTemplateError && /stopped|refused/.test(e.message));
+    assert.throws(
+      () => tok.applyChatTemplate(msgs, { chatTemplate, ...(limits ? { limits } : {}) }),
+      (e: unknown) => e instanceof ChatTemplateError && /stopped|refused/.test(e.message),
+    );
   hostile('{% for i in range(1000000000) %}x{% endfor %}');
   hostile('{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}', { timeoutMs: 300 });
   hostile('{% set ns = namespace(s="xxxxxxxxxxxxxxxx") %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}');
@@ -177,44 +219,57 @@ test('chat template: range(1e9), nested loops, doubling strings/lists and huge i
   assert.ok(performance.now() - t0 < 5000, `hostile templates took ${performance.now() - t0} ms`);
   // Ordinary templates render as before, with the globals transformers passes.
   const ok = tok.applyChatTemplate(msgs, {
-    chatTemplate: '{% for m in messages %}<{{ m.role }}>{{ m.content|trim }}{% endfor %}{{ range(3)|join(",") }}{{ messages|tojson(indent=2)|length > 0 }}{% if false %}{{ raise_exception("no") }}{% endif %}',
+    chatTemplate:
+      '{% for m in messages %}<{{ m.role }}>{{ m.content|trim }}{% endfor %}{{ range(3)|join(",") }}{{ messages|tojson(indent=2)|length > 0 }}{% if false %}{{ raise_exception("no") }}{% endif %}',
   });
   assert.equal(ok, '<user>hi0,1,2true');
   assert.throws(() => tok.applyChatTemplate(msgs, { chatTemplate: '{{ raise_exception("bad role") }}' }), /bad role/);
 });
 
-test('paths: a FIFO, a folder or a device where a file is expected is refused without blocking', { skip: hasMkfifo ? false : 'mkfifo is not available here' }, async () => {
-  const dir = await copyModel(GPT2);
-  try {
-    for (const f of ['config.json', 'tokenizer.json', 'model.safetensors']) {
-      await rm(join(dir, f));
-      execFileSync('mkfifo', [join(dir, f)]);
+test(
+  'paths: a FIFO, a folder or a device where a file is expected is refused without blocking',
+  { skip: hasMkfifo ? false : 'mkfifo is not available here' },
+  async () => {
+    const dir = await copyModel(GPT2);
+    try {
+      for (const f of ['config.json', 'tokenizer.json', 'model.safetensors']) {
+        await rm(join(dir, f));
+        execFileSync('mkfifo', [join(dir, f)]);
+      }
+      await rejectsWithin(2000, () => loadConfig(dir), ConfigError, /named pipe/);
+      await rejectsWithin(2000, () => Tokenizer.fromDir(dir), TokenizerLoadError, /named pipe/);
+      const { SafetensorsFile } = await import('../../src/io/safetensors.js');
+      await rejectsWithin(2000, () => SafetensorsFile.open(join(dir, 'model.safetensors')), SafetensorsError, /named pipe/);
+      execFileSync('mkfifo', [join(dir, 'data.jsonl')]);
+      await rejectsWithin(2000, () => readJsonl(join(dir, 'data.jsonl')), DatasetError, /named pipe/);
+      await rejectsWithin(2000, () => readJsonl(dir), DatasetError, /folder/);
+      await rejectsWithin(2000, () => readJsonl('/dev/zero'), DatasetError, /character device/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
-    await rejectsWithin(2000, () => loadConfig(dir), ConfigError, /named pipe/);
-    await rejectsWithin(2000, () => Tokenizer.fromDir(dir), TokenizerLoadError, /named pipe/);
-    const { SafetensorsFile } = await import('../../src/io/safetensors.js');
-    await rejectsWithin(2000, () => SafetensorsFile.open(join(dir, 'model.safetensors')), SafetensorsError, /named pipe/);
-    execFileSync('mkfifo', [join(dir, 'data.jsonl')]);
-    await rejectsWithin(2000, () => readJsonl(join(dir, 'data.jsonl')), DatasetError, /named pipe/);
-    await rejectsWithin(2000, () => readJsonl(dir), DatasetError, /folder/);
-    await rejectsWithin(2000, () => readJsonl('/dev/zero'), DatasetError, /character device/);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+  },
+);
 
 test('jsonl: a BOM is skipped, invalid UTF-8 and over-long lines are DatasetErrors naming file and line', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'peft-jsonl-'));
   try {
     const f = join(dir, 'd.jsonl');
     await writeFile(f, Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"text": "a"}\n{"text": "b"}\n')]));
-    assert.deepEqual((await readJsonl(f)).map((r) => r.value.text), ['a', 'b']);
+    assert.deepEqual(
+      (await readJsonl(f)).map((r) => r.value.text),
+      ['a', 'b'],
+    );
     // "café" in Latin-1 on line 2.
     await writeFile(f, Buffer.concat([Buffer.from('{"text": "a"}\n{"text": "caf'), Buffer.from([0xe9]), Buffer.from('"}\n')]));
     await rejectsWithin(1000, () => readJsonl(f), DatasetError, /d\.jsonl:2: the line is not valid UTF-8 \(byte 0xe9/);
     // A 10 MB line is refused at once (it took a minute and gigabytes to tokenize).
     await writeFile(f, `{"text": "ok"}\n{"text": "${'x'.repeat(10_000_000)}"}\n`);
-    await rejectsWithin(3000, () => readJsonl(f), DatasetError, new RegExp(`d\\.jsonl:2: the line is 10000012 characters long, above the limit of ${MAX_JSONL_LINE_CHARS}`));
+    await rejectsWithin(
+      3000,
+      () => readJsonl(f),
+      DatasetError,
+      new RegExp(`d\\.jsonl:2: the line is 10000012 characters long, above the limit of ${MAX_JSONL_LINE_CHARS}`),
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -222,13 +277,22 @@ test('jsonl: a BOM is skipped, invalid UTF-8 and over-long lines are DatasetErro
 
 test('runtime and forward: --threads beyond the cores, out-of-range token ids and labels are typed errors before ONNX Runtime runs', async () => {
   const model = await loadModel(GPT2);
-  await assert.rejects(ForwardSession.create(model, { runtime: { threads: 100000 } }), (e: unknown) => e instanceof RuntimeError && new RegExp(`from 1 to ${os.availableParallelism()}`).test(e.message));
+  await assert.rejects(
+    ForwardSession.create(model, { runtime: { threads: 100000 } }),
+    (e: unknown) => e instanceof RuntimeError && new RegExp(`from 1 to ${os.availableParallelism()}`).test(e.message),
+  );
   const fwd = await ForwardSession.create(model, { loss: true, runtime: { threads: 1 } });
   try {
     const ids = (xs: number[]) => ({ dtype: 'int64' as const, shape: [1, xs.length], data: BigInt64Array.from(xs.map(BigInt)) });
     const mask = ids([1, 1, 1]);
-    await assert.rejects(fwd.run({ inputIds: ids([1, 557, 2]), attentionMask: mask, labels: ids([1, 2, 3]) }), (e: unknown) => e instanceof GenerationError && /input_ids holds 557/.test(e.message));
-    await assert.rejects(fwd.run({ inputIds: ids([1, 2, 3]), attentionMask: mask, labels: ids([1, 100000, 3]) }), (e: unknown) => e instanceof GenerationError && /labels holds 100000/.test(e.message));
+    await assert.rejects(
+      fwd.run({ inputIds: ids([1, 557, 2]), attentionMask: mask, labels: ids([1, 2, 3]) }),
+      (e: unknown) => e instanceof GenerationError && /input_ids holds 557/.test(e.message),
+    );
+    await assert.rejects(
+      fwd.run({ inputIds: ids([1, 2, 3]), attentionMask: mask, labels: ids([1, 100000, 3]) }),
+      (e: unknown) => e instanceof GenerationError && /labels holds 100000/.test(e.message),
+    );
     await assert.rejects(fwd.run({ inputIds: ids([1, 2, 3]), attentionMask: mask, labels: ids([1, -5, 3]) }), GenerationError);
     const ok = await fwd.run({ inputIds: ids([1, 2, 3]), attentionMask: mask, labels: ids([-100, 2, 3]) });
     assert.ok(Number.isFinite(ok.loss));
@@ -257,8 +321,14 @@ test('NaN/Inf weights: generate and save (merge) refuse instead of exiting 0 wit
     });
     const model = await loadModel(dir);
     const gen = await Generator.create(model, { runtime: { threads: 1 } });
-    await assert.rejects(gen.generate([1, 2, 3], { maxNewTokens: 3 }), (e: unknown) => e instanceof GenerationError && /NaN/.test(e.message));
-    await assert.rejects(saveModelPretrained(model, join(out, 'merged')), (e: unknown) => e instanceof AdapterError && /ln_f\.weight holds NaN at element 3/.test(e.message));
+    await assert.rejects(
+      gen.generate([1, 2, 3], { maxNewTokens: 3 }),
+      (e: unknown) => e instanceof GenerationError && /NaN/.test(e.message),
+    );
+    await assert.rejects(
+      saveModelPretrained(model, join(out, 'merged')),
+      (e: unknown) => e instanceof AdapterError && /ln_f\.weight holds NaN at element 3/.test(e.message),
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
     await rm(out, { recursive: true, force: true });

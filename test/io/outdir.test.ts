@@ -10,7 +10,16 @@ import { mkdtemp } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isTempName, removeTempFiles, tempPathFor, writeFileAtomic, WriteError } from '../../src/io/atomic.js';
-import { FolderLockedError, LOCK_FILE, OUTPUT_MARKER, OutputFolderError, checkOutputDir, claimOutputDir, readOutputMarker, withOutputDir } from '../../src/io/outdir.js';
+import {
+  FolderLockedError,
+  LOCK_FILE,
+  OUTPUT_MARKER,
+  OutputFolderError,
+  checkOutputDir,
+  claimOutputDir,
+  readOutputMarker,
+  withOutputDir,
+} from '../../src/io/outdir.js';
 import { PeftError } from '../../src/errors.js';
 
 const temp = () => mkdtemp(join(tmpdir(), 'peft-outdir-'));
@@ -32,7 +41,13 @@ test('a command writes into a new, empty or its own folder, never into one holdi
   writeFileSync(join(model, 'config.json'), '{}');
   writeFileSync(join(model, 'model.safetensors'), 'x');
   for (const overwrite of [false, true]) {
-    assert.throws(() => checkOutputDir(model, { ...o, overwrite }), (e: unknown) => e instanceof OutputFolderError && e instanceof PeftError && /holds a model, which peft quantize did not write; choose a new or empty folder/.test(e.message));
+    assert.throws(
+      () => checkOutputDir(model, { ...o, overwrite }),
+      (e: unknown) =>
+        e instanceof OutputFolderError &&
+        e instanceof PeftError &&
+        /holds a model, which peft quantize did not write; choose a new or empty folder/.test(e.message),
+    );
   }
   const adapter = join(root, 'adapter');
   mkdirSync(adapter);
@@ -56,7 +71,7 @@ test('a command writes into a new, empty or its own folder, never into one holdi
   assert.deepEqual(readdirSync(own).sort(), [OUTPUT_MARKER, 'other.safetensors'].sort(), 'replacing clears the earlier output');
 });
 
-test('the lock: a live holder refuses a second writer at once; a dead holder\'s lock is taken over', async () => {
+test("the lock: a live holder refuses a second writer at once; a dead holder's lock is taken over", async () => {
   const root = await temp();
   const dir = join(root, 'run');
   const first = await claimOutputDir(dir, { command: 'train' });
@@ -65,7 +80,11 @@ test('the lock: a live holder refuses a second writer at once; a dead holder\'s 
   mkdirSync(dir, { recursive: true });
   const lock = (pid: number) => JSON.stringify({ pid, host: hostname(), boot: null, start: null, command: 'train', since: 'earlier' });
   writeFileSync(join(dir, LOCK_FILE), lock(process.ppid));
-  assert.throws(() => checkOutputDir(dir, { command: 'train', continueOwn: true }), (e: unknown) => e instanceof FolderLockedError && new RegExp(`being written by another peft train \\(pid ${process.ppid}`).test(e.message));
+  assert.throws(
+    () => checkOutputDir(dir, { command: 'train', continueOwn: true }),
+    (e: unknown) =>
+      e instanceof FolderLockedError && new RegExp(`being written by another peft train \\(pid ${process.ppid}`).test(e.message),
+  );
   await assert.rejects(claimOutputDir(dir, { command: 'train', continueOwn: true }), FolderLockedError);
   // a lock whose process is gone (killed) is stale
   const dead = deadPid();
@@ -95,7 +114,7 @@ test('temp files of interrupted writes are removed on the next claim, never thos
   await (await claimOutputDir(dir, { command: 'train', continueOwn: true })).release();
   assert.equal(existsSync(staleFile), false);
   assert.equal(existsSync(staleCkpt), false);
-  assert.equal(existsSync(live), true, 'a live process\'s temp file is left alone');
+  assert.equal(existsSync(live), true, "a live process's temp file is left alone");
   assert.deepEqual(await removeTempFiles(dir), []);
 });
 
@@ -106,7 +125,10 @@ test('writeFileAtomic replaces whole files and fails as a typed error without le
   await writeFileAtomic(p, new TextEncoder().encode('two'));
   await writeFileAtomic(p, async (fh) => void (await fh.writeFile('three')));
   assert.equal(readFileSync(p, 'utf8'), 'three');
-  await assert.rejects(writeFileAtomic(join(dir, 'missing', 'b.json'), 'x'), (e: unknown) => e instanceof WriteError && /cannot write .*b\.json/.test((e as Error).message));
+  await assert.rejects(
+    writeFileAtomic(join(dir, 'missing', 'b.json'), 'x'),
+    (e: unknown) => e instanceof WriteError && /cannot write .*b\.json/.test((e as Error).message),
+  );
   await assert.rejects(
     writeFileAtomic(p, async () => {
       throw new Error('disk on fire');

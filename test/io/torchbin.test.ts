@@ -25,11 +25,11 @@ function sample(): Record<string, BinTensor> {
   const bf16 = new Uint8Array(new Uint16Array([0x3f80, 0x4040]).buffer); // 1, 3
   return {
     'base_model.model.a.lora_A.weight': { dtype: 'F32', shape: [2, 3], data: f32([1, 2, 3, 4, 5, 6]) },
-    'h': { dtype: 'F16', shape: [3], data: f16 },
-    'b': { dtype: 'BF16', shape: [2], data: bf16 },
-    'ids': { dtype: 'I64', shape: [2], data: new Uint8Array(new BigInt64Array([7n, -1n]).buffer) },
+    h: { dtype: 'F16', shape: [3], data: f16 },
+    b: { dtype: 'BF16', shape: [2], data: bf16 },
+    ids: { dtype: 'I64', shape: [2], data: new Uint8Array(new BigInt64Array([7n, -1n]).buffer) },
     // the transpose of the first tensor: same storage "0", stride (1, 3)
-    't': { dtype: 'F32', shape: [3, 2], data: new Uint8Array(0), view: { storageKey: '0', stride: [1, 3], offset: 0 } },
+    t: { dtype: 'F32', shape: [3, 2], data: new Uint8Array(0), view: { storageKey: '0', stride: [1, 3], offset: 0 } },
   };
 }
 
@@ -53,14 +53,30 @@ function callingPickle(module: string, name: string): Uint8Array {
 }
 
 test('pickles referencing anything but tensors and containers are refused by name, never run', () => {
-  for (const [m, n] of [['os', 'system'], ['builtins', 'eval'], ['posix', 'system'], ['torch', 'load'], ['collections', 'namedtuple']]) {
-    assert.throws(() => parseTorchBin(Buffer.from(torchSaveBytes({}, { raw: callingPickle(m, n) })), 'evil.bin'), (e: unknown) => e instanceof TorchBinError && e.message.includes(`${m}.${n}`) && /refusing/.test(e.message));
+  for (const [m, n] of [
+    ['os', 'system'],
+    ['builtins', 'eval'],
+    ['posix', 'system'],
+    ['torch', 'load'],
+    ['collections', 'namedtuple'],
+  ]) {
+    assert.throws(
+      () => parseTorchBin(Buffer.from(torchSaveBytes({}, { raw: callingPickle(m, n) })), 'evil.bin'),
+      (e: unknown) => e instanceof TorchBinError && e.message.includes(`${m}.${n}`) && /refusing/.test(e.message),
+    );
   }
   // STACK_GLOBAL spelling of the same, INST/OBJ opcodes, and BUILD on a non-dict.
   const stackGlobal = new Pickle().op(0x80, 4).str('os').str('system').op(0x93, 0x2e).bytes();
   assert.throws(() => parseTorchBin(Buffer.from(torchSaveBytes({}, { raw: stackGlobal })), 'evil.bin'), /os\.system/);
-  const inst = new Pickle().op(0x80, 2, 0x28).op(0x69, ...Buffer.from('os\nsystem\n')).op(0x2e).bytes();
-  assert.throws(() => parseTorchBin(Buffer.from(torchSaveBytes({}, { raw: inst })), 'evil.bin'), (e: unknown) => e instanceof TorchBinError && /opcode 0x69/.test((e as Error).message));
+  const inst = new Pickle()
+    .op(0x80, 2, 0x28)
+    .op(0x69, ...Buffer.from('os\nsystem\n'))
+    .op(0x2e)
+    .bytes();
+  assert.throws(
+    () => parseTorchBin(Buffer.from(torchSaveBytes({}, { raw: inst })), 'evil.bin'),
+    (e: unknown) => e instanceof TorchBinError && /opcode 0x69/.test((e as Error).message),
+  );
   const build = new Pickle().op(0x80, 2, 0x5d, 0x7d, 0x62, 0x2e).bytes();
   assert.throws(() => parseTorchBin(Buffer.from(torchSaveBytes({}, { raw: build })), 'evil.bin'), /BUILD/);
   // A top level that is not a dict of tensors.
@@ -71,10 +87,19 @@ test('pickles referencing anything but tensors and containers are refused by nam
 test('storages, offsets and strides are checked against the zip entries before anything is copied', () => {
   const big = { w: { dtype: 'F32', shape: [1000, 1000], data: f32([1, 2]), view: undefined } } as Record<string, BinTensor>;
   // the pickle says 1e6 elements, the entry holds 2
-  assert.throws(() => parseTorchBin(Buffer.from(torchSaveBytes(big)), 'x.bin'), (e: unknown) => e instanceof TorchBinError && /holds 8 bytes/.test((e as Error).message));
-  const outOfRange: Record<string, BinTensor> = { a: { dtype: 'F32', shape: [2], data: f32([1, 2]) }, v: { dtype: 'F32', shape: [2], data: new Uint8Array(0), view: { storageKey: '0', stride: [1], offset: 1 } } };
+  assert.throws(
+    () => parseTorchBin(Buffer.from(torchSaveBytes(big)), 'x.bin'),
+    (e: unknown) => e instanceof TorchBinError && /holds 8 bytes/.test((e as Error).message),
+  );
+  const outOfRange: Record<string, BinTensor> = {
+    a: { dtype: 'F32', shape: [2], data: f32([1, 2]) },
+    v: { dtype: 'F32', shape: [2], data: new Uint8Array(0), view: { storageKey: '0', stride: [1], offset: 1 } },
+  };
   assert.throws(() => parseTorchBin(Buffer.from(torchSaveBytes(outOfRange)), 'x.bin'), /reads element 2 of a storage of 2/);
-  const broadcast: Record<string, BinTensor> = { a: { dtype: 'F32', shape: [1], data: f32([1]) }, v: { dtype: 'F32', shape: [1_000_000_000], data: new Uint8Array(0), view: { storageKey: '0', stride: [0], offset: 0 } } };
+  const broadcast: Record<string, BinTensor> = {
+    a: { dtype: 'F32', shape: [1], data: f32([1]) },
+    v: { dtype: 'F32', shape: [1_000_000_000], data: new Uint8Array(0), view: { storageKey: '0', stride: [0], offset: 0 } },
+  };
   assert.throws(() => parseTorchBin(Buffer.from(torchSaveBytes(broadcast)), 'x.bin'), /broadcast views are not read/);
   assert.throws(() => parseTorchBin(Buffer.from('not a zip at all, just text padding it out'), 'x.bin'), /not a zip archive/);
 });
@@ -91,7 +116,12 @@ test('fuzz: damaged archives raise TorchBinError or load consistently, quickly',
     try {
       const got = parseTorchBin(Buffer.from(bytes), 'fuzz.bin');
       loaded++;
-      for (const [k, t] of got) assert.equal(t.data.byteLength, t.shape.reduce((a, b) => a * b, 1) * { F32: 4, F16: 2, BF16: 2, F64: 8, I64: 8, I32: 4, I8: 1, U8: 1, BOOL: 1 }[t.dtype], `${what}: ${k}`);
+      for (const [k, t] of got)
+        assert.equal(
+          t.data.byteLength,
+          t.shape.reduce((a, b) => a * b, 1) * { F32: 4, F16: 2, BF16: 2, F64: 8, I64: 8, I32: 4, I8: 1, U8: 1, BOOL: 1 }[t.dtype],
+          `${what}: ${k}`,
+        );
     } catch (e) {
       assert.ok(e instanceof TorchBinError, `${what}: threw ${String(e)}`);
     }
@@ -125,10 +155,17 @@ test('adapter folders with adapter_model.bin or a sharded index load like adapte
     const weightMap = (ext: string) => Object.fromEntries(keys.map((k, j) => [k, `adapter_model-0000${(j % 2) + 1}-of-00002.${ext}`]));
     for (const i of [0, 1]) {
       await writeFile(join(folders.binIndex, `adapter_model-0000${i + 1}-of-00002.bin`), torchSaveBytes(half(i)));
-      await writeSafetensors(join(folders.stIndex, `adapter_model-0000${i + 1}-of-00002.safetensors`), new Map(Object.entries(half(i)).map(([k, t]) => [k, { dtype: t.dtype, shape: t.shape, data: t.data }])), { format: 'pt' });
+      await writeSafetensors(
+        join(folders.stIndex, `adapter_model-0000${i + 1}-of-00002.safetensors`),
+        new Map(Object.entries(half(i)).map(([k, t]) => [k, { dtype: t.dtype, shape: t.shape, data: t.data }])),
+        { format: 'pt' },
+      );
     }
     await writeFile(join(folders.binIndex, 'adapter_model.bin.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap('bin') }));
-    await writeFile(join(folders.stIndex, 'adapter_model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap('safetensors') }));
+    await writeFile(
+      join(folders.stIndex, 'adapter_model.safetensors.index.json'),
+      JSON.stringify({ metadata: {}, weight_map: weightMap('safetensors') }),
+    );
     const batch = await fixtureBatch('llama');
     const want = (await forwardOnce(await PeftModel.fromPretrained(await loadModel(fixturePath('models', 'llama')), src), batch)).logits;
     for (const [label, f] of Object.entries(folders)) {

@@ -9,7 +9,24 @@ import { join } from 'node:path';
 
 test("import 'peft-ts' gives the public API, and it loads, adapts, saves and reloads", async () => {
   const peft = await import('peft-ts');
-  for (const name of ['loadModel', 'getPeftModel', 'loadAdapter', 'createAdapter', 'Trainer', 'Generator', 'generate', 'loadDataset', 'AdamW', 'quantize4bit', 'runQuickstart', 'runComparison', 'Tokenizer', 'grad', 'Graph', 'RuntimeSession']) {
+  for (const name of [
+    'loadModel',
+    'getPeftModel',
+    'loadAdapter',
+    'createAdapter',
+    'Trainer',
+    'Generator',
+    'generate',
+    'loadDataset',
+    'AdamW',
+    'quantize4bit',
+    'runQuickstart',
+    'runComparison',
+    'Tokenizer',
+    'grad',
+    'Graph',
+    'RuntimeSession',
+  ]) {
     assert.equal(typeof (peft as Record<string, unknown>)[name], 'function', name);
   }
   const base = await peft.loadModel(peft.bundledModelDir());

@@ -217,7 +217,11 @@ test('edge cases: all-zero blocks, odd sizes, partial blocks, invalid input', ()
   assert.throws(() => quantize4bit(new Float32Array(64), [64], { blockSize: 48 }), QuantizationError);
   assert.throws(() => quantize4bit(new Float32Array(64), [65]), QuantizationError);
   for (const bs of [16, 128, 4096]) {
-    const r = quantize4bit(Float32Array.from({ length: 5000 }, (_, i) => Math.cos(i)), [50, 100], { blockSize: bs });
+    const r = quantize4bit(
+      Float32Array.from({ length: 5000 }, (_, i) => Math.cos(i)),
+      [50, 100],
+      { blockSize: bs },
+    );
     assert.equal(blockAbsmax(r.absmax).length, Math.ceil(5000 / bs));
   }
 });

@@ -55,13 +55,20 @@ test('ONNX Runtime (graph optimization "all") keeps only the 4-bit data: no fold
   try {
     const N = 512;
     const K = 512;
-    const q = quantize4bit(Float32Array.from({ length: N * K }, (_, i) => Math.cos(i)), [N, K]);
+    const q = quantize4bit(
+      Float32Array.from({ length: N * K }, (_, i) => Math.cos(i)),
+      [N, K],
+    );
     for (const unpack of ['pairs', 'bitops'] as const) {
       const g = new Graph();
       const x = g.input('x', 'float32', ['batch', K]);
       const y = o.matmulT(x, dequantizeInGraph(g, 'w', q, { unpack, after: x }));
       const path = join(dir, `${unpack}.onnx`);
-      const s = await RuntimeSession.fromGraph(g, { y }, { threads: 1, graphOptimization: 'all', sessionConfig: { 'session.optimized_model_filepath': path } });
+      const s = await RuntimeSession.fromGraph(
+        g,
+        { y },
+        { threads: 1, graphOptimization: 'all', sessionConfig: { 'session.optimized_model_filepath': path } },
+      );
       // a folded weight would be N*K*4 = 1 MiB of initializer in the optimized model
       assert.ok(statSync(path).size < 16 * 1024, `${unpack}: optimized model is ${statSync(path).size} bytes`);
       assert.equal(s.memory.constantInputs, 3, 'packed codes, absmax codes and nested absmax are fed from their arrays');

@@ -50,13 +50,20 @@ for (const family of ['gpt2', 'llama'] as const) {
   test(`${family}: a LoRA step on the int8 base has the float32 step's loss (1%) and gradients (cosine > 0.999)`, async () => {
     const base = await loadModel(fixturePath('models', family));
     const targets = family === 'gpt2' ? ['c_attn', 'c_proj', 'c_fc'] : ['q_proj', 'v_proj', 'down_proj'];
-    const model = await createAdapter(base, { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: targets, task_type: 'CAUSAL_LM' }, { seed: 7 });
+    const model = await createAdapter(
+      base,
+      { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: targets, task_type: 'CAUSAL_LM' },
+      { seed: 7 },
+    );
     const params = model.parameters();
     // non-zero B, so that A gets a gradient too (peft starts B at zero)
     let s = 1;
     for (const [name, p] of params) if (name.includes('lora_B')) p.data.forEach((_, i) => (p.data[i] = Math.sin(s++ * 0.7) * 0.05));
     const ids = (b: number) => Array.from({ length: 24 }, (_, i) => (31 * b + 7 * i + 3) % base.vocabSize);
-    const batch = collate([0, 1, 2].map((b) => ({ inputIds: ids(b), labels: ids(b) })), 0);
+    const batch = collate(
+      [0, 1, 2].map((b) => ({ inputIds: ids(b), labels: ids(b) })),
+      0,
+    );
     const fp32 = await TrainStep.compile(model, { threads: 1 });
     const int8 = await TrainStep.compile(model, { threads: 1, basePrecision: 'int8' });
     const a = await fp32.run(batch, params);
@@ -68,7 +75,10 @@ for (const family of ['gpt2', 'llama'] as const) {
     let minCos = 1;
     for (const [name, g] of a.grads) {
       const h = b.grads.get(name)!;
-      assert.ok(h.some((x) => x !== 0), `${name}: no gradient on the int8 base`);
+      assert.ok(
+        h.some((x) => x !== 0),
+        `${name}: no gradient on the int8 base`,
+      );
       minCos = Math.min(minCos, cosine(g, h));
     }
     assert.ok(minCos > 0.999, `smallest gradient cosine ${minCos}`);

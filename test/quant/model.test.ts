@@ -13,7 +13,10 @@ import { toFloat32 } from '../../src/io/safetensors.js';
 import { QuantizationError } from '../../src/quant/errors.js';
 import { fixturePath, host, maxAbsDiff, readTensors } from '../helpers/fixtures.js';
 
-async function forward(model: PretrainedModel, batch: Map<string, import('../../src/io/safetensors.js').RawTensor>): Promise<{ logits: HostTensor; loss: number }> {
+async function forward(
+  model: PretrainedModel,
+  batch: Map<string, import('../../src/io/safetensors.js').RawTensor>,
+): Promise<{ logits: HostTensor; loss: number }> {
   const g = new Graph();
   const ctx = new BuildContext(g, model.weights);
   const inputIds = g.input('input_ids', 'int64', ['batch', 'seq']);
@@ -23,7 +26,11 @@ async function forward(model: PretrainedModel, batch: Map<string, import('../../
   const fetch: Record<string, Value> = { logits: out.logits, loss: model.loss(out.logits, labels) };
   const s = await RuntimeSession.fromGraph(g, fetch, { threads: 1 });
   try {
-    const r = await s.run({ input_ids: host(batch.get('input_ids')!), attention_mask: host(batch.get('attention_mask')!), labels: host(batch.get('labels')!) });
+    const r = await s.run({
+      input_ids: host(batch.get('input_ids')!),
+      attention_mask: host(batch.get('attention_mask')!),
+      labels: host(batch.get('labels')!),
+    });
     return { logits: r.logits!, loss: r.loss!.data[0] as number };
   } finally {
     await s.dispose();
@@ -36,7 +43,11 @@ for (const name of ['llama', 'gpt2', 'bert']) {
   test(`${name}: NF4 model forward equals the model with host-dequantized (round-tripped) weights`, async () => {
     const dir = fixturePath('models', name);
     const q = await loadModel(dir, { quantization: { bits: 4, type: 'nf4', doubleQuant: true, blockSize: 64 } });
-    const expectQuantized = q.linears().filter((s) => s.name !== HEADS[name]).map((s) => `${s.name}.weight`).sort();
+    const expectQuantized = q
+      .linears()
+      .filter((s) => s.name !== HEADS[name])
+      .map((s) => `${s.name}.weight`)
+      .sort();
     assert.deepEqual(q.weights.quantizedNames().sort(), expectQuantized);
     for (const s of q.linears()) {
       const w = `${s.name}.weight`;
@@ -67,7 +78,9 @@ test('options are checked: bits, type, block size, trainable quantized weights',
   await assert.rejects(loadModel(dir, { quantization: { bits: 8 as 4, type: 'nf4' } }), QuantizationError);
   await assert.rejects(loadModel(dir, { quantization: { bits: 4, type: 'int4' as 'nf4' } }), QuantizationError);
   await assert.rejects(loadModel(dir, { quantization: { bits: 4, type: 'nf4', blockSize: 100 } }), QuantizationError);
-  const m = await loadModel(dir, { quantization: { bits: 4, type: 'fp4', doubleQuant: false, blockSize: 128, skipModules: ['q_proj', 'model.layers.1'] } });
+  const m = await loadModel(dir, {
+    quantization: { bits: 4, type: 'fp4', doubleQuant: false, blockSize: 128, skipModules: ['q_proj', 'model.layers.1'] },
+  });
   const names = m.weights.quantizedNames();
   assert.ok(!names.some((n) => n.endsWith('q_proj.weight') || n.startsWith('model.layers.1.')));
   assert.ok(names.includes('model.layers.0.mlp.up_proj.weight'));

@@ -28,7 +28,10 @@ async function logits(model: PretrainedModel, name: string): Promise<Float32Arra
   const batch = await readTensors('models', name, 'batch.safetensors');
   const g = new Graph();
   const ctx = new BuildContext(g, model.weights);
-  const out = model.forward(ctx, { inputIds: g.input('input_ids', 'int64', ['batch', 'seq']), attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']) });
+  const out = model.forward(ctx, {
+    inputIds: g.input('input_ids', 'int64', ['batch', 'seq']),
+    attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']),
+  });
   const s = await RuntimeSession.fromGraph(g, { logits: out.logits }, { threads: 1 });
   try {
     const r = await s.run({ input_ids: host(batch.get('input_ids')!), attention_mask: host(batch.get('attention_mask')!) });
@@ -63,7 +66,8 @@ test('llama: save in the bitsandbytes layout, load back quantized with the same 
       const q = held.get(name)!;
       assert.equal(written.get(name)!.dtype, 'U8');
       assert.deepEqual(written.get(name)!.shape, [q.packed.length, 1]);
-      for (const c of ['absmax', 'quant_map', 'nested_absmax', 'nested_quant_map', 'quant_state.bitsandbytes__nf4']) assert.ok(written.has(`${name}.${c}`), `${name}.${c}`);
+      for (const c of ['absmax', 'quant_map', 'nested_absmax', 'nested_quant_map', 'quant_state.bitsandbytes__nf4'])
+        assert.ok(written.has(`${name}.${c}`), `${name}.${c}`);
     } else {
       assert.deepEqual(written.get(name), t, `${name} is copied unchanged`);
     }
@@ -94,7 +98,8 @@ test('llama: save in the bitsandbytes layout, load back quantized with the same 
     load_in_8bit: false,
     quant_method: 'bitsandbytes',
   });
-  for (const f of ['tokenizer.json', 'vocab.json', 'merges.txt', 'generation_config.json']) assert.deepEqual(readFileSync(join(out, f)), readFileSync(join(src, f)), f);
+  for (const f of ['tokenizer.json', 'vocab.json', 'merges.txt', 'generation_config.json'])
+    assert.deepEqual(readFileSync(join(out, f)), readFileSync(join(src, f)), f);
 
   const back = await loadModel(out);
   assert.deepEqual(back.weights.quantizedNames().sort(), [...held.keys()].sort());
@@ -108,7 +113,10 @@ test('llama: save in the bitsandbytes layout, load back quantized with the same 
   await loadModel(out, { quantization: NF4 });
   await assert.rejects(loadModel(out, { quantization: { bits: 4, type: 'fp4' } }), QuantizationError);
   // refusing to write over the model folder itself
-  await assert.rejects(writeQuantizedCheckpoint(src, src, { quantized: (n) => held.get(n), config: { type: 'nf4', doubleQuant: true } }), QuantizationError);
+  await assert.rejects(
+    writeQuantizedCheckpoint(src, src, { quantized: (n) => held.get(n), config: { type: 'nf4', doubleQuant: true } }),
+    QuantizationError,
+  );
 });
 
 test('bytes written by bitsandbytes itself (fixture as_dict) load to bitsandbytes dequantization', async () => {
@@ -127,13 +135,17 @@ test('bytes written by bitsandbytes itself (fixture as_dict) load to bitsandbyte
   const patched = new Map<string, RawTensor>(tensors);
   for (const [w, m] of swap) {
     patched.set(w, ref.get(`${m}.packed`)!);
-    for (const c of ['absmax', 'quant_map', 'nested_absmax', 'nested_quant_map', 'quant_state.bitsandbytes__nf4']) patched.set(`${w}.${c}`, ref.get(`${m}.serialized.${c}`)!);
+    for (const c of ['absmax', 'quant_map', 'nested_absmax', 'nested_quant_map', 'quant_state.bitsandbytes__nf4'])
+      patched.set(`${w}.${c}`, ref.get(`${m}.serialized.${c}`)!);
   }
   await writeSafetensors(join(out, 'model.safetensors'), patched, { format: 'pt' });
   const back = await loadModel(out);
   for (const [w, m] of swap) {
     const got = back.weights.dequantized(w).data;
-    assert.deepEqual(new Uint32Array(got.buffer, got.byteOffset, got.length), new Uint32Array(toFloat32(ref.get(`${m}.dq.dequant`)!).slice().buffer));
+    assert.deepEqual(
+      new Uint32Array(got.buffer, got.byteOffset, got.length),
+      new Uint32Array(toFloat32(ref.get(`${m}.dq.dequant`)!).slice().buffer),
+    );
   }
   await logits(back, 'llama');
 });
@@ -157,7 +169,12 @@ test('peft quantize: gpt2 end to end (Conv1D weights transposed as transformers 
   const r2 = await peft(['quantize', '--model', src, '--out', fp4, '--type', 'fp4', '--no-double-quant', '--skip-modules', 'c_proj']);
   assert.equal(r2.code, 0, r2.stderr);
   const b2 = await loadModel(fp4);
-  assert.deepEqual(b2.weights.quantizedNames().sort(), ['transformer.h.0.attn.c_attn.weight', 'transformer.h.0.mlp.c_fc.weight', 'transformer.h.1.attn.c_attn.weight', 'transformer.h.1.mlp.c_fc.weight']);
+  assert.deepEqual(b2.weights.quantizedNames().sort(), [
+    'transformer.h.0.attn.c_attn.weight',
+    'transformer.h.0.mlp.c_fc.weight',
+    'transformer.h.1.attn.c_attn.weight',
+    'transformer.h.1.mlp.c_fc.weight',
+  ]);
   assert.equal(b2.weights.getQuantized('transformer.h.0.mlp.c_fc.weight')!.quant.absmax.kind, 'plain');
   const cfg = JSON.parse(readFileSync(join(fp4, 'config.json'), 'utf8')) as { quantization_config: Record<string, unknown> };
   assert.equal(cfg.quantization_config.bnb_4bit_quant_type, 'fp4');

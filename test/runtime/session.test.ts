@@ -74,7 +74,9 @@ for (const weights of ['shared', 'prepacked'] as const) {
   test(`two sessions over the same file-backed constants compute the right values (weights: ${weights})`, async () => {
     const dir = tmpDir();
     try {
-      const d = 24, L = 3, rows = 5;
+      const d = 24,
+        L = 3,
+        rows = 5;
       const ws = Array.from({ length: L }, (_, l) => uniform(d * d, 10 + l, 0.3));
       const file = path.join(dir, 'model.safetensors');
       const locs = writeWeights(file, ws);
@@ -96,7 +98,8 @@ for (const weights of ['shared', 'prepacked'] as const) {
       assert.deepEqual(s1.memory.mappedFiles, [fs.realpathSync(file)]);
       for (const s of [s1, s2, s1]) {
         const y = (await s.run({ x: { dtype: 'float32', shape: [rows, d], data: xs } })).y!;
-        for (let i = 0; i < ref.length; i++) assert.ok(Math.abs((y.data[i] as number) - ref[i]!) < 1e-4, `y[${i}] ${y.data[i]} vs ${ref[i]}`);
+        for (let i = 0; i < ref.length; i++)
+          assert.ok(Math.abs((y.data[i] as number) - ref[i]!) < 1e-4, `y[${i}] ${y.data[i]} vs ${ref[i]}`);
       }
       await s1.dispose();
       await s2.dispose();
@@ -109,11 +112,15 @@ for (const weights of ['shared', 'prepacked'] as const) {
 test('a training session and a forward session share file-backed weights; gradients are right', async () => {
   const dir = tmpDir();
   try {
-    const d = 16, r = 2, rows = 6;
+    const d = 16,
+      r = 2,
+      rows = 6;
     const w = uniform(d * d, 1, 0.4);
     const file = path.join(dir, 'w.bin');
     const [loc] = writeWeights(file, [w], 13 * 8);
-    const A0 = uniform(r * d, 2, 0.3), B0 = uniform(d * r, 3, 0.3), xs = uniform(rows * d, 4);
+    const A0 = uniform(r * d, 2, 0.3),
+      B0 = uniform(d * r, 3, 0.3),
+      xs = uniform(rows * d, 4);
     const build = (withGrad: boolean) => {
       const g = new Graph();
       const x = g.input('x', 'float32', ['n', d]);
@@ -126,7 +133,8 @@ test('a training session and a forward session share file-backed weights; gradie
       if (withGrad) [outs.gA, outs.gB] = grad(loss, [A, B]) as [Value, Value];
       return { g, outs };
     };
-    const t = build(true), f = build(false);
+    const t = build(true),
+      f = build(false);
     const st = await RuntimeSession.fromGraph(t.g, t.outs, { threads: 1 });
     const sf = await RuntimeSession.fromGraph(f.g, f.outs, { threads: 1 });
     const feeds = (a: Float32Array) => ({
@@ -140,7 +148,8 @@ test('a training session and a forward session share file-backed weights; gradie
     // central differences on a few entries of A through the forward session
     for (const idx of [0, 5, 17]) {
       const eps = 1e-2;
-      const up = Float32Array.from(A0), dn = Float32Array.from(A0);
+      const up = Float32Array.from(A0),
+        dn = Float32Array.from(A0);
       up[idx]! += eps;
       dn[idx]! -= eps;
       const lu = (await sf.run(feeds(up))).loss!.data[0] as number;
@@ -156,36 +165,52 @@ test('a training session and a forward session share file-backed weights; gradie
   }
 });
 
-test('shared file-backed weights: a second session adds far less resident memory than the weights', { skip: process.platform !== 'linux' }, async () => {
-  const dir = tmpDir();
-  try {
-    const d = 1024, L = 8; // 32 MiB of weights
-    const file = path.join(dir, 'big.bin');
-    const locs = writeWeights(file, Array.from({ length: L }, (_, l) => uniform(d * d, 100 + l, 0.05)));
-    const weightMiB = (L * d * d * 4) / 2 ** 20;
-    const build = () => {
-      const g = new Graph();
-      const x = g.input('x', 'float32', ['n', d]);
-      const y = stack(g, x, locs.map((loc, l) => g.constant(`w${l}`, 'float32', [d, d], { kind: 'file', path: file, ...loc })));
-      return RuntimeSession.fromGraph(g, { y }, { threads: 1 });
-    };
-    const feeds = { x: { dtype: 'float32' as const, shape: [2, d], data: uniform(2 * d, 5) } };
-    const s1 = await build();
-    await s1.run(feeds); // faults the mapped weights in
-    const before = pssMiB();
-    const s2 = await build();
-    await s2.run(feeds);
-    const grown = pssMiB() - before;
-    assert.ok(grown < weightMiB / 4, `second session added ${grown.toFixed(1)} MiB of proportional resident memory for ${weightMiB} MiB of weights`);
-    await s1.dispose();
-    await s2.dispose();
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-});
+test(
+  'shared file-backed weights: a second session adds far less resident memory than the weights',
+  { skip: process.platform !== 'linux' },
+  async () => {
+    const dir = tmpDir();
+    try {
+      const d = 1024,
+        L = 8; // 32 MiB of weights
+      const file = path.join(dir, 'big.bin');
+      const locs = writeWeights(
+        file,
+        Array.from({ length: L }, (_, l) => uniform(d * d, 100 + l, 0.05)),
+      );
+      const weightMiB = (L * d * d * 4) / 2 ** 20;
+      const build = () => {
+        const g = new Graph();
+        const x = g.input('x', 'float32', ['n', d]);
+        const y = stack(
+          g,
+          x,
+          locs.map((loc, l) => g.constant(`w${l}`, 'float32', [d, d], { kind: 'file', path: file, ...loc })),
+        );
+        return RuntimeSession.fromGraph(g, { y }, { threads: 1 });
+      };
+      const feeds = { x: { dtype: 'float32' as const, shape: [2, d], data: uniform(2 * d, 5) } };
+      const s1 = await build();
+      await s1.run(feeds); // faults the mapped weights in
+      const before = pssMiB();
+      const s2 = await build();
+      await s2.run(feeds);
+      const grown = pssMiB() - before;
+      assert.ok(
+        grown < weightMiB / 4,
+        `second session added ${grown.toFixed(1)} MiB of proportional resident memory for ${weightMiB} MiB of weights`,
+      );
+      await s1.dispose();
+      await s2.dispose();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
 
 test('large JS-array constants: fed as inputs (shared) or in-memory external data (prepacked), never inlined', async () => {
-  const d = 32, rows = 3;
+  const d = 32,
+    rows = 3;
   const ws = [uniform(d * d, 7, 0.3), uniform(d * d, 8, 0.3)];
   const small = uniform(d, 9);
   const xs = uniform(rows * d, 10);
@@ -194,13 +219,24 @@ test('large JS-array constants: fed as inputs (shared) or in-memory external dat
     const g = new Graph();
     const x = g.input('x', 'float32', ['n', d]);
     const bias = g.constant('bias', 'float32', [d], small);
-    const y = o.add(stack(g, x, ws.map((w, l) => g.constant(`w${l}`, 'float32', [d, d], w))), bias);
+    const y = o.add(
+      stack(
+        g,
+        x,
+        ws.map((w, l) => g.constant(`w${l}`, 'float32', [d, d], w)),
+      ),
+      bias,
+    );
     // threshold 1 KiB: the 4 KiB weights count as large, the 128-byte bias stays inline
     const s = await RuntimeSession.fromGraph(g, { y }, { threads: 1, weights, largeConstantBytes: 1024 });
     assert.equal(s.memory.constantInputs, weights === 'shared' ? 2 : 0);
     assert.equal(s.memory.externalBlobs, weights === 'prepacked' ? 2 : 0);
     assert.ok(s.memory.modelBytes < 2 * d * d * 4, `model is ${s.memory.modelBytes} bytes: the weights went inline`);
-    assert.deepEqual(s.feeds.map((v) => v.name), ['x'], 'constants fed as inputs are not asked of the caller');
+    assert.deepEqual(
+      s.feeds.map((v) => v.name),
+      ['x'],
+      'constants fed as inputs are not asked of the caller',
+    );
     for (let rep = 0; rep < 2; rep++) {
       const out = (await s.run({ x: { dtype: 'float32', shape: [rows, d], data: xs } })).y!;
       for (let i = 0; i < ref.length; i++) {
@@ -232,13 +268,18 @@ test('lowering sends constants above the threshold to external data (the >2 GB m
 test('a large JS array next to mapped files: inlined, since ONNX Runtime cannot mix blobs and files', async () => {
   const dir = tmpDir();
   try {
-    const d = 16, rows = 2;
-    const wf = uniform(d * d, 21, 0.3), wa = uniform(d * d, 22, 0.3);
+    const d = 16,
+      rows = 2;
+    const wf = uniform(d * d, 21, 0.3),
+      wa = uniform(d * d, 22, 0.3);
     const file = path.join(dir, 'a.bin');
     const [loc] = writeWeights(file, [wf], 40);
     const g = new Graph();
     const x = g.input('x', 'float32', ['n', d]);
-    const y = stack(g, x, [g.constant('wf', 'float32', [d, d], { kind: 'file', path: file, ...loc! }), g.constant('wa', 'float32', [d, d], wa)]);
+    const y = stack(g, x, [
+      g.constant('wf', 'float32', [d, d], { kind: 'file', path: file, ...loc! }),
+      g.constant('wa', 'float32', [d, d], wa),
+    ]);
     const s = await RuntimeSession.fromGraph(g, { y }, { threads: 1, weights: 'prepacked', largeConstantBytes: 64 });
     assert.equal(s.memory.externalBlobs, 0);
     assert.ok(s.memory.modelBytes > d * d * 4);
@@ -257,10 +298,12 @@ test('external data in several folders, through a symlink, from any working dire
   const dir = tmpDir();
   const cwd = process.cwd();
   try {
-    const d = 8, rows = 2;
+    const d = 8,
+      rows = 2;
     fs.mkdirSync(path.join(dir, 'a', 'deep'), { recursive: true });
     fs.mkdirSync(path.join(dir, 'b'));
-    const w1 = uniform(d * d, 31, 0.5), w2 = uniform(d * d, 32, 0.5);
+    const w1 = uniform(d * d, 31, 0.5),
+      w2 = uniform(d * d, 32, 0.5);
     const [l1] = writeWeights(path.join(dir, 'a', 'deep', 'one.bin'), [w1], 24);
     const [l2] = writeWeights(path.join(dir, 'b', 'two.bin'), [w2], 8);
     fs.symlinkSync(path.join(dir, 'b'), path.join(dir, 'link'));
@@ -272,7 +315,10 @@ test('external data in several folders, through a symlink, from any working dire
     process.chdir(os.tmpdir()); // locations must not depend on the working directory
     const g = new Graph();
     const x = g.input('x', 'float32', ['n', d]);
-    const y = stack(g, x, [g.constant('w1', 'float32', [d, d], { kind: 'file', path: f1, ...l1! }), g.constant('w2', 'float32', [d, d], { kind: 'file', path: f2, ...l2! })]);
+    const y = stack(g, x, [
+      g.constant('w1', 'float32', [d, d], { kind: 'file', path: f1, ...l1! }),
+      g.constant('w2', 'float32', [d, d], { kind: 'file', path: f2, ...l2! }),
+    ]);
     const s = await RuntimeSession.fromGraph(g, { y }, { threads: 1 });
     const xs = uniform(rows * d, 33);
     const ref = refStack(xs, rows, d, [w1, w2]);
@@ -290,7 +336,10 @@ test('a constant that reads from a missing file is a RuntimeError naming the fil
   const x = g.input('x', 'float32', ['n', 4]);
   const missing = path.join(os.tmpdir(), 'peft-no-such-dir', 'weights.safetensors');
   const w = g.constant('w', 'float32', [4, 4], { kind: 'file', path: missing, offset: 8, length: 64 });
-  await assert.rejects(RuntimeSession.fromGraph(g, { y: o.linear(x, w) }), (e: unknown) => e instanceof RuntimeError && e.message.includes(missing));
+  await assert.rejects(
+    RuntimeSession.fromGraph(g, { y: o.linear(x, w) }),
+    (e: unknown) => e instanceof RuntimeError && e.message.includes(missing),
+  );
 });
 
 test('an unavailable execution provider is a RuntimeError whose advice names no flag that does not exist', async (t) => {

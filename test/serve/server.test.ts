@@ -22,7 +22,8 @@ import { OpenAIServer, ServeEngine } from '../../src/serve/index.js';
 
 const MODEL = new URL('../../../models/tiny-llama', import.meta.url).pathname;
 const runtime = { threads: 1 };
-const CHAT_TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
+const CHAT_TEMPLATE =
+  '{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}';
 
 let dir: string;
 let base: PretrainedModel;
@@ -40,14 +41,32 @@ before(async () => {
   // Three adapters of different methods, ranks and targets, with non-trivial weights.
   const a = await LoraModel.create(base, { r: 4, loraAlpha: 8, targetModules: ['q_proj', 'v_proj'], initLoraWeights: false }, { seed: 1 });
   await a.savePretrained((folders.a = join(dir, 'a')));
-  const b = await LoraModel.create(base, { r: 8, loraAlpha: 16, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], initLoraWeights: false }, { seed: 2 });
+  const b = await LoraModel.create(
+    base,
+    {
+      r: 8,
+      loraAlpha: 16,
+      targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+      initLoraWeights: false,
+    },
+    { seed: 2 },
+  );
   await b.savePretrained((folders.b = join(dir, 'b')));
-  const c = IA3Model.create(base, { targetModules: ['k_proj', 'v_proj', 'down_proj'], feedforwardModules: ['down_proj'], initIa3Weights: false, seed: 3 });
+  const c = IA3Model.create(base, {
+    targetModules: ['k_proj', 'v_proj', 'down_proj'],
+    feedforwardModules: ['down_proj'],
+    initIa3Weights: false,
+    seed: 3,
+  });
   await c.savePretrained((folders.c = join(dir, 'c')));
   const d = await LoraModel.create(base, { r: 2, loraAlpha: 2, targetModules: ['v_proj'], initLoraWeights: false }, { seed: 4 });
   await d.savePretrained((folders.d = join(dir, 'd')));
   const multi = await MultiAdapterModel.fromFolders(base, { a: folders.a, b: folders.b });
-  engine = await ServeEngine.create(multi, tokenizer, await loadGenerationDefaults(MODEL, base.config), { maxBatch: 8, maxQueue: 16, runtime });
+  engine = await ServeEngine.create(multi, tokenizer, await loadGenerationDefaults(MODEL, base.config), {
+    maxBatch: 8,
+    maxQueue: 16,
+    runtime,
+  });
   server = new OpenAIServer(engine, { modelId: 'tiny', chatTemplate: CHAT_TEMPLATE, maxTokensLimit: 64 });
   url = await server.listen(0, '127.0.0.1');
   client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0 });
@@ -79,7 +98,11 @@ test('GET /v1/models lists the base and the adapters', async () => {
 });
 
 test('completions: the model field picks the adapter; greedy text equals the adapter run alone', async () => {
-  for (const [model, adapter] of [['tiny', null], ['a', 'a'], ['b', 'b']] as const) {
+  for (const [model, adapter] of [
+    ['tiny', null],
+    ['a', 'a'],
+    ['b', 'b'],
+  ] as const) {
     const r = await client.completions.create({ model, prompt: 'Once upon a time', max_tokens: 12, temperature: 0 });
     assert.equal(r.object, 'text_completion');
     assert.equal(r.choices[0]!.text, await alone(adapter, 'Once upon a time', 12), model);
@@ -95,8 +118,11 @@ test('concurrent requests are batched, and every answer equals the same request 
   const prompts = ['The food', 'We went to the', 'It was a', 'The service', 'My friend said', 'Nothing'];
   const models = ['a', 'b', 'tiny', 'b', 'a', 'tiny'];
   const before = engine.stats().steps;
-  const rs = await Promise.all(prompts.map((p, i) => client.completions.create({ model: models[i]!, prompt: p, max_tokens: 10 + i, temperature: 0 })));
-  for (const [i, r] of rs.entries()) assert.equal(r.choices[0]!.text, await alone(models[i] === 'tiny' ? null : models[i]!, prompts[i]!, 10 + i), `request ${i}`);
+  const rs = await Promise.all(
+    prompts.map((p, i) => client.completions.create({ model: models[i]!, prompt: p, max_tokens: 10 + i, temperature: 0 })),
+  );
+  for (const [i, r] of rs.entries())
+    assert.equal(r.choices[0]!.text, await alone(models[i] === 'tiny' ? null : models[i]!, prompts[i]!, 10 + i), `request ${i}`);
   assert.ok(engine.stats().peakBatch > 1, 'requests shared decode steps');
   // 6 requests of 10..15 tokens in far fewer steps than 75 one after the other.
   assert.ok(engine.stats().steps - before < 40, `${engine.stats().steps - before} steps`);
@@ -141,7 +167,11 @@ test('sampling: a seed reproduces the text; stop strings cut it', async () => {
 
 test('hot load, replace with a request in flight, and unload', async () => {
   // Load: the new adapter targets a subset of the compiled modules, so no session is rebuilt.
-  const loaded = await fetch(`${url}/v1/adapters`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'd', path: folders.d }) });
+  const loaded = await fetch(`${url}/v1/adapters`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'd', path: folders.d }),
+  });
   assert.equal(loaded.status, 201);
   const r = await client.completions.create({ model: 'd', prompt: 'It was a', max_tokens: 8, temperature: 0 });
   assert.equal(r.choices[0]!.text, await alone('d', 'It was a', 8));
@@ -155,7 +185,11 @@ test('hot load, replace with a request in flight, and unload', async () => {
     text += c.choices[0]?.text ?? '';
     if (!swapped) {
       swapped = true;
-      const sw = await fetch(`${url}/v1/adapters`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'a', path: folders.d, replace: true }) });
+      const sw = await fetch(`${url}/v1/adapters`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'a', path: folders.d, replace: true }),
+      });
       assert.equal(sw.status, 200);
       const now = await client.completions.create({ model: 'a', prompt: 'It was a', max_tokens: 8, temperature: 0 });
       assert.equal(now.choices[0]!.text, await alone('d', 'It was a', 8), 'a new request on "a" gets the replacement');
@@ -166,13 +200,24 @@ test('hot load, replace with a request in flight, and unload', async () => {
 
   const del = await fetch(`${url}/v1/adapters/d`, { method: 'DELETE' });
   assert.equal(del.status, 200);
-  await assert.rejects(client.completions.create({ model: 'd', prompt: 'x', max_tokens: 2 }), (e: unknown) => e instanceof OpenAI.NotFoundError);
+  await assert.rejects(
+    client.completions.create({ model: 'd', prompt: 'x', max_tokens: 2 }),
+    (e: unknown) => e instanceof OpenAI.NotFoundError,
+  );
   // An IA3 adapter needs hooks the compiled sessions do not have: 409, nothing changes.
-  const ia3 = await fetch(`${url}/v1/adapters`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'c', path: folders.c }) });
+  const ia3 = await fetch(`${url}/v1/adapters`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'c', path: folders.c }),
+  });
   assert.equal(ia3.status, 409);
   assert.match(((await ia3.json()) as { error: { message: string } }).error.message, /compiled sessions/);
   // Put "a" back for the other tests.
-  await fetch(`${url}/v1/adapters`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'a', path: folders.a, replace: true }) });
+  await fetch(`${url}/v1/adapters`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'a', path: folders.a, replace: true }),
+  });
 });
 
 test('bad requests are 400 with an OpenAI error body; unknown model 404; bad adapter folder 400', async () => {
@@ -186,15 +231,26 @@ test('bad requests are 400 with an OpenAI error body; unknown model 404; bad ada
   assert.equal(raw.status, 400);
   const body = (await raw.json()) as { error: { message: string; type: string } };
   assert.equal(body.error.type, 'invalid_request_error');
-  const folder = await fetch(`${url}/v1/adapters`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'z', path: join(dir, 'missing') }) });
+  const folder = await fetch(`${url}/v1/adapters`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'z', path: join(dir, 'missing') }),
+  });
   assert.equal(folder.status, 400);
-  const big = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'a', prompt: 'x'.repeat(2 * 1024 * 1024) }) });
+  const big = await fetch(`${url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'a', prompt: 'x'.repeat(2 * 1024 * 1024) }),
+  });
   assert.equal(big.status, 413);
 });
 
 test('a client that disconnects frees its row; a full queue is 503; a timeout is 504', async () => {
   const ac = new AbortController();
-  const stream = await client.completions.create({ model: 'b', prompt: 'The', max_tokens: 60, temperature: 0, stream: true }, { signal: ac.signal });
+  const stream = await client.completions.create(
+    { model: 'b', prompt: 'The', max_tokens: 60, temperature: 0, stream: true },
+    { signal: ac.signal },
+  );
   const cancelledBefore = engine.stats().cancelled;
   try {
     for await (const _ of stream) ac.abort();
@@ -205,12 +261,19 @@ test('a client that disconnects frees its row; a full queue is 503; a timeout is
   assert.equal(engine.stats().running, 0, 'the abandoned row left the batch');
   assert.equal(engine.stats().cancelled, cancelledBefore + 1, 'it left because its client went away, not because it finished');
 
-  const tiny = await ServeEngine.create(await MultiAdapterModel.fromFolders(base, {}), tokenizer, await loadGenerationDefaults(MODEL, base.config), { maxBatch: 1, maxQueue: 1, runtime });
+  const tiny = await ServeEngine.create(
+    await MultiAdapterModel.fromFolders(base, {}),
+    tokenizer,
+    await loadGenerationDefaults(MODEL, base.config),
+    { maxBatch: 1, maxQueue: 1, runtime },
+  );
   const s2 = new OpenAIServer(tiny, { modelId: 'tiny', requestTimeoutMs: 60_000 });
   const u2 = await s2.listen(0, '127.0.0.1');
   const c2 = new OpenAI({ baseURL: `${u2}/v1`, apiKey: 'unused', maxRetries: 0 });
   try {
-    const results = await Promise.allSettled([0, 1, 2, 3].map(() => c2.completions.create({ model: 'tiny', prompt: 'The', max_tokens: 20, temperature: 0 })));
+    const results = await Promise.allSettled(
+      [0, 1, 2, 3].map(() => c2.completions.create({ model: 'tiny', prompt: 'The', max_tokens: 20, temperature: 0 })),
+    );
     const codes = results.map((r) => (r.status === 'fulfilled' ? 200 : (r.reason as InstanceType<typeof OpenAI.APIError>).status));
     assert.ok(codes.includes(503), `statuses ${codes}`);
     assert.ok(codes.includes(200), `statuses ${codes}`);
@@ -218,12 +281,20 @@ test('a client that disconnects frees its row; a full queue is 503; a timeout is
     await s2.close();
     await tiny.close();
   }
-  const slow = await ServeEngine.create(await MultiAdapterModel.fromFolders(base, {}), tokenizer, await loadGenerationDefaults(MODEL, base.config), { runtime });
+  const slow = await ServeEngine.create(
+    await MultiAdapterModel.fromFolders(base, {}),
+    tokenizer,
+    await loadGenerationDefaults(MODEL, base.config),
+    { runtime },
+  );
   const s3 = new OpenAIServer(slow, { modelId: 'tiny', requestTimeoutMs: 1 });
   const u3 = await s3.listen(0, '127.0.0.1');
   try {
     const c3 = new OpenAI({ baseURL: `${u3}/v1`, apiKey: 'unused', maxRetries: 0 });
-    await assert.rejects(c3.completions.create({ model: 'tiny', prompt: 'The', max_tokens: 50, temperature: 0 }), (e: unknown) => e instanceof OpenAI.APIError && e.status === 504);
+    await assert.rejects(
+      c3.completions.create({ model: 'tiny', prompt: 'The', max_tokens: 50, temperature: 0 }),
+      (e: unknown) => e instanceof OpenAI.APIError && e.status === 504,
+    );
   } finally {
     await s3.close();
     await slow.close();

@@ -17,7 +17,11 @@ const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const MODEL = join(ROOT, 'models/tiny-llama');
 const DATA = join(ROOT, 'data/tasks/sentiment/train.jsonl');
 
-const code = async (p: Promise<unknown>): Promise<string | undefined> => p.then(() => undefined, (e: { code?: string }) => e.code);
+const code = async (p: Promise<unknown>): Promise<string | undefined> =>
+  p.then(
+    () => undefined,
+    (e: { code?: string }) => e.code,
+  );
 
 test('MemoryStorage behaves as node:fs for the calls the library makes', async () => {
   const m = new MemoryStorage();
@@ -64,7 +68,17 @@ test('atomic writes go through the current storage', async () => {
 });
 
 test('fine-tuning through the in-memory storage matches the run over node:fs, byte for byte', async () => {
-  const settings = { method: 'lora' as const, steps: 3, learningRate: 5e-3, batchSize: 4, seed: 7, r: 4, maxExamples: 24, prompts: ['The food was'], maxNewTokens: 4 };
+  const settings = {
+    method: 'lora' as const,
+    steps: 3,
+    learningRate: 5e-3,
+    batchSize: 4,
+    seed: 7,
+    r: 4,
+    maxExamples: 24,
+    prompts: ['The food was'],
+    maxNewTokens: 4,
+  };
   const dir = mkdtempSync(join(tmpdir(), 'peft-mem-'));
   try {
     const onDisk = await finetune({ ...settings, modelDir: MODEL, trainFile: DATA, outputDir: join(dir, 'out') });
@@ -79,7 +93,10 @@ test('fine-tuning through the in-memory storage matches the run over node:fs, by
       setStorage(previous);
     }
     assert.equal(onDisk.records.length, 3);
-    assert.deepEqual(inMemory.records.map((r) => [r.loss, r.grad_norm]), onDisk.records.map((r) => [r.loss, r.grad_norm]));
+    assert.deepEqual(
+      inMemory.records.map((r) => [r.loss, r.grad_norm]),
+      onDisk.records.map((r) => [r.loss, r.grad_norm]),
+    );
     assert.deepEqual(inMemory.probeLogits, onDisk.probeLogits);
     assert.deepEqual(inMemory.after, onDisk.after);
     const st = await m.readFile('/out/adapter_model.safetensors');

@@ -34,7 +34,30 @@ const ALLOWED: Record<string, string> = {
 };
 
 /** Folders that must be clean: no entry of ALLOWED may be in them. */
-const CORE = ['graph/', 'autodiff/', 'onnx/', 'nn/', 'models/', 'tuners/', 'train/trainer.ts', 'train/step.ts', 'train/checkpoint.ts', 'train/data.ts', 'train/metrics.ts', 'generate/', 'io/tokenizer.ts', 'io/safetensors', 'io/hfconfig.ts', 'io/atomic.ts', 'io/outdir.ts', 'quant/', 'storage/index.ts', 'storage/memory.ts', 'runtime/session.ts', 'runtime/backend.ts'];
+const CORE = [
+  'graph/',
+  'autodiff/',
+  'onnx/',
+  'nn/',
+  'models/',
+  'tuners/',
+  'train/trainer.ts',
+  'train/step.ts',
+  'train/checkpoint.ts',
+  'train/data.ts',
+  'train/metrics.ts',
+  'generate/',
+  'io/tokenizer.ts',
+  'io/safetensors',
+  'io/hfconfig.ts',
+  'io/atomic.ts',
+  'io/outdir.ts',
+  'quant/',
+  'storage/index.ts',
+  'storage/memory.ts',
+  'runtime/session.ts',
+  'runtime/backend.ts',
+];
 
 const NODE_BUILTINS = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
 
@@ -52,7 +75,15 @@ export function runtimeImports(source: string): string[] {
   for (const m of code.matchAll(/^\s*(import|export)\s+(type\s+)?([^'";]*?)\s*from\s*['"]([^'"]+)['"]/gm)) {
     if (m[2]) continue; // import type / export type
     const names = m[3] ?? '';
-    if (/^\{[^}]*\}$/.test(names.trim()) && names.replace(/[{}\s]/g, '').split(',').filter(Boolean).every((n) => n.startsWith('type'))) continue;
+    if (
+      /^\{[^}]*\}$/.test(names.trim()) &&
+      names
+        .replace(/[{}\s]/g, '')
+        .split(',')
+        .filter(Boolean)
+        .every((n) => n.startsWith('type'))
+    )
+      continue;
     out.push(m[4]!);
   }
   for (const m of code.matchAll(/^\s*import\s*['"]([^'"]+)['"]/gm)) out.push(m[1]!);
@@ -64,7 +95,12 @@ const isNode = (spec: string): boolean => NODE_BUILTINS.has(spec) || NODE_PACKAG
 const allowedBy = (rel: string): string | undefined => Object.keys(ALLOWED).find((k) => (k.endsWith('/') ? rel.startsWith(k) : rel === k));
 
 test('the import scanner sees value imports and skips type-only ones', () => {
-  assert.deepEqual(runtimeImports("import { readFile } from 'node:fs/promises';\nimport type { Stats } from 'node:fs';\nimport { type A } from 'os';\nconst z = await import('node:zlib');\n// import x from 'path'\n"), ['node:fs/promises', 'node:zlib']);
+  assert.deepEqual(
+    runtimeImports(
+      "import { readFile } from 'node:fs/promises';\nimport type { Stats } from 'node:fs';\nimport { type A } from 'os';\nconst z = await import('node:zlib');\n// import x from 'path'\n",
+    ),
+    ['node:fs/promises', 'node:zlib'],
+  );
   assert.ok(isNode('fs') && isNode('node:path') && isNode('onnxruntime-node') && !isNode('onnxruntime-web') && !isNode('./fs.js'));
 });
 
@@ -76,7 +112,11 @@ test('no module in src/ outside the allow-list imports a Node module', () => {
     const bad = runtimeImports(readFileSync(file, 'utf8')).filter(isNode);
     if (bad.length) offenders.push(`src/${rel}: ${bad.join(', ')}`);
   }
-  assert.deepEqual(offenders, [], `these modules import Node; go through src/storage (files) or src/runtime (ONNX Runtime) instead:\n${offenders.join('\n')}`);
+  assert.deepEqual(
+    offenders,
+    [],
+    `these modules import Node; go through src/storage (files) or src/runtime (ONNX Runtime) instead:\n${offenders.join('\n')}`,
+  );
 });
 
 test('the allow-list holds no core module', () => {

@@ -30,7 +30,14 @@ test('the bundled model folder loads: a float16 Llama with tied embeddings, unde
   } finally {
     await st.close();
   }
-  for (const f of ['README.md', 'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) {
+  for (const f of [
+    'README.md',
+    'config.json',
+    'generation_config.json',
+    'tokenizer.json',
+    'tokenizer_config.json',
+    'special_tokens_map.json',
+  ]) {
     assert.ok((await stat(join(dir, f))).size > 0, f);
   }
   const card = await readFile(join(dir, 'README.md'), 'utf8');

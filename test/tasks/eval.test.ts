@@ -21,7 +21,13 @@ test('isMatch: exact, contains, accuracy and json', () => {
   assert.ok(!isMatch('json', '{"a": [2, 1]}', '{"a":[1,2]}'));
   assert.ok(jsonEqual({ a: { b: null } }, { a: { b: null } }));
   assert.ok(!jsonEqual([1], { 0: 1 }));
-  assert.deepEqual(labelWords([{ line: 1, prompt: '', reference: ' Positive' }, { line: 2, prompt: '', reference: 'negative.' }]), ['positive', 'negative']);
+  assert.deepEqual(
+    labelWords([
+      { line: 1, prompt: '', reference: ' Positive' },
+      { line: 2, prompt: '', reference: 'negative.' },
+    ]),
+    ['positive', 'negative'],
+  );
 });
 
 test('wilsonInterval matches the closed form at known points', () => {
@@ -47,9 +53,24 @@ test('perplexityInterval brackets the point estimate and is seeded', () => {
 
 test('evalRows reads prompt/completion (renamed keys), text rows for perplexity, and names bad rows', async () => {
   const tok = await Tokenizer.fromDir('models/tiny-llama');
-  const rows = evalRows(parseJsonl('{"q":"2+2=","a":"4"}\n{"q":"1+1=","a":"2"}\n'), tok, 'exact', { promptKey: 'q', completionKey: 'a' }, 'f.jsonl');
-  assert.deepEqual(rows, [{ line: 1, prompt: '2+2=', reference: '4' }, { line: 2, prompt: '1+1=', reference: '2' }]);
+  const rows = evalRows(
+    parseJsonl('{"q":"2+2=","a":"4"}\n{"q":"1+1=","a":"2"}\n'),
+    tok,
+    'exact',
+    { promptKey: 'q', completionKey: 'a' },
+    'f.jsonl',
+  );
+  assert.deepEqual(rows, [
+    { line: 1, prompt: '2+2=', reference: '4' },
+    { line: 2, prompt: '1+1=', reference: '2' },
+  ]);
   assert.deepEqual(evalRows(parseJsonl('{"text":"hello"}'), tok, 'perplexity'), [{ line: 1, prompt: '', reference: 'hello' }]);
-  assert.throws(() => evalRows(parseJsonl('{"text":"hello"}'), tok, 'exact', {}, 'f.jsonl'), (e: unknown) => e instanceof DatasetError && /f\.jsonl:1: .*--prompt-key/.test((e as Error).message));
-  assert.throws(() => evalRows(parseJsonl('{"prompt":"a","completion":3}'), tok, 'exact', {}, 'f.jsonl'), /f\.jsonl:1: field "completion" must be a string/);
+  assert.throws(
+    () => evalRows(parseJsonl('{"text":"hello"}'), tok, 'exact', {}, 'f.jsonl'),
+    (e: unknown) => e instanceof DatasetError && /f\.jsonl:1: .*--prompt-key/.test((e as Error).message),
+  );
+  assert.throws(
+    () => evalRows(parseJsonl('{"prompt":"a","completion":3}'), tok, 'exact', {}, 'f.jsonl'),
+    /f\.jsonl:1: field "completion" must be a string/,
+  );
 });

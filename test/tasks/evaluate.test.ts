@@ -16,12 +16,22 @@ test('references equal to the greedy outputs score 1, batched or not; others sco
   const model = await loadModel(dir);
   const tokenizer = await Tokenizer.fromDir(dir);
   const progress: [number, number][] = [];
-  const first = await evaluateTask(model, tokenizer, spec, prompts.map((prompt) => ({ prompt, completion: ' \u2603' })), {
-    batchSize: 2,
-    runtime: { threads: 1 },
-    onProgress: (done, total) => progress.push([done, total]),
-  });
-  assert.deepEqual(progress, [[2, 5], [4, 5], [5, 5]]);
+  const first = await evaluateTask(
+    model,
+    tokenizer,
+    spec,
+    prompts.map((prompt) => ({ prompt, completion: ' \u2603' })),
+    {
+      batchSize: 2,
+      runtime: { threads: 1 },
+      onProgress: (done, total) => progress.push([done, total]),
+    },
+  );
+  assert.deepEqual(progress, [
+    [2, 5],
+    [4, 5],
+    [5, 5],
+  ]);
   assert.equal(first.total, 5);
   assert.equal(first.correct, 0);
   assert.equal(first.score, 0);

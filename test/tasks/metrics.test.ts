@@ -47,5 +47,8 @@ test('every bundled task has a metric and room for its answers; unknown tasks ar
     assert.ok(spec.maxNewTokens >= 1, spec.name);
     if (spec.metric === 'accuracy') assert.ok((spec.labels ?? []).length >= 2, spec.name);
   }
-  assert.throws(() => getTask('summarize'), (e: unknown) => e instanceof TaskError && /unknown task "summarize".*sentiment, json, arith/.test(e.message));
+  assert.throws(
+    () => getTask('summarize'),
+    (e: unknown) => e instanceof TaskError && /unknown task "summarize".*sentiment, json, arith/.test(e.message),
+  );
 });

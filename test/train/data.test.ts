@@ -36,14 +36,28 @@ test('malformed jsonl, empty files and wrong fields are DatasetErrors with line 
   rejects(() => tokenizeRecords(parseJsonl('{"text": 3}'), tok), 1, /"text" must be a string/);
   rejects(() => tokenizeRecords(parseJsonl('{"prompt": "a"}'), tok), 1, /needs both fields/);
   rejects(() => tokenizeRecords(parseJsonl('{"text": "a"}\n{"prompt": "a", "completion": "b"}'), tok), 2, /one format per file/);
-  rejects(() => tokenizeRecords(parseJsonl('{"messages": [{"role": "user", "content": "hi"}]}'), tok, { chatTemplate: 'x' }), 1, /no "assistant" message/);
+  rejects(
+    () => tokenizeRecords(parseJsonl('{"messages": [{"role": "user", "content": "hi"}]}'), tok, { chatTemplate: 'x' }),
+    1,
+    /no "assistant" message/,
+  );
   rejects(() => tokenizeRecords(parseJsonl('{"messages": [{"role": "user"}]}'), tok, { chatTemplate: 'x' }), 1, /messages\[0\]/);
   // A conversation dataset with a tokenizer that has no template: said before anything is tokenized.
-  rejects(() => tokenizeRecords(parseJsonl('{"messages": [{"role": "assistant", "content": "hi"}]}'), tok), undefined, /no chat template.*--chat-template/);
+  rejects(
+    () => tokenizeRecords(parseJsonl('{"messages": [{"role": "assistant", "content": "hi"}]}'), tok),
+    undefined,
+    /no chat template.*--chat-template/,
+  );
   const dir = await tempDir();
-  await assert.rejects(readJsonl(join(dir, 'missing.jsonl')), (e: unknown) => e instanceof DatasetError && /does not exist/.test(e.message));
+  await assert.rejects(
+    readJsonl(join(dir, 'missing.jsonl')),
+    (e: unknown) => e instanceof DatasetError && /does not exist/.test(e.message),
+  );
   await writeFile(join(dir, 'bad.jsonl'), '{"text": "ok"}\n{oops}\n');
-  await assert.rejects(loadDataset(join(dir, 'bad.jsonl'), tok), (e: unknown) => e instanceof DatasetError && e.line === 2 && e.message.startsWith(join(dir, 'bad.jsonl') + ':2'));
+  await assert.rejects(
+    loadDataset(join(dir, 'bad.jsonl'), tok),
+    (e: unknown) => e instanceof DatasetError && e.line === 2 && e.message.startsWith(join(dir, 'bad.jsonl') + ':2'),
+  );
 });
 
 test('text gets special tokens and one EOS; prompt/completion is labelled on the completion only', async () => {
@@ -60,7 +74,10 @@ test('text gets special tokens and one EOS; prompt/completion is labelled on the
     const pc = tokenizeRecords(parseJsonl('{"prompt": "a b ->", "completion": " b a"}'), tok).examples[0]!;
     const promptIds = tok.encode('a b ->');
     assert.deepEqual(pc.inputIds, [...tok.encode('a b -> b a'), eos]);
-    assert.deepEqual(pc.labels.slice(0, promptIds.length), promptIds.map(() => IGNORE_INDEX));
+    assert.deepEqual(
+      pc.labels.slice(0, promptIds.length),
+      promptIds.map(() => IGNORE_INDEX),
+    );
     assert.deepEqual(pc.labels.slice(promptIds.length), pc.inputIds.slice(promptIds.length));
   }
 });
@@ -119,10 +136,10 @@ test('tool calling: tools and tool_calls reach the template; assistant text and 
     }
   });
   if (cur.length > 0) runs.push(tok.decode(cur));
-  assert.deepEqual(runs.map((r) => r.trim()), [
-    '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>',
-    'It is 18 C in Paris.<|im_end|>',
-  ]);
+  assert.deepEqual(
+    runs.map((r) => r.trim()),
+    ['<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>', 'It is 18 C in Paris.<|im_end|>'],
+  );
 });
 
 test('tool calling rows: malformed tools, tool_calls and null content are one-line DatasetErrors', async () => {
@@ -134,7 +151,11 @@ test('tool calling rows: malformed tools, tool_calls and null content are one-li
   };
   const bad = (patch: (c: Record<string, LooseJson>) => void, pattern: RegExp): void =>
     assert.throws(
-      () => tokenizeRecords(parseJsonl(`${JSON.stringify(weatherConversation('Oslo', 3))}\n${row(patch)}`, 'chat.jsonl'), tok, { chatTemplate: TOOL_TEMPLATE, file: 'chat.jsonl' }),
+      () =>
+        tokenizeRecords(parseJsonl(`${JSON.stringify(weatherConversation('Oslo', 3))}\n${row(patch)}`, 'chat.jsonl'), tok, {
+          chatTemplate: TOOL_TEMPLATE,
+          file: 'chat.jsonl',
+        }),
       (e: unknown) => {
         assert.ok(e instanceof DatasetError, String(e));
         assert.equal(e.file, 'chat.jsonl');
@@ -151,7 +172,10 @@ test('tool calling rows: malformed tools, tool_calls and null content are one-li
   bad((c) => (c.messages[2].tool_calls[0].type = 'code'), /tool_calls\[0\]\.type must be "function"/);
   bad((c) => delete c.messages[2].tool_calls[0].function, /tool_calls\[0\]\.function must be an object/);
   bad((c) => (c.messages[1].tool_calls = c.messages[2].tool_calls), /only allowed on an "assistant" message/);
-  bad((c) => delete c.messages[2].tool_calls, /messages\[2\]\.content must be a string \(it may be null or absent only on an assistant message with "tool_calls"\), found null/);
+  bad(
+    (c) => delete c.messages[2].tool_calls,
+    /messages\[2\]\.content must be a string \(it may be null or absent only on an assistant message with "tool_calls"\), found null/,
+  );
   bad((c) => (c.messages[3].content = null), /messages\[3\]\.content must be a string/);
   // Absent content next to tool calls, and JSON-string arguments (OpenAI's form), are accepted.
   const ok = weatherConversation('Lima', 25) as Record<string, LooseJson>;
@@ -176,11 +200,20 @@ test('truncation, packing and dropping rows without labels', async () => {
     { inputIds: [5, 6, 7, 8], labels: [5, -100, -100, 8] },
   ]);
   assert.equal(packed.dropped, 1);
-  assert.throws(() => prepareExamples([rows[2]!], { maxLength: 8 }), (e: unknown) => e instanceof DatasetError && /--max-len/.test(e.message));
+  assert.throws(
+    () => prepareExamples([rows[2]!], { maxLength: 8 }),
+    (e: unknown) => e instanceof DatasetError && /--max-len/.test(e.message),
+  );
 });
 
 test('right padding masks and ignores pad positions', () => {
-  const b = collate([{ inputIds: [5, 6, 7], labels: [-100, 6, 7] }, { inputIds: [8], labels: [8] }], 0);
+  const b = collate(
+    [
+      { inputIds: [5, 6, 7], labels: [-100, 6, 7] },
+      { inputIds: [8], labels: [8] },
+    ],
+    0,
+  );
   assert.equal(b.seq, 3);
   assert.deepEqual([...b.inputIds], [5n, 6n, 7n, 8n, 0n, 0n]);
   assert.deepEqual([...b.attentionMask], [1n, 1n, 1n, 1n, 0n, 0n]);
@@ -193,7 +226,10 @@ test('eval split is seeded and disjoint; batch streams resume at their position'
   const a = splitForEval(items, 0.1, 3);
   assert.equal(a.eval.length, 2);
   assert.deepEqual(splitForEval(items, 0.1, 3), a);
-  assert.deepEqual([...a.train, ...a.eval].sort((x, y) => x - y), items);
+  assert.deepEqual(
+    [...a.train, ...a.eval].sort((x, y) => x - y),
+    items,
+  );
   assert.throws(() => splitForEval([1], 0.5, 0), DatasetError);
 
   const examples = Array.from({ length: 7 }, (_, i) => ({ inputIds: [i, i], labels: [i, i] }));

@@ -7,10 +7,23 @@ import assert from 'node:assert/strict';
 import { drawKeepMask, referenceKeepMask } from '../../src/train/keepmask.js';
 import { Rng } from '../../src/train/rng.js';
 
-const same = (a: Uint8Array, b: Uint8Array) => Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length));
+const same = (a: Uint8Array, b: Uint8Array) =>
+  Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length));
 
 test('drawKeepMask draws what the plain JavaScript reference draws', () => {
-  const cases: [number, number][] = [[0, 0.1], [1, 0.5], [15, 0.05], [16, 0.05], [17, 0.05], [1000, 0], [4097, 0.1], [100003, 0.3], [(1 << 20) + 5, 0.05], [(1 << 21) + 32, 0.5], [333, 0.999999]];
+  const cases: [number, number][] = [
+    [0, 0.1],
+    [1, 0.5],
+    [15, 0.05],
+    [16, 0.05],
+    [17, 0.05],
+    [1000, 0],
+    [4097, 0.1],
+    [100003, 0.3],
+    [(1 << 20) + 5, 0.05],
+    [(1 << 21) + 32, 0.5],
+    [333, 0.999999],
+  ];
   for (const [n, ratio] of cases) {
     const a = Rng.fromSeed(42, 3);
     const b = Rng.fromSeed(42, 3);

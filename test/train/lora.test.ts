@@ -33,9 +33,18 @@ test('LoRA on gpt2 and llama cuts the eval loss by more than 30% and saves a pef
   for (const family of ['gpt2', 'llama']) {
     const { model, train, eval: ev, padId } = await setup(family, { loraDropout: 0.05 });
     const out = await tempDir();
-    const r = await new Trainer(model, train, ev, { outputDir: out, padTokenId: padId, learningRate: 1e-2, maxSteps: 40, batchSize: 8, evalEvery: 20, runtime: { threads: 2 } }).train();
+    const r = await new Trainer(model, train, ev, {
+      outputDir: out,
+      padTokenId: padId,
+      learningRate: 1e-2,
+      maxSteps: 40,
+      batchSize: 8,
+      evalEvery: 20,
+      runtime: { threads: 2 },
+    }).train();
     assert.ok(r.finalEvalLoss! < 0.7 * r.initialEvalLoss!, `${family}: eval loss ${r.initialEvalLoss} -> ${r.finalEvalLoss}`);
-    for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'metrics.jsonl', 'loss.svg']) assert.ok(existsSync(join(out, f)), f);
+    for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'metrics.jsonl', 'loss.svg'])
+      assert.ok(existsSync(join(out, f)), f);
     const cfg = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
     assert.equal(cfg.peft_type, 'LORA');
     assert.equal(cfg.r, 8);
@@ -46,18 +55,35 @@ test('LoRA on gpt2 and llama cuts the eval loss by more than 30% and saves a pef
 });
 
 test('LoRA with dropout: 10 steps straight = 5, stop, resume 5, bitwise', async () => {
-  const opts = (outputDir: string): TrainerOptions => ({ outputDir, padTokenId: 0, learningRate: 5e-3, maxSteps: 10, batchSize: 4, gradAccum: 2, warmupRatio: 0.2, runtime: { threads: 2 } });
+  const opts = (outputDir: string): TrainerOptions => ({
+    outputDir,
+    padTokenId: 0,
+    learningRate: 5e-3,
+    maxSteps: 10,
+    batchSize: 4,
+    gradAccum: 2,
+    warmupRatio: 0.2,
+    runtime: { threads: 2 },
+  });
   const a = await setup('llama', { loraDropout: 0.1 });
   await new Trainer(a.model, a.train.slice(0, 12), undefined, { ...opts(await tempDir()), padTokenId: a.padId }).train();
   const dir = await tempDir();
   const b = await setup('llama', { loraDropout: 0.1 });
-  const stopper: Trainer = new Trainer(b.model, b.train.slice(0, 12), undefined, { ...opts(dir), padTokenId: b.padId, onStep: (r) => void (r.step === 5 && stopper.requestStop()) });
+  const stopper: Trainer = new Trainer(b.model, b.train.slice(0, 12), undefined, {
+    ...opts(dir),
+    padTokenId: b.padId,
+    onStep: (r) => void (r.step === 5 && stopper.requestStop()),
+  });
   assert.equal((await stopper.train()).globalStep, 5);
-  for (const f of ['adapter_config.json', 'adapter_model.safetensors']) assert.ok(existsSync(join(dir, 'checkpoints', 'checkpoint-5', f)), f);
+  for (const f of ['adapter_config.json', 'adapter_model.safetensors'])
+    assert.ok(existsSync(join(dir, 'checkpoints', 'checkpoint-5', f)), f);
   const c = await setup('llama', { loraDropout: 0.1 });
   await new Trainer(c.model, c.train.slice(0, 12), undefined, { ...opts(dir), padTokenId: c.padId, resume: 'latest' }).train();
   for (const [name, t] of a.model.parameters()) {
     const u = c.model.parameters().get(name)!.data;
-    assert.ok(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).equals(Buffer.from(u.buffer, u.byteOffset, u.byteLength)), `${name} differs`);
+    assert.ok(
+      Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).equals(Buffer.from(u.buffer, u.byteOffset, u.byteLength)),
+      `${name} differs`,
+    );
   }
 });

@@ -18,10 +18,30 @@ test('tick values are round and cover the range', () => {
 test('the SVG has both curves, ticks, axis labels and a legend', () => {
   const records: MetricRecord[] = [{ kind: 'eval', step: 0, epoch: 0, eval_loss: 6, eval_perplexity: Math.exp(6), eval_tokens: 10 }];
   for (let s = 1; s <= 20; s++) {
-    records.push({ kind: 'train', step: s, epoch: s / 10, loss: 6 - s * 0.2, learning_rate: 1e-3, grad_norm: 1, tokens: 10, tokens_per_second: 100, elapsed_s: s });
+    records.push({
+      kind: 'train',
+      step: s,
+      epoch: s / 10,
+      loss: 6 - s * 0.2,
+      learning_rate: 1e-3,
+      grad_norm: 1,
+      tokens: 10,
+      tokens_per_second: 100,
+      elapsed_s: s,
+    });
     if (s % 10 === 0) records.push({ kind: 'eval', step: s, epoch: s / 10, eval_loss: 6 - s * 0.18, eval_perplexity: 1, eval_tokens: 10 });
   }
-  records.push({ kind: 'train', step: 21, epoch: 2.1, loss: NaN, learning_rate: 1e-3, grad_norm: NaN, tokens: 10, tokens_per_second: 100, elapsed_s: 21 });
+  records.push({
+    kind: 'train',
+    step: 21,
+    epoch: 2.1,
+    loss: NaN,
+    learning_rate: 1e-3,
+    grad_norm: NaN,
+    tokens: 10,
+    tokens_per_second: 100,
+    elapsed_s: 21,
+  });
   const svg = lossCurveSvg(records, { title: 'LORA <test>' });
   assert.match(svg, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
   assert.match(svg, /<\/svg>\n$/);

@@ -49,7 +49,11 @@ function jsLogps(logits: Float64Array): { sum: number[]; count: number[] } {
 const ls = (x: number): number => -Math.log1p(Math.exp(-x));
 const pairs = PAIRING.map((r) => [r.indexOf(1), r.indexOf(-1)] as const);
 
-async function evaluate(kind: 'dpo' | 'orpo', logits: Float64Array, beta: number): Promise<{ loss: number; chosen: number[]; rejected: number[] }> {
+async function evaluate(
+  kind: 'dpo' | 'orpo',
+  logits: Float64Array,
+  beta: number,
+): Promise<{ loss: number; chosen: number[]; rejected: number[] }> {
   const g = new Graph();
   const lg = g.input('logits', 'float64', ['batch', 'seq', V]);
   const lb = g.input('labels', 'int64', ['batch', 'seq']);
@@ -57,11 +61,19 @@ async function evaluate(kind: 'dpo' | 'orpo', logits: Float64Array, beta: number
   const ref = g.input('ref', 'float64', ['batch']);
   const r = kind === 'dpo' ? dpoLoss(lg, lb, pm, ref, beta) : orpoLoss(lg, lb, pm, beta);
   const sess = await RuntimeSession.fromGraph(g, { loss: r.loss, chosen: r.rewardsChosen, rejected: r.rewardsRejected }, { threads: 1 });
-  const feeds: Record<string, HostTensor> = { logits: { dtype: 'float64', shape: [B, S, V], data: logits }, labels: labelsT, pairing: pairingT };
+  const feeds: Record<string, HostTensor> = {
+    logits: { dtype: 'float64', shape: [B, S, V], data: logits },
+    labels: labelsT,
+    pairing: pairingT,
+  };
   if (kind === 'dpo') feeds.ref = refT;
   const out = await sess.run(feeds, kind === 'dpo' ? undefined : ['loss', 'chosen', 'rejected']);
   await sess.dispose();
-  return { loss: out.loss!.data[0] as number, chosen: Array.from(out.chosen!.data as Float64Array), rejected: Array.from(out.rejected!.data as Float64Array) };
+  return {
+    loss: out.loss!.data[0] as number,
+    chosen: Array.from(out.chosen!.data as Float64Array),
+    rejected: Array.from(out.rejected!.data as Float64Array),
+  };
 }
 
 test('DPO loss and rewards match TRL sigmoid loss computed in JS', async () => {
@@ -114,7 +126,10 @@ test('logSigmoid stays finite for large |x| and its gradient matches finite diff
   const sess = await RuntimeSession.fromGraph(g, { y: logSigmoid(x) }, { threads: 1 });
   const y = (await sess.run({ x: { dtype: 'float32', shape: [4], data: Float32Array.of(-200, -3, 0, 200) } })).y!.data as Float32Array;
   await sess.dispose();
-  assert.deepEqual(Array.from(y).map((v) => Number(v.toFixed(5))), [-200, Number(ls(-3).toFixed(5)), Number((-Math.LN2).toFixed(5)), 0]);
+  assert.deepEqual(
+    Array.from(y).map((v) => Number(v.toFixed(5))),
+    [-200, Number(ls(-3).toFixed(5)), Number((-Math.LN2).toFixed(5)), 0],
+  );
   await gradCheck({ x: { shape: [8], init: Float64Array.of(-30, -2.5, -0.3, 0, 0.2, 1.7, 4, 25) } }, ({ x }) => logSigmoid(x!));
 });
 
@@ -132,7 +147,12 @@ test('DPO gradient at zero margin (policy = reference) matches the hand-computed
   const r = dpoLoss(lg, lb, pm, ref, beta);
   const [dl] = grad(r.loss, [lg]);
   const sess = await RuntimeSession.fromGraph(g, { loss: r.loss, grad: dl!, pi: sequenceLogps(lg, lb).sum }, { threads: 1 });
-  const feeds = (refs: Float64Array): Record<string, HostTensor> => ({ logits: { dtype: 'float64', shape: [B, S, V], data: logits }, labels: labelsT, pairing: pairingT, ref: { dtype: 'float64', shape: [B], data: refs } });
+  const feeds = (refs: Float64Array): Record<string, HostTensor> => ({
+    logits: { dtype: 'float64', shape: [B, S, V], data: logits },
+    labels: labelsT,
+    pairing: pairingT,
+    ref: { dtype: 'float64', shape: [B], data: refs },
+  });
   // the reference log-probs are the policy's own, bit for bit (as a no-op adapter gives): every margin is exactly 0
   const pi = (await sess.run(feeds(Float64Array.from(sum)))).pi!.data as Float64Array;
   pi.forEach((x, b) => assert.ok(Math.abs(x - sum[b]!) < 1e-12));
@@ -141,7 +161,15 @@ test('DPO gradient at zero margin (policy = reference) matches the hand-computed
   assert.equal(out.loss!.data[0] as number, Math.LN2);
   // d(-logsigmoid(m))/dm = -1/2 at m = 0; dm/d(logit) = beta * (onehot - softmax) on chosen tokens, minus on rejected ones
   const want = new Float64Array(B * S * V);
-  const sign = new Map<number, number>(pairs.flatMap(([c, rj]) => [[c, 1], [rj, -1]] as [number, number][]));
+  const sign = new Map<number, number>(
+    pairs.flatMap(
+      ([c, rj]) =>
+        [
+          [c, 1],
+          [rj, -1],
+        ] as [number, number][],
+    ),
+  );
   for (let b = 0; b < B; b++) {
     for (let i = 0; i + 1 < S; i++) {
       const label = LABELS[b]![i + 1]!;
@@ -149,7 +177,8 @@ test('DPO gradient at zero margin (policy = reference) matches the hand-computed
       const row = logits.subarray((b * S + i) * V, (b * S + i + 1) * V);
       const m = Math.max(...row);
       const z = row.reduce((a, x) => a + Math.exp(x - m), 0);
-      for (let v = 0; v < V; v++) want[(b * S + i) * V + v] = (-0.5 * beta * sign.get(b)! * ((v === label ? 1 : 0) - Math.exp(row[v]! - m) / z)) / pairs.length;
+      for (let v = 0; v < V; v++)
+        want[(b * S + i) * V + v] = (-0.5 * beta * sign.get(b)! * ((v === label ? 1 : 0) - Math.exp(row[v]! - m) / z)) / pairs.length;
     }
   }
   const got = out.grad!.data as Float64Array;

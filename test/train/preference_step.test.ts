@@ -21,10 +21,12 @@ const DIR = 'models/tiny-llama';
 async function run(objective: 'dpo' | 'orpo'): Promise<{ before: number; after: number }> {
   const tok = await Tokenizer.fromDir(DIR);
   const model = await getPeftModel(await loadModel(DIR), { r: 8, loraAlpha: 16, targetModules: ['q_proj', 'v_proj'] }, { seed: 0 });
-  const recs = swapRecords().map((r, i) => {
-    const [a, b] = r.prompt.replace(' ->', '').split(' ');
-    return { line: i + 1, value: { prompt: r.prompt, chosen: r.completion, rejected: ` ${a} ${b}` } };
-  }).filter((r) => r.value.chosen !== r.value.rejected);
+  const recs = swapRecords()
+    .map((r, i) => {
+      const [a, b] = r.prompt.replace(' ->', '').split(' ');
+      return { line: i + 1, value: { prompt: r.prompt, chosen: r.completion, rejected: ` ${a} ${b}` } };
+    })
+    .filter((r) => r.value.chosen !== r.value.rejected);
   const { chosen, rejected } = tokenizePreferenceRecords(recs, tok);
   const pad = tok.eosTokenId ?? 0;
   const trainN = 40;
@@ -68,13 +70,24 @@ test('a preference row without "rejected" is a DatasetError naming the file, the
 
 test('preference rows with other field names (--prompt-key/--chosen-key/--rejected-key) tokenize as the standard ones', async () => {
   const tok = await Tokenizer.fromDir(DIR);
-  const std = tokenizePreferenceRecords([{ line: 1, value: { prompt: 'Question: name a day.\nAnswer:', chosen: ' Monday', rejected: ' May' } }], tok);
-  const own = tokenizePreferenceRecords([{ line: 1, value: { q: 'Question: name a day.\nAnswer:', good: ' Monday', bad: ' May' } }], tok, { keys: { prompt: 'q', chosen: 'good', rejected: 'bad' } });
+  const std = tokenizePreferenceRecords(
+    [{ line: 1, value: { prompt: 'Question: name a day.\nAnswer:', chosen: ' Monday', rejected: ' May' } }],
+    tok,
+  );
+  const own = tokenizePreferenceRecords([{ line: 1, value: { q: 'Question: name a day.\nAnswer:', good: ' Monday', bad: ' May' } }], tok, {
+    keys: { prompt: 'q', chosen: 'good', rejected: 'bad' },
+  });
   assert.deepEqual(own, std);
   assert.notDeepEqual(std.chosen[0]!.inputIds, std.rejected[0]!.inputIds);
   assert.throws(
-    () => tokenizePreferenceRecords([{ line: 4, value: { q: 'a', good: 'b', rejected: 'c' } }], tok, { file: 'p.jsonl', keys: { prompt: 'q', chosen: 'good', rejected: 'bad' } }),
-    (e: unknown) => e instanceof DatasetError && /^p\.jsonl:4: field "bad" is missing; a preference row is \{"q": "...", "good": "...", "bad": "..."\}/.test((e as Error).message),
+    () =>
+      tokenizePreferenceRecords([{ line: 4, value: { q: 'a', good: 'b', rejected: 'c' } }], tok, {
+        file: 'p.jsonl',
+        keys: { prompt: 'q', chosen: 'good', rejected: 'bad' },
+      }),
+    (e: unknown) =>
+      e instanceof DatasetError &&
+      /^p\.jsonl:4: field "bad" is missing; a preference row is \{"q": "...", "good": "...", "bad": "..."\}/.test((e as Error).message),
   );
 });
 
@@ -82,14 +95,28 @@ test('a DPO run through the Trainer: 6 steps straight = 3, stop, resume 3 (bitwi
   const tok = await Tokenizer.fromDir(DIR);
   const pairs = (await loadPreferenceDataset('data/tasks/preference/train.jsonl', tok, { maxLength: 64, maxExamples: 10 })).pairs;
   const evalPairs = (await loadPreferenceDataset('data/tasks/preference/eval.jsonl', tok, { maxLength: 64, maxExamples: 6 })).pairs;
-  const make = async () => getPeftModel(await loadModel(DIR), { r: 4, loraAlpha: 8, loraDropout: 0.1, targetModules: ['q_proj', 'v_proj'] }, { seed: 1 });
-  const common = { padTokenId: tok.eosTokenId ?? 0, maxSteps: 6, batchSize: 3, gradAccum: 2, learningRate: 2e-3, evalEvery: 3, runtime: { threads: 1 }, preference: { objective: 'dpo' as const, beta: 0.2 } };
+  const make = async () =>
+    getPeftModel(await loadModel(DIR), { r: 4, loraAlpha: 8, loraDropout: 0.1, targetModules: ['q_proj', 'v_proj'] }, { seed: 1 });
+  const common = {
+    padTokenId: tok.eosTokenId ?? 0,
+    maxSteps: 6,
+    batchSize: 3,
+    gradAccum: 2,
+    learningRate: 2e-3,
+    evalEvery: 3,
+    runtime: { threads: 1 },
+    preference: { objective: 'dpo' as const, beta: 0.2 },
+  };
   const dirs = [await mkdtemp(join(tmpdir(), 'pref-a-')), await mkdtemp(join(tmpdir(), 'pref-b-'))];
   try {
     const straight = await make();
     const s = await new Trainer(straight, pairs, evalPairs, { ...common, outputDir: dirs[0]! }).train();
     const first = await make();
-    const stopper: Trainer = new Trainer(first, pairs, evalPairs, { ...common, outputDir: dirs[1]!, onStep: (r) => void (r.step === 3 && stopper.requestStop()) });
+    const stopper: Trainer = new Trainer(first, pairs, evalPairs, {
+      ...common,
+      outputDir: dirs[1]!,
+      onStep: (r) => void (r.step === 3 && stopper.requestStop()),
+    });
     assert.equal((await stopper.train()).globalStep, 3);
     const second = await make();
     const rest = await new Trainer(second, pairs, evalPairs, { ...common, outputDir: dirs[1]!, resume: 'latest' }).train();
@@ -97,10 +124,28 @@ test('a DPO run through the Trainer: 6 steps straight = 3, stop, resume 3 (bitwi
     for (const [n, t] of straight.parameters()) assert.deepEqual(second.parameters().get(n)!.data, t.data, n);
     const strip = (ms: typeof s.metrics) => ms.map((m) => (m.kind === 'train' ? { ...m, tokens_per_second: 0, elapsed_s: 0 } : m));
     assert.deepEqual(strip(rest.metrics), strip(s.metrics));
-    for (const m of s.metrics.filter((x) => x.kind === 'train')) for (const k of ['rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins']) assert.equal(typeof (m as unknown as Record<string, unknown>)[k], 'number');
-    assert.deepEqual(s.metrics.filter((x) => x.kind === 'eval').map((x) => [x.step, (x as unknown as Record<string, unknown>).eval_pairs]), [[0, 6], [3, 6], [6, 6]]);
+    for (const m of s.metrics.filter((x) => x.kind === 'train'))
+      for (const k of ['rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins'])
+        assert.equal(typeof (m as unknown as Record<string, unknown>)[k], 'number');
+    assert.deepEqual(
+      s.metrics.filter((x) => x.kind === 'eval').map((x) => [x.step, (x as unknown as Record<string, unknown>).eval_pairs]),
+      [
+        [0, 6],
+        [3, 6],
+        [6, 6],
+      ],
+    );
     // another objective or beta is another run: resuming it is refused
-    await assert.rejects(new Trainer(await make(), pairs, evalPairs, { ...common, outputDir: dirs[1]!, overwrite: false, resume: join(dirs[1]!, 'checkpoints', 'checkpoint-3'), preference: { objective: 'dpo', beta: 0.3 } }).train(), /beta: checkpoint 0.2, now 0.3/);
+    await assert.rejects(
+      new Trainer(await make(), pairs, evalPairs, {
+        ...common,
+        outputDir: dirs[1]!,
+        overwrite: false,
+        resume: join(dirs[1]!, 'checkpoints', 'checkpoint-3'),
+        preference: { objective: 'dpo', beta: 0.3 },
+      }).train(),
+      /beta: checkpoint 0.2, now 0.3/,
+    );
   } finally {
     for (const d of dirs) await rm(d, { recursive: true, force: true });
   }

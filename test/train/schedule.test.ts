@@ -22,7 +22,7 @@ test('linear, cosine and constant schedules with warmup match get_scheduler', ()
   close(lrLambda('linear', 0, 0, 4), 1);
   close(lrLambda('linear', 3, 0, 4), 0.25);
   const s = new LrSchedule({ name: 'linear', baseLr: 1e-3, totalSteps: 10, warmupSteps: 2 });
-  close(s.lrAt(5), 1e-3 * 5 / 8);
+  close(s.lrAt(5), (1e-3 * 5) / 8);
   assert.deepEqual(new LrSchedule(s.toJSON()).toJSON(), s.toJSON());
   assert.throws(() => new LrSchedule({ name: 'exp' as never, baseLr: 1, totalSteps: 1, warmupSteps: 0 }), TrainError);
 });
@@ -44,7 +44,10 @@ test('the generator is seeded, its state round-trips, and permutations are permu
   const copy = Rng.fromState(mid.state());
   for (let i = 0; i < 100; i++) assert.equal(copy.nextUint32(), mid.nextUint32());
   const p = permutation(50, Rng.fromSeed(1));
-  assert.deepEqual([...p].sort((x, y) => x - y), Array.from({ length: 50 }, (_, i) => i));
+  assert.deepEqual(
+    [...p].sort((x, y) => x - y),
+    Array.from({ length: 50 }, (_, i) => i),
+  );
   let sum = 0;
   const r = Rng.fromSeed(3);
   for (let i = 0; i < 10000; i++) sum += r.nextFloat();

@@ -28,7 +28,10 @@ const rows = (n: number, len: number, offset = 0) =>
 class DropoutGain implements AdaptedModel {
   readonly peftType = 'TEST_DROPOUT';
   private readonly gain: TrainableTensor;
-  constructor(readonly base: PretrainedModel, private readonly ratio: number) {
+  constructor(
+    readonly base: PretrainedModel,
+    private readonly ratio: number,
+  ) {
     this.gain = { shape: [base.hiddenSize], data: new Float32Array(base.hiddenSize).fill(1) };
   }
   forward(ctx: BuildContext, args: ForwardArgs): ForwardResult {
@@ -56,17 +59,26 @@ class DropoutGain implements AdaptedModel {
 }
 
 test('gradients match finite differences and loss_scale scales them (accumulation = big-batch mean)', async () => {
-  const model = getFullFineTuneModel(await loadModel(fixturePath('models', 'gpt2')), { peftType: 'FULL', targetModules: ['ln_f', 'c_proj'] });
+  const model = getFullFineTuneModel(await loadModel(fixturePath('models', 'gpt2')), {
+    peftType: 'FULL',
+    targetModules: ['ln_f', 'c_proj'],
+  });
   const step = await TrainStep.compile(model, { threads: 1 });
   const evalStep = await EvalStep.compile(model, { threads: 1 });
   const params = model.parameters();
-  assert.ok(params.has('transformer.ln_f.bias') && params.has('transformer.h.1.mlp.c_proj.weight') && !params.has('transformer.wte.weight'));
+  assert.ok(
+    params.has('transformer.ln_f.bias') && params.has('transformer.h.1.mlp.c_proj.weight') && !params.has('transformer.wte.weight'),
+  );
   const batch = collate(rows(4, 9), 0);
   const full = await step.run(batch, params, { lossScale: 1 });
   assert.deepEqual([...full.grads.keys()].sort(), [...params.keys()].sort());
 
   // Central differences in float32 on a few coordinates of two tensors.
-  for (const [name, idx] of [['transformer.ln_f.bias', 3], ['transformer.ln_f.weight', 10], ['transformer.h.1.mlp.c_proj.weight', 77]] as const) {
+  for (const [name, idx] of [
+    ['transformer.ln_f.bias', 3],
+    ['transformer.ln_f.weight', 10],
+    ['transformer.h.1.mlp.c_proj.weight', 77],
+  ] as const) {
     const x = params.get(name)!.data;
     const keep = x[idx]!;
     const h = 1e-2;
@@ -140,10 +152,16 @@ test('models the trainer cannot train are refused with a TrainError', async () =
       return super.forward(ctx, args);
     }
   }
-  await assert.rejects(TrainStep.compile(new Undeclared(gpt2, 0.1)), (e: unknown) => e instanceof TrainError && /"other".*parameters\(\)/.test(e.message));
+  await assert.rejects(
+    TrainStep.compile(new Undeclared(gpt2, 0.1)),
+    (e: unknown) => e instanceof TrainError && /"other".*parameters\(\)/.test(e.message),
+  );
   const bert = await loadModel(fixturePath('models', 'bert'));
   const headless = getFullFineTuneModel(new BertModel(bert.config, bert.weights, bert.dir, 'base'));
-  await assert.rejects(TrainStep.compile(headless), (e: unknown) => e instanceof TrainError && /causal language models and sequence classifiers/.test(e.message));
+  await assert.rejects(
+    TrainStep.compile(headless),
+    (e: unknown) => e instanceof TrainError && /causal language models and sequence classifiers/.test(e.message),
+  );
 });
 
 test('symbolic dims of masks resolve for each batch', () => {

@@ -29,7 +29,7 @@ test('TensorBoardWriter writes framed events a reader decodes back', () => {
     const bytes = new Uint8Array(readFileSync(w.path));
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const events: Map<number, (bigint | Uint8Array)[]>[] = [];
-    for (let off = 0; off < bytes.length; ) {
+    for (let off = 0; off < bytes.length;) {
       const len = Number(view.getBigUint64(off, true));
       assert.equal(view.getUint32(off + 8, true), maskedCrc32c(bytes.subarray(off, off + 8)));
       const data = bytes.subarray(off + 12, off + 12 + len);

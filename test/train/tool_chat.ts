@@ -6,13 +6,13 @@ export const TOOL_TEMPLATE =
   '{{ bos_token }}' +
   "{%- if tools %}{{ '<|im_start|>system\\n' }}{% if messages[0].role == 'system' %}{{ messages[0].content + '\\n\\n' }}{% endif %}" +
   "{{ 'You may call these functions:\\n<tools>\\n' }}{% for t in tools %}{{ t | tojson }}{{ '\\n' }}{% endfor %}" +
-  "{{ '</tools>\\nCall one as <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call><|im_end|>\\n' }}" +
+  '{{ \'</tools>\\nCall one as <tool_call>{"name": ..., "arguments": ...}</tool_call><|im_end|>\\n\' }}' +
   "{%- elif messages[0].role == 'system' %}{{ '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}{% endif %}" +
   '{%- for m in messages %}' +
   "{%- if m.role == 'system' %}" +
   "{%- elif m.role == 'assistant' %}{{ '<|im_start|>assistant\\n' }}{% if m.content %}{{ m.content }}{% endif %}" +
   '{%- if m.tool_calls %}{% for c in m.tool_calls %}{% if m.content or not loop.first %}{{ "\\n" }}{% endif %}' +
-  "{{ '<tool_call>\\n{\"name\": \"' + c.function.name + '\", \"arguments\": ' }}{{ c.function.arguments | tojson }}{{ '}\\n</tool_call>' }}{% endfor %}{% endif %}" +
+  '{{ \'<tool_call>\\n{"name": "\' + c.function.name + \'", "arguments": \' }}{{ c.function.arguments | tojson }}{{ \'}\\n</tool_call>\' }}{% endfor %}{% endif %}' +
   "{{ '<|im_end|>\\n' }}" +
   "{%- elif m.role == 'tool' %}{{ '<|im_start|>user\\n<tool_response>\\n' + m.content + '\\n</tool_response><|im_end|>\\n' }}" +
   "{%- else %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endif %}" +
@@ -21,7 +21,11 @@ export const TOOL_TEMPLATE =
 
 export const WEATHER_TOOL = {
   type: 'function',
-  function: { name: 'get_weather', description: 'Weather in a city', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } },
+  function: {
+    name: 'get_weather',
+    description: 'Weather in a city',
+    parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+  },
 };
 
 /** One conversation: the user asks, the assistant only calls a tool, the tool answers, the assistant answers. */

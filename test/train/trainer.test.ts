@@ -86,13 +86,20 @@ test('full fine-tuning of gpt2 and llama on the swap task cuts the eval loss by 
     for (const f of ['config.json', 'model.safetensors', 'metrics.jsonl', 'loss.svg']) assert.ok(existsSync(join(out, f)), f);
     const metrics = parseMetrics(await readFile(join(out, 'metrics.jsonl'), 'utf8'));
     assert.equal(metrics.filter((m) => m.kind === 'train').length, 30);
-    assert.deepEqual(metrics.filter((m) => m.kind === 'eval').map((m) => m.step), [0, 10, 20, 30]);
+    assert.deepEqual(
+      metrics.filter((m) => m.kind === 'eval').map((m) => m.step),
+      [0, 10, 20, 30],
+    );
     const reloaded = await loadModel(out);
     assert.deepEqual(reloaded.weights.get('lm_head.weight').data, model.base.weights.get('lm_head.weight').data);
   }
 });
 
-async function runPair(makeModel: () => Promise<AdaptedModel>, data: { train: TokenizedExample[]; eval: TokenizedExample[]; padId: number }, opts: Partial<TrainerOptions>) {
+async function runPair(
+  makeModel: () => Promise<AdaptedModel>,
+  data: { train: TokenizedExample[]; eval: TokenizedExample[]; padId: number },
+  opts: Partial<TrainerOptions>,
+) {
   const common: Omit<TrainerOptions, 'outputDir'> = { padTokenId: data.padId, maxSteps: 10, runtime: { threads: 2 }, ...opts };
   const straightDir = await tempDir();
   const straight = await makeModel();
@@ -100,7 +107,11 @@ async function runPair(makeModel: () => Promise<AdaptedModel>, data: { train: To
 
   const splitDir = await tempDir();
   const first = await makeModel();
-  const stopper: Trainer = new Trainer(first, data.train, data.eval, { ...common, outputDir: splitDir, onStep: (r) => void (r.step === 5 && stopper.requestStop()) });
+  const stopper: Trainer = new Trainer(first, data.train, data.eval, {
+    ...common,
+    outputDir: splitDir,
+    onStep: (r) => void (r.step === 5 && stopper.requestStop()),
+  });
   const half = await stopper.train();
   assert.equal(half.interrupted, true);
   assert.equal(half.globalStep, 5);
@@ -120,7 +131,12 @@ function assertBitwise(a: AdaptedModel, b: AdaptedModel): void {
     let diff = 0;
     for (let i = 0; i < t.data.length; i++) diff = Math.max(diff, Math.abs(t.data[i]! - u.data[i]!));
     assert.equal(diff, 0, `${name}: max diff ${diff}`);
-    assert.ok(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).equals(Buffer.from(u.data.buffer, u.data.byteOffset, u.data.byteLength)), `${name} differs bitwise`);
+    assert.ok(
+      Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).equals(
+        Buffer.from(u.data.buffer, u.data.byteOffset, u.data.byteLength),
+      ),
+      `${name} differs bitwise`,
+    );
   }
 }
 
@@ -151,13 +167,28 @@ test('10 steps straight = 5 steps, stop, resume 5: identical tensors, optimizer 
   const ck = await loadCheckpoint(join(full.splitDir, 'checkpoints', 'checkpoint-5'));
   assert.equal(ck.optimizer.step, 5);
   assert.equal(ck.state.globalStep, 5);
-  assert.deepEqual(ck.state.dataPosition, { epoch: 2, index: 6 }, '10 micro-batches of 3 over 10 examples: two epochs of 4 batches, then 2 more');
-  for (const f of ['config.json', 'model.safetensors', 'trainable.safetensors', 'optimizer.safetensors', 'scheduler.json', 'rng_state.json', 'trainer_state.json']) {
+  assert.deepEqual(
+    ck.state.dataPosition,
+    { epoch: 2, index: 6 },
+    '10 micro-batches of 3 over 10 examples: two epochs of 4 batches, then 2 more',
+  );
+  for (const f of [
+    'config.json',
+    'model.safetensors',
+    'trainable.safetensors',
+    'optimizer.safetensors',
+    'scheduler.json',
+    'rng_state.json',
+    'trainer_state.json',
+  ]) {
     assert.ok(existsSync(join(full.splitDir, 'checkpoints', 'checkpoint-5', f)), f);
   }
 
   // Dropout: the resumed run must draw the masks the straight run drew.
-  const drop = await runPair(async () => new DropoutGain(await loadModel(fixturePath('models', 'gpt2'))), small, { learningRate: 1e-2, batchSize: 4 });
+  const drop = await runPair(async () => new DropoutGain(await loadModel(fixturePath('models', 'gpt2'))), small, {
+    learningRate: 1e-2,
+    batchSize: 4,
+  });
   assertBitwise(drop.straight, drop.second);
   assert.notDeepEqual(drop.second.parameters().get('gain')!.data, new Float32Array(64).fill(1));
 });
@@ -166,7 +197,16 @@ test('a NaN loss stops the run with a TrainError and keeps the last good checkpo
   const data = await swapTask('gpt2');
   const out = await tempDir();
   const model = getFullFineTuneModel(await loadModel(fixturePath('models', 'gpt2')));
-  const trainer = new Trainer(model, data.train.slice(0, 8), undefined, { outputDir: out, padTokenId: data.padId, learningRate: 1e30, schedule: 'constant', maxSteps: 5, batchSize: 4, saveEvery: 1, runtime: { threads: 2 } });
+  const trainer = new Trainer(model, data.train.slice(0, 8), undefined, {
+    outputDir: out,
+    padTokenId: data.padId,
+    learningRate: 1e30,
+    schedule: 'constant',
+    maxSteps: 5,
+    batchSize: 4,
+    saveEvery: 1,
+    runtime: { threads: 2 },
+  });
   await assert.rejects(trainer.train(), (e: unknown) => {
     assert.ok(e instanceof TrainError, String(e));
     assert.match(e.message, /the loss is (NaN|Infinity) at step 2/);
@@ -183,14 +223,33 @@ test('runs that cannot continue exactly are refused before anything on disk chan
   const train = data.train.slice(0, 8);
   const out = await tempDir();
   const make = async () => getFullFineTuneModel(await loadModel(fixturePath('models', 'gpt2')));
-  const opts: TrainerOptions = { outputDir: out, padTokenId: data.padId, maxSteps: 4, batchSize: 4, learningRate: 1e-3, runtime: { threads: 2 } };
-  await assert.rejects(new Trainer(await make(), train, undefined, { ...opts, resume: 'latest' }).train(), (e: unknown) => e instanceof CheckpointError && /no checkpoint/.test(e.message));
+  const opts: TrainerOptions = {
+    outputDir: out,
+    padTokenId: data.padId,
+    maxSteps: 4,
+    batchSize: 4,
+    learningRate: 1e-3,
+    runtime: { threads: 2 },
+  };
+  await assert.rejects(
+    new Trainer(await make(), train, undefined, { ...opts, resume: 'latest' }).train(),
+    (e: unknown) => e instanceof CheckpointError && /no checkpoint/.test(e.message),
+  );
   const t = new Trainer(await make(), train, undefined, { ...opts, onStep: (r) => void (r.step === 2 && t.requestStop()) });
   await t.train();
   const before = await readFile(join(out, 'metrics.jsonl'), 'utf8');
-  await assert.rejects(new Trainer(await make(), train, undefined, opts).train(), (e: unknown) => e instanceof TrainError && /--resume latest.*--overwrite/.test(e.message));
-  await assert.rejects(new Trainer(await make(), train, undefined, { ...opts, resume: 'latest', learningRate: 2e-3 }).train(), (e: unknown) => e instanceof CheckpointError && /learning_rate: checkpoint 0.001, now 0.002/.test(e.message));
-  await assert.rejects(new Trainer(await make(), train.slice(1), undefined, { ...opts, resume: 'latest' }).train(), (e: unknown) => e instanceof CheckpointError && /train_data/.test(e.message));
+  await assert.rejects(
+    new Trainer(await make(), train, undefined, opts).train(),
+    (e: unknown) => e instanceof TrainError && /--resume latest.*--overwrite/.test(e.message),
+  );
+  await assert.rejects(
+    new Trainer(await make(), train, undefined, { ...opts, resume: 'latest', learningRate: 2e-3 }).train(),
+    (e: unknown) => e instanceof CheckpointError && /learning_rate: checkpoint 0.001, now 0.002/.test(e.message),
+  );
+  await assert.rejects(
+    new Trainer(await make(), train.slice(1), undefined, { ...opts, resume: 'latest' }).train(),
+    (e: unknown) => e instanceof CheckpointError && /train_data/.test(e.message),
+  );
   // a checkpoint that does not name the keep-mask scheme (written before it was recorded) would resume with other masks
   const [ckpt] = await readdir(join(out, 'checkpoints'));
   const stateFile = join(out, 'checkpoints', ckpt!, 'trainer_state.json');
@@ -198,10 +257,16 @@ test('runs that cannot continue exactly are refused before anything on disk chan
   const { dropout_masks: scheme, ...older } = state.run_signature;
   assert.equal(typeof scheme, 'string');
   await writeFile(stateFile, JSON.stringify({ ...state, run_signature: older }));
-  await assert.rejects(new Trainer(await make(), train, undefined, { ...opts, resume: 'latest' }).train(), (e: unknown) => e instanceof CheckpointError && /dropout_masks: checkpoint undefined/.test(e.message));
+  await assert.rejects(
+    new Trainer(await make(), train, undefined, { ...opts, resume: 'latest' }).train(),
+    (e: unknown) => e instanceof CheckpointError && /dropout_masks: checkpoint undefined/.test(e.message),
+  );
   await writeFile(stateFile, JSON.stringify(state));
   assert.equal(await readFile(join(out, 'metrics.jsonl'), 'utf8'), before);
-  assert.throws(() => new Trainer({} as AdaptedModel, train, undefined, { ...opts, batchSize: 0 }), (e: unknown) => e instanceof TrainError && /batch size/.test(e.message));
+  assert.throws(
+    () => new Trainer({} as AdaptedModel, train, undefined, { ...opts, batchSize: 0 }),
+    (e: unknown) => e instanceof TrainError && /batch size/.test(e.message),
+  );
   const over = await new Trainer(await make(), train, undefined, { ...opts, overwrite: true }).train();
   assert.equal(over.globalStep, 4);
   assert.deepEqual(await readdir(join(out, 'checkpoints')).catch(() => []), []);
@@ -212,7 +277,10 @@ test('an evaluation set with no label token is refused up front, and evaluate() 
   const model = getFullFineTuneModel(await loadModel(fixturePath('models', 'gpt2')));
   const unlabeled = data.eval.map((ex) => ({ ...ex, labels: ex.labels.map(() => -100) }));
   const opts = { outputDir: await tempDir(), padTokenId: data.padId, maxSteps: 1, runtime: { threads: 1 } };
-  assert.throws(() => new Trainer(model, data.train, unlabeled, opts), (e: unknown) => e instanceof TrainError && /no evaluation example has a label/.test(e.message));
+  assert.throws(
+    () => new Trainer(model, data.train, unlabeled, opts),
+    (e: unknown) => e instanceof TrainError && /no evaluation example has a label/.test(e.message),
+  );
   // only the first position labelled: the shifted loss has no target, so there is no eval loss to report
   const firstOnly = data.eval.map((ex) => ({ ...ex, labels: ex.labels.map((l, i) => (i === 0 ? ex.inputIds[0]! : -100)) }));
   const t = new Trainer(model, data.train, firstOnly, opts);

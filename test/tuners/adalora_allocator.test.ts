@@ -18,7 +18,11 @@ function layer(module: string, r: number, e: number[]): AllocatorLayer {
 }
 
 test('budget schedule: init_r per layer until tinit, cubic decay to target_r per layer at total_step - tfinal, masking every deltaT steps', () => {
-  const a = new RankAllocator({ initR: 4, targetR: 1, tinit: 1, tfinal: 2, deltaT: 2, beta1: 0.85, beta2: 0.85, totalStep: 10 }, [layer('a', 4, [1, 1, 1, 1]), layer('b', 4, [1, 1, 1, 1]), layer('c', 4, [1, 1, 1, 1])]);
+  const a = new RankAllocator({ initR: 4, targetR: 1, tinit: 1, tfinal: 2, deltaT: 2, beta1: 0.85, beta2: 0.85, totalStep: 10 }, [
+    layer('a', 4, [1, 1, 1, 1]),
+    layer('b', 4, [1, 1, 1, 1]),
+    layer('c', 4, [1, 1, 1, 1]),
+  ]);
   assert.equal(a.initBudget, 12);
   assert.equal(a.targetBudget, 3);
   assert.deepEqual(a.budgetAt(0), { budget: 12, mask: false });
@@ -29,7 +33,13 @@ test('budget schedule: init_r per layer until tinit, cubic decay to target_r per
   assert.deepEqual(a.budgetAt(3), { budget: 6, mask: false });
   assert.deepEqual(a.budgetAt(8), { budget: 3, mask: true });
   assert.deepEqual(a.budgetAt(9), { budget: 3, mask: true });
-  assert.throws(() => new RankAllocator({ initR: 2, targetR: 1, tinit: 8, tfinal: 2, deltaT: 1, beta1: 0.85, beta2: 0.85, totalStep: 10 }, [layer('a', 2, [1, 1])]), /tinit/);
+  assert.throws(
+    () =>
+      new RankAllocator({ initR: 2, targetR: 1, tinit: 8, tfinal: 2, deltaT: 1, beta1: 0.85, beta2: 0.85, totalStep: 10 }, [
+        layer('a', 2, [1, 1]),
+      ]),
+    /tinit/,
+  );
 });
 
 test('pruning keeps the highest sensitivity x uncertainty triplets within the budget and zeroes the others', () => {

@@ -36,11 +36,17 @@ test("qwen3/adalora_allocated: from peft's starting point, our loss and gradient
   assert.match(entry.adalora_allocation.procedure, /update_and_allocate\(step\); grads cleared \(no optimizer step\)/);
   const config = JSON.parse(await readFile(join(DIR, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
   const base = await loadModel(MODEL);
-  const m = (await createAdapter(base, { ...config, rank_pattern: null, inference_mode: false }, { seed: 0 })) as LinearTunerModel<LinearTunerConfig>;
+  const m = (await createAdapter(
+    base,
+    { ...config, rank_pattern: null, inference_mode: false },
+    { seed: 0 },
+  )) as LinearTunerModel<LinearTunerConfig>;
 
   // The starting point: every trainable tensor from torch.Generator().manual_seed(seed + 7), sorted peft names.
   const peftName = (module: string, kind: string) => `base_model.model.${module}.${kind}.default`;
-  const slots = [...m.modules].flatMap(([module, mod]) => ['lora_A', 'lora_B', 'lora_E'].map((kind) => ({ name: peftName(module, kind), kind, t: mod.tensors.get(kind)! })));
+  const slots = [...m.modules].flatMap(([module, mod]) =>
+    ['lora_A', 'lora_B', 'lora_E'].map((kind) => ({ name: peftName(module, kind), kind, t: mod.tensors.get(kind)! })),
+  );
   slots.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const gen = new TorchCpuGenerator(entry.seed + 7);
   for (const s of slots) s.t.data.set(gen.normal(s.t.data.length, 0, STD[s.kind]!));
@@ -60,7 +66,11 @@ test("qwen3/adalora_allocated: from peft's starting point, our loss and gradient
 
   // Replay: loss and gradients at each step, then the allocator, without optimizer steps.
   const raw = await readSafetensors(join(MODEL, 'batch.safetensors'));
-  const batch: Batch = { input_ids: host(raw.get('input_ids')!), attention_mask: host(raw.get('attention_mask')!), labels: host(raw.get('labels')!) };
+  const batch: Batch = {
+    input_ids: host(raw.get('input_ids')!),
+    attention_mask: host(raw.get('attention_mask')!),
+    labels: host(raw.get('labels')!),
+  };
   const c = await compile(m, batch, { grads: true });
   try {
     for (const { step, loss } of entry.adalora_allocation.log) {
@@ -76,5 +86,6 @@ test("qwen3/adalora_allocated: from peft's starting point, our loss and gradient
   }
   const rankPattern = (m.config as unknown as { rankPattern: Record<string, boolean[]> }).rankPattern;
   assert.deepEqual(rankPattern, config.rank_pattern);
-  for (const s of slots.filter((x) => x.kind === 'lora_E')) assertClose(s.t.data, toFloat32(after.get(s.name)!), 1e-6, 1e-5, `${s.name} after allocation`);
+  for (const s of slots.filter((x) => x.kind === 'lora_E'))
+    assertClose(s.t.data, toFloat32(after.get(s.name)!), 1e-6, 1e-5, `${s.name} after allocation`);
 });

@@ -22,7 +22,13 @@ type Builder = (ctx: BuildContext, a: { inputIds: Value; attentionMask: Value })
 
 // `shape` fixes [batch, seq] statically: the BERT classifier's CLS slice (end 1 on the sequence
 // axis) has no gradient rule over a symbolic sequence length.
-async function compile(forward: Builder, base: PretrainedModel, trainable: ReadonlySet<string>, withGrads: boolean, shape?: readonly number[]): Promise<Compiled> {
+async function compile(
+  forward: Builder,
+  base: PretrainedModel,
+  trainable: ReadonlySet<string>,
+  withGrads: boolean,
+  shape?: readonly number[],
+): Promise<Compiled> {
   const g = new Graph();
   const ctx = new BuildContext(g, base.weights, { trainable: new Set(trainable), training: withGrads });
   const dims = shape ? [...shape] : ['batch', 'seq'];
@@ -92,7 +98,13 @@ export async function runBase(base: PretrainedModel, batch: Batch): Promise<Reco
 }
 
 /** Trains with AdamW for `steps` steps cycling over `train`; returns the eval loss before and after. */
-export async function trainAndEval(m: AdaptedModel, train: Batch[], evalBatch: Batch, steps: number, lr: number): Promise<{ before: number; after: number; losses: number[] }> {
+export async function trainAndEval(
+  m: AdaptedModel,
+  train: Batch[],
+  evalBatch: Batch,
+  steps: number,
+  lr: number,
+): Promise<{ before: number; after: number; losses: number[] }> {
   const { sess, params } = await compile(
     (ctx, a) => {
       const out = m.forward(ctx, a);
@@ -165,7 +177,13 @@ export function classificationBatches(seedStart: number, n: number, rows: number
 }
 
 /** The counting task as tokenized examples for src/train's Trainer (every position labelled). */
-export function countingExamples(seed: number, n: number, seq: number, lo: number, span: number): { inputIds: number[]; labels: number[] }[] {
+export function countingExamples(
+  seed: number,
+  n: number,
+  seq: number,
+  lo: number,
+  span: number,
+): { inputIds: number[]; labels: number[] }[] {
   const [b] = countingBatches(seed, 1, n, seq, lo, span);
   const ids = Array.from(b!.input_ids.data as BigInt64Array, Number);
   return Array.from({ length: n }, (_, r) => {

@@ -82,7 +82,11 @@ test('bottleneck: a new adapter with U = 0 reproduces the base model exactly', a
         assert.ok(s.tensors['adapter_down.0.weight'].data.some((x) => x !== 0));
       }
       const r = await runAdapted(bn, batch);
-      assert.equal(maxAbsDiff(r.logits!.data as Float32Array, b.logits!.data as Float32Array), 0, `${model} ${config.isParallel ? 'par' : config.mhAdapter ? 'double' : 'seq'}`);
+      assert.equal(
+        maxAbsDiff(r.logits!.data as Float32Array, b.logits!.data as Float32Array),
+        0,
+        `${model} ${config.isParallel ? 'par' : config.mhAdapter ? 'double' : 'seq'}`,
+      );
     }
   }
 });
@@ -153,7 +157,13 @@ test('bottleneck: training lowers the eval loss (gpt2 SeqBn with src/train Train
   const cls = BottleneckModel.create(bert, { config: doubleSeqBnConfig({ reductionFactor: 8, nonLinearity: 'gelu' }), seed: 2 });
   assert.ok(cls.trainHead);
   assert.ok(cls.parameters().has('classifier.weight'));
-  const c = await trainAndEval(cls, classificationBatches(3, 4, 16, 8, 50, 200), classificationBatches(77, 1, 16, 8, 50, 200)[0]!, 30, 0.02);
+  const c = await trainAndEval(
+    cls,
+    classificationBatches(3, 4, 16, 8, 50, 200),
+    classificationBatches(77, 1, 16, 8, 50, 200)[0]!,
+    30,
+    0.02,
+  );
   assert.ok(c.after < c.before - 0.05, `bert eval loss ${c.before} -> ${c.after}`);
   // the trained classifier is saved as the head and comes back
   await withTmp(async (dir) => {
@@ -183,7 +193,10 @@ test('bottleneck: folder detection, bare-model keys, load_as, and typed errors',
   await withTmp(async (dir) => {
     await copyFile(join(caseDir, 'adapter_config.json'), join(dir, 'adapter_config.json'));
     await copyFile(join(caseDir, 'pytorch_adapter.bin'), join(dir, 'pytorch_adapter.bin'));
-    await assert.rejects(loadBottleneck(base, dir), (e: Error) => e instanceof AdapterFormatError && /safetensors/.test(e.message) && /save_file/.test(e.message));
+    await assert.rejects(
+      loadBottleneck(base, dir),
+      (e: Error) => e instanceof AdapterFormatError && /safetensors/.test(e.message) && /save_file/.test(e.message),
+    );
     // a config whose shapes disagree with the weights
     const cfg = JSON.parse(await readFile(join(caseDir, 'adapter_config.json'), 'utf8'));
     cfg.config.reduction_factor = 4;
@@ -199,22 +212,48 @@ test('bottleneck: folder detection, bare-model keys, load_as, and typed errors',
     await writeFile(join(dir, 'adapter_config.json'), JSON.stringify(cfg));
     await assert.rejects(loadBottleneck(base, dir), (e: Error) => e instanceof PeftConfigError && /stochastic_depth/.test(e.message));
   });
-  assert.throws(() => seqBnConfig({ lnBefore: true }), (e: Error) => e instanceof PeftConfigError && /ln_before/.test(e.message));
-  assert.throws(() => seqBnConfig({ mhAdapter: false, outputAdapter: false }), (e: Error) => e instanceof PeftConfigError && /no location/.test(e.message));
-  assert.throws(() => seqBnConfig({ nonLinearity: 'elu' }), (e: Error) => e instanceof PeftConfigError && /relu/.test(e.message));
+  assert.throws(
+    () => seqBnConfig({ lnBefore: true }),
+    (e: Error) => e instanceof PeftConfigError && /ln_before/.test(e.message),
+  );
+  assert.throws(
+    () => seqBnConfig({ mhAdapter: false, outputAdapter: false }),
+    (e: Error) => e instanceof PeftConfigError && /no location/.test(e.message),
+  );
+  assert.throws(
+    () => seqBnConfig({ nonLinearity: 'elu' }),
+    (e: Error) => e instanceof PeftConfigError && /relu/.test(e.message),
+  );
   assert.throws(() => seqBnConfig({ scaling: 'learned' }), PeftConfigError);
-  assert.throws(() => BottleneckModel.create(base, { config: seqBnConfig({ leaveOut: [7] }) }), (e: Error) => e instanceof PeftConfigError && /2 layers/.test(e.message));
+  assert.throws(
+    () => BottleneckModel.create(base, { config: seqBnConfig({ leaveOut: [7] }) }),
+    (e: Error) => e instanceof PeftConfigError && /2 layers/.test(e.message),
+  );
   // adapter dropout becomes a keep-mask input in training graphs only
   for (const training of [false, true]) {
     const g = new Graph();
     const ctx = new BuildContext(g, base.weights, { training });
     const m = BottleneckModel.create(base, { config: seqBnConfig({ dropout: 0.1 }), name: 'drop' });
-    m.forward(ctx, { inputIds: g.input('input_ids', 'int64', ['batch', 'seq']), attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']) });
-    assert.deepEqual([...ctx.dropoutMasks.keys()], training ? ['transformer.h.0.output_adapters.adapters.drop.dropout.keep_mask', 'transformer.h.1.output_adapters.adapters.drop.dropout.keep_mask'] : []);
+    m.forward(ctx, {
+      inputIds: g.input('input_ids', 'int64', ['batch', 'seq']),
+      attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']),
+    });
+    assert.deepEqual(
+      [...ctx.dropoutMasks.keys()],
+      training
+        ? [
+            'transformer.h.0.output_adapters.adapters.drop.dropout.keep_mask',
+            'transformer.h.1.output_adapters.adapters.drop.dropout.keep_mask',
+          ]
+        : [],
+    );
   }
   // leave_out skips layers
   const partial = BottleneckModel.create(base, { config: doubleSeqBnConfig({ leaveOut: [0] }) });
-  assert.deepEqual(partial.sites.map((s) => `${s.layer}.${s.location}`), ['1.mh_adapter', '1.output_adapter']);
+  assert.deepEqual(
+    partial.sites.map((s) => `${s.layer}.${s.location}`),
+    ['1.mh_adapter', '1.output_adapter'],
+  );
 });
 
 test('bottleneck: Python float formatting of config values', () => {

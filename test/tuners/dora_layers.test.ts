@@ -81,11 +81,29 @@ function sites(lm: LoraModel): Site[] {
   const out: Site[] = [];
   for (const [name, st] of a.modules) {
     const w = lm.base.weights.get(`${name}.weight`);
-    out.push({ kind: st.spec.layout === 'conv1d' ? 'conv1d' : 'linear', name, W: w.data, shape: w.shape as [number, number], A: st.A, B: st.B, magnitude: st.magnitude!, scaling: st.scaling });
+    out.push({
+      kind: st.spec.layout === 'conv1d' ? 'conv1d' : 'linear',
+      name,
+      W: w.data,
+      shape: w.shape as [number, number],
+      A: st.A,
+      B: st.B,
+      magnitude: st.magnitude!,
+      scaling: st.scaling,
+    });
   }
   for (const [name, st] of a.embeddings) {
     const w = lm.base.weights.get(`${name}.weight`);
-    out.push({ kind: 'embedding', name, W: w.data, shape: w.shape as [number, number], A: st.A, B: st.B, magnitude: st.magnitude!, scaling: st.scaling });
+    out.push({
+      kind: 'embedding',
+      name,
+      W: w.data,
+      shape: w.shape as [number, number],
+      A: st.A,
+      B: st.B,
+      magnitude: st.magnitude!,
+      scaling: st.scaling,
+    });
   }
   return out;
 }
@@ -99,10 +117,14 @@ const CASES: { kind: Kind; model: string; targets: string[] }[] = [
 for (const c of CASES) {
   test(`DoRA on ${c.kind} (${c.model} ${c.targets.join(', ')}): gradients of A, B and the magnitude match central differences (norm held as peft detaches it)`, async () => {
     const b = await fixtureBatch(c.model);
-    const lm = (await getPeftModel(await loadModel(fixturePath('models', c.model)), { r: 4, loraAlpha: 8, targetModules: c.targets, useDora: true, taskType: 'CAUSAL_LM' }, { seed: 3 })) as LoraModel;
+    const lm = (await getPeftModel(
+      await loadModel(fixturePath('models', c.model)),
+      { r: 4, loraAlpha: 8, targetModules: c.targets, useDora: true, taskType: 'CAUSAL_LM' },
+      { seed: 3 },
+    )) as LoraModel;
     // Move away from the initial point: B non-zero, magnitudes off the norms.
     let seed = 11;
-    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) - 0.5;
+    const rand = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648 - 0.5;
     for (const [, t] of lm.parameters()) for (let i = 0; i < t.data.length; i++) t.data[i] += rand() * (t.data.length > 1000 ? 0.1 : 0.2);
     const all = sites(lm);
     assert.ok(all.length >= 1 && all.every((s) => s.kind === c.kind && s.magnitude), `every site is a DoRA ${c.kind}`);
@@ -114,9 +136,15 @@ for (const c of CASES) {
       const loss = async () => (await comp.run(b, params)).loss!.data[0] as number;
       let checked = 0;
       for (const s of all.slice(0, 2)) {
-        for (const [what, t] of [['A', s.A], ['B', s.B], ['magnitude', s.magnitude]] as const) {
+        for (const [what, t] of [
+          ['A', s.A],
+          ['B', s.B],
+          ['magnitude', s.magnitude],
+        ] as const) {
           const g = r[`grad:${nameOf.get(t)}`]!.data as Float32Array;
-          const idx = Array.from(g.keys()).sort((x, y) => Math.abs(g[y]!) - Math.abs(g[x]!)).slice(0, 2);
+          const idx = Array.from(g.keys())
+            .sort((x, y) => Math.abs(g[y]!) - Math.abs(g[x]!))
+            .slice(0, 2);
           for (const i of idx) {
             const h = H;
             const orig = t.data[i]!;
@@ -135,7 +163,10 @@ for (const c of CASES) {
             };
             const fd = ((await at(orig + h)) - (await at(orig - h))) / (2 * h);
             t.data[i] = orig;
-            assert.ok(Math.abs(fd - g[i]!) <= 2e-4 + 3e-2 * Math.abs(g[i]!), `${s.name} ${what}[${i}]: autodiff ${g[i]} vs central difference ${fd}`);
+            assert.ok(
+              Math.abs(fd - g[i]!) <= 2e-4 + 3e-2 * Math.abs(g[i]!),
+              `${s.name} ${what}[${i}]: autodiff ${g[i]} vs central difference ${fd}`,
+            );
             checked++;
           }
         }
@@ -152,7 +183,10 @@ for (const c of CASES) {
       const down = await loss();
       s.A.data[i] = orig;
       const plain = (up - down) / (2 * H);
-      assert.ok(Math.abs(plain - g[i]!) > 1e-3 * Math.abs(g[i]!), `plain finite difference ${plain} vs ${g[i]}: the detached norm should show`);
+      assert.ok(
+        Math.abs(plain - g[i]!) > 1e-3 * Math.abs(g[i]!),
+        `plain finite difference ${plain} vs ${g[i]}: the detached norm should show`,
+      );
     } finally {
       await comp.dispose();
     }

@@ -114,7 +114,8 @@ test('ia3: additive variant starts at the base model, merges into the bias, save
   assert.equal(maxAbsDiff(r0.logits!.data as Float32Array, b.logits!.data as Float32Array), 0);
   // random vectors: logits change; merge folds them into the biases exactly enough
   let s = 1;
-  for (const t of ia3.targets) for (let i = 0; i < ia3.vector(t.spec.name).data.length; i++) ia3.vector(t.spec.name).data[i] = Math.sin(s++) * 0.3;
+  for (const t of ia3.targets)
+    for (let i = 0; i < ia3.vector(t.spec.name).data.length; i++) ia3.vector(t.spec.name).data[i] = Math.sin(s++) * 0.3;
   const r1 = await runAdapted(ia3, batch);
   assert.ok(maxAbsDiff(r1.logits!.data as Float32Array, b.logits!.data as Float32Array) > 1e-3);
   ia3.merge();
@@ -129,7 +130,12 @@ test('ia3: additive variant starts at the base model, merges into the bias, save
     assert.equal(cfg.ia3_variant, 'additive');
     assert.equal(cfg.peft_type, 'IA3');
     const keys = [...(await readSafetensors(join(dir, 'adapter_model.safetensors'))).keys()].sort();
-    assert.deepEqual(keys, ['base_model.model.transformer.h.0.attn.c_attn.ia3_m', 'base_model.model.transformer.h.0.mlp.c_proj.ia3_m', 'base_model.model.transformer.h.1.attn.c_attn.ia3_m', 'base_model.model.transformer.h.1.mlp.c_proj.ia3_m']);
+    assert.deepEqual(keys, [
+      'base_model.model.transformer.h.0.attn.c_attn.ia3_m',
+      'base_model.model.transformer.h.0.mlp.c_proj.ia3_m',
+      'base_model.model.transformer.h.1.attn.c_attn.ia3_m',
+      'base_model.model.transformer.h.1.mlp.c_proj.ia3_m',
+    ]);
     const again = await loadIA3(await loadModel(fixturePath('models', 'gpt2')), dir);
     assert.equal(again.config.variant, 'additive');
     const r2 = await runAdapted(again, batch);
@@ -139,9 +145,19 @@ test('ia3: additive variant starts at the base model, merges into the bias, save
 
 test('ia3: typed errors for targets that match nothing, non-linear targets and bad subsets', async () => {
   const base = await loadModel(fixturePath('models', 'llama'));
-  assert.throws(() => IA3Model.create(base, { targetModules: ['qkv'], feedforwardModules: [] }), (e: Error) => e instanceof PeftConfigError && /match no module/.test(e.message) && /model\.layers\.0\.self_attn\.q_proj/.test(e.message));
-  assert.throws(() => IA3Model.create(base, { targetModules: ['input_layernorm'], feedforwardModules: [] }), (e: Error) => e instanceof PeftConfigError && /not linear/.test(e.message));
-  assert.throws(() => IA3Model.create(base, { targetModules: ['k_proj'], feedforwardModules: ['down_proj'] }), (e: Error) => e instanceof PeftConfigError && /subset/.test(e.message));
+  assert.throws(
+    () => IA3Model.create(base, { targetModules: ['qkv'], feedforwardModules: [] }),
+    (e: Error) =>
+      e instanceof PeftConfigError && /match no module/.test(e.message) && /model\.layers\.0\.self_attn\.q_proj/.test(e.message),
+  );
+  assert.throws(
+    () => IA3Model.create(base, { targetModules: ['input_layernorm'], feedforwardModules: [] }),
+    (e: Error) => e instanceof PeftConfigError && /not linear/.test(e.message),
+  );
+  assert.throws(
+    () => IA3Model.create(base, { targetModules: ['k_proj'], feedforwardModules: ['down_proj'] }),
+    (e: Error) => e instanceof PeftConfigError && /subset/.test(e.message),
+  );
   await withTmp(async (dir) => {
     await assert.rejects(loadIA3(base, dir), AdapterError);
   });
@@ -187,14 +203,22 @@ test('ia3: the registry creates and loads IA3 from adapter_config.json fields', 
   assert.ok(m instanceof IA3Model);
   assert.deepEqual(
     m.targets.map((t) => `${t.spec.name}:${t.feedforward ? 'in' : 'out'}`),
-    ['model.layers.0.self_attn.q_proj:out', 'model.layers.0.mlp.down_proj:in', 'model.layers.1.self_attn.q_proj:out', 'model.layers.1.mlp.down_proj:in'],
+    [
+      'model.layers.0.self_attn.q_proj:out',
+      'model.layers.0.mlp.down_proj:in',
+      'model.layers.1.self_attn.q_proj:out',
+      'model.layers.1.mlp.down_proj:in',
+    ],
   );
   await assert.rejects(createAdapter(base, { peft_type: 'IA3', target_modulez: ['q_proj'] }), PeftConfigError);
   // "all-linear": every linear module but the LM head, expanded into the saved list as peft does
   const all = (await createAdapter(base, { peft_type: 'IA3', target_modules: 'all-linear' })) as IA3Model;
   assert.deepEqual(all.config.targetModules, ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
   assert.equal(all.targets.length, 14);
-  assert.deepEqual(all.targets.filter((t) => t.feedforward).map((t) => t.spec.name), ['model.layers.0.mlp.down_proj', 'model.layers.1.mlp.down_proj']);
+  assert.deepEqual(
+    all.targets.filter((t) => t.feedforward).map((t) => t.spec.name),
+    ['model.layers.0.mlp.down_proj', 'model.layers.1.mlp.down_proj'],
+  );
   const loaded = await loadAdapter(base, fixturePath('adapters', 'llama', 'ia3'));
   assert.ok(loaded instanceof IA3Model && loaded.config.inferenceMode);
 });

@@ -34,15 +34,39 @@ interface Case {
 
 const any = (m: unknown) => m as LinearMethod<LinearTunerConfig>;
 const CASES: Case[] = [
-  { method: any(LOHA), tiny: { r: 2, alpha: 3 }, fields: { peft_type: 'LOHA', r: 4, alpha: 8, target_modules: ['q_proj', 'v_proj', 'up_proj'] } },
+  {
+    method: any(LOHA),
+    tiny: { r: 2, alpha: 3 },
+    fields: { peft_type: 'LOHA', r: 4, alpha: 8, target_modules: ['q_proj', 'v_proj', 'up_proj'] },
+  },
   // r=1 < max(b, d)/2 on the tiny layer: w2 is factorized (w2_a @ w2_b)
   { method: any(LOKR), tiny: { r: 1, alpha: 2 }, fields: { peft_type: 'LOKR', r: 2, alpha: 4, target_modules: ['q_proj', 'down_proj'] } },
-  { method: any(LOKR), tiny: { r: 4, alpha: 2, decompose_both: true }, fields: { peft_type: 'LOKR', r: 8, alpha: 4, target_modules: ['k_proj'], decompose_both: true } },
+  {
+    method: any(LOKR),
+    tiny: { r: 4, alpha: 2, decompose_both: true },
+    fields: { peft_type: 'LOKR', r: 8, alpha: 4, target_modules: ['k_proj'], decompose_both: true },
+  },
   { method: any(VERA), tiny: { r: 3 }, fields: { peft_type: 'VERA', r: 8, target_modules: ['q_proj', 'v_proj', 'down_proj'] } },
-  { method: any(ADALORA), tiny: { init_r: 3, lora_alpha: 5 }, fields: { peft_type: 'ADALORA', init_r: 4, lora_alpha: 8, target_modules: ['q_proj', 'v_proj'] } },
-  { method: any(OFT), tiny: { r: 0, oft_block_size: 3 }, fields: { peft_type: 'OFT', r: 0, oft_block_size: 8, target_modules: ['q_proj', 'o_proj'] } },
-  { method: any(BOFT), tiny: { boft_block_size: 3 }, fields: { peft_type: 'BOFT', boft_block_size: 8, target_modules: ['q_proj', 'o_proj', 'down_proj'] } },
-  { method: any(OFT), tiny: { r: 2, oft_block_size: 0, block_share: true, num_cayley_neumann_terms: 4 }, fields: { peft_type: 'OFT', r: 0, oft_block_size: 4, block_share: true, target_modules: ['v_proj'] } },
+  {
+    method: any(ADALORA),
+    tiny: { init_r: 3, lora_alpha: 5 },
+    fields: { peft_type: 'ADALORA', init_r: 4, lora_alpha: 8, target_modules: ['q_proj', 'v_proj'] },
+  },
+  {
+    method: any(OFT),
+    tiny: { r: 0, oft_block_size: 3 },
+    fields: { peft_type: 'OFT', r: 0, oft_block_size: 8, target_modules: ['q_proj', 'o_proj'] },
+  },
+  {
+    method: any(BOFT),
+    tiny: { boft_block_size: 3 },
+    fields: { peft_type: 'BOFT', boft_block_size: 8, target_modules: ['q_proj', 'o_proj', 'down_proj'] },
+  },
+  {
+    method: any(OFT),
+    tiny: { r: 2, oft_block_size: 0, block_share: true, num_cayley_neumann_terms: 4 },
+    fields: { peft_type: 'OFT', r: 0, oft_block_size: 4, block_share: true, target_modules: ['v_proj'] },
+  },
 ];
 
 /** Adds N(0, scale) to every trainable tensor (stands in for training, as the fixture generator does). */
@@ -71,7 +95,15 @@ for (const c of CASES) {
     const sharedDecls = c.method.sharedTensors?.([spec], config) ?? [];
     const rand = rng(3);
     const params: Record<string, { shape: number[]; init: Float64Array }> = { x: { shape: [2, 3, 6], init: randn(rand, 36) } };
-    for (const d of [...decls, ...sharedDecls]) params[d.kind] = { shape: d.shape, init: randn(rand, d.shape.reduce((a, b) => a * b, 1), 0.5) };
+    for (const d of [...decls, ...sharedDecls])
+      params[d.kind] = {
+        shape: d.shape,
+        init: randn(
+          rand,
+          d.shape.reduce((a, b) => a * b, 1),
+          0.5,
+        ),
+      };
     const W = randn(rand, 24);
     const b = randn(rand, 4);
     await gradCheck(params, (p, g) => {
@@ -81,7 +113,18 @@ for (const c of CASES) {
       for (const d of decls) t[d.kind] = p[d.kind]!;
       const shared: Record<string, Value> = {};
       for (const d of sharedDecls) shared[d.kind] = p[d.kind]!;
-      return c.method.forward({ x: p.x!, base: (x) => o.add(o.matmulT(x, w), bias), weight: () => w, bias: () => bias, spec, t, shared, config, ctx: undefined as never, dropout: (x) => x });
+      return c.method.forward({
+        x: p.x!,
+        base: (x) => o.add(o.matmulT(x, w), bias),
+        weight: () => w,
+        bias: () => bias,
+        spec,
+        t,
+        shared,
+        config,
+        ctx: undefined as never,
+        dropout: (x) => x,
+      });
     });
   });
 
@@ -128,7 +171,10 @@ test('a new adapter changes nothing until trained (peft init); peft counts its t
   ]) {
     const m = (await createAdapter(base, fields, { seed: 1 })) as LinearTunerModel<LinearTunerConfig>;
     const { trainable } = m.numParameters();
-    assert.equal(trainable, [...m.parameters().values()].reduce((n, t) => n + t.data.length, 0));
+    assert.equal(
+      trainable,
+      [...m.parameters().values()].reduce((n, t) => n + t.data.length, 0),
+    );
     const a = await runAdapted(m, batch);
     const d = maxAbsDiff(a.logits!.data as Float32Array, plain.logits!.data as Float32Array);
     assert.ok(d < 1e-5, `${fields.peft_type}: a new adapter moved the logits by ${d}`);
@@ -137,7 +183,10 @@ test('a new adapter changes nothing until trained (peft init); peft counts its t
   assert.throws(() => OFT.parseConfig({ use_cayley_neumann: false, oft_block_size: 8 }, 'x'), /use_cayley_neumann=false/);
   assert.throws(() => OFT.parseConfig({ coft: true, oft_block_size: 8 }, 'x'), /coft/);
   assert.throws(() => BOFT.parseConfig({ boft_block_size: 4, boft_n_butterfly_factor: 2 }, 'x'), /boft_n_butterfly_factor=2/);
-  await assert.rejects(createAdapter(base, { peft_type: 'LOHA', target_modules: ['q_proj'], module_dropout: 0.1 }), /not implemented for training/);
+  await assert.rejects(
+    createAdapter(base, { peft_type: 'LOHA', target_modules: ['q_proj'], module_dropout: 0.1 }),
+    /not implemented for training/,
+  );
   await assert.rejects(createAdapter(base, { peft_type: 'LOKR', target_modules: ['nothing_here'] }), /nothing_here/);
   await assert.rejects(createAdapter(base, { peft_type: 'OFT', oft_block_size: 7, target_modules: ['q_proj'] }), /not divisible/);
 });

@@ -20,7 +20,8 @@ test('LN tuning: gradients of the norm copies match central differences of the l
   const m = await createAdapter(await loadModel(llama), { peft_type: 'LN_TUNING', task_type: 'CAUSAL_LM' }, { seed: 1 });
   assert.ok(m instanceof LnTuningModel);
   let s = 3;
-  for (const [, t] of m.parameters()) for (let i = 0; i < t.data.length; i++) t.data[i] += (((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) - 0.5) * 0.2;
+  for (const [, t] of m.parameters())
+    for (let i = 0; i < t.data.length; i++) t.data[i] += ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648 - 0.5) * 0.2;
   const params = m.parameters();
   assert.ok(params.size >= 3, `trains ${[...params.keys()].join(', ')}`);
   const c = await compile(m, b, { grads: true });
@@ -29,7 +30,9 @@ test('LN tuning: gradients of the norm copies match central differences of the l
     let checked = 0;
     for (const [name, t] of params) {
       const g = r[`grad:${name}`]!.data as Float32Array;
-      for (const i of Array.from(g.keys()).sort((x, y) => Math.abs(g[y]!) - Math.abs(g[x]!)).slice(0, 2)) {
+      for (const i of Array.from(g.keys())
+        .sort((x, y) => Math.abs(g[y]!) - Math.abs(g[x]!))
+        .slice(0, 2)) {
         const h = 3e-3;
         const orig = t.data[i]!;
         t.data[i] = orig + h;

@@ -20,8 +20,21 @@ import { assertClose, fixtureBatch, forwardOnce, withTmp } from './lora_support.
 const modules = (lm: LoraModel, name = 'default') => [...lm.adapter(name).modules.keys()];
 
 test('Python float and JSON spelling', () => {
-  assert.deepEqual([0, 0.05, 1e-5, 1e-4, 123.5, 1e16, 2.5e-7, -3, 0.1 + 0.2].map(pythonFloat), ['0.0', '0.05', '1e-05', '0.0001', '123.5', '1e+16', '2.5e-07', '-3.0', '0.30000000000000004']);
-  assert.equal(pythonJsonDumps({ b: [], a: { y: 1, x: 'é' }, c: [1, 'z'] }), '{\n  "a": {\n    "x": "\\u00e9",\n    "y": 1\n  },\n  "b": [],\n  "c": [\n    1,\n    "z"\n  ]\n}');
+  assert.deepEqual([0, 0.05, 1e-5, 1e-4, 123.5, 1e16, 2.5e-7, -3, 0.1 + 0.2].map(pythonFloat), [
+    '0.0',
+    '0.05',
+    '1e-05',
+    '0.0001',
+    '123.5',
+    '1e+16',
+    '2.5e-07',
+    '-3.0',
+    '0.30000000000000004',
+  ]);
+  assert.equal(
+    pythonJsonDumps({ b: [], a: { y: 1, x: 'é' }, c: [1, 'z'] }),
+    '{\n  "a": {\n    "x": "\\u00e9",\n    "y": 1\n  },\n  "b": [],\n  "c": [\n    1,\n    "z"\n  ]\n}',
+  );
 });
 
 test('target_modules: exact names, suffixes, regex full match, layer filters and defaults', async () => {
@@ -38,9 +51,16 @@ test('target_modules: exact names, suffixes, regex full match, layer filters and
   assert.deepEqual(modules(await getPeftModel(gpt2, { targetModules: '.*\\.h\\.1\\..*c_fc' })), ['transformer.h.1.mlp.c_fc']);
   // A regex string must match the whole name: "c_fc" alone matches nothing.
   await assert.rejects(getPeftModel(gpt2, { targetModules: 'c_fc' }), TargetModulesNotFoundError);
-  assert.deepEqual(modules(await getPeftModel(llama, { targetModules: ['q_proj'], layersToTransform: [1] })), ['model.layers.1.self_attn.q_proj']);
-  assert.deepEqual(modules(await getPeftModel(llama, { targetModules: ['q_proj'], layersToTransform: 0, layersPattern: 'layers' })), ['model.layers.0.self_attn.q_proj']);
-  await assert.rejects(getPeftModel(llama, { targetModules: ['q_proj'], layersToTransform: [0], layersPattern: 'h' }), TargetModulesNotFoundError);
+  assert.deepEqual(modules(await getPeftModel(llama, { targetModules: ['q_proj'], layersToTransform: [1] })), [
+    'model.layers.1.self_attn.q_proj',
+  ]);
+  assert.deepEqual(modules(await getPeftModel(llama, { targetModules: ['q_proj'], layersToTransform: 0, layersPattern: 'layers' })), [
+    'model.layers.0.self_attn.q_proj',
+  ]);
+  await assert.rejects(
+    getPeftModel(llama, { targetModules: ['q_proj'], layersToTransform: [0], layersPattern: 'h' }),
+    TargetModulesNotFoundError,
+  );
   await assert.rejects(getPeftModel(llama, { targetModules: 'q_proj', layersToTransform: [0] }), PeftConfigError);
   // Defaults per model type (peft's constants table).
   assert.deepEqual(modules(await getPeftModel(gpt2, {})).length, 2);
@@ -52,12 +72,21 @@ test('target_modules: exact names, suffixes, regex full match, layer filters and
   assert.ok(err instanceof TargetModulesNotFoundError);
   assert.ok(err.available.includes('transformer.h.0.attn.c_attn'));
   assert.match(err.message, /c_attn, c_proj, c_fc, lm_head/);
-  await assert.rejects(getPeftModel(gpt2, { targetModules: ['ln_1'] }), (e: unknown) => e instanceof PeftConfigError && /not a linear layer/.test((e as Error).message));
+  await assert.rejects(
+    getPeftModel(gpt2, { targetModules: ['ln_1'] }),
+    (e: unknown) => e instanceof PeftConfigError && /not a linear layer/.test((e as Error).message),
+  );
 });
 
 test('rank_pattern, alpha_pattern and rsLoRA set rank and scaling per module', async () => {
   const gpt2 = await loadModel(fixturePath('models', 'gpt2'));
-  const lm = await getPeftModel(gpt2, { r: 4, loraAlpha: 8, targetModules: ['c_attn'], rankPattern: { 'h.1.attn.c_attn': 2 }, alphaPattern: { 'h.0.attn.c_attn': 32 } });
+  const lm = await getPeftModel(gpt2, {
+    r: 4,
+    loraAlpha: 8,
+    targetModules: ['c_attn'],
+    rankPattern: { 'h.1.attn.c_attn': 2 },
+    alphaPattern: { 'h.0.attn.c_attn': 32 },
+  });
   const m0 = lm.adapter('default').modules.get('transformer.h.0.attn.c_attn')!;
   const m1 = lm.adapter('default').modules.get('transformer.h.1.attn.c_attn')!;
   assert.deepEqual([m0.r, m0.alpha, m0.scaling, m1.r, m1.alpha, m1.scaling], [4, 32, 8, 2, 8, 4]);
@@ -86,8 +115,16 @@ test('named adapters: set, combine, disable, delete, and save in sub-folders', a
   await withTmp(async (dir) => {
     await lm.savePretrained(dir);
     assert.ok(existsSync(join(dir, 'adapter_config.json')) && existsSync(join(dir, 'dora', 'adapter_model.safetensors')));
-    const again = await LoraModel.fromPretrained(await loadModel(fixturePath('models', 'gpt2')), join(dir, 'dora'), { adapterName: 'dora' });
-    assertClose((await forwardOnce(again, batch)).logits, await expect('adapters', 'gpt2', 'lora_dora'), 1e-4, 0, 'dora reloaded from its sub-folder');
+    const again = await LoraModel.fromPretrained(await loadModel(fixturePath('models', 'gpt2')), join(dir, 'dora'), {
+      adapterName: 'dora',
+    });
+    assertClose(
+      (await forwardOnce(again, batch)).logits,
+      await expect('adapters', 'gpt2', 'lora_dora'),
+      1e-4,
+      0,
+      'dora reloaded from its sub-folder',
+    );
   });
   lm.setAdapter('default');
   lm.deleteAdapter('default');
@@ -103,7 +140,10 @@ test("printTrainableParameters prints peft's line", async () => {
   const lm = await getPeftModel(gpt2, { r: 8, targetModules: ['c_attn'] });
   // 2 layers x (A 8x64 + B 192x8)
   const all = base + 4096;
-  assert.equal(lm.printTrainableParameters(() => undefined), `trainable params: 4,096 || all params: ${all.toLocaleString('en-US')} || trainable%: ${((100 * 4096) / all).toFixed(4)}`);
+  assert.equal(
+    lm.printTrainableParameters(() => undefined),
+    `trainable params: 4,096 || all params: ${all.toLocaleString('en-US')} || trainable%: ${((100 * 4096) / all).toFixed(4)}`,
+  );
   const bert = await loadModel(fixturePath('models', 'bert'));
   const cls = await getPeftModel(bert, { r: 4, taskType: 'SEQ_CLS' });
   // query/value in 2 layers (A 4x64 + B 64x4) plus the classifier copy (2x64 + 2), counted again in all params
@@ -145,15 +185,24 @@ test('typed errors: unknown peft_type, not an adapter, adapters that do not fit,
     await cp(fixturePath('adapters', 'llama', 'lora_attn'), bad, { recursive: true });
     const cfg = JSON.parse(await readFile(join(bad, 'adapter_config.json'), 'utf8'));
     await writeFile(join(bad, 'adapter_config.json'), JSON.stringify({ ...cfg, r: 4 }));
-    await assert.rejects(PeftModel.fromPretrained(llama, bad), (e: unknown) => e instanceof AdapterMismatchError && /shape/.test((e as Error).message));
+    await assert.rejects(
+      PeftModel.fromPretrained(llama, bad),
+      (e: unknown) => e instanceof AdapterMismatchError && /shape/.test((e as Error).message),
+    );
     // A peft 0.20 setting that changes the math and is not implemented is refused by name.
     await writeFile(join(bad, 'adapter_config.json'), JSON.stringify({ ...cfg, use_qalora: true }));
-    await assert.rejects(PeftModel.fromPretrained(llama, bad), (e: unknown) => e instanceof UnsupportedLoraFeatureError && e.field === 'use_qalora' && /use_qalora/.test(e.message));
+    await assert.rejects(
+      PeftModel.fromPretrained(llama, bad),
+      (e: unknown) => e instanceof UnsupportedLoraFeatureError && e.field === 'use_qalora' && /use_qalora/.test(e.message),
+    );
     // An unknown (future) key with a non-default value is refused too.
     await writeFile(join(bad, 'adapter_config.json'), JSON.stringify({ ...cfg, lora_magic: 'on' }));
     await assert.rejects(PeftModel.fromPretrained(llama, bad), PeftConfigError);
     // Newer peft keys at their neutral values are accepted.
-    await writeFile(join(bad, 'adapter_config.json'), JSON.stringify({ ...cfg, lora_bias: false, exclude_modules: null, peft_version: '0.17.0' }));
+    await writeFile(
+      join(bad, 'adapter_config.json'),
+      JSON.stringify({ ...cfg, lora_bias: false, exclude_modules: null, peft_version: '0.17.0' }),
+    );
     assert.ok(await PeftModel.fromPretrained(llama, bad));
     // Saving over a file fails before writing anything.
     const file = join(dir, 'a_file');
@@ -162,10 +211,19 @@ test('typed errors: unknown peft_type, not an adapter, adapters that do not fit,
     await assert.rejects(lm.savePretrained(file), AdapterError);
     assert.equal(await readFile(file, 'utf8'), 'keep me');
   });
-  for (const bad of [{ r: 0 }, { loraDropout: 1 }, { bias: 'some' as never }, { initLoraWeights: 'loftq' as never }, { targetModules: 3 as never }]) {
+  for (const bad of [
+    { r: 0 },
+    { loraDropout: 1 },
+    { bias: 'some' as never },
+    { initLoraWeights: 'loftq' as never },
+    { targetModules: 3 as never },
+  ]) {
     await assert.rejects(getPeftModel(gpt2, bad), PeftConfigError, JSON.stringify(bad));
   }
-  await assert.rejects(createAdapter(gpt2, { peft_type: 'LORA', r: 4, target_modules: ['c_attn'], use_dora: true, megatron_config: { a: 1 } }), PeftConfigError);
+  await assert.rejects(
+    createAdapter(gpt2, { peft_type: 'LORA', r: 4, target_modules: ['c_attn'], use_dora: true, megatron_config: { a: 1 } }),
+    PeftConfigError,
+  );
 });
 
 test('weight decay and trainable base weights follow transformers and peft', async () => {
@@ -183,7 +241,10 @@ test('weight decay and trainable base weights follow transformers and peft', asy
   const g = new Graph();
   const ctx = new BuildContext(g, gpt2.weights);
   const ids = g.input('input_ids', 'int64', ['batch', 'seq']);
-  assert.throws(() => lm.forward(ctx, { inputIds: ids, attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']) }), AdapterError);
+  assert.throws(
+    () => lm.forward(ctx, { inputIds: ids, attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']) }),
+    AdapterError,
+  );
 });
 
 test('deleteAdapter keeps the other active adapters active, as peft does', async () => {

@@ -24,11 +24,24 @@ const size = (dir: string) => statSync(join(dir, 'adapter_model.safetensors')).s
 
 test('int8-row, int8-block and nf4 adapters load back as their dequantized values, smaller and with the recorded drift', async () => {
   const base = await loadModel(fixturePath('models', 'llama'));
-  const m = await getPeftModel(base, { r: 8, loraAlpha: 16, initLoraWeights: false, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] }, { seed: 1 });
+  const m = await getPeftModel(
+    base,
+    {
+      r: 8,
+      loraAlpha: 16,
+      initLoraWeights: false,
+      targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+    },
+    { seed: 1 },
+  );
   const plain = join(tmp, 'plain');
   await m.savePretrained(plain);
   const drifts: Record<string, number> = {};
-  for (const [method, minRatio, maxRatio] of [['int8-row', 2.5, 4], ['int8-block', 3.5, 4], ['nf4', 6, 8]] as const) {
+  for (const [method, minRatio, maxRatio] of [
+    ['int8-row', 2.5, 4],
+    ['int8-block', 3.5, 4],
+    ['nf4', 6, 8],
+  ] as const) {
     const dir = join(tmp, method);
     await m.savePretrained(dir, { compression: method });
     assert.ok(size(dir) < size(plain) / 2, `${method}: ${size(dir)} bytes vs ${size(plain)}`);
@@ -37,7 +50,10 @@ test('int8-row, int8-block and nf4 adapters load back as their dequantized value
     // Python peft's LoraConfig has no "compression" field: this config is refused, not half-loaded
     assert.throws(() => loraConfigFromJson(cfg), PeftConfigError);
     const keys = [...(await readSafetensors(join(dir, 'adapter_model.safetensors'))).keys()];
-    assert.ok(keys.every((k) => !/lora_[AB]\.weight$/.test(k)), 'no compressed tensor is stored under its peft key');
+    assert.ok(
+      keys.every((k) => !/lora_[AB]\.weight$/.test(k)),
+      'no compressed tensor is stored under its peft key',
+    );
     const report = parseCompressionReport((await adapterMetadata(dir))![COMPRESSION_METADATA_KEY]!, dir);
     assert.equal(report.tensors, 2 * 7 * 2);
     // bytes of the LoRA matrices themselves (the file also holds a header with every name)

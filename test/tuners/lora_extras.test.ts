@@ -74,7 +74,11 @@ for (const { c, merged } of CASES) {
       const theirs = await readSafetensors(join(adapterDir(c), 'adapter_model.safetensors'));
       assert.deepEqual([...mine.keys()].sort(), [...theirs.keys()].sort(), `${c} saved keys`);
       for (const [k, t] of theirs) assert.equal(maxAbsDiff(toFloat32(mine.get(k)!), toFloat32(t)), 0, `${c} ${k}`);
-      assert.equal(await readFile(join(dir, 'adapter_config.json'), 'utf8'), await readFile(join(adapterDir(c), 'adapter_config.json'), 'utf8'), `${c} adapter_config.json`);
+      assert.equal(
+        await readFile(join(dir, 'adapter_config.json'), 'utf8'),
+        await readFile(join(adapterDir(c), 'adapter_config.json'), 'utf8'),
+        `${c} adapter_config.json`,
+      );
     });
   });
 }
@@ -87,13 +91,19 @@ test('qwen3/lora_embed_tokens: unmerged, the LoRA changes only the input lookup;
 
 test('qwen3/lora_trainable_tokens: created, the rows start as the embedding rows and only trainable_tokens_delta is trained', async () => {
   const base = await loadModel(MODEL);
-  const lm = await getPeftModel(base, { r: 4, targetModules: ['q_proj', 'v_proj'], trainableTokenIndices: [5, 17, 101], taskType: 'CAUSAL_LM' }, { seed: 1 });
+  const lm = await getPeftModel(
+    base,
+    { r: 4, targetModules: ['q_proj', 'v_proj'], trainableTokenIndices: [5, 17, 101], taskType: 'CAUSAL_LM' },
+    { seed: 1 },
+  );
   const names = [...lm.parameters().keys()].filter((n) => n.includes('token_adapter'));
   assert.deepEqual(names, ['base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta.default']);
   const delta = lm.parameters().get(names[0]!)!;
   const emb = base.weights.get('model.embed_tokens.weight');
   const H = emb.shape[1]!;
-  [5, 17, 101].forEach((t, i) => assert.deepEqual([...delta.data.subarray(i * H, (i + 1) * H)], [...emb.data.subarray(t * H, (t + 1) * H)]));
+  [5, 17, 101].forEach((t, i) =>
+    assert.deepEqual([...delta.data.subarray(i * H, (i + 1) * H)], [...emb.data.subarray(t * H, (t + 1) * H)]),
+  );
   // B is zero and the rows are the originals: the adapter is a no-op until trained.
   const b = await batch();
   assertClose((await forwardOnce(lm, b)).logits, (await forwardOnce(base, b)).logits, 1e-6, 0, 'fresh adapter is the identity');
@@ -135,10 +145,17 @@ for (const method of ['pissa', 'olora'] as const) {
       for (const [k, t] of final) assert.equal(maxAbsDiff(toFloat32(mine.get(k)!), toFloat32(t)), 0, `${method} converted ${k}`);
       const cfg = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
       const theirs = JSON.parse(await readFile(join(dir, 'adapter_config.json'), 'utf8'));
-      for (const key of ['r', 'lora_alpha', 'init_lora_weights', 'rank_pattern', 'alpha_pattern']) assert.deepEqual(cfg[key], theirs[key], key);
+      for (const key of ['r', 'lora_alpha', 'init_lora_weights', 'rank_pattern', 'alpha_pattern'])
+        assert.deepEqual(cfg[key], theirs[key], key);
       // The converted adapter on the ORIGINAL base gives peft's logits.
       const reloaded = await PeftModel.fromPretrained(await loadModel(MODEL), out);
-      assertClose((await forwardOnce(reloaded, await batch())).logits, (await expected(`lora_${method}`)).get('logits')!, 1e-4, 1e-4, `${method} converted logits`);
+      assertClose(
+        (await forwardOnce(reloaded, await batch())).logits,
+        (await expected(`lora_${method}`)).get('logits')!,
+        1e-4,
+        1e-4,
+        `${method} converted logits`,
+      );
     });
   });
 }
@@ -149,11 +166,16 @@ test('LoRA and DoRA on an untied embedding (llama): fresh adapters are the ident
   for (const useDora of [false, true]) {
     const base = await loadModel(fixturePath('models', 'llama'));
     const plain = (await forwardOnce(base, b)).logits;
-    const lm = await getPeftModel(base, { r: 4, loraAlpha: 8, targetModules: ['embed_tokens', 'q_proj'], useDora, taskType: 'CAUSAL_LM' }, { seed: 5 });
+    const lm = await getPeftModel(
+      base,
+      { r: 4, loraAlpha: 8, targetModules: ['embed_tokens', 'q_proj'], useDora, taskType: 'CAUSAL_LM' },
+      { seed: 5 },
+    );
     assertClose((await forwardOnce(lm, b)).logits, plain, 1e-5, 0, `fresh ${useDora ? 'DoRA' : 'LoRA'} on embed_tokens`);
     // "train": non-zero A everywhere, magnitudes moved
     let s = 17;
-    for (const [, t] of lm.parameters()) for (let i = 0; i < t.data.length; i++) t.data[i] += (((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) - 0.5) * 0.2;
+    for (const [, t] of lm.parameters())
+      for (let i = 0; i < t.data.length; i++) t.data[i] += ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648 - 0.5) * 0.2;
     const r = (await forwardOnce(lm, b)).logits;
     assert.ok(maxAbsDiff(r, plain) > 1e-3, 'the adapter changes the outputs');
     assertClose((await forwardOnce(await lm.mergeAndUnload(), b)).logits, r, 1e-4, 1e-4, `${useDora ? 'DoRA' : 'LoRA'} embedding merged`);
@@ -182,7 +204,8 @@ test('gradients of lora_B.bias, embedding LoRA and trainable tokens match centra
   for (const cfg of configs) {
     const lm = await getPeftModel(await loadModel(fixturePath('models', 'llama')), { ...cfg, taskType: 'CAUSAL_LM' }, { seed: 2 });
     let s = 5;
-    for (const [, t] of lm.parameters()) for (let i = 0; i < t.data.length; i++) t.data[i] += (((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) - 0.5) * 0.2;
+    for (const [, t] of lm.parameters())
+      for (let i = 0; i < t.data.length; i++) t.data[i] += ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648 - 0.5) * 0.2;
     const c = await compile(lm, b, { grads: true });
     try {
       const params = lm.parameters();
@@ -193,7 +216,9 @@ test('gradients of lora_B.bias, embedding LoRA and trainable tokens match centra
         if (!(cfg.useDora ? /magnitude/ : /lora_B\.default\.bias|lora_embedding|trainable_tokens/).test(name)) continue;
         const g = r[`grad:${name}`]!.data as Float32Array;
         // the three largest gradient entries of the tensor
-        const idx = Array.from(g.keys()).sort((x, y) => Math.abs(g[y]!) - Math.abs(g[x]!)).slice(0, 3);
+        const idx = Array.from(g.keys())
+          .sort((x, y) => Math.abs(g[y]!) - Math.abs(g[x]!))
+          .slice(0, 3);
         for (const i of idx) {
           const h = 1e-2;
           const orig = t.data[i]!;

@@ -53,8 +53,20 @@ for (const name of ['gpt2_lora', 'llama_lora', 'llama_dora', 'bert_lora']) {
           // m = 0.1 g and v = 0.001 g^2 after one step: the gradient tolerance carried through.
           const state = await readTensors('grad_traces', name, 'adamw_state_after_1_step.safetensors');
           for (const p of c.params) {
-            assertClose(opt.state.expAvg.get(p.name)!, toFloat32(state.get(`${savedOf(p.name)}.exp_avg`)!), 1e-7, 1e-4, `exp_avg ${p.name}`);
-            assertClose(opt.state.expAvgSq.get(p.name)!, toFloat32(state.get(`${savedOf(p.name)}.exp_avg_sq`)!), 1e-12, 3e-4, `exp_avg_sq ${p.name}`);
+            assertClose(
+              opt.state.expAvg.get(p.name)!,
+              toFloat32(state.get(`${savedOf(p.name)}.exp_avg`)!),
+              1e-7,
+              1e-4,
+              `exp_avg ${p.name}`,
+            );
+            assertClose(
+              opt.state.expAvgSq.get(p.name)!,
+              toFloat32(state.get(`${savedOf(p.name)}.exp_avg_sq`)!),
+              1e-12,
+              3e-4,
+              `exp_avg_sq ${p.name}`,
+            );
           }
         }
         if (step === 0 || step === 2) {

@@ -20,9 +20,15 @@ test('init_lora_weights: true, "gaussian" and false as peft draws them; seeded',
   const m = 'transformer.h.0.attn.c_attn';
   const def = await getPeftModel(gpt2, { r: 8 }, { seed: 7 });
   const s = state(def, m);
-  assert.ok(s.B.data.every((x) => x === 0), 'B starts at zero');
+  assert.ok(
+    s.B.data.every((x) => x === 0),
+    'B starts at zero',
+  );
   const bound = 1 / Math.sqrt(64);
-  assert.ok(s.A.data.every((x) => Math.abs(x) <= bound) && s.A.data.some((x) => Math.abs(x) > 0.9 * bound), 'A ~ U(-1/sqrt(in), 1/sqrt(in))');
+  assert.ok(
+    s.A.data.every((x) => Math.abs(x) <= bound) && s.A.data.some((x) => Math.abs(x) > 0.9 * bound),
+    'A ~ U(-1/sqrt(in), 1/sqrt(in))',
+  );
   assert.deepEqual([...state(await getPeftModel(gpt2, { r: 8 }, { seed: 7 }), m).A.data], [...s.A.data], 'same seed, same A');
   assert.notDeepEqual([...state(await getPeftModel(gpt2, { r: 8 }, { seed: 8 }), m).A.data], [...s.A.data]);
   const batch = await fixtureBatch('gpt2');
@@ -61,7 +67,8 @@ test('top-k SVD by subspace iteration matches an exact eigen-decomposition', asy
         }
       }
       const exact = symmetricEigen(gram, n).values;
-      for (let j = 0; j < k; j++) assert.ok(Math.abs(S[j]! - Math.sqrt(exact[j]!)) < 1e-9 * S[0]!, `sigma ${j}: ${S[j]} vs ${Math.sqrt(exact[j]!)}`);
+      for (let j = 0; j < k; j++)
+        assert.ok(Math.abs(S[j]! - Math.sqrt(exact[j]!)) < 1e-9 * S[0]!, `sigma ${j}: ${S[j]} vs ${Math.sqrt(exact[j]!)}`);
       // W v_j = sigma_j u_j
       for (let j = 0; j < k; j++) {
         let err = 0;
@@ -164,7 +171,11 @@ test('lora_dropout: keep-masks are graph inputs the caller feeds; dropping every
       const t = lm.parameters().get(p.name)!;
       params[p.name] = { dtype: 'float32', shape: t.shape, data: t.data };
     }
-    const r = await c.sess.run({ ...(batch as unknown as Record<string, never>), ...(feeds as Record<string, never>), ...(params as Record<string, never>) });
+    const r = await c.sess.run({
+      ...(batch as unknown as Record<string, never>),
+      ...(feeds as Record<string, never>),
+      ...(params as Record<string, never>),
+    });
     assertClose(r.logits!.data as Float32Array, (await forwardOnce(gpt2, batch)).logits, 1e-5, 0, 'all dropped = base');
   } finally {
     await c.dispose();

@@ -27,7 +27,14 @@ const CREATED_WITH: Record<string, Partial<LoraConfig>> = {
   'bert/lora_attn': { r: 8, loraAlpha: 16, loraDropout: 0.05, taskType: 'SEQ_CLS' },
   'bert/lora_all_linear_rslora': { r: 4, loraAlpha: 8, targetModules: 'all-linear', useRslora: true, taskType: 'SEQ_CLS' },
   'bert/lora_dora': { r: 4, loraAlpha: 8, targetModules: ['key', 'query', 'value'], useDora: true, taskType: 'SEQ_CLS' },
-  'bert/lora_cls_bias_lora_only': { r: 4, loraAlpha: 8, targetModules: ['query', 'value'], bias: 'lora_only', modulesToSave: ['classifier'], taskType: 'SEQ_CLS' },
+  'bert/lora_cls_bias_lora_only': {
+    r: 4,
+    loraAlpha: 8,
+    targetModules: ['query', 'value'],
+    bias: 'lora_only',
+    modulesToSave: ['classifier'],
+    taskType: 'SEQ_CLS',
+  },
 };
 
 async function tensorShapes(path: string): Promise<Record<string, number[]>> {
@@ -66,7 +73,10 @@ for (const [name, config] of Object.entries(CREATED_WITH)) {
       assert.deepEqual(new Set(gotObj.target_modules as string[]), new Set(wantObj.target_modules as string[]), 'target_modules');
       const reordered = got.replace(/"target_modules": \[[^\]]*\]/, want.match(/"target_modules": \[[^\]]*\]/)![0]);
       assert.equal(reordered, want, 'adapter_config.json text');
-      assert.deepEqual(await tensorShapes(join(dir, 'adapter_model.safetensors')), await tensorShapes(fixturePath('adapters', model, c, 'adapter_model.safetensors')));
+      assert.deepEqual(
+        await tensorShapes(join(dir, 'adapter_model.safetensors')),
+        await tensorShapes(fixturePath('adapters', model, c, 'adapter_model.safetensors')),
+      );
       const file = await SafetensorsFile.open(join(dir, 'adapter_model.safetensors'));
       assert.deepEqual(file.metadata, { format: 'pt' });
       await file.close();

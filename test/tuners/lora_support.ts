@@ -24,11 +24,18 @@ export interface Compiled {
  * Compiles logits + loss (and with `grads`, d loss / d every graph param as "grad:<name>") of an
  * adapted model or a plain one. Shapes are the batch's, static, as training steps compile them.
  */
-export async function compile(m: AdaptedModel | PretrainedModel, batch: Batch, opts: { grads?: boolean; training?: boolean } = {}): Promise<Compiled> {
+export async function compile(
+  m: AdaptedModel | PretrainedModel,
+  batch: Batch,
+  opts: { grads?: boolean; training?: boolean } = {},
+): Promise<Compiled> {
   const adapted = 'peftType' in m ? m : undefined;
   const base = adapted ? adapted.base : (m as PretrainedModel);
   const g = new Graph();
-  const ctx = new BuildContext(g, base.weights, { trainable: adapted?.trainableBaseWeights() ?? new Set(), training: opts.training ?? false });
+  const ctx = new BuildContext(g, base.weights, {
+    trainable: adapted?.trainableBaseWeights() ?? new Set(),
+    training: opts.training ?? false,
+  });
   const inputIds = g.input('input_ids', 'int64', batch.input_ids.shape);
   const attentionMask = g.input('attention_mask', 'int64', batch.attention_mask.shape);
   const labels = g.input('labels', 'int64', batch.labels.shape);

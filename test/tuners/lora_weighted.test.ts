@@ -34,7 +34,18 @@ interface Case {
   seed: number;
 }
 async function fixtureCase(c: string): Promise<Case> {
-  const m = JSON.parse(await readFile(fixture2026Path('MANIFEST.json'), 'utf8')) as { adapters: { name: string; seed: number; weighted_merge?: { combination_type: CombinationType; kwargs: { density?: number; majority_sign_method?: 'total' | 'frequency' }; weights: number[]; rng: string } }[] };
+  const m = JSON.parse(await readFile(fixture2026Path('MANIFEST.json'), 'utf8')) as {
+    adapters: {
+      name: string;
+      seed: number;
+      weighted_merge?: {
+        combination_type: CombinationType;
+        kwargs: { density?: number; majority_sign_method?: 'total' | 'frequency' };
+        weights: number[];
+        rng: string;
+      };
+    }[];
+  };
   const entry = m.adapters.find((a) => a.name === `qwen3/${c}`)!;
   const w = entry.weighted_merge!;
   assert.deepEqual(w.weights, WEIGHTS);
@@ -55,14 +66,19 @@ async function sources(): Promise<LoraModel> {
 
 function matmul(B: Float32Array, A: Float32Array, rows: number, r: number, cols: number): Float64Array {
   const out = new Float64Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let k = 0; k < r; k++) for (let j = 0; j < cols; j++) out[i * cols + j] += B[i * r + k]! * A[k * cols + j]!;
+  for (let i = 0; i < rows; i++)
+    for (let k = 0; k < r; k++) for (let j = 0; j < cols; j++) out[i * cols + j] += B[i * r + k]! * A[k * cols + j]!;
   return out;
 }
 
 async function check(c: string, expectTensors: 'exact' | 'product'): Promise<void> {
   const k = await fixtureCase(c);
   const lm = await sources();
-  await lm.addWeightedAdapter(SOURCES, WEIGHTS, 'w', k.type, { density: k.density, majoritySignMethod: k.majoritySignMethod, seed: k.seed });
+  await lm.addWeightedAdapter(SOURCES, WEIGHTS, 'w', k.type, {
+    density: k.density,
+    majoritySignMethod: k.majoritySignMethod,
+    seed: k.seed,
+  });
   const theirsCfg = JSON.parse(await readFile(join(dir(c), 'adapter_config.json'), 'utf8'));
   const mine = lm.peftConfig('w');
   assert.equal(mine.r, theirsCfg.r);
@@ -89,7 +105,14 @@ async function check(c: string, expectTensors: 'exact' | 'product'): Promise<voi
   assert.ok(Math.abs(r.loss - want.get('loss')![0]!) <= 1e-5 * Math.abs(want.get('loss')![0]!), `${c} loss`);
 }
 
-for (const c of ['weighted_linear', 'weighted_cat', 'weighted_ties', 'weighted_magnitude_prune', 'weighted_dare_linear', 'weighted_dare_ties']) {
+for (const c of [
+  'weighted_linear',
+  'weighted_cat',
+  'weighted_ties',
+  'weighted_magnitude_prune',
+  'weighted_dare_linear',
+  'weighted_dare_ties',
+]) {
   test(`qwen3/${c}: peft's lora_A / lora_B, logits and loss`, () => check(c, 'exact'));
 }
 for (const c of ['weighted_svd', 'weighted_ties_svd', 'weighted_dare_ties_svd']) {
@@ -101,13 +124,21 @@ for (const c of ['weighted_dare_linear', 'weighted_dare_ties', 'weighted_dare_ti
     const k = await fixtureCase(c);
     const lm = await sources();
     const other = k.seed + 1;
-    await lm.addWeightedAdapter(SOURCES, WEIGHTS, 'w', k.type, { density: k.density, majoritySignMethod: k.majoritySignMethod, seed: other });
+    await lm.addWeightedAdapter(SOURCES, WEIGHTS, 'w', k.type, {
+      density: k.density,
+      majoritySignMethod: k.majoritySignMethod,
+      seed: other,
+    });
     const theirs = await readSafetensors(join(dir(c), 'adapter_model.safetensors'));
     const key = 'base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight';
     const mine = lm.stateDict('w').get(key)!.data;
     const diff = Math.max(...toFloat32(theirs.get(key)!).map((x, i) => Math.abs(Math.abs(x) - Math.abs(mine[i]!))));
     assert.ok(diff > 1e-3, `seed ${other} should not give the seed-${k.seed} adapter`);
-    await lm.addWeightedAdapter(SOURCES, WEIGHTS, 'w2', k.type, { density: k.density, majoritySignMethod: k.majoritySignMethod, seed: other });
+    await lm.addWeightedAdapter(SOURCES, WEIGHTS, 'w2', k.type, {
+      density: k.density,
+      majoritySignMethod: k.majoritySignMethod,
+      seed: other,
+    });
     assert.deepEqual(lm.stateDict('w2').get(key)!.data, mine);
     if (k.type.endsWith('svd')) return;
     // Only merge_src_b targets o_proj: about density of its A values survive (binomial, 6 sigma).
@@ -140,14 +171,25 @@ test('a DoRA first source: the combined adapter is DoRA with magnitudes ||W|| (p
   // o_proj: only the DoRA source has it; A = sign(0.5 s) sqrt(0.5 s) A_dora
   const o = w.modules.get('model.layers.0.self_attn.o_proj')!;
   const src = lm.adapter('dora').modules.get('model.layers.0.self_attn.o_proj')!;
-  assertClose(o.A.data, src.A.data.map((x) => x * Math.sqrt(0.5 * src.scaling)), 1e-6, 1e-5, 'o_proj A');
+  assertClose(
+    o.A.data,
+    src.A.data.map((x) => x * Math.sqrt(0.5 * src.scaling)),
+    1e-6,
+    1e-5,
+    'o_proj A',
+  );
   lm.setAdapter('w');
   assert.ok((await forwardOnce(lm, await batch())).logits.every(Number.isFinite));
 });
 
 test('jacobiSvd: U S Vt reproduces the matrix, U and V orthonormal, S descending', () => {
   const rand = mulberry32(3);
-  for (const [m, n] of [[7, 5], [5, 7], [12, 12], [30, 4]] as const) {
+  for (const [m, n] of [
+    [7, 5],
+    [5, 7],
+    [12, 12],
+    [30, 4],
+  ] as const) {
     const a = Float64Array.from({ length: m * n }, () => rand() - 0.5);
     const { U, S, Vt } = jacobiSvd(a, m, n);
     const k = Math.min(m, n);
@@ -174,7 +216,22 @@ test('jacobiSvd: U S Vt reproduces the matrix, U and V orthonormal, S descending
 test('peft merge-adapters writes the combined adapter as a peft folder (ties, as the fixture)', async () => {
   await inTempDir('peft-wmerge-', async (tmp) => {
     const out = join(tmp, 'merged');
-    const args = ['merge-adapters', '--model', MODEL, ...SOURCES.flatMap((s) => ['--adapter', `${s}=${dir(s)}`]), '--weights', WEIGHTS.join(','), '--type', 'ties', '--density', '0.6', '--majority-sign-method', 'total', '--out', out];
+    const args = [
+      'merge-adapters',
+      '--model',
+      MODEL,
+      ...SOURCES.flatMap((s) => ['--adapter', `${s}=${dir(s)}`]),
+      '--weights',
+      WEIGHTS.join(','),
+      '--type',
+      'ties',
+      '--density',
+      '0.6',
+      '--majority-sign-method',
+      'total',
+      '--out',
+      out,
+    ];
     const r = await peft(args);
     assert.equal(r.code, 0, r.stderr);
     const mine = await readSafetensors(join(out, 'adapter_model.safetensors'));
@@ -188,7 +245,9 @@ test('peft merge-adapters writes the combined adapter as a peft folder (ties, as
     const again = await peft(args);
     assert.equal(again.code, 1);
     assert.match(again.stderr, /^error: .*holds an earlier peft merge-adapters output; pass --overwrite/);
-    const noDensity = await peft(args.filter((a, i) => a !== '--density' && args[i - 1] !== '--density').map((a) => (a === out ? join(tmp, 'x') : a)));
+    const noDensity = await peft(
+      args.filter((a, i) => a !== '--density' && args[i - 1] !== '--density').map((a) => (a === out ? join(tmp, 'x') : a)),
+    );
     assert.equal(noDensity.code, 1);
     assert.match(noDensity.stderr, /^error: .*density/);
   });
@@ -198,7 +257,24 @@ test("peft merge-adapters --seed S reproduces peft's DARE after torch.manual_see
   const k = await fixtureCase('weighted_dare_ties');
   await inTempDir('peft-wmerge-dare-', async (tmp) => {
     const out = join(tmp, 'merged');
-    const args = ['merge-adapters', '--model', MODEL, ...SOURCES.flatMap((s) => ['--adapter', `${s}=${dir(s)}`]), '--weights', WEIGHTS.join(','), '--type', 'dare_ties', '--density', String(k.density), '--majority-sign-method', k.majoritySignMethod!, '--seed', String(k.seed), '--out', out];
+    const args = [
+      'merge-adapters',
+      '--model',
+      MODEL,
+      ...SOURCES.flatMap((s) => ['--adapter', `${s}=${dir(s)}`]),
+      '--weights',
+      WEIGHTS.join(','),
+      '--type',
+      'dare_ties',
+      '--density',
+      String(k.density),
+      '--majority-sign-method',
+      k.majoritySignMethod!,
+      '--seed',
+      String(k.seed),
+      '--out',
+      out,
+    ];
     const r = await peft(args);
     assert.equal(r.code, 0, r.stderr);
     const mine = await readSafetensors(join(out, 'adapter_model.safetensors'));

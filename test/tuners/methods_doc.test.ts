@@ -16,12 +16,20 @@ test('docs/ADAPTERS.md lists every method with its flags, as the registry has th
   const rows = section
     .split('\n')
     .filter((l) => /^\| `[a-z]/.test(l))
-    .map((l) => l.split('|').slice(1, -1).map((c) => c.trim()));
+    .map((l) =>
+      l
+        .split('|')
+        .slice(1, -1)
+        .map((c) => c.trim()),
+    );
   const want = tuners().flatMap((t) =>
     t.presets.map((p) => ({
       name: `\`${p.name}\``,
       type: t.peftType,
-      flags: Object.entries(p.flags ?? {}).map(([f, field]) => `\`--${f}\` (${field})`).join(', ') || '—',
+      flags:
+        Object.entries(p.flags ?? {})
+          .map(([f, field]) => `\`--${f}\` (${field})`)
+          .join(', ') || '—',
       merges: typeof t.mergeable === 'object' ? 'no' : 'yes',
     })),
   );
@@ -31,6 +39,9 @@ test('docs/ADAPTERS.md lists every method with its flags, as the registry has th
   );
   // README's --method list names the same methods
   const readme = await readFile(resolve('README.md'), 'utf8');
-  const listed = /# fine-tune \(methods: ([^;]+);/.exec(readme)![1]!.split(',').map((s) => s.trim());
+  const listed = /# fine-tune \(methods: ([^;]+);/
+    .exec(readme)![1]!
+    .split(',')
+    .map((s) => s.trim());
   assert.deepEqual(new Set(listed), new Set(want.map((w) => w.name.replace(/`/g, ''))));
 });

@@ -74,7 +74,13 @@ test('grad trace modernbert_lora: losses, gradients and 3 AdamW steps match torc
         const state = await tensors('grad_traces', 'modernbert_lora', 'adamw_state_after_1_step.safetensors');
         for (const p of c.params) {
           assertClose(opt.state.expAvg.get(p.name)!, toFloat32(state.get(`${savedOf(p.name)}.exp_avg`)!), 1e-7, 1e-4, `exp_avg ${p.name}`);
-          assertClose(opt.state.expAvgSq.get(p.name)!, toFloat32(state.get(`${savedOf(p.name)}.exp_avg_sq`)!), 1e-12, 3e-4, `exp_avg_sq ${p.name}`);
+          assertClose(
+            opt.state.expAvgSq.get(p.name)!,
+            toFloat32(state.get(`${savedOf(p.name)}.exp_avg_sq`)!),
+            1e-12,
+            3e-4,
+            `exp_avg_sq ${p.name}`,
+          );
         }
       }
       if (step === 0 || step === 2) {
@@ -92,11 +98,16 @@ test('grad trace modernbert_lora: losses, gradients and 3 AdamW steps match torc
 
 test('modernbert: "all-linear" for SEQ_CLS wraps what peft wrapped (head.dense yes, classifier no: it is saved in full)', async () => {
   const base = await loadModel(MODEL);
-  const saved = JSON.parse(readFileSync(fixture2026Path('adapters', 'modernbert', 'lora_all_linear_rslora', 'adapter_config.json'), 'utf8')) as { target_modules: string[] };
+  const saved = JSON.parse(
+    readFileSync(fixture2026Path('adapters', 'modernbert', 'lora_all_linear_rslora', 'adapter_config.json'), 'utf8'),
+  ) as { target_modules: string[] };
   const config = loraConfig({ targetModules: 'all-linear', taskType: 'SEQ_CLS', modulesToSave: ['classifier', 'score'] });
   const t = findTargets(base, { ...config, targetModules: resolveTargetModules(base, config) });
   assert.deepEqual(t.lora.map((l) => l.spec.name).sort(), [...saved.target_modules].sort());
   assert.deepEqual(t.modulesToSave, ['classifier']);
   // peft has no default targets for modernbert; neither do we.
-  assert.throws(() => resolveTargetModules(base, loraConfig({ taskType: 'SEQ_CLS' })), /no default LoRA target_modules for model_type "modernbert"/);
+  assert.throws(
+    () => resolveTargetModules(base, loraConfig({ taskType: 'SEQ_CLS' })),
+    /no default LoRA target_modules for model_type "modernbert"/,
+  );
 });

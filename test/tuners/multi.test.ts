@@ -30,16 +30,23 @@ async function batchOf(rows: number): Promise<{ inputIds: HostTensor; attentionM
   const ids = new BigInt64Array(rows * s);
   const mask = new BigInt64Array(rows * s);
   for (let r = 0; r < rows; r++) {
-    ids.set((b.input_ids.data as BigInt64Array).subarray((r % n) * s, (r % n + 1) * s), r * s);
-    mask.set((b.attention_mask.data as BigInt64Array).subarray((r % n) * s, (r % n + 1) * s), r * s);
+    ids.set((b.input_ids.data as BigInt64Array).subarray((r % n) * s, ((r % n) + 1) * s), r * s);
+    mask.set((b.attention_mask.data as BigInt64Array).subarray((r % n) * s, ((r % n) + 1) * s), r * s);
   }
   return { inputIds: { dtype: 'int64', shape: [rows, s], data: ids }, attentionMask: { dtype: 'int64', shape: [rows, s], data: mask } };
 }
 
-async function logitsOf(model: InferenceModel, batch: { inputIds: HostTensor; attentionMask: HostTensor }, adapterIndex?: BigInt64Array): Promise<Float32Array> {
+async function logitsOf(
+  model: InferenceModel,
+  batch: { inputIds: HostTensor; attentionMask: HostTensor },
+  adapterIndex?: BigInt64Array,
+): Promise<Float32Array> {
   const f = await ForwardSession.create(model, { runtime });
   try {
-    const out = await f.run({ ...batch, adapterIndex: adapterIndex && { dtype: 'int64', shape: [adapterIndex.length], data: adapterIndex } });
+    const out = await f.run({
+      ...batch,
+      adapterIndex: adapterIndex && { dtype: 'int64', shape: [adapterIndex.length], data: adapterIndex },
+    });
     return out.logits.data as Float32Array;
   } finally {
     await f.dispose();
@@ -71,9 +78,15 @@ for (const strategy of ['concat', 'gather'] as MixedStrategy[]) {
 test('hot swap: replacing or unloading an adapter keeps held slots, and changes what a new lookup gets, without new sessions', async () => {
   const batch = await batchOf(2);
   const base = await loadModel(fixturePath('models', 'llama'));
-  const multi = await MultiAdapterModel.fromFolders(base, { a: ADAPTERS.attn! }, { targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] });
+  const multi = await MultiAdapterModel.fromFolders(
+    base,
+    { a: ADAPTERS.attn! },
+    { targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] },
+  );
   const f = await ForwardSession.create(multi, { runtime });
-  const run = async (slots: number[]) => (await f.run({ ...batch, adapterIndex: { dtype: 'int64', shape: [2], data: BigInt64Array.from(slots.map(BigInt)) } })).logits.data as Float32Array;
+  const run = async (slots: number[]) =>
+    (await f.run({ ...batch, adapterIndex: { dtype: 'int64', shape: [2], data: BigInt64Array.from(slots.map(BigInt)) } })).logits
+      .data as Float32Array;
   try {
     const held = multi.acquire('a');
     const before = await run([held, 0]);
@@ -109,14 +122,22 @@ test('adapters that cannot join a mixed batch are refused with a typed error', a
 test('generate: a mixed batch gives each row the tokens of its adapter alone (greedy, KV cache)', async () => {
   const base = await loadModel(fixturePath('models', 'llama'));
   const multi = await MultiAdapterModel.fromFolders(base, ADAPTERS);
-  const prompts = [[1, 5, 9, 13, 2], [1, 7], [1, 3, 3, 8, 20, 4], [1, 11, 12]];
+  const prompts = [
+    [1, 5, 9, 13, 2],
+    [1, 7],
+    [1, 3, 3, 8, 20, 4],
+    [1, 11, 12],
+  ];
   const names = ['attn', 'ia3', BASE_ADAPTER, 'all'];
   const g = await Generator.create(multi, { runtime, defaults: { eosTokenIds: [], doSample: false, temperature: 1, topK: 0, topP: 1 } });
   const mixed = await g.generate(prompts, { maxNewTokens: 6, adapters: names });
   await g.dispose();
   for (const [r, n] of names.entries()) {
     const model = n === BASE_ADAPTER ? base : await loadAdapter(base, ADAPTERS[n]!);
-    const alone = await Generator.create(model, { runtime, defaults: { eosTokenIds: [], doSample: false, temperature: 1, topK: 0, topP: 1 } });
+    const alone = await Generator.create(model, {
+      runtime,
+      defaults: { eosTokenIds: [], doSample: false, temperature: 1, topK: 0, topP: 1 },
+    });
     const one = await alone.generate([prompts[r]!], { maxNewTokens: 6 });
     await alone.dispose();
     assert.deepEqual(mixed.sequences[r]!.tokenIds, one.sequences[0]!.tokenIds, `row ${r} (${n})`);
@@ -127,11 +148,21 @@ const MIXED = fixture2026Path('adapters', 'qwen3', 'mixed_batch');
 test('qwen3/mixed_batch fixture: one forward with adapter_names reproduces peft', async () => {
   assert.ok(existsSync(join(MIXED, 'mixed_batch.json')));
   const base = await loadModel(fixture2026Path('models', 'qwen3'));
-  const spec = JSON.parse(readFileSync(join(MIXED, 'mixed_batch.json'), 'utf8')) as { adapters: Record<string, string>; adapter_names: string[] };
-  const multi = await MultiAdapterModel.fromFolders(base, Object.entries(spec.adapters).map(([n, d]) => [n, join(MIXED, d)] as [string, string]));
+  const spec = JSON.parse(readFileSync(join(MIXED, 'mixed_batch.json'), 'utf8')) as {
+    adapters: Record<string, string>;
+    adapter_names: string[];
+  };
+  const multi = await MultiAdapterModel.fromFolders(
+    base,
+    Object.entries(spec.adapters).map(([n, d]) => [n, join(MIXED, d)] as [string, string]),
+  );
   const b = await readSafetensors(fixture2026Path('models', 'qwen3', 'batch.safetensors'));
   const { host } = await import('../helpers/fixtures.js');
-  const logits = await logitsOf(multi, { inputIds: host(b.get('input_ids')!), attentionMask: host(b.get('attention_mask')!) }, multi.rowIndex(spec.adapter_names));
+  const logits = await logitsOf(
+    multi,
+    { inputIds: host(b.get('input_ids')!), attentionMask: host(b.get('attention_mask')!) },
+    multi.rowIndex(spec.adapter_names),
+  );
   const expected = toFloat32((await readSafetensors(join(MIXED, 'expected_outputs.safetensors'))).get('logits')!);
   let worst = 0;
   for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(logits[i]! - expected[i]!) - 1e-4 * Math.abs(expected[i]!));

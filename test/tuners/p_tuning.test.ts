@@ -49,28 +49,52 @@ test('P-tuning encoder layouts follow peft 0.13.2 (MLP ignores encoder_num_layer
   const gpt2 = await loadModel(fixturePath('models', 'gpt2'));
   const mlp = PTuningModel.create(gpt2, { numVirtualTokens: 3, encoderNumLayers: 4 }).config;
   assert.equal(mlp.encoderHiddenSize, 64, 'encoder_hidden_size defaults to token_dim');
-  assert.deepEqual([...encoderShapes(mlp).keys()], ['mlp_head.0.weight', 'mlp_head.0.bias', 'mlp_head.2.weight', 'mlp_head.2.bias', 'mlp_head.4.weight', 'mlp_head.4.bias']);
-  const lstm = PTuningModel.create(gpt2, { numVirtualTokens: 3, encoderReparameterizationType: 'LSTM', encoderHiddenSize: 8, encoderNumLayers: 3 });
+  assert.deepEqual(
+    [...encoderShapes(mlp).keys()],
+    ['mlp_head.0.weight', 'mlp_head.0.bias', 'mlp_head.2.weight', 'mlp_head.2.bias', 'mlp_head.4.weight', 'mlp_head.4.bias'],
+  );
+  const lstm = PTuningModel.create(gpt2, {
+    numVirtualTokens: 3,
+    encoderReparameterizationType: 'LSTM',
+    encoderHiddenSize: 8,
+    encoderNumLayers: 3,
+  });
   const shapes = encoderShapes(lstm.config);
   assert.deepEqual(shapes.get('lstm_head.weight_ih_l0'), [32, 64]);
   assert.deepEqual(shapes.get('lstm_head.weight_ih_l2_reverse'), [32, 16]);
   assert.deepEqual(shapes.get('mlp_head.2.weight'), [64, 16]);
   assert.throws(() => PTuningModel.create(gpt2, { numVirtualTokens: 3, encoderDropout: 1.5 }), PeftConfigError);
-  assert.throws(() => PTuningModel.create(gpt2, { numVirtualTokens: 3, encoderReparameterizationType: 'GRU' as never }), (e: Error) => e instanceof PeftConfigError && /MLP or LSTM/.test(e.message));
-  await assert.rejects(loadPTuning(gpt2, fixturePath('adapters', 'gpt2', 'prompt_tuning_text')), (e: Error) => e instanceof PeftConfigError && /loadPromptTuning/.test(e.message));
+  assert.throws(
+    () => PTuningModel.create(gpt2, { numVirtualTokens: 3, encoderReparameterizationType: 'GRU' as never }),
+    (e: Error) => e instanceof PeftConfigError && /MLP or LSTM/.test(e.message),
+  );
+  await assert.rejects(
+    loadPTuning(gpt2, fixturePath('adapters', 'gpt2', 'prompt_tuning_text')),
+    (e: Error) => e instanceof PeftConfigError && /loadPromptTuning/.test(e.message),
+  );
 });
 
 test('generation contract: P-tuning prefill prepends the encoded prompt once (gpt2 LSTM encoder, llama loaded)', async () => {
   const gpt2 = await loadModel(fixturePath('models', 'gpt2'));
-  const fresh = PTuningModel.create(gpt2, { numVirtualTokens: 4, encoderReparameterizationType: 'LSTM', encoderHiddenSize: 16 }, { seed: 4 });
+  const fresh = PTuningModel.create(
+    gpt2,
+    { numVirtualTokens: 4, encoderReparameterizationType: 'LSTM', encoderHiddenSize: 16 },
+    { seed: 4 },
+  );
   assert.ok((await prefillDecodeMatches(fresh, [5, 77, 300, 12, 9])) < 1e-4);
   const llama = await loadModel(fixturePath('models', 'llama'));
-  assert.ok((await prefillDecodeMatches(await loadPTuning(llama, fixturePath('adapters', 'llama', 'p_tuning_mlp')), [5, 77, 300, 12, 9])) < 1e-4);
+  assert.ok(
+    (await prefillDecodeMatches(await loadPTuning(llama, fixturePath('adapters', 'llama', 'p_tuning_mlp')), [5, 77, 300, 12, 9])) < 1e-4,
+  );
 });
 
 test('P-tuning lowers eval loss on tiny tasks (gpt2 LSTM encoder with dropout through the train step, bert MLP encoder)', async () => {
   const gpt2 = await loadModel(fixturePath('models', 'gpt2'));
-  const lm = PTuningModel.create(gpt2, { numVirtualTokens: 4, encoderReparameterizationType: 'LSTM', encoderHiddenSize: 16, encoderDropout: 0.1 }, { seed: 31 });
+  const lm = PTuningModel.create(
+    gpt2,
+    { numVirtualTokens: 4, encoderReparameterizationType: 'LSTM', encoderHiddenSize: 16, encoderDropout: 0.1 },
+    { seed: 31 },
+  );
   const toStep = (b: ReturnType<typeof repeatedTokenBatch>): Batch => ({
     size: b.input_ids.shape[0]!,
     seq: b.input_ids.shape[1]!,
@@ -87,7 +111,8 @@ test('P-tuning lowers eval loss on tiny tasks (gpt2 LSTM encoder with dropout th
   const before = (await evaluate.run(evalBatch, lm.parameters())).loss;
   const opt = new AdamW({ lr: 0.01, weightDecay: 0 });
   const rng = Rng.fromSeed(7);
-  for (let s = 0; s < 25; s++) opt.step(lm.parameters(), (await step.run(train, lm.parameters(), { rng })).grads, { decay: lm.decayParameters() });
+  for (let s = 0; s < 25; s++)
+    opt.step(lm.parameters(), (await step.run(train, lm.parameters(), { rng })).grads, { decay: lm.decayParameters() });
   const after = (await evaluate.run(evalBatch, lm.parameters())).loss;
   await step.dispose();
   await evaluate.dispose();

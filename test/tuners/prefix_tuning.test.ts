@@ -48,14 +48,29 @@ test('prefix tuning config follows peft: GQA uses key/value heads, encoder_hidde
   assert.equal(m.config.encoderHiddenSize, 32);
   assert.deepEqual(m.parameters().get('prompt_encoder.default.embedding.weight')!.shape, [3, 2 * 2 * 32]);
   const gpt2 = await loadModel(fixturePath('models', 'gpt2'));
-  assert.throws(() => PrefixTuningModel.create(gpt2, { numVirtualTokens: 3, tokenDim: 48 }), (e: Error) => e instanceof PeftConfigError && /4 heads of 16/.test(e.message));
-  assert.throws(() => PrefixTuningModel.create(gpt2, { numVirtualTokens: 3, numLayers: 5 }), (e: Error) => e instanceof PeftConfigError && /num_layers is 5/.test(e.message));
-  await assert.rejects(loadPrefixTuning(gpt2, fixturePath('adapters', 'gpt2', 'p_tuning_mlp')), (e: Error) => e instanceof PeftConfigError && /loadPTuning/.test(e.message));
-  await assert.rejects(loadPrefixTuning(gpt2, fixturePath('adapters', 'llama', 'prefix_tuning')), (e: Error) => e instanceof PeftConfigError && /token_dim 64/.test(e.message));
+  assert.throws(
+    () => PrefixTuningModel.create(gpt2, { numVirtualTokens: 3, tokenDim: 48 }),
+    (e: Error) => e instanceof PeftConfigError && /4 heads of 16/.test(e.message),
+  );
+  assert.throws(
+    () => PrefixTuningModel.create(gpt2, { numVirtualTokens: 3, numLayers: 5 }),
+    (e: Error) => e instanceof PeftConfigError && /num_layers is 5/.test(e.message),
+  );
+  await assert.rejects(
+    loadPrefixTuning(gpt2, fixturePath('adapters', 'gpt2', 'p_tuning_mlp')),
+    (e: Error) => e instanceof PeftConfigError && /loadPTuning/.test(e.message),
+  );
+  await assert.rejects(
+    loadPrefixTuning(gpt2, fixturePath('adapters', 'llama', 'prefix_tuning')),
+    (e: Error) => e instanceof PeftConfigError && /token_dim 64/.test(e.message),
+  );
   // A BERT loaded as a masked LM (or bare encoder) has no peft task type for prompt learning.
   const bert = await loadModel(fixturePath('models', 'bert'));
   const maskedLm = Object.create(bert, { task: { value: 'masked-lm' } }) as typeof bert;
-  assert.throws(() => PrefixTuningModel.create(maskedLm, { numVirtualTokens: 3 }), (e: Error) => e instanceof PeftConfigError && /BertForSequenceClassification/.test(e.message));
+  assert.throws(
+    () => PrefixTuningModel.create(maskedLm, { numVirtualTokens: 3 }),
+    (e: Error) => e instanceof PeftConfigError && /BertForSequenceClassification/.test(e.message),
+  );
 });
 
 test('generation contract: the prefix is the past of the prefill; decode steps extend it (gpt2, llama GQA)', async () => {

@@ -19,11 +19,23 @@ import { checkOutputs, expectedPrompt, fixtureBatch, trainableState, withTempDir
 
 test('Python JSON: float repr and json.dumps(indent=2, sort_keys=True)', () => {
   const cases: [number, string][] = [
-    [0, '0.0'], [0.1, '0.1'], [1e-5, '1e-05'], [0.0001, '0.0001'], [123, '123.0'], [1.5e-7, '1.5e-07'],
-    [1e16, '1e+16'], [1234567890123456, '1234567890123456.0'], [-2.5, '-2.5'], [3.0e20, '3e+20'], [0.5, '0.5'],
+    [0, '0.0'],
+    [0.1, '0.1'],
+    [1e-5, '1e-05'],
+    [0.0001, '0.0001'],
+    [123, '123.0'],
+    [1.5e-7, '1.5e-07'],
+    [1e16, '1e+16'],
+    [1234567890123456, '1234567890123456.0'],
+    [-2.5, '-2.5'],
+    [3.0e20, '3e+20'],
+    [0.5, '0.5'],
   ];
   for (const [x, want] of cases) assert.equal(pyFloatRepr(x), want, String(x));
-  assert.equal(pythonJsonDumps({ b: [1, new PyFloat(0)], a: null, c: { y: 'é', x: {} }, d: [] }), '{\n  "a": null,\n  "b": [\n    1,\n    0.0\n  ],\n  "c": {\n    "x": {},\n    "y": "\\u00e9"\n  },\n  "d": []\n}');
+  assert.equal(
+    pythonJsonDumps({ b: [1, new PyFloat(0)], a: null, c: { y: 'é', x: {} }, d: [] }),
+    '{\n  "a": null,\n  "b": [\n    1,\n    0.0\n  ],\n  "c": {\n    "x": {},\n    "y": "\\u00e9"\n  },\n  "d": []\n}',
+  );
 });
 
 test('loadAdapter dispatches PROMPT_TUNING, PREFIX_TUNING and P_TUNING folders to their methods', async () => {
@@ -31,19 +43,40 @@ test('loadAdapter dispatches PROMPT_TUNING, PREFIX_TUNING and P_TUNING folders t
   assert.ok((await loadAdapter(gpt2, fixturePath('adapters', 'gpt2', 'prompt_tuning_random'))) instanceof PromptTuningModel);
   assert.ok((await loadAdapter(gpt2, fixturePath('adapters', 'gpt2', 'prefix_tuning_projection'))) instanceof PrefixTuningModel);
   assert.ok((await loadAdapter(gpt2, fixturePath('adapters', 'gpt2', 'p_tuning_lstm'))) instanceof PTuningModel);
-  await assert.rejects(createAdapter(gpt2, { peft_type: 'P_TUNING', num_virtual_token: 5 }), (e: Error) => e instanceof PeftConfigError && /unknown field num_virtual_token/.test(e.message));
+  await assert.rejects(
+    createAdapter(gpt2, { peft_type: 'P_TUNING', num_virtual_token: 5 }),
+    (e: Error) => e instanceof PeftConfigError && /unknown field num_virtual_token/.test(e.message),
+  );
 });
 
 /** New adapters from the fields a user would pass save peft's adapter_config.json (the base path aside). */
 const NEW_ADAPTERS: [string, string, Record<string, unknown>][] = [
   ['gpt2', 'prompt_tuning_random', { peft_type: 'PROMPT_TUNING', num_virtual_tokens: 5 }],
   ['bert', 'prompt_tuning_random', { peft_type: 'PROMPT_TUNING', num_virtual_tokens: 5 }],
-  ['llama', 'prompt_tuning_text', { peft_type: 'PROMPT_TUNING', num_virtual_tokens: 5, prompt_tuning_init: 'TEXT', prompt_tuning_init_text: 'Classify the sentiment of this review:', tokenizer_name_or_path: 'models/llama' }],
+  [
+    'llama',
+    'prompt_tuning_text',
+    {
+      peft_type: 'PROMPT_TUNING',
+      num_virtual_tokens: 5,
+      prompt_tuning_init: 'TEXT',
+      prompt_tuning_init_text: 'Classify the sentiment of this review:',
+      tokenizer_name_or_path: 'models/llama',
+    },
+  ],
   ['gpt2', 'prefix_tuning', { peft_type: 'PREFIX_TUNING', num_virtual_tokens: 5 }],
   ['llama', 'prefix_tuning', { peft_type: 'PREFIX_TUNING', num_virtual_tokens: 5 }],
-  ['bert', 'prefix_tuning_projection', { peft_type: 'PREFIX_TUNING', num_virtual_tokens: 5, prefix_projection: true, encoder_hidden_size: 32 }],
+  [
+    'bert',
+    'prefix_tuning_projection',
+    { peft_type: 'PREFIX_TUNING', num_virtual_tokens: 5, prefix_projection: true, encoder_hidden_size: 32 },
+  ],
   ['gpt2', 'p_tuning_mlp', { peft_type: 'P_TUNING', num_virtual_tokens: 5, encoder_hidden_size: 32 }],
-  ['llama', 'p_tuning_lstm', { peft_type: 'P_TUNING', num_virtual_tokens: 5, encoder_hidden_size: 32, encoder_reparameterization_type: 'LSTM' }],
+  [
+    'llama',
+    'p_tuning_lstm',
+    { peft_type: 'P_TUNING', num_virtual_tokens: 5, encoder_hidden_size: 32, encoder_reparameterization_type: 'LSTM' },
+  ],
 ];
 
 test('new adapters save adapter_config.json exactly as peft does for the same config', async () => {
@@ -70,7 +103,11 @@ test('new adapters save adapter_config.json exactly as peft does for the same co
 });
 
 test('an adapter trained through its encoder saves the encoder output, and the saved adapter reproduces it', async () => {
-  for (const [name, c] of [['llama', 'p_tuning_lstm'], ['bert', 'p_tuning_mlp'], ['gpt2', 'prefix_tuning_projection']] as const) {
+  for (const [name, c] of [
+    ['llama', 'p_tuning_lstm'],
+    ['bert', 'p_tuning_mlp'],
+    ['gpt2', 'prefix_tuning_projection'],
+  ] as const) {
     const base = await loadModel(fixturePath('models', name));
     const caseDir = join('adapters', name, c);
     const fields = JSON.parse(await readFile(fixturePath(caseDir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
@@ -78,7 +115,10 @@ test('an adapter trained through its encoder saves the encoder output, and the s
     (model as PTuningModel).loadTrainableState(await trainableState(caseDir));
     await withTempDir(async (dir) => {
       await model.savePretrained(dir);
-      assert.equal(await readFile(join(dir, 'adapter_config.json'), 'utf8'), await readFile(fixturePath(caseDir, 'adapter_config.json'), 'utf8'));
+      assert.equal(
+        await readFile(join(dir, 'adapter_config.json'), 'utf8'),
+        await readFile(fixturePath(caseDir, 'adapter_config.json'), 'utf8'),
+      );
       const saved = await readSafetensors(join(dir, 'adapter_model.safetensors'));
       const d = maxAbsDiff(toFloat32(saved.get('prompt_embeddings')!), await expectedPrompt(caseDir));
       assert.ok(d < 1e-5, `${caseDir}: saved prompt_embeddings differ by ${d}`);
@@ -88,7 +128,11 @@ test('an adapter trained through its encoder saves the encoder output, and the s
 });
 
 /** Greedy continuation by recomputing the full forward pass at every step (no cache). */
-async function greedyByRecompute(model: PromptTuningModel | PrefixTuningModel | PTuningModel, prompt: number[], steps: number): Promise<number[]> {
+async function greedyByRecompute(
+  model: PromptTuningModel | PrefixTuningModel | PTuningModel,
+  prompt: number[],
+  steps: number,
+): Promise<number[]> {
   const { ForwardSession } = await import('../../src/generate/index.js');
   const session = await ForwardSession.create(model);
   const ids = [...prompt];
@@ -118,7 +162,10 @@ test('generate (KV cache, left-padded batch) with each prompt-learning method eq
   const { Generator } = await import('../../src/generate/index.js');
   const llama = await loadModel(fixturePath('models', 'llama'));
   const gpt2 = await loadModel(fixturePath('models', 'gpt2'));
-  const prompts = [[5, 77, 300, 12, 9], [41, 8, 200]];
+  const prompts = [
+    [5, 77, 300, 12, 9],
+    [41, 8, 200],
+  ];
   const models = [
     await loadAdapter(llama, fixturePath('adapters', 'llama', 'prompt_tuning_random')),
     await loadAdapter(llama, fixturePath('adapters', 'llama', 'prefix_tuning')),

@@ -36,7 +36,10 @@ export class AdaptedRunner {
     const outputs: Record<string, Value> = { logits: out.logits, loss };
     const names = [...ctx.params.keys()];
     if (opts.grads) {
-      const gs = grad(loss, names.map((n) => ctx.params.get(n)!));
+      const gs = grad(
+        loss,
+        names.map((n) => ctx.params.get(n)!),
+      );
       names.forEach((n, i) => (outputs[`grad:${n}`] = gs[i]!));
     }
     const session = await RuntimeSession.fromGraph(g, outputs, { threads: 1 });
@@ -237,7 +240,13 @@ export function markerBatch(base: PretrainedModel, rows: number, seed: number): 
 }
 
 /** Trains with AdamW on `train` and returns the eval loss before and after. */
-export async function trainAndEval(model: AdaptedModel, train: Batch, evalBatch: Batch, steps: number, lr: number): Promise<{ before: number; after: number }> {
+export async function trainAndEval(
+  model: AdaptedModel,
+  train: Batch,
+  evalBatch: Batch,
+  steps: number,
+  lr: number,
+): Promise<{ before: number; after: number }> {
   const runner = await AdaptedRunner.create(model, { grads: true, training: true });
   try {
     const before = (await runner.run(evalBatch)).loss;

@@ -47,7 +47,11 @@ for (const name of ['gpt2', 'llama', 'bert']) {
       // The in-memory state peft trains (trainable_state) gives the same prompt.
       const raw = await fixtureConfig(caseDir);
       const input = promptTuningConfigFromDisk(raw);
-      const fresh = await PromptTuningModel.create(base, { ...input, tokenizerNameOrPath: input.tokenizerNameOrPath && fixturePath(input.tokenizerNameOrPath) }, { seed: 1 });
+      const fresh = await PromptTuningModel.create(
+        base,
+        { ...input, tokenizerNameOrPath: input.tokenizerNameOrPath && fixturePath(input.tokenizerNameOrPath) },
+        { seed: 1 },
+      );
       if (c === 'prompt_tuning_text') {
         // TEXT init from the tokenizer reproduces peft's initial prompt exactly (the fixture kept it).
         assert.equal(maxAbsDiff((await fresh.promptEmbeddings()).data, used), 0, `${caseDir}: TEXT init`);
@@ -124,7 +128,7 @@ test('additive soft prompt: starts as the base model, trains, saves under its ow
   assert.ok(maxAbsDiff(r0.logits.data as Float32Array, toFloat32(expectedBase.get('logits')!)) < 1e-4, 'p = 0 is the base model');
   const { before, after } = await trainAndEval(model, repeatedTokenBatch(base, 16, 1), repeatedTokenBatch(base, 16, 2), 20, 0.05);
   assert.ok(after < before - 0.2, `additive prompt eval loss ${before} -> ${after}`);
-  assert.ok(await prefillDecodeMatches(model, [5, 77, 300, 12]) < 1e-4, 'additive prompt applies at every step');
+  assert.ok((await prefillDecodeMatches(model, [5, 77, 300, 12])) < 1e-4, 'additive prompt applies at every step');
   await withTempDir(async (dir) => {
     await model.savePretrained(dir);
     const cfg = JSON.parse(await readFile(join(dir, 'adapter_config.json'), 'utf8'));
@@ -159,14 +163,35 @@ test('SAMPLE_VOCAB init copies seeded rows of the embedding matrix', async () =>
 
 test('prompt tuning config errors are typed and say what to do', async () => {
   const base = await loadModel(fixturePath('models', 'gpt2'));
-  await assert.rejects(PromptTuningModel.create(base, {}), (e: Error) => e instanceof PeftConfigError && /num_virtual_tokens is required/.test(e.message));
-  await assert.rejects(PromptTuningModel.create(base, { numVirtualTokens: 3, promptTuningInit: 'TEXT', promptTuningInitText: 'hi' }), (e: Error) => e instanceof PeftConfigError && /tokenizer_name_or_path/.test(e.message));
-  await assert.rejects(PromptTuningModel.create(base, { numVirtualTokens: 3, tokenDim: 32 }), (e: Error) => e instanceof PeftConfigError && /token_dim is 32/.test(e.message));
-  await assert.rejects(PromptTuningModel.create(base, { numVirtualTokens: 3, taskType: 'SEQ_CLS' }), (e: Error) => e instanceof PeftConfigError && /use task_type CAUSAL_LM/.test(e.message));
-  await assert.rejects(PromptTuningModel.create(base, { numVirtualTokens: 3, promptCombination: 'ADD' }), (e: Error) => e instanceof PeftConfigError && /must be 1/.test(e.message));
-  await assert.rejects(loadPromptTuning(base, fixturePath('adapters', 'gpt2', 'prefix_tuning')), (e: Error) => e instanceof PeftConfigError && /loadPrefixTuning/.test(e.message));
+  await assert.rejects(
+    PromptTuningModel.create(base, {}),
+    (e: Error) => e instanceof PeftConfigError && /num_virtual_tokens is required/.test(e.message),
+  );
+  await assert.rejects(
+    PromptTuningModel.create(base, { numVirtualTokens: 3, promptTuningInit: 'TEXT', promptTuningInitText: 'hi' }),
+    (e: Error) => e instanceof PeftConfigError && /tokenizer_name_or_path/.test(e.message),
+  );
+  await assert.rejects(
+    PromptTuningModel.create(base, { numVirtualTokens: 3, tokenDim: 32 }),
+    (e: Error) => e instanceof PeftConfigError && /token_dim is 32/.test(e.message),
+  );
+  await assert.rejects(
+    PromptTuningModel.create(base, { numVirtualTokens: 3, taskType: 'SEQ_CLS' }),
+    (e: Error) => e instanceof PeftConfigError && /use task_type CAUSAL_LM/.test(e.message),
+  );
+  await assert.rejects(
+    PromptTuningModel.create(base, { numVirtualTokens: 3, promptCombination: 'ADD' }),
+    (e: Error) => e instanceof PeftConfigError && /must be 1/.test(e.message),
+  );
+  await assert.rejects(
+    loadPromptTuning(base, fixturePath('adapters', 'gpt2', 'prefix_tuning')),
+    (e: Error) => e instanceof PeftConfigError && /loadPrefixTuning/.test(e.message),
+  );
   const model = await PromptTuningModel.create(base, { numVirtualTokens: 5 });
-  assert.throws(() => model.loadTrainableState(new Map([['prompt_encoder.default.embedding.weight', { shape: [4, 64], data: new Float32Array(256) }]])), AdapterError);
+  assert.throws(
+    () => model.loadTrainableState(new Map([['prompt_encoder.default.embedding.weight', { shape: [4, 64], data: new Float32Array(256) }]])),
+    AdapterError,
+  );
 });
 
 test('prompt tuning lowers eval loss on tiny tasks (gpt2 repeated token, bert marker classification)', async () => {

@@ -42,7 +42,10 @@ async function logits(m: LoraModel, family: string): Promise<Float32Array> {
   const out = m.forward(ctx, { inputIds, attentionMask });
   const s = await RuntimeSession.fromGraph(g, { logits: out.logits }, { threads: 2 });
   try {
-    const feeds: Record<string, ReturnType<typeof host>> = { input_ids: host(batch.get('input_ids')!), attention_mask: host(batch.get('attention_mask')!) };
+    const feeds: Record<string, ReturnType<typeof host>> = {
+      input_ids: host(batch.get('input_ids')!),
+      attention_mask: host(batch.get('attention_mask')!),
+    };
     for (const [k, t] of m.parameters()) feeds[k] = { dtype: 'float32', shape: t.shape, data: t.data };
     return (await s.run(feeds)).logits!.data as Float32Array;
   } finally {
@@ -51,9 +54,21 @@ async function logits(m: LoraModel, family: string): Promise<Float32Array> {
 }
 
 const CASES: { family: string; config: Partial<LoraConfig> }[] = [
-  { family: 'llama', config: { r: 8, loraAlpha: 16, initLoraWeights: false, loraDropout: 0.1, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] } },
+  {
+    family: 'llama',
+    config: {
+      r: 8,
+      loraAlpha: 16,
+      initLoraWeights: false,
+      loraDropout: 0.1,
+      targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+    },
+  },
   // GPT-2's Conv1D weights are quantized transposed; DoRA needs the dequantized matrix for its norm.
-  { family: 'gpt2', config: { r: 4, loraAlpha: 8, initLoraWeights: false, useDora: true, useRslora: true, targetModules: ['c_attn', 'c_proj', 'c_fc'] } },
+  {
+    family: 'gpt2',
+    config: { r: 4, loraAlpha: 8, initLoraWeights: false, useDora: true, useRslora: true, targetModules: ['c_attn', 'c_proj', 'c_fc'] },
+  },
 ];
 
 for (const { family, config } of CASES) {
@@ -120,7 +135,8 @@ test('the backward pass multiplies by a rebuilt 4-bit weight, never by a float32
   const forward = g.nodes.slice(0, forwardNodes);
   assert.equal(forward.filter((n) => n.op === 'QuantMatMul').length, q.weights.quantizedNames().length);
   for (const n of [...forward, ...backward]) {
-    if (n.op === 'MatMulT' || n.op === 'MatMul') for (const v of n.inputs) assert.ok(v.kind !== 'const' || v.dtype !== 'uint8', `${n.op} reads 4-bit data`);
+    if (n.op === 'MatMulT' || n.op === 'MatMul')
+      for (const v of n.inputs) assert.ok(v.kind !== 'const' || v.dtype !== 'uint8', `${n.op} reads 4-bit data`);
   }
 });
 
@@ -157,8 +173,25 @@ test('QLoRA fine-tune through the Trainer lowers the eval loss on the swap task'
   const rows = prepareExamples(examples, { maxLength: 32 }).examples;
   const base = await loadModel(dir, { quantization: NF4 });
   assert.ok(base.weights.quantizedNames().length > 0);
-  const model = await getPeftModel(base, { r: 8, loraAlpha: 16, loraDropout: 0.05, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'lm_head'] }, { seed: 0 });
+  const model = await getPeftModel(
+    base,
+    {
+      r: 8,
+      loraAlpha: 16,
+      loraDropout: 0.05,
+      targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'lm_head'],
+    },
+    { seed: 0 },
+  );
   const out = await tempDir('peft-qlora-');
-  const r = await new Trainer(model, rows.slice(0, 48), rows.slice(48), { outputDir: out, padTokenId: tok.padTokenId ?? tok.eosTokenId!, learningRate: 1e-2, maxSteps: 30, batchSize: 8, evalEvery: 30, runtime: { threads: 2 } }).train();
+  const r = await new Trainer(model, rows.slice(0, 48), rows.slice(48), {
+    outputDir: out,
+    padTokenId: tok.padTokenId ?? tok.eosTokenId!,
+    learningRate: 1e-2,
+    maxSteps: 30,
+    batchSize: 8,
+    evalEvery: 30,
+    runtime: { threads: 2 },
+  }).train();
   assert.ok(r.finalEvalLoss! < 0.7 * r.initialEvalLoss!, `eval loss ${r.initialEvalLoss} -> ${r.finalEvalLoss}`);
 });

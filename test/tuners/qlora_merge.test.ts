@@ -28,10 +28,16 @@ async function logits(m: PretrainedModel | LoraModel): Promise<Float32Array> {
   const base = 'base' in m ? m.base : m;
   const g = new Graph();
   const ctx = new BuildContext(g, base.weights);
-  const out = m.forward(ctx, { inputIds: g.input('input_ids', 'int64', ['batch', 'seq']), attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']) });
+  const out = m.forward(ctx, {
+    inputIds: g.input('input_ids', 'int64', ['batch', 'seq']),
+    attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']),
+  });
   const s = await RuntimeSession.fromGraph(g, { logits: out.logits }, { threads: 2 });
   try {
-    const feeds: Record<string, ReturnType<typeof host>> = { input_ids: host(batch.get('input_ids')!), attention_mask: host(batch.get('attention_mask')!) };
+    const feeds: Record<string, ReturnType<typeof host>> = {
+      input_ids: host(batch.get('input_ids')!),
+      attention_mask: host(batch.get('attention_mask')!),
+    };
     if ('parameters' in m) for (const [k, t] of m.parameters()) feeds[k] = { dtype: 'float32', shape: t.shape, data: t.data };
     return (await s.run(feeds)).logits!.data as Float32Array;
   } finally {
@@ -54,15 +60,24 @@ test('merge (a): dequantized full precision equals the QLoRA model; (b): re-quan
   const b = await m.mergeAndUnload({ requantize: true });
   assert.deepEqual(b.weights.quantizedNames().sort(), q.weights.quantizedNames().sort());
   // untouched weights keep their 4-bit data; merged ones are new 4-bit data
-  assert.equal(b.weights.getQuantized('model.layers.0.self_attn.o_proj.weight'), q.weights.getQuantized('model.layers.0.self_attn.o_proj.weight'));
-  assert.notDeepEqual(b.weights.getQuantized('model.layers.0.self_attn.q_proj.weight')!.quant.packed, q.weights.getQuantized('model.layers.0.self_attn.q_proj.weight')!.quant.packed);
+  assert.equal(
+    b.weights.getQuantized('model.layers.0.self_attn.o_proj.weight'),
+    q.weights.getQuantized('model.layers.0.self_attn.o_proj.weight'),
+  );
+  assert.notDeepEqual(
+    b.weights.getQuantized('model.layers.0.self_attn.q_proj.weight')!.quant.packed,
+    q.weights.getQuantized('model.layers.0.self_attn.q_proj.weight')!.quant.packed,
+  );
   const db = maxAbsDiff(await logits(b), want);
   assert.ok(db > 1e-5 && db < 0.5, `(b) differs from the QLoRA model by ${db}`);
   // the base and the adapter are left as they were
   assert.ok(maxAbsDiff(await logits(m), want) === 0);
 
   // both save as model folders loadModel reads back: (b) 4-bit with quantization_config, (a) float32
-  for (const [label, model, diff] of [['a', a, da], ['b', b, db]] as const) {
+  for (const [label, model, diff] of [
+    ['a', a, da],
+    ['b', b, db],
+  ] as const) {
     const dir = join(tmp, `merged-${label}`);
     await saveModelPretrained(model, dir);
     const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;

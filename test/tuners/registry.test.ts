@@ -39,7 +39,11 @@ class ToyScaleModel implements AdaptedModel {
   static create(base: PretrainedModel, fields: Record<string, unknown>): ToyScaleModel {
     const wanted = (fields.target_modules as string[] | undefined) ?? ['q_proj'];
     const targets = base.linears().filter((s) => wanted.some((t) => s.name.endsWith(`.${t}`)));
-    return new ToyScaleModel(base, targets, new Map(targets.map((s) => [s.name, { shape: [s.outFeatures], data: new Float32Array(s.outFeatures).fill(1) }])));
+    return new ToyScaleModel(
+      base,
+      targets,
+      new Map(targets.map((s) => [s.name, { shape: [s.outFeatures], data: new Float32Array(s.outFeatures).fill(1) }])),
+    );
   }
   forward(ctx: BuildContext, args: ForwardArgs): ForwardResult {
     for (const s of this.targets) {
@@ -64,7 +68,14 @@ class ToyScaleModel implements AdaptedModel {
     await mkdir(dir, { recursive: true });
     const tensors = new Map<string, RawTensor>([...this.scales].map(([m, t]) => [`${m}.scale`, fromTypedArray(t.data, t.shape)]));
     await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors);
-    await writeFile(join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'TOY_SCALE', target_modules: [...new Set(this.targets.map((s) => s.name.split('.').pop()))], scale_init: 1 }));
+    await writeFile(
+      join(dir, 'adapter_config.json'),
+      JSON.stringify({
+        peft_type: 'TOY_SCALE',
+        target_modules: [...new Set(this.targets.map((s) => s.name.split('.').pop()))],
+        scale_init: 1,
+      }),
+    );
   }
   mergeAndUnload(): PretrainedModel {
     for (const s of this.targets) {
@@ -85,8 +96,13 @@ const toyTuner: Tuner = {
   infoSettings: ['target_modules', 'scale_init'],
   presets: [
     {
-      name: 'toy', label: 'Toy scaling', learningRate: 1e-2, fields: { peft_type: 'TOY_SCALE', target_modules: ['q_proj', 'v_proj'] }, flags: { target: 'target_modules' },
-      settings: 'a learned scale per output of q_proj and v_proj', compareByDefault: false,
+      name: 'toy',
+      label: 'Toy scaling',
+      learningRate: 1e-2,
+      fields: { peft_type: 'TOY_SCALE', target_modules: ['q_proj', 'v_proj'] },
+      flags: { target: 'target_modules' },
+      settings: 'a learned scale per output of q_proj and v_proj',
+      compareByDefault: false,
       folklore: { parameter: 'High', compute: 'High', space: 'High', performance: 'Low', flexibility: 'Low' },
     },
   ],
@@ -103,7 +119,8 @@ const toyTuner: Tuner = {
 registerTuner(toyTuner);
 
 test('every bundled method is registered, full fine-tuning last, and a name is registered once', () => {
-  for (const t of ['LORA', 'IA3', 'PROMPT_TUNING', 'PREFIX_TUNING', 'P_TUNING', 'BOTTLENECK', 'TOY_SCALE']) assert.ok(peftTypes().includes(t), t);
+  for (const t of ['LORA', 'IA3', 'PROMPT_TUNING', 'PREFIX_TUNING', 'P_TUNING', 'BOTTLENECK', 'TOY_SCALE'])
+    assert.ok(peftTypes().includes(t), t);
   assert.equal(peftTypes().at(-1), 'FULL');
   assert.equal(methodNames().at(-1), 'full');
   for (const m of ['lora', 'qlora', 'ia3', 'prompt', 'prefix', 'ptuning', 'adapter', 'toy']) assert.ok(methodNames().includes(m), m);
@@ -121,7 +138,27 @@ test('a registered method trains through `peft train --method`, and info, merge 
   assert.ok(train.options.find((o) => o.long === '--method')!.argChoices!.includes('toy'));
   const compare = program.commands.find((c) => c.name() === 'compare')!;
   assert.match(compare.options.find((o) => o.long === '--methods')!.description, /toy/);
-  await program.parseAsync(['train', '--model', llama, '--method', 'toy', '--target', 'q_proj', '--data', task.train, '--out', out, '--steps', '2', '--threads', '1', '--no-eval-at-start'], { from: 'user' });
+  await program.parseAsync(
+    [
+      'train',
+      '--model',
+      llama,
+      '--method',
+      'toy',
+      '--target',
+      'q_proj',
+      '--data',
+      task.train,
+      '--out',
+      out,
+      '--steps',
+      '2',
+      '--threads',
+      '1',
+      '--no-eval-at-start',
+    ],
+    { from: 'user' },
+  );
   const config = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
   assert.deepEqual(config.target_modules, ['q_proj'], 'the --target flag reached the preset field');
 
@@ -129,7 +166,10 @@ test('a registered method trains through `peft train --method`, and info, merge 
   const base = await loadModel(llama);
   const loaded = (await loadAdapter(base, out)) as ToyScaleModel;
   assert.ok(loaded instanceof ToyScaleModel);
-  assert.ok([...loaded.scales.values()].some((t) => t.data.some((x) => Math.abs(x - 1) > 1e-6)), 'trained');
+  assert.ok(
+    [...loaded.scales.values()].some((t) => t.data.some((x) => Math.abs(x - 1) > 1e-6)),
+    'trained',
+  );
 
   // peft info: label, settings and counts from the registry
   const info = await describeFolder(out, { model: llama });
@@ -137,7 +177,10 @@ test('a registered method trains through `peft train --method`, and info, merge 
   if (info.kind === 'adapter') {
     assert.equal(info.method, 'toy scaling');
     assert.deepEqual(Object.keys(info.settings), ['target_modules', 'scale_init']);
-    assert.equal(info.trainable_parameters, [...loaded.scales.values()].reduce((n, t) => n + t.data.length, 0));
+    assert.equal(
+      info.trainable_parameters,
+      [...loaded.scales.values()].reduce((n, t) => n + t.data.length, 0),
+    );
   }
 
   // peft merge: the registry says it merges; the merged q_proj rows are scaled
@@ -174,6 +217,9 @@ test('createAdapter and getPeftModel take any method; printTrainableParameters c
   const full = await getPeftModel(await loadModel(llama), { peftType: 'FULL', targetModules: ['q_proj'] });
   assert.deepEqual(numParameters(full).all, base.weights.numel());
   const lora = await getPeftModel(base, { r: 2, targetModules: ['q_proj'] });
-  assert.match(printTrainableParameters(lora, () => undefined), /^trainable params: /);
+  assert.match(
+    printTrainableParameters(lora, () => undefined),
+    /^trainable params: /,
+  );
   await assert.rejects(getPeftModel(base, { peftType: 'NOPE' }), /peft_type "NOPE" is not supported/);
 });

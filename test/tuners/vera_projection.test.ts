@@ -29,13 +29,21 @@ async function batch(): Promise<Batch> {
 test("a new VeRA adapter's projections are peft's for the same projection_prng_key; another key gives others", async () => {
   const config = JSON.parse(await readFile(join(VERA, 'adapter_config.json'), 'utf8'));
   const saved = await readSafetensors(join(VERA, 'adapter_model.safetensors'));
-  const m = (await createAdapter(await loadModel(qwen3), { ...config, inference_mode: false }, { seed: 4 })) as LinearTunerModel<LinearTunerConfig>;
+  const m = (await createAdapter(
+    await loadModel(qwen3),
+    { ...config, inference_mode: false },
+    { seed: 4 },
+  )) as LinearTunerModel<LinearTunerConfig>;
   const state = m.stateDict();
   for (const k of ['base_model.vera_A', 'base_model.vera_B']) {
     assert.deepEqual(state.get(k)!.shape, saved.get(k)!.shape, k);
     assert.deepEqual(state.get(k)!.data, toFloat32(saved.get(k)!), `${k} as peft drew it, bit for bit`);
   }
-  const other = (await createAdapter(await loadModel(qwen3), { ...config, projection_prng_key: 124 }, { seed: 4 })) as LinearTunerModel<LinearTunerConfig>;
+  const other = (await createAdapter(
+    await loadModel(qwen3),
+    { ...config, projection_prng_key: 124 },
+    { seed: 4 },
+  )) as LinearTunerModel<LinearTunerConfig>;
   assert.notDeepEqual(other.stateDict().get('base_model.vera_A')!.data, state.get('base_model.vera_A')!.data);
 });
 

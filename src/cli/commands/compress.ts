@@ -40,10 +40,16 @@ const kib = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
 export function register(program: Command): void {
   program
     .command('compress')
-    .description('save a LoRA adapter with its lora_A/lora_B quantized (int8 or NF4); this library loads it transparently, Python peft needs `peft decompress` first')
+    .description(
+      'save a LoRA adapter with its lora_A/lora_B quantized (int8 or NF4); this library loads it transparently, Python peft needs `peft decompress` first',
+    )
     .requiredOption('--adapter <dir>', 'LoRA adapter folder (adapter_config.json + adapter_model.safetensors)')
     .requiredOption('--out <dir>', 'folder to write the compressed adapter to')
-    .addOption(new Option('--method <method>', 'int8-row: absmax per row; int8-block / nf4: absmax per block').choices([...COMPRESSION_METHODS]).default('int8-block'))
+    .addOption(
+      new Option('--method <method>', 'int8-row: absmax per row; int8-block / nf4: absmax per block')
+        .choices([...COMPRESSION_METHODS])
+        .default('int8-block'),
+    )
     .option('--block-size <n>', 'values per scale for int8-block and nf4', evenArg, 64)
     .option('--model <dir|repo>', 'base model, to measure the output drift (default: base_model_name_or_path)')
     .option('--overwrite', 'replace the adapter an earlier `peft compress` wrote to --out')
@@ -51,7 +57,8 @@ export function register(program: Command): void {
       const outOpts = checkFolders('compress', flags.adapter, flags.out, flags.overwrite);
       const spec = compressionSpec(flags.method, flags.blockSize);
       const config = await readAdapterConfigFile(flags.adapter);
-      if (config.peft_type !== 'LORA') throw new CliError(`${flags.adapter} holds a ${String(config.peft_type)} adapter; only LoRA adapters are compressed`);
+      if (config.peft_type !== 'LORA')
+        throw new CliError(`${flags.adapter} holds a ${String(config.peft_type)} adapter; only LoRA adapters are compressed`);
       const name = flags.model ?? (typeof config.base_model_name_or_path === 'string' ? config.base_model_name_or_path : undefined);
       if (!name) throw new CliError('the adapter does not record its base model (base_model_name_or_path); pass --model DIR');
       const dir = await resolveModelDir(name);
@@ -69,7 +76,9 @@ export function register(program: Command): void {
     });
   program
     .command('decompress')
-    .description('write a compressed LoRA adapter (peft compress) back in the standard peft form (float32 tensors), which Python peft loads')
+    .description(
+      'write a compressed LoRA adapter (peft compress) back in the standard peft form (float32 tensors), which Python peft loads',
+    )
     .requiredOption('--adapter <dir>', 'compressed adapter folder')
     .requiredOption('--out <dir>', 'folder to write the standard adapter to')
     .option('--overwrite', 'replace the adapter an earlier `peft decompress` wrote to --out')

@@ -27,8 +27,14 @@ export function register(program: Command): void {
     .option('--base-model <name>', 'mlx -> peft: base_model_name_or_path to record (default: the mlx config\'s "model")')
     .action(async (flags: ConvertFlags) => {
       if (flags.from === flags.to) throw new CliError(`--from and --to are both ${flags.from}; nothing to convert`);
-      if (!existsSync(flags.adapter) || !statSync(flags.adapter).isDirectory()) throw new CliError(`--adapter ${flags.adapter} is not a folder`);
-      const r = flags.from === 'mlx' ? await mlxToPeft(flags.adapter, flags.out, { baseModelNameOrPath: flags.baseModel, overwrite: flags.overwrite }) : await peftToMlx(flags.adapter, flags.out, { overwrite: flags.overwrite });
-      process.stdout.write(`converted ${r.modules} LoRA modules (rank ${r.r}, scale ${r.scale}) from ${flags.from} to ${flags.to}: wrote ${flags.out}\n`);
+      if (!existsSync(flags.adapter) || !statSync(flags.adapter).isDirectory())
+        throw new CliError(`--adapter ${flags.adapter} is not a folder`);
+      const r =
+        flags.from === 'mlx'
+          ? await mlxToPeft(flags.adapter, flags.out, { baseModelNameOrPath: flags.baseModel, overwrite: flags.overwrite })
+          : await peftToMlx(flags.adapter, flags.out, { overwrite: flags.overwrite });
+      process.stdout.write(
+        `converted ${r.modules} LoRA modules (rank ${r.r}, scale ${r.scale}) from ${flags.from} to ${flags.to}: wrote ${flags.out}\n`,
+      );
     });
 }

@@ -36,7 +36,8 @@ interface EvalFlags {
 }
 
 function metricArg(v: string): EvalMetric {
-  if (!(EVAL_METRICS as readonly string[]).includes(v)) throw new InvalidArgumentError(`--metric must be one of ${EVAL_METRICS.join(', ')}.`);
+  if (!(EVAL_METRICS as readonly string[]).includes(v))
+    throw new InvalidArgumentError(`--metric must be one of ${EVAL_METRICS.join(', ')}.`);
   return v as EvalMetric;
 }
 
@@ -47,8 +48,16 @@ export function register(program: Command): void {
     .requiredOption('--model <dir|repo>', 'model folder or Hub repo id')
     .option('--adapter <dir|repo>', 'adapter folder to apply; repeatable (earlier ones are merged)', collect)
     .option('--merged', 'merge the adapters into the weights before scoring')
-    .requiredOption('--data <file>', 'jsonl rows: {"prompt","completion"}, {"messages"} (last assistant turn is the reference), for perplexity {"text"}, for preference {"prompt","chosen","rejected"}; or hf://datasets/OWNER/NAME[/file.jsonl][@revision]')
-    .option('--metric <name>', `exact (trimmed output == reference), contains (output contains the reference), accuracy (first word is the reference's label word), json (output parses to the reference's JSON), perplexity (of the reference tokens), preference (on {"prompt","chosen","rejected"} rows: the chosen completion is the more likely one)`, metricArg, 'exact')
+    .requiredOption(
+      '--data <file>',
+      'jsonl rows: {"prompt","completion"}, {"messages"} (last assistant turn is the reference), for perplexity {"text"}, for preference {"prompt","chosen","rejected"}; or hf://datasets/OWNER/NAME[/file.jsonl][@revision]',
+    )
+    .option(
+      '--metric <name>',
+      `exact (trimmed output == reference), contains (output contains the reference), accuracy (first word is the reference's label word), json (output parses to the reference's JSON), perplexity (of the reference tokens), preference (on {"prompt","chosen","rejected"} rows: the chosen completion is the more likely one)`,
+      metricArg,
+      'exact',
+    )
     .option('--max-examples <n>', 'score only the first n rows', intArg('--max-examples', 1))
     .option('--max-new-tokens <n>', 'tokens generated per row (default: longest reference + 4)', intArg('--max-new-tokens', 1))
     .option('--batch-size <n>', 'rows generated together', intArg('--batch-size', 1), 16)
@@ -70,7 +79,13 @@ export function register(program: Command): void {
 function isEvalOutput(path: string): boolean {
   try {
     const row = JSON.parse(firstLine(path)) as Record<string, unknown>;
-    return typeof row === 'object' && row !== null && typeof row.line === 'number' && typeof row.prompt === 'string' && typeof row.reference === 'string';
+    return (
+      typeof row === 'object' &&
+      row !== null &&
+      typeof row.line === 'number' &&
+      typeof row.prompt === 'string' &&
+      typeof row.reference === 'string'
+    );
   } catch {
     return false;
   }
@@ -80,12 +95,20 @@ async function runEval(flags: EvalFlags): Promise<void> {
   const dataFile = resolve(await resolveDataFile(flags.data, { role: 'eval' }));
   const outFile = flags.out === undefined ? undefined : resolve(flags.out);
   // --out: a new file, or an earlier `peft eval` output with --overwrite (src/io/outdir.ts); never the data or another file
-  if (outFile !== undefined) checkOutputFile(outFile, { command: 'eval', flag: '--out', overwrite: flags.overwrite, isOwn: isEvalOutput, inputs: [dataFile] });
+  if (outFile !== undefined)
+    checkOutputFile(outFile, { command: 'eval', flag: '--out', overwrite: flags.overwrite, isOwn: isEvalOutput, inputs: [dataFile] });
   const { dir, model } = await loadModelArg(flags.model, flags.adapter, flags.merged);
-  if ((model as { task?: string }).task === 'seq-cls') throw new CliError('peft eval scores generation and perplexity on language models; this model is a sequence classifier');
+  if ((model as { task?: string }).task === 'seq-cls')
+    throw new CliError('peft eval scores generation and perplexity on language models; this model is a sequence classifier');
   const tokenizer = await Tokenizer.fromDir(dir);
   const records = (await readJsonl(dataFile)).slice(0, flags.maxExamples);
-  const rows = evalRows(records, tokenizer, flags.metric, { promptKey: flags.promptKey, completionKey: flags.completionKey, messagesKey: flags.messagesKey }, flags.data);
+  const rows = evalRows(
+    records,
+    tokenizer,
+    flags.metric,
+    { promptKey: flags.promptKey, completionKey: flags.completionKey, messagesKey: flags.messagesKey },
+    flags.data,
+  );
   const stopStrings = flags.stop?.map((s) => s.replace(/\\n/g, '\n').replace(/\\t/g, '\t'));
   const report = await evaluateRows(model, tokenizer, rows, {
     metric: flags.metric,

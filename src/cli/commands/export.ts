@@ -79,11 +79,18 @@ export function register(program: Command): void {
     .option('--model <dir|repo>', 'base model folder (config.json, model.safetensors, tokenizer files) or Hub repo id')
     .option('--adapter <dir>', 'adapter folder to apply; repeatable (applied in order and merged)', collect)
     .requiredOption('--out <path>', 'folder (transformers.js) or file (gguf, gguf-lora) to create; must not exist')
-    .option('--dtype <dtype>', `transformers.js: ${ONNX_DTYPES.join(', ')}; repeatable, the first is the folder default (default fp32)`, collect)
+    .option(
+      '--dtype <dtype>',
+      `transformers.js: ${ONNX_DTYPES.join(', ')}; repeatable, the first is the folder default (default fp32)`,
+      collect,
+    )
     .option('--unmerged', 'transformers.js: keep the last adapter as separate initializers instead of merging it')
     .option('--type <type>', `gguf: tensor type of the matrices, ${GGUF_TYPES.join(', ')} (default f16)`)
     .option('--overwrite', 'transformers.js: replace the folder an earlier `peft export` wrote to --out (never anything else)')
-    .option('--base-gguf <file>', 'gguf-lora: the base model GGUF the Modelfile names in FROM (default <model folder name>.gguf beside --out)')
+    .option(
+      '--base-gguf <file>',
+      'gguf-lora: the base model GGUF the Modelfile names in FROM (default <model folder name>.gguf beside --out)',
+    )
     .addHelpText('after', HELP)
     .action(async (flags: ExportFlags) => {
       await runExport(flags);
@@ -92,7 +99,8 @@ export function register(program: Command): void {
 
 function parseDtypes(given: string[] | undefined): OnnxDtype[] {
   const list = (given ?? ['fp32']).flatMap((d) => d.split(',')).map((d) => d.trim());
-  for (const d of list) if (!(ONNX_DTYPES as readonly string[]).includes(d)) throw new ExportError(`--dtype ${d} is not one of ${ONNX_DTYPES.join(', ')}`);
+  for (const d of list)
+    if (!(ONNX_DTYPES as readonly string[]).includes(d)) throw new ExportError(`--dtype ${d} is not one of ${ONNX_DTYPES.join(', ')}`);
   return [...new Set(list as OnnxDtype[])];
 }
 
@@ -112,10 +120,14 @@ export async function runExport(flags: ExportFlags): Promise<void> {
   if (!FORMATS.includes(flags.format)) throw new ExportError(`--format ${flags.format} is not one of ${FORMATS.join(', ')}`);
   const isOnnx = flags.format === 'transformers.js';
   if (!isOnnx && flags.dtype) throw new ExportError(`--dtype is for --format transformers.js; --format ${flags.format} takes --type`);
-  if (!isOnnx && flags.unmerged) throw new ExportError(`--unmerged is for --format transformers.js (gguf merges; gguf-lora is the unmerged adapter)`);
+  if (!isOnnx && flags.unmerged)
+    throw new ExportError(`--unmerged is for --format transformers.js (gguf merges; gguf-lora is the unmerged adapter)`);
   if (flags.format !== 'gguf' && flags.type) throw new ExportError(`--type is for --format gguf`);
   if (flags.format !== 'gguf-lora' && flags.baseGguf) throw new ExportError(`--base-gguf is for --format gguf-lora`);
-  if (!isOnnx && flags.overwrite) throw new ExportError(`--overwrite is for --format transformers.js (a folder); export never replaces a ${flags.format} file: remove it or choose another --out`);
+  if (!isOnnx && flags.overwrite)
+    throw new ExportError(
+      `--overwrite is for --format transformers.js (a folder); export never replaces a ${flags.format} file: remove it or choose another --out`,
+    );
   if (flags.format === 'gguf-lora') return exportGgufLora(flags);
   if (flags.model === undefined) throw new ExportError(`--format ${flags.format} needs --model DIR (the base model)`);
   const t0 = performance.now();
@@ -127,15 +139,22 @@ export async function runExport(flags: ExportFlags): Promise<void> {
     const chunks = await ggufModel(src.base, src.dir, type);
     await writeNewFile(out, chunks);
     const what = src.adapterTypes.length ? ` with ${src.adapterTypes.join(' + ')} merged` : '';
-    say(`exported ${src.dir}${what} as GGUF (${type}) to ${flags.out} (${mib(statSync(out).size)}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    say(
+      `exported ${src.dir}${what} as GGUF (${type}) to ${flags.out} (${mib(statSync(out).size)}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    );
     const c = src.base.config;
     if (c.ropeScaling?.ropeType === 'longrope') {
-      say(`note: llama.cpp applies longrope's long factors to every position once its context size passes ${c.originalMaxPositionEmbeddings ?? c.maxPositionEmbeddings} tokens (transformers: once the sequence does); keep the context at or below it to match transformers on shorter inputs`);
+      say(
+        `note: llama.cpp applies longrope's long factors to every position once its context size passes ${c.originalMaxPositionEmbeddings ?? c.maxPositionEmbeddings} tokens (transformers: once the sequence does); keep the context at or below it to match transformers on shorter inputs`,
+      );
     }
     return;
   }
   const dtypes = parseDtypes(flags.dtype);
-  const inputs = [...(existsSync(flags.model) ? [{ path: flags.model, what: 'model' }] : []), ...(flags.adapter ?? []).map((a) => ({ path: a, what: 'adapter' }))];
+  const inputs = [
+    ...(existsSync(flags.model) ? [{ path: flags.model, what: 'model' }] : []),
+    ...(flags.adapter ?? []).map((a) => ({ path: a, what: 'adapter' })),
+  ];
   const outOpts = exportDirOptions(flags.overwrite, inputs);
   const out = checkExportFolder(flags.out, outOpts);
   const src = await loadExportSource(flags.model, flags.adapter ?? [], { unmerged: flags.unmerged, format: flags.format });
@@ -143,8 +162,12 @@ export async function runExport(flags: ExportFlags): Promise<void> {
     const files = await writeTransformersJs(src.model, src.dir, dir, { dtypes });
     for (const f of files.filter((f) => f.bytes > 0)) say(`  ${f.path}: ${mib(f.bytes)}`);
   });
-  const what = src.adapterTypes.length ? ` with ${src.adapterTypes.join(' + ')} adapter${flags.unmerged ? ' (last one unmerged)' : ' merged'}` : '';
-  say(`exported ${src.dir}${what} for transformers.js (${dtypes.join(', ')}) to ${flags.out} (${mib(folderSize(out))}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  const what = src.adapterTypes.length
+    ? ` with ${src.adapterTypes.join(' + ')} adapter${flags.unmerged ? ' (last one unmerged)' : ' merged'}`
+    : '';
+  say(
+    `exported ${src.dir}${what} for transformers.js (${dtypes.join(', ')}) to ${flags.out} (${mib(folderSize(out))}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
 }
 
 async function exportGgufLora(flags: ExportFlags): Promise<void> {
@@ -156,7 +179,8 @@ async function exportGgufLora(flags: ExportFlags): Promise<void> {
   if (modelArg === undefined) {
     const cfg = await readAdapterConfigFile(adapterDir);
     const b = cfg.base_model_name_or_path;
-    if (typeof b !== 'string' || !b) throw new ExportError(`${adapterDir}/adapter_config.json names no base_model_name_or_path; give the base with --model DIR`);
+    if (typeof b !== 'string' || !b)
+      throw new ExportError(`${adapterDir}/adapter_config.json names no base_model_name_or_path; give the base with --model DIR`);
     modelArg = b;
   }
   const out = checkNewFile(flags.out);
@@ -179,6 +203,9 @@ async function exportGgufLora(flags: ExportFlags): Promise<void> {
   const mf = modelfile(rel(baseGguf), rel(out), template, tok?.eosToken ? [tok.eosToken] : []);
   await writeNewFile(out, chunks);
   await writeNewFile(mfPath, mf);
-  say(`exported the LoRA adapter ${adapterDir} (${tensors} layers, alpha ${alpha}) as a GGUF adapter to ${flags.out} (${mib(statSync(out).size)}) and ${mfPath} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-  if (!existsSync(baseGguf)) say(`the Modelfile's FROM is ${baseGguf}: write it with  peft export --format gguf --model ${modelArg} --out ${baseGguf}`);
+  say(
+    `exported the LoRA adapter ${adapterDir} (${tensors} layers, alpha ${alpha}) as a GGUF adapter to ${flags.out} (${mib(statSync(out).size)}) and ${mfPath} in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
+  if (!existsSync(baseGguf))
+    say(`the Modelfile's FROM is ${baseGguf}: write it with  peft export --format gguf --model ${modelArg} --out ${baseGguf}`);
 }

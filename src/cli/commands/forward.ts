@@ -32,10 +32,20 @@ export function register(program: Command): void {
     .requiredOption('--model <dir|repo>', 'model folder or Hub repo id')
     .requiredOption('--batch <file>', 'safetensors with input_ids [batch, seq], optional attention_mask and labels (integer tensors)')
     .requiredOption('--out <file>', 'safetensors file to write: logits (float32), loss [1] when labels are given')
-    .option('--adapter <[name=]dir|repo>', 'adapter folder to apply; repeatable (earlier ones are merged; with --row-adapters, all are loaded side by side under their names)', collect)
-    .option('--row-adapters <names>', 'one adapter name per batch row, comma-separated ("__base__" = none): one forward over a mixed-adapter batch (peft adapter_names)')
+    .option(
+      '--adapter <[name=]dir|repo>',
+      'adapter folder to apply; repeatable (earlier ones are merged; with --row-adapters, all are loaded side by side under their names)',
+      collect,
+    )
+    .option(
+      '--row-adapters <names>',
+      'one adapter name per batch row, comma-separated ("__base__" = none): one forward over a mixed-adapter batch (peft adapter_names)',
+    )
     .option('--merged', 'merge the adapters into the weights (peft merge_and_unload) before running')
-    .option('--hidden-states', 'also write every hidden state as hidden_states.<i> (embeddings output, each layer, the final norm), as output_hidden_states')
+    .option(
+      '--hidden-states',
+      'also write every hidden state as hidden_states.<i> (embeddings output, each layer, the final norm), as output_hidden_states',
+    )
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', positiveInt('--threads'))
     .action(async (flags: ForwardFlags) => {
       await runForward(flags);
@@ -57,7 +67,11 @@ function intTensor(file: string, tensors: Map<string, RawTensor>, name: string, 
   return { dtype: 'int64', shape: [...t.shape], data };
 }
 
-export function batchFromFile(file: string, tensors: Map<string, RawTensor>, model: PretrainedModel): { inputIds: HostTensor; attentionMask: HostTensor; labels?: HostTensor } {
+export function batchFromFile(
+  file: string,
+  tensors: Map<string, RawTensor>,
+  model: PretrainedModel,
+): { inputIds: HostTensor; attentionMask: HostTensor; labels?: HostTensor } {
   if (!tensors.has('input_ids')) throw new CliError(`${file} has no input_ids tensor (found: ${[...tensors.keys()].join(', ') || 'none'})`);
   const inputIds = intTensor(file, tensors, 'input_ids', undefined);
   if (inputIds.shape.length !== 2) throw new CliError(`${file}: input_ids must be [batch, seq], got [${inputIds.shape}]`);
@@ -65,7 +79,8 @@ export function batchFromFile(file: string, tensors: Map<string, RawTensor>, mod
   if (b === 0 || s === 0) throw new CliError(`${file}: input_ids is empty ([${inputIds.shape}])`);
   const vocab = model.vocabSize;
   for (const id of inputIds.data as BigInt64Array) {
-    if (id < 0n || id >= BigInt(vocab)) throw new CliError(`${file}: input_ids holds token id ${id}, outside the model's vocabulary [0, ${vocab})`);
+    if (id < 0n || id >= BigInt(vocab))
+      throw new CliError(`${file}: input_ids holds token id ${id}, outside the model's vocabulary [0, ${vocab})`);
   }
   const maxPos = model.config.maxPositionEmbeddings;
   if (s > maxPos) throw new CliError(`${file}: sequences of ${s} tokens exceed the model's ${maxPos} positions (max_position_embeddings)`);
@@ -82,15 +97,23 @@ async function runForward(flags: ForwardFlags): Promise<void> {
   const outFile = resolve(flags.out);
   if (!existsSync(batchFile)) throw new CliError(`batch file ${flags.batch} does not exist`);
   if (outFile === batchFile) throw new CliError('--out must not be the batch file itself');
-  if (existsSync(outFile) && statSync(outFile).isDirectory()) throw new CliError(`--out ${flags.out} is a folder; give a file name such as ${flags.out}/logits.safetensors`);
+  if (existsSync(outFile) && statSync(outFile).isDirectory())
+    throw new CliError(`--out ${flags.out} is a folder; give a file name such as ${flags.out}/logits.safetensors`);
   if (!existsSync(dirname(outFile))) throw new CliError(`the folder of --out (${dirname(outFile)}) does not exist`);
-  const { base, model } = flags.rowAdapters !== undefined ? await loadMixedModelArg(flags.model, flags.adapter, flags.merged) : await loadModelArg(flags.model, flags.adapter, flags.merged);
+  const { base, model } =
+    flags.rowAdapters !== undefined
+      ? await loadMixedModelArg(flags.model, flags.adapter, flags.merged)
+      : await loadModelArg(flags.model, flags.adapter, flags.merged);
   const batch: ForwardBatch = batchFromFile(flags.batch, await readSafetensors(batchFile), base);
   if (model instanceof MultiAdapterModel) {
     const names = parseRowAdapters(flags.rowAdapters!, model.adapterNames, batch.inputIds.shape[0]!, 'batch row');
     batch.adapterIndex = { dtype: 'int64', shape: [names.length], data: model.rowIndex(names) };
   }
-  const session = await ForwardSession.create(model, { loss: batch.labels !== undefined, hiddenStates: flags.hiddenStates ?? false, runtime: { threads: flags.threads } });
+  const session = await ForwardSession.create(model, {
+    loss: batch.labels !== undefined,
+    hiddenStates: flags.hiddenStates ?? false,
+    runtime: { threads: flags.threads },
+  });
   try {
     const t0 = performance.now();
     const out = await session.run(batch);
@@ -100,7 +123,9 @@ async function runForward(flags: ForwardFlags): Promise<void> {
     out.hiddenStates?.forEach((h, i) => (tensors[`hidden_states.${i}`] = fromTypedArray(h.data as Float32Array, h.shape)));
     await writeSafetensors(outFile, tensors);
     const [b, s] = batch.inputIds.shape as [number, number];
-    process.stderr.write(`logits [${out.logits.shape}]${out.loss !== undefined ? `, loss ${out.loss.toFixed(6)}` : ''} for ${b}x${s} tokens in ${ms.toFixed(0)} ms -> ${flags.out}\n`);
+    process.stderr.write(
+      `logits [${out.logits.shape}]${out.loss !== undefined ? `, loss ${out.loss.toFixed(6)}` : ''} for ${b}x${s} tokens in ${ms.toFixed(0)} ms -> ${flags.out}\n`,
+    );
   } finally {
     await session.dispose();
   }

@@ -22,7 +22,11 @@ import { BASE_ADAPTER, MultiAdapterModel } from '../../tuners/multi/index.js';
  * adapter but the last is merged into the weights (so it must be mergeable: LoRA, IA3); the last
  * one stays a live adapter unless `merged` asks for it to be merged too (peft merge_and_unload).
  */
-export async function loadModelArg(idOrPath: string, adapters: readonly string[] = [], merged = false): Promise<{ dir: string; base: PretrainedModel; model: InferenceModel }> {
+export async function loadModelArg(
+  idOrPath: string,
+  adapters: readonly string[] = [],
+  merged = false,
+): Promise<{ dir: string; base: PretrainedModel; model: InferenceModel }> {
   if (merged && adapters.length === 0) throw new CliError('--merged needs at least one --adapter to merge');
   const dir = await resolveModelDir(idOrPath);
   const base = await loadModel(dir);
@@ -52,11 +56,16 @@ export function parseAdapterArg(v: string): { name?: string; dir: string } {
 /** "a,b,__base__" -> names, checked against the loaded adapters and the row count. */
 export function parseRowAdapters(v: string, known: readonly string[], rows: number, what: string): string[] {
   const names = v.split(',').map((x) => x.trim());
-  if (names.some((n) => n === '')) throw new CliError(`--row-adapters has an empty name in "${v}"; give one name per ${what}, comma-separated`);
+  if (names.some((n) => n === ''))
+    throw new CliError(`--row-adapters has an empty name in "${v}"; give one name per ${what}, comma-separated`);
   for (const n of names) {
-    if (n !== BASE_ADAPTER && !known.includes(n)) throw new CliError(`--row-adapters names "${n}", which no --adapter NAME=DIR loads; loaded: ${[BASE_ADAPTER, ...known].join(', ')}`);
+    if (n !== BASE_ADAPTER && !known.includes(n))
+      throw new CliError(`--row-adapters names "${n}", which no --adapter NAME=DIR loads; loaded: ${[BASE_ADAPTER, ...known].join(', ')}`);
   }
-  if (names.length !== rows) throw new CliError(`--row-adapters gives ${names.length} names for ${rows} ${what}s; give exactly one per ${what} ("${BASE_ADAPTER}" for none)`);
+  if (names.length !== rows)
+    throw new CliError(
+      `--row-adapters gives ${names.length} names for ${rows} ${what}s; give exactly one per ${what} ("${BASE_ADAPTER}" for none)`,
+    );
   return names;
 }
 
@@ -64,7 +73,11 @@ export function parseRowAdapters(v: string, known: readonly string[], rows: numb
  * The model and its adapters for --row-adapters: every --adapter NAME=DIR (a bare DIR is named by
  * its folder) loaded side by side into one mixed-adapter model.
  */
-export async function loadMixedModelArg(idOrPath: string, adapters: readonly string[] = [], merged = false): Promise<{ dir: string; base: PretrainedModel; model: MultiAdapterModel }> {
+export async function loadMixedModelArg(
+  idOrPath: string,
+  adapters: readonly string[] = [],
+  merged = false,
+): Promise<{ dir: string; base: PretrainedModel; model: MultiAdapterModel }> {
   if (merged) throw new CliError('--merged cannot be combined with --row-adapters (each row keeps its own adapter)');
   if (adapters.length === 0) throw new CliError('--row-adapters needs at least one --adapter NAME=DIR');
   const dir = await resolveModelDir(idOrPath);
@@ -108,13 +121,28 @@ export function register(program: Command): void {
     .command('generate')
     .description('generate text from a causal language model (KV cache; greedy unless sampling options are given)')
     .requiredOption('--model <dir|repo>', 'model folder (config.json, model.safetensors, tokenizer.json) or Hub repo id')
-    .option('--adapter <[name=]dir|repo>', 'adapter folder (adapter_config.json + adapter_model.safetensors) to apply; repeatable (earlier ones are merged; with --row-adapters, all are loaded side by side under their names)', collect)
-    .option('--row-adapters <names>', 'one adapter name per prompt, comma-separated ("__base__" = none): a mixed-adapter batch over the --adapter NAME=DIR adapters')
+    .option(
+      '--adapter <[name=]dir|repo>',
+      'adapter folder (adapter_config.json + adapter_model.safetensors) to apply; repeatable (earlier ones are merged; with --row-adapters, all are loaded side by side under their names)',
+      collect,
+    )
+    .option(
+      '--row-adapters <names>',
+      'one adapter name per prompt, comma-separated ("__base__" = none): a mixed-adapter batch over the --adapter NAME=DIR adapters',
+    )
     .option('--merged', 'merge the adapters into the weights first (peft merge_and_unload); same outputs, base-model speed')
     .option('--prompt <text>', 'prompt text; repeat for a batch (left-padded)', collect)
-    .option('--max-new-tokens <n>', 'new tokens per prompt at most (default: generation_config.json, else 20)', positiveInt('--max-new-tokens'))
+    .option(
+      '--max-new-tokens <n>',
+      'new tokens per prompt at most (default: generation_config.json, else 20)',
+      positiveInt('--max-new-tokens'),
+    )
     .option('--temperature <t>', 'sample with this temperature (0 = greedy)', numberArg('--temperature'))
-    .option('--top-k <k>', 'sample from the k most likely tokens (0 = off; default: generation_config.json, else 50 as transformers)', intArg('--top-k', 0))
+    .option(
+      '--top-k <k>',
+      'sample from the k most likely tokens (0 = off; default: generation_config.json, else 50 as transformers)',
+      intArg('--top-k', 0),
+    )
     .option('--top-p <p>', 'nucleus sampling: smallest token set reaching probability p', numberArg('--top-p'))
     .option('--seed <s>', 'sampling seed (the same seed gives the same text)', intArg('--seed', 0))
     .option('--stop <text>', 'stop a prompt when its output contains this text; repeatable', collect)
@@ -124,8 +152,14 @@ export function register(program: Command): void {
     .option('--no-special-tokens', 'do not add the tokenizer special tokens (BOS) to the prompts')
     .option('--json', 'print one JSON line per prompt instead of streaming text')
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', positiveInt('--threads'))
-    .option('--int8', 'run the weight products on int8 copies of the frozen weights (MatMulNBits): ~3x faster decoding on CPU, logits move slightly (bench/RESULTS.md)')
-    .option('--no-spin', 'ONNX Runtime threads wait passively instead of spinning (faster on a machine shared with other jobs; bench/RESULTS.md "Decode")')
+    .option(
+      '--int8',
+      'run the weight products on int8 copies of the frozen weights (MatMulNBits): ~3x faster decoding on CPU, logits move slightly (bench/RESULTS.md)',
+    )
+    .option(
+      '--no-spin',
+      'ONNX Runtime threads wait passively instead of spinning (faster on a machine shared with other jobs; bench/RESULTS.md "Decode")',
+    )
     .action(async (flags: GenerateFlags) => {
       await runGenerate(flags);
     });
@@ -134,7 +168,8 @@ export function register(program: Command): void {
 async function runGenerate(flags: GenerateFlags): Promise<void> {
   const given = flags.prompt ?? [];
   if (given.length === 0) throw new CliError('give at least one --prompt "text"');
-  if ((flags.system !== undefined || flags.chatTemplate !== undefined) && !flags.chat) throw new CliError('--system and --chat-template need --chat');
+  if ((flags.system !== undefined || flags.chatTemplate !== undefined) && !flags.chat)
+    throw new CliError('--system and --chat-template need --chat');
   let chatTemplate: string | undefined;
   if (flags.chatTemplate !== undefined) {
     try {
@@ -143,8 +178,12 @@ async function runGenerate(flags: GenerateFlags): Promise<void> {
       throw new CliError(`cannot read the chat template ${flags.chatTemplate}: ${(e as Error).message}`);
     }
   }
-  const { dir, model } = flags.rowAdapters !== undefined ? await loadMixedModelArg(flags.model, flags.adapter, flags.merged) : await loadModelArg(flags.model, flags.adapter, flags.merged);
-  const rowAdapters = model instanceof MultiAdapterModel ? parseRowAdapters(flags.rowAdapters!, model.adapterNames, given.length, 'prompt') : undefined;
+  const { dir, model } =
+    flags.rowAdapters !== undefined
+      ? await loadMixedModelArg(flags.model, flags.adapter, flags.merged)
+      : await loadModelArg(flags.model, flags.adapter, flags.merged);
+  const rowAdapters =
+    model instanceof MultiAdapterModel ? parseRowAdapters(flags.rowAdapters!, model.adapterNames, given.length, 'prompt') : undefined;
   const tokenizer = await Tokenizer.fromDir(dir);
   const prompts = given.map((p) => {
     if (!flags.chat) return p;
@@ -153,12 +192,17 @@ async function runGenerate(flags: GenerateFlags): Promise<void> {
       return tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, chatTemplate });
     } catch (e) {
       if ((e as Error).name === 'MissingChatTemplateError') {
-        throw new CliError(`${dir} has no chat template (chat_template.jinja or tokenizer_config.json "chat_template"); drop --chat, or give one with --chat-template FILE`);
+        throw new CliError(
+          `${dir} has no chat template (chat_template.jinja or tokenizer_config.json "chat_template"); drop --chat, or give one with --chat-template FILE`,
+        );
       }
       throw e;
     }
   });
-  const generator = await Generator.create(model, { tokenizer, runtime: { threads: flags.threads, quantize: flags.int8 ? 'int8' : undefined, spinning: flags.spin === false ? false : undefined } });
+  const generator = await Generator.create(model, {
+    tokenizer,
+    runtime: { threads: flags.threads, quantize: flags.int8 ? 'int8' : undefined, spinning: flags.spin === false ? false : undefined },
+  });
   const stream = prompts.length === 1 && !flags.json;
   const options: GenerateOptions = {
     maxNewTokens: flags.maxNewTokens,
@@ -181,7 +225,7 @@ async function runGenerate(flags: GenerateFlags): Promise<void> {
     else sequences.forEach((s, i) => process.stdout.write(`${i ? '\n' : ''}>>> ${given[i]}\n${s.text}\n`));
     process.stderr.write(
       `${stats.newTokens} new tokens for ${stats.batch} prompt(s) in ${seconds.toFixed(2)} s ` +
-        `(prefill ${stats.prefillMs.toFixed(0)} ms, decode ${((stats.steps - 1) * stats.batch / Math.max(stats.decodeMs / 1000, 1e-9)).toFixed(1)} tok/s)\n`,
+        `(prefill ${stats.prefillMs.toFixed(0)} ms, decode ${(((stats.steps - 1) * stats.batch) / Math.max(stats.decodeMs / 1000, 1e-9)).toFixed(1)} tok/s)\n`,
     );
   } finally {
     await generator.dispose();
@@ -189,5 +233,12 @@ async function runGenerate(flags: GenerateFlags): Promise<void> {
 }
 
 function jsonLine(prompt: string, s: GenerationResult): Record<string, unknown> {
-  return { prompt, text: s.text, prompt_ids: s.promptIds, token_ids: s.tokenIds, finish_reason: s.finishReason, ...(s.stopString ? { stop_string: s.stopString } : {}) };
+  return {
+    prompt,
+    text: s.text,
+    prompt_ids: s.promptIds,
+    token_ids: s.tokenIds,
+    finish_reason: s.finishReason,
+    ...(s.stopString ? { stop_string: s.stopString } : {}),
+  };
 }

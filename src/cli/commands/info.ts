@@ -9,7 +9,12 @@ import { parseConfig } from '../../models/config.js';
 import { describeModernBert } from '../../models/modernbert.js';
 import { hubCacheDir, isValidRepoId, snapshotDownload } from '../../io/hub.js';
 import { SafetensorsFile, openCheckpoint } from '../../io/safetensors.js';
-import { BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_METADATA_KEY, type CompressionReport, parseCompressionReport } from '../../tuners/lora/compress.js';
+import {
+  BASE_QUANTIZATION_METADATA_KEY,
+  COMPRESSION_METADATA_KEY,
+  type CompressionReport,
+  parseCompressionReport,
+} from '../../tuners/lora/compress.js';
 import { isBnbComponent, parseBnbQuantizationConfig, quantStateKey } from '../../quant/bnb.js';
 import { tunerOf } from '../../tuners/registry.js';
 import { bottleneckSize, isAdapterHubFolder, readAdapterHubConfig, type BnConfig } from '../../tuners/bottleneck/index.js';
@@ -84,7 +89,16 @@ export interface AdapterInfo {
   folder_bytes: number;
   note?: string;
   /** a compressed LoRA adapter (peft compress): method, sizes and the output drift measured when it was written */
-  compression?: { method: string; block_size: number | null; tensors: number; float32_bytes: number; stored_bytes: number; ratio: number; max_abs_logit_diff: number | null; sample: string | null };
+  compression?: {
+    method: string;
+    block_size: number | null;
+    tensors: number;
+    float32_bytes: number;
+    stored_bytes: number;
+    ratio: number;
+    max_abs_logit_diff: number | null;
+    sample: string | null;
+  };
   /** the 4-bit base a QLoRA adapter was trained on, as recorded in its file */
   base_quantization?: { bits: number; type: string; double_quant: boolean; block_size: number };
 }
@@ -97,7 +111,10 @@ export function register(program: Command): void {
     .command('info')
     .description('describe a model folder (architecture, size, parameters) or an adapter folder (method, settings, trainable parameters)')
     .argument('<dir>', 'model or adapter folder')
-    .option('--model <dir>', 'for an adapter: its base model folder (default: base_model_name_or_path, relative to the adapter folder, its parents or the current folder)')
+    .option(
+      '--model <dir>',
+      'for an adapter: its base model folder (default: base_model_name_or_path, relative to the adapter folder, its parents or the current folder)',
+    )
     .option('--json', 'print one JSON object instead of text')
     .action(async (dir: string, flags: InfoFlags) => {
       const info = await describe(dir, flags);
@@ -142,7 +159,10 @@ export async function summarizeWeights(path: string, weightsName?: string): Prom
       parameters += n;
       tensors++;
     }
-    const files = 'shardOf' in src ? [...new Set(names.map((n) => (src as { shardOf(n: string): string }).shardOf(n)))] : [(src as { path: string }).path];
+    const files =
+      'shardOf' in src
+        ? [...new Set(names.map((n) => (src as { shardOf(n: string): string }).shardOf(n)))]
+        : [(src as { path: string }).path];
     const bytes = files.reduce((s, f) => s + statSync(f).size, 0);
     return { files: files.map((f) => f.split('/').pop()!), tensors, parameters, dtypes, bytes };
   } finally {
@@ -179,7 +199,9 @@ export async function describeModel(dir: string): Promise<ModelInfo> {
         return undefined;
       }
     })();
-    quantization = bnb ? `bitsandbytes 4-bit ${bnb.type}${bnb.doubleQuant ? ', double quantization' : ''}` : String((quant as Record<string, unknown>).quant_method ?? 'yes');
+    quantization = bnb
+      ? `bitsandbytes 4-bit ${bnb.type}${bnb.doubleQuant ? ', double quantization' : ''}`
+      : String((quant as Record<string, unknown>).quant_method ?? 'yes');
   }
   const heads = parsed?.numAttentionHeads ?? num(raw, 'num_attention_heads', 'n_head');
   const tokFiles = TOKENIZER_FILES.filter((f) => existsSync(join(dir, f)));
@@ -263,7 +285,10 @@ async function describePeftAdapter(dir: string, flags: InfoFlags): Promise<Adapt
   const type = typeof c.peft_type === 'string' ? c.peft_type : 'unknown';
   const tuner = tunerOf(type);
   const settings: Record<string, unknown> = {};
-  for (const k of tuner?.infoSettings ?? Object.keys(c).filter((k) => !['peft_type', 'task_type', 'base_model_name_or_path', 'revision', 'inference_mode', 'auto_mapping'].includes(k)).sort()) {
+  for (const k of tuner?.infoSettings ??
+    Object.keys(c)
+      .filter((k) => !['peft_type', 'task_type', 'base_model_name_or_path', 'revision', 'inference_mode', 'auto_mapping'].includes(k))
+      .sort()) {
     const v = c[k];
     if (v === undefined || v === null) continue;
     if (typeof v === 'object' && !Array.isArray(v) && Object.keys(v as object).length === 0) continue;
@@ -276,16 +301,22 @@ async function describePeftAdapter(dir: string, flags: InfoFlags): Promise<Adapt
   const packed = meta?.[COMPRESSION_METADATA_KEY];
   const report = packed !== undefined ? parseCompressionReport(packed, file) : undefined;
   // A compressed file holds codes and scales; count the parameters they stand for.
-  const stored = weights && report ? weights.parameters - countCompressedStorage(weights, report) + report.parameters : (weights?.parameters ?? null);
+  const stored =
+    weights && report ? weights.parameters - countCompressedStorage(weights, report) + report.parameters : (weights?.parameters ?? null);
   const baseQuant = meta?.[BASE_QUANTIZATION_METADATA_KEY];
   const frozen = tuner?.frozenTensors && weights ? await countMatching(file, tuner.frozenTensors) : 0;
   const learned = stored === null ? null : stored - frozen;
   const trainable = tuner?.trainableParameters ? tuner.trainableParameters(c, learned) : learned;
   const base = await findBase(typeof c.base_model_name_or_path === 'string' ? c.base_model_name_or_path : null, dir, flags.model);
   let note: string | undefined;
-  if (!weights) note = existsSync(join(dir, 'adapter_model.bin')) ? 'weights are in adapter_model.bin (a pickle, not read); convert it to adapter_model.safetensors to load it' : 'no adapter_model.safetensors in the folder';
-  else if (frozen) note = `${group(frozen)} of the stored parameters are frozen buffers the adapter saves (${tuner!.frozenTensors!.source}), not trained`;
-  else if (trainable !== stored) note = 'peft saves only the prompt embeddings the encoder produces; the encoder weights are trained but not stored';
+  if (!weights)
+    note = existsSync(join(dir, 'adapter_model.bin'))
+      ? 'weights are in adapter_model.bin (a pickle, not read); convert it to adapter_model.safetensors to load it'
+      : 'no adapter_model.safetensors in the folder';
+  else if (frozen)
+    note = `${group(frozen)} of the stored parameters are frozen buffers the adapter saves (${tuner!.frozenTensors!.source}), not trained`;
+  else if (trainable !== stored)
+    note = 'peft saves only the prompt embeddings the encoder produces; the encoder weights are trained but not stored';
   return {
     kind: 'adapter',
     path: dir,
@@ -331,7 +362,10 @@ function parseOr(text: string): unknown {
 async function countMatching(file: string, re: RegExp): Promise<number> {
   const f = await SafetensorsFile.open(file);
   try {
-    return f.names().filter((n) => re.test(n)).reduce((s, n) => s + f.info(n).shape.reduce((a, b) => a * b, 1), 0);
+    return f
+      .names()
+      .filter((n) => re.test(n))
+      .reduce((s, n) => s + f.info(n).shape.reduce((a, b) => a * b, 1), 0);
   } finally {
     await f.close();
   }
@@ -391,7 +425,11 @@ async function describeAdapterHub(dir: string, flags: InfoFlags): Promise<Adapte
     if (stored !== null) stored += head.parameters;
   }
   const base = await findBase(meta.modelName ?? null, dir, flags.model);
-  const note = weights ? undefined : existsSync(join(dir, 'pytorch_adapter.bin')) ? 'weights are in pytorch_adapter.bin (a pickle, not read); save them as adapter.safetensors to load the adapter' : 'no adapter.safetensors in the folder';
+  const note = weights
+    ? undefined
+    : existsSync(join(dir, 'pytorch_adapter.bin'))
+      ? 'weights are in pytorch_adapter.bin (a pickle, not read); save them as adapter.safetensors to load the adapter'
+      : 'no adapter.safetensors in the folder';
   return {
     kind: 'adapter',
     path: dir,
@@ -460,10 +498,17 @@ export function render(info: ModelInfo | AdapterInfo): string {
   const rows: [string, string][] = [];
   if (info.kind === 'model') {
     const m = info;
-    rows.push(['architecture', `${m.architecture ?? '(none listed)'} (model_type ${m.model_type})${m.supported ? '' : ', not supported by this library'}`]);
+    rows.push([
+      'architecture',
+      `${m.architecture ?? '(none listed)'} (model_type ${m.model_type})${m.supported ? '' : ', not supported by this library'}`,
+    ]);
     if (m.layers !== null) rows.push(['layers', String(m.layers)]);
     if (m.hidden_size !== null) rows.push(['hidden size', String(m.hidden_size)]);
-    if (m.attention_heads !== null) rows.push(['attention heads', `${m.attention_heads}${m.kv_heads !== null ? `, key/value heads ${m.kv_heads}` : ''}${m.head_dim !== null ? `, head dim ${m.head_dim}` : ''}`]);
+    if (m.attention_heads !== null)
+      rows.push([
+        'attention heads',
+        `${m.attention_heads}${m.kv_heads !== null ? `, key/value heads ${m.kv_heads}` : ''}${m.head_dim !== null ? `, head dim ${m.head_dim}` : ''}`,
+      ]);
     if (m.intermediate_size !== null) rows.push(['intermediate size', String(m.intermediate_size)]);
     if (m.vocab_size !== null) rows.push(['vocabulary', group(m.vocab_size)]);
     if (m.max_positions !== null) rows.push(['max positions', group(m.max_positions)]);
@@ -476,7 +521,10 @@ export function render(info: ModelInfo | AdapterInfo): string {
       rows.push(['dtype on disk', dtypes(m.weights)]);
       rows.push(['weights', `${size(m.weights.bytes)} in ${m.weights.files.join(', ')}`]);
     } else rows.push(['weights', 'none (no model.safetensors or model.safetensors.index.json)']);
-    rows.push(['tokenizer', m.tokenizer.files.length ? `${m.tokenizer.files.join(', ')}${m.tokenizer.chat_template ? '; chat template' : ''}` : 'none']);
+    rows.push([
+      'tokenizer',
+      m.tokenizer.files.length ? `${m.tokenizer.files.join(', ')}${m.tokenizer.chat_template ? '; chat template' : ''}` : 'none',
+    ]);
     rows.push(['folder size', size(m.folder_bytes)]);
     return table(`${m.path}: Hugging Face model`, rows);
   }
@@ -485,19 +533,46 @@ export function render(info: ModelInfo | AdapterInfo): string {
   if (a.task_type) rows.push(['task type', a.task_type]);
   for (const [k, v] of Object.entries(a.settings)) rows.push([k, value(v)]);
   const base = a.base;
-  rows.push(['base model', base.path ? `${base.name ?? base.path} -> ${base.path} (${base.found_by})` : `${base.name ?? '(not recorded)'} (not found; pass --model DIR)`]);
+  rows.push([
+    'base model',
+    base.path
+      ? `${base.name ?? base.path} -> ${base.path} (${base.found_by})`
+      : `${base.name ?? '(not recorded)'} (not found; pass --model DIR)`,
+  ]);
   if (a.stored_parameters !== null) rows.push(['stored parameters', count(a.stored_parameters)]);
   if (a.trainable_parameters !== null) {
-    const share = a.share_of_base_percent !== null && base.parameters ? ` = ${a.share_of_base_percent.toPrecision(3)}% of the base model's ${group(base.parameters)}` : '';
+    const share =
+      a.share_of_base_percent !== null && base.parameters
+        ? ` = ${a.share_of_base_percent.toPrecision(3)}% of the base model's ${group(base.parameters)}`
+        : '';
     rows.push(['trainable parameters', `${count(a.trainable_parameters)}${share}`]);
   }
-  if (a.weights) rows.push(['weights', `${size(a.weights.bytes)} in ${a.weights.files.join(', ')} (${dtypes(a.weights)}, ${a.weights.tensors} tensors)`]);
-  if (a.base_quantization) rows.push(['trained on', `a 4-bit base (${a.base_quantization.type}${a.base_quantization.double_quant ? ', double quantization' : ''}, blocks of ${a.base_quantization.block_size}): QLoRA`]);
+  if (a.weights)
+    rows.push([
+      'weights',
+      `${size(a.weights.bytes)} in ${a.weights.files.join(', ')} (${dtypes(a.weights)}, ${a.weights.tensors} tensors)`,
+    ]);
+  if (a.base_quantization)
+    rows.push([
+      'trained on',
+      `a 4-bit base (${a.base_quantization.type}${a.base_quantization.double_quant ? ', double quantization' : ''}, blocks of ${a.base_quantization.block_size}): QLoRA`,
+    ]);
   if (a.compression) {
     const c = a.compression;
-    rows.push(['compression', `${c.method}${c.block_size ? ` (blocks of ${c.block_size})` : ' (absmax per row)'}: ${c.tensors} LoRA matrices ${size(c.float32_bytes)} -> ${size(c.stored_bytes)}, ${c.ratio.toFixed(2)}x smaller`]);
-    rows.push(['output drift', c.max_abs_logit_diff === null ? 'not measured' : `max |logit diff| ${c.max_abs_logit_diff.toExponential(2)} vs the float32 adapter, on ${c.sample}`]);
-    rows.push(['peft compatibility', 'Python peft cannot load this compressed form; `peft decompress --adapter DIR --out DIR` writes the standard one']);
+    rows.push([
+      'compression',
+      `${c.method}${c.block_size ? ` (blocks of ${c.block_size})` : ' (absmax per row)'}: ${c.tensors} LoRA matrices ${size(c.float32_bytes)} -> ${size(c.stored_bytes)}, ${c.ratio.toFixed(2)}x smaller`,
+    ]);
+    rows.push([
+      'output drift',
+      c.max_abs_logit_diff === null
+        ? 'not measured'
+        : `max |logit diff| ${c.max_abs_logit_diff.toExponential(2)} vs the float32 adapter, on ${c.sample}`,
+    ]);
+    rows.push([
+      'peft compatibility',
+      'Python peft cannot load this compressed form; `peft decompress --adapter DIR --out DIR` writes the standard one',
+    ]);
   }
   rows.push(['folder size', size(a.folder_bytes)]);
   if (a.note) rows.push(['note', a.note]);

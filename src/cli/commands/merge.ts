@@ -46,7 +46,8 @@ export class NotMergeableError extends AdapterError {
   }
 }
 
-const INSTEAD = 'so there is nothing to merge; keep it as a separate adapter and apply it at run time (`peft generate --adapter DIR`, `peft forward --adapter DIR`)';
+const INSTEAD =
+  'so there is nothing to merge; keep it as a separate adapter and apply it at run time (`peft generate --adapter DIR`, `peft forward --adapter DIR`)';
 
 const shardSizeArg = (v: string): number => {
   const m = /^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$/i.exec(v);
@@ -61,15 +62,32 @@ const shardSizeArg = (v: string): number => {
 export function register(program: Command): void {
   program
     .command('merge')
-    .description('merge an adapter (LoRA, IA3, ... any mergeable method) into its base model and write a Hugging Face model folder (peft merge_and_unload)')
+    .description(
+      'merge an adapter (LoRA, IA3, ... any mergeable method) into its base model and write a Hugging Face model folder (peft merge_and_unload)',
+    )
     .requiredOption('--model <dir|repo>', 'base model folder (config.json, model.safetensors) or Hub repo id')
     .requiredOption('--adapter <dir>', 'adapter folder (adapter_config.json + adapter_model.safetensors)')
     .requiredOption('--out <dir>', 'folder to write: config.json, model.safetensors, tokenizer files')
     .option('--overwrite', 'replace the merged model an earlier `peft merge` wrote to --out')
-    .option('--max-shard-size <size>', 'split model.safetensors into shards of at most this size (default 5GB, as transformers)', shardSizeArg)
-    .option('--quantize <type>', 'QLoRA adapters: re-quantize the merged weights to 4-bit (nf4 or fp4, as the base) instead of writing the dequantized full-precision model')
-    .addOption(new Option('--dtype <dtype>', "dtype of the written weights, recorded in config.json (default: the base checkpoint's, so a float16/bfloat16 model stays half precision)").choices(['float32', 'float16', 'bfloat16']))
-    .option('--qlora', 'the LoRA adapter was trained on --model quantized to NF4 (double quant, blocks of 64): merge into that base (recorded in adapters this tool trained)')
+    .option(
+      '--max-shard-size <size>',
+      'split model.safetensors into shards of at most this size (default 5GB, as transformers)',
+      shardSizeArg,
+    )
+    .option(
+      '--quantize <type>',
+      'QLoRA adapters: re-quantize the merged weights to 4-bit (nf4 or fp4, as the base) instead of writing the dequantized full-precision model',
+    )
+    .addOption(
+      new Option(
+        '--dtype <dtype>',
+        "dtype of the written weights, recorded in config.json (default: the base checkpoint's, so a float16/bfloat16 model stays half precision)",
+      ).choices(['float32', 'float16', 'bfloat16']),
+    )
+    .option(
+      '--qlora',
+      'the LoRA adapter was trained on --model quantized to NF4 (double quant, blocks of 64): merge into that base (recorded in adapters this tool trained)',
+    )
     .action(async (flags: MergeFlags) => {
       await runMerge(flags);
     });
@@ -123,8 +141,10 @@ export async function runMerge(flags: MergeFlags): Promise<void> {
   const modelDir = await resolveModelDir(flags.model);
   checkOut(flags.out, flags, modelDir, adapterDir);
 
-  if (flags.quantize !== undefined && flags.quantize !== 'nf4' && flags.quantize !== 'fp4') throw new CliError(`--quantize takes nf4 or fp4, got ${JSON.stringify(flags.quantize)}`);
-  if ((flags.quantize !== undefined || flags.qlora) && method !== 'LORA') throw new CliError(`--quantize and --qlora are for LoRA adapters (QLoRA); ${adapterDir} holds a ${method} adapter`);
+  if (flags.quantize !== undefined && flags.quantize !== 'nf4' && flags.quantize !== 'fp4')
+    throw new CliError(`--quantize takes nf4 or fp4, got ${JSON.stringify(flags.quantize)}`);
+  if ((flags.quantize !== undefined || flags.qlora) && method !== 'LORA')
+    throw new CliError(`--quantize and --qlora are for LoRA adapters (QLoRA); ${adapterDir} holds a ${method} adapter`);
   // QLoRA: the adapter was trained against the 4-bit base, so the base is loaded 4-bit (a checkpoint
   // saved so, or --model quantized as recorded in the adapter / asked with --qlora).
   const trainedOn = method === 'LORA' ? await qloraBase(adapterDir, flags.qlora === true) : undefined;
@@ -140,15 +160,23 @@ export async function runMerge(flags: MergeFlags): Promise<void> {
   if (flags.quantize !== undefined) {
     const types = new Set(quantized.map((n) => base.weights.getQuantized(n)!.quant.type));
     if (!quantized.length) {
-      throw new CliError(`--quantize re-quantizes a QLoRA merge, but ${adapterDir} was not trained on a 4-bit base (pass --qlora if it was trained on ${modelDir} quantized to NF4); otherwise merge without it and run \`peft quantize\` on the result`);
+      throw new CliError(
+        `--quantize re-quantizes a QLoRA merge, but ${adapterDir} was not trained on a 4-bit base (pass --qlora if it was trained on ${modelDir} quantized to NF4); otherwise merge without it and run \`peft quantize\` on the result`,
+      );
     }
-    if (!types.has(flags.quantize as 'nf4' | 'fp4') || types.size > 1) throw new CliError(`--quantize ${flags.quantize}: the base is quantized as ${[...types].join(', ')}; re-quantizing keeps the base's own type, pass --quantize ${[...types][0]}`);
+    if (!types.has(flags.quantize as 'nf4' | 'fp4') || types.size > 1)
+      throw new CliError(
+        `--quantize ${flags.quantize}: the base is quantized as ${[...types].join(', ')}; re-quantizing keeps the base's own type, pass --quantize ${[...types][0]}`,
+      );
   }
   // an adapter trained with --add-tokens: the base grown to its tokenizer, whose files the merged folder takes
   const grown = await baseForAdapter(base, adapterDir);
   const adapted: AdaptedModel = await loadAdapter(grown.model, adapterDir);
   if (!adapted.mergeAndUnload) {
-    throw new NotMergeableError(adapted.peftType, `${adapterDir} is a ${adapted.peftType} adapter, which cannot be merged into the weights; ${INSTEAD}`);
+    throw new NotMergeableError(
+      adapted.peftType,
+      `${adapterDir} is a ${adapted.peftType} adapter, which cannot be merged into the weights; ${INSTEAD}`,
+    );
   }
   const merged = await adapted.mergeAndUnload(quantized.length ? { requantize: flags.quantize !== undefined } : undefined);
   say(`merged the ${adapted.peftType} adapter ${adapterDir} into ${modelDir} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
@@ -180,5 +208,7 @@ export async function runMerge(flags: MergeFlags): Promise<void> {
   }
   const files = readdirSync(out).sort();
   const bytes = files.reduce((n, f) => n + statSync(join(out, f)).size, 0);
-  say(`wrote ${files.join(', ')} (${(bytes / 2 ** 20).toFixed(1)} MiB, ${dtype}${flags.dtype ? '' : ' as the base checkpoint'}) to ${flags.out}`);
+  say(
+    `wrote ${files.join(', ')} (${(bytes / 2 ** 20).toFixed(1)} MiB, ${dtype}${flags.dtype ? '' : ' as the base checkpoint'}) to ${flags.out}`,
+  );
 }

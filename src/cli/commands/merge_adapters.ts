@@ -26,16 +26,20 @@ interface Flags {
   overwrite?: boolean;
 }
 
-const num = (flag: string) => (v: string): number => {
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${flag} needs a number, got ${JSON.stringify(v)}.`);
-  return n;
-};
-const int = (flag: string) => (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n)) throw new InvalidArgumentError(`${flag} needs an integer, got ${JSON.stringify(v)}.`);
-  return n;
-};
+const num =
+  (flag: string) =>
+  (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${flag} needs a number, got ${JSON.stringify(v)}.`);
+    return n;
+  };
+const int =
+  (flag: string) =>
+  (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n)) throw new InvalidArgumentError(`${flag} needs an integer, got ${JSON.stringify(v)}.`);
+    return n;
+  };
 
 export function register(program: Command): void {
   program
@@ -46,13 +50,20 @@ export function register(program: Command): void {
       if (!/^[^=\s/\\]+=.+$/.test(v)) throw new InvalidArgumentError(`--adapter needs NAME=DIR, got ${JSON.stringify(v)}.`);
       return [...prev, v];
     })
-    .requiredOption('--weights <w1,w2,...>', 'one weight per adapter, in order', (v: string) => v.split(',').map((x) => num('--weights')(x)))
+    .requiredOption('--weights <w1,w2,...>', 'one weight per adapter, in order', (v: string) =>
+      v.split(',').map((x) => num('--weights')(x)),
+    )
     .addOption(new Option('--type <type>', "combination type (peft's combination_type)").choices([...COMBINATION_TYPES]).default('svd'))
     .option('--density <d>', 'fraction kept by ties / magnitude_prune / dare_* (required by them)', num('--density'))
     .addOption(new Option('--majority-sign-method <method>', 'TIES sign election').choices(['total', 'frequency']).default('total'))
     .option('--svd-rank <r>', 'rank of an *_svd result (default: the largest source rank)', int('--svd-rank'))
     .option('--svd-clamp <q>', 'clamp the SVD factors at this quantile of their values', num('--svd-clamp'))
-    .option('--seed <s>', "seed of DARE's random masks: peft's result after torch.manual_seed(S) (torch's CPU generator is replayed)", intArg('--seed', 0), 0)
+    .option(
+      '--seed <s>',
+      "seed of DARE's random masks: peft's result after torch.manual_seed(S) (torch's CPU generator is replayed)",
+      intArg('--seed', 0),
+      0,
+    )
     .requiredOption('--out <dir>', 'new (or empty) folder for the combined adapter')
     .option('--overwrite', 'replace the adapter an earlier `peft merge-adapters` wrote to --out')
     .action(async (flags: Flags) => {
@@ -61,10 +72,16 @@ export function register(program: Command): void {
         return { name: a.slice(0, i), dir: a.slice(i + 1) };
       });
       if (new Set(sources.map((s) => s.name)).size !== sources.length) throw new CliError('each --adapter needs its own NAME');
-      if (flags.weights.length !== sources.length) throw new CliError(`--weights has ${flags.weights.length} values for ${sources.length} adapters; give one per --adapter, in order`);
-      for (const s of sources) if (!existsSync(s.dir) || !statSync(s.dir).isDirectory()) throw new CliError(`--adapter ${s.name}=${s.dir}: not a folder`);
+      if (flags.weights.length !== sources.length)
+        throw new CliError(`--weights has ${flags.weights.length} values for ${sources.length} adapters; give one per --adapter, in order`);
+      for (const s of sources)
+        if (!existsSync(s.dir) || !statSync(s.dir).isDirectory()) throw new CliError(`--adapter ${s.name}=${s.dir}: not a folder`);
       const out = flags.out;
-      const outOpts = { command: 'merge-adapters', overwrite: flags.overwrite, inputs: sources.map((s) => ({ path: s.dir, what: `source adapter ${s.name}` })) };
+      const outOpts = {
+        command: 'merge-adapters',
+        overwrite: flags.overwrite,
+        inputs: sources.map((s) => ({ path: s.dir, what: `source adapter ${s.name}` })),
+      };
       checkOutputDir(out, outOpts);
       const base = await loadModel(await resolveModelDir(flags.model));
       const lm = await LoraModel.fromPretrained(base, sources[0]!.dir, { adapterName: sources[0]!.name });
@@ -76,10 +93,18 @@ export function register(program: Command): void {
         flags.weights,
         name,
         flags.type,
-        { density: flags.density, majoritySignMethod: flags.majoritySignMethod, svdRank: flags.svdRank, svdClamp: flags.svdClamp, seed: flags.seed },
+        {
+          density: flags.density,
+          majoritySignMethod: flags.majoritySignMethod,
+          svdRank: flags.svdRank,
+          svdClamp: flags.svdClamp,
+          seed: flags.seed,
+        },
       );
       await withOutputDir(out, outOpts, (dir) => lm.savePretrained(dir, { selectedAdapters: [name], flat: true }));
       const cfg = lm.peftConfig(name);
-      process.stdout.write(`combined ${sources.length} adapters with ${flags.type} (weights ${flags.weights.join(', ')}): r=${cfg.r}, ${[...lm.adapter(name).modules.keys()].length} modules; wrote ${out}\n`);
+      process.stdout.write(
+        `combined ${sources.length} adapters with ${flags.type} (weights ${flags.weights.join(', ')}): r=${cfg.r}, ${[...lm.adapter(name).modules.keys()].length} modules; wrote ${out}\n`,
+      );
     });
 }

@@ -24,7 +24,8 @@ interface QuantizeFlags {
 
 function blockSizeArg(v: string): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 16 || n > 4096 || (n & (n - 1)) !== 0) throw new InvalidArgumentError('--block-size needs a power of two from 16 to 4096.');
+  if (!Number.isInteger(n) || n < 16 || n > 4096 || (n & (n - 1)) !== 0)
+    throw new InvalidArgumentError('--block-size needs a power of two from 16 to 4096.');
   return n;
 }
 
@@ -65,7 +66,8 @@ export function register(program: Command): void {
           config: { type, doubleQuant: flags.doubleQuant, skipModules: flags.skipModules ?? null },
         }),
       );
-      if (r.quantizedTensors !== held.size) throw new CliError(`wrote ${r.quantizedTensors} of ${held.size} quantized weights; the checkpoint names do not match the model's`);
+      if (r.quantizedTensors !== held.size)
+        throw new CliError(`wrote ${r.quantizedTensors} of ${held.size} quantized weights; the checkpoint names do not match the model's`);
       const s = (ms: number) => (ms / 1000).toFixed(2);
       process.stdout.write(
         `quantized ${r.quantizedTensors} linear weights (${r.quantizedParams} parameters) to ${type}` +

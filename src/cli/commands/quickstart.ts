@@ -32,7 +32,11 @@ export function register(program: Command): void {
     .description('LoRA-tune the bundled tiny Llama on a bundled task and show the task metric before and after')
     .addOption(new Option('--task <name>', 'bundled task').choices(TASK_NAMES).default(d.task))
     .option('--steps <n>', 'optimizer steps', positiveInt('--steps'), d.steps)
-    .option('--out <dir>', 'output folder for the adapter, metrics.jsonl, loss.svg and eval_results.json (an earlier run there is replaced)', d.out)
+    .option(
+      '--out <dir>',
+      'output folder for the adapter, metrics.jsonl, loss.svg and eval_results.json (an earlier run there is replaced)',
+      d.out,
+    )
     .option('--model <dir>', 'base model folder (default: the bundled models/tiny-llama)')
     .option('--data <dir>', 'folder with train.jsonl and eval.jsonl of {"prompt","completion"} (default: the bundled data/tasks/<task>)')
     .option('--lr <rate>', 'peak learning rate', numberArg('--lr'), d.learningRate)
@@ -103,7 +107,12 @@ async function quickstart(f: QuickstartFlags): Promise<void> {
   ];
   if (r.samples.length) lines.push('', 'samples (greedy, from the eval set):');
   r.samples.forEach((s, i) => {
-    lines.push(`  [${i + 1}] ${show(s.prompt)}`, `      expected ${show(s.reference.trim())}`, `      before   ${show(s.before)}`, `      after    ${show(s.after)}`);
+    lines.push(
+      `  [${i + 1}] ${show(s.prompt)}`,
+      `      expected ${show(s.reference.trim())}`,
+      `      before   ${show(s.before)}`,
+      `      after    ${show(s.after)}`,
+    );
   });
   const out = displayPath(r.outDir);
   const model = displayPath(r.modelDir);

@@ -38,7 +38,9 @@ interface ServeFlags {
 export function register(program: Command): void {
   program
     .command('serve')
-    .description('serve the model and its adapters over an OpenAI-compatible HTTP API (completions, chat, streaming, continuous batching, hot-swapped adapters)')
+    .description(
+      'serve the model and its adapters over an OpenAI-compatible HTTP API (completions, chat, streaming, continuous batching, hot-swapped adapters)',
+    )
     .requiredOption('--model <dir|repo>', 'base model folder or Hub repo id')
     .option('--adapter <name=dir>', 'LoRA or IA3 adapter to serve under NAME (a request\'s "model" field picks it); repeatable', collect)
     .option('--port <n>', 'TCP port', intArg('--port', 0), 8000)
@@ -49,13 +51,22 @@ export function register(program: Command): void {
     .option('--max-tokens-limit <n>', 'largest max_tokens a request may ask for', intArg('--max-tokens-limit', 1), 1024)
     .option('--timeout <s>', 'seconds a request may take', intArg('--timeout', 1), 300)
     .option('--body-limit <bytes>', 'request body size limit', intArg('--body-limit', 1024), 1024 * 1024)
-    .option('--target-modules <list>', 'LoRA target modules to compile in for adapters loaded later (e.g. q_proj,v_proj); default: those of the --adapter adapters')
+    .option(
+      '--target-modules <list>',
+      'LoRA target modules to compile in for adapters loaded later (e.g. q_proj,v_proj); default: those of the --adapter adapters',
+    )
     .option('--max-rank <r>', 'pad LoRA ranks to at least r (peft prepare_model_for_compiled_hotswap target_rank)', intArg('--max-rank', 1))
     .option('--chat-template <file>', 'Jinja chat template for /v1/chat/completions instead of the tokenizer one')
     .option('--no-adapter-loading', 'refuse POST /v1/adapters (adapters given at start only)')
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
-    .option('--int8', 'run the weight products on int8 copies of the frozen weights (MatMulNBits): ~3x faster decoding on CPU, logits move slightly (bench/RESULTS.md)')
-    .option('--no-spin', 'ONNX Runtime threads wait passively instead of spinning (faster on a machine shared with other jobs; bench/RESULTS.md "Decode")')
+    .option(
+      '--int8',
+      'run the weight products on int8 copies of the frozen weights (MatMulNBits): ~3x faster decoding on CPU, logits move slightly (bench/RESULTS.md)',
+    )
+    .option(
+      '--no-spin',
+      'ONNX Runtime threads wait passively instead of spinning (faster on a machine shared with other jobs; bench/RESULTS.md "Decode")',
+    )
     .action(async (flags: ServeFlags) => {
       await runServe(flags);
     });
@@ -76,8 +87,12 @@ async function runServe(flags: ServeFlags): Promise<void> {
   });
   const dir = await resolveModelDir(flags.model);
   const base = await loadModel(dir);
-  if (!base.causal || base.task !== 'causal-lm') throw new CliError(`${dir} is not a causal language model; peft serve needs one (GPT-2, Llama, ...)`);
-  const targets = flags.targetModules?.split(',').map((s) => s.trim()).filter(Boolean);
+  if (!base.causal || base.task !== 'causal-lm')
+    throw new CliError(`${dir} is not a causal language model; peft serve needs one (GPT-2, Llama, ...)`);
+  const targets = flags.targetModules
+    ?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const model = new MultiAdapterModel(base, { targetModules: targets, maxRank: flags.maxRank });
   for (const a of adapters) {
     if (model.hasAdapter(a.name)) throw new CliError(`two --adapter flags use the name "${a.name}"; give each NAME=DIR a different name`);
@@ -85,7 +100,11 @@ async function runServe(flags: ServeFlags): Promise<void> {
   }
   const tokenizer = await Tokenizer.fromDir(dir);
   const defaults = await loadGenerationDefaults(dir, base.config);
-  const engine = await ServeEngine.create(model, tokenizer, defaults, { maxBatch: flags.maxBatch, maxQueue: flags.maxQueue, runtime: { threads: flags.threads, quantize: flags.int8 ? 'int8' : undefined, spinning: flags.spin === false ? false : undefined } });
+  const engine = await ServeEngine.create(model, tokenizer, defaults, {
+    maxBatch: flags.maxBatch,
+    maxQueue: flags.maxQueue,
+    runtime: { threads: flags.threads, quantize: flags.int8 ? 'int8' : undefined, spinning: flags.spin === false ? false : undefined },
+  });
   const modelId = flags.modelId ?? basename(dir.replace(/[\\/]+$/, ''));
   const server = new OpenAIServer(engine, {
     modelId,
@@ -102,7 +121,9 @@ async function runServe(flags: ServeFlags): Promise<void> {
     await engine.close();
     throw new CliError(`cannot listen on ${flags.host}:${flags.port}: ${(e as Error).message}; pick another --port`);
   }
-  process.stderr.write(`serving ${modelId}${adapters.length ? ` + ${adapters.map((a) => a.name).join(', ')}` : ''} at ${address}/v1 (OpenAI API; Ctrl-C stops)\n`);
+  process.stderr.write(
+    `serving ${modelId}${adapters.length ? ` + ${adapters.map((a) => a.name).join(', ')}` : ''} at ${address}/v1 (OpenAI API; Ctrl-C stops)\n`,
+  );
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGINT', stop);

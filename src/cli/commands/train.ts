@@ -117,16 +117,24 @@ const FIELD_FLAGS = {
 } as const;
 
 function layersArg(v: string): string[] {
-  const items = v.split(',').map((x) => x.trim()).filter(Boolean);
-  if (items.length === 0 || items.some((x) => !/^\d+$/.test(x))) throw new InvalidArgumentError('--layers takes layer indices separated by commas, e.g. 0,1,2.');
+  const items = v
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+  if (items.length === 0 || items.some((x) => !/^\d+$/.test(x)))
+    throw new InvalidArgumentError('--layers takes layer indices separated by commas, e.g. 0,1,2.');
   return items;
 }
 
 const REPORTERS = ['jsonl', 'tensorboard'] as const;
 function reportToArg(v: string): string[] {
-  const items = v.split(',').map((x) => x.trim()).filter(Boolean);
+  const items = v
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
   const bad = items.filter((x) => !(REPORTERS as readonly string[]).includes(x));
-  if (items.length === 0 || bad.length) throw new InvalidArgumentError(`--report-to takes ${REPORTERS.join(', ')} (comma-separated); metrics.jsonl is always written.`);
+  if (items.length === 0 || bad.length)
+    throw new InvalidArgumentError(`--report-to takes ${REPORTERS.join(', ')} (comma-separated); metrics.jsonl is always written.`);
   return items;
 }
 
@@ -142,32 +150,61 @@ export function register(program: Command): void {
   program
     .command('train')
     .description('fine-tune a causal language model, or a sequence classifier (BertForSequenceClassification), on a jsonl dataset')
-    .option('--config <file>', 'a YAML or JSON file describing the run: any of these options (kebab- or snake_case) and a "peft" section of adapter_config.json fields in peft\'s names; flags given here override it')
-    .option('--model <dir|repo>', 'base model folder (config.json, model.safetensors, tokenizer.json) or Hub repo id (required, here or in --config)')
+    .option(
+      '--config <file>',
+      'a YAML or JSON file describing the run: any of these options (kebab- or snake_case) and a "peft" section of adapter_config.json fields in peft\'s names; flags given here override it',
+    )
+    .option(
+      '--model <dir|repo>',
+      'base model folder (config.json, model.safetensors, tokenizer.json) or Hub repo id (required, here or in --config)',
+    )
     .option(
       '--data <file.jsonl>',
       'training data: one {"text"}, {"prompt","completion"} or {"messages"} object per line (dpo/orpo: {"prompt","chosen","rejected"}); for a sequence classifier {"text","label"} (label: class id or config.json id2label name); or a Hub dataset repo\'s file: hf://datasets/OWNER/NAME[/file.jsonl][@revision]',
     )
-    .option('--out <dir>', 'output folder: final adapter, metrics.jsonl, loss.svg, checkpoints/, run_config.json (required, here or in --config)')
+    .option(
+      '--out <dir>',
+      'output folder: final adapter, metrics.jsonl, loss.svg, checkpoints/, run_config.json (required, here or in --config)',
+    )
     .addOption(
-      new Option('--method <method>', 'fine-tuning method (qlora: LoRA on the base quantized to NF4; each method starts from the defaults `peft compare` documents)')
+      new Option(
+        '--method <method>',
+        'fine-tuning method (qlora: LoRA on the base quantized to NF4; each method starts from the defaults `peft compare` documents)',
+      )
         .choices(methodNames())
         .default('lora'),
     )
-    .option('--gradient-checkpointing', 'recompute each decoder layer in the backward pass instead of keeping its activations (far less memory; a second forward pass of each layer, measured 0-15% slower: bench/RESULTS.md)')
-    .addOption(new Option('--base-precision <p>', `how the frozen base is held and multiplied: fp32, int8 (two int8 copies, VNNI GEMMs; trainable tensors, gradients and AdamW stay float32) or nf4 (= --quantize nf4); default ${DEFAULT_BASE_PRECISION} (bench/RESULTS.md)`).choices(['fp32', 'int8', 'nf4']))
-    .addOption(new Option('--quantize <type>', 'hold the frozen base 4-bit while training (bitsandbytes NF4/FP4, double quantization); --method qlora implies nf4').choices(['nf4', 'fp4']))
+    .option(
+      '--gradient-checkpointing',
+      'recompute each decoder layer in the backward pass instead of keeping its activations (far less memory; a second forward pass of each layer, measured 0-15% slower: bench/RESULTS.md)',
+    )
+    .addOption(
+      new Option(
+        '--base-precision <p>',
+        `how the frozen base is held and multiplied: fp32, int8 (two int8 copies, VNNI GEMMs; trainable tensors, gradients and AdamW stay float32) or nf4 (= --quantize nf4); default ${DEFAULT_BASE_PRECISION} (bench/RESULTS.md)`,
+      ).choices(['fp32', 'int8', 'nf4']),
+    )
+    .addOption(
+      new Option(
+        '--quantize <type>',
+        'hold the frozen base 4-bit while training (bitsandbytes NF4/FP4, double quantization); --method qlora implies nf4',
+      ).choices(['nf4', 'fp4']),
+    )
     .option('--r <n>', `rank, for ${flagMethods('r')} (default 8)`, positiveInt('--r'))
     .option('--alpha <n>', `alpha, for ${flagMethods('alpha')} (default 16)`, numberArg('--alpha'))
     .option('--dropout <p>', `dropout, for ${flagMethods('dropout')} (default 0.05)`, numberArg('--dropout'))
-    .option('--target <modules>', `comma-separated module names to adapt, for ${flagMethods('target')} (default: peft's for the model type; full: every weight), or all-linear (every linear layer but the output head)`, listArg('--target', 'module names'))
+    .option(
+      '--target <modules>',
+      `comma-separated module names to adapt, for ${flagMethods('target')} (default: peft's for the model type; full: every weight), or all-linear (every linear layer but the output head)`,
+      listArg('--target', 'module names'),
+    )
     .option('--epochs <n>', 'passes over the training data', numberArg('--epochs'), 3)
     .option('--steps <n>', 'optimizer steps (overrides --epochs)', positiveInt('--steps'))
-    .option('--lr <rate>', 'peak learning rate (default: the method\'s, e.g. 2e-4 for LoRA, 5e-5 for full)', numberArg('--lr'))
+    .option('--lr <rate>', "peak learning rate (default: the method's, e.g. 2e-4 for LoRA, 5e-5 for full)", numberArg('--lr'))
     .option('--weight-decay <w>', 'AdamW weight decay (not on biases and norm weights)', numberArg('--weight-decay'), 0)
     .option('--batch <n>', 'examples per micro-batch', positiveInt('--batch'), 8)
     .option('--grad-accum <n>', 'micro-batches per optimizer step', positiveInt('--grad-accum'), 1)
-    .option('--max-len <n>', 'tokens per sequence at most (default: the model\'s limit, at most 1024)', intArg('--max-len', 2))
+    .option('--max-len <n>', "tokens per sequence at most (default: the model's limit, at most 1024)", intArg('--max-len', 2))
     .option('--packing', 'concatenate examples and cut them into --max-len blocks instead of padding')
     .option('--eval-data <file.jsonl>', 'evaluation data (same formats; a classifier reports eval accuracy)')
     .option('--eval-split <fraction>', 'hold out this fraction of --data for evaluation', fractionArg('--eval-split'))
@@ -183,7 +220,12 @@ export function register(program: Command): void {
     .option('--chat-template <file>', 'Jinja chat template for {"messages"} data (default: the tokenizer\'s)')
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', positiveInt('--threads'))
     .option('--log-every <n>', 'without a terminal: print a line every n steps', positiveInt('--log-every'), 10)
-    .option('--report-to <list>', 'where metrics go besides the terminal: jsonl (metrics.jsonl, always) and tensorboard (event files under --out/runs/<run name>)', reportToArg, ['jsonl'])
+    .option(
+      '--report-to <list>',
+      'where metrics go besides the terminal: jsonl (metrics.jsonl, always) and tensorboard (event files under --out/runs/<run name>)',
+      reportToArg,
+      ['jsonl'],
+    )
     .option('--run-name <name>', 'name of the run in TensorBoard and run_config.json (default: the date and time)')
     .option('--max-examples <n>', 'train on the first n rows of --data only', positiveInt('--max-examples'))
     .option('--prompt-key <field>', 'the data\'s field holding the prompt (default "prompt")')
@@ -192,20 +234,59 @@ export function register(program: Command): void {
     .option('--text-key <field>', 'the data\'s field holding plain text (default "text")')
     .option('--use-dora', 'LoRA: weight-decomposed low-rank adaptation (use_dora)')
     .option('--use-rslora', 'LoRA: rank-stabilised scaling alpha/sqrt(r) (use_rslora)')
-    .addOption(new Option('--init <how>', 'LoRA: initialisation of A/B (init_lora_weights): default (A Kaiming, B zero), gaussian, pissa (SVD of the base), olora (QR of the base)').choices(['default', 'gaussian', 'pissa', 'olora']))
-    .option('--modules-to-save <modules>', 'modules trained in full and saved beside the adapter (modules_to_save), comma-separated', listArg('--modules-to-save', 'module names'))
+    .addOption(
+      new Option(
+        '--init <how>',
+        'LoRA: initialisation of A/B (init_lora_weights): default (A Kaiming, B zero), gaussian, pissa (SVD of the base), olora (QR of the base)',
+      ).choices(['default', 'gaussian', 'pissa', 'olora']),
+    )
+    .option(
+      '--modules-to-save <modules>',
+      'modules trained in full and saved beside the adapter (modules_to_save), comma-separated',
+      listArg('--modules-to-save', 'module names'),
+    )
     .option('--layers <indices>', 'adapt only these layer indices (layers_to_transform), comma-separated', layersArg)
     .option('--num-virtual-tokens <n>', 'prompt/prefix/P-tuning: virtual tokens (num_virtual_tokens)', intArg('--num-virtual-tokens', 1))
-    .option('--reduction-factor <n>', 'bottleneck adapter: hidden size / bottleneck size (reduction_factor)', intArg('--reduction-factor', 1))
-    .addOption(new Option('--eval-metric <name>', 'also score --eval-data by greedy generation at every evaluation (the first 200 rows; stops at a newline when no reference has one), logged as eval_<name>').choices(GENERATION_METRICS))
-    .option('--metric-for-best-model <field>', 'eval record field that picks the best model (default: eval_<--eval-metric>, else eval_loss)')
+    .option(
+      '--reduction-factor <n>',
+      'bottleneck adapter: hidden size / bottleneck size (reduction_factor)',
+      intArg('--reduction-factor', 1),
+    )
+    .addOption(
+      new Option(
+        '--eval-metric <name>',
+        'also score --eval-data by greedy generation at every evaluation (the first 200 rows; stops at a newline when no reference has one), logged as eval_<name>',
+      ).choices(GENERATION_METRICS),
+    )
+    .option(
+      '--metric-for-best-model <field>',
+      'eval record field that picks the best model (default: eval_<--eval-metric>, else eval_loss)',
+    )
     .option('--save-best', 'keep the adapter of the best evaluation in --out/best (implied by --early-stopping-patience)')
-    .option('--early-stopping-patience <n>', 'stop after n evaluations in a row without improvement of the best-model metric', intArg('--early-stopping-patience', 1))
-    .addOption(new Option('--objective <name>', 'sft: next-token loss on the completions; dpo: direct preference optimisation (sigmoid loss; the reference is the base with the adapter disabled) or orpo: odds-ratio preference optimisation, both on {"prompt","chosen","rejected"} rows (docs/TRAINING.md)').choices([...OBJECTIVES]).default('sft'))
-    .option('--beta <b>', `dpo: beta, the strength of the pull towards the reference; orpo: lambda, the weight of the odds-ratio term (TRL calls both beta; default ${DEFAULT_BETA.dpo})`, numberArg('--beta'))
+    .option(
+      '--early-stopping-patience <n>',
+      'stop after n evaluations in a row without improvement of the best-model metric',
+      intArg('--early-stopping-patience', 1),
+    )
+    .addOption(
+      new Option(
+        '--objective <name>',
+        'sft: next-token loss on the completions; dpo: direct preference optimisation (sigmoid loss; the reference is the base with the adapter disabled) or orpo: odds-ratio preference optimisation, both on {"prompt","chosen","rejected"} rows (docs/TRAINING.md)',
+      )
+        .choices([...OBJECTIVES])
+        .default('sft'),
+    )
+    .option(
+      '--beta <b>',
+      `dpo: beta, the strength of the pull towards the reference; orpo: lambda, the weight of the odds-ratio term (TRL calls both beta; default ${DEFAULT_BETA.dpo})`,
+      numberArg('--beta'),
+    )
     .option('--chosen-key <field>', 'dpo/orpo: the data\'s field holding the preferred completion (default "chosen")')
     .option('--rejected-key <field>', 'dpo/orpo: the data\'s field holding the dispreferred completion (default "rejected")')
-    .option('--add-tokens <list>', 'comma-separated new tokens, e.g. "<tool_call>,</tool_call>": added to the tokenizer, the embeddings grown (new rows the mean of the old ones) and the new rows trained with peft\'s trainable tokens besides LoRA; the resized tokenizer is saved with the adapter (LoRA methods)')
+    .option(
+      '--add-tokens <list>',
+      'comma-separated new tokens, e.g. "<tool_call>,</tool_call>": added to the tokenizer, the embeddings grown (new rows the mean of the old ones) and the new rows trained with peft\'s trainable tokens besides LoRA; the resized tokenizer is saved with the adapter (LoRA methods)',
+    )
     .action(async (flags: TrainFlags, cmd: Command) => {
       const peft = flags.config !== undefined ? applyConfigFile(flags, cmd) : {};
       // field flags are applied over the file's peft section (the command line wins)
@@ -234,12 +315,14 @@ function applyConfigFile(flags: TrainFlags, cmd: Command): Record<string, unknow
     if (cmd.getOptionValueSource(attr) === 'cli') continue;
     const key = opt.long!.replace(/^--(no-)?/, '');
     if (opt.isBoolean() || opt.negate) {
-      if (typeof value !== 'boolean') throw new RunConfigError(`${cfg.file}: "${key}" must be true or false, found ${JSON.stringify(value)}`);
+      if (typeof value !== 'boolean')
+        throw new RunConfigError(`${cfg.file}: "${key}" must be true or false, found ${JSON.stringify(value)}`);
       target[attr] = value;
       continue;
     }
     const text = asFlagText(key, value, cfg.file);
-    if (opt.argChoices && !opt.argChoices.includes(text)) throw new RunConfigError(`${cfg.file}: "${key}" must be one of ${opt.argChoices.join(', ')}, found "${text}"`);
+    if (opt.argChoices && !opt.argChoices.includes(text))
+      throw new RunConfigError(`${cfg.file}: "${key}" must be one of ${opt.argChoices.join(', ')}, found "${text}"`);
     try {
       target[attr] = opt.parseArg ? opt.parseArg(text, undefined) : text;
     } catch (e) {
@@ -252,7 +335,13 @@ function applyConfigFile(flags: TrainFlags, cmd: Command): Record<string, unknow
 /** A metrics.jsonl record as TensorBoard scalars, named as transformers' TensorBoardCallback names them. */
 function tensorBoardScalars(r: MetricRecord): Record<string, number> {
   if (r.kind === 'train') {
-    const s: Record<string, number> = { 'train/loss': r.loss, 'train/learning_rate': r.learning_rate, 'train/grad_norm': r.grad_norm, 'train/tokens_per_second': r.tokens_per_second, 'train/epoch': r.epoch };
+    const s: Record<string, number> = {
+      'train/loss': r.loss,
+      'train/learning_rate': r.learning_rate,
+      'train/grad_norm': r.grad_norm,
+      'train/tokens_per_second': r.tokens_per_second,
+      'train/epoch': r.epoch,
+    };
     for (const [k, v] of Object.entries(r)) if (k.startsWith('rewards/') && typeof v === 'number') s[`train/${k}`] = v;
     return s;
   }
@@ -285,7 +374,9 @@ async function peftFieldsOf(f: TrainFlags, model: PretrainedModel): Promise<stri
 
 /** The methods whose preset takes a flag, for the help text. */
 function flagMethods(flag: TrainFlag): string {
-  return methodNames().filter((n) => methodPreset(n)!.preset.flags?.[flag] !== undefined).join(', ');
+  return methodNames()
+    .filter((n) => methodPreset(n)!.preset.flags?.[flag] !== undefined)
+    .join(', ');
 }
 
 function presetOf(method: string): { tuner: Tuner; preset: MethodPreset } {
@@ -296,12 +387,18 @@ function presetOf(method: string): { tuner: Tuner; preset: MethodPreset } {
 
 function checkFlags(f: TrainFlags): void {
   const { preset } = presetOf(f.method);
-  if (f.basePrecision === 'nf4' && f.quantize === 'fp4') throw new CliError('--base-precision nf4 and --quantize fp4 disagree; give one of them');
-  if (f.method === 'full' && (f.quantize !== undefined || f.basePrecision === 'nf4')) throw new CliError('--quantize freezes the base in 4 bits, which full fine-tuning trains; use --method lora (QLoRA) or drop --quantize');
+  if (f.basePrecision === 'nf4' && f.quantize === 'fp4')
+    throw new CliError('--base-precision nf4 and --quantize fp4 disagree; give one of them');
+  if (f.method === 'full' && (f.quantize !== undefined || f.basePrecision === 'nf4'))
+    throw new CliError(
+      '--quantize freezes the base in 4 bits, which full fine-tuning trains; use --method lora (QLoRA) or drop --quantize',
+    );
   const unused = (['r', 'alpha', 'dropout', 'target'] as const).filter((k) => f[k] !== undefined && preset.flags?.[k] === undefined);
   if (unused.length) {
     const many = unused.length > 1;
-    throw new CliError(`--${unused.join(', --')} ${many ? 'are' : 'is'} for --method ${flagMethods(unused[0]!)}; remove ${many ? 'them' : 'it'} for --method ${f.method}`);
+    throw new CliError(
+      `--${unused.join(', --')} ${many ? 'are' : 'is'} for --method ${flagMethods(unused[0]!)}; remove ${many ? 'them' : 'it'} for --method ${f.method}`,
+    );
   }
   if (f.dropout !== undefined && !(f.dropout >= 0 && f.dropout < 1)) throw new CliError(`--dropout must be in [0, 1), got ${f.dropout}`);
   if (f.evalData !== undefined && f.evalSplit !== undefined) throw new CliError('give either --eval-data or --eval-split, not both');
@@ -313,14 +410,38 @@ function checkFlags(f: TrainFlags): void {
   if (!(f.maxGradNorm >= 0)) throw new CliError(`--max-grad-norm must be >= 0, got ${f.maxGradNorm}`);
   if (f.objective === 'sft') {
     const given = (['beta', 'chosenKey', 'rejectedKey'] as const).filter((k) => f[k] !== undefined);
-    if (given.length) throw new CliError(`--${given.map((k) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)).join(', --')} ${given.length > 1 ? 'are' : 'is'} for --objective dpo or orpo; add --objective or remove ${given.length > 1 ? 'them' : 'it'}`);
+    if (given.length)
+      throw new CliError(
+        `--${given.map((k) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)).join(', --')} ${given.length > 1 ? 'are' : 'is'} for --objective dpo or orpo; add --objective or remove ${given.length > 1 ? 'them' : 'it'}`,
+      );
   } else {
-    if (f.beta !== undefined && !(f.beta > 0 && Number.isFinite(f.beta))) throw new CliError(`--beta must be a positive number, got ${f.beta}`);
-    const sftOnly = ([['packing', '--packing'], ['chatTemplate', '--chat-template'], ['completionKey', '--completion-key'], ['messagesKey', '--messages-key'], ['textKey', '--text-key'], ['evalMetric', '--eval-metric'], ['addTokens', '--add-tokens']] as const).filter(([k]) => f[k] !== undefined && f[k] !== false);
-    if (sftOnly.length) throw new CliError(`${sftOnly.map(([, fl]) => fl).join(', ')} ${sftOnly.length > 1 ? 'are' : 'is'} not for --objective ${f.objective}, which trains on {"prompt","chosen","rejected"} rows; remove ${sftOnly.length > 1 ? 'them' : 'it'}`);
-    if (f.objective === 'dpo' && f.method === 'full') throw new CliError('DPO\'s reference model is the base with the adapter disabled, and --method full has no adapter; use an adapter method (e.g. --method lora), or --objective orpo, which needs no reference');
+    if (f.beta !== undefined && !(f.beta > 0 && Number.isFinite(f.beta)))
+      throw new CliError(`--beta must be a positive number, got ${f.beta}`);
+    const sftOnly = (
+      [
+        ['packing', '--packing'],
+        ['chatTemplate', '--chat-template'],
+        ['completionKey', '--completion-key'],
+        ['messagesKey', '--messages-key'],
+        ['textKey', '--text-key'],
+        ['evalMetric', '--eval-metric'],
+        ['addTokens', '--add-tokens'],
+      ] as const
+    ).filter(([k]) => f[k] !== undefined && f[k] !== false);
+    if (sftOnly.length)
+      throw new CliError(
+        `${sftOnly.map(([, fl]) => fl).join(', ')} ${sftOnly.length > 1 ? 'are' : 'is'} not for --objective ${f.objective}, which trains on {"prompt","chosen","rejected"} rows; remove ${sftOnly.length > 1 ? 'them' : 'it'}`,
+      );
+    if (f.objective === 'dpo' && f.method === 'full')
+      throw new CliError(
+        "DPO's reference model is the base with the adapter disabled, and --method full has no adapter; use an adapter method (e.g. --method lora), or --objective orpo, which needs no reference",
+      );
   }
-  for (const [flag, file] of [['--data', f.data], ['--eval-data', f.evalData], ['--chat-template', f.chatTemplate]] as const) {
+  for (const [flag, file] of [
+    ['--data', f.data],
+    ['--eval-data', f.evalData],
+    ['--chat-template', f.chatTemplate],
+  ] as const) {
     if (file !== undefined && !isHubDatasetSpec(file) && !existsSync(file)) throw new CliError(`${flag} ${file} does not exist`);
   }
 }
@@ -346,9 +467,15 @@ function defaultMaxLen(model: PretrainedModel, tokenizer: Tokenizer, virtual: nu
 function targetModules(f: TrainFlags, model: PretrainedModel, peftType: unknown): string[] | string | undefined {
   const t = f.target;
   if (!t?.some((n) => n.toLowerCase() === 'all-linear')) return t;
-  if (t.length > 1) throw new CliError('--target all-linear already means every linear layer but the output head; give it alone, or list module names without it');
+  if (t.length > 1)
+    throw new CliError(
+      '--target all-linear already means every linear layer but the output head; give it alone, or list module names without it',
+    );
   if (peftType !== 'FULL') return 'all-linear';
-  return resolveTargetModules(model, { targetModules: 'all-linear', taskType: model.task === 'seq-cls' ? 'SEQ_CLS' : 'CAUSAL_LM' } as LoraConfig);
+  return resolveTargetModules(model, {
+    targetModules: 'all-linear',
+    taskType: model.task === 'seq-cls' ? 'SEQ_CLS' : 'CAUSAL_LM',
+  } as LoraConfig);
 }
 
 async function adapt(f: TrainFlags, model: PretrainedModel, steps: number, peft: Record<string, unknown> = {}): Promise<AdaptedModel> {
@@ -368,7 +495,8 @@ async function tokenizerFolder(modelDir: string, added: AddedTokens): Promise<st
   const tmp = mkdtempSync(join(tmpdir(), 'peft-add-tokens-'));
   process.once('exit', () => rmSync(tmp, { recursive: true, force: true }));
   await saveTokenizerFiles(added.files, tmp);
-  if (existsSync(join(modelDir, GENERATION_CONFIG_FILE))) await copyFile(join(modelDir, GENERATION_CONFIG_FILE), join(tmp, GENERATION_CONFIG_FILE));
+  if (existsSync(join(modelDir, GENERATION_CONFIG_FILE)))
+    await copyFile(join(modelDir, GENERATION_CONFIG_FILE), join(tmp, GENERATION_CONFIG_FILE));
   return tmp;
 }
 
@@ -379,9 +507,14 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
   const dataSpecs = { data: f.data, evalData: f.evalData };
   f.data = await resolveDataFile(f.data, { role: 'train' });
   if (f.evalData !== undefined) f.evalData = await resolveDataFile(f.evalData, { role: 'eval' });
-  if (Object.keys(peft).length && f.method === 'full') throw new RunConfigError(`${f.config}: full fine-tuning has no adapter_config.json; remove the "peft" section or choose another method`);
+  if (Object.keys(peft).length && f.method === 'full')
+    throw new RunConfigError(
+      `${f.config}: full fine-tuning has no adapter_config.json; remove the "peft" section or choose another method`,
+    );
   if (peft.peft_type !== undefined && peft.peft_type !== presetOf(f.method).tuner.peftType) {
-    throw new RunConfigError(`${f.config}: peft.peft_type is ${String(peft.peft_type)} but method ${f.method} is ${presetOf(f.method).tuner.peftType}; set "method" to match or drop peft_type`);
+    throw new RunConfigError(
+      `${f.config}: peft.peft_type is ${String(peft.peft_type)} but method ${f.method} is ${presetOf(f.method).tuner.peftType}; set "method" to match or drop peft_type`,
+    );
   }
   const say = (s: string) => process.stderr.write(`${s}\n`);
   const dir = await resolveModelDir(f.model);
@@ -390,15 +523,28 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
   await checkRunFolder(f.out, { resume: f.resume, overwrite: f.overwrite, inputs: [{ path: dir, what: 'base model' }] });
   const quantize = f.quantize ?? (f.basePrecision === 'nf4' || presetOf(f.method).preset.quantizedBase ? 'nf4' : undefined);
   const newTokens = f.addTokens !== undefined ? parseAddTokens(f.addTokens) : undefined;
-  if (newTokens && presetOf(f.method).tuner.peftType !== 'LORA') throw new CliError(`--add-tokens trains the new rows with LoRA's trainable tokens; use --method lora or qlora, not ${f.method}`);
-  if (newTokens && peft.trainable_token_indices !== undefined) throw new RunConfigError(`${f.config}: --add-tokens sets peft.trainable_token_indices to the new tokens; remove one of the two`);
-  let model = await loadModel(dir, quantize ? { quantization: { bits: 4, type: quantize as 'nf4' | 'fp4', doubleQuant: true, blockSize: 64 } } : {});
-  if (quantize) say(`base held 4-bit (${quantize}, double quantization): ${model.weights.quantizedNames().length} linear weights, ${(model.weights.heldBytes() / 2 ** 20).toFixed(1)} MiB of frozen weights`);
+  if (newTokens && presetOf(f.method).tuner.peftType !== 'LORA')
+    throw new CliError(`--add-tokens trains the new rows with LoRA's trainable tokens; use --method lora or qlora, not ${f.method}`);
+  if (newTokens && peft.trainable_token_indices !== undefined)
+    throw new RunConfigError(`${f.config}: --add-tokens sets peft.trainable_token_indices to the new tokens; remove one of the two`);
+  let model = await loadModel(
+    dir,
+    quantize ? { quantization: { bits: 4, type: quantize as 'nf4' | 'fp4', doubleQuant: true, blockSize: 64 } } : {},
+  );
+  if (quantize)
+    say(
+      `base held 4-bit (${quantize}, double quantization): ${model.weights.quantizedNames().length} linear weights, ${(model.weights.heldBytes() / 2 ** 20).toFixed(1)} MiB of frozen weights`,
+    );
   if (Object.keys(peft).length) {
     const valid = await peftFieldsOf(f, model);
     for (const spec of Object.values(FIELD_FLAGS)) {
-      const given = (f as unknown as Record<string, unknown>)[Object.keys(FIELD_FLAGS).find((k) => FIELD_FLAGS[k as keyof typeof FIELD_FLAGS] === spec)!];
-      if (given !== undefined && !valid.includes(spec.field)) throw new CliError(`${spec.flag} sets ${spec.field}, which --method ${f.method} does not have; remove it or choose a method that does`);
+      const given = (f as unknown as Record<string, unknown>)[
+        Object.keys(FIELD_FLAGS).find((k) => FIELD_FLAGS[k as keyof typeof FIELD_FLAGS] === spec)!
+      ];
+      if (given !== undefined && !valid.includes(spec.field))
+        throw new CliError(
+          `${spec.flag} sets ${spec.field}, which --method ${f.method} does not have; remove it or choose a method that does`,
+        );
     }
     checkPeftFields(peft, valid, f.method, f.config ?? 'the command line');
   }
@@ -409,12 +555,18 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
     model = growModelFor(model, added.length);
     const tied = !model.weights.has('lm_head.weight') || model.weights.isAlias('lm_head.weight');
     // peft's trainable tokens: the input embedding's new rows (a tied head follows them); an untied head's new rows too
-    peft = { ...peft, trainable_token_indices: tied ? added.ids : { [model.embeddingName.split('.').pop()!]: added.ids, lm_head: added.ids } };
-    say(`added ${newTokens.length} token${newTokens.length > 1 ? 's' : ''} (ids ${added.ids.join(', ')}): vocabulary ${added.length}, new embedding rows mean-initialised and trained as trainable tokens`);
+    peft = {
+      ...peft,
+      trainable_token_indices: tied ? added.ids : { [model.embeddingName.split('.').pop()!]: added.ids, lm_head: added.ids },
+    };
+    say(
+      `added ${newTokens.length} token${newTokens.length > 1 ? 's' : ''} (ids ${added.ids.join(', ')}): vocabulary ${added.length}, new embedding rows mean-initialised and trained as trainable tokens`,
+    );
   }
   const tokenizer = added?.tokenizer ?? (await Tokenizer.fromDir(dir));
   const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId;
-  if (padId === undefined) throw new CliError(`the tokenizer in ${dir} has neither a pad nor an EOS token; set "pad_token" in tokenizer_config.json`);
+  if (padId === undefined)
+    throw new CliError(`the tokenizer in ${dir} has neither a pad nor an EOS token; set "pad_token" in tokenizer_config.json`);
   const virtual = virtualPositions(f, model);
   const maxLength = f.maxLen ?? defaultMaxLen(model, tokenizer, virtual);
   if (model.config.maxPositionEmbeddings && maxLength + virtual > model.config.maxPositionEmbeddings) {
@@ -423,8 +575,14 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
     );
   }
   const classifier = model.task === 'seq-cls';
-  if (classifier && f.packing) throw new CliError('--packing concatenates language-modelling text; a sequence classifier trains on one {"text","label"} row per example, so drop --packing');
-  if (classifier && f.chatTemplate !== undefined) throw new CliError('--chat-template is for {"messages"} data of a causal language model; a sequence classifier trains on {"text","label"} rows');
+  if (classifier && f.packing)
+    throw new CliError(
+      '--packing concatenates language-modelling text; a sequence classifier trains on one {"text","label"} row per example, so drop --packing',
+    );
+  if (classifier && f.chatTemplate !== undefined)
+    throw new CliError(
+      '--chat-template is for {"messages"} data of a causal language model; a sequence classifier trains on {"text","label"} rows',
+    );
   const chatTemplate = f.chatTemplate ? await readFile(f.chatTemplate, 'utf8') : undefined;
 
   let trainExamples: TrainItem[];
@@ -443,7 +601,10 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
         (evalExamples ? `, ${evalExamples.length} for evaluation` : ', no evaluation set'),
     );
   } else if (f.objective !== 'sft') {
-    if (classifier) throw new CliError(`--objective ${f.objective} tunes a causal language model on preference pairs; ${f.model} is a sequence classifier`);
+    if (classifier)
+      throw new CliError(
+        `--objective ${f.objective} tunes a causal language model on preference pairs; ${f.model} is a sequence classifier`,
+      );
     const keys = { prompt: f.promptKey, chosen: f.chosenKey, rejected: f.rejectedKey };
     const train = await loadPreferenceDataset(f.data, tokenizer, { maxLength, maxExamples: f.maxExamples, keys });
     const ev = f.evalData ? await loadPreferenceDataset(f.evalData, tokenizer, { maxLength, keys }) : undefined;
@@ -481,10 +642,13 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
   let trainable = 0;
   for (const t of adapted.parameters().values()) trainable += t.data.length;
   const total = model.weights.numel();
-  say(`${adapted.peftType}: ${trainable.toLocaleString('en-US')} trainable parameters of ${total.toLocaleString('en-US')} (${((100 * trainable) / total).toFixed(3)}%)`);
+  say(
+    `${adapted.peftType}: ${trainable.toLocaleString('en-US')} trainable parameters of ${total.toLocaleString('en-US')} (${((100 * trainable) / total).toFixed(3)}%)`,
+  );
 
   f.runName ??= new Date().toISOString().replace(/[:.]/g, '-');
-  if (!/^[A-Za-z0-9._-]{1,100}$/.test(f.runName)) throw new CliError(`--run-name "${f.runName}" must be 1-100 letters, digits, '.', '_' or '-' (it names a folder)`);
+  if (!/^[A-Za-z0-9._-]{1,100}$/.test(f.runName))
+    throw new CliError(`--run-name "${f.runName}" must be 1-100 letters, digits, '.', '_' or '-' (it names a folder)`);
   // TensorBoard's writer starts once the trainer has claimed --out (it creates the folder)
   let tensorboard: TensorBoardWriter | undefined;
   const wantTensorboard = f.reportTo.includes('tensorboard');
@@ -492,22 +656,38 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
   let evalMetrics: (() => Promise<Record<string, number>>) | undefined;
   if (f.evalMetric !== undefined) {
     if (classifier) throw new CliError('--eval-metric scores generations; a sequence classifier already reports eval accuracy');
-    if (f.evalData === undefined) throw new CliError('--eval-metric needs --eval-data with {"prompt","completion"} or {"messages"} rows to generate from');
+    if (f.evalData === undefined)
+      throw new CliError('--eval-metric needs --eval-data with {"prompt","completion"} or {"messages"} rows to generate from');
     const metric = f.evalMetric;
     const records = (await readJsonl(f.evalData)).slice(0, 200);
-    const rows = evalRows(records, tokenizer, metric, { promptKey: f.promptKey, completionKey: f.completionKey, messagesKey: f.messagesKey }, f.evalData);
+    const rows = evalRows(
+      records,
+      tokenizer,
+      metric,
+      { promptKey: f.promptKey, completionKey: f.completionKey, messagesKey: f.messagesKey },
+      f.evalData,
+    );
     const stopStrings = rows.some((r) => r.reference.includes('\n')) ? [] : ['\n'];
-    evalMetrics = async () => ({ [metric]: (await evaluateRows(adapted, tokenizer, rows, { metric, stopStrings, runtime: { threads: f.threads } })).score });
+    evalMetrics = async () => ({
+      [metric]: (await evaluateRows(adapted, tokenizer, rows, { metric, stopStrings, runtime: { threads: f.threads } })).score,
+    });
   }
-  if ((f.earlyStoppingPatience !== undefined || f.saveBest || f.metricForBestModel !== undefined) && f.evalData === undefined && f.evalSplit === undefined) {
-    throw new CliError('--early-stopping-patience, --save-best and --metric-for-best-model need an evaluation set (--eval-data or --eval-split)');
+  if (
+    (f.earlyStoppingPatience !== undefined || f.saveBest || f.metricForBestModel !== undefined) &&
+    f.evalData === undefined &&
+    f.evalSplit === undefined
+  ) {
+    throw new CliError(
+      '--early-stopping-patience, --save-best and --metric-for-best-model need an evaluation set (--eval-data or --eval-split)',
+    );
   }
   if (f.metricForBestModel !== undefined) {
     const logged =
       f.objective !== 'sft'
         ? ['eval_loss', 'eval_accuracy', ...['chosen', 'rejected', 'accuracies', 'margins'].map((m) => `eval_rewards/${m}`)]
         : ['eval_loss', classifier ? 'eval_accuracy' : 'eval_perplexity', ...(f.evalMetric ? [`eval_${f.evalMetric}`] : [])];
-    if (!logged.includes(f.metricForBestModel)) throw new CliError(`--metric-for-best-model ${f.metricForBestModel} is not logged by this run; choose from ${logged.join(', ')}`);
+    if (!logged.includes(f.metricForBestModel))
+      throw new CliError(`--metric-for-best-model ${f.metricForBestModel} is not logged by this run; choose from ${logged.join(', ')}`);
   }
   const progress = progressFor(process.stderr, f.logEvery);
   const trainer = new Trainer(adapted, trainExamples, evalExamples, {
@@ -531,7 +711,11 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
     overwrite: f.overwrite,
     tokenizerDir: added ? await tokenizerFolder(dir, added) : dir, // saved next to the adapter, as transformers' Trainer does
     progress,
-    runtime: { threads: f.threads, gradientCheckpointing: f.gradientCheckpointing, basePrecision: trainBasePrecision(f.basePrecision, quantize !== undefined) },
+    runtime: {
+      threads: f.threads,
+      gradientCheckpointing: f.gradientCheckpointing,
+      basePrecision: trainBasePrecision(f.basePrecision, quantize !== undefined),
+    },
     evalMetrics,
     metricForBestModel: f.metricForBestModel ?? (f.evalMetric ? `eval_${f.evalMetric}` : undefined),
     saveBest: f.saveBest || f.earlyStoppingPatience !== undefined || undefined,
@@ -571,12 +755,26 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
     void [_file, _resume, _overwrite];
     const runConfig = { ...resolved, ...dataSpecs, ...(Object.keys(peftSection).length ? { peft: peftSection } : {}) };
     await writeFileAtomic(join(f.out, 'run_config.json'), `${JSON.stringify(runConfig, null, 2)}\n`);
-    const evalText = r.initialEvalLoss !== undefined && r.finalEvalLoss !== undefined ? `; eval loss ${r.initialEvalLoss.toFixed(4)} -> ${r.finalEvalLoss.toFixed(4)}` : r.finalEvalLoss !== undefined ? `; eval loss ${r.finalEvalLoss.toFixed(4)}` : '';
+    const evalText =
+      r.initialEvalLoss !== undefined && r.finalEvalLoss !== undefined
+        ? `; eval loss ${r.initialEvalLoss.toFixed(4)} -> ${r.finalEvalLoss.toFixed(4)}`
+        : r.finalEvalLoss !== undefined
+          ? `; eval loss ${r.finalEvalLoss.toFixed(4)}`
+          : '';
     const saved = presetOf(f.method).tuner.saves ?? 'adapter';
     const accText =
-      r.finalEvalAccuracy === undefined ? '' : r.initialEvalAccuracy !== undefined ? `; eval accuracy ${fmtAccuracy(r.initialEvalAccuracy)} -> ${fmtAccuracy(r.finalEvalAccuracy)}` : `; eval accuracy ${fmtAccuracy(r.finalEvalAccuracy)}`;
-    say(`done: ${r.globalStep} steps${r.earlyStopped ? ' (early stopping)' : ''}, final loss ${r.finalLoss?.toFixed(4)}${evalText}${accText}`);
-    if (r.best) say(`best ${r.best.metric} ${r.best.value.toFixed(4)} at step ${r.best.step}${f.saveBest || f.earlyStoppingPatience !== undefined ? `; its adapter is in ${join(f.out, 'best')}` : ''}`);
+      r.finalEvalAccuracy === undefined
+        ? ''
+        : r.initialEvalAccuracy !== undefined
+          ? `; eval accuracy ${fmtAccuracy(r.initialEvalAccuracy)} -> ${fmtAccuracy(r.finalEvalAccuracy)}`
+          : `; eval accuracy ${fmtAccuracy(r.finalEvalAccuracy)}`;
+    say(
+      `done: ${r.globalStep} steps${r.earlyStopped ? ' (early stopping)' : ''}, final loss ${r.finalLoss?.toFixed(4)}${evalText}${accText}`,
+    );
+    if (r.best)
+      say(
+        `best ${r.best.metric} ${r.best.value.toFixed(4)} at step ${r.best.step}${f.saveBest || f.earlyStoppingPatience !== undefined ? `; its adapter is in ${join(f.out, 'best')}` : ''}`,
+      );
     say(`saved the ${saved}, ${METRICS_FILE} and ${PLOT_FILE} to ${f.out}`);
   } finally {
     process.removeListener('SIGINT', onSigint);

@@ -48,7 +48,11 @@ export const GGUF_ARCHITECTURES: Record<string, GgufArch> = {
       'post_feedforward_layernorm.weight': 'post_ffw_norm.weight',
     },
   },
-  phi3: { name: 'phi3', permuteQK: false, layerNames: { 'self_attn.qkv_proj.weight': 'attn_qkv.weight', 'mlp.gate_up_proj.weight': 'ffn_up.weight' } },
+  phi3: {
+    name: 'phi3',
+    permuteQK: false,
+    layerNames: { 'self_attn.qkv_proj.weight': 'attn_qkv.weight', 'mlp.gate_up_proj.weight': 'ffn_up.weight' },
+  },
 };
 
 export function ggufArchOf(model: PretrainedModel, flag: string): GgufArch {
@@ -81,7 +85,9 @@ function checkRunnable(model: PretrainedModel, arch: GgufArch, flag: string): vo
   const instead = `; export it with --format transformers.js instead`;
   const rope = c.ropeScaling?.ropeType ?? 'default';
   if (!ROPE_TYPES[arch.name].includes(rope)) {
-    throw new ExportError(`${model.dir} uses rope_scaling "${rope}", which llama.cpp's ${arch.name} architecture does not apply (${flag} writes ${ROPE_TYPES[arch.name].join(', ')})${instead}`);
+    throw new ExportError(
+      `${model.dir} uses rope_scaling "${rope}", which llama.cpp's ${arch.name} architecture does not apply (${flag} writes ${ROPE_TYPES[arch.name].join(', ')})${instead}`,
+    );
   }
   if (arch.name === 'smollm3' && c.ropeLayers) {
     const want = c.ropeLayers.map((_, i) => (i + 1) % SMOLLM3_NOPE_STEP !== 0);
@@ -93,7 +99,9 @@ function checkRunnable(model: PretrainedModel, arch: GgufArch, flag: string): vo
   }
   if (arch.name === 'gemma3') gemmaSwaPeriod(model);
   if (arch.name === 'phi3' && c.numAttentionHeads * c.headDim !== c.hiddenSize) {
-    throw new ExportError(`${model.dir} has ${c.numAttentionHeads} heads of ${c.headDim} for hidden size ${c.hiddenSize}; llama.cpp's phi3 needs heads x head_dim = hidden size${instead}`);
+    throw new ExportError(
+      `${model.dir} has ${c.numAttentionHeads} heads of ${c.headDim} for hidden size ${c.hiddenSize}; llama.cpp's phi3 needs heads x head_dim = hidden size${instead}`,
+    );
   }
 }
 
@@ -158,14 +166,22 @@ export function archMetadata(model: PretrainedModel, arch: GgufArch): Map<string
       m.set(`${p}.rope.scaling.original_context_length`, u32(c.originalMaxPositionEmbeddings ?? c.maxPositionEmbeddings));
     }
   } else if (c.raw.sliding_window !== undefined && c.raw.sliding_window !== null && c.raw.use_sliding_window === true) {
-    throw new ExportError(`${model.dir} uses sliding-window attention, which llama.cpp's ${p} architecture does not apply; export it with --format transformers.js instead`);
+    throw new ExportError(
+      `${model.dir} uses sliding-window attention, which llama.cpp's ${p} architecture does not apply; export it with --format transformers.js instead`,
+    );
   }
   return m;
 }
 
 function ropeSpec(model: PretrainedModel) {
   const c = model.config;
-  return { theta: c.ropeTheta ?? 10000, rotaryDim: rotaryDim(model), maxPositionEmbeddings: c.maxPositionEmbeddings, originalMaxPositionEmbeddings: c.originalMaxPositionEmbeddings, scaling: c.ropeScaling };
+  return {
+    theta: c.ropeTheta ?? 10000,
+    rotaryDim: rotaryDim(model),
+    maxPositionEmbeddings: c.maxPositionEmbeddings,
+    originalMaxPositionEmbeddings: c.originalMaxPositionEmbeddings,
+    scaling: c.ropeScaling,
+  };
 }
 
 /**

@@ -36,7 +36,12 @@ function safeName(name: string, tokens: MetaValue | undefined): string {
 }
 
 /** Checks the model can be written (architecture, tokenizer) and returns the GGUF file as chunks. */
-export async function ggufModel(model: PretrainedModel, modelDir: string, type: GgufType, name = basename(modelDir)): Promise<Uint8Array[]> {
+export async function ggufModel(
+  model: PretrainedModel,
+  modelDir: string,
+  type: GgufType,
+  name = basename(modelDir),
+): Promise<Uint8Array[]> {
   const arch = ggufArchOf(model, '--format gguf');
   const meta = new Map<string, MetaValue>();
   meta.set('general.architecture', str(arch.name));
@@ -49,7 +54,8 @@ export async function ggufModel(model: PretrainedModel, modelDir: string, type: 
   meta.set('general.name', str(safeName(name, tok.get('tokenizer.ggml.tokens'))));
 
   const tensors: GgufTensor[] = [];
-  for (const r of ropeTensors(model)) tensors.push({ name: r.name, shape: [r.data.length], type: GgmlType.F32, data: new Uint8Array(r.data.buffer) });
+  for (const r of ropeTensors(model))
+    tensors.push({ name: r.name, shape: [r.data.length], type: GgmlType.F32, data: new Uint8Array(r.data.buffer) });
   // A head held as the embedding matrix itself is left out (llama.cpp then reuses token_embd); one
   // that differs (untied, or changed by a merged adapter) is written as output.weight.
   const names = model.expectedWeights().filter((n) => n !== 'lm_head.weight');
@@ -74,16 +80,25 @@ export async function ggufModel(model: PretrainedModel, modelDir: string, type: 
  * where peft's scale differs (rsLoRA, per-module rank or alpha patterns) B carries the difference.
  * `adapted` is the adapter loaded on `base` (so every per-module rank, alpha and shape is peft's).
  */
-export function ggufLora(base: PretrainedModel, adapted: AdaptedModel, adapterDir: string): { chunks: Uint8Array[]; alpha: number; tensors: number } {
+export function ggufLora(
+  base: PretrainedModel,
+  adapted: AdaptedModel,
+  adapterDir: string,
+): { chunks: Uint8Array[]; alpha: number; tensors: number } {
   const arch = ggufArchOf(base, '--format gguf-lora');
-  if (!(adapted instanceof LoraModel)) throw new ExportError(`${adapterDir} is a ${adapted.peftType} adapter; a GGUF adapter holds LoRA only: export the merged model with --format gguf`);
+  if (!(adapted instanceof LoraModel))
+    throw new ExportError(
+      `${adapterDir} is a ${adapted.peftType} adapter; a GGUF adapter holds LoRA only: export the merged model with --format gguf`,
+    );
   const a = adapted.adapter(adapted.activeAdapter!);
   const c = a.config;
   const merged = '; export the merged model with --format gguf';
   if (c.useDora) throw new ExportError(`${adapterDir} is a DoRA adapter (use_dora), which llama.cpp cannot apply as LoRA${merged}`);
   if (c.bias !== 'none') throw new ExportError(`${adapterDir} trains biases (bias "${c.bias}"), which a GGUF LoRA cannot hold${merged}`);
   if (a.modulesToSave.length > 0 || a.overrides.size > 0) {
-    throw new ExportError(`${adapterDir} replaces whole base weights (modules_to_save ${JSON.stringify(a.modulesToSave)}), which a GGUF LoRA cannot hold${merged}`);
+    throw new ExportError(
+      `${adapterDir} replaces whole base weights (modules_to_save ${JSON.stringify(a.modulesToSave)}), which a GGUF LoRA cannot hold${merged}`,
+    );
   }
   if (typeof c.initLoraWeights === 'string' && /pissa|olora|corda|loftq|eva/i.test(c.initLoraWeights)) {
     throw new ExportError(`${adapterDir} was initialized with ${c.initLoraWeights}, which changes the base weights it applies to${merged}`);
@@ -99,9 +114,13 @@ export function ggufLora(base: PretrainedModel, adapted: AdaptedModel, adapterDi
   const tensors: GgufTensor[] = [];
   for (const [module, m] of a.modules) {
     const hf = `${module}.weight`;
-    if (hf === 'lm_head.weight' && tied) throw new ExportError(`${adapterDir} adapts lm_head, which this model ties to its embedding (llama.cpp has no separate output tensor to apply it to)${merged}`);
+    if (hf === 'lm_head.weight' && tied)
+      throw new ExportError(
+        `${adapterDir} adapts lm_head, which this model ties to its embedding (llama.cpp has no separate output tensor to apply it to)${merged}`,
+      );
     const gg = ggufTensorName(hf, arch);
-    if (!gg || m.spec.layout !== 'linear' || hf === 'model.embed_tokens.weight') throw new ExportError(`${adapterDir} adapts ${module}, which has no GGUF LoRA form${merged}`);
+    if (!gg || m.spec.layout !== 'linear' || hf === 'model.embed_tokens.weight')
+      throw new ExportError(`${adapterDir} adapts ${module}, which has no GGUF LoRA form${merged}`);
     const { r, scaling } = m;
     const applied = alpha0 !== 0 ? alpha0 / r : 1;
     let B = m.B.data;
@@ -109,8 +128,18 @@ export function ggufLora(base: PretrainedModel, adapted: AdaptedModel, adapterDi
     const heads = arch.permuteQK ? qkHeads(hf, base) : undefined;
     if (heads !== undefined) B = permuteRotaryRows(B, heads, r);
     const A = m.A.data;
-    tensors.push({ name: `${gg}.lora_a`, shape: [r, m.spec.inFeatures], type: GgmlType.F32, data: new Uint8Array(A.buffer, A.byteOffset, A.byteLength) });
-    tensors.push({ name: `${gg}.lora_b`, shape: [m.spec.outFeatures, r], type: GgmlType.F32, data: new Uint8Array(B.buffer, B.byteOffset, B.byteLength) });
+    tensors.push({
+      name: `${gg}.lora_a`,
+      shape: [r, m.spec.inFeatures],
+      type: GgmlType.F32,
+      data: new Uint8Array(A.buffer, A.byteOffset, A.byteLength),
+    });
+    tensors.push({
+      name: `${gg}.lora_b`,
+      shape: [m.spec.outFeatures, r],
+      type: GgmlType.F32,
+      data: new Uint8Array(B.buffer, B.byteOffset, B.byteLength),
+    });
   }
   if (tensors.length === 0) throw new ExportError(`${adapterDir} holds no LoRA tensors`);
   return { chunks: encodeGguf(meta, tensors), alpha: alpha0, tensors: tensors.length / 2 };
@@ -126,16 +155,20 @@ export function modelfile(baseGguf: string, adapterGguf: string, chatTemplate: s
   const stops = [...stop];
   const t = chatTemplate ?? '';
   if (t.includes('<|im_start|>')) {
-    template = '{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}{{ if .Prompt }}<|im_start|>user\n{{ .Prompt }}<|im_end|>\n{{ end }}<|im_start|>assistant\n{{ .Response }}<|im_end|>\n';
+    template =
+      '{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}{{ if .Prompt }}<|im_start|>user\n{{ .Prompt }}<|im_end|>\n{{ end }}<|im_start|>assistant\n{{ .Response }}<|im_end|>\n';
     stops.push('<|im_end|>');
   } else if (t.includes('<|start_header_id|>')) {
-    template = '{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}{{ if .Prompt }}<|start_header_id|>user<|end_header_id|>\n\n{{ .Prompt }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n{{ .Response }}<|eot_id|>';
+    template =
+      '{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}{{ if .Prompt }}<|start_header_id|>user<|end_header_id|>\n\n{{ .Prompt }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n{{ .Response }}<|eot_id|>';
     stops.push('<|eot_id|>');
   } else if (t.includes('<start_of_turn>')) {
-    template = '<start_of_turn>user\n{{ if .System }}{{ .System }}\n\n{{ end }}{{ .Prompt }}<end_of_turn>\n<start_of_turn>model\n{{ .Response }}<end_of_turn>\n';
+    template =
+      '<start_of_turn>user\n{{ if .System }}{{ .System }}\n\n{{ end }}{{ .Prompt }}<end_of_turn>\n<start_of_turn>model\n{{ .Response }}<end_of_turn>\n';
     stops.push('<end_of_turn>');
   } else if (t.includes('<|user|>') && t.includes('<|assistant|>')) {
-    template = '{{ if .System }}<|system|>\n{{ .System }}<|end|>\n{{ end }}{{ if .Prompt }}<|user|>\n{{ .Prompt }}<|end|>\n{{ end }}<|assistant|>\n{{ .Response }}<|end|>\n';
+    template =
+      '{{ if .System }}<|system|>\n{{ .System }}<|end|>\n{{ end }}{{ if .Prompt }}<|user|>\n{{ .Prompt }}<|end|>\n{{ end }}<|assistant|>\n{{ .Response }}<|end|>\n';
     stops.push('<|end|>');
   }
   const lines = [`FROM ${baseGguf}`, `ADAPTER ${adapterGguf}`, `TEMPLATE """${template}"""`];

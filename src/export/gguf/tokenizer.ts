@@ -37,7 +37,9 @@ function preTokenizerName(pre: Record<string, unknown> | null | undefined, file:
     const regex = (split?.pattern as { Regex?: string } | undefined)?.Regex;
     if (regex) for (const [name, re] of PRE_TOKENIZERS) if (re.test(regex)) return name;
   }
-  throw new ExportError(`${file}: its pre-tokenizer ${JSON.stringify(pre)?.slice(0, 120)} is not one llama.cpp knows by name (gpt-2, llama-bpe, qwen2); export with --format transformers.js instead`);
+  throw new ExportError(
+    `${file}: its pre-tokenizer ${JSON.stringify(pre)?.slice(0, 120)} is not one llama.cpp knows by name (gpt-2, llama-bpe, qwen2); export with --format transformers.js instead`,
+  );
 }
 
 /** Tokenizer metadata for the GGUF of the model in `dir` (vocabulary padded with unused tokens to `vocabSize` rows). */
@@ -46,7 +48,9 @@ export async function tokenizerMetadata(dir: string, vocabSize: number): Promise
   if (!existsSync(file)) throw new ExportError(`${dir} has no tokenizer.json; GGUF holds the tokenizer, so the model folder needs one`);
   const tj = JSON.parse(await readFile(file, 'utf8')) as TokenizerJson;
   if (tj.model?.type !== 'BPE' || !tj.model.vocab || !tj.model.merges) {
-    throw new ExportError(`${file}: a ${tj.model?.type ?? 'unknown'} tokenizer; the GGUF export writes byte-level BPE tokenizers (GPT-2, Llama 3, Qwen style)`);
+    throw new ExportError(
+      `${file}: a ${tj.model?.type ?? 'unknown'} tokenizer; the GGUF export writes byte-level BPE tokenizers (GPT-2, Llama 3, Qwen style)`,
+    );
   }
   const pre = preTokenizerName(tj.pre_tokenizer, file);
   const tokens: (string | undefined)[] = [];
@@ -59,7 +63,8 @@ export async function tokenizerMetadata(dir: string, vocabSize: number): Promise
     tokens[a.id] = a.content;
     types[a.id] = a.special ? CONTROL : USER_DEFINED;
   }
-  if (tokens.length > vocabSize) throw new ExportError(`${file} has ${tokens.length} tokens but the model's embedding has ${vocabSize} rows`);
+  if (tokens.length > vocabSize)
+    throw new ExportError(`${file} has ${tokens.length} tokens but the model's embedding has ${vocabSize} rows`);
   for (let i = 0; i < vocabSize; i++) {
     if (tokens[i] === undefined) {
       tokens[i] = `[PAD${i}]`;
@@ -82,6 +87,7 @@ export async function tokenizerMetadata(dir: string, vocabSize: number): Promise
   m.set('tokenizer.ggml.add_bos_token', bool(tok.bosTokenId !== undefined && prefix.includes(tok.bosTokenId)));
   m.set('tokenizer.ggml.add_eos_token', bool(tok.eosTokenId !== undefined && suffix.includes(tok.eosTokenId)));
   if (typeof tok.chatTemplate === 'string') m.set('tokenizer.chat_template', str(tok.chatTemplate));
-  else if (tok.chatTemplate && typeof tok.chatTemplate.default === 'string') m.set('tokenizer.chat_template', str(tok.chatTemplate.default));
+  else if (tok.chatTemplate && typeof tok.chatTemplate.default === 'string')
+    m.set('tokenizer.chat_template', str(tok.chatTemplate.default));
   return m;
 }

@@ -42,7 +42,18 @@ export const FILE_TYPE: Record<GgmlType, number> = { [GgmlType.F32]: 0, [GgmlTyp
 export type MetaValue =
   | { type: ValueType.STRING; value: string }
   | { type: ValueType.BOOL; value: boolean }
-  | { type: ValueType.UINT32 | ValueType.INT32 | ValueType.FLOAT32 | ValueType.UINT8 | ValueType.INT8 | ValueType.UINT16 | ValueType.INT16 | ValueType.FLOAT64; value: number }
+  | {
+      type:
+        | ValueType.UINT32
+        | ValueType.INT32
+        | ValueType.FLOAT32
+        | ValueType.UINT8
+        | ValueType.INT8
+        | ValueType.UINT16
+        | ValueType.INT16
+        | ValueType.FLOAT64;
+      value: number;
+    }
   | { type: ValueType.UINT64 | ValueType.INT64; value: bigint }
   | { type: ValueType.ARRAY; elementType: ValueType.STRING; value: string[] }
   | { type: ValueType.ARRAY; elementType: ValueType.INT32 | ValueType.UINT32 | ValueType.FLOAT32; value: number[] };
@@ -239,7 +250,8 @@ export function encodeGguf(metadata: ReadonlyMap<string, MetaValue>, tensors: re
     if (names.has(t.name)) throw new Error(`tensor ${t.name} is written twice`);
     names.add(t.name);
     const expected = tensorBytes(t.shape, t.type);
-    if (t.data.byteLength !== expected) throw new Error(`tensor ${t.name}: ${t.data.byteLength} bytes, ${GgmlType[t.type]} [${t.shape}] needs ${expected}`);
+    if (t.data.byteLength !== expected)
+      throw new Error(`tensor ${t.name}: ${t.data.byteLength} bytes, ${GgmlType[t.type]} [${t.shape}] needs ${expected}`);
     c.string(t.name);
     c.u32(t.shape.length);
     for (const d of [...t.shape].reverse()) c.u64(d);

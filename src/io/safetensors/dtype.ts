@@ -157,9 +157,7 @@ function checkedLength(t: RawTensor): number {
   const size = DTYPE_BYTES[t.dtype];
   const n = elementCount(t.shape);
   if (t.data.byteLength !== n * size) {
-    throw new RangeError(
-      `${t.dtype} tensor of shape [${t.shape.join(', ')}] needs ${n * size} bytes, has ${t.data.byteLength}`,
-    );
+    throw new RangeError(`${t.dtype} tensor of shape [${t.shape.join(', ')}] needs ${n * size} bytes, has ${t.data.byteLength}`);
   }
   return n;
 }
@@ -274,14 +272,7 @@ export function toInt32(t: RawTensor): Int32Array {
   }
 }
 
-export type TensorTypedArray =
-  | Float32Array
-  | Float64Array
-  | BigInt64Array
-  | Int32Array
-  | Int8Array
-  | Uint8Array
-  | Uint16Array;
+export type TensorTypedArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Int8Array | Uint8Array | Uint16Array;
 
 function bytesOf(a: Exclude<TensorTypedArray, Uint8Array> | Uint8Array): Uint8Array {
   const bytes = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);

@@ -3,14 +3,7 @@
 // implementation, so a file accepted here loads there and vice versa.
 
 import { SafetensorsError } from './errors.js';
-import {
-  DTYPE_BYTES,
-  DTYPE_RANK,
-  type RawTensor,
-  type SafetensorsDtype,
-  UNSUPPORTED_DTYPES,
-  isSafetensorsDtype,
-} from './dtype.js';
+import { DTYPE_BYTES, DTYPE_RANK, type RawTensor, type SafetensorsDtype, UNSUPPORTED_DTYPES, isSafetensorsDtype } from './dtype.js';
 
 /** The Rust crate refuses larger headers; a limit also bounds what a corrupt prefix can allocate. */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -242,7 +235,8 @@ export function layout(input: TensorInput, metadata: Record<string, string> | un
   }
   const json = new TextEncoder().encode(`{${parts.join(',')}}`);
   const padded = Math.ceil(json.byteLength / 8) * 8;
-  if (padded > MAX_HEADER_BYTES) throw new SafetensorsError(file, `header would be ${padded} bytes, over the ${MAX_HEADER_BYTES}-byte limit`);
+  if (padded > MAX_HEADER_BYTES)
+    throw new SafetensorsError(file, `header would be ${padded} bytes, over the ${MAX_HEADER_BYTES}-byte limit`);
   const header = new Uint8Array(8 + padded).fill(0x20, 8 + json.byteLength);
   new DataView(header.buffer).setBigUint64(0, BigInt(padded), true);
   header.set(json, 8);

@@ -25,13 +25,7 @@ const READ_CHUNK = 1 << 30;
 const SINGLE_READ_LIMIT = 1 << 30;
 
 /** Fills `target` from `position`, failing cleanly if the file turns out shorter than expected. */
-export async function readFully(
-  fh: FileHandle,
-  target: Uint8Array,
-  position: number,
-  file: string,
-  tensor?: string,
-): Promise<void> {
+export async function readFully(fh: FileHandle, target: Uint8Array, position: number, file: string, tensor?: string): Promise<void> {
   let done = 0;
   while (done < target.byteLength) {
     const length = Math.min(READ_CHUNK, target.byteLength - done);
@@ -84,7 +78,11 @@ export class SafetensorsFile implements TensorSource {
   /** Opens `path` and validates its header; tensor bytes are not read yet. */
   static async open(path: string): Promise<SafetensorsFile> {
     // stat before open: opening a FIFO blocks until a writer appears, a device never ends.
-    await regularFileSize(path, (reason) => new SafetensorsError(path, `not a regular file (${reason}); a checkpoint must be a regular file`), true);
+    await regularFileSize(
+      path,
+      (reason) => new SafetensorsError(path, `not a regular file (${reason}); a checkpoint must be a regular file`),
+      true,
+    );
     let fh: FileHandle;
     try {
       fh = await open(path, 'r');

@@ -110,7 +110,11 @@ export class ShardedSafetensors implements TensorSource {
 
 async function readIndex(indexPath: string): Promise<{ metadata: Record<string, unknown>; weightMap: Map<string, string> }> {
   let text: string;
-  await regularFileSize(indexPath, (reason) => new SafetensorsError(indexPath, `not a regular file (${reason}); the index must be a regular file`), true);
+  await regularFileSize(
+    indexPath,
+    (reason) => new SafetensorsError(indexPath, `not a regular file (${reason}); the index must be a regular file`),
+    true,
+  );
   try {
     const fh = await open(indexPath, 'r');
     try {

@@ -39,11 +39,7 @@ async function writeAll(fh: FileHandle, data: Uint8Array, position: number): Pro
  * Writes `tensors` to `path` atomically. Accepts a record or a Map; tensors are laid out by dtype
  * then name whatever their input order, as the reference writer does.
  */
-export async function writeSafetensors(
-  path: string,
-  tensors: TensorInput,
-  metadata?: Record<string, string>,
-): Promise<void> {
+export async function writeSafetensors(path: string, tensors: TensorInput, metadata?: Record<string, string>): Promise<void> {
   const { header, tensors: ordered, dataSize } = layout(tensors, metadata, path);
   await writeFileAtomic(path, async (fh) => {
     const staging = new Uint8Array(Math.min(STAGING_BYTES, header.byteLength + dataSize));

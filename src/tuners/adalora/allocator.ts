@@ -43,7 +43,9 @@ export class RankAllocator {
     readonly layers: readonly AllocatorLayer[],
   ) {
     if (schedule.tinit >= schedule.totalStep - schedule.tfinal) {
-      throw new PeftConfigError(`AdaLoRA: tinit (${schedule.tinit}) must be below total_step - tfinal (${schedule.totalStep - schedule.tfinal}); the budget schedule needs room to prune`);
+      throw new PeftConfigError(
+        `AdaLoRA: tinit (${schedule.tinit}) must be below total_step - tfinal (${schedule.totalStep - schedule.tfinal}); the budget schedule needs room to prune`,
+      );
     }
     this.initBudget = layers.reduce((n, l) => n + l.A.shape[0]!, 0);
     this.targetBudget = schedule.targetR * layers.length;
@@ -130,7 +132,11 @@ export class RankAllocator {
    * peft's AdaLoraModel.update_and_allocate(global_step), after the optimizer step: returns the
    * rank pattern when this step (re)allocated, else undefined. `current` is the pattern fixed so far.
    */
-  step(step: number, grads: ReadonlyMap<string, Float32Array>, current: Readonly<Record<string, boolean[]>> | null): Record<string, boolean[]> | undefined {
+  step(
+    step: number,
+    grads: ReadonlyMap<string, Float32Array>,
+    current: Readonly<Record<string, boolean[]>> | null,
+  ): Record<string, boolean[]> | undefined {
     const end = this.schedule.totalStep - this.schedule.tfinal;
     if (step < end) {
       this.updateIpt(grads);

@@ -40,15 +40,22 @@ export function adaloraConfig(fields: Record<string, unknown>, source = 'AdaLoRA
   r.off('trainable_token_indices', 'trainable tokens with AdaLoRA are not implemented');
   r.off('layers_pattern', 'layers_pattern with AdaLoRA is not implemented');
   const init = fields.init_lora_weights ?? true;
-  if (typeof init !== 'boolean') throw new PeftConfigError(`${source}: init_lora_weights=${JSON.stringify(init)} is not supported for AdaLoRA; use true`);
+  if (typeof init !== 'boolean')
+    throw new PeftConfigError(`${source}: init_lora_weights=${JSON.stringify(init)} is not supported for AdaLoRA; use true`);
   const bias = r.str('bias', 'none');
   if (bias !== 'none') throw new PeftConfigError(`${source}: bias=${JSON.stringify(bias)} is not supported for AdaLoRA here; use "none"`);
   const rp = fields.rank_pattern ?? null;
-  if (rp !== null && (typeof rp !== 'object' || Array.isArray(rp) || Object.values(rp).some((v) => !Array.isArray(v) || v.some((b) => typeof b !== 'boolean')))) {
+  if (
+    rp !== null &&
+    (typeof rp !== 'object' ||
+      Array.isArray(rp) ||
+      Object.values(rp).some((v) => !Array.isArray(v) || v.some((b) => typeof b !== 'boolean')))
+  ) {
     throw new PeftConfigError(`${source}: rank_pattern must map '<module>.lora_E' to lists of true/false`);
   }
   const total = fields.total_step ?? null;
-  if (total !== null && (!Number.isInteger(total) || (total as number) <= 0)) throw new PeftConfigError(`${source}: total_step must be a positive integer`);
+  if (total !== null && (!Number.isInteger(total) || (total as number) <= 0))
+    throw new PeftConfigError(`${source}: total_step must be a positive integer`);
   return {
     ...commonFields(r, 'ADALORA', 'AdaLoRA'),
     initR: r.int('init_r', 12, 1),
@@ -71,7 +78,8 @@ export function adaloraConfig(fields: Record<string, unknown>, source = 'AdaLoRA
 export function adaloraRank(c: AdaloraConfig, module: string): number {
   const kept = c.rankPattern?.[`${module}.lora_E`];
   if (!kept) return c.initR;
-  if (kept.length !== c.initR) throw new PeftConfigError(`rank_pattern for ${module}.lora_E has ${kept.length} entries, init_r is ${c.initR}`);
+  if (kept.length !== c.initR)
+    throw new PeftConfigError(`rank_pattern for ${module}.lora_E has ${kept.length} entries, init_r is ${c.initR}`);
   return kept.filter(Boolean).length;
 }
 
@@ -102,7 +110,10 @@ export function orthogonalRegularizer(modules: readonly Tensors[], weight: numbe
     terms.push(fro(o.matmul(o.transpose(t.lora_B!, [1, 0]), t.lora_B!)));
   }
   if (!terms.length) return undefined;
-  return o.mul(terms.reduce((a, b) => o.add(a, b)), weight / terms.length);
+  return o.mul(
+    terms.reduce((a, b) => o.add(a, b)),
+    weight / terms.length,
+  );
 }
 
 export const ADALORA: LinearMethod<AdaloraConfig> = {
@@ -138,7 +149,9 @@ export const ADALORA: LinearMethod<AdaloraConfig> = {
     const c = model.config;
     if (c.totalStep === null) return undefined;
     if (c.rankPattern !== null) {
-      throw new PeftConfigError('AdaLoRA: this adapter was already pruned (rank_pattern is set); continuing the rank allocation from a pruned adapter is not implemented. Train it with total_step unset (no allocation), or start from a new adapter');
+      throw new PeftConfigError(
+        'AdaLoRA: this adapter was already pruned (rank_pattern is set); continuing the rank allocation from a pruned adapter is not implemented. Train it with total_step unset (no allocation), or start from a new adapter',
+      );
     }
     const layers: AllocatorLayer[] = [...model.modules].map(([module, m]) => ({
       module,
@@ -147,7 +160,19 @@ export const ADALORA: LinearMethod<AdaloraConfig> = {
       E: m.tensors.get('lora_E')!,
       names: { A: model.paramName(module, 'lora_A'), B: model.paramName(module, 'lora_B'), E: model.paramName(module, 'lora_E') },
     }));
-    const allocator = new RankAllocator({ initR: c.initR, targetR: c.targetR, tinit: c.tinit, tfinal: c.tfinal, deltaT: c.deltaT, beta1: c.beta1, beta2: c.beta2, totalStep: c.totalStep }, layers);
+    const allocator = new RankAllocator(
+      {
+        initR: c.initR,
+        targetR: c.targetR,
+        tinit: c.tinit,
+        tfinal: c.tfinal,
+        deltaT: c.deltaT,
+        beta1: c.beta1,
+        beta2: c.beta2,
+        totalStep: c.totalStep,
+      },
+      layers,
+    );
     let fixed: Record<string, boolean[]> | null = null;
     return (step, grads) => {
       const pattern = allocator.step(step, grads, fixed);
@@ -199,19 +224,42 @@ export const ADALORA: LinearMethod<AdaloraConfig> = {
 
 /** The registry entry. */
 export const adaloraTuner = linearTuner(ADALORA, {
-  infoSettings: ['init_r', 'target_r', 'lora_alpha', 'lora_dropout', 'tinit', 'tfinal', 'deltaT', 'beta1', 'beta2', 'orth_reg_weight', 'total_step', 'target_modules'],
+  infoSettings: [
+    'init_r',
+    'target_r',
+    'lora_alpha',
+    'lora_dropout',
+    'tinit',
+    'tfinal',
+    'deltaT',
+    'beta1',
+    'beta2',
+    'orth_reg_weight',
+    'total_step',
+    'target_modules',
+  ],
   infoExtras: (c: Record<string, unknown>) => {
     const rp = c.rank_pattern;
-    if (typeof rp !== 'object' || rp === null) return { ranks: `every module keeps init_r=${String(c.init_r)} (the allocator has not run)` };
-    const kept = Object.entries(rp as Record<string, unknown>).map(([k, v]) => `${k.replace(/\.lora_E$/, '')} ${Array.isArray(v) ? v.filter(Boolean).length : '?'}`);
+    if (typeof rp !== 'object' || rp === null)
+      return { ranks: `every module keeps init_r=${String(c.init_r)} (the allocator has not run)` };
+    const kept = Object.entries(rp as Record<string, unknown>).map(
+      ([k, v]) => `${k.replace(/\.lora_E$/, '')} ${Array.isArray(v) ? v.filter(Boolean).length : '?'}`,
+    );
     return { ranks: `after allocation: ${kept.join(', ')}` };
   },
   presets: [
     {
-      name: 'adalora', label: 'AdaLoRA', learningRate: 2e-3, trainLearningRate: 2e-4, compareByDefault: false, flags: { dropout: 'lora_dropout', target: 'target_modules' }, stepsField: 'total_step',
+      name: 'adalora',
+      label: 'AdaLoRA',
+      learningRate: 2e-3,
+      trainLearningRate: 2e-4,
+      compareByDefault: false,
+      flags: { dropout: 'lora_dropout', target: 'target_modules' },
+      stepsField: 'total_step',
       fields: { peft_type: 'ADALORA', init_r: 12, target_r: 8, lora_alpha: 16, target_modules: 'all-linear', task_type: 'CAUSAL_LM' },
       trainFields: { peft_type: 'ADALORA', init_r: 12, target_r: 8, lora_alpha: 16, task_type: 'CAUSAL_LM' },
-      settings: 'init_r=12 singular-value triplets per layer, lora_alpha=16, every linear layer but the head; the rank allocator prunes to target_r=8 over the run (tinit 0, tfinal 0)',
+      settings:
+        'init_r=12 singular-value triplets per layer, lora_alpha=16, every linear layer but the head; the rank allocator prunes to target_r=8 over the run (tinit 0, tfinal 0)',
       folklore: { parameter: 'High', compute: 'Medium', space: 'High', performance: 'High', flexibility: 'High' },
     },
   ],

@@ -33,7 +33,10 @@ export function boftConfig(fields: Record<string, unknown>, source = 'BOFT confi
     boftDropout: r.num('boft_dropout', 0),
     initWeights: r.bool('init_weights', true),
   };
-  if ((c.boftBlockSize === 0) === (c.boftBlockNum === 0)) throw new PeftConfigError(`${source}: set exactly one of boft_block_size and boft_block_num (the other 0); got ${c.boftBlockSize} and ${c.boftBlockNum}`);
+  if ((c.boftBlockSize === 0) === (c.boftBlockNum === 0))
+    throw new PeftConfigError(
+      `${source}: set exactly one of boft_block_size and boft_block_num (the other 0); got ${c.boftBlockSize} and ${c.boftBlockNum}`,
+    );
   if (c.boftNButterflyFactor !== 1) {
     throw new PeftConfigError(
       `${source}: boft_n_butterfly_factor=${c.boftNButterflyFactor} is not supported: only 1 (one block-diagonal factor, what peft computes without its CUDA extension) is implemented`,
@@ -44,7 +47,10 @@ export function boftConfig(fields: Record<string, unknown>, source = 'BOFT confi
 
 function blocks(spec: LinearSpec, c: BoftConfig): { n: number; b: number } {
   const b = c.boftBlockSize || spec.inFeatures / c.boftBlockNum;
-  if (!Number.isInteger(b) || spec.inFeatures % b !== 0) throw new PeftConfigError(`BOFT: ${spec.name} has ${spec.inFeatures} input features, not divisible into blocks of ${c.boftBlockSize || `in/${c.boftBlockNum}`}`);
+  if (!Number.isInteger(b) || spec.inFeatures % b !== 0)
+    throw new PeftConfigError(
+      `BOFT: ${spec.name} has ${spec.inFeatures} input features, not divisible into blocks of ${c.boftBlockSize || `in/${c.boftBlockNum}`}`,
+    );
   return { n: spec.inFeatures / b, b };
 }
 
@@ -95,8 +101,12 @@ export const BOFT: LinearMethod<BoftConfig> = {
   label: 'BOFT',
   parseConfig: boftConfig,
   checkTrainable(c) {
-    if (c.boftDropout !== 0) throw new PeftConfigError(`BOFT boft_dropout=${c.boftDropout} (multiplicative block dropout) is not implemented for training; set it to 0`);
-    if (!c.initWeights) throw new PeftConfigError('BOFT init_weights=false is not implemented; use the default (identity rotations, unit scales)');
+    if (c.boftDropout !== 0)
+      throw new PeftConfigError(
+        `BOFT boft_dropout=${c.boftDropout} (multiplicative block dropout) is not implemented for training; set it to 0`,
+      );
+    if (!c.initWeights)
+      throw new PeftConfigError('BOFT init_weights=false is not implemented; use the default (identity rotations, unit scales)');
   },
   moduleTensors(spec, c) {
     const { n, b } = blocks(spec, c);
@@ -140,10 +150,16 @@ export const boftTuner = linearTuner(BOFT, {
   infoSettings: ['boft_block_size', 'boft_block_num', 'boft_n_butterfly_factor', 'boft_dropout', 'target_modules', 'layers_to_transform'],
   presets: [
     {
-      name: 'boft', label: 'BOFT', learningRate: 2e-3, trainLearningRate: 2e-4, compareByDefault: false, flags: { target: 'target_modules' },
+      name: 'boft',
+      label: 'BOFT',
+      learningRate: 2e-3,
+      trainLearningRate: 2e-4,
+      compareByDefault: false,
+      flags: { target: 'target_modules' },
       fields: { peft_type: 'BOFT', boft_block_size: 8, boft_n_butterfly_factor: 1, target_modules: 'all-linear', task_type: 'CAUSAL_LM' },
       trainFields: { peft_type: 'BOFT', boft_block_size: 8, boft_n_butterfly_factor: 1, task_type: 'CAUSAL_LM' },
-      settings: 'block-diagonal orthogonal rotation (exact Cayley, blocks of 8, one butterfly factor) and output scales on every linear layer but the head',
+      settings:
+        'block-diagonal orthogonal rotation (exact Cayley, blocks of 8, one butterfly factor) and output scales on every linear layer but the head',
       folklore: { parameter: 'High', compute: 'Medium', space: 'High', performance: 'High', flexibility: 'High' },
     },
   ],

@@ -56,7 +56,10 @@ export interface BnConfig {
 }
 
 /** adapters' BnConfig dataclass defaults (fields the presets do not set). */
-const BN_DEFAULTS: Omit<BnConfig, 'mhAdapter' | 'outputAdapter' | 'reductionFactor' | 'nonLinearity' | 'originalLnBefore' | 'originalLnAfter' | 'residualBeforeLn'> = {
+const BN_DEFAULTS: Omit<
+  BnConfig,
+  'mhAdapter' | 'outputAdapter' | 'reductionFactor' | 'nonLinearity' | 'originalLnBefore' | 'originalLnAfter' | 'residualBeforeLn'
+> = {
   adapterResidualBeforeLn: false,
   lnBefore: false,
   lnAfter: false,
@@ -131,7 +134,13 @@ export function parBnConfig(overrides: Partial<BnConfig> = {}): BnConfig {
   });
 }
 
-export const BN_PRESETS = { seq_bn: seqBnConfig, double_seq_bn: doubleSeqBnConfig, par_bn: parBnConfig, pfeiffer: seqBnConfig, houlsby: doubleSeqBnConfig } as const;
+export const BN_PRESETS = {
+  seq_bn: seqBnConfig,
+  double_seq_bn: doubleSeqBnConfig,
+  par_bn: parBnConfig,
+  pfeiffer: seqBnConfig,
+  houlsby: doubleSeqBnConfig,
+} as const;
 
 export const SUPPORTED_NON_LINEARITIES = ['relu', 'gelu', 'swish', 'silu', 'tanh', 'gelu_new', 'gelu_pytorch_tanh'] as const;
 const SUPPORTED_INITS = ['bert', 'mam_adapter'];
@@ -146,12 +155,15 @@ export function validateBnConfig(c: BnConfig): void {
   const bad = (msg: string): never => {
     throw new PeftConfigError(`bottleneck adapter config: ${msg}`);
   };
-  if (!c.mhAdapter && !c.outputAdapter) bad('neither mh_adapter nor output_adapter is set, so the adapter has no location; set output_adapter (Pfeiffer) or both (Houlsby)');
+  if (!c.mhAdapter && !c.outputAdapter)
+    bad('neither mh_adapter nor output_adapter is set, so the adapter has no location; set output_adapter (Pfeiffer) or both (Houlsby)');
   if (!(SUPPORTED_NON_LINEARITIES as readonly string[]).includes(c.nonLinearity.toLowerCase())) {
     bad(`non_linearity "${c.nonLinearity}" is not supported (supported: ${SUPPORTED_NON_LINEARITIES.join(', ')})`);
   }
-  if (!SUPPORTED_INITS.includes(c.initWeights)) bad(`init_weights "${c.initWeights}" is not supported (supported: ${SUPPORTED_INITS.join(', ')})`);
-  if (typeof c.scaling !== 'number' || !Number.isFinite(c.scaling)) bad(`scaling ${JSON.stringify(c.scaling)} is not supported: use a fixed number (learned scalings are not implemented)`);
+  if (!SUPPORTED_INITS.includes(c.initWeights))
+    bad(`init_weights "${c.initWeights}" is not supported (supported: ${SUPPORTED_INITS.join(', ')})`);
+  if (typeof c.scaling !== 'number' || !Number.isFinite(c.scaling))
+    bad(`scaling ${JSON.stringify(c.scaling)} is not supported: use a fixed number (learned scalings are not implemented)`);
   const unsupported: [boolean, string][] = [
     [c.lnBefore, 'ln_before (an extra LayerNorm inside the adapter)'],
     [c.lnAfter, 'ln_after (an extra LayerNorm inside the adapter)'],
@@ -161,11 +173,14 @@ export function validateBnConfig(c: BnConfig): void {
     [c.crossAdapter, 'cross_adapter (cross-attention adapters: none of our architectures has cross-attention)'],
   ];
   for (const [on, what] of unsupported) if (on) bad(`${what} is not supported; set it to its default (false / null)`);
-  if (c.residualBeforeLn !== true && c.residualBeforeLn !== false && c.residualBeforeLn !== 'post_add') bad(`residual_before_ln must be true, false or "post_add", got ${JSON.stringify(c.residualBeforeLn)}`);
-  if (c.residualBeforeLn === 'post_add' && !c.originalLnBefore && !c.isParallel) bad('residual_before_ln "post_add" needs original_ln_before (there is no h + x before the adapter otherwise)');
+  if (c.residualBeforeLn !== true && c.residualBeforeLn !== false && c.residualBeforeLn !== 'post_add')
+    bad(`residual_before_ln must be true, false or "post_add", got ${JSON.stringify(c.residualBeforeLn)}`);
+  if (c.residualBeforeLn === 'post_add' && !c.originalLnBefore && !c.isParallel)
+    bad('residual_before_ln "post_add" needs original_ln_before (there is no h + x before the adapter otherwise)');
   if (!(c.dropout >= 0 && c.dropout < 1)) bad(`dropout must be in [0, 1), got ${c.dropout}`);
   const rfs = typeof c.reductionFactor === 'number' ? [c.reductionFactor] : Object.values(c.reductionFactor);
-  if (rfs.length === 0 || rfs.some((r) => typeof r !== 'number' || !(r > 0))) bad(`reduction_factor must be a positive number or a map of them, got ${JSON.stringify(c.reductionFactor)}`);
+  if (rfs.length === 0 || rfs.some((r) => typeof r !== 'number' || !(r > 0)))
+    bad(`reduction_factor must be a positive number or a map of them, got ${JSON.stringify(c.reductionFactor)}`);
   if (!c.leaveOut.every((i) => Number.isInteger(i) && i >= 0)) bad(`leave_out must list layer indices, got ${JSON.stringify(c.leaveOut)}`);
 }
 
@@ -233,7 +248,9 @@ export function bnConfigToJson(c: BnConfig): Record<string, PyJson> {
 export function bnConfigFromJson(json: Record<string, unknown>, file = 'adapter_config.json'): BnConfig {
   const arch = json.architecture;
   if (arch !== undefined && arch !== null && arch !== 'bottleneck') {
-    throw new PeftConfigError(`${file}: this is an AdapterHub "${String(arch)}" adapter; only bottleneck adapters (SeqBn, DoubleSeqBn, ParBn) are supported here`);
+    throw new PeftConfigError(
+      `${file}: this is an AdapterHub "${String(arch)}" adapter; only bottleneck adapters (SeqBn, DoubleSeqBn, ParBn) are supported here`,
+    );
   }
   const known = new Set(Object.values(FIELD_NAMES));
   const extra: Record<string, PyJson> = {};
@@ -241,7 +258,10 @@ export function bnConfigFromJson(json: Record<string, unknown>, file = 'adapter_
     const v = json[k];
     // A later adapters version's field at its off value changes nothing; anything else asks for a computation we lack.
     const off = v === null || v === false || v === 0 || (Array.isArray(v) && v.length === 0) || k === 'architecture';
-    if (!off) throw new PeftConfigError(`${file}: bottleneck config field "${k}" = ${JSON.stringify(v)} is not supported (this reader follows adapters 0.2.2's BnConfig); remove it or set it off`);
+    if (!off)
+      throw new PeftConfigError(
+        `${file}: bottleneck config field "${k}" = ${JSON.stringify(v)} is not supported (this reader follows adapters 0.2.2's BnConfig); remove it or set it off`,
+      );
     extra[k] = v as PyJson;
   }
   const missing = ['mh_adapter', 'output_adapter', 'reduction_factor', 'non_linearity'].filter((k) => !(k in json));

@@ -13,7 +13,11 @@ export interface BnInitOptions {
 }
 
 /** The four tensors of one adapter: down [bottleneck, hidden], up [hidden, bottleneck]. */
-export function initBottleneck(hidden: number, bottleneck: number, opts: BnInitOptions): Record<'down' | 'downBias' | 'up' | 'upBias', TrainableTensor> {
+export function initBottleneck(
+  hidden: number,
+  bottleneck: number,
+  opts: BnInitOptions,
+): Record<'down' | 'downBias' | 'up' | 'upBias', TrainableTensor> {
   const rng = new SeededRandom(opts.seed);
   let down: Float32Array;
   let up: Float32Array;

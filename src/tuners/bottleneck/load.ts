@@ -31,7 +31,13 @@ export async function isAdapterHubFolder(dir: string): Promise<boolean> {
   if (!existsSync(file) || !(existsSync(join(dir, BN_WEIGHTS_FILE)) || existsSync(join(dir, BN_WEIGHTS_BIN)))) return false;
   try {
     const json = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
-    return typeof json === 'object' && json !== null && (typeof json.config === 'object' || typeof json.config === 'string') && json.config !== null && !('peft_type' in json);
+    return (
+      typeof json === 'object' &&
+      json !== null &&
+      (typeof json.config === 'object' || typeof json.config === 'string') &&
+      json.config !== null &&
+      !('peft_type' in json)
+    );
   } catch {
     return false;
   }
@@ -48,11 +54,15 @@ export async function readAdapterHubConfig(dir: string): Promise<AdapterHubConfi
   const file = join(dir, BN_CONFIG_FILE);
   if (!existsSync(file)) throw new AdapterError(`${dir} is not an AdapterHub adapter folder: ${BN_CONFIG_FILE} is missing`);
   const json = await readJsonObject(file, (reason) => new PeftConfigError(reason));
-  if ('peft_type' in json) throw new AdapterFormatError(`${file} is a peft adapter (peft_type ${JSON.stringify(json.peft_type)}), not an AdapterHub one; load it with the peft loader`);
+  if ('peft_type' in json)
+    throw new AdapterFormatError(
+      `${file} is a peft adapter (peft_type ${JSON.stringify(json.peft_type)}), not an AdapterHub one; load it with the peft loader`,
+    );
   let config: BnConfig;
   if (typeof json.config === 'string') {
     const preset = BN_PRESETS[json.config.toLowerCase() as keyof typeof BN_PRESETS];
-    if (!preset) throw new PeftConfigError(`${file}: config "${json.config}" is not a bottleneck preset (${Object.keys(BN_PRESETS).join(', ')})`);
+    if (!preset)
+      throw new PeftConfigError(`${file}: config "${json.config}" is not a bottleneck preset (${Object.keys(BN_PRESETS).join(', ')})`);
     config = preset();
   } else if (typeof json.config === 'object' && json.config !== null && !Array.isArray(json.config)) {
     config = bnConfigFromJson(json.config as Record<string, unknown>, file);
@@ -89,17 +99,25 @@ async function loadHead(base: PretrainedModel, dir: string): Promise<Map<string,
   const file = join(dir, HEAD_WEIGHTS_FILE);
   const out = new Map<string, TrainableTensor>();
   if (!existsSync(file)) {
-    if (existsSync(join(dir, HEAD_WEIGHTS_BIN))) throw new AdapterFormatError(`${dir} has ${HEAD_WEIGHTS_BIN} but no ${HEAD_WEIGHTS_FILE}: ${CONVERT_HINT.replaceAll('DIR', dir)}; or load without the head (withHead: false)`);
+    if (existsSync(join(dir, HEAD_WEIGHTS_BIN)))
+      throw new AdapterFormatError(
+        `${dir} has ${HEAD_WEIGHTS_BIN} but no ${HEAD_WEIGHTS_FILE}: ${CONVERT_HINT.replaceAll('DIR', dir)}; or load without the head (withHead: false)`,
+      );
     return out;
   }
   const tensors = await readSafetensors(file);
   const allowed = new Set(headWeightNames(base));
   for (const [name, t] of tensors) {
     if (!allowed.has(name)) {
-      throw new AdapterError(`${file} holds ${name}, which is not a head weight of this ${modelClassOf(base)} (head weights: ${[...allowed].join(', ') || 'none'}); load with withHead: false to skip the head`);
+      throw new AdapterError(
+        `${file} holds ${name}, which is not a head weight of this ${modelClassOf(base)} (head weights: ${[...allowed].join(', ') || 'none'}); load with withHead: false to skip the head`,
+      );
     }
     const w = base.weights.get(name);
-    if (!sameShape(t.shape, w.shape)) throw new AdapterError(`${file}: ${name} has shape [${t.shape}] but the model's is [${w.shape}] (a head for another label count or vocabulary)`);
+    if (!sameShape(t.shape, w.shape))
+      throw new AdapterError(
+        `${file}: ${name} has shape [${t.shape}] but the model's is [${w.shape}] (a head for another label count or vocabulary)`,
+      );
     const data = toFloat32(t);
     // An unchanged head (what adapters writes for frozen LM heads) needs no override.
     if (data.some((x, i) => x !== w.data[i])) out.set(name, { shape: [...t.shape], data });
@@ -111,14 +129,17 @@ async function loadHead(base: PretrainedModel, dir: string): Promise<Map<string,
 export async function loadBottleneck(base: PretrainedModel, dir: string, opts: LoadBottleneckOptions = {}): Promise<BottleneckModel> {
   const { config, name: savedName, meta } = await readAdapterHubConfig(dir);
   if (meta.hiddenSize !== undefined && meta.hiddenSize !== base.hiddenSize) {
-    throw new AdapterError(`${dir}: the adapter was saved for hidden size ${meta.hiddenSize}, this ${base.config.modelType} model has ${base.hiddenSize}; load it onto the model it was trained for (${meta.modelName ?? 'model_name unset'})`);
+    throw new AdapterError(
+      `${dir}: the adapter was saved for hidden size ${meta.hiddenSize}, this ${base.config.modelType} model has ${base.hiddenSize}; load it onto the model it was trained for (${meta.modelName ?? 'model_name unset'})`,
+    );
   }
   if (meta.modelType !== undefined && meta.modelType !== base.config.modelType) {
     throw new AdapterError(`${dir}: the adapter was saved from a ${meta.modelType} model, this one is ${base.config.modelType}`);
   }
   const weightsFile = join(dir, BN_WEIGHTS_FILE);
   if (!existsSync(weightsFile)) {
-    if (existsSync(join(dir, BN_WEIGHTS_BIN))) throw new AdapterFormatError(`${dir} has only ${BN_WEIGHTS_BIN}: ${CONVERT_HINT.replaceAll('DIR', dir)}`);
+    if (existsSync(join(dir, BN_WEIGHTS_BIN)))
+      throw new AdapterFormatError(`${dir} has only ${BN_WEIGHTS_BIN}: ${CONVERT_HINT.replaceAll('DIR', dir)}`);
     throw new AdapterError(`${dir} has no ${BN_WEIGHTS_FILE}`);
   }
   const tensors = await readSafetensors(weightsFile);
@@ -150,13 +171,16 @@ export async function loadBottleneck(base: PretrainedModel, dir: string, opts: L
     }
     const dst = site.tensors[p.tensor];
     if (!sameShape(t.shape, dst.shape)) {
-      throw new AdapterError(`${weightsFile}: ${key} has shape [${t.shape}] but the config implies [${dst.shape}] (reduction_factor ${JSON.stringify(config.reductionFactor)}, hidden ${base.hiddenSize})`);
+      throw new AdapterError(
+        `${weightsFile}: ${key} has shape [${t.shape}] but the config implies [${dst.shape}] (reduction_factor ${JSON.stringify(config.reductionFactor)}, hidden ${base.hiddenSize})`,
+      );
     }
     dst.data.set(toFloat32(t));
     seen.add(`${p.layer}/${p.location}/${p.tensor}`);
   }
   const missing: string[] = [];
-  for (const s of model.sites) for (const t of Object.keys(s.tensors)) if (!seen.has(`${s.layer}/${s.location}/${t}`)) missing.push(model.paramName(s, t as never));
+  for (const s of model.sites)
+    for (const t of Object.keys(s.tensors)) if (!seen.has(`${s.layer}/${s.location}/${t}`)) missing.push(model.paramName(s, t as never));
   if (unexpected.length || missing.length) {
     const list = (xs: string[]) => xs.slice(0, 8).join(', ') + (xs.length > 8 ? `, ... (${xs.length} in all)` : '');
     throw new AdapterError(

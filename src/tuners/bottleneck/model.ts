@@ -10,7 +10,15 @@ import { AdapterError, PeftConfigError, type AdaptedModel, type TrainableTensor 
 import { type BnConfig, bottleneckSize, seqBnConfig, validateBnConfig } from './config.js';
 import { initBottleneck } from './init.js';
 import { adapterFunction, bottleneckLocation } from './layer.js';
-import { basePrefixOf, checkBottleneckSupported, BN_LOCATIONS, type BnLocation, type BnTensor, bnTensorName, sublayerKey } from './names.js';
+import {
+  basePrefixOf,
+  checkBottleneckSupported,
+  BN_LOCATIONS,
+  type BnLocation,
+  type BnTensor,
+  bnTensorName,
+  sublayerKey,
+} from './names.js';
 import { saveBottleneck, type SaveBottleneckOptions } from './save.js';
 import { descriptorOf } from '../../models/registry.js';
 
@@ -51,14 +59,18 @@ export interface CreateBottleneckOptions {
 export function modelClassOf(base: PretrainedModel): string {
   // the class config.json names when the library builds it, else the model type's default class
   const d = descriptorOf(base);
-  if (base.task === 'causal-lm') return base.config.architectures.find((a) => a in d.classes) ?? d.defaultClass[base.config.modelType] ?? Object.keys(d.classes)[0]!;
+  if (base.task === 'causal-lm')
+    return base.config.architectures.find((a) => a in d.classes) ?? d.defaultClass[base.config.modelType] ?? Object.keys(d.classes)[0]!;
   return base.task === 'seq-cls' ? 'BertForSequenceClassification' : base.task === 'masked-lm' ? 'BertForMaskedLM' : 'BertModel';
 }
 
 /** Weights of the static head: every parameter outside the base-model prefix (lm_head.weight, classifier.*). */
 export function headWeightNames(base: PretrainedModel): string[] {
   const prefix = basePrefixOf(base);
-  const names = new Set([...base.expectedWeights(), ...base.linears().flatMap((s) => [`${s.name}.weight`, ...(s.bias ? [`${s.name}.bias`] : [])])]);
+  const names = new Set([
+    ...base.expectedWeights(),
+    ...base.linears().flatMap((s) => [`${s.name}.weight`, ...(s.bias ? [`${s.name}.bias`] : [])]),
+  ]);
   return [...names].filter((n) => !n.startsWith(prefix) && base.weights.has(n)).sort();
 }
 
@@ -90,11 +102,21 @@ export class BottleneckModel implements AdaptedModel {
     const m = BottleneckModel.fromConfig(base, config, {
       name: opts.name,
       trainHead: opts.trainHead,
-      meta: { modelName: opts.modelName ?? base.dir, modelClass: modelClassOf(base), modelType: base.config.modelType, hiddenSize: base.hiddenSize, version: '0.2.2' },
+      meta: {
+        modelName: opts.modelName ?? base.dir,
+        modelClass: modelClassOf(base),
+        modelType: base.config.modelType,
+        hiddenSize: base.hiddenSize,
+        version: '0.2.2',
+      },
     });
     let seed = opts.seed ?? 0;
     for (const s of m.sites) {
-      const init = initBottleneck(base.hiddenSize, s.bottleneck, { initWeights: config.initWeights, zeroUp: opts.zeroUp ?? true, seed: seed++ });
+      const init = initBottleneck(base.hiddenSize, s.bottleneck, {
+        initWeights: config.initWeights,
+        zeroUp: opts.zeroUp ?? true,
+        seed: seed++,
+      });
       s.tensors['adapter_down.0.weight'] = init.down;
       s.tensors['adapter_down.0.bias'] = init.downBias;
       s.tensors['adapter_up.weight'] = init.up;
@@ -104,13 +126,19 @@ export class BottleneckModel implements AdaptedModel {
   }
 
   /** The sites of `config` on `base` with zero tensors (loading fills them). */
-  static fromConfig(base: PretrainedModel, config: BnConfig, opts: { name?: string; trainHead?: boolean; meta: AdapterHubMeta; head?: Map<string, TrainableTensor> }): BottleneckModel {
+  static fromConfig(
+    base: PretrainedModel,
+    config: BnConfig,
+    opts: { name?: string; trainHead?: boolean; meta: AdapterHubMeta; head?: Map<string, TrainableTensor> },
+  ): BottleneckModel {
     validateBnConfig(config);
     checkBottleneckSupported(base);
     const name = opts.name ?? 'default';
-    if (!/^[^.\s]+$/.test(name)) throw new PeftConfigError(`adapter name "${name}" must be non-empty without dots or spaces (it becomes part of every tensor name)`);
+    if (!/^[^.\s]+$/.test(name))
+      throw new PeftConfigError(`adapter name "${name}" must be non-empty without dots or spaces (it becomes part of every tensor name)`);
     for (const i of config.leaveOut) {
-      if (i >= base.numLayers) throw new PeftConfigError(`leave_out lists layer ${i}, but the model has ${base.numLayers} layers (0..${base.numLayers - 1})`);
+      if (i >= base.numLayers)
+        throw new PeftConfigError(`leave_out lists layer ${i}, but the model has ${base.numLayers} layers (0..${base.numLayers - 1})`);
     }
     const H = base.hiddenSize;
     const sites: BnSite[] = [];
@@ -136,7 +164,9 @@ export class BottleneckModel implements AdaptedModel {
     const head = opts.head ?? new Map<string, TrainableTensor>();
     if (trainHead || head.size) {
       if (!headLinears(base)) {
-        throw new PeftConfigError(`the ${modelClassOf(base)} head (${headWeightNames(base).join(', ')}) is not made of linear modules only; it cannot be trained or replaced with the adapter, pass trainHead: false`);
+        throw new PeftConfigError(
+          `the ${modelClassOf(base)} head (${headWeightNames(base).join(', ')}) is not made of linear modules only; it cannot be trained or replaced with the adapter, pass trainHead: false`,
+        );
       }
       if (trainHead) {
         for (const w of headWeightNames(base)) {
@@ -166,14 +196,23 @@ export class BottleneckModel implements AdaptedModel {
   forward(ctx: BuildContext, args: ForwardArgs): ForwardResult {
     for (const s of this.sites) {
       const key = sublayerKey(s.layer, s.location);
-      if (ctx.sublayerHooks.has(key)) throw new AdapterError(`sub-layer ${key} already has a hook installed; one residual-stream method per location`);
+      if (ctx.sublayerHooks.has(key))
+        throw new AdapterError(`sub-layer ${key} already has a hook installed; one residual-stream method per location`);
       const p = (t: BnTensor): Value => ctx.param(this.paramName(s, t), s.tensors[t].shape);
-      const weights = { downWeight: p('adapter_down.0.weight'), downBias: p('adapter_down.0.bias'), upWeight: p('adapter_up.weight'), upBias: p('adapter_up.bias') };
+      const weights = {
+        downWeight: p('adapter_down.0.weight'),
+        downBias: p('adapter_down.0.bias'),
+        upWeight: p('adapter_up.weight'),
+        upBias: p('adapter_up.bias'),
+      };
       const scaling = this.config.scaling as number;
       // adapters applies its dropout to the scaled up-projection; ctx.dropout is the identity outside training.
       const maskName = `${this.paramName(s, 'adapter_up.weight').slice(0, -'adapter_up.weight'.length)}dropout.keep_mask`;
-      const A = (z: Value): Value => ctx.dropout(adapterFunction(z, weights, this.config.nonLinearity, scaling).out, this.config.dropout, maskName);
-      ctx.sublayerHooks.set(key, ({ output, residual, norm, ctx: c }) => c.graph.scope(`${key}.bottleneck`, () => bottleneckLocation(this.config, { output, residual, norm }, A).out));
+      const A = (z: Value): Value =>
+        ctx.dropout(adapterFunction(z, weights, this.config.nonLinearity, scaling).out, this.config.dropout, maskName);
+      ctx.sublayerHooks.set(key, ({ output, residual, norm, ctx: c }) =>
+        c.graph.scope(`${key}.bottleneck`, () => bottleneckLocation(this.config, { output, residual, norm }, A).out),
+      );
     }
     if (this.head.size) {
       for (const spec of headLinears(this.base)!) this.installHead(ctx, spec);
@@ -183,7 +222,8 @@ export class BottleneckModel implements AdaptedModel {
 
   /** The head module computed from our copy: a param when trained, a constant when only loaded. */
   private installHead(ctx: BuildContext, spec: LinearSpec): void {
-    if (ctx.linearHooks.has(spec.name)) throw new AdapterError(`${spec.name} already has a tuner hook installed; the bottleneck adapter replaces the head there`);
+    if (ctx.linearHooks.has(spec.name))
+      throw new AdapterError(`${spec.name} already has a tuner hook installed; the bottleneck adapter replaces the head there`);
     const tensor = (w: string): Value => {
       const t = this.head.get(w) ?? { shape: [...this.base.weights.get(w).shape], data: this.base.weights.get(w).data };
       return this.trainHead ? ctx.param(w, t.shape) : ctx.graph.constant(`adapter_head.${w}`, 'float32', t.shape, t.data);

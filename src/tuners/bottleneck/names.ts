@@ -17,7 +17,9 @@ export type BnTensor = 'adapter_down.0.weight' | 'adapter_down.0.bias' | 'adapte
 function layoutOf(base: Pick<PretrainedModel, 'config' | 'family'>): BottleneckLayout {
   const d = descriptorOf(base);
   if (!d.bottleneck) {
-    throw new PeftConfigError(`bottleneck adapters are not implemented for ${d.displayName} (model_type "${base.config.modelType}"); use LoRA, DoRA, IA3 or prompt tuning`);
+    throw new PeftConfigError(
+      `bottleneck adapters are not implemented for ${d.displayName} (model_type "${base.config.modelType}"); use LoRA, DoRA, IA3 or prompt tuning`,
+    );
   }
   return d.bottleneck;
 }
@@ -37,12 +39,21 @@ export function locationModule(base: Pick<PretrainedModel, 'config' | 'family'>,
   return layoutOf(base).module(layer, location);
 }
 
-export function bnTensorName(base: Pick<PretrainedModel, 'config' | 'family'>, layer: number, location: BnLocation, adapterName: string, tensor: BnTensor): string {
+export function bnTensorName(
+  base: Pick<PretrainedModel, 'config' | 'family'>,
+  layer: number,
+  location: BnLocation,
+  adapterName: string,
+  tensor: BnTensor,
+): string {
   return `${locationModule(base, layer, location)}.adapters.${adapterName}.${tensor}`;
 }
 
 /** A saved key back to (layer, location, adapter name, tensor); null when it is not a bottleneck tensor of this architecture. */
-export function parseBnTensorName(base: Pick<PretrainedModel, 'config' | 'family'>, key: string): { layer: number; location: BnLocation; adapterName: string; tensor: BnTensor } | null {
+export function parseBnTensorName(
+  base: Pick<PretrainedModel, 'config' | 'family'>,
+  key: string,
+): { layer: number; location: BnLocation; adapterName: string; tensor: BnTensor } | null {
   const layout = layoutOf(base);
   const m = layout.pattern.exec(key);
   if (!m) return null;

@@ -26,7 +26,8 @@ export interface SaveBottleneckOptions {
 /** adapter.safetensors' tensors by AdapterHub key. */
 export function bottleneckStateDict(m: BottleneckModel): Map<string, RawTensor> {
   const out = new Map<string, RawTensor>();
-  for (const s of m.sites) for (const t of Object.keys(s.tensors) as BnTensor[]) out.set(m.paramName(s, t), fromTypedArray(s.tensors[t].data, s.tensors[t].shape));
+  for (const s of m.sites)
+    for (const t of Object.keys(s.tensors) as BnTensor[]) out.set(m.paramName(s, t), fromTypedArray(s.tensors[t].data, s.tensors[t].shape));
   return out;
 }
 
@@ -60,7 +61,10 @@ function headConfigJson(m: BottleneckModel): Record<string, PyJson> {
 export async function saveBottleneck(m: BottleneckModel, dir: string, opts: SaveBottleneckOptions = {}): Promise<void> {
   const tensors = bottleneckStateDict(m);
   for (const [name, t] of m.parameters()) {
-    if (!t.data.every(Number.isFinite)) throw new AdapterError(`adapter tensor ${name} holds NaN or infinite values; not saving it to ${dir} (lower the learning rate or check the data)`);
+    if (!t.data.every(Number.isFinite))
+      throw new AdapterError(
+        `adapter tensor ${name} holds NaN or infinite values; not saving it to ${dir} (lower the learning rate or check the data)`,
+      );
   }
   const head = new Map<string, RawTensor>();
   if (opts.withHead ?? true) {

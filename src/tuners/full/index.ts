@@ -22,8 +22,12 @@ export const fullTuner = {
   saves: 'model (config.json, model.safetensors)',
   presets: [
     {
-      name: 'full', label: 'Full fine-tuning', learningRate: 2e-4, trainLearningRate: 5e-5,
-      fields: { peft_type: 'FULL' }, flags: { target: 'target_modules' },
+      name: 'full',
+      label: 'Full fine-tuning',
+      learningRate: 2e-4,
+      trainLearningRate: 5e-5,
+      fields: { peft_type: 'FULL' },
+      flags: { target: 'target_modules' },
       settings: 'every weight trains (the reference)',
       folklore: { parameter: 'Low', compute: 'Low', space: 'Low', performance: 'High', flexibility: 'High' },
     },

@@ -21,7 +21,10 @@ export class FullFineTuneModel implements AdaptedModel {
   private readonly names: string[];
   private readonly tensors: Map<string, TrainableTensor>;
 
-  constructor(readonly base: PretrainedModel, config: FullConfig = fullConfig()) {
+  constructor(
+    readonly base: PretrainedModel,
+    config: FullConfig = fullConfig(),
+  ) {
     this.config = config;
     const all = base.weights.names();
     const moduleOf = (w: string) => w.slice(0, w.lastIndexOf('.'));
@@ -32,7 +35,9 @@ export class FullFineTuneModel implements AdaptedModel {
     );
     if (this.names.length === 0) {
       const sample = [...new Set(all.map(moduleOf))].slice(0, 6).join(', ');
-      throw new PeftConfigError(`target modules ${JSON.stringify(config.targetModules)} select no weight of the model; module names look like ${sample}`);
+      throw new PeftConfigError(
+        `target modules ${JSON.stringify(config.targetModules)} select no weight of the model; module names look like ${sample}`,
+      );
     }
     // The arrays are the model's own: an update is visible to every later graph built from it.
     this.tensors = new Map(this.names.map((n) => [n, { shape: base.weights.get(n).shape, data: base.weights.get(n).data }]));

@@ -88,11 +88,15 @@ export function resolveIA3Config(model: PretrainedModel, opts: IA3Options = {}):
   const type = model.config.modelType;
   const targets = opts.targetModules ?? IA3_DEFAULT_TARGETS[type];
   if (!targets) {
-    throw new PeftConfigError(`IA3 has no default target_modules for model_type "${type}"; pass targetModules (e.g. the names of its attention and MLP projections)`);
+    throw new PeftConfigError(
+      `IA3 has no default target_modules for model_type "${type}"; pass targetModules (e.g. the names of its attention and MLP projections)`,
+    );
   }
   const ff = opts.feedforwardModules ?? IA3_DEFAULT_FEEDFORWARD[type];
   if (!ff) {
-    throw new PeftConfigError(`IA3 has no default feedforward_modules for model_type "${type}"; pass feedforwardModules (a subset of targetModules, or [])`);
+    throw new PeftConfigError(
+      `IA3 has no default feedforward_modules for model_type "${type}"; pass feedforwardModules (a subset of targetModules, or [])`,
+    );
   }
   const taskType = opts.taskType !== undefined ? opts.taskType : peftTaskType(model);
   const expanded = typeof targets === 'string' && targets.toLowerCase() === 'all-linear' ? allLinear(model, taskType) : targets;
@@ -120,14 +124,17 @@ export function validateIA3Config(c: IA3Config): void {
   if (c.variant !== 'scale' && c.variant !== 'additive') {
     throw new PeftConfigError(`IA3 variant must be "scale" or "additive", got ${JSON.stringify(c.variant)}`);
   }
-  if (Array.isArray(c.targetModules) && c.targetModules.length === 0) throw new PeftConfigError('IA3 target_modules is empty; name at least one module');
+  if (Array.isArray(c.targetModules) && c.targetModules.length === 0)
+    throw new PeftConfigError('IA3 target_modules is empty; name at least one module');
   // peft's IA3Config.__post_init__ wants feedforward modules to be targets too; an entry that is a
   // dotted path ending in a target ("mlp.c_proj" under an "all-linear" expansion's "c_proj") counts.
   if (Array.isArray(c.targetModules) && Array.isArray(c.feedforwardModules)) {
     const t = c.targetModules;
     const extra = c.feedforwardModules.filter((m) => !t.includes(m) && !t.some((x) => m.endsWith(`.${x}`)));
     if (extra.length) {
-      throw new PeftConfigError(`IA3 feedforward_modules must be a subset of target_modules: ${extra.join(', ')} not in [${c.targetModules.join(', ')}]`);
+      throw new PeftConfigError(
+        `IA3 feedforward_modules must be a subset of target_modules: ${extra.join(', ')} not in [${c.targetModules.join(', ')}]`,
+      );
     }
   }
   for (const s of [c.targetModules, c.feedforwardModules]) {
@@ -239,7 +246,8 @@ const FIELD_TO_OPTION: Record<string, keyof IA3Options> = {
 
 /** adapter_config.json-style fields (peft_type "IA3", others optional) to IA3Options; peft's defaults fill the rest. */
 export function ia3OptionsFromFields(fields: Record<string, unknown>, source = 'IA3 config'): IA3Options {
-  if (fields.peft_type !== undefined && fields.peft_type !== 'IA3') throw new PeftConfigError(`${source}: peft_type is ${JSON.stringify(fields.peft_type)}, not "IA3"`);
+  if (fields.peft_type !== undefined && fields.peft_type !== 'IA3')
+    throw new PeftConfigError(`${source}: peft_type is ${JSON.stringify(fields.peft_type)}, not "IA3"`);
   const opts: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(fields)) {
     if (k === 'peft_type') continue;

@@ -33,12 +33,19 @@ export const ia3Tuner = {
   infoSettings: ['target_modules', 'feedforward_modules', 'modules_to_save', 'init_ia3_weights', 'fan_in_fan_out'],
   presets: [
     {
-      name: 'ia3', label: 'IA3', learningRate: 3e-2, fields: { peft_type: 'IA3', task_type: 'CAUSAL_LM' },
+      name: 'ia3',
+      label: 'IA3',
+      learningRate: 3e-2,
+      fields: { peft_type: 'IA3', task_type: 'CAUSAL_LM' },
       settings: "peft's defaults: scaling vectors on k_proj, v_proj and down_proj (feed-forward)",
       folklore: { parameter: 'High', compute: 'High', space: 'High', performance: 'Medium', flexibility: 'Medium' },
     },
   ],
-  create: async (base: PretrainedModel, fields: Record<string, unknown>, opts: { adapterName?: string; seed?: number } = {}): Promise<IA3Model> =>
-    IA3Model.create(base, { ...ia3OptionsFromFields(fields), seed: opts.seed, adapterName: opts.adapterName }),
-  fromPretrained: (base: PretrainedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}): Promise<IA3Model> => loadIA3(base, dir, opts),
+  create: async (
+    base: PretrainedModel,
+    fields: Record<string, unknown>,
+    opts: { adapterName?: string; seed?: number } = {},
+  ): Promise<IA3Model> => IA3Model.create(base, { ...ia3OptionsFromFields(fields), seed: opts.seed, adapterName: opts.adapterName }),
+  fromPretrained: (base: PretrainedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}): Promise<IA3Model> =>
+    loadIA3(base, dir, opts),
 } satisfies Tuner;

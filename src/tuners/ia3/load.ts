@@ -36,7 +36,11 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 }
 
 /** peft's PeftModel.from_pretrained for an IA3 folder. */
-export async function loadIA3(base: PretrainedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}): Promise<IA3Model> {
+export async function loadIA3(
+  base: PretrainedModel,
+  dir: string,
+  opts: { adapterName?: string; isTrainable?: boolean } = {},
+): Promise<IA3Model> {
   const config = await readIA3Config(dir);
   // peft's is_trainable: a loaded adapter is in inference mode unless asked otherwise.
   config.inferenceMode = !(opts.isTrainable ?? false);
@@ -71,7 +75,9 @@ export async function loadIA3(base: PretrainedModel, dir: string, opts: { adapte
   for (const [name, e] of expected) {
     const t = tensors.get(name)!;
     if (!sameShape(t.shape, e.shape)) {
-      throw new AdapterError(`${weightsFile}: ${name} has shape [${t.shape}] but this base model needs [${e.shape}]; the adapter belongs to another model size`);
+      throw new AdapterError(
+        `${weightsFile}: ${name} has shape [${t.shape}] but this base model needs [${e.shape}]; the adapter belongs to another model size`,
+      );
     }
     e.set(toFloat32(t));
   }

@@ -61,7 +61,9 @@ function scaleWeights(weights: WeightStore, t: IA3Target, vec: Float32Array, dir
 function shiftBias(weights: WeightStore, t: IA3Target, vec: Float32Array, direction: 'merge' | 'unmerge'): void {
   const { spec, feedforward } = t;
   if (!spec.bias) {
-    throw new AdapterError(`cannot merge the additive IA3 vector of ${spec.name}: the module has no bias to fold it into; use the adapter unmerged`);
+    throw new AdapterError(
+      `cannot merge the additive IA3 vector of ${spec.name}: the module has no bias to fold it into; use the adapter unmerged`,
+    );
   }
   const bName = `${spec.name}.bias`;
   checkUntied(weights, bName, spec.name);

@@ -31,7 +31,8 @@ export function resolveTargets(base: PretrainedModel, config: IA3Config): IA3Tar
   const linearNames = new Set(linears.map((s) => s.name));
   const targets: IA3Target[] = [];
   for (const spec of linears) {
-    if (matchesTarget(spec.name, config.targetModules)) targets.push({ spec, feedforward: isFeedforward(spec.name, config.feedforwardModules) });
+    if (matchesTarget(spec.name, config.targetModules))
+      targets.push({ spec, feedforward: isFeedforward(spec.name, config.feedforwardModules) });
   }
   const unsupported = base.moduleNames().filter((m) => !linearNames.has(m) && matchesTarget(m, config.targetModules));
   if (unsupported.length) {
@@ -54,7 +55,10 @@ export function resolveTargets(base: PretrainedModel, config: IA3Config): IA3Tar
 /** Weights of the modules named by modules_to_save (peft matches them by name suffix). */
 export function resolveModulesToSave(base: PretrainedModel, config: { modulesToSave: string[] | null }): string[] {
   if (!config.modulesToSave?.length) return [];
-  const candidates = new Set([...base.expectedWeights(), ...base.linears().flatMap((s) => [`${s.name}.weight`, ...(s.bias ? [`${s.name}.bias`] : [])])]);
+  const candidates = new Set([
+    ...base.expectedWeights(),
+    ...base.linears().flatMap((s) => [`${s.name}.weight`, ...(s.bias ? [`${s.name}.bias`] : [])]),
+  ]);
   const out: string[] = [];
   for (const m of base.moduleNames()) {
     if (!config.modulesToSave.some((t) => m.endsWith(t))) continue;
@@ -62,7 +66,9 @@ export function resolveModulesToSave(base: PretrainedModel, config: { modulesToS
       if (!w.startsWith(`${m}.`) || w.slice(m.length + 1).includes('.')) continue;
       if (!base.weights.has(w)) continue;
       if (base.weights.isAlias(w)) {
-        throw new PeftConfigError(`modules_to_save "${m}" holds ${w}, which is tied to ${base.weights.resolve(w)}; training a tied weight as a separate copy is not supported, leave it out of modules_to_save`);
+        throw new PeftConfigError(
+          `modules_to_save "${m}" holds ${w}, which is tied to ${base.weights.resolve(w)}; training a tied weight as a separate copy is not supported, leave it out of modules_to_save`,
+        );
       }
       if (!out.includes(w)) out.push(w);
     }
@@ -97,13 +103,18 @@ export class IA3Model implements AdaptedModel {
     const targets = resolveTargets(base, config);
     // peft forces fan_in_fan_out to the layer type of the targets, and saves what it forced.
     const conv = targets.some((t) => t.spec.layout === 'conv1d');
-    const resolved: IA3Config = { ...config, fanInFanOut: conv ? true : targets.every((t) => t.spec.layout === 'linear') ? false : config.fanInFanOut };
+    const resolved: IA3Config = {
+      ...config,
+      fanInFanOut: conv ? true : targets.every((t) => t.spec.layout === 'linear') ? false : config.fanInFanOut,
+    };
     const vectors = new Map<string, TrainableTensor>();
     let seed = opts.seed ?? 0;
     for (const t of targets) {
       const shape = ia3VectorShape(t);
       const n = shape[0] * shape[1];
-      const data = config.initIa3Weights ? new Float32Array(n).fill(config.variant === 'scale' ? 1 : 0) : normals(new SeededRandom(seed++), n);
+      const data = config.initIa3Weights
+        ? new Float32Array(n).fill(config.variant === 'scale' ? 1 : 0)
+        : normals(new SeededRandom(seed++), n);
       vectors.set(t.spec.name, { shape, data });
     }
     const savedModules = new Map<string, TrainableTensor>();
@@ -142,7 +153,9 @@ export class IA3Model implements AdaptedModel {
     this.checkUsable();
     for (const w of this.savedModules.keys()) {
       if (!ctx.trainable.has(w)) {
-        throw new AdapterError(`IA3 modules_to_save weight ${w} must be a graph param: build the BuildContext with { trainable: model.trainableBaseWeights() }`);
+        throw new AdapterError(
+          `IA3 modules_to_save weight ${w} must be a graph param: build the BuildContext with { trainable: model.trainableBaseWeights() }`,
+        );
       }
     }
     if (!this.mergedState) {
@@ -183,10 +196,15 @@ export class IA3Model implements AdaptedModel {
     for (const t of this.targets) {
       for (const suffix of ['weight', ...(t.spec.bias ? ['bias'] : [])]) {
         const n = `${t.spec.name}.${suffix}`;
-        if (this.base.weights.isAlias(n)) throw new AdapterError(`cannot merge IA3 into ${t.spec.name}: ${n} is tied to ${this.base.weights.resolve(n)}; use the adapter unmerged`);
+        if (this.base.weights.isAlias(n))
+          throw new AdapterError(
+            `cannot merge IA3 into ${t.spec.name}: ${n} is tied to ${this.base.weights.resolve(n)}; use the adapter unmerged`,
+          );
       }
       if (this.config.variant === 'additive' && !t.spec.bias) {
-        throw new AdapterError(`cannot merge the additive IA3 vector of ${t.spec.name}: the module has no bias to fold it into; use the adapter unmerged`);
+        throw new AdapterError(
+          `cannot merge the additive IA3 vector of ${t.spec.name}: the module has no bias to fold it into; use the adapter unmerged`,
+        );
       }
     }
     for (const t of this.targets) mergeTarget(this.base.weights, t, this.vectors.get(t.spec.name)!.data, this.config.variant);
@@ -211,7 +229,8 @@ export class IA3Model implements AdaptedModel {
 
   async savePretrained(dir: string): Promise<void> {
     this.checkUsable();
-    if (this.mergedState) throw new AdapterError('unmerge() the IA3 adapter before saving it: its vectors are folded into the base weights');
+    if (this.mergedState)
+      throw new AdapterError('unmerge() the IA3 adapter before saving it: its vectors are folded into the base weights');
     await saveIA3(dir, this.config, this.vectors, this.savedModules);
   }
 }

@@ -13,7 +13,11 @@ export const IA3_CONFIG_FILE = 'adapter_config.json';
 export const IA3_WEIGHTS_FILE = 'adapter_model.safetensors';
 
 /** The tensors of adapter_model.safetensors, by saved name. */
-export function ia3StateDict(config: IA3Config, vectors: ReadonlyMap<string, TrainableTensor>, modulesToSave: ReadonlyMap<string, TrainableTensor>): Map<string, RawTensor> {
+export function ia3StateDict(
+  config: IA3Config,
+  vectors: ReadonlyMap<string, TrainableTensor>,
+  modulesToSave: ReadonlyMap<string, TrainableTensor>,
+): Map<string, RawTensor> {
   const kind = config.variant === 'scale' ? 'ia3_l' : 'ia3_m';
   const out = new Map<string, RawTensor>();
   for (const [module, v] of vectors) out.set(ia3SavedName(module, kind), fromTypedArray(v.data, v.shape));
@@ -29,7 +33,10 @@ export async function saveIA3(
 ): Promise<void> {
   const tensors = ia3StateDict(config, vectors, modulesToSave);
   for (const [name, t] of [...vectors, ...modulesToSave]) {
-    if (!t.data.every(Number.isFinite)) throw new AdapterError(`IA3 tensor ${name} holds NaN or infinite values; not saving it to ${dir} (lower the learning rate or check the data)`);
+    if (!t.data.every(Number.isFinite))
+      throw new AdapterError(
+        `IA3 tensor ${name} holds NaN or infinite values; not saving it to ${dir} (lower the learning rate or check the data)`,
+      );
   }
   try {
     await mkdir(dir, { recursive: true });

@@ -63,18 +63,33 @@ export class FieldReader {
   }
   pattern(k: string): Record<string, number> {
     const v = this.fields[k] ?? {};
-    if (typeof v !== 'object' || Array.isArray(v) || Object.values(v as object).some((x) => typeof x !== 'number')) this.bad(k, 'an object of module patterns to numbers');
+    if (typeof v !== 'object' || Array.isArray(v) || Object.values(v as object).some((x) => typeof x !== 'number'))
+      this.bad(k, 'an object of module patterns to numbers');
     return { ...(v as Record<string, number>) };
   }
   /** A field this library does not implement: accepted only at its off value. */
-  off(k: string, what: string, isOff: (v: unknown) => boolean = (v) => v === undefined || v === null || v === false || v === 0 || (Array.isArray(v) && v.length === 0) || (typeof v === 'object' && v !== null && Object.keys(v).length === 0)): void {
-    if (!isOff(this.fields[k])) throw new PeftConfigError(`${this.source}: ${k}=${JSON.stringify(this.fields[k])} is not supported (${what}); leave it at its default`);
+  off(
+    k: string,
+    what: string,
+    isOff: (v: unknown) => boolean = (v) =>
+      v === undefined ||
+      v === null ||
+      v === false ||
+      v === 0 ||
+      (Array.isArray(v) && v.length === 0) ||
+      (typeof v === 'object' && v !== null && Object.keys(v).length === 0),
+  ): void {
+    if (!isOff(this.fields[k]))
+      throw new PeftConfigError(
+        `${this.source}: ${k}=${JSON.stringify(this.fields[k])} is not supported (${what}); leave it at its default`,
+      );
   }
 }
 
 /** The shared fields. */
 export function commonFields(r: FieldReader, peftType: string, method: string): LinearTunerConfig {
-  if (r.fields.peft_type !== undefined && r.fields.peft_type !== peftType) throw new PeftConfigError(`${r.source}: peft_type is ${JSON.stringify(r.fields.peft_type)}, not ${peftType}`);
+  if (r.fields.peft_type !== undefined && r.fields.peft_type !== peftType)
+    throw new PeftConfigError(`${r.source}: peft_type is ${JSON.stringify(r.fields.peft_type)}, not ${peftType}`);
   const layers = r.fields.layers_to_transform ?? null;
   if (layers !== null && !(typeof layers === 'number' || (Array.isArray(layers) && layers.every((x) => Number.isInteger(x))))) {
     throw new PeftConfigError(`${r.source}: layers_to_transform must be a layer index or a list of them`);
@@ -122,20 +137,32 @@ function excluded(c: LinearTunerConfig, key: string): boolean {
  */
 export function findLinearTargets(model: PretrainedModel, c: LinearTunerConfig, method: string): LinearSpec[] {
   if (c.targetModules === null && !DEFAULT_TARGET_MODULES[model.config.modelType]) {
-    throw new PeftConfigError(`no default ${method} target_modules for model_type "${model.config.modelType}"; set target_modules (e.g. ["q_proj", "v_proj"] or "all-linear")`);
+    throw new PeftConfigError(
+      `no default ${method} target_modules for model_type "${model.config.modelType}"; set target_modules (e.g. ["q_proj", "v_proj"] or "all-linear")`,
+    );
   }
   const resolved = resolveTargetModules(model, { targetModules: c.targetModules, taskType: c.taskType } as LoraConfig);
-  if (c.targetModules === null || (typeof c.targetModules === 'string' && c.targetModules.toLowerCase() === 'all-linear')) c.targetModules = resolved;
+  if (c.targetModules === null || (typeof c.targetModules === 'string' && c.targetModules.toLowerCase() === 'all-linear'))
+    c.targetModules = resolved;
   const linears = model.linears();
   const linearNames = new Set(linears.map((s) => s.name));
-  const match = { targetModules: resolved, layersToTransform: c.layersToTransform, layersPattern: c.layersPattern } as Pick<LoraConfig, 'targetModules' | 'layersToTransform' | 'layersPattern'>;
+  const match = { targetModules: resolved, layersToTransform: c.layersToTransform, layersPattern: c.layersPattern } as Pick<
+    LoraConfig,
+    'targetModules' | 'layersToTransform' | 'layersPattern'
+  >;
   for (const m of model.moduleNames()) {
     if (!linearNames.has(m) && targetModuleMatches(match, m) && !excluded(c, m)) {
-      throw new PeftConfigError(`target module ${m} is not a linear layer; ${method} wraps linear layers (nn.Linear, Conv1D) only. Narrow target_modules`);
+      throw new PeftConfigError(
+        `target module ${m} is not a linear layer; ${method} wraps linear layers (nn.Linear, Conv1D) only. Narrow target_modules`,
+      );
     }
   }
   const out = linears.filter((s) => targetModuleMatches(match, s.name) && !excluded(c, s.name));
-  if (out.length === 0) throw new TargetModulesNotFoundError(resolved, linears.map((s) => s.name));
+  if (out.length === 0)
+    throw new TargetModulesNotFoundError(
+      resolved,
+      linears.map((s) => s.name),
+    );
   return out;
 }
 

@@ -159,7 +159,12 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
   }
 
   /** A new adapter (peft's get_peft_model): tensors initialised as peft does, from a seeded generator. */
-  static create<C extends LinearTunerConfig>(base: PretrainedModel, method: LinearMethod<C>, fields: Record<string, unknown>, opts: LinearTunerOptions = {}): LinearTunerModel<C> {
+  static create<C extends LinearTunerConfig>(
+    base: PretrainedModel,
+    method: LinearMethod<C>,
+    fields: Record<string, unknown>,
+    opts: LinearTunerOptions = {},
+  ): LinearTunerModel<C> {
     const config = method.parseConfig(fields, `${method.label} config`);
     method.checkTrainable?.(config);
     if (config.baseModelNameOrPath === null) config.baseModelNameOrPath = base.dir;
@@ -172,13 +177,19 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
     }
     for (const [name, m] of modules) {
       const init = method.init(m.spec, config, m.decls, rng, name);
-      for (const d of m.decls) m.tensors.set(d.kind, { shape: d.shape, data: init.get(d.kind) ?? new Float32Array(d.shape.reduce((a, b) => a * b, 1)) });
+      for (const d of m.decls)
+        m.tensors.set(d.kind, { shape: d.shape, data: init.get(d.kind) ?? new Float32Array(d.shape.reduce((a, b) => a * b, 1)) });
     }
     return new LinearTunerModel(base, method, config, modules, shared, opts.adapterName ?? 'default', true);
   }
 
   /** The adapter saved in `dir` (peft's PeftModel.from_pretrained): every tensor checked against the model first. */
-  static async fromPretrained<C extends LinearTunerConfig>(base: PretrainedModel, method: LinearMethod<C>, dir: string, opts: LinearTunerOptions = {}): Promise<LinearTunerModel<C>> {
+  static async fromPretrained<C extends LinearTunerConfig>(
+    base: PretrainedModel,
+    method: LinearMethod<C>,
+    dir: string,
+    opts: LinearTunerOptions = {},
+  ): Promise<LinearTunerModel<C>> {
     const file = join(dir, 'adapter_config.json');
     const config = method.parseConfig(await readAdapterConfigFile(dir), file);
     if (opts.isTrainable) method.checkTrainable?.(config);
@@ -193,15 +204,26 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
         return new Float32Array(shape.reduce((a, b) => a * b, 1));
       }
       if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-        throw new AdapterMismatchError(`${dir}: ${key} has shape [${t.shape}] but this model needs [${shape}]; the adapter was made for ${config.baseModelNameOrPath ?? 'another model'}, not ${base.dir}`);
+        throw new AdapterMismatchError(
+          `${dir}: ${key} has shape [${t.shape}] but this model needs [${shape}]; the adapter was made for ${config.baseModelNameOrPath ?? 'another model'}, not ${base.dir}`,
+        );
       }
       used.add(key);
       return Float32Array.from(t.data);
     };
     const shared = new Map<string, TrainableTensor & { trainable: boolean }>();
-    const regenerated = sharedDecls.length && method.savesShared?.(config) === false ? method.initShared!(sharedDecls, config, new SeededRandom(0)) : undefined;
-    for (const d of sharedDecls) shared.set(d.kind, { shape: d.shape, data: regenerated ? regenerated.get(d.kind)! : take(sharedSaved(d.kind), d.shape), trainable: d.trainable !== false });
-    for (const [name, m] of modules) for (const d of m.decls) m.tensors.set(d.kind, { shape: d.shape, data: take(savedName(name, d.kind), d.shape) });
+    const regenerated =
+      sharedDecls.length && method.savesShared?.(config) === false
+        ? method.initShared!(sharedDecls, config, new SeededRandom(0))
+        : undefined;
+    for (const d of sharedDecls)
+      shared.set(d.kind, {
+        shape: d.shape,
+        data: regenerated ? regenerated.get(d.kind)! : take(sharedSaved(d.kind), d.shape),
+        trainable: d.trainable !== false,
+      });
+    for (const [name, m] of modules)
+      for (const d of m.decls) m.tensors.set(d.kind, { shape: d.shape, data: take(savedName(name, d.kind), d.shape) });
     const unexpected = [...tensors.keys()].filter((k) => !used.has(k));
     if (missing.length || unexpected.length) {
       const list = (xs: string[]) => xs.slice(0, 6).join(', ') + (xs.length > 6 ? `, ... (${xs.length} in all)` : '');
@@ -216,7 +238,8 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
   }
 
   private check(): void {
-    if (this.unloaded) throw new AdapterError(`this ${this.method.label} adapter was merged and unloaded into its base model; use the returned model`);
+    if (this.unloaded)
+      throw new AdapterError(`this ${this.method.label} adapter was merged and unloaded into its base model; use the returned model`);
   }
 
   private active(): [string, LinearModule][] {
@@ -228,7 +251,9 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
     if (this.merged) return this.base.forward(ctx, args);
     const shared: Record<string, Value> = {};
     for (const [kind, t] of this.shared) {
-      shared[kind] = t.trainable ? ctx.param(sharedParam(kind, this.adapterName), t.shape) : ctx.graph.constant(sharedParam(kind, this.adapterName), 'float32', t.shape, { kind: 'array', data: t.data });
+      shared[kind] = t.trainable
+        ? ctx.param(sharedParam(kind, this.adapterName), t.shape)
+        : ctx.graph.constant(sharedParam(kind, this.adapterName), 'float32', t.shape, { kind: 'array', data: t.data });
     }
     const built: Tensors[] = [];
     this.built.set(ctx.graph, built);
@@ -239,7 +264,12 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
       built.push(t);
       ctx.linearHooks.set(name, (x, base, spec) => {
         let i = 0;
-        const dropout = (v: Value, ratio: number): Value => ctx.dropout(v, ratio, `${PEFT_PREFIX}${name}.${this.method.peftType.toLowerCase()}_dropout.${this.adapterName}.keep_mask${i++ ? `_${i - 1}` : ''}`);
+        const dropout = (v: Value, ratio: number): Value =>
+          ctx.dropout(
+            v,
+            ratio,
+            `${PEFT_PREFIX}${name}.${this.method.peftType.toLowerCase()}_dropout.${this.adapterName}.keep_mask${i++ ? `_${i - 1}` : ''}`,
+          );
         const weight = (): Value => {
           const w = ctx.weight(`${spec.name}.weight`);
           return spec.layout === 'conv1d' ? o.transpose(w, [1, 0]) : w;
@@ -262,7 +292,8 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
     const out = new Map<string, TrainableTensor>();
     if (this.merged) return out;
     for (const [kind, t] of this.shared) if (t.trainable) out.set(sharedParam(kind, this.adapterName), t);
-    for (const [name, m] of this.active()) for (const d of m.decls) if (d.trainable !== false) out.set(paramName(name, d.kind, this.adapterName), m.tensors.get(d.kind)!);
+    for (const [name, m] of this.active())
+      for (const d of m.decls) if (d.trainable !== false) out.set(paramName(name, d.kind, this.adapterName), m.tensors.get(d.kind)!);
     return out;
   }
 
@@ -308,7 +339,8 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
 
   async savePretrained(dir: string): Promise<void> {
     this.check();
-    if (this.merged) throw new AdapterError(`unmerge() the ${this.method.label} adapter before saving it: its update is folded into the base weights`);
+    if (this.merged)
+      throw new AdapterError(`unmerge() the ${this.method.label} adapter before saving it: its update is folded into the base weights`);
     checkOutputDir(dir);
     const tensors = new Map<string, RawTensor>();
     for (const [k, t] of this.stateDict()) tensors.set(k, fromTypedArray(t.data, t.shape));
@@ -317,7 +349,10 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
     await writePythonJson(join(dir, 'adapter_config.json'), { ...this.method.configToJson(this.config), inference_mode: true });
     if (!existsSync(join(dir, 'README.md'))) {
       const base = this.config.baseModelNameOrPath;
-      await writeFileAtomic(join(dir, 'README.md'), `---\n${base ? `base_model: ${base}\n` : ''}library_name: peft\n---\n\n# ${this.method.label} adapter\n\nSaved in the Hugging Face peft format (adapter_config.json + adapter_model.safetensors).\n`);
+      await writeFileAtomic(
+        join(dir, 'README.md'),
+        `---\n${base ? `base_model: ${base}\n` : ''}library_name: peft\n---\n\n# ${this.method.label} adapter\n\nSaved in the Hugging Face peft format (adapter_config.json + adapter_model.safetensors).\n`,
+      );
     }
   }
 
@@ -347,15 +382,18 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
     }
     const r = await runOnce(g, outputs, `${this.method.label} merge`);
     const result = new Map<string, WeightTensor>();
-    for (const [k, wName] of Object.entries(names)) result.set(wName, { shape: [...this.base.weights.dequantized(wName).shape], data: r[k]! });
+    for (const [k, wName] of Object.entries(names))
+      result.set(wName, { shape: [...this.base.weights.dequantized(wName).shape], data: r[k]! });
     return result;
   }
 
   private checkMergeable(): void {
     for (const [name] of this.active()) {
       const n = `${name}.weight`;
-      if (this.base.weights.isAlias(n)) throw new AdapterError(`cannot merge into ${name}: ${n} is tied to ${this.base.weights.resolve(n)}; use the adapter unmerged`);
-      if (this.base.weights.isQuantized(n)) throw new AdapterError(`cannot merge into ${name}: its weight is held 4-bit; load the base in full precision to merge`);
+      if (this.base.weights.isAlias(n))
+        throw new AdapterError(`cannot merge into ${name}: ${n} is tied to ${this.base.weights.resolve(n)}; use the adapter unmerged`);
+      if (this.base.weights.isQuantized(n))
+        throw new AdapterError(`cannot merge into ${name}: its weight is held 4-bit; load the base in full precision to merge`);
     }
   }
 
@@ -398,7 +436,10 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
  * mergeable adapter folder, create/fromPretrained through LinearTunerModel; `entry` adds what only
  * the method knows (the settings `peft info` shows, its presets, ...).
  */
-export function linearTuner<C extends LinearTunerConfig>(method: LinearMethod<C>, entry: Omit<Tuner, 'peftType' | 'label' | 'mergeable' | 'create' | 'fromPretrained'>): Tuner {
+export function linearTuner<C extends LinearTunerConfig>(
+  method: LinearMethod<C>,
+  entry: Omit<Tuner, 'peftType' | 'label' | 'mergeable' | 'create' | 'fromPretrained'>,
+): Tuner {
   return {
     peftType: method.peftType,
     label: method.label,
@@ -409,4 +450,3 @@ export function linearTuner<C extends LinearTunerConfig>(method: LinearMethod<C>
     fromPretrained: (base, dir, opts = {}) => LinearTunerModel.fromPretrained(base, method, dir, opts),
   };
 }
-

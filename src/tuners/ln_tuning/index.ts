@@ -64,17 +64,25 @@ export class LnTuningModel implements AdaptedModel {
   private static targets(base: PretrainedModel, c: LnTuningConfig): Map<string, string> {
     if (c.targetModules === null) {
       const d = LN_TUNING_DEFAULT_TARGETS[base.config.modelType];
-      if (!d) throw new PeftConfigError(`no default LN tuning target_modules for model_type "${base.config.modelType}"; set target_modules to the normalization modules' names`);
+      if (!d)
+        throw new PeftConfigError(
+          `no default LN tuning target_modules for model_type "${base.config.modelType}"; set target_modules to the normalization modules' names`,
+        );
       c.targetModules = [...d];
     }
-    const match = { targetModules: c.targetModules, layersToTransform: c.layersToTransform, layersPattern: c.layersPattern } as Parameters<typeof targetModuleMatches>[0];
+    const match = { targetModules: c.targetModules, layersToTransform: c.layersToTransform, layersPattern: c.layersPattern } as Parameters<
+      typeof targetModuleMatches
+    >[0];
     const out = new Map<string, string>();
     const weights = new Set([...base.weights.names()]);
     for (const m of base.moduleNames()) {
       if (!targetModuleMatches(match, m) || excluded(c, m)) continue;
       for (const w of [`${m}.weight`, `${m}.bias`]) {
         if (!weights.has(w)) continue;
-        if (base.weights.isAlias(w)) throw new PeftConfigError(`LN tuning target ${m} holds ${w}, which is tied to ${base.weights.resolve(w)}; leave it out of target_modules`);
+        if (base.weights.isAlias(w))
+          throw new PeftConfigError(
+            `LN tuning target ${m} holds ${w}, which is tied to ${base.weights.resolve(w)}; leave it out of target_modules`,
+          );
         out.set(w, m);
       }
     }
@@ -109,7 +117,8 @@ export class LnTuningModel implements AdaptedModel {
         missing.push(key);
         continue;
       }
-      if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) throw new AdapterMismatchError(`${dir}: ${key} has shape [${t.shape}] but ${w} of this model is [${shape}]`);
+      if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))
+        throw new AdapterMismatchError(`${dir}: ${key} has shape [${t.shape}] but ${w} of this model is [${shape}]`);
       used.add(key);
       copies.set(w, { shape: [...shape], data: Float32Array.from(t.data) });
     }
@@ -130,7 +139,10 @@ export class LnTuningModel implements AdaptedModel {
     this.check();
     if (!this.merged) {
       for (const w of this.copies.keys()) {
-        if (!ctx.trainable.has(w)) throw new AdapterError(`LN tuning weight ${w} must be a graph param: build the BuildContext with { trainable: model.trainableBaseWeights() }`);
+        if (!ctx.trainable.has(w))
+          throw new AdapterError(
+            `LN tuning weight ${w} must be a graph param: build the BuildContext with { trainable: model.trainableBaseWeights() }`,
+          );
       }
     }
     return this.base.forward(ctx, args);
@@ -216,12 +228,18 @@ export const lnTuningTuner = {
   infoSettings: ['target_modules', 'exclude_modules', 'modules_to_save'],
   presets: [
     {
-      name: 'lntuning', label: 'LN tuning', learningRate: 1e-2, trainLearningRate: 1e-3, compareByDefault: false, flags: { target: 'target_modules' },
+      name: 'lntuning',
+      label: 'LN tuning',
+      learningRate: 1e-2,
+      trainLearningRate: 1e-3,
+      compareByDefault: false,
+      flags: { target: 'target_modules' },
       fields: { peft_type: 'LN_TUNING', task_type: 'CAUSAL_LM' },
       settings: "peft's default normalization modules (every layer's norms and the final norm) train as copies",
       folklore: { parameter: 'High', compute: 'High', space: 'High', performance: 'Medium', flexibility: 'Medium' },
     },
   ],
   create: async (base: PretrainedModel, fields: Record<string, unknown>) => LnTuningModel.create(base, fields),
-  fromPretrained: (base: PretrainedModel, dir: string, opts: { isTrainable?: boolean } = {}) => LnTuningModel.fromPretrained(base, dir, opts),
+  fromPretrained: (base: PretrainedModel, dir: string, opts: { isTrainable?: boolean } = {}) =>
+    LnTuningModel.fromPretrained(base, dir, opts),
 } satisfies Tuner;

@@ -25,9 +25,17 @@ export interface LohaConfig extends LinearTunerConfig {
 export function lohaConfig(fields: Record<string, unknown>, source = 'LoHa config'): LohaConfig {
   const r = new FieldReader(fields, source);
   const init = fields.init_weights ?? true;
-  if (typeof init !== 'boolean') throw new PeftConfigError(`${source}: init_weights=${JSON.stringify(init)} is not supported (ABBA initialisation is not implemented); use true or false`);
-  r.off('use_khatri_rao', 'the Khatri-Rao (ABBA) product is not implemented', (v) => v === undefined || v === null || v === false || v === 'auto');
-  if (r.has('r2') && fields.r2 !== fields.r) throw new PeftConfigError(`${source}: r2=${JSON.stringify(fields.r2)} differing from r is not supported (ABBA ranks); leave it unset`);
+  if (typeof init !== 'boolean')
+    throw new PeftConfigError(
+      `${source}: init_weights=${JSON.stringify(init)} is not supported (ABBA initialisation is not implemented); use true or false`,
+    );
+  r.off(
+    'use_khatri_rao',
+    'the Khatri-Rao (ABBA) product is not implemented',
+    (v) => v === undefined || v === null || v === false || v === 'auto',
+  );
+  if (r.has('r2') && fields.r2 !== fields.r)
+    throw new PeftConfigError(`${source}: r2=${JSON.stringify(fields.r2)} differing from r is not supported (ABBA ranks); leave it unset`);
   const c: LohaConfig = {
     ...commonFields(r, 'LOHA', 'LoHa'),
     r: r.int('r', 8, 1),
@@ -57,7 +65,10 @@ export const LOHA: LinearMethod<LohaConfig> = {
   label: 'LoHa',
   parseConfig: lohaConfig,
   checkTrainable(c) {
-    if (c.rankDropout !== 0 || c.moduleDropout !== 0) throw new PeftConfigError(`LoHa rank_dropout/module_dropout (${c.rankDropout}/${c.moduleDropout}) are not implemented for training; set them to 0`);
+    if (c.rankDropout !== 0 || c.moduleDropout !== 0)
+      throw new PeftConfigError(
+        `LoHa rank_dropout/module_dropout (${c.rankDropout}/${c.moduleDropout}) are not implemented for training; set them to 0`,
+      );
   },
   moduleTensors(spec: LinearSpec, c, module) {
     const { r } = rankAlpha(c, module);
@@ -87,7 +98,16 @@ export const LOHA: LinearMethod<LohaConfig> = {
     return o.add(W, lohaDelta(t, alpha / r));
   },
   configToJson(c): Record<string, PyJson> {
-    return { ...commonJson(c), r: c.r, alpha: c.alpha, rank_dropout: c.rankDropout, module_dropout: c.moduleDropout, init_weights: c.initWeights, rank_pattern: c.rankPattern, alpha_pattern: c.alphaPattern };
+    return {
+      ...commonJson(c),
+      r: c.r,
+      alpha: c.alpha,
+      rank_dropout: c.rankDropout,
+      module_dropout: c.moduleDropout,
+      init_weights: c.initWeights,
+      rank_pattern: c.rankPattern,
+      alpha_pattern: c.alphaPattern,
+    };
   },
 };
 
@@ -95,10 +115,25 @@ const LYCORIS_FLAGS = { r: 'r', alpha: 'alpha', target: 'target_modules' } as co
 
 /** The registry entry. */
 export const lohaTuner = linearTuner(LOHA, {
-  infoSettings: ['r', 'alpha', 'rank_dropout', 'module_dropout', 'init_weights', 'target_modules', 'rank_pattern', 'alpha_pattern', 'layers_to_transform'],
+  infoSettings: [
+    'r',
+    'alpha',
+    'rank_dropout',
+    'module_dropout',
+    'init_weights',
+    'target_modules',
+    'rank_pattern',
+    'alpha_pattern',
+    'layers_to_transform',
+  ],
   presets: [
     {
-      name: 'loha', label: 'LoHa', learningRate: 2e-3, trainLearningRate: 2e-4, compareByDefault: false, flags: LYCORIS_FLAGS,
+      name: 'loha',
+      label: 'LoHa',
+      learningRate: 2e-3,
+      trainLearningRate: 2e-4,
+      compareByDefault: false,
+      flags: LYCORIS_FLAGS,
       fields: { peft_type: 'LOHA', r: 8, alpha: 8, target_modules: 'all-linear', task_type: 'CAUSAL_LM' },
       trainFields: { peft_type: 'LOHA', r: 8, alpha: 8, task_type: 'CAUSAL_LM' },
       settings: 'r=8, alpha=8, Hadamard product of two rank-8 factorizations on every linear layer but the head',

@@ -29,9 +29,11 @@ export interface LokrConfig extends LinearTunerConfig {
 export function lokrConfig(fields: Record<string, unknown>, source = 'LoKr config'): LokrConfig {
   const r = new FieldReader(fields, source);
   const init = fields.init_weights ?? true;
-  if (typeof init !== 'boolean' && init !== 'lycoris') throw new PeftConfigError(`${source}: init_weights must be true, false or "lycoris", got ${JSON.stringify(init)}`);
+  if (typeof init !== 'boolean' && init !== 'lycoris')
+    throw new PeftConfigError(`${source}: init_weights must be true, false or "lycoris", got ${JSON.stringify(init)}`);
   const factor = r.num('decompose_factor', -1);
-  if (!Number.isInteger(factor) || (factor < 1 && factor !== -1)) throw new PeftConfigError(`${source}: decompose_factor must be -1 or a positive integer, got ${factor}`);
+  if (!Number.isInteger(factor) || (factor < 1 && factor !== -1))
+    throw new PeftConfigError(`${source}: decompose_factor must be -1 or a positive integer, got ${factor}`);
   return {
     ...commonFields(r, 'LOKR', 'LoKr'),
     r: r.int('r', 8, 1),
@@ -96,14 +98,18 @@ function lokrDelta(t: Tensors, scale: number): Value {
   return o.mul(kron(w1, w2), scale);
 }
 
-const scaleOf = (c: LokrConfig, module: string): number => patternValue(c.alphaPattern, module, c.alpha) / patternValue(c.rankPattern, module, c.r);
+const scaleOf = (c: LokrConfig, module: string): number =>
+  patternValue(c.alphaPattern, module, c.alpha) / patternValue(c.rankPattern, module, c.r);
 
 export const LOKR: LinearMethod<LokrConfig> = {
   peftType: 'LOKR',
   label: 'LoKr',
   parseConfig: lokrConfig,
   checkTrainable(c) {
-    if (c.rankDropout !== 0 || c.moduleDropout !== 0) throw new PeftConfigError(`LoKr rank_dropout/module_dropout (${c.rankDropout}/${c.moduleDropout}) are not implemented for training; set them to 0`);
+    if (c.rankDropout !== 0 || c.moduleDropout !== 0)
+      throw new PeftConfigError(
+        `LoKr rank_dropout/module_dropout (${c.rankDropout}/${c.moduleDropout}) are not implemented for training; set them to 0`,
+      );
   },
   moduleTensors(spec, c, module) {
     const s = lokrShape(spec, c, module);
@@ -117,7 +123,8 @@ export const LOKR: LinearMethod<LokrConfig> = {
   init(_spec, c, decls, rng) {
     const zero = new Set(c.initWeights === true ? ['lokr_w1', 'lokr_w1_a'] : c.initWeights === 'lycoris' ? ['lokr_w2', 'lokr_w2_b'] : []);
     const out = new Map<string, Float32Array>();
-    for (const d of decls) out.set(d.kind, zero.has(d.kind) ? new Float32Array(d.shape[0]! * d.shape[1]!) : kaimingUniform(rng, d.shape[0]!, d.shape[1]!));
+    for (const d of decls)
+      out.set(d.kind, zero.has(d.kind) ? new Float32Array(d.shape[0]! * d.shape[1]!) : kaimingUniform(rng, d.shape[0]!, d.shape[1]!));
     return out;
   },
   forward({ x, base, spec, t, config }) {
@@ -145,10 +152,27 @@ export const LOKR: LinearMethod<LokrConfig> = {
 
 /** The registry entry. */
 export const lokrTuner = linearTuner(LOKR, {
-  infoSettings: ['r', 'alpha', 'decompose_both', 'decompose_factor', 'rank_dropout', 'module_dropout', 'init_weights', 'target_modules', 'rank_pattern', 'alpha_pattern', 'layers_to_transform'],
+  infoSettings: [
+    'r',
+    'alpha',
+    'decompose_both',
+    'decompose_factor',
+    'rank_dropout',
+    'module_dropout',
+    'init_weights',
+    'target_modules',
+    'rank_pattern',
+    'alpha_pattern',
+    'layers_to_transform',
+  ],
   presets: [
     {
-      name: 'lokr', label: 'LoKr', learningRate: 2e-3, trainLearningRate: 2e-4, compareByDefault: false, flags: { r: 'r', alpha: 'alpha', target: 'target_modules' },
+      name: 'lokr',
+      label: 'LoKr',
+      learningRate: 2e-3,
+      trainLearningRate: 2e-4,
+      compareByDefault: false,
+      flags: { r: 'r', alpha: 'alpha', target: 'target_modules' },
       fields: { peft_type: 'LOKR', r: 8, alpha: 8, target_modules: 'all-linear', task_type: 'CAUSAL_LM' },
       trainFields: { peft_type: 'LOKR', r: 8, alpha: 8, task_type: 'CAUSAL_LM' },
       settings: 'r=8, alpha=8, Kronecker product of near-square factors on every linear layer but the head',

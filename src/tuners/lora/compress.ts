@@ -51,7 +51,8 @@ export function compressionSpec(method: string, blockSize = 64): CompressionSpec
   if (!(COMPRESSION_METHODS as readonly string[]).includes(method)) {
     throw new PeftConfigError(`adapter compression "${method}" is not supported; use one of ${COMPRESSION_METHODS.join(', ')}`);
   }
-  if (!(Number.isInteger(blockSize) && blockSize >= 2 && blockSize % 2 === 0)) throw new PeftConfigError(`compression block size ${blockSize} must be an even integer >= 2`);
+  if (!(Number.isInteger(blockSize) && blockSize >= 2 && blockSize % 2 === 0))
+    throw new PeftConfigError(`compression block size ${blockSize} must be an even integer >= 2`);
   if (method === 'nf4' && !(blockSize >= 16 && blockSize <= 4096 && (blockSize & (blockSize - 1)) === 0)) {
     throw new PeftConfigError(`nf4 compression needs a power-of-two block size from 16 to 4096, got ${blockSize}`);
   }
@@ -103,8 +104,16 @@ export function parseCompressionReport(text: string, path: string): CompressionR
     throw new AdapterError(`${path}: metadata "${COMPRESSION_METADATA_KEY}" is not JSON (${(e as Error).message}); the file is damaged`);
   }
   const o = r as Partial<CompressionReport>;
-  if (typeof o !== 'object' || o === null || !(COMPRESSION_METHODS as readonly string[]).includes(o.method as string) || typeof o.shapes !== 'object' || o.shapes === null) {
-    throw new AdapterError(`${path}: metadata "${COMPRESSION_METADATA_KEY}" does not describe a compression this library knows (${COMPRESSION_METHODS.join(', ')})`);
+  if (
+    typeof o !== 'object' ||
+    o === null ||
+    !(COMPRESSION_METHODS as readonly string[]).includes(o.method as string) ||
+    typeof o.shapes !== 'object' ||
+    o.shapes === null
+  ) {
+    throw new AdapterError(
+      `${path}: metadata "${COMPRESSION_METADATA_KEY}" does not describe a compression this library knows (${COMPRESSION_METHODS.join(', ')})`,
+    );
   }
   return o as CompressionReport;
 }
@@ -113,7 +122,12 @@ export function parseCompressionReport(text: string, path: string): CompressionR
  * The float32 tensors of a compressed adapter file, by their standard saved keys: compressed pairs
  * are dequantized, every other float tensor passes through.
  */
-export function decompressTensors(raw: Map<string, RawTensor>, report: CompressionReport, path: string, toFloat: (t: RawTensor, key: string) => Float32Array): Map<string, TrainableTensor> {
+export function decompressTensors(
+  raw: Map<string, RawTensor>,
+  report: CompressionReport,
+  path: string,
+  toFloat: (t: RawTensor, key: string) => Float32Array,
+): Map<string, TrainableTensor> {
   const out = new Map<string, TrainableTensor>();
   const used = new Set<string>();
   const blockSize = report.block_size ?? 64;
@@ -130,7 +144,15 @@ export function decompressTensors(raw: Map<string, RawTensor>, report: Compressi
       const packed = need(`${key}.nf4`);
       if (packed.dtype !== 'U8') throw new AdapterError(`${path}: ${key}.nf4 must be U8, got ${packed.dtype}`);
       const absmax = f32(need(`${key}.nf4_absmax`), `${path}: ${key}.nf4_absmax`);
-      const q: Quantized4bit = { type: 'nf4', blockSize, shape: [n], dtype: 'float32', packed: packed.data, code: NF4_CODE.slice(), absmax: { kind: 'plain', absmax } };
+      const q: Quantized4bit = {
+        type: 'nf4',
+        blockSize,
+        shape: [n],
+        dtype: 'float32',
+        packed: packed.data,
+        code: NF4_CODE.slice(),
+        absmax: { kind: 'plain', absmax },
+      };
       try {
         data = dequantize4bit(q);
       } catch (e) {
@@ -142,7 +164,12 @@ export function decompressTensors(raw: Map<string, RawTensor>, report: Compressi
       const scales = f32(need(`${key}.q8_scale`), `${path}: ${key}.q8_scale`);
       const group = report.method === 'int8-row' ? shape[shape.length - 1]! : blockSize;
       try {
-        data = dequantizeInt8({ codes: new Int8Array(codes.data.buffer, codes.data.byteOffset, n), scales, granularity: report.method === 'int8-row' ? 'row' : 'block', groupSize: group });
+        data = dequantizeInt8({
+          codes: new Int8Array(codes.data.buffer, codes.data.byteOffset, n),
+          scales,
+          granularity: report.method === 'int8-row' ? 'row' : 'block',
+          groupSize: group,
+        });
       } catch (e) {
         throw new AdapterError(`${path}: ${key}: ${(e as Error).message}`);
       }

@@ -6,7 +6,8 @@ import { PyFloat, type PyJson, pythonJsonDumps } from '../../io/pyjson.js';
 import { PeftConfigError } from '../types.js';
 import { LORA_DEFAULT_TARGETS } from '../../models/registry.js';
 
-export type InitLoraWeights = boolean | 'gaussian' | 'pissa' | `pissa_niter_${number}` | 'olora' | 'eva' | 'orthogonal' | 'corda' | 'loftq' | 'mica' | 'lora_ga';
+export type InitLoraWeights =
+  boolean | 'gaussian' | 'pissa' | `pissa_niter_${number}` | 'olora' | 'eva' | 'orthogonal' | 'corda' | 'loftq' | 'mica' | 'lora_ga';
 export type LoraBias = 'none' | 'all' | 'lora_only';
 export type TaskType = 'SEQ_CLS' | 'SEQ_2_SEQ_LM' | 'CAUSAL_LM' | 'TOKEN_CLS' | 'QUESTION_ANS' | 'FEATURE_EXTRACTION';
 
@@ -137,7 +138,10 @@ const UNIMPLEMENTED: readonly { key: keyof LoraConfig; what: string }[] = [
 
 /** A LoRA setting that changes the adapter's math and is not implemented here; `field` is its adapter_config.json name. */
 export class UnsupportedLoraFeatureError extends PeftConfigError {
-  constructor(readonly field: string, message: string) {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'UnsupportedLoraFeatureError';
   }
@@ -171,15 +175,19 @@ function fail(msg: string): never {
 
 function validate(c: LoraConfig): void {
   if (!Number.isInteger(c.r) || c.r <= 0) fail(`LoRA r must be a positive integer, got ${JSON.stringify(c.r)}`);
-  if (typeof c.loraAlpha !== 'number' || !Number.isFinite(c.loraAlpha)) fail(`lora_alpha must be a number, got ${JSON.stringify(c.loraAlpha)}`);
-  if (typeof c.loraDropout !== 'number' || !(c.loraDropout >= 0 && c.loraDropout < 1)) fail(`lora_dropout must be in [0, 1), got ${JSON.stringify(c.loraDropout)}`);
+  if (typeof c.loraAlpha !== 'number' || !Number.isFinite(c.loraAlpha))
+    fail(`lora_alpha must be a number, got ${JSON.stringify(c.loraAlpha)}`);
+  if (typeof c.loraDropout !== 'number' || !(c.loraDropout >= 0 && c.loraDropout < 1))
+    fail(`lora_dropout must be in [0, 1), got ${JSON.stringify(c.loraDropout)}`);
   if (!['none', 'all', 'lora_only'].includes(c.bias)) fail(`bias must be "none", "all" or "lora_only", got ${JSON.stringify(c.bias)}`);
   const tm = c.targetModules;
   if (tm !== null && typeof tm !== 'string' && !(Array.isArray(tm) && tm.every((t) => typeof t === 'string'))) {
     fail(`target_modules must be a list of module names, a regex string, "all-linear" or null, got ${JSON.stringify(tm)}`);
   }
-  if (typeof tm === 'string' && c.layersToTransform !== null) fail('`layers_to_transform` cannot be used when `target_modules` is a str; give target_modules as a list');
-  if (typeof tm === 'string' && c.layersPattern !== null) fail('`layers_pattern` cannot be used when `target_modules` is a str; give target_modules as a list');
+  if (typeof tm === 'string' && c.layersToTransform !== null)
+    fail('`layers_to_transform` cannot be used when `target_modules` is a str; give target_modules as a list');
+  if (typeof tm === 'string' && c.layersPattern !== null)
+    fail('`layers_pattern` cannot be used when `target_modules` is a str; give target_modules as a list');
   const ltt = c.layersToTransform;
   if (ltt !== null && !Number.isInteger(ltt) && !(Array.isArray(ltt) && ltt.every((x) => Number.isInteger(x)))) {
     fail(`layers_to_transform must be an integer, a list of integers or null, got ${JSON.stringify(ltt)}`);
@@ -191,7 +199,10 @@ function validate(c: LoraConfig): void {
   if (c.modulesToSave !== null && !(Array.isArray(c.modulesToSave) && c.modulesToSave.every((x) => typeof x === 'string'))) {
     fail(`modules_to_save must be a list of module names or null, got ${JSON.stringify(c.modulesToSave)}`);
   }
-  for (const [name, pat] of [['rank_pattern', c.rankPattern], ['alpha_pattern', c.alphaPattern]] as const) {
+  for (const [name, pat] of [
+    ['rank_pattern', c.rankPattern],
+    ['alpha_pattern', c.alphaPattern],
+  ] as const) {
     if (typeof pat !== 'object' || pat === null || Array.isArray(pat)) fail(`${name} must be an object, got ${JSON.stringify(pat)}`);
     for (const [k, v] of Object.entries(pat)) {
       if (typeof v !== 'number' || !Number.isFinite(v)) fail(`${name}["${k}"] must be a number, got ${JSON.stringify(v)}`);
@@ -200,23 +211,33 @@ function validate(c: LoraConfig): void {
   }
   const init = c.initLoraWeights;
   if (!(typeof init === 'boolean' || (typeof init === 'string' && (INIT_STRINGS.includes(init) || /^pissa_niter_\d+$/.test(init))))) {
-    fail(`init_lora_weights must be true, false, ${INIT_STRINGS.map((x) => `"${x}"`).join(', ')} or "pissa_niter_<n>", got ${JSON.stringify(init)}`);
+    fail(
+      `init_lora_weights must be true, false, ${INIT_STRINGS.map((x) => `"${x}"`).join(', ')} or "pissa_niter_<n>", got ${JSON.stringify(init)}`,
+    );
   }
   if (init === 'loftq' || init === 'corda' || init === 'lora_ga' || init === 'mica') {
-    throw new UnsupportedLoraFeatureError('init_lora_weights', `init_lora_weights="${init}" is not implemented here (it needs ${init === 'loftq' ? 'LoftQ quantization' : init === 'mica' ? 'the MiCA variant (frozen B)' : 'data-driven preprocessing'}); use true, false, "gaussian", "pissa", "pissa_niter_<n>" or "olora"`);
+    throw new UnsupportedLoraFeatureError(
+      'init_lora_weights',
+      `init_lora_weights="${init}" is not implemented here (it needs ${init === 'loftq' ? 'LoftQ quantization' : init === 'mica' ? 'the MiCA variant (frozen B)' : 'data-driven preprocessing'}); use true, false, "gaussian", "pissa", "pissa_niter_<n>" or "olora"`,
+    );
   }
   for (const u of UNIMPLEMENTED) {
     const f = FIELDS.find((x) => x.key === u.key)!;
     const v = c[u.key];
     if (v !== undefined && JSON.stringify(v) !== JSON.stringify(f.default)) {
-      throw new UnsupportedLoraFeatureError(f.json, `${f.json}=${JSON.stringify(v)}: ${u.what} is not implemented here; remove it (or set it to ${JSON.stringify(f.default)}) to load this adapter`);
+      throw new UnsupportedLoraFeatureError(
+        f.json,
+        `${f.json}=${JSON.stringify(v)}: ${u.what} is not implemented here; remove it (or set it to ${JSON.stringify(f.default)}) to load this adapter`,
+      );
     }
   }
   if (typeof c.loraBias !== 'boolean') fail(`lora_bias must be true or false, got ${JSON.stringify(c.loraBias)}`);
-  if (c.loraBias && typeof init !== 'boolean') fail(`lora_bias=true is only supported with init_lora_weights=true or false, got ${JSON.stringify(init)}`);
+  if (c.loraBias && typeof init !== 'boolean')
+    fail(`lora_bias=true is only supported with init_lora_weights=true or false, got ${JSON.stringify(init)}`);
   if (c.loraBias && c.useDora) fail('lora_bias=true is not supported for DoRA; set use_dora=false');
   const em = c.excludeModules;
-  if (em !== null && typeof em !== 'string' && !(Array.isArray(em) && em.every((t) => typeof t === 'string'))) fail(`exclude_modules must be a list of module names, a regex string or null, got ${JSON.stringify(em)}`);
+  if (em !== null && typeof em !== 'string' && !(Array.isArray(em) && em.every((t) => typeof t === 'string')))
+    fail(`exclude_modules must be a list of module names, a regex string or null, got ${JSON.stringify(em)}`);
   const tti = c.trainableTokenIndices;
   const isIdxList = (x: unknown) => Array.isArray(x) && x.every((i) => Number.isInteger(i) && i >= 0);
   if (tti !== null && !isIdxList(tti) && !(typeof tti === 'object' && !Array.isArray(tti) && Object.values(tti).every(isIdxList))) {
@@ -226,22 +247,35 @@ function validate(c: LoraConfig): void {
     fail('when layers_pattern is given, layers_to_transform must be given too');
   }
   if (c.useDora && c.megatronConfig) fail('DoRA does not support megatron_core; set use_dora=false or drop megatron_config');
-  if (c.layerReplication !== null) throw new UnsupportedLoraFeatureError('layer_replication', 'layer_replication is not implemented here; remove it from the config');
+  if (c.layerReplication !== null)
+    throw new UnsupportedLoraFeatureError('layer_replication', 'layer_replication is not implemented here; remove it from the config');
   // peft drops loftq_config unless init_lora_weights is "loftq" (which is refused above).
   if (c.loftqConfig && Object.keys(c.loftqConfig).length > 0) c.loftqConfig = {};
-  if (c.taskType !== null && !TASK_TYPES.includes(c.taskType)) fail(`task_type must be one of ${TASK_TYPES.join(', ')} or null, got ${JSON.stringify(c.taskType)}`);
-  if (typeof c.inferenceMode !== 'boolean' || typeof c.useDora !== 'boolean' || typeof c.useRslora !== 'boolean' || typeof c.fanInFanOut !== 'boolean') {
+  if (c.taskType !== null && !TASK_TYPES.includes(c.taskType))
+    fail(`task_type must be one of ${TASK_TYPES.join(', ')} or null, got ${JSON.stringify(c.taskType)}`);
+  if (
+    typeof c.inferenceMode !== 'boolean' ||
+    typeof c.useDora !== 'boolean' ||
+    typeof c.useRslora !== 'boolean' ||
+    typeof c.fanInFanOut !== 'boolean'
+  ) {
     fail('inference_mode, use_dora, use_rslora and fan_in_fan_out must be true or false');
   }
 }
 
 function isNeutral(v: unknown): boolean {
-  return v === null || v === false || (Array.isArray(v) && v.length === 0) || (typeof v === 'object' && v !== null && Object.keys(v).length === 0);
+  return (
+    v === null ||
+    v === false ||
+    (Array.isArray(v) && v.length === 0) ||
+    (typeof v === 'object' && v !== null && Object.keys(v).length === 0)
+  );
 }
 
 /** Parses adapter_config.json's object (snake_case keys) into a validated LoraConfig. */
 export function loraConfigFromJson(obj: Record<string, unknown>, source = 'adapter_config.json'): LoraConfig {
-  if (obj.peft_type !== undefined && obj.peft_type !== 'LORA') throw new PeftConfigError(`${source}: peft_type is ${JSON.stringify(obj.peft_type)}, not "LORA"`);
+  if (obj.peft_type !== undefined && obj.peft_type !== 'LORA')
+    throw new PeftConfigError(`${source}: peft_type is ${JSON.stringify(obj.peft_type)}, not "LORA"`);
   const byJson = new Map(FIELDS.map((f) => [f.json, f]));
   const fields: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(obj)) {
@@ -253,7 +287,9 @@ export function loraConfigFromJson(obj: Record<string, unknown>, source = 'adapt
     // Newer peft versions add keys (lora_bias, exclude_modules, eva_config, ...): harmless while
     // they hold their neutral value, a different model otherwise.
     if (IGNORED_KEYS.has(k) || isNeutral(v)) continue;
-    throw new PeftConfigError(`${source}: "${k}": ${JSON.stringify(v)} is a LoRA setting this library does not implement (peft 0.13.2 format); remove it or set it to its default`);
+    throw new PeftConfigError(
+      `${source}: "${k}": ${JSON.stringify(v)} is a LoRA setting this library does not implement (peft 0.13.2 format); remove it or set it to its default`,
+    );
   }
   try {
     return loraConfig(fields as Partial<LoraConfig>);
@@ -283,7 +319,8 @@ export function loraConfigToJson(c: LoraConfig): Record<string, unknown> {
 export function loraConfigFileText(c: LoraConfig): string {
   const kinds = new Map(FIELDS.map((f) => [f.json, f.kind]));
   const json: Record<string, PyJson> = {};
-  for (const [k, v] of Object.entries(loraConfigToJson(c))) json[k] = kinds.get(k) === 'float' && typeof v === 'number' ? new PyFloat(v) : (v as PyJson);
+  for (const [k, v] of Object.entries(loraConfigToJson(c)))
+    json[k] = kinds.get(k) === 'float' && typeof v === 'number' ? new PyFloat(v) : (v as PyJson);
   return pythonJsonDumps(json);
 }
 

@@ -20,7 +20,15 @@ export {
   loraScaling,
   UnsupportedLoraFeatureError,
 } from './config.js';
-export { type LoraAdapter, type TokenState, type CreateLoraOptions, type LoadLoraOptions, type MergeAndUnloadOptions, type SaveLoraOptions, LoraModel } from './model.js';
+export {
+  type LoraAdapter,
+  type TokenState,
+  type CreateLoraOptions,
+  type LoadLoraOptions,
+  type MergeAndUnloadOptions,
+  type SaveLoraOptions,
+  LoraModel,
+} from './model.js';
 export {
   type AdapterCompression,
   type CompressionReport,
@@ -38,7 +46,6 @@ export { PEFT_PREFIX, type TensorSlot, tensorNames } from './save.js';
 export { type SaveModelOptions, saveModelPretrained, savedDtype } from './merge.js';
 export { TopSvd, oloraFactors } from './init.js';
 
-
 function loraScalingText(c: Record<string, unknown>): string | null {
   if (typeof c.r !== 'number' || typeof c.lora_alpha !== 'number') return null;
   const s = c.use_rslora === true ? c.lora_alpha / Math.sqrt(c.r) : c.lora_alpha / c.r;
@@ -55,26 +62,54 @@ export const loraTuner = {
   label: 'LoRA',
   mergeable: true,
   saves: 'adapter (adapter_config.json, adapter_model.safetensors)',
-  infoSettings: ['r', 'lora_alpha', 'lora_dropout', 'use_rslora', 'use_dora', 'bias', 'init_lora_weights', 'target_modules', 'modules_to_save', 'rank_pattern', 'alpha_pattern', 'layers_to_transform', 'fan_in_fan_out'],
+  infoSettings: [
+    'r',
+    'lora_alpha',
+    'lora_dropout',
+    'use_rslora',
+    'use_dora',
+    'bias',
+    'init_lora_weights',
+    'target_modules',
+    'modules_to_save',
+    'rank_pattern',
+    'alpha_pattern',
+    'layers_to_transform',
+    'fan_in_fan_out',
+  ],
   infoExtras: (c: Record<string, unknown>) => {
     const s = loraScalingText(c);
     return s ? { scaling: s } : {};
   },
   presets: [
     {
-      name: 'lora', label: 'LoRA', learningRate: 2e-3, trainLearningRate: 2e-4, fields: LORA_FIELDS, trainFields: LORA_TRAIN_FIELDS, flags: LORA_FLAGS,
+      name: 'lora',
+      label: 'LoRA',
+      learningRate: 2e-3,
+      trainLearningRate: 2e-4,
+      fields: LORA_FIELDS,
+      trainFields: LORA_TRAIN_FIELDS,
+      flags: LORA_FLAGS,
       settings: 'r=8, alpha=16, dropout 0.05, every linear layer but the head (all-linear)',
       folklore: { parameter: 'High', compute: 'High', space: 'High', performance: 'High', flexibility: 'High' },
     },
     {
-      name: 'qlora', label: 'QLoRA', learningRate: 2e-3, trainLearningRate: 2e-4, quantizedBase: true, fields: LORA_FIELDS, trainFields: LORA_TRAIN_FIELDS, flags: LORA_FLAGS,
+      name: 'qlora',
+      label: 'QLoRA',
+      learningRate: 2e-3,
+      trainLearningRate: 2e-4,
+      quantizedBase: true,
+      fields: LORA_FIELDS,
+      trainFields: LORA_TRAIN_FIELDS,
+      flags: LORA_FLAGS,
       settings: 'LoRA as above over the base held 4-bit (NF4, double quantization, block 64; head kept float32)',
       folklore: { parameter: 'High', compute: 'Medium', space: 'High', performance: 'High', flexibility: 'High' },
     },
   ],
   create: (base: PretrainedModel, fields: Record<string, unknown>, opts: { adapterName?: string; seed?: number } = {}) =>
     LoraModel.create(base, loraConfigFromJson(fields, 'LoRA config'), opts),
-  fromPretrained: (base: PretrainedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}) => LoraModel.fromPretrained(base, dir, opts),
+  fromPretrained: (base: PretrainedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}) =>
+    LoraModel.fromPretrained(base, dir, opts),
 } satisfies Tuner;
 export { type CombinationType, type MajoritySignMethod, type WeightedAdapterOptions, COMBINATION_TYPES, jacobiSvd } from './weighted.js';
 export { type MlxConversion, AdapterConversionError, mlxToPeft, peftToMlx } from './mlx.js';

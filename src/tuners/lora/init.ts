@@ -13,7 +13,13 @@ export function kaimingUniform(rng: SeededRandom, fanOut: number, fanIn: number)
 }
 
 /** Initial lora_A [r, in] and lora_B [out, r] for the random init modes. */
-export function randomLoraInit(mode: boolean | 'gaussian', rng: SeededRandom, r: number, inF: number, outF: number): { A: Float32Array; B: Float32Array } {
+export function randomLoraInit(
+  mode: boolean | 'gaussian',
+  rng: SeededRandom,
+  r: number,
+  inF: number,
+  outF: number,
+): { A: Float32Array; B: Float32Array } {
   if (mode === false) return { A: kaimingUniform(rng, r, inF), B: kaimingUniform(rng, outF, r) };
   const A = mode === 'gaussian' ? normals(rng, r * inF, 1 / r) : kaimingUniform(rng, r, inF);
   return { A, B: new Float32Array(outF * r) };
@@ -27,7 +33,13 @@ export function randomLoraInit(mode: boolean | 'gaussian', rng: SeededRandom, r:
  * residual W - s B A (computed by the caller). peft runs a full torch SVD; TopSvd below finds the
  * top r by subspace iteration.
  */
-export function pissaFactors(svd: { U: Float64Array; S: Float64Array; Vt: Float64Array }, outF: number, inF: number, r: number, scaling: number): { A: Float32Array; B: Float32Array } {
+export function pissaFactors(
+  svd: { U: Float64Array; S: Float64Array; Vt: Float64Array },
+  outF: number,
+  inF: number,
+  r: number,
+  scaling: number,
+): { A: Float32Array; B: Float32Array } {
   const { U, S, Vt } = svd;
   const A = new Float32Array(r * inF);
   const B = new Float32Array(outF * r);
@@ -81,7 +93,13 @@ export class TopSvd {
   }
 
   /** U [rows, k], S [k] (descending), Vt [k, cols] of a row-major [rows, cols] matrix. */
-  async compute(w32: Float32Array, rows: number, cols: number, k: number, opts: { seed?: number; maxIterations?: number } = {}): Promise<{ U: Float64Array; S: Float64Array; Vt: Float64Array }> {
+  async compute(
+    w32: Float32Array,
+    rows: number,
+    cols: number,
+    k: number,
+    opts: { seed?: number; maxIterations?: number } = {},
+  ): Promise<{ U: Float64Array; S: Float64Array; Vt: Float64Array }> {
     const colSide = cols <= rows;
     const n = colSide ? cols : rows;
     const m = colSide ? rows : cols;

@@ -153,7 +153,13 @@ export function embeddingDelta(A: Value, B: Value, scaling: number): Value {
  * peft). DoRA (DoraEmbeddingVariant): m/||E^T + s (BA)||_row (detached) scales the base lookup and the
  * LoRA path; the magnitude is per embedding column.
  */
-export function embeddingForward(result: Value, ids: Value, weight: () => Value, t: { A: Value; B: Value; magnitude?: Value }, scaling: number): Value {
+export function embeddingForward(
+  result: Value,
+  ids: Value,
+  weight: () => Value,
+  t: { A: Value; B: Value; magnitude?: Value },
+  scaling: number,
+): Value {
   const afterA = o.gather(o.transpose(t.A, [1, 0]), ids, 0);
   const lora = o.mul(o.matmulT(afterA, t.B), scaling);
   if (!t.magnitude) return o.add(result, lora);

@@ -10,7 +10,14 @@ import { type RawTensor, fromTypedArray, writeShardedSafetensors } from '../../i
 import type { PretrainedModel } from '../../models/types.js';
 import { loadConfig } from '../../models/config.js';
 import type { LinearSpec } from '../../nn/context.js';
-import { type CheckpointDtype, CHECKPOINT_DTYPES, type QuantizedWeightTensor, WeightStore, type WeightTensor, transpose2d } from '../../nn/weights.js';
+import {
+  type CheckpointDtype,
+  CHECKPOINT_DTYPES,
+  type QuantizedWeightTensor,
+  WeightStore,
+  type WeightTensor,
+  transpose2d,
+} from '../../nn/weights.js';
 import { setConfigDtype } from '../../io/hfconfig.js';
 import { type Quantized4bit, quantize4bit } from '../../quant/blockwise.js';
 import { bnbQuantizationConfig, toBnbTensors } from '../../quant/bnb.js';
@@ -32,7 +39,11 @@ const SESSION_BYTES = 512 << 20;
  * Evaluates `build` for every item, each output a float32 array, running as few ORT sessions as
  * the byte budget allows. `bytes` estimates the constant bytes an item brings into the graph.
  */
-export async function evaluateOnce<T>(items: readonly T[], bytes: (item: T) => number, build: (g: Graph, item: T) => Value): Promise<Float32Array[]> {
+export async function evaluateOnce<T>(
+  items: readonly T[],
+  bytes: (item: T) => number,
+  build: (g: Graph, item: T) => Value,
+): Promise<Float32Array[]> {
   const results: Float32Array[] = new Array(items.length);
   let start = 0;
   while (start < items.length) {
@@ -90,7 +101,9 @@ export function mergeWeights(jobs: readonly MergeJob[]): Promise<Float32Array[]>
 }
 
 /** DoRA's magnitude at initialisation: the row norms of W + s·BA (peft DoraLinearLayer.update_layer). */
-export function doraInitialMagnitudes(jobs: readonly { spec: LinearSpec; weight: WeightTensor; state: LoraModuleState }[]): Promise<Float32Array[]> {
+export function doraInitialMagnitudes(
+  jobs: readonly { spec: LinearSpec; weight: WeightTensor; state: LoraModuleState }[],
+): Promise<Float32Array[]> {
   return evaluateOnce(
     jobs,
     (j) => 4 * j.weight.data.length,
@@ -132,7 +145,12 @@ export function requantizeLike(name: string, w: WeightTensor, like: QuantizedWei
   const data = like.transposed ? transpose2d(w.data, rows, cols) : w.data;
   const q = like.quant;
   try {
-    const quant = quantize4bit(data, q.shape, { type: q.type, blockSize: q.blockSize, doubleQuant: q.absmax.kind === 'double', dtype: q.dtype });
+    const quant = quantize4bit(data, q.shape, {
+      type: q.type,
+      blockSize: q.blockSize,
+      doubleQuant: q.absmax.kind === 'double',
+      dtype: q.dtype,
+    });
     return { shape: [...w.shape], quant, transposed: like.transposed };
   } catch (e) {
     if (e instanceof QuantizationError) throw new QuantizationError(`${name}: ${e.message}`);
@@ -169,7 +187,12 @@ export function savedDtype(model: PretrainedModel): CheckpointDtype {
  * llm_int8_skip_modules); a full-precision model saved from a 4-bit checkpoint loses that entry.
  * Other values keep their exact spelling.
  */
-async function configFor(model: PretrainedModel, configPath: string, quantized: readonly Quantized4bit[], dtype: CheckpointDtype): Promise<Uint8Array> {
+async function configFor(
+  model: PretrainedModel,
+  configPath: string,
+  quantized: readonly Quantized4bit[],
+  dtype: CheckpointDtype,
+): Promise<Uint8Array> {
   const text = await readFile(configPath, 'utf8');
   const hadQuantization = model.config.raw.quantization_config !== undefined;
   const resized = model.vocabSize !== (await loadConfig(model.dir)).vocabSize; // tokens added (resizeTokenEmbeddings)
@@ -178,16 +201,27 @@ async function configFor(model: PretrainedModel, configPath: string, quantized: 
   if (!quantized.length && !hadQuantization && !dtypeChanged && !resized) return new TextEncoder().encode(text);
   if (resized) {
     const textConfig = config.text_config;
-    if (config.vocab_size === undefined && textConfig && typeof textConfig === 'object' && !Array.isArray(textConfig)) (textConfig as { [key: string]: RawJson }).vocab_size = new RawNumber(String(model.vocabSize));
+    if (config.vocab_size === undefined && textConfig && typeof textConfig === 'object' && !Array.isArray(textConfig))
+      (textConfig as { [key: string]: RawJson }).vocab_size = new RawNumber(String(model.vocabSize));
     else config.vocab_size = new RawNumber(String(model.vocabSize));
   }
   if (!quantized.length) {
     delete config.quantization_config;
   } else {
     const kinds = new Set(quantized.map((q) => `${q.type}/${q.absmax.kind}`));
-    if (kinds.size > 1) throw new AdapterError(`cannot save the model: its 4-bit weights mix quantizations (${[...kinds].join(', ')}), which one quantization_config cannot describe`);
-    const skip = model.linears().filter((s) => !model.weights.isQuantized(`${s.name}.weight`) && !isSkipped(s.name, HEAD_MODULES)).map((s) => s.name);
-    config.quantization_config = bnbQuantizationConfig({ type: quantized[0]!.type, doubleQuant: quantized[0]!.absmax.kind === 'double', skipModules: skip });
+    if (kinds.size > 1)
+      throw new AdapterError(
+        `cannot save the model: its 4-bit weights mix quantizations (${[...kinds].join(', ')}), which one quantization_config cannot describe`,
+      );
+    const skip = model
+      .linears()
+      .filter((s) => !model.weights.isQuantized(`${s.name}.weight`) && !isSkipped(s.name, HEAD_MODULES))
+      .map((s) => s.name);
+    config.quantization_config = bnbQuantizationConfig({
+      type: quantized[0]!.type,
+      doubleQuant: quantized[0]!.absmax.kind === 'double',
+      skipModules: skip,
+    });
   }
   return new TextEncoder().encode(dumpRawJson(config) + '\n');
 }
@@ -200,12 +234,15 @@ async function configFor(model: PretrainedModel, configPath: string, quantized: 
  * stored once (GPT-2's lm_head is not written). A value beyond float16's range refuses float16.
  */
 export async function saveModelPretrained(model: PretrainedModel, dir: string, opts: SaveModelOptions = {}): Promise<void> {
-  if (existsSync(dir) && !statSync(dir).isDirectory()) throw new AdapterError(`cannot save the model to ${dir}: it exists and is not a folder`);
-  if (resolve(dir) === resolve(model.dir)) throw new AdapterError(`cannot save the model over its own folder ${dir}; choose another output folder`);
+  if (existsSync(dir) && !statSync(dir).isDirectory())
+    throw new AdapterError(`cannot save the model to ${dir}: it exists and is not a folder`);
+  if (resolve(dir) === resolve(model.dir))
+    throw new AdapterError(`cannot save the model over its own folder ${dir}; choose another output folder`);
   const configPath = join(model.dir, 'config.json');
   if (!existsSync(configPath)) throw new AdapterError(`cannot save the model: ${configPath} (its config.json) is missing`);
   const dtype = opts.dtype ?? savedDtype(model);
-  if (!(CHECKPOINT_DTYPES as readonly string[]).includes(dtype)) throw new AdapterError(`cannot save the model as ${dtype}; choose one of ${CHECKPOINT_DTYPES.join(', ')}`);
+  if (!(CHECKPOINT_DTYPES as readonly string[]).includes(dtype))
+    throw new AdapterError(`cannot save the model as ${dtype}; choose one of ${CHECKPOINT_DTYPES.join(', ')}`);
   const tensors = new Map<string, RawTensor>();
   const quantized: Quantized4bit[] = [];
   for (const name of model.weights.names()) {
@@ -218,10 +255,14 @@ export async function saveModelPretrained(model: PretrainedModel, dir: string, o
     }
     const w = model.weights.get(name);
     const bad = firstNonFinite(w.data);
-    if (bad >= 0) throw new AdapterError(`refusing to save the model to ${dir}: ${nonFiniteMessage(`weight ${name}`, bad, w.data[bad] as number)}`);
+    if (bad >= 0)
+      throw new AdapterError(`refusing to save the model to ${dir}: ${nonFiniteMessage(`weight ${name}`, bad, w.data[bad] as number)}`);
     if (dtype === 'float16') {
       for (let i = 0; i < w.data.length; i++) {
-        if (Math.abs(w.data[i]!) >= F16_OVERFLOW) throw new AdapterError(`cannot save ${name} as float16: it holds ${w.data[i]}, beyond float16's range (65504); save as bfloat16 or float32`);
+        if (Math.abs(w.data[i]!) >= F16_OVERFLOW)
+          throw new AdapterError(
+            `cannot save ${name} as float16: it holds ${w.data[i]}, beyond float16's range (65504); save as bfloat16 or float32`,
+          );
       }
     }
     tensors.set(name, fromTypedArray(w.data, w.shape, FILE_DTYPE[dtype]));
@@ -231,7 +272,8 @@ export async function saveModelPretrained(model: PretrainedModel, dir: string, o
   await writeShardedSafetensors(dir, tensors, { metadata: { format: 'pt' }, maxShardBytes: opts.maxShardBytes });
   await writeFileAtomic(join(dir, 'config.json'), configBytes);
   if (opts.copyTokenizer) await copyTokenizerFiles(model.dir, dir);
-  else if (existsSync(join(model.dir, GENERATION_CONFIG_FILE))) await copyFileAtomic(join(model.dir, GENERATION_CONFIG_FILE), join(dir, GENERATION_CONFIG_FILE));
+  else if (existsSync(join(model.dir, GENERATION_CONFIG_FILE)))
+    await copyFileAtomic(join(model.dir, GENERATION_CONFIG_FILE), join(dir, GENERATION_CONFIG_FILE));
 }
 
 /** DoRA's initial magnitude of embedding LoRAs: column norms of E + s(BA)^T, [dim] each. */
@@ -241,7 +283,11 @@ export function embeddingDoraMagnitudes(jobs: readonly { weight: WeightTensor; s
     (j) => 4 * j.weight.data.length,
     (g, j) => {
       const s = j.state;
-      return embeddingDoraNorm(g.constant('weight', 'float32', j.weight.shape, j.weight.data), { A: g.constant('A', 'float32', s.A.shape, s.A.data), B: g.constant('B', 'float32', s.B.shape, s.B.data) }, s.scaling);
+      return embeddingDoraNorm(
+        g.constant('weight', 'float32', j.weight.shape, j.weight.data),
+        { A: g.constant('A', 'float32', s.A.shape, s.A.data), B: g.constant('B', 'float32', s.B.shape, s.B.data) },
+        s.scaling,
+      );
     },
   );
 }

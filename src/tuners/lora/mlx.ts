@@ -43,7 +43,11 @@ export interface ConvertOutOptions {
 }
 
 /** `out` follows the output-folder rule (src/io/outdir.ts): new, empty, or convert's own earlier output with overwrite. */
-const outOpts = (src: string, o: ConvertOutOptions) => ({ command: 'convert', overwrite: o.overwrite, inputs: [{ path: src, what: 'source adapter' }] });
+const outOpts = (src: string, o: ConvertOutOptions) => ({
+  command: 'convert',
+  overwrite: o.overwrite,
+  inputs: [{ path: src, what: 'source adapter' }],
+});
 function checkOut(src: string, out: string, o: ConvertOutOptions): void {
   checkOutputDir(out, outOpts(src, o));
 }
@@ -63,27 +67,46 @@ export interface MlxConversion {
  * An mlx-lm LoRA adapter folder (adapter_config.json + adapters.safetensors) as a peft LoRA folder:
  * r = rank, lora_alpha = scale * rank, target_modules = the module paths the file holds.
  */
-export async function mlxToPeft(src: string, out: string, opts: { baseModelNameOrPath?: string } & ConvertOutOptions = {}): Promise<MlxConversion> {
+export async function mlxToPeft(
+  src: string,
+  out: string,
+  opts: { baseModelNameOrPath?: string } & ConvertOutOptions = {},
+): Promise<MlxConversion> {
   const cfgPath = join(src, 'adapter_config.json');
   const wPath = join(src, 'adapters.safetensors');
-  if (!existsSync(cfgPath) || !existsSync(wPath)) throw new AdapterConversionError(`${src} is not an mlx-lm adapter folder (it needs adapter_config.json and adapters.safetensors)`);
+  if (!existsSync(cfgPath) || !existsSync(wPath))
+    throw new AdapterConversionError(`${src} is not an mlx-lm adapter folder (it needs adapter_config.json and adapters.safetensors)`);
   checkOut(src, out, opts);
   const cfg = await readJsonObject(cfgPath, (reason) => new AdapterConversionError(reason));
   const type = cfg.fine_tune_type ?? 'lora';
-  if (type !== 'lora') throw new AdapterConversionError(`${cfgPath}: fine_tune_type "${String(type)}" cannot be converted; only mlx-lm LoRA adapters ("lora") map onto peft LoRA (DoRA's magnitude layout differs, "full" is not an adapter)`);
+  if (type !== 'lora')
+    throw new AdapterConversionError(
+      `${cfgPath}: fine_tune_type "${String(type)}" cannot be converted; only mlx-lm LoRA adapters ("lora") map onto peft LoRA (DoRA's magnitude layout differs, "full" is not an adapter)`,
+    );
   const lp = cfg.lora_parameters as { rank?: unknown; scale?: unknown; dropout?: unknown } | undefined;
   const rank = lp?.rank ?? 8;
   const scale = lp?.scale ?? 20;
   const dropout = lp?.dropout ?? 0;
-  if (!Number.isInteger(rank) || (rank as number) <= 0 || typeof scale !== 'number' || !Number.isFinite(scale) || typeof dropout !== 'number') {
-    throw new AdapterConversionError(`${cfgPath}: lora_parameters must hold an integer rank, a numeric scale and dropout, got ${JSON.stringify(lp)}`);
+  if (
+    !Number.isInteger(rank) ||
+    (rank as number) <= 0 ||
+    typeof scale !== 'number' ||
+    !Number.isFinite(scale) ||
+    typeof dropout !== 'number'
+  ) {
+    throw new AdapterConversionError(
+      `${cfgPath}: lora_parameters must hold an integer rank, a numeric scale and dropout, got ${JSON.stringify(lp)}`,
+    );
   }
   const r = rank as number;
   const raw = await readSafetensors(wPath);
   const modules = new Map<string, { a?: RawTensor; b?: RawTensor }>();
   for (const [k, t] of raw) {
     const m = /^(.*)\.(lora_a|lora_b)$/.exec(k);
-    if (!m) throw new AdapterConversionError(`${wPath}: tensor ${k} is not a LoRA matrix (lora_a / lora_b); mlx-lm DoRA or full fine-tuning files cannot be converted`);
+    if (!m)
+      throw new AdapterConversionError(
+        `${wPath}: tensor ${k} is not a LoRA matrix (lora_a / lora_b); mlx-lm DoRA or full fine-tuning files cannot be converted`,
+      );
     const e = modules.get(m[1]!) ?? {};
     e[m[2] === 'lora_a' ? 'a' : 'b'] = t;
     modules.set(m[1]!, e);
@@ -93,19 +116,32 @@ export async function mlxToPeft(src: string, out: string, opts: { baseModelNameO
   for (const [m, { a, b }] of [...modules].sort(([x], [y]) => (x < y ? -1 : 1))) {
     if (!a || !b) throw new AdapterConversionError(`${wPath}: ${m} has ${a ? 'lora_a' : 'lora_b'} but not ${a ? 'lora_b' : 'lora_a'}`);
     if (a.shape.length !== 2 || b.shape.length !== 2 || a.shape[1] !== r || b.shape[0] !== r) {
-      throw new AdapterConversionError(`${wPath}: ${m} has lora_a [${a.shape}] and lora_b [${b.shape}], not [in, ${r}] and [${r}, out] for rank ${r}`);
+      throw new AdapterConversionError(
+        `${wPath}: ${m} has lora_a [${a.shape}] and lora_b [${b.shape}], not [in, ${r}] and [${r}, out] for rank ${r}`,
+      );
     }
     const A = transpose({ shape: a.shape, data: toFloat32(a) });
     const B = transpose({ shape: b.shape, data: toFloat32(b) });
     const emb = EMBEDDING_NAMES.test(m);
     const kinds = emb ? (['lora_embedding_A', 'lora_embedding_B'] as const) : (['lora_A', 'lora_B'] as const);
-    for (const [kind, tensor] of [[kinds[0], A], [kinds[1], B]] as const) {
+    for (const [kind, tensor] of [
+      [kinds[0], A],
+      [kinds[1], B],
+    ] as const) {
       const n = tensorNames(kind, m, 'default');
       slots.push({ kind, module: m, param: n.param, saved: n.saved, tensor });
     }
   }
   const base = opts.baseModelNameOrPath ?? (typeof cfg.model === 'string' ? cfg.model : null);
-  const config = loraConfig({ r, loraAlpha: scale * r, loraDropout: dropout, targetModules: [...modules.keys()].sort(), taskType: 'CAUSAL_LM', baseModelNameOrPath: base, inferenceMode: true });
+  const config = loraConfig({
+    r,
+    loraAlpha: scale * r,
+    loraDropout: dropout,
+    targetModules: [...modules.keys()].sort(),
+    taskType: 'CAUSAL_LM',
+    baseModelNameOrPath: base,
+    inferenceMode: true,
+  });
   await atomically(src, out, opts, (tmp) => writeAdapterFolder(tmp, config, slots));
   return { modules: modules.size, r, scale };
 }
@@ -117,11 +153,16 @@ export async function mlxToPeft(src: string, out: string, opts: { baseModelNameO
  */
 export async function peftToMlx(src: string, out: string, opts: ConvertOutOptions = {}): Promise<MlxConversion> {
   const { [COMPRESSION_CONFIG_KEY]: _c, ...json } = await readAdapterConfigFile(src);
-  if (json.peft_type !== 'LORA') throw new AdapterConversionError(`${join(src, 'adapter_config.json')}: peft_type ${JSON.stringify(json.peft_type)} cannot be converted to mlx-lm; only LoRA adapters can`);
+  if (json.peft_type !== 'LORA')
+    throw new AdapterConversionError(
+      `${join(src, 'adapter_config.json')}: peft_type ${JSON.stringify(json.peft_type)} cannot be converted to mlx-lm; only LoRA adapters can`,
+    );
   const c = loraConfigFromJson(json, join(src, 'adapter_config.json'));
   checkOut(src, out, opts);
   const refuse = (what: string) => {
-    throw new AdapterConversionError(`${src}: ${what} has no mlx-lm equivalent (mlx-lm LoRA holds only lora_a / lora_b with one rank and scale); convert an adapter without it`);
+    throw new AdapterConversionError(
+      `${src}: ${what} has no mlx-lm equivalent (mlx-lm LoRA holds only lora_a / lora_b with one rank and scale); convert an adapter without it`,
+    );
   };
   if (c.useDora) refuse('DoRA (use_dora)');
   if (c.loraBias) refuse('lora_bias');
@@ -166,4 +207,3 @@ export async function peftToMlx(src: string, out: string, opts: ConvertOutOption
   });
   return { modules: modules.length, r, scale };
 }
-

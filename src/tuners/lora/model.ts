@@ -10,13 +10,55 @@ import type { LinearHook, LinearSpec } from '../../nn/context.js';
 import type { QuantizedWeightTensor, WeightTensor } from '../../nn/weights.js';
 import { baseProduct } from '../../nn/layers.js';
 import { AdapterError, AdapterMismatchError, PeftConfigError, type AdaptedModel, type TrainableTensor } from '../types.js';
-import { type LoraConfig, TASK_MODULES_TO_SAVE, UnsupportedLoraFeatureError, loraConfig, loraConfigFromJson, loraScaling } from './config.js';
+import {
+  type LoraConfig,
+  TASK_MODULES_TO_SAVE,
+  UnsupportedLoraFeatureError,
+  loraConfig,
+  loraConfigFromJson,
+  loraScaling,
+} from './config.js';
 import { SeededRandom, normals } from '../../nn/random.js';
 import { TopSvd, kaimingUniform, oloraFactors, pissaFactors, randomLoraInit } from './init.js';
-import { type LoraEmbeddingState, type LoraModuleState, baseMatmul, embeddingForward, tokensLookup, tokensProjection, variantFor } from './layer.js';
-import { copyWeightStore, doraInitialMagnitudes, embeddingDoraMagnitudes, mergeEmbeddings, mergeWeights, requantizeLike, withWeights } from './merge.js';
-import { PEFT_PREFIX, type TensorKind, type TensorSlot, type WriteAdapterOptions, checkOutputDir, compressionReport, isCompressible, readAdapterConfigFile, readAdapterTensors, tensorNames, writeAdapterFolder } from './save.js';
-import { type AdapterCompression, BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_CONFIG_KEY, type CompressionSpec, compressionSpec, roundTrip } from './compress.js';
+import {
+  type LoraEmbeddingState,
+  type LoraModuleState,
+  baseMatmul,
+  embeddingForward,
+  tokensLookup,
+  tokensProjection,
+  variantFor,
+} from './layer.js';
+import {
+  copyWeightStore,
+  doraInitialMagnitudes,
+  embeddingDoraMagnitudes,
+  mergeEmbeddings,
+  mergeWeights,
+  requantizeLike,
+  withWeights,
+} from './merge.js';
+import {
+  PEFT_PREFIX,
+  type TensorKind,
+  type TensorSlot,
+  type WriteAdapterOptions,
+  checkOutputDir,
+  compressionReport,
+  isCompressible,
+  readAdapterConfigFile,
+  readAdapterTensors,
+  tensorNames,
+  writeAdapterFolder,
+} from './save.js';
+import {
+  type AdapterCompression,
+  BASE_QUANTIZATION_METADATA_KEY,
+  COMPRESSION_CONFIG_KEY,
+  type CompressionSpec,
+  compressionSpec,
+  roundTrip,
+} from './compress.js';
 import { Graph } from '../../graph/ir.js';
 import { BuildContext } from '../../nn/context.js';
 import { type HostTensor, RuntimeSession } from '../../runtime/session.js';
@@ -121,11 +163,21 @@ function tokenTargets(base: PretrainedModel, config: LoraConfig): Map<string, nu
   const linears = new Set(base.linears().map((s) => s.name));
   for (const [key, indices] of entries) {
     const module = key === base.embeddingName || linears.has(key) ? key : [base.embeddingName, ...linears].find((m) => m.endsWith(key));
-    if (!module) throw new PeftConfigError(`trainable_token_indices: no embedding or linear module of ${base.dir} is named ${JSON.stringify(key)} (the input embedding is ${base.embeddingName})`);
-    const rows = module === base.embeddingName ? base.weights.shapeOf(`${module}.weight`)[0]! : base.linears().find((s) => s.name === module)!.outFeatures;
+    if (!module)
+      throw new PeftConfigError(
+        `trainable_token_indices: no embedding or linear module of ${base.dir} is named ${JSON.stringify(key)} (the input embedding is ${base.embeddingName})`,
+      );
+    const rows =
+      module === base.embeddingName
+        ? base.weights.shapeOf(`${module}.weight`)[0]!
+        : base.linears().find((s) => s.name === module)!.outFeatures;
     const bad = indices.find((i) => i >= rows);
-    if (bad !== undefined) throw new PeftConfigError(`trainable_token_indices: token ${bad} is out of range for ${module} (${rows} rows); an adapter trained with added tokens (peft train --add-tokens) needs the base grown to its tokenizer first: resizeTokenEmbeddings(base, length of the adapter folder's tokenizer), or peft merge`);
-    if (new Set(indices).size !== indices.length) throw new PeftConfigError(`trainable_token_indices for ${module} lists a token twice; give each token once`);
+    if (bad !== undefined)
+      throw new PeftConfigError(
+        `trainable_token_indices: token ${bad} is out of range for ${module} (${rows} rows); an adapter trained with added tokens (peft train --add-tokens) needs the base grown to its tokenizer first: resizeTokenEmbeddings(base, length of the adapter folder's tokenizer), or peft merge`,
+      );
+    if (new Set(indices).size !== indices.length)
+      throw new PeftConfigError(`trainable_token_indices for ${module} lists a token twice; give each token once`);
     out.set(module, [...indices]);
   }
   return out;
@@ -134,7 +186,10 @@ function tokenTargets(base: PretrainedModel, config: LoraConfig): Map<string, nu
 /** Linear modules whose weight is the same stored tensor as `module`'s (a tied lm_head). */
 function tiedLinears(base: PretrainedModel, module: string): string[] {
   const w = base.weights.resolve(`${module}.weight`);
-  return base.linears().filter((s) => s.name !== module && base.weights.has(`${s.name}.weight`) && base.weights.resolve(`${s.name}.weight`) === w).map((s) => s.name);
+  return base
+    .linears()
+    .filter((s) => s.name !== module && base.weights.has(`${s.name}.weight`) && base.weights.resolve(`${s.name}.weight`) === w)
+    .map((s) => s.name);
 }
 
 /** Rows `indices` of a [rows, cols] matrix, as a new [n, cols] array. */
@@ -154,8 +209,14 @@ function gatherRows(w: WeightTensor, indices: readonly number[]): Float32Array {
 function injectionOrder(base: PretrainedModel, a: LoraAdapter): { module: string; embedding: boolean }[] {
   const order = new Map(base.moduleNames().map((n, i) => [n, i]));
   const at = (n: string) => order.get(n) ?? Number.MAX_SAFE_INTEGER;
-  const all = [...[...a.modules.keys()].map((module) => ({ module, embedding: false })), ...[...a.embeddings.keys()].map((module) => ({ module, embedding: true }))];
-  return all.map((x, i) => ({ ...x, i })).sort((x, y) => at(x.module) - at(y.module) || x.i - y.i).map(({ module, embedding }) => ({ module, embedding }));
+  const all = [
+    ...[...a.modules.keys()].map((module) => ({ module, embedding: false })),
+    ...[...a.embeddings.keys()].map((module) => ({ module, embedding: true })),
+  ];
+  return all
+    .map((x, i) => ({ ...x, i }))
+    .sort((x, y) => at(x.module) - at(y.module) || x.i - y.i)
+    .map(({ module, embedding }) => ({ module, embedding }));
 }
 
 /**
@@ -203,15 +264,22 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
   }
   const tokenMods = tokenTargets(base, config);
   for (const e of targets.embeddings) {
-    if (tokenMods.has(e.name)) throw new PeftConfigError(`${e.name} is both a LoRA target and in trainable_token_indices; use one of the two for it`);
-    if (config.loraBias) throw new PeftConfigError(`lora_bias=true is not supported for the embedding ${e.name} (as in peft); leave the embedding out of target_modules`);
+    if (tokenMods.has(e.name))
+      throw new PeftConfigError(`${e.name} is both a LoRA target and in trainable_token_indices; use one of the two for it`);
+    if (config.loraBias)
+      throw new PeftConfigError(
+        `lora_bias=true is not supported for the embedding ${e.name} (as in peft); leave the embedding out of target_modules`,
+      );
   }
   const variant = variantFor(config.useDora);
   const weightNames = allWeightNames(base);
   const wrapped = new Set(targets.lora.map((t) => t.spec.name));
   if (config.loraBias) {
     const noBias = targets.lora.filter((t) => !t.spec.bias).map((t) => t.spec.name);
-    if (noBias.length && src.kind === 'create') warn(`lora_bias=true but ${noBias[0]}${noBias.length > 1 ? ` and ${noBias.length - 1} other targets have` : ' has'} no bias: merging this adapter will not be possible (as in peft)`);
+    if (noBias.length && src.kind === 'create')
+      warn(
+        `lora_bias=true but ${noBias[0]}${noBias.length > 1 ? ` and ${noBias.length - 1} other targets have` : ' has'} no bias: merging this adapter will not be possible (as in peft)`,
+      );
   }
 
   // Base weights the adapter replaces, and under which saved key each lives.
@@ -221,10 +289,12 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
   }
   const inMts = (w: string) => overrideNames.some((x) => x.weight === w);
   if (config.bias === 'all') {
-    for (const w of weightNames) if (w.includes('bias') && !inMts(w)) overrideNames.push({ weight: w, module: w.slice(0, w.lastIndexOf('.')), saved: true });
+    for (const w of weightNames)
+      if (w.includes('bias') && !inMts(w)) overrideNames.push({ weight: w, module: w.slice(0, w.lastIndexOf('.')), saved: true });
   } else if (config.bias === 'lora_only') {
     // peft 0.13.2 looks for "<module>.bias" where the bias lives at "<module>.base_layer.bias": never saved.
-    for (const { spec } of targets.lora) if (spec.bias && !inMts(`${spec.name}.bias`)) overrideNames.push({ weight: `${spec.name}.bias`, module: spec.name, saved: false });
+    for (const { spec } of targets.lora)
+      if (spec.bias && !inMts(`${spec.name}.bias`)) overrideNames.push({ weight: `${spec.name}.bias`, module: spec.name, saved: false });
   }
 
   const modules = new Map<string, LoraModuleState>();
@@ -240,9 +310,15 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
       `init_lora_weights="${String(init)}" rewrites the base weights to the residual, but ${quantizedTargets[0]!.spec.name} is held 4-bit quantized; load the model in full precision to use it`,
     );
   }
-  if ((pissa || olora) && targets.embeddings.length) throw new PeftConfigError(`init_lora_weights="${String(init)}" initialises linear layers only; leave ${targets.embeddings[0]!.name} out of target_modules`);
+  if ((pissa || olora) && targets.embeddings.length)
+    throw new PeftConfigError(
+      `init_lora_weights="${String(init)}" initialises linear layers only; leave ${targets.embeddings[0]!.name} out of target_modules`,
+    );
   if (src.kind === 'create' && (init === 'orthogonal' || init === 'eva')) {
-    throw new UnsupportedLoraFeatureError('init_lora_weights', `init_lora_weights="${init}" is not implemented for new adapters here; use true, false, "gaussian", "pissa", "pissa_niter_<n>" or "olora" (adapters saved with it load)`);
+    throw new UnsupportedLoraFeatureError(
+      'init_lora_weights',
+      `init_lora_weights="${init}" is not implemented for new adapters here; use true, false, "gaussian", "pissa", "pissa_niter_<n>" or "olora" (adapters saved with it load)`,
+    );
   }
   const embShape = (e: string) => base.weights.shapeOf(`${e}.weight`) as [number, number];
 
@@ -271,7 +347,18 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
       const B = need('lora_B', spec.name, [spec.outFeatures, r]);
       const magnitude = variant.hasMagnitude ? need('lora_magnitude_vector', spec.name, [spec.outFeatures]) : undefined;
       const bias = config.loraBias ? need('lora_B_bias', spec.name, [spec.outFeatures]) : undefined;
-      modules.set(spec.name, { spec, r, alpha, scaling: loraScaling(alpha, r, config.useRslora), dropout: config.loraDropout, variant, A, B, magnitude, bias });
+      modules.set(spec.name, {
+        spec,
+        r,
+        alpha,
+        scaling: loraScaling(alpha, r, config.useRslora),
+        dropout: config.loraDropout,
+        variant,
+        A,
+        B,
+        magnitude,
+        bias,
+      });
     }
     const savedBase: [string, TrainableTensor][] = [];
     for (const { name: e, r, alpha } of targets.embeddings) {
@@ -279,14 +366,29 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
       const A = need('lora_embedding_A', e, [r, V]);
       const B = need('lora_embedding_B', e, [H, r]);
       const magnitude = variant.hasMagnitude ? need('lora_magnitude_vector', e, [H]) : undefined;
-      embeddings.set(e, { name: e, numEmbeddings: V, embeddingDim: H, r, alpha, scaling: loraScaling(alpha, r, config.useRslora), A, B, magnitude });
+      embeddings.set(e, {
+        name: e,
+        numEmbeddings: V,
+        embeddingDim: H,
+        r,
+        alpha,
+        scaling: loraScaling(alpha, r, config.useRslora),
+        A,
+        B,
+        magnitude,
+      });
       // peft saves the base embedding next to it and loads it back into the base layer.
       const b = take(tensorNames('base_layer', e, name).saved, [V, H], `the base weight of ${e}`);
       if (b) savedBase.push([e, b]);
     }
     for (const [m, indices] of tokenMods) {
       const cols = m === base.embeddingName ? embShape(m)[1] : base.linears().find((s) => s.name === m)!.inFeatures;
-      tokens.set(m, { module: m, indices, delta: need('trainable_tokens_delta', m, [indices.length, cols]), tiedLinears: tiedLinears(base, m) });
+      tokens.set(m, {
+        module: m,
+        indices,
+        delta: need('trainable_tokens_delta', m, [indices.length, cols]),
+        tiedLinears: tiedLinears(base, m),
+      });
     }
     for (const ov of overrideNames) {
       const shape = base.weights.get(ov.weight).shape;
@@ -294,7 +396,12 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
       const t = ov.saved ? take(key, shape, ov.weight) : undefined;
       // modules_to_save must be in the file; a bias peft did not save keeps its base value.
       if (!t && inMtsModule(targets.modulesToSave, ov.weight)) missing.push(key);
-      overrides.set(ov.weight, t ? { shape: [...t.shape], data: Float32Array.from(t.data) } : { shape: [...shape], data: Float32Array.from(base.weights.get(ov.weight).data) });
+      overrides.set(
+        ov.weight,
+        t
+          ? { shape: [...t.shape], data: Float32Array.from(t.data) }
+          : { shape: [...shape], data: Float32Array.from(base.weights.get(ov.weight).data) },
+      );
     }
     const unexpected = [...src.tensors.keys()].filter((k) => !used.has(k));
     if (missing.length || unexpected.length) {
@@ -306,7 +413,8 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
           ` the adapter was made for ${config.baseModelNameOrPath ?? 'another model'} with target_modules ${JSON.stringify(config.targetModules)}`,
       );
     }
-    for (const [e, b] of savedBase) base.weights.set(base.weights.resolve(`${e}.weight`), { shape: [...b.shape], data: Float32Array.from(b.data) });
+    for (const [e, b] of savedBase)
+      base.weights.set(base.weights.resolve(`${e}.weight`), { shape: [...b.shape], data: Float32Array.from(b.data) });
     if (pissa) await applyPissaResidual(base, [...modules.values()], false, init as string);
     if (olora) await applyOloraResidual(base, [...modules.values()], false);
     return { name, config, modules, overrides, modulesToSave: targets.modulesToSave, trainable, embeddings, tokens };
@@ -314,9 +422,17 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
 
   for (const { spec, r, alpha } of targets.lora) {
     const scaling = loraScaling(alpha, r, config.useRslora);
-    const { A, B } = pissa || olora ? { A: new Float32Array(r * spec.inFeatures), B: new Float32Array(spec.outFeatures * r) } : randomLoraInit(init === false ? false : init === 'gaussian' ? 'gaussian' : true, src.rng, r, spec.inFeatures, spec.outFeatures);
+    const { A, B } =
+      pissa || olora
+        ? { A: new Float32Array(r * spec.inFeatures), B: new Float32Array(spec.outFeatures * r) }
+        : randomLoraInit(init === false ? false : init === 'gaussian' ? 'gaussian' : true, src.rng, r, spec.inFeatures, spec.outFeatures);
     // lora_B's bias: zero with the default init (peft reset_lora_parameters), nn.Linear's default otherwise.
-    const bias = config.loraBias ? { shape: [spec.outFeatures], data: init === false ? kaimingUniform(src.rng, spec.outFeatures, r) : new Float32Array(spec.outFeatures) } : undefined;
+    const bias = config.loraBias
+      ? {
+          shape: [spec.outFeatures],
+          data: init === false ? kaimingUniform(src.rng, spec.outFeatures, r) : new Float32Array(spec.outFeatures),
+        }
+      : undefined;
     modules.set(spec.name, {
       spec,
       r,
@@ -334,20 +450,37 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
     // peft Embedding.reset_lora_parameters: A zero and B ~ N(0, 1) (init true / gaussian); false keeps both ~ N(0, 1).
     const A = init === false ? normals(src.rng, r * V, 1) : new Float32Array(r * V);
     const B = normals(src.rng, H * r, 1);
-    embeddings.set(e, { name: e, numEmbeddings: V, embeddingDim: H, r, alpha, scaling: loraScaling(alpha, r, config.useRslora), A: { shape: [r, V], data: A }, B: { shape: [H, r], data: B } });
+    embeddings.set(e, {
+      name: e,
+      numEmbeddings: V,
+      embeddingDim: H,
+      r,
+      alpha,
+      scaling: loraScaling(alpha, r, config.useRslora),
+      A: { shape: [r, V], data: A },
+      B: { shape: [H, r], data: B },
+    });
   }
   for (const [m, indices] of tokenMods) {
     // TrainableTokensLayer starts from the current rows.
     const w = base.weights.dequantized(`${m}.weight`);
-    tokens.set(m, { module: m, indices, delta: { shape: [indices.length, w.shape[1]!], data: gatherRows(w, indices) }, tiedLinears: tiedLinears(base, m) });
+    tokens.set(m, {
+      module: m,
+      indices,
+      delta: { shape: [indices.length, w.shape[1]!], data: gatherRows(w, indices) },
+      tiedLinears: tiedLinears(base, m),
+    });
   }
   let initial: Map<string, { A: Float32Array; B: Float32Array }> | undefined;
   if (pissa) await applyPissaResidual(base, [...modules.values()], true, init as string);
   if (olora) await applyOloraResidual(base, [...modules.values()], true);
-  if (pissa || olora) initial = new Map([...modules].map(([m, st]) => [m, { A: Float32Array.from(st.A.data), B: Float32Array.from(st.B.data) }]));
+  if (pissa || olora)
+    initial = new Map([...modules].map(([m, st]) => [m, { A: Float32Array.from(st.A.data), B: Float32Array.from(st.B.data) }]));
   if (variant.hasMagnitude) {
     const states = [...modules.values()];
-    const mags = await doraInitialMagnitudes(states.map((s) => ({ spec: s.spec, weight: base.weights.dequantized(`${s.spec.name}.weight`), state: s })));
+    const mags = await doraInitialMagnitudes(
+      states.map((s) => ({ spec: s.spec, weight: base.weights.dequantized(`${s.spec.name}.weight`), state: s })),
+    );
     states.forEach((s, i) => (s.magnitude = { shape: [s.spec.outFeatures], data: mags[i]! }));
     const embs = [...embeddings.values()];
     const emags = await embeddingDoraMagnitudes(embs.map((e) => ({ weight: base.weights.dequantized(`${e.name}.weight`), state: e })));
@@ -405,7 +538,10 @@ async function applyPissaResidual(base: PretrainedModel, states: LoraModuleState
  */
 async function applyOloraResidual(base: PretrainedModel, states: LoraModuleState[], setAB: boolean): Promise<void> {
   for (const s of states) {
-    if (s.spec.layout === 'conv1d') throw new PeftConfigError(`init_lora_weights="olora" needs nn.Linear weights; ${s.spec.name} is a Conv1D (as peft, which does not transpose it)`);
+    if (s.spec.layout === 'conv1d')
+      throw new PeftConfigError(
+        `init_lora_weights="olora" needs nn.Linear weights; ${s.spec.name} is a Conv1D (as peft, which does not transpose it)`,
+      );
   }
   for (const s of states) {
     const name = base.weights.resolve(`${s.spec.name}.weight`);
@@ -431,10 +567,16 @@ function transposeRM(a: Float64Array, rows: number, cols: number): Float64Array 
  * peft's save_mutated_as_lora + subtract_mutated_init: a PiSSA/OLoRA adapter as a plain LoRA for
  * the original base weights, from its initial A0/B0 saved in `initDir`.
  */
-async function convertMutatedToLora(a: LoraAdapter, slots: TensorSlot[], initDir: string): Promise<{ slots: TensorSlot[]; config: LoraConfig }> {
+async function convertMutatedToLora(
+  a: LoraAdapter,
+  slots: TensorSlot[],
+  initDir: string,
+): Promise<{ slots: TensorSlot[]; config: LoraConfig }> {
   const c = a.config;
   if (c.useRslora && (Object.keys(c.rankPattern).length || Object.keys(c.alphaPattern).length)) {
-    throw new PeftConfigError('pathInitialModelForWeightConversion is not supported with rank_pattern or alpha_pattern together with use_rslora=true (as in peft)');
+    throw new PeftConfigError(
+      'pathInitialModelForWeightConversion is not supported with rank_pattern or alpha_pattern together with use_rslora=true (as in peft)',
+    );
   }
   const init = c.initLoraWeights;
   if (!(init === true || init === 'olora' || (typeof init === 'string' && init.startsWith('pissa')))) {
@@ -446,7 +588,9 @@ async function convertMutatedToLora(a: LoraAdapter, slots: TensorSlot[], initDir
     if (sl.kind !== 'lora_A' && sl.kind !== 'lora_B') continue; // peft keeps only lora_A / lora_B
     const t0 = initial.get(sl.saved!);
     if (!t0 || t0.shape.join() !== sl.tensor.shape.join()) {
-      throw new AdapterMismatchError(`${initDir} is not this adapter's initial state: ${sl.saved} is ${t0 ? `[${t0.shape}]` : 'missing'} there, [${sl.tensor.shape}] here`);
+      throw new AdapterMismatchError(
+        `${initDir} is not this adapter's initial state: ${sl.saved} is ${t0 ? `[${t0.shape}]` : 'missing'} there, [${sl.tensor.shape}] here`,
+      );
     }
     const [rows, cols] = sl.tensor.shape as [number, number];
     let tensor: TrainableTensor;
@@ -536,7 +680,10 @@ export class LoraModel implements AdaptedModel {
     // A compressed adapter's extra "compression" entry (compress.ts) is not a LoRA setting; its
     // tensors are dequantized by readAdapterTensors.
     const { [COMPRESSION_CONFIG_KEY]: _compression, ...json } = await readAdapterConfigFile(dir);
-    if (json.peft_type !== 'LORA') throw new AdapterError(`${join(dir, 'adapter_config.json')}: peft_type is ${JSON.stringify(json.peft_type)}; only LORA adapters can be added to a LoRA model`);
+    if (json.peft_type !== 'LORA')
+      throw new AdapterError(
+        `${join(dir, 'adapter_config.json')}: peft_type is ${JSON.stringify(json.peft_type)}; only LORA adapters can be added to a LoRA model`,
+      );
     const config = loraConfigFromJson(json, join(dir, 'adapter_config.json'));
     const tensors = await readAdapterTensors(dir);
     const trainable = opts.isTrainable ?? false;
@@ -557,15 +704,27 @@ export class LoraModel implements AdaptedModel {
    * peft's add_weighted_adapter: a new (frozen, inactive) adapter `name` combining `adapters` with
    * `weights` (src/tuners/lora/weighted.ts says how each combination type computes).
    */
-  async addWeightedAdapter(adapters: string[], weights: number[], name: string, combinationType: CombinationType = 'svd', opts: WeightedAdapterOptions = {}): Promise<void> {
+  async addWeightedAdapter(
+    adapters: string[],
+    weights: number[],
+    name: string,
+    combinationType: CombinationType = 'svd',
+    opts: WeightedAdapterOptions = {},
+  ): Promise<void> {
     this.checkNewName(name);
-    if (!COMBINATION_TYPES.includes(combinationType)) throw new PeftConfigError(`combination type ${JSON.stringify(combinationType)} is not one of ${COMBINATION_TYPES.join(', ')}`);
+    if (!COMBINATION_TYPES.includes(combinationType))
+      throw new PeftConfigError(`combination type ${JSON.stringify(combinationType)} is not one of ${COMBINATION_TYPES.join(', ')}`);
     if (!adapters.length) throw new PeftConfigError('add_weighted_adapter needs at least one source adapter');
-    if (weights.length !== adapters.length || !weights.every(Number.isFinite)) throw new PeftConfigError(`give one finite weight per source adapter (${adapters.length} adapters, ${weights.length} weights)`);
-    if (opts.majoritySignMethod !== undefined && opts.majoritySignMethod !== 'total' && opts.majoritySignMethod !== 'frequency') throw new PeftConfigError(`majority_sign_method must be "total" or "frequency", got ${JSON.stringify(opts.majoritySignMethod)}`);
-    if (opts.svdClamp !== undefined && !(opts.svdClamp >= 0 && opts.svdClamp <= 1)) throw new PeftConfigError(`svd_clamp is a quantile in [0, 1], got ${opts.svdClamp}`);
-    if (opts.svdRank !== undefined && !(Number.isInteger(opts.svdRank) && opts.svdRank > 0)) throw new PeftConfigError(`svd_rank must be a positive integer, got ${opts.svdRank}`);
-    if (opts.seed !== undefined && !(Number.isSafeInteger(opts.seed) && opts.seed >= 0)) throw new PeftConfigError(`seed must be a non-negative integer (torch.manual_seed's seed), got ${opts.seed}`);
+    if (weights.length !== adapters.length || !weights.every(Number.isFinite))
+      throw new PeftConfigError(`give one finite weight per source adapter (${adapters.length} adapters, ${weights.length} weights)`);
+    if (opts.majoritySignMethod !== undefined && opts.majoritySignMethod !== 'total' && opts.majoritySignMethod !== 'frequency')
+      throw new PeftConfigError(`majority_sign_method must be "total" or "frequency", got ${JSON.stringify(opts.majoritySignMethod)}`);
+    if (opts.svdClamp !== undefined && !(opts.svdClamp >= 0 && opts.svdClamp <= 1))
+      throw new PeftConfigError(`svd_clamp is a quantile in [0, 1], got ${opts.svdClamp}`);
+    if (opts.svdRank !== undefined && !(Number.isInteger(opts.svdRank) && opts.svdRank > 0))
+      throw new PeftConfigError(`svd_rank must be a positive integer, got ${opts.svdRank}`);
+    if (opts.seed !== undefined && !(Number.isSafeInteger(opts.seed) && opts.seed >= 0))
+      throw new PeftConfigError(`seed must be a non-negative integer (torch.manual_seed's seed), got ${opts.seed}`);
     const srcs = adapters.map((n) => this.adapter(n));
     // As peft: only lora_A/lora_B are combined. The new adapter takes the rest of its config from
     // the first source and is initialised like a new adapter there (DoRA magnitudes = ||W||, lora_B
@@ -574,7 +733,10 @@ export class LoraModel implements AdaptedModel {
     const saved = new Map<string, string>();
     for (const a of srcs) {
       for (const m of a.modulesToSave) {
-        if (saved.has(m)) throw new PeftConfigError(`adapters "${saved.get(m)}" and "${a.name}" both save ${m} in full (modules_to_save); peft cannot combine them`);
+        if (saved.has(m))
+          throw new PeftConfigError(
+            `adapters "${saved.get(m)}" and "${a.name}" both save ${m} in full (modules_to_save); peft cannot combine them`,
+          );
         saved.set(m, a.name);
       }
     }
@@ -584,7 +746,10 @@ export class LoraModel implements AdaptedModel {
     if (type === 'cat') newRank = ranks.reduce((x, y) => x + y, 0);
     else if (type.endsWith('svd')) newRank = opts.svdRank ?? Math.max(...ranks);
     else {
-      if (new Set(ranks).size !== 1) throw new PeftConfigError(`all adapters must have the same r for combination type "${type}" (got ${ranks.join(', ')}); use cat or an *_svd type`);
+      if (new Set(ranks).size !== 1)
+        throw new PeftConfigError(
+          `all adapters must have the same r for combination type "${type}" (got ${ranks.join(', ')}); use cat or an *_svd type`,
+        );
       newRank = ranks[0]!;
     }
     const tms = srcs.map((a) => a.config.targetModules);
@@ -613,8 +778,15 @@ export class LoraModel implements AdaptedModel {
     const combine = combiner(type, opts, rng);
     const svd = new TopSvd();
     try {
-      const fill = async (module: string, target: { A: TrainableTensor; B: TrainableTensor }, sources: { A: TrainableTensor; B: TrainableTensor; scaling: number; w: number }[]) => {
-        if (!sources.length) throw new AdapterError(`no source adapter has a LoRA on ${module}, which the combined target_modules select (as in peft: "No matching LoRAs found")`);
+      const fill = async (
+        module: string,
+        target: { A: TrainableTensor; B: TrainableTensor },
+        sources: { A: TrainableTensor; B: TrainableTensor; scaling: number; w: number }[],
+      ) => {
+        if (!sources.length)
+          throw new AdapterError(
+            `no source adapter has a LoRA on ${module}, which the combined target_modules select (as in peft: "No matching LoRAs found")`,
+          );
         const [rows, cols] = [target.B.shape[0]!, target.A.shape[1]!];
         if (type === 'cat') {
           const A = new Float32Array(newRank * cols);
@@ -641,15 +813,25 @@ export class LoraModel implements AdaptedModel {
             }
             return d;
           });
-          const delta = combine(deltas, sources.map((s) => s.w * s.scaling));
+          const delta = combine(
+            deltas,
+            sources.map((s) => s.w * s.scaling),
+          );
           const { A, B } = await svdFactors(delta, rows, cols, newRank, opts.svdClamp, svd);
           target.A.data.set(A);
           target.B.data.set(B);
         } else {
-          if (sources.some((s) => s.A.shape[0] !== newRank)) throw new PeftConfigError(`combination type "${type}" needs every source LoRA on ${module} to have rank ${newRank}`);
+          if (sources.some((s) => s.A.shape[0] !== newRank))
+            throw new PeftConfigError(`combination type "${type}" needs every source LoRA on ${module} to have rank ${newRank}`);
           const ws = sources.map((s) => s.w * s.scaling);
-          const A = combine(sources.map((s) => Float64Array.from(s.A.data)), ws.map((x) => (x >= 0 ? 1 : -1) * Math.sqrt(Math.abs(x))));
-          const B = combine(sources.map((s) => Float64Array.from(s.B.data)), ws.map((x) => Math.sqrt(Math.abs(x))));
+          const A = combine(
+            sources.map((s) => Float64Array.from(s.A.data)),
+            ws.map((x) => (x >= 0 ? 1 : -1) * Math.sqrt(Math.abs(x))),
+          );
+          const B = combine(
+            sources.map((s) => Float64Array.from(s.B.data)),
+            ws.map((x) => Math.sqrt(Math.abs(x))),
+          );
           target.A.data.set(Float32Array.from(A));
           target.B.data.set(Float32Array.from(B));
         }
@@ -670,8 +852,10 @@ export class LoraModel implements AdaptedModel {
   }
 
   private checkNewName(name: string): void {
-    if (!name || /[\s/\\]/.test(name)) throw new PeftConfigError(`adapter name ${JSON.stringify(name)} must be non-empty without spaces or slashes`);
-    if (this.adapters.has(name)) throw new PeftConfigError(`an adapter named "${name}" already exists; pick another name or delete it first`);
+    if (!name || /[\s/\\]/.test(name))
+      throw new PeftConfigError(`adapter name ${JSON.stringify(name)} must be non-empty without spaces or slashes`);
+    if (this.adapters.has(name))
+      throw new PeftConfigError(`an adapter named "${name}" already exists; pick another name or delete it first`);
   }
 
   get adapterNames(): string[] {
@@ -724,7 +908,8 @@ export class LoraModel implements AdaptedModel {
    */
   deleteAdapter(name: string): void {
     this.adapter(name);
-    if (this.merged.includes(name)) throw new AdapterError(`adapter "${name}" is merged into the base weights; call unmerge() before deleting it`);
+    if (this.merged.includes(name))
+      throw new AdapterError(`adapter "${name}" is merged into the base weights; call unmerge() before deleting it`);
     this.adapters.delete(name);
     if (this.active.includes(name)) {
       const still = this.active.filter((n) => n !== name);
@@ -783,7 +968,9 @@ export class LoraModel implements AdaptedModel {
       }
     }
     for (const m of new Set([...perEmbedding.keys(), ...perTokens.keys()])) {
-      ctx.embeddingHooks.set(m, (ids, baseLookup, c) => this.embeddingForward(ids, baseLookup, m, c, perEmbedding.get(m) ?? [], perTokens.get(m) ?? []));
+      ctx.embeddingHooks.set(m, (ids, baseLookup, c) =>
+        this.embeddingForward(ids, baseLookup, m, c, perEmbedding.get(m) ?? [], perTokens.get(m) ?? []),
+      );
     }
     for (const [m, entries] of projTokens) {
       const prev = ctx.linearHooks.get(m);
@@ -835,7 +1022,9 @@ export class LoraModel implements AdaptedModel {
       const t = {
         A: ctx.param(tensorNames('lora_A', spec.name, adapter).param, state.A.shape),
         B: ctx.param(tensorNames('lora_B', spec.name, adapter).param, state.B.shape),
-        magnitude: state.magnitude ? ctx.param(tensorNames('lora_magnitude_vector', spec.name, adapter).param, state.magnitude.shape) : undefined,
+        magnitude: state.magnitude
+          ? ctx.param(tensorNames('lora_magnitude_vector', spec.name, adapter).param, state.magnitude.shape)
+          : undefined,
         bias: state.bias ? ctx.param(tensorNames('lora_B_bias', spec.name, adapter).param, state.bias.shape) : undefined,
       };
       let maskName = `${PEFT_PREFIX}${spec.name}.lora_dropout.${adapter}.keep_mask`;
@@ -859,15 +1048,27 @@ export class LoraModel implements AdaptedModel {
     for (const { adapter, state } of toks) {
       const n = tensorNames('trainable_tokens_delta', module, adapter).param;
       const delta = ctx.param(n, state.delta.shape);
-      const idx = ctx.graph.constant(`${n}.indices`, 'int64', [state.indices.length], BigInt64Array.from(state.indices, (i) => BigInt(i)));
-      const rows = ctx.graph.constant(`${n}.base_rows`, 'float32', state.delta.shape, gatherRows(ctx.weights.dequantized(wName), state.indices));
+      const idx = ctx.graph.constant(
+        `${n}.indices`,
+        'int64',
+        [state.indices.length],
+        BigInt64Array.from(state.indices, (i) => BigInt(i)),
+      );
+      const rows = ctx.graph.constant(
+        `${n}.base_rows`,
+        'float32',
+        state.delta.shape,
+        gatherRows(ctx.weights.dequantized(wName), state.indices),
+      );
       result = tokensLookup(result, ids, idx, delta, rows);
     }
     for (const { adapter, state } of loras) {
       const t = {
         A: ctx.param(tensorNames('lora_embedding_A', module, adapter).param, state.A.shape),
         B: ctx.param(tensorNames('lora_embedding_B', module, adapter).param, state.B.shape),
-        magnitude: state.magnitude ? ctx.param(tensorNames('lora_magnitude_vector', module, adapter).param, state.magnitude.shape) : undefined,
+        magnitude: state.magnitude
+          ? ctx.param(tensorNames('lora_magnitude_vector', module, adapter).param, state.magnitude.shape)
+          : undefined,
       };
       result = embeddingForward(result, ids, () => ctx.weight(wName), t, state.scaling);
     }
@@ -882,7 +1083,13 @@ export class LoraModel implements AdaptedModel {
     const onehot = new Float32Array(state.indices.length * spec.outFeatures);
     state.indices.forEach((t, i) => (onehot[i * spec.outFeatures + t] = 1));
     const key = `${n}.${spec.name}`;
-    return tokensProjection(y, x, delta, ctx.graph.constant(`${key}.base_rows`, 'float32', state.delta.shape, rows), ctx.graph.constant(`${key}.onehot`, 'float32', [state.indices.length, spec.outFeatures], onehot));
+    return tokensProjection(
+      y,
+      x,
+      delta,
+      ctx.graph.constant(`${key}.base_rows`, 'float32', state.delta.shape, rows),
+      ctx.graph.constant(`${key}.onehot`, 'float32', [state.indices.length, spec.outFeatures], onehot),
+    );
   }
 
   loss(logits: Value, labels: Value): Value {
@@ -975,13 +1182,21 @@ export class LoraModel implements AdaptedModel {
     const folders = names.map((n) => (n === 'default' || opts.flat ? dir : join(dir, n)));
     checkOutputDir(dir);
     folders.forEach((f) => checkOutputDir(f));
-    const spec = opts.compression === undefined ? undefined : typeof opts.compression === 'string' ? compressionSpec(opts.compression) : compressionSpec(opts.compression.method, opts.compression.blockSize);
+    const spec =
+      opts.compression === undefined
+        ? undefined
+        : typeof opts.compression === 'string'
+          ? compressionSpec(opts.compression)
+          : compressionSpec(opts.compression.method, opts.compression.blockSize);
     for (const n of names) {
       const a = this.adapter(n);
       if (a.config.bias === 'lora_only' && a.overrides.size) {
         warn(`adapter "${n}" has bias="lora_only": as in peft 0.13.2 its trained biases are not written to adapter_model.safetensors`);
       }
-      if (spec && this.merged.includes(n)) throw new AdapterError(`adapter "${n}" is merged into the base weights; unmerge() before saving it compressed (its output drift is measured through the unmerged model)`);
+      if (spec && this.merged.includes(n))
+        throw new AdapterError(
+          `adapter "${n}" is merged into the base weights; unmerge() before saving it compressed (its output drift is measured through the unmerged model)`,
+        );
     }
     // Everything that can fail (drift measurement included) runs before the first file is written.
     const writes: { dir: string; config: LoraConfig; slots: TensorSlot[]; opts: WriteAdapterOptions }[] = [];
@@ -995,12 +1210,21 @@ export class LoraModel implements AdaptedModel {
         slots.push({ kind: 'base_layer', module: m, param: n.param, saved: n.saved, tensor: this.base.weights.dequantized(`${m}.weight`) });
       }
       if (opts.pathInitialModelForWeightConversion !== undefined) {
-        if (spec) throw new AdapterError('compression and pathInitialModelForWeightConversion cannot be combined; save the converted adapter first, then compress it');
+        if (spec)
+          throw new AdapterError(
+            'compression and pathInitialModelForWeightConversion cannot be combined; save the converted adapter first, then compress it',
+          );
         ({ slots, config } = await convertMutatedToLora(a, slots, opts.pathInitialModelForWeightConversion));
       }
       const metadata: Record<string, string> = {};
       const q = [...a.modules.values()].map((m) => this.base.weights.getQuantized(`${m.spec.name}.weight`)).find((x) => x !== undefined);
-      if (q) metadata[BASE_QUANTIZATION_METADATA_KEY] = JSON.stringify({ bits: 4, type: q.quant.type, double_quant: q.quant.absmax.kind === 'double', block_size: q.quant.blockSize });
+      if (q)
+        metadata[BASE_QUANTIZATION_METADATA_KEY] = JSON.stringify({
+          bits: 4,
+          type: q.quant.type,
+          double_quant: q.quant.absmax.kind === 'double',
+          block_size: q.quant.blockSize,
+        });
       let compression: WriteAdapterOptions['compression'];
       if (spec) {
         const report = compressionReport(slots, spec);
@@ -1019,7 +1243,11 @@ export class LoraModel implements AdaptedModel {
    * its lora_A/lora_B replaced by what their compressed form loads back as, on `sample` token ids
    * (default: 2 x 32 fixed pseudo-random ids). Both runs share one session; only the fed tensors differ.
    */
-  async compressionDrift(name: string, spec: CompressionSpec, sample?: readonly (readonly number[])[]): Promise<{ maxAbsDiff: number; sample: string }> {
+  async compressionDrift(
+    name: string,
+    spec: CompressionSpec,
+    sample?: readonly (readonly number[])[],
+  ): Promise<{ maxAbsDiff: number; sample: string }> {
     const a = this.adapter(name);
     const vocab = this.base.config.vocabSize;
     const rows = sample ?? Array.from({ length: 2 }, (_, b) => Array.from({ length: 32 }, (_, i) => (7919 * b + 104729 * i + 13) % vocab));
@@ -1033,7 +1261,10 @@ export class LoraModel implements AdaptedModel {
     try {
       const g = new Graph();
       const ctx = new BuildContext(g, this.base.weights, { trainable: this.trainableBaseWeights() });
-      const out = this.forward(ctx, { inputIds: g.input('input_ids', 'int64', ['batch', 'seq']), attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']) });
+      const out = this.forward(ctx, {
+        inputIds: g.input('input_ids', 'int64', ['batch', 'seq']),
+        attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']),
+      });
       const session = await RuntimeSession.fromGraph(g, { logits: out.logits }, { name: 'lora compression drift' });
       try {
         const shape = [rows.length, seq];
@@ -1056,7 +1287,10 @@ export class LoraModel implements AdaptedModel {
         const y = (await session.run(feeds(true))).logits!.data as Float32Array;
         let m = 0;
         for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!));
-        return { maxAbsDiff: m, sample: sample ? `${rows.length} x ${seq} given token ids` : `${rows.length} x ${seq} fixed pseudo-random token ids` };
+        return {
+          maxAbsDiff: m,
+          sample: sample ? `${rows.length} x ${seq} given token ids` : `${rows.length} x ${seq} fixed pseudo-random token ids`,
+        };
       } finally {
         await session.dispose();
       }
@@ -1127,7 +1361,8 @@ export class LoraModel implements AdaptedModel {
     const results = await mergeWeights(jobs.map((j) => j.job));
     const updates = new Map<string, WeightTensor>();
     jobs.forEach(({ name, job }, i) => updates.set(name, { shape: [...job.weight.shape], data: results[i]! }));
-    for (const [name, w] of await this.extraMerges(adapters, (n) => updates.get(n) ?? this.base.weights.dequantized(n))) updates.set(name, w);
+    for (const [name, w] of await this.extraMerges(adapters, (n) => updates.get(n) ?? this.base.weights.dequantized(n)))
+      updates.set(name, w);
     for (const [name, w] of updates) {
       if (!this.originals.has(name)) this.originals.set(name, this.base.weights.getQuantized(name) ?? this.base.weights.get(name));
       this.base.weights.set(name, w);
@@ -1140,7 +1375,9 @@ export class LoraModel implements AdaptedModel {
     for (const a of adapters) {
       for (const s of a.modules.values()) {
         if (s.bias && !s.spec.bias) {
-          throw new AdapterError(`adapter "${a.name}" has lora_bias=true but ${s.spec.name} has no bias, so it cannot be merged (as in peft); use it unmerged`);
+          throw new AdapterError(
+            `adapter "${a.name}" has lora_bias=true but ${s.spec.name} has no bias, so it cannot be merged (as in peft); use it unmerged`,
+          );
         }
       }
     }
@@ -1190,7 +1427,9 @@ export class LoraModel implements AdaptedModel {
     this.merged = [];
   }
 
-  private mergeJobs(adapters: LoraAdapter[]): { name: string; job: { spec: LinearSpec; weight: WeightTensor; states: LoraModuleState[] } }[] {
+  private mergeJobs(
+    adapters: LoraAdapter[],
+  ): { name: string; job: { spec: LinearSpec; weight: WeightTensor; states: LoraModuleState[] } }[] {
     const byWeight = new Map<string, { spec: LinearSpec; states: LoraModuleState[] }>();
     for (const a of adapters) {
       for (const s of a.modules.values()) {
@@ -1217,7 +1456,9 @@ export class LoraModel implements AdaptedModel {
   async mergeAndUnload(opts: MergeAndUnloadOptions = {}): Promise<PretrainedModel> {
     const quantizedBase = this.base.weights.quantizedNames().length > 0;
     if (opts.requantize && !quantizedBase) {
-      throw new AdapterError('requantize needs a 4-bit base model (QLoRA); this base is full precision: merge without it, then quantize the merged model (`peft quantize`)');
+      throw new AdapterError(
+        'requantize needs a 4-bit base model (QLoRA); this base is full precision: merge without it, then quantize the merged model (`peft quantize`)',
+      );
     }
     const store = copyWeightStore(this.base);
     if (!opts.requantize) for (const n of store.quantizedNames()) store.set(n, this.base.weights.dequantized(n));

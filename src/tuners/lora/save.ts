@@ -8,7 +8,17 @@ import { readTorchBin } from '../../io/torchbin.js';
 import { ShardedSafetensors } from '../../io/safetensors/sharded.js';
 import { type RawTensor, SafetensorsFile, fromTypedArray, readSafetensors, toFloat32, writeSafetensors } from '../../io/safetensors.js';
 import type { QuantizationConfig } from '../../quant/plan.js';
-import { BASE_QUANTIZATION_METADATA_KEY, COMPRESSION_CONFIG_KEY, COMPRESSION_METADATA_KEY, type CompressionReport, type CompressionSpec, compressTensor, decompressTensors, parseCompressionReport, withCompressionEntry } from './compress.js';
+import {
+  BASE_QUANTIZATION_METADATA_KEY,
+  COMPRESSION_CONFIG_KEY,
+  COMPRESSION_METADATA_KEY,
+  type CompressionReport,
+  type CompressionSpec,
+  compressTensor,
+  decompressTensors,
+  parseCompressionReport,
+  withCompressionEntry,
+} from './compress.js';
 import { AdapterError, PeftConfigError, type TrainableTensor } from '../types.js';
 import { type LoraConfig, loraConfigFileText, loraConfigFromJson } from './config.js';
 import { readJsonObject } from '../../io/files.js';
@@ -32,7 +42,12 @@ export const PEFT_PREFIX = 'base_model.model.';
  * modules_to_save copy or a trained bias), named `weight`; `wrapped` says whether its module is
  * a LoRA layer, whose own bias peft saves as `<module>.base_layer.bias`.
  */
-export function tensorNames(kind: TensorKind, module: string, adapter: string, opts: { weight?: string; wrapped?: boolean } = {}): { param: string; saved: string } {
+export function tensorNames(
+  kind: TensorKind,
+  module: string,
+  adapter: string,
+  opts: { weight?: string; wrapped?: boolean } = {},
+): { param: string; saved: string } {
   switch (kind) {
     case 'lora_A':
     case 'lora_B':
@@ -48,7 +63,10 @@ export function tensorNames(kind: TensorKind, module: string, adapter: string, o
       // nn.Parameters in a ParameterDict: no ".weight"
       return { param: `${PEFT_PREFIX}${module}.${kind}.${adapter}`, saved: `${PEFT_PREFIX}${module}.${kind}` };
     case 'trainable_tokens_delta':
-      return { param: `${PEFT_PREFIX}${module}.token_adapter.trainable_tokens_delta.${adapter}`, saved: `${PEFT_PREFIX}${module}.token_adapter.trainable_tokens_delta` };
+      return {
+        param: `${PEFT_PREFIX}${module}.token_adapter.trainable_tokens_delta.${adapter}`,
+        saved: `${PEFT_PREFIX}${module}.token_adapter.trainable_tokens_delta`,
+      };
     case 'base_layer':
       // the base embedding peft saves next to an embedding LoRA (save_embedding_layers="auto"); never trained
       return { param: `${module}.weight`, saved: `${PEFT_PREFIX}${module}.base_layer.weight` };
@@ -72,7 +90,8 @@ export interface TensorSlot {
 
 /** Checks that `dir` can hold an adapter before anything is written. */
 export function checkOutputDir(dir: string): void {
-  if (existsSync(dir) && !statSync(dir).isDirectory()) throw new AdapterError(`cannot save the adapter to ${dir}: it exists and is not a folder`);
+  if (existsSync(dir) && !statSync(dir).isDirectory())
+    throw new AdapterError(`cannot save the adapter to ${dir}: it exists and is not a folder`);
 }
 
 export interface WriteAdapterOptions {
@@ -89,7 +108,17 @@ export function isCompressible(s: TensorSlot): boolean {
 
 /** Counts, bytes and shapes of what compression stores (the drift is measured by the caller). */
 export function compressionReport(slots: readonly TensorSlot[], spec: CompressionSpec): CompressionReport {
-  const r: CompressionReport = { method: spec.method, block_size: spec.method === 'int8-row' ? null : spec.blockSize, tensors: 0, parameters: 0, float32_bytes: 0, stored_bytes: 0, max_abs_logit_diff: null, sample: null, shapes: {} };
+  const r: CompressionReport = {
+    method: spec.method,
+    block_size: spec.method === 'int8-row' ? null : spec.blockSize,
+    tensors: 0,
+    parameters: 0,
+    float32_bytes: 0,
+    stored_bytes: 0,
+    max_abs_logit_diff: null,
+    sample: null,
+    shapes: {},
+  };
   for (const s of slots) {
     if (!isCompressible(s)) continue;
     r.tensors++;
@@ -102,7 +131,12 @@ export function compressionReport(slots: readonly TensorSlot[], spec: Compressio
 }
 
 /** Writes adapter_model.safetensors, adapter_config.json (and a model card if none) in peft's layout. */
-export async function writeAdapterFolder(dir: string, config: LoraConfig, slots: readonly TensorSlot[], opts: WriteAdapterOptions = {}): Promise<void> {
+export async function writeAdapterFolder(
+  dir: string,
+  config: LoraConfig,
+  slots: readonly TensorSlot[],
+  opts: WriteAdapterOptions = {},
+): Promise<void> {
   checkOutputDir(dir);
   const tensors = new Map<string, RawTensor>();
   const compression = opts.compression;
@@ -163,7 +197,8 @@ export async function readAdapterConfigFile(dir: string): Promise<Record<string,
 export async function readAdapterTensors(dir: string): Promise<Map<string, TrainableTensor>> {
   const path = join(dir, 'adapter_model.safetensors');
   const toFloat = (t: RawTensor, k: string, file: string): Float32Array => {
-    if (!['F32', 'F16', 'BF16', 'F64'].includes(t.dtype)) throw new AdapterError(`${file}: tensor ${k} has dtype ${t.dtype}; adapter tensors must be floating point`);
+    if (!['F32', 'F16', 'BF16', 'F64'].includes(t.dtype))
+      throw new AdapterError(`${file}: tensor ${k} has dtype ${t.dtype}; adapter tensors must be floating point`);
     return toFloat32(t);
   };
   const convert = (raw: Map<string, RawTensor>, file: string) => {
@@ -187,7 +222,9 @@ export async function readAdapterTensors(dir: string): Promise<Map<string, Train
     if (existsSync(bin)) return convert(await readTorchBin(bin), bin);
     const binIndex = join(dir, 'adapter_model.bin.index.json');
     if (existsSync(binIndex)) return convert(await readShardedTorchBin(binIndex), binIndex);
-    throw new AdapterError(`${dir} has adapter_config.json but no adapter weights (adapter_model.safetensors, adapter_model.bin or a sharded index)`);
+    throw new AdapterError(
+      `${dir} has adapter_config.json but no adapter weights (adapter_model.safetensors, adapter_model.bin or a sharded index)`,
+    );
   }
   const raw = await readSafetensors(path);
   // A compressed adapter (compress.ts) is dequantized here, so loading it is transparent.
@@ -209,14 +246,16 @@ async function readShardedTorchBin(indexPath: string): Promise<Map<string, RawTe
   if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new AdapterError(`${indexPath}: no "weight_map" object`);
   const shards = new Set<string>();
   for (const [k, f] of Object.entries(map)) {
-    if (typeof f !== 'string' || f.includes('/') || f.includes('\\') || f.startsWith('.')) throw new AdapterError(`${indexPath}: tensor ${k} maps to ${JSON.stringify(f)}, not a file name in this folder`);
+    if (typeof f !== 'string' || f.includes('/') || f.includes('\\') || f.startsWith('.'))
+      throw new AdapterError(`${indexPath}: tensor ${k} maps to ${JSON.stringify(f)}, not a file name in this folder`);
     shards.add(f);
   }
   const out = new Map<string, RawTensor>();
   for (const f of shards) {
     const tensors = await readTorchBin(join(dirname(indexPath), f));
     for (const [k, t] of tensors) {
-      if ((map as Record<string, string>)[k] !== f) throw new AdapterError(`${indexPath}: ${f} holds ${k}, which the index does not place there`);
+      if ((map as Record<string, string>)[k] !== f)
+        throw new AdapterError(`${indexPath}: ${f} holds ${k}, which the index does not place there`);
       out.set(k, t);
     }
   }
@@ -241,7 +280,9 @@ export async function adapterBaseQuantization(dir: string): Promise<Quantization
     throw new AdapterError(`${file}: metadata "${BASE_QUANTIZATION_METADATA_KEY}" is not JSON; the file is damaged`);
   }
   if ((r.type !== 'nf4' && r.type !== 'fp4') || typeof r.double_quant !== 'boolean' || typeof r.block_size !== 'number') {
-    throw new AdapterError(`${file}: metadata "${BASE_QUANTIZATION_METADATA_KEY}" ${recorded} is not a 4-bit quantization this library wrote`);
+    throw new AdapterError(
+      `${file}: metadata "${BASE_QUANTIZATION_METADATA_KEY}" ${recorded} is not a 4-bit quantization this library wrote`,
+    );
   }
   return { bits: 4, type: r.type, doubleQuant: r.double_quant, blockSize: r.block_size };
 }
@@ -264,8 +305,14 @@ export async function adapterMetadata(dir: string): Promise<Record<string, strin
 export async function decompressAdapterFolder(src: string, out: string): Promise<{ tensors: number; bytes: number }> {
   const json = await readAdapterConfigFile(src);
   const metadata = await adapterMetadata(src);
-  if (metadata?.[COMPRESSION_METADATA_KEY] === undefined) throw new AdapterError(`${src} is not a compressed adapter (its adapter_model.safetensors has no "${COMPRESSION_METADATA_KEY}" metadata); it already loads in peft`);
-  if (json.peft_type !== 'LORA') throw new AdapterError(`${join(src, 'adapter_config.json')}: peft_type is ${JSON.stringify(json.peft_type)}; only LoRA adapters are compressed`);
+  if (metadata?.[COMPRESSION_METADATA_KEY] === undefined)
+    throw new AdapterError(
+      `${src} is not a compressed adapter (its adapter_model.safetensors has no "${COMPRESSION_METADATA_KEY}" metadata); it already loads in peft`,
+    );
+  if (json.peft_type !== 'LORA')
+    throw new AdapterError(
+      `${join(src, 'adapter_config.json')}: peft_type is ${JSON.stringify(json.peft_type)}; only LoRA adapters are compressed`,
+    );
   const { [COMPRESSION_CONFIG_KEY]: _entry, ...plain } = json;
   const config = loraConfigFromJson(plain, join(src, 'adapter_config.json'));
   const tensors = await readAdapterTensors(src);

@@ -9,7 +9,10 @@ import { DEFAULT_TARGET_MODULES, type LoraConfig } from './config.js';
 
 /** No module of the model matches target_modules; `available` lists the linear modules there are. */
 export class TargetModulesNotFoundError extends PeftConfigError {
-  constructor(readonly targetModules: string[] | string, readonly available: string[]) {
+  constructor(
+    readonly targetModules: string[] | string,
+    readonly available: string[],
+  ) {
     const short = [...new Set(available.map((n) => n.slice(n.lastIndexOf('.') + 1)))];
     super(
       `Target modules ${JSON.stringify(targetModules)} not found in the base model. ` +
@@ -38,7 +41,10 @@ export function isExcluded(excludeModules: string[] | string | null | undefined,
 }
 
 /** peft 0.20's check_target_module_exists for one module name (exclude_modules first, then targets and layer filters). */
-export function targetModuleMatches(config: Pick<LoraConfig, 'targetModules' | 'layersToTransform' | 'layersPattern'> & { excludeModules?: string[] | string | null }, key: string): boolean {
+export function targetModuleMatches(
+  config: Pick<LoraConfig, 'targetModules' | 'layersToTransform' | 'layersPattern'> & { excludeModules?: string[] | string | null },
+  key: string,
+): boolean {
   if (isExcluded(config.excludeModules, key)) return false;
   const tm = config.targetModules;
   if (tm === null) return false;

@@ -12,7 +12,19 @@ import { PeftConfigError } from '../types.js';
 import type { TorchCpuGenerator } from '../../nn/torch_rng.js';
 import { TopSvd } from './init.js';
 
-export const COMBINATION_TYPES = ['linear', 'cat', 'svd', 'ties', 'ties_svd', 'magnitude_prune', 'magnitude_prune_svd', 'dare_linear', 'dare_linear_svd', 'dare_ties', 'dare_ties_svd'] as const;
+export const COMBINATION_TYPES = [
+  'linear',
+  'cat',
+  'svd',
+  'ties',
+  'ties_svd',
+  'magnitude_prune',
+  'magnitude_prune_svd',
+  'dare_linear',
+  'dare_linear_svd',
+  'dare_ties',
+  'dare_ties_svd',
+] as const;
 export type CombinationType = (typeof COMBINATION_TYPES)[number];
 export type MajoritySignMethod = 'total' | 'frequency';
 
@@ -43,7 +55,8 @@ export function combiner(type: CombinationType, opts: WeightedAdapterOptions, rn
   const density = opts.density;
   const method = opts.majoritySignMethod ?? 'total';
   const needDensity = (): number => {
-    if (density === undefined || !Number.isFinite(density) || density < 0) throw new PeftConfigError(`combination type "${type}" needs a density >= 0 (peft's density; e.g. 0.5)`);
+    if (density === undefined || !Number.isFinite(density) || density < 0)
+      throw new PeftConfigError(`combination type "${type}" needs a density >= 0 (peft's density; e.g. 0.5)`);
     return density;
   };
   switch (base) {
@@ -52,19 +65,37 @@ export function combiner(type: CombinationType, opts: WeightedAdapterOptions, rn
       return (ts, ws) => weightedSum(ts, ws);
     case 'magnitude_prune': {
       const d = needDensity();
-      return (ts, ws) => weightedSum(ts.map((t) => magnitudePrune(t, d)), ws);
+      return (ts, ws) =>
+        weightedSum(
+          ts.map((t) => magnitudePrune(t, d)),
+          ws,
+        );
     }
     case 'ties': {
       const d = needDensity();
-      return (ts, ws) => disjointMerge(ts.map((t) => magnitudePrune(t, d)), ws, method);
+      return (ts, ws) =>
+        disjointMerge(
+          ts.map((t) => magnitudePrune(t, d)),
+          ws,
+          method,
+        );
     }
     case 'dare_linear': {
       const d = needDensity();
-      return (ts, ws) => weightedSum(ts.map((t) => randomPrune(t, d, rng)), ws);
+      return (ts, ws) =>
+        weightedSum(
+          ts.map((t) => randomPrune(t, d, rng)),
+          ws,
+        );
     }
     case 'dare_ties': {
       const d = needDensity();
-      return (ts, ws) => disjointMerge(ts.map((t) => randomPrune(t, d, rng)), ws, method);
+      return (ts, ws) =>
+        disjointMerge(
+          ts.map((t) => randomPrune(t, d, rng)),
+          ws,
+          method,
+        );
     }
   }
 }
@@ -220,7 +251,14 @@ function transposeRM(a: Float64Array, rows: number, cols: number): Float64Array 
  * The top-r factors of a [m, n] delta as peft takes them from torch.linalg.svd: B = U[:, :r] S[:r]
  * [m, r] and A = Vh[:r] [r, n], clamped symmetrically at the `clamp` quantile of their values.
  */
-export async function svdFactors(delta: Float64Array, m: number, n: number, r: number, clamp: number | undefined, svd: TopSvd): Promise<{ A: Float32Array; B: Float32Array }> {
+export async function svdFactors(
+  delta: Float64Array,
+  m: number,
+  n: number,
+  r: number,
+  clamp: number | undefined,
+  svd: TopSvd,
+): Promise<{ A: Float32Array; B: Float32Array }> {
   const k = Math.min(m, n);
   if (r > k) throw new PeftConfigError(`svd rank ${r} is larger than the ${m} x ${n} module allows (${k}); pass a smaller svd_rank`);
   let U: Float64Array;

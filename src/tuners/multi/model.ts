@@ -101,27 +101,43 @@ export interface LoadedAdapterInfo {
 
 function checkName(name: string): void {
   if (!name || /[\s/\\,=]/.test(name) || name === BASE_ADAPTER) {
-    throw new MixedBatchError(`adapter name ${JSON.stringify(name)} must be non-empty, without spaces, slashes, commas or "=", and not ${BASE_ADAPTER}`);
+    throw new MixedBatchError(
+      `adapter name ${JSON.stringify(name)} must be non-empty, without spaces, slashes, commas or "=", and not ${BASE_ADAPTER}`,
+    );
   }
 }
 
 /** Reads an adapter folder into slot tensors, checking it can join a mixed batch. */
 async function readSlot(base: PretrainedModel, name: string, dir: string, adapter?: AdaptedModel): Promise<Omit<Slot, 'refs' | 'retired'>> {
   const raw = await readAdapterConfigFile(dir).catch(() => undefined);
-  if (raw && (raw.lora_bias === true || (Array.isArray(raw.trainable_token_indices) && raw.trainable_token_indices.length) || (raw.trainable_token_indices && typeof raw.trainable_token_indices === 'object' && Object.keys(raw.trainable_token_indices).length))) {
-    throw new MixedBatchError(`${dir}: lora_bias / trainable_token_indices adapters cannot join a mixed batch; merge it (peft merge) and serve the merged model instead`);
+  if (
+    raw &&
+    (raw.lora_bias === true ||
+      (Array.isArray(raw.trainable_token_indices) && raw.trainable_token_indices.length) ||
+      (raw.trainable_token_indices && typeof raw.trainable_token_indices === 'object' && Object.keys(raw.trainable_token_indices).length))
+  ) {
+    throw new MixedBatchError(
+      `${dir}: lora_bias / trainable_token_indices adapters cannot join a mixed batch; merge it (peft merge) and serve the merged model instead`,
+    );
   }
   const m = adapter ?? (await loadAdapter(base, dir));
   const linears = new Map(base.linears().map((s) => [s.name, s]));
   if (m instanceof LoraModel) {
     const a = m.adapter(m.activeAdapter ?? 'default');
-    if (a.config.useDora) throw new MixedBatchError(`${dir}: DoRA adapters cannot join a mixed batch (plain LoRA and IA3 only); merge it and serve the merged model instead`);
+    if (a.config.useDora)
+      throw new MixedBatchError(
+        `${dir}: DoRA adapters cannot join a mixed batch (plain LoRA and IA3 only); merge it and serve the merged model instead`,
+      );
     const extra = a as { embeddings?: Map<string, unknown>; tokens?: Map<string, unknown> };
     if (extra.embeddings?.size || extra.tokens?.size) {
-      throw new MixedBatchError(`${dir}: LoRA on embeddings / trainable tokens cannot join a mixed batch (linear layers only); merge it and serve the merged model instead`);
+      throw new MixedBatchError(
+        `${dir}: LoRA on embeddings / trainable tokens cannot join a mixed batch (linear layers only); merge it and serve the merged model instead`,
+      );
     }
     if (a.overrides.size || a.modulesToSave.length) {
-      throw new MixedBatchError(`${dir}: the adapter replaces base weights (modules_to_save or trained biases: ${[...a.overrides.keys()].slice(0, 3).join(', ')}); mixed batches take plain LoRA and IA3 adapters only`);
+      throw new MixedBatchError(
+        `${dir}: the adapter replaces base weights (modules_to_save or trained biases: ${[...a.overrides.keys()].slice(0, 3).join(', ')}); mixed batches take plain LoRA and IA3 adapters only`,
+      );
     }
     const lora = new Map<string, LoraEntry>();
     for (const [mod, s] of a.modules) {
@@ -130,19 +146,24 @@ async function readSlot(base: PretrainedModel, name: string, dir: string, adapte
       const spec = linears.get(mod)!;
       const A = s.A.data;
       const B = s.B.data;
-      if (A.length !== s.r * spec.inFeatures || B.length !== spec.outFeatures * s.r) throw new MixedBatchError(`${dir}: ${mod} has LoRA tensors of unexpected size`);
+      if (A.length !== s.r * spec.inFeatures || B.length !== spec.outFeatures * s.r)
+        throw new MixedBatchError(`${dir}: ${mod} has LoRA tensors of unexpected size`);
       lora.set(mod, { r: s.r, scaling: s.scaling, A: Float32Array.from(A), B: Float32Array.from(B) });
     }
     return { name, kind: 'LORA', source: dir, lora, ia3: new Map() };
   }
   if (m instanceof IA3Model) {
-    if (m.config.variant !== 'scale') throw new MixedBatchError(`${dir}: the additive IA3 variant cannot join a mixed batch; merge it instead`);
-    if (m.modulesToSaveWeights().size) throw new MixedBatchError(`${dir}: IA3 with modules_to_save cannot join a mixed batch; merge it instead`);
+    if (m.config.variant !== 'scale')
+      throw new MixedBatchError(`${dir}: the additive IA3 variant cannot join a mixed batch; merge it instead`);
+    if (m.modulesToSaveWeights().size)
+      throw new MixedBatchError(`${dir}: IA3 with modules_to_save cannot join a mixed batch; merge it instead`);
     const ia3 = new Map<string, Ia3Entry>();
     for (const t of m.targets) ia3.set(t.spec.name, { feedforward: t.feedforward, vector: Float32Array.from(m.vector(t.spec.name).data) });
     return { name, kind: 'IA3', source: dir, lora: new Map(), ia3 };
   }
-  throw new MixedBatchError(`${dir} is a ${m.peftType} adapter; mixed-adapter batches take LoRA and IA3 adapters (merge other methods into the weights, or serve them alone)`);
+  throw new MixedBatchError(
+    `${dir} is a ${m.peftType} adapter; mixed-adapter batches take LoRA and IA3 adapters (merge other methods into the weights, or serve them alone)`,
+  );
 }
 
 export class MultiAdapterModel implements AdaptedModel {
@@ -157,20 +178,30 @@ export class MultiAdapterModel implements AdaptedModel {
   readonly maxRank: number;
   private readonly inputs = new WeakMap<Graph, Value>();
 
-  constructor(readonly base: PretrainedModel, opts: MultiAdapterOptions = {}) {
+  constructor(
+    readonly base: PretrainedModel,
+    opts: MultiAdapterOptions = {},
+  ) {
     this.strategy = opts.strategy ?? 'concat';
-    if (this.strategy !== 'gather' && this.strategy !== 'concat') throw new MixedBatchError(`strategy must be "gather" or "concat", got ${JSON.stringify(this.strategy)}`);
+    if (this.strategy !== 'gather' && this.strategy !== 'concat')
+      throw new MixedBatchError(`strategy must be "gather" or "concat", got ${JSON.stringify(this.strategy)}`);
     this.declaredTargets = opts.targetModules ?? [];
     this.maxRank = opts.maxRank ?? 0;
-    if (!Number.isInteger(this.maxRank) || this.maxRank < 0) throw new MixedBatchError(`maxRank must be an integer >= 0, got ${opts.maxRank}`);
+    if (!Number.isInteger(this.maxRank) || this.maxRank < 0)
+      throw new MixedBatchError(`maxRank must be an integer >= 0, got ${opts.maxRank}`);
     const names = new Set(base.linears().map((s) => s.name));
     for (const t of this.declaredTargets) {
-      if (![...names].some((n) => n === t || n.endsWith(`.${t}`))) throw new MixedBatchError(`target module "${t}" matches no linear layer of ${base.dir}`);
+      if (![...names].some((n) => n === t || n.endsWith(`.${t}`)))
+        throw new MixedBatchError(`target module "${t}" matches no linear layer of ${base.dir}`);
     }
   }
 
   /** A model over `base` with the adapters `{ name: folder }` loaded. */
-  static async fromFolders(base: PretrainedModel, adapters: Record<string, string> | readonly [string, string][], opts: MultiAdapterOptions = {}): Promise<MultiAdapterModel> {
+  static async fromFolders(
+    base: PretrainedModel,
+    adapters: Record<string, string> | readonly [string, string][],
+    opts: MultiAdapterOptions = {},
+  ): Promise<MultiAdapterModel> {
     const m = new MultiAdapterModel(base, opts);
     for (const [name, dir] of Array.isArray(adapters) ? adapters : Object.entries(adapters)) await m.loadAdapter(name, dir);
     return m;
@@ -188,7 +219,14 @@ export class MultiAdapterModel implements AdaptedModel {
   adapters(): LoadedAdapterInfo[] {
     return [...this.names].map(([name, i]) => {
       const s = this.slots[i]!;
-      return { name, peftType: s.kind, source: s.source, modules: s.lora.size + s.ia3.size, maxRank: Math.max(0, ...[...s.lora.values()].map((e) => e.r)), slot: i };
+      return {
+        name,
+        peftType: s.kind,
+        source: s.source,
+        modules: s.lora.size + s.ia3.size,
+        maxRank: Math.max(0, ...[...s.lora.values()].map((e) => e.r)),
+        slot: i,
+      };
     });
   }
 
@@ -207,7 +245,8 @@ export class MultiAdapterModel implements AdaptedModel {
    */
   async loadAdapter(name: string, dir: string, opts: { replace?: boolean; adapter?: AdaptedModel } = {}): Promise<void> {
     checkName(name);
-    if (this.names.has(name) && !opts.replace) throw new MixedBatchError(`an adapter named "${name}" is already loaded; unload it first or replace it`);
+    if (this.names.has(name) && !opts.replace)
+      throw new MixedBatchError(`an adapter named "${name}" is already loaded; unload it first or replace it`);
     const read = await readSlot(this.base, name, dir, opts.adapter);
     const miss = this.fits(read);
     if (miss) {
@@ -228,7 +267,8 @@ export class MultiAdapterModel implements AdaptedModel {
   /** Unloads an adapter; rows already holding it finish with it. */
   unloadAdapter(name: string): void {
     const i = this.names.get(name);
-    if (i === undefined) throw new MixedBatchError(`no adapter named "${name}" is loaded; loaded: ${this.adapterNames.join(', ') || '(none)'}`);
+    if (i === undefined)
+      throw new MixedBatchError(`no adapter named "${name}" is loaded; loaded: ${this.adapterNames.join(', ') || '(none)'}`);
     this.names.delete(name);
     this.retire(i);
   }
@@ -254,7 +294,8 @@ export class MultiAdapterModel implements AdaptedModel {
   private slotOf(n: string): number {
     if (n === BASE_ADAPTER) return 0;
     const i = this.names.get(n);
-    if (i === undefined) throw new MixedBatchError(`no adapter named "${n}" is loaded; loaded: ${[BASE_ADAPTER, ...this.adapterNames].join(', ')}`);
+    if (i === undefined)
+      throw new MixedBatchError(`no adapter named "${n}" is loaded; loaded: ${[BASE_ADAPTER, ...this.adapterNames].join(', ')}`);
     return i;
   }
 
@@ -281,7 +322,8 @@ export class MultiAdapterModel implements AdaptedModel {
       if (!s) continue;
       for (const m of s.lora.keys()) lora.add(m);
       for (const [m, e] of s.ia3) {
-        if (ia3.has(m) && ia3.get(m) !== e.feedforward) throw new MixedBatchError(`two adapters disagree on whether ${m} is a feedforward IA3 module`);
+        if (ia3.has(m) && ia3.get(m) !== e.feedforward)
+          throw new MixedBatchError(`two adapters disagree on whether ${m} is a feedforward IA3 module`);
         ia3.set(m, e.feedforward);
       }
     }
@@ -315,7 +357,8 @@ export class MultiAdapterModel implements AdaptedModel {
     const modules = new Set([...layout.lora, ...layout.ia3.keys()]);
     for (const m of modules) {
       const spec = specs.get(m)!;
-      if (ctx.linearHooks.has(m)) throw new AdapterError(`${m} already has a tuner hook installed; a mixed-adapter model is the only tuner of its modules`);
+      if (ctx.linearHooks.has(m))
+        throw new AdapterError(`${m} already has a tuner hook installed; a mixed-adapter model is the only tuner of its modules`);
       ctx.linearHooks.set(m, this.hook(spec, index, layout));
     }
     return this.base.forward(ctx, args);

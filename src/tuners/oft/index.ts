@@ -40,9 +40,14 @@ export function oftConfig(fields: Record<string, unknown>, source = 'OFT config'
     numCayleyNeumannTerms: r.int('num_cayley_neumann_terms', 5, 1),
     initWeights: r.bool('init_weights', true),
   };
-  if ((c.r === 0) === (c.oftBlockSize === 0)) throw new PeftConfigError(`${source}: set exactly one of r and oft_block_size (the other 0); got r=${c.r}, oft_block_size=${c.oftBlockSize}`);
+  if ((c.r === 0) === (c.oftBlockSize === 0))
+    throw new PeftConfigError(
+      `${source}: set exactly one of r and oft_block_size (the other 0); got r=${c.r}, oft_block_size=${c.oftBlockSize}`,
+    );
   if (!c.useCayleyNeumann) {
-    throw new PeftConfigError(`${source}: use_cayley_neumann=false (the exact Cayley transform, a matrix inverse per block) is not implemented; use the Neumann approximation (the default)`);
+    throw new PeftConfigError(
+      `${source}: use_cayley_neumann=false (the exact Cayley transform, a matrix inverse per block) is not implemented; use the Neumann approximation (the default)`,
+    );
   }
   return c;
 }
@@ -51,7 +56,9 @@ export function oftConfig(fields: Record<string, unknown>, source = 'OFT config'
 export function oftBlocks(spec: LinearSpec, c: OftConfig): { n: number; b: number } {
   const b = c.oftBlockSize || spec.inFeatures / c.r;
   if (!Number.isInteger(b) || spec.inFeatures % b !== 0) {
-    throw new PeftConfigError(`OFT: ${spec.name} has ${spec.inFeatures} input features, not divisible into blocks of ${c.oftBlockSize ? `oft_block_size=${c.oftBlockSize}` : `in/r with r=${c.r}`}; choose a block size dividing it`);
+    throw new PeftConfigError(
+      `OFT: ${spec.name} has ${spec.inFeatures} input features, not divisible into blocks of ${c.oftBlockSize ? `oft_block_size=${c.oftBlockSize}` : `in/r with r=${c.r}`}; choose a block size dividing it`,
+    );
   }
   return { n: spec.inFeatures / b, b };
 }
@@ -100,7 +107,10 @@ export const OFT: LinearMethod<OftConfig> = {
   label: 'OFT',
   parseConfig: oftConfig,
   checkTrainable(c) {
-    if (c.moduleDropout !== 0) throw new PeftConfigError(`OFT module_dropout=${c.moduleDropout} (multiplicative block dropout) is not implemented for training; set it to 0`);
+    if (c.moduleDropout !== 0)
+      throw new PeftConfigError(
+        `OFT module_dropout=${c.moduleDropout} (multiplicative block dropout) is not implemented for training; set it to 0`,
+      );
     if (!c.initWeights) throw new PeftConfigError('OFT init_weights=false is not implemented; use the default (identity rotations)');
   },
   moduleTensors(spec, c) {
@@ -141,10 +151,24 @@ export const OFT: LinearMethod<OftConfig> = {
 
 /** The registry entry. */
 export const oftTuner = linearTuner(OFT, {
-  infoSettings: ['r', 'oft_block_size', 'block_share', 'use_cayley_neumann', 'num_cayley_neumann_terms', 'module_dropout', 'target_modules', 'layers_to_transform'],
+  infoSettings: [
+    'r',
+    'oft_block_size',
+    'block_share',
+    'use_cayley_neumann',
+    'num_cayley_neumann_terms',
+    'module_dropout',
+    'target_modules',
+    'layers_to_transform',
+  ],
   presets: [
     {
-      name: 'oft', label: 'OFT', learningRate: 2e-3, trainLearningRate: 2e-4, compareByDefault: false, flags: { target: 'target_modules' },
+      name: 'oft',
+      label: 'OFT',
+      learningRate: 2e-3,
+      trainLearningRate: 2e-4,
+      compareByDefault: false,
+      flags: { target: 'target_modules' },
       fields: { peft_type: 'OFT', r: 0, oft_block_size: 16, target_modules: 'all-linear', task_type: 'CAUSAL_LM' },
       trainFields: { peft_type: 'OFT', r: 0, oft_block_size: 16, task_type: 'CAUSAL_LM' },
       settings: 'block-diagonal orthogonal rotations of each linear layer input, blocks of 16 (Cayley-Neumann, 5 terms)',

@@ -53,10 +53,14 @@ export function resolvePromptEncoderConfig(base: PretrainedModel, input: PromptE
 export function validatePromptEncoderConfig(base: PretrainedModel, cfg: PromptEncoderConfig): void {
   validateCommon(base, cfg, 'P-tuning');
   if (cfg.tokenDim !== base.hiddenSize) {
-    throw new PeftConfigError(`P-tuning: token_dim is ${cfg.tokenDim} but the model's embeddings are ${base.hiddenSize} wide; leave token_dim out to use the model's`);
+    throw new PeftConfigError(
+      `P-tuning: token_dim is ${cfg.tokenDim} but the model's embeddings are ${base.hiddenSize} wide; leave token_dim out to use the model's`,
+    );
   }
   if (!['MLP', 'LSTM'].includes(cfg.encoderReparameterizationType)) {
-    throw new PeftConfigError(`P-tuning: encoder_reparameterization_type must be MLP or LSTM, got ${JSON.stringify(cfg.encoderReparameterizationType)}`);
+    throw new PeftConfigError(
+      `P-tuning: encoder_reparameterization_type must be MLP or LSTM, got ${JSON.stringify(cfg.encoderReparameterizationType)}`,
+    );
   }
   if (!Number.isInteger(cfg.encoderHiddenSize) || cfg.encoderHiddenSize < 1) {
     throw new PeftConfigError(`P-tuning: encoder_hidden_size must be a positive integer, got ${cfg.encoderHiddenSize}`);
@@ -73,7 +77,11 @@ export function promptEncoderConfigToDisk(cfg: PromptEncoderConfig): Record<stri
   return configToDisk(cfg, PROMPT_ENCODER_FIELDS);
 }
 
-export function promptEncoderConfigFromDisk(raw: Record<string, unknown>, file = 'adapter_config.json', opts: { strict?: boolean } = {}): PromptEncoderConfigInput {
+export function promptEncoderConfigFromDisk(
+  raw: Record<string, unknown>,
+  file = 'adapter_config.json',
+  opts: { strict?: boolean } = {},
+): PromptEncoderConfigInput {
   const { peftType: _ignored, ...rest } = configFromDisk(raw, PROMPT_ENCODER_FIELDS, file, opts);
   return rest;
 }

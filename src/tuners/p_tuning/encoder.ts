@@ -42,7 +42,14 @@ export function initialEncoder(cfg: PromptEncoderConfig, rng: SeededRandom): Map
   for (const [name, shape] of shapes) {
     if (out.has(name)) continue;
     if (name.startsWith('lstm_head.')) {
-      out.set(name, { shape, data: uniforms(rng, shape.reduce((a, b) => a * b, 1), 1 / Math.sqrt(cfg.encoderHiddenSize)) });
+      out.set(name, {
+        shape,
+        data: uniforms(
+          rng,
+          shape.reduce((a, b) => a * b, 1),
+          1 / Math.sqrt(cfg.encoderHiddenSize),
+        ),
+      });
     } else if (name.endsWith('.weight')) {
       const { weight, bias } = linearInit(rng, shape[0]!, shape[1]!);
       out.set(name, weight).set(name.replace(/\.weight$/, '.bias'), bias);
@@ -76,7 +83,12 @@ function lstmDirection(x: Value, w: { ih: Value; hh: Value; bih: Value; bhh: Val
  * The encoder output [P, token_dim] from the virtual-token embeddings [P, token_dim]. `dropout`
  * applies encoder_dropout to each LSTM layer's output but the last, as torch's nn.LSTM does.
  */
-export function encode(cfg: PromptEncoderConfig, embeddings: Value, param: (name: string) => Value, dropout: (x: Value, layer: number) => Value = (x) => x): Value {
+export function encode(
+  cfg: PromptEncoderConfig,
+  embeddings: Value,
+  param: (name: string) => Value,
+  dropout: (x: Value, layer: number) => Value = (x) => x,
+): Value {
   const lin = (x: Value, name: string) => o.linear(x, param(`${name}.weight`), param(`${name}.bias`));
   if (cfg.encoderReparameterizationType === 'MLP') {
     return lin(o.relu(lin(o.relu(lin(embeddings, 'mlp_head.0')), 'mlp_head.2')), 'mlp_head.4');

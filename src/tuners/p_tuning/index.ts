@@ -48,11 +48,20 @@ export const pTuningTuner = {
   label: 'P-tuning',
   mergeable: { why: 'P-tuning learns virtual input tokens (through its prompt encoder), not a change of the weights' },
   saves: 'adapter (adapter_config.json, adapter_model.safetensors)',
-  infoSettings: ['num_virtual_tokens', 'token_dim', 'encoder_reparameterization_type', 'encoder_hidden_size', 'encoder_num_layers', 'encoder_dropout'],
+  infoSettings: [
+    'num_virtual_tokens',
+    'token_dim',
+    'encoder_reparameterization_type',
+    'encoder_hidden_size',
+    'encoder_num_layers',
+    'encoder_dropout',
+  ],
   trainableParameters: pTuningTrainableParameters,
   presets: [
     {
-      name: 'ptuning', label: 'P-tuning', learningRate: 3e-3,
+      name: 'ptuning',
+      label: 'P-tuning',
+      learningRate: 3e-3,
       fields: { peft_type: 'P_TUNING', num_virtual_tokens: 20, encoder_reparameterization_type: 'MLP', task_type: 'CAUSAL_LM' },
       settings: '20 virtual tokens from an MLP prompt encoder (hidden = model width)',
       folklore: { parameter: 'High', compute: 'High', space: 'High', performance: 'Medium', flexibility: 'Medium' },

@@ -10,7 +10,12 @@ import { normals } from '../../nn/random.js';
 import { promptRandom } from '../prompt_learning/init.js';
 import { PromptLearningModel, type PromptLearningOptions } from '../prompt_learning/model.js';
 import type { PyJson } from '../../io/pyjson.js';
-import { type PromptEncoderConfig, type PromptEncoderConfigInput, promptEncoderConfigToDisk, resolvePromptEncoderConfig } from './config.js';
+import {
+  type PromptEncoderConfig,
+  type PromptEncoderConfigInput,
+  promptEncoderConfigToDisk,
+  resolvePromptEncoderConfig,
+} from './config.js';
 import { encode, initialEncoder } from './encoder.js';
 import { savedPTuningTensors } from './save.js';
 
@@ -19,7 +24,13 @@ export class PTuningModel extends PromptLearningModel<PromptEncoderConfig> {
   /** true while the encoder exists (a new adapter); a loaded adapter holds the encoder output itself */
   readonly encoded: boolean;
 
-  private constructor(base: PretrainedModel, config: PromptEncoderConfig, tensors: Map<string, TrainableTensor>, encoded: boolean, adapterName?: string) {
+  private constructor(
+    base: PretrainedModel,
+    config: PromptEncoderConfig,
+    tensors: Map<string, TrainableTensor>,
+    encoded: boolean,
+    adapterName?: string,
+  ) {
     super(base, config, adapterName);
     this.encoded = encoded;
     for (const [k, t] of tensors) this.tensors.set(this.encoderName(k), t);
@@ -30,13 +41,20 @@ export class PTuningModel extends PromptLearningModel<PromptEncoderConfig> {
     const cfg = resolvePromptEncoderConfig(base, input);
     const rng = promptRandom(opts.seed ?? 0);
     const P = cfg.numVirtualTokens;
-    const tensors = new Map<string, TrainableTensor>([['embedding.weight', { shape: [P, cfg.tokenDim], data: normals(rng, P * cfg.tokenDim) }]]);
+    const tensors = new Map<string, TrainableTensor>([
+      ['embedding.weight', { shape: [P, cfg.tokenDim], data: normals(rng, P * cfg.tokenDim) }],
+    ]);
     for (const [k, t] of initialEncoder(cfg, rng)) tensors.set(k, t);
     return new PTuningModel(base, cfg, tensors, true, opts.adapterName);
   }
 
   /** An adapter from saved prompt embeddings (the encoder output; the loader's entry point). */
-  static fromState(base: PretrainedModel, config: PromptEncoderConfig, prompt: TrainableTensor, opts: PromptLearningOptions = {}): PTuningModel {
+  static fromState(
+    base: PretrainedModel,
+    config: PromptEncoderConfig,
+    prompt: TrainableTensor,
+    opts: PromptLearningOptions = {},
+  ): PTuningModel {
     return new PTuningModel(base, config, new Map([['embedding.weight', prompt]]), false, opts.adapterName);
   }
 

@@ -51,7 +51,7 @@ export function validatePrefixTuningConfig(base: PretrainedModel, cfg: PrefixTun
     throw new PeftConfigError(
       `prefix tuning: the prefix is concatenated with each layer's keys and values, which in the model in ${base.dir} have ` +
         `${kvHeads} heads of ${base.headDim} (token_dim ${want}); the config has num_attention_heads ${cfg.numAttentionHeads} and token_dim ${cfg.tokenDim}. ` +
-        'Leave both out to use the model\'s (peft sets them to the key/value heads for grouped-query attention).',
+        "Leave both out to use the model's (peft sets them to the key/value heads for grouped-query attention).",
     );
   }
   if (!Number.isInteger(cfg.encoderHiddenSize) || cfg.encoderHiddenSize < 1) {
@@ -63,7 +63,11 @@ export function prefixTuningConfigToDisk(cfg: PrefixTuningConfig): Record<string
   return configToDisk(cfg, PREFIX_TUNING_FIELDS);
 }
 
-export function prefixTuningConfigFromDisk(raw: Record<string, unknown>, file = 'adapter_config.json', opts: { strict?: boolean } = {}): PrefixTuningConfigInput {
+export function prefixTuningConfigFromDisk(
+  raw: Record<string, unknown>,
+  file = 'adapter_config.json',
+  opts: { strict?: boolean } = {},
+): PrefixTuningConfigInput {
   const { peftType: _ignored, ...rest } = configFromDisk(raw, PREFIX_TUNING_FIELDS, file, opts);
   return rest;
 }

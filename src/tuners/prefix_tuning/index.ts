@@ -41,7 +41,9 @@ export const prefixTuningTuner = {
   trainableParameters: prefixTrainableParameters,
   presets: [
     {
-      name: 'prefix', label: 'Prefix tuning', learningRate: 1e-2,
+      name: 'prefix',
+      label: 'Prefix tuning',
+      learningRate: 1e-2,
       fields: { peft_type: 'PREFIX_TUNING', num_virtual_tokens: 20, task_type: 'CAUSAL_LM' },
       settings: '20 virtual key/value tokens per layer, no reparameterization',
       folklore: { parameter: 'High', compute: 'High', space: 'High', performance: 'Medium', flexibility: 'Medium' },

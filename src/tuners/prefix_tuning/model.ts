@@ -9,7 +9,14 @@ import type { BuildContext } from '../../nn/context.js';
 import type { TrainableTensor } from '../types.js';
 import { normals } from '../../nn/random.js';
 import { linearInit, promptRandom } from '../prompt_learning/init.js';
-import { PromptLearningModel, type PromptLearningOptions, positionsFrom, prependOnes, repeatOverBatch, shiftPositions } from '../prompt_learning/model.js';
+import {
+  PromptLearningModel,
+  type PromptLearningOptions,
+  positionsFrom,
+  prependOnes,
+  repeatOverBatch,
+  shiftPositions,
+} from '../prompt_learning/model.js';
 import type { PyJson } from '../../io/pyjson.js';
 import { type PrefixTuningConfig, type PrefixTuningConfigInput, prefixTuningConfigToDisk, resolvePrefixTuningConfig } from './config.js';
 import { savedPrefixTuningTensors } from './save.js';
@@ -19,7 +26,13 @@ export class PrefixTuningModel extends PromptLearningModel<PrefixTuningConfig> {
   /** true while the projection MLP exists (a new adapter with prefix_projection); a loaded adapter holds the prefix itself */
   readonly projected: boolean;
 
-  private constructor(base: PretrainedModel, config: PrefixTuningConfig, tensors: Map<string, TrainableTensor>, projected: boolean, adapterName?: string) {
+  private constructor(
+    base: PretrainedModel,
+    config: PrefixTuningConfig,
+    tensors: Map<string, TrainableTensor>,
+    projected: boolean,
+    adapterName?: string,
+  ) {
     super(base, config, adapterName);
     this.projected = projected;
     for (const [k, t] of tensors) this.tensors.set(this.encoderName(k), t);
@@ -36,7 +49,10 @@ export class PrefixTuningModel extends PromptLearningModel<PrefixTuningConfig> {
       t.set('embedding.weight', { shape: [P, cfg.tokenDim], data: normals(rng, P * cfg.tokenDim) });
       const l0 = linearInit(rng, cfg.encoderHiddenSize, cfg.tokenDim);
       const l2 = linearInit(rng, width, cfg.encoderHiddenSize);
-      t.set('transform.0.weight', l0.weight).set('transform.0.bias', l0.bias).set('transform.2.weight', l2.weight).set('transform.2.bias', l2.bias);
+      t.set('transform.0.weight', l0.weight)
+        .set('transform.0.bias', l0.bias)
+        .set('transform.2.weight', l2.weight)
+        .set('transform.2.bias', l2.bias);
     } else {
       t.set('embedding.weight', { shape: [P, width], data: normals(rng, P * width) });
     }
@@ -44,7 +60,12 @@ export class PrefixTuningModel extends PromptLearningModel<PrefixTuningConfig> {
   }
 
   /** An adapter from a saved prefix (the loader's entry point). */
-  static fromState(base: PretrainedModel, config: PrefixTuningConfig, prefix: TrainableTensor, opts: PromptLearningOptions = {}): PrefixTuningModel {
+  static fromState(
+    base: PretrainedModel,
+    config: PrefixTuningConfig,
+    prefix: TrainableTensor,
+    opts: PromptLearningOptions = {},
+  ): PrefixTuningModel {
     return new PrefixTuningModel(base, config, new Map([['embedding.weight', prefix]]), false, opts.adapterName);
   }
 
@@ -53,7 +74,9 @@ export class PrefixTuningModel extends PromptLearningModel<PrefixTuningConfig> {
     const emb = this.param(ctx, this.encoderName('embedding.weight'));
     if (!this.projected) return emb;
     return ctx.graph.scope(this.encoderName('transform'), () => {
-      const h = o.tanh(o.linear(emb, this.param(ctx, this.encoderName('transform.0.weight')), this.param(ctx, this.encoderName('transform.0.bias'))));
+      const h = o.tanh(
+        o.linear(emb, this.param(ctx, this.encoderName('transform.0.weight')), this.param(ctx, this.encoderName('transform.0.bias'))),
+      );
       return o.linear(h, this.param(ctx, this.encoderName('transform.2.weight')), this.param(ctx, this.encoderName('transform.2.bias')));
     });
   }
@@ -76,7 +99,8 @@ export class PrefixTuningModel extends PromptLearningModel<PrefixTuningConfig> {
     this.installClassifier(ctx);
     const tokens = args.inputIds ?? args.inputsEmbeds ?? fail('inputIds or inputsEmbeds is required');
     // BERT numbers positions from 0 whatever the past; transformers starts them after the past keys.
-    const bertPositions = (offset: Value | number) => (this.base.family === 'bert' && !args.positionIds ? positionsFrom(tokens, offset) : args.positionIds);
+    const bertPositions = (offset: Value | number) =>
+      this.base.family === 'bert' && !args.positionIds ? positionsFrom(tokens, offset) : args.positionIds;
     if (args.past && args.past.length) {
       return this.base.forward(ctx, { ...args, positionIds: bertPositions(o.dimOf(args.past[0]!.key, 2)) });
     }

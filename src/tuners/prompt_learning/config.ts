@@ -73,11 +73,19 @@ export function configToDisk<C>(config: C, fields: readonly FieldSpec<C>[]): Rec
  * added are ignored, as peft itself ignores them when loading a newer config. `strict` (a config a
  * user writes for a new adapter) rejects unknown keys instead, so a misspelt field is not lost.
  */
-export function configFromDisk<C>(raw: Record<string, unknown>, fields: readonly FieldSpec<C>[], file: string, opts: { strict?: boolean } = {}): Partial<C> {
+export function configFromDisk<C>(
+  raw: Record<string, unknown>,
+  fields: readonly FieldSpec<C>[],
+  file: string,
+  opts: { strict?: boolean } = {},
+): Partial<C> {
   if (opts.strict) {
     const known = new Set(fields.map((f) => f.key));
     const unknown = Object.keys(raw).filter((k) => !known.has(k));
-    if (unknown.length) throw new PeftConfigError(`${file}: unknown field${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}; known fields: ${[...known].sort().join(', ')}`);
+    if (unknown.length)
+      throw new PeftConfigError(
+        `${file}: unknown field${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}; known fields: ${[...known].sort().join(', ')}`,
+      );
   }
   const out: Record<string, unknown> = {};
   for (const f of fields) {
@@ -89,12 +97,19 @@ export function configFromDisk<C>(raw: Record<string, unknown>, fields: readonly
       continue;
     }
     const ok =
-      f.kind === 'int' ? Number.isInteger(v)
-      : f.kind === 'float' ? typeof v === 'number'
-      : f.kind === 'bool' ? typeof v === 'boolean'
-      : f.kind === 'string' ? typeof v === 'string'
-      : typeof v === 'object' && !Array.isArray(v);
-    if (!ok) throw new PeftConfigError(`${file}: "${f.key}" must be ${f.kind === 'dict' ? 'an object' : `a${f.kind === 'int' ? 'n' : ''} ${f.kind}`}${f.nullable ? ' or null' : ''}, got ${JSON.stringify(v)}`);
+      f.kind === 'int'
+        ? Number.isInteger(v)
+        : f.kind === 'float'
+          ? typeof v === 'number'
+          : f.kind === 'bool'
+            ? typeof v === 'boolean'
+            : f.kind === 'string'
+              ? typeof v === 'string'
+              : typeof v === 'object' && !Array.isArray(v);
+    if (!ok)
+      throw new PeftConfigError(
+        `${file}: "${f.key}" must be ${f.kind === 'dict' ? 'an object' : `a${f.kind === 'int' ? 'n' : ''} ${f.kind}`}${f.nullable ? ' or null' : ''}, got ${JSON.stringify(v)}`,
+      );
     if (f.values && !f.values.includes(v as string)) {
       throw new PeftConfigError(`${file}: "${f.key}" is ${JSON.stringify(v)}; expected one of ${f.values.join(', ')}`);
     }
@@ -135,7 +150,11 @@ export interface ModelDims {
  * the model's; prefix tuning on a model whose config has num_key_value_heads uses the key/value heads
  * (token_dim = token_dim / heads * kv_heads), since the prefix is concatenated with keys and values.
  */
-export function fillFromModel(base: PretrainedModel, peftType: PromptPeftType, given: ModelDims): Required<{ [K in keyof ModelDims]: number }> {
+export function fillFromModel(
+  base: PretrainedModel,
+  peftType: PromptPeftType,
+  given: ModelDims,
+): Required<{ [K in keyof ModelDims]: number }> {
   const numLayers = given.numLayers ?? base.numLayers;
   let tokenDim = given.tokenDim ?? base.hiddenSize;
   let numAttentionHeads = given.numAttentionHeads ?? base.config.numAttentionHeads;
@@ -148,7 +167,12 @@ export function fillFromModel(base: PretrainedModel, peftType: PromptPeftType, g
 }
 
 /** The fields every method fills the same way from a user's input and the model. */
-export function resolveCommon(base: PretrainedModel, peftType: PromptPeftType, input: Partial<PromptLearningConfig>, method: string): PromptLearningConfig {
+export function resolveCommon(
+  base: PretrainedModel,
+  peftType: PromptPeftType,
+  input: Partial<PromptLearningConfig>,
+  method: string,
+): PromptLearningConfig {
   if (input.numVirtualTokens === undefined || input.numVirtualTokens === null) {
     throw new PeftConfigError(`${method}: num_virtual_tokens is required (e.g. 20)`);
   }
@@ -175,7 +199,9 @@ export function validateCommon(base: PretrainedModel, cfg: PromptLearningConfig,
     );
   }
   if (cfg.numLayers !== base.numLayers) {
-    throw new PeftConfigError(`${method}: num_layers is ${cfg.numLayers} but the model in ${base.dir} has ${base.numLayers} layers; the adapter was made for another model`);
+    throw new PeftConfigError(
+      `${method}: num_layers is ${cfg.numLayers} but the model in ${base.dir} has ${base.numLayers} layers; the adapter was made for another model`,
+    );
   }
   const maxPos = base.config.maxPositionEmbeddings;
   if (descriptorOf(base).positions === 'absolute' && maxPos && cfg.numVirtualTokens >= maxPos) {

@@ -10,7 +10,11 @@ export function promptRandom(seed: number): SeededRandom {
 }
 
 /** torch nn.Linear(in, out) default init: weight [out, in] and bias [out] ~ U(-1/sqrt(in), 1/sqrt(in)). */
-export function linearInit(rng: SeededRandom, outFeatures: number, inFeatures: number): { weight: { shape: number[]; data: Float32Array }; bias: { shape: number[]; data: Float32Array } } {
+export function linearInit(
+  rng: SeededRandom,
+  outFeatures: number,
+  inFeatures: number,
+): { weight: { shape: number[]; data: Float32Array }; bias: { shape: number[]; data: Float32Array } } {
   const bound = 1 / Math.sqrt(inFeatures);
   return {
     weight: { shape: [outFeatures, inFeatures], data: uniforms(rng, outFeatures * inFeatures, bound) },

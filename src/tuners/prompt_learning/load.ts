@@ -34,7 +34,12 @@ export async function readAdapterFolder(dir: string, peftType: string): Promise<
   const config = await readAdapterConfig(dir);
   const found = config.peft_type;
   if (found !== peftType) {
-    const hint = typeof found === 'string' && LOADER_OF[found] ? `; load it with ${LOADER_OF[found]} (or loadAdapter, which picks the method from peft_type)` : typeof found === 'string' ? '; load it with loadAdapter, which picks the method from peft_type' : '';
+    const hint =
+      typeof found === 'string' && LOADER_OF[found]
+        ? `; load it with ${LOADER_OF[found]} (or loadAdapter, which picks the method from peft_type)`
+        : typeof found === 'string'
+          ? '; load it with loadAdapter, which picks the method from peft_type'
+          : '';
     throw new PeftConfigError(`${join(dir, CONFIG_FILE)} has peft_type ${JSON.stringify(found)}, not ${peftType}${hint}`);
   }
   const weights = join(dir, WEIGHTS_FILE);
@@ -53,9 +58,14 @@ export async function readAdapterFolder(dir: string, peftType: string): Promise<
 /** A float32 copy of a saved tensor, checking its shape. */
 export function takeTensor(folder: AdapterFolder, name: string, shape: readonly number[]): TrainableTensor {
   const t = folder.tensors.get(name);
-  if (!t) throw new AdapterError(`${join(folder.dir, WEIGHTS_FILE)} has no tensor "${name}" (has: ${[...folder.tensors.keys()].join(', ')}); the file does not belong to this adapter_config.json`);
+  if (!t)
+    throw new AdapterError(
+      `${join(folder.dir, WEIGHTS_FILE)} has no tensor "${name}" (has: ${[...folder.tensors.keys()].join(', ')}); the file does not belong to this adapter_config.json`,
+    );
   if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-    throw new AdapterError(`${join(folder.dir, WEIGHTS_FILE)}: "${name}" has shape [${t.shape}] but adapter_config.json implies [${shape}]; the config and weights disagree`);
+    throw new AdapterError(
+      `${join(folder.dir, WEIGHTS_FILE)}: "${name}" has shape [${t.shape}] but adapter_config.json implies [${shape}]; the config and weights disagree`,
+    );
   }
   return { shape: [...t.shape], data: Float32Array.from(toFloat32(t)) };
 }
@@ -63,5 +73,6 @@ export function takeTensor(folder: AdapterFolder, name: string, shape: readonly 
 /** Names in the file that the method did not take: an error, so a mismatched file is never half-used. */
 export function rejectUnused(folder: AdapterFolder, used: ReadonlySet<string>): void {
   const extra = [...folder.tensors.keys()].filter((n) => !used.has(n));
-  if (extra.length) throw new AdapterError(`${join(folder.dir, WEIGHTS_FILE)} holds tensors this adapter does not use: ${extra.join(', ')}`);
+  if (extra.length)
+    throw new AdapterError(`${join(folder.dir, WEIGHTS_FILE)} holds tensors this adapter does not use: ${extra.join(', ')}`);
 }

@@ -107,7 +107,12 @@ export abstract class PromptLearningModel<C extends PromptLearningConfig> implem
     const prompts = repeatOverBatch(o.unsqueeze(prompt(), 0), words);
     let positionIds: Value | undefined;
     if (args.positionIds) {
-      const virtual = ctx.graph.tensor('virtual_positions', args.positionIds.dtype, [1, P], Array.from({ length: P }, (_, i) => i));
+      const virtual = ctx.graph.tensor(
+        'virtual_positions',
+        args.positionIds.dtype,
+        [1, P],
+        Array.from({ length: P }, (_, i) => i),
+      );
       positionIds = o.concat([repeatOverBatch(virtual, args.positionIds), shiftPositions(args.positionIds, P)], 1);
     }
     return this.base.forward(ctx, {
@@ -170,7 +175,11 @@ export abstract class PromptLearningModel<C extends PromptLearningConfig> implem
       const t = this.tensors.get(prompt.name)!;
       return { shape: [...t.shape], data: Float32Array.from(t.data) };
     }
-    const session = await RuntimeSession.fromGraph(g, { prompt_embeddings: prompt }, { name: `${this.peftType} prompt encoder`, threads: 1 });
+    const session = await RuntimeSession.fromGraph(
+      g,
+      { prompt_embeddings: prompt },
+      { name: `${this.peftType} prompt encoder`, threads: 1 },
+    );
     try {
       const feeds: Record<string, { dtype: 'float32'; shape: number[]; data: Float32Array }> = {};
       for (const name of ctx.params.keys()) {
@@ -226,8 +235,16 @@ export function repeatOverBatch(x: Value, like: Value): Value {
   // A [batch, 1, ..., 1] probe of x's rank: only its shape matters to Expand.
   let probe = like;
   for (let a = 1; a < like.rank; a++) probe = o.slice(probe, a, 0, 1);
-  if (probe.rank > x.rank) probe = o.squeeze(probe, Array.from({ length: probe.rank - x.rank }, (_, i) => x.rank + i));
-  if (probe.rank < x.rank) probe = o.unsqueeze(probe, Array.from({ length: x.rank - probe.rank }, (_, i) => probe.rank + i));
+  if (probe.rank > x.rank)
+    probe = o.squeeze(
+      probe,
+      Array.from({ length: probe.rank - x.rank }, (_, i) => x.rank + i),
+    );
+  if (probe.rank < x.rank)
+    probe = o.unsqueeze(
+      probe,
+      Array.from({ length: x.rank - probe.rank }, (_, i) => probe.rank + i),
+    );
   return o.expandLike(x, probe);
 }
 

@@ -11,13 +11,21 @@ import { pythonJsonDumps, type PyJson } from '../../io/pyjson.js';
 export const CONFIG_FILE = 'adapter_config.json';
 export const WEIGHTS_FILE = 'adapter_model.safetensors';
 
-export async function writeAdapterFolder(dir: string, config: Record<string, PyJson>, tensors: ReadonlyMap<string, TrainableTensor>): Promise<void> {
+export async function writeAdapterFolder(
+  dir: string,
+  config: Record<string, PyJson>,
+  tensors: ReadonlyMap<string, TrainableTensor>,
+): Promise<void> {
   const info = await stat(dir).catch(() => undefined);
-  if (info && !info.isDirectory()) throw new AdapterError(`cannot save the adapter to ${dir}: it is a file, not a folder; pass a folder path`);
+  if (info && !info.isDirectory())
+    throw new AdapterError(`cannot save the adapter to ${dir}: it is a file, not a folder; pass a folder path`);
   const raw = new Map<string, RawTensor>();
   for (const [name, t] of tensors) {
     for (let i = 0; i < t.data.length; i++) {
-      if (!Number.isFinite(t.data[i]!)) throw new AdapterError(`tensor "${name}" holds a non-finite value at element ${i}; the adapter was not saved (lower the learning rate or clip gradients and retrain)`);
+      if (!Number.isFinite(t.data[i]!))
+        throw new AdapterError(
+          `tensor "${name}" holds a non-finite value at element ${i}; the adapter was not saved (lower the learning rate or clip gradients and retrain)`,
+        );
     }
     raw.set(name, fromTypedArray(t.data, t.shape, 'F32'));
   }

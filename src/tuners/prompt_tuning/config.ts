@@ -41,12 +41,22 @@ export const PROMPT_TUNING_FIELDS: readonly FieldSpec<PromptTuningConfig>[] = [
   { key: 'tokenizer_name_or_path', prop: 'tokenizerNameOrPath', kind: 'string', nullable: true },
   { key: 'tokenizer_kwargs', prop: 'tokenizerKwargs', kind: 'dict', nullable: true },
 ];
-const COMBINATION_FIELD: FieldSpec<PromptTuningConfig> = { key: COMBINATION_KEY, prop: 'promptCombination', kind: 'string', values: ['CONCAT', 'ADD'] };
+const COMBINATION_FIELD: FieldSpec<PromptTuningConfig> = {
+  key: COMBINATION_KEY,
+  prop: 'promptCombination',
+  kind: 'string',
+  values: ['CONCAT', 'ADD'],
+};
 
 /** The full config for a base model: peft's defaults, then the model's dimensions, then checks. */
 export function resolvePromptTuningConfig(base: PretrainedModel, input: PromptTuningConfigInput): PromptTuningConfig {
   const combination = input.promptCombination ?? 'CONCAT';
-  const common = resolveCommon(base, 'PROMPT_TUNING', { ...input, numVirtualTokens: input.numVirtualTokens ?? (combination === 'ADD' ? 1 : undefined) }, 'prompt tuning');
+  const common = resolveCommon(
+    base,
+    'PROMPT_TUNING',
+    { ...input, numVirtualTokens: input.numVirtualTokens ?? (combination === 'ADD' ? 1 : undefined) },
+    'prompt tuning',
+  );
   const cfg: PromptTuningConfig = {
     ...common,
     peftType: 'PROMPT_TUNING',
@@ -63,21 +73,31 @@ export function resolvePromptTuningConfig(base: PretrainedModel, input: PromptTu
 export function validatePromptTuningConfig(base: PretrainedModel, cfg: PromptTuningConfig): void {
   validateCommon(base, cfg, 'prompt tuning');
   if (cfg.tokenDim !== base.hiddenSize) {
-    throw new PeftConfigError(`prompt tuning: token_dim is ${cfg.tokenDim} but the model's embeddings are ${base.hiddenSize} wide; leave token_dim out to use the model's`);
+    throw new PeftConfigError(
+      `prompt tuning: token_dim is ${cfg.tokenDim} but the model's embeddings are ${base.hiddenSize} wide; leave token_dim out to use the model's`,
+    );
   }
   if (cfg.promptTuningInit === 'TEXT') {
-    if (!cfg.tokenizerNameOrPath) throw new PeftConfigError("prompt tuning: prompt_tuning_init='TEXT' needs tokenizer_name_or_path (the folder holding tokenizer.json)");
-    if (cfg.promptTuningInitText == null) throw new PeftConfigError("prompt tuning: prompt_tuning_init='TEXT' needs prompt_tuning_init_text");
+    if (!cfg.tokenizerNameOrPath)
+      throw new PeftConfigError(
+        "prompt tuning: prompt_tuning_init='TEXT' needs tokenizer_name_or_path (the folder holding tokenizer.json)",
+      );
+    if (cfg.promptTuningInitText == null)
+      throw new PeftConfigError("prompt tuning: prompt_tuning_init='TEXT' needs prompt_tuning_init_text");
   }
   if (cfg.tokenizerKwargs && cfg.promptTuningInit !== 'TEXT') {
     throw new PeftConfigError("prompt tuning: tokenizer_kwargs is only valid with prompt_tuning_init='TEXT'");
   }
   if (cfg.promptCombination === 'ADD') {
     if (cfg.numVirtualTokens !== 1) {
-      throw new PeftConfigError(`prompt tuning: the additive soft prompt is one vector added to every token, so num_virtual_tokens must be 1 (got ${cfg.numVirtualTokens}); leave it out`);
+      throw new PeftConfigError(
+        `prompt tuning: the additive soft prompt is one vector added to every token, so num_virtual_tokens must be 1 (got ${cfg.numVirtualTokens}); leave it out`,
+      );
     }
     if (cfg.promptTuningInit !== 'RANDOM') {
-      throw new PeftConfigError(`prompt tuning: the additive soft prompt starts at zero; prompt_tuning_init must be RANDOM (the default), got ${cfg.promptTuningInit}`);
+      throw new PeftConfigError(
+        `prompt tuning: the additive soft prompt starts at zero; prompt_tuning_init must be RANDOM (the default), got ${cfg.promptTuningInit}`,
+      );
     }
   }
 }
@@ -90,7 +110,11 @@ export function promptTuningConfigToDisk(cfg: PromptTuningConfig): Record<string
 }
 
 /** Parses adapter_config.json of a PROMPT_TUNING adapter into a config input. */
-export function promptTuningConfigFromDisk(raw: Record<string, unknown>, file = 'adapter_config.json', opts: { strict?: boolean } = {}): PromptTuningConfigInput {
+export function promptTuningConfigFromDisk(
+  raw: Record<string, unknown>,
+  file = 'adapter_config.json',
+  opts: { strict?: boolean } = {},
+): PromptTuningConfigInput {
   const parsed = configFromDisk(raw, [...PROMPT_TUNING_FIELDS, COMBINATION_FIELD], file, opts);
   const { peftType: _ignored, ...rest } = parsed;
   return rest;

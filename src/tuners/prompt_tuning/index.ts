@@ -29,10 +29,19 @@ export const promptTuningTuner = {
   label: 'prompt tuning',
   mergeable: { why: 'prompt tuning learns virtual input tokens, not a change of the weights' },
   saves: 'adapter (adapter_config.json, adapter_model.safetensors)',
-  infoSettings: ['num_virtual_tokens', 'token_dim', 'num_transformer_submodules', 'prompt_tuning_init', 'prompt_tuning_init_text', 'prompt_tuning_combination'],
+  infoSettings: [
+    'num_virtual_tokens',
+    'token_dim',
+    'num_transformer_submodules',
+    'prompt_tuning_init',
+    'prompt_tuning_init_text',
+    'prompt_tuning_combination',
+  ],
   presets: [
     {
-      name: 'prompt', label: 'Prompt tuning', learningRate: 3e-2,
+      name: 'prompt',
+      label: 'Prompt tuning',
+      learningRate: 3e-2,
       fields: { peft_type: 'PROMPT_TUNING', num_virtual_tokens: 20, prompt_tuning_init: 'SAMPLE_VOCAB', task_type: 'CAUSAL_LM' },
       settings: '20 virtual tokens, initialized from sampled vocabulary embeddings',
       folklore: { parameter: 'High', compute: 'High', space: 'High', performance: 'Low', flexibility: 'Low' },

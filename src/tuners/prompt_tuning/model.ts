@@ -36,7 +36,12 @@ export class PromptTuningModel extends PromptLearningModel<PromptTuningConfig> {
   }
 
   /** An adapter from saved values (the loader's entry point). */
-  static fromState(base: PretrainedModel, config: PromptTuningConfig, prompt: TrainableTensor, opts: PromptLearningOptions = {}): PromptTuningModel {
+  static fromState(
+    base: PretrainedModel,
+    config: PromptTuningConfig,
+    prompt: TrainableTensor,
+    opts: PromptLearningOptions = {},
+  ): PromptTuningModel {
     return new PromptTuningModel(base, config, prompt, opts.adapterName);
   }
 
@@ -80,20 +85,27 @@ async function initialPrompt(base: PretrainedModel, cfg: PromptTuningConfig, see
   let ids: number[];
   if (cfg.promptTuningInit === 'TEXT') {
     if (cfg.tokenizerKwargs && Object.keys(cfg.tokenizerKwargs).length) {
-      throw new PeftConfigError(`prompt tuning: tokenizer_kwargs ${JSON.stringify(cfg.tokenizerKwargs)} cannot be applied: the tokenizer is read as saved in ${cfg.tokenizerNameOrPath}; remove tokenizer_kwargs`);
+      throw new PeftConfigError(
+        `prompt tuning: tokenizer_kwargs ${JSON.stringify(cfg.tokenizerKwargs)} cannot be applied: the tokenizer is read as saved in ${cfg.tokenizerNameOrPath}; remove tokenizer_kwargs`,
+      );
     }
     const tok = await Tokenizer.fromDir(cfg.tokenizerNameOrPath!);
     ids = tok.encode(cfg.promptTuningInitText!);
     if (ids.length === 0) throw new PeftConfigError('prompt tuning: prompt_tuning_init_text tokenizes to nothing; give a non-empty text');
     // peft: truncate to P, or repeat ceil(P / n) times and truncate.
-    ids = Array.from({ length: Math.ceil(P / ids.length) }, () => ids).flat().slice(0, P);
+    ids = Array.from({ length: Math.ceil(P / ids.length) }, () => ids)
+      .flat()
+      .slice(0, P);
   } else {
     ids = Array.from({ length: P }, () => rng.int(base.vocabSize));
   }
   const table = base.weights.get(`${base.embeddingName}.weight`);
   const out = new Float32Array(P * D);
   ids.forEach((id, i) => {
-    if (id < 0 || id >= table.shape[0]!) throw new PeftConfigError(`prompt tuning: init token id ${id} is outside the model's ${table.shape[0]} embeddings; the tokenizer does not belong to this model`);
+    if (id < 0 || id >= table.shape[0]!)
+      throw new PeftConfigError(
+        `prompt tuning: init token id ${id} is outside the model's ${table.shape[0]} embeddings; the tokenizer does not belong to this model`,
+      );
     out.set(table.data.subarray(id * D, (id + 1) * D), i * D);
   });
   return { shape: [P, D], data: out };

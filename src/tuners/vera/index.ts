@@ -119,7 +119,12 @@ export const veraTuner = linearTuner(VERA, {
   infoSettings: ['r', 'd_initial', 'vera_dropout', 'projection_prng_key', 'save_projection', 'target_modules', 'layers_to_transform'],
   presets: [
     {
-      name: 'vera', label: 'VeRA', learningRate: 1e-2, trainLearningRate: 1e-2, compareByDefault: false, flags: { r: 'r', dropout: 'vera_dropout', target: 'target_modules' },
+      name: 'vera',
+      label: 'VeRA',
+      learningRate: 1e-2,
+      trainLearningRate: 1e-2,
+      compareByDefault: false,
+      flags: { r: 'r', dropout: 'vera_dropout', target: 'target_modules' },
       fields: { peft_type: 'VERA', r: 64, target_modules: 'all-linear', task_type: 'CAUSAL_LM' },
       trainFields: { peft_type: 'VERA', r: 64, task_type: 'CAUSAL_LM' },
       settings: 'r=64 shared frozen projections, trained scaling vectors on every linear layer but the head',

@@ -14,6 +14,7 @@
 //   node dist/bench/decode.js --repeat 3 --runs 3 --python python3 --pythonpath ~/torch213 --no-write
 
 import { spawnSync } from 'node:child_process';
+import { childEnv, peerEnv, torchVersion as peerTorchVersion } from './peer.js';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -29,15 +30,16 @@ const HEADING = '## Decode: GPT-2-small batch-1 greedy vs PyTorch 2.13 (issue 16
 const NEW = 64;
 const PROMPT = 32;
 
-function arg(name: string, dflt: string): string {
+function argOpt(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1]! : dflt;
+  return i >= 0 ? process.argv[i + 1]! : undefined;
 }
+const arg = (name: string, dflt: string): string => argOpt(name) ?? dflt;
 const REPEAT = Number(arg('repeat', '2'));
 const RUNS = Number(arg('runs', '3'));
 const THREADS = Number(arg('threads', '2'));
-const PYTHON = arg('python', 'python3');
-const PYTHONPATH = arg('pythonpath', path.join(os.homedir(), 'torch213'));
+// --python / --pythonpath, else PEFT_BENCH_PYTHON / PEFT_BENCH_PYTHONPATH, else python3 with ~/torch213 (bench/peer.ts)
+const PEER = peerEnv({ python: argOpt('python'), pythonPath: argOpt('pythonpath') });
 const WRITE = !process.argv.includes('--no-write');
 const ONLY = arg('only', '');
 
@@ -104,7 +106,7 @@ function torchConfig(label: string, args: string[]): Config {
   const script = path.join(REPO, 'bench', 'decode_torch.py');
   const measure = async (): Promise<Measure | string> => {
     const r = spawnSync(
-      PYTHON,
+      PEER.python,
       [
         script,
         '--threads',
@@ -122,7 +124,7 @@ function torchConfig(label: string, args: string[]): Config {
       {
         cwd: REPO,
         encoding: 'utf8',
-        env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', PYTHONPATH },
+        env: childEnv(PEER),
         maxBuffer: 1 << 24,
       },
     );
@@ -143,12 +145,8 @@ async function main(): Promise<void> {
   const started = new Date();
   const loadStart = loadavg();
   console.log(`load average at start: ${loadStart}`);
-  const probe = spawnSync(PYTHON, ['-c', 'import torch; print(torch.__version__)'], {
-    encoding: 'utf8',
-    env: { ...process.env, PYTHONPATH },
-  });
-  const torchVersion = probe.status === 0 ? probe.stdout.trim() : undefined;
-  if (!torchVersion) console.log(`PyTorch not importable with ${PYTHON} and PYTHONPATH=${PYTHONPATH}: ours only`);
+  const torchVersion = peerTorchVersion(PEER);
+  if (!torchVersion) console.log(`PyTorch not importable with ${PEER.python} and PYTHONPATH=${PEER.pythonPath}: ours only`);
   const base = randomBenchModel('gpt2');
   const prompt = Array.from(noise(PROMPT, 1, 11), (x) => Math.floor((x / Math.sqrt(12) + 0.5) * base.vocabSize) % base.vocabSize);
   const lora = await LoraModel.create(

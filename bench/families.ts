@@ -32,6 +32,7 @@ import { TrainStep } from '../src/train/step.js';
 import { createAdapter } from '../src/tuners/load.js';
 import { noise } from './train_models.js';
 import { forEachFlag } from './args.js';
+import { childEnv, peerEnv, torchVersion, type PeerEnv } from './peer.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '../..');
@@ -135,8 +136,8 @@ interface Options {
   /** override num_hidden_layers (30 by default; the table states it) */
   layers?: number;
   write: boolean;
-  python: string;
-  pythonpath: string;
+  python?: string;
+  pythonpath?: string;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -148,8 +149,6 @@ function parseArgs(argv: string[]): Options {
     warmup: 1,
     threads: 2,
     write: true,
-    python: 'python3',
-    pythonpath: path.join(os.homedir(), 'torch213'),
   };
   forEachFlag(argv, (a, next) => {
     switch (a) {
@@ -348,13 +347,8 @@ async function benchTrain(name: string, model: PretrainedModel, o: Options): Pro
   };
 }
 
-function torchVersion(o: Options): string | undefined {
-  const r = spawnSync(o.python, ['-c', 'import torch; print(torch.__version__)'], {
-    encoding: 'utf8',
-    env: { ...process.env, PYTHONPATH: o.pythonpath },
-  });
-  return r.status === 0 ? r.stdout.trim() : undefined;
-}
+/** The peer's interpreter and PYTHONPATH: --python / --pythonpath, else bench/peer.ts's defaults. */
+const peerOf = (o: Options): PeerEnv => peerEnv({ python: o.python, pythonPath: o.pythonpath });
 
 /** bench/families_torch.py on one family, same sizes as ours. */
 function torchForward(name: string, o: Options): NonNullable<Row['torch']> {
@@ -375,10 +369,11 @@ function torchForward(name: string, o: Options): NonNullable<Row['torch']> {
     '--threads',
     String(o.threads),
   ];
-  const r = spawnSync(o.python, args, {
+  const env = peerOf(o);
+  const r = spawnSync(env.python, args, {
     cwd: REPO,
     encoding: 'utf8',
-    env: { ...process.env, PYTHONPATH: o.pythonpath, OMP_WAIT_POLICY: 'PASSIVE' },
+    env: childEnv(env),
     maxBuffer: 1 << 24,
   });
   if (r.status !== 0) return `failed (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-1)[0]}`;
@@ -402,7 +397,7 @@ const ratioCell = (r: Row): string =>
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
-  const torch = torchVersion(o);
+  const torch = torchVersion(peerOf(o));
   const rows: Row[] = [];
   const loadStart = os.loadavg()[0]!;
   for (const name of o.families) {
@@ -436,7 +431,7 @@ async function main(): Promise<void> {
       `**The machine was shared and heavily loaded while this ran** (1-minute load average ${loadStart.toFixed(1)} at the start, ${loadEnd.toFixed(1)} at the end, on ${os.cpus().length} logical CPUs; "other cpu" = cores other processes used during the timed runs), so these numbers are slower and noisier than a quiet machine's; compare them with each other, not with the quiet-machine tables above. ` +
       (torch
         ? `Peer: PyTorch ${torch} (bench/families_torch.py: each family in plain torch with the same shapes and features, since transformers is not installed; eager attention, float32, torch.set_num_threads(${o.threads}), OMP_WAIT_POLICY=PASSIVE), forward rows only, run right after ours for each family; "torch other cpu" as ours. Ours ran with ONNX Runtime's default of spinning idle threads, torch with passive waits; on a machine this oversubscribed that costs ours (bench/RESULTS.md "Decode" measures both settings), so read the ratios as a lower bound with wide noise.`
-        : `PyTorch is not importable (\`${o.python} -c "import torch"\` with PYTHONPATH=${o.pythonpath} fails), so there is no peer column: ours alone.`),
+        : `PyTorch is not importable (\`${peerOf(o).python} -c "import torch"\` with PYTHONPATH=${peerOf(o).pythonPath} fails), so there is no peer column: ours alone.`),
     '',
     `- machine: ${os.cpus().length} logical CPUs (${cpu}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, shared with other jobs`,
     `- node ${process.version}${torch ? `, torch ${torch}` : ''}`,

@@ -46,7 +46,8 @@ export function takePeerOption(flag: string, next: () => string, into: { python?
   return true;
 }
 
-function childEnv(env: PeerEnv): NodeJS.ProcessEnv {
+/** The environment of a peer process: PYTHONPATH prepended, OMP_WAIT_POLICY=PASSIVE. */
+export function childEnv(env: PeerEnv): NodeJS.ProcessEnv {
   const e: NodeJS.ProcessEnv = { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' };
   if (env.pythonPath) e.PYTHONPATH = process.env.PYTHONPATH ? `${env.pythonPath}:${process.env.PYTHONPATH}` : env.pythonPath;
   return e;
@@ -55,11 +56,17 @@ function childEnv(env: PeerEnv): NodeJS.ProcessEnv {
 /** The torch version the peer would run, or a sentence saying why it cannot run. */
 export function probeTorch(env: PeerEnv): { version: string } | { problem: string } {
   if (!fs.existsSync(PEER_SCRIPT)) return { problem: `PyTorch peer skipped: ${PEER_SCRIPT} is missing` };
-  const r = spawnSync(env.python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8', env: childEnv(env) });
-  if (r.status === 0) return { version: r.stdout.trim() };
+  const version = torchVersion(env);
+  if (version !== undefined) return { version };
   return {
     problem: `PyTorch peer skipped: \`${env.pythonPath ? `PYTHONPATH=${env.pythonPath} ` : ''}${env.python} -c "import torch"\` failed; install PyTorch as bench/README.md says, or pass --python / --pythonpath`,
   };
+}
+
+/** The torch version `env` imports, or undefined when it cannot import torch. */
+export function torchVersion(env: PeerEnv): string | undefined {
+  const r = spawnSync(env.python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8', env: childEnv(env) });
+  return r.status === 0 ? r.stdout.trim() : undefined;
 }
 
 export interface PeerOutcome {

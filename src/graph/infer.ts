@@ -234,7 +234,8 @@ export const INFER: { [K in OpName]: InferRule<OpAttrs[K]> } = {
       fail(`chunk ${index} of ${count} is not a part of the axis`);
     const d = x!.shape[axis]!;
     const shape = [...x!.shape];
-    shape[axis] = typeof d === 'number' ? Math.floor((d * (index + 1)) / count) - Math.floor((d * index) / count) : `chunk${index}of${count}(${d})`;
+    shape[axis] =
+      typeof d === 'number' ? Math.floor((d * (index + 1)) / count) - Math.floor((d * index) / count) : `chunk${index}of${count}(${d})`;
     return [{ dtype: x!.dtype, shape }];
   },
   Split: ([x], { axis, sizes }) => {

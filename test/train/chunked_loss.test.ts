@@ -57,7 +57,11 @@ for (const family of ['gpt2', 'llama'] as const) {
   test(`${family}: a LoRA step with the loss in parts has the one-product step's loss and gradients`, async () => {
     const base = await loadModel(fixturePath('models', family));
     const targets = family === 'gpt2' ? ['c_attn', 'c_proj'] : ['q_proj', 'v_proj'];
-    const model = await createAdapter(base, { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: targets, task_type: 'CAUSAL_LM' }, { seed: 3 });
+    const model = await createAdapter(
+      base,
+      { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: targets, task_type: 'CAUSAL_LM' },
+      { seed: 3 },
+    );
     const params = model.parameters();
     let s = 1;
     for (const [name, p] of params) if (name.includes('lora_B')) p.data.forEach((_, i) => (p.data[i] = Math.sin(s++ * 0.3) * 0.05));

@@ -112,7 +112,7 @@ const HELP = `usage: node dist/bench/train_methods.js [options]
   --mem-pattern     turn ONNX Runtime's memory-pattern planning on (default off)
   --no-arena        turn ONNX Runtime's CPU memory arena off
   --checkpointing   gradient checkpointing per decoder layer
-  --loss-chunks N   parts the LM head + loss run in (default: TrainStep's, 8; 1 = the full logits at once)
+  --loss-chunks N   parts the LM head + loss run in (default: TrainStep's, 1 = the full logits at once)
   --weights M       shared (default: frozen weights fed from the JS arrays) or prepacked (MLAS-packed copies)
   --no-peer         skip PyTorch
 ${PEER_HELP}

@@ -19,8 +19,18 @@ import { grad } from '../autodiff/grad.js';
 import type { Node, Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
 
-/** Parts the LM head and loss are split into by default (TrainStep, EvalStep, `peft train --loss-chunks`). */
-export const DEFAULT_LOSS_CHUNKS = 8;
+/**
+ * Parts the LM head and loss are split into when not told otherwise (TrainStep, EvalStep, `peft
+ * train --loss-chunks`): 1, the model's own loss. Splitting is an option, not the default, because
+ * every part repacks the LM-head matrix for its products (the vocabulary-sized weight, fed from JS,
+ * is not prepacked): on GPT-2 small at 4 x 256 (int8 base) 8 parts took the peak RSS from 2359 to
+ * 2019 MiB but cost 10-15% more CPU per step in an interleaved A/B on a loaded machine
+ * (bench/RESULTS.md, "Memory of a training step"), over the 5% a default may cost.
+ */
+export const DEFAULT_LOSS_CHUNKS = 1;
+
+/** The number of parts bench/RESULTS.md measured for memory (`--loss-chunks 8`). */
+export const MEMORY_LOSS_CHUNKS = 8;
 
 const HEAD_OPS = new Set(['Int8MatMul', 'MatMulT', 'MatMul']);
 

@@ -12,7 +12,7 @@ import { causalLmLoss } from '../../src/models/common.js';
 import { loadModel } from '../../src/models/load.js';
 import { RuntimeSession } from '../../src/runtime/session.js';
 import { collate } from '../../src/train/batches.js';
-import { chunkHeadLoss, DEFAULT_LOSS_CHUNKS } from '../../src/train/chunked_loss.js';
+import { chunkHeadLoss, MEMORY_LOSS_CHUNKS } from '../../src/train/chunked_loss.js';
 import { TrainStep } from '../../src/train/step.js';
 import { createAdapter } from '../../src/tuners/load.js';
 import { fixturePath } from '../helpers/fixtures.js';
@@ -76,12 +76,12 @@ for (const family of ['gpt2', 'llama'] as const) {
       assert.equal(one.lossChunks, 1);
       const ref = await one.run(batch, params);
       await one.dispose();
-      for (const lossChunks of [undefined, 5]) {
+      for (const lossChunks of [MEMORY_LOSS_CHUNKS, 5]) {
         const step = await TrainStep.compile(model, { threads: 1, basePrecision, lossChunks });
-        assert.equal(step.lossChunks, lossChunks ?? DEFAULT_LOSS_CHUNKS, 'the rewrite must apply');
+        assert.equal(step.lossChunks, lossChunks, 'the rewrite must apply');
         const r = await step.run(batch, params);
         await step.dispose();
-        const what = `${basePrecision}, ${lossChunks ?? 'default'} parts`;
+        const what = `${basePrecision}, ${lossChunks} parts`;
         // float32: only the summation order differs. int8: the LM head's activations are quantized per part (per tensor before)
         const tol = basePrecision === 'fp32' ? 1e-5 : 2e-3;
         assert.ok(Math.abs(r.loss - ref.loss) <= tol * ref.loss, `${what}: loss ${r.loss} vs ${ref.loss}`);

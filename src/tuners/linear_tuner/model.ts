@@ -346,7 +346,10 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
     for (const [k, t] of this.stateDict()) tensors.set(k, fromTypedArray(t.data, t.shape));
     await mkdir(dir, { recursive: true });
     await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
-    await writePythonJson(join(dir, 'adapter_config.json'), { ...(this.method.configToJson?.(this.config) ?? configJson(this.config)), inference_mode: true });
+    await writePythonJson(join(dir, 'adapter_config.json'), {
+      ...(this.method.configToJson?.(this.config) ?? configJson(this.config)),
+      inference_mode: true,
+    });
     if (!existsSync(join(dir, 'README.md'))) {
       const base = this.config.baseModelNameOrPath;
       await writeFileAtomic(

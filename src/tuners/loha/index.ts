@@ -7,7 +7,7 @@ import * as o from '../../graph/ops.js';
 import type { LinearSpec } from '../../nn/context.js';
 import { kaimingUniform } from '../lora/init.js';
 import { FieldReader, commonFields } from '../linear_tuner/config.js';
-import { type LycorisConfig, lycorisFields, lycorisMethod, lycorisRank } from '../linear_tuner/lycoris.js';
+import { type LycorisConfig, lycorisFields, lycorisInfoSettings, lycorisMethod, lycorisRank } from '../linear_tuner/lycoris.js';
 import { type LinearMethod, linearTuner, type Tensors } from '../linear_tuner/model.js';
 import { PeftConfigError } from '../types.js';
 
@@ -75,17 +75,7 @@ const LYCORIS_FLAGS = { r: 'r', alpha: 'alpha', target: 'target_modules' } as co
 
 /** The registry entry. */
 export const lohaTuner = linearTuner(LOHA, {
-  infoSettings: [
-    'r',
-    'alpha',
-    'rank_dropout',
-    'module_dropout',
-    'init_weights',
-    'target_modules',
-    'rank_pattern',
-    'alpha_pattern',
-    'layers_to_transform',
-  ],
+  infoSettings: lycorisInfoSettings(),
   presets: [
     {
       name: 'loha',

@@ -8,7 +8,7 @@ import * as o from '../../graph/ops.js';
 import type { LinearSpec } from '../../nn/context.js';
 import { kaimingUniform } from '../lora/init.js';
 import { FieldReader, commonFields } from '../linear_tuner/config.js';
-import { type LycorisConfig, lycorisFields, lycorisMethod, lycorisRank } from '../linear_tuner/lycoris.js';
+import { type LycorisConfig, lycorisFields, lycorisInfoSettings, lycorisMethod, lycorisRank } from '../linear_tuner/lycoris.js';
 import { type LinearMethod, linearTuner, type TensorDecl, type Tensors } from '../linear_tuner/model.js';
 import { PeftConfigError } from '../types.js';
 
@@ -112,19 +112,7 @@ export const LOKR: LinearMethod<LokrConfig> = {
 
 /** The registry entry. */
 export const lokrTuner = linearTuner(LOKR, {
-  infoSettings: [
-    'r',
-    'alpha',
-    'decompose_both',
-    'decompose_factor',
-    'rank_dropout',
-    'module_dropout',
-    'init_weights',
-    'target_modules',
-    'rank_pattern',
-    'alpha_pattern',
-    'layers_to_transform',
-  ],
+  infoSettings: lycorisInfoSettings('decompose_both', 'decompose_factor'),
   presets: [
     {
       name: 'lokr',

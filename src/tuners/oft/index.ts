@@ -50,6 +50,15 @@ export function oftConfig(fields: Record<string, unknown>, source = 'OFT config'
   return c;
 }
 
+/** What OFT and BOFT implement for inference only: block dropout and init_weights=false (`init`: what the default starts from). */
+export function checkRotationTrainable(method: string, dropoutKey: string, dropout: number, initWeights: boolean, init: string): void {
+  if (dropout !== 0)
+    throw new PeftConfigError(
+      `${method} ${dropoutKey}=${dropout} (multiplicative block dropout) is not implemented for training; set it to 0`,
+    );
+  if (!initWeights) throw new PeftConfigError(`${method} init_weights=false is not implemented; use the default (${init})`);
+}
+
 /** A layer's input features as n blocks of b (OFT and BOFT); `setting` names the config that chose b. */
 export function inputBlocks(spec: LinearSpec, b: number, method: string, setting: string): { n: number; b: number } {
   if (!Number.isInteger(b) || spec.inFeatures % b !== 0) {
@@ -122,11 +131,7 @@ export const OFT: LinearMethod<OftConfig> = {
   label: 'OFT',
   parseConfig: oftConfig,
   checkTrainable(c) {
-    if (c.moduleDropout !== 0)
-      throw new PeftConfigError(
-        `OFT module_dropout=${c.moduleDropout} (multiplicative block dropout) is not implemented for training; set it to 0`,
-      );
-    if (!c.initWeights) throw new PeftConfigError('OFT init_weights=false is not implemented; use the default (identity rotations)');
+    checkRotationTrainable('OFT', 'module_dropout', c.moduleDropout, c.initWeights, 'identity rotations');
   },
   moduleTensors(spec, c) {
     const { n, b } = oftBlocks(spec, c);

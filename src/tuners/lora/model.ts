@@ -1005,11 +1005,14 @@ export class LoraModel implements AdaptedModel {
     // Built on first use: plain LoRA under another tuner's hook never touches the base weight here.
     // A 4-bit base weight (QLoRA) is multiplied through QuantMatMul (baseProduct), which rebuilds
     // it from the 4-bit data for the product and again for the backward pass; a variant that needs
-    // the matrix itself (DoRA's norm) gets a dequantization ordered after this layer's input.
+    // the matrix itself (DoRA's norm) gets a dequantization ordered after this layer's input. A
+    // frozen float32 weight's product is the base layer's own (baseProduct), so with
+    // --base-precision int8 the wrapped module multiplies through the int8 copies exactly as the
+    // unwrapped module does (DPO's reference, the base without hooks, then agrees bit for bit).
     const quantized = !wOv && ctx.weights.isQuantized(wName);
     let W: Value | undefined;
     const weight = (): Value => (W ??= wOv ? ctx.param(wName, wOv.shape) : quantized ? storedLayout(ctx, wName, x) : ctx.weight(wName));
-    const product = (inp: Value): Value => (quantized ? baseProduct(ctx, spec, inp) : baseMatmul(inp, weight(), spec));
+    const product = (inp: Value): Value => (wOv ? baseMatmul(inp, weight(), spec) : baseProduct(ctx, spec, inp));
     let xw: Value | undefined;
     const xW = (): Value => (xw ??= product(x));
     const baseFn = (inp: Value): Value => {

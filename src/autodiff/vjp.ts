@@ -123,6 +123,21 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
     return [dx, need[1] ? o.unbroadcast(o.mul(g!, xhat), w.shape) : undefined, need[2] ? o.unbroadcast(g!, n.inputs[2]!.shape) : undefined];
   },
 
+  // y = w * x * r with r = 1 / rms(x) saved by the forward (output 1):
+  // dx = r * (g*w - xhat * mean(g*w * xhat)), xhat = x * r; dw = sum of g * xhat.
+  RmsNorm: (n, [g, gr], need) => {
+    if (gr) fail('RmsNorm: its 1/rms output is not differentiable');
+    const [x, w] = n.inputs as [Value, Value];
+    const r = n.outputs[1]!;
+    const xhat = o.mul(x, r);
+    let dx: Value | undefined;
+    if (need[0]) {
+      const gw = o.mul(g!, w);
+      dx = o.mul(o.sub(gw, o.mul(xhat, o.mean(o.mul(gw, xhat), -1, true))), r);
+    }
+    return [dx, need[1] ? o.unbroadcast(o.mul(g!, xhat), w.shape) : undefined];
+  },
+
   MatMul: (n, [g], need) => {
     const [a, b] = n.inputs as [Value, Value];
     const da = need[0] ? o.unbroadcast(o.matmul(g!, o.transposeLast2(b)), a.shape) : undefined;

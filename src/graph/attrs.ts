@@ -39,6 +39,7 @@ export interface OpAttrs {
   ReduceMean: ReduceAttrs;
   ReduceMax: ReduceAttrs;
   LayerNorm: { epsilon: number };
+  RmsNorm: { epsilon: number };
   MatMul: NoAttrs;
   MatMulT: NoAttrs;
   QuantMatMul: QuantMatMulAttrs;

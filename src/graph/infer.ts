@@ -119,6 +119,17 @@ export const INFER: { [K in OpName]: InferRule<OpAttrs[K]> } = {
     }
     return [{ dtype: x!.dtype, shape: [...x!.shape] }];
   },
+  // [y, 1 / rms]: the second output (shape [..., 1]) is what the gradient reuses.
+  RmsNorm: ([x, w]) => {
+    needFloat(x!);
+    sameDtype(x!, w!);
+    const c = x!.shape[x!.rank - 1]!;
+    if (w!.rank !== 1 || w!.shape[0] !== c) fail(`weight must have shape [${c}], got ${shapeToString(w!.shape)}`);
+    return [
+      { dtype: x!.dtype, shape: [...x!.shape] },
+      { dtype: x!.dtype, shape: [...x!.shape.slice(0, -1), 1] },
+    ];
+  },
 
   MatMul: ([a, b]) => {
     sameDtype(a!, b!);

@@ -178,8 +178,13 @@ export function geluTanh(x: Value): Value {
 export function silu(x: Value): Value {
   return mul(x, sigmoid(x));
 }
-/** RMSNorm as Llama computes it: x * rsqrt(mean(x^2) + eps) * weight. */
-export function rmsNorm(x: Value, weight: Value, eps: number): Value {
+/**
+ * RMSNorm as Llama computes it, x * rsqrt(mean(x^2) + eps) * weight, as one op (ONNX Runtime's
+ * SimplifiedLayerNormalization in float32) whose gradient reuses the forward's 1 / rms.
+ */
+export const rmsNorm = (x: Value, weight: Value, eps: number): Value => x.graph.op('RmsNorm', [x, weight], { epsilon: eps })[0]!;
+/** The same RMSNorm spelled out in element-wise ops (the reference the fused op is tested against). */
+export function rmsNormComposed(x: Value, weight: Value, eps: number): Value {
   const variance = mean(mul(x, x), -1, true);
   return mul(weight, mul(x, reciprocal(sqrt(add(variance, eps)))));
 }

@@ -196,6 +196,25 @@ export const LOWER: { [K in OpName]: LowerRule<OpAttrs[K]> } = {
 
   LayerNorm: (ctx, ins, outs, { epsilon }) => ctx.emit('LayerNormalization', ins, outs, { axis: int(-1), epsilon: float(epsilon) }),
 
+  // float32: ONNX Runtime's SimplifiedLayerNormalization, which also returns 1 / rms (its other
+  // types keep that output float32, so float64 graphs are spelled out).
+  RmsNorm: (ctx, [x, w], [y, r], { epsilon }, node) => {
+    const dt = node.inputs[0]!.dtype;
+    if (dt === 'float32')
+      return ctx.emit('SimplifiedLayerNormalization', [x!, w!], [y!, r!], { axis: int(-1), epsilon: float(epsilon), stash_type: int(1) });
+    const sq = ctx.tmp('rms_sq');
+    ctx.emit('Mul', [x!, x!], [sq]);
+    const ms = ctx.tmp('rms_mean');
+    ctx.emit('ReduceMean', [sq, ctx.int64s([-1])], [ms], { keepdims: int(1) });
+    const ve = ctx.tmp('rms_var');
+    ctx.emit('Add', [ms, ctx.scalar(epsilon, dt)], [ve]);
+    const sd = ctx.tmp('rms_std');
+    ctx.emit('Sqrt', [ve], [sd]);
+    ctx.emit('Reciprocal', [sd], [r!]);
+    const xr = ctx.tmp('rms_xhat');
+    ctx.emit('Mul', [x!, r!], [xr]);
+    ctx.emit('Mul', [w!, xr], [y!]);
+  },
   MatMul: as('MatMul'),
   // Lowered to com.microsoft FusedMatMul (transB) for float32, which MLAS prepacks like MatMul, so
   // no transposed copy of the weight is ever made.

@@ -40,6 +40,7 @@ export interface OpAttrs {
   ReduceMax: ReduceAttrs;
   LayerNorm: { epsilon: number };
   RmsNorm: { epsilon: number };
+  Rotary: NoAttrs;
   MatMul: NoAttrs;
   MatMulT: NoAttrs;
   QuantMatMul: QuantMatMulAttrs;

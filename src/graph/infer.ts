@@ -130,6 +130,19 @@ export const INFER: { [K in OpName]: InferRule<OpAttrs[K]> } = {
       { dtype: x!.dtype, shape: [...x!.shape.slice(0, -1), 1] },
     ];
   },
+  // x [batch, heads, seq, dim] rotated by half tables cos, sin [batch or 1, 1, seq, dim / 2].
+  Rotary: ([x, c, s]) => {
+    needFloat(x!);
+    if (x!.rank !== 4) fail(`needs x [batch, heads, seq, dim], got ${shapeToString(x!.shape)}`);
+    const d = x!.shape[3]!;
+    if (typeof d !== 'number' || d % 2) fail(`needs an even static head dim, got ${String(d)}`);
+    for (const t of [c!, s!]) {
+      sameDtype(x!, t);
+      if (t.rank !== 4 || t.shape[1] !== 1 || t.shape[3] !== d / 2)
+        fail(`cos and sin must be [batch, 1, seq, ${d / 2}], got ${shapeToString(t.shape)}`);
+    }
+    return [{ dtype: x!.dtype, shape: [...x!.shape] }];
+  },
 
   MatMul: ([a, b]) => {
     sameDtype(a!, b!);

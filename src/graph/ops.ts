@@ -188,6 +188,22 @@ export function rmsNormComposed(x: Value, weight: Value, eps: number): Value {
   const variance = mean(mul(x, x), -1, true);
   return mul(weight, mul(x, reciprocal(sqrt(add(variance, eps)))));
 }
+/**
+ * Rotary position embedding of x [batch, heads, seq, dim] as transformers applies it,
+ * x * [cos, cos] + rotate_half(x) * [sin, sin], with half tables cos, sin [batch or 1, 1, seq, dim / 2]
+ * (one op: ONNX Runtime's RotaryEmbedding in float32, forward and backward).
+ */
+export const rotary = (x: Value, cosHalf: Value, sinHalf: Value): Value => x.graph.op('Rotary', [x, cosHalf, sinHalf], {})[0]!;
+/** rotate_half(x) = [-x2, x1] over the last axis. */
+export function rotateHalf(x: Value): Value {
+  const half = (x.shape[x.rank - 1] as number) / 2;
+  const [a, b] = split(x, -1, [half, half]) as [Value, Value];
+  return concat([neg(b), a], -1);
+}
+/** The same rotation spelled out in element-wise ops (the reference the fused op is tested against). */
+export function rotaryComposed(x: Value, cosHalf: Value, sinHalf: Value): Value {
+  return add(mul(x, concat([cosHalf, cosHalf], -1)), mul(rotateHalf(x), concat([sinHalf, sinHalf], -1)));
+}
 /** x @ W^T + b with a torch nn.Linear weight [out, in] held as given. */
 export function linear(x: Value, weight: Value, bias?: Value): Value {
   const y = matmulT(x, weight);

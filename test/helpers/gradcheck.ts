@@ -151,7 +151,12 @@ export async function fusedMatchesComposed(
   const feeds: Record<string, HostTensor> = {};
   for (const k of keys) {
     const s = params[k]!;
-    const data = s.init ?? randn(rand, s.shape.reduce((a, b) => a * b, 1));
+    const data =
+      s.init ??
+      randn(
+        rand,
+        s.shape.reduce((a, b) => a * b, 1),
+      );
     feeds[k] = { dtype: 'float32', shape: s.shape, data: Float32Array.from(data) };
   }
   const sess = await RuntimeSession.fromGraph(g, outputs, { threads: 1 });

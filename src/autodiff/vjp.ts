@@ -123,6 +123,36 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
     return [dx, need[1] ? o.unbroadcast(o.mul(g!, xhat), w.shape) : undefined, need[2] ? o.unbroadcast(g!, n.inputs[2]!.shape) : undefined];
   },
 
+  // y = w * x * r with r = 1 / rms(x) saved by the forward (output 1):
+  // dx = r * (g*w - xhat * mean(g*w * xhat)), xhat = x * r; dw = sum of g * xhat.
+  RmsNorm: (n, [g, gr], need) => {
+    if (gr) fail('RmsNorm: its 1/rms output is not differentiable');
+    const [x, w] = n.inputs as [Value, Value];
+    const r = n.outputs[1]!;
+    const xhat = o.mul(x, r);
+    let dx: Value | undefined;
+    if (need[0]) {
+      const gw = o.mul(g!, w);
+      dx = o.mul(o.sub(gw, o.mul(xhat, o.mean(o.mul(gw, xhat), -1, true))), r);
+    }
+    return [dx, need[1] ? o.unbroadcast(o.mul(g!, xhat), w.shape) : undefined];
+  },
+  // A rotation: its transpose is the same rotation with -sin. The tables' gradients (they are
+  // usually functions of the positions only) sum the two halves of g * x and g * rotate_half(x).
+  Rotary: (n, [g], need) => {
+    const [x, c, s] = n.inputs as [Value, Value, Value];
+    const half = (x.shape[3] as number) / 2;
+    const table = (t: Value, like: Value): Value => {
+      const [a, b] = o.split(t, -1, [half, half]) as [Value, Value];
+      return o.unbroadcast(o.add(a, b), like.shape);
+    };
+    return [
+      need[0] ? o.rotary(g!, c, o.neg(s)) : undefined,
+      need[1] ? table(o.mul(g!, x), c) : undefined,
+      need[2] ? table(o.mul(g!, o.rotateHalf(x)), s) : undefined,
+    ];
+  },
+
   MatMul: (n, [g], need) => {
     const [a, b] = n.inputs as [Value, Value];
     const da = need[0] ? o.unbroadcast(o.matmul(g!, o.transposeLast2(b)), a.shape) : undefined;

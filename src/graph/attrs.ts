@@ -39,6 +39,8 @@ export interface OpAttrs {
   ReduceMean: ReduceAttrs;
   ReduceMax: ReduceAttrs;
   LayerNorm: { epsilon: number };
+  RmsNorm: { epsilon: number };
+  Rotary: NoAttrs;
   MatMul: NoAttrs;
   MatMulT: NoAttrs;
   QuantMatMul: QuantMatMulAttrs;

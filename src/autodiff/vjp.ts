@@ -123,6 +123,22 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
     return [dx, need[1] ? o.unbroadcast(o.mul(g!, xhat), w.shape) : undefined, need[2] ? o.unbroadcast(g!, n.inputs[2]!.shape) : undefined];
   },
 
+  // y = x/2 (1 + t), t = tanh(k (x + c x^3)): dy/dx = (1 + t)/2 + x/2 (1 - t^2) k (1 + 3c x^2), with t
+  // recomputed from x (the fused forward keeps no intermediate).
+  GeluTanh: unary((x, _y, g) => {
+    const k = Math.sqrt(2 / Math.PI);
+    const c = 0.044715;
+    const x2 = o.mul(x, x);
+    const t = o.tanh(o.mul(x, o.add(o.mul(x2, k * c), k)));
+    const slope = o.add(o.mul(x2, 1.5 * k * c), 0.5 * k);
+    const dy = o.add(o.mul(o.mul(x, o.sub(1, o.mul(t, t))), slope), o.add(o.mul(t, 0.5), 0.5));
+    return o.mul(g, dy);
+  }),
+  // y = x s, s = sigmoid(x): dy/dx = s + y (1 - s), s recomputed (the fused forward keeps only y).
+  Silu: unary((x, y, g) => {
+    const s = o.sigmoid(x);
+    return o.mul(g, o.add(s, o.mul(y, o.sub(1, s))));
+  }),
   // y = w * x * r with r = 1 / rms(x) saved by the forward (output 1):
   // dx = r * (g*w - xhat * mean(g*w * xhat)), xhat = x * r; dw = sum of g * xhat.
   RmsNorm: (n, [g, gr], need) => {

@@ -41,6 +41,8 @@ export interface OpAttrs {
   LayerNorm: { epsilon: number };
   RmsNorm: { epsilon: number };
   Rotary: NoAttrs;
+  GeluTanh: NoAttrs;
+  Silu: NoAttrs;
   MatMul: NoAttrs;
   MatMulT: NoAttrs;
   QuantMatMul: QuantMatMulAttrs;

@@ -130,6 +130,8 @@ export const INFER: { [K in OpName]: InferRule<OpAttrs[K]> } = {
       { dtype: x!.dtype, shape: [...x!.shape.slice(0, -1), 1] },
     ];
   },
+  GeluTanh: unary(),
+  Silu: unary(),
   // x [batch, heads, seq, dim] rotated by half tables cos, sin [batch or 1, 1, seq, dim / 2].
   Rotary: ([x, c, s]) => {
     needFloat(x!);

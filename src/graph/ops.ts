@@ -170,12 +170,20 @@ export const bitwiseAnd = (a: Value, b: Value): Value => a.graph.op('BitwiseAnd'
 export function gelu(x: Value): Value {
   return mul(mul(x, 0.5), add(erf(mul(x, Math.SQRT1_2)), 1));
 }
-/** The tanh approximation ("gelu_new", "gelu_pytorch_tanh") GPT-2 uses. */
-export function geluTanh(x: Value): Value {
+/**
+ * The tanh approximation ("gelu_new", "gelu_pytorch_tanh") GPT-2 uses, as one op (ONNX Runtime's
+ * com.microsoft FastGelu in float32; its gradient recomputes the tanh from x).
+ */
+export const geluTanh = (x: Value): Value => one(x, 'GeluTanh');
+/** The same GELU spelled out in element-wise ops (the reference the fused op is tested against). */
+export function geluTanhComposed(x: Value): Value {
   const inner = mul(add(x, mul(pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
   return mul(mul(x, 0.5), add(tanh(inner), 1));
 }
-export function silu(x: Value): Value {
+/** x * sigmoid(x) as one op (com.microsoft QuickGelu with alpha 1 in float32). */
+export const silu = (x: Value): Value => one(x, 'Silu');
+/** The same SiLU spelled out (the reference the fused op is tested against). */
+export function siluComposed(x: Value): Value {
   return mul(x, sigmoid(x));
 }
 /**

@@ -196,6 +196,27 @@ export const LOWER: { [K in OpName]: LowerRule<OpAttrs[K]> } = {
 
   LayerNorm: (ctx, ins, outs, { epsilon }) => ctx.emit('LayerNormalization', ins, outs, { axis: int(-1), epsilon: float(epsilon) }),
 
+  // float32: com.microsoft FastGelu (one pass); other types spelled out as geluTanhComposed.
+  GeluTanh: (ctx, [x], outs, _a, node) => {
+    const dt = node.inputs[0]!.dtype;
+    if (dt === 'float32') return ctx.emit('FastGelu', [x!], outs, {}, 'com.microsoft');
+    const step = (op: string, ins: string[], hint: string): string => {
+      const y = ctx.tmp(hint);
+      ctx.emit(op, ins, [y]);
+      return y;
+    };
+    const cube = step('Mul', [step('Mul', [x!, x!], 'gelu_x2'), x!], 'gelu_x3');
+    const inner = step('Add', [x!, step('Mul', [cube, ctx.scalar(0.044715, dt)], 'gelu_cx3')], 'gelu_inner');
+    const t = step('Tanh', [step('Mul', [inner, ctx.scalar(Math.sqrt(2 / Math.PI), dt)], 'gelu_u')], 'gelu_t');
+    const half = step('Mul', [x!, ctx.scalar(0.5, dt)], 'gelu_half');
+    ctx.emit('Mul', [half, step('Add', [t, ctx.scalar(1, dt)], 'gelu_1t')], outs);
+  },
+  Silu: (ctx, [x], outs, _a, node) => {
+    if (node.inputs[0]!.dtype === 'float32') return ctx.emit('QuickGelu', [x!], outs, { alpha: float(1) }, 'com.microsoft');
+    const s = ctx.tmp('silu_sigmoid');
+    ctx.emit('Sigmoid', [x!], [s]);
+    ctx.emit('Mul', [x!, s], outs);
+  },
   // float32: ONNX Runtime's SimplifiedLayerNormalization, which also returns 1 / rms (its other
   // types keep that output float32, so float64 graphs are spelled out).
   RmsNorm: (ctx, [x, w], [y, r], { epsilon }, node) => {

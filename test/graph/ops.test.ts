@@ -53,6 +53,27 @@ const cases: Record<OpName, () => Promise<void>> = {
   ReduceMax: () => gradCheck({ a: { shape: [3, 4] } }, ({ a }) => o.max(a!, -1)),
   LayerNorm: () =>
     gradCheck({ x: { shape: [2, 3, 5] }, w: { shape: [5] }, b: { shape: [5] } }, ({ x, w, b }) => o.layerNorm(x!, w!, b!, 1e-5)),
+  // float64: the spelled-out lowering against finite differences; float32: FastGelu and the
+  // recomputing gradient against the composition's autodiff (values across the tanh's range).
+  GeluTanh: async () => {
+    await gradCheck({ a: { shape: [2, 7] } }, ({ a }) => o.geluTanh(a!));
+    const x = Float64Array.from({ length: 4 * 300 }, (_, i) => -6 + i * 0.01);
+    await fusedMatchesComposed(
+      { x: { shape: [4, 300], init: x } },
+      ({ x }) => o.geluTanh(x!),
+      ({ x }) => o.geluTanhComposed(x!),
+    );
+  },
+  // float64: spelled out, against finite differences; float32: QuickGelu (alpha 1) against x * sigmoid(x).
+  Silu: async () => {
+    await gradCheck({ a: { shape: [2, 7] } }, ({ a }) => o.silu(a!));
+    const x = Float64Array.from({ length: 4 * 300 }, (_, i) => -12 + i * 0.02);
+    await fusedMatchesComposed(
+      { x: { shape: [4, 300], init: x } },
+      ({ x }) => o.silu(x!),
+      ({ x }) => o.siluComposed(x!),
+    );
+  },
   // float64: the spelled-out lowering against finite differences; float32: ONNX Runtime's
   // SimplifiedLayerNormalization and the gradient from its 1/rms against the composition's.
   RmsNorm: async () => {

@@ -7,9 +7,8 @@
 
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
-import type { PyJson } from '../../io/pyjson.js';
 import { normals } from '../../nn/random.js';
-import { FieldReader, type LinearTunerConfig, commonFields, commonJson } from '../linear_tuner/config.js';
+import { FieldReader, type LinearTunerConfig, commonFields, configJson, noBias } from '../linear_tuner/config.js';
 import { type LinearMethod, linearTuner, type Tensors } from '../linear_tuner/model.js';
 import { PeftConfigError } from '../types.js';
 import { type AllocatorLayer, RankAllocator } from './allocator.js';
@@ -31,7 +30,7 @@ export interface AdaloraConfig extends LinearTunerConfig {
   initLoraWeights: boolean;
 }
 
-export function adaloraConfig(fields: Record<string, unknown>, source = 'AdaLoRA config'): AdaloraConfig {
+function adaloraConfig(fields: Record<string, unknown>, source = 'AdaLoRA config'): AdaloraConfig {
   const r = new FieldReader(fields, source);
   r.off('use_dora', 'DoRA with AdaLoRA is not supported (peft refuses it too)');
   r.off('use_rslora', 'rsLoRA scaling with AdaLoRA is not implemented');
@@ -42,8 +41,7 @@ export function adaloraConfig(fields: Record<string, unknown>, source = 'AdaLoRA
   const init = fields.init_lora_weights ?? true;
   if (typeof init !== 'boolean')
     throw new PeftConfigError(`${source}: init_lora_weights=${JSON.stringify(init)} is not supported for AdaLoRA; use true`);
-  const bias = r.str('bias', 'none');
-  if (bias !== 'none') throw new PeftConfigError(`${source}: bias=${JSON.stringify(bias)} is not supported for AdaLoRA here; use "none"`);
+  noBias(r, 'AdaLoRA');
   const rp = fields.rank_pattern ?? null;
   if (
     rp !== null &&
@@ -75,7 +73,7 @@ export function adaloraConfig(fields: Record<string, unknown>, source = 'AdaLoRA
 }
 
 /** A module's rank: init_r, or the kept entries of its rank_pattern. */
-export function adaloraRank(c: AdaloraConfig, module: string): number {
+function adaloraRank(c: AdaloraConfig, module: string): number {
   const kept = c.rankPattern?.[`${module}.lora_E`];
   if (!kept) return c.initR;
   if (kept.length !== c.initR)
@@ -96,7 +94,7 @@ function adaloraDelta(t: Tensors, c: AdaloraConfig): Value {
  * peft's AdaLoRA loss term: orth_reg_weight times the mean over every lora_A and lora_B of
  * ||A Aᵀ - I||_F (||Bᵀ B - I||_F for B), which keeps P and Q of the SVD form near orthogonal.
  */
-export function orthogonalRegularizer(modules: readonly Tensors[], weight: number): Value | undefined {
+function orthogonalRegularizer(modules: readonly Tensors[], weight: number): Value | undefined {
   if (weight <= 0) return undefined;
   const terms: Value[] = [];
   for (const t of modules) {
@@ -202,24 +200,7 @@ export const ADALORA: LinearMethod<AdaloraConfig> = {
   regularizer(modules, config) {
     return orthogonalRegularizer(modules, config.orthRegWeight);
   },
-  configToJson(c): Record<string, PyJson> {
-    return {
-      ...commonJson(c),
-      init_r: c.initR,
-      target_r: c.targetR,
-      lora_alpha: c.loraAlpha,
-      lora_dropout: c.loraDropout,
-      tinit: c.tinit,
-      tfinal: c.tfinal,
-      deltaT: c.deltaT,
-      beta1: c.beta1,
-      beta2: c.beta2,
-      orth_reg_weight: c.orthRegWeight,
-      total_step: c.totalStep,
-      rank_pattern: c.rankPattern,
-      init_lora_weights: c.initLoraWeights,
-    };
-  },
+  configToJson: (c) => configJson(c, { deltaT: 'deltaT' }),
 };
 
 /** The registry entry. */

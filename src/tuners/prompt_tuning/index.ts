@@ -1,34 +1,22 @@
 // Prompt tuning (peft PROMPT_TUNING): learned virtual tokens in front of the input, or the
 // additive soft prompt option. Public surface of the method and its registry entry.
 
-import type { PretrainedModel } from '../../models/types.js';
-import type { PromptLearningOptions } from '../prompt_learning/model.js';
+import { promptLearningEntry } from '../prompt_learning/entry.js';
 import { promptTuningConfigFromDisk } from './config.js';
 import { loadPromptTuning } from './load.js';
 import { PromptTuningModel } from './model.js';
 import type { Tuner } from '../registry.js';
 
-export {
-  type PromptTuningConfig,
-  type PromptTuningConfigInput,
-  type PromptTuningInit,
-  type PromptCombination,
-  COMBINATION_KEY,
-  resolvePromptTuningConfig,
-  promptTuningConfigFromDisk,
-  promptTuningConfigToDisk,
-} from './config.js';
+export { promptTuningConfigFromDisk } from './config.js';
 export { PromptTuningModel } from './model.js';
-export { PROMPT_EMBEDDINGS, ADDITIVE_PROMPT_EMBEDDING } from './save.js';
+export { ADDITIVE_PROMPT_EMBEDDING } from './save.js';
 export { loadPromptTuning } from './load.js';
-export type { PromptLearningOptions } from '../prompt_learning/model.js';
 
 /** The registry entry: a new adapter from adapter_config.json-style fields, or a saved one. */
 export const promptTuningTuner = {
   peftType: 'PROMPT_TUNING',
   label: 'prompt tuning',
   mergeable: { why: 'prompt tuning learns virtual input tokens, not a change of the weights' },
-  saves: 'adapter (adapter_config.json, adapter_model.safetensors)',
   infoSettings: [
     'num_virtual_tokens',
     'token_dim',
@@ -47,7 +35,5 @@ export const promptTuningTuner = {
       folklore: { parameter: 'High', compute: 'High', space: 'High', performance: 'Low', flexibility: 'Low' },
     },
   ],
-  create: async (base: PretrainedModel, fields: Record<string, unknown>, opts: PromptLearningOptions = {}) =>
-    PromptTuningModel.create(base, promptTuningConfigFromDisk(fields, 'prompt tuning config', { strict: true }), opts),
-  fromPretrained: (base: PretrainedModel, dir: string, opts: PromptLearningOptions = {}) => loadPromptTuning(base, dir, opts),
+  ...promptLearningEntry('prompt tuning', promptTuningConfigFromDisk, PromptTuningModel.create, loadPromptTuning),
 } satisfies Tuner;

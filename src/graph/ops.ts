@@ -124,6 +124,9 @@ export const concat = (xs: readonly Value[], axis: number): Value => {
 /** x[start:end] along one axis, Python semantics, step 1; end defaults to the end of the axis. */
 export const slice = (x: Value, axis: number, start: number, end: number = INT_MAX): Value =>
   one(x, 'Slice', { axis: normalizeAxis(axis, x.rank), start, end });
+/** Part `index` of `count` near-equal parts of x along `axis` (the first parts are the shorter ones), sized at run time. */
+export const chunk = (x: Value, axis: number, index: number, count: number): Value =>
+  one(x, 'Chunk', { axis: normalizeAxis(axis, x.rank), index, count });
 export const split = (x: Value, axis: number, sizes: readonly number[]): Value[] =>
   x.graph.op('Split', [x], { axis: normalizeAxis(axis, x.rank), sizes: [...sizes] });
 export const pad = (x: Value, pads: readonly number[]): Value => one(x, 'Pad', { pads: [...pads] });

@@ -348,6 +348,19 @@ export const LOWER: { [K in OpName]: LowerRule<OpAttrs[K]> } = {
   Concat: (ctx, ins, outs, { axis }) => ctx.emit('Concat', ins, outs, { axis: int(axis) }),
   Slice: (ctx, ins, outs, { axis, start, end }) =>
     ctx.emit('Slice', [ins[0]!, ctx.int64s([start]), ctx.int64s([end]), ctx.int64s([axis])], outs),
+  Chunk: (ctx, ins, outs, { axis, index, count }) => {
+    const d = dimScalar(ctx, ins[0]!, axis);
+    const bound = (i: number): string => {
+      const m = ctx.tmp('chunk_m');
+      ctx.emit('Mul', [d, ctx.scalar(i, 'int64')], [m]);
+      const q = ctx.tmp('chunk_q');
+      ctx.emit('Div', [m, ctx.scalar(count, 'int64')], [q]);
+      const b = ctx.tmp('chunk_b');
+      ctx.emit('Unsqueeze', [q, ctx.int64s([0])], [b]);
+      return b;
+    };
+    ctx.emit('Slice', [ins[0]!, bound(index), bound(index + 1), ctx.int64s([axis])], outs);
+  },
   Split: (ctx, ins, outs, { axis, sizes }) => ctx.emit('Split', [ins[0]!, ctx.int64s(sizes)], outs, { axis: int(axis) }),
   Pad: (ctx, ins, outs, { pads }) => ctx.emit('Pad', [ins[0]!, ctx.int64s(pads)], outs, { mode: str('constant') }),
   Gather: (ctx, ins, outs, { axis }) => ctx.emit('Gather', ins, outs, { axis: int(axis) }),

@@ -6,7 +6,7 @@
 import { defaultStorage } from './node.js';
 import type { OpenFlags, PathFunctions, Storage, StorageDirent, StorageFileHandle, StorageHost, StorageStats } from './types.js';
 
-export type { OpenFlags, PathFunctions, Storage, StorageDirent, StorageFileHandle, StorageHost, StorageStats } from './types.js';
+export type { Storage, StorageFileHandle, StorageStats } from './types.js';
 export { StorageError } from './types.js';
 
 let current: Storage = defaultStorage;
@@ -28,7 +28,6 @@ export function readFile(p: string, encoding: 'utf8'): Promise<string>;
 export function readFile(p: string, encoding?: 'utf8'): Promise<Uint8Array | string> {
   return encoding ? current.readFile(p, encoding) : current.readFile(p);
 }
-export const writeFile = (p: string, data: string | Uint8Array): Promise<void> => current.writeFile(p, data);
 export const appendFile = (p: string, data: string | Uint8Array): Promise<void> => current.appendFile(p, data);
 export const stat = (p: string): Promise<StorageStats> => current.stat(p);
 export function readdir(p: string): Promise<string[]>;

@@ -29,7 +29,7 @@ const host: StorageHost = {
   inflateRaw: (data, maxOutputLength) => inflateRawSync(data, { maxOutputLength }),
 };
 
-export const nodeStorage: Storage = {
+const nodeStorage: Storage = {
   kind: 'node',
   path,
   host,

@@ -183,7 +183,7 @@ export function geluTanhComposed(x: Value): Value {
   const inner = mul(add(x, mul(pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
   return mul(mul(x, 0.5), add(tanh(inner), 1));
 }
-/** x * sigmoid(x) as one op (com.microsoft QuickGelu with alpha 1 in float32). */
+/** x * sigmoid(x) as one op, whose gradient recomputes the sigmoid instead of keeping it from the forward. */
 export const silu = (x: Value): Value => one(x, 'Silu');
 /** The same SiLU spelled out (the reference the fused op is tested against). */
 export function siluComposed(x: Value): Value {

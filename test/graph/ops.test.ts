@@ -64,7 +64,7 @@ const cases: Record<OpName, () => Promise<void>> = {
       ({ x }) => o.geluTanhComposed(x!),
     );
   },
-  // float64: spelled out, against finite differences; float32: QuickGelu (alpha 1) against x * sigmoid(x).
+  // float64 against finite differences; float32: the recomputing gradient against x * sigmoid(x)'s autodiff.
   Silu: async () => {
     await gradCheck({ a: { shape: [2, 7] } }, ({ a }) => o.silu(a!));
     const x = Float64Array.from({ length: 4 * 300 }, (_, i) => -12 + i * 0.02);

@@ -97,6 +97,14 @@ export class BuildContext {
    * of the second int8 copy: the LM head's, whose incoming gradient (softmax minus one-hot) loses
    * its many small probabilities to per-tensor 8-bit quantization.
    */
+  /**
+   * Base weights this graph holds only as int8 copies (no float32 constant of them): a session
+   * compiled from it never reads their float32 arrays.
+   */
+  int8OnlyWeights(): string[] {
+    return [...this.int8.keys()].filter((n) => !this.cache.has(n));
+  }
+
   int8Weight(
     name: string,
     layout: 'linear' | 'conv1d',

@@ -54,6 +54,8 @@ const FILE_DTYPE: Record<string, CheckpointDtype> = { F32: 'float32', F16: 'floa
 export class WeightStore {
   private readonly map = new Map<string, WeightTensor>();
   private readonly quantized = new Map<string, QuantizedWeightTensor>();
+  /** float32 weights whose arrays were dropped (releaseFloat): read back by `reload` when asked for */
+  private readonly released = new Map<string, { shape: number[]; file?: WeightTensor['file']; reload: () => Float32Array }>();
   /** tied weights: lm_head.weight -> transformer.wte.weight, held once */
   private readonly aliases = new Map<string, string>();
   /**
@@ -143,11 +145,20 @@ export class WeightStore {
   }
   has(name: string): boolean {
     const r = this.resolve(name);
-    return this.map.has(r) || this.quantized.has(r);
+    return this.map.has(r) || this.quantized.has(r) || this.released.has(r);
   }
   /** The float32 weight. A quantized weight has none: use dequantized() or getQuantized(). */
   get(name: string): WeightTensor {
-    const w = this.map.get(this.resolve(name));
+    const r = this.resolve(name);
+    let w = this.map.get(r);
+    const gone = w ? undefined : this.released.get(r);
+    if (gone) {
+      w = { shape: gone.shape, data: gone.reload(), file: gone.file };
+      if (w.data.length !== numelOf(w.shape))
+        throw new Error(`weight "${name}" read back ${w.data.length} values for [${w.shape.join(', ')}]`);
+      this.released.delete(r);
+      this.map.set(r, w);
+    }
     if (!w) {
       if (this.isQuantized(name)) {
         throw new QuantizationError(
@@ -161,6 +172,7 @@ export class WeightStore {
   set(name: string, w: WeightTensor): void {
     this.aliases.delete(name);
     this.quantized.delete(name);
+    this.released.delete(name);
     this.map.set(name, w);
   }
   isQuantized(name: string): boolean {
@@ -172,6 +184,7 @@ export class WeightStore {
   setQuantized(name: string, w: QuantizedWeightTensor): void {
     this.aliases.delete(name);
     this.map.delete(name);
+    this.released.delete(name);
     this.quantized.set(name, w);
   }
   /** Names of the weights held quantized. */
@@ -188,7 +201,8 @@ export class WeightStore {
   /** The state-dict shape of a float or quantized weight. */
   shapeOf(name: string): number[] {
     const q = this.getQuantized(name);
-    return q ? [...q.shape] : [...this.get(name).shape];
+    const gone = this.released.get(this.resolve(name));
+    return q ? [...q.shape] : gone ? [...gone.shape] : [...this.get(name).shape];
   }
   /** Moves a weight (float or quantized) to a new name. */
   rename(from: string, to: string): void {
@@ -200,15 +214,36 @@ export class WeightStore {
   delete(name: string): boolean {
     const a = this.map.delete(name);
     const b = this.quantized.delete(name);
-    return a || b;
+    const c = this.released.delete(name);
+    return a || b || c;
   }
   names(): string[] {
-    return [...this.map.keys(), ...this.quantized.keys()];
+    return [...this.map.keys(), ...this.released.keys(), ...this.quantized.keys()];
+  }
+  /**
+   * Drops the float32 array of a weight read from a float32 safetensors file (WeightTensor.file),
+   * so the process no longer holds it once nothing else does; get() reads it back from that file
+   * (with `read`) when it is needed again. Used by training on an int8 base, whose sessions hold
+   * int8 copies instead. Returns false (and keeps the array) for a weight with no such file.
+   */
+  releaseFloat(name: string, read: (file: NonNullable<WeightTensor['file']>) => Float32Array): boolean {
+    const r = this.resolve(name);
+    const w = this.map.get(r);
+    if (!w?.file) return false;
+    const file = w.file;
+    this.map.delete(r);
+    this.released.set(r, { shape: w.shape, file, reload: () => read(file) });
+    return true;
+  }
+  /** Names of the weights whose float32 arrays are released (releaseFloat) and not read back yet. */
+  releasedNames(): string[] {
+    return [...this.released.keys()];
   }
   /** Number of parameters held (a quantized weight counts its logical elements). */
   numel(filter: (name: string) => boolean = () => true): number {
     let n = 0;
     for (const [k, w] of this.map) if (filter(k)) n += w.data.length;
+    for (const [k, w] of this.released) if (filter(k)) n += numelOf(w.shape);
     for (const [k, w] of this.quantized) if (filter(k)) n += numelOf(w.shape);
     return n;
   }

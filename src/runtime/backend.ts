@@ -20,6 +20,12 @@ export interface RuntimeBackend {
   providers(): ExecutionProvider[];
   /** the provider of sessions whose options name none */
   defaultProvider: ExecutionProvider;
+  /**
+   * A full garbage collection, so large arrays just dropped (the float32 weights training on an
+   * int8 base releases) are freed before the step's activations are allocated; absent where the
+   * host offers none.
+   */
+  collectGarbage?(): void;
 }
 
 export type ExecutionProvider = 'cpu' | 'cuda' | 'webgpu';

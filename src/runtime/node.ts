@@ -4,8 +4,12 @@
 import { realpathSync } from 'node:fs';
 import os from 'node:os';
 import * as path from 'node:path';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import * as ort from 'onnxruntime-node';
 import type { RuntimeBackend } from './backend.js';
+
+let gc: (() => void) | undefined;
 
 export const defaultBackend: RuntimeBackend = {
   name: 'onnxruntime-node',
@@ -19,4 +23,12 @@ export const defaultBackend: RuntimeBackend = {
     return (['cpu', 'cuda', 'webgpu'] as const).filter((p) => names.has(p));
   },
   defaultProvider: 'cpu',
+  collectGarbage() {
+    // V8's gc(), which node exposes only with --expose-gc: the flag set now holds for new contexts.
+    if (!gc) {
+      v8.setFlagsFromString('--expose-gc');
+      gc = vm.runInNewContext('gc') as () => void;
+    }
+    gc();
+  },
 };

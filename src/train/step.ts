@@ -39,8 +39,9 @@ export type StepOptions = Pick<
  * (TrainStep itself defaults to 'fp32'). int8: a GPT-2 LoRA step costs 0.59-0.67x the CPU time of
  * the float32 step and its GEMMs run 1.5-2x float32's on a VNNI CPU; a step's loss and gradients
  * stay within 1% / cosine 0.999 of float32's (test/quant/int8_base.test.ts), the quickstart reaches
- * the same accuracy, and eval losses are always computed on the float32 base. It costs memory: the
- * int8 copies come on top of the float32 arrays (bench/RESULTS.md, "int8 base").
+ * the same accuracy. Evaluation during training runs on the same int8 base, and the trainer releases
+ * the float32 arrays of the matrices held only as int8 (read back from the checkpoint file if
+ * anything needs them later; bench/RESULTS.md, "Memory of a training step").
  */
 export const DEFAULT_BASE_PRECISION: BasePrecision = 'int8';
 
@@ -70,6 +71,8 @@ interface BuiltGraph {
   dropouts: DropoutFeed[];
   /** parts the LM head and loss run in (1: the model's own loss) */
   lossChunks: number;
+  /** base weights the graph holds only as int8 copies (basePrecision 'int8') */
+  int8Only: string[];
 }
 
 function buildLossGraph(
@@ -130,7 +133,15 @@ function buildLossGraph(
       `the ${model.peftType} model's graph needs an input "${v.name}" the trainer cannot feed (it feeds input_ids, attention_mask, labels and dropout masks)`,
     );
   }
-  return { graph, loss, logits: out.logits, params, dropouts, lossChunks: loss === modelLoss ? 1 : lossChunks };
+  return {
+    graph,
+    loss,
+    logits: out.logits,
+    params,
+    dropouts,
+    lossChunks: loss === modelLoss ? 1 : lossChunks,
+    int8Only: ctx.int8OnlyWeights(),
+  };
 }
 
 /**
@@ -260,10 +271,12 @@ export class TrainStep {
     private readonly labelKind: 'tokens' | 'classes' = 'tokens',
     /** parts the LM head and loss run in (1: in one product, as the model builds it) */
     readonly lossChunks = 1,
+    /** base weights this step holds only as int8 copies: it never reads their float32 arrays */
+    readonly int8OnlyWeights: readonly string[] = [],
   ) {}
 
   static async compile(model: AdaptedModel, opts: StepOptions = {}): Promise<TrainStep> {
-    const { graph, loss, params, dropouts, lossChunks } = buildLossGraph(
+    const { graph, loss, params, dropouts, lossChunks, int8Only } = buildLossGraph(
       model,
       true,
       opts.quantKernel,
@@ -279,7 +292,7 @@ export class TrainStep {
     // No memory-pattern planning: with symbolic batch/seq dims it allocates a second, per-shape block
     // beside the arena on the second run (+1.4 GiB peak for GPT-2 small at 4 x 256) for no speed gain.
     const session = await RuntimeSession.fromGraph(graph, outputs, { memPattern: false, ...opts, name: `${model.peftType} train step` });
-    return new TrainStep(session, names, dropouts, labelKindOf(model), lossChunks);
+    return new TrainStep(session, names, dropouts, labelKindOf(model), lossChunks, int8Only);
   }
 
   /** Dropout ratios of the masks this step draws (empty when the model has no dropout). */
@@ -319,15 +332,29 @@ export class EvalStep {
     readonly paramNames: readonly string[],
     private readonly labelKind: 'tokens' | 'classes',
     private readonly prependedLabels: number,
+    /** base weights this step holds only as int8 copies: it never reads their float32 arrays */
+    readonly int8OnlyWeights: readonly string[],
   ) {}
 
+  /**
+   * With basePrecision 'int8' the evaluation runs on the same int8 base as the training step (the
+   * int8 copies are shared, src/quant/int8_base.ts), so training need not keep the float32 arrays
+   * of those matrices (Trainer releases them); the eval loss is then the int8 base's.
+   */
   static async compile(model: AdaptedModel, opts: StepOptions = {}): Promise<EvalStep> {
-    const { graph, loss, logits, params, dropouts } = buildLossGraph(model, false, opts.quantKernel, undefined, undefined, opts.lossChunks); // always the float32 base: the eval loss is the deployed model's
+    const { graph, loss, logits, params, dropouts, int8Only } = buildLossGraph(
+      model,
+      false,
+      opts.quantKernel,
+      undefined,
+      opts.basePrecision,
+      opts.lossChunks,
+    );
     if (dropouts.length) throw new TrainError(`the ${model.peftType} model draws dropout masks even when built for evaluation`);
     const kind = labelKindOf(model);
     const outputs: Record<string, Value> = kind === 'classes' ? { loss, logits } : { loss };
     const session = await RuntimeSession.fromGraph(graph, outputs, { memPattern: false, ...opts, name: `${model.peftType} eval step` });
-    return new EvalStep(session, [...params.keys()], kind, model.prependedLabels ?? 0);
+    return new EvalStep(session, [...params.keys()], kind, model.prependedLabels ?? 0, int8Only);
   }
 
   /** The mean loss of the batch, how many labels it averages over, and for a classifier how many rows it gets right. */

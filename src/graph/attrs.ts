@@ -39,6 +39,10 @@ export interface OpAttrs {
   ReduceMean: ReduceAttrs;
   ReduceMax: ReduceAttrs;
   LayerNorm: { epsilon: number };
+  RmsNorm: { epsilon: number };
+  Rotary: NoAttrs;
+  GeluTanh: NoAttrs;
+  Silu: NoAttrs;
   MatMul: NoAttrs;
   MatMulT: NoAttrs;
   QuantMatMul: QuantMatMulAttrs;

@@ -3,38 +3,27 @@
 
 import type { Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
-import { type CommonConfig, type Fields, type ModelConfig, checkDivisible } from '../io/hfconfig.js';
-import type { BuildContext, LinearSpec } from '../nn/context.js';
+import { type CommonConfig, type Fields, type ModelConfig, encoderFields } from '../io/hfconfig.js';
+import type { BuildContext } from '../nn/context.js';
 import { attention, attentionBias, embedding, layerNorm, linear, mergeHeads, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
-import { appendPast, applySublayer, inputEmbeddings, maskedLmLoss, modulePaths, sequenceClassificationLoss } from './common.js';
+import { appendPast, applySublayer, inputEmbeddings, maskedLmLoss, sequenceClassificationLoss, ModelBase } from './common.js';
 import { type ArchitectureDescriptor, type ForwardArgs, type ForwardResult, type KV, ModelError, type ModelTask, type PretrainedModel } from './types.js';
 
-export class BertModel implements PretrainedModel {
+export class BertModel extends ModelBase implements PretrainedModel {
   readonly family = 'bert' as const;
   readonly causal = false;
-  readonly numLayers: number;
-  readonly numKVHeads: number;
-  readonly headDim: number;
-  readonly hiddenSize: number;
-  readonly vocabSize: number;
   readonly embeddingName = 'bert.embeddings.word_embeddings';
-  private readonly specs: LinearSpec[] = [];
-  private readonly byName = new Map<string, LinearSpec>();
 
-  constructor(readonly config: ModelConfig, readonly weights: WeightStore, readonly dir: string, readonly task: ModelTask) {
-    this.numLayers = config.numHiddenLayers;
-    this.numKVHeads = config.numAttentionHeads;
-    this.headDim = config.headDim;
-    this.hiddenSize = config.hiddenSize;
-    this.vocabSize = config.vocabSize;
+  constructor(config: ModelConfig, weights: WeightStore, dir: string, readonly task: ModelTask) {
+    super(config, weights, dir);
     if ((config.positionEmbeddingType ?? 'absolute') !== 'absolute') {
       throw new ModelError(`BERT position_embedding_type "${config.positionEmbeddingType}" is not supported (only "absolute")`);
     }
     const C = this.hiddenSize;
     const F = config.intermediateSize;
-    const lin = (name: string, i: number, o: number) => this.specs.push({ name, inFeatures: i, outFeatures: o, bias: true, layout: 'linear' });
+    const lin = (name: string, i: number, o: number) => this.addLinear(name, i, o, true);
     for (let i = 0; i < this.numLayers; i++) {
       const p = `bert.encoder.layer.${i}`;
       lin(`${p}.attention.self.query`, C, C);
@@ -48,13 +37,8 @@ export class BertModel implements PretrainedModel {
     if (task === 'seq-cls') lin('classifier', C, config.numLabels);
     if (task === 'masked-lm') {
       lin('cls.predictions.transform.dense', C, C);
-      this.specs.push({ name: 'cls.predictions.decoder', inFeatures: C, outFeatures: this.vocabSize, bias: false, layout: 'linear' });
+      this.addLinear('cls.predictions.decoder', C, this.vocabSize, false);
     }
-    for (const s of this.specs) this.byName.set(s.name, s);
-  }
-
-  linears(): LinearSpec[] {
-    return this.specs;
   }
 
   expectedWeights(): string[] {
@@ -64,20 +48,12 @@ export class BertModel implements PretrainedModel {
     for (let i = 0; i < this.numLayers; i++) {
       for (const ln of ['attention.output.LayerNorm', 'output.LayerNorm']) names.push(`bert.encoder.layer.${i}.${ln}.weight`, `bert.encoder.layer.${i}.${ln}.bias`);
     }
-    for (const s of this.specs) {
+    for (const s of this.linears()) {
       if (s.name === 'cls.predictions.decoder') continue;
       names.push(`${s.name}.weight`, `${s.name}.bias`);
     }
     if (this.task === 'masked-lm') names.push('cls.predictions.bias', 'cls.predictions.transform.LayerNorm.weight', 'cls.predictions.transform.LayerNorm.bias');
     return names;
-  }
-
-  moduleNames(): string[] {
-    return modulePaths(this.expectedWeights());
-  }
-
-  embedTokens(ctx: BuildContext, ids: Value): Value {
-    return embedding(ctx, 'bert.embeddings.word_embeddings', ids);
   }
 
   forward(ctx: BuildContext, args: ForwardArgs): ForwardResult {
@@ -99,7 +75,7 @@ export class BertModel implements PretrainedModel {
     let h = h0;
     const hidden: Value[] = [h];
     const presents: KV[] = [];
-    const spec = (n: string) => this.byName.get(n)!;
+    const spec = (n: string) => this.spec(n);
     for (let i = 0; i < this.numLayers; i++) {
       const p = `bert.encoder.layer.${i}`;
       h = ctx.graph.scope(p, () => {
@@ -141,25 +117,11 @@ export class BertModel implements PretrainedModel {
 /** BERT and RoBERTa encoders: learned absolute positions, token types, post-norm layers. */
 /** BertConfig / RobertaConfig (pad token id defaults differ). */
 function bertConfig(f: Fields, common: CommonConfig): ModelConfig {
-  const hidden = f.requiredInt("hidden_size");
-  const heads = f.requiredInt("num_attention_heads");
-  checkDivisible(f, hidden, heads, "hidden_size", "num_attention_heads");
   return {
-    ...common,
+    ...encoderFields(f, common, 512, ["hidden_act", "gelu"]),
     // Config class defaults: BERT's [PAD] is id 0, RoBERTa's <pad> id 1.
     padTokenId: common.padTokenId ?? (common.modelType === "roberta" ? 1 : 0),
-    vocabSize: f.requiredInt("vocab_size"),
-    hiddenSize: hidden,
-    numHiddenLayers: f.requiredInt("num_hidden_layers"),
-    numAttentionHeads: heads,
-    numKeyValueHeads: heads,
-    headDim: hidden / heads,
-    intermediateSize: f.requiredInt("intermediate_size"),
-    maxPositionEmbeddings: f.int("max_position_embeddings", 512),
-    hiddenAct: f.str("hidden_act", "gelu"),
-    normType: "layernorm",
     normEps: f.num("layer_norm_eps", 1e-12),
-    tieWordEmbeddings: f.bool("tie_word_embeddings", true),
     qkvBias: true,
     attnOutputBias: true,
     mlpBias: true,

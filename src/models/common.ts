@@ -80,41 +80,40 @@ export function applySublayer(ctx: BuildContext, key: string, layer: number, out
 }
 
 /**
- * The frame the Llama-like decoders share (llama.ts, phi3.ts, gemma3.ts): token embeddings at
- * model.embed_tokens, layers at model.layers.<i>, a final model.norm and an lm_head, grouped-query
- * attention heads, the causal-LM loss. A subclass lists each layer's linears and norm weights and
- * writes the layer itself; `decode` runs the layers with the KV cache and checkpointing.
+ * What every architecture class shares: the config, weights and folder it was built from, the sizes
+ * read from the config, its linear modules (each added once by the constructor with `addLinear`,
+ * then found by name) and the token-embedding lookup. A subclass adds its layout and forward pass.
  */
-export abstract class DecoderModel implements PretrainedModel {
-  readonly family = 'llama' as const;
-  readonly task = 'causal-lm' as const;
-  readonly causal = true;
+export abstract class ModelBase {
   readonly numLayers: number;
   readonly numKVHeads: number;
   readonly headDim: number;
   readonly hiddenSize: number;
   readonly vocabSize: number;
-  readonly embeddingName = 'model.embed_tokens';
+  /** module path of the token embedding */
+  abstract readonly embeddingName: string;
   private readonly specs: LinearSpec[] = [];
   private readonly byName = new Map<string, LinearSpec>();
 
-  constructor(readonly config: ModelConfig, readonly weights: WeightStore, readonly dir: string) {
+  /** `numKVHeads`: the key/value heads (the attention heads, unless the model groups queries). */
+  constructor(
+    readonly config: ModelConfig,
+    readonly weights: WeightStore,
+    readonly dir: string,
+    numKVHeads = config.numAttentionHeads,
+  ) {
     this.numLayers = config.numHiddenLayers;
-    this.numKVHeads = config.numKeyValueHeads;
+    this.numKVHeads = numKVHeads;
     this.headDim = config.headDim;
     this.hiddenSize = config.hiddenSize;
     this.vocabSize = config.vocabSize;
-    const H = config.numAttentionHeads;
-    if (H % this.numKVHeads !== 0) throw new ModelError(`num_attention_heads ${H} is not a multiple of num_key_value_heads ${this.numKVHeads}`);
-    for (let i = 0; i < this.numLayers; i++) this.specs.push(...this.layerLinears(`model.layers.${i}`, config));
-    this.specs.push({ name: 'lm_head', inFeatures: this.hiddenSize, outFeatures: this.vocabSize, bias: false, layout: 'linear' });
-    for (const s of this.specs) this.byName.set(s.name, s);
   }
 
-  /** The linear modules of one decoder layer (`prefix` = model.layers.<i>); called from the constructor, so it may read only `config`. */
-  protected abstract layerLinears(prefix: string, config: ModelConfig): LinearSpec[];
-  /** The weight names of one decoder layer's norms. */
-  protected abstract layerNorms(prefix: string): string[];
+  protected addLinear(name: string, inFeatures: number, outFeatures: number, bias: boolean, layout: LinearSpec['layout'] = 'linear'): void {
+    const s: LinearSpec = { name, inFeatures, outFeatures, bias, layout };
+    this.specs.push(s);
+    this.byName.set(name, s);
+  }
 
   linears(): LinearSpec[] {
     return this.specs;
@@ -124,11 +123,66 @@ export abstract class DecoderModel implements PretrainedModel {
     return this.byName.get(name)!;
   }
 
+  abstract expectedWeights(): string[];
+
+  moduleNames(): string[] {
+    return modulePaths(this.expectedWeights());
+  }
+
+  embedTokens(ctx: BuildContext, ids: Value): Value {
+    return embedding(ctx, this.embeddingName, ids);
+  }
+}
+
+/** The linears of a Llama-style layer `p`: q/k/v/o projections (grouped-query) and the gated MLP. */
+export function llamaLayerLinears(p: string, config: ModelConfig, bias: { qkv: boolean; out: boolean; mlp: boolean }): LinearSpec[] {
+  const C = config.hiddenSize;
+  const H = config.numAttentionHeads;
+  const D = config.headDim;
+  const KVd = config.numKeyValueHeads * D;
+  const F = config.intermediateSize;
+  const lin = (name: string, inFeatures: number, outFeatures: number, b: boolean): LinearSpec => ({ name: `${p}.${name}`, inFeatures, outFeatures, bias: b, layout: 'linear' });
+  return [
+    lin('self_attn.q_proj', C, H * D, bias.qkv),
+    lin('self_attn.k_proj', C, KVd, bias.qkv),
+    lin('self_attn.v_proj', C, KVd, bias.qkv),
+    lin('self_attn.o_proj', H * D, C, bias.out),
+    lin('mlp.gate_proj', C, F, bias.mlp),
+    lin('mlp.up_proj', C, F, bias.mlp),
+    lin('mlp.down_proj', F, C, bias.mlp),
+  ];
+}
+
+/**
+ * The frame the Llama-like decoders share (llama.ts, phi3.ts, gemma3.ts): token embeddings at
+ * model.embed_tokens, layers at model.layers.<i>, a final model.norm and an lm_head, grouped-query
+ * attention heads, the causal-LM loss. A subclass lists each layer's linears and norm weights and
+ * writes the layer itself; `decode` runs the layers with the KV cache and checkpointing.
+ */
+export abstract class DecoderModel extends ModelBase implements PretrainedModel {
+  readonly family = 'llama' as const;
+  readonly task = 'causal-lm' as const;
+  readonly causal = true;
+  readonly embeddingName = 'model.embed_tokens';
+
+  constructor(config: ModelConfig, weights: WeightStore, dir: string) {
+    super(config, weights, dir, config.numKeyValueHeads);
+    const H = config.numAttentionHeads;
+    if (H % this.numKVHeads !== 0) throw new ModelError(`num_attention_heads ${H} is not a multiple of num_key_value_heads ${this.numKVHeads}`);
+    for (let i = 0; i < this.numLayers; i++) for (const s of this.layerLinears(`model.layers.${i}`, config)) this.addLinear(s.name, s.inFeatures, s.outFeatures, s.bias, s.layout);
+    this.addLinear('lm_head', this.hiddenSize, this.vocabSize, false);
+  }
+
+  /** The linear modules of one decoder layer (`prefix` = model.layers.<i>); called from the constructor, so it may read only `config`. */
+  protected abstract layerLinears(prefix: string, config: ModelConfig): LinearSpec[];
+  /** The weight names of one decoder layer's norms. */
+  protected abstract layerNorms(prefix: string): string[];
+
   expectedWeights(): string[] {
     const names = ['model.embed_tokens.weight', 'model.norm.weight'];
     if (!this.config.tieWordEmbeddings) names.push('lm_head.weight');
     for (let i = 0; i < this.numLayers; i++) names.push(...this.layerNorms(`model.layers.${i}`));
-    for (const s of this.specs) {
+    for (const s of this.linears()) {
       if (s.name === 'lm_head') continue;
       names.push(`${s.name}.weight`);
       if (s.bias) names.push(`${s.name}.bias`);
@@ -136,12 +190,8 @@ export abstract class DecoderModel implements PretrainedModel {
     return names;
   }
 
-  moduleNames(): string[] {
+  override moduleNames(): string[] {
     return modulePaths([...this.expectedWeights(), 'lm_head.weight']);
-  }
-
-  embedTokens(ctx: BuildContext, ids: Value): Value {
-    return embedding(ctx, 'model.embed_tokens', ids);
   }
 
   abstract forward(ctx: BuildContext, args: ForwardArgs): ForwardResult;

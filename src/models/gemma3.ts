@@ -11,7 +11,7 @@ import type { BuildContext, LinearSpec } from '../nn/context.js';
 import { attentionBias, embedding, linear, mergeHeads, repeatKV, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
-import { DecoderModel, appendPast, applySublayer, defaultPositions, inputEmbeddings } from './common.js';
+import { DecoderModel, appendPast, llamaLayerLinears, applySublayer, defaultPositions, inputEmbeddings } from './common.js';
 import { applyRotary, rotaryTables } from './rope.js';
 import { DECODER_BOTTLENECK } from './llama.js';
 import type { ArchitectureDescriptor, ForwardArgs, ForwardResult, KV } from './types.js';
@@ -35,21 +35,7 @@ export class Gemma3Model extends DecoderModel {
   }
 
   protected layerLinears(p: string, config: ModelConfig): LinearSpec[] {
-    const C = config.hiddenSize;
-    const H = config.numAttentionHeads;
-    const D = config.headDim;
-    const KVd = config.numKeyValueHeads * D;
-    const F = config.intermediateSize;
-    const b = config.attentionBias;
-    return [
-      { name: `${p}.self_attn.q_proj`, inFeatures: C, outFeatures: H * D, bias: b, layout: 'linear' },
-      { name: `${p}.self_attn.k_proj`, inFeatures: C, outFeatures: KVd, bias: b, layout: 'linear' },
-      { name: `${p}.self_attn.v_proj`, inFeatures: C, outFeatures: KVd, bias: b, layout: 'linear' },
-      { name: `${p}.self_attn.o_proj`, inFeatures: H * D, outFeatures: C, bias: b, layout: 'linear' },
-      { name: `${p}.mlp.gate_proj`, inFeatures: C, outFeatures: F, bias: false, layout: 'linear' },
-      { name: `${p}.mlp.up_proj`, inFeatures: C, outFeatures: F, bias: false, layout: 'linear' },
-      { name: `${p}.mlp.down_proj`, inFeatures: F, outFeatures: C, bias: false, layout: 'linear' },
-    ];
+    return llamaLayerLinears(p, config, { qkv: config.attentionBias, out: config.attentionBias, mlp: false });
   }
 
   protected layerNorms(p: string): string[] {

@@ -4,31 +4,21 @@
 import type { Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
 import { type CommonConfig, type Fields, type ModelConfig, checkDivisible } from '../io/hfconfig.js';
-import type { BuildContext, LinearSpec } from '../nn/context.js';
+import type { BuildContext } from '../nn/context.js';
 import { attention, attentionBias, embedding, layerNorm, linear, mergeHeads, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
-import { appendPast, applySublayer, causalLmLoss, defaultPositions, inputEmbeddings, modulePaths } from './common.js';
+import { appendPast, applySublayer, causalLmLoss, defaultPositions, inputEmbeddings, modulePaths, ModelBase } from './common.js';
 import { type ArchitectureDescriptor, type ForwardArgs, type ForwardResult, type KV, ModelError, type PretrainedModel } from './types.js';
 
-export class GPT2Model implements PretrainedModel {
+export class GPT2Model extends ModelBase implements PretrainedModel {
   readonly family = 'gpt2' as const;
   readonly task = 'causal-lm' as const;
   readonly causal = true;
-  readonly numLayers: number;
-  readonly numKVHeads: number;
-  readonly headDim: number;
-  readonly hiddenSize: number;
-  readonly vocabSize: number;
   readonly embeddingName = 'transformer.wte';
-  private readonly specs: LinearSpec[] = [];
 
-  constructor(readonly config: ModelConfig, readonly weights: WeightStore, readonly dir: string) {
-    this.numLayers = config.numHiddenLayers;
-    this.numKVHeads = config.numAttentionHeads;
-    this.headDim = config.headDim;
-    this.hiddenSize = config.hiddenSize;
-    this.vocabSize = config.vocabSize;
+  constructor(config: ModelConfig, weights: WeightStore, dir: string) {
+    super(config, weights, dir);
     if (config.raw.scale_attn_by_inverse_layer_idx || config.raw.reorder_and_upcast_attn) {
       throw new ModelError('GPT-2 options scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported');
     }
@@ -36,18 +26,12 @@ export class GPT2Model implements PretrainedModel {
     const F = config.intermediateSize;
     for (let i = 0; i < this.numLayers; i++) {
       const p = `transformer.h.${i}`;
-      this.specs.push(
-        { name: `${p}.attn.c_attn`, inFeatures: C, outFeatures: 3 * C, bias: true, layout: 'conv1d' },
-        { name: `${p}.attn.c_proj`, inFeatures: C, outFeatures: C, bias: true, layout: 'conv1d' },
-        { name: `${p}.mlp.c_fc`, inFeatures: C, outFeatures: F, bias: true, layout: 'conv1d' },
-        { name: `${p}.mlp.c_proj`, inFeatures: F, outFeatures: C, bias: true, layout: 'conv1d' },
-      );
+      this.addLinear(`${p}.attn.c_attn`, C, 3 * C, true, 'conv1d');
+      this.addLinear(`${p}.attn.c_proj`, C, C, true, 'conv1d');
+      this.addLinear(`${p}.mlp.c_fc`, C, F, true, 'conv1d');
+      this.addLinear(`${p}.mlp.c_proj`, F, C, true, 'conv1d');
     }
-    this.specs.push({ name: 'lm_head', inFeatures: C, outFeatures: this.vocabSize, bias: false, layout: 'linear' });
-  }
-
-  linears(): LinearSpec[] {
-    return this.specs;
+    this.addLinear('lm_head', C, this.vocabSize, false);
   }
 
   expectedWeights(): string[] {
@@ -55,16 +39,12 @@ export class GPT2Model implements PretrainedModel {
     for (let i = 0; i < this.numLayers; i++) {
       for (const ln of ['ln_1', 'ln_2']) names.push(`transformer.h.${i}.${ln}.weight`, `transformer.h.${i}.${ln}.bias`);
     }
-    for (const s of this.specs) if (s.name !== 'lm_head') names.push(`${s.name}.weight`, `${s.name}.bias`);
+    for (const s of this.linears()) if (s.name !== 'lm_head') names.push(`${s.name}.weight`, `${s.name}.bias`);
     return names;
   }
 
-  moduleNames(): string[] {
+  override moduleNames(): string[] {
     return ['transformer', ...modulePaths([...this.expectedWeights(), 'lm_head.weight']).filter((n) => n !== 'transformer')];
-  }
-
-  embedTokens(ctx: BuildContext, ids: Value): Value {
-    return embedding(ctx, 'transformer.wte', ids);
   }
 
   forward(ctx: BuildContext, args: ForwardArgs): ForwardResult {
@@ -78,7 +58,7 @@ export class GPT2Model implements PretrainedModel {
     const bias = attentionBias(args.attentionMask, tokens, true, pastLength);
     const hidden: Value[] = [h];
     const presents: KV[] = [];
-    const spec = (name: string) => this.specs.find((s) => s.name === name)!;
+    const spec = (name: string) => this.spec(name);
     for (let i = 0; i < this.numLayers; i++) {
       const p = `transformer.h.${i}`;
       // a decoder layer; with gradient checkpointing its activations are recomputed in the backward pass

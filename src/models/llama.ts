@@ -9,26 +9,13 @@ import type { BuildContext, LinearSpec } from '../nn/context.js';
 import { attention, attentionBias, linear, mergeHeads, repeatKV, rmsNorm, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
-import { DecoderModel, appendPast, applySublayer, defaultPositions, inputEmbeddings } from './common.js';
+import { DecoderModel, appendPast, llamaLayerLinears, applySublayer, defaultPositions, inputEmbeddings } from './common.js';
 import { applyRotary, rotaryTables } from './rope.js';
 import { type ArchitectureDescriptor, type BottleneckLayout, type ForwardArgs, type ForwardResult, type KV, type PretrainedModel } from './types.js';
 
 export class LlamaModel extends DecoderModel {
   protected layerLinears(p: string, config: ModelConfig): LinearSpec[] {
-    const C = config.hiddenSize;
-    const H = config.numAttentionHeads;
-    const D = config.headDim;
-    const KVd = config.numKeyValueHeads * D;
-    const F = config.intermediateSize;
-    return [
-      { name: `${p}.self_attn.q_proj`, inFeatures: C, outFeatures: H * D, bias: config.qkvBias, layout: 'linear' },
-      { name: `${p}.self_attn.k_proj`, inFeatures: C, outFeatures: KVd, bias: config.qkvBias, layout: 'linear' },
-      { name: `${p}.self_attn.v_proj`, inFeatures: C, outFeatures: KVd, bias: config.qkvBias, layout: 'linear' },
-      { name: `${p}.self_attn.o_proj`, inFeatures: H * D, outFeatures: C, bias: config.attnOutputBias, layout: 'linear' },
-      { name: `${p}.mlp.gate_proj`, inFeatures: C, outFeatures: F, bias: config.mlpBias, layout: 'linear' },
-      { name: `${p}.mlp.up_proj`, inFeatures: C, outFeatures: F, bias: config.mlpBias, layout: 'linear' },
-      { name: `${p}.mlp.down_proj`, inFeatures: F, outFeatures: C, bias: config.mlpBias, layout: 'linear' },
-    ];
+    return llamaLayerLinears(p, config, { qkv: config.qkvBias, out: config.attnOutputBias, mlp: config.mlpBias });
   }
 
   protected layerNorms(p: string): string[] {

@@ -10,12 +10,12 @@
 
 import type { Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
-import { type CommonConfig, type Fields, type ModelConfig, checkDivisible } from '../io/hfconfig.js';
-import type { BuildContext, LinearSpec } from '../nn/context.js';
-import { MASK_MIN, attention, embedding, linear, mergeHeads, splitHeads } from '../nn/layers.js';
+import { type CommonConfig, type Fields, type ModelConfig, encoderFields } from '../io/hfconfig.js';
+import type { BuildContext } from '../nn/context.js';
+import { MASK_MIN, attention, linear, mergeHeads, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
-import { applySublayer, inputEmbeddings, modulePaths, sequenceClassificationLoss } from './common.js';
+import { applySublayer, inputEmbeddings, sequenceClassificationLoss, ModelBase } from './common.js';
 import { type ArchitectureDescriptor, type ForwardArgs, type ForwardResult, ModelError, type PretrainedModel } from './types.js';
 
 /** The config.json fields only ModernBERT has, with ModernBertConfig's defaults. */
@@ -103,31 +103,21 @@ function rotateHalf(x: Value, half: number): Value {
   return o.concat([o.neg(b), a], -1);
 }
 
-export class ModernBertModel implements PretrainedModel {
+export class ModernBertModel extends ModelBase implements PretrainedModel {
   readonly family = 'modernbert' as const;
   readonly task = 'seq-cls' as const;
   readonly causal = false;
-  readonly numLayers: number;
-  readonly numKVHeads: number;
-  readonly headDim: number;
-  readonly hiddenSize: number;
-  readonly vocabSize: number;
   readonly embeddingName = 'model.embeddings.tok_embeddings';
   readonly options: ModernBertOptions;
-  private readonly specs: LinearSpec[] = [];
-  private readonly byName = new Map<string, LinearSpec>();
 
-  constructor(readonly config: ModelConfig, readonly weights: WeightStore, readonly dir: string) {
-    this.options = modernBertOptions(config);
-    this.numLayers = config.numHiddenLayers;
-    this.numKVHeads = config.numAttentionHeads;
-    this.headDim = config.headDim;
-    this.hiddenSize = config.hiddenSize;
-    this.vocabSize = config.vocabSize;
+  constructor(config: ModelConfig, weights: WeightStore, dir: string) {
+    const options = modernBertOptions(config);
+    super(config, weights, dir);
+    this.options = options;
     if (this.headDim % 2 !== 0) throw new ModelError(`ModernBERT head size ${this.headDim} (hidden_size / num_attention_heads) must be even for rotary positions`);
     const C = this.hiddenSize;
     const F = config.intermediateSize;
-    const lin = (name: string, inF: number, outF: number, bias: boolean) => this.specs.push({ name, inFeatures: inF, outFeatures: outF, bias, layout: 'linear' });
+    const lin = (name: string, inF: number, outF: number, bias: boolean) => this.addLinear(name, inF, outF, bias);
     for (let i = 0; i < this.numLayers; i++) {
       const p = `model.layers.${i}`;
       lin(`${p}.attn.Wqkv`, C, 3 * C, config.qkvBias);
@@ -137,16 +127,11 @@ export class ModernBertModel implements PretrainedModel {
     }
     lin('head.dense', C, C, this.options.classifierBias);
     lin('classifier', C, config.numLabels, true);
-    for (const s of this.specs) this.byName.set(s.name, s);
   }
 
   /** Whether layer i attends within the local window (transformers: i % global_attn_every_n_layers != 0). */
   isLocalLayer(i: number): boolean {
     return i % this.options.globalAttnEveryNLayers !== 0;
-  }
-
-  linears(): LinearSpec[] {
-    return this.specs;
   }
 
   private norms(): string[] {
@@ -162,16 +147,8 @@ export class ModernBertModel implements PretrainedModel {
   expectedWeights(): string[] {
     const names = ['model.embeddings.tok_embeddings.weight'];
     for (const n of this.norms()) names.push(`${n}.weight`, ...(this.options.normBias ? [`${n}.bias`] : []));
-    for (const s of this.specs) names.push(`${s.name}.weight`, ...(s.bias ? [`${s.name}.bias`] : []));
+    for (const s of this.linears()) names.push(`${s.name}.weight`, ...(s.bias ? [`${s.name}.bias`] : []));
     return names;
-  }
-
-  moduleNames(): string[] {
-    return modulePaths(this.expectedWeights());
-  }
-
-  embedTokens(ctx: BuildContext, ids: Value): Value {
-    return embedding(ctx, 'model.embeddings.tok_embeddings', ids);
   }
 
   /** LayerNorm over the hidden size; `zero` stands in for the bias when norm_bias is false. */
@@ -187,7 +164,7 @@ export class ModernBertModel implements PretrainedModel {
     const opts = this.options;
     const H = cfg.numAttentionHeads;
     const D = this.headDim;
-    const spec = (n: string) => this.byName.get(n)!;
+    const spec = (n: string) => this.spec(n);
     const words = inputEmbeddings(this, ctx, args);
     const zero = opts.normBias ? undefined : ctx.graph.tensor('norm_zero_bias', 'float32', [this.hiddenSize], new Float32Array(this.hiddenSize));
     const norm = (name: string, x: Value) => this.layerNorm(ctx, name, x, zero);
@@ -265,25 +242,12 @@ export class ModernBertModel implements PretrainedModel {
 function modernBertConfig(f: Fields, common: CommonConfig): ModelConfig {
   // ModernBertConfig (transformers 4.57); its own fields (local_attention, rope bases,
   // norm_bias, classifier_*) are read by src/models/modernbert.ts.
-  const hidden = f.requiredInt("hidden_size");
-  const heads = f.requiredInt("num_attention_heads");
-  checkDivisible(f, hidden, heads, "hidden_size", "num_attention_heads");
+  const encoder = encoderFields(f, common, 8192, ["hidden_activation", "gelu"]);
   const attentionBias = f.bool("attention_bias", false);
   return {
-    ...common,
+    ...encoder,
     padTokenId: common.padTokenId ?? 50283,
-    vocabSize: f.requiredInt("vocab_size"),
-    hiddenSize: hidden,
-    numHiddenLayers: f.requiredInt("num_hidden_layers"),
-    numAttentionHeads: heads,
-    numKeyValueHeads: heads,
-    headDim: hidden / heads,
-    intermediateSize: f.requiredInt("intermediate_size"),
-    maxPositionEmbeddings: f.int("max_position_embeddings", 8192),
-    hiddenAct: f.str("hidden_activation", "gelu"),
-    normType: "layernorm",
     normEps: f.num("norm_eps", 1e-5),
-    tieWordEmbeddings: f.bool("tie_word_embeddings", true),
     qkvBias: attentionBias,
     attnOutputBias: attentionBias,
     mlpBias: f.bool("mlp_bias", false),

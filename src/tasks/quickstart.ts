@@ -55,8 +55,14 @@ export interface QuickstartOptions {
   samples?: number;
   seed?: number;
   threads?: number;
-  /** how the frozen base is multiplied while training (default DEFAULT_BASE_PRECISION, as peft train) */
-  basePrecision?: BasePrecision;
+  /**
+   * how the frozen base is held while training (default DEFAULT_BASE_PRECISION, as peft train):
+   * fp32, int8 (products through int8 copies; scored on the float32 base) or nf4 (the base loaded
+   * 4-bit, as peft train --base-precision nf4: QLoRA, scored on that base)
+   */
+  basePrecision?: BasePrecision | 'nf4';
+  /** evaluate the eval loss every this many steps (default steps / 5) */
+  evalEvery?: number;
   progress?: ProgressReporter;
   /** status lines (default: none) */
   log?: (line: string) => void;
@@ -129,6 +135,7 @@ export async function runQuickstart(opts: QuickstartOptions = {}): Promise<Quick
   positiveInt('batch size', o.batchSize);
   positiveInt('eval limit', opts.evalLimit);
   positiveInt('threads', opts.threads);
+  positiveInt('eval interval', opts.evalEvery);
   if (!(o.learningRate > 0)) throw new TaskError(`the learning rate must be above 0, got ${o.learningRate}`);
   if (!(o.loraDropout >= 0 && o.loraDropout < 1)) throw new TaskError(`LoRA dropout must be in [0, 1), got ${o.loraDropout}`);
   if (!(Number.isInteger(o.samples) && o.samples >= 0)) throw new TaskError(`samples must be an integer >= 0, got ${o.samples}`);
@@ -143,10 +150,16 @@ export async function runQuickstart(opts: QuickstartOptions = {}): Promise<Quick
   // holding anything else (src/io/outdir.ts). The trainer takes its lock.
   await checkRunFolder(o.out, { overwrite: true, inputs: [{ path: modelDir, what: 'base model' }] });
   const data = await loadTaskData(spec.name, opts.data);
-  const runtime = { threads: opts.threads, basePrecision: opts.basePrecision ?? DEFAULT_BASE_PRECISION };
+  const precision = opts.basePrecision ?? DEFAULT_BASE_PRECISION;
+  if (!['fp32', 'int8', 'nf4'].includes(precision)) throw new TaskError(`base precision must be fp32, int8 or nf4, got ${precision}`);
+  // nf4 is chosen at load time (a 4-bit base, as peft train does it); its products stay as loaded
+  const runtime = { threads: opts.threads, basePrecision: precision === 'nf4' ? ('fp32' as const) : precision };
 
   // Everything that can be refused is checked before the output folder is touched.
-  const model = await loadModel(modelDir);
+  const model = await loadModel(
+    modelDir,
+    precision === 'nf4' ? { quantization: { bits: 4, type: 'nf4', doubleQuant: true, blockSize: 64 } } : {},
+  );
   const tokenizer = await Tokenizer.fromDir(modelDir);
   const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId;
   if (padTokenId === undefined)
@@ -188,7 +201,7 @@ export async function runQuickstart(opts: QuickstartOptions = {}): Promise<Quick
     maxSteps: o.steps,
     schedule: 'linear',
     warmupRatio: 0.05,
-    evalEvery: Math.max(1, Math.round(o.steps / 5)),
+    evalEvery: opts.evalEvery ?? Math.max(1, Math.round(o.steps / 5)),
     saveEvery: 0,
     seed: o.seed,
     overwrite: true,

@@ -171,11 +171,33 @@ function batchFeeds(batch: Batch, kind: 'tokens' | 'classes'): Record<string, Ho
   };
 }
 
-function paramFeeds(names: Iterable<string>, params: Map<string, TrainableTensor>, into: Record<string, HostTensor>): void {
+export function paramFeeds(names: Iterable<string>, params: Map<string, TrainableTensor>, into: Record<string, HostTensor>): void {
   for (const name of names) {
     const p = params.get(name);
     if (!p) throw new TrainError(`trainable tensor "${name}" is missing from the model's parameters`);
     into[name] = { dtype: 'float32' as DType, shape: p.shape, data: p.data as HostArray };
+  }
+}
+
+/**
+ * Draws each dropout's keep-mask for this batch from `rng` into `into`, in one grow-only buffer per
+ * mask (`buffers`), refilled each step: fresh pages cost more than the draw. `step` names the caller in the error.
+ */
+export function keepMaskFeeds(
+  dropouts: readonly DropoutFeed[],
+  buffers: Map<string, Uint8Array>,
+  batch: Batch,
+  rng: Rng | undefined,
+  step: string,
+  into: Record<string, HostTensor>,
+): void {
+  for (const d of dropouts) {
+    if (!rng) throw new TrainError(`this model uses dropout, so the ${step} needs an rng to draw masks from`);
+    const shape = d.shape.map((x) => resolveDim(x, { batch: batch.size, seq: batch.seq }));
+    const n = shape.reduce((p, q) => p * q, 1);
+    let buf = buffers.get(d.name);
+    if (!buf || buf.length < n) buffers.set(d.name, (buf = new Uint8Array(n)));
+    into[d.name] = { dtype: 'bool', shape, data: drawKeepMask(rng, n, d.ratio, buf) };
   }
 }
 
@@ -250,15 +272,7 @@ export class TrainStep {
     const feeds: Record<string, HostTensor> = batchFeeds(batch, this.labelKind);
     feeds[LOSS_SCALE] = { dtype: 'float32', shape: [], data: Float32Array.of(opts.lossScale ?? 1) };
     paramFeeds(this.paramNames, params, feeds);
-    for (const d of this.dropouts) {
-      if (!opts.rng) throw new TrainError('this model uses dropout, so the train step needs an rng to draw masks from');
-      const shape = d.shape.map((x) => resolveDim(x, { batch: batch.size, seq: batch.seq }));
-      const n = shape.reduce((p, q) => p * q, 1);
-      // one grow-only buffer per mask, refilled each step (fresh pages cost more than the draw)
-      let buf = this.masks.get(d.name);
-      if (!buf || buf.length < n) this.masks.set(d.name, (buf = new Uint8Array(n)));
-      feeds[d.name] = { dtype: 'bool', shape, data: drawKeepMask(opts.rng, n, d.ratio, buf) };
-    }
+    keepMaskFeeds(this.dropouts, this.masks, batch, opts.rng, 'train step', feeds);
     const out = await this.session.run(feeds);
     const grads = new Map<string, Float32Array>();
     for (const name of this.paramNames) grads.set(name, out[gradName(name)]!.data as Float32Array);

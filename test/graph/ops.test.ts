@@ -8,7 +8,7 @@ import { Graph, type Value } from '../../src/graph/ir.js';
 import * as o from '../../src/graph/ops.js';
 import type { OpName } from '../../src/graph/attrs.js';
 import { RuntimeSession, type HostTensor } from '../../src/runtime/session.js';
-import { gradCheck, randn, rng } from '../helpers/gradcheck.js';
+import { fusedMatchesComposed, gradCheck, randn, rng } from '../helpers/gradcheck.js';
 import { dequantize4bit, quantize4bit } from '../../src/quant/blockwise.js';
 import { quantLinear, quantMatmul, quantOperands } from '../../src/quant/matmul.js';
 import { grad } from '../../src/autodiff/grad.js';
@@ -53,6 +53,53 @@ const cases: Record<OpName, () => Promise<void>> = {
   ReduceMax: () => gradCheck({ a: { shape: [3, 4] } }, ({ a }) => o.max(a!, -1)),
   LayerNorm: () =>
     gradCheck({ x: { shape: [2, 3, 5] }, w: { shape: [5] }, b: { shape: [5] } }, ({ x, w, b }) => o.layerNorm(x!, w!, b!, 1e-5)),
+  // float64: the spelled-out lowering against finite differences; float32: FastGelu and the
+  // recomputing gradient against the composition's autodiff (values across the tanh's range).
+  GeluTanh: async () => {
+    await gradCheck({ a: { shape: [2, 7] } }, ({ a }) => o.geluTanh(a!));
+    const x = Float64Array.from({ length: 4 * 300 }, (_, i) => -6 + i * 0.01);
+    await fusedMatchesComposed(
+      { x: { shape: [4, 300], init: x } },
+      ({ x }) => o.geluTanh(x!),
+      ({ x }) => o.geluTanhComposed(x!),
+    );
+  },
+  // float64: spelled out, against finite differences; float32: QuickGelu (alpha 1) against x * sigmoid(x).
+  Silu: async () => {
+    await gradCheck({ a: { shape: [2, 7] } }, ({ a }) => o.silu(a!));
+    const x = Float64Array.from({ length: 4 * 300 }, (_, i) => -12 + i * 0.02);
+    await fusedMatchesComposed(
+      { x: { shape: [4, 300], init: x } },
+      ({ x }) => o.silu(x!),
+      ({ x }) => o.siluComposed(x!),
+    );
+  },
+  // float64: the spelled-out lowering against finite differences; float32: ONNX Runtime's
+  // SimplifiedLayerNormalization and the gradient from its 1/rms against the composition's.
+  RmsNorm: async () => {
+    await gradCheck({ x: { shape: [2, 3, 5] }, w: { shape: [5] } }, ({ x, w }) => o.rmsNorm(x!, w!, 1e-5));
+    await fusedMatchesComposed(
+      { x: { shape: [3, 7, 64] }, w: { shape: [64] } },
+      ({ x, w }) => o.rmsNorm(x!, w!, 1e-6),
+      ({ x, w }) => o.rmsNormComposed(x!, w!, 1e-6),
+    );
+  },
+  // float64: the spelled-out lowering (x and both tables) against finite differences; float32:
+  // ONNX Runtime's RotaryEmbedding, forward and the -sin rotation of the backward, against the
+  // composition (the tables from angles a, so their gradients too), per batch row and broadcast.
+  Rotary: async () => {
+    await gradCheck({ x: { shape: [2, 3, 4, 6] }, c: { shape: [2, 1, 4, 3] }, s: { shape: [1, 1, 4, 3] } }, ({ x, c, s }) =>
+      o.rotary(x!, c!, s!),
+    );
+    for (const batch of [2, 1]) {
+      const angles = Float64Array.from({ length: batch * 5 * 4 }, (_, i) => 0.3 * i - 2);
+      await fusedMatchesComposed(
+        { x: { shape: [2, 3, 5, 8] }, a: { shape: [batch, 1, 5, 4], init: angles } },
+        ({ x, a }) => o.rotary(x!, o.cos(a!), o.sin(a!)),
+        ({ x, a }) => o.rotaryComposed(x!, o.cos(a!), o.sin(a!)),
+      );
+    }
+  },
   MatMul: async () => {
     await gradCheck({ a: { shape: [2, 3, 4] }, b: { shape: [4, 5] } }, ({ a, b }) => o.matmul(a!, b!));
     await gradCheck({ a: { shape: [2, 1, 3, 4] }, b: { shape: [3, 4, 2] } }, ({ a, b }) => o.matmul(a!, b!));

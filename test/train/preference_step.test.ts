@@ -8,7 +8,14 @@ import { loadModel } from '../../src/models/load.js';
 import { AdamW } from '../../src/train/adamw.js';
 import { collate } from '../../src/train/batches.js';
 import { DatasetError } from '../../src/train/errors.js';
-import { PreferenceStep, loadPreferenceDataset, rewardMetrics, tokenizePreferenceRecords } from '../../src/train/preference.js';
+import {
+  PreferenceStep,
+  collatePairs,
+  loadPreferenceDataset,
+  rewardMetrics,
+  tokenizePreferenceRecords,
+} from '../../src/train/preference.js';
+import { Rng } from '../../src/train/rng.js';
 import { Trainer } from '../../src/train/trainer.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -59,6 +66,38 @@ for (const objective of ['dpo', 'orpo'] as const) {
     assert.ok(after > before, `${objective}: accuracy ${before} -> ${after}`);
   });
 }
+
+// DPO's reference is the base with the adapter disabled, so before any step the policy (zero-init
+// lora_B) must give the reference's log-probs exactly, on the int8 base too: the wrapped modules
+// multiply through the same int8 copies as the reference's unwrapped ones (they once ran float32,
+// and the margin started at -0.017 here).
+test('DPO on the int8 base starts at reward margin 0: policy log-probs = reference log-probs, wrapped and unwrapped modules alike', async () => {
+  const tok = await Tokenizer.fromDir(DIR);
+  const pairs = (await loadPreferenceDataset('data/tasks/preference/eval.jsonl', tok, { maxLength: 64, maxExamples: 6 })).pairs;
+  const batch = collatePairs(pairs, tok.eosTokenId ?? 0);
+  const refs: Float32Array[] = [];
+  for (const basePrecision of ['int8', 'fp32'] as const) {
+    for (const targetModules of basePrecision === 'int8' ? [['q_proj', 'v_proj'], 'all-linear'] : ['all-linear']) {
+      const model = await getPeftModel(await loadModel(DIR), { r: 4, loraAlpha: 8, loraDropout: 0.1, targetModules }, { seed: 3 });
+      for (const training of basePrecision === 'int8' ? [true, false] : [true]) {
+        const step = await PreferenceStep.compile(model, { objective: 'dpo', beta: 0.1, threads: 1, basePrecision, training });
+        const r = await step.run(batch, model.parameters(), { rng: Rng.fromSeed(5) });
+        const ref = await step.referenceLogps(batch);
+        await step.dispose();
+        const what = `${basePrecision}, ${String(targetModules)}, ${training ? 'train' : 'eval'}`;
+        assert.deepEqual(r.logps, ref, `${what}: policy vs reference log-probs`);
+        for (const k of [...r.rewardsChosen, ...r.rewardsRejected]) assert.equal(k, 0, `${what}: reward ${k}`);
+        assert.equal(rewardMetrics(r)['rewards/margins'], 0, what);
+        if (training) refs.push(ref);
+      }
+    }
+  }
+  // the int8 reference is not the float32 one: the base really ran on int8 copies
+  assert.ok(
+    refs[0]!.some((x, i) => Math.abs(x - refs[2]![i]!) > 1e-3),
+    'int8 and float32 reference log-probs are the same',
+  );
+});
 
 test('a preference row without "rejected" is a DatasetError naming the file, the line and the field', async () => {
   const tok = await Tokenizer.fromDir(DIR);

@@ -7,6 +7,7 @@ import { type Command, Option } from 'commander';
 import { progressFor } from '../../train/progress_terminal.js';
 import { QUICKSTART_DEFAULTS, type QuickstartResult, TASK_NAMES, formatScore, getTask, runQuickstart } from '../../tasks/index.js';
 import { intArg, numberArg, positiveInt } from '../args.js';
+import { DEFAULT_BASE_PRECISION } from '../../train/step.js';
 
 interface QuickstartFlags {
   task: string;
@@ -22,6 +23,7 @@ interface QuickstartFlags {
   samples: number;
   seed: number;
   threads?: number;
+  basePrecision?: 'fp32' | 'int8' | 'nf4';
   logEvery: number;
 }
 
@@ -47,6 +49,12 @@ export function register(program: Command): void {
     .option('--samples <n>', 'eval examples to show before/after', intArg('--samples', 0), d.samples)
     .option('--seed <s>', 'seed of data order, adapter init and dropout', intArg('--seed', 0), d.seed)
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', positiveInt('--threads'))
+    .addOption(
+      new Option(
+        '--base-precision <p>',
+        `how the frozen base is held while training (default ${DEFAULT_BASE_PRECISION}, as peft train)`,
+      ).choices(['fp32', 'int8', 'nf4']),
+    )
     .option('--log-every <n>', 'without a terminal: print a line every n steps', positiveInt('--log-every'), 10)
     .action(async (flags: QuickstartFlags) => {
       await quickstart(flags);
@@ -85,6 +93,7 @@ async function quickstart(f: QuickstartFlags): Promise<void> {
       samples: f.samples,
       seed: f.seed,
       threads: f.threads,
+      basePrecision: f.basePrecision,
       progress: progressFor(process.stderr, f.logEvery),
       log: err,
       signal: controller.signal,

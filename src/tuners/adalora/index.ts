@@ -7,9 +7,8 @@
 
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
-import type { PyJson } from '../../io/pyjson.js';
 import { normals } from '../../nn/random.js';
-import { FieldReader, type LinearTunerConfig, commonFields, commonJson } from '../linear_tuner/config.js';
+import { FieldReader, type LinearTunerConfig, commonFields, configJson, noBias } from '../linear_tuner/config.js';
 import { type LinearMethod, linearTuner, type Tensors } from '../linear_tuner/model.js';
 import { PeftConfigError } from '../types.js';
 import { type AllocatorLayer, RankAllocator } from './allocator.js';
@@ -42,8 +41,7 @@ export function adaloraConfig(fields: Record<string, unknown>, source = 'AdaLoRA
   const init = fields.init_lora_weights ?? true;
   if (typeof init !== 'boolean')
     throw new PeftConfigError(`${source}: init_lora_weights=${JSON.stringify(init)} is not supported for AdaLoRA; use true`);
-  const bias = r.str('bias', 'none');
-  if (bias !== 'none') throw new PeftConfigError(`${source}: bias=${JSON.stringify(bias)} is not supported for AdaLoRA here; use "none"`);
+  noBias(r, 'AdaLoRA');
   const rp = fields.rank_pattern ?? null;
   if (
     rp !== null &&
@@ -202,24 +200,7 @@ export const ADALORA: LinearMethod<AdaloraConfig> = {
   regularizer(modules, config) {
     return orthogonalRegularizer(modules, config.orthRegWeight);
   },
-  configToJson(c): Record<string, PyJson> {
-    return {
-      ...commonJson(c),
-      init_r: c.initR,
-      target_r: c.targetR,
-      lora_alpha: c.loraAlpha,
-      lora_dropout: c.loraDropout,
-      tinit: c.tinit,
-      tfinal: c.tfinal,
-      deltaT: c.deltaT,
-      beta1: c.beta1,
-      beta2: c.beta2,
-      orth_reg_weight: c.orthRegWeight,
-      total_step: c.totalStep,
-      rank_pattern: c.rankPattern,
-      init_lora_weights: c.initLoraWeights,
-    };
-  },
+  configToJson: (c) => configJson(c, { deltaT: 'deltaT' }),
 };
 
 /** The registry entry. */

@@ -7,10 +7,10 @@
 
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
-import type { PyJson } from '../../io/pyjson.js';
 import type { LinearSpec } from '../../nn/context.js';
-import { FieldReader, type LinearTunerConfig, commonFields, commonJson } from '../linear_tuner/config.js';
+import { FieldReader, type LinearTunerConfig, commonFields, noBias } from '../linear_tuner/config.js';
 import { type LinearMethod, linearTuner } from '../linear_tuner/model.js';
+import { checkRotationTrainable, identityBlock, inputBlocks, rotateWeightBlocks } from '../oft/index.js';
 import { PeftConfigError } from '../types.js';
 
 export interface BoftConfig extends LinearTunerConfig {
@@ -23,8 +23,7 @@ export interface BoftConfig extends LinearTunerConfig {
 
 export function boftConfig(fields: Record<string, unknown>, source = 'BOFT config'): BoftConfig {
   const r = new FieldReader(fields, source);
-  const bias = r.str('bias', 'none');
-  if (bias !== 'none') throw new PeftConfigError(`${source}: bias=${JSON.stringify(bias)} is not supported for BOFT here; use "none"`);
+  noBias(r, 'BOFT');
   const c: BoftConfig = {
     ...commonFields(r, 'BOFT', 'BOFT'),
     boftBlockSize: r.int('boft_block_size', 4),
@@ -46,12 +45,8 @@ export function boftConfig(fields: Record<string, unknown>, source = 'BOFT confi
 }
 
 function blocks(spec: LinearSpec, c: BoftConfig): { n: number; b: number } {
-  const b = c.boftBlockSize || spec.inFeatures / c.boftBlockNum;
-  if (!Number.isInteger(b) || spec.inFeatures % b !== 0)
-    throw new PeftConfigError(
-      `BOFT: ${spec.name} has ${spec.inFeatures} input features, not divisible into blocks of ${c.boftBlockSize || `in/${c.boftBlockNum}`}`,
-    );
-  return { n: spec.inFeatures / b, b };
+  const setting = c.boftBlockSize ? `boft_block_size=${c.boftBlockSize}` : `in/${c.boftBlockNum}`;
+  return inputBlocks(spec, c.boftBlockSize || spec.inFeatures / c.boftBlockNum, 'BOFT', setting);
 }
 
 /**
@@ -83,17 +78,8 @@ export function boftRotation(boftR: Value): Value {
   const [, n, b] = boftR.shape as [number, number, number, number];
   const R0 = o.reshape(boftR, [n, b, b]);
   const S = o.mul(o.sub(R0, o.transpose(R0, [0, 2, 1])), 0.5);
-  const dtype = boftR.dtype as 'float32' | 'float64';
-  const eye = new (dtype === 'float64' ? Float64Array : Float32Array)(b * b);
-  for (let i = 0; i < b; i++) eye[i * b + i] = 1;
-  const I = boftR.graph.constant('boft_eye', dtype, [1, b, b], eye);
+  const I = identityBlock(boftR, 'boft_eye', b);
   return o.sub(o.mul(batchedInverse(o.add(I, S)), 2), I);
-}
-
-/** W Bᵀ: each input block of W [out, in] times R_iᵀ. */
-function rotatedWeight(W: Value, R: Value, spec: LinearSpec, n: number, b: number): Value {
-  const Wb = o.reshape(W, [spec.outFeatures, n, 1, b]);
-  return o.reshape(o.matmul(Wb, o.transpose(R, [0, 2, 1])), [spec.outFeatures, spec.inFeatures]);
 }
 
 export const BOFT: LinearMethod<BoftConfig> = {
@@ -101,12 +87,7 @@ export const BOFT: LinearMethod<BoftConfig> = {
   label: 'BOFT',
   parseConfig: boftConfig,
   checkTrainable(c) {
-    if (c.boftDropout !== 0)
-      throw new PeftConfigError(
-        `BOFT boft_dropout=${c.boftDropout} (multiplicative block dropout) is not implemented for training; set it to 0`,
-      );
-    if (!c.initWeights)
-      throw new PeftConfigError('BOFT init_weights=false is not implemented; use the default (identity rotations, unit scales)');
+    checkRotationTrainable('BOFT', 'boft_dropout', c.boftDropout, c.initWeights, 'identity rotations, unit scales');
   },
   moduleTensors(spec, c) {
     const { n, b } = blocks(spec, c);
@@ -124,24 +105,14 @@ export const BOFT: LinearMethod<BoftConfig> = {
   },
   forward({ x, spec, t, config, weight, bias }) {
     const { n, b } = blocks(spec, config);
-    const W = rotatedWeight(weight(), boftRotation(t.boft_R!), spec, n, b);
+    const W = rotateWeightBlocks(weight(), boftRotation(t.boft_R!), spec, n, b);
     const y = o.mul(o.matmulT(x, W), o.reshape(t.boft_s!, [spec.outFeatures]));
     const bv = bias();
     return bv ? o.add(y, bv) : y;
   },
   mergedWeight(W, spec, t, _shared, config) {
     const { n, b } = blocks(spec, config);
-    return o.mul(rotatedWeight(W, boftRotation(t.boft_R!), spec, n, b), t.boft_s!);
-  },
-  configToJson(c): Record<string, PyJson> {
-    return {
-      ...commonJson(c),
-      boft_block_size: c.boftBlockSize,
-      boft_block_num: c.boftBlockNum,
-      boft_n_butterfly_factor: c.boftNButterflyFactor,
-      boft_dropout: c.boftDropout,
-      init_weights: c.initWeights,
-    };
+    return o.mul(rotateWeightBlocks(W, boftRotation(t.boft_R!), spec, n, b), t.boft_s!);
   },
 };
 

@@ -123,6 +123,38 @@ export function commonJson(c: LinearTunerConfig): Record<string, PyJson> {
   };
 }
 
+const SHARED_KEYS: ReadonlySet<string> = new Set([
+  'peftType',
+  'targetModules',
+  'excludeModules',
+  'layersToTransform',
+  'layersPattern',
+  'baseModelNameOrPath',
+  'taskType',
+  'raw',
+]);
+
+/**
+ * A method's whole config back in the file's spelling: the shared fields, then each field of the
+ * method under its snake_case name (`rename` for peft's exceptions, such as AdaLoRA's `deltaT`), over
+ * the fields as read. A method's config holds only fields of the file, so this is the inverse of its parser.
+ */
+export function configJson(c: LinearTunerConfig, rename: Readonly<Record<string, string>> = {}): Record<string, PyJson> {
+  const out = commonJson(c);
+  for (const [k, v] of Object.entries(c)) {
+    if (!SHARED_KEYS.has(k)) out[rename[k] ?? k.replace(/[A-Z]/g, (u) => `_${u.toLowerCase()}`)] = v as PyJson;
+  }
+  return out;
+}
+
+/** Refuses a bias other than "none" (the methods whose bias training is not implemented). */
+export function noBias(r: FieldReader, method: string): string {
+  const bias = r.str('bias', 'none');
+  if (bias !== 'none')
+    throw new PeftConfigError(`${r.source}: bias=${JSON.stringify(bias)} is not supported for ${method} here; use "none"`);
+  return bias;
+}
+
 function excluded(c: LinearTunerConfig, key: string): boolean {
   const ex = c.excludeModules;
   if (ex === null) return false;

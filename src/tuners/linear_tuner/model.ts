@@ -18,7 +18,7 @@ import { RuntimeSession } from '../../runtime/session.js';
 import { SeededRandom } from '../../nn/random.js';
 import { PEFT_PREFIX, checkOutputDir, readAdapterConfigFile, readAdapterTensors } from '../lora/save.js';
 import { AdapterError, AdapterMismatchError, type AdaptedModel, type TrainableTensor } from '../types.js';
-import { type LinearTunerConfig, findLinearTargets } from './config.js';
+import { type LinearTunerConfig, configJson, findLinearTargets } from './config.js';
 import type { Tuner } from '../registry.js';
 
 /** One tensor of a wrapped module (or shared by all, like VeRA's projections). */
@@ -90,8 +90,8 @@ export interface LinearMethod<C extends LinearTunerConfig> {
   savedTensor?(kind: string, t: TrainableTensor, module: string, config: C): TrainableTensor;
   /** Whether a module with these tensors changes nothing and is left out (AdaLoRA layers pruned to rank 0). */
   isEmpty?(decls: readonly TensorDecl[]): boolean;
-  /** Config fields as saved (the parsed config back to adapter_config.json). */
-  configToJson(config: C): Record<string, PyJson>;
+  /** Config fields as saved (the parsed config back to adapter_config.json); default `configJson(config)`. */
+  configToJson?(config: C): Record<string, PyJson>;
 }
 
 export interface LinearModule {
@@ -346,7 +346,10 @@ export class LinearTunerModel<C extends LinearTunerConfig> implements AdaptedMod
     for (const [k, t] of this.stateDict()) tensors.set(k, fromTypedArray(t.data, t.shape));
     await mkdir(dir, { recursive: true });
     await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
-    await writePythonJson(join(dir, 'adapter_config.json'), { ...this.method.configToJson(this.config), inference_mode: true });
+    await writePythonJson(join(dir, 'adapter_config.json'), {
+      ...(this.method.configToJson?.(this.config) ?? configJson(this.config)),
+      inference_mode: true,
+    });
     if (!existsSync(join(dir, 'README.md'))) {
       const base = this.config.baseModelNameOrPath;
       await writeFileAtomic(

@@ -5,25 +5,19 @@
 
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
-import type { PyJson } from '../../io/pyjson.js';
 import type { LinearSpec } from '../../nn/context.js';
 import { kaimingUniform } from '../lora/init.js';
-import { FieldReader, type LinearTunerConfig, commonFields, commonJson, patternValue } from '../linear_tuner/config.js';
+import { FieldReader, commonFields } from '../linear_tuner/config.js';
+import { type LycorisConfig, lycorisFields, lycorisInfoSettings, lycorisMethod, lycorisRank } from '../linear_tuner/lycoris.js';
 import { type LinearMethod, linearTuner, type TensorDecl, type Tensors } from '../linear_tuner/model.js';
 import { PeftConfigError } from '../types.js';
 
-export interface LokrConfig extends LinearTunerConfig {
-  r: number;
-  alpha: number;
-  rankDropout: number;
-  moduleDropout: number;
+export interface LokrConfig extends LycorisConfig {
   rankDropoutScale: boolean;
   decomposeBoth: boolean;
   decomposeFactor: number;
   /** true: w1 (or w1_a) starts at zero; 'lycoris': w2 (or w2_b) does; false: all random */
   initWeights: boolean | 'lycoris';
-  rankPattern: Record<string, number>;
-  alphaPattern: Record<string, number>;
 }
 
 export function lokrConfig(fields: Record<string, unknown>, source = 'LoKr config'): LokrConfig {
@@ -36,16 +30,11 @@ export function lokrConfig(fields: Record<string, unknown>, source = 'LoKr confi
     throw new PeftConfigError(`${source}: decompose_factor must be -1 or a positive integer, got ${factor}`);
   return {
     ...commonFields(r, 'LOKR', 'LoKr'),
-    r: r.int('r', 8, 1),
-    alpha: r.num('alpha', 8),
-    rankDropout: r.num('rank_dropout', 0),
-    moduleDropout: r.num('module_dropout', 0),
+    ...lycorisFields(r),
     rankDropoutScale: r.bool('rank_dropout_scale', false),
     decomposeBoth: r.bool('decompose_both', false),
     decomposeFactor: factor,
     initWeights: init,
-    rankPattern: r.pattern('rank_pattern'),
-    alphaPattern: r.pattern('alpha_pattern'),
   };
 }
 
@@ -78,7 +67,7 @@ interface LokrShape {
 }
 
 function lokrShape(spec: LinearSpec, cfg: LokrConfig, module: string): LokrShape {
-  const r = patternValue(cfg.rankPattern, module, cfg.r);
+  const { r } = lycorisRank(cfg, module);
   const [c, d] = factorization(spec.inFeatures, cfg.decomposeFactor);
   const [a, b] = factorization(spec.outFeatures, cfg.decomposeFactor);
   return { a, b, c, d, r, useW1: !(cfg.decomposeBoth && r < Math.max(a, c) / 2), useW2: !(r < Math.max(b, d) / 2) };
@@ -98,19 +87,11 @@ function lokrDelta(t: Tensors, scale: number): Value {
   return o.mul(kron(w1, w2), scale);
 }
 
-const scaleOf = (c: LokrConfig, module: string): number =>
-  patternValue(c.alphaPattern, module, c.alpha) / patternValue(c.rankPattern, module, c.r);
-
 export const LOKR: LinearMethod<LokrConfig> = {
   peftType: 'LOKR',
   label: 'LoKr',
   parseConfig: lokrConfig,
-  checkTrainable(c) {
-    if (c.rankDropout !== 0 || c.moduleDropout !== 0)
-      throw new PeftConfigError(
-        `LoKr rank_dropout/module_dropout (${c.rankDropout}/${c.moduleDropout}) are not implemented for training; set them to 0`,
-      );
-  },
+  ...lycorisMethod('LoKr', lokrDelta),
   moduleTensors(spec, c, module) {
     const s = lokrShape(spec, c, module);
     const out: TensorDecl[] = [];
@@ -127,44 +108,11 @@ export const LOKR: LinearMethod<LokrConfig> = {
       out.set(d.kind, zero.has(d.kind) ? new Float32Array(d.shape[0]! * d.shape[1]!) : kaimingUniform(rng, d.shape[0]!, d.shape[1]!));
     return out;
   },
-  forward({ x, base, spec, t, config }) {
-    return o.add(base(x), o.matmulT(x, lokrDelta(t, scaleOf(config, spec.name))));
-  },
-  mergedWeight(W, spec, t, _shared, config) {
-    return o.add(W, lokrDelta(t, scaleOf(config, spec.name)));
-  },
-  configToJson(c): Record<string, PyJson> {
-    return {
-      ...commonJson(c),
-      r: c.r,
-      alpha: c.alpha,
-      rank_dropout: c.rankDropout,
-      module_dropout: c.moduleDropout,
-      rank_dropout_scale: c.rankDropoutScale,
-      decompose_both: c.decomposeBoth,
-      decompose_factor: c.decomposeFactor,
-      init_weights: c.initWeights,
-      rank_pattern: c.rankPattern,
-      alpha_pattern: c.alphaPattern,
-    };
-  },
 };
 
 /** The registry entry. */
 export const lokrTuner = linearTuner(LOKR, {
-  infoSettings: [
-    'r',
-    'alpha',
-    'decompose_both',
-    'decompose_factor',
-    'rank_dropout',
-    'module_dropout',
-    'init_weights',
-    'target_modules',
-    'rank_pattern',
-    'alpha_pattern',
-    'layers_to_transform',
-  ],
+  infoSettings: lycorisInfoSettings('decompose_both', 'decompose_factor'),
   presets: [
     {
       name: 'lokr',

@@ -204,6 +204,28 @@ function orthonormalize(q: Float64Array, n: number, p: number): void {
   }
 }
 
+/** cos and sin of the Jacobi rotation that zeroes an off-diagonal entry, from cot(2θ). */
+export function jacobiRotation(cot2: number): { c: number; s: number } {
+  const t = Math.sign(cot2 || 1) / (Math.abs(cot2) + Math.sqrt(cot2 * cot2 + 1));
+  const c = 1 / Math.sqrt(t * t + 1);
+  return { c, s: t * c };
+}
+
+/**
+ * Applies the Givens rotation (c, s) in place to lines p and q of a row-major matrix, element k of
+ * line i at m[k * stride + i * step]: columns are (stride = row length, step = 1), rows (1, row length).
+ */
+export function rotatePair(m: Float64Array, stride: number, step: number, len: number, p: number, q: number, c: number, s: number): void {
+  for (let k = 0; k < len; k++) {
+    const ip = k * stride + p * step;
+    const iq = k * stride + q * step;
+    const x = m[ip]!;
+    const y = m[iq]!;
+    m[ip] = c * x - s * y;
+    m[iq] = s * x + c * y;
+  }
+}
+
 /** Eigen-decomposition of a symmetric p x p matrix by cyclic Jacobi; values descending, vectors as columns. */
 export function symmetricEigen(h: Float64Array, p: number): { values: Float64Array; vectors: Float64Array } {
   const a = Float64Array.from(h);
@@ -221,28 +243,10 @@ export function symmetricEigen(h: Float64Array, p: number): { values: Float64Arr
       for (let j = i + 1; j < p; j++) {
         const aij = a[i * p + j]!;
         if (aij === 0) continue;
-        const theta = (a[j * p + j]! - a[i * p + i]!) / (2 * aij);
-        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
-        const c = 1 / Math.sqrt(t * t + 1);
-        const s = t * c;
-        for (let k = 0; k < p; k++) {
-          const aki = a[k * p + i]!;
-          const akj = a[k * p + j]!;
-          a[k * p + i] = c * aki - s * akj;
-          a[k * p + j] = s * aki + c * akj;
-        }
-        for (let k = 0; k < p; k++) {
-          const aik = a[i * p + k]!;
-          const ajk = a[j * p + k]!;
-          a[i * p + k] = c * aik - s * ajk;
-          a[j * p + k] = s * aik + c * ajk;
-        }
-        for (let k = 0; k < p; k++) {
-          const vki = v[k * p + i]!;
-          const vkj = v[k * p + j]!;
-          v[k * p + i] = c * vki - s * vkj;
-          v[k * p + j] = s * vki + c * vkj;
-        }
+        const { c, s } = jacobiRotation((a[j * p + j]! - a[i * p + i]!) / (2 * aij));
+        rotatePair(a, p, 1, p, i, j, c, s);
+        rotatePair(a, 1, p, p, i, j, c, s);
+        rotatePair(v, p, 1, p, i, j, c, s);
       }
     }
   }

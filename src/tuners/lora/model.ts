@@ -1005,11 +1005,14 @@ export class LoraModel implements AdaptedModel {
     // Built on first use: plain LoRA under another tuner's hook never touches the base weight here.
     // A 4-bit base weight (QLoRA) is multiplied through QuantMatMul (baseProduct), which rebuilds
     // it from the 4-bit data for the product and again for the backward pass; a variant that needs
-    // the matrix itself (DoRA's norm) gets a dequantization ordered after this layer's input.
+    // the matrix itself (DoRA's norm) gets a dequantization ordered after this layer's input. A
+    // frozen float32 weight's product is the base layer's own (baseProduct), so with
+    // --base-precision int8 the wrapped module multiplies through the int8 copies exactly as the
+    // unwrapped module does (DPO's reference, the base without hooks, then agrees bit for bit).
     const quantized = !wOv && ctx.weights.isQuantized(wName);
     let W: Value | undefined;
     const weight = (): Value => (W ??= wOv ? ctx.param(wName, wOv.shape) : quantized ? storedLayout(ctx, wName, x) : ctx.weight(wName));
-    const product = (inp: Value): Value => (quantized ? baseProduct(ctx, spec, inp) : baseMatmul(inp, weight(), spec));
+    const product = (inp: Value): Value => (wOv ? baseMatmul(inp, weight(), spec) : baseProduct(ctx, spec, inp));
     let xw: Value | undefined;
     const xW = (): Value => (xw ??= product(x));
     const baseFn = (inp: Value): Value => {
@@ -1100,29 +1103,23 @@ export class LoraModel implements AdaptedModel {
   slots(name: string): TensorSlot[] {
     const a = this.adapter(name);
     const out: TensorSlot[] = [];
+    const add = (kind: TensorKind, module: string, tensor: TrainableTensor | undefined) => {
+      if (!tensor) return;
+      const n = tensorNames(kind, module, name);
+      out.push({ kind, module, param: n.param, saved: n.saved, tensor });
+    };
     for (const [m, s] of a.modules) {
-      const add = (kind: TensorKind, tensor: TrainableTensor) => {
-        const n = tensorNames(kind, m, name);
-        out.push({ kind, module: m, param: n.param, saved: n.saved, tensor });
-      };
-      add('lora_A', s.A);
-      add('lora_B', s.B);
-      if (s.bias) add('lora_B_bias', s.bias);
-      if (s.magnitude) add('lora_magnitude_vector', s.magnitude);
+      add('lora_A', m, s.A);
+      add('lora_B', m, s.B);
+      add('lora_B_bias', m, s.bias);
+      add('lora_magnitude_vector', m, s.magnitude);
     }
     for (const [m, e] of a.embeddings) {
-      const add = (kind: TensorKind, tensor: TrainableTensor) => {
-        const n = tensorNames(kind, m, name);
-        out.push({ kind, module: m, param: n.param, saved: n.saved, tensor });
-      };
-      add('lora_embedding_A', e.A);
-      add('lora_embedding_B', e.B);
-      if (e.magnitude) add('lora_magnitude_vector', e.magnitude);
+      add('lora_embedding_A', m, e.A);
+      add('lora_embedding_B', m, e.B);
+      add('lora_magnitude_vector', m, e.magnitude);
     }
-    for (const [m, t] of a.tokens) {
-      const n = tensorNames('trainable_tokens_delta', m, name);
-      out.push({ kind: 'trainable_tokens_delta', module: m, param: n.param, saved: n.saved, tensor: t.delta });
-    }
+    for (const [m, t] of a.tokens) add('trainable_tokens_delta', m, t.delta);
     const mts = a.modulesToSave;
     for (const [w, tensor] of a.overrides) {
       const inMts = mts.find((m) => w.startsWith(`${m}.`));

@@ -10,7 +10,7 @@
 
 import { PeftConfigError } from '../types.js';
 import type { TorchCpuGenerator } from '../../nn/torch_rng.js';
-import { TopSvd } from './init.js';
+import { TopSvd, jacobiRotation, rotatePair } from './init.js';
 
 export const COMBINATION_TYPES = [
   'linear',
@@ -203,22 +203,9 @@ export function jacobiSvd(a: Float64Array, m: number, n: number): { U: Float64Ar
         }
         if (gamma === 0 || Math.abs(gamma) <= 1e-15 * Math.sqrt(alpha * beta)) continue;
         off = Math.max(off, Math.abs(gamma) / Math.sqrt(alpha * beta));
-        const zeta = (beta - alpha) / (2 * gamma);
-        const t = Math.sign(zeta || 1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
-        const c = 1 / Math.sqrt(1 + t * t);
-        const s = c * t;
-        for (let i = 0; i < m; i++) {
-          const x = W[i * n + p]!;
-          const y = W[i * n + q]!;
-          W[i * n + p] = c * x - s * y;
-          W[i * n + q] = s * x + c * y;
-        }
-        for (let i = 0; i < n; i++) {
-          const x = V[i * n + p]!;
-          const y = V[i * n + q]!;
-          V[i * n + p] = c * x - s * y;
-          V[i * n + q] = s * x + c * y;
-        }
+        const { c, s } = jacobiRotation((beta - alpha) / (2 * gamma));
+        rotatePair(W, n, 1, m, p, q, c, s);
+        rotatePair(V, n, 1, n, p, q, c, s);
       }
     }
     if (off <= 1e-15) break;

@@ -7,9 +7,8 @@
 
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
-import type { PyJson } from '../../io/pyjson.js';
 import type { LinearSpec } from '../../nn/context.js';
-import { FieldReader, type LinearTunerConfig, commonFields, commonJson } from '../linear_tuner/config.js';
+import { FieldReader, type LinearTunerConfig, commonFields, noBias } from '../linear_tuner/config.js';
 import { type LinearMethod, linearTuner } from '../linear_tuner/model.js';
 import { PeftConfigError } from '../types.js';
 
@@ -28,8 +27,7 @@ export function oftConfig(fields: Record<string, unknown>, source = 'OFT config'
   const r = new FieldReader(fields, source);
   r.off('coft', 'constrained OFT (COFT) projection is not implemented');
   r.off('oft_cans', 'the CANS orthogonalization is not implemented');
-  const bias = r.str('bias', 'none');
-  if (bias !== 'none') throw new PeftConfigError(`${source}: bias=${JSON.stringify(bias)} is not supported for OFT here; use "none"`);
+  noBias(r, 'OFT');
   const c: OftConfig = {
     ...commonFields(r, 'OFT', 'OFT'),
     r: r.int('r', 0),
@@ -52,15 +50,43 @@ export function oftConfig(fields: Record<string, unknown>, source = 'OFT config'
   return c;
 }
 
-/** Blocks and block size of a layer. */
-export function oftBlocks(spec: LinearSpec, c: OftConfig): { n: number; b: number } {
-  const b = c.oftBlockSize || spec.inFeatures / c.r;
+/** What OFT and BOFT implement for inference only: block dropout and init_weights=false (`init`: what the default starts from). */
+export function checkRotationTrainable(method: string, dropoutKey: string, dropout: number, initWeights: boolean, init: string): void {
+  if (dropout !== 0)
+    throw new PeftConfigError(
+      `${method} ${dropoutKey}=${dropout} (multiplicative block dropout) is not implemented for training; set it to 0`,
+    );
+  if (!initWeights) throw new PeftConfigError(`${method} init_weights=false is not implemented; use the default (${init})`);
+}
+
+/** A layer's input features as n blocks of b (OFT and BOFT); `setting` names the config that chose b. */
+export function inputBlocks(spec: LinearSpec, b: number, method: string, setting: string): { n: number; b: number } {
   if (!Number.isInteger(b) || spec.inFeatures % b !== 0) {
     throw new PeftConfigError(
-      `OFT: ${spec.name} has ${spec.inFeatures} input features, not divisible into blocks of ${c.oftBlockSize ? `oft_block_size=${c.oftBlockSize}` : `in/r with r=${c.r}`}; choose a block size dividing it`,
+      `${method}: ${spec.name} has ${spec.inFeatures} input features, not divisible into blocks of ${setting}; choose a block size dividing it`,
     );
   }
   return { n: spec.inFeatures / b, b };
+}
+
+/** Blocks and block size of a layer. */
+export function oftBlocks(spec: LinearSpec, c: OftConfig): { n: number; b: number } {
+  const setting = c.oftBlockSize ? `oft_block_size=${c.oftBlockSize}` : `in/r with r=${c.r}`;
+  return inputBlocks(spec, c.oftBlockSize || spec.inFeatures / c.r, 'OFT', setting);
+}
+
+/** [1, b, b] identity, the rotation blocks' starting point. */
+export function identityBlock(like: Value, name: string, b: number): Value {
+  const dtype = like.dtype as 'float32' | 'float64';
+  const eye = new (dtype === 'float64' ? Float64Array : Float32Array)(b * b);
+  for (let i = 0; i < b; i++) eye[i * b + i] = 1;
+  return like.graph.constant(`${name}_${b}_${dtype}`, dtype, [1, b, b], eye);
+}
+
+/** W · blockdiag(R_i)ᵀ: each input block of W [out, in] times R_iᵀ, for R [n, b, b]. */
+export function rotateWeightBlocks(W: Value, R: Value, spec: LinearSpec, n: number, b: number): Value {
+  const Wb = o.reshape(W, [spec.outFeatures, n, 1, b]);
+  return o.reshape(o.matmul(Wb, o.transpose(R, [0, 2, 1])), [spec.outFeatures, spec.inFeatures]);
 }
 
 /** [k, b·b] one-hot: row k puts vec[k] at (rows[k], cols[k]) of torch.triu_indices(b, b, 1). */
@@ -83,9 +109,7 @@ export function oftRotation(vec: Value, b: number, terms: number): Value {
   const S = vec.graph.constant(`oft_triu_${b}_${dtype}`, dtype, [s.k, b * b], s.data);
   const M = o.reshape(o.matmul(vec, S), [n, b, b]);
   const Q = o.sub(M, o.transpose(M, [0, 2, 1]));
-  const eye = new (dtype === 'float64' ? Float64Array : Float32Array)(b * b);
-  for (let i = 0; i < b; i++) eye[i * b + i] = 1;
-  let R = vec.graph.constant(`oft_eye_${b}_${dtype}`, dtype, [1, b, b], eye);
+  let R = identityBlock(vec, 'oft_eye', b);
   if (terms > 1) {
     R = o.add(R, o.mul(Q, 2));
     if (terms > 2) {
@@ -107,11 +131,7 @@ export const OFT: LinearMethod<OftConfig> = {
   label: 'OFT',
   parseConfig: oftConfig,
   checkTrainable(c) {
-    if (c.moduleDropout !== 0)
-      throw new PeftConfigError(
-        `OFT module_dropout=${c.moduleDropout} (multiplicative block dropout) is not implemented for training; set it to 0`,
-      );
-    if (!c.initWeights) throw new PeftConfigError('OFT init_weights=false is not implemented; use the default (identity rotations)');
+    checkRotationTrainable('OFT', 'module_dropout', c.moduleDropout, c.initWeights, 'identity rotations');
   },
   moduleTensors(spec, c) {
     const { n, b } = oftBlocks(spec, c);
@@ -131,21 +151,7 @@ export const OFT: LinearMethod<OftConfig> = {
   },
   mergedWeight(W, spec, t, _shared, config) {
     const { n, b } = oftBlocks(spec, config);
-    const R = oftRotation(t['oft_R.weight']!, b, config.numCayleyNeumannTerms);
-    const Wb = o.reshape(W, [spec.outFeatures, n, 1, b]);
-    return o.reshape(o.matmul(Wb, o.transpose(R, [0, 2, 1])), [spec.outFeatures, spec.inFeatures]);
-  },
-  configToJson(c): Record<string, PyJson> {
-    return {
-      ...commonJson(c),
-      r: c.r,
-      oft_block_size: c.oftBlockSize,
-      module_dropout: c.moduleDropout,
-      block_share: c.blockShare,
-      use_cayley_neumann: c.useCayleyNeumann,
-      num_cayley_neumann_terms: c.numCayleyNeumannTerms,
-      init_weights: c.initWeights,
-    };
+    return rotateWeightBlocks(W, oftRotation(t['oft_R.weight']!, b, config.numCayleyNeumannTerms), spec, n, b);
   },
 };
 

@@ -4,16 +4,7 @@
 
 import type { PretrainedModel } from '../../models/types.js';
 import { PeftConfigError } from '../types.js';
-import {
-  type FieldSpec,
-  type PromptLearningConfig,
-  PROMPT_LEARNING_FIELDS,
-  configFromDisk,
-  configToDisk,
-  resolveCommon,
-  validateCommon,
-} from '../prompt_learning/config.js';
-import type { PyJson } from '../../io/pyjson.js';
+import { type PromptLearningConfig, promptConfigCodec, resolveCommon, validateCommon } from '../prompt_learning/config.js';
 
 export type EncoderReparameterizationType = 'MLP' | 'LSTM';
 
@@ -28,13 +19,17 @@ export interface PromptEncoderConfig extends PromptLearningConfig {
 
 export type PromptEncoderConfigInput = Partial<Omit<PromptEncoderConfig, 'peftType'>>;
 
-export const PROMPT_ENCODER_FIELDS: readonly FieldSpec<PromptEncoderConfig>[] = [
-  ...(PROMPT_LEARNING_FIELDS as readonly FieldSpec<PromptEncoderConfig>[]),
+const CODEC = promptConfigCodec<PromptEncoderConfig>([
   { key: 'encoder_dropout', prop: 'encoderDropout', kind: 'float' },
   { key: 'encoder_hidden_size', prop: 'encoderHiddenSize', kind: 'int', nullable: true },
   { key: 'encoder_num_layers', prop: 'encoderNumLayers', kind: 'int' },
   { key: 'encoder_reparameterization_type', prop: 'encoderReparameterizationType', kind: 'string', values: ['MLP', 'LSTM'] },
-];
+]);
+
+/** The config as adapter_config.json holds it. */
+export const promptEncoderConfigToDisk = CODEC.toDisk;
+/** An adapter_config.json object of a P_TUNING adapter as a config input. */
+export const promptEncoderConfigFromDisk = CODEC.fromDisk;
 
 export function resolvePromptEncoderConfig(base: PretrainedModel, input: PromptEncoderConfigInput): PromptEncoderConfig {
   const common = resolveCommon(base, 'P_TUNING', input, 'P-tuning');
@@ -71,17 +66,4 @@ export function validatePromptEncoderConfig(base: PretrainedModel, cfg: PromptEn
   if (!(cfg.encoderDropout >= 0 && cfg.encoderDropout < 1)) {
     throw new PeftConfigError(`P-tuning: encoder_dropout must be in [0, 1), got ${cfg.encoderDropout}`);
   }
-}
-
-export function promptEncoderConfigToDisk(cfg: PromptEncoderConfig): Record<string, PyJson> {
-  return configToDisk(cfg, PROMPT_ENCODER_FIELDS);
-}
-
-export function promptEncoderConfigFromDisk(
-  raw: Record<string, unknown>,
-  file = 'adapter_config.json',
-  opts: { strict?: boolean } = {},
-): PromptEncoderConfigInput {
-  const { peftType: _ignored, ...rest } = configFromDisk(raw, PROMPT_ENCODER_FIELDS, file, opts);
-  return rest;
 }

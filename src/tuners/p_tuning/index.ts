@@ -1,8 +1,7 @@
 // P-tuning (peft P_TUNING, PromptEncoderConfig): virtual tokens produced by an MLP or LSTM prompt
 // encoder. Public surface of the method and its registry entry.
 
-import type { PretrainedModel } from '../../models/types.js';
-import type { PromptLearningOptions } from '../prompt_learning/model.js';
+import { promptLearningEntry, promptSizes } from '../prompt_learning/entry.js';
 import { promptEncoderConfigFromDisk } from './config.js';
 import { loadPTuning } from './load.js';
 import { PTuningModel } from './model.js';
@@ -26,10 +25,7 @@ export { loadPTuning } from './load.js';
  * bidirectional LSTM with an MLP head), of which peft saves only the encoder's output.
  */
 function pTuningTrainableParameters(c: Record<string, unknown>, stored: number | null): number | null {
-  const n = (k: string): number => (typeof c[k] === 'number' ? (c[k] as number) : NaN);
-  const P = n('num_virtual_tokens') * (typeof c.num_transformer_submodules === 'number' ? (c.num_transformer_submodules as number) : 1);
-  const D = n('token_dim');
-  const H = n('encoder_hidden_size');
+  const { P, D, H, n } = promptSizes(c);
   let total: number;
   if (c.encoder_reparameterization_type !== 'LSTM') total = P * D + (D * H + H) + (H * H + H) + (H * D + D);
   else {
@@ -47,7 +43,6 @@ export const pTuningTuner = {
   peftType: 'P_TUNING',
   label: 'P-tuning',
   mergeable: { why: 'P-tuning learns virtual input tokens (through its prompt encoder), not a change of the weights' },
-  saves: 'adapter (adapter_config.json, adapter_model.safetensors)',
   infoSettings: [
     'num_virtual_tokens',
     'token_dim',
@@ -67,7 +62,5 @@ export const pTuningTuner = {
       folklore: { parameter: 'High', compute: 'High', space: 'High', performance: 'Medium', flexibility: 'Medium' },
     },
   ],
-  create: async (base: PretrainedModel, fields: Record<string, unknown>, opts: PromptLearningOptions = {}) =>
-    PTuningModel.create(base, promptEncoderConfigFromDisk(fields, 'P-tuning config', { strict: true }), opts),
-  fromPretrained: (base: PretrainedModel, dir: string, opts: PromptLearningOptions = {}) => loadPTuning(base, dir, opts),
+  ...promptLearningEntry('P-tuning', promptEncoderConfigFromDisk, PTuningModel.create, loadPTuning),
 } satisfies Tuner;

@@ -4,16 +4,7 @@
 
 import type { PretrainedModel } from '../../models/types.js';
 import { PeftConfigError } from '../types.js';
-import {
-  type FieldSpec,
-  type PromptLearningConfig,
-  PROMPT_LEARNING_FIELDS,
-  configFromDisk,
-  configToDisk,
-  resolveCommon,
-  validateCommon,
-} from '../prompt_learning/config.js';
-import type { PyJson } from '../../io/pyjson.js';
+import { type PromptLearningConfig, promptConfigCodec, resolveCommon, validateCommon } from '../prompt_learning/config.js';
 
 export interface PrefixTuningConfig extends PromptLearningConfig {
   peftType: 'PREFIX_TUNING';
@@ -25,11 +16,15 @@ export interface PrefixTuningConfig extends PromptLearningConfig {
 
 export type PrefixTuningConfigInput = Partial<Omit<PrefixTuningConfig, 'peftType'>>;
 
-export const PREFIX_TUNING_FIELDS: readonly FieldSpec<PrefixTuningConfig>[] = [
-  ...(PROMPT_LEARNING_FIELDS as readonly FieldSpec<PrefixTuningConfig>[]),
+const CODEC = promptConfigCodec<PrefixTuningConfig>([
   { key: 'encoder_hidden_size', prop: 'encoderHiddenSize', kind: 'int', nullable: true },
   { key: 'prefix_projection', prop: 'prefixProjection', kind: 'bool' },
-];
+]);
+
+/** The config as adapter_config.json holds it. */
+export const prefixTuningConfigToDisk = CODEC.toDisk;
+/** An adapter_config.json object of a PREFIX_TUNING adapter as a config input. */
+export const prefixTuningConfigFromDisk = CODEC.fromDisk;
 
 export function resolvePrefixTuningConfig(base: PretrainedModel, input: PrefixTuningConfigInput): PrefixTuningConfig {
   const common = resolveCommon(base, 'PREFIX_TUNING', input, 'prefix tuning');
@@ -57,17 +52,4 @@ export function validatePrefixTuningConfig(base: PretrainedModel, cfg: PrefixTun
   if (!Number.isInteger(cfg.encoderHiddenSize) || cfg.encoderHiddenSize < 1) {
     throw new PeftConfigError(`prefix tuning: encoder_hidden_size must be a positive integer, got ${cfg.encoderHiddenSize}`);
   }
-}
-
-export function prefixTuningConfigToDisk(cfg: PrefixTuningConfig): Record<string, PyJson> {
-  return configToDisk(cfg, PREFIX_TUNING_FIELDS);
-}
-
-export function prefixTuningConfigFromDisk(
-  raw: Record<string, unknown>,
-  file = 'adapter_config.json',
-  opts: { strict?: boolean } = {},
-): PrefixTuningConfigInput {
-  const { peftType: _ignored, ...rest } = configFromDisk(raw, PREFIX_TUNING_FIELDS, file, opts);
-  return rest;
 }

@@ -1,8 +1,7 @@
 // Prefix tuning (peft PREFIX_TUNING): learned key/value prefixes for every attention layer,
 // optionally reparameterized by a two-layer tanh MLP. Public surface and registry entry.
 
-import type { PretrainedModel } from '../../models/types.js';
-import type { PromptLearningOptions } from '../prompt_learning/model.js';
+import { promptLearningEntry, promptSizes } from '../prompt_learning/entry.js';
 import { prefixTuningConfigFromDisk } from './config.js';
 import { loadPrefixTuning } from './load.js';
 import { PrefixTuningModel } from './model.js';
@@ -22,10 +21,7 @@ export { loadPrefixTuning } from './load.js';
 /** Parameters prefix tuning trains: the saved prefixes, or with prefix_projection its embedding and two-layer MLP (not saved). */
 function prefixTrainableParameters(c: Record<string, unknown>, stored: number | null): number | null {
   if (c.prefix_projection !== true) return stored;
-  const n = (k: string): number => (typeof c[k] === 'number' ? (c[k] as number) : NaN);
-  const P = n('num_virtual_tokens') * (typeof c.num_transformer_submodules === 'number' ? (c.num_transformer_submodules as number) : 1);
-  const D = n('token_dim');
-  const H = n('encoder_hidden_size');
+  const { P, D, H, n } = promptSizes(c);
   const out = n('num_layers') * 2 * D;
   const total = P * D + (D * H + H) + (H * out + out);
   return Number.isFinite(total) ? total : stored;
@@ -36,7 +32,6 @@ export const prefixTuningTuner = {
   peftType: 'PREFIX_TUNING',
   label: 'prefix tuning',
   mergeable: { why: 'prefix tuning learns extra keys and values for every attention layer, not a change of the weights' },
-  saves: 'adapter (adapter_config.json, adapter_model.safetensors)',
   infoSettings: ['num_virtual_tokens', 'num_layers', 'num_attention_heads', 'token_dim', 'prefix_projection', 'encoder_hidden_size'],
   trainableParameters: prefixTrainableParameters,
   presets: [
@@ -49,7 +44,5 @@ export const prefixTuningTuner = {
       folklore: { parameter: 'High', compute: 'High', space: 'High', performance: 'Medium', flexibility: 'Medium' },
     },
   ],
-  create: async (base: PretrainedModel, fields: Record<string, unknown>, opts: PromptLearningOptions = {}) =>
-    PrefixTuningModel.create(base, prefixTuningConfigFromDisk(fields, 'prefix tuning config', { strict: true }), opts),
-  fromPretrained: (base: PretrainedModel, dir: string, opts: PromptLearningOptions = {}) => loadPrefixTuning(base, dir, opts),
+  ...promptLearningEntry('prefix tuning', prefixTuningConfigFromDisk, PrefixTuningModel.create, loadPrefixTuning),
 } satisfies Tuner;

@@ -118,6 +118,28 @@ export function configFromDisk<C>(
   return out as Partial<C>;
 }
 
+/** One method's fields (the shared ones first) and its two directions over adapter_config.json. */
+export interface PromptConfigCodec<C extends PromptLearningConfig> {
+  readonly fields: readonly FieldSpec<C>[];
+  /** the config as adapter_config.json holds it */
+  toDisk(config: C): Record<string, PyJson>;
+  /** an adapter_config.json object as a config input (peft_type checked, left to the method) */
+  fromDisk(raw: Record<string, unknown>, file?: string, opts?: { strict?: boolean }): Partial<Omit<C, 'peftType'>>;
+}
+
+/** The codec of a method whose fields are the shared ones plus `own`. */
+export function promptConfigCodec<C extends PromptLearningConfig>(own: readonly FieldSpec<C>[]): PromptConfigCodec<C> {
+  const fields = [...(PROMPT_LEARNING_FIELDS as readonly FieldSpec<C>[]), ...own];
+  return {
+    fields,
+    toDisk: (config) => configToDisk(config, fields),
+    fromDisk(raw, file = 'adapter_config.json', opts = {}) {
+      const { peftType: _ignored, ...rest } = configFromDisk(raw, fields, file, opts);
+      return rest;
+    },
+  };
+}
+
 /** The task type a base model implies, or a typed error naming what prompt learning supports. */
 export function taskTypeOf(base: PretrainedModel, requested: string | null | undefined, method: string): PromptTaskType {
   const implied: PromptTaskType | undefined = base.task === 'causal-lm' ? 'CAUSAL_LM' : base.task === 'seq-cls' ? 'SEQ_CLS' : undefined;

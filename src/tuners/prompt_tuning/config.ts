@@ -4,15 +4,7 @@
 
 import type { PretrainedModel } from '../../models/types.js';
 import { PeftConfigError } from '../types.js';
-import {
-  type FieldSpec,
-  type PromptLearningConfig,
-  PROMPT_LEARNING_FIELDS,
-  configFromDisk,
-  configToDisk,
-  resolveCommon,
-  validateCommon,
-} from '../prompt_learning/config.js';
+import { type FieldSpec, type PromptLearningConfig, promptConfigCodec, resolveCommon, validateCommon } from '../prompt_learning/config.js';
 import type { PyJson } from '../../io/pyjson.js';
 
 export type PromptTuningInit = 'RANDOM' | 'TEXT' | 'SAMPLE_VOCAB';
@@ -34,8 +26,7 @@ export type PromptTuningConfigInput = Partial<Omit<PromptTuningConfig, 'peftType
 /** adapter_config.json key of the additive option; peft ignores keys it does not know. */
 export const COMBINATION_KEY = 'prompt_tuning_combination';
 
-export const PROMPT_TUNING_FIELDS: readonly FieldSpec<PromptTuningConfig>[] = [
-  ...(PROMPT_LEARNING_FIELDS as readonly FieldSpec<PromptTuningConfig>[]),
+const PROMPT_TUNING_FIELDS: readonly FieldSpec<PromptTuningConfig>[] = [
   { key: 'prompt_tuning_init', prop: 'promptTuningInit', kind: 'string', values: ['RANDOM', 'TEXT', 'SAMPLE_VOCAB'] },
   { key: 'prompt_tuning_init_text', prop: 'promptTuningInitText', kind: 'string', nullable: true },
   { key: 'tokenizer_name_or_path', prop: 'tokenizerNameOrPath', kind: 'string', nullable: true },
@@ -47,6 +38,10 @@ const COMBINATION_FIELD: FieldSpec<PromptTuningConfig> = {
   kind: 'string',
   values: ['CONCAT', 'ADD'],
 };
+/** peft's keys (what is written for CONCAT) */
+const STANDARD = promptConfigCodec(PROMPT_TUNING_FIELDS);
+/** what is read: peft's keys and the additive option's */
+const READ = promptConfigCodec([...PROMPT_TUNING_FIELDS, COMBINATION_FIELD]);
 
 /** The full config for a base model: peft's defaults, then the model's dimensions, then checks. */
 export function resolvePromptTuningConfig(base: PretrainedModel, input: PromptTuningConfigInput): PromptTuningConfig {
@@ -104,18 +99,10 @@ export function validatePromptTuningConfig(base: PretrainedModel, cfg: PromptTun
 
 /** adapter_config.json keys and values, exactly peft's set for the standard (CONCAT) case. */
 export function promptTuningConfigToDisk(cfg: PromptTuningConfig): Record<string, PyJson> {
-  const out = configToDisk(cfg, PROMPT_TUNING_FIELDS);
+  const out = STANDARD.toDisk(cfg);
   if (cfg.promptCombination === 'ADD') out[COMBINATION_KEY] = 'ADD';
   return out;
 }
 
 /** Parses adapter_config.json of a PROMPT_TUNING adapter into a config input. */
-export function promptTuningConfigFromDisk(
-  raw: Record<string, unknown>,
-  file = 'adapter_config.json',
-  opts: { strict?: boolean } = {},
-): PromptTuningConfigInput {
-  const parsed = configFromDisk(raw, [...PROMPT_TUNING_FIELDS, COMBINATION_FIELD], file, opts);
-  const { peftType: _ignored, ...rest } = parsed;
-  return rest;
-}
+export const promptTuningConfigFromDisk = READ.fromDisk;

@@ -1,8 +1,7 @@
 // Prompt tuning (peft PROMPT_TUNING): learned virtual tokens in front of the input, or the
 // additive soft prompt option. Public surface of the method and its registry entry.
 
-import type { PretrainedModel } from '../../models/types.js';
-import type { PromptLearningOptions } from '../prompt_learning/model.js';
+import { promptLearningEntry } from '../prompt_learning/entry.js';
 import { promptTuningConfigFromDisk } from './config.js';
 import { loadPromptTuning } from './load.js';
 import { PromptTuningModel } from './model.js';
@@ -28,7 +27,6 @@ export const promptTuningTuner = {
   peftType: 'PROMPT_TUNING',
   label: 'prompt tuning',
   mergeable: { why: 'prompt tuning learns virtual input tokens, not a change of the weights' },
-  saves: 'adapter (adapter_config.json, adapter_model.safetensors)',
   infoSettings: [
     'num_virtual_tokens',
     'token_dim',
@@ -47,7 +45,5 @@ export const promptTuningTuner = {
       folklore: { parameter: 'High', compute: 'High', space: 'High', performance: 'Low', flexibility: 'Low' },
     },
   ],
-  create: async (base: PretrainedModel, fields: Record<string, unknown>, opts: PromptLearningOptions = {}) =>
-    PromptTuningModel.create(base, promptTuningConfigFromDisk(fields, 'prompt tuning config', { strict: true }), opts),
-  fromPretrained: (base: PretrainedModel, dir: string, opts: PromptLearningOptions = {}) => loadPromptTuning(base, dir, opts),
+  ...promptLearningEntry('prompt tuning', promptTuningConfigFromDisk, PromptTuningModel.create, loadPromptTuning),
 } satisfies Tuner;

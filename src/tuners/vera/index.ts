@@ -8,9 +8,8 @@
 
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
-import type { PyJson } from '../../io/pyjson.js';
 import { TorchCpuGenerator } from '../../nn/torch_rng.js';
-import { FieldReader, type LinearTunerConfig, commonFields, commonJson } from '../linear_tuner/config.js';
+import { FieldReader, type LinearTunerConfig, commonFields, noBias } from '../linear_tuner/config.js';
 import { type LinearMethod, linearTuner, type Tensors } from '../linear_tuner/model.js';
 import { PeftConfigError } from '../types.js';
 
@@ -36,9 +35,8 @@ export function veraConfig(fields: Record<string, unknown>, source = 'VeRA confi
     dInitial: r.num('d_initial', 0.1),
     initWeights: r.bool('init_weights', true),
     fanInFanOut: r.bool('fan_in_fan_out', false),
-    bias: r.str('bias', 'none') ?? 'none',
+    bias: noBias(r, 'VeRA'),
   };
-  if (c.bias !== 'none') throw new PeftConfigError(`${source}: bias=${JSON.stringify(c.bias)} is not supported for VeRA here; use "none"`);
   return c;
 }
 
@@ -97,19 +95,6 @@ export const VERA: LinearMethod<VeraConfig> = {
     const { A, B } = sliced(shared, spec.inFeatures, spec.outFeatures);
     const dA = o.mul(A, o.reshape(t.vera_lambda_d!, [-1, 1]));
     return o.add(W, o.mul(o.matmul(B, dA), o.reshape(t.vera_lambda_b!, [-1, 1])));
-  },
-  configToJson(c): Record<string, PyJson> {
-    return {
-      ...commonJson(c),
-      r: c.r,
-      projection_prng_key: c.projectionPrngKey,
-      save_projection: c.saveProjection,
-      vera_dropout: c.veraDropout,
-      d_initial: c.dInitial,
-      init_weights: c.initWeights,
-      fan_in_fan_out: c.fanInFanOut,
-      bias: c.bias,
-    };
   },
 };
 

@@ -147,7 +147,11 @@ test(
         return { names: names.sort(), config: await read('adapter_config.json'), weights: await read('adapter_model.safetensors') };
       });
       t.diagnostic(`OPFS /adapter: ${inOpfs.names.join(', ')} (${inOpfs.weights.length} bytes of weights)`);
-      assert.deepEqual(inOpfs.names, ['adapter_config.json', 'adapter_model.safetensors']);
+      // the whole output folder the library wrote (README, metrics, tokenizer files, ...), the adapter among them
+      for (const name of ['adapter_config.json', 'adapter_model.safetensors', 'metrics.jsonl'])
+        assert.ok(inOpfs.names.includes(name), name);
+      // atomic writes' temporary files (io/atomic.ts) were renamed away in OPFS too
+      assert.ok(!inOpfs.names.some((n) => /\.peft-(tmp|old)-/.test(n)), `temporary files left in OPFS: ${inOpfs.names.join(', ')}`);
       assert.deepEqual(Buffer.from(inOpfs.weights), readFileSync(join(dir, 'adapter_model.safetensors')));
       assert.deepEqual(Buffer.from(inOpfs.config), readFileSync(join(dir, 'adapter_config.json')));
       await page.reload();
@@ -157,6 +161,9 @@ test(
       const after = await page.evaluate(() => (window as unknown as { peftDemo: { backend: Record<string, unknown> } }).peftDemo.backend);
       assert.equal(after.savedAdapter, true, 'after a reload the page should find the adapter saved in OPFS');
       assert.equal(await page.isDisabled('#loadSaved'), false);
+      // the reloaded page shows the task's default prompts again: ask for the ones trained with
+      await page.waitForFunction(() => (document.getElementById('prompts') as HTMLTextAreaElement).value.length > 0);
+      await page.fill('#prompts', prompts.map((p) => p.replace(/\n/g, '\\n')).join('\n'));
       await page.click('#loadSaved');
       await page.waitForFunction(
         () =>

@@ -253,6 +253,13 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
     pads[x.rank + axis] = after;
     return [o.pad(g!, pads)];
   },
+  // zeros shaped like the other parts around g, then x's (symbolic) shape back
+  Chunk: (n, [g]) => {
+    const x = n.inputs[0]!;
+    const { axis, index, count } = n.attrs;
+    const parts = Array.from({ length: count }, (_, i) => (i === index ? g! : o.zerosLike(o.chunk(x, axis, i, count))));
+    return [o.reshapeLike(o.concat(parts, axis), x)];
+  },
   Split: (n, gs) => [
     o.concat(
       n.outputs.map((y, i) => gs[i] ?? o.zerosLike(y)),

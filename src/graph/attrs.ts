@@ -53,6 +53,8 @@ export interface OpAttrs {
   Concat: { axis: number };
   Slice: { axis: number; start: number; end: number };
   Split: { axis: number; sizes: number[] };
+  /** part `index` of `count` near-equal parts of x along `axis` (rows floor(d*index/count) to floor(d*(index+1)/count)), d known only at run time */
+  Chunk: { axis: number; index: number; count: number };
   Pad: { pads: number[] };
   Gather: { axis: number };
   Where: NoAttrs;

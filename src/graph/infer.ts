@@ -255,6 +255,15 @@ export const INFER: { [K in OpName]: InferRule<OpAttrs[K]> } = {
     shape[axis] = sliceLength(x!.shape[axis]!, start, end);
     return [{ dtype: x!.dtype, shape }];
   },
+  Chunk: ([x], { axis, index, count }) => {
+    if (!(Number.isInteger(count) && count >= 1 && Number.isInteger(index) && index >= 0 && index < count))
+      fail(`chunk ${index} of ${count} is not a part of the axis`);
+    const d = x!.shape[axis]!;
+    const shape = [...x!.shape];
+    shape[axis] =
+      typeof d === 'number' ? Math.floor((d * (index + 1)) / count) - Math.floor((d * index) / count) : `chunk${index}of${count}(${d})`;
+    return [{ dtype: x!.dtype, shape }];
+  },
   Split: ([x], { axis, sizes }) => {
     const d = x!.shape[axis]!;
     const total = sizes.reduce((p, q) => p + q, 0);

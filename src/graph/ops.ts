@@ -124,6 +124,9 @@ export const concat = (xs: readonly Value[], axis: number): Value => {
 /** x[start:end] along one axis, Python semantics, step 1; end defaults to the end of the axis. */
 export const slice = (x: Value, axis: number, start: number, end: number = INT_MAX): Value =>
   one(x, 'Slice', { axis: normalizeAxis(axis, x.rank), start, end });
+/** Part `index` of `count` near-equal parts of x along `axis` (the first parts are the shorter ones), sized at run time. */
+export const chunk = (x: Value, axis: number, index: number, count: number): Value =>
+  one(x, 'Chunk', { axis: normalizeAxis(axis, x.rank), index, count });
 export const split = (x: Value, axis: number, sizes: readonly number[]): Value[] =>
   x.graph.op('Split', [x], { axis: normalizeAxis(axis, x.rank), sizes: [...sizes] });
 export const pad = (x: Value, pads: readonly number[]): Value => one(x, 'Pad', { pads: [...pads] });
@@ -180,7 +183,7 @@ export function geluTanhComposed(x: Value): Value {
   const inner = mul(add(x, mul(pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
   return mul(mul(x, 0.5), add(tanh(inner), 1));
 }
-/** x * sigmoid(x) as one op (com.microsoft QuickGelu with alpha 1 in float32). */
+/** x * sigmoid(x) as one op, whose gradient recomputes the sigmoid instead of keeping it from the forward. */
 export const silu = (x: Value): Value => one(x, 'Silu');
 /** The same SiLU spelled out (the reference the fused op is tested against). */
 export function siluComposed(x: Value): Value {

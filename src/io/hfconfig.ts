@@ -235,7 +235,7 @@ export async function readConfigJson(dir: string): Promise<{ raw: unknown; file:
  * check is against the weight files (models/validate.ts), these keep even a config without weights
  * (`peft info`) bounded.
  */
-export const CONFIG_LIMITS = {
+const CONFIG_LIMITS = {
   num_hidden_layers: 4096,
   hidden_size: 1 << 18,
   num_attention_heads: 1 << 14,
@@ -471,7 +471,7 @@ function labels(f: Fields): { id2label: Record<number, string>; label2id: Record
   return { id2label, label2id, numLabels };
 }
 
-export function ropeTheta(f: Fields): number {
+function ropeTheta(f: Fields): number {
   if (f.has('rope_theta')) return f.num('rope_theta', 10000);
   // transformers 5 moved RoPE settings into rope_parameters.
   const params = f.raw.rope_parameters;
@@ -481,7 +481,7 @@ export function ropeTheta(f: Fields): number {
   return 10000;
 }
 
-export function ropeScaling(f: Fields): RopeScaling | undefined {
+function ropeScaling(f: Fields): RopeScaling | undefined {
   let raw = f.raw.rope_scaling;
   if (raw === undefined || raw === null) {
     const params = f.raw.rope_parameters;

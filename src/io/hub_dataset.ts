@@ -7,7 +7,7 @@
 import { path, readdir } from '../storage/index.js';
 import { HubError, type HubOptions, isValidRepoId, snapshotDownload } from './hub.js';
 
-export const HUB_DATASET_PREFIX = 'hf://datasets/';
+const HUB_DATASET_PREFIX = 'hf://datasets/';
 
 /** A dataset spec that names no repo, or a repo without a jsonl file to pick. */
 export class HubDatasetError extends HubError {

@@ -31,7 +31,7 @@ export interface ModernBertOptions {
   classifierBias: boolean;
 }
 
-export function modernBertOptions(config: ModelConfig): ModernBertOptions {
+function modernBertOptions(config: ModelConfig): ModernBertOptions {
   const raw = config.raw;
   const num = (key: string, fallback: number, integer: boolean): number => {
     const v = raw[key];

@@ -6,7 +6,7 @@
 import { defaultStorage } from './node.js';
 import type { OpenFlags, PathFunctions, Storage, StorageDirent, StorageFileHandle, StorageHost, StorageStats } from './types.js';
 
-export type { OpenFlags, PathFunctions, Storage, StorageDirent, StorageFileHandle, StorageHost, StorageStats } from './types.js';
+export type { OpenFlags, Storage, StorageFileHandle, StorageStats } from './types.js';
 export { StorageError } from './types.js';
 
 let current: Storage = defaultStorage;

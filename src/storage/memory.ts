@@ -35,7 +35,7 @@ function statsOf(e: Entry): StorageStats {
 }
 
 /** The browser's host: one "process", no exit hooks beyond the page's, console warnings. */
-export function memoryHost(): StorageHost {
+function memoryHost(): StorageHost {
   return {
     pid: 1,
     hostname: () => 'browser',

@@ -33,7 +33,7 @@ const host: StorageHost = {
   fileURLToPath: (url) => fileURLToPath(url),
 };
 
-export const nodeStorage: Storage = {
+const nodeStorage: Storage = {
   kind: 'node',
   path,
   host,

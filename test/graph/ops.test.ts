@@ -64,7 +64,7 @@ const cases: Record<OpName, () => Promise<void>> = {
       ({ x }) => o.geluTanhComposed(x!),
     );
   },
-  // float64: spelled out, against finite differences; float32: QuickGelu (alpha 1) against x * sigmoid(x).
+  // float64 against finite differences; float32: the recomputing gradient against x * sigmoid(x)'s autodiff.
   Silu: async () => {
     await gradCheck({ a: { shape: [2, 7] } }, ({ a }) => o.silu(a!));
     const x = Float64Array.from({ length: 4 * 300 }, (_, i) => -12 + i * 0.02);
@@ -206,6 +206,21 @@ const cases: Record<OpName, () => Promise<void>> = {
   Transpose: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.transpose(a!, [2, 0, 1])),
   Concat: () => gradCheck({ a: { shape: [2, 1, 3] }, b: { shape: [2, 2, 3] } }, ({ a, b }) => o.concat([a!, b!, a!], 1)),
   Slice: () => gradCheck({ a: { shape: [3, 5] } }, ({ a }) => o.add(o.slice(a!, 1, 1, -1), o.slice(a!, 1, 0, 3))),
+  Chunk: async () => {
+    // 7 rows in 3 parts: 2, 2, 3; every part weighted differently so a misplaced row shows
+    await gradCheck({ a: { shape: [7, 2] } }, ({ a }) =>
+      o.concat([o.mul(o.chunk(a!, 0, 0, 3), 2), o.mul(o.chunk(a!, 0, 1, 3), 3), o.chunk(a!, 0, 2, 3)], 0),
+    );
+    // a symbolic axis: the parts cover it exactly once, in order, empty parts included
+    const g = new Graph();
+    const x = g.input('x', 'float32', ['n', 2]);
+    const parts = [0, 1, 2, 3, 4].map((i) => o.chunk(x, 0, i, 5));
+    const s = await RuntimeSession.fromGraph(g, { y: o.concat(parts, 0), n1: o.sizeOf(parts[1]!) }, { threads: 1 });
+    const r = await s.run({ x: { dtype: 'float32', shape: [3, 2], data: Float32Array.from([1, 2, 3, 4, 5, 6]) } });
+    await s.dispose();
+    assert.deepEqual([...r.y!.data], [1, 2, 3, 4, 5, 6]);
+    assert.equal(Number(r.n1!.data[0]), 2, 'part 1 is floor(3*2/5) - floor(3/5) = 1 row of 2');
+  },
   Split: () =>
     gradCheck({ a: { shape: [2, 5] } }, ({ a }) => {
       const [p, q] = o.split(a!, 1, [2, 3]);

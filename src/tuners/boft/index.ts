@@ -21,7 +21,7 @@ export interface BoftConfig extends LinearTunerConfig {
   initWeights: boolean;
 }
 
-export function boftConfig(fields: Record<string, unknown>, source = 'BOFT config'): BoftConfig {
+function boftConfig(fields: Record<string, unknown>, source = 'BOFT config'): BoftConfig {
   const r = new FieldReader(fields, source);
   noBias(r, 'BOFT');
   const c: BoftConfig = {
@@ -74,7 +74,7 @@ export function batchedInverse(A: Value): Value {
 }
 
 /** The rotation blocks [n, b, b]: R = (I - S)(I + S)⁻¹ = 2 (I + S)⁻¹ - I with S = (R0 - R0ᵀ) / 2. */
-export function boftRotation(boftR: Value): Value {
+function boftRotation(boftR: Value): Value {
   const [, n, b] = boftR.shape as [number, number, number, number];
   const R0 = o.reshape(boftR, [n, b, b]);
   const S = o.mul(o.sub(R0, o.transpose(R0, [0, 2, 1])), 0.5);

@@ -16,7 +16,7 @@ export interface LohaConfig extends LycorisConfig {
   initWeights: boolean;
 }
 
-export function lohaConfig(fields: Record<string, unknown>, source = 'LoHa config'): LohaConfig {
+function lohaConfig(fields: Record<string, unknown>, source = 'LoHa config'): LohaConfig {
   const r = new FieldReader(fields, source);
   const init = fields.init_weights ?? true;
   if (typeof init !== 'boolean')
@@ -39,7 +39,7 @@ export function lohaConfig(fields: Record<string, unknown>, source = 'LoHa confi
 }
 
 /** ΔW [out, in] = (w1_a @ w1_b) ⊙ (w2_a @ w2_b) · scale. */
-export function lohaDelta(t: Tensors, scale: number): Value {
+function lohaDelta(t: Tensors, scale: number): Value {
   const w1 = o.matmul(t.hada_w1_a!, t.hada_w1_b!);
   const w2 = o.matmul(t.hada_w2_a!, t.hada_w2_b!);
   return o.mul(o.mul(w1, w2), scale);

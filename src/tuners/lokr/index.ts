@@ -20,7 +20,7 @@ export interface LokrConfig extends LycorisConfig {
   initWeights: boolean | 'lycoris';
 }
 
-export function lokrConfig(fields: Record<string, unknown>, source = 'LoKr config'): LokrConfig {
+function lokrConfig(fields: Record<string, unknown>, source = 'LoKr config'): LokrConfig {
   const r = new FieldReader(fields, source);
   const init = fields.init_weights ?? true;
   if (typeof init !== 'boolean' && init !== 'lycoris')
@@ -74,7 +74,7 @@ function lokrShape(spec: LinearSpec, cfg: LokrConfig, module: string): LokrShape
 }
 
 /** torch.kron of 2-D w1 [a, c] and w2 [b, d]: [a·b, c·d] with entry (i·b + k, j·d + l) = w1[i, j] · w2[k, l]. */
-export function kron(w1: Value, w2: Value): Value {
+function kron(w1: Value, w2: Value): Value {
   const [a, c] = w1.shape as [number, number];
   const [b, d] = w2.shape as [number, number];
   const p = o.mul(o.reshape(w1, [a, 1, c, 1]), o.reshape(w2, [1, b, 1, d]));

@@ -244,6 +244,21 @@ function skipInjectionDraws(rng: TorchCpuGenerator, base: PretrainedModel, a: Lo
   }
 }
 
+/** One LoRA'd embedding [V, H] with its tensors. */
+function embeddingState(
+  name: string,
+  V: number,
+  H: number,
+  r: number,
+  alpha: number,
+  useRslora: boolean,
+  A: TrainableTensor,
+  B: TrainableTensor,
+  magnitude?: TrainableTensor,
+): LoraEmbeddingState {
+  return { name, numEmbeddings: V, embeddingDim: H, r, alpha, scaling: loraScaling(alpha, r, useRslora), A, B, magnitude };
+}
+
 async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: string, src: Source, trainable: boolean): Promise<LoraAdapter> {
   const config = structuredClone(input);
   config.targetModules = resolveTargetModules(base, config);
@@ -366,17 +381,7 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
       const A = need('lora_embedding_A', e, [r, V]);
       const B = need('lora_embedding_B', e, [H, r]);
       const magnitude = variant.hasMagnitude ? need('lora_magnitude_vector', e, [H]) : undefined;
-      embeddings.set(e, {
-        name: e,
-        numEmbeddings: V,
-        embeddingDim: H,
-        r,
-        alpha,
-        scaling: loraScaling(alpha, r, config.useRslora),
-        A,
-        B,
-        magnitude,
-      });
+      embeddings.set(e, embeddingState(e, V, H, r, alpha, config.useRslora, A, B, magnitude));
       // peft saves the base embedding next to it and loads it back into the base layer.
       const b = take(tensorNames('base_layer', e, name).saved, [V, H], `the base weight of ${e}`);
       if (b) savedBase.push([e, b]);
@@ -450,16 +455,7 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
     // peft Embedding.reset_lora_parameters: A zero and B ~ N(0, 1) (init true / gaussian); false keeps both ~ N(0, 1).
     const A = init === false ? normals(src.rng, r * V, 1) : new Float32Array(r * V);
     const B = normals(src.rng, H * r, 1);
-    embeddings.set(e, {
-      name: e,
-      numEmbeddings: V,
-      embeddingDim: H,
-      r,
-      alpha,
-      scaling: loraScaling(alpha, r, config.useRslora),
-      A: { shape: [r, V], data: A },
-      B: { shape: [H, r], data: B },
-    });
+    embeddings.set(e, embeddingState(e, V, H, r, alpha, config.useRslora, { shape: [r, V], data: A }, { shape: [H, r], data: B }));
   }
   for (const [m, indices] of tokenMods) {
     // TrainableTokensLayer starts from the current rows.

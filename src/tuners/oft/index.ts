@@ -23,7 +23,7 @@ export interface OftConfig extends LinearTunerConfig {
   raw: Record<string, unknown>;
 }
 
-export function oftConfig(fields: Record<string, unknown>, source = 'OFT config'): OftConfig {
+function oftConfig(fields: Record<string, unknown>, source = 'OFT config'): OftConfig {
   const r = new FieldReader(fields, source);
   r.off('coft', 'constrained OFT (COFT) projection is not implemented');
   r.off('oft_cans', 'the CANS orthogonalization is not implemented');
@@ -70,7 +70,7 @@ export function inputBlocks(spec: LinearSpec, b: number, method: string, setting
 }
 
 /** Blocks and block size of a layer. */
-export function oftBlocks(spec: LinearSpec, c: OftConfig): { n: number; b: number } {
+function oftBlocks(spec: LinearSpec, c: OftConfig): { n: number; b: number } {
   const setting = c.oftBlockSize ? `oft_block_size=${c.oftBlockSize}` : `in/r with r=${c.r}`;
   return inputBlocks(spec, c.oftBlockSize || spec.inFeatures / c.r, 'OFT', setting);
 }
@@ -102,7 +102,7 @@ function triuScatter(b: number, dtype: 'float32' | 'float64'): { data: Float32Ar
  * The rotation blocks [n, b, b] from oft_R [n, b(b-1)/2]: Q = M - Mᵀ, then
  * R = I + 2Q + 2Q² + ... + 2Q^(terms-2) + Q^(terms-1) (terms > 2; 2 terms: I + 2Q... as peft).
  */
-export function oftRotation(vec: Value, b: number, terms: number): Value {
+function oftRotation(vec: Value, b: number, terms: number): Value {
   const dtype = vec.dtype as 'float32' | 'float64';
   const n = vec.shape[0] as number;
   const s = triuScatter(b, dtype);

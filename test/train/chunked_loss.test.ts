@@ -88,10 +88,21 @@ for (const family of ['gpt2', 'llama'] as const) {
         for (const [name, g] of ref.grads) {
           const h = r.grads.get(name)!;
           let scale = 0;
-          for (const v of g) scale = Math.max(scale, Math.abs(v));
+          let diff = 0;
+          let norm = 0;
+          for (let i = 0; i < g.length; i++) {
+            scale = Math.max(scale, Math.abs(g[i]!));
+            diff += (h[i]! - g[i]!) ** 2;
+            norm += g[i]! ** 2;
+          }
           assert.ok(scale > 0, `${name}: no gradient`);
-          for (let i = 0; i < g.length; i++)
-            assert.ok(Math.abs(h[i]! - g[i]!) <= tol * 10 * scale, `${what}: ${name}[${i}] ${h[i]} vs ${g[i]}`);
+          if (basePrecision === 'fp32') {
+            for (let i = 0; i < g.length; i++)
+              assert.ok(Math.abs(h[i]! - g[i]!) <= 1e-4 * scale, `${what}: ${name}[${i}] ${h[i]} vs ${g[i]}`);
+          } else {
+            // per-part activation quantization moves single elements; the gradient as a whole stays
+            assert.ok(Math.sqrt(diff / norm) <= 0.02, `${what}: ${name} relative error ${Math.sqrt(diff / norm)}`);
+          }
         }
       }
     }

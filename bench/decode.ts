@@ -4,7 +4,7 @@
 // ONNX Runtime's thread spinning on), float32 prepacked without spinning (RuntimeOptions.spinning
 // false, the counterpart of torch's OMP_WAIT_POLICY=PASSIVE), int8 weights (RuntimeOptions.quantize)
 // with and without spinning, and a LoRA r16 adapter on c_attn/c_proj/c_fc unmerged (LoraModel) on
-// int8 weights. Torch: float32, bfloat16, dynamic int8 (quantize_dynamic), eager attention.
+// int8 weights, with and without spinning. Torch: float32, bfloat16, dynamic int8 (quantize_dynamic), eager attention.
 // Every configuration is compiled once; then each repeat runs every configuration (ours and torch
 // alternating) as warm-up + timed runs. Medians over repeats of per-repeat medians. Wall-clock
 // tok/s and process CPU ms per new token (the second is less disturbed by other jobs on a shared
@@ -163,6 +163,7 @@ async function main(): Promise<void> {
     ['ours int8 weights, no spinning', base, { ...t, quantize: 'int8', spinning: false }],
     ['ours LoRA r16 unmerged, int8 weights, no spinning', lora, { ...t, quantize: 'int8', spinning: false }],
     ['ours int8 weights, spinning', base, { ...t, quantize: 'int8', spinning: true }],
+    ['ours LoRA r16 unmerged, int8 weights, spinning', lora, { ...t, quantize: 'int8', spinning: true }],
   ];
   const torch: [string, string[]][] = [
     ['torch float32 eager', ['--dtype', 'float32']],

@@ -4,6 +4,11 @@
 // (embedding / attention / MLP / LM head + loss, forward vs backward) to show what limits a step.
 //
 //   node dist/bench/profile_train_step.js [--model gpt2|llama] [--method lora-qv] [--runs 2] [--threads 2] [--mode shared|prepacked] [--base-precision fp32|int8]
+//   node dist/bench/profile_train_step.js --model llama --runs 0     # only the graph's element-wise work (no session)
+//
+// It first prints the element-wise work of the step graph as built (before ONNX Runtime's own
+// fusions): nodes and "element passes" (the elements each node reads or writes, largest operand),
+// forward and backward. That count does not depend on the machine's load; the profile does.
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -64,6 +69,70 @@ function region(node: string): string {
   return `${where} (${bwd})`;
 }
 
+/** Ops that move or combine elements without a matrix product (the work fused ops remove). */
+const ELEMENTWISE = new Set<string>([
+  'Add',
+  'Sub',
+  'Mul',
+  'Div',
+  'Pow',
+  'Neg',
+  'Sqrt',
+  'Reciprocal',
+  'Exp',
+  'Log',
+  'Tanh',
+  'Erf',
+  'Sigmoid',
+  'Cos',
+  'Sin',
+  'Where',
+  'Cast',
+  'Softmax',
+  'LogSoftmax',
+  'ReduceSum',
+  'ReduceMean',
+  'ReduceMax',
+  'ExpandLike',
+  'Concat',
+  'Split',
+  'Slice',
+  'Pad',
+  'Transpose',
+  'Dropout',
+  'LayerNorm',
+  'RmsNorm',
+  'Rotary',
+  'GeluTanh',
+  'Silu',
+]);
+
+function elementwiseWork(graph: Graph, firstGradNode: number, args: Args): void {
+  // symbolic dims are 'batch', 'seq' or products of them ("batch*seq")
+  const dim = (d: number | string): number =>
+    typeof d === 'number' ? d : d.split('*').reduce((a, part) => a * (part === 'batch' ? args.batch : part === 'seq' ? args.seq : 1), 1);
+  const size = (v: Value): number => v.shape.reduce<number>((a, d) => a * dim(d), 1);
+  const by = new Map<string, { el: number; n: number }>();
+  let total = 0;
+  let nodes = 0;
+  for (const n of graph.nodes) {
+    if (!ELEMENTWISE.has(n.op)) continue;
+    const el = Math.max(...n.outputs.map(size), ...n.inputs.map(size));
+    const key = `${n.id >= firstGradNode ? 'backward' : 'forward'} ${n.op}`;
+    const r = by.get(key) ?? { el: 0, n: 0 };
+    r.el += el;
+    r.n++;
+    by.set(key, r);
+    total += el;
+    nodes++;
+  }
+  console.log(`element-wise work in the step graph: ${nodes} nodes, ${(total / 1e6).toFixed(0)} M element passes`);
+  for (const [k, r] of [...by].sort((a, b) => b[1].el - a[1].el).slice(0, 15))
+    console.log(
+      `  ${(r.el / 1e6).toFixed(0).padStart(6)} M  ${((100 * r.el) / total).toFixed(1).padStart(5)}%  ${String(r.n).padStart(5)}x  ${k}`,
+    );
+}
+
 async function main(): Promise<void> {
   const args = parse(process.argv.slice(2));
   const base = randomBenchModel(args.model);
@@ -81,9 +150,12 @@ async function main(): Promise<void> {
   const loss = adapted.loss(out.logits, labels);
   const scale = graph.input('loss_scale', 'float32', []);
   const names = [...ctx.params.keys()];
+  const firstGradNode = graph.nodes.length;
   const grads = grad(loss, [...ctx.params.values()], scale);
   const outputs: Record<string, Value> = { loss };
   names.forEach((n, i) => (outputs[`grad.${n}`] = grads[i]!));
+  elementwiseWork(graph, firstGradNode, args);
+  if (args.runs === 0) return;
   const lowered = lowerGraph(graph, outputs, 'profile', { largeConstants: args.mode === 'shared' ? 'input' : 'external' });
   const bytes = encodeModel(lowered.spec);
   const prefix = path.join(os.tmpdir(), `peft-profile-${process.pid}`);

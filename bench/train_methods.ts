@@ -86,6 +86,12 @@ interface Options {
   timeout: number;
   /** ONNX Runtime's memory-pattern planning (default off: see the notes in RESULTS.md) */
   memPattern: boolean;
+  /** parts the LM head + loss run in (StepOptions.lossChunks); undefined = TrainStep's default */
+  lossChunks?: number;
+  /** ONNX Runtime's CPU memory arena (default on) */
+  arena: boolean;
+  /** recompute each decoder layer in the backward pass (StepOptions.gradientCheckpointing) */
+  checkpointing: boolean;
   weights: 'shared' | 'prepacked';
 }
 
@@ -104,6 +110,9 @@ const HELP = `usage: node dist/bench/train_methods.js [options]
   --no-sdpa         the peer's eager attention instead of F.scaled_dot_product_attention
   --no-gemm         skip the GEMM-peak measurement
   --mem-pattern     turn ONNX Runtime's memory-pattern planning on (default off)
+  --no-arena        turn ONNX Runtime's CPU memory arena off
+  --checkpointing   gradient checkpointing per decoder layer
+  --loss-chunks N   parts the LM head + loss run in (default: TrainStep's, 1 = the full logits at once)
   --weights M       shared (default: frozen weights fed from the JS arrays) or prepacked (MLAS-packed copies)
   --no-peer         skip PyTorch
 ${PEER_HELP}
@@ -129,6 +138,8 @@ function parseArgs(argv: string[]): Options {
     results: path.join(REPO, 'bench', 'RESULTS.md'),
     timeout: 900,
     memPattern: false,
+    arena: true,
+    checkpointing: false,
     weights: 'shared',
   };
   const list = <T extends string>(v: string, allowed: readonly T[], what: string): T[] => {
@@ -196,6 +207,16 @@ function parseArgs(argv: string[]): Options {
       case '--mem-pattern':
         o.memPattern = true;
         break;
+      case '--no-arena':
+        o.arena = false;
+        break;
+      case '--checkpointing':
+        o.checkpointing = true;
+        break;
+      case '--loss-chunks': {
+        o.lossChunks = int(1);
+        break;
+      }
       case '--weights': {
         const w = next();
         if (w !== 'shared' && w !== 'prepacked') throw new Error(`--weights takes shared or prepacked, got ${w}`);
@@ -301,6 +322,9 @@ async function child(model: string, method: Method, precision: BasePrecision, op
   const step = await TrainStep.compile(adapted, {
     threads: opt.threads,
     memPattern: opt.memPattern,
+    lossChunks: opt.lossChunks,
+    cpuMemArena: opt.arena,
+    gradientCheckpointing: opt.checkpointing,
     weights: opt.weights,
     basePrecision: precision,
   });
@@ -483,6 +507,9 @@ function runOurs(model: string, method: Method, precision: BasePrecision, opt: O
       '--weights',
       opt.weights,
       ...(opt.memPattern ? ['--mem-pattern'] : []),
+      ...(opt.arena ? [] : ['--no-arena']),
+      ...(opt.checkpointing ? ['--checkpointing'] : []),
+      ...(opt.lossChunks !== undefined ? ['--loss-chunks', String(opt.lossChunks)] : []),
     ],
     opt,
   );

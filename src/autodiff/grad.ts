@@ -8,7 +8,7 @@ import { VJP } from './vjp.js';
 import { GraphShapeError, isFloat, shapeToString, shapesEqual } from '../graph/types.js';
 import { PeftError } from '../errors.js';
 
-export class AutodiffError extends PeftError {
+class AutodiffError extends PeftError {
   constructor(message: string) {
     super(message);
     this.name = 'AutodiffError';

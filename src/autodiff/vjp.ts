@@ -123,6 +123,52 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
     return [dx, need[1] ? o.unbroadcast(o.mul(g!, xhat), w.shape) : undefined, need[2] ? o.unbroadcast(g!, n.inputs[2]!.shape) : undefined];
   },
 
+  // y = x/2 (1 + t), t = tanh(k (x + c x^3)): dy/dx = (1 + t)/2 + x/2 (1 - t^2) k (1 + 3c x^2), with t
+  // recomputed from x (the fused forward keeps no intermediate).
+  GeluTanh: unary((x, _y, g) => {
+    const k = Math.sqrt(2 / Math.PI);
+    const c = 0.044715;
+    const x2 = o.mul(x, x);
+    const t = o.tanh(o.mul(x, o.add(o.mul(x2, k * c), k)));
+    const slope = o.add(o.mul(x2, 1.5 * k * c), 0.5 * k);
+    const dy = o.add(o.mul(o.mul(x, o.sub(1, o.mul(t, t))), slope), o.add(o.mul(t, 0.5), 0.5));
+    return o.mul(g, dy);
+  }),
+  // y = x s, s = sigmoid(x): dy/dx = s + y (1 - s), s recomputed (the fused forward keeps only y).
+  Silu: unary((x, y, g) => {
+    const s = o.sigmoid(x);
+    return o.mul(g, o.add(s, o.mul(y, o.sub(1, s))));
+  }),
+  // y = w * x * r with r = 1 / rms(x) saved by the forward (output 1):
+  // dx = r * (g*w - xhat * mean(g*w * xhat)), xhat = x * r; dw = sum of g * xhat.
+  RmsNorm: (n, [g, gr], need) => {
+    if (gr) fail('RmsNorm: its 1/rms output is not differentiable');
+    const [x, w] = n.inputs as [Value, Value];
+    const r = n.outputs[1]!;
+    const xhat = o.mul(x, r);
+    let dx: Value | undefined;
+    if (need[0]) {
+      const gw = o.mul(g!, w);
+      dx = o.mul(o.sub(gw, o.mul(xhat, o.mean(o.mul(gw, xhat), -1, true))), r);
+    }
+    return [dx, need[1] ? o.unbroadcast(o.mul(g!, xhat), w.shape) : undefined];
+  },
+  // A rotation: its transpose is the same rotation with -sin. The tables' gradients (they are
+  // usually functions of the positions only) sum the two halves of g * x and g * rotate_half(x).
+  Rotary: (n, [g], need) => {
+    const [x, c, s] = n.inputs as [Value, Value, Value];
+    const half = (x.shape[3] as number) / 2;
+    const table = (t: Value, like: Value): Value => {
+      const [a, b] = o.split(t, -1, [half, half]) as [Value, Value];
+      return o.unbroadcast(o.add(a, b), like.shape);
+    };
+    return [
+      need[0] ? o.rotary(g!, c, o.neg(s)) : undefined,
+      need[1] ? table(o.mul(g!, x), c) : undefined,
+      need[2] ? table(o.mul(g!, o.rotateHalf(x)), s) : undefined,
+    ];
+  },
+
   MatMul: (n, [g], need) => {
     const [a, b] = n.inputs as [Value, Value];
     const da = need[0] ? o.unbroadcast(o.matmul(g!, o.transposeLast2(b)), a.shape) : undefined;
@@ -206,6 +252,13 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
     pads[axis] = before;
     pads[x.rank + axis] = after;
     return [o.pad(g!, pads)];
+  },
+  // zeros shaped like the other parts around g, then x's (symbolic) shape back
+  Chunk: (n, [g]) => {
+    const x = n.inputs[0]!;
+    const { axis, index, count } = n.attrs;
+    const parts = Array.from({ length: count }, (_, i) => (i === index ? g! : o.zerosLike(o.chunk(x, axis, i, count))));
+    return [o.reshapeLike(o.concat(parts, axis), x)];
   },
   Split: (n, gs) => [
     o.concat(

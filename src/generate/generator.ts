@@ -184,14 +184,19 @@ export class Generator {
       }
     });
     const t0 = performance.now();
-    let out = await this.sessions.prefill({
-      batch,
-      seq: width,
-      inputIds,
-      attentionMask: flatMask(masks, 0),
-      positionIds: positions,
-      adapterIndex,
-    });
+    // Adapter values as they are now, for the whole generation (converted once, not per token).
+    const params = this.sessions.params();
+    let out = await this.sessions.prefill(
+      {
+        batch,
+        seq: width,
+        inputIds,
+        attentionMask: flatMask(masks, 0),
+        positionIds: positions,
+        adapterIndex,
+      },
+      params,
+    );
     const prefillMs = performance.now() - t0;
     let steps = 0;
     let cache: KVCache = out.cache;
@@ -229,6 +234,7 @@ export class Generator {
       out = await this.sessions.decode(
         { batch, seq: 1, inputIds: next, attentionMask: flatMask(masks, extra), positionIds: pos, adapterIndex },
         cache,
+        params,
       );
       cache = out.cache;
     }

@@ -5,7 +5,8 @@
 import { Graph, type Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
 import type { KV } from '../models/types.js';
-import { RuntimeSession, type HostTensor, type RuntimeOptions, type SessionMemoryInfo } from '../runtime/session.js';
+import type * as ort from 'onnxruntime-node';
+import { RuntimeSession, toOrtTensor, type HostTensor, type RuntimeOptions, type SessionMemoryInfo } from '../runtime/session.js';
 import { GenerationError } from './config.js';
 import { ADAPTER_INDEX_INPUT } from '../tuners/multi/model.js';
 import { type InferenceModel, baseModel, inferenceContext, paramFeeds } from './model.js';
@@ -36,6 +37,17 @@ export interface StepOutput {
   /** float32 [batch, vocab]: the logits of each row's last position */
   logits: Float32Array;
   cache: KVCache;
+}
+
+/**
+ * The model's parameter feeds of both sessions, read from the live host arrays and converted to
+ * ONNX Runtime tensors once (DecoderSessions.params). A generation takes them at its start and
+ * reuses them at every step: an unmerged LoRA has a hundred or so such tensors, and converting
+ * them per token costs about as much as a few of its matmuls.
+ */
+export interface ParamFeeds {
+  prefill: Record<string, ort.Tensor>;
+  decode: Record<string, ort.Tensor>;
 }
 
 const keyName = (prefix: string, i: number): string => `${prefix}.${i}.key`;
@@ -108,14 +120,21 @@ export class DecoderSessions {
     return { prefill: this.prefillSession.memory, decode: this.decodeSession.memory };
   }
 
-  /** Runs the prompt (no cache yet). */
-  prefill(step: StepInputs): Promise<StepOutput> {
-    return this.run(this.prefillSession, this.prefillParams(), step);
+  /** The parameter feeds as the model holds them now (see ParamFeeds). */
+  params(): ParamFeeds {
+    const convert = (h: Record<string, HostTensor>): Record<string, ort.Tensor> =>
+      Object.fromEntries(Object.entries(h).map(([k, t]) => [k, toOrtTensor(t)]));
+    return { prefill: convert(this.prefillParams()), decode: convert(this.decodeParams()) };
   }
 
-  /** Runs new positions on top of a cache. */
-  decode(step: StepInputs, cache: KVCache): Promise<StepOutput> {
-    const feeds = this.decodeParams();
+  /** Runs the prompt (no cache yet); `params` from params(), else the model's current values. */
+  prefill(step: StepInputs, params?: ParamFeeds): Promise<StepOutput> {
+    return this.run(this.prefillSession, params ? { ...params.prefill } : this.prefillParams(), step);
+  }
+
+  /** Runs new positions on top of a cache; `params` from params(), else the model's current values. */
+  decode(step: StepInputs, cache: KVCache, params?: ParamFeeds): Promise<StepOutput> {
+    const feeds: Record<string, HostTensor | ort.Tensor> = params ? { ...params.decode } : this.decodeParams();
     for (let i = 0; i < this.numLayers; i++) {
       feeds[keyName('past', i)] = cache.keys[i]!;
       feeds[valueName('past', i)] = cache.values[i]!;
@@ -123,7 +142,7 @@ export class DecoderSessions {
     return this.run(this.decodeSession, feeds, step);
   }
 
-  private async run(session: RuntimeSession, feeds: Record<string, HostTensor>, step: StepInputs): Promise<StepOutput> {
+  private async run(session: RuntimeSession, feeds: Record<string, HostTensor | ort.Tensor>, step: StepInputs): Promise<StepOutput> {
     const { batch, seq } = step;
     const total = step.attentionMask.length / batch;
     feeds.input_ids = { dtype: 'int64', shape: [batch, seq], data: step.inputIds };

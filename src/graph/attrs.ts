@@ -39,6 +39,10 @@ export interface OpAttrs {
   ReduceMean: ReduceAttrs;
   ReduceMax: ReduceAttrs;
   LayerNorm: { epsilon: number };
+  RmsNorm: { epsilon: number };
+  Rotary: NoAttrs;
+  GeluTanh: NoAttrs;
+  Silu: NoAttrs;
   MatMul: NoAttrs;
   MatMulT: NoAttrs;
   QuantMatMul: QuantMatMulAttrs;
@@ -49,6 +53,8 @@ export interface OpAttrs {
   Concat: { axis: number };
   Slice: { axis: number; start: number; end: number };
   Split: { axis: number; sizes: number[] };
+  /** part `index` of `count` near-equal parts of x along `axis` (rows floor(d*index/count) to floor(d*(index+1)/count)), d known only at run time */
+  Chunk: { axis: number; index: number; count: number };
   Pad: { pads: number[] };
   Gather: { axis: number };
   Where: NoAttrs;

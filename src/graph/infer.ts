@@ -119,6 +119,32 @@ export const INFER: { [K in OpName]: InferRule<OpAttrs[K]> } = {
     }
     return [{ dtype: x!.dtype, shape: [...x!.shape] }];
   },
+  // [y, 1 / rms]: the second output (shape [..., 1]) is what the gradient reuses.
+  RmsNorm: ([x, w]) => {
+    needFloat(x!);
+    sameDtype(x!, w!);
+    const c = x!.shape[x!.rank - 1]!;
+    if (w!.rank !== 1 || w!.shape[0] !== c) fail(`weight must have shape [${c}], got ${shapeToString(w!.shape)}`);
+    return [
+      { dtype: x!.dtype, shape: [...x!.shape] },
+      { dtype: x!.dtype, shape: [...x!.shape.slice(0, -1), 1] },
+    ];
+  },
+  GeluTanh: unary(),
+  Silu: unary(),
+  // x [batch, heads, seq, dim] rotated by half tables cos, sin [batch or 1, 1, seq, dim / 2].
+  Rotary: ([x, c, s]) => {
+    needFloat(x!);
+    if (x!.rank !== 4) fail(`needs x [batch, heads, seq, dim], got ${shapeToString(x!.shape)}`);
+    const d = x!.shape[3]!;
+    if (typeof d !== 'number' || d % 2) fail(`needs an even static head dim, got ${String(d)}`);
+    for (const t of [c!, s!]) {
+      sameDtype(x!, t);
+      if (t.rank !== 4 || t.shape[1] !== 1 || t.shape[3] !== d / 2)
+        fail(`cos and sin must be [batch, 1, seq, ${d / 2}], got ${shapeToString(t.shape)}`);
+    }
+    return [{ dtype: x!.dtype, shape: [...x!.shape] }];
+  },
 
   MatMul: ([a, b]) => {
     sameDtype(a!, b!);
@@ -227,6 +253,15 @@ export const INFER: { [K in OpName]: InferRule<OpAttrs[K]> } = {
   Slice: ([x], { axis, start, end }) => {
     const shape = [...x!.shape];
     shape[axis] = sliceLength(x!.shape[axis]!, start, end);
+    return [{ dtype: x!.dtype, shape }];
+  },
+  Chunk: ([x], { axis, index, count }) => {
+    if (!(Number.isInteger(count) && count >= 1 && Number.isInteger(index) && index >= 0 && index < count))
+      fail(`chunk ${index} of ${count} is not a part of the axis`);
+    const d = x!.shape[axis]!;
+    const shape = [...x!.shape];
+    shape[axis] =
+      typeof d === 'number' ? Math.floor((d * (index + 1)) / count) - Math.floor((d * index) / count) : `chunk${index}of${count}(${d})`;
     return [{ dtype: x!.dtype, shape }];
   },
   Split: ([x], { axis, sizes }) => {

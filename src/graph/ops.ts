@@ -124,6 +124,9 @@ export const concat = (xs: readonly Value[], axis: number): Value => {
 /** x[start:end] along one axis, Python semantics, step 1; end defaults to the end of the axis. */
 export const slice = (x: Value, axis: number, start: number, end: number = INT_MAX): Value =>
   one(x, 'Slice', { axis: normalizeAxis(axis, x.rank), start, end });
+/** Part `index` of `count` near-equal parts of x along `axis` (the first parts are the shorter ones), sized at run time. */
+export const chunk = (x: Value, axis: number, index: number, count: number): Value =>
+  one(x, 'Chunk', { axis: normalizeAxis(axis, x.rank), index, count });
 export const split = (x: Value, axis: number, sizes: readonly number[]): Value[] =>
   x.graph.op('Split', [x], { axis: normalizeAxis(axis, x.rank), sizes: [...sizes] });
 export const pad = (x: Value, pads: readonly number[]): Value => one(x, 'Pad', { pads: [...pads] });
@@ -170,18 +173,47 @@ export const bitwiseAnd = (a: Value, b: Value): Value => a.graph.op('BitwiseAnd'
 export function gelu(x: Value): Value {
   return mul(mul(x, 0.5), add(erf(mul(x, Math.SQRT1_2)), 1));
 }
-/** The tanh approximation ("gelu_new", "gelu_pytorch_tanh") GPT-2 uses. */
-export function geluTanh(x: Value): Value {
+/**
+ * The tanh approximation ("gelu_new", "gelu_pytorch_tanh") GPT-2 uses, as one op (ONNX Runtime's
+ * com.microsoft FastGelu in float32; its gradient recomputes the tanh from x).
+ */
+export const geluTanh = (x: Value): Value => one(x, 'GeluTanh');
+/** The same GELU spelled out in element-wise ops (the reference the fused op is tested against). */
+export function geluTanhComposed(x: Value): Value {
   const inner = mul(add(x, mul(pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
   return mul(mul(x, 0.5), add(tanh(inner), 1));
 }
-export function silu(x: Value): Value {
+/** x * sigmoid(x) as one op, whose gradient recomputes the sigmoid instead of keeping it from the forward. */
+export const silu = (x: Value): Value => one(x, 'Silu');
+/** The same SiLU spelled out (the reference the fused op is tested against). */
+export function siluComposed(x: Value): Value {
   return mul(x, sigmoid(x));
 }
-/** RMSNorm as Llama computes it: x * rsqrt(mean(x^2) + eps) * weight. */
-export function rmsNorm(x: Value, weight: Value, eps: number): Value {
+/**
+ * RMSNorm as Llama computes it, x * rsqrt(mean(x^2) + eps) * weight, as one op (ONNX Runtime's
+ * SimplifiedLayerNormalization in float32) whose gradient reuses the forward's 1 / rms.
+ */
+export const rmsNorm = (x: Value, weight: Value, eps: number): Value => x.graph.op('RmsNorm', [x, weight], { epsilon: eps })[0]!;
+/** The same RMSNorm spelled out in element-wise ops (the reference the fused op is tested against). */
+export function rmsNormComposed(x: Value, weight: Value, eps: number): Value {
   const variance = mean(mul(x, x), -1, true);
   return mul(weight, mul(x, reciprocal(sqrt(add(variance, eps)))));
+}
+/**
+ * Rotary position embedding of x [batch, heads, seq, dim] as transformers applies it,
+ * x * [cos, cos] + rotate_half(x) * [sin, sin], with half tables cos, sin [batch or 1, 1, seq, dim / 2]
+ * (one op: ONNX Runtime's RotaryEmbedding in float32, forward and backward).
+ */
+export const rotary = (x: Value, cosHalf: Value, sinHalf: Value): Value => x.graph.op('Rotary', [x, cosHalf, sinHalf], {})[0]!;
+/** rotate_half(x) = [-x2, x1] over the last axis. */
+export function rotateHalf(x: Value): Value {
+  const half = (x.shape[x.rank - 1] as number) / 2;
+  const [a, b] = split(x, -1, [half, half]) as [Value, Value];
+  return concat([neg(b), a], -1);
+}
+/** The same rotation spelled out in element-wise ops (the reference the fused op is tested against). */
+export function rotaryComposed(x: Value, cosHalf: Value, sinHalf: Value): Value {
+  return add(mul(x, concat([cosHalf, cosHalf], -1)), mul(rotateHalf(x), concat([sinHalf, sinHalf], -1)));
 }
 /** x @ W^T + b with a torch nn.Linear weight [out, in] held as given. */
 export function linear(x: Value, weight: Value, bias?: Value): Value {

@@ -73,7 +73,7 @@ export function divideDims(total: Dim, part: Dim): Dim | undefined {
 }
 
 /** d - k for a symbolic or static d (slice lengths). */
-export function subDim(d: Dim, k: number): Dim {
+function subDim(d: Dim, k: number): Dim {
   if (typeof d === 'number') return d - k;
   if (k === 0) return d;
   const m = /^(.*)-(\d+)$/.exec(d);

@@ -26,7 +26,7 @@ export function shapeToString(s: Shape): string {
   return `[${s.join(', ')}]`;
 }
 
-export function dimsEqual(a: Dim, b: Dim): boolean {
+function dimsEqual(a: Dim, b: Dim): boolean {
   return a === b;
 }
 

@@ -35,7 +35,7 @@ export function isTempName(name: string): boolean {
 }
 
 /** Makes a completed rename durable; directories cannot be opened for syncing on every platform. */
-export async function syncDir(dir: string): Promise<void> {
+async function syncDir(dir: string): Promise<void> {
   try {
     const d = await open(dir, 'r');
     try {

@@ -7,7 +7,7 @@
 import { stat, readFile, type StorageStats as Stats } from '../storage/index.js';
 
 /** What a path turned out to be instead of a regular file, in words. */
-export function kindOf(s: Stats): string {
+function kindOf(s: Stats): string {
   if (s.isDirectory()) return 'a folder';
   if (s.isFIFO()) return 'a named pipe (FIFO)';
   if (s.isCharacterDevice()) return 'a character device';
@@ -50,7 +50,7 @@ export async function readSmallTextFile(file: string, limit: number, fail: (reas
 }
 
 /** Bound for the small JSON documents read with readJsonObject (adapter configs, checkpoint state). */
-export const MAX_JSON_FILE_BYTES = 64 * 1024 * 1024;
+const MAX_JSON_FILE_BYTES = 64 * 1024 * 1024;
 
 /**
  * Reads a file that must hold one JSON object (adapter_config.json, a checkpoint's state file, ...)

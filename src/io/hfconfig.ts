@@ -235,7 +235,7 @@ export async function readConfigJson(dir: string): Promise<{ raw: unknown; file:
  * check is against the weight files (models/validate.ts), these keep even a config without weights
  * (`peft info`) bounded.
  */
-export const CONFIG_LIMITS = {
+const CONFIG_LIMITS = {
   num_hidden_layers: 4096,
   hidden_size: 1 << 18,
   num_attention_heads: 1 << 14,
@@ -394,6 +394,36 @@ export function decoderFields(f: Fields, common: CommonConfig, d: DecoderDefault
   };
 }
 
+/**
+ * The size fields of BERT-style encoders (every head attends with its own keys, head_dim is
+ * hidden_size / num_attention_heads, LayerNorm, tied embeddings by default); `maxPositions` and the
+ * activation field are the config class's. Architecture files add pad id, eps, biases and their own fields.
+ */
+export function encoderFields(
+  f: Fields,
+  common: CommonConfig,
+  maxPositions: number,
+  activation: [field: string, fallback: string],
+): Omit<ModelConfig, 'normEps' | 'qkvBias' | 'attnOutputBias' | 'mlpBias' | 'attentionBias'> {
+  const hidden = f.requiredInt('hidden_size');
+  const heads = f.requiredInt('num_attention_heads');
+  checkDivisible(f, hidden, heads, 'hidden_size', 'num_attention_heads');
+  return {
+    ...common,
+    vocabSize: f.requiredInt('vocab_size'),
+    hiddenSize: hidden,
+    numHiddenLayers: f.requiredInt('num_hidden_layers'),
+    numAttentionHeads: heads,
+    numKeyValueHeads: heads,
+    headDim: hidden / heads,
+    intermediateSize: f.requiredInt('intermediate_size'),
+    maxPositionEmbeddings: f.int('max_position_embeddings', maxPositions),
+    hiddenAct: f.str(activation[0], activation[1]),
+    normType: 'layernorm',
+    tieWordEmbeddings: f.bool('tie_word_embeddings', true),
+  };
+}
+
 export function checkDivisible(f: Fields, hidden: number, heads: number, hiddenField: string, headsField: string): void {
   if (hidden % heads !== 0) {
     throw new ConfigError(
@@ -441,7 +471,7 @@ function labels(f: Fields): { id2label: Record<number, string>; label2id: Record
   return { id2label, label2id, numLabels };
 }
 
-export function ropeTheta(f: Fields): number {
+function ropeTheta(f: Fields): number {
   if (f.has('rope_theta')) return f.num('rope_theta', 10000);
   // transformers 5 moved RoPE settings into rope_parameters.
   const params = f.raw.rope_parameters;
@@ -451,7 +481,7 @@ export function ropeTheta(f: Fields): number {
   return 10000;
 }
 
-export function ropeScaling(f: Fields): RopeScaling | undefined {
+function ropeScaling(f: Fields): RopeScaling | undefined {
   let raw = f.raw.rope_scaling;
   if (raw === undefined || raw === null) {
     const params = f.raw.rope_parameters;

@@ -4,11 +4,10 @@
 // models) and returned as a local path. Without a path the repo's one jsonl file is used, or its one
 // train*.jsonl (for evaluation: its one test/valid/eval*.jsonl).
 
-import { readdir } from 'node:fs/promises';
-import path from 'node:path';
+import { path, readdir } from '../storage/index.js';
 import { HubError, type HubOptions, isValidRepoId, snapshotDownload } from './hub.js';
 
-export const HUB_DATASET_PREFIX = 'hf://datasets/';
+const HUB_DATASET_PREFIX = 'hf://datasets/';
 
 /** A dataset spec that names no repo, or a repo without a jsonl file to pick. */
 export class HubDatasetError extends HubError {

@@ -7,9 +7,9 @@
 import { TokenizerLoadError } from './tokenizer.js';
 
 /** Largest token id (and vocabulary) accepted: 64 times the largest published vocabulary (262k); ids may also exceed twice the number of tokens by at most 65536. */
-export const MAX_TOKEN_ID = (1 << 24) - 1;
+const MAX_TOKEN_ID = (1 << 24) - 1;
 /** Longest regular expression accepted in tokenizer.json. */
-export const MAX_REGEX_CHARS = 10_000;
+const MAX_REGEX_CHARS = 10_000;
 
 type Json = Record<string, unknown>;
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);

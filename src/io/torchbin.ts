@@ -23,9 +23,9 @@ export class TorchBinError extends PeftError {
 }
 
 /** The pickle may not be larger than this (adapter state dicts are a few kB of pickle). */
-export const MAX_PICKLE_BYTES = 64 << 20;
+const MAX_PICKLE_BYTES = 64 << 20;
 /** Largest .bin file read (the whole file is held in memory once). */
-export const MAX_BIN_BYTES = 8 * 2 ** 30;
+const MAX_BIN_BYTES = 8 * 2 ** 30;
 
 // ---- zip ----------------------------------------------------------------------------------------
 
@@ -159,7 +159,7 @@ class Storage {
   ) {}
 }
 /** A tensor read from the file (already copied out of its storage, row-major). */
-export class PickledTensor {
+class PickledTensor {
   constructor(readonly tensor: RawTensor) {}
 }
 type Obj =

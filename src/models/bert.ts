@@ -3,7 +3,7 @@
 
 import type { Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
-import { type CommonConfig, type Fields, type ModelConfig, checkDivisible } from '../io/hfconfig.js';
+import { type CommonConfig, type Fields, type ModelConfig, encoderFields } from '../io/hfconfig.js';
 import type { BuildContext } from '../nn/context.js';
 import { attention, attentionBias, embedding, layerNorm, linear, mergeHeads, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
@@ -117,25 +117,11 @@ export class BertModel extends ModelBase implements PretrainedModel {
 /** BERT and RoBERTa encoders: learned absolute positions, token types, post-norm layers. */
 /** BertConfig / RobertaConfig (pad token id defaults differ). */
 function bertConfig(f: Fields, common: CommonConfig): ModelConfig {
-  const hidden = f.requiredInt("hidden_size");
-  const heads = f.requiredInt("num_attention_heads");
-  checkDivisible(f, hidden, heads, "hidden_size", "num_attention_heads");
   return {
-    ...common,
+    ...encoderFields(f, common, 512, ["hidden_act", "gelu"]),
     // Config class defaults: BERT's [PAD] is id 0, RoBERTa's <pad> id 1.
     padTokenId: common.padTokenId ?? (common.modelType === "roberta" ? 1 : 0),
-    vocabSize: f.requiredInt("vocab_size"),
-    hiddenSize: hidden,
-    numHiddenLayers: f.requiredInt("num_hidden_layers"),
-    numAttentionHeads: heads,
-    numKeyValueHeads: heads,
-    headDim: hidden / heads,
-    intermediateSize: f.requiredInt("intermediate_size"),
-    maxPositionEmbeddings: f.int("max_position_embeddings", 512),
-    hiddenAct: f.str("hidden_act", "gelu"),
-    normType: "layernorm",
     normEps: f.num("layer_norm_eps", 1e-12),
-    tieWordEmbeddings: f.bool("tie_word_embeddings", true),
     qkvBias: true,
     attnOutputBias: true,
     mlpBias: true,

@@ -26,7 +26,7 @@ function gemmaNorm(ctx: BuildContext, name: string, x: Value, eps: number): Valu
 
 const LAYER_NORMS = ['input_layernorm', 'post_attention_layernorm', 'pre_feedforward_layernorm', 'post_feedforward_layernorm'];
 
-export class Gemma3Model extends DecoderModel {
+class Gemma3Model extends DecoderModel {
   private readonly layerTypes: string[];
 
   constructor(config: ModelConfig, weights: WeightStore, dir: string) {

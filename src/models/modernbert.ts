@@ -10,7 +10,7 @@
 
 import type { Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
-import { type CommonConfig, type Fields, type ModelConfig, checkDivisible } from '../io/hfconfig.js';
+import { type CommonConfig, type Fields, type ModelConfig, encoderFields } from '../io/hfconfig.js';
 import type { BuildContext } from '../nn/context.js';
 import { MASK_MIN, attention, linear, mergeHeads, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
@@ -31,7 +31,7 @@ export interface ModernBertOptions {
   classifierBias: boolean;
 }
 
-export function modernBertOptions(config: ModelConfig): ModernBertOptions {
+function modernBertOptions(config: ModelConfig): ModernBertOptions {
   const raw = config.raw;
   const num = (key: string, fallback: number, integer: boolean): number => {
     const v = raw[key];
@@ -242,25 +242,12 @@ export class ModernBertModel extends ModelBase implements PretrainedModel {
 function modernBertConfig(f: Fields, common: CommonConfig): ModelConfig {
   // ModernBertConfig (transformers 4.57); its own fields (local_attention, rope bases,
   // norm_bias, classifier_*) are read by src/models/modernbert.ts.
-  const hidden = f.requiredInt("hidden_size");
-  const heads = f.requiredInt("num_attention_heads");
-  checkDivisible(f, hidden, heads, "hidden_size", "num_attention_heads");
+  const encoder = encoderFields(f, common, 8192, ["hidden_activation", "gelu"]);
   const attentionBias = f.bool("attention_bias", false);
   return {
-    ...common,
+    ...encoder,
     padTokenId: common.padTokenId ?? 50283,
-    vocabSize: f.requiredInt("vocab_size"),
-    hiddenSize: hidden,
-    numHiddenLayers: f.requiredInt("num_hidden_layers"),
-    numAttentionHeads: heads,
-    numKeyValueHeads: heads,
-    headDim: hidden / heads,
-    intermediateSize: f.requiredInt("intermediate_size"),
-    maxPositionEmbeddings: f.int("max_position_embeddings", 8192),
-    hiddenAct: f.str("hidden_activation", "gelu"),
-    normType: "layernorm",
     normEps: f.num("norm_eps", 1e-5),
-    tieWordEmbeddings: f.bool("tie_word_embeddings", true),
     qkvBias: attentionBias,
     attnOutputBias: attentionBias,
     mlpBias: f.bool("mlp_bias", false),

@@ -14,7 +14,7 @@ import { applyRotary, rotaryTables } from './rope.js';
 import { DECODER_BOTTLENECK } from './llama.js';
 import type { ArchitectureDescriptor, ForwardArgs, ForwardResult, KV } from './types.js';
 
-export class Phi3Model extends DecoderModel {
+class Phi3Model extends DecoderModel {
   protected layerLinears(p: string, config: ModelConfig): LinearSpec[] {
     const C = config.hiddenSize;
     const H = config.numAttentionHeads;

@@ -137,14 +137,15 @@ export function rotaryTables(ctx: BuildContext, positions: Value, spec: RopeSpec
   });
 }
 
-function rotateHalf(x: Value, half: number): Value {
-  const [a, b] = o.split(x, -1, [half, half]) as [Value, Value];
-  return o.concat([o.neg(b), a], -1);
-}
-
-/** x * cos + rotate_half(x) * sin on the first rotaryDim channels of [batch, heads, seq, headDim]; the rest pass through. */
+/**
+ * x * cos + rotate_half(x) * sin on the first rotaryDim channels of [batch, heads, seq, headDim]; the
+ * rest pass through. cos and sin as rotaryTables returns them (the two halves of their last axis
+ * equal), so the rotation is one Rotary op over the half tables.
+ */
 export function applyRotary(x: Value, cos: Value, sin: Value, rotaryDim: number, headDim: number): Value {
-  if (rotaryDim === headDim) return o.add(o.mul(x, cos), o.mul(rotateHalf(x, headDim / 2), sin));
+  const half = rotaryDim / 2;
+  const rotate = (t: Value): Value => o.rotary(t, o.slice(cos, -1, 0, half), o.slice(sin, -1, 0, half));
+  if (rotaryDim === headDim) return rotate(x);
   const [rot, pass] = o.split(x, -1, [rotaryDim, headDim - rotaryDim]) as [Value, Value];
-  return o.concat([o.add(o.mul(rot, cos), o.mul(rotateHalf(rot, rotaryDim / 2), sin)), pass], -1);
+  return o.concat([rotate(rot), pass], -1);
 }

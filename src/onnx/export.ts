@@ -207,10 +207,32 @@ export function lowerGraph(graph: Graph, outputs: Record<string, Value>, name = 
   const outputNames: string[] = [];
   const outputInfos: ValueInfoSpec[] = [];
   const claimed = new Set<string>();
+  // A graph output must be a node output with its own name. A node output that is not an output
+  // yet is renamed to the output name rather than copied by an Identity (ONNX Runtime keeps an
+  // Identity that feeds a graph output, and it copies the tensor at every run: a decode step's
+  // presents would be copied twice). Identities remain for inputs, constants and values output
+  // under a second name.
+  const used = new Set<string>([...nodes.flatMap((n) => [...n.inputs, ...n.outputs]), ...initializers.map((t) => t.name)]);
+  for (const v of [...feeds, ...constantInputs]) used.add(v.name);
+  const rename = new Map<string, string>();
+  const outNames = new Set(outs.map(([n]) => n));
   for (const [outName, v] of outs) {
-    // A graph output must be a node output with a unique name; add an Identity where needed.
-    if (v.name !== outName || v.kind !== 'node' || claimed.has(v.name)) {
-      nodes.push({ opType: 'Identity', inputs: [v.name], outputs: [outName], name: `output/${outName}` });
+    if (v.kind === 'node' && v.name !== outName && !rename.has(v.name) && !outNames.has(v.name) && !used.has(outName)) {
+      rename.set(v.name, outName);
+      used.add(outName);
+    }
+  }
+  if (rename.size) {
+    const to = (n: string): string => rename.get(n) ?? n;
+    for (const n of nodes) {
+      n.inputs = n.inputs.map(to);
+      n.outputs = n.outputs.map(to);
+    }
+  }
+  for (const [outName, v] of outs) {
+    const source = rename.get(v.name) ?? v.name;
+    if (source !== outName || v.kind !== 'node' || claimed.has(source)) {
+      nodes.push({ opType: 'Identity', inputs: [source], outputs: [outName], name: `output/${outName}` });
     }
     claimed.add(outName);
     outputNames.push(outName);

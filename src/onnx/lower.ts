@@ -196,6 +196,95 @@ export const LOWER: { [K in OpName]: LowerRule<OpAttrs[K]> } = {
 
   LayerNorm: (ctx, ins, outs, { epsilon }) => ctx.emit('LayerNormalization', ins, outs, { axis: int(-1), epsilon: float(epsilon) }),
 
+  // float32: com.microsoft FastGelu (one pass); other types spelled out as geluTanhComposed.
+  GeluTanh: (ctx, [x], outs, _a, node) => {
+    const dt = node.inputs[0]!.dtype;
+    if (dt === 'float32') return ctx.emit('FastGelu', [x!], outs, {}, 'com.microsoft');
+    const step = (op: string, ins: string[], hint: string): string => {
+      const y = ctx.tmp(hint);
+      ctx.emit(op, ins, [y]);
+      return y;
+    };
+    const cube = step('Mul', [step('Mul', [x!, x!], 'gelu_x2'), x!], 'gelu_x3');
+    const inner = step('Add', [x!, step('Mul', [cube, ctx.scalar(0.044715, dt)], 'gelu_cx3')], 'gelu_inner');
+    const t = step('Tanh', [step('Mul', [inner, ctx.scalar(Math.sqrt(2 / Math.PI), dt)], 'gelu_u')], 'gelu_t');
+    const half = step('Mul', [x!, ctx.scalar(0.5, dt)], 'gelu_half');
+    ctx.emit('Mul', [half, step('Add', [t, ctx.scalar(1, dt)], 'gelu_1t')], outs);
+  },
+  // Sigmoid and Mul, not com.microsoft QuickGelu (alpha 1): on this CPU QuickGelu took 18.5 ms for
+  // [1024, 1536] against 1.5 ms for the two ops (bench/RESULTS.md). The op still pays in the
+  // backward pass: no sigmoid output is kept from the forward.
+  Silu: (ctx, [x], outs) => {
+    const s = ctx.tmp('silu_sigmoid');
+    ctx.emit('Sigmoid', [x!], [s]);
+    ctx.emit('Mul', [x!, s], outs);
+  },
+  // float32: ONNX Runtime's SimplifiedLayerNormalization, which also returns 1 / rms (its other
+  // types keep that output float32, so float64 graphs are spelled out).
+  RmsNorm: (ctx, [x, w], [y, r], { epsilon }, node) => {
+    const dt = node.inputs[0]!.dtype;
+    if (dt === 'float32')
+      return ctx.emit('SimplifiedLayerNormalization', [x!, w!], [y!, r!], { axis: int(-1), epsilon: float(epsilon), stash_type: int(1) });
+    const sq = ctx.tmp('rms_sq');
+    ctx.emit('Mul', [x!, x!], [sq]);
+    const ms = ctx.tmp('rms_mean');
+    ctx.emit('ReduceMean', [sq, ctx.int64s([-1])], [ms], { keepdims: int(1) });
+    const ve = ctx.tmp('rms_var');
+    ctx.emit('Add', [ms, ctx.scalar(epsilon, dt)], [ve]);
+    const sd = ctx.tmp('rms_std');
+    ctx.emit('Sqrt', [ve], [sd]);
+    ctx.emit('Reciprocal', [sd], [r!]);
+    const xr = ctx.tmp('rms_xhat');
+    ctx.emit('Mul', [x!, r!], [xr]);
+    ctx.emit('Mul', [w!, xr], [y!]);
+  },
+  // float32: com.microsoft RotaryEmbedding on the 4-D x, its caches one row per (batch, position)
+  // ([b * seq, dim / 2], the tables broadcast over the batch) picked by position ids b * seq + s.
+  // Other types: spelled out (x * [c, c] + rotate_half(x) * [s, s]).
+  Rotary: (ctx, [x, c, s], outs, _a, node) => {
+    const dt = node.inputs[0]!.dtype;
+    const half = (node.inputs[0]!.shape[3] as number) / 2;
+    if (dt !== 'float32') {
+      const both = (t: string): string => {
+        const y = ctx.tmp('rot_table');
+        ctx.emit('Concat', [t, t], [y], { axis: int(-1) });
+        return y;
+      };
+      const [x1, x2] = [ctx.tmp('rot_x1'), ctx.tmp('rot_x2')];
+      ctx.emit('Split', [x!, ctx.int64s([half, half])], [x1, x2], { axis: int(-1) });
+      const nx2 = ctx.tmp('rot_nx2');
+      ctx.emit('Neg', [x2], [nx2]);
+      const rot = ctx.tmp('rot_half');
+      ctx.emit('Concat', [nx2, x1], [rot], { axis: int(-1) });
+      const [xc, rs] = [ctx.tmp('rot_xc'), ctx.tmp('rot_rs')];
+      ctx.emit('Mul', [x!, both(c!)], [xc]);
+      ctx.emit('Mul', [rot, both(s!)], [rs]);
+      ctx.emit('Add', [xc, rs], outs);
+      return;
+    }
+    // [batch, 1, seq, half]: a small slice of x that gives the caches' broadcast shape
+    const probe = ctx.tmp('rot_probe');
+    ctx.emit('Slice', [x!, ctx.int64s([0, 0]), ctx.int64s([1, half]), ctx.int64s([1, 3])], [probe]);
+    const probeShape = shapeOf(ctx, probe);
+    const cache = (t: string, hint: string): string => {
+      const e = ctx.tmp(`${hint}_full`);
+      ctx.emit('Expand', [t, probeShape], [e]);
+      return lowerReshape(ctx, e, [-1, half], hint);
+    };
+    const rows = ctx.tmp('rot_rows');
+    ctx.emit('Size', [probe], [rows]);
+    const count = ctx.tmp('rot_count');
+    ctx.emit('Div', [rows, ctx.scalar(half, 'int64')], [count]);
+    const ids = ctx.tmp('rot_ids');
+    ctx.emit('Range', [ctx.scalar(0, 'int64'), count, ctx.scalar(1, 'int64')], [ids]);
+    const seq = ctx.tmp('rot_seq');
+    ctx.emit('Shape', [x!], [seq], { start: int(2), end: int(3) });
+    const idsShape = ctx.tmp('rot_ids_shape');
+    ctx.emit('Concat', [ctx.int64s([-1]), seq], [idsShape], { axis: int(0) });
+    const pos = ctx.tmp('rot_pos');
+    ctx.emit('Reshape', [ids, idsShape], [pos]);
+    ctx.emit('RotaryEmbedding', [x!, pos, cache(c!, 'rot_cos'), cache(s!, 'rot_sin')], outs, {}, 'com.microsoft');
+  },
   MatMul: as('MatMul'),
   // Lowered to com.microsoft FusedMatMul (transB) for float32, which MLAS prepacks like MatMul, so
   // no transposed copy of the weight is ever made.
@@ -259,6 +348,19 @@ export const LOWER: { [K in OpName]: LowerRule<OpAttrs[K]> } = {
   Concat: (ctx, ins, outs, { axis }) => ctx.emit('Concat', ins, outs, { axis: int(axis) }),
   Slice: (ctx, ins, outs, { axis, start, end }) =>
     ctx.emit('Slice', [ins[0]!, ctx.int64s([start]), ctx.int64s([end]), ctx.int64s([axis])], outs),
+  Chunk: (ctx, ins, outs, { axis, index, count }) => {
+    const d = dimScalar(ctx, ins[0]!, axis);
+    const bound = (i: number): string => {
+      const m = ctx.tmp('chunk_m');
+      ctx.emit('Mul', [d, ctx.scalar(i, 'int64')], [m]);
+      const q = ctx.tmp('chunk_q');
+      ctx.emit('Div', [m, ctx.scalar(count, 'int64')], [q]);
+      const b = ctx.tmp('chunk_b');
+      ctx.emit('Unsqueeze', [q, ctx.int64s([0])], [b]);
+      return b;
+    };
+    ctx.emit('Slice', [ins[0]!, bound(index), bound(index + 1), ctx.int64s([axis])], outs);
+  },
   Split: (ctx, ins, outs, { axis, sizes }) => ctx.emit('Split', [ins[0]!, ctx.int64s(sizes)], outs, { axis: int(axis) }),
   Pad: (ctx, ins, outs, { pads }) => ctx.emit('Pad', [ins[0]!, ctx.int64s(pads)], outs, { mode: str('constant') }),
   Gather: (ctx, ins, outs, { axis }) => ctx.emit('Gather', ins, outs, { axis: int(axis) }),

@@ -121,7 +121,7 @@ const dynamicNearest = new NearestCode(DYNAMIC_MAP_SIGNED);
  * bitsandbytes' quantize_blockwise (default backend) with its dynamic map: per block the absmax,
  * x * (1 / absmax) clamped to [-1, 1], and the argmin code. Used on the absmax values.
  */
-export function quantizeBlockwise8bit(
+function quantizeBlockwise8bit(
   a: Float32Array,
   blockSize = NESTED_BLOCK_SIZE,
   code: Float32Array = DYNAMIC_MAP_SIGNED,
@@ -149,7 +149,7 @@ export function quantizeBlockwise8bit(
 }
 
 /** dequantize_blockwise: code[q] * absmax[block] in float32. */
-export function dequantizeBlockwise8bit(codes: Uint8Array, absmax: Float32Array, code: Float32Array, blockSize: number): Float32Array {
+function dequantizeBlockwise8bit(codes: Uint8Array, absmax: Float32Array, code: Float32Array, blockSize: number): Float32Array {
   const out = new Float32Array(codes.length);
   for (let i = 0; i < codes.length; i++) out[i] = code[codes[i]!]! * absmax[Math.floor(i / blockSize)]!;
   return out;
@@ -165,7 +165,7 @@ export function blockAbsmax(state: AbsmaxState): Float32Array {
 }
 
 /** Double quantization of absmax values: offset = mean, then 8-bit blockwise of absmax - offset. */
-export function doubleQuantize(absmax: Float32Array): AbsmaxState {
+function doubleQuantize(absmax: Float32Array): AbsmaxState {
   const offset = torchMeanF32(absmax);
   const centered = new Float32Array(absmax.length);
   for (let i = 0; i < absmax.length; i++) centered[i] = absmax[i]! - offset;

@@ -8,7 +8,7 @@ import type { QuantType } from './codes.js';
 import { QuantizationError } from './errors.js';
 import { RawNumber, type RawJson, pyFloatRepr } from './pyjson.js';
 
-export const QUANT_STATE_KEY = 'quant_state.bitsandbytes__';
+const QUANT_STATE_KEY = 'quant_state.bitsandbytes__';
 /** Suffixes of the tensors a quantized weight brings along, after '<w>.'. */
 export const BNB_COMPONENTS = [
   'absmax',
@@ -33,7 +33,7 @@ export interface QuantStateJson {
 const bytesOf = (a: Float32Array | Uint8Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 /** json.dumps of the non-tensor quant state entries, in the order QuantState.as_dict inserts them. */
-export function encodeQuantState(q: Quantized4bit): Uint8Array {
+function encodeQuantState(q: Quantized4bit): Uint8Array {
   const parts = [`"quant_type": "${q.type}"`, `"blocksize": ${q.blockSize}`, `"dtype": "${q.dtype}"`, `"shape": [${q.shape.join(', ')}]`];
   if (q.absmax.kind === 'double') {
     parts.push(

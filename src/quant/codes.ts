@@ -19,7 +19,7 @@ export const FP4_CODE: Float32Array = Float32Array.from(
 );
 
 /** The rounded FP4 table bitsandbytes' default (CPU) backend takes the argmin over when it quantizes. */
-export const FP4_ARGMIN_TABLE: Float32Array = Float32Array.from([
+const FP4_ARGMIN_TABLE: Float32Array = Float32Array.from([
   0.0, 0.0052, 0.6667, 1.0, 0.3333, 0.5, 0.1667, 0.25, 0.0, -0.0052, -0.6667, -1.0, -0.3333, -0.5, -0.1667, -0.25,
 ]);
 

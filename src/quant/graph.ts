@@ -30,7 +30,7 @@ export interface DequantizeInGraphOptions {
  * element count, which depends on symbolic dims): AND-ing it into the packed codes makes the
  * dequantization run right before its use, without changing a bit.
  */
-export function orderAfter(after: Value): Value {
+function orderAfter(after: Value): Value {
   return o.cast(o.add(o.mul(o.sizeOf(after), 0), 255), 'uint8');
 }
 
@@ -69,7 +69,7 @@ export function pairTable(code: Float32Array): Float32Array {
 }
 
 /** The per-block absmax as a float32 [blocks] value: a constant, or rebuilt from its 8-bit codes. */
-export function absmaxInGraph(g: Graph, name: string, state: AbsmaxState, blocks: number, gate?: Value): Value {
+function absmaxInGraph(g: Graph, name: string, state: AbsmaxState, blocks: number, gate?: Value): Value {
   if (state.kind === 'plain') return g.constant(`${name}.absmax`, 'float32', [blocks], fed(state.absmax));
   const nbs = state.nestedBlockSize;
   const nested = state.nestedAbsmax.length;

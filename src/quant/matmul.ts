@@ -40,7 +40,7 @@ function sameTable(a: Float32Array, b: Float32Array): boolean {
 }
 
 /** ONNX Runtime's MatMulBnb4 quant_type for a bitsandbytes code table, or undefined for any other table. */
-export function bnb4QuantType(q: Quantized4bit): 0 | 1 | undefined {
+function bnb4QuantType(q: Quantized4bit): 0 | 1 | undefined {
   if (q.type === 'nf4' && sameTable(q.code, NF4_CODE)) return 1;
   if (q.type === 'fp4' && sameTable(q.code, FP4_CODE)) return 0;
   return undefined;

@@ -45,9 +45,7 @@ export function isSkipped(module: string, skip: readonly string[]): boolean {
   return skip.some((k) => k === short || k === module || module.includes(`${k}.`));
 }
 
-export function checkQuantizationConfig(
-  c: QuantizationConfig,
-): Required<Omit<QuantizationConfig, 'skipModules'>> & { skipModules: string[] } {
+function checkQuantizationConfig(c: QuantizationConfig): Required<Omit<QuantizationConfig, 'skipModules'>> & { skipModules: string[] } {
   if (c.bits !== 4) throw new QuantizationError(`${String(c.bits)}-bit quantization is not supported; use bits: 4 (NF4 or FP4)`);
   if (c.type !== 'nf4' && c.type !== 'fp4')
     throw new QuantizationError(`quantization type "${String(c.type)}" is not supported; use "nf4" or "fp4"`);

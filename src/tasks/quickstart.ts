@@ -2,10 +2,9 @@
 // and after with the task's metric, the adapter saved in the peft layout with the scores next to
 // it. `peft quickstart` (and `npm start`) is a thin shell over runQuickstart.
 
+import { existsSync, join, path, relative, resolve } from '../storage/index.js';
 import type { BasePrecision } from '../nn/context.js';
 import { DEFAULT_BASE_PRECISION } from '../train/step.js';
-import { existsSync } from 'node:fs';
-import { join, relative, resolve, sep } from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import { loadModel } from '../models/load.js';
@@ -103,7 +102,7 @@ const positiveInt = (name: string, v: number | undefined): void => checkPositive
 /** How the adapter config names its base: a path relative to the working folder when it lies inside it. */
 function baseName(dir: string): string {
   const rel = relative(process.cwd(), dir);
-  return rel && !rel.startsWith('..') && !rel.startsWith(sep) ? rel.split(sep).join('/') : dir;
+  return rel && !rel.startsWith('..') && !rel.startsWith(path.sep) ? rel.split(path.sep).join('/') : dir;
 }
 
 function tokenize(examples: readonly TaskExample[], tokenizer: Tokenizer, maxLength: number, file: string): TokenizedExample[] {

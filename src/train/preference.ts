@@ -14,9 +14,8 @@ import type { Tokenizer } from '../io/tokenizer.js';
 import { type Batch, collate } from './batches.js';
 import { type JsonlRecord, type TokenizeOptions, type TokenizedExample, hasLearnableLabel, readJsonl, tokenizeRecords } from './data.js';
 import { DatasetError, TrainError } from './errors.js';
-import { drawKeepMask } from './keepmask.js';
 import type { Rng } from './rng.js';
-import { type StepOptions, gradName, labelKindOf, resolveDim } from './step.js';
+import { type StepOptions, gradName, keepMaskFeeds, labelKindOf, paramFeeds } from './step.js';
 
 const PAIRING = 'pairing';
 const REF_LOGPS = 'ref_logps';
@@ -245,19 +244,8 @@ export class PreferenceStep {
     feeds[PAIRING] = halvesPairing(batch.size);
     if (this.reference) feeds[REF_LOGPS] = { dtype: 'float32', shape: [batch.size], data: await this.referenceLogps(batch) };
     if (this.training) feeds[LOSS_SCALE] = { dtype: 'float32', shape: [], data: Float32Array.of(opts.lossScale ?? 1) };
-    for (const name of this.paramNames) {
-      const p = params.get(name);
-      if (!p) throw new TrainError(`trainable tensor "${name}" is missing from the model's parameters`);
-      feeds[name] = { dtype: 'float32', shape: p.shape, data: p.data };
-    }
-    for (const d of this.dropouts) {
-      if (!opts.rng) throw new TrainError('this model uses dropout, so the preference step needs an rng to draw masks from');
-      const shape = d.shape.map((x) => resolveDim(x, { batch: batch.size, seq: batch.seq }));
-      const n = shape.reduce((p, q) => p * q, 1);
-      let buf = this.masks.get(d.name);
-      if (!buf || buf.length < n) this.masks.set(d.name, (buf = new Uint8Array(n)));
-      feeds[d.name] = { dtype: 'bool', shape, data: drawKeepMask(opts.rng, n, d.ratio, buf) };
-    }
+    paramFeeds(this.paramNames, params, feeds);
+    keepMaskFeeds(this.dropouts, this.masks, batch, opts.rng, 'preference step', feeds);
     const out = await this.session.run(feeds);
     const res: PreferenceStepResult = {
       loss: out.loss!.data[0] as number,

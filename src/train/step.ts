@@ -13,6 +13,7 @@ import type { AdaptedModel, TrainableTensor } from '../tuners/types.js';
 import type { Batch } from './batches.js';
 import { IGNORE_INDEX } from './data.js';
 import { TrainError } from './errors.js';
+import { chunkHeadLoss, DEFAULT_LOSS_CHUNKS } from './chunked_loss.js';
 import { drawKeepMask } from './keepmask.js';
 import type { Rng } from './rng.js';
 
@@ -26,6 +27,11 @@ export type StepOptions = Pick<
   gradientCheckpointing?: boolean;
   /** frozen float32 matrices multiplied as they are ('fp32', default) or through int8 copies ('int8'; src/quant/int8_base.ts) */
   basePrecision?: BasePrecision;
+  /**
+   * Parts the LM head and causal-LM loss are computed in over the tokens, so the full logits never
+   * exist (default DEFAULT_LOSS_CHUNKS = 1: one product over all tokens; src/train/chunked_loss.ts).
+   */
+  lossChunks?: number;
 };
 
 /**
@@ -62,6 +68,8 @@ interface BuiltGraph {
   logits: Value;
   params: Map<string, Value>;
   dropouts: DropoutFeed[];
+  /** parts the LM head and loss run in (1: the model's own loss) */
+  lossChunks: number;
 }
 
 function buildLossGraph(
@@ -70,6 +78,7 @@ function buildLossGraph(
   quantKernel?: QuantKernel,
   gradientCheckpointing?: boolean,
   basePrecision?: BasePrecision,
+  lossChunks = DEFAULT_LOSS_CHUNKS,
 ): BuiltGraph {
   const classes = labelKindOf(model) === 'classes';
   const graph = new Graph();
@@ -84,7 +93,8 @@ function buildLossGraph(
   const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
   const labels = graph.input('labels', 'int64', classes ? ['batch'] : ['batch', 'seq']);
   const out = model.forward(ctx, { inputIds, attentionMask });
-  const loss = model.loss(out.logits, labels);
+  const modelLoss = model.loss(out.logits, labels);
+  const loss = classes ? modelLoss : chunkHeadLoss(modelLoss, lossChunks, training);
   if (loss.rank !== 0 || loss.dtype !== 'float32')
     throw new TrainError(`the ${model.peftType} model's loss must be a float32 scalar, got ${loss.toString()}`);
 
@@ -120,7 +130,7 @@ function buildLossGraph(
       `the ${model.peftType} model's graph needs an input "${v.name}" the trainer cannot feed (it feeds input_ids, attention_mask, labels and dropout masks)`,
     );
   }
-  return { graph, loss, logits: out.logits, params, dropouts };
+  return { graph, loss, logits: out.logits, params, dropouts, lossChunks: loss === modelLoss ? 1 : lossChunks };
 }
 
 /**
@@ -171,11 +181,33 @@ function batchFeeds(batch: Batch, kind: 'tokens' | 'classes'): Record<string, Ho
   };
 }
 
-function paramFeeds(names: Iterable<string>, params: Map<string, TrainableTensor>, into: Record<string, HostTensor>): void {
+export function paramFeeds(names: Iterable<string>, params: Map<string, TrainableTensor>, into: Record<string, HostTensor>): void {
   for (const name of names) {
     const p = params.get(name);
     if (!p) throw new TrainError(`trainable tensor "${name}" is missing from the model's parameters`);
     into[name] = { dtype: 'float32' as DType, shape: p.shape, data: p.data as HostArray };
+  }
+}
+
+/**
+ * Draws each dropout's keep-mask for this batch from `rng` into `into`, in one grow-only buffer per
+ * mask (`buffers`), refilled each step: fresh pages cost more than the draw. `step` names the caller in the error.
+ */
+export function keepMaskFeeds(
+  dropouts: readonly DropoutFeed[],
+  buffers: Map<string, Uint8Array>,
+  batch: Batch,
+  rng: Rng | undefined,
+  step: string,
+  into: Record<string, HostTensor>,
+): void {
+  for (const d of dropouts) {
+    if (!rng) throw new TrainError(`this model uses dropout, so the ${step} needs an rng to draw masks from`);
+    const shape = d.shape.map((x) => resolveDim(x, { batch: batch.size, seq: batch.seq }));
+    const n = shape.reduce((p, q) => p * q, 1);
+    let buf = buffers.get(d.name);
+    if (!buf || buf.length < n) buffers.set(d.name, (buf = new Uint8Array(n)));
+    into[d.name] = { dtype: 'bool', shape, data: drawKeepMask(rng, n, d.ratio, buf) };
   }
 }
 
@@ -226,10 +258,19 @@ export class TrainStep {
     readonly paramNames: readonly string[],
     private readonly dropouts: readonly DropoutFeed[],
     private readonly labelKind: 'tokens' | 'classes' = 'tokens',
+    /** parts the LM head and loss run in (1: in one product, as the model builds it) */
+    readonly lossChunks = 1,
   ) {}
 
   static async compile(model: AdaptedModel, opts: StepOptions = {}): Promise<TrainStep> {
-    const { graph, loss, params, dropouts } = buildLossGraph(model, true, opts.quantKernel, opts.gradientCheckpointing, opts.basePrecision);
+    const { graph, loss, params, dropouts, lossChunks } = buildLossGraph(
+      model,
+      true,
+      opts.quantKernel,
+      opts.gradientCheckpointing,
+      opts.basePrecision,
+      opts.lossChunks,
+    );
     const scale = graph.input(LOSS_SCALE, 'float32', []);
     const names = [...params.keys()];
     const grads = grad(loss, [...params.values()], scale);
@@ -238,7 +279,7 @@ export class TrainStep {
     // No memory-pattern planning: with symbolic batch/seq dims it allocates a second, per-shape block
     // beside the arena on the second run (+1.4 GiB peak for GPT-2 small at 4 x 256) for no speed gain.
     const session = await RuntimeSession.fromGraph(graph, outputs, { memPattern: false, ...opts, name: `${model.peftType} train step` });
-    return new TrainStep(session, names, dropouts, labelKindOf(model));
+    return new TrainStep(session, names, dropouts, labelKindOf(model), lossChunks);
   }
 
   /** Dropout ratios of the masks this step draws (empty when the model has no dropout). */
@@ -250,15 +291,7 @@ export class TrainStep {
     const feeds: Record<string, HostTensor> = batchFeeds(batch, this.labelKind);
     feeds[LOSS_SCALE] = { dtype: 'float32', shape: [], data: Float32Array.of(opts.lossScale ?? 1) };
     paramFeeds(this.paramNames, params, feeds);
-    for (const d of this.dropouts) {
-      if (!opts.rng) throw new TrainError('this model uses dropout, so the train step needs an rng to draw masks from');
-      const shape = d.shape.map((x) => resolveDim(x, { batch: batch.size, seq: batch.seq }));
-      const n = shape.reduce((p, q) => p * q, 1);
-      // one grow-only buffer per mask, refilled each step (fresh pages cost more than the draw)
-      let buf = this.masks.get(d.name);
-      if (!buf || buf.length < n) this.masks.set(d.name, (buf = new Uint8Array(n)));
-      feeds[d.name] = { dtype: 'bool', shape, data: drawKeepMask(opts.rng, n, d.ratio, buf) };
-    }
+    keepMaskFeeds(this.dropouts, this.masks, batch, opts.rng, 'train step', feeds);
     const out = await this.session.run(feeds);
     const grads = new Map<string, Float32Array>();
     for (const name of this.paramNames) grads.set(name, out[gradName(name)]!.data as Float32Array);
@@ -289,7 +322,7 @@ export class EvalStep {
   ) {}
 
   static async compile(model: AdaptedModel, opts: StepOptions = {}): Promise<EvalStep> {
-    const { graph, loss, logits, params, dropouts } = buildLossGraph(model, false, opts.quantKernel); // always the float32 base: the eval loss is the deployed model's
+    const { graph, loss, logits, params, dropouts } = buildLossGraph(model, false, opts.quantKernel, undefined, undefined, opts.lossChunks); // always the float32 base: the eval loss is the deployed model's
     if (dropouts.length) throw new TrainError(`the ${model.peftType} model draws dropout masks even when built for evaluation`);
     const kind = labelKindOf(model);
     const outputs: Record<string, Value> = kind === 'classes' ? { loss, logits } : { loss };

@@ -1,9 +1,9 @@
 // The tuner registry: the single list of fine-tuning methods. Each method's folder exports one
 // `Tuner` (how to create a new adapter and load a saved one, its label, whether and why not it
 // merges, which settings `peft info` shows, how many parameters it trains, and the presets the
-// CLI's `--method` and `peft compare` offer); TUNERS lists them, one line per method. The CLI
+// CLI's `--method` and `peft compare` offer); TUNER_LIST lists them, one line per method. The CLI
 // (train, info, merge), compare/ and loadAdapter/createAdapter/getPeftModel read only this table.
-// Adding a method is its folder plus one line in TUNERS (or registerTuner() at run time).
+// Adding a method is its folder plus one line in TUNER_LIST (or registerTuner() at run time).
 
 import type { PretrainedModel } from '../models/types.js';
 import type { AdaptedModel } from './types.js';
@@ -172,12 +172,3 @@ export function methodNames(): string[] {
 export function methodPreset(name: string): { tuner: Tuner; preset: MethodPreset } | undefined {
   return byPreset.get(name);
 }
-
-/** peft_type -> tuner, as a read-only record (the registry as it is now). */
-export const TUNERS: Readonly<Record<string, Tuner>> = new Proxy({} as Record<string, Tuner>, {
-  get: (_, k) => (typeof k === 'string' ? byType.get(k) : undefined),
-  has: (_, k) => typeof k === 'string' && byType.has(k),
-  ownKeys: () => [...byType.keys()],
-  getOwnPropertyDescriptor: (_, k) =>
-    typeof k === 'string' && byType.has(k) ? { enumerable: true, configurable: true, value: byType.get(k) } : undefined,
-});

@@ -235,3 +235,39 @@ test('llama + prompt_tuning_text: virtual tokens grow the cache; the padded batc
     await fwd.dispose();
   }
 });
+
+test("gpt2 + lora_attn: parameter feeds taken once per generation (DecoderSessions.params) give the live feeds' logits, also after an in-place update", async () => {
+  const base = await loadModel(fixturePath('models', 'gpt2'));
+  const adapted = await loadAdapter(base, fixturePath('adapters', 'gpt2', 'lora_attn'));
+  const rows = await prompts('gpt2');
+  const { ids, mask, pos, shape } = padLeft(rows, 0);
+  const step = { batch: shape[0]!, seq: shape[1]!, inputIds: ids, attentionMask: mask, positionIds: pos };
+  const sessions = await DecoderSessions.create(adapted, runtime);
+  try {
+    const live = (await sessions.prefill(step)).logits;
+    assert.deepEqual((await sessions.prefill(step, sessions.params())).logits, live);
+    // as a training step would: update the host arrays in place
+    const Bs = [...adapted.parameters()].filter(([n]) => n.includes('lora_B'));
+    assert.ok(Bs.length > 0);
+    for (const [, t] of Bs) (t.data as Float32Array).forEach((v, i, a) => (a[i] = 10 * v));
+    const updated = (await sessions.prefill(step)).logits;
+    assert.notDeepEqual(updated, live);
+    assert.deepEqual((await sessions.prefill(step, sessions.params())).logits, updated);
+    // the decode session takes the same feeds
+    const first = await sessions.prefill(step, sessions.params());
+    const next = BigInt64Array.from(rows.map(() => 1n));
+    const grown = {
+      batch: shape[0]!,
+      seq: 1,
+      inputIds: next,
+      attentionMask: new BigInt64Array(shape[0]! * (shape[1]! + 1)).fill(1n),
+      positionIds: BigInt64Array.from(rows.map((r) => BigInt(r.length))),
+    };
+    assert.deepEqual(
+      (await sessions.decode(grown, first.cache, sessions.params())).logits,
+      (await sessions.decode(grown, first.cache)).logits,
+    );
+  } finally {
+    await sessions.dispose();
+  }
+});

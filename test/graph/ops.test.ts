@@ -8,7 +8,7 @@ import { Graph, type Value } from '../../src/graph/ir.js';
 import * as o from '../../src/graph/ops.js';
 import type { OpName } from '../../src/graph/attrs.js';
 import { RuntimeSession, type HostTensor } from '../../src/runtime/session.js';
-import { gradCheck, randn, rng } from '../helpers/gradcheck.js';
+import { fusedMatchesComposed, gradCheck, randn, rng } from '../helpers/gradcheck.js';
 import { dequantize4bit, quantize4bit } from '../../src/quant/blockwise.js';
 import { quantLinear, quantMatmul, quantOperands } from '../../src/quant/matmul.js';
 import { grad } from '../../src/autodiff/grad.js';
@@ -53,6 +53,53 @@ const cases: Record<OpName, () => Promise<void>> = {
   ReduceMax: () => gradCheck({ a: { shape: [3, 4] } }, ({ a }) => o.max(a!, -1)),
   LayerNorm: () =>
     gradCheck({ x: { shape: [2, 3, 5] }, w: { shape: [5] }, b: { shape: [5] } }, ({ x, w, b }) => o.layerNorm(x!, w!, b!, 1e-5)),
+  // float64: the spelled-out lowering against finite differences; float32: FastGelu and the
+  // recomputing gradient against the composition's autodiff (values across the tanh's range).
+  GeluTanh: async () => {
+    await gradCheck({ a: { shape: [2, 7] } }, ({ a }) => o.geluTanh(a!));
+    const x = Float64Array.from({ length: 4 * 300 }, (_, i) => -6 + i * 0.01);
+    await fusedMatchesComposed(
+      { x: { shape: [4, 300], init: x } },
+      ({ x }) => o.geluTanh(x!),
+      ({ x }) => o.geluTanhComposed(x!),
+    );
+  },
+  // float64 against finite differences; float32: the recomputing gradient against x * sigmoid(x)'s autodiff.
+  Silu: async () => {
+    await gradCheck({ a: { shape: [2, 7] } }, ({ a }) => o.silu(a!));
+    const x = Float64Array.from({ length: 4 * 300 }, (_, i) => -12 + i * 0.02);
+    await fusedMatchesComposed(
+      { x: { shape: [4, 300], init: x } },
+      ({ x }) => o.silu(x!),
+      ({ x }) => o.siluComposed(x!),
+    );
+  },
+  // float64: the spelled-out lowering against finite differences; float32: ONNX Runtime's
+  // SimplifiedLayerNormalization and the gradient from its 1/rms against the composition's.
+  RmsNorm: async () => {
+    await gradCheck({ x: { shape: [2, 3, 5] }, w: { shape: [5] } }, ({ x, w }) => o.rmsNorm(x!, w!, 1e-5));
+    await fusedMatchesComposed(
+      { x: { shape: [3, 7, 64] }, w: { shape: [64] } },
+      ({ x, w }) => o.rmsNorm(x!, w!, 1e-6),
+      ({ x, w }) => o.rmsNormComposed(x!, w!, 1e-6),
+    );
+  },
+  // float64: the spelled-out lowering (x and both tables) against finite differences; float32:
+  // ONNX Runtime's RotaryEmbedding, forward and the -sin rotation of the backward, against the
+  // composition (the tables from angles a, so their gradients too), per batch row and broadcast.
+  Rotary: async () => {
+    await gradCheck({ x: { shape: [2, 3, 4, 6] }, c: { shape: [2, 1, 4, 3] }, s: { shape: [1, 1, 4, 3] } }, ({ x, c, s }) =>
+      o.rotary(x!, c!, s!),
+    );
+    for (const batch of [2, 1]) {
+      const angles = Float64Array.from({ length: batch * 5 * 4 }, (_, i) => 0.3 * i - 2);
+      await fusedMatchesComposed(
+        { x: { shape: [2, 3, 5, 8] }, a: { shape: [batch, 1, 5, 4], init: angles } },
+        ({ x, a }) => o.rotary(x!, o.cos(a!), o.sin(a!)),
+        ({ x, a }) => o.rotaryComposed(x!, o.cos(a!), o.sin(a!)),
+      );
+    }
+  },
   MatMul: async () => {
     await gradCheck({ a: { shape: [2, 3, 4] }, b: { shape: [4, 5] } }, ({ a, b }) => o.matmul(a!, b!));
     await gradCheck({ a: { shape: [2, 1, 3, 4] }, b: { shape: [3, 4, 2] } }, ({ a, b }) => o.matmul(a!, b!));
@@ -159,6 +206,21 @@ const cases: Record<OpName, () => Promise<void>> = {
   Transpose: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.transpose(a!, [2, 0, 1])),
   Concat: () => gradCheck({ a: { shape: [2, 1, 3] }, b: { shape: [2, 2, 3] } }, ({ a, b }) => o.concat([a!, b!, a!], 1)),
   Slice: () => gradCheck({ a: { shape: [3, 5] } }, ({ a }) => o.add(o.slice(a!, 1, 1, -1), o.slice(a!, 1, 0, 3))),
+  Chunk: async () => {
+    // 7 rows in 3 parts: 2, 2, 3; every part weighted differently so a misplaced row shows
+    await gradCheck({ a: { shape: [7, 2] } }, ({ a }) =>
+      o.concat([o.mul(o.chunk(a!, 0, 0, 3), 2), o.mul(o.chunk(a!, 0, 1, 3), 3), o.chunk(a!, 0, 2, 3)], 0),
+    );
+    // a symbolic axis: the parts cover it exactly once, in order, empty parts included
+    const g = new Graph();
+    const x = g.input('x', 'float32', ['n', 2]);
+    const parts = [0, 1, 2, 3, 4].map((i) => o.chunk(x, 0, i, 5));
+    const s = await RuntimeSession.fromGraph(g, { y: o.concat(parts, 0), n1: o.sizeOf(parts[1]!) }, { threads: 1 });
+    const r = await s.run({ x: { dtype: 'float32', shape: [3, 2], data: Float32Array.from([1, 2, 3, 4, 5, 6]) } });
+    await s.dispose();
+    assert.deepEqual([...r.y!.data], [1, 2, 3, 4, 5, 6]);
+    assert.equal(Number(r.n1!.data[0]), 2, 'part 1 is floor(3*2/5) - floor(3/5) = 1 row of 2');
+  },
   Split: () =>
     gradCheck({ a: { shape: [2, 5] } }, ({ a }) => {
       const [p, q] = o.split(a!, 1, [2, 3]);

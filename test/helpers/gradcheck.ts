@@ -116,3 +116,60 @@ export async function gradCheck(
   }
   await sess.dispose();
 }
+
+/**
+ * Checks a fused float32 op (its ONNX Runtime kernel) against the same function spelled out in
+ * element-wise ops: the values of sum(w * f(p)) and the gradients of every param, for float32
+ * params drawn from one seed, agree within rtol of each tensor's largest magnitude.
+ */
+export async function fusedMatchesComposed(
+  params: Record<string, ParamSpec>,
+  fused: (p: Record<string, Value>) => Value,
+  composed: (p: Record<string, Value>) => Value,
+  opts: { rtol?: number; seed?: number } = {},
+): Promise<void> {
+  const rand = rng(opts.seed ?? 11);
+  const g = new Graph();
+  const keys = Object.keys(params);
+  const pv: Record<string, Value> = {};
+  for (const k of keys) pv[k] = g.param(k, 'float32', params[k]!.shape);
+  const outputs: Record<string, Value> = {};
+  for (const [tag, f] of [
+    ['fused', fused],
+    ['composed', composed],
+  ] as const) {
+    const y = f(pv);
+    outputs[`${tag}_y`] = y;
+    const size = (y.shape as number[]).reduce((a, b) => a * b, 1);
+    const w = g.tensor(`${tag}_w`, 'float32', y.shape as number[], Float32Array.from(randn(rng(5), size)));
+    const grads = grad(
+      o.sum(o.mul(y, w)),
+      keys.map((k) => pv[k]!),
+    );
+    keys.forEach((k, i) => (outputs[`${tag}_grad_${k}`] = grads[i]!));
+  }
+  const feeds: Record<string, HostTensor> = {};
+  for (const k of keys) {
+    const s = params[k]!;
+    const data =
+      s.init ??
+      randn(
+        rand,
+        s.shape.reduce((a, b) => a * b, 1),
+      );
+    feeds[k] = { dtype: 'float32', shape: s.shape, data: Float32Array.from(data) };
+  }
+  const sess = await RuntimeSession.fromGraph(g, outputs, { threads: 1 });
+  const r = await sess.run(feeds);
+  await sess.dispose();
+  const rtol = opts.rtol ?? 1e-5;
+  for (const name of ['y', ...keys.map((k) => `grad_${k}`)]) {
+    const a = r[`fused_${name}`]!.data as Float32Array;
+    const b = r[`composed_${name}`]!.data as Float32Array;
+    assert.equal(a.length, b.length, `${name}: sizes differ`);
+    const scale = Math.max(...b.map(Math.abs));
+    assert.ok(scale > 0, `${name}: the composed result is all zeros`);
+    for (let i = 0; i < a.length; i++)
+      assert.ok(Math.abs(a[i]! - b[i]!) <= rtol * scale, `${name}[${i}]: fused ${a[i]} vs composed ${b[i]} (scale ${scale})`);
+  }
+}

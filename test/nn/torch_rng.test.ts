@@ -3,7 +3,7 @@
 // engine) and PyTorch 2.13's own, recorded with
 //   torch.manual_seed(s); <draws>; torch.bernoulli(torch.full((n,), 0.6)).int().tolist()
 // (PYTHONPATH=$HOME/torch213 python3, see /work/shared/bench/README.md). The fixtures' DARE merges
-// (test/tuners/lora_weighted.test.ts) check the same stream end to end.
+// (test/tuners/lora/weighted.test.ts) check the same stream end to end.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

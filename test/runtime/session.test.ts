@@ -355,3 +355,36 @@ test('an unavailable execution provider is a RuntimeError whose advice names no 
     return true;
   });
 });
+
+test('graph outputs are their producing nodes, renamed: an Identity only for an input, a constant or a second name', async () => {
+  const g = new Graph();
+  const x = g.input('x', 'float32', [2, 3]);
+  const c = g.constant('c', 'float32', [2, 3], Float32Array.from([1, 2, 3, 4, 5, 6]));
+  const s = o.add(x, c);
+  const t = o.mul(s, 2);
+  const outs = { sum: s, twice: t, twiceAgain: t, echo: x, constant: c };
+  const lowered = lowerGraph(g, outs, 'm', { largeConstants: 'inline' });
+  const identities = lowered.spec.nodes.filter((n) => n.opType === 'Identity').map((n) => n.outputs[0]);
+  assert.deepEqual(identities.sort(), ['constant', 'echo', 'twiceAgain']);
+  // the renamed outputs are produced by their own nodes, and `sum` still feeds the Mul
+  const producer = (name: string) => lowered.spec.nodes.find((n) => n.outputs.includes(name))!;
+  assert.equal(producer('sum').opType, 'Add');
+  assert.equal(producer('twice').opType, 'Mul');
+  assert.ok(producer('twice').inputs.includes('sum'));
+  const session = await RuntimeSession.fromGraph(g, outs, { threads: 1 });
+  const xs = Float32Array.from([0.5, -1, 2, 0, 3, -2]);
+  const r = await session.run({ x: { dtype: 'float32', shape: [2, 3], data: xs } });
+  const sum = Array.from(xs, (v, i) => v + i + 1);
+  assert.deepEqual(Array.from(r.sum!.data as Float32Array), sum);
+  assert.deepEqual(
+    Array.from(r.twice!.data as Float32Array),
+    sum.map((v) => 2 * v),
+  );
+  assert.deepEqual(
+    Array.from(r.twiceAgain!.data as Float32Array),
+    sum.map((v) => 2 * v),
+  );
+  assert.deepEqual(Array.from(r.echo!.data as Float32Array), Array.from(xs));
+  assert.deepEqual(Array.from(r.constant!.data as Float32Array), [1, 2, 3, 4, 5, 6]);
+  await session.dispose();
+});

@@ -2,9 +2,9 @@
 // for a single prompt; greedy by default, sampling with --temperature/--top-k/--top-p and --seed.
 // A thin shell over Generator; timing goes to stderr so stdout holds only the text.
 
-import { readFile } from 'node:fs/promises';
+import { basename, existsSync, readFile } from '../../storage/index.js';
 import type { Command } from 'commander';
-import { collect, intArg, numberArg, positiveInt } from '../args.js';
+import { type RuntimeFlags, collect, intArg, numberArg, positiveInt, runtimeFlags, runtimeOptions } from '../args.js';
 import { resolveModelDir } from '../../io/hub.js';
 import { Tokenizer } from '../../io/tokenizer.js';
 import { loadModel } from '../../models/load.js';
@@ -13,8 +13,6 @@ import { loadAdapter } from '../../tuners/load.js';
 import type { AdaptedModel } from '../../tuners/types.js';
 import { Generator, type GenerateOptions, type GenerationResult, type InferenceModel } from '../../generate/index.js';
 import { CliError } from '../errors.js';
-import { existsSync } from 'node:fs';
-import { basename } from 'node:path';
 import { BASE_ADAPTER, MultiAdapterModel } from '../../tuners/multi/index.js';
 
 /**
@@ -93,7 +91,7 @@ export async function loadMixedModelArg(
   return { dir, base, model };
 }
 
-interface GenerateFlags {
+interface GenerateFlags extends RuntimeFlags {
   model: string;
   prompt?: string[];
   maxNewTokens?: number;
@@ -106,10 +104,6 @@ interface GenerateFlags {
   chat?: boolean;
   system?: string;
   json?: boolean;
-  threads?: number;
-  int8?: boolean;
-  /** false with --no-spin */
-  spin?: boolean;
   specialTokens: boolean;
   adapter?: string[];
   merged?: boolean;
@@ -117,7 +111,7 @@ interface GenerateFlags {
 }
 
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('generate')
     .description('generate text from a causal language model (KV cache; greedy unless sampling options are given)')
     .requiredOption('--model <dir|repo>', 'model folder (config.json, model.safetensors, tokenizer.json) or Hub repo id')
@@ -150,19 +144,10 @@ export function register(program: Command): void {
     .option('--system <text>', 'with --chat: a system message before the prompt')
     .option('--chat-template <file>', 'with --chat: a Jinja chat template file to use instead of the tokenizer one')
     .option('--no-special-tokens', 'do not add the tokenizer special tokens (BOS) to the prompts')
-    .option('--json', 'print one JSON line per prompt instead of streaming text')
-    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', positiveInt('--threads'))
-    .option(
-      '--int8',
-      'run the weight products on int8 copies of the frozen weights (MatMulNBits): ~3x faster decoding on CPU, logits move slightly (bench/RESULTS.md)',
-    )
-    .option(
-      '--no-spin',
-      'ONNX Runtime threads wait passively instead of spinning (faster on a machine shared with other jobs; bench/RESULTS.md "Decode")',
-    )
-    .action(async (flags: GenerateFlags) => {
-      await runGenerate(flags);
-    });
+    .option('--json', 'print one JSON line per prompt instead of streaming text');
+  runtimeFlags(cmd).action(async (flags: GenerateFlags) => {
+    await runGenerate(flags);
+  });
 }
 
 async function runGenerate(flags: GenerateFlags): Promise<void> {
@@ -201,7 +186,7 @@ async function runGenerate(flags: GenerateFlags): Promise<void> {
   });
   const generator = await Generator.create(model, {
     tokenizer,
-    runtime: { threads: flags.threads, quantize: flags.int8 ? 'int8' : undefined, spinning: flags.spin === false ? false : undefined },
+    runtime: runtimeOptions(flags),
   });
   const stream = prompts.length === 1 && !flags.json;
   const options: GenerateOptions = {

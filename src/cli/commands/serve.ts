@@ -1,8 +1,7 @@
 // `peft serve`: an OpenAI-compatible server over one base model and any number of LoRA/IA3 adapters
 // (src/serve/). Binds to 127.0.0.1 unless --host says otherwise; stops cleanly on SIGINT/SIGTERM.
 
-import { readFile } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { basename, readFile } from '../../storage/index.js';
 import type { Command } from 'commander';
 import { resolveModelDir } from '../../io/hub.js';
 import { Tokenizer } from '../../io/tokenizer.js';
@@ -11,10 +10,10 @@ import { loadGenerationDefaults } from '../../generate/config.js';
 import { MultiAdapterModel } from '../../tuners/multi/index.js';
 import { OpenAIServer, ServeEngine } from '../../serve/index.js';
 import { CliError } from '../errors.js';
-import { collect, intArg } from '../args.js';
+import { type RuntimeFlags, collect, intArg, runtimeFlags, runtimeOptions } from '../args.js';
 import { parseAdapterArg } from './generate.js';
 
-interface ServeFlags {
+interface ServeFlags extends RuntimeFlags {
   model: string;
   adapter?: string[];
   port: number;
@@ -28,15 +27,11 @@ interface ServeFlags {
   targetModules?: string;
   maxRank?: number;
   chatTemplate?: string;
-  threads?: number;
-  int8?: boolean;
-  /** false with --no-spin */
-  spin?: boolean;
   adapterLoading: boolean;
 }
 
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('serve')
     .description(
       'serve the model and its adapters over an OpenAI-compatible HTTP API (completions, chat, streaming, continuous batching, hot-swapped adapters)',
@@ -57,19 +52,10 @@ export function register(program: Command): void {
     )
     .option('--max-rank <r>', 'pad LoRA ranks to at least r (peft prepare_model_for_compiled_hotswap target_rank)', intArg('--max-rank', 1))
     .option('--chat-template <file>', 'Jinja chat template for /v1/chat/completions instead of the tokenizer one')
-    .option('--no-adapter-loading', 'refuse POST /v1/adapters (adapters given at start only)')
-    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: all cores)', intArg('--threads', 1))
-    .option(
-      '--int8',
-      'run the weight products on int8 copies of the frozen weights (MatMulNBits): ~3x faster decoding on CPU, logits move slightly (bench/RESULTS.md)',
-    )
-    .option(
-      '--no-spin',
-      'ONNX Runtime threads wait passively instead of spinning (faster on a machine shared with other jobs; bench/RESULTS.md "Decode")',
-    )
-    .action(async (flags: ServeFlags) => {
-      await runServe(flags);
-    });
+    .option('--no-adapter-loading', 'refuse POST /v1/adapters (adapters given at start only)');
+  runtimeFlags(cmd).action(async (flags: ServeFlags) => {
+    await runServe(flags);
+  });
 }
 
 async function runServe(flags: ServeFlags): Promise<void> {
@@ -103,7 +89,7 @@ async function runServe(flags: ServeFlags): Promise<void> {
   const engine = await ServeEngine.create(model, tokenizer, defaults, {
     maxBatch: flags.maxBatch,
     maxQueue: flags.maxQueue,
-    runtime: { threads: flags.threads, quantize: flags.int8 ? 'int8' : undefined, spinning: flags.spin === false ? false : undefined },
+    runtime: runtimeOptions(flags),
   });
   const modelId = flags.modelId ?? basename(dir.replace(/[\\/]+$/, ''));
   const server = new OpenAIServer(engine, {

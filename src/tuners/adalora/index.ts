@@ -30,7 +30,7 @@ export interface AdaloraConfig extends LinearTunerConfig {
   initLoraWeights: boolean;
 }
 
-export function adaloraConfig(fields: Record<string, unknown>, source = 'AdaLoRA config'): AdaloraConfig {
+function adaloraConfig(fields: Record<string, unknown>, source = 'AdaLoRA config'): AdaloraConfig {
   const r = new FieldReader(fields, source);
   r.off('use_dora', 'DoRA with AdaLoRA is not supported (peft refuses it too)');
   r.off('use_rslora', 'rsLoRA scaling with AdaLoRA is not implemented');
@@ -73,7 +73,7 @@ export function adaloraConfig(fields: Record<string, unknown>, source = 'AdaLoRA
 }
 
 /** A module's rank: init_r, or the kept entries of its rank_pattern. */
-export function adaloraRank(c: AdaloraConfig, module: string): number {
+function adaloraRank(c: AdaloraConfig, module: string): number {
   const kept = c.rankPattern?.[`${module}.lora_E`];
   if (!kept) return c.initR;
   if (kept.length !== c.initR)
@@ -94,7 +94,7 @@ function adaloraDelta(t: Tensors, c: AdaloraConfig): Value {
  * peft's AdaLoRA loss term: orth_reg_weight times the mean over every lora_A and lora_B of
  * ||A Aᵀ - I||_F (||Bᵀ B - I||_F for B), which keeps P and Q of the SVD form near orthogonal.
  */
-export function orthogonalRegularizer(modules: readonly Tensors[], weight: number): Value | undefined {
+function orthogonalRegularizer(modules: readonly Tensors[], weight: number): Value | undefined {
   if (weight <= 0) return undefined;
   const terms: Value[] = [];
   for (const t of modules) {

@@ -10,7 +10,7 @@ import * as o from '../../graph/ops.js';
 import type { LinearSpec } from '../../nn/context.js';
 import { FieldReader, type LinearTunerConfig, commonFields, noBias } from '../linear_tuner/config.js';
 import { type LinearMethod, linearTuner } from '../linear_tuner/model.js';
-import { identityBlock, inputBlocks, rotateWeightBlocks } from '../oft/index.js';
+import { checkRotationTrainable, identityBlock, inputBlocks, rotateWeightBlocks } from '../oft/index.js';
 import { PeftConfigError } from '../types.js';
 
 export interface BoftConfig extends LinearTunerConfig {
@@ -21,7 +21,7 @@ export interface BoftConfig extends LinearTunerConfig {
   initWeights: boolean;
 }
 
-export function boftConfig(fields: Record<string, unknown>, source = 'BOFT config'): BoftConfig {
+function boftConfig(fields: Record<string, unknown>, source = 'BOFT config'): BoftConfig {
   const r = new FieldReader(fields, source);
   noBias(r, 'BOFT');
   const c: BoftConfig = {
@@ -74,7 +74,7 @@ export function batchedInverse(A: Value): Value {
 }
 
 /** The rotation blocks [n, b, b]: R = (I - S)(I + S)⁻¹ = 2 (I + S)⁻¹ - I with S = (R0 - R0ᵀ) / 2. */
-export function boftRotation(boftR: Value): Value {
+function boftRotation(boftR: Value): Value {
   const [, n, b] = boftR.shape as [number, number, number, number];
   const R0 = o.reshape(boftR, [n, b, b]);
   const S = o.mul(o.sub(R0, o.transpose(R0, [0, 2, 1])), 0.5);
@@ -87,12 +87,7 @@ export const BOFT: LinearMethod<BoftConfig> = {
   label: 'BOFT',
   parseConfig: boftConfig,
   checkTrainable(c) {
-    if (c.boftDropout !== 0)
-      throw new PeftConfigError(
-        `BOFT boft_dropout=${c.boftDropout} (multiplicative block dropout) is not implemented for training; set it to 0`,
-      );
-    if (!c.initWeights)
-      throw new PeftConfigError('BOFT init_weights=false is not implemented; use the default (identity rotations, unit scales)');
+    checkRotationTrainable('BOFT', 'boft_dropout', c.boftDropout, c.initWeights, 'identity rotations, unit scales');
   },
   moduleTensors(spec, c) {
     const { n, b } = blocks(spec, c);

@@ -142,7 +142,7 @@ export const BN_PRESETS = {
   houlsby: doubleSeqBnConfig,
 } as const;
 
-export const SUPPORTED_NON_LINEARITIES = ['relu', 'gelu', 'swish', 'silu', 'tanh', 'gelu_new', 'gelu_pytorch_tanh'] as const;
+const SUPPORTED_NON_LINEARITIES = ['relu', 'gelu', 'swish', 'silu', 'tanh', 'gelu_new', 'gelu_pytorch_tanh'] as const;
 const SUPPORTED_INITS = ['bert', 'mam_adapter'];
 
 function checked(c: BnConfig): BnConfig {

@@ -8,32 +8,12 @@ import { BottleneckModel } from './model.js';
 import { isAdapterHubFolder, loadBottleneck } from './load.js';
 import { PyFloat } from '../../io/pyjson.js';
 
-export {
-  type BnConfig,
-  type ResidualBeforeLn,
-  BN_PRESETS,
-  SUPPORTED_NON_LINEARITIES,
-  bnConfigFromJson,
-  bnConfigToJson,
-  bottleneckSize,
-  doubleSeqBnConfig,
-  parBnConfig,
-  seqBnConfig,
-  validateBnConfig,
-} from './config.js';
-export { type BottleneckWeights, type LocationArgs, adapterFunction, bottleneckLocation } from './layer.js';
-export { type AdapterHubMeta, type BnSite, type CreateBottleneckOptions, BottleneckModel, headWeightNames, modelClassOf } from './model.js';
-export { type BnLocation, type BnTensor, BN_LOCATIONS, bnTensorName, parseBnTensorName } from './names.js';
-export { type SaveBottleneckOptions, adapterHubConfigJson, bottleneckStateDict, saveBottleneck } from './save.js';
-export {
-  type AdapterHubConfigFile,
-  type LoadBottleneckOptions,
-  AdapterFormatError,
-  isAdapterHubFolder,
-  loadBottleneck,
-  readAdapterHubConfig,
-} from './load.js';
-export { PyFloat, pythonFloatRepr, pythonJsonDumps } from '../../io/pyjson.js';
+export { type BnConfig, bottleneckSize, doubleSeqBnConfig, parBnConfig, seqBnConfig } from './config.js';
+export { adapterFunction, bottleneckLocation } from './layer.js';
+export { BottleneckModel } from './model.js';
+
+export { AdapterFormatError, isAdapterHubFolder, loadBottleneck, readAdapterHubConfig } from './load.js';
+export { pythonFloatRepr } from '../../io/pyjson.js';
 
 /** The registry entry: AdapterHub bottleneck adapters (no peft_type on disk: the folder layout is detected). */
 export const bottleneckTuner = {

@@ -35,7 +35,7 @@ export function basePrefixOf(base: Pick<PretrainedModel, 'config' | 'family'>): 
 }
 
 /** The module holding the adapter at (layer, location), without the ".adapters.<name>" part. */
-export function locationModule(base: Pick<PretrainedModel, 'config' | 'family'>, layer: number, location: BnLocation): string {
+function locationModule(base: Pick<PretrainedModel, 'config' | 'family'>, layer: number, location: BnLocation): string {
   return layoutOf(base).module(layer, location);
 }
 

@@ -14,7 +14,7 @@ import { type PyJson, writePythonJson } from '../../io/pyjson.js';
 export const BN_CONFIG_FILE = 'adapter_config.json';
 export const BN_WEIGHTS_FILE = 'adapter.safetensors';
 export const BN_WEIGHTS_BIN = 'pytorch_adapter.bin';
-export const HEAD_CONFIG_FILE = 'head_config.json';
+const HEAD_CONFIG_FILE = 'head_config.json';
 export const HEAD_WEIGHTS_FILE = 'model_head.safetensors';
 export const HEAD_WEIGHTS_BIN = 'pytorch_model_head.bin';
 
@@ -24,7 +24,7 @@ export interface SaveBottleneckOptions {
 }
 
 /** adapter.safetensors' tensors by AdapterHub key. */
-export function bottleneckStateDict(m: BottleneckModel): Map<string, RawTensor> {
+function bottleneckStateDict(m: BottleneckModel): Map<string, RawTensor> {
   const out = new Map<string, RawTensor>();
   for (const s of m.sites)
     for (const t of Object.keys(s.tensors) as BnTensor[]) out.set(m.paramName(s, t), fromTypedArray(s.tensors[t].data, s.tensors[t].shape));
@@ -32,7 +32,7 @@ export function bottleneckStateDict(m: BottleneckModel): Map<string, RawTensor> 
 }
 
 /** The adapter_config.json object. */
-export function adapterHubConfigJson(m: BottleneckModel): Record<string, PyJson> {
+function adapterHubConfigJson(m: BottleneckModel): Record<string, PyJson> {
   return {
     config: bnConfigToJson(m.config),
     hidden_size: m.meta.hiddenSize,

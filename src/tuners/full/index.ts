@@ -6,7 +6,7 @@ import { type FullConfig, fullConfig } from './config.js';
 import { FullFineTuneModel } from './model.js';
 import type { Tuner } from '../registry.js';
 
-export { type FullConfig, fullConfig, moduleMatches } from './config.js';
+export { fullConfig } from './config.js';
 export { FullFineTuneModel } from './model.js';
 
 /** Wraps a model for full fine-tuning (peft's get_peft_model counterpart for the FULL method). */

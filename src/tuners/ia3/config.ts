@@ -38,17 +38,17 @@ export interface IA3Config {
 export type IA3Options = Partial<Omit<IA3Config, 'peftType'>>;
 
 /** peft's TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING, from each architecture's descriptor (src/models/<family>.ts). */
-export const IA3_DEFAULT_TARGETS: Readonly<Record<string, readonly string[]>> = Object.fromEntries(
+const IA3_DEFAULT_TARGETS: Readonly<Record<string, readonly string[]>> = Object.fromEntries(
   ARCHITECTURES.flatMap((d) => Object.entries(d.ia3Targets).map(([t, v]) => [t, v.targets] as const)),
 );
 /** The feed-forward modules among them, from the same descriptors. */
-export const IA3_DEFAULT_FEEDFORWARD: Readonly<Record<string, readonly string[]>> = Object.fromEntries(
+const IA3_DEFAULT_FEEDFORWARD: Readonly<Record<string, readonly string[]>> = Object.fromEntries(
   ARCHITECTURES.flatMap((d) => Object.entries(d.ia3Targets).map(([t, v]) => [t, v.feedforward] as const)),
 );
 /** What PeftModelForSequenceClassification adds to modules_to_save. */
 const SEQ_CLS_HEADS = ['classifier', 'score'];
 
-export function peftTaskType(model: PretrainedModel): string | null {
+function peftTaskType(model: PretrainedModel): string | null {
   switch (model.task) {
     case 'causal-lm':
       return 'CAUSAL_LM';

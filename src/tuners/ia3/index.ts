@@ -7,22 +7,9 @@ import { loadIA3 } from './load.js';
 import { IA3Model } from './model.js';
 import type { Tuner } from '../registry.js';
 
-export {
-  type IA3Config,
-  type IA3Options,
-  type IA3Variant,
-  IA3_DEFAULT_FEEDFORWARD,
-  IA3_DEFAULT_TARGETS,
-  ia3ConfigFromJson,
-  ia3ConfigToJson,
-  ia3OptionsFromFields,
-  resolveIA3Config,
-} from './config.js';
-export { type IA3Target, ia3Hook, ia3VectorShape } from './layer.js';
-export { type CreateIA3Options, IA3Model } from './model.js';
-export { ia3ParamName, ia3SavedName, parseIa3SavedName } from './names.js';
-export { IA3_CONFIG_FILE, IA3_WEIGHTS_FILE, ia3StateDict, saveIA3 } from './save.js';
-export { loadIA3, readIA3Config } from './load.js';
+export { IA3Model } from './model.js';
+
+export { loadIA3 } from './load.js';
 
 /** The registry entry (src/tuners/registry.ts): a new IA3 model from adapter_config.json-style fields, or a saved one. */
 export const ia3Tuner = {

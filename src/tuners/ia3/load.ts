@@ -13,7 +13,7 @@ import { ia3SavedName, savedWeightName } from './names.js';
 import { IA3_CONFIG_FILE, IA3_WEIGHTS_FILE } from './save.js';
 
 /** Reads and parses `dir`/adapter_config.json as an IA3 config. */
-export async function readIA3Config(dir: string): Promise<IA3Config> {
+async function readIA3Config(dir: string): Promise<IA3Config> {
   const file = join(dir, IA3_CONFIG_FILE);
   let text: string;
   try {

@@ -21,12 +21,12 @@ export interface CreateIA3Options extends IA3Options {
 }
 
 /** transformers' get_decay_parameter_names: no decay for biases and normalisation weights. */
-export function decays(name: string): boolean {
+function decays(name: string): boolean {
   return !/bias/.test(name) && !/(norm|\.ln_\d+\.|\.ln_f\.)/i.test(name);
 }
 
 /** The targeted linear modules of `base` under `config`, with typed errors for bad patterns. */
-export function resolveTargets(base: PretrainedModel, config: IA3Config): IA3Target[] {
+function resolveTargets(base: PretrainedModel, config: IA3Config): IA3Target[] {
   const linears = base.linears();
   const linearNames = new Set(linears.map((s) => s.name));
   const targets: IA3Target[] = [];
@@ -53,7 +53,7 @@ export function resolveTargets(base: PretrainedModel, config: IA3Config): IA3Tar
 }
 
 /** Weights of the modules named by modules_to_save (peft matches them by name suffix). */
-export function resolveModulesToSave(base: PretrainedModel, config: { modulesToSave: string[] | null }): string[] {
+function resolveModulesToSave(base: PretrainedModel, config: { modulesToSave: string[] | null }): string[] {
   if (!config.modulesToSave?.length) return [];
   const candidates = new Set([
     ...base.expectedWeights(),

@@ -2,7 +2,7 @@
 // peft saves "base_model.model.<module>.ia3_l" and holds it in memory with the adapter name
 // appended; modules_to_save copies are saved under the module's plain name.
 
-export const PEFT_PREFIX = 'base_model.model.';
+const PEFT_PREFIX = 'base_model.model.';
 
 /** 'ia3_l': peft's scaling vector; 'ia3_m': the additive variant's vector (not a peft name). */
 export type IA3TensorKind = 'ia3_l' | 'ia3_m';
@@ -14,12 +14,6 @@ export function ia3SavedName(module: string, kind: IA3TensorKind): string {
 /** The in-memory peft name, which is also the graph param name. */
 export function ia3ParamName(module: string, kind: IA3TensorKind, adapterName: string): string {
   return `${ia3SavedName(module, kind)}.${adapterName}`;
-}
-
-/** "base_model.model.x.y.ia3_l" -> { module: "x.y", kind: "ia3_l" }; null for other keys. */
-export function parseIa3SavedName(key: string): { module: string; kind: IA3TensorKind } | null {
-  const m = /^base_model\.model\.(.+)\.(ia3_l|ia3_m)$/.exec(key);
-  return m ? { module: m[1]!, kind: m[2] as IA3TensorKind } : null;
 }
 
 /** A modules_to_save weight ("classifier.weight") as peft saves it. */

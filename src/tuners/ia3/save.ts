@@ -13,7 +13,7 @@ export const IA3_CONFIG_FILE = 'adapter_config.json';
 export const IA3_WEIGHTS_FILE = 'adapter_model.safetensors';
 
 /** The tensors of adapter_model.safetensors, by saved name. */
-export function ia3StateDict(
+function ia3StateDict(
   config: IA3Config,
   vectors: ReadonlyMap<string, TrainableTensor>,
   modulesToSave: ReadonlyMap<string, TrainableTensor>,

@@ -61,3 +61,19 @@ export function lycorisMethod<C extends LycorisConfig>(
     },
   };
 }
+
+/** The settings `peft info` shows for a LyCORIS method: r and alpha, the method's `own`, then dropout, init, targets, patterns. */
+export function lycorisInfoSettings(...own: string[]): string[] {
+  return [
+    'r',
+    'alpha',
+    ...own,
+    'rank_dropout',
+    'module_dropout',
+    'init_weights',
+    'target_modules',
+    'rank_pattern',
+    'alpha_pattern',
+    'layers_to_transform',
+  ];
+}

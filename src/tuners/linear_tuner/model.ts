@@ -94,7 +94,7 @@ export interface LinearMethod<C extends LinearTunerConfig> {
   configToJson?(config: C): Record<string, PyJson>;
 }
 
-export interface LinearModule {
+interface LinearModule {
   spec: LinearSpec;
   tensors: Map<string, TrainableTensor>;
   decls: TensorDecl[];

@@ -19,7 +19,7 @@ import type { Tuner } from '../registry.js';
 import { type AdaptedModel, AdapterError, AdapterMismatchError, PeftConfigError, type TrainableTensor } from '../types.js';
 
 /** peft's TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING for the families this library loads. */
-export const LN_TUNING_DEFAULT_TARGETS: Readonly<Record<string, readonly string[]>> = {
+const LN_TUNING_DEFAULT_TARGETS: Readonly<Record<string, readonly string[]>> = {
   llama: ['input_layernorm', 'post_attention_layernorm', 'norm'],
   mistral: ['input_layernorm', 'post_attention_layernorm', 'norm'],
   qwen2: ['input_layernorm', 'post_attention_layernorm', 'norm'],
@@ -28,9 +28,9 @@ export const LN_TUNING_DEFAULT_TARGETS: Readonly<Record<string, readonly string[
   bert: ['LayerNorm'],
 };
 
-export type LnTuningConfig = LinearTunerConfig;
+type LnTuningConfig = LinearTunerConfig;
 
-export function lnTuningConfig(fields: Record<string, unknown>, source = 'LN tuning config'): LnTuningConfig {
+function lnTuningConfig(fields: Record<string, unknown>, source = 'LN tuning config'): LnTuningConfig {
   return commonFields(new FieldReader(fields, source), 'LN_TUNING', 'LN tuning');
 }
 

@@ -7,7 +7,7 @@ import * as o from '../../graph/ops.js';
 import type { LinearSpec } from '../../nn/context.js';
 import { kaimingUniform } from '../lora/init.js';
 import { FieldReader, commonFields } from '../linear_tuner/config.js';
-import { type LycorisConfig, lycorisFields, lycorisMethod, lycorisRank } from '../linear_tuner/lycoris.js';
+import { type LycorisConfig, lycorisFields, lycorisInfoSettings, lycorisMethod, lycorisRank } from '../linear_tuner/lycoris.js';
 import { type LinearMethod, linearTuner, type Tensors } from '../linear_tuner/model.js';
 import { PeftConfigError } from '../types.js';
 
@@ -16,7 +16,7 @@ export interface LohaConfig extends LycorisConfig {
   initWeights: boolean;
 }
 
-export function lohaConfig(fields: Record<string, unknown>, source = 'LoHa config'): LohaConfig {
+function lohaConfig(fields: Record<string, unknown>, source = 'LoHa config'): LohaConfig {
   const r = new FieldReader(fields, source);
   const init = fields.init_weights ?? true;
   if (typeof init !== 'boolean')
@@ -39,7 +39,7 @@ export function lohaConfig(fields: Record<string, unknown>, source = 'LoHa confi
 }
 
 /** ΔW [out, in] = (w1_a @ w1_b) ⊙ (w2_a @ w2_b) · scale. */
-export function lohaDelta(t: Tensors, scale: number): Value {
+function lohaDelta(t: Tensors, scale: number): Value {
   const w1 = o.matmul(t.hada_w1_a!, t.hada_w1_b!);
   const w2 = o.matmul(t.hada_w2_a!, t.hada_w2_b!);
   return o.mul(o.mul(w1, w2), scale);
@@ -75,17 +75,7 @@ const LYCORIS_FLAGS = { r: 'r', alpha: 'alpha', target: 'target_modules' } as co
 
 /** The registry entry. */
 export const lohaTuner = linearTuner(LOHA, {
-  infoSettings: [
-    'r',
-    'alpha',
-    'rank_dropout',
-    'module_dropout',
-    'init_weights',
-    'target_modules',
-    'rank_pattern',
-    'alpha_pattern',
-    'layers_to_transform',
-  ],
+  infoSettings: lycorisInfoSettings(),
   presets: [
     {
       name: 'loha',

@@ -8,7 +8,7 @@ import * as o from '../../graph/ops.js';
 import type { LinearSpec } from '../../nn/context.js';
 import { kaimingUniform } from '../lora/init.js';
 import { FieldReader, commonFields } from '../linear_tuner/config.js';
-import { type LycorisConfig, lycorisFields, lycorisMethod, lycorisRank } from '../linear_tuner/lycoris.js';
+import { type LycorisConfig, lycorisFields, lycorisInfoSettings, lycorisMethod, lycorisRank } from '../linear_tuner/lycoris.js';
 import { type LinearMethod, linearTuner, type TensorDecl, type Tensors } from '../linear_tuner/model.js';
 import { PeftConfigError } from '../types.js';
 
@@ -20,7 +20,7 @@ export interface LokrConfig extends LycorisConfig {
   initWeights: boolean | 'lycoris';
 }
 
-export function lokrConfig(fields: Record<string, unknown>, source = 'LoKr config'): LokrConfig {
+function lokrConfig(fields: Record<string, unknown>, source = 'LoKr config'): LokrConfig {
   const r = new FieldReader(fields, source);
   const init = fields.init_weights ?? true;
   if (typeof init !== 'boolean' && init !== 'lycoris')
@@ -74,7 +74,7 @@ function lokrShape(spec: LinearSpec, cfg: LokrConfig, module: string): LokrShape
 }
 
 /** torch.kron of 2-D w1 [a, c] and w2 [b, d]: [a·b, c·d] with entry (i·b + k, j·d + l) = w1[i, j] · w2[k, l]. */
-export function kron(w1: Value, w2: Value): Value {
+function kron(w1: Value, w2: Value): Value {
   const [a, c] = w1.shape as [number, number];
   const [b, d] = w2.shape as [number, number];
   const p = o.mul(o.reshape(w1, [a, 1, c, 1]), o.reshape(w2, [1, b, 1, d]));
@@ -112,19 +112,7 @@ export const LOKR: LinearMethod<LokrConfig> = {
 
 /** The registry entry. */
 export const lokrTuner = linearTuner(LOKR, {
-  infoSettings: [
-    'r',
-    'alpha',
-    'decompose_both',
-    'decompose_factor',
-    'rank_dropout',
-    'module_dropout',
-    'init_weights',
-    'target_modules',
-    'rank_pattern',
-    'alpha_pattern',
-    'layers_to_transform',
-  ],
+  infoSettings: lycorisInfoSettings('decompose_both', 'decompose_factor'),
   presets: [
     {
       name: 'lokr',

@@ -305,7 +305,7 @@ export function loraConfigFromJson(obj: Record<string, unknown>, source = 'adapt
  * file (peft_version set) writes every 0.20 key; otherwise the peft 0.13.2 key set, plus any 0.20
  * key that holds a non-default value.
  */
-export function loraConfigToJson(c: LoraConfig): Record<string, unknown> {
+function loraConfigToJson(c: LoraConfig): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const f of [...FIELDS].sort((a, b) => (a.json < b.json ? -1 : 1))) {
     const v = c[f.key];

@@ -6,45 +6,14 @@ import { loraConfigFromJson } from './config.js';
 import { LoraModel } from './model.js';
 import type { Tuner } from '../registry.js';
 
-export {
-  type LoraConfig,
-  type LoraBias,
-  type InitLoraWeights,
-  type TaskType,
-  DEFAULT_TARGET_MODULES,
-  TASK_MODULES_TO_SAVE,
-  loraConfig,
-  loraConfigFromJson,
-  loraConfigToJson,
-  loraConfigFileText,
-  loraScaling,
-  UnsupportedLoraFeatureError,
-} from './config.js';
-export {
-  type LoraAdapter,
-  type TokenState,
-  type CreateLoraOptions,
-  type LoadLoraOptions,
-  type MergeAndUnloadOptions,
-  type SaveLoraOptions,
-  LoraModel,
-} from './model.js';
-export {
-  type AdapterCompression,
-  type CompressionReport,
-  type CompressionSpec,
-  BASE_QUANTIZATION_METADATA_KEY,
-  COMPRESSION_CONFIG_KEY,
-  COMPRESSION_METADATA_KEY,
-  COMPRESSION_METHODS,
-  compressionSpec,
-  parseCompressionReport,
-} from './compress.js';
-export { type LoraModuleState, type LoraEmbeddingState, type LoraVariant, PLAIN_LORA, DORA, variantFor } from './layer.js';
-export { TargetModulesNotFoundError, targetModuleMatches, isModuleToSave, resolveTargetModules, findTargets } from './targets.js';
-export { PEFT_PREFIX, type TensorSlot, tensorNames } from './save.js';
-export { type SaveModelOptions, saveModelPretrained, savedDtype } from './merge.js';
-export { TopSvd, oloraFactors } from './init.js';
+export { type LoraConfig, loraConfig, loraConfigFromJson, UnsupportedLoraFeatureError } from './config.js';
+export { type MergeAndUnloadOptions, type SaveLoraOptions, LoraModel } from './model.js';
+export { COMPRESSION_METADATA_KEY, COMPRESSION_METHODS, compressionSpec, parseCompressionReport } from './compress.js';
+
+export { TargetModulesNotFoundError, resolveTargetModules, findTargets } from './targets.js';
+
+export { saveModelPretrained } from './merge.js';
+export { TopSvd } from './init.js';
 
 function loraScalingText(c: Record<string, unknown>): string | null {
   if (typeof c.r !== 'number' || typeof c.lora_alpha !== 'number') return null;
@@ -111,5 +80,3 @@ export const loraTuner = {
   fromPretrained: (base: PretrainedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}) =>
     LoraModel.fromPretrained(base, dir, opts),
 } satisfies Tuner;
-export { type CombinationType, type MajoritySignMethod, type WeightedAdapterOptions, COMBINATION_TYPES, jacobiSvd } from './weighted.js';
-export { type MlxConversion, AdapterConversionError, mlxToPeft, peftToMlx } from './mlx.js';

@@ -68,13 +68,13 @@ export function baseMatmul(x: Value, weight: Value, spec: LinearSpec): Value {
 }
 
 /** lora_B(lora_A(x)): two thin matmuls, never the [out, in] product (plus lora_B's bias with lora_bias). */
-export function loraPath(x: Value, t: LoraValues): Value {
+function loraPath(x: Value, t: LoraValues): Value {
   const y = o.matmulT(o.matmulT(x, t.A), t.B);
   return t.bias ? o.add(y, t.bias) : y;
 }
 
 /** scaling * B @ A in the stored layout of the base weight (peft's get_delta_weight). */
-export function deltaWeight(spec: LinearSpec, t: LoraValues, scaling: number): Value {
+function deltaWeight(spec: LinearSpec, t: LoraValues, scaling: number): Value {
   const d = o.mul(o.matmul(t.B, t.A), scaling);
   return spec.layout === 'conv1d' ? o.transpose(d, [1, 0]) : d;
 }
@@ -87,7 +87,7 @@ export function doraWeightNorm(weight: Value, spec: LinearSpec, loraWeight: Valu
   return o.sqrt(o.sum(o.mul(w, w), spec.layout === 'conv1d' ? 0 : 1));
 }
 
-export const PLAIN_LORA: LoraVariant = {
+const PLAIN_LORA: LoraVariant = {
   name: 'lora',
   hasMagnitude: false,
   forward: ({ result, xDropped, t, scaling }) => o.add(result, o.mul(loraPath(xDropped, t), scaling)),
@@ -99,7 +99,7 @@ export const PLAIN_LORA: LoraVariant = {
  * The norm is detached (DoRA paper, section 4.3): a constant to autodiff, so A and B get no
  * gradient through it while it still follows their current values in the forward pass.
  */
-export const DORA: LoraVariant = {
+const DORA: LoraVariant = {
   name: 'dora',
   hasMagnitude: true,
   forward: ({ result, x, xDropped, baseMatmul: xw, product, weight: w, spec, t, scaling }) => {
@@ -143,7 +143,7 @@ export interface LoraEmbeddingState {
 }
 
 /** scaling * (B @ A)^T: the embedding LoRA's delta in the weight's [num_embeddings, dim] layout. */
-export function embeddingDelta(A: Value, B: Value, scaling: number): Value {
+function embeddingDelta(A: Value, B: Value, scaling: number): Value {
   return o.mul(o.transpose(o.matmul(B, A), [1, 0]), scaling);
 }
 

@@ -39,7 +39,7 @@ const SESSION_BYTES = 512 << 20;
  * Evaluates `build` for every item, each output a float32 array, running as few ORT sessions as
  * the byte budget allows. `bytes` estimates the constant bytes an item brings into the graph.
  */
-export async function evaluateOnce<T>(
+async function evaluateOnce<T>(
   items: readonly T[],
   bytes: (item: T) => number,
   build: (g: Graph, item: T) => Value,
@@ -69,7 +69,7 @@ export async function evaluateOnce<T>(
 }
 
 /** Graph constants for a module's LoRA tensors. */
-export function loraConstants(g: Graph, s: LoraModuleState): LoraValues {
+function loraConstants(g: Graph, s: LoraModuleState): LoraValues {
   return {
     A: g.constant('lora_A', 'float32', s.A.shape, s.A.data),
     B: g.constant('lora_B', 'float32', s.B.shape, s.B.data),

@@ -19,7 +19,7 @@ import { checkOutputDir, withOutputDir } from '../../io/outdir.js';
 import { readJsonObject } from '../../io/files.js';
 
 /** An adapter that cannot be expressed in the other format; the message says what stands in the way. */
-export class AdapterConversionError extends AdapterError {
+class AdapterConversionError extends AdapterError {
   constructor(message: string) {
     super(message);
     this.name = 'AdapterConversionError';

@@ -244,6 +244,21 @@ function skipInjectionDraws(rng: TorchCpuGenerator, base: PretrainedModel, a: Lo
   }
 }
 
+/** One LoRA'd embedding [V, H] with its tensors. */
+function embeddingState(
+  name: string,
+  V: number,
+  H: number,
+  r: number,
+  alpha: number,
+  useRslora: boolean,
+  A: TrainableTensor,
+  B: TrainableTensor,
+  magnitude?: TrainableTensor,
+): LoraEmbeddingState {
+  return { name, numEmbeddings: V, embeddingDim: H, r, alpha, scaling: loraScaling(alpha, r, useRslora), A, B, magnitude };
+}
+
 async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: string, src: Source, trainable: boolean): Promise<LoraAdapter> {
   const config = structuredClone(input);
   config.targetModules = resolveTargetModules(base, config);
@@ -366,17 +381,7 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
       const A = need('lora_embedding_A', e, [r, V]);
       const B = need('lora_embedding_B', e, [H, r]);
       const magnitude = variant.hasMagnitude ? need('lora_magnitude_vector', e, [H]) : undefined;
-      embeddings.set(e, {
-        name: e,
-        numEmbeddings: V,
-        embeddingDim: H,
-        r,
-        alpha,
-        scaling: loraScaling(alpha, r, config.useRslora),
-        A,
-        B,
-        magnitude,
-      });
+      embeddings.set(e, embeddingState(e, V, H, r, alpha, config.useRslora, A, B, magnitude));
       // peft saves the base embedding next to it and loads it back into the base layer.
       const b = take(tensorNames('base_layer', e, name).saved, [V, H], `the base weight of ${e}`);
       if (b) savedBase.push([e, b]);
@@ -450,16 +455,7 @@ async function buildAdapter(base: PretrainedModel, input: LoraConfig, name: stri
     // peft Embedding.reset_lora_parameters: A zero and B ~ N(0, 1) (init true / gaussian); false keeps both ~ N(0, 1).
     const A = init === false ? normals(src.rng, r * V, 1) : new Float32Array(r * V);
     const B = normals(src.rng, H * r, 1);
-    embeddings.set(e, {
-      name: e,
-      numEmbeddings: V,
-      embeddingDim: H,
-      r,
-      alpha,
-      scaling: loraScaling(alpha, r, config.useRslora),
-      A: { shape: [r, V], data: A },
-      B: { shape: [H, r], data: B },
-    });
+    embeddings.set(e, embeddingState(e, V, H, r, alpha, config.useRslora, { shape: [r, V], data: A }, { shape: [H, r], data: B }));
   }
   for (const [m, indices] of tokenMods) {
     // TrainableTokensLayer starts from the current rows.
@@ -1103,29 +1099,23 @@ export class LoraModel implements AdaptedModel {
   slots(name: string): TensorSlot[] {
     const a = this.adapter(name);
     const out: TensorSlot[] = [];
+    const add = (kind: TensorKind, module: string, tensor: TrainableTensor | undefined) => {
+      if (!tensor) return;
+      const n = tensorNames(kind, module, name);
+      out.push({ kind, module, param: n.param, saved: n.saved, tensor });
+    };
     for (const [m, s] of a.modules) {
-      const add = (kind: TensorKind, tensor: TrainableTensor) => {
-        const n = tensorNames(kind, m, name);
-        out.push({ kind, module: m, param: n.param, saved: n.saved, tensor });
-      };
-      add('lora_A', s.A);
-      add('lora_B', s.B);
-      if (s.bias) add('lora_B_bias', s.bias);
-      if (s.magnitude) add('lora_magnitude_vector', s.magnitude);
+      add('lora_A', m, s.A);
+      add('lora_B', m, s.B);
+      add('lora_B_bias', m, s.bias);
+      add('lora_magnitude_vector', m, s.magnitude);
     }
     for (const [m, e] of a.embeddings) {
-      const add = (kind: TensorKind, tensor: TrainableTensor) => {
-        const n = tensorNames(kind, m, name);
-        out.push({ kind, module: m, param: n.param, saved: n.saved, tensor });
-      };
-      add('lora_embedding_A', e.A);
-      add('lora_embedding_B', e.B);
-      if (e.magnitude) add('lora_magnitude_vector', e.magnitude);
+      add('lora_embedding_A', m, e.A);
+      add('lora_embedding_B', m, e.B);
+      add('lora_magnitude_vector', m, e.magnitude);
     }
-    for (const [m, t] of a.tokens) {
-      const n = tensorNames('trainable_tokens_delta', m, name);
-      out.push({ kind: 'trainable_tokens_delta', module: m, param: n.param, saved: n.saved, tensor: t.delta });
-    }
+    for (const [m, t] of a.tokens) add('trainable_tokens_delta', m, t.delta);
     const mts = a.modulesToSave;
     for (const [w, tensor] of a.overrides) {
       const inMts = mts.find((m) => w.startsWith(`${m}.`));

@@ -34,7 +34,7 @@ export function pythonRegex(pattern: string, flags = ''): RegExp {
 }
 
 /** peft's exclude_modules test: a regex full match, or the name / a '.'-suffix in the list. */
-export function isExcluded(excludeModules: string[] | string | null | undefined, key: string): boolean {
+function isExcluded(excludeModules: string[] | string | null | undefined, key: string): boolean {
   if (!excludeModules || excludeModules.length === 0) return false;
   if (typeof excludeModules === 'string') return pythonRegex(`^(?:${excludeModules})$`).test(key);
   return excludeModules.includes(key) || excludeModules.some((e) => key.endsWith(`.${e}`));
@@ -71,7 +71,7 @@ export function targetModuleMatches(
 }
 
 /** peft's modules_to_save test: the module name ends with the entry (no '.' required). */
-export function isModuleToSave(modulesToSave: readonly string[] | null, key: string): boolean {
+function isModuleToSave(modulesToSave: readonly string[] | null, key: string): boolean {
   return !!modulesToSave && modulesToSave.some((m) => key.endsWith(m));
 }
 

@@ -45,7 +45,7 @@ export interface WeightedAdapterOptions {
 }
 
 /** Largest min(rows, cols) decomposed by one-sided Jacobi; larger matrices go through TopSvd. */
-export const JACOBI_MAX = 384;
+const JACOBI_MAX = 384;
 
 export type Combine = (tensors: Float64Array[], weights: number[]) => Float64Array;
 
@@ -100,7 +100,7 @@ export function combiner(type: CombinationType, opts: WeightedAdapterOptions, rn
   }
 }
 
-export function weightedSum(ts: Float64Array[], ws: number[]): Float64Array {
+function weightedSum(ts: Float64Array[], ws: number[]): Float64Array {
   const out = new Float64Array(ts[0]!.length);
   ts.forEach((t, k) => {
     const w = ws[k]!;
@@ -110,7 +110,7 @@ export function weightedSum(ts: Float64Array[], ws: number[]): Float64Array {
 }
 
 /** Keeps the int(density * n) largest |values| (torch.topk), zeroing the rest; density >= 1 keeps all. */
-export function magnitudePrune(t: Float64Array, density: number): Float64Array {
+function magnitudePrune(t: Float64Array, density: number): Float64Array {
   if (density >= 1) return t;
   const k = Math.floor(density * t.length);
   const out = new Float64Array(t.length);
@@ -131,7 +131,7 @@ export function magnitudePrune(t: Float64Array, density: number): Float64Array {
  * (torch.bernoulli(torch.full_like(t, density)): one float32 uniform per value, in row-major order);
  * density >= 1 keeps everything and draws nothing, as peft's prune().
  */
-export function randomPrune(t: Float64Array, density: number, rng: TorchCpuGenerator): Float64Array {
+function randomPrune(t: Float64Array, density: number, rng: TorchCpuGenerator): Float64Array {
   if (density >= 1) return t;
   const out = new Float64Array(t.length);
   for (let i = 0; i < t.length; i++) if (rng.bernoulli(density)) out[i] = t[i]! / density;
@@ -143,7 +143,7 @@ export function randomPrune(t: Float64Array, density: number, rng: TorchCpuGener
  * pruned tensors ("total": sign of their sum, "frequency": of their sign count; >= 0 counts as +),
  * then the mean of the weighted values that agree with it (divided by max(count, 1)).
  */
-export function disjointMerge(ts: Float64Array[], ws: number[], method: MajoritySignMethod): Float64Array {
+function disjointMerge(ts: Float64Array[], ws: number[], method: MajoritySignMethod): Float64Array {
   const n = ts[0]!.length;
   const out = new Float64Array(n);
   for (let i = 0; i < n; i++) {
@@ -164,7 +164,7 @@ export function disjointMerge(ts: Float64Array[], ws: number[], method: Majority
 }
 
 /** torch.quantile (linear interpolation) of the values. */
-export function quantile(values: Float64Array, q: number): number {
+function quantile(values: Float64Array, q: number): number {
   const s = Float64Array.from(values).sort();
   const pos = q * (s.length - 1);
   const lo = Math.floor(pos);

@@ -23,7 +23,7 @@ export interface OftConfig extends LinearTunerConfig {
   raw: Record<string, unknown>;
 }
 
-export function oftConfig(fields: Record<string, unknown>, source = 'OFT config'): OftConfig {
+function oftConfig(fields: Record<string, unknown>, source = 'OFT config'): OftConfig {
   const r = new FieldReader(fields, source);
   r.off('coft', 'constrained OFT (COFT) projection is not implemented');
   r.off('oft_cans', 'the CANS orthogonalization is not implemented');
@@ -50,6 +50,15 @@ export function oftConfig(fields: Record<string, unknown>, source = 'OFT config'
   return c;
 }
 
+/** What OFT and BOFT implement for inference only: block dropout and init_weights=false (`init`: what the default starts from). */
+export function checkRotationTrainable(method: string, dropoutKey: string, dropout: number, initWeights: boolean, init: string): void {
+  if (dropout !== 0)
+    throw new PeftConfigError(
+      `${method} ${dropoutKey}=${dropout} (multiplicative block dropout) is not implemented for training; set it to 0`,
+    );
+  if (!initWeights) throw new PeftConfigError(`${method} init_weights=false is not implemented; use the default (${init})`);
+}
+
 /** A layer's input features as n blocks of b (OFT and BOFT); `setting` names the config that chose b. */
 export function inputBlocks(spec: LinearSpec, b: number, method: string, setting: string): { n: number; b: number } {
   if (!Number.isInteger(b) || spec.inFeatures % b !== 0) {
@@ -61,7 +70,7 @@ export function inputBlocks(spec: LinearSpec, b: number, method: string, setting
 }
 
 /** Blocks and block size of a layer. */
-export function oftBlocks(spec: LinearSpec, c: OftConfig): { n: number; b: number } {
+function oftBlocks(spec: LinearSpec, c: OftConfig): { n: number; b: number } {
   const setting = c.oftBlockSize ? `oft_block_size=${c.oftBlockSize}` : `in/r with r=${c.r}`;
   return inputBlocks(spec, c.oftBlockSize || spec.inFeatures / c.r, 'OFT', setting);
 }
@@ -93,7 +102,7 @@ function triuScatter(b: number, dtype: 'float32' | 'float64'): { data: Float32Ar
  * The rotation blocks [n, b, b] from oft_R [n, b(b-1)/2]: Q = M - Mᵀ, then
  * R = I + 2Q + 2Q² + ... + 2Q^(terms-2) + Q^(terms-1) (terms > 2; 2 terms: I + 2Q... as peft).
  */
-export function oftRotation(vec: Value, b: number, terms: number): Value {
+function oftRotation(vec: Value, b: number, terms: number): Value {
   const dtype = vec.dtype as 'float32' | 'float64';
   const n = vec.shape[0] as number;
   const s = triuScatter(b, dtype);
@@ -122,11 +131,7 @@ export const OFT: LinearMethod<OftConfig> = {
   label: 'OFT',
   parseConfig: oftConfig,
   checkTrainable(c) {
-    if (c.moduleDropout !== 0)
-      throw new PeftConfigError(
-        `OFT module_dropout=${c.moduleDropout} (multiplicative block dropout) is not implemented for training; set it to 0`,
-      );
-    if (!c.initWeights) throw new PeftConfigError('OFT init_weights=false is not implemented; use the default (identity rotations)');
+    checkRotationTrainable('OFT', 'module_dropout', c.moduleDropout, c.initWeights, 'identity rotations');
   },
   moduleTensors(spec, c) {
     const { n, b } = oftBlocks(spec, c);

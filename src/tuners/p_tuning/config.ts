@@ -45,7 +45,7 @@ export function resolvePromptEncoderConfig(base: PretrainedModel, input: PromptE
   return cfg;
 }
 
-export function validatePromptEncoderConfig(base: PretrainedModel, cfg: PromptEncoderConfig): void {
+function validatePromptEncoderConfig(base: PretrainedModel, cfg: PromptEncoderConfig): void {
   validateCommon(base, cfg, 'P-tuning');
   if (cfg.tokenDim !== base.hiddenSize) {
     throw new PeftConfigError(

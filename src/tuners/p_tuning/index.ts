@@ -7,17 +7,10 @@ import { loadPTuning } from './load.js';
 import { PTuningModel } from './model.js';
 import type { Tuner } from '../registry.js';
 
-export {
-  type PromptEncoderConfig,
-  type PromptEncoderConfigInput,
-  type EncoderReparameterizationType,
-  resolvePromptEncoderConfig,
-  promptEncoderConfigFromDisk,
-  promptEncoderConfigToDisk,
-} from './config.js';
+export { promptEncoderConfigFromDisk } from './config.js';
 export { PTuningModel } from './model.js';
 export { encoderShapes } from './encoder.js';
-export { PROMPT_EMBEDDINGS } from './save.js';
+
 export { loadPTuning } from './load.js';
 
 /**

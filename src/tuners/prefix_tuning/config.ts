@@ -38,7 +38,7 @@ export function resolvePrefixTuningConfig(base: PretrainedModel, input: PrefixTu
   return cfg;
 }
 
-export function validatePrefixTuningConfig(base: PretrainedModel, cfg: PrefixTuningConfig): void {
+function validatePrefixTuningConfig(base: PretrainedModel, cfg: PrefixTuningConfig): void {
   validateCommon(base, cfg, 'prefix tuning');
   const kvHeads = base.numKVHeads;
   const want = kvHeads * base.headDim;

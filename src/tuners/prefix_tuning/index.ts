@@ -7,15 +7,9 @@ import { loadPrefixTuning } from './load.js';
 import { PrefixTuningModel } from './model.js';
 import type { Tuner } from '../registry.js';
 
-export {
-  type PrefixTuningConfig,
-  type PrefixTuningConfigInput,
-  resolvePrefixTuningConfig,
-  prefixTuningConfigFromDisk,
-  prefixTuningConfigToDisk,
-} from './config.js';
+export { prefixTuningConfigFromDisk } from './config.js';
 export { PrefixTuningModel } from './model.js';
-export { PROMPT_EMBEDDINGS } from './save.js';
+
 export { loadPrefixTuning } from './load.js';
 
 /** Parameters prefix tuning trains: the saved prefixes, or with prefix_projection its embedding and two-layer MLP (not saved). */

@@ -41,7 +41,7 @@ export interface FieldSpec<C> {
   values?: readonly string[];
 }
 
-export const PROMPT_LEARNING_FIELDS: readonly FieldSpec<PromptLearningConfig>[] = [
+const PROMPT_LEARNING_FIELDS: readonly FieldSpec<PromptLearningConfig>[] = [
   { key: 'auto_mapping', prop: 'autoMapping', kind: 'dict', nullable: true },
   { key: 'base_model_name_or_path', prop: 'baseModelNameOrPath', kind: 'string', nullable: true },
   { key: 'inference_mode', prop: 'inferenceMode', kind: 'bool' },
@@ -56,7 +56,7 @@ export const PROMPT_LEARNING_FIELDS: readonly FieldSpec<PromptLearningConfig>[] 
 ];
 
 /** The config as adapter_config.json holds it (inference_mode true, as peft saves). */
-export function configToDisk<C>(config: C, fields: readonly FieldSpec<C>[]): Record<string, PyJson> {
+function configToDisk<C>(config: C, fields: readonly FieldSpec<C>[]): Record<string, PyJson> {
   const out: Record<string, PyJson> = {};
   for (const f of fields) {
     const v = (config as Record<string, unknown>)[f.prop];
@@ -73,7 +73,7 @@ export function configToDisk<C>(config: C, fields: readonly FieldSpec<C>[]): Rec
  * added are ignored, as peft itself ignores them when loading a newer config. `strict` (a config a
  * user writes for a new adapter) rejects unknown keys instead, so a misspelt field is not lost.
  */
-export function configFromDisk<C>(
+function configFromDisk<C>(
   raw: Record<string, unknown>,
   fields: readonly FieldSpec<C>[],
   file: string,
@@ -141,7 +141,7 @@ export function promptConfigCodec<C extends PromptLearningConfig>(own: readonly 
 }
 
 /** The task type a base model implies, or a typed error naming what prompt learning supports. */
-export function taskTypeOf(base: PretrainedModel, requested: string | null | undefined, method: string): PromptTaskType {
+function taskTypeOf(base: PretrainedModel, requested: string | null | undefined, method: string): PromptTaskType {
   const implied: PromptTaskType | undefined = base.task === 'causal-lm' ? 'CAUSAL_LM' : base.task === 'seq-cls' ? 'SEQ_CLS' : undefined;
   if (!implied) {
     throw new PeftConfigError(
@@ -160,7 +160,7 @@ export function taskTypeOf(base: PretrainedModel, requested: string | null | und
 }
 
 /** The model-derived dimensions of a prompt-learning config; null/undefined means "from the model". */
-export interface ModelDims {
+interface ModelDims {
   numLayers?: number | null;
   tokenDim?: number | null;
   numAttentionHeads?: number | null;
@@ -172,11 +172,7 @@ export interface ModelDims {
  * the model's; prefix tuning on a model whose config has num_key_value_heads uses the key/value heads
  * (token_dim = token_dim / heads * kv_heads), since the prefix is concatenated with keys and values.
  */
-export function fillFromModel(
-  base: PretrainedModel,
-  peftType: PromptPeftType,
-  given: ModelDims,
-): Required<{ [K in keyof ModelDims]: number }> {
+function fillFromModel(base: PretrainedModel, peftType: PromptPeftType, given: ModelDims): Required<{ [K in keyof ModelDims]: number }> {
   const numLayers = given.numLayers ?? base.numLayers;
   let tokenDim = given.tokenDim ?? base.hiddenSize;
   let numAttentionHeads = given.numAttentionHeads ?? base.config.numAttentionHeads;

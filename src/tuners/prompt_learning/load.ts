@@ -21,7 +21,7 @@ export interface AdapterFolder {
   tensors: Map<string, RawTensor>;
 }
 
-export async function readAdapterConfig(dir: string): Promise<Record<string, unknown>> {
+async function readAdapterConfig(dir: string): Promise<Record<string, unknown>> {
   const info = await stat(dir).catch(() => undefined);
   if (!info?.isDirectory()) throw new AdapterError(`adapter folder ${dir} does not exist or is not a folder`);
   const file = join(dir, CONFIG_FILE);

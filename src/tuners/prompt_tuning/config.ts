@@ -24,7 +24,7 @@ export interface PromptTuningConfig extends PromptLearningConfig {
 export type PromptTuningConfigInput = Partial<Omit<PromptTuningConfig, 'peftType'>>;
 
 /** adapter_config.json key of the additive option; peft ignores keys it does not know. */
-export const COMBINATION_KEY = 'prompt_tuning_combination';
+const COMBINATION_KEY = 'prompt_tuning_combination';
 
 const PROMPT_TUNING_FIELDS: readonly FieldSpec<PromptTuningConfig>[] = [
   { key: 'prompt_tuning_init', prop: 'promptTuningInit', kind: 'string', values: ['RANDOM', 'TEXT', 'SAMPLE_VOCAB'] },
@@ -65,7 +65,7 @@ export function resolvePromptTuningConfig(base: PretrainedModel, input: PromptTu
   return cfg;
 }
 
-export function validatePromptTuningConfig(base: PretrainedModel, cfg: PromptTuningConfig): void {
+function validatePromptTuningConfig(base: PretrainedModel, cfg: PromptTuningConfig): void {
   validateCommon(base, cfg, 'prompt tuning');
   if (cfg.tokenDim !== base.hiddenSize) {
     throw new PeftConfigError(

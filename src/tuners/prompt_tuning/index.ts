@@ -7,20 +7,10 @@ import { loadPromptTuning } from './load.js';
 import { PromptTuningModel } from './model.js';
 import type { Tuner } from '../registry.js';
 
-export {
-  type PromptTuningConfig,
-  type PromptTuningConfigInput,
-  type PromptTuningInit,
-  type PromptCombination,
-  COMBINATION_KEY,
-  resolvePromptTuningConfig,
-  promptTuningConfigFromDisk,
-  promptTuningConfigToDisk,
-} from './config.js';
+export { promptTuningConfigFromDisk } from './config.js';
 export { PromptTuningModel } from './model.js';
-export { PROMPT_EMBEDDINGS, ADDITIVE_PROMPT_EMBEDDING } from './save.js';
+export { ADDITIVE_PROMPT_EMBEDDING } from './save.js';
 export { loadPromptTuning } from './load.js';
-export type { PromptLearningOptions } from '../prompt_learning/model.js';
 
 /** The registry entry: a new adapter from adapter_config.json-style fields, or a saved one. */
 export const promptTuningTuner = {

@@ -5,7 +5,7 @@
 import type { TrainableTensor } from '../types.js';
 import type { PromptTuningConfig } from './config.js';
 
-export const PROMPT_EMBEDDINGS = 'prompt_embeddings';
+const PROMPT_EMBEDDINGS = 'prompt_embeddings';
 export const ADDITIVE_PROMPT_EMBEDDING = 'additive_prompt_embedding';
 
 /** Saved name of the prompt tensor for a config. */

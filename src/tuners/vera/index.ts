@@ -24,7 +24,7 @@ export interface VeraConfig extends LinearTunerConfig {
   bias: string;
 }
 
-export function veraConfig(fields: Record<string, unknown>, source = 'VeRA config'): VeraConfig {
+function veraConfig(fields: Record<string, unknown>, source = 'VeRA config'): VeraConfig {
   const r = new FieldReader(fields, source);
   const c: VeraConfig = {
     ...commonFields(r, 'VERA', 'VeRA'),

@@ -5,14 +5,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { loadModel } from '../../src/models/load.js';
-import { PTuningModel, encoderShapes, loadPTuning, promptEncoderConfigFromDisk } from '../../src/tuners/p_tuning/index.js';
-import { PeftConfigError } from '../../src/tuners/types.js';
-import { AdamW } from '../../src/train/adamw.js';
-import type { Batch } from '../../src/train/batches.js';
-import { Rng } from '../../src/train/rng.js';
-import { EvalStep, TrainStep } from '../../src/train/step.js';
-import { fixturePath, maxAbsDiff } from '../helpers/fixtures.js';
+import { loadModel } from '../../../src/models/load.js';
+import { PTuningModel, encoderShapes, loadPTuning, promptEncoderConfigFromDisk } from '../../../src/tuners/p_tuning/index.js';
+import { PeftConfigError } from '../../../src/tuners/types.js';
+import { AdamW } from '../../../src/train/adamw.js';
+import type { Batch } from '../../../src/train/batches.js';
+import { Rng } from '../../../src/train/rng.js';
+import { EvalStep, TrainStep } from '../../../src/train/step.js';
+import { fixturePath, maxAbsDiff } from '../../helpers/fixtures.js';
 import {
   checkFixtureCase,
   checkOutputs,
@@ -23,7 +23,7 @@ import {
   repeatedTokenBatch,
   trainAndEval,
   trainableState,
-} from './prompt_learning_support.js';
+} from '../prompt_learning_support.js';
 
 for (const name of ['gpt2', 'llama', 'bert']) {
   test(`${name}: P-tuning fixtures (MLP, LSTM) reproduce peft; encoders recompute the prompt; save is byte-exact`, async () => {

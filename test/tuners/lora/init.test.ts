@@ -5,13 +5,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadModel } from '../../src/models/load.js';
-import { LoraModel, TopSvd } from '../../src/tuners/lora/index.js';
-import { getPeftModel } from '../../src/tuners/load.js';
-import { symmetricEigen } from '../../src/tuners/lora/init.js';
-import { fixturePath } from '../helpers/fixtures.js';
-import { rng } from '../helpers/gradcheck.js';
-import { type Batch, assertClose, compile, fixtureBatch, forwardOnce, withTmp } from './lora_support.js';
+import { loadModel } from '../../../src/models/load.js';
+import { LoraModel, TopSvd } from '../../../src/tuners/lora/index.js';
+import { getPeftModel } from '../../../src/tuners/load.js';
+import { symmetricEigen } from '../../../src/tuners/lora/init.js';
+import { fixturePath } from '../../helpers/fixtures.js';
+import { rng } from '../../helpers/gradcheck.js';
+import { type Batch, assertClose, compile, fixtureBatch, forwardOnce, withTmp } from '../lora_support.js';
 
 const state = (lm: LoraModel, m: string) => lm.adapter('default').modules.get(m)!;
 

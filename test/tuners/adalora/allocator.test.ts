@@ -5,7 +5,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RankAllocator, type AllocatorLayer } from '../../src/tuners/adalora/allocator.js';
+import { RankAllocator, type AllocatorLayer } from '../../../src/tuners/adalora/allocator.js';
 
 function layer(module: string, r: number, e: number[]): AllocatorLayer {
   return {

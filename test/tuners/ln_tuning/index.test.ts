@@ -6,12 +6,12 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadModel } from '../../src/models/load.js';
-import { createAdapter, loadAdapter } from '../../src/tuners/load.js';
-import { LnTuningModel } from '../../src/tuners/ln_tuning/index.js';
-import { fixtureBatch, fixturePath, inTempDir, maxAbsDiff } from '../helpers/fixtures.js';
-import { runAdapted, trainAndEval } from './adapted_run.js';
-import { compile } from './lora_support.js';
+import { loadModel } from '../../../src/models/load.js';
+import { createAdapter, loadAdapter } from '../../../src/tuners/load.js';
+import { LnTuningModel } from '../../../src/tuners/ln_tuning/index.js';
+import { fixtureBatch, fixturePath, inTempDir, maxAbsDiff } from '../../helpers/fixtures.js';
+import { runAdapted, trainAndEval } from '../adapted_run.js';
+import { compile } from '../lora_support.js';
 
 const llama = fixturePath('models', 'llama');
 

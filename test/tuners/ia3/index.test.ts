@@ -6,14 +6,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { loadModel } from '../../src/models/load.js';
-import { readSafetensors, toFloat32 } from '../../src/io/safetensors.js';
-import { IA3Model, loadIA3 } from '../../src/tuners/ia3/index.js';
-import { PeftConfigError, AdapterError } from '../../src/tuners/types.js';
-import { fixtureBatch, fixturePath, inTempDir, maxAbsDiff, readTensors } from '../helpers/fixtures.js';
-import { Trainer } from '../../src/train/trainer.js';
-import { createAdapter, loadAdapter } from '../../src/tuners/load.js';
-import { classificationBatches, countingExamples, runAdapted, runBase, trainAndEval } from './adapted_run.js';
+import { loadModel } from '../../../src/models/load.js';
+import { readSafetensors, toFloat32 } from '../../../src/io/safetensors.js';
+import { IA3Model, loadIA3 } from '../../../src/tuners/ia3/index.js';
+import { PeftConfigError, AdapterError } from '../../../src/tuners/types.js';
+import { fixtureBatch, fixturePath, inTempDir, maxAbsDiff, readTensors } from '../../helpers/fixtures.js';
+import { Trainer } from '../../../src/train/trainer.js';
+import { createAdapter, loadAdapter } from '../../../src/tuners/load.js';
+import { classificationBatches, countingExamples, runAdapted, runBase, trainAndEval } from '../adapted_run.js';
 
 function relDiff(a: number, b: number): number {
   return Math.abs(a - b) / Math.abs(b);

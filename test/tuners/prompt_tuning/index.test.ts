@@ -6,17 +6,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { readSafetensors, toFloat32 } from '../../src/io/safetensors.js';
-import { loadModel } from '../../src/models/load.js';
-import { AdamW } from '../../src/train/adamw.js';
+import { readSafetensors, toFloat32 } from '../../../src/io/safetensors.js';
+import { loadModel } from '../../../src/models/load.js';
+import { AdamW } from '../../../src/train/adamw.js';
 import {
   ADDITIVE_PROMPT_EMBEDDING,
   PromptTuningModel,
   loadPromptTuning,
   promptTuningConfigFromDisk,
-} from '../../src/tuners/prompt_tuning/index.js';
-import { AdapterError, PeftConfigError } from '../../src/tuners/types.js';
-import { fixturePath, maxAbsDiff, readTensors } from '../helpers/fixtures.js';
+} from '../../../src/tuners/prompt_tuning/index.js';
+import { AdapterError, PeftConfigError } from '../../../src/tuners/types.js';
+import { fixturePath, maxAbsDiff, readTensors } from '../../helpers/fixtures.js';
 import {
   AdaptedRunner,
   checkFixtureCase,
@@ -29,7 +29,7 @@ import {
   trainAndEval,
   trainableState,
   withTempDir,
-} from './prompt_learning_support.js';
+} from '../prompt_learning_support.js';
 
 const INIT_TEXT_IDS: Record<string, number[]> = {
   gpt2: [34, 75, 289, 82, 72, 69, 88, 259, 265, 323, 508, 323, 298, 299, 325, 376, 85, 72, 68, 86, 25],
@@ -64,7 +64,7 @@ for (const name of ['gpt2', 'llama', 'bert']) {
 }
 
 test('TEXT init tokenizes the init text as peft did (special tokens included)', async () => {
-  const { Tokenizer } = await import('../../src/io/tokenizer.js');
+  const { Tokenizer } = await import('../../../src/io/tokenizer.js');
   for (const name of ['gpt2', 'llama', 'bert']) {
     const tok = await Tokenizer.fromDir(fixturePath('models', name));
     assert.deepEqual(tok.encode('Classify the sentiment of this review:'), INIT_TEXT_IDS[name], name);

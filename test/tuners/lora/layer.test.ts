@@ -10,12 +10,12 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadModel } from '../../src/models/load.js';
-import { getPeftModel } from '../../src/tuners/load.js';
-import type { LoraModel } from '../../src/tuners/lora/index.js';
-import type { TrainableTensor } from '../../src/tuners/types.js';
-import { fixtureBatch, fixturePath } from '../helpers/fixtures.js';
-import { compile } from './lora_support.js';
+import { loadModel } from '../../../src/models/load.js';
+import { getPeftModel } from '../../../src/tuners/load.js';
+import type { LoraModel } from '../../../src/tuners/lora/index.js';
+import type { TrainableTensor } from '../../../src/tuners/types.js';
+import { fixtureBatch, fixturePath } from '../../helpers/fixtures.js';
+import { compile } from '../lora_support.js';
 
 type Kind = 'linear' | 'conv1d' | 'embedding';
 

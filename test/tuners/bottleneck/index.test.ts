@@ -7,11 +7,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { loadModel } from '../../src/models/load.js';
-import * as o from '../../src/graph/ops.js';
-import { Graph, type Value } from '../../src/graph/ir.js';
-import { BuildContext } from '../../src/nn/context.js';
-import { readSafetensors, toFloat32, writeSafetensors } from '../../src/io/safetensors.js';
+import { loadModel } from '../../../src/models/load.js';
+import * as o from '../../../src/graph/ops.js';
+import { Graph, type Value } from '../../../src/graph/ir.js';
+import { BuildContext } from '../../../src/nn/context.js';
+import { readSafetensors, toFloat32, writeSafetensors } from '../../../src/io/safetensors.js';
 import {
   AdapterFormatError,
   BottleneckModel,
@@ -24,12 +24,12 @@ import {
   parBnConfig,
   pythonFloatRepr,
   seqBnConfig,
-} from '../../src/tuners/bottleneck/index.js';
-import { PeftConfigError } from '../../src/tuners/types.js';
-import { fixtureBatch, fixturePath, inTempDir, maxAbsDiff, readTensors } from '../helpers/fixtures.js';
-import { gradCheck } from '../helpers/gradcheck.js';
-import { Trainer } from '../../src/train/trainer.js';
-import { classificationBatches, countingExamples, runAdapted, runBase, trainAndEval } from './adapted_run.js';
+} from '../../../src/tuners/bottleneck/index.js';
+import { PeftConfigError } from '../../../src/tuners/types.js';
+import { fixtureBatch, fixturePath, inTempDir, maxAbsDiff, readTensors } from '../../helpers/fixtures.js';
+import { gradCheck } from '../../helpers/gradcheck.js';
+import { Trainer } from '../../../src/train/trainer.js';
+import { classificationBatches, countingExamples, runAdapted, runBase, trainAndEval } from '../adapted_run.js';
 
 const CASES = ['gpt2', 'llama', 'bert'].flatMap((m) => ['bn_seq', 'bn_double_seq', 'bn_par'].map((c) => [m, c] as const));
 

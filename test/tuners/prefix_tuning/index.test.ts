@@ -5,10 +5,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { loadModel } from '../../src/models/load.js';
-import { PrefixTuningModel, loadPrefixTuning, prefixTuningConfigFromDisk } from '../../src/tuners/prefix_tuning/index.js';
-import { PeftConfigError } from '../../src/tuners/types.js';
-import { fixturePath, maxAbsDiff } from '../helpers/fixtures.js';
+import { loadModel } from '../../../src/models/load.js';
+import { PrefixTuningModel, loadPrefixTuning, prefixTuningConfigFromDisk } from '../../../src/tuners/prefix_tuning/index.js';
+import { PeftConfigError } from '../../../src/tuners/types.js';
+import { fixturePath, maxAbsDiff } from '../../helpers/fixtures.js';
 import {
   checkFixtureCase,
   checkOutputs,
@@ -19,7 +19,7 @@ import {
   repeatedTokenBatch,
   trainAndEval,
   trainableState,
-} from './prompt_learning_support.js';
+} from '../prompt_learning_support.js';
 
 for (const name of ['gpt2', 'llama', 'bert']) {
   test(`${name}: prefix tuning fixtures (plain, projection) reproduce peft; save is byte-exact; round trip`, async () => {

@@ -5,22 +5,22 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Value } from '../../src/graph/ir.js';
-import * as o from '../../src/graph/ops.js';
-import { loadModel } from '../../src/models/load.js';
-import type { LinearSpec } from '../../src/nn/context.js';
-import type { LinearTunerConfig } from '../../src/tuners/linear_tuner/config.js';
-import { type LinearMethod, LinearTunerModel } from '../../src/tuners/linear_tuner/model.js';
-import { LOHA } from '../../src/tuners/loha/index.js';
-import { LOKR, factorization } from '../../src/tuners/lokr/index.js';
-import { VERA } from '../../src/tuners/vera/index.js';
-import { ADALORA } from '../../src/tuners/adalora/index.js';
-import { OFT } from '../../src/tuners/oft/index.js';
-import { BOFT, batchedInverse } from '../../src/tuners/boft/index.js';
-import { createAdapter, loadAdapter } from '../../src/tuners/load.js';
-import { fixtureBatch, fixturePath, inTempDir, maxAbsDiff } from '../helpers/fixtures.js';
-import { gradCheck, randn, rng } from '../helpers/gradcheck.js';
-import { runAdapted, runBase, trainAndEval } from './adapted_run.js';
+import type { Value } from '../../../src/graph/ir.js';
+import * as o from '../../../src/graph/ops.js';
+import { loadModel } from '../../../src/models/load.js';
+import type { LinearSpec } from '../../../src/nn/context.js';
+import type { LinearTunerConfig } from '../../../src/tuners/linear_tuner/config.js';
+import { type LinearMethod, LinearTunerModel } from '../../../src/tuners/linear_tuner/model.js';
+import { LOHA } from '../../../src/tuners/loha/index.js';
+import { LOKR, factorization } from '../../../src/tuners/lokr/index.js';
+import { VERA } from '../../../src/tuners/vera/index.js';
+import { ADALORA } from '../../../src/tuners/adalora/index.js';
+import { OFT } from '../../../src/tuners/oft/index.js';
+import { BOFT, batchedInverse } from '../../../src/tuners/boft/index.js';
+import { createAdapter, loadAdapter } from '../../../src/tuners/load.js';
+import { fixtureBatch, fixturePath, inTempDir, maxAbsDiff } from '../../helpers/fixtures.js';
+import { gradCheck, randn, rng } from '../../helpers/gradcheck.js';
+import { runAdapted, runBase, trainAndEval } from '../adapted_run.js';
 
 const llama = fixturePath('models', 'llama');
 

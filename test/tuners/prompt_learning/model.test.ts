@@ -6,16 +6,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { readSafetensors, toFloat32 } from '../../src/io/safetensors.js';
-import { loadModel } from '../../src/models/load.js';
-import { createAdapter, loadAdapter } from '../../src/tuners/load.js';
-import { PTuningModel } from '../../src/tuners/p_tuning/index.js';
-import { PrefixTuningModel } from '../../src/tuners/prefix_tuning/index.js';
-import { pyFloatRepr, pythonJsonDumps, PyFloat } from '../../src/io/pyjson.js';
-import { PromptTuningModel } from '../../src/tuners/prompt_tuning/index.js';
-import { PeftConfigError } from '../../src/tuners/types.js';
-import { fixturePath, maxAbsDiff } from '../helpers/fixtures.js';
-import { checkOutputs, expectedPrompt, fixtureBatch, trainableState, withTempDir } from './prompt_learning_support.js';
+import { readSafetensors, toFloat32 } from '../../../src/io/safetensors.js';
+import { loadModel } from '../../../src/models/load.js';
+import { createAdapter, loadAdapter } from '../../../src/tuners/load.js';
+import { PTuningModel } from '../../../src/tuners/p_tuning/index.js';
+import { PrefixTuningModel } from '../../../src/tuners/prefix_tuning/index.js';
+import { pyFloatRepr, pythonJsonDumps, PyFloat } from '../../../src/io/pyjson.js';
+import { PromptTuningModel } from '../../../src/tuners/prompt_tuning/index.js';
+import { PeftConfigError } from '../../../src/tuners/types.js';
+import { fixturePath, maxAbsDiff } from '../../helpers/fixtures.js';
+import { checkOutputs, expectedPrompt, fixtureBatch, trainableState, withTempDir } from '../prompt_learning_support.js';
 
 test('Python JSON: float repr and json.dumps(indent=2, sort_keys=True)', () => {
   const cases: [number, string][] = [
@@ -133,7 +133,7 @@ async function greedyByRecompute(
   prompt: number[],
   steps: number,
 ): Promise<number[]> {
-  const { ForwardSession } = await import('../../src/generate/index.js');
+  const { ForwardSession } = await import('../../../src/generate/index.js');
   const session = await ForwardSession.create(model);
   const ids = [...prompt];
   const out: number[] = [];
@@ -159,7 +159,7 @@ async function greedyByRecompute(
 }
 
 test('generate (KV cache, left-padded batch) with each prompt-learning method equals greedy recomputation', async () => {
-  const { Generator } = await import('../../src/generate/index.js');
+  const { Generator } = await import('../../../src/generate/index.js');
   const llama = await loadModel(fixturePath('models', 'llama'));
   const gpt2 = await loadModel(fixturePath('models', 'gpt2'));
   const prompts = [

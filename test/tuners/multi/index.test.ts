@@ -7,14 +7,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadModel } from '../../src/models/load.js';
-import { ForwardSession, Generator } from '../../src/generate/index.js';
-import type { InferenceModel } from '../../src/generate/index.js';
-import type { HostTensor } from '../../src/runtime/session.js';
-import { loadAdapter } from '../../src/tuners/load.js';
-import { BASE_ADAPTER, MixedBatchError, MultiAdapterModel, type MixedStrategy } from '../../src/tuners/multi/index.js';
-import { toFloat32, readSafetensors } from '../../src/io/safetensors.js';
-import { fixture2026Path, fixtureBatch, fixturePath, maxAbsDiff } from '../helpers/fixtures.js';
+import { loadModel } from '../../../src/models/load.js';
+import { ForwardSession, Generator } from '../../../src/generate/index.js';
+import type { InferenceModel } from '../../../src/generate/index.js';
+import type { HostTensor } from '../../../src/runtime/session.js';
+import { loadAdapter } from '../../../src/tuners/load.js';
+import { BASE_ADAPTER, MixedBatchError, MultiAdapterModel, type MixedStrategy } from '../../../src/tuners/multi/index.js';
+import { toFloat32, readSafetensors } from '../../../src/io/safetensors.js';
+import { fixture2026Path, fixtureBatch, fixturePath, maxAbsDiff } from '../../helpers/fixtures.js';
 
 const runtime = { threads: 1 };
 const ADAPTERS: Record<string, string> = {
@@ -157,7 +157,7 @@ test('qwen3/mixed_batch fixture: one forward with adapter_names reproduces peft'
     Object.entries(spec.adapters).map(([n, d]) => [n, join(MIXED, d)] as [string, string]),
   );
   const b = await readSafetensors(fixture2026Path('models', 'qwen3', 'batch.safetensors'));
-  const { host } = await import('../helpers/fixtures.js');
+  const { host } = await import('../../helpers/fixtures.js');
   const logits = await logitsOf(
     multi,
     { inputIds: host(b.get('input_ids')!), attentionMask: host(b.get('attention_mask')!) },

@@ -1,0 +1,110 @@
+// The LM head and the causal-LM loss in chunks over the tokens, so the [batch, seq, vocab] logits
+// (and their gradient) never exist at once: for GPT-2 small at 4 x 256 each of them is 206 MB, for
+// SmolLM's 49k vocabulary 201 MB, and a step held three (logits, the loss's softmax, its gradient).
+//
+// A rewrite of the graph a model built: when its loss is causalLmLoss / crossEntropyMean over the
+// product of the final hidden states h with a frozen LM-head matrix, the loss is rebuilt as
+//   for each of `chunks` parts of the rows of h (in order, one after the other):
+//     s_c = sum of the part's per-token losses;  dh_c = d s_c / d h_c   (both in the forward pass)
+//   L = (s_0 + ... + s_k) / count
+//   loss = stop(L) + (z - stop(z)),  z = sum(h * stop(dh / count))
+// whose value is L exactly (z - z is 0) and whose gradient with respect to h is dh / count, the
+// unchunked loss's. So each part's logits live only while its loss and hidden-state gradient are
+// computed (the LM head's backward product runs right after its forward product, as Liger-Kernel's
+// fused linear cross-entropy does), and nothing is recomputed. A 1 computed from each part's results
+// scales the next part's input, so ONNX Runtime runs the parts one after another instead of holding
+// all their logits. The old loss nodes are left unused and dropped at export.
+
+import { grad } from '../autodiff/grad.js';
+import type { Node, Value } from '../graph/ir.js';
+import * as o from '../graph/ops.js';
+
+/**
+ * Parts the LM head and loss are split into when not told otherwise (TrainStep, EvalStep, `peft
+ * train --loss-chunks`): 1, the model's own loss. Splitting is an option, not the default, because
+ * every part repacks the LM-head matrix for its products (the vocabulary-sized weight, fed from JS,
+ * is not prepacked): on GPT-2 small at 4 x 256 (int8 base) 8 parts took the peak RSS from 2359 to
+ * 2019 MiB but cost 10-15% more CPU per step in an interleaved A/B on a loaded machine
+ * (bench/RESULTS.md, "Memory of a training step"), over the 5% a default may cost.
+ */
+export const DEFAULT_LOSS_CHUNKS = 1;
+
+/** The number of parts bench/RESULTS.md measured for memory (`--loss-chunks 8`). */
+export const MEMORY_LOSS_CHUNKS = 8;
+
+const HEAD_OPS = new Set(['Int8MatMul', 'MatMulT', 'MatMul']);
+
+interface HeadLoss {
+  /** the final hidden states [batch, seq, hidden] */
+  hidden: Value;
+  /** the LM-head product node (x @ W with W frozen) */
+  head: Node;
+  /** the labels, flattened and shifted as the loss uses them: [batch*seq] */
+  labels: Value;
+  ignoreIndex: number;
+  /** number of labels the mean divides by */
+  count: Value;
+}
+
+/** The parts of `loss` if it is a mean cross-entropy over a frozen LM head's logits, else null. */
+function matchHeadLoss(loss: Value): HeadLoss | null {
+  const div = loss.producer;
+  if (!div || div.op !== 'Div') return null;
+  const [total, count] = div.inputs as [Value, Value];
+  const reduce = total.producer;
+  if (!reduce || reduce.op !== 'ReduceSum') return null;
+  const sce = reduce.inputs[0]!.producer;
+  if (!sce || sce.op !== 'SoftmaxCrossEntropy') return null;
+  const [logits2d, labels] = sce.inputs as [Value, Value];
+  const reshape = logits2d.producer;
+  if (!reshape || reshape.op !== 'Reshape' || labels.rank !== 1) return null;
+  const logits = reshape.inputs[0]!;
+  const head = logits.producer;
+  if (!head || !HEAD_OPS.has(head.op) || logits.rank !== 3) return null;
+  // a trainable or computed LM head (LoRA on lm_head, full fine-tuning) keeps the plain loss
+  if (head.inputs.slice(1).some((v) => v.kind !== 'const')) return null;
+  const hidden = head.inputs[0]!;
+  if (hidden.rank !== 3) return null;
+  // the logits feed only the loss
+  for (const n of loss.graph.nodes) if (n !== reshape && n.inputs.includes(logits)) return null;
+  return { hidden, head, labels, ignoreIndex: (sce.attrs as { ignoreIndex: number }).ignoreIndex, count };
+}
+
+/**
+ * The loss of `loss`'s graph with the LM head and cross-entropy computed in `chunks` parts over the
+ * tokens, with the same value and the same gradients (see the top of this file); `loss` itself when
+ * its graph does not have that shape or chunks <= 1. `training`: also compute each part's
+ * hidden-state gradient in the forward pass (for a graph that will be differentiated).
+ */
+export function chunkHeadLoss(loss: Value, chunks: number, training: boolean): Value {
+  if (!(chunks > 1)) return loss;
+  const m = matchHeadLoss(loss);
+  if (!m) return loss;
+  const hiddenSize = m.hidden.shape[2] as number;
+  const h2 = o.reshape(m.hidden, [-1, hiddenSize]);
+  const rest = m.head.inputs.slice(1);
+  const sums: Value[] = [];
+  const grads: Value[] = [];
+  let order: Value | undefined;
+  for (let c = 0; c < chunks; c++) {
+    let hc = o.chunk(h2, 0, c, chunks);
+    if (order) hc = o.mul(hc, o.cast(order, hc.dtype));
+    const logits = loss.graph.op(m.head.op, [hc, ...rest], m.head.attrs as never)[0]!;
+    const s = o.sum(o.softmaxCrossEntropy(logits, o.chunk(m.labels, 0, c, chunks), m.ignoreIndex));
+    sums.push(s);
+    let done = o.sizeOf(s);
+    if (training) {
+      const dh = grad(s, [hc])[0]!;
+      grads.push(dh);
+      done = o.add(done, o.sizeOf(dh));
+    }
+    // a 1 that exists only once this part is done: the next part waits for it
+    order = o.add(o.mul(done, 0), 1);
+  }
+  const total = sums.reduce((a, b) => o.add(a, b));
+  const mean = o.div(total, m.count);
+  if (!training) return mean;
+  const dh = o.stopGradient(o.div(o.reshapeLike(o.concat(grads, 0), h2), m.count));
+  const z = o.sum(o.mul(h2, dh));
+  return o.add(o.stopGradient(mean), o.sub(z, o.stopGradient(z)));
+}

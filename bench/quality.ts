@@ -451,7 +451,7 @@ function curveTable(s: JobSummary, runs: RunResult[]): string[] {
   s.steps.forEach((step, i) => {
     const cells = others.map((r) => {
       const v = r.evals[i]![1];
-      const out = v > s.hi[i]! || v < s.lo[i]!;
+      const out = i > 0 && (v > s.hi[i]! || v < s.lo[i]!);
       return out ? `*${f4(v)}*` : f4(v);
     });
     lines.push(`| ${step} | ${f4(s.lo[i]!)} | ${f4(s.hi[i]!)} | ${cells.join(' | ')} |`);
@@ -648,7 +648,12 @@ async function main(): Promise<void> {
     console.log(`\n${verdictLine(s.summary)}`);
     console.log(jobTable(s.summary, s.withScore).join('\n'));
     md.push(`#### ${s.title}`, '', verdictLine(s.summary), '', ...jobTable(s.summary, s.withScore), '');
-    md.push(`![${s.title}](quality/${s.file})`, '', '<details><summary>every eval point (italic: outside the fp32 band)</summary>', '');
+    md.push(
+      `![${s.title}](quality/${s.file})`,
+      '',
+      '<details><summary>every eval point (italic: outside the fp32 band after step 0)</summary>',
+      '',
+    );
     md.push(...curveTable(s.summary, s.runs), '', '</details>', '');
   }
   if (o.write) {

@@ -136,6 +136,8 @@ export async function runQuickstart(opts: QuickstartOptions = {}): Promise<Quick
   positiveInt('eval limit', opts.evalLimit);
   positiveInt('threads', opts.threads);
   positiveInt('eval interval', opts.evalEvery);
+  const precision = opts.basePrecision ?? DEFAULT_BASE_PRECISION;
+  if (!['fp32', 'int8', 'nf4'].includes(precision)) throw new TaskError(`base precision must be fp32, int8 or nf4, got ${precision}`);
   if (!(o.learningRate > 0)) throw new TaskError(`the learning rate must be above 0, got ${o.learningRate}`);
   if (!(o.loraDropout >= 0 && o.loraDropout < 1)) throw new TaskError(`LoRA dropout must be in [0, 1), got ${o.loraDropout}`);
   if (!(Number.isInteger(o.samples) && o.samples >= 0)) throw new TaskError(`samples must be an integer >= 0, got ${o.samples}`);
@@ -150,8 +152,6 @@ export async function runQuickstart(opts: QuickstartOptions = {}): Promise<Quick
   // holding anything else (src/io/outdir.ts). The trainer takes its lock.
   await checkRunFolder(o.out, { overwrite: true, inputs: [{ path: modelDir, what: 'base model' }] });
   const data = await loadTaskData(spec.name, opts.data);
-  const precision = opts.basePrecision ?? DEFAULT_BASE_PRECISION;
-  if (!['fp32', 'int8', 'nf4'].includes(precision)) throw new TaskError(`base precision must be fp32, int8 or nf4, got ${precision}`);
   // nf4 is chosen at load time (a 4-bit base, as peft train does it); its products stay as loaded
   const runtime = { threads: opts.threads, basePrecision: precision === 'nf4' ? ('fp32' as const) : precision };
 

@@ -1,5 +1,6 @@
 // Lint configuration: typescript-eslint's recommended rules over the TypeScript sources
 // (`npm run lint`, run by .ci/run before the tests).
+import { builtinModules } from 'node:module';
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
@@ -20,6 +21,25 @@ export default tseslint.config(
           caughtErrorsIgnorePattern: '^_',
           destructuredArrayIgnorePattern: '^_',
           ignoreRestSiblings: true,
+        },
+      ],
+    },
+  },
+  {
+    // Only src/runtime/ and src/storage/ may import Node's built-in modules: everything else reaches
+    // files, paths and the process through them, so the library bundles for the browser
+    // (test/storage/node_imports.test.ts checks dynamic imports and the bundle's reach too).
+    files: ['src/**/*.ts'],
+    ignores: ['src/runtime/**', 'src/storage/**'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: builtinModules.map((name) => ({
+            name,
+            message: 'Node built-ins are imported only in src/runtime/ and src/storage/; go through them.',
+          })),
+          patterns: [{ group: ['node:*'], message: 'Node built-ins are imported only in src/runtime/ and src/storage/; go through them.' }],
         },
       ],
     },

@@ -167,14 +167,12 @@ async function train() {
   try {
     const modelDir = await ensureModel();
     await request('files', { files: [{ path: '/data/train.jsonl', data: await dataText() }] });
-    const prompts = $('prompts')
-      .value.split('\n')
-      .filter((l) => l.trim())
-      .map((l) => l.replace(/\\n/g, '\n'));
+    const prompts = promptLines();
     const options = {
       modelDir,
       trainFile: '/data/train.jsonl',
-      outputDir: '/out/adapter',
+      // kept in the Origin Private File System when the browser has one (survives a reload)
+      outputDir: state.backend.opfs ? '/opfs/adapter' : '/out/adapter',
       method: $('method').value,
       steps: Number($('steps').value),
       learningRate: Number($('lr').value),
@@ -196,6 +194,10 @@ async function train() {
       `done: ${m.result.records.length} steps, loss ${m.result.firstLoss.toFixed(4)} → ${m.result.finalLoss.toFixed(4)}, ${Math.round(m.result.tokensPerSecond)} tokens/s (${m.result.trainableParameters.toLocaleString('en-US')} trainable parameters)`,
     );
     $('download').disabled = false;
+    if (m.savedAdapter) {
+      $('loadSaved').disabled = false;
+      $('saved').textContent = 'adapter saved in this browser (Origin Private File System): it is still there after a reload';
+    }
   } catch (e) {
     setStatus(`error: ${e.message}`, true);
   } finally {
@@ -219,19 +221,26 @@ function download() {
   save('adapter_model.safetensors', state.adapter.safetensors, 'application/octet-stream');
 }
 
+const promptLines = () =>
+  $('prompts')
+    .value.split('\n')
+    .filter((l) => l.trim())
+    .map((l) => l.replace(/\\n/g, '\n'));
+
 async function loadAdapterFiles(files) {
   const byName = Object.fromEntries([...files].map((f) => [f.name, f]));
   const config = byName['adapter_config.json'];
   const weights = byName['adapter_model.safetensors'];
   if (!config || !weights) return setStatus('choose both adapter_config.json and adapter_model.safetensors', true);
+  await loadAdapter('the adapter', { config: await config.text(), safetensors: weights });
+}
+
+/** Loads an adapter into the worker (`source`: the chosen files, or { from: 'opfs' } for the saved one) and shows its generations. */
+async function loadAdapter(what, source) {
   try {
     const modelDir = await ensureModel();
-    const prompts = $('prompts')
-      .value.split('\n')
-      .filter((l) => l.trim())
-      .map((l) => l.replace(/\\n/g, '\n'));
-    setStatus('loading the adapter…');
-    const m = await request('load-adapter', { modelDir, config: await config.text(), safetensors: weights, prompts, maxNewTokens: 12 });
+    setStatus(`loading ${what}…`);
+    const m = await request('load-adapter', { ...source, modelDir, prompts: promptLines(), maxNewTokens: 12 });
     state.loaded = m;
     $('loaded').textContent =
       `loaded a ${m.peftType} adapter: ` + m.generations.map((g, i) => `[${i + 1}] ${JSON.stringify(g)}`).join('  ');
@@ -260,6 +269,10 @@ async function start() {
   state.ready = true;
   $('train').disabled = false;
   $('loadAdapter').disabled = false;
+  if (info.savedAdapter) {
+    $('loadSaved').disabled = false;
+    $('saved').textContent = 'an adapter trained earlier is saved in this browser (Origin Private File System)';
+  }
 }
 
 $('train').onclick = train;
@@ -267,6 +280,7 @@ $('download').onclick = download;
 $('task').onchange = defaultPrompts;
 $('loadAdapter').onclick = () => $('adapterFiles').click();
 $('adapterFiles').onchange = (e) => loadAdapterFiles(e.target.files);
+$('loadSaved').onclick = () => loadAdapter('the saved adapter', { from: 'opfs' });
 $('dataFile').onchange = async (e) => {
   $('ownData').value = await e.target.files[0].text();
   $('useOwn').checked = true;

@@ -1,9 +1,12 @@
 // The demo page's Web Worker: holds the in-memory file system, runs onnxruntime-web, fine-tunes,
 // generates and serializes the adapter, so the page stays responsive. Messages in: init, files,
 // train, load-adapter; out: ready, status, step, done, adapter-loaded, error (examples/browser/app.js).
+// /opfs is mirrored into the Origin Private File System: an adapter trained into /opfs/adapter is
+// still there after a reload.
 
 import {
   MemoryStorage,
+  OpfsMirror,
   PeftError,
   Tokenizer,
   finetune,
@@ -17,6 +20,9 @@ import {
 
 const files = new MemoryStorage();
 setStorage(files);
+/** where the adapter is kept across reloads */
+const SAVED_ADAPTER = '/opfs/adapter';
+let opfs: OpfsMirror | undefined;
 
 interface WorkerScope {
   postMessage(message: unknown, transfer?: Transferable[]): void;
@@ -48,7 +54,17 @@ async function init(o: { wasmPaths: string; threads?: number; webgpu?: boolean }
     }
   }
   backend.defaultProvider = webgpu ? 'webgpu' : 'cpu';
+  let opfsReason = 'mounted at /opfs';
+  try {
+    opfs = await OpfsMirror.mount(files, '/opfs');
+    if (!opfs) opfsReason = 'navigator.storage.getDirectory is missing';
+  } catch (e) {
+    opfsReason = `cannot open it: ${(e as Error).message}`;
+  }
   return {
+    opfs: opfs !== undefined,
+    opfsReason,
+    savedAdapter: savedAdapter(),
     runtime: backend.name,
     provider: webgpu ? 'webgpu' : 'wasm',
     threads: ort.env.wasm.numThreads,
@@ -56,6 +72,14 @@ async function init(o: { wasmPaths: string; threads?: number; webgpu?: boolean }
     cores,
     webgpuReason,
   };
+}
+
+function savedAdapter(): boolean {
+  return (
+    opfs !== undefined &&
+    files.existsSync(`${SAVED_ADAPTER}/adapter_config.json`) &&
+    files.existsSync(`${SAVED_ADAPTER}/adapter_model.safetensors`)
+  );
 }
 
 async function handle(msg: { type: string; [k: string]: unknown }): Promise<void> {
@@ -79,16 +103,29 @@ async function handle(msg: { type: string; [k: string]: unknown }): Promise<void
       });
       const config = await files.readFile(`${o.outputDir}/adapter_config.json`, 'utf8');
       const weights = await files.readFile(`${o.outputDir}/adapter_model.safetensors`);
-      post({ type: 'done', result, seconds: (performance.now() - t0) / 1000, adapter: { config, safetensors: weights.buffer } }, [
-        weights.buffer as ArrayBuffer,
-      ]);
+      // an output folder under /opfs is persisted before the page is told it is saved
+      if (opfs && o.outputDir.startsWith(`${opfs.at}/`)) await opfs.flush();
+      post(
+        {
+          type: 'done',
+          result,
+          seconds: (performance.now() - t0) / 1000,
+          adapter: { config, safetensors: weights.buffer },
+          savedAdapter: o.outputDir === SAVED_ADAPTER && savedAdapter(),
+        },
+        [weights.buffer as ArrayBuffer],
+      );
       return;
     }
     case 'load-adapter': {
-      const dir = '/loaded-adapter';
-      await files.rm(dir, { recursive: true, force: true });
-      files.addFile(`${dir}/adapter_config.json`, msg.config as string | Blob);
-      files.addFile(`${dir}/adapter_model.safetensors`, msg.safetensors as Blob);
+      // the adapter saved in OPFS, or the two files the user chose
+      let dir = SAVED_ADAPTER;
+      if (msg.from !== 'opfs') {
+        dir = '/loaded-adapter';
+        await files.rm(dir, { recursive: true, force: true });
+        files.addFile(`${dir}/adapter_config.json`, msg.config as string | Blob);
+        files.addFile(`${dir}/adapter_model.safetensors`, msg.safetensors as Blob);
+      } else if (!savedAdapter()) throw new PeftError('no adapter is saved in this browser yet; train one first');
       const modelDir = msg.modelDir as string;
       const base = await loadModel(modelDir);
       const tokenizer = await Tokenizer.fromDir(modelDir);

@@ -2,12 +2,9 @@
 // process (so peak memory is per run), then derives the ratios, flexibility and ratings and
 // writes compare.json, compare.md, loss_curves.svg and quality_vs_params.svg into the output folder.
 
-import { spawn } from 'node:child_process';
-import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, rm } from 'node:fs/promises';
-import os from 'node:os';
-import { join, relative, resolve, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { existsSync, host, join, mkdir, path, readFile, readFileSync, relative, resolve, rm } from '../storage/index.js';
+import { spawnNodeScript } from '../runtime/node/child.js';
+import { loadAverage, machineInfo } from '../runtime/node/machine.js';
 import { loadConfig } from '../models/config.js';
 import { architectureOf } from '../models/load.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -104,6 +101,7 @@ const positiveInt = (name: string, v: number | undefined): void => checkPositive
 /** How a saved adapter names its base: relative to the working folder when inside it. */
 function baseName(dir: string): string {
   const rel = relative(process.cwd(), dir);
+  const sep = path.sep;
   return rel && !rel.startsWith('..') && !rel.startsWith(sep) ? rel.split(sep).join('/') : dir;
 }
 
@@ -115,19 +113,20 @@ function machine(): ComparisonReport['machine'] {
   } catch {
     // reported as unknown
   }
+  const m = machineInfo();
   return {
-    nproc: os.availableParallelism(),
-    cpu: os.cpus()[0]?.model.trim() ?? 'unknown',
-    memory_gib: Math.round(os.totalmem() / 2 ** 30),
+    nproc: m.nproc,
+    cpu: m.cpu,
+    memory_gib: Math.round(m.memoryBytes / 2 ** 30),
     node: process.version,
     onnxruntime_node: ort,
-    platform: `${os.platform()} ${os.arch()}`,
-    loadavg_start: os.loadavg().map((x) => Number(x.toFixed(2))),
+    platform: m.platform,
+    loadavg_start: loadAverage().map((x) => Number(x.toFixed(2))),
     loadavg_end: [],
   };
 }
 
-const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
+const WORKER = host.fileURLToPath(new URL('./worker.js', import.meta.url));
 
 /** Runs one job in a worker process; its stderr goes to `log`. */
 async function runWorker(job: CompareJob, dir: string, timeoutS: number, signal?: AbortSignal): Promise<WorkerOutput> {
@@ -137,29 +136,22 @@ async function runWorker(job: CompareJob, dir: string, timeoutS: number, signal?
   const logFile = join(dir, 'worker.log');
   await rm(resultFile, { force: true });
   await writeFileAtomic(jobFile, `${JSON.stringify(job, null, 2)}\n`);
-  const fd = openSync(logFile, 'w');
   let reason: string | undefined;
+  const child = spawnNodeScript(WORKER, [jobFile, resultFile], logFile);
+  const kill = (why: string) => {
+    reason = why;
+    child.kill();
+  };
+  const timer = setTimeout(() => kill(`it ran past the ${timeoutS} s limit per run (raise it with --run-timeout)`), timeoutS * 1000);
+  const onAbort = () => kill('the comparison was interrupted');
+  signal?.addEventListener('abort', onAbort);
   try {
-    await new Promise<void>((done, fail) => {
-      const child = spawn(process.execPath, [WORKER, jobFile, resultFile], { stdio: ['ignore', fd, fd] });
-      const kill = (why: string) => {
-        reason = why;
-        child.kill('SIGTERM');
-      };
-      const timer = setTimeout(() => kill(`it ran past the ${timeoutS} s limit per run (raise it with --run-timeout)`), timeoutS * 1000);
-      const onAbort = () => kill('the comparison was interrupted');
-      signal?.addEventListener('abort', onAbort);
-      child.on('error', fail);
-      child.on('close', (code, sig) => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        if (sig && !reason) reason = `the worker was killed by ${sig}${sig === 'SIGKILL' ? ' (out of memory?)' : ''}`;
-        else if (code !== 0 && code !== 1 && !reason) reason = `the worker exited with code ${code}`;
-        done();
-      });
-    });
+    const { code, signal: sig } = await child.exited;
+    if (sig && !reason) reason = `the worker was killed by ${sig}${sig === 'SIGKILL' ? ' (out of memory?)' : ''}`;
+    else if (code !== 0 && code !== 1 && !reason) reason = `the worker exited with code ${code}`;
   } finally {
-    closeSync(fd);
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
   }
   if (signal?.aborted) throw new CompareError("the comparison was interrupted; the finished runs are under the output folder's runs/");
   if (existsSync(resultFile)) return JSON.parse(await readFile(resultFile, 'utf8')) as WorkerOutput;
@@ -436,7 +428,7 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
         loss_curve: m.metrics,
       };
     });
-    info.loadavg_end = os.loadavg().map((x) => Number(x.toFixed(2)));
+    info.loadavg_end = loadAverage().map((x) => Number(x.toFixed(2)));
     const report: ComparisonReport = {
       created: new Date().toISOString(),
       command: opts.command ?? null,

@@ -3,8 +3,7 @@
 // a few label words), text/chat data scored by eval loss, or a sequence classifier's {"text","label"}
 // rows scored by accuracy. Also the token-level data of a run.
 
-import { existsSync, statSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, existsSync, join, resolve, statSync } from '../storage/index.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import { TASK_NAMES, type TaskSpec, getTask, taskDataDir } from '../tasks/tasks.js';
 import {

@@ -3,8 +3,7 @@
 // loss, the task metric by greedy generation, batch-1 generation latency). A sequence classifier's
 // task is scored by the accuracy of its logits' argmax, and its latency is one batch-1 forward pass.
 
-import { readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, readdir, stat } from '../storage/index.js';
 import { ForwardSession, Generator, type InferenceModel } from '../generate/index.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import type { PretrainedModel } from '../models/types.js';

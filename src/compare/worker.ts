@@ -2,7 +2,7 @@
 // and writes {ok, result} or {ok: false, error} to RESULT.json atomically, so the parent reads
 // either a whole answer or none. Only ever executed as a script, never imported.
 
-import { readFile } from 'node:fs/promises';
+import { readFile } from '../storage/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import type { CompareJob, WorkerOutput } from './job.js';
 import { runJob } from './run.js';

@@ -4,8 +4,7 @@
 // through writeFileAtomic. An existing file is never replaced: a GGUF file carries no mark of who
 // wrote it, so export cannot tell its own earlier file from the user's model.
 
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, resolve } from '../storage/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { checkOutputDir, checkOutputFile, type OutputDirOptions, withOutputDir } from '../io/outdir.js';
 import { ExportError } from './errors.js';

@@ -2,7 +2,7 @@
 // the weights (peft merge_and_unload) or kept as a live adapter whose tensors the exported graph
 // holds as separate initializers. Everything is loaded and checked before any output is touched.
 
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, statSync } from '../storage/index.js';
 import { resolveModelDir } from '../io/hub.js';
 import { loadModel } from '../models/load.js';
 import type { PretrainedModel } from '../models/types.js';

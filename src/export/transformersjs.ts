@@ -12,9 +12,7 @@
 // Symbolic dims carry the names transformers.js resolves when it makes the empty first cache
 // (batch_size; every other symbol, past_sequence_length among them, defaults to 0).
 
-import { existsSync } from 'node:fs';
-import { copyFile, mkdir, open, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { copyFile, existsSync, join, mkdir, open, readFile, writeFile } from '../storage/index.js';
 import { Graph, type Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
 import type { KV } from '../models/types.js';

@@ -3,10 +3,22 @@
 // datasets--org--name/...), so both share one cache, and falls
 // back to an already cached snapshot when the Hub cannot be reached or offline mode is on.
 
-import { randomUUID } from 'node:crypto';
-import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
+import {
+  type OpenFlags,
+  copyFile,
+  host,
+  mkdir,
+  open,
+  path,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  symlink,
+  unlink,
+  writeFile,
+} from '../storage/index.js';
 import { PeftError } from '../errors.js';
 
 export class HubError extends PeftError {
@@ -171,7 +183,7 @@ export function hubCacheDir(cacheDir?: string): string {
   if (env.HF_HUB_CACHE) return env.HF_HUB_CACHE;
   if (env.HUGGINGFACE_HUB_CACHE) return env.HUGGINGFACE_HUB_CACHE;
   if (env.HF_HOME) return path.join(env.HF_HOME, 'hub');
-  const xdg = env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
+  const xdg = env.XDG_CACHE_HOME || path.join(host.homedir(), '.cache');
   return path.join(xdg, 'huggingface', 'hub');
 }
 
@@ -572,7 +584,7 @@ async function downloadBlob(s: Settings, meta: FileMeta, blob: string, file: str
         await res.body?.cancel();
         throw errorForResponse(res, s, meta.downloadUrl, file);
       }
-      let flags = 'a';
+      let flags: OpenFlags = 'a';
       if (res.status === 206) {
         const start = /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '')?.[1];
         if (start === undefined || Number(start) !== offset) {
@@ -732,7 +744,7 @@ function manifestPath(repoDir: string, commit: string): string {
 async function writeManifest(repoDir: string, commit: string, files: string[]): Promise<void> {
   const file = manifestPath(repoDir, commit);
   await mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${randomUUID()}.tmp`;
+  const tmp = `${file}.${globalThis.crypto.randomUUID()}.tmp`;
   await writeFile(tmp, JSON.stringify({ commit, files }));
   await rename(tmp, file);
 }

@@ -4,8 +4,7 @@
 // models) and returned as a local path. Without a path the repo's one jsonl file is used, or its one
 // train*.jsonl (for evaluation: its one test/valid/eval*.jsonl).
 
-import { readdir } from 'node:fs/promises';
-import path from 'node:path';
+import { path, readdir } from '../storage/index.js';
 import { HubError, type HubOptions, isValidRepoId, snapshotDownload } from './hub.js';
 
 const HUB_DATASET_PREFIX = 'hf://datasets/';

@@ -9,14 +9,27 @@ import { attention, attentionBias, embedding, layerNorm, linear, mergeHeads, spl
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
 import { appendPast, applySublayer, inputEmbeddings, maskedLmLoss, sequenceClassificationLoss, ModelBase } from './common.js';
-import { type ArchitectureDescriptor, type ForwardArgs, type ForwardResult, type KV, ModelError, type ModelTask, type PretrainedModel } from './types.js';
+import {
+  type ArchitectureDescriptor,
+  type ForwardArgs,
+  type ForwardResult,
+  type KV,
+  ModelError,
+  type ModelTask,
+  type PretrainedModel,
+} from './types.js';
 
 export class BertModel extends ModelBase implements PretrainedModel {
   readonly family = 'bert' as const;
   readonly causal = false;
   readonly embeddingName = 'bert.embeddings.word_embeddings';
 
-  constructor(config: ModelConfig, weights: WeightStore, dir: string, readonly task: ModelTask) {
+  constructor(
+    config: ModelConfig,
+    weights: WeightStore,
+    dir: string,
+    readonly task: ModelTask,
+  ) {
     super(config, weights, dir);
     if ((config.positionEmbeddingType ?? 'absolute') !== 'absolute') {
       throw new ModelError(`BERT position_embedding_type "${config.positionEmbeddingType}" is not supported (only "absolute")`);
@@ -46,13 +59,15 @@ export class BertModel extends ModelBase implements PretrainedModel {
     for (const e of ['word_embeddings', 'position_embeddings', 'token_type_embeddings']) names.push(`bert.embeddings.${e}.weight`);
     names.push('bert.embeddings.LayerNorm.weight', 'bert.embeddings.LayerNorm.bias');
     for (let i = 0; i < this.numLayers; i++) {
-      for (const ln of ['attention.output.LayerNorm', 'output.LayerNorm']) names.push(`bert.encoder.layer.${i}.${ln}.weight`, `bert.encoder.layer.${i}.${ln}.bias`);
+      for (const ln of ['attention.output.LayerNorm', 'output.LayerNorm'])
+        names.push(`bert.encoder.layer.${i}.${ln}.weight`, `bert.encoder.layer.${i}.${ln}.bias`);
     }
     for (const s of this.linears()) {
       if (s.name === 'cls.predictions.decoder') continue;
       names.push(`${s.name}.weight`, `${s.name}.bias`);
     }
-    if (this.task === 'masked-lm') names.push('cls.predictions.bias', 'cls.predictions.transform.LayerNorm.weight', 'cls.predictions.transform.LayerNorm.bias');
+    if (this.task === 'masked-lm')
+      names.push('cls.predictions.bias', 'cls.predictions.transform.LayerNorm.weight', 'cls.predictions.transform.LayerNorm.bias');
     return names;
   }
 
@@ -61,7 +76,8 @@ export class BertModel extends ModelBase implements PretrainedModel {
     const H = cfg.numAttentionHeads;
     const D = this.headDim;
     const eps = cfg.normEps;
-    if (args.past?.length && this.task !== 'seq-cls' && this.task !== 'base') throw new ModelError('BERT masked-LM does not take past keys/values');
+    if (args.past?.length && this.task !== 'seq-cls' && this.task !== 'base')
+      throw new ModelError('BERT masked-LM does not take past keys/values');
     const words = inputEmbeddings(this, ctx, args);
     const h0 = ctx.graph.scope('bert.embeddings', () => {
       const positions = args.positionIds ?? o.unsqueeze(o.arangeOfDim(words, 1), 0);
@@ -95,7 +111,12 @@ export class BertModel extends ModelBase implements PretrainedModel {
     }
     let logits: Value;
     if (this.task === 'masked-lm') {
-      const t = layerNorm(ctx, 'cls.predictions.transform.LayerNorm', activation(cfg.hiddenAct, linear(ctx, spec('cls.predictions.transform.dense'), h)), eps);
+      const t = layerNorm(
+        ctx,
+        'cls.predictions.transform.LayerNorm',
+        activation(cfg.hiddenAct, linear(ctx, spec('cls.predictions.transform.dense'), h)),
+        eps,
+      );
       logits = o.add(linear(ctx, spec('cls.predictions.decoder'), t), ctx.weight('cls.predictions.bias'));
     } else if (this.task === 'base') {
       logits = h;
@@ -118,16 +139,16 @@ export class BertModel extends ModelBase implements PretrainedModel {
 /** BertConfig / RobertaConfig (pad token id defaults differ). */
 function bertConfig(f: Fields, common: CommonConfig): ModelConfig {
   return {
-    ...encoderFields(f, common, 512, ["hidden_act", "gelu"]),
+    ...encoderFields(f, common, 512, ['hidden_act', 'gelu']),
     // Config class defaults: BERT's [PAD] is id 0, RoBERTa's <pad> id 1.
-    padTokenId: common.padTokenId ?? (common.modelType === "roberta" ? 1 : 0),
-    normEps: f.num("layer_norm_eps", 1e-12),
+    padTokenId: common.padTokenId ?? (common.modelType === 'roberta' ? 1 : 0),
+    normEps: f.num('layer_norm_eps', 1e-12),
     qkvBias: true,
     attnOutputBias: true,
     mlpBias: true,
     attentionBias: true,
-    typeVocabSize: f.int("type_vocab_size", 2),
-    positionEmbeddingType: f.str("position_embedding_type", "absolute"),
+    typeVocabSize: f.int('type_vocab_size', 2),
+    positionEmbeddingType: f.str('position_embedding_type', 'absolute'),
   };
 }
 
@@ -149,7 +170,8 @@ export const BERT: ArchitectureDescriptor = {
   ia3Targets: { bert: { targets: ['key', 'value', 'output.dense'], feedforward: ['output.dense'] } },
   bottleneck: {
     module: (layer, location) => `bert.encoder.layer.${layer}.${location === 'mh_adapter' ? 'attention.output' : 'output'}`,
-    pattern: /^(?:bert\.)?encoder\.layer\.(\d+)\.(attention\.output|output)\.adapters\.(.+)\.(adapter_down\.0\.weight|adapter_down\.0\.bias|adapter_up\.weight|adapter_up\.bias)$/,
+    pattern:
+      /^(?:bert\.)?encoder\.layer\.(\d+)\.(attention\.output|output)\.adapters\.(.+)\.(adapter_down\.0\.weight|adapter_down\.0\.bias|adapter_up\.weight|adapter_up\.bias)$/,
     attentionTail: 'attention.output',
   },
 };

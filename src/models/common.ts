@@ -73,7 +73,14 @@ export function modulePaths(weightNames: Iterable<string>): string[] {
 }
 
 /** residual + output, unless a tuner hooks this sub-layer (bottleneck adapters). */
-export function applySublayer(ctx: BuildContext, key: string, layer: number, output: Value, residual: Value, norm?: (x: Value) => Value): Value {
+export function applySublayer(
+  ctx: BuildContext,
+  key: string,
+  layer: number,
+  output: Value,
+  residual: Value,
+  norm?: (x: Value) => Value,
+): Value {
   const hook = ctx.sublayerHooks.get(key);
   if (hook) return hook({ layer, output, residual, norm, ctx });
   return norm ? norm(o.add(output, residual)) : o.add(output, residual);
@@ -141,7 +148,13 @@ export function llamaLayerLinears(p: string, config: ModelConfig, bias: { qkv: b
   const D = config.headDim;
   const KVd = config.numKeyValueHeads * D;
   const F = config.intermediateSize;
-  const lin = (name: string, inFeatures: number, outFeatures: number, b: boolean): LinearSpec => ({ name: `${p}.${name}`, inFeatures, outFeatures, bias: b, layout: 'linear' });
+  const lin = (name: string, inFeatures: number, outFeatures: number, b: boolean): LinearSpec => ({
+    name: `${p}.${name}`,
+    inFeatures,
+    outFeatures,
+    bias: b,
+    layout: 'linear',
+  });
   return [
     lin('self_attn.q_proj', C, H * D, bias.qkv),
     lin('self_attn.k_proj', C, KVd, bias.qkv),
@@ -168,8 +181,10 @@ export abstract class DecoderModel extends ModelBase implements PretrainedModel 
   constructor(config: ModelConfig, weights: WeightStore, dir: string) {
     super(config, weights, dir, config.numKeyValueHeads);
     const H = config.numAttentionHeads;
-    if (H % this.numKVHeads !== 0) throw new ModelError(`num_attention_heads ${H} is not a multiple of num_key_value_heads ${this.numKVHeads}`);
-    for (let i = 0; i < this.numLayers; i++) for (const s of this.layerLinears(`model.layers.${i}`, config)) this.addLinear(s.name, s.inFeatures, s.outFeatures, s.bias, s.layout);
+    if (H % this.numKVHeads !== 0)
+      throw new ModelError(`num_attention_heads ${H} is not a multiple of num_key_value_heads ${this.numKVHeads}`);
+    for (let i = 0; i < this.numLayers; i++)
+      for (const s of this.layerLinears(`model.layers.${i}`, config)) this.addLinear(s.name, s.inFeatures, s.outFeatures, s.bias, s.layout);
     this.addLinear('lm_head', this.hiddenSize, this.vocabSize, false);
   }
 
@@ -201,7 +216,12 @@ export abstract class DecoderModel extends ModelBase implements PretrainedModel 
    * gradient checkpointing recomputes it in the backward pass) and adding its keys and values to
    * `presents`; then `finalNorm` and the LM head.
    */
-  protected decode(ctx: BuildContext, h: Value, layer: (h: Value, i: number, prefix: string, presents: KV[]) => Value, finalNorm: (h: Value) => Value): ForwardResult {
+  protected decode(
+    ctx: BuildContext,
+    h: Value,
+    layer: (h: Value, i: number, prefix: string, presents: KV[]) => Value,
+    finalNorm: (h: Value) => Value,
+  ): ForwardResult {
     const hidden: Value[] = [h];
     const presents: KV[] = [];
     for (let i = 0; i < this.numLayers; i++) {

@@ -10,7 +10,11 @@ export function parseConfig(raw: unknown, file = 'config.json'): ModelConfig {
   const f = configFields(raw, file);
   const d = descriptorFor(f.modelType);
   if (d === undefined) {
-    throw new ConfigError(file, `${file}: model_type "${f.modelType}" is not supported; supported: ${ARCHITECTURES.flatMap((a) => a.modelTypes).join(', ')}.`, 'model_type');
+    throw new ConfigError(
+      file,
+      `${file}: model_type "${f.modelType}" is not supported; supported: ${ARCHITECTURES.flatMap((a) => a.modelTypes).join(', ')}.`,
+      'model_type',
+    );
   }
   return checkConfigLimits(d.readConfig(f, commonFields(f, d.family)), file);
 }

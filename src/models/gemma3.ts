@@ -70,13 +70,30 @@ class Gemma3Model extends DecoderModel {
       const type = this.layerTypes[i]!;
       const { cos, sin } = rope[type]!;
       const x = gemmaNorm(ctx, `${p}.input_layernorm`, h, eps);
-      const q = applyRotary(gemmaNorm(ctx, `${p}.self_attn.q_norm`, splitHeads(linear(ctx, this.spec(`${p}.self_attn.q_proj`), x), H, D), eps), cos, sin, D, D);
-      const k = applyRotary(gemmaNorm(ctx, `${p}.self_attn.k_norm`, splitHeads(linear(ctx, this.spec(`${p}.self_attn.k_proj`), x), KVH, D), eps), cos, sin, D, D);
+      const q = applyRotary(
+        gemmaNorm(ctx, `${p}.self_attn.q_norm`, splitHeads(linear(ctx, this.spec(`${p}.self_attn.q_proj`), x), H, D), eps),
+        cos,
+        sin,
+        D,
+        D,
+      );
+      const k = applyRotary(
+        gemmaNorm(ctx, `${p}.self_attn.k_norm`, splitHeads(linear(ctx, this.spec(`${p}.self_attn.k_proj`), x), KVH, D), eps),
+        cos,
+        sin,
+        D,
+        D,
+      );
       const v = splitHeads(linear(ctx, this.spec(`${p}.self_attn.v_proj`), x), KVH, D);
       const { key, value } = appendPast(args.past?.[i], k, v, presents);
       const scores = o.add(o.mul(o.matmul(q, o.transposeLast2(repeatKV(key, H / KVH))), scale), bias[type]!);
       const ctxOut = o.matmul(o.softmax(scores, -1), repeatKV(value, H / KVH));
-      const attnOut = gemmaNorm(ctx, `${p}.post_attention_layernorm`, linear(ctx, this.spec(`${p}.self_attn.o_proj`), mergeHeads(ctxOut, H, D)), eps);
+      const attnOut = gemmaNorm(
+        ctx,
+        `${p}.post_attention_layernorm`,
+        linear(ctx, this.spec(`${p}.self_attn.o_proj`), mergeHeads(ctxOut, H, D)),
+        eps,
+      );
       const afterAttn = applySublayer(ctx, `${i}.attn`, i, attnOut, h);
       const y = gemmaNorm(ctx, `${p}.pre_feedforward_layernorm`, afterAttn, eps);
       const gate = activation(cfg.hiddenAct, linear(ctx, this.spec(`${p}.mlp.gate_proj`), y));
@@ -89,31 +106,43 @@ class Gemma3Model extends DecoderModel {
 
 /** Gemma 3 text: layer types, the local RoPE base, the attention scale, its sliding window; softcapping is refused. */
 function gemma3Fields(f: Fields, layers: number): Partial<ModelConfig> {
-  for (const cap of ["attn_logit_softcapping", "final_logit_softcapping"]) {
+  for (const cap of ['attn_logit_softcapping', 'final_logit_softcapping']) {
     if (f.has(cap)) {
-      throw new ConfigError(f.file, `${f.file}: ${cap} is set; logit softcapping (a Gemma 2 feature, off in Gemma 3) is not implemented. Set it to null.`, cap);
+      throw new ConfigError(
+        f.file,
+        `${f.file}: ${cap} is set; logit softcapping (a Gemma 2 feature, off in Gemma 3) is not implemented. Set it to null.`,
+        cap,
+      );
     }
   }
-  if (f.bool("use_bidirectional_attention", false)) {
-    throw new ConfigError(f.file, `${f.file}: use_bidirectional_attention is true (an embedding model); only causal Gemma 3 is implemented.`, "use_bidirectional_attention");
+  if (f.bool('use_bidirectional_attention', false)) {
+    throw new ConfigError(
+      f.file,
+      `${f.file}: use_bidirectional_attention is true (an embedding model); only causal Gemma 3 is implemented.`,
+      'use_bidirectional_attention',
+    );
   }
   let layerTypes: string[];
   const raw = f.raw.layer_types;
   if (raw === undefined || raw === null) {
     // Gemma3TextConfig: every sliding_window_pattern-th layer (1-based) is global.
-    const pattern = f.int("_sliding_window_pattern", f.int("sliding_window_pattern", 6));
-    layerTypes = Array.from({ length: layers }, (_, i) => ((i + 1) % pattern !== 0 ? "sliding_attention" : "full_attention"));
+    const pattern = f.int('_sliding_window_pattern', f.int('sliding_window_pattern', 6));
+    layerTypes = Array.from({ length: layers }, (_, i) => ((i + 1) % pattern !== 0 ? 'sliding_attention' : 'full_attention'));
   } else {
-    if (!Array.isArray(raw) || raw.length !== layers || !raw.every((t) => t === "sliding_attention" || t === "full_attention")) {
-      throw new ConfigError(f.file, `${f.file}: field "layer_types" must list "sliding_attention" or "full_attention" for each of the ${layers} layers.`, "layer_types");
+    if (!Array.isArray(raw) || raw.length !== layers || !raw.every((t) => t === 'sliding_attention' || t === 'full_attention')) {
+      throw new ConfigError(
+        f.file,
+        `${f.file}: field "layer_types" must list "sliding_attention" or "full_attention" for each of the ${layers} layers.`,
+        'layer_types',
+      );
     }
     layerTypes = raw as string[];
   }
   return {
     layerTypes,
-    slidingWindow: f.int("sliding_window", 4096),
-    queryPreAttnScalar: f.num("query_pre_attn_scalar", 256),
-    ropeLocalTheta: f.num("rope_local_base_freq", 10000),
+    slidingWindow: f.int('sliding_window', 4096),
+    queryPreAttnScalar: f.num('query_pre_attn_scalar', 256),
+    ropeLocalTheta: f.num('rope_local_base_freq', 10000),
   };
 }
 
@@ -121,7 +150,12 @@ function gemma3Fields(f: Fields, layers: number): Partial<ModelConfig> {
 function gemma3Config(f: Fields, common: CommonConfig): ModelConfig {
   // Gemma3TextConfig's head_dim defaults to 256 whatever the hidden size; config.json has no
   // tie_word_embeddings key (PretrainedConfig's default, true, applies).
-  const c = decoderFields(f, common, { maxPositions: 131072, headDim: 256, activation: ["hidden_activation", "gelu_pytorch_tanh"], tie: true });
+  const c = decoderFields(f, common, {
+    maxPositions: 131072,
+    headDim: 256,
+    activation: ['hidden_activation', 'gelu_pytorch_tanh'],
+    tie: true,
+  });
   return { ...c, ...gemma3Fields(f, c.numHiddenLayers) };
 }
 

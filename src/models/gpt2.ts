@@ -62,18 +62,20 @@ export class GPT2Model extends ModelBase implements PretrainedModel {
     for (let i = 0; i < this.numLayers; i++) {
       const p = `transformer.h.${i}`;
       // a decoder layer; with gradient checkpointing its activations are recomputed in the backward pass
-      h = ctx.layer(h, (h) => ctx.graph.scope(p, () => {
-        const residual = h;
-        const x = layerNorm(ctx, `${p}.ln_1`, h, cfg.normEps);
-        const qkv = linear(ctx, spec(`${p}.attn.c_attn`), x);
-        const [q, k, v] = o.split(qkv, -1, [H * D, H * D, H * D]).map((t) => splitHeads(t, H, D)) as [Value, Value, Value];
-        const { key, value } = appendPast(args.past?.[i], k, v, presents);
-        const attnOut = linear(ctx, spec(`${p}.attn.c_proj`), mergeHeads(attention(q, key, value, bias, D), H, D));
-        const afterAttn = applySublayer(ctx, `${i}.attn`, i, attnOut, residual);
-        const y = layerNorm(ctx, `${p}.ln_2`, afterAttn, cfg.normEps);
-        const m = linear(ctx, spec(`${p}.mlp.c_proj`), activation(cfg.hiddenAct, linear(ctx, spec(`${p}.mlp.c_fc`), y)));
-        return applySublayer(ctx, `${i}.ffn`, i, m, afterAttn);
-      }));
+      h = ctx.layer(h, (h) =>
+        ctx.graph.scope(p, () => {
+          const residual = h;
+          const x = layerNorm(ctx, `${p}.ln_1`, h, cfg.normEps);
+          const qkv = linear(ctx, spec(`${p}.attn.c_attn`), x);
+          const [q, k, v] = o.split(qkv, -1, [H * D, H * D, H * D]).map((t) => splitHeads(t, H, D)) as [Value, Value, Value];
+          const { key, value } = appendPast(args.past?.[i], k, v, presents);
+          const attnOut = linear(ctx, spec(`${p}.attn.c_proj`), mergeHeads(attention(q, key, value, bias, D), H, D));
+          const afterAttn = applySublayer(ctx, `${i}.attn`, i, attnOut, residual);
+          const y = layerNorm(ctx, `${p}.ln_2`, afterAttn, cfg.normEps);
+          const m = linear(ctx, spec(`${p}.mlp.c_proj`), activation(cfg.hiddenAct, linear(ctx, spec(`${p}.mlp.c_fc`), y)));
+          return applySublayer(ctx, `${i}.ffn`, i, m, afterAttn);
+        }),
+      );
       hidden.push(h);
     }
     h = layerNorm(ctx, 'transformer.ln_f', h, cfg.normEps);
@@ -92,24 +94,24 @@ const BN_TENSOR = '(adapter_down\\.0\\.weight|adapter_down\\.0\\.bias|adapter_up
 /** GPT-2 (GPT2LMHeadModel): learned absolute positions, fused c_attn (Conv1D layout), tied head. */
 /** GPT2Config: n_embd / n_head / n_layer / n_positions; n_inner null means 4 * n_embd. */
 function gpt2Config(f: Fields, common: CommonConfig): ModelConfig {
-  const hidden = f.requiredInt("n_embd");
-  const heads = f.requiredInt("n_head");
-  checkDivisible(f, hidden, heads, "n_embd", "n_head");
+  const hidden = f.requiredInt('n_embd');
+  const heads = f.requiredInt('n_head');
+  checkDivisible(f, hidden, heads, 'n_embd', 'n_head');
   return {
     ...common,
-    vocabSize: f.requiredInt("vocab_size"),
+    vocabSize: f.requiredInt('vocab_size'),
     hiddenSize: hidden,
-    numHiddenLayers: f.requiredInt("n_layer"),
+    numHiddenLayers: f.requiredInt('n_layer'),
     numAttentionHeads: heads,
     numKeyValueHeads: heads,
     headDim: hidden / heads,
     // n_inner: null means 4 * n_embd in GPT2MLP.
-    intermediateSize: f.int("n_inner", 4 * hidden),
-    maxPositionEmbeddings: f.requiredInt("n_positions"),
-    hiddenAct: f.str("activation_function", "gelu_new"),
-    normType: "layernorm",
-    normEps: f.num("layer_norm_epsilon", 1e-5),
-    tieWordEmbeddings: f.bool("tie_word_embeddings", true),
+    intermediateSize: f.int('n_inner', 4 * hidden),
+    maxPositionEmbeddings: f.requiredInt('n_positions'),
+    hiddenAct: f.str('activation_function', 'gelu_new'),
+    normType: 'layernorm',
+    normEps: f.num('layer_norm_epsilon', 1e-5),
+    tieWordEmbeddings: f.bool('tie_word_embeddings', true),
     qkvBias: true,
     attnOutputBias: true,
     mlpBias: true,

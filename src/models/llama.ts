@@ -11,7 +11,14 @@ import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
 import { DecoderModel, appendPast, llamaLayerLinears, applySublayer, defaultPositions, inputEmbeddings } from './common.js';
 import { applyRotary, rotaryTables } from './rope.js';
-import { type ArchitectureDescriptor, type BottleneckLayout, type ForwardArgs, type ForwardResult, type KV, type PretrainedModel } from './types.js';
+import {
+  type ArchitectureDescriptor,
+  type BottleneckLayout,
+  type ForwardArgs,
+  type ForwardResult,
+  type KV,
+  type PretrainedModel,
+} from './types.js';
 
 export class LlamaModel extends DecoderModel {
   protected layerLinears(p: string, config: ModelConfig): LinearSpec[] {
@@ -32,7 +39,12 @@ export class LlamaModel extends DecoderModel {
     const eps = cfg.normEps;
     const h = inputEmbeddings(this, ctx, args);
     const { positions, pastLength } = defaultPositions(h, args.past);
-    const { cos, sin } = rotaryTables(ctx, args.positionIds ?? positions, { theta: cfg.ropeTheta ?? 10000, rotaryDim: D, scaling: cfg.ropeScaling, maxPositionEmbeddings: cfg.maxPositionEmbeddings });
+    const { cos, sin } = rotaryTables(ctx, args.positionIds ?? positions, {
+      theta: cfg.ropeTheta ?? 10000,
+      rotaryDim: D,
+      scaling: cfg.ropeScaling,
+      maxPositionEmbeddings: cfg.maxPositionEmbeddings,
+    });
     const rotate = (x: Value) => applyRotary(x, cos, sin, D, D);
     const bias = attentionBias(args.attentionMask, h, true, pastLength);
     const layer = (h: Value, i: number, p: string, presents: KV[]): Value => {
@@ -61,18 +73,19 @@ export class LlamaModel extends DecoderModel {
 /** AdapterHub's layout for decoders whose layers are model.layers.<i> (shared by the Llama-like files). */
 export const DECODER_BOTTLENECK: BottleneckLayout = {
   module: (layer, location) => `model.layers.${layer}.${location === 'mh_adapter' ? 'attention_adapters' : 'output_adapters'}`,
-  pattern: /^(?:model\.)?layers\.(\d+)\.(attention_adapters|output_adapters)\.adapters\.(.+)\.(adapter_down\.0\.weight|adapter_down\.0\.bias|adapter_up\.weight|adapter_up\.bias)$/,
+  pattern:
+    /^(?:model\.)?layers\.(\d+)\.(attention_adapters|output_adapters)\.adapters\.(.+)\.(adapter_down\.0\.weight|adapter_down\.0\.bias|adapter_up\.weight|adapter_up\.bias)$/,
   attentionTail: 'attention_adapters',
 };
 
 const build = (c: ModelConfig, w: WeightStore, d: string): PretrainedModel => new LlamaModel(c, w, d);
 
 function slidingWindowOf(f: Fields, modelType: string): number | undefined {
-  if (modelType === "qwen2" && !f.bool("use_sliding_window", false)) return undefined;
-  if (modelType !== "qwen2" && modelType !== "mistral") return undefined;
+  if (modelType === 'qwen2' && !f.bool('use_sliding_window', false)) return undefined;
+  if (modelType !== 'qwen2' && modelType !== 'mistral') return undefined;
   // An absent key means the config class default (4096); an explicit null turns the window off.
-  if (!(Object.prototype.hasOwnProperty.call(f.raw, "sliding_window"))) return 4096;
-  return f.optionalInt("sliding_window");
+  if (!Object.prototype.hasOwnProperty.call(f.raw, 'sliding_window')) return 4096;
+  return f.optionalInt('sliding_window');
 }
 
 /** SmolLM3's no_rope_layers (1 = the layer uses RoPE, 0 = NoPE); the config class default is every
@@ -80,14 +93,14 @@ function slidingWindowOf(f: Fields, modelType: string): number | undefined {
 function ropeLayersOf(f: Fields, layers: number): boolean[] {
   const raw = f.raw.no_rope_layers;
   if (raw === undefined || raw === null) {
-    const interval = f.int("no_rope_layer_interval", 4);
+    const interval = f.int('no_rope_layer_interval', 4);
     return Array.from({ length: layers }, (_, i) => (i + 1) % interval !== 0);
   }
   if (!Array.isArray(raw) || raw.length !== layers || !raw.every((v) => v === 0 || v === 1)) {
     throw new ConfigError(
       f.file,
       `${f.file}: field "no_rope_layers" must list 0 or 1 for each of the ${layers} layers (1 = RoPE, 0 = NoPE), found ${JSON.stringify(raw)}.`,
-      "no_rope_layers",
+      'no_rope_layers',
     );
   }
   return raw.map((v) => v === 1);
@@ -104,9 +117,9 @@ function llamaConfig(f: Fields, common: CommonConfig): ModelConfig {
   return {
     ...c,
     // Qwen2 always has q/k/v biases and no o_proj bias; its config has no attention_bias field for it.
-    ...(t === "qwen2" ? { qkvBias: true, attnOutputBias: false } : {}),
-    ...(t === "qwen3" ? { qkNorm: true } : {}),
-    ...(t === "smollm3" ? { ropeLayers: ropeLayersOf(f, c.numHiddenLayers) } : {}),
+    ...(t === 'qwen2' ? { qkvBias: true, attnOutputBias: false } : {}),
+    ...(t === 'qwen3' ? { qkNorm: true } : {}),
+    ...(t === 'smollm3' ? { ropeLayers: ropeLayersOf(f, c.numHiddenLayers) } : {}),
     ...(slidingWindow === undefined ? {} : { slidingWindow }),
   };
 }
@@ -120,8 +133,20 @@ export const LLAMA: ArchitectureDescriptor = {
   displayName: 'Llama',
   modelTypes: ['llama', 'mistral', 'qwen2', 'qwen3', 'smollm3'],
   readConfig: llamaConfig,
-  classes: { LlamaForCausalLM: build, MistralForCausalLM: build, Qwen2ForCausalLM: build, Qwen3ForCausalLM: build, SmolLM3ForCausalLM: build },
-  defaultClass: { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', smollm3: 'SmolLM3ForCausalLM' },
+  classes: {
+    LlamaForCausalLM: build,
+    MistralForCausalLM: build,
+    Qwen2ForCausalLM: build,
+    Qwen3ForCausalLM: build,
+    SmolLM3ForCausalLM: build,
+  },
+  defaultClass: {
+    llama: 'LlamaForCausalLM',
+    mistral: 'MistralForCausalLM',
+    qwen2: 'Qwen2ForCausalLM',
+    qwen3: 'Qwen3ForCausalLM',
+    smollm3: 'SmolLM3ForCausalLM',
+  },
   basePrefix: 'model.',
   positions: 'rotary',
   capabilities: { tiedEmbeddings: 'optional' },

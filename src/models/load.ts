@@ -72,7 +72,9 @@ export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promi
   const arch = architectureOf(config, dir, opts.architecture);
   const hasSingle = existsSync(join(dir, 'model.safetensors'));
   if (!hasSingle && !existsSync(join(dir, 'model.safetensors.index.json'))) {
-    throw new ModelError(`${dir} has no model.safetensors or model.safetensors.index.json (PyTorch .bin checkpoints are not read; convert with safetensors' convert script)`);
+    throw new ModelError(
+      `${dir} has no model.safetensors or model.safetensors.index.json (PyTorch .bin checkpoints are not read; convert with safetensors' convert script)`,
+    );
   }
   await validateCheckpointAgainstConfig(config, dir); // config.json vs header shapes, before anything is built (models/validate.ts)
   // The model is built first (constructors only read config.json) so its linear modules decide
@@ -109,17 +111,20 @@ export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promi
  */
 export function resizeTokenEmbeddings(model: PretrainedModel, length: number): PretrainedModel {
   const old = model.vocabSize;
-  if (!Number.isInteger(length) || length < old) throw new ModelError(`resizeTokenEmbeddings(${length}): ${model.dir} has ${old} token rows; only growing the vocabulary is supported`);
+  if (!Number.isInteger(length) || length < old)
+    throw new ModelError(`resizeTokenEmbeddings(${length}): ${model.dir} has ${old} token rows; only growing the vocabulary is supported`);
   if (length === old) return model;
   const arch = architectureOf(model.config, model.dir);
   const raw = { ...model.config.raw };
   const text = raw.text_config;
-  if (raw.vocab_size === undefined && text && typeof text === 'object') raw.text_config = { ...(text as Record<string, unknown>), vocab_size: length };
+  if (raw.vocab_size === undefined && text && typeof text === 'object')
+    raw.text_config = { ...(text as Record<string, unknown>), vocab_size: length };
   else raw.vocab_size = length;
   const config = parseConfig(raw, join(model.dir, 'config.json'));
   const w = model.weights;
   const grow = (name: string): void => {
-    if (w.isQuantized(name)) throw new ModelError(`cannot add tokens: ${name} is held 4-bit quantized; add tokens to the unquantized model`);
+    if (w.isQuantized(name))
+      throw new ModelError(`cannot add tokens: ${name} is held 4-bit quantized; add tokens to the unquantized model`);
     const t = w.get(name);
     const [rows, cols] = t.shape as [number, number];
     if (rows !== old) throw new ModelError(`cannot add tokens: ${name} has ${rows} rows, not the ${old} of vocab_size`);

@@ -52,7 +52,8 @@ function modernBertOptions(config: ModelConfig): ModernBertOptions {
     throw new ModelError(`config.json classifier_pooling must be "cls" or "mean", found ${JSON.stringify(pooling)}`);
   }
   const act = raw.classifier_activation ?? 'gelu';
-  if (typeof act !== 'string') throw new ModelError(`config.json classifier_activation must be an activation name, found ${JSON.stringify(act)}`);
+  if (typeof act !== 'string')
+    throw new ModelError(`config.json classifier_activation must be an activation name, found ${JSON.stringify(act)}`);
   // transformers 5 keeps the two bases in rope_parameters by layer type.
   const params = raw.rope_parameters as Record<string, { rope_theta?: unknown; rope_type?: unknown } | undefined> | undefined;
   const theta = (layerType: string, key: string, fallback: number): number => {
@@ -114,7 +115,8 @@ export class ModernBertModel extends ModelBase implements PretrainedModel {
     const options = modernBertOptions(config);
     super(config, weights, dir);
     this.options = options;
-    if (this.headDim % 2 !== 0) throw new ModelError(`ModernBERT head size ${this.headDim} (hidden_size / num_attention_heads) must be even for rotary positions`);
+    if (this.headDim % 2 !== 0)
+      throw new ModelError(`ModernBERT head size ${this.headDim} (hidden_size / num_attention_heads) must be even for rotary positions`);
     const C = this.hiddenSize;
     const F = config.intermediateSize;
     const lin = (name: string, inF: number, outF: number, bias: boolean) => this.addLinear(name, inF, outF, bias);
@@ -153,12 +155,16 @@ export class ModernBertModel extends ModelBase implements PretrainedModel {
 
   /** LayerNorm over the hidden size; `zero` stands in for the bias when norm_bias is false. */
   private layerNorm(ctx: BuildContext, name: string, x: Value, zero: Value | undefined): Value {
-    return ctx.graph.scope(name, () => o.layerNorm(x, ctx.weight(`${name}.weight`), zero ?? ctx.weight(`${name}.bias`), this.config.normEps));
+    return ctx.graph.scope(name, () =>
+      o.layerNorm(x, ctx.weight(`${name}.weight`), zero ?? ctx.weight(`${name}.bias`), this.config.normEps),
+    );
   }
 
   forward(ctx: BuildContext, args: ForwardArgs): ForwardResult {
     if (args.past?.length) {
-      throw new ModelError('ModernBERT takes no past keys/values (transformers\' ModernBERT has no cache), so prefix tuning does not apply to it; use LoRA, IA3 or prompt tuning');
+      throw new ModelError(
+        "ModernBERT takes no past keys/values (transformers' ModernBERT has no cache), so prefix tuning does not apply to it; use LoRA, IA3 or prompt tuning",
+      );
     }
     const cfg = this.config;
     const opts = this.options;
@@ -166,7 +172,9 @@ export class ModernBertModel extends ModelBase implements PretrainedModel {
     const D = this.headDim;
     const spec = (n: string) => this.spec(n);
     const words = inputEmbeddings(this, ctx, args);
-    const zero = opts.normBias ? undefined : ctx.graph.tensor('norm_zero_bias', 'float32', [this.hiddenSize], new Float32Array(this.hiddenSize));
+    const zero = opts.normBias
+      ? undefined
+      : ctx.graph.tensor('norm_zero_bias', 'float32', [this.hiddenSize], new Float32Array(this.hiddenSize));
     const norm = (name: string, x: Value) => this.layerNorm(ctx, name, x, zero);
     let h = norm('model.embeddings.norm', words);
 
@@ -212,7 +220,10 @@ export class ModernBertModel extends ModelBase implements PretrainedModel {
           const attnOut = linear(ctx, spec(`${p}.attn.Wo`), mergeHeads(ctxOut, H, D));
           const afterAttn = applySublayer(ctx, `${i}.attn`, i, attnOut, h);
           const y = norm(`${p}.mlp_norm`, afterAttn);
-          const [input, gate] = o.split(linear(ctx, spec(`${p}.mlp.Wi`), y), -1, [cfg.intermediateSize, cfg.intermediateSize]) as [Value, Value];
+          const [input, gate] = o.split(linear(ctx, spec(`${p}.mlp.Wi`), y), -1, [cfg.intermediateSize, cfg.intermediateSize]) as [
+            Value,
+            Value,
+          ];
           const m = linear(ctx, spec(`${p}.mlp.Wo`), o.mul(activation(cfg.hiddenAct, input), gate));
           return applySublayer(ctx, `${i}.ffn`, i, m, afterAttn);
         }),
@@ -227,7 +238,9 @@ export class ModernBertModel extends ModelBase implements PretrainedModel {
       const mask = o.unsqueeze(o.cast(args.attentionMask, 'float32'), -1);
       pooled = o.div(o.sum(o.mul(last, mask), 1), o.sum(mask, 1));
     }
-    const headOut = ctx.graph.scope('head', () => norm('head.norm', activation(opts.classifierActivation, linear(ctx, spec('head.dense'), pooled))));
+    const headOut = ctx.graph.scope('head', () =>
+      norm('head.norm', activation(opts.classifierActivation, linear(ctx, spec('head.dense'), pooled))),
+    );
     const logits = linear(ctx, spec('classifier'), headOut);
     return { logits, hiddenStates: hidden, presents: [] };
   }
@@ -242,15 +255,15 @@ export class ModernBertModel extends ModelBase implements PretrainedModel {
 function modernBertConfig(f: Fields, common: CommonConfig): ModelConfig {
   // ModernBertConfig (transformers 4.57); its own fields (local_attention, rope bases,
   // norm_bias, classifier_*) are read by src/models/modernbert.ts.
-  const encoder = encoderFields(f, common, 8192, ["hidden_activation", "gelu"]);
-  const attentionBias = f.bool("attention_bias", false);
+  const encoder = encoderFields(f, common, 8192, ['hidden_activation', 'gelu']);
+  const attentionBias = f.bool('attention_bias', false);
   return {
     ...encoder,
     padTokenId: common.padTokenId ?? 50283,
-    normEps: f.num("norm_eps", 1e-5),
+    normEps: f.num('norm_eps', 1e-5),
     qkvBias: attentionBias,
     attnOutputBias: attentionBias,
-    mlpBias: f.bool("mlp_bias", false),
+    mlpBias: f.bool('mlp_bias', false),
     attentionBias,
   };
 }

@@ -53,7 +53,11 @@ class Phi3Model extends DecoderModel {
     const layer = (h: Value, i: number, p: string, presents: KV[]): Value => {
       const x = rmsNorm(ctx, `${p}.input_layernorm`, h, eps);
       // one projection, one LoRA over its whole output (peft wraps the fused module)
-      const [qf, kf, vf] = o.split(linear(ctx, this.spec(`${p}.self_attn.qkv_proj`), x), -1, [H * D, KVH * D, KVH * D]) as [Value, Value, Value];
+      const [qf, kf, vf] = o.split(linear(ctx, this.spec(`${p}.self_attn.qkv_proj`), x), -1, [H * D, KVH * D, KVH * D]) as [
+        Value,
+        Value,
+        Value,
+      ];
       const q = applyRotary(splitHeads(qf, H, D), cos, sin, rotaryDim, D);
       const k = applyRotary(splitHeads(kf, KVH, D), cos, sin, rotaryDim, D);
       const { key, value } = appendPast(args.past?.[i], k, splitHeads(vf, KVH, D), presents);
@@ -71,22 +75,26 @@ class Phi3Model extends DecoderModel {
 
 /** Phi-3: partial rotary, the pre-extension context for longrope, an optional sliding window over every layer. */
 function phi3Fields(f: Fields, headDim: number): Partial<ModelConfig> {
-  const factor = f.has("partial_rotary_factor") ? f.num("partial_rotary_factor", 1) : 1;
+  const factor = f.has('partial_rotary_factor') ? f.num('partial_rotary_factor', 1) : 1;
   const rotary = Math.floor(headDim * factor);
   if (factor > 1 || rotary < 2 || rotary % 2 !== 0) {
-    throw new ConfigError(f.file, `${f.file}: partial_rotary_factor ${factor} gives ${rotary} rotary channels of head_dim ${headDim}; it must be an even number between 2 and head_dim.`, "partial_rotary_factor");
+    throw new ConfigError(
+      f.file,
+      `${f.file}: partial_rotary_factor ${factor} gives ${rotary} rotary channels of head_dim ${headDim}; it must be an even number between 2 and head_dim.`,
+      'partial_rotary_factor',
+    );
   }
-  const window = f.optionalInt("sliding_window");
+  const window = f.optionalInt('sliding_window');
   return {
     partialRotaryFactor: factor,
-    originalMaxPositionEmbeddings: f.int("original_max_position_embeddings", 4096),
+    originalMaxPositionEmbeddings: f.int('original_max_position_embeddings', 4096),
     ...(window === undefined ? {} : { slidingWindow: window }),
   };
 }
 
 /** Phi3Config: no head_dim field (hidden / heads), max_position_embeddings 4096, then its own fields. */
 function phi3Config(f: Fields, common: CommonConfig): ModelConfig {
-  const c = decoderFields(f, common, { maxPositions: 4096, headDim: "derived" });
+  const c = decoderFields(f, common, { maxPositions: 4096, headDim: 'derived' });
   return { ...c, ...phi3Fields(f, c.headDim) };
 }
 

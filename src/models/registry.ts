@@ -32,4 +32,7 @@ export const MODEL_CLASSES: Readonly<Record<string, ModelBuilder>> = Object.assi
 export const DEFAULT_CLASS: Readonly<Record<string, string>> = Object.assign({}, ...ARCHITECTURES.map((d) => d.defaultClass));
 
 /** peft's default LoRA target_modules per model_type. */
-export const LORA_DEFAULT_TARGETS: Readonly<Record<string, readonly string[]>> = Object.assign({}, ...ARCHITECTURES.map((d) => d.loraTargets));
+export const LORA_DEFAULT_TARGETS: Readonly<Record<string, readonly string[]>> = Object.assign(
+  {},
+  ...ARCHITECTURES.map((d) => d.loraTargets),
+);

@@ -30,7 +30,9 @@ function baseInvFreq(theta: number, dim: number): Float32Array {
 function factorList(sc: RopeScaling, key: string, half: number): Float32Array {
   const v = sc.raw[key];
   if (!Array.isArray(v) || v.length !== half || !v.every((x) => typeof x === 'number' && x > 0)) {
-    throw new ModelError(`rope_scaling.${key} must list ${half} positive numbers (rotary dim / 2) for longrope, found ${JSON.stringify(v)}`);
+    throw new ModelError(
+      `rope_scaling.${key} must list ${half} positive numbers (rotary dim / 2) for longrope, found ${JSON.stringify(v)}`,
+    );
   }
   return Float32Array.from(v as number[]);
 }

@@ -46,7 +46,9 @@ export function validateAgainstWeights(config: ModelConfig, shapes: WeightShapes
   if (containers.size > 0) {
     const counts = [...containers].map(([k, s]) => ({ k, n: Math.max(...s) + 1, complete: s.size === Math.max(...s) + 1 }));
     if (!counts.some((c) => c.n === config.numHiddenLayers)) {
-      fail(`num_hidden_layers is ${config.numHiddenLayers} but the weights hold ${counts.map((c) => `${c.n} layers under ${c.k}`).join(', ')}`);
+      fail(
+        `num_hidden_layers is ${config.numHiddenLayers} but the weights hold ${counts.map((c) => `${c.n} layers under ${c.k}`).join(', ')}`,
+      );
     }
     const gap = counts.find((c) => c.n === config.numHiddenLayers && !c.complete);
     if (gap) fail(`the weights under ${gap.k} skip some of the layers 0..${gap.n - 1}`);
@@ -59,16 +61,21 @@ export function validateAgainstWeights(config: ModelConfig, shapes: WeightShapes
       }
     } else if (POSITIONS.test(name)) {
       if (shape.length !== 2 || shape[0] !== config.maxPositionEmbeddings || shape[1] !== H) {
-        fail(`${name} has shape ${fmt(shape)} but max_position_embeddings ${config.maxPositionEmbeddings} and hidden_size ${H} imply [${config.maxPositionEmbeddings}, ${H}]`);
+        fail(
+          `${name} has shape ${fmt(shape)} but max_position_embeddings ${config.maxPositionEmbeddings} and hidden_size ${H} imply [${config.maxPositionEmbeddings}, ${H}]`,
+        );
       }
     } else if (TOKEN_TYPES.test(name) && config.typeVocabSize !== undefined) {
       if (shape.length !== 2 || shape[0] !== config.typeVocabSize || shape[1] !== H) {
-        fail(`${name} has shape ${fmt(shape)} but type_vocab_size ${config.typeVocabSize} and hidden_size ${H} imply [${config.typeVocabSize}, ${H}]`);
+        fail(
+          `${name} has shape ${fmt(shape)} but type_vocab_size ${config.typeVocabSize} and hidden_size ${H} imply [${config.typeVocabSize}, ${H}]`,
+        );
       }
     } else if (HEAD_NORM.test(name)) {
       // Per-head norms (Qwen3, Gemma 3) normalise head_dim; some models normalise all heads at once.
       const ok = [config.headDim, config.numAttentionHeads * config.headDim, config.numKeyValueHeads * config.headDim];
-      if (shape.length !== 1 || !ok.includes(shape[0]!)) fail(`${name} has shape ${fmt(shape)} but head_dim ${config.headDim} implies [${config.headDim}]`);
+      if (shape.length !== 1 || !ok.includes(shape[0]!))
+        fail(`${name} has shape ${fmt(shape)} but head_dim ${config.headDim} implies [${config.headDim}]`);
     } else if (NORM.test(name) && !name.endsWith('.running_mean')) {
       if (shape.length !== 1 || shape[0] !== H) fail(`${name} has shape ${fmt(shape)} but hidden_size ${H} implies [${H}]`);
     }

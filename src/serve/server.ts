@@ -6,7 +6,6 @@
 // 409 for an adapter that does not fit the compiled sessions, 413 for a too large body, 503 when
 // the queue is full, 504 on timeout.
 
-import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ChatMessage } from '../io/tokenizer.js';
 import { MixedBatchError } from '../tuners/multi/model.js';
@@ -275,7 +274,7 @@ export class OpenAIServer {
       typeof body.stream_options === 'object' &&
       body.stream_options !== null &&
       (body.stream_options as { include_usage?: unknown }).include_usage === true;
-    const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID()}`;
+    const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${globalThis.crypto.randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     const model = body.model as string;
     const abort = new AbortController();

@@ -50,6 +50,13 @@ function memoryHost(): StorageHost {
     inflateRaw() {
       throw new StorageError('ENOTSUP', 'PyTorch .bin files cannot be read here; use the safetensors version of the model or adapter');
     },
+    tmpdir: () => '/tmp',
+    homedir: () => '/home',
+    fileURLToPath(url) {
+      const u = new URL(String(url));
+      if (u.protocol !== 'file:') throw new StorageError('ERR_INVALID_URL_SCHEME', `the URL must be of scheme file, got ${u.href}`);
+      return decodeURIComponent(u.pathname);
+    },
   };
 }
 
@@ -58,6 +65,22 @@ export class MemoryStorage implements Storage {
   readonly path = posixPath('/');
   readonly host = memoryHost();
   private readonly entries = new Map<string, Entry>([['/', { kind: 'dir', mtimeMs: Date.now() }]]);
+  /**
+   * Called after each change to a path (a file written, a folder made, anything removed), in
+   * order: the OPFS mirror (opfs.ts) listens, and reads the path's new state when it persists it.
+   */
+  onChange: ((path: string) => void) | undefined = undefined;
+
+  private changed(k: string): void {
+    this.onChange?.(k);
+  }
+
+  /** Entries whose contents are `blob` hold its bytes from now on (before the file behind it changes). */
+  async materialize(blob: Blob): Promise<void> {
+    if (![...this.entries.values()].some((e) => e.kind === 'file' && e.data === blob)) return;
+    const bytes = new Uint8Array(await blob.arrayBuffer());
+    for (const e of this.entries.values()) if (e.kind === 'file' && e.data === blob) e.data = bytes;
+  }
 
   private key(p: string): string {
     return this.path.resolve(p);
@@ -85,16 +108,18 @@ export class MemoryStorage implements Storage {
     this.parentMustExist(k, syscall);
     if (this.entries.get(k)?.kind === 'dir') throw new StorageError('EISDIR', `illegal operation on a directory, ${syscall} '${p}'`);
     this.entries.set(k, { kind: 'file', data, mtimeMs: Date.now() });
+    this.changed(k);
   }
 
   /** Adds a file (bytes, text or a Blob/File read lazily), creating its folders. */
   addFile(p: string, data: string | Uint8Array | Blob): void {
     const k = this.key(p);
-    this.mkdirSync(this.path.dirname(k));
+    this.makeDirs(this.path.dirname(k));
     this.entries.set(k, { kind: 'file', data: data instanceof Blob ? data : toBytes(data), mtimeMs: Date.now() });
+    this.changed(k);
   }
 
-  private mkdirSync(p: string): void {
+  private makeDirs(p: string): void {
     const k = this.key(p);
     const parts = k.split('/').filter(Boolean);
     let cur = '';
@@ -102,7 +127,10 @@ export class MemoryStorage implements Storage {
       cur += `/${part}`;
       const e = this.entries.get(cur);
       if (e?.kind === 'file') throw new StorageError('ENOTDIR', `not a directory, mkdir '${p}'`);
-      if (!e) this.entries.set(cur, { kind: 'dir', mtimeMs: Date.now() });
+      if (!e) {
+        this.entries.set(cur, { kind: 'dir', mtimeMs: Date.now() });
+        this.changed(cur);
+      }
     }
   }
 
@@ -159,8 +187,24 @@ export class MemoryStorage implements Storage {
 
   readdir(p: string): Promise<string[]>;
   readdir(p: string, options: { withFileTypes: true }): Promise<StorageDirent[]>;
-  async readdir(p: string, options?: { withFileTypes: true }): Promise<string[] | StorageDirent[]> {
+  readdir(p: string, options: { recursive: true }): Promise<string[]>;
+  async readdir(p: string, options?: { withFileTypes: true } | { recursive: true }): Promise<string[] | StorageDirent[]> {
+    return options && 'recursive' in options ? this.readdirSync(p, options) : options ? this.readdirSync(p, options) : this.readdirSync(p);
+  }
+
+  readdirSync(p: string): string[];
+  readdirSync(p: string, options: { withFileTypes: true }): StorageDirent[];
+  readdirSync(p: string, options: { recursive: true }): string[];
+  readdirSync(p: string, options?: { withFileTypes: true } | { recursive: true }): string[] | StorageDirent[] {
     const names = this.children(p, 'scandir');
+    if (options && 'recursive' in options) {
+      const base = this.key(p);
+      const prefix = base === '/' ? '/' : `${base}/`;
+      return [...this.entries.keys()]
+        .filter((k) => k.startsWith(prefix) && k !== base)
+        .map((k) => k.slice(prefix.length))
+        .sort();
+    }
     if (!options) return names;
     return names.map((name) => {
       const e = this.entries.get(this.path.join(this.key(p), name))!;
@@ -169,17 +213,25 @@ export class MemoryStorage implements Storage {
   }
 
   async mkdir(p: string, options?: { recursive?: boolean }): Promise<string | undefined> {
+    return this.mkdirSync(p, options);
+  }
+
+  mkdirSync(p: string, options?: { recursive?: boolean }): string | undefined {
     const k = this.key(p);
     if (this.entries.has(k)) {
       if (options?.recursive && this.entries.get(k)!.kind === 'dir') return undefined;
       throw new StorageError('EEXIST', `file already exists, mkdir '${p}'`);
     }
     if (!options?.recursive) this.parentMustExist(k, 'mkdir');
-    this.mkdirSync(k);
+    this.makeDirs(k);
     return k;
   }
 
   async rm(p: string, options?: { recursive?: boolean; force?: boolean }): Promise<void> {
+    this.rmSync(p, options);
+  }
+
+  rmSync(p: string, options?: { recursive?: boolean; force?: boolean }): void {
     const k = this.key(p);
     const e = this.entries.get(k);
     if (!e) {
@@ -191,6 +243,7 @@ export class MemoryStorage implements Storage {
       for (const key of [...this.entries.keys()]) if (key.startsWith(`${k}/`)) this.entries.delete(key);
     }
     if (k !== '/') this.entries.delete(k);
+    this.changed(k);
   }
 
   async rename(from: string, to: string): Promise<void> {
@@ -203,18 +256,25 @@ export class MemoryStorage implements Storage {
       if (target?.kind === 'file') throw new StorageError('ENOTDIR', `not a directory, rename '${from}' -> '${to}'`);
       if (target?.kind === 'dir' && this.children(b, 'rename').length)
         throw new StorageError('ENOTEMPTY', `directory not empty, rename '${from}' -> '${to}'`);
+      const moved: string[] = [];
       for (const [key, v] of [...this.entries]) {
         if (key === a || key.startsWith(`${a}/`)) {
           this.entries.delete(key);
           this.entries.set(b + key.slice(a.length), v);
+          moved.push(b + key.slice(a.length));
         }
       }
+      // the new paths first: a mirror copies them before it removes the old ones
+      for (const key of moved) this.changed(key);
+      this.changed(a);
       return;
     }
     if (this.entries.get(b)?.kind === 'dir')
       throw new StorageError('EISDIR', `illegal operation on a directory, rename '${from}' -> '${to}'`);
     this.entries.delete(a);
     this.entries.set(b, e);
+    this.changed(b);
+    this.changed(a);
   }
 
   async unlink(p: string): Promise<void> {
@@ -232,6 +292,40 @@ export class MemoryStorage implements Storage {
     this.set(to, e.data, 'link');
   }
 
+  async symlink(target: string, p: string): Promise<void> {
+    // no links in memory: callers that can copy instead do so on ENOTSUP (the Hub cache does)
+    throw new StorageError('ENOTSUP', `symbolic links are not supported here, symlink '${target}' -> '${p}'`);
+  }
+
+  async mkdtemp(prefix: string): Promise<string> {
+    return this.mkdtempSync(prefix);
+  }
+
+  mkdtempSync(prefix: string): string {
+    for (;;) {
+      const p = prefix + this.host.randomHex(3);
+      if (this.entries.has(this.key(p))) continue;
+      this.mkdirSync(p);
+      return this.key(p);
+    }
+  }
+
+  appendFileSync(p: string, data: string | Uint8Array): void {
+    const e = this.entries.get(this.key(p));
+    if (e?.kind === 'file' && !(e.data instanceof Uint8Array))
+      throw new StorageError('EAGAIN', `${p} is a browser file, append with appendFile`);
+    const before = e?.kind === 'file' ? (e.data as Uint8Array) : new Uint8Array(0);
+    const add = toBytes(data);
+    const out = new Uint8Array(before.byteLength + add.byteLength);
+    out.set(before, 0);
+    out.set(add, before.byteLength);
+    this.set(p, out, 'open');
+  }
+
+  fsyncSync(p: string): void {
+    this.file(p, 'fsync');
+  }
+
   async realpath(p: string): Promise<string> {
     this.get(p, 'realpath');
     return this.key(p);
@@ -240,7 +334,7 @@ export class MemoryStorage implements Storage {
   async open(p: string, flags: OpenFlags): Promise<StorageFileHandle> {
     const k = this.key(p);
     if (flags === 'wx' && this.entries.has(k)) throw new StorageError('EEXIST', `file already exists, open '${p}'`);
-    if (flags === 'w' || flags === 'wx') this.set(k, new Uint8Array(0), 'open');
+    if (flags === 'w' || flags === 'wx' || (flags === 'a' && !this.entries.has(k))) this.set(k, new Uint8Array(0), 'open');
     let entry = this.file(k, 'open');
     const writable = flags !== 'r';
     // Writes grow a private buffer, stored back into the tree at every write (sync/close are no-ops).
@@ -249,6 +343,7 @@ export class MemoryStorage implements Storage {
     const store = (): void => {
       entry = { kind: 'file', data: buf.subarray(0, length), mtimeMs: Date.now() };
       this.entries.set(k, entry);
+      this.changed(k);
     };
     const ensure = (n: number): void => {
       if (n <= buf.byteLength) return;
@@ -257,7 +352,7 @@ export class MemoryStorage implements Storage {
       buf = grown;
     };
     let closed = false;
-    let cursor = 0;
+    let cursor = flags === 'a' ? length : 0;
     const live = (): void => {
       if (closed) throw new StorageError('EBADF', `file closed, '${p}'`);
     };
@@ -274,7 +369,7 @@ export class MemoryStorage implements Storage {
       write: async (data, offset = 0, len = data.byteLength - offset, position = null) => {
         live();
         if (!writable) throw new StorageError('EBADF', `bad file descriptor, write '${p}'`);
-        const at = position ?? cursor;
+        const at = flags === 'a' ? length : (position ?? cursor);
         ensure(at + len);
         buf.set(data.subarray(offset, offset + len), at);
         length = Math.max(length, at + len);
@@ -315,10 +410,6 @@ export class MemoryStorage implements Storage {
     return decoder.decode(e.data);
   }
 
-  readdirSync(p: string): string[] {
-    return this.children(p, 'scandir');
-  }
-
   private readonly fds = new Map<number, Uint8Array>();
   private nextFd = 3;
 
@@ -346,5 +437,6 @@ export class MemoryStorage implements Storage {
     const k = this.key(p);
     if (this.get(p, 'unlink').kind === 'dir') throw new StorageError('EISDIR', `illegal operation on a directory, unlink '${p}'`);
     this.entries.delete(k);
+    this.changed(k);
   }
 }

@@ -4,8 +4,9 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { homedir, hostname, tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { inflateRawSync } from 'node:zlib';
 import type { Storage, StorageHost } from './types.js';
 
@@ -27,6 +28,9 @@ const host: StorageHost = {
   randomHex: (bytes) => randomBytes(bytes).toString('hex'),
   warn: (message, type) => process.emitWarning(message, { type }),
   inflateRaw: (data, maxOutputLength) => inflateRawSync(data, { maxOutputLength }),
+  tmpdir,
+  homedir,
+  fileURLToPath: (url) => fileURLToPath(url),
 };
 
 const nodeStorage: Storage = {
@@ -45,12 +49,26 @@ const nodeStorage: Storage = {
   copyFile: (a, b) => fsp.copyFile(a, b),
   link: (a, b) => fsp.link(a, b),
   realpath: (p) => fsp.realpath(p),
+  symlink: (target, p) => fsp.symlink(target, p),
+  mkdtemp: (prefix) => fsp.mkdtemp(prefix),
   open: (p, flags, mode) => fsp.open(p, flags, mode),
   existsSync: (p) => fs.existsSync(p),
   statSync: (p) => fs.statSync(p),
   readFileSync: (p, enc) => fs.readFileSync(p, enc),
-  readdirSync: (p) => fs.readdirSync(p),
+  readdirSync: fs.readdirSync as Storage['readdirSync'],
   unlinkSync: (p) => fs.unlinkSync(p),
+  mkdirSync: (p, o) => fs.mkdirSync(p, o),
+  mkdtempSync: (prefix) => fs.mkdtempSync(prefix),
+  rmSync: (p, o) => fs.rmSync(p, o),
+  appendFileSync: (p, data) => fs.appendFileSync(p, data),
+  fsyncSync(p) {
+    const fd = fs.openSync(p, 'r+');
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  },
   openSync: (p, flags) => fs.openSync(p, flags),
   readSync: (fd, buffer, offset, length, position) => fs.readSync(fd, buffer, offset, length, position),
   closeSync: (fd) => fs.closeSync(fd),

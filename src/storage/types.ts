@@ -62,9 +62,16 @@ export interface StorageHost {
   warn(message: string, type: string): void;
   /** raw DEFLATE decompression (PyTorch .bin zips), refusing more than `maxOutputLength` bytes */
   inflateRaw(data: Uint8Array, maxOutputLength: number): Uint8Array;
+  /** the folder for temporary files (os.tmpdir on Node) */
+  tmpdir(): string;
+  /** the user's home folder (the Hub cache lives under it) */
+  homedir(): string;
+  /** the path a file: URL names (a module's own location, `import.meta.url`) */
+  fileURLToPath(url: string | URL): string;
 }
 
-export type OpenFlags = 'r' | 'r+' | 'w' | 'wx';
+/** node:fs's flags: read, read-write, truncate, create exclusively, append (writes go at the end) */
+export type OpenFlags = 'r' | 'r+' | 'w' | 'wx' | 'a';
 
 export interface Storage {
   /** 'node' (node:fs) or 'memory' (the browser's files) */
@@ -78,6 +85,8 @@ export interface Storage {
   stat(path: string): Promise<StorageStats>;
   readdir(path: string): Promise<string[]>;
   readdir(path: string, options: { withFileTypes: true }): Promise<StorageDirent[]>;
+  /** every file and folder below `path`, relative to it */
+  readdir(path: string, options: { recursive: true }): Promise<string[]>;
   mkdir(path: string, options?: { recursive?: boolean }): Promise<string | undefined>;
   rm(path: string, options?: { recursive?: boolean; force?: boolean }): Promise<void>;
   rename(from: string, to: string): Promise<void>;
@@ -86,12 +95,25 @@ export interface Storage {
   /** a hard link; fails with code EEXIST when `to` exists (the output-folder lock relies on it) */
   link(from: string, to: string): Promise<void>;
   realpath(path: string): Promise<string>;
+  /** a symbolic link at `path` pointing to `target` (the Hub cache's snapshot pointers) */
+  symlink(target: string, path: string): Promise<void>;
+  /** a new folder named `prefix` + six random characters; returns its path */
+  mkdtemp(prefix: string): Promise<string>;
   open(path: string, flags: OpenFlags, mode?: number): Promise<StorageFileHandle>;
   existsSync(path: string): boolean;
   statSync(path: string): StorageStats;
   readFileSync(path: string, encoding: 'utf8'): string;
   readdirSync(path: string): string[];
+  readdirSync(path: string, options: { withFileTypes: true }): StorageDirent[];
+  readdirSync(path: string, options: { recursive: true }): string[];
   unlinkSync(path: string): void;
+  mkdirSync(path: string, options?: { recursive?: boolean }): string | undefined;
+  mkdtempSync(prefix: string): string;
+  rmSync(path: string, options?: { recursive?: boolean; force?: boolean }): void;
+  /** appends, creating the file when missing (TensorBoard event files are written this way) */
+  appendFileSync(path: string, data: string | Uint8Array): void;
+  /** flushes a file's data to the disk (fsync) */
+  fsyncSync(path: string): void;
   /** synchronous positional reads (weights read while a graph is lowered) */
   openSync(path: string, flags: 'r'): number;
   readSync(fd: number, buffer: Uint8Array, offset: number, length: number, position: number): number;

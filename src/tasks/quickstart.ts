@@ -2,10 +2,9 @@
 // and after with the task's metric, the adapter saved in the peft layout with the scores next to
 // it. `peft quickstart` (and `npm start`) is a thin shell over runQuickstart.
 
+import { existsSync, join, path, relative, resolve } from '../storage/index.js';
 import type { BasePrecision } from '../nn/context.js';
 import { DEFAULT_BASE_PRECISION } from '../train/step.js';
-import { existsSync } from 'node:fs';
-import { join, relative, resolve, sep } from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import { loadModel } from '../models/load.js';
@@ -103,7 +102,7 @@ const positiveInt = (name: string, v: number | undefined): void => checkPositive
 /** How the adapter config names its base: a path relative to the working folder when it lies inside it. */
 function baseName(dir: string): string {
   const rel = relative(process.cwd(), dir);
-  return rel && !rel.startsWith('..') && !rel.startsWith(sep) ? rel.split(sep).join('/') : dir;
+  return rel && !rel.startsWith('..') && !rel.startsWith(path.sep) ? rel.split(path.sep).join('/') : dir;
 }
 
 function tokenize(examples: readonly TaskExample[], tokenizer: Tokenizer, maxLength: number, file: string): TokenizedExample[] {
@@ -137,6 +136,8 @@ export async function runQuickstart(opts: QuickstartOptions = {}): Promise<Quick
   positiveInt('eval limit', opts.evalLimit);
   positiveInt('threads', opts.threads);
   positiveInt('eval interval', opts.evalEvery);
+  const precision = opts.basePrecision ?? DEFAULT_BASE_PRECISION;
+  if (!['fp32', 'int8', 'nf4'].includes(precision)) throw new TaskError(`base precision must be fp32, int8 or nf4, got ${precision}`);
   if (!(o.learningRate > 0)) throw new TaskError(`the learning rate must be above 0, got ${o.learningRate}`);
   if (!(o.loraDropout >= 0 && o.loraDropout < 1)) throw new TaskError(`LoRA dropout must be in [0, 1), got ${o.loraDropout}`);
   if (!(Number.isInteger(o.samples) && o.samples >= 0)) throw new TaskError(`samples must be an integer >= 0, got ${o.samples}`);
@@ -151,8 +152,6 @@ export async function runQuickstart(opts: QuickstartOptions = {}): Promise<Quick
   // holding anything else (src/io/outdir.ts). The trainer takes its lock.
   await checkRunFolder(o.out, { overwrite: true, inputs: [{ path: modelDir, what: 'base model' }] });
   const data = await loadTaskData(spec.name, opts.data);
-  const precision = opts.basePrecision ?? DEFAULT_BASE_PRECISION;
-  if (!['fp32', 'int8', 'nf4'].includes(precision)) throw new TaskError(`base precision must be fp32, int8 or nf4, got ${precision}`);
   // nf4 is chosen at load time (a 4-bit base, as peft train does it); its products stay as loaded
   const runtime = { threads: opts.threads, basePrecision: precision === 'nf4' ? ('fp32' as const) : precision };
 

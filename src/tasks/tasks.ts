@@ -2,9 +2,7 @@
 // scripts/make_tasks.ts) and the bundled base model (models/tiny-llama): what each task scores and
 // how, where the files are, and reading their prompt/completion examples.
 
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, existsSync, host, join, readFileSync, resolve } from '../storage/index.js';
 import { readJsonl } from '../train/data.js';
 import { DatasetError } from '../train/errors.js';
 import { PeftError } from '../errors.js';
@@ -70,7 +68,7 @@ let root: string | undefined;
 /** The folder holding this package's package.json (where models/ and data/ are), found from this module's location. */
 export function packageRoot(): string {
   if (root) return root;
-  let dir = dirname(fileURLToPath(import.meta.url));
+  let dir = dirname(host.fileURLToPath(import.meta.url));
   for (;;) {
     const pkg = join(dir, 'package.json');
     if (existsSync(pkg)) {
@@ -83,7 +81,7 @@ export function packageRoot(): string {
     const up = dirname(dir);
     if (up === dir)
       throw new TaskError(
-        `cannot find the peft-ts package folder above ${fileURLToPath(import.meta.url)}; pass the model and data folders explicitly`,
+        `cannot find the peft-ts package folder above ${host.fileURLToPath(import.meta.url)}; pass the model and data folders explicitly`,
       );
     dir = up;
   }

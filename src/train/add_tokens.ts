@@ -3,10 +3,7 @@
 // untied output head) grown to the new vocabulary, new rows mean-initialised as transformers'
 // resize_token_embeddings does. The tokens' rows are then trained with peft's trainable tokens.
 
-import { existsSync } from 'node:fs';
-import { copyFile, mkdtemp, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { copyFile, existsSync, host, join, mkdtemp, readdir, readFile, rename, rm, writeFile } from '../storage/index.js';
 import { PeftError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { Tokenizer } from '../io/tokenizer.js';
@@ -45,7 +42,7 @@ export interface AddedTokens {
   /** transformers' len(tokenizer) after adding them */
   length: number;
   /** the tokenizer files, by name, to save with the adapter (saveTokenizerFiles) */
-  files: Map<string, Buffer>;
+  files: Map<string, Uint8Array>;
 }
 
 /**
@@ -66,7 +63,7 @@ export async function addTokensToTokenizer(srcDir: string, tokens: readonly stri
       );
     }
   }
-  const dir = await mkdtemp(join(tmpdir(), 'peft-add-tokens-'));
+  const dir = await mkdtemp(join(host.tmpdir(), 'peft-add-tokens-'));
   try {
     return await writeTokenizer(srcDir, tokens, dir);
   } finally {
@@ -110,13 +107,13 @@ async function writeTokenizer(srcDir: string, tokens: readonly string[], dir: st
         `--add-tokens: the tokenizer in ${srcDir} does not keep ${JSON.stringify(t)} as one token once added (its normalizer changes it); choose another spelling`,
       );
   }
-  const files = new Map<string, Buffer>();
+  const files = new Map<string, Uint8Array>();
   for (const name of await readdir(dir)) files.set(name, await readFile(join(dir, name)));
   return { tokenizer, ids, length: tokenizer.vocabSize, files };
 }
 
 /** Writes the files of addTokensToTokenizer into `dir`, each atomically. */
-export async function saveTokenizerFiles(files: ReadonlyMap<string, Buffer>, dir: string): Promise<void> {
+export async function saveTokenizerFiles(files: ReadonlyMap<string, Uint8Array>, dir: string): Promise<void> {
   for (const [name, bytes] of files) {
     const tmp = join(dir, `.${name}.${process.pid}.tmp`);
     await writeFile(tmp, bytes);

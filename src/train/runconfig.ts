@@ -4,8 +4,7 @@
 // (a LoraConfig written for Python reads the same), applied over the method's defaults. Command
 // line flags override the file. Unknown keys are errors naming the key and the nearest valid one.
 
-import { readFileSync, statSync } from 'node:fs';
-import { extname } from 'node:path';
+import { extname, readFileSync, statSync } from '../storage/index.js';
 import { parse as parseYaml } from 'yaml';
 import { PeftError } from '../errors.js';
 

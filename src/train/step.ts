@@ -38,10 +38,12 @@ export type StepOptions = Pick<
  * The frozen base's precision `peft train` and the quickstart use when not told otherwise
  * (TrainStep itself defaults to 'fp32'). int8: a GPT-2 LoRA step costs 0.59-0.67x the CPU time of
  * the float32 step and its GEMMs run 1.5-2x float32's on a VNNI CPU; a step's loss and gradients
- * stay within 1% / cosine 0.999 of float32's (test/quant/int8_base.test.ts), the quickstart reaches
- * the same accuracy. Evaluation during training runs on the same int8 base, and the trainer releases
- * the float32 arrays of the matrices held only as int8 (read back from the checkpoint file if
- * anything needs them later; bench/RESULTS.md, "Memory of a training step").
+ * stay within 1% / cosine 0.999 of float32's (test/quant/int8_base.test.ts), LoRA's eval-loss curves
+ * on the bundled tasks mix with float32's seed to seed (bench/quality.ts, bench/RESULTS.md "Equal
+ * quality"; measured with eval losses on the float32 base). Evaluation during training now runs on
+ * the same int8 base, and the trainer releases the float32 arrays of the matrices held only as int8
+ * (read back from the checkpoint file if anything needs them later; bench/RESULTS.md, "Memory of a
+ * training step").
  */
 export const DEFAULT_BASE_PRECISION: BasePrecision = 'int8';
 

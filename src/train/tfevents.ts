@@ -5,9 +5,7 @@
 // whose first event carries file_version "brain.Event:2" and every other one a Summary of
 // scalar values (Summary.Value.tag, simple_value) at a step and wall time.
 
-import { appendFileSync, openSync, closeSync, fsyncSync } from 'node:fs';
-import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { appendFileSync, fsyncSync, host, join } from '../storage/index.js';
 import { PbWriter } from '../onnx/protobuf.js';
 
 const CRC32C_TABLE = (() => {
@@ -68,8 +66,8 @@ export class TensorBoardWriter {
   readonly path: string;
 
   constructor(dir: string, now: Date = new Date()) {
-    this.path = join(dir, `events.out.tfevents.${Math.floor(now.getTime() / 1000)}.${hostname().replace(/[^A-Za-z0-9._-]/g, '_')}`);
-    closeSync(openSync(this.path, 'a'));
+    this.path = join(dir, `events.out.tfevents.${Math.floor(now.getTime() / 1000)}.${host.hostname().replace(/[^A-Za-z0-9._-]/g, '_')}`);
+    appendFileSync(this.path, '');
     appendFileSync(this.path, tfRecord(eventBytes(now.getTime() / 1000, 0, { fileVersion: 'brain.Event:2' })));
   }
 
@@ -82,11 +80,6 @@ export class TensorBoardWriter {
 
   /** Flushes the file to disk. */
   sync(): void {
-    const fd = openSync(this.path, 'r+');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    fsyncSync(this.path);
   }
 }

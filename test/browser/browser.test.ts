@@ -2,12 +2,13 @@
 // bundled tiny Llama is LoRA-tuned for a few steps in the page's worker on onnxruntime-web, and
 // the run is checked against the same run on Node (src/browser/finetune.ts on both sides): the
 // loss falls, the first step's loss and gradient norm match Node's, the downloaded adapter loads
-// in Node with the logits the page computed, loads back into the page, and nothing was logged as
-// an error. WebGPU is tried too and what happened is reported; the WebAssembly path must pass.
+// in Node with the logits the page computed, loads back into the page, is saved in the Origin
+// Private File System (the same bytes as the download) and loads from there after a reload, and
+// nothing was logged as an error. WebGPU is tried too and what happened is reported; the WebAssembly path must pass.
 // Skipped when /usr/bin/chromium is missing (.ci/run installs it).
 
 import { strict as assert } from 'node:assert';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -27,7 +28,7 @@ const LOGIT_TOL = 1e-4;
 const relDiff = (a: number, b: number): number => Math.abs(a - b) / Math.max(Math.abs(b), 1e-12);
 
 test(
-  'fine-tuning in Chromium matches Node, and its adapter loads in Node and back in the page',
+  'fine-tuning in Chromium matches Node, and its adapter loads in Node, back in the page, and from OPFS after a reload',
   { skip: chromiumMissing(), timeout: 240_000 },
   async (t) => {
     const server = await startDemo();
@@ -133,6 +134,49 @@ test(
       // the screenshot a reviewer looks at (docs/browser.png is a copy of one)
       mkdirSync(join(ROOT, 'out/browser-test'), { recursive: true });
       await page.screenshot({ path: join(ROOT, 'out/browser-test/browser.png'), fullPage: true });
+
+      // the adapter was trained into /opfs/adapter, mirrored into the Origin Private File System:
+      // OPFS holds the downloaded bytes, and after a reload the page finds the adapter and loads it
+      assert.equal(backend.opfs, true, `OPFS: ${String(backend.opfsReason)}`);
+      const inOpfs = await page.evaluate(async () => {
+        const root = await navigator.storage.getDirectory();
+        const dir = await root.getDirectoryHandle('adapter');
+        const read = async (name: string) => [...new Uint8Array(await (await (await dir.getFileHandle(name)).getFile()).arrayBuffer())];
+        const names: string[] = [];
+        for await (const name of (dir as unknown as { keys(): AsyncIterable<string> }).keys()) names.push(name);
+        return { names: names.sort(), config: await read('adapter_config.json'), weights: await read('adapter_model.safetensors') };
+      });
+      t.diagnostic(`OPFS /adapter: ${inOpfs.names.join(', ')} (${inOpfs.weights.length} bytes of weights)`);
+      // the whole output folder the library wrote (README, metrics, tokenizer files, ...), the adapter among them
+      for (const name of ['adapter_config.json', 'adapter_model.safetensors', 'metrics.jsonl'])
+        assert.ok(inOpfs.names.includes(name), name);
+      // atomic writes' temporary files (io/atomic.ts) were renamed away in OPFS too
+      assert.ok(!inOpfs.names.some((n) => /\.peft-(tmp|old)-/.test(n)), `temporary files left in OPFS: ${inOpfs.names.join(', ')}`);
+      assert.deepEqual(Buffer.from(inOpfs.weights), readFileSync(join(dir, 'adapter_model.safetensors')));
+      assert.deepEqual(Buffer.from(inOpfs.config), readFileSync(join(dir, 'adapter_config.json')));
+      await page.reload();
+      await page.waitForFunction(() => (window as unknown as { peftDemo?: { ready: boolean } }).peftDemo?.ready, null, {
+        timeout: 120_000,
+      });
+      const after = await page.evaluate(() => (window as unknown as { peftDemo: { backend: Record<string, unknown> } }).peftDemo.backend);
+      assert.equal(after.savedAdapter, true, 'after a reload the page should find the adapter saved in OPFS');
+      assert.equal(await page.isDisabled('#loadSaved'), false);
+      // the reloaded page shows the task's default prompts again: ask for the ones trained with
+      await page.waitForFunction(() => (document.getElementById('prompts') as HTMLTextAreaElement).value.length > 0);
+      await page.fill('#prompts', prompts.map((p) => p.replace(/\n/g, '\\n')).join('\n'));
+      await page.click('#loadSaved');
+      await page.waitForFunction(
+        () =>
+          (window as unknown as { peftDemo: { loaded: unknown; errors: string[] } }).peftDemo.loaded ||
+          (window as unknown as { peftDemo: { errors: string[] } }).peftDemo.errors.length,
+        null,
+        { timeout: 60_000 },
+      );
+      const fromOpfs = await page.evaluate(
+        () => (window as unknown as { peftDemo: { loaded: { peftType: string; generations: string[] } } }).peftDemo.loaded,
+      );
+      assert.equal(fromOpfs.peftType, 'LORA');
+      assert.deepEqual(fromOpfs.generations, result.after);
       assert.deepEqual(errors, [], `console errors: ${errors.join('\n')}`);
     } finally {
       await browser.close();

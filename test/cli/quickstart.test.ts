@@ -99,7 +99,23 @@ test('peft quickstart prints the before/after report; bad flags fail in one line
           stderr: e.stderr ?? '',
         }),
       );
-    const ok = await run(['--task', 'arith', '--steps', '1', '--eval-limit', '2', '--samples', '1', '--out', out, '--threads', '2']);
+    // on the 4-bit base (QLoRA, as peft train --base-precision nf4): the default int8 runs in the test above
+    const ok = await run([
+      '--task',
+      'arith',
+      '--steps',
+      '1',
+      '--eval-limit',
+      '2',
+      '--samples',
+      '1',
+      '--out',
+      out,
+      '--threads',
+      '2',
+      '--base-precision',
+      'nf4',
+    ]);
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /before LoRA: exact match \d+\.\d% \(\d\/2\)/);
     assert.match(ok.stdout, /after LoRA: {2}exact match \d+\.\d% \(\d\/2\)/);
@@ -110,6 +126,9 @@ test('peft quickstart prints the before/after report; bad flags fail in one line
     const bad = await run(['--task', 'summarize', '--out', out]);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /argument 'summarize' is invalid\. Allowed choices are sentiment, json, arith/);
+    const precision = await run(['--base-precision', 'bf16', '--out', out]);
+    assert.equal(precision.code, 1);
+    assert.match(precision.stderr, /argument 'bf16' is invalid\. Allowed choices are fp32, int8, nf4/);
     const missing = await run(['--model', join(out, 'nope'), '--out', out]);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /^error: the base model folder .*nope does not exist/m);

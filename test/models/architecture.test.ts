@@ -23,7 +23,11 @@ async function withArchitectures(model: string, architectures: string[]): Promis
 
 test('an unimplemented task head is refused instead of loading as a causal LM', async () => {
   const dir = await withArchitectures('gpt2', ['GPT2ForSequenceClassification']);
-  await assert.rejects(loadModel(dir), (e: unknown) => e instanceof ModelError && /GPT2ForSequenceClassification checkpoint; that task head is not implemented/.test(e.message));
+  await assert.rejects(
+    loadModel(dir),
+    (e: unknown) =>
+      e instanceof ModelError && /GPT2ForSequenceClassification checkpoint; that task head is not implemented/.test(e.message),
+  );
   const lm = await loadModel(dir, { architecture: 'GPT2LMHeadModel' });
   assert.equal(lm.task, 'causal-lm');
   // an unlisted language-model class still falls back on model_type
@@ -31,7 +35,21 @@ test('an unimplemented task head is refused instead of loading as a causal LM', 
   assert.equal(other.task, 'causal-lm');
 
   const out = join(dir, '..', 'cmp');
-  const r = await peft(['compare', '--model', dir, '--data', join(dir, 'x.jsonl'), '--eval', join(dir, 'x.jsonl'), '--methods', 'lora', '--budget', '1', '--out', out]);
+  const r = await peft([
+    'compare',
+    '--model',
+    dir,
+    '--data',
+    join(dir, 'x.jsonl'),
+    '--eval',
+    join(dir, 'x.jsonl'),
+    '--methods',
+    'lora',
+    '--budget',
+    '1',
+    '--out',
+    out,
+  ]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /that task head is not implemented/);
   assert.ok(!existsSync(out));

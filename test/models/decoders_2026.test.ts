@@ -27,7 +27,16 @@ async function batchOf(name: string): Promise<Batch> {
 }
 
 /** |got - want| <= atol + rtol |want| at the kept positions (or within `tol(i)` when given). */
-function closeAt(got: Float32Array, want: Float32Array, keep: (i: number) => boolean, atol: number, rtol: number, what: string, tol?: (i: number) => number, label = what): void {
+function closeAt(
+  got: Float32Array,
+  want: Float32Array,
+  keep: (i: number) => boolean,
+  atol: number,
+  rtol: number,
+  what: string,
+  tol?: (i: number) => number,
+  label = what,
+): void {
   assert.equal(got.length, want.length, `${label}: length`);
   let worst = 0;
   let at = -1;
@@ -43,7 +52,12 @@ function closeAt(got: Float32Array, want: Float32Array, keep: (i: number) => boo
 }
 
 const manifest = JSON.parse(readFileSync(fixture2026Path('MANIFEST.json'), 'utf8')) as {
-  grad_traces: { name: string; model: string; adamw: { lr: number; betas: [number, number]; eps: number; weight_decay: number }; losses: number[] }[];
+  grad_traces: {
+    name: string;
+    model: string;
+    adamw: { lr: number; betas: [number, number]; eps: number; weight_decay: number };
+    losses: number[];
+  }[];
 };
 
 for (const [name, cases] of Object.entries(DECODERS_2026)) {
@@ -53,7 +67,10 @@ for (const [name, cases] of Object.entries(DECODERS_2026)) {
     const expected = await read('models', name, 'expected_outputs.safetensors');
     const g = new Graph();
     const ctx = new BuildContext(g, model.weights);
-    const out = model.forward(ctx, { inputIds: g.input('input_ids', 'int64', ['batch', 'seq']), attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']) });
+    const out = model.forward(ctx, {
+      inputIds: g.input('input_ids', 'int64', ['batch', 'seq']),
+      attentionMask: g.input('attention_mask', 'int64', ['batch', 'seq']),
+    });
     const fetch: Record<string, Value> = { logits: out.logits, loss: model.loss(out.logits, g.input('labels', 'int64', ['batch', 'seq'])) };
     out.hiddenStates.forEach((h, i) => (fetch[`hidden_states.${i}`] = h));
     assert.equal(out.hiddenStates.length, model.numLayers + 1);
@@ -65,7 +82,14 @@ for (const [name, cases] of Object.entries(DECODERS_2026)) {
         const want = expected.get(key)!;
         assert.deepEqual(r[key]!.shape, want.shape, key);
         const width = want.shape[2]!;
-        closeAt(r[key]!.data as Float32Array, toFloat32(want), comparedPositions(name, batch.attention_mask.data as BigInt64Array, width), 1e-4, 1e-4, `${name} ${key}`);
+        closeAt(
+          r[key]!.data as Float32Array,
+          toFloat32(want),
+          comparedPositions(name, batch.attention_mask.data as BigInt64Array, width),
+          1e-4,
+          1e-4,
+          `${name} ${key}`,
+        );
       }
       const loss = r.loss!.data[0] as number;
       const wantLoss = toFloat32(expected.get('loss')!)[0]!;
@@ -106,7 +130,14 @@ for (const [name, cases] of Object.entries(DECODERS_2026)) {
       const wantLoss = toFloat32(expected.get('loss')!)[0]!;
       assert.ok(Math.abs(r.loss - wantLoss) <= 1e-5 * Math.abs(wantLoss), `${name}/${c} loss ${r.loss} vs ${wantLoss}`);
       const merged = await lm.mergeAndUnload();
-      closeAt((await forwardOnce(merged, batch)).logits, toFloat32(expected.get('merged_logits')!), keep, 1e-4, 1e-4, `${name}/${c} merged logits`);
+      closeAt(
+        (await forwardOnce(merged, batch)).logits,
+        toFloat32(expected.get('merged_logits')!),
+        keep,
+        1e-4,
+        1e-4,
+        `${name}/${c} merged logits`,
+      );
     });
   }
 
@@ -116,7 +147,8 @@ for (const [name, cases] of Object.entries(DECODERS_2026)) {
     const lm = await LoraModel.fromPretrained(base, fixture2026Path('grad_traces', cases.trace), { isTrainable: true });
     const batch = await batchOf(trace.model);
     const c = await compile(lm, batch, { grads: true, training: true });
-    const adamw = () => new AdamW({ lr: trace.adamw.lr, betas: trace.adamw.betas, eps: trace.adamw.eps, weightDecay: trace.adamw.weight_decay });
+    const adamw = () =>
+      new AdamW({ lr: trace.adamw.lr, betas: trace.adamw.betas, eps: trace.adamw.eps, weightDecay: trace.adamw.weight_decay });
     const file = (f: string) => read('grad_traces', cases.trace, f);
     try {
       const savedOf = (param: string): string => lm.savedNameOf(param)!;
@@ -126,30 +158,60 @@ for (const [name, cases] of Object.entries(DECODERS_2026)) {
 
       // 1. Teacher-forced: at torch's parameters of every step, our loss and gradients are torch's,
       //    and torch's gradients through our AdamW give torch's parameters and moments.
-      const forced = new Map(c.params.map((p) => [p.name, { shape: [...lm.parameters().get(p.name)!.shape], data: lm.parameters().get(p.name)!.data.slice() }]));
+      const forced = new Map(
+        c.params.map((p) => [p.name, { shape: [...lm.parameters().get(p.name)!.shape], data: lm.parameters().get(p.name)!.data.slice() }]),
+      );
       const opt = adamw();
       for (let step = 0; step < 3; step++) {
         const r = await c.run(batch, forced);
         const loss = r.loss!.data[0] as number;
         assert.ok(Math.abs(loss - trace.losses[step]!) <= 1e-5 * trace.losses[step]!, `step ${step} loss ${loss} vs ${trace.losses[step]}`);
         for (const p of c.params) {
-          assertClose(r[`grad:${p.name}`]!.data as Float32Array, toFloat32(refGrads[step]!.get(savedOf(p.name))!), 1e-6, 1e-4, `step ${step} grad ${savedOf(p.name)}`);
+          assertClose(
+            r[`grad:${p.name}`]!.data as Float32Array,
+            toFloat32(refGrads[step]!.get(savedOf(p.name))!),
+            1e-6,
+            1e-4,
+            `step ${step} grad ${savedOf(p.name)}`,
+          );
         }
         opt.step(forced, new Map(c.params.map((p) => [p.name, toFloat32(refGrads[step]!.get(savedOf(p.name))!)])));
         if (step === 0) {
           const state = await file('adamw_state_after_1_step.safetensors');
           for (const p of c.params) {
-            assertClose(opt.state.expAvg.get(p.name)!, toFloat32(state.get(`${savedOf(p.name)}.exp_avg`)!), 1e-9, 1e-5, `exp_avg ${p.name}`);
-            assertClose(opt.state.expAvgSq.get(p.name)!, toFloat32(state.get(`${savedOf(p.name)}.exp_avg_sq`)!), 1e-15, 1e-5, `exp_avg_sq ${p.name}`);
+            assertClose(
+              opt.state.expAvg.get(p.name)!,
+              toFloat32(state.get(`${savedOf(p.name)}.exp_avg`)!),
+              1e-9,
+              1e-5,
+              `exp_avg ${p.name}`,
+            );
+            assertClose(
+              opt.state.expAvgSq.get(p.name)!,
+              toFloat32(state.get(`${savedOf(p.name)}.exp_avg_sq`)!),
+              1e-15,
+              1e-5,
+              `exp_avg_sq ${p.name}`,
+            );
           }
         }
         if (step === 0 || step === 2) {
           const want = after[step === 0 ? 1 : 3];
-          for (const p of c.params) assertClose(forced.get(p.name)!.data, toFloat32(want.get(savedOf(p.name))!), 1e-6, 1e-5, `${savedOf(p.name)} after ${step + 1} step(s)`);
+          for (const p of c.params)
+            assertClose(
+              forced.get(p.name)!.data,
+              toFloat32(want.get(savedOf(p.name))!),
+              1e-6,
+              1e-5,
+              `${savedOf(p.name)} after ${step + 1} step(s)`,
+            );
         }
       }
       const forcedLast = (await c.run(batch, forced, ['loss'])).loss!.data[0] as number;
-      assert.ok(Math.abs(forcedLast - trace.losses[3]!) <= 1e-5 * trace.losses[3]!, `loss after 3 steps ${forcedLast} vs ${trace.losses[3]}`);
+      assert.ok(
+        Math.abs(forcedLast - trace.losses[3]!) <= 1e-5 * trace.losses[3]!,
+        `loss after 3 steps ${forcedLast} vs ${trace.losses[3]}`,
+      );
 
       // 2. Free-running, as `peft train` runs: our gradients through our AdamW. Its first step moves an
       //    element by ~lr * g / (|g| + eps), so where torch's gradient is within ~100 eps of zero,
@@ -162,7 +224,10 @@ for (const [name, cases] of Object.entries(DECODERS_2026)) {
       for (let step = 0; step < 3; step++) {
         const r = await c.run(batch, own);
         const loss = r.loss!.data[0] as number;
-        assert.ok(Math.abs(loss - trace.losses[step]!) <= 1e-5 * trace.losses[step]!, `free-running step ${step} loss ${loss} vs ${trace.losses[step]}`);
+        assert.ok(
+          Math.abs(loss - trace.losses[step]!) <= 1e-5 * trace.losses[step]!,
+          `free-running step ${step} loss ${loss} vs ${trace.losses[step]}`,
+        );
         opt2.step(own, new Map(c.params.map((p) => [p.name, r[`grad:${p.name}`]!.data as Float32Array])));
         if (step === 0 || step === 2) {
           const want = after[step === 0 ? 1 : 3];
@@ -170,12 +235,24 @@ for (const [name, cases] of Object.entries(DECODERS_2026)) {
             const w = toFloat32(want.get(key)!);
             const small = [0, 1, 2].slice(0, step + 1).map((s) => toFloat32(refGrads[s]!.get(key)!));
             const slack = trace.adamw.lr * (step + 1) * 0.1;
-            closeAt(t.data, w, () => true, 0, 0, key, (i) => (small.some((g) => Math.abs(g[i]!) < 1e-6) ? slack : (step === 0 ? 1e-6 : 1e-4) + 1e-5 * Math.abs(w[i]!)), `free-running ${key} after ${step + 1} step(s)`);
+            closeAt(
+              t.data,
+              w,
+              () => true,
+              0,
+              0,
+              key,
+              (i) => (small.some((g) => Math.abs(g[i]!) < 1e-6) ? slack : (step === 0 ? 1e-6 : 1e-4) + 1e-5 * Math.abs(w[i]!)),
+              `free-running ${key} after ${step + 1} step(s)`,
+            );
           }
         }
       }
       const last = (await c.run(batch, own, ['loss'])).loss!.data[0] as number;
-      assert.ok(Math.abs(last - trace.losses[3]!) <= 1e-5 * trace.losses[3]!, `free-running loss after 3 steps ${last} vs ${trace.losses[3]}`);
+      assert.ok(
+        Math.abs(last - trace.losses[3]!) <= 1e-5 * trace.losses[3]!,
+        `free-running loss after 3 steps ${last} vs ${trace.losses[3]}`,
+      );
     } finally {
       await c.dispose();
     }

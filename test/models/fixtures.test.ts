@@ -24,7 +24,11 @@ for (const name of ['gpt2', 'llama', 'bert']) {
     const fetch: Record<string, Value> = { logits: out.logits, loss: model.loss(out.logits, labels) };
     out.hiddenStates.forEach((h, i) => (fetch[`hidden_states.${i}`] = h));
     const sess = await RuntimeSession.fromGraph(g, fetch, { threads: 1 });
-    const r = await sess.run({ input_ids: host(batch.get('input_ids')!), attention_mask: host(batch.get('attention_mask')!), labels: host(batch.get('labels')!) });
+    const r = await sess.run({
+      input_ids: host(batch.get('input_ids')!),
+      attention_mask: host(batch.get('attention_mask')!),
+      labels: host(batch.get('labels')!),
+    });
     for (const key of Object.keys(fetch)) {
       if (key === 'loss') continue;
       const want = toFloat32(expected.get(key)!);

@@ -22,7 +22,10 @@ const FILE = { float16: 'F16', bfloat16: 'BF16', float32: 'F32' } as const;
  * merged written as float32 3.8e-4), bfloat16 4.0e-3 (4.6e-3, 3.2e-3); modernbert float16 4.5e-4
  * (7.4e-4, 6.1e-4), bfloat16 1.6e-3 (4.6e-3, 2.8e-3). The test prints its numbers.
  */
-const BOUND: Record<string, Record<Half, number>> = { llama: { float16: 1e-3, bfloat16: 1e-2 }, modernbert: { float16: 1.5e-3, bfloat16: 1e-2 } };
+const BOUND: Record<string, Record<Half, number>> = {
+  llama: { float16: 1e-3, bfloat16: 1e-2 },
+  modernbert: { float16: 1.5e-3, bfloat16: 1e-2 },
+};
 
 /** A copy of a model folder with every float32 tensor rounded to `dtype` and config.json saying so under `key`. */
 function convert(src: string, dst: string, dtype: Half, key: 'dtype' | 'torch_dtype'): Promise<void> {
@@ -30,7 +33,8 @@ function convert(src: string, dst: string, dtype: Half, key: 'dtype' | 'torch_dt
   const config = JSON.parse(readFileSync(join(src, 'config.json'), 'utf8'));
   config[key] = dtype;
   writeFileSync(join(dst, 'config.json'), JSON.stringify(config, null, 2));
-  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt']) copyFileSync(join(src, f), join(dst, f));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt'])
+    copyFileSync(join(src, f), join(dst, f));
   return readSafetensors(join(src, 'model.safetensors')).then((ts) => {
     const out = new Map<string, RawTensor>();
     for (const [name, t] of ts) out.set(name, t.dtype === 'F32' ? fromTypedArray(toFloat32(t), t.shape, FILE[dtype]) : t);
@@ -46,8 +50,18 @@ async function forwardLogits(tmp: string, model: string, batch: string, extra: s
 }
 
 const CASES = [
-  { name: 'llama', dir: fixturePath('models', 'llama'), adapter: fixturePath('adapters', 'llama', 'lora_attn'), key: 'torch_dtype' as const },
-  { name: 'modernbert', dir: fixture2026Path('models', 'modernbert'), adapter: fixture2026Path('adapters', 'modernbert', 'lora_attn'), key: 'dtype' as const },
+  {
+    name: 'llama',
+    dir: fixturePath('models', 'llama'),
+    adapter: fixturePath('adapters', 'llama', 'lora_attn'),
+    key: 'torch_dtype' as const,
+  },
+  {
+    name: 'modernbert',
+    dir: fixture2026Path('models', 'modernbert'),
+    adapter: fixture2026Path('adapters', 'modernbert', 'lora_attn'),
+    key: 'dtype' as const,
+  },
 ];
 
 for (const c of CASES) {
@@ -77,7 +91,10 @@ for (const c of CASES) {
         const merged32 = join(tmp, 'merged32');
         const r32 = await peft(['merge', '--model', half, '--adapter', c.adapter, '--out', merged32, '--dtype', 'float32']);
         assert.equal(r32.code, 0, r32.stderr);
-        assert.deepEqual(new Set([...(await readSafetensors(join(merged32, 'model.safetensors'))).values()].map((t) => t.dtype)), new Set(['F32']));
+        assert.deepEqual(
+          new Set([...(await readSafetensors(join(merged32, 'model.safetensors'))).values()].map((t) => t.dtype)),
+          new Set(['F32']),
+        );
         assert.equal(JSON.parse(readFileSync(join(merged32, 'config.json'), 'utf8'))[c.key], 'float32');
         const [bytesHalf, bytes32] = [statSync(join(merged, 'model.safetensors')).size, statSync(join(merged32, 'model.safetensors')).size];
         assert.ok(Math.abs(bytesHalf / bytes32 - 0.5) < 0.01, `merged ${bytesHalf} bytes vs float32 ${bytes32}`);
@@ -87,7 +104,9 @@ for (const c of CASES) {
         assert.ok(dm < 2 * BOUND[c.name]![dtype], `${c.name} ${dtype} merged logits differ by ${dm}`);
         const dm32 = maxAbsDiff(await forwardLogits(tmp, merged32, batch), wantMerged);
         assert.ok(dm32 < BOUND[c.name]![dtype], `${c.name} ${dtype} -> float32 merged logits differ by ${dm32}`);
-        console.log(`${c.name} ${dtype}: logits ${d.toExponential(2)}, merged ${dm.toExponential(2)}, merged as float32 ${dm32.toExponential(2)}`);
+        console.log(
+          `${c.name} ${dtype}: logits ${d.toExponential(2)}, merged ${dm.toExponential(2)}, merged as float32 ${dm32.toExponential(2)}`,
+        );
       });
     });
   }
@@ -105,11 +124,34 @@ test('peft merge --dtype float16 refuses a weight beyond float16 range before wr
     ts.set('model.norm.weight', fromTypedArray(norm, ts.get('model.norm.weight')!.shape));
     await writeSafetensors(join(big, 'model.safetensors'), ts, { format: 'pt' });
     const out = join(tmp, 'out');
-    const r = await peft(['merge', '--model', big, '--adapter', fixturePath('adapters', 'llama', 'lora_attn'), '--out', out, '--dtype', 'float16']);
+    const r = await peft([
+      'merge',
+      '--model',
+      big,
+      '--adapter',
+      fixturePath('adapters', 'llama', 'lora_attn'),
+      '--out',
+      out,
+      '--dtype',
+      'float16',
+    ]);
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, /error: cannot save model\.norm\.weight as float16: it holds 100000, beyond float16's range \(65504\); save as bfloat16 or float32/);
+    assert.match(
+      r.stderr,
+      /error: cannot save model\.norm\.weight as float16: it holds 100000, beyond float16's range \(65504\); save as bfloat16 or float32/,
+    );
     assert.throws(() => statSync(out));
-    const bad = await peft(['merge', '--model', big, '--adapter', fixturePath('adapters', 'llama', 'lora_attn'), '--out', out, '--dtype', 'float64']);
+    const bad = await peft([
+      'merge',
+      '--model',
+      big,
+      '--adapter',
+      fixturePath('adapters', 'llama', 'lora_attn'),
+      '--out',
+      out,
+      '--dtype',
+      'float64',
+    ]);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /float64.*(float32, float16, bfloat16|choices)/);
   });

@@ -28,7 +28,11 @@ async function run(model: PretrainedModel): Promise<Record<string, Float32Array>
   out.hiddenStates.forEach((h, i) => (fetch[`hidden_states.${i}`] = h));
   const sess = await RuntimeSession.fromGraph(g, fetch, { threads: 1 });
   try {
-    const r = await sess.run({ input_ids: host(batch.get('input_ids')!), attention_mask: host(batch.get('attention_mask')!), labels: host(batch.get('labels')!) });
+    const r = await sess.run({
+      input_ids: host(batch.get('input_ids')!),
+      attention_mask: host(batch.get('attention_mask')!),
+      labels: host(batch.get('labels')!),
+    });
     return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v.data as Float32Array]));
   } finally {
     await sess.dispose();
@@ -63,11 +67,21 @@ test('modernbert: the local window matters (a window longer than the batch chang
 });
 
 test('modernbert: config errors name the field', () => {
-  const raw = { model_type: 'modernbert', vocab_size: 10, hidden_size: 8, num_attention_heads: 2, num_hidden_layers: 1, intermediate_size: 8 };
+  const raw = {
+    model_type: 'modernbert',
+    vocab_size: 10,
+    hidden_size: 8,
+    num_attention_heads: 2,
+    num_hidden_layers: 1,
+    intermediate_size: 8,
+  };
   const cfg = parseConfig(raw);
   assert.equal(cfg.family, 'modernbert');
   assert.equal(cfg.normEps, 1e-5);
-  assert.throws(() => new ModernBertModel(parseConfig({ ...raw, classifier_pooling: 'max' }), undefined as never, '.'), /classifier_pooling/);
+  assert.throws(
+    () => new ModernBertModel(parseConfig({ ...raw, classifier_pooling: 'max' }), undefined as never, '.'),
+    /classifier_pooling/,
+  );
   assert.throws(() => new ModernBertModel(parseConfig({ ...raw, local_attention: -1 }), undefined as never, '.'), /local_attention/);
 });
 
@@ -88,11 +102,25 @@ test('modernbert: classifier_pooling "mean" pools the final-normed states over t
     const v = x.reduce((a, b) => a + (b - mu) ** 2, 0) / x.length;
     return x.map((t, i) => ((t - mu) / Math.sqrt(v + model.config.normEps)) * weight[i]!);
   };
-  const matvec = (m: Float32Array, x: Float64Array, out: number): Float64Array => Float64Array.from({ length: out }, (_, r) => x.reduce((a, t, c) => a + m[r * x.length + c]! * t, 0));
+  const matvec = (m: Float32Array, x: Float64Array, out: number): Float64Array =>
+    Float64Array.from({ length: out }, (_, r) => x.reduce((a, t, c) => a + m[r * x.length + c]! * t, 0));
   const erf = (x: number): number => {
     // Numerical Recipes' erfc Chebyshev fit, fractional error below 1.2e-7.
     const t = 1 / (1 + 0.5 * Math.abs(x));
-    const y = 1 - t * Math.exp(-x * x - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
+    const y =
+      1 -
+      t *
+        Math.exp(
+          -x * x -
+            1.26551223 +
+            t *
+              (1.00002368 +
+                t *
+                  (0.37409196 +
+                    t *
+                      (0.09678418 +
+                        t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
+        );
     return x >= 0 ? y : -y;
   };
   const want: number[] = [];

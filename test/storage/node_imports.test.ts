@@ -1,63 +1,31 @@
-// The browser build's contract: nothing in src/ imports a Node module (node:*, fs, path, ...) or a
-// Node-only package, except the two modules that pick the host (src/storage/node.ts,
-// src/runtime/node.ts) and the modules listed in ALLOWED, each inherently Node for the reason given.
-// The core folders may hold none of those.
+// The browser build's contract, checked two ways:
+// 1. Nothing in src/ outside src/runtime/ and src/storage/ imports a Node built-in module (node:*,
+//    fs, path, ...): not the library, not the CLI, not the server. Files go through src/storage,
+//    processes, machine facts and ONNX Runtime through src/runtime. There is no allow-list.
+//    (eslint.config.js's no-restricted-imports says the same for static imports.)
+// 2. Nothing the browser bundle reaches (src/browser/index.ts and the page's worker, with the
+//    browser versions of storage/ and runtime/ swapped in as scripts/build_browser.mjs does)
+//    imports a Node built-in or a Node-only npm package (onnxruntime-node, commander, fastify,
+//    cli-progress: the CLI and the server may use those, the library may not).
 
 import { strict as assert } from 'node:assert';
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { builtinModules } from 'node:module';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const SRC = join(ROOT, 'src');
 
-/** Packages that only run on Node. */
+/** npm packages that only run on Node. */
 const NODE_PACKAGES = ['onnxruntime-node', 'cli-progress', 'fastify', 'commander'];
 
-/** Files (relative to src/) allowed to import Node, with the reason. */
-const ALLOWED: Record<string, string> = {
-  'storage/node.ts': 'the Node implementation of the storage interface',
-  'runtime/node.ts': 'the Node runtime backend (onnxruntime-node)',
-  'cli/': 'the command-line interface: argv, stdout, files named by the user',
-  'serve/server.ts': 'the OpenAI-compatible HTTP server (fastify)',
-  'io/hub.ts': 'the Hugging Face Hub downloader (HTTP, cache folders, environment variables)',
-  'io/hub_dataset.ts': 'hf://datasets/ files: downloaded through io/hub.ts into the Hub cache (CLI --data)',
-  'compare/': 'method comparison runs each method in a child process',
-  'tasks/': 'bundled tasks and quickstart locate the package folder on disk (import.meta.url) and write reports',
-  'export/': 'export writes folders for other runtimes (transformers.js, GGUF) with Node file handles',
-  'train/progress_terminal.ts': 'the terminal progress bar (cli-progress on process.stderr)',
-  'train/tfevents.ts': 'TensorBoard event files written with synchronous fsync (CLI --report-to tensorboard)',
-  'train/runconfig.ts': 'the CLI --config file reader',
-  'train/add_tokens.ts': 'peft add-tokens rewrites tokenizer files through a temp folder',
-};
+/** The only folders (relative to src/) whose modules may import Node built-ins. */
+const HOST_FOLDERS = ['runtime/', 'storage/'];
 
-/** Folders that must be clean: no entry of ALLOWED may be in them. */
-const CORE = [
-  'graph/',
-  'autodiff/',
-  'onnx/',
-  'nn/',
-  'models/',
-  'tuners/',
-  'train/trainer.ts',
-  'train/step.ts',
-  'train/checkpoint.ts',
-  'train/data.ts',
-  'train/metrics.ts',
-  'generate/',
-  'io/tokenizer.ts',
-  'io/safetensors',
-  'io/hfconfig.ts',
-  'io/atomic.ts',
-  'io/outdir.ts',
-  'quant/',
-  'storage/index.ts',
-  'storage/memory.ts',
-  'runtime/session.ts',
-  'runtime/backend.ts',
-];
+/** Entry points of the browser bundle (scripts/build_browser.mjs). */
+const BROWSER_ENTRIES = [join(ROOT, 'src/browser/index.ts'), join(ROOT, 'examples/browser/worker.ts')];
 
 const NODE_BUILTINS = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
 
@@ -91,8 +59,19 @@ export function runtimeImports(source: string): string[] {
   return out;
 }
 
-const isNode = (spec: string): boolean => NODE_BUILTINS.has(spec) || NODE_PACKAGES.some((p) => spec === p || spec.startsWith(`${p}/`));
-const allowedBy = (rel: string): string | undefined => Object.keys(ALLOWED).find((k) => (k.endsWith('/') ? rel.startsWith(k) : rel === k));
+const isBuiltin = (spec: string): boolean => NODE_BUILTINS.has(spec) || spec.startsWith('node:');
+const isNodePackage = (spec: string): boolean => NODE_PACKAGES.some((p) => spec === p || spec.startsWith(`${p}/`));
+
+/** The .ts file a relative specifier names from `file`, as the browser bundle resolves it. */
+function resolveForBrowser(file: string, spec: string): string {
+  const dir = dirname(file);
+  const rel = relative(SRC, dir).split('\\').join('/');
+  if (spec === './node.js' && rel === 'storage') return join(dir, 'browser.ts');
+  if (spec === './node.js' && rel === 'runtime') return join(dir, 'web.ts');
+  const ts = join(dir, spec.replace(/\.js$/, '.ts'));
+  if (existsSync(ts)) return ts;
+  return join(dir, spec, 'index.ts');
+}
 
 test('the import scanner sees value imports and skips type-only ones', () => {
   assert.deepEqual(
@@ -101,25 +80,43 @@ test('the import scanner sees value imports and skips type-only ones', () => {
     ),
     ['node:fs/promises', 'node:zlib'],
   );
-  assert.ok(isNode('fs') && isNode('node:path') && isNode('onnxruntime-node') && !isNode('onnxruntime-web') && !isNode('./fs.js'));
+  assert.ok(isBuiltin('fs') && isBuiltin('node:path') && isBuiltin('node:test') && !isBuiltin('./fs.js') && !isBuiltin('fastify'));
+  assert.ok(isNodePackage('onnxruntime-node') && isNodePackage('commander') && !isNodePackage('onnxruntime-web'));
 });
 
-test('no module in src/ outside the allow-list imports a Node module', () => {
+test('no module in src/ outside runtime/ and storage/ imports a Node built-in', () => {
   const offenders: string[] = [];
   for (const file of tsFiles(SRC)) {
     const rel = relative(SRC, file).split('\\').join('/');
-    if (allowedBy(rel)) continue;
-    const bad = runtimeImports(readFileSync(file, 'utf8')).filter(isNode);
+    if (HOST_FOLDERS.some((f) => rel.startsWith(f))) continue;
+    const bad = runtimeImports(readFileSync(file, 'utf8')).filter(isBuiltin);
     if (bad.length) offenders.push(`src/${rel}: ${bad.join(', ')}`);
   }
   assert.deepEqual(
     offenders,
     [],
-    `these modules import Node; go through src/storage (files) or src/runtime (ONNX Runtime) instead:\n${offenders.join('\n')}`,
+    `these modules import Node; go through src/storage (files, paths, temp folders) or src/runtime (ONNX Runtime, src/runtime/node/ for processes and machine facts) instead:\n${offenders.join('\n')}`,
   );
 });
 
-test('the allow-list holds no core module', () => {
-  const core = Object.keys(ALLOWED).filter((k) => !k.endsWith('/node.ts') && CORE.some((c) => k.startsWith(c) || c.startsWith(k)));
-  assert.deepEqual(core, []);
+test('the browser bundle reaches no Node built-in and no Node-only package', () => {
+  const seen = new Set<string>();
+  const offenders: string[] = [];
+  const todo = [...BROWSER_ENTRIES];
+  while (todo.length) {
+    const file = todo.pop()!;
+    if (seen.has(file)) continue;
+    seen.add(file);
+    assert.ok(existsSync(file), `the browser bundle imports ${relative(ROOT, file)}, which does not exist`);
+    for (const spec of runtimeImports(readFileSync(file, 'utf8'))) {
+      if (spec.startsWith('.')) todo.push(resolveForBrowser(file, spec));
+      else if (isBuiltin(spec) || isNodePackage(spec)) offenders.push(`${relative(ROOT, file)}: ${spec}`);
+    }
+  }
+  // the walk must have gone through the core, or it proves nothing
+  const reached = [...seen].map((f) => relative(SRC, f).split('\\').join('/'));
+  for (const core of ['train/trainer.ts', 'tuners/registry.ts', 'io/safetensors.ts', 'storage/browser.ts', 'runtime/web.ts'])
+    assert.ok(reached.includes(core), `the browser bundle should reach src/${core}`);
+  assert.ok(!reached.includes('storage/node.ts') && !reached.includes('runtime/node.ts'));
+  assert.deepEqual(offenders, [], `the browser bundle would pull in Node:\n${offenders.join('\n')}`);
 });

@@ -85,9 +85,12 @@ test('DPO on the int8 base starts at reward margin 0: policy log-probs = referen
         const ref = await step.referenceLogps(batch);
         await step.dispose();
         const what = `${basePrecision}, ${String(targetModules)}, ${training ? 'train' : 'eval'}`;
-        assert.deepEqual(r.logps, ref, `${what}: policy vs reference log-probs`);
-        for (const k of [...r.rewardsChosen, ...r.rewardsRejected]) assert.equal(k, 0, `${what}: reward ${k}`);
-        assert.equal(rewardMetrics(r)['rewards/margins'], 0, what);
+        // equal to float tolerance (they agree bit for bit today; before the fix they were up to 0.8 apart)
+        r.logps.forEach((x, i) =>
+          assert.ok(Math.abs(x - ref[i]!) <= 1e-5 * Math.max(1, Math.abs(ref[i]!)), `${what}: row ${i}: ${x} vs ${ref[i]}`),
+        );
+        for (const k of [...r.rewardsChosen, ...r.rewardsRejected]) assert.ok(Math.abs(k) <= 1e-4, `${what}: reward ${k}`);
+        assert.ok(Math.abs(rewardMetrics(r)['rewards/margins']!) <= 1e-4, `${what}: margin ${rewardMetrics(r)['rewards/margins']}`);
         if (training) refs.push(ref);
       }
     }

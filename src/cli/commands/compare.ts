@@ -2,10 +2,8 @@
 // the five criteria with measured numbers; writes compare.md, compare.json and the SVG figures.
 // A thin shell over runComparison (src/compare/), which runs each method in its own process.
 
+import { existsSync, join, readFile } from '../../storage/index.js';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import {
   COMPARE_DEFAULTS,
   COMPARE_FILES,

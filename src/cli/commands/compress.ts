@@ -2,7 +2,7 @@
 // block, or NF4 with block scales) with the size reduction and the output drift recorded in the
 // file, and turn a compressed folder back into the standard peft form that Python peft loads.
 
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, statSync } from '../../storage/index.js';
 import { type OutputDirOptions, checkOutputDir, withOutputDir } from '../../io/outdir.js';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { resolveModelDir } from '../../io/hub.js';

@@ -1,7 +1,7 @@
 // `peft convert`: moves LoRA adapters between mlx-lm (adapters.safetensors + mlx-lm's
 // adapter_config.json) and peft (adapter_model.safetensors or .bin + adapter_config.json), both ways.
 
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, statSync } from '../../storage/index.js';
 import { type Command, Option } from 'commander';
 import { mlxToPeft, peftToMlx } from '../../tuners/lora/mlx.js';
 import { CliError } from '../errors.js';

@@ -3,7 +3,7 @@
 // perplexity of the reference tokens. Prints the score with a 95% confidence interval; --out writes
 // one JSON line per row (prediction, correct, or nll/tokens) and --json prints the report.
 
-import { resolve } from 'node:path';
+import { resolve } from '../../storage/index.js';
 import { type Command, InvalidArgumentError } from 'commander';
 import { Tokenizer } from '../../io/tokenizer.js';
 import { writeFileAtomic } from '../../io/atomic.js';

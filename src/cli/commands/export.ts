@@ -2,8 +2,7 @@
 // loaded and checked first; output follows src/io/outdir.ts (a folder: new, empty or export's own
 // earlier output with --overwrite; a file: new), written atomically.
 
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { basename, dirname, join, relative, resolve } from 'node:path';
+import { basename, dirname, existsSync, join, readdirSync, relative, resolve, statSync } from '../../storage/index.js';
 import type { Command } from 'commander';
 import { ExportError } from '../../export/errors.js';
 import { checkExportFolder, checkNewFile, exportDirOptions, writeExportFolder, writeNewFile } from '../../export/files.js';
@@ -109,7 +108,7 @@ const mib = (n: number) => `${(n / 2 ** 20).toFixed(2)} MiB`;
 
 function folderSize(dir: string): number {
   let n = 0;
-  for (const f of readdirSync(dir, { recursive: true }) as string[]) {
+  for (const f of readdirSync(dir, { recursive: true })) {
     const st = statSync(join(dir, f));
     if (st.isFile()) n += st.size;
   }

@@ -2,8 +2,7 @@
 // optional labels, as the fixtures' batch.safetensors) written as logits (and the loss when labels
 // are given) to a safetensors file. Every input is checked before anything is written.
 
-import { existsSync, statSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, existsSync, resolve, statSync } from '../../storage/index.js';
 import type { Command } from 'commander';
 import { fromTypedArray, readSafetensors, toBigInt64, writeSafetensors, type RawTensor } from '../../io/safetensors.js';
 import type { HostTensor } from '../../runtime/session.js';

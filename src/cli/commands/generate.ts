@@ -2,7 +2,7 @@
 // for a single prompt; greedy by default, sampling with --temperature/--top-k/--top-p and --seed.
 // A thin shell over Generator; timing goes to stderr so stdout holds only the text.
 
-import { readFile } from 'node:fs/promises';
+import { basename, existsSync, readFile } from '../../storage/index.js';
 import type { Command } from 'commander';
 import { type RuntimeFlags, collect, intArg, numberArg, positiveInt, runtimeFlags, runtimeOptions } from '../args.js';
 import { resolveModelDir } from '../../io/hub.js';
@@ -13,8 +13,6 @@ import { loadAdapter } from '../../tuners/load.js';
 import type { AdaptedModel } from '../../tuners/types.js';
 import { Generator, type GenerateOptions, type GenerationResult, type InferenceModel } from '../../generate/index.js';
 import { CliError } from '../errors.js';
-import { existsSync } from 'node:fs';
-import { basename } from 'node:path';
 import { BASE_ADAPTER, MultiAdapterModel } from '../../tuners/multi/index.js';
 
 /**

@@ -2,8 +2,7 @@
 // (no weights are read): a Hugging Face model (shape, parameter count, dtype and size on disk) or
 // an adapter (peft or AdapterHub; method settings, parameter count and share of its base model).
 
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, existsSync, isAbsolute, join, readdirSync, resolve, statSync } from '../../storage/index.js';
 import type { Command } from 'commander';
 import { parseConfig } from '../../models/config.js';
 import { describeModernBert } from '../../models/modernbert.js';

@@ -2,9 +2,7 @@
 // and writes a plain Hugging Face model folder (config.json, model.safetensors, tokenizer files).
 // Everything is checked and merged in memory first; the folder is written beside --out and renamed.
 
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, existsSync, join, mkdir, readdirSync, rename, resolve, rm, statSync } from '../../storage/index.js';
 import { removeTempFiles, tempPathFor } from '../../io/atomic.js';
 import { checkOutputDir, markOutputDir } from '../../io/outdir.js';
 import { type Command, InvalidArgumentError, Option } from 'commander';

@@ -2,7 +2,7 @@
 // (NAME=DIR, in order) on one base model, combines them with the given weights and combination
 // type (peft's names and defaults), and writes the new adapter as a peft adapter folder.
 
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, statSync } from '../../storage/index.js';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { resolveModelDir } from '../../io/hub.js';
 import { checkOutputDir, withOutputDir } from '../../io/outdir.js';

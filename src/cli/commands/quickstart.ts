@@ -2,7 +2,7 @@
 // bundled task with a progress bar, the task metric and three sample generations before and after,
 // and the adapter saved in the peft format. A thin shell over runQuickstart.
 
-import { isAbsolute, relative } from 'node:path';
+import { isAbsolute, relative } from '../../storage/index.js';
 import { type Command, Option } from 'commander';
 import { progressFor } from '../../train/progress_terminal.js';
 import { QUICKSTART_DEFAULTS, type QuickstartResult, TASK_NAMES, formatScore, getTask, runQuickstart } from '../../tasks/index.js';

@@ -1,8 +1,7 @@
 // `peft serve`: an OpenAI-compatible server over one base model and any number of LoRA/IA3 adapters
 // (src/serve/). Binds to 127.0.0.1 unless --host says otherwise; stops cleanly on SIGINT/SIGTERM.
 
-import { readFile } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { basename, readFile } from '../../storage/index.js';
 import type { Command } from 'commander';
 import { resolveModelDir } from '../../io/hub.js';
 import { Tokenizer } from '../../io/tokenizer.js';

@@ -4,11 +4,7 @@
 // output folder is touched; Ctrl-C stops after the current step with a checkpoint; --resume
 // continues exactly.
 
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { copyFile, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { copyFile, existsSync, host, join, mkdirSync, mkdtemp, mkdtempSync, readFile, rm, rmSync } from '../../storage/index.js';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { writeFileAtomic } from '../../io/atomic.js';
 import { GENERATION_CONFIG_FILE } from '../../io/modelfiles.js';
@@ -18,7 +14,6 @@ import { GENERATION_METRICS, type GenerationMetric, evalRows, evaluateRows } fro
 import { readJsonl } from '../../train/data.js';
 import { type AddedTokens, addTokensToTokenizer, growModelFor, parseAddTokens, saveTokenizerFiles } from '../../train/add_tokens.js';
 import type { MetricRecord } from '../../train/metrics.js';
-import { mkdirSync } from 'node:fs';
 import { resolveModelDir } from '../../io/hub.js';
 import { isHubDatasetSpec, resolveDataFile } from '../../io/hub_dataset.js';
 import { Tokenizer } from '../../io/tokenizer.js';
@@ -364,7 +359,7 @@ async function peftFieldsOf(f: TrainFlags, model: PretrainedModel): Promise<stri
   const { preset } = presetOf(f.method);
   const fields = new Set(Object.keys(preset.trainFields ?? preset.fields));
   const adapted = await createAdapter(model, { ...(preset.trainFields ?? preset.fields) }, { seed: f.seed });
-  const dir = await mkdtemp(join(tmpdir(), 'peft-fields-'));
+  const dir = await mkdtemp(join(host.tmpdir(), 'peft-fields-'));
   try {
     await adapted.savePretrained(dir);
     const file = join(dir, 'adapter_config.json');
@@ -499,7 +494,7 @@ async function adapt(f: TrainFlags, model: PretrainedModel, steps: number, peft:
 
 /** --add-tokens: the resized tokenizer's files (and the model's generation_config.json) in a temporary folder kept until the process exits. */
 async function tokenizerFolder(modelDir: string, added: AddedTokens): Promise<string> {
-  const tmp = mkdtempSync(join(tmpdir(), 'peft-add-tokens-'));
+  const tmp = mkdtempSync(join(host.tmpdir(), 'peft-add-tokens-'));
   process.once('exit', () => rmSync(tmp, { recursive: true, force: true }));
   await saveTokenizerFiles(added.files, tmp);
   if (existsSync(join(modelDir, GENERATION_CONFIG_FILE)))

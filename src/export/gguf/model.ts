@@ -1,7 +1,7 @@
 // `peft export --format gguf` (a model, adapters merged) and `--format gguf-lora` (a LoRA adapter
 // that llama.cpp applies to the base model's GGUF), in the layout llama.cpp's converters write.
 
-import { basename } from 'node:path';
+import { basename } from '../../storage/index.js';
 import type { PretrainedModel } from '../../models/types.js';
 import { LoraModel } from '../../tuners/lora/model.js';
 import type { AdaptedModel } from '../../tuners/types.js';

@@ -2,9 +2,7 @@
 // ByteLevel pre-tokenizer): llama.cpp's "gpt2" tokenizer model with the vocabulary, merges, token
 // types, special token ids and the pre-tokenizer llama.cpp must split with, plus the chat template.
 
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync, join, readFile } from '../../storage/index.js';
 import { Tokenizer } from '../../io/tokenizer.js';
 import { ExportError } from '../errors.js';
 import { type MetaValue, bool, i32s, str, strings, u32 } from './writer.js';

@@ -286,13 +286,20 @@ test('tiny Llama + trained LoRA: every dtype loads; fp32 matches peft forward an
     attention_mask: { dtype: 'int64' as const, shape: [ids.length, s], data: mask },
   };
   const want = await peftForward(TINY_LLAMA, adapter, batch);
-  const bounds: Record<string, number> = { fp32: 1e-4, fp16: 0.05, q8: 0.25, q4: 1.0 };
+  // The adapter is trained here, so the logits' scale is not fixed: the low-precision bounds are
+  // shares of the logits' spread (max - min), about 0.06 / 0.28 / 1.4 for a spread of 23.
+  const spread = want.reduce((a, b) => Math.max(a, b), -Infinity) - want.reduce((a, b) => Math.min(a, b), Infinity);
+  const bounds: Record<string, number> = { fp16: 0.0025 * spread, q8: 0.012 * spread, q4: 0.06 * spread };
   const errors: Record<string, number> = {};
   for (const dtype of ['fp32', 'fp16', 'q8', 'q4']) {
     const got = await tjsForward(out, batch, { dtype });
     errors[dtype] = maxAbs(got.logits, want);
     if (dtype === 'fp32') assertClose(got.logits, want, 1e-4, 1e-4, 'fp32 logits vs peft forward');
-    else assert.ok(errors[dtype]! < bounds[dtype]!, `${dtype}: max |logit diff| ${errors[dtype]} above ${bounds[dtype]}`);
+    else
+      assert.ok(
+        errors[dtype]! < bounds[dtype]!,
+        `${dtype}: max |logit diff| ${errors[dtype]} above ${bounds[dtype]} (logit spread ${spread})`,
+      );
   }
   console.log(`tiny-llama + LoRA, max |logit diff| vs peft forward: ${JSON.stringify(errors)}; file sizes ${JSON.stringify(sizes)}`);
 

@@ -82,11 +82,10 @@ test('bottleneck: a new adapter with U = 0 reproduces the base model exactly', a
         assert.ok(s.tensors['adapter_down.0.weight'].data.some((x) => x !== 0));
       }
       const r = await runAdapted(bn, batch);
-      assert.equal(
-        maxAbsDiff(r.logits!.data as Float32Array, b.logits!.data as Float32Array),
-        0,
-        `${model} ${config.isParallel ? 'par' : config.mhAdapter ? 'double' : 'seq'}`,
-      );
+      // x + 0 is x, but the adapter's extra nodes change which patterns ONNX Runtime fuses around
+      // them (e.g. BERT's residual Add + LayerNorm), so float32 results may differ in the last bit.
+      const d = maxAbsDiff(r.logits!.data as Float32Array, b.logits!.data as Float32Array);
+      assert.ok(d <= 1e-6, `${model} ${config.isParallel ? 'par' : config.mhAdapter ? 'double' : 'seq'}: max abs diff ${d}`);
     }
   }
 });

@@ -21,13 +21,14 @@ import * as o from '../graph/ops.js';
 
 /**
  * Parts the LM head and loss are split into when not told otherwise (TrainStep, EvalStep, `peft
- * train --loss-chunks`): 1, the model's own loss. Splitting is an option, not the default, because
- * every part repacks the LM-head matrix for its products (the vocabulary-sized weight, fed from JS,
- * is not prepacked): on GPT-2 small at 4 x 256 (int8 base) 8 parts took the peak RSS from 2359 to
- * 2019 MiB but cost 10-15% more CPU per step in an interleaved A/B on a loaded machine
- * (bench/RESULTS.md, "Memory of a training step"), over the 5% a default may cost.
+ * train --loss-chunks`): 4. Measured on a quiet machine (GPT-2 small, LoRA q/v, int8 base, 4 x 256,
+ * 2026-12-02 12:50 UTC, `node dist/bench/train_methods.js --models gpt2 --methods lora-qv
+ * --base-precision int8 --no-peer --loss-chunks N`): 1 part 801 tok/s at 1905 MiB peak RSS, 4 parts
+ * 781 tok/s (-2.6%) at 1615 MiB, 8 parts 739 tok/s (-7.8%) at 1564 MiB. Every part repacks the
+ * LM-head matrix (fed from JS, not prepacked), so more parts cost more CPU; 4 is the most that stays
+ * within the 5% a default may cost. A causal LM without a frozen LM head keeps its own loss.
  */
-export const DEFAULT_LOSS_CHUNKS = 1;
+export const DEFAULT_LOSS_CHUNKS = 4;
 
 /** The number of parts bench/RESULTS.md measured for memory (`--loss-chunks 8`). */
 export const MEMORY_LOSS_CHUNKS = 8;

@@ -29,7 +29,7 @@ export type StepOptions = Pick<
   basePrecision?: BasePrecision;
   /**
    * Parts the LM head and causal-LM loss are computed in over the tokens, so the full logits never
-   * exist (default DEFAULT_LOSS_CHUNKS = 1: one product over all tokens; src/train/chunked_loss.ts).
+   * exist (default DEFAULT_LOSS_CHUNKS = 4; 1 = one product over all tokens; src/train/chunked_loss.ts).
    */
   lossChunks?: number;
 };

@@ -12,3 +12,12 @@ export function forEachFlag(argv: readonly string[], each: (flag: string, value:
     });
   }
 }
+
+/** The end of every script's option switch: `--help` prints the help and exits; any other flag is refused. */
+export function helpOrUnknown(flag: string, help: string): never {
+  if (flag === '--help') {
+    console.log(help);
+    process.exit(0);
+  }
+  throw new Error(`unknown option ${flag}\n${help}`);
+}

@@ -19,7 +19,7 @@ import type { PretrainedModel } from '../src/models/types.js';
 import { ForwardSession, Generator } from '../src/generate/index.js';
 import type { RuntimeOptions } from '../src/runtime/session.js';
 import { noise, randomBenchModel } from './train_models.js';
-import { forEachFlag } from './args.js';
+import { forEachFlag, helpOrUnknown } from './args.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '../..');
@@ -95,12 +95,8 @@ function parseArgs(argv: string[]): Options {
       case '--no-write':
         o.write = false;
         break;
-      case '--help':
-        console.log(HELP);
-        process.exit(0);
-        break;
       default:
-        throw new Error(`unknown option ${a}\n${HELP}`);
+        helpOrUnknown(a, HELP);
     }
   });
   for (const w of o.weights)

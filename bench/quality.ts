@@ -27,7 +27,7 @@ import { TASK_NAMES, bundledModelDir } from '../src/tasks/tasks.js';
 import { getPeftModel } from '../src/tuners/load.js';
 import { Picker } from '../scripts/corpus/lexicon.js';
 import { corpusDocument } from '../scripts/corpus/text.js';
-import { forEachFlag } from './args.js';
+import { forEachFlag, helpOrUnknown } from './args.js';
 import { machineLines, uptime } from './peer.js';
 import { normals } from './random_weights.js';
 import { BENCH_CONFIGS, randomBenchModel } from './train_models.js';
@@ -163,12 +163,8 @@ function parse(argv: readonly string[]): Options {
       case '--report-only':
         o.reportOnly = true;
         break;
-      case '--help':
-        console.log(HELP);
-        process.exit(0);
-        break;
       default:
-        throw new Error(`unknown option ${flag}\n${HELP}`);
+        helpOrUnknown(flag, HELP);
     }
   });
   if (!['tasks', 'real', 'all'].includes(o.part)) throw new Error(`--part must be tasks, real or all`);

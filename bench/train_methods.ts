@@ -17,6 +17,7 @@
 // (session.run + host AdamW) and prints one JSON line. A `--gemm` child measures the GEMM peak the
 // step's FLOP rate is compared with, in the same run.
 
+import { helpOrUnknown } from './args.js';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -232,12 +233,8 @@ function parseArgs(argv: string[]): Options {
       case '--out':
         o.out = next();
         break;
-      case '--help':
-        console.log(HELP);
-        process.exit(0);
-        break;
       default:
-        throw new Error(`unknown option ${a}\n${HELP}`);
+        helpOrUnknown(a, HELP);
     }
   }
   for (const m of o.models)

@@ -50,6 +50,11 @@ export interface BuildOptions {
    * 'int8' through two int8 copies (src/quant/int8_base.ts). Trainable weights stay float32.
    */
   basePrecision?: BasePrecision;
+  /**
+   * With basePrecision 'int8': linear modules whose products stay float32, by name or name suffix
+   * ("lm_head", "mlp.down_proj"; matched as PEFT matches target_modules). Default none.
+   */
+  int8Exclude?: readonly string[];
 }
 
 /** Precision of the frozen base's products in a graph (4-bit bases are chosen at load time instead). */
@@ -75,6 +80,7 @@ export class BuildContext {
   readonly quantKernel: QuantKernel;
   readonly gradientCheckpointing: boolean;
   readonly basePrecision: BasePrecision;
+  private readonly int8Exclude: readonly string[];
   private readonly operands = new Map<string, QuantOperands>();
   private readonly int8 = new Map<string, [Value, Value, Value, Value]>();
 
@@ -88,6 +94,7 @@ export class BuildContext {
     this.quantKernel = opts.quantKernel ?? 'ops';
     this.gradientCheckpointing = opts.gradientCheckpointing ?? false;
     this.basePrecision = opts.basePrecision ?? 'fp32';
+    this.int8Exclude = opts.int8Exclude ?? [];
   }
 
   /**
@@ -111,6 +118,8 @@ export class BuildContext {
     floatBackward = false,
   ): readonly [Value, Value, Value, Value] | readonly [Value, Value, Value] | undefined {
     if (this.basePrecision !== 'int8') return undefined;
+    const module = name.replace(/\.weight$/, '');
+    if (this.int8Exclude.some((m) => module === m || module.endsWith(`.${m}`))) return undefined;
     name = this.weights.resolve(name);
     if (this.trainable.has(name) || this.weights.isQuantized(name)) return undefined;
     const w = this.weights.get(name);

@@ -27,6 +27,8 @@ export type StepOptions = Pick<
   gradientCheckpointing?: boolean;
   /** frozen float32 matrices multiplied as they are ('fp32', default) or through int8 copies ('int8'; src/quant/int8_base.ts) */
   basePrecision?: BasePrecision;
+  /** with basePrecision 'int8': linear modules whose products stay float32 (BuildOptions.int8Exclude) */
+  int8Exclude?: readonly string[];
   /**
    * Parts the LM head and causal-LM loss are computed in over the tokens, so the full logits never
    * exist (default DEFAULT_LOSS_CHUNKS = 4; 1 = one product over all tokens; src/train/chunked_loss.ts).
@@ -84,6 +86,7 @@ function buildLossGraph(
   gradientCheckpointing?: boolean,
   basePrecision?: BasePrecision,
   lossChunks = DEFAULT_LOSS_CHUNKS,
+  int8Exclude?: readonly string[],
 ): BuiltGraph {
   const classes = labelKindOf(model) === 'classes';
   const graph = new Graph();
@@ -93,6 +96,7 @@ function buildLossGraph(
     quantKernel,
     gradientCheckpointing,
     basePrecision,
+    int8Exclude,
   });
   const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
   const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
@@ -285,6 +289,7 @@ export class TrainStep {
       opts.gradientCheckpointing,
       opts.basePrecision,
       opts.lossChunks,
+      opts.int8Exclude,
     );
     const scale = graph.input(LOSS_SCALE, 'float32', []);
     const names = [...params.keys()];
@@ -351,6 +356,7 @@ export class EvalStep {
       undefined,
       opts.basePrecision,
       opts.lossChunks,
+      opts.int8Exclude,
     );
     if (dropouts.length) throw new TrainError(`the ${model.peftType} model draws dropout masks even when built for evaluation`);
     const kind = labelKindOf(model);

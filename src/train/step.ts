@@ -61,7 +61,7 @@ export const DEFAULT_BASE_PRECISION: BasePrecision = 'int8';
  * RSS 1564 -> 1356 MiB) for about 3% of a step's FLOPs and no CPU time measurable under load
  * (bench/RESULTS.md, "Memory of a training step").
  */
-export const DEFAULT_SELECTIVE_RECOMPUTE = true;
+const DEFAULT_SELECTIVE_RECOMPUTE = true;
 
 /** The step option for a --base-precision value: nf4 is chosen when the model is loaded (a 4-bit base), so its products stay as loaded. */
 export function trainBasePrecision(flag: string | undefined, quantizedBase = false): BasePrecision {

@@ -261,7 +261,7 @@ export function countLossTokens(batch: Batch, prependedLabels = 0): number {
 }
 
 /** Rows of a classification batch whose largest logit (the first, on a tie) is their label. */
-export function countCorrect(logits: Float32Array, batch: Batch): number {
+function countCorrect(logits: Float32Array, batch: Batch): number {
   const classes = logits.length / batch.size;
   let correct = 0;
   for (let b = 0; b < batch.size; b++) {

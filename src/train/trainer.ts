@@ -172,7 +172,7 @@ function nonNegative(name: string, v: number): void {
 }
 
 /** A digest of tokenized examples: a resumed run must see the same data in the same order. */
-export function fingerprintExamples(examples: readonly TrainItem[]): string {
+function fingerprintExamples(examples: readonly TrainItem[]): string {
   const h = createHash('sha256');
   for (const item of examples) {
     if (isPreferencePair(item)) {

@@ -96,6 +96,8 @@ interface Options {
   arena: boolean;
   /** recompute each decoder layer in the backward pass (StepOptions.gradientCheckpointing) */
   checkpointing: boolean;
+  /** false: keep the attention probabilities and gated-MLP activations instead of recomputing them (StepOptions.selectiveRecompute); undefined = TrainStep's default */
+  selectiveRecompute?: boolean;
   weights: 'shared' | 'prepacked';
 }
 
@@ -116,6 +118,7 @@ const HELP = `usage: node dist/bench/train_methods.js [options]
   --mem-pattern     turn ONNX Runtime's memory-pattern planning on (default off)
   --no-arena        turn ONNX Runtime's CPU memory arena off
   --checkpointing   gradient checkpointing per decoder layer
+  --no-selective-recompute   keep each layer's attention probabilities and gated-MLP activation for the backward pass (default: TrainStep's, recomputed)
   --loss-chunks N   parts the LM head + loss run in (default: TrainStep's, 1 = the full logits at once)
   --weights M       shared (default: frozen weights fed from the JS arrays) or prepacked (MLAS-packed copies)
   --no-peer         skip PyTorch
@@ -200,6 +203,9 @@ function parseArgs(argv: string[]): Options {
         break;
       case '--checkpointing':
         o.checkpointing = true;
+        break;
+      case '--no-selective-recompute':
+        o.selectiveRecompute = false;
         break;
       case '--loss-chunks': {
         o.lossChunks = int(1);
@@ -309,6 +315,7 @@ async function child(model: string, method: Method, precision: BasePrecision, op
     lossChunks: opt.lossChunks,
     cpuMemArena: opt.arena,
     gradientCheckpointing: opt.checkpointing,
+    selectiveRecompute: opt.selectiveRecompute,
     weights: opt.weights,
     basePrecision: precision,
   });
@@ -493,6 +500,7 @@ function runOurs(model: string, method: Method, precision: BasePrecision, opt: O
       ...(opt.memPattern ? ['--mem-pattern'] : []),
       ...(opt.arena ? [] : ['--no-arena']),
       ...(opt.checkpointing ? ['--checkpointing'] : []),
+      ...(opt.selectiveRecompute === false ? ['--no-selective-recompute'] : []),
       ...(opt.lossChunks !== undefined ? ['--loss-chunks', String(opt.lossChunks)] : []),
     ],
     opt,

@@ -23,6 +23,7 @@ import { Generator, type InferenceModel } from '../src/generate/index.js';
 import type { RuntimeOptions } from '../src/runtime/session.js';
 import { LoraModel } from '../src/tuners/lora/index.js';
 import { noise, randomBenchModel } from './train_models.js';
+import { writeResultsSection } from './results.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '../..');
@@ -217,16 +218,7 @@ async function main(): Promise<void> {
     ].join('\n');
     console.log('\n' + section);
     if (WRITE) {
-      const file = path.join(REPO, 'bench', 'RESULTS.md');
-      const old = fs.readFileSync(file, 'utf8');
-      const start = old.indexOf(HEADING + '\n');
-      let text: string;
-      if (start < 0) text = old.replace(/\n*$/, '\n\n') + section;
-      else {
-        const after = old.indexOf('\n## ', start + HEADING.length);
-        text = old.slice(0, start) + section + (after < 0 ? '' : old.slice(after + 1).replace(/^/, '\n'));
-      }
-      fs.writeFileSync(file, text);
+      writeResultsSection(HEADING, section);
       console.log(`updated bench/RESULTS.md (${HEADING.slice(3)})`);
     }
   };

@@ -32,6 +32,7 @@ import { TrainStep } from '../src/train/step.js';
 import { createAdapter } from '../src/tuners/load.js';
 import { noise } from './train_models.js';
 import { forEachFlag } from './args.js';
+import { RESULTS_FILE, writeResultsSection } from './results.js';
 import { childEnv, peerEnv, torchVersion, type PeerEnv } from './peer.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -451,17 +452,8 @@ async function main(): Promise<void> {
   const text = lines.join('\n');
   console.log(`\n${text}`);
   if (!o.write) return;
-  const file = path.join(REPO, 'bench', 'RESULTS.md');
-  const old = fs.readFileSync(file, 'utf8');
-  const start = old.indexOf(HEADING);
-  let out: string;
-  if (start < 0) out = `${old.trimEnd()}\n\n${text}`;
-  else {
-    const after = old.indexOf('\n## ', start + HEADING.length);
-    out = old.slice(0, start) + text + (after < 0 ? '' : `\n${old.slice(after + 1)}`);
-  }
-  fs.writeFileSync(file, out);
-  console.log(`updated ${path.relative(REPO, file)}`);
+  writeResultsSection(HEADING, text);
+  console.log(`updated ${path.relative(REPO, RESULTS_FILE)}`);
 }
 
 await main();

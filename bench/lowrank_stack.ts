@@ -23,6 +23,7 @@ import * as o from '../src/graph/ops.js';
 import { grad } from '../src/autodiff/grad.js';
 import { mulberry32 } from '../src/nn/random.js';
 import { RuntimeSession, type HostTensor, type RuntimeOptions } from '../src/runtime/session.js';
+import { forEachFlag, helpOrUnknown, listArg, numberArg } from './args.js';
 
 // ---------------------------------------------------------------------------------- options
 interface Options {
@@ -137,18 +138,8 @@ function parseArgs(argv: string[]): Options {
     serve: false,
     from: null,
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const next = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    const num = (): number => {
-      const v = Number(next());
-      if (!Number.isFinite(v) || v < 0) throw new Error(`${a} needs a non-negative number`);
-      return v;
-    };
+  forEachFlag(argv, (a, next) => {
+    const num = (): number => numberArg(a, next());
     switch (a) {
       case '--layers':
         o.layers = num();
@@ -177,9 +168,11 @@ function parseArgs(argv: string[]): Options {
       case '--steps':
         o.steps = Math.max(1, num());
         break;
-      case '--modes':
-        o.modes = next() === 'all' ? Object.keys(MODES) : argv[i]!.split(',');
+      case '--modes': {
+        const v = next();
+        o.modes = v === 'all' ? Object.keys(MODES) : listArg(v, Object.keys(MODES), 'mode');
         break;
+      }
       case '--repeat':
         o.repeat = Math.max(1, num());
         break;
@@ -219,15 +212,10 @@ function parseArgs(argv: string[]): Options {
       case '--from':
         o.from = next();
         break;
-      case '--help':
-      case '-h':
-        console.log(HELP);
-        return process.exit(0);
       default:
-        throw new Error(`unknown option ${a}\n${HELP}`);
+        helpOrUnknown(a, HELP);
     }
-  }
-  for (const m of o.modes) if (!MODES[m]) throw new Error(`unknown mode ${m}; known: ${Object.keys(MODES).join(', ')}`);
+  });
   return o;
 }
 

@@ -11,7 +11,7 @@ import { GenerationError } from './config.js';
 
 export type InferenceModel = PretrainedModel | AdaptedModel;
 
-export function isAdapted(m: InferenceModel): m is AdaptedModel {
+function isAdapted(m: InferenceModel): m is AdaptedModel {
   return 'base' in m && 'peftType' in m;
 }
 

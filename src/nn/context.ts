@@ -46,6 +46,12 @@ export interface BuildOptions {
   /** while training, recompute each decoder layer's activations in the backward pass instead of keeping them */
   gradientCheckpointing?: boolean;
   /**
+   * while training (and without gradientCheckpointing), recompute each attention core (scores,
+   * softmax, probabilities @ v) from q, k and v, and a gated MLP's activation from its two linear
+   * outputs, in the backward pass instead of keeping them: selective recomputation (`recomputed`)
+   */
+  selectiveRecompute?: boolean;
+  /**
    * How frozen float32 matrices of linear modules are multiplied: 'fp32' (default) as they are,
    * 'int8' through two int8 copies (src/quant/int8_base.ts). Trainable weights stay float32.
    */
@@ -88,6 +94,7 @@ export class BuildContext {
   readonly training: boolean;
   readonly quantKernel: QuantKernel;
   readonly gradientCheckpointing: boolean;
+  readonly selectiveRecompute: boolean;
   readonly basePrecision: BasePrecision;
   readonly derivedFeeds: boolean;
   /** params whose feed is computed from live tensors (see BuildOptions.derivedFeeds), by name */
@@ -104,6 +111,7 @@ export class BuildContext {
     this.training = opts.training ?? false;
     this.quantKernel = opts.quantKernel ?? 'ops';
     this.gradientCheckpointing = opts.gradientCheckpointing ?? false;
+    this.selectiveRecompute = opts.selectiveRecompute ?? false;
     this.basePrecision = opts.basePrecision ?? 'fp32';
     this.derivedFeeds = opts.derivedFeeds ?? false;
   }
@@ -144,6 +152,18 @@ export class BuildContext {
    */
   layer(x: Value, fn: (x: Value) => Value): Value {
     return this.training && this.gradientCheckpointing ? checkpoint([x], ([h]) => fn(h!)) : fn(x);
+  }
+
+  /**
+   * Selective recomputation: fn(inputs), a small part of a layer whose intermediates are large and
+   * cheap to rebuild (an attention core: scores, probabilities, @ v; a gated MLP's activation).
+   * Training with selectiveRecompute (and not inside a checkpointed layer, which recomputes it
+   * anyway), a checkpointed region: only `inputs` are kept for the backward pass, which recomputes
+   * the rest from them.
+   */
+  recomputed(inputs: Value[], fn: (inputs: Value[]) => Value): Value {
+    if (!this.training || !this.selectiveRecompute || this.gradientCheckpointing) return fn(inputs);
+    return checkpoint(inputs, fn);
   }
 
   /**

@@ -61,17 +61,8 @@ export { registerTuner, tuners, methodNames, type Tuner, type MethodPreset } fro
 export { LoraModel, TargetModulesNotFoundError, type MergeAndUnloadOptions, type SaveLoraOptions } from './tuners/lora/index.js';
 export { IA3Model, loadIA3 } from './tuners/ia3/index.js';
 export { BASE_ADAPTER, MixedBatchError, MultiAdapterModel, type MixedStrategy, type MultiAdapterOptions } from './tuners/multi/index.js';
-export {
-  OpenAIServer,
-  QueueFullError,
-  ServeEngine,
-  type EngineOptions,
-  type EngineRequest,
-  type EngineResult,
-  type EngineStats,
-  type FinishReason,
-  type ServerOptions,
-} from './serve/index.js';
+// serving many adapters over one base (the engine, its request/result types, the OpenAI-compatible server)
+export * from './serve/index.js';
 export { PromptTuningModel, loadPromptTuning } from './tuners/prompt_tuning/index.js';
 export { PrefixTuningModel, loadPrefixTuning } from './tuners/prefix_tuning/index.js';
 export { PTuningModel, loadPTuning } from './tuners/p_tuning/index.js';

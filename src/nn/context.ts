@@ -56,6 +56,20 @@ export interface BuildOptions {
    * 'int8' through two int8 copies (src/quant/int8_base.ts). Trainable weights stay float32.
    */
   basePrecision?: BasePrecision;
+  /**
+   * Inference only: tuners may feed tensors derived from their live ones (LoRA's A or B with the
+   * scaling folded in, so the graph has no scaling for ONNX Runtime to fuse into the product's
+   * alpha, which takes batch-1 products off MLAS's M=1 kernel). The derived values are computed when
+   * the feeds are gathered (BuildContext.derived; paramFeeds in src/generate/model.ts).
+   */
+  derivedFeeds?: boolean;
+}
+
+/** A float32 tensor computed from a tuner's live tensors when the feeds are gathered. */
+export interface DerivedFeed {
+  dtype: 'float32';
+  shape: number[];
+  data: Float32Array;
 }
 
 /** Precision of the frozen base's products in a graph (4-bit bases are chosen at load time instead). */
@@ -82,6 +96,9 @@ export class BuildContext {
   readonly gradientCheckpointing: boolean;
   readonly selectiveRecompute: boolean;
   readonly basePrecision: BasePrecision;
+  readonly derivedFeeds: boolean;
+  /** params whose feed is computed from live tensors (see BuildOptions.derivedFeeds), by name */
+  readonly derived = new Map<string, () => DerivedFeed>();
   private readonly operands = new Map<string, QuantOperands>();
   private readonly int8 = new Map<string, [Value, Value, Value, Value]>();
 
@@ -96,6 +113,7 @@ export class BuildContext {
     this.gradientCheckpointing = opts.gradientCheckpointing ?? false;
     this.selectiveRecompute = opts.selectiveRecompute ?? false;
     this.basePrecision = opts.basePrecision ?? 'fp32';
+    this.derivedFeeds = opts.derivedFeeds ?? false;
   }
 
   /**
@@ -221,6 +239,13 @@ export class BuildContext {
     const v = this.graph.param(name, 'float32', shape);
     this.params.set(name, v);
     return v;
+  }
+
+  /** A param fed with `compute()` at every gathering of the feeds (only with BuildOptions.derivedFeeds). */
+  derivedParam(name: string, shape: number[], compute: () => DerivedFeed): Value {
+    if (!this.derivedFeeds) throw new Error(`derived param "${name}" in a context built without derivedFeeds`);
+    this.derived.set(name, compute);
+    return this.param(name, shape);
   }
 
   /** Keep-mask inputs that dropout() created, by graph input name: the caller feeds each one on every run. */

@@ -6,19 +6,19 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { grad } from '../../src/autodiff/grad.js';
-import { Graph, type Value } from '../../src/graph/ir.js';
-import * as o from '../../src/graph/ops.js';
-import { loadModel } from '../../src/models/load.js';
-import { BuildContext } from '../../src/nn/context.js';
-import { attentionBias, attentionOf } from '../../src/nn/layers.js';
-import { WeightStore } from '../../src/nn/weights.js';
-import { RuntimeSession } from '../../src/runtime/session.js';
-import { collate } from '../../src/train/batches.js';
-import { TrainStep } from '../../src/train/step.js';
-import { createAdapter } from '../../src/tuners/load.js';
-import { fixturePath } from '../helpers/fixtures.js';
-import { gradCheck, randn, rng } from '../helpers/gradcheck.js';
+import { grad } from '../../../src/autodiff/grad.js';
+import { Graph, type Value } from '../../../src/graph/ir.js';
+import * as o from '../../../src/graph/ops.js';
+import { loadModel } from '../../../src/models/load.js';
+import { BuildContext } from '../../../src/nn/context.js';
+import { attentionBias, attentionOf } from '../../../src/nn/layers.js';
+import { WeightStore } from '../../../src/nn/weights.js';
+import { RuntimeSession } from '../../../src/runtime/session.js';
+import { collate } from '../../../src/train/batches.js';
+import { TrainStep } from '../../../src/train/step.js';
+import { createAdapter } from '../../../src/tuners/load.js';
+import { fixturePath } from '../../helpers/fixtures.js';
+import { gradCheck, randn, rng } from '../../helpers/gradcheck.js';
 
 const [B, H, KV, S, D] = [2, 4, 2, 5, 3];
 const mask = [1, 1, 1, 1, 0, 1, 1, 1, 1, 1];

@@ -32,7 +32,7 @@ import { createAdapter } from '../src/tuners/load.js';
 import { noise } from './train_models.js';
 import { forEachFlag, helpOrUnknown, intArg, listArg } from './args.js';
 import { RESULTS_FILE, writeResultsSection } from './results.js';
-import { childEnv, median, peerEnv, torchVersion, withOtherLoad, type PeerEnv } from './peer.js';
+import { childEnv, median, peerEnv, timeRuns, torchVersion, withOtherLoad, type PeerEnv } from './peer.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '../..');
@@ -253,16 +253,7 @@ async function benchForward(name: string, model: PretrainedModel, o: Options): P
     inputIds: { dtype: 'int64' as const, shape: [o.batch, o.seq], data: ids(n, model.vocabSize, 7) },
     attentionMask: { dtype: 'int64' as const, shape: [o.batch, o.seq], data: new BigInt64Array(n).fill(1n) },
   };
-  for (let i = 0; i < o.warmup; i++) await session.run(batch);
-  const { value: times, otherCpu } = await withOtherLoad(async () => {
-    const ts: number[] = [];
-    for (let i = 0; i < o.runs; i++) {
-      const t = performance.now();
-      await session.run(batch);
-      ts.push((performance.now() - t) / 1000);
-    }
-    return ts;
-  });
+  const { times, otherCpu } = await timeRuns(o.warmup, o.runs, () => session.run(batch));
   await session.dispose();
   const m = median(times);
   return { family: name, kind: 'forward', params: model.weights.numel(), medianS: m, tokensPerS: n / m, timesS: times, compileS, otherCpu };

@@ -116,6 +116,17 @@ export function busySeconds(): number {
   }
 }
 
+/** Runs `fn` and says how many cores other processes used meanwhile: the machine's busy time (/proc/stat) minus this process's CPU time, over the wall time. */
+export async function withOtherLoad<T>(fn: () => Promise<T>): Promise<{ value: T; otherCpu: number }> {
+  const t0 = performance.now();
+  const b0 = busySeconds();
+  const c0 = process.cpuUsage();
+  const value = await fn();
+  const wall = (performance.now() - t0) / 1000;
+  const c = process.cpuUsage(c0);
+  return { value, otherCpu: Math.max(0, (busySeconds() - b0 - (c.user + c.system) / 1e6) / wall) };
+}
+
 export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   if (!s.length) return NaN;

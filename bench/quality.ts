@@ -27,7 +27,8 @@ import { TASK_NAMES, bundledModelDir } from '../src/tasks/tasks.js';
 import { getPeftModel } from '../src/tuners/load.js';
 import { Picker } from '../scripts/corpus/lexicon.js';
 import { corpusDocument } from '../scripts/corpus/text.js';
-import { forEachFlag, helpOrUnknown } from './args.js';
+import { forEachFlag, helpOrUnknown, intArg, intListArg, listArg, numberArg } from './args.js';
+import { writeResultsSection } from './results.js';
 import { machineLines, uptime } from './peer.js';
 import { normals } from './random_weights.js';
 import { BENCH_CONFIGS, randomBenchModel } from './train_models.js';
@@ -36,9 +37,10 @@ const SELF = fileURLToPath(import.meta.url);
 const REPO = resolve(SELF, '..', '..', '..');
 const PRECISIONS = ['fp32', 'int8', 'nf4'] as const;
 type Precision = (typeof PRECISIONS)[number];
+const PARTS = ['tasks', 'real', 'all'] as const;
 
 interface Options {
-  part: 'tasks' | 'real' | 'all';
+  part: (typeof PARTS)[number];
   tasks: string[];
   seeds: number[];
   precisions: Precision[];
@@ -75,12 +77,8 @@ const HELP = `node dist/bench/quality.js [options]
   --report-only             start no run: tables from the finished runs, and from unfinished ones up to
                             their last evaluation (every curve of a job is then cut to the shortest)`;
 
-const ints = (s: string): number[] => s.split(',').map((x) => Number.parseInt(x, 10));
-const precisions = (s: string): Precision[] => {
-  const ps = s.split(',') as Precision[];
-  for (const p of ps) if (!PRECISIONS.includes(p)) throw new Error(`unknown precision ${p}; use ${PRECISIONS.join(',')}`);
-  return ['fp32', ...ps.filter((p) => p !== 'fp32')];
-};
+/** fp32 first (the spread the others are read against), then the others asked for. */
+const withFp32 = (ps: Precision[]): Precision[] => ['fp32', ...ps.filter((p) => p !== 'fp32')];
 
 function parse(argv: readonly string[]): Options {
   const o: Options = {
@@ -107,49 +105,49 @@ function parse(argv: readonly string[]): Options {
   forEachFlag(argv, (flag, value) => {
     switch (flag) {
       case '--part':
-        o.part = value() as Options['part'];
+        [o.part] = listArg(value(), PARTS, 'part');
         break;
       case '--tasks':
         o.tasks = value().split(',');
         break;
       case '--seeds':
-        o.seeds = ints(value());
+        o.seeds = intListArg(flag, value());
         break;
       case '--precisions':
-        o.precisions = precisions(value());
+        o.precisions = withFp32(listArg(value(), PRECISIONS, 'precision'));
         break;
       case '--steps':
-        o.steps = Number(value());
+        o.steps = intArg(flag, value(), 1);
         break;
       case '--eval-every':
-        o.evalEvery = Number(value());
+        o.evalEvery = intArg(flag, value(), 1);
         break;
       case '--real-seeds':
-        o.realSeeds = ints(value());
+        o.realSeeds = intListArg(flag, value());
         break;
       case '--real-precisions':
-        o.realPrecisions = precisions(value());
+        o.realPrecisions = withFp32(listArg(value(), PRECISIONS, 'precision'));
         break;
       case '--real-steps':
-        o.realSteps = Number(value());
+        o.realSteps = intArg(flag, value(), 1);
         break;
       case '--real-eval-every':
-        o.realEvalEvery = Number(value());
+        o.realEvalEvery = intArg(flag, value(), 1);
         break;
       case '--real-batch':
-        o.realBatch = Number(value());
+        o.realBatch = intArg(flag, value(), 1);
         break;
       case '--real-seq':
-        o.realSeq = Number(value());
+        o.realSeq = intArg(flag, value(), 2);
         break;
       case '--real-eval-blocks':
-        o.realEvalBlocks = Number(value());
+        o.realEvalBlocks = intArg(flag, value(), 1);
         break;
       case '--real-lr':
-        o.realLr = Number(value());
+        o.realLr = numberArg(flag, value());
         break;
       case '--threads':
-        o.threads = Number(value());
+        o.threads = intArg(flag, value(), 1);
         break;
       case '--out':
         o.out = value();
@@ -167,7 +165,6 @@ function parse(argv: readonly string[]): Options {
         helpOrUnknown(flag, HELP);
     }
   });
-  if (!['tasks', 'real', 'all'].includes(o.part)) throw new Error(`--part must be tasks, real or all`);
   return o;
 }
 
@@ -564,7 +561,9 @@ const HOW_TO_READ = [
   "The metric at the end is the task's (accuracy or exact match on the 100 eval examples, greedy generation).",
 ];
 
+const HEADING = '## Equal quality: int8 and nf4 bases vs float32 (issue #19)';
 const START = '<!-- quality: start -->';
+/** The notes after this line of the section are kept when --write rewrites it. */
 const END = '<!-- quality: end -->';
 
 async function main(): Promise<void> {
@@ -658,6 +657,8 @@ async function main(): Promise<void> {
     for (const s of summaries) writeFileSync(join(dir, s.file), curvesSvg(s.title, s.summary, s.runs));
     const times = summaries.flatMap((s) => s.runs.map((r) => r.finishedAt)).sort();
     const section = [
+      HEADING,
+      '',
       START,
       `Written by \`node dist/bench/quality.js ${argv.join(' ')}\` (${started.slice(0, 16).replace('T', ' ')} UTC; runs finished ${times[0]?.slice(0, 16).replace('T', ' ')} to ${times.at(-1)?.slice(0, 16).replace('T', ' ')} UTC).`,
       '',
@@ -667,17 +668,8 @@ async function main(): Promise<void> {
       ...HOW_TO_READ,
       '',
       ...md,
-      END,
     ].join('\n');
-    const file = join(REPO, 'bench', 'RESULTS.md');
-    const text = readFileSync(file, 'utf8');
-    const a = text.indexOf(START);
-    const b = text.indexOf(END);
-    const next =
-      a >= 0 && b > a
-        ? text.slice(0, a) + section + text.slice(b + END.length)
-        : `${text.trimEnd()}\n\n## Equal quality: int8 and nf4 bases vs float32 (issue #19)\n\n${section}\n`;
-    writeFileSync(file, next);
+    writeResultsSection(HEADING, section, { keepFrom: END });
     console.error(`wrote bench/RESULTS.md and bench/quality/*.svg`);
   }
 }

@@ -17,7 +17,8 @@
 // (session.run + host AdamW) and prints one JSON line. A `--gemm` child measures the GEMM peak the
 // step's FLOP rate is compared with, in the same run.
 
-import { helpOrUnknown } from './args.js';
+import { forEachFlag, helpOrUnknown, intArg, listArg } from './args.js';
+import { writeResultsSection } from './results.js';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -61,6 +62,8 @@ import {
 } from './train_models.js';
 
 const HEADING = '## Training: methods vs PyTorch';
+/** Hand-written notes after this line of the section are kept when the bench rewrites it. */
+const NOTES_MARK = '<!-- train_methods: notes below are kept across runs -->';
 const PRECISIONS: readonly BasePrecision[] = ['fp32', 'int8'];
 const DTYPES = ['float32', 'bfloat16'] as const;
 type PeerDtype = (typeof DTYPES)[number];
@@ -95,6 +98,8 @@ interface Options {
   arena: boolean;
   /** recompute each decoder layer in the backward pass (StepOptions.gradientCheckpointing) */
   checkpointing: boolean;
+  /** false: keep the attention probabilities and gated-MLP activations instead of recomputing them (StepOptions.selectiveRecompute); undefined = TrainStep's default */
+  selectiveRecompute?: boolean;
   weights: 'shared' | 'prepacked';
 }
 
@@ -115,6 +120,7 @@ const HELP = `usage: node dist/bench/train_methods.js [options]
   --mem-pattern     turn ONNX Runtime's memory-pattern planning on (default off)
   --no-arena        turn ONNX Runtime's CPU memory arena off
   --checkpointing   gradient checkpointing per decoder layer
+  --no-selective-recompute   keep each layer's attention probabilities and gated-MLP activation for the backward pass (default: TrainStep's, recomputed)
   --loss-chunks N   parts the LM head + loss run in (default: TrainStep's, 1 = the full logits at once)
   --weights M       shared (default: frozen weights fed from the JS arrays) or prepacked (MLAS-packed copies)
   --no-peer         skip PyTorch
@@ -145,37 +151,21 @@ function parseArgs(argv: string[]): Options {
     checkpointing: false,
     weights: 'shared',
   };
-  const list = <T extends string>(v: string, allowed: readonly T[], what: string): T[] => {
-    const xs = v.split(',').filter(Boolean);
-    for (const x of xs) if (!allowed.includes(x as T)) throw new Error(`unknown ${what} ${x}; choose from ${allowed.join(', ')}`);
-    return xs as T[];
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const next = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    const int = (min: number): number => {
-      const v = next();
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < min) throw new Error(`${a} needs an integer >= ${min}, got ${v}`);
-      return n;
-    };
-    if (takePeerOption(a, next, o)) continue;
+  forEachFlag(argv, (a, next) => {
+    const int = (min: number): number => intArg(a, next(), min);
+    if (takePeerOption(a, next, o)) return;
     switch (a) {
       case '--models':
         o.models = next().split(',').filter(Boolean);
         break;
       case '--methods':
-        o.methods = list(next(), METHODS, 'method');
+        o.methods = listArg(next(), METHODS, 'method');
         break;
       case '--base-precision':
-        o.precisions = list(next(), PRECISIONS, 'base precision');
+        o.precisions = listArg(next(), PRECISIONS, 'base precision');
         break;
       case '--dtypes':
-        o.dtypes = list(next(), DTYPES, 'peer dtype');
+        o.dtypes = listArg(next(), DTYPES, 'peer dtype');
         break;
       case '--steps':
         o.steps = int(1);
@@ -216,6 +206,9 @@ function parseArgs(argv: string[]): Options {
       case '--checkpointing':
         o.checkpointing = true;
         break;
+      case '--no-selective-recompute':
+        o.selectiveRecompute = false;
+        break;
       case '--loss-chunks': {
         o.lossChunks = int(1);
         break;
@@ -238,7 +231,7 @@ function parseArgs(argv: string[]): Options {
       default:
         helpOrUnknown(a, HELP);
     }
-  }
+  });
   for (const m of o.models)
     if (!(m in BENCH_CONFIGS)) throw new Error(`unknown model ${m}; choose from ${Object.keys(BENCH_CONFIGS).join(', ')}`);
   return o;
@@ -344,6 +337,7 @@ async function measure(
     lossChunks: opt.lossChunks,
     cpuMemArena: opt.arena,
     gradientCheckpointing: opt.checkpointing,
+    selectiveRecompute: opt.selectiveRecompute,
     weights: opt.weights,
     basePrecision: precision,
   });
@@ -530,6 +524,7 @@ function runOurs(model: string, method: Method, precision: BasePrecision, opt: O
       ...(opt.memPattern ? ['--mem-pattern'] : []),
       ...(opt.arena ? [] : ['--no-arena']),
       ...(opt.checkpointing ? ['--checkpointing'] : []),
+      ...(opt.selectiveRecompute === false ? ['--no-selective-recompute'] : []),
       ...(opt.lossChunks !== undefined ? ['--loss-chunks', String(opt.lossChunks)] : []),
     ],
     opt,
@@ -726,32 +721,9 @@ async function main(): Promise<void> {
   ].join('\n');
   console.log(`\n${section}`);
   if (opt.write) {
-    writeSection(opt.results, section);
+    writeResultsSection(HEADING, section, { file: opt.results, keepFrom: NOTES_MARK });
     console.log(`updated ${path.relative(REPO, opt.results)} (section "${HEADING.slice(3)}"); the notes after the tables are kept`);
   }
-}
-
-const NOTES_MARK = '<!-- train_methods: notes below are kept across runs -->';
-
-/**
- * Replaces this benchmark's generated part of RESULTS.md (from its heading to the notes marker,
- * or to the next '## ' heading), keeping hand-written notes after the marker; appends otherwise.
- */
-function writeSection(file: string, section: string): void {
-  const old = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '# Benchmark results\n';
-  const start = old.indexOf(`${HEADING}\n`);
-  let text: string;
-  if (start < 0) text = `${old.replace(/\n*$/, '\n\n')}${section}\n${NOTES_MARK}\n`;
-  else {
-    const nextHeading = old.indexOf('\n## ', start + HEADING.length);
-    const end = nextHeading < 0 ? old.length : nextHeading + 1;
-    const mark = old.indexOf(NOTES_MARK, start);
-    const kept = mark >= 0 && mark < end ? old.slice(mark, end) : `${NOTES_MARK}\n`;
-    text = old.slice(0, start) + section + '\n' + kept.replace(/\n*$/, '\n') + (end < old.length ? `\n${old.slice(end)}` : '');
-  }
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, text);
-  fs.renameSync(tmp, file);
 }
 
 main().catch((e: unknown) => {

@@ -48,7 +48,7 @@ export interface RuntimeOptions {
    * 'int8': every product with a large frozen float32 matrix runs as MatMulNBits on 8-bit weights
    * (blocks of 128 along K, activations quantized to int8 too; src/onnx/int8_matmul.ts). About 4x
    * fewer weight bytes per token for decoding; logits move by a small amount (see
-   * test/generate/int8.test.ts). Trainable params stay float32. Default: unset (float32).
+   * test/onnx/int8_matmul.test.ts). Trainable params stay float32. Default: unset (float32).
    */
   quantize?: 'int8';
   /**

@@ -39,7 +39,7 @@ import {
   preferenceAccuracy,
   rewardMetrics,
 } from './preference.js';
-import { checkPositiveInt } from '../errors.js';
+import { checkPositiveInts } from '../errors.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
 export const PLOT_FILE = 'loss.svg';
@@ -166,13 +166,14 @@ type Resolved = Required<Omit<TrainerOptions, Optional | 'progress'>> & Pick<Tra
 /** The folder under the output folder that holds the best evaluation's adapter. */
 export const BEST_DIR = 'best';
 
-const positiveInt = (name: string, v: number | undefined): void => checkPositiveInt(name, v, TrainError);
-function nonNegative(name: string, v: number): void {
-  if (!(Number.isFinite(v) && v >= 0)) throw new TrainError(`${name} must be a finite number >= 0, got ${v}`);
+/** Each value (checked in order) finite and >= 0, else a TrainError for the first that is not. */
+function checkNonNegative(values: Readonly<Record<string, number>>): void {
+  for (const [name, v] of Object.entries(values))
+    if (!(Number.isFinite(v) && v >= 0)) throw new TrainError(`${name} must be a finite number >= 0, got ${v}`);
 }
 
 /** A digest of tokenized examples: a resumed run must see the same data in the same order. */
-export function fingerprintExamples(examples: readonly TrainItem[]): string {
+function fingerprintExamples(examples: readonly TrainItem[]): string {
   const h = createHash('sha256');
   for (const item of examples) {
     if (isPreferencePair(item)) {
@@ -305,14 +306,15 @@ export class Trainer {
     } as Resolved;
     const o = this.opts;
     if (!o.outputDir) throw new TrainError('an output folder is required');
-    positiveInt('batch size', o.batchSize);
-    positiveInt('gradient accumulation steps', o.gradAccum);
-    nonNegative('learning rate', o.learningRate);
-    nonNegative('weight decay', o.weightDecay);
-    nonNegative('max grad norm', o.maxGradNorm);
-    nonNegative('eval every', o.evalEvery);
-    nonNegative('save every', o.saveEvery);
-    if (o.maxSteps !== undefined) positiveInt('steps', o.maxSteps);
+    checkPositiveInts({ 'batch size': o.batchSize, 'gradient accumulation steps': o.gradAccum }, TrainError);
+    checkNonNegative({
+      'learning rate': o.learningRate,
+      'weight decay': o.weightDecay,
+      'max grad norm': o.maxGradNorm,
+      'eval every': o.evalEvery,
+      'save every': o.saveEvery,
+    });
+    if (o.maxSteps !== undefined) checkPositiveInts({ steps: o.maxSteps }, TrainError);
     else if (!(o.epochs > 0 && Number.isFinite(o.epochs))) throw new TrainError(`epochs must be a number > 0, got ${o.epochs}`);
     if (o.warmupSteps !== undefined && !(Number.isInteger(o.warmupSteps) && o.warmupSteps >= 0))
       throw new TrainError(`warmup steps must be an integer >= 0, got ${o.warmupSteps}`);

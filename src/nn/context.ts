@@ -10,7 +10,7 @@ import { QuantizationError } from '../quant/errors.js';
 import { dequantizeInGraph } from '../quant/graph.js';
 import { type QuantKernel, type QuantOperands, quantOperands } from '../quant/matmul.js';
 import type { Quantized4bit } from '../quant/blockwise.js';
-import { int8Base, int8Operands } from '../quant/int8_base.js';
+import { int8Operands } from '../quant/int8_base.js';
 import type { WeightStore } from './weights.js';
 
 /** A linear-like module of the base model, named as in the Hugging Face state dict. */
@@ -139,10 +139,10 @@ export class BuildContext {
     if (this.basePrecision !== 'int8') return undefined;
     name = this.weights.resolve(name);
     if (this.trainable.has(name) || this.weights.isQuantized(name)) return undefined;
-    const w = this.weights.get(name);
-    if (w.shape.length !== 2) return undefined;
+    if (this.weights.shapeOf(name).length !== 2) return undefined;
     let ops = this.int8.get(name);
-    if (!ops) this.int8.set(name, (ops = int8Operands(this.graph, name, int8Base(w.data, w.shape, layout, name))));
+    // quantized from the held float32 array, or from the file for a released one (never kept as float32)
+    if (!ops) this.int8.set(name, (ops = int8Operands(this.graph, name, this.weights.int8(name, layout))));
     return floatBackward && layout === 'linear' ? [ops[0], ops[1], this.weight(name)] : ops;
   }
 

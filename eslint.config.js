@@ -28,7 +28,7 @@ export default tseslint.config(
   {
     // Only src/runtime/ and src/storage/ may import Node's built-in modules: everything else reaches
     // files, paths and the process through them, so the library bundles for the browser
-    // (test/storage/node_imports.test.ts checks dynamic imports and the bundle's reach too).
+    // (test/e2e/node_imports.test.ts checks dynamic imports and the bundle's reach too).
     files: ['src/**/*.ts'],
     ignores: ['src/runtime/**', 'src/storage/**'],
     rules: {

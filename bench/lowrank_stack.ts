@@ -23,6 +23,8 @@ import * as o from '../src/graph/ops.js';
 import { grad } from '../src/autodiff/grad.js';
 import { mulberry32 } from '../src/nn/random.js';
 import { RuntimeSession, type HostTensor, type RuntimeOptions } from '../src/runtime/session.js';
+import { forEachFlag, helpOrUnknown, listArg, numberArg } from './args.js';
+import { busySeconds, median } from './peer.js';
 
 // ---------------------------------------------------------------------------------- options
 interface Options {
@@ -137,18 +139,8 @@ function parseArgs(argv: string[]): Options {
     serve: false,
     from: null,
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const next = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    const num = (): number => {
-      const v = Number(next());
-      if (!Number.isFinite(v) || v < 0) throw new Error(`${a} needs a non-negative number`);
-      return v;
-    };
+  forEachFlag(argv, (a, next) => {
+    const num = (): number => numberArg(a, next());
     switch (a) {
       case '--layers':
         o.layers = num();
@@ -177,9 +169,11 @@ function parseArgs(argv: string[]): Options {
       case '--steps':
         o.steps = Math.max(1, num());
         break;
-      case '--modes':
-        o.modes = next() === 'all' ? Object.keys(MODES) : argv[i]!.split(',');
+      case '--modes': {
+        const v = next();
+        o.modes = v === 'all' ? Object.keys(MODES) : listArg(v, Object.keys(MODES), 'mode');
         break;
+      }
       case '--repeat':
         o.repeat = Math.max(1, num());
         break;
@@ -219,15 +213,10 @@ function parseArgs(argv: string[]): Options {
       case '--from':
         o.from = next();
         break;
-      case '--help':
-      case '-h':
-        console.log(HELP);
-        return process.exit(0);
       default:
-        throw new Error(`unknown option ${a}\n${HELP}`);
+        helpOrUnknown(a, HELP);
     }
-  }
-  for (const m of o.modes) if (!MODES[m]) throw new Error(`unknown mode ${m}; known: ${Object.keys(MODES).join(', ')}`);
+  });
   return o;
 }
 
@@ -418,22 +407,12 @@ function cpuSeconds(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
 }
-function busySeconds(): number {
-  const v = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
-  return (v.reduce((a, b) => a + b, 0) - v[3]! - v[4]!) / 100; // USER_HZ is 100 on Linux
-}
 /** A step is "clean" when other processes used less than this many cores meanwhile. */
 const CLEAN_OTHER = 0.25;
 function cleanStats(times: number[], other: number[]): { clean_median_ms: number; clean_steps: number } {
   const clean = times.filter((_, i) => other[i]! < CLEAN_OTHER);
   return { clean_median_ms: clean.length ? median(clean) : NaN, clean_steps: clean.length };
 }
-const median = (xs: number[]): number => {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 async function child(opt: Options, dir: string): Promise<void> {
   const mode = opt.modes[0]!;

@@ -19,23 +19,26 @@ import type { PretrainedModel } from '../src/models/types.js';
 import { ForwardSession, Generator } from '../src/generate/index.js';
 import type { RuntimeOptions } from '../src/runtime/session.js';
 import { noise, randomBenchModel } from './train_models.js';
-import { forEachFlag, helpOrUnknown } from './args.js';
+import { forEachFlag, helpOrUnknown, intArg, listArg } from './args.js';
+import { writeResultsSection } from './results.js';
+import { median, timeRuns, withOtherLoad } from './peer.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '../..');
 const HEADING = '## Models: forward and KV-cache decode';
 
 // The models of train_models.ts's BENCH_CONFIGS (peer_torch.py's SHAPES) this benchmark offers.
-const MODELS = ['gpt2', 'llama', 'tiny'];
+const MODELS = ['gpt2', 'llama', 'tiny'] as const;
+const WEIGHT_MODES = ['shared', 'prepacked'] as const;
 
 interface Options {
-  models: string[];
+  models: (typeof MODELS)[number][];
   runs: number;
   warmup: number;
   repeat: number;
   threads: number;
   /** weight modes to measure: shared (the library default) and prepacked */
-  weights: ('shared' | 'prepacked')[];
+  weights: (typeof WEIGHT_MODES)[number][];
   peer: boolean;
   python: string;
   write: boolean;
@@ -69,22 +72,22 @@ function parseArgs(argv: string[]): Options {
   forEachFlag(argv, (a, next) => {
     switch (a) {
       case '--models':
-        o.models = next().split(',');
+        o.models = listArg(next(), MODELS, 'model');
         break;
       case '--runs':
-        o.runs = Number(next());
+        o.runs = intArg(a, next(), 1);
         break;
       case '--warmup':
-        o.warmup = Number(next());
+        o.warmup = intArg(a, next(), 0);
         break;
       case '--repeat':
-        o.repeat = Number(next());
+        o.repeat = intArg(a, next(), 1);
         break;
       case '--threads':
-        o.threads = Number(next());
+        o.threads = intArg(a, next(), 1);
         break;
       case '--weights':
-        o.weights = next().split(',') as Options['weights'];
+        o.weights = listArg(next(), WEIGHT_MODES, 'weights mode');
         break;
       case '--no-peer':
         o.peer = false;
@@ -99,38 +102,11 @@ function parseArgs(argv: string[]): Options {
         helpOrUnknown(a, HELP);
     }
   });
-  for (const w of o.weights)
-    if (w !== 'shared' && w !== 'prepacked') throw new Error(`unknown weights mode ${w}; choose shared or prepacked`);
-  for (const m of o.models) if (!MODELS.includes(m)) throw new Error(`unknown model ${m}; choose from ${MODELS.join(', ')}`);
   return o;
 }
 
 // ------------------------------------------------------------------------------- measurement
 
-/** Cores used by other processes while fn ran (from /proc/stat minus our own CPU time). */
-async function withOtherLoad<T>(fn: () => Promise<T>): Promise<{ value: T; otherCpu: number }> {
-  const busy = (): number => {
-    try {
-      const v = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-      return (v.slice(0, 8).reduce((p, q) => p + q, 0) - v[3]! - v[4]!) / 100;
-    } catch {
-      return NaN;
-    }
-  };
-  const t0 = performance.now();
-  const b0 = busy();
-  const c0 = process.cpuUsage();
-  const value = await fn();
-  const wall = (performance.now() - t0) / 1000;
-  const c = process.cpuUsage(c0);
-  const own = (c.user + c.system) / 1e6;
-  return { value, otherCpu: Math.max(0, (busy() - b0 - own) / wall) };
-}
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const randomIds = (n: number, vocab: number, seed: number): number[] =>
   Array.from(noise(n, 1, seed), (x) => Math.floor((x / Math.sqrt(12) + 0.5) * vocab) % vocab);
 
@@ -162,16 +138,7 @@ async function benchForward(model: PretrainedModel, opt: Options, runtime: Runti
     inputIds: { dtype: 'int64' as const, shape: [B, S], data: ids },
     attentionMask: { dtype: 'int64' as const, shape: [B, S], data: new BigInt64Array(B * S).fill(1n) },
   };
-  for (let i = 0; i < opt.warmup; i++) await session.run(batch);
-  const { value: times, otherCpu } = await withOtherLoad(async () => {
-    const ts: number[] = [];
-    for (let i = 0; i < opt.runs; i++) {
-      const t = performance.now();
-      await session.run(batch);
-      ts.push((performance.now() - t) / 1000);
-    }
-    return ts;
-  });
+  const { times, otherCpu } = await timeRuns(opt.warmup, opt.runs, () => session.run(batch));
   await session.dispose();
   const m = median(times);
   return { medianS: m, tokensPerS: (B * S) / m, timesS: times, compileS, otherCpu };
@@ -448,22 +415,9 @@ async function main(): Promise<void> {
   ].join('\n');
   console.log('\n' + section);
   if (opt.write) {
-    writeSection(opt.results, section);
+    writeResultsSection(HEADING, section, { file: opt.results });
     console.log(`updated ${path.relative(REPO, opt.results)} (section "${HEADING.slice(3)}")`);
   }
-}
-
-/** Replaces this benchmark's section of RESULTS.md (from its heading to the next '## '), or appends it. */
-function writeSection(file: string, section: string): void {
-  const old = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '# Benchmark results\n';
-  const start = old.indexOf(HEADING + '\n');
-  let text: string;
-  if (start < 0) text = old.replace(/\n*$/, '\n\n') + section;
-  else {
-    const after = old.indexOf('\n## ', start + HEADING.length);
-    text = old.slice(0, start) + section + (after < 0 ? '' : old.slice(after + 1).replace(/^/, '\n'));
-  }
-  fs.writeFileSync(file, text);
 }
 
 main().catch((e: unknown) => {

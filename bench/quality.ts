@@ -28,7 +28,8 @@ import { TASK_NAMES, bundledModelDir } from '../src/tasks/tasks.js';
 import { getPeftModel } from '../src/tuners/load.js';
 import { Picker } from '../scripts/corpus/lexicon.js';
 import { corpusDocument } from '../scripts/corpus/text.js';
-import { forEachFlag, helpOrUnknown } from './args.js';
+import { forEachFlag, helpOrUnknown, intArg, intListArg, listArg, numberArg } from './args.js';
+import { RESULTS_FILE, writeResultsSection } from './results.js';
 import { machineLines, uptime } from './peer.js';
 import { normals } from './random_weights.js';
 import { BENCH_CONFIGS, randomBenchModel } from './train_models.js';
@@ -45,9 +46,10 @@ type Precision = (typeof PRECISIONS)[number];
 type Base = Precision | `int8:${string}`;
 const precisionOf = (b: Base): Precision => (b.startsWith('int8:') ? 'int8' : (b as Precision));
 const int8ExcludeOf = (b: Base): string[] | undefined => (b.startsWith('int8:') ? b.slice(5).split('+') : undefined);
+const PARTS = ['tasks', 'real', 'all'] as const;
 
 interface Options {
-  part: 'tasks' | 'real' | 'all';
+  part: (typeof PARTS)[number];
   tasks: string[];
   seeds: number[];
   precisions: Base[];
@@ -87,15 +89,15 @@ const HELP = `node dist/bench/quality.js [options]
   --report-only             start no run: tables from the finished runs, and from unfinished ones up to
                             their last evaluation (every curve of a job is then cut to the shortest)`;
 
-const ints = (s: string): number[] => s.split(',').map((x) => Number.parseInt(x, 10));
-const precisions = (s: string, variants = false): Base[] => {
-  const ps = s.split(',') as Base[];
-  for (const p of ps) {
-    const variant = variants && /^int8:[\w.]+(\+[\w.]+)*$/.test(p);
-    if (!PRECISIONS.includes(p as Precision) && !variant)
-      throw new Error(`unknown precision ${p}; use ${PRECISIONS.join(',')}${variants ? ' or int8:<module>[+<module>...]' : ''}`);
-  }
-  return ['fp32', ...ps.filter((p) => p !== 'fp32')];
+/** fp32 first (the spread the others are read against), then the others asked for. */
+const withFp32 = (ps: Precision[]): Precision[] => ['fp32', ...ps.filter((p) => p !== 'fp32')];
+/** --real-precisions: the precisions, or int8:<modules> variants (see Base); fp32 first. */
+const bases = (text: string): Base[] => {
+  const xs = text.split(',').filter(Boolean) as Base[];
+  for (const x of xs)
+    if (!PRECISIONS.includes(x as Precision) && !/^int8:[\w.]+(\+[\w.]+)*$/.test(x))
+      throw new Error(`unknown precision ${x}; choose from ${PRECISIONS.join(', ')} or int8:<module>[+<module>...]`);
+  return ['fp32', ...xs.filter((x) => x !== 'fp32')];
 };
 
 function parse(argv: readonly string[]): Options {
@@ -123,49 +125,49 @@ function parse(argv: readonly string[]): Options {
   forEachFlag(argv, (flag, value) => {
     switch (flag) {
       case '--part':
-        o.part = value() as Options['part'];
+        [o.part] = listArg(value(), PARTS, 'part');
         break;
       case '--tasks':
         o.tasks = value().split(',');
         break;
       case '--seeds':
-        o.seeds = ints(value());
+        o.seeds = intListArg(flag, value());
         break;
       case '--precisions':
-        o.precisions = precisions(value());
+        o.precisions = withFp32(listArg(value(), PRECISIONS, 'precision'));
         break;
       case '--steps':
-        o.steps = Number(value());
+        o.steps = intArg(flag, value(), 1);
         break;
       case '--eval-every':
-        o.evalEvery = Number(value());
+        o.evalEvery = intArg(flag, value(), 1);
         break;
       case '--real-seeds':
-        o.realSeeds = ints(value());
+        o.realSeeds = intListArg(flag, value());
         break;
       case '--real-precisions':
-        o.realPrecisions = precisions(value(), true);
+        o.realPrecisions = bases(value());
         break;
       case '--real-steps':
-        o.realSteps = Number(value());
+        o.realSteps = intArg(flag, value(), 1);
         break;
       case '--real-eval-every':
-        o.realEvalEvery = Number(value());
+        o.realEvalEvery = intArg(flag, value(), 1);
         break;
       case '--real-batch':
-        o.realBatch = Number(value());
+        o.realBatch = intArg(flag, value(), 1);
         break;
       case '--real-seq':
-        o.realSeq = Number(value());
+        o.realSeq = intArg(flag, value(), 2);
         break;
       case '--real-eval-blocks':
-        o.realEvalBlocks = Number(value());
+        o.realEvalBlocks = intArg(flag, value(), 1);
         break;
       case '--real-lr':
-        o.realLr = Number(value());
+        o.realLr = numberArg(flag, value());
         break;
       case '--threads':
-        o.threads = Number(value());
+        o.threads = intArg(flag, value(), 1);
         break;
       case '--out':
         o.out = value();
@@ -183,7 +185,6 @@ function parse(argv: readonly string[]): Options {
         helpOrUnknown(flag, HELP);
     }
   });
-  if (!['tasks', 'real', 'all'].includes(o.part)) throw new Error(`--part must be tasks, real or all`);
   return o;
 }
 
@@ -597,7 +598,9 @@ const HOW_TO_READ = [
   "The metric at the end is the task's (accuracy or exact match on the 100 eval examples, greedy generation).",
 ];
 
+const HEADING = '## Equal quality: int8 and nf4 bases vs float32 (issue #19)';
 const START = '<!-- quality: start -->';
+/** The notes after this line of the section are kept when --write rewrites it. */
 const END = '<!-- quality: end -->';
 
 async function main(): Promise<void> {
@@ -705,8 +708,8 @@ async function main(): Promise<void> {
     const dir = join(REPO, 'bench', 'quality');
     mkdirSync(dir, { recursive: true });
     for (const s of summaries) writeFileSync(join(dir, s.file), curvesSvg(s.title, s.summary, s.runs));
-    const file = join(REPO, 'bench', 'RESULTS.md');
-    writeFileSync(file, withJobBlocks(readFileSync(file, 'utf8'), blocks));
+    const old = existsSync(RESULTS_FILE) ? readFileSync(RESULTS_FILE, 'utf8') : '';
+    writeResultsSection(HEADING, withJobBlocks(old, blocks), { keepFrom: END });
     console.error(`wrote bench/RESULTS.md and bench/quality/*.svg`);
   }
 }
@@ -714,15 +717,14 @@ async function main(): Promise<void> {
 const jobMarks = (job: string): [string, string] => [`<!-- quality job ${job}: start -->`, `<!-- quality job ${job}: end -->`];
 
 /**
- * RESULTS.md with the equal-quality section's job blocks replaced by `blocks` (each between its
- * job's markers, with its own command and load), the blocks of jobs this command did not run kept,
- * new jobs appended, and the how-to-read text above them rewritten; the section is created if absent.
+ * The equal-quality section up to its END marker: the how-to-read text, then one block per job
+ * between its job's markers (with its own command and load): `blocks` replace their jobs' blocks in
+ * `results` (RESULTS.md's text), the blocks of jobs this command did not run are kept, new ones appended.
  */
-function withJobBlocks(text: string, blocks: ReadonlyMap<string, string[]>): string {
-  const a = text.indexOf(START);
-  const b = text.indexOf(END);
-  const has = a >= 0 && b > a;
-  let inner = has ? text.slice(a + START.length, b) : '\n';
+function withJobBlocks(results: string, blocks: ReadonlyMap<string, string[]>): string {
+  const a = results.indexOf(START);
+  const b = results.indexOf(END);
+  let inner = a >= 0 && b > a ? results.slice(a + START.length, b) : '';
   for (const [job, md] of blocks) {
     const [s, e] = jobMarks(job);
     const block = [s, ...md, e].join('\n');
@@ -731,11 +733,7 @@ function withJobBlocks(text: string, blocks: ReadonlyMap<string, string[]>): str
     inner = i >= 0 && j > i ? inner.slice(0, i) + block + inner.slice(j + e.length) : `${inner.trimEnd()}\n\n${block}\n`;
   }
   const first = inner.indexOf('<!-- quality job ');
-  inner = `\n${HOW_TO_READ.join('\n')}\n\n${first >= 0 ? inner.slice(first) : ''}`;
-  const section = `${START}${inner.trimEnd()}\n${END}`;
-  return has
-    ? text.slice(0, a) + section + text.slice(b + END.length)
-    : `${text.trimEnd()}\n\n## Equal quality: int8 and nf4 bases vs float32 (issue #19)\n\n${section}\n`;
+  return [HEADING, '', START, ...HOW_TO_READ, '', first >= 0 ? inner.slice(first).trimEnd() : ''].join('\n');
 }
 
 main().catch((e: unknown) => {

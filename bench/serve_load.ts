@@ -8,7 +8,7 @@
 //       [--requests 256] [--max-tokens 24] [--max-batch 32] [--threads 2] [--no-write]
 
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -17,6 +17,7 @@ import OpenAI from 'openai';
 import { loadModel } from '../src/models/load.js';
 import { LoraModel } from '../src/tuners/lora/index.js';
 import { IA3Model } from '../src/tuners/ia3/index.js';
+import { writeResultsSection } from './results.js';
 
 const REPO = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 const HEADING = '## Serve: load test (peft serve, continuous batching, 3 adapters)';
@@ -168,25 +169,11 @@ async function main(): Promise<void> {
       '',
     ];
     console.log(lines.join('\n'));
-    if (WRITE) writeSection(lines.join('\n'));
+    if (WRITE) writeResultsSection(HEADING, lines.join('\n'));
     if (mismatches) process.exitCode = 1;
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
-}
-
-/** Replaces (or appends) this benchmark's section of bench/RESULTS.md. */
-export function writeSection(text: string, heading = HEADING): void {
-  const file = join(REPO, 'bench', 'RESULTS.md');
-  const old = readFileSync(file, 'utf8');
-  const start = old.indexOf(heading);
-  let out: string;
-  if (start < 0) out = `${old.trimEnd()}\n\n${text}`;
-  else {
-    const end = old.indexOf('\n## ', start + heading.length);
-    out = old.slice(0, start) + text + (end < 0 ? '' : old.slice(end + 1));
-  }
-  writeFileSync(file, out.endsWith('\n') ? out : `${out}\n`);
 }
 
 await main();

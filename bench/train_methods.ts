@@ -17,7 +17,8 @@
 // (session.run + host AdamW) and prints one JSON line. A `--gemm` child measures the GEMM peak the
 // step's FLOP rate is compared with, in the same run.
 
-import { helpOrUnknown } from './args.js';
+import { forEachFlag, helpOrUnknown, intArg, listArg } from './args.js';
+import { writeResultsSection } from './results.js';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -32,6 +33,8 @@ import { RuntimeSession } from '../src/runtime/session.js';
 import { AdamW } from '../src/train/adamw.js';
 import type { Batch } from '../src/train/batches.js';
 import { TrainStep } from '../src/train/step.js';
+import { releaseInt8Only } from '../src/train/trainer.js';
+import { loadModel } from '../src/models/load.js';
 import type { AdaptedModel } from '../src/tuners/types.js';
 import {
   PEER_HELP,
@@ -55,10 +58,12 @@ import {
   VIRTUAL_TOKENS,
   adaptForBench,
   noise,
-  randomBenchModel,
+  randomModelFolder,
 } from './train_models.js';
 
 const HEADING = '## Training: methods vs PyTorch';
+/** Hand-written notes after this line of the section are kept when the bench rewrites it. */
+const NOTES_MARK = '<!-- train_methods: notes below are kept across runs -->';
 const PRECISIONS: readonly BasePrecision[] = ['fp32', 'int8'];
 const DTYPES = ['float32', 'bfloat16'] as const;
 type PeerDtype = (typeof DTYPES)[number];
@@ -93,6 +98,8 @@ interface Options {
   arena: boolean;
   /** recompute each decoder layer in the backward pass (StepOptions.gradientCheckpointing) */
   checkpointing: boolean;
+  /** false: keep the attention probabilities and gated-MLP activations instead of recomputing them (StepOptions.selectiveRecompute); undefined = TrainStep's default */
+  selectiveRecompute?: boolean;
   weights: 'shared' | 'prepacked';
 }
 
@@ -113,6 +120,7 @@ const HELP = `usage: node dist/bench/train_methods.js [options]
   --mem-pattern     turn ONNX Runtime's memory-pattern planning on (default off)
   --no-arena        turn ONNX Runtime's CPU memory arena off
   --checkpointing   gradient checkpointing per decoder layer
+  --no-selective-recompute   keep each layer's attention probabilities and gated-MLP activation for the backward pass (default: TrainStep's, recomputed)
   --loss-chunks N   parts the LM head + loss run in (default: TrainStep's, 1 = the full logits at once)
   --weights M       shared (default: frozen weights fed from the JS arrays) or prepacked (MLAS-packed copies)
   --no-peer         skip PyTorch
@@ -143,37 +151,21 @@ function parseArgs(argv: string[]): Options {
     checkpointing: false,
     weights: 'shared',
   };
-  const list = <T extends string>(v: string, allowed: readonly T[], what: string): T[] => {
-    const xs = v.split(',').filter(Boolean);
-    for (const x of xs) if (!allowed.includes(x as T)) throw new Error(`unknown ${what} ${x}; choose from ${allowed.join(', ')}`);
-    return xs as T[];
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const next = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    const int = (min: number): number => {
-      const v = next();
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < min) throw new Error(`${a} needs an integer >= ${min}, got ${v}`);
-      return n;
-    };
-    if (takePeerOption(a, next, o)) continue;
+  forEachFlag(argv, (a, next) => {
+    const int = (min: number): number => intArg(a, next(), min);
+    if (takePeerOption(a, next, o)) return;
     switch (a) {
       case '--models':
         o.models = next().split(',').filter(Boolean);
         break;
       case '--methods':
-        o.methods = list(next(), METHODS, 'method');
+        o.methods = listArg(next(), METHODS, 'method');
         break;
       case '--base-precision':
-        o.precisions = list(next(), PRECISIONS, 'base precision');
+        o.precisions = listArg(next(), PRECISIONS, 'base precision');
         break;
       case '--dtypes':
-        o.dtypes = list(next(), DTYPES, 'peer dtype');
+        o.dtypes = listArg(next(), DTYPES, 'peer dtype');
         break;
       case '--steps':
         o.steps = int(1);
@@ -214,6 +206,9 @@ function parseArgs(argv: string[]): Options {
       case '--checkpointing':
         o.checkpointing = true;
         break;
+      case '--no-selective-recompute':
+        o.selectiveRecompute = false;
+        break;
       case '--loss-chunks': {
         o.lossChunks = int(1);
         break;
@@ -236,7 +231,7 @@ function parseArgs(argv: string[]): Options {
       default:
         helpOrUnknown(a, HELP);
     }
-  }
+  });
   for (const m of o.models)
     if (!(m in BENCH_CONFIGS)) throw new Error(`unknown model ${m}; choose from ${Object.keys(BENCH_CONFIGS).join(', ')}`);
   return o;
@@ -250,9 +245,10 @@ const mib = (kib: number): number => kib / 1024;
  * Multiply-add FLOPs of one training step (forward + backward graph, as TrainStep builds it): 2 x
  * M x N x K for every matrix product, attention's included, at the given batch shape.
  */
-export function stepFlops(adapted: AdaptedModel, batch: number, seq: number): number {
+export function stepFlops(adapted: AdaptedModel, batch: number, seq: number, basePrecision: BasePrecision = 'fp32'): number {
   const graph = new Graph();
-  const ctx = new BuildContext(graph, adapted.base.weights, { trainable: adapted.trainableBaseWeights(), training: true });
+  // built on the step's base precision: an int8 base's matrices are never read as float32
+  const ctx = new BuildContext(graph, adapted.base.weights, { trainable: adapted.trainableBaseWeights(), training: true, basePrecision });
   const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
   const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
   const labels = graph.input('labels', 'int64', ['batch', 'seq']);
@@ -305,8 +301,27 @@ export interface OurRun {
 
 async function child(model: string, method: Method, precision: BasePrecision, opt: Options): Promise<OurRun> {
   const loadStart = os.loadavg()[0]!;
+  // The random model is written to a float32 safetensors folder by another process and loaded as
+  // `peft train` loads a model (on the int8 base the linear layers' matrices stay on disk until
+  // each is quantized), so peak RSS is what `peft train` holds.
+  const dir = randomModelFolder(model);
+  try {
+    return await measure(dir, model, method, precision, opt, loadStart);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function measure(
+  dir: string,
+  model: string,
+  method: Method,
+  precision: BasePrecision,
+  opt: Options,
+  loadStart: number,
+): Promise<OurRun> {
   let t = performance.now();
-  const base = randomBenchModel(model);
+  const base = await loadModel(dir, { deferLinearWeights: precision === 'int8' });
   const adapted = await adaptForBench(base, method);
   const buildS = (performance.now() - t) / 1000;
   const rssModel = mib(process.resourceUsage().maxRSS);
@@ -314,7 +329,7 @@ async function child(model: string, method: Method, precision: BasePrecision, op
   let trainable = 0;
   for (const p of params.values()) trainable += p.data.length;
   const baseCount = base.weights.numel();
-  const flops = stepFlops(adapted, opt.batch, opt.seq);
+  const flops = stepFlops(adapted, opt.batch, opt.seq, precision);
   t = performance.now();
   const step = await TrainStep.compile(adapted, {
     threads: opt.threads,
@@ -322,9 +337,12 @@ async function child(model: string, method: Method, precision: BasePrecision, op
     lossChunks: opt.lossChunks,
     cpuMemArena: opt.arena,
     gradientCheckpointing: opt.checkpointing,
+    selectiveRecompute: opt.selectiveRecompute,
     weights: opt.weights,
     basePrecision: precision,
   });
+  // what Trainer does next: drop the float32 arrays the step holds only as int8
+  releaseInt8Only(adapted, step, undefined);
   const compileS = (performance.now() - t) / 1000;
   const rssCompile = mib(process.resourceUsage().maxRSS);
   const B = opt.batch;
@@ -506,6 +524,7 @@ function runOurs(model: string, method: Method, precision: BasePrecision, opt: O
       ...(opt.memPattern ? ['--mem-pattern'] : []),
       ...(opt.arena ? [] : ['--no-arena']),
       ...(opt.checkpointing ? ['--checkpointing'] : []),
+      ...(opt.selectiveRecompute === false ? ['--no-selective-recompute'] : []),
       ...(opt.lossChunks !== undefined ? ['--loss-chunks', String(opt.lossChunks)] : []),
     ],
     opt,
@@ -702,32 +721,9 @@ async function main(): Promise<void> {
   ].join('\n');
   console.log(`\n${section}`);
   if (opt.write) {
-    writeSection(opt.results, section);
+    writeResultsSection(HEADING, section, { file: opt.results, keepFrom: NOTES_MARK });
     console.log(`updated ${path.relative(REPO, opt.results)} (section "${HEADING.slice(3)}"); the notes after the tables are kept`);
   }
-}
-
-const NOTES_MARK = '<!-- train_methods: notes below are kept across runs -->';
-
-/**
- * Replaces this benchmark's generated part of RESULTS.md (from its heading to the notes marker,
- * or to the next '## ' heading), keeping hand-written notes after the marker; appends otherwise.
- */
-function writeSection(file: string, section: string): void {
-  const old = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '# Benchmark results\n';
-  const start = old.indexOf(`${HEADING}\n`);
-  let text: string;
-  if (start < 0) text = `${old.replace(/\n*$/, '\n\n')}${section}\n${NOTES_MARK}\n`;
-  else {
-    const nextHeading = old.indexOf('\n## ', start + HEADING.length);
-    const end = nextHeading < 0 ? old.length : nextHeading + 1;
-    const mark = old.indexOf(NOTES_MARK, start);
-    const kept = mark >= 0 && mark < end ? old.slice(mark, end) : `${NOTES_MARK}\n`;
-    text = old.slice(0, start) + section + '\n' + kept.replace(/\n*$/, '\n') + (end < old.length ? `\n${old.slice(end)}` : '');
-  }
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, text);
-  fs.renameSync(tmp, file);
 }
 
 main().catch((e: unknown) => {

@@ -9,7 +9,11 @@ export class PeftError extends Error {
   }
 }
 
-/** The one check of a count the user gave a library function: undefined (not given) or an integer >= 1, else `Err`. */
-export function checkPositiveInt(what: string, v: number | undefined, Err: new (message: string) => PeftError): void {
-  if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new Err(`${what} must be a positive integer, got ${v}`);
+/**
+ * The one check of the counts a user gave a library function (`what`: value, checked in order): each
+ * undefined (not given) or an integer >= 1, else `Err` for the first that is not.
+ */
+export function checkPositiveInts(counts: Readonly<Record<string, number | undefined>>, Err: new (message: string) => PeftError): void {
+  for (const [what, v] of Object.entries(counts))
+    if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new Err(`${what} must be a positive integer, got ${v}`);
 }

@@ -61,7 +61,8 @@ export { registerTuner, tuners, methodNames, type Tuner, type MethodPreset } fro
 export { LoraModel, TargetModulesNotFoundError, type MergeAndUnloadOptions, type SaveLoraOptions } from './tuners/lora/index.js';
 export { IA3Model, loadIA3 } from './tuners/ia3/index.js';
 export { BASE_ADAPTER, MixedBatchError, MultiAdapterModel, type MixedStrategy, type MultiAdapterOptions } from './tuners/multi/index.js';
-export { OpenAIServer, QueueFullError, ServeEngine, type EngineOptions, type ServerOptions } from './serve/index.js';
+// serving many adapters over one base (the engine, its request/result types, the OpenAI-compatible server)
+export * from './serve/index.js';
 export { PromptTuningModel, loadPromptTuning } from './tuners/prompt_tuning/index.js';
 export { PrefixTuningModel, loadPrefixTuning } from './tuners/prefix_tuning/index.js';
 export { PTuningModel, loadPTuning } from './tuners/p_tuning/index.js';
@@ -69,7 +70,7 @@ export { BottleneckModel, loadBottleneck, isAdapterHubFolder, AdapterFormatError
 export { FullFineTuneModel, getFullFineTuneModel } from './tuners/full/index.js';
 
 // training
-export { Trainer, type TrainerOptions, type TrainResult, type EvalResult, METRICS_FILE, PLOT_FILE } from './train/trainer.js';
+export { Trainer, type TrainerOptions, type TrainResult, type EvalResult, METRICS_FILE, PLOT_FILE, BEST_DIR } from './train/trainer.js';
 export { loadDataset, loadClassificationDataset, readJsonl, IGNORE_INDEX } from './train/data.js';
 export { AdamW, type AdamWOptions, clipGradNorm } from './train/adamw.js';
 export { LrSchedule, type ScheduleName, SCHEDULES } from './train/schedule.js';
@@ -93,18 +94,42 @@ export { QuantizationError, type QuantizationConfig, writeQuantizedCheckpoint, q
 export { quantize4bit, dequantize4bit, type Quantized4bit, type QuantizeOptions } from './quant/blockwise.js';
 
 // bundled tasks, quickstart and method comparison
-export { runQuickstart, evaluateTask, bundledModelDir, taskDataDir, TASK_NAMES, TaskError } from './tasks/index.js';
-export { runComparison, type CompareOptions, type ComparisonReport, CompareError, compareMethods } from './compare/index.js';
+export {
+  runQuickstart,
+  type QuickstartOptions,
+  type QuickstartResult,
+  evaluateTask,
+  type TaskEvalOptions,
+  type TaskEvaluation,
+  bundledModelDir,
+  taskDataDir,
+  TASK_NAMES,
+  TaskError,
+} from './tasks/index.js';
+export {
+  runComparison,
+  type CompareOptions,
+  type ComparisonResult,
+  type ComparisonReport,
+  CompareError,
+  compareMethods,
+} from './compare/index.js';
 
 // export for other runtimes (transformers.js ONNX folders, GGUF models and LoRA adapters)
 export {
   loadExportSource,
+  type ExportSource,
   writeTransformersJs,
+  type ExportedFile,
   buildTransformersJsGraph,
   ggufModel,
   ggufLora,
   modelfile,
   encodeGguf,
+  GgmlType,
+  ValueType,
+  type GgufTensor,
+  type MetaValue,
   ExportError,
   type OnnxDtype,
   type GgufType,

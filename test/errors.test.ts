@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as api from '../src/index.js';
-import { PeftError } from '../src/errors.js';
+import { PeftError, checkPositiveInts } from '../src/errors.js';
 import { reportError, CliError } from '../src/cli/errors.js';
 
 test('every exported *Error class extends PeftError', () => {
@@ -33,4 +33,15 @@ test('reportError: PeftError -> one line, exit 1; anything else -> internal erro
   } finally {
     (process.stderr as { write: unknown }).write = orig;
   }
+});
+
+test('checkPositiveInts: skips undefined, throws Err for the first count that is not an integer >= 1', () => {
+  class CountError extends PeftError {}
+  assert.doesNotThrow(() => checkPositiveInts({ steps: 3, 'batch size': undefined, r: 1 }, CountError));
+  assert.throws(
+    () => checkPositiveInts({ steps: 3, 'batch size': 0, r: 1.5 }, CountError),
+    (e: unknown) => e instanceof CountError && e.message === 'batch size must be a positive integer, got 0',
+  );
+  assert.throws(() => checkPositiveInts({ r: 1.5 }, CountError), /^CountError: r must be a positive integer, got 1.5$/);
+  assert.throws(() => checkPositiveInts({ threads: Number.NaN }, CountError), /threads must be a positive integer, got NaN/);
 });

@@ -28,8 +28,31 @@ function unary(rule: (x: Value, y: Value, g: Value) => Value): VjpRule<NoAttrs> 
 function expandReduced(g: Value, x: Value, axes: number[], keepdims: boolean): Value {
   return o.expandLike(keepdims ? g : o.unsqueeze(g, axes), x);
 }
+/**
+ * g reshaped to x's shape. Where x's shape can be spelled from g's (static sizes, 0 for a symbolic
+ * dim g has at the same position, -1 for at most one other), a static Reshape: it does not read x,
+ * so x is not kept alive until the backward pass only for its shape (a ReshapeLike reads it, which
+ * kept e.g. the q/k/v split outputs of every attention layer: bench/RESULTS.md, "Memory of a
+ * training step").
+ */
+function reshapeBack(g: Value, x: Value): Value {
+  const spec: number[] = [];
+  let inferred = false;
+  for (let i = 0; i < x.rank; i++) {
+    const d = x.shape[i]!;
+    if (typeof d === 'number') spec.push(d);
+    else if (g.shape[i] === d) spec.push(0);
+    else if (!inferred) {
+      inferred = true;
+      spec.push(-1);
+    } else return o.reshapeLike(g, x);
+  }
+  // ONNX Reshape copies g's dim for a 0 only where both are symbolic and equal; a static 0-sized dim cannot be spelled
+  if (x.shape.some((d) => d === 0)) return o.reshapeLike(g, x);
+  return o.reshape(g, spec);
+}
 /** Reshape-like ops: the gradient takes the input's shape back. */
-const view: VjpRule<unknown> = (n, [g]) => [g && o.reshapeLike(g, n.inputs[0]!)];
+const view: VjpRule<unknown> = (n, [g]) => [g && reshapeBack(g, n.inputs[0]!)];
 /** g for input 0, nothing for the shape-giving input 1. */
 const firstUnbroadcast: VjpRule<NoAttrs> = (n, [g], need) => [need[0] ? o.unbroadcast(g!, n.inputs[0]!.shape) : undefined, undefined];
 
@@ -210,7 +233,7 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
     return [btScale ? o.int8Matmul(g!, [bt, btScale, b, bScale]) : o.matmul(g!, bt), ...none];
   },
   Reshape: view,
-  ReshapeLike: (n, [g], need) => [need[0] ? o.reshapeLike(g!, n.inputs[0]!) : undefined, undefined],
+  ReshapeLike: (n, [g], need) => [need[0] ? reshapeBack(g!, n.inputs[0]!) : undefined, undefined],
   Transpose: (n, [g]) => {
     const inv = new Array<number>(n.attrs.perm.length);
     n.attrs.perm.forEach((p, i) => (inv[p] = i));

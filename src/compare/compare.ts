@@ -9,7 +9,7 @@ import { loadConfig } from '../models/config.js';
 import { architectureOf } from '../models/load.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { checkOutputDir, claimOutputDir } from '../io/outdir.js';
-import { checkPositiveInt } from '../errors.js';
+import { checkPositiveInts } from '../errors.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import { TASK_NAMES, bundledModelDir, packageRoot } from '../tasks/tasks.js';
 import { bundledTask, resolveTask } from './data.js';
@@ -96,8 +96,6 @@ export interface ComparisonResult {
   files: { json: string; markdown: string; lossCurves: string; qualityVsParams: string };
 }
 
-const positiveInt = (name: string, v: number | undefined): void => checkPositiveInt(name, v, CompareError);
-
 /** How a saved adapter names its base: relative to the working folder when inside it. */
 function baseName(dir: string): string {
   const rel = relative(process.cwd(), dir);
@@ -176,15 +174,20 @@ export async function runComparison(opts: CompareOptions): Promise<ComparisonRes
   const batchSize = opts.batchSize ?? d.batchSize;
   const seed = opts.seed ?? d.seed;
   const scales = [...new Set([1, ...(opts.flexLrs ?? d.flexLrs)])].sort((a, b) => a - b);
-  positiveInt('the budget (steps)', budget);
-  positiveInt('the batch size', batchSize);
-  positiveInt('the eval limit', opts.evalLimit);
-  positiveInt('the flexibility eval limit', opts.flexEvalLimit);
-  positiveInt('threads', opts.threads);
-  positiveInt('the max length', opts.maxLength);
-  positiveInt('latency prompts', opts.latencyPrompts);
-  positiveInt('latency tokens', opts.latencyTokens);
-  positiveInt('the run timeout', opts.runTimeoutS);
+  checkPositiveInts(
+    {
+      'the budget (steps)': budget,
+      'the batch size': batchSize,
+      'the eval limit': opts.evalLimit,
+      'the flexibility eval limit': opts.flexEvalLimit,
+      threads: opts.threads,
+      'the max length': opts.maxLength,
+      'latency prompts': opts.latencyPrompts,
+      'latency tokens': opts.latencyTokens,
+      'the run timeout': opts.runTimeoutS,
+    },
+    CompareError,
+  );
   if (!Number.isInteger(seed)) throw new CompareError(`the seed must be an integer, got ${seed}`);
   for (const s of scales)
     if (!(s > 0 && Number.isFinite(s))) throw new CompareError(`learning-rate multiples must be numbers above 0, got ${s}`);

@@ -40,7 +40,7 @@ const MAX_LABELS = 10;
  * words when every completion is one of at most 10 single words, else exact match; answers get as
  * many new tokens as the longest reference needs, plus two.
  */
-export function inferTaskSpec(name: string, completions: readonly string[], tokenizer: Tokenizer): TaskSpec {
+function inferTaskSpec(name: string, completions: readonly string[], tokenizer: Tokenizer): TaskSpec {
   const longest = Math.max(1, ...completions.map((c) => tokenizer.encode(c, { addSpecialTokens: false }).length));
   const maxNewTokens = Math.min(128, longest + 2);
   const words = [...new Set(completions.map((c) => c.trim()))];

@@ -25,7 +25,7 @@ import type { BaseJob, BaseResult, CompareJob, JobResult, Latency, Quality, RunS
 import { VIRTUAL_TOKENS, adaptForComparison, loadBaseFor, usesVirtualTokens } from './methods.js';
 import { descriptorOf } from '../models/registry.js';
 
-export function median(xs: readonly number[]): number {
+function median(xs: readonly number[]): number {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
   const h = s.length >> 1;
@@ -208,7 +208,7 @@ async function timeLatency(
 }
 
 /** Bytes of every file under `dir`, and their paths relative to it. */
-export async function folderSize(dir: string): Promise<{ bytes: number; files: string[] }> {
+async function folderSize(dir: string): Promise<{ bytes: number; files: string[] }> {
   let bytes = 0;
   const files: string[] = [];
   const walk = async (d: string, rel: string): Promise<void> => {

@@ -27,7 +27,7 @@ const UINT8 = 2;
 const INT8 = 3;
 const FLOAT16 = 10;
 /** q4 block length along the input dim */
-export const Q4_BLOCK = 32;
+const Q4_BLOCK = 32;
 
 function floats(t: TensorSpec): Float32Array {
   const raw = t.raw!;
@@ -60,7 +60,7 @@ function toFp16(t: TensorSpec): { init: TensorSpec[]; node: NodeSpec } {
 }
 
 /** Symmetric int8 with one scale per row (axis 0). */
-export function quantizeRowsInt8(x: Float32Array, rows: number, cols: number): { q: Int8Array; scales: Float32Array } {
+function quantizeRowsInt8(x: Float32Array, rows: number, cols: number): { q: Int8Array; scales: Float32Array } {
   const q = new Int8Array(x.length);
   const scales = new Float32Array(rows);
   for (let r = 0; r < rows; r++) {
@@ -94,7 +94,7 @@ function toQ8(t: TensorSpec): { init: TensorSpec[]; node: NodeSpec } {
 }
 
 /** MatMulNBits operands of W [N, K]: uint8 [N, blocks, 16] (low nibble first), scales [N * blocks]. */
-export function quantizeBlocks4(
+function quantizeBlocks4(
   x: Float32Array,
   n: number,
   k: number,

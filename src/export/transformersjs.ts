@@ -22,20 +22,7 @@ import { baseModel, inferenceContext, paramFeeds, type InferenceModel } from '..
 import { onnxDtype } from '../onnx/lower.js';
 import { ExportError } from './errors.js';
 import { type OnnxDtype, ONNX_FILE_NAMES, applyDtype } from './onnx_dtypes.js';
-
-export { type OnnxDtype, ONNX_FILE_NAMES } from './onnx_dtypes.js';
-
-/** Tokenizer and generation files copied from the model folder when present. */
-export const TOKENIZER_FILES = [
-  'tokenizer.json',
-  'tokenizer_config.json',
-  'special_tokens_map.json',
-  'vocab.json',
-  'merges.txt',
-  'added_tokens.json',
-  'chat_template.jinja',
-  'tokenizer.model',
-];
+import { TOKENIZER_FILES } from '../io/modelfiles.js';
 
 /**
  * Where transformers.js starts the position_ids it makes from the attention mask (decoder_forward's
@@ -135,11 +122,11 @@ export interface TransformersJsExportOptions {
   chunkBytes?: number;
 }
 
-export const DEFAULT_EXTERNAL_DATA_BYTES = 1.5 * 2 ** 30;
-export const DEFAULT_CHUNK_BYTES = 1.9 * 2 ** 30;
+const DEFAULT_EXTERNAL_DATA_BYTES = 1.5 * 2 ** 30;
+const DEFAULT_CHUNK_BYTES = 1.9 * 2 ** 30;
 
 /** transformers.js' name for external data chunk i of an ONNX file. */
-export function dataFileName(onnxFile: string, i: number): string {
+function dataFileName(onnxFile: string, i: number): string {
   return `${onnxFile}_data${i === 0 ? '' : `_${i}`}`;
 }
 

@@ -8,6 +8,18 @@ import type { DType } from './types.js';
 
 /** The attributes of an op that has none. */
 export type NoAttrs = Record<string, never>;
+/** An op along one axis (Softmax, Concat, Gather, DimOf, ...). */
+export interface AxisAttrs {
+  axis: number;
+}
+/** Unsqueeze / Squeeze: the axes added or removed. */
+export interface AxesAttrs {
+  axes: number[];
+}
+/** LayerNorm / RmsNorm: the epsilon added to the variance. */
+export interface NormAttrs {
+  epsilon: number;
+}
 
 export interface OpAttrs {
   Add: NoAttrs;
@@ -33,13 +45,13 @@ export interface OpAttrs {
   Cos: NoAttrs;
   Sin: NoAttrs;
   Identity: NoAttrs;
-  Softmax: { axis: number };
-  LogSoftmax: { axis: number };
+  Softmax: AxisAttrs;
+  LogSoftmax: AxisAttrs;
   ReduceSum: ReduceAttrs;
   ReduceMean: ReduceAttrs;
   ReduceMax: ReduceAttrs;
-  LayerNorm: { epsilon: number };
-  RmsNorm: { epsilon: number };
+  LayerNorm: NormAttrs;
+  RmsNorm: NormAttrs;
   Rotary: NoAttrs;
   GeluTanh: NoAttrs;
   Silu: NoAttrs;
@@ -50,23 +62,23 @@ export interface OpAttrs {
   Reshape: { shape: number[] };
   ReshapeLike: NoAttrs;
   Transpose: { perm: number[] };
-  Concat: { axis: number };
+  Concat: AxisAttrs;
   Slice: { axis: number; start: number; end: number };
   Split: { axis: number; sizes: number[] };
   /** part `index` of `count` near-equal parts of x along `axis` (rows floor(d*index/count) to floor(d*(index+1)/count)), d known only at run time */
   Chunk: { axis: number; index: number; count: number };
   Pad: { pads: number[] };
-  Gather: { axis: number };
+  Gather: AxisAttrs;
   Where: NoAttrs;
   ExpandLike: NoAttrs;
-  Unsqueeze: { axes: number[] };
-  Squeeze: { axes: number[] };
+  Unsqueeze: AxesAttrs;
+  Squeeze: AxesAttrs;
   Cast: { to: DType };
   Dropout: { ratio: number };
   SoftmaxCrossEntropy: { ignoreIndex: number };
   SoftmaxCrossEntropyGrad: NoAttrs;
-  DimOf: { axis: number };
-  ArangeOfDim: { axis: number };
+  DimOf: AxisAttrs;
+  ArangeOfDim: AxisAttrs;
   Size: NoAttrs;
   ZerosLike: NoAttrs;
   ScatterAddRows: NoAttrs;

@@ -103,6 +103,10 @@ export interface ModelConfig {
 
 export type Raw = Record<string, unknown>;
 
+const isPositiveInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0;
+const isPositiveNumber = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v > 0;
+const isTokenId = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0;
+
 /** Field access that names the file and field in every error. */
 export class Fields {
   constructor(
@@ -127,66 +131,54 @@ export class Fields {
           `save_pretrained or add the value by hand.`,
       );
     }
-    return this.positiveInt(field, this.raw[field]);
+    return this.checked(field, this.raw[field], isPositiveInt, 'a positive integer');
   }
 
   int(field: string, fallback: number): number {
-    return this.has(field) ? this.positiveInt(field, this.raw[field]) : fallback;
+    return this.optional(field, fallback, isPositiveInt, 'a positive integer');
   }
 
   optionalInt(field: string): number | undefined {
-    return this.has(field) ? this.positiveInt(field, this.raw[field]) : undefined;
-  }
-
-  private positiveInt(field: string, v: unknown): number {
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
-      this.fail(field, `must be a positive integer, found ${JSON.stringify(v)}.`);
-    }
-    return v;
+    return this.optional(field, undefined, isPositiveInt, 'a positive integer');
   }
 
   num(field: string, fallback: number): number {
-    if (!this.has(field)) return fallback;
-    const v = this.raw[field];
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
-      this.fail(field, `must be a positive number, found ${JSON.stringify(v)}.`);
-    }
-    return v;
+    return this.optional(field, fallback, isPositiveNumber, 'a positive number');
   }
 
   bool(field: string, fallback: boolean): boolean {
-    if (!this.has(field)) return fallback;
-    const v = this.raw[field];
-    if (typeof v !== 'boolean') this.fail(field, `must be true or false, found ${JSON.stringify(v)}.`);
-    return v;
+    return this.optional(field, fallback, (v): v is boolean => typeof v === 'boolean', 'true or false');
   }
 
   str(field: string, fallback: string): string {
-    if (!this.has(field)) return fallback;
-    const v = this.raw[field];
-    if (typeof v !== 'string') this.fail(field, `must be a string, found ${JSON.stringify(v)}.`);
-    return v;
+    return this.optional(field, fallback, (v): v is string => typeof v === 'string', 'a string');
   }
 
   tokenId(field: string): number | undefined {
-    if (!this.has(field)) return undefined;
-    const v = this.raw[field];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
-      this.fail(field, `must be a non-negative integer token id, found ${JSON.stringify(v)}.`);
-    }
-    return v;
+    return this.optional(field, undefined, isTokenId, 'a non-negative integer token id');
   }
 
   /** Some models (e.g. Llama 3 instruct) list several end-of-sequence ids. */
   tokenIds(field: string): number | number[] | undefined {
     const v = this.raw[field];
     if (Array.isArray(v)) {
-      if (!v.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= 0)) {
+      if (!v.every(isTokenId)) {
         this.fail(field, `must be a token id or a list of token ids, found ${JSON.stringify(v)}.`);
       }
       return v as number[];
     }
     return this.tokenId(field);
+  }
+
+  /** `v` when `ok` accepts it, else an error naming the field, what it `must` be and what was found. */
+  private checked<T>(field: string, v: unknown, ok: (v: unknown) => v is T, must: string): T {
+    if (!ok(v)) this.fail(field, `must be ${must}, found ${JSON.stringify(v)}.`);
+    return v;
+  }
+
+  /** The field's checked value, or `fallback` when it is absent (or null). */
+  private optional<T, F>(field: string, fallback: F, ok: (v: unknown) => v is T, must: string): T | F {
+    return this.has(field) ? this.checked(field, this.raw[field], ok, must) : fallback;
   }
 }
 
@@ -373,15 +365,7 @@ export function decoderFields(f: Fields, common: CommonConfig, d: DecoderDefault
   const [actField, actDefault] = d.activation ?? ['hidden_act', 'silu'];
   return {
     ...common,
-    vocabSize: f.requiredInt('vocab_size'),
-    hiddenSize: hidden,
-    numHiddenLayers: f.requiredInt('num_hidden_layers'),
-    numAttentionHeads: heads,
-    numKeyValueHeads: kvHeads,
-    headDim,
-    intermediateSize: f.requiredInt('intermediate_size'),
-    maxPositionEmbeddings: f.int('max_position_embeddings', d.maxPositions),
-    hiddenAct: f.str(actField, actDefault),
+    ...sizeFields(f, hidden, heads, kvHeads, headDim, d.maxPositions, [actField, actDefault]),
     normType: 'rmsnorm',
     normEps: f.num('rms_norm_eps', 1e-6),
     tieWordEmbeddings: f.bool('tie_word_embeddings', d.tie ?? false),
@@ -410,17 +394,43 @@ export function encoderFields(
   checkDivisible(f, hidden, heads, 'hidden_size', 'num_attention_heads');
   return {
     ...common,
+    ...sizeFields(f, hidden, heads, heads, hidden / heads, maxPositions, activation),
+    normType: 'layernorm',
+    tieWordEmbeddings: f.bool('tie_word_embeddings', true),
+  };
+}
+
+/** The size fields decoders and encoders share, read in this order (the first bad one is the error). */
+function sizeFields(
+  f: Fields,
+  hidden: number,
+  heads: number,
+  kvHeads: number,
+  headDim: number,
+  maxPositions: number,
+  [actField, actDefault]: [field: string, fallback: string],
+): Pick<
+  ModelConfig,
+  | 'vocabSize'
+  | 'hiddenSize'
+  | 'numHiddenLayers'
+  | 'numAttentionHeads'
+  | 'numKeyValueHeads'
+  | 'headDim'
+  | 'intermediateSize'
+  | 'maxPositionEmbeddings'
+  | 'hiddenAct'
+> {
+  return {
     vocabSize: f.requiredInt('vocab_size'),
     hiddenSize: hidden,
     numHiddenLayers: f.requiredInt('num_hidden_layers'),
     numAttentionHeads: heads,
-    numKeyValueHeads: heads,
-    headDim: hidden / heads,
+    numKeyValueHeads: kvHeads,
+    headDim,
     intermediateSize: f.requiredInt('intermediate_size'),
     maxPositionEmbeddings: f.int('max_position_embeddings', maxPositions),
-    hiddenAct: f.str(activation[0], activation[1]),
-    normType: 'layernorm',
-    tieWordEmbeddings: f.bool('tie_word_embeddings', true),
+    hiddenAct: f.str(actField, actDefault),
   };
 }
 

@@ -162,7 +162,7 @@ export interface HubOptions {
 }
 
 /** The Hub's per-file limit: bigger files cannot be uploaded there, so bigger downloads are refused. */
-export const DEFAULT_MAX_FILE_BYTES = 50_000_000_000;
+const DEFAULT_MAX_FILE_BYTES = 50_000_000_000;
 /** Repo info (the file listing) is JSON of a few KB to a few MB; more is not a Hub answer. */
 const MAX_REPO_INFO_BYTES = 64 * 1024 * 1024;
 const MAX_REPO_FILES = 100_000;
@@ -235,7 +235,7 @@ function envSeconds(name: string): number | undefined {
 }
 
 /** huggingface_hub's REGEX_COMMIT_HASH: what the server's `sha` must be before it names a folder. */
-export function isCommitHash(s: string): boolean {
+function isCommitHash(s: string): boolean {
   return COMMIT_RE.test(s);
 }
 
@@ -244,7 +244,7 @@ export function isCommitHash(s: string): boolean {
  * file: it must be one safe file name (the Hub sends 40 or 64 hex digits; mirrors may send other
  * tokens), never ".", "..", a hidden name, or anything with a separator.
  */
-export function normalizeEtag(raw: string): string | undefined {
+function normalizeEtag(raw: string): string | undefined {
   const etag = raw.trim().replace(/^W\//, '').replace(/^"|"$/g, '');
   return /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(etag) && !etag.endsWith('.incomplete') ? etag : undefined;
 }

@@ -5,7 +5,7 @@ import type { Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
 import { type CommonConfig, type Fields, type ModelConfig, checkDivisible } from '../io/hfconfig.js';
 import type { BuildContext } from '../nn/context.js';
-import { attention, attentionBias, embedding, layerNorm, linear, mergeHeads, splitHeads } from '../nn/layers.js';
+import { attentionBias, attentionOf, embedding, layerNorm, linear, mergeHeads, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
 import { appendPast, applySublayer, causalLmLoss, defaultPositions, inputEmbeddings, modulePaths, ModelBase } from './common.js';
@@ -69,7 +69,7 @@ export class GPT2Model extends ModelBase implements PretrainedModel {
           const qkv = linear(ctx, spec(`${p}.attn.c_attn`), x);
           const [q, k, v] = o.split(qkv, -1, [H * D, H * D, H * D]).map((t) => splitHeads(t, H, D)) as [Value, Value, Value];
           const { key, value } = appendPast(args.past?.[i], k, v, presents);
-          const attnOut = linear(ctx, spec(`${p}.attn.c_proj`), mergeHeads(attention(q, key, value, bias, D), H, D));
+          const attnOut = linear(ctx, spec(`${p}.attn.c_proj`), mergeHeads(attentionOf(ctx, q, key, value, bias, D), H, D));
           const afterAttn = applySublayer(ctx, `${i}.attn`, i, attnOut, residual);
           const y = layerNorm(ctx, `${p}.ln_2`, afterAttn, cfg.normEps);
           const m = linear(ctx, spec(`${p}.mlp.c_proj`), activation(cfg.hiddenAct, linear(ctx, spec(`${p}.mlp.c_fc`), y)));

@@ -97,3 +97,12 @@ export function attention(q: Value, k: Value, v: Value, bias: Value, headDim: nu
   const scores = o.add(o.div(o.matmul(q, o.transposeLast2(k)), Math.sqrt(headDim)), bias);
   return o.matmul(o.softmax(scores, -1), v);
 }
+
+/**
+ * attention() of q with keys and values of `kvRep`-times fewer heads (grouped-query; 1: as many),
+ * through ctx.recomputed: training with selectiveRecompute, the backward pass recomputes the
+ * repeated keys/values, scores and probabilities from q, k and v instead of keeping them.
+ */
+export function attentionOf(ctx: BuildContext, q: Value, k: Value, v: Value, bias: Value, headDim: number, kvRep = 1): Value {
+  return ctx.recomputed([q, k, v], ([q, k, v]) => attention(q!, repeatKV(k!, kvRep), repeatKV(v!, kvRep), bias, headDim));
+}

@@ -17,7 +17,7 @@ import { type DType, GraphShapeError, dtypeByteSize, shapeToString, staticSize }
 import { hostArrayOf } from '../graph/ir.js';
 import type { AttrValue, ModelSpec, NodeSpec, TensorSpec, ValueInfoSpec } from './model.js';
 
-export const OPSET = 18;
+const OPSET = 18;
 
 /** A ModelProto must stay below 2 GiB (protobuf limit); inline bytes above this are refused. */
 export const MAX_INLINE_BYTES = 2 ** 31 - 64 * 2 ** 20;

@@ -13,7 +13,7 @@ import { MAX_INLINE_BYTES, type ExternalBlob, type LoweredGraph } from './export
 import type { AttrValue, NodeSpec, TensorSpec } from './model.js';
 import { PeftError } from '../errors.js';
 
-export class Int8WeightsError extends PeftError {
+class Int8WeightsError extends PeftError {
   constructor(message: string) {
     super(message);
     this.name = 'Int8WeightsError';
@@ -23,7 +23,7 @@ export class Int8WeightsError extends PeftError {
 /** values of K per scale */
 export const INT8_BLOCK = 128;
 /** matrices smaller than this (elements) stay float32 */
-export const INT8_MIN_ELEMENTS = 4096;
+const INT8_MIN_ELEMENTS = 4096;
 
 const FLOAT = 1;
 const UINT8 = 2;

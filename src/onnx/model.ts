@@ -79,7 +79,7 @@ function node(n: NodeSpec): PbWriter {
   return w;
 }
 
-export function tensor(t: TensorSpec): PbWriter {
+function tensor(t: TensorSpec): PbWriter {
   const w = new PbWriter();
   if (t.dims.length) w.packedVarints(1, t.dims);
   w.varint(2, t.dataType);

@@ -14,7 +14,7 @@ import { Trainer, checkRunFolder } from '../train/trainer.js';
 import { getPeftModel } from '../tuners/load.js';
 import { type TaskEvaluation, evaluateTask, formatScore } from './evaluate.js';
 import { type TaskExample, TaskError, bundledModelDir, getTask, loadTaskData } from './tasks.js';
-import { checkPositiveInt } from '../errors.js';
+import { checkPositiveInts } from '../errors.js';
 
 /** The defaults `npm start` runs with; measured in docs/QUICKSTART.md. */
 export const QUICKSTART_DEFAULTS = {
@@ -97,8 +97,6 @@ export interface QuickstartResult {
   samples: QuickstartSample[];
 }
 
-const positiveInt = (name: string, v: number | undefined): void => checkPositiveInt(name, v, TaskError);
-
 /** How the adapter config names its base: a path relative to the working folder when it lies inside it. */
 function baseName(dir: string): string {
   const rel = relative(process.cwd(), dir);
@@ -130,12 +128,17 @@ export async function runQuickstart(opts: QuickstartOptions = {}): Promise<Quick
     seed: opts.seed ?? d.seed,
   };
   const log = opts.log ?? (() => undefined);
-  positiveInt('steps', o.steps);
-  positiveInt('r', o.r);
-  positiveInt('batch size', o.batchSize);
-  positiveInt('eval limit', opts.evalLimit);
-  positiveInt('threads', opts.threads);
-  positiveInt('eval interval', opts.evalEvery);
+  checkPositiveInts(
+    {
+      steps: o.steps,
+      r: o.r,
+      'batch size': o.batchSize,
+      'eval limit': opts.evalLimit,
+      threads: opts.threads,
+      'eval interval': opts.evalEvery,
+    },
+    TaskError,
+  );
   const precision = opts.basePrecision ?? DEFAULT_BASE_PRECISION;
   if (!['fp32', 'int8', 'nf4'].includes(precision)) throw new TaskError(`base precision must be fp32, int8 or nf4, got ${precision}`);
   if (!(o.learningRate > 0)) throw new TaskError(`the learning rate must be above 0, got ${o.learningRate}`);

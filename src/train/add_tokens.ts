@@ -10,7 +10,7 @@ import { Tokenizer } from '../io/tokenizer.js';
 import { resizeTokenEmbeddings } from '../models/load.js';
 import type { PretrainedModel } from '../models/types.js';
 
-export class AddTokensError extends PeftError {
+class AddTokensError extends PeftError {
   constructor(message: string) {
     super(message);
     this.name = 'AddTokensError';
@@ -130,7 +130,7 @@ export function growModelFor(model: PretrainedModel, length: number): Pretrained
 }
 
 /** transformers' len(tokenizer) of the tokenizer saved with an adapter, or undefined when it has none. */
-export async function adapterTokenizerLength(adapterDir: string): Promise<number | undefined> {
+async function adapterTokenizerLength(adapterDir: string): Promise<number | undefined> {
   if (!existsSync(join(adapterDir, 'tokenizer.json'))) return undefined;
   return (await Tokenizer.fromDir(adapterDir)).vocabSize;
 }

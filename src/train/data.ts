@@ -63,7 +63,7 @@ export interface LoadDatasetOptions extends Omit<TokenizeOptions, 'file'> {
 }
 
 /** Records with the dataset's own field names renamed to the standard ones (a missing renamed field is an error naming it). */
-export function renameFields(records: readonly JsonlRecord[], keys: FieldNames, file?: string): JsonlRecord[] {
+function renameFields(records: readonly JsonlRecord[], keys: FieldNames, file?: string): JsonlRecord[] {
   const pairs = (Object.entries(keys) as [keyof FieldNames, string | undefined][]).filter(([std, k]) => k !== undefined && k !== std) as [
     keyof FieldNames,
     string,
@@ -485,7 +485,7 @@ export interface ClassificationData {
 }
 
 /** How a class-id list reads in messages: 0 = "NEG", 1 = "POS" (or 0..N-1 for the generic LABEL_i names). */
-export function describeLabels(labels: ClassLabels): string {
+function describeLabels(labels: ClassLabels): string {
   const ids = Array.from({ length: labels.numLabels }, (_, i) => i);
   const generic = ids.every((i) => labels.id2label[i] === `LABEL_${i}`);
   if (generic) return `a class id 0..${labels.numLabels - 1} (or its name LABEL_0..LABEL_${labels.numLabels - 1})`;

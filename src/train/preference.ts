@@ -130,7 +130,7 @@ export interface PreferenceStepResult {
 }
 
 /** The [pairs, batch] pairing matrix of a batch whose first half is the chosen rows and second half their rejected rows. */
-export function halvesPairing(batchSize: number): HostTensor {
+function halvesPairing(batchSize: number): HostTensor {
   if (batchSize % 2 !== 0)
     throw new TrainError(`a preference batch holds chosen rows then their rejected rows; got an odd size ${batchSize}`);
   const pairs = batchSize / 2;

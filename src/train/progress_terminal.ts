@@ -35,7 +35,7 @@ export class LineProgress implements ProgressReporter {
 }
 
 /** A live bar for terminals. */
-export class BarProgress implements ProgressReporter {
+class BarProgress implements ProgressReporter {
   private bar: cliProgress.SingleBar | null = null;
   private evalText = '-';
   constructor(private readonly out: NodeJS.WritableStream = process.stderr) {}

@@ -23,12 +23,12 @@ export interface RunConfigFile {
 }
 
 /** kebab-case or snake_case key -> camelCase attribute name ("eval-data", "eval_data" -> "evalData"). */
-export function attributeName(key: string): string {
+function attributeName(key: string): string {
   return key.replace(/[-_]+([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 }
 
 /** Levenshtein distance, for "did you mean". */
-export function editDistance(a: string, b: string): number {
+function editDistance(a: string, b: string): number {
   const prev = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     let diag = prev[0]!;
@@ -43,7 +43,7 @@ export function editDistance(a: string, b: string): number {
 }
 
 /** The valid name closest to `key` (ignoring case and -/_), or undefined when none is close. */
-export function nearest(key: string, valid: readonly string[]): string | undefined {
+function nearest(key: string, valid: readonly string[]): string | undefined {
   const norm = (s: string) => s.toLowerCase().replace(/[-_]/g, '');
   let best: string | undefined;
   let bestD = Infinity;

@@ -25,6 +25,13 @@ export type StepOptions = Pick<
   quantKernel?: QuantKernel;
   /** recompute each decoder layer in the backward pass instead of keeping its activations (default false) */
   gradientCheckpointing?: boolean;
+  /**
+   * recompute each attention core (scores, softmax, probabilities @ v) from q, k and v, and a gated
+   * MLP's activation from its two projections, in the backward pass instead of keeping them
+   * (default DEFAULT_SELECTIVE_RECOMPUTE; no effect with gradientCheckpointing, which recomputes
+   * whole layers; BuildContext.recomputed)
+   */
+  selectiveRecompute?: boolean;
   /** frozen float32 matrices multiplied as they are ('fp32', default) or through int8 copies ('int8'; src/quant/int8_base.ts) */
   basePrecision?: BasePrecision;
   /** with basePrecision 'int8': linear modules whose products stay float32 (BuildOptions.int8Exclude) */
@@ -48,6 +55,15 @@ export type StepOptions = Pick<
  * training step").
  */
 export const DEFAULT_BASE_PRECISION: BasePrecision = 'int8';
+
+/**
+ * Whether a training step recomputes each attention core and gated-MLP activation in the backward
+ * pass (StepOptions.selectiveRecompute) when not told otherwise: the [batch, heads, seq, seq]
+ * probabilities of every layer are then not kept (GPT-2 small at 4 x 256: 12 MiB a layer; peak
+ * RSS 1564 -> 1356 MiB) for about 3% of a step's FLOPs and no CPU time measurable under load
+ * (bench/RESULTS.md, "Memory of a training step").
+ */
+const DEFAULT_SELECTIVE_RECOMPUTE = true;
 
 /** The step option for a --base-precision value: nf4 is chosen when the model is loaded (a 4-bit base), so its products stay as loaded. */
 export function trainBasePrecision(flag: string | undefined, quantizedBase = false): BasePrecision {
@@ -86,6 +102,7 @@ function buildLossGraph(
   gradientCheckpointing?: boolean,
   basePrecision?: BasePrecision,
   lossChunks = DEFAULT_LOSS_CHUNKS,
+  selectiveRecompute = false,
   int8Exclude?: readonly string[],
 ): BuiltGraph {
   const classes = labelKindOf(model) === 'classes';
@@ -95,6 +112,7 @@ function buildLossGraph(
     training,
     quantKernel,
     gradientCheckpointing,
+    selectiveRecompute,
     basePrecision,
     int8Exclude,
   });
@@ -247,7 +265,7 @@ export function countLossTokens(batch: Batch, prependedLabels = 0): number {
 }
 
 /** Rows of a classification batch whose largest logit (the first, on a tie) is their label. */
-export function countCorrect(logits: Float32Array, batch: Batch): number {
+function countCorrect(logits: Float32Array, batch: Batch): number {
   const classes = logits.length / batch.size;
   let correct = 0;
   for (let b = 0; b < batch.size; b++) {
@@ -289,6 +307,7 @@ export class TrainStep {
       opts.gradientCheckpointing,
       opts.basePrecision,
       opts.lossChunks,
+      opts.selectiveRecompute ?? DEFAULT_SELECTIVE_RECOMPUTE,
       opts.int8Exclude,
     );
     const scale = graph.input(LOSS_SCALE, 'float32', []);
@@ -356,6 +375,7 @@ export class EvalStep {
       undefined,
       opts.basePrecision,
       opts.lossChunks,
+      false,
       opts.int8Exclude,
     );
     if (dropouts.length) throw new TrainError(`the ${model.peftType} model draws dropout masks even when built for evaluation`);

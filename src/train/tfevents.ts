@@ -32,7 +32,7 @@ export function maskedCrc32c(data: Uint8Array): number {
 }
 
 /** One TFRecord frame around `data`. */
-export function tfRecord(data: Uint8Array): Uint8Array {
+function tfRecord(data: Uint8Array): Uint8Array {
   const out = new Uint8Array(8 + 4 + data.length + 4);
   const view = new DataView(out.buffer);
   view.setBigUint64(0, BigInt(data.length), true);
@@ -43,11 +43,7 @@ export function tfRecord(data: Uint8Array): Uint8Array {
 }
 
 /** An Event message: wall_time = 1 (double), step = 2 (int64), file_version = 3, summary = 5. */
-export function eventBytes(
-  wallTime: number,
-  step: number,
-  body: { fileVersion: string } | { scalars: Record<string, number> },
-): Uint8Array {
+function eventBytes(wallTime: number, step: number, body: { fileVersion: string } | { scalars: Record<string, number> }): Uint8Array {
   const w = new PbWriter().double(1, wallTime).varint(2, step);
   if ('fileVersion' in body) w.string(3, body.fileVersion);
   else {

@@ -5,7 +5,7 @@
 // example-weighted loss and accuracy.
 
 import { createHash } from '../io/sha256.js';
-import { closeSync, join, openSync, readSync } from '../storage/index.js';
+import { join } from '../storage/index.js';
 import { runtimeBackend } from '../runtime/backend.js';
 import { type OutputDir, type OutputDirState, checkOutputDir, claimOutputDir, readOutputMarker } from '../io/outdir.js';
 import { copyTokenizerFiles } from '../io/modelfiles.js';
@@ -39,7 +39,7 @@ import {
   preferenceAccuracy,
   rewardMetrics,
 } from './preference.js';
-import { checkPositiveInt } from '../errors.js';
+import { checkPositiveInts } from '../errors.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
 export const PLOT_FILE = 'loss.svg';
@@ -166,13 +166,14 @@ type Resolved = Required<Omit<TrainerOptions, Optional | 'progress'>> & Pick<Tra
 /** The folder under the output folder that holds the best evaluation's adapter. */
 export const BEST_DIR = 'best';
 
-const positiveInt = (name: string, v: number | undefined): void => checkPositiveInt(name, v, TrainError);
-function nonNegative(name: string, v: number): void {
-  if (!(Number.isFinite(v) && v >= 0)) throw new TrainError(`${name} must be a finite number >= 0, got ${v}`);
+/** Each value (checked in order) finite and >= 0, else a TrainError for the first that is not. */
+function checkNonNegative(values: Readonly<Record<string, number>>): void {
+  for (const [name, v] of Object.entries(values))
+    if (!(Number.isFinite(v) && v >= 0)) throw new TrainError(`${name} must be a finite number >= 0, got ${v}`);
 }
 
 /** A digest of tokenized examples: a resumed run must see the same data in the same order. */
-export function fingerprintExamples(examples: readonly TrainItem[]): string {
+function fingerprintExamples(examples: readonly TrainItem[]): string {
   const h = createHash('sha256');
   for (const item of examples) {
     if (isPreferencePair(item)) {
@@ -261,36 +262,15 @@ function checkExamples(model: AdaptedModel, examples: readonly TrainItem[], whic
   });
 }
 
-/** The float32 values of a weight stored in a float32 safetensors file, read back from it. */
-function readFloat32(file: { path: string; offset: number; length: number }): Float32Array {
-  const data = new Float32Array(file.length / 4);
-  const bytes = new Uint8Array(data.buffer);
-  const fd = openSync(file.path, 'r');
-  try {
-    let done = 0;
-    while (done < bytes.length) {
-      const n = readSync(fd, bytes.subarray(done), 0, bytes.length - done, file.offset + done);
-      if (n <= 0)
-        throw new TrainError(
-          `${file.path} ended before a weight could be read back from it; do not change the model's files while it trains`,
-        );
-      done += n;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return data;
-}
-
 /**
  * Training on an int8 base: the weights both steps hold only as int8 copies are never read as
  * float32 by them, so their float32 arrays are dropped from the model (about 320 MiB for GPT-2
  * small); anything that needs one later (generation, merging) reads it back from the checkpoint.
  */
-function releaseInt8Only(model: AdaptedModel, train: TrainStep, evaluation: EvalStep | undefined): void {
+export function releaseInt8Only(model: AdaptedModel, train: TrainStep, evaluation: EvalStep | undefined): void {
   const names = evaluation ? train.int8OnlyWeights.filter((n) => evaluation.int8OnlyWeights.includes(n)) : train.int8OnlyWeights;
   let released = 0;
-  for (const n of names) if (model.base.weights.releaseFloat(n, readFloat32)) released++;
+  for (const n of names) if (model.base.weights.releaseFloat(n)) released++;
   // V8 frees the arrays only at a full collection, which need not come before the step's peak.
   if (released) runtimeBackend().collectGarbage?.();
 }
@@ -326,14 +306,15 @@ export class Trainer {
     } as Resolved;
     const o = this.opts;
     if (!o.outputDir) throw new TrainError('an output folder is required');
-    positiveInt('batch size', o.batchSize);
-    positiveInt('gradient accumulation steps', o.gradAccum);
-    nonNegative('learning rate', o.learningRate);
-    nonNegative('weight decay', o.weightDecay);
-    nonNegative('max grad norm', o.maxGradNorm);
-    nonNegative('eval every', o.evalEvery);
-    nonNegative('save every', o.saveEvery);
-    if (o.maxSteps !== undefined) positiveInt('steps', o.maxSteps);
+    checkPositiveInts({ 'batch size': o.batchSize, 'gradient accumulation steps': o.gradAccum }, TrainError);
+    checkNonNegative({
+      'learning rate': o.learningRate,
+      'weight decay': o.weightDecay,
+      'max grad norm': o.maxGradNorm,
+      'eval every': o.evalEvery,
+      'save every': o.saveEvery,
+    });
+    if (o.maxSteps !== undefined) checkPositiveInts({ steps: o.maxSteps }, TrainError);
     else if (!(o.epochs > 0 && Number.isFinite(o.epochs))) throw new TrainError(`epochs must be a number > 0, got ${o.epochs}`);
     if (o.warmupSteps !== undefined && !(Number.isInteger(o.warmupSteps) && o.warmupSteps >= 0))
       throw new TrainError(`warmup steps must be an integer >= 0, got ${o.warmupSteps}`);

@@ -1,5 +1,5 @@
 // Drives the browser demo (examples/browser) in Debian's Chromium through playwright-core: builds
-// the bundle, serves the page, opens it, trains. Used by test/browser and bench/browser_train.ts.
+// the bundle, serves the page, opens it, trains. Used by test/e2e/browser and bench/browser_train.ts.
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';

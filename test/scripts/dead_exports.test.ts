@@ -1,10 +1,8 @@
 // An export is a promise that another file uses the name: scripts/dead_exports.ts finds the exports
-// of src/ that nothing outside their own file imports. New ones fail here; the ones that remain from
-// before the check are listed in dead_exports.baseline.txt, which may only shrink (a line that is no
-// longer dead is printed as a diagnostic, to be deleted).
+// of src/ that nothing outside their own file imports, and src/ must have none.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { test } from 'node:test';
@@ -37,15 +35,10 @@ test('dead_exports: finds an export used only in its own file and keeps the ones
   }
 });
 
-test('dead_exports: src/ has no export without a user beyond the baseline', (t) => {
-  const baseline = readFileSync(join(root, 'test/scripts/dead_exports.baseline.txt'), 'utf8')
-    .split('\n')
-    .filter((l) => l && !l.startsWith('#'));
-  const dead = findDeadExports(root);
-  const allowed = new Set(baseline);
-  const added = dead.filter((d) => !allowed.has(d));
-  assert.deepEqual(added, [], 'exports nothing outside their file uses: remove `export` (or delete the code if nothing uses it)');
-  // A line that is no longer dead is reported, not failed, so work in those folders does not break on it.
-  const gone = baseline.filter((b) => !dead.includes(b));
-  if (gone.length) t.diagnostic(`no longer dead, delete from dead_exports.baseline.txt: ${gone.join('; ')}`);
+test('dead_exports: src/ has no export without a user outside its file', () => {
+  assert.deepEqual(
+    findDeadExports(root),
+    [],
+    'exports nothing outside their file uses: remove `export`, delete the code if nothing uses it, or add it to src/index.ts if library users need it',
+  );
 });

@@ -115,7 +115,7 @@ function folderSize(dir: string): number {
   return n;
 }
 
-export async function runExport(flags: ExportFlags): Promise<void> {
+async function runExport(flags: ExportFlags): Promise<void> {
   if (!FORMATS.includes(flags.format)) throw new ExportError(`--format ${flags.format} is not one of ${FORMATS.join(', ')}`);
   const isOnnx = flags.format === 'transformers.js';
   if (!isOnnx && flags.dtype) throw new ExportError(`--dtype is for --format transformers.js; --format ${flags.format} takes --type`);

@@ -66,7 +66,7 @@ function intTensor(file: string, tensors: Map<string, RawTensor>, name: string, 
   return { dtype: 'int64', shape: [...t.shape], data };
 }
 
-export function batchFromFile(
+function batchFromFile(
   file: string,
   tensors: Map<string, RawTensor>,
   model: PretrainedModel,

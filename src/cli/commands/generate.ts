@@ -44,6 +44,16 @@ export async function loadModelArg(
   return { dir, base, model: current };
 }
 
+/** The text of a --chat-template file (generate, serve); undefined when the flag is not given. */
+export async function readChatTemplate(file: string | undefined): Promise<string | undefined> {
+  if (file === undefined) return undefined;
+  try {
+    return await readFile(file, 'utf8');
+  } catch (e) {
+    throw new CliError(`cannot read the chat template ${file}: ${(e as Error).message}`);
+  }
+}
+
 /** One --adapter value: "DIR", or "NAME=DIR" (a name for --row-adapters). */
 export function parseAdapterArg(v: string): { name?: string; dir: string } {
   const m = /^([^=/\\\s,]+)=(.+)$/.exec(v);
@@ -155,14 +165,7 @@ async function runGenerate(flags: GenerateFlags): Promise<void> {
   if (given.length === 0) throw new CliError('give at least one --prompt "text"');
   if ((flags.system !== undefined || flags.chatTemplate !== undefined) && !flags.chat)
     throw new CliError('--system and --chat-template need --chat');
-  let chatTemplate: string | undefined;
-  if (flags.chatTemplate !== undefined) {
-    try {
-      chatTemplate = await readFile(flags.chatTemplate, 'utf8');
-    } catch (e) {
-      throw new CliError(`cannot read the chat template ${flags.chatTemplate}: ${(e as Error).message}`);
-    }
-  }
+  const chatTemplate = await readChatTemplate(flags.chatTemplate);
   const { dir, model } =
     flags.rowAdapters !== undefined
       ? await loadMixedModelArg(flags.model, flags.adapter, flags.merged)

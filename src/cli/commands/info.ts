@@ -134,7 +134,7 @@ function folderBytes(dir: string): number {
 }
 
 /** Parameter count, dtypes and bytes of a checkpoint (a file, or a folder with a single or sharded file) from its headers. */
-export async function summarizeWeights(path: string, weightsName?: string): Promise<WeightsSummary> {
+async function summarizeWeights(path: string, weightsName?: string): Promise<WeightsSummary> {
   const src = await openCheckpoint(path, { weightsName });
   try {
     const names = src.names();
@@ -178,7 +178,7 @@ const num = (raw: Record<string, unknown>, ...keys: string[]): number | null => 
   return null;
 };
 
-export async function describeModel(dir: string): Promise<ModelInfo> {
+async function describeModel(dir: string): Promise<ModelInfo> {
   const raw = await readJson(join(dir, 'config.json'));
   const architectures = Array.isArray(raw.architectures) ? raw.architectures.filter((a): a is string => typeof a === 'string') : [];
   const modelType = typeof raw.model_type === 'string' ? raw.model_type : 'unknown';
@@ -493,7 +493,7 @@ function table(title: string, rows: [string, string][]): string {
   return `${title}\n${rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}`).join('\n')}\n`;
 }
 
-export function render(info: ModelInfo | AdapterInfo): string {
+function render(info: ModelInfo | AdapterInfo): string {
   const rows: [string, string][] = [];
   if (info.kind === 'model') {
     const m = info;

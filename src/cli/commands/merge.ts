@@ -34,7 +34,7 @@ interface MergeFlags {
 }
 
 /** An adapter whose method has no weights to fold into the base model. */
-export class NotMergeableError extends AdapterError {
+class NotMergeableError extends AdapterError {
   constructor(
     readonly method: string,
     message: string,

@@ -1,7 +1,7 @@
 // `peft serve`: an OpenAI-compatible server over one base model and any number of LoRA/IA3 adapters
 // (src/serve/). Binds to 127.0.0.1 unless --host says otherwise; stops cleanly on SIGINT/SIGTERM.
 
-import { basename, readFile } from '../../storage/index.js';
+import { basename } from '../../storage/index.js';
 import type { Command } from 'commander';
 import { resolveModelDir } from '../../io/hub.js';
 import { Tokenizer } from '../../io/tokenizer.js';
@@ -11,7 +11,7 @@ import { MultiAdapterModel } from '../../tuners/multi/index.js';
 import { OpenAIServer, ServeEngine } from '../../serve/index.js';
 import { CliError } from '../errors.js';
 import { type RuntimeFlags, collect, intArg, runtimeFlags, runtimeOptions } from '../args.js';
-import { parseAdapterArg } from './generate.js';
+import { parseAdapterArg, readChatTemplate } from './generate.js';
 
 interface ServeFlags extends RuntimeFlags {
   model: string;
@@ -59,14 +59,7 @@ export function register(program: Command): void {
 }
 
 async function runServe(flags: ServeFlags): Promise<void> {
-  let chatTemplate: string | undefined;
-  if (flags.chatTemplate !== undefined) {
-    try {
-      chatTemplate = await readFile(flags.chatTemplate, 'utf8');
-    } catch (e) {
-      throw new CliError(`cannot read the chat template ${flags.chatTemplate}: ${(e as Error).message}`);
-    }
-  }
+  const chatTemplate = await readChatTemplate(flags.chatTemplate);
   const adapters = (flags.adapter ?? []).map((a) => {
     const p = parseAdapterArg(a);
     return { name: p.name ?? basename(p.dir.replace(/[\\/]+$/, '')), dir: p.dir };

@@ -47,6 +47,8 @@ interface TrainFlags {
   quantize?: string;
   basePrecision?: string;
   gradientCheckpointing?: boolean;
+  /** false with --no-selective-recompute */
+  selectiveRecompute?: boolean;
   lossChunks?: number;
   r?: number;
   alpha?: number;
@@ -174,6 +176,10 @@ export function register(program: Command): void {
     .option(
       '--gradient-checkpointing',
       'recompute each decoder layer in the backward pass instead of keeping its activations (far less memory; a second forward pass of each layer, measured 0-15% slower: bench/RESULTS.md)',
+    )
+    .option(
+      '--no-selective-recompute',
+      "keep every layer's attention probabilities (and a gated MLP's activation) for the backward pass instead of recomputing them from q, k and v (and the two projections); the default recomputes them: GPT-2 small LoRA at 4 x 256 peaks about 210 MiB lower for no measurable CPU time (bench/RESULTS.md)",
     )
     .option(
       '--loss-chunks <n>',
@@ -529,9 +535,13 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
     throw new CliError(`--add-tokens trains the new rows with LoRA's trainable tokens; use --method lora or qlora, not ${f.method}`);
   if (newTokens && peft.trainable_token_indices !== undefined)
     throw new RunConfigError(`${f.config}: --add-tokens sets peft.trainable_token_indices to the new tokens; remove one of the two`);
+  // On the int8 base the linear layers' float32 matrices are never read whole: each is quantized
+  // from the file when the steps are compiled (loadModel's deferLinearWeights).
   let model = await loadModel(
     dir,
-    quantize ? { quantization: { bits: 4, type: quantize as 'nf4' | 'fp4', doubleQuant: true, blockSize: 64 } } : {},
+    quantize
+      ? { quantization: { bits: 4, type: quantize as 'nf4' | 'fp4', doubleQuant: true, blockSize: 64 } }
+      : { deferLinearWeights: trainBasePrecision(f.basePrecision, false) === 'int8' && f.method !== 'full' },
   );
   if (quantize)
     say(
@@ -716,6 +726,7 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
     runtime: {
       threads: f.threads,
       gradientCheckpointing: f.gradientCheckpointing,
+      selectiveRecompute: f.selectiveRecompute === false ? false : undefined,
       lossChunks: f.lossChunks,
       basePrecision: trainBasePrecision(f.basePrecision, quantize !== undefined),
     },

@@ -32,7 +32,7 @@ export interface GgufArch {
 }
 
 /** Architectures the GGUF export writes, by config.json model_type. */
-export const GGUF_ARCHITECTURES: Record<string, GgufArch> = {
+const GGUF_ARCHITECTURES: Record<string, GgufArch> = {
   llama: { name: 'llama', permuteQK: true },
   mistral: { name: 'llama', permuteQK: true },
   qwen2: { name: 'qwen2', permuteQK: false },
@@ -109,7 +109,7 @@ function checkRunnable(model: PretrainedModel, arch: GgufArch, flag: string): vo
  * Gemma 3's sliding-window period as llama.cpp reads it (layer i slides iff i % p < p - 1), or 0
  * when no layer slides; a layer_types list of another shape is refused.
  */
-export function gemmaSwaPeriod(model: PretrainedModel): number {
+function gemmaSwaPeriod(model: PretrainedModel): number {
   const types = model.config.layerTypes ?? [];
   const sliding = types.map((t) => t === 'sliding_attention');
   if (!sliding.some(Boolean)) return 0;

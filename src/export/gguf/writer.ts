@@ -9,9 +9,9 @@
 
 import { float32ToFloat16 } from '../../io/safetensors/dtype.js';
 
-export const GGUF_MAGIC = 0x46554747; // "GGUF"
-export const GGUF_VERSION = 3;
-export const ALIGNMENT = 32;
+const GGUF_MAGIC = 0x46554747; // "GGUF"
+const GGUF_VERSION = 3;
+const ALIGNMENT = 32;
 
 export enum ValueType {
   UINT8 = 0,
@@ -60,7 +60,6 @@ export type MetaValue =
 
 export const str = (value: string): MetaValue => ({ type: ValueType.STRING, value });
 export const u32 = (value: number): MetaValue => ({ type: ValueType.UINT32, value });
-export const i32 = (value: number): MetaValue => ({ type: ValueType.INT32, value });
 export const f32 = (value: number): MetaValue => ({ type: ValueType.FLOAT32, value });
 export const bool = (value: boolean): MetaValue => ({ type: ValueType.BOOL, value });
 export const strings = (value: string[]): MetaValue => ({ type: ValueType.ARRAY, elementType: ValueType.STRING, value });
@@ -75,7 +74,7 @@ export interface GgufTensor {
 }
 
 /** Bytes of one ggml tensor of `shape` in `type`. */
-export function tensorBytes(shape: readonly number[], type: GgmlType): number {
+function tensorBytes(shape: readonly number[], type: GgmlType): number {
   const n = shape.reduce((a, b) => a * b, 1);
   if (type === GgmlType.F32) return n * 4;
   if (type === GgmlType.F16) return n * 2;

@@ -2,7 +2,7 @@
 // central differences of the loss; save -> load keeps the logits; merge swaps the copies in with the
 // same logits and unmerge restores the base weights exactly; a few steps of training lower the loss.
 // The peft logits and merged logits are checked on qwen3 in tuners_2026.test.ts, and
-// `peft train --method lntuning` end to end in test/cli/train_tuners.test.ts.
+// `peft train --method lntuning` end to end in test/cli/commands/train/tuners.test.ts.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -33,6 +33,8 @@ import { RuntimeSession } from '../src/runtime/session.js';
 import { AdamW } from '../src/train/adamw.js';
 import type { Batch } from '../src/train/batches.js';
 import { TrainStep } from '../src/train/step.js';
+import { releaseInt8Only } from '../src/train/trainer.js';
+import { loadModel } from '../src/models/load.js';
 import type { AdaptedModel } from '../src/tuners/types.js';
 import {
   PEER_HELP,
@@ -56,7 +58,7 @@ import {
   VIRTUAL_TOKENS,
   adaptForBench,
   noise,
-  randomBenchModel,
+  randomModelFolder,
 } from './train_models.js';
 
 const HEADING = '## Training: methods vs PyTorch';
@@ -246,9 +248,10 @@ const mib = (kib: number): number => kib / 1024;
  * Multiply-add FLOPs of one training step (forward + backward graph, as TrainStep builds it): 2 x
  * M x N x K for every matrix product, attention's included, at the given batch shape.
  */
-export function stepFlops(adapted: AdaptedModel, batch: number, seq: number): number {
+export function stepFlops(adapted: AdaptedModel, batch: number, seq: number, basePrecision: BasePrecision = 'fp32'): number {
   const graph = new Graph();
-  const ctx = new BuildContext(graph, adapted.base.weights, { trainable: adapted.trainableBaseWeights(), training: true });
+  // built on the step's base precision: an int8 base's matrices are never read as float32
+  const ctx = new BuildContext(graph, adapted.base.weights, { trainable: adapted.trainableBaseWeights(), training: true, basePrecision });
   const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
   const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
   const labels = graph.input('labels', 'int64', ['batch', 'seq']);
@@ -301,8 +304,27 @@ export interface OurRun {
 
 async function child(model: string, method: Method, precision: BasePrecision, opt: Options): Promise<OurRun> {
   const loadStart = os.loadavg()[0]!;
+  // The random model is written to a float32 safetensors folder by another process and loaded as
+  // `peft train` loads a model (on the int8 base the linear layers' matrices stay on disk until
+  // each is quantized), so peak RSS is what `peft train` holds.
+  const dir = randomModelFolder(model);
+  try {
+    return await measure(dir, model, method, precision, opt, loadStart);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function measure(
+  dir: string,
+  model: string,
+  method: Method,
+  precision: BasePrecision,
+  opt: Options,
+  loadStart: number,
+): Promise<OurRun> {
   let t = performance.now();
-  const base = randomBenchModel(model);
+  const base = await loadModel(dir, { deferLinearWeights: precision === 'int8' });
   const adapted = await adaptForBench(base, method);
   const buildS = (performance.now() - t) / 1000;
   const rssModel = mib(process.resourceUsage().maxRSS);
@@ -310,7 +332,7 @@ async function child(model: string, method: Method, precision: BasePrecision, op
   let trainable = 0;
   for (const p of params.values()) trainable += p.data.length;
   const baseCount = base.weights.numel();
-  const flops = stepFlops(adapted, opt.batch, opt.seq);
+  const flops = stepFlops(adapted, opt.batch, opt.seq, precision);
   t = performance.now();
   const step = await TrainStep.compile(adapted, {
     threads: opt.threads,
@@ -322,6 +344,8 @@ async function child(model: string, method: Method, precision: BasePrecision, op
     weights: opt.weights,
     basePrecision: precision,
   });
+  // what Trainer does next: drop the float32 arrays the step holds only as int8
+  releaseInt8Only(adapted, step, undefined);
   const compileS = (performance.now() - t) / 1000;
   const rssCompile = mib(process.resourceUsage().maxRSS);
   const B = opt.batch;

@@ -19,10 +19,18 @@ export function baseModel(m: InferenceModel): PretrainedModel {
   return isAdapted(m) ? m.base : m;
 }
 
-/** A build context over the base weights, with the adapted model's trainable base weights as params. */
-export function inferenceContext(m: InferenceModel, graph: Graph): BuildContext {
+/**
+ * A build context over the base weights, with the adapted model's trainable base weights as params.
+ * `derivedFeeds` lets adapters feed tensors derived from their live ones (LoRA's scaling folded
+ * into A or B; BuildOptions.derivedFeeds): the decoding sessions use it.
+ */
+export function inferenceContext(m: InferenceModel, graph: Graph, opts: { derivedFeeds?: boolean } = {}): BuildContext {
   const base = baseModel(m);
-  return new BuildContext(graph, base.weights, { trainable: isAdapted(m) ? m.trainableBaseWeights() : undefined, training: false });
+  return new BuildContext(graph, base.weights, {
+    trainable: isAdapted(m) ? m.trainableBaseWeights() : undefined,
+    training: false,
+    derivedFeeds: opts.derivedFeeds,
+  });
 }
 
 /** Host tensors for every graph param the forward pass created, by name. */
@@ -33,6 +41,11 @@ export function paramFeeds(m: InferenceModel, ctx: BuildContext): () => Record<s
     const own = isAdapted(m) ? m.parameters() : new Map();
     const feeds: Record<string, HostTensor> = {};
     for (const name of names) {
+      const derived = ctx.derived.get(name);
+      if (derived) {
+        feeds[name] = derived();
+        continue;
+      }
       const t = own.get(name) ?? (base.weights.has(name) ? base.weights.get(name) : undefined);
       if (!t) throw new GenerationError(`the adapted model built a parameter "${name}" but parameters() does not hold it`);
       feeds[name] = { dtype: 'float32', shape: t.shape, data: t.data };

@@ -59,7 +59,8 @@ function buildStep(
 ): { graph: Graph; outputs: Record<string, Value>; params: () => Record<string, HostTensor> } {
   const base = baseModel(model);
   const g = new Graph();
-  const ctx = inferenceContext(model, g);
+  // Derived feeds: LoRA's scaling folded into A or B once per generation (ParamFeeds), not per token.
+  const ctx = inferenceContext(model, g, { derivedFeeds: true });
   const kvShape = ['batch', base.numKVHeads, 'past', base.headDim];
   const past: KV[] | undefined = withPast
     ? Array.from({ length: base.numLayers }, (_, i) => ({

@@ -10,7 +10,7 @@ import { QuantizationError } from '../quant/errors.js';
 import { dequantizeInGraph } from '../quant/graph.js';
 import { type QuantKernel, type QuantOperands, quantOperands } from '../quant/matmul.js';
 import type { Quantized4bit } from '../quant/blockwise.js';
-import { int8Base, int8Operands } from '../quant/int8_base.js';
+import { int8Operands } from '../quant/int8_base.js';
 import type { WeightStore } from './weights.js';
 
 /** A linear-like module of the base model, named as in the Hugging Face state dict. */
@@ -56,6 +56,25 @@ export interface BuildOptions {
    * 'int8' through two int8 copies (src/quant/int8_base.ts). Trainable weights stay float32.
    */
   basePrecision?: BasePrecision;
+  /**
+   * With basePrecision 'int8': linear modules whose products stay float32, by name or name suffix
+   * ("lm_head", "mlp.down_proj"; matched as PEFT matches target_modules). Default none.
+   */
+  int8Exclude?: readonly string[];
+  /**
+   * Inference only: tuners may feed tensors derived from their live ones (LoRA's A or B with the
+   * scaling folded in, so the graph has no scaling for ONNX Runtime to fuse into the product's
+   * alpha, which takes batch-1 products off MLAS's M=1 kernel). The derived values are computed when
+   * the feeds are gathered (BuildContext.derived; paramFeeds in src/generate/model.ts).
+   */
+  derivedFeeds?: boolean;
+}
+
+/** A float32 tensor computed from a tuner's live tensors when the feeds are gathered. */
+export interface DerivedFeed {
+  dtype: 'float32';
+  shape: number[];
+  data: Float32Array;
 }
 
 /** Precision of the frozen base's products in a graph (4-bit bases are chosen at load time instead). */
@@ -82,6 +101,10 @@ export class BuildContext {
   readonly gradientCheckpointing: boolean;
   readonly selectiveRecompute: boolean;
   readonly basePrecision: BasePrecision;
+  private readonly int8Exclude: readonly string[];
+  readonly derivedFeeds: boolean;
+  /** params whose feed is computed from live tensors (see BuildOptions.derivedFeeds), by name */
+  readonly derived = new Map<string, () => DerivedFeed>();
   private readonly operands = new Map<string, QuantOperands>();
   private readonly int8 = new Map<string, [Value, Value, Value, Value]>();
 
@@ -96,6 +119,8 @@ export class BuildContext {
     this.gradientCheckpointing = opts.gradientCheckpointing ?? false;
     this.selectiveRecompute = opts.selectiveRecompute ?? false;
     this.basePrecision = opts.basePrecision ?? 'fp32';
+    this.int8Exclude = opts.int8Exclude ?? [];
+    this.derivedFeeds = opts.derivedFeeds ?? false;
   }
 
   /**
@@ -119,12 +144,14 @@ export class BuildContext {
     floatBackward = false,
   ): readonly [Value, Value, Value, Value] | readonly [Value, Value, Value] | undefined {
     if (this.basePrecision !== 'int8') return undefined;
+    const module = name.replace(/\.weight$/, '');
+    if (this.int8Exclude.some((m) => module === m || module.endsWith(`.${m}`))) return undefined;
     name = this.weights.resolve(name);
     if (this.trainable.has(name) || this.weights.isQuantized(name)) return undefined;
-    const w = this.weights.get(name);
-    if (w.shape.length !== 2) return undefined;
+    if (this.weights.shapeOf(name).length !== 2) return undefined;
     let ops = this.int8.get(name);
-    if (!ops) this.int8.set(name, (ops = int8Operands(this.graph, name, int8Base(w.data, w.shape, layout, name))));
+    // quantized from the held float32 array, or from the file for a released one (never kept as float32)
+    if (!ops) this.int8.set(name, (ops = int8Operands(this.graph, name, this.weights.int8(name, layout))));
     return floatBackward && layout === 'linear' ? [ops[0], ops[1], this.weight(name)] : ops;
   }
 
@@ -221,6 +248,13 @@ export class BuildContext {
     const v = this.graph.param(name, 'float32', shape);
     this.params.set(name, v);
     return v;
+  }
+
+  /** A param fed with `compute()` at every gathering of the feeds (only with BuildOptions.derivedFeeds). */
+  derivedParam(name: string, shape: number[], compute: () => DerivedFeed): Value {
+    if (!this.derivedFeeds) throw new Error(`derived param "${name}" in a context built without derivedFeeds`);
+    this.derived.set(name, compute);
+    return this.param(name, shape);
   }
 
   /** Keep-mask inputs that dropout() created, by graph input name: the caller feeds each one on every run. */

@@ -37,6 +37,8 @@ export type StepOptions = Pick<
   selectiveRecompute?: boolean;
   /** frozen float32 matrices multiplied as they are ('fp32', default) or through int8 copies ('int8'; src/quant/int8_base.ts) */
   basePrecision?: BasePrecision;
+  /** with basePrecision 'int8': linear modules whose products stay float32 (BuildOptions.int8Exclude) */
+  int8Exclude?: readonly string[];
   /**
    * Parts the LM head and causal-LM loss are computed in over the tokens, so the full logits never
    * exist (default DEFAULT_LOSS_CHUNKS = 4; 1 = one product over all tokens; src/train/chunked_loss.ts).
@@ -116,6 +118,7 @@ function buildLossGraph(
   basePrecision?: BasePrecision,
   lossChunks = DEFAULT_LOSS_CHUNKS,
   selectiveRecompute = false,
+  int8Exclude?: readonly string[],
 ): BuiltGraph {
   const classes = labelKindOf(model) === 'classes';
   const graph = new Graph();
@@ -126,6 +129,7 @@ function buildLossGraph(
     gradientCheckpointing,
     selectiveRecompute,
     basePrecision,
+    int8Exclude,
   });
   const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
   const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
@@ -319,6 +323,7 @@ export class TrainStep {
       opts.basePrecision,
       opts.lossChunks,
       opts.selectiveRecompute ?? DEFAULT_SELECTIVE_RECOMPUTE,
+      opts.int8Exclude,
     );
     const scale = graph.input(LOSS_SCALE, 'float32', []);
     const names = [...params.keys()];
@@ -385,6 +390,8 @@ export class EvalStep {
       undefined,
       opts.basePrecision,
       opts.lossChunks,
+      false,
+      opts.int8Exclude,
     );
     if (dropouts.length) throw new TrainError(`the ${model.peftType} model draws dropout masks even when built for evaluation`);
     const kind = labelKindOf(model);

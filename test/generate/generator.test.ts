@@ -236,7 +236,7 @@ test('llama + prompt_tuning_text: virtual tokens grow the cache; the padded batc
   }
 });
 
-test("gpt2 + lora_attn: parameter feeds taken once per generation (DecoderSessions.params) give the live feeds' logits, also after an in-place update", async () => {
+test("gpt2 + lora_attn: parameter feeds taken once per generation (DecoderSessions.params) give the live feeds' logits, also after an in-place update of B or of A (folded with the scaling)", async () => {
   const base = await loadModel(fixturePath('models', 'gpt2'));
   const adapted = await loadAdapter(base, fixturePath('adapters', 'gpt2', 'lora_attn'));
   const rows = await prompts('gpt2');
@@ -253,6 +253,17 @@ test("gpt2 + lora_attn: parameter feeds taken once per generation (DecoderSessio
     const updated = (await sessions.prefill(step)).logits;
     assert.notDeepEqual(updated, live);
     assert.deepEqual((await sessions.prefill(step, sessions.params())).logits, updated);
+    // The scaling (lora_alpha / r = 2 here) is folded into the smaller factor (A) when the feeds are
+    // gathered, so the graph has no scaling for ONNX Runtime to fuse into a product's alpha; the
+    // folded copy follows an in-place update of A too.
+    const feeds = sessions.params().decode;
+    assert.ok(Object.keys(feeds).some((n) => n.includes('lora_A') && n.endsWith('.scaled')));
+    assert.ok(!Object.keys(feeds).some((n) => n.includes('lora_B') && n.endsWith('.scaled')));
+    const As = [...adapted.parameters()].filter(([n]) => n.includes('lora_A'));
+    for (const [, t] of As) (t.data as Float32Array).forEach((v, i, a) => (a[i] = -v));
+    const flipped = (await sessions.prefill(step, sessions.params())).logits;
+    assert.notDeepEqual(flipped, updated);
+    assert.deepEqual((await sessions.prefill(step)).logits, flipped);
     // the decode session takes the same feeds
     const first = await sessions.prefill(step, sessions.params());
     const next = BigInt64Array.from(rows.map(() => 1n));

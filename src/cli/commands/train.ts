@@ -536,9 +536,13 @@ async function runTrain(f: TrainFlags, peftSection: Record<string, unknown> = {}
     throw new CliError(`--add-tokens trains the new rows with LoRA's trainable tokens; use --method lora or qlora, not ${f.method}`);
   if (newTokens && peft.trainable_token_indices !== undefined)
     throw new RunConfigError(`${f.config}: --add-tokens sets peft.trainable_token_indices to the new tokens; remove one of the two`);
+  // On the int8 base the linear layers' float32 matrices are never read whole: each is quantized
+  // from the file when the steps are compiled (loadModel's deferLinearWeights).
   let model = await loadModel(
     dir,
-    quantize ? { quantization: { bits: 4, type: quantize as 'nf4' | 'fp4', doubleQuant: true, blockSize: 64 } } : {},
+    quantize
+      ? { quantization: { bits: 4, type: quantize as 'nf4' | 'fp4', doubleQuant: true, blockSize: 64 } }
+      : { deferLinearWeights: trainBasePrecision(f.basePrecision, false) === 'int8' && f.method !== 'full' },
   );
   if (quantize)
     say(

@@ -90,7 +90,9 @@ export function doraWeightNorm(weight: Value, spec: LinearSpec, loraWeight: Valu
 const PLAIN_LORA: LoraVariant = {
   name: 'lora',
   hasMagnitude: false,
-  forward: ({ result, xDropped, t, scaling }) => o.add(result, o.mul(loraPath(xDropped, t), scaling)),
+  // scaling 1: none in the graph (decoding folds it into A or B; see LoraModel.linearForward)
+  forward: ({ result, xDropped, t, scaling }) =>
+    o.add(result, scaling === 1 ? loraPath(xDropped, t) : o.mul(loraPath(xDropped, t), scaling)),
   merge: (weight, spec, t, scaling) => o.add(weight, deltaWeight(spec, t, scaling)),
 };
 

@@ -6,7 +6,7 @@ import { host, join } from '../../storage/index.js';
 import type { Value } from '../../graph/ir.js';
 import * as o from '../../graph/ops.js';
 import type { ForwardArgs, ForwardResult, PretrainedModel } from '../../models/types.js';
-import type { LinearHook, LinearSpec } from '../../nn/context.js';
+import type { DerivedFeed, LinearHook, LinearSpec } from '../../nn/context.js';
 import type { QuantizedWeightTensor, WeightTensor } from '../../nn/weights.js';
 import { baseProduct } from '../../nn/layers.js';
 import { AdapterError, AdapterMismatchError, PeftConfigError, type AdaptedModel, type TrainableTensor } from '../types.js';
@@ -1018,9 +1018,22 @@ export class LoraModel implements AdaptedModel {
     };
     let result = outer ? outer(x, baseFn, spec, ctx) : baseFn(x);
     for (const { adapter, state } of entries) {
+      const aName = tensorNames('lora_A', spec.name, adapter).param;
+      const bName = tensorNames('lora_B', spec.name, adapter).param;
+      // Decoding (ctx.derivedFeeds): the scaling is folded into the smaller of A and B when the feeds
+      // are gathered. A scaling in the graph is fused by ONNX Runtime into the B product's alpha, and
+      // MLAS runs a batch-1 product with alpha != 1 by packing B at every call instead of through its
+      // M=1 kernel (bench/RESULTS.md, "Decode: unmerged LoRA vs merged").
+      const fold = ctx.derivedFeeds && state.variant.name === 'lora' && !state.bias && state.scaling !== 1;
+      const foldA = fold && state.A.data.length <= state.B.data.length;
       const t = {
-        A: ctx.param(tensorNames('lora_A', spec.name, adapter).param, state.A.shape),
-        B: ctx.param(tensorNames('lora_B', spec.name, adapter).param, state.B.shape),
+        A: foldA
+          ? ctx.derivedParam(`${aName}.scaled`, state.A.shape, () => scaled(state.A, state.scaling))
+          : ctx.param(aName, state.A.shape),
+        B:
+          fold && !foldA
+            ? ctx.derivedParam(`${bName}.scaled`, state.B.shape, () => scaled(state.B, state.scaling))
+            : ctx.param(bName, state.B.shape),
         magnitude: state.magnitude
           ? ctx.param(tensorNames('lora_magnitude_vector', spec.name, adapter).param, state.magnitude.shape)
           : undefined,
@@ -1029,7 +1042,7 @@ export class LoraModel implements AdaptedModel {
       let maskName = `${PEFT_PREFIX}${spec.name}.lora_dropout.${adapter}.keep_mask`;
       for (let i = 1; ctx.dropoutMasks.has(maskName); i++) maskName = `${PEFT_PREFIX}${spec.name}.lora_dropout.${adapter}.keep_mask_${i}`;
       const xDropped = ctx.dropout(x, state.dropout, maskName);
-      result = state.variant.forward({ result, x, xDropped, baseMatmul: xW, product, weight, spec, t, scaling: state.scaling });
+      result = state.variant.forward({ result, x, xDropped, baseMatmul: xW, product, weight, spec, t, scaling: fold ? 1 : state.scaling });
     }
     return result;
   }
@@ -1474,4 +1487,11 @@ export class LoraModel implements AdaptedModel {
     for (const [w, t] of this.activeOverrides(true)) store.set(w, { shape: [...t.shape], data: Float32Array.from(t.data) });
     return withWeights(this.base, store);
   }
+}
+
+/** s * t as a new float32 tensor (a LoRA factor with its scaling folded in, once per gathering of the feeds). */
+function scaled(t: TrainableTensor, s: number): DerivedFeed {
+  const data = new Float32Array(t.data.length);
+  for (let i = 0; i < data.length; i++) data[i] = t.data[i]! * s;
+  return { dtype: 'float32', shape: [...t.shape], data };
 }

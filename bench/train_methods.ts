@@ -96,8 +96,8 @@ interface Options {
   lossChunks?: number;
   /** ONNX Runtime's CPU memory arena (default on) */
   arena: boolean;
-  /** recompute each decoder layer in the backward pass (StepOptions.gradientCheckpointing) */
-  checkpointing: boolean;
+  /** recompute each decoder layer in the backward pass (StepOptions.gradientCheckpointing); undefined = TrainStep's default */
+  checkpointing?: boolean;
   /** false: keep the attention probabilities and gated-MLP activations instead of recomputing them (StepOptions.selectiveRecompute); undefined = TrainStep's default */
   selectiveRecompute?: boolean;
   weights: 'shared' | 'prepacked';
@@ -119,7 +119,8 @@ const HELP = `usage: node dist/bench/train_methods.js [options]
   --no-gemm         skip the GEMM-peak measurement
   --mem-pattern     turn ONNX Runtime's memory-pattern planning on (default off)
   --no-arena        turn ONNX Runtime's CPU memory arena off
-  --checkpointing   gradient checkpointing per decoder layer
+  --checkpointing   gradient checkpointing per decoder layer (default: TrainStep's, on)
+  --no-checkpointing   keep every layer's activations for the backward pass
   --no-selective-recompute   keep each layer's attention probabilities and gated-MLP activation for the backward pass (default: TrainStep's, recomputed)
   --loss-chunks N   parts the LM head + loss run in (default: TrainStep's, 1 = the full logits at once)
   --weights M       shared (default: frozen weights fed from the JS arrays) or prepacked (MLAS-packed copies)
@@ -148,7 +149,6 @@ function parseArgs(argv: string[]): Options {
     timeout: 900,
     memPattern: false,
     arena: true,
-    checkpointing: false,
     weights: 'shared',
   };
   forEachFlag(argv, (a, next) => {
@@ -205,6 +205,9 @@ function parseArgs(argv: string[]): Options {
         break;
       case '--checkpointing':
         o.checkpointing = true;
+        break;
+      case '--no-checkpointing':
+        o.checkpointing = false;
         break;
       case '--no-selective-recompute':
         o.selectiveRecompute = false;
@@ -523,7 +526,7 @@ function runOurs(model: string, method: Method, precision: BasePrecision, opt: O
       opt.weights,
       ...(opt.memPattern ? ['--mem-pattern'] : []),
       ...(opt.arena ? [] : ['--no-arena']),
-      ...(opt.checkpointing ? ['--checkpointing'] : []),
+      ...(opt.checkpointing === undefined ? [] : [opt.checkpointing ? '--checkpointing' : '--no-checkpointing']),
       ...(opt.selectiveRecompute === false ? ['--no-selective-recompute'] : []),
       ...(opt.lossChunks !== undefined ? ['--loss-chunks', String(opt.lossChunks)] : []),
     ],

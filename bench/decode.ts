@@ -14,7 +14,7 @@
 //   node dist/bench/decode.js --repeat 3 --runs 3 --python python3 --pythonpath ~/torch213 --no-write
 
 import { spawnSync } from 'node:child_process';
-import { childEnv, peerEnv, torchVersion as peerTorchVersion } from './peer.js';
+import { busySeconds, childEnv, median, peerEnv, torchVersion as peerTorchVersion } from './peer.js';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -44,15 +44,7 @@ const PEER = peerEnv({ python: argOpt('python'), pythonPath: argOpt('pythonpath'
 const WRITE = !process.argv.includes('--no-write');
 const ONLY = arg('only', '');
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const loadavg = (): string => fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-function busy(): number {
-  const v = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  return (v.slice(0, 8).reduce((p, q) => p + q, 0) - v[3]! - v[4]!) / 100;
-}
 
 interface Measure {
   tokS: number;
@@ -77,7 +69,7 @@ async function oursConfig(label: string, model: InferenceModel, runtime: Runtime
   const measure = async (): Promise<Measure> => {
     await gen.generate([prompt], { maxNewTokens: NEW });
     const c0 = process.cpuUsage();
-    const b0 = busy();
+    const b0 = busySeconds();
     const w0 = performance.now();
     const rs = [];
     for (let i = 0; i < RUNS; i++) {
@@ -97,7 +89,7 @@ async function oursConfig(label: string, model: InferenceModel, runtime: Runtime
       decodeTokS: (NEW - 1) / (total - pre),
       prefillMs: pre * 1000,
       cpuMsPerTok: (own * 1000) / (RUNS * NEW),
-      other: Math.max(0, (busy() - b0 - own) / wall),
+      other: Math.max(0, (busySeconds() - b0 - own) / wall),
     };
   };
   return { label, side: 'ours', measure, results: [], note: `setup ${setup.toFixed(1)} s` };

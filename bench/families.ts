@@ -17,7 +17,6 @@
 // torch; otherwise the torch column says "not measured".
 
 import { spawnSync } from 'node:child_process';
-import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,25 +29,21 @@ import { AdamW } from '../src/train/adamw.js';
 import type { Batch } from '../src/train/batches.js';
 import { TrainStep } from '../src/train/step.js';
 import { createAdapter } from '../src/tuners/load.js';
-import { noise } from './train_models.js';
-import { forEachFlag } from './args.js';
+import { BENCH_CONFIGS, noise } from './train_models.js';
+import { forEachFlag, helpOrUnknown, intArg, listArg } from './args.js';
 import { RESULTS_FILE, writeResultsSection } from './results.js';
-import { childEnv, peerEnv, torchVersion, type PeerEnv } from './peer.js';
+import { childEnv, median, peerEnv, timeRuns, torchVersion, withOtherLoad, type PeerEnv } from './peer.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '../..');
 const HEADING = '## Model families of issue 13: forward and LoRA training step';
 
-const SHAPE = {
-  vocab_size: 49152,
-  hidden_size: 576,
-  num_hidden_layers: 30,
-  num_attention_heads: 9,
-  num_key_value_heads: 3,
-  intermediate_size: 1536,
-  max_position_embeddings: 2048,
-};
-const DECODER = { ...SHAPE, rms_norm_eps: 1e-5, hidden_act: 'silu', tie_word_embeddings: true, rope_theta: 10000 };
+const without = (c: Record<string, unknown>, keys: readonly string[]): Record<string, unknown> =>
+  Object.fromEntries(Object.entries(c).filter(([k]) => !keys.includes(k)));
+/** The SmolLM-135M-shaped Llama of train_models.ts (BENCH_CONFIGS.llama) without its type: every decoder row starts from it. */
+const DECODER = without(BENCH_CONFIGS.llama!, ['model_type', 'architectures']);
+/** Its widths alone (ModernBERT starts from these). */
+const SHAPE = without(DECODER, ['rms_norm_eps', 'hidden_act', 'tie_word_embeddings', 'rope_theta']);
 
 interface Family {
   config: Record<string, unknown>;
@@ -141,6 +136,15 @@ interface Options {
   pythonpath?: string;
 }
 
+const HELP = `usage: node dist/bench/families.js [options]
+  --families a,b   ${Object.keys(FAMILIES).join(', ')} (default all)
+  --batch N --seq N  batch shape (2 x 256)
+  --runs N         timed runs, median reported (3)      --warmup N   untimed runs first (1)
+  --threads N      ONNX Runtime intra-op threads and torch threads (2)
+  --layers N       layers instead of 30 (for a loaded machine)
+  --python P       interpreter of the PyTorch peer      --pythonpath DIR   where torch is
+  --no-write       do not update bench/RESULTS.md`;
+
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     families: Object.keys(FAMILIES),
@@ -154,28 +158,28 @@ function parseArgs(argv: string[]): Options {
   forEachFlag(argv, (a, next) => {
     switch (a) {
       case '--families':
-        o.families = next().split(',');
+        o.families = listArg(next(), Object.keys(FAMILIES), 'family');
         break;
       case '--batch':
-        o.batch = Number(next());
+        o.batch = intArg(a, next(), 1);
         break;
       case '--seq':
-        o.seq = Number(next());
+        o.seq = intArg(a, next(), 2);
         break;
       case '--runs':
-        o.runs = Number(next());
+        o.runs = intArg(a, next(), 1);
         break;
       case '--warmup':
-        o.warmup = Number(next());
+        o.warmup = intArg(a, next(), 0);
         break;
       case '--threads':
-        o.threads = Number(next());
+        o.threads = intArg(a, next(), 1);
         break;
       case '--no-write':
         o.write = false;
         break;
       case '--layers':
-        o.layers = Number(next());
+        o.layers = intArg(a, next(), 1);
         break;
       case '--python':
         o.python = next();
@@ -184,12 +188,9 @@ function parseArgs(argv: string[]): Options {
         o.pythonpath = next();
         break;
       default:
-        throw new Error(
-          `unknown option ${a}; options: --families a,b --batch N --seq N --runs N --warmup N --threads N --layers N --python P --pythonpath DIR --no-write`,
-        );
+        helpOrUnknown(a, HELP);
     }
   });
-  for (const f of o.families) if (!FAMILIES[f]) throw new Error(`unknown family ${f}; choose from ${Object.keys(FAMILIES).join(', ')}`);
   return o;
 }
 
@@ -222,20 +223,8 @@ export function randomFamilyModel(name: string, layers?: number): PretrainedMode
   return model;
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const ids = (n: number, vocab: number, seed: number): BigInt64Array =>
   BigInt64Array.from(noise(n, 1, seed), (x) => BigInt(Math.floor((x / Math.sqrt(12) + 0.5) * vocab) % vocab));
-
-/** Seconds the whole machine spent busy (all cores), from /proc/stat. */
-function busySeconds(): number {
-  const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const idle = line[3]! + (line[4] ?? 0);
-  const total = line.reduce((a, b) => a + b, 0);
-  return (total - idle) / 100;
-}
 
 interface Row {
   family: string;
@@ -251,16 +240,6 @@ interface Row {
   loss?: number;
 }
 
-async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; otherCpu: number }> {
-  const b0 = busySeconds();
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  const value = await fn();
-  const wall = (performance.now() - t0) / 1000;
-  const c = process.cpuUsage(c0);
-  return { value, otherCpu: Math.max(0, (busySeconds() - b0 - (c.user + c.system) / 1e6) / wall) };
-}
-
 async function benchForward(name: string, model: PretrainedModel, o: Options): Promise<Row> {
   const t0 = performance.now();
   const session = await ForwardSession.create(model, { runtime: { threads: o.threads } });
@@ -270,16 +249,7 @@ async function benchForward(name: string, model: PretrainedModel, o: Options): P
     inputIds: { dtype: 'int64' as const, shape: [o.batch, o.seq], data: ids(n, model.vocabSize, 7) },
     attentionMask: { dtype: 'int64' as const, shape: [o.batch, o.seq], data: new BigInt64Array(n).fill(1n) },
   };
-  for (let i = 0; i < o.warmup; i++) await session.run(batch);
-  const { value: times, otherCpu } = await timed(async () => {
-    const ts: number[] = [];
-    for (let i = 0; i < o.runs; i++) {
-      const t = performance.now();
-      await session.run(batch);
-      ts.push((performance.now() - t) / 1000);
-    }
-    return ts;
-  });
+  const { times, otherCpu } = await timeRuns(o.warmup, o.runs, () => session.run(batch));
   await session.dispose();
   const m = median(times);
   return { family: name, kind: 'forward', params: model.weights.numel(), medianS: m, tokensPerS: n / m, timesS: times, compileS, otherCpu };
@@ -327,7 +297,7 @@ async function benchTrain(name: string, model: PretrainedModel, o: Options): Pro
     return (performance.now() - t) / 1000;
   };
   for (let i = 0; i < o.warmup; i++) await one();
-  const { value: times, otherCpu } = await timed(async () => {
+  const { value: times, otherCpu } = await withOtherLoad(async () => {
     const ts: number[] = [];
     for (let i = 0; i < o.runs; i++) ts.push(await one());
     return ts;

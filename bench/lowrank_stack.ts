@@ -24,6 +24,7 @@ import { grad } from '../src/autodiff/grad.js';
 import { mulberry32 } from '../src/nn/random.js';
 import { RuntimeSession, type HostTensor, type RuntimeOptions } from '../src/runtime/session.js';
 import { forEachFlag, helpOrUnknown, listArg, numberArg } from './args.js';
+import { busySeconds, median } from './peer.js';
 
 // ---------------------------------------------------------------------------------- options
 interface Options {
@@ -406,22 +407,12 @@ function cpuSeconds(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
 }
-function busySeconds(): number {
-  const v = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
-  return (v.reduce((a, b) => a + b, 0) - v[3]! - v[4]!) / 100; // USER_HZ is 100 on Linux
-}
 /** A step is "clean" when other processes used less than this many cores meanwhile. */
 const CLEAN_OTHER = 0.25;
 function cleanStats(times: number[], other: number[]): { clean_median_ms: number; clean_steps: number } {
   const clean = times.filter((_, i) => other[i]! < CLEAN_OTHER);
   return { clean_median_ms: clean.length ? median(clean) : NaN, clean_steps: clean.length };
 }
-const median = (xs: number[]): number => {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 async function child(opt: Options, dir: string): Promise<void> {
   const mode = opt.modes[0]!;

@@ -21,6 +21,7 @@ import type { RuntimeOptions } from '../src/runtime/session.js';
 import { noise, randomBenchModel } from './train_models.js';
 import { forEachFlag, helpOrUnknown, intArg, listArg } from './args.js';
 import { writeResultsSection } from './results.js';
+import { median, timeRuns, withOtherLoad } from './peer.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '../..');
@@ -106,30 +107,6 @@ function parseArgs(argv: string[]): Options {
 
 // ------------------------------------------------------------------------------- measurement
 
-/** Cores used by other processes while fn ran (from /proc/stat minus our own CPU time). */
-async function withOtherLoad<T>(fn: () => Promise<T>): Promise<{ value: T; otherCpu: number }> {
-  const busy = (): number => {
-    try {
-      const v = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-      return (v.slice(0, 8).reduce((p, q) => p + q, 0) - v[3]! - v[4]!) / 100;
-    } catch {
-      return NaN;
-    }
-  };
-  const t0 = performance.now();
-  const b0 = busy();
-  const c0 = process.cpuUsage();
-  const value = await fn();
-  const wall = (performance.now() - t0) / 1000;
-  const c = process.cpuUsage(c0);
-  const own = (c.user + c.system) / 1e6;
-  return { value, otherCpu: Math.max(0, (busy() - b0 - own) / wall) };
-}
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const randomIds = (n: number, vocab: number, seed: number): number[] =>
   Array.from(noise(n, 1, seed), (x) => Math.floor((x / Math.sqrt(12) + 0.5) * vocab) % vocab);
 
@@ -161,16 +138,7 @@ async function benchForward(model: PretrainedModel, opt: Options, runtime: Runti
     inputIds: { dtype: 'int64' as const, shape: [B, S], data: ids },
     attentionMask: { dtype: 'int64' as const, shape: [B, S], data: new BigInt64Array(B * S).fill(1n) },
   };
-  for (let i = 0; i < opt.warmup; i++) await session.run(batch);
-  const { value: times, otherCpu } = await withOtherLoad(async () => {
-    const ts: number[] = [];
-    for (let i = 0; i < opt.runs; i++) {
-      const t = performance.now();
-      await session.run(batch);
-      ts.push((performance.now() - t) / 1000);
-    }
-    return ts;
-  });
+  const { times, otherCpu } = await timeRuns(opt.warmup, opt.runs, () => session.run(batch));
   await session.dispose();
   const m = median(times);
   return { medianS: m, tokensPerS: (B * S) / m, timesS: times, compileS, otherCpu };

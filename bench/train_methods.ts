@@ -33,6 +33,8 @@ import { RuntimeSession } from '../src/runtime/session.js';
 import { AdamW } from '../src/train/adamw.js';
 import type { Batch } from '../src/train/batches.js';
 import { TrainStep } from '../src/train/step.js';
+import { releaseInt8Only } from '../src/train/trainer.js';
+import { loadModel } from '../src/models/load.js';
 import type { AdaptedModel } from '../src/tuners/types.js';
 import {
   PEER_HELP,
@@ -56,7 +58,7 @@ import {
   VIRTUAL_TOKENS,
   adaptForBench,
   noise,
-  randomBenchModel,
+  randomModelFolder,
 } from './train_models.js';
 
 const HEADING = '## Training: methods vs PyTorch';
@@ -94,8 +96,8 @@ interface Options {
   lossChunks?: number;
   /** ONNX Runtime's CPU memory arena (default on) */
   arena: boolean;
-  /** recompute each decoder layer in the backward pass (StepOptions.gradientCheckpointing) */
-  checkpointing: boolean;
+  /** recompute each decoder layer in the backward pass (StepOptions.gradientCheckpointing); undefined = TrainStep's default */
+  checkpointing?: boolean;
   /** false: keep the attention probabilities and gated-MLP activations instead of recomputing them (StepOptions.selectiveRecompute); undefined = TrainStep's default */
   selectiveRecompute?: boolean;
   weights: 'shared' | 'prepacked';
@@ -117,7 +119,8 @@ const HELP = `usage: node dist/bench/train_methods.js [options]
   --no-gemm         skip the GEMM-peak measurement
   --mem-pattern     turn ONNX Runtime's memory-pattern planning on (default off)
   --no-arena        turn ONNX Runtime's CPU memory arena off
-  --checkpointing   gradient checkpointing per decoder layer
+  --checkpointing   gradient checkpointing per decoder layer (default: TrainStep's, on)
+  --no-checkpointing   keep every layer's activations for the backward pass
   --no-selective-recompute   keep each layer's attention probabilities and gated-MLP activation for the backward pass (default: TrainStep's, recomputed)
   --loss-chunks N   parts the LM head + loss run in (default: TrainStep's, 1 = the full logits at once)
   --weights M       shared (default: frozen weights fed from the JS arrays) or prepacked (MLAS-packed copies)
@@ -146,7 +149,6 @@ function parseArgs(argv: string[]): Options {
     timeout: 900,
     memPattern: false,
     arena: true,
-    checkpointing: false,
     weights: 'shared',
   };
   forEachFlag(argv, (a, next) => {
@@ -204,6 +206,9 @@ function parseArgs(argv: string[]): Options {
       case '--checkpointing':
         o.checkpointing = true;
         break;
+      case '--no-checkpointing':
+        o.checkpointing = false;
+        break;
       case '--no-selective-recompute':
         o.selectiveRecompute = false;
         break;
@@ -243,9 +248,10 @@ const mib = (kib: number): number => kib / 1024;
  * Multiply-add FLOPs of one training step (forward + backward graph, as TrainStep builds it): 2 x
  * M x N x K for every matrix product, attention's included, at the given batch shape.
  */
-export function stepFlops(adapted: AdaptedModel, batch: number, seq: number): number {
+export function stepFlops(adapted: AdaptedModel, batch: number, seq: number, basePrecision: BasePrecision = 'fp32'): number {
   const graph = new Graph();
-  const ctx = new BuildContext(graph, adapted.base.weights, { trainable: adapted.trainableBaseWeights(), training: true });
+  // built on the step's base precision: an int8 base's matrices are never read as float32
+  const ctx = new BuildContext(graph, adapted.base.weights, { trainable: adapted.trainableBaseWeights(), training: true, basePrecision });
   const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
   const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
   const labels = graph.input('labels', 'int64', ['batch', 'seq']);
@@ -298,8 +304,27 @@ export interface OurRun {
 
 async function child(model: string, method: Method, precision: BasePrecision, opt: Options): Promise<OurRun> {
   const loadStart = os.loadavg()[0]!;
+  // The random model is written to a float32 safetensors folder by another process and loaded as
+  // `peft train` loads a model (on the int8 base the linear layers' matrices stay on disk until
+  // each is quantized), so peak RSS is what `peft train` holds.
+  const dir = randomModelFolder(model);
+  try {
+    return await measure(dir, model, method, precision, opt, loadStart);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function measure(
+  dir: string,
+  model: string,
+  method: Method,
+  precision: BasePrecision,
+  opt: Options,
+  loadStart: number,
+): Promise<OurRun> {
   let t = performance.now();
-  const base = randomBenchModel(model);
+  const base = await loadModel(dir, { deferLinearWeights: precision === 'int8' });
   const adapted = await adaptForBench(base, method);
   const buildS = (performance.now() - t) / 1000;
   const rssModel = mib(process.resourceUsage().maxRSS);
@@ -307,7 +332,7 @@ async function child(model: string, method: Method, precision: BasePrecision, op
   let trainable = 0;
   for (const p of params.values()) trainable += p.data.length;
   const baseCount = base.weights.numel();
-  const flops = stepFlops(adapted, opt.batch, opt.seq);
+  const flops = stepFlops(adapted, opt.batch, opt.seq, precision);
   t = performance.now();
   const step = await TrainStep.compile(adapted, {
     threads: opt.threads,
@@ -319,6 +344,8 @@ async function child(model: string, method: Method, precision: BasePrecision, op
     weights: opt.weights,
     basePrecision: precision,
   });
+  // what Trainer does next: drop the float32 arrays the step holds only as int8
+  releaseInt8Only(adapted, step, undefined);
   const compileS = (performance.now() - t) / 1000;
   const rssCompile = mib(process.resourceUsage().maxRSS);
   const B = opt.batch;
@@ -499,7 +526,7 @@ function runOurs(model: string, method: Method, precision: BasePrecision, opt: O
       opt.weights,
       ...(opt.memPattern ? ['--mem-pattern'] : []),
       ...(opt.arena ? [] : ['--no-arena']),
-      ...(opt.checkpointing ? ['--checkpointing'] : []),
+      ...(opt.checkpointing === undefined ? [] : [opt.checkpointing ? '--checkpointing' : '--no-checkpointing']),
       ...(opt.selectiveRecompute === false ? ['--no-selective-recompute'] : []),
       ...(opt.lossChunks !== undefined ? ['--loss-chunks', String(opt.lossChunks)] : []),
     ],

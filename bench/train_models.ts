@@ -3,6 +3,11 @@
 // applied the way peer_torch.py applies it. Shared by train_methods.ts and profile_train_step.ts;
 // model_throughput.ts builds its inference models here too.
 
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { writeSafetensors } from '../src/io/safetensors.js';
 import { parseConfig } from '../src/models/config.js';
 import { GPT2Model } from '../src/models/gpt2.js';
 import { LlamaModel } from '../src/models/llama.js';
@@ -119,6 +124,35 @@ export function randomBenchModel(name: string): PretrainedModel {
   }
   if (config.tieWordEmbeddings) weights.alias('lm_head.weight', `${model.embeddingName}.weight`);
   return model;
+}
+
+/** Writes randomBenchModel(name) to `dir` as a model folder: config.json and a float32 model.safetensors. */
+export async function writeRandomModel(name: string, dir: string): Promise<void> {
+  const base = randomBenchModel(name);
+  const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Uint8Array }> = {};
+  for (const n of base.weights.names())
+    if (!base.weights.isAlias(n)) {
+      const w = base.weights.get(n);
+      tensors[n] = { dtype: 'F32', shape: w.shape, data: new Uint8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength) };
+    }
+  await writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(BENCH_CONFIGS[name]));
+}
+
+/**
+ * A fresh temporary folder holding randomBenchModel(name) (writeRandomModel), written by a child
+ * process so that none of the random model's arrays count in this process's peak RSS; a benchmark
+ * then loads it as `peft train` loads a model. The caller removes the folder.
+ */
+export function randomModelFolder(name: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `peft-bench-${name}-`));
+  const script = `import { writeRandomModel } from ${JSON.stringify(import.meta.url)}; await writeRandomModel(${JSON.stringify(name)}, ${JSON.stringify(dir)});`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', 'inherit'] });
+  if (r.status !== 0) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw new Error(`writing the random ${name} model to ${dir} failed (exit ${r.status})`);
+  }
+  return dir;
 }
 
 /** The linear layers 'lora-all' adapts (every attention and MLP projection, as peer_torch.py). */

@@ -5,18 +5,14 @@
 //
 //   node dist/bench/train_rss.js --model gpt2 --base-precision int8 --steps 2 --batch 4 --seq 256
 
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { writeSafetensors } from '../src/io/safetensors.js';
 import { loadModel } from '../src/models/load.js';
 import type { BasePrecision } from '../src/nn/context.js';
 import type { TokenizedExample } from '../src/train/data.js';
 import { Trainer } from '../src/train/trainer.js';
 import { getPeftModel } from '../src/tuners/load.js';
-import { BENCH_CONFIGS, randomBenchModel } from './train_models.js';
+import { BENCH_CONFIGS, randomModelFolder } from './train_models.js';
 
 const args = process.argv.slice(2);
 const flag = (k: string, d: string): string => {
@@ -32,30 +28,10 @@ const threads = Number(flag('--threads', '2'));
 
 const mib = (b: number): number => Math.round(b / 2 ** 20);
 
-/** Writes the random model to `dir` (config.json, float32 model.safetensors). */
-async function writeRandomModel(dir: string): Promise<void> {
-  const base = randomBenchModel(model);
-  const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Uint8Array }> = {};
-  for (const n of base.weights.names())
-    if (!base.weights.isAlias(n)) {
-      const w = base.weights.get(n);
-      tensors[n] = { dtype: 'F32', shape: w.shape, data: new Uint8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength) };
-    }
-  await writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(BENCH_CONFIGS[model]));
-}
-
-if (args.includes('--write')) {
-  await writeRandomModel(flag('--write', ''));
-  process.exit(0);
-}
-
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'peft-train-rss-'));
+const dir = randomModelFolder(model);
 try {
-  // written by a child process, so none of the random model's arrays are in this one's peak
-  const w = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--model', model, '--write', dir], { stdio: 'inherit' });
-  if (w.status !== 0) throw new Error(`writing the random ${model} model failed`);
-  const base = await loadModel(dir);
+  // loaded as `peft train` loads it: on the int8 base the linear layers' matrices stay on disk
+  const base = await loadModel(dir, { deferLinearWeights: precision === 'int8' });
   const targets = base.family === 'llama' ? ['q_proj', 'v_proj'] : ['c_attn'];
   const adapted = await getPeftModel(base, { r: 8, loraAlpha: 16, targetModules: targets }, { seed: 0 });
   const vocab = (BENCH_CONFIGS[model] as { vocab_size: number }).vocab_size;

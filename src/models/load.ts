@@ -23,6 +23,13 @@ export interface LoadModelOptions {
    * tensor. Checkpoints saved 4-bit (config.json quantization_config) load quantized without it.
    */
   quantization?: QuantizationConfig;
+  /**
+   * Leave the linear layers' weight matrices (all but a tied output head, which is the embedding)
+   * on disk until something asks for them (WeightLoadOptions.defer): training on the int8 base
+   * quantizes each from the file and never holds its float32 array. Anything that reads one as
+   * float32 (merging, generation, full fine-tuning) reads it then, and keeps it.
+   */
+  deferLinearWeights?: boolean;
 }
 
 /** Architecture class names of task heads other than language modelling. */
@@ -83,6 +90,11 @@ export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promi
   const model = MODEL_CLASSES[arch]!(config, weights, dir);
   const plan = quantizationPlan(model.linears(), descriptorOf(model).basePrefix, opts.quantization, config.raw.quantization_config);
   const source = await openCheckpoint(dir);
+  const prefix = descriptorOf(model).basePrefix;
+  const linear = new Set(model.linears().map((s) => `${s.name}.weight`));
+  const defer = opts.deferLinearWeights
+    ? (name: string, shape: readonly number[]) => shape.length === 2 && (linear.has(name) || linear.has(prefix + name))
+    : undefined;
   try {
     await weights.load(
       source,
@@ -90,7 +102,7 @@ export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promi
         if (source instanceof ShardedSafetensors) return source.shardOf(name);
         return hasSingle ? join(dir, 'model.safetensors') : undefined;
       },
-      plan,
+      { ...plan, defer },
     );
   } finally {
     await source.close();

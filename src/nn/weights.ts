@@ -4,7 +4,8 @@
 // 4-bit quantized weights (bitsandbytes NF4/FP4), quantized tensor by tensor while loading.
 
 import type { RawTensor, TensorSource } from '../io/safetensors.js';
-import { toFloat32 } from '../io/safetensors.js';
+import { SafetensorsError, toFloat32 } from '../io/safetensors.js';
+import { closeSync, openSync, readSync } from '../storage/index.js';
 import type { ConstSource } from '../graph/ir.js';
 import {
   type QuantizeOptions,
@@ -16,12 +17,44 @@ import {
 } from '../quant/blockwise.js';
 import { BNB_COMPONENTS, fromBnbTensors, quantStateKey } from '../quant/bnb.js';
 import { QuantizationError } from '../quant/errors.js';
+import { type Int8Base, int8Base } from '../quant/int8_base.js';
+
+/** Where a weight's values lie in a safetensors file: its byte range and stored dtype. */
+export interface WeightFile {
+  path: string;
+  offset: number;
+  length: number;
+  /** how the file stores it (float32 when absent) */
+  dtype?: 'F32' | 'F16' | 'BF16';
+}
 
 export interface WeightTensor {
   shape: number[];
   data: Float32Array;
-  /** the byte range of this tensor in a float32 safetensors file, when it is stored that way */
-  file?: { path: string; offset: number; length: number };
+  /** the byte range of this tensor in a safetensors file it was read from, when it is stored as F32, F16 or BF16 */
+  file?: WeightFile;
+}
+
+/** The float32 values of a weight read back from its safetensors file (float16/bfloat16 upcast as when loading). */
+export function readWeightFile(file: WeightFile, shape: readonly number[]): Float32Array {
+  const dtype = file.dtype ?? 'F32';
+  const bytes = new Uint8Array(file.length);
+  const fd = openSync(file.path, 'r');
+  try {
+    let done = 0;
+    while (done < bytes.length) {
+      const n = readSync(fd, bytes.subarray(done), 0, bytes.length - done, file.offset + done);
+      if (n <= 0)
+        throw new SafetensorsError(
+          file.path,
+          `ended before a weight could be read back from it; do not change a model's files while it is loaded`,
+        );
+      done += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return toFloat32({ dtype, shape: [...shape], data: bytes });
 }
 
 /** A weight held 4-bit quantized. */
@@ -42,7 +75,16 @@ export interface WeightLoadOptions {
   quantize?: (name: string, shape: readonly number[]) => (QuantizeOptions & { transpose?: boolean }) | undefined;
   /** for weights the checkpoint already holds quantized (bitsandbytes layout): is the matrix transposed (Conv1D)? */
   transposed?: (name: string) => boolean;
+  /**
+   * Weights not read while loading (by checkpoint name and shape): a float32, float16 or bfloat16
+   * tensor of a file is only registered, and get() reads it when it is first asked for. Training
+   * on the int8 base defers the linear layers' matrices, whose int8 copies are then quantized from
+   * one transient float32 matrix at a time (int8()).
+   */
+  defer?: (name: string, shape: readonly number[]) => boolean;
 }
+
+const FILE_FLOAT: ReadonlySet<string> = new Set(['F32', 'F16', 'BF16']);
 
 const DTYPE_NAMES: Record<string, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16', F64: 'float64' };
 
@@ -51,11 +93,23 @@ export type CheckpointDtype = 'float32' | 'float16' | 'bfloat16';
 export const CHECKPOINT_DTYPES: readonly CheckpointDtype[] = ['float32', 'float16', 'bfloat16'];
 const FILE_DTYPE: Record<string, CheckpointDtype> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16', F64: 'float32' };
 
+/** int8 copies of a released weight: the codes held weakly (the sessions fed from them keep them alive), the rest kept. */
+interface WeakInt8 {
+  codes: [WeakRef<Int8Array>, WeakRef<Int8Array>];
+  forward: Omit<Int8Base['forward'], 'codes'>;
+  backward: Omit<Int8Base['backward'], 'codes'>;
+}
+
 export class WeightStore {
   private readonly map = new Map<string, WeightTensor>();
   private readonly quantized = new Map<string, QuantizedWeightTensor>();
-  /** float32 weights whose arrays were dropped (releaseFloat): read back by `reload` when asked for */
-  private readonly released = new Map<string, { shape: number[]; file?: WeightTensor['file']; reload: () => Float32Array }>();
+  /** float32 weights whose arrays were dropped (releaseFloat) or never read (WeightLoadOptions.defer): read back from their file when asked for */
+  private readonly released = new Map<string, { shape: number[]; file: WeightFile }>();
+  /**
+   * int8 copies quantized from a released weight (int8()), by name and layout. Weakly held: they
+   * live as long as a session feeds them, and are quantized again (from the file) after that.
+   */
+  private readonly int8Copies = new Map<string, WeakInt8>();
   /** tied weights: lm_head.weight -> transformer.wte.weight, held once */
   private readonly aliases = new Map<string, string>();
   /**
@@ -110,16 +164,26 @@ export class WeightStore {
       const info = source.info(name);
       count(info.dtype, info.shape);
       const spec = opts.quantize?.(name, info.shape);
+      const at = path(name);
+      if (!spec && at && FILE_FLOAT.has(info.dtype) && opts.defer?.(name, info.shape)) {
+        const file: WeightFile = { path: at, offset: info.byteOffset, length: info.byteLength, dtype: info.dtype as WeightFile['dtype'] };
+        this.delete(name);
+        this.aliases.delete(name);
+        this.released.set(name, { shape: [...info.shape], file });
+        continue;
+      }
       const raw = await source.read(name);
       if (spec) {
         this.setQuantized(name, quantizeRaw(name, raw, spec));
         continue;
       }
-      const file = path(name);
       this.set(name, {
         shape: [...raw.shape],
         data: toFloat32(raw),
-        file: info.dtype === 'F32' && file ? { path: file, offset: info.byteOffset, length: info.byteLength } : undefined,
+        file:
+          FILE_FLOAT.has(info.dtype) && at
+            ? { path: at, offset: info.byteOffset, length: info.byteLength, dtype: info.dtype as WeightFile['dtype'] }
+            : undefined,
       });
     }
     // 4-bit weights record the dtype they were quantized from (bitsandbytes quant_state).
@@ -153,9 +217,7 @@ export class WeightStore {
     let w = this.map.get(r);
     const gone = w ? undefined : this.released.get(r);
     if (gone) {
-      w = { shape: gone.shape, data: gone.reload(), file: gone.file };
-      if (w.data.length !== numelOf(w.shape))
-        throw new Error(`weight "${name}" read back ${w.data.length} values for [${w.shape.join(', ')}]`);
+      w = { shape: gone.shape, data: readWeightFile(gone.file, gone.shape), file: gone.file };
       this.released.delete(r);
       this.map.set(r, w);
     }
@@ -173,7 +235,37 @@ export class WeightStore {
     this.aliases.delete(name);
     this.quantized.delete(name);
     this.released.delete(name);
+    this.forgetInt8(name);
     this.map.set(name, w);
+  }
+  private forgetInt8(name: string): void {
+    this.int8Copies.delete(`${name}|linear`);
+    this.int8Copies.delete(`${name}|conv1d`);
+  }
+  /**
+   * The int8 copies of a frozen matrix (src/quant/int8_base.ts) stored in `layout`. A weight whose
+   * float32 array is held is quantized from it (once per array); a released or deferred one is
+   * read from its file for this alone and not kept, so it never exists as a float32 array for
+   * longer than its quantization takes.
+   */
+  int8(name: string, layout: 'linear' | 'conv1d'): Int8Base {
+    const r = this.resolve(name);
+    const w = this.map.get(r);
+    if (w) return int8Base(w.data, w.shape, layout, name);
+    const gone = this.released.get(r);
+    if (!gone) return int8Base(this.get(name).data, this.shapeOf(name), layout, name); // throws the right error
+    const key = `${r}|${layout}`;
+    const hit = this.int8Copies.get(key);
+    const fc = hit?.codes[0].deref();
+    const bc = hit?.codes[1].deref();
+    if (hit && fc && bc) return { forward: { ...hit.forward, codes: fc }, backward: { ...hit.backward, codes: bc } };
+    const q = int8Base(readWeightFile(gone.file, gone.shape), gone.shape, layout, name);
+    // The sessions fed from the codes keep them (not this object) alive, so each is held weakly on
+    // its own; the scales (4 bytes a column) are kept.
+    const { codes: f, ...forward } = q.forward;
+    const { codes: b, ...backward } = q.backward;
+    this.int8Copies.set(key, { codes: [new WeakRef(f), new WeakRef(b)], forward, backward });
+    return q;
   }
   isQuantized(name: string): boolean {
     return this.quantized.has(this.resolve(name));
@@ -185,6 +277,7 @@ export class WeightStore {
     this.aliases.delete(name);
     this.map.delete(name);
     this.released.delete(name);
+    this.forgetInt8(name);
     this.quantized.set(name, w);
   }
   /** Names of the weights held quantized. */
@@ -207,11 +300,17 @@ export class WeightStore {
   /** Moves a weight (float or quantized) to a new name. */
   rename(from: string, to: string): void {
     const q = this.quantized.get(from);
+    const gone = this.released.get(from);
     if (q) this.setQuantized(to, q);
-    else this.set(to, this.get(from));
+    else if (gone) {
+      this.delete(to);
+      this.aliases.delete(to);
+      this.released.set(to, gone);
+    } else this.set(to, this.get(from));
     this.delete(from);
   }
   delete(name: string): boolean {
+    this.forgetInt8(name);
     const a = this.map.delete(name);
     const b = this.quantized.delete(name);
     const c = this.released.delete(name);
@@ -221,18 +320,18 @@ export class WeightStore {
     return [...this.map.keys(), ...this.released.keys(), ...this.quantized.keys()];
   }
   /**
-   * Drops the float32 array of a weight read from a float32 safetensors file (WeightTensor.file),
-   * so the process no longer holds it once nothing else does; get() reads it back from that file
-   * (with `read`) when it is needed again. Used by training on an int8 base, whose sessions hold
-   * int8 copies instead. Returns false (and keeps the array) for a weight with no such file.
+   * Drops the float32 array of a weight read from a safetensors file (WeightTensor.file: stored
+   * as float32, float16 or bfloat16), so the process no longer holds it once nothing else does;
+   * get() reads it back from that file (upcast as when loading) when it is needed again. Used by
+   * training on an int8 base, whose sessions hold int8 copies instead. Returns false (and keeps
+   * the array) for a weight with no such file.
    */
-  releaseFloat(name: string, read: (file: NonNullable<WeightTensor['file']>) => Float32Array): boolean {
+  releaseFloat(name: string): boolean {
     const r = this.resolve(name);
     const w = this.map.get(r);
     if (!w?.file) return false;
-    const file = w.file;
     this.map.delete(r);
-    this.released.set(r, { shape: w.shape, file, reload: () => read(file) });
+    this.released.set(r, { shape: w.shape, file: w.file });
     return true;
   }
   /** Names of the weights whose float32 arrays are released (releaseFloat) and not read back yet. */

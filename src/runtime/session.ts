@@ -5,7 +5,7 @@ import type * as ort from 'onnxruntime-node';
 import { path } from '../storage/index.js';
 import { runtimeBackend } from './backend.js';
 import type { Graph, Value } from '../graph/ir.js';
-import { type DType, type HostArray, shapeToString } from '../graph/types.js';
+import { type DType, type HostArray, type Shape, shapeToString } from '../graph/types.js';
 import { DEFAULT_LARGE_CONSTANT_BYTES, lowerGraph, type LoweredGraph, type LowerOptions } from '../onnx/export.js';
 import { encodeModel } from '../onnx/model.js';
 import { int8Matmuls } from '../onnx/int8_matmul.js';
@@ -168,10 +168,14 @@ export function externalDataFolder(files: readonly string[]): { folder: string; 
   };
 }
 
+/** One input of a session: a graph input or trainable param, by name. */
+type SessionFeed = { name: string; dtype: DType; shape: Shape; rank: number };
+
 export class RuntimeSession {
   private constructor(
     private readonly session: ort.InferenceSession,
-    readonly feeds: readonly Value[],
+    /** what the session must be fed (plain copies: a session does not keep its graph, nor the graph's constant arrays, alive) */
+    readonly feeds: readonly { name: string; dtype: DType; shape: Shape; rank: number }[],
     readonly outputNames: readonly string[],
     readonly name: string,
     /** constants fed from their JS arrays at every run (weights: 'shared') */
@@ -286,7 +290,8 @@ export class RuntimeSession {
       modelBytes: bytes.byteLength,
       int8Products: spec.nodes.filter((n) => n.opType === 'MatMulNBits' && n.domain === 'com.microsoft').length,
     };
-    return new RuntimeSession(session, lowered.feeds, lowered.outputNames, opts.name ?? 'session', constantFeeds, memory);
+    const feeds = lowered.feeds.map((v): SessionFeed => ({ name: v.name, dtype: v.dtype, shape: [...v.shape], rank: v.rank }));
+    return new RuntimeSession(session, feeds, lowered.outputNames, opts.name ?? 'session', constantFeeds, memory);
   }
 
   /** Runs with host tensors keyed by value name; returns the requested outputs (all by default). */

@@ -5,7 +5,7 @@
 // example-weighted loss and accuracy.
 
 import { createHash } from '../io/sha256.js';
-import { closeSync, join, openSync, readSync } from '../storage/index.js';
+import { join } from '../storage/index.js';
 import { runtimeBackend } from '../runtime/backend.js';
 import { type OutputDir, type OutputDirState, checkOutputDir, claimOutputDir, readOutputMarker } from '../io/outdir.js';
 import { copyTokenizerFiles } from '../io/modelfiles.js';
@@ -262,36 +262,15 @@ function checkExamples(model: AdaptedModel, examples: readonly TrainItem[], whic
   });
 }
 
-/** The float32 values of a weight stored in a float32 safetensors file, read back from it. */
-function readFloat32(file: { path: string; offset: number; length: number }): Float32Array {
-  const data = new Float32Array(file.length / 4);
-  const bytes = new Uint8Array(data.buffer);
-  const fd = openSync(file.path, 'r');
-  try {
-    let done = 0;
-    while (done < bytes.length) {
-      const n = readSync(fd, bytes.subarray(done), 0, bytes.length - done, file.offset + done);
-      if (n <= 0)
-        throw new TrainError(
-          `${file.path} ended before a weight could be read back from it; do not change the model's files while it trains`,
-        );
-      done += n;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return data;
-}
-
 /**
  * Training on an int8 base: the weights both steps hold only as int8 copies are never read as
  * float32 by them, so their float32 arrays are dropped from the model (about 320 MiB for GPT-2
  * small); anything that needs one later (generation, merging) reads it back from the checkpoint.
  */
-function releaseInt8Only(model: AdaptedModel, train: TrainStep, evaluation: EvalStep | undefined): void {
+export function releaseInt8Only(model: AdaptedModel, train: TrainStep, evaluation: EvalStep | undefined): void {
   const names = evaluation ? train.int8OnlyWeights.filter((n) => evaluation.int8OnlyWeights.includes(n)) : train.int8OnlyWeights;
   let released = 0;
-  for (const n of names) if (model.base.weights.releaseFloat(n, readFloat32)) released++;
+  for (const n of names) if (model.base.weights.releaseFloat(n)) released++;
   // V8 frees the arrays only at a full collection, which need not come before the step's peak.
   if (released) runtimeBackend().collectGarbage?.();
 }

@@ -75,8 +75,8 @@ export function trainBasePrecision(flag: string | undefined, quantizedBase = fal
  * inlined into each session's ModelProto: 64 KiB, so that the int8 base's copies of SmolLM-135M's
  * 576-wide matrices (110-885 KiB each, under the 1 MiB default) are held once, in the JS arrays
  * both steps share, instead of being copied through the protobuf and prepacked by each session.
- * SmolLM-135M shape, LoRA q/v, 4 x 256, bench step: peak RSS 2076-2087 MiB prepacked, 1955 fed;
- * maxrss after compiling 1222-1228 -> 556 MiB; no consistent CPU cost on a loaded machine (MLAS
+ * SmolLM-135M shape, LoRA q/v, 4 x 256, bench step: peak RSS 2076-2087 MiB prepacked, 1433 fed;
+ * maxrss after compiling 1222-1228 -> 569 MiB; no consistent CPU cost on a loaded machine (MLAS
  * packs a fed int8 matrix at each product); bench/RESULTS.md "Weights side of a training step's memory".
  */
 const STEP_LARGE_CONSTANT_BYTES = 64 * 1024;

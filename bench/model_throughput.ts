@@ -21,7 +21,7 @@ import type { RuntimeOptions } from '../src/runtime/session.js';
 import { noise, randomBenchModel } from './train_models.js';
 import { forEachFlag, helpOrUnknown, intArg, listArg } from './args.js';
 import { writeResultsSection } from './results.js';
-import { median, withOtherLoad } from './peer.js';
+import { median, timeRuns, withOtherLoad } from './peer.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '../..');
@@ -138,16 +138,7 @@ async function benchForward(model: PretrainedModel, opt: Options, runtime: Runti
     inputIds: { dtype: 'int64' as const, shape: [B, S], data: ids },
     attentionMask: { dtype: 'int64' as const, shape: [B, S], data: new BigInt64Array(B * S).fill(1n) },
   };
-  for (let i = 0; i < opt.warmup; i++) await session.run(batch);
-  const { value: times, otherCpu } = await withOtherLoad(async () => {
-    const ts: number[] = [];
-    for (let i = 0; i < opt.runs; i++) {
-      const t = performance.now();
-      await session.run(batch);
-      ts.push((performance.now() - t) / 1000);
-    }
-    return ts;
-  });
+  const { times, otherCpu } = await timeRuns(opt.warmup, opt.runs, () => session.run(batch));
   await session.dispose();
   const m = median(times);
   return { medianS: m, tokensPerS: (B * S) / m, timesS: times, compileS, otherCpu };

@@ -127,6 +127,21 @@ export async function withOtherLoad<T>(fn: () => Promise<T>): Promise<{ value: T
   return { value, otherCpu: Math.max(0, (busySeconds() - b0 - (c.user + c.system) / 1e6) / wall) };
 }
 
+/** `warmup` untimed calls of `run`, then `runs` timed ones: the seconds of each and the cores other processes used meanwhile. */
+export async function timeRuns(warmup: number, runs: number, run: () => Promise<unknown>): Promise<{ times: number[]; otherCpu: number }> {
+  for (let i = 0; i < warmup; i++) await run();
+  const { value: times, otherCpu } = await withOtherLoad(async () => {
+    const ts: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      const t = performance.now();
+      await run();
+      ts.push((performance.now() - t) / 1000);
+    }
+    return ts;
+  });
+  return { times, otherCpu };
+}
+
 export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   if (!s.length) return NaN;

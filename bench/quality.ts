@@ -7,7 +7,8 @@
 //          LoRA r 8 on all linear layers, a few hundred steps of next-token prediction on text of
 //          the pretraining corpus generator (scripts/corpus), eval loss on held-out blocks.
 // Every run is a fresh child process whose result is kept in --out; a rerun skips finished runs
-// (--fresh redoes them). --write puts the tables into bench/RESULTS.md and the plots in bench/quality/.
+// (--fresh redoes them). --write puts the tables into bench/RESULTS.md (one block per job, with its own
+// command and load; the blocks of jobs not run are kept) and the plots in bench/quality/.
 //
 //   npm run build && nice -n 10 node dist/bench/quality.js [--part tasks|real|all] [--write] [--help]
 
@@ -28,7 +29,7 @@ import { getPeftModel } from '../src/tuners/load.js';
 import { Picker } from '../scripts/corpus/lexicon.js';
 import { corpusDocument } from '../scripts/corpus/text.js';
 import { forEachFlag, helpOrUnknown, intArg, intListArg, listArg, numberArg } from './args.js';
-import { writeResultsSection } from './results.js';
+import { RESULTS_FILE, writeResultsSection } from './results.js';
 import { machineLines, uptime } from './peer.js';
 import { normals } from './random_weights.js';
 import { BENCH_CONFIGS, randomBenchModel } from './train_models.js';
@@ -37,17 +38,25 @@ const SELF = fileURLToPath(import.meta.url);
 const REPO = resolve(SELF, '..', '..', '..');
 const PRECISIONS = ['fp32', 'int8', 'nf4'] as const;
 type Precision = (typeof PRECISIONS)[number];
+/**
+ * A base of the runs: a precision, or "int8:<modules>" (real part only): int8 with the products of
+ * those linear modules (names or suffixes joined by "+", e.g. int8:lm_head) kept in float32
+ * (StepOptions.int8Exclude). The label names the runs, their rows and their curves.
+ */
+type Base = Precision | `int8:${string}`;
+const precisionOf = (b: Base): Precision => (b.startsWith('int8:') ? 'int8' : (b as Precision));
+const int8ExcludeOf = (b: Base): string[] | undefined => (b.startsWith('int8:') ? b.slice(5).split('+') : undefined);
 const PARTS = ['tasks', 'real', 'all'] as const;
 
 interface Options {
   part: (typeof PARTS)[number];
   tasks: string[];
   seeds: number[];
-  precisions: Precision[];
+  precisions: Base[];
   steps: number;
   evalEvery: number;
   realSeeds: number[];
-  realPrecisions: Precision[];
+  realPrecisions: Base[];
   realSteps: number;
   realEvalEvery: number;
   realBatch: number;
@@ -69,16 +78,27 @@ const HELP = `node dist/bench/quality.js [options]
   --precisions fp32,int8,nf4  bases of the task runs (fp32 is always run)
   --steps N --eval-every N  task runs: optimizer steps (150, the quickstart's) and eval interval (15)
   --real-seeds 1,2,3  --real-precisions fp32,int8,nf4  --real-steps 300  --real-eval-every 25
+                            (--real-precisions also takes int8:<modules>: int8 with those linear modules'
+                            products in float32, names or suffixes joined by +, e.g. int8:lm_head)
   --real-batch 4  --real-seq 128  --real-eval-blocks 16  --real-lr 2e-3   the SmolLM-135M-shape run
   --threads N               ONNX Runtime threads per run (default 2)
   --out DIR                 run results and the random checkpoint (default out/quality)
   --fresh                   redo runs whose results are in --out
-  --write                   write the tables into bench/RESULTS.md and the plots into bench/quality/
+  --write                   write the tables of the jobs run into bench/RESULTS.md (other jobs' blocks
+                            are kept) and the plots into bench/quality/
   --report-only             start no run: tables from the finished runs, and from unfinished ones up to
                             their last evaluation (every curve of a job is then cut to the shortest)`;
 
 /** fp32 first (the spread the others are read against), then the others asked for. */
 const withFp32 = (ps: Precision[]): Precision[] => ['fp32', ...ps.filter((p) => p !== 'fp32')];
+/** --real-precisions: the precisions, or int8:<modules> variants (see Base); fp32 first. */
+const bases = (text: string): Base[] => {
+  const xs = text.split(',').filter(Boolean) as Base[];
+  for (const x of xs)
+    if (!PRECISIONS.includes(x as Precision) && !/^int8:[\w.]+(\+[\w.]+)*$/.test(x))
+      throw new Error(`unknown precision ${x}; choose from ${PRECISIONS.join(', ')} or int8:<module>[+<module>...]`);
+  return ['fp32', ...xs.filter((x) => x !== 'fp32')];
+};
 
 function parse(argv: readonly string[]): Options {
   const o: Options = {
@@ -126,7 +146,7 @@ function parse(argv: readonly string[]): Options {
         o.realSeeds = intListArg(flag, value());
         break;
       case '--real-precisions':
-        o.realPrecisions = withFp32(listArg(value(), PRECISIONS, 'precision'));
+        o.realPrecisions = bases(value());
         break;
       case '--real-steps':
         o.realSteps = intArg(flag, value(), 1);
@@ -174,7 +194,7 @@ interface RunSpec {
   kind: 'task' | 'real';
   /** the task name, or "smollm-135m" */
   job: string;
-  precision: Precision;
+  precision: Base;
   seed: number;
   threads: number;
   steps: number;
@@ -198,7 +218,8 @@ interface RunResult {
   partial?: boolean;
 }
 
-const runId = ({ spec: s }: { spec: RunSpec }): string => `${s.job}-${s.precision}-seed${s.seed}`;
+const runId = ({ spec: s }: { spec: RunSpec }): string =>
+  `${s.job}-${s.precision.replace(':', '-fp32-').replaceAll('+', '-')}-seed${s.seed}`;
 
 async function childRun(spec: RunSpec): Promise<RunResult> {
   const t0 = performance.now();
@@ -213,7 +234,7 @@ async function childRun(spec: RunSpec): Promise<RunResult> {
       evalEvery: spec.evalEvery,
       seed: spec.seed,
       threads: spec.threads,
-      basePrecision: spec.precision,
+      basePrecision: precisionOf(spec.precision),
       samples: 0,
     });
     const metrics = readFileSync(join(spec.dir, 'metrics.jsonl'), 'utf8').trim().split('\n');
@@ -250,7 +271,11 @@ async function childRun(spec: RunSpec): Promise<RunResult> {
       overwrite: true,
       progress: silentProgress,
       onStep: (r) => void (r.step % 25 === 0 && console.error(`  step ${r.step}: loss ${r.loss.toFixed(4)}`)),
-      runtime: { threads: spec.threads, basePrecision: spec.precision === 'nf4' ? 'fp32' : spec.precision },
+      runtime: {
+        threads: spec.threads,
+        basePrecision: precisionOf(spec.precision) === 'int8' ? 'int8' : 'fp32',
+        int8Exclude: int8ExcludeOf(spec.precision),
+      },
     });
     const res = await trainer.train();
     evals = res.metrics.filter((m) => m.kind === 'eval').map((m) => [m.step, (m as { eval_loss: number }).eval_loss]);
@@ -343,7 +368,7 @@ function runChild(spec: RunSpec, fresh: boolean, reportOnly = false): RunResult 
 // ---------------------------------------------------------------------------------- analysis
 
 interface Verdict {
-  precision: Precision;
+  precision: Base;
   seed: number;
   /** eval points after step 0 outside the fp32 band, of all after step 0 */
   outside: number;
@@ -453,7 +478,7 @@ function curveTable(s: JobSummary, runs: RunResult[]): string[] {
 }
 
 /** At how many steps after 0 the mean curve of a base's runs lies outside the fp32 band. */
-function meanOutside(s: JobSummary, p: Precision): { outside: number; points: number; worst: number } {
+function meanOutside(s: JobSummary, p: Base): { outside: number; points: number; worst: number } {
   const runs = s.runs.filter((r) => r.spec.precision === p);
   let outside = 0;
   let worst = 0;
@@ -467,7 +492,7 @@ function meanOutside(s: JobSummary, p: Precision): { outside: number; points: nu
 }
 
 function verdictLine(s: JobSummary): string {
-  const by = new Map<Precision, Verdict[]>();
+  const by = new Map<Base, Verdict[]>();
   for (const v of s.verdicts) by.set(v.precision, [...(by.get(v.precision) ?? []), v]);
   const parts: string[] = [];
   for (const [p, vs] of by) {
@@ -485,7 +510,14 @@ function verdictLine(s: JobSummary): string {
           ? `, its mean over ${vs.length} seeds inside the band at every step`
           : `, its mean over ${vs.length} seeds outside at ${mean.outside} of ${mean.points} steps (by at most ${f4(mean.worst)})`
         : '';
-    parts.push(`${p}: ${each}${avg}`);
+    const last = s.steps.length - 1;
+    const meanAt = (b: Base): number => {
+      const rs = s.runs.filter((r) => r.spec.precision === b);
+      return rs.reduce((a, r) => a + r.evals[last]![1], 0) / rs.length;
+    };
+    const gap = meanAt(p) - meanAt('fp32');
+    const end = `; at step ${s.steps[last]} its mean is ${gap >= 0 ? '+' : ''}${f4(gap)} from fp32's mean, whose seeds span ${f4(s.hi[last]! - s.lo[last]!)}`;
+    parts.push(`${p}: ${each}${avg}${end}`);
   }
   return `**${s.job}** (fp32 band from ${s.fp32.length} seeds): ${parts.join('; ')}.`;
 }
@@ -493,12 +525,18 @@ function verdictLine(s: JobSummary): string {
 // ---------------------------------------------------------------------------------- the plot
 
 const COLORS: Record<Precision, string> = { fp32: '#1f77b4', int8: '#d62728', nf4: '#2ca02c' };
+const VARIANT_COLORS = ['#9467bd', '#ff7f0e', '#8c564b', '#e377c2'];
+/** A base's curve colour: its precision's, or for int8:<modules> variants one of VARIANT_COLORS by order of appearance. */
+const colorOf = (b: Base, bases: readonly Base[]): string =>
+  b.includes(':') ? VARIANT_COLORS[bases.filter((x) => x.includes(':')).indexOf(b) % VARIANT_COLORS.length]! : COLORS[b as Precision];
 
 /** The fp32 band (shaded min-max) with every curve of every base, as an SVG. */
 function curvesSvg(title: string, s: JobSummary, runs: RunResult[]): string {
-  const W = 640;
+  const bases = [...new Set(runs.map((r) => r.spec.precision))];
+  const legend = Math.max(...bases.map((b) => `${b} (3 seeds)`.length));
+  const W = 520 + Math.max(120, 48 + 7 * legend);
   const H = 380;
-  const m = { left: 64, right: 120, top: 36, bottom: 48 };
+  const m = { left: 64, right: W - 520, top: 36, bottom: 48 };
   const pw = W - m.left - m.right;
   const ph = H - m.top - m.bottom;
   // the first eval (step 0) is the untrained base, far above the rest: the plot starts at the second
@@ -530,14 +568,13 @@ function curvesSvg(title: string, s: JobSummary, runs: RunResult[]): string {
   for (const r of runs) {
     const pts = r.evals.slice(first).map(([x, y]) => `${X(x)},${Y(y)}`);
     const dash = r.spec.precision === 'fp32' ? '' : ' stroke-dasharray="5,3"';
-    out.push(`<polyline points="${pts.join(' ')}" fill="none" stroke="${COLORS[r.spec.precision]}" stroke-width="1.5"${dash}/>`);
+    out.push(`<polyline points="${pts.join(' ')}" fill="none" stroke="${colorOf(r.spec.precision, bases)}" stroke-width="1.5"${dash}/>`);
   }
   let ly = m.top + 8;
-  for (const p of PRECISIONS) {
-    if (!runs.some((r) => r.spec.precision === p)) continue;
+  for (const p of bases) {
     const n = runs.filter((r) => r.spec.precision === p).length;
     out.push(
-      `<line x1="${m.left + pw + 12}" x2="${m.left + pw + 36}" y1="${ly}" y2="${ly}" stroke="${COLORS[p]}" stroke-width="2"${p === 'fp32' ? '' : ' stroke-dasharray="5,3"'}/><text x="${m.left + pw + 42}" y="${ly + 4}">${p} (${n} seeds)</text>`,
+      `<line x1="${m.left + pw + 12}" x2="${m.left + pw + 36}" y1="${ly}" y2="${ly}" stroke="${colorOf(p, bases)}" stroke-width="2"${p === 'fp32' ? '' : ' stroke-dasharray="5,3"'}/><text x="${m.left + pw + 42}" y="${ly + 4}">${p} (${n} seeds)</text>`,
     );
     ly += 20;
   }
@@ -638,11 +675,26 @@ async function main(): Promise<void> {
       false,
     );
   }
-  const md: string[] = [];
+  const blocks = new Map<string, string[]>();
   for (const s of summaries) {
     console.log(`\n${verdictLine(s.summary)}`);
     console.log(jobTable(s.summary, s.withScore).join('\n'));
-    md.push(`#### ${s.title}`, '', verdictLine(s.summary), '', ...jobTable(s.summary, s.withScore), '');
+    const md: string[] = [`#### ${s.title}`, ''];
+    const times = s.runs.map((r) => r.finishedAt).sort();
+    md.push(
+      `Written by \`node dist/bench/quality.js ${argv.join(' ')}\` (${started.slice(0, 16).replace('T', ' ')} UTC; runs finished ${times[0]?.slice(0, 16).replace('T', ' ')} to ${times.at(-1)?.slice(0, 16).replace('T', ' ')} UTC).`,
+      '',
+      ...machineLines(),
+      `- load when the command started: \`${loadStart}\`; at the end: \`${uptime()}\``,
+      '',
+    );
+    md.push(verdictLine(s.summary), '', ...jobTable(s.summary, s.withScore), '');
+    const variants = [...new Set(s.runs.map((r) => r.spec.precision).filter((b) => b.includes(':')))];
+    if (variants.length)
+      md.push(
+        `${variants.map((b) => `\`${b}\``).join(', ')}: the int8 base with the products of the named linear modules (${variants.map((b) => int8ExcludeOf(b)!.join(' + ')).join('; ')}) kept in float32 (StepOptions.int8Exclude).`,
+        '',
+      );
     md.push(
       `![${s.title}](quality/${s.file})`,
       '',
@@ -650,28 +702,38 @@ async function main(): Promise<void> {
       '',
     );
     md.push(...curveTable(s.summary, s.runs), '', '</details>', '');
+    blocks.set(s.summary.job, md);
   }
   if (o.write) {
     const dir = join(REPO, 'bench', 'quality');
     mkdirSync(dir, { recursive: true });
     for (const s of summaries) writeFileSync(join(dir, s.file), curvesSvg(s.title, s.summary, s.runs));
-    const times = summaries.flatMap((s) => s.runs.map((r) => r.finishedAt)).sort();
-    const section = [
-      HEADING,
-      '',
-      START,
-      `Written by \`node dist/bench/quality.js ${argv.join(' ')}\` (${started.slice(0, 16).replace('T', ' ')} UTC; runs finished ${times[0]?.slice(0, 16).replace('T', ' ')} to ${times.at(-1)?.slice(0, 16).replace('T', ' ')} UTC).`,
-      '',
-      ...machineLines(),
-      `- load when the command started: \`${loadStart}\`; at the end: \`${uptime()}\``,
-      '',
-      ...HOW_TO_READ,
-      '',
-      ...md,
-    ].join('\n');
-    writeResultsSection(HEADING, section, { keepFrom: END });
+    const old = existsSync(RESULTS_FILE) ? readFileSync(RESULTS_FILE, 'utf8') : '';
+    writeResultsSection(HEADING, withJobBlocks(old, blocks), { keepFrom: END });
     console.error(`wrote bench/RESULTS.md and bench/quality/*.svg`);
   }
+}
+
+const jobMarks = (job: string): [string, string] => [`<!-- quality job ${job}: start -->`, `<!-- quality job ${job}: end -->`];
+
+/**
+ * The equal-quality section up to its END marker: the how-to-read text, then one block per job
+ * between its job's markers (with its own command and load): `blocks` replace their jobs' blocks in
+ * `results` (RESULTS.md's text), the blocks of jobs this command did not run are kept, new ones appended.
+ */
+function withJobBlocks(results: string, blocks: ReadonlyMap<string, string[]>): string {
+  const a = results.indexOf(START);
+  const b = results.indexOf(END);
+  let inner = a >= 0 && b > a ? results.slice(a + START.length, b) : '';
+  for (const [job, md] of blocks) {
+    const [s, e] = jobMarks(job);
+    const block = [s, ...md, e].join('\n');
+    const i = inner.indexOf(s);
+    const j = inner.indexOf(e);
+    inner = i >= 0 && j > i ? inner.slice(0, i) + block + inner.slice(j + e.length) : `${inner.trimEnd()}\n\n${block}\n`;
+  }
+  const first = inner.indexOf('<!-- quality job ');
+  return [HEADING, '', START, ...HOW_TO_READ, '', first >= 0 ? inner.slice(first).trimEnd() : ''].join('\n');
 }
 
 main().catch((e: unknown) => {

@@ -57,6 +57,11 @@ export interface BuildOptions {
    */
   basePrecision?: BasePrecision;
   /**
+   * With basePrecision 'int8': linear modules whose products stay float32, by name or name suffix
+   * ("lm_head", "mlp.down_proj"; matched as PEFT matches target_modules). Default none.
+   */
+  int8Exclude?: readonly string[];
+  /**
    * Inference only: tuners may feed tensors derived from their live ones (LoRA's A or B with the
    * scaling folded in, so the graph has no scaling for ONNX Runtime to fuse into the product's
    * alpha, which takes batch-1 products off MLAS's M=1 kernel). The derived values are computed when
@@ -96,6 +101,7 @@ export class BuildContext {
   readonly gradientCheckpointing: boolean;
   readonly selectiveRecompute: boolean;
   readonly basePrecision: BasePrecision;
+  private readonly int8Exclude: readonly string[];
   readonly derivedFeeds: boolean;
   /** params whose feed is computed from live tensors (see BuildOptions.derivedFeeds), by name */
   readonly derived = new Map<string, () => DerivedFeed>();
@@ -113,6 +119,7 @@ export class BuildContext {
     this.gradientCheckpointing = opts.gradientCheckpointing ?? false;
     this.selectiveRecompute = opts.selectiveRecompute ?? false;
     this.basePrecision = opts.basePrecision ?? 'fp32';
+    this.int8Exclude = opts.int8Exclude ?? [];
     this.derivedFeeds = opts.derivedFeeds ?? false;
   }
 
@@ -137,6 +144,8 @@ export class BuildContext {
     floatBackward = false,
   ): readonly [Value, Value, Value, Value] | readonly [Value, Value, Value] | undefined {
     if (this.basePrecision !== 'int8') return undefined;
+    const module = name.replace(/\.weight$/, '');
+    if (this.int8Exclude.some((m) => module === m || module.endsWith(`.${m}`))) return undefined;
     name = this.weights.resolve(name);
     if (this.trainable.has(name) || this.weights.isQuantized(name)) return undefined;
     if (this.weights.shapeOf(name).length !== 2) return undefined;

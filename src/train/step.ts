@@ -23,7 +23,10 @@ export type StepOptions = Pick<
 > & {
   /** how products with a 4-bit base weight are computed (QLoRA; default 'ops', see src/quant/matmul.ts) */
   quantKernel?: QuantKernel;
-  /** recompute each decoder layer in the backward pass instead of keeping its activations (default false) */
+  /**
+   * recompute each decoder layer in the backward pass instead of keeping its activations (default
+   * DEFAULT_GRADIENT_CHECKPOINTING)
+   */
   gradientCheckpointing?: boolean;
   /**
    * recompute each attention core (scores, softmax, probabilities @ v) from q, k and v, and a gated
@@ -34,6 +37,8 @@ export type StepOptions = Pick<
   selectiveRecompute?: boolean;
   /** frozen float32 matrices multiplied as they are ('fp32', default) or through int8 copies ('int8'; src/quant/int8_base.ts) */
   basePrecision?: BasePrecision;
+  /** with basePrecision 'int8': linear modules whose products stay float32 (BuildOptions.int8Exclude) */
+  int8Exclude?: readonly string[];
   /**
    * Parts the LM head and causal-LM loss are computed in over the tokens, so the full logits never
    * exist (default DEFAULT_LOSS_CHUNKS = 4; 1 = one product over all tokens; src/train/chunked_loss.ts).
@@ -61,7 +66,19 @@ export const DEFAULT_BASE_PRECISION: BasePrecision = 'int8';
  * RSS 1564 -> 1356 MiB) for about 3% of a step's FLOPs and no CPU time measurable under load
  * (bench/RESULTS.md, "Memory of a training step").
  */
-const DEFAULT_SELECTIVE_RECOMPUTE = true;
+export const DEFAULT_SELECTIVE_RECOMPUTE = true;
+
+/**
+ * Whether a training step recomputes each decoder layer in the backward pass
+ * (StepOptions.gradientCheckpointing) when not told otherwise. On: only each layer's input is kept
+ * for the backward pass. It is the one setting that reaches issue #19's memory target (peak RSS
+ * <= 0.5x PyTorch 2.13 bf16's; GPT-2 small LoRA q/v at 4 x 256: 1063 MiB against 1356 with
+ * selective recomputation alone, before the float32 copies of int8-held weights are dropped) while
+ * the speed target (>= 1.3x PyTorch bf16's tokens/s) stays met; it costs about 20% of the
+ * tokens/s (bench/RESULTS.md, "Memory of a training step"). `peft train --no-gradient-checkpointing`
+ * turns it off.
+ */
+export const DEFAULT_GRADIENT_CHECKPOINTING = true;
 
 /** The step option for a --base-precision value: nf4 is chosen when the model is loaded (a 4-bit base), so its products stay as loaded. */
 export function trainBasePrecision(flag: string | undefined, quantizedBase = false): BasePrecision {
@@ -113,6 +130,7 @@ function buildLossGraph(
   basePrecision?: BasePrecision,
   lossChunks = DEFAULT_LOSS_CHUNKS,
   selectiveRecompute = false,
+  int8Exclude?: readonly string[],
 ): BuiltGraph {
   const classes = labelKindOf(model) === 'classes';
   const graph = new Graph();
@@ -123,6 +141,7 @@ function buildLossGraph(
     gradientCheckpointing,
     selectiveRecompute,
     basePrecision,
+    int8Exclude,
   });
   const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
   const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
@@ -312,10 +331,11 @@ export class TrainStep {
       model,
       true,
       opts.quantKernel,
-      opts.gradientCheckpointing,
+      opts.gradientCheckpointing ?? DEFAULT_GRADIENT_CHECKPOINTING,
       opts.basePrecision,
       opts.lossChunks,
       opts.selectiveRecompute ?? DEFAULT_SELECTIVE_RECOMPUTE,
+      opts.int8Exclude,
     );
     const scale = graph.input(LOSS_SCALE, 'float32', []);
     const names = [...params.keys()];
@@ -387,6 +407,8 @@ export class EvalStep {
       undefined,
       opts.basePrecision,
       opts.lossChunks,
+      false,
+      opts.int8Exclude,
     );
     if (dropouts.length) throw new TrainError(`the ${model.peftType} model draws dropout masks even when built for evaluation`);
     const kind = labelKindOf(model);

@@ -84,3 +84,38 @@ for (const family of ['gpt2', 'llama'] as const) {
     assert.ok(minCos > 0.999, `smallest gradient cosine ${minCos}`);
   });
 }
+
+test('int8Exclude keeps the named modules float32: all of them = the float32 step; lm_head alone = int8 elsewhere', async () => {
+  const base = await loadModel(fixturePath('models', 'llama'));
+  const model = await createAdapter(
+    base,
+    { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['q_proj', 'v_proj'], task_type: 'CAUSAL_LM' },
+    { seed: 7 },
+  );
+  const params = model.parameters();
+  let s = 1;
+  for (const [name, p] of params) if (name.includes('lora_B')) p.data.forEach((_, i) => (p.data[i] = Math.sin(s++ * 0.7) * 0.05));
+  const ids = (b: number) => Array.from({ length: 16 }, (_, i) => (29 * b + 5 * i + 1) % base.vocabSize);
+  const batch = collate(
+    [0, 1].map((b) => ({ inputIds: ids(b), labels: ids(b) })),
+    0,
+  );
+  const every = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'lm_head'];
+  const steps = {
+    fp32: await TrainStep.compile(model, { threads: 1 }),
+    int8: await TrainStep.compile(model, { threads: 1, basePrecision: 'int8' }),
+    none: await TrainStep.compile(model, { threads: 1, basePrecision: 'int8', int8Exclude: every }),
+    head: await TrainStep.compile(model, { threads: 1, basePrecision: 'int8', int8Exclude: ['lm_head'] }),
+  };
+  const loss: Record<string, number> = {};
+  for (const [k, step] of Object.entries(steps)) {
+    loss[k] = (await step.run(batch, params)).loss;
+    await step.dispose();
+  }
+  assert.deepEqual(steps.none.int8OnlyWeights, []);
+  assert.equal(loss.none, loss.fp32);
+  const headOnly = steps.head.int8OnlyWeights;
+  assert.ok(headOnly.length > 0 && headOnly.every((n) => !/lm_head|embed_tokens/.test(n)), headOnly.join(', '));
+  assert.notEqual(loss.head, loss.fp32);
+  assert.notEqual(loss.head, loss.int8);
+});

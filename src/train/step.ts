@@ -86,6 +86,18 @@ export function trainBasePrecision(flag: string | undefined, quantizedBase = fal
   return flag === 'int8' ? 'int8' : DEFAULT_BASE_PRECISION;
 }
 
+/**
+ * In-memory constants from this size on are weights to the training and evaluation sessions (fed
+ * from their JS arrays with weights 'shared', in-memory external data with 'prepacked'), not bytes
+ * inlined into each session's ModelProto: 64 KiB, so that the int8 base's copies of SmolLM-135M's
+ * 576-wide matrices (110-885 KiB each, under the 1 MiB default) are held once, in the JS arrays
+ * both steps share, instead of being copied through the protobuf and prepacked by each session.
+ * SmolLM-135M shape, LoRA q/v, 4 x 256, bench step: peak RSS 2076-2087 MiB prepacked, 1433 fed;
+ * maxrss after compiling 1222-1228 -> 569 MiB; no consistent CPU cost on a loaded machine (MLAS
+ * packs a fed int8 matrix at each product); bench/RESULTS.md "Weights side of a training step's memory".
+ */
+const STEP_LARGE_CONSTANT_BYTES = 64 * 1024;
+
 /** A Dropout whose keep-mask is a graph input: the step draws the mask from the trainer's RNG. */
 interface DropoutFeed {
   name: string;
@@ -332,7 +344,12 @@ export class TrainStep {
     names.forEach((n, i) => (outputs[gradName(n)] = grads[i]!));
     // No memory-pattern planning: with symbolic batch/seq dims it allocates a second, per-shape block
     // beside the arena on the second run (+1.4 GiB peak for GPT-2 small at 4 x 256) for no speed gain.
-    const session = await RuntimeSession.fromGraph(graph, outputs, { memPattern: false, ...opts, name: `${model.peftType} train step` });
+    const session = await RuntimeSession.fromGraph(graph, outputs, {
+      memPattern: false,
+      largeConstantBytes: STEP_LARGE_CONSTANT_BYTES,
+      ...opts,
+      name: `${model.peftType} train step`,
+    });
     return new TrainStep(session, names, dropouts, labelKindOf(model), lossChunks, int8Only);
   }
 
@@ -396,7 +413,12 @@ export class EvalStep {
     if (dropouts.length) throw new TrainError(`the ${model.peftType} model draws dropout masks even when built for evaluation`);
     const kind = labelKindOf(model);
     const outputs: Record<string, Value> = kind === 'classes' ? { loss, logits } : { loss };
-    const session = await RuntimeSession.fromGraph(graph, outputs, { memPattern: false, ...opts, name: `${model.peftType} eval step` });
+    const session = await RuntimeSession.fromGraph(graph, outputs, {
+      memPattern: false,
+      largeConstantBytes: STEP_LARGE_CONSTANT_BYTES,
+      ...opts,
+      name: `${model.peftType} eval step`,
+    });
     return new EvalStep(session, [...params.keys()], kind, model.prependedLabels ?? 0, int8Only);
   }
 

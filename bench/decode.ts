@@ -24,6 +24,7 @@ import type { RuntimeOptions } from '../src/runtime/session.js';
 import { LoraModel } from '../src/tuners/lora/index.js';
 import { noise, randomBenchModel } from './train_models.js';
 import { writeResultsSection } from './results.js';
+import { forEachFlag, helpOrUnknown, intArg } from './args.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '../..');
@@ -31,18 +32,50 @@ const HEADING = '## Decode: GPT-2-small batch-1 greedy vs PyTorch 2.13 (issue 16
 const NEW = 64;
 const PROMPT = 32;
 
-function argOpt(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1]! : undefined;
-}
-const arg = (name: string, dflt: string): string => argOpt(name) ?? dflt;
-const REPEAT = Number(arg('repeat', '2'));
-const RUNS = Number(arg('runs', '3'));
-const THREADS = Number(arg('threads', '2'));
+const HELP = `usage: node dist/bench/decode.js [options]   (writes its bench/RESULTS.md section)
+  --repeat N        times every configuration is run, ours and torch alternating (default 2)
+  --runs N          timed generations per configuration and repeat, after 1 warm-up (default 3)
+  --threads N       ONNX Runtime intra-op threads and torch threads (default 2)
+  --only A,B        run only the configurations whose label contains one of A, B
+  --python P        interpreter of the PyTorch peer (default: PEFT_BENCH_PYTHON or python3)
+  --pythonpath P    its PYTHONPATH (default: PEFT_BENCH_PYTHONPATH or ~/torch213)
+  --no-write        print the section instead of writing bench/RESULTS.md`;
+let REPEAT = 2;
+let RUNS = 3;
+let THREADS = 2;
+let WRITE = true;
+let ONLY = '';
+let python: string | undefined;
+let pythonPath: string | undefined;
+forEachFlag(process.argv.slice(2), (flag, value) => {
+  switch (flag) {
+    case '--repeat':
+      REPEAT = intArg(flag, value(), 1);
+      break;
+    case '--runs':
+      RUNS = intArg(flag, value(), 1);
+      break;
+    case '--threads':
+      THREADS = intArg(flag, value(), 1);
+      break;
+    case '--only':
+      ONLY = value();
+      break;
+    case '--python':
+      python = value();
+      break;
+    case '--pythonpath':
+      pythonPath = value();
+      break;
+    case '--no-write':
+      WRITE = false;
+      break;
+    default:
+      helpOrUnknown(flag, HELP);
+  }
+});
 // --python / --pythonpath, else PEFT_BENCH_PYTHON / PEFT_BENCH_PYTHONPATH, else python3 with ~/torch213 (bench/peer.ts)
-const PEER = peerEnv({ python: argOpt('python'), pythonPath: argOpt('pythonpath') });
-const WRITE = !process.argv.includes('--no-write');
-const ONLY = arg('only', '');
+const PEER = peerEnv({ python, pythonPath });
 
 const loadavg = (): string => fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 

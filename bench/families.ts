@@ -29,7 +29,7 @@ import { AdamW } from '../src/train/adamw.js';
 import type { Batch } from '../src/train/batches.js';
 import { TrainStep } from '../src/train/step.js';
 import { createAdapter } from '../src/tuners/load.js';
-import { noise } from './train_models.js';
+import { BENCH_CONFIGS, noise } from './train_models.js';
 import { forEachFlag, helpOrUnknown, intArg, listArg } from './args.js';
 import { RESULTS_FILE, writeResultsSection } from './results.js';
 import { childEnv, median, peerEnv, timeRuns, torchVersion, withOtherLoad, type PeerEnv } from './peer.js';
@@ -38,16 +38,12 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '../..');
 const HEADING = '## Model families of issue 13: forward and LoRA training step';
 
-const SHAPE = {
-  vocab_size: 49152,
-  hidden_size: 576,
-  num_hidden_layers: 30,
-  num_attention_heads: 9,
-  num_key_value_heads: 3,
-  intermediate_size: 1536,
-  max_position_embeddings: 2048,
-};
-const DECODER = { ...SHAPE, rms_norm_eps: 1e-5, hidden_act: 'silu', tie_word_embeddings: true, rope_theta: 10000 };
+const without = (c: Record<string, unknown>, keys: readonly string[]): Record<string, unknown> =>
+  Object.fromEntries(Object.entries(c).filter(([k]) => !keys.includes(k)));
+/** The SmolLM-135M-shaped Llama of train_models.ts (BENCH_CONFIGS.llama) without its type: every decoder row starts from it. */
+const DECODER = without(BENCH_CONFIGS.llama!, ['model_type', 'architectures']);
+/** Its widths alone (ModernBERT starts from these). */
+const SHAPE = without(DECODER, ['rms_norm_eps', 'hidden_act', 'tie_word_embeddings', 'rope_theta']);
 
 interface Family {
   config: Record<string, unknown>;

@@ -32,7 +32,8 @@ import { int8Base, int8Operands } from '../src/quant/int8_base.js';
 import { RuntimeSession } from '../src/runtime/session.js';
 import { AdamW } from '../src/train/adamw.js';
 import type { Batch } from '../src/train/batches.js';
-import { TrainStep } from '../src/train/step.js';
+import { DEFAULT_GRADIENT_CHECKPOINTING, TrainStep } from '../src/train/step.js';
+import { DEFAULT_LOSS_CHUNKS } from '../src/train/chunked_loss.js';
 import { releaseInt8Only } from '../src/train/trainer.js';
 import { loadModel } from '../src/models/load.js';
 import type { AdaptedModel } from '../src/tuners/types.js';
@@ -96,8 +97,8 @@ interface Options {
   lossChunks?: number;
   /** ONNX Runtime's CPU memory arena (default on) */
   arena: boolean;
-  /** recompute each decoder layer in the backward pass (StepOptions.gradientCheckpointing) */
-  checkpointing: boolean;
+  /** recompute each decoder layer in the backward pass (StepOptions.gradientCheckpointing); undefined = TrainStep's default */
+  checkpointing?: boolean;
   /** false: keep the attention probabilities and gated-MLP activations instead of recomputing them (StepOptions.selectiveRecompute); undefined = TrainStep's default */
   selectiveRecompute?: boolean;
   weights: 'shared' | 'prepacked';
@@ -119,7 +120,8 @@ const HELP = `usage: node dist/bench/train_methods.js [options]
   --no-gemm         skip the GEMM-peak measurement
   --mem-pattern     turn ONNX Runtime's memory-pattern planning on (default off)
   --no-arena        turn ONNX Runtime's CPU memory arena off
-  --checkpointing   gradient checkpointing per decoder layer
+  --checkpointing   gradient checkpointing per decoder layer (default: TrainStep's, on)
+  --no-checkpointing   keep every layer's activations for the backward pass
   --no-selective-recompute   keep each layer's attention probabilities and gated-MLP activation for the backward pass (default: TrainStep's, recomputed)
   --loss-chunks N   parts the LM head + loss run in (default: TrainStep's, 1 = the full logits at once)
   --weights M       shared (default: frozen weights fed from the JS arrays) or prepacked (MLAS-packed copies)
@@ -148,7 +150,6 @@ function parseArgs(argv: string[]): Options {
     timeout: 900,
     memPattern: false,
     arena: true,
-    checkpointing: false,
     weights: 'shared',
   };
   forEachFlag(argv, (a, next) => {
@@ -205,6 +206,9 @@ function parseArgs(argv: string[]): Options {
         break;
       case '--checkpointing':
         o.checkpointing = true;
+        break;
+      case '--no-checkpointing':
+        o.checkpointing = false;
         break;
       case '--no-selective-recompute':
         o.selectiveRecompute = false;
@@ -523,7 +527,7 @@ function runOurs(model: string, method: Method, precision: BasePrecision, opt: O
       opt.weights,
       ...(opt.memPattern ? ['--mem-pattern'] : []),
       ...(opt.arena ? [] : ['--no-arena']),
-      ...(opt.checkpointing ? ['--checkpointing'] : []),
+      ...(opt.checkpointing === undefined ? [] : [opt.checkpointing ? '--checkpointing' : '--no-checkpointing']),
       ...(opt.selectiveRecompute === false ? ['--no-selective-recompute'] : []),
       ...(opt.lossChunks !== undefined ? ['--loss-chunks', String(opt.lossChunks)] : []),
     ],
@@ -702,7 +706,7 @@ async function main(): Promise<void> {
   const section = [
     HEADING,
     '',
-    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC by \`bench/train_methods.ts\`. One training step = forward + causal-LM loss + backward + AdamW (lr 1e-4, weight decay 0.01) over the trainable tensors, on random tokens (labels = inputs), ${opt.threads} threads on both sides. tok/s = batch x seq / median step over ${opt.steps} timed steps after ${opt.warmup} warm-up (virtual tokens not counted); ${opt.repeat > 1 ? `every (model, method) was run ${opt.repeat} times, ours and the peer interleaved, and the table shows medians over those repeats` : 'one run per cell, ours and the peer back to back'}. "ours: base" = \`--base-precision\`: fp32 = frozen weights multiplied in float32; int8 = frozen weights held as two int8 copies (forward and input-gradient products through DynamicQuantizeMatMul), trainable tensors, gradients and AdamW float32. Every run of ours is a fresh \`node\` process (peak RSS = its maxrss, Node heap and JS weight arrays included); the PyTorch peer is \`bench/peer_torch.py\` ${opt.sdpa ? '--sdpa ' : ''}in float32 and in bfloat16 (\`--dtype bfloat16\`: weights, activations and AdamW state in bfloat16, loss in float32), OMP_WAIT_POLICY=PASSIVE, never running at the same time as ours. "other cpu" = cores used by other processes while timing: above ~0.2 a row is disturbed, and absolute tok/s are then far below a quiet machine's; the ratios are the numbers to read. Methods as peer_torch.py builds them: LoRA r 8 / alpha 16 / dropout 0 on c_attn or q_proj,v_proj (lora-qv) or every attention and MLP linear (lora-all); IA3 on peft's default targets; prompt / prefix tuning with ${VIRTUAL_TOKENS} virtual tokens (prefix without projection); adapter = SeqBn (Pfeiffer) on the MLP output, reduction 16.`,
+    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC by \`bench/train_methods.ts\`. One training step = forward + causal-LM loss + backward + AdamW (lr 1e-4, weight decay 0.01) over the trainable tensors, on random tokens (labels = inputs), ${opt.threads} threads on both sides. tok/s = batch x seq / median step over ${opt.steps} timed steps after ${opt.warmup} warm-up (virtual tokens not counted); ${opt.repeat > 1 ? `every (model, method) was run ${opt.repeat} times, ours and the peer interleaved, and the table shows medians over those repeats` : 'one run per cell, ours and the peer back to back'}. "ours: base" = \`--base-precision\`: fp32 = frozen weights multiplied in float32; int8 = frozen weights held as two int8 copies (forward and input-gradient products through DynamicQuantizeMatMul), trainable tensors, gradients and AdamW float32. Ours runs with \`peft train\`'s step settings unless a flag below says otherwise: ${(opt.checkpointing ?? DEFAULT_GRADIENT_CHECKPOINTING) ? 'gradient checkpointing per decoder layer' : 'no gradient checkpointing'}${opt.selectiveRecompute === false ? ', no selective recomputation' : ''}, the LM head + loss in ${opt.lossChunks ?? DEFAULT_LOSS_CHUNKS} part(s). Every run of ours is a fresh \`node\` process (peak RSS = its maxrss, Node heap and JS weight arrays included); the PyTorch peer is \`bench/peer_torch.py\` ${opt.sdpa ? '--sdpa ' : ''}in float32 and in bfloat16 (\`--dtype bfloat16\`: weights, activations and AdamW state in bfloat16, loss in float32), OMP_WAIT_POLICY=PASSIVE, never running at the same time as ours. "other cpu" = cores used by other processes while timing: above ~0.2 a row is disturbed, and absolute tok/s are then far below a quiet machine's; the ratios are the numbers to read. Methods as peer_torch.py builds them: LoRA r 8 / alpha 16 / dropout 0 on c_attn or q_proj,v_proj (lora-qv) or every attention and MLP linear (lora-all); IA3 on peft's default targets; prompt / prefix tuning with ${VIRTUAL_TOKENS} virtual tokens (prefix without projection); adapter = SeqBn (Pfeiffer) on the MLP output, reduction 16.`,
     '',
     ...machineLines(torch),
     `- load: \`${uptimeStart}\` at the start, \`${uptimeEnd}\` at the end`,

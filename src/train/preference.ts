@@ -15,7 +15,15 @@ import { type Batch, collate } from './batches.js';
 import { type JsonlRecord, type TokenizeOptions, type TokenizedExample, hasLearnableLabel, readJsonl, tokenizeRecords } from './data.js';
 import { DatasetError, TrainError } from './errors.js';
 import type { Rng } from './rng.js';
-import { type StepOptions, gradName, keepMaskFeeds, labelKindOf, paramFeeds } from './step.js';
+import {
+  DEFAULT_GRADIENT_CHECKPOINTING,
+  DEFAULT_SELECTIVE_RECOMPUTE,
+  type StepOptions,
+  gradName,
+  keepMaskFeeds,
+  labelKindOf,
+  paramFeeds,
+} from './step.js';
 
 const PAIRING = 'pairing';
 const REF_LOGPS = 'ref_logps';
@@ -170,7 +178,8 @@ export class PreferenceStep {
       trainable: model.trainableBaseWeights(),
       training,
       quantKernel: runtime.quantKernel,
-      gradientCheckpointing: training && runtime.gradientCheckpointing,
+      gradientCheckpointing: training && (runtime.gradientCheckpointing ?? DEFAULT_GRADIENT_CHECKPOINTING),
+      selectiveRecompute: runtime.selectiveRecompute ?? DEFAULT_SELECTIVE_RECOMPUTE,
       basePrecision: runtime.basePrecision,
     });
     const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);

@@ -23,7 +23,10 @@ export type StepOptions = Pick<
 > & {
   /** how products with a 4-bit base weight are computed (QLoRA; default 'ops', see src/quant/matmul.ts) */
   quantKernel?: QuantKernel;
-  /** recompute each decoder layer in the backward pass instead of keeping its activations (default false) */
+  /**
+   * recompute each decoder layer in the backward pass instead of keeping its activations (default
+   * DEFAULT_GRADIENT_CHECKPOINTING)
+   */
   gradientCheckpointing?: boolean;
   /**
    * recompute each attention core (scores, softmax, probabilities @ v) from q, k and v, and a gated
@@ -63,13 +66,37 @@ export const DEFAULT_BASE_PRECISION: BasePrecision = 'int8';
  * RSS 1564 -> 1356 MiB) for about 3% of a step's FLOPs and no CPU time measurable under load
  * (bench/RESULTS.md, "Memory of a training step").
  */
-const DEFAULT_SELECTIVE_RECOMPUTE = true;
+export const DEFAULT_SELECTIVE_RECOMPUTE = true;
+
+/**
+ * Whether a training step recomputes each decoder layer in the backward pass
+ * (StepOptions.gradientCheckpointing) when not told otherwise. On: only each layer's input is kept
+ * for the backward pass. It is the one setting that reaches issue #19's memory target (peak RSS
+ * <= 0.5x PyTorch 2.13 bf16's; GPT-2 small LoRA q/v at 4 x 256: 1063 MiB against 1356 with
+ * selective recomputation alone, before the float32 copies of int8-held weights are dropped) while
+ * the speed target (>= 1.3x PyTorch bf16's tokens/s) stays met; it costs about 20% of the
+ * tokens/s (bench/RESULTS.md, "Memory of a training step"). `peft train --no-gradient-checkpointing`
+ * turns it off.
+ */
+export const DEFAULT_GRADIENT_CHECKPOINTING = true;
 
 /** The step option for a --base-precision value: nf4 is chosen when the model is loaded (a 4-bit base), so its products stay as loaded. */
 export function trainBasePrecision(flag: string | undefined, quantizedBase = false): BasePrecision {
   if (quantizedBase || flag === 'nf4' || flag === 'fp32') return 'fp32';
   return flag === 'int8' ? 'int8' : DEFAULT_BASE_PRECISION;
 }
+
+/**
+ * In-memory constants from this size on are weights to the training and evaluation sessions (fed
+ * from their JS arrays with weights 'shared', in-memory external data with 'prepacked'), not bytes
+ * inlined into each session's ModelProto: 64 KiB, so that the int8 base's copies of SmolLM-135M's
+ * 576-wide matrices (110-885 KiB each, under the 1 MiB default) are held once, in the JS arrays
+ * both steps share, instead of being copied through the protobuf and prepacked by each session.
+ * SmolLM-135M shape, LoRA q/v, 4 x 256, bench step: peak RSS 2076-2087 MiB prepacked, 1433 fed;
+ * maxrss after compiling 1222-1228 -> 569 MiB; no consistent CPU cost on a loaded machine (MLAS
+ * packs a fed int8 matrix at each product); bench/RESULTS.md "Weights side of a training step's memory".
+ */
+const STEP_LARGE_CONSTANT_BYTES = 64 * 1024;
 
 /** A Dropout whose keep-mask is a graph input: the step draws the mask from the trainer's RNG. */
 interface DropoutFeed {
@@ -304,7 +331,7 @@ export class TrainStep {
       model,
       true,
       opts.quantKernel,
-      opts.gradientCheckpointing,
+      opts.gradientCheckpointing ?? DEFAULT_GRADIENT_CHECKPOINTING,
       opts.basePrecision,
       opts.lossChunks,
       opts.selectiveRecompute ?? DEFAULT_SELECTIVE_RECOMPUTE,
@@ -317,7 +344,12 @@ export class TrainStep {
     names.forEach((n, i) => (outputs[gradName(n)] = grads[i]!));
     // No memory-pattern planning: with symbolic batch/seq dims it allocates a second, per-shape block
     // beside the arena on the second run (+1.4 GiB peak for GPT-2 small at 4 x 256) for no speed gain.
-    const session = await RuntimeSession.fromGraph(graph, outputs, { memPattern: false, ...opts, name: `${model.peftType} train step` });
+    const session = await RuntimeSession.fromGraph(graph, outputs, {
+      memPattern: false,
+      largeConstantBytes: STEP_LARGE_CONSTANT_BYTES,
+      ...opts,
+      name: `${model.peftType} train step`,
+    });
     return new TrainStep(session, names, dropouts, labelKindOf(model), lossChunks, int8Only);
   }
 
@@ -381,7 +413,12 @@ export class EvalStep {
     if (dropouts.length) throw new TrainError(`the ${model.peftType} model draws dropout masks even when built for evaluation`);
     const kind = labelKindOf(model);
     const outputs: Record<string, Value> = kind === 'classes' ? { loss, logits } : { loss };
-    const session = await RuntimeSession.fromGraph(graph, outputs, { memPattern: false, ...opts, name: `${model.peftType} eval step` });
+    const session = await RuntimeSession.fromGraph(graph, outputs, {
+      memPattern: false,
+      largeConstantBytes: STEP_LARGE_CONSTANT_BYTES,
+      ...opts,
+      name: `${model.peftType} eval step`,
+    });
     return new EvalStep(session, [...params.keys()], kind, model.prependedLabels ?? 0, int8Only);
   }
 

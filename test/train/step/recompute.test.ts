@@ -109,7 +109,7 @@ test('the gradient of a Reshape over symbolic dims does not read its input, and 
 });
 
 for (const family of ['gpt2', 'llama'] as const) {
-  test(`${family}: a LoRA step with selective recomputation has the plain step's loss and gradients`, async () => {
+  test(`${family}: a LoRA step with selective recomputation or gradient checkpointing has the plain step's loss and gradients`, async () => {
     const base = await loadModel(fixturePath('models', family));
     const targets = family === 'gpt2' ? ['c_attn', 'c_proj'] : ['q_proj', 'k_proj', 'v_proj'];
     const model = await createAdapter(
@@ -125,18 +125,24 @@ for (const family of ['gpt2', 'llama'] as const) {
       [19, 23, 14].map((n, b) => ({ inputIds: ids(b, n), labels: ids(b, n).map((t, i) => (i < 3 ? -100 : t)) })),
       0,
     );
-    const plain = await TrainStep.compile(model, { threads: 1, selectiveRecompute: false });
+    const plain = await TrainStep.compile(model, { threads: 1, selectiveRecompute: false, gradientCheckpointing: false });
     const ref = await plain.run(batch, params);
     await plain.dispose();
-    const step = await TrainStep.compile(model, { threads: 1, selectiveRecompute: true });
-    const r = await step.run(batch, params);
-    await step.dispose();
-    assert.ok(Math.abs(r.loss - ref.loss) <= 1e-6 * ref.loss, `loss ${r.loss} vs ${ref.loss}`);
-    for (const [name, g] of ref.grads) {
-      const h = r.grads.get(name)!;
-      const scale = Math.max(...g.map(Math.abs));
-      assert.ok(scale > 0, `${name}: no gradient`);
-      for (let i = 0; i < g.length; i++) assert.ok(Math.abs(h[i]! - g[i]!) <= 1e-5 * scale, `${name}[${i}] ${h[i]} vs ${g[i]}`);
+    const variants = [
+      { what: 'selective recomputation', opts: { selectiveRecompute: true, gradientCheckpointing: false } },
+      { what: 'gradient checkpointing', opts: { gradientCheckpointing: true } },
+    ];
+    for (const { what, opts } of variants) {
+      const step = await TrainStep.compile(model, { threads: 1, ...opts });
+      const r = await step.run(batch, params);
+      await step.dispose();
+      assert.ok(Math.abs(r.loss - ref.loss) <= 1e-6 * ref.loss, `${what}: loss ${r.loss} vs ${ref.loss}`);
+      for (const [name, g] of ref.grads) {
+        const h = r.grads.get(name)!;
+        const scale = Math.max(...g.map(Math.abs));
+        assert.ok(scale > 0, `${name}: no gradient`);
+        for (let i = 0; i < g.length; i++) assert.ok(Math.abs(h[i]! - g[i]!) <= 1e-5 * scale, `${what}: ${name}[${i}] ${h[i]} vs ${g[i]}`);
+      }
     }
   });
 }

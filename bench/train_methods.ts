@@ -98,7 +98,7 @@ interface Options {
   /** ONNX Runtime's CPU memory arena (default on) */
   arena: boolean;
   /** recompute each decoder layer in the backward pass (StepOptions.gradientCheckpointing); undefined = TrainStep's default */
-  checkpointing?: boolean;
+  checkpointing?: boolean | number;
   /** false: keep the attention probabilities and gated-MLP activations instead of recomputing them (StepOptions.selectiveRecompute); undefined = TrainStep's default */
   selectiveRecompute?: boolean;
   weights: 'shared' | 'prepacked';
@@ -120,7 +120,8 @@ const HELP = `usage: node dist/bench/train_methods.js [options]
   --no-gemm         skip the GEMM-peak measurement
   --mem-pattern     turn ONNX Runtime's memory-pattern planning on (default off)
   --no-arena        turn ONNX Runtime's CPU memory arena off
-  --checkpointing   gradient checkpointing per decoder layer (default: TrainStep's, on)
+  --checkpointing   gradient checkpointing on every decoder layer (default: TrainStep's, every second layer)
+  --checkpoint-every K   gradient checkpointing on every K-th decoder layer
   --no-checkpointing   keep every layer's activations for the backward pass
   --no-selective-recompute   keep each layer's attention probabilities and gated-MLP activation for the backward pass (default: TrainStep's, recomputed)
   --loss-chunks N   parts the LM head + loss run in (default: TrainStep's, 1 = the full logits at once)
@@ -206,6 +207,9 @@ function parseArgs(argv: string[]): Options {
         break;
       case '--checkpointing':
         o.checkpointing = true;
+        break;
+      case '--checkpoint-every':
+        o.checkpointing = int(1);
         break;
       case '--no-checkpointing':
         o.checkpointing = false;
@@ -527,7 +531,11 @@ function runOurs(model: string, method: Method, precision: BasePrecision, opt: O
       opt.weights,
       ...(opt.memPattern ? ['--mem-pattern'] : []),
       ...(opt.arena ? [] : ['--no-arena']),
-      ...(opt.checkpointing === undefined ? [] : [opt.checkpointing ? '--checkpointing' : '--no-checkpointing']),
+      ...(opt.checkpointing === undefined
+        ? []
+        : typeof opt.checkpointing === 'number'
+          ? ['--checkpoint-every', String(opt.checkpointing)]
+          : [opt.checkpointing ? '--checkpointing' : '--no-checkpointing']),
       ...(opt.selectiveRecompute === false ? ['--no-selective-recompute'] : []),
       ...(opt.lossChunks !== undefined ? ['--loss-chunks', String(opt.lossChunks)] : []),
     ],
@@ -706,7 +714,7 @@ async function main(): Promise<void> {
   const section = [
     HEADING,
     '',
-    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC by \`bench/train_methods.ts\`. One training step = forward + causal-LM loss + backward + AdamW (lr 1e-4, weight decay 0.01) over the trainable tensors, on random tokens (labels = inputs), ${opt.threads} threads on both sides. tok/s = batch x seq / median step over ${opt.steps} timed steps after ${opt.warmup} warm-up (virtual tokens not counted); ${opt.repeat > 1 ? `every (model, method) was run ${opt.repeat} times, ours and the peer interleaved, and the table shows medians over those repeats` : 'one run per cell, ours and the peer back to back'}. "ours: base" = \`--base-precision\`: fp32 = frozen weights multiplied in float32; int8 = frozen weights held as two int8 copies (forward and input-gradient products through DynamicQuantizeMatMul), trainable tensors, gradients and AdamW float32. Ours runs with \`peft train\`'s step settings unless a flag below says otherwise: ${(opt.checkpointing ?? DEFAULT_GRADIENT_CHECKPOINTING) ? 'gradient checkpointing per decoder layer' : 'no gradient checkpointing'}${opt.selectiveRecompute === false ? ', no selective recomputation' : ''}, the LM head + loss in ${opt.lossChunks ?? DEFAULT_LOSS_CHUNKS} part(s). Every run of ours is a fresh \`node\` process (peak RSS = its maxrss, Node heap and JS weight arrays included); the PyTorch peer is \`bench/peer_torch.py\` ${opt.sdpa ? '--sdpa ' : ''}in float32 and in bfloat16 (\`--dtype bfloat16\`: weights, activations and AdamW state in bfloat16, loss in float32), OMP_WAIT_POLICY=PASSIVE, never running at the same time as ours. "other cpu" = cores used by other processes while timing: above ~0.2 a row is disturbed, and absolute tok/s are then far below a quiet machine's; the ratios are the numbers to read. Methods as peer_torch.py builds them: LoRA r 8 / alpha 16 / dropout 0 on c_attn or q_proj,v_proj (lora-qv) or every attention and MLP linear (lora-all); IA3 on peft's default targets; prompt / prefix tuning with ${VIRTUAL_TOKENS} virtual tokens (prefix without projection); adapter = SeqBn (Pfeiffer) on the MLP output, reduction 16.`,
+    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC by \`bench/train_methods.ts\`. One training step = forward + causal-LM loss + backward + AdamW (lr 1e-4, weight decay 0.01) over the trainable tensors, on random tokens (labels = inputs), ${opt.threads} threads on both sides. tok/s = batch x seq / median step over ${opt.steps} timed steps after ${opt.warmup} warm-up (virtual tokens not counted); ${opt.repeat > 1 ? `every (model, method) was run ${opt.repeat} times, ours and the peer interleaved, and the table shows medians over those repeats` : 'one run per cell, ours and the peer back to back'}. "ours: base" = \`--base-precision\`: fp32 = frozen weights multiplied in float32; int8 = frozen weights held as two int8 copies (forward and input-gradient products through DynamicQuantizeMatMul), trainable tensors, gradients and AdamW float32. Ours runs with \`peft train\`'s step settings unless a flag below says otherwise: ${checkpointingWords(opt.checkpointing ?? DEFAULT_GRADIENT_CHECKPOINTING)}${opt.selectiveRecompute === false ? ', no selective recomputation' : ''}, the LM head + loss in ${opt.lossChunks ?? DEFAULT_LOSS_CHUNKS} part(s). Every run of ours is a fresh \`node\` process (peak RSS = its maxrss, Node heap and JS weight arrays included); the PyTorch peer is \`bench/peer_torch.py\` ${opt.sdpa ? '--sdpa ' : ''}in float32 and in bfloat16 (\`--dtype bfloat16\`: weights, activations and AdamW state in bfloat16, loss in float32), OMP_WAIT_POLICY=PASSIVE, never running at the same time as ours. "other cpu" = cores used by other processes while timing: above ~0.2 a row is disturbed, and absolute tok/s are then far below a quiet machine's; the ratios are the numbers to read. Methods as peer_torch.py builds them: LoRA r 8 / alpha 16 / dropout 0 on c_attn or q_proj,v_proj (lora-qv) or every attention and MLP linear (lora-all); IA3 on peft's default targets; prompt / prefix tuning with ${VIRTUAL_TOKENS} virtual tokens (prefix without projection); adapter = SeqBn (Pfeiffer) on the MLP output, reduction 16.`,
     '',
     ...machineLines(torch),
     `- load: \`${uptimeStart}\` at the start, \`${uptimeEnd}\` at the end`,
@@ -734,3 +742,10 @@ main().catch((e: unknown) => {
   console.error(e instanceof Error ? (e.stack ?? e.message) : e);
   process.exit(1);
 });
+
+/** The step's gradient-checkpointing setting in the words of the table's description. */
+function checkpointingWords(setting: boolean | number): string {
+  if (setting === false || setting === 0) return 'no gradient checkpointing';
+  if (setting === true || setting === 1) return 'gradient checkpointing on every decoder layer';
+  return `gradient checkpointing on every ${setting === 2 ? 'second' : `${setting}th`} decoder layer`;
+}

@@ -226,7 +226,7 @@ export abstract class DecoderModel extends ModelBase implements PretrainedModel 
     const presents: KV[] = [];
     for (let i = 0; i < this.numLayers; i++) {
       const p = `model.layers.${i}`;
-      h = ctx.layer(h, (h) => ctx.graph.scope(p, () => layer(h, i, p, presents)));
+      h = ctx.layer(i, h, (h) => ctx.graph.scope(p, () => layer(h, i, p, presents)));
       hidden.push(h);
     }
     h = finalNorm(h);

@@ -62,7 +62,7 @@ export class GPT2Model extends ModelBase implements PretrainedModel {
     for (let i = 0; i < this.numLayers; i++) {
       const p = `transformer.h.${i}`;
       // a decoder layer; with gradient checkpointing its activations are recomputed in the backward pass
-      h = ctx.layer(h, (h) =>
+      h = ctx.layer(i, h, (h) =>
         ctx.graph.scope(p, () => {
           const residual = h;
           const x = layerNorm(ctx, `${p}.ln_1`, h, cfg.normEps);

@@ -211,7 +211,7 @@ export class ModernBertModel extends ModelBase implements PretrainedModel {
       const local = this.isLocalLayer(i);
       const { cos, sin } = local ? localRope : globalRope;
       const rope = (x: Value) => o.add(o.mul(x, cos), o.mul(rotateHalf(x, D / 2), sin));
-      h = ctx.layer(h, (h) =>
+      h = ctx.layer(i, h, (h) =>
         ctx.graph.scope(p, () => {
           const x = i === 0 ? h : norm(`${p}.attn_norm`, h);
           const qkv = linear(ctx, spec(`${p}.attn.Wqkv`), x);

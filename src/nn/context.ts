@@ -7,6 +7,7 @@ import type { Graph, Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
 import type { Dim } from '../graph/types.js';
 import { QuantizationError } from '../quant/errors.js';
+import { PeftError } from '../errors.js';
 import { dequantizeInGraph } from '../quant/graph.js';
 import { type QuantKernel, type QuantOperands, quantOperands } from '../quant/matmul.js';
 import type { Quantized4bit } from '../quant/blockwise.js';
@@ -43,8 +44,11 @@ export interface BuildOptions {
   training?: boolean;
   /** how products with 4-bit weights are computed (default 'ops'; see src/quant/matmul.ts) */
   quantKernel?: QuantKernel;
-  /** while training, recompute each decoder layer's activations in the backward pass instead of keeping them */
-  gradientCheckpointing?: boolean;
+  /**
+   * while training, recompute decoder layers' activations in the backward pass instead of keeping
+   * them: true (or 1) every layer, a number k every k-th layer (layers 0, k, 2k, ...), false or 0 none
+   */
+  gradientCheckpointing?: boolean | number;
   /**
    * while training (and without gradientCheckpointing), recompute each attention core (scores,
    * softmax, probabilities @ v) from q, k and v, and a gated MLP's activation from its two linear
@@ -98,8 +102,11 @@ export class BuildContext {
   readonly trainable: ReadonlySet<string>;
   readonly training: boolean;
   readonly quantKernel: QuantKernel;
-  readonly gradientCheckpointing: boolean;
+  /** every how many decoder layers one is checkpointed while training (0: none; BuildOptions.gradientCheckpointing) */
+  readonly checkpointEvery: number;
   readonly selectiveRecompute: boolean;
+  /** inside a checkpointed layer (whose recomputation covers any selective one) */
+  private inCheckpoint = false;
   readonly basePrecision: BasePrecision;
   private readonly int8Exclude: readonly string[];
   readonly derivedFeeds: boolean;
@@ -116,7 +123,7 @@ export class BuildContext {
     this.trainable = opts.trainable ?? new Set();
     this.training = opts.training ?? false;
     this.quantKernel = opts.quantKernel ?? 'ops';
-    this.gradientCheckpointing = opts.gradientCheckpointing ?? false;
+    this.checkpointEvery = checkpointEveryOf(opts.gradientCheckpointing ?? false);
     this.selectiveRecompute = opts.selectiveRecompute ?? false;
     this.basePrecision = opts.basePrecision ?? 'fp32';
     this.int8Exclude = opts.int8Exclude ?? [];
@@ -156,11 +163,18 @@ export class BuildContext {
   }
 
   /**
-   * One decoder layer, fn(x). Training with gradientCheckpointing, it is a checkpointed region
-   * (src/autodiff/checkpoint.ts): only x is kept for the backward pass, which recomputes the layer.
+   * Decoder layer `index`, fn(x). Training with gradient checkpointing on this layer (every
+   * checkpointEvery-th, from layer 0), it is a checkpointed region (src/autodiff/checkpoint.ts):
+   * only x is kept for the backward pass, which recomputes the layer.
    */
-  layer(x: Value, fn: (x: Value) => Value): Value {
-    return this.training && this.gradientCheckpointing ? checkpoint([x], ([h]) => fn(h!)) : fn(x);
+  layer(index: number, x: Value, fn: (x: Value) => Value): Value {
+    if (!this.training || this.checkpointEvery === 0 || index % this.checkpointEvery !== 0) return fn(x);
+    this.inCheckpoint = true;
+    try {
+      return checkpoint([x], ([h]) => fn(h!));
+    } finally {
+      this.inCheckpoint = false;
+    }
   }
 
   /**
@@ -171,7 +185,7 @@ export class BuildContext {
    * the rest from them.
    */
   recomputed(inputs: Value[], fn: (inputs: Value[]) => Value): Value {
-    if (!this.training || !this.selectiveRecompute || this.gradientCheckpointing) return fn(inputs);
+    if (!this.training || !this.selectiveRecompute || this.inCheckpoint) return fn(inputs);
     return checkpoint(inputs, fn);
   }
 
@@ -322,4 +336,17 @@ export function evalDim(d: Dim, sym: ReadonlyMap<string, number>): number {
     return v;
   };
   return sum();
+}
+
+/** A build option a caller gave that no graph can be built with. */
+class BuildOptionsError extends PeftError {}
+
+/** BuildOptions.gradientCheckpointing as "every k-th layer" (0: none); k must be a whole number >= 0. */
+function checkpointEveryOf(setting: boolean | number): number {
+  if (typeof setting === 'boolean') return setting ? 1 : 0;
+  if (!Number.isInteger(setting) || setting < 0)
+    throw new BuildOptionsError(
+      `gradient checkpointing takes true, false or a whole number of layers k >= 0 (every k-th layer), got ${setting}`,
+    );
+  return setting;
 }

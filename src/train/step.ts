@@ -24,15 +24,16 @@ export type StepOptions = Pick<
   /** how products with a 4-bit base weight are computed (QLoRA; default 'ops', see src/quant/matmul.ts) */
   quantKernel?: QuantKernel;
   /**
-   * recompute each decoder layer in the backward pass instead of keeping its activations (default
+   * recompute decoder layers in the backward pass instead of keeping their activations: true (or 1)
+   * every layer, a number k every k-th layer (0, k, 2k, ...), false or 0 none (default
    * DEFAULT_GRADIENT_CHECKPOINTING)
    */
-  gradientCheckpointing?: boolean;
+  gradientCheckpointing?: boolean | number;
   /**
    * recompute each attention core (scores, softmax, probabilities @ v) from q, k and v, and a gated
    * MLP's activation from its two projections, in the backward pass instead of keeping them
-   * (default DEFAULT_SELECTIVE_RECOMPUTE; no effect with gradientCheckpointing, which recomputes
-   * whole layers; BuildContext.recomputed)
+   * (default DEFAULT_SELECTIVE_RECOMPUTE; no effect in a checkpointed layer, which is recomputed
+   * whole; BuildContext.recomputed)
    */
   selectiveRecompute?: boolean;
   /** frozen float32 matrices multiplied as they are ('fp32', default) or through int8 copies ('int8'; src/quant/int8_base.ts) */
@@ -69,16 +70,16 @@ export const DEFAULT_BASE_PRECISION: BasePrecision = 'int8';
 export const DEFAULT_SELECTIVE_RECOMPUTE = true;
 
 /**
- * Whether a training step recomputes each decoder layer in the backward pass
- * (StepOptions.gradientCheckpointing) when not told otherwise. On: only each layer's input is kept
- * for the backward pass. It is the one setting that reaches issue #19's memory target (peak RSS
- * <= 0.5x PyTorch 2.13 bf16's; GPT-2 small LoRA q/v at 4 x 256: 1063 MiB against 1356 with
- * selective recomputation alone, before the float32 copies of int8-held weights are dropped) while
- * the speed target (>= 1.3x PyTorch bf16's tokens/s) stays met; it costs about 20% of the
- * tokens/s (bench/RESULTS.md, "Memory of a training step"). `peft train --no-gradient-checkpointing`
- * turns it off.
+ * Which decoder layers a training step recomputes in the backward pass
+ * (StepOptions.gradientCheckpointing) when not told otherwise: every second one (layers 0, 2, 4,
+ * ...), whose activations are then not kept; the others keep theirs, with selective recomputation.
+ * Measured on one quiet machine (bench/RESULTS.md, "Checkpointing every second layer"; int8 base,
+ * 4 x 256, LoRA q/v): peak RSS GPT-2 small 1020 -> 903 MiB and SmolLM-135M shape 1440 -> 1152
+ * (0.48x / 0.50x PyTorch 2.13 bf16's) for 7-17% of the tokens/s, where checkpointing every layer
+ * (723 / 821 MiB) cost 17-22%: the setting closest to both of issue #19's targets. `peft train
+ * --gradient-checkpointing` checkpoints every layer, `--no-gradient-checkpointing` none.
  */
-export const DEFAULT_GRADIENT_CHECKPOINTING = true;
+export const DEFAULT_GRADIENT_CHECKPOINTING: boolean | number = 2;
 
 /** The step option for a --base-precision value: nf4 is chosen when the model is loaded (a 4-bit base), so its products stay as loaded. */
 export function trainBasePrecision(flag: string | undefined, quantizedBase = false): BasePrecision {
@@ -126,7 +127,7 @@ function buildLossGraph(
   model: AdaptedModel,
   training: boolean,
   quantKernel?: QuantKernel,
-  gradientCheckpointing?: boolean,
+  gradientCheckpointing?: boolean | number,
   basePrecision?: BasePrecision,
   lossChunks = DEFAULT_LOSS_CHUNKS,
   selectiveRecompute = false,

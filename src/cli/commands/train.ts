@@ -37,6 +37,13 @@ import { descriptorOf } from '../../models/registry.js';
 import { DEFAULT_BETA, type PreferencePair, loadPreferenceDataset } from '../../train/preference.js';
 import type { TrainItem } from '../../train/trainer.js';
 
+/** A gradient-checkpointing setting in words (StepOptions.gradientCheckpointing). */
+function describeCheckpointing(setting: boolean | number): string {
+  if (setting === true || setting === 1) return 'every layer';
+  if (setting === false || setting === 0) return 'none';
+  return setting === 2 ? 'every second layer' : `every ${setting}th layer`;
+}
+
 interface TrainFlags {
   config?: string;
   model: string;
@@ -46,7 +53,8 @@ interface TrainFlags {
   method: string;
   quantize?: string;
   basePrecision?: string;
-  gradientCheckpointing?: boolean;
+  /** true: every layer (--gradient-checkpointing), k: every k-th layer, false: none (--no-gradient-checkpointing) */
+  gradientCheckpointing?: boolean | number;
   /** false with --no-selective-recompute */
   selectiveRecompute?: boolean;
   lossChunks?: number;
@@ -174,8 +182,9 @@ export function register(program: Command): void {
         .default('lora'),
     )
     .option(
-      '--gradient-checkpointing',
-      `recompute each decoder layer in the backward pass instead of keeping its activations (default ${DEFAULT_GRADIENT_CHECKPOINTING ? 'on' : 'off'}: GPT-2 small LoRA at 4 x 256 peaks at 0.78x the RSS of --no-gradient-checkpointing, about 20% slower: bench/RESULTS.md)`,
+      '--gradient-checkpointing [k]',
+      `recompute decoder layers in the backward pass instead of keeping their activations: every layer, or every k-th (default ${describeCheckpointing(DEFAULT_GRADIENT_CHECKPOINTING)}: on a SmolLM-135M-shaped LoRA at 4 x 256, every second layer peaks at 0.80x the RSS of none for about 10% fewer tokens/s, every layer at 0.57x for about 20%: bench/RESULTS.md)`,
+      positiveInt('--gradient-checkpointing'),
     )
     .option('--no-gradient-checkpointing', "keep every layer's activations for the backward pass (faster, more memory)")
     .option(

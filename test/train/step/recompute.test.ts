@@ -131,6 +131,7 @@ for (const family of ['gpt2', 'llama'] as const) {
     const variants = [
       { what: 'selective recomputation', opts: { selectiveRecompute: true, gradientCheckpointing: false } },
       { what: 'gradient checkpointing', opts: { gradientCheckpointing: true } },
+      { what: 'the defaults (every second layer checkpointed, selective recomputation in the others)', opts: {} },
     ];
     for (const { what, opts } of variants) {
       const step = await TrainStep.compile(model, { threads: 1, ...opts });

@@ -1,0 +1,54 @@
+// BuildContext.layer / recomputed: which decoder layers a training graph checkpoints for each
+// gradientCheckpointing setting (every layer, every k-th from layer 0, none), and that selective
+// recomputation applies only outside a checkpointed layer.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { PeftError } from '../../src/errors.js';
+import { Graph, type Value } from '../../src/graph/ir.js';
+import * as o from '../../src/graph/ops.js';
+import { BuildContext, type BuildOptions } from '../../src/nn/context.js';
+import { WeightStore } from '../../src/nn/weights.js';
+
+/** Checkpoint nodes of a 5-layer stack built with `opts`: [layer regions, selective regions]. */
+function regions(opts: BuildOptions): [number, number] {
+  const g = new Graph();
+  const ctx = new BuildContext(g, new WeightStore(), opts);
+  let h: Value = g.input('x', 'float32', [2, 3]);
+  let selective = 0;
+  for (let i = 0; i < 5; i++) {
+    h = ctx.layer(i, h, (x) => {
+      const before = g.nodes.length;
+      const y = ctx.recomputed([x], ([v]) => o.mul(o.tanh(v!), v!));
+      if (g.nodes.slice(before).some((n) => n.op === 'Checkpoint')) selective++;
+      return o.add(y, x);
+    });
+  }
+  const all = g.nodes.filter((n) => n.op === 'Checkpoint').length;
+  return [all - selective, selective];
+}
+
+test('gradientCheckpointing: true checkpoints every layer, k every k-th from layer 0, false or 0 none', () => {
+  const training = { training: true, selectiveRecompute: false };
+  assert.deepEqual(regions({ ...training, gradientCheckpointing: true }), [5, 0]);
+  assert.deepEqual(regions({ ...training, gradientCheckpointing: 1 }), [5, 0]);
+  assert.deepEqual(regions({ ...training, gradientCheckpointing: 2 }), [3, 0]);
+  assert.deepEqual(regions({ ...training, gradientCheckpointing: 3 }), [2, 0]);
+  assert.deepEqual(regions({ ...training, gradientCheckpointing: 0 }), [0, 0]);
+  assert.deepEqual(regions({ ...training, gradientCheckpointing: false }), [0, 0]);
+  assert.deepEqual(regions({ training: false, gradientCheckpointing: true }), [0, 0]);
+});
+
+test('selective recomputation applies in the layers that are not checkpointed', () => {
+  assert.deepEqual(regions({ training: true, selectiveRecompute: true, gradientCheckpointing: 2 }), [3, 2]);
+  assert.deepEqual(regions({ training: true, selectiveRecompute: true, gradientCheckpointing: false }), [0, 5]);
+  assert.deepEqual(regions({ training: true, selectiveRecompute: true, gradientCheckpointing: true }), [5, 0]);
+});
+
+test('a gradientCheckpointing that is not a whole number of layers is a PeftError', () => {
+  for (const bad of [-1, 1.5, Number.NaN])
+    assert.throws(
+      () => new BuildContext(new Graph(), new WeightStore(), { gradientCheckpointing: bad }),
+      (e: unknown) => e instanceof PeftError && /whole number/.test(e.message),
+    );
+});

@@ -32,7 +32,7 @@ import { int8Base, int8Operands } from '../src/quant/int8_base.js';
 import { RuntimeSession } from '../src/runtime/session.js';
 import { AdamW } from '../src/train/adamw.js';
 import type { Batch } from '../src/train/batches.js';
-import { DEFAULT_GRADIENT_CHECKPOINTING, TrainStep } from '../src/train/step.js';
+import { DEFAULT_GRADIENT_CHECKPOINTING, TrainStep, describeCheckpointing } from '../src/train/step.js';
 import { DEFAULT_LOSS_CHUNKS } from '../src/train/chunked_loss.js';
 import { releaseInt8Only } from '../src/train/trainer.js';
 import { loadModel } from '../src/models/load.js';
@@ -714,7 +714,7 @@ async function main(): Promise<void> {
   const section = [
     HEADING,
     '',
-    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC by \`bench/train_methods.ts\`. One training step = forward + causal-LM loss + backward + AdamW (lr 1e-4, weight decay 0.01) over the trainable tensors, on random tokens (labels = inputs), ${opt.threads} threads on both sides. tok/s = batch x seq / median step over ${opt.steps} timed steps after ${opt.warmup} warm-up (virtual tokens not counted); ${opt.repeat > 1 ? `every (model, method) was run ${opt.repeat} times, ours and the peer interleaved, and the table shows medians over those repeats` : 'one run per cell, ours and the peer back to back'}. "ours: base" = \`--base-precision\`: fp32 = frozen weights multiplied in float32; int8 = frozen weights held as two int8 copies (forward and input-gradient products through DynamicQuantizeMatMul), trainable tensors, gradients and AdamW float32. Ours runs with \`peft train\`'s step settings unless a flag below says otherwise: ${checkpointingWords(opt.checkpointing ?? DEFAULT_GRADIENT_CHECKPOINTING)}${opt.selectiveRecompute === false ? ', no selective recomputation' : ''}, the LM head + loss in ${opt.lossChunks ?? DEFAULT_LOSS_CHUNKS} part(s). Every run of ours is a fresh \`node\` process (peak RSS = its maxrss, Node heap and JS weight arrays included); the PyTorch peer is \`bench/peer_torch.py\` ${opt.sdpa ? '--sdpa ' : ''}in float32 and in bfloat16 (\`--dtype bfloat16\`: weights, activations and AdamW state in bfloat16, loss in float32), OMP_WAIT_POLICY=PASSIVE, never running at the same time as ours. "other cpu" = cores used by other processes while timing: above ~0.2 a row is disturbed, and absolute tok/s are then far below a quiet machine's; the ratios are the numbers to read. Methods as peer_torch.py builds them: LoRA r 8 / alpha 16 / dropout 0 on c_attn or q_proj,v_proj (lora-qv) or every attention and MLP linear (lora-all); IA3 on peft's default targets; prompt / prefix tuning with ${VIRTUAL_TOKENS} virtual tokens (prefix without projection); adapter = SeqBn (Pfeiffer) on the MLP output, reduction 16.`,
+    `Run ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC by \`bench/train_methods.ts\`. One training step = forward + causal-LM loss + backward + AdamW (lr 1e-4, weight decay 0.01) over the trainable tensors, on random tokens (labels = inputs), ${opt.threads} threads on both sides. tok/s = batch x seq / median step over ${opt.steps} timed steps after ${opt.warmup} warm-up (virtual tokens not counted); ${opt.repeat > 1 ? `every (model, method) was run ${opt.repeat} times, ours and the peer interleaved, and the table shows medians over those repeats` : 'one run per cell, ours and the peer back to back'}. "ours: base" = \`--base-precision\`: fp32 = frozen weights multiplied in float32; int8 = frozen weights held as two int8 copies (forward and input-gradient products through DynamicQuantizeMatMul), trainable tensors, gradients and AdamW float32. Ours runs with \`peft train\`'s step settings unless a flag below says otherwise: gradient checkpointing: ${describeCheckpointing(opt.checkpointing ?? DEFAULT_GRADIENT_CHECKPOINTING)}${opt.selectiveRecompute === false ? ', no selective recomputation' : ''}, the LM head + loss in ${opt.lossChunks ?? DEFAULT_LOSS_CHUNKS} part(s). Every run of ours is a fresh \`node\` process (peak RSS = its maxrss, Node heap and JS weight arrays included); the PyTorch peer is \`bench/peer_torch.py\` ${opt.sdpa ? '--sdpa ' : ''}in float32 and in bfloat16 (\`--dtype bfloat16\`: weights, activations and AdamW state in bfloat16, loss in float32), OMP_WAIT_POLICY=PASSIVE, never running at the same time as ours. "other cpu" = cores used by other processes while timing: above ~0.2 a row is disturbed, and absolute tok/s are then far below a quiet machine's; the ratios are the numbers to read. Methods as peer_torch.py builds them: LoRA r 8 / alpha 16 / dropout 0 on c_attn or q_proj,v_proj (lora-qv) or every attention and MLP linear (lora-all); IA3 on peft's default targets; prompt / prefix tuning with ${VIRTUAL_TOKENS} virtual tokens (prefix without projection); adapter = SeqBn (Pfeiffer) on the MLP output, reduction 16.`,
     '',
     ...machineLines(torch),
     `- load: \`${uptimeStart}\` at the start, \`${uptimeEnd}\` at the end`,
@@ -742,10 +742,3 @@ main().catch((e: unknown) => {
   console.error(e instanceof Error ? (e.stack ?? e.message) : e);
   process.exit(1);
 });
-
-/** The step's gradient-checkpointing setting in the words of the table's description. */
-function checkpointingWords(setting: boolean | number): string {
-  if (setting === false || setting === 0) return 'no gradient checkpointing';
-  if (setting === true || setting === 1) return 'gradient checkpointing on every decoder layer';
-  return `gradient checkpointing on every ${setting === 2 ? 'second' : `${setting}th`} decoder layer`;
-}

@@ -244,7 +244,7 @@ export class WeightStore {
   }
   /**
    * The int8 copies of a frozen matrix (src/quant/int8_base.ts) stored in `layout`. A weight whose
-   * float32 array is held is quantized from it (once per array); a released or deferred one is
+   * float32 array is held is quantized from it at each call; a released or deferred one is
    * read from its file for this alone and not kept, so it never exists as a float32 array for
    * longer than its quantization takes.
    */

@@ -175,7 +175,7 @@ export class RuntimeSession {
   private constructor(
     private readonly session: ort.InferenceSession,
     /** what the session must be fed (plain copies: a session does not keep its graph, nor the graph's constant arrays, alive) */
-    readonly feeds: readonly { name: string; dtype: DType; shape: Shape; rank: number }[],
+    readonly feeds: readonly SessionFeed[],
     readonly outputNames: readonly string[],
     readonly name: string,
     /** constants fed from their JS arrays at every run (weights: 'shared') */

@@ -73,13 +73,20 @@ export const DEFAULT_SELECTIVE_RECOMPUTE = true;
  * Which decoder layers a training step recomputes in the backward pass
  * (StepOptions.gradientCheckpointing) when not told otherwise: every second one (layers 0, 2, 4,
  * ...), whose activations are then not kept; the others keep theirs, with selective recomputation.
- * Measured on one quiet machine (bench/RESULTS.md, "Checkpointing every second layer"; int8 base,
+ * Measured on one quiet machine (bench/RESULTS.md, "Notes of 2026-12-02, 16:04 run"; int8 base,
  * 4 x 256, LoRA q/v): peak RSS GPT-2 small 1020 -> 903 MiB and SmolLM-135M shape 1440 -> 1152
- * (0.48x / 0.50x PyTorch 2.13 bf16's) for 7-17% of the tokens/s, where checkpointing every layer
- * (723 / 821 MiB) cost 17-22%: the setting closest to both of issue #19's targets. `peft train
+ * (0.48x / 0.50x PyTorch 2.13 bf16's) for 2-17% / 6-11% of the tokens/s, where checkpointing every
+ * layer (723 / 821 MiB) cost 22% / 11-16%: the setting closest to both of issue #19's targets. `peft train
  * --gradient-checkpointing` checkpoints every layer, `--no-gradient-checkpointing` none.
  */
 export const DEFAULT_GRADIENT_CHECKPOINTING: boolean | number = 2;
+
+/** A gradient-checkpointing setting (StepOptions.gradientCheckpointing) in words: "every layer", "every second layer", "none". */
+export function describeCheckpointing(setting: boolean | number): string {
+  if (setting === true || setting === 1) return 'every layer';
+  if (setting === false || setting === 0) return 'none';
+  return setting === 2 ? 'every second layer' : `every ${setting}-th layer`;
+}
 
 /** The step option for a --base-precision value: nf4 is chosen when the model is loaded (a 4-bit base), so its products stay as loaded. */
 export function trainBasePrecision(flag: string | undefined, quantizedBase = false): BasePrecision {

@@ -23,7 +23,7 @@ import { loadClassificationDataset, loadDataset, prepareExamples, splitForEval }
 import { fmtAccuracy } from '../../train/progress.js';
 import { progressFor } from '../../train/progress_terminal.js';
 import { SCHEDULES, type ScheduleName } from '../../train/schedule.js';
-import { DEFAULT_BASE_PRECISION, DEFAULT_GRADIENT_CHECKPOINTING, trainBasePrecision } from '../../train/step.js';
+import { DEFAULT_BASE_PRECISION, DEFAULT_GRADIENT_CHECKPOINTING, describeCheckpointing, trainBasePrecision } from '../../train/step.js';
 import { DEFAULT_LOSS_CHUNKS } from '../../train/chunked_loss.js';
 import { METRICS_FILE, PLOT_FILE, Trainer, checkRunFolder, totalStepsFor } from '../../train/trainer.js';
 import type { LoraConfig } from '../../tuners/lora/config.js';
@@ -36,13 +36,6 @@ import { intArg, listArg, numberArg, positiveInt } from '../args.js';
 import { descriptorOf } from '../../models/registry.js';
 import { DEFAULT_BETA, type PreferencePair, loadPreferenceDataset } from '../../train/preference.js';
 import type { TrainItem } from '../../train/trainer.js';
-
-/** A gradient-checkpointing setting in words (StepOptions.gradientCheckpointing). */
-function describeCheckpointing(setting: boolean | number): string {
-  if (setting === true || setting === 1) return 'every layer';
-  if (setting === false || setting === 0) return 'none';
-  return setting === 2 ? 'every second layer' : `every ${setting}th layer`;
-}
 
 interface TrainFlags {
   config?: string;
@@ -183,7 +176,7 @@ export function register(program: Command): void {
     )
     .option(
       '--gradient-checkpointing [k]',
-      `recompute decoder layers in the backward pass instead of keeping their activations: every layer, or every k-th (default ${describeCheckpointing(DEFAULT_GRADIENT_CHECKPOINTING)}: on a SmolLM-135M-shaped LoRA at 4 x 256, every second layer peaks at 0.80x the RSS of none for about 10% fewer tokens/s, every layer at 0.57x for about 20%: bench/RESULTS.md)`,
+      `recompute decoder layers in the backward pass instead of keeping their activations: every layer, or every k-th (default ${describeCheckpointing(DEFAULT_GRADIENT_CHECKPOINTING)}: on a SmolLM-135M-shaped LoRA at 4 x 256, every second layer peaks at 0.80x the RSS of none for 6-11% fewer tokens/s, every layer at 0.57x for 11-16%: bench/RESULTS.md)`,
       positiveInt('--gradient-checkpointing'),
     )
     .option('--no-gradient-checkpointing', "keep every layer's activations for the backward pass (faster, more memory)")

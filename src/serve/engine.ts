@@ -307,10 +307,7 @@ export class ServeEngine {
       if (!this.advance(row, out.logits.subarray(b * vocab, (b + 1) * vocab))) staying.push({ row, b });
     });
     if (!staying.length) return;
-    const fresh =
-      staying.length === n
-        ? out.cache
-        : out.cache.selectRows(staying.map((s) => s.b));
+    const fresh = staying.length === n ? out.cache : out.cache.selectRows(staying.map((s) => s.b));
     this.merge(
       staying.map((s) => s.row),
       fresh,

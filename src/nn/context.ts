@@ -107,6 +107,8 @@ export class BuildContext {
   readonly selectiveRecompute: boolean;
   /** inside a checkpointed layer (whose recomputation covers any selective one) */
   private inCheckpoint = false;
+  /** how the outputs of `recomputed` and `elementwise` were made, by value id (for `recomputedWith`) */
+  private readonly recipes = new Map<number, { inputs: Value[]; fn: (inputs: Value[]) => Value }>();
   readonly basePrecision: BasePrecision;
   private readonly int8Exclude: readonly string[];
   readonly derivedFeeds: boolean;
@@ -188,8 +190,41 @@ export class BuildContext {
    * the rest from them.
    */
   recomputed(inputs: Value[], fn: (inputs: Value[]) => Value): Value {
-    if (!this.training || !this.selectiveRecompute || this.inCheckpoint) return fn(inputs);
-    return checkpoint(inputs, fn);
+    if (!this.recomputing) return fn(inputs);
+    const out = checkpoint(inputs, fn);
+    this.recipes.set(out.id, { inputs, fn });
+    return out;
+  }
+
+  /**
+   * fn(inputs), an element-wise step whose output the backward pass does not need as long as
+   * nothing trainable reads it (an MLP's activation, which a frozen product consumes): built as it
+   * is, and remembered so that a consumer which would keep it (`recomputedWith`) can recompute it instead.
+   */
+  elementwise(inputs: Value[], fn: (inputs: Value[]) => Value): Value {
+    const out = fn(inputs);
+    if (this.recomputing) this.recipes.set(out.id, { inputs, fn });
+    return out;
+  }
+
+  /**
+   * fn(x) for a consumer whose gradient reads x (IA3's scaling of an MLP's activation: the vector's
+   * gradient is the sum of x times the incoming one). When x came from `recomputed` or
+   * `elementwise` (and selective recomputation is on), x and fn are one recomputed region over x's
+   * inputs, so x is not kept for the backward pass: the same values, for an element-wise
+   * recomputation of x there. Otherwise fn(x).
+   */
+  recomputedWith(x: Value, fn: (x: Value) => Value): Value {
+    const r = this.recomputing ? this.recipes.get(x.id) : undefined;
+    if (!r) return fn(x);
+    const out = checkpoint(r.inputs, (inputs) => fn(r.fn(inputs)));
+    this.recipes.set(out.id, { inputs: r.inputs, fn: (inputs) => fn(r.fn(inputs)) });
+    return out;
+  }
+
+  /** selective recomputation applies here: training with selectiveRecompute, outside a checkpointed layer */
+  private get recomputing(): boolean {
+    return this.training && this.selectiveRecompute && !this.inCheckpoint;
   }
 
   /**

@@ -212,6 +212,8 @@ export class PreferenceStep {
     }
     const session = await RuntimeSession.fromGraph(graph, outputs, {
       memPattern: false,
+      // each parameter's gradient finished as the backward pass reaches it (LowerOptions.outputsLast)
+      outputsLast: training,
       ...runtime,
       name: `${model.peftType} ${objective} ${training ? 'train' : 'eval'} step`,
     });

@@ -5,6 +5,7 @@
 
 import { grad } from '../autodiff/grad.js';
 import { Graph, type Value } from '../graph/ir.js';
+import * as o from '../graph/ops.js';
 import type { DType, HostArray } from '../graph/types.js';
 import { type BasePrecision, BuildContext, evalDim } from '../nn/context.js';
 import type { QuantKernel } from '../quant/matmul.js';
@@ -105,6 +106,26 @@ export function trainBasePrecision(flag: string | undefined, quantizedBase = fal
  * packs a fed int8 matrix at each product); bench/RESULTS.md "Weights side of a training step's memory".
  */
 const STEP_LARGE_CONSTANT_BYTES = 64 * 1024;
+
+/** Indices of `grads` in the order the backward pass built them (a gradient that is a graph input or constant first). */
+function gradientOrder(grads: readonly Value[]): number[] {
+  const at = (v: Value): number => v.producer?.id ?? -1;
+  return grads.map((_, i) => i).sort((a, b) => at(grads[a]!) - at(grads[b]!));
+}
+
+/**
+ * A float32 1 that ONNX Runtime cannot fold (computed from the batch's size). A step outputs each
+ * parameter gradient times it: the same values, from a node of its own that no optimization fuses
+ * away, built in the order the backward pass built the gradients (`gradientOrder`). With
+ * `outputsLast` these nodes are the leaves ONNX Runtime's execution order starts from, so each
+ * gradient is finished as the backward pass reaches its parameter, LoRA's too, whose products
+ * ONNX Runtime rebuilds as new (last-numbered) nodes when it fuses the scaling into them
+ * (LowerOptions.outputsLast).
+ */
+function unfoldedOne(graph: Graph): Value {
+  const ids = graph.inputs.find((v) => v.name === 'input_ids')!;
+  return o.cast(o.add(o.mul(o.sizeOf(ids), 0), 1), 'float32');
+}
 
 /** A Dropout whose keep-mask is a graph input: the step draws the mask from the trainer's RNG. */
 interface DropoutFeed {
@@ -349,7 +370,8 @@ export class TrainStep {
     const names = [...params.keys()];
     const grads = grad(loss, [...params.values()], scale);
     const outputs: Record<string, Value> = { loss };
-    names.forEach((n, i) => (outputs[gradName(n)] = grads[i]!));
+    const one = unfoldedOne(graph);
+    for (const i of gradientOrder(grads)) outputs[gradName(names[i]!)] = o.mul(grads[i]!, one);
     // No memory-pattern planning: with symbolic batch/seq dims it allocates a second, per-shape block
     // beside the arena on the second run (+1.4 GiB peak for GPT-2 small at 4 x 256) for no speed gain.
     const session = await RuntimeSession.fromGraph(graph, outputs, {

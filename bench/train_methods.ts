@@ -32,7 +32,7 @@ import { int8Base, int8Operands } from '../src/quant/int8_base.js';
 import { RuntimeSession } from '../src/runtime/session.js';
 import { AdamW } from '../src/train/adamw.js';
 import type { Batch } from '../src/train/batches.js';
-import { DEFAULT_GRADIENT_CHECKPOINTING, TrainStep, describeCheckpointing } from '../src/train/step.js';
+import { DEFAULT_BASE_PRECISION, DEFAULT_GRADIENT_CHECKPOINTING, TrainStep, describeCheckpointing } from '../src/train/step.js';
 import { DEFAULT_LOSS_CHUNKS } from '../src/train/chunked_loss.js';
 import { releaseInt8Only } from '../src/train/trainer.js';
 import { loadModel } from '../src/models/load.js';
@@ -586,6 +586,35 @@ function record(opt: Options, row: Record<string, unknown>): void {
   if (opt.out) fs.appendFileSync(opt.out, `${JSON.stringify(row)}\n`);
 }
 
+/** Issue #19's targets: tokens/s at least this times PyTorch 2.13 bf16's, peak RSS at most this times its. */
+const SPEED_TARGET = 1.3;
+const RSS_TARGET = 0.5;
+
+/** One row's verdict against the targets: met, or the gap and where the step's time goes. */
+function targetLine(
+  method: Method,
+  m: { tok: number; t16: number; rss: number; r16: number; stepS?: number; optS?: number; flops?: number; int8Peak?: number },
+): string {
+  const speed = m.tok / m.t16;
+  const mem = m.rss / m.r16;
+  const speedText =
+    speed >= SPEED_TARGET
+      ? `speed ${speed.toFixed(2)}x: met`
+      : `speed ${speed.toFixed(2)}x: **not met**, needs ${(100 * (SPEED_TARGET / speed - 1)).toFixed(0)}% more tokens/s (${f(m.tok)} -> ${f(SPEED_TARGET * m.t16)})`;
+  const memText =
+    mem <= RSS_TARGET
+      ? `peak RSS ${mem.toFixed(2)}x: met`
+      : `peak RSS ${mem.toFixed(2)}x: **not met**, ${f(m.rss - RSS_TARGET * m.r16, 0)} MiB over (${f(m.rss, 0)} -> ${f(RSS_TARGET * m.r16, 0)})`;
+  let split = '';
+  if (speed < SPEED_TARGET && m.stepS !== undefined) {
+    const gemm = m.flops !== undefined && m.int8Peak !== undefined ? m.flops / (m.int8Peak * 1e9) : undefined;
+    const opt = m.optS ?? 0;
+    const rest = m.stepS - opt - (gemm ?? 0);
+    split = `; step ${f(m.stepS, 2)} s (${f(m.stepS / (SPEED_TARGET / speed), 2)} s needed) = ${gemm !== undefined ? `products >= ${f(gemm, 2)} s at the int8 peak + ` : ''}AdamW ${f(opt, 3)} s + the rest ${f(rest, 2)} s`;
+  }
+  return `- ${method}: ${speedText}${split}; ${memText}`;
+}
+
 /** Every run of one (model, method) over the repeats. */
 interface Cell {
   ours: Map<BasePrecision, Outcome<OurRun>[]>;
@@ -666,9 +695,11 @@ async function main(): Promise<void> {
   const uptimeEnd = uptime();
 
   const peak = med(gemms.map((g) => g.gflops['fp32 prepacked']));
+  const int8Peak = med(gemms.map((g) => g.gflops['int8 prepacked']));
   const tables: string[] = [];
   for (const model of opt.models) {
     const rows: string[] = [];
+    const targets: string[] = [];
     for (const method of opt.methods) {
       const cell = cells.get(`${model}/${method}`)!;
       const tj = (d: PeerDtype): (Record<string, unknown> | null)[] => (cell.torch.get(d) ?? []).map((p) => p.json);
@@ -688,6 +719,8 @@ async function main(): Promise<void> {
         const rate = flops !== undefined && stepS !== undefined ? flops / stepS / 1e9 : undefined;
         const share = rate !== undefined && peak !== undefined ? ` (${((100 * rate) / peak).toFixed(0)}%)` : '';
         const r0 = runs[0];
+        if (precision === DEFAULT_BASE_PRECISION && tok !== undefined && t16 !== undefined && rss !== undefined && r16 !== undefined)
+          targets.push(targetLine(method, { tok, t16, rss, r16, stepS, optS: med(runs.map((r) => r.median_opt_s)), flops, int8Peak }));
         rows.push(
           `| ${method} | ${precision} | ${group(r0?.trainable_params)} | ${tok !== undefined ? f(tok) : `- (${note})`} | ${t32 !== undefined ? f(t32) : torchNote ? `- (${torchNote})` : 'n/a'} | ${t16 !== undefined ? f(t16) : 'n/a'} | ${ratio(tok, t32)} | **${ratio(tok, t16)}** | ${f(rss, 0)} | ${f(r32, 0)} | ${f(r16, 0)} | **${ratio(rss, r16)}** | ${flops !== undefined ? `${f(flops / 1e9, flops < 1e10 ? 2 : 0)} / ${f(rate, 0)}${share}` : '-'} | ${r0 ? `${f(r0.loss_first, 3)} / ${f(r0.loss_last, 3)}` : '-'} | ${f(med(runs.map((r) => r.other_cpu)), 2)} / ${f(med(tOther), 2)} | ${runs.length}+${[...cell.torch.values()].flat().filter((p) => p.json).length} |`,
         );
@@ -700,6 +733,14 @@ async function main(): Promise<void> {
       '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
       ...rows,
       '',
+      ...(targets.length
+        ? [
+            `Issue #19's targets for the default base (${DEFAULT_BASE_PRECISION}): tokens/s >= ${SPEED_TARGET}x PyTorch bf16's, peak RSS <= ${RSS_TARGET}x. For a row not met: the gap, and where its step time goes (the matrix products' least time at this run's ${DEFAULT_BASE_PRECISION} GEMM peak, the AdamW update, and the rest: element-wise work, softmax, float32 products, executor overhead); the reasons measured by profile are in the notes below.`,
+            '',
+            ...targets,
+            '',
+          ]
+        : []),
     );
   }
   const gemmLine = gemms.length

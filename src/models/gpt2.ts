@@ -72,7 +72,8 @@ export class GPT2Model extends ModelBase implements PretrainedModel {
           const attnOut = linear(ctx, spec(`${p}.attn.c_proj`), mergeHeads(attentionOf(ctx, q, key, value, bias, D), H, D));
           const afterAttn = applySublayer(ctx, `${i}.attn`, i, attnOut, residual);
           const y = layerNorm(ctx, `${p}.ln_2`, afterAttn, cfg.normEps);
-          const m = linear(ctx, spec(`${p}.mlp.c_proj`), activation(cfg.hiddenAct, linear(ctx, spec(`${p}.mlp.c_fc`), y)));
+          const act = ctx.elementwise([linear(ctx, spec(`${p}.mlp.c_fc`), y)], ([f]) => activation(cfg.hiddenAct, f!));
+          const m = linear(ctx, spec(`${p}.mlp.c_proj`), act);
           return applySublayer(ctx, `${i}.ffn`, i, m, afterAttn);
         }),
       );

@@ -107,6 +107,8 @@ export class BuildContext {
   readonly selectiveRecompute: boolean;
   /** inside a checkpointed layer (whose recomputation covers any selective one) */
   private inCheckpoint = false;
+  /** how the outputs of `recomputed` and `elementwise` were made, by value id (for `recomputedWith`) */
+  private readonly recipes = new Map<number, { inputs: Value[]; fn: (inputs: Value[]) => Value }>();
   readonly basePrecision: BasePrecision;
   private readonly int8Exclude: readonly string[];
   readonly derivedFeeds: boolean;
@@ -131,12 +133,6 @@ export class BuildContext {
   }
 
   /**
-   * The int8 operands of a frozen float32 weight (stored in `layout`) for o.int8Matmul, or undefined
-   * when the weight is trainable, 4-bit, or the graph is not built with basePrecision 'int8'. With
-   * `floatBackward` (an nn.Linear weight only) the backward product uses the float32 weight instead
-   * of the second int8 copy: the LM head's, whose incoming gradient (softmax minus one-hot) loses
-   * its many small probabilities to per-tensor 8-bit quantization.
-   */
   /**
    * Base weights this graph holds only as int8 copies (no float32 constant of them): a session
    * compiled from it never reads their float32 arrays.
@@ -145,11 +141,20 @@ export class BuildContext {
     return [...this.int8.keys()].filter((n) => !this.cache.has(n));
   }
 
+  /**
+   * The int8 operands of a frozen float32 weight (stored in `layout`) for o.int8Matmul, or undefined
+   * when the weight is trainable, 4-bit, or the graph is not built with basePrecision 'int8'. With
+   * `floatBackward` (an nn.Linear weight only) the float32 weight comes as a fifth operand and the
+   * backward product autodiff derives uses it instead of the second int8 copy: the LM head's, whose
+   * incoming gradient (softmax minus one-hot) loses its many small probabilities to per-tensor 8-bit
+   * quantization. The chunked loss (src/train/chunked_loss.ts) builds that product itself from the
+   * int8 copy, the one-hot part apart and the softmax scaled per row.
+   */
   int8Weight(
     name: string,
     layout: 'linear' | 'conv1d',
     floatBackward = false,
-  ): readonly [Value, Value, Value, Value] | readonly [Value, Value, Value] | undefined {
+  ): readonly [Value, Value, Value, Value] | readonly [Value, Value, Value, Value, Value] | undefined {
     if (this.basePrecision !== 'int8') return undefined;
     const module = name.replace(/\.weight$/, '');
     if (this.int8Exclude.some((m) => module === m || module.endsWith(`.${m}`))) return undefined;
@@ -159,7 +164,7 @@ export class BuildContext {
     let ops = this.int8.get(name);
     // quantized from the held float32 array, or from the file for a released one (never kept as float32)
     if (!ops) this.int8.set(name, (ops = int8Operands(this.graph, name, this.weights.int8(name, layout))));
-    return floatBackward && layout === 'linear' ? [ops[0], ops[1], this.weight(name)] : ops;
+    return floatBackward && layout === 'linear' ? [...ops, this.weight(name)] : ops;
   }
 
   /**
@@ -185,8 +190,41 @@ export class BuildContext {
    * the rest from them.
    */
   recomputed(inputs: Value[], fn: (inputs: Value[]) => Value): Value {
-    if (!this.training || !this.selectiveRecompute || this.inCheckpoint) return fn(inputs);
-    return checkpoint(inputs, fn);
+    if (!this.recomputing) return fn(inputs);
+    const out = checkpoint(inputs, fn);
+    this.recipes.set(out.id, { inputs, fn });
+    return out;
+  }
+
+  /**
+   * fn(inputs), an element-wise step whose output the backward pass does not need as long as
+   * nothing trainable reads it (an MLP's activation, which a frozen product consumes): built as it
+   * is, and remembered so that a consumer which would keep it (`recomputedWith`) can recompute it instead.
+   */
+  elementwise(inputs: Value[], fn: (inputs: Value[]) => Value): Value {
+    const out = fn(inputs);
+    if (this.recomputing) this.recipes.set(out.id, { inputs, fn });
+    return out;
+  }
+
+  /**
+   * fn(x) for a consumer whose gradient reads x (IA3's scaling of an MLP's activation: the vector's
+   * gradient is the sum of x times the incoming one). When x came from `recomputed` or
+   * `elementwise` (and selective recomputation is on), x and fn are one recomputed region over x's
+   * inputs, so x is not kept for the backward pass: the same values, for an element-wise
+   * recomputation of x there. Otherwise fn(x).
+   */
+  recomputedWith(x: Value, fn: (x: Value) => Value): Value {
+    const r = this.recomputing ? this.recipes.get(x.id) : undefined;
+    if (!r) return fn(x);
+    const out = checkpoint(r.inputs, (inputs) => fn(r.fn(inputs)));
+    this.recipes.set(out.id, { inputs: r.inputs, fn: (inputs) => fn(r.fn(inputs)) });
+    return out;
+  }
+
+  /** selective recomputation applies here: training with selectiveRecompute, outside a checkpointed layer */
+  private get recomputing(): boolean {
+    return this.training && this.selectiveRecompute && !this.inCheckpoint;
   }
 
   /**

@@ -60,6 +60,8 @@ export interface RuntimeOptions {
   spinning?: boolean;
   /** extra ONNX Runtime session config entries, e.g. { 'session.disable_prepacking': '1' } */
   sessionConfig?: Record<string, string>;
+  /** list output-only nodes last, earliest-built at the end, for ONNX Runtime's execution order (LowerOptions.outputsLast; training steps) */
+  outputsLast?: boolean;
 }
 
 /** What a session holds and how, for memory reports. */
@@ -189,6 +191,7 @@ export class RuntimeSession {
     const lowered = lowerGraph(graph, outputs, opts.name, {
       largeConstantBytes: opts.largeConstantBytes ?? DEFAULT_LARGE_CONSTANT_BYTES,
       largeConstants: opts.largeConstants ?? (weights === 'shared' ? 'input' : 'external'),
+      outputsLast: opts.outputsLast,
     });
     if (opts.quantize !== undefined && opts.quantize !== 'int8')
       throw new RuntimeError(`unknown quantize "${String(opts.quantize)}"; the only choice is 'int8' (or leave it unset)`);

@@ -355,6 +355,8 @@ export class TrainStep {
     const session = await RuntimeSession.fromGraph(graph, outputs, {
       memPattern: false,
       largeConstantBytes: STEP_LARGE_CONSTANT_BYTES,
+      // each parameter's gradient finished as the backward pass reaches it (LowerOptions.outputsLast)
+      outputsLast: true,
       ...opts,
       name: `${model.peftType} train step`,
     });

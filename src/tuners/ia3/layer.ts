@@ -21,10 +21,13 @@ export function ia3VectorShape(t: IA3Target): [number, number] {
 /** The hook for one target; `vector` is the [out, 1] / [1, in] graph value. */
 export function ia3Hook(vector: Value, target: IA3Target, variant: IA3Variant): LinearHook {
   const n = target.feedforward ? target.spec.inFeatures : target.spec.outFeatures;
-  return (x, base) => {
+  return (x, base, _spec, ctx) => {
     // peft flattens the vector and broadcasts it over the last axis.
     const v = o.reshape(vector, [n]);
     const combine = (a: Value): Value => (variant === 'scale' ? o.mul(a, v) : o.add(a, v));
-    return target.feedforward ? base(combine(x)) : combine(base(x));
+    if (!target.feedforward) return combine(base(x));
+    // The scale's gradient reads x (an MLP's activation, else not kept: its product is frozen), so
+    // where x is cheap to rebuild the scaling joins its recomputation (BuildContext.recomputedWith).
+    return base(variant === 'scale' ? ctx.recomputedWith(x, combine) : combine(x));
   };
 }

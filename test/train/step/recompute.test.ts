@@ -86,6 +86,42 @@ test('recomputed attention core: the plain graph gradients, without reading the 
   }
 });
 
+test('recomputedWith: a scale of an element-wise activation has the plain gradients without keeping the activation', async () => {
+  const run = async (recompute: boolean) => {
+    const g = new Graph();
+    const ctx = new BuildContext(g, new WeightStore(), { training: true, selectiveRecompute: recompute });
+    const x = g.input('x', 'float64', [2, 3, 6]);
+    const v = g.input('v', 'float64', [6]);
+    const act = ctx.elementwise([o.mul(x, 1.5)], ([f]) => o.gelu(f!));
+    const y = ctx.recomputedWith(act, (a) => o.mul(a, v));
+    const w = g.tensor('w', 'float64', [2, 3, 6], randn(rng(5), 36));
+    const loss = o.sum(o.mul(o.tanh(y), w));
+    const end = g.nodes.length;
+    const [dx, dv] = grad(loss, [x, v]);
+    const readsAct = g.nodes.slice(end).some((n) => n.inputs.includes(act));
+    assert.equal(readsAct, !recompute, recompute ? 'the backward pass recomputes the activation' : 'the plain graph reads it');
+    const s = await RuntimeSession.fromGraph(g, { loss, dx: dx!, dv: dv! }, { threads: 1 });
+    const r = await s.run({
+      x: { dtype: 'float64', shape: [2, 3, 6], data: randn(rng(6), 36) },
+      v: { dtype: 'float64', shape: [6], data: randn(rng(7), 6) },
+    });
+    await s.dispose();
+    return r;
+  };
+  const ref = await run(false);
+  const r = await run(true);
+  for (const k of ['loss', 'dx', 'dv']) {
+    const a = ref[k]!.data as Float64Array;
+    const b = r[k]!.data as Float64Array;
+    assert.ok(
+      a.some((z) => z !== 0),
+      `${k} is all zeros`,
+    );
+    for (let i = 0; i < a.length; i++)
+      assert.ok(Math.abs(a[i]! - b[i]!) <= 1e-12 * (1 + Math.abs(a[i]!)), `${k}[${i}]: ${b[i]} vs ${a[i]}`);
+  }
+});
+
 test('the gradient of a Reshape over symbolic dims does not read its input, and is right', async () => {
   const g = new Graph();
   const x = g.input('x', 'float64', ['batch', 'seq', 6]);
@@ -108,18 +144,31 @@ test('the gradient of a Reshape over symbolic dims does not read its input, and 
   });
 });
 
-for (const family of ['gpt2', 'llama'] as const) {
-  test(`${family}: a LoRA step with selective recomputation or gradient checkpointing has the plain step's loss and gradients`, async () => {
+// IA3 scales the MLP's activation (GPT-2's GELU output, Llama's gated product) before its frozen
+// down projection: with selective recomputation the scaling joins the activation's recomputation
+// (BuildContext.recomputedWith), so the activation is not kept for the vector's gradient.
+for (const [family, method] of [
+  ['gpt2', 'LORA'],
+  ['llama', 'LORA'],
+  ['gpt2', 'IA3'],
+  ['llama', 'IA3'],
+] as const) {
+  test(`${family}: a ${method} step with selective recomputation or gradient checkpointing has the plain step's loss and gradients`, async () => {
     const base = await loadModel(fixturePath('models', family));
     const targets = family === 'gpt2' ? ['c_attn', 'c_proj'] : ['q_proj', 'k_proj', 'v_proj'];
     const model = await createAdapter(
       base,
-      { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: targets, task_type: 'CAUSAL_LM' },
+      method === 'LORA'
+        ? { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: targets, task_type: 'CAUSAL_LM' }
+        : { peft_type: 'IA3', task_type: 'CAUSAL_LM' },
       { seed: 3 },
     );
     const params = model.parameters();
     let s = 1;
-    for (const [name, p] of params) if (name.includes('lora_B')) p.data.forEach((_, i) => (p.data[i] = Math.sin(s++ * 0.3) * 0.05));
+    for (const [name, p] of params) {
+      if (name.includes('lora_B')) p.data.forEach((_, i) => (p.data[i] = Math.sin(s++ * 0.3) * 0.05));
+      if (name.includes('ia3_l')) p.data.forEach((_, i) => (p.data[i] = 1 + Math.sin(s++ * 0.3) * 0.2));
+    }
     const ids = (b: number, n: number) => Array.from({ length: n }, (_, i) => (13 * b + 5 * i + 1) % base.vocabSize);
     const batch = collate(
       [19, 23, 14].map((n, b) => ({ inputIds: ids(b, n), labels: ids(b, n).map((t, i) => (i < 3 ? -100 : t)) })),

@@ -4,6 +4,7 @@
 // (embedding / attention / MLP / LM head + loss, forward vs backward) to show what limits a step.
 //
 //   node dist/bench/profile_train_step.js [--model gpt2|llama] [--method lora-qv] [--runs 2] [--threads 2] [--mode shared|prepacked] [--base-precision fp32|int8]
+//       [--checkpoint-every K] [--loss-chunks N] [--selective-recompute 0|1]   (defaults: TrainStep's)  [--top 30] (nodes listed)
 //   node dist/bench/profile_train_step.js --model llama --runs 0     # only the graph's element-wise work (no session)
 //
 // It first prints the element-wise work of the step graph as built (before ONNX Runtime's own
@@ -20,6 +21,8 @@ import { type BasePrecision, BuildContext } from '../src/nn/context.js';
 import { lowerGraph } from '../src/onnx/export.js';
 import { encodeModel } from '../src/onnx/model.js';
 import { toOrtTensor } from '../src/runtime/session.js';
+import { chunkHeadLoss, DEFAULT_LOSS_CHUNKS } from '../src/train/chunked_loss.js';
+import { DEFAULT_GRADIENT_CHECKPOINTING, DEFAULT_SELECTIVE_RECOMPUTE } from '../src/train/step.js';
 import { adaptForBench, randomBenchModel } from './train_models.js';
 
 interface Args {
@@ -31,10 +34,27 @@ interface Args {
   seq: number;
   mode: 'shared' | 'prepacked';
   basePrecision: BasePrecision;
+  checkpointEvery: number;
+  lossChunks: number;
+  selectiveRecompute: boolean;
+  top: number;
 }
 
 function parse(argv: string[]): Args {
-  const a: Args = { model: 'gpt2', method: 'lora-qv', runs: 2, threads: 2, batch: 4, seq: 256, mode: 'shared', basePrecision: 'fp32' };
+  const a: Args = {
+    model: 'gpt2',
+    method: 'lora-qv',
+    runs: 2,
+    threads: 2,
+    batch: 4,
+    seq: 256,
+    mode: 'shared',
+    basePrecision: 'fp32',
+    checkpointEvery: Number(DEFAULT_GRADIENT_CHECKPOINTING),
+    lossChunks: DEFAULT_LOSS_CHUNKS,
+    selectiveRecompute: DEFAULT_SELECTIVE_RECOMPUTE,
+    top: 30,
+  };
   for (let i = 0; i < argv.length; i += 2) {
     const k = argv[i]!.replace(/^--/, '');
     const v = argv[i + 1];
@@ -44,7 +64,10 @@ function parse(argv: string[]): Args {
     else if (k === 'base-precision') {
       if (v !== 'fp32' && v !== 'int8') throw new Error(`--base-precision takes fp32 or int8, got ${v}`);
       a.basePrecision = v;
-    } else if (k === 'runs' || k === 'threads' || k === 'batch' || k === 'seq') a[k] = Number(v);
+    } else if (k === 'checkpoint-every') a.checkpointEvery = Number(v);
+    else if (k === 'loss-chunks') a.lossChunks = Number(v);
+    else if (k === 'selective-recompute') a.selectiveRecompute = v !== '0' && v !== 'false';
+    else if (k === 'runs' || k === 'top' || k === 'threads' || k === 'batch' || k === 'seq') a[k] = Number(v);
     else throw new Error(`unknown option --${k}`);
   }
   return a;
@@ -142,12 +165,14 @@ async function main(): Promise<void> {
     trainable: adapted.trainableBaseWeights(),
     training: true,
     basePrecision: args.basePrecision,
+    gradientCheckpointing: args.checkpointEvery,
+    selectiveRecompute: args.selectiveRecompute,
   });
   const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
   const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
   const labels = graph.input('labels', 'int64', ['batch', 'seq']);
   const out = adapted.forward(ctx, { inputIds, attentionMask });
-  const loss = adapted.loss(out.logits, labels);
+  const loss = chunkHeadLoss(adapted.loss(out.logits, labels), args.lossChunks, true);
   const scale = graph.input('loss_scale', 'float32', []);
   const names = [...ctx.params.keys()];
   const firstGradNode = graph.nodes.length;
@@ -227,7 +252,7 @@ async function main(): Promise<void> {
       );
   };
   console.log(
-    `${args.model} ${args.method} b${B} s${S} t${args.threads} weights ${args.mode}, base ${args.basePrecision}: session runs ${times.map((t) => t.toFixed(2)).join(', ')} s; last run: model_run ${(last.dur / 1e6).toFixed(2)} s, kernels ${(total / 1e6).toFixed(2)} s; load ${os.loadavg()[0]!.toFixed(1)}`,
+    `${args.model} ${args.method} b${B} s${S} t${args.threads} weights ${args.mode}, base ${args.basePrecision}, checkpoint every ${args.checkpointEvery}, loss parts ${args.lossChunks}, selective ${args.selectiveRecompute}: session runs ${times.map((t) => t.toFixed(2)).join(', ')} s; last run: model_run ${(last.dur / 1e6).toFixed(2)} s, kernels ${(total / 1e6).toFixed(2)} s; load ${os.loadavg()[0]!.toFixed(1)}`,
   );
   print(
     'by op type',
@@ -242,7 +267,7 @@ async function main(): Promise<void> {
   print(
     'top nodes',
     sum((e) => `${e.args?.op_name ?? '?'} ${e.name.replace(/_kernel_time$/, '')}`),
-    30,
+    args.top,
   );
 }
 

@@ -227,9 +227,10 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
   // The input gradient g @ W^T is the same op on g with the two int8 copies swapped, or a float32
   // product with W^T when that is what the node holds for the backward pass; W is frozen.
   Int8MatMul: (n, [g], need) => {
-    const [, b, bScale, bt, btScale] = n.inputs as [Value, Value, Value, Value, Value | undefined];
+    const [, b, bScale, bt, btScale, wt] = n.inputs as [Value, Value, Value, Value, Value | undefined, Value | undefined];
     const none = n.inputs.slice(1).map(() => undefined);
     if (!need[0]) return [undefined, ...none];
+    if (wt) return [o.matmul(g!, wt), ...none];
     return [btScale ? o.int8Matmul(g!, [bt, btScale, b, bScale]) : o.matmul(g!, bt), ...none];
   },
   Reshape: view,

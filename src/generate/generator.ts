@@ -17,7 +17,8 @@ import {
 import { type InferenceModel, baseModel } from './model.js';
 import { Rng } from '../train/rng.js';
 import { argmax, sampleToken } from './sampling.js';
-import { DecoderSessions, type KVCache } from './sessions.js';
+import { DecoderSessions } from './sessions.js';
+import type { KVCache } from './kvcache.js';
 import { RowText } from './streaming.js';
 import { BASE_ADAPTER, isMultiAdapter } from '../tuners/multi/model.js';
 import { descriptorOf } from '../models/registry.js';
@@ -199,7 +200,8 @@ export class Generator {
     );
     const prefillMs = performance.now() - t0;
     let steps = 0;
-    let cache: KVCache = out.cache;
+    // Advanced in place by every decode step.
+    const cache: KVCache = out.cache;
     const vocab = this.vocabSize;
     for (;;) {
       steps++;
@@ -236,7 +238,6 @@ export class Generator {
         cache,
         params,
       );
-      cache = out.cache;
     }
     const decodeMs = performance.now() - t0 - prefillMs;
     const sequences = rows.map((r, b): GenerationResult => {

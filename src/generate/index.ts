@@ -18,7 +18,8 @@ export {
 } from './generator.js';
 export { ForwardSession, type ForwardBatch, type ForwardOutput, type ForwardSessionOptions } from './forward.js';
 export { type InferenceModel } from './model.js';
-export { DecoderSessions, type KVCache, type ParamFeeds, type StepInputs, type StepOutput } from './sessions.js';
+export { DecoderSessions, type ParamFeeds, type StepInputs, type StepOutput } from './sessions.js';
+export { KVCache } from './kvcache.js';
 export { argmax, sampleToken, samplingProbabilities, type SamplingParams, type UniformSource } from './sampling.js';
 
 /** Generates continuations of one or several prompts (batched with left padding), then frees the sessions. */

@@ -1,6 +1,10 @@
 // The two compiled sessions behind cached decoding: "prefill" runs the prompt and returns every
-// layer's keys/values; "decode" takes them as inputs (symbolic 'past' length) and returns them grown,
-// fed back as the same buffers. Both slice the last position's logits in the graph.
+// layer's keys/values; "decode" reads the cache (symbolic 'past' length) as zero-copy views of the
+// KVCache's JavaScript buffers and returns only the new positions' keys/values, which the KVCache
+// appends in place: the cache is never copied out of ONNX Runtime and back per token. Both take
+// and give keys/values position-major, [positions, batch, kvHeads, headDim] (see kvcache.ts), and
+// Transpose to the models' [batch, kvHeads, positions, headDim] in the graph. Both slice the last
+// position's logits in the graph.
 
 import { Graph, type Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
@@ -10,14 +14,7 @@ import { RuntimeSession, toOrtTensor, type HostTensor, type RuntimeOptions, type
 import { GenerationError } from './config.js';
 import { ADAPTER_INDEX_INPUT } from '../tuners/multi/model.js';
 import { type InferenceModel, baseModel, inferenceContext, paramFeeds } from './model.js';
-
-/** Every layer's keys and values, [batch, kvHeads, length, headDim], as the last run returned them. */
-export interface KVCache {
-  keys: HostTensor[];
-  values: HostTensor[];
-  /** positions held (the tensors' third dim) */
-  length: number;
-}
+import { KVCache } from './kvcache.js';
 
 export interface StepInputs {
   batch: number;
@@ -36,6 +33,7 @@ export interface StepInputs {
 export interface StepOutput {
   /** float32 [batch, vocab]: the logits of each row's last position */
   logits: Float32Array;
+  /** prefill: a new cache; decode: the cache it was given, advanced in place */
   cache: KVCache;
 }
 
@@ -61,11 +59,13 @@ function buildStep(
   const g = new Graph();
   // Derived feeds: LoRA's scaling folded into A or B once per generation (ParamFeeds), not per token.
   const ctx = inferenceContext(model, g, { derivedFeeds: true });
-  const kvShape = ['batch', base.numKVHeads, 'past', base.headDim];
+  // The cache comes in position-major (the KVCache's layout) and is laid out for attention here.
+  const kvShape = ['past', 'batch', base.numKVHeads, base.headDim];
+  const toHeads = (x: Value): Value => o.transpose(x, [1, 2, 0, 3]);
   const past: KV[] | undefined = withPast
     ? Array.from({ length: base.numLayers }, (_, i) => ({
-        key: g.input(keyName('past', i), 'float32', kvShape),
-        value: g.input(valueName('past', i), 'float32', kvShape),
+        key: toHeads(g.input(keyName('past', i), 'float32', kvShape)),
+        value: toHeads(g.input(valueName('past', i), 'float32', kvShape)),
       }))
     : undefined;
   const inputIds = g.input('input_ids', 'int64', ['batch', 'seq']);
@@ -76,11 +76,28 @@ function buildStep(
   ctx.linearInputs.set('lm_head', (x) => (x.rank === 3 ? o.slice(x, 1, -1) : x));
   const out = model.forward(ctx, { inputIds, attentionMask, positionIds, past });
   const outputs: Record<string, Value> = { logits: o.squeeze(o.slice(out.logits, 1, -1), 1) };
+  // Out go the positions this step added (the prefill: all of them), position-major. A decode
+  // step's presents are past + new (Concat); Gather picks the new ones, so the cache stays put.
+  const added = past ? o.add(o.arangeOfDim(inputIds, 1), o.dimOf(past[0]!.key, 2)) : undefined;
+  const toPositions = (x: Value): Value => o.transpose(added ? o.gather(x, added, 2) : x, [2, 0, 1, 3]);
   out.presents.forEach((kv, i) => {
-    outputs[keyName('present', i)] = kv.key;
-    outputs[valueName('present', i)] = kv.value;
+    outputs[keyName('present', i)] = toPositions(kv.key);
+    outputs[valueName('present', i)] = toPositions(kv.value);
   });
   return { graph: g, outputs, params: paramFeeds(model, ctx) };
+}
+
+/** The step's arrays hold batch x seq ids and positions and a batch x `maskLength` mask. */
+function checkStep(step: StepInputs, maskLength: number): void {
+  const { batch, seq } = step;
+  if (!Number.isInteger(batch) || batch < 1 || !Number.isInteger(seq) || seq < 1)
+    throw new GenerationError(`a step needs batch >= 1 and seq >= 1 (integers), got batch ${batch}, seq ${seq}`);
+  const want = (what: string, got: number, n: number): void => {
+    if (got !== n) throw new GenerationError(`the step's ${what} holds ${got} values, expected ${n} (${batch} rows x ${n / batch})`);
+  };
+  want('inputIds', step.inputIds.length, batch * seq);
+  want('positionIds', step.positionIds.length, batch * seq);
+  want('attentionMask', step.attentionMask.length, batch * maskLength);
 }
 
 export class DecoderSessions {
@@ -91,6 +108,10 @@ export class DecoderSessions {
     private readonly decodeParams: () => Record<string, HostTensor>,
     readonly numLayers: number,
     readonly vocabSize: number,
+    private readonly kvHeads: number,
+    private readonly headDim: number,
+    /** the cache's growth cap: the model's positions, plus its virtual tokens (prompt learning) */
+    private readonly maxPositions: number,
   ) {}
 
   /**
@@ -113,7 +134,9 @@ export class DecoderSessions {
       RuntimeSession.fromGraph(prefill.graph, prefill.outputs, { ...runtime, name: 'prefill' }),
       RuntimeSession.fromGraph(decode.graph, decode.outputs, { ...runtime, name: 'decode' }),
     ]);
-    return new DecoderSessions(ps, ds, prefill.params, decode.params, base.numLayers, vocab);
+    const virtual = (model as { numVirtualTokens?: number }).numVirtualTokens ?? 0;
+    const maxPositions = base.config.maxPositionEmbeddings + virtual;
+    return new DecoderSessions(ps, ds, prefill.params, decode.params, base.numLayers, vocab, base.numKVHeads, base.headDim, maxPositions);
   }
 
   /** What each session holds (int8Products > 0 with runtime quantize 'int8'). */
@@ -128,22 +151,41 @@ export class DecoderSessions {
     return { prefill: convert(this.prefillParams()), decode: convert(this.decodeParams()) };
   }
 
-  /** Runs the prompt (no cache yet); `params` from params(), else the model's current values. */
-  prefill(step: StepInputs, params?: ParamFeeds): Promise<StepOutput> {
-    return this.run(this.prefillSession, params ? { ...params.prefill } : this.prefillParams(), step);
+  /** Runs the prompt (no cache yet) into a new cache; `params` from params(), else the model's current values. */
+  async prefill(step: StepInputs, params?: ParamFeeds): Promise<StepOutput> {
+    checkStep(step, step.seq);
+    const cache = KVCache.empty(this.numLayers, step.batch, this.kvHeads, this.headDim, 0, this.maxPositions);
+    return this.run(this.prefillSession, params ? { ...params.prefill } : this.prefillParams(), step, cache);
   }
 
-  /** Runs new positions on top of a cache; `params` from params(), else the model's current values. */
-  decode(step: StepInputs, cache: KVCache, params?: ParamFeeds): Promise<StepOutput> {
+  /**
+   * Runs new positions on top of a cache and appends their keys/values to it in place (the returned
+   * cache is `cache`); `params` from params(), else the model's current values.
+   */
+  async decode(step: StepInputs, cache: KVCache, params?: ParamFeeds): Promise<StepOutput> {
+    if (cache.batch !== step.batch) throw new GenerationError(`the cache holds ${cache.batch} rows, the step ${step.batch}`);
+    if (cache.numLayers !== this.numLayers || cache.kvHeads !== this.kvHeads || cache.headDim !== this.headDim)
+      throw new GenerationError(
+        `the cache (${cache.numLayers} layers x ${cache.kvHeads} heads x ${cache.headDim}) is not this model's (${this.numLayers} x ${this.kvHeads} x ${this.headDim})`,
+      );
+    // The mask covers the cached positions and the new ones. A mask of the cache's old length means
+    // a cache reused after the decode that advanced it (decode appends in place).
+    checkStep(step, cache.length + step.seq);
     const feeds: Record<string, HostTensor | ort.Tensor> = params ? { ...params.decode } : this.decodeParams();
     for (let i = 0; i < this.numLayers; i++) {
-      feeds[keyName('past', i)] = cache.keys[i]!;
-      feeds[valueName('past', i)] = cache.values[i]!;
+      const { key, value } = cache.view(i);
+      feeds[keyName('past', i)] = key;
+      feeds[valueName('past', i)] = value;
     }
-    return this.run(this.decodeSession, feeds, step);
+    return this.run(this.decodeSession, feeds, step, cache);
   }
 
-  private async run(session: RuntimeSession, feeds: Record<string, HostTensor | ort.Tensor>, step: StepInputs): Promise<StepOutput> {
+  private async run(
+    session: RuntimeSession,
+    feeds: Record<string, HostTensor | ort.Tensor>,
+    step: StepInputs,
+    cache: KVCache,
+  ): Promise<StepOutput> {
     const { batch, seq } = step;
     const total = step.attentionMask.length / batch;
     feeds.input_ids = { dtype: 'int64', shape: [batch, seq], data: step.inputIds };
@@ -155,13 +197,14 @@ export class DecoderSessions {
       feeds[ADAPTER_INDEX_INPUT] = { dtype: 'int64', shape: [batch], data: step.adapterIndex };
     }
     const r = await session.run(feeds);
-    const keys: HostTensor[] = [];
-    const values: HostTensor[] = [];
+    const keys: Float32Array[] = [];
+    const values: Float32Array[] = [];
     for (let i = 0; i < this.numLayers; i++) {
-      keys.push(r[keyName('present', i)]!);
-      values.push(r[valueName('present', i)]!);
+      keys.push(r[keyName('present', i)]!.data as Float32Array);
+      values.push(r[valueName('present', i)]!.data as Float32Array);
     }
-    return { logits: r.logits!.data as Float32Array, cache: { keys, values, length: keys[0]!.shape[2]! } };
+    cache.append(keys, values);
+    return { logits: r.logits!.data as Float32Array, cache };
   }
 
   async dispose(): Promise<void> {

@@ -196,8 +196,9 @@ export const INFER: { [K in OpName]: InferRule<OpAttrs[K]> } = {
     return [{ dtype: x!.dtype, shape: [...x!.shape.slice(0, -1), a.transB ? rows : cols] }];
   },
   // x @ W for a frozen W [K, N] held as int8: B [K, N] with scales [N], then for the backward
-  // product either Bt [N, K] int8 with scales [K], or W^T [N, K] in float32
-  Int8MatMul: ([x, b, bScale, bt, btScale]) => {
+  // product either Bt [N, K] int8 with scales [K] (and optionally W^T [N, K] in float32, which the
+  // backward product then uses), or W^T [N, K] in float32 alone
+  Int8MatMul: ([x, b, bScale, bt, btScale, wt]) => {
     if (!x || !isFloat(x.dtype)) fail('x must be a float tensor');
     if (x.rank < 2) fail('x needs rank >= 2');
     if (!b || b.dtype !== 'int8' || b.rank !== 2) fail('B must be an int8 matrix');
@@ -207,6 +208,8 @@ export const INFER: { [K in OpName]: InferRule<OpAttrs[K]> } = {
       fail(`the backward operand must be [${n}, ${k}] (B transposed), got ${bt ? shapeToString(bt.shape) : 'nothing'}`);
     if (bt.dtype === 'int8') {
       if (!btScale || btScale.dtype !== 'float32' || !shapesEqual(btScale.shape, [k])) fail(`Bt's scales must be float32 [${k}]`);
+      if (wt && (wt.dtype !== 'float32' || wt.rank !== 2 || wt.shape[0] !== n || wt.shape[1] !== k))
+        fail(`the float backward operand must be float32 [${n}, ${k}], got ${wt.dtype} ${shapeToString(wt.shape)}`);
     } else if (bt.dtype !== 'float32' || btScale) fail('a float backward operand is float32 and comes without scales');
     if (x.shape[x.rank - 1] !== k) fail(`inner dimensions differ: ${x.shape[x.rank - 1]} vs ${k}`);
     return [{ dtype: x.dtype, shape: [...x.shape.slice(0, -1), n] }];

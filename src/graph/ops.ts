@@ -101,11 +101,15 @@ export const quantMatmul = (x: Value, operands: readonly Value[], attrs: QuantMa
 
 /**
  * x @ W for a frozen W [K, N] held as int8: operands [B int8 [K, N], scales [N], Bt int8 [N, K],
- * scales [K]], or [B, scales, W^T float32 [N, K]] for a float32 backward product (see the
- * Int8MatMul op and src/quant/int8_base.ts).
+ * scales [K]], or [B, scales, W^T float32 [N, K]] for a float32 backward product, or [B, scales,
+ * Bt, scales, W^T float32]: a float32 backward product whose int8 copy Bt stays at hand for a
+ * caller that builds the backward product itself (the chunked LM-head loss; see the Int8MatMul op
+ * and src/quant/int8_base.ts).
  */
-export const int8Matmul = (x: Value, operands: readonly [Value, Value, Value, Value] | readonly [Value, Value, Value]): Value =>
-  x.graph.op('Int8MatMul', [x, ...operands], {})[0]!;
+export const int8Matmul = (
+  x: Value,
+  operands: readonly [Value, Value, Value, Value] | readonly [Value, Value, Value] | readonly [Value, Value, Value, Value, Value],
+): Value => x.graph.op('Int8MatMul', [x, ...operands], {})[0]!;
 
 /** ONNX Reshape semantics: 0 copies the input dim at that position, -1 is inferred. */
 export const reshape = (x: Value, shape: readonly number[]): Value => one(x, 'Reshape', { shape: [...shape] });

@@ -133,12 +133,6 @@ export class BuildContext {
   }
 
   /**
-   * The int8 operands of a frozen float32 weight (stored in `layout`) for o.int8Matmul, or undefined
-   * when the weight is trainable, 4-bit, or the graph is not built with basePrecision 'int8'. With
-   * `floatBackward` (an nn.Linear weight only) the backward product uses the float32 weight instead
-   * of the second int8 copy: the LM head's, whose incoming gradient (softmax minus one-hot) loses
-   * its many small probabilities to per-tensor 8-bit quantization.
-   */
   /**
    * Base weights this graph holds only as int8 copies (no float32 constant of them): a session
    * compiled from it never reads their float32 arrays.
@@ -147,11 +141,20 @@ export class BuildContext {
     return [...this.int8.keys()].filter((n) => !this.cache.has(n));
   }
 
+  /**
+   * The int8 operands of a frozen float32 weight (stored in `layout`) for o.int8Matmul, or undefined
+   * when the weight is trainable, 4-bit, or the graph is not built with basePrecision 'int8'. With
+   * `floatBackward` (an nn.Linear weight only) the float32 weight comes as a fifth operand and the
+   * backward product autodiff derives uses it instead of the second int8 copy: the LM head's, whose
+   * incoming gradient (softmax minus one-hot) loses its many small probabilities to per-tensor 8-bit
+   * quantization. The chunked loss (src/train/chunked_loss.ts) builds that product itself from the
+   * int8 copy, the one-hot part apart and the softmax scaled per row.
+   */
   int8Weight(
     name: string,
     layout: 'linear' | 'conv1d',
     floatBackward = false,
-  ): readonly [Value, Value, Value, Value] | readonly [Value, Value, Value] | undefined {
+  ): readonly [Value, Value, Value, Value] | readonly [Value, Value, Value, Value, Value] | undefined {
     if (this.basePrecision !== 'int8') return undefined;
     const module = name.replace(/\.weight$/, '');
     if (this.int8Exclude.some((m) => module === m || module.endsWith(`.${m}`))) return undefined;
@@ -161,7 +164,7 @@ export class BuildContext {
     let ops = this.int8.get(name);
     // quantized from the held float32 array, or from the file for a released one (never kept as float32)
     if (!ops) this.int8.set(name, (ops = int8Operands(this.graph, name, this.weights.int8(name, layout))));
-    return floatBackward && layout === 'linear' ? [ops[0], ops[1], this.weight(name)] : ops;
+    return floatBackward && layout === 'linear' ? [...ops, this.weight(name)] : ops;
   }
 
   /**

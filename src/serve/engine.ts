@@ -8,13 +8,15 @@
 
 import { GenerationError, type GenerationDefaults } from '../generate/config.js';
 import { argmax, sampleToken } from '../generate/sampling.js';
-import { DecoderSessions, type KVCache, type StepOutput } from '../generate/sessions.js';
+import { DecoderSessions, type StepOutput } from '../generate/sessions.js';
+import { KVCache } from '../generate/kvcache.js';
 import { RowText } from '../generate/streaming.js';
 import type { Tokenizer } from '../io/tokenizer.js';
-import type { HostTensor, RuntimeOptions } from '../runtime/session.js';
+import type { RuntimeOptions } from '../runtime/session.js';
 import { Rng } from '../train/rng.js';
 import { BASE_ADAPTER, type MultiAdapterModel } from '../tuners/multi/model.js';
 import { PeftError } from '../errors.js';
+import { descriptorOf } from '../models/registry.js';
 
 /** The queue is full: the server answers 503. */
 export class QueueFullError extends PeftError {
@@ -157,6 +159,16 @@ export class ServeEngine {
     }
     if (!Number.isInteger(req.maxTokens) || req.maxTokens < 1)
       throw new GenerationError(`maxTokens must be an integer >= 1, got ${req.maxTokens}`);
+    // As Generator: no prompt beyond the model's positions; learned absolute positions (GPT-2) have
+    // no row for a token fed beyond them either. Checked here, not left to the session run, whose
+    // failure would end every running request.
+    const base = this.model.base;
+    const maxPos = base.config.maxPositionEmbeddings;
+    const fed = req.promptIds.length + (descriptorOf(base).positions === 'absolute' ? req.maxTokens - 1 : 0);
+    if (fed > maxPos)
+      throw new GenerationError(
+        `${req.promptIds.length} prompt tokens${fed > req.promptIds.length ? ` + ${req.maxTokens} new tokens` : ''} exceed the model's ${maxPos} positions (max_position_embeddings); shorten the prompt or lower maxTokens`,
+      );
     if (this.queue.length >= this.maxQueue && this.rows.length + this.queue.length >= this.maxBatch)
       throw new QueueFullError(this.maxQueue);
     // The adapter is resolved now and held until the request ends: a later swap does not touch it.
@@ -306,13 +318,7 @@ export class ServeEngine {
       if (!this.advance(row, out.logits.subarray(b * vocab, (b + 1) * vocab))) staying.push({ row, b });
     });
     if (!staying.length) return;
-    const fresh =
-      staying.length === n
-        ? out.cache
-        : selectRows(
-            out.cache,
-            staying.map((s) => s.b),
-          );
+    const fresh = staying.length === n ? out.cache : out.cache.selectRows(staying.map((s) => s.b));
     this.merge(
       staying.map((s) => s.row),
       fresh,
@@ -327,11 +333,11 @@ export class ServeEngine {
       return;
     }
     const L = Math.max(this.cache.length, cache.length);
-    const a = padLeft(this.cache, L);
-    const b = padLeft(cache, L);
+    const a = this.cache.padLeft(L);
+    const b = cache.padLeft(L);
     for (const r of this.rows) r.mask = [...new Array<number>(L - this.cache.length).fill(0), ...r.mask];
     for (const r of rows) r.mask = [...new Array<number>(L - cache.length).fill(0), ...r.mask];
-    this.cache = concatRows(a, b);
+    this.cache = KVCache.concatRows(a, b);
     this.rows = [...this.rows, ...rows];
   }
 
@@ -343,11 +349,11 @@ export class ServeEngine {
       return;
     }
     const idx = rows.map((r) => this.rows.indexOf(r));
-    let cache = selectRows(this.cache!, idx);
+    const cache = this.cache!.selectRows(idx);
     let lead = 0;
     while (lead < cache.length - 1 && rows.every((r) => r.mask[lead] === 0)) lead++;
     if (lead > 0) {
-      cache = dropLeading(cache, lead);
+      cache.dropLeading(lead);
       for (const r of rows) r.mask = r.mask.slice(lead);
     }
     this.rows = rows;
@@ -374,7 +380,6 @@ export class ServeEngine {
       this.cache!,
     );
     this.stepCount++;
-    this.cache = out.cache;
     const vocab = this.vocabSize;
     const staying: Row[] = [];
     rows.forEach((r, b) => {
@@ -390,62 +395,6 @@ export class ServeEngine {
     while (this.loop) await this.loop;
     await this.sessions.dispose();
   }
-}
-
-// Cache surgery happens only when rows join or leave, never per token.
-
-function mapCache(c: KVCache, f: (t: HostTensor) => HostTensor): KVCache {
-  const keys = c.keys.map(f);
-  return { keys, values: c.values.map(f), length: keys[0]!.shape[2]! };
-}
-
-/** Rows `idx` of every [B, H, L, D] tensor. */
-function selectRows(c: KVCache, idx: readonly number[]): KVCache {
-  return mapCache(c, (t) => {
-    const [, H, L, D] = t.shape as [number, number, number, number];
-    const per = H * L * D;
-    const src = t.data as Float32Array;
-    const out = new Float32Array(idx.length * per);
-    idx.forEach((i, k) => out.set(src.subarray(i * per, (i + 1) * per), k * per));
-    return { dtype: 'float32', shape: [idx.length, H, L, D], data: out };
-  });
-}
-
-/** Left-pads the position axis of every tensor with zeros to length L. */
-function padLeft(c: KVCache, L: number): KVCache {
-  if (c.length === L) return c;
-  return mapCache(c, (t) => {
-    const [B, H, l, D] = t.shape as [number, number, number, number];
-    const src = t.data as Float32Array;
-    const out = new Float32Array(B * H * L * D);
-    for (let bh = 0; bh < B * H; bh++) out.set(src.subarray(bh * l * D, (bh + 1) * l * D), (bh * L + (L - l)) * D);
-    return { dtype: 'float32', shape: [B, H, L, D], data: out };
-  });
-}
-
-/** Drops the first n positions of every tensor. */
-function dropLeading(c: KVCache, n: number): KVCache {
-  return mapCache(c, (t) => {
-    const [B, H, l, D] = t.shape as [number, number, number, number];
-    const src = t.data as Float32Array;
-    const L = l - n;
-    const out = new Float32Array(B * H * L * D);
-    for (let bh = 0; bh < B * H; bh++) out.set(src.subarray((bh * l + n) * D, (bh + 1) * l * D), bh * L * D);
-    return { dtype: 'float32', shape: [B, H, L, D], data: out };
-  });
-}
-
-/** Rows of a, then rows of b (same H, L, D). */
-function concatRows(a: KVCache, b: KVCache): KVCache {
-  const cat = (x: HostTensor, y: HostTensor): HostTensor => {
-    const [B1, H, L, D] = x.shape as [number, number, number, number];
-    const B2 = y.shape[0]!;
-    const out = new Float32Array((B1 + B2) * H * L * D);
-    out.set(x.data as Float32Array, 0);
-    out.set(y.data as Float32Array, B1 * H * L * D);
-    return { dtype: 'float32', shape: [B1 + B2, H, L, D], data: out };
-  };
-  return { keys: a.keys.map((k, i) => cat(k, b.keys[i]!)), values: a.values.map((v, i) => cat(v, b.values[i]!)), length: a.length };
 }
 
 export { BASE_ADAPTER };

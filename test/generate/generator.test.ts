@@ -88,6 +88,7 @@ for (const name of ['gpt2', 'llama']) {
       let out = await decoder.prefill({ batch: 3, seq: width, inputIds: first.ids, attentionMask: first.mask, positionIds: first.pos });
       const mask = Array.from(first.mask, Number);
       let cols = width;
+      const capacities = new Set([out.cache.capacity]);
       for (let step = 0; step < 10; step++) {
         const full = padLeft(seqs, pad);
         const ref = await fwd.run({
@@ -124,7 +125,10 @@ for (const name of ['gpt2', 'llama']) {
           out.cache,
         );
         assert.equal(out.cache.length, cols);
+        capacities.add(out.cache.capacity);
       }
+      // 12 prompt positions + 10 steps cross the cache's first capacity (16): it grew in between.
+      assert.ok(capacities.size > 1, `capacities ${[...capacities].join(', ')}`);
     } finally {
       await decoder.dispose();
       await fwd.dispose();
@@ -148,6 +152,23 @@ for (const name of ['gpt2', 'llama']) {
         const alone = await gen.generate([rows[r]!], { maxNewTokens: 20, stopTokenIds: [] });
         assert.deepEqual(alone.sequences[0]!.tokenIds, cached.sequences[r]!.tokenIds, `row ${r} alone`);
       }
+    } finally {
+      await gen.dispose();
+    }
+  });
+
+  test(`${name}: a generation crossing the cache's capacity twice (16, 32 positions) equals greedy recomputing every step`, async () => {
+    const model = await loadModel(fixturePath('models', name));
+    const rows = await prompts(name);
+    const gen = await Generator.create(model, { runtime });
+    try {
+      // 12 prompt positions + 40 new: the cache doubles at 16 and 32 on the way.
+      const cached = await gen.generate(rows, { maxNewTokens: 40, stopTokenIds: [] });
+      const reference = await greedyWithoutCache(model, rows, 40, gen.defaults.padTokenId ?? gen.defaults.eosTokenIds[0]!);
+      assert.deepEqual(
+        cached.sequences.map((s) => s.tokenIds),
+        reference,
+      );
     } finally {
       await gen.dispose();
     }
@@ -274,9 +295,11 @@ test("gpt2 + lora_attn: parameter feeds taken once per generation (DecoderSessio
       attentionMask: new BigInt64Array(shape[0]! * (shape[1]! + 1)).fill(1n),
       positionIds: BigInt64Array.from(rows.map((r) => BigInt(r.length))),
     };
+    // decode advances the cache in place: the second run starts from a second prefill
+    const again = await sessions.prefill(step, sessions.params());
     assert.deepEqual(
       (await sessions.decode(grown, first.cache, sessions.params())).logits,
-      (await sessions.decode(grown, first.cache)).logits,
+      (await sessions.decode(grown, again.cache)).logits,
     );
   } finally {
     await sessions.dispose();

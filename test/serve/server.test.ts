@@ -18,7 +18,7 @@ import { LoraModel } from '../../src/tuners/lora/index.js';
 import { IA3Model } from '../../src/tuners/ia3/index.js';
 import { loadAdapter } from '../../src/tuners/load.js';
 import { MultiAdapterModel } from '../../src/tuners/multi/index.js';
-import { OpenAIServer, ServeEngine } from '../../src/serve/index.js';
+import { OpenAIServer, ServeEngine, type EngineResult } from '../../src/serve/index.js';
 
 const MODEL = new URL('../../../models/tiny-llama', import.meta.url).pathname;
 const runtime = { threads: 1 };
@@ -126,6 +126,35 @@ test('concurrent requests are batched, and every answer equals the same request 
   assert.ok(engine.stats().peakBatch > 1, 'requests shared decode steps');
   // 6 requests of 10..15 tokens in far fewer steps than 75 one after the other.
   assert.ok(engine.stats().steps - before < 40, `${engine.stats().steps - before} steps`);
+});
+
+test('rows join a running batch and leave it at different steps (cache rows joined, padded, compacted); every answer equals the request alone', async () => {
+  const ask = (prompt: string, adapter: string, maxTokens: number, onText?: () => void) =>
+    engine.submit({ promptIds: tokenizer.encode(prompt), adapter, maxTokens, temperature: 0, topP: 1, stop: [], onText });
+  // A runs 40 tokens; B joins at A's first text and leaves after 6 tokens; C (a longer prompt) and
+  // D join together when B has left, so the running cache is padded on the left, joined and compacted.
+  let aDone = false;
+  let aRunningAtJoin = false;
+  let b: Promise<EngineResult> | undefined;
+  let later: Promise<EngineResult>[] = [];
+  const a = ask('The food', 'a', 40, () => {
+    b ??= ask('We went to the', 'b', 6).then((r) => {
+      aRunningAtJoin = !aDone;
+      later = [ask('My friend said it was a very', '__base__', 12), ask('Nothing', 'a', 3)];
+      return r;
+    });
+  }).then((r) => {
+    aDone = true;
+    return r;
+  });
+  const first = await a;
+  const second = await b!;
+  const [c, d] = await Promise.all(later);
+  assert.ok(aRunningAtJoin, 'C and D joined while A was running');
+  assert.equal(first.text, await alone('a', 'The food', 40));
+  assert.equal(second.text, await alone('b', 'We went to the', 6));
+  assert.equal(c!.text, await alone(null, 'My friend said it was a very', 12));
+  assert.equal(d!.text, await alone('a', 'Nothing', 3));
 });
 
 test('streaming completions and chat: the chunks add up to the non-streamed text', async () => {

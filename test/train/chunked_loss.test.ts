@@ -1,12 +1,15 @@
 // The LM head + causal-LM loss in chunks over the tokens (src/train/chunked_loss.ts): the same loss
 // and hidden-state gradient as the one-product loss in float64 (any number of parts, ignored labels,
 // parts of unequal and zero length), and a LoRA step on the gpt2 / llama fixtures with the same loss
-// and gradients as with --loss-chunks 1, on the float32 and the int8 base.
+// and gradients as with --loss-chunks 1, on the float32 and the int8 base. On the int8 base the
+// parts' LM-head backward product runs on the int8 copy (softmax scaled per row, one-hot apart):
+// its hidden-state gradient against float32's, and a few training steps' losses against the
+// float32 backward product's.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { grad } from '../../src/autodiff/grad.js';
-import { Graph } from '../../src/graph/ir.js';
+import { Graph, type Value } from '../../src/graph/ir.js';
 import * as o from '../../src/graph/ops.js';
 import { causalLmLoss } from '../../src/models/common.js';
 import { loadModel } from '../../src/models/load.js';
@@ -17,6 +20,8 @@ import { TrainStep } from '../../src/train/step.js';
 import { createAdapter } from '../../src/tuners/load.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { randn, rng } from '../helpers/gradcheck.js';
+import { int8Base, int8Operands } from '../../src/quant/int8_base.js';
+import { AdamW } from '../../src/train/adamw.js';
 
 async function headLoss(chunks: number, B: number, T: number, labels: number[]): Promise<{ loss: number; dh: Float64Array }> {
   const [H, V] = [6, 11];
@@ -108,3 +113,87 @@ for (const family of ['gpt2', 'llama'] as const) {
     }
   });
 }
+
+/** Relative L2 error of the hidden-state gradient of an LM head + loss in 4 parts against the float32 one-product loss. */
+async function int8HeadGradError(logitScale: number, head: 'row-scaled' | 'per-tensor'): Promise<number> {
+  const [B, T, H, V] = [2, 24, 64, 3000];
+  const w = Float32Array.from(randn(rng(21), V * H, logitScale / Math.sqrt(H)));
+  const x = Float32Array.from(randn(rng(22), B * T * H));
+  const labels = BigInt64Array.from({ length: B * T }, (_, i) => (i % 7 === 3 ? -100n : BigInt((i * 389) % V)));
+  const run = async (build: (g: Graph, h: Value) => Value): Promise<Float32Array> => {
+    const g = new Graph();
+    const h = g.input('h', 'float32', ['batch', 'seq', H]);
+    const [dh] = grad(build(g, h), [h]);
+    const s = await RuntimeSession.fromGraph(g, { dh: dh! }, { threads: 1 });
+    const r = await s.run({
+      h: { dtype: 'float32', shape: [B, T, H], data: x },
+      labels: { dtype: 'int64', shape: [B, T], data: labels },
+    });
+    await s.dispose();
+    return r.dh!.data as Float32Array;
+  };
+  const lab = (g: Graph) => g.input('labels', 'int64', ['batch', 'seq']);
+  const ref = await run((g, h) => causalLmLoss(o.matmulT(h, g.constant('w', 'float32', [V, H], w)), lab(g)));
+  const got = await run((g, h) => {
+    const ops = int8Operands(g, 'w', int8Base(w, [V, H], 'linear'));
+    const wf = g.constant('wf', 'float32', [V, H], w);
+    const loss = chunkHeadLoss(causalLmLoss(o.int8Matmul(h, head === 'row-scaled' ? [...ops, wf] : ops), lab(g)), 4, true);
+    assert.equal(loss.producer?.op, 'Add', 'the rewrite must apply');
+    return loss;
+  });
+  let diff = 0;
+  let norm = 0;
+  for (let i = 0; i < ref.length; i++) {
+    diff += (got[i]! - ref[i]!) ** 2;
+    norm += ref[i]! ** 2;
+  }
+  assert.ok(norm > 0);
+  return Math.sqrt(diff / norm);
+}
+
+test('int8 LM head in parts: the row-scaled int8 backward product keeps the hidden-state gradient (per-tensor does not)', async () => {
+  // near-uniform probabilities (a fresh head) and peaked ones (logits with standard deviation 4)
+  for (const scale of [0.2, 4]) {
+    const rowScaled = await int8HeadGradError(scale, 'row-scaled');
+    const perTensor = await int8HeadGradError(scale, 'per-tensor');
+    assert.ok(rowScaled < 0.03, `logit scale ${scale}: row-scaled relative error ${rowScaled}`);
+    assert.ok(perTensor > 1.5 * rowScaled, `logit scale ${scale}: per-tensor ${perTensor} vs row-scaled ${rowScaled}`);
+  }
+});
+
+test('gpt2: training steps on the int8 base with the head in parts (int8 backward) track the float32 backward product (1 part)', async () => {
+  const base = await loadModel(fixturePath('models', 'gpt2'));
+  const model = await createAdapter(
+    base,
+    { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['c_attn'], task_type: 'CAUSAL_LM' },
+    { seed: 5 },
+  );
+  const ids = (b: number) => Array.from({ length: 20 }, (_, i) => (17 * b + 3 * i + 2) % base.vocabSize);
+  const batch = collate(
+    [0, 1, 2].map((b) => ({ inputIds: ids(b), labels: ids(b) })),
+    0,
+  );
+  const losses: number[][] = [];
+  for (const lossChunks of [1, 4]) {
+    const params = model.parameters();
+    const start = new Map([...params].map(([n, p]) => [n, Float32Array.from(p.data)]));
+    const step = await TrainStep.compile(model, { threads: 1, basePrecision: 'int8', lossChunks });
+    const opt = new AdamW({ lr: 5e-3 });
+    const curve: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      const r = await step.run(batch, params);
+      curve.push(r.loss);
+      opt.step(params, r.grads);
+    }
+    await step.dispose();
+    for (const [n, p] of params) p.data.set(start.get(n)!);
+    losses.push(curve);
+  }
+  const [one, parts] = losses as [number[], number[]];
+  assert.ok(one[7]! < one[0]!, `the loss must fall: ${one.join(', ')}`);
+  for (let i = 0; i < one.length; i++)
+    assert.ok(
+      Math.abs(parts[i]! - one[i]!) <= 0.005 * one[i]!,
+      `step ${i}: ${parts[i]} (4 parts) vs ${one[i]} (1 part): ${parts.join(', ')} vs ${one.join(', ')}`,
+    );
+});

@@ -6,7 +6,8 @@
 // written in with one `.set` per buffer. Capacity doubles when full (one copy per doubling), up to
 // the model's positions (`maxPositions`; beyond it, for rotary models that extrapolate or virtual
 // tokens, it doubles on). Row surgery (serve's continuous batching) copies only when rows join or
-// leave, into buffers of the source's capacity, so the next decode step does not copy again.
+// leave, into buffers with room to grow (the source's capacity, at most twice the positions held),
+// so the next decode step does not copy again.
 
 import type { HostTensor } from '../runtime/session.js';
 import { GenerationError } from './config.js';
@@ -171,11 +172,14 @@ export class KVCache {
   }
 
   /**
-   * The capacity of a cache rebuilt from this one to hold `length` positions: this one's (so the
-   * decode steps after a join or leave append without a doubling copy), at least length + 1.
+   * The capacity of a cache rebuilt from this one to hold `length` positions: room to grow (so the
+   * decode steps after a join or leave append without a doubling copy), this one's capacity at
+   * most unless `length` needs more, and no more than a doubling of `length` (a batch whose long
+   * rows left gives the memory back).
    */
   private surgeryCapacity(length: number): number {
-    return this.capacity > length ? this.capacity : grownCapacity(length + 1, length, this.maxPositions);
+    const grown = grownCapacity(length + 1, length, this.maxPositions);
+    return this.capacity > length ? Math.min(this.capacity, grown) : grown;
   }
 
   /** The rows of a, then the rows of b, in a new cache (same length, heads and head size). */

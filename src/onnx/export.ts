@@ -128,7 +128,9 @@ function addChains(graph: Graph, live: ReadonlySet<number>, outputs: readonly Va
  * backward pass ran before any other gradient's own nodes (IA3's sum of the incoming gradient times
  * the activation, per layer), and the inputs of all those stayed alive to the end: GPT-2 IA3 peaked
  * 250 MiB above LoRA's. Reversed, each gradient is finished as soon as the backward pass reaches
- * its parameter. Same nodes, same results; only the order ONNX Runtime picks changes.
+ * its parameter. Same nodes, same results; only the order ONNX Runtime picks changes. Nodes ONNX
+ * Runtime's optimizer creates (fusions) are numbered after all of these, so a training step gives
+ * each gradient a node of its own first (addGradientOutputs in src/train/step.ts).
  */
 function outputsLast(nodes: NodeSpec[]): NodeSpec[] {
   const read = new Set(nodes.flatMap((n) => n.inputs));

@@ -112,6 +112,13 @@ test("growth doubles up to the model's positions, then on beyond them; surgery k
   assert.equal(picked.view(0).key.data.buffer, buffer, 'appended in place');
   assert.equal(KVCache.concatRows(picked, picked).capacity, 80);
   assert.equal(KVCache.empty(1, 1, H, D, 0, 40).padLeft(10).capacity, 20);
+  // a batch whose long rows left gives memory back: at most twice the positions it still holds
+  const big = filled(1, [0, 1], 40);
+  assert.equal(big.capacity, 64);
+  big.dropLeading(35);
+  const small = big.selectRows([0]);
+  assert.equal(small.capacity, 16);
+  check(small, (p) => [p + 35, 0]);
 });
 
 test('bad arguments are typed errors', () => {

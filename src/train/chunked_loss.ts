@@ -80,9 +80,10 @@ function matchHeadLoss(loss: Value): HeadLoss | null {
  * label rows of the float32 matrix, gathered) and the softmax is scaled per row to a maximum of 1
  * before the int8 product, its row scale multiplied back after:
  *   dh = (p / r) @ W^T_int8 * r - W^T[label],   r = max over the row of p = 1 / sum(exp(l - max l)),
- * with p / r = exp(l - max l) computed directly (no normalised softmax: one [rows, vocab] buffer
- * fewer; GPT-2 LoRA q/v peak RSS 955 -> 931 MiB against 898 for the float32 product),
- * rows with the ignored label giving 0. undefined for any other head (autodiff's product then).
+ * with p / r = exp(l - max l) computed directly (no normalised softmax), rows with the ignored
+ * label giving 0; undefined for any other head (autodiff's product then). Against the float32
+ * product, under load: -17% CPU per GPT-2 LoRA q/v step, peak RSS +30-55 MiB at 4 parts
+ * (bench/RESULTS.md, "Notes of 2026-12-02, 17:20-18:17 UTC").
  */
 function int8HeadGrad(m: HeadLoss, logits: Value, labels: Value): Value | undefined {
   if (m.head.op !== 'Int8MatMul' || m.head.inputs.length !== 6) return undefined;

@@ -3,8 +3,11 @@
 // [capacity, batch, kvHeads, headDim]: the first `length` positions are contiguous for any batch,
 // so a decode step feeds them as a zero-copy view [length, batch, kvHeads, headDim] (the decode
 // graph Transposes it to [batch, kvHeads, length, headDim]) and gets back only the new positions,
-// written in with one `.set` per buffer. Capacity doubles when full (one copy per doubling).
-// Row surgery (serve's continuous batching) copies only when rows join or leave.
+// written in with one `.set` per buffer. Capacity doubles when full (one copy per doubling), up to
+// the model's positions (`maxPositions`; beyond it, for rotary models that extrapolate or virtual
+// tokens, it doubles on). Row surgery (serve's continuous batching) copies only when rows join or
+// leave, into buffers with room to grow (the source's capacity, at most twice the positions held),
+// so the next decode step does not copy again.
 
 import type { HostTensor } from '../runtime/session.js';
 import { GenerationError } from './config.js';
@@ -12,8 +15,10 @@ import { GenerationError } from './config.js';
 /** The smallest capacity a cache is given. */
 const MIN_CAPACITY = 16;
 
-function grownCapacity(needed: number, current: number): number {
-  return Math.max(needed, 2 * current, MIN_CAPACITY);
+/** Room for `needed` positions: double `current` (at least MIN_CAPACITY), capped at `limit` while `needed` fits under it. */
+function grownCapacity(needed: number, current: number, limit: number): number {
+  const doubled = Math.max(needed, 2 * current, MIN_CAPACITY);
+  return needed <= limit ? Math.min(doubled, limit) : doubled;
 }
 
 export class KVCache {
@@ -26,13 +31,37 @@ export class KVCache {
     readonly batch: number,
     readonly kvHeads: number,
     readonly headDim: number,
+    /** positions the model has (max_position_embeddings, plus virtual tokens): growth stops there while they suffice */
+    readonly maxPositions: number,
   ) {}
 
-  /** An empty cache of `layers` layers with room for `capacity` positions. */
-  static empty(layers: number, batch: number, kvHeads: number, headDim: number, capacity = MIN_CAPACITY): KVCache {
+  /** An empty cache of `layers` layers with room for `capacity` positions (growth capped at `maxPositions`). */
+  static empty(
+    layers: number,
+    batch: number,
+    kvHeads: number,
+    headDim: number,
+    capacity = MIN_CAPACITY,
+    maxPositions = Number.POSITIVE_INFINITY,
+  ): KVCache {
+    for (const [what, v] of [
+      ['layers', layers],
+      ['batch', batch],
+      ['kvHeads', kvHeads],
+      ['headDim', headDim],
+    ] as const) {
+      if (!Number.isInteger(v) || v < 1) throw new GenerationError(`a KV cache needs ${what} >= 1 (an integer), got ${v}`);
+    }
+    if (!Number.isInteger(capacity) || capacity < 0)
+      throw new GenerationError(`a KV cache capacity must be an integer >= 0, got ${capacity}`);
     const n = capacity * batch * kvHeads * headDim;
     const make = (): Float32Array[] => Array.from({ length: layers }, () => new Float32Array(n));
-    return new KVCache(make(), make(), 0, batch, kvHeads, headDim);
+    return new KVCache(make(), make(), 0, batch, kvHeads, headDim, maxPositions);
+  }
+
+  /** An empty cache shaped like this one with `batch` rows and room for `capacity` positions. */
+  private like(batch: number, capacity: number): KVCache {
+    return KVCache.empty(this.numLayers, batch, this.kvHeads, this.headDim, capacity, this.maxPositions);
   }
 
   get numLayers(): number {
@@ -62,7 +91,7 @@ export class KVCache {
   /** Makes room for `positions` positions in all (a doubling copy when they do not fit). */
   reserve(positions: number): void {
     if (positions <= this.capacity) return;
-    const cap = grownCapacity(positions, this.capacity);
+    const cap = grownCapacity(positions, this.capacity, this.maxPositions);
     const used = this.length * this.stride;
     const grow = (b: Float32Array): Float32Array => {
       const out = new Float32Array(cap * this.stride);
@@ -79,6 +108,11 @@ export class KVCache {
    */
   append(keys: readonly Float32Array[], values: readonly Float32Array[]): void {
     const n = keys[0]!.length / this.stride;
+    const ok = (a: readonly Float32Array[]) => a.length === this.numLayers && a.every((x) => x.length === n * this.stride);
+    if (!Number.isInteger(n) || !ok(keys) || !ok(values))
+      throw new GenerationError(
+        `KVCache.append takes ${this.numLayers} layers of keys and of values, each positions x ${this.batch} rows x ${this.kvHeads} heads x ${this.headDim}, all the same size`,
+      );
     this.reserve(this.length + n);
     const at = this.length * this.stride;
     keys.forEach((k, i) => this.keyBuffers[i]!.set(k, at));
@@ -88,7 +122,9 @@ export class KVCache {
 
   /** Rows `idx` (in that order) of every buffer, in a new cache. */
   selectRows(idx: readonly number[]): KVCache {
-    const out = KVCache.empty(this.numLayers, idx.length, this.kvHeads, this.headDim, grownCapacity(this.length + 1, 0));
+    for (const r of idx)
+      if (!Number.isInteger(r) || r < 0 || r >= this.batch) throw new GenerationError(`row ${r} is not in the cache's ${this.batch} rows`);
+    const out = this.like(idx.length, this.surgeryCapacity(this.length));
     out.length = this.length;
     const row = this.kvHeads * this.headDim;
     // Runs of consecutive source rows move with one .set per position.
@@ -114,7 +150,9 @@ export class KVCache {
   /** A new cache of `length` positions: zeros in front, then this cache's positions. */
   padLeft(length: number): KVCache {
     if (length === this.length) return this;
-    const out = KVCache.empty(this.numLayers, this.batch, this.kvHeads, this.headDim, grownCapacity(length + 1, 0));
+    if (!Number.isInteger(length) || length < this.length)
+      throw new GenerationError(`cannot pad a cache of ${this.length} positions to ${length}`);
+    const out = this.like(this.batch, this.surgeryCapacity(length));
     out.length = length;
     const used = this.length * this.stride;
     const at = (length - this.length) * this.stride;
@@ -125,17 +163,30 @@ export class KVCache {
 
   /** Drops the first n positions, in place. */
   dropLeading(n: number): void {
+    if (!Number.isInteger(n) || n < 0 || n > this.length)
+      throw new GenerationError(`cannot drop ${n} of a cache's ${this.length} positions`);
     const from = n * this.stride;
     const end = this.length * this.stride;
     for (const b of [...this.keyBuffers, ...this.valueBuffers]) b.copyWithin(0, from, end);
     this.length -= n;
   }
 
+  /**
+   * The capacity of a cache rebuilt from this one to hold `length` positions: room to grow (so the
+   * decode steps after a join or leave append without a doubling copy), this one's capacity at
+   * most unless `length` needs more, and no more than a doubling of `length` (a batch whose long
+   * rows left gives the memory back).
+   */
+  private surgeryCapacity(length: number): number {
+    const grown = grownCapacity(length + 1, length, this.maxPositions);
+    return this.capacity > length ? Math.min(this.capacity, grown) : grown;
+  }
+
   /** The rows of a, then the rows of b, in a new cache (same length, heads and head size). */
   static concatRows(a: KVCache, b: KVCache): KVCache {
     if (a.length !== b.length || a.numLayers !== b.numLayers || a.kvHeads !== b.kvHeads || a.headDim !== b.headDim)
       throw new GenerationError(`cannot join caches of ${a.length} and ${b.length} positions (pad the shorter one first)`);
-    const out = KVCache.empty(a.numLayers, a.batch + b.batch, a.kvHeads, a.headDim, grownCapacity(a.length + 1, 0));
+    const out = a.like(a.batch + b.batch, Math.max(a.surgeryCapacity(a.length), b.surgeryCapacity(b.length)));
     out.length = a.length;
     const [sa, sb] = [a.stride, b.stride];
     const copy = (x: Float32Array, y: Float32Array, dst: Float32Array): void => {

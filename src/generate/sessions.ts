@@ -87,6 +87,19 @@ function buildStep(
   return { graph: g, outputs, params: paramFeeds(model, ctx) };
 }
 
+/** The step's arrays hold batch x seq ids and positions and a batch x `maskLength` mask. */
+function checkStep(step: StepInputs, maskLength: number): void {
+  const { batch, seq } = step;
+  if (!Number.isInteger(batch) || batch < 1 || !Number.isInteger(seq) || seq < 1)
+    throw new GenerationError(`a step needs batch >= 1 and seq >= 1 (integers), got batch ${batch}, seq ${seq}`);
+  const want = (what: string, got: number, n: number): void => {
+    if (got !== n) throw new GenerationError(`the step's ${what} holds ${got} values, expected ${n} (${batch} rows x ${n / batch})`);
+  };
+  want('inputIds', step.inputIds.length, batch * seq);
+  want('positionIds', step.positionIds.length, batch * seq);
+  want('attentionMask', step.attentionMask.length, batch * maskLength);
+}
+
 export class DecoderSessions {
   private constructor(
     private readonly prefillSession: RuntimeSession,
@@ -97,6 +110,8 @@ export class DecoderSessions {
     readonly vocabSize: number,
     private readonly kvHeads: number,
     private readonly headDim: number,
+    /** the cache's growth cap: the model's positions, plus its virtual tokens (prompt learning) */
+    private readonly maxPositions: number,
   ) {}
 
   /**
@@ -119,7 +134,9 @@ export class DecoderSessions {
       RuntimeSession.fromGraph(prefill.graph, prefill.outputs, { ...runtime, name: 'prefill' }),
       RuntimeSession.fromGraph(decode.graph, decode.outputs, { ...runtime, name: 'decode' }),
     ]);
-    return new DecoderSessions(ps, ds, prefill.params, decode.params, base.numLayers, vocab, base.numKVHeads, base.headDim);
+    const virtual = (model as { numVirtualTokens?: number }).numVirtualTokens ?? 0;
+    const maxPositions = base.config.maxPositionEmbeddings + virtual;
+    return new DecoderSessions(ps, ds, prefill.params, decode.params, base.numLayers, vocab, base.numKVHeads, base.headDim, maxPositions);
   }
 
   /** What each session holds (int8Products > 0 with runtime quantize 'int8'). */
@@ -135,8 +152,9 @@ export class DecoderSessions {
   }
 
   /** Runs the prompt (no cache yet) into a new cache; `params` from params(), else the model's current values. */
-  prefill(step: StepInputs, params?: ParamFeeds): Promise<StepOutput> {
-    const cache = KVCache.empty(this.numLayers, step.batch, this.kvHeads, this.headDim, 0);
+  async prefill(step: StepInputs, params?: ParamFeeds): Promise<StepOutput> {
+    checkStep(step, step.seq);
+    const cache = KVCache.empty(this.numLayers, step.batch, this.kvHeads, this.headDim, 0, this.maxPositions);
     return this.run(this.prefillSession, params ? { ...params.prefill } : this.prefillParams(), step, cache);
   }
 
@@ -144,8 +162,15 @@ export class DecoderSessions {
    * Runs new positions on top of a cache and appends their keys/values to it in place (the returned
    * cache is `cache`); `params` from params(), else the model's current values.
    */
-  decode(step: StepInputs, cache: KVCache, params?: ParamFeeds): Promise<StepOutput> {
+  async decode(step: StepInputs, cache: KVCache, params?: ParamFeeds): Promise<StepOutput> {
     if (cache.batch !== step.batch) throw new GenerationError(`the cache holds ${cache.batch} rows, the step ${step.batch}`);
+    if (cache.numLayers !== this.numLayers || cache.kvHeads !== this.kvHeads || cache.headDim !== this.headDim)
+      throw new GenerationError(
+        `the cache (${cache.numLayers} layers x ${cache.kvHeads} heads x ${cache.headDim}) is not this model's (${this.numLayers} x ${this.kvHeads} x ${this.headDim})`,
+      );
+    // The mask covers the cached positions and the new ones. A mask of the cache's old length means
+    // a cache reused after the decode that advanced it (decode appends in place).
+    checkStep(step, cache.length + step.seq);
     const feeds: Record<string, HostTensor | ort.Tensor> = params ? { ...params.decode } : this.decodeParams();
     for (let i = 0; i < this.numLayers; i++) {
       const { key, value } = cache.view(i);

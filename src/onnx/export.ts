@@ -81,6 +81,44 @@ function dimInfo(d: number | string): number | string | null {
   return /^[A-Za-z_][A-Za-z0-9_]*$/.test(d) ? d : null;
 }
 
+const SUM_DTYPES: ReadonlySet<DType> = new Set(['float32', 'float64', 'float16']);
+
+const sameShape = (a: Value, b: Value): boolean => a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i]);
+
+/**
+ * Chains of same-shaped Adds, Add(Add(a, b), c), whose inner sum is used nowhere else: each chain
+ * becomes one ONNX Sum(a, b, c) (map value: its inputs' names; null: an inner Add that the Sum
+ * absorbed). ONNX Runtime's Sum adds its inputs left to right, ((a + b) + c), as the Adds did, so
+ * the result is the same to the bit; what goes is one node per absorbed Add, which in a batch-1
+ * decode step costs more than its arithmetic (an unmerged LoRA's delta added to the module output
+ * and then the residual: bench/RESULTS.md, "Decode: unmerged LoRA vs merged"). Broadcasting Adds
+ * (biases, masks) are left alone, so ONNX Runtime's own fusions of them still apply.
+ */
+function addChains(graph: Graph, live: ReadonlySet<number>, outputs: readonly Value[]): Map<number, string[] | null> {
+  const uses = new Map<number, number>();
+  for (const n of graph.nodes) if (live.has(n.id)) for (const v of n.inputs) uses.set(v.id, (uses.get(v.id) ?? 0) + 1);
+  for (const v of outputs) uses.set(v.id, Infinity);
+  const plan = new Map<number, string[] | null>();
+  const isAdd = (v: Value): boolean => v.producer?.op === 'Add' && SUM_DTYPES.has(v.dtype);
+  for (const n of graph.nodes) {
+    if (!live.has(n.id) || !isAdd(n.outputs[0]!)) continue;
+    const [p, q] = n.inputs as [Value, Value];
+    const y = n.outputs[0]!;
+    if (!sameShape(p, y) || !sameShape(q, y)) continue;
+    // the inner sum must be one whose terms are all of y's shape, and used only here
+    const inner = (v: Value): boolean =>
+      isAdd(v) && uses.get(v.id) === 1 && v.producer!.inputs.every((t) => sameShape(t, y) && t.dtype === y.dtype);
+    // Add(c, Add(a, b)) = (a + b) + c: addition of two floats commutes exactly
+    const [chain, other] = inner(p) ? [p, q] : inner(q) ? [q, p] : [undefined, undefined];
+    if (!chain) continue;
+    const inNode = chain.producer!;
+    const terms = plan.get(inNode.id) ?? inNode.inputs.map((t) => t.name);
+    plan.set(inNode.id, null);
+    plan.set(n.id, [...terms, other!.name]);
+  }
+  return plan;
+}
+
 /**
  * `nodes` with those whose outputs no node reads moved to the end, in reverse order. ONNX Runtime's
  * default execution order is a depth-first walk back from such leaf nodes, the last-listed first:
@@ -90,7 +128,9 @@ function dimInfo(d: number | string): number | string | null {
  * backward pass ran before any other gradient's own nodes (IA3's sum of the incoming gradient times
  * the activation, per layer), and the inputs of all those stayed alive to the end: GPT-2 IA3 peaked
  * 250 MiB above LoRA's. Reversed, each gradient is finished as soon as the backward pass reaches
- * its parameter. Same nodes, same results; only the order ONNX Runtime picks changes.
+ * its parameter. Same nodes, same results; only the order ONNX Runtime picks changes. Nodes ONNX
+ * Runtime's optimizer creates (fusions) are numbered after all of these, so a training step gives
+ * each gradient a node of its own first (addGradientOutputs in src/train/step.ts).
  */
 function outputsLast(nodes: NodeSpec[]): NodeSpec[] {
   const read = new Set(nodes.flatMap((n) => n.inputs));
@@ -163,9 +203,20 @@ export function lowerGraph(graph: Graph, outputs: Record<string, Value>, name = 
     },
   };
 
+  const sums = addChains(
+    graph,
+    liveNodes,
+    outs.map(([, v]) => v),
+  );
   for (const n of graph.nodes) {
     if (!liveNodes.has(n.id)) continue;
     ctx.scopeName = n.scope || 'root';
+    const sum = sums.get(n.id);
+    if (sum === null) continue;
+    if (sum) {
+      ctx.emit('Sum', sum, [n.outputs[0]!.name]);
+      continue;
+    }
     LOWER[n.op](
       ctx,
       n.inputs.map((v) => v.name),

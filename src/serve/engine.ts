@@ -16,6 +16,7 @@ import type { RuntimeOptions } from '../runtime/session.js';
 import { Rng } from '../train/rng.js';
 import { BASE_ADAPTER, type MultiAdapterModel } from '../tuners/multi/model.js';
 import { PeftError } from '../errors.js';
+import { descriptorOf } from '../models/registry.js';
 
 /** The queue is full: the server answers 503. */
 export class QueueFullError extends PeftError {
@@ -158,6 +159,16 @@ export class ServeEngine {
     }
     if (!Number.isInteger(req.maxTokens) || req.maxTokens < 1)
       throw new GenerationError(`maxTokens must be an integer >= 1, got ${req.maxTokens}`);
+    // As Generator: no prompt beyond the model's positions; learned absolute positions (GPT-2) have
+    // no row for a token fed beyond them either. Checked here, not left to the session run, whose
+    // failure would end every running request.
+    const base = this.model.base;
+    const maxPos = base.config.maxPositionEmbeddings;
+    const fed = req.promptIds.length + (descriptorOf(base).positions === 'absolute' ? req.maxTokens - 1 : 0);
+    if (fed > maxPos)
+      throw new GenerationError(
+        `${req.promptIds.length} prompt tokens${fed > req.promptIds.length ? ` + ${req.maxTokens} new tokens` : ''} exceed the model's ${maxPos} positions (max_position_embeddings); shorten the prompt or lower maxTokens`,
+      );
     if (this.queue.length >= this.maxQueue && this.rows.length + this.queue.length >= this.maxBatch)
       throw new QueueFullError(this.maxQueue);
     // The adapter is resolved now and held until the request ends: a later swap does not touch it.

@@ -79,8 +79,11 @@ function matchHeadLoss(loss: Value): HeadLoss | null {
  * probabilities next to the -1s (gradient cosine 0.91). So the one-hot part is taken apart (the
  * label rows of the float32 matrix, gathered) and the softmax is scaled per row to a maximum of 1
  * before the int8 product, its row scale multiplied back after:
- *   dh = (p / r) @ W^T_int8 * r - W^T[label],   r = max over the row of p,
- * rows with the ignored label giving 0. undefined for any other head (autodiff's product then).
+ *   dh = (p / r) @ W^T_int8 * r - W^T[label],   r = max over the row of p = 1 / sum(exp(l - max l)),
+ * with p / r = exp(l - max l) computed directly (no normalised softmax), rows with the ignored
+ * label giving 0; undefined for any other head (autodiff's product then). Against the float32
+ * product, under load: -17% CPU per GPT-2 LoRA q/v step, peak RSS +30-55 MiB at 4 parts
+ * (bench/RESULTS.md, "Notes of 2026-12-02, 17:20-18:17 UTC").
  */
 function int8HeadGrad(m: HeadLoss, logits: Value, labels: Value): Value | undefined {
   if (m.head.op !== 'Int8MatMul' || m.head.inputs.length !== 6) return undefined;
@@ -88,9 +91,11 @@ function int8HeadGrad(m: HeadLoss, logits: Value, labels: Value): Value | undefi
   if (bt.dtype !== 'int8' || logits.dtype !== 'float32') return undefined;
   const kept = o.not(o.equal(labels, labels.graph.scalar(m.ignoreIndex, 'int64')));
   const safe = o.where(kept, labels, labels.graph.scalar(0, 'int64'));
-  const p = o.softmax(o.stopGradient(logits), -1);
-  const r = o.max(p, -1, true);
-  const spread = o.int8Matmul(o.div(p, r), [bt, btScale, b, bScale]);
+  // e = exp(logits - row max) = softmax / its row maximum (in (0, 1], 1 at the maximum); 1 / row sum = that maximum
+  const l = o.stopGradient(logits);
+  const e = o.exp(o.sub(l, o.max(l, -1, true)));
+  const r = o.div(1, o.sum(e, -1, true));
+  const spread = o.int8Matmul(e, [bt, btScale, b, bScale]);
   const col = o.unsqueeze(o.cast(kept, 'float32'), -1);
   return o.sub(o.mul(spread, o.mul(r, col)), o.mul(o.gather(wt, safe, 0), col));
 }

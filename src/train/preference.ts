@@ -16,6 +16,7 @@ import { type JsonlRecord, type TokenizeOptions, type TokenizedExample, hasLearn
 import { DatasetError, TrainError } from './errors.js';
 import type { Rng } from './rng.js';
 import {
+  addGradientOutputs,
   DEFAULT_GRADIENT_CHECKPOINTING,
   DEFAULT_SELECTIVE_RECOMPUTE,
   type StepOptions,
@@ -201,7 +202,7 @@ export class PreferenceStep {
     const outputs: Record<string, Value> = { loss: r.loss, rewards_chosen: r.rewardsChosen, rewards_rejected: r.rewardsRejected, logps };
     if (training) {
       const grads = grad(r.loss, [...params.values()], graph.input(LOSS_SCALE, 'float32', []));
-      names.forEach((n, i) => (outputs[gradName(n)] = grads[i]!));
+      addGradientOutputs(graph, names, grads, outputs);
     }
     const dropouts: { name: string; shape: readonly (number | string)[]; ratio: number }[] = [];
     for (const n of graph.nodes) {
@@ -212,6 +213,8 @@ export class PreferenceStep {
     }
     const session = await RuntimeSession.fromGraph(graph, outputs, {
       memPattern: false,
+      // each parameter's gradient finished as the backward pass reaches it (LowerOptions.outputsLast)
+      outputsLast: training,
       ...runtime,
       name: `${model.peftType} ${objective} ${training ? 'train' : 'eval'} step`,
     });

@@ -5,6 +5,7 @@
 
 import { grad } from '../autodiff/grad.js';
 import { Graph, type Value } from '../graph/ir.js';
+import * as o from '../graph/ops.js';
 import type { DType, HostArray } from '../graph/types.js';
 import { type BasePrecision, BuildContext, evalDim } from '../nn/context.js';
 import type { QuantKernel } from '../quant/matmul.js';
@@ -105,6 +106,33 @@ export function trainBasePrecision(flag: string | undefined, quantizedBase = fal
  * packs a fed int8 matrix at each product); bench/RESULTS.md "Weights side of a training step's memory".
  */
 const STEP_LARGE_CONSTANT_BYTES = 64 * 1024;
+
+/**
+ * outputs["grad.<name>"] for each parameter gradient, each times a 1 ONNX Runtime cannot fold
+ * (`unfoldedOne`), added in the order the backward pass built them: for a session lowered with
+ * `outputsLast` (training steps).
+ */
+export function addGradientOutputs(graph: Graph, names: readonly string[], grads: readonly Value[], outputs: Record<string, Value>): void {
+  const one = unfoldedOne(graph);
+  const at = (v: Value): number => v.producer?.id ?? -1;
+  const order = grads.map((_, i) => i).sort((a, b) => at(grads[a]!) - at(grads[b]!));
+  for (const i of order) outputs[gradName(names[i]!)] = one ? o.mul(grads[i]!, one) : grads[i]!;
+}
+
+/**
+ * A float32 1 that ONNX Runtime cannot fold (from the size of an input with a symbolic dim;
+ * undefined without one). A step outputs each parameter gradient times it: the same values, from a
+ * node of its own that no optimization fuses away, built in the order the backward pass built the
+ * gradients (`addGradientOutputs`). With
+ * `outputsLast` these nodes are the leaves ONNX Runtime's execution order starts from, so each
+ * gradient is finished as the backward pass reaches its parameter, LoRA's too, whose products
+ * ONNX Runtime rebuilds as new (last-numbered) nodes when it fuses the scaling into them
+ * (LowerOptions.outputsLast).
+ */
+function unfoldedOne(graph: Graph): Value | undefined {
+  const sized = graph.inputs.find((v) => v.shape.some((d) => typeof d === 'string'));
+  return sized && o.cast(o.add(o.mul(o.sizeOf(sized), 0), 1), 'float32');
+}
 
 /** A Dropout whose keep-mask is a graph input: the step draws the mask from the trainer's RNG. */
 interface DropoutFeed {
@@ -349,7 +377,7 @@ export class TrainStep {
     const names = [...params.keys()];
     const grads = grad(loss, [...params.values()], scale);
     const outputs: Record<string, Value> = { loss };
-    names.forEach((n, i) => (outputs[gradName(n)] = grads[i]!));
+    addGradientOutputs(graph, names, grads, outputs);
     // No memory-pattern planning: with symbolic batch/seq dims it allocates a second, per-shape block
     // beside the arena on the second run (+1.4 GiB peak for GPT-2 small at 4 x 256) for no speed gain.
     const session = await RuntimeSession.fromGraph(graph, outputs, {

@@ -89,3 +89,48 @@ test('selectRows, padLeft, dropLeading and concatRows move each (position, row) 
   check(joined, (p, b) => (p === 10 ? [10, b] : b < 3 ? (p < 1 ? null : [p - 1, [3, 0, 1][b]!]) : [p, [7, 8][b - 3]!]));
   assert.throws(() => KVCache.concatRows(joined, other), /pad the shorter one first/);
 });
+
+test("growth doubles up to the model's positions, then on beyond them; surgery keeps the capacity (no copy at the next step)", () => {
+  const c = KVCache.empty(1, 2, H, D, 0, 40);
+  const add = (n: number) => c.append([block(0, 0, c.length, n, [0, 1])], [block(0, 1, c.length, n, [0, 1])]);
+  add(30);
+  assert.equal(c.capacity, 30);
+  add(1);
+  assert.equal(c.capacity, 40, 'doubling stops at maxPositions (was 60)');
+  add(9);
+  assert.equal(c.capacity, 40);
+  add(1);
+  assert.equal(c.capacity, 80, 'past maxPositions (virtual tokens, rotary extrapolation) it doubles on');
+  check(c, (p, b) => [p, b]);
+  // Rows leaving, padding, joining: the new cache has the capacity the old one had, so the decode
+  // steps after it append in place (they doubled right away when surgery gave length + 1).
+  const picked = c.selectRows([1]);
+  assert.equal(picked.capacity, 80);
+  assert.equal(picked.maxPositions, 40);
+  const buffer = picked.view(0).key.data.buffer;
+  picked.append([block(0, 0, 41, 2, [1])], [block(0, 1, 41, 2, [1])]);
+  assert.equal(picked.view(0).key.data.buffer, buffer, 'appended in place');
+  assert.equal(KVCache.concatRows(picked, picked).capacity, 80);
+  assert.equal(KVCache.empty(1, 1, H, D, 0, 40).padLeft(10).capacity, 20);
+  // a batch whose long rows left gives memory back: at most twice the positions it still holds
+  const big = filled(1, [0, 1], 40);
+  assert.equal(big.capacity, 64);
+  big.dropLeading(35);
+  const small = big.selectRows([0]);
+  assert.equal(small.capacity, 16);
+  check(small, (p) => [p + 35, 0]);
+});
+
+test('bad arguments are typed errors', () => {
+  const c = filled(2, [0, 1], 6);
+  assert.throws(() => c.append([block(0, 0, 6, 1, [0, 1])], [block(0, 1, 6, 1, [0, 1])]), { name: 'GenerationError' });
+  assert.throws(() => c.append([new Float32Array(5), new Float32Array(5)], [new Float32Array(5), new Float32Array(5)]), {
+    name: 'GenerationError',
+  });
+  assert.throws(() => c.selectRows([0, 2]), { name: 'GenerationError', message: /row 2 is not in the cache's 2 rows/ });
+  assert.throws(() => c.padLeft(3), { name: 'GenerationError' });
+  assert.throws(() => c.dropLeading(7), { name: 'GenerationError' });
+  assert.throws(() => KVCache.empty(2, 0, H, D), { name: 'GenerationError' });
+  assert.equal(c.length, 6, 'a refused call leaves the cache as it was');
+  check(c, (p, b) => [p, b]);
+});

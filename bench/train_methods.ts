@@ -398,7 +398,7 @@ async function measure(
       opts.push((t2 - t1) / 1000);
     }
     process.stderr.write(
-      `  step ${i}${i < opt.warmup ? ' (warmup)' : ''}: ${((t2 - t0) / 1000).toFixed(3)} s (session ${((t1 - t0) / 1000).toFixed(3)} AdamW ${((t2 - t1) / 1000).toFixed(3)}) loss ${r.loss.toFixed(4)}, ${(faulted / 1000).toFixed(0)}k page faults\n`,
+      `  step ${i}${i < opt.warmup ? ' (warmup)' : ''}: ${((t2 - t0) / 1000).toFixed(3)} s (session ${((t1 - t0) / 1000).toFixed(3)} AdamW ${((t2 - t1) / 1000).toFixed(3)}) loss ${r.loss.toFixed(4)}, ${(faulted / 1000).toFixed(0)}k page faults, cpu ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s\n`,
     );
   }
   const wall = (performance.now() - wall0) / 1000;

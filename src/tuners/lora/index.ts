@@ -7,7 +7,7 @@ import { LoraModel } from './model.js';
 import type { Tuner } from '../registry.js';
 
 export { type LoraConfig, loraConfig, loraConfigFromJson, UnsupportedLoraFeatureError } from './config.js';
-export { type MergeAndUnloadOptions, type SaveLoraOptions, LoraModel } from './model.js';
+export { type MergeAndUnloadOptions, type SaveLoraOptions, LoraModel, loraSharedDown } from './model.js';
 export { COMPRESSION_METADATA_KEY, COMPRESSION_METHODS, compressionSpec, parseCompressionReport } from './compress.js';
 
 export { TargetModulesNotFoundError, resolveTargetModules, findTargets } from './targets.js';

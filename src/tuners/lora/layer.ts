@@ -50,6 +50,8 @@ export interface VariantForwardArgs {
   spec: LinearSpec;
   t: LoraValues;
   scaling: number;
+  /** plain LoRA: x @ A^T already computed (a slice of one product shared by modules with the same input; LoraModel.sharedDown) */
+  xA?: Value;
 }
 
 /** A LoRA variant (peft's LoraVariant): plain LoRA or DoRA. */
@@ -68,8 +70,8 @@ export function baseMatmul(x: Value, weight: Value, spec: LinearSpec): Value {
 }
 
 /** lora_B(lora_A(x)): two thin matmuls, never the [out, in] product (plus lora_B's bias with lora_bias). */
-function loraPath(x: Value, t: LoraValues): Value {
-  const y = o.matmulT(o.matmulT(x, t.A), t.B);
+function loraPath(x: Value, t: LoraValues, xA?: Value): Value {
+  const y = o.matmulT(xA ?? o.matmulT(x, t.A), t.B);
   return t.bias ? o.add(y, t.bias) : y;
 }
 
@@ -91,8 +93,8 @@ const PLAIN_LORA: LoraVariant = {
   name: 'lora',
   hasMagnitude: false,
   // scaling 1: none in the graph (decoding folds it into A or B; see LoraModel.linearForward)
-  forward: ({ result, xDropped, t, scaling }) =>
-    o.add(result, scaling === 1 ? loraPath(xDropped, t) : o.mul(loraPath(xDropped, t), scaling)),
+  forward: ({ result, xDropped, t, scaling, xA }) =>
+    o.add(result, scaling === 1 ? loraPath(xDropped, t, xA) : o.mul(loraPath(xDropped, t, xA), scaling)),
   merge: (weight, spec, t, scaling) => o.add(weight, deltaWeight(spec, t, scaling)),
 };
 

@@ -633,6 +633,26 @@ function storedLayout(ctx: BuildContext, name: string, after: Value): Value {
 
 const OWNER = Symbol('loraOwner');
 
+/** Module names that read the same input in the model families this library builds (Llama family: attention q/k/v, the gated MLP's gate/up). */
+const SHARED_INPUT_GROUPS: readonly (readonly string[])[] = [
+  ['q_proj', 'k_proj', 'v_proj'],
+  ['gate_proj', 'up_proj'],
+];
+
+/**
+ * Whether training graphs compute x @ A^T once for LoRA modules that share their input
+ * (LoraModel.sharedDownGroups). On by default; PEFT_LORA_SHARED_DOWN=0 in the environment turns it
+ * off (for A/B measurements), as does setting `enabled` to false before a graph is built.
+ */
+export const loraSharedDown = {
+  enabled: (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.PEFT_LORA_SHARED_DOWN !== '0',
+};
+
+/** x @ A^T of one module, as a part of its group's shared product; undefined when the module has none. */
+interface SharedDown {
+  down(x: Value, module: string, adapter: string): Value | undefined;
+}
+
 export class LoraModel implements AdaptedModel {
   readonly peftType = 'LORA';
   private readonly adapters = new Map<string, LoraAdapter>();
@@ -976,10 +996,11 @@ export class LoraModel implements AdaptedModel {
         return y;
       });
     }
+    const shared = this.sharedDownGroups(ctx, perModule);
     for (const [m, entries] of perModule) {
       const prev = ctx.linearHooks.get(m);
       const outer = prev && (prev as { [OWNER]?: unknown })[OWNER] === this ? undefined : prev;
-      const hook: LinearHook = (x, _base, spec, c) => this.linearForward(x, spec, c, entries, overrides, outer);
+      const hook: LinearHook = (x, _base, spec, c) => this.linearForward(x, spec, c, entries, overrides, outer, shared);
       (hook as { [OWNER]?: unknown })[OWNER] = this;
       ctx.linearHooks.set(m, hook);
     }
@@ -993,6 +1014,7 @@ export class LoraModel implements AdaptedModel {
     entries: { adapter: string; state: LoraModuleState }[],
     overrides: Map<string, TrainableTensor>,
     outer: LinearHook | undefined,
+    shared?: SharedDown,
   ): Value {
     const wName = `${spec.name}.weight`;
     const bName = `${spec.name}.bias`;
@@ -1042,9 +1064,68 @@ export class LoraModel implements AdaptedModel {
       let maskName = `${PEFT_PREFIX}${spec.name}.lora_dropout.${adapter}.keep_mask`;
       for (let i = 1; ctx.dropoutMasks.has(maskName); i++) maskName = `${PEFT_PREFIX}${spec.name}.lora_dropout.${adapter}.keep_mask_${i}`;
       const xDropped = ctx.dropout(x, state.dropout, maskName);
-      result = state.variant.forward({ result, x, xDropped, baseMatmul: xW, product, weight, spec, t, scaling: fold ? 1 : state.scaling });
+      const xA = fold || xDropped !== x ? undefined : shared?.down(x, spec.name, adapter);
+      result = state.variant.forward({ result, x, xDropped, baseMatmul: xW, product, weight, spec, t, scaling: fold ? 1 : state.scaling, xA });
     }
     return result;
+  }
+
+  /**
+   * Training with plain LoRA on modules that read the same input (Llama's q/k/v and gate/up): one
+   * product of the input with their lora_A matrices concatenated ([sum r, in]) instead of one per
+   * module, split into each module's x @ A^T. Autodiff then also computes the A gradients in one
+   * product and the input's gradient through them in one (no sum of per-module [tokens, in]
+   * gradients). Each column is the same dot product as before. Not used when decoding (the scaling
+   * folding there), with dropout, DoRA, lora_bias, or ranks or input widths that differ, or when
+   * `loraSharedDown.enabled` is false.
+   */
+  private sharedDownGroups(ctx: BuildContext, perModule: Map<string, { adapter: string; state: LoraModuleState }[]>): SharedDown | undefined {
+    if (!loraSharedDown.enabled || !ctx.training || ctx.derivedFeeds) return undefined;
+    const eligible = (s: LoraModuleState | undefined): s is LoraModuleState =>
+      !!s && s.variant.name === 'lora' && !s.bias && s.dropout <= 0;
+    const members = (module: string, adapter: string): { names: string[]; states: LoraModuleState[] } | undefined => {
+      const dot = module.lastIndexOf('.');
+      const group = SHARED_INPUT_GROUPS.find((g) => g.includes(module.slice(dot + 1)));
+      if (!group) return undefined;
+      const names: string[] = [];
+      const states: LoraModuleState[] = [];
+      for (const leaf of group) {
+        const name = `${module.slice(0, dot)}.${leaf}`;
+        const state = perModule.get(name)?.find((e) => e.adapter === adapter)?.state;
+        if (!state) continue;
+        if (!eligible(state)) return undefined;
+        names.push(name);
+        states.push(state);
+      }
+      const first = states[0]!;
+      if (names.length < 2 || states.some((s) => s.r !== first.r || s.A.shape[1] !== first.A.shape[1])) return undefined;
+      return { names, states };
+    };
+    // per input value: the split product of each group and adapter
+    const cache = new Map<Value, Map<string, Value[]>>();
+    return {
+      down: (x, module, adapter) => {
+        const group = members(module, adapter);
+        if (!group) return undefined;
+        const key = `${adapter}\u0000${group.names.join(',')}`;
+        let byGroup = cache.get(x);
+        if (!byGroup) cache.set(x, (byGroup = new Map()));
+        let parts = byGroup.get(key);
+        if (!parts) {
+          const A = o.concat(
+            group.names.map((n, i) => ctx.param(tensorNames('lora_A', n, adapter).param, group.states[i]!.A.shape)),
+            0,
+          );
+          parts = o.split(
+            o.matmulT(x, A),
+            -1,
+            group.states.map((s) => s.r),
+          );
+          byGroup.set(key, parts);
+        }
+        return parts[group.names.indexOf(module)];
+      },
+    };
   }
 
   private embeddingForward(

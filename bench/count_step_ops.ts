@@ -27,7 +27,7 @@ const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
 const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
 const labels = graph.input('labels', 'int64', ['batch', 'seq']);
 const out = adapted.forward(ctx, { inputIds, attentionMask });
-const loss = chunkHeadLoss(adapted.loss(out.logits, labels), DEFAULT_LOSS_CHUNKS, true);
+const loss = chunkHeadLoss(adapted.loss(out.logits, labels), DEFAULT_LOSS_CHUNKS, Number(process.env.SKIP ?? 1) > 0, Number(process.env.SKIP ?? 1) > 0 ? Math.max(0, (adapted.prependedLabels ?? 0) - 1) : 0);
 const scale = graph.input('loss_scale', 'float32', []);
 const firstGrad = graph.nodes.length;
 grad(loss, [...ctx.params.values()], scale);

@@ -105,12 +105,23 @@ function int8HeadGrad(m: HeadLoss, logits: Value, labels: Value): Value | undefi
  * tokens, with the same value and the same gradients (see the top of this file); `loss` itself when
  * its graph does not have that shape or chunks <= 1. `training`: also compute each part's
  * hidden-state gradient in the forward pass (for a graph that will be differentiated).
+ * `ignoredLeading`: the first positions of every sequence whose shifted label is always the ignore
+ * index (AdaptedModel.prependedLabels - 1: prompt tuning, P-tuning); they skip the LM head. With a
+ * float32 head the loss and gradients are those of the full rows (the sums run in other parts); an
+ * int8 head quantizes each part's rows per tensor, so its rounding follows the rows a part holds.
  */
-export function chunkHeadLoss(loss: Value, chunks: number, training: boolean): Value {
+export function chunkHeadLoss(loss: Value, chunks: number, training: boolean, ignoredLeading = 0): Value {
   if (!(chunks > 1)) return loss;
   const m = matchHeadLoss(loss);
   if (!m) return loss;
   const hiddenSize = m.hidden.shape[2] as number;
+  // Positions whose (shifted) label is always ignored (prompt tuning's virtual tokens but the last):
+  // their rows add nothing to the loss or the gradient, so they skip the LM head.
+  const labels2d = m.labels.producer?.op === 'Reshape' ? m.labels.producer.inputs[0]! : undefined;
+  if (ignoredLeading > 0 && labels2d?.rank === 2 && m.hidden.shape[1] === labels2d.shape[1]) {
+    m.hidden = o.slice(m.hidden, 1, ignoredLeading);
+    m.labels = o.reshape(o.slice(labels2d, 1, ignoredLeading), [-1]);
+  }
   const h2 = o.reshape(m.hidden, [-1, hiddenSize]);
   const rest = m.head.inputs.slice(1);
   const sums: Value[] = [];

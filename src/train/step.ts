@@ -184,7 +184,7 @@ function buildLossGraph(
   const labels = graph.input('labels', 'int64', classes ? ['batch'] : ['batch', 'seq']);
   const out = model.forward(ctx, { inputIds, attentionMask });
   const modelLoss = model.loss(out.logits, labels);
-  const loss = classes ? modelLoss : chunkHeadLoss(modelLoss, lossChunks, training);
+  const loss = classes ? modelLoss : chunkHeadLoss(modelLoss, lossChunks, training, Math.max(0, (model.prependedLabels ?? 0) - 1));
   if (loss.rank !== 0 || loss.dtype !== 'float32')
     throw new TrainError(`the ${model.peftType} model's loss must be a float32 scalar, got ${loss.toString()}`);
 

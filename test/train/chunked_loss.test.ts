@@ -23,7 +23,7 @@ import { randn, rng } from '../helpers/gradcheck.js';
 import { int8Base, int8Operands } from '../../src/quant/int8_base.js';
 import { AdamW } from '../../src/train/adamw.js';
 
-async function headLoss(chunks: number, B: number, T: number, labels: number[]): Promise<{ loss: number; dh: Float64Array }> {
+async function headLoss(chunks: number, B: number, T: number, labels: number[], ignoredLeading = 0): Promise<{ loss: number; dh: Float64Array }> {
   const [H, V] = [6, 11];
   const g = new Graph();
   const x = g.input('x', 'float64', ['batch', 'seq', H]);
@@ -32,8 +32,9 @@ async function headLoss(chunks: number, B: number, T: number, labels: number[]):
   // a layer below the head, so the gradient flows through the rewrite into the rest of the graph
   const h = o.tanh(o.mul(x, 1.5));
   const plain = causalLmLoss(o.matmulT(h, w), lab);
-  const loss = chunkHeadLoss(plain, chunks, true);
+  const loss = chunkHeadLoss(plain, chunks, true, ignoredLeading);
   if (chunks > 1) assert.notEqual(loss, plain, 'the rewrite must apply');
+  if (ignoredLeading > 0) assert.ok(g.nodes.some((n) => n.op === 'Slice' && n.inputs[0] === h), 'the ignored rows must skip the head');
   const [dx] = grad(loss, [x]);
   const s = await RuntimeSession.fromGraph(g, { loss, dx: dx! }, { threads: 1 });
   const r = await s.run({
@@ -43,6 +44,19 @@ async function headLoss(chunks: number, B: number, T: number, labels: number[]):
   await s.dispose();
   return { loss: r.loss!.data[0] as number, dh: r.dx!.data as Float64Array };
 }
+
+test('chunked LM head + loss: leading positions whose labels are ignored (prompt tuning) skip the head, same loss and gradient', async () => {
+  const [B, T] = [3, 6];
+  // labels [:, 0..2] are -100 (as prompt tuning prepends them): shifted, positions 0 and 1 are ignored
+  const labels = Array.from({ length: B * T }, (_, i) => (i % T < 3 ? -100 : (i * 5) % 11));
+  const ref = await headLoss(1, B, T, labels);
+  for (const chunks of [2, 4]) {
+    const r = await headLoss(chunks, B, T, labels, 2);
+    assert.ok(Math.abs(r.loss - ref.loss) <= 1e-12 * Math.abs(ref.loss), `${chunks} parts: loss ${r.loss} vs ${ref.loss}`);
+    for (let i = 0; i < ref.dh.length; i++)
+      assert.ok(Math.abs(r.dh[i]! - ref.dh[i]!) <= 1e-12, `${chunks} parts: dx[${i}] ${r.dh[i]} vs ${ref.dh[i]}`);
+  }
+});
 
 test('chunked LM head + loss: the one-product loss and gradient in float64, for any number of parts', async () => {
   const [B, T] = [3, 5];
@@ -58,13 +72,20 @@ test('chunked LM head + loss: the one-product loss and gradient in float64, for 
   }
 });
 
-for (const family of ['gpt2', 'llama'] as const) {
-  test(`${family}: a LoRA step with the loss in parts has the one-product step's loss and gradients`, async () => {
+for (const [family, method] of [
+  ['gpt2', 'LoRA'],
+  ['llama', 'LoRA'],
+  ['llama', 'prompt tuning'],
+] as const) {
+  // prompt tuning: the virtual tokens' positions but the last skip the LM head (chunkHeadLoss's ignoredLeading)
+  test(`${family}: a ${method} step with the loss in parts has the one-product step's loss and gradients`, async () => {
     const base = await loadModel(fixturePath('models', family));
     const targets = family === 'gpt2' ? ['c_attn', 'c_proj'] : ['q_proj', 'v_proj'];
     const model = await createAdapter(
       base,
-      { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: targets, task_type: 'CAUSAL_LM' },
+      method === 'LoRA'
+        ? { peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: targets, task_type: 'CAUSAL_LM' }
+        : { peft_type: 'PROMPT_TUNING', num_virtual_tokens: 6, task_type: 'CAUSAL_LM' },
       { seed: 3 },
     );
     const params = model.parameters();

@@ -27,7 +27,12 @@ const inputIds = graph.input('input_ids', 'int64', ['batch', 'seq']);
 const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
 const labels = graph.input('labels', 'int64', ['batch', 'seq']);
 const out = adapted.forward(ctx, { inputIds, attentionMask });
-const loss = chunkHeadLoss(adapted.loss(out.logits, labels), DEFAULT_LOSS_CHUNKS, Number(process.env.SKIP ?? 1) > 0, Number(process.env.SKIP ?? 1) > 0 ? Math.max(0, (adapted.prependedLabels ?? 0) - 1) : 0);
+const loss = chunkHeadLoss(
+  adapted.loss(out.logits, labels),
+  DEFAULT_LOSS_CHUNKS,
+  Number(process.env.SKIP ?? 1) > 0,
+  Number(process.env.SKIP ?? 1) > 0 ? Math.max(0, (adapted.prependedLabels ?? 0) - 1) : 0,
+);
 const scale = graph.input('loss_scale', 'float32', []);
 const firstGrad = graph.nodes.length;
 grad(loss, [...ctx.params.values()], scale);
@@ -42,4 +47,10 @@ for (const n of graph.nodes) {
 }
 for (const [k, c] of [...by].sort()) console.log(String(c).padStart(5), k);
 console.log('nodes', graph.nodes.length);
-console.log([...ops].sort((a, b) => b[1] - a[1]).slice(0, 25).map(([k, c]) => `${k}:${c}`).join(' '));
+console.log(
+  [...ops]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 25)
+    .map(([k, c]) => `${k}:${c}`)
+    .join(' '),
+);

@@ -23,7 +23,13 @@ import { randn, rng } from '../helpers/gradcheck.js';
 import { int8Base, int8Operands } from '../../src/quant/int8_base.js';
 import { AdamW } from '../../src/train/adamw.js';
 
-async function headLoss(chunks: number, B: number, T: number, labels: number[], ignoredLeading = 0): Promise<{ loss: number; dh: Float64Array }> {
+async function headLoss(
+  chunks: number,
+  B: number,
+  T: number,
+  labels: number[],
+  ignoredLeading = 0,
+): Promise<{ loss: number; dh: Float64Array }> {
   const [H, V] = [6, 11];
   const g = new Graph();
   const x = g.input('x', 'float64', ['batch', 'seq', H]);
@@ -34,7 +40,11 @@ async function headLoss(chunks: number, B: number, T: number, labels: number[], 
   const plain = causalLmLoss(o.matmulT(h, w), lab);
   const loss = chunkHeadLoss(plain, chunks, true, ignoredLeading);
   if (chunks > 1) assert.notEqual(loss, plain, 'the rewrite must apply');
-  if (ignoredLeading > 0) assert.ok(g.nodes.some((n) => n.op === 'Slice' && n.inputs[0] === h), 'the ignored rows must skip the head');
+  if (ignoredLeading > 0)
+    assert.ok(
+      g.nodes.some((n) => n.op === 'Slice' && n.inputs[0] === h),
+      'the ignored rows must skip the head',
+    );
   const [dx] = grad(loss, [x]);
   const s = await RuntimeSession.fromGraph(g, { loss, dx: dx! }, { threads: 1 });
   const r = await s.run({

@@ -1065,7 +1065,18 @@ export class LoraModel implements AdaptedModel {
       for (let i = 1; ctx.dropoutMasks.has(maskName); i++) maskName = `${PEFT_PREFIX}${spec.name}.lora_dropout.${adapter}.keep_mask_${i}`;
       const xDropped = ctx.dropout(x, state.dropout, maskName);
       const xA = fold || xDropped !== x ? undefined : shared?.down(x, spec.name, adapter);
-      result = state.variant.forward({ result, x, xDropped, baseMatmul: xW, product, weight, spec, t, scaling: fold ? 1 : state.scaling, xA });
+      result = state.variant.forward({
+        result,
+        x,
+        xDropped,
+        baseMatmul: xW,
+        product,
+        weight,
+        spec,
+        t,
+        scaling: fold ? 1 : state.scaling,
+        xA,
+      });
     }
     return result;
   }
@@ -1079,7 +1090,10 @@ export class LoraModel implements AdaptedModel {
    * folding there), with dropout, DoRA, lora_bias, or ranks or input widths that differ, or when
    * `loraSharedDown.enabled` is false.
    */
-  private sharedDownGroups(ctx: BuildContext, perModule: Map<string, { adapter: string; state: LoraModuleState }[]>): SharedDown | undefined {
+  private sharedDownGroups(
+    ctx: BuildContext,
+    perModule: Map<string, { adapter: string; state: LoraModuleState }[]>,
+  ): SharedDown | undefined {
     if (!loraSharedDown.enabled || !ctx.training || ctx.derivedFeeds) return undefined;
     const eligible = (s: LoraModuleState | undefined): s is LoraModuleState =>
       !!s && s.variant.name === 'lora' && !s.bias && s.dropout <= 0;

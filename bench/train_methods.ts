@@ -348,6 +348,9 @@ async function measure(
     selectiveRecompute: opt.selectiveRecompute,
     weights: opt.weights,
     basePrecision: precision,
+    // PEFT_BENCH_SPIN=0: ONNX Runtime's threads wait passively, so the CPU seconds per step printed
+    // are the work done, not spinning that grows with the other jobs' load (for A/B runs on a busy machine)
+    ...(process.env.PEFT_BENCH_SPIN === '0' ? { spinning: false } : {}),
   });
   // what Trainer does next: drop the float32 arrays the step holds only as int8
   releaseInt8Only(adapted, step, undefined);

@@ -20,7 +20,7 @@ import type { Rng } from './rng.js';
 
 export type StepOptions = Pick<
   RuntimeOptions,
-  'threads' | 'executionProvider' | 'graphOptimization' | 'weights' | 'memPattern' | 'cpuMemArena'
+  'threads' | 'executionProvider' | 'graphOptimization' | 'weights' | 'memPattern' | 'cpuMemArena' | 'spinning'
 > & {
   /** how products with a 4-bit base weight are computed (QLoRA; default 'ops', see src/quant/matmul.ts) */
   quantKernel?: QuantKernel;

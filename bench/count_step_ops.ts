@@ -30,8 +30,10 @@ const out = adapted.forward(ctx, { inputIds, attentionMask });
 const loss = chunkHeadLoss(
   adapted.loss(out.logits, labels),
   DEFAULT_LOSS_CHUNKS,
-  Number(process.env.SKIP ?? 1) > 0,
-  Number(process.env.SKIP ?? 1) > 0 ? Math.max(0, (adapted.prependedLabels ?? 0) - 1) : 0,
+  true,
+  undefined,
+  // SKIP=0: the virtual-token rows through the LM head as before
+  process.env.SKIP === '0' ? 0 : Math.max(0, (adapted.prependedLabels ?? 0) - 1),
 );
 const scale = graph.input('loss_scale', 'float32', []);
 const firstGrad = graph.nodes.length;

@@ -172,7 +172,13 @@ async function main(): Promise<void> {
   const attentionMask = graph.input('attention_mask', 'int64', ['batch', 'seq']);
   const labels = graph.input('labels', 'int64', ['batch', 'seq']);
   const out = adapted.forward(ctx, { inputIds, attentionMask });
-  const loss = chunkHeadLoss(adapted.loss(out.logits, labels), args.lossChunks, true, Math.max(0, (adapted.prependedLabels ?? 0) - 1));
+  const loss = chunkHeadLoss(
+    adapted.loss(out.logits, labels),
+    args.lossChunks,
+    true,
+    undefined,
+    Math.max(0, (adapted.prependedLabels ?? 0) - 1),
+  );
   const scale = graph.input('loss_scale', 'float32', []);
   const names = [...ctx.params.keys()];
   const firstGradNode = graph.nodes.length;

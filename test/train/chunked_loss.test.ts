@@ -38,7 +38,7 @@ async function headLoss(
   // a layer below the head, so the gradient flows through the rewrite into the rest of the graph
   const h = o.tanh(o.mul(x, 1.5));
   const plain = causalLmLoss(o.matmulT(h, w), lab);
-  const loss = chunkHeadLoss(plain, chunks, true, ignoredLeading);
+  const loss = chunkHeadLoss(plain, chunks, true, undefined, ignoredLeading);
   if (chunks > 1) assert.notEqual(loss, plain, 'the rewrite must apply');
   if (ignoredLeading > 0)
     assert.ok(

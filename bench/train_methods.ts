@@ -307,6 +307,21 @@ export interface OurRun {
   loadavg_end: number;
 }
 
+/** current and peak RSS (MiB) from /proc/self/status, and the JS heap + external array bytes */
+function rssLine(): string {
+  let cur = '?';
+  let hwm = '?';
+  try {
+    const st = fs.readFileSync('/proc/self/status', 'utf8');
+    cur = String(Math.round(Number(/VmRSS:\s+(\d+)/.exec(st)?.[1]) / 1024));
+    hwm = String(Math.round(Number(/VmHWM:\s+(\d+)/.exec(st)?.[1]) / 1024));
+  } catch {
+    // not Linux
+  }
+  const m = process.memoryUsage();
+  return `RSS ${cur} MiB (peak ${hwm}), heap ${Math.round(m.heapUsed / 2 ** 20)} + arrays ${Math.round(m.arrayBuffers / 2 ** 20)} MiB`;
+}
+
 async function child(model: string, method: Method, precision: BasePrecision, opt: Options): Promise<OurRun> {
   const loadStart = os.loadavg()[0]!;
   // The random model is written to a float32 safetensors folder by another process and loaded as
@@ -333,6 +348,7 @@ async function measure(
   const adapted = await adaptForBench(base, method);
   const buildS = (performance.now() - t) / 1000;
   const rssModel = mib(process.resourceUsage().maxRSS);
+  process.stderr.write(`  after model: ${rssLine()}\n`);
   const params = adapted.parameters();
   let trainable = 0;
   for (const p of params.values()) trainable += p.data.length;
@@ -353,6 +369,7 @@ async function measure(
   releaseInt8Only(adapted, step, undefined);
   const compileS = (performance.now() - t) / 1000;
   const rssCompile = mib(process.resourceUsage().maxRSS);
+  process.stderr.write(`  after compile: ${rssLine()}\n`);
   const B = opt.batch;
   const S = opt.seq;
   const optimizer = new AdamW({ lr: 1e-4, weightDecay: 0.01 });
@@ -398,7 +415,7 @@ async function measure(
       opts.push((t2 - t1) / 1000);
     }
     process.stderr.write(
-      `  step ${i}${i < opt.warmup ? ' (warmup)' : ''}: ${((t2 - t0) / 1000).toFixed(3)} s (session ${((t1 - t0) / 1000).toFixed(3)} AdamW ${((t2 - t1) / 1000).toFixed(3)}) loss ${r.loss.toFixed(4)}, ${(faulted / 1000).toFixed(0)}k page faults\n`,
+      `  step ${i}${i < opt.warmup ? ' (warmup)' : ''}: ${((t2 - t0) / 1000).toFixed(3)} s (session ${((t1 - t0) / 1000).toFixed(3)} AdamW ${((t2 - t1) / 1000).toFixed(3)}) loss ${r.loss.toFixed(4)}, ${(faulted / 1000).toFixed(0)}k page faults, ${rssLine()}\n`,
     );
   }
   const wall = (performance.now() - wall0) / 1000;

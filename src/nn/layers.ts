@@ -35,7 +35,7 @@ export function linear(ctx: BuildContext, spec: LinearSpec, x: Value): Value {
 
 /** An embedding lookup, through the module's tuner hook when one is installed. */
 export function embedding(ctx: BuildContext, name: string, ids: Value): Value {
-  const base = (): Value => o.gather(ctx.weight(`${name}.weight`), ids, 0);
+  const base = (): Value => ctx.halfEmbedding(`${name}.weight`, ids) ?? o.gather(ctx.weight(`${name}.weight`), ids, 0);
   const hook = ctx.embeddingHooks.get(name);
   return ctx.graph.scope(name, () => (hook ? hook(ids, base, ctx) : base()));
 }

@@ -85,7 +85,7 @@ function matchHeadLoss(loss: Value): HeadLoss | null {
  * product, under load: -17% CPU per GPT-2 LoRA q/v step, peak RSS +30-55 MiB at 4 parts
  * (bench/RESULTS.md, "Notes of 2026-12-02, 17:20-18:17 UTC").
  */
-function int8HeadGrad(m: HeadLoss, logits: Value, labels: Value): Value | undefined {
+function int8HeadGrad(m: HeadLoss, logits: Value, labels: Value, table?: Value): Value | undefined {
   if (m.head.op !== 'Int8MatMul' || m.head.inputs.length !== 6) return undefined;
   const [, b, bScale, bt, btScale, wt] = m.head.inputs as [Value, Value, Value, Value, Value, Value];
   if (bt.dtype !== 'int8' || logits.dtype !== 'float32') return undefined;
@@ -97,7 +97,9 @@ function int8HeadGrad(m: HeadLoss, logits: Value, labels: Value): Value | undefi
   const r = o.div(1, o.sum(e, -1, true));
   const spread = o.int8Matmul(e, [bt, btScale, b, bScale]);
   const col = o.unsqueeze(o.cast(kept, 'float32'), -1);
-  return o.sub(o.mul(spread, o.mul(r, col)), o.mul(o.gather(wt, safe, 0), col));
+  // the label rows from the float16 copy when there is one (the float32 matrix is then not read)
+  const rows = table ? o.cast(o.gather(table, safe, 0), 'float32') : o.gather(wt, safe, 0);
+  return o.sub(o.mul(spread, o.mul(r, col)), o.mul(rows, col));
 }
 
 /**
@@ -106,13 +108,21 @@ function int8HeadGrad(m: HeadLoss, logits: Value, labels: Value): Value | undefi
  * its graph does not have that shape or chunks <= 1. `training`: also compute each part's
  * hidden-state gradient in the forward pass (for a graph that will be differentiated).
  */
-export function chunkHeadLoss(loss: Value, chunks: number, training: boolean): Value {
+export function chunkHeadLoss(loss: Value, chunks: number, training: boolean, labelTable?: () => Value | undefined): Value {
   if (!(chunks > 1)) return loss;
   const m = matchHeadLoss(loss);
   if (!m) return loss;
   const hiddenSize = m.hidden.shape[2] as number;
   const h2 = o.reshape(m.hidden, [-1, hiddenSize]);
-  const rest = m.head.inputs.slice(1);
+  // An int8 head's float32 operand is there for autodiff's backward product, which the parts build
+  // themselves (int8HeadGrad, reading only the label rows: from `labelTable`'s float16 copy when
+  // given) or do not need (evaluation): then left out, so the step never reads the float32 matrix
+  // (and Trainer can release it).
+  const floatOperand = m.head.op === 'Int8MatMul' && m.head.inputs.length === 6 && m.head.inputs[3]!.dtype === 'int8';
+  const wt = m.head.inputs[5];
+  let table = floatOperand && training ? labelTable?.() : undefined;
+  if (table && wt && (table.rank !== 2 || table.shape[0] !== wt.shape[0] || table.shape[1] !== wt.shape[1])) table = undefined;
+  const rest = m.head.inputs.slice(1, floatOperand && (!training || table) ? 5 : undefined);
   const sums: Value[] = [];
   const grads: Value[] = [];
   let order: Value | undefined;
@@ -124,7 +134,7 @@ export function chunkHeadLoss(loss: Value, chunks: number, training: boolean): V
     sums.push(s);
     let done = o.sizeOf(s);
     if (training) {
-      const dh = int8HeadGrad(m, logits, o.chunk(m.labels, 0, c, chunks)) ?? grad(s, [hc])[0]!;
+      const dh = int8HeadGrad(m, logits, o.chunk(m.labels, 0, c, chunks), table) ?? grad(s, [hc])[0]!;
       grads.push(dh);
       done = o.add(done, o.sizeOf(dh));
     }

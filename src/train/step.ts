@@ -154,8 +154,8 @@ interface BuiltGraph {
   dropouts: DropoutFeed[];
   /** parts the LM head and loss run in (1: the model's own loss) */
   lossChunks: number;
-  /** base weights the graph holds only as int8 copies (basePrecision 'int8') */
-  int8Only: string[];
+  /** base weights the graph holds only as int8 copies (basePrecision 'int8'), given its outputs */
+  int8Only: (outputs: readonly Value[]) => string[];
 }
 
 function buildLossGraph(
@@ -184,7 +184,8 @@ function buildLossGraph(
   const labels = graph.input('labels', 'int64', classes ? ['batch'] : ['batch', 'seq']);
   const out = model.forward(ctx, { inputIds, attentionMask });
   const modelLoss = model.loss(out.logits, labels);
-  const loss = classes ? modelLoss : chunkHeadLoss(modelLoss, lossChunks, training);
+  // the LM head's label rows from a float16 copy on the int8 base (BuildContext.halfWeight)
+  const loss = classes ? modelLoss : chunkHeadLoss(modelLoss, lossChunks, training, () => ctx.halfWeight('lm_head.weight'));
   if (loss.rank !== 0 || loss.dtype !== 'float32')
     throw new TrainError(`the ${model.peftType} model's loss must be a float32 scalar, got ${loss.toString()}`);
 
@@ -227,7 +228,7 @@ function buildLossGraph(
     params,
     dropouts,
     lossChunks: loss === modelLoss ? 1 : lossChunks,
-    int8Only: ctx.int8OnlyWeights(),
+    int8Only: (outputs) => ctx.int8OnlyWeights(outputs),
   };
 }
 
@@ -388,7 +389,7 @@ export class TrainStep {
       ...opts,
       name: `${model.peftType} train step`,
     });
-    return new TrainStep(session, names, dropouts, labelKindOf(model), lossChunks, int8Only);
+    return new TrainStep(session, names, dropouts, labelKindOf(model), lossChunks, int8Only(Object.values(outputs)));
   }
 
   /** Dropout ratios of the masks this step draws (empty when the model has no dropout). */
@@ -457,7 +458,7 @@ export class EvalStep {
       ...opts,
       name: `${model.peftType} eval step`,
     });
-    return new EvalStep(session, [...params.keys()], kind, model.prependedLabels ?? 0, int8Only);
+    return new EvalStep(session, [...params.keys()], kind, model.prependedLabels ?? 0, int8Only(Object.values(outputs)));
   }
 
   /** The mean loss of the batch, how many labels it averages over, and for a classifier how many rows it gets right. */

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Tokenizer } from '../../../src/io/tokenizer.js';
 import { loadModel } from '../../../src/models/load.js';
-import { EvalStep } from '../../../src/train/step.js';
+import { EvalStep, TrainStep } from '../../../src/train/step.js';
 import { parseJsonl, prepareExamples, tokenizeRecords } from '../../../src/train/data.js';
 import { Trainer } from '../../../src/train/trainer.js';
 import { getPeftModel } from '../../../src/tuners/load.js';
@@ -21,11 +21,17 @@ test('int8 base: eval on int8, float32 copies of int8-only matrices released and
   const weights = model.base.weights;
   const fresh = (await loadModel(dir)).weights;
 
-  // The eval step holds the frozen matrices as int8 (not the tied embedding, which the lookup reads as float32).
+  // The eval step holds the frozen matrices as int8, and the tied embedding as int8 (the LM head)
+  // plus a float16 copy (the lookup): none of them as float32.
   const ev = await EvalStep.compile(model, { threads: 1, basePrecision: 'int8' });
   await ev.dispose();
   assert.ok(ev.int8OnlyWeights.includes('transformer.h.0.mlp.c_fc.weight'), ev.int8OnlyWeights.join(', '));
-  assert.ok(!ev.int8OnlyWeights.includes('transformer.wte.weight'));
+  assert.ok(ev.int8OnlyWeights.includes('transformer.wte.weight'), ev.int8OnlyWeights.join(', '));
+  // with the loss in one product, autodiff's LM-head backward product reads the float32 matrix
+  const one = await TrainStep.compile(model, { threads: 1, basePrecision: 'int8', lossChunks: 1 });
+  await one.dispose();
+  assert.ok(!one.int8OnlyWeights.includes('transformer.wte.weight'));
+  assert.ok(one.int8OnlyWeights.includes('transformer.h.0.mlp.c_fc.weight'));
 
   const r = await new Trainer(model, rows.slice(0, 16), rows.slice(16, 24), {
     outputDir: await tempDir(),
@@ -40,7 +46,8 @@ test('int8 base: eval on int8, float32 copies of int8-only matrices released and
   const released = weights.releasedNames();
   // at least c_fc, the MLP's c_proj and the attention's c_proj of every layer
   assert.ok(released.length >= 3 * model.base.numLayers, `released: ${released.join(', ')}`);
-  assert.ok(!released.includes('transformer.wte.weight') && weights.get('lm_head.weight') === weights.get('transformer.wte.weight'));
+  // the tied embedding too (issue #19: the lookup and the loss's label rows read its float16 copy)
+  assert.ok(released.includes('transformer.wte.weight'), `released: ${released.join(', ')}`);
   const before = weights.heldBytes();
   for (const n of released) {
     assert.equal(
@@ -52,4 +59,5 @@ test('int8 base: eval on int8, float32 copies of int8-only matrices released and
   }
   assert.equal(weights.releasedNames().length, 0);
   assert.ok(weights.heldBytes() > before);
+  assert.equal(weights.get('lm_head.weight'), weights.get('transformer.wte.weight'));
 });

@@ -47,11 +47,13 @@ function liveTensors(m: InferenceModel): (name: string) => Float32Array | undefi
 export function paramFeeds(m: InferenceModel, ctx: BuildContext): () => Record<string, HostTensor> {
   const names = [...ctx.params.keys()];
   const base = baseModel(m);
+  // Copied, so the closure does not keep the context (and its graph's constants: a frozen adapter's copies) alive.
+  const derivedFeeds = new Map(ctx.derived);
   return () => {
     const own = isAdapted(m) ? m.parameters() : new Map();
     const feeds: Record<string, HostTensor> = {};
     for (const name of names) {
-      const derived = ctx.derived.get(name);
+      const derived = derivedFeeds.get(name);
       if (derived) {
         feeds[name] = derived();
         continue;

@@ -4,7 +4,8 @@
 // ONNX Runtime's thread spinning on), float32 prepacked without spinning (RuntimeOptions.spinning
 // false, the counterpart of torch's OMP_WAIT_POLICY=PASSIVE), int8 weights (RuntimeOptions.quantize)
 // with and without spinning, and a LoRA r16 adapter on c_attn/c_proj/c_fc unmerged (LoraModel) on
-// int8 weights, with and without spinning. Torch: float32, bfloat16, dynamic int8 (quantize_dynamic), eager attention.
+// int8 weights, with and without spinning (its tensors baked into the sessions as constants, the
+// Generator's default; GeneratorOptions.adapterTensors). Torch: float32, bfloat16, dynamic int8 (quantize_dynamic), eager attention.
 // Every configuration is compiled once; then each repeat runs every configuration (ours and torch
 // alternating) as warm-up + timed runs. Medians over repeats of per-repeat medians. Wall-clock
 // tok/s and process CPU ms per new token (the second is less disturbed by other jobs on a shared

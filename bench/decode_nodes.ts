@@ -24,13 +24,21 @@ import { LoraModel } from '../src/tuners/lora/index.js';
 import { forEachFlag, helpOrUnknown, intArg } from './args.js';
 import { randomBenchModel } from './train_models.js';
 
-const HELP = 'usage: node dist/bench/decode_nodes.js [--runs N (generations per configuration, default 4)] [--threads N (default 2)]';
+const HELP =
+  "usage: node dist/bench/decode_nodes.js [--runs N (generations per configuration, default 4)] [--threads N (default 2)] [--adapter-tensors auto|frozen|fed (GeneratorOptions.adapterTensors, default auto)] [--by-op (print each profile's node minima summed by op type, in and outside the wrapped modules)]";
 let RUNS = 4;
 let THREADS = 2;
+let TENSORS: 'auto' | 'frozen' | 'fed' = 'auto';
+let BY_OP = false;
 forEachFlag(process.argv.slice(2), (flag, value) => {
   if (flag === '--runs') RUNS = intArg(flag, value(), 1);
   else if (flag === '--threads') THREADS = intArg(flag, value(), 1);
-  else helpOrUnknown(flag, HELP);
+  else if (flag === '--by-op') BY_OP = true;
+  else if (flag === '--adapter-tensors') {
+    const v = value();
+    if (v !== 'auto' && v !== 'frozen' && v !== 'fed') throw new Error(`--adapter-tensors takes auto, frozen or fed, got "${v}"`);
+    TENSORS = v;
+  } else helpOrUnknown(flag, HELP);
 });
 
 interface ProfileEvent {
@@ -79,6 +87,15 @@ function summarize(files: string[]): StepProfile {
       const lora = [...perNode].filter(
         ([n]) => WRAPPED.test(n) && (ops.get(n) === 'FusedMatMul' || ops.get(n) === 'MatMul' || ops.get(n) === 'Add'),
       );
+      if (BY_OP) {
+        const by = new Map<string, [number, number]>();
+        for (const [n, d] of perNode) {
+          const k = `${WRAPPED.test(n) ? 'wrapped' : 'other'} ${ops.get(n)}`;
+          const e = by.get(k) ?? [0, 0];
+          by.set(k, [e[0] + 1, e[1] + d]);
+        }
+        console.log(f, [...by].map(([k, [c, d]]) => `${k}: ${c} ${(d / 1000).toFixed(3)} ms`).join('; '));
+      }
       // Where a module's delta meets the residual, the lowering emits one Sum(base, delta, residual)
       // in place of the adapter's Add and the residual Add: the Sum's cost above a plain residual
       // Add (the median minimum of this session's Adds outside the wrapped modules) is the adapter's.
@@ -116,6 +133,7 @@ async function profile(model: InferenceModel, spinning: boolean, prompt: number[
   try {
     gen = await Generator.create(model, {
       runtime: { threads: THREADS, quantize: 'int8', spinning },
+      adapterTensors: TENSORS,
       defaults: { eosTokenIds: [], doSample: false, temperature: 1, topK: 0, topP: 1 },
     });
   } finally {

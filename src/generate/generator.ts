@@ -61,6 +61,16 @@ export interface GeneratorOptions {
   runtime?: RuntimeOptions;
   /** defaults instead of the model folder's generation_config.json */
   defaults?: GenerationDefaults;
+  /**
+   * How an adapted model's tensors reach the sessions. 'frozen': baked into them as constants when
+   * they are compiled (DecoderSessionsOptions.frozen: no tensor is fed per token, the fastest for
+   * decoding), and the sessions are compiled again when a generation finds the model's values
+   * changed since. 'fed': fed from the live arrays, read at the start of every generation (a model
+   * being trained). 'auto' (default): 'frozen' until a generation finds them changed (the adapter is
+   * being trained or edited), then 'fed' from there on: one recompilation at most. A mixed-adapter
+   * model (MultiAdapterModel) is always fed.
+   */
+  adapterTensors?: 'auto' | 'frozen' | 'fed';
 }
 
 interface Row {
@@ -72,19 +82,63 @@ interface Row {
 }
 
 export class Generator {
+  /** generations running on each sessions object; a replaced one is disposed when its count drops to 0 */
+  private readonly running = new Map<DecoderSessions, number>();
+  /** a recompilation in progress (one at a time; generations wait for it) */
+  private rebuilding?: Promise<DecoderSessions>;
+  private disposed = false;
+
   private constructor(
     readonly model: InferenceModel,
-    private readonly sessions: DecoderSessions,
+    private sessions: DecoderSessions,
     readonly defaults: GenerationDefaults,
     readonly tokenizer: Tokenizer | undefined,
+    private readonly runtime: RuntimeOptions | undefined,
+    private mode: 'frozen' | 'fed',
+    private readonly onChange: 'rebuild' | 'feed',
   ) {}
 
   /** Compiles the prefill and decode sessions of a causal LM (base or adapted). */
   static async create(model: InferenceModel, opts: GeneratorOptions = {}): Promise<Generator> {
     const base = baseModel(model);
     const defaults = opts.defaults ?? (base.dir ? await loadGenerationDefaults(base.dir, base.config) : defaultsFrom({}, base.config));
-    const sessions = await DecoderSessions.create(model, opts.runtime);
-    return new Generator(model, sessions, defaults, opts.tokenizer);
+    const choice = opts.adapterTensors ?? 'auto';
+    if (!['auto', 'frozen', 'fed'].includes(choice))
+      throw new GenerationError(`adapterTensors must be 'auto', 'frozen' or 'fed', got "${String(choice)}"`);
+    // A mixed-adapter model swaps adapters while it serves: its tensors are always fed.
+    const mode = choice === 'fed' || isMultiAdapter(model) ? 'fed' : 'frozen';
+    const sessions = await DecoderSessions.create(model, opts.runtime, { frozen: mode === 'frozen' });
+    return new Generator(model, sessions, defaults, opts.tokenizer, opts.runtime, mode, choice === 'frozen' ? 'rebuild' : 'feed');
+  }
+
+  /** How the adapter's tensors reach the sessions now: baked in ('frozen') or fed per run ('fed'). */
+  get adapterTensors(): 'frozen' | 'fed' {
+    return this.mode;
+  }
+
+  /**
+   * The sessions to run a generation on: the current ones, unless their baked adapter values differ
+   * from the model's now (then compiled again: frozen, or fed from now on; GeneratorOptions.adapterTensors).
+   */
+  private async current(): Promise<{ sessions: DecoderSessions; checkMs: number }> {
+    while (this.rebuilding) await this.rebuilding.catch(() => undefined);
+    if (this.disposed) throw new GenerationError('this Generator was disposed');
+    const t0 = performance.now();
+    const changed = this.mode === 'frozen' ? this.sessions.frozen?.changed() : undefined;
+    // The comparison is part of every generation's cost (counted in its prefillMs); a recompilation is not.
+    const checkMs = performance.now() - t0;
+    if (changed === undefined) return { sessions: this.sessions, checkMs };
+    const old = this.sessions;
+    const mode = this.onChange === 'rebuild' ? 'frozen' : 'fed';
+    this.rebuilding = DecoderSessions.create(this.model, this.runtime, { frozen: mode === 'frozen' });
+    try {
+      this.sessions = await this.rebuilding;
+      this.mode = mode;
+    } finally {
+      this.rebuilding = undefined;
+    }
+    if (!this.running.get(old)) await old.dispose();
+    return { sessions: this.sessions, checkMs };
   }
 
   get vocabSize(): number {
@@ -121,12 +175,35 @@ export class Generator {
       // Held for the whole run: a swap meanwhile does not change these rows.
       const slots = names.map((n) => multi.acquire(n));
       try {
-        return await this.run(rows, plan, options.onToken, BigInt64Array.from(slots.map(BigInt)));
+        return await this.runOn(rows, plan, options.onToken, BigInt64Array.from(slots.map(BigInt)));
       } finally {
         slots.forEach((s) => multi.release(s));
       }
     }
-    return this.run(rows, plan, options.onToken);
+    return this.runOn(rows, plan, options.onToken);
+  }
+
+  /** run() on the current sessions, which stay alive until it ends even if replaced meanwhile. */
+  private async runOn(
+    rows: Row[],
+    plan: GenerationPlan,
+    onToken: GenerateOptions['onToken'],
+    adapterIndex?: BigInt64Array,
+  ): Promise<Generation> {
+    const { sessions, checkMs } = await this.current();
+    this.running.set(sessions, (this.running.get(sessions) ?? 0) + 1);
+    try {
+      const g = await this.run(sessions, rows, plan, onToken, adapterIndex);
+      g.stats.prefillMs += checkMs;
+      return g;
+    } finally {
+      const n = this.running.get(sessions)! - 1;
+      if (n) this.running.set(sessions, n);
+      else {
+        this.running.delete(sessions);
+        if (sessions !== this.sessions || this.disposed) await sessions.dispose();
+      }
+    }
   }
 
   private encode(p: Prompt, i: number, addSpecialTokens: boolean): number[] {
@@ -161,6 +238,7 @@ export class Generator {
   }
 
   private async run(
+    sessions: DecoderSessions,
     rows: Row[],
     plan: GenerationPlan,
     onToken: GenerateOptions['onToken'],
@@ -186,8 +264,8 @@ export class Generator {
     });
     const t0 = performance.now();
     // Adapter values as they are now, for the whole generation (converted once, not per token).
-    const params = this.sessions.params();
-    let out = await this.sessions.prefill(
+    const params = sessions.params();
+    let out = await sessions.prefill(
       {
         batch,
         seq: width,
@@ -233,7 +311,7 @@ export class Generator {
       const extra = cache.length + 1 - masks[0]!.length;
       const pos = new BigInt64Array(batch);
       masks.forEach((m, b) => (pos[b] = BigInt(extra + m.reduce((s, x) => s + x, 0) - 1)));
-      out = await this.sessions.decode(
+      out = await sessions.decode(
         { batch, seq: 1, inputIds: next, attentionMask: flatMask(masks, extra), positionIds: pos, adapterIndex },
         cache,
         params,
@@ -256,7 +334,11 @@ export class Generator {
   }
 
   async dispose(): Promise<void> {
-    await this.sessions.dispose();
+    while (this.rebuilding) await this.rebuilding.catch(() => undefined);
+    if (this.disposed) return;
+    this.disposed = true;
+    // A generation still running disposes its sessions when it ends (runOn).
+    if (!this.running.get(this.sessions)) await this.sessions.dispose();
   }
 }
 

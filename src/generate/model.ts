@@ -22,26 +22,38 @@ export function baseModel(m: InferenceModel): PretrainedModel {
 /**
  * A build context over the base weights, with the adapted model's trainable base weights as params.
  * `derivedFeeds` lets adapters feed tensors derived from their live ones (LoRA's scaling folded
- * into A or B; BuildOptions.derivedFeeds): the decoding sessions use it.
+ * into A or B; BuildOptions.derivedFeeds): the decoding sessions use it. `frozen` bakes every
+ * param into the graph as a constant with its values now (BuildOptions.frozenParams): a session of
+ * a frozen adapter is fed nothing of it; ctx.frozenParams() tells when the live values changed.
  */
-export function inferenceContext(m: InferenceModel, graph: Graph, opts: { derivedFeeds?: boolean } = {}): BuildContext {
+export function inferenceContext(m: InferenceModel, graph: Graph, opts: { derivedFeeds?: boolean; frozen?: boolean } = {}): BuildContext {
   const base = baseModel(m);
   return new BuildContext(graph, base.weights, {
     trainable: isAdapted(m) ? m.trainableBaseWeights() : undefined,
     training: false,
     derivedFeeds: opts.derivedFeeds,
+    frozenParams: opts.frozen ? () => liveTensors(m) : undefined,
   });
+}
+
+/** The model's live float32 tensors by name: its own parameters(), else the base's weights (as paramFeeds reads them). */
+function liveTensors(m: InferenceModel): (name: string) => Float32Array | undefined {
+  const own = isAdapted(m) ? m.parameters() : new Map<string, { data: Float32Array }>();
+  const base = baseModel(m);
+  return (name) => own.get(name)?.data ?? (base.weights.has(name) ? base.weights.get(name).data : undefined);
 }
 
 /** Host tensors for every graph param the forward pass created, by name. */
 export function paramFeeds(m: InferenceModel, ctx: BuildContext): () => Record<string, HostTensor> {
   const names = [...ctx.params.keys()];
   const base = baseModel(m);
+  // Copied, so the closure does not keep the context (and its graph's constants: a frozen adapter's copies) alive.
+  const derivedFeeds = new Map(ctx.derived);
   return () => {
     const own = isAdapted(m) ? m.parameters() : new Map();
     const feeds: Record<string, HostTensor> = {};
     for (const name of names) {
-      const derived = ctx.derived.get(name);
+      const derived = derivedFeeds.get(name);
       if (derived) {
         feeds[name] = derived();
         continue;

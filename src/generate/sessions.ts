@@ -15,6 +15,19 @@ import { GenerationError } from './config.js';
 import { ADAPTER_INDEX_INPUT } from '../tuners/multi/model.js';
 import { type InferenceModel, baseModel, inferenceContext, paramFeeds } from './model.js';
 import { KVCache } from './kvcache.js';
+import type { FrozenParams } from '../nn/context.js';
+
+export interface DecoderSessionsOptions {
+  /**
+   * Bake the adapter's tensors into both sessions as constants (BuildOptions.frozenParams), so a
+   * step is fed only its tokens and cache: onnxruntime-node converts every feed at every run, about
+   * 1.6 us per tensor, ~0.15 ms per token for GPT-2 with LoRA on c_attn, c_proj, c_fc. The sessions
+   * then hold the values of the moment they were compiled: `frozen.changed()` says when the model's
+   * differ (Generator rebuilds). Not for a model whose adapters change while it serves (serve's
+   * MultiAdapterModel, hot swap). Default false: the tensors are fed (ParamFeeds).
+   */
+  frozen?: boolean;
+}
 
 export interface StepInputs {
   batch: number;
@@ -54,11 +67,13 @@ const valueName = (prefix: string, i: number): string => `${prefix}.${i}.value`;
 function buildStep(
   model: InferenceModel,
   withPast: boolean,
-): { graph: Graph; outputs: Record<string, Value>; params: () => Record<string, HostTensor> } {
+  frozen: boolean,
+): { graph: Graph; outputs: Record<string, Value>; params: () => Record<string, HostTensor>; frozen?: FrozenParams } {
   const base = baseModel(model);
   const g = new Graph();
-  // Derived feeds: LoRA's scaling folded into A or B once per generation (ParamFeeds), not per token.
-  const ctx = inferenceContext(model, g, { derivedFeeds: true });
+  // Derived feeds: LoRA's scaling folded into A or B once per generation (ParamFeeds), not per token;
+  // frozen: the adapter's tensors (scaling folded) are constants of the graph, fed never.
+  const ctx = inferenceContext(model, g, { derivedFeeds: true, frozen });
   // The cache comes in position-major (the KVCache's layout) and is laid out for attention here.
   const kvShape = ['past', 'batch', base.numKVHeads, base.headDim];
   const toHeads = (x: Value): Value => o.transpose(x, [1, 2, 0, 3]);
@@ -84,7 +99,7 @@ function buildStep(
     outputs[keyName('present', i)] = toPositions(kv.key);
     outputs[valueName('present', i)] = toPositions(kv.value);
   });
-  return { graph: g, outputs, params: paramFeeds(model, ctx) };
+  return { graph: g, outputs, params: paramFeeds(model, ctx), frozen: ctx.frozenParams() };
 }
 
 /** The step's arrays hold batch x seq ids and positions and a batch x `maskLength` mask. */
@@ -112,6 +127,8 @@ export class DecoderSessions {
     private readonly headDim: number,
     /** the cache's growth cap: the model's positions, plus its virtual tokens (prompt learning) */
     private readonly maxPositions: number,
+    /** the params baked into the sessions (DecoderSessionsOptions.frozen) */
+    readonly frozen?: FrozenParams,
   ) {}
 
   /**
@@ -119,15 +136,19 @@ export class DecoderSessions {
    * sessions hold no copy of the weights; `weights: 'prepacked'` gives each session MLAS-packed
    * copies (bench/RESULTS.md has what that buys and costs for decoding).
    */
-  static async create(model: InferenceModel, runtime: RuntimeOptions = {}): Promise<DecoderSessions> {
+  static async create(model: InferenceModel, runtime: RuntimeOptions = {}, opts: DecoderSessionsOptions = {}): Promise<DecoderSessions> {
     const base = baseModel(model);
     if (!base.causal || base.task !== 'causal-lm') {
       throw new GenerationError(
         `${base.dir} is a ${base.family} ${base.task} model; text generation needs a causal language model (GPT-2, Llama, ...)`,
       );
     }
-    const prefill = buildStep(model, false);
-    const decode = buildStep(model, true);
+    const frozen = opts.frozen ?? false;
+    const prefill = buildStep(model, false, frozen);
+    const decode = buildStep(model, true, frozen);
+    // A frozen adapter's factors stay float32 under quantize 'int8', as they are when fed.
+    const keep = new Set([...(prefill.frozen?.names ?? []), ...(decode.frozen?.names ?? []), ...(runtime.floatConstants ?? [])]);
+    if (keep.size) runtime = { ...runtime, floatConstants: [...keep] };
     const vocab = prefill.outputs.logits!.shape[1];
     if (typeof vocab !== 'number') throw new GenerationError('the model does not give a static vocabulary size for its logits');
     const [ps, ds] = await Promise.all([
@@ -136,7 +157,18 @@ export class DecoderSessions {
     ]);
     const virtual = (model as { numVirtualTokens?: number }).numVirtualTokens ?? 0;
     const maxPositions = base.config.maxPositionEmbeddings + virtual;
-    return new DecoderSessions(ps, ds, prefill.params, decode.params, base.numLayers, vocab, base.numKVHeads, base.headDim, maxPositions);
+    return new DecoderSessions(
+      ps,
+      ds,
+      prefill.params,
+      decode.params,
+      base.numLayers,
+      vocab,
+      base.numKVHeads,
+      base.headDim,
+      maxPositions,
+      decode.frozen,
+    );
   }
 
   /** What each session holds (int8Products > 0 with runtime quantize 'int8'). */

@@ -73,6 +73,64 @@ export interface BuildOptions {
    * the feeds are gathered (BuildContext.derived; paramFeeds in src/generate/model.ts).
    */
   derivedFeeds?: boolean;
+  /**
+   * Inference only: the params (tuners' tensors, trainable base weights) become constants of the
+   * graph holding a copy of their values now, so a session compiled from it is fed none of them:
+   * a frozen adapter baked into a decoding session (onnxruntime-node converts every feed to a native
+   * tensor at every run). The function gives the live tensors by name (called once per build and
+   * once per BuildContext.frozenParams check); FrozenParams tells when they changed since.
+   */
+  frozenParams?: () => (name: string) => Float32Array | undefined;
+}
+
+/** Which live arrays a frozen param was made from, and copies of them at build time. */
+interface FrozenRecord {
+  /** the param's name (the live tensor's) */
+  name: string;
+  /** the graph constant's */
+  constant: string;
+  sources: (lookup: (name: string) => Float32Array | undefined) => readonly (Float32Array | undefined)[];
+  snapshot: readonly Float32Array[];
+}
+
+/** Whether two float32 arrays hold the same bit patterns (memcmp where Node's Buffer exists). */
+function sameBits(a: Float32Array, b: Float32Array): boolean {
+  if (a.length !== b.length) return false;
+  const B = (globalThis as { Buffer?: typeof Buffer }).Buffer;
+  if (B) return B.from(a.buffer, a.byteOffset, a.byteLength).equals(B.from(b.buffer, b.byteOffset, b.byteLength));
+  const x = new Int32Array(a.buffer, a.byteOffset, a.length);
+  const y = new Int32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
+}
+
+/** The params a context baked into its graph (BuildOptions.frozenParams), to compare with their live values. */
+export class FrozenParams {
+  constructor(
+    private readonly records: readonly FrozenRecord[],
+    private readonly live: () => (name: string) => Float32Array | undefined,
+  ) {}
+
+  /** the graph constants holding them */
+  get names(): string[] {
+    return this.records.map((r) => r.constant);
+  }
+
+  /** The first baked param whose live values differ from what was baked (or is gone), else undefined. */
+  changed(): string | undefined {
+    const lookup = this.live();
+    for (const r of this.records) {
+      const now = r.sources(lookup);
+      if (now.length !== r.snapshot.length) return r.name;
+      for (let i = 0; i < now.length; i++) {
+        const a = now[i];
+        const b = r.snapshot[i]!;
+        if (!a || a.length !== b.length) return r.name;
+        if (!sameBits(a, b)) return r.name;
+      }
+    }
+    return undefined;
+  }
 }
 
 /** A float32 tensor computed from a tuner's live tensors when the feeds are gathered. */
@@ -117,6 +175,10 @@ export class BuildContext {
   readonly derived = new Map<string, () => DerivedFeed>();
   private readonly operands = new Map<string, QuantOperands>();
   private readonly int8 = new Map<string, [Value, Value, Value, Value]>();
+  private readonly frozenSource?: () => (name: string) => Float32Array | undefined;
+  private frozenLookup?: (name: string) => Float32Array | undefined;
+  private readonly frozenValues = new Map<string, Value>();
+  private readonly frozenRecords: FrozenRecord[] = [];
   private readonly half = new Map<string, Value>();
 
   constructor(
@@ -132,6 +194,50 @@ export class BuildContext {
     this.basePrecision = opts.basePrecision ?? 'fp32';
     this.int8Exclude = opts.int8Exclude ?? [];
     this.derivedFeeds = opts.derivedFeeds ?? false;
+    this.frozenSource = opts.frozenParams;
+  }
+
+  /** The params baked into this graph as constants (BuildOptions.frozenParams); undefined without it. */
+  frozenParams(): FrozenParams | undefined {
+    return this.frozenSource ? new FrozenParams([...this.frozenRecords], this.frozenSource) : undefined;
+  }
+
+  /**
+   * A frozen param: a constant holding `data` (owned by the graph from now on), recorded with the
+   * live arrays it was made from (BuildOptions.frozenParams).
+   */
+  private frozenParam(name: string, shape: number[], data: Float32Array, sources: FrozenRecord['sources']): Value {
+    const v = this.graph.constant(name, 'float32', shape, data);
+    this.frozenValues.set(name, v);
+    this.frozenRecords.push({
+      name,
+      constant: v.name,
+      sources,
+      snapshot: sources(this.liveTensor).map((a, i) => {
+        if (!a) throw new Error(`frozen param "${name}": its live source ${i} is missing`);
+        return Float32Array.from(a);
+      }),
+    });
+    return v;
+  }
+
+  /** A live tensor by name, for frozen params (looked up once per build). */
+  private get liveTensor(): (name: string) => Float32Array | undefined {
+    return (this.frozenLookup ??= this.frozenSource!());
+  }
+
+  /** A param baked as a constant with a copy of its live values (frozen mode). */
+  private frozenCopy(name: string, shape: number[]): Value {
+    const hit = this.frozenValues.get(name);
+    if (hit) return hit;
+    const live = this.liveTensor(name);
+    if (!live) throw new Error(`frozen param "${name}" has no live tensor`);
+    const data = Float32Array.from(live);
+    // The constant is its own snapshot: compare the live array with the copy baked.
+    const v = this.graph.constant(name, 'float32', shape, data);
+    this.frozenValues.set(name, v);
+    this.frozenRecords.push({ name, constant: v.name, sources: (lookup) => [lookup(name)], snapshot: [data] });
+    return v;
   }
 
   /**
@@ -291,6 +397,11 @@ export class BuildContext {
       return v;
     }
     const w = this.weights.get(name);
+    if (this.trainable.has(name) && this.frozenSource) {
+      const v = this.frozenCopy(name, [...w.shape]);
+      this.cache.set(name, v);
+      return v;
+    }
     const v = this.trainable.has(name)
       ? this.graph.param(name, 'float32', w.shape)
       : this.graph.constant(name, 'float32', w.shape, { kind: 'array', data: w.data });
@@ -345,14 +456,20 @@ export class BuildContext {
   param(name: string, shape: number[]): Value {
     const hit = this.params.get(name);
     if (hit) return hit;
+    if (this.frozenSource) return this.frozenCopy(name, shape);
     const v = this.graph.param(name, 'float32', shape);
     this.params.set(name, v);
     return v;
   }
 
-  /** A param fed with `compute()` at every gathering of the feeds (only with BuildOptions.derivedFeeds). */
-  derivedParam(name: string, shape: number[], compute: () => DerivedFeed): Value {
+  /**
+   * A param fed with `compute()` at every gathering of the feeds (only with BuildOptions.derivedFeeds);
+   * with BuildOptions.frozenParams, a constant holding `compute()` now. `sources` gives the live
+   * arrays compute() reads (scalars as one-element arrays), so a frozen graph can tell when they change.
+   */
+  derivedParam(name: string, shape: number[], compute: () => DerivedFeed, sources: () => Float32Array[]): Value {
     if (!this.derivedFeeds) throw new Error(`derived param "${name}" in a context built without derivedFeeds`);
+    if (this.frozenSource) return this.frozenValues.get(name) ?? this.frozenParam(name, shape, compute().data, () => sources());
     this.derived.set(name, compute);
     return this.param(name, shape);
   }

@@ -4,7 +4,8 @@
 // codes round(w / s) + 128 in blocks of INT8_BLOCK along K, one float scale per block, and
 // accuracy_level 4 (activations quantized to int8 per block too, so MLAS runs int8 dot products).
 // Decoding one token reads every weight once; a quarter of the bytes is what makes it faster.
-// Trainable params (LoRA A/B, ...) are graph inputs, not constants, and stay float32; so do
+// Trainable params (LoRA A/B, ...) are graph inputs, not constants, and stay float32 (so do a frozen
+// adapter's, baked into a decoding session as constants: the caller names them in `keep`); so do
 // constants used by anything but such a product (embedding lookups keep their float copy).
 
 import { readSync, openSync, closeSync } from '../storage/index.js';
@@ -142,8 +143,8 @@ export interface Int8Report {
   int8Bytes: number;
 }
 
-/** Rewrites a lowered graph's weight products to MatMulNBits (see the file comment). */
-export function int8Matmuls(lowered: LoweredGraph): { lowered: LoweredGraph; report: Int8Report } {
+/** Rewrites a lowered graph's weight products to MatMulNBits (see the file comment); constants named in `keep` stay float32. */
+export function int8Matmuls(lowered: LoweredGraph, keep: ReadonlySet<string> = new Set()): { lowered: LoweredGraph; report: Int8Report } {
   const spec = lowered.spec;
   const users = new Map<string, NodeSpec[]>();
   for (const n of spec.nodes) for (const i of n.inputs) if (i) users.set(i, [...(users.get(i) ?? []), n]);
@@ -198,7 +199,7 @@ export function int8Matmuls(lowered: LoweredGraph): { lowered: LoweredGraph; rep
   const report: Int8Report = { matrices: 0, floatBytes: 0, int8Bytes: 0 };
   for (const c of candidates) {
     const [rows, cols] = c.dims as [number, number];
-    if (rows * cols < INT8_MIN_ELEMENTS || outputs.has(c.name)) continue;
+    if (rows * cols < INT8_MIN_ELEMENTS || outputs.has(c.name) || keep.has(c.name)) continue;
     const us = users.get(c.name) ?? [];
     const products = us.map((u) => [u, productLayout(u, c.name)] as const).filter(([, l]) => l !== undefined) as [NodeSpec, 'kn' | 'nk'][];
     if (!products.length) continue;

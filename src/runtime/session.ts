@@ -51,6 +51,8 @@ export interface RuntimeOptions {
    * test/onnx/int8_matmul.test.ts). Trainable params stay float32. Default: unset (float32).
    */
   quantize?: 'int8';
+  /** constants (by name) that quantize 'int8' leaves float32: a frozen adapter's factors (src/generate/sessions.ts) */
+  floatConstants?: readonly string[];
   /**
    * Whether ONNX Runtime's intra-op threads spin while waiting for work (ORT's default: true).
    * false = 'session.intra_op.allow_spinning' 0, as OMP_WAIT_POLICY=PASSIVE for PyTorch: on a
@@ -195,7 +197,7 @@ export class RuntimeSession {
     });
     if (opts.quantize !== undefined && opts.quantize !== 'int8')
       throw new RuntimeError(`unknown quantize "${String(opts.quantize)}"; the only choice is 'int8' (or leave it unset)`);
-    const final = opts.quantize === 'int8' ? int8Matmuls(lowered).lowered : lowered;
+    const final = opts.quantize === 'int8' ? int8Matmuls(lowered, new Set(opts.floatConstants ?? [])).lowered : lowered;
     return RuntimeSession.fromLowered(final, { ...opts, weights });
   }
 

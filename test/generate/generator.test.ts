@@ -305,3 +305,99 @@ test("gpt2 + lora_attn: parameter feeds taken once per generation (DecoderSessio
     await sessions.dispose();
   }
 });
+
+/** The largest |a - b| over two logit arrays of one length. */
+function maxDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+test('gpt2 + lora_attn: frozen sessions (the adapter baked in as constants) feed no adapter tensor, give the fed logits, and tell when the live values change', async () => {
+  const base = await loadModel(fixturePath('models', 'gpt2'));
+  const adapted = await loadAdapter(base, fixturePath('adapters', 'gpt2', 'lora_attn'));
+  const rows = await prompts('gpt2');
+  const { ids, mask, pos, shape } = padLeft(rows, 0);
+  const step = { batch: shape[0]!, seq: shape[1]!, inputIds: ids, attentionMask: mask, positionIds: pos };
+  const grown = {
+    batch: shape[0]!,
+    seq: 1,
+    inputIds: BigInt64Array.from(rows.map(() => 1n)),
+    attentionMask: new BigInt64Array(shape[0]! * (shape[1]! + 1)).fill(1n),
+    positionIds: BigInt64Array.from(rows.map((r) => BigInt(r.length))),
+  };
+  const fed = await DecoderSessions.create(adapted, runtime);
+  const frozen = await DecoderSessions.create(adapted, runtime, { frozen: true });
+  try {
+    assert.equal(fed.frozen, undefined);
+    assert.ok(frozen.frozen && frozen.frozen.names.some((n) => n.includes('lora_A') && n.endsWith('.scaled')));
+    const feeds = frozen.params();
+    assert.deepEqual(Object.keys(feeds.prefill), []);
+    assert.deepEqual(Object.keys(feeds.decode), []);
+    const a = await fed.prefill(step, fed.params());
+    const b = await frozen.prefill(step, feeds);
+    // the same products, with B a constant (ONNX Runtime may prepack it): equal up to float32 rounding
+    assert.ok(maxDiff(a.logits, b.logits) < 1e-4, `prefill logits differ by ${maxDiff(a.logits, b.logits)}`);
+    const da = await fed.decode(grown, a.cache, fed.params());
+    const db = await frozen.decode(grown, b.cache, feeds);
+    assert.ok(maxDiff(da.logits, db.logits) < 1e-4, `decode logits differ by ${maxDiff(da.logits, db.logits)}`);
+    assert.equal(frozen.frozen.changed(), undefined);
+    // an in-place update (a training step), of A (folded with the scaling) or of B, is seen
+    const [nameA, A] = [...adapted.parameters()].find(([n]) => n.includes('lora_A'))!;
+    const old = A.data[0]!;
+    A.data[0] = old + 1;
+    assert.ok(frozen.frozen.changed()?.startsWith(nameA));
+    A.data[0] = old;
+    assert.equal(frozen.frozen.changed(), undefined);
+    const [nameB, B] = [...adapted.parameters()].find(([n]) => n.includes('lora_B'))!;
+    B.data[3] = B.data[3]! * 2 + 1;
+    assert.equal(frozen.frozen.changed(), nameB);
+  } finally {
+    await fed.dispose();
+    await frozen.dispose();
+  }
+});
+
+for (const mode of ['auto', 'frozen'] as const) {
+  test(`gpt2 + lora_attn: a Generator (adapterTensors '${mode}') sees an adapter updated after it compiled (${mode === 'auto' ? 'feeds it from then on' : 'compiles the frozen sessions again'})`, async () => {
+    const base = await loadModel(fixturePath('models', 'gpt2'));
+    const adapted = await loadAdapter(base, fixturePath('adapters', 'gpt2', 'lora_attn'));
+    const rows = await prompts('gpt2');
+    const opts = { maxNewTokens: 8, stopTokenIds: [] };
+    const gen = await Generator.create(adapted, { runtime, adapterTensors: mode });
+    try {
+      assert.equal(gen.adapterTensors, 'frozen');
+      const before = (await gen.generate(rows, opts)).sequences.map((s) => s.tokenIds);
+      for (const [n, t] of adapted.parameters()) if (n.includes('lora_B')) t.data.forEach((v, i, a) => (a[i] = 40 * v + 0.05 * Math.sin(i)));
+      const after = (await gen.generate(rows, opts)).sequences.map((s) => s.tokenIds);
+      assert.equal(gen.adapterTensors, mode === 'auto' ? 'fed' : 'frozen');
+      const fresh = await Generator.create(adapted, { runtime, adapterTensors: 'fed' });
+      try {
+        assert.deepEqual(after, (await fresh.generate(rows, opts)).sequences.map((s) => s.tokenIds));
+      } finally {
+        await fresh.dispose();
+      }
+      assert.notDeepEqual(after, before, 'the update changes the greedy tokens');
+      assert.deepEqual((await gen.generate(rows, opts)).sequences.map((s) => s.tokenIds), after, 'and stays');
+    } finally {
+      await gen.dispose();
+    }
+  });
+}
+
+test("gpt2 + lora_attn, quantize 'int8': a frozen adapter's factors stay float32 (only the base's products run on int8 weights)", async () => {
+  const base = await loadModel(fixturePath('models', 'gpt2'));
+  const adapted = await loadAdapter(base, fixturePath('adapters', 'gpt2', 'lora_attn'));
+  const rt = { ...runtime, quantize: 'int8' as const };
+  const fed = await DecoderSessions.create(adapted, rt);
+  const frozen = await DecoderSessions.create(adapted, rt, { frozen: true });
+  try {
+    assert.ok(fed.memory.decode.int8Products > 0);
+    assert.equal(frozen.memory.decode.int8Products, fed.memory.decode.int8Products);
+    assert.equal(frozen.memory.prefill.int8Products, fed.memory.prefill.int8Products);
+  } finally {
+    await fed.dispose();
+    await frozen.dispose();
+  }
+});

@@ -1050,11 +1050,21 @@ export class LoraModel implements AdaptedModel {
       const foldA = fold && state.A.data.length <= state.B.data.length;
       const t = {
         A: foldA
-          ? ctx.derivedParam(`${aName}.scaled`, state.A.shape, () => scaled(state.A, state.scaling))
+          ? ctx.derivedParam(
+              `${aName}.scaled`,
+              state.A.shape,
+              () => scaled(state.A, state.scaling),
+              () => [state.A.data, Float32Array.of(state.scaling)],
+            )
           : ctx.param(aName, state.A.shape),
         B:
           fold && !foldA
-            ? ctx.derivedParam(`${bName}.scaled`, state.B.shape, () => scaled(state.B, state.scaling))
+            ? ctx.derivedParam(
+                `${bName}.scaled`,
+                state.B.shape,
+                () => scaled(state.B, state.scaling),
+                () => [state.B.data, Float32Array.of(state.scaling)],
+              )
             : ctx.param(bName, state.B.shape),
         magnitude: state.magnitude
           ? ctx.param(tensorNames('lora_magnitude_vector', spec.name, adapter).param, state.magnitude.shape)

@@ -10,7 +10,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
@@ -159,7 +159,11 @@ async function main(): Promise<void> {
     const lines = [
       HEADING,
       '',
-      `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC by \`node dist/bench/serve_load.js\` (bench/serve_load.ts) on ${cpus().length} logical CPUs shared with other jobs (the machine was loaded: other engineers' builds and tests ran at the same time, so absolute numbers are low and noisy). Server: \`peft serve --model ${MODEL.replace(REPO + '/', '')}\` with 3 adapters (LoRA r8 on attention, LoRA r16 on every linear layer, IA3 on the default targets; random weights), \`--max-batch ${MAX_BATCH} --threads ${THREADS}\`, a child process. ${CLIENTS} concurrent \`openai\` clients sent ${REQUESTS} greedy completion requests (${PROMPTS.length} prompts x base + 3 adapters, max_tokens ${MAX_TOKENS}).`,
+      `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC by \`node dist/bench/serve_load.js\` (bench/serve_load.ts) on ${cpus().length} logical CPUs, load average (1/5/15 min) ${loadavg()
+        .map((x) => x.toFixed(2))
+        .join(
+          ' / ',
+        )} at the end. Server: \`peft serve --model ${MODEL.replace(REPO + '/', '')}\` with 3 adapters (LoRA r8 on attention, LoRA r16 on every linear layer, IA3 on the default targets; random weights), \`--max-batch ${MAX_BATCH} --threads ${THREADS}\`, a child process. ${CLIENTS} concurrent \`openai\` clients sent ${REQUESTS} greedy completion requests (${PROMPTS.length} prompts x base + 3 adapters, max_tokens ${MAX_TOKENS}).`,
       '',
       '| requests | clients | wall s | requests/s | completion tokens/s | p50 latency ms | p99 latency ms | server peak RSS MiB | answers != alone |',
       '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',

@@ -369,17 +369,25 @@ for (const mode of ['auto', 'frozen'] as const) {
     try {
       assert.equal(gen.adapterTensors, 'frozen');
       const before = (await gen.generate(rows, opts)).sequences.map((s) => s.tokenIds);
-      for (const [n, t] of adapted.parameters()) if (n.includes('lora_B')) t.data.forEach((v, i, a) => (a[i] = 40 * v + 0.05 * Math.sin(i)));
+      for (const [n, t] of adapted.parameters())
+        if (n.includes('lora_B')) t.data.forEach((v, i, a) => (a[i] = 40 * v + 0.05 * Math.sin(i)));
       const after = (await gen.generate(rows, opts)).sequences.map((s) => s.tokenIds);
       assert.equal(gen.adapterTensors, mode === 'auto' ? 'fed' : 'frozen');
       const fresh = await Generator.create(adapted, { runtime, adapterTensors: 'fed' });
       try {
-        assert.deepEqual(after, (await fresh.generate(rows, opts)).sequences.map((s) => s.tokenIds));
+        assert.deepEqual(
+          after,
+          (await fresh.generate(rows, opts)).sequences.map((s) => s.tokenIds),
+        );
       } finally {
         await fresh.dispose();
       }
       assert.notDeepEqual(after, before, 'the update changes the greedy tokens');
-      assert.deepEqual((await gen.generate(rows, opts)).sequences.map((s) => s.tokenIds), after, 'and stays');
+      assert.deepEqual(
+        (await gen.generate(rows, opts)).sequences.map((s) => s.tokenIds),
+        after,
+        'and stays',
+      );
     } finally {
       await gen.dispose();
     }

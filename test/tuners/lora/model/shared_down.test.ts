@@ -4,10 +4,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadModel } from '../../../src/models/load.js';
-import { LoraModel, loraSharedDown } from '../../../src/tuners/lora/index.js';
-import { fixturePath } from '../../helpers/fixtures.js';
-import { assertClose, compile, fixtureBatch } from '../lora_support.js';
+import { loadModel } from '../../../../src/models/load.js';
+import { LoraModel, loraSharedDown } from '../../../../src/tuners/lora/index.js';
+import { fixturePath } from '../../../helpers/fixtures.js';
+import { assertClose, compile, fixtureBatch } from '../../lora_support.js';
 
 test('shared lora_A product of q/k/v and gate/up: same loss and gradients as one product per module', async () => {
   const base = await loadModel(fixturePath('models', 'llama'));

@@ -206,18 +206,19 @@ export class BuildContext {
    * A frozen param: a constant holding `data` (owned by the graph from now on), recorded with the
    * live arrays it was made from (BuildOptions.frozenParams).
    */
-  private frozenParam(name: string, shape: number[], data: Float32Array, sources: FrozenRecord['sources']): Value {
+  private frozenParam(
+    name: string,
+    shape: number[],
+    data: Float32Array,
+    sources: FrozenRecord['sources'],
+    snapshot = sources(this.liveTensor).map((a, i) => {
+      if (!a) throw new Error(`frozen param "${name}": its live source ${i} is missing`);
+      return Float32Array.from(a);
+    }),
+  ): Value {
     const v = this.graph.constant(name, 'float32', shape, data);
     this.frozenValues.set(name, v);
-    this.frozenRecords.push({
-      name,
-      constant: v.name,
-      sources,
-      snapshot: sources(this.liveTensor).map((a, i) => {
-        if (!a) throw new Error(`frozen param "${name}": its live source ${i} is missing`);
-        return Float32Array.from(a);
-      }),
-    });
+    this.frozenRecords.push({ name, constant: v.name, sources, snapshot });
     return v;
   }
 
@@ -234,10 +235,7 @@ export class BuildContext {
     if (!live) throw new Error(`frozen param "${name}" has no live tensor`);
     const data = Float32Array.from(live);
     // The constant is its own snapshot: compare the live array with the copy baked.
-    const v = this.graph.constant(name, 'float32', shape, data);
-    this.frozenValues.set(name, v);
-    this.frozenRecords.push({ name, constant: v.name, sources: (lookup) => [lookup(name)], snapshot: [data] });
-    return v;
+    return this.frozenParam(name, shape, data, (lookup) => [lookup(name)], [data]);
   }
 
   /**

@@ -31,7 +31,7 @@ const loss = chunkHeadLoss(
   adapted.loss(out.logits, labels),
   DEFAULT_LOSS_CHUNKS,
   true,
-  undefined,
+  () => ctx.halfWeight('lm_head.weight'),
   // SKIP=0: the virtual-token rows through the LM head as before
   process.env.SKIP === '0' ? 0 : Math.max(0, (adapted.prependedLabels ?? 0) - 1),
 );

@@ -176,7 +176,7 @@ async function main(): Promise<void> {
     adapted.loss(out.logits, labels),
     args.lossChunks,
     true,
-    undefined,
+    () => ctx.halfWeight('lm_head.weight'),
     Math.max(0, (adapted.prependedLabels ?? 0) - 1),
   );
   const scale = graph.input('loss_scale', 'float32', []);

@@ -6,7 +6,7 @@
 // concatenated matrix (+ Split; in the backward Concat of the gradients + one product), for the
 // int8 base (the project's Int8MatMul with its codes and scales from src/quant/int8_base.ts) and for
 // float32 (MatMulT forward, MatMul backward, as a float32 base lowers). Prints the fastest of N runs
-// of each (the least disturbed on a shared machine) after 2 warm-up runs, the two interleaved, and
+// of each (the least disturbed on a shared machine) after 2 warm-up runs, interleaved in rotating order, and
 // the largest difference between the two results; for the forward pass also the fused product
 // alone, without its Split (the Split's copy is part of the fused case's cost).
 //

@@ -13,19 +13,22 @@
 //   nice -n 10 node dist/bench/fused_products.js [--runs 11] [--threads 2] [--tokens 1024]
 
 import * as os from 'node:os';
+import { forEachFlag, helpOrUnknown, intArg } from './args.js';
 import { Graph, type Value } from '../src/graph/ir.js';
 import * as o from '../src/graph/ops.js';
 import { int8Base, int8Operands } from '../src/quant/int8_base.js';
 import { type HostTensor, RuntimeSession } from '../src/runtime/session.js';
 
-const argv = process.argv.slice(2);
-const opt = (name: string, dflt: number): number => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? Number(argv[i + 1]) : dflt;
-};
-const runs = opt('--runs', 11);
-const threads = opt('--threads', 2);
-const T = opt('--tokens', 1024);
+const HELP = 'usage: node dist/bench/fused_products.js [--runs 11] [--threads 2] [--tokens 1024]';
+let runs = 11;
+let threads = 2;
+let T = 1024;
+forEachFlag(process.argv.slice(2), (flag, value) => {
+  if (flag === '--runs') runs = intArg(flag, value(), 1);
+  else if (flag === '--threads') threads = intArg(flag, value(), 1);
+  else if (flag === '--tokens') T = intArg(flag, value(), 1);
+  else helpOrUnknown(flag, HELP);
+});
 const H = 576;
 
 const rand = (n: number, seed: number): Float32Array => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + seed) * 0.05);

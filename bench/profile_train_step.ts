@@ -133,7 +133,7 @@ const ELEMENTWISE = new Set<string>([
 function elementwiseWork(graph: Graph, firstGradNode: number, args: Args): void {
   // symbolic dims are 'batch', 'seq' or products of them ("batch*seq")
   const dim = (d: number | string): number =>
-    typeof d === 'number' ? d : d.split('*').reduce((a, part) => a * (part === 'batch' ? args.batch : part === 'seq' ? args.seq : 1), 1);
+    typeof d === 'number' ? d : d.split('*').reduce((a, part) => a * (part === 'batch' ? args.batch : part === 'seq' ? args.seq : /^\d+$/.test(part) ? Number(part) : 1), 1);
   const size = (v: Value): number => v.shape.reduce<number>((a, d) => a * dim(d), 1);
   const by = new Map<string, { el: number; n: number }>();
   let total = 0;
@@ -232,6 +232,7 @@ async function main(): Promise<void> {
   if (found.length !== 1) throw new Error(`expected one profile file ${prefix}_*.json, found ${found.length}`);
   const profile = path.join(dir, found[0]!);
   const events = JSON.parse(fs.readFileSync(profile, 'utf8')) as ProfileEvent[];
+  if (process.env.PEFT_PROFILE_KEEP) fs.copyFileSync(profile, process.env.PEFT_PROFILE_KEEP);
   fs.unlinkSync(profile);
   const nodes = events.filter((e) => e.cat === 'Node' && e.name.endsWith('_kernel_time'));
   const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run');

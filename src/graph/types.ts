@@ -58,7 +58,18 @@ export function addDims(a: Dim, b: Dim): Dim {
     const off = (m && base !== sym ? (m[2] === '-' ? -Number(m[3]) : Number(m[3])) : 0) + k;
     return off === 0 ? base : off > 0 ? `${base}+${off}` : `${base}-${-off}`;
   }
+  // Multiples of one symbolic dim add up ("seq" + "2*seq" = "3*seq", "(seq+20)" twice = "2*(seq+20)",
+  // as productOf writes them), so a bias concatenated n times has the rows of a reshape to n times as many.
+  const ta = multipleOf(a as string);
+  const tb = multipleOf(b as string);
+  if (ta.of === tb.of && !/^\d/.test(ta.of)) return `${ta.coef + tb.coef}*${/[+-]/.test(ta.of) ? `(${ta.of})` : ta.of}`;
   return typeof a === 'number' ? `${b}+${a}` : `${a}+${b}`;
+}
+
+/** A symbolic dim as coef * of: "3*seq", "2*(seq+20)" (the parentheses dropped), else 1 * itself. */
+function multipleOf(d: string): { coef: number; of: string } {
+  const m = /^(\d+)\*\(([^()]+)\)$/.exec(d) ?? /^(\d+)\*([A-Za-z_][\w*]*)$/.exec(d);
+  return m ? { coef: Number(m[1]), of: m[2]! } : { coef: 1, of: d };
 }
 
 /** NumPy-style broadcast of two shapes; undefined when they are incompatible. */

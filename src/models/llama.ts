@@ -6,7 +6,7 @@ import type { Value } from '../graph/ir.js';
 import * as o from '../graph/ops.js';
 import { type CommonConfig, ConfigError, type Fields, type ModelConfig, decoderFields } from '../io/hfconfig.js';
 import type { BuildContext, LinearSpec } from '../nn/context.js';
-import { attentionBias, attentionOf, linear, mergeHeads, rmsNorm, splitHeads } from '../nn/layers.js';
+import { attentionBias, attentionOf, groupedAttentionBias, linear, mergeHeads, rmsNorm, splitHeads } from '../nn/layers.js';
 import type { WeightStore } from '../nn/weights.js';
 import { activation } from './activations.js';
 import { DecoderModel, appendPast, llamaLayerLinears, applySublayer, defaultPositions, inputEmbeddings } from './common.js';
@@ -47,6 +47,8 @@ export class LlamaModel extends DecoderModel {
     });
     const rotate = (x: Value) => applyRotary(x, cos, sin, D, D);
     const bias = attentionBias(args.attentionMask, h, true, pastLength);
+    // grouped-query attention reads k and v unrepeated (groupedAttention): the bias's rows once per query head of a group
+    const groupedBias = KVH < H ? groupedAttentionBias(bias, H / KVH) : undefined;
     const layer = (h: Value, i: number, p: string, presents: KV[]): Value => {
       const residual = h;
       // SmolLM3's NoPE layers attend without rotary positions.
@@ -58,7 +60,7 @@ export class LlamaModel extends DecoderModel {
       const k = rope(qkNorm(splitHeads(linear(ctx, this.spec(`${p}.self_attn.k_proj`), x), KVH, D), 'k_norm'));
       const v = splitHeads(linear(ctx, this.spec(`${p}.self_attn.v_proj`), x), KVH, D);
       const { key, value } = appendPast(args.past?.[i], k, v, presents);
-      const ctxOut = attentionOf(ctx, q, key, value, bias, D, H / KVH);
+      const ctxOut = attentionOf(ctx, q, key, value, bias, D, H / KVH, groupedBias);
       const attnOut = linear(ctx, this.spec(`${p}.self_attn.o_proj`), mergeHeads(ctxOut, H, D));
       const afterAttn = applySublayer(ctx, `${i}.attn`, i, attnOut, residual);
       const y = rmsNorm(ctx, `${p}.post_attention_layernorm`, afterAttn, eps);

@@ -103,6 +103,52 @@ export function attention(q: Value, k: Value, v: Value, bias: Value, headDim: nu
  * through ctx.recomputed: training with selectiveRecompute, the backward pass recomputes the
  * repeated keys/values, scores and probabilities from q, k and v instead of keeping them.
  */
-export function attentionOf(ctx: BuildContext, q: Value, k: Value, v: Value, bias: Value, headDim: number, kvRep = 1): Value {
+export function attentionOf(
+  ctx: BuildContext,
+  q: Value,
+  k: Value,
+  v: Value,
+  bias: Value,
+  headDim: number,
+  kvRep = 1,
+  groupedBias?: Value,
+): Value {
+  if (kvRep > 1 && groupedBias && GROUPED_QUERY_ATTENTION.enabled)
+    return ctx.recomputed([q, k, v], ([q, k, v]) => groupedAttention(q!, k!, v!, groupedBias, headDim, kvRep));
   return ctx.recomputed([q, k, v], ([q, k, v]) => attention(q!, repeatKV(k!, kvRep), repeatKV(v!, kvRep), bias, headDim));
+}
+
+/**
+ * Whether attentionOf computes grouped-query attention without repeating k and v (groupedAttention).
+ * On by default; PEFT_GQA_GROUPED=0 in the environment turns it off (A/B timing).
+ */
+export const GROUPED_QUERY_ATTENTION = {
+  enabled: (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.PEFT_GQA_GROUPED !== '0',
+};
+
+/**
+ * An attention bias [batch, 1, q, k] for groupedAttention: its rows repeated nRep times,
+ * [batch, 1, nRep*q, k] (row r*q + i is row i), or the bias itself when it has one row (it then
+ * broadcasts over every row). Build it once per graph, outside the layers.
+ */
+export function groupedAttentionBias(bias: Value, nRep: number): Value {
+  if (nRep === 1 || bias.shape[2] === 1) return bias;
+  return o.concat(
+    Array.from({ length: nRep }, () => bias),
+    2,
+  );
+}
+
+/**
+ * attention() of q [b, kv*nRep, s, d] with keys and values of kv heads [b, kv, t, d], without
+ * repeating them: the nRep query heads that share a key/value head are one matrix of nRep*s rows
+ * ([b, kv, nRep*s, d], a reshape), so the products read k and v as they are and the backward pass
+ * gets their gradients straight from the products (no copies, slices and sums over the repeats).
+ * `groupedBias` as groupedAttentionBias returns it. The same values as attention() with repeatKV.
+ */
+export function groupedAttention(q: Value, k: Value, v: Value, groupedBias: Value, headDim: number, nRep: number): Value {
+  const heads = q.shape[1] as number;
+  const qg = o.reshape(q, [0, heads / nRep, -1, headDim]);
+  const out = attention(qg, k, v, groupedBias, headDim);
+  return o.reshape(out, [0, heads, -1, headDim]);
 }

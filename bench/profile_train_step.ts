@@ -6,6 +6,7 @@
 //   node dist/bench/profile_train_step.js [--model gpt2|llama] [--method lora-qv] [--runs 2] [--threads 2] [--mode shared|prepacked] [--base-precision fp32|int8]
 //       [--checkpoint-every K] [--loss-chunks N] [--selective-recompute 0|1]   (defaults: TrainStep's)  [--top 30] (nodes listed)
 //   node dist/bench/profile_train_step.js --model llama --runs 0     # only the graph's element-wise work (no session)
+//   PEFT_PROFILE_KEEP=/tmp/p.json node dist/bench/profile_train_step.js ...   # also keep ONNX Runtime's profile (per-node JSON)
 //
 // It first prints the element-wise work of the step graph as built (before ONNX Runtime's own
 // fusions): nodes and "element passes" (the elements each node reads or writes, largest operand),
@@ -133,7 +134,11 @@ const ELEMENTWISE = new Set<string>([
 function elementwiseWork(graph: Graph, firstGradNode: number, args: Args): void {
   // symbolic dims are 'batch', 'seq' or products of them ("batch*seq")
   const dim = (d: number | string): number =>
-    typeof d === 'number' ? d : d.split('*').reduce((a, part) => a * (part === 'batch' ? args.batch : part === 'seq' ? args.seq : /^\d+$/.test(part) ? Number(part) : 1), 1);
+    typeof d === 'number'
+      ? d
+      : d
+          .split('*')
+          .reduce((a, part) => a * (part === 'batch' ? args.batch : part === 'seq' ? args.seq : /^\d+$/.test(part) ? Number(part) : 1), 1);
   const size = (v: Value): number => v.shape.reduce<number>((a, d) => a * dim(d), 1);
   const by = new Map<string, { el: number; n: number }>();
   let total = 0;

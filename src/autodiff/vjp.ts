@@ -133,15 +133,17 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
     return [o.mul(expandReduced(g!, x, axes, keepdims), share)];
   },
 
-  LayerNorm: (n, [g], need) => {
+  // y = w * xhat + b, xhat = (x - mean) * r with the mean and r = 1 / std saved by the forward
+  // (outputs 1 and 2): dx = r * (g*w - mean(g*w) - xhat * mean(g*w * xhat)); dw = sum of g * xhat.
+  LayerNorm: (n, [g, gm, gr], need) => {
+    if (gm || gr) fail('LayerNorm: its mean and 1/std outputs are not differentiable');
     const [x, w] = n.inputs as [Value, Value, Value];
-    const xc = o.sub(x, o.mean(x, -1, true));
-    const rstd = o.reciprocal(o.sqrt(o.add(o.mean(o.mul(xc, xc), -1, true), n.attrs.epsilon)));
-    const xhat = o.mul(xc, rstd);
+    const r = n.outputs[2]!;
+    const xhat = o.mul(o.sub(x, n.outputs[1]!), r);
     let dx: Value | undefined;
     if (need[0]) {
       const gw = o.mul(g!, w);
-      dx = o.mul(rstd, o.sub(o.sub(gw, o.mean(gw, -1, true)), o.mul(xhat, o.mean(o.mul(gw, xhat), -1, true))));
+      dx = o.mul(o.sub(o.sub(gw, o.mean(gw, -1, true)), o.mul(xhat, o.mean(o.mul(gw, xhat), -1, true))), r);
     }
     return [dx, need[1] ? o.unbroadcast(o.mul(g!, xhat), w.shape) : undefined, need[2] ? o.unbroadcast(g!, n.inputs[2]!.shape) : undefined];
   },

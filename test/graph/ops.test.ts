@@ -51,8 +51,16 @@ const cases: Record<OpName, () => Promise<void>> = {
   ReduceSum: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.add(o.sum(a!, [0, 2]), o.sum(o.sum(a!, 1, true)))),
   ReduceMean: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.mul(o.mean(a!, 1, true), o.sum(o.mean(a!, [0, 2], false)))),
   ReduceMax: () => gradCheck({ a: { shape: [3, 4] } }, ({ a }) => o.max(a!, -1)),
-  LayerNorm: () =>
-    gradCheck({ x: { shape: [2, 3, 5] }, w: { shape: [5] }, b: { shape: [5] } }, ({ x, w, b }) => o.layerNorm(x!, w!, b!, 1e-5)),
+  // float64: the spelled-out lowering against finite differences; float32: LayerNormalization and
+  // the gradient from its saved mean and 1/std against the composition's.
+  LayerNorm: async () => {
+    await gradCheck({ x: { shape: [2, 3, 5] }, w: { shape: [5] }, b: { shape: [5] } }, ({ x, w, b }) => o.layerNorm(x!, w!, b!, 1e-5));
+    await fusedMatchesComposed(
+      { x: { shape: [3, 7, 64] }, w: { shape: [64] }, b: { shape: [64] } },
+      ({ x, w, b }) => o.layerNorm(x!, w!, b!, 1e-5),
+      ({ x, w, b }) => o.layerNormComposed(x!, w!, b!, 1e-5),
+    );
+  },
   // float64: the spelled-out lowering against finite differences; float32: FastGelu and the
   // recomputing gradient against the composition's autodiff (values across the tanh's range).
   GeluTanh: async () => {

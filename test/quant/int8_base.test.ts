@@ -64,10 +64,14 @@ test('int8InputGrad: each row of g @ W^T within 3% of float32, rows 1e6 apart; p
     }
     return norm === 0 ? Math.sqrt(err) : Math.sqrt(err / norm);
   };
-  for (let t = 0; t < T; t++) assert.ok(rowError(rowScaled!, t) < 0.03, `row ${t} (size ${sizes[t]}): relative error ${rowError(rowScaled!, t)}`);
+  for (let t = 0; t < T; t++)
+    assert.ok(rowError(rowScaled!, t) < 0.03, `row ${t} (size ${sizes[t]}): relative error ${rowError(rowScaled!, t)}`);
   assert.equal(rowError(rowScaled!, 4), 0, 'an all-zero row stays exactly zero');
   // the reason for the scaling: per tensor, the 1e-4 and 1e-6 rows round to (nearly) nothing
-  assert.ok(rowError(perTensor!, 2) > 0.5 && rowError(perTensor!, 3) > 0.5, `per tensor: ${rowError(perTensor!, 2)}, ${rowError(perTensor!, 3)}`);
+  assert.ok(
+    rowError(perTensor!, 2) > 0.5 && rowError(perTensor!, 3) > 0.5,
+    `per tensor: ${rowError(perTensor!, 2)}, ${rowError(perTensor!, 3)}`,
+  );
 });
 
 const cosine = (a: Float32Array, b: Float32Array): number => {

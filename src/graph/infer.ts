@@ -91,6 +91,7 @@ export const INFER: { [K in OpName]: InferRule<OpAttrs[K]> } = {
   Or: compare(true),
   Not: ([x]) => (x!.dtype === 'bool' ? [{ dtype: 'bool', shape: [...x!.shape] }] : fail(`needs bool, got ${x!.dtype}`)),
   Neg: unary(false),
+  Abs: unary(false),
   Sqrt: unary(),
   Reciprocal: unary(),
   Exp: unary(),

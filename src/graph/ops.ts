@@ -58,6 +58,7 @@ export const or = (a: Value, b: Value): Value => a.graph.op('Or', [a, b], {})[0]
 export const not = (a: Value): Value => one(a, 'Not');
 
 export const neg = (x: Value): Value => one(x, 'Neg');
+export const abs = (x: Value): Value => one(x, 'Abs');
 export const sqrt = (x: Value): Value => one(x, 'Sqrt');
 export const reciprocal = (x: Value): Value => one(x, 'Reciprocal');
 export const exp = (x: Value): Value => one(x, 'Exp');

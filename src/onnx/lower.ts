@@ -169,6 +169,7 @@ export const LOWER: { [K in OpName]: LowerRule<OpAttrs[K]> } = {
   Or: as('Or'),
   Not: as('Not'),
   Neg: as('Neg'),
+  Abs: as('Abs'),
   Sqrt: as('Sqrt'),
   Reciprocal: as('Reciprocal'),
   Exp: as('Exp'),

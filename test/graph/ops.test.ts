@@ -34,6 +34,7 @@ const cases: Record<OpName, () => Promise<void>> = {
   Div: () => gradCheck({ a: { shape: [2, 3] }, b: { shape: [1, 3], init: pos(3) } }, ({ a, b }) => o.div(a!, b!)),
   Pow: () => gradCheck({ a: { shape: [2, 3], init: pos(6) }, b: { shape: [3] } }, ({ a, b }) => o.pow(a!, b!)),
   Neg: () => gradCheck({ a: { shape: [5] } }, ({ a }) => o.neg(a!)),
+  Abs: () => gradCheck({ a: { shape: [2, 3], init: Float64Array.from([-1.5, -0.25, 0.5, 2, -3, 0.75]) } }, ({ a }) => o.abs(a!)),
   Sqrt: () => gradCheck({ a: { shape: [5], init: pos(5) } }, ({ a }) => o.sqrt(a!)),
   Reciprocal: () => gradCheck({ a: { shape: [5], init: pos(5) } }, ({ a }) => o.reciprocal(a!)),
   Exp: () => gradCheck({ a: { shape: [2, 3] } }, ({ a }) => o.exp(a!)),

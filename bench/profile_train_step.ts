@@ -101,6 +101,7 @@ const ELEMENTWISE = new Set<string>([
   'Div',
   'Pow',
   'Neg',
+  'Abs',
   'Sqrt',
   'Reciprocal',
   'Exp',

@@ -7,6 +7,7 @@
 import type { Node, Value } from '../graph/ir.js';
 import type { NoAttrs, OpAttrs, OpName } from '../graph/attrs.js';
 import * as o from '../graph/ops.js';
+import { int8InputGrad } from '../quant/int8_base.js';
 import { INT_MAX } from '../graph/shape.js';
 import { type Dim, GraphShapeError, isFloat, staticSize } from '../graph/types.js';
 
@@ -94,6 +95,8 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
   Or: null,
   Not: null,
   Neg: unary((_x, _y, g) => o.neg(g)),
+  // d|x|/dx = sign(x), taken as 1 at 0.
+  Abs: unary((x, _y, g) => o.where(o.less(x, 0), o.neg(g), g)),
   Sqrt: unary((_x, y, g) => o.div(g, o.mul(y, 2))),
   Reciprocal: unary((_x, y, g) => o.neg(o.mul(g, o.mul(y, y)))),
   Exp: unary((_x, y, g) => o.mul(g, y)),
@@ -133,15 +136,17 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
     return [o.mul(expandReduced(g!, x, axes, keepdims), share)];
   },
 
-  LayerNorm: (n, [g], need) => {
+  // y = w * xhat + b, xhat = (x - mean) * r with the mean and r = 1 / std saved by the forward
+  // (outputs 1 and 2): dx = r * (g*w - mean(g*w) - xhat * mean(g*w * xhat)); dw = sum of g * xhat.
+  LayerNorm: (n, [g, gm, gr], need) => {
+    if (gm || gr) fail('LayerNorm: its mean and 1/std outputs are not differentiable');
     const [x, w] = n.inputs as [Value, Value, Value];
-    const xc = o.sub(x, o.mean(x, -1, true));
-    const rstd = o.reciprocal(o.sqrt(o.add(o.mean(o.mul(xc, xc), -1, true), n.attrs.epsilon)));
-    const xhat = o.mul(xc, rstd);
+    const r = n.outputs[2]!;
+    const xhat = o.mul(o.sub(x, n.outputs[1]!), r);
     let dx: Value | undefined;
     if (need[0]) {
       const gw = o.mul(g!, w);
-      dx = o.mul(rstd, o.sub(o.sub(gw, o.mean(gw, -1, true)), o.mul(xhat, o.mean(o.mul(gw, xhat), -1, true))));
+      dx = o.mul(o.sub(o.sub(gw, o.mean(gw, -1, true)), o.mul(xhat, o.mean(o.mul(gw, xhat), -1, true))), r);
     }
     return [dx, need[1] ? o.unbroadcast(o.mul(g!, xhat), w.shape) : undefined, need[2] ? o.unbroadcast(g!, n.inputs[2]!.shape) : undefined];
   },
@@ -224,14 +229,15 @@ export const VJP: { [K in OpName]: VjpRule<OpAttrs[K]> | null } = {
     const { bnb4: _kernel, ...attrs } = n.attrs;
     return [o.quantMatmul(g!, n.inputs.slice(1), { ...attrs, transB: !attrs.transB }), ...rest];
   },
-  // The input gradient g @ W^T is the same op on g with the two int8 copies swapped, or a float32
-  // product with W^T when that is what the node holds for the backward pass; W is frozen.
+  // The input gradient g @ W^T is the same op on g with the two int8 copies swapped (g scaled per
+  // row first: int8InputGrad), or a float32 product with W^T when that is what the node holds for
+  // the backward pass; W is frozen.
   Int8MatMul: (n, [g], need) => {
     const [, b, bScale, bt, btScale, wt] = n.inputs as [Value, Value, Value, Value, Value | undefined, Value | undefined];
     const none = n.inputs.slice(1).map(() => undefined);
     if (!need[0]) return [undefined, ...none];
     if (wt) return [o.matmul(g!, wt), ...none];
-    return [btScale ? o.int8Matmul(g!, [bt, btScale, b, bScale]) : o.matmul(g!, bt), ...none];
+    return [btScale ? int8InputGrad(g!, [b, bScale, bt, btScale]) : o.matmul(g!, bt), ...none];
   },
   Reshape: view,
   ReshapeLike: (n, [g], need) => [need[0] ? reshapeBack(g!, n.inputs[0]!) : undefined, undefined],

@@ -34,6 +34,7 @@ export interface OpAttrs {
   Or: NoAttrs;
   Not: NoAttrs;
   Neg: NoAttrs;
+  Abs: NoAttrs;
   Sqrt: NoAttrs;
   Reciprocal: NoAttrs;
   Exp: NoAttrs;

@@ -91,6 +91,7 @@ export const INFER: { [K in OpName]: InferRule<OpAttrs[K]> } = {
   Or: compare(true),
   Not: ([x]) => (x!.dtype === 'bool' ? [{ dtype: 'bool', shape: [...x!.shape] }] : fail(`needs bool, got ${x!.dtype}`)),
   Neg: unary(false),
+  Abs: unary(false),
   Sqrt: unary(),
   Reciprocal: unary(),
   Exp: unary(),
@@ -117,7 +118,9 @@ export const INFER: { [K in OpName]: InferRule<OpAttrs[K]> } = {
       sameDtype(x!, p);
       if (p.rank !== 1 || p.shape[0] !== c) fail(`weight and bias must have shape [${c}], got ${shapeToString(p.shape)}`);
     }
-    return [{ dtype: x!.dtype, shape: [...x!.shape] }];
+    // [y, mean, 1 / std]: the last two (shape [..., 1]) are what the gradient reuses.
+    const stat = { dtype: x!.dtype, shape: [...x!.shape.slice(0, -1), 1] };
+    return [{ dtype: x!.dtype, shape: [...x!.shape] }, stat, { ...stat, shape: [...stat.shape] }];
   },
   // [y, 1 / rms]: the second output (shape [..., 1]) is what the gradient reuses.
   RmsNorm: ([x, w]) => {

@@ -58,6 +58,7 @@ export const or = (a: Value, b: Value): Value => a.graph.op('Or', [a, b], {})[0]
 export const not = (a: Value): Value => one(a, 'Not');
 
 export const neg = (x: Value): Value => one(x, 'Neg');
+export const abs = (x: Value): Value => one(x, 'Abs');
 export const sqrt = (x: Value): Value => one(x, 'Sqrt');
 export const reciprocal = (x: Value): Value => one(x, 'Reciprocal');
 export const exp = (x: Value): Value => one(x, 'Exp');
@@ -86,8 +87,18 @@ export const mean = (x: Value, axes?: number | readonly number[], keepdims = fal
 export const max = (x: Value, axes?: number | readonly number[], keepdims = false): Value =>
   one(x, 'ReduceMax', { axes: axesOf(x, axes), keepdims });
 
+/**
+ * LayerNorm over the last axis (ONNX LayerNormalization). The op's other outputs, the mean and
+ * 1 / std (shape [..., 1]), are what its gradient reuses.
+ */
 export const layerNorm = (x: Value, weight: Value, bias: Value, epsilon: number): Value =>
   x.graph.op('LayerNorm', [x, weight, bias], { epsilon })[0]!;
+/** The same LayerNorm spelled out in element-wise ops (the reference the fused op is tested against). */
+export function layerNormComposed(x: Value, weight: Value, bias: Value, eps: number): Value {
+  const xc = sub(x, mean(x, -1, true));
+  const rstd = reciprocal(sqrt(add(mean(mul(xc, xc), -1, true), eps)));
+  return add(mul(weight, mul(xc, rstd)), bias);
+}
 export const matmul = (a: Value, b: Value): Value => a.graph.op('MatMul', [a, b], {})[0]!;
 /** a @ b^T for a weight b stored [out, in] (torch nn.Linear layout). */
 export const matmulT = (a: Value, b: Value): Value => a.graph.op('MatMulT', [a, b], {})[0]!;

@@ -201,6 +201,9 @@ export function lowerGraph(graph: Graph, outputs: Record<string, Value>, name = 
     tmp(hint) {
       return `__t${tmpCount++}_${hint}`;
     },
+    live(v) {
+      return needed.has(v.id);
+    },
   };
 
   const sums = addChains(

@@ -3,7 +3,7 @@
 // is an exhaustive mapped type over OpName (graph/attrs.ts), so an op without a lowering does not
 // compile. The 4-bit dequantization of QuantMatMul lives here too: it is a lowering, not an op.
 
-import type { Node } from '../graph/ir.js';
+import type { Node, Value } from '../graph/ir.js';
 import type { OpAttrs, OpName, QuantMatMulAttrs, ReduceAttrs } from '../graph/attrs.js';
 import type { DType } from '../graph/types.js';
 import type { AttrValue } from './model.js';
@@ -17,6 +17,8 @@ export interface LowerContext {
   int64s(values: readonly number[]): string;
   scalar(value: number, dtype: DType): string;
   tmp(hint: string): string;
+  /** Whether the lowered graph reads v (a node's outputs that nothing reads may be left unnamed). */
+  live(v: Value): boolean;
 }
 
 /** ins/outs are the ONNX value names of the node's inputs and outputs. */
@@ -167,6 +169,7 @@ export const LOWER: { [K in OpName]: LowerRule<OpAttrs[K]> } = {
   Or: as('Or'),
   Not: as('Not'),
   Neg: as('Neg'),
+  Abs: as('Abs'),
   Sqrt: as('Sqrt'),
   Reciprocal: as('Reciprocal'),
   Exp: as('Exp'),
@@ -194,7 +197,27 @@ export const LOWER: { [K in OpName]: LowerRule<OpAttrs[K]> } = {
   ReduceMean: reduce('ReduceMean'),
   ReduceMax: reduce('ReduceMax'),
 
-  LayerNorm: (ctx, ins, outs, { epsilon }) => ctx.emit('LayerNormalization', ins, outs, { axis: int(-1), epsilon: float(epsilon) }),
+  // [y, mean, 1 / std]. Only y read (inference): LayerNormalization alone. Otherwise, float32:
+  // LayerNormalization with its Mean and InvStdDev outputs (stash_type 1 keeps them float32, the
+  // graph's type); other types spelled out (ONNX Runtime returns those outputs float32 only).
+  LayerNorm: (ctx, [x, w, b], [y, m, r], { epsilon }, node) => {
+    const dt = node.inputs[0]!.dtype;
+    const stats = node.outputs.slice(1).some((v) => ctx.live(v));
+    const attrs = { axis: int(-1), epsilon: float(epsilon), stash_type: int(1) };
+    if (!stats) return ctx.emit('LayerNormalization', [x!, w!, b!], [y!], attrs);
+    if (dt === 'float32') return ctx.emit('LayerNormalization', [x!, w!, b!], [y!, m!, r!], attrs);
+    const step = (op: string, ins: string[], hint: string, out = ctx.tmp(hint)): string => {
+      ctx.emit(op, ins, [out]);
+      return out;
+    };
+    ctx.emit('ReduceMean', [x!, ctx.int64s([-1])], [m!], { keepdims: int(1) });
+    const xc = step('Sub', [x!, m!], 'ln_xc');
+    const v = ctx.tmp('ln_var');
+    ctx.emit('ReduceMean', [step('Mul', [xc, xc], 'ln_sq'), ctx.int64s([-1])], [v], { keepdims: int(1) });
+    step('Reciprocal', [step('Sqrt', [step('Add', [v, ctx.scalar(epsilon, dt)], 'ln_ve')], 'ln_std')], 'ln_rstd', r!);
+    const scaled = step('Mul', [w!, step('Mul', [xc, r!], 'ln_xhat')], 'ln_wx');
+    ctx.emit('Add', [scaled, b!], [y!]);
+  },
 
   // float32: com.microsoft FastGelu (one pass); other types spelled out as geluTanhComposed.
   GeluTanh: (ctx, [x], outs, _a, node) => {

@@ -5,6 +5,7 @@
 // parameter instead of 4; the trainable tensors, their gradients and AdamW stay float32.
 
 import type { Graph, Value } from '../graph/ir.js';
+import * as o from '../graph/ops.js';
 import { QuantizationError } from './errors.js';
 
 /** Symmetric int8 codes of a [rows, cols] matrix with one scale per column (absmax / 127). */
@@ -105,4 +106,19 @@ export function int8Operands(g: Graph, name: string, q: Int8Base): [Value, Value
     g.constant(`${name}.${suffix}_scale`, 'float32', [m.cols], { kind: 'array', data: m.scales }),
   ];
   return [...c('int8', q.forward), ...c('int8_t', q.backward)] as [Value, Value, Value, Value];
+}
+
+/**
+ * The input gradient g @ W^T of an int8 base matrix, through its int8 copy Bt ([b, bScale, bt,
+ * btScale] as o.int8Matmul takes them, the two copies swapped), with each row of g scaled to a
+ * largest |g| of 1 before the product and the result scaled back. DynamicQuantizeMatMul quantizes
+ * its left operand to 8 bits with one scale for the whole tensor, and the rows (tokens) of a
+ * gradient differ in size by orders of magnitude, so per tensor most rows keep only a few levels;
+ * that lost exact match on the arith quickstart (bench/RESULTS.md, issue #19 notes). Per row, every
+ * row keeps its 8 bits, for two passes over g and one over the product.
+ */
+export function int8InputGrad(g: Value, [b, bScale, bt, btScale]: readonly [Value, Value, Value, Value]): Value {
+  // 1e-30 keeps an all-zero row (a masked token) at 0 instead of 0 / 0.
+  const rowMax = o.add(o.max(o.abs(g), -1, true), 1e-30);
+  return o.mul(o.int8Matmul(o.mul(g, o.reciprocal(rowMax)), [bt, btScale, b, bScale]), rowMax);
 }

@@ -54,8 +54,9 @@ export type StepOptions = Pick<
  * the float32 step and its GEMMs run 1.5-2x float32's on a VNNI CPU; a step's loss and gradients
  * stay within 1% / cosine 0.999 of float32's (test/quant/int8_base.test.ts), LoRA's eval-loss curves
  * on the bundled tasks mix with float32's seed to seed (bench/quality.ts, bench/RESULTS.md "Equal
- * quality"; measured with eval losses on the float32 base); not exact match on arith after 400 steps
- * (44.6% against 56.2% over 5 seeds: the 8-bit gradient of the backward products, docs/QUICKSTART.md).
+ * quality"; measured with eval losses on the float32 base); exact match on arith after 400 steps
+ * stays below float32's (50.6% against 56.2% over 5 seeds, 44.6% before the backward products scaled
+ * the gradient per row: src/quant/int8_base.ts int8InputGrad, docs/QUICKSTART.md).
  * Evaluation during training now runs on
  * the same int8 base, and the trainer releases the float32 arrays of the matrices held only as int8
  * (read back from the checkpoint file if anything needs them later; bench/RESULTS.md, "Memory of a

@@ -34,6 +34,7 @@ const cases: Record<OpName, () => Promise<void>> = {
   Div: () => gradCheck({ a: { shape: [2, 3] }, b: { shape: [1, 3], init: pos(3) } }, ({ a, b }) => o.div(a!, b!)),
   Pow: () => gradCheck({ a: { shape: [2, 3], init: pos(6) }, b: { shape: [3] } }, ({ a, b }) => o.pow(a!, b!)),
   Neg: () => gradCheck({ a: { shape: [5] } }, ({ a }) => o.neg(a!)),
+  Abs: () => gradCheck({ a: { shape: [2, 3], init: Float64Array.from([-1.5, -0.25, 0.5, 2, -3, 0.75]) } }, ({ a }) => o.abs(a!)),
   Sqrt: () => gradCheck({ a: { shape: [5], init: pos(5) } }, ({ a }) => o.sqrt(a!)),
   Reciprocal: () => gradCheck({ a: { shape: [5], init: pos(5) } }, ({ a }) => o.reciprocal(a!)),
   Exp: () => gradCheck({ a: { shape: [2, 3] } }, ({ a }) => o.exp(a!)),
@@ -51,8 +52,16 @@ const cases: Record<OpName, () => Promise<void>> = {
   ReduceSum: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.add(o.sum(a!, [0, 2]), o.sum(o.sum(a!, 1, true)))),
   ReduceMean: () => gradCheck({ a: { shape: [2, 3, 4] } }, ({ a }) => o.mul(o.mean(a!, 1, true), o.sum(o.mean(a!, [0, 2], false)))),
   ReduceMax: () => gradCheck({ a: { shape: [3, 4] } }, ({ a }) => o.max(a!, -1)),
-  LayerNorm: () =>
-    gradCheck({ x: { shape: [2, 3, 5] }, w: { shape: [5] }, b: { shape: [5] } }, ({ x, w, b }) => o.layerNorm(x!, w!, b!, 1e-5)),
+  // float64: the spelled-out lowering against finite differences; float32: LayerNormalization and
+  // the gradient from its saved mean and 1/std against the composition's.
+  LayerNorm: async () => {
+    await gradCheck({ x: { shape: [2, 3, 5] }, w: { shape: [5] }, b: { shape: [5] } }, ({ x, w, b }) => o.layerNorm(x!, w!, b!, 1e-5));
+    await fusedMatchesComposed(
+      { x: { shape: [3, 7, 64] }, w: { shape: [64] }, b: { shape: [64] } },
+      ({ x, w, b }) => o.layerNorm(x!, w!, b!, 1e-5),
+      ({ x, w, b }) => o.layerNormComposed(x!, w!, b!, 1e-5),
+    );
+  },
   // float64: the spelled-out lowering against finite differences; float32: FastGelu and the
   // recomputing gradient against the composition's autodiff (values across the tanh's range).
   GeluTanh: async () => {

@@ -122,7 +122,7 @@ export function attentionOf(
  * Whether attentionOf computes grouped-query attention without repeating k and v (groupedAttention).
  * On by default; PEFT_GQA_GROUPED=0 in the environment turns it off (A/B timing).
  */
-export const GROUPED_QUERY_ATTENTION = {
+const GROUPED_QUERY_ATTENTION = {
   enabled: (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.PEFT_GQA_GROUPED !== '0',
 };
 
@@ -146,7 +146,7 @@ export function groupedAttentionBias(bias: Value, nRep: number): Value {
  * gets their gradients straight from the products (no copies, slices and sums over the repeats).
  * `groupedBias` as groupedAttentionBias returns it. The same values as attention() with repeatKV.
  */
-export function groupedAttention(q: Value, k: Value, v: Value, groupedBias: Value, headDim: number, nRep: number): Value {
+function groupedAttention(q: Value, k: Value, v: Value, groupedBias: Value, headDim: number, nRep: number): Value {
   const heads = q.shape[1] as number;
   const qg = o.reshape(q, [0, heads / nRep, -1, headDim]);
   const out = attention(qg, k, v, groupedBias, headDim);

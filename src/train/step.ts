@@ -55,8 +55,8 @@ export type StepOptions = Pick<
  * stay within 1% / cosine 0.999 of float32's (test/quant/int8_base.test.ts), LoRA's eval-loss curves
  * on the bundled tasks mix with float32's seed to seed (bench/quality.ts, bench/RESULTS.md "Equal
  * quality"; measured with eval losses on the float32 base); exact match on arith after 400 steps
- * stays below float32's (50.6% against 56.2% over 5 seeds, 44.6% before the backward products scaled
- * the gradient per row: src/quant/int8_base.ts int8InputGrad, docs/QUICKSTART.md).
+ * within the seed-to-seed spread of float32's (53.0% against 55.8% over 5 seeds; 44.6% before the
+ * backward products scaled the gradient per row: src/quant/int8_base.ts int8InputGrad, docs/QUICKSTART.md).
  * Evaluation during training now runs on
  * the same int8 base, and the trainer releases the float32 arrays of the matrices held only as int8
  * (read back from the checkpoint file if anything needs them later; bench/RESULTS.md, "Memory of a

@@ -98,10 +98,16 @@ export function attention(q: Value, k: Value, v: Value, bias: Value, headDim: nu
   return o.matmul(o.softmax(scores, -1), v);
 }
 
+/** Whether attentionOf uses groupedAttention; PEFT_GQA_GROUPED=0 in the environment turns it off (A/B timing). */
+const GROUPED_QUERY_ATTENTION =
+  (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.PEFT_GQA_GROUPED !== '0';
+
 /**
  * attention() of q with keys and values of `kvRep`-times fewer heads (grouped-query; 1: as many),
  * through ctx.recomputed: training with selectiveRecompute, the backward pass recomputes the
- * repeated keys/values, scores and probabilities from q, k and v instead of keeping them.
+ * scores and probabilities from q, k and v instead of keeping them. With `groupedBias`
+ * (groupedAttentionBias) the heads that share k and v are one matrix (groupedAttention); without
+ * it, k and v are repeated per head.
  */
 export function attentionOf(
   ctx: BuildContext,
@@ -113,18 +119,10 @@ export function attentionOf(
   kvRep = 1,
   groupedBias?: Value,
 ): Value {
-  if (kvRep > 1 && groupedBias && GROUPED_QUERY_ATTENTION.enabled)
+  if (kvRep > 1 && groupedBias && GROUPED_QUERY_ATTENTION)
     return ctx.recomputed([q, k, v], ([q, k, v]) => groupedAttention(q!, k!, v!, groupedBias, headDim, kvRep));
   return ctx.recomputed([q, k, v], ([q, k, v]) => attention(q!, repeatKV(k!, kvRep), repeatKV(v!, kvRep), bias, headDim));
 }
-
-/**
- * Whether attentionOf computes grouped-query attention without repeating k and v (groupedAttention).
- * On by default; PEFT_GQA_GROUPED=0 in the environment turns it off (A/B timing).
- */
-const GROUPED_QUERY_ATTENTION = {
-  enabled: (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.PEFT_GQA_GROUPED !== '0',
-};
 
 /**
  * An attention bias [batch, 1, q, k] for groupedAttention: its rows repeated nRep times,

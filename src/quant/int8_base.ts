@@ -109,8 +109,8 @@ export function int8Operands(g: Graph, name: string, q: Int8Base): [Value, Value
 }
 
 /**
- * The input gradient g @ W^T of an int8 base matrix, through its int8 copy Bt ([b, bScale, bt,
- * btScale] as o.int8Matmul takes them, the two copies swapped), with each row of g scaled to a
+ * The input gradient g @ W^T of an int8 base matrix (its forward operands [b, bScale, bt, btScale],
+ * as o.int8Matmul takes them for x @ W), through the transposed copy Bt, with each row of g scaled to a
  * largest |g| of 1 before the product and the result scaled back. DynamicQuantizeMatMul quantizes
  * its left operand to 8 bits with one scale for the whole tensor, and the rows (tokens) of a
  * gradient differ in size by orders of magnitude, so per tensor most rows keep only a few levels;
